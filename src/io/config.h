@@ -1,0 +1,63 @@
+// config.json of Qwen3ForCausalLM / Qwen3MoeForCausalLM: every field that changes the math.
+// Accepts both vintages real checkpoints use (rope_theta | rope_parameters.rope_theta,
+// num_experts | num_local_experts, head_dim present | derived). Anything we cannot compute
+// faithfully is AE_ERR_UNSUPPORTED with the field named.
+#ifndef AE_IO_CONFIG_H
+#define AE_IO_CONFIG_H
+
+#include <stdint.h>
+
+#include "core/error.h"
+
+#define AE_MAX_LAYERS 1024
+
+typedef enum { AE_ARCH_QWEN3 = 0, AE_ARCH_QWEN3_MOE = 1 } ae_arch;
+typedef enum { AE_LAYER_FULL = 0, AE_LAYER_SLIDING = 1 } ae_layer_attn;
+
+typedef struct {
+    ae_arch arch;
+    char architecture[64];       // e.g. "Qwen3ForCausalLM"
+    int vocab_size;
+    int hidden_size;
+    int intermediate_size;       // dense MLP width
+    int num_hidden_layers;
+    int num_attention_heads;
+    int num_key_value_heads;
+    int head_dim;                // explicit or hidden_size / num_attention_heads
+    double rms_norm_eps;
+    double rope_theta;
+    int max_position_embeddings;
+    int tie_word_embeddings;
+    int bos_token_id, eos_token_id; // -1 when absent/null
+    // MoE (arch == AE_ARCH_QWEN3_MOE)
+    int num_experts;
+    int num_experts_per_tok;
+    int moe_intermediate_size;
+    int norm_topk_prob;
+    int decoder_sparse_step;
+    int n_mlp_only_layers;
+    int *mlp_only_layers;        // (n_mlp_only_layers,)
+    // sliding window
+    int use_sliding_window;
+    int sliding_window;          // 0 when null
+    int max_window_layers;
+    ae_layer_attn *layer_types;  // (num_hidden_layers,) resolved per layer
+    double initializer_range;
+} ae_config;
+
+// Reads dir/config.json.
+ae_status ae_config_load(const char *dir, ae_config *cfg);
+// Parses JSON text; `origin` names the file in error messages.
+ae_status ae_config_parse(const char *json, const char *origin, ae_config *cfg);
+void ae_config_free(ae_config *cfg);
+
+// 1 if layer l uses the sparse MoE block (HF rule: not in mlp_only_layers, num_experts > 0 and
+// (l + 1) % decoder_sparse_step == 0).
+int ae_config_layer_is_moe(const ae_config *cfg, int l);
+// Total parameter count implied by the config (embeddings counted once when tied).
+int64_t ae_config_param_count(const ae_config *cfg);
+// KV-cache bytes for one sequence of `ctx` tokens, bf16 (2 bytes/value): sliding layers store
+// min(ctx, sliding_window) tokens.
+int64_t ae_config_kv_bytes(const ae_config *cfg, int64_t ctx);
+
+#endif

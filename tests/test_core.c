@@ -1,0 +1,81 @@
+// core/: error messages, atomic files, dtype conversion.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/file.h"
+#include "util/testutil.h"
+
+static void test_error_wrap(void **state) {
+    (void)state;
+    ae_status st = ae_errorf(AE_ERR_FORMAT, "field %s: bad", "x");
+    assert_int_equal(st, AE_ERR_FORMAT);
+    ae_error_wrap(st, "file.json");
+    assert_string_equal(ae_last_error(), "file.json: field x: bad");
+}
+
+static void test_bf16_f16_roundtrip(void **state) {
+    (void)state;
+    // every finite bf16 / f16 bit pattern survives f32 and back
+    for (uint32_t h = 0; h < 65536; h++) {
+        uint16_t b = (uint16_t)h;
+        float f = ae_bf16_to_f32(b);
+        if (!isnan(f)) assert_int_equal(ae_f32_to_bf16(f), b);
+        float g = ae_f16_to_f32(b);
+        if (!isnan(g)) assert_int_equal(ae_f32_to_f16(g), b);
+    }
+    assert_true(ae_f16_to_f32(0x3c00) == 1.0f);
+    assert_true(ae_f16_to_f32(0x0001) == ldexpf(1.0f, -24));
+    assert_true(ae_bf16_to_f32(0x3f80) == 1.0f);
+    // round to nearest even
+    assert_int_equal(ae_f32_to_bf16(1.0f + ldexpf(1.0f, -8)), 0x3f80);
+    assert_int_equal(ae_f32_to_bf16(1.0f + 3 * ldexpf(1.0f, -8)), 0x3f82);
+    assert_int_equal(ae_f32_to_f16(65520.0f), 0x7c00);
+    assert_int_equal(ae_f32_to_f16(65519.0f), 0x7bff);
+}
+
+static void test_atomic_abort_leaves_old(void **state) {
+    (void)state;
+    char *dir = ae_test_tmpdir();
+    char *path = ae_path_join(dir, "f.bin");
+    assert_int_equal(ae_test_write_file(path, "old", 3), 0);
+    ae_atomic_file f;
+    assert_int_equal(ae_atomic_open(&f, path), AE_OK);
+    assert_int_equal(ae_atomic_write(&f, "new-content", 11), AE_OK);
+    ae_atomic_abort(&f);
+    char *buf;
+    size_t len;
+    assert_int_equal(ae_file_read_all(path, &buf, &len), AE_OK);
+    assert_string_equal(buf, "old");
+    free(buf);
+    assert_int_equal(ae_atomic_open(&f, path), AE_OK);
+    assert_int_equal(ae_atomic_write(&f, "new", 3), AE_OK);
+    assert_int_equal(ae_atomic_commit(&f), AE_OK);
+    assert_int_equal(ae_file_read_all(path, &buf, &len), AE_OK);
+    assert_string_equal(buf, "new");
+    free(buf);
+    free(path);
+    ae_test_rmtree(dir);
+    free(dir);
+}
+
+static void test_read_missing_names_file(void **state) {
+    (void)state;
+    char *buf;
+    size_t len;
+    assert_int_equal(ae_file_read_all("/nonexistent/x.json", &buf, &len), AE_ERR_IO);
+    assert_non_null(strstr(ae_last_error(), "/nonexistent/x.json"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_error_wrap),
+        cmocka_unit_test(test_bf16_f16_roundtrip),
+        cmocka_unit_test(test_atomic_abort_leaves_old),
+        cmocka_unit_test(test_read_missing_names_file),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

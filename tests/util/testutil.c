@@ -1,0 +1,125 @@
+#define _XOPEN_SOURCE 700
+#include "util/testutil.h"
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+const char *ae_test_src(const char *rel) {
+    static char bufs[8][4096];
+    static int slot;
+    char *b = bufs[slot++ & 7];
+    snprintf(b, 4096, "%s/%s", AE_SOURCE_DIR, rel);
+    return b;
+}
+
+const char *ae_test_shared_dir(void) {
+    static char buf[4096];
+    const char *env = getenv("AE_SHARED_DIR");
+    if (env && *env) snprintf(buf, sizeof buf, "%s", env);
+    else snprintf(buf, sizeof buf, "%s/../shared", AE_SOURCE_DIR);
+    struct stat st;
+    return (stat(buf, &st) == 0 && S_ISDIR(st.st_mode)) ? buf : NULL;
+}
+
+const char *ae_test_shared(const char *rel, const char *what) {
+    static char bufs[8][4096];
+    static int slot;
+    const char *dir = ae_test_shared_dir();
+    struct stat st;
+    if (dir) {
+        char *b = bufs[slot++ & 7];
+        snprintf(b, 4096, "%s/%s", dir, rel);
+        if (stat(b, &st) == 0) return b;
+    }
+    printf("SKIP %s: %s/%s not found (needs the project's ../shared folder)\n", what,
+           dir ? dir : "../shared", rel);
+    fflush(stdout);
+    return NULL;
+}
+
+char *ae_test_tmpdir(void) {
+    char tmpl[] = "/tmp/ae-test-XXXXXX";
+    char *d = mkdtemp(tmpl);
+    return d ? strdup(d) : NULL;
+}
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void ae_test_rmtree(const char *dir) {
+    if (dir) nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int ae_test_write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(data, 1, n, f);
+    return (fclose(f) == 0 && w == n) ? 0 : -1;
+}
+
+static char *slurp_fd(int fd) {
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap);
+    for (;;) {
+        if (n + 1 >= cap) b = realloc(b, cap *= 2);
+        ssize_t r = read(fd, b + n, cap - 1 - n);
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    b[n] = '\0';
+    return b;
+}
+
+int ae_test_run_cli(const char *const *args, const char *stdin_text, char **out, char **err) {
+    char outp[] = "/tmp/ae-cli-out-XXXXXX", errp[] = "/tmp/ae-cli-err-XXXXXX";
+    char inp[] = "/tmp/ae-cli-in-XXXXXX";
+    int fo = mkstemp(outp), fe = mkstemp(errp), fi = mkstemp(inp);
+    if (stdin_text) {
+        size_t len = strlen(stdin_text);
+        if (write(fi, stdin_text, len) != (ssize_t)len) return -1;
+        lseek(fi, 0, SEEK_SET);
+    }
+    int argc = 0;
+    while (args[argc]) argc++;
+    char **argv = calloc((size_t)argc + 2, sizeof *argv);
+    argv[0] = (char *)AE_CLI_PATH;
+    for (int i = 0; i < argc; i++) argv[i + 1] = (char *)args[i];
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fi, 0);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        execv(AE_CLI_PATH, argv);
+        _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    free(argv);
+    lseek(fo, 0, SEEK_SET);
+    lseek(fe, 0, SEEK_SET);
+    char *o = slurp_fd(fo), *e = slurp_fd(fe);
+    close(fo);
+    close(fe);
+    close(fi);
+    unlink(outp);
+    unlink(errp);
+    unlink(inp);
+    if (out) *out = o;
+    else free(o);
+    if (err) *err = e;
+    else free(e);
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return -1;
+}

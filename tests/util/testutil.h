@@ -1,0 +1,28 @@
+// Shared helpers for the cmocka test programs.
+#ifndef AE_TESTUTIL_H
+#define AE_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+// Absolute path of a file under the source tree: ae_test_src("tests/fixtures/x") (static buffer
+// per call slot; copy if you keep it).
+const char *ae_test_src(const char *rel);
+// The ../shared folder beside the repo (AE_SHARED_DIR overrides), or NULL when absent.
+const char *ae_test_shared_dir(void);
+// Path under shared/, or NULL (and prints "SKIP <what>: ../shared not found") when absent.
+const char *ae_test_shared(const char *rel, const char *what);
+// A fresh empty temporary directory (removed by ae_test_rmtree).
+char *ae_test_tmpdir(void);
+void ae_test_rmtree(const char *dir);
+// Writes bytes to a file; returns 0 on success.
+int ae_test_write_file(const char *path, const void *data, size_t n);
+
+// Runs the attnedit CLI with argv (NULL-terminated, argv[0] excluded) and captures stdout and
+// stderr (heap strings, caller frees). Returns the exit status (or 128+signal when killed).
+int ae_test_run_cli(const char *const *args, const char *stdin_text, char **out, char **err);
+
+#endif
