@@ -96,7 +96,12 @@ TINY = [
     # name, kind, config kwargs, post-edits of config.json, save dtype
     ("dense_gqa1", "dense", dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=4, head_dim=16,
                                  num_hidden_layers=2, intermediate_size=128, tie_word_embeddings=True,
-                                 rope_theta=10000.0), ["drop_head_dim", "old_rope"], torch.float32),
+                                 rope_theta=10000.0), ["old_rope"], torch.float32),
+    # config.json without head_dim: transformers' Qwen3Config then uses its default, 128
+    ("dense_head_dim_default", "dense", dict(hidden_size=64, num_attention_heads=2, num_key_value_heads=1,
+                                             head_dim=128, num_hidden_layers=1, intermediate_size=64,
+                                             tie_word_embeddings=True, rope_theta=1000000.0),
+     ["drop_head_dim"], torch.float32),
     ("dense_gqa2_untied", "dense", dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=24,
                                         num_hidden_layers=3, intermediate_size=96, tie_word_embeddings=False,
                                         rope_theta=1000000.0), [], torch.float32),
@@ -148,7 +153,7 @@ def edit_config(path, edits):
     cfg = json.load(open(path))
     for e in edits:
         if e == "drop_head_dim":
-            assert cfg["head_dim"] == cfg["hidden_size"] // cfg["num_attention_heads"]
+            assert cfg["head_dim"] == 128
             del cfg["head_dim"]
         elif e == "old_rope":
             rp = cfg.pop("rope_parameters", None)
@@ -172,11 +177,16 @@ def gen_tiny(a):
         out = os.path.join(a.out, name)
         os.makedirs(out, exist_ok=True)
         model.to(dtype).save_pretrained(out, safe_serialization=True)
-        model = model.to(torch.float32)
         edit_config(os.path.join(out, "config.json"), edits)
+        # Reference = the saved folder loaded in fp32, as a user gets it (this also recomputes
+        # the RoPE inverse frequencies in fp32 instead of keeping the bf16/f16-cast buffer).
+        model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32,
+                                                     attn_implementation="eager").eval()
         ids = torch.randint(0, TINY_VOCAB, (1, TINY_T), generator=gen)
         logits = model(input_ids=ids).logits[0].float()
-        greedy = model.generate(ids[:, :8], max_new_tokens=12, do_sample=False, min_new_tokens=12,
+        # explicit all-ones mask: generate() would otherwise mask every pad-id token in the prompt
+        greedy = model.generate(ids[:, :8], attention_mask=torch.ones_like(ids[:, :8]),
+                                max_new_tokens=12, do_sample=False, min_new_tokens=12,
                                 eos_token_id=None, pad_token_id=1)[0, 8:]
         save_st(os.path.join(out, "expected.safetensors"),
                 {"input_ids": ids[0].to(torch.int32), "logits": logits,
@@ -217,7 +227,7 @@ def gen_teacher(a):
                                                  attn_implementation="eager").eval()
     ids = torch.tensor([tok.encode(PROMPT, add_special_tokens=False).ids])
     logits = model(input_ids=ids).logits[0].float()
-    greedy = model.generate(ids, max_new_tokens=24, do_sample=False, min_new_tokens=24,
+    greedy = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False, min_new_tokens=24,
                             eos_token_id=None, pad_token_id=0)[0, ids.shape[1]:]
     n, nll = ppl_protocol(model, tok, os.path.join(ROOT, "data/sample.txt"), a.ctx)
     os.makedirs(a.out, exist_ok=True)

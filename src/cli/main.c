@@ -1,7 +1,59 @@
+// attnedit: command-line entry point. Dispatches to the subcommands in cli/cmd_*.c.
 #include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/file.h"
+
+static const char k_usage[] =
+    "attnedit " AE_VERSION " - convert Qwen3 models to cheaper attention, run and measure them\n"
+    "\n"
+    "usage: attnedit COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  inspect  MODEL [--json]                      architecture, parameters, KV-cache size\n"
+    "  tokenize --model M (--text S | --file F) [--decode]\n"
+    "  generate --model M (--prompt S | --prompt-ids \"1 2 3\") [--max-new-tokens N]\n"
+    "           [--greedy | --temperature T --top-k K --top-p P --seed S] [--print-ids]\n"
+    "  eval ppl --model M --file F [--ctx N] [--json]\n"
+    "\n"
+    "MODEL is a Hugging Face folder (config.json, *.safetensors, tokenizer.json).\n"
+    "Run 'attnedit COMMAND --help' for details.\n";
+
+int ae_cli_fail(const char *cmd) {
+    fprintf(stderr, "attnedit %s: %s\n", cmd, ae_last_error());
+    return 1;
+}
+
+int ae_cli_check_model(const char *cmd, const char *dir) {
+    if (!ae_path_exists(dir)) {
+        fprintf(stderr, "attnedit %s: MODEL folder '%s' does not exist\n", cmd, dir);
+        return 1;
+    }
+    if (!ae_path_is_dir(dir)) {
+        fprintf(stderr, "attnedit %s: MODEL '%s' is not a folder (expected a Hugging Face model "
+                        "folder with config.json)\n", cmd, dir);
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "usage: attnedit COMMAND ...\n");
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "help")) {
+        fputs(k_usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("attnedit %s\n", AE_VERSION);
+        return 0;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "inspect")) return ae_cmd_inspect(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokenize")) return ae_cmd_tokenize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "generate")) return ae_cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "eval")) return ae_cmd_eval(argc - 2, argv + 2);
+    fprintf(stderr, "attnedit: unknown command '%s'\n\n%s", cmd, k_usage);
     return 2;
 }

@@ -1,0 +1,104 @@
+// attnedit eval ppl --model MODEL --file F [--ctx N] [--json]
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "core/file.h"
+#include "eval/ppl.h"
+#include "io/config.h"
+
+static const char k_help[] =
+    "usage: attnedit eval ppl --model MODEL --file F [--ctx N] [--json]\n"
+    "  Perplexity of MODEL on a UTF-8 text file. Documents are split on <|endoftext|>, each is\n"
+    "  tokenised without special tokens and scored in windows of N tokens (default: 512, or\n"
+    "  max_position_embeddings if smaller) with stride N; every token but a document's first is\n"
+    "  predicted once. Prints tokens scored, mean NLL (nats/token) and perplexity.\n";
+
+static int eval_ppl(int argc, char **argv) {
+    ae_args a = {argc, argv, 0, "eval ppl"};
+    const char *model = NULL, *file = NULL, *v;
+    int ctx = 0, json = 0, r;
+    while (a.i < a.argc) {
+        ae_status st = AE_OK;
+        if ((r = ae_args_value(&a, "--model", &model)) || (r = ae_args_value(&a, "--file", &file))) {
+        } else if ((r = ae_args_value(&a, "--ctx", &v))) {
+            if (r > 0) st = ae_parse_int(v, "--ctx", 2, 1 << 20, &ctx);
+        } else if (ae_args_flag(&a, "--json")) json = 1;
+        else if (ae_args_flag(&a, "--help")) {
+            fputs(k_help, stdout);
+            return 0;
+        } else st = ae_args_unknown(&a);
+        if (r < 0 || st != AE_OK) return ae_cli_fail("eval ppl");
+    }
+    if (!model || !file) {
+        fprintf(stderr, "attnedit eval ppl: need --model and --file\n%s", k_help);
+        return 2;
+    }
+    if (ae_cli_check_model("eval ppl", model)) return 1;
+    char *text = NULL;
+    size_t len;
+    ae_model *m = NULL;
+    ae_tokenizer *tok = NULL;
+    int rc = 0;
+    ae_ppl res;
+    // Everything that can be checked up front is, so that a bad byte at the end of a long file or
+    // a too-large --ctx is reported before any scoring.
+    ae_config cfg;
+    if (ae_config_load(model, &cfg) != AE_OK) return ae_cli_fail("eval ppl");
+    int max_pos = cfg.max_position_embeddings;
+    ae_config_free(&cfg);
+    if (ctx == 0) ctx = max_pos < 512 ? max_pos : 512;
+    if (ctx > max_pos) {
+        fprintf(stderr,
+                "attnedit eval ppl: --ctx %d exceeds the model's max_position_embeddings (%d)\n",
+                ctx, max_pos);
+        return 1;
+    }
+    if (ae_file_read_all(file, &text, &len) != AE_OK || ae_check_utf8(text, len, file) != AE_OK ||
+        ae_tokenizer_load(model, &tok) != AE_OK ||
+        ae_model_load(model, ae_backend_cpu(), &m) != AE_OK) {
+        rc = ae_cli_fail("eval ppl");
+        goto done;
+    }
+    if (ae_ppl_text(m, tok, text, len, ctx, !json, &res) != AE_OK) {
+        ae_error_wrap(AE_ERR_ARG, "%s", file);
+        rc = ae_cli_fail("eval ppl");
+        goto done;
+    }
+    if (res.tokens == 0) {
+        fprintf(stderr, "attnedit eval ppl: %s: no document has 2 or more tokens; nothing to score\n", file);
+        rc = 1;
+        goto done;
+    }
+    double nll = res.nll_sum / (double)res.tokens;
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "tokens", (double)res.tokens);
+        cJSON_AddNumberToObject(o, "mean_nll", nll);
+        cJSON_AddNumberToObject(o, "ppl", exp(nll));
+        cJSON_AddNumberToObject(o, "ctx", ctx);
+        cJSON_AddNumberToObject(o, "docs", res.docs);
+        char *s = cJSON_PrintUnformatted(o);
+        puts(s);
+        free(s);
+        cJSON_Delete(o);
+    } else {
+        printf("tokens    %lld\nmean_nll  %.6f\nppl       %.4f\n", (long long)res.tokens, nll, exp(nll));
+    }
+done:
+    free(text);
+    ae_model_free(m);
+    ae_tokenizer_free(tok);
+    return rc;
+}
+
+int ae_cmd_eval(int argc, char **argv) {
+    if (argc >= 1 && !strcmp(argv[0], "ppl")) return eval_ppl(argc - 1, argv + 1);
+    fprintf(stderr, "attnedit eval: unknown evaluation '%s' (available: ppl)\n%s",
+            argc >= 1 ? argv[0] : "", k_help);
+    return 2;
+}

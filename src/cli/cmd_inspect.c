@@ -1,0 +1,97 @@
+// attnedit inspect MODEL [--json]: architecture, parameter count and KV-cache size, from
+// config.json alone (weights are not read, so it works on config-only folders of big models).
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "io/config.h"
+
+static const int64_t k_ctx[] = {4096, 32768, 131072};
+
+static void print_bytes(const char *label, int64_t b) {
+    printf("  %-22s %14lld bytes  (%.2f MiB)\n", label, (long long)b, b / 1048576.0);
+}
+
+static int print_text(const ae_config *c) {
+    printf("architecture        %s\n", c->architecture);
+    printf("parameters          %lld (%.2f M)\n", (long long)ae_config_param_count(c),
+           ae_config_param_count(c) / 1e6);
+    printf("layers              %d\n", c->num_hidden_layers);
+    printf("hidden size         %d\n", c->hidden_size);
+    printf("attention heads     %d query, %d key/value, head_dim %d\n", c->num_attention_heads,
+           c->num_key_value_heads, c->head_dim);
+    if (c->arch == AE_ARCH_QWEN3_MOE)
+        printf("experts             %d (top-%d, expert width %d%s)\n", c->num_experts,
+               c->num_experts_per_tok, c->moe_intermediate_size,
+               c->norm_topk_prob ? ", renormalised" : "");
+    else
+        printf("mlp width           %d\n", c->intermediate_size);
+    printf("vocabulary          %d%s\n", c->vocab_size, c->tie_word_embeddings ? " (tied head)" : "");
+    printf("rope theta          %g\n", c->rope_theta);
+    printf("max positions       %d\n", c->max_position_embeddings);
+    int64_t per_tok = ae_config_kv_bytes(c, 4096) / 4096;
+    printf("kv cache (bf16)     %lld bytes/token (%.2f KiB)\n", (long long)per_tok, per_tok / 1024.0);
+    for (size_t i = 0; i < 3; i++) {
+        char label[64];
+        snprintf(label, sizeof label, "one sequence @ %lldK", (long long)(k_ctx[i] / 1024));
+        print_bytes(label, ae_config_kv_bytes(c, k_ctx[i]));
+    }
+    return 0;
+}
+
+static int print_json(const ae_config *c) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "architecture", c->architecture);
+    cJSON_AddNumberToObject(o, "params", (double)ae_config_param_count(c));
+    cJSON_AddNumberToObject(o, "layers", c->num_hidden_layers);
+    cJSON_AddNumberToObject(o, "hidden_size", c->hidden_size);
+    cJSON_AddNumberToObject(o, "num_attention_heads", c->num_attention_heads);
+    cJSON_AddNumberToObject(o, "num_key_value_heads", c->num_key_value_heads);
+    cJSON_AddNumberToObject(o, "head_dim", c->head_dim);
+    cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
+    if (c->arch == AE_ARCH_QWEN3_MOE) {
+        cJSON_AddNumberToObject(o, "num_experts", c->num_experts);
+        cJSON_AddNumberToObject(o, "num_experts_per_tok", c->num_experts_per_tok);
+    }
+    cJSON_AddNumberToObject(o, "kv_bytes_per_token", (double)(ae_config_kv_bytes(c, 4096) / 4096));
+    cJSON *kv = cJSON_AddObjectToObject(o, "kv_bytes");
+    for (size_t i = 0; i < 3; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "%lld", (long long)k_ctx[i]);
+        cJSON_AddNumberToObject(kv, key, (double)ae_config_kv_bytes(c, k_ctx[i]));
+    }
+    char *s = cJSON_PrintUnformatted(o);
+    puts(s);
+    free(s);
+    cJSON_Delete(o);
+    return 0;
+}
+
+int ae_cmd_inspect(int argc, char **argv) {
+    ae_args a = {argc, argv, 0, "inspect"};
+    const char *model = NULL;
+    int json = 0;
+    while (a.i < a.argc) {
+        if (ae_args_flag(&a, "--json")) json = 1;
+        else if (ae_args_flag(&a, "--help")) {
+            puts("usage: attnedit inspect MODEL [--json]\n"
+                 "  Prints architecture, parameter count and bf16 KV-cache bytes per token and for\n"
+                 "  one sequence of 4K/32K/128K tokens. Needs only MODEL/config.json.");
+            return 0;
+        } else if (!model && a.argv[a.i][0] != '-') model = a.argv[a.i++];
+        else return ae_cli_fail((ae_args_unknown(&a), "inspect"));
+    }
+    if (!model) {
+        fprintf(stderr, "attnedit inspect: missing MODEL folder (usage: attnedit inspect MODEL [--json])\n");
+        return 2;
+    }
+    if (ae_cli_check_model("inspect", model)) return 1;
+    ae_config cfg;
+    if (ae_config_load(model, &cfg) != AE_OK) return ae_cli_fail("inspect");
+    int rc = json ? print_json(&cfg) : print_text(&cfg);
+    ae_config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,17 @@
+// Subcommands of the attnedit CLI. Each returns the process exit status: 0 on success, 1 when
+// the input is bad (message already printed), 2 for usage errors.
+#ifndef AE_CLI_COMMANDS_H
+#define AE_CLI_COMMANDS_H
+
+int ae_cmd_inspect(int argc, char **argv);
+int ae_cmd_tokenize(int argc, char **argv);
+int ae_cmd_generate(int argc, char **argv);
+int ae_cmd_eval(int argc, char **argv);
+
+// Prints "attnedit <cmd>: <last error>" to stderr and returns 1.
+int ae_cli_fail(const char *cmd);
+// Checks that MODEL names an existing folder; prints "attnedit <cmd>: ..." and returns 1 if not,
+// else returns 0.
+int ae_cli_check_model(const char *cmd, const char *dir);
+
+#endif

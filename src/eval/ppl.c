@@ -1,0 +1,76 @@
+#include "eval/ppl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/mem.h"
+
+double ae_nll(const float *logits, int V, int target) {
+    float mx = logits[0];
+    for (int i = 1; i < V; i++) mx = logits[i] > mx ? logits[i] : mx;
+    double s = 0.0;
+    for (int i = 0; i < V; i++) s += exp((double)logits[i] - mx);
+    return log(s) + mx - (double)logits[target];
+}
+
+ae_status ae_ppl_add_doc(const ae_model *m, const int32_t *ids, size_t n, int ctx, ae_ppl *acc) {
+    if (ctx < 1) return ae_errorf(AE_ERR_ARG, "--ctx must be >= 1, got %d", ctx);
+    if (n < 2) return AE_OK;
+    int V = m->cfg.vocab_size;
+    ae_kv_cache cache;
+    AE_TRY(ae_kv_cache_init(&cache, m, ctx));
+    float *logits = ae_alloc_f32((size_t)ctx * V); // (ctx, V)
+    if (!logits) {
+        ae_kv_cache_free(&cache);
+        return AE_ERR_NOMEM;
+    }
+    ae_status st = AE_OK;
+    for (size_t s = 0; s + 1 < n && st == AE_OK; s += (size_t)ctx) {
+        int T = (int)((n - 1 - s) < (size_t)ctx ? (n - 1 - s) : (size_t)ctx);
+        ae_kv_cache_reset(&cache);
+        st = ae_model_forward(m, &cache, ids + s, T, logits, 1);
+        for (int t = 0; st == AE_OK && t < T; t++)
+            acc->nll_sum += ae_nll(logits + (size_t)t * V, V, ids[s + t + 1]);
+        if (st == AE_OK) acc->tokens += T;
+    }
+    acc->docs++;
+    ae_free_aligned(logits);
+    ae_kv_cache_free(&cache);
+    return st;
+}
+
+ae_status ae_ppl_text(const ae_model *m, const ae_tokenizer *tok, const char *text, size_t len,
+                      int ctx, int progress, ae_ppl *out) {
+    static const char sep[] = "<|endoftext|>";
+    const size_t seplen = sizeof sep - 1;
+    memset(out, 0, sizeof *out);
+    if (ctx < 1) return ae_errorf(AE_ERR_ARG, "--ctx must be >= 1, got %d", ctx);
+    double t0 = ae_time_now();
+    size_t pos = 0;
+    while (pos <= len) {
+        const char *hit = NULL;
+        for (size_t i = pos; i + seplen <= len; i++)
+            if (text[i] == '<' && memcmp(text + i, sep, seplen) == 0) {
+                hit = text + i;
+                break;
+            }
+        size_t end = hit ? (size_t)(hit - text) : len;
+        int32_t *ids = NULL;
+        size_t n = 0;
+        AE_TRY(ae_tokenizer_encode(tok, text + pos, end - pos, &ids, &n));
+        ae_status st = ae_ppl_add_doc(m, ids, n, ctx, out);
+        free(ids);
+        if (st != AE_OK) return st;
+        if (progress && out->tokens > 0)
+            fprintf(stderr, "\reval ppl: %d docs, %lld tokens, running ppl %.3f, %.0f tok/s",
+                    out->docs, (long long)out->tokens, exp(out->nll_sum / out->tokens),
+                    out->tokens / (ae_time_now() - t0 + 1e-9));
+        if (!hit) break;
+        pos = end + seplen;
+    }
+    if (progress) fputc('\n', stderr);
+    return AE_OK;
+}

@@ -1,0 +1,30 @@
+// Perplexity. Protocol (attnedit eval ppl): the text is split into documents on the literal
+// "<|endoftext|>"; each document is tokenised without special tokens and scored in windows of
+// `ctx` input tokens with stride ctx: window w feeds ids[w·ctx, w·ctx+ctx) and scores the
+// next-token predictions of ids[w·ctx+1, w·ctx+ctx]. Every token of a document but its first is
+// scored exactly once; each window starts with an empty cache. Documents of < 2 tokens add
+// nothing.
+#ifndef AE_EVAL_PPL_H
+#define AE_EVAL_PPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/model.h"
+#include "tok/tokenizer.h"
+
+typedef struct {
+    int64_t tokens;  // predictions scored
+    double nll_sum;  // sum of -log p(target), nats
+    int docs;
+} ae_ppl;
+
+// Adds the windows of one document to acc.
+ae_status ae_ppl_add_doc(const ae_model *m, const int32_t *ids, size_t n, int ctx, ae_ppl *acc);
+// Whole protocol over a UTF-8 text. progress: print a status line per window to stderr.
+ae_status ae_ppl_text(const ae_model *m, const ae_tokenizer *tok, const char *text, size_t len,
+                      int ctx, int progress, ae_ppl *out);
+// -log softmax(logits)[target], computed in double.   logits: (V)
+double ae_nll(const float *logits, int V, int target);
+
+#endif

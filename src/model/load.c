@@ -1,0 +1,207 @@
+// Loading a Qwen3 / Qwen3-MoE model: config, then every tensor with its expected shape.
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "io/safetensors.h"
+#include "model/model.h"
+
+typedef struct {
+    const ae_st_set *st;
+    const char *dir;
+    int64_t n_params;
+    size_t n_used;
+} loader;
+
+// Allocates and fills a tensor named `name` of the given shape.
+static ae_status load(loader *ld, const char *name, int ndim, int64_t d0, int64_t d1, float **out) {
+    int64_t shape[2] = {d0, d1};
+    int64_t numel = ndim == 1 ? d0 : d0 * d1;
+    *out = NULL;
+    if (!ae_st_find(ld->st, name))
+        return ae_errorf(AE_ERR_FORMAT, "%s: missing tensor '%s' required by config.json", ld->dir,
+                         name);
+    float *p = ae_alloc_f32((size_t)numel);
+    if (!p) return AE_ERR_NOMEM;
+    ae_status st = ae_st_load_f32(ld->st, name, ndim, shape, p);
+    if (st != AE_OK) {
+        ae_free_aligned(p);
+        return st;
+    }
+    ld->n_params += numel;
+    ld->n_used++;
+    *out = p;
+    return AE_OK;
+}
+
+static ae_status loadf(loader *ld, float **out, int ndim, int64_t d0, int64_t d1, const char *fmt,
+                       ...) __attribute__((format(printf, 6, 7)));
+static ae_status loadf(loader *ld, float **out, int ndim, int64_t d0, int64_t d1, const char *fmt,
+                       ...) {
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return load(ld, name, ndim, d0, d1, out);
+}
+
+// Experts are stored one tensor per expert; they are packed into (E, rows, cols).
+static ae_status load_experts(loader *ld, int l, const char *proj, int E, int rows, int cols,
+                              float **out) {
+    size_t per = (size_t)rows * cols;
+    float *all = ae_alloc_f32(per * E);
+    if (!all) return AE_ERR_NOMEM;
+    for (int e = 0; e < E; e++) {
+        float *one;
+        ae_status st = loadf(ld, &one, 2, rows, cols, "model.layers.%d.mlp.experts.%d.%s.weight", l,
+                             e, proj);
+        if (st != AE_OK) {
+            ae_free_aligned(all);
+            return st;
+        }
+        memcpy(all + per * e, one, per * sizeof(float));
+        ae_free_aligned(one);
+    }
+    *out = all;
+    return AE_OK;
+}
+
+static ae_status load_layer(loader *ld, const ae_config *c, int l, ae_layer *L) {
+    int D = c->hidden_size, hd = c->head_dim;
+    int qd = c->num_attention_heads * hd, kvd = c->num_key_value_heads * hd;
+    const char *p = "model.layers";
+    AE_TRY(loadf(ld, &L->input_norm, 1, D, 0, "%s.%d.input_layernorm.weight", p, l));
+    AE_TRY(loadf(ld, &L->post_norm, 1, D, 0, "%s.%d.post_attention_layernorm.weight", p, l));
+    AE_TRY(loadf(ld, &L->wq, 2, qd, D, "%s.%d.self_attn.q_proj.weight", p, l));
+    AE_TRY(loadf(ld, &L->wk, 2, kvd, D, "%s.%d.self_attn.k_proj.weight", p, l));
+    AE_TRY(loadf(ld, &L->wv, 2, kvd, D, "%s.%d.self_attn.v_proj.weight", p, l));
+    AE_TRY(loadf(ld, &L->wo, 2, D, qd, "%s.%d.self_attn.o_proj.weight", p, l));
+    AE_TRY(loadf(ld, &L->q_norm, 1, hd, 0, "%s.%d.self_attn.q_norm.weight", p, l));
+    AE_TRY(loadf(ld, &L->k_norm, 1, hd, 0, "%s.%d.self_attn.k_norm.weight", p, l));
+    L->is_moe = ae_config_layer_is_moe(c, l);
+    if (!L->is_moe) {
+        int I = c->intermediate_size;
+        AE_TRY(loadf(ld, &L->w_gate, 2, I, D, "%s.%d.mlp.gate_proj.weight", p, l));
+        AE_TRY(loadf(ld, &L->w_up, 2, I, D, "%s.%d.mlp.up_proj.weight", p, l));
+        AE_TRY(loadf(ld, &L->w_down, 2, D, I, "%s.%d.mlp.down_proj.weight", p, l));
+        return AE_OK;
+    }
+    int E = c->num_experts, Im = c->moe_intermediate_size;
+    AE_TRY(loadf(ld, &L->router, 2, E, D, "%s.%d.mlp.gate.weight", p, l));
+    AE_TRY(load_experts(ld, l, "gate_proj", E, Im, D, &L->e_gate));
+    AE_TRY(load_experts(ld, l, "up_proj", E, Im, D, &L->e_up));
+    AE_TRY(load_experts(ld, l, "down_proj", E, D, Im, &L->e_down));
+    return AE_OK;
+}
+
+// 1 if `name` is a tensor this config uses (lm_head.weight is tolerated when tied).
+static int is_expected(const ae_config *c, const char *name) {
+    static const char *globals[] = {"model.embed_tokens.weight", "model.norm.weight",
+                                    "lm_head.weight"};
+    static const char *attn[] = {"input_layernorm.weight",          "post_attention_layernorm.weight",
+                                 "self_attn.q_proj.weight",         "self_attn.k_proj.weight",
+                                 "self_attn.v_proj.weight",         "self_attn.o_proj.weight",
+                                 "self_attn.q_norm.weight",         "self_attn.k_norm.weight"};
+    static const char *dense[] = {"mlp.gate_proj.weight", "mlp.up_proj.weight",
+                                  "mlp.down_proj.weight"};
+    for (size_t i = 0; i < 3; i++)
+        if (strcmp(name, globals[i]) == 0) return 1;
+    int l, n = 0;
+    if (sscanf(name, "model.layers.%d.%n", &l, &n) != 1 || n == 0) return 0;
+    if (l < 0 || l >= c->num_hidden_layers) return 0;
+    const char *rest = name + n;
+    for (size_t i = 0; i < sizeof attn / sizeof attn[0]; i++)
+        if (strcmp(rest, attn[i]) == 0) return 1;
+    if (!ae_config_layer_is_moe(c, l)) {
+        for (size_t i = 0; i < 3; i++)
+            if (strcmp(rest, dense[i]) == 0) return 1;
+        return 0;
+    }
+    if (strcmp(rest, "mlp.gate.weight") == 0) return 1;
+    int e, m = 0;
+    char proj[32];
+    if (sscanf(rest, "mlp.experts.%d.%31[a-z_].weight%n", &e, proj, &m) == 2 && rest[m] == '\0')
+        return e >= 0 && e < c->num_experts &&
+               (!strcmp(proj, "gate_proj") || !strcmp(proj, "up_proj") || !strcmp(proj, "down_proj"));
+    return 0;
+}
+
+static ae_status load_all(loader *ld, ae_model *m) {
+    const ae_config *c = &m->cfg;
+    AE_TRY(load(ld, "model.embed_tokens.weight", 2, c->vocab_size, c->hidden_size, &m->embed));
+    AE_TRY(load(ld, "model.norm.weight", 1, c->hidden_size, 0, &m->final_norm));
+    if (c->tie_word_embeddings) {
+        m->lm_head = m->embed;
+        if (ae_st_find(ld->st, "lm_head.weight")) ld->n_used++; // HF ignores it when tied
+    } else {
+        if (!ae_st_find(ld->st, "lm_head.weight"))
+            return ae_errorf(AE_ERR_FORMAT,
+                             "%s: missing tensor 'lm_head.weight' (config.json says "
+                             "tie_word_embeddings=false)",
+                             ld->dir);
+        AE_TRY(load(ld, "lm_head.weight", 2, c->vocab_size, c->hidden_size, &m->lm_head));
+    }
+    m->layers = ae_calloc((size_t)c->num_hidden_layers, sizeof(ae_layer));
+    if (!m->layers) return AE_ERR_NOMEM;
+    for (int l = 0; l < c->num_hidden_layers; l++) AE_TRY(load_layer(ld, c, l, &m->layers[l]));
+    // Anything left over means the file holds weights this config does not explain (bias terms,
+    // another architecture's tensors): refuse rather than silently ignore them.
+    if (ld->n_used != ae_st_count(ld->st)) {
+        for (size_t i = 0; i < ae_st_count(ld->st); i++) {
+            const char *name = ae_st_at(ld->st, i)->name;
+            if (!is_expected(c, name))
+                return ae_errorf(AE_ERR_UNSUPPORTED,
+                                 "%s: tensor '%s' is not part of %s as config.json describes it",
+                                 ld->dir, name, c->architecture);
+        }
+    }
+    m->n_params = ld->n_params;
+    return AE_OK;
+}
+
+ae_status ae_model_load(const char *dir, const ae_backend *be, ae_model **out) {
+    *out = NULL;
+    ae_model *m = ae_calloc(1, sizeof *m);
+    if (!m) return AE_ERR_NOMEM;
+    m->be = be;
+    ae_status st = ae_config_load(dir, &m->cfg);
+    if (st != AE_OK) {
+        free(m);
+        return st;
+    }
+    ae_st_set *set = NULL;
+    st = ae_st_open_dir(dir, &set);
+    if (st == AE_OK) {
+        loader ld = {.st = set, .dir = dir};
+        st = load_all(&ld, m);
+        ae_st_close(set);
+    }
+    if (st != AE_OK) {
+        ae_model_free(m);
+        return st;
+    }
+    *out = m;
+    return AE_OK;
+}
+
+void ae_model_free(ae_model *m) {
+    if (!m) return;
+    if (m->layers) {
+        for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+            ae_layer *L = &m->layers[l];
+            float *ps[] = {L->input_norm, L->wq,     L->wk,   L->wv,     L->wo,
+                           L->q_norm,     L->k_norm, L->post_norm, L->w_gate, L->w_up,
+                           L->w_down,     L->router, L->e_gate,    L->e_up,   L->e_down};
+            for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) ae_free_aligned(ps[i]);
+        }
+        free(m->layers);
+    }
+    if (m->lm_head != m->embed) ae_free_aligned(m->lm_head);
+    ae_free_aligned(m->embed);
+    ae_free_aligned(m->final_norm);
+    ae_config_free(&m->cfg);
+    free(m);
+}
