@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages attnedit needs to build and test (only those missing).
 set -euo pipefail
-pkgs=(gcc make cmake pkg-config libopenblas-dev libcjson-dev libpcre2-dev libutf8proc-dev libcmocka-dev)
+pkgs=(gcc make cmake pkg-config libopenblas-openmp-dev libcjson-dev libpcre2-dev libutf8proc-dev libcmocka-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

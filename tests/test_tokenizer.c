@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/log.h"
 #include "tok/tokenizer.h"
 #include "util/testutil.h"
 
@@ -115,6 +116,44 @@ static char *json_str_field(const char *line, const char *key, size_t *len) {
     return out;
 }
 
+// Checks one golden line: encode(text) == ids and decode(ids) == decoded (also streamed), or
+// decode(decode_ids) == decoded.
+static void check_line(const ae_tokenizer *t, const char *line, int lineno) {
+    cJSON *j = cJSON_Parse(line);
+    assert_non_null(j);
+    size_t tlen, want_len;
+    char *text = json_str_field(line, "text", &tlen);
+    char *want_dec = json_str_field(line, "decoded", &want_len);
+    assert_non_null(want_dec);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (text) {
+        size_t n_want;
+        int32_t *want = json_ids(cJSON_GetObjectItem(j, "ids"), &n_want);
+        if (ae_tokenizer_encode(t, text, tlen, &ids, &n) != AE_OK)
+            fail_msg("encode line %d: %s", lineno, ae_last_error());
+        if (n != n_want || memcmp(ids, want, n * sizeof *ids) != 0) {
+            printf("MISMATCH line %d: %s\n  got :", lineno, line);
+            for (size_t i = 0; i < n; i++) printf(" %d", ids[i]);
+            printf("\n");
+            fail();
+        }
+        free(want);
+    } else {
+        ids = json_ids(cJSON_GetObjectItem(j, "decode_ids"), &n);
+    }
+    size_t dlen;
+    char *dec = decode_all(t, ids, n, &dlen);
+    if (dlen != want_len || memcmp(dec, want_dec, dlen) != 0)
+        fail_msg("decode line %d: got \"%s\" want \"%s\"", lineno, dec, want_dec);
+    check_stream(t, ids, n, dec, dlen);
+    free(dec);
+    free(ids);
+    free(text);
+    free(want_dec);
+    cJSON_Delete(j);
+}
+
 static void run_golden(const char *model_dir, const char *golden) {
     ae_tokenizer *t = NULL;
     double t0 = now_s();
@@ -129,42 +168,7 @@ static void run_golden(const char *model_dir, const char *golden) {
     size_t blen;
     assert_int_equal(ae_file_read_all(golden, &buf, &blen), AE_OK);
     int ncases = 0;
-    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
-        cJSON *j = cJSON_Parse(line);
-        assert_non_null(j);
-        size_t tlen, want_len;
-        char *text = json_str_field(line, "text", &tlen);
-        char *want_dec = json_str_field(line, "decoded", &want_len);
-        assert_non_null(want_dec);
-        int32_t *ids = NULL;
-        size_t n = 0;
-        if (text) {
-            size_t n_want;
-            int32_t *want = json_ids(cJSON_GetObjectItem(j, "ids"), &n_want);
-            st = ae_tokenizer_encode(t, text, tlen, &ids, &n);
-            if (st != AE_OK) fail_msg("encode line %d: %s", ncases + 1, ae_last_error());
-            if (n != n_want || memcmp(ids, want, n * sizeof *ids) != 0) {
-                printf("MISMATCH line %d: %s\n  got :", ncases + 1, line);
-                for (size_t i = 0; i < n; i++) printf(" %d", ids[i]);
-                printf("\n");
-                fail();
-            }
-            free(want);
-        } else {
-            ids = json_ids(cJSON_GetObjectItem(j, "decode_ids"), &n);
-        }
-        size_t dlen;
-        char *dec = decode_all(t, ids, n, &dlen);
-        if (dlen != want_len || memcmp(dec, want_dec, dlen) != 0)
-            fail_msg("decode line %d: got \"%s\" want \"%s\"", ncases + 1, dec, want_dec);
-        check_stream(t, ids, n, dec, dlen);
-        free(dec);
-        free(ids);
-        free(text);
-        free(want_dec);
-        cJSON_Delete(j);
-        ncases++;
-    }
+    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) check_line(t, line, ++ncases);
     assert_true(ncases >= 80);
     free(buf);
     ae_tokenizer_free(t);
@@ -346,6 +350,94 @@ static void test_added_token_flags(void **state) {
     ae_test_rmtree(dir);
     free(dir);
     free(json);
+}
+
+// ---------------------------------------------------------------- more HF behaviour
+
+// HF tokenizers 0.23.2 on qwen3-micro: code points where Unicode versions differ
+static const char *const HF_MICRO_LINES[] = {
+    "{\"text\": \"x\\u0085y \\u0085\\u0085 9\\u0085\\n\\u0085's\\u0085 \\u0085\\u0301 'S\", \"ids\": [87, 126, 227, 88, 8097, 227, 126, 227, 220, 24, 126, 227, 198, 126, 227, 1145, 126, 227, 220, 126, 227, 136, 223, 2241, 50], \"decoded\": \"x\\u0085y \\u0085\\u0085 9\\u0085\\n\\u0085's\\u0085 \\u0085\\u0301 'S\"}",
+    "{\"text\": \"x\\u180ey \\u180e\\u180e 9\\u180e\\n\\u180e's\\u180e \\u180e\\u0301 'S\", \"ids\": [87, 157, 254, 236, 88, 220, 157, 254, 236, 157, 254, 236, 220, 24, 157, 254, 236, 198, 157, 254, 236, 6, 82, 157, 254, 236, 220, 157, 254, 236, 136, 223, 2241, 50], \"decoded\": \"x\\u180ey \\u180e\\u180e 9\\u180e\\n\\u180e's\\u180e \\u180e\\u0301 'S\"}",
+    "{\"text\": \"x\\u1c89y \\u1c89\\u1c89 9\\u1c89\\n\\u1c89's\\u1c89 \\u1c89\\u0301 'S\", \"ids\": [87, 157, 110, 231, 88, 220, 157, 110, 231, 157, 110, 231, 220, 24, 157, 110, 231, 198, 157, 110, 231, 1145, 157, 110, 231, 220, 157, 110, 231, 136, 223, 2241, 50], \"decoded\": \"x\\u1c89y \\u1c89\\u1c89 9\\u1c89\\n\\u1c89's\\u1c89 \\u1c89\\u0301 'S\"}",
+    "{\"text\": \"x\\u1df6y \\u1df6\\u1df6 9\\u1df6\\n\\u1df6's\\u1df6 \\u1df6\\u0301 'S\", \"ids\": [87, 157, 115, 114, 88, 220, 157, 115, 114, 157, 115, 114, 220, 24, 157, 115, 114, 198, 157, 115, 114, 6, 82, 157, 115, 114, 220, 157, 115, 114, 136, 223, 2241, 50], \"decoded\": \"x\\u1df6y \\u1df6\\u1df6 9\\u1df6\\n\\u1df6's\\u1df6 \\u1df6\\u0301 'S\"}",
+    "{\"text\": \"x\\u2028y \\u2028\\u2028 9\\u2028\\n\\u2028's\\u2028 \\u2028\\u0301 'S\", \"ids\": [87, 269, 101, 88, 220, 269, 101, 269, 101, 220, 24, 269, 101, 198, 269, 101, 1145, 269, 101, 220, 269, 101, 136, 223, 2241, 50], \"decoded\": \"x\\u2028y \\u2028\\u2028 9\\u2028\\n\\u2028's\\u2028 \\u2028\\u0301 'S\"}",
+    "{\"text\": \"x\\u3000y \\u3000\\u3000 9\\u3000\\n\\u3000's\\u3000 \\u3000\\u0301 'S\", \"ids\": [87, 159, 222, 222, 88, 220, 159, 222, 222, 159, 222, 222, 220, 24, 159, 222, 222, 198, 159, 222, 222, 1145, 159, 222, 222, 220, 159, 222, 222, 136, 223, 2241, 50], \"decoded\": \"x\\u3000y \\u3000\\u3000 9\\u3000\\n\\u3000's\\u3000 \\u3000\\u0301 'S\"}",
+    "{\"text\": \"x\\ufeffy \\ufeff\\ufeff 9\\ufeff\\n\\ufeff's\\ufeff \\ufeff\\u0301 'S\", \"ids\": [87, 171, 119, 123, 88, 220, 171, 119, 123, 171, 119, 123, 220, 24, 171, 119, 123, 198, 171, 119, 123, 6, 82, 171, 119, 123, 220, 171, 119, 123, 136, 223, 2241, 50], \"decoded\": \"x\\ufeffy \\ufeff\\ufeff 9\\ufeff\\n\\ufeff's\\ufeff \\ufeff\\u0301 'S\"}",
+    NULL};
+// HF tokenizers 0.23.2 on the flags variant of qwen3-micro (see make_flags_tokenizer)
+static const char *const HF_FLAGS_LINES[] = {
+    "{\"text\": \"'\\u017f 'K 'Ll \\u212a 'D\", \"ids\": [6, 129, 123, 2241, 42, 2241, 43, 75, 815, 2241, 35], \"decoded\": \"'\\u017f 'K 'Ll K 'D\"}",
+    "{\"text\": \"a\\u0085\\u0085 b\", \"ids\": [64, 126, 227, 126, 227, 271], \"decoded\": \"a\\u0085\\u0085 b\"}",
+    "{\"text\": \" \\u00a0 \\u00a0x\", \"ids\": [8097, 254, 220, 126, 254, 87], \"decoded\": \" \\u00a0 \\u00a0x\"}",
+    "{\"text\": \"\\u3000\\u3000\", \"ids\": [159, 222, 222, 159, 222, 222], \"decoded\": \"\\u3000\\u3000\"}",
+    "{\"text\": \"x\\u2028\\u2028 y\", \"ids\": [87, 269, 101, 269, 101, 316], \"decoded\": \"x\\u2028\\u2028 y\"}",
+    "{\"text\": \"\\ufeff\\ufeffz\", \"ids\": [171, 119, 123, 171, 119, 123, 89], \"decoded\": \"\\ufeff\\ufeffz\"}",
+    "{\"text\": \"a  \\n  b\", \"ids\": [64, 340, 198, 220, 271], \"decoded\": \"a  \\n  b\"}",
+    "{\"text\": \"\\t\\t\\n\\n\\r\\r  x\", \"ids\": [197, 197, 295, 201, 201, 220, 6908], \"decoded\": \"\\t\\t\\n\\n\\r\\r  x\"}",
+    "{\"text\": \"<|im_start|> <|im_end|>  <|im_start|>x<|im_end|>y\", \"ids\": [8190, 8191, 8190, 87, 27, 91, 310, 62, 656, 91, 29, 88], \"decoded\": \"<|im_start|><|im_end|><|im_start|>x<|im_end|>y\"}",
+    "{\"text\": \"A<|im_end|>B <|im_end|> C<|im_end|>\", \"ids\": [32, 27, 91, 310, 62, 656, 91, 29, 33, 220, 8191, 431, 27, 91, 310, 62, 656, 91, 29], \"decoded\": \"A<|im_end|>B <|im_end|> C<|im_end|>\"}",
+    "{\"text\": \" e\\u0301 \\u00e9 caf\\u00e9<|im_start|>e\\u0301\", \"ids\": [220, 165, 220, 165, 1228, 69, 165, 8190, 165], \"decoded\": \" \\ufffd \\ufffd caf\\ufffd<|im_start|>\\ufffd\"}",
+    "{\"text\": \"\\u00e9\\u00e9 x\\u00e9y \\u00e9\", \"ids\": [165, 165, 6908, 165, 88, 220, 165], \"decoded\": \"\\ufffd\\ufffd x\\ufffdy \\ufffd\"}",
+    "{\"text\": \"<|endoftext|><|endoftext|>\", \"ids\": [8189, 8189], \"decoded\": \"<|endoftext|><|endoftext|>\"}",
+    "{\"text\": \"x <|im_start|>\\t\\n y\", \"ids\": [87, 8190, 88], \"decoded\": \"x<|im_start|>y\"}",
+    NULL};
+
+// qwen3-micro's tokenizer.json with the added-token flags changed the way tools used to make
+// HF_FLAGS_LINES: <|im_start|> lstrip+rstrip, <|im_end|> single_word, <|endoftext|> normalized,
+// and three more tokens ("\u00e9" normalized, which HF gives the model id of the byte-level
+// char; "e\u0301x" lstrip; "<|im" special). Returns the temp dir.
+static char *make_flags_tokenizer(void) {
+    char *buf;
+    size_t len;
+    assert_int_equal(ae_file_read_all(ae_test_src("models/qwen3-micro/tokenizer.json"), &buf, &len),
+                     AE_OK);
+    cJSON *root = cJSON_Parse(buf);
+    free(buf);
+    assert_non_null(root);
+    cJSON *added = cJSON_GetObjectItem(root, "added_tokens"), *it;
+    cJSON_ArrayForEach(it, added) {
+        const char *c = cJSON_GetObjectItem(it, "content")->valuestring;
+        const char *flag = strcmp(c, "<|im_start|>") == 0 ? "lstrip"
+                           : strcmp(c, "<|im_end|>") == 0 ? "single_word"
+                                                          : "normalized";
+        cJSON_ReplaceItemInObject(it, flag, cJSON_CreateTrue());
+        if (strcmp(c, "<|im_start|>") == 0) cJSON_ReplaceItemInObject(it, "rstrip", cJSON_CreateTrue());
+    }
+    static const char *more[] = {
+        "{\"id\": 8192, \"content\": \"\\u00e9\", \"single_word\": false, \"lstrip\": false, "
+        "\"rstrip\": false, \"normalized\": true, \"special\": false}",
+        "{\"id\": 8193, \"content\": \"e\\u0301x\", \"single_word\": false, \"lstrip\": true, "
+        "\"rstrip\": false, \"normalized\": false, \"special\": false}",
+        "{\"id\": 8194, \"content\": \"<|im\", \"single_word\": false, \"lstrip\": false, "
+        "\"rstrip\": false, \"normalized\": false, \"special\": true}",
+    };
+    for (int i = 0; i < 3; i++) cJSON_AddItemToArray(added, cJSON_Parse(more[i]));
+    char *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    char *dir = write_tok(json, NULL);
+    free(json);
+    return dir;
+}
+
+static void test_hf_unicode_and_flags(void **state) {
+    (void)state;
+    ae_tokenizer *t;
+    assert_int_equal(ae_tokenizer_load(ae_test_src("models/qwen3-micro"), &t), AE_OK);
+    for (int i = 0; HF_MICRO_LINES[i]; i++) check_line(t, HF_MICRO_LINES[i], i + 1);
+    ae_tokenizer_free(t);
+    char *dir = make_flags_tokenizer();
+    ae_log_level lvl = ae_log_get_level();
+    ae_log_set_level(AE_LOG_QUIET); // the id notes about the three extra tokens
+    if (ae_tokenizer_load(dir, &t) != AE_OK) fail_msg("%s", ae_last_error());
+    ae_log_set_level(lvl);
+    assert_int_equal(ae_tokenizer_token_id(t, "\xc3\xa9"), 165); // the model id, not 8192
+    assert_int_equal(ae_tokenizer_token_id(t, "e\xcc\x81x"), 8192);
+    assert_int_equal(ae_tokenizer_token_id(t, "<|im"), 8193);
+    assert_int_equal(ae_tokenizer_vocab_size(t), 8194);
+    for (int i = 0; HF_FLAGS_LINES[i]; i++) check_line(t, HF_FLAGS_LINES[i], i + 1);
+    ae_tokenizer_free(t);
+    ae_test_rmtree(dir);
+    free(dir);
 }
 
 // ---------------------------------------------------------------- errors
@@ -594,6 +686,7 @@ int main(void) {
         cmocka_unit_test(test_eos_and_specials),
         cmocka_unit_test(test_merges_both_forms),
         cmocka_unit_test(test_added_token_flags),
+        cmocka_unit_test(test_hf_unicode_and_flags),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_roundtrip_corpus),

@@ -57,7 +57,9 @@ static void cpu_attention(const ae_backend *be, float *out, const float *q, cons
     (void)be;
     int group = Hq / Hkv;
     int S = pos0 + T;
-#pragma omp parallel
+    // Threads only pay off with enough query-key pairs; one-token decode of a short context
+    // stays on the calling thread (and out of the way of BLAS's own threads).
+#pragma omp parallel if ((long)T * Hq * S * hd > 262144)
     {
         float *p = malloc(sizeof(float) * (size_t)S);
 #pragma omp for collapse(2) schedule(dynamic, 4)

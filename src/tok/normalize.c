@@ -2,7 +2,8 @@
 // a character below U+0300 (lead byte < 0xCC) never decomposes or combines with what precedes
 // it, and an ASCII character is a starter nothing before it can combine with, so NFC(A B) =
 // NFC(A) NFC(B) whenever B starts with ASCII. Each region is therefore "the ASCII character
-// before a byte >= 0xCC, up to the next ASCII character".
+// before a byte >= 0xCC, up to the next ASCII character". Code points that HF's (older) Unicode
+// tables do not know are kept as they are (tok/unicode_compat.c).
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +12,8 @@
 #include "core/mem.h"
 #include "tok/tok_internal.h"
 
-static ae_status nfc_region(const char *s, size_t n, ae_tok_buf *out) {
+static ae_status nfc_run(const char *s, size_t n, ae_tok_buf *out) {
+    if (n == 0) return AE_OK;
     utf8proc_uint8_t *dst = NULL;
     utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &dst,
                                       UTF8PROC_STABLE | UTF8PROC_COMPOSE);
@@ -23,6 +25,23 @@ static ae_status nfc_region(const char *s, size_t n, ae_tok_buf *out) {
     ae_status st = ae_tok_buf_put(out, dst, (size_t)r);
     free(dst);
     return st;
+}
+
+// NFC of one region, leaving the code points HF's older tables do not know as they are (they
+// are starters that compose with nothing there, so NFC works on each side separately).
+static ae_status nfc_region(const char *s, size_t n, ae_tok_buf *out) {
+    size_t run = 0, i = 0;
+    while (i < n) {
+        uint32_t cp;
+        int k = ae_tok_utf8_next((const unsigned char *)s + i, n - i, &cp);
+        if (cp >= 0x7FD && ae_tok_nfc_opaque(cp)) {
+            AE_TRY(nfc_run(s + run, i - run, out));
+            AE_TRY(ae_tok_buf_put(out, s + i, (size_t)k));
+            run = i + (size_t)k;
+        }
+        i += (size_t)k;
+    }
+    return nfc_run(s + run, n - run, out);
 }
 
 ae_status ae_tok_normalize(const ae_tokenizer *t, const char *s, size_t n, char **out,

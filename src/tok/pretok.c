@@ -1,7 +1,10 @@
 // Pre-tokenizer: the Split regex (Isolated) and ByteLevel steps, compiled with PCRE2
 // (PCRE2_UTF | PCRE2_UCP). HF runs these patterns with Oniguruma, whose \s is the Unicode
-// White_Space property; PCRE2's UCP \s is instead "separator (Z) or \t\n\v\f\r" and so misses
-// U+0085. The pattern is therefore rewritten with \s / \S spelled out as explicit classes.
+// White_Space property; PCRE2's UCP \s is instead "separator (Z) or \t\n\v\f\r" (it misses
+// U+0085 and, in 10.42, takes U+180E). The pattern is therefore rewritten with \s / \S spelled
+// out as explicit classes, and \p{L} / \p{N} extended to Oniguruma's newer Unicode version
+// (tok/unicode_compat.c).
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +33,24 @@ static ae_status rewrite_pattern(const char *pat, ae_tok_buf *out, const char *p
                                      path, field);
                 const char *rep = in_class ? WS_CLASS : e == 's' ? "[" WS_CLASS "]" : "[^" WS_CLASS "]";
                 AE_TRY(ae_tok_buf_put(out, rep, strlen(rep)));
+            } else if ((e == 'p' || e == 'P') && i + 2 < n &&
+                       (pat[i + 2] == 'L' || pat[i + 2] == 'N' ||
+                        (pat[i + 2] == '{' && i + 4 < n && (pat[i + 3] == 'L' || pat[i + 3] == 'N') &&
+                         pat[i + 4] == '}'))) {
+                int braced = pat[i + 2] == '{';
+                char cls = braced ? pat[i + 3] : pat[i + 2];
+                if (in_class && e == 'P')
+                    return ae_errorf(AE_ERR_UNSUPPORTED,
+                                     "%s: field '%s': \\P{%c} inside a character class is not "
+                                     "supported", path, field, cls);
+                char base[8];
+                snprintf(base, sizeof base, "\\p{%c}", cls);
+                const char *extra = ae_tok_class_extra(cls);
+                if (!in_class) AE_TRY(ae_tok_buf_put(out, e == 'P' ? "[^" : "[", e == 'P' ? 2 : 1));
+                AE_TRY(ae_tok_buf_put(out, base, strlen(base)));
+                AE_TRY(ae_tok_buf_put(out, extra, strlen(extra)));
+                if (!in_class) AE_TRY(ae_tok_buf_put(out, "]", 1));
+                i += braced ? 3 : 1;
             } else if (e == 'Q') {
                 return ae_errorf(AE_ERR_UNSUPPORTED, "%s: field '%s': \\Q...\\E is not supported",
                                  path, field);

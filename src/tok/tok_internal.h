@@ -54,7 +54,6 @@ struct ae_tokenizer {
     uint32_t *dec_off;      // [vocab_size + 1] decoded bytes of id i: dec_blob[dec_off[i]..dec_off[i+1])
     unsigned char *dec_blob;
     unsigned char *is_special; // [vocab_size]
-    unsigned char *is_added;   // [vocab_size]
 
     char **model_str;       // [vocab_size] model vocab strings (in model_blob), NULL if unused
     char *model_blob;
@@ -112,6 +111,10 @@ size_t ae_tok_utf8_lossy(const unsigned char *s, size_t n, int final, ae_tok_buf
                          ae_status *st);
 int ae_tok_is_white_space(uint32_t cp); // Unicode White_Space (Rust regex \s, Oniguruma \s)
 int ae_tok_is_word(uint32_t cp);        // Rust regex \w (approximation: see utf8.c)
+
+// unicode_compat.c: what HF tokenizers' Unicode tables have that ours lack (see there).
+const char *ae_tok_class_extra(char cls); // extra ranges for \p{L} ('L') or \p{N} ('N')
+int ae_tok_nfc_opaque(uint32_t cp);       // code points HF's NFC leaves alone
 
 // pretok.c
 ae_status ae_tok_regex_compile(const char *pattern, int literal, struct pcre2_real_code_8 **out,

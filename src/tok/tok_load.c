@@ -293,13 +293,11 @@ static ae_status parse_tokenizer_json(ae_tokenizer *t, const cJSON *root) {
     size_t vs = (size_t)t->vocab_size;
     t->id_str = ae_calloc(vs, sizeof *t->id_str);
     t->is_special = ae_calloc(vs, 1);
-    t->is_added = ae_calloc(vs, 1);
-    if (!t->id_str || !t->is_special || !t->is_added) return AE_ERR_NOMEM;
+    if (!t->id_str || !t->is_special) return AE_ERR_NOMEM;
     for (int32_t i = 0; i < model_size; i++) t->id_str[i] = t->model_str[i];
     for (int i = 0; i < t->n_added; i++) { // added tokens win over the model (HF id_to_token)
         const ae_tok_added *a = &t->added[i];
         t->id_str[a->id] = a->content;
-        t->is_added[a->id] = 1;
         t->is_special[a->id] = a->special;
     }
     return build_tables(t);
@@ -375,7 +373,6 @@ void ae_tokenizer_free(ae_tokenizer *t) {
     free(t->dec_off);
     free(t->dec_blob);
     free(t->is_special);
-    free(t->is_added);
     ae_strmap_free(&t->vocab);
     ae_strmap_free(&t->added_map);
     for (int i = 0; i < t->n_added; i++) {

@@ -3,6 +3,16 @@
 // single_word/normalized flags respected), NFC on the rest, the pre-tokenizer Split regex
 // (read from tokenizer.json), GPT-2 byte<->unicode map, BPE merges by rank. Decode: ids ->
 // bytes, invalid UTF-8 replaced by U+FFFD exactly as HF (Rust from_utf8_lossy) does.
+//
+// Matches HF tokenizers 0.23 (checked on every code point and on whole corpora), including its
+// Unicode versions (tok/unicode_compat.c) and its way of giving added tokens their ids (the id
+// of the same string in the model vocab, else the next free one; the file's "id" is only
+// checked). Not reproduced, and refused with AE_ERR_UNSUPPORTED naming the field: normalizers
+// other than NFC, pre-tokenizers other than Split (Isolated) + ByteLevel, decoders other than
+// ByteLevel, BPE dropout / subword prefixes and suffixes, truncation and padding. The
+// post_processor is not applied (it only adds special tokens on request). Approximated: the
+// word test of single_word added tokens (Rust regex \w; tok/utf8.c). Unlike HF, decoding an
+// unknown id is an error instead of being skipped.
 #ifndef AE_TOK_TOKENIZER_H
 #define AE_TOK_TOKENIZER_H
 
@@ -34,6 +44,8 @@ ae_status ae_tokenizer_decode(const ae_tokenizer *t, const int32_t *ids, size_t 
 
 // Streaming decode for generation: feed ids one at a time; emits the text that is complete
 // (never splits a UTF-8 character across calls). *out is heap-allocated (may be empty).
+// Zero-initialise the stream before the first id; the concatenation of every piece and the
+// final flush equals ae_tokenizer_decode of all the ids.
 typedef struct {
     unsigned char pending[8];
     int npending;

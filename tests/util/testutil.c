@@ -34,7 +34,7 @@ const char *ae_test_shared(const char *rel, const char *what) {
     struct stat st;
     if (dir) {
         char *b = bufs[slot++ & 7];
-        snprintf(b, 4096, "%s/%s", dir, rel);
+        snprintf(b, 4096, "%.2000s/%.2000s", dir, rel);
         if (stat(b, &st) == 0) return b;
     }
     printf("SKIP %s: %s/%s not found (needs the project's ../shared folder)\n", what,
