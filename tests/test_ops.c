@@ -67,7 +67,7 @@ static void test_rope_rotate_half(void **state) {
     int pos[3] = {0, 5, 1000};
     fill(x, sizeof x / sizeof *x, &r);
     memcpy(orig, x, sizeof x);
-    be->rope(be, x, pos, T, H, hd, 10000.0);
+    be->rope(be, x, pos, T, H, hd, hd, 10000.0, AE_ROPE_HALF);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++)
             for (int i = 0; i < hd / 2; i++) {
@@ -121,7 +121,8 @@ static void test_attention_gqa_window(void **state) {
         fill(q, (size_t)T * Hq * hd, &r);
         fill(k, (size_t)S * Hkv * hd, &r);
         fill(v, (size_t)S * Hkv * hd, &r);
-        be->attention(be, o, q, k, v, T, pos0, Hq, Hkv, hd, W, 0.35f);
+        ae_attn_args aa = ae_attn_dense(T, pos0, Hq, Hkv, hd, hd, W, 0.35f, NULL);
+        be->attention(be, &aa, o, q, k, v);
         ref_attention(ref, q, k, v, T, pos0, Hq, Hkv, hd, W, 0.35);
         for (int i = 0; i < T * Hq * hd; i++) assert_true(fabs(o[i] - ref[i]) < 1e-5);
         free(q), free(k), free(v), free(o), free(ref);

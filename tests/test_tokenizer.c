@@ -40,8 +40,10 @@ static void check_stream(const ae_tokenizer *t, const int32_t *ids, size_t n, co
     for (size_t i = 0; i <= n; i++) {
         char *piece;
         size_t plen;
-        if (i < n) assert_int_equal(ae_tokenizer_decode_next(t, &s, ids[i], &piece, &plen), AE_OK);
-        else assert_int_equal(ae_tokenizer_decode_flush(t, &s, &piece, &plen), AE_OK);
+        if (i < n)
+            assert_int_equal(ae_tokenizer_decode_next(t, &s, ids[i], &piece, &plen), AE_OK);
+        else
+            assert_int_equal(ae_tokenizer_decode_flush(t, &s, &piece, &plen), AE_OK);
         assert_true(alen + plen <= want_len + 64 * (n + 1));
         memcpy(acc + alen, piece, plen);
         alen += plen;
@@ -80,13 +82,26 @@ static char *json_str_field(const char *line, const char *key, size_t *len) {
         char e = *p++;
         unsigned cp = 0;
         switch (e) {
-        case 'n': out[n++] = '\n'; continue;
-        case 'r': out[n++] = '\r'; continue;
-        case 't': out[n++] = '\t'; continue;
-        case 'b': out[n++] = '\b'; continue;
-        case 'f': out[n++] = '\f'; continue;
-        case 'u': break;
-        default: out[n++] = e; continue;
+        case 'n':
+            out[n++] = '\n';
+            continue;
+        case 'r':
+            out[n++] = '\r';
+            continue;
+        case 't':
+            out[n++] = '\t';
+            continue;
+        case 'b':
+            out[n++] = '\b';
+            continue;
+        case 'f':
+            out[n++] = '\f';
+            continue;
+        case 'u':
+            break;
+        default:
+            out[n++] = e;
+            continue;
         }
         sscanf(p, "%4x", &cp);
         p += 4;
@@ -96,7 +111,8 @@ static char *json_str_field(const char *line, const char *key, size_t *len) {
             p += 6;
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
         }
-        if (cp < 0x80) out[n++] = (char)cp;
+        if (cp < 0x80)
+            out[n++] = (char)cp;
         else if (cp < 0x800) {
             out[n++] = (char)(0xC0 | (cp >> 6));
             out[n++] = (char)(0x80 | (cp & 0x3F));
@@ -168,7 +184,8 @@ static void run_golden(const char *model_dir, const char *golden) {
     size_t blen;
     assert_int_equal(ae_file_read_all(golden, &buf, &blen), AE_OK);
     int ncases = 0;
-    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) check_line(t, line, ++ncases);
+    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+        check_line(t, line, ++ncases);
     assert_true(ncases >= 80);
     free(buf);
     ae_tokenizer_free(t);
@@ -176,7 +193,8 @@ static void run_golden(const char *model_dir, const char *golden) {
 
 static void test_golden_teacher(void **state) {
     (void)state;
-    run_golden(ae_test_src("models/qwen3-micro"), ae_test_src("tests/fixtures/tok/golden_teacher.jsonl"));
+    run_golden(ae_test_src("models/qwen3-micro"),
+               ae_test_src("tests/fixtures/tok/golden_teacher.jsonl"));
 }
 
 static void test_golden_qwen3(void **state) {
@@ -234,8 +252,8 @@ static const char *TINY_FMT =
     "   \"merges\": %s}}\n";
 
 static const char *MERGES_STR = "[\"a b\", \"ab c\", \"\\u0120 a\", \"\\u0120a b\", \"b c\"]";
-static const char *MERGES_LIST =
-    "[[\"a\", \"b\"], [\"ab\", \"c\"], [\"\\u0120\", \"a\"], [\"\\u0120a\", \"b\"], [\"b\", \"c\"]]";
+static const char *MERGES_LIST = "[[\"a\", \"b\"], [\"ab\", \"c\"], [\"\\u0120\", \"a\"], "
+                                 "[\"\\u0120a\", \"b\"], [\"b\", \"c\"]]";
 static const char *ADDED_X =
     "{\"id\": 10, \"content\": \"<|x|>\", \"single_word\": false, \"lstrip\": false, \"rstrip\": "
     "false, \"normalized\": false, \"special\": true}";
@@ -339,7 +357,10 @@ static void test_added_token_flags(void **state) {
     assert_int_equal(ae_tokenizer_eos_id(t), -1);
     // lstrip / rstrip eat the white space around the token
     expect_encode(t, "a <m>  b", (const int32_t[]){0, 11, 1}, 3);
-    expect_encode(t, "a\t<m>\xe2\x80\x80" "b", (const int32_t[]){0, 11, 1}, 3); // U+2000 is white space
+    expect_encode(t,
+                  "a\t<m>\xe2\x80\x80"
+                  "b",
+                  (const int32_t[]){0, 11, 1}, 3); // U+2000 is white space
     // single_word: the middle "zz" touches a word character and is not split out
     expect_encode(t, "zz azz zz", (const int32_t[]){12, 6, 9, 9, 3, 12}, 6);
     // normalized=true: matched after NFC, so the decomposed e + U+0301 matches U+00E9
@@ -356,30 +377,67 @@ static void test_added_token_flags(void **state) {
 
 // HF tokenizers 0.23.2 on qwen3-micro: code points where Unicode versions differ
 static const char *const HF_MICRO_LINES[] = {
-    "{\"text\": \"x\\u0085y \\u0085\\u0085 9\\u0085\\n\\u0085's\\u0085 \\u0085\\u0301 'S\", \"ids\": [87, 126, 227, 88, 8097, 227, 126, 227, 220, 24, 126, 227, 198, 126, 227, 1145, 126, 227, 220, 126, 227, 136, 223, 2241, 50], \"decoded\": \"x\\u0085y \\u0085\\u0085 9\\u0085\\n\\u0085's\\u0085 \\u0085\\u0301 'S\"}",
-    "{\"text\": \"x\\u180ey \\u180e\\u180e 9\\u180e\\n\\u180e's\\u180e \\u180e\\u0301 'S\", \"ids\": [87, 157, 254, 236, 88, 220, 157, 254, 236, 157, 254, 236, 220, 24, 157, 254, 236, 198, 157, 254, 236, 6, 82, 157, 254, 236, 220, 157, 254, 236, 136, 223, 2241, 50], \"decoded\": \"x\\u180ey \\u180e\\u180e 9\\u180e\\n\\u180e's\\u180e \\u180e\\u0301 'S\"}",
-    "{\"text\": \"x\\u1c89y \\u1c89\\u1c89 9\\u1c89\\n\\u1c89's\\u1c89 \\u1c89\\u0301 'S\", \"ids\": [87, 157, 110, 231, 88, 220, 157, 110, 231, 157, 110, 231, 220, 24, 157, 110, 231, 198, 157, 110, 231, 1145, 157, 110, 231, 220, 157, 110, 231, 136, 223, 2241, 50], \"decoded\": \"x\\u1c89y \\u1c89\\u1c89 9\\u1c89\\n\\u1c89's\\u1c89 \\u1c89\\u0301 'S\"}",
-    "{\"text\": \"x\\u1df6y \\u1df6\\u1df6 9\\u1df6\\n\\u1df6's\\u1df6 \\u1df6\\u0301 'S\", \"ids\": [87, 157, 115, 114, 88, 220, 157, 115, 114, 157, 115, 114, 220, 24, 157, 115, 114, 198, 157, 115, 114, 6, 82, 157, 115, 114, 220, 157, 115, 114, 136, 223, 2241, 50], \"decoded\": \"x\\u1df6y \\u1df6\\u1df6 9\\u1df6\\n\\u1df6's\\u1df6 \\u1df6\\u0301 'S\"}",
-    "{\"text\": \"x\\u2028y \\u2028\\u2028 9\\u2028\\n\\u2028's\\u2028 \\u2028\\u0301 'S\", \"ids\": [87, 269, 101, 88, 220, 269, 101, 269, 101, 220, 24, 269, 101, 198, 269, 101, 1145, 269, 101, 220, 269, 101, 136, 223, 2241, 50], \"decoded\": \"x\\u2028y \\u2028\\u2028 9\\u2028\\n\\u2028's\\u2028 \\u2028\\u0301 'S\"}",
-    "{\"text\": \"x\\u3000y \\u3000\\u3000 9\\u3000\\n\\u3000's\\u3000 \\u3000\\u0301 'S\", \"ids\": [87, 159, 222, 222, 88, 220, 159, 222, 222, 159, 222, 222, 220, 24, 159, 222, 222, 198, 159, 222, 222, 1145, 159, 222, 222, 220, 159, 222, 222, 136, 223, 2241, 50], \"decoded\": \"x\\u3000y \\u3000\\u3000 9\\u3000\\n\\u3000's\\u3000 \\u3000\\u0301 'S\"}",
-    "{\"text\": \"x\\ufeffy \\ufeff\\ufeff 9\\ufeff\\n\\ufeff's\\ufeff \\ufeff\\u0301 'S\", \"ids\": [87, 171, 119, 123, 88, 220, 171, 119, 123, 171, 119, 123, 220, 24, 171, 119, 123, 198, 171, 119, 123, 6, 82, 171, 119, 123, 220, 171, 119, 123, 136, 223, 2241, 50], \"decoded\": \"x\\ufeffy \\ufeff\\ufeff 9\\ufeff\\n\\ufeff's\\ufeff \\ufeff\\u0301 'S\"}",
+    "{\"text\": \"x\\u0085y \\u0085\\u0085 9\\u0085\\n\\u0085's\\u0085 \\u0085\\u0301 'S\", "
+    "\"ids\": [87, 126, 227, 88, 8097, 227, 126, 227, 220, 24, 126, 227, 198, 126, 227, 1145, 126, "
+    "227, 220, 126, 227, 136, 223, 2241, 50], \"decoded\": \"x\\u0085y \\u0085\\u0085 "
+    "9\\u0085\\n\\u0085's\\u0085 \\u0085\\u0301 'S\"}",
+    "{\"text\": \"x\\u180ey \\u180e\\u180e 9\\u180e\\n\\u180e's\\u180e \\u180e\\u0301 'S\", "
+    "\"ids\": [87, 157, 254, 236, 88, 220, 157, 254, 236, 157, 254, 236, 220, 24, 157, 254, 236, "
+    "198, 157, 254, 236, 6, 82, 157, 254, 236, 220, 157, 254, 236, 136, 223, 2241, 50], "
+    "\"decoded\": \"x\\u180ey \\u180e\\u180e 9\\u180e\\n\\u180e's\\u180e \\u180e\\u0301 'S\"}",
+    "{\"text\": \"x\\u1c89y \\u1c89\\u1c89 9\\u1c89\\n\\u1c89's\\u1c89 \\u1c89\\u0301 'S\", "
+    "\"ids\": [87, 157, 110, 231, 88, 220, 157, 110, 231, 157, 110, 231, 220, 24, 157, 110, 231, "
+    "198, 157, 110, 231, 1145, 157, 110, 231, 220, 157, 110, 231, 136, 223, 2241, 50], "
+    "\"decoded\": \"x\\u1c89y \\u1c89\\u1c89 9\\u1c89\\n\\u1c89's\\u1c89 \\u1c89\\u0301 'S\"}",
+    "{\"text\": \"x\\u1df6y \\u1df6\\u1df6 9\\u1df6\\n\\u1df6's\\u1df6 \\u1df6\\u0301 'S\", "
+    "\"ids\": [87, 157, 115, 114, 88, 220, 157, 115, 114, 157, 115, 114, 220, 24, 157, 115, 114, "
+    "198, 157, 115, 114, 6, 82, 157, 115, 114, 220, 157, 115, 114, 136, 223, 2241, 50], "
+    "\"decoded\": \"x\\u1df6y \\u1df6\\u1df6 9\\u1df6\\n\\u1df6's\\u1df6 \\u1df6\\u0301 'S\"}",
+    "{\"text\": \"x\\u2028y \\u2028\\u2028 9\\u2028\\n\\u2028's\\u2028 \\u2028\\u0301 'S\", "
+    "\"ids\": [87, 269, 101, 88, 220, 269, 101, 269, 101, 220, 24, 269, 101, 198, 269, 101, 1145, "
+    "269, 101, 220, 269, 101, 136, 223, 2241, 50], \"decoded\": \"x\\u2028y \\u2028\\u2028 "
+    "9\\u2028\\n\\u2028's\\u2028 \\u2028\\u0301 'S\"}",
+    "{\"text\": \"x\\u3000y \\u3000\\u3000 9\\u3000\\n\\u3000's\\u3000 \\u3000\\u0301 'S\", "
+    "\"ids\": [87, 159, 222, 222, 88, 220, 159, 222, 222, 159, 222, 222, 220, 24, 159, 222, 222, "
+    "198, 159, 222, 222, 1145, 159, 222, 222, 220, 159, 222, 222, 136, 223, 2241, 50], "
+    "\"decoded\": \"x\\u3000y \\u3000\\u3000 9\\u3000\\n\\u3000's\\u3000 \\u3000\\u0301 'S\"}",
+    "{\"text\": \"x\\ufeffy \\ufeff\\ufeff 9\\ufeff\\n\\ufeff's\\ufeff \\ufeff\\u0301 'S\", "
+    "\"ids\": [87, 171, 119, 123, 88, 220, 171, 119, 123, 171, 119, 123, 220, 24, 171, 119, 123, "
+    "198, 171, 119, 123, 6, 82, 171, 119, 123, 220, 171, 119, 123, 136, 223, 2241, 50], "
+    "\"decoded\": \"x\\ufeffy \\ufeff\\ufeff 9\\ufeff\\n\\ufeff's\\ufeff \\ufeff\\u0301 'S\"}",
     NULL};
 // HF tokenizers 0.23.2 on the flags variant of qwen3-micro (see make_flags_tokenizer)
 static const char *const HF_FLAGS_LINES[] = {
-    "{\"text\": \"'\\u017f 'K 'Ll \\u212a 'D\", \"ids\": [6, 129, 123, 2241, 42, 2241, 43, 75, 815, 2241, 35], \"decoded\": \"'\\u017f 'K 'Ll K 'D\"}",
-    "{\"text\": \"a\\u0085\\u0085 b\", \"ids\": [64, 126, 227, 126, 227, 271], \"decoded\": \"a\\u0085\\u0085 b\"}",
-    "{\"text\": \" \\u00a0 \\u00a0x\", \"ids\": [8097, 254, 220, 126, 254, 87], \"decoded\": \" \\u00a0 \\u00a0x\"}",
-    "{\"text\": \"\\u3000\\u3000\", \"ids\": [159, 222, 222, 159, 222, 222], \"decoded\": \"\\u3000\\u3000\"}",
-    "{\"text\": \"x\\u2028\\u2028 y\", \"ids\": [87, 269, 101, 269, 101, 316], \"decoded\": \"x\\u2028\\u2028 y\"}",
-    "{\"text\": \"\\ufeff\\ufeffz\", \"ids\": [171, 119, 123, 171, 119, 123, 89], \"decoded\": \"\\ufeff\\ufeffz\"}",
+    "{\"text\": \"'\\u017f 'K 'Ll \\u212a 'D\", \"ids\": [6, 129, 123, 2241, 42, 2241, 43, 75, "
+    "815, 2241, 35], \"decoded\": \"'\\u017f 'K 'Ll K 'D\"}",
+    "{\"text\": \"a\\u0085\\u0085 b\", \"ids\": [64, 126, 227, 126, 227, 271], \"decoded\": "
+    "\"a\\u0085\\u0085 b\"}",
+    "{\"text\": \" \\u00a0 \\u00a0x\", \"ids\": [8097, 254, 220, 126, 254, 87], \"decoded\": \" "
+    "\\u00a0 \\u00a0x\"}",
+    "{\"text\": \"\\u3000\\u3000\", \"ids\": [159, 222, 222, 159, 222, 222], \"decoded\": "
+    "\"\\u3000\\u3000\"}",
+    "{\"text\": \"x\\u2028\\u2028 y\", \"ids\": [87, 269, 101, 269, 101, 316], \"decoded\": "
+    "\"x\\u2028\\u2028 y\"}",
+    "{\"text\": \"\\ufeff\\ufeffz\", \"ids\": [171, 119, 123, 171, 119, 123, 89], \"decoded\": "
+    "\"\\ufeff\\ufeffz\"}",
     "{\"text\": \"a  \\n  b\", \"ids\": [64, 340, 198, 220, 271], \"decoded\": \"a  \\n  b\"}",
-    "{\"text\": \"\\t\\t\\n\\n\\r\\r  x\", \"ids\": [197, 197, 295, 201, 201, 220, 6908], \"decoded\": \"\\t\\t\\n\\n\\r\\r  x\"}",
-    "{\"text\": \"<|im_start|> <|im_end|>  <|im_start|>x<|im_end|>y\", \"ids\": [8190, 8191, 8190, 87, 27, 91, 310, 62, 656, 91, 29, 88], \"decoded\": \"<|im_start|><|im_end|><|im_start|>x<|im_end|>y\"}",
-    "{\"text\": \"A<|im_end|>B <|im_end|> C<|im_end|>\", \"ids\": [32, 27, 91, 310, 62, 656, 91, 29, 33, 220, 8191, 431, 27, 91, 310, 62, 656, 91, 29], \"decoded\": \"A<|im_end|>B <|im_end|> C<|im_end|>\"}",
-    "{\"text\": \" e\\u0301 \\u00e9 caf\\u00e9<|im_start|>e\\u0301\", \"ids\": [220, 165, 220, 165, 1228, 69, 165, 8190, 165], \"decoded\": \" \\ufffd \\ufffd caf\\ufffd<|im_start|>\\ufffd\"}",
-    "{\"text\": \"\\u00e9\\u00e9 x\\u00e9y \\u00e9\", \"ids\": [165, 165, 6908, 165, 88, 220, 165], \"decoded\": \"\\ufffd\\ufffd x\\ufffdy \\ufffd\"}",
-    "{\"text\": \"<|endoftext|><|endoftext|>\", \"ids\": [8189, 8189], \"decoded\": \"<|endoftext|><|endoftext|>\"}",
-    "{\"text\": \"x <|im_start|>\\t\\n y\", \"ids\": [87, 8190, 88], \"decoded\": \"x<|im_start|>y\"}",
+    "{\"text\": \"\\t\\t\\n\\n\\r\\r  x\", \"ids\": [197, 197, 295, 201, 201, 220, 6908], "
+    "\"decoded\": \"\\t\\t\\n\\n\\r\\r  x\"}",
+    "{\"text\": \"<|im_start|> <|im_end|>  <|im_start|>x<|im_end|>y\", \"ids\": [8190, 8191, 8190, "
+    "87, 27, 91, 310, 62, 656, 91, 29, 88], \"decoded\": "
+    "\"<|im_start|><|im_end|><|im_start|>x<|im_end|>y\"}",
+    "{\"text\": \"A<|im_end|>B <|im_end|> C<|im_end|>\", \"ids\": [32, 27, 91, 310, 62, 656, 91, "
+    "29, 33, 220, 8191, 431, 27, 91, 310, 62, 656, 91, 29], \"decoded\": \"A<|im_end|>B <|im_end|> "
+    "C<|im_end|>\"}",
+    "{\"text\": \" e\\u0301 \\u00e9 caf\\u00e9<|im_start|>e\\u0301\", \"ids\": [220, 165, 220, "
+    "165, 1228, 69, 165, 8190, 165], \"decoded\": \" \\ufffd \\ufffd "
+    "caf\\ufffd<|im_start|>\\ufffd\"}",
+    "{\"text\": \"\\u00e9\\u00e9 x\\u00e9y \\u00e9\", \"ids\": [165, 165, 6908, 165, 88, 220, "
+    "165], \"decoded\": \"\\ufffd\\ufffd x\\ufffdy \\ufffd\"}",
+    "{\"text\": \"<|endoftext|><|endoftext|>\", \"ids\": [8189, 8189], \"decoded\": "
+    "\"<|endoftext|><|endoftext|>\"}",
+    "{\"text\": \"x <|im_start|>\\t\\n y\", \"ids\": [87, 8190, 88], \"decoded\": "
+    "\"x<|im_start|>y\"}",
     NULL};
 
 // qwen3-micro's tokenizer.json with the added-token flags changed the way tools used to make
@@ -401,7 +459,8 @@ static char *make_flags_tokenizer(void) {
                            : strcmp(c, "<|im_end|>") == 0 ? "single_word"
                                                           : "normalized";
         cJSON_ReplaceItemInObject(it, flag, cJSON_CreateTrue());
-        if (strcmp(c, "<|im_start|>") == 0) cJSON_ReplaceItemInObject(it, "rstrip", cJSON_CreateTrue());
+        if (strcmp(c, "<|im_start|>") == 0)
+            cJSON_ReplaceItemInObject(it, "rstrip", cJSON_CreateTrue());
     }
     static const char *more[] = {
         "{\"id\": 8192, \"content\": \"\\u00e9\", \"single_word\": false, \"lstrip\": false, "
@@ -446,8 +505,9 @@ static void expect_load_error(const char *json, ae_status want, const char *need
     char *dir = write_tok(json, NULL);
     ae_tokenizer *t = (ae_tokenizer *)(uintptr_t)1;
     ae_status st = ae_tokenizer_load(dir, &t);
-    if (st != want) fail_msg("want %s, got %s (%s)", ae_status_name(want), ae_status_name(st),
-                             st ? ae_last_error() : "ok");
+    if (st != want)
+        fail_msg("want %s, got %s (%s)", ae_status_name(want), ae_status_name(st),
+                 st ? ae_last_error() : "ok");
     assert_null(t);
     const char *msg = ae_last_error();
     if (!strstr(msg, "tokenizer.json") || (needle && !strstr(msg, needle)))
@@ -510,8 +570,8 @@ static void test_malformed(void **state) {
         {"\"behavior\": \"Isolated\"", "\"behavior\": \"Removed\"", AE_ERR_UNSUPPORTED, "behavior"},
         {"\"invert\": false", "\"invert\": true", AE_ERR_UNSUPPORTED, "invert"},
         {"\"Regex\": \"(?i:", "\"Regex\": \"((?i:", AE_ERR_UNSUPPORTED, "Regex"},
-        {"\"pre_tokenizer\": {\"type\": \"Sequence\"", "\"pre_tokenizer\": {\"type\": \"Whitespace\"",
-         AE_ERR_UNSUPPORTED, "pre_tokenizer"},
+        {"\"pre_tokenizer\": {\"type\": \"Sequence\"",
+         "\"pre_tokenizer\": {\"type\": \"Whitespace\"", AE_ERR_UNSUPPORTED, "pre_tokenizer"},
         {"\"decoder\": {\"type\": \"ByteLevel\"", "\"decoder\": {\"type\": \"WordPiece\"",
          AE_ERR_UNSUPPORTED, "decoder"},
         {"\"dropout\": null", "\"dropout\": 0.1", AE_ERR_UNSUPPORTED, "dropout"},
@@ -603,9 +663,16 @@ static void test_bad_input(void **state) {
         const char *s;
         size_t off;
     } bad[] = {
-        {"abc\xff" "def", 3},       {"ok \xc3", 3},          {"\x80", 0},
-        {"x\xc0\xaf", 1},           {"ab\xed\xa0\x80", 2},   {"\xf4\x90\x80\x80", 0},
-        {"caf\xc3\xa9 \xe6\x97", 6}, {"<|endoftext|>\xfe", 13},
+        {"abc\xff"
+         "def",
+         3},
+        {"ok \xc3", 3},
+        {"\x80", 0},
+        {"x\xc0\xaf", 1},
+        {"ab\xed\xa0\x80", 2},
+        {"\xf4\x90\x80\x80", 0},
+        {"caf\xc3\xa9 \xe6\x97", 6},
+        {"<|endoftext|>\xfe", 13},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int32_t *ids = (int32_t *)(uintptr_t)1;
@@ -658,7 +725,8 @@ static void test_roundtrip_corpus(void **state) {
         if (len > 300000) len = 300000;
         while (len > 0 && ((unsigned char)buf[len] & 0xC0) == 0x80) len--; // whole characters
     } else {
-        const char *s = "Hello world!\n  Some text, with 123 numbers and \xe6\x97\xa5\xe6\x9c\xac. ";
+        const char *s =
+            "Hello world!\n  Some text, with 123 numbers and \xe6\x97\xa5\xe6\x9c\xac. ";
         len = strlen(s) * 200;
         buf = malloc(len + 1);
         for (size_t i = 0; i < 200; i++) memcpy(buf + i * strlen(s), s, strlen(s));
@@ -681,14 +749,10 @@ static void test_roundtrip_corpus(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_golden_teacher),
-        cmocka_unit_test(test_golden_qwen3),
-        cmocka_unit_test(test_eos_and_specials),
-        cmocka_unit_test(test_merges_both_forms),
-        cmocka_unit_test(test_added_token_flags),
-        cmocka_unit_test(test_hf_unicode_and_flags),
-        cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_golden_teacher),    cmocka_unit_test(test_golden_qwen3),
+        cmocka_unit_test(test_eos_and_specials),  cmocka_unit_test(test_merges_both_forms),
+        cmocka_unit_test(test_added_token_flags), cmocka_unit_test(test_hf_unicode_and_flags),
+        cmocka_unit_test(test_malformed),         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_roundtrip_corpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

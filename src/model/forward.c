@@ -67,11 +67,11 @@ static void attention_block(const ae_model *m, const ae_layer *L, ae_kv_cache *c
     be->matmul(be, v, w->xn, L->wv, T, D, Hkv * hd);
     be->rmsnorm(be, w->q, w->q, L->q_norm, T * Hq, hd, eps);
     be->rmsnorm(be, k, k, L->k_norm, T * Hkv, hd, eps);
-    be->rope(be, w->q, w->pos, T, Hq, hd, c->rope_theta);
-    be->rope(be, k, w->pos, T, Hkv, hd, c->rope_theta);
+    be->rope(be, w->q, w->pos, T, Hq, hd, hd, c->rope_theta, AE_ROPE_HALF);
+    be->rope(be, k, w->pos, T, Hkv, hd, hd, c->rope_theta, AE_ROPE_HALF);
     int window = c->layer_types && c->layer_types[l] == AE_LAYER_SLIDING ? c->sliding_window : 0;
-    be->attention(be, w->att, w->q, cache->k[l], cache->v[l], T, pos0, Hq, Hkv, hd, window,
-                  1.0f / sqrtf((float)hd));
+    ae_attn_args aa = ae_attn_dense(T, pos0, Hq, Hkv, hd, hd, window, 1.0f / sqrtf((float)hd), NULL);
+    be->attention(be, &aa, w->att, w->q, cache->k[l], cache->v[l]);
     be->matmul(be, w->tmp, w->att, L->wo, T, Hq * hd, D);
     be->add(be, w->x, w->tmp, (size_t)T * D);
 }

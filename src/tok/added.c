@@ -116,8 +116,8 @@ static ae_status push_split(ae_tok_split **v, size_t *n, size_t *cap, size_t sta
     return AE_OK;
 }
 
-ae_status ae_tok_find_added(const ae_tokenizer *t, const ae_tok_matcher *m, const char *s,
-                            size_t n, ae_tok_split **splits, size_t *nsplits) {
+ae_status ae_tok_find_added(const ae_tokenizer *t, const ae_tok_matcher *m, const char *s, size_t n,
+                            ae_tok_split **splits, size_t *nsplits) {
     ae_tok_split *v = NULL;
     size_t nv = 0, cap = 0, start_offset = 0, pos = 0, at;
     ae_status st = AE_OK;

@@ -10,11 +10,13 @@
 #include "tok/tok_internal.h"
 
 struct ae_tok_bpe_cache {
-    ae_strmap map;   // key (owned copy in keys[]) -> index into ent
+    ae_strmap map; // key (owned copy in keys[]) -> index into ent
     char **keys;
     size_t nkeys, capkeys;
-    ae_tok_ids ids;  // concatenated results
-    struct { uint32_t off, n; } *ent;
+    ae_tok_ids ids; // concatenated results
+    struct {
+        uint32_t off, n;
+    } * ent;
     size_t nent, capent;
 };
 
@@ -179,7 +181,8 @@ static ae_status ignore_merges_lookup(const ae_tokenizer *t, const unsigned char
         uint32_t cp = ae_tok_byte_to_cp(s[i]);
         char u[2];
         size_t k = 1;
-        if (cp < 0x80) u[0] = (char)cp;
+        if (cp < 0x80)
+            u[0] = (char)cp;
         else {
             u[0] = (char)(0xC0 | (cp >> 6));
             u[1] = (char)(0x80 | (cp & 0x3F));

@@ -10,8 +10,10 @@
 
 static ae_status check_id(const ae_tokenizer *t, int32_t id, size_t pos) {
     if (id < 0 || id >= t->vocab_size || !t->id_str[id])
-        return ae_errorf(AE_ERR_ARG, "decode: id %d at position %zu is not in the vocabulary "
-                         "(size %d)", (int)id, pos, t->vocab_size);
+        return ae_errorf(AE_ERR_ARG,
+                         "decode: id %d at position %zu is not in the vocabulary "
+                         "(size %d)",
+                         (int)id, pos, t->vocab_size);
     return AE_OK;
 }
 
@@ -52,9 +54,11 @@ ae_status ae_tokenizer_decode_next(const ae_tokenizer *t, ae_decode_stream *s, i
     ae_tok_buf raw = {0}, o = {0};
     ae_status st = ae_tok_buf_put(&raw, s->pending, (size_t)s->npending);
     if (st == AE_OK)
-        st = ae_tok_buf_put(&raw, t->dec_blob + t->dec_off[id], t->dec_off[id + 1] - t->dec_off[id]);
+        st =
+            ae_tok_buf_put(&raw, t->dec_blob + t->dec_off[id], t->dec_off[id + 1] - t->dec_off[id]);
     size_t used = 0;
-    if (st == AE_OK && raw.n) used = ae_tok_utf8_lossy((const unsigned char *)raw.p, raw.n, 0, &o, &st);
+    if (st == AE_OK && raw.n)
+        used = ae_tok_utf8_lossy((const unsigned char *)raw.p, raw.n, 0, &o, &st);
     if (st == AE_OK) {
         // what is left is a truncated but so far valid character: at most 3 bytes
         s->npending = (int)(raw.n - used);

@@ -15,8 +15,10 @@ static ae_status encode_normalized(const ae_tokenizer *t, const char *s, size_t 
     size_t nsp = 0;
     ae_status st = ae_tok_find_added(t, &t->match_norm, norm, nlen, &sp, &nsp);
     for (size_t i = 0; st == AE_OK && i < nsp; i++) {
-        if (sp[i].id >= 0) st = ae_tok_ids_push(ids, sp[i].id);
-        else st = ae_tok_pretok_encode(t, norm + sp[i].start, sp[i].end - sp[i].start, cache, ids);
+        if (sp[i].id >= 0)
+            st = ae_tok_ids_push(ids, sp[i].id);
+        else
+            st = ae_tok_pretok_encode(t, norm + sp[i].start, sp[i].end - sp[i].start, cache, ids);
     }
     free(sp);
     if (norm != s) free(norm);
@@ -28,12 +30,17 @@ ae_status ae_tokenizer_encode(const ae_tokenizer *t, const char *text, size_t le
     *ids = NULL;
     *n = 0;
     if (!text && len) return ae_errorf(AE_ERR_ARG, "encode: NULL text");
-    if (len > (size_t)INT32_MAX / 4) return ae_errorf(AE_ERR_ARG, "encode: text of %zu bytes is "
-                                                      "too long", len);
+    if (len > (size_t)INT32_MAX / 4)
+        return ae_errorf(AE_ERR_ARG,
+                         "encode: text of %zu bytes is "
+                         "too long",
+                         len);
     size_t bad = ae_tok_utf8_invalid_at((const unsigned char *)text, len);
     if (bad != (size_t)-1)
-        return ae_errorf(AE_ERR_ARG, "encode: input is not valid UTF-8 (byte offset %zu, byte "
-                         "0x%02X)", bad, (unsigned char)text[bad]);
+        return ae_errorf(AE_ERR_ARG,
+                         "encode: input is not valid UTF-8 (byte offset %zu, byte "
+                         "0x%02X)",
+                         bad, (unsigned char)text[bad]);
     ae_tok_ids out = {0};
     ae_tok_split *sp = NULL;
     size_t nsp = 0;
@@ -42,8 +49,10 @@ ae_status ae_tokenizer_encode(const ae_tokenizer *t, const char *text, size_t le
     if (len > 0) st = ae_tok_find_added(t, &t->match_raw, text, len, &sp, &nsp);
     if (st == AE_OK && len >= 64 && !(cache = ae_tok_bpe_cache_new())) st = AE_ERR_NOMEM;
     for (size_t i = 0; st == AE_OK && i < nsp; i++) {
-        if (sp[i].id >= 0) st = ae_tok_ids_push(&out, sp[i].id);
-        else st = encode_normalized(t, text + sp[i].start, sp[i].end - sp[i].start, cache, &out);
+        if (sp[i].id >= 0)
+            st = ae_tok_ids_push(&out, sp[i].id);
+        else
+            st = encode_normalized(t, text + sp[i].start, sp[i].end - sp[i].start, cache, &out);
     }
     free(sp);
     ae_tok_bpe_cache_free(cache);

@@ -15,8 +15,9 @@
 #include "tok/tok_internal.h"
 
 // Unicode White_Space, as Oniguruma's \s.
-#define WS_CLASS "\\t\\n\\x0B\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}" \
-                 "\\x{202F}\\x{205F}\\x{3000}"
+#define WS_CLASS                                                                                   \
+    "\\t\\n\\x0B\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}"               \
+    "\\x{202F}\\x{205F}\\x{3000}"
 
 static ae_status rewrite_pattern(const char *pat, ae_tok_buf *out, const char *path,
                                  const char *field) {
@@ -28,21 +29,25 @@ static ae_status rewrite_pattern(const char *pat, ae_tok_buf *out, const char *p
             char e = pat[i + 1];
             if (e == 's' || e == 'S') {
                 if (in_class && e == 'S')
-                    return ae_errorf(AE_ERR_UNSUPPORTED,
-                                     "%s: field '%s': \\S inside a character class is not supported",
-                                     path, field);
-                const char *rep = in_class ? WS_CLASS : e == 's' ? "[" WS_CLASS "]" : "[^" WS_CLASS "]";
+                    return ae_errorf(
+                        AE_ERR_UNSUPPORTED,
+                        "%s: field '%s': \\S inside a character class is not supported", path,
+                        field);
+                const char *rep = in_class   ? WS_CLASS
+                                  : e == 's' ? "[" WS_CLASS "]"
+                                             : "[^" WS_CLASS "]";
                 AE_TRY(ae_tok_buf_put(out, rep, strlen(rep)));
             } else if ((e == 'p' || e == 'P') && i + 2 < n &&
                        (pat[i + 2] == 'L' || pat[i + 2] == 'N' ||
-                        (pat[i + 2] == '{' && i + 4 < n && (pat[i + 3] == 'L' || pat[i + 3] == 'N') &&
-                         pat[i + 4] == '}'))) {
+                        (pat[i + 2] == '{' && i + 4 < n &&
+                         (pat[i + 3] == 'L' || pat[i + 3] == 'N') && pat[i + 4] == '}'))) {
                 int braced = pat[i + 2] == '{';
                 char cls = braced ? pat[i + 3] : pat[i + 2];
                 if (in_class && e == 'P')
                     return ae_errorf(AE_ERR_UNSUPPORTED,
                                      "%s: field '%s': \\P{%c} inside a character class is not "
-                                     "supported", path, field, cls);
+                                     "supported",
+                                     path, field, cls);
                 char base[8];
                 snprintf(base, sizeof base, "\\p{%c}", cls);
                 const char *extra = ae_tok_class_extra(cls);
@@ -75,7 +80,8 @@ static ae_status rewrite_pattern(const char *pat, ae_tok_buf *out, const char *p
         AE_TRY(ae_tok_buf_put(out, &c, 1));
     }
     if (in_class)
-        return ae_errorf(AE_ERR_FORMAT, "%s: field '%s': unterminated character class", path, field);
+        return ae_errorf(AE_ERR_FORMAT, "%s: field '%s': unterminated character class", path,
+                         field);
     return AE_OK;
 }
 
@@ -159,8 +165,8 @@ static ae_status run_step(pretok_ctx *c, int step, const char *s, size_t n) {
         if (!tmp) return AE_ERR_NOMEM;
         tmp[0] = ' ';
         memcpy(tmp + 1, s, n);
-        ae_status st = p->re ? split_isolated(c, p->re, step, tmp, n + 1)
-                             : run_step(c, step + 1, tmp, n + 1);
+        ae_status st =
+            p->re ? split_isolated(c, p->re, step, tmp, n + 1) : run_step(c, step + 1, tmp, n + 1);
         free(tmp);
         return st;
     }

@@ -22,7 +22,8 @@ ae_status ae_tok_json_bool(const cJSON *obj, const char *key, int def, int *out,
         return AE_OK;
     }
     if (!cJSON_IsBool(v))
-        return ae_errorf(AE_ERR_FORMAT, "%s: field '%s.%s': expected true or false", path, field, key);
+        return ae_errorf(AE_ERR_FORMAT, "%s: field '%s.%s': expected true or false", path, field,
+                         key);
     *out = cJSON_IsTrue(v);
     return AE_OK;
 }
@@ -38,7 +39,8 @@ ae_status ae_tok_json_str(const cJSON *obj, const char *key, const char **out, c
     return AE_OK;
 }
 
-static ae_status get_type(const cJSON *obj, const char **type, const char *path, const char *field) {
+static ae_status get_type(const cJSON *obj, const char **type, const char *path,
+                          const char *field) {
     if (!cJSON_IsObject(obj))
         return ae_errorf(AE_ERR_FORMAT, "%s: field '%s': expected an object or null", path, field);
     AE_TRY(ae_tok_json_str(obj, "type", type, path, field));
@@ -93,14 +95,16 @@ static ae_status parse_split(ae_tokenizer *t, const cJSON *p, const char *field)
     snprintf(f, sizeof f, "%s.pattern", field);
     const cJSON *pat = cJSON_GetObjectItemCaseSensitive(p, "pattern");
     if (!cJSON_IsObject(pat))
-        return ae_errorf(AE_ERR_FORMAT, "%s: field '%s': expected {\"Regex\": ...} or {\"String\": ...}",
-                         t->path, f);
+        return ae_errorf(AE_ERR_FORMAT,
+                         "%s: field '%s': expected {\"Regex\": ...} or {\"String\": ...}", t->path,
+                         f);
     const char *regex, *string, *behavior;
     AE_TRY(ae_tok_json_str(pat, "Regex", &regex, t->path, f));
     AE_TRY(ae_tok_json_str(pat, "String", &string, t->path, f));
     if (!regex && !string)
-        return ae_errorf(AE_ERR_FORMAT, "%s: field '%s': expected {\"Regex\": ...} or {\"String\": ...}",
-                         t->path, f);
+        return ae_errorf(AE_ERR_FORMAT,
+                         "%s: field '%s': expected {\"Regex\": ...} or {\"String\": ...}", t->path,
+                         f);
     AE_TRY(ae_tok_json_str(p, "behavior", &behavior, t->path, field));
     if (!behavior || strcmp(behavior, "Isolated") != 0)
         return ae_errorf(AE_ERR_UNSUPPORTED,
@@ -109,8 +113,8 @@ static ae_status parse_split(ae_tokenizer *t, const cJSON *p, const char *field)
     int invert = 0;
     AE_TRY(ae_tok_json_bool(p, "invert", 0, &invert, t->path, field));
     if (invert)
-        return ae_errorf(AE_ERR_UNSUPPORTED, "%s: field '%s.invert': true is not supported", t->path,
-                         field);
+        return ae_errorf(AE_ERR_UNSUPPORTED, "%s: field '%s.invert': true is not supported",
+                         t->path, field);
     snprintf(f, sizeof f, "%s.pattern.%s", field, regex ? "Regex" : "String");
     ae_tok_pretok step = {AE_PRETOK_SPLIT, NULL, 0};
     AE_TRY(ae_tok_regex_compile(regex ? regex : string, !regex, &step.re, t->path, f));
@@ -160,14 +164,16 @@ ae_status ae_tok_parse_pipeline(ae_tokenizer *t, const cJSON *root) {
     if (!v || cJSON_IsNull(v))
         return ae_errorf(AE_ERR_UNSUPPORTED,
                          "%s: field 'pre_tokenizer' is missing (a ByteLevel pre-tokenizer is "
-                         "required)", t->path);
+                         "required)",
+                         t->path);
     AE_TRY(parse_pretok(t, v, "pre_tokenizer", 0));
     int nbl = 0;
     for (int i = 0; i < t->n_pretok; i++) nbl += t->pretok[i].kind == AE_PRETOK_BYTELEVEL;
     if (nbl != 1 || t->pretok[t->n_pretok - 1].kind != AE_PRETOK_BYTELEVEL)
         return ae_errorf(AE_ERR_UNSUPPORTED,
                          "%s: field 'pre_tokenizer': exactly one ByteLevel step, placed last, is "
-                         "required (byte-level BPE)", t->path);
+                         "required (byte-level BPE)",
+                         t->path);
 
     v = cJSON_GetObjectItemCaseSensitive(root, "decoder");
     const char *type;
@@ -177,8 +183,8 @@ ae_status ae_tok_parse_pipeline(ae_tokenizer *t, const cJSON *root) {
     AE_TRY(get_type(v, &type, t->path, "decoder"));
     if (strcmp(type, "ByteLevel") != 0)
         return ae_errorf(AE_ERR_UNSUPPORTED,
-                         "%s: field 'decoder': type '%s' is not supported (only ByteLevel)", t->path,
-                         type);
+                         "%s: field 'decoder': type '%s' is not supported (only ByteLevel)",
+                         t->path, type);
 
     // truncation / padding change what encode returns; we implement neither.
     static const char *const absent[] = {"truncation", "padding"};

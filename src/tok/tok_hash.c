@@ -122,7 +122,8 @@ ae_status ae_pairmap_put(ae_pairmap *m, int32_t a, int32_t b, int32_t rank, int3
         ae_pairmap bigger;
         AE_TRY(ae_pairmap_init(&bigger, m->cap));
         for (size_t i = 0; i < m->cap; i++)
-            if (m->slots[i].key != UINT64_MAX) *pairmap_find(&bigger, m->slots[i].key) = m->slots[i];
+            if (m->slots[i].key != UINT64_MAX)
+                *pairmap_find(&bigger, m->slots[i].key) = m->slots[i];
         bigger.n = m->n;
         free(m->slots);
         *m = bigger;

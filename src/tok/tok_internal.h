@@ -26,9 +26,9 @@ typedef struct {
 ae_status ae_tok_ids_push(ae_tok_ids *v, int32_t id);
 
 typedef struct {
-    char *content;     // as written in tokenizer.json
+    char *content; // as written in tokenizer.json
     size_t content_len;
-    char *pattern;     // what is matched: content, or NFC(content) when normalized
+    char *pattern; // what is matched: content, or NFC(content) when normalized
     size_t pattern_len;
     int32_t id;
     unsigned char special, lstrip, rstrip, single_word, normalized;
@@ -36,8 +36,8 @@ typedef struct {
 
 // Leftmost-longest matcher over one set of added tokens (the non-normalized or the normalized).
 typedef struct {
-    int *idx;            // indices into t->added, grouped by first byte, longest first
-    int start[257];      // idx[start[b] .. start[b+1]) begin with byte b
+    int *idx;       // indices into t->added, grouped by first byte, longest first
+    int start[257]; // idx[start[b] .. start[b+1]) begin with byte b
 } ae_tok_matcher;
 
 enum { AE_PRETOK_SPLIT = 1, AE_PRETOK_BYTELEVEL = 2 };
@@ -48,17 +48,17 @@ typedef struct {
 } ae_tok_pretok;
 
 struct ae_tokenizer {
-    char *path;             // tokenizer.json path, for messages
-    int vocab_size;         // max id + 1 over model vocab and added tokens
-    char **id_str;          // [vocab_size] token string (added content wins), NULL for unused ids
-    uint32_t *dec_off;      // [vocab_size + 1] decoded bytes of id i: dec_blob[dec_off[i]..dec_off[i+1])
+    char *path;        // tokenizer.json path, for messages
+    int vocab_size;    // max id + 1 over model vocab and added tokens
+    char **id_str;     // [vocab_size] token string (added content wins), NULL for unused ids
+    uint32_t *dec_off; // [vocab_size + 1] decoded bytes of id i: dec_blob[dec_off[i]..dec_off[i+1])
     unsigned char *dec_blob;
     unsigned char *is_special; // [vocab_size]
 
-    char **model_str;       // [vocab_size] model vocab strings (in model_blob), NULL if unused
+    char **model_str; // [vocab_size] model vocab strings (in model_blob), NULL if unused
     char *model_blob;
-    ae_strmap vocab;        // model vocab: token string -> id (keys point into model_str)
-    ae_strmap added_map;    // added content -> id
+    ae_strmap vocab;     // model vocab: token string -> id (keys point into model_str)
+    ae_strmap added_map; // added content -> id
 
     ae_tok_added *added;
     int n_added;
@@ -66,13 +66,13 @@ struct ae_tokenizer {
     ae_tok_matcher match_norm; // added tokens with normalized=true
 
     // BPE model
-    ae_pairmap merges;      // (left id, right id) -> (rank, merged id)
-    int32_t byte_id[256];   // id of the GPT-2 char of each byte, or -1
+    ae_pairmap merges;             // (left id, right id) -> (rank, merged id)
+    int32_t byte_id[256];          // id of the GPT-2 char of each byte, or -1
     int32_t byte_fallback_id[256]; // id of "<0xXX>" when byte_fallback, else -1
-    int32_t unk_id;         // -1 when none
+    int32_t unk_id;                // -1 when none
     int fuse_unk, byte_fallback, ignore_merges;
 
-    int nfc;                // normalizer: NFC (1) or none (0)
+    int nfc; // normalizer: NFC (1) or none (0)
     ae_tok_pretok *pretok;
     int n_pretok;
 
@@ -141,8 +141,8 @@ typedef struct {
     size_t start, end;
     int32_t id;
 } ae_tok_split;
-ae_status ae_tok_find_added(const ae_tokenizer *t, const ae_tok_matcher *m, const char *s,
-                            size_t n, ae_tok_split **splits, size_t *nsplits);
+ae_status ae_tok_find_added(const ae_tokenizer *t, const ae_tok_matcher *m, const char *s, size_t n,
+                            ae_tok_split **splits, size_t *nsplits);
 
 // normalize.c
 // NFC of valid UTF-8 (when t->nfc), into a heap buffer; *out == s (not allocated) when unchanged.

@@ -27,8 +27,10 @@ static ae_status parse_model_options(ae_tokenizer *t, const cJSON *model) {
     const char *type, *s;
     AE_TRY(ae_tok_json_str(model, "type", &type, t->path, "model"));
     if (type && strcmp(type, "BPE") != 0)
-        return ae_errorf(AE_ERR_UNSUPPORTED, "%s: field 'model.type': model type '%s' is not "
-                         "supported (only BPE)", t->path, type);
+        return ae_errorf(AE_ERR_UNSUPPORTED,
+                         "%s: field 'model.type': model type '%s' is not "
+                         "supported (only BPE)",
+                         t->path, type);
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(model, "dropout");
     if (d && !cJSON_IsNull(d) && !(cJSON_IsNumber(d) && d->valuedouble == 0.0))
         return ae_errorf(AE_ERR_UNSUPPORTED, "%s: field 'model.dropout': only null is supported",
@@ -37,8 +39,10 @@ static ae_status parse_model_options(ae_tokenizer *t, const cJSON *model) {
     for (int i = 0; i < 2; i++) {
         AE_TRY(ae_tok_json_str(model, empty_only[i], &s, t->path, "model"));
         if (s && *s)
-            return ae_errorf(AE_ERR_UNSUPPORTED, "%s: field 'model.%s': only null or \"\" is "
-                             "supported", t->path, empty_only[i]);
+            return ae_errorf(AE_ERR_UNSUPPORTED,
+                             "%s: field 'model.%s': only null or \"\" is "
+                             "supported",
+                             t->path, empty_only[i]);
     }
     AE_TRY(ae_tok_json_bool(model, "fuse_unk", 0, &t->fuse_unk, t->path, "model"));
     AE_TRY(ae_tok_json_bool(model, "byte_fallback", 0, &t->byte_fallback, t->path, "model"));
@@ -54,7 +58,8 @@ static ae_status max_id(ae_tokenizer *t, const cJSON *vocab, int32_t *mx, size_t
     *vocab_bytes = 0;
     cJSON_ArrayForEach(it, vocab) {
         if (!it->string)
-            return ae_errorf(AE_ERR_FORMAT, "%s: field 'model.vocab': entry without a key", t->path);
+            return ae_errorf(AE_ERR_FORMAT, "%s: field 'model.vocab': entry without a key",
+                             t->path);
         AE_TRY(json_id(it, &id, t->path, "model.vocab", it->string));
         if (id > *mx) *mx = id;
         *vocab_bytes += strlen(it->string) + 1;
@@ -70,8 +75,10 @@ static ae_status parse_vocab(ae_tokenizer *t, const cJSON *vocab, size_t vocab_b
     cJSON_ArrayForEach(it, vocab) {
         int32_t id = (int32_t)it->valuedouble, prev; // validated by max_id
         if (t->model_str[id])
-            return ae_errorf(AE_ERR_FORMAT, "%s: field 'model.vocab': id %d is given to both '%s' "
-                             "and '%s'", t->path, id, t->model_str[id], it->string);
+            return ae_errorf(AE_ERR_FORMAT,
+                             "%s: field 'model.vocab': id %d is given to both '%s' "
+                             "and '%s'",
+                             t->path, id, t->model_str[id], it->string);
         size_t len = strlen(it->string);
         if (ae_tok_utf8_invalid_at((const unsigned char *)it->string, len) != (size_t)-1)
             return ae_errorf(AE_ERR_FORMAT, "%s: field 'model.vocab': token %d is not valid UTF-8",
@@ -86,12 +93,13 @@ static ae_status parse_vocab(ae_tokenizer *t, const cJSON *vocab, size_t vocab_b
     return AE_OK;
 }
 
-static ae_status vocab_lookup(ae_tokenizer *t, const char *tok, size_t len, int rank,
-                              int32_t *id) {
+static ae_status vocab_lookup(ae_tokenizer *t, const char *tok, size_t len, int rank, int32_t *id) {
     *id = ae_strmap_get(&t->vocab, tok, len);
     if (*id < 0)
-        return ae_errorf(AE_ERR_FORMAT, "%s: field 'model.merges[%d]': token '%.*s' is not in "
-                         "model.vocab", t->path, rank, (int)(len > 200 ? 200 : len), tok);
+        return ae_errorf(AE_ERR_FORMAT,
+                         "%s: field 'model.merges[%d]': token '%.*s' is not in "
+                         "model.vocab",
+                         t->path, rank, (int)(len > 200 ? 200 : len), tok);
     return AE_OK;
 }
 
@@ -108,22 +116,26 @@ static ae_status parse_merges(ae_tokenizer *t, const cJSON *merges) {
             a = it->valuestring;
             const char *sp = strchr(a, ' ');
             if (!sp || strchr(sp + 1, ' ')) {
-                st = ae_errorf(AE_ERR_FORMAT, "%s: field 'model.merges[%d]': expected \"left "
-                               "right\" (one space), got \"%.200s\"", t->path, rank, a);
+                st = ae_errorf(AE_ERR_FORMAT,
+                               "%s: field 'model.merges[%d]': expected \"left "
+                               "right\" (one space), got \"%.200s\"",
+                               t->path, rank, a);
                 break;
             }
             la = (size_t)(sp - a);
             b = sp + 1;
             lb = strlen(b);
-        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 &&
-                   cJSON_IsString(it->child) && cJSON_IsString(it->child->next)) {
+        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(it->child) &&
+                   cJSON_IsString(it->child->next)) {
             a = it->child->valuestring;
             b = it->child->next->valuestring;
             la = strlen(a);
             lb = strlen(b);
         } else {
-            st = ae_errorf(AE_ERR_FORMAT, "%s: field 'model.merges[%d]': expected \"left right\" "
-                           "or [\"left\", \"right\"]", t->path, rank);
+            st = ae_errorf(AE_ERR_FORMAT,
+                           "%s: field 'model.merges[%d]': expected \"left right\" "
+                           "or [\"left\", \"right\"]",
+                           t->path, rank);
             break;
         }
         int32_t ia, ib, inew;
@@ -171,20 +183,23 @@ static ae_status parse_added(ae_tokenizer *t, const cJSON *added, int32_t model_
         size_t len = strlen(content);
         if (len == 0) continue; // HF ignores empty added tokens
         if (ae_tok_utf8_invalid_at((const unsigned char *)content, len) != (size_t)-1)
-            return ae_errorf(AE_ERR_FORMAT, "%s: field '%s.content' is not valid UTF-8", t->path, f);
+            return ae_errorf(AE_ERR_FORMAT, "%s: field '%s.content' is not valid UTF-8", t->path,
+                             f);
         int32_t id = ae_strmap_get(&t->added_map, content, len);
         ae_tok_added *a = NULL;
         if (id >= 0) { // same content again: the later flags win (HF's id -> token map)
             for (int i = 0; i < t->n_added; i++)
-                if (t->added[i].id == id && strcmp(t->added[i].content, content) == 0) a = &t->added[i];
+                if (t->added[i].id == id && strcmp(t->added[i].content, content) == 0)
+                    a = &t->added[i];
         } else {
             id = ae_strmap_get(&t->vocab, content, len);
             if (id < 0)
-                id = max_added < 0 ? model_count
+                id = max_added < 0                                    ? model_count
                      : (max_added >= model_count || model_count == 0) ? max_added + 1
                                                                       : model_count;
             if (id >= AE_TOK_MAX_ID)
-                return ae_errorf(AE_ERR_FORMAT, "%s: field '%s': too many added tokens", t->path, f);
+                return ae_errorf(AE_ERR_FORMAT, "%s: field '%s': too many added tokens", t->path,
+                                 f);
             a = &t->added[t->n_added++];
             a->id = id;
             a->content_len = len;
@@ -216,7 +231,8 @@ static ae_status build_tables(ae_tokenizer *t) {
     for (int b = 0; b < 256; b++) {
         uint32_t cp = ae_tok_byte_to_cp((unsigned char)b);
         char u[3] = {0};
-        if (cp < 0x80) u[0] = (char)cp;
+        if (cp < 0x80)
+            u[0] = (char)cp;
         else {
             u[0] = (char)(0xC0 | (cp >> 6));
             u[1] = (char)(0x80 | (cp & 0x3F));
@@ -282,8 +298,10 @@ static ae_status parse_tokenizer_json(ae_tokenizer *t, const cJSON *root) {
     if (unk && (t->unk_id = ae_strmap_get(&t->vocab, unk, strlen(unk))) < 0)
         return ae_errorf(AE_ERR_FORMAT, "%s: field 'model.unk_token': '%s' is not in model.vocab",
                          t->path, unk);
-    if (added) AE_TRY(parse_added(t, added, (int32_t)t->vocab.n));
-    else if (!(t->added = ae_calloc(1, sizeof *t->added))) return AE_ERR_NOMEM;
+    if (added)
+        AE_TRY(parse_added(t, added, (int32_t)t->vocab.n));
+    else if (!(t->added = ae_calloc(1, sizeof *t->added)))
+        return AE_ERR_NOMEM;
     AE_TRY(ae_tok_matcher_build(t, &t->match_raw, 0));
     AE_TRY(ae_tok_matcher_build(t, &t->match_norm, 1));
 
@@ -322,8 +340,10 @@ static ae_status load_config(ae_tokenizer *t, const char *dir) {
     if (cJSON_IsString(eos) && eos->valuestring)
         t->eos_id = ae_tokenizer_token_id(t, eos->valuestring);
     else if (eos && !cJSON_IsNull(eos))
-        st = ae_errorf(AE_ERR_FORMAT, "%s: field 'eos_token': expected a string, "
-                       "{\"content\": ...} or null", path);
+        st = ae_errorf(AE_ERR_FORMAT,
+                       "%s: field 'eos_token': expected a string, "
+                       "{\"content\": ...} or null",
+                       path);
 done:
     cJSON_Delete(root);
     free(buf);
