@@ -82,27 +82,81 @@ static void test_rope_rotate_half(void **state) {
     for (int i = 0; i < H * hd; i++) assert_true(x[i] == orig[i]);
 }
 
-// Naive masked attention in double: query at qpos sees keys j <= qpos (and > qpos - window).
-static void ref_attention(double *out, const float *q, const float *k, const float *v, int T,
-                          int pos0, int Hq, int Hkv, int hd, int window, double scale) {
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < Hq; h++) {
-            int kh = h / (Hq / Hkv), qpos = pos0 + t;
-            double s[64], mx = -1e300, sum = 0;
+// Interleaved pairs (2i, 2i+1) and partial rotary (rd < stride: dims rd.. are left alone), both
+// modes; rope_bwd undoes rope.
+static void test_rope_interleaved_partial(void **state) {
+    (void)state;
+    const ae_backend *be = ae_backend_cpu();
+    ae_rng r;
+    ae_rng_seed(&r, 5);
+    enum { T = 4, H = 3, STRIDE = 10 };
+    int pos[T] = {0, 3, 17, 200};
+    int rds[2] = {10, 6};
+    for (int mode = 0; mode < 2; mode++)
+        for (int c = 0; c < 2; c++) {
+            int rd = rds[c], half = rd / 2;
+            float x[T * H * STRIDE], orig[T * H * STRIDE];
+            fill(x, sizeof x / sizeof *x, &r);
+            memcpy(orig, x, sizeof x);
+            be->rope(be, x, pos, T, H, STRIDE, rd, 10000.0, (ae_rope_mode)mode);
+            for (int t = 0; t < T; t++)
+                for (int h = 0; h < H; h++) {
+                    const float *o = orig + (t * H + h) * STRIDE, *y = x + (t * H + h) * STRIDE;
+                    for (int i = 0; i < half; i++) {
+                        double ang = pos[t] * pow(10000.0, -2.0 * i / rd);
+                        int ia = mode == AE_ROPE_HALF ? i : 2 * i;
+                        int ib = mode == AE_ROPE_HALF ? i + half : 2 * i + 1;
+                        double a = o[ia] * cos(ang) - o[ib] * sin(ang);
+                        double b = o[ib] * cos(ang) + o[ia] * sin(ang);
+                        assert_true(fabs(y[ia] - a) < 2e-4);
+                        assert_true(fabs(y[ib] - b) < 2e-4);
+                    }
+                    for (int i = rd; i < STRIDE; i++) assert_true(y[i] == o[i]);
+                }
+            be->rope_bwd(be, x, pos, T, H, STRIDE, rd, 10000.0, (ae_rope_mode)mode);
+            for (int i = 0; i < T * H * STRIDE; i++) assert_true(fabs(x[i] - orig[i]) < 1e-5);
+        }
+}
+
+// Naive attention in double, reading K/V exactly as ae_attn_args describes (row strides, ring
+// rows j % ring, window, sinks); a->sinks is read as the sink logits when set.
+static void ref_attention_args(double *out, const ae_attn_args *a, const float *q, const float *k,
+                               const float *v) {
+    int S = a->pos0 + a->T;
+    double *s = malloc(sizeof(double) * (size_t)S);
+    for (int t = 0; t < a->T; t++)
+        for (int h = 0; h < a->Hq; h++) {
+            int kh = h / (a->Hq / a->Hkv), qpos = a->pos0 + t;
+            double mx = a->sinks ? a->sinks[h] : -INFINITY, sum = 0;
             for (int j = 0; j <= qpos; j++) {
-                int visible = window <= 0 || qpos - j < window;
+                int visible = a->window <= 0 || qpos - j < a->window;
+                size_t row = (size_t)(a->ring > 0 ? j % a->ring : j);
                 double d = 0;
-                for (int i = 0; i < hd; i++) d += (double)q[(t * Hq + h) * hd + i] * k[(j * Hkv + kh) * hd + i];
-                s[j] = visible ? d * scale : -INFINITY;
+                for (int i = 0; i < a->dk; i++)
+                    d += (double)q[((size_t)t * a->Hq + h) * a->dk + i] *
+                         k[row * a->k_stride + (size_t)kh * a->dk + i];
+                s[j] = visible ? d * a->scale : -INFINITY;
                 if (s[j] > mx) mx = s[j];
             }
+            if (a->sinks) sum += exp(a->sinks[h] - mx);
             for (int j = 0; j <= qpos; j++) sum += (s[j] = exp(s[j] - mx));
-            for (int i = 0; i < hd; i++) {
+            for (int i = 0; i < a->dv; i++) {
                 double o = 0;
-                for (int j = 0; j <= qpos; j++) o += s[j] / sum * v[(j * Hkv + kh) * hd + i];
-                out[(t * Hq + h) * hd + i] = o;
+                for (int j = 0; j <= qpos; j++) {
+                    size_t row = (size_t)(a->ring > 0 ? j % a->ring : j);
+                    o += s[j] / sum * v[row * a->v_stride + (size_t)kh * a->dv + i];
+                }
+                out[((size_t)t * a->Hq + h) * a->dv + i] = o;
             }
         }
+    free(s);
+}
+
+// Dense layout k (S, Hkv, hd), v (S, Hkv, hd), no sinks.
+static void ref_attention(double *out, const float *q, const float *k, const float *v, int T,
+                          int pos0, int Hq, int Hkv, int hd, int window, double scale) {
+    ae_attn_args a = ae_attn_dense(T, pos0, Hq, Hkv, hd, hd, window, (float)scale, NULL);
+    ref_attention_args(out, &a, q, k, v);
 }
 
 static void test_attention_gqa_window(void **state) {
@@ -127,6 +181,132 @@ static void test_attention_gqa_window(void **state) {
         for (int i = 0; i < T * Hq * hd; i++) assert_true(fabs(o[i] - ref[i]) < 1e-5);
         free(q), free(k), free(v), free(o), free(ref);
     }
+}
+
+typedef enum { LAYOUT_DENSE, LAYOUT_PADDED, LAYOUT_MLA } attn_layout;
+
+// One attention call in the given layout against the double reference.
+static void check_attention(ae_rng *r, int T, int pos0, int Hq, int Hkv, int dk, int dv,
+                            int window, int with_sinks, attn_layout layout) {
+    const ae_backend *be = ae_backend_cpu();
+    int S = pos0 + T;
+    float *sinks = NULL;
+    if (with_sinks) {
+        sinks = malloc(sizeof(float) * Hq);
+        fill(sinks, (size_t)Hq, r);
+    }
+    ae_attn_args a = ae_attn_dense(T, pos0, Hq, Hkv, dk, dv, window, 0.3f, sinks);
+    if (layout == LAYOUT_PADDED) a.k_stride += 5, a.v_stride += 3;
+    // absorbed MLA: one latent row per position (R + dr floats); the key is the whole row
+    // (dk = R + dr), the value its first R floats (dv = R), Hkv = 1
+    if (layout == LAYOUT_MLA) a.k_stride = a.v_stride = dk;
+    size_t nk = (size_t)S * a.k_stride, nv = (size_t)S * a.v_stride;
+    size_t nq = (size_t)T * Hq * dk, no = (size_t)T * Hq * dv;
+    float *q = malloc(sizeof(float) * nq), *k = malloc(sizeof(float) * nk);
+    float *v = layout == LAYOUT_MLA ? k : malloc(sizeof(float) * nv);
+    float *o = malloc(sizeof(float) * no);
+    double *ref = malloc(sizeof(double) * no);
+    fill(q, nq, r);
+    fill(k, nk, r);
+    if (v != k) fill(v, nv, r);
+    be->attention(be, &a, o, q, k, v);
+    ref_attention_args(ref, &a, q, k, v);
+    for (size_t i = 0; i < no; i++)
+        if (!(fabs(o[i] - ref[i]) < 1e-5))
+            fail_msg("attention T=%d pos0=%d Hq=%d Hkv=%d dk=%d dv=%d W=%d sinks=%d layout=%d: "
+                     "out[%zu] %g vs %g", T, pos0, Hq, Hkv, dk, dv, window, with_sinks,
+                     (int)layout, i, (double)o[i], ref[i]);
+    free(q), free(k), free(o), free(ref), free(sinks);
+    if (v != k) free(v);
+}
+
+static void test_attention_layouts(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 6);
+    // T, pos0, Hq, Hkv, dk, dv, window, sinks, layout
+    check_attention(&r, 6, 0, 4, 2, 8, 8, 0, 1, LAYOUT_DENSE);   // sinks
+    check_attention(&r, 7, 3, 4, 1, 8, 8, 3, 1, LAYOUT_DENSE);   // sinks + window + pos0
+    check_attention(&r, 1, 12, 2, 2, 8, 8, 0, 1, LAYOUT_DENSE);  // sinks, decode
+    check_attention(&r, 5, 0, 4, 2, 12, 6, 0, 0, LAYOUT_DENSE);  // dk != dv
+    check_attention(&r, 5, 2, 2, 1, 4, 10, 3, 1, LAYOUT_DENSE);  // dk < dv
+    check_attention(&r, 6, 0, 4, 2, 8, 4, 0, 0, LAYOUT_PADDED);  // k/v rows wider than Hkv·d
+    check_attention(&r, 4, 5, 4, 2, 6, 6, 4, 1, LAYOUT_PADDED);
+    check_attention(&r, 6, 0, 4, 1, 10, 8, 0, 0, LAYOUT_MLA);    // R = 8, dr = 2
+    check_attention(&r, 1, 9, 4, 1, 10, 8, 0, 0, LAYOUT_MLA);    // absorbed decode
+    check_attention(&r, 5, 3, 8, 1, 10, 8, 4, 1, LAYOUT_MLA);
+}
+
+// A ring buffer of `ring` slots holding position j at slot j % ring gives the same result as
+// the full cache with the same window (window <= ring).
+static void test_attention_ring(void **state) {
+    (void)state;
+    const ae_backend *be = ae_backend_cpu();
+    ae_rng r;
+    ae_rng_seed(&r, 7);
+    int cases[][6] = {// T, pos0, Hq, Hkv, window, ring
+                      {1, 20, 4, 2, 5, 8}, {3, 20, 4, 2, 5, 8}, {4, 9, 2, 1, 4, 7},
+                      {1, 3, 2, 2, 4, 4},  {2, 0, 2, 1, 3, 4},  {1, 37, 4, 1, 6, 6}};
+    int dk = 6, dv = 4;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int T = cases[c][0], pos0 = cases[c][1], Hq = cases[c][2], Hkv = cases[c][3];
+        int W = cases[c][4], ring = cases[c][5], S = pos0 + T;
+        assert_true(T + W - 1 <= ring); // every key any query needs is still in the ring
+        float *sinks = malloc(sizeof(float) * Hq);
+        fill(sinks, (size_t)Hq, &r);
+        size_t nq = (size_t)T * Hq * dk, no = (size_t)T * Hq * dv;
+        float *q = malloc(sizeof(float) * nq), *o = malloc(sizeof(float) * no);
+        float *ofull = malloc(sizeof(float) * no);
+        float *k = malloc(sizeof(float) * S * Hkv * dk), *v = malloc(sizeof(float) * S * Hkv * dv);
+        float *kr = malloc(sizeof(float) * ring * Hkv * dk);
+        float *vr = malloc(sizeof(float) * ring * Hkv * dv);
+        fill(q, nq, &r);
+        fill(k, (size_t)S * Hkv * dk, &r);
+        fill(v, (size_t)S * Hkv * dv, &r);
+        for (size_t i = 0; i < (size_t)ring * Hkv * dk; i++) kr[i] = NAN; // never-written slots
+        for (size_t i = 0; i < (size_t)ring * Hkv * dv; i++) vr[i] = NAN;
+        for (int j = 0; j < S; j++) { // the cache as written token by token
+            memcpy(kr + (size_t)(j % ring) * Hkv * dk, k + (size_t)j * Hkv * dk,
+                   sizeof(float) * Hkv * dk);
+            memcpy(vr + (size_t)(j % ring) * Hkv * dv, v + (size_t)j * Hkv * dv,
+                   sizeof(float) * Hkv * dv);
+        }
+        ae_attn_args full = ae_attn_dense(T, pos0, Hq, Hkv, dk, dv, W, 0.4f, sinks);
+        ae_attn_args ringa = full;
+        ringa.ring = ring;
+        be->attention(be, &full, ofull, q, k, v);
+        be->attention(be, &ringa, o, q, kr, vr);
+        double *ref = malloc(sizeof(double) * no);
+        ref_attention_args(ref, &full, q, k, v);
+        for (size_t i = 0; i < no; i++) {
+            assert_true(fabs(o[i] - ref[i]) < 1e-5);
+            assert_true(o[i] == ofull[i]); // same keys, same order: bit-identical
+        }
+        free(sinks), free(q), free(o), free(ofull), free(k), free(v), free(kr), free(vr),
+            free(ref);
+    }
+}
+
+static void test_gate_mul(void **state) {
+    (void)state;
+    const ae_backend *be = ae_backend_cpu();
+    ae_rng r;
+    ae_rng_seed(&r, 8);
+    enum { T = 3, H = 4, HD = 5, N = T * H * HD };
+    float x[N], g[N], y[N];
+    fill(x, N, &r);
+    fill(g, N, &r);
+    g[0] = -200.0f, g[1] = 40.0f; // saturated: exactly 0 and x
+    be->gate_mul(be, y, x, g, T, H, HD, 0);
+    for (int i = 0; i < N; i++) assert_true(fabs(y[i] - x[i] / (1 + exp(-(double)g[i]))) < 1e-6);
+    assert_true(y[0] == 0.0f && y[1] == x[1]);
+    be->gate_mul(be, y, x, g, T, H, HD, 1); // per head: g read as (T, H)
+    for (int i = 0; i < N; i++)
+        assert_true(fabs(y[i] - x[i] / (1 + exp(-(double)g[i / HD]))) < 1e-6);
+    float z[N];
+    memcpy(z, x, sizeof z);
+    be->gate_mul(be, z, z, g, T, H, HD, 1); // y may alias x
+    assert_memory_equal(z, y, sizeof z);
 }
 
 static void test_silu_mul_add(void **state) {
@@ -158,6 +338,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_shapes),   cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope_rotate_half), cmocka_unit_test(test_attention_gqa_window),
+        cmocka_unit_test(test_rope_interleaved_partial), cmocka_unit_test(test_attention_layouts),
+        cmocka_unit_test(test_attention_ring),  cmocka_unit_test(test_gate_mul),
         cmocka_unit_test(test_silu_mul_add),    cmocka_unit_test(test_moe_route),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

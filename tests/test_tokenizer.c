@@ -17,12 +17,6 @@
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}| "              \
     "?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 // ---------------------------------------------------------------- goldens
 
 static char *decode_all(const ae_tokenizer *t, const int32_t *ids, size_t n, size_t *len) {
@@ -172,14 +166,9 @@ static void check_line(const ae_tokenizer *t, const char *line, int lineno) {
 
 static void run_golden(const char *model_dir, const char *golden) {
     ae_tokenizer *t = NULL;
-    double t0 = now_s();
+    // (load time is measured by bench/bench_tokenize, not asserted here)
     ae_status st = ae_tokenizer_load(model_dir, &t);
-    double dt = now_s() - t0;
     if (st != AE_OK) fail_msg("load %s: %s", model_dir, ae_last_error());
-    printf("loaded %s in %.3f s (vocab %d)\n", model_dir, dt, ae_tokenizer_vocab_size(t));
-#if !defined(__SANITIZE_ADDRESS__)
-    assert_true(dt < 1.0);
-#endif
     char *buf;
     size_t blen;
     assert_int_equal(ae_file_read_all(golden, &buf, &blen), AE_OK);

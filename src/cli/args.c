@@ -132,3 +132,40 @@ ae_status ae_check_utf8(const char *s, size_t len, const char *origin) {
     }
     return AE_OK;
 }
+
+ae_status ae_parse_int_list(const char *s, const char *opt, int lo, int hi, int **vals, int *n) {
+    int cap = 8, cnt = 0;
+    int *v = ae_malloc(sizeof(int) * (size_t)cap);
+    if (!v) return AE_ERR_NOMEM;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || errno == ERANGE || (*end && *end != ',')) {
+            free(v);
+            return ae_errorf(AE_ERR_ARG, "%s: '%s' is not a comma-separated list of integers", opt, s);
+        }
+        if (x < lo || x > hi) {
+            free(v);
+            return ae_errorf(AE_ERR_ARG, "%s: %ld is out of range [%d, %d]", opt, x, lo, hi);
+        }
+        if (cnt == cap) {
+            int *nv = ae_realloc(v, sizeof(int) * (size_t)(cap *= 2));
+            if (!nv) {
+                free(v);
+                return AE_ERR_NOMEM;
+            }
+            v = nv;
+        }
+        v[cnt++] = (int)x;
+        p = *end ? end + 1 : end;
+    }
+    if (cnt == 0) {
+        free(v);
+        return ae_errorf(AE_ERR_ARG, "%s: empty list", opt);
+    }
+    *vals = v;
+    *n = cnt;
+    return AE_OK;
+}

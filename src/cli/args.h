@@ -26,6 +26,8 @@ ae_status ae_parse_float(const char *s, const char *opt, float *out);
 // Space/comma separated ids, each in [0, vocab).  *ids heap-allocated.
 ae_status ae_parse_ids(const char *s, const char *what, int vocab, int32_t **ids, int *n);
 ae_status ae_args_unknown(const ae_args *a);
+// "0,5,11" -> {0, 5, 11}, each in [lo, hi].  *vals heap-allocated.
+ae_status ae_parse_int_list(const char *s, const char *opt, int lo, int hi, int **vals, int *n);
 // AE_ERR_ARG "<origin>: not valid UTF-8 (... at byte offset N)" unless s[0..len) is UTF-8.
 ae_status ae_check_utf8(const char *s, size_t len, const char *origin);
 

@@ -12,7 +12,45 @@
 static const int64_t k_ctx[] = {4096, 32768, 131072};
 
 static void print_bytes(const char *label, int64_t b) {
-    printf("  %-22s %14lld bytes  (%.2f MiB)\n", label, (long long)b, b / 1048576.0);
+    printf("  %-22s %14lld bytes  (%.2f MiB)", label, (long long)b, b / 1048576.0);
+}
+
+// KV bytes of the same model with plain full GQA attention on every layer (the teacher's
+// layout): the baseline a student's savings are quoted against.
+static int64_t kv_bytes_baseline(const ae_config *c, int64_t ctx) {
+    return (int64_t)c->num_hidden_layers * 2 * 2 * c->num_key_value_heads * c->head_dim * ctx;
+}
+
+static double kv_saving_pct(const ae_config *c, int64_t ctx) {
+    return 100.0 * (double)(ae_config_kv_bytes(c, ctx) - kv_bytes_baseline(c, ctx)) /
+           (double)kv_bytes_baseline(c, ctx);
+}
+
+// "mla x4, gqa x0" style summary plus the target's fields.
+static void print_attention(const ae_config *c) {
+    int n[3] = {0, 0, 0}, sliding = 0;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        n[c->layer_attn[l]]++;
+        sliding += c->layer_attn[l] != AE_ATTN_MLA && c->layer_types[l] == AE_LAYER_SLIDING;
+    }
+    printf("attention           %s", c->target == AE_ATTN_GQA ? "GQA (teacher)" : ae_attn_kind_name(c->target));
+    if (c->target != AE_ATTN_GQA)
+        printf(" on %d of %d layers", n[c->target], c->num_hidden_layers);
+    putchar('\n');
+    if (c->target == AE_ATTN_MLA)
+        printf("  mla               kv_lora_rank %d, qk_rope %d, qk_nope %d, v_head %d, q_lora_rank %d%s\n",
+               c->kv_lora_rank, c->qk_rope_head_dim, c->qk_nope_head_dim, c->v_head_dim,
+               c->q_lora_rank,
+               c->kv_lora_rank + c->qk_rope_head_dim == 576 ? "" : " (cache size not 512+64)");
+    if (sliding || c->target == AE_ATTN_GATESWA) {
+        printf("  layer types       ");
+        for (int l = 0; l < c->num_hidden_layers; l++)
+            putchar(c->layer_attn[l] == AE_ATTN_MLA ? 'M' : c->layer_types[l] == AE_LAYER_SLIDING ? 's' : 'F');
+        printf("  (F full, s sliding window %d)\n", c->sliding_window);
+    }
+    if (c->target == AE_ATTN_GATESWA)
+        printf("  gate              %s%s\n", c->attn_gate == 1 ? "elementwise" : c->attn_gate == 2 ? "one per head" : "none",
+               c->attn_sinks ? ", attention sinks" : "");
 }
 
 static int print_text(const ae_config *c) {
@@ -32,12 +70,18 @@ static int print_text(const ae_config *c) {
     printf("vocabulary          %d%s\n", c->vocab_size, c->tie_word_embeddings ? " (tied head)" : "");
     printf("rope theta          %g\n", c->rope_theta);
     printf("max positions       %d\n", c->max_position_embeddings);
+    print_attention(c);
     int64_t per_tok = ae_config_kv_bytes(c, 4096) / 4096;
-    printf("kv cache (bf16)     %lld bytes/token (%.2f KiB)\n", (long long)per_tok, per_tok / 1024.0);
+    int student = c->target != AE_ATTN_GQA;
+    printf("kv cache (bf16)     %lld bytes/token (%.2f KiB)", (long long)per_tok, per_tok / 1024.0);
+    if (student) printf("  %+.1f%% vs full GQA", kv_saving_pct(c, 4096));
+    putchar('\n');
     for (size_t i = 0; i < 3; i++) {
         char label[64];
         snprintf(label, sizeof label, "one sequence @ %lldK", (long long)(k_ctx[i] / 1024));
         print_bytes(label, ae_config_kv_bytes(c, k_ctx[i]));
+        if (student) printf("  %+.1f%% vs full GQA", kv_saving_pct(c, k_ctx[i]));
+        putchar('\n');
     }
     return 0;
 }
@@ -56,7 +100,22 @@ static int print_json(const ae_config *c) {
         cJSON_AddNumberToObject(o, "num_experts", c->num_experts);
         cJSON_AddNumberToObject(o, "num_experts_per_tok", c->num_experts_per_tok);
     }
+    cJSON_AddStringToObject(o, "attention_target", ae_attn_kind_name(c->target));
+    cJSON *la = cJSON_AddArrayToObject(o, "layer_attention");
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        const char *k = ae_attn_kind_name(c->layer_attn[l]);
+        int slide = c->layer_attn[l] != AE_ATTN_MLA && c->layer_types[l] == AE_LAYER_SLIDING;
+        char buf[32];
+        snprintf(buf, sizeof buf, "%s%s", k, slide ? "/sliding" : "");
+        cJSON_AddItemToArray(la, cJSON_CreateString(buf));
+    }
     cJSON_AddNumberToObject(o, "kv_bytes_per_token", (double)(ae_config_kv_bytes(c, 4096) / 4096));
+    cJSON *save = cJSON_AddObjectToObject(o, "kv_change_vs_full_gqa_pct");
+    for (size_t i = 0; i < 3; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "%lld", (long long)k_ctx[i]);
+        cJSON_AddNumberToObject(save, key, kv_saving_pct(c, k_ctx[i]));
+    }
     cJSON *kv = cJSON_AddObjectToObject(o, "kv_bytes");
     for (size_t i = 0; i < 3; i++) {
         char key[32];

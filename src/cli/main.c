@@ -17,6 +17,7 @@ static const char k_usage[] =
     "  generate --model M (--prompt S | --prompt-ids \"1 2 3\") [--max-new-tokens N]\n"
     "           [--greedy | --temperature T --top-k K --top-p P --seed S] [--print-ids]\n"
     "  eval ppl --model M --file F [--ctx N] [--json]\n"
+    "  convert  --teacher T --target mla|gateswa [target options] [--init random|teacher] --out S\n"
     "\n"
     "MODEL is a Hugging Face folder (config.json, *.safetensors, tokenizer.json).\n"
     "Run 'attnedit COMMAND --help' for details.\n";
@@ -54,6 +55,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tokenize")) return ae_cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate")) return ae_cmd_generate(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return ae_cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(cmd, "convert")) return ae_cmd_convert(argc - 2, argv + 2);
     fprintf(stderr, "attnedit: unknown command '%s'\n\n%s", cmd, k_usage);
     return 2;
 }

@@ -43,104 +43,17 @@
 #include "core/file.h"
 #include "core/mem.h"
 
-typedef struct {
-    const cJSON *root;
-    const char *origin;
-} cfgctx;
-
-static const char *jtype(const cJSON *v) {
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsObject(v)) return "an object";
-    return "invalid";
-}
-
-// The member, or NULL when absent or null.
-static const cJSON *field(const cfgctx *c, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, key);
-    return (v && !cJSON_IsNull(v)) ? v : NULL;
-}
-
-static ae_status num_to_int(const cfgctx *c, const char *name, const cJSON *v, int *out) {
-    if (!cJSON_IsNumber(v))
-        return ae_errorf(AE_ERR_FORMAT, "%s: field \"%s\": expected an integer, got %s", c->origin,
-                         name, jtype(v));
-    double d = v->valuedouble;
-    if (floor(d) != d || d < (double)INT_MIN || d > (double)INT_MAX)
-        return ae_errorf(AE_ERR_FORMAT, "%s: field \"%s\": %g is not an integer in range",
-                         c->origin, name, d);
-    *out = (int)d;
-    return AE_OK;
-}
-
-static ae_status get_int(const cfgctx *c, const char *key, int def, int *out) {
-    const cJSON *v = field(c, key);
-    if (!v) {
-        *out = def;
-        return AE_OK;
-    }
-    return num_to_int(c, key, v, out);
-}
-
-static ae_status get_double(const cfgctx *c, const cJSON *v, const char *name, double def,
-                            double *out) {
-    if (!v || cJSON_IsNull(v)) {
-        *out = def;
-        return AE_OK;
-    }
-    if (!cJSON_IsNumber(v))
-        return ae_errorf(AE_ERR_FORMAT, "%s: field \"%s\": expected a number, got %s", c->origin,
-                         name, jtype(v));
-    *out = v->valuedouble;
-    return AE_OK;
-}
-
-static ae_status get_bool(const cfgctx *c, const char *key, int def, int *out) {
-    const cJSON *v = field(c, key);
-    if (!v) {
-        *out = def;
-        return AE_OK;
-    }
-    if (!cJSON_IsBool(v))
-        return ae_errorf(AE_ERR_FORMAT, "%s: field \"%s\": expected true or false, got %s",
-                         c->origin, key, jtype(v));
-    *out = cJSON_IsTrue(v) ? 1 : 0;
-    return AE_OK;
-}
-
-static ae_status need_positive(const cfgctx *c, const char *key, int v) {
-    if (v <= 0)
-        return ae_errorf(AE_ERR_FORMAT, "%s: field \"%s\": must be positive, got %d", c->origin, key,
-                         v);
-    return AE_OK;
-}
-
-// bos/eos: integer, null/absent (-1) or a list (the first id is taken).
-static ae_status get_token_id(const cfgctx *c, const char *key, int *out) {
-    const cJSON *v = field(c, key);
-    *out = -1;
-    if (!v) return AE_OK;
-    if (cJSON_IsArray(v)) {
-        const cJSON *first = cJSON_GetArrayItem(v, 0);
-        if (!first) return AE_OK;
-        char name[64];
-        snprintf(name, sizeof name, "%s[0]", key);
-        return num_to_int(c, name, first, out);
-    }
-    return num_to_int(c, key, v, out);
-}
+#include "io/config_json.h"
+#include "io/config_student.h"
 
 // A rope-type field: absent, null or "default" is plain RoPE; anything else is unsupported.
-static ae_status check_rope_type(const cfgctx *c, const cJSON *obj, const char *objname,
+static ae_status check_rope_type(const ae_cfgctx *c, const cJSON *obj, const char *objname,
                                  const char *key) {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!t || cJSON_IsNull(t)) return AE_OK;
     if (!cJSON_IsString(t))
         return ae_errorf(AE_ERR_FORMAT, "%s: field \"%s.%s\": expected a string, got %s", c->origin,
-                         objname, key, jtype(t));
+                         objname, key, ae_cfg_jtype(t));
     if (strcmp(t->valuestring, "default") != 0)
         return ae_errorf(AE_ERR_UNSUPPORTED,
                          "%s: field \"%s.%s\" = \"%s\": RoPE scaling is not supported (only "
@@ -149,9 +62,9 @@ static ae_status check_rope_type(const cfgctx *c, const cJSON *obj, const char *
     return AE_OK;
 }
 
-static ae_status check_partial_rotary(const cfgctx *c, const cJSON *v, const char *name) {
+static ae_status check_partial_rotary(const ae_cfgctx *c, const cJSON *v, const char *name) {
     double f = 1.0;
-    AE_TRY(get_double(c, v, name, 1.0, &f));
+    AE_TRY(ae_cfg_get_double(c, v, name, 1.0, &f));
     if (f != 1.0)
         return ae_errorf(AE_ERR_UNSUPPORTED, "%s: field \"%s\" = %g: partial RoPE is not supported",
                          c->origin, name, f);
@@ -160,18 +73,18 @@ static ae_status check_partial_rotary(const cfgctx *c, const cJSON *v, const cha
 
 // rope_theta (old vintage) or rope_parameters.rope_theta (transformers 5); rope_scaling must be
 // plain. Any rope type other than "default" is AE_ERR_UNSUPPORTED.
-static ae_status parse_rope(const cfgctx *c, ae_config *cfg) {
-    const cJSON *top = field(c, "rope_theta");
+static ae_status parse_rope(const ae_cfgctx *c, ae_config *cfg) {
+    const cJSON *top = ae_cfg_field(c, "rope_theta");
     double theta = 10000.0;
-    AE_TRY(get_double(c, top, "rope_theta", 10000.0, &theta));
-    AE_TRY(check_partial_rotary(c, field(c, "partial_rotary_factor"), "partial_rotary_factor"));
+    AE_TRY(ae_cfg_get_double(c, top, "rope_theta", 10000.0, &theta));
+    AE_TRY(check_partial_rotary(c, ae_cfg_field(c, "partial_rotary_factor"), "partial_rotary_factor"));
     static const char *const objs[] = {"rope_scaling", "rope_parameters"};
     for (int k = 0; k < 2; k++) {
-        const cJSON *o = field(c, objs[k]);
+        const cJSON *o = ae_cfg_field(c, objs[k]);
         if (!o) continue;
         if (!cJSON_IsObject(o))
             return ae_errorf(AE_ERR_FORMAT, "%s: field \"%s\": expected an object, got %s",
-                             c->origin, objs[k], jtype(o));
+                             c->origin, objs[k], ae_cfg_jtype(o));
         const cJSON *m;
         cJSON_ArrayForEach(m, o) {
             if (cJSON_IsObject(m))
@@ -189,7 +102,7 @@ static ae_status parse_rope(const cfgctx *c, ae_config *cfg) {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "rope_theta");
         if (t && !cJSON_IsNull(t)) {
             snprintf(name, sizeof name, "%s.rope_theta", objs[k]);
-            AE_TRY(get_double(c, t, name, theta, &theta));
+            AE_TRY(ae_cfg_get_double(c, t, name, theta, &theta));
         }
     }
     if (!(theta > 0.0) || !isfinite(theta))
@@ -199,12 +112,12 @@ static ae_status parse_rope(const cfgctx *c, ae_config *cfg) {
     return AE_OK;
 }
 
-static ae_status parse_arch(const cfgctx *c, ae_config *cfg) {
-    const cJSON *a = field(c, "architectures");
-    const cJSON *mt = field(c, "model_type");
+static ae_status parse_arch(const ae_cfgctx *c, ae_config *cfg) {
+    const cJSON *a = ae_cfg_field(c, "architectures");
+    const cJSON *mt = ae_cfg_field(c, "model_type");
     if (mt && !cJSON_IsString(mt))
         return ae_errorf(AE_ERR_FORMAT, "%s: field \"model_type\": expected a string, got %s",
-                         c->origin, jtype(mt));
+                         c->origin, ae_cfg_jtype(mt));
     const char *name;
     if (a) {
         if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) < 1)
@@ -214,7 +127,7 @@ static ae_status parse_arch(const cfgctx *c, ae_config *cfg) {
         const cJSON *a0 = cJSON_GetArrayItem(a, 0);
         if (!cJSON_IsString(a0))
             return ae_errorf(AE_ERR_FORMAT, "%s: field \"architectures[0]\": expected a string, "
-                             "got %s", c->origin, jtype(a0));
+                             "got %s", c->origin, ae_cfg_jtype(a0));
         name = a0->valuestring;
     } else if (mt && strcmp(mt->valuestring, "qwen3") == 0) {
         name = "Qwen3ForCausalLM";
@@ -245,11 +158,11 @@ static ae_status parse_arch(const cfgctx *c, ae_config *cfg) {
     return AE_OK;
 }
 
-static ae_status parse_moe(const cfgctx *c, ae_config *cfg) {
-    const cJSON *ne = field(c, "num_experts"), *nle = field(c, "num_local_experts");
+static ae_status parse_moe(const ae_cfgctx *c, ae_config *cfg) {
+    const cJSON *ne = ae_cfg_field(c, "num_experts"), *nle = ae_cfg_field(c, "num_local_experts");
     int a = 128, b = 128;
-    if (ne) AE_TRY(num_to_int(c, "num_experts", ne, &a));
-    if (nle) AE_TRY(num_to_int(c, "num_local_experts", nle, &b));
+    if (ne) AE_TRY(ae_cfg_num_to_int(c, "num_experts", ne, &a));
+    if (nle) AE_TRY(ae_cfg_num_to_int(c, "num_local_experts", nle, &b));
     if (ne && nle && a != b)
         return ae_errorf(AE_ERR_FORMAT,
                          "%s: fields \"num_experts\" (%d) and \"num_local_experts\" (%d) disagree",
@@ -258,27 +171,27 @@ static ae_status parse_moe(const cfgctx *c, ae_config *cfg) {
     if (cfg->num_experts < 0)
         return ae_errorf(AE_ERR_FORMAT, "%s: field \"%s\": must be >= 0, got %d", c->origin,
                          ne ? "num_experts" : "num_local_experts", cfg->num_experts);
-    AE_TRY(get_int(c, "num_experts_per_tok", 8, &cfg->num_experts_per_tok));
-    AE_TRY(get_int(c, "moe_intermediate_size", 768, &cfg->moe_intermediate_size));
-    AE_TRY(get_bool(c, "norm_topk_prob", 0, &cfg->norm_topk_prob));
-    AE_TRY(get_int(c, "decoder_sparse_step", 1, &cfg->decoder_sparse_step));
-    AE_TRY(need_positive(c, "decoder_sparse_step", cfg->decoder_sparse_step));
+    AE_TRY(ae_cfg_get_int(c, "num_experts_per_tok", 8, &cfg->num_experts_per_tok));
+    AE_TRY(ae_cfg_get_int(c, "moe_intermediate_size", 768, &cfg->moe_intermediate_size));
+    AE_TRY(ae_cfg_get_bool(c, "norm_topk_prob", 0, &cfg->norm_topk_prob));
+    AE_TRY(ae_cfg_get_int(c, "decoder_sparse_step", 1, &cfg->decoder_sparse_step));
+    AE_TRY(ae_cfg_need_positive(c, "decoder_sparse_step", cfg->decoder_sparse_step));
     if (cfg->num_experts > 0) {
-        AE_TRY(need_positive(c, "num_experts_per_tok", cfg->num_experts_per_tok));
-        AE_TRY(need_positive(c, "moe_intermediate_size", cfg->moe_intermediate_size));
+        AE_TRY(ae_cfg_need_positive(c, "num_experts_per_tok", cfg->num_experts_per_tok));
+        AE_TRY(ae_cfg_need_positive(c, "moe_intermediate_size", cfg->moe_intermediate_size));
         if (cfg->num_experts_per_tok > cfg->num_experts)
             return ae_errorf(AE_ERR_FORMAT,
                              "%s: field \"num_experts_per_tok\" (%d) exceeds the number of "
                              "experts (%d)",
                              c->origin, cfg->num_experts_per_tok, cfg->num_experts);
     }
-    const cJSON *m = field(c, "mlp_only_layers");
+    const cJSON *m = ae_cfg_field(c, "mlp_only_layers");
     if (m) {
         if (!cJSON_IsArray(m))
             return ae_errorf(AE_ERR_FORMAT,
                              "%s: field \"mlp_only_layers\": expected an array of layer indices, "
                              "got %s",
-                             c->origin, jtype(m));
+                             c->origin, ae_cfg_jtype(m));
         int n = cJSON_GetArraySize(m);
         cfg->mlp_only_layers = ae_calloc((size_t)(n ? n : 1), sizeof(int));
         if (!cfg->mlp_only_layers) return AE_ERR_NOMEM;
@@ -288,7 +201,7 @@ static ae_status parse_moe(const cfgctx *c, ae_config *cfg) {
             char name[48];
             snprintf(name, sizeof name, "mlp_only_layers[%d]", i);
             int v;
-            AE_TRY(num_to_int(c, name, e, &v));
+            AE_TRY(ae_cfg_num_to_int(c, name, e, &v));
             if (v < 0 || v >= cfg->num_hidden_layers)
                 return ae_errorf(AE_ERR_FORMAT,
                                  "%s: field \"%s\" = %d: not a layer index (0..%d)", c->origin,
@@ -300,11 +213,11 @@ static ae_status parse_moe(const cfgctx *c, ae_config *cfg) {
     return AE_OK;
 }
 
-static ae_status parse_layer_types(const cfgctx *c, ae_config *cfg) {
+static ae_status parse_layer_types(const ae_cfgctx *c, ae_config *cfg) {
     int L = cfg->num_hidden_layers;
     cfg->layer_types = ae_calloc((size_t)L, sizeof *cfg->layer_types);
     if (!cfg->layer_types) return AE_ERR_NOMEM;
-    const cJSON *lt = field(c, "layer_types");
+    const cJSON *lt = ae_cfg_field(c, "layer_types");
     if (!lt) {
         if (cfg->sliding_window > 0 && cfg->arch == AE_ARCH_QWEN3_MOE)
             return ae_errorf(AE_ERR_UNSUPPORTED,
@@ -322,7 +235,7 @@ static ae_status parse_layer_types(const cfgctx *c, ae_config *cfg) {
     }
     if (!cJSON_IsArray(lt))
         return ae_errorf(AE_ERR_FORMAT, "%s: field \"layer_types\": expected an array, got %s",
-                         c->origin, jtype(lt));
+                         c->origin, ae_cfg_jtype(lt));
     int n = cJSON_GetArraySize(lt);
     if (n != L)
         return ae_errorf(AE_ERR_FORMAT,
@@ -345,7 +258,7 @@ static ae_status parse_layer_types(const cfgctx *c, ae_config *cfg) {
             return ae_errorf(cJSON_IsString(e) ? AE_ERR_UNSUPPORTED : AE_ERR_FORMAT,
                              "%s: field \"layer_types[%d]\": expected \"full_attention\" or "
                              "\"sliding_attention\", got %s%.60s%s",
-                             c->origin, l, cJSON_IsString(e) ? "\"" : jtype(e),
+                             c->origin, l, cJSON_IsString(e) ? "\"" : ae_cfg_jtype(e),
                              cJSON_IsString(e) ? e->valuestring : "", cJSON_IsString(e) ? "\"" : "");
         }
         l++;
@@ -353,25 +266,25 @@ static ae_status parse_layer_types(const cfgctx *c, ae_config *cfg) {
     return AE_OK;
 }
 
-static ae_status parse_root(const cfgctx *c, ae_config *cfg) {
+static ae_status parse_root(const ae_cfgctx *c, ae_config *cfg) {
     if (!cJSON_IsObject(c->root))
         return ae_errorf(AE_ERR_FORMAT, "%s: top level is not a JSON object", c->origin);
     AE_TRY(parse_arch(c, cfg));
     int moe = cfg->arch == AE_ARCH_QWEN3_MOE;
 
-    AE_TRY(get_int(c, "vocab_size", 151936, &cfg->vocab_size));
-    AE_TRY(get_int(c, "hidden_size", moe ? 2048 : 4096, &cfg->hidden_size));
-    AE_TRY(get_int(c, "intermediate_size", moe ? 6144 : 22016, &cfg->intermediate_size));
-    AE_TRY(get_int(c, "num_hidden_layers", moe ? 24 : 32, &cfg->num_hidden_layers));
-    AE_TRY(get_int(c, "num_attention_heads", 32, &cfg->num_attention_heads));
-    AE_TRY(get_int(c, "num_key_value_heads", moe ? 4 : cfg->num_attention_heads,
+    AE_TRY(ae_cfg_get_int(c, "vocab_size", 151936, &cfg->vocab_size));
+    AE_TRY(ae_cfg_get_int(c, "hidden_size", moe ? 2048 : 4096, &cfg->hidden_size));
+    AE_TRY(ae_cfg_get_int(c, "intermediate_size", moe ? 6144 : 22016, &cfg->intermediate_size));
+    AE_TRY(ae_cfg_get_int(c, "num_hidden_layers", moe ? 24 : 32, &cfg->num_hidden_layers));
+    AE_TRY(ae_cfg_get_int(c, "num_attention_heads", 32, &cfg->num_attention_heads));
+    AE_TRY(ae_cfg_get_int(c, "num_key_value_heads", moe ? 4 : cfg->num_attention_heads,
                    &cfg->num_key_value_heads));
-    AE_TRY(need_positive(c, "vocab_size", cfg->vocab_size));
-    AE_TRY(need_positive(c, "hidden_size", cfg->hidden_size));
-    AE_TRY(need_positive(c, "intermediate_size", cfg->intermediate_size));
-    AE_TRY(need_positive(c, "num_hidden_layers", cfg->num_hidden_layers));
-    AE_TRY(need_positive(c, "num_attention_heads", cfg->num_attention_heads));
-    AE_TRY(need_positive(c, "num_key_value_heads", cfg->num_key_value_heads));
+    AE_TRY(ae_cfg_need_positive(c, "vocab_size", cfg->vocab_size));
+    AE_TRY(ae_cfg_need_positive(c, "hidden_size", cfg->hidden_size));
+    AE_TRY(ae_cfg_need_positive(c, "intermediate_size", cfg->intermediate_size));
+    AE_TRY(ae_cfg_need_positive(c, "num_hidden_layers", cfg->num_hidden_layers));
+    AE_TRY(ae_cfg_need_positive(c, "num_attention_heads", cfg->num_attention_heads));
+    AE_TRY(ae_cfg_need_positive(c, "num_key_value_heads", cfg->num_key_value_heads));
     if (cfg->num_hidden_layers > AE_MAX_LAYERS)
         return ae_errorf(AE_ERR_UNSUPPORTED, "%s: field \"num_hidden_layers\": %d exceeds %d",
                          c->origin, cfg->num_hidden_layers, AE_MAX_LAYERS);
@@ -380,9 +293,9 @@ static ae_status parse_root(const cfgctx *c, ae_config *cfg) {
                          "%s: field \"num_attention_heads\" (%d) is not divisible by "
                          "\"num_key_value_heads\" (%d)",
                          c->origin, cfg->num_attention_heads, cfg->num_key_value_heads);
-    if (field(c, "head_dim")) {
-        AE_TRY(get_int(c, "head_dim", 0, &cfg->head_dim));
-        AE_TRY(need_positive(c, "head_dim", cfg->head_dim));
+    if (ae_cfg_field(c, "head_dim")) {
+        AE_TRY(ae_cfg_get_int(c, "head_dim", 0, &cfg->head_dim));
+        AE_TRY(ae_cfg_need_positive(c, "head_dim", cfg->head_dim));
     } else if (!cJSON_GetObjectItemCaseSensitive(c->root, "head_dim")) {
         cfg->head_dim = 128;
     } else {
@@ -394,50 +307,50 @@ static ae_status parse_root(const cfgctx *c, ae_config *cfg) {
         cfg->head_dim = cfg->hidden_size / cfg->num_attention_heads;
     }
 
-    const cJSON *act = field(c, "hidden_act");
+    const cJSON *act = ae_cfg_field(c, "hidden_act");
     if (act && !cJSON_IsString(act))
         return ae_errorf(AE_ERR_FORMAT, "%s: field \"hidden_act\": expected a string, got %s",
-                         c->origin, jtype(act));
+                         c->origin, ae_cfg_jtype(act));
     if (act && strcmp(act->valuestring, "silu") != 0 && strcmp(act->valuestring, "swish") != 0)
         return ae_errorf(AE_ERR_UNSUPPORTED,
                          "%s: field \"hidden_act\" = \"%.60s\": only \"silu\" is supported",
                          c->origin, act->valuestring);
     int bias;
-    AE_TRY(get_bool(c, "attention_bias", 0, &bias));
+    AE_TRY(ae_cfg_get_bool(c, "attention_bias", 0, &bias));
     if (bias)
         return ae_errorf(AE_ERR_UNSUPPORTED,
                          "%s: field \"attention_bias\" = true: q/k/v/o biases are not supported",
                          c->origin);
     int mlp_bias;
-    AE_TRY(get_bool(c, "mlp_bias", 0, &mlp_bias));
+    AE_TRY(ae_cfg_get_bool(c, "mlp_bias", 0, &mlp_bias));
     if (mlp_bias)
         return ae_errorf(AE_ERR_UNSUPPORTED,
                          "%s: field \"mlp_bias\" = true: MLP biases are not supported", c->origin);
 
-    AE_TRY(get_double(c, field(c, "rms_norm_eps"), "rms_norm_eps", 1e-6, &cfg->rms_norm_eps));
+    AE_TRY(ae_cfg_get_double(c, ae_cfg_field(c, "rms_norm_eps"), "rms_norm_eps", 1e-6, &cfg->rms_norm_eps));
     if (!(cfg->rms_norm_eps > 0.0) || !isfinite(cfg->rms_norm_eps))
         return ae_errorf(AE_ERR_FORMAT, "%s: field \"rms_norm_eps\": must be positive, got %g",
                          c->origin, cfg->rms_norm_eps);
-    AE_TRY(get_double(c, field(c, "initializer_range"), "initializer_range", 0.02,
+    AE_TRY(ae_cfg_get_double(c, ae_cfg_field(c, "initializer_range"), "initializer_range", 0.02,
                       &cfg->initializer_range));
     AE_TRY(parse_rope(c, cfg));
-    AE_TRY(get_int(c, "max_position_embeddings", 32768, &cfg->max_position_embeddings));
-    AE_TRY(need_positive(c, "max_position_embeddings", cfg->max_position_embeddings));
-    AE_TRY(get_bool(c, "tie_word_embeddings", 0, &cfg->tie_word_embeddings));
-    AE_TRY(get_token_id(c, "bos_token_id", &cfg->bos_token_id));
-    AE_TRY(get_token_id(c, "eos_token_id", &cfg->eos_token_id));
+    AE_TRY(ae_cfg_get_int(c, "max_position_embeddings", 32768, &cfg->max_position_embeddings));
+    AE_TRY(ae_cfg_need_positive(c, "max_position_embeddings", cfg->max_position_embeddings));
+    AE_TRY(ae_cfg_get_bool(c, "tie_word_embeddings", 0, &cfg->tie_word_embeddings));
+    AE_TRY(ae_cfg_get_token_id(c, "bos_token_id", &cfg->bos_token_id));
+    AE_TRY(ae_cfg_get_token_id(c, "eos_token_id", &cfg->eos_token_id));
 
     // Sliding window: transformers keeps sliding_window only when use_sliding_window is true.
-    AE_TRY(get_bool(c, "use_sliding_window", 0, &cfg->use_sliding_window));
+    AE_TRY(ae_cfg_get_bool(c, "use_sliding_window", 0, &cfg->use_sliding_window));
     const cJSON *sw = cJSON_GetObjectItemCaseSensitive(c->root, "sliding_window");
     int window = 4096; // absent -> 4096, null -> none
     if (sw && cJSON_IsNull(sw)) window = 0;
-    else if (sw) AE_TRY(num_to_int(c, "sliding_window", sw, &window));
+    else if (sw) AE_TRY(ae_cfg_num_to_int(c, "sliding_window", sw, &window));
     if (window < 0)
         return ae_errorf(AE_ERR_FORMAT, "%s: field \"sliding_window\": must be >= 0, got %d",
                          c->origin, window);
     cfg->sliding_window = cfg->use_sliding_window ? window : 0;
-    AE_TRY(get_int(c, "max_window_layers", 28, &cfg->max_window_layers));
+    AE_TRY(ae_cfg_get_int(c, "max_window_layers", 28, &cfg->max_window_layers));
     if (cfg->max_window_layers < 0)
         return ae_errorf(AE_ERR_FORMAT, "%s: field \"max_window_layers\": must be >= 0, got %d",
                          c->origin, cfg->max_window_layers);
@@ -452,6 +365,7 @@ static ae_status parse_root(const cfgctx *c, ae_config *cfg) {
         cfg->decoder_sparse_step = 1;
     }
     AE_TRY(parse_layer_types(c, cfg));
+    AE_TRY(ae_config_parse_student(c, cfg));
     return AE_OK;
 }
 
@@ -465,7 +379,7 @@ ae_status ae_config_parse(const char *json, const char *origin, ae_config *cfg) 
         for (const char *p = json; end && p < end; p++) line += *p == '\n';
         return ae_errorf(AE_ERR_FORMAT, "%s: not valid JSON (line %d)", origin, line);
     }
-    cfgctx c = {root, origin};
+    ae_cfgctx c = {root, origin};
     ae_status st = parse_root(&c, cfg);
     cJSON_Delete(root);
     if (st != AE_OK) ae_config_free(cfg);
@@ -494,8 +408,10 @@ void ae_config_free(ae_config *cfg) {
     if (!cfg) return;
     free(cfg->mlp_only_layers);
     free(cfg->layer_types);
+    free(cfg->layer_attn);
     cfg->mlp_only_layers = NULL;
     cfg->layer_types = NULL;
+    cfg->layer_attn = NULL;
     cfg->n_mlp_only_layers = 0;
 }
 
@@ -507,18 +423,14 @@ int ae_config_layer_is_moe(const ae_config *cfg, int l) {
 }
 
 int64_t ae_config_param_count(const ae_config *cfg) {
-    int64_t H = cfg->hidden_size, V = cfg->vocab_size, D = cfg->head_dim;
-    int64_t nq = cfg->num_attention_heads, nkv = cfg->num_key_value_heads;
-    int64_t attn = H * nq * D      // q_proj
-                   + 2 * H * nkv * D // k_proj, v_proj
-                   + nq * D * H    // o_proj
-                   + 2 * D;        // q_norm, k_norm
+    int64_t H = cfg->hidden_size, V = cfg->vocab_size;
     int64_t dense_mlp = 3 * H * (int64_t)cfg->intermediate_size;
     int64_t moe_mlp = (int64_t)cfg->num_experts * H                                 // router
                       + (int64_t)cfg->num_experts * 3 * H * cfg->moe_intermediate_size; // experts
     int64_t total = V * H; // embed_tokens
     for (int l = 0; l < cfg->num_hidden_layers; l++)
-        total += attn + 2 * H + (ae_config_layer_is_moe(cfg, l) ? moe_mlp : dense_mlp);
+        total += ae_config_attn_params(cfg, l) + 2 * H +
+                 (ae_config_layer_is_moe(cfg, l) ? moe_mlp : dense_mlp);
     total += H; // final norm
     if (!cfg->tie_word_embeddings) total += V * H; // lm_head
     return total;
@@ -526,14 +438,14 @@ int64_t ae_config_param_count(const ae_config *cfg) {
 
 int64_t ae_config_kv_bytes(const ae_config *cfg, int64_t ctx) {
     if (ctx < 0) ctx = 0;
-    int64_t per_token = 2 * (int64_t)cfg->num_key_value_heads * cfg->head_dim * 2; // K+V, bf16
     int64_t total = 0;
     for (int l = 0; l < cfg->num_hidden_layers; l++) {
         int64_t t = ctx;
-        if (cfg->layer_types && cfg->layer_types[l] == AE_LAYER_SLIDING && cfg->sliding_window > 0 &&
-            cfg->sliding_window < t)
+        int mla = cfg->layer_attn && cfg->layer_attn[l] == AE_ATTN_MLA; // MLA never slides
+        if (!mla && cfg->layer_types && cfg->layer_types[l] == AE_LAYER_SLIDING &&
+            cfg->sliding_window > 0 && cfg->sliding_window < t)
             t = cfg->sliding_window;
-        total += per_token * t;
+        total += 2 * ae_config_kv_values(cfg, l) * t; // bf16
     }
     return total;
 }

@@ -13,6 +13,8 @@
 
 typedef enum { AE_ARCH_QWEN3 = 0, AE_ARCH_QWEN3_MOE = 1 } ae_arch;
 typedef enum { AE_LAYER_FULL = 0, AE_LAYER_SLIDING = 1 } ae_layer_attn;
+// Which attention module a layer runs: the teacher's GQA or one of the two targets.
+typedef enum { AE_ATTN_GQA = 0, AE_ATTN_MLA = 1, AE_ATTN_GATESWA = 2 } ae_attn_kind;
 
 typedef struct {
     ae_arch arch;
@@ -43,6 +45,13 @@ typedef struct {
     int max_window_layers;
     ae_layer_attn *layer_types;  // (num_hidden_layers,) resolved per layer
     double initializer_range;
+    // Student fields (docs/TARGETS.md); a teacher has target == AE_ATTN_GQA.
+    ae_attn_kind target;         // "attention_target": "mla" | "gateswa"
+    ae_attn_kind *layer_attn;    // (num_hidden_layers,) from "attention_replaced_layers"
+    int q_lora_rank;             // MLA: 0 = plain q_proj
+    int kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim;
+    int attn_gate;               // GateSWA: 0 none, 1 elementwise, 2 one per head
+    int attn_sinks;              // GateSWA: learned per-head sinks
 } ae_config;
 
 // Reads dir/config.json.
@@ -56,8 +65,14 @@ void ae_config_free(ae_config *cfg);
 int ae_config_layer_is_moe(const ae_config *cfg, int l);
 // Total parameter count implied by the config (embeddings counted once when tied).
 int64_t ae_config_param_count(const ae_config *cfg);
-// KV-cache bytes for one sequence of `ctx` tokens, bf16 (2 bytes/value): sliding layers store
-// min(ctx, sliding_window) tokens.
+// KV-cache bytes for one sequence of `ctx` tokens, bf16 (2 bytes/value), summed over layers:
+// GQA/GateSWA layers store 2·kv_heads·head_dim values per token, sliding layers only for the
+// last min(ctx, sliding_window) tokens; MLA layers store kv_lora_rank + qk_rope_head_dim.
 int64_t ae_config_kv_bytes(const ae_config *cfg, int64_t ctx);
+// Cached values per token of layer l (K and V, or the MLA latent).
+int64_t ae_config_kv_values(const ae_config *cfg, int l);
+// Parameters of layer l's attention module.
+int64_t ae_config_attn_params(const ae_config *cfg, int l);
+const char *ae_attn_kind_name(ae_attn_kind k); // "gqa", "mla", "gateswa"
 
 #endif

@@ -3,7 +3,6 @@
 //   per layer: h += o_proj(attn(RoPE(q_norm(q)), RoPE(k_norm(k)), v))  on RMSNorm(h)
 //              h += MLP or MoE(RMSNorm(h))
 //   logits = lm_head(RMSNorm(h))
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,66 +13,48 @@
 typedef struct {
     float *x;    // (T, D)      residual stream
     float *xn;   // (T, D)      normalised input of a sub-block
-    float *q;    // (T, Hq*hd)
-    float *att;  // (T, Hq*hd)
-    float *tmp;  // (T, D)
+    float *tmp;  // (T, D)      output of a sub-block
     float *g;    // (T, I)
     float *u;    // (T, I)
-    int *pos;    // (T)
 } workspace;
 
 static void ws_free(workspace *w) {
-    float *ps[] = {w->x, w->xn, w->q, w->att, w->tmp, w->g, w->u};
+    float *ps[] = {w->x, w->xn, w->tmp, w->g, w->u};
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) ae_free_aligned(ps[i]);
-    free(w->pos);
 }
 
 static ae_status ws_init(workspace *w, const ae_config *c, int T) {
     memset(w, 0, sizeof *w);
-    size_t D = c->hidden_size, qd = (size_t)c->num_attention_heads * c->head_dim;
-    size_t I = c->intermediate_size;
+    size_t D = c->hidden_size, I = c->intermediate_size;
     if (c->arch == AE_ARCH_QWEN3_MOE && (size_t)c->moe_intermediate_size > I)
         I = c->moe_intermediate_size;
     w->x = ae_alloc_f32(T * D);
     w->xn = ae_alloc_f32(T * D);
-    w->q = ae_alloc_f32(T * qd);
-    w->att = ae_alloc_f32(T * qd);
     w->tmp = ae_alloc_f32(T * D);
     w->g = ae_alloc_f32(T * I);
     w->u = ae_alloc_f32(T * I);
-    w->pos = ae_malloc(sizeof(int) * (size_t)T);
-    if (!w->x || !w->xn || !w->q || !w->att || !w->tmp || !w->g || !w->u || !w->pos) {
+    if (!w->x || !w->xn || !w->tmp || !w->g || !w->u) {
         ws_free(w);
         return AE_ERR_NOMEM;
     }
     return AE_OK;
 }
 
-// Attention sub-block: x += o_proj(attention(xn)); writes this step's K/V into the cache.
-static void attention_block(const ae_model *m, const ae_layer *L, ae_kv_cache *cache, int l,
-                            workspace *w, int T) {
+// Attention sub-block: x += Attn(RMSNorm(x)); the module appends this step to its cache.
+// MLA decodes (T == 1) in the absorbed form and prefills materialised.
+static ae_status attention_block(const ae_model *m, const ae_layer *L, ae_kv_cache *cache, int l,
+                                 workspace *w, int T) {
     const ae_backend *be = m->be;
-    const ae_config *c = &m->cfg;
-    int D = c->hidden_size, hd = c->head_dim;
-    int Hq = c->num_attention_heads, Hkv = c->num_key_value_heads;
-    int pos0 = cache->n;
-    float eps = (float)c->rms_norm_eps;
-    float *k = cache->k[l] + (size_t)pos0 * cache->kv_dim; // (T, Hkv, hd) slot of this step
-    float *v = cache->v[l] + (size_t)pos0 * cache->kv_dim;
-
-    be->rmsnorm(be, w->xn, w->x, L->input_norm, T, D, eps);
-    be->matmul(be, w->q, w->xn, L->wq, T, D, Hq * hd);
-    be->matmul(be, k, w->xn, L->wk, T, D, Hkv * hd);
-    be->matmul(be, v, w->xn, L->wv, T, D, Hkv * hd);
-    be->rmsnorm(be, w->q, w->q, L->q_norm, T * Hq, hd, eps);
-    be->rmsnorm(be, k, k, L->k_norm, T * Hkv, hd, eps);
-    be->rope(be, w->q, w->pos, T, Hq, hd, hd, c->rope_theta, AE_ROPE_HALF);
-    be->rope(be, k, w->pos, T, Hkv, hd, hd, c->rope_theta, AE_ROPE_HALF);
-    int window = c->layer_types && c->layer_types[l] == AE_LAYER_SLIDING ? c->sliding_window : 0;
-    ae_attn_args aa = ae_attn_dense(T, pos0, Hq, Hkv, hd, hd, window, 1.0f / sqrtf((float)hd), NULL);
-    be->attention(be, &aa, w->att, w->q, cache->k[l], cache->v[l]);
-    be->matmul(be, w->tmp, w->att, L->wo, T, Hq * hd, D);
+    int D = m->cfg.hidden_size, pos0 = cache->n;
+    be->rmsnorm(be, w->xn, w->x, L->input_norm, T, D, (float)m->cfg.rms_norm_eps);
+    if (L->kind == AE_ATTN_MLA) {
+        if (T == 1) AE_TRY(ae_mla_forward_absorbed(be, &L->mla, w->xn, T, pos0, cache->latent[l], w->tmp));
+        else AE_TRY(ae_mla_forward_materialized(be, &L->mla, w->xn, T, pos0, cache->latent[l], w->tmp));
+    } else {
+        AE_TRY(ae_gswa_forward(be, &L->gqa, w->xn, T, pos0, &cache->kv[l], w->tmp));
+    }
     be->add(be, w->x, w->tmp, (size_t)T * D);
+    return AE_OK;
 }
 
 // Feed-forward sub-block: x += MLP(xn) (SwiGLU) or MoE(xn).
@@ -110,14 +91,12 @@ ae_status ae_model_forward(const ae_model *m, ae_kv_cache *cache, const int32_t 
                              ids[t], t, V);
     workspace w;
     AE_TRY(ws_init(&w, c, T));
-    for (int t = 0; t < T; t++) {
+    for (int t = 0; t < T; t++)
         memcpy(w.x + (size_t)t * D, m->embed + (size_t)ids[t] * D, sizeof(float) * D);
-        w.pos[t] = cache->n + t;
-    }
     ae_status st = AE_OK;
     for (int l = 0; l < c->num_hidden_layers && st == AE_OK; l++) {
-        attention_block(m, &m->layers[l], cache, l, &w, T);
-        st = mlp_block(m, &m->layers[l], &w, T);
+        st = attention_block(m, &m->layers[l], cache, l, &w, T);
+        if (st == AE_OK) st = mlp_block(m, &m->layers[l], &w, T);
     }
     if (st == AE_OK) {
         cache->n += T;

@@ -15,25 +15,25 @@ typedef struct {
     size_t n_used;
 } loader;
 
-// Allocates and fills a tensor named `name` of the given shape.
-static ae_status load(loader *ld, const char *name, int ndim, int64_t d0, int64_t d1, float **out) {
-    int64_t shape[2] = {d0, d1};
-    int64_t numel = ndim == 1 ? d0 : d0 * d1;
-    *out = NULL;
+// Fills `dst` (preallocated, numel floats) from tensor `name` after checking its shape.
+static ae_status load_into(loader *ld, const char *name, int ndim, const int64_t *shape,
+                           float *dst) {
     if (!ae_st_find(ld->st, name))
         return ae_errorf(AE_ERR_FORMAT, "%s: missing tensor '%s' required by config.json", ld->dir,
                          name);
-    float *p = ae_alloc_f32((size_t)numel);
-    if (!p) return AE_ERR_NOMEM;
-    ae_status st = ae_st_load_f32(ld->st, name, ndim, shape, p);
-    if (st != AE_OK) {
-        ae_free_aligned(p);
-        return st;
-    }
+    AE_TRY(ae_st_load_f32(ld->st, name, ndim, shape, dst));
+    int64_t numel = ndim == 1 ? shape[0] : shape[0] * shape[1];
     ld->n_params += numel;
     ld->n_used++;
-    *out = p;
     return AE_OK;
+}
+
+// Allocates and fills a tensor named `name` of the given shape.
+static ae_status load(loader *ld, const char *name, int ndim, int64_t d0, int64_t d1, float **out) {
+    int64_t shape[2] = {d0, d1};
+    *out = ae_alloc_f32((size_t)(ndim == 1 ? d0 : d0 * d1));
+    if (!*out) return AE_ERR_NOMEM;
+    return load_into(ld, name, ndim, shape, *out);
 }
 
 static ae_status loadf(loader *ld, float **out, int ndim, int64_t d0, int64_t d1, const char *fmt,
@@ -69,18 +69,53 @@ static ae_status load_experts(loader *ld, int l, const char *proj, int E, int ro
     return AE_OK;
 }
 
+ae_gswa_dims ae_model_gswa_dims(const ae_config *c, int l) {
+    int gateswa = c->layer_attn && c->layer_attn[l] == AE_ATTN_GATESWA;
+    ae_gswa_dims d = {
+        .D = c->hidden_size, .Hq = c->num_attention_heads, .Hkv = c->num_key_value_heads,
+        .hd = c->head_dim,
+        .window = c->layer_types && c->layer_types[l] == AE_LAYER_SLIDING ? c->sliding_window : 0,
+        .gate = gateswa ? (ae_gate_kind)c->attn_gate : AE_GATE_NONE,
+        .sinks = gateswa && c->attn_sinks, .rope_theta = c->rope_theta,
+        .eps = (float)c->rms_norm_eps};
+    return d;
+}
+
+ae_mla_dims ae_model_mla_dims(const ae_config *c) {
+    ae_mla_dims d = {.D = c->hidden_size, .H = c->num_attention_heads,
+                     .q_lora_rank = c->q_lora_rank, .kv_lora_rank = c->kv_lora_rank,
+                     .dn = c->qk_nope_head_dim, .dr = c->qk_rope_head_dim, .dv = c->v_head_dim,
+                     .rope_theta = c->rope_theta, .eps = (float)c->rms_norm_eps};
+    return d;
+}
+
+// The attention parameters of layer l, allocated for the layer's kind (zeroed).
+static ae_status attn_alloc(const ae_config *c, int l, ae_layer *L, ae_param_list *params) {
+    L->kind = c->layer_attn[l];
+    if (L->kind == AE_ATTN_MLA) {
+        ae_mla_dims d = ae_model_mla_dims(c);
+        AE_TRY(ae_mla_init(&L->mla, &d));
+        *params = ae_mla_params(&L->mla);
+    } else {
+        ae_gswa_dims d = ae_model_gswa_dims(c, l);
+        AE_TRY(ae_gswa_init(&L->gqa, &d));
+        *params = ae_gswa_params(&L->gqa);
+    }
+    return AE_OK;
+}
+
 static ae_status load_layer(loader *ld, const ae_config *c, int l, ae_layer *L) {
-    int D = c->hidden_size, hd = c->head_dim;
-    int qd = c->num_attention_heads * hd, kvd = c->num_key_value_heads * hd;
+    int D = c->hidden_size;
     const char *p = "model.layers";
     AE_TRY(loadf(ld, &L->input_norm, 1, D, 0, "%s.%d.input_layernorm.weight", p, l));
     AE_TRY(loadf(ld, &L->post_norm, 1, D, 0, "%s.%d.post_attention_layernorm.weight", p, l));
-    AE_TRY(loadf(ld, &L->wq, 2, qd, D, "%s.%d.self_attn.q_proj.weight", p, l));
-    AE_TRY(loadf(ld, &L->wk, 2, kvd, D, "%s.%d.self_attn.k_proj.weight", p, l));
-    AE_TRY(loadf(ld, &L->wv, 2, kvd, D, "%s.%d.self_attn.v_proj.weight", p, l));
-    AE_TRY(loadf(ld, &L->wo, 2, D, qd, "%s.%d.self_attn.o_proj.weight", p, l));
-    AE_TRY(loadf(ld, &L->q_norm, 1, hd, 0, "%s.%d.self_attn.q_norm.weight", p, l));
-    AE_TRY(loadf(ld, &L->k_norm, 1, hd, 0, "%s.%d.self_attn.k_norm.weight", p, l));
+    ae_param_list attn;
+    AE_TRY(attn_alloc(c, l, L, &attn));
+    for (int i = 0; i < attn.n; i++) {
+        char name[256];
+        snprintf(name, sizeof name, "%s.%d.self_attn.%s", p, l, attn.p[i].name);
+        AE_TRY(load_into(ld, name, attn.p[i].ndim, attn.p[i].shape, attn.p[i].data));
+    }
     L->is_moe = ae_config_layer_is_moe(c, l);
     if (!L->is_moe) {
         int I = c->intermediate_size;
@@ -98,13 +133,11 @@ static ae_status load_layer(loader *ld, const ae_config *c, int l, ae_layer *L) 
 }
 
 // 1 if `name` is a tensor this config uses (lm_head.weight is tolerated when tied).
-static int is_expected(const ae_config *c, const char *name) {
+static int is_expected(const ae_model *m, const char *name) {
+    const ae_config *c = &m->cfg;
     static const char *globals[] = {"model.embed_tokens.weight", "model.norm.weight",
                                     "lm_head.weight"};
-    static const char *attn[] = {"input_layernorm.weight",          "post_attention_layernorm.weight",
-                                 "self_attn.q_proj.weight",         "self_attn.k_proj.weight",
-                                 "self_attn.v_proj.weight",         "self_attn.o_proj.weight",
-                                 "self_attn.q_norm.weight",         "self_attn.k_norm.weight"};
+    static const char *norms[] = {"input_layernorm.weight", "post_attention_layernorm.weight"};
     static const char *dense[] = {"mlp.gate_proj.weight", "mlp.up_proj.weight",
                                   "mlp.down_proj.weight"};
     for (size_t i = 0; i < 3; i++)
@@ -113,17 +146,24 @@ static int is_expected(const ae_config *c, const char *name) {
     if (sscanf(name, "model.layers.%d.%n", &l, &n) != 1 || n == 0) return 0;
     if (l < 0 || l >= c->num_hidden_layers) return 0;
     const char *rest = name + n;
-    for (size_t i = 0; i < sizeof attn / sizeof attn[0]; i++)
-        if (strcmp(rest, attn[i]) == 0) return 1;
+    for (size_t i = 0; i < 2; i++)
+        if (strcmp(rest, norms[i]) == 0) return 1;
+    if (strncmp(rest, "self_attn.", 10) == 0) {
+        ae_layer *L = &m->layers[l];
+        ae_param_list attn = L->kind == AE_ATTN_MLA ? ae_mla_params(&L->mla) : ae_gswa_params(&L->gqa);
+        for (int i = 0; i < attn.n; i++)
+            if (strcmp(rest + 10, attn.p[i].name) == 0) return 1;
+        return 0;
+    }
     if (!ae_config_layer_is_moe(c, l)) {
         for (size_t i = 0; i < 3; i++)
             if (strcmp(rest, dense[i]) == 0) return 1;
         return 0;
     }
     if (strcmp(rest, "mlp.gate.weight") == 0) return 1;
-    int e, m = 0;
+    int e, end = 0;
     char proj[32];
-    if (sscanf(rest, "mlp.experts.%d.%31[a-z_].weight%n", &e, proj, &m) == 2 && rest[m] == '\0')
+    if (sscanf(rest, "mlp.experts.%d.%31[a-z_].weight%n", &e, proj, &end) == 2 && rest[end] == '\0')
         return e >= 0 && e < c->num_experts &&
                (!strcmp(proj, "gate_proj") || !strcmp(proj, "up_proj") || !strcmp(proj, "down_proj"));
     return 0;
@@ -132,6 +172,7 @@ static int is_expected(const ae_config *c, const char *name) {
 static ae_status load_all(loader *ld, ae_model *m) {
     const ae_config *c = &m->cfg;
     AE_TRY(load(ld, "model.embed_tokens.weight", 2, c->vocab_size, c->hidden_size, &m->embed));
+    m->src_dtype = ae_st_find(ld->st, "model.embed_tokens.weight")->dtype;
     AE_TRY(load(ld, "model.norm.weight", 1, c->hidden_size, 0, &m->final_norm));
     if (c->tie_word_embeddings) {
         m->lm_head = m->embed;
@@ -152,7 +193,7 @@ static ae_status load_all(loader *ld, ae_model *m) {
     if (ld->n_used != ae_st_count(ld->st)) {
         for (size_t i = 0; i < ae_st_count(ld->st); i++) {
             const char *name = ae_st_at(ld->st, i)->name;
-            if (!is_expected(c, name))
+            if (!is_expected(m, name))
                 return ae_errorf(AE_ERR_UNSUPPORTED,
                                  "%s: tensor '%s' is not part of %s as config.json describes it",
                                  ld->dir, name, c->architecture);
@@ -192,10 +233,11 @@ void ae_model_free(ae_model *m) {
     if (m->layers) {
         for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
             ae_layer *L = &m->layers[l];
-            float *ps[] = {L->input_norm, L->wq,     L->wk,   L->wv,     L->wo,
-                           L->q_norm,     L->k_norm, L->post_norm, L->w_gate, L->w_up,
-                           L->w_down,     L->router, L->e_gate,    L->e_up,   L->e_down};
+            float *ps[] = {L->input_norm, L->post_norm, L->w_gate, L->w_up,  L->w_down,
+                           L->router,     L->e_gate,    L->e_up,   L->e_down};
             for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) ae_free_aligned(ps[i]);
+            ae_gswa_free(&L->gqa);
+            ae_mla_free(&L->mla);
         }
         free(m->layers);
     }

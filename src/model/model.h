@@ -1,24 +1,26 @@
-// A Qwen3 / Qwen3-MoE causal LM held in fp32 and run through the op interface.
-// Weights are read from a Hugging Face folder (config.json + safetensors) and checked against
-// the config: every expected tensor must exist with the expected shape.
+// A Qwen3 / Qwen3-MoE causal LM — teacher or student — held in fp32 and run through the op
+// interface. Each layer's attention is one of three modules: the teacher's GQA (a GateSWA module
+// with no gate and no sinks), GateSWA, or MLA (config.json's layer_attn). Weights are read from a
+// Hugging Face folder and checked against the config: every expected tensor must exist with the
+// expected shape, and no unexplained tensor may be present.
 #ifndef AE_MODEL_MODEL_H
 #define AE_MODEL_MODEL_H
 
 #include <stdint.h>
 
 #include "backend/ops.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "io/config.h"
+#include "model/attn_gateswa.h"
+#include "model/attn_mla.h"
 
 typedef struct {
     float *input_norm;  // (D)
-    float *wq;          // (Hq*hd, D)
-    float *wk;          // (Hkv*hd, D)
-    float *wv;          // (Hkv*hd, D)
-    float *wo;          // (D, Hq*hd)
-    float *q_norm;      // (hd)
-    float *k_norm;      // (hd)
     float *post_norm;   // (D)
+    ae_attn_kind kind;  // which of the two modules below is used
+    ae_gswa gqa;        // kind GQA or GATESWA
+    ae_mla mla;         // kind MLA
     int is_moe;
     // dense MLP (is_moe == 0)
     float *w_gate;      // (I, D)
@@ -39,25 +41,30 @@ typedef struct {
     float *final_norm;  // (D)
     ae_layer *layers;   // (L)
     int64_t n_params;   // counted from the loaded tensors
+    ae_dtype src_dtype; // dtype of model.embed_tokens.weight in the source files
 } ae_model;
+
+// Dims of layer l's attention module as the config describes it.
+ae_gswa_dims ae_model_gswa_dims(const ae_config *c, int l);
+ae_mla_dims ae_model_mla_dims(const ae_config *c);
 
 // Loads dir/config.json and the weights (any of F32/F16/BF16, converted to f32).
 ae_status ae_model_load(const char *dir, const ae_backend *be, ae_model **out);
 void ae_model_free(ae_model *m);
 
-// KV cache for full-attention layers: per layer, keys and values of every position so far.
+// Decode state of every layer: GQA/GateSWA layers keep K/V (a ring of `window` slots on
+// sliding layers), MLA layers their latent [c | k_rope] per position.
 typedef struct {
-    int n_layers, cap, n; // n = tokens cached
-    int kv_dim;           // Hkv * hd
-    float **k;            // L × (cap, Hkv, hd)
-    float **v;            // L × (cap, Hkv, hd)
+    int n_layers, cap, n;  // n = tokens processed so far
+    ae_gswa_cache *kv;     // (L) used by GQA/GateSWA layers
+    float **latent;        // (L) × (cap, kv_lora_rank + qk_rope_head_dim) for MLA layers
 } ae_kv_cache;
 
 ae_status ae_kv_cache_init(ae_kv_cache *c, const ae_model *m, int cap);
 void ae_kv_cache_free(ae_kv_cache *c);
 void ae_kv_cache_reset(ae_kv_cache *c);
 
-// Runs T tokens at positions cache->n .. cache->n+T-1, appends their K/V to the cache.
+// Runs T tokens at positions cache->n .. cache->n+T-1 and appends them to the cache.
 // logits: (T, V) when all_logits, else (1, V) for the last token only. NULL skips the head.
 // ids must be in [0, V): checked, AE_ERR_ARG otherwise.
 ae_status ae_model_forward(const ae_model *m, ae_kv_cache *cache, const int32_t *ids, int T,

@@ -1,0 +1,47 @@
+// Rotary position embedding, in place, on the first rd dims of each head vector.
+#include <math.h>
+
+#include "backend/cpu_internal.h"
+
+// Angle of pair i at position p, computed as transformers does: inv_freq in float, product in
+// float.
+static float rope_angle(int p, int i, int rd, double theta) {
+    float inv_freq = (float)(1.0 / pow(theta, (double)(2 * i) / rd));
+    return (float)p * inv_freq;
+}
+
+// Rotates every pair of every head by +angle (sign = 1) or -angle (sign = -1).
+// AE_ROPE_HALF pairs (i, i + rd/2); AE_ROPE_INTERLEAVED pairs (2i, 2i + 1).
+static void rope_apply(float *x, const int *pos, int T, int H, int stride, int rd, double theta,
+                       ae_rope_mode mode, float sign) {
+    int half = rd / 2;
+#pragma omp parallel for if (T > 16)
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < half; i++) {
+            float ang = rope_angle(pos[t], i, rd, theta);
+            float c = cosf(ang), s = sign * sinf(ang);
+            int ia = mode == AE_ROPE_HALF ? i : 2 * i;
+            int ib = mode == AE_ROPE_HALF ? i + half : 2 * i + 1;
+            for (int h = 0; h < H; h++) {
+                float *v = x + ((size_t)t * H + h) * stride;
+                float a = v[ia], b = v[ib];
+                v[ia] = a * c - b * s;
+                v[ib] = b * c + a * s;
+            }
+        }
+    }
+}
+
+void ae_cpu_rope(const ae_backend *be, float *x, const int *pos, int T, int H, int stride, int rd,
+                 double theta, ae_rope_mode mode) {
+    (void)be;
+    rope_apply(x, pos, T, H, stride, rd, theta, mode, 1.0f);
+}
+
+// The rotation is orthogonal, so its transpose (the backward) is the rotation by -angle; dims
+// past rd pass through unchanged.
+void ae_cpu_rope_bwd(const ae_backend *be, float *dx, const int *pos, int T, int H, int stride,
+                     int rd, double theta, ae_rope_mode mode) {
+    (void)be;
+    rope_apply(dx, pos, T, H, stride, rd, theta, mode, -1.0f);
+}

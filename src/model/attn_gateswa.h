@@ -1,0 +1,80 @@
+// GateSWA: a Qwen3 attention module with (a) a sliding window on some layers, (b) a sigmoid
+// output gate before o_proj (Qwen "gated attention", G1 position) and (c) optional learned
+// per-head attention sinks (gpt-oss style). q/k/v/o and q_norm/k_norm keep the teacher's shapes.
+//
+//   q, k, v = x·Wqᵀ, x·Wkᵀ, x·Wvᵀ;  q, k = RMSNorm per head (q_norm, k_norm); RoPE rotate-half
+//   a = SDPA(q, k, v) with causal mask, window W on sliding layers (a query sees itself and
+//       the W-1 positions before it: HF's sliding_window = W), sinks joining each head's softmax
+//   g = x·Wgᵀ   (g_proj: Hq·hd outputs elementwise, or Hq outputs, one per head)
+//   y = (a ⊙ sigmoid(g))·Woᵀ
+// Tensors: q_proj, k_proj, v_proj, o_proj, q_norm, k_norm, g_proj (all ".weight"), and
+// "sinks" (Hq) when enabled. Decode: sliding layers keep a ring buffer of W positions.
+#ifndef AE_MODEL_ATTN_GATESWA_H
+#define AE_MODEL_ATTN_GATESWA_H
+
+#include "backend/ops.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "model/params.h"
+
+typedef enum { AE_GATE_NONE = 0, AE_GATE_ELEMENTWISE = 1, AE_GATE_HEAD = 2 } ae_gate_kind;
+
+typedef struct {
+    int D, Hq, Hkv, hd;
+    int window;         // 0: full attention layer; > 0: sliding window W
+    ae_gate_kind gate;
+    int sinks;          // 1: learned per-head sinks
+    double rope_theta;
+    float eps;
+} ae_gswa_dims;
+
+typedef struct {
+    ae_gswa_dims d;
+    float *wq;     // (Hq*hd, D)
+    float *wk;     // (Hkv*hd, D)
+    float *wv;     // (Hkv*hd, D)
+    float *wo;     // (D, Hq*hd)
+    float *q_norm; // (hd)
+    float *k_norm; // (hd)
+    float *wg;     // (Hq*hd, D) elementwise | (Hq, D) per head | NULL
+    float *sinks;  // (Hq) | NULL
+} ae_gswa;
+
+ae_status ae_gswa_init(ae_gswa *m, const ae_gswa_dims *d); // zeroed (also gradient buffers)
+void ae_gswa_free(ae_gswa *m);
+ae_param_list ae_gswa_params(ae_gswa *m);
+
+// Decode cache of one layer: full layers hold every position, sliding layers a ring of
+// `window` slots (position j in slot j % window).
+typedef struct {
+    int rows;    // capacity (positions) or window (ring)
+    int ring;    // 1 for sliding layers
+    int kv_dim;  // Hkv*hd
+    float *k;    // (rows, Hkv, hd)
+    float *v;    // (rows, Hkv, hd)
+} ae_gswa_cache;
+ae_status ae_gswa_cache_init(ae_gswa_cache *c, const ae_gswa_dims *d, int max_positions);
+void ae_gswa_cache_free(ae_gswa_cache *c);
+
+// Inference, one sequence: x (T, D) at positions pos0..pos0+T-1 with the cache holding the
+// positions before; y (T, D). With a ring, T may exceed the window (processed in chunks).
+ae_status ae_gswa_forward(const ae_backend *be, const ae_gswa *m, const float *x, int T, int pos0,
+                          ae_gswa_cache *cache, float *y);
+
+typedef struct ae_gswa_acts ae_gswa_acts;
+ae_status ae_gswa_train_forward(const ae_backend *be, const ae_gswa *m, const float *x, int B,
+                                int T, float *y, ae_gswa_acts **acts);
+ae_status ae_gswa_backward(const ae_backend *be, const ae_gswa *m, const ae_gswa_acts *acts,
+                           const float *dy, float *dx, ae_gswa *grad);
+void ae_gswa_acts_free(ae_gswa_acts *a);
+
+void ae_gswa_init_random(ae_gswa *m, float std, ae_rng *rng);
+// Teacher init: copies q/k/v/o/q_norm/k_norm; the gate starts neutral: Wg = 0 gives
+// sigmoid(0) = 1/2 exactly, so o_proj is the teacher's ×2 (exact in binary floating point) and
+// the module reproduces the teacher bit for bit before the window cuts in; sinks start at
+// AE_GSWA_SINK_INIT (a sink weight below e^-30 of the softmax mass in practice).
+#define AE_GSWA_SINK_INIT (-30.0f)
+ae_status ae_gswa_init_from_teacher(ae_gswa *m, const float *wq, const float *wk, const float *wv,
+                                    const float *wo, const float *q_norm, const float *k_norm);
+
+#endif

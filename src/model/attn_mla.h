@@ -1,0 +1,90 @@
+// MLA: multi-head latent attention exactly as DeepSeek-V2/V3 (HF DeepseekV3Attention with
+// rope_interleave = true, no rope scaling), replacing a Qwen3 attention module.
+//
+//   q        = x·Wqᵀ                                  (q_lora_rank == 0)
+//            | RMSNorm(x·Wqaᵀ; q_a_layernorm)·Wqbᵀ     (q_lora_rank > 0)
+//   q_h      = [q_nope_h (dn) | q_rope_h (dr)]
+//   [c | kr] = x·Wkvaᵀ        (kv_a_proj_with_mqa: R + dr outputs)
+//   c        = RMSNorm(c; kv_a_layernorm)
+//   [k_nope_h (dn) | v_h (dv)] = c·Wkvbᵀ (per head)
+//   RoPE (interleaved pairs, theta from the teacher) on q_rope_h and on the one shared kr
+//   k_h = [k_nope_h | kr];  o_h = softmax(q_h·k_hᵀ / sqrt(dn + dr), causal) · v_h
+//   y = [o_1 … o_H]·Woᵀ
+// Cache per token: [c (R) | kr (dr)], R + dr floats. Decode uses the absorbed form: per head
+// q̃_h = [Wuk_hᵀ·q_nope_h (R) | q_rope_h (dr)] scores against the cached [c | kr] directly;
+// o_h = Wuv_h·(Σ p_j c_j), where Wkvb rows of head h are [Wuk_h (dn, R); Wuv_h (dv, R)].
+#ifndef AE_MODEL_ATTN_MLA_H
+#define AE_MODEL_ATTN_MLA_H
+
+#include "backend/ops.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "model/params.h"
+
+typedef struct {
+    int D;           // hidden size
+    int H;           // heads (the teacher's num_attention_heads)
+    int q_lora_rank; // 0: plain q_proj
+    int kv_lora_rank;
+    int dn, dr, dv;  // qk_nope_head_dim, qk_rope_head_dim, v_head_dim
+    double rope_theta;
+    float eps;       // rms_norm_eps
+} ae_mla_dims;
+
+typedef struct {
+    ae_mla_dims d;
+    float *wq;        // (H*(dn+dr), D)        q_proj.weight           (q_lora_rank == 0)
+    float *wqa;       // (q_lora_rank, D)      q_a_proj.weight         (q_lora_rank > 0)
+    float *q_a_norm;  // (q_lora_rank)         q_a_layernorm.weight
+    float *wqb;       // (H*(dn+dr), q_lora)   q_b_proj.weight
+    float *wkva;      // (R+dr, D)             kv_a_proj_with_mqa.weight
+    float *kv_a_norm; // (R)                   kv_a_layernorm.weight
+    float *wkvb;      // (H*(dn+dv), R)        kv_b_proj.weight
+    float *wo;        // (D, H*dv)             o_proj.weight
+} ae_mla;
+
+// Allocates zeroed parameters for the dims (also used for gradient buffers).
+ae_status ae_mla_init(ae_mla *m, const ae_mla_dims *d);
+void ae_mla_free(ae_mla *m);
+// The parameters with their HF/DeepSeek names (q_proj or q_a_proj/q_a_layernorm/q_b_proj,
+// kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj; all "<name>.weight").
+ae_param_list ae_mla_params(ae_mla *m);
+int ae_mla_cache_dim(const ae_mla_dims *d); // R + dr
+
+// Inference, one sequence. x: (T, D) normalised input at positions pos0..pos0+T-1;
+// cache: (cap, R+dr) latent cache holding positions 0..pos0-1, rows pos0.. are written.
+// y: (T, D). Materialised: decompresses per-head K/V for all cached positions; absorbed: the
+// decode form. Both give the same result.
+ae_status ae_mla_forward_materialized(const ae_backend *be, const ae_mla *m, const float *x,
+                                      int T, int pos0, float *cache, float *y);
+ae_status ae_mla_forward_absorbed(const ae_backend *be, const ae_mla *m, const float *x, int T,
+                                  int pos0, float *cache, float *y);
+
+// Training: B sequences of T tokens, positions 0..T-1 each. x: (B, T, D), y: (B, T, D).
+// Saved activations live in an opaque struct; backward accumulates parameter gradients into
+// `grad` (same dims) and writes dx (B, T, D) when dx != NULL.
+typedef struct ae_mla_acts ae_mla_acts;
+ae_status ae_mla_train_forward(const ae_backend *be, const ae_mla *m, const float *x, int B, int T,
+                               float *y, ae_mla_acts **acts);
+ae_status ae_mla_backward(const ae_backend *be, const ae_mla *m, const ae_mla_acts *acts,
+                          const float *dy, float *dx, ae_mla *grad);
+void ae_mla_acts_free(ae_mla_acts *a);
+
+// Initialisation. Random: matrices ~ N(0, std²) (std = the teacher's initializer_range), norms 1.
+void ae_mla_init_random(ae_mla *m, float std, ae_rng *rng);
+
+// Teacher init: from a Qwen3 GQA module (weights as in model.h's ae_layer: wq (Hq*hd, D),
+// wk/wv (Hkv*hd, D), wo (D, Hq*hd), q_norm/k_norm (hd)) by low-rank factorisation; method in
+// docs/TARGETS.md. Requires H == Hq. Reports the relative Frobenius reconstruction error of the
+// factorised key/value maps in *kv_rel_err.
+typedef struct {
+    int Hq, Hkv, hd;
+    const float *wq, *wk, *wv, *wo, *q_norm, *k_norm;
+    // (D) the layer's input_layernorm weight, or NULL (taken as 1): models the typical layer
+    // input x = input_norm ⊙ z with z of unit RMS, which sets the scales and weights the
+    // factorisation (see mla_init.c).
+    const float *input_norm;
+} ae_gqa_view;
+ae_status ae_mla_init_from_teacher(ae_mla *m, const ae_gqa_view *t, double *kv_rel_err);
+
+#endif

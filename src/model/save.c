@@ -1,0 +1,254 @@
+#define _XOPEN_SOURCE 700
+#include "model/save.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/dtype.h"
+#include "core/file.h"
+#include "core/mem.h"
+#include "io/safetensors.h"
+
+static const char *k_copied_files[] = {"tokenizer.json", "tokenizer_config.json",
+                                       "generation_config.json", "special_tokens_map.json",
+                                       "vocab.json", "merges.txt"};
+
+ae_status ae_save_check_target(const char *out_dir, int force) {
+    if (ae_path_exists(out_dir) && !force)
+        return ae_errorf(AE_ERR_ARG, "output folder '%s' already exists (use --force to replace it)",
+                         out_dir);
+    if (ae_path_exists(out_dir) && !ae_path_is_dir(out_dir))
+        return ae_errorf(AE_ERR_ARG, "output path '%s' exists and is not a folder", out_dir);
+    return AE_OK;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void rmtree(const char *dir) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+static ae_status copy_file(const char *src, const char *dst) {
+    char *buf;
+    size_t len;
+    AE_TRY(ae_file_read_all(src, &buf, &len));
+    ae_atomic_file f;
+    ae_status st = ae_atomic_open(&f, dst);
+    if (st == AE_OK) st = ae_atomic_write(&f, buf, len);
+    if (st == AE_OK) st = ae_atomic_commit(&f);
+    else ae_atomic_abort(&f);
+    free(buf);
+    return st;
+}
+
+static ae_status write_text(const char *dir, const char *name, const char *text) {
+    char *path = ae_path_join(dir, name);
+    if (!path) return AE_ERR_NOMEM;
+    ae_atomic_file f;
+    ae_status st = ae_atomic_open(&f, path);
+    if (st == AE_OK) st = ae_atomic_write(&f, text, strlen(text));
+    if (st == AE_OK) st = ae_atomic_write(&f, "\n", 1);
+    if (st == AE_OK) st = ae_atomic_commit(&f);
+    else ae_atomic_abort(&f);
+    free(path);
+    return st;
+}
+
+static void set_item(cJSON *o, const char *key, cJSON *v) {
+    if (cJSON_GetObjectItemCaseSensitive(o, key)) cJSON_ReplaceItemInObjectCaseSensitive(o, key, v);
+    else cJSON_AddItemToObject(o, key, v);
+}
+
+// The source config.json with the target fields of m->cfg written over it.
+static ae_status student_config(const ae_model *m, const char *src_dir, char **out) {
+    char *path = ae_path_join(src_dir, "config.json"), *text;
+    size_t len;
+    if (!path) return AE_ERR_NOMEM;
+    ae_status st = ae_file_read_all(path, &text, &len);
+    free(path);
+    if (st != AE_OK) return st;
+    cJSON *o = cJSON_Parse(text);
+    free(text);
+    if (!o) return ae_errorf(AE_ERR_FORMAT, "%s/config.json: not valid JSON", src_dir);
+    const ae_config *c = &m->cfg;
+    if (c->target != AE_ATTN_GQA) {
+        set_item(o, "attention_target", cJSON_CreateString(ae_attn_kind_name(c->target)));
+        cJSON *layers = cJSON_CreateArray();
+        for (int l = 0; l < c->num_hidden_layers; l++)
+            if (c->layer_attn[l] != AE_ATTN_GQA) cJSON_AddItemToArray(layers, cJSON_CreateNumber(l));
+        set_item(o, "attention_replaced_layers", layers);
+    }
+    if (c->target == AE_ATTN_MLA) {
+        set_item(o, "q_lora_rank", c->q_lora_rank ? cJSON_CreateNumber(c->q_lora_rank) : cJSON_CreateNull());
+        set_item(o, "kv_lora_rank", cJSON_CreateNumber(c->kv_lora_rank));
+        set_item(o, "qk_nope_head_dim", cJSON_CreateNumber(c->qk_nope_head_dim));
+        set_item(o, "qk_rope_head_dim", cJSON_CreateNumber(c->qk_rope_head_dim));
+        set_item(o, "v_head_dim", cJSON_CreateNumber(c->v_head_dim));
+        set_item(o, "rope_interleave", cJSON_CreateTrue());
+    }
+    if (c->target == AE_ATTN_GATESWA) {
+        static const char *gates[] = {"none", "elementwise", "head"};
+        set_item(o, "attn_output_gate", cJSON_CreateString(gates[c->attn_gate]));
+        set_item(o, "attn_sinks", cJSON_CreateBool(c->attn_sinks));
+        set_item(o, "use_sliding_window", cJSON_CreateBool(c->use_sliding_window));
+        set_item(o, "sliding_window",
+                 c->sliding_window ? cJSON_CreateNumber(c->sliding_window) : cJSON_CreateNull());
+        cJSON *types = cJSON_CreateArray();
+        for (int l = 0; l < c->num_hidden_layers; l++)
+            cJSON_AddItemToArray(types, cJSON_CreateString(c->layer_types[l] == AE_LAYER_SLIDING
+                                                               ? "sliding_attention"
+                                                               : "full_attention"));
+        set_item(o, "layer_types", types);
+    }
+    *out = cJSON_Print(o);
+    cJSON_Delete(o);
+    return *out ? AE_OK : AE_ERR_NOMEM;
+}
+
+typedef struct {
+    ae_st_writer *w;
+    void **bufs; // converted copies, freed after the file is written
+    int nbufs, capbufs;
+} tensor_sink;
+
+static ae_status add_tensor(tensor_sink *s, const char *name, const float *data, int ndim,
+                            const int64_t *shape, ae_dtype dtype) {
+    int64_t n = ndim == 1 ? shape[0] : shape[0] * shape[1];
+    const void *src = data;
+    if (dtype != AE_DT_F32) {
+        uint16_t *h = ae_malloc(sizeof(uint16_t) * (size_t)(n ? n : 1));
+        if (!h) return AE_ERR_NOMEM;
+        for (int64_t i = 0; i < n; i++)
+            h[i] = dtype == AE_DT_BF16 ? ae_f32_to_bf16(data[i]) : ae_f32_to_f16(data[i]);
+        if (s->nbufs == s->capbufs) {
+            int cap = s->capbufs ? 2 * s->capbufs : 64;
+            void **nb = ae_realloc(s->bufs, sizeof(void *) * (size_t)cap);
+            if (!nb) {
+                free(h);
+                return AE_ERR_NOMEM;
+            }
+            s->bufs = nb;
+            s->capbufs = cap;
+        }
+        s->bufs[s->nbufs++] = h;
+        src = h;
+    }
+    return ae_st_writer_add(s->w, name, dtype, ndim, shape, src);
+}
+
+static ae_status add_2d(tensor_sink *s, const char *name, const float *d, int64_t r, int64_t c,
+                        ae_dtype dt) {
+    int64_t shape[2] = {r, c};
+    return add_tensor(s, name, d, c ? 2 : 1, shape, dt);
+}
+
+static ae_status add_layer(tensor_sink *s, const ae_model *m, int l, ae_dtype base) {
+    const ae_config *c = &m->cfg;
+    const ae_layer *L = &m->layers[l];
+    int64_t D = c->hidden_size, I = c->intermediate_size, E = c->num_experts;
+    int64_t Im = c->moe_intermediate_size;
+    char n[256];
+#define NAME(...) (snprintf(n, sizeof n, __VA_ARGS__), n)
+    AE_TRY(add_2d(s, NAME("model.layers.%d.input_layernorm.weight", l), L->input_norm, D, 0, base));
+    AE_TRY(add_2d(s, NAME("model.layers.%d.post_attention_layernorm.weight", l), L->post_norm, D, 0, base));
+    ae_layer *ml = (ae_layer *)L; // params() only reads pointers
+    ae_param_list ps = L->kind == AE_ATTN_MLA ? ae_mla_params(&ml->mla) : ae_gswa_params(&ml->gqa);
+    ae_dtype adt = L->kind == AE_ATTN_GQA ? base : AE_DT_F32;
+    for (int i = 0; i < ps.n; i++)
+        AE_TRY(add_tensor(s, NAME("model.layers.%d.self_attn.%s", l, ps.p[i].name), ps.p[i].data,
+                          ps.p[i].ndim, ps.p[i].shape, adt));
+    if (!L->is_moe) {
+        AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.gate_proj.weight", l), L->w_gate, I, D, base));
+        AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.up_proj.weight", l), L->w_up, I, D, base));
+        AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.down_proj.weight", l), L->w_down, D, I, base));
+        return AE_OK;
+    }
+    AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.gate.weight", l), L->router, E, D, base));
+    for (int e = 0; e < E; e++) {
+        AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.experts.%d.gate_proj.weight", l, e),
+                      L->e_gate + e * Im * D, Im, D, base));
+        AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.experts.%d.up_proj.weight", l, e),
+                      L->e_up + e * Im * D, Im, D, base));
+        AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.experts.%d.down_proj.weight", l, e),
+                      L->e_down + e * D * Im, D, Im, base));
+    }
+#undef NAME
+    return AE_OK;
+}
+
+static ae_status write_weights(const ae_model *m, const char *path, ae_dtype base) {
+    const ae_config *c = &m->cfg;
+    tensor_sink s = {0};
+    AE_TRY(ae_st_writer_init(&s.w));
+    int64_t V = c->vocab_size, D = c->hidden_size;
+    ae_status st = ae_st_writer_metadata(s.w, "format", "pt");
+    if (st == AE_OK) st = add_2d(&s, "model.embed_tokens.weight", m->embed, V, D, base);
+    for (int l = 0; st == AE_OK && l < c->num_hidden_layers; l++) st = add_layer(&s, m, l, base);
+    if (st == AE_OK) st = add_2d(&s, "model.norm.weight", m->final_norm, D, 0, base);
+    if (st == AE_OK && !c->tie_word_embeddings)
+        st = add_2d(&s, "lm_head.weight", m->lm_head, V, D, base);
+    if (st == AE_OK) st = ae_st_writer_finish(s.w, path);
+    else ae_st_writer_free(s.w);
+    for (int i = 0; i < s.nbufs; i++) free(s.bufs[i]);
+    free(s.bufs);
+    return st;
+}
+
+static ae_status write_folder(const ae_model *m, const char *tmp, const ae_save_opts *o) {
+    char *cfg = NULL;
+    AE_TRY(student_config(m, o->src_dir, &cfg));
+    ae_status st = write_text(tmp, "config.json", cfg);
+    free(cfg);
+    AE_TRY(st);
+    if (o->metadata_json) AE_TRY(write_text(tmp, "conversion.json", o->metadata_json));
+    for (size_t i = 0; i < sizeof k_copied_files / sizeof *k_copied_files; i++) {
+        char *src = ae_path_join(o->src_dir, k_copied_files[i]);
+        char *dst = ae_path_join(tmp, k_copied_files[i]);
+        st = (!src || !dst) ? AE_ERR_NOMEM : ae_path_exists(src) ? copy_file(src, dst) : AE_OK;
+        free(src);
+        free(dst);
+        AE_TRY(st);
+    }
+    char *wpath = ae_path_join(tmp, "model.safetensors");
+    if (!wpath) return AE_ERR_NOMEM;
+    st = write_weights(m, wpath, o->all_f32 ? AE_DT_F32 : m->src_dtype);
+    free(wpath);
+    return st;
+}
+
+ae_status ae_model_save(const ae_model *m, const char *out_dir, const ae_save_opts *o) {
+    AE_TRY(ae_save_check_target(out_dir, o->force));
+    size_t n = strlen(out_dir) + 48;
+    char *tmp = ae_malloc(n), *old = ae_malloc(n);
+    if (!tmp || !old) {
+        free(tmp);
+        free(old);
+        return AE_ERR_NOMEM;
+    }
+    snprintf(tmp, n, "%s.tmp.%ld", out_dir, (long)getpid());
+    snprintf(old, n, "%s.old.%ld", out_dir, (long)getpid());
+    rmtree(tmp);
+    ae_status st = AE_OK;
+    if (mkdir(tmp, 0755) != 0)
+        st = ae_errorf(AE_ERR_IO, "%s: cannot create folder: %s", tmp, strerror(errno));
+    if (st == AE_OK) st = write_folder(m, tmp, o);
+    int had_old = st == AE_OK && ae_path_exists(out_dir);
+    if (had_old && rename(out_dir, old) != 0)
+        st = ae_errorf(AE_ERR_IO, "%s: cannot move the old folder aside: %s", out_dir, strerror(errno));
+    if (st == AE_OK && rename(tmp, out_dir) != 0) {
+        st = ae_errorf(AE_ERR_IO, "%s: cannot rename %s into place: %s", out_dir, tmp, strerror(errno));
+        if (had_old) rename(old, out_dir);
+    }
+    if (st != AE_OK) rmtree(tmp);
+    else if (had_old) rmtree(old);
+    free(tmp);
+    free(old);
+    return st;
+}

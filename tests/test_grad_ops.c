@@ -1,0 +1,515 @@
+// Every backward op of the CPU backend against central finite differences.
+//
+// For an op with output y and a fixed random R, the scalar loss is L = Σ y ⊙ R, so the gradient
+// reaching y is dy = R. The analytic gradients come from the backend's backward op (fp32); the
+// numeric ones from central differences (eps = 1e-4) of a naive double-precision forward
+// evaluated at the same (float-valued) inputs, so the reference carries almost no rounding
+// noise and the check is |analytic − numeric| <= 1e-3 · max(1, |numeric|) per element. A
+// dropped or wrong term moves gradients by O(1) and fails this (verified by mutating the
+// backward ops by hand: e.g. dropping the −D term of ds, or the r³ term of rmsnorm).
+// Each case also checks the backend's forward against the same double reference, which ties
+// the backward to the forward that training actually runs.
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/ops.h"
+#include "core/rng.h"
+#include "util/testutil.h"
+
+#define FD_EPS 1e-4
+#define FD_TOL 1e-3
+#define FD_MAX_CHECKS 96 // elements checked per tensor (all of them when the tensor is smaller)
+
+static float *fvec(size_t n, ae_rng *r) {
+    float *x = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) x[i] = ae_rng_normal(r);
+    return x;
+}
+
+static float *fconst(size_t n, float c) {
+    float *x = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) x[i] = c;
+    return x;
+}
+
+static double *dvec(const float *x, size_t n) {
+    double *d = malloc(sizeof(double) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+
+typedef double (*loss_fn)(void *ctx);
+
+// Compares analytic[i] with the central difference of loss() in x[i] (x is a double input the
+// loss reads through ctx). Checks every element, or FD_MAX_CHECKS random ones of a big tensor.
+static void check_fd(const char *what, loss_fn loss, void *ctx, double *x, size_t n,
+                     const float *analytic, ae_rng *r) {
+    size_t checks = n <= FD_MAX_CHECKS ? n : FD_MAX_CHECKS;
+    for (size_t c = 0; c < checks; c++) {
+        size_t i = n <= FD_MAX_CHECKS ? c : (size_t)(ae_rng_u64(r) % n);
+        double x0 = x[i];
+        x[i] = x0 + FD_EPS;
+        double lp = loss(ctx);
+        x[i] = x0 - FD_EPS;
+        double lm = loss(ctx);
+        x[i] = x0;
+        double num = (lp - lm) / (2 * FD_EPS);
+        if (!(fabs(analytic[i] - num) <= FD_TOL * fmax(1.0, fabs(num))))
+            fail_msg("%s[%zu]: analytic %.7g, numeric %.7g", what, i, (double)analytic[i], num);
+    }
+}
+
+// Checks y (float, from the backend) against the double reference forward within tol.
+static void check_close(const char *what, const float *y, const double *ref, size_t n, double tol) {
+    for (size_t i = 0; i < n; i++)
+        if (!(fabs(y[i] - ref[i]) <= tol * fmax(1.0, fabs(ref[i]))))
+            fail_msg("%s[%zu]: %.7g vs reference %.7g", what, i, (double)y[i], ref[i]);
+}
+
+// a == base + times · g, elementwise, up to fp32 rounding (accumulate semantics).
+static void check_accum(const char *what, const float *a, const float *base, const float *g,
+                        float times, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        double want = (double)base[i] + (double)times * g[i];
+        if (!(fabs(a[i] - want) <= 1e-5 * fmax(1.0, fabs(want))))
+            fail_msg("%s[%zu]: %.7g, want %.7g", what, i, (double)a[i], want);
+    }
+}
+
+static double dot_loss(const double *y, const double *R, size_t n) {
+    double L = 0;
+    for (size_t i = 0; i < n; i++) L += y[i] * R[i];
+    return L;
+}
+
+// ---------------------------------------------------------------- matmul
+
+typedef struct {
+    int M, K, N;
+    double *x, *w, *R, *y;
+} mm_ctx;
+
+static double mm_loss(void *p) {
+    mm_ctx *c = p;
+    for (int i = 0; i < c->M; i++)
+        for (int j = 0; j < c->N; j++) {
+            double s = 0;
+            for (int k = 0; k < c->K; k++) s += c->x[i * c->K + k] * c->w[j * c->K + k];
+            c->y[i * c->N + j] = s;
+        }
+    return dot_loss(c->y, c->R, (size_t)c->M * c->N);
+}
+
+static void test_matmul_bwd(void **state) {
+    (void)state;
+    const ae_backend *be = ae_backend_cpu();
+    ae_rng r;
+    ae_rng_seed(&r, 11);
+    int shapes[][3] = {{1, 7, 5}, {5, 16, 9}, {17, 33, 4}};
+    for (size_t s = 0; s < 3; s++) {
+        int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+        size_t nx = (size_t)M * K, nw = (size_t)N * K, ny = (size_t)M * N;
+        float *x = fvec(nx, &r), *w = fvec(nw, &r), *R = fvec(ny, &r), *y = fvec(ny, &r);
+        mm_ctx c = {M, K, N, dvec(x, nx), dvec(w, nw), dvec(R, ny), malloc(sizeof(double) * ny)};
+        mm_loss(&c);
+        be->matmul(be, y, x, w, M, K, N);
+        check_close("matmul y", y, c.y, ny, 1e-5);
+
+        float *dx = fconst(nx, 0), *dw = fconst(nw, 0);
+        be->matmul_bwd(be, dx, dw, R, x, w, M, K, N);
+        check_fd("matmul dx", mm_loss, &c, c.x, nx, dx, &r);
+        check_fd("matmul dw", mm_loss, &c, c.w, nw, dw, &r);
+
+        // accumulate: a second call adds the same again; a NULL target is skipped
+        float *dx2 = fconst(nx, 0.5f), *dw2 = fconst(nw, -0.25f);
+        float *bx = fconst(nx, 0.5f), *bw = fconst(nw, -0.25f);
+        be->matmul_bwd(be, dx2, dw2, R, x, w, M, K, N);
+        be->matmul_bwd(be, dx2, dw2, R, x, w, M, K, N);
+        check_accum("matmul dx (2 calls)", dx2, bx, dx, 2.0f, nx);
+        check_accum("matmul dw (2 calls)", dw2, bw, dw, 2.0f, nw);
+        be->matmul_bwd(be, dx2, NULL, R, x, w, M, K, N);
+        be->matmul_bwd(be, NULL, dw2, R, x, w, M, K, N);
+        check_accum("matmul dx (3 calls)", dx2, bx, dx, 3.0f, nx);
+        check_accum("matmul dw (3 calls)", dw2, bw, dw, 3.0f, nw);
+
+        free(x), free(w), free(R), free(y), free(dx), free(dw), free(dx2), free(dw2), free(bx),
+            free(bw);
+        free(c.x), free(c.w), free(c.R), free(c.y);
+    }
+}
+
+// ---------------------------------------------------------------- rmsnorm
+
+typedef struct {
+    int M, D;
+    double eps;
+    double *x, *w, *R, *y;
+} rms_ctx;
+
+static double rms_loss(void *p) {
+    rms_ctx *c = p;
+    for (int i = 0; i < c->M; i++) {
+        const double *xi = c->x + (size_t)i * c->D;
+        double ss = 0;
+        for (int d = 0; d < c->D; d++) ss += xi[d] * xi[d];
+        double inv = 1.0 / sqrt(ss / c->D + c->eps);
+        for (int d = 0; d < c->D; d++) c->y[(size_t)i * c->D + d] = xi[d] * inv * c->w[d];
+    }
+    return dot_loss(c->y, c->R, (size_t)c->M * c->D);
+}
+
+static void test_rmsnorm_bwd(void **state) {
+    (void)state;
+    const ae_backend *be = ae_backend_cpu();
+    ae_rng r;
+    ae_rng_seed(&r, 12);
+    int shapes[][2] = {{1, 8}, {5, 24}, {40, 16}};
+    for (size_t s = 0; s < 3; s++) {
+        int M = shapes[s][0], D = shapes[s][1];
+        size_t n = (size_t)M * D;
+        float eps = 1e-6f;
+        float *x = fvec(n, &r), *w = fvec((size_t)D, &r), *R = fvec(n, &r), *y = fvec(n, &r);
+        rms_ctx c = {M, D, eps, dvec(x, n), dvec(w, (size_t)D), dvec(R, n),
+                     malloc(sizeof(double) * n)};
+        rms_loss(&c);
+        be->rmsnorm(be, y, x, w, M, D, eps);
+        check_close("rmsnorm y", y, c.y, n, 1e-5);
+
+        float *dx = fconst(n, 0), *dw = fconst((size_t)D, 0);
+        be->rmsnorm_bwd(be, dx, dw, R, x, w, M, D, eps);
+        check_fd("rmsnorm dx", rms_loss, &c, c.x, n, dx, &r);
+        check_fd("rmsnorm dw", rms_loss, &c, c.w, (size_t)D, dw, &r);
+
+        float *dx2 = fconst(n, 1.0f), *dw2 = fconst((size_t)D, 2.0f);
+        float *bx = fconst(n, 1.0f), *bw = fconst((size_t)D, 2.0f);
+        be->rmsnorm_bwd(be, dx2, dw2, R, x, w, M, D, eps);
+        be->rmsnorm_bwd(be, dx2, NULL, R, x, w, M, D, eps); // dw may be NULL
+        be->rmsnorm_bwd(be, dx2, dw2, R, x, w, M, D, eps);
+        check_accum("rmsnorm dx (3 calls)", dx2, bx, dx, 3.0f, n);
+        check_accum("rmsnorm dw (2 calls)", dw2, bw, dw, 2.0f, (size_t)D);
+
+        free(x), free(w), free(R), free(y), free(dx), free(dw), free(dx2), free(dw2), free(bx),
+            free(bw);
+        free(c.x), free(c.w), free(c.R), free(c.y);
+    }
+}
+
+// ---------------------------------------------------------------- rope
+
+typedef struct {
+    int T, H, stride, rd;
+    const int *pos;
+    double theta;
+    ae_rope_mode mode;
+    double *x, *R, *y;
+} rope_ctx;
+
+static double rope_loss(void *p) {
+    rope_ctx *c = p;
+    int half = c->rd / 2;
+    size_t n = (size_t)c->T * c->H * c->stride;
+    memcpy(c->y, c->x, sizeof(double) * n);
+    for (int t = 0; t < c->T; t++)
+        for (int h = 0; h < c->H; h++)
+            for (int i = 0; i < half; i++) {
+                // the angle as the backend (and transformers) computes it, in float
+                float inv_freq = (float)(1.0 / pow(c->theta, (double)(2 * i) / c->rd));
+                double ang = (float)c->pos[t] * inv_freq;
+                int ia = c->mode == AE_ROPE_HALF ? i : 2 * i;
+                int ib = c->mode == AE_ROPE_HALF ? i + half : 2 * i + 1;
+                size_t o = ((size_t)t * c->H + h) * c->stride;
+                double a = c->x[o + ia], b = c->x[o + ib];
+                c->y[o + ia] = a * cos(ang) - b * sin(ang);
+                c->y[o + ib] = b * cos(ang) + a * sin(ang);
+            }
+    return dot_loss(c->y, c->R, n);
+}
+
+static void test_rope_bwd(void **state) {
+    (void)state;
+    const ae_backend *be = ae_backend_cpu();
+    ae_rng r;
+    ae_rng_seed(&r, 13);
+    int T = 4, H = 3, pos[4] = {0, 1, 7, 30};
+    int layouts[][2] = {{8, 8}, {10, 6}, {12, 4}}; // stride, rd (rd < stride: partial rotary)
+    for (int mode = 0; mode < 2; mode++)
+        for (size_t l = 0; l < 3; l++) {
+            int stride = layouts[l][0], rd = layouts[l][1];
+            size_t n = (size_t)T * H * stride;
+            float *x = fvec(n, &r), *R = fvec(n, &r), *y = malloc(sizeof(float) * n);
+            rope_ctx c = {T, H, stride, rd, pos, 10000.0, (ae_rope_mode)mode, dvec(x, n),
+                          dvec(R, n), malloc(sizeof(double) * n)};
+            rope_loss(&c);
+            memcpy(y, x, sizeof(float) * n);
+            be->rope(be, y, pos, T, H, stride, rd, 10000.0, (ae_rope_mode)mode);
+            check_close("rope y", y, c.y, n, 1e-5);
+
+            float *dx = malloc(sizeof(float) * n);
+            memcpy(dx, R, sizeof(float) * n);
+            be->rope_bwd(be, dx, pos, T, H, stride, rd, 10000.0, (ae_rope_mode)mode);
+            check_fd(mode ? "rope(interleaved) dx" : "rope(half) dx", rope_loss, &c, c.x, n, dx,
+                     &r);
+            free(x), free(R), free(y), free(dx), free(c.x), free(c.R), free(c.y);
+        }
+}
+
+// ---------------------------------------------------------------- attention
+
+// The double reference reads K/V exactly as ae_attn_args describes (strides, ring rows); k and
+// v may be the same array (absorbed MLA), and then a perturbation moves both.
+typedef struct {
+    ae_attn_args a;
+    double *q, *k, *v, *sinks, *R, *out;
+} attn_ctx;
+
+static double attn_loss(void *p) {
+    attn_ctx *c = p;
+    const ae_attn_args *a = &c->a;
+    int S = a->pos0 + a->T;
+    double *s = malloc(sizeof(double) * (size_t)S);
+    for (int t = 0; t < a->T; t++)
+        for (int h = 0; h < a->Hq; h++) {
+            int qpos = a->pos0 + t, kh = h / (a->Hq / a->Hkv);
+            int lo = a->window > 0 && qpos - a->window + 1 > 0 ? qpos - a->window + 1 : 0;
+            const double *qv = c->q + ((size_t)t * a->Hq + h) * a->dk;
+            double mx = c->sinks ? c->sinks[h] : -INFINITY;
+            for (int j = lo; j <= qpos; j++) {
+                int row = a->ring > 0 ? j % a->ring : j;
+                const double *kv = c->k + (size_t)row * a->k_stride + (size_t)kh * a->dk;
+                double d = 0;
+                for (int i = 0; i < a->dk; i++) d += qv[i] * kv[i];
+                s[j] = d * a->scale;
+                if (s[j] > mx) mx = s[j];
+            }
+            double Z = c->sinks ? exp(c->sinks[h] - mx) : 0;
+            for (int j = lo; j <= qpos; j++) Z += (s[j] = exp(s[j] - mx));
+            double *o = c->out + ((size_t)t * a->Hq + h) * a->dv;
+            for (int i = 0; i < a->dv; i++) o[i] = 0;
+            for (int j = lo; j <= qpos; j++) {
+                int row = a->ring > 0 ? j % a->ring : j;
+                const double *vv = c->v + (size_t)row * a->v_stride + (size_t)kh * a->dv;
+                for (int i = 0; i < a->dv; i++) o[i] += s[j] / Z * vv[i];
+            }
+        }
+    free(s);
+    return dot_loss(c->out, c->R, (size_t)a->T * a->Hq * a->dv);
+}
+
+typedef enum { LAYOUT_DENSE, LAYOUT_PADDED, LAYOUT_MLA } attn_layout;
+
+typedef struct {
+    int T, pos0, Hq, Hkv, dk, dv, window, ring, sinks;
+    attn_layout layout;
+} attn_case;
+
+static void run_attn_case(const attn_case *tc, ae_rng *r) {
+    const ae_backend *be = ae_backend_cpu();
+    int S = tc->pos0 + tc->T;
+    int rows = tc->ring > 0 ? tc->ring : S;
+    ae_attn_args a = ae_attn_dense(tc->T, tc->pos0, tc->Hq, tc->Hkv, tc->dk, tc->dv, tc->window,
+                                   1.0f / sqrtf((float)tc->dk), NULL);
+    a.ring = tc->ring;
+    if (tc->layout == LAYOUT_PADDED) a.k_stride += 3, a.v_stride += 5;
+    if (tc->layout == LAYOUT_MLA) a.k_stride = a.v_stride = tc->dk; // v = first dv of each k row
+    size_t nq = (size_t)tc->T * tc->Hq * tc->dk, no = (size_t)tc->T * tc->Hq * tc->dv;
+    size_t nk = (size_t)rows * a.k_stride, nv = (size_t)rows * a.v_stride;
+    float *q = fvec(nq, r), *k = fvec(nk, r), *R = fvec(no, r), *out = malloc(sizeof(float) * no);
+    float *v = tc->layout == LAYOUT_MLA ? k : fvec(nv, r);
+    float *sinks = tc->sinks ? fvec((size_t)tc->Hq, r) : NULL;
+    a.sinks = sinks;
+
+    attn_ctx c = {a, dvec(q, nq), dvec(k, nk), NULL, sinks ? dvec(sinks, tc->Hq) : NULL,
+                  dvec(R, no), malloc(sizeof(double) * no)};
+    c.v = tc->layout == LAYOUT_MLA ? c.k : dvec(v, nv);
+    attn_loss(&c);
+    be->attention(be, &a, out, q, k, v);
+    check_close("attention out", out, c.out, no, 1e-5);
+
+    // dq is overwritten (start from garbage); dk, dv, dsinks accumulate (start from a base).
+    float *dq = fconst(nq, NAN), *dk = fconst(nk, 0.5f), *dsk = fconst((size_t)tc->Hq, -1.0f);
+    float *dv = tc->layout == LAYOUT_MLA ? dk : fconst(nv, 0.25f);
+    be->attention_bwd(be, &a, dq, dk, dv, sinks ? dsk : NULL, R, q, k, v);
+    for (size_t i = 0; i < nk; i++) dk[i] -= 0.5f;
+    if (tc->layout != LAYOUT_MLA)
+        for (size_t i = 0; i < nv; i++) dv[i] -= 0.25f;
+    for (int h = 0; h < tc->Hq; h++) dsk[h] += 1.0f;
+
+    char what[160];
+    snprintf(what, sizeof what, "T=%d pos0=%d Hq=%d Hkv=%d dk=%d dv=%d W=%d ring=%d sinks=%d "
+             "layout=%d", tc->T, tc->pos0, tc->Hq, tc->Hkv, tc->dk, tc->dv, tc->window, tc->ring,
+             tc->sinks, (int)tc->layout);
+    print_message("attention_bwd %s\n", what);
+    check_fd("attention dq", attn_loss, &c, c.q, nq, dq, r);
+    check_fd(tc->layout == LAYOUT_MLA ? "attention dkv" : "attention dk", attn_loss, &c, c.k, nk,
+             dk, r);
+    if (tc->layout != LAYOUT_MLA) check_fd("attention dv", attn_loss, &c, c.v, nv, dv, r);
+    if (sinks) check_fd("attention dsinks", attn_loss, &c, c.sinks, (size_t)tc->Hq, dsk, r);
+    if (tc->layout == LAYOUT_PADDED) { // padding between rows never receives gradient
+        for (int row = 0; row < rows; row++) {
+            for (int i = tc->Hkv * tc->dk; i < a.k_stride; i++)
+                assert_true(dk[(size_t)row * a.k_stride + i] == 0.0f);
+            for (int i = tc->Hkv * tc->dv; i < a.v_stride; i++)
+                assert_true(dv[(size_t)row * a.v_stride + i] == 0.0f);
+        }
+    }
+
+    free(q), free(k), free(R), free(out), free(sinks), free(dq), free(dk), free(dsk);
+    free(c.q), free(c.k), free(c.sinks), free(c.R), free(c.out);
+    if (tc->layout != LAYOUT_MLA) free(v), free(dv), free(c.v);
+}
+
+static void test_attention_bwd(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 14);
+    const attn_case cases[] = {
+        // T, pos0, Hq, Hkv, dk, dv, window, ring, sinks, layout
+        {6, 0, 2, 2, 8, 8, 0, 0, 0, LAYOUT_DENSE},   // MHA, full causal
+        {6, 0, 2, 2, 8, 8, 0, 0, 1, LAYOUT_DENSE},   // + sinks
+        {7, 0, 4, 2, 8, 6, 3, 0, 1, LAYOUT_DENSE},   // GQA 2, T > window, dk != dv
+        {7, 0, 4, 2, 8, 6, 3, 0, 0, LAYOUT_DENSE},
+        {3, 0, 4, 1, 6, 8, 5, 0, 1, LAYOUT_DENSE},   // GQA 4, T < window
+        {5, 0, 4, 1, 8, 8, 2, 0, 0, LAYOUT_DENSE},   // GQA 4, window 2
+        {8, 0, 4, 4, 4, 4, 0, 0, 1, LAYOUT_DENSE},
+        {4, 3, 2, 1, 8, 4, 0, 0, 1, LAYOUT_DENSE},   // continuation: pos0 > 0
+        {4, 5, 4, 2, 6, 6, 3, 0, 1, LAYOUT_DENSE},   // pos0 > 0 with a window
+        {6, 0, 4, 2, 8, 4, 0, 0, 1, LAYOUT_PADDED},  // k/v rows wider than Hkv·d
+        {5, 2, 4, 2, 6, 6, 4, 0, 0, LAYOUT_PADDED},
+        {5, 0, 4, 1, 8, 6, 0, 0, 0, LAYOUT_MLA},     // absorbed MLA: v inside k rows, dk = dv alias
+        {5, 0, 4, 1, 8, 6, 3, 0, 1, LAYOUT_MLA},
+        {3, 6, 2, 1, 4, 4, 4, 6, 1, LAYOUT_DENSE},   // ring: T + window − 1 = ring slots
+        {1, 10, 4, 2, 4, 4, 4, 4, 0, LAYOUT_DENSE},  // ring, one-token decode
+        {4, 0, 2, 2, 4, 4, 3, 5, 1, LAYOUT_DENSE},   // ring that never wraps
+        {6, 0, 2, 1, 4, 4, 3, 4, 0, LAYOUT_DENSE},   // ring that wraps within the call
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_attn_case(&cases[i], &r);
+}
+
+// Backward results do not depend on the thread count or the run (no races on dk/dv).
+static void test_attention_bwd_deterministic(void **state) {
+    (void)state;
+    const ae_backend *be = ae_backend_cpu();
+    ae_rng r;
+    ae_rng_seed(&r, 15);
+    int T = 48, Hq = 8, Hkv = 2, d = 32;
+    ae_attn_args a = ae_attn_dense(T, 0, Hq, Hkv, d, d, 0, 0.2f, NULL);
+    size_t nq = (size_t)T * Hq * d, nk = (size_t)T * Hkv * d;
+    float *q = fvec(nq, &r), *k = fvec(nk, &r), *v = fvec(nk, &r), *dout = fvec(nq, &r);
+    float *sinks = fvec((size_t)Hq, &r);
+    a.sinks = sinks;
+    float *res[3][4];
+    int threads[3] = {2, 2, 1};
+    int saved = omp_get_max_threads();
+    for (int run = 0; run < 3; run++) {
+        omp_set_num_threads(threads[run]);
+        res[run][0] = fconst(nq, 0), res[run][1] = fconst(nk, 0), res[run][2] = fconst(nk, 0);
+        res[run][3] = fconst((size_t)Hq, 0);
+        be->attention_bwd(be, &a, res[run][0], res[run][1], res[run][2], res[run][3], dout, q, k,
+                          v);
+    }
+    omp_set_num_threads(saved);
+    size_t sizes[4] = {nq, nk, nk, (size_t)Hq};
+    for (int run = 1; run < 3; run++)
+        for (int i = 0; i < 4; i++)
+            assert_memory_equal(res[0][i], res[run][i], sizeof(float) * sizes[i]);
+    for (int run = 0; run < 3; run++)
+        for (int i = 0; i < 4; i++) free(res[run][i]);
+    free(q), free(k), free(v), free(dout), free(sinks);
+}
+
+// ---------------------------------------------------------------- gate_mul, silu_mul
+
+typedef struct {
+    int T, H, hd, per_head;
+    double *x, *g, *R, *y;
+} gate_ctx;
+
+static double gate_loss(void *p) {
+    gate_ctx *c = p;
+    for (int r = 0; r < c->T * c->H; r++)
+        for (int d = 0; d < c->hd; d++) {
+            size_t i = (size_t)r * c->hd + d;
+            double g = c->per_head ? c->g[r] : c->g[i];
+            c->y[i] = c->x[i] / (1 + exp(-g));
+        }
+    return dot_loss(c->y, c->R, (size_t)c->T * c->H * c->hd);
+}
+
+static void test_gate_mul_bwd(void **state) {
+    (void)state;
+    const ae_backend *be = ae_backend_cpu();
+    ae_rng r;
+    ae_rng_seed(&r, 16);
+    int T = 3, H = 4, hd = 6;
+    for (int per_head = 0; per_head < 2; per_head++) {
+        size_t n = (size_t)T * H * hd, ng = per_head ? (size_t)T * H : n;
+        float *x = fvec(n, &r), *g = fvec(ng, &r), *R = fvec(n, &r), *y = malloc(sizeof(float) * n);
+        for (size_t i = 0; i < ng; i++) g[i] *= 2.0f;
+        gate_ctx c = {T, H, hd, per_head, dvec(x, n), dvec(g, ng), dvec(R, n),
+                      malloc(sizeof(double) * n)};
+        gate_loss(&c);
+        be->gate_mul(be, y, x, g, T, H, hd, per_head);
+        check_close("gate_mul y", y, c.y, n, 1e-6);
+        float *dx = fconst(n, NAN), *dg = fconst(ng, NAN); // both overwritten
+        be->gate_mul_bwd(be, dx, dg, R, x, g, T, H, hd, per_head);
+        check_fd("gate_mul dx", gate_loss, &c, c.x, n, dx, &r);
+        check_fd(per_head ? "gate_mul(per head) dg" : "gate_mul dg", gate_loss, &c, c.g, ng, dg,
+                 &r);
+        // dx may be dy itself
+        float *dyx = malloc(sizeof(float) * n), *dg2 = malloc(sizeof(float) * ng);
+        memcpy(dyx, R, sizeof(float) * n);
+        be->gate_mul_bwd(be, dyx, dg2, dyx, x, g, T, H, hd, per_head);
+        assert_memory_equal(dyx, dx, sizeof(float) * n);
+        assert_memory_equal(dg2, dg, sizeof(float) * ng);
+        free(x), free(g), free(R), free(y), free(dx), free(dg), free(dyx), free(dg2);
+        free(c.x), free(c.g), free(c.R), free(c.y);
+    }
+}
+
+typedef struct {
+    size_t n;
+    double *g, *u, *R, *y;
+} silu_ctx;
+
+static double silu_loss(void *p) {
+    silu_ctx *c = p;
+    for (size_t i = 0; i < c->n; i++) c->y[i] = c->g[i] / (1 + exp(-c->g[i])) * c->u[i];
+    return dot_loss(c->y, c->R, c->n);
+}
+
+static void test_silu_mul_bwd(void **state) {
+    (void)state;
+    const ae_backend *be = ae_backend_cpu();
+    ae_rng r;
+    ae_rng_seed(&r, 17);
+    size_t n = 200;
+    float *g = fvec(n, &r), *u = fvec(n, &r), *R = fvec(n, &r), *y = malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) g[i] *= 3.0f;
+    g[0] = -30.0f, g[1] = 25.0f, g[2] = 0.0f; // saturated both ways, and the origin
+    silu_ctx c = {n, dvec(g, n), dvec(u, n), dvec(R, n), malloc(sizeof(double) * n)};
+    silu_loss(&c);
+    be->silu_mul(be, y, g, u, n);
+    check_close("silu_mul y", y, c.y, n, 1e-6);
+    float *dg = fconst(n, NAN), *du = fconst(n, NAN);
+    be->silu_mul_bwd(be, dg, du, R, g, u, n);
+    check_fd("silu_mul dg", silu_loss, &c, c.g, n, dg, &r);
+    check_fd("silu_mul du", silu_loss, &c, c.u, n, du, &r);
+    free(g), free(u), free(R), free(y), free(dg), free(du);
+    free(c.g), free(c.u), free(c.R), free(c.y);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matmul_bwd),
+        cmocka_unit_test(test_rmsnorm_bwd),
+        cmocka_unit_test(test_rope_bwd),
+        cmocka_unit_test(test_attention_bwd),
+        cmocka_unit_test(test_attention_bwd_deterministic),
+        cmocka_unit_test(test_gate_mul_bwd),
+        cmocka_unit_test(test_silu_mul_bwd),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
