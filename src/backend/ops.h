@@ -6,6 +6,8 @@
 // into parameter gradients and into input gradients marked "+=" (shared inputs such as a
 // grouped KV head receive gradient from several consumers); "=" outputs are overwritten.
 // Each backward is checked against finite differences of its forward (tests/test_grad_ops.c).
+// Aliasing: attention_bwd accepts dk == dv (MLA's absorbed layout); gate_mul_bwd and
+// silu_mul_bwd accept dx == dy; no other backward output may alias an input.
 #ifndef AE_BACKEND_OPS_H
 #define AE_BACKEND_OPS_H
 
@@ -24,7 +26,8 @@ typedef enum {
 //   k:   key of position j, head g at k + row(j) * k_stride + g * dk     (dk floats)
 //   v:   value of position j, head g at v + row(j) * v_stride + g * dv   (dv floats)
 //   row(j) = j, or j % ring when ring > 0 (ring buffer of `ring` slots: then only the last
-//   `ring` positions are available and window must be in 1..ring)
+//   `ring` positions are available: window must be in 1..ring and T + window - 1 <= ring, so
+//   that every key a query needs is still stored)
 //   window > 0: query at position p sees keys p-window+1 .. p (itself and the window-1 before)
 //   sinks (Hq) or NULL: per-head learned logit joining the softmax with no value (gpt-oss):
 //   p_j = exp(s_j) / (exp(sink_h) + sum_i exp(s_i))
