@@ -60,31 +60,33 @@ static void test_svd(void **state) {
         }
 }
 
-// A random teacher: Hq, Hkv, hd, D; weights and qk-norm weights owned here.
+// A random teacher: Hq, Hkv, hd, D; weights, qk-norm weights and (when with_in) an
+// input_layernorm weight, owned here.
 typedef struct {
     ae_gqa_view v;
     int D;
-    float *buf[6];
+    float *buf[7];
 } teacher;
 
-static void teacher_make(teacher *t, int Hq, int Hkv, int hd, int D, uint64_t seed) {
+static void teacher_make(teacher *t, int Hq, int Hkv, int hd, int D, int with_in, uint64_t seed) {
     ae_rng r;
     ae_rng_seed(&r, seed);
-    size_t n[6] = {(size_t)Hq * hd * D, (size_t)Hkv * hd * D, (size_t)Hkv * hd * D,
-                   (size_t)D * Hq * hd, (size_t)hd, (size_t)hd};
-    for (int i = 0; i < 6; i++) {
+    size_t n[7] = {(size_t)Hq * hd * D, (size_t)Hkv * hd * D, (size_t)Hkv * hd * D,
+                   (size_t)D * Hq * hd, (size_t)hd, (size_t)hd, (size_t)D};
+    for (int i = 0; i < 7; i++) {
         t->buf[i] = ae_alloc_f32(n[i]);
         fill(t->buf[i], n[i], 0.3f, &r);
         if (i >= 4)
-            for (size_t j = 0; j < n[i]; j++) t->buf[i][j] += 1.0f;
+            for (size_t j = 0; j < n[i]; j++) t->buf[i][j] += i == 6 ? 0.5f : 1.0f;
     }
     t->D = D;
     t->v = (ae_gqa_view){.Hq = Hq, .Hkv = Hkv, .hd = hd, .wq = t->buf[0], .wk = t->buf[1],
-                         .wv = t->buf[2], .wo = t->buf[3], .q_norm = t->buf[4], .k_norm = t->buf[5]};
+                         .wv = t->buf[2], .wo = t->buf[3], .q_norm = t->buf[4], .k_norm = t->buf[5],
+                         .input_norm = with_in ? t->buf[6] : NULL};
 }
 
 static void teacher_free(teacher *t) {
-    for (int i = 0; i < 6; i++) ae_free_aligned(t->buf[i]);
+    for (int i = 0; i < 7; i++) ae_free_aligned(t->buf[i]);
 }
 
 static ae_mla_dims student_dims(const teacher *t, int dr, int R, int ql) {
@@ -94,11 +96,15 @@ static ae_mla_dims student_dims(const teacher *t, int dr, int R, int ql) {
     return d;
 }
 
-// Folded teacher rows of head h of w (hd rows): diag(norm)·W_h·sqrt(hd)/‖W_h‖_F, in double.
-static void fold(const float *w, const float *norm, int h, int hd, int D, double *out) {
+// Folded teacher rows of head h of w (hd rows): diag(norm)·W_h·sqrt(hd)/‖W_h·diag(w_in)‖_F.
+static void fold(const float *w, const float *norm, const float *w_in, int h, int hd, int D,
+                 double *out) {
     const float *wh = w + (size_t)h * hd * D;
     double ss = 0;
-    for (int i = 0; i < hd * D; i++) ss += (double)wh[i] * wh[i];
+    for (int i = 0; i < hd * D; i++) {
+        double a = (double)wh[i] * (w_in ? w_in[i % D] : 1.0f);
+        ss += a * a;
+    }
     for (int i = 0; i < hd; i++)
         for (int c = 0; c < D; c++)
             out[i * D + c] = (norm ? norm[i] : 1.0) * wh[i * D + c] * sqrt(hd / ss);
@@ -123,7 +129,7 @@ static void test_teacher_factorisation(void **state) {
     (void)state;
     int Hq = 4, Hkv = 2, hd = 8, D = 32, dr = 4, dn = hd - dr, grp = Hq / Hkv;
     teacher t;
-    teacher_make(&t, Hq, Hkv, hd, D, 3);
+    teacher_make(&t, Hq, Hkv, hd, D, 0, 3);
     int Rs[] = {2, 4, 8, 16, 24, 32, 40}; // rank of W = Hkv·(dn+hd) = 24
     double prev = 2.0;
     double *Kf = malloc(sizeof(double) * hd * D), *Qf = malloc(sizeof(double) * hd * D);
@@ -142,19 +148,21 @@ static void test_teacher_factorisation(void **state) {
             ae_mla_free(&m);
             continue;
         }
-        // reconstructed key/value map of head h: kv_b_h · diag(kv_a_norm) · kv_a[:R] / rms, where
-        // rms = sqrt(min(R, D)/R) is the latent's RMS for a unit-RMS input (undone by the norm)
-        double maxe = 0, maxv = 0, maxq = 0, lrms = sqrt((double)(R < D ? R : D) / R);
+        // norm weights: the latent's RMS for unit-RMS inputs, sqrt(min(R, D)/R)
+        for (int l = 0; l < R; l++) assert_true(fabsf(m.kv_a_norm[l] - sqrtf((float)(R < D ? R : D) / R)) < 1e-6f);
+        for (int l = 0; l < d.q_lora_rank; l++) assert_true(fabsf(m.q_a_norm[l] - 1.0f) < 1e-6f);
+        // reconstructed key/value map of head h: kv_b_h · kv_a[:R] (the norm undoes the latent's
+        // RMS); query map: q_proj or q_b · q_a
+        double maxe = 0, maxv = 0, maxq = 0;
         for (int h = 0; h < Hq; h++) {
             int g = h / grp;
-            fold(t.v.wk, t.v.k_norm, g, hd, D, Kf);
-            fold(t.v.wq, t.v.q_norm, h, hd, D, Qf);
+            fold(t.v.wk, t.v.k_norm, t.v.input_norm, g, hd, D, Kf);
+            fold(t.v.wq, t.v.q_norm, t.v.input_norm, h, hd, D, Qf);
             for (int row = 0; row < dn + hd; row++)
                 for (int c = 0; c < D; c++) {
                     double a = 0;
                     for (int l = 0; l < R; l++)
-                        a += (double)m.wkvb[((size_t)h * (dn + hd) + row) * R + l] * m.kv_a_norm[l] *
-                             m.wkva[(size_t)l * D + c] / lrms;
+                        a += (double)m.wkvb[((size_t)h * (dn + hd) + row) * R + l] * m.wkva[(size_t)l * D + c];
                     double want = row < dn ? Kf[teacher_dim(row, hd, dr) * D + c]
                                            : t.v.wv[((size_t)g * hd + row - dn) * D + c];
                     maxe = fmax(maxe, fabs(a - want));
@@ -167,7 +175,7 @@ static void test_teacher_factorisation(void **state) {
                     else
                         for (int l = 0; l < d.q_lora_rank; l++)
                             a += (double)m.wqb[((size_t)h * hd + e) * d.q_lora_rank + l] *
-                                 m.q_a_norm[l] * m.wqa[(size_t)l * D + c];
+                                 m.wqa[(size_t)l * D + c];
                     maxq = fmax(maxq, fabs(a - Qf[teacher_dim(e, hd, dr) * D + c]));
                 }
         }
@@ -178,7 +186,7 @@ static void test_teacher_factorisation(void **state) {
             for (int c = 0; c < D; c++) {
                 double mean = 0;
                 for (int g = 0; g < Hkv; g++) {
-                    fold(t.v.wk, t.v.k_norm, g, hd, D, Kf);
+                    fold(t.v.wk, t.v.k_norm, t.v.input_norm, g, hd, D, Kf);
                     mean += Kf[teacher_dim(dn + e, hd, dr) * D + c] / Hkv;
                 }
                 assert_true(fabs(m.wkva[((size_t)R + e) * D + c] - mean) < 1e-5);
@@ -204,8 +212,8 @@ static void linear_teacher(const teacher *t, int dr, const float *x, int T, doub
     for (int pass = 0; pass < 3; pass++) {
         int nh = pass == 0 ? Hq : Hkv;
         for (int h = 0; h < nh; h++) {
-            if (pass == 0) fold(t->v.wq, t->v.q_norm, h, hd, D, F);
-            if (pass == 1) fold(t->v.wk, t->v.k_norm, h, hd, D, F);
+            if (pass == 0) fold(t->v.wq, t->v.q_norm, t->v.input_norm, h, hd, D, F);
+            if (pass == 1) fold(t->v.wk, t->v.k_norm, t->v.input_norm, h, hd, D, F);
             double *dst = pass == 0 ? q : pass == 1 ? k : v;
             for (int s = 0; s < T; s++)
                 for (int i = 0; i < hd; i++) {
@@ -264,12 +272,17 @@ static void linear_teacher(const teacher *t, int dr, const float *x, int T, doub
 static void test_teacher_exact(void **state) {
     (void)state;
     const ae_backend *be = ae_backend_cpu();
-    int cases[][5] = {{2, 1, 8, 16, 8}, {2, 1, 8, 16, 4}, {4, 2, 8, 16, 4}, {4, 2, 8, 16, 2}};
-    for (int c = 0; c < 4; c++)
+    // {Hq, Hkv, hd, D, dr, with input_norm}
+    int cases[][6] = {{2, 1, 8, 16, 8, 0}, {2, 1, 8, 16, 4, 0}, {4, 2, 8, 16, 4, 0},
+                      {4, 2, 8, 16, 2, 0}, {4, 2, 8, 16, 4, 1}, {2, 1, 8, 16, 8, 1}};
+    for (int c = 0; c < 6; c++)
         for (int ql = 0; ql <= 16; ql += 16) {
             int Hq = cases[c][0], Hkv = cases[c][1], hd = cases[c][2], D = cases[c][3], dr = cases[c][4];
             teacher t;
-            teacher_make(&t, Hq, Hkv, hd, D, 10 + c);
+            teacher_make(&t, Hq, Hkv, hd, D, cases[c][5], 10 + c);
+            double rms_in = 0; // inputs of RMSNorm(h)·w_in have RMS ≈ rms(w_in): take it exactly
+            for (int i = 0; i < D; i++) rms_in += cases[c][5] ? (double)t.buf[6][i] * t.buf[6][i] / D : 1.0 / D;
+            rms_in = sqrt(rms_in);
             ae_mla_dims d = student_dims(&t, dr, D, ql);
             ae_mla m;
             assert_int_equal(ae_mla_init(&m, &d), AE_OK);
@@ -282,10 +295,10 @@ static void test_teacher_exact(void **state) {
             float *yr = ae_alloc_f32((size_t)T * D), *cache = ae_alloc_f32((size_t)T * (D + dr));
             double *ref = malloc(sizeof(double) * T * D);
             fill(x, (size_t)T * D, 1.0f, &r);
-            for (int s = 0; s < T; s++) { // unit RMS rows, as RMSNorm'd layer inputs
+            for (int s = 0; s < T; s++) { // rows of RMS rms_in
                 double ss = 0;
                 for (int i = 0; i < D; i++) ss += (double)x[s * D + i] * x[s * D + i];
-                for (int i = 0; i < D; i++) x[s * D + i] = (float)(x[s * D + i] / sqrt(ss / D));
+                for (int i = 0; i < D; i++) x[s * D + i] = (float)(x[s * D + i] * rms_in / sqrt(ss / D));
             }
             linear_teacher(&t, dr, x, T, d.rope_theta, ref);
             for (int i = 0; i < T * D; i++) yr[i] = (float)ref[i];
@@ -294,6 +307,7 @@ static void test_teacher_exact(void **state) {
             assert_int_equal(ae_mla_forward_absorbed(be, &m, x, T, 0, cache, y), AE_OK);
             double e2 = rel_err(y, yr, (size_t)T * D);
             printf("exact case %d q_lora %2d: student vs linearised teacher %.2e / %.2e\n", c, ql, e1, e2);
+            assert_true(fabsf(m.kv_a_norm[0] - (float)rms_in) < 1e-5f);
             assert_true(e1 < 2e-5 && e2 < 2e-5);
             // control: the reference is sensitive (other dims → other result)
             linear_teacher(&t, dr == 8 ? 4 : 8, x, T, d.rope_theta, ref);
@@ -309,7 +323,7 @@ static void test_teacher_exact(void **state) {
 static void test_teacher_errors(void **state) {
     (void)state;
     teacher t;
-    teacher_make(&t, 4, 2, 8, 16, 5);
+    teacher_make(&t, 4, 2, 8, 16, 0, 5);
     int bad[][5] = {// dr, dn, dv, H, R
                     {4, 3, 8, 4, 8}, {6, 2, 8, 4, 8}, {4, 4, 6, 4, 8}, {4, 4, 8, 2, 8}, {16, 0, 8, 4, 8}};
     for (int i = 0; i < 5; i++) {
@@ -379,32 +393,33 @@ static void test_qwen3_micro(void **state) {
     fill(x, (size_t)T * D, 1.0f, &r);
     be->rmsnorm(be, x, x, w_in, T, D, 1e-6f);
     teacher_attention(be, &tv, D, x, T, theta, yt);
-    int drs[] = {8, 16}, Rs[] = {16, 32, 64};
+    int drs[] = {8, 16}, Rs[] = {16, 32, 64, 128}; // R = 128 = D: the full-rank floor
     for (int a = 0; a < 2; a++) {
         double prev = 2.0;
-        for (int b = 0; b < 3; b++) {
-            ae_mla_dims d = {.D = D, .H = Hq, .q_lora_rank = getenv("QL") ? atoi(getenv("QL")) : 0, .kv_lora_rank = Rs[b],
+        for (int b = 0; b < 4; b++) {
+            ae_mla_dims d = {.D = D, .H = Hq, .q_lora_rank = 0, .kv_lora_rank = Rs[b],
                              .dn = hd - drs[a], .dr = drs[a], .dv = hd, .rope_theta = theta,
                              .eps = 1e-6f};
-            ae_mla m;
-            assert_int_equal(ae_mla_init(&m, &d), AE_OK);
-            double rel;
-            assert_int_equal(ae_mla_init_from_teacher(&m, &tv, &rel), AE_OK);
-            float *cache = ae_alloc_f32((size_t)T * ae_mla_cache_dim(&d));
-            assert_int_equal(ae_mla_forward_materialized(be, &m, x, T, 0, cache, ys), AE_OK);
-            double oe = rel_err(ys, yt, (size_t)T * D);
-            { double ns=0,nt=0,dot=0,wi=0; for (int i=0;i<T*D;i++){ns+=ys[i]*(double)ys[i];nt+=yt[i]*(double)yt[i];dot+=ys[i]*(double)yt[i];}
-              for(int i=0;i<D;i++) wi+=w_in[i]*(double)w_in[i];
-              double *lr = malloc(sizeof(double)*T*D); teacher tt; tt.v = tv; tt.D = D; linear_teacher(&tt, drs[a], x, T, theta, lr);
-              float *lf = ae_alloc_f32((size_t)T*D); for(int i=0;i<T*D;i++) lf[i]=(float)lr[i];
-              printf("DIAG rms(w_in) %.3f |ys|/|yt| %.3f cos %.3f  lin-vs-teacher %.3f student-vs-lin %.3f\n", sqrt(wi/D), sqrt(ns/nt), dot/sqrt(ns*nt), rel_err(lf, yt, (size_t)T*D), rel_err(ys, lf, (size_t)T*D));
-              free(lr); ae_free_aligned(lf);}
-            printf("qwen3-micro layer 0: dr %2d (dn %2d) R %2d: kv_rel_err %.4f  output rel err vs "
-                   "teacher %.3f\n", drs[a], hd - drs[a], Rs[b], rel, oe);
-            assert_true(rel < prev && rel > 0.0 && isfinite(oe));
-            prev = rel;
-            ae_free_aligned(cache);
-            ae_mla_free(&m);
+            double rel[2], oe[2];
+            for (int use_in = 1; use_in >= 0; use_in--) { // with and without input_norm
+                ae_gqa_view v = tv;
+                if (!use_in) v.input_norm = NULL;
+                ae_mla m;
+                assert_int_equal(ae_mla_init(&m, &d), AE_OK);
+                assert_int_equal(ae_mla_init_from_teacher(&m, &v, &rel[use_in]), AE_OK);
+                float *cache = ae_alloc_f32((size_t)T * ae_mla_cache_dim(&d));
+                assert_int_equal(ae_mla_forward_materialized(be, &m, x, T, 0, cache, ys), AE_OK);
+                oe[use_in] = rel_err(ys, yt, (size_t)T * D);
+                ae_free_aligned(cache);
+                ae_mla_free(&m);
+            }
+            printf("qwen3-micro layer 0: dr %2d (dn %2d) R %3d: kv_rel_err %.4f, output rel err vs "
+                   "teacher %.3f  | without input_norm: kv_rel_err %.4f, output %.3f\n",
+                   drs[a], hd - drs[a], Rs[b], rel[1], oe[1], rel[0], oe[0]);
+            assert_true(isfinite(oe[0]) && isfinite(oe[1]));
+            if (Rs[b] < D) assert_true(rel[1] < prev && rel[1] > 0.0);
+            else assert_true(rel[1] < 1e-7 && oe[1] < 0.7);
+            prev = rel[1];
         }
     }
     for (int i = 0; i < 6; i++) ae_free_aligned(w[i]);

@@ -7,7 +7,9 @@ int ae_cmd_inspect(int argc, char **argv);
 int ae_cmd_tokenize(int argc, char **argv);
 int ae_cmd_generate(int argc, char **argv);
 int ae_cmd_eval(int argc, char **argv);
+int ae_cmd_eval_kl(int argc, char **argv);
 int ae_cmd_convert(int argc, char **argv);
+int ae_cmd_prepare_data(int argc, char **argv);
 
 // Prints "attnedit <cmd>: <last error>" to stderr and returns 1.
 int ae_cli_fail(const char *cmd);

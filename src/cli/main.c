@@ -17,6 +17,8 @@ static const char k_usage[] =
     "  generate --model M (--prompt S | --prompt-ids \"1 2 3\") [--max-new-tokens N]\n"
     "           [--greedy | --temperature T --top-k K --top-p P --seed S] [--print-ids]\n"
     "  eval ppl --model M --file F [--ctx N] [--json]\n"
+    "  eval kl  --teacher T --model S --file F [--ctx N] [--json]\n"
+    "  prepare-data --model M --out FILE [--valid-fraction F] [--valid-out FILE2] INPUT...\n"
     "  convert  --teacher T --target mla|gateswa [target options] [--init random|teacher] --out S\n"
     "\n"
     "MODEL is a Hugging Face folder (config.json, *.safetensors, tokenizer.json).\n"
@@ -56,6 +58,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "generate")) return ae_cmd_generate(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return ae_cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "convert")) return ae_cmd_convert(argc - 2, argv + 2);
+    if (!strcmp(cmd, "prepare-data")) return ae_cmd_prepare_data(argc - 2, argv + 2);
     fprintf(stderr, "attnedit: unknown command '%s'\n\n%s", cmd, k_usage);
     return 2;
 }

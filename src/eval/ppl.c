@@ -42,15 +42,12 @@ ae_status ae_ppl_add_doc(const ae_model *m, const int32_t *ids, size_t n, int ct
     return st;
 }
 
-ae_status ae_ppl_text(const ae_model *m, const ae_tokenizer *tok, const char *text, size_t len,
-                      int ctx, int progress, ae_ppl *out) {
+ae_status ae_docs_foreach(const ae_tokenizer *tok, const char *text, size_t len, ae_doc_fn fn,
+                          void *ud) {
     static const char sep[] = "<|endoftext|>";
     const size_t seplen = sizeof sep - 1;
-    memset(out, 0, sizeof *out);
-    if (ctx < 1) return ae_errorf(AE_ERR_ARG, "--ctx must be >= 1, got %d", ctx);
-    double t0 = ae_time_now();
     size_t pos = 0;
-    while (pos <= len) {
+    for (;;) {
         const char *hit = NULL;
         for (size_t i = pos; i + seplen <= len; i++)
             if (text[i] == '<' && memcmp(text + i, sep, seplen) == 0) {
@@ -61,16 +58,37 @@ ae_status ae_ppl_text(const ae_model *m, const ae_tokenizer *tok, const char *te
         int32_t *ids = NULL;
         size_t n = 0;
         AE_TRY(ae_tokenizer_encode(tok, text + pos, end - pos, &ids, &n));
-        ae_status st = ae_ppl_add_doc(m, ids, n, ctx, out);
+        ae_status st = fn(ud, ids, n);
         free(ids);
-        if (st != AE_OK) return st;
-        if (progress && out->tokens > 0)
-            fprintf(stderr, "\reval ppl: %d docs, %lld tokens, running ppl %.3f, %.0f tok/s",
-                    out->docs, (long long)out->tokens, exp(out->nll_sum / out->tokens),
-                    out->tokens / (ae_time_now() - t0 + 1e-9));
-        if (!hit) break;
+        AE_TRY(st);
+        if (!hit) return AE_OK;
         pos = end + seplen;
     }
+}
+
+typedef struct {
+    const ae_model *m;
+    int ctx, progress;
+    ae_ppl *out;
+    double t0;
+} ppl_ctx;
+
+static ae_status ppl_doc(void *ud, const int32_t *ids, size_t n) {
+    ppl_ctx *c = ud;
+    AE_TRY(ae_ppl_add_doc(c->m, ids, n, c->ctx, c->out));
+    if (c->progress && c->out->tokens > 0)
+        fprintf(stderr, "\reval ppl: %d docs, %lld tokens, running ppl %.3f, %.0f tok/s",
+                c->out->docs, (long long)c->out->tokens, exp(c->out->nll_sum / c->out->tokens),
+                c->out->tokens / (ae_time_now() - c->t0 + 1e-9));
+    return AE_OK;
+}
+
+ae_status ae_ppl_text(const ae_model *m, const ae_tokenizer *tok, const char *text, size_t len,
+                      int ctx, int progress, ae_ppl *out) {
+    memset(out, 0, sizeof *out);
+    if (ctx < 1) return ae_errorf(AE_ERR_ARG, "--ctx must be >= 1, got %d", ctx);
+    ppl_ctx c = {m, ctx, progress, out, ae_time_now()};
+    AE_TRY(ae_docs_foreach(tok, text, len, ppl_doc, &c));
     if (progress) fputc('\n', stderr);
     return AE_OK;
 }

@@ -24,6 +24,11 @@ ae_status ae_ppl_add_doc(const ae_model *m, const int32_t *ids, size_t n, int ct
 // Whole protocol over a UTF-8 text. progress: print a status line per window to stderr.
 ae_status ae_ppl_text(const ae_model *m, const ae_tokenizer *tok, const char *text, size_t len,
                       int ctx, int progress, ae_ppl *out);
+// Splits text into documents on "<|endoftext|>", tokenises each (no special tokens added) and
+// calls fn on its ids; stops at the first error.
+typedef ae_status (*ae_doc_fn)(void *ud, const int32_t *ids, size_t n);
+ae_status ae_docs_foreach(const ae_tokenizer *tok, const char *text, size_t len, ae_doc_fn fn,
+                          void *ud);
 // -log softmax(logits)[target], computed in double.   logits: (V)
 double ae_nll(const float *logits, int V, int target);
 

@@ -161,8 +161,8 @@ static ae_status scratch_alloc(scratch *s, const ae_mla_dims *d, int T, int pos0
 
 // The shared first half of both forms: q (T, H, dn+dr) rope'd, and the new tokens' cache rows
 // [RMSNorm(c) | RoPE(kr)] written at rows pos0..pos0+T-1.
-static ae_status mla_begin(const ae_backend *be, const ae_mla *m, const float *x, int T, int pos0,
-                           float *cache, scratch *s) {
+static void mla_begin(const ae_backend *be, const ae_mla *m, const float *x, int T, int pos0,
+                      float *cache, scratch *s) {
     const ae_mla_dims *d = &m->d;
     int Cd = ae_mla_cache_dim(d), R = d->kv_lora_rank;
     for (int t = 0; t < T; t++) s->pos[t] = pos0 + t;
@@ -172,7 +172,6 @@ static ae_status mla_begin(const ae_backend *be, const ae_mla *m, const float *x
     for (int t = 0; t < T; t++)
         be->rmsnorm(be, rows + (size_t)t * Cd, rows + (size_t)t * Cd, m->kv_a_norm, 1, R, d->eps);
     be->rope(be, rows + R, s->pos, T, 1, Cd, d->dr, d->rope_theta, AE_ROPE_INTERLEAVED);
-    return AE_OK;
 }
 
 static ae_status check_call(const ae_mla *m, const float *x, int T, int pos0, const float *cache,

@@ -5,44 +5,48 @@
 // H == Hq, Hq % Hkv == 0, dr even, dr <= hd, hd % dr == 0, dn == hd − dr, dv == hd
 // (AE_ERR_ARG otherwise).
 //
+// 0. Input model. The module's input is x = RMSNorm(h) = w_in ⊙ z, where w_in is the layer's
+//    input_layernorm weight (ae_gqa_view.input_norm; taken as 1 when NULL) and z has unit RMS.
+//    The scales below are chosen for z isotropic: E[x·xᵀ] = diag(w_in²).
 // 1. Folding the QK-norms. The teacher computes q_h = RoPE_half(RMSNorm(Wq_h·x)·q_norm) and
 //    k_g = RoPE_half(RMSNorm(Wk_g·x)·k_norm). The norm weights are a diagonal scaling and fold
 //    into the rows exactly. The per-token division by rms(Wq_h·x) cannot be folded (it is the
-//    approximation of the method); it is replaced by its typical value for the layer's input
-//    x = RMSNorm(h), modelled as isotropic with unit RMS (E[x·xᵀ] = I), for which
-//    E[rms(W_h·x)²] = ‖W_h‖²_F / hd. Folded maps (rows hd, cols D):
-//        Q_h = diag(q_norm)·Wq_h · sqrt(hd)/‖Wq_h‖_F,   K_g = diag(k_norm)·Wk_g · sqrt(hd)/‖Wk_g‖_F.
+//    approximation of the method); it is replaced by its typical value
+//    rho_h = sqrt(E[rms(W_h·x)²]) = ‖W_h·diag(w_in)‖_F / sqrt(hd). Folded maps (hd, D):
+//        Q_h = diag(q_norm)·Wq_h / rho(Wq_h),   K_g = diag(k_norm)·Wk_g / rho(Wk_g);
 //    V_g = Wv_g unchanged.
 // 2. Splitting rope / nope dimensions. Teacher pair i (dims i and i + hd/2) rotates at
 //    theta^(−2i/hd); MLA's interleaved pair j (dims 2j, 2j+1 of the rope part) at theta^(−2j/dr).
 //    Teacher pair i_j = j·hd/dr has exactly MLA pair j's frequency, so the rope part takes
 //    pairs i_j, j = 0..dr/2−1, in the interleaved order (dim i_j → 2j, dim i_j + hd/2 → 2j+1),
-//    and the nope part takes the remaining hd − dr dims in increasing order. Rope scores are
-//    then exact; the nope dims lose their (lower- and mid-frequency) rotation.
+//    and the nope part takes the remaining hd − dr dims in increasing order. Scores of the rope
+//    part are exact; the nope dims lose their rotation.
 // 3. Query. Student q_h = [Q_h rows of the nope dims | Q_h rows of the rope pairs, interleaved].
 //    q_lora_rank == 0: q_proj = that (H·(dn+dr), D) matrix. q_lora_rank = rq > 0: truncated SVD
 //    Q = U·S·Vᵀ; q_a_proj = V_rqᵀ (orthonormal rows; when rq exceeds the rank, further rows of a
-//    full orthonormal basis, zero beyond D), q_b_proj = U_rq·S_rq (zero columns beyond the
-//    rank), q_a_layernorm = sqrt(min(rq, D)/rq) (i.e. 1 when rq <= D). Why orthonormal rows and
-//    not sqrt(S) on both sides: the latent V_rqᵀ·x is an isometric projection of x, so for the
-//    unit-RMS input its RMS is ≈ sqrt(min(rq, D)/rq) for every token (exactly, when rq >= D)
-//    and the RMSNorm between the factors is close to the identity; weighting the latent's dims
-//    by sqrt(S) would make its RMS depend on the few top directions and vary per token.
+//    full orthonormal basis of R^D, zero rows beyond D), q_b_proj = U_rq·S_rq (zero columns
+//    beyond the rank), q_a_layernorm = gamma = sqrt(E|V_rqᵀ·x|² / rq)
+//    = sqrt(Σ_{i<rq} Σ_c V_ci²·w_in_c² / rq) — the latent's typical RMS, so the RMSNorm between
+//    the factors undoes its per-token division on average (1 when w_in = 1 and rq <= D).
+//    Why orthonormal rows and not sqrt(S) on both sides: the latent V_rqᵀ·x is an isometric
+//    projection of x, whose RMS varies little across tokens (for rq >= D it is exactly rms(x));
+//    weighting its dims by sqrt(S) would make the RMS follow the few top directions.
 // 4. Shared rope key. kv_a_proj_with_mqa rows R..R+dr−1 = the mean over the Hkv kv heads of
 //    their K_g rope rows (interleaved order). Exact when Hkv == 1.
 // 5. Latent kv. Stack the folded nope key rows and the value rows,
 //        W = [K_1,nope; …; K_Hkv,nope; V_1; …; V_Hkv]     (Hkv·(dn+hd), D),
-//    truncated SVD W ≈ U_R·S_R·V_Rᵀ. kv_a_proj_with_mqa rows 0..R−1 = V_Rᵀ (orthonormal, more
-//    basis rows when R exceeds the rank, zero rows beyond D), kv_a_layernorm = sqrt(min(R,D)/R)
-//    (the same reasoning as the query latent: c = RMSNorm(V_Rᵀ·x) ≈ V_Rᵀ·x for unit-RMS x),
-//    kv_b_proj for query head h with kv head g = h / (Hq/Hkv): k_nope rows = the rows of U_R·S_R
-//    belonging to K_g,nope, v rows = those of V_g. Reported kv_rel_err = ‖W − W_R‖_F / ‖W‖_F =
-//    sqrt(Σ_{i>=R} s_i² / Σ s_i²), 0 when R >= rank(W).
+//    truncated SVD W ≈ W_R = U_R·S_R·V_Rᵀ. kv_a_proj_with_mqa rows 0..R−1 = V_Rᵀ (orthonormal,
+//    more basis rows when R exceeds the rank, zero rows beyond D), kv_a_layernorm = gamma as in
+//    step 3 (with R), kv_b_proj for query head h with kv head g = h / (Hq/Hkv): k_nope rows =
+//    the rows of U_R·S_R belonging to K_g,nope, v rows = those of V_g.
+//    Reported kv_rel_err = ‖W − W_R‖_F / ‖W‖_F = sqrt(Σ_{i>=R} s_i² / Σ s_i²) (0 when
+//    R >= rank W).
 // 6. o_proj = the teacher's o_proj (head h's value dims keep the teacher's order).
-// Exact property (tested): with R = rq = D, Hkv == 1 (or the reference also averaging the rope
-// keys) and inputs of unit RMS, the student equals the "linearised teacher" — the teacher with
-// the per-token q/k RMS replaced by the fixed scale of step 1 and the nope pairs unrotated — up
-// to the RMSNorm eps.
+//
+// Exact property (tested): with R = D (and rq = D or 0) and inputs with rms(x) = rms(w_in), the
+// student equals the "linearised teacher": the teacher with each per-token q/k RMS replaced by
+// rho (step 1), the nope pairs unrotated and the rope keys averaged over kv heads (exact when
+// Hkv == 1) — up to the RMSNorm eps.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,12 +68,13 @@ static void dim_maps(int hd, int dr, int *rope_dim, int *nope_dim) {
     }
 }
 
-// Folded rows of one head: out (hd, D) = diag(norm)·W_h · sqrt(hd)/‖W_h‖_F (step 1).
+// Folded rows of one head: out (hd, D) = diag(norm)·W_h / rho, rho = ‖W_h·diag(w_in)‖_F/sqrt(hd)
+// (step 1; w_in NULL: 1).
 static void fold_head(const float *w, const float *norm, const float *w_in, int hd, int D,
                       double *out) {
     double ss = 0.0;
     for (size_t i = 0; i < (size_t)hd * D; i++) {
-        double a = (double)w[i] * (w_in && getenv("AE_MLA_MODE") && atoi(getenv("AE_MLA_MODE")) ? w_in[i % D] : 1.0f);
+        double a = (double)w[i] * (w_in ? w_in[i % D] : 1.0f);
         ss += a * a;
     }
     double sc = ss > 0.0 ? sqrt((double)hd / ss) : 1.0;
@@ -105,14 +110,10 @@ static ae_status check_teacher(const ae_mla *m, const ae_gqa_view *t) {
 }
 
 // Low-rank factor pair of W (M, D) at rank r (steps 3 and 5): a (r, D) = V_rᵀ (basis rows),
-// b (M, r) = U_r·S_r, norm (r) = sqrt(min(r, D)/r). Returns the relative error via *rel.
-static ae_status factor(const double *W0, int M, int D, int r, const float *w_in, float *a,
+// b (M, r) = U_r·S_r, norm (r) = gamma, the typical RMS of a·x. Relative error via *rel.
+static ae_status factor(const double *W, int M, int D, int r, const float *w_in, float *a,
                         float *b, float *norm, double *rel) {
     int k = M < D ? M : D, full = r > k;
-    int mode = getenv("AE_MLA_MODE") ? atoi(getenv("AE_MLA_MODE")) : 0;
-    if (!w_in) mode = 0;
-    double *W = malloc(sizeof(double) * (size_t)M * D);
-    for (size_t i = 0; i < (size_t)M * D; i++) W[i] = W0[i] * (mode == 2 ? w_in[i % D] : 1.0);
     double *U = malloc(sizeof(double) * (size_t)M * k);           // (M, k)
     double *S = malloc(sizeof(double) * (size_t)k);               // (k)
     double *Vt = malloc(sizeof(double) * (size_t)(full ? D : k) * D); // (k or D, D)
@@ -126,17 +127,17 @@ static ae_status factor(const double *W0, int M, int D, int r, const float *w_in
     if (st == AE_OK) {
         int nv = full ? D : k;
         for (int i = 0; i < r; i++)
-            for (int c = 0; c < D; c++) a[(size_t)i * D + c] = i < nv ? (float)(Vt[(size_t)i * D + c] / (mode == 2 ? w_in[c] : 1.0)) : 0.0f;
+            for (int c = 0; c < D; c++) a[(size_t)i * D + c] = i < nv ? (float)Vt[(size_t)i * D + c] : 0.0f;
         for (int row = 0; row < M; row++)
             for (int i = 0; i < r; i++)
                 b[(size_t)row * r + i] = i < k ? (float)(U[(size_t)row * k + i] * S[i]) : 0.0f;
-        float g = (float)sqrt((double)(r < D ? r : D) / r);
-        if (mode == 1) {
-            double e = 0;
-            for (int i = 0; i < r && i < nv; i++)
-                for (int c = 0; c < D; c++) e += Vt[(size_t)i * D + c] * Vt[(size_t)i * D + c] * w_in[c] * w_in[c];
-            g = (float)sqrt(e / r);
-        }
+        double e = 0.0; // E|a·x|² for x = w_in ⊙ z, z of unit RMS: Σ_i Σ_c a_ic² w_in_c²
+        for (int i = 0; i < r && i < nv; i++)
+            for (int c = 0; c < D; c++) {
+                double v = Vt[(size_t)i * D + c] * (w_in ? w_in[c] : 1.0f);
+                e += v * v;
+            }
+        float g = e > 0.0 ? (float)sqrt(e / r) : 1.0f;
         for (int i = 0; i < r; i++) norm[i] = g;
         double tot = 0.0, tail = 0.0;
         for (int i = 0; i < k; i++) {
@@ -148,7 +149,6 @@ static ae_status factor(const double *W0, int M, int D, int r, const float *w_in
     free(U);
     free(S);
     free(Vt);
-    free(W);
     return st;
 }
 

@@ -48,7 +48,7 @@ static ae_status copy_file(const char *src, const char *dst) {
     return st;
 }
 
-static ae_status write_text(const char *dir, const char *name, const char *text) {
+ae_status ae_write_text_file(const char *dir, const char *name, const char *text) {
     char *path = ae_path_join(dir, name);
     if (!path) return AE_ERR_NOMEM;
     ae_atomic_file f;
@@ -204,10 +204,10 @@ static ae_status write_weights(const ae_model *m, const char *path, ae_dtype bas
 static ae_status write_folder(const ae_model *m, const char *tmp, const ae_save_opts *o) {
     char *cfg = NULL;
     AE_TRY(student_config(m, o->src_dir, &cfg));
-    ae_status st = write_text(tmp, "config.json", cfg);
+    ae_status st = ae_write_text_file(tmp, "config.json", cfg);
     free(cfg);
     AE_TRY(st);
-    if (o->metadata_json) AE_TRY(write_text(tmp, "conversion.json", o->metadata_json));
+    if (o->metadata_json) AE_TRY(ae_write_text_file(tmp, "conversion.json", o->metadata_json));
     for (size_t i = 0; i < sizeof k_copied_files / sizeof *k_copied_files; i++) {
         char *src = ae_path_join(o->src_dir, k_copied_files[i]);
         char *dst = ae_path_join(tmp, k_copied_files[i]);
@@ -216,9 +216,13 @@ static ae_status write_folder(const ae_model *m, const char *tmp, const ae_save_
         free(dst);
         AE_TRY(st);
     }
-    char *wpath = ae_path_join(tmp, "model.safetensors");
+    return ae_model_save_weights(m, tmp, o->all_f32);
+}
+
+ae_status ae_model_save_weights(const ae_model *m, const char *out_dir, int all_f32) {
+    char *wpath = ae_path_join(out_dir, "model.safetensors");
     if (!wpath) return AE_ERR_NOMEM;
-    st = write_weights(m, wpath, o->all_f32 ? AE_DT_F32 : m->src_dtype);
+    ae_status st = write_weights(m, wpath, all_f32 ? AE_DT_F32 : m->src_dtype);
     free(wpath);
     return st;
 }

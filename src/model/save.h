@@ -17,6 +17,10 @@ typedef struct {
 } ae_save_opts;
 
 ae_status ae_model_save(const ae_model *m, const char *out_dir, const ae_save_opts *o);
+// Rewrites out_dir/model.safetensors from m (atomically: temp file + rename).
+ae_status ae_model_save_weights(const ae_model *m, const char *out_dir, int all_f32);
+// Writes dir/name atomically with `text` and a final newline.
+ae_status ae_write_text_file(const char *dir, const char *name, const char *text);
 // Error unless out_dir is absent (or force): checked before any long work starts.
 ae_status ae_save_check_target(const char *out_dir, int force);
 

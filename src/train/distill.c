@@ -1,0 +1,323 @@
+// The distillation loop: stage 1 (teacher forcing of every replaced attention module) and
+// stage 2 (KL + cosine feature matching on the whole student), with gradient accumulation,
+// AdamW, checkpoints, progress and metrics.jsonl.
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/file.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "train/distill_internal.h"
+#include "train/loss.h"
+
+#define KD_VOCAB_CHUNK 4096
+
+int64_t ae_distill_stage_steps(const ae_distill_opts *o, int s) {
+    int64_t per = (int64_t)o->ctx * o->batch * o->accum;
+    return (o->stage_tokens[s] + per - 1) / per;
+}
+
+static int layer_of(const char *name) {
+    int l;
+    return sscanf(name, "model.layers.%d.", &l) == 1 ? l : -1;
+}
+
+// Stage 1 trains the replaced attention modules; stage 2 those too, or everything.
+static int is_trainable(const ae_run *r, int stage, const ae_named_param *p) {
+    int l = layer_of(p->name);
+    int replaced = l >= 0 && p->is_attention && r->s->layers[l].kind != AE_ATTN_GQA;
+    if (stage == 0) return replaced;
+    return r->o->train_all ? 1 : replaced;
+}
+
+ae_status ae_run_setup_stage(ae_run *r) {
+    ae_adamw_free(&r->opt);
+    r->ntrain = 0;
+    ae_opt_param *ps = ae_calloc((size_t)r->np, sizeof *ps);
+    if (!ps) return AE_ERR_NOMEM;
+    for (int i = 0; i < r->np; i++)
+        if (is_trainable(r, r->stage, &r->sp[i])) {
+            r->trainable[r->ntrain] = i;
+            ps[r->ntrain++] = (ae_opt_param){r->sp[i].data, r->gp[i].data, r->sp[i].numel, r->sp[i].decay};
+        }
+    const ae_distill_opts *o = r->o;
+    int64_t steps = ae_distill_stage_steps(o, r->stage);
+    ae_adamw_cfg c = {.lr = o->lr[r->stage], .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+                      .weight_decay = o->weight_decay, .warmup = (int64_t)(o->warmup_frac * steps),
+                      .total = steps, .min_lr_ratio = o->min_lr_ratio, .clip = o->clip};
+    ae_status st = ae_adamw_init(&r->opt, &c, ps, r->ntrain);
+    free(ps);
+    return st;
+}
+
+// ---------------------------------------------------------------- stage 1
+// One micro-batch: teacher forward records every layer's attention input and output; each
+// replaced module trains on the teacher's input toward the teacher's output.
+static ae_status stage1_micro(ae_run *r, const int32_t *ids, int B, int T, double *layer_loss) {
+    const ae_backend *be = r->s->be;
+    int D = r->s->cfg.hidden_size, N = B * T;
+    ae_train_acts *ta = NULL;
+    AE_TRY(ae_model_train_forward(r->t, ids, B, T, &ta));
+    float *y = ae_alloc_f32((size_t)N * D), *dy = ae_alloc_f32((size_t)N * D); // (N, D)
+    ae_status st = (y && dy) ? AE_OK : AE_ERR_NOMEM;
+    for (int l = 0; st == AE_OK && l < r->s->cfg.num_hidden_layers; l++) {
+        ae_layer *L = &r->s->layers[l], *G = &r->g->layers[l];
+        if (L->kind == AE_ATTN_GQA) continue;
+        const float *x = ae_train_acts_attn_in(ta, l), *target = ae_train_acts_attn_out(ta, l);
+        if (L->kind == AE_ATTN_MLA) {
+            ae_mla_acts *a = NULL;
+            st = ae_mla_train_forward(be, &L->mla, x, B, T, y, &a);
+            if (st == AE_OK) {
+                layer_loss[l] += ae_mse_loss(y, target, N, D, r->o->s1_normalized, dy);
+                for (size_t i = 0; i < (size_t)N * D; i++) dy[i] /= (float)r->o->accum;
+                st = ae_mla_backward(be, &L->mla, a, dy, NULL, &G->mla);
+            }
+            ae_mla_acts_free(a);
+        } else {
+            ae_gswa_acts *a = NULL;
+            st = ae_gswa_train_forward(be, &L->gqa, x, B, T, y, &a);
+            if (st == AE_OK) {
+                layer_loss[l] += ae_mse_loss(y, target, N, D, r->o->s1_normalized, dy);
+                for (size_t i = 0; i < (size_t)N * D; i++) dy[i] /= (float)r->o->accum;
+                st = ae_gswa_backward(be, &L->gqa, a, dy, NULL, &G->gqa);
+            }
+            ae_gswa_acts_free(a);
+        }
+    }
+    ae_free_aligned(y);
+    ae_free_aligned(dy);
+    ae_train_acts_free(ta);
+    return st;
+}
+
+// ---------------------------------------------------------------- stage 2
+static ae_status stage2_micro(ae_run *r, const int32_t *ids, int B, int T, double *kd,
+                              double *cosl, int *top1) {
+    const ae_model *t = r->t;
+    ae_model *s = r->s;
+    int D = s->cfg.hidden_size, V = s->cfg.vocab_size, L = s->cfg.num_hidden_layers, N = B * T;
+    ae_train_acts *ta = NULL, *sa = NULL;
+    float *dfinal = NULL, **dh = NULL;
+    ae_status st = ae_model_train_forward(t, ids, B, T, &ta);
+    if (st == AE_OK) st = ae_model_train_forward(s, ids, B, T, &sa);
+    if (st == AE_OK) {
+        dfinal = ae_alloc_f32((size_t)N * D);
+        dh = ae_calloc((size_t)L + 1, sizeof *dh);
+        if (!dfinal || !dh) st = AE_ERR_NOMEM;
+    }
+    double loss = 0.0;
+    int agree = 0;
+    if (st == AE_OK)
+        st = ae_kd_loss(s->be, ae_train_acts_final(ta), t->lm_head, ae_train_acts_final(sa),
+                        s->lm_head, N, D, V, r->o->tau, KD_VOCAB_CHUNK, dfinal,
+                        r->o->train_all ? r->g->lm_head : NULL, &loss, &agree);
+    *kd += loss;
+    *top1 += agree;
+    // feature matching on the residual stream after each layer
+    if (st == AE_OK && r->o->cos_weight > 0.0f) {
+        for (int l = 1; l <= L && st == AE_OK; l++) {
+            dh[l] = ae_alloc_f32((size_t)N * D);
+            if (!dh[l]) {
+                st = AE_ERR_NOMEM;
+                break;
+            }
+            double c = ae_cosine_loss(ae_train_acts_hidden(sa, l), ae_train_acts_hidden(ta, l), N, D, dh[l]);
+            *cosl += c / L;
+            float w = r->o->cos_weight / (float)L / (float)r->o->accum;
+            for (size_t i = 0; i < (size_t)N * D; i++) dh[l][i] *= w;
+        }
+    }
+    if (st == AE_OK) {
+        for (size_t i = 0; i < (size_t)N * D; i++) dfinal[i] /= (float)r->o->accum;
+        st = ae_model_train_backward(s, sa, dfinal, dh, r->g, !r->o->train_all);
+    }
+    if (dh)
+        for (int l = 0; l <= L; l++) ae_free_aligned(dh[l]);
+    free(dh);
+    ae_free_aligned(dfinal);
+    ae_train_acts_free(sa);
+    ae_train_acts_free(ta);
+    return st;
+}
+
+// ---------------------------------------------------------------- loop
+typedef struct {
+    double loss_sum, cos_sum, t_start, t_interval;
+    int64_t n, tokens, top1, top1_n;
+    double *layer_sum; // (L)
+} interval_stats;
+
+static void log_interval(ae_run *r, interval_stats *is, int64_t total, double run_t0) {
+    const ae_distill_opts *o = r->o;
+    int L = r->s->cfg.num_hidden_layers;
+    double now = ae_time_now(), dt = now - is->t_interval;
+    double loss = is->loss_sum / (double)is->n;
+    double tps = is->tokens / (dt > 1e-9 ? dt : 1e-9);
+    double eta = (double)(total - r->step) * ((double)o->ctx * o->batch * o->accum) / (tps > 0 ? tps : 1);
+    fprintf(stderr, "stage %d  step %lld/%lld  loss %.5f", r->stage + 1, (long long)r->step,
+            (long long)total, loss);
+    if (r->stage == 1) fprintf(stderr, "  top1 %.3f", (double)is->top1 / (double)is->top1_n);
+    fprintf(stderr, "  lr %.2e  %.0f tok/s  elapsed %.0fs  eta %.0fs\n", ae_lr_at(&r->opt.cfg, r->step),
+            tps, now - run_t0, eta);
+    if (r->metrics) {
+        fprintf(r->metrics, "{\"stage\":%d,\"step\":%lld,\"steps\":%lld,\"loss\":%.6g,\"lr\":%.6g,"
+                "\"tokens_per_s\":%.1f,\"elapsed_s\":%.2f",
+                r->stage + 1, (long long)r->step, (long long)total, loss, ae_lr_at(&r->opt.cfg, r->step),
+                tps, now - run_t0);
+        if (r->stage == 0) {
+            fprintf(r->metrics, ",\"layer_loss\":[");
+            int first = 1;
+            for (int l = 0; l < L; l++) {
+                if (r->s->layers[l].kind == AE_ATTN_GQA) continue;
+                fprintf(r->metrics, "%s%.6g", first ? "" : ",", is->layer_sum[l] / (double)is->n);
+                first = 0;
+            }
+            fputc(']', r->metrics);
+        } else {
+            fprintf(r->metrics, ",\"kl\":%.6g,\"cos\":%.6g,\"top1\":%.4f", loss,
+                    is->cos_sum / (double)is->n, (double)is->top1 / (double)is->top1_n);
+        }
+        fputs("}\n", r->metrics);
+        fflush(r->metrics);
+    }
+    memset(is->layer_sum, 0, sizeof(double) * (size_t)L);
+    is->loss_sum = is->cos_sum = 0.0;
+    is->n = is->tokens = is->top1 = is->top1_n = 0;
+    is->t_interval = now;
+}
+
+// Test hook: AE_TEST_KILL_AT_STEP=k raises SIGKILL right after optimizer step k (1-based,
+// counted over both stages), to test that a resumed run matches an uninterrupted one.
+static void maybe_die(int64_t global_step) {
+    const char *k = getenv("AE_TEST_KILL_AT_STEP");
+    if (k && atoll(k) == global_step) raise(SIGKILL);
+}
+
+static ae_status run_stage(ae_run *r, double run_t0) {
+    const ae_distill_opts *o = r->o;
+    int B = o->batch, T = o->ctx, L = r->s->cfg.num_hidden_layers;
+    int64_t total = ae_distill_stage_steps(o, r->stage);
+    int32_t *win = ae_malloc(sizeof(int32_t) * (size_t)B * (T + 1)); // (B, T+1)
+    int32_t *ids = ae_malloc(sizeof(int32_t) * (size_t)B * T);       // (B, T)
+    interval_stats is = {.layer_sum = ae_calloc((size_t)L, sizeof(double))};
+    if (!win || !ids || !is.layer_sum) {
+        free(win), free(ids), free(is.layer_sum);
+        return AE_ERR_NOMEM;
+    }
+    is.t_interval = ae_time_now();
+    ae_status st = AE_OK;
+    while (r->step < total && st == AE_OK) {
+        ae_adamw_zero_grad(&r->opt);
+        double kd = 0.0, cosl = 0.0, *ll = ae_calloc((size_t)L, sizeof(double));
+        int agree = 0;
+        if (!ll) {
+            st = AE_ERR_NOMEM;
+            break;
+        }
+        for (int a = 0; a < o->accum && st == AE_OK; a++) {
+            ae_loader_next(&r->loader, B, win);
+            for (int b = 0; b < B; b++) memcpy(ids + (size_t)b * T, win + (size_t)b * (T + 1), sizeof(int32_t) * T);
+            st = r->stage == 0 ? stage1_micro(r, ids, B, T, ll) : stage2_micro(r, ids, B, T, &kd, &cosl, &agree);
+        }
+        if (st != AE_OK) {
+            free(ll);
+            break;
+        }
+        ae_adamw_step(&r->opt);
+        r->step++;
+        double loss = 0.0;
+        int nrep = 0;
+        for (int l = 0; l < L; l++)
+            if (r->s->layers[l].kind != AE_ATTN_GQA) {
+                is.layer_sum[l] += ll[l] / o->accum;
+                loss += ll[l] / o->accum;
+                nrep++;
+            }
+        free(ll);
+        loss = r->stage == 0 ? loss / (nrep ? nrep : 1) : kd / o->accum;
+        is.loss_sum += loss;
+        is.cos_sum += cosl / o->accum;
+        is.top1 += agree;
+        is.top1_n += (int64_t)o->accum * B * T;
+        is.n++;
+        is.tokens += (int64_t)o->accum * B * T;
+        if (o->log_every <= 1 || r->step % o->log_every == 0 || r->step == total) {
+            r->final_loss[r->stage] = is.loss_sum / is.n;
+            log_interval(r, &is, total, run_t0);
+        }
+        if (r->step < total && o->save_every > 0 && r->step % o->save_every == 0) st = ae_ckpt_save(r);
+        int64_t global = r->step + (r->stage == 1 ? ae_distill_stage_steps(o, 0) : 0);
+        if (st == AE_OK) maybe_die(global);
+    }
+    free(win);
+    free(ids);
+    free(is.layer_sum);
+    return st;
+}
+
+static ae_status run_init(ae_run *r, const ae_model *t, ae_model *s, const ae_tokfile *data,
+                          const ae_distill_opts *o, const char *out_dir) {
+    memset(r, 0, sizeof *r);
+    r->t = t;
+    r->s = s;
+    r->o = o;
+    r->out_dir = out_dir;
+    AE_TRY(ae_model_zeros_like(s, &r->g));
+    AE_TRY(ae_model_params(s, 0, &r->sp, &r->np));
+    int ng;
+    AE_TRY(ae_model_params(r->g, 0, &r->gp, &ng));
+    if (ng != r->np) return ae_errorf(AE_ERR_FORMAT, "internal: gradient model has %d tensors, model %d", ng, r->np);
+    r->trainable = ae_calloc((size_t)r->np, sizeof(int));
+    if (!r->trainable) return AE_ERR_NOMEM;
+    return ae_loader_init(&r->loader, data, o->ctx, o->seed);
+}
+
+static void run_free(ae_run *r) {
+    ae_adamw_free(&r->opt);
+    free(r->sp);
+    free(r->gp);
+    free(r->trainable);
+    ae_model_free(r->g);
+    if (r->metrics) fclose(r->metrics);
+}
+
+ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_tokfile *data,
+                         const ae_distill_opts *o, const char *out_dir, ae_distill_result *res) {
+    memset(res, 0, sizeof *res);
+    double t0 = ae_time_now();
+    ae_run r;
+    ae_status st = run_init(&r, teacher, student, data, o, out_dir);
+    int found = 0;
+    if (st == AE_OK) st = ae_ckpt_load(&r, &found);
+    if (st == AE_OK && !found) {
+        r.stage = 0;
+        r.step = 0;
+        st = ae_run_setup_stage(&r);
+    }
+    if (st == AE_OK) {
+        char *mpath = ae_path_join(out_dir, "metrics.jsonl");
+        r.metrics = mpath ? fopen(mpath, "a") : NULL;
+        free(mpath);
+        if (found)
+            fprintf(stderr, "resuming at stage %d, step %lld\n", r.stage + 1, (long long)r.step);
+    }
+    while (st == AE_OK && r.stage < 2) {
+        if (ae_distill_stage_steps(o, r.stage) > 0) st = run_stage(&r, t0);
+        if (st != AE_OK) break;
+        r.stage++;
+        r.step = 0;
+        if (r.stage < 2) st = ae_run_setup_stage(&r);
+        if (st == AE_OK) st = ae_ckpt_save(&r); // stage boundary (and the end)
+    }
+    res->wall_s = ae_time_now() - t0;
+    for (int s = 0; s < 2; s++) {
+        res->final_loss[s] = r.final_loss[s];
+        if (r.stage > s) // finished stages, including those finished before a resume
+            res->tokens_done[s] = ae_distill_stage_steps(o, s) * o->ctx * o->batch * o->accum;
+    }
+    run_free(&r);
+    return st;
+}

@@ -1,0 +1,38 @@
+// Internal state of a distillation run, shared by the loop (distill.c) and the checkpoint
+// code (checkpoint.c).
+#ifndef AE_TRAIN_DISTILL_INTERNAL_H
+#define AE_TRAIN_DISTILL_INTERNAL_H
+
+#include <stdio.h>
+
+#include "train/distill.h"
+#include "train/model_train.h"
+
+typedef struct {
+    const ae_model *t;
+    ae_model *s;
+    ae_model *g;                 // gradients, same shapes as s
+    ae_named_param *sp, *gp;     // every student parameter and its gradient (same order)
+    int np;
+    int *trainable;              // (np) indices trained in the current stage
+    int ntrain;
+    ae_adamw opt;
+    ae_loader loader;
+    int stage;                   // 0 or 1; 2 = done
+    int64_t step;                // optimizer steps done in this stage
+    const ae_distill_opts *o;
+    const char *out_dir;
+    FILE *metrics;
+    double final_loss[2];        // last logged loss of each stage (kept across resumes)
+} ae_run;
+
+// Checkpoint = every student parameter, the optimizer moments of the current stage, and
+// state.json (stage, step, loader position and RNG). Written atomically into
+// out_dir/checkpoint.
+ae_status ae_ckpt_save(const ae_run *r);
+// Returns AE_OK with *found = 0 when there is no checkpoint.
+ae_status ae_ckpt_load(ae_run *r, int *found);
+// (Re)creates the optimizer for r->stage over the stage's trainable parameters.
+ae_status ae_run_setup_stage(ae_run *r);
+
+#endif

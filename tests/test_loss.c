@@ -1,0 +1,233 @@
+// Distillation losses: the vocabulary-chunked KD loss against a direct full-logit computation in
+// double (several chunk sizes, including ones that do not divide V, several token blocks, τ = 1
+// and 2), its gradients (dhs, dWs) against central differences of that double reference, the
+// zero case (student == teacher), the top-1 count; cosine and MSE losses against finite
+// differences.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "train/loss.h"
+#include "util/testutil.h"
+
+typedef struct {
+    int N, D, V;
+    double tau;
+    const float *ht, *Wt, *hs, *Ws;
+} kd_case;
+
+// Mean τ²·KL over tokens, all V logits at once in double; optional exact gradients (double).
+static double kd_ref(const kd_case *c, double *dhs, double *dWs, int *top1) {
+    int N = c->N, D = c->D, V = c->V;
+    double *zt = malloc(sizeof(double) * V), *zs = malloc(sizeof(double) * V);
+    double total = 0.0;
+    int agree = 0;
+    if (dhs) memset(dhs, 0, sizeof(double) * N * D);
+    if (dWs) memset(dWs, 0, sizeof(double) * V * D);
+    for (int i = 0; i < N; i++) {
+        double mt = -INFINITY, ms = -INFINITY;
+        int at = 0, as = 0;
+        double bt = -INFINITY, bs = -INFINITY;
+        for (int v = 0; v < V; v++) {
+            double a = 0, b = 0;
+            for (int d = 0; d < D; d++) {
+                a += (double)c->ht[i * D + d] * c->Wt[v * D + d];
+                b += (double)c->hs[i * D + d] * c->Ws[v * D + d];
+            }
+            if (a > bt) bt = a, at = v;
+            if (b > bs) bs = b, as = v;
+            zt[v] = a / c->tau;
+            zs[v] = b / c->tau;
+            mt = fmax(mt, zt[v]);
+            ms = fmax(ms, zs[v]);
+        }
+        agree += at == as;
+        double st = 0, ss = 0;
+        for (int v = 0; v < V; v++) {
+            st += exp(zt[v] - mt);
+            ss += exp(zs[v] - ms);
+        }
+        double lt = mt + log(st), ls = ms + log(ss), kl = 0;
+        for (int v = 0; v < V; v++) {
+            double pt = exp(zt[v] - lt), ps = exp(zs[v] - ls);
+            kl += pt * ((zt[v] - lt) - (zs[v] - ls));
+            double g = c->tau * (ps - pt) / N;
+            for (int d = 0; d < D; d++) {
+                if (dhs) dhs[i * D + d] += g * c->Ws[v * D + d];
+                if (dWs) dWs[v * D + d] += g * c->hs[i * D + d];
+            }
+        }
+        total += kl;
+    }
+    free(zt);
+    free(zs);
+    if (top1) *top1 = agree;
+    return c->tau * c->tau * total / N;
+}
+
+static float *randn(size_t n, float std, ae_rng *r) {
+    float *x = malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) x[i] = std * ae_rng_normal(r);
+    return x;
+}
+
+// Central difference of the double reference in one float element (uses the actual float step).
+static double fd_kd(kd_case *c, float *x, size_t i) {
+    float x0 = x[i], xp = x0 + 1e-3f, xm = x0 - 1e-3f;
+    x[i] = xp;
+    double lp = kd_ref(c, NULL, NULL, NULL);
+    x[i] = xm;
+    double lm = kd_ref(c, NULL, NULL, NULL);
+    x[i] = x0;
+    return (lp - lm) / ((double)xp - xm);
+}
+
+static void run_kd(int N, int D, int V, float tau, const int *chunks, int n_chunks, uint64_t seed,
+                   int fd) {
+    ae_rng r;
+    ae_rng_seed(&r, seed);
+    float *ht = randn((size_t)N * D, 1.0f, &r), *hs = randn((size_t)N * D, 1.0f, &r);
+    float *Wt = randn((size_t)V * D, 3.0f / sqrtf(D), &r), *Ws = randn((size_t)V * D, 3.0f / sqrtf(D), &r);
+    kd_case c = {N, D, V, tau, ht, Wt, hs, Ws};
+    double *rdh = malloc(sizeof(double) * N * D), *rdW = malloc(sizeof(double) * V * D);
+    int rtop1;
+    double rl = kd_ref(&c, rdh, rdW, &rtop1);
+    float *dhs = malloc(sizeof(float) * N * D), *dWs = malloc(sizeof(float) * V * D);
+    for (int k = 0; k < n_chunks; k++) {
+        for (int i = 0; i < V * D; i++) dWs[i] = 0.5f; // accumulates on top
+        for (int i = 0; i < N * D; i++) dhs[i] = 123.0f; // overwritten
+        double loss;
+        int top1 = -1;
+        assert_int_equal(ae_kd_loss(ae_backend_cpu(), ht, Wt, hs, Ws, N, D, V, tau, chunks[k], dhs,
+                                    dWs, &loss, &top1), AE_OK);
+        if (!(fabs(loss - rl) <= 1e-5 * fmax(1.0, fabs(rl))))
+            fail_msg("N %d V %d tau %g chunk %d: loss %.9g, reference %.9g", N, V, (double)tau,
+                     chunks[k], loss, rl);
+        assert_int_equal(top1, rtop1);
+        double gmax = 0;
+        for (int i = 0; i < N * D; i++) gmax = fmax(gmax, fabs(rdh[i]));
+        for (int i = 0; i < N * D; i++)
+            if (!(fabs(dhs[i] - rdh[i]) <= 1e-4 * gmax + 1e-6))
+                fail_msg("chunk %d dhs[%d] %.7g vs %.7g", chunks[k], i, (double)dhs[i], rdh[i]);
+        gmax = 0;
+        for (int i = 0; i < V * D; i++) gmax = fmax(gmax, fabs(rdW[i]));
+        for (int i = 0; i < V * D; i++)
+            if (!(fabs(dWs[i] - 0.5 - rdW[i]) <= 1e-4 * gmax + 1e-6))
+                fail_msg("chunk %d dWs[%d] %.7g vs %.7g", chunks[k], i, dWs[i] - 0.5, rdW[i]);
+        printf("kd N %d D %d V %d tau %g chunk %d: loss %.6f (ref %.6f) top1 %d/%d\n", N, D, V,
+               (double)tau, chunks[k], loss, rl, top1, N);
+    }
+    if (fd) { // the reference's own gradient formula against finite differences
+        for (int k = 0; k < 24; k++) {
+            size_t i = ae_rng_u64(&r) % ((size_t)N * D), j = ae_rng_u64(&r) % ((size_t)V * D);
+            double nh = fd_kd(&c, hs, i), nw = fd_kd(&c, Ws, j);
+            // the float-path gradient from the last call (dWs minus its 0.5 offset)
+            if (!(fabs(dhs[i] - nh) <= 1e-3 * fmax(1e-2, fabs(nh))))
+                fail_msg("dhs[%zu]: analytic %.7g, numeric %.7g", i, (double)dhs[i], nh);
+            if (!(fabs((dWs[j] - 0.5) - nw) <= 1e-3 * fmax(1e-2, fabs(nw))))
+                fail_msg("dWs[%zu]: analytic %.7g, numeric %.7g", j, dWs[j] - 0.5, nw);
+        }
+    }
+    free(ht), free(hs), free(Wt), free(Ws), free(rdh), free(rdW), free(dhs), free(dWs);
+}
+
+static void test_kd_matches_full_logits(void **state) {
+    (void)state;
+    int chunks[] = {1, 7, 16, 53, 100, 0};
+    run_kd(7, 12, 53, 1.0f, chunks, 6, 1, 1);
+    run_kd(7, 12, 53, 2.0f, chunks, 6, 2, 1);
+    int chunks2[] = {10, 37};
+    run_kd(300, 8, 37, 1.0f, chunks2, 2, 3, 0); // two token blocks (256 + 44)
+}
+
+static void test_kd_zero_when_equal(void **state) {
+    (void)state;
+    int N = 9, D = 16, V = 41;
+    ae_rng r;
+    ae_rng_seed(&r, 7);
+    float *h = randn((size_t)N * D, 1.0f, &r), *W = randn((size_t)V * D, 1.0f, &r);
+    float *dhs = malloc(sizeof(float) * N * D), *dWs = calloc((size_t)V * D, sizeof(float));
+    double loss;
+    int top1;
+    float taus[] = {1.0f, 2.0f};
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(ae_kd_loss(ae_backend_cpu(), h, W, h, W, N, D, V, taus[k], 16, dhs, dWs,
+                                    &loss, &top1), AE_OK);
+        assert_true(fabs(loss) < 1e-12);
+        assert_int_equal(top1, N);
+        for (int i = 0; i < N * D; i++) assert_true(dhs[i] == 0.0f);
+        for (int i = 0; i < V * D; i++) assert_true(dWs[i] == 0.0f);
+    }
+    // bad arguments
+    assert_int_equal(ae_kd_loss(ae_backend_cpu(), h, W, h, W, N, D, V, 0.0f, 16, dhs, dWs, &loss,
+                                NULL), AE_ERR_ARG);
+    assert_int_equal(ae_kd_loss(ae_backend_cpu(), h, W, h, W, 0, D, V, 1.0f, 16, dhs, dWs, &loss,
+                                NULL), AE_ERR_ARG);
+    free(h), free(W), free(dhs), free(dWs);
+}
+
+typedef double (*row_loss)(const float *y, const float *t, int N, int D, int mode, float *dy);
+static double cos_wrap(const float *y, const float *t, int N, int D, int mode, float *dy) {
+    (void)mode;
+    return ae_cosine_loss(y, t, N, D, dy);
+}
+
+static void check_row_loss(const char *what, row_loss f, int mode, double ref_check) {
+    int N = 5, D = 11;
+    ae_rng r;
+    ae_rng_seed(&r, 11 + mode);
+    float *y = randn((size_t)N * D, 1.0f, &r), *t = randn((size_t)N * D, 1.0f, &r);
+    for (int i = 0; i < N * D; i++) t[i] = 0.6f * t[i] + 0.8f * y[i]; // correlated
+    float *dy = malloc(sizeof(float) * N * D);
+    double loss = f(y, t, N, D, mode, dy);
+    // direct value
+    double want = 0;
+    for (int i = 0; i < N; i++) {
+        double ab = 0, aa = 0, bb = 0, se = 0;
+        for (int d = 0; d < D; d++) {
+            double a = y[i * D + d], b = t[i * D + d];
+            ab += a * b, aa += a * a, bb += b * b, se += (a - b) * (a - b);
+        }
+        want += ref_check == 0 ? 1 - ab / sqrt(aa * bb) : mode ? se / (bb + 1e-6) : se / D;
+    }
+    want /= N;
+    assert_true(fabs(loss - want) <= 1e-9 * fmax(1, fabs(want)));
+    for (int i = 0; i < N * D; i++) {
+        float x0 = y[i], xp = x0 + 1e-3f, xm = x0 - 1e-3f;
+        y[i] = xp;
+        double lp = f(y, t, N, D, mode, NULL);
+        y[i] = xm;
+        double lm = f(y, t, N, D, mode, NULL);
+        y[i] = x0;
+        double num = (lp - lm) / ((double)xp - xm);
+        if (!(fabs(dy[i] - num) <= 1e-3 * fmax(1e-2, fabs(num))))
+            fail_msg("%s d[%d]: analytic %.7g, numeric %.7g", what, i, (double)dy[i], num);
+    }
+    printf("%s: loss %.6f, gradient matches finite differences\n", what, loss);
+    free(y), free(t), free(dy);
+}
+
+static void test_cosine_mse(void **state) {
+    (void)state;
+    check_row_loss("cosine", cos_wrap, 0, 0);
+    check_row_loss("mse", ae_mse_loss, 0, 1);
+    check_row_loss("mse normalized", ae_mse_loss, 1, 1);
+    // identical rows: zero loss and gradient; a zero row: cos counted as 0, no gradient
+    float a[4] = {1, 2, 3, 4}, z[4] = {0}, da[4];
+    assert_true(fabs(ae_cosine_loss(a, a, 1, 4, da)) < 1e-12);
+    for (int i = 0; i < 4; i++) assert_true(fabsf(da[i]) < 1e-7f);
+    assert_true(fabs(ae_cosine_loss(z, a, 1, 4, da) - 1.0) < 1e-12);
+    for (int i = 0; i < 4; i++) assert_true(da[i] == 0.0f);
+    assert_true(ae_mse_loss(a, a, 1, 4, 1, da) == 0.0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kd_matches_full_logits),
+        cmocka_unit_test(test_kd_zero_when_equal),
+        cmocka_unit_test(test_cosine_mse),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
