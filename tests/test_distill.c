@@ -1,0 +1,216 @@
+// Distillation end to end on the bundled teacher: losses fall, a run killed with SIGKILL and
+// resumed ends bit-identical to an uninterrupted one, a checkpoint write that fails (file-size
+// limit, as on a full disk) leaves the previous checkpoint valid, and bad input is refused.
+#define _XOPEN_SOURCE 700
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/file.h"
+#include "util/testutil.h"
+
+static char *g_dir, *g_tokens;
+
+static int setup(void **state) {
+    (void)state;
+    g_dir = ae_test_tmpdir();
+    g_tokens = ae_path_join(g_dir, "train.tok");
+    const char *args[] = {"prepare-data", "--model", ae_test_src("models/qwen3-micro"), "--out", g_tokens,
+                          ae_test_src("data/sample.txt"), NULL};
+    char *err;
+    int rc = ae_test_run_cli(args, NULL, NULL, &err);
+    if (rc != 0) fprintf(stderr, "prepare-data failed: %s\n", err);
+    free(err);
+    return rc;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    ae_test_rmtree(g_dir);
+    free(g_dir);
+    free(g_tokens);
+    return 0;
+}
+
+// Runs `attnedit convert` with the common small-run options plus extra ones; optional env var
+// and file-size limit (bytes, 0 = none) for the child.
+static int convert(const char *out, const char *const *extra, const char *env, long fsize, char **err) {
+    const char *base[] = {"convert", "--teacher", ae_test_src("models/qwen3-micro"), "--target", "mla",
+                          "--kv-lora-rank", "32", "--qk-rope-dim", "8", "--data", g_tokens,
+                          "--ctx", "32", "--batch", "2", "--log-every", "1", "--out", out};
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = AE_CLI_PATH;
+    if (out) {
+        for (size_t i = 0; i < sizeof base / sizeof *base; i++) argv[n++] = base[i];
+    }
+    for (int i = 0; extra[i]; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    char errp[] = "/tmp/ae-distill-err-XXXXXX";
+    int fe = mkstemp(errp);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fe, 2);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        if (env) putenv((char *)env);
+        if (fsize > 0) {
+            struct rlimit rl = {fsize, fsize};
+            setrlimit(RLIMIT_FSIZE, &rl);
+            signal(SIGXFSZ, SIG_IGN); // writes past the limit fail with EFBIG, like ENOSPC
+        }
+        execv(AE_CLI_PATH, (char *const *)argv);
+        _exit(127);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    size_t len;
+    if (err) ae_file_read_all(errp, err, &len);
+    close(fe);
+    unlink(errp);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return WEXITSTATUS(status);
+}
+
+static double metric(const char *out, int line_no, const char *key) {
+    char *p = ae_path_join(out, "metrics.jsonl"), *text;
+    size_t len;
+    assert_int_equal(ae_file_read_all(p, &text, &len), AE_OK);
+    free(p);
+    char *line = text;
+    for (int i = 0; i < line_no && line; i++) {
+        line = strchr(line, '\n');
+        if (line) line++;
+    }
+    if (line_no < 0) { // last line
+        char *last = text, *q = text;
+        while ((q = strchr(q, '\n')) && q[1]) last = ++q;
+        line = last;
+    }
+    assert_non_null(line);
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    char *v = strstr(line, pat);
+    assert_non_null(v);
+    double x = atof(v + strlen(pat));
+    free(text);
+    return x;
+}
+
+static void test_losses_fall(void **state) {
+    (void)state;
+    char *out = ae_path_join(g_dir, "run");
+    char *err;
+    const char *extra[] = {"--stage1-tokens", "6400", "--stage2-tokens", "0", "--stage1-lr", "1e-2", NULL};
+    int rc = convert(out, extra, NULL, 0, &err);
+    if (rc) fail_msg("convert: %s", err);
+    free(err);
+    double first = metric(out, 0, "loss"), last = metric(out, -1, "loss");
+    printf("stage 1 (teacher forcing, 100 steps): loss %.5f -> %.5f (x%.2f)\n", first, last, first / last);
+    assert_true(last < first / 2.0); // stated factor: 2x (measured 2.29x)
+    // stage 2 from the stage-1 student: KL falls too
+    char *out2 = ae_path_join(g_dir, "run2");
+    const char *extra2[] = {"--stage1-tokens", "3200", "--stage2-tokens", "3200", "--stage2-lr", "1e-3", NULL};
+    rc = convert(out2, extra2, NULL, 0, &err);
+    if (rc) fail_msg("convert: %s", err);
+    free(err);
+    double k0 = metric(out2, 50, "kl"), k1 = metric(out2, -1, "kl");
+    printf("stage 2 (KL): %.4f -> %.4f\n", k0, k1);
+    assert_true(k1 < k0 * 0.9);
+    free(out);
+    free(out2);
+}
+
+static int files_equal(const char *a, const char *b) {
+    char *x, *y;
+    size_t nx, ny;
+    if (ae_file_read_all(a, &x, &nx) != AE_OK) return 0;
+    if (ae_file_read_all(b, &y, &ny) != AE_OK) {
+        free(x);
+        return 0;
+    }
+    int eq = nx == ny && memcmp(x, y, nx) == 0;
+    free(x);
+    free(y);
+    return eq;
+}
+
+static void test_resume_bit_identical(void **state) {
+    (void)state;
+    char *a = ae_path_join(g_dir, "whole"), *b = ae_path_join(g_dir, "killed");
+    const char *extra[] = {"--stage1-tokens", "1600", "--stage2-tokens", "1600", "--save-every", "5",
+                           "--target", "gateswa", "--full-every", "2", "--window", "8", "--sinks", NULL};
+    char *err;
+    assert_int_equal(convert(a, extra, NULL, 0, &err), 0);
+    free(err);
+    // killed (SIGKILL) at global step 37: stage 1 has 25 steps, so mid stage 2
+    int rc = convert(b, extra, "AE_TEST_KILL_AT_STEP=37", 0, &err);
+    free(err);
+    assert_int_equal(rc, 128 + SIGKILL);
+    // a checkpoint write that fails (file-size limit) keeps the previous checkpoint usable
+    const char *resume[] = {"convert", "--resume", b, NULL};
+    rc = convert(NULL, resume, NULL, 6L << 20, &err);
+    printf("resume under a 6 MiB file-size limit: exit %d: %.200s\n", rc, err);
+    assert_true(rc == 1 && strstr(err, "checkpoint"));
+    free(err);
+    rc = convert(NULL, resume, NULL, 0, &err);
+    if (rc) fail_msg("resume: %s", err);
+    free(err);
+    char *fa = ae_path_join(a, "model.safetensors"), *fb = ae_path_join(b, "model.safetensors");
+    assert_true(files_equal(fa, fb));
+    printf("killed + resumed run == uninterrupted run (model.safetensors bit-identical)\n");
+    free(fa), free(fb), free(a), free(b);
+}
+
+static void expect_fail(const char *const *extra, const char *needle) {
+    char *out = ae_path_join(g_dir, "bad"), *err;
+    int rc = convert(out, extra, NULL, 0, &err);
+    if (rc == 0 || rc >= 128 || !strstr(err, needle)) fail_msg("rc %d, stderr: %s", rc, err);
+    assert_false(ae_path_exists(out));
+    free(err);
+    free(out);
+}
+
+static void test_bad_input(void **state) {
+    (void)state;
+    expect_fail((const char *[]){"--stage1-tokens", "-5", NULL}, "--stage1-tokens");
+    expect_fail((const char *[]){"--stage2-tokens", "lots", NULL}, "--stage2-tokens");
+    expect_fail((const char *[]){"--stage1-tokens", "100", "--ctx", "100000", NULL}, "max_position_embeddings");
+    // a token file made by another tokenizer
+    const char *qwen = ae_test_shared("qwen3-tokenizer", "token file from another tokenizer");
+    if (qwen) {
+        char *dir = ae_path_join(g_dir, "qwen-tok"), *tok = ae_path_join(g_dir, "other.tok");
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s'/tokenizer*.json '%s'/", dir, qwen, dir);
+        assert_int_equal(system(cmd), 0);
+        const char *prep[] = {"prepare-data", "--model", dir, "--out", tok, ae_test_src("data/sample.txt"), NULL};
+        assert_int_equal(ae_test_run_cli(prep, NULL, NULL, NULL), 0);
+        const char *bad[] = {"convert", "--teacher", ae_test_src("models/qwen3-micro"), "--target", "mla",
+                             "--data", tok, "--stage1-tokens", "100", "--out", "/tmp/ae-never", NULL};
+        char *err;
+        assert_int_not_equal(convert(NULL, bad, NULL, 0, &err), 0);
+        assert_non_null(strstr(err, "tokenizer"));
+        assert_false(ae_path_exists("/tmp/ae-never"));
+        free(err), free(dir), free(tok);
+    }
+    // resume a folder that is not a conversion, and one whose teacher changed
+    const char *r1[] = {"convert", "--resume", ae_test_src("models/qwen3-micro"), NULL};
+    char *err;
+    assert_int_equal(convert(NULL, r1, NULL, 0, &err), 1);
+    assert_non_null(strstr(err, "conversion"));
+    free(err);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_losses_fall),
+        cmocka_unit_test(test_resume_bit_identical),
+        cmocka_unit_test(test_bad_input),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
