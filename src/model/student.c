@@ -116,7 +116,7 @@ static ae_status init_layer(ae_model *m, int l, const ae_student_spec *s, ae_rng
         if (s->init_teacher) {
             ae_gqa_view v = {.Hq = t->d.Hq, .Hkv = t->d.Hkv, .hd = t->d.hd, .wq = t->wq,
                              .wk = t->wk, .wv = t->wv, .wo = t->wo, .q_norm = t->q_norm,
-                             .k_norm = t->k_norm};
+                             .k_norm = t->k_norm, .input_norm = L->input_norm};
             AE_TRY(ae_mla_init_from_teacher(&L->mla, &v, kv_err));
         } else {
             ae_mla_init_random(&L->mla, std, rng);

@@ -232,6 +232,9 @@ const float *ae_train_acts_final(const ae_train_acts *a) { return a->final; }
 const int *ae_train_acts_topk(const ae_train_acts *a, int l) {
     return l >= 0 && l < a->L ? a->layer[l].moe.top : NULL;
 }
+const float *ae_train_acts_router_probs(const ae_train_acts *a, int l) {
+    return l >= 0 && l < a->L ? a->layer[l].moe.probs : NULL;
+}
 
 void ae_train_acts_free(ae_train_acts *a) {
     if (!a) return;

@@ -46,6 +46,9 @@ const float *ae_train_acts_final(const ae_train_acts *a);
 // Experts chosen for each token by MoE layer l, descending probability; NULL for dense layers
 // (routing statistics; tests detect routing flips with it).   (B*T, num_experts_per_tok)
 const int *ae_train_acts_topk(const ae_train_acts *a, int l);
+// Router probabilities (softmax over all experts) of MoE layer l; NULL for dense layers.
+// (B*T, num_experts)
+const float *ae_train_acts_router_probs(const ae_train_acts *a, int l);
 void ae_train_acts_free(ae_train_acts *a);
 
 // Backward. d_final: (B*T, D) ∂loss/∂final-normalised-hidden. d_hidden: NULL, or L+1 pointers
