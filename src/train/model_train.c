@@ -25,7 +25,9 @@
 //   dense layer: 3·I       gate, up, silu(gate)⊙up
 //   MoE layer:   E + 2K + K·(3·Im + D) (+ 3K ints)  router probs, top-k, per-slot expert acts
 //   + each attention module's own activations (attn_gateswa.c, mla_train.c).
-// e.g. qwen3-micro (D 128, I 384, L 4): ~8 KiB + attention ≈ 12 KiB per token.
+// e.g. qwen3-micro (D 128, I 384, L 4): 768 + 2048 + 4608 values = 29 KiB per token, plus
+// ~2.8 KiB per GQA layer (x, q/k/v before and after norm+rope, output): ≈ 40 KiB per token, so a
+// batch of 8 × 512 tokens keeps ~160 MiB.
 #include "train/model_train.h"
 
 #include <stdio.h>
@@ -368,9 +370,10 @@ ae_status ae_model_train_backward(const ae_model *m, const ae_train_acts *a, con
         st = AE_ERR_NOMEM;
         goto done;
     }
-    // final norm, then the extra gradient on h_L
-    be->rmsnorm_bwd(be, dh, af ? NULL : g->final_norm, d_final, a->hidden[Lc], m->final_norm, M, D,
-                    eps);
+    // final norm (d_final NULL: no loss on the output), then the extra gradient on h_L
+    if (d_final)
+        be->rmsnorm_bwd(be, dh, af ? NULL : g->final_norm, d_final, a->hidden[Lc], m->final_norm,
+                        M, D, eps);
     if (d_hidden && d_hidden[Lc]) be->add(be, dh, d_hidden[Lc], MD);
     for (int l = Lc - 1; l >= 0; l--) {
         const ae_layer *L = &m->layers[l];

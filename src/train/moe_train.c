@@ -164,7 +164,7 @@ ae_status ae_moe_train_backward(const ae_model *m, const ae_layer *L, const ae_m
         double pdp = 0.0; // Σ_e dp_e p_e over the selected experts (dp = 0 elsewhere)
         for (int j = 0; j < K; j++) pdp += dpp[j] * p[top[j]];
         float *dzt = dz + (size_t)t * E;
-        for (int e = 0; e < E; e++) dzt[e] = 0;
+        for (int e = 0; e < E; e++) dzt[e] = (float)(-(double)p[e] * pdp);
         for (int j = 0; j < K; j++) dzt[top[j]] += (float)((double)p[top[j]] * dpp[j]);
     }
     be->matmul_bwd(be, dx, gL ? gL->router : NULL, dz, x, L->router, M, D, E);

@@ -1,0 +1,488 @@
+// Whole-model training passes on tiny models (dense untied GQA, MoE with and without
+// norm_topk_prob, and MLA / GateSWA students of qwen3-micro):
+//  (a) the training forward's final hidden states through lm_head equal the inference forward's
+//      logits, per sequence;
+//  (b) the backward against central finite differences of the scalar loss
+//        ℓ = Σ final ⊙ R + Σ_{l=0..L} Σ h_l ⊙ R_l
+//      (d_final = R, d_hidden[l] = R_l) for random elements of EVERY parameter tensor;
+//  (c) attention_only: non-attention gradients stay zero, attention gradients equal the full
+//      mode's; the backward accumulates (twice = 2×);
+//  (d) ae_model_params: names, decay flags, tied head listed once, packed expert tensors.
+// The forward is fp32 and ℓ sums thousands of terms through up to 4 layers: its rounding noise
+// (~3e-5 absolute on micro, measured) swamps plain central differences of single weights whose
+// gradient is ~1e-2. So every check uses the 4-point stencil (O(h⁴) truncation) over a ladder
+// of steps scaled by the tensor's RMS value and keeps the best-agreeing step (the usable step
+// differs per tensor by 30×); per tensor it checks CHECKS single elements (tolerance 2% + 1% of
+// the tensor's largest gradient: noise-limited) and one random direction v ~ N(0, 1) over the
+// whole tensor, whose derivative Σ g·v stands far above the noise (tolerance 1%, the sharp
+// check; measured worst 0.2%). Verified by mutation: dropping the MoE renormalisation or softmax
+// term, the routing weight in the expert gradient, an MLP input-gradient term, the d_hidden
+// injection, the embedding scatter-add's accumulation, or sending the post-norm gradient to the
+// wrong tensor each fails.
+// MoE top-k is not differentiable where the selected set changes: batches are drawn with a
+// routing margin (ae_train_acts_router_probs), perturbations that still change a selected set
+// (ae_train_acts_topk) are not used, and an element where every step flips is skipped with a
+// message. The tests run single-threaded (thousands of 12-token forwards).
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "model/student.h"
+#include "train/model_train.h"
+#include "util/testutil.h"
+
+#define B_ 2
+#define T_ 6
+#define CHECKS 2      // single elements per tensor
+#define FD_STEP 10.0  // single-element steps: FD_STEP × RMS × the ladder in best_fd
+#define FD_REL 2e-2   // single elements: |an − num| <= FD_REL·|num| + FD_ABS·|g|max
+#define FD_ABS 1e-2
+#define DIR_REL 1e-2  // whole-tensor directions: |an − num| <= DIR_REL·(|num| + DIR_FLOOR·|g|₂)
+#define DIR_FLOOR 0.1
+#define MIN_MARGIN 0.02 // MoE batches: k-th minus (k+1)-th router probability, every token
+
+static ae_model *load_or_fail(const char *dir) {
+    ae_model *m = NULL;
+    if (ae_model_load(dir, ae_backend_cpu(), &m) != AE_OK) fail_msg("%s: %s", dir, ae_last_error());
+    return m;
+}
+
+typedef struct {
+    ae_model *m;
+    int32_t ids[B_ * T_];
+    float **R; // (L + 2): R[0..L] on h_l, R[L+1] on the final hidden   each (B*T, D)
+} fixture;
+
+static double loss_of(const ae_train_acts *a, const fixture *f) {
+    int L = f->m->cfg.num_hidden_layers;
+    size_t n = (size_t)B_ * T_ * f->m->cfg.hidden_size;
+    double s = 0.0;
+    for (int l = 0; l <= L + 1; l++) {
+        const float *h = l <= L ? ae_train_acts_hidden(a, l) : ae_train_acts_final(a);
+        for (size_t i = 0; i < n; i++) s += (double)h[i] * f->R[l][i];
+    }
+    return s;
+}
+
+// 1 if every MoE layer selects the same set of experts for every token as in `base` (the order
+// within the top-k does not change the output).
+static int same_routing(const ae_train_acts *a, const ae_train_acts *base, const ae_model *m) {
+    int K = m->cfg.num_experts_per_tok;
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        const int *x = ae_train_acts_topk(a, l), *y = ae_train_acts_topk(base, l);
+        if (!x) continue;
+        for (int t = 0; t < B_ * T_; t++)
+            for (int j = 0; j < K; j++) {
+                int found = 0;
+                for (int i = 0; i < K; i++) found |= x[t * K + j] == y[t * K + i];
+                if (!found) return 0;
+            }
+    }
+    return 1;
+}
+
+static ae_train_acts *forward_or_fail(const fixture *f) {
+    ae_train_acts *a = NULL;
+    if (ae_model_train_forward(f->m, f->ids, B_, T_, &a) != AE_OK) fail_msg("%s", ae_last_error());
+    return a;
+}
+
+// (a) lm_head(final) == inference logits, each sequence on its own cache.
+static void check_logits(const fixture *f, const ae_train_acts *a) {
+    const ae_model *m = f->m;
+    int V = m->cfg.vocab_size, D = m->cfg.hidden_size;
+    float *ref = malloc(sizeof(float) * T_ * V), *got = malloc(sizeof(float) * T_ * V);
+    float worst = 0;
+    for (int b = 0; b < B_; b++) {
+        ae_kv_cache c;
+        assert_int_equal(ae_kv_cache_init(&c, m, T_), AE_OK);
+        assert_int_equal(ae_model_forward(m, &c, f->ids + b * T_, T_, ref, 1), AE_OK);
+        ae_kv_cache_free(&c);
+        m->be->matmul(m->be, got, ae_train_acts_final(a) + (size_t)b * T_ * D, m->lm_head, T_, D, V);
+        float err = 0, scale = 0;
+        for (int i = 0; i < T_ * V; i++) {
+            err = fmaxf(err, fabsf(ref[i] - got[i]));
+            scale = fmaxf(scale, fabsf(ref[i]));
+        }
+        worst = fmaxf(worst, err / scale);
+    }
+    printf("  train forward vs inference logits: max rel diff %.2g\n", (double)worst);
+    assert_true(worst < 1e-5f);
+    free(ref);
+    free(got);
+}
+
+static ae_model *grads_or_fail(const fixture *f, const ae_train_acts *a, int attention_only) {
+    ae_model *g = NULL;
+    assert_int_equal(ae_model_zeros_like(f->m, &g), AE_OK);
+    int L = f->m->cfg.num_hidden_layers;
+    if (ae_model_train_backward(f->m, a, f->R[L + 1], f->R, g, attention_only) != AE_OK)
+        fail_msg("%s", ae_last_error());
+    return g;
+}
+
+static int used_row(const fixture *f, int row) {
+    for (int i = 0; i < B_ * T_; i++)
+        if (f->ids[i] == row) return 1;
+    return 0;
+}
+
+// Loss at x + t·v, where (idx, v, n) is a sparse direction over the tensor data (idx NULL:
+// dense over n elements). *flip is set when the MoE routing differs from base.
+typedef struct {
+    float *data;
+    const int64_t *idx;
+    const float *v;
+    int64_t n;
+} direction;
+
+static double loss_at(fixture *f, const ae_train_acts *base, const direction *d, float *save,
+                      double t, int *flip) {
+    for (int64_t j = 0; j < d->n; j++) {
+        float *x = &d->data[d->idx ? d->idx[j] : j];
+        save[j] = *x;
+        *x = (float)(*x + t * d->v[j]);
+    }
+    ae_train_acts *a = forward_or_fail(f);
+    for (int64_t j = 0; j < d->n; j++) d->data[d->idx ? d->idx[j] : j] = save[j];
+    *flip |= !same_routing(a, base, f->m);
+    double l = loss_of(a, f);
+    ae_train_acts_free(a);
+    return l;
+}
+
+// Directional derivative by the 4-point stencil (8(ℓ(h) − ℓ(−h)) − (ℓ(2h) − ℓ(−2h))) / 12h:
+// truncation O(h⁴), so h can be large enough to swamp the fp32 rounding of ℓ.
+static double fd4(fixture *f, const ae_train_acts *base, const direction *d, double h, int *flip) {
+    float *save = malloc(sizeof(float) * (size_t)d->n);
+    *flip = 0;
+    double p1 = loss_at(f, base, d, save, h, flip), m1 = loss_at(f, base, d, save, -h, flip);
+    double p2 = loss_at(f, base, d, save, 2 * h, flip), m2 = loss_at(f, base, d, save, -2 * h, flip);
+    free(save);
+    return (8 * (p1 - m1) - (p2 - m2)) / (12 * h);
+}
+
+static double rms(const float *x, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return sqrt(s / n);
+}
+
+// Best agreement of `an` with fd4 over a ladder of steps (scale × ladder[j]): the fp32 rounding
+// noise of ℓ is ≈ σ/h and the truncation grows as h⁴, and the best step differs per tensor
+// (0.01·RMS for the big matrices of the fixtures, 0.3·RMS for 0.02-scale attention weights of
+// the students: measured). Steps where the MoE routing flips are not used. Returns the smallest
+// |an − num| / (|num| + floor) over the usable steps (*num_out the matching estimate; stops at
+// the first step within `good`), or -1 when every step flipped.
+static double best_fd(fixture *f, const ae_train_acts *base, const direction *d, double scale,
+                      double an, double floor, double good, double *num_out) {
+    static const double ladder[] = {0.03, 0.1, 0.01, 0.3, 0.003, 1.0}; // likeliest first
+
+    double best = -1;
+    for (size_t j = 0; j < sizeof ladder / sizeof ladder[0]; j++) {
+        int flip;
+        double num = fd4(f, base, d, scale * ladder[j], &flip);
+        if (flip) continue;
+        double e = an == num ? 0.0 : fabs(an - num) / (fabs(num) + floor);
+        if (best < 0 || e < best) {
+            best = e;
+            *num_out = num;
+        }
+        if (best <= good) break; // agreement found: the rest of the ladder cannot fail it
+    }
+    return best;
+}
+
+// (b) every tensor against finite differences: CHECKS single elements, and one random direction
+// v ~ N(0, 1) over the whole tensor (Σ g·v has a large signal against the noise of ℓ: the sharp
+// check, DIR_REL). Steps scale with the tensor's RMS value.
+static void check_fd(fixture *f, const ae_train_acts *base, ae_model *g, ae_rng *r) {
+    ae_named_param *P, *G;
+    int n, ng;
+    assert_int_equal(ae_model_params(f->m, 0, &P, &n), AE_OK);
+    assert_int_equal(ae_model_params(g, 0, &G, &ng), AE_OK);
+    assert_int_equal(n, ng);
+    int D = f->m->cfg.hidden_size, checked = 0, skipped = 0, dirs = 0;
+    double worst = 0, worst_dir = 0;
+    for (int k = 0; k < n; k++) {
+        assert_string_equal(P[k].name, G[k].name);
+        assert_true(P[k].numel == G[k].numel);
+        double gmax = 0, xr = fmax(rms(P[k].data, P[k].numel), 1e-2);
+        for (int64_t i = 0; i < G[k].numel; i++) gmax = fmax(gmax, fabs(G[k].data[i]));
+        int is_embed = strcmp(P[k].name, "model.embed_tokens.weight") == 0;
+        for (int c = 0; c < CHECKS; c++) {
+            int64_t i = (int64_t)(ae_rng_u64(r) % (uint64_t)P[k].numel);
+            if (is_embed && c < CHECKS - 1) // rows of tokens in the batch (the last: any row)
+                i = (int64_t)f->ids[ae_rng_u64(r) % (B_ * T_)] * D + (int64_t)(ae_rng_u64(r) % D);
+            float one = 1.0f;
+            direction d = {P[k].data, &i, &one, 1};
+            double an = G[k].data[i], num = 0;
+            if (is_embed && !used_row(f, (int)(i / D))) assert_true(an == 0.0);
+            double e = best_fd(f, base, &d, FD_STEP * xr, an, FD_ABS / FD_REL * gmax, FD_REL / 4, &num);
+            if (e < 0) {
+                printf("  skip %s[%lld]: MoE routing flips at every step (top-k is not "
+                       "differentiable there)\n", P[k].name, (long long)i);
+                skipped++;
+                continue;
+            }
+            if (!(e <= FD_REL))
+                fail_msg("%s[%lld]: analytic %.7g, numeric %.7g (|g|max %.3g)", P[k].name,
+                         (long long)i, an, num, gmax);
+            worst = fmax(worst, e);
+            checked++;
+        }
+        float *v = malloc(sizeof(float) * (size_t)P[k].numel);
+        double an = 0, num = 0, g2 = 0;
+        for (int64_t i = 0; i < P[k].numel; i++) {
+            v[i] = ae_rng_normal(r);
+            an += (double)v[i] * G[k].data[i];
+            g2 += (double)G[k].data[i] * G[k].data[i];
+        }
+        // Σ g·v has typical size |g|₂; a direction where it cancels is measured against that
+        direction d = {P[k].data, NULL, v, P[k].numel};
+        double e = best_fd(f, base, &d, xr, an, DIR_FLOOR * sqrt(g2) + 1e-12, DIR_REL / 4, &num);
+        free(v);
+        if (e < 0) {
+            printf("  skip direction of %s: MoE routing flips at every step\n", P[k].name);
+            continue;
+        }
+        if (!(e <= DIR_REL))
+            fail_msg("%s: directional derivative analytic %.7g, numeric %.7g", P[k].name, an, num);
+        worst_dir = fmax(worst_dir, e);
+        dirs++;
+    }
+    printf("  finite differences: %d elements of %d tensors agree (worst rel err %.2g, floor "
+           "%.0e·|g|max), %d skipped; %d whole-tensor directions agree (worst rel err %.2g)\n",
+           checked, n, worst, FD_ABS, skipped, dirs, worst_dir);
+    assert_true(skipped <= checked / 10);
+    assert_true(dirs >= n - n / 10);
+    free(P);
+    free(G);
+}
+
+// (c) attention_only, and accumulation.
+static void check_attention_only(const fixture *f, const ae_train_acts *a, ae_model *g) {
+    ae_model *g1 = grads_or_fail(f, a, 1);
+    ae_named_param *P, *Q;
+    int n, n1;
+    assert_int_equal(ae_model_params(g, 0, &P, &n), AE_OK);
+    assert_int_equal(ae_model_params(g1, 0, &Q, &n1), AE_OK);
+    int n_attn = 0;
+    for (int k = 0; k < n; k++) {
+        if (Q[k].is_attention) {
+            n_attn++;
+            for (int64_t i = 0; i < Q[k].numel; i++)
+                if (!(fabsf(Q[k].data[i] - P[k].data[i]) <= 1e-6f * fmaxf(1e-3f, fabsf(P[k].data[i]))))
+                    fail_msg("attention_only %s[%lld]: %.7g vs full %.7g", Q[k].name, (long long)i,
+                             (double)Q[k].data[i], (double)P[k].data[i]);
+        } else {
+            for (int64_t i = 0; i < Q[k].numel; i++)
+                if (Q[k].data[i] != 0.0f) fail_msg("attention_only touched %s", Q[k].name);
+        }
+    }
+    ae_named_param *A;
+    int na;
+    assert_int_equal(ae_model_params(g1, 1, &A, &na), AE_OK);
+    assert_int_equal(na, n_attn);
+    for (int k = 0; k < na; k++) assert_true(A[k].is_attention);
+    // accumulation: a second full backward on top of the first doubles every gradient
+    ae_model_zero(g1);
+    int L = f->m->cfg.num_hidden_layers;
+    for (int rep = 0; rep < 2; rep++)
+        assert_int_equal(ae_model_train_backward(f->m, a, f->R[L + 1], f->R, g1, 0), AE_OK);
+    for (int k = 0; k < n; k++)
+        for (int64_t i = 0; i < P[k].numel; i++)
+            if (!(fabsf(Q[k].data[i] - 2 * P[k].data[i]) <= 1e-5f * fmaxf(1e-3f, fabsf(P[k].data[i]))))
+                fail_msg("accumulate %s[%lld]: %.7g vs 2 × %.7g", Q[k].name, (long long)i,
+                         (double)Q[k].data[i], (double)P[k].data[i]);
+    printf("  attention_only: %d attention tensors equal the full backward, the rest stay 0\n", na);
+    free(P);
+    free(Q);
+    free(A);
+    ae_model_free(g1);
+}
+
+// (d) the parameter list.
+static void check_params(ae_model *m, int expect_count_matches) {
+    ae_named_param *P;
+    int n;
+    assert_int_equal(ae_model_params(m, 0, &P, &n), AE_OK);
+    int64_t total = 0;
+    int has_head = 0, has_experts = 0;
+    for (int k = 0; k < n; k++) {
+        total += P[k].numel;
+        for (int j = 0; j < k; j++) assert_string_not_equal(P[k].name, P[j].name);
+        int norm = strstr(P[k].name, "norm") != NULL || strstr(P[k].name, "sinks") != NULL;
+        assert_int_equal(P[k].decay, !norm);
+        assert_int_equal(P[k].is_attention, strstr(P[k].name, ".self_attn.") != NULL);
+        has_head |= strcmp(P[k].name, "lm_head.weight") == 0;
+        has_experts |= strstr(P[k].name, ".mlp.experts.gate_proj") != NULL;
+    }
+    assert_int_equal(has_head, m->lm_head != m->embed);
+    assert_int_equal(has_experts, m->cfg.num_experts > 0);
+    if (expect_count_matches) assert_true(total == m->n_params);
+    free(P);
+}
+
+// Smallest gap between the k-th and (k+1)-th router probability over tokens and MoE layers
+// (1 for a dense model): how far the batch is from a routing flip.
+static double routing_margin(const fixture *f) {
+    const ae_model *m = f->m;
+    int E = m->cfg.num_experts, K = m->cfg.num_experts_per_tok;
+    ae_train_acts *a = forward_or_fail(f);
+    double margin = 1;
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        const float *p = ae_train_acts_router_probs(a, l);
+        const int *top = ae_train_acts_topk(a, l);
+        if (!p || K >= E) continue;
+        for (int t = 0; t < B_ * T_; t++) {
+            float kth = p[t * E + top[t * K + K - 1]], next = 0;
+            for (int e = 0; e < E; e++) {
+                int sel = 0;
+                for (int j = 0; j < K; j++) sel |= top[t * K + j] == e;
+                if (!sel && p[t * E + e] > next) next = p[t * E + e];
+            }
+            margin = fmin(margin, kth - next);
+        }
+    }
+    ae_train_acts_free(a);
+    return margin;
+}
+
+static void run_model(ae_model *m, const char *what, uint64_t seed) {
+    printf("%s\n", what);
+    fixture f = {.m = m};
+    ae_rng r;
+    ae_rng_seed(&r, seed);
+    int L = m->cfg.num_hidden_layers, V = m->cfg.vocab_size;
+    size_t n = (size_t)B_ * T_ * m->cfg.hidden_size;
+    // MoE: draw batches until no token is within MIN_MARGIN of a routing flip (a random router
+    // makes near-ties common; finite differences across a flip measure a jump, not a slope);
+    // else the best of 100
+    double margin = -1;
+    int32_t best[B_ * T_];
+    for (int tries = 0; tries < 100 && margin < MIN_MARGIN; tries++) {
+        for (int i = 0; i < B_ * T_; i++) f.ids[i] = (int32_t)(ae_rng_u64(&r) % (uint64_t)V);
+        f.ids[3] = f.ids[7]; // a repeated token: its embedding gradient sums two rows
+        double mg = routing_margin(&f);
+        if (mg > margin) {
+            margin = mg;
+            memcpy(best, f.ids, sizeof best);
+        }
+    }
+    memcpy(f.ids, best, sizeof best);
+    if (m->cfg.num_experts > 0) printf("  routing margin of the batch %.3g\n", margin);
+    f.R = malloc(sizeof(float *) * (size_t)(L + 2));
+    for (int l = 0; l < L + 2; l++) {
+        f.R[l] = malloc(sizeof(float) * n);
+        for (size_t i = 0; i < n; i++) f.R[l][i] = ae_rng_normal(&r);
+    }
+    ae_train_acts *a = forward_or_fail(&f);
+    check_logits(&f, a);
+    ae_model *g = grads_or_fail(&f, a, 0);
+    check_fd(&f, a, g, &r);
+    check_attention_only(&f, a, g);
+    ae_model_free(g);
+    ae_train_acts_free(a);
+    for (int l = 0; l < L + 2; l++) free(f.R[l]);
+    free(f.R);
+}
+
+static void test_dense_untied(void **state) {
+    (void)state;
+    ae_model *m = load_or_fail(ae_test_src("tests/fixtures/models/dense_gqa2_untied"));
+    check_params(m, 1);
+    run_model(m, "dense_gqa2_untied", 1);
+    ae_model_free(m);
+}
+
+static void test_moe_norm_topk(void **state) {
+    (void)state;
+    ae_model *m = load_or_fail(ae_test_src("tests/fixtures/models/moe_norm_topk"));
+    check_params(m, 1);
+    run_model(m, "moe_norm_topk (tied)", 2);
+    ae_model_free(m);
+}
+
+// norm_topk_prob = false: the softmax normaliser's gradient term is live (with renormalisation
+// it cancels exactly); sparse step 2 mixes dense and MoE layers; untied head.
+static void test_moe_sparse_step2(void **state) {
+    (void)state;
+    ae_model *m = load_or_fail(ae_test_src("tests/fixtures/models/moe_sparse_step2_untied"));
+    check_params(m, 1);
+    run_model(m, "moe_sparse_step2_untied (no renormalisation)", 5);
+    ae_model_free(m);
+}
+
+static ae_model *micro_student(const ae_student_spec *spec) {
+    ae_model *m = load_or_fail(ae_test_src("models/qwen3-micro"));
+    ae_init_report rep;
+    ae_student_spec s = *spec;
+    if (ae_student_make(m, &s, &rep) != AE_OK) fail_msg("%s", ae_last_error());
+    // Random init leaves sinks far below the softmax mass (no gradient to test): move them to O(1).
+    ae_rng r;
+    ae_rng_seed(&r, 99);
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+        if (m->layers[l].kind == AE_ATTN_GATESWA && m->layers[l].gqa.sinks)
+            for (int h = 0; h < m->layers[l].gqa.d.Hq; h++)
+                m->layers[l].gqa.sinks[h] = ae_rng_normal(&r);
+    return m;
+}
+
+static void test_micro_mla(void **state) {
+    (void)state;
+    ae_student_spec spec = {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8, .seed = 5};
+    ae_model *m = micro_student(&spec);
+    check_params(m, 0);
+    run_model(m, "qwen3-micro MLA student", 3);
+    ae_model_free(m);
+}
+
+static void test_micro_gateswa(void **state) {
+    (void)state;
+    ae_student_spec spec = {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 4,
+                            .gate = AE_GATE_ELEMENTWISE, .sinks = 1, .seed = 6};
+    ae_model *m = micro_student(&spec);
+    check_params(m, 0);
+    run_model(m, "qwen3-micro GateSWA student (window 4 < T 6, sinks)", 4);
+    ae_model_free(m);
+}
+
+static void test_bad_input(void **state) {
+    (void)state;
+    ae_model *m = load_or_fail(ae_test_src("tests/fixtures/models/dense_gqa2_untied"));
+    int32_t ids[4] = {0, 1, 2, 99999};
+    ae_train_acts *a = NULL;
+    assert_int_equal(ae_model_train_forward(m, ids, 1, 4, &a), AE_ERR_ARG);
+    assert_null(a);
+    assert_int_equal(ae_model_train_forward(m, ids, 0, 4, &a), AE_ERR_ARG);
+    ae_model *other = load_or_fail(ae_test_src("tests/fixtures/models/moe_norm_topk"));
+    ae_model *g = NULL;
+    assert_int_equal(ae_model_zeros_like(other, &g), AE_OK);
+    assert_int_equal(ae_model_train_forward(m, ids, 1, 3, &a), AE_OK);
+    float *d = calloc((size_t)3 * m->cfg.hidden_size, sizeof(float));
+    assert_int_equal(ae_model_train_backward(m, a, d, NULL, g, 0), AE_ERR_ARG);
+    free(d);
+    ae_train_acts_free(a);
+    ae_model_free(g);
+    ae_model_free(other);
+    ae_model_free(m);
+}
+
+int main(void) {
+    // Thousands of forwards of 12 tokens: thread start/sync costs more than the work, and on a
+    // loaded machine spinning OpenMP threads slow it 20× (measured). One thread.
+    omp_set_num_threads(1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dense_untied),
+        cmocka_unit_test(test_moe_norm_topk),
+        cmocka_unit_test(test_moe_sparse_step2),
+        cmocka_unit_test(test_micro_mla),
+        cmocka_unit_test(test_micro_gateswa),
+        cmocka_unit_test(test_bad_input),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
