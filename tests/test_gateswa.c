@@ -475,6 +475,7 @@ static void test_params(void **state) {
                 assert_int_equal(l.p[i].shape[0], k_gates[gi] == AE_GATE_ELEMENTWISE ? 48 : 6);
                 assert_int_equal(l.p[i].shape[1], 24);
                 assert_ptr_equal(l.p[i].data, m.wg);
+                assert_int_equal(l.p[i].decay, 0); // no weight decay on gates
                 i++;
             } else {
                 assert_null(m.wg);

@@ -107,7 +107,7 @@ ae_param_list ae_gswa_params(ae_gswa *m) {
     add_param(&l, "o_proj.weight", m->wo, D, qd, 1);
     add_param(&l, "q_norm.weight", m->q_norm, d->hd, 0, 0);
     add_param(&l, "k_norm.weight", m->k_norm, d->hd, 0, 0);
-    if (m->wg) add_param(&l, "g_proj.weight", m->wg, (int64_t)gate_dim(d), D, 1);
+    if (m->wg) add_param(&l, "g_proj.weight", m->wg, (int64_t)gate_dim(d), D, 0); // no decay on gates
     if (m->sinks) add_param(&l, "sinks", m->sinks, d->Hq, 0, 0);
     return l;
 }

@@ -13,7 +13,7 @@
 //
 // Weight decay: every 2-D weight matrix decays, embeddings and lm_head and the router included;
 // 1-D tensors (RMSNorm weights, attention sinks) never do. Attention parameters take the
-// module's own flag (GateSWA's g_proj decays as a matrix).
+// module's own flag (GateSWA's g_proj, the output gate, does not decay).
 //
 // Tied embeddings: the gradient model is tied as well (g->lm_head == g->embed). The backward
 // scatter-adds the input-embedding gradient into g->embed; the head's gradient comes from the
