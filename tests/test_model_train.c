@@ -315,8 +315,9 @@ static void check_params(ae_model *m, int expect_count_matches) {
     for (int k = 0; k < n; k++) {
         total += P[k].numel;
         for (int j = 0; j < k; j++) assert_string_not_equal(P[k].name, P[j].name);
-        int norm = strstr(P[k].name, "norm") != NULL || strstr(P[k].name, "sinks") != NULL;
-        assert_int_equal(P[k].decay, !norm);
+        int no_decay = strstr(P[k].name, "norm") != NULL || strstr(P[k].name, "sinks") != NULL ||
+                       strstr(P[k].name, "g_proj") != NULL; // norms, sinks, the output gate
+        assert_int_equal(P[k].decay, !no_decay);
         assert_int_equal(P[k].is_attention, strstr(P[k].name, ".self_attn.") != NULL);
         has_head |= strcmp(P[k].name, "lm_head.weight") == 0;
         has_experts |= strstr(P[k].name, ".mlp.experts.gate_proj") != NULL;
