@@ -165,6 +165,44 @@ static void test_save_load_roundtrip_mixed(void **state) {
     free(dir);
 }
 
+// A student sharing the teacher's tensors computes what a separately loaded one does, owns only
+// its new modules (ASan checks the frees), and leaves the teacher untouched.
+static void test_shared_student(void **state) {
+    (void)state;
+    ae_student_spec specs[] = {
+        {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8, .layers = (int[]){0, 2}, .n_layers = 2, .seed = 5},
+        {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 6, .gate = AE_GATE_HEAD, .seed = 6},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        ae_model *t = load_or_fail(micro()), *own = load_or_fail(micro()), *sh = NULL;
+        assert_int_equal(ae_model_share(t, &sh), AE_OK);
+        ae_init_report r1, r2;
+        assert_int_equal(ae_student_make(own, &specs[i], &r1), AE_OK);
+        assert_int_equal(ae_student_make(sh, &specs[i], &r2), AE_OK);
+        assert_ptr_equal(sh->layers[1].w_up, t->layers[1].w_up);
+        assert_int_equal(t->cfg.target, AE_ATTN_GQA); // the base keeps its own config
+        int32_t ids[20];
+        fill_ids(ids, 20, t->cfg.vocab_size);
+        int V = t->cfg.vocab_size;
+        float *a = malloc(sizeof(float) * 20 * V), *b = malloc(sizeof(float) * 20 * V);
+        ae_kv_cache c1, c2;
+        assert_int_equal(ae_kv_cache_init(&c1, own, 20), AE_OK);
+        assert_int_equal(ae_kv_cache_init(&c2, sh, 20), AE_OK);
+        assert_int_equal(ae_model_forward(own, &c1, ids, 20, a, 1), AE_OK);
+        assert_int_equal(ae_model_forward(sh, &c2, ids, 20, b, 1), AE_OK);
+        assert_memory_equal(a, b, sizeof(float) * 20 * V);
+        ae_kv_cache_free(&c1);
+        ae_kv_cache_free(&c2);
+        free(a);
+        free(b);
+        ae_model_free(sh);
+        ae_model_free(own);
+        // the teacher still runs after its sharer is gone
+        assert_true(decode_vs_full(t, ids, 20, 7) < 1e-5f);
+        ae_model_free(t);
+    }
+}
+
 static long long json_int(const char *json, const char *key) {
     const char *p = strstr(json, key);
     assert_non_null(p);
@@ -328,6 +366,7 @@ int main(void) {
         cmocka_unit_test(test_gateswa_teacher_init_is_neutral),
         cmocka_unit_test(test_decode_equals_full_all_kinds),
         cmocka_unit_test(test_save_load_roundtrip_mixed),
+        cmocka_unit_test(test_shared_student),
         cmocka_unit_test(test_inspect_kv_figures),
         cmocka_unit_test(test_cli_convert_and_generate),
         cmocka_unit_test(test_convert_bad_input),

@@ -287,8 +287,8 @@ static int run_resume(const char *dir) {
         ae_init_report rep = {0};
         if (train_and_finish(&rs, t, s, &rep, dir) != AE_OK) rc = ae_cli_fail("convert");
     }
-    ae_model_free(t);
     ae_model_free(s);
+    ae_model_free(t);
     return rc;
 }
 
@@ -331,7 +331,9 @@ int ae_cmd_convert(int argc, char **argv) {
     if (ae_model_load(o.teacher, ae_backend_cpu(), &t) != AE_OK ||
         ae_student_resolve(&t->cfg, &rs.spec) != AE_OK || // record the resolved dims
         (training && check_training(&rs, t, &probe) != AE_OK) ||
-        ae_model_load(o.teacher, ae_backend_cpu(), &s) != AE_OK ||
+        // attention-only training: the student shares the teacher's frozen tensors in memory
+        (o.train.train_all ? ae_model_load(o.teacher, ae_backend_cpu(), &s)
+                           : ae_model_share(t, &s)) != AE_OK ||
         ae_student_make(s, &rs.spec, &rep) != AE_OK) {
         rc = ae_cli_fail("convert");
         goto done;
@@ -353,8 +355,8 @@ int ae_cmd_convert(int argc, char **argv) {
     fprintf(stderr, "wrote %s\n", o.out);
 done:
     free(meta);
+    ae_model_free(s); // before t: s may share t's tensors
     ae_model_free(t);
-    ae_model_free(s);
 out:
     free(o.layers);
     free(o.full_layers);

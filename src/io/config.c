@@ -415,6 +415,27 @@ void ae_config_free(ae_config *cfg) {
     cfg->n_mlp_only_layers = 0;
 }
 
+static void *dup_array(const void *src, size_t n, size_t size) {
+    if (!src) return NULL;
+    void *d = ae_calloc(n ? n : 1, size);
+    if (d) memcpy(d, src, n * size);
+    return d;
+}
+
+ae_status ae_config_copy(ae_config *dst, const ae_config *src) {
+    *dst = *src;
+    int L = src->num_hidden_layers;
+    dst->mlp_only_layers = dup_array(src->mlp_only_layers, (size_t)src->n_mlp_only_layers, sizeof(int));
+    dst->layer_types = dup_array(src->layer_types, (size_t)L, sizeof *src->layer_types);
+    dst->layer_attn = dup_array(src->layer_attn, (size_t)L, sizeof *src->layer_attn);
+    if ((src->mlp_only_layers && !dst->mlp_only_layers) || (src->layer_types && !dst->layer_types) ||
+        (src->layer_attn && !dst->layer_attn)) {
+        ae_config_free(dst);
+        return AE_ERR_NOMEM;
+    }
+    return AE_OK;
+}
+
 int ae_config_layer_is_moe(const ae_config *cfg, int l) {
     if (cfg->arch != AE_ARCH_QWEN3_MOE || cfg->num_experts <= 0) return 0;
     for (int i = 0; i < cfg->n_mlp_only_layers; i++)

@@ -59,6 +59,8 @@ ae_status ae_config_load(const char *dir, ae_config *cfg);
 // Parses JSON text; `origin` names the file in error messages.
 ae_status ae_config_parse(const char *json, const char *origin, ae_config *cfg);
 void ae_config_free(ae_config *cfg);
+// Deep copy (the per-layer arrays are duplicated).
+ae_status ae_config_copy(ae_config *dst, const ae_config *src);
 
 // 1 if layer l uses the sparse MoE block (HF rule: not in mlp_only_layers, num_experts > 0 and
 // (l + 1) % decoder_sparse_step == 0).

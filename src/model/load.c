@@ -228,8 +228,45 @@ ae_status ae_model_load(const char *dir, const ae_backend *be, ae_model **out) {
     return AE_OK;
 }
 
+ae_status ae_model_share(const ae_model *base, ae_model **out) {
+    ae_model *m = ae_calloc(1, sizeof *m);
+    if (!m) return AE_ERR_NOMEM;
+    *m = *base;
+    m->shared_base = 1;
+    m->layers = NULL;
+    ae_status st = ae_config_copy(&m->cfg, &base->cfg);
+    if (st != AE_OK) {
+        free(m);
+        return st;
+    }
+    m->layers = ae_calloc((size_t)base->cfg.num_hidden_layers, sizeof *m->layers);
+    if (!m->layers) {
+        ae_model_free(m);
+        return AE_ERR_NOMEM;
+    }
+    memcpy(m->layers, base->layers, sizeof *m->layers * (size_t)base->cfg.num_hidden_layers);
+    *out = m;
+    return AE_OK;
+}
+
+// A shared model owns only the attention modules it replaced (kind != the base's GQA).
+static void free_shared(ae_model *m) {
+    for (int l = 0; m->layers && l < m->cfg.num_hidden_layers; l++) {
+        ae_layer *L = &m->layers[l];
+        if (L->kind == AE_ATTN_MLA) ae_mla_free(&L->mla);
+        if (L->kind == AE_ATTN_GATESWA) ae_gswa_free(&L->gqa);
+    }
+    free(m->layers);
+    ae_config_free(&m->cfg);
+    free(m);
+}
+
 void ae_model_free(ae_model *m) {
     if (!m) return;
+    if (m->shared_base) {
+        free_shared(m);
+        return;
+    }
     if (m->layers) {
         for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
             ae_layer *L = &m->layers[l];

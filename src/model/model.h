@@ -42,6 +42,8 @@ typedef struct {
     ae_layer *layers;   // (L)
     int64_t n_params;   // counted from the loaded tensors
     ae_dtype src_dtype; // dtype of model.embed_tokens.weight in the source files
+    int shared_base;    // 1: every tensor but the replaced attention modules belongs to another
+                        // model (ae_model_share); only those modules are freed with this one
 } ae_model;
 
 // Dims of layer l's attention module as the config describes it.
@@ -51,6 +53,10 @@ ae_mla_dims ae_model_mla_dims(const ae_config *c);
 // Loads dir/config.json and the weights (any of F32/F16/BF16, converted to f32).
 ae_status ae_model_load(const char *dir, const ae_backend *be, ae_model **out);
 void ae_model_free(ae_model *m);
+// A model that shares every tensor of `base` (which must outlive it): turned into a student
+// with ae_student_make, it owns only its new attention modules. For attention-only training,
+// where the teacher's frozen weights serve both models.
+ae_status ae_model_share(const ae_model *base, ae_model **out);
 
 // Decode state of every layer: GQA/GateSWA layers keep K/V (a ring of `window` slots on
 // sliding layers), MLA layers their latent [c | k_rope] per position.

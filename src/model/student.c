@@ -121,7 +121,8 @@ static ae_status init_layer(ae_model *m, int l, const ae_student_spec *s, ae_rng
         } else {
             ae_mla_init_random(&L->mla, std, rng);
         }
-        ae_gswa_free(&L->gqa);
+        if (!m->shared_base) ae_gswa_free(&L->gqa);
+        memset(&L->gqa, 0, sizeof L->gqa);
     } else {
         ae_gswa_dims d = ae_model_gswa_dims(c, l);
         ae_gswa g;
@@ -135,7 +136,7 @@ static ae_status init_layer(ae_model *m, int l, const ae_student_spec *s, ae_rng
             ae_gswa_free(&g);
             return st;
         }
-        ae_gswa_free(&L->gqa);
+        if (!m->shared_base) ae_gswa_free(&L->gqa); // a shared base keeps its own
         L->gqa = g;
     }
     L->kind = s->target;
