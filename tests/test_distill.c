@@ -3,6 +3,7 @@
 // limit, as on a full disk) leaves the previous checkpoint valid, and bad input is refused.
 #define _XOPEN_SOURCE 700
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,8 @@
 #include <unistd.h>
 
 #include "core/file.h"
+#include "train/distill_internal.h"
+#include "train/model_train.h"
 #include "util/testutil.h"
 
 static char *g_dir, *g_tokens;
@@ -206,11 +209,57 @@ static void test_bad_input(void **state) {
     free(err);
 }
 
+// The block-output term's gradient with respect to the attention output, vs finite differences
+// in double-checked fp32 (dense teacher and the MoE fixture).
+static void test_block_term_gradient(void **state) {
+    (void)state;
+    const char *dirs[] = {ae_test_src("models/qwen3-micro"), ae_test_src("tests/fixtures/models/moe_norm_topk")};
+    for (int k = 0; k < 2; k++) {
+        ae_model *t;
+        assert_int_equal(ae_model_load(dirs[k], ae_backend_cpu(), &t), AE_OK);
+        int B = 1, T = 6, N = B * T, D = t->cfg.hidden_size, l = k == 0 ? 1 : 0; // l 0: MoE layer
+        int32_t ids[6] = {5, 17, 42, 99, 7, 3};
+        ae_train_acts *ta;
+        assert_int_equal(ae_model_train_forward(t, ids, B, T, &ta), AE_OK);
+        float *y = malloc(sizeof(float) * N * D), *dy = calloc((size_t)N * D, sizeof(float));
+        float *scratch = calloc((size_t)N * D, sizeof(float));
+        for (int i = 0; i < N * D; i++) y[i] = 0.05f * (float)((i * 37 % 101) - 50) / 50.0f;
+        for (int norm = 0; norm < 2; norm++) {
+            memset(dy, 0, sizeof(float) * N * D);
+            double loss;
+            assert_int_equal(ae_distill_block_term(t, l, ta, y, N, norm, 1.0f, dy, &loss), AE_OK);
+            double worst = 0, scale = 0, fds[24];
+            int idx[24];
+            for (int e = 0; e < 24; e++) {
+                int i = idx[e] = (e * 7919) % (N * D);
+                float keep = y[i], h = 2e-2f;
+                double lp, lm;
+                y[i] = keep + h;
+                assert_int_equal(ae_distill_block_term(t, l, ta, y, N, norm, 1.0f, scratch, &lp), AE_OK);
+                y[i] = keep - h;
+                assert_int_equal(ae_distill_block_term(t, l, ta, y, N, norm, 1.0f, scratch, &lm), AE_OK);
+                y[i] = keep;
+                fds[e] = (lp - lm) / (2 * h);
+                scale = fmax(scale, fabs(fds[e]));
+            }
+            for (int e = 0; e < 24; e++) worst = fmax(worst, fabs(fds[e] - dy[idx[e]]) / scale);
+            printf("%s layer %d (%s): block-term gradient vs finite differences, max |grad| %.3g, "
+                   "worst error %.3g of it\n", dirs[k], l, norm ? "normalized" : "mse", scale, worst);
+            assert_true(scale > 0);
+            assert_true(worst < 3e-2);
+        }
+        free(y), free(dy), free(scratch);
+        ae_train_acts_free(ta);
+        ae_model_free(t);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_losses_fall),
         cmocka_unit_test(test_resume_bit_identical),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_block_term_gradient),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -35,7 +35,8 @@ static const char k_help[] =
     "            --stage1-tokens N  --stage2-tokens N  (budgets; 0 skips a stage)\n"
     "            --stage1-lr X (1e-3)  --stage2-lr X (3e-4)  --warmup F (0.05 of the steps)\n"
     "            --min-lr-ratio F (0.1)  --weight-decay X (0.01)  --clip X (1.0)\n"
-    "            --stage1-loss mse|normalized  --tau T (1)  --cos-weight L (0.1)\n"
+    "            --stage1-loss mse|normalized  --stage1-block W (0: off; weight of the block\n"
+    "            output through the frozen teacher MLP)  --tau T (1)  --cos-weight L (0.1)\n"
     "            --train attention|all (stage 2; default attention)  --save-every N (steps)\n"
     "            --log-every N (10)  --resume S (continue an interrupted run in S)\n"
     "  Writes the student folder S (a Hugging Face folder: config.json with the target's fields,\n"
@@ -93,7 +94,8 @@ static int parse_train(ae_args *a, convert_opts *o, ae_status *st) {
         {"--stage1-lr", &t->lr[0], 0, 10}, {"--stage2-lr", &t->lr[1], 0, 10},
         {"--warmup", &t->warmup_frac, 0, 1}, {"--min-lr-ratio", &t->min_lr_ratio, 0, 1},
         {"--weight-decay", &t->weight_decay, 0, 10}, {"--clip", &t->clip, 0, 1e6},
-        {"--tau", &t->tau, 1e-3f, 100}, {"--cos-weight", &t->cos_weight, 0, 1e3}};
+        {"--tau", &t->tau, 1e-3f, 100}, {"--cos-weight", &t->cos_weight, 0, 1e3},
+        {"--stage1-block", &t->s1_block, 0, 1e3}};
     for (size_t i = 0; i < sizeof fl / sizeof *fl; i++)
         if ((r = ae_args_value(a, fl[i].name, &v))) {
             if (r > 0) *st = ae_parse_float(v, fl[i].name, fl[i].dst);

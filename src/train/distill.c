@@ -12,6 +12,7 @@
 #include "core/mem.h"
 #include "train/distill_internal.h"
 #include "train/loss.h"
+#include "train/moe_train.h"
 
 #define KD_VOCAB_CHUNK 4096
 
@@ -54,6 +55,62 @@ ae_status ae_run_setup_stage(ae_run *r) {
 }
 
 // ---------------------------------------------------------------- stage 1
+// Block-output term of layer l: the student's attention output y, added to the teacher's
+// residual h_l and passed through the frozen teacher post-attention norm and MLP/MoE, against
+// the teacher's block output h_{l+1}. Adds w · ∂loss/∂y to dy; returns the loss.
+ae_status ae_distill_block_term(const ae_model *t, int l, const ae_train_acts *ta, const float *y,
+                                int N, int normalized, float w, float *dy, double *loss) {
+    const ae_layer *L = &t->layers[l];
+    const ae_backend *be = t->be;
+    int D = t->cfg.hidden_size, I = t->cfg.intermediate_size;
+    float eps = (float)t->cfg.rms_norm_eps;
+    const float *h = ae_train_acts_hidden(ta, l), *target = ae_train_acts_hidden(ta, l + 1);
+    size_t nd = (size_t)N * D, ni = (size_t)N * I;
+    float *u = ae_alloc_f32(nd), *z = ae_alloc_f32(nd), *o = ae_alloc_f32(nd);  // (N, D)
+    float *dout = ae_alloc_f32(nd), *dz = ae_alloc_f32(nd), *du = ae_alloc_f32(nd);
+    float *g = NULL, *uu = NULL, *act = NULL, *scratch = NULL;                  // (N, I)
+    ae_moe_acts macts;
+    memset(&macts, 0, sizeof macts);
+    ae_status st = (u && z && o && dout && dz && du) ? AE_OK : AE_ERR_NOMEM;
+    if (st == AE_OK && !L->is_moe) {
+        g = ae_alloc_f32(ni), uu = ae_alloc_f32(ni), act = ae_alloc_f32(ni), scratch = ae_alloc_f32(3 * ni);
+        if (!g || !uu || !act || !scratch) st = AE_ERR_NOMEM;
+    }
+    if (st == AE_OK) {
+        for (size_t i = 0; i < nd; i++) u[i] = h[i] + y[i];
+        be->rmsnorm(be, z, u, L->post_norm, N, D, eps);
+        if (L->is_moe) st = ae_moe_train_forward(t, L, z, N, o, &macts);
+        else ae_mlp_train_forward(t, L, z, N, o, g, uu, act);
+    }
+    if (st == AE_OK) {
+        for (size_t i = 0; i < nd; i++) o[i] += u[i];
+        *loss = ae_mse_loss(o, target, N, D, normalized, dout);
+        for (size_t i = 0; i < nd; i++) dout[i] *= w;
+        if (L->is_moe) st = ae_moe_train_backward(t, L, &macts, z, dout, dz, NULL);
+        else ae_mlp_train_backward(t, L, z, g, uu, act, dout, N, dz, NULL, scratch);
+    }
+    if (st == AE_OK) {
+        memcpy(du, dout, sizeof(float) * nd); // residual path
+        be->rmsnorm_bwd(be, du, NULL, dz, u, L->post_norm, N, D, eps);
+        for (size_t i = 0; i < nd; i++) dy[i] += du[i];
+    }
+    if (L->is_moe) ae_moe_acts_free(&macts);
+    float *ps[] = {u, z, o, dout, dz, du, g, uu, act, scratch};
+    for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) ae_free_aligned(ps[i]);
+    return st;
+}
+
+// The optional block-output term; its weighted loss joins the layer's logged loss.
+static ae_status add_block_term(const ae_run *r, int l, const ae_train_acts *ta, const float *y,
+                                int N, float *dy, double *layer_loss) {
+    if (r->o->s1_block <= 0.0f) return AE_OK;
+    double bl = 0.0;
+    AE_TRY(ae_distill_block_term(r->t, l, ta, y, N, r->o->s1_normalized,
+                                 r->o->s1_block / (float)r->o->accum, dy, &bl));
+    layer_loss[l] += r->o->s1_block * bl;
+    return AE_OK;
+}
+
 // One micro-batch: teacher forward records every layer's attention input and output; each
 // replaced module trains on the teacher's input toward the teacher's output.
 static ae_status stage1_micro(ae_run *r, const int32_t *ids, int B, int T, double *layer_loss) {
@@ -73,7 +130,8 @@ static ae_status stage1_micro(ae_run *r, const int32_t *ids, int B, int T, doubl
             if (st == AE_OK) {
                 layer_loss[l] += ae_mse_loss(y, target, N, D, r->o->s1_normalized, dy);
                 for (size_t i = 0; i < (size_t)N * D; i++) dy[i] /= (float)r->o->accum;
-                st = ae_mla_backward(be, &L->mla, a, dy, NULL, &G->mla);
+                st = add_block_term(r, l, ta, y, N, dy, layer_loss);
+                if (st == AE_OK) st = ae_mla_backward(be, &L->mla, a, dy, NULL, &G->mla);
             }
             ae_mla_acts_free(a);
         } else {
@@ -82,7 +140,8 @@ static ae_status stage1_micro(ae_run *r, const int32_t *ids, int B, int T, doubl
             if (st == AE_OK) {
                 layer_loss[l] += ae_mse_loss(y, target, N, D, r->o->s1_normalized, dy);
                 for (size_t i = 0; i < (size_t)N * D; i++) dy[i] /= (float)r->o->accum;
-                st = ae_gswa_backward(be, &L->gqa, a, dy, NULL, &G->gqa);
+                st = add_block_term(r, l, ta, y, N, dy, layer_loss);
+                if (st == AE_OK) st = ae_gswa_backward(be, &L->gqa, a, dy, NULL, &G->gqa);
             }
             ae_gswa_acts_free(a);
         }

@@ -22,6 +22,8 @@ typedef struct {
     float warmup_frac;              // warmup steps = frac · stage steps
     float min_lr_ratio, weight_decay, clip;
     int s1_normalized;              // stage 1 loss: 0 MSE, 1 MSE / target energy per token
+    float s1_block;                 // stage 1: weight of the block-output term (0: off): the
+                                    // layer output through the frozen teacher MLP vs the teacher's
     float tau, cos_weight;          // stage 2
     int train_all;                  // stage 2: 0 attention only, 1 every parameter
     int save_every, log_every;      // steps (0: only at stage ends / every step)

@@ -32,6 +32,10 @@ typedef struct {
 ae_status ae_ckpt_save(const ae_run *r);
 // Returns AE_OK with *found = 0 when there is no checkpoint.
 ae_status ae_ckpt_load(ae_run *r, int *found);
+// Stage 1's block-output term for layer l (exposed for its gradient test): y (N, D) is the
+// student's attention output on the teacher's stream; adds w·∂loss/∂y into dy.
+ae_status ae_distill_block_term(const ae_model *t, int l, const ae_train_acts *ta, const float *y,
+                                int N, int normalized, float w, float *dy, double *loss);
 // (Re)creates the optimizer for r->stage over the stage's trainable parameters.
 ae_status ae_run_setup_stage(ae_run *r);
 

@@ -115,6 +115,7 @@ char *ae_run_spec_json(const ae_run_spec *r, const ae_model *student, const ae_i
     cJSON_AddNumberToObject(h, "weight_decay", o->weight_decay);
     cJSON_AddNumberToObject(h, "clip", o->clip);
     cJSON_AddStringToObject(h, "stage1_loss", o->s1_normalized ? "normalized" : "mse");
+    cJSON_AddNumberToObject(h, "stage1_block", o->s1_block);
     cJSON_AddNumberToObject(h, "tau", o->tau);
     cJSON_AddNumberToObject(h, "cos_weight", o->cos_weight);
     cJSON_AddStringToObject(h, "train", o->train_all ? "all" : "attention");
@@ -217,6 +218,7 @@ static ae_status parse(const cJSON *j, const char *path, ae_run_spec *r) {
     AE_TRY(num(h, "clip", path, &x)); o->clip = (float)x;
     AE_TRY(str(h, "stage1_loss", path, buf, sizeof buf));
     o->s1_normalized = !strcmp(buf, "normalized");
+    AE_TRY(num(h, "stage1_block", path, &x)); o->s1_block = (float)x;
     AE_TRY(num(h, "tau", path, &x)); o->tau = (float)x;
     AE_TRY(num(h, "cos_weight", path, &x)); o->cos_weight = (float)x;
     AE_TRY(str(h, "train", path, buf, sizeof buf));
