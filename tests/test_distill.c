@@ -207,6 +207,21 @@ static void test_bad_input(void **state) {
     assert_int_equal(convert(NULL, r1, NULL, 0, &err), 1);
     assert_non_null(strstr(err, "conversion"));
     free(err);
+    char *tdir = ae_path_join(g_dir, "teacher-copy"), *run = ae_path_join(g_dir, "changed");
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s'", ae_test_src("models/qwen3-micro"), tdir);
+    assert_int_equal(system(cmd), 0);
+    const char *c1[] = {"convert", "--teacher", tdir, "--target", "gateswa", "--data", g_tokens,
+                        "--ctx", "32", "--batch", "2", "--stage1-tokens", "128", "--out", run, NULL};
+    assert_int_equal(convert(NULL, c1, NULL, 0, &err), 0);
+    free(err);
+    snprintf(cmd, sizeof cmd, "echo ' ' >> '%s/config.json'", tdir); // the teacher changes
+    assert_int_equal(system(cmd), 0);
+    const char *r2[] = {"convert", "--resume", run, NULL};
+    assert_int_equal(convert(NULL, r2, NULL, 0, &err), 1);
+    assert_non_null(strstr(err, "teacher"));
+    assert_non_null(strstr(err, "changed"));
+    free(err), free(tdir), free(run);
 }
 
 // The block-output term's gradient with respect to the attention output, vs finite differences
