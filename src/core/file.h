@@ -21,6 +21,8 @@ void ae_mmap_close(ae_mmap *m);
 
 int ae_path_exists(const char *path);
 int ae_path_is_dir(const char *path);
+// Removes a file or a folder with everything in it (no error if absent).
+void ae_path_rmtree(const char *path);
 // Joins dir and name with one '/'; returns a heap string or NULL (error set).
 char *ae_path_join(const char *dir, const char *name);
 

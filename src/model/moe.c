@@ -24,8 +24,7 @@ void ae_moe_route(const float *p, int n, int k, int renorm, int *idx, float *wts
     }
 }
 
-// Softmax over the router logits of one token, in place.   z: (n)
-static void softmax(float *z, int n) {
+void ae_moe_softmax(float *z, int n) {
     float mx = z[0];
     for (int i = 1; i < n; i++) mx = z[i] > mx ? z[i] : mx;
     double s = 0.0;
@@ -55,7 +54,7 @@ ae_status ae_moe_forward(const ae_model *m, const ae_layer *L, float *y, const f
 
     be->matmul(be, probs, x, L->router, T, D, E);
     for (int t = 0; t < T; t++) {
-        softmax(probs + (size_t)t * E, E);
+        ae_moe_softmax(probs + (size_t)t * E, E);
         ae_moe_route(probs + (size_t)t * E, E, K, c->norm_topk_prob, top + (size_t)t * K,
                      topw + (size_t)t * K);
     }

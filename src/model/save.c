@@ -1,9 +1,7 @@
-#define _XOPEN_SOURCE 700
 #include "model/save.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,12 +26,6 @@ ae_status ae_save_check_target(const char *out_dir, int force) {
     return AE_OK;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void rmtree(const char *dir) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 static ae_status copy_file(const char *src, const char *dst) {
     char *buf;
@@ -238,7 +230,7 @@ ae_status ae_model_save(const ae_model *m, const char *out_dir, const ae_save_op
     }
     snprintf(tmp, n, "%s.tmp.%ld", out_dir, (long)getpid());
     snprintf(old, n, "%s.old.%ld", out_dir, (long)getpid());
-    rmtree(tmp);
+    ae_path_rmtree(tmp);
     ae_status st = AE_OK;
     if (mkdir(tmp, 0755) != 0)
         st = ae_errorf(AE_ERR_IO, "%s: cannot create folder: %s", tmp, strerror(errno));
@@ -250,8 +242,8 @@ ae_status ae_model_save(const ae_model *m, const char *out_dir, const ae_save_op
         st = ae_errorf(AE_ERR_IO, "%s: cannot rename %s into place: %s", out_dir, tmp, strerror(errno));
         if (had_old) rename(old, out_dir);
     }
-    if (st != AE_OK) rmtree(tmp);
-    else if (had_old) rmtree(old);
+    if (st != AE_OK) ae_path_rmtree(tmp);
+    else if (had_old) ae_path_rmtree(old);
     free(tmp);
     free(old);
     return st;

@@ -3,10 +3,8 @@
 // moments of the current stage ("adam.m/<name>", "adam.v/<name>"). A new checkpoint is written
 // to checkpoint.tmp.<pid>, the previous one moved to checkpoint.old, the new one renamed into
 // place and the old one removed; if the process dies in between, checkpoint.old is used.
-#define _XOPEN_SOURCE 700
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,12 +17,6 @@
 #include "io/safetensors.h"
 #include "train/distill_internal.h"
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void rmtree(const char *dir) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 static ae_status write_params(const ae_run *r, const char *path) {
     ae_st_writer *w;
@@ -99,22 +91,22 @@ ae_status ae_ckpt_save(const ae_run *r) {
         snprintf(cur, n, "%s/checkpoint", r->out_dir);
         snprintf(tmp, n, "%s/checkpoint.tmp.%ld", r->out_dir, (long)getpid());
         snprintf(old, n, "%s/checkpoint.old", r->out_dir);
-        rmtree(tmp);
+        ae_path_rmtree(tmp);
         if (mkdir(tmp, 0755) != 0)
             st = ae_errorf(AE_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
     }
     if (st == AE_OK) st = write_checkpoint(r, tmp);
     if (st == AE_OK) {
-        rmtree(old);
+        ae_path_rmtree(old);
         if (ae_path_exists(cur) && rename(cur, old) != 0)
             st = ae_errorf(AE_ERR_IO, "%s: cannot move aside: %s", cur, strerror(errno));
         else if (rename(tmp, cur) != 0)
             st = ae_errorf(AE_ERR_IO, "%s: cannot rename into place: %s", cur, strerror(errno));
         else
-            rmtree(old);
+            ae_path_rmtree(old);
     }
     if (st != AE_OK) {
-        rmtree(tmp); // the previous checkpoint (cur or old) stays valid
+        ae_path_rmtree(tmp); // the previous checkpoint (cur or old) stays valid
         ae_error_wrap(st, "saving checkpoint");
     }
     free(cur), free(tmp), free(old);

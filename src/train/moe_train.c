@@ -2,7 +2,7 @@
 // forward (keeping what the backward needs) and backward.
 //
 // MoE math per token (x: (D), router R: (E, D)):
-//   z = x·Rᵀ,  p = softmax(z),  top-k indices i_1..i_k (descending p),
+//   z = x·Rᵀ,  p = ae_moe_softmax(z),  top-k indices i_1..i_k (descending p),
 //   w_j = p_{i_j} (/ Σ_j p_{i_j} when norm_topk_prob),  y = Σ_j w_j · Expert_{i_j}(x)
 // Backward: dw_j = dy·ye_j; renormalised: dp_{i_j} = (dw_j − Σ_m dw_m w_m) / S (S = Σ p_sel);
 // otherwise dp_{i_j} = dw_j; unselected experts get dp = 0 (top-k passes gradient only through
@@ -15,18 +15,6 @@
 
 #include "core/mem.h"
 #include "model/moe.h"
-
-// Softmax over the router logits of one token, in place; the same arithmetic as moe.c.  z: (n)
-static void softmax(float *z, int n) {
-    float mx = z[0];
-    for (int i = 1; i < n; i++) mx = z[i] > mx ? z[i] : mx;
-    double s = 0.0;
-    for (int i = 0; i < n; i++) {
-        z[i] = expf(z[i] - mx);
-        s += z[i];
-    }
-    for (int i = 0; i < n; i++) z[i] = (float)(z[i] / s);
-}
 
 void ae_moe_acts_free(ae_moe_acts *a) {
     if (!a) return;
@@ -76,7 +64,7 @@ ae_status ae_moe_train_forward(const ae_model *m, const ae_layer *L, const float
     }
     be->matmul(be, a->probs, x, L->router, M, D, E);
     for (int t = 0; t < M; t++) {
-        softmax(a->probs + (size_t)t * E, E);
+        ae_moe_softmax(a->probs + (size_t)t * E, E);
         ae_moe_route(a->probs + (size_t)t * E, E, K, c->norm_topk_prob, a->top + (size_t)t * K,
                      a->topw + (size_t)t * K);
     }
