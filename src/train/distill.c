@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "train/distill_internal.h"
+#include "model/layer_attn.h"
 #include "train/loss.h"
 #include "train/moe_train.h"
 
@@ -124,27 +125,15 @@ static ae_status stage1_micro(ae_run *r, const int32_t *ids, int B, int T, doubl
         ae_layer *L = &r->s->layers[l], *G = &r->g->layers[l];
         if (L->kind == AE_ATTN_GQA) continue;
         const float *x = ae_train_acts_attn_in(ta, l), *target = ae_train_acts_attn_out(ta, l);
-        if (L->kind == AE_ATTN_MLA) {
-            ae_mla_acts *a = NULL;
-            st = ae_mla_train_forward(be, &L->mla, x, B, T, y, &a);
-            if (st == AE_OK) {
-                layer_loss[l] += ae_mse_loss(y, target, N, D, r->o->s1_normalized, dy);
-                for (size_t i = 0; i < (size_t)N * D; i++) dy[i] /= (float)r->o->accum;
-                st = add_block_term(r, l, ta, y, N, dy, layer_loss);
-                if (st == AE_OK) st = ae_mla_backward(be, &L->mla, a, dy, NULL, &G->mla);
-            }
-            ae_mla_acts_free(a);
-        } else {
-            ae_gswa_acts *a = NULL;
-            st = ae_gswa_train_forward(be, &L->gqa, x, B, T, y, &a);
-            if (st == AE_OK) {
-                layer_loss[l] += ae_mse_loss(y, target, N, D, r->o->s1_normalized, dy);
-                for (size_t i = 0; i < (size_t)N * D; i++) dy[i] /= (float)r->o->accum;
-                st = add_block_term(r, l, ta, y, N, dy, layer_loss);
-                if (st == AE_OK) st = ae_gswa_backward(be, &L->gqa, a, dy, NULL, &G->gqa);
-            }
-            ae_gswa_acts_free(a);
+        ae_layer_attn_acts a;
+        st = ae_layer_attn_train_forward(be, L, x, B, T, y, &a);
+        if (st == AE_OK) {
+            layer_loss[l] += ae_mse_loss(y, target, N, D, r->o->s1_normalized, dy);
+            for (size_t i = 0; i < (size_t)N * D; i++) dy[i] /= (float)r->o->accum;
+            st = add_block_term(r, l, ta, y, N, dy, layer_loss);
         }
+        if (st == AE_OK) st = ae_layer_attn_backward(be, L, &a, dy, NULL, G);
+        ae_layer_attn_acts_free(&a);
     }
     ae_free_aligned(y);
     ae_free_aligned(dy);

@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "core/mem.h"
+#include "model/layer_attn.h"
 #include "train/moe_train.h"
 
 typedef struct {
@@ -44,8 +45,7 @@ typedef struct {
     float *mlp_in;    // (M, D) RMSNorm(h_mid; post_attention_layernorm)
     float *g, *u, *act; // (M, I) dense MLP
     ae_moe_acts moe;
-    ae_gswa_acts *gswa;
-    ae_mla_acts *mla;
+    ae_layer_attn_acts attn;
 } layer_acts;
 
 struct ae_train_acts {
@@ -249,8 +249,7 @@ void ae_train_acts_free(ae_train_acts *a) {
             float *ps[] = {la->attn_in, la->attn_out, la->h_mid, la->mlp_in, la->g, la->u, la->act};
             for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) ae_free_aligned(ps[i]);
             ae_moe_acts_free(&la->moe);
-            ae_gswa_acts_free(la->gswa);
-            ae_mla_acts_free(la->mla);
+            ae_layer_attn_acts_free(&la->attn);
         }
     free(a->layer);
     ae_free_aligned(a->final);
@@ -316,10 +315,7 @@ ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, i
         const ae_layer *L = &m->layers[l];
         layer_acts *la = &a->layer[l];
         be->rmsnorm(be, la->attn_in, a->hidden[l], L->input_norm, M, D, eps);
-        if (L->kind == AE_ATTN_MLA)
-            st = ae_mla_train_forward(be, &L->mla, la->attn_in, B, T, la->attn_out, &la->mla);
-        else
-            st = ae_gswa_train_forward(be, &L->gqa, la->attn_in, B, T, la->attn_out, &la->gswa);
+        st = ae_layer_attn_train_forward(be, L, la->attn_in, B, T, la->attn_out, &la->attn);
         if (st != AE_OK) break;
         memcpy(la->h_mid, a->hidden[l], sizeof(float) * MD);
         be->add(be, la->h_mid, la->attn_out, MD);
@@ -390,8 +386,7 @@ ae_status ae_model_train_backward(const ae_model *m, const ae_train_acts *a, con
         }
         be->rmsnorm_bwd(be, dh, af ? NULL : G->post_norm, dx, la->h_mid, L->post_norm, M, D, eps);
         // h_mid = h_l + Attn(RMSNorm(h_l)); the module backward overwrites dx
-        if (L->kind == AE_ATTN_MLA) st = ae_mla_backward(be, &L->mla, la->mla, dh, dx, &G->mla);
-        else st = ae_gswa_backward(be, &L->gqa, la->gswa, dh, dx, &G->gqa);
+        st = ae_layer_attn_backward(be, L, &la->attn, dh, dx, G);
         if (st != AE_OK) goto done;
         be->rmsnorm_bwd(be, dh, af ? NULL : G->input_norm, dx, a->hidden[l], L->input_norm, M, D,
                         eps);

@@ -1,0 +1,23 @@
+// Training passes of a layer's attention module, whatever its kind (GQA/GateSWA or MLA): the
+// one dispatch the whole-model backward and stage 1 share.
+#ifndef AE_MODEL_LAYER_ATTN_H
+#define AE_MODEL_LAYER_ATTN_H
+
+#include "model/model.h"
+
+typedef struct {
+    ae_gswa_acts *gswa; // kinds GQA, GATESWA
+    ae_mla_acts *mla;   // kind MLA
+} ae_layer_attn_acts;
+
+// y = Attn_L(x)   x, y: (B*T, D); positions 0..T-1 in each of the B sequences.
+ae_status ae_layer_attn_train_forward(const ae_backend *be, const ae_layer *L, const float *x,
+                                      int B, int T, float *y, ae_layer_attn_acts *acts);
+// Parameter gradients accumulate into G's module of the same kind; dx (B*T, D) is overwritten
+// when non-NULL.
+ae_status ae_layer_attn_backward(const ae_backend *be, const ae_layer *L,
+                                 const ae_layer_attn_acts *acts, const float *dy, float *dx,
+                                 ae_layer *G);
+void ae_layer_attn_acts_free(ae_layer_attn_acts *acts);
+
+#endif
