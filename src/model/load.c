@@ -229,6 +229,8 @@ ae_status ae_model_load(const char *dir, const ae_backend *be, ae_model **out) {
 }
 
 ae_status ae_model_share(const ae_model *base, ae_model **out) {
+    if (base->cfg.target != AE_ATTN_GQA || base->shared_base)
+        return ae_errorf(AE_ERR_ARG, "only a teacher's own tensors can be shared");
     ae_model *m = ae_calloc(1, sizeof *m);
     if (!m) return AE_ERR_NOMEM;
     *m = *base;
@@ -249,11 +251,13 @@ ae_status ae_model_share(const ae_model *base, ae_model **out) {
     return AE_OK;
 }
 
-// A shared model owns only the attention modules it replaced (kind != the base's GQA).
+// A shared model owns only the attention modules it replaced (kind != the base's GQA). The
+// teacher base has no MLA modules, so any MLA tensors here are this model's own, including
+// those of a layer whose initialisation failed half-way.
 static void free_shared(ae_model *m) {
     for (int l = 0; m->layers && l < m->cfg.num_hidden_layers; l++) {
         ae_layer *L = &m->layers[l];
-        if (L->kind == AE_ATTN_MLA) ae_mla_free(&L->mla);
+        ae_mla_free(&L->mla);
         if (L->kind == AE_ATTN_GATESWA) ae_gswa_free(&L->gqa);
     }
     free(m->layers);
