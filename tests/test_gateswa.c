@@ -13,10 +13,6 @@
 #include "model/attn_gateswa.h"
 #include "util/testutil.h"
 
-static void fill(float *x, size_t n, float std, ae_rng *r) {
-    for (size_t i = 0; i < n; i++) x[i] = std * ae_rng_normal(r);
-}
-
 static ae_gswa_dims dims(int D, int Hq, int Hkv, int hd, int W, ae_gate_kind gate, int sinks) {
     ae_gswa_dims d = {.D = D, .Hq = Hq, .Hkv = Hkv, .hd = hd, .window = W, .gate = gate,
                       .sinks = sinks, .rope_theta = 10000.0, .eps = 1e-6f};
@@ -31,7 +27,7 @@ static void make_module(ae_gswa *m, const ae_gswa_dims *d, float std, ae_rng *r)
         m->q_norm[i] = 1.0f + 0.3f * ae_rng_normal(r);
         m->k_norm[i] = 1.0f + 0.3f * ae_rng_normal(r);
     }
-    if (m->sinks) fill(m->sinks, d->Hq, 1.0f, r);
+    if (m->sinks) ae_test_fill_normal(m->sinks, d->Hq, 1.0f, r);
 }
 
 static double sigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
@@ -126,7 +122,7 @@ static void test_train_forward_reference(void **state) {
                     make_module(&m, &d, 0.3f, &r);
                     float *x = ae_alloc_f32((size_t)B * T * D), *y = ae_alloc_f32((size_t)B * T * D);
                     double *yr = calloc((size_t)T * D, sizeof(double));
-                    fill(x, (size_t)B * T * D, 1.0f, &r);
+                    ae_test_fill_normal(x, (size_t)B * T * D, 1.0f, &r);
                     ae_gswa_acts *acts = NULL;
                     assert_int_equal(ae_gswa_train_forward(be, &m, x, B, T, y, &acts), AE_OK);
                     for (int b = 0; b < B; b++) {
@@ -193,7 +189,7 @@ static void test_decode_matches_masked(void **state) {
                     for (int li = 0; li < 4; li++) {
                         int N = lens[li] > 0 ? lens[li] : 1;
                         float *x = ae_alloc_f32((size_t)N * D), *yf = ae_alloc_f32((size_t)N * D);
-                        fill(x, (size_t)N * D, 1.0f, &r);
+                        ae_test_fill_normal(x, (size_t)N * D, 1.0f, &r);
                         ae_gswa_acts *acts = NULL;
                         assert_int_equal(ae_gswa_train_forward(be, &m, x, 1, N, yf, &acts), AE_OK);
                         ae_gswa_acts_free(acts);
@@ -229,7 +225,7 @@ static void test_long_prefill(void **state) {
     ae_gswa m;
     make_module(&m, &d, 0.4f, &r);
     float *x = ae_alloc_f32((size_t)N * D), *yf = ae_alloc_f32((size_t)N * D);
-    fill(x, (size_t)N * D, 1.0f, &r);
+    ae_test_fill_normal(x, (size_t)N * D, 1.0f, &r);
     ae_gswa_acts *acts = NULL;
     assert_int_equal(ae_gswa_train_forward(be, &m, x, 1, N, yf, &acts), AE_OK);
     ae_gswa_acts_free(acts);
@@ -323,8 +319,8 @@ static void test_backward_fd(void **state) {
                     size_t n = (size_t)B * T * D;
                     float *x = ae_alloc_f32(n), *y = ae_alloc_f32(n), *R = ae_alloc_f32(n);
                     float *dx = ae_alloc_f32(n), *dx2 = ae_alloc_f32(n);
-                    fill(x, n, 1.0f, &r);
-                    fill(R, n, 1.0f, &r);
+                    ae_test_fill_normal(x, n, 1.0f, &r);
+                    ae_test_fill_normal(R, n, 1.0f, &r);
                     ae_gswa_acts *acts = NULL;
                     assert_int_equal(ae_gswa_train_forward(be, &m, x, B, T, y, &acts), AE_OK);
                     assert_int_equal(ae_gswa_backward(be, &m, acts, R, dx, &grad), AE_OK);
@@ -342,7 +338,7 @@ static void test_backward_fd(void **state) {
                     // A second backward accumulates parameter gradients and overwrites dx.
                     float *g1 = ae_alloc_f32((size_t)gl.p[0].shape[0] * gl.p[0].shape[1]);
                     memcpy(g1, gl.p[0].data, sizeof(float) * gl.p[0].shape[0] * gl.p[0].shape[1]);
-                    fill(dx2, n, 1.0f, &r);
+                    ae_test_fill_normal(dx2, n, 1.0f, &r);
                     assert_int_equal(ae_gswa_backward(be, &m, acts, R, dx2, &grad), AE_OK);
                     assert_memory_equal(dx, dx2, sizeof(float) * n);
                     for (int64_t i = 0; i < gl.p[0].shape[0] * gl.p[0].shape[1]; i++)
@@ -390,7 +386,7 @@ static void test_teacher_init(void **state) {
     ae_rng r;
     ae_rng_seed(&r, 15);
     float *x = ae_alloc_f32((size_t)T * D);                      // (T, D) normalised input
-    fill(x, (size_t)T * D, 1.0f, &r);
+    ae_test_fill_normal(x, (size_t)T * D, 1.0f, &r);
     be->rmsnorm(be, x, x, ln, T, D, eps);
     // The teacher's attention, written out with the ops.
     float *q = ae_alloc_f32((size_t)T * qd), *k = ae_alloc_f32((size_t)T * kvd);

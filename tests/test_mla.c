@@ -12,19 +12,6 @@
 #include "model/attn_mla.h"
 #include "util/testutil.h"
 
-static void fill(float *x, size_t n, float sc, ae_rng *r) {
-    for (size_t i = 0; i < n; i++) x[i] = sc * ae_rng_normal(r);
-}
-
-static double rel_err(const float *a, const float *b, size_t n) {
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num / (den > 0 ? den : 1e-300));
-}
-
 // {D, H, q_lora, R, dn, dr, dv}: q_lora on/off, several H, R (incl. R > D), dn (incl. 0), dr, dv
 static const int k_shapes[][7] = {
     {16, 2, 0, 8, 4, 4, 6},  {24, 3, 12, 10, 6, 2, 4}, {32, 4, 0, 16, 0, 8, 8},
@@ -142,13 +129,13 @@ static void test_matches_reference(void **state) {
         float *x = ae_alloc_f32((size_t)T * d.D), *y = ae_alloc_f32((size_t)T * d.D);
         float *c = ae_alloc_f32((size_t)T * ae_mla_cache_dim(&d)), *yr = ae_alloc_f32((size_t)T * d.D);
         double *ref = calloc((size_t)T * d.D, sizeof(double));
-        fill(x, (size_t)T * d.D, 1.0f, &r);
+        ae_test_fill_normal(x, (size_t)T * d.D, 1.0f, &r);
         ref_forward(&m, x, T, ref);
         for (size_t i = 0; i < (size_t)T * d.D; i++) yr[i] = (float)ref[i];
         assert_int_equal(ae_mla_forward_materialized(be, &m, x, T, 0, c, y), AE_OK);
-        assert_true(rel_err(y, yr, (size_t)T * d.D) < 1e-5);
+        assert_true(ae_test_rel_err(y, yr, (size_t)T * d.D) < 1e-5);
         assert_int_equal(ae_mla_forward_absorbed(be, &m, x, T, 0, c, y), AE_OK);
-        assert_true(rel_err(y, yr, (size_t)T * d.D) < 1e-5);
+        assert_true(ae_test_rel_err(y, yr, (size_t)T * d.D) < 1e-5);
         free(ref);
         ae_free_aligned(x), ae_free_aligned(y), ae_free_aligned(c), ae_free_aligned(yr);
         ae_mla_free(&m);
@@ -169,18 +156,18 @@ static void test_absorbed_equals_materialized(void **state) {
         float *x = ae_alloc_f32((size_t)Tt * d.D);             // (Tt, D)
         float *cm = ae_alloc_f32((size_t)Tt * Cd), *ca = ae_alloc_f32((size_t)Tt * Cd); // caches
         float *ym = ae_alloc_f32((size_t)Tt * d.D), *ya = ae_alloc_f32((size_t)Tt * d.D);
-        fill(x, (size_t)Tt * d.D, 1.0f, &r);
+        ae_test_fill_normal(x, (size_t)Tt * d.D, 1.0f, &r);
         // prefill T0 tokens in both forms
         assert_int_equal(ae_mla_forward_materialized(be, &m, x, T0, 0, cm, ym), AE_OK);
         assert_int_equal(ae_mla_forward_absorbed(be, &m, x, T0, 0, ca, ya), AE_OK);
-        double e_pre = rel_err(ya, ym, (size_t)T0 * d.D);
+        double e_pre = ae_test_rel_err(ya, ym, (size_t)T0 * d.D);
         // then decode one token at a time, each form on its own latent cache
         for (int t = T0; t < Tt; t++) {
             const float *xt = x + (size_t)t * d.D;
             assert_int_equal(ae_mla_forward_materialized(be, &m, xt, 1, t, cm, ym + (size_t)t * d.D), AE_OK);
             assert_int_equal(ae_mla_forward_absorbed(be, &m, xt, 1, t, ca, ya + (size_t)t * d.D), AE_OK);
         }
-        double e_dec = rel_err(ya + (size_t)T0 * d.D, ym + (size_t)T0 * d.D, (size_t)T1 * d.D);
+        double e_dec = ae_test_rel_err(ya + (size_t)T0 * d.D, ym + (size_t)T0 * d.D, (size_t)T1 * d.D);
         assert_memory_equal(cm, ca, sizeof(float) * (size_t)Tt * Cd); // same cache contents
         printf("shape %zu: absorbed vs materialised rel err prefill %.2e decode %.2e\n", s, e_pre, e_dec);
         assert_true(e_pre < 1e-5);
@@ -190,7 +177,7 @@ static void test_absorbed_equals_materialized(void **state) {
         assert_int_equal(ae_mla_forward_absorbed(be, &m, x, T0, 0, ca, y2), AE_OK);
         assert_int_equal(ae_mla_forward_absorbed(be, &m, x + (size_t)T0 * d.D, T1, T0, ca,
                                                  y2 + (size_t)T0 * d.D), AE_OK);
-        assert_true(rel_err(y2, ym, (size_t)Tt * d.D) < 1e-5);
+        assert_true(ae_test_rel_err(y2, ym, (size_t)Tt * d.D) < 1e-5);
         ae_free_aligned(y2);
         ae_free_aligned(x);
         ae_free_aligned(cm);
@@ -216,17 +203,17 @@ static void test_decode_equals_full(void **state) {
         float *x = ae_alloc_f32((size_t)T * d.D), *c1 = ae_alloc_f32((size_t)T * Cd);
         float *c2 = ae_alloc_f32((size_t)T * Cd), *yf = ae_alloc_f32((size_t)T * d.D);
         float *yd = ae_alloc_f32((size_t)T * d.D);
-        fill(x, (size_t)T * d.D, 1.0f, &r);
+        ae_test_fill_normal(x, (size_t)T * d.D, 1.0f, &r);
         assert_int_equal(ae_mla_forward_materialized(be, &m, x, T, 0, c1, yf), AE_OK);
         for (int t = 0; t < T; t++)
             assert_int_equal(ae_mla_forward_absorbed(be, &m, x + (size_t)t * d.D, 1, t, c2,
                                                      yd + (size_t)t * d.D), AE_OK);
-        assert_true(rel_err(yd, yf, (size_t)T * d.D) < 1e-5);
-        assert_true(rel_err(c2, c1, (size_t)T * Cd) < 1e-6);
+        assert_true(ae_test_rel_err(yd, yf, (size_t)T * d.D) < 1e-5);
+        assert_true(ae_test_rel_err(c2, c1, (size_t)T * Cd) < 1e-6);
         // changing token 0 changes the last output: attention over the cache is live
         x[0] += 1.0f;
         assert_int_equal(ae_mla_forward_materialized(be, &m, x, T, 0, c1, yd), AE_OK);
-        assert_true(rel_err(yd + (size_t)(T - 1) * d.D, yf + (size_t)(T - 1) * d.D, (size_t)d.D) > 1e-4);
+        assert_true(ae_test_rel_err(yd + (size_t)(T - 1) * d.D, yf + (size_t)(T - 1) * d.D, (size_t)d.D) > 1e-4);
         ae_free_aligned(x);
         ae_free_aligned(c1);
         ae_free_aligned(c2);
@@ -246,8 +233,8 @@ static void test_rope_relative_position(void **state) {
     ae_rng r;
     ae_rng_seed(&r, 7);
     float q0[3 * 13], k0[14];
-    fill(q0, sizeof q0 / sizeof *q0, 1.0f, &r);
-    fill(k0, sizeof k0 / sizeof *k0, 1.0f, &r);
+    ae_test_fill_normal(q0, sizeof q0 / sizeof *q0, 1.0f, &r);
+    ae_test_fill_normal(k0, sizeof k0 / sizeof *k0, 1.0f, &r);
     int pairs[][2] = {{5, 2}, {103, 100}, {3, 0}, {1003, 1000}, {40, 37}};
     double ref[3] = {0, 0, 0};
     for (size_t c = 0; c < sizeof pairs / sizeof *pairs; c++) {
@@ -336,15 +323,15 @@ static void run_grad_check(int q_lora) {
     ae_rng r;
     ae_rng_seed(&r, 12);
     float *x = ae_alloc_f32(n), *w = ae_alloc_f32(n), *y = ae_alloc_f32(n), *dx = ae_alloc_f32(n);
-    fill(x, n, 1.0f, &r);
-    fill(w, n, 1.0f, &r);
+    ae_test_fill_normal(x, n, 1.0f, &r);
+    ae_test_fill_normal(w, n, 1.0f, &r);
     ae_mla_acts *a = NULL;
     assert_int_equal(ae_mla_train_forward(be, &m, x, B, T, y, &a), AE_OK);
     // the training forward equals the inference forward of each sequence
     float *yi = ae_alloc_f32((size_t)T * d.D), *cache = ae_alloc_f32((size_t)T * ae_mla_cache_dim(&d));
     for (int b = 0; b < B; b++) {
         assert_int_equal(ae_mla_forward_materialized(be, &m, x + (size_t)b * T * d.D, T, 0, cache, yi), AE_OK);
-        assert_true(rel_err(yi, y + (size_t)b * T * d.D, (size_t)T * d.D) < 1e-6);
+        assert_true(ae_test_rel_err(yi, y + (size_t)b * T * d.D, (size_t)T * d.D) < 1e-6);
     }
     ae_free_aligned(yi);
     ae_free_aligned(cache);

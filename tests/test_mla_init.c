@@ -14,19 +14,6 @@
 #include "model/mla_internal.h"
 #include "util/testutil.h"
 
-static void fill(float *x, size_t n, float sc, ae_rng *r) {
-    for (size_t i = 0; i < n; i++) x[i] = sc * ae_rng_normal(r);
-}
-
-static double rel_err(const float *a, const float *b, size_t n) {
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num / (den > 0 ? den : 1e-300));
-}
-
 static void test_svd(void **state) {
     (void)state;
     ae_rng r;
@@ -75,7 +62,7 @@ static void teacher_make(teacher *t, int Hq, int Hkv, int hd, int D, int with_in
                    (size_t)D * Hq * hd, (size_t)hd, (size_t)hd, (size_t)D};
     for (int i = 0; i < 7; i++) {
         t->buf[i] = ae_alloc_f32(n[i]);
-        fill(t->buf[i], n[i], 0.3f, &r);
+        ae_test_fill_normal(t->buf[i], n[i], 0.3f, &r);
         if (i >= 4)
             for (size_t j = 0; j < n[i]; j++) t->buf[i][j] += i == 6 ? 0.5f : 1.0f;
     }
@@ -294,7 +281,7 @@ static void test_teacher_exact(void **state) {
             float *x = ae_alloc_f32((size_t)T * D), *y = ae_alloc_f32((size_t)T * D);
             float *yr = ae_alloc_f32((size_t)T * D), *cache = ae_alloc_f32((size_t)T * (D + dr));
             double *ref = malloc(sizeof(double) * T * D);
-            fill(x, (size_t)T * D, 1.0f, &r);
+            ae_test_fill_normal(x, (size_t)T * D, 1.0f, &r);
             for (int s = 0; s < T; s++) { // rows of RMS rms_in
                 double ss = 0;
                 for (int i = 0; i < D; i++) ss += (double)x[s * D + i] * x[s * D + i];
@@ -303,16 +290,16 @@ static void test_teacher_exact(void **state) {
             linear_teacher(&t, dr, x, T, d.rope_theta, ref);
             for (int i = 0; i < T * D; i++) yr[i] = (float)ref[i];
             assert_int_equal(ae_mla_forward_materialized(be, &m, x, T, 0, cache, y), AE_OK);
-            double e1 = rel_err(y, yr, (size_t)T * D);
+            double e1 = ae_test_rel_err(y, yr, (size_t)T * D);
             assert_int_equal(ae_mla_forward_absorbed(be, &m, x, T, 0, cache, y), AE_OK);
-            double e2 = rel_err(y, yr, (size_t)T * D);
+            double e2 = ae_test_rel_err(y, yr, (size_t)T * D);
             printf("exact case %d q_lora %2d: student vs linearised teacher %.2e / %.2e\n", c, ql, e1, e2);
             assert_true(fabsf(m.kv_a_norm[0] - (float)rms_in) < 1e-5f);
             assert_true(e1 < 2e-5 && e2 < 2e-5);
             // control: the reference is sensitive (other dims → other result)
             linear_teacher(&t, dr == 8 ? 4 : 8, x, T, d.rope_theta, ref);
             for (int i = 0; i < T * D; i++) yr[i] = (float)ref[i];
-            assert_true(rel_err(y, yr, (size_t)T * D) > 1e-3);
+            assert_true(ae_test_rel_err(y, yr, (size_t)T * D) > 1e-3);
             free(ref);
             ae_free_aligned(x), ae_free_aligned(y), ae_free_aligned(yr), ae_free_aligned(cache);
             ae_mla_free(&m);
@@ -390,7 +377,7 @@ static void test_qwen3_micro(void **state) {
     ae_rng_seed(&r, 99);
     float *x = ae_alloc_f32((size_t)T * D), *yt = ae_alloc_f32((size_t)T * D);
     float *ys = ae_alloc_f32((size_t)T * D);
-    fill(x, (size_t)T * D, 1.0f, &r);
+    ae_test_fill_normal(x, (size_t)T * D, 1.0f, &r);
     be->rmsnorm(be, x, x, w_in, T, D, 1e-6f);
     teacher_attention(be, &tv, D, x, T, theta, yt);
     int drs[] = {8, 16}, Rs[] = {16, 32, 64, 128}; // R = 128 = D: the full-rank floor
@@ -409,7 +396,7 @@ static void test_qwen3_micro(void **state) {
                 assert_int_equal(ae_mla_init_from_teacher(&m, &v, &rel[use_in]), AE_OK);
                 float *cache = ae_alloc_f32((size_t)T * ae_mla_cache_dim(&d));
                 assert_int_equal(ae_mla_forward_materialized(be, &m, x, T, 0, cache, ys), AE_OK);
-                oe[use_in] = rel_err(ys, yt, (size_t)T * D);
+                oe[use_in] = ae_test_rel_err(ys, yt, (size_t)T * D);
                 ae_free_aligned(cache);
                 ae_mla_free(&m);
             }

@@ -8,10 +8,6 @@
 #include "model/moe.h"
 #include "util/testutil.h"
 
-static void fill(float *x, size_t n, ae_rng *r) {
-    for (size_t i = 0; i < n; i++) x[i] = ae_rng_normal(r);
-}
-
 static void test_matmul_shapes(void **state) {
     (void)state;
     const ae_backend *be = ae_backend_cpu();
@@ -22,8 +18,8 @@ static void test_matmul_shapes(void **state) {
         int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
         float *x = malloc(sizeof(float) * M * K), *w = malloc(sizeof(float) * N * K);
         float *y = malloc(sizeof(float) * M * N);
-        fill(x, (size_t)M * K, &r);
-        fill(w, (size_t)N * K, &r);
+        ae_test_fill_normal(x, (size_t)M * K, 1.0f, &r);
+        ae_test_fill_normal(w, (size_t)N * K, 1.0f, &r);
         be->matmul(be, y, x, w, M, K, N);
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) {
@@ -44,8 +40,8 @@ static void test_rmsnorm(void **state) {
     ae_rng_seed(&r, 2);
     int M = 5, D = 24;
     float x[5 * 24], w[24], y[5 * 24];
-    fill(x, sizeof x / sizeof *x, &r);
-    fill(w, 24, &r);
+    ae_test_fill_normal(x, sizeof x / sizeof *x, 1.0f, &r);
+    ae_test_fill_normal(w, 24, 1.0f, &r);
     be->rmsnorm(be, y, x, w, M, D, 1e-6f);
     for (int i = 0; i < M; i++) {
         double ss = 0;
@@ -65,7 +61,7 @@ static void test_rope_rotate_half(void **state) {
     int T = 3, H = 2, hd = 8;
     float x[3 * 2 * 8], orig[3 * 2 * 8];
     int pos[3] = {0, 5, 1000};
-    fill(x, sizeof x / sizeof *x, &r);
+    ae_test_fill_normal(x, sizeof x / sizeof *x, 1.0f, &r);
     memcpy(orig, x, sizeof x);
     be->rope(be, x, pos, T, H, hd, hd, 10000.0, AE_ROPE_HALF);
     for (int t = 0; t < T; t++)
@@ -96,7 +92,7 @@ static void test_rope_interleaved_partial(void **state) {
         for (int c = 0; c < 2; c++) {
             int rd = rds[c], half = rd / 2;
             float x[T * H * STRIDE], orig[T * H * STRIDE];
-            fill(x, sizeof x / sizeof *x, &r);
+            ae_test_fill_normal(x, sizeof x / sizeof *x, 1.0f, &r);
             memcpy(orig, x, sizeof x);
             be->rope(be, x, pos, T, H, STRIDE, rd, 10000.0, (ae_rope_mode)mode);
             for (int t = 0; t < T; t++)
@@ -172,9 +168,9 @@ static void test_attention_gqa_window(void **state) {
         float *q = malloc(sizeof(float) * T * Hq * hd), *k = malloc(sizeof(float) * S * Hkv * hd);
         float *v = malloc(sizeof(float) * S * Hkv * hd), *o = malloc(sizeof(float) * T * Hq * hd);
         double *ref = malloc(sizeof(double) * T * Hq * hd);
-        fill(q, (size_t)T * Hq * hd, &r);
-        fill(k, (size_t)S * Hkv * hd, &r);
-        fill(v, (size_t)S * Hkv * hd, &r);
+        ae_test_fill_normal(q, (size_t)T * Hq * hd, 1.0f, &r);
+        ae_test_fill_normal(k, (size_t)S * Hkv * hd, 1.0f, &r);
+        ae_test_fill_normal(v, (size_t)S * Hkv * hd, 1.0f, &r);
         ae_attn_args aa = ae_attn_dense(T, pos0, Hq, Hkv, hd, hd, W, 0.35f, NULL);
         be->attention(be, &aa, o, q, k, v);
         ref_attention(ref, q, k, v, T, pos0, Hq, Hkv, hd, W, 0.35);
@@ -193,7 +189,7 @@ static void check_attention(ae_rng *r, int T, int pos0, int Hq, int Hkv, int dk,
     float *sinks = NULL;
     if (with_sinks) {
         sinks = malloc(sizeof(float) * Hq);
-        fill(sinks, (size_t)Hq, r);
+        ae_test_fill_normal(sinks, (size_t)Hq, 1.0f, r);
     }
     ae_attn_args a = ae_attn_dense(T, pos0, Hq, Hkv, dk, dv, window, 0.3f, sinks);
     if (layout == LAYOUT_PADDED) a.k_stride += 5, a.v_stride += 3;
@@ -206,9 +202,9 @@ static void check_attention(ae_rng *r, int T, int pos0, int Hq, int Hkv, int dk,
     float *v = layout == LAYOUT_MLA ? k : malloc(sizeof(float) * nv);
     float *o = malloc(sizeof(float) * no);
     double *ref = malloc(sizeof(double) * no);
-    fill(q, nq, r);
-    fill(k, nk, r);
-    if (v != k) fill(v, nv, r);
+    ae_test_fill_normal(q, nq, 1.0f, r);
+    ae_test_fill_normal(k, nk, 1.0f, r);
+    if (v != k) ae_test_fill_normal(v, nv, 1.0f, r);
     be->attention(be, &a, o, q, k, v);
     ref_attention_args(ref, &a, q, k, v);
     for (size_t i = 0; i < no; i++)
@@ -253,16 +249,16 @@ static void test_attention_ring(void **state) {
         int W = cases[c][4], ring = cases[c][5], S = pos0 + T;
         assert_true(T + W - 1 <= ring); // every key any query needs is still in the ring
         float *sinks = malloc(sizeof(float) * Hq);
-        fill(sinks, (size_t)Hq, &r);
+        ae_test_fill_normal(sinks, (size_t)Hq, 1.0f, &r);
         size_t nq = (size_t)T * Hq * dk, no = (size_t)T * Hq * dv;
         float *q = malloc(sizeof(float) * nq), *o = malloc(sizeof(float) * no);
         float *ofull = malloc(sizeof(float) * no);
         float *k = malloc(sizeof(float) * S * Hkv * dk), *v = malloc(sizeof(float) * S * Hkv * dv);
         float *kr = malloc(sizeof(float) * ring * Hkv * dk);
         float *vr = malloc(sizeof(float) * ring * Hkv * dv);
-        fill(q, nq, &r);
-        fill(k, (size_t)S * Hkv * dk, &r);
-        fill(v, (size_t)S * Hkv * dv, &r);
+        ae_test_fill_normal(q, nq, 1.0f, &r);
+        ae_test_fill_normal(k, (size_t)S * Hkv * dk, 1.0f, &r);
+        ae_test_fill_normal(v, (size_t)S * Hkv * dv, 1.0f, &r);
         for (size_t i = 0; i < (size_t)ring * Hkv * dk; i++) kr[i] = NAN; // never-written slots
         for (size_t i = 0; i < (size_t)ring * Hkv * dv; i++) vr[i] = NAN;
         for (int j = 0; j < S; j++) { // the cache as written token by token
@@ -294,8 +290,8 @@ static void test_gate_mul(void **state) {
     ae_rng_seed(&r, 8);
     enum { T = 3, H = 4, HD = 5, N = T * H * HD };
     float x[N], g[N], y[N];
-    fill(x, N, &r);
-    fill(g, N, &r);
+    ae_test_fill_normal(x, N, 1.0f, &r);
+    ae_test_fill_normal(g, N, 1.0f, &r);
     g[0] = -200.0f, g[1] = 40.0f; // saturated: exactly 0 and x
     be->gate_mul(be, y, x, g, T, H, HD, 0);
     for (int i = 0; i < N; i++) assert_true(fabs(y[i] - x[i] / (1 + exp(-(double)g[i]))) < 1e-6);

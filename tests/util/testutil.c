@@ -1,6 +1,8 @@
 #define _XOPEN_SOURCE 700
 #include "util/testutil.h"
 
+#include <math.h>
+
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -122,4 +124,17 @@ int ae_test_run_cli(const char *const *args, const char *stdin_text, char **out,
     if (WIFEXITED(status)) return WEXITSTATUS(status);
     if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
     return -1;
+}
+
+void ae_test_fill_normal(float *x, size_t n, float scale, ae_rng *rng) {
+    for (size_t i = 0; i < n; i++) x[i] = scale * ae_rng_normal(rng);
+}
+
+double ae_test_rel_err(const float *a, const float *b, size_t n) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1e-300));
 }

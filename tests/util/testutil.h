@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "core/rng.h"
+
 // Absolute path of a file under the source tree: ae_test_src("tests/fixtures/x") (static buffer
 // per call slot; copy if you keep it).
 const char *ae_test_src(const char *rel);
@@ -20,6 +22,11 @@ char *ae_test_tmpdir(void);
 void ae_test_rmtree(const char *dir);
 // Writes bytes to a file; returns 0 on success.
 int ae_test_write_file(const char *path, const void *data, size_t n);
+
+// x[i] = scale * N(0, 1) from r.   x: (n)
+void ae_test_fill_normal(float *x, size_t n, float scale, ae_rng *rng);
+// ||a - b|| / ||b|| in double (L2 over n values).
+double ae_test_rel_err(const float *a, const float *b, size_t n);
 
 // Runs the attnedit CLI with argv (NULL-terminated, argv[0] excluded) and captures stdout and
 // stderr (heap strings, caller frees). Returns the exit status (or 128+signal when killed).
