@@ -85,30 +85,20 @@ void ae_gswa_free(ae_gswa *m) {
     }
 }
 
-static void add_param(ae_param_list *l, const char *name, float *data, int64_t rows, int64_t cols,
-                      int decay) {
-    ae_param *p = &l->p[l->n++];
-    p->name = name;
-    p->data = data;
-    p->ndim = cols > 0 ? 2 : 1;
-    p->shape[0] = rows;
-    p->shape[1] = cols > 0 ? cols : 0;
-    p->decay = decay;
-}
-
 ae_param_list ae_gswa_params(ae_gswa *m) {
     ae_param_list l;
     memset(&l, 0, sizeof l);
     const ae_gswa_dims *d = &m->d;
     int64_t D = d->D, qd = (int64_t)d->Hq * d->hd, kvd = (int64_t)d->Hkv * d->hd;
-    add_param(&l, "q_proj.weight", m->wq, qd, D, 1);
-    add_param(&l, "k_proj.weight", m->wk, kvd, D, 1);
-    add_param(&l, "v_proj.weight", m->wv, kvd, D, 1);
-    add_param(&l, "o_proj.weight", m->wo, D, qd, 1);
-    add_param(&l, "q_norm.weight", m->q_norm, d->hd, 0, 0);
-    add_param(&l, "k_norm.weight", m->k_norm, d->hd, 0, 0);
-    if (m->wg) add_param(&l, "g_proj.weight", m->wg, (int64_t)gate_dim(d), D, 0); // no decay on gates
-    if (m->sinks) add_param(&l, "sinks", m->sinks, d->Hq, 0, 0);
+    ae_param_list_add(&l, "q_proj.weight", m->wq, qd, D, 1);
+    ae_param_list_add(&l, "k_proj.weight", m->wk, kvd, D, 1);
+    ae_param_list_add(&l, "v_proj.weight", m->wv, kvd, D, 1);
+    ae_param_list_add(&l, "o_proj.weight", m->wo, D, qd, 1);
+    ae_param_list_add(&l, "q_norm.weight", m->q_norm, d->hd, 0, 0);
+    ae_param_list_add(&l, "k_norm.weight", m->k_norm, d->hd, 0, 0);
+    if (m->wg) // the output gate gets no weight decay
+        ae_param_list_add(&l, "g_proj.weight", m->wg, (int64_t)gate_dim(d), D, 0);
+    if (m->sinks) ae_param_list_add(&l, "sinks", m->sinks, d->Hq, 0, 0);
     return l;
 }
 

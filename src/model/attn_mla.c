@@ -59,17 +59,6 @@ void ae_mla_free(ae_mla *m) {
     memset(m, 0, sizeof *m);
 }
 
-static void add_param(ae_param_list *l, const char *name, float *data, int64_t rows,
-                      int64_t cols) {
-    ae_param *p = &l->p[l->n++];
-    p->name = name;
-    p->data = data;
-    p->ndim = cols > 0 ? 2 : 1;
-    p->shape[0] = rows;
-    p->shape[1] = cols > 0 ? cols : 0;
-    p->decay = cols > 0;
-}
-
 ae_param_list ae_mla_params(ae_mla *m) {
     ae_param_list l;
     memset(&l, 0, sizeof l);
@@ -77,16 +66,16 @@ ae_param_list ae_mla_params(ae_mla *m) {
     int64_t D = d->D, H = d->H, ql = d->q_lora_rank, R = d->kv_lora_rank;
     int64_t dq = d->dn + d->dr;
     if (ql == 0) {
-        add_param(&l, "q_proj.weight", m->wq, H * dq, D);
+        ae_param_list_add(&l, "q_proj.weight", m->wq, H * dq, D, 1);
     } else {
-        add_param(&l, "q_a_proj.weight", m->wqa, ql, D);
-        add_param(&l, "q_a_layernorm.weight", m->q_a_norm, ql, 0);
-        add_param(&l, "q_b_proj.weight", m->wqb, H * dq, ql);
+        ae_param_list_add(&l, "q_a_proj.weight", m->wqa, ql, D, 1);
+        ae_param_list_add(&l, "q_a_layernorm.weight", m->q_a_norm, ql, 0, 0);
+        ae_param_list_add(&l, "q_b_proj.weight", m->wqb, H * dq, ql, 1);
     }
-    add_param(&l, "kv_a_proj_with_mqa.weight", m->wkva, R + d->dr, D);
-    add_param(&l, "kv_a_layernorm.weight", m->kv_a_norm, R, 0);
-    add_param(&l, "kv_b_proj.weight", m->wkvb, H * (d->dn + d->dv), R);
-    add_param(&l, "o_proj.weight", m->wo, D, H * d->dv);
+    ae_param_list_add(&l, "kv_a_proj_with_mqa.weight", m->wkva, R + d->dr, D, 1);
+    ae_param_list_add(&l, "kv_a_layernorm.weight", m->kv_a_norm, R, 0, 0);
+    ae_param_list_add(&l, "kv_b_proj.weight", m->wkvb, H * (d->dn + d->dv), R, 1);
+    ae_param_list_add(&l, "o_proj.weight", m->wo, D, H * d->dv, 1);
     return l;
 }
 

@@ -20,4 +20,8 @@ typedef struct {
     ae_param p[AE_MAX_MODULE_PARAMS];
 } ae_param_list;
 
+// Appends one tensor: cols > 0 gives a (rows, cols) matrix, cols == 0 a (rows) vector.
+void ae_param_list_add(ae_param_list *l, const char *name, float *data, int64_t rows,
+                       int64_t cols, int decay);
+
 #endif
