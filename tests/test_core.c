@@ -1,4 +1,5 @@
 // core/: error messages, atomic files, dtype conversion.
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,46 @@ static void test_atomic_abort_leaves_old(void **state) {
     free(dir);
 }
 
+static ae_status fill_ok(void *ud, const char *tmp) {
+    char *p = ae_path_join(tmp, "f.txt");
+    int rc = ae_test_write_file(p, ud, strlen(ud));
+    free(p);
+    return rc == 0 ? AE_OK : AE_ERR_IO;
+}
+
+static ae_status fill_fails(void *ud, const char *tmp) {
+    assert_int_equal(fill_ok(ud, tmp), AE_OK); // half-written, then an error
+    return ae_errorf(AE_ERR_IO, "disk full");
+}
+
+static int count_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return n;
+}
+
+static void test_dir_write_atomic(void **state) {
+    (void)state;
+    char *root = ae_test_tmpdir(), *dir = ae_path_join(root, "out"), *f = ae_path_join(dir, "f.txt");
+    char *buf;
+    size_t len;
+    assert_int_equal(ae_dir_write_atomic(dir, fill_ok, "one"), AE_OK);
+    assert_int_equal(ae_dir_write_atomic(dir, fill_fails, "two"), AE_ERR_IO);
+    assert_int_equal(ae_file_read_all(f, &buf, &len), AE_OK);
+    assert_string_equal(buf, "one"); // the failed write left the previous folder
+    free(buf);
+    assert_int_equal(count_entries(root), 1); // no temp or .old folder left
+    assert_int_equal(ae_dir_write_atomic(dir, fill_ok, "three"), AE_OK);
+    assert_int_equal(ae_file_read_all(f, &buf, &len), AE_OK);
+    assert_string_equal(buf, "three");
+    free(buf);
+    assert_int_equal(count_entries(root), 1);
+    ae_test_rmtree(root);
+    free(root), free(dir), free(f);
+}
+
 static void test_read_missing_names_file(void **state) {
     (void)state;
     char *buf;
@@ -76,6 +117,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_f16_roundtrip),
         cmocka_unit_test(test_atomic_abort_leaves_old),
         cmocka_unit_test(test_read_missing_names_file),
+        cmocka_unit_test(test_dir_write_atomic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

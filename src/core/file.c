@@ -102,6 +102,39 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 
 void ae_path_rmtree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
+ae_status ae_dir_write_atomic(const char *dir, ae_dir_fill_fn fill, void *ud) {
+    size_t n = strlen(dir) + 48;
+    char *tmp = ae_malloc(n), *old = ae_malloc(n);
+    ae_status st = (tmp && old) ? AE_OK : AE_ERR_NOMEM;
+    if (st == AE_OK) {
+        snprintf(tmp, n, "%s.tmp.%ld", dir, (long)getpid());
+        snprintf(old, n, "%s.old", dir);
+        ae_path_rmtree(tmp);
+        if (mkdir(tmp, 0755) != 0)
+            st = ae_errorf(AE_ERR_IO, "%s: cannot create folder: %s", tmp, strerror(errno));
+    }
+    if (st == AE_OK) st = fill(ud, tmp);
+    int had_old = 0;
+    if (st == AE_OK) {
+        ae_path_rmtree(old);
+        had_old = ae_path_exists(dir);
+        if (had_old && rename(dir, old) != 0)
+            st = ae_errorf(AE_ERR_IO, "%s: cannot move the previous folder aside: %s", dir,
+                           strerror(errno));
+        else if (rename(tmp, dir) != 0) {
+            st = ae_errorf(AE_ERR_IO, "%s: cannot rename %s into place: %s", dir, tmp,
+                           strerror(errno));
+            if (had_old) rename(old, dir);
+        } else if (had_old) {
+            ae_path_rmtree(old);
+        }
+    }
+    if (st != AE_OK && tmp) ae_path_rmtree(tmp);
+    free(tmp);
+    free(old);
+    return st;
+}
+
 char *ae_path_join(const char *dir, const char *name) {
     size_t a = strlen(dir), b = strlen(name);
     while (a > 1 && dir[a - 1] == '/') a--;

@@ -26,6 +26,13 @@ void ae_path_rmtree(const char *path);
 // Joins dir and name with one '/'; returns a heap string or NULL (error set).
 char *ae_path_join(const char *dir, const char *name);
 
+// Writes a folder atomically: fill(ud, tmp) populates a fresh "<dir>.tmp.<pid>"; then an
+// existing dir is moved to "<dir>.old", the new folder renamed to dir and "<dir>.old" removed.
+// On failure the temp folder is removed and the previous dir stays (moved back if need be); if
+// the process dies between the two renames, "<dir>.old" holds the previous folder.
+typedef ae_status (*ae_dir_fill_fn)(void *ud, const char *tmp_dir);
+ae_status ae_dir_write_atomic(const char *dir, ae_dir_fill_fn fill, void *ud);
+
 // Atomic writer: bytes go to "<path>.tmp.<pid>"; commit fsyncs, renames over `path` and fsyncs
 // the directory; abort (or a failed commit) removes the temp file, leaving `path` untouched.
 typedef struct {

@@ -1,12 +1,9 @@
 #include "model/save.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/dtype.h"
 #include "core/file.h"
@@ -219,32 +216,18 @@ ae_status ae_model_save_weights(const ae_model *m, const char *out_dir, int all_
     return st;
 }
 
+typedef struct {
+    const ae_model *m;
+    const ae_save_opts *o;
+} save_job;
+
+static ae_status fill_folder(void *ud, const char *tmp) {
+    const save_job *j = ud;
+    return write_folder(j->m, tmp, j->o);
+}
+
 ae_status ae_model_save(const ae_model *m, const char *out_dir, const ae_save_opts *o) {
     AE_TRY(ae_save_check_target(out_dir, o->force));
-    size_t n = strlen(out_dir) + 48;
-    char *tmp = ae_malloc(n), *old = ae_malloc(n);
-    if (!tmp || !old) {
-        free(tmp);
-        free(old);
-        return AE_ERR_NOMEM;
-    }
-    snprintf(tmp, n, "%s.tmp.%ld", out_dir, (long)getpid());
-    snprintf(old, n, "%s.old.%ld", out_dir, (long)getpid());
-    ae_path_rmtree(tmp);
-    ae_status st = AE_OK;
-    if (mkdir(tmp, 0755) != 0)
-        st = ae_errorf(AE_ERR_IO, "%s: cannot create folder: %s", tmp, strerror(errno));
-    if (st == AE_OK) st = write_folder(m, tmp, o);
-    int had_old = st == AE_OK && ae_path_exists(out_dir);
-    if (had_old && rename(out_dir, old) != 0)
-        st = ae_errorf(AE_ERR_IO, "%s: cannot move the old folder aside: %s", out_dir, strerror(errno));
-    if (st == AE_OK && rename(tmp, out_dir) != 0) {
-        st = ae_errorf(AE_ERR_IO, "%s: cannot rename %s into place: %s", out_dir, tmp, strerror(errno));
-        if (had_old) rename(old, out_dir);
-    }
-    if (st != AE_OK) ae_path_rmtree(tmp);
-    else if (had_old) ae_path_rmtree(old);
-    free(tmp);
-    free(old);
-    return st;
+    save_job j = {m, o};
+    return ae_dir_write_atomic(out_dir, fill_folder, &j);
 }

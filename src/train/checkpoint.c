@@ -4,13 +4,10 @@
 // to checkpoint.tmp.<pid>, the previous one moved to checkpoint.old, the new one renamed into
 // place and the old one removed; if the process dies in between, checkpoint.old is used.
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/file.h"
 #include "core/mem.h"
@@ -83,33 +80,15 @@ static ae_status write_checkpoint(const ae_run *r, const char *dir) {
     return st;
 }
 
+static ae_status fill_checkpoint(void *ud, const char *tmp) { return write_checkpoint(ud, tmp); }
+
 ae_status ae_ckpt_save(const ae_run *r) {
-    size_t n = strlen(r->out_dir) + 64;
-    char *cur = ae_malloc(n), *tmp = ae_malloc(n), *old = ae_malloc(n);
-    ae_status st = (cur && tmp && old) ? AE_OK : AE_ERR_NOMEM;
-    if (st == AE_OK) {
-        snprintf(cur, n, "%s/checkpoint", r->out_dir);
-        snprintf(tmp, n, "%s/checkpoint.tmp.%ld", r->out_dir, (long)getpid());
-        snprintf(old, n, "%s/checkpoint.old", r->out_dir);
-        ae_path_rmtree(tmp);
-        if (mkdir(tmp, 0755) != 0)
-            st = ae_errorf(AE_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    }
-    if (st == AE_OK) st = write_checkpoint(r, tmp);
-    if (st == AE_OK) {
-        ae_path_rmtree(old);
-        if (ae_path_exists(cur) && rename(cur, old) != 0)
-            st = ae_errorf(AE_ERR_IO, "%s: cannot move aside: %s", cur, strerror(errno));
-        else if (rename(tmp, cur) != 0)
-            st = ae_errorf(AE_ERR_IO, "%s: cannot rename into place: %s", cur, strerror(errno));
-        else
-            ae_path_rmtree(old);
-    }
-    if (st != AE_OK) {
-        ae_path_rmtree(tmp); // the previous checkpoint (cur or old) stays valid
-        ae_error_wrap(st, "saving checkpoint");
-    }
-    free(cur), free(tmp), free(old);
+    char *dir = ae_path_join(r->out_dir, "checkpoint");
+    if (!dir) return AE_ERR_NOMEM;
+    // on failure the previous checkpoint (checkpoint/ or checkpoint.old/) stays valid
+    ae_status st = ae_dir_write_atomic(dir, fill_checkpoint, (void *)r);
+    if (st != AE_OK) ae_error_wrap(st, "saving checkpoint");
+    free(dir);
     return st;
 }
 
