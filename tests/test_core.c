@@ -1,5 +1,4 @@
 // core/: error messages, atomic files, dtype conversion.
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,14 +74,6 @@ static ae_status fill_fails(void *ud, const char *tmp) {
     return ae_errorf(AE_ERR_IO, "disk full");
 }
 
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    closedir(d);
-    return n;
-}
-
 static void test_dir_write_atomic(void **state) {
     (void)state;
     char *root = ae_test_tmpdir(), *dir = ae_path_join(root, "out"), *f = ae_path_join(dir, "f.txt");
@@ -93,12 +84,12 @@ static void test_dir_write_atomic(void **state) {
     assert_int_equal(ae_file_read_all(f, &buf, &len), AE_OK);
     assert_string_equal(buf, "one"); // the failed write left the previous folder
     free(buf);
-    assert_int_equal(count_entries(root), 1); // no temp or .old folder left
+    assert_int_equal(ae_test_count_entries(root), 1); // no temp or .old folder left
     assert_int_equal(ae_dir_write_atomic(dir, fill_ok, "three"), AE_OK);
     assert_int_equal(ae_file_read_all(f, &buf, &len), AE_OK);
     assert_string_equal(buf, "three");
     free(buf);
-    assert_int_equal(count_entries(root), 1);
+    assert_int_equal(ae_test_count_entries(root), 1);
     ae_test_rmtree(root);
     free(root), free(dir), free(f);
 }

@@ -1,7 +1,6 @@
 // Students as models: convert (library and CLI), save -> load round trip, mixed students,
 // incremental decode == full recompute through every attention kind, inspect's KV figures for
 // the Qwen3-8B / 30B-A3B configs, and convert's bad-input handling.
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -293,16 +292,6 @@ static void test_cli_convert_and_generate(void **state) {
     free(dir);
 }
 
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    closedir(d);
-    return n;
-}
-
 static void expect_convert_fails(const char *const *extra, const char *needle) {
     char *dir = ae_test_tmpdir();
     char *out = ae_path_join(dir, "s");
@@ -315,7 +304,7 @@ static void expect_convert_fails(const char *const *extra, const char *needle) {
     if (rc == 0 || rc >= 128 || !strstr(err, needle))
         fail_msg("convert %s: rc %d, stderr: %s", extra[0], rc, err);
     assert_string_equal(o, "");
-    assert_int_equal(count_entries(dir), 0); // nothing half-written, no temp folder left
+    assert_int_equal(ae_test_count_entries(dir), 0); // nothing half-written, no temp folder left
     free(o);
     free(err);
     free(out);

@@ -3,6 +3,7 @@
 
 #include <math.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -137,4 +138,12 @@ double ae_test_rel_err(const float *a, const float *b, size_t n) {
         den += (double)b[i] * b[i];
     }
     return sqrt(num / (den > 0 ? den : 1e-300));
+}
+
+int ae_test_count_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    if (d) closedir(d);
+    return n;
 }

@@ -20,6 +20,8 @@ const char *ae_test_shared(const char *rel, const char *what);
 // A fresh empty temporary directory (removed by ae_test_rmtree).
 char *ae_test_tmpdir(void);
 void ae_test_rmtree(const char *dir);
+// Number of entries in a folder (without . and ..).
+int ae_test_count_entries(const char *dir);
 // Writes bytes to a file; returns 0 on success.
 int ae_test_write_file(const char *path, const void *data, size_t n);
 
