@@ -74,17 +74,6 @@ static void write_str(const char *path, const char *s) {
     assert_int_equal(ae_test_write_file(path, s, strlen(s)), 0);
 }
 
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
-}
-
 // Runs `attnedit prepare-data --quiet --model micro ARGS...`; returns the exit status.
 static int prepare_cli(const char *const *args, char **out, char **err) {
     const char *argv[32];
@@ -223,7 +212,7 @@ static void test_prepare_endoftext(void **state) {
     assert_memory_equal(f.tokenizer_hash, h, 32);
     assert_int_equal(ae_tokfile_check_model(&f, out, g_model, 8192), AE_OK);
     ae_tokfile_close(&f);
-    assert_int_equal(count_entries(dir), 2); // no temp file left
+    assert_int_equal(ae_test_count_entries(dir), 2); // no temp file left
     free(raw);
     free(want.p);
     free(o);
@@ -349,7 +338,7 @@ static void test_prepare_valid_split(void **state) {
 // library (args: --valid-fraction F? --out FILE INPUT...).
 static void bad_case(const char *dir, int cli, const char *const *args, const char *want1,
                      const char *want2) {
-    int before = count_entries(dir);
+    int before = ae_test_count_entries(dir);
     char *o = NULL, *e = NULL;
     int rc;
     if (cli) rc = prepare_cli(args, &o, &e);
@@ -372,7 +361,7 @@ static void bad_case(const char *dir, int cli, const char *const *args, const ch
     if (rc != 1 || !strstr(e, want1) || (want2 && !strstr(e, want2)))
         fail_msg("rc %d, message: %s (wanted '%s' and '%s')", rc, e, want1, want2 ? want2 : "");
     if (cli) assert_non_null(strstr(e, "attnedit prepare-data: "));
-    assert_int_equal(count_entries(dir), before);
+    assert_int_equal(ae_test_count_entries(dir), before);
     free(o);
     free(e);
 }
