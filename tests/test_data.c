@@ -1,7 +1,6 @@
 // train/data + train/prepare + `attnedit prepare-data`: SHA-256, token files (format and strict
 // validation), tokenizer check, deterministic resumable loader, document splitting and the
 // validation split, bad input.
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
