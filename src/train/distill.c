@@ -194,7 +194,7 @@ static ae_status stage2_micro(ae_run *r, const int32_t *ids, int B, int T, doubl
 // ---------------------------------------------------------------- loop
 typedef struct {
     double loss_sum, cos_sum, t_start, t_interval;
-    int64_t n, tokens, top1, top1_n;
+    int64_t n, tokens, top1; // steps, tokens (= predictions scored), top-1 agreements
     double *layer_sum; // (L)
 } interval_stats;
 
@@ -207,7 +207,7 @@ static void log_interval(ae_run *r, interval_stats *is, int64_t total, double ru
     double eta = (double)(total - r->step) * ((double)o->ctx * o->batch * o->accum) / (tps > 0 ? tps : 1);
     fprintf(stderr, "stage %d  step %lld/%lld  loss %.5f", r->stage + 1, (long long)r->step,
             (long long)total, loss);
-    if (r->stage == 1) fprintf(stderr, "  top1 %.3f", (double)is->top1 / (double)is->top1_n);
+    if (r->stage == 1) fprintf(stderr, "  top1 %.3f", (double)is->top1 / (double)is->tokens);
     fprintf(stderr, "  lr %.2e  %.0f tok/s  elapsed %.0fs  eta %.0fs\n", ae_lr_at(&r->opt.cfg, r->step),
             tps, now - run_t0, eta);
     if (r->metrics) {
@@ -226,14 +226,14 @@ static void log_interval(ae_run *r, interval_stats *is, int64_t total, double ru
             fputc(']', r->metrics);
         } else {
             fprintf(r->metrics, ",\"kl\":%.6g,\"cos\":%.6g,\"top1\":%.4f", loss,
-                    is->cos_sum / (double)is->n, (double)is->top1 / (double)is->top1_n);
+                    is->cos_sum / (double)is->n, (double)is->top1 / (double)is->tokens);
         }
         fputs("}\n", r->metrics);
         fflush(r->metrics);
     }
     memset(is->layer_sum, 0, sizeof(double) * (size_t)L);
     is->loss_sum = is->cos_sum = 0.0;
-    is->n = is->tokens = is->top1 = is->top1_n = 0;
+    is->n = is->tokens = is->top1 = 0;
     is->t_interval = now;
 }
 
@@ -250,30 +250,25 @@ static ae_status run_stage(ae_run *r, double run_t0) {
     int64_t total = ae_distill_stage_steps(o, r->stage);
     int32_t *win = ae_malloc(sizeof(int32_t) * (size_t)B * (T + 1)); // (B, T+1)
     int32_t *ids = ae_malloc(sizeof(int32_t) * (size_t)B * T);       // (B, T)
+    double *ll = ae_malloc(sizeof(double) * (size_t)L); // (L) this step's loss per layer
     interval_stats is = {.layer_sum = ae_calloc((size_t)L, sizeof(double))};
-    if (!win || !ids || !is.layer_sum) {
-        free(win), free(ids), free(is.layer_sum);
+    if (!win || !ids || !ll || !is.layer_sum) {
+        free(win), free(ids), free(ll), free(is.layer_sum);
         return AE_ERR_NOMEM;
     }
     is.t_interval = ae_time_now();
     ae_status st = AE_OK;
     while (r->step < total && st == AE_OK) {
         ae_adamw_zero_grad(&r->opt);
-        double kd = 0.0, cosl = 0.0, *ll = ae_calloc((size_t)L, sizeof(double));
+        double kd = 0.0, cosl = 0.0;
         int agree = 0;
-        if (!ll) {
-            st = AE_ERR_NOMEM;
-            break;
-        }
+        memset(ll, 0, sizeof(double) * (size_t)L);
         for (int a = 0; a < o->accum && st == AE_OK; a++) {
             ae_loader_next(&r->loader, B, win);
             for (int b = 0; b < B; b++) memcpy(ids + (size_t)b * T, win + (size_t)b * (T + 1), sizeof(int32_t) * T);
             st = r->stage == 0 ? stage1_micro(r, ids, B, T, ll) : stage2_micro(r, ids, B, T, &kd, &cosl, &agree);
         }
-        if (st != AE_OK) {
-            free(ll);
-            break;
-        }
+        if (st != AE_OK) break;
         ae_adamw_step(&r->opt);
         r->step++;
         double loss = 0.0;
@@ -284,12 +279,10 @@ static ae_status run_stage(ae_run *r, double run_t0) {
                 loss += ll[l] / o->accum;
                 nrep++;
             }
-        free(ll);
         loss = r->stage == 0 ? loss / (nrep ? nrep : 1) : kd / o->accum;
         is.loss_sum += loss;
         is.cos_sum += cosl / o->accum;
         is.top1 += agree;
-        is.top1_n += (int64_t)o->accum * B * T;
         is.n++;
         is.tokens += (int64_t)o->accum * B * T;
         if (o->log_every <= 1 || r->step % o->log_every == 0 || r->step == total) {
@@ -302,6 +295,7 @@ static ae_status run_stage(ae_run *r, double run_t0) {
     }
     free(win);
     free(ids);
+    free(ll);
     free(is.layer_sum);
     return st;
 }
