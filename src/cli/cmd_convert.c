@@ -241,18 +241,16 @@ static ae_status check_training(const ae_run_spec *rs, const ae_model *t, ae_tok
     return st;
 }
 
-// Trains the student in out (which holds its initial folder) and writes the result.
+// Trains the student in out (which holds its initial folder) on the checked token file and
+// writes the result.
 static ae_status train_and_finish(const ae_run_spec *rs, const ae_model *t, ae_model *s,
-                                  const ae_init_report *rep, const char *out) {
-    ae_tokfile data;
-    AE_TRY(check_training(rs, t, &data));
+                                  const ae_tokfile *data, const ae_init_report *rep,
+                                  const char *out) {
     ae_distill_result res;
-    ae_status st = ae_distill_run(t, s, &data, &rs->opts, out, &res);
-    ae_tokfile_close(&data);
-    AE_TRY(st);
+    AE_TRY(ae_distill_run(t, s, data, &rs->opts, out, &res));
     AE_TRY(ae_model_save_weights(s, out, rs->opts.train_all));
     char *meta = ae_run_spec_json(rs, s, rep, &res);
-    st = meta ? ae_write_text_file(out, "conversion.json", meta) : AE_ERR_NOMEM;
+    ae_status st = meta ? ae_write_text_file(out, "conversion.json", meta) : AE_ERR_NOMEM;
     free(meta);
     if (st == AE_OK)
         fprintf(stderr, "done: stage 1 %lld tokens (loss %.5f), stage 2 %lld tokens (KL %.5f), %.0f s\n",
@@ -287,7 +285,13 @@ static int run_resume(const char *dir) {
         rc = 1;
     } else {
         ae_init_report rep = {0};
-        if (train_and_finish(&rs, t, s, &rep, dir) != AE_OK) rc = ae_cli_fail("convert");
+        ae_tokfile data;
+        if (check_training(&rs, t, &data) != AE_OK) {
+            rc = ae_cli_fail("convert");
+        } else {
+            if (train_and_finish(&rs, t, s, &data, &rep, dir) != AE_OK) rc = ae_cli_fail("convert");
+            ae_tokfile_close(&data);
+        }
     }
     ae_model_free(s);
     ae_model_free(t);
@@ -329,18 +333,22 @@ int ae_cmd_convert(int argc, char **argv) {
     ae_model *t = NULL, *s = NULL;
     ae_init_report rep;
     char *meta = NULL;
-    ae_tokfile probe;
-    if (ae_model_load(o.teacher, ae_backend_cpu(), &t) != AE_OK ||
-        ae_student_resolve(&t->cfg, &rs.spec) != AE_OK || // record the resolved dims
-        (training && check_training(&rs, t, &probe) != AE_OK) ||
-        // attention-only training: the student shares the teacher's frozen tensors in memory
-        (o.train.train_all ? ae_model_load(o.teacher, ae_backend_cpu(), &s)
-                           : ae_model_share(t, &s)) != AE_OK ||
-        ae_student_make(s, &rs.spec, &rep) != AE_OK) {
+    ae_tokfile data;
+    int data_open = 0;
+    ae_status st = ae_model_load(o.teacher, ae_backend_cpu(), &t);
+    if (st == AE_OK) st = ae_student_resolve(&t->cfg, &rs.spec); // record the resolved dims
+    if (st == AE_OK && training) {
+        st = check_training(&rs, t, &data); // opened once, used by the training below
+        data_open = st == AE_OK;
+    }
+    // attention-only training: the student shares the teacher's frozen tensors in memory
+    if (st == AE_OK)
+        st = o.train.train_all ? ae_model_load(o.teacher, ae_backend_cpu(), &s) : ae_model_share(t, &s);
+    if (st == AE_OK) st = ae_student_make(s, &rs.spec, &rep);
+    if (st != AE_OK) {
         rc = ae_cli_fail("convert");
         goto done;
     }
-    if (training) ae_tokfile_close(&probe);
     print_student(s, ae_config_kv_bytes(&t->cfg, 4096) / 4096, &rep, o.spec.init_teacher);
     meta = ae_run_spec_json(&rs, s, &rep, NULL);
     ae_save_opts so = {.src_dir = o.teacher, .force = o.force, .metadata_json = meta};
@@ -348,7 +356,7 @@ int ae_cmd_convert(int argc, char **argv) {
         rc = ae_cli_fail("convert");
         goto done;
     }
-    if (training && train_and_finish(&rs, t, s, &rep, o.out) != AE_OK) {
+    if (training && train_and_finish(&rs, t, s, &data, &rep, o.out) != AE_OK) {
         fprintf(stderr, "attnedit convert: %s\n(the run can be continued with: attnedit convert "
                         "--resume %s)\n", ae_last_error(), o.out);
         rc = 1;
@@ -356,6 +364,7 @@ int ae_cmd_convert(int argc, char **argv) {
     }
     fprintf(stderr, "wrote %s\n", o.out);
 done:
+    if (data_open) ae_tokfile_close(&data);
     free(meta);
     ae_model_free(s); // before t: s may share t's tensors
     ae_model_free(t);
