@@ -21,13 +21,13 @@ static ae_gswa_dims dims(int D, int Hq, int Hkv, int hd, int W, ae_gate_kind gat
 
 // A module with every parameter random and non-trivial (norm weights around 1, sinks around 0).
 static void make_module(ae_gswa *m, const ae_gswa_dims *d, float std, ae_rng *r) {
-    assert_int_equal(ae_gswa_init(m, d), AE_OK);
-    ae_gswa_init_random(m, std, r);
+    assert_int_equal(ae_gswa_init(m, d, ae_backend_cpu()), AE_OK);
+    assert_int_equal(ae_gswa_init_random(m, std, r), AE_OK);
     for (int i = 0; i < d->hd; i++) {
-        m->q_norm[i] = 1.0f + 0.3f * ae_rng_normal(r);
-        m->k_norm[i] = 1.0f + 0.3f * ae_rng_normal(r);
+        ae_f32(m->q_norm)[i] = 1.0f + 0.3f * ae_rng_normal(r);
+        ae_f32(m->k_norm)[i] = 1.0f + 0.3f * ae_rng_normal(r);
     }
-    if (m->sinks) ae_test_fill_normal(m->sinks, d->Hq, 1.0f, r);
+    if (!ae_ptr_is_null(m->sinks)) ae_test_fill_normal(ae_f32(m->sinks), d->Hq, 1.0f, r);
 }
 
 static double sigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
@@ -43,15 +43,16 @@ static void ref_forward(const ae_gswa *m, const float *x, int T, double *y) {
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * D;
         for (int o = 0; o < qd; o++)
-            for (int i = 0; i < D; i++) q[t * qd + o] += (double)m->wq[(size_t)o * D + i] * xt[i];
+            for (int i = 0; i < D; i++)
+                q[t * qd + o] += (double)ae_f32(m->wq)[(size_t)o * D + i] * xt[i];
         for (int o = 0; o < kvd; o++)
             for (int i = 0; i < D; i++) {
-                k[t * kvd + o] += (double)m->wk[(size_t)o * D + i] * xt[i];
-                v[t * kvd + o] += (double)m->wv[(size_t)o * D + i] * xt[i];
+                k[t * kvd + o] += (double)ae_f32(m->wk)[(size_t)o * D + i] * xt[i];
+                v[t * kvd + o] += (double)ae_f32(m->wv)[(size_t)o * D + i] * xt[i];
             }
         for (int h = 0; h < Hq + Hkv; h++) { // norm + rope of every q and k head
             double *u = h < Hq ? q + t * qd + h * hd : k + t * kvd + (h - Hq) * hd;
-            const float *w = h < Hq ? m->q_norm : m->k_norm;
+            const float *w = ae_f32(h < Hq ? m->q_norm : m->k_norm);
             double ss = 0;
             for (int i = 0; i < hd; i++) ss += u[i] * u[i];
             double inv = 1.0 / sqrt(ss / hd + d->eps);
@@ -67,14 +68,15 @@ static void ref_forward(const ae_gswa *m, const float *x, int T, double *y) {
     for (int t = 0; t < T; t++)
         for (int h = 0; h < Hq; h++) {
             int g = h / (Hq / Hkv), lo = W > 0 && t - W + 1 > 0 ? t - W + 1 : 0;
-            double mx = m->sinks ? m->sinks[h] : -INFINITY, sum = 0;
+            const float *sinks = ae_f32(m->sinks);
+            double mx = sinks ? sinks[h] : -INFINITY, sum = 0;
             for (int j = lo; j <= t; j++) {
                 double s = 0;
                 for (int i = 0; i < hd; i++) s += q[t * qd + h * hd + i] * k[j * kvd + g * hd + i];
                 p[j] = s / sqrt((double)hd);
                 if (p[j] > mx) mx = p[j];
             }
-            if (m->sinks) sum += exp(m->sinks[h] - mx);
+            if (sinks) sum += exp(sinks[h] - mx);
             for (int j = lo; j <= t; j++) sum += (p[j] = exp(p[j] - mx));
             for (int i = 0; i < hd; i++) {
                 double o = 0;
@@ -83,7 +85,7 @@ static void ref_forward(const ae_gswa *m, const float *x, int T, double *y) {
                 int gr = d->gate == AE_GATE_ELEMENTWISE ? h * hd + i : h;
                 if (d->gate != AE_GATE_NONE) {
                     for (int c = 0; c < D; c++)
-                        gl += (double)m->wg[(size_t)gr * D + c] * x[(size_t)t * D + c];
+                        gl += (double)ae_f32(m->wg)[(size_t)gr * D + c] * x[(size_t)t * D + c];
                     o *= sigmoid(gl);
                 }
                 a[t * qd + h * hd + i] = o;
@@ -92,7 +94,8 @@ static void ref_forward(const ae_gswa *m, const float *x, int T, double *y) {
     for (int t = 0; t < T; t++)
         for (int o = 0; o < D; o++) {
             double s = 0;
-            for (int i = 0; i < qd; i++) s += (double)m->wo[(size_t)o * qd + i] * a[t * qd + i];
+            for (int i = 0; i < qd; i++)
+                s += (double)ae_f32(m->wo)[(size_t)o * qd + i] * a[t * qd + i];
             y[(size_t)t * D + o] = s;
         }
     free(q);
@@ -124,7 +127,9 @@ static void test_train_forward_reference(void **state) {
                     double *yr = calloc((size_t)T * D, sizeof(double));
                     ae_test_fill_normal(x, (size_t)B * T * D, 1.0f, &r);
                     ae_gswa_acts *acts = NULL;
-                    assert_int_equal(ae_gswa_train_forward(be, &m, x, B, T, y, &acts), AE_OK);
+                    assert_int_equal(
+                        ae_gswa_train_forward(be, &m, ae_host_f32(x), B, T, ae_host_f32(y), &acts),
+                        AE_OK);
                     for (int b = 0; b < B; b++) {
                         ref_forward(&m, x + (size_t)b * T * D, T, yr);
                         for (int i = 0; i < T * D; i++) {
@@ -148,14 +153,17 @@ static double decode_diff(const ae_backend *be, const ae_gswa *m, const float *x
                           const int *sizes, int nsizes, const float *y_full) {
     int D = m->d.D;
     ae_gswa_cache c;
-    assert_int_equal(ae_gswa_cache_init(&c, &m->d, N), AE_OK);
+    assert_int_equal(ae_gswa_cache_init(&c, &m->d, N, be), AE_OK);
     assert_int_equal(c.ring, m->d.window > 0);
     assert_int_equal(c.rows, m->d.window > 0 ? m->d.window : N);
     float *y = ae_alloc_f32((size_t)N * D);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)N);
+    for (int i = 0; i < N; i++) pos[i] = i;
     for (int p = 0, s = 0; p < N; s++) {
         int C = sizes[s % nsizes];
         if (C > N - p) C = N - p;
-        assert_int_equal(ae_gswa_forward(be, m, x + (size_t)p * D, C, p, &c, y + (size_t)p * D),
+        assert_int_equal(ae_gswa_forward(be, m, ae_host_f32(x + (size_t)p * D), C, p,
+                                         ae_host_i32(pos + p), &c, ae_host_f32(y + (size_t)p * D)),
                          AE_OK);
         p += C;
     }
@@ -165,6 +173,7 @@ static double decode_diff(const ae_backend *be, const ae_gswa *m, const float *x
         if (e > worst) worst = e;
     }
     ae_free_aligned(y);
+    free(pos);
     ae_gswa_cache_free(&c);
     return worst;
 }
@@ -191,7 +200,9 @@ static void test_decode_matches_masked(void **state) {
                         float *x = ae_alloc_f32((size_t)N * D), *yf = ae_alloc_f32((size_t)N * D);
                         ae_test_fill_normal(x, (size_t)N * D, 1.0f, &r);
                         ae_gswa_acts *acts = NULL;
-                        assert_int_equal(ae_gswa_train_forward(be, &m, x, 1, N, yf, &acts), AE_OK);
+                        assert_int_equal(ae_gswa_train_forward(be, &m, ae_host_f32(x), 1, N,
+                                                               ae_host_f32(yf), &acts),
+                                         AE_OK);
                         ae_gswa_acts_free(acts);
                         // token by token; equal chunks of 2, 3, W, W+1, 2W+1; mixed; all at once
                         int one[] = {1}, two[] = {2}, three[] = {3}, w0[] = {W > 0 ? W : 4};
@@ -227,7 +238,8 @@ static void test_long_prefill(void **state) {
     float *x = ae_alloc_f32((size_t)N * D), *yf = ae_alloc_f32((size_t)N * D);
     ae_test_fill_normal(x, (size_t)N * D, 1.0f, &r);
     ae_gswa_acts *acts = NULL;
-    assert_int_equal(ae_gswa_train_forward(be, &m, x, 1, N, yf, &acts), AE_OK);
+    assert_int_equal(ae_gswa_train_forward(be, &m, ae_host_f32(x), 1, N, ae_host_f32(yf), &acts),
+                     AE_OK);
     ae_gswa_acts_free(acts);
     int sched[] = {1100, 1, 1, 1, 97};
     double e = decode_diff(be, &m, x, N, sched, 5, yf);
@@ -243,17 +255,24 @@ static void test_bad_args(void **state) {
     const ae_backend *be = ae_backend_cpu();
     ae_gswa m;
     ae_gswa_dims d = dims(8, 3, 2, 4, 0, AE_GATE_NONE, 0);
-    assert_int_equal(ae_gswa_init(&m, &d), AE_ERR_ARG); // Hq not a multiple of Hkv
+    assert_int_equal(ae_gswa_init(&m, &d, be), AE_ERR_ARG); // Hq not a multiple of Hkv
     d = dims(8, 2, 1, 4, 0, AE_GATE_NONE, 0);
-    assert_int_equal(ae_gswa_init(&m, &d), AE_OK);
+    assert_int_equal(ae_gswa_init(&m, &d, be), AE_OK);
     ae_gswa_cache c;
-    assert_int_equal(ae_gswa_cache_init(&c, &d, 4), AE_OK);
+    assert_int_equal(ae_gswa_cache_init(&c, &d, 4, be), AE_OK);
     float x[5 * 8] = {0}, y[5 * 8];
-    assert_int_equal(ae_gswa_forward(be, &m, x, 5, 0, &c, y), AE_ERR_ARG); // past capacity
+    int32_t pos[5] = {0, 1, 2, 3, 4};
+    // past capacity
+    assert_int_equal(ae_gswa_forward(be, &m, ae_host_f32(x), 5, 0, ae_host_i32(pos), &c,
+                                     ae_host_f32(y)),
+                     AE_ERR_ARG);
     ae_gswa_dims d2 = dims(8, 2, 1, 4, 3, AE_GATE_NONE, 0);
     ae_gswa_cache c2;
-    assert_int_equal(ae_gswa_cache_init(&c2, &d2, 4), AE_OK);
-    assert_int_equal(ae_gswa_forward(be, &m, x, 1, 0, &c2, y), AE_ERR_ARG); // ring vs full layer
+    assert_int_equal(ae_gswa_cache_init(&c2, &d2, 4, be), AE_OK);
+    // ring vs full layer
+    assert_int_equal(ae_gswa_forward(be, &m, ae_host_f32(x), 1, 0, ae_host_i32(pos), &c2,
+                                     ae_host_f32(y)),
+                     AE_ERR_ARG);
     ae_gswa_cache_free(&c);
     ae_gswa_cache_free(&c2);
     ae_gswa_free(&m);
@@ -266,7 +285,8 @@ static void test_bad_args(void **state) {
 static double fd_loss(const ae_backend *be, const ae_gswa *m, const float *x, int B, int T,
                       const float *R, float *y) {
     ae_gswa_acts *acts = NULL;
-    assert_int_equal(ae_gswa_train_forward(be, m, x, B, T, y, &acts), AE_OK);
+    assert_int_equal(ae_gswa_train_forward(be, m, ae_host_f32(x), B, T, ae_host_f32(y), &acts),
+                     AE_OK);
     ae_gswa_acts_free(acts);
     double s = 0;
     for (size_t i = 0; i < (size_t)B * T * m->d.D; i++) s += (double)y[i] * R[i];
@@ -315,20 +335,24 @@ static void test_backward_fd(void **state) {
                     ae_gswa_dims d = dims(D, k_heads[hi][0], k_heads[hi][1], hd, W, gates[gi], sk);
                     ae_gswa m, grad;
                     make_module(&m, &d, 0.3f, &r);
-                    assert_int_equal(ae_gswa_init(&grad, &d), AE_OK);
+                    assert_int_equal(ae_gswa_init(&grad, &d, be), AE_OK);
                     size_t n = (size_t)B * T * D;
                     float *x = ae_alloc_f32(n), *y = ae_alloc_f32(n), *R = ae_alloc_f32(n);
                     float *dx = ae_alloc_f32(n), *dx2 = ae_alloc_f32(n);
                     ae_test_fill_normal(x, n, 1.0f, &r);
                     ae_test_fill_normal(R, n, 1.0f, &r);
                     ae_gswa_acts *acts = NULL;
-                    assert_int_equal(ae_gswa_train_forward(be, &m, x, B, T, y, &acts), AE_OK);
-                    assert_int_equal(ae_gswa_backward(be, &m, acts, R, dx, &grad), AE_OK);
+                    assert_int_equal(
+                        ae_gswa_train_forward(be, &m, ae_host_f32(x), B, T, ae_host_f32(y), &acts),
+                        AE_OK);
+                    assert_int_equal(
+                        ae_gswa_backward(be, &m, acts, ae_host_f32(R), ae_host_f32(dx), &grad),
+                        AE_OK);
                     ae_param_list pl = ae_gswa_params(&m), gl = ae_gswa_params(&grad);
                     for (int k = 0; k < pl.n; k++) {
                         size_t cnt = (size_t)pl.p[k].shape[0] * (pl.p[k].ndim == 2 ? pl.p[k].shape[1] : 1);
-                        double e = fd_check(be, &m, pl.p[k].data, gl.p[k].data, cnt, x, B, T, R, y,
-                                            &r, pl.p[k].name);
+                        double e = fd_check(be, &m, ae_f32(pl.p[k].data), ae_f32(gl.p[k].data), cnt,
+                                            x, B, T, R, y, &r, pl.p[k].name);
                         if (e > worst) worst = e;
                         assert_true(e < 1e-2);
                     }
@@ -337,13 +361,19 @@ static void test_backward_fd(void **state) {
                     assert_true(e < 1e-2);
                     // A second backward accumulates parameter gradients and overwrites dx.
                     float *g1 = ae_alloc_f32((size_t)gl.p[0].shape[0] * gl.p[0].shape[1]);
-                    memcpy(g1, gl.p[0].data, sizeof(float) * gl.p[0].shape[0] * gl.p[0].shape[1]);
+                    memcpy(g1, ae_f32(gl.p[0].data),
+                           sizeof(float) * gl.p[0].shape[0] * gl.p[0].shape[1]);
                     ae_test_fill_normal(dx2, n, 1.0f, &r);
-                    assert_int_equal(ae_gswa_backward(be, &m, acts, R, dx2, &grad), AE_OK);
+                    assert_int_equal(
+                        ae_gswa_backward(be, &m, acts, ae_host_f32(R), ae_host_f32(dx2), &grad),
+                        AE_OK);
                     assert_memory_equal(dx, dx2, sizeof(float) * n);
                     for (int64_t i = 0; i < gl.p[0].shape[0] * gl.p[0].shape[1]; i++)
-                        assert_true(fabsf(gl.p[0].data[i] - 2 * g1[i]) <= 1e-5f * (1 + fabsf(g1[i])));
-                    assert_int_equal(ae_gswa_backward(be, &m, acts, R, NULL, &grad), AE_OK);
+                        assert_true(fabsf(ae_f32(gl.p[0].data)[i] - 2 * g1[i]) <=
+                                    1e-5f * (1 + fabsf(g1[i])));
+                    assert_int_equal(
+                        ae_gswa_backward(be, &m, acts, ae_host_f32(R), ae_ptr_null(), &grad),
+                        AE_OK);
                     ae_gswa_acts_free(acts);
                     ae_free_aligned(g1);
                     ae_free_aligned(x);
@@ -387,23 +417,30 @@ static void test_teacher_init(void **state) {
     ae_rng_seed(&r, 15);
     float *x = ae_alloc_f32((size_t)T * D);                      // (T, D) normalised input
     ae_test_fill_normal(x, (size_t)T * D, 1.0f, &r);
-    be->rmsnorm(be, x, x, ln, T, D, eps);
+    be->rmsnorm(be, ae_host_f32(x), ae_host_f32(x), ae_host_f32(ln), T, D, D, eps);
     // The teacher's attention, written out with the ops.
     float *q = ae_alloc_f32((size_t)T * qd), *k = ae_alloc_f32((size_t)T * kvd);
     float *v = ae_alloc_f32((size_t)T * kvd), *a = ae_alloc_f32((size_t)T * qd);
     float *yt = ae_alloc_f32((size_t)T * D), *y = ae_alloc_f32((size_t)T * D);
-    int pos[13];
+    int32_t pos[13];
     for (int t = 0; t < T; t++) pos[t] = t;
-    be->matmul(be, q, x, wq, T, D, qd);
-    be->matmul(be, k, x, wk, T, D, kvd);
-    be->matmul(be, v, x, wv, T, D, kvd);
-    be->rmsnorm(be, q, q, qn, T * Hq, hd, eps);
-    be->rmsnorm(be, k, k, kn, T * Hkv, hd, eps);
-    be->rope(be, q, pos, T, Hq, hd, hd, theta, AE_ROPE_HALF);
-    be->rope(be, k, pos, T, Hkv, hd, hd, theta, AE_ROPE_HALF);
-    ae_attn_args aa = ae_attn_dense(T, 0, Hq, Hkv, hd, hd, 0, 1.0f / sqrtf((float)hd), NULL);
-    be->attention(be, &aa, a, q, k, v);
-    be->matmul(be, yt, a, wo, T, qd, D);
+    ae_matmul(be, ae_host_f32(q), ae_host_f32(x), ae_host_f32(wq), T, D, qd);
+    ae_matmul(be, ae_host_f32(k), ae_host_f32(x), ae_host_f32(wk), T, D, kvd);
+    ae_matmul(be, ae_host_f32(v), ae_host_f32(x), ae_host_f32(wv), T, D, kvd);
+    be->rmsnorm(be, ae_host_f32(q), ae_host_f32(q), ae_host_f32(qn), T * Hq, hd, hd, eps);
+    be->rmsnorm(be, ae_host_f32(k), ae_host_f32(k), ae_host_f32(kn), T * Hkv, hd, hd, eps);
+    be->rope(be, ae_host_f32(q), ae_host_i32(pos), T, Hq, hd, hd, theta, AE_ROPE_HALF);
+    be->rope(be, ae_host_f32(k), ae_host_i32(pos), T, Hkv, hd, hd, theta, AE_ROPE_HALF);
+    ae_attn_args aa =
+        ae_attn_dense(T, 0, Hq, Hkv, hd, hd, 0, 1.0f / sqrtf((float)hd), ae_ptr_null());
+    be->attention(be, &aa, ae_host_f32(a), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
+    ae_matmul(be, ae_host_f32(yt), ae_host_f32(a), ae_host_f32(wo), T, qd, D);
+    // The teacher's module: the same tensors, no gate, no sinks, full attention.
+    ae_gswa_dims td = {.D = D, .Hq = Hq, .Hkv = Hkv, .hd = hd, .window = 0,
+                       .gate = AE_GATE_NONE, .sinks = 0, .rope_theta = theta, .eps = eps};
+    ae_gswa teacher = {.d = td, .be = be, .wq = ae_host_f32(wq), .wk = ae_host_f32(wk),
+                       .wv = ae_host_f32(wv), .wo = ae_host_f32(wo), .q_norm = ae_host_f32(qn),
+                       .k_norm = ae_host_f32(kn), .wg = ae_ptr_null(), .sinks = ae_ptr_null()};
 
     int windows[] = {0, T, T + 5};
     for (int gi = 0; gi < 3; gi++)
@@ -412,12 +449,15 @@ static void test_teacher_init(void **state) {
                 ae_gswa_dims d = {.D = D, .Hq = Hq, .Hkv = Hkv, .hd = hd, .window = windows[wi],
                                   .gate = k_gates[gi], .sinks = sk, .rope_theta = theta, .eps = eps};
                 ae_gswa m;
-                assert_int_equal(ae_gswa_init(&m, &d), AE_OK);
-                assert_int_equal(ae_gswa_init_from_teacher(&m, wq, wk, wv, wo, qn, kn), AE_OK);
-                if (sk) assert_true(m.sinks[0] == AE_GSWA_SINK_INIT);
-                for (int i = 0; i < D * qd; i++) assert_true(m.wo[i] == (m.wg ? 2 : 1) * wo[i]);
+                assert_int_equal(ae_gswa_init(&m, &d, be), AE_OK);
+                assert_int_equal(ae_gswa_init_from_teacher(&m, &teacher), AE_OK);
+                if (sk) assert_true(ae_f32(m.sinks)[0] == AE_GSWA_SINK_INIT);
+                for (int i = 0; i < D * qd; i++)
+                    assert_true(ae_f32(m.wo)[i] == (ae_ptr_is_null(m.wg) ? 1 : 2) * wo[i]);
                 ae_gswa_acts *acts = NULL;
-                assert_int_equal(ae_gswa_train_forward(be, &m, x, 1, T, y, &acts), AE_OK);
+                assert_int_equal(
+                    ae_gswa_train_forward(be, &m, ae_host_f32(x), 1, T, ae_host_f32(y), &acts),
+                    AE_OK);
                 ae_gswa_acts_free(acts);
                 double e = 0;
                 for (int i = 0; i < T * D; i++) e = fmax(e, fabs((double)y[i] - yt[i]));
@@ -425,10 +465,15 @@ static void test_teacher_init(void **state) {
                 assert_true(e <= 1e-6);
                 // The cached path: prefill 5, then token by token.
                 ae_gswa_cache c;
-                assert_int_equal(ae_gswa_cache_init(&c, &d, T), AE_OK);
-                assert_int_equal(ae_gswa_forward(be, &m, x, 5, 0, &c, y), AE_OK);
+                assert_int_equal(ae_gswa_cache_init(&c, &d, T, be), AE_OK);
+                assert_int_equal(ae_gswa_forward(be, &m, ae_host_f32(x), 5, 0, ae_host_i32(pos), &c,
+                                                 ae_host_f32(y)),
+                                 AE_OK);
                 for (int t = 5; t < T; t++)
-                    assert_int_equal(ae_gswa_forward(be, &m, x + t * D, 1, t, &c, y + t * D), AE_OK);
+                    assert_int_equal(ae_gswa_forward(be, &m, ae_host_f32(x + t * D), 1, t,
+                                                     ae_host_i32(pos + t), &c,
+                                                     ae_host_f32(y + t * D)),
+                                     AE_OK);
                 double ed = 0;
                 for (int i = 0; i < T * D; i++) ed = fmax(ed, fabs((double)y[i] - yt[i]));
                 assert_true(ed <= 1e-5);
@@ -449,19 +494,19 @@ static void test_params(void **state) {
         for (int sk = 0; sk < 2; sk++) {
             ae_gswa_dims d = dims(24, 6, 2, 8, 16, k_gates[gi], sk);
             ae_gswa m;
-            assert_int_equal(ae_gswa_init(&m, &d), AE_OK);
+            assert_int_equal(ae_gswa_init(&m, &d, ae_backend_cpu()), AE_OK);
             ae_param_list l = ae_gswa_params(&m);
             const char *names[] = {"q_proj.weight", "k_proj.weight", "v_proj.weight",
                                    "o_proj.weight", "q_norm.weight", "k_norm.weight"};
             int64_t shapes[][2] = {{48, 24}, {16, 24}, {16, 24}, {24, 48}, {8, 0}, {8, 0}};
-            float *data[] = {m.wq, m.wk, m.wv, m.wo, m.q_norm, m.k_norm};
+            ae_ptr data[] = {m.wq, m.wk, m.wv, m.wo, m.q_norm, m.k_norm};
             assert_int_equal(l.n, 6 + (gi != 0) + sk);
             for (int i = 0; i < 6; i++) {
                 assert_string_equal(l.p[i].name, names[i]);
                 assert_int_equal(l.p[i].ndim, shapes[i][1] ? 2 : 1);
                 assert_int_equal(l.p[i].shape[0], shapes[i][0]);
                 if (shapes[i][1]) assert_int_equal(l.p[i].shape[1], shapes[i][1]);
-                assert_ptr_equal(l.p[i].data, data[i]);
+                assert_ptr_equal(l.p[i].data.data, data[i].data);
                 assert_int_equal(l.p[i].decay, i < 4);
             }
             int i = 6;
@@ -470,28 +515,29 @@ static void test_params(void **state) {
                 assert_int_equal(l.p[i].ndim, 2);
                 assert_int_equal(l.p[i].shape[0], k_gates[gi] == AE_GATE_ELEMENTWISE ? 48 : 6);
                 assert_int_equal(l.p[i].shape[1], 24);
-                assert_ptr_equal(l.p[i].data, m.wg);
+                assert_ptr_equal(l.p[i].data.data, m.wg.data);
                 assert_int_equal(l.p[i].decay, 0); // no weight decay on gates
                 i++;
             } else {
-                assert_null(m.wg);
+                assert_null(m.wg.data);
             }
             if (sk) {
                 assert_string_equal(l.p[i].name, "sinks");
                 assert_int_equal(l.p[i].ndim, 1);
                 assert_int_equal(l.p[i].shape[0], 6);
                 assert_int_equal(l.p[i].decay, 0);
-                assert_ptr_equal(l.p[i].data, m.sinks);
+                assert_ptr_equal(l.p[i].data.data, m.sinks.data);
             } else {
-                assert_null(m.sinks);
+                assert_null(m.sinks.data);
             }
             ae_rng r;
             ae_rng_seed(&r, 16);
-            ae_gswa_init_random(&m, 0.02f, &r);
-            assert_true(m.q_norm[3] == 1.0f && m.k_norm[5] == 1.0f);
-            if (sk) assert_true(m.sinks[2] == 0.0f);
+            assert_int_equal(ae_gswa_init_random(&m, 0.02f, &r), AE_OK);
+            assert_true(ae_f32(m.q_norm)[3] == 1.0f && ae_f32(m.k_norm)[5] == 1.0f);
+            if (sk) assert_true(ae_f32(m.sinks)[2] == 0.0f);
+            const float *wq = ae_f32(m.wq);
             double ss = 0;
-            for (int j = 0; j < 48 * 24; j++) ss += (double)m.wq[j] * m.wq[j];
+            for (int j = 0; j < 48 * 24; j++) ss += (double)wq[j] * wq[j];
             assert_true(fabs(sqrt(ss / (48 * 24)) - 0.02) < 0.002);
             ae_gswa_free(&m);
         }

@@ -115,23 +115,28 @@ static void test_matmul_bwd(void **state) {
         float *x = fvec(nx, &r), *w = fvec(nw, &r), *R = fvec(ny, &r), *y = fvec(ny, &r);
         mm_ctx c = {M, K, N, dvec(x, nx), dvec(w, nw), dvec(R, ny), malloc(sizeof(double) * ny)};
         mm_loss(&c);
-        be->matmul(be, y, x, w, M, K, N);
+        ae_matmul(be, ae_host_f32(y), ae_host_f32(x), ae_host_f32(w), M, K, N);
         check_close("matmul y", y, c.y, ny, 1e-5);
 
         float *dx = fconst(nx, 0), *dw = fconst(nw, 0);
-        be->matmul_bwd(be, dx, dw, R, x, w, M, K, N);
+        ae_matmul_bwd(be, ae_host_f32(dx), ae_host_f32(dw), ae_host_f32(R), ae_host_f32(x),
+                      ae_host_f32(w), M, K, N);
         check_fd("matmul dx", mm_loss, &c, c.x, nx, dx, &r);
         check_fd("matmul dw", mm_loss, &c, c.w, nw, dw, &r);
 
         // accumulate: a second call adds the same again; a NULL target is skipped
         float *dx2 = fconst(nx, 0.5f), *dw2 = fconst(nw, -0.25f);
         float *bx = fconst(nx, 0.5f), *bw = fconst(nw, -0.25f);
-        be->matmul_bwd(be, dx2, dw2, R, x, w, M, K, N);
-        be->matmul_bwd(be, dx2, dw2, R, x, w, M, K, N);
+        ae_matmul_bwd(be, ae_host_f32(dx2), ae_host_f32(dw2), ae_host_f32(R), ae_host_f32(x),
+                      ae_host_f32(w), M, K, N);
+        ae_matmul_bwd(be, ae_host_f32(dx2), ae_host_f32(dw2), ae_host_f32(R), ae_host_f32(x),
+                      ae_host_f32(w), M, K, N);
         check_accum("matmul dx (2 calls)", dx2, bx, dx, 2.0f, nx);
         check_accum("matmul dw (2 calls)", dw2, bw, dw, 2.0f, nw);
-        be->matmul_bwd(be, dx2, NULL, R, x, w, M, K, N);
-        be->matmul_bwd(be, NULL, dw2, R, x, w, M, K, N);
+        ae_matmul_bwd(be, ae_host_f32(dx2), ae_ptr_null(), ae_host_f32(R), ae_host_f32(x),
+                      ae_host_f32(w), M, K, N);
+        ae_matmul_bwd(be, ae_ptr_null(), ae_host_f32(dw2), ae_host_f32(R), ae_host_f32(x),
+                      ae_host_f32(w), M, K, N);
         check_accum("matmul dx (3 calls)", dx2, bx, dx, 3.0f, nx);
         check_accum("matmul dw (3 calls)", dw2, bw, dw, 3.0f, nw);
 
@@ -175,19 +180,23 @@ static void test_rmsnorm_bwd(void **state) {
         rms_ctx c = {M, D, eps, dvec(x, n), dvec(w, (size_t)D), dvec(R, n),
                      malloc(sizeof(double) * n)};
         rms_loss(&c);
-        be->rmsnorm(be, y, x, w, M, D, eps);
+        be->rmsnorm(be, ae_host_f32(y), ae_host_f32(x), ae_host_f32(w), M, D, D, eps);
         check_close("rmsnorm y", y, c.y, n, 1e-5);
 
         float *dx = fconst(n, 0), *dw = fconst((size_t)D, 0);
-        be->rmsnorm_bwd(be, dx, dw, R, x, w, M, D, eps);
+        be->rmsnorm_bwd(be, ae_host_f32(dx), ae_host_f32(dw), ae_host_f32(R), ae_host_f32(x),
+                        ae_host_f32(w), M, D, eps);
         check_fd("rmsnorm dx", rms_loss, &c, c.x, n, dx, &r);
         check_fd("rmsnorm dw", rms_loss, &c, c.w, (size_t)D, dw, &r);
 
         float *dx2 = fconst(n, 1.0f), *dw2 = fconst((size_t)D, 2.0f);
         float *bx = fconst(n, 1.0f), *bw = fconst((size_t)D, 2.0f);
-        be->rmsnorm_bwd(be, dx2, dw2, R, x, w, M, D, eps);
-        be->rmsnorm_bwd(be, dx2, NULL, R, x, w, M, D, eps); // dw may be NULL
-        be->rmsnorm_bwd(be, dx2, dw2, R, x, w, M, D, eps);
+        be->rmsnorm_bwd(be, ae_host_f32(dx2), ae_host_f32(dw2), ae_host_f32(R), ae_host_f32(x),
+                        ae_host_f32(w), M, D, eps);
+        be->rmsnorm_bwd(be, ae_host_f32(dx2), ae_ptr_null(), ae_host_f32(R), ae_host_f32(x),
+                        ae_host_f32(w), M, D, eps); // dw may be NULL
+        be->rmsnorm_bwd(be, ae_host_f32(dx2), ae_host_f32(dw2), ae_host_f32(R), ae_host_f32(x),
+                        ae_host_f32(w), M, D, eps);
         check_accum("rmsnorm dx (3 calls)", dx2, bx, dx, 3.0f, n);
         check_accum("rmsnorm dw (2 calls)", dw2, bw, dw, 2.0f, (size_t)D);
 
@@ -201,7 +210,7 @@ static void test_rmsnorm_bwd(void **state) {
 
 typedef struct {
     int T, H, stride, rd;
-    const int *pos;
+    const int32_t *pos;
     double theta;
     ae_rope_mode mode;
     double *x, *R, *y;
@@ -233,7 +242,8 @@ static void test_rope_bwd(void **state) {
     const ae_backend *be = ae_backend_cpu();
     ae_rng r;
     ae_rng_seed(&r, 13);
-    int T = 4, H = 3, pos[4] = {0, 1, 7, 30};
+    int T = 4, H = 3;
+    int32_t pos[4] = {0, 1, 7, 30};
     int layouts[][2] = {{8, 8}, {10, 6}, {12, 4}}; // stride, rd (rd < stride: partial rotary)
     for (int mode = 0; mode < 2; mode++)
         for (size_t l = 0; l < 3; l++) {
@@ -244,12 +254,14 @@ static void test_rope_bwd(void **state) {
                           dvec(R, n), malloc(sizeof(double) * n)};
             rope_loss(&c);
             memcpy(y, x, sizeof(float) * n);
-            be->rope(be, y, pos, T, H, stride, rd, 10000.0, (ae_rope_mode)mode);
+            be->rope(be, ae_host_f32(y), ae_host_i32(pos), T, H, stride, rd, 10000.0,
+                     (ae_rope_mode)mode);
             check_close("rope y", y, c.y, n, 1e-5);
 
             float *dx = malloc(sizeof(float) * n);
             memcpy(dx, R, sizeof(float) * n);
-            be->rope_bwd(be, dx, pos, T, H, stride, rd, 10000.0, (ae_rope_mode)mode);
+            be->rope_bwd(be, ae_host_f32(dx), ae_host_i32(pos), T, H, stride, rd, 10000.0,
+                         (ae_rope_mode)mode);
             check_fd(mode ? "rope(interleaved) dx" : "rope(half) dx", rope_loss, &c, c.x, n, dx,
                      &r);
             free(x), free(R), free(y), free(dx), free(c.x), free(c.R), free(c.y);
@@ -310,7 +322,7 @@ static void run_attn_case(const attn_case *tc, ae_rng *r) {
     int S = tc->pos0 + tc->T;
     int rows = tc->ring > 0 ? tc->ring : S;
     ae_attn_args a = ae_attn_dense(tc->T, tc->pos0, tc->Hq, tc->Hkv, tc->dk, tc->dv, tc->window,
-                                   1.0f / sqrtf((float)tc->dk), NULL);
+                                   1.0f / sqrtf((float)tc->dk), ae_ptr_null());
     a.ring = tc->ring;
     if (tc->layout == LAYOUT_PADDED) a.k_stride += 3, a.v_stride += 5;
     if (tc->layout == LAYOUT_MLA) a.k_stride = a.v_stride = tc->dk; // v = first dv of each k row
@@ -319,19 +331,21 @@ static void run_attn_case(const attn_case *tc, ae_rng *r) {
     float *q = fvec(nq, r), *k = fvec(nk, r), *R = fvec(no, r), *out = malloc(sizeof(float) * no);
     float *v = tc->layout == LAYOUT_MLA ? k : fvec(nv, r);
     float *sinks = tc->sinks ? fvec((size_t)tc->Hq, r) : NULL;
-    a.sinks = sinks;
+    a.sinks = ae_host_f32(sinks);
 
     attn_ctx c = {a, dvec(q, nq), dvec(k, nk), NULL, sinks ? dvec(sinks, tc->Hq) : NULL,
                   dvec(R, no), malloc(sizeof(double) * no)};
     c.v = tc->layout == LAYOUT_MLA ? c.k : dvec(v, nv);
     attn_loss(&c);
-    be->attention(be, &a, out, q, k, v);
+    be->attention(be, &a, ae_host_f32(out), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
     check_close("attention out", out, c.out, no, 1e-5);
 
     // dq is overwritten (start from garbage); dk, dv, dsinks accumulate (start from a base).
     float *dq = fconst(nq, NAN), *dk = fconst(nk, 0.5f), *dsk = fconst((size_t)tc->Hq, -1.0f);
     float *dv = tc->layout == LAYOUT_MLA ? dk : fconst(nv, 0.25f);
-    be->attention_bwd(be, &a, dq, dk, dv, sinks ? dsk : NULL, R, q, k, v);
+    be->attention_bwd(be, &a, ae_host_f32(dq), ae_host_f32(dk), ae_host_f32(dv),
+                      sinks ? ae_host_f32(dsk) : ae_ptr_null(), ae_host_f32(R), ae_host_f32(q),
+                      ae_host_f32(k), ae_host_f32(v));
     for (size_t i = 0; i < nk; i++) dk[i] -= 0.5f;
     if (tc->layout != LAYOUT_MLA)
         for (size_t i = 0; i < nv; i++) dv[i] -= 0.25f;
@@ -395,11 +409,11 @@ static void test_attention_bwd_deterministic(void **state) {
     ae_rng r;
     ae_rng_seed(&r, 15);
     int T = 48, Hq = 8, Hkv = 2, d = 32;
-    ae_attn_args a = ae_attn_dense(T, 0, Hq, Hkv, d, d, 0, 0.2f, NULL);
+    ae_attn_args a = ae_attn_dense(T, 0, Hq, Hkv, d, d, 0, 0.2f, ae_ptr_null());
     size_t nq = (size_t)T * Hq * d, nk = (size_t)T * Hkv * d;
     float *q = fvec(nq, &r), *k = fvec(nk, &r), *v = fvec(nk, &r), *dout = fvec(nq, &r);
     float *sinks = fvec((size_t)Hq, &r);
-    a.sinks = sinks;
+    a.sinks = ae_host_f32(sinks);
     float *res[3][4];
     int threads[3] = {2, 2, 1};
     int saved = omp_get_max_threads();
@@ -407,8 +421,9 @@ static void test_attention_bwd_deterministic(void **state) {
         omp_set_num_threads(threads[run]);
         res[run][0] = fconst(nq, 0), res[run][1] = fconst(nk, 0), res[run][2] = fconst(nk, 0);
         res[run][3] = fconst((size_t)Hq, 0);
-        be->attention_bwd(be, &a, res[run][0], res[run][1], res[run][2], res[run][3], dout, q, k,
-                          v);
+        be->attention_bwd(be, &a, ae_host_f32(res[run][0]), ae_host_f32(res[run][1]),
+                          ae_host_f32(res[run][2]), ae_host_f32(res[run][3]), ae_host_f32(dout),
+                          ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
     }
     omp_set_num_threads(saved);
     size_t sizes[4] = {nq, nk, nk, (size_t)Hq};
@@ -451,17 +466,19 @@ static void test_gate_mul_bwd(void **state) {
         gate_ctx c = {T, H, hd, per_head, dvec(x, n), dvec(g, ng), dvec(R, n),
                       malloc(sizeof(double) * n)};
         gate_loss(&c);
-        be->gate_mul(be, y, x, g, T, H, hd, per_head);
+        be->gate_mul(be, ae_host_f32(y), ae_host_f32(x), ae_host_f32(g), T, H, hd, per_head);
         check_close("gate_mul y", y, c.y, n, 1e-6);
         float *dx = fconst(n, NAN), *dg = fconst(ng, NAN); // both overwritten
-        be->gate_mul_bwd(be, dx, dg, R, x, g, T, H, hd, per_head);
+        be->gate_mul_bwd(be, ae_host_f32(dx), ae_host_f32(dg), ae_host_f32(R), ae_host_f32(x),
+                         ae_host_f32(g), T, H, hd, per_head);
         check_fd("gate_mul dx", gate_loss, &c, c.x, n, dx, &r);
         check_fd(per_head ? "gate_mul(per head) dg" : "gate_mul dg", gate_loss, &c, c.g, ng, dg,
                  &r);
         // dx may be dy itself
         float *dyx = malloc(sizeof(float) * n), *dg2 = malloc(sizeof(float) * ng);
         memcpy(dyx, R, sizeof(float) * n);
-        be->gate_mul_bwd(be, dyx, dg2, dyx, x, g, T, H, hd, per_head);
+        be->gate_mul_bwd(be, ae_host_f32(dyx), ae_host_f32(dg2), ae_host_f32(dyx), ae_host_f32(x),
+                         ae_host_f32(g), T, H, hd, per_head);
         assert_memory_equal(dyx, dx, sizeof(float) * n);
         assert_memory_equal(dg2, dg, sizeof(float) * ng);
         free(x), free(g), free(R), free(y), free(dx), free(dg), free(dyx), free(dg2);
@@ -491,10 +508,11 @@ static void test_silu_mul_bwd(void **state) {
     g[0] = -30.0f, g[1] = 25.0f, g[2] = 0.0f; // saturated both ways, and the origin
     silu_ctx c = {n, dvec(g, n), dvec(u, n), dvec(R, n), malloc(sizeof(double) * n)};
     silu_loss(&c);
-    be->silu_mul(be, y, g, u, n);
+    be->silu_mul(be, ae_host_f32(y), ae_host_f32(g), ae_host_f32(u), n);
     check_close("silu_mul y", y, c.y, n, 1e-6);
     float *dg = fconst(n, NAN), *du = fconst(n, NAN);
-    be->silu_mul_bwd(be, dg, du, R, g, u, n);
+    be->silu_mul_bwd(be, ae_host_f32(dg), ae_host_f32(du), ae_host_f32(R), ae_host_f32(g),
+                     ae_host_f32(u), n);
     check_fd("silu_mul dg", silu_loss, &c, c.g, n, dg, &r);
     check_fd("silu_mul du", silu_loss, &c, c.u, n, du, &r);
     free(g), free(u), free(R), free(y), free(dg), free(du);

@@ -27,13 +27,24 @@ static ae_mla_dims dims_of(const int *s) {
 
 // Random module; norm weights perturbed away from 1 so their gradients and effects show.
 static void make_mla(ae_mla *m, const ae_mla_dims *d, uint64_t seed) {
-    assert_int_equal(ae_mla_init(m, d), AE_OK);
+    assert_int_equal(ae_mla_init(m, d, ae_backend_cpu()), AE_OK);
     ae_rng r;
     ae_rng_seed(&r, seed);
-    ae_mla_init_random(m, 0.5f / sqrtf((float)d->D) * 2.0f, &r);
-    if (m->q_a_norm)
-        for (int i = 0; i < d->q_lora_rank; i++) m->q_a_norm[i] = 1.0f + 0.3f * ae_rng_normal(&r);
-    for (int i = 0; i < d->kv_lora_rank; i++) m->kv_a_norm[i] = 1.0f + 0.3f * ae_rng_normal(&r);
+    assert_int_equal(ae_mla_init_random(m, 0.5f / sqrtf((float)d->D) * 2.0f, &r), AE_OK);
+    if (!ae_ptr_is_null(m->q_a_norm))
+        for (int i = 0; i < d->q_lora_rank; i++)
+            ae_f32(m->q_a_norm)[i] = 1.0f + 0.3f * ae_rng_normal(&r);
+    for (int i = 0; i < d->kv_lora_rank; i++)
+        ae_f32(m->kv_a_norm)[i] = 1.0f + 0.3f * ae_rng_normal(&r);
+}
+
+// The positions argument of a forward over T tokens at pos0..pos0+T-1 (an I32 host array).
+#define MAX_POS 64
+static int32_t k_pos[MAX_POS];
+static ae_ptr positions(int pos0, int T) {
+    assert_true(pos0 >= 0 && pos0 + T <= MAX_POS);
+    for (int i = 0; i < MAX_POS; i++) k_pos[i] = i;
+    return ae_host_i32(k_pos + pos0);
 }
 
 // ---- independent reference: the formulas of attn_mla.h, naively, in double ----
@@ -76,18 +87,18 @@ static void ref_forward(const ae_mla *m, const float *x, int T, double *y) {
         for (int i = 0; i < D; i++) xd[i] = x[(size_t)t * D + i];
         double *qt = q + (size_t)t * H * dq;
         if (ql == 0) {
-            ref_matvec(qt, m->wq, xd, H * dq, D);
+            ref_matvec(qt, ae_f32(m->wq), xd, H * dq, D);
         } else {
-            ref_matvec(tmp, m->wqa, xd, ql, D);
-            ref_rmsnorm(tmp, ql, m->q_a_norm, d->eps);
-            ref_matvec(qt, m->wqb, tmp, H * dq, ql);
+            ref_matvec(tmp, ae_f32(m->wqa), xd, ql, D);
+            ref_rmsnorm(tmp, ql, ae_f32(m->q_a_norm), d->eps);
+            ref_matvec(qt, ae_f32(m->wqb), tmp, H * dq, ql);
         }
         for (int h = 0; h < H; h++) ref_rope_interleaved(qt + h * dq + dn, dr, t, d->rope_theta);
-        ref_matvec(tmp, m->wkva, xd, R + dr, D);
-        ref_rmsnorm(tmp, R, m->kv_a_norm, d->eps);
+        ref_matvec(tmp, ae_f32(m->wkva), xd, R + dr, D);
+        ref_rmsnorm(tmp, R, ae_f32(m->kv_a_norm), d->eps);
         memcpy(kr + (size_t)t * dr, tmp + R, sizeof(double) * dr);
         ref_rope_interleaved(kr + (size_t)t * dr, dr, t, d->rope_theta);
-        ref_matvec(kvb, m->wkvb, tmp, H * dkv, R);
+        ref_matvec(kvb, ae_f32(m->wkvb), tmp, H * dkv, R);
         for (int h = 0; h < H; h++) {
             memcpy(kn + ((size_t)t * H + h) * dn, kvb + h * dkv, sizeof(double) * dn);
             memcpy(v + ((size_t)t * H + h) * dv, kvb + h * dkv + dn, sizeof(double) * dv);
@@ -111,7 +122,7 @@ static void ref_forward(const ae_mla *m, const float *x, int T, double *y) {
                 o[h * dv + e] = acc;
             }
         }
-        ref_matvec(y + (size_t)t * D, m->wo, o, D, H * dv);
+        ref_matvec(y + (size_t)t * D, ae_f32(m->wo), o, D, H * dv);
     }
     free(q), free(kn), free(kr), free(v), free(xd), free(tmp), free(kvb), free(o), free(p);
 }
@@ -132,9 +143,14 @@ static void test_matches_reference(void **state) {
         ae_test_fill_normal(x, (size_t)T * d.D, 1.0f, &r);
         ref_forward(&m, x, T, ref);
         for (size_t i = 0; i < (size_t)T * d.D; i++) yr[i] = (float)ref[i];
-        assert_int_equal(ae_mla_forward_materialized(be, &m, x, T, 0, c, y), AE_OK);
+        assert_int_equal(ae_mla_forward_materialized(be, &m, ae_host_f32(x), T, 0,
+                                                     positions(0, T), ae_host_f32(c),
+                                                     ae_host_f32(y)),
+                         AE_OK);
         assert_true(ae_test_rel_err(y, yr, (size_t)T * d.D) < 1e-5);
-        assert_int_equal(ae_mla_forward_absorbed(be, &m, x, T, 0, c, y), AE_OK);
+        assert_int_equal(ae_mla_forward_absorbed(be, &m, ae_host_f32(x), T, 0, positions(0, T),
+                                                 ae_host_f32(c), ae_host_f32(y)),
+                         AE_OK);
         assert_true(ae_test_rel_err(y, yr, (size_t)T * d.D) < 1e-5);
         free(ref);
         ae_free_aligned(x), ae_free_aligned(y), ae_free_aligned(c), ae_free_aligned(yr);
@@ -158,14 +174,25 @@ static void test_absorbed_equals_materialized(void **state) {
         float *ym = ae_alloc_f32((size_t)Tt * d.D), *ya = ae_alloc_f32((size_t)Tt * d.D);
         ae_test_fill_normal(x, (size_t)Tt * d.D, 1.0f, &r);
         // prefill T0 tokens in both forms
-        assert_int_equal(ae_mla_forward_materialized(be, &m, x, T0, 0, cm, ym), AE_OK);
-        assert_int_equal(ae_mla_forward_absorbed(be, &m, x, T0, 0, ca, ya), AE_OK);
+        assert_int_equal(ae_mla_forward_materialized(be, &m, ae_host_f32(x), T0, 0,
+                                                     positions(0, T0), ae_host_f32(cm),
+                                                     ae_host_f32(ym)),
+                         AE_OK);
+        assert_int_equal(ae_mla_forward_absorbed(be, &m, ae_host_f32(x), T0, 0, positions(0, T0),
+                                                 ae_host_f32(ca), ae_host_f32(ya)),
+                         AE_OK);
         double e_pre = ae_test_rel_err(ya, ym, (size_t)T0 * d.D);
         // then decode one token at a time, each form on its own latent cache
         for (int t = T0; t < Tt; t++) {
             const float *xt = x + (size_t)t * d.D;
-            assert_int_equal(ae_mla_forward_materialized(be, &m, xt, 1, t, cm, ym + (size_t)t * d.D), AE_OK);
-            assert_int_equal(ae_mla_forward_absorbed(be, &m, xt, 1, t, ca, ya + (size_t)t * d.D), AE_OK);
+            assert_int_equal(ae_mla_forward_materialized(be, &m, ae_host_f32(xt), 1, t,
+                                                         positions(t, 1), ae_host_f32(cm),
+                                                         ae_host_f32(ym + (size_t)t * d.D)),
+                             AE_OK);
+            assert_int_equal(ae_mla_forward_absorbed(be, &m, ae_host_f32(xt), 1, t,
+                                                     positions(t, 1), ae_host_f32(ca),
+                                                     ae_host_f32(ya + (size_t)t * d.D)),
+                             AE_OK);
         }
         double e_dec = ae_test_rel_err(ya + (size_t)T0 * d.D, ym + (size_t)T0 * d.D, (size_t)T1 * d.D);
         assert_memory_equal(cm, ca, sizeof(float) * (size_t)Tt * Cd); // same cache contents
@@ -174,9 +201,13 @@ static void test_absorbed_equals_materialized(void **state) {
         assert_true(e_dec < 1e-5);
         // a multi-token chunk after a prefill (absorbed, T > 1, pos0 > 0) agrees too
         float *y2 = ae_alloc_f32((size_t)Tt * d.D);
-        assert_int_equal(ae_mla_forward_absorbed(be, &m, x, T0, 0, ca, y2), AE_OK);
-        assert_int_equal(ae_mla_forward_absorbed(be, &m, x + (size_t)T0 * d.D, T1, T0, ca,
-                                                 y2 + (size_t)T0 * d.D), AE_OK);
+        assert_int_equal(ae_mla_forward_absorbed(be, &m, ae_host_f32(x), T0, 0, positions(0, T0),
+                                                 ae_host_f32(ca), ae_host_f32(y2)),
+                         AE_OK);
+        assert_int_equal(ae_mla_forward_absorbed(be, &m, ae_host_f32(x + (size_t)T0 * d.D), T1,
+                                                 T0, positions(T0, T1), ae_host_f32(ca),
+                                                 ae_host_f32(y2 + (size_t)T0 * d.D)),
+                         AE_OK);
         assert_true(ae_test_rel_err(y2, ym, (size_t)Tt * d.D) < 1e-5);
         ae_free_aligned(y2);
         ae_free_aligned(x);
@@ -204,15 +235,23 @@ static void test_decode_equals_full(void **state) {
         float *c2 = ae_alloc_f32((size_t)T * Cd), *yf = ae_alloc_f32((size_t)T * d.D);
         float *yd = ae_alloc_f32((size_t)T * d.D);
         ae_test_fill_normal(x, (size_t)T * d.D, 1.0f, &r);
-        assert_int_equal(ae_mla_forward_materialized(be, &m, x, T, 0, c1, yf), AE_OK);
+        assert_int_equal(ae_mla_forward_materialized(be, &m, ae_host_f32(x), T, 0,
+                                                     positions(0, T), ae_host_f32(c1),
+                                                     ae_host_f32(yf)),
+                         AE_OK);
         for (int t = 0; t < T; t++)
-            assert_int_equal(ae_mla_forward_absorbed(be, &m, x + (size_t)t * d.D, 1, t, c2,
-                                                     yd + (size_t)t * d.D), AE_OK);
+            assert_int_equal(ae_mla_forward_absorbed(be, &m, ae_host_f32(x + (size_t)t * d.D), 1,
+                                                     t, positions(t, 1), ae_host_f32(c2),
+                                                     ae_host_f32(yd + (size_t)t * d.D)),
+                             AE_OK);
         assert_true(ae_test_rel_err(yd, yf, (size_t)T * d.D) < 1e-5);
         assert_true(ae_test_rel_err(c2, c1, (size_t)T * Cd) < 1e-6);
         // changing token 0 changes the last output: attention over the cache is live
         x[0] += 1.0f;
-        assert_int_equal(ae_mla_forward_materialized(be, &m, x, T, 0, c1, yd), AE_OK);
+        assert_int_equal(ae_mla_forward_materialized(be, &m, ae_host_f32(x), T, 0,
+                                                     positions(0, T), ae_host_f32(c1),
+                                                     ae_host_f32(yd)),
+                         AE_OK);
         assert_true(ae_test_rel_err(yd + (size_t)(T - 1) * d.D, yf + (size_t)(T - 1) * d.D, (size_t)d.D) > 1e-4);
         ae_free_aligned(x);
         ae_free_aligned(c1);
@@ -235,14 +274,16 @@ static void test_rope_relative_position(void **state) {
     float q0[3 * 13], k0[14];
     ae_test_fill_normal(q0, sizeof q0 / sizeof *q0, 1.0f, &r);
     ae_test_fill_normal(k0, sizeof k0 / sizeof *k0, 1.0f, &r);
-    int pairs[][2] = {{5, 2}, {103, 100}, {3, 0}, {1003, 1000}, {40, 37}};
+    int32_t pairs[][2] = {{5, 2}, {103, 100}, {3, 0}, {1003, 1000}, {40, 37}};
     double ref[3] = {0, 0, 0};
     for (size_t c = 0; c < sizeof pairs / sizeof *pairs; c++) {
         float q[3 * 13], k[14];
         memcpy(q, q0, sizeof q);
         memcpy(k, k0, sizeof k);
-        be->rope(be, q + dn, &pairs[c][0], 1, H, dq, dr, 10000.0, AE_ROPE_INTERLEAVED);
-        be->rope(be, k + R, &pairs[c][1], 1, 1, Cd, dr, 10000.0, AE_ROPE_INTERLEAVED);
+        be->rope(be, ae_host_f32(q + dn), ae_host_i32(&pairs[c][0]), 1, H, dq, dr, 10000.0,
+                 AE_ROPE_INTERLEAVED);
+        be->rope(be, ae_host_f32(k + R), ae_host_i32(&pairs[c][1]), 1, 1, Cd, dr, 10000.0,
+                 AE_ROPE_INTERLEAVED);
         assert_memory_equal(k, k0, sizeof(float) * R);
         for (int h = 0; h < H; h++) {
             assert_memory_equal(q + h * dq, q0 + h * dq, sizeof(float) * dn);
@@ -256,9 +297,11 @@ static void test_rope_relative_position(void **state) {
     float q[3 * 13], k[14];
     memcpy(q, q0, sizeof q);
     memcpy(k, k0, sizeof k);
-    int p = 4, s0 = 0;
-    be->rope(be, q + dn, &p, 1, H, dq, dr, 10000.0, AE_ROPE_INTERLEAVED);
-    be->rope(be, k + R, &s0, 1, 1, Cd, dr, 10000.0, AE_ROPE_INTERLEAVED);
+    int32_t p = 4, s0 = 0;
+    be->rope(be, ae_host_f32(q + dn), ae_host_i32(&p), 1, H, dq, dr, 10000.0,
+             AE_ROPE_INTERLEAVED);
+    be->rope(be, ae_host_f32(k + R), ae_host_i32(&s0), 1, 1, Cd, dr, 10000.0,
+             AE_ROPE_INTERLEAVED);
     double dot = 0.0;
     for (int e = 0; e < dr; e++) dot += (double)q[dn + e] * k[R + e];
     assert_true(fabs(dot - ref[0]) > 1e-3);
@@ -270,14 +313,14 @@ static void test_rope_relative_position(void **state) {
 // ---- backward vs finite differences ----
 
 static int have_bwd(const ae_backend *be) {
-    return be->matmul_bwd && be->rmsnorm_bwd && be->rope_bwd && be->attention_bwd;
+    return be->gemm && be->rmsnorm_bwd && be->rope_bwd && be->attention_bwd;
 }
 
 // loss = Σ y ⊙ w, in double.
 static double loss_of(const ae_backend *be, const ae_mla *m, const float *x, int B, int T,
                       const float *w, float *y) {
     ae_mla_acts *a = NULL;
-    assert_int_equal(ae_mla_train_forward(be, m, x, B, T, y, &a), AE_OK);
+    assert_int_equal(ae_mla_train_forward(be, m, ae_host_f32(x), B, T, ae_host_f32(y), &a), AE_OK);
     ae_mla_acts_free(a);
     double L = 0.0;
     for (size_t i = 0; i < (size_t)B * T * m->d.D; i++) L += (double)y[i] * w[i];
@@ -319,34 +362,39 @@ static void run_grad_check(int q_lora) {
     size_t n = (size_t)B * T * d.D;
     ae_mla m, g;
     make_mla(&m, &d, 11 + (uint64_t)q_lora);
-    assert_int_equal(ae_mla_init(&g, &d), AE_OK);
+    assert_int_equal(ae_mla_init(&g, &d, be), AE_OK);
     ae_rng r;
     ae_rng_seed(&r, 12);
     float *x = ae_alloc_f32(n), *w = ae_alloc_f32(n), *y = ae_alloc_f32(n), *dx = ae_alloc_f32(n);
     ae_test_fill_normal(x, n, 1.0f, &r);
     ae_test_fill_normal(w, n, 1.0f, &r);
     ae_mla_acts *a = NULL;
-    assert_int_equal(ae_mla_train_forward(be, &m, x, B, T, y, &a), AE_OK);
+    assert_int_equal(ae_mla_train_forward(be, &m, ae_host_f32(x), B, T, ae_host_f32(y), &a),
+                     AE_OK);
     // the training forward equals the inference forward of each sequence
     float *yi = ae_alloc_f32((size_t)T * d.D), *cache = ae_alloc_f32((size_t)T * ae_mla_cache_dim(&d));
     for (int b = 0; b < B; b++) {
-        assert_int_equal(ae_mla_forward_materialized(be, &m, x + (size_t)b * T * d.D, T, 0, cache, yi), AE_OK);
+        assert_int_equal(ae_mla_forward_materialized(be, &m, ae_host_f32(x + (size_t)b * T * d.D),
+                                                     T, 0, positions(0, T), ae_host_f32(cache),
+                                                     ae_host_f32(yi)),
+                         AE_OK);
         assert_true(ae_test_rel_err(yi, y + (size_t)b * T * d.D, (size_t)T * d.D) < 1e-6);
     }
     ae_free_aligned(yi);
     ae_free_aligned(cache);
     // accumulation: run backward twice into g, compare against half
-    assert_int_equal(ae_mla_backward(be, &m, a, w, dx, &g), AE_OK);
-    assert_int_equal(ae_mla_backward(be, &m, a, w, dx, &g), AE_OK);
+    assert_int_equal(ae_mla_backward(be, &m, a, ae_host_f32(w), ae_host_f32(dx), &g), AE_OK);
+    assert_int_equal(ae_mla_backward(be, &m, a, ae_host_f32(w), ae_host_f32(dx), &g), AE_OK);
     ae_mla_acts_free(a);
     ae_param_list pl = ae_mla_params(&m), gl = ae_mla_params(&g);
     for (int i = 0; i < gl.n; i++) {
         size_t cnt = (size_t)gl.p[i].shape[0] * (size_t)(gl.p[i].ndim == 2 ? gl.p[i].shape[1] : 1);
-        for (size_t j = 0; j < cnt; j++) gl.p[i].data[j] *= 0.5f;
+        for (size_t j = 0; j < cnt; j++) ae_f32(gl.p[i].data)[j] *= 0.5f;
     }
     for (int i = 0; i < pl.n; i++) {
         size_t cnt = (size_t)pl.p[i].shape[0] * (size_t)(pl.p[i].ndim == 2 ? pl.p[i].shape[1] : 1);
-        double fdn, e = fd_check(be, &m, x, B, T, w, y, pl.p[i].data, gl.p[i].data, cnt, 40, &r, &fdn);
+        double fdn, e = fd_check(be, &m, x, B, T, w, y, ae_f32(pl.p[i].data), ae_f32(gl.p[i].data),
+                                 cnt, 40, &r, &fdn);
         printf("q_lora %d  %-28s rel err %.2e  (|fd| %.3g)\n", q_lora, pl.p[i].name, e, fdn);
         assert_true(fdn > 1e-2); // a gradient that is really there
         assert_true(e < 3e-3);
@@ -378,46 +426,47 @@ static void test_params(void **state) {
     ae_mla_dims d = {.D = 10, .H = 2, .q_lora_rank = 0, .kv_lora_rank = 4, .dn = 3, .dr = 2,
                      .dv = 6, .rope_theta = 1e6, .eps = 1e-6f};
     ae_mla m;
-    assert_int_equal(ae_mla_init(&m, &d), AE_OK);
+    assert_int_equal(ae_mla_init(&m, &d, ae_backend_cpu()), AE_OK);
     ae_param_list l = ae_mla_params(&m);
     assert_int_equal(l.n, 5);
     const char *names[] = {"q_proj.weight", "kv_a_proj_with_mqa.weight", "kv_a_layernorm.weight",
                            "kv_b_proj.weight", "o_proj.weight"};
     int64_t shapes[][2] = {{2 * 5, 10}, {4 + 2, 10}, {4, 0}, {2 * 9, 4}, {10, 12}};
-    float *ptrs[] = {m.wq, m.wkva, m.kv_a_norm, m.wkvb, m.wo};
+    ae_ptr ptrs[] = {m.wq, m.wkva, m.kv_a_norm, m.wkvb, m.wo};
     for (int i = 0; i < l.n; i++) {
         assert_string_equal(l.p[i].name, names[i]);
         assert_int_equal(l.p[i].ndim, shapes[i][1] ? 2 : 1);
         assert_int_equal(l.p[i].shape[0], shapes[i][0]);
         if (shapes[i][1]) assert_int_equal(l.p[i].shape[1], shapes[i][1]);
         assert_int_equal(l.p[i].decay, shapes[i][1] ? 1 : 0);
-        assert_ptr_equal(l.p[i].data, ptrs[i]);
+        assert_ptr_equal(l.p[i].data.data, ptrs[i].data);
     }
     ae_mla_free(&m);
     d.q_lora_rank = 7;
-    assert_int_equal(ae_mla_init(&m, &d), AE_OK);
-    assert_null(m.wq);
+    assert_int_equal(ae_mla_init(&m, &d, ae_backend_cpu()), AE_OK);
+    assert_null(m.wq.data);
     l = ae_mla_params(&m);
     assert_int_equal(l.n, 7);
     const char *names2[] = {"q_a_proj.weight", "q_a_layernorm.weight", "q_b_proj.weight",
                             "kv_a_proj_with_mqa.weight", "kv_a_layernorm.weight",
                             "kv_b_proj.weight", "o_proj.weight"};
     int64_t shapes2[][2] = {{7, 10}, {7, 0}, {10, 7}, {6, 10}, {4, 0}, {18, 4}, {10, 12}};
-    float *ptrs2[] = {m.wqa, m.q_a_norm, m.wqb, m.wkva, m.kv_a_norm, m.wkvb, m.wo};
+    ae_ptr ptrs2[] = {m.wqa, m.q_a_norm, m.wqb, m.wkva, m.kv_a_norm, m.wkvb, m.wo};
     for (int i = 0; i < l.n; i++) {
         assert_string_equal(l.p[i].name, names2[i]);
         assert_int_equal(l.p[i].shape[0], shapes2[i][0]);
         if (shapes2[i][1]) assert_int_equal(l.p[i].shape[1], shapes2[i][1]);
         assert_int_equal(l.p[i].decay, shapes2[i][1] ? 1 : 0);
-        assert_ptr_equal(l.p[i].data, ptrs2[i]);
+        assert_ptr_equal(l.p[i].data.data, ptrs2[i].data);
     }
     // random init: norms 1, matrices with the requested spread
     ae_rng r;
     ae_rng_seed(&r, 5);
-    ae_mla_init_random(&m, 0.02f, &r);
-    for (int i = 0; i < 7; i++) assert_true(m.q_a_norm[i] == 1.0f);
+    assert_int_equal(ae_mla_init_random(&m, 0.02f, &r), AE_OK);
+    for (int i = 0; i < 7; i++) assert_true(ae_f32(m.q_a_norm)[i] == 1.0f);
+    const float *wo = ae_f32(m.wo);
     double ss = 0.0;
-    for (int i = 0; i < 10 * 12; i++) ss += (double)m.wo[i] * m.wo[i];
+    for (int i = 0; i < 10 * 12; i++) ss += (double)wo[i] * wo[i];
     assert_true(sqrt(ss / 120) > 0.014 && sqrt(ss / 120) < 0.026);
     ae_mla_free(&m);
     ae_mla_free(&m); // free twice is harmless (zeroed)
@@ -430,17 +479,23 @@ static void test_bad_dims(void **state) {
     ae_mla m;
     ae_mla_dims d = good;
     d.dr = 3;
-    assert_int_equal(ae_mla_init(&m, &d), AE_ERR_ARG);
+    const ae_backend *be = ae_backend_cpu();
+    assert_int_equal(ae_mla_init(&m, &d, be), AE_ERR_ARG);
     d = good;
     d.kv_lora_rank = 0;
-    assert_int_equal(ae_mla_init(&m, &d), AE_ERR_ARG);
+    assert_int_equal(ae_mla_init(&m, &d, be), AE_ERR_ARG);
     d = good;
     d.dn = -1;
-    assert_int_equal(ae_mla_init(&m, &d), AE_ERR_ARG);
-    assert_int_equal(ae_mla_init(&m, &good), AE_OK);
+    assert_int_equal(ae_mla_init(&m, &d, be), AE_ERR_ARG);
+    assert_int_equal(ae_mla_init(&m, &good, be), AE_OK);
     float x[8] = {0}, cache[6] = {0}, y[8];
-    assert_int_equal(ae_mla_forward_absorbed(ae_backend_cpu(), &m, x, 0, 0, cache, y), AE_ERR_ARG);
-    assert_int_equal(ae_mla_forward_materialized(ae_backend_cpu(), &m, x, 1, -1, cache, y), AE_ERR_ARG);
+    int32_t pos[1] = {-1}; // T = 0: no position; pos0 = -1: the (invalid) position itself
+    assert_int_equal(ae_mla_forward_absorbed(be, &m, ae_host_f32(x), 0, 0, ae_host_i32(pos),
+                                             ae_host_f32(cache), ae_host_f32(y)),
+                     AE_ERR_ARG);
+    assert_int_equal(ae_mla_forward_materialized(be, &m, ae_host_f32(x), 1, -1, ae_host_i32(pos),
+                                                 ae_host_f32(cache), ae_host_f32(y)),
+                     AE_ERR_ARG);
     ae_mla_free(&m);
 }
 

@@ -124,7 +124,7 @@ static void test_teacher_factorisation(void **state) {
         int R = Rs[ri];
         ae_mla_dims d = student_dims(&t, dr, R, ri % 2 ? 0 : 32);
         ae_mla m;
-        assert_int_equal(ae_mla_init(&m, &d), AE_OK);
+        assert_int_equal(ae_mla_init(&m, &d, ae_backend_cpu()), AE_OK);
         double rel = -1;
         assert_int_equal(ae_mla_init_from_teacher(&m, &t.v, &rel), AE_OK);
         printf("random teacher: R %2d  kv_rel_err %.3e\n", R, rel);
@@ -136,8 +136,12 @@ static void test_teacher_factorisation(void **state) {
             continue;
         }
         // norm weights: the latent's RMS for unit-RMS inputs, sqrt(min(R, D)/R)
-        for (int l = 0; l < R; l++) assert_true(fabsf(m.kv_a_norm[l] - sqrtf((float)(R < D ? R : D) / R)) < 1e-6f);
-        for (int l = 0; l < d.q_lora_rank; l++) assert_true(fabsf(m.q_a_norm[l] - 1.0f) < 1e-6f);
+        const float *kv_a_norm = ae_f32(m.kv_a_norm), *q_a_norm = ae_f32(m.q_a_norm);
+        const float *wq = ae_f32(m.wq), *wqa = ae_f32(m.wqa), *wqb = ae_f32(m.wqb);
+        const float *wkva = ae_f32(m.wkva), *wkvb = ae_f32(m.wkvb);
+        for (int l = 0; l < R; l++)
+            assert_true(fabsf(kv_a_norm[l] - sqrtf((float)(R < D ? R : D) / R)) < 1e-6f);
+        for (int l = 0; l < d.q_lora_rank; l++) assert_true(fabsf(q_a_norm[l] - 1.0f) < 1e-6f);
         // reconstructed key/value map of head h: kv_b_h · kv_a[:R] (the norm undoes the latent's
         // RMS); query map: q_proj or q_b · q_a
         double maxe = 0, maxv = 0, maxq = 0;
@@ -149,7 +153,8 @@ static void test_teacher_factorisation(void **state) {
                 for (int c = 0; c < D; c++) {
                     double a = 0;
                     for (int l = 0; l < R; l++)
-                        a += (double)m.wkvb[((size_t)h * (dn + hd) + row) * R + l] * m.wkva[(size_t)l * D + c];
+                        a += (double)wkvb[((size_t)h * (dn + hd) + row) * R + l] *
+                             wkva[(size_t)l * D + c];
                     double want = row < dn ? Kf[teacher_dim(row, hd, dr) * D + c]
                                            : t.v.wv[((size_t)g * hd + row - dn) * D + c];
                     maxe = fmax(maxe, fabs(a - want));
@@ -158,11 +163,11 @@ static void test_teacher_factorisation(void **state) {
             for (int e = 0; e < hd; e++) // query rows
                 for (int c = 0; c < D; c++) {
                     double a = 0;
-                    if (d.q_lora_rank == 0) a = m.wq[((size_t)h * hd + e) * D + c];
+                    if (d.q_lora_rank == 0) a = wq[((size_t)h * hd + e) * D + c];
                     else
                         for (int l = 0; l < d.q_lora_rank; l++)
-                            a += (double)m.wqb[((size_t)h * hd + e) * d.q_lora_rank + l] *
-                                 m.wqa[(size_t)l * D + c];
+                            a += (double)wqb[((size_t)h * hd + e) * d.q_lora_rank + l] *
+                                 wqa[(size_t)l * D + c];
                     maxq = fmax(maxq, fabs(a - Qf[teacher_dim(e, hd, dr) * D + c]));
                 }
         }
@@ -176,9 +181,9 @@ static void test_teacher_factorisation(void **state) {
                     fold(t.v.wk, t.v.k_norm, t.v.input_norm, g, hd, D, Kf);
                     mean += Kf[teacher_dim(dn + e, hd, dr) * D + c] / Hkv;
                 }
-                assert_true(fabs(m.wkva[((size_t)R + e) * D + c] - mean) < 1e-5);
+                assert_true(fabs(wkva[((size_t)R + e) * D + c] - mean) < 1e-5);
             }
-        assert_memory_equal(m.wo, t.v.wo, sizeof(float) * (size_t)D * Hq * hd);
+        assert_memory_equal(ae_f32(m.wo), t.v.wo, sizeof(float) * (size_t)D * Hq * hd);
         ae_mla_free(&m);
     }
     free(Kf);
@@ -272,7 +277,7 @@ static void test_teacher_exact(void **state) {
             rms_in = sqrt(rms_in);
             ae_mla_dims d = student_dims(&t, dr, D, ql);
             ae_mla m;
-            assert_int_equal(ae_mla_init(&m, &d), AE_OK);
+            assert_int_equal(ae_mla_init(&m, &d, be), AE_OK);
             double rel;
             assert_int_equal(ae_mla_init_from_teacher(&m, &t.v, &rel), AE_OK);
             int T = 6;
@@ -281,6 +286,8 @@ static void test_teacher_exact(void **state) {
             float *x = ae_alloc_f32((size_t)T * D), *y = ae_alloc_f32((size_t)T * D);
             float *yr = ae_alloc_f32((size_t)T * D), *cache = ae_alloc_f32((size_t)T * (D + dr));
             double *ref = malloc(sizeof(double) * T * D);
+            int32_t pos[6];
+            for (int i = 0; i < T; i++) pos[i] = i;
             ae_test_fill_normal(x, (size_t)T * D, 1.0f, &r);
             for (int s = 0; s < T; s++) { // rows of RMS rms_in
                 double ss = 0;
@@ -289,12 +296,17 @@ static void test_teacher_exact(void **state) {
             }
             linear_teacher(&t, dr, x, T, d.rope_theta, ref);
             for (int i = 0; i < T * D; i++) yr[i] = (float)ref[i];
-            assert_int_equal(ae_mla_forward_materialized(be, &m, x, T, 0, cache, y), AE_OK);
+            assert_int_equal(ae_mla_forward_materialized(be, &m, ae_host_f32(x), T, 0,
+                                                         ae_host_i32(pos), ae_host_f32(cache),
+                                                         ae_host_f32(y)),
+                             AE_OK);
             double e1 = ae_test_rel_err(y, yr, (size_t)T * D);
-            assert_int_equal(ae_mla_forward_absorbed(be, &m, x, T, 0, cache, y), AE_OK);
+            assert_int_equal(ae_mla_forward_absorbed(be, &m, ae_host_f32(x), T, 0, ae_host_i32(pos),
+                                                     ae_host_f32(cache), ae_host_f32(y)),
+                             AE_OK);
             double e2 = ae_test_rel_err(y, yr, (size_t)T * D);
             printf("exact case %d q_lora %2d: student vs linearised teacher %.2e / %.2e\n", c, ql, e1, e2);
-            assert_true(fabsf(m.kv_a_norm[0] - (float)rms_in) < 1e-5f);
+            assert_true(fabsf(ae_f32(m.kv_a_norm)[0] - (float)rms_in) < 1e-5f);
             assert_true(e1 < 2e-5 && e2 < 2e-5);
             // control: the reference is sensitive (other dims → other result)
             linear_teacher(&t, dr == 8 ? 4 : 8, x, T, d.rope_theta, ref);
@@ -318,7 +330,7 @@ static void test_teacher_errors(void **state) {
                          .dn = bad[i][1], .dr = bad[i][0], .dv = bad[i][2], .rope_theta = 1e4,
                          .eps = 1e-6f};
         ae_mla m;
-        assert_int_equal(ae_mla_init(&m, &d), AE_OK);
+        assert_int_equal(ae_mla_init(&m, &d, ae_backend_cpu()), AE_OK);
         assert_int_equal(ae_mla_init_from_teacher(&m, &t.v, NULL), AE_ERR_ARG);
         printf("rejected: %s\n", ae_last_error());
         ae_mla_free(&m);
@@ -332,18 +344,19 @@ static void teacher_attention(const ae_backend *be, const ae_gqa_view *t, int D,
     int Hq = t->Hq, Hkv = t->Hkv, hd = t->hd;
     float *q = ae_alloc_f32((size_t)T * Hq * hd), *k = ae_alloc_f32((size_t)T * Hkv * hd);
     float *v = ae_alloc_f32((size_t)T * Hkv * hd), *o = ae_alloc_f32((size_t)T * Hq * hd);
-    int *pos = malloc(sizeof(int) * T);
+    int32_t *pos = malloc(sizeof(int32_t) * T);
     for (int i = 0; i < T; i++) pos[i] = i;
-    be->matmul(be, q, x, t->wq, T, D, Hq * hd);
-    be->matmul(be, k, x, t->wk, T, D, Hkv * hd);
-    be->matmul(be, v, x, t->wv, T, D, Hkv * hd);
-    be->rmsnorm(be, q, q, t->q_norm, T * Hq, hd, 1e-6f);
-    be->rmsnorm(be, k, k, t->k_norm, T * Hkv, hd, 1e-6f);
-    be->rope(be, q, pos, T, Hq, hd, hd, theta, AE_ROPE_HALF);
-    be->rope(be, k, pos, T, Hkv, hd, hd, theta, AE_ROPE_HALF);
-    ae_attn_args aa = ae_attn_dense(T, 0, Hq, Hkv, hd, hd, 0, 1.0f / sqrtf((float)hd), NULL);
-    be->attention(be, &aa, o, q, k, v);
-    be->matmul(be, y, o, t->wo, T, Hq * hd, D);
+    ae_matmul(be, ae_host_f32(q), ae_host_f32(x), ae_host_f32(t->wq), T, D, Hq * hd);
+    ae_matmul(be, ae_host_f32(k), ae_host_f32(x), ae_host_f32(t->wk), T, D, Hkv * hd);
+    ae_matmul(be, ae_host_f32(v), ae_host_f32(x), ae_host_f32(t->wv), T, D, Hkv * hd);
+    be->rmsnorm(be, ae_host_f32(q), ae_host_f32(q), ae_host_f32(t->q_norm), T * Hq, hd, hd, 1e-6f);
+    be->rmsnorm(be, ae_host_f32(k), ae_host_f32(k), ae_host_f32(t->k_norm), T * Hkv, hd, hd, 1e-6f);
+    be->rope(be, ae_host_f32(q), ae_host_i32(pos), T, Hq, hd, hd, theta, AE_ROPE_HALF);
+    be->rope(be, ae_host_f32(k), ae_host_i32(pos), T, Hkv, hd, hd, theta, AE_ROPE_HALF);
+    ae_attn_args aa =
+        ae_attn_dense(T, 0, Hq, Hkv, hd, hd, 0, 1.0f / sqrtf((float)hd), ae_ptr_null());
+    be->attention(be, &aa, ae_host_f32(o), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
+    ae_matmul(be, ae_host_f32(y), ae_host_f32(o), ae_host_f32(t->wo), T, Hq * hd, D);
     ae_free_aligned(q), ae_free_aligned(k), ae_free_aligned(v), ae_free_aligned(o);
     free(pos);
 }
@@ -377,8 +390,10 @@ static void test_qwen3_micro(void **state) {
     ae_rng_seed(&r, 99);
     float *x = ae_alloc_f32((size_t)T * D), *yt = ae_alloc_f32((size_t)T * D);
     float *ys = ae_alloc_f32((size_t)T * D);
+    int32_t pos[32];
+    for (int i = 0; i < T; i++) pos[i] = i;
     ae_test_fill_normal(x, (size_t)T * D, 1.0f, &r);
-    be->rmsnorm(be, x, x, w_in, T, D, 1e-6f);
+    be->rmsnorm(be, ae_host_f32(x), ae_host_f32(x), ae_host_f32(w_in), T, D, D, 1e-6f);
     teacher_attention(be, &tv, D, x, T, theta, yt);
     int drs[] = {8, 16}, Rs[] = {16, 32, 64, 128}; // R = 128 = D: the full-rank floor
     for (int a = 0; a < 2; a++) {
@@ -392,10 +407,13 @@ static void test_qwen3_micro(void **state) {
                 ae_gqa_view v = tv;
                 if (!use_in) v.input_norm = NULL;
                 ae_mla m;
-                assert_int_equal(ae_mla_init(&m, &d), AE_OK);
+                assert_int_equal(ae_mla_init(&m, &d, be), AE_OK);
                 assert_int_equal(ae_mla_init_from_teacher(&m, &v, &rel[use_in]), AE_OK);
                 float *cache = ae_alloc_f32((size_t)T * ae_mla_cache_dim(&d));
-                assert_int_equal(ae_mla_forward_materialized(be, &m, x, T, 0, cache, ys), AE_OK);
+                assert_int_equal(ae_mla_forward_materialized(be, &m, ae_host_f32(x), T, 0,
+                                                             ae_host_i32(pos), ae_host_f32(cache),
+                                                             ae_host_f32(ys)),
+                                 AE_OK);
                 oe[use_in] = ae_test_rel_err(ys, yt, (size_t)T * D);
                 ae_free_aligned(cache);
                 ae_mla_free(&m);

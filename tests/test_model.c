@@ -78,7 +78,7 @@ static void check_logits(const char *name, const ae_model *m, const expected *e)
     float *full = malloc(sizeof(float) * n), *inc = malloc(sizeof(float) * n);
     ae_kv_cache c;
     assert_int_equal(ae_kv_cache_init(&c, m, T), AE_OK);
-    assert_int_equal(ae_model_forward(m, &c, e->ids, T, full, 1), AE_OK);
+    assert_int_equal(ae_model_forward(m, &c, e->ids, T, ae_host_f32(full), 1), AE_OK);
     float scale = max_abs(e->logits, n), err = max_abs_diff(full, e->logits, n);
     printf("%-26s T=%d V=%d max|logit| %.3f  max abs err vs transformers %.3g (%.2g of scale)\n",
            name, T, V, scale, err, err / scale);
@@ -86,9 +86,10 @@ static void check_logits(const char *name, const ae_model *m, const expected *e)
     ae_kv_cache_reset(&c);
     // prefill half, then decode one token at a time
     int half = T / 2;
-    assert_int_equal(ae_model_forward(m, &c, e->ids, half, inc, 1), AE_OK);
+    assert_int_equal(ae_model_forward(m, &c, e->ids, half, ae_host_f32(inc), 1), AE_OK);
     for (int t = half; t < T; t++)
-        assert_int_equal(ae_model_forward(m, &c, e->ids + t, 1, inc + (size_t)t * V, 1), AE_OK);
+        assert_int_equal(ae_model_forward(m, &c, e->ids + t, 1, ae_host_f32(inc + (size_t)t * V), 1),
+                         AE_OK);
     float derr = max_abs_diff(full, inc, n);
     printf("%-26s incremental decode vs full recompute: max abs diff %.3g\n", name, derr);
     assert_true(derr <= 1e-5f * scale);

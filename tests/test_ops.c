@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu.h"
 #include "backend/ops.h"
 #include "core/rng.h"
-#include "model/moe.h"
 #include "util/testutil.h"
 
 static void test_matmul_shapes(void **state) {
@@ -20,7 +20,7 @@ static void test_matmul_shapes(void **state) {
         float *y = malloc(sizeof(float) * M * N);
         ae_test_fill_normal(x, (size_t)M * K, 1.0f, &r);
         ae_test_fill_normal(w, (size_t)N * K, 1.0f, &r);
-        be->matmul(be, y, x, w, M, K, N);
+        ae_matmul(be, ae_host_f32(y), ae_host_f32(x), ae_host_f32(w), M, K, N);
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) {
                 double ref = 0;
@@ -42,14 +42,15 @@ static void test_rmsnorm(void **state) {
     float x[5 * 24], w[24], y[5 * 24];
     ae_test_fill_normal(x, sizeof x / sizeof *x, 1.0f, &r);
     ae_test_fill_normal(w, 24, 1.0f, &r);
-    be->rmsnorm(be, y, x, w, M, D, 1e-6f);
+    be->rmsnorm(be, ae_host_f32(y), ae_host_f32(x), ae_host_f32(w), M, D, D, 1e-6f);
     for (int i = 0; i < M; i++) {
         double ss = 0;
         for (int d = 0; d < D; d++) ss += (double)x[i * D + d] * x[i * D + d];
         double inv = 1.0 / sqrt(ss / D + 1e-6);
         for (int d = 0; d < D; d++) assert_true(fabs(y[i * D + d] - w[d] * x[i * D + d] * inv) < 1e-5);
     }
-    be->rmsnorm(be, x, x, w, M, D, 1e-6f); // in place gives the same
+    // in place gives the same
+    be->rmsnorm(be, ae_host_f32(x), ae_host_f32(x), ae_host_f32(w), M, D, D, 1e-6f);
     assert_memory_equal(x, y, sizeof y);
 }
 
@@ -60,10 +61,10 @@ static void test_rope_rotate_half(void **state) {
     ae_rng_seed(&r, 3);
     int T = 3, H = 2, hd = 8;
     float x[3 * 2 * 8], orig[3 * 2 * 8];
-    int pos[3] = {0, 5, 1000};
+    int32_t pos[3] = {0, 5, 1000};
     ae_test_fill_normal(x, sizeof x / sizeof *x, 1.0f, &r);
     memcpy(orig, x, sizeof x);
-    be->rope(be, x, pos, T, H, hd, hd, 10000.0, AE_ROPE_HALF);
+    be->rope(be, ae_host_f32(x), ae_host_i32(pos), T, H, hd, hd, 10000.0, AE_ROPE_HALF);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++)
             for (int i = 0; i < hd / 2; i++) {
@@ -86,7 +87,7 @@ static void test_rope_interleaved_partial(void **state) {
     ae_rng r;
     ae_rng_seed(&r, 5);
     enum { T = 4, H = 3, STRIDE = 10 };
-    int pos[T] = {0, 3, 17, 200};
+    int32_t pos[T] = {0, 3, 17, 200};
     int rds[2] = {10, 6};
     for (int mode = 0; mode < 2; mode++)
         for (int c = 0; c < 2; c++) {
@@ -94,7 +95,8 @@ static void test_rope_interleaved_partial(void **state) {
             float x[T * H * STRIDE], orig[T * H * STRIDE];
             ae_test_fill_normal(x, sizeof x / sizeof *x, 1.0f, &r);
             memcpy(orig, x, sizeof x);
-            be->rope(be, x, pos, T, H, STRIDE, rd, 10000.0, (ae_rope_mode)mode);
+            be->rope(be, ae_host_f32(x), ae_host_i32(pos), T, H, STRIDE, rd, 10000.0,
+                     (ae_rope_mode)mode);
             for (int t = 0; t < T; t++)
                 for (int h = 0; h < H; h++) {
                     const float *o = orig + (t * H + h) * STRIDE, *y = x + (t * H + h) * STRIDE;
@@ -109,7 +111,8 @@ static void test_rope_interleaved_partial(void **state) {
                     }
                     for (int i = rd; i < STRIDE; i++) assert_true(y[i] == o[i]);
                 }
-            be->rope_bwd(be, x, pos, T, H, STRIDE, rd, 10000.0, (ae_rope_mode)mode);
+            be->rope_bwd(be, ae_host_f32(x), ae_host_i32(pos), T, H, STRIDE, rd, 10000.0,
+                         (ae_rope_mode)mode);
             for (int i = 0; i < T * H * STRIDE; i++) assert_true(fabs(x[i] - orig[i]) < 1e-5);
         }
 }
@@ -123,7 +126,8 @@ static void ref_attention_args(double *out, const ae_attn_args *a, const float *
     for (int t = 0; t < a->T; t++)
         for (int h = 0; h < a->Hq; h++) {
             int kh = h / (a->Hq / a->Hkv), qpos = a->pos0 + t;
-            double mx = a->sinks ? a->sinks[h] : -INFINITY, sum = 0;
+            const float *sinks = ae_f32(a->sinks);
+            double mx = sinks ? sinks[h] : -INFINITY, sum = 0;
             for (int j = 0; j <= qpos; j++) {
                 int visible = a->window <= 0 || qpos - j < a->window;
                 size_t row = (size_t)(a->ring > 0 ? j % a->ring : j);
@@ -134,7 +138,7 @@ static void ref_attention_args(double *out, const ae_attn_args *a, const float *
                 s[j] = visible ? d * a->scale : -INFINITY;
                 if (s[j] > mx) mx = s[j];
             }
-            if (a->sinks) sum += exp(a->sinks[h] - mx);
+            if (sinks) sum += exp(sinks[h] - mx);
             for (int j = 0; j <= qpos; j++) sum += (s[j] = exp(s[j] - mx));
             for (int i = 0; i < a->dv; i++) {
                 double o = 0;
@@ -151,7 +155,7 @@ static void ref_attention_args(double *out, const ae_attn_args *a, const float *
 // Dense layout k (S, Hkv, hd), v (S, Hkv, hd), no sinks.
 static void ref_attention(double *out, const float *q, const float *k, const float *v, int T,
                           int pos0, int Hq, int Hkv, int hd, int window, double scale) {
-    ae_attn_args a = ae_attn_dense(T, pos0, Hq, Hkv, hd, hd, window, (float)scale, NULL);
+    ae_attn_args a = ae_attn_dense(T, pos0, Hq, Hkv, hd, hd, window, (float)scale, ae_ptr_null());
     ref_attention_args(out, &a, q, k, v);
 }
 
@@ -171,8 +175,8 @@ static void test_attention_gqa_window(void **state) {
         ae_test_fill_normal(q, (size_t)T * Hq * hd, 1.0f, &r);
         ae_test_fill_normal(k, (size_t)S * Hkv * hd, 1.0f, &r);
         ae_test_fill_normal(v, (size_t)S * Hkv * hd, 1.0f, &r);
-        ae_attn_args aa = ae_attn_dense(T, pos0, Hq, Hkv, hd, hd, W, 0.35f, NULL);
-        be->attention(be, &aa, o, q, k, v);
+        ae_attn_args aa = ae_attn_dense(T, pos0, Hq, Hkv, hd, hd, W, 0.35f, ae_ptr_null());
+        be->attention(be, &aa, ae_host_f32(o), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
         ref_attention(ref, q, k, v, T, pos0, Hq, Hkv, hd, W, 0.35);
         for (int i = 0; i < T * Hq * hd; i++) assert_true(fabs(o[i] - ref[i]) < 1e-5);
         free(q), free(k), free(v), free(o), free(ref);
@@ -191,7 +195,7 @@ static void check_attention(ae_rng *r, int T, int pos0, int Hq, int Hkv, int dk,
         sinks = malloc(sizeof(float) * Hq);
         ae_test_fill_normal(sinks, (size_t)Hq, 1.0f, r);
     }
-    ae_attn_args a = ae_attn_dense(T, pos0, Hq, Hkv, dk, dv, window, 0.3f, sinks);
+    ae_attn_args a = ae_attn_dense(T, pos0, Hq, Hkv, dk, dv, window, 0.3f, ae_host_f32(sinks));
     if (layout == LAYOUT_PADDED) a.k_stride += 5, a.v_stride += 3;
     // absorbed MLA: one latent row per position (R + dr floats); the key is the whole row
     // (dk = R + dr), the value its first R floats (dv = R), Hkv = 1
@@ -205,7 +209,7 @@ static void check_attention(ae_rng *r, int T, int pos0, int Hq, int Hkv, int dk,
     ae_test_fill_normal(q, nq, 1.0f, r);
     ae_test_fill_normal(k, nk, 1.0f, r);
     if (v != k) ae_test_fill_normal(v, nv, 1.0f, r);
-    be->attention(be, &a, o, q, k, v);
+    be->attention(be, &a, ae_host_f32(o), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
     ref_attention_args(ref, &a, q, k, v);
     for (size_t i = 0; i < no; i++)
         if (!(fabs(o[i] - ref[i]) < 1e-5))
@@ -267,11 +271,12 @@ static void test_attention_ring(void **state) {
             memcpy(vr + (size_t)(j % ring) * Hkv * dv, v + (size_t)j * Hkv * dv,
                    sizeof(float) * Hkv * dv);
         }
-        ae_attn_args full = ae_attn_dense(T, pos0, Hq, Hkv, dk, dv, W, 0.4f, sinks);
+        ae_attn_args full = ae_attn_dense(T, pos0, Hq, Hkv, dk, dv, W, 0.4f, ae_host_f32(sinks));
         ae_attn_args ringa = full;
         ringa.ring = ring;
-        be->attention(be, &full, ofull, q, k, v);
-        be->attention(be, &ringa, o, q, kr, vr);
+        be->attention(be, &full, ae_host_f32(ofull), ae_host_f32(q), ae_host_f32(k),
+                      ae_host_f32(v));
+        be->attention(be, &ringa, ae_host_f32(o), ae_host_f32(q), ae_host_f32(kr), ae_host_f32(vr));
         double *ref = malloc(sizeof(double) * no);
         ref_attention_args(ref, &full, q, k, v);
         for (size_t i = 0; i < no; i++) {
@@ -293,15 +298,17 @@ static void test_gate_mul(void **state) {
     ae_test_fill_normal(x, N, 1.0f, &r);
     ae_test_fill_normal(g, N, 1.0f, &r);
     g[0] = -200.0f, g[1] = 40.0f; // saturated: exactly 0 and x
-    be->gate_mul(be, y, x, g, T, H, HD, 0);
+    be->gate_mul(be, ae_host_f32(y), ae_host_f32(x), ae_host_f32(g), T, H, HD, 0);
     for (int i = 0; i < N; i++) assert_true(fabs(y[i] - x[i] / (1 + exp(-(double)g[i]))) < 1e-6);
     assert_true(y[0] == 0.0f && y[1] == x[1]);
-    be->gate_mul(be, y, x, g, T, H, HD, 1); // per head: g read as (T, H)
+    // per head: g read as (T, H)
+    be->gate_mul(be, ae_host_f32(y), ae_host_f32(x), ae_host_f32(g), T, H, HD, 1);
     for (int i = 0; i < N; i++)
         assert_true(fabs(y[i] - x[i] / (1 + exp(-(double)g[i / HD]))) < 1e-6);
     float z[N];
     memcpy(z, x, sizeof z);
-    be->gate_mul(be, z, z, g, T, H, HD, 1); // y may alias x
+    // y may alias x
+    be->gate_mul(be, ae_host_f32(z), ae_host_f32(z), ae_host_f32(g), T, H, HD, 1);
     assert_memory_equal(z, y, sizeof z);
 }
 
@@ -309,10 +316,10 @@ static void test_silu_mul_add(void **state) {
     (void)state;
     const ae_backend *be = ae_backend_cpu();
     float g[3] = {-2.0f, 0.0f, 3.0f}, u[3] = {1.0f, 5.0f, -2.0f}, y[3];
-    be->silu_mul(be, y, g, u, 3);
+    be->silu_mul(be, ae_host_f32(y), ae_host_f32(g), ae_host_f32(u), 3);
     for (int i = 0; i < 3; i++) assert_true(fabs(y[i] - g[i] / (1 + exp(-g[i])) * u[i]) < 1e-6);
     float a[3] = {1, 2, 3};
-    be->add(be, a, u, 3);
+    be->add(be, ae_host_f32(a), ae_host_f32(u), 3);
     assert_true(a[0] == 2.0f && a[1] == 7.0f && a[2] == 1.0f);
 }
 
@@ -321,12 +328,12 @@ static void test_moe_route(void **state) {
     float p[5] = {0.1f, 0.3f, 0.05f, 0.3f, 0.25f};
     int idx[3];
     float w[3];
-    ae_moe_route(p, 5, 3, 0, idx, w);
+    ae_moe_topk(p, 5, 3, 0, idx, w);
     assert_int_equal(idx[0], 1); // tie between 1 and 3: lower index first
     assert_int_equal(idx[1], 3);
     assert_int_equal(idx[2], 4);
     assert_true(w[0] == 0.3f && w[2] == 0.25f);
-    ae_moe_route(p, 5, 2, 1, idx, w);
+    ae_moe_topk(p, 5, 2, 1, idx, w);
     assert_true(fabs(w[0] - 0.5) < 1e-7 && fabs(w[1] - 0.5) < 1e-7);
 }
 

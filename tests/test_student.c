@@ -28,10 +28,10 @@ static void greedy(const ae_model *m, const int32_t *prompt, int n, int new_toke
     ae_kv_cache c;
     assert_int_equal(ae_kv_cache_init(&c, m, n + new_tokens), AE_OK);
     float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
-    assert_int_equal(ae_model_forward(m, &c, prompt, n, logits, 0), AE_OK);
+    assert_int_equal(ae_model_forward(m, &c, prompt, n, ae_host_f32(logits), 0), AE_OK);
     for (int i = 0; i < new_tokens; i++) {
         out[i] = ae_sampler_next(&s, logits);
-        assert_int_equal(ae_model_forward(m, &c, &out[i], 1, logits, 0), AE_OK);
+        assert_int_equal(ae_model_forward(m, &c, &out[i], 1, ae_host_f32(logits), 0), AE_OK);
     }
     free(logits);
     ae_kv_cache_free(&c);
@@ -44,11 +44,12 @@ static float decode_vs_full(const ae_model *m, const int32_t *ids, int T, int sp
     float *a = malloc(sizeof(float) * (size_t)T * V), *b = malloc(sizeof(float) * (size_t)T * V);
     ae_kv_cache c;
     assert_int_equal(ae_kv_cache_init(&c, m, T), AE_OK);
-    assert_int_equal(ae_model_forward(m, &c, ids, T, a, 1), AE_OK);
+    assert_int_equal(ae_model_forward(m, &c, ids, T, ae_host_f32(a), 1), AE_OK);
     ae_kv_cache_reset(&c);
-    assert_int_equal(ae_model_forward(m, &c, ids, split, b, 1), AE_OK);
+    assert_int_equal(ae_model_forward(m, &c, ids, split, ae_host_f32(b), 1), AE_OK);
     for (int t = split; t < T; t++)
-        assert_int_equal(ae_model_forward(m, &c, ids + t, 1, b + (size_t)t * V, 1), AE_OK);
+        assert_int_equal(ae_model_forward(m, &c, ids + t, 1, ae_host_f32(b + (size_t)t * V), 1),
+                         AE_OK);
     float err = 0, scale = 0;
     for (size_t i = 0; i < (size_t)T * V; i++) {
         err = fmaxf(err, fabsf(a[i] - b[i]));
@@ -134,8 +135,8 @@ static void test_save_load_roundtrip_mixed(void **state) {
         ae_kv_cache c1, c2;
         assert_int_equal(ae_kv_cache_init(&c1, m, T), AE_OK);
         assert_int_equal(ae_kv_cache_init(&c2, r, T), AE_OK);
-        assert_int_equal(ae_model_forward(m, &c1, ids, T, a, 1), AE_OK);
-        assert_int_equal(ae_model_forward(r, &c2, ids, T, b, 1), AE_OK);
+        assert_int_equal(ae_model_forward(m, &c1, ids, T, ae_host_f32(a), 1), AE_OK);
+        assert_int_equal(ae_model_forward(r, &c2, ids, T, ae_host_f32(b), 1), AE_OK);
         assert_memory_equal(a, b, sizeof(float) * T * V); // F32 attention + exact bf16 rest
         ae_kv_cache_free(&c1);
         ae_kv_cache_free(&c2);
@@ -178,7 +179,7 @@ static void test_shared_student(void **state) {
         ae_init_report r1, r2;
         assert_int_equal(ae_student_make(own, &specs[i], &r1), AE_OK);
         assert_int_equal(ae_student_make(sh, &specs[i], &r2), AE_OK);
-        assert_ptr_equal(sh->layers[1].w_up, t->layers[1].w_up);
+        assert_ptr_equal(sh->layers[1].w_up.data, t->layers[1].w_up.data);
         assert_int_equal(t->cfg.target, AE_ATTN_GQA); // the base keeps its own config
         int32_t ids[20];
         fill_ids(ids, 20, t->cfg.vocab_size);
@@ -187,8 +188,8 @@ static void test_shared_student(void **state) {
         ae_kv_cache c1, c2;
         assert_int_equal(ae_kv_cache_init(&c1, own, 20), AE_OK);
         assert_int_equal(ae_kv_cache_init(&c2, sh, 20), AE_OK);
-        assert_int_equal(ae_model_forward(own, &c1, ids, 20, a, 1), AE_OK);
-        assert_int_equal(ae_model_forward(sh, &c2, ids, 20, b, 1), AE_OK);
+        assert_int_equal(ae_model_forward(own, &c1, ids, 20, ae_host_f32(a), 1), AE_OK);
+        assert_int_equal(ae_model_forward(sh, &c2, ids, 20, ae_host_f32(b), 1), AE_OK);
         assert_memory_equal(a, b, sizeof(float) * 20 * V);
         ae_kv_cache_free(&c1);
         ae_kv_cache_free(&c2);

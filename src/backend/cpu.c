@@ -1,25 +1,65 @@
 // CPU reference backend: fp32, readable loops, OpenBLAS for matrix products, OpenMP across
-// rows/heads. Accumulations that decide parity (norms, softmax) run in double. Every op is
-// deterministic: for a fixed thread count, results are bit-identical run to run.
+// rows/heads. Accumulations that decide parity (norms, softmax, losses) run in double. Every op
+// is deterministic: for a fixed thread count, results are bit-identical run to run.
 //
 // One file per concern, forward and backward side by side:
-//   cpu_matmul.c       matmul, matmul_bwd
-//   cpu_norm.c         rmsnorm, rmsnorm_bwd
+//   cpu_memory.c       alloc/free, upload/download, row copies, fill, embedding gather
+//   cpu_matmul.c       gemm
+//   cpu_norm.c         rmsnorm, add_rmsnorm, rmsnorm_bwd
 //   cpu_rope.c         rope, rope_bwd
-//   cpu_attention.c    attention, attention_bwd (+ ae_attn_dense)
+//   cpu_attention.c    attention, attention_bwd
 //   cpu_elementwise.c  gate_mul, silu_mul, add and their backwards
+//   cpu_moe.c          MoE routing and experts
+//   cpu_scores.c       nll, KL and argmax of logit rows
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "backend/cpu_internal.h"
+
+static void bad_dtype(ae_ptr p, const char *op, const char *want) {
+    fprintf(stderr, "attnedit: internal error: cpu %s got a %s tensor, expected %s\n", op,
+            ae_dtype_name(p.dtype), want);
+    abort();
+}
+
+float *cpu_f(ae_ptr p, const char *op) {
+    if (p.data && p.dtype != AE_DT_F32) bad_dtype(p, op, "F32");
+    return (float *)p.data;
+}
+
+int32_t *cpu_i(ae_ptr p, const char *op) {
+    if (p.data && p.dtype != AE_DT_I32) bad_dtype(p, op, "I32");
+    return (int32_t *)p.data;
+}
 
 static const ae_backend k_cpu = {
     .name = "cpu",
-    .matmul = ae_cpu_matmul,
+    .device = "CPU (fp32 reference)",
+    .host_memory = 1,
+    .act_dtype = AE_DT_F32,
+    .weight_dtype = AE_DT_F32,
+    .alloc = ae_cpu_alloc,
+    .free = ae_cpu_free,
+    .upload = ae_cpu_upload,
+    .download = ae_cpu_download,
+    .sync = ae_cpu_sync,
+    .copy_rows = ae_cpu_copy_rows,
+    .fill = ae_cpu_fill,
+    .fill_normal = ae_cpu_fill_normal,
+    .gemm = ae_cpu_gemm,
     .rmsnorm = ae_cpu_rmsnorm,
+    .add_rmsnorm = ae_cpu_add_rmsnorm,
     .rope = ae_cpu_rope,
     .attention = ae_cpu_attention,
     .gate_mul = ae_cpu_gate_mul,
     .silu_mul = ae_cpu_silu_mul,
     .add = ae_cpu_add,
-    .matmul_bwd = ae_cpu_matmul_bwd,
+    .embed = ae_cpu_embed,
+    .moe_route = ae_cpu_moe_route,
+    .moe_ffn = ae_cpu_moe_ffn,
+    .nll_rows = ae_cpu_nll_rows,
+    .kl_rows = ae_cpu_kl_rows,
+    .argmax_rows = ae_cpu_argmax_rows,
     .rmsnorm_bwd = ae_cpu_rmsnorm_bwd,
     .rope_bwd = ae_cpu_rope_bwd,
     .attention_bwd = ae_cpu_attention_bwd,

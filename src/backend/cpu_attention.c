@@ -16,13 +16,7 @@
 
 #include "backend/cpu_internal.h"
 
-ae_attn_args ae_attn_dense(int T, int pos0, int Hq, int Hkv, int dk, int dv, int window,
-                           float scale, const float *sinks) {
-    ae_attn_args a = {.T = T, .pos0 = pos0, .Hq = Hq, .Hkv = Hkv, .dk = dk, .dv = dv,
-                      .k_stride = Hkv * dk, .v_stride = Hkv * dv, .window = window, .ring = 0,
-                      .scale = scale, .sinks = sinks};
-    return a;
-}
+static const float *sinks_of(const ae_attn_args *a) { return cpu_f(a->sinks, "attention"); }
 
 // Threads only pay off with enough query-key pairs; one-token decode of a short context stays
 // on the calling thread.
@@ -71,9 +65,9 @@ static attn_norm attn_probs(const ae_attn_args *a, const float *qv, const float 
         p[j - lo] = s;
         if (s > mx) mx = s;
     }
-    float sink = a->sinks ? a->sinks[h] : -INFINITY;
+    float sink = sinks_of(a) ? sinks_of(a)[h] : -INFINITY;
     if (sink > mx) mx = sink;
-    double sum = a->sinks ? exp((double)sink - mx) : 0.0;
+    double sum = sinks_of(a) ? exp((double)sink - mx) : 0.0;
     for (int j = lo; j <= qpos; j++) {
         p[j - lo] = expf(p[j - lo] - mx);
         sum += p[j - lo];
@@ -83,9 +77,11 @@ static attn_norm attn_probs(const ae_attn_args *a, const float *qv, const float 
     return nm;
 }
 
-void ae_cpu_attention(const ae_backend *be, const ae_attn_args *a, float *out, const float *q,
-                      const float *k, const float *v) {
+void ae_cpu_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr outp, ae_ptr qp,
+                      ae_ptr kp, ae_ptr vp) {
     (void)be;
+    float *out = cpu_f(outp, "attention");
+    const float *q = cpu_f(qp, "attention"), *k = cpu_f(kp, "attention"), *v = cpu_f(vp, "attention");
     int S = a->pos0 + a->T;
 #pragma omp parallel if (attn_parallel(a))
     {
@@ -116,15 +112,20 @@ void ae_cpu_attention(const ae_backend *be, const ae_attn_args *a, float *out, c
 //      contributions of every query that sees the key(s) stored there into dk, dv. One task
 //      owns all of a storage row, so dk and dv may even alias (absorbed MLA, where k and v are
 //      views of the same latent rows).
-void ae_cpu_attention_bwd(const ae_backend *be, const ae_attn_args *a, float *dq, float *dk,
-                          float *dv, float *dsinks, const float *dout, const float *q,
-                          const float *k, const float *v) {
+void ae_cpu_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dqp, ae_ptr dkp,
+                          ae_ptr dvp, ae_ptr dsinksp, ae_ptr doutp, ae_ptr qp, ae_ptr kp,
+                          ae_ptr vp) {
     (void)be;
+    float *dq = cpu_f(dqp, "attention_bwd"), *dk = cpu_f(dkp, "attention_bwd");
+    float *dv = cpu_f(dvp, "attention_bwd"), *dsinks = cpu_f(dsinksp, "attention_bwd");
+    const float *dout = cpu_f(doutp, "attention_bwd"), *q = cpu_f(qp, "attention_bwd");
+    const float *k = cpu_f(kp, "attention_bwd"), *v = cpu_f(vp, "attention_bwd");
+    const float *sinks = sinks_of(a);
     int T = a->T, Hq = a->Hq, Hkv = a->Hkv, G = Hq / Hkv, S = a->pos0 + T;
     size_t nrows = (size_t)T * Hq;
     attn_norm *nm = malloc(sizeof(attn_norm) * nrows);
     float *delta = malloc(sizeof(float) * nrows);
-    float *dsink_row = a->sinks && dsinks ? malloc(sizeof(float) * nrows) : NULL;
+    float *dsink_row = sinks && dsinks ? malloc(sizeof(float) * nrows) : NULL;
 
     // ---- pass 1: per query row ----
 #pragma omp parallel if (attn_parallel(a))
@@ -152,7 +153,7 @@ void ae_cpu_attention_bwd(const ae_backend *be, const ae_attn_args *a, float *dq
                 }
                 for (int d = 0; d < a->dk; d++) dqv[d] *= a->scale;
                 if (dsink_row) {
-                    double psink = exp((double)a->sinks[h] - nm[r].m) * nm[r].inv;
+                    double psink = exp((double)sinks[h] - nm[r].m) * nm[r].inv;
                     dsink_row[r] = (float)(-psink * D);
                 }
             }

@@ -1,43 +1,70 @@
 // Private to the CPU backend: the op implementations, one file per concern, gathered into the
-// vtable by cpu.c. Signatures are those of the ae_backend slots (backend/ops.h).
+// table by cpu.c. Signatures are those of the ae_backend slots (backend/ops.h). The cpu backend
+// computes in F32 only; its tensors are host arrays (F32, or I32 for ids, positions, indices).
 #ifndef AE_BACKEND_CPU_INTERNAL_H
 #define AE_BACKEND_CPU_INTERNAL_H
 
 #include "backend/ops.h"
 
+// The float / int array behind a host pointer; aborts on another dtype (a bug in the caller).
+float *cpu_f(ae_ptr p, const char *op);
+int32_t *cpu_i(ae_ptr p, const char *op);
+
+// cpu_memory.c
+ae_ptr ae_cpu_alloc(const ae_backend *be, size_t n, ae_dtype dt);
+void ae_cpu_free(const ae_backend *be, ae_ptr p);
+ae_status ae_cpu_upload(const ae_backend *be, ae_ptr dst, const void *src, ae_dtype src_dt,
+                        size_t n);
+ae_status ae_cpu_download(const ae_backend *be, void *dst, ae_dtype dst_dt, ae_ptr src, size_t n);
+ae_status ae_cpu_sync(const ae_backend *be);
+void ae_cpu_copy_rows(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src, int64_t lds,
+                      int rows, int cols);
+void ae_cpu_fill(const ae_backend *be, ae_ptr dst, size_t n, float value);
+void ae_cpu_fill_normal(const ae_backend *be, ae_ptr dst, size_t n, float std, uint64_t seed);
+void ae_cpu_embed(const ae_backend *be, ae_ptr y, ae_ptr table, ae_ptr ids, int T, int D);
+
 // cpu_matmul.c
-void ae_cpu_matmul(const ae_backend *be, float *y, const float *x, const float *w, int M, int K,
-                   int N);
-void ae_cpu_matmul_bwd(const ae_backend *be, float *dx, float *dw, const float *dy,
-                       const float *x, const float *w, int M, int K, int N);
+void ae_cpu_gemm(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr a, ae_ptr b);
 
 // cpu_norm.c
-void ae_cpu_rmsnorm(const ae_backend *be, float *y, const float *x, const float *w, int M, int D,
+void ae_cpu_rmsnorm(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int D, int64_t ld,
                     float eps);
-void ae_cpu_rmsnorm_bwd(const ae_backend *be, float *dx, float *dw, const float *dy,
-                        const float *x, const float *w, int M, int D, float eps);
+void ae_cpu_add_rmsnorm(const ae_backend *be, ae_ptr x, ae_ptr dx, ae_ptr y, ae_ptr w, int M,
+                        int D, float eps);
+void ae_cpu_rmsnorm_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr x, ae_ptr w,
+                        int M, int D, float eps);
 
 // cpu_rope.c
-void ae_cpu_rope(const ae_backend *be, float *x, const int *pos, int T, int H, int stride, int rd,
+void ae_cpu_rope(const ae_backend *be, ae_ptr x, ae_ptr pos, int T, int H, int stride, int rd,
                  double theta, ae_rope_mode mode);
-void ae_cpu_rope_bwd(const ae_backend *be, float *dx, const int *pos, int T, int H, int stride,
-                     int rd, double theta, ae_rope_mode mode);
+void ae_cpu_rope_bwd(const ae_backend *be, ae_ptr dx, ae_ptr pos, int T, int H, int stride, int rd,
+                     double theta, ae_rope_mode mode);
 
 // cpu_attention.c
-void ae_cpu_attention(const ae_backend *be, const ae_attn_args *a, float *out, const float *q,
-                      const float *k, const float *v);
-void ae_cpu_attention_bwd(const ae_backend *be, const ae_attn_args *a, float *dq, float *dk,
-                          float *dv, float *dsinks, const float *dout, const float *q,
-                          const float *k, const float *v);
+void ae_cpu_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr out, ae_ptr q, ae_ptr k,
+                      ae_ptr v);
+void ae_cpu_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dq, ae_ptr dk,
+                          ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr q, ae_ptr k, ae_ptr v);
 
 // cpu_elementwise.c
-void ae_cpu_gate_mul(const ae_backend *be, float *y, const float *x, const float *g, int T, int H,
-                     int hd, int per_head);
-void ae_cpu_gate_mul_bwd(const ae_backend *be, float *dx, float *dg, const float *dy,
-                         const float *x, const float *g, int T, int H, int hd, int per_head);
-void ae_cpu_silu_mul(const ae_backend *be, float *y, const float *g, const float *u, size_t n);
-void ae_cpu_silu_mul_bwd(const ae_backend *be, float *dg, float *du, const float *dy,
-                         const float *g, const float *u, size_t n);
-void ae_cpu_add(const ae_backend *be, float *y, const float *x, size_t n);
+void ae_cpu_gate_mul(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr g, int T, int H, int hd,
+                     int per_head);
+void ae_cpu_gate_mul_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dg, ae_ptr dy, ae_ptr x, ae_ptr g,
+                         int T, int H, int hd, int per_head);
+void ae_cpu_silu_mul(const ae_backend *be, ae_ptr y, ae_ptr g, ae_ptr u, size_t n);
+void ae_cpu_silu_mul_bwd(const ae_backend *be, ae_ptr dg, ae_ptr du, ae_ptr dy, ae_ptr g, ae_ptr u,
+                         size_t n);
+void ae_cpu_add(const ae_backend *be, ae_ptr y, ae_ptr x, size_t n);
+
+// cpu_moe.c
+void ae_cpu_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr logits, int T, int E,
+                      int K, int renorm);
+void ae_cpu_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wts,
+                    ae_ptr w_gate, ae_ptr w_up, ae_ptr w_down, int T, int D, int Im, int E, int K);
+
+// cpu_scores.c
+void ae_cpu_nll_rows(const ae_backend *be, ae_ptr out, ae_ptr z, ae_ptr target, int T, int V);
+void ae_cpu_kl_rows(const ae_backend *be, ae_ptr out, ae_ptr zt, ae_ptr zs, int T, int V);
+void ae_cpu_argmax_rows(const ae_backend *be, ae_ptr out, ae_ptr z, int T, int V);
 
 #endif

@@ -1,26 +1,21 @@
-// Matrix products (PyTorch Linear layout, y = x · wᵀ) through OpenBLAS.
+// Matrix products through OpenBLAS: one cblas_sgemm per product of the batch (sgemv for the
+// single-row Linear case).
 #include <cblas.h>
 
 #include "backend/cpu_internal.h"
 
-void ae_cpu_matmul(const ae_backend *be, float *y, const float *x, const float *w, int M, int K,
-                   int N) {
+void ae_cpu_gemm(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr a, ae_ptr b) {
     (void)be;
-    if (M == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, w, K, x, 1, 0.0f, y, 1);
+    float *yy = cpu_f(y, "gemm");
+    const float *aa = cpu_f(a, "gemm"), *bb = cpu_f(b, "gemm");
+    if (g->batch == 1 && g->M == 1 && !g->trans_a && g->trans_b) { // y (N) = alpha·b (N, K)·a + beta·y
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, g->N, g->K, g->alpha, bb, (int)g->ldb, aa, 1,
+                    g->beta, yy, 1);
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
-}
-
-// dy: (M, N).  dx (M, K) += dy · w   (w: (N, K));   dw (N, K) += dyᵀ · x   (x: (M, K)).
-void ae_cpu_matmul_bwd(const ae_backend *be, float *dx, float *dw, const float *dy,
-                       const float *x, const float *w, int M, int K, int N) {
-    (void)be;
-    if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dy, N, w, K, 1.0f,
-                    dx, K);
-    if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dy, N, x, K, 1.0f, dw,
-                    K);
+    for (int i = 0; i < g->batch; i++)
+        cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans,
+                    g->trans_b ? CblasTrans : CblasNoTrans, g->M, g->N, g->K, g->alpha,
+                    aa + i * g->sa, (int)g->lda, bb + i * g->sb, (int)g->ldb, g->beta,
+                    yy + i * g->sy, (int)g->ldy);
 }

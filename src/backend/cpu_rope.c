@@ -12,7 +12,7 @@ static float rope_angle(int p, int i, int rd, double theta) {
 
 // Rotates every pair of every head by +angle (sign = 1) or -angle (sign = -1).
 // AE_ROPE_HALF pairs (i, i + rd/2); AE_ROPE_INTERLEAVED pairs (2i, 2i + 1).
-static void rope_apply(float *x, const int *pos, int T, int H, int stride, int rd, double theta,
+static void rope_apply(float *x, const int32_t *pos, int T, int H, int stride, int rd, double theta,
                        ae_rope_mode mode, float sign) {
     int half = rd / 2;
 #pragma omp parallel for if (T > 16)
@@ -32,16 +32,16 @@ static void rope_apply(float *x, const int *pos, int T, int H, int stride, int r
     }
 }
 
-void ae_cpu_rope(const ae_backend *be, float *x, const int *pos, int T, int H, int stride, int rd,
+void ae_cpu_rope(const ae_backend *be, ae_ptr x, ae_ptr pos, int T, int H, int stride, int rd,
                  double theta, ae_rope_mode mode) {
     (void)be;
-    rope_apply(x, pos, T, H, stride, rd, theta, mode, 1.0f);
+    rope_apply(cpu_f(x, "rope"), cpu_i(pos, "rope"), T, H, stride, rd, theta, mode, 1.0f);
 }
 
 // The rotation is orthogonal, so its transpose (the backward) is the rotation by -angle; dims
 // past rd pass through unchanged.
-void ae_cpu_rope_bwd(const ae_backend *be, float *dx, const int *pos, int T, int H, int stride,
-                     int rd, double theta, ae_rope_mode mode) {
+void ae_cpu_rope_bwd(const ae_backend *be, ae_ptr dx, ae_ptr pos, int T, int H, int stride, int rd,
+                     double theta, ae_rope_mode mode) {
     (void)be;
-    rope_apply(dx, pos, T, H, stride, rd, theta, mode, -1.0f);
+    rope_apply(cpu_f(dx, "rope_bwd"), cpu_i(pos, "rope_bwd"), T, H, stride, rd, theta, mode, -1.0f);
 }

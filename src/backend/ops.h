@@ -1,19 +1,84 @@
-// The op interface. Model code is written once against these function pointers; a backend
-// (cpu: the fp32 reference; cuda: a later milestone) supplies them. All tensors are dense,
-// row-major float arrays owned by the caller; shapes are given explicitly.
+// The op interface: the one seam between model code and the hardware. Model, eval and infer code
+// is written once against this table; a backend (cpu: the fp32 reference, backend/cpu*.c; cuda:
+// bf16 on NVIDIA GPUs, backend/cuda*.cu) supplies it and owns the memory the ops work on.
 //
-// Every forward op that training goes through has a backward op here. Backward ops ACCUMULATE
-// into parameter gradients and into input gradients marked "+=" (shared inputs such as a
-// grouped KV head receive gradient from several consumers); "=" outputs are overwritten.
-// Each backward is checked against finite differences of its forward (tests/test_grad_ops.c).
-// Aliasing: attention_bwd accepts dk == dv (MLA's absorbed layout); gate_mul_bwd and
-// silu_mul_bwd accept dx == dy; no other backward output may alias an input.
+// Memory. Tensors live in backend memory (host memory on cpu, device memory on cuda) and are
+// passed as typed pointers (ae_ptr: address + dtype). Shapes are explicit arguments, row-major,
+// and noted as (rows, cols) below. `alloc` returns memory whose contents are undefined (the cpu
+// backend happens to zero it; code that must run on every backend writes before it reads);
+// `upload`/`download` move data between host arrays and backend memory, converting dtypes.
+//
+// Dtypes. Each backend names its activation dtype (act: cpu F32, cuda BF16) and weight dtype
+// (wt: cpu F32, cuda BF16). Model code allocates activations and KV caches as `act`, the residual
+// stream, logits and loss outputs as F32, ids/positions/indices as I32. An op argument noted
+// "float" accepts F32 or BF16 (on cpu: F32), "act" the activation dtype, "wt" the weight dtype.
+// Arithmetic, accumulation, norms, softmax and losses are fp32 (cpu: fp32, reductions that decide
+// parity in double). A backend given a dtype combination it does not implement aborts with a
+// message naming the op: that is a bug in the caller, never a consequence of input.
+//
+// Errors. Ops are asynchronous on cuda. A failure inside one (a CUDA error) is kept by the
+// backend; later ops do nothing, and the next `sync` or `download` returns AE_ERR_DEVICE with
+// the message. Out-of-memory on `alloc` returns a null pointer and sets the message.
+//
+// Backward ops ACCUMULATE into parameter gradients and into input gradients marked "+=" (shared
+// inputs such as a grouped KV head receive gradient from several consumers); "=" outputs are
+// overwritten. Each backward is checked against finite differences of its forward
+// (tests/test_grad_ops.c). Aliasing: attention_bwd accepts dk == dv (MLA's absorbed layout);
+// gate_mul_bwd and silu_mul_bwd accept dx == dy; no other backward output may alias an input.
+// Backends without training support leave the backward slots NULL.
 #ifndef AE_BACKEND_OPS_H
 #define AE_BACKEND_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include "core/dtype.h"
+#include "core/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// A typed pointer into backend memory. A null pointer (data == NULL) means "absent".
+typedef struct {
+    void *data;
+    ae_dtype dtype;
+} ae_ptr;
+
+static inline ae_ptr ae_ptr_make(void *data, ae_dtype dt) {
+    ae_ptr p;
+    p.data = data;
+    p.dtype = dt;
+    return p;
+}
+static inline ae_ptr ae_ptr_null(void) { return ae_ptr_make(NULL, AE_DT_F32); }
+static inline int ae_ptr_is_null(ae_ptr p) { return p.data == NULL; }
+// The pointer advanced by i elements.
+static inline ae_ptr ae_ptr_at(ae_ptr p, size_t i) {
+    if (p.data) p.data = (char *)p.data + i * ae_dtype_size(p.dtype);
+    return p;
+}
+// Host float array as an F32 pointer, and back: valid only on backends with host memory (cpu).
+// Code that uses these runs on the cpu backend only (training until GPU training lands).
+static inline ae_ptr ae_host_f32(const float *p) { return ae_ptr_make((void *)p, AE_DT_F32); }
+static inline ae_ptr ae_host_i32(const int32_t *p) { return ae_ptr_make((void *)p, AE_DT_I32); }
+float *ae_f32(ae_ptr p); // aborts unless p is F32 (a bug in the caller otherwise)
 
 typedef struct ae_backend ae_backend;
+
+// The counter-based normal deviate of fill_normal: x = splitmix64(seed + (i + 1)·φ64), two
+// 24-bit uniforms u1 = (x >> 40 + ½)/2²⁴, u2 = ((x >> 16) & 0xffffff + ½)/2²⁴, Box-Muller:
+// z = sqrt(−2 ln u1)·cos(2π u2). Written once here so both backends compute the same function.
+#define AE_NORMAL_AT_BODY(seed, i, out)                                                    \
+    do {                                                                                   \
+        uint64_t x_ = (seed) + ((uint64_t)(i) + 1u) * 0x9E3779B97F4A7C15ull;               \
+        x_ = (x_ ^ (x_ >> 30)) * 0xBF58476D1CE4E5B9ull;                                    \
+        x_ = (x_ ^ (x_ >> 27)) * 0x94D049BB133111EBull;                                    \
+        x_ ^= x_ >> 31;                                                                    \
+        float u1_ = ((float)(x_ >> 40) + 0.5f) * (1.0f / 16777216.0f);                     \
+        float u2_ = ((float)((x_ >> 16) & 0xffffffu) + 0.5f) * (1.0f / 16777216.0f);       \
+        (out) = sqrtf(-2.0f * logf(u1_)) * cosf(6.28318530717958647692f * u2_);            \
+    } while (0)
 
 typedef enum {
     AE_ROPE_HALF = 0,        // Qwen/Llama: pairs (i, i + rd/2)
@@ -22,79 +87,176 @@ typedef enum {
 
 // Shape of one causal attention call: T queries at positions pos0..pos0+T-1 over the keys of
 // positions 0..pos0+T-1. Query head h reads kv head h / (Hq / Hkv).
-//   q:   (T, Hq, dk)                    out: (T, Hq, dv)
-//   k:   key of position j, head g at k + row(j) * k_stride + g * dk     (dk floats)
-//   v:   value of position j, head g at v + row(j) * v_stride + g * dv   (dv floats)
+//   q:   (T, Hq, dk)                    out: (T, Hq, dv)       (act)
+//   k:   key of position j, head g at k + row(j) * k_stride + g * dk     (dk values, act)
+//   v:   value of position j, head g at v + row(j) * v_stride + g * dv   (dv values, act)
 //   row(j) = j, or j % ring when ring > 0 (ring buffer of `ring` slots: then only the last
 //   `ring` positions are available: window must be in 1..ring and T + window - 1 <= ring, so
 //   that every key a query needs is still stored)
 //   window > 0: query at position p sees keys p-window+1 .. p (itself and the window-1 before)
-//   sinks (Hq) or NULL: per-head learned logit joining the softmax with no value (gpt-oss):
+//   sinks (Hq, F32) or null: per-head learned logit joining the softmax with no value (gpt-oss):
 //   p_j = exp(s_j) / (exp(sink_h) + sum_i exp(s_i))
+// k and v may point into the same rows (MLA's absorbed form: v is the first dv values of k).
 typedef struct {
     int T, pos0, Hq, Hkv, dk, dv;
     int k_stride, v_stride;
     int window, ring;
     float scale;
-    const float *sinks;
+    ae_ptr sinks;
 } ae_attn_args;
 
+// One or several independent matrix products, row-major, strides in elements:
+//   y (M, N) = alpha · op(a) · op(b) + beta · y
+//   op(a) (M, K) = a (M, K), row stride lda;  or aᵀ when trans_a (a is (K, M), row stride lda)
+//   op(b) (K, N) = b (K, N), row stride ldb;  or bᵀ when trans_b (b is (N, K): PyTorch's Linear
+//                  weight layout, row stride ldb)
+//   product i of `batch` uses a + i·sa, b + i·sb, y + i·sy.
+// beta == 0 overwrites y without reading it. a, b: float (cuda: BF16); y: act or F32.
+typedef struct {
+    int M, N, K, batch;
+    int trans_a, trans_b;
+    int64_t lda, ldb, ldy, sa, sb, sy;
+    float alpha, beta;
+} ae_gemm_args;
+
 struct ae_backend {
-    const char *name;
+    const char *name;      // "cpu", "cuda:0"
+    const char *device;    // human-readable device, e.g. "NVIDIA H200 (139.8 GiB)"
+    int host_memory;       // 1: backend memory is host memory (ae_f32 / ae_host_f32 apply)
+    ae_dtype act_dtype;    // activations, KV caches
+    ae_dtype weight_dtype; // model weights
+    void *ctx;             // backend state
+
+    // ---- memory ----
+    // n elements of dtype dt; null pointer (message set) when out of memory.
+    ae_ptr (*alloc)(const ae_backend *be, size_t n, ae_dtype dt);
+    void (*free)(const ae_backend *be, ae_ptr p); // null is a no-op
+    // dst (n elements) = src (n elements of src_dt on the host): F32/F16/BF16 source into a
+    // float dst (converted, round to nearest even), or I32 into I32.
+    ae_status (*upload)(const ae_backend *be, ae_ptr dst, const void *src, ae_dtype src_dt,
+                        size_t n);
+    // dst (n elements of dst_dt on the host: F32 for float sources, I32 for I32) = src. Waits for
+    // the work queued before it; returns a kept device error, if any.
+    ae_status (*download)(const ae_backend *be, void *dst, ae_dtype dst_dt, ae_ptr src, size_t n);
+    // Waits for all queued work; returns a kept device error, if any.
+    ae_status (*sync)(const ae_backend *be);
+    // Strided row copy, converting between float dtypes: row r of dst (cols elements at
+    // dst + r·ldd) = row r of src (at src + r·lds). dst and src must not overlap.
+    void (*copy_rows)(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src, int64_t lds,
+                      int rows, int cols);
+    // dst[i] = value for i < n (float or I32 dst).
+    void (*fill)(const ae_backend *be, ae_ptr dst, size_t n, float value);
+    // dst[i] = std · z_i, z_i ~ N(0, 1) drawn from (seed, i) alone by a counter-based generator
+    // (ae_normal_at below): the same values on every backend and in any order, up to the last
+    // bit of each libm's logf/cosf. For random weights (benchmarks), not for training.
+    void (*fill_normal)(const ae_backend *be, ae_ptr dst, size_t n, float std, uint64_t seed);
+    // Free and total device memory in bytes; NULL where not tracked (cpu).
+    void (*mem_info)(const ae_backend *be, size_t *free_bytes, size_t *total_bytes);
 
     // ---- forward ----
-    // y = x · wᵀ     x: (M, K)  w: (N, K)  y: (M, N)   (PyTorch Linear layout)
-    void (*matmul)(const ae_backend *be, float *y, const float *x, const float *w, int M, int K,
-                   int N);
-    // y[i] = x[i] / sqrt(mean(x[i]²) + eps) * w     x, y: (M, D)  w: (D); y may alias x
-    void (*rmsnorm)(const ae_backend *be, float *y, const float *x, const float *w, int M, int D,
+    void (*gemm)(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr a, ae_ptr b);
+    // y[i] = x[i] / sqrt(mean(x[i]²) + eps) ⊙ w for M rows of D values at row stride ld (x, y
+    // float; w wt (D)); y may alias x.
+    void (*rmsnorm)(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int D, int64_t ld,
                     float eps);
+    // Fused residual add + norm: x += dx; y = rmsnorm(x) ⊙ w.   x: (M, D) F32 (the residual
+    // stream), dx: (M, D) float, y: (M, D) act, w: wt (D).
+    void (*add_rmsnorm)(const ae_backend *be, ae_ptr x, ae_ptr dx, ae_ptr y, ae_ptr w, int M,
+                        int D, float eps);
     // In-place rotary embedding of rd dims per head: the vector of head h of token t starts at
     // x + (t·H + h)·stride; pair i (i < rd/2) rotates by angle pos[t] · theta^(-2i/rd).
-    // x: (T, H, stride), rd <= stride, rd even.  pos: (T)
-    void (*rope)(const ae_backend *be, float *x, const int *pos, int T, int H, int stride, int rd,
+    // x: (T, H, stride) act, rd <= stride, rd even.  pos: (T) I32
+    void (*rope)(const ae_backend *be, ae_ptr x, ae_ptr pos, int T, int H, int stride, int rd,
                  double theta, ae_rope_mode mode);
     // out = softmax(q·kᵀ·scale + mask [+ sink]) · v      (see ae_attn_args)
-    void (*attention)(const ae_backend *be, const ae_attn_args *a, float *out, const float *q,
-                      const float *k, const float *v);
-    // y = x ⊙ sigmoid(g). x, y: (T, H, hd); g: (T, H, hd) elementwise, or (T, H) one per head
-    // when per_head. y may alias x.
-    void (*gate_mul)(const ae_backend *be, float *y, const float *x, const float *g, int T, int H,
-                     int hd, int per_head);
-    // y = silu(g) ⊙ u     all (n)
-    void (*silu_mul)(const ae_backend *be, float *y, const float *g, const float *u, size_t n);
-    // y += x    (n)
-    void (*add)(const ae_backend *be, float *y, const float *x, size_t n);
+    void (*attention)(const ae_backend *be, const ae_attn_args *a, ae_ptr out, ae_ptr q, ae_ptr k,
+                      ae_ptr v);
+    // y = x ⊙ sigmoid(g). x, y: (T, H, hd) act; g: (T, H, hd) elementwise, or (T, H) one per head
+    // when per_head (act). y may alias x.
+    void (*gate_mul)(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr g, int T, int H, int hd,
+                     int per_head);
+    // y = silu(g) ⊙ u     all (n) act; y may alias g or u
+    void (*silu_mul)(const ae_backend *be, ae_ptr y, ae_ptr g, ae_ptr u, size_t n);
+    // y += x    (n) float each
+    void (*add)(const ae_backend *be, ae_ptr y, ae_ptr x, size_t n);
+    // y[t] = table[ids[t]]   y: (T, D) float;  table: (V, D) wt;  ids: (T) I32, each in [0, V)
+    void (*embed)(const ae_backend *be, ae_ptr y, ae_ptr table, ae_ptr ids, int T, int D);
+    // MoE routing of T tokens: probabilities = softmax(logits) over E experts; idx = the K most
+    // probable (descending; ties -> lower index); wts their probabilities, renormalised to sum 1
+    // when renorm.   logits: (T, E) F32;  idx: (T, K) I32;  wts: (T, K) F32
+    void (*moe_route)(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr logits, int T, int E,
+                      int K, int renorm);
+    // MoE experts: y[t] = Σ_k wts[t,k] · down_e(silu(gate_e·x[t]) ⊙ up_e·x[t]), e = idx[t,k].
+    // x, y: (T, D) act;  w_gate, w_up: (E, Im, D) wt;  w_down: (E, D, Im) wt;  idx, wts as routed.
+    void (*moe_ffn)(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wts,
+                    ae_ptr w_gate, ae_ptr w_up, ae_ptr w_down, int T, int D, int Im, int E, int K);
 
-    // ---- backward ----
-    // dx += dy · w (M, K) when dx != NULL;  dw += dyᵀ · x (N, K) when dw != NULL.
-    void (*matmul_bwd)(const ae_backend *be, float *dx, float *dw, const float *dy, const float *x,
-                       const float *w, int M, int K, int N);
-    // dx += ∂/∂x, dw += ∂/∂w of rmsnorm (dw may be NULL).   dy, x, dx: (M, D)
-    void (*rmsnorm_bwd)(const ae_backend *be, float *dx, float *dw, const float *dy, const float *x,
-                        const float *w, int M, int D, float eps);
+    // ---- scores of logit rows (evaluation, sampling) ----
+    // out[t] = -log softmax(z[t])[target[t]]   z: (T, V) float;  target: (T) I32;  out: (T) F32
+    void (*nll_rows)(const ae_backend *be, ae_ptr out, ae_ptr z, ae_ptr target, int T, int V);
+    // out[t] = KL(softmax(zt[t]) ‖ softmax(zs[t])) (>= 0)   zt, zs: (T, V) float;  out: (T) F32
+    void (*kl_rows)(const ae_backend *be, ae_ptr out, ae_ptr zt, ae_ptr zs, int T, int V);
+    // out[t] = argmax_v z[t, v] (ties -> lowest v)   z: (T, V) float;  out: (T) I32
+    void (*argmax_rows)(const ae_backend *be, ae_ptr out, ae_ptr z, int T, int V);
+
+    // ---- backward (NULL where a backend has no training support) ----
+    // dx += ∂/∂x, dw += ∂/∂w of rmsnorm (dw may be null).   dy, x, dx: (M, D) contiguous
+    void (*rmsnorm_bwd)(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr x, ae_ptr w,
+                        int M, int D, float eps);
     // In place: the gradient of a rope'd tensor becomes the gradient of its input (the inverse
     // rotation). Same arguments as rope.
-    void (*rope_bwd)(const ae_backend *be, float *dx, const int *pos, int T, int H, int stride,
-                     int rd, double theta, ae_rope_mode mode);
+    void (*rope_bwd)(const ae_backend *be, ae_ptr dx, ae_ptr pos, int T, int H, int stride, int rd,
+                     double theta, ae_rope_mode mode);
     // dq = ∂/∂q (T, Hq, dk);  dk += ∂/∂k, dv += ∂/∂v with the layouts of k, v in `a`;
-    // dsinks += ∂/∂sinks (Hq) when a->sinks and dsinks != NULL. Probabilities are recomputed.
-    void (*attention_bwd)(const ae_backend *be, const ae_attn_args *a, float *dq, float *dk,
-                          float *dv, float *dsinks, const float *dout, const float *q,
-                          const float *k, const float *v);
+    // dsinks += ∂/∂sinks (Hq) when a->sinks and dsinks are non-null. Probabilities are recomputed.
+    void (*attention_bwd)(const ae_backend *be, const ae_attn_args *a, ae_ptr dq, ae_ptr dk,
+                          ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr q, ae_ptr k, ae_ptr v);
     // dx = dy ⊙ σ(g);  dg = ∂/∂g (same shape as g, overwritten).
-    void (*gate_mul_bwd)(const ae_backend *be, float *dx, float *dg, const float *dy,
-                         const float *x, const float *g, int T, int H, int hd, int per_head);
+    void (*gate_mul_bwd)(const ae_backend *be, ae_ptr dx, ae_ptr dg, ae_ptr dy, ae_ptr x,
+                         ae_ptr g, int T, int H, int hd, int per_head);
     // dg = dy ⊙ u ⊙ silu'(g);  du = dy ⊙ silu(g)   (overwritten)
-    void (*silu_mul_bwd)(const ae_backend *be, float *dg, float *du, const float *dy,
-                         const float *g, const float *u, size_t n);
+    void (*silu_mul_bwd)(const ae_backend *be, ae_ptr dg, ae_ptr du, ae_ptr dy, ae_ptr g, ae_ptr u,
+                         size_t n);
 };
 
+// ---- backends ----
 // The fp32 reference backend (OpenBLAS GEMM, OpenMP loops).
 const ae_backend *ae_backend_cpu(void);
+// Opens a backend by name: "cpu", "cuda" (device 0), "cuda:N", or NULL / "auto" (cuda:0 when a
+// CUDA device is present, else cpu). AE_ERR_UNSUPPORTED with a message when the build has no
+// CUDA support or no such device exists. Close with ae_backend_close (a no-op for cpu).
+ae_status ae_backend_open(const char *name, const ae_backend **out);
+void ae_backend_close(const ae_backend *be);
+// Free and total device memory in bytes (0, 0 where not tracked: cpu).
+void ae_backend_mem_info(const ae_backend *be, size_t *free_bytes, size_t *total_bytes);
 
+// ---- helpers over the table (backend/backend.c) ----
+// y = x · wᵀ    x: (M, K)  w: (N, K)  y: (M, N)   (PyTorch Linear layout)
+void ae_matmul(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int K, int N);
+// dx += dy · w (M, K) when dx is non-null;  dw += dyᵀ · x (N, K) when dw is non-null.
+void ae_matmul_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr x, ae_ptr w,
+                   int M, int K, int N);
+// Contiguous copy of n elements (dtype conversion as copy_rows).
+void ae_copy(const ae_backend *be, ae_ptr dst, ae_ptr src, size_t n);
+// Scratch buffers of one computation, freed together: allocate them all, check `failed` once
+// (an allocation failure leaves its message), use them, ae_scratch_free.
+#define AE_SCRATCH_MAX 32
+typedef struct {
+    const ae_backend *be;
+    int n, failed;
+    ae_ptr p[AE_SCRATCH_MAX];
+} ae_scratch;
+void ae_scratch_init(ae_scratch *s, const ae_backend *be);
+ae_ptr ae_scratch_alloc(ae_scratch *s, size_t n, ae_dtype dt); // null once failed
+// An I32 buffer of positions pos0 + (i mod period) for i < n (period 0: pos0 + i).
+ae_ptr ae_scratch_positions(ae_scratch *s, int n, int pos0, int period);
+void ae_scratch_free(ae_scratch *s);
 // Fills an ae_attn_args for the common dense layout: k (S, Hkv, dk), v (S, Hkv, dv), no ring.
 ae_attn_args ae_attn_dense(int T, int pos0, int Hq, int Hkv, int dk, int dv, int window,
-                           float scale, const float *sinks);
+                           float scale, ae_ptr sinks);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -12,19 +12,21 @@
 #include "io/config.h"
 
 static const char k_help[] =
-    "usage: attnedit eval ppl --model MODEL --file F [--ctx N] [--json]\n"
+    "usage: attnedit eval ppl --model MODEL --file F [--ctx N] [--json] [--device cpu|cuda[:N]]\n"
     "  Perplexity of MODEL on a UTF-8 text file. Documents are split on <|endoftext|>, each is\n"
     "  tokenised without special tokens and scored in windows of N tokens (default: 512, or\n"
     "  max_position_embeddings if smaller) with stride N; every token but a document's first is\n"
-    "  predicted once. Prints tokens scored, mean NLL (nats/token) and perplexity.\n";
+    "  predicted once. Prints tokens scored, mean NLL (nats/token) and perplexity. --device:\n"
+    "  where the model runs (default: the first CUDA GPU when there is one, else the CPU).\n";
 
 static int eval_ppl(int argc, char **argv) {
     ae_args a = {argc, argv, 0, "eval ppl"};
-    const char *model = NULL, *file = NULL, *v;
+    const char *model = NULL, *file = NULL, *device = NULL, *v;
     int ctx = 0, json = 0, r;
     while (a.i < a.argc) {
         ae_status st = AE_OK;
-        if ((r = ae_args_value(&a, "--model", &model)) || (r = ae_args_value(&a, "--file", &file))) {
+        if ((r = ae_args_value(&a, "--model", &model)) || (r = ae_args_value(&a, "--file", &file)) ||
+            (r = ae_args_value(&a, "--device", &device))) {
         } else if ((r = ae_args_value(&a, "--ctx", &v))) {
             if (r > 0) st = ae_parse_int(v, "--ctx", 2, 1 << 20, &ctx);
         } else if (ae_args_flag(&a, "--json")) json = 1;
@@ -42,6 +44,7 @@ static int eval_ppl(int argc, char **argv) {
     char *text = NULL;
     size_t len;
     ae_model *m = NULL;
+    const ae_backend *be = NULL;
     ae_tokenizer *tok = NULL;
     int rc = 0;
     ae_ppl res;
@@ -59,8 +62,15 @@ static int eval_ppl(int argc, char **argv) {
         return 1;
     }
     if (ae_file_read_all(file, &text, &len) != AE_OK || ae_check_utf8(text, len, file) != AE_OK ||
-        ae_tokenizer_load(model, &tok) != AE_OK ||
-        ae_model_load(model, ae_backend_cpu(), &m) != AE_OK) {
+        ae_tokenizer_load(model, &tok) != AE_OK) {
+        rc = ae_cli_fail("eval ppl");
+        goto done;
+    }
+    if (ae_cli_open_device("eval ppl", device, &be)) {
+        rc = 1;
+        goto done;
+    }
+    if (ae_model_load(model, be, &m) != AE_OK) {
         rc = ae_cli_fail("eval ppl");
         goto done;
     }
@@ -92,6 +102,7 @@ static int eval_ppl(int argc, char **argv) {
 done:
     free(text);
     ae_model_free(m);
+    ae_backend_close(be);
     ae_tokenizer_free(tok);
     return rc;
 }

@@ -12,10 +12,12 @@
 
 static const char k_help[] =
     "usage: attnedit eval kl --teacher T --model S --file F [--ctx N] [--json]\n"
+    "         [--device cpu|cuda[:N]]\n"
     "  Teacher-vs-student agreement on a UTF-8 text (documents and windows as in eval ppl):\n"
     "  mean KL(teacher || student) in nats/token, top-1 agreement, both perplexities, and the\n"
     "  same by position in the window (0-127, 128-511, 512-1023, ...). --json keys: kl, top1,\n"
-    "  ppl_teacher, ppl_student, tokens, by_position.\n";
+    "  ppl_teacher, ppl_student, tokens, by_position. --device: where both models run\n"
+    "  (default: the first CUDA GPU when there is one, else the CPU).\n";
 
 static void acc_json(cJSON *o, const ae_kl_acc *a) {
     double n = a->tokens ? (double)a->tokens : 1.0;
@@ -67,12 +69,12 @@ static void print_result(const ae_kl_result *r, int json) {
 
 int ae_cmd_eval_kl(int argc, char **argv) {
     ae_args a = {argc, argv, 0, "eval kl"};
-    const char *teacher = NULL, *model = NULL, *file = NULL, *v;
+    const char *teacher = NULL, *model = NULL, *file = NULL, *device = NULL, *v;
     int ctx = 0, json = 0, r;
     while (a.i < a.argc) {
         ae_status st = AE_OK;
         if ((r = ae_args_value(&a, "--teacher", &teacher)) || (r = ae_args_value(&a, "--model", &model)) ||
-            (r = ae_args_value(&a, "--file", &file))) {
+            (r = ae_args_value(&a, "--file", &file)) || (r = ae_args_value(&a, "--device", &device))) {
         } else if ((r = ae_args_value(&a, "--ctx", &v))) {
             if (r > 0) st = ae_parse_int(v, "--ctx", 2, 1 << 20, &ctx);
         } else if (ae_args_flag(&a, "--json")) json = 1;
@@ -90,12 +92,20 @@ int ae_cmd_eval_kl(int argc, char **argv) {
     char *text = NULL;
     size_t len;
     ae_model *t = NULL, *s = NULL;
+    const ae_backend *be = NULL;
     ae_tokenizer *tok = NULL;
     int rc = 0;
     static ae_kl_result res;
     if (ae_file_read_all(file, &text, &len) != AE_OK || ae_check_utf8(text, len, file) != AE_OK ||
-        ae_tokenizer_load(model, &tok) != AE_OK || ae_model_load(teacher, ae_backend_cpu(), &t) != AE_OK ||
-        ae_model_load(model, ae_backend_cpu(), &s) != AE_OK) {
+        ae_tokenizer_load(model, &tok) != AE_OK) {
+        rc = ae_cli_fail("eval kl");
+        goto done;
+    }
+    if (ae_cli_open_device("eval kl", device, &be)) {
+        rc = 1;
+        goto done;
+    }
+    if (ae_model_load(teacher, be, &t) != AE_OK || ae_model_load(model, be, &s) != AE_OK) {
         rc = ae_cli_fail("eval kl");
         goto done;
     }
@@ -121,6 +131,7 @@ done:
     free(text);
     ae_model_free(t);
     ae_model_free(s);
+    ae_backend_close(be);
     ae_tokenizer_free(tok);
     return rc;
 }

@@ -13,10 +13,11 @@
 static const char k_help[] =
     "usage: attnedit generate --model MODEL (--prompt S | --prompt-ids \"1 2 3\")\n"
     "         [--max-new-tokens N] [--greedy | --temperature T [--top-k K] [--top-p P] [--seed S]]\n"
-    "         [--print-ids] [--ignore-eos]\n"
+    "         [--print-ids] [--ignore-eos] [--device cpu|cuda[:N]]\n"
     "  Streams the continuation (text, or the new ids with --print-ids). Greedy unless\n"
     "  --temperature is given (defaults: top-k 0 = off, top-p 1.0, seed 0). Stops at the\n"
-    "  model's eos token unless --ignore-eos. Default --max-new-tokens 64.\n";
+    "  model's eos token unless --ignore-eos. Default --max-new-tokens 64. --device: where the\n"
+    "  model runs (default: the first CUDA GPU when there is one, else the CPU).\n";
 
 typedef struct {
     const ae_tokenizer *tok;
@@ -42,7 +43,7 @@ static int on_token(void *ud, int32_t id) {
 }
 
 typedef struct {
-    const char *model, *prompt, *prompt_ids;
+    const char *model, *prompt, *prompt_ids, *device;
     const char *temperature_s, *top_p_s; // as given, for messages
     int max_new, greedy_flag, sampling_flag, print_ids, ignore_eos;
     ae_sampler_params sp;
@@ -60,7 +61,8 @@ static int parse(int argc, char **argv, gen_opts *o) {
         ae_status st = AE_OK;
         if ((r = ae_args_value(&a, "--model", &o->model)) ||
             (r = ae_args_value(&a, "--prompt", &o->prompt)) ||
-            (r = ae_args_value(&a, "--prompt-ids", &o->prompt_ids))) {
+            (r = ae_args_value(&a, "--prompt-ids", &o->prompt_ids)) ||
+            (r = ae_args_value(&a, "--device", &o->device))) {
         } else if ((r = ae_args_value(&a, "--max-new-tokens", &v))) {
             if (r > 0) st = ae_parse_int(v, "--max-new-tokens", 1, 1 << 24, &o->max_new);
         } else if ((r = ae_args_value(&a, "--temperature", &v))) {
@@ -124,6 +126,7 @@ int ae_cmd_generate(int argc, char **argv) {
     int rc = parse(argc, argv, &o);
     if (rc) return rc;
     ae_model *m = NULL;
+    const ae_backend *be = NULL;
     ae_tokenizer *tok = NULL;
     int32_t *ids = NULL;
     int n = 0;
@@ -146,7 +149,11 @@ int ae_cmd_generate(int argc, char **argv) {
             goto done;
         }
     }
-    if (ae_model_load(o.model, ae_backend_cpu(), &m) != AE_OK) {
+    if (ae_cli_open_device("generate", o.device, &be)) {
+        rc = 1;
+        goto done;
+    }
+    if (ae_model_load(o.model, be, &m) != AE_OK) {
         rc = ae_cli_fail("generate");
         goto done;
     }
@@ -196,6 +203,7 @@ done:
     ae_sampler_free(&smp);
     free(ids);
     ae_model_free(m);
+    ae_backend_close(be);
     ae_tokenizer_free(tok);
     return rc;
 }

@@ -8,6 +8,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "io/config.h"
+#include "model/model.h"
 
 static const int64_t k_ctx[] = {4096, 32768, 131072};
 
@@ -83,6 +84,13 @@ static int print_text(const ae_config *c) {
         if (student) printf("  %+.1f%% vs full GQA", kv_saving_pct(c, k_ctx[i]));
         putchar('\n');
     }
+    double w = 2.0 * (double)ae_config_param_count(c);
+    printf("gpu memory (bf16)   weights %.2f GiB; a prefill of one sequence needs, with its KV "
+           "cache and workspace:\n", w / 1073741824.0);
+    for (size_t i = 0; i < 2; i++)
+        printf("  %-22s %8.2f GiB\n", i ? "@ 32K" : "@ 4K",
+               (w + (double)ae_config_kv_bytes(c, k_ctx[i]) +
+                ae_forward_workspace_bytes(c, k_ctx[i], 2)) / 1073741824.0);
     return 0;
 }
 
@@ -116,6 +124,15 @@ static int print_json(const ae_config *c) {
         snprintf(key, sizeof key, "%lld", (long long)k_ctx[i]);
         cJSON_AddNumberToObject(save, key, kv_saving_pct(c, k_ctx[i]));
     }
+    cJSON_AddNumberToObject(o, "weight_bytes_bf16", 2.0 * (double)ae_config_param_count(c));
+    cJSON *run = cJSON_AddObjectToObject(o, "gpu_bytes_one_sequence_bf16");
+    for (size_t i = 0; i < 2; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "%lld", (long long)k_ctx[i]);
+        cJSON_AddNumberToObject(run, key, 2.0 * (double)ae_config_param_count(c) +
+                                              (double)ae_config_kv_bytes(c, k_ctx[i]) +
+                                              ae_forward_workspace_bytes(c, k_ctx[i], 2));
+    }
     cJSON *kv = cJSON_AddObjectToObject(o, "kv_bytes");
     for (size_t i = 0; i < 3; i++) {
         char key[32];
@@ -137,8 +154,9 @@ int ae_cmd_inspect(int argc, char **argv) {
         if (ae_args_flag(&a, "--json")) json = 1;
         else if (ae_args_flag(&a, "--help")) {
             puts("usage: attnedit inspect MODEL [--json]\n"
-                 "  Prints architecture, parameter count and bf16 KV-cache bytes per token and for\n"
-                 "  one sequence of 4K/32K/128K tokens. Needs only MODEL/config.json.");
+                 "  Prints architecture, parameter count, bf16 KV-cache bytes per token and for\n"
+                 "  one sequence of 4K/32K/128K tokens, and the GPU memory (bf16 weights + KV +\n"
+                 "  workspace) a prefill of one sequence needs. Needs only MODEL/config.json.");
             return 0;
         } else if (!model && a.argv[a.i][0] != '-') model = a.argv[a.i++];
         else return ae_cli_fail((ae_args_unknown(&a), "inspect"));

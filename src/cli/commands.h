@@ -17,4 +17,10 @@ int ae_cli_fail(const char *cmd);
 // else returns 0.
 int ae_cli_check_model(const char *cmd, const char *dir);
 
+// Opens the backend --device names (NULL: a CUDA GPU when present, else the CPU) and says on
+// stderr which device runs ("device: cuda:0 (NVIDIA H200, 139.8 GiB)"). Returns 0, or prints
+// the error and returns 1.
+typedef struct ae_backend ae_backend;
+int ae_cli_open_device(const char *cmd, const char *name, const ae_backend **be);
+
 #endif

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backend/ops.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/file.h"
@@ -27,6 +28,12 @@ static const char k_usage[] =
 int ae_cli_fail(const char *cmd) {
     fprintf(stderr, "attnedit %s: %s\n", cmd, ae_last_error());
     return 1;
+}
+
+int ae_cli_open_device(const char *cmd, const char *name, const ae_backend **be) {
+    if (ae_backend_open(name, be) != AE_OK) return ae_cli_fail(cmd);
+    fprintf(stderr, "device: %s (%s)\n", (*be)->name, (*be)->device);
+    return 0;
 }
 
 int ae_cli_check_model(const char *cmd, const char *dir) {

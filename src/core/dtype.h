@@ -6,6 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     AE_DT_BOOL, AE_DT_U8, AE_DT_I8, AE_DT_I16, AE_DT_U16, AE_DT_F16, AE_DT_BF16,
     AE_DT_I32, AE_DT_U32, AE_DT_F32, AE_DT_I64, AE_DT_U64, AE_DT_F64,
@@ -21,5 +25,9 @@ float ae_bf16_to_f32(uint16_t h);
 float ae_f16_to_f32(uint16_t h);
 uint16_t ae_f32_to_bf16(float f); // round to nearest even, NaN kept NaN
 uint16_t ae_f32_to_f16(float f);  // round to nearest even
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -39,6 +39,7 @@ const char *ae_status_name(ae_status st) {
     case AE_ERR_UNSUPPORTED: return "unsupported";
     case AE_ERR_ARG: return "invalid argument";
     case AE_ERR_NOMEM: return "out of memory";
+    case AE_ERR_DEVICE: return "device error";
     }
     return "error";
 }

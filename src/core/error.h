@@ -3,6 +3,10 @@
 #ifndef AE_CORE_ERROR_H
 #define AE_CORE_ERROR_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     AE_OK = 0,
     AE_ERR_IO,          // cannot open/read/write a file
@@ -10,6 +14,7 @@ typedef enum {
     AE_ERR_UNSUPPORTED, // valid input we cannot compute faithfully
     AE_ERR_ARG,         // bad argument / option value
     AE_ERR_NOMEM,       // allocation failed
+    AE_ERR_DEVICE,      // the compute device failed (a CUDA error)
 } ae_status;
 
 // Sets the message (printf-style) and returns `st`, so callers can `return ae_errorf(...)`.
@@ -25,5 +30,9 @@ const char *ae_status_name(ae_status st);
         ae_status ae_try_st_ = (expr);      \
         if (ae_try_st_ != AE_OK) return ae_try_st_; \
     } while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -5,6 +5,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 void *ae_malloc(size_t n);
 void *ae_calloc(size_t count, size_t size);  // count*size overflow-checked
 void *ae_realloc(void *p, size_t n);
@@ -15,5 +19,9 @@ float *ae_alloc_f32(size_t n);
 void ae_free_aligned(void *p);
 // a * b with overflow detection: returns 0 and sets *out on success, -1 on overflow.
 int ae_mul_size(size_t a, size_t b, size_t *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,7 +8,6 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "eval/ppl.h"
-#include "infer/sample.h"
 
 static void init_buckets(ae_kl_result *r, int ctx) {
     memset(r, 0, sizeof *r);
@@ -25,26 +24,6 @@ static void init_buckets(ae_kl_result *r, int ctx) {
     }
 }
 
-// KL(p ‖ q) of two logit rows, in double.   zt, zs: (V)
-static double row_kl(const float *zt, const float *zs, int V) {
-    double mt = zt[0], ms = zs[0];
-    for (int i = 1; i < V; i++) {
-        mt = zt[i] > mt ? zt[i] : mt;
-        ms = zs[i] > ms ? zs[i] : ms;
-    }
-    double st = 0, ss = 0;
-    for (int i = 0; i < V; i++) {
-        st += exp(zt[i] - mt);
-        ss += exp(zs[i] - ms);
-    }
-    double lt = log(st) + mt, ls = log(ss) + ms, kl = 0;
-    for (int i = 0; i < V; i++) {
-        double lpt = zt[i] - lt;
-        kl += exp(lpt) * (lpt - (zs[i] - ls));
-    }
-    return kl > 0 ? kl : 0;
-}
-
 static void add(ae_kl_acc *a, double kl, int agree, double nt, double ns) {
     a->tokens++;
     a->top1 += agree;
@@ -53,34 +32,67 @@ static void add(ae_kl_acc *a, double kl, int agree, double nt, double ns) {
     a->nll_s += ns;
 }
 
+// Per-row scores of one window, read back to the host: (T) each.
+typedef struct {
+    float *kl, *nll_t, *nll_s;
+    int32_t *top_t, *top_s;
+} row_scores;
+
+static ae_status score_window(const ae_backend *be, ae_ptr lt, ae_ptr ls, ae_ptr tgt,
+                              ae_ptr *dev, int T, int V, row_scores *h) {
+    be->kl_rows(be, dev[0], lt, ls, T, V);
+    be->nll_rows(be, dev[1], lt, tgt, T, V);
+    be->nll_rows(be, dev[2], ls, tgt, T, V);
+    be->argmax_rows(be, dev[3], lt, T, V);
+    be->argmax_rows(be, dev[4], ls, T, V);
+    AE_TRY(be->download(be, h->kl, AE_DT_F32, dev[0], (size_t)T));
+    AE_TRY(be->download(be, h->nll_t, AE_DT_F32, dev[1], (size_t)T));
+    AE_TRY(be->download(be, h->nll_s, AE_DT_F32, dev[2], (size_t)T));
+    AE_TRY(be->download(be, h->top_t, AE_DT_I32, dev[3], (size_t)T));
+    return be->download(be, h->top_s, AE_DT_I32, dev[4], (size_t)T);
+}
+
 static ae_status score_doc(const ae_model *t, const ae_model *s, const int32_t *ids, size_t n,
                            int ctx, ae_kl_result *r) {
     if (n < 2) return AE_OK;
+    const ae_backend *be = s->be;
     int V = t->cfg.vocab_size;
     ae_kv_cache ct, cs;
     AE_TRY(ae_kv_cache_init(&ct, t, ctx));
     ae_status st = ae_kv_cache_init(&cs, s, ctx);
-    float *lt = ae_alloc_f32((size_t)ctx * V), *ls = ae_alloc_f32((size_t)ctx * V); // (ctx, V)
-    if (st == AE_OK && (!lt || !ls)) st = AE_ERR_NOMEM;
+    ae_scratch sc;
+    ae_scratch_init(&sc, be);
+    ae_ptr lt = ae_scratch_alloc(&sc, (size_t)ctx * V, AE_DT_F32); // (ctx, V) teacher logits
+    ae_ptr ls = ae_scratch_alloc(&sc, (size_t)ctx * V, AE_DT_F32); // (ctx, V) student logits
+    ae_ptr tgt = ae_scratch_alloc(&sc, (size_t)ctx, AE_DT_I32);    // (ctx) next tokens
+    ae_ptr dev[5];                                                  // (ctx) each: row_scores
+    for (int i = 0; i < 5; i++) dev[i] = ae_scratch_alloc(&sc, (size_t)ctx, i < 3 ? AE_DT_F32 : AE_DT_I32);
+    row_scores h = {ae_alloc_f32((size_t)ctx), ae_alloc_f32((size_t)ctx), ae_alloc_f32((size_t)ctx),
+                    ae_malloc(sizeof(int32_t) * (size_t)ctx), ae_malloc(sizeof(int32_t) * (size_t)ctx)};
+    if (st == AE_OK && (sc.failed || !h.kl || !h.nll_t || !h.nll_s || !h.top_t || !h.top_s))
+        st = AE_ERR_NOMEM;
     for (size_t w = 0; st == AE_OK && w + 1 < n; w += (size_t)ctx) {
         int T = (int)((n - 1 - w) < (size_t)ctx ? (n - 1 - w) : (size_t)ctx);
         ae_kv_cache_reset(&ct);
         ae_kv_cache_reset(&cs);
         st = ae_model_forward(t, &ct, ids + w, T, lt, 1);
         if (st == AE_OK) st = ae_model_forward(s, &cs, ids + w, T, ls, 1);
+        if (st == AE_OK) st = be->upload(be, tgt, ids + w + 1, AE_DT_I32, (size_t)T);
+        if (st == AE_OK) st = score_window(be, lt, ls, tgt, dev, T, V, &h);
         for (int i = 0; st == AE_OK && i < T; i++) {
-            const float *zt = lt + (size_t)i * V, *zs = ls + (size_t)i * V;
-            int y = ids[w + i + 1];
-            double kl = row_kl(zt, zs, V);
-            int agree = ae_argmax(zt, V) == ae_argmax(zs, V);
-            double nt = ae_nll(zt, V, y), ns = ae_nll(zs, V, y);
-            add(&r->all, kl, agree, nt, ns);
+            int agree = h.top_t[i] == h.top_s[i];
+            add(&r->all, h.kl[i], agree, h.nll_t[i], h.nll_s[i]);
             for (int b = 0; b < r->n_buckets; b++)
-                if (i >= r->bucket_lo[b] && i < r->bucket_hi[b]) add(&r->bucket[b], kl, agree, nt, ns);
+                if (i >= r->bucket_lo[b] && i < r->bucket_hi[b])
+                    add(&r->bucket[b], h.kl[i], agree, h.nll_t[i], h.nll_s[i]);
         }
     }
-    ae_free_aligned(lt);
-    ae_free_aligned(ls);
+    ae_free_aligned(h.kl);
+    ae_free_aligned(h.nll_t);
+    ae_free_aligned(h.nll_s);
+    free(h.top_t);
+    free(h.top_s);
+    ae_scratch_free(&sc);
     ae_kv_cache_free(&cs);
     ae_kv_cache_free(&ct);
     return st;
@@ -105,6 +117,9 @@ static ae_status kl_doc(void *ud, const int32_t *ids, size_t n) {
 
 ae_status ae_kl_text(const ae_model *teacher, const ae_model *student, const ae_tokenizer *tok,
                      const char *text, size_t len, int ctx, int progress, ae_kl_result *out) {
+    if (teacher->be != student->be)
+        return ae_errorf(AE_ERR_ARG, "teacher and student are on different devices (%s, %s)",
+                         teacher->be->name, student->be->name);
     if (teacher->cfg.vocab_size != student->cfg.vocab_size)
         return ae_errorf(AE_ERR_ARG, "teacher and student vocabularies differ (%d vs %d)",
                          teacher->cfg.vocab_size, student->cfg.vocab_size);

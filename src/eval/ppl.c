@@ -8,36 +8,35 @@
 #include "core/log.h"
 #include "core/mem.h"
 
-double ae_nll(const float *logits, int V, int target) {
-    float mx = logits[0];
-    for (int i = 1; i < V; i++) mx = logits[i] > mx ? logits[i] : mx;
-    double s = 0.0;
-    for (int i = 0; i < V; i++) s += exp((double)logits[i] - mx);
-    return log(s) + mx - (double)logits[target];
-}
-
 ae_status ae_ppl_add_doc(const ae_model *m, const int32_t *ids, size_t n, int ctx, ae_ppl *acc) {
     if (ctx < 1) return ae_errorf(AE_ERR_ARG, "--ctx must be >= 1, got %d", ctx);
     if (n < 2) return AE_OK;
+    const ae_backend *be = m->be;
     int V = m->cfg.vocab_size;
     ae_kv_cache cache;
     AE_TRY(ae_kv_cache_init(&cache, m, ctx));
-    float *logits = ae_alloc_f32((size_t)ctx * V); // (ctx, V)
-    if (!logits) {
-        ae_kv_cache_free(&cache);
-        return AE_ERR_NOMEM;
-    }
-    ae_status st = AE_OK;
-    for (size_t s = 0; s + 1 < n && st == AE_OK; s += (size_t)ctx) {
-        int T = (int)((n - 1 - s) < (size_t)ctx ? (n - 1 - s) : (size_t)ctx);
+    ae_scratch s;
+    ae_scratch_init(&s, be);
+    ae_ptr logits = ae_scratch_alloc(&s, (size_t)ctx * V, AE_DT_F32); // (ctx, V)
+    ae_ptr tgt = ae_scratch_alloc(&s, (size_t)ctx, AE_DT_I32);         // (ctx) next tokens
+    ae_ptr nll = ae_scratch_alloc(&s, (size_t)ctx, AE_DT_F32);         // (ctx)
+    float *h = ae_alloc_f32((size_t)ctx);                               // (ctx) host copy
+    ae_status st = s.failed || !h ? AE_ERR_NOMEM : AE_OK;
+    for (size_t w = 0; st == AE_OK && w + 1 < n; w += (size_t)ctx) {
+        int T = (int)((n - 1 - w) < (size_t)ctx ? (n - 1 - w) : (size_t)ctx);
         ae_kv_cache_reset(&cache);
-        st = ae_model_forward(m, &cache, ids + s, T, logits, 1);
-        for (int t = 0; st == AE_OK && t < T; t++)
-            acc->nll_sum += ae_nll(logits + (size_t)t * V, V, ids[s + t + 1]);
+        st = ae_model_forward(m, &cache, ids + w, T, logits, 1);
+        if (st == AE_OK) st = be->upload(be, tgt, ids + w + 1, AE_DT_I32, (size_t)T);
+        if (st == AE_OK) {
+            be->nll_rows(be, nll, logits, tgt, T, V);
+            st = be->download(be, h, AE_DT_F32, nll, (size_t)T);
+        }
+        for (int t = 0; st == AE_OK && t < T; t++) acc->nll_sum += h[t];
         if (st == AE_OK) acc->tokens += T;
     }
     acc->docs++;
-    ae_free_aligned(logits);
+    ae_free_aligned(h);
+    ae_scratch_free(&s);
     ae_kv_cache_free(&cache);
     return st;
 }

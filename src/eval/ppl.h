@@ -29,7 +29,5 @@ ae_status ae_ppl_text(const ae_model *m, const ae_tokenizer *tok, const char *te
 typedef ae_status (*ae_doc_fn)(void *ud, const int32_t *ids, size_t n);
 ae_status ae_docs_foreach(const ae_tokenizer *tok, const char *text, size_t len, ae_doc_fn fn,
                           void *ud);
-// -log softmax(logits)[target], computed in double.   logits: (V)
-double ae_nll(const float *logits, int V, int target);
 
 #endif

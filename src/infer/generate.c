@@ -1,9 +1,23 @@
 #include "infer/generate.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
 #include "core/mem.h"
+
+// The next id from the last logits: greedy picks on the device and reads back one id; sampling
+// reads the row back and samples on the host.
+static ae_status next_id(const ae_backend *be, ae_sampler *sampler, ae_ptr logits, ae_ptr best,
+                         float *host, int V, int32_t *id) {
+    if (sampler->p.greedy) {
+        be->argmax_rows(be, best, logits, 1, V);
+        return be->download(be, id, AE_DT_I32, best, 1);
+    }
+    AE_TRY(be->download(be, host, AE_DT_F32, logits, (size_t)V));
+    *id = ae_sampler_next(sampler, host);
+    return AE_OK;
+}
 
 ae_status ae_generate(const ae_model *m, const int32_t *prompt, int n_prompt, int max_new,
                       ae_sampler *sampler, int eos_id, ae_token_fn fn, void *ud,
@@ -11,27 +25,33 @@ ae_status ae_generate(const ae_model *m, const int32_t *prompt, int n_prompt, in
     memset(stats, 0, sizeof *stats);
     if (n_prompt < 1) return ae_errorf(AE_ERR_ARG, "generate: the prompt is empty");
     if (max_new < 0) return ae_errorf(AE_ERR_ARG, "generate: max new tokens must be >= 0");
+    const ae_backend *be = m->be;
+    int V = m->cfg.vocab_size;
     ae_kv_cache cache;
     AE_TRY(ae_kv_cache_init(&cache, m, n_prompt + (max_new > 0 ? max_new : 1)));
-    float *logits = ae_alloc_f32((size_t)m->cfg.vocab_size); // (V)
-    if (!logits) {
-        ae_kv_cache_free(&cache);
-        return AE_ERR_NOMEM;
-    }
+    ae_scratch s;
+    ae_scratch_init(&s, be);
+    ae_ptr logits = ae_scratch_alloc(&s, (size_t)V, AE_DT_F32); // (V)
+    ae_ptr best = ae_scratch_alloc(&s, 1, AE_DT_I32);
+    float *host = ae_alloc_f32((size_t)V); // (V) for sampling
+    ae_status st = s.failed || !host ? AE_ERR_NOMEM : AE_OK;
     stats->prompt_tokens = n_prompt;
     double t0 = ae_time_now();
-    ae_status st = ae_model_forward(m, &cache, prompt, n_prompt, logits, 0);
-    stats->prefill_s = ae_time_now() - t0;
+    int32_t id = 0;
+    if (st == AE_OK) st = ae_model_forward(m, &cache, prompt, n_prompt, logits, 0);
+    if (st == AE_OK && max_new > 0) st = next_id(be, sampler, logits, best, host, V, &id);
+    stats->prefill_s = ae_time_now() - t0; // up to the first new token
     t0 = ae_time_now();
     for (int i = 0; st == AE_OK && i < max_new; i++) {
-        int32_t id = ae_sampler_next(sampler, logits);
         stats->new_tokens++;
         if (fn && fn(ud, id)) break;
         if (id == eos_id || i + 1 == max_new) break;
         st = ae_model_forward(m, &cache, &id, 1, logits, 0);
+        if (st == AE_OK) st = next_id(be, sampler, logits, best, host, V, &id);
     }
     stats->decode_s = ae_time_now() - t0;
-    ae_free_aligned(logits);
+    ae_free_aligned(host);
+    ae_scratch_free(&s);
     ae_kv_cache_free(&cache);
     return st;
 }

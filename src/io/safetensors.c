@@ -456,8 +456,8 @@ ae_status ae_st_to_f32(const ae_st_tensor *t, float *dst) {
     }
 }
 
-ae_status ae_st_load_f32(const ae_st_set *s, const char *name, int ndim, const int64_t *shape,
-                         float *dst) {
+ae_status ae_st_get(const ae_st_set *s, const char *name, int ndim, const int64_t *shape,
+                    const ae_st_tensor **out) {
     const ae_st_tensor *t = ae_st_find(s, name);
     if (!t) return ae_errorf(AE_ERR_FORMAT, "%s: tensor \"%s\" not found", s->origin, name);
     int ok = t->ndim == ndim;
@@ -469,5 +469,18 @@ ae_status ae_st_load_f32(const ae_st_set *s, const char *name, int ndim, const i
         return ae_errorf(AE_ERR_FORMAT, "%s: tensor %s: shape %s, expected %s", t->file, name, a,
                          b);
     }
+    if (t->dtype != AE_DT_F32 && t->dtype != AE_DT_F16 && t->dtype != AE_DT_BF16)
+        return ae_errorf(AE_ERR_UNSUPPORTED,
+                         "%s: tensor \"%s\": dtype %s cannot be converted to f32 (need F32, F16 "
+                         "or BF16)",
+                         t->file, t->name, ae_dtype_name(t->dtype));
+    *out = t;
+    return AE_OK;
+}
+
+ae_status ae_st_load_f32(const ae_st_set *s, const char *name, int ndim, const int64_t *shape,
+                         float *dst) {
+    const ae_st_tensor *t;
+    AE_TRY(ae_st_get(s, name, ndim, shape, &t));
     return ae_st_to_f32(t, dst);
 }

@@ -48,7 +48,11 @@ const char *ae_st_metadata(const ae_st_set *s, const char *key);
 // Converts a F32/F16/BF16 tensor to f32 (n = numel floats at dst). Other dtypes -> error naming
 // the tensor.
 ae_status ae_st_to_f32(const ae_st_tensor *t, float *dst);
-// Same, checking the shape first: error "<file>: tensor <name>: shape [a, b], expected [c, d]".
+// The float tensor `name` after checking its shape (error "<file>: tensor <name>: shape [a, b],
+// expected [c, d]") and dtype (F32/F16/BF16).
+ae_status ae_st_get(const ae_st_set *s, const char *name, int ndim, const int64_t *shape,
+                    const ae_st_tensor **out);
+// Converts it to f32, checking the shape first.
 ae_status ae_st_load_f32(const ae_st_set *s, const char *name, int ndim, const int64_t *shape,
                          float *dst);
 

@@ -24,15 +24,17 @@
 
 struct ae_gswa_acts {
     int B, T;
-    float *x;  // (B, T, D)         module input
-    float *qn; // (B, T, Hq, hd)    q before q_norm
-    float *kn; // (B, T, Hkv, hd)   k before k_norm
-    float *q;  // (B, T, Hq, hd)    q after norm + rope
-    float *k;  // (B, T, Hkv, hd)   k after norm + rope
-    float *v;  // (B, T, Hkv, hd)
-    float *a;  // (B, T, Hq, hd)    attention output
-    float *g;  // (B, T, Hq*hd | Hq) gate logits, or NULL
-    float *ag; // (B, T, Hq, hd)    gated attention output (o_proj input), or NULL (== a)
+    ae_scratch mem; // every buffer below
+    ae_ptr pos;     // (B*T) I32 positions t
+    ae_ptr x;       // (B, T, D)         module input
+    ae_ptr qn;      // (B, T, Hq, hd)    q before q_norm
+    ae_ptr kn;      // (B, T, Hkv, hd)   k before k_norm
+    ae_ptr q;       // (B, T, Hq, hd)    q after norm + rope
+    ae_ptr k;       // (B, T, Hkv, hd)   k after norm + rope
+    ae_ptr v;       // (B, T, Hkv, hd)
+    ae_ptr a;       // (B, T, Hq, hd)    attention output
+    ae_ptr g;       // (B, T, Hq*hd | Hq) gate logits, or null
+    ae_ptr ag;      // (B, T, Hq, hd)    gated attention output (o_proj input), or null (== a)
 };
 
 static size_t gate_dim(const ae_gswa_dims *d) {
@@ -55,102 +57,107 @@ static ae_status check_dims(const ae_gswa_dims *d) {
     return AE_OK;
 }
 
-ae_status ae_gswa_init(ae_gswa *m, const ae_gswa_dims *d) {
-    memset(m, 0, sizeof *m);
-    AE_TRY(check_dims(d));
-    m->d = *d;
-    size_t D = d->D, qd = (size_t)d->Hq * d->hd, kvd = (size_t)d->Hkv * d->hd;
-    m->wq = ae_alloc_f32(qd * D);
-    m->wk = ae_alloc_f32(kvd * D);
-    m->wv = ae_alloc_f32(kvd * D);
-    m->wo = ae_alloc_f32(D * qd);
-    m->q_norm = ae_alloc_f32(d->hd);
-    m->k_norm = ae_alloc_f32(d->hd);
-    int ok = m->wq && m->wk && m->wv && m->wo && m->q_norm && m->k_norm;
-    if (ok && d->gate != AE_GATE_NONE) ok = (m->wg = ae_alloc_f32(gate_dim(d) * D)) != NULL;
-    if (ok && d->sinks) ok = (m->sinks = ae_alloc_f32(d->Hq)) != NULL;
-    if (!ok) {
-        ae_gswa_free(m);
-        return AE_ERR_NOMEM;
-    }
-    return AE_OK;
-}
-
-void ae_gswa_free(ae_gswa *m) {
-    if (!m) return;
-    float **ps[] = {&m->wq, &m->wk, &m->wv, &m->wo, &m->q_norm, &m->k_norm, &m->wg, &m->sinks};
-    for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) {
-        ae_free_aligned(*ps[i]);
-        *ps[i] = NULL;
-    }
-}
-
 ae_param_list ae_gswa_params(ae_gswa *m) {
     ae_param_list l;
     memset(&l, 0, sizeof l);
     const ae_gswa_dims *d = &m->d;
     int64_t D = d->D, qd = (int64_t)d->Hq * d->hd, kvd = (int64_t)d->Hkv * d->hd;
-    ae_param_list_add(&l, "q_proj.weight", m->wq, qd, D, 1);
-    ae_param_list_add(&l, "k_proj.weight", m->wk, kvd, D, 1);
-    ae_param_list_add(&l, "v_proj.weight", m->wv, kvd, D, 1);
-    ae_param_list_add(&l, "o_proj.weight", m->wo, D, qd, 1);
-    ae_param_list_add(&l, "q_norm.weight", m->q_norm, d->hd, 0, 0);
-    ae_param_list_add(&l, "k_norm.weight", m->k_norm, d->hd, 0, 0);
-    if (m->wg) // the output gate gets no weight decay
-        ae_param_list_add(&l, "g_proj.weight", m->wg, (int64_t)gate_dim(d), D, 0);
-    if (m->sinks) ae_param_list_add(&l, "sinks", m->sinks, d->Hq, 0, 0);
+    ae_param_list_add(&l, "q_proj.weight", &m->wq, qd, D, 1);
+    ae_param_list_add(&l, "k_proj.weight", &m->wk, kvd, D, 1);
+    ae_param_list_add(&l, "v_proj.weight", &m->wv, kvd, D, 1);
+    ae_param_list_add(&l, "o_proj.weight", &m->wo, D, qd, 1);
+    ae_param_list_add(&l, "q_norm.weight", &m->q_norm, d->hd, 0, 0);
+    ae_param_list_add(&l, "k_norm.weight", &m->k_norm, d->hd, 0, 0);
+    if (d->gate != AE_GATE_NONE) // the output gate gets no weight decay
+        ae_param_list_add(&l, "g_proj.weight", &m->wg, (int64_t)gate_dim(d), D, 0);
+    if (d->sinks) ae_param_list_add(&l, "sinks", &m->sinks, d->Hq, 0, 0);
     return l;
 }
 
-static void fill_normal(float *x, size_t n, float std, ae_rng *rng) {
-    for (size_t i = 0; i < n; i++) x[i] = std * ae_rng_normal(rng);
+ae_status ae_gswa_init(ae_gswa *m, const ae_gswa_dims *d, const ae_backend *be) {
+    memset(m, 0, sizeof *m);
+    AE_TRY(check_dims(d));
+    m->d = *d;
+    m->be = be;
+    ae_param_list l = ae_gswa_params(m);
+    ae_status st = ae_params_alloc(be, be->weight_dtype, &l);
+    if (st != AE_OK) m->be = NULL;
+    return st;
 }
 
-void ae_gswa_init_random(ae_gswa *m, float std, ae_rng *rng) {
-    const ae_gswa_dims *d = &m->d;
-    size_t D = d->D, qd = (size_t)d->Hq * d->hd, kvd = (size_t)d->Hkv * d->hd;
-    fill_normal(m->wq, qd * D, std, rng);
-    fill_normal(m->wk, kvd * D, std, rng);
-    fill_normal(m->wv, kvd * D, std, rng);
-    fill_normal(m->wo, D * qd, std, rng);
-    for (int i = 0; i < d->hd; i++) m->q_norm[i] = m->k_norm[i] = 1.0f;
-    if (m->wg) fill_normal(m->wg, gate_dim(d) * D, std, rng);
-    if (m->sinks) memset(m->sinks, 0, sizeof(float) * (size_t)d->Hq);
+void ae_gswa_free(ae_gswa *m) {
+    if (!m || !m->be) return;
+    ae_param_list l = ae_gswa_params(m);
+    ae_params_free(m->be, &l);
+    m->be = NULL;
 }
 
-ae_status ae_gswa_init_from_teacher(ae_gswa *m, const float *wq, const float *wk, const float *wv,
-                                    const float *wo, const float *q_norm, const float *k_norm) {
+// Uploads n host values into dst.
+static ae_status put(const ae_backend *be, ae_ptr dst, const float *src, size_t n) {
+    return be->upload(be, dst, src, AE_DT_F32, n);
+}
+
+ae_status ae_gswa_init_random(ae_gswa *m, float std, ae_rng *rng) {
+    ae_param_list l = ae_gswa_params(m);
+    ae_status st = AE_OK;
+    for (int i = 0; i < l.n && st == AE_OK; i++) {
+        const ae_param *p = &l.p[i];
+        size_t n = (size_t)ae_param_numel(p);
+        float *h = ae_alloc_f32(n);
+        if (!h) return AE_ERR_NOMEM;
+        int is_norm = strstr(p->name, "norm") != NULL, is_sink = strcmp(p->name, "sinks") == 0;
+        for (size_t j = 0; j < n; j++)
+            h[j] = is_norm ? 1.0f : is_sink ? 0.0f : std * ae_rng_normal(rng);
+        st = put(m->be, p->data, h, n);
+        ae_free_aligned(h);
+    }
+    return st;
+}
+
+ae_status ae_gswa_init_from_teacher(ae_gswa *m, const ae_gswa *t) {
     const ae_gswa_dims *d = &m->d;
-    if (!m->wq) return ae_errorf(AE_ERR_ARG, "gateswa: teacher init of an unallocated module");
+    const ae_backend *be = m->be;
+    if (!be) return ae_errorf(AE_ERR_ARG, "gateswa: teacher init of an unallocated module");
+    if (t->d.D != d->D || t->d.Hq != d->Hq || t->d.Hkv != d->Hkv || t->d.hd != d->hd ||
+        t->be != be)
+        return ae_errorf(AE_ERR_ARG, "gateswa: teacher module has other dims");
     size_t D = d->D, qd = (size_t)d->Hq * d->hd, kvd = (size_t)d->Hkv * d->hd;
-    memcpy(m->wq, wq, sizeof(float) * qd * D);
-    memcpy(m->wk, wk, sizeof(float) * kvd * D);
-    memcpy(m->wv, wv, sizeof(float) * kvd * D);
-    memcpy(m->q_norm, q_norm, sizeof(float) * (size_t)d->hd);
-    memcpy(m->k_norm, k_norm, sizeof(float) * (size_t)d->hd);
+    ae_copy(be, m->wq, t->wq, qd * D);
+    ae_copy(be, m->wk, t->wk, kvd * D);
+    ae_copy(be, m->wv, t->wv, kvd * D);
+    ae_copy(be, m->q_norm, t->q_norm, (size_t)d->hd);
+    ae_copy(be, m->k_norm, t->k_norm, (size_t)d->hd);
     // sigmoid(0) = 1/2 exactly; o_proj ×2 compensates (exact scaling by a power of two).
-    float scale = m->wg ? 2.0f : 1.0f;
-    for (size_t i = 0; i < D * qd; i++) m->wo[i] = scale * wo[i];
-    if (m->wg) memset(m->wg, 0, sizeof(float) * gate_dim(d) * D);
-    if (m->sinks)
-        for (int h = 0; h < d->Hq; h++) m->sinks[h] = AE_GSWA_SINK_INIT;
-    return AE_OK;
+    float *wo = ae_alloc_f32(D * qd);
+    if (!wo) return AE_ERR_NOMEM;
+    ae_status st = be->download(be, wo, AE_DT_F32, t->wo, D * qd);
+    if (st == AE_OK) {
+        float scale = ae_ptr_is_null(m->wg) ? 1.0f : 2.0f;
+        for (size_t i = 0; i < D * qd; i++) wo[i] *= scale;
+        st = put(be, m->wo, wo, D * qd);
+    }
+    ae_free_aligned(wo);
+    if (!ae_ptr_is_null(m->wg)) be->fill(be, m->wg, gate_dim(d) * D, 0.0f);
+    if (!ae_ptr_is_null(m->sinks)) be->fill(be, m->sinks, (size_t)d->Hq, AE_GSWA_SINK_INIT);
+    return st;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Decode cache
 
-ae_status ae_gswa_cache_init(ae_gswa_cache *c, const ae_gswa_dims *d, int max_positions) {
+ae_status ae_gswa_cache_init(ae_gswa_cache *c, const ae_gswa_dims *d, int max_positions,
+                             const ae_backend *be) {
     memset(c, 0, sizeof *c);
     AE_TRY(check_dims(d));
     c->ring = d->window > 0;
     if (!c->ring && max_positions <= 0)
         return ae_errorf(AE_ERR_ARG, "gateswa cache: max_positions %d must be > 0", max_positions);
+    c->be = be;
     c->rows = c->ring ? d->window : max_positions;
     c->kv_dim = d->Hkv * d->hd;
-    c->k = ae_alloc_f32((size_t)c->rows * c->kv_dim);
-    c->v = ae_alloc_f32((size_t)c->rows * c->kv_dim);
-    if (!c->k || !c->v) {
+    c->k = be->alloc(be, (size_t)c->rows * c->kv_dim, be->act_dtype);
+    c->v = be->alloc(be, (size_t)c->rows * c->kv_dim, be->act_dtype);
+    if (ae_ptr_is_null(c->k) || ae_ptr_is_null(c->v)) {
         ae_gswa_cache_free(c);
         return AE_ERR_NOMEM;
     }
@@ -158,61 +165,79 @@ ae_status ae_gswa_cache_init(ae_gswa_cache *c, const ae_gswa_dims *d, int max_po
 }
 
 void ae_gswa_cache_free(ae_gswa_cache *c) {
-    if (!c) return;
-    ae_free_aligned(c->k);
-    ae_free_aligned(c->v);
-    c->k = c->v = NULL;
+    if (!c || !c->be) return;
+    c->be->free(c->be, c->k);
+    c->be->free(c->be, c->v);
+    c->k = c->v = ae_ptr_null();
+    c->be = NULL;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Shared pieces
 
-// q, k, v of M rows of x at positions pos: the pre-norm projections go to qn/kn when those are
-// given (training keeps them for rmsnorm_bwd), the normed + rotated q/k to q/k.
-//   x: (M, D)  q, qn: (M, Hq, hd)  k, kn, v: (M, Hkv, hd)  pos: (M)
-static void project_qkv(const ae_backend *be, const ae_gswa *m, const float *x, int M,
-                        const int *pos, float *q, float *k, float *v, float *qn, float *kn) {
+// q of M rows of x at positions pos: the pre-norm projection goes to qn when given (training
+// keeps it for rmsnorm_bwd), the normed + rotated q to q.   x: (M, D)  q, qn: (M, Hq, hd)
+static void project_q(const ae_backend *be, const ae_gswa *m, ae_ptr x, int M, ae_ptr pos,
+                      ae_ptr q, ae_ptr qn) {
     const ae_gswa_dims *d = &m->d;
-    int D = d->D, hd = d->hd, Hq = d->Hq, Hkv = d->Hkv;
-    float *qr = qn ? qn : q, *kr = kn ? kn : k;
-    be->matmul(be, qr, x, m->wq, M, D, Hq * hd);
-    be->matmul(be, kr, x, m->wk, M, D, Hkv * hd);
-    be->matmul(be, v, x, m->wv, M, D, Hkv * hd);
-    be->rmsnorm(be, q, qr, m->q_norm, M * Hq, hd, d->eps);
-    be->rmsnorm(be, k, kr, m->k_norm, M * Hkv, hd, d->eps);
-    be->rope(be, q, pos, M, Hq, hd, hd, d->rope_theta, AE_ROPE_HALF);
-    be->rope(be, k, pos, M, Hkv, hd, hd, d->rope_theta, AE_ROPE_HALF);
+    ae_ptr raw = ae_ptr_is_null(qn) ? q : qn;
+    ae_matmul(be, raw, x, m->wq, M, d->D, d->Hq * d->hd);
+    be->rmsnorm(be, q, raw, m->q_norm, M * d->Hq, d->hd, d->hd, d->eps);
+    be->rope(be, q, pos, M, d->Hq, d->hd, d->hd, d->rope_theta, AE_ROPE_HALF);
+}
+
+// k (normed + rotated) and v of M rows, k's pre-norm projection to kn when given.
+//   x: (M, D)  k, kn, v: (M, Hkv, hd)
+static void project_kv(const ae_backend *be, const ae_gswa *m, ae_ptr x, int M, ae_ptr pos,
+                       ae_ptr k, ae_ptr v, ae_ptr kn) {
+    const ae_gswa_dims *d = &m->d;
+    ae_ptr raw = ae_ptr_is_null(kn) ? k : kn;
+    ae_matmul(be, raw, x, m->wk, M, d->D, d->Hkv * d->hd);
+    ae_matmul(be, v, x, m->wv, M, d->D, d->Hkv * d->hd);
+    be->rmsnorm(be, k, raw, m->k_norm, M * d->Hkv, d->hd, d->hd, d->eps);
+    be->rope(be, k, pos, M, d->Hkv, d->hd, d->hd, d->rope_theta, AE_ROPE_HALF);
 }
 
 static float attn_scale(const ae_gswa_dims *d) { return 1.0f / sqrtf((float)d->hd); }
 
 // y = (a ⊙ sigmoid(x·Wgᵀ))·Woᵀ for M rows. a is overwritten by the gated values; g: scratch
-// (M, gate_dim) or NULL without a gate.  x: (M, D)  a: (M, Hq, hd)  y: (M, D)
-static void gate_out(const ae_backend *be, const ae_gswa *m, const float *x, float *a, float *g,
-                     int M, float *y) {
+// (M, gate_dim) or null without a gate.  x: (M, D)  a: (M, Hq, hd)  y: (M, D)
+static void gate_out(const ae_backend *be, const ae_gswa *m, ae_ptr x, ae_ptr a, ae_ptr g, int M,
+                     ae_ptr y) {
     const ae_gswa_dims *d = &m->d;
-    int qd = d->Hq * d->hd;
-    if (m->wg) {
-        be->matmul(be, g, x, m->wg, M, d->D, (int)gate_dim(d));
+    if (!ae_ptr_is_null(m->wg)) {
+        ae_matmul(be, g, x, m->wg, M, d->D, (int)gate_dim(d));
         be->gate_mul(be, a, a, g, M, d->Hq, d->hd, d->gate == AE_GATE_HEAD);
     }
-    be->matmul(be, y, a, m->wo, M, qd, d->D);
+    ae_matmul(be, y, a, m->wo, M, d->Hq * d->hd, d->D);
 }
 
-static ae_status need_ops(const ae_backend *be, const ae_gswa *m, int backward) {
-    if (m->wg && !be->gate_mul)
-        return ae_errorf(AE_ERR_UNSUPPORTED, "gateswa: backend %s lacks gate_mul", be->name);
-    if (backward && (!be->matmul_bwd || !be->rmsnorm_bwd || !be->rope_bwd ||
-                     !be->attention_bwd || (m->wg && !be->gate_mul_bwd)))
-        return ae_errorf(AE_ERR_UNSUPPORTED, "gateswa: backend %s lacks backward ops", be->name);
+static ae_status need_backward(const ae_backend *be) {
+    if (!be->rmsnorm_bwd || !be->rope_bwd || !be->attention_bwd || !be->gate_mul_bwd)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "gateswa: the %s backend has no training ops yet",
+                         be->name);
     return AE_OK;
+}
+
+// Copies the K/V rows of positions p .. p+n-1 between a ring of W slots (position j in slot
+// j % W) and n consecutive rows of `lin`: into the ring when to_ring, else out of it. At most
+// two contiguous runs.
+static void ring_copy(const ae_backend *be, ae_ptr ring, ae_ptr lin, int kvd, int W, int p, int n,
+                      int to_ring) {
+    for (int done = 0; done < n;) {
+        int slot = (p + done) % W, run = n - done < W - slot ? n - done : W - slot;
+        ae_ptr r = ae_ptr_at(ring, (size_t)slot * kvd), l = ae_ptr_at(lin, (size_t)done * kvd);
+        if (to_ring) ae_copy(be, r, l, (size_t)run * kvd);
+        else ae_copy(be, l, r, (size_t)run * kvd);
+        done += run;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Inference
 
-ae_status ae_gswa_forward(const ae_backend *be, const ae_gswa *m, const float *x, int T, int pos0,
-                          ae_gswa_cache *cache, float *y) {
+ae_status ae_gswa_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x, int T, int pos0,
+                          ae_ptr pos, ae_gswa_cache *cache, ae_ptr y) {
     const ae_gswa_dims *d = &m->d;
     int Hq = d->Hq, Hkv = d->Hkv, hd = d->hd, W = d->window, kvd = Hkv * hd;
     if (T <= 0 || pos0 < 0) return ae_errorf(AE_ERR_ARG, "gateswa forward: T %d, pos0 %d", T, pos0);
@@ -221,72 +246,56 @@ ae_status ae_gswa_forward(const ae_backend *be, const ae_gswa *m, const float *x
     if (!cache->ring && pos0 + T > cache->rows)
         return ae_errorf(AE_ERR_ARG, "gateswa forward: positions up to %d exceed the cache (%d)",
                          pos0 + T, cache->rows);
-    AE_TRY(need_ops(be, m, 0));
 
     int chunk = T < AE_GSWA_PREFILL_CHUNK ? T : AE_GSWA_PREFILL_CHUNK;
     size_t stage_rows = cache->ring && T > 1 ? (size_t)(W - 1) + chunk : 0;
-    int *pos = ae_malloc(sizeof(int) * (size_t)T);
-    float *q = ae_alloc_f32((size_t)T * Hq * hd);             // (T, Hq, hd)
-    float *a = ae_alloc_f32((size_t)T * Hq * hd);             // (T, Hq, hd)
-    float *kn = ae_alloc_f32((size_t)T * kvd);                // (T, Hkv, hd) new keys
-    float *vn = ae_alloc_f32((size_t)T * kvd);                // (T, Hkv, hd) new values
-    float *g = m->wg ? ae_alloc_f32((size_t)T * gate_dim(d)) : NULL; // (T, gate_dim)
-    float *sk = stage_rows ? ae_alloc_f32(stage_rows * kvd) : NULL;  // (W-1+chunk, Hkv, hd)
-    float *sv = stage_rows ? ae_alloc_f32(stage_rows * kvd) : NULL;
-    ae_status st = AE_OK;
-    if (!pos || !q || !a || !kn || !vn || (m->wg && !g) || (stage_rows && (!sk || !sv))) {
-        st = AE_ERR_NOMEM;
-        goto done;
+    ae_dtype at = be->act_dtype;
+    ae_scratch s;
+    ae_scratch_init(&s, be);
+    ae_ptr q = ae_scratch_alloc(&s, (size_t)T * Hq * hd, at); // (T, Hq, hd)
+    ae_ptr a = ae_scratch_alloc(&s, (size_t)T * Hq * hd, at); // (T, Hq, hd)
+    ae_ptr g = ae_ptr_is_null(m->wg) ? ae_ptr_null() : ae_scratch_alloc(&s, (size_t)T * gate_dim(d), at);
+    ae_ptr sk = stage_rows ? ae_scratch_alloc(&s, stage_rows * kvd, at) : ae_ptr_null(); // (W-1+chunk, Hkv, hd)
+    ae_ptr sv = stage_rows ? ae_scratch_alloc(&s, stage_rows * kvd, at) : ae_ptr_null();
+    if (s.failed) {
+        ae_scratch_free(&s);
+        return AE_ERR_NOMEM;
     }
-    for (int t = 0; t < T; t++) pos[t] = pos0 + t;
-    project_qkv(be, m, x, T, pos, q, kn, vn, NULL, NULL);
+    project_q(be, m, x, T, pos, q, ae_ptr_null());
     float scale = attn_scale(d);
 
-    if (!cache->ring) {
-        memcpy(cache->k + (size_t)pos0 * kvd, kn, sizeof(float) * (size_t)T * kvd);
-        memcpy(cache->v + (size_t)pos0 * kvd, vn, sizeof(float) * (size_t)T * kvd);
+    if (!cache->ring) { // keys and values go straight into their cache rows
+        size_t o = (size_t)pos0 * kvd;
+        project_kv(be, m, x, T, pos, ae_ptr_at(cache->k, o), ae_ptr_at(cache->v, o), ae_ptr_null());
         ae_attn_args aa = ae_attn_dense(T, pos0, Hq, Hkv, hd, hd, 0, scale, m->sinks);
         be->attention(be, &aa, a, q, cache->k, cache->v);
     } else if (T == 1) {
-        size_t slot = (size_t)(pos0 % W);
-        memcpy(cache->k + slot * kvd, kn, sizeof(float) * kvd);
-        memcpy(cache->v + slot * kvd, vn, sizeof(float) * kvd);
+        size_t o = (size_t)(pos0 % W) * kvd;
+        project_kv(be, m, x, 1, pos, ae_ptr_at(cache->k, o), ae_ptr_at(cache->v, o), ae_ptr_null());
         ae_attn_args aa = ae_attn_dense(1, pos0, Hq, Hkv, hd, hd, W, scale, m->sinks);
         aa.ring = W;
         be->attention(be, &aa, a, q, cache->k, cache->v);
     } else {
         for (int c0 = 0; c0 < T; c0 += chunk) {
             int C = T - c0 < chunk ? T - c0 : chunk, p0 = pos0 + c0;
-            int L = p0 < W - 1 ? p0 : W - 1; // staged history rows
-            for (int i = 0; i < L; i++) { // history: positions p0-L .. p0-1, oldest first
-                size_t slot = (size_t)((p0 - L + i) % W);
-                memcpy(sk + (size_t)i * kvd, cache->k + slot * kvd, sizeof(float) * kvd);
-                memcpy(sv + (size_t)i * kvd, cache->v + slot * kvd, sizeof(float) * kvd);
-            }
-            memcpy(sk + (size_t)L * kvd, kn + (size_t)c0 * kvd, sizeof(float) * (size_t)C * kvd);
-            memcpy(sv + (size_t)L * kvd, vn + (size_t)c0 * kvd, sizeof(float) * (size_t)C * kvd);
+            int L = p0 < W - 1 ? p0 : W - 1; // staged history: positions p0-L .. p0-1
+            ring_copy(be, cache->k, sk, kvd, W, p0 - L, L, 0);
+            ring_copy(be, cache->v, sv, kvd, W, p0 - L, L, 0);
+            project_kv(be, m, ae_ptr_at(x, (size_t)c0 * d->D), C, ae_ptr_at(pos, (size_t)c0),
+                       ae_ptr_at(sk, (size_t)L * kvd), ae_ptr_at(sv, (size_t)L * kvd), ae_ptr_null());
             // Staged row i holds position p0 - L + i: queries sit at shifted positions L..L+C-1.
             ae_attn_args aa = ae_attn_dense(C, L, Hq, Hkv, hd, hd, W, scale, m->sinks);
-            be->attention(be, &aa, a + (size_t)c0 * Hq * hd, q + (size_t)c0 * Hq * hd, sk, sv);
+            size_t qo = (size_t)c0 * Hq * hd;
+            be->attention(be, &aa, ae_ptr_at(a, qo), ae_ptr_at(q, qo), sk, sv);
             int keep = L + C < W ? L + C : W; // newest positions go back into the ring
-            for (int i = L + C - keep; i < L + C; i++) {
-                size_t slot = (size_t)((p0 - L + i) % W);
-                memcpy(cache->k + slot * kvd, sk + (size_t)i * kvd, sizeof(float) * kvd);
-                memcpy(cache->v + slot * kvd, sv + (size_t)i * kvd, sizeof(float) * kvd);
-            }
+            size_t first = (size_t)(L + C - keep) * kvd;
+            ring_copy(be, cache->k, ae_ptr_at(sk, first), kvd, W, p0 + C - keep, keep, 1);
+            ring_copy(be, cache->v, ae_ptr_at(sv, first), kvd, W, p0 + C - keep, keep, 1);
         }
     }
     gate_out(be, m, x, a, g, T, y);
-done:
-    free(pos);
-    ae_free_aligned(q);
-    ae_free_aligned(a);
-    ae_free_aligned(kn);
-    ae_free_aligned(vn);
-    ae_free_aligned(g);
-    ae_free_aligned(sk);
-    ae_free_aligned(sv);
-    return st;
+    ae_scratch_free(&s);
+    return AE_OK;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -294,124 +303,111 @@ done:
 
 void ae_gswa_acts_free(ae_gswa_acts *a) {
     if (!a) return;
-    float *ps[] = {a->x, a->qn, a->kn, a->q, a->k, a->v, a->a, a->g, a->ag};
-    for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) ae_free_aligned(ps[i]);
+    ae_scratch_free(&a->mem);
     free(a);
 }
 
-ae_status ae_gswa_train_forward(const ae_backend *be, const ae_gswa *m, const float *x, int B,
-                                int T, float *y, ae_gswa_acts **acts) {
+ae_status ae_gswa_train_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x, int B, int T,
+                                ae_ptr y, ae_gswa_acts **acts) {
     const ae_gswa_dims *d = &m->d;
     int Hq = d->Hq, Hkv = d->Hkv, hd = d->hd, D = d->D;
     *acts = NULL;
     if (B <= 0 || T <= 0) return ae_errorf(AE_ERR_ARG, "gateswa train_forward: B %d, T %d", B, T);
-    AE_TRY(need_ops(be, m, 0));
     size_t M = (size_t)B * T, qd = (size_t)Hq * hd, kvd = (size_t)Hkv * hd;
     ae_gswa_acts *s = ae_calloc(1, sizeof *s);
-    int *pos = ae_malloc(sizeof(int) * M);
-    if (!s || !pos) {
-        free(s);
-        free(pos);
-        return AE_ERR_NOMEM;
-    }
+    if (!s) return AE_ERR_NOMEM;
     s->B = B;
     s->T = T;
-    s->x = ae_alloc_f32(M * D);
-    s->qn = ae_alloc_f32(M * qd);
-    s->kn = ae_alloc_f32(M * kvd);
-    s->q = ae_alloc_f32(M * qd);
-    s->k = ae_alloc_f32(M * kvd);
-    s->v = ae_alloc_f32(M * kvd);
-    s->a = ae_alloc_f32(M * qd);
-    int ok = s->x && s->qn && s->kn && s->q && s->k && s->v && s->a;
-    if (ok && m->wg) ok = (s->g = ae_alloc_f32(M * gate_dim(d))) && (s->ag = ae_alloc_f32(M * qd));
-    if (!ok) {
-        free(pos);
+    ae_scratch_init(&s->mem, be);
+    ae_dtype at = be->act_dtype;
+    s->pos = ae_scratch_positions(&s->mem, (int)M, 0, T);
+    s->x = ae_scratch_alloc(&s->mem, M * D, at);
+    s->qn = ae_scratch_alloc(&s->mem, M * qd, at);
+    s->kn = ae_scratch_alloc(&s->mem, M * kvd, at);
+    s->q = ae_scratch_alloc(&s->mem, M * qd, at);
+    s->k = ae_scratch_alloc(&s->mem, M * kvd, at);
+    s->v = ae_scratch_alloc(&s->mem, M * kvd, at);
+    s->a = ae_scratch_alloc(&s->mem, M * qd, at);
+    if (!ae_ptr_is_null(m->wg)) {
+        s->g = ae_scratch_alloc(&s->mem, M * gate_dim(d), at);
+        s->ag = ae_scratch_alloc(&s->mem, M * qd, at);
+    }
+    if (s->mem.failed) {
         ae_gswa_acts_free(s);
         return AE_ERR_NOMEM;
     }
-    memcpy(s->x, x, sizeof(float) * M * D);
-    for (size_t i = 0; i < M; i++) pos[i] = (int)(i % (size_t)T);
-    project_qkv(be, m, x, (int)M, pos, s->q, s->k, s->v, s->qn, s->kn);
-    free(pos);
+    ae_copy(be, s->x, x, M * D);
+    project_q(be, m, x, (int)M, s->pos, s->q, s->qn);
+    project_kv(be, m, x, (int)M, s->pos, s->k, s->v, s->kn);
     ae_attn_args aa = ae_attn_dense(T, 0, Hq, Hkv, hd, hd, d->window, attn_scale(d), m->sinks);
     for (int b = 0; b < B; b++) {
         size_t o = (size_t)b * T;
-        be->attention(be, &aa, s->a + o * qd, s->q + o * qd, s->k + o * kvd, s->v + o * kvd);
+        be->attention(be, &aa, ae_ptr_at(s->a, o * qd), ae_ptr_at(s->q, o * qd),
+                      ae_ptr_at(s->k, o * kvd), ae_ptr_at(s->v, o * kvd));
     }
-    if (m->wg) {
-        be->matmul(be, s->g, x, m->wg, (int)M, D, (int)gate_dim(d));
+    if (!ae_ptr_is_null(m->wg)) {
+        ae_matmul(be, s->g, x, m->wg, (int)M, D, (int)gate_dim(d));
         be->gate_mul(be, s->ag, s->a, s->g, (int)M, Hq, hd, d->gate == AE_GATE_HEAD);
     }
-    be->matmul(be, y, m->wg ? s->ag : s->a, m->wo, (int)M, (int)qd, D);
+    ae_matmul(be, y, ae_ptr_is_null(m->wg) ? s->a : s->ag, m->wo, (int)M, (int)qd, D);
     *acts = s;
     return AE_OK;
 }
 
 ae_status ae_gswa_backward(const ae_backend *be, const ae_gswa *m, const ae_gswa_acts *s,
-                           const float *dy, float *dx, ae_gswa *grad) {
+                           ae_ptr dy, ae_ptr dx, ae_gswa *grad) {
     const ae_gswa_dims *d = &m->d;
     int Hq = d->Hq, Hkv = d->Hkv, hd = d->hd, D = d->D, B = s->B, T = s->T;
-    AE_TRY(need_ops(be, m, 1));
+    AE_TRY(need_backward(be));
     const ae_gswa_dims *gdm = &grad->d;
-    if (gdm->D != D || gdm->Hq != Hq || gdm->Hkv != Hkv || gdm->hd != hd || !grad->wq ||
-        (m->wg != NULL) != (grad->wg != NULL) || gdm->gate != d->gate ||
-        (m->sinks != NULL) != (grad->sinks != NULL))
+    int gated = !ae_ptr_is_null(m->wg);
+    if (gdm->D != D || gdm->Hq != Hq || gdm->Hkv != Hkv || gdm->hd != hd || !grad->be ||
+        gated != !ae_ptr_is_null(grad->wg) || gdm->gate != d->gate ||
+        ae_ptr_is_null(m->sinks) != ae_ptr_is_null(grad->sinks))
         return ae_errorf(AE_ERR_ARG, "gateswa backward: gradient buffers do not match the module");
     size_t M = (size_t)B * T, qd = (size_t)Hq * hd, kvd = (size_t)Hkv * hd, gd = gate_dim(d);
-    float *dag = ae_alloc_f32(M * qd); // (M, Hq, hd) grad of the o_proj input, then of q
-    float *da = m->wg ? ae_alloc_f32(M * qd) : NULL; // (M, Hq, hd) grad of attention output
-    float *dg = m->wg ? ae_alloc_f32(M * gd) : NULL; // (M, gate_dim)
-    float *dq = ae_alloc_f32(M * qd);  // (M, Hq, hd)
-    float *dk = ae_alloc_f32(M * kvd); // (M, Hkv, hd)
-    float *dv = ae_alloc_f32(M * kvd); // (M, Hkv, hd)
-    float *dqn = ae_alloc_f32(M * qd); // (M, Hq, hd)  grad of q before q_norm
-    float *dkn = ae_alloc_f32(M * kvd);
-    ae_status st = AE_OK;
-    if (!dag || (m->wg && (!da || !dg)) || !dq || !dk || !dv || !dqn || !dkn) {
-        st = AE_ERR_NOMEM;
-        goto done;
+    ae_dtype at = be->act_dtype;
+    ae_scratch sc;
+    ae_scratch_init(&sc, be);
+    ae_ptr dag = ae_scratch_alloc(&sc, M * qd, at);   // (M, Hq, hd) grad of the o_proj input
+    ae_ptr da = gated ? ae_scratch_alloc(&sc, M * qd, at) : dag; // (M, Hq, hd) grad of attention out
+    ae_ptr dg = gated ? ae_scratch_alloc(&sc, M * gd, at) : ae_ptr_null(); // (M, gate_dim)
+    ae_ptr dq = ae_scratch_alloc(&sc, M * qd, at);    // (M, Hq, hd)
+    ae_ptr dk = ae_scratch_alloc(&sc, M * kvd, at);   // (M, Hkv, hd)
+    ae_ptr dv = ae_scratch_alloc(&sc, M * kvd, at);   // (M, Hkv, hd)
+    ae_ptr dqn = ae_scratch_alloc(&sc, M * qd, at);   // (M, Hq, hd)  grad of q before q_norm
+    ae_ptr dkn = ae_scratch_alloc(&sc, M * kvd, at);
+    if (sc.failed) {
+        ae_scratch_free(&sc);
+        return AE_ERR_NOMEM;
     }
-    if (dx) memset(dx, 0, sizeof(float) * M * D);
+    // every gradient that the ops below accumulate into starts at zero
+    ae_ptr acc[] = {dag, dk, dv, dqn, dkn};
+    size_t accn[] = {M * qd, M * kvd, M * kvd, M * qd, M * kvd};
+    for (size_t i = 0; i < sizeof acc / sizeof *acc; i++) be->fill(be, acc[i], accn[i], 0.0f);
+    if (!ae_ptr_is_null(dx)) be->fill(be, dx, M * D, 0.0f);
 
     // y = ag·Woᵀ
-    be->matmul_bwd(be, dag, grad->wo, dy, m->wg ? s->ag : s->a, m->wo, (int)M, (int)qd, D);
-    if (m->wg) { // ag = a ⊙ σ(g), g = x·Wgᵀ
+    ae_matmul_bwd(be, dag, grad->wo, dy, gated ? s->ag : s->a, m->wo, (int)M, (int)qd, D);
+    if (gated) { // ag = a ⊙ σ(g), g = x·Wgᵀ
         be->gate_mul_bwd(be, da, dg, dag, s->a, s->g, (int)M, Hq, hd, d->gate == AE_GATE_HEAD);
-        be->matmul_bwd(be, dx, grad->wg, dg, s->x, m->wg, (int)M, D, (int)gd);
-    } else {
-        da = dag;
-        dag = NULL;
+        ae_matmul_bwd(be, dx, grad->wg, dg, s->x, m->wg, (int)M, D, (int)gd);
     }
     ae_attn_args aa = ae_attn_dense(T, 0, Hq, Hkv, hd, hd, d->window, attn_scale(d), m->sinks);
     for (int b = 0; b < B; b++) {
         size_t o = (size_t)b * T;
-        be->attention_bwd(be, &aa, dq + o * qd, dk + o * kvd, dv + o * kvd,
-                          grad->sinks, da + o * qd, s->q + o * qd, s->k + o * kvd,
-                          s->v + o * kvd);
+        be->attention_bwd(be, &aa, ae_ptr_at(dq, o * qd), ae_ptr_at(dk, o * kvd),
+                          ae_ptr_at(dv, o * kvd), grad->sinks, ae_ptr_at(da, o * qd),
+                          ae_ptr_at(s->q, o * qd), ae_ptr_at(s->k, o * kvd),
+                          ae_ptr_at(s->v, o * kvd));
     }
-    int *pos = ae_malloc(sizeof(int) * M);
-    if (!pos) {
-        st = AE_ERR_NOMEM;
-        goto done;
-    }
-    for (size_t i = 0; i < M; i++) pos[i] = (int)(i % (size_t)T);
-    be->rope_bwd(be, dq, pos, (int)M, Hq, hd, hd, d->rope_theta, AE_ROPE_HALF);
-    be->rope_bwd(be, dk, pos, (int)M, Hkv, hd, hd, d->rope_theta, AE_ROPE_HALF);
-    free(pos);
+    be->rope_bwd(be, dq, s->pos, (int)M, Hq, hd, hd, d->rope_theta, AE_ROPE_HALF);
+    be->rope_bwd(be, dk, s->pos, (int)M, Hkv, hd, hd, d->rope_theta, AE_ROPE_HALF);
     be->rmsnorm_bwd(be, dqn, grad->q_norm, dq, s->qn, m->q_norm, (int)(M * Hq), hd, d->eps);
     be->rmsnorm_bwd(be, dkn, grad->k_norm, dk, s->kn, m->k_norm, (int)(M * Hkv), hd, d->eps);
-    be->matmul_bwd(be, dx, grad->wq, dqn, s->x, m->wq, (int)M, D, (int)qd);
-    be->matmul_bwd(be, dx, grad->wk, dkn, s->x, m->wk, (int)M, D, (int)kvd);
-    be->matmul_bwd(be, dx, grad->wv, dv, s->x, m->wv, (int)M, D, (int)kvd);
-done:
-    ae_free_aligned(dag);
-    ae_free_aligned(da);
-    ae_free_aligned(dg);
-    ae_free_aligned(dq);
-    ae_free_aligned(dk);
-    ae_free_aligned(dv);
-    ae_free_aligned(dqn);
-    ae_free_aligned(dkn);
-    return st;
+    ae_matmul_bwd(be, dx, grad->wq, dqn, s->x, m->wq, (int)M, D, (int)qd);
+    ae_matmul_bwd(be, dx, grad->wk, dkn, s->x, m->wk, (int)M, D, (int)kvd);
+    ae_matmul_bwd(be, dx, grad->wv, dv, s->x, m->wv, (int)M, D, (int)kvd);
+    ae_scratch_free(&sc);
+    return AE_OK;
 }

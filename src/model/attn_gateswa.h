@@ -30,51 +30,59 @@ typedef struct {
 
 typedef struct {
     ae_gswa_dims d;
-    float *wq;     // (Hq*hd, D)
-    float *wk;     // (Hkv*hd, D)
-    float *wv;     // (Hkv*hd, D)
-    float *wo;     // (D, Hq*hd)
-    float *q_norm; // (hd)
-    float *k_norm; // (hd)
-    float *wg;     // (Hq*hd, D) elementwise | (Hq, D) per head | NULL
-    float *sinks;  // (Hq) | NULL
+    const ae_backend *be; // owner of the tensors (wt dtype; sinks F32)
+    ae_ptr wq;     // (Hq*hd, D)
+    ae_ptr wk;     // (Hkv*hd, D)
+    ae_ptr wv;     // (Hkv*hd, D)
+    ae_ptr wo;     // (D, Hq*hd)
+    ae_ptr q_norm; // (hd)
+    ae_ptr k_norm; // (hd)
+    ae_ptr wg;     // (Hq*hd, D) elementwise | (Hq, D) per head | null
+    ae_ptr sinks;  // (Hq) F32 | null
 } ae_gswa;
 
-ae_status ae_gswa_init(ae_gswa *m, const ae_gswa_dims *d); // zeroed (also gradient buffers)
+// Allocates zeroed parameters on `be` (also used for gradient buffers).
+ae_status ae_gswa_init(ae_gswa *m, const ae_gswa_dims *d, const ae_backend *be);
 void ae_gswa_free(ae_gswa *m);
+// The parameters the dims call for, with their HF names.
 ae_param_list ae_gswa_params(ae_gswa *m);
 
 // Decode cache of one layer: full layers hold every position, sliding layers a ring of
 // `window` slots (position j in slot j % window).
 typedef struct {
+    const ae_backend *be;
     int rows;    // capacity (positions) or window (ring)
     int ring;    // 1 for sliding layers
     int kv_dim;  // Hkv*hd
-    float *k;    // (rows, Hkv, hd)
-    float *v;    // (rows, Hkv, hd)
+    ae_ptr k;    // (rows, Hkv, hd) act
+    ae_ptr v;    // (rows, Hkv, hd) act
 } ae_gswa_cache;
-ae_status ae_gswa_cache_init(ae_gswa_cache *c, const ae_gswa_dims *d, int max_positions);
+ae_status ae_gswa_cache_init(ae_gswa_cache *c, const ae_gswa_dims *d, int max_positions,
+                             const ae_backend *be);
 void ae_gswa_cache_free(ae_gswa_cache *c);
 
-// Inference, one sequence: x (T, D) at positions pos0..pos0+T-1 with the cache holding the
-// positions before; y (T, D). With a ring, T may exceed the window (processed in chunks).
-ae_status ae_gswa_forward(const ae_backend *be, const ae_gswa *m, const float *x, int T, int pos0,
-                          ae_gswa_cache *cache, float *y);
+// Inference, one sequence: x (T, D) act at positions pos0..pos0+T-1 (pos: (T) I32 holding
+// them) with the cache holding the positions before; y (T, D) act. With a ring, T may exceed
+// the window (processed in chunks).
+ae_status ae_gswa_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x, int T, int pos0,
+                          ae_ptr pos, ae_gswa_cache *cache, ae_ptr y);
 
+// Training (B sequences of T tokens, positions 0..T-1 each): x, y, dx (B*T, D).
 typedef struct ae_gswa_acts ae_gswa_acts;
-ae_status ae_gswa_train_forward(const ae_backend *be, const ae_gswa *m, const float *x, int B,
-                                int T, float *y, ae_gswa_acts **acts);
+ae_status ae_gswa_train_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x, int B, int T,
+                                ae_ptr y, ae_gswa_acts **acts);
 ae_status ae_gswa_backward(const ae_backend *be, const ae_gswa *m, const ae_gswa_acts *acts,
-                           const float *dy, float *dx, ae_gswa *grad);
+                           ae_ptr dy, ae_ptr dx, ae_gswa *grad);
 void ae_gswa_acts_free(ae_gswa_acts *a);
 
-void ae_gswa_init_random(ae_gswa *m, float std, ae_rng *rng);
-// Teacher init: copies q/k/v/o/q_norm/k_norm; the gate starts neutral: Wg = 0 gives
-// sigmoid(0) = 1/2 exactly, so o_proj is the teacher's ×2 (exact in binary floating point) and
-// the module reproduces the teacher bit for bit before the window cuts in; sinks start at
-// AE_GSWA_SINK_INIT (a sink weight below e^-30 of the softmax mass in practice).
+// Random init: matrices ~ N(0, std²), norms 1, sinks 0 (drawn on the host, uploaded).
+ae_status ae_gswa_init_random(ae_gswa *m, float std, ae_rng *rng);
+// Teacher init from the teacher's module t (same dims but gate/sinks/window): copies
+// q/k/v/o/q_norm/k_norm; the gate starts neutral: Wg = 0 gives sigmoid(0) = 1/2 exactly, so
+// o_proj is the teacher's ×2 (exact in binary floating point) and the module reproduces the
+// teacher bit for bit before the window cuts in; sinks start at AE_GSWA_SINK_INIT (a sink
+// weight below e^-30 of the softmax mass in practice).
 #define AE_GSWA_SINK_INIT (-30.0f)
-ae_status ae_gswa_init_from_teacher(ae_gswa *m, const float *wq, const float *wk, const float *wv,
-                                    const float *wo, const float *q_norm, const float *k_norm);
+ae_status ae_gswa_init_from_teacher(ae_gswa *m, const ae_gswa *t);
 
 #endif

@@ -33,48 +33,50 @@ typedef struct {
 
 typedef struct {
     ae_mla_dims d;
-    float *wq;        // (H*(dn+dr), D)        q_proj.weight           (q_lora_rank == 0)
-    float *wqa;       // (q_lora_rank, D)      q_a_proj.weight         (q_lora_rank > 0)
-    float *q_a_norm;  // (q_lora_rank)         q_a_layernorm.weight
-    float *wqb;       // (H*(dn+dr), q_lora)   q_b_proj.weight
-    float *wkva;      // (R+dr, D)             kv_a_proj_with_mqa.weight
-    float *kv_a_norm; // (R)                   kv_a_layernorm.weight
-    float *wkvb;      // (H*(dn+dv), R)        kv_b_proj.weight
-    float *wo;        // (D, H*dv)             o_proj.weight
+    const ae_backend *be; // owner of the tensors (wt dtype)
+    ae_ptr wq;        // (H*(dn+dr), D)        q_proj.weight           (q_lora_rank == 0)
+    ae_ptr wqa;       // (q_lora_rank, D)      q_a_proj.weight         (q_lora_rank > 0)
+    ae_ptr q_a_norm;  // (q_lora_rank)         q_a_layernorm.weight
+    ae_ptr wqb;       // (H*(dn+dr), q_lora)   q_b_proj.weight
+    ae_ptr wkva;      // (R+dr, D)             kv_a_proj_with_mqa.weight
+    ae_ptr kv_a_norm; // (R)                   kv_a_layernorm.weight
+    ae_ptr wkvb;      // (H*(dn+dv), R)        kv_b_proj.weight
+    ae_ptr wo;        // (D, H*dv)             o_proj.weight
 } ae_mla;
 
-// Allocates zeroed parameters for the dims (also used for gradient buffers).
-ae_status ae_mla_init(ae_mla *m, const ae_mla_dims *d);
+// Allocates zeroed parameters for the dims on `be` (also used for gradient buffers).
+ae_status ae_mla_init(ae_mla *m, const ae_mla_dims *d, const ae_backend *be);
 void ae_mla_free(ae_mla *m);
 // The parameters with their HF/DeepSeek names (q_proj or q_a_proj/q_a_layernorm/q_b_proj,
 // kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj; all "<name>.weight").
 ae_param_list ae_mla_params(ae_mla *m);
 int ae_mla_cache_dim(const ae_mla_dims *d); // R + dr
 
-// Inference, one sequence. x: (T, D) normalised input at positions pos0..pos0+T-1;
-// cache: (cap, R+dr) latent cache holding positions 0..pos0-1, rows pos0.. are written.
-// y: (T, D). Materialised: decompresses per-head K/V for all cached positions; absorbed: the
-// decode form. Both give the same result.
-ae_status ae_mla_forward_materialized(const ae_backend *be, const ae_mla *m, const float *x,
-                                      int T, int pos0, float *cache, float *y);
-ae_status ae_mla_forward_absorbed(const ae_backend *be, const ae_mla *m, const float *x, int T,
-                                  int pos0, float *cache, float *y);
+// Inference, one sequence. x: (T, D) act, the normalised input at positions pos0..pos0+T-1
+// (pos: (T) I32 holding them); cache: (cap, R+dr) act latent cache holding positions
+// 0..pos0-1, rows pos0.. are written. y: (T, D) act. Materialised: decompresses per-head K/V for
+// all cached positions; absorbed: the decode form. Both give the same result.
+ae_status ae_mla_forward_materialized(const ae_backend *be, const ae_mla *m, ae_ptr x, int T,
+                                      int pos0, ae_ptr pos, ae_ptr cache, ae_ptr y);
+ae_status ae_mla_forward_absorbed(const ae_backend *be, const ae_mla *m, ae_ptr x, int T, int pos0,
+                                  ae_ptr pos, ae_ptr cache, ae_ptr y);
 
 // Training: B sequences of T tokens, positions 0..T-1 each. x: (B, T, D), y: (B, T, D).
 // Saved activations live in an opaque struct; backward accumulates parameter gradients into
-// `grad` (same dims) and writes dx (B, T, D) when dx != NULL.
+// `grad` (same dims) and writes dx (B, T, D) when dx is non-null.
 typedef struct ae_mla_acts ae_mla_acts;
-ae_status ae_mla_train_forward(const ae_backend *be, const ae_mla *m, const float *x, int B, int T,
-                               float *y, ae_mla_acts **acts);
+ae_status ae_mla_train_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, int B, int T,
+                               ae_ptr y, ae_mla_acts **acts);
 ae_status ae_mla_backward(const ae_backend *be, const ae_mla *m, const ae_mla_acts *acts,
-                          const float *dy, float *dx, ae_mla *grad);
+                          ae_ptr dy, ae_ptr dx, ae_mla *grad);
 void ae_mla_acts_free(ae_mla_acts *a);
 
-// Initialisation. Random: matrices ~ N(0, std²) (std = the teacher's initializer_range), norms 1.
-void ae_mla_init_random(ae_mla *m, float std, ae_rng *rng);
+// Initialisation. Random: matrices ~ N(0, std²) (std = the teacher's initializer_range), norms 1
+// (drawn on the host, uploaded).
+ae_status ae_mla_init_random(ae_mla *m, float std, ae_rng *rng);
 
-// Teacher init: from a Qwen3 GQA module (weights as in model.h's ae_layer: wq (Hq*hd, D),
-// wk/wv (Hkv*hd, D), wo (D, Hq*hd), q_norm/k_norm (hd)) by low-rank factorisation; method in
+// Teacher init: from a Qwen3 GQA module (host arrays: wq (Hq*hd, D), wk/wv (Hkv*hd, D),
+// wo (D, Hq*hd), q_norm/k_norm (hd)) by low-rank factorisation on the host; method in
 // docs/TARGETS.md. Requires H == Hq. Reports the relative Frobenius reconstruction error of the
 // factorised key/value maps in *kv_rel_err.
 typedef struct {

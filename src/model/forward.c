@@ -3,6 +3,8 @@
 //   per layer: h += o_proj(attn(RoPE(q_norm(q)), RoPE(k_norm(k)), v))  on RMSNorm(h)
 //              h += MLP or MoE(RMSNorm(h))
 //   logits = lm_head(RMSNorm(h))
+// The residual stream h is F32 on every backend; sub-block inputs and outputs are activations
+// (act dtype). Each residual add is fused with the norm that follows it (add_rmsnorm).
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,76 +13,101 @@
 #include "model/moe.h"
 
 typedef struct {
-    float *x;    // (T, D)      residual stream
-    float *xn;   // (T, D)      normalised input of a sub-block
-    float *tmp;  // (T, D)      output of a sub-block
-    float *g;    // (T, I)
-    float *u;    // (T, I)
+    ae_scratch mem;
+    ae_ptr x;    // (T, D) F32   residual stream
+    ae_ptr xn;   // (T, D) act   normalised input of a sub-block
+    ae_ptr tmp;  // (T, D) act   output of a sub-block
+    ae_ptr g;    // (T, I) act
+    ae_ptr u;    // (T, I) act
+    ae_ptr ids;  // (T) I32
+    ae_ptr pos;  // (T) I32 positions
 } workspace;
 
-static void ws_free(workspace *w) {
-    float *ps[] = {w->x, w->xn, w->tmp, w->g, w->u};
-    for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) ae_free_aligned(ps[i]);
-}
-
-static ae_status ws_init(workspace *w, const ae_config *c, int T) {
-    memset(w, 0, sizeof *w);
+static ae_status ws_init(workspace *w, const ae_model *m, const int32_t *ids, int T, int pos0) {
+    const ae_config *c = &m->cfg;
+    const ae_backend *be = m->be;
     size_t D = c->hidden_size, I = c->intermediate_size;
     if (c->arch == AE_ARCH_QWEN3_MOE && (size_t)c->moe_intermediate_size > I)
         I = c->moe_intermediate_size;
-    w->x = ae_alloc_f32(T * D);
-    w->xn = ae_alloc_f32(T * D);
-    w->tmp = ae_alloc_f32(T * D);
-    w->g = ae_alloc_f32(T * I);
-    w->u = ae_alloc_f32(T * I);
-    if (!w->x || !w->xn || !w->tmp || !w->g || !w->u) {
-        ws_free(w);
+    ae_scratch *s = &w->mem;
+    ae_scratch_init(s, be);
+    w->x = ae_scratch_alloc(s, T * D, AE_DT_F32);
+    w->xn = ae_scratch_alloc(s, T * D, be->act_dtype);
+    w->tmp = ae_scratch_alloc(s, T * D, be->act_dtype);
+    w->g = ae_scratch_alloc(s, T * I, be->act_dtype);
+    w->u = ae_scratch_alloc(s, T * I, be->act_dtype);
+    w->ids = ae_scratch_alloc(s, (size_t)T, AE_DT_I32);
+    w->pos = ae_scratch_positions(s, T, pos0, 0);
+    if (!s->failed && be->upload(be, w->ids, ids, AE_DT_I32, (size_t)T) != AE_OK) s->failed = 1;
+    if (s->failed) {
+        ae_scratch_free(s);
         return AE_ERR_NOMEM;
     }
     return AE_OK;
 }
 
-// Attention sub-block: x += Attn(RMSNorm(x)); the module appends this step to its cache.
-// MLA decodes (T == 1) in the absorbed form and prefills materialised.
-static ae_status attention_block(const ae_model *m, const ae_layer *L, ae_kv_cache *cache, int l,
-                                 workspace *w, int T) {
-    const ae_backend *be = m->be;
-    int D = m->cfg.hidden_size, pos0 = cache->n;
-    be->rmsnorm(be, w->xn, w->x, L->input_norm, T, D, (float)m->cfg.rms_norm_eps);
-    if (L->kind == AE_ATTN_MLA) {
-        if (T == 1) AE_TRY(ae_mla_forward_absorbed(be, &L->mla, w->xn, T, pos0, cache->latent[l], w->tmp));
-        else AE_TRY(ae_mla_forward_materialized(be, &L->mla, w->xn, T, pos0, cache->latent[l], w->tmp));
-    } else {
-        AE_TRY(ae_gswa_forward(be, &L->gqa, w->xn, T, pos0, &cache->kv[l], w->tmp));
+double ae_forward_workspace_bytes(const ae_config *c, int64_t T, int act_bytes) {
+    double a = act_bytes, D = c->hidden_size, I = c->intermediate_size, t = (double)T;
+    if (c->arch == AE_ARCH_QWEN3_MOE && c->moe_intermediate_size > c->intermediate_size)
+        I = c->moe_intermediate_size;
+    double ws = t * D * (4 + 2 * a) + 2 * t * I * a; // x (F32), xn, tmp, g, u
+    double attn = 0;                                  // the largest layer's attention scratch
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        double s;
+        if (c->layer_attn[l] == AE_ATTN_MLA) {
+            double H = c->num_attention_heads, dq = c->qk_nope_head_dim + c->qk_rope_head_dim;
+            double dv = c->v_head_dim, dkv = c->qk_nope_head_dim + dv;
+            s = t * a * (H * dq + c->q_lora_rank + H * dkv + H * dq + H * dv + H * dv);
+        } else {
+            double qd = (double)c->num_attention_heads * c->head_dim;
+            double kvd = (double)c->num_key_value_heads * c->head_dim;
+            s = t * a * 3 * qd; // q, a, gate
+            if (c->layer_types[l] == AE_LAYER_SLIDING)
+                s += 2 * a * kvd * (c->sliding_window + (t < 512 ? t : 512));
+        }
+        attn = s > attn ? s : attn;
     }
-    be->add(be, w->x, w->tmp, (size_t)T * D);
-    return AE_OK;
+    double moe = c->arch == AE_ARCH_QWEN3_MOE
+                     ? t * (c->num_experts * 4.0 + c->num_experts_per_tok *
+                                                       (8.0 + 4.0 * (c->moe_intermediate_size + D)))
+                     : 0;
+    return ws + attn + moe + 4.0 * c->vocab_size;
 }
 
-// Feed-forward sub-block: x += MLP(xn) (SwiGLU) or MoE(xn).
-static ae_status mlp_block(const ae_model *m, const ae_layer *L, workspace *w, int T) {
+// Attention sub-block output tmp = Attn(xn); the module appends this step to its cache.
+// MLA decodes (T == 1) in the absorbed form and prefills materialised.
+static ae_status attention(const ae_model *m, const ae_layer *L, ae_kv_cache *cache, int l,
+                           workspace *w, int T) {
+    const ae_backend *be = m->be;
+    int pos0 = cache->n;
+    if (L->kind == AE_ATTN_MLA) {
+        if (T == 1)
+            return ae_mla_forward_absorbed(be, &L->mla, w->xn, T, pos0, w->pos, cache->latent[l], w->tmp);
+        return ae_mla_forward_materialized(be, &L->mla, w->xn, T, pos0, w->pos, cache->latent[l], w->tmp);
+    }
+    return ae_gswa_forward(be, &L->gqa, w->xn, T, pos0, w->pos, &cache->kv[l], w->tmp);
+}
+
+// Feed-forward sub-block output tmp = MLP(xn) (SwiGLU) or MoE(xn).
+static ae_status mlp(const ae_model *m, const ae_layer *L, workspace *w, int T) {
     const ae_backend *be = m->be;
     const ae_config *c = &m->cfg;
     int D = c->hidden_size;
-    be->rmsnorm(be, w->xn, w->x, L->post_norm, T, D, (float)c->rms_norm_eps);
-    if (L->is_moe) {
-        AE_TRY(ae_moe_forward(m, L, w->tmp, w->xn, T));
-    } else {
-        int I = c->intermediate_size;
-        be->matmul(be, w->g, w->xn, L->w_gate, T, D, I);
-        be->matmul(be, w->u, w->xn, L->w_up, T, D, I);
-        be->silu_mul(be, w->g, w->g, w->u, (size_t)T * I);
-        be->matmul(be, w->tmp, w->g, L->w_down, T, I, D);
-    }
-    be->add(be, w->x, w->tmp, (size_t)T * D);
+    if (L->is_moe) return ae_moe_forward(m, L, w->tmp, w->xn, T);
+    int I = c->intermediate_size;
+    ae_matmul(be, w->g, w->xn, L->w_gate, T, D, I);
+    ae_matmul(be, w->u, w->xn, L->w_up, T, D, I);
+    be->silu_mul(be, w->g, w->g, w->u, (size_t)T * I);
+    ae_matmul(be, w->tmp, w->g, L->w_down, T, I, D);
     return AE_OK;
 }
 
 ae_status ae_model_forward(const ae_model *m, ae_kv_cache *cache, const int32_t *ids, int T,
-                           float *logits, int all_logits) {
+                           ae_ptr logits, int all_logits) {
     const ae_config *c = &m->cfg;
     const ae_backend *be = m->be;
-    int D = c->hidden_size, V = c->vocab_size;
+    int D = c->hidden_size, V = c->vocab_size, nl = c->num_hidden_layers;
+    float eps = (float)c->rms_norm_eps;
     if (T <= 0) return ae_errorf(AE_ERR_ARG, "forward: no tokens to run");
     if (cache->n + T > cache->cap)
         return ae_errorf(AE_ERR_ARG, "forward: %d + %d tokens exceed the KV cache capacity %d",
@@ -90,23 +117,28 @@ ae_status ae_model_forward(const ae_model *m, ae_kv_cache *cache, const int32_t 
             return ae_errorf(AE_ERR_ARG, "token id %d at position %d is out of range [0, %d)",
                              ids[t], t, V);
     workspace w;
-    AE_TRY(ws_init(&w, c, T));
-    for (int t = 0; t < T; t++)
-        memcpy(w.x + (size_t)t * D, m->embed + (size_t)ids[t] * D, sizeof(float) * D);
+    AE_TRY(ws_init(&w, m, ids, T, cache->n));
+    be->embed(be, w.x, m->embed, w.ids, T, D);
+    if (nl > 0) be->rmsnorm(be, w.xn, w.x, m->layers[0].input_norm, T, D, D, eps);
+    else be->rmsnorm(be, w.xn, w.x, m->final_norm, T, D, D, eps);
     ae_status st = AE_OK;
-    for (int l = 0; l < c->num_hidden_layers && st == AE_OK; l++) {
-        st = attention_block(m, &m->layers[l], cache, l, &w, T);
-        if (st == AE_OK) st = mlp_block(m, &m->layers[l], &w, T);
+    for (int l = 0; l < nl && st == AE_OK; l++) {
+        const ae_layer *L = &m->layers[l];
+        st = attention(m, L, cache, l, &w, T);
+        if (st != AE_OK) break;
+        be->add_rmsnorm(be, w.x, w.tmp, w.xn, L->post_norm, T, D, eps);
+        st = mlp(m, L, &w, T);
+        if (st != AE_OK) break;
+        ae_ptr next = l + 1 < nl ? m->layers[l + 1].input_norm : m->final_norm;
+        be->add_rmsnorm(be, w.x, w.tmp, w.xn, next, T, D, eps);
     }
     if (st == AE_OK) {
         cache->n += T;
-        if (logits) {
-            int first = all_logits ? 0 : T - 1, rows = T - first;
-            float *xr = w.x + (size_t)first * D;
-            be->rmsnorm(be, xr, xr, m->final_norm, rows, D, (float)c->rms_norm_eps);
-            be->matmul(be, logits, xr, m->lm_head, rows, D, V);
+        if (!ae_ptr_is_null(logits)) {
+            int first = all_logits ? 0 : T - 1;
+            ae_matmul(be, logits, ae_ptr_at(w.xn, (size_t)first * D), m->lm_head, T - first, D, V);
         }
     }
-    ws_free(&w);
+    ae_scratch_free(&w.mem);
     return st;
 }

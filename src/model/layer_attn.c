@@ -2,15 +2,15 @@
 
 #include <string.h>
 
-ae_status ae_layer_attn_train_forward(const ae_backend *be, const ae_layer *L, const float *x,
-                                      int B, int T, float *y, ae_layer_attn_acts *acts) {
+ae_status ae_layer_attn_train_forward(const ae_backend *be, const ae_layer *L, ae_ptr x, int B,
+                                      int T, ae_ptr y, ae_layer_attn_acts *acts) {
     memset(acts, 0, sizeof *acts);
     if (L->kind == AE_ATTN_MLA) return ae_mla_train_forward(be, &L->mla, x, B, T, y, &acts->mla);
     return ae_gswa_train_forward(be, &L->gqa, x, B, T, y, &acts->gswa);
 }
 
 ae_status ae_layer_attn_backward(const ae_backend *be, const ae_layer *L,
-                                 const ae_layer_attn_acts *acts, const float *dy, float *dx,
+                                 const ae_layer_attn_acts *acts, ae_ptr dy, ae_ptr dx,
                                  ae_layer *G) {
     if (L->kind == AE_ATTN_MLA) return ae_mla_backward(be, &L->mla, acts->mla, dy, dx, &G->mla);
     return ae_gswa_backward(be, &L->gqa, acts->gswa, dy, dx, &G->gqa);

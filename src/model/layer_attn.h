@@ -11,12 +11,12 @@ typedef struct {
 } ae_layer_attn_acts;
 
 // y = Attn_L(x)   x, y: (B*T, D); positions 0..T-1 in each of the B sequences.
-ae_status ae_layer_attn_train_forward(const ae_backend *be, const ae_layer *L, const float *x,
-                                      int B, int T, float *y, ae_layer_attn_acts *acts);
+ae_status ae_layer_attn_train_forward(const ae_backend *be, const ae_layer *L, ae_ptr x, int B,
+                                      int T, ae_ptr y, ae_layer_attn_acts *acts);
 // Parameter gradients accumulate into G's module of the same kind; dx (B*T, D) is overwritten
-// when non-NULL.
+// when non-null.
 ae_status ae_layer_attn_backward(const ae_backend *be, const ae_layer *L,
-                                 const ae_layer_attn_acts *acts, const float *dy, float *dx,
+                                 const ae_layer_attn_acts *acts, ae_ptr dy, ae_ptr dx,
                                  ae_layer *G);
 void ae_layer_attn_acts_free(ae_layer_attn_acts *acts);
 

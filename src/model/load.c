@@ -9,36 +9,54 @@
 #include "model/model.h"
 
 typedef struct {
-    const ae_st_set *st;
+    const ae_st_set *st;  // the weights; NULL: random weights (ae_model_random)
+    const ae_backend *be;
     const char *dir;
     int64_t n_params;
     size_t n_used;
+    uint64_t seed;        // random weights: a seed per tensor, seed + its index
+    float std;
 } loader;
 
-// Fills `dst` (preallocated, numel floats) from tensor `name` after checking its shape.
+// Random weights: matrices ~ N(0, std²), vectors (norms) 1, sinks 0.
+static ae_status fill_random(loader *ld, const char *name, int ndim, const int64_t *shape,
+                             ae_ptr dst) {
+    size_t n = (size_t)(ndim == 1 ? shape[0] : shape[0] * shape[1]);
+    const char *sinks = strstr(name, "sinks");
+    if (ndim == 2) ld->be->fill_normal(ld->be, dst, n, ld->std, ld->seed + ld->n_used);
+    else ld->be->fill(ld->be, dst, n, sinks && sinks[5] == '\0' ? 0.0f : 1.0f);
+    ld->n_params += (int64_t)n;
+    ld->n_used++;
+    return AE_OK;
+}
+
+// Fills `dst` (allocated, numel values) from tensor `name` after checking its shape; the
+// backend converts the file's dtype to its own as it uploads.
 static ae_status load_into(loader *ld, const char *name, int ndim, const int64_t *shape,
-                           float *dst) {
+                           ae_ptr dst) {
+    if (!ld->st) return fill_random(ld, name, ndim, shape, dst);
     if (!ae_st_find(ld->st, name))
         return ae_errorf(AE_ERR_FORMAT, "%s: missing tensor '%s' required by config.json", ld->dir,
                          name);
-    AE_TRY(ae_st_load_f32(ld->st, name, ndim, shape, dst));
-    int64_t numel = ndim == 1 ? shape[0] : shape[0] * shape[1];
-    ld->n_params += numel;
+    const ae_st_tensor *t;
+    AE_TRY(ae_st_get(ld->st, name, ndim, shape, &t));
+    AE_TRY(ld->be->upload(ld->be, dst, t->data, t->dtype, (size_t)t->numel));
+    ld->n_params += t->numel;
     ld->n_used++;
     return AE_OK;
 }
 
 // Allocates and fills a tensor named `name` of the given shape.
-static ae_status load(loader *ld, const char *name, int ndim, int64_t d0, int64_t d1, float **out) {
+static ae_status load(loader *ld, const char *name, int ndim, int64_t d0, int64_t d1, ae_ptr *out) {
     int64_t shape[2] = {d0, d1};
-    *out = ae_alloc_f32((size_t)(ndim == 1 ? d0 : d0 * d1));
-    if (!*out) return AE_ERR_NOMEM;
+    *out = ld->be->alloc(ld->be, (size_t)(ndim == 1 ? d0 : d0 * d1), ld->be->weight_dtype);
+    if (ae_ptr_is_null(*out)) return AE_ERR_NOMEM;
     return load_into(ld, name, ndim, shape, *out);
 }
 
-static ae_status loadf(loader *ld, float **out, int ndim, int64_t d0, int64_t d1, const char *fmt,
+static ae_status loadf(loader *ld, ae_ptr *out, int ndim, int64_t d0, int64_t d1, const char *fmt,
                        ...) __attribute__((format(printf, 6, 7)));
-static ae_status loadf(loader *ld, float **out, int ndim, int64_t d0, int64_t d1, const char *fmt,
+static ae_status loadf(loader *ld, ae_ptr *out, int ndim, int64_t d0, int64_t d1, const char *fmt,
                        ...) {
     char name[256];
     va_list ap;
@@ -50,22 +68,16 @@ static ae_status loadf(loader *ld, float **out, int ndim, int64_t d0, int64_t d1
 
 // Experts are stored one tensor per expert; they are packed into (E, rows, cols).
 static ae_status load_experts(loader *ld, int l, const char *proj, int E, int rows, int cols,
-                              float **out) {
+                              ae_ptr *out) {
     size_t per = (size_t)rows * cols;
-    float *all = ae_alloc_f32(per * E);
-    if (!all) return AE_ERR_NOMEM;
+    *out = ld->be->alloc(ld->be, per * E, ld->be->weight_dtype);
+    if (ae_ptr_is_null(*out)) return AE_ERR_NOMEM;
+    int64_t shape[2] = {rows, cols};
     for (int e = 0; e < E; e++) {
-        float *one;
-        ae_status st = loadf(ld, &one, 2, rows, cols, "model.layers.%d.mlp.experts.%d.%s.weight", l,
-                             e, proj);
-        if (st != AE_OK) {
-            ae_free_aligned(all);
-            return st;
-        }
-        memcpy(all + per * e, one, per * sizeof(float));
-        ae_free_aligned(one);
+        char name[256];
+        snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, proj);
+        AE_TRY(load_into(ld, name, 2, shape, ae_ptr_at(*out, per * e)));
     }
-    *out = all;
     return AE_OK;
 }
 
@@ -90,15 +102,16 @@ ae_mla_dims ae_model_mla_dims(const ae_config *c) {
 }
 
 // The attention parameters of layer l, allocated for the layer's kind (zeroed).
-static ae_status attn_alloc(const ae_config *c, int l, ae_layer *L, ae_param_list *params) {
+static ae_status attn_alloc(const ae_backend *be, const ae_config *c, int l, ae_layer *L,
+                            ae_param_list *params) {
     L->kind = c->layer_attn[l];
     if (L->kind == AE_ATTN_MLA) {
         ae_mla_dims d = ae_model_mla_dims(c);
-        AE_TRY(ae_mla_init(&L->mla, &d));
+        AE_TRY(ae_mla_init(&L->mla, &d, be));
         *params = ae_mla_params(&L->mla);
     } else {
         ae_gswa_dims d = ae_model_gswa_dims(c, l);
-        AE_TRY(ae_gswa_init(&L->gqa, &d));
+        AE_TRY(ae_gswa_init(&L->gqa, &d, be));
         *params = ae_gswa_params(&L->gqa);
     }
     return AE_OK;
@@ -110,7 +123,7 @@ static ae_status load_layer(loader *ld, const ae_config *c, int l, ae_layer *L) 
     AE_TRY(loadf(ld, &L->input_norm, 1, D, 0, "%s.%d.input_layernorm.weight", p, l));
     AE_TRY(loadf(ld, &L->post_norm, 1, D, 0, "%s.%d.post_attention_layernorm.weight", p, l));
     ae_param_list attn;
-    AE_TRY(attn_alloc(c, l, L, &attn));
+    AE_TRY(attn_alloc(ld->be, c, l, L, &attn));
     for (int i = 0; i < attn.n; i++) {
         char name[256];
         snprintf(name, sizeof name, "%s.%d.self_attn.%s", p, l, attn.p[i].name);
@@ -172,13 +185,13 @@ static int is_expected(const ae_model *m, const char *name) {
 static ae_status load_all(loader *ld, ae_model *m) {
     const ae_config *c = &m->cfg;
     AE_TRY(load(ld, "model.embed_tokens.weight", 2, c->vocab_size, c->hidden_size, &m->embed));
-    m->src_dtype = ae_st_find(ld->st, "model.embed_tokens.weight")->dtype;
+    m->src_dtype = ld->st ? ae_st_find(ld->st, "model.embed_tokens.weight")->dtype : AE_DT_BF16;
     AE_TRY(load(ld, "model.norm.weight", 1, c->hidden_size, 0, &m->final_norm));
     if (c->tie_word_embeddings) {
         m->lm_head = m->embed;
-        if (ae_st_find(ld->st, "lm_head.weight")) ld->n_used++; // HF ignores it when tied
+        if (ld->st && ae_st_find(ld->st, "lm_head.weight")) ld->n_used++; // HF ignores it when tied
     } else {
-        if (!ae_st_find(ld->st, "lm_head.weight"))
+        if (ld->st && !ae_st_find(ld->st, "lm_head.weight"))
             return ae_errorf(AE_ERR_FORMAT,
                              "%s: missing tensor 'lm_head.weight' (config.json says "
                              "tie_word_embeddings=false)",
@@ -190,7 +203,7 @@ static ae_status load_all(loader *ld, ae_model *m) {
     for (int l = 0; l < c->num_hidden_layers; l++) AE_TRY(load_layer(ld, c, l, &m->layers[l]));
     // Anything left over means the file holds weights this config does not explain (bias terms,
     // another architecture's tensors): refuse rather than silently ignore them.
-    if (ld->n_used != ae_st_count(ld->st)) {
+    if (ld->st && ld->n_used != ae_st_count(ld->st)) {
         for (size_t i = 0; i < ae_st_count(ld->st); i++) {
             const char *name = ae_st_at(ld->st, i)->name;
             if (!is_expected(m, name))
@@ -203,7 +216,26 @@ static ae_status load_all(loader *ld, ae_model *m) {
     return AE_OK;
 }
 
-ae_status ae_model_load(const char *dir, const ae_backend *be, ae_model **out) {
+// Refuses a model whose weights do not fit the device's free memory, before any upload.
+static ae_status check_fits(const ae_model *m, const char *dir) {
+    size_t free_b, total_b;
+    ae_backend_mem_info(m->be, &free_b, &total_b);
+    if (total_b == 0) return AE_OK; // not tracked (cpu)
+    double need = (double)ae_config_param_count(&m->cfg) * ae_dtype_size(m->be->weight_dtype);
+    if (need > (double)free_b)
+        return ae_errorf(AE_ERR_NOMEM,
+                         "%s: the weights need %.2f GiB of %s memory (%s); %.2f GiB of %.2f GiB "
+                         "are free. Free the device, use a GPU with more memory, or --device cpu",
+                         dir, need / 1073741824.0, m->be->name, ae_dtype_name(m->be->weight_dtype),
+                         free_b / 1073741824.0, total_b / 1073741824.0);
+    return AE_OK;
+}
+
+int ae_model_on_host(const ae_model *m) { return m->be->host_memory; }
+
+// Loads config.json from dir, then every tensor through `ld` (files or random values).
+static ae_status model_make(const char *dir, const ae_backend *be, loader *ld, int from_files,
+                            ae_model **out) {
     *out = NULL;
     ae_model *m = ae_calloc(1, sizeof *m);
     if (!m) return AE_ERR_NOMEM;
@@ -214,10 +246,14 @@ ae_status ae_model_load(const char *dir, const ae_backend *be, ae_model **out) {
         return st;
     }
     ae_st_set *set = NULL;
-    st = ae_st_open_dir(dir, &set);
+    st = check_fits(m, dir);
+    if (st == AE_OK && from_files) st = ae_st_open_dir(dir, &set);
     if (st == AE_OK) {
-        loader ld = {.st = set, .dir = dir};
-        st = load_all(&ld, m);
+        ld->st = set;
+        ld->be = be;
+        ld->dir = dir;
+        ld->std = (float)m->cfg.initializer_range;
+        st = load_all(ld, m);
         ae_st_close(set);
     }
     if (st != AE_OK) {
@@ -226,6 +262,16 @@ ae_status ae_model_load(const char *dir, const ae_backend *be, ae_model **out) {
     }
     *out = m;
     return AE_OK;
+}
+
+ae_status ae_model_load(const char *dir, const ae_backend *be, ae_model **out) {
+    loader ld = {0};
+    return model_make(dir, be, &ld, 1, out);
+}
+
+ae_status ae_model_random(const char *dir, const ae_backend *be, uint64_t seed, ae_model **out) {
+    loader ld = {.seed = seed};
+    return model_make(dir, be, &ld, 0, out);
 }
 
 ae_status ae_model_share(const ae_model *base, ae_model **out) {
@@ -271,20 +317,21 @@ void ae_model_free(ae_model *m) {
         free_shared(m);
         return;
     }
+    const ae_backend *be = m->be;
     if (m->layers) {
         for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
             ae_layer *L = &m->layers[l];
-            float *ps[] = {L->input_norm, L->post_norm, L->w_gate, L->w_up,  L->w_down,
+            ae_ptr ps[] = {L->input_norm, L->post_norm, L->w_gate, L->w_up,  L->w_down,
                            L->router,     L->e_gate,    L->e_up,   L->e_down};
-            for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) ae_free_aligned(ps[i]);
+            for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) be->free(be, ps[i]);
             ae_gswa_free(&L->gqa);
             ae_mla_free(&L->mla);
         }
         free(m->layers);
     }
-    if (m->lm_head != m->embed) ae_free_aligned(m->lm_head);
-    ae_free_aligned(m->embed);
-    ae_free_aligned(m->final_norm);
+    if (m->lm_head.data != m->embed.data) be->free(be, m->lm_head);
+    be->free(be, m->embed);
+    be->free(be, m->final_norm);
     ae_config_free(&m->cfg);
     free(m);
 }

@@ -152,9 +152,13 @@ static ae_status factor(const double *W, int M, int D, int r, const float *w_in,
     return st;
 }
 
-ae_status ae_mla_init_from_teacher(ae_mla *m, const ae_gqa_view *t, double *kv_rel_err) {
-    AE_TRY(check_teacher(m, t));
-    const ae_mla_dims *d = &m->d;
+// The module's tensors as host arrays (a cpu-backend module: the factorisation runs on the host).
+typedef struct {
+    float *wq, *wqa, *q_a_norm, *wqb, *wkva, *kv_a_norm, *wkvb, *wo;
+} host_mla;
+
+static ae_status init_on_host(const ae_mla_dims *d, host_mla *m, const ae_gqa_view *t,
+                              double *kv_rel_err) {
     int Hq = t->Hq, Hkv = t->Hkv, hd = t->hd, D = d->D, dn = d->dn, dr = d->dr, dv = d->dv;
     int dq = dn + dr, R = d->kv_lora_rank, ql = d->q_lora_rank, grp = Hq / Hkv;
     int Mq = Hq * dq, Mkv = Hkv * (dn + hd);
@@ -216,5 +220,20 @@ done:
     free(W);
     free(kr);
     ae_free_aligned(kvb);
+    return st;
+}
+
+ae_status ae_mla_init_from_teacher(ae_mla *m, const ae_gqa_view *t, double *kv_rel_err) {
+    AE_TRY(check_teacher(m, t));
+    ae_mla h;
+    AE_TRY(ae_mla_init(&h, &m->d, ae_backend_cpu()));
+    host_mla hm = {ae_f32(h.wq),   ae_f32(h.wqa),       ae_f32(h.q_a_norm), ae_f32(h.wqb),
+                   ae_f32(h.wkva), ae_f32(h.kv_a_norm), ae_f32(h.wkvb),     ae_f32(h.wo)};
+    ae_status st = init_on_host(&m->d, &hm, t, kv_rel_err);
+    ae_param_list src = ae_mla_params(&h), dst = ae_mla_params(m);
+    for (int i = 0; st == AE_OK && i < src.n; i++)
+        st = m->be->upload(m->be, dst.p[i].data, ae_f32(src.p[i].data), AE_DT_F32,
+                           (size_t)ae_param_numel(&src.p[i]));
+    ae_mla_free(&h);
     return st;
 }

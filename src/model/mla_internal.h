@@ -8,11 +8,11 @@
 // Validates the dims (positive sizes, dr even, dn >= 0); AE_ERR_ARG with a message otherwise.
 ae_status mla_check_dims(const ae_mla_dims *d);
 
-// Query path for M tokens at positions pos (M): q (M, H, dn+dr), RoPE applied to the q_rope
-// slices. With q_lora_rank > 0, qa_raw (M, q_lora) receives x·Wqaᵀ and qa_n (M, q_lora) its
-// RMSNorm (qa_raw may be NULL when not needed: then qa_n holds both steps in place).
-void mla_q_forward(const ae_backend *be, const ae_mla *m, const float *x, int M, const int *pos,
-                   float *q, float *qa_raw, float *qa_n);
+// Query path for M tokens at positions pos (M, I32): q (M, H, dn+dr), RoPE applied to the
+// q_rope slices. With q_lora_rank > 0, qa_raw (M, q_lora) receives x·Wqaᵀ and qa_n (M, q_lora)
+// its RMSNorm (qa_raw may be null when not needed: then qa_n holds both steps in place).
+void mla_q_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, int M, ae_ptr pos, ae_ptr q,
+                   ae_ptr qa_raw, ae_ptr qa_n);
 
 // Thin SVD of the row-major (M, N) matrix A through LAPACK dgesvd: A = U·diag(S)·Vt with
 // k = min(M, N), U (M, k), S (k) descending, Vt (k, N) — or (N, N) (a full orthonormal basis

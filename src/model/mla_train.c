@@ -15,46 +15,49 @@
 
 struct ae_mla_acts {
     int B, T;
-    int *pos;      // (B*T) position of each row: t
-    float *x;      // (B*T, D) input copy
-    float *qa_raw; // (B*T, q_lora) x·Wqaᵀ           (q_lora_rank > 0)
-    float *qa_n;   // (B*T, q_lora) RMSNorm of it     (q_lora_rank > 0)
-    float *q;      // (B*T, H, dn+dr) rope'd queries
-    float *c_raw;  // (B*T, R) latent before kv_a_layernorm
-    float *c_n;    // (B*T, R) latent after it
-    float *k;      // (B*T, H, dn+dr) keys [k_nope_h | RoPE(kr)]
-    float *v;      // (B*T, H, dv)
-    float *att;    // (B*T, H, dv) attention output (o_proj input)
+    ae_scratch mem; // every buffer below
+    ae_ptr pos;     // (B*T) I32 position of each row: t
+    ae_ptr x;       // (B*T, D) input copy
+    ae_ptr qa_raw;  // (B*T, q_lora) x·Wqaᵀ           (q_lora_rank > 0)
+    ae_ptr qa_n;    // (B*T, q_lora) RMSNorm of it     (q_lora_rank > 0)
+    ae_ptr q;       // (B*T, H, dn+dr) rope'd queries
+    ae_ptr c_raw;   // (B*T, R) latent before kv_a_layernorm
+    ae_ptr c_n;     // (B*T, R) latent after it
+    ae_ptr k;       // (B*T, H, dn+dr) keys [k_nope_h | RoPE(kr)]
+    ae_ptr v;       // (B*T, H, dv)
+    ae_ptr att;     // (B*T, H, dv) attention output (o_proj input)
 };
 
 void ae_mla_acts_free(ae_mla_acts *a) {
     if (!a) return;
-    free(a->pos);
-    float *all[] = {a->x, a->qa_raw, a->qa_n, a->q, a->c_raw, a->c_n, a->k, a->v, a->att};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++) ae_free_aligned(all[i]);
+    ae_scratch_free(&a->mem);
     free(a);
 }
 
-static ae_status acts_alloc(const ae_mla_dims *d, int B, int T, ae_mla_acts **out) {
+static ae_status acts_alloc(const ae_backend *be, const ae_mla_dims *d, int B, int T,
+                            ae_mla_acts **out) {
     ae_mla_acts *a = calloc(1, sizeof *a);
     if (!a) return ae_errorf(AE_ERR_NOMEM, "MLA: out of memory for activations");
     a->B = B;
     a->T = T;
     size_t M = (size_t)B * (size_t)T, H = (size_t)d->H, R = (size_t)d->kv_lora_rank;
     size_t dq = (size_t)(d->dn + d->dr), ql = (size_t)d->q_lora_rank;
-    int ok = (a->pos = malloc(sizeof(int) * M)) != NULL;
-    ok &= (a->x = ae_alloc_f32(M * (size_t)d->D)) != NULL;
+    ae_dtype at = be->act_dtype;
+    ae_scratch *s = &a->mem;
+    ae_scratch_init(s, be);
+    a->pos = ae_scratch_positions(s, (int)M, 0, T);
+    a->x = ae_scratch_alloc(s, M * (size_t)d->D, at);
     if (ql > 0) {
-        ok &= (a->qa_raw = ae_alloc_f32(M * ql)) != NULL;
-        ok &= (a->qa_n = ae_alloc_f32(M * ql)) != NULL;
+        a->qa_raw = ae_scratch_alloc(s, M * ql, at);
+        a->qa_n = ae_scratch_alloc(s, M * ql, at);
     }
-    ok &= (a->q = ae_alloc_f32(M * H * dq)) != NULL;
-    ok &= (a->c_raw = ae_alloc_f32(M * R)) != NULL;
-    ok &= (a->c_n = ae_alloc_f32(M * R)) != NULL;
-    ok &= (a->k = ae_alloc_f32(M * H * dq)) != NULL;
-    ok &= (a->v = ae_alloc_f32(M * H * (size_t)d->dv)) != NULL;
-    ok &= (a->att = ae_alloc_f32(M * H * (size_t)d->dv)) != NULL;
-    if (!ok) {
+    a->q = ae_scratch_alloc(s, M * H * dq, at);
+    a->c_raw = ae_scratch_alloc(s, M * R, at);
+    a->c_n = ae_scratch_alloc(s, M * R, at);
+    a->k = ae_scratch_alloc(s, M * H * dq, at);
+    a->v = ae_scratch_alloc(s, M * H * (size_t)d->dv, at);
+    a->att = ae_scratch_alloc(s, M * H * (size_t)d->dv, at);
+    if (s->failed) {
         ae_mla_acts_free(a);
         return ae_errorf(AE_ERR_NOMEM, "MLA: out of memory for activations (%d x %d tokens)", B, T);
     }
@@ -64,129 +67,122 @@ static ae_status acts_alloc(const ae_mla_dims *d, int B, int T, ae_mla_acts **ou
 
 static float attn_scale(const ae_mla_dims *d) { return (float)(1.0 / sqrt((double)(d->dn + d->dr))); }
 
-ae_status ae_mla_train_forward(const ae_backend *be, const ae_mla *m, const float *x, int B, int T,
-                               float *y, ae_mla_acts **acts) {
-    if (!m || !x || !y || !acts) return ae_errorf(AE_ERR_ARG, "MLA train forward: NULL argument");
+ae_status ae_mla_train_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, int B, int T,
+                               ae_ptr y, ae_mla_acts **acts) {
+    if (!m || !m->be || !acts) return ae_errorf(AE_ERR_ARG, "MLA train forward: NULL argument");
     if (B <= 0 || T <= 0) return ae_errorf(AE_ERR_ARG, "MLA train forward: B = %d, T = %d", B, T);
     *acts = NULL;
     const ae_mla_dims *d = &m->d;
     int H = d->H, R = d->kv_lora_rank, dn = d->dn, dr = d->dr, dv = d->dv, dq = dn + dr;
     int Cd = R + dr, dkv = dn + dv, M = B * T;
     ae_mla_acts *a = NULL;
-    AE_TRY(acts_alloc(d, B, T, &a));
-    float *kva = ae_alloc_f32((size_t)M * Cd);      // (M, R+dr) [c | kr]
-    float *kvb = ae_alloc_f32((size_t)M * H * dkv); // (M, H, dn+dv)
-    if (!kva || !kvb) {
-        ae_free_aligned(kva);
-        ae_free_aligned(kvb);
+    AE_TRY(acts_alloc(be, d, B, T, &a));
+    ae_scratch s;
+    ae_scratch_init(&s, be);
+    ae_ptr kva = ae_scratch_alloc(&s, (size_t)M * Cd, be->act_dtype);      // (M, R+dr) [c | kr]
+    ae_ptr kvb = ae_scratch_alloc(&s, (size_t)M * H * dkv, be->act_dtype); // (M, H, dn+dv)
+    if (s.failed) {
+        ae_scratch_free(&s);
         ae_mla_acts_free(a);
         return AE_ERR_NOMEM;
     }
-    for (int i = 0; i < M; i++) a->pos[i] = i % T;
-    memcpy(a->x, x, sizeof(float) * (size_t)M * d->D);
+    ae_copy(be, a->x, x, (size_t)M * d->D);
     mla_q_forward(be, m, x, M, a->pos, a->q, a->qa_raw, a->qa_n);
-    be->matmul(be, kva, x, m->wkva, M, d->D, Cd);
-    be->rope(be, kva + R, a->pos, M, 1, Cd, dr, d->rope_theta, AE_ROPE_INTERLEAVED);
-    for (int i = 0; i < M; i++) memcpy(a->c_raw + (size_t)i * R, kva + (size_t)i * Cd, sizeof(float) * R);
-    be->rmsnorm(be, a->c_n, a->c_raw, m->kv_a_norm, M, R, d->eps);
-    be->matmul(be, kvb, a->c_n, m->wkvb, M, R, H * dkv);
-    for (int i = 0; i < M; i++)
-        for (int h = 0; h < H; h++) {
-            const float *src = kvb + ((size_t)i * H + h) * dkv;
-            float *kd = a->k + ((size_t)i * H + h) * dq;
-            memcpy(kd, src, sizeof(float) * dn);
-            memcpy(kd + dn, kva + (size_t)i * Cd + R, sizeof(float) * dr);
-            memcpy(a->v + ((size_t)i * H + h) * dv, src + dn, sizeof(float) * dv);
-        }
-    ae_attn_args aa = ae_attn_dense(T, 0, H, H, dq, dv, 0, attn_scale(d), NULL);
+    ae_matmul(be, kva, x, m->wkva, M, d->D, Cd);
+    be->rope(be, ae_ptr_at(kva, (size_t)R), a->pos, M, 1, Cd, dr, d->rope_theta, AE_ROPE_INTERLEAVED);
+    be->copy_rows(be, a->c_raw, R, kva, Cd, M, R);
+    be->rmsnorm(be, a->c_n, a->c_raw, m->kv_a_norm, M, R, R, d->eps);
+    ae_matmul(be, kvb, a->c_n, m->wkvb, M, R, H * dkv);
+    if (dn > 0) be->copy_rows(be, a->k, dq, kvb, dkv, M * H, dn);
+    for (int h = 0; h < H; h++) // the shared rope key joins every head
+        be->copy_rows(be, ae_ptr_at(a->k, (size_t)h * dq + dn), (int64_t)H * dq,
+                      ae_ptr_at(kva, (size_t)R), Cd, M, dr);
+    be->copy_rows(be, a->v, dv, ae_ptr_at(kvb, (size_t)dn), dkv, M * H, dv);
+    ae_attn_args aa = ae_attn_dense(T, 0, H, H, dq, dv, 0, attn_scale(d), ae_ptr_null());
     for (int b = 0; b < B; b++) {
         size_t qo = (size_t)b * T * H * dq, vo = (size_t)b * T * H * dv;
-        be->attention(be, &aa, a->att + vo, a->q + qo, a->k + qo, a->v + vo);
+        be->attention(be, &aa, ae_ptr_at(a->att, vo), ae_ptr_at(a->q, qo), ae_ptr_at(a->k, qo),
+                      ae_ptr_at(a->v, vo));
     }
-    be->matmul(be, y, a->att, m->wo, M, H * dv, d->D);
-    ae_free_aligned(kva);
-    ae_free_aligned(kvb);
+    ae_matmul(be, y, a->att, m->wo, M, H * dv, d->D);
+    ae_scratch_free(&s);
     *acts = a;
     return AE_OK;
 }
 
 static int have_bwd(const ae_backend *be) {
-    return be->matmul_bwd && be->rmsnorm_bwd && be->rope_bwd && be->attention_bwd;
+    return be->rmsnorm_bwd && be->rope_bwd && be->attention_bwd;
 }
 
-ae_status ae_mla_backward(const ae_backend *be, const ae_mla *m, const ae_mla_acts *a,
-                          const float *dy, float *dx, ae_mla *grad) {
-    if (!m || !a || !dy || !grad) return ae_errorf(AE_ERR_ARG, "MLA backward: NULL argument");
+ae_status ae_mla_backward(const ae_backend *be, const ae_mla *m, const ae_mla_acts *a, ae_ptr dy,
+                          ae_ptr dx, ae_mla *grad) {
+    if (!m || !a || !grad || !grad->be) return ae_errorf(AE_ERR_ARG, "MLA backward: NULL argument");
     if (!have_bwd(be))
-        return ae_errorf(AE_ERR_UNSUPPORTED, "MLA backward: backend %s lacks backward ops", be->name);
+        return ae_errorf(AE_ERR_UNSUPPORTED, "MLA backward: the %s backend has no training ops yet",
+                         be->name);
     const ae_mla_dims *d = &m->d, *g = &grad->d;
     if (g->D != d->D || g->H != d->H || g->q_lora_rank != d->q_lora_rank ||
         g->kv_lora_rank != d->kv_lora_rank || g->dn != d->dn || g->dr != d->dr || g->dv != d->dv)
         return ae_errorf(AE_ERR_ARG, "MLA backward: gradient buffers have other dims than the module");
     int H = d->H, R = d->kv_lora_rank, dn = d->dn, dr = d->dr, dv = d->dv, dq = dn + dr;
     int Cd = R + dr, dkv = dn + dv, T = a->T, M = a->B * a->T, D = d->D, ql = d->q_lora_rank;
-    size_t Mz = (size_t)M;
-    float *datt = ae_alloc_f32(Mz * H * dv);   // (M, H, dv)
-    float *dq_ = ae_alloc_f32(Mz * H * dq);    // (M, H, dn+dr)
-    float *dk = ae_alloc_f32(Mz * H * dq);     // (M, H, dn+dr)
-    float *dvv = ae_alloc_f32(Mz * H * dv);    // (M, H, dv)
-    float *dkvb = ae_alloc_f32(Mz * H * dkv);  // (M, H, dn+dv)
-    float *dcn = ae_alloc_f32(Mz * R);         // (M, R) d(normalised latent)
-    float *dcr = ae_alloc_f32(Mz * R);         // (M, R) d(raw latent)
-    float *dkva = ae_alloc_f32(Mz * Cd);       // (M, R+dr) d[c | kr]
-    float *dqa = ae_alloc_f32(Mz * (size_t)(ql > 0 ? ql : 1));  // (M, q_lora) d(qa_n)
-    float *dqr = ae_alloc_f32(Mz * (size_t)(ql > 0 ? ql : 1));  // (M, q_lora) d(qa_raw)
-    ae_status st = AE_OK;
-    if (!datt || !dq_ || !dk || !dvv || !dkvb || !dcn || !dcr || !dkva || !dqa || !dqr) {
-        st = AE_ERR_NOMEM;
-        goto done;
+    size_t Mz = (size_t)M, qlz = (size_t)(ql > 0 ? ql : 1);
+    ae_dtype at = be->act_dtype;
+    ae_scratch s;
+    ae_scratch_init(&s, be);
+    ae_ptr datt = ae_scratch_alloc(&s, Mz * H * dv, at);  // (M, H, dv)
+    ae_ptr dq_ = ae_scratch_alloc(&s, Mz * H * dq, at);   // (M, H, dn+dr)
+    ae_ptr dk = ae_scratch_alloc(&s, Mz * H * dq, at);    // (M, H, dn+dr)
+    ae_ptr dvv = ae_scratch_alloc(&s, Mz * H * dv, at);   // (M, H, dv)
+    ae_ptr dkvb = ae_scratch_alloc(&s, Mz * H * dkv, at); // (M, H, dn+dv)
+    ae_ptr dcn = ae_scratch_alloc(&s, Mz * R, at);        // (M, R) d(normalised latent)
+    ae_ptr dcr = ae_scratch_alloc(&s, Mz * R, at);        // (M, R) d(raw latent)
+    ae_ptr dkva = ae_scratch_alloc(&s, Mz * Cd, at);      // (M, R+dr) d[c | kr]
+    ae_ptr dqa = ae_scratch_alloc(&s, Mz * qlz, at);      // (M, q_lora) d(qa_n)
+    ae_ptr dqr = ae_scratch_alloc(&s, Mz * qlz, at);      // (M, q_lora) d(qa_raw)
+    ae_ptr ones = ae_scratch_alloc(&s, (size_t)H, at);    // (H) 1s: sums over heads as products
+    if (s.failed) {
+        ae_scratch_free(&s);
+        return AE_ERR_NOMEM;
     }
-    if (dx) memset(dx, 0, sizeof(float) * Mz * D);
+    // every gradient that the ops below accumulate into starts at zero
+    ae_ptr acc[] = {datt, dk, dvv, dcn, dcr, dkva, dqa, dqr};
+    size_t accn[] = {Mz * H * dv, Mz * H * dq, Mz * H * dv, Mz * R, Mz * R, Mz * Cd, Mz * qlz, Mz * qlz};
+    for (size_t i = 0; i < sizeof acc / sizeof *acc; i++) be->fill(be, acc[i], accn[i], 0.0f);
+    be->fill(be, ones, (size_t)H, 1.0f);
+    if (!ae_ptr_is_null(dx)) be->fill(be, dx, Mz * D, 0.0f);
     // o_proj
-    be->matmul_bwd(be, datt, grad->wo, dy, a->att, m->wo, M, H * dv, D);
+    ae_matmul_bwd(be, datt, grad->wo, dy, a->att, m->wo, M, H * dv, D);
     // attention, one sequence at a time
-    ae_attn_args aa = ae_attn_dense(T, 0, H, H, dq, dv, 0, attn_scale(d), NULL);
+    ae_attn_args aa = ae_attn_dense(T, 0, H, H, dq, dv, 0, attn_scale(d), ae_ptr_null());
     for (int b = 0; b < a->B; b++) {
         size_t qo = (size_t)b * T * H * dq, vo = (size_t)b * T * H * dv;
-        be->attention_bwd(be, &aa, dq_ + qo, dk + qo, dvv + vo, NULL, datt + vo, a->q + qo,
-                          a->k + qo, a->v + vo);
+        be->attention_bwd(be, &aa, ae_ptr_at(dq_, qo), ae_ptr_at(dk, qo), ae_ptr_at(dvv, vo),
+                          ae_ptr_null(), ae_ptr_at(datt, vo), ae_ptr_at(a->q, qo),
+                          ae_ptr_at(a->k, qo), ae_ptr_at(a->v, vo));
     }
-    // split dK / dV: per-head nope and value parts, the shared rope key summed over heads
-    for (size_t i = 0; i < Mz; i++) {
-        float *dkr = dkva + i * Cd + R;
-        for (int h = 0; h < H; h++) {
-            const float *src = dk + (i * H + h) * dq;
-            float *dst = dkvb + (i * H + h) * dkv;
-            memcpy(dst, src, sizeof(float) * dn);
-            memcpy(dst + dn, dvv + (i * H + h) * dv, sizeof(float) * dv);
-            for (int e = 0; e < dr; e++) dkr[e] += src[dn + e];
-        }
-    }
-    be->rope_bwd(be, dkva + R, a->pos, M, 1, Cd, dr, d->rope_theta, AE_ROPE_INTERLEAVED);
-    be->rope_bwd(be, dq_ + dn, a->pos, M, H, dq, dr, d->rope_theta, AE_ROPE_INTERLEAVED);
+    // split dK / dV into per-head [dk_nope | dv]; the shared rope key's gradient is the sum over
+    // heads: per row, dkr (1, dr) += 1ᵀ (1, H) · dK_rope (H, dr)
+    if (dn > 0) be->copy_rows(be, dkvb, dkv, dk, dq, M * H, dn);
+    be->copy_rows(be, ae_ptr_at(dkvb, (size_t)dn), dkv, dvv, dv, M * H, dv);
+    ae_gemm_args gs = {.M = 1, .N = dr, .K = H, .batch = M, .lda = H, .sa = 0, .ldb = dq,
+                       .sb = (int64_t)H * dq, .ldy = dr, .sy = Cd, .alpha = 1.0f, .beta = 1.0f};
+    be->gemm(be, &gs, ae_ptr_at(dkva, (size_t)R), ones, ae_ptr_at(dk, (size_t)dn));
+    be->rope_bwd(be, ae_ptr_at(dkva, (size_t)R), a->pos, M, 1, Cd, dr, d->rope_theta, AE_ROPE_INTERLEAVED);
+    be->rope_bwd(be, ae_ptr_at(dq_, (size_t)dn), a->pos, M, H, dq, dr, d->rope_theta, AE_ROPE_INTERLEAVED);
     // kv_b_proj, kv_a_layernorm, kv_a_proj_with_mqa
-    be->matmul_bwd(be, dcn, grad->wkvb, dkvb, a->c_n, m->wkvb, M, R, H * dkv);
+    ae_matmul_bwd(be, dcn, grad->wkvb, dkvb, a->c_n, m->wkvb, M, R, H * dkv);
     be->rmsnorm_bwd(be, dcr, grad->kv_a_norm, dcn, a->c_raw, m->kv_a_norm, M, R, d->eps);
-    for (size_t i = 0; i < Mz; i++) memcpy(dkva + i * Cd, dcr + i * R, sizeof(float) * R);
-    be->matmul_bwd(be, dx, grad->wkva, dkva, a->x, m->wkva, M, D, Cd);
+    be->copy_rows(be, dkva, Cd, dcr, R, M, R);
+    ae_matmul_bwd(be, dx, grad->wkva, dkva, a->x, m->wkva, M, D, Cd);
     // query path
     if (ql == 0) {
-        be->matmul_bwd(be, dx, grad->wq, dq_, a->x, m->wq, M, D, H * dq);
+        ae_matmul_bwd(be, dx, grad->wq, dq_, a->x, m->wq, M, D, H * dq);
     } else {
-        be->matmul_bwd(be, dqa, grad->wqb, dq_, a->qa_n, m->wqb, M, ql, H * dq);
+        ae_matmul_bwd(be, dqa, grad->wqb, dq_, a->qa_n, m->wqb, M, ql, H * dq);
         be->rmsnorm_bwd(be, dqr, grad->q_a_norm, dqa, a->qa_raw, m->q_a_norm, M, ql, d->eps);
-        be->matmul_bwd(be, dx, grad->wqa, dqr, a->x, m->wqa, M, D, ql);
+        ae_matmul_bwd(be, dx, grad->wqa, dqr, a->x, m->wqa, M, D, ql);
     }
-done:
-    ae_free_aligned(datt);
-    ae_free_aligned(dq_);
-    ae_free_aligned(dk);
-    ae_free_aligned(dvv);
-    ae_free_aligned(dkvb);
-    ae_free_aligned(dcn);
-    ae_free_aligned(dcr);
-    ae_free_aligned(dkva);
-    ae_free_aligned(dqa);
-    ae_free_aligned(dqr);
-    return st;
+    ae_scratch_free(&s);
+    return AE_OK;
 }

@@ -1,5 +1,5 @@
-// A Qwen3 / Qwen3-MoE causal LM — teacher or student — held in fp32 and run through the op
-// interface. Each layer's attention is one of three modules: the teacher's GQA (a GateSWA module
+// A Qwen3 / Qwen3-MoE causal LM — teacher or student — held in a backend's memory (cpu: fp32,
+// cuda: bf16) and run through the op interface. Each layer's attention is one of three modules: the teacher's GQA (a GateSWA module
 // with no gate and no sinks), GateSWA, or MLA (config.json's layer_attn). Weights are read from a
 // Hugging Face folder and checked against the config: every expected tensor must exist with the
 // expected shape, and no unexplained tensor may be present.
@@ -15,30 +15,31 @@
 #include "model/attn_gateswa.h"
 #include "model/attn_mla.h"
 
+// Every tensor is in the model's backend memory, dtype be->weight_dtype.
 typedef struct {
-    float *input_norm;  // (D)
-    float *post_norm;   // (D)
+    ae_ptr input_norm;  // (D)
+    ae_ptr post_norm;   // (D)
     ae_attn_kind kind;  // which of the two modules below is used
     ae_gswa gqa;        // kind GQA or GATESWA
     ae_mla mla;         // kind MLA
     int is_moe;
     // dense MLP (is_moe == 0)
-    float *w_gate;      // (I, D)
-    float *w_up;        // (I, D)
-    float *w_down;      // (D, I)
+    ae_ptr w_gate;      // (I, D)
+    ae_ptr w_up;        // (I, D)
+    ae_ptr w_down;      // (D, I)
     // sparse MoE (is_moe == 1)
-    float *router;      // (E, D)
-    float *e_gate;      // (E, Im, D)
-    float *e_up;        // (E, Im, D)
-    float *e_down;      // (E, D, Im)
+    ae_ptr router;      // (E, D)
+    ae_ptr e_gate;      // (E, Im, D)
+    ae_ptr e_up;        // (E, Im, D)
+    ae_ptr e_down;      // (E, D, Im)
 } ae_layer;
 
 typedef struct {
     ae_config cfg;
     const ae_backend *be;
-    float *embed;       // (V, D)
-    float *lm_head;     // (V, D); == embed when tied
-    float *final_norm;  // (D)
+    ae_ptr embed;       // (V, D)
+    ae_ptr lm_head;     // (V, D); == embed when tied
+    ae_ptr final_norm;  // (D)
     ae_layer *layers;   // (L)
     int64_t n_params;   // counted from the loaded tensors
     ae_dtype src_dtype; // dtype of model.embed_tokens.weight in the source files
@@ -50,8 +51,16 @@ typedef struct {
 ae_gswa_dims ae_model_gswa_dims(const ae_config *c, int l);
 ae_mla_dims ae_model_mla_dims(const ae_config *c);
 
-// Loads dir/config.json and the weights (any of F32/F16/BF16, converted to f32).
+// Loads dir/config.json and the weights (any of F32/F16/BF16, converted once to the backend's
+// weight dtype as they are uploaded).
 ae_status ae_model_load(const char *dir, const ae_backend *be, ae_model **out);
+// A model with dir/config.json's architecture and random weights (matrices ~ N(0, σ²), σ the
+// config's initializer_range; norms 1; sinks 0), made on the device without weight files: for
+// benchmarks at real sizes.
+ae_status ae_model_random(const char *dir, const ae_backend *be, uint64_t seed, ae_model **out);
+// 1 when the model's tensors are host float arrays (cpu backend): the host-side code that
+// still reads weights directly (student initialisation, training) needs it.
+int ae_model_on_host(const ae_model *m);
 void ae_model_free(ae_model *m);
 // A model that shares every tensor of `base` (which must outlive it): turned into a student
 // with ae_student_make, it owns only its new attention modules. For attention-only training,
@@ -61,19 +70,28 @@ ae_status ae_model_share(const ae_model *base, ae_model **out);
 // Decode state of every layer: GQA/GateSWA layers keep K/V (a ring of `window` slots on
 // sliding layers), MLA layers their latent [c | k_rope] per position.
 typedef struct {
+    const ae_backend *be;
     int n_layers, cap, n;  // n = tokens processed so far
     ae_gswa_cache *kv;     // (L) used by GQA/GateSWA layers
-    float **latent;        // (L) × (cap, kv_lora_rank + qk_rope_head_dim) for MLA layers
+    ae_ptr *latent;        // (L) × (cap, kv_lora_rank + qk_rope_head_dim) act, MLA layers
 } ae_kv_cache;
 
 ae_status ae_kv_cache_init(ae_kv_cache *c, const ae_model *m, int cap);
 void ae_kv_cache_free(ae_kv_cache *c);
 void ae_kv_cache_reset(ae_kv_cache *c);
 
-// Runs T tokens at positions cache->n .. cache->n+T-1 and appends them to the cache.
-// logits: (T, V) when all_logits, else (1, V) for the last token only. NULL skips the head.
-// ids must be in [0, V): checked, AE_ERR_ARG otherwise.
+// Bytes of the cache for `cap` positions (act dtype), for memory planning.
+size_t ae_kv_cache_bytes(const ae_model *m, int cap);
+// Device memory one ae_model_forward of T tokens from an empty cache takes beyond the weights
+// and the cache (its workspaces, largest layer), for act_bytes-sized activations: the estimate
+// `attnedit inspect` prints.
+double ae_forward_workspace_bytes(const ae_config *c, int64_t T, int act_bytes);
+
+// Runs T tokens (host ids) at positions cache->n .. cache->n+T-1 and appends them to the cache.
+// logits: backend F32 (T, V) when all_logits, else (1, V) for the last token only; null skips
+// the head. ids must be in [0, V): checked, AE_ERR_ARG otherwise. On cuda the work is queued:
+// reading the logits (download) waits for it and reports a device error.
 ae_status ae_model_forward(const ae_model *m, ae_kv_cache *cache, const int32_t *ids, int T,
-                           float *logits, int all_logits);
+                           ae_ptr logits, int all_logits);
 
 #endif

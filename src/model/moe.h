@@ -1,18 +1,13 @@
 // Qwen3-MoE sparse block: softmax router over all experts, top-k, optional renormalisation
-// (norm_topk_prob), weighted sum of SwiGLU experts.
+// (norm_topk_prob), weighted sum of SwiGLU experts. Routing and experts are backend ops
+// (moe_route, moe_ffn); the cpu reference's host routines are in backend/cpu.h.
 #ifndef AE_MODEL_MOE_H
 #define AE_MODEL_MOE_H
 
+#include "backend/cpu.h"
 #include "model/model.h"
 
-// Top-k of probabilities p (n): indices in descending order of value (ties -> lower index),
-// weights renormalised to sum 1 when `renorm`. idx, wts: (k)
-void ae_moe_route(const float *p, int n, int k, int renorm, int *idx, float *wts);
-
-// Router softmax over all experts of one token, in place (double accumulation).   z: (n)
-void ae_moe_softmax(float *z, int n);
-
-// y = MoE(x)    x, y: (T, D)
-ae_status ae_moe_forward(const ae_model *m, const ae_layer *L, float *y, const float *x, int T);
+// y = MoE(x)    x, y: (T, D) act
+ae_status ae_moe_forward(const ae_model *m, const ae_layer *L, ae_ptr y, ae_ptr x, int T);
 
 #endif

@@ -102,37 +102,60 @@ static ae_status student_config(const ae_model *m, const char *src_dir, char **o
 }
 
 typedef struct {
+    const ae_backend *be;
     ae_st_writer *w;
-    void **bufs; // converted copies, freed after the file is written
+    void **bufs; // host copies, freed after the file is written
     int nbufs, capbufs;
 } tensor_sink;
 
-static ae_status add_tensor(tensor_sink *s, const char *name, const float *data, int ndim,
+static ae_status keep(tensor_sink *s, void *buf) {
+    if (s->nbufs == s->capbufs) {
+        int cap = s->capbufs ? 2 * s->capbufs : 64;
+        void **nb = ae_realloc(s->bufs, sizeof(void *) * (size_t)cap);
+        if (!nb) {
+            free(buf);
+            return AE_ERR_NOMEM;
+        }
+        s->bufs = nb;
+        s->capbufs = cap;
+    }
+    s->bufs[s->nbufs++] = buf;
+    return AE_OK;
+}
+
+// Adds a tensor in `dtype` (F32, BF16 or F16): host F32 tensors are written in place, others
+// are read back from the backend and converted into a kept host copy.
+static ae_status add_tensor(tensor_sink *s, const char *name, ae_ptr data, int ndim,
                             const int64_t *shape, ae_dtype dtype) {
     int64_t n = ndim == 1 ? shape[0] : shape[0] * shape[1];
-    const void *src = data;
-    if (dtype != AE_DT_F32) {
-        uint16_t *h = ae_malloc(sizeof(uint16_t) * (size_t)(n ? n : 1));
-        if (!h) return AE_ERR_NOMEM;
-        for (int64_t i = 0; i < n; i++)
-            h[i] = dtype == AE_DT_BF16 ? ae_f32_to_bf16(data[i]) : ae_f32_to_f16(data[i]);
-        if (s->nbufs == s->capbufs) {
-            int cap = s->capbufs ? 2 * s->capbufs : 64;
-            void **nb = ae_realloc(s->bufs, sizeof(void *) * (size_t)cap);
-            if (!nb) {
-                free(h);
-                return AE_ERR_NOMEM;
-            }
-            s->bufs = nb;
-            s->capbufs = cap;
+    size_t nz = (size_t)(n ? n : 1);
+    const void *src = data.data;
+    if (!(s->be->host_memory && dtype == AE_DT_F32)) {
+        float *f = ae_alloc_f32(nz);
+        if (!f) return AE_ERR_NOMEM;
+        ae_status st = s->be->download(s->be, f, AE_DT_F32, data, (size_t)n);
+        if (st == AE_OK && dtype != AE_DT_F32) {
+            uint16_t *h = ae_malloc(sizeof(uint16_t) * nz);
+            if (h)
+                for (int64_t i = 0; i < n; i++)
+                    h[i] = dtype == AE_DT_BF16 ? ae_f32_to_bf16(f[i]) : ae_f32_to_f16(f[i]);
+            ae_free_aligned(f);
+            f = NULL;
+            if (!h) return AE_ERR_NOMEM;
+            src = h;
+            st = keep(s, h);
+        } else if (st == AE_OK) {
+            src = f;
+            st = keep(s, f);
+        } else {
+            ae_free_aligned(f);
         }
-        s->bufs[s->nbufs++] = h;
-        src = h;
+        AE_TRY(st);
     }
     return ae_st_writer_add(s->w, name, dtype, ndim, shape, src);
 }
 
-static ae_status add_2d(tensor_sink *s, const char *name, const float *d, int64_t r, int64_t c,
+static ae_status add_2d(tensor_sink *s, const char *name, ae_ptr d, int64_t r, int64_t c,
                         ae_dtype dt) {
     int64_t shape[2] = {r, c};
     return add_tensor(s, name, d, c ? 2 : 1, shape, dt);
@@ -162,11 +185,11 @@ static ae_status add_layer(tensor_sink *s, const ae_model *m, int l, ae_dtype ba
     AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.gate.weight", l), L->router, E, D, base));
     for (int e = 0; e < E; e++) {
         AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.experts.%d.gate_proj.weight", l, e),
-                      L->e_gate + e * Im * D, Im, D, base));
+                      ae_ptr_at(L->e_gate, (size_t)(e * Im * D)), Im, D, base));
         AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.experts.%d.up_proj.weight", l, e),
-                      L->e_up + e * Im * D, Im, D, base));
+                      ae_ptr_at(L->e_up, (size_t)(e * Im * D)), Im, D, base));
         AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.experts.%d.down_proj.weight", l, e),
-                      L->e_down + e * D * Im, D, Im, base));
+                      ae_ptr_at(L->e_down, (size_t)(e * D * Im)), D, Im, base));
     }
 #undef NAME
     return AE_OK;
@@ -174,7 +197,7 @@ static ae_status add_layer(tensor_sink *s, const ae_model *m, int l, ae_dtype ba
 
 static ae_status write_weights(const ae_model *m, const char *path, ae_dtype base) {
     const ae_config *c = &m->cfg;
-    tensor_sink s = {0};
+    tensor_sink s = {.be = m->be};
     AE_TRY(ae_st_writer_init(&s.w));
     int64_t V = c->vocab_size, D = c->hidden_size;
     ae_status st = ae_st_writer_metadata(s.w, "format", "pt");

@@ -104,6 +104,33 @@ static void set_config(ae_config *c, const ae_student_spec *s) {
         if (is_replaced(s, l)) c->layer_types[l] = is_full(s, l) ? AE_LAYER_FULL : AE_LAYER_SLIDING;
 }
 
+// Host copies of the teacher attention weights of layer L (the MLA factorisation runs on the
+// host): 7 arrays in buf, freed by the caller.
+static ae_status teacher_view(const ae_backend *be, const ae_layer *L, ae_gqa_view *v,
+                              float *buf[7]) {
+    const ae_gswa *t = &L->gqa;
+    size_t D = t->d.D, qd = (size_t)t->d.Hq * t->d.hd, kvd = (size_t)t->d.Hkv * t->d.hd;
+    ae_ptr src[7] = {t->wq, t->wk, t->wv, t->wo, t->q_norm, t->k_norm, L->input_norm};
+    size_t n[7] = {qd * D, kvd * D, kvd * D, D * qd, (size_t)t->d.hd, (size_t)t->d.hd, D};
+    for (int i = 0; i < 7; i++) {
+        if (!(buf[i] = ae_alloc_f32(n[i]))) return AE_ERR_NOMEM;
+        AE_TRY(be->download(be, buf[i], AE_DT_F32, src[i], n[i]));
+    }
+    *v = (ae_gqa_view){.Hq = t->d.Hq, .Hkv = t->d.Hkv, .hd = t->d.hd, .wq = buf[0], .wk = buf[1],
+                       .wv = buf[2], .wo = buf[3], .q_norm = buf[4], .k_norm = buf[5],
+                       .input_norm = buf[6]};
+    return AE_OK;
+}
+
+static ae_status init_mla_from_teacher(ae_model *m, ae_layer *L, double *kv_err) {
+    float *buf[7] = {0};
+    ae_gqa_view v;
+    ae_status st = teacher_view(m->be, L, &v, buf);
+    if (st == AE_OK) st = ae_mla_init_from_teacher(&L->mla, &v, kv_err);
+    for (int i = 0; i < 7; i++) ae_free_aligned(buf[i]);
+    return st;
+}
+
 static ae_status init_layer(ae_model *m, int l, const ae_student_spec *s, ae_rng *rng,
                             double *kv_err) {
     const ae_config *c = &m->cfg;
@@ -112,26 +139,17 @@ static ae_status init_layer(ae_model *m, int l, const ae_student_spec *s, ae_rng
     float std = (float)c->initializer_range;
     if (s->target == AE_ATTN_MLA) {
         ae_mla_dims d = ae_model_mla_dims(c);
-        AE_TRY(ae_mla_init(&L->mla, &d));
-        if (s->init_teacher) {
-            ae_gqa_view v = {.Hq = t->d.Hq, .Hkv = t->d.Hkv, .hd = t->d.hd, .wq = t->wq,
-                             .wk = t->wk, .wv = t->wv, .wo = t->wo, .q_norm = t->q_norm,
-                             .k_norm = t->k_norm, .input_norm = L->input_norm};
-            AE_TRY(ae_mla_init_from_teacher(&L->mla, &v, kv_err));
-        } else {
-            ae_mla_init_random(&L->mla, std, rng);
-        }
+        AE_TRY(ae_mla_init(&L->mla, &d, m->be));
+        if (s->init_teacher) AE_TRY(init_mla_from_teacher(m, L, kv_err));
+        else AE_TRY(ae_mla_init_random(&L->mla, std, rng));
         if (!m->shared_base) ae_gswa_free(&L->gqa);
         memset(&L->gqa, 0, sizeof L->gqa);
     } else {
         ae_gswa_dims d = ae_model_gswa_dims(c, l);
         ae_gswa g;
-        AE_TRY(ae_gswa_init(&g, &d));
-        ae_status st = AE_OK;
-        if (s->init_teacher)
-            st = ae_gswa_init_from_teacher(&g, t->wq, t->wk, t->wv, t->wo, t->q_norm, t->k_norm);
-        else
-            ae_gswa_init_random(&g, std, rng);
+        AE_TRY(ae_gswa_init(&g, &d, m->be));
+        ae_status st = s->init_teacher ? ae_gswa_init_from_teacher(&g, t)
+                                       : ae_gswa_init_random(&g, std, rng);
         if (st != AE_OK) {
             ae_gswa_free(&g);
             return st;

@@ -79,7 +79,7 @@ ae_status ae_distill_block_term(const ae_model *t, int l, const ae_train_acts *t
     }
     if (st == AE_OK) {
         for (size_t i = 0; i < nd; i++) u[i] = h[i] + y[i];
-        be->rmsnorm(be, z, u, L->post_norm, N, D, eps);
+        be->rmsnorm(be, ae_host_f32(z), ae_host_f32(u), L->post_norm, N, D, D, eps);
         if (L->is_moe) st = ae_moe_train_forward(t, L, z, N, o, &macts);
         else ae_mlp_train_forward(t, L, z, N, o, g, uu, act);
     }
@@ -92,7 +92,8 @@ ae_status ae_distill_block_term(const ae_model *t, int l, const ae_train_acts *t
     }
     if (st == AE_OK) {
         memcpy(du, dout, sizeof(float) * nd); // residual path
-        be->rmsnorm_bwd(be, du, NULL, dz, u, L->post_norm, N, D, eps);
+        be->rmsnorm_bwd(be, ae_host_f32(du), ae_ptr_null(), ae_host_f32(dz), ae_host_f32(u),
+                        L->post_norm, N, D, eps);
         for (size_t i = 0; i < nd; i++) dy[i] += du[i];
     }
     if (L->is_moe) ae_moe_acts_free(&macts);
@@ -126,13 +127,13 @@ static ae_status stage1_micro(ae_run *r, const int32_t *ids, int B, int T, doubl
         if (L->kind == AE_ATTN_GQA) continue;
         const float *x = ae_train_acts_attn_in(ta, l), *target = ae_train_acts_attn_out(ta, l);
         ae_layer_attn_acts a;
-        st = ae_layer_attn_train_forward(be, L, x, B, T, y, &a);
+        st = ae_layer_attn_train_forward(be, L, ae_host_f32(x), B, T, ae_host_f32(y), &a);
         if (st == AE_OK) {
             layer_loss[l] += ae_mse_loss(y, target, N, D, r->o->s1_normalized, dy);
             for (size_t i = 0; i < (size_t)N * D; i++) dy[i] /= (float)r->o->accum;
             st = add_block_term(r, l, ta, y, N, dy, layer_loss);
         }
-        if (st == AE_OK) st = ae_layer_attn_backward(be, L, &a, dy, NULL, G);
+        if (st == AE_OK) st = ae_layer_attn_backward(be, L, &a, ae_host_f32(dy), ae_ptr_null(), G);
         ae_layer_attn_acts_free(&a);
     }
     ae_free_aligned(y);
@@ -159,9 +160,9 @@ static ae_status stage2_micro(ae_run *r, const int32_t *ids, int B, int T, doubl
     double loss = 0.0;
     int agree = 0;
     if (st == AE_OK)
-        st = ae_kd_loss(s->be, ae_train_acts_final(ta), t->lm_head, ae_train_acts_final(sa),
-                        s->lm_head, N, D, V, r->o->tau, KD_VOCAB_CHUNK, dfinal,
-                        r->o->train_all ? r->g->lm_head : NULL, &loss, &agree);
+        st = ae_kd_loss(s->be, ae_train_acts_final(ta), ae_f32(t->lm_head), ae_train_acts_final(sa),
+                        ae_f32(s->lm_head), N, D, V, r->o->tau, KD_VOCAB_CHUNK, dfinal,
+                        r->o->train_all ? ae_f32(r->g->lm_head) : NULL, &loss, &agree);
     *kd += loss;
     *top1 += agree;
     // feature matching on the residual stream after each layer

@@ -49,6 +49,15 @@ static void lse_update(row_state *r, const float *zt, const float *zs, int cv, i
     r->ss += ss;
 }
 
+// Logits of vocabulary rows v0 .. v0+cv-1 for nb tokens, teacher and student.
+//   zt, zs: (nb, cv);  ht, hs: (nb, D);  Wt, Ws: (V, D) host arrays (cpu backend)
+static void chunk_logits(const ae_backend *be, float *zt, float *zs, const float *ht,
+                         const float *hs, const float *Wt, const float *Ws, int v0, int nb, int D,
+                         int cv) {
+    ae_matmul(be, ae_host_f32(zt), ae_host_f32(ht), ae_host_f32(Wt + (size_t)v0 * D), nb, D, cv);
+    ae_matmul(be, ae_host_f32(zs), ae_host_f32(hs), ae_host_f32(Ws + (size_t)v0 * D), nb, D, cv);
+}
+
 ae_status ae_kd_loss(const ae_backend *be, const float *ht, const float *Wt, const float *hs,
                      const float *Ws, int N, int D, int V, float tau, int chunk, float *dhs,
                      float *dWs, double *loss, int *top1) {
@@ -85,8 +94,7 @@ ae_status ae_kd_loss(const ae_backend *be, const float *ht, const float *Wt, con
         // pass 1: log-sum-exp and argmax
         for (int v0 = 0; v0 < V; v0 += chunk) {
             int cv = V - v0 < chunk ? V - v0 : chunk;
-            be->matmul(be, zt, htb, Wt + (size_t)v0 * D, nb, D, cv);
-            be->matmul(be, zs, hsb, Ws + (size_t)v0 * D, nb, D, cv);
+            chunk_logits(be, zt, zs, htb, hsb, Wt, Ws, v0, nb, D, cv);
 #pragma omp parallel for schedule(static) if (nb > 1)
             for (int i = 0; i < nb; i++)
                 lse_update(&rs[i], zt + (size_t)i * cv, zs + (size_t)i * cv, cv, v0, inv_tau);
@@ -100,8 +108,7 @@ ae_status ae_kd_loss(const ae_backend *be, const float *ht, const float *Wt, con
         // pass 2: KL and gradients, the chunk's gradient overwriting its student logits
         for (int v0 = 0; v0 < V; v0 += chunk) {
             int cv = V - v0 < chunk ? V - v0 : chunk;
-            be->matmul(be, zt, htb, Wt + (size_t)v0 * D, nb, D, cv);
-            be->matmul(be, zs, hsb, Ws + (size_t)v0 * D, nb, D, cv);
+            chunk_logits(be, zt, zs, htb, hsb, Wt, Ws, v0, nb, D, cv);
 #pragma omp parallel for schedule(static) if (nb > 1)
             for (int i = 0; i < nb; i++) {
                 const float *a = zt + (size_t)i * cv;
@@ -116,9 +123,10 @@ ae_status ae_kd_loss(const ae_backend *be, const float *ht, const float *Wt, con
                 kl[i] += acc;
             }
             if (dhs || dWs)
-                be->matmul_bwd(be, dhs ? dhs + (size_t)r0 * D : NULL,
-                               dWs ? dWs + (size_t)v0 * D : NULL, zs, hsb, Ws + (size_t)v0 * D, nb,
-                               D, cv);
+                ae_matmul_bwd(be, dhs ? ae_host_f32(dhs + (size_t)r0 * D) : ae_ptr_null(),
+                              dWs ? ae_host_f32(dWs + (size_t)v0 * D) : ae_ptr_null(),
+                              ae_host_f32(zs), ae_host_f32(hsb), ae_host_f32(Ws + (size_t)v0 * D),
+                              nb, D, cv);
         }
         for (int i = 0; i < nb; i++) total += kl[i];
     }

@@ -93,42 +93,48 @@ static int list_params(ae_model *m, int attention_only, ae_named_param *out, int
     sink sk = {out, zero};
     int n = 0;
     char name[128];
-    if (!attention_only) n = push(&sk, n, "model.embed_tokens.weight", m->embed, V * D, 1, 0);
+#define F(p) ae_f32(p) // host view: training runs on the cpu backend
+    if (!attention_only) n = push(&sk, n, "model.embed_tokens.weight", F(m->embed), V * D, 1, 0);
     for (int l = 0; l < c->num_hidden_layers; l++) {
         ae_layer *L = &m->layers[l];
 #define LNAME(suffix) (snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix), name)
-        if (!attention_only) n = push(&sk, n, LNAME("input_layernorm.weight"), L->input_norm, D, 0, 0);
+        if (!attention_only) n = push(&sk, n, LNAME("input_layernorm.weight"), F(L->input_norm), D, 0, 0);
         ae_param_list ap = attn_params(L);
         for (int i = 0; i < ap.n; i++) {
             const ae_param *p = &ap.p[i];
             snprintf(name, sizeof name, "model.layers.%d.self_attn.%s", l, p->name);
             int64_t numel = p->shape[0] * (p->ndim == 2 ? p->shape[1] : 1);
-            n = push(&sk, n, name, p->data, numel, p->ndim == 2 && p->decay, 1);
+            n = push(&sk, n, name, F(p->data), numel, p->ndim == 2 && p->decay, 1);
         }
         if (attention_only) continue;
-        n = push(&sk, n, LNAME("post_attention_layernorm.weight"), L->post_norm, D, 0, 0);
+        n = push(&sk, n, LNAME("post_attention_layernorm.weight"), F(L->post_norm), D, 0, 0);
         if (!L->is_moe) {
-            n = push(&sk, n, LNAME("mlp.gate_proj.weight"), L->w_gate, I * D, 1, 0);
-            n = push(&sk, n, LNAME("mlp.up_proj.weight"), L->w_up, I * D, 1, 0);
-            n = push(&sk, n, LNAME("mlp.down_proj.weight"), L->w_down, D * I, 1, 0);
+            n = push(&sk, n, LNAME("mlp.gate_proj.weight"), F(L->w_gate), I * D, 1, 0);
+            n = push(&sk, n, LNAME("mlp.up_proj.weight"), F(L->w_up), I * D, 1, 0);
+            n = push(&sk, n, LNAME("mlp.down_proj.weight"), F(L->w_down), D * I, 1, 0);
         } else {
-            n = push(&sk, n, LNAME("mlp.gate.weight"), L->router, E * D, 1, 0);
-            n = push(&sk, n, LNAME("mlp.experts.gate_proj"), L->e_gate, E * Im * D, 1, 0);
-            n = push(&sk, n, LNAME("mlp.experts.up_proj"), L->e_up, E * Im * D, 1, 0);
-            n = push(&sk, n, LNAME("mlp.experts.down_proj"), L->e_down, E * D * Im, 1, 0);
+            n = push(&sk, n, LNAME("mlp.gate.weight"), F(L->router), E * D, 1, 0);
+            n = push(&sk, n, LNAME("mlp.experts.gate_proj"), F(L->e_gate), E * Im * D, 1, 0);
+            n = push(&sk, n, LNAME("mlp.experts.up_proj"), F(L->e_up), E * Im * D, 1, 0);
+            n = push(&sk, n, LNAME("mlp.experts.down_proj"), F(L->e_down), E * D * Im, 1, 0);
         }
 #undef LNAME
     }
     if (!attention_only) {
-        n = push(&sk, n, "model.norm.weight", m->final_norm, D, 0, 0);
-        if (m->lm_head != m->embed) n = push(&sk, n, "lm_head.weight", m->lm_head, V * D, 1, 0);
+        n = push(&sk, n, "model.norm.weight", F(m->final_norm), D, 0, 0);
+        if (m->lm_head.data != m->embed.data)
+            n = push(&sk, n, "lm_head.weight", F(m->lm_head), V * D, 1, 0);
     }
+#undef F
     return n;
 }
 
 ae_status ae_model_params(ae_model *m, int attention_only, ae_named_param **out, int *n) {
     *out = NULL;
     *n = 0;
+    if (!ae_model_on_host(m))
+        return ae_errorf(AE_ERR_UNSUPPORTED, "training on %s is not implemented yet: use the cpu "
+                         "backend", m->be->name);
     int count = list_params(m, attention_only, NULL, 0);
     ae_named_param *p = ae_calloc((size_t)(count > 0 ? count : 1), sizeof *p);
     if (!p) return AE_ERR_NOMEM;
@@ -165,15 +171,24 @@ static ae_status alloc_into(float **dst, size_t n) {
     return *dst ? AE_OK : AE_ERR_NOMEM;
 }
 
+// A zeroed tensor of n values on the model's backend.
+static ae_status zeros_into(const ae_backend *be, ae_ptr *dst, size_t n) {
+    *dst = be->alloc(be, n, be->weight_dtype);
+    if (ae_ptr_is_null(*dst)) return AE_ERR_NOMEM;
+    be->fill(be, *dst, n, 0.0f);
+    return AE_OK;
+}
+
 static ae_status zeros_fill(const ae_model *m, ae_model *g) {
     const ae_config *c = &m->cfg;
     size_t V = c->vocab_size, D = c->hidden_size, I = c->intermediate_size;
     size_t E = c->num_experts, Im = c->moe_intermediate_size;
+    const ae_backend *be = m->be;
     AE_TRY(config_copy(&g->cfg, c));
-    AE_TRY(alloc_into(&g->embed, V * D));
-    if (m->lm_head == m->embed) g->lm_head = g->embed;
-    else AE_TRY(alloc_into(&g->lm_head, V * D));
-    AE_TRY(alloc_into(&g->final_norm, D));
+    AE_TRY(zeros_into(be, &g->embed, V * D));
+    if (m->lm_head.data == m->embed.data) g->lm_head = g->embed;
+    else AE_TRY(zeros_into(be, &g->lm_head, V * D));
+    AE_TRY(zeros_into(be, &g->final_norm, D));
     g->layers = ae_calloc((size_t)c->num_hidden_layers, sizeof(ae_layer));
     if (!g->layers) return AE_ERR_NOMEM;
     for (int l = 0; l < c->num_hidden_layers; l++) {
@@ -181,19 +196,19 @@ static ae_status zeros_fill(const ae_model *m, ae_model *g) {
         ae_layer *G = &g->layers[l];
         G->kind = L->kind;
         G->is_moe = L->is_moe;
-        AE_TRY(alloc_into(&G->input_norm, D));
-        AE_TRY(alloc_into(&G->post_norm, D));
-        if (L->kind == AE_ATTN_MLA) AE_TRY(ae_mla_init(&G->mla, &L->mla.d));
-        else AE_TRY(ae_gswa_init(&G->gqa, &L->gqa.d));
+        AE_TRY(zeros_into(be, &G->input_norm, D));
+        AE_TRY(zeros_into(be, &G->post_norm, D));
+        if (L->kind == AE_ATTN_MLA) AE_TRY(ae_mla_init(&G->mla, &L->mla.d, be));
+        else AE_TRY(ae_gswa_init(&G->gqa, &L->gqa.d, be));
         if (!L->is_moe) {
-            AE_TRY(alloc_into(&G->w_gate, I * D));
-            AE_TRY(alloc_into(&G->w_up, I * D));
-            AE_TRY(alloc_into(&G->w_down, D * I));
+            AE_TRY(zeros_into(be, &G->w_gate, I * D));
+            AE_TRY(zeros_into(be, &G->w_up, I * D));
+            AE_TRY(zeros_into(be, &G->w_down, D * I));
         } else {
-            AE_TRY(alloc_into(&G->router, E * D));
-            AE_TRY(alloc_into(&G->e_gate, E * Im * D));
-            AE_TRY(alloc_into(&G->e_up, E * Im * D));
-            AE_TRY(alloc_into(&G->e_down, E * D * Im));
+            AE_TRY(zeros_into(be, &G->router, E * D));
+            AE_TRY(zeros_into(be, &G->e_gate, E * Im * D));
+            AE_TRY(zeros_into(be, &G->e_up, E * Im * D));
+            AE_TRY(zeros_into(be, &G->e_down, E * D * Im));
         }
     }
     return AE_OK;
@@ -297,6 +312,9 @@ ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, i
     if (B <= 0 || T <= 0) return ae_errorf(AE_ERR_ARG, "train forward: B %d, T %d", B, T);
     int D = c->hidden_size, V = c->vocab_size, M = B * T;
     float eps = (float)c->rms_norm_eps;
+    if (!ae_model_on_host(m))
+        return ae_errorf(AE_ERR_UNSUPPORTED, "training on %s is not implemented yet: use the cpu "
+                         "backend", be->name);
     for (int i = 0; i < M; i++)
         if (ids[i] < 0 || ids[i] >= V)
             return ae_errorf(AE_ERR_ARG, "train forward: token id %d at index %d is out of range "
@@ -309,23 +327,28 @@ ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, i
     }
     memcpy(a->ids, ids, sizeof(int32_t) * (size_t)M);
     size_t MD = (size_t)M * D;
+    const float *embed = ae_f32(m->embed);
     for (int i = 0; i < M; i++)
-        memcpy(a->hidden[0] + (size_t)i * D, m->embed + (size_t)ids[i] * D, sizeof(float) * D);
+        memcpy(a->hidden[0] + (size_t)i * D, embed + (size_t)ids[i] * D, sizeof(float) * D);
     for (int l = 0; l < c->num_hidden_layers && st == AE_OK; l++) {
         const ae_layer *L = &m->layers[l];
         layer_acts *la = &a->layer[l];
-        be->rmsnorm(be, la->attn_in, a->hidden[l], L->input_norm, M, D, eps);
-        st = ae_layer_attn_train_forward(be, L, la->attn_in, B, T, la->attn_out, &la->attn);
+        be->rmsnorm(be, ae_host_f32(la->attn_in), ae_host_f32(a->hidden[l]), L->input_norm, M, D,
+                    D, eps);
+        st = ae_layer_attn_train_forward(be, L, ae_host_f32(la->attn_in), B, T,
+                                         ae_host_f32(la->attn_out), &la->attn);
         if (st != AE_OK) break;
         memcpy(la->h_mid, a->hidden[l], sizeof(float) * MD);
-        be->add(be, la->h_mid, la->attn_out, MD);
-        be->rmsnorm(be, la->mlp_in, la->h_mid, L->post_norm, M, D, eps);
+        be->add(be, ae_host_f32(la->h_mid), ae_host_f32(la->attn_out), MD);
+        be->rmsnorm(be, ae_host_f32(la->mlp_in), ae_host_f32(la->h_mid), L->post_norm, M, D, D, eps);
         float *h = a->hidden[l + 1];
         if (L->is_moe) st = ae_moe_train_forward(m, L, la->mlp_in, M, h, &la->moe);
         else ae_mlp_train_forward(m, L, la->mlp_in, M, h, la->g, la->u, la->act);
-        be->add(be, h, la->h_mid, MD); // h_{l+1} = mlp_out + h_mid
+        be->add(be, ae_host_f32(h), ae_host_f32(la->h_mid), MD); // h_{l+1} = mlp_out + h_mid
     }
-    if (st == AE_OK) be->rmsnorm(be, a->final, a->hidden[c->num_hidden_layers], m->final_norm, M, D, eps);
+    if (st == AE_OK)
+        be->rmsnorm(be, ae_host_f32(a->final), ae_host_f32(a->hidden[c->num_hidden_layers]),
+                    m->final_norm, M, D, D, eps);
     if (st != AE_OK) {
         ae_train_acts_free(a);
         return st;
@@ -367,10 +390,12 @@ ae_status ae_model_train_backward(const ae_model *m, const ae_train_acts *a, con
         goto done;
     }
     // final norm (d_final NULL: no loss on the output), then the extra gradient on h_L
+#define HF ae_host_f32
+    ae_ptr none = ae_ptr_null();
     if (d_final)
-        be->rmsnorm_bwd(be, dh, af ? NULL : g->final_norm, d_final, a->hidden[Lc], m->final_norm,
-                        M, D, eps);
-    if (d_hidden && d_hidden[Lc]) be->add(be, dh, d_hidden[Lc], MD);
+        be->rmsnorm_bwd(be, HF(dh), af ? none : g->final_norm, HF(d_final), HF(a->hidden[Lc]),
+                        m->final_norm, M, D, eps);
+    if (d_hidden && d_hidden[Lc]) be->add(be, HF(dh), HF(d_hidden[Lc]), MD);
     for (int l = Lc - 1; l >= 0; l--) {
         const ae_layer *L = &m->layers[l];
         ae_layer *G = &g->layers[l];
@@ -384,18 +409,20 @@ ae_status ae_model_train_backward(const ae_model *m, const ae_train_acts *a, con
             ae_mlp_train_backward(m, L, la->mlp_in, la->g, la->u, la->act, dh, M, dx,
                                   af ? NULL : G, scratch);
         }
-        be->rmsnorm_bwd(be, dh, af ? NULL : G->post_norm, dx, la->h_mid, L->post_norm, M, D, eps);
+        be->rmsnorm_bwd(be, HF(dh), af ? none : G->post_norm, HF(dx), HF(la->h_mid), L->post_norm,
+                        M, D, eps);
         // h_mid = h_l + Attn(RMSNorm(h_l)); the module backward overwrites dx
-        st = ae_layer_attn_backward(be, L, &la->attn, dh, dx, G);
+        st = ae_layer_attn_backward(be, L, &la->attn, HF(dh), HF(dx), G);
         if (st != AE_OK) goto done;
-        be->rmsnorm_bwd(be, dh, af ? NULL : G->input_norm, dx, a->hidden[l], L->input_norm, M, D,
-                        eps);
-        if (d_hidden && d_hidden[l]) be->add(be, dh, d_hidden[l], MD);
+        be->rmsnorm_bwd(be, HF(dh), af ? none : G->input_norm, HF(dx), HF(a->hidden[l]),
+                        L->input_norm, M, D, eps);
+        if (d_hidden && d_hidden[l]) be->add(be, HF(dh), HF(d_hidden[l]), MD);
     }
+#undef HF
     // embeddings: scatter-add (rows of repeated tokens sum, in token order)
     if (!af)
         for (int i = 0; i < M; i++) {
-            float *ge = g->embed + (size_t)a->ids[i] * D;
+            float *ge = ae_f32(g->embed) + (size_t)a->ids[i] * D;
             const float *src = dh + (size_t)i * D;
             for (int d = 0; d < D; d++) ge[d] += src[d];
         }

@@ -62,11 +62,11 @@ ae_status ae_moe_train_forward(const ae_model *m, const ae_layer *L, const float
         ae_moe_acts_free(a);
         return AE_ERR_NOMEM;
     }
-    be->matmul(be, a->probs, x, L->router, M, D, E);
+    ae_matmul(be, ae_host_f32(a->probs), ae_host_f32(x), L->router, M, D, E);
     for (int t = 0; t < M; t++) {
         ae_moe_softmax(a->probs + (size_t)t * E, E);
-        ae_moe_route(a->probs + (size_t)t * E, E, K, c->norm_topk_prob, a->top + (size_t)t * K,
-                     a->topw + (size_t)t * K);
+        ae_moe_topk(a->probs + (size_t)t * E, E, K, c->norm_topk_prob, a->top + (size_t)t * K,
+                    a->topw + (size_t)t * K);
     }
     // Slots grouped by expert, tokens in order within an expert (moe.c's order).
     int s = 0;
@@ -90,10 +90,10 @@ ae_status ae_moe_train_forward(const ae_model *m, const ae_layer *L, const float
             memcpy(xe + (size_t)i * D, x + (size_t)a->slot_tok[s0 + i] * D, sizeof(float) * D);
         float *g = a->g + (size_t)s0 * Im, *u = a->u + (size_t)s0 * Im;
         float *act = a->act + (size_t)s0 * Im, *ye = a->ye + (size_t)s0 * D;
-        be->matmul(be, g, xe, L->e_gate + per_gu * e, n, D, Im);
-        be->matmul(be, u, xe, L->e_up + per_gu * e, n, D, Im);
-        be->silu_mul(be, act, g, u, (size_t)n * Im);
-        be->matmul(be, ye, act, L->e_down + per_gu * e, n, Im, D);
+        ae_matmul(be, ae_host_f32(g), ae_host_f32(xe), ae_ptr_at(L->e_gate, per_gu * e), n, D, Im);
+        ae_matmul(be, ae_host_f32(u), ae_host_f32(xe), ae_ptr_at(L->e_up, per_gu * e), n, D, Im);
+        be->silu_mul(be, ae_host_f32(act), ae_host_f32(g), ae_host_f32(u), (size_t)n * Im);
+        ae_matmul(be, ae_host_f32(ye), ae_host_f32(act), ae_ptr_at(L->e_down, per_gu * e), n, Im, D);
         for (int i = 0; i < n; i++) {
             int t = a->slot_tok[s0 + i];
             float w = 0.0f;
@@ -155,7 +155,8 @@ ae_status ae_moe_train_backward(const ae_model *m, const ae_layer *L, const ae_m
         for (int e = 0; e < E; e++) dzt[e] = (float)(-(double)p[e] * pdp);
         for (int j = 0; j < K; j++) dzt[top[j]] += (float)((double)p[top[j]] * dpp[j]);
     }
-    be->matmul_bwd(be, dx, gL ? gL->router : NULL, dz, x, L->router, M, D, E);
+    ae_matmul_bwd(be, ae_host_f32(dx), gL ? gL->router : ae_ptr_null(), ae_host_f32(dz),
+                  ae_host_f32(x), L->router, M, D, E);
 
     // Experts, one at a time over their slots.
     for (int e = 0; e < E; e++) {
@@ -175,13 +176,17 @@ ae_status ae_moe_train_backward(const ae_model *m, const ae_layer *L, const ae_m
         const float *act = a->act + (size_t)s0 * Im;
         memset(dact, 0, sizeof(float) * (size_t)n * Im);
         memset(dxe, 0, sizeof(float) * (size_t)n * D);
-        be->matmul_bwd(be, dact, gL ? gL->e_down + per_gu * e : NULL, dye, act,
-                       L->e_down + per_gu * e, n, Im, D);
-        be->silu_mul_bwd(be, dg, du, dact, g, u, (size_t)n * Im);
-        be->matmul_bwd(be, dxe, gL ? gL->e_gate + per_gu * e : NULL, dg, xe,
-                       L->e_gate + per_gu * e, n, D, Im);
-        be->matmul_bwd(be, dxe, gL ? gL->e_up + per_gu * e : NULL, du, xe, L->e_up + per_gu * e,
-                       n, D, Im);
+        ae_ptr gdown = gL ? ae_ptr_at(gL->e_down, per_gu * e) : ae_ptr_null();
+        ae_ptr ggate = gL ? ae_ptr_at(gL->e_gate, per_gu * e) : ae_ptr_null();
+        ae_ptr gup = gL ? ae_ptr_at(gL->e_up, per_gu * e) : ae_ptr_null();
+        ae_matmul_bwd(be, ae_host_f32(dact), gdown, ae_host_f32(dye), ae_host_f32(act),
+                      ae_ptr_at(L->e_down, per_gu * e), n, Im, D);
+        be->silu_mul_bwd(be, ae_host_f32(dg), ae_host_f32(du), ae_host_f32(dact), ae_host_f32(g),
+                         ae_host_f32(u), (size_t)n * Im);
+        ae_matmul_bwd(be, ae_host_f32(dxe), ggate, ae_host_f32(dg), ae_host_f32(xe),
+                      ae_ptr_at(L->e_gate, per_gu * e), n, D, Im);
+        ae_matmul_bwd(be, ae_host_f32(dxe), gup, ae_host_f32(du), ae_host_f32(xe),
+                      ae_ptr_at(L->e_up, per_gu * e), n, D, Im);
         for (int i = 0; i < n; i++) {
             float *dxt = dx + (size_t)a->slot_tok[s0 + i] * D;
             const float *src = dxe + (size_t)i * D;
@@ -204,10 +209,10 @@ void ae_mlp_train_forward(const ae_model *m, const ae_layer *L, const float *x, 
                           float *g, float *u, float *act) {
     const ae_backend *be = m->be;
     int D = m->cfg.hidden_size, I = m->cfg.intermediate_size;
-    be->matmul(be, g, x, L->w_gate, M, D, I);
-    be->matmul(be, u, x, L->w_up, M, D, I);
-    be->silu_mul(be, act, g, u, (size_t)M * I);
-    be->matmul(be, y, act, L->w_down, M, I, D);
+    ae_matmul(be, ae_host_f32(g), ae_host_f32(x), L->w_gate, M, D, I);
+    ae_matmul(be, ae_host_f32(u), ae_host_f32(x), L->w_up, M, D, I);
+    be->silu_mul(be, ae_host_f32(act), ae_host_f32(g), ae_host_f32(u), (size_t)M * I);
+    ae_matmul(be, ae_host_f32(y), ae_host_f32(act), L->w_down, M, I, D);
 }
 
 void ae_mlp_train_backward(const ae_model *m, const ae_layer *L, const float *x, const float *g,
@@ -218,8 +223,12 @@ void ae_mlp_train_backward(const ae_model *m, const ae_layer *L, const float *x,
     size_t n = (size_t)M * I;
     float *dact = scratch, *dg = scratch + n, *du = scratch + 2 * n; // (M, I) each
     memset(dact, 0, sizeof(float) * n);
-    be->matmul_bwd(be, dact, gL ? gL->w_down : NULL, dy, act, L->w_down, M, I, D);
-    be->silu_mul_bwd(be, dg, du, dact, g, u, n);
-    be->matmul_bwd(be, dx, gL ? gL->w_gate : NULL, dg, x, L->w_gate, M, D, I);
-    be->matmul_bwd(be, dx, gL ? gL->w_up : NULL, du, x, L->w_up, M, D, I);
+    ae_matmul_bwd(be, ae_host_f32(dact), gL ? gL->w_down : ae_ptr_null(), ae_host_f32(dy),
+                  ae_host_f32(act), L->w_down, M, I, D);
+    be->silu_mul_bwd(be, ae_host_f32(dg), ae_host_f32(du), ae_host_f32(dact), ae_host_f32(g),
+                     ae_host_f32(u), n);
+    ae_matmul_bwd(be, ae_host_f32(dx), gL ? gL->w_gate : ae_ptr_null(), ae_host_f32(dg),
+                  ae_host_f32(x), L->w_gate, M, D, I);
+    ae_matmul_bwd(be, ae_host_f32(dx), gL ? gL->w_up : ae_ptr_null(), ae_host_f32(du),
+                  ae_host_f32(x), L->w_up, M, D, I);
 }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Packs what a run on a lent GPU machine needs into .carry/ (ignored by git): the CUDA build made
+# here (same nvcc as the device), the Debian shared libraries it links (the device image lacks
+# them), and the parts of ../shared the GPU tests and benchmarks read. On the device:
+#   bash dev/device-unpack.sh && AE_GPU_BUILD=.carry/build AE_PREBUILT=1 bash scripts/test-gpu.sh
+# Usage: dev/device-bundle.sh [teachers...]   (default: qwen3-micro qwen3-moe; the tree limit of
+# a device call is 64 MiB, so large teachers go in separate calls)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+teachers=("$@")
+[ ${#teachers[@]} -eq 0 ] && teachers=(qwen3-micro qwen3-moe)
+shared=$(cd ../shared && pwd)
+rm -rf .carry && mkdir -p .carry/stage/lib .carry/stage/shared/teachers .carry/stage/shared/data/corpus/general
+bash scripts/build.sh build-gpu -DAE_CUDA=ON >/dev/null
+git rev-parse --short HEAD > build-gpu/COMMIT
+git diff --quiet || echo "+uncommitted" >> build-gpu/COMMIT
+mkdir -p .carry/stage/build
+cp build-gpu/COMMIT build-gpu/attnedit build-gpu/bench_infer build-gpu/test_backend_ops \
+   build-gpu/test_cuda_model .carry/stage/build/
+for l in libcjson.so.1 libpcre2-8.so.0 libutf8proc.so.2 libcmocka.so.0 libgfortran.so.5 \
+         libquadmath.so.0 libgomp.so.1; do
+  cp -L /usr/lib/x86_64-linux-gnu/$l .carry/stage/lib/
+done
+cp -L /usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0 .carry/stage/lib/
+for t in "${teachers[@]}"; do cp -r "$shared/teachers/$t" .carry/stage/shared/teachers/; done
+head -c 400000 "$shared/data/corpus/general/valid.txt" > .carry/stage/shared/data/corpus/general/valid.txt
+tar -C .carry/stage -cf - . | xz -T2 -6 > .carry/bundle.tar.xz
+rm -rf .carry/stage
+ls -la .carry/bundle.tar.xz

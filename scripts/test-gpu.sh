@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every GPU test on a machine with an NVIDIA GPU: each CUDA op against the CPU reference
+# (tests/test_backend_ops.c) and whole models (the teachers in ../shared and students of each
+# target) against the CPU (tests/test_cuda_model.c). Prints the date, GPU and commit first so the
+# log can be pasted into docs/ as it is.
+#
+#   bash scripts/test-gpu.sh                 # build with CUDA into build-gpu, then test
+#   AE_GPU_BUILD=DIR AE_PREBUILT=1 bash scripts/test-gpu.sh   # test binaries built elsewhere
+#
+# A GPU test that finds no GPU fails here (AE_REQUIRE_GPU=1) instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${AE_GPU_BUILD:-build-gpu}
+if [ -z "${AE_PREBUILT:-}" ]; then
+  bash scripts/deps.sh
+  bash scripts/build.sh "$build" -DAE_CUDA=ON
+fi
+commit=$(git rev-parse --short HEAD 2>/dev/null || cat "$build/COMMIT" 2>/dev/null || echo unknown)
+echo "== attnedit GPU tests"
+echo "date:   $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "commit: $commit"
+echo "gpu:    $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo 'nvidia-smi not found')"
+export AE_REQUIRE_GPU=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+status=0
+for t in test_backend_ops test_cuda_model; do
+  echo
+  echo "== $t"
+  start=$(date +%s)
+  if "$build/$t"; then r=0; else r=$?; fi
+  echo "== $t: exit $r ($(( $(date +%s) - start )) s)"
+  [ "$r" -eq 0 ] || status=1
+done
+echo
+[ "$status" -eq 0 ] && echo "ALL GPU TESTS PASSED" || echo "GPU TESTS FAILED"
+exit "$status"

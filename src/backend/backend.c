@@ -1,0 +1,136 @@
+// Backend selection and the small helpers every caller of the op table shares.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda.h"
+#include "backend/ops.h"
+#include "core/mem.h"
+
+float *ae_f32(ae_ptr p) {
+    if (p.data && p.dtype != AE_DT_F32) {
+        fprintf(stderr, "attnedit: internal error: host F32 view of a %s tensor\n",
+                ae_dtype_name(p.dtype));
+        abort();
+    }
+    return (float *)p.data;
+}
+
+ae_status ae_backend_open(const char *name, const ae_backend **out) {
+    *out = NULL;
+    if (name && strcmp(name, "cpu") == 0) {
+        *out = ae_backend_cpu();
+        return AE_OK;
+    }
+    int dev = 0;
+    int automatic = !name || strcmp(name, "auto") == 0;
+    if (!automatic) {
+        char *end = NULL;
+        if (strcmp(name, "cuda") == 0) dev = 0;
+        else if (strncmp(name, "cuda:", 5) == 0 && name[5] >= '0' && name[5] <= '9' &&
+                 (dev = (int)strtol(name + 5, &end, 10), *end == '\0'))
+            ;
+        else
+            return ae_errorf(AE_ERR_ARG, "--device '%s': expected cpu, cuda or cuda:N", name);
+    }
+#ifdef AE_HAVE_CUDA
+    if (automatic && ae_cuda_device_count() <= 0) {
+        *out = ae_backend_cpu();
+        return AE_OK;
+    }
+    return ae_backend_cuda_open(dev, out);
+#else
+    (void)dev;
+    if (automatic) {
+        *out = ae_backend_cpu();
+        return AE_OK;
+    }
+    return ae_errorf(AE_ERR_UNSUPPORTED,
+                     "--device %s: this attnedit was built without CUDA (rebuild with a CUDA "
+                     "toolkit installed, cmake -DAE_CUDA=ON)", name);
+#endif
+}
+
+void ae_backend_close(const ae_backend *be) {
+#ifdef AE_HAVE_CUDA
+    if (be && be != ae_backend_cpu()) ae_backend_cuda_close(be);
+#else
+    (void)be;
+#endif
+}
+
+void ae_backend_mem_info(const ae_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    *free_bytes = *total_bytes = 0;
+    if (be->mem_info) be->mem_info(be, free_bytes, total_bytes);
+}
+
+void ae_matmul(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int K, int N) {
+    ae_gemm_args g = {.M = M, .N = N, .K = K, .batch = 1, .trans_a = 0, .trans_b = 1,
+                      .lda = K, .ldb = K, .ldy = N, .alpha = 1.0f, .beta = 0.0f};
+    be->gemm(be, &g, y, x, w);
+}
+
+void ae_matmul_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr x, ae_ptr w,
+                   int M, int K, int N) {
+    if (!ae_ptr_is_null(dx)) { // dx (M, K) += dy (M, N) · w (N, K)
+        ae_gemm_args g = {.M = M, .N = K, .K = N, .batch = 1, .trans_a = 0, .trans_b = 0,
+                          .lda = N, .ldb = K, .ldy = K, .alpha = 1.0f, .beta = 1.0f};
+        be->gemm(be, &g, dx, dy, w);
+    }
+    if (!ae_ptr_is_null(dw)) { // dw (N, K) += dyᵀ (N, M) · x (M, K)
+        ae_gemm_args g = {.M = N, .N = K, .K = M, .batch = 1, .trans_a = 1, .trans_b = 0,
+                          .lda = N, .ldb = K, .ldy = K, .alpha = 1.0f, .beta = 1.0f};
+        be->gemm(be, &g, dw, dy, x);
+    }
+}
+
+void ae_copy(const ae_backend *be, ae_ptr dst, ae_ptr src, size_t n) {
+    if (n > 0) be->copy_rows(be, dst, (int64_t)n, src, (int64_t)n, 1, (int)n);
+}
+
+void ae_scratch_init(ae_scratch *s, const ae_backend *be) {
+    memset(s, 0, sizeof *s);
+    s->be = be;
+}
+
+ae_ptr ae_scratch_alloc(ae_scratch *s, size_t n, ae_dtype dt) {
+    if (s->failed) return ae_ptr_null();
+    if (s->n == AE_SCRATCH_MAX) {
+        fprintf(stderr, "attnedit: internal error: more than %d scratch buffers\n", AE_SCRATCH_MAX);
+        abort();
+    }
+    ae_ptr p = s->be->alloc(s->be, n ? n : 1, dt);
+    if (ae_ptr_is_null(p)) {
+        s->failed = 1;
+        return p;
+    }
+    s->p[s->n++] = p;
+    return p;
+}
+
+void ae_scratch_free(ae_scratch *s) {
+    for (int i = 0; i < s->n; i++) s->be->free(s->be, s->p[i]);
+    s->n = 0;
+}
+
+ae_attn_args ae_attn_dense(int T, int pos0, int Hq, int Hkv, int dk, int dv, int window,
+                           float scale, ae_ptr sinks) {
+    ae_attn_args a = {.T = T, .pos0 = pos0, .Hq = Hq, .Hkv = Hkv, .dk = dk, .dv = dv,
+                      .k_stride = Hkv * dk, .v_stride = Hkv * dv, .window = window, .ring = 0,
+                      .scale = scale, .sinks = sinks};
+    return a;
+}
+
+ae_ptr ae_scratch_positions(ae_scratch *s, int n, int pos0, int period) {
+    ae_ptr p = ae_scratch_alloc(s, (size_t)n, AE_DT_I32);
+    if (s->failed) return p;
+    int32_t *h = ae_malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
+    if (!h) {
+        s->failed = 1;
+        return ae_ptr_null();
+    }
+    for (int i = 0; i < n; i++) h[i] = pos0 + (period > 0 ? i % period : i);
+    if (s->be->upload(s->be, p, h, AE_DT_I32, (size_t)n) != AE_OK) s->failed = 1;
+    free(h);
+    return s->failed ? ae_ptr_null() : p;
+}

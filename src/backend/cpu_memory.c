@@ -1,0 +1,108 @@
+// Memory of the CPU backend: host arrays (64-byte aligned), dtype conversion on upload, row
+// copies, fill and the embedding gather.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu_internal.h"
+#include "core/mem.h"
+
+ae_ptr ae_cpu_alloc(const ae_backend *be, size_t n, ae_dtype dt) {
+    (void)be;
+    if (dt != AE_DT_F32 && dt != AE_DT_I32) {
+        fprintf(stderr, "attnedit: internal error: cpu alloc of dtype %s\n", ae_dtype_name(dt));
+        abort();
+    }
+    return ae_ptr_make(ae_alloc_f32(n), dt); // zeroed; NULL with the message set on failure
+}
+
+void ae_cpu_free(const ae_backend *be, ae_ptr p) {
+    (void)be;
+    ae_free_aligned(p.data);
+}
+
+static void convert_to_f32(float *dst, const void *src, ae_dtype dt, size_t n) {
+    const unsigned char *b = src;
+    if (dt == AE_DT_F32) {
+        memcpy(dst, src, n * sizeof(float));
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = (uint16_t)(b[2 * i] | (b[2 * i + 1] << 8)); // little-endian storage
+            dst[i] = dt == AE_DT_BF16 ? ae_bf16_to_f32(h) : ae_f16_to_f32(h);
+        }
+    }
+}
+
+ae_status ae_cpu_upload(const ae_backend *be, ae_ptr dst, const void *src, ae_dtype src_dt,
+                        size_t n) {
+    (void)be;
+    if (dst.dtype == AE_DT_I32 && src_dt == AE_DT_I32) {
+        memcpy(dst.data, src, n * sizeof(int32_t));
+        return AE_OK;
+    }
+    if (dst.dtype != AE_DT_F32 || (src_dt != AE_DT_F32 && src_dt != AE_DT_F16 && src_dt != AE_DT_BF16))
+        return ae_errorf(AE_ERR_UNSUPPORTED, "cpu: cannot upload %s data into a %s tensor",
+                         ae_dtype_name(src_dt), ae_dtype_name(dst.dtype));
+    convert_to_f32(dst.data, src, src_dt, n);
+    return AE_OK;
+}
+
+ae_status ae_cpu_download(const ae_backend *be, void *dst, ae_dtype dst_dt, ae_ptr src, size_t n) {
+    (void)be;
+    if (dst_dt != src.dtype || (dst_dt != AE_DT_F32 && dst_dt != AE_DT_I32))
+        return ae_errorf(AE_ERR_UNSUPPORTED, "cpu: cannot download a %s tensor as %s",
+                         ae_dtype_name(src.dtype), ae_dtype_name(dst_dt));
+    memcpy(dst, src.data, n * ae_dtype_size(dst_dt));
+    return AE_OK;
+}
+
+ae_status ae_cpu_sync(const ae_backend *be) {
+    (void)be;
+    return AE_OK;
+}
+
+void ae_cpu_copy_rows(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src, int64_t lds,
+                      int rows, int cols) {
+    (void)be;
+    if (dst.dtype != src.dtype || ae_dtype_size(dst.dtype) != 4) {
+        fprintf(stderr, "attnedit: internal error: cpu copy_rows %s -> %s\n",
+                ae_dtype_name(src.dtype), ae_dtype_name(dst.dtype));
+        abort();
+    }
+    char *d = dst.data;
+    const char *s = src.data;
+    for (int r = 0; r < rows; r++)
+        memcpy(d + (size_t)r * ldd * 4, s + (size_t)r * lds * 4, (size_t)cols * 4);
+}
+
+void ae_cpu_fill(const ae_backend *be, ae_ptr dst, size_t n, float value) {
+    (void)be;
+    if (dst.dtype == AE_DT_I32) {
+        int32_t *d = cpu_i(dst, "fill");
+        for (size_t i = 0; i < n; i++) d[i] = (int32_t)value;
+        return;
+    }
+    float *d = cpu_f(dst, "fill");
+    for (size_t i = 0; i < n; i++) d[i] = value;
+}
+
+void ae_cpu_fill_normal(const ae_backend *be, ae_ptr dst, size_t n, float std, uint64_t seed) {
+    (void)be;
+    float *d = cpu_f(dst, "fill_normal");
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float z;
+        AE_NORMAL_AT_BODY(seed, i, z);
+        d[i] = std * z;
+    }
+}
+
+void ae_cpu_embed(const ae_backend *be, ae_ptr y, ae_ptr table, ae_ptr ids, int T, int D) {
+    (void)be;
+    float *yy = cpu_f(y, "embed");
+    const float *tb = cpu_f(table, "embed");
+    const int32_t *id = cpu_i(ids, "embed");
+    for (int t = 0; t < T; t++)
+        memcpy(yy + (size_t)t * D, tb + (size_t)id[t] * D, sizeof(float) * (size_t)D);
+}

@@ -1,0 +1,325 @@
+// CUDA backend: device selection, state, memory and error handling, and the op table.
+//
+// Memory is taken from the device's stream-ordered pool (cudaMallocAsync on the backend's one
+// stream, pool kept across frees), so the per-call workspaces of the model code cost no device
+// synchronisation. Uploads convert F32/F16/BF16 host data to the tensor's dtype on the device;
+// downloads convert BF16 to F32 on the device. The first CUDA error is kept; later ops do
+// nothing and the next sync or download returns it (backend/ops.h, "Errors").
+#include <cuda_fp16.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda_internal.h"
+#include "core/mem.h"
+
+// ---- errors ------------------------------------------------------------------------------------
+
+int cuda_failed(const ae_backend *be) { return cu(be)->failed; }
+
+static void keep_error(const ae_backend *be, const char *fmt, ...) {
+    ae_cuda *c = cu(be);
+    if (c->failed) return;
+    c->failed = 1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->message, sizeof c->message, fmt, ap);
+    va_end(ap);
+}
+
+void cuda_check(const ae_backend *be, cudaError_t e, const char *op) {
+    if (e != cudaSuccess)
+        keep_error(be, "%s: CUDA error in %s: %s (%s)", cu(be)->name, op, cudaGetErrorString(e),
+                   cudaGetErrorName(e));
+}
+
+void cuda_check_blas(const ae_backend *be, int status, const char *op) {
+    if (status != 0) keep_error(be, "%s: cuBLAS error %d in %s", cu(be)->name, status, op);
+}
+
+static ae_status kept_status(const ae_backend *be) {
+    ae_cuda *c = cu(be);
+    return c->failed ? ae_errorf(AE_ERR_DEVICE, "%s", c->message) : AE_OK;
+}
+
+void cuda_need(ae_ptr p, int mask, const char *op, const char *arg) {
+    if (!p.data) return;
+    int m = p.dtype == AE_DT_F32 ? AE_M_F32 : p.dtype == AE_DT_BF16 ? AE_M_BF16
+          : p.dtype == AE_DT_I32 ? AE_M_I32 : 0;
+    if (m & mask) return;
+    fprintf(stderr, "attnedit: internal error: cuda %s: argument %s has dtype %s\n", op, arg,
+            ae_dtype_name(p.dtype));
+    abort();
+}
+
+// ---- memory ------------------------------------------------------------------------------------
+
+__global__ void k_fill_nan_bytes(uint32_t *p, size_t n) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) p[i] = 0x7fc07fc0u; // NaN as F32 (0x7fc07fc0) and as each BF16 half (0x7fc0)
+}
+
+void *cuda_tmp_alloc(const ae_backend *be, size_t bytes, const char *op) {
+    if (cuda_failed(be)) return NULL;
+    void *p = NULL;
+    cudaError_t e = cudaMallocAsync(&p, bytes ? bytes : 16, stream_of(be));
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        keep_error(be, "%s: out of device memory in %s (%.1f MiB)", cu(be)->name, op,
+                   bytes / 1048576.0);
+        return NULL;
+    }
+    return p;
+}
+
+void cuda_tmp_free(const ae_backend *be, void *p) {
+    if (p) cuda_check(be, cudaFreeAsync(p, stream_of(be)), "free");
+}
+
+ae_ptr ae_cuda_alloc(const ae_backend *be, size_t n, ae_dtype dt) {
+    size_t es = ae_dtype_size(dt), bytes;
+    if (es == 0 || ae_mul_size(n ? n : 1, es, &bytes) != 0) {
+        ae_errorf(AE_ERR_NOMEM, "%s: allocation size overflow (%zu x %s)", cu(be)->name, n,
+                  ae_dtype_name(dt));
+        return ae_ptr_null();
+    }
+    bytes = (bytes + 255) & ~(size_t)255;
+    void *p = NULL;
+    cudaError_t e = cudaMallocAsync(&p, bytes, stream_of(be));
+    if (e != cudaSuccess) {
+        cudaGetLastError(); // out of memory is reported, not kept as a device failure
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        ae_errorf(AE_ERR_NOMEM,
+                  "%s: out of GPU memory allocating %.2f GiB (%.2f GiB free of %.2f GiB); a "
+                  "smaller --ctx or a smaller model lowers the need",
+                  cu(be)->name, bytes / 1073741824.0, fr / 1073741824.0, tot / 1073741824.0);
+        return ae_ptr_null();
+    }
+    if (cu(be)->poison) {
+        size_t words = bytes / 4;
+        k_fill_nan_bytes<<<cuda_blocks(words, 256), 256, 0, stream_of(be)>>>((uint32_t *)p, words);
+        cuda_check(be, cudaGetLastError(), "alloc poison");
+    }
+    return ae_ptr_make(p, dt);
+}
+
+void ae_cuda_free(const ae_backend *be, ae_ptr p) {
+    if (p.data) cudaFreeAsync(p.data, stream_of(be));
+}
+
+__device__ __forceinline__ float ld_src(const void *p, int dt, size_t i) {
+    if (dt == AE_DT_F32) return ((const float *)p)[i];
+    if (dt == AE_DT_BF16) return __bfloat162float(((const bf16 *)p)[i]);
+    return __half2float(((const __half *)p)[i]);
+}
+
+template <typename T>
+__global__ void k_convert(T *dst, const void *src, int src_dt, size_t n) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) stf(dst + i, ld_src(src, src_dt, i));
+}
+
+ae_status ae_cuda_upload(const ae_backend *be, ae_ptr dst, const void *src, ae_dtype src_dt,
+                         size_t n) {
+    AE_TRY(kept_status(be));
+    if (n == 0) return AE_OK;
+    cudaStream_t s = stream_of(be);
+    int src_float = src_dt == AE_DT_F32 || src_dt == AE_DT_BF16 || src_dt == AE_DT_F16;
+    int dst_float = dst.dtype == AE_DT_F32 || dst.dtype == AE_DT_BF16;
+    if (src_dt == dst.dtype && (src_dt == AE_DT_I32 || dst_float)) {
+        cuda_check(be, cudaMemcpyAsync(dst.data, src, n * ae_dtype_size(src_dt),
+                                       cudaMemcpyHostToDevice, s), "upload");
+        return kept_status(be);
+    }
+    if (!src_float || !dst_float)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "%s: cannot upload %s data into a %s tensor",
+                         cu(be)->name, ae_dtype_name(src_dt), ae_dtype_name(dst.dtype));
+    // Chunks of at most 64 Mi values bound the staging buffer.
+    size_t chunk = (size_t)64 << 20, es = ae_dtype_size(src_dt);
+    void *tmp = cuda_tmp_alloc(be, (n < chunk ? n : chunk) * es, "upload");
+    if (!tmp) return kept_status(be);
+    for (size_t o = 0; o < n && !cuda_failed(be); o += chunk) {
+        size_t m = n - o < chunk ? n - o : chunk;
+        cuda_check(be, cudaMemcpyAsync(tmp, (const char *)src + o * es, m * es,
+                                       cudaMemcpyHostToDevice, s), "upload");
+        AE_CUDA_FLOAT_DISPATCH(dst.dtype, T, k_convert<T><<<cuda_blocks(m, 256), 256, 0, s>>>(
+                                                 (T *)dst.data + o, tmp, (int)src_dt, m));
+        cuda_check(be, cudaGetLastError(), "upload convert");
+    }
+    cuda_tmp_free(be, tmp);
+    return kept_status(be);
+}
+
+template <typename T>
+__global__ void k_fill_normal(T *dst, size_t n, float std, uint64_t seed) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float z;
+    AE_NORMAL_AT_BODY(seed, i, z);
+    stf(dst + i, std * z);
+}
+
+void ae_cuda_fill_normal(const ae_backend *be, ae_ptr dst, size_t n, float std, uint64_t seed) {
+    if (cuda_failed(be) || n == 0) return;
+    cuda_need(dst, AE_M_FLOAT, "fill_normal", "dst");
+    AE_CUDA_FLOAT_DISPATCH(dst.dtype, T, k_fill_normal<T><<<cuda_blocks(n, 256), 256, 0,
+                                                            stream_of(be)>>>((T *)dst.data, n,
+                                                                             std, seed));
+    cuda_check(be, cudaGetLastError(), "fill_normal");
+}
+
+ae_status ae_cuda_download(const ae_backend *be, void *dst, ae_dtype dst_dt, ae_ptr src,
+                           size_t n) {
+    AE_TRY(kept_status(be));
+    cudaStream_t s = stream_of(be);
+    if (n > 0 && dst_dt == src.dtype && (dst_dt == AE_DT_F32 || dst_dt == AE_DT_I32)) {
+        cuda_check(be, cudaMemcpyAsync(dst, src.data, n * 4, cudaMemcpyDeviceToHost, s),
+                   "download");
+    } else if (n > 0 && dst_dt == AE_DT_F32 && src.dtype == AE_DT_BF16) {
+        float *tmp = (float *)cuda_tmp_alloc(be, n * sizeof(float), "download");
+        if (tmp) {
+            k_convert<float><<<cuda_blocks(n, 256), 256, 0, s>>>(tmp, src.data, AE_DT_BF16, n);
+            cuda_check(be, cudaGetLastError(), "download convert");
+            cuda_check(be, cudaMemcpyAsync(dst, tmp, n * 4, cudaMemcpyDeviceToHost, s),
+                       "download");
+            cuda_tmp_free(be, tmp);
+        }
+    } else if (n > 0) {
+        return ae_errorf(AE_ERR_UNSUPPORTED, "%s: cannot download a %s tensor as %s",
+                         cu(be)->name, ae_dtype_name(src.dtype), ae_dtype_name(dst_dt));
+    }
+    cuda_check(be, cudaStreamSynchronize(s), "download");
+    return kept_status(be);
+}
+
+ae_status ae_cuda_sync(const ae_backend *be) {
+    AE_TRY(kept_status(be));
+    cuda_check(be, cudaStreamSynchronize(stream_of(be)), "sync");
+    return kept_status(be);
+}
+
+void ae_cuda_mem_info(const ae_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    cudaSetDevice(cu(be)->device);
+    if (cudaMemGetInfo(free_bytes, total_bytes) != cudaSuccess) {
+        cudaGetLastError();
+        *free_bytes = *total_bytes = 0;
+    }
+}
+
+// ---- opening -------------------------------------------------------------------------------------
+
+extern "C" int ae_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
+    *out = NULL;
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return ae_errorf(AE_ERR_UNSUPPORTED, "--device cuda:%d: no usable CUDA device (%s)", dev,
+                         cudaGetErrorString(e));
+    }
+    if (dev < 0 || dev >= n)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "--device cuda:%d: this machine has %d CUDA device%s",
+                         dev, n, n == 1 ? "" : "s");
+    cudaDeviceProp prop;
+    if ((e = cudaGetDeviceProperties(&prop, dev)) != cudaSuccess)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "--device cuda:%d: %s", dev, cudaGetErrorString(e));
+    if (prop.major < 8)
+        return ae_errorf(AE_ERR_UNSUPPORTED,
+                         "--device cuda:%d: %s has compute capability %d.%d; attnedit needs 8.0 "
+                         "or newer (bf16 tensor cores)", dev, prop.name, prop.major, prop.minor);
+    ae_cuda *c = (ae_cuda *)calloc(1, sizeof *c);
+    ae_backend *be = (ae_backend *)calloc(1, sizeof *be);
+    if (!c || !be) {
+        free(c);
+        free(be);
+        return AE_ERR_NOMEM;
+    }
+    c->device = dev;
+    c->sm_count = prop.multiProcessorCount;
+    c->smem_optin = prop.sharedMemPerBlockOptin;
+    c->cc_major = prop.major;
+    c->cc_minor = prop.minor;
+    const char *poison = getenv("AE_CUDA_POISON");
+    c->poison = poison && poison[0] == '1';
+    snprintf(c->name, sizeof c->name, "cuda:%d", dev);
+    snprintf(c->desc, sizeof c->desc, "%s, %.1f GiB, sm_%d%d", prop.name,
+             prop.totalGlobalMem / 1073741824.0, prop.major, prop.minor);
+    be->ctx = c;
+    ae_status st = AE_OK;
+    if ((e = cudaSetDevice(dev)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        st = ae_errorf(AE_ERR_DEVICE, "cuda:%d: cannot start the device: %s", dev,
+                       cudaGetErrorString(e));
+    }
+    if (st == AE_OK) { // keep freed pool memory for reuse instead of returning it to the driver
+        cudaMemPool_t pool;
+        uint64_t keep = UINT64_MAX;
+        if (cudaDeviceGetDefaultMemPool(&pool, dev) == cudaSuccess)
+            cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+        c->lt_workspace_bytes = (size_t)32 << 20;
+        if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
+            st = ae_errorf(AE_ERR_DEVICE, "cuda:%d: cannot create a cuBLASLt handle", dev);
+        else if (cudaMalloc(&c->lt_workspace, c->lt_workspace_bytes) != cudaSuccess)
+            st = ae_errorf(AE_ERR_NOMEM, "cuda:%d: out of memory for the cuBLASLt workspace", dev);
+    }
+    if (st != AE_OK) {
+        ae_backend_cuda_close(be);
+        return st;
+    }
+    be->name = c->name;
+    be->device = c->desc;
+    be->host_memory = 0;
+    be->act_dtype = AE_DT_BF16;
+    be->weight_dtype = AE_DT_BF16;
+    be->alloc = ae_cuda_alloc;
+    be->free = ae_cuda_free;
+    be->upload = ae_cuda_upload;
+    be->download = ae_cuda_download;
+    be->sync = ae_cuda_sync;
+    be->copy_rows = ae_cuda_copy_rows;
+    be->fill = ae_cuda_fill;
+    be->fill_normal = ae_cuda_fill_normal;
+    be->mem_info = ae_cuda_mem_info;
+    be->gemm = ae_cuda_gemm;
+    be->rmsnorm = ae_cuda_rmsnorm;
+    be->add_rmsnorm = ae_cuda_add_rmsnorm;
+    be->rope = ae_cuda_rope;
+    be->attention = ae_cuda_attention;
+    be->gate_mul = ae_cuda_gate_mul;
+    be->silu_mul = ae_cuda_silu_mul;
+    be->add = ae_cuda_add;
+    be->embed = ae_cuda_embed;
+    be->moe_route = ae_cuda_moe_route;
+    be->moe_ffn = ae_cuda_moe_ffn;
+    be->nll_rows = ae_cuda_nll_rows;
+    be->kl_rows = ae_cuda_kl_rows;
+    be->argmax_rows = ae_cuda_argmax_rows;
+    // Training ops (backward) come with GPU distillation; their slots stay NULL.
+    *out = be;
+    return AE_OK;
+}
+
+extern "C" void ae_backend_cuda_close(const ae_backend *cbe) {
+    ae_backend *be = (ae_backend *)cbe;
+    if (!be) return;
+    ae_cuda *c = cu(be);
+    if (c) {
+        if (c->stream) cudaStreamSynchronize(c->stream);
+        if (c->lt_workspace) cudaFree(c->lt_workspace);
+        if (c->lt) cublasLtDestroy(c->lt);
+        if (c->stream) cudaStreamDestroy(c->stream);
+        free(c);
+    }
+    free(be);
+}

@@ -1,0 +1,139 @@
+// Private to the attention op of the CUDA backend (cuda_attention*.cu): the parameter block all
+// attention kernels share, the split-KV partial format, the launchers of the tensor-core kernels,
+// and small device helpers (cp.async, ldmatrix, mma.sync wrappers, masking and normalisation).
+//
+// Units. Every kernel works with scores in log2 units: s2 = scale · log2(e) · q·k, so softmax
+// weights are exp2(s2 − m2). Running maxima m, partial maxima and sinks are kept in these units.
+//
+// Split-KV partials (split s of `splits`, output row r = t·Hq + h, R = T·Hq rows):
+//   opart[(s·R + r)·dv + d]  unnormalised Σ_j exp2(s2_j − m) v_j[d]   (fp32)
+//   mpart[s·R + r]           m, the running max of that split (−inf when it saw no key)
+//   lpart[s·R + r]           Σ_j exp2(s2_j − m)                          (0 when it saw no key)
+// The combine kernel (cuda_attention.cu) merges the splits, adds the sink and writes bf16 out.
+#ifndef AE_BACKEND_CUDA_ATTENTION_H
+#define AE_BACKEND_CUDA_ATTENTION_H
+
+#include <math.h>
+#include <stdint.h>
+
+#include "backend/cuda_internal.h"
+
+#define AE_ATTN_LOG2E 1.4426950408889634f
+
+typedef struct {
+    const bf16 *q, *k, *v;
+    bf16 *out;
+    const float *sinks;          // (Hq) natural-log units, or null
+    float *opart, *mpart, *lpart; // split partials (splits > 1), else null
+    int T, pos0, Hq, Hkv, G, dk, dv; // G = Hq / Hkv
+    int k_stride, v_stride, window, ring;
+    float scale_log2;            // scale · log2(e)
+    int splits;                  // key-range splits (grid z); 1: kernels write `out` directly
+} attn_params;
+
+// ---- launchers of the tensor-core kernels -------------------------------------------------------
+// Each returns 1 when it queued the work (or kept an error), 0 when it cannot run these
+// arguments (no instantiation for the dims, or its shared memory does not fit): the dispatcher
+// then tries the next kernel. Inputs are checked by the dispatcher (dims, alignment).
+int attn_flash_has(int dk, int dv);                          // cuda_attention_flash.cu
+int attn_flash_run(const ae_backend *be, const attn_params *p);
+int attn_mla_has(int dk, int dv);                            // cuda_attention_mla.cu
+int attn_mla_run(const ae_backend *be, const attn_params *p);
+
+// ---- split-KV plumbing (cuda_attention.cu) ------------------------------------------------------
+// Number of key-range splits for `blocks` blocks of which `per_sm` fit on one SM at a time, when
+// a block's key range is `keys` long and a split should cover at least `min_keys` keys.
+int attn_pick_splits(const ae_backend *be, int blocks, int per_sm, int keys, int min_keys);
+// Allocates the partials of p->splits splits into p (opart/mpart/lpart); returns the buffer to
+// pass to attn_partials_finish (NULL on failure: the error is kept and nothing must be launched).
+void *attn_partials_alloc(const ae_backend *be, attn_params *p);
+// Queues the combine kernel (writes p->out) and frees the buffer.
+void attn_partials_finish(const ae_backend *be, const attn_params *p, void *buf);
+// Largest key range of one query row-tile of `rows_per_tile` packed rows (the last tile): used
+// to decide on splitting.
+int attn_tile_keys(const attn_params *p, int rows_per_tile);
+// Raises the dynamic shared memory limit of a kernel; 0 when `bytes` exceeds the device's opt-in
+// limit (the caller then falls back), 1 otherwise (an API error is kept).
+int attn_set_smem(const ae_backend *be, const void *kernel, size_t bytes);
+
+// ---- device helpers -----------------------------------------------------------------------------
+
+// First visible key of a query at position pos.
+__device__ __forceinline__ int attn_lo(int pos, int window) {
+    return window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+}
+// Storage row of key position j.
+__device__ __forceinline__ size_t attn_row(int j, int ring) {
+    return (size_t)(ring > 0 ? j % ring : j);
+}
+// Factor f with out = acc · f for a row with running max m (log2 units, −inf when no key was
+// seen) and sum l; sink2 = sink · log2(e) joins the denominator when has_sink. Safe for m = −inf.
+__device__ __forceinline__ float attn_out_scale(float m, float l, int has_sink, float sink2) {
+    if (!has_sink) return l > 0.0f ? 1.0f / l : 0.0f;
+    float mf = fmaxf(m, sink2);
+    if (!(mf > -INFINITY)) return 0.0f;
+    float fac = exp2f(m - mf); // 0 when m = −inf
+    float den = l * fac + exp2f(sink2 - mf);
+    return den > 0.0f ? fac / den : 0.0f;
+}
+// The exponent base of a running max: 0 stands in for −inf so that exp2(−inf − base) = 0 and no
+// (−inf) − (−inf) NaN arises when every key seen so far is masked.
+__device__ __forceinline__ float attn_base(float m) { return m == -INFINITY ? 0.0f : m; }
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+// 16-byte global -> shared copy; zero-fills the destination when !ok (src is then not read).
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+                 "r"(ok ? 16 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// ldmatrix .x4: lanes 8i..8i+7 give the row addresses (16 bytes each) of 8x8 matrix i; register
+// i of every lane receives matrix i's elements (row lane/4, cols 2·(lane%4) + {0,1}) — with
+// .trans, (rows 2·(lane%4) + {0,1}, col lane/4) of the matrix as stored.
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+
+// D = A·B + D, m16n8k16, bf16 inputs, fp32 accumulate. With g = lane/4, c = 2·(lane%4):
+//   A (16x16, row-major): a0 = A[g][c..c+1], a1 = A[g+8][c..c+1], a2 = A[g][c+8..c+9],
+//                         a3 = A[g+8][c+8..c+9]   (lower column in the low 16 bits)
+//   B (16x8, "col"):      b0 = B[c..c+1][g], b1 = B[c+8..c+9][g]
+//   D (16x8 fp32):        d0, d1 = D[g][c..c+1], d2, d3 = D[g+8][c..c+1]
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// Two floats as a bf16x2 register (lo in the low half).
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+__device__ __forceinline__ float quad_max(float x) {
+    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+    return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+#endif

@@ -1,0 +1,341 @@
+// D. Absorbed MLA attention (decode, short query chunks) on tensor cores: one kv head (the
+// latent cache), v = the first DV values of each k row (k and v are the same rows), large head
+// dims (576/512, 288/256). See cuda_attention.cu for when it runs.
+//
+// Rows are (token, head) pairs of the single kv head: packed row pr = t·Hq + h (which is also
+// the output row). A block owns ROWS = 16·RG consecutive packed rows (RG = 1, 2 or 4 row groups
+// picked from T·Hq, so small decode batches do not compute padding) and has RG·NC warps:
+// warp w = NC·rg + ch works on the 16 rows of group rg and on part ch (of NC) of both products:
+//   S = Q·Kᵀ: keys ch·BN/NC .. of the BN = 32 key tile (K and Q fragments come from shared
+//             memory at every tile: Q of 16 rows x 576 would not fit in registers next to O);
+//   row max: each warp's partial row maxima meet in shared memory (red_max) so all NC warps of
+//            a group see the same running max; P = exp2(S − m) (bf16) goes to shared memory (Ps);
+//   O += P·V: all BN keys, columns ch·DV/NC .. (16 rows x DV/NC fp32 in registers), V
+//             fragments by ldmatrix.trans from the same K tile (v is the first DV values).
+// Row sums l are kept per warp (own keys) and added across the group at the end (red_sum).
+// NC = 4 for small row counts (decode of 16-32 heads: 4 warps per group keep all tensor-core
+// partitions busy), NC = 2 for 64 rows (O of DV/2 columns per warp).
+// Tiles are double buffered with cp.async like kernel B; with split-KV (grid.z) every latent row
+// is read once per split (per row tile).
+// Fragment layouts and ldmatrix lane addressing are those of cuda_attention_flash.cu.
+#include "backend/cuda_attention.h"
+
+
+template <int DK, int DV, int RG, int NC, int NS> struct mla_cfg {
+    static constexpr int ROWS = 16 * RG, THREADS = 32 * RG * NC, BN = 32;
+    static constexpr int KW = BN / NC, DW = DV / NC; // keys of S, columns of O per warp
+    static constexpr int LD = DK + 8, PLD = BN + 8;  // shared row strides (elements)
+    static constexpr size_t SMEM =
+        sizeof(bf16) * ((size_t)ROWS * LD + NS * (size_t)BN * LD + (size_t)ROWS * PLD) +
+        sizeof(float) * 2 * NC * ROWS;
+    static_assert(DK % 32 == 0 && DW % 16 == 0 && DV <= DK && (KW == 8 || KW == 16) && NS >= 2,
+                  "shapes");
+};
+
+// Copies `rows` rows of DK values (16-byte chunks) with the block's threads; src_of(r) is the
+// row's source or null (zero fill; `any` is then passed as a valid but unread global address).
+template <int DK, int THREADS, typename F>
+__device__ __forceinline__ void mla_copy_rows(bf16 *dst, int ld, int rows, const bf16 *any,
+                                              F src_of) {
+    constexpr int CH = DK / 8;
+    const int total = rows * CH;
+    for (int c = threadIdx.x; c < total; c += THREADS) {
+        const int r = c / CH, cc = c % CH;
+        const bf16 *src = src_of(r);
+        cp_async16(dst + r * ld + cc * 8, src ? src + cc * 8 : any, src != nullptr);
+    }
+}
+
+template <int DK, int DV, int RG, int NC, int NS>
+__global__ void __launch_bounds__(32 * RG * NC) k_attn_mla(const attn_params p) {
+    typedef mla_cfg<DK, DV, RG, NC, NS> C;
+    constexpr int BN = C::BN, ROWS = C::ROWS, LD = C::LD, PLD = C::PLD, KW = C::KW, DW = C::DW;
+    constexpr int NT = KW / 8; // n8 tiles of S per warp
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Qs = reinterpret_cast<bf16 *>(smem_raw);                // ROWS x LD
+    bf16 *Ks = Qs + ROWS * LD;                                      // NS buffers of BN x LD
+    bf16 *Ps = Ks + NS * BN * LD;                                   // ROWS x PLD
+    float *red_max = reinterpret_cast<float *>(Ps + ROWS * PLD);    // [NC][ROWS]
+    float *red_sum = red_max + NC * ROWS;                           // [NC][ROWS]
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int gq = lane >> 2, tq = lane & 3, rg = warp / NC, ch = warp % NC;
+    const int split = blockIdx.z;
+    const int tile = gridDim.x - 1 - blockIdx.x;
+    const int Hq = p.Hq, nrows = p.T * Hq, R0 = tile * ROWS;
+    const int last = R0 + ROWS - 1 < nrows - 1 ? R0 + ROWS - 1 : nrows - 1;
+    const int t_first = R0 / Hq, t_last = last / Hq;
+    const int pos_min = p.pos0 + t_first;
+    const int lo_max = attn_lo(p.pos0 + t_last, p.window);
+
+    int kb = attn_lo(pos_min, p.window), ke = p.pos0 + t_last + 1;
+    if (p.splits > 1) {
+        int chunk = ((ke - kb + p.splits - 1) / p.splits + BN - 1) / BN * BN;
+        long b = (long)kb + (long)split * chunk;
+        kb = b < ke ? (int)b : ke;
+        if (ke - kb > chunk) ke = kb + chunk;
+    }
+    const int ntiles = (ke - kb + BN - 1) / BN;
+
+    // This lane's two rows (local index in the block, packed index, position, first key).
+    const int ra_l = rg * 16 + gq, rb_l = ra_l + 8;
+    const int ra = R0 + ra_l, rb = R0 + rb_l;
+    const int pa = p.pos0 + (ra < nrows ? ra : nrows - 1) / Hq;
+    const int pb = p.pos0 + (rb < nrows ? rb : nrows - 1) / Hq;
+    const int la = attn_lo(pa, p.window), lb = attn_lo(pb, p.window);
+    // A group whose 16 rows are all padding skips the products (it still joins the copies and
+    // barriers); its results are never written.
+    const bool active = R0 + rg * 16 < nrows;
+
+    mla_copy_rows<DK, C::THREADS>(Qs, LD, ROWS, p.q, [&](int r) -> const bf16 * {
+        return R0 + r < nrows ? p.q + (size_t)(R0 + r) * DK : nullptr;
+    });
+    auto load_k = [&](int i, int buf) {
+        const int j0 = kb + i * BN;
+        mla_copy_rows<DK, C::THREADS>(Ks + buf * BN * LD, LD, BN, p.k, [&](int r) -> const bf16 * {
+            return j0 + r < ke ? p.k + attn_row(j0 + r, p.ring) * p.k_stride : nullptr;
+        });
+    };
+    // Pipeline of NS buffers: tiles 0 .. NS − 2 are requested up front (one commit group per
+    // tile, empty groups past the last tile keep the count uniform); iteration i requests tile
+    // i + NS − 1 into the buffer of tile i − 1 and waits for tile i (all but NS − 1 groups done).
+#pragma unroll
+    for (int st = 0; st < NS - 1; st++) {
+        if (st < ntiles) load_k(st, st);
+        cp_async_commit(); // group 0 also holds Q
+    }
+
+    // Lane offsets of the ldmatrix addresses (see cuda_attention_flash.cu):
+    const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8; // A operands
+    const bf16 *q_lane = Qs + (rg * 16 + a_row) * LD + a_col;
+    const bf16 *p_lane = Ps + (rg * 16 + a_row) * PLD + a_col;
+    // K (B of S): NT = 2: x4 = (keys 0-7 | 8-15) x (d 0-7 | 8-15) as in kernel B; NT = 1: x4 =
+    // keys 0-7 x (d 0-7, 8-15 of k-step kk, then of kk + 1): b0,b1 of kk, then of kk + 1.
+    const int k_off = NT == 2
+        ? (ch * KW + (lane & 7) + (lane >> 4) * 8) * LD + ((lane >> 3) & 1) * 8
+        : (ch * KW + (lane & 7)) * LD + (lane >> 4) * 16 + ((lane >> 3) & 1) * 8;
+    const int v_off = a_row * LD + ch * DW + a_col; // trans: key a_row, column a_col
+
+    float o[DW / 8][4];
+#pragma unroll
+    for (int i = 0; i < DW / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
+
+    for (int i = 0; i < ntiles; i++) {
+        const int j0 = kb + i * BN;
+        // buffer (i + NS − 1) % NS held tile i − 1, finished by every warp (trailing barrier)
+        if (i + NS - 1 < ntiles) load_k(i + NS - 1, (i + NS - 1) % NS);
+        cp_async_commit();
+        cp_async_wait<NS - 1>();
+        __syncthreads(); // Q and tile i visible to all warps
+        const bf16 *kt = Ks + (i % NS) * BN * LD;
+
+        // S (16 rows x this warp's KW keys) = Q·Kᵀ, over DK/16 k-steps spread round-robin on
+        // NACC independent accumulators (one chain of 36 dependent mma would leave the tensor
+        // cores waiting on mma latency), summed afterwards.
+        constexpr int NACC = NT == 2 ? 3 : 4;
+        static_assert((DK / 16) % NACC == 0 || NT == 1, "k-steps per accumulator");
+        float sa[NACC][NT][4];
+#pragma unroll
+        for (int c = 0; c < NACC; c++)
+#pragma unroll
+            for (int n = 0; n < NT; n++) sa[c][n][0] = sa[c][n][1] = sa[c][n][2] = sa[c][n][3] = 0.0f;
+        if (active) {
+            if (NT == 2) {
+#pragma unroll
+                for (int kk = 0; kk < DK / 16; kk++) {
+                    uint32_t a[4], b[4];
+                    ldsm_x4(a, q_lane + kk * 16);
+                    ldsm_x4(b, kt + k_off + kk * 16);
+                    mma_bf16(sa[kk % NACC][0], a, b[0], b[1]);
+                    mma_bf16(sa[kk % NACC][NT - 1], a, b[2], b[3]);
+                }
+            } else {
+#pragma unroll
+                for (int kk = 0; kk < DK / 16; kk += 2) {
+                    uint32_t a0[4], a1[4], b[4];
+                    ldsm_x4(a0, q_lane + kk * 16);
+                    ldsm_x4(a1, q_lane + kk * 16 + 16);
+                    ldsm_x4(b, kt + k_off + kk * 16);
+                    mma_bf16(sa[kk % NACC][0], a0, b[0], b[1]);
+                    mma_bf16(sa[(kk + 1) % NACC][0], a1, b[2], b[3]);
+                }
+            }
+        }
+        float s[NT][4];
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float x = sa[0][n][e];
+#pragma unroll
+                for (int c = 1; c < NACC; c++) x += sa[c][n][e];
+                s[n][e] = x;
+            }
+        // scale, mask: s[n][e] is key j0 + KW·ch + 8n + 2·tq + (e & 1) of row a (e < 2) or b
+        const bool full = j0 + BN <= ke && j0 + BN - 1 <= pos_min && j0 >= lo_max;
+        float mx_a = -INFINITY, mx_b = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float x = s[n][e] * p.scale_log2;
+                if (!full) {
+                    const int j = j0 + ch * KW + n * 8 + 2 * tq + (e & 1);
+                    const int pp = e < 2 ? pa : pb, ll = e < 2 ? la : lb;
+                    if (j >= ke || j > pp || j < ll) x = -INFINITY;
+                }
+                s[n][e] = x;
+                if (e < 2) mx_a = fmaxf(mx_a, x);
+                else mx_b = fmaxf(mx_b, x);
+            }
+        }
+        mx_a = quad_max(mx_a);
+        mx_b = quad_max(mx_b);
+        if (tq == 0) {
+            red_max[ch * ROWS + ra_l] = mx_a;
+            red_max[ch * ROWS + rb_l] = mx_b;
+        }
+        __syncthreads();
+        // all NC warps of the group now agree on the tile max of each row
+#pragma unroll
+        for (int c = 0; c < NC; c++) {
+            mx_a = fmaxf(mx_a, red_max[c * ROWS + ra_l]);
+            mx_b = fmaxf(mx_b, red_max[c * ROWS + rb_l]);
+        }
+        const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
+        const float base_a = attn_base(mn_a), base_b = attn_base(mn_b);
+        const float al_a = exp2f(m_a - base_a), al_b = exp2f(m_b - base_b);
+        m_a = mn_a;
+        m_b = mn_b;
+        float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            const float p0 = exp2f(s[n][0] - base_a), p1 = exp2f(s[n][1] - base_a);
+            const float p2 = exp2f(s[n][2] - base_b), p3 = exp2f(s[n][3] - base_b);
+            sum_a += p0 + p1;
+            sum_b += p2 + p3;
+            const int col = ch * KW + n * 8 + 2 * tq;
+            *reinterpret_cast<uint32_t *>(Ps + ra_l * PLD + col) = pack_bf16(p0, p1);
+            *reinterpret_cast<uint32_t *>(Ps + rb_l * PLD + col) = pack_bf16(p2, p3);
+        }
+        l_a = l_a * al_a + sum_a; // own keys and lane columns; summed at the end
+        l_b = l_b * al_b + sum_b;
+#pragma unroll
+        for (int d = 0; d < DW / 8; d++) {
+            o[d][0] *= al_a;
+            o[d][1] *= al_a;
+            o[d][2] *= al_b;
+            o[d][3] *= al_b;
+        }
+        __syncthreads(); // P of all parts visible
+
+        // O (16 rows x this warp's DW columns) += P (16 x BN) · V (BN x DW)
+        if (active) {
+#pragma unroll
+            for (int k2 = 0; k2 < BN / 16; k2++) {
+                uint32_t a[4];
+                ldsm_x4(a, p_lane + k2 * 16);
+                const bf16 *vt = kt + v_off + k2 * 16 * LD;
+#pragma unroll
+                for (int d2 = 0; d2 < DW / 16; d2++) {
+                    uint32_t b[4];
+                    ldsm_x4_t(b, vt + d2 * 16);
+                    mma_bf16(o[2 * d2], a, b[0], b[1]);
+                    mma_bf16(o[2 * d2 + 1], a, b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads(); // K buffer, Ps and red_max are rewritten next tile
+    }
+    cp_async_wait<0>(); // (the Q copy is still in flight when the block saw no tile)
+
+    // row sums over the NC key parts
+    l_a = quad_sum(l_a);
+    l_b = quad_sum(l_b);
+    if (tq == 0) {
+        red_sum[ch * ROWS + ra_l] = l_a;
+        red_sum[ch * ROWS + rb_l] = l_b;
+    }
+    __syncthreads();
+    l_a = l_b = 0.0f;
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
+        l_a += red_sum[c * ROWS + ra_l];
+        l_b += red_sum[c * ROWS + rb_l];
+    }
+
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        const int r = half ? rb : ra;
+        if (r >= nrows) continue;
+        const float m = half ? m_b : m_a, l = half ? l_b : l_a;
+        if (p.splits == 1) {
+            const int h = r % Hq, has_sink = p.sinks != nullptr;
+            const float f = attn_out_scale(m, l, has_sink, has_sink ? p.sinks[h] * AE_ATTN_LOG2E : 0.0f);
+            bf16 *dst = p.out + (size_t)r * DV + ch * DW + 2 * tq;
+#pragma unroll
+            for (int d = 0; d < DW / 8; d++)
+                *reinterpret_cast<uint32_t *>(dst + d * 8) =
+                    pack_bf16(o[d][2 * half] * f, o[d][2 * half + 1] * f);
+        } else {
+            const size_t pr = (size_t)split * nrows + r;
+            float *dst = p.opart + pr * DV + ch * DW + 2 * tq;
+#pragma unroll
+            for (int d = 0; d < DW / 8; d++)
+                *reinterpret_cast<float2 *>(dst + d * 8) =
+                    make_float2(o[d][2 * half], o[d][2 * half + 1]);
+            if (tq == 0 && ch == 0) {
+                p.mpart[pr] = m;
+                p.lpart[pr] = l;
+            }
+        }
+    }
+}
+
+// ---- launch -------------------------------------------------------------------------------------
+
+template <int DK, int DV, int RG, int NC, int NS>
+static int mla_launch(const ae_backend *be, const attn_params *p0) {
+    typedef mla_cfg<DK, DV, RG, NC, NS> C;
+    const void *kern = (const void *)k_attn_mla<DK, DV, RG, NC, NS>;
+    if (!attn_set_smem(be, kern, C::SMEM)) return 0;
+    attn_params p = *p0;
+    const int tiles = (p.T * p.Hq + C::ROWS - 1) / C::ROWS;
+    int per_sm = 1;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_attn_mla<DK, DV, RG, NC, NS>,
+                                                      C::THREADS, C::SMEM) != cudaSuccess) {
+        cudaGetLastError();
+        per_sm = 1;
+    }
+    // A split writes (and the combine reads) rows x DV fp32 partials: keep that below about half
+    // of the latent bytes the split reads (keys x DK bf16).
+    const int rows = p.T * p.Hq < C::ROWS ? p.T * p.Hq : C::ROWS;
+    const int min_keys = 4 * C::BN > rows * DV * 8 / DK ? 4 * C::BN : rows * DV * 8 / DK;
+    p.splits = attn_pick_splits(be, tiles, per_sm, attn_tile_keys(&p, C::ROWS), min_keys);
+    void *buf = NULL;
+    if (p.splits > 1 && !(buf = attn_partials_alloc(be, &p))) return 1;
+    dim3 grid((unsigned)tiles, 1u, (unsigned)p.splits);
+    k_attn_mla<DK, DV, RG, NC, NS><<<grid, C::THREADS, C::SMEM, stream_of(be)>>>(p);
+    cuda_check(be, cudaGetLastError(), "attention");
+    if (buf) attn_partials_finish(be, &p, buf);
+    return 1;
+}
+
+// Two pipeline stages: measured on H200, deeper pipelines (NS = 3, 4) lose more to the fewer
+// blocks per SM than they gain from the bytes in flight.
+template <int DK, int DV> static int mla_pick(const ae_backend *be, const attn_params *p) {
+    const int rows = p->T * p->Hq;
+    if (rows <= 16) return mla_launch<DK, DV, 1, 4, 2>(be, p);
+    if (rows <= 32) return mla_launch<DK, DV, 2, 4, 2>(be, p);
+    return mla_launch<DK, DV, 4, 2, 2>(be, p);
+}
+
+int attn_mla_has(int dk, int dv) { return (dk == 576 && dv == 512) || (dk == 288 && dv == 256); }
+
+int attn_mla_run(const ae_backend *be, const attn_params *p) {
+    if (p->Hkv != 1) return 0;
+    if (p->dk == 576 && p->dv == 512) return mla_pick<576, 512>(be, p);
+    if (p->dk == 288 && p->dv == 256) return mla_pick<288, 256>(be, p);
+    return 0;
+}

@@ -1,0 +1,446 @@
+// Matrix products of the CUDA backend (the `gemm` slot; semantics in backend/ops.h, ae_gemm_args):
+//   y (M, N) = alpha · op(a) · op(b) + beta · y    row-major, strides in elements, `batch` products
+// a, b: BF16; y: BF16 or F32 (other dtypes abort); products of bf16 values accumulated in fp32.
+//
+// Which path runs:
+//   1. GEMV (k_gemv, hand-written) for the decode products of a Linear layer: batch == 1,
+//      !trans_a, trans_b (b is an (N, K) weight), 1 <= M <= 8, K % 8 == 0, a and b 16-byte
+//      aligned, ldb % 8 == 0 and (M == 1 or lda % 8 == 0); any alpha, beta. Memory-bound: each
+//      weight byte is read once, in 16-byte loads, for all M rows; tensor cores do the arithmetic.
+//   2. cuBLASLt (cublasLtMatmul) for every other product with K > 0: bf16 A/B, fp32 compute and
+//      scale, C/D of y's dtype, strided batches, the heuristic's first algorithm. Descriptors and
+//      algorithm are cached per shape (see "plan cache"), so a repeated shape costs a look-up.
+//   3. A plain per-element kernel (k_gemm_simple) for K == 0 (y := beta·y; y := 0 when beta is 0;
+//      nothing when beta is 1) and for what cuBLASLt turns down: overlapping rows (ld shorter than
+//      a row, more than one row), negative batch strides, or no algorithm. Any strides; slow.
+// M, N or batch == 0: nothing. beta == 0 never reads y (cuBLASLt does not read C then).
+//
+// Agreement with the CPU fp32 reference, given the same bf16-rounded inputs: every path multiplies
+// exact bf16 values and accumulates in fp32 in its own order, so an F32 y matches to ~1e-6 of
+// Σ|a·b| (worst case K·2^-24). A BF16 y adds one rounding to bf16 (relative 2^-8 ≈ 0.4%); through
+// cuBLASLt with beta != 0 the bf16 epilogue may round twice (alpha·acc, then + beta·y), up to one
+// bf16 ulp (<= 0.8% of |alpha·acc| + |y|). Both are inside the tests' ~1e-2 relative tolerance
+// unless alpha·acc and beta·y nearly cancel. GEMV and plain paths are deterministic; cuBLASLt is
+// for a given algorithm, workspace and device.
+#include <stdint.h>
+#include <string.h>
+
+#include "backend/cuda_internal.h"
+
+// ---- row-major -> cuBLASLt column-major mapping -------------------------------------------------
+// A row-major matrix (R, C) with row stride ld is, read column-major, the matrix (C, R) with
+// leading dimension ld. So row-major y (M, N) is column-major yᵀ (N, M), and we ask cuBLASLt for
+//     yᵀ (N, M) = op(b)ᵀ (N, K) · op(a)ᵀ (K, M)
+// i.e. cuBLASLt's A is our b, its B is our a, and (m, n, k) = (N, M, K). Stored layouts (rows x
+// cols, column-major, ld) and operations, for each (trans_a, trans_b):
+//   b, trans_b = 0: b is row-major (K, N)   -> A layout (N x K, ld ldb), op N:  A      = op(b)ᵀ
+//   b, trans_b = 1: b is row-major (N, K)   -> A layout (K x N, ld ldb), op T:  Aᵀ     = op(b)ᵀ
+//   a, trans_a = 0: a is row-major (M, K)   -> B layout (K x M, ld lda), op N:  B      = op(a)ᵀ
+//   a, trans_a = 1: a is row-major (K, M)   -> B layout (M x K, ld lda), op T:  Bᵀ     = op(a)ᵀ
+//   y:              y is row-major (M, N)   -> C = D layout (N x M, ld ldy)
+// so (0,0): N,N   (0,1): T,N   (1,0): N,T   (1,1): T,T  (cuBLASLt transa, transb). Batch strides
+// map unchanged: A uses sb, B uses sa, C/D use sy. cuBLASLt wants ld >= rows even when a matrix
+// has a single column (one row of ours, where ld is never used): ld is raised to rows there.
+
+// GEMV shape: x rows at most; threads per block; chunks of 32 k per warp step; warps per SM the
+// grid aims for (tuned on an H200: J = 2 beat 1, 4 and 8; 32 warps per SM beat 16).
+enum { GEMV_MAX_M = 8, GEMV_THREADS = 256, GEMV_WARPS = GEMV_THREADS / 32, GEMV_J = 2,
+       GEMV_WARPS_PER_SM = 32 };
+
+// ---- GEMV: y (M, N) = alpha · x (M, K) · w (N, K)ᵀ + beta · y, M <= 8 ---------------------------
+// Tensor cores do the arithmetic, so the cost per weight byte is the same for M = 1 and M = 8: one
+// mma.m16n8k16 (bf16 in, fp32 accumulate) takes A = x (M rows, zero-padded to 16) and B = a tile
+// of 8 weight rows, and gives those 8 outputs for every x row.
+//   Tile: 8 consecutive weight rows n0..n0+7, handled by kw warps (kw = 1, 2, 4 or 8) that share
+//     its K; a block of 8 warps holds 8 / kw tiles; kw grows until the grid has about
+//     GEMV_WARPS_PER_SM warps per SM (small N) while each warp keeps >= 2 steps.
+//   Chunk q: 32 k values [32q, 32q + 32). Lane (g = lane / 4, t = lane % 4) loads 16 bytes of
+//     weight row n0 + g and of x row g (zeros when g >= M), elements 32q + 8t .. 32q + 8t + 7.
+//   The sum over k does not care which k goes into which fragment slot as long as A and B agree,
+//   so those 8 values feed two mmas without any shuffling: with e0..e7 the lane's elements,
+//     mma 1: B = {e0 e1 | e2 e3} of the weight row (fragment rows 2t, 2t+1 | 2t+8, 2t+9, col g),
+//            A = {e0 e1 | e2 e3} of the x row (fragment row g; rows g + 8 are zero);
+//     mma 2: the same with e4 e5 | e6 e7.
+//   Accumulator: lane (g, t) holds y[g][n0 + 2t] and y[g][n0 + 2t + 1] (fragment rows >= 8 unused).
+//   A warp takes chunks wk, wk + kw, ... (wk its index in the tile), GEMV_J per step (loads first,
+//   then the mmas; a partial last chunk is zero-filled); the kw partial accumulators of a tile
+//   meet in shared memory, and the tile's first warp writes y.
+// Weights are read once: their loads skip L1 and ask L2 for 256-byte fetches (a warp's load covers
+// 64 bytes of each of 8 rows; the hint keeps DRAM reads long). x is small and read by every warp,
+// so it stays in L1. Measured on an H200, back-to-back launches, M = 1..8 alike, against the
+// 4.27 TB/s device copy rate: 151936 x 4096 ~100%, 12288 x 4096 ~88%, 4096 x 12288 ~85%,
+// 4096 x 4096 ~65% (32 MB: launch and ramp-up cost a few microseconds); cuBLASLt measured
+// 97%, 81%, 77%, 59% on the same.
+
+// 16 bytes of weights: read-only path, no L1 allocation (each byte is used once), and a hint to
+// fetch the surrounding 256 bytes into L2 (the next chunks of the row, read a step later).
+__device__ __forceinline__ uint4 ld_weights16(const bf16 *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+// d (16 x 8, fp32) += a (16 x 16, bf16, rows 8..15 zero) · b (16 x 8, bf16): a0 / a1 are the
+// lane's two registers of rows 0..7, b0 / b1 its two of B.
+__device__ __forceinline__ void mma_bf16_16816(float d[4], uint32_t a0, uint32_t a1, uint32_t b0,
+                                               uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(0u), "r"(a1), "r"(0u), "r"(b0), "r"(b1));
+}
+
+// x: (M, K) row stride ldx; w: (N, K) row stride ldw; y: (M, N) row stride ldy; M <= 8, K % 8 == 0,
+// x, w and their rows 16-byte aligned. kw = 1 << kw_shift warps per tile.
+template <typename TY>
+__global__ void __launch_bounds__(GEMV_THREADS)
+k_gemv(TY *__restrict__ y, int64_t ldy, const bf16 *__restrict__ x, int64_t ldx,
+       const bf16 *__restrict__ w, int64_t ldw, int M, int N, int K, int kw_shift, float alpha,
+       float beta) {
+    constexpr int J = GEMV_J;
+    __shared__ float red[GEMV_WARPS][2][32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int kw = 1 << kw_shift, wk = warp & (kw - 1);
+    const int n0 = (blockIdx.x * (GEMV_WARPS >> kw_shift) + (warp >> kw_shift)) * 8;
+    const int g = lane >> 2, t = lane & 3;
+    // this lane's weight row (clamped inside w; results of rows >= N are dropped) and x row
+    const bf16 *wp = w + (size_t)min(n0 + g, N - 1) * (size_t)ldw + 8 * t;
+    const bool has_x = g < M; // lanes past the last x row read row 0 and use zeros
+    const bf16 *xp = x + (size_t)(has_x ? g : 0) * (size_t)ldx + 8 * t;
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const int full = K >> 5, chunks = (K + 31) >> 5; // chunks all inside K; all chunks
+    int q = wk;
+    for (; q + (J - 1) * kw < full; q += J * kw) { // steps of J whole chunks: no predicates
+        uint4 wv[J], xv[J];
+#pragma unroll
+        for (int j = 0; j < J; j++) { // all loads of the step before any use
+            wv[j] = ld_weights16(wp + 32 * (size_t)(q + j * kw));
+            xv[j] = __ldg((const uint4 *)(xp + 32 * (size_t)(q + j * kw)));
+        }
+#pragma unroll
+        for (int j = 0; j < J; j++) {
+            if (!has_x) xv[j] = zero;
+            mma_bf16_16816(acc, xv[j].x, xv[j].y, wv[j].x, wv[j].y);
+            mma_bf16_16816(acc, xv[j].z, xv[j].w, wv[j].z, wv[j].w);
+        }
+    }
+    for (; q < chunks; q += kw) { // the rest, one chunk at a time (the last may be partial)
+        uint4 wv = zero, xv = zero;
+        if (32 * q + 8 * t < K) {
+            wv = ld_weights16(wp + 32 * (size_t)q);
+            if (has_x) xv = __ldg((const uint4 *)(xp + 32 * (size_t)q));
+        }
+        mma_bf16_16816(acc, xv.x, xv.y, wv.x, wv.y);
+        mma_bf16_16816(acc, xv.z, xv.w, wv.z, wv.w);
+    }
+
+    if (kw > 1) { // the tile's kw warps are consecutive; its first one sums and writes
+        red[warp][0][lane] = acc[0];
+        red[warp][1][lane] = acc[1];
+        __syncthreads();
+        if (wk != 0) return;
+        for (int i = 1; i < kw; i++) {
+            acc[0] += red[warp + i][0][lane];
+            acc[1] += red[warp + i][1][lane];
+        }
+    }
+    if (!has_x) return;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int n = n0 + 2 * t + i;
+        if (n < N) {
+            TY *out = y + (size_t)g * (size_t)ldy + n;
+            float v = alpha * acc[i];
+            if (beta != 0.0f) v += beta * ldf(out);
+            stf(out, v);
+        }
+    }
+}
+
+static int is_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+static int gemv_applies(const ae_gemm_args *g, ae_ptr a, ae_ptr b) {
+    return g->batch == 1 && !g->trans_a && g->trans_b && g->M >= 1 && g->M <= GEMV_MAX_M &&
+           g->K % 8 == 0 && g->ldb % 8 == 0 && (g->M == 1 || g->lda % 8 == 0) &&
+           is_aligned16(a.data) && is_aligned16(b.data);
+}
+
+// Warps per tile (log2): more while there are fewer than GEMV_WARPS_PER_SM warps per SM and
+// each warp keeps at least two steps of GEMV_J chunks.
+static int gemv_kw_shift(int tiles, int chunks, int sm_count) {
+    int shift = 0;
+    while ((1 << shift) < GEMV_WARPS && chunks >= 2 * GEMV_J * (2 << shift) &&
+           ((int64_t)tiles << shift) < (int64_t)GEMV_WARPS_PER_SM * sm_count)
+        shift++;
+    return shift;
+}
+
+template <typename TY>
+static void gemv_launch(const ae_backend *be, const ae_gemm_args *g, TY *y, const bf16 *x,
+                        const bf16 *w) {
+    const int tiles = (g->N + 7) / 8, chunks = (g->K + 31) / 32;
+    const int shift = gemv_kw_shift(tiles, chunks, cu(be)->sm_count);
+    const int tiles_per_block = GEMV_WARPS >> shift;
+    const unsigned blocks = (unsigned)((tiles + tiles_per_block - 1) / tiles_per_block);
+    k_gemv<TY><<<blocks, GEMV_THREADS, 0, stream_of(be)>>>(y, g->ldy, x, g->lda, w, g->ldb, g->M,
+                                                           g->N, g->K, shift, g->alpha, g->beta);
+    cuda_check(be, cudaGetLastError(), "gemm");
+}
+
+// ---- plain kernel: any strides, K == 0, shapes cuBLASLt turns down ------------------------------
+// One thread per output element (grid-stride over batch · M · N), fp32 dot product over K.
+template <typename TY>
+__global__ void k_gemm_simple(TY *y, const bf16 *a, const bf16 *b, ae_gemm_args g) {
+    const size_t total = (size_t)g.batch * (size_t)g.M * (size_t)g.N;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const int n = (int)(i % (size_t)g.N);
+        const int m = (int)((i / (size_t)g.N) % (size_t)g.M);
+        const int64_t z = (int64_t)(i / ((size_t)g.N * (size_t)g.M));
+        const bf16 *az = a + z * g.sa, *bz = b + z * g.sb;
+        // op(a)[m, k] and op(b)[k, n] as strides along k from their first element
+        const bf16 *ap = g.trans_a ? az + m : az + (int64_t)m * g.lda;
+        const int64_t as = g.trans_a ? g.lda : 1;
+        const bf16 *bp = g.trans_b ? bz + (int64_t)n * g.ldb : bz + n;
+        const int64_t bs = g.trans_b ? 1 : g.ldb;
+        float s = 0.0f;
+        for (int k = 0; k < g.K; k++) s = fmaf(ldf(ap + k * as), ldf(bp + k * bs), s);
+        TY *out = y + z * g.sy + (int64_t)m * g.ldy + n;
+        float v = g.alpha * s;
+        if (g.beta != 0.0f) v += g.beta * ldf(out);
+        stf(out, v);
+    }
+}
+
+static void simple_launch(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr a,
+                          ae_ptr b) {
+    const size_t total = (size_t)g->batch * (size_t)g->M * (size_t)g->N;
+    size_t blocks = (total + 255) / 256;
+    if (blocks > 65536) blocks = 65536; // grid-stride beyond
+    AE_CUDA_FLOAT_DISPATCH(y.dtype, TY,
+                           k_gemm_simple<TY><<<(unsigned)blocks, 256, 0, stream_of(be)>>>(
+                               (TY *)y.data, (const bf16 *)a.data, (const bf16 *)b.data, *g));
+    cuda_check(be, cudaGetLastError(), "gemm");
+}
+
+// ---- cuBLASLt plan cache ------------------------------------------------------------------------
+// Key: the backend state, everything that shapes the descriptors, and the pointer alignments the
+// algorithm was chosen for. A fixed open-addressing table shared by all backends (keyed by state
+// pointer and device); one thread uses a backend, so no lock. When a probe run is full, its first
+// slot is evicted (descriptors destroyed). Entries of a closed backend stay until evicted.
+
+enum { PLAN_SLOTS = 256, PLAN_PROBES = 8 };
+
+typedef struct {
+    const void *state; // the ae_cuda
+    int device, M, N, K, batch, trans_a, trans_b, y_dtype, beta_zero;
+    uint32_t align_a, align_b, align_y; // bytes (1..256) the pointers were aligned to
+    int64_t lda, ldb, ldy, sa, sb, sy;  // sa, sb, sy are 0 when batch == 1
+} plan_key;
+
+typedef struct {
+    int used;
+    int simple; // cuBLASLt has no algorithm for this shape: run k_gemm_simple
+    plan_key key;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc; // A = b, B = a, C = D = y (see the mapping above)
+    cublasLtMatmulAlgo_t algo;
+    size_t workspace;
+} gemm_plan;
+
+static gemm_plan g_plans[PLAN_SLOTS];
+
+static uint32_t ptr_alignment(const void *p) {
+    uint32_t al = 256;
+    while (al > 1 && ((uintptr_t)p & (al - 1)) != 0) al >>= 1;
+    return al;
+}
+
+static plan_key make_key(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr a,
+                         ae_ptr b) {
+    plan_key k;
+    memset(&k, 0, sizeof k); // padding bytes take part in hashing and comparison
+    k.state = cu(be);
+    k.device = cu(be)->device;
+    k.M = g->M, k.N = g->N, k.K = g->K, k.batch = g->batch;
+    k.trans_a = g->trans_a != 0, k.trans_b = g->trans_b != 0;
+    k.y_dtype = (int)y.dtype;
+    k.beta_zero = g->beta == 0.0f;
+    k.align_a = ptr_alignment(a.data), k.align_b = ptr_alignment(b.data);
+    k.align_y = ptr_alignment(y.data);
+    k.lda = g->lda, k.ldb = g->ldb, k.ldy = g->ldy;
+    if (g->batch > 1) k.sa = g->sa, k.sb = g->sb, k.sy = g->sy;
+    return k;
+}
+
+static uint32_t key_hash(const plan_key *k) { // FNV-1a over the key's bytes
+    const unsigned char *p = (const unsigned char *)k;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < sizeof *k; i++) h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+static void plan_release(gemm_plan *p) {
+    if (p->lc) cublasLtMatrixLayoutDestroy(p->lc);
+    if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->la) cublasLtMatrixLayoutDestroy(p->la);
+    if (p->op) cublasLtMatmulDescDestroy(p->op);
+    memset(p, 0, sizeof *p);
+}
+
+// Column-major layout (rows x cols, ld) of a bf16 or f32 matrix, `batch` of them `stride` apart.
+static cublasStatus_t make_layout(cublasLtMatrixLayout_t *l, cudaDataType_t t, int64_t rows,
+                                  int64_t cols, int64_t ld, int batch, int64_t stride) {
+    if (cols == 1 && ld < rows) ld = rows; // a single column: ld unused, but checked
+    cublasStatus_t st = cublasLtMatrixLayoutCreate(l, t, (uint64_t)rows, (uint64_t)cols, ld);
+    if (st != CUBLAS_STATUS_SUCCESS || batch <= 1) return st;
+    int32_t count = batch;
+    st = cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
+                                          sizeof count);
+    if (st != CUBLAS_STATUS_SUCCESS) return st;
+    return cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                            &stride, sizeof stride);
+}
+
+// Descriptors and the heuristic's best algorithm for key k (mapping at the top of the file).
+// A shape cuBLASLt has no algorithm for sets p->simple and succeeds.
+static cublasStatus_t plan_build(const ae_cuda *c, const plan_key *k, gemm_plan *p) {
+    memset(p, 0, sizeof *p);
+    p->key = *k;
+    const cudaDataType_t yt = k->y_dtype == AE_DT_F32 ? CUDA_R_32F : CUDA_R_16BF;
+    const cublasOperation_t opa = k->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N; // on b
+    const cublasOperation_t opb = k->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N; // on a
+    cublasStatus_t st = cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb);
+    if (st == CUBLAS_STATUS_SUCCESS) // A = b: (K x N) when trans_b, else (N x K)
+        st = make_layout(&p->la, CUDA_R_16BF, k->trans_b ? k->K : k->N, k->trans_b ? k->N : k->K,
+                         k->ldb, k->batch, k->sb);
+    if (st == CUBLAS_STATUS_SUCCESS) // B = a: (M x K) when trans_a, else (K x M)
+        st = make_layout(&p->lb, CUDA_R_16BF, k->trans_a ? k->M : k->K, k->trans_a ? k->K : k->M,
+                         k->lda, k->batch, k->sa);
+    if (st == CUBLAS_STATUS_SUCCESS) // C = D = y: (N x M)
+        st = make_layout(&p->lc, yt, k->N, k->M, k->ldy, k->batch, k->sy);
+    if (st != CUBLAS_STATUS_SUCCESS) return st;
+
+    cublasLtMatmulPreference_t pref = NULL;
+    st = cublasLtMatmulPreferenceCreate(&pref);
+    if (st != CUBLAS_STATUS_SUCCESS) return st;
+    const uint64_t ws = c->lt_workspace_bytes;
+    const uint32_t al_a = k->align_b, al_b = k->align_a, al_c = k->align_y;
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                              sizeof ws);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                  &al_a, sizeof al_a);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                  &al_b, sizeof al_b);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                  &al_c, sizeof al_c);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                  &al_c, sizeof al_c);
+    cublasLtMatmulHeuristicResult_t res;
+    memset(&res, 0, sizeof res);
+    int found = 0;
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, 1,
+                                            &res, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE ||
+        (st == CUBLAS_STATUS_SUCCESS && (found < 1 || res.state != CUBLAS_STATUS_SUCCESS))) {
+        p->simple = 1; // no algorithm for this shape
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    if (st != CUBLAS_STATUS_SUCCESS) return st;
+    p->algo = res.algo;
+    p->workspace = res.workspaceSize;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+// The cached plan for k, built on first use; NULL after a cuBLAS error (kept in the backend).
+static const gemm_plan *plan_get(const ae_backend *be, const plan_key *k) {
+    const uint32_t h = key_hash(k);
+    gemm_plan *slot = NULL;
+    for (int i = 0; i < PLAN_PROBES; i++) {
+        gemm_plan *p = &g_plans[(h + (uint32_t)i) % PLAN_SLOTS];
+        if (!p->used) {
+            slot = p;
+            break;
+        }
+        if (memcmp(&p->key, k, sizeof *k) == 0) return p;
+    }
+    if (!slot) { // probe run full: evict its first entry
+        slot = &g_plans[h % PLAN_SLOTS];
+        plan_release(slot);
+    }
+    cublasStatus_t st = plan_build(cu(be), k, slot);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        plan_release(slot);
+        cuda_check_blas(be, (int)st, "gemm");
+        return NULL;
+    }
+    slot->used = 1;
+    return slot;
+}
+
+// Rows that overlap (ld shorter than the row with more than one row) or negative strides:
+// outside what cuBLASLt accepts.
+static int lt_accepts(const ae_gemm_args *g) {
+    const int64_t a_row = g->trans_a ? g->M : g->K, a_rows = g->trans_a ? g->K : g->M;
+    const int64_t b_row = g->trans_b ? g->K : g->N, b_rows = g->trans_b ? g->N : g->K;
+    if ((a_rows > 1 && g->lda < a_row) || (b_rows > 1 && g->ldb < b_row) ||
+        (g->M > 1 && g->ldy < g->N))
+        return 0;
+    if (g->batch > 1 && (g->sa < 0 || g->sb < 0 || g->sy < 0)) return 0;
+    return 1;
+}
+
+static void lt_run(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr a, ae_ptr b) {
+    const plan_key k = make_key(be, g, y, a, b);
+    const gemm_plan *p = plan_get(be, &k);
+    if (!p) return;
+    if (p->simple) {
+        simple_launch(be, g, y, a, b);
+        return;
+    }
+    const ae_cuda *c = cu(be);
+    const float alpha = g->alpha, beta = g->beta;
+    cublasStatus_t st = cublasLtMatmul(c->lt, p->op, &alpha, b.data, p->la, a.data, p->lb, &beta,
+                                       y.data, p->lc, y.data, p->lc, &p->algo, c->lt_workspace,
+                                       p->workspace, stream_of(be));
+    cuda_check_blas(be, (int)st, "gemm");
+}
+
+// ---- entry -------------------------------------------------------------------------------------
+
+void ae_cuda_gemm(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr a, ae_ptr b) {
+    if (cuda_failed(be)) return;
+    cuda_need(y, AE_M_FLOAT, "gemm", "y");
+    cuda_need(a, AE_M_BF16, "gemm", "a");
+    cuda_need(b, AE_M_BF16, "gemm", "b");
+    if (g->M <= 0 || g->N <= 0 || g->batch <= 0) return;
+    if (g->K <= 0) { // y = beta · y (y = 0 without reading it when beta is 0)
+        if (g->beta != 1.0f) simple_launch(be, g, y, a, b);
+        return;
+    }
+    if (gemv_applies(g, a, b)) {
+        AE_CUDA_FLOAT_DISPATCH(y.dtype, TY,
+                               gemv_launch<TY>(be, g, (TY *)y.data, (const bf16 *)a.data,
+                                               (const bf16 *)b.data));
+        return;
+    }
+    if (!lt_accepts(g)) {
+        simple_launch(be, g, y, a, b);
+        return;
+    }
+    lt_run(be, g, y, a, b);
+}

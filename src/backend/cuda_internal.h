@@ -1,0 +1,131 @@
+// Private to the CUDA backend (the .cu files, compiled as CUDA C++17): its state, error
+// handling, dtype helpers and the op implementations, gathered into the table by cuda.cu.
+//
+// Conventions every op follows:
+//   - All work is queued on the backend's one stream (cu(be)->stream); ops never synchronise
+//     (only download/sync do).
+//   - An op starts with `if (cuda_failed(be)) return;`: after the first CUDA error the backend
+//     is poisoned, later ops do nothing, and sync/download report the kept message.
+//   - After each launch: cuda_check(be, cudaGetLastError(), "op name").
+//   - Dtypes are checked with cuda_need(p, mask, "op", "arg"); a combination the op does not
+//     implement aborts with a message (a bug in the caller, never in the input).
+//   - Kernels take raw typed pointers; float inputs are read through ldf() and written through
+//     stf() so one template serves F32 and BF16. Arithmetic is fp32.
+#ifndef AE_BACKEND_CUDA_INTERNAL_H
+#define AE_BACKEND_CUDA_INTERNAL_H
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "backend/cuda.h"
+#include "backend/ops.h"
+
+typedef __nv_bfloat16 bf16;
+
+struct ae_cuda {
+    int device;
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *lt_workspace;        // cuBLASLt workspace (device)
+    size_t lt_workspace_bytes;
+    int sm_count;              // multiprocessors
+    size_t smem_optin;         // max dynamic shared memory per block after opt-in
+    int cc_major, cc_minor;    // compute capability
+    int poison;                // AE_CUDA_POISON=1: new allocations are filled with NaN (tests)
+    int failed;                // an error is kept in `message`
+    char message[512];
+    char name[32];             // "cuda:0"
+    char desc[160];            // "NVIDIA H200 (139.8 GiB, sm_90)"
+};
+
+static inline ae_cuda *cu(const ae_backend *be) { return (ae_cuda *)be->ctx; }
+static inline cudaStream_t stream_of(const ae_backend *be) { return cu(be)->stream; }
+
+// 1 when an earlier error is kept (the op must return without queueing work).
+int cuda_failed(const ae_backend *be);
+// Keeps the first error: "CUDA error in <op>: <cudaGetErrorString>".
+void cuda_check(const ae_backend *be, cudaError_t e, const char *op);
+// Same for a cuBLAS(Lt) status.
+void cuda_check_blas(const ae_backend *be, int status, const char *op);
+
+// Dtype masks for cuda_need.
+enum { AE_M_F32 = 1, AE_M_BF16 = 2, AE_M_I32 = 4, AE_M_FLOAT = 3 };
+// Aborts naming op and arg unless p's dtype is in `mask` (null pointers pass).
+void cuda_need(ae_ptr p, int mask, const char *op, const char *arg);
+
+// Element access shared by all kernels.
+__device__ __forceinline__ float ldf(const float *p) { return *p; }
+__device__ __forceinline__ float ldf(const bf16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void stf(float *p, float v) { *p = v; }
+__device__ __forceinline__ void stf(bf16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+// Calls body with T = float or bf16 according to dt (other dtypes abort via cuda_need first).
+#define AE_CUDA_FLOAT_DISPATCH(dt, T, ...)            \
+    do {                                              \
+        if ((dt) == AE_DT_F32) {                      \
+            typedef float T;                          \
+            __VA_ARGS__;                              \
+        } else {                                      \
+            typedef bf16 T;                           \
+            __VA_ARGS__;                              \
+        }                                             \
+    } while (0)
+
+static inline unsigned cuda_blocks(size_t n, unsigned threads) {
+    size_t b = (n + threads - 1) / threads;
+    return (unsigned)(b < 1 ? 1 : (b > 2147483647u ? 2147483647u : b));
+}
+
+// ---- op implementations (signatures of the ae_backend slots) ----
+// cuda.cu: memory
+ae_ptr ae_cuda_alloc(const ae_backend *be, size_t n, ae_dtype dt);
+void ae_cuda_free(const ae_backend *be, ae_ptr p);
+ae_status ae_cuda_upload(const ae_backend *be, ae_ptr dst, const void *src, ae_dtype src_dt,
+                         size_t n);
+ae_status ae_cuda_download(const ae_backend *be, void *dst, ae_dtype dst_dt, ae_ptr src,
+                           size_t n);
+ae_status ae_cuda_sync(const ae_backend *be);
+void ae_cuda_mem_info(const ae_backend *be, size_t *free_bytes, size_t *total_bytes);
+void ae_cuda_fill_normal(const ae_backend *be, ae_ptr dst, size_t n, float std, uint64_t seed);
+// cuda_copy.cu
+void ae_cuda_copy_rows(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src, int64_t lds,
+                       int rows, int cols);
+void ae_cuda_fill(const ae_backend *be, ae_ptr dst, size_t n, float value);
+void ae_cuda_embed(const ae_backend *be, ae_ptr y, ae_ptr table, ae_ptr ids, int T, int D);
+// cuda_gemm.cu
+void ae_cuda_gemm(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr a, ae_ptr b);
+// cuda_norm.cu
+void ae_cuda_rmsnorm(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int D, int64_t ld,
+                     float eps);
+void ae_cuda_add_rmsnorm(const ae_backend *be, ae_ptr x, ae_ptr dx, ae_ptr y, ae_ptr w, int M,
+                         int D, float eps);
+// cuda_rope.cu
+void ae_cuda_rope(const ae_backend *be, ae_ptr x, ae_ptr pos, int T, int H, int stride, int rd,
+                  double theta, ae_rope_mode mode);
+// cuda_elementwise.cu
+void ae_cuda_gate_mul(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr g, int T, int H, int hd,
+                      int per_head);
+void ae_cuda_silu_mul(const ae_backend *be, ae_ptr y, ae_ptr g, ae_ptr u, size_t n);
+void ae_cuda_add(const ae_backend *be, ae_ptr y, ae_ptr x, size_t n);
+// cuda_attention.cu
+void ae_cuda_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr out, ae_ptr q,
+                       ae_ptr k, ae_ptr v);
+// cuda_moe.cu
+void ae_cuda_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr logits, int T, int E,
+                       int K, int renorm);
+void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wts,
+                     ae_ptr w_gate, ae_ptr w_up, ae_ptr w_down, int T, int D, int Im, int E, int K);
+// cuda_scores.cu
+void ae_cuda_nll_rows(const ae_backend *be, ae_ptr out, ae_ptr z, ae_ptr target, int T, int V);
+void ae_cuda_kl_rows(const ae_backend *be, ae_ptr out, ae_ptr zt, ae_ptr zs, int T, int V);
+void ae_cuda_argmax_rows(const ae_backend *be, ae_ptr out, ae_ptr z, int T, int V);
+
+// Scratch device memory for an op's own temporaries (stream-ordered: valid for work queued on
+// the backend stream after the call; freed with cuda_tmp_free, also stream-ordered). NULL (and
+// the error kept) on failure.
+void *cuda_tmp_alloc(const ae_backend *be, size_t bytes, const char *op);
+void cuda_tmp_free(const ae_backend *be, void *p);
+
+#endif

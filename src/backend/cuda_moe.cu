@@ -1,0 +1,537 @@
+// Qwen3-MoE sparse block on the GPU: the router (softmax over E experts, top-K, optional
+// renormalisation) and the experts (SwiGLU MLPs) run as grouped GEMMs over the tokens routed to
+// each expert, with no host synchronisation.
+//
+// moe_route: one warp per token. The probabilities are formed as cpu_moe.c does: max, exp(z - max)
+// (in double, rounded to float: the correctly rounded value, which the host's expf also returns
+// in all but rare cases), their sum in double, p = (float)(e / sum). Top-K takes K rounds of a
+// warp argmax (ties to the lower index) over the experts not yet taken, which is the CPU's
+// selection order; renormalisation divides by the fp32 sum of the K weights in slot order, as
+// the CPU. Indices match the CPU exactly and weights to the last bit but for the rare expf
+// rounding difference (1 ulp).
+//
+// moe_ffn, for each chunk of tokens (bounding the temporaries), in four launches:
+//   1. plan (one block): a slot is a (token, k) pair, s = t·K + k. Per-expert slot counts (shared
+//      atomics; each slot gets a rank within its expert), exclusive scans into off[e] (first slot
+//      of expert e in `order`) and tile_off[e] (first row tile of expert e, tiles of BMT slots:
+//      16 when experts get few slots each, as in decoding, else 64), then order[off[e] + rank]
+//      = s. The order of slots within an expert varies run to run; it does not matter, as every
+//      slot's results go to that slot's own rows (an mma row depends on its own inputs only).
+//   2. gate/up GEMM: block (row tile, column tile) finds its expert by binary search in tile_off;
+//      it multiplies the gathered rows of x (BMT slots, D) by the expert's gate and up rows (BN
+//      each) with bf16 mma.sync (fp32 accumulation) over a cp.async pipeline (GemmShape), and
+//      writes h = silu(gate) ⊙ up as bf16 into row s of h (slots, Im).
+//   3. down GEMM: the same kernel on rows of h and the expert's down rows, writing fp32
+//      o (slots, D).
+//   4. combine: y[t] = Σ_k wts[t,k] · o[t·K + k] in k order (fp32, one rounding to y's dtype).
+// No float atomics anywhere: results are deterministic. The grids are sized for the worst case
+// (tiles <= (slots + E·(BMT-1)) / BMT) and surplus blocks exit at once.
+// Agreement with the CPU (fp32 throughout): h is rounded to bf16 between the two GEMMs and y to
+// bf16 at the end, so expect bf16-level differences (relative L2 error ~2e-3 measured on random
+// data, a few 1e-3 of max |y| elementwise); the sums themselves are fp32. Slots whose expert id
+// is outside [0, E) contribute nothing.
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "backend/cuda_internal.h"
+
+namespace {
+
+// ---- routing -------------------------------------------------------------------------------------
+
+constexpr int kRouteWarps = 4;   // tokens per block
+constexpr int kRouteMaxE = 1024; // experts: up to 32 per lane (a 32-bit "taken" mask per lane)
+constexpr int kRouteMaxK = 32;   // one selected expert per lane
+
+// idx, wts: (T, K);  logits: (T, E). Shared memory: kRouteWarps · E floats.
+__global__ void __launch_bounds__(32 * kRouteWarps)
+k_moe_route(int32_t *idx, float *wts, const float *logits, int T, int E, int K, int renorm) {
+    extern __shared__ float sp[];
+    const unsigned all = 0xffffffffu;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int t = blockIdx.x * kRouteWarps + warp;
+    if (t >= T) return; // warp-level work only below
+    float *p = sp + (size_t)warp * E;
+    const float *z = logits + (size_t)t * E;
+
+    float mx = -INFINITY;
+    for (int i = lane; i < E; i += 32) {
+        float v = z[i];
+        p[i] = v;
+        mx = fmaxf(mx, v);
+    }
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(all, mx, o));
+    double sum = 0.0;
+    for (int i = lane; i < E; i += 32) {
+        float e = (float)exp((double)(p[i] - mx));
+        p[i] = e;
+        sum += e;
+    }
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(all, sum, o);
+    for (int i = lane; i < E; i += 32) p[i] = (float)((double)p[i] / sum);
+    __syncwarp();
+
+    // K rounds of argmax over the experts not taken; expert i = lane + 32·j is bit j of `taken`.
+    uint32_t taken = 0;
+    int my_i = 0;
+    float my_p = 0.0f;
+    for (int j = 0; j < K; j++) {
+        float bv = -INFINITY;
+        int bi = INT_MAX;
+        for (int jj = 0, i = lane; i < E; jj++, i += 32) {
+            float v = p[i];
+            v = v == v ? v : -INFINITY; // NaN ranks lowest
+            if (!(taken >> jj & 1u) && (v > bv || (v == bv && i < bi))) bv = v, bi = i;
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(all, bv, o);
+            int oi = __shfl_xor_sync(all, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
+        }
+        if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
+        if (lane == j) my_i = bi, my_p = p[bi];
+    }
+    float s = 0.0f; // the CPU's renormaliser: fp32, slot order
+    for (int j = 0; j < K; j++) s += __shfl_sync(all, my_p, j);
+    if (lane < K) {
+        idx[(size_t)t * K + lane] = my_i;
+        wts[(size_t)t * K + lane] = renorm ? my_p / s : my_p;
+    }
+}
+
+// ---- plan: group slots by expert ----------------------------------------------------------------
+
+constexpr int BN = 64;            // GEMM tile: BMT slots x BN output columns
+constexpr int kSparse = 24;       // fewer slots per expert than this on average: 16-slot tiles
+constexpr int kGemmThreads = 128; // 4 warps
+constexpr int kPlanThreads = 1024;
+constexpr int kMaxE = 2048;       // plan's shared memory: 4·E ints
+
+// Exclusive prefix sums of a[0, n) into out[0, n], out[n] = total, all in shared memory; the
+// whole block calls it. `ws`: 32 ints of shared scratch.
+__device__ void block_exclusive_scan(const int *a, int *out, int n, int *ws) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    int carry = 0;
+    for (int base = 0; base < n; base += blockDim.x) {
+        int i = base + threadIdx.x, v = i < n ? a[i] : 0, x = v;
+        for (int o = 1; o < 32; o <<= 1) {
+            int y = __shfl_up_sync(0xffffffffu, x, o);
+            if (lane >= o) x += y;
+        }
+        if (lane == 31) ws[warp] = x;
+        __syncthreads();
+        if (warp == 0) {
+            int w = lane < nw ? ws[lane] : 0;
+            for (int o = 1; o < 32; o <<= 1) {
+                int y = __shfl_up_sync(0xffffffffu, w, o);
+                if (lane >= o) w += y;
+            }
+            ws[lane] = w; // inclusive sums of the warp totals
+        }
+        __syncthreads();
+        if (i < n) out[i] = carry + (warp > 0 ? ws[warp - 1] : 0) + x - v;
+        carry += ws[nw - 1];
+        __syncthreads(); // ws is rewritten by the next round
+    }
+    if (threadIdx.x == 0) out[n] = carry;
+}
+
+// idx: (slots) experts;  rank: (slots) scratch;  off, tile_off: (E + 1);  order: (slots);
+// bm: slots per row tile.
+// Dynamic shared memory: (4·E + 2) ints.
+__global__ void __launch_bounds__(kPlanThreads)
+k_moe_plan(const int32_t *idx, int slots, int E, int bm, int *rank, int *off, int *tile_off,
+           int *order) {
+    extern __shared__ int sm[];
+    __shared__ int ws[32];
+    int *cnt = sm, *tiles = sm + E, *soff = sm + 2 * E, *stoff = sm + 3 * E + 1;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
+    __syncthreads();
+    for (int s = threadIdx.x; s < slots; s += blockDim.x) {
+        int e = idx[s];
+        rank[s] = e >= 0 && e < E ? atomicAdd(&cnt[e], 1) : -1; // an invalid expert: no slot
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) tiles[e] = (cnt[e] + bm - 1) / bm;
+    __syncthreads();
+    block_exclusive_scan(cnt, soff, E, ws);
+    __syncthreads();
+    block_exclusive_scan(tiles, stoff, E, ws);
+    __syncthreads();
+    for (int e = threadIdx.x; e <= E; e += blockDim.x) off[e] = soff[e], tile_off[e] = stoff[e];
+    for (int s = threadIdx.x; s < slots; s += blockDim.x) { // same slots as above: own rank[s]
+        int r = rank[s];
+        if (r >= 0) order[soff[idx[s]] + r] = s;
+    }
+}
+
+// ---- grouped GEMM ---------------------------------------------------------------------------------
+
+// out[s, n] (n < N) = Σ_k A[s, k] · W[e][n, k] for the slots s of each expert e, where row s of
+// A is a + (s / a_div)·lda (x rows: a_div = K; h rows: a_div = 1). DUAL: two weight sets (gate
+// w0, up w1) and the output h[s, n] = silu(gate) · up in bf16; else one (w0) and o[s, n] fp32.
+struct ExpertGemm {
+    const int *off, *tile_off, *order; // the plan
+    int E;
+    const bf16 *a;   // A rows (see above), Kd values each
+    int64_t lda;
+    int a_div;
+    const bf16 *w0, *w1; // (E, N, Kd)
+    int N, Kd;
+    int vec;         // 16-byte loads allowed (Kd % 8 == 0, bases 16-byte aligned)
+    bf16 *h;         // (slots, N) when DUAL
+    float *o;        // (slots, N) otherwise
+};
+
+__device__ __forceinline__ unsigned smem_addr(const void *p) {
+    return (unsigned)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void cp_async16(void *dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p))
+                 : "memory");
+}
+// c (16x8 fp32) += a (16x16 bf16, row-major) · b (16x8 bf16, column-major)
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 8 values row[k, k + 8) into shared memory: one cp.async where allowed, else plain loads with
+// zeros past kd. A null row (slot past the tile, column past N) is skipped: its smem row only
+// feeds output rows / columns that are never stored.
+__device__ __forceinline__ void load8(bf16 *dst, const bf16 *row, int k, int kd, int vec) {
+    if (!row) return;
+    if (vec && k + 8 <= kd) {
+        cp_async16(dst, row + k);
+        return;
+    }
+    uint32_t w[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        uint32_t lo = k + 2 * j < kd ? __bfloat16_as_ushort(row[k + 2 * j]) : 0u;
+        uint32_t hi = k + 2 * j + 1 < kd ? __bfloat16_as_ushort(row[k + 2 * j + 1]) : 0u;
+        w[j] = lo | hi << 16;
+    }
+    *reinterpret_cast<uint4 *>(dst) = make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// Tile shapes. BMT slots x BN columns, depth BKT per pipeline stage, ST stages (cp.async):
+//   dense (many slots per expert): 64 x 64, depth 32, 3 stages;
+//   sparse (decoding: 1-2 slots per expert, weight streaming dominates): 16 x 64, depth 64,
+//   4 stages, so that 3 stages of weights (48 KiB with gate and up) are in flight per block.
+// The smem row pitch BKT + 8 keeps ldmatrix's 8 rows on distinct banks.
+template <int BMT, int BKT, int ST, bool DUAL> struct GemmShape {
+    static constexpr int NB = DUAL ? 2 * BN : BN; // weight rows per stage (gate, then up rows)
+    static constexpr int PITCH = BKT + 8;
+    static constexpr size_t smem() { return (size_t)ST * (BMT + NB) * PITCH * sizeof(bf16); }
+};
+
+// The 4 warps split the tile WM x WN (2 x 2 for BMT = 64, 1 x 4 for BMT = 16), each warp
+// computing MI x NJ mma tiles of 16 x 8. Dynamic shared memory: GemmShape::smem().
+template <int BMT, int BKT, int ST, bool DUAL>
+__global__ void __launch_bounds__(kGemmThreads) k_expert_gemm(ExpertGemm p) {
+    using S = GemmShape<BMT, BKT, ST, DUAL>;
+    constexpr int NB = S::NB, PITCH = S::PITCH, NM = DUAL ? 2 : 1;
+    constexpr int WM = BMT / 32 > 0 ? BMT / 32 : 1, WN = 4 / WM;
+    constexpr int MI = BMT / WM / 16, NJ = BN / WN / 8;
+    constexpr int CPR = BKT / 8, RSTEP = kGemmThreads / CPR; // 16-byte chunks per row; rows per pass
+    constexpr int AL = (BMT + RSTEP - 1) / RSTEP, BL = NB / RSTEP;
+    static_assert(MI >= 1 && NJ % 2 == 0 && NB % RSTEP == 0 && BKT % 16 == 0, "tile shape");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    auto sa = reinterpret_cast<bf16 (*)[BMT][PITCH]>(smem_raw);                          // [ST]
+    auto sb = reinterpret_cast<bf16 (*)[NB][PITCH]>(smem_raw + (size_t)ST * BMT * PITCH * 2); // [ST]
+    __shared__ int slot[BMT];
+
+    // This block's expert and its tile of slots.
+    int b = blockIdx.x;
+    if (b >= p.tile_off[p.E]) return;
+    int lo = 0, hi = p.E - 1; // the last expert whose first tile is <= b (it has tiles)
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if (p.tile_off[mid] <= b) lo = mid;
+        else hi = mid - 1;
+    }
+    int e = lo, first = p.off[e], m0 = (b - p.tile_off[e]) * BMT;
+    int rows = min(BMT, p.off[e + 1] - first - m0), n0 = blockIdx.y * BN;
+    int tid = threadIdx.x;
+    if (tid < BMT) slot[tid] = tid < rows ? p.order[first + m0 + tid] : -1;
+    __syncthreads();
+
+    // Chunks this thread loads: tile rows lr + RSTEP·i, values kc .. kc + 8 of the stage.
+    int lr = tid / CPR, kc = (tid % CPR) * 8;
+    const bf16 *arow[AL];
+#pragma unroll
+    for (int i = 0; i < AL; i++) {
+        int r = lr + RSTEP * i;
+        arow[i] = r < rows ? p.a + (int64_t)(slot[r] / p.a_div) * p.lda : nullptr;
+    }
+    const bf16 *brow[BL];
+#pragma unroll
+    for (int i = 0; i < BL; i++) {
+        int r = lr + RSTEP * i, n = n0 + r % BN;
+        const bf16 *w = r < BN ? p.w0 : p.w1;
+        brow[i] = n < p.N ? w + ((size_t)e * p.N + n) * p.Kd : nullptr;
+    }
+    auto load_stage = [&](int st, int k0) {
+#pragma unroll
+        for (int i = 0; i < AL; i++)
+            if (lr + RSTEP * i < BMT)
+                load8(&sa[st][lr + RSTEP * i][kc], arow[i], k0 + kc, p.Kd, p.vec);
+#pragma unroll
+        for (int i = 0; i < BL; i++)
+            load8(&sb[st][lr + RSTEP * i][kc], brow[i], k0 + kc, p.Kd, p.vec);
+    };
+
+    int warp = tid >> 5, lane = tid & 31;
+    int wm = (warp / WN) * (BMT / WM), wn = (warp % WN) * (BN / WN);
+    float acc[NM][MI][NJ][4];
+#pragma unroll
+    for (int m = 0; m < NM; m++)
+#pragma unroll
+        for (int i = 0; i < MI; i++)
+#pragma unroll
+            for (int j = 0; j < NJ; j++)
+#pragma unroll
+                for (int q = 0; q < 4; q++) acc[m][i][j][q] = 0.0f;
+
+    int nk = (p.Kd + BKT - 1) / BKT;
+#pragma unroll
+    for (int st = 0; st < ST - 1; st++) {
+        if (st < nk) load_stage(st, st * BKT);
+        cp_async_commit();
+    }
+    for (int kt = 0; kt < nk; kt++) {
+        cp_async_wait<ST - 2>(); // k tile kt has landed (this thread's part)
+        __syncthreads();         // everyone's part; and stage (kt - 1) is free again
+        int nxt = kt + ST - 1;
+        if (nxt < nk) load_stage(nxt % ST, nxt * BKT);
+        cp_async_commit();
+        int st = kt % ST;
+#pragma unroll
+        for (int ks = 0; ks < BKT; ks += 16) {
+            uint32_t af[MI][4];
+#pragma unroll
+            for (int i = 0; i < MI; i++)
+                ldmatrix_x4(af[i], &sa[st][wm + 16 * i + (lane & 15)][ks + (lane >> 4) * 8]);
+#pragma unroll
+            for (int m = 0; m < NM; m++) {
+                uint32_t bfr[NJ][2];
+#pragma unroll
+                for (int j = 0; j < NJ / 2; j++) {
+                    uint32_t r[4];
+                    ldmatrix_x4(r, &sb[st][m * BN + wn + 16 * j + (lane & 7) + ((lane >> 4) << 3)]
+                                      [ks + ((lane >> 3) & 1) * 8]);
+                    bfr[2 * j][0] = r[0], bfr[2 * j][1] = r[1];
+                    bfr[2 * j + 1][0] = r[2], bfr[2 * j + 1][1] = r[3];
+                }
+#pragma unroll
+                for (int i = 0; i < MI; i++)
+#pragma unroll
+                    for (int j = 0; j < NJ; j++) mma_bf16(acc[m][i][j], af[i], bfr[j][0], bfr[j][1]);
+            }
+        }
+    }
+    cp_async_wait<0>();
+
+    // Epilogue: accumulator (i, j, q) is tile row wm + 16i + lane/4 (+8 for q >= 2), column
+    // wn + 8j + 2·(lane%4) (+1 for odd q).
+    int pair = p.N % 2 == 0; // (col, col + 1) pairs stay inside a row and aligned
+#pragma unroll
+    for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            int r = wm + 16 * i + (lane >> 2) + 8 * half;
+            if (r >= rows) continue;
+            size_t base = (size_t)slot[r] * p.N;
+#pragma unroll
+            for (int j = 0; j < NJ; j++) {
+                int col = n0 + wn + 8 * j + 2 * (lane & 3);
+                if (col >= p.N) continue;
+                float v0 = acc[0][i][j][2 * half], v1 = acc[0][i][j][2 * half + 1];
+                if constexpr (DUAL) {
+                    float u0 = acc[NM - 1][i][j][2 * half], u1 = acc[NM - 1][i][j][2 * half + 1];
+                    v0 = v0 / (1.0f + expf(-v0)) * u0; // silu(gate) · up, as cpu silu_mul
+                    v1 = v1 / (1.0f + expf(-v1)) * u1;
+                    if (pair) {
+                        *reinterpret_cast<__nv_bfloat162 *>(p.h + base + col) =
+                            __floats2bfloat162_rn(v0, v1);
+                    } else {
+                        p.h[base + col] = __float2bfloat16_rn(v0);
+                        if (col + 1 < p.N) p.h[base + col + 1] = __float2bfloat16_rn(v1);
+                    }
+                } else {
+                    if (pair) {
+                        *reinterpret_cast<float2 *>(p.o + base + col) = make_float2(v0, v1);
+                    } else {
+                        p.o[base + col] = v0;
+                        if (col + 1 < p.N) p.o[base + col + 1] = v1;
+                    }
+                }
+            }
+        }
+}
+
+// ---- combine --------------------------------------------------------------------------------------
+
+// y[t, d] = Σ_k wts[t,k] · o[t·K + k, d] over slots with a valid expert, k in order.
+// Grid (T, column blocks); V columns per thread.   y: (T, D);  o: (T·K, D)
+template <int V, typename TY>
+__global__ void __launch_bounds__(256)
+k_moe_combine(TY *y, const float *o, const int32_t *idx, const float *wts, int D, int K, int E) {
+    int t = blockIdx.x, c = (blockIdx.y * blockDim.x + threadIdx.x) * V;
+    if (c >= D) return;
+    float acc[V];
+#pragma unroll
+    for (int q = 0; q < V; q++) acc[q] = 0.0f;
+    for (int k = 0; k < K; k++) {
+        size_t s = (size_t)t * K + k;
+        int e = idx[s];
+        if (e < 0 || e >= E) continue;
+        float w = wts[s];
+        const float *src = o + s * D + c;
+        if constexpr (V == 4) {
+            float4 v = *reinterpret_cast<const float4 *>(src);
+            acc[0] += w * v.x, acc[1] += w * v.y, acc[2] += w * v.z, acc[3] += w * v.w;
+        } else {
+            acc[0] += w * src[0];
+        }
+    }
+    TY *dst = y + (size_t)t * D + c;
+#pragma unroll
+    for (int q = 0; q < V; q++) stf(dst + q, acc[q]);
+}
+
+template <int BMT, int BKT, int ST, bool DUAL>
+void launch_gemm(const ae_backend *be, dim3 grid, const ExpertGemm &g, const char *name) {
+    auto kern = k_expert_gemm<BMT, BKT, ST, DUAL>;
+    size_t smem = GemmShape<BMT, BKT, ST, DUAL>::smem();
+    static int opted_in[64]; // per device: the opt-in above 48 KiB of shared memory is done
+    int dev = cu(be)->device;
+    if (smem > 48 * 1024 && (dev < 0 || dev >= 64 || !opted_in[dev])) {
+        cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)smem);
+        cuda_check(be, e, name);
+        if (e == cudaSuccess && dev >= 0 && dev < 64) opted_in[dev] = 1;
+    }
+    kern<<<grid, kGemmThreads, smem, stream_of(be)>>>(g);
+    cuda_check(be, cudaGetLastError(), name);
+}
+
+} // namespace
+
+void ae_cuda_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr logits, int T, int E,
+                       int K, int renorm) {
+    if (cuda_failed(be)) return;
+    cuda_need(idx, AE_M_I32, "moe_route", "idx");
+    cuda_need(wts, AE_M_F32, "moe_route", "wts");
+    cuda_need(logits, AE_M_F32, "moe_route", "logits");
+    if (T <= 0 || K <= 0) return;
+    if (E > kRouteMaxE || K > kRouteMaxK || K > E) {
+        fprintf(stderr, "attnedit: internal error: cuda moe_route: E=%d K=%d (at most %d, %d)\n",
+                E, K, kRouteMaxE, kRouteMaxK);
+        abort();
+    }
+    unsigned blocks = (unsigned)((T + kRouteWarps - 1) / kRouteWarps);
+    size_t smem = (size_t)kRouteWarps * E * sizeof(float);
+    k_moe_route<<<blocks, 32 * kRouteWarps, smem, stream_of(be)>>>(
+        (int32_t *)idx.data, (float *)wts.data, (const float *)logits.data, T, E, K, renorm);
+    cuda_check(be, cudaGetLastError(), "moe_route");
+}
+
+static size_t round256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wts,
+                     ae_ptr w_gate, ae_ptr w_up, ae_ptr w_down, int T, int D, int Im, int E, int K) {
+    if (cuda_failed(be)) return;
+    cuda_need(y, AE_M_FLOAT, "moe_ffn", "y");
+    cuda_need(x, AE_M_BF16, "moe_ffn", "x");
+    cuda_need(idx, AE_M_I32, "moe_ffn", "idx");
+    cuda_need(wts, AE_M_F32, "moe_ffn", "wts");
+    cuda_need(w_gate, AE_M_BF16, "moe_ffn", "w_gate");
+    cuda_need(w_up, AE_M_BF16, "moe_ffn", "w_up");
+    cuda_need(w_down, AE_M_BF16, "moe_ffn", "w_down");
+    if (T <= 0 || D <= 0) return;
+    if (E <= 0 || E > kMaxE || K <= 0 || Im < 0) {
+        fprintf(stderr, "attnedit: internal error: cuda moe_ffn: E=%d K=%d Im=%d (E at most %d)\n",
+                E, K, Im, kMaxE);
+        abort();
+    }
+    cudaStream_t st = stream_of(be);
+    // Tokens per chunk: temporaries (h bf16 and o fp32 rows per slot) near 256 MiB at most.
+    size_t per_token = (size_t)K * ((size_t)Im * 2 + (size_t)D * 4 + 8);
+    size_t chunk = ((size_t)256 << 20) / per_token;
+    if (chunk < 1) chunk = 1;
+    if (chunk > (size_t)T) chunk = (size_t)T;
+    if (chunk * K > (size_t)INT32_MAX / 2) chunk = (size_t)(INT32_MAX / 2) / K;
+    size_t slots_max = chunk * K;
+    size_t b_off = round256((size_t)(E + 1) * 4), b_order = round256(slots_max * 4);
+    size_t b_h = round256(slots_max * (size_t)Im * 2), b_o = round256(slots_max * (size_t)D * 4);
+    char *tmp = (char *)cuda_tmp_alloc(be, 2 * b_off + 2 * b_order + b_h + b_o, "moe_ffn");
+    if (!tmp) return;
+    int *off = (int *)tmp, *tile_off = (int *)(tmp + b_off);
+    int *order = (int *)(tmp + 2 * b_off), *rank = (int *)(tmp + 2 * b_off + b_order);
+    bf16 *h = (bf16 *)(tmp + 2 * b_off + 2 * b_order);
+    float *o = (float *)(tmp + 2 * b_off + 2 * b_order + b_h);
+
+    const bf16 *xb = (const bf16 *)x.data;
+    const bf16 *wg = (const bf16 *)w_gate.data, *wu = (const bf16 *)w_up.data;
+    const bf16 *wd = (const bf16 *)w_down.data;
+    auto al16 = [](const void *q) { return (uintptr_t)q % 16 == 0; };
+    int vec1 = D % 8 == 0 && al16(xb) && al16(wg) && al16(wu);
+    int vec2 = Im % 8 == 0 && al16(h) && al16(wd);
+
+    for (size_t t0 = 0; t0 < (size_t)T && !cuda_failed(be); t0 += chunk) {
+        int Tc = (int)((size_t)T - t0 < chunk ? (size_t)T - t0 : chunk), slots = Tc * K;
+        const int32_t *ic = (const int32_t *)idx.data + t0 * K;
+        const float *wc = (const float *)wts.data + t0 * K;
+
+        // Row tiles of 16 slots when experts get few slots each (decode: less wasted mma work),
+        // else 64.
+        int bm = slots < kSparse * E ? 16 : 64;
+        size_t plan_smem = (size_t)(4 * E + 2) * sizeof(int);
+        k_moe_plan<<<1, kPlanThreads, plan_smem, st>>>(ic, slots, E, bm, rank, off, tile_off, order);
+        cuda_check(be, cudaGetLastError(), "moe_ffn plan");
+
+        size_t tiles = ((size_t)slots + (size_t)E * (bm - 1)) / bm;
+        if (tiles > (size_t)slots) tiles = (size_t)slots;
+        ExpertGemm g1 = {off, tile_off, order, E, xb + t0 * D, D, K, wg, wu, Im, D, vec1, h, NULL};
+        ExpertGemm g2 = {off, tile_off, order, E, h, Im, 1, wd, NULL, D, Im, vec2, NULL, o};
+        dim3 grid1((unsigned)tiles, (unsigned)((Im + BN - 1) / BN));
+        dim3 grid2((unsigned)tiles, (unsigned)((D + BN - 1) / BN));
+        if (bm == 16) {
+            if (Im > 0) launch_gemm<16, 64, 4, true>(be, grid1, g1, "moe_ffn gate/up");
+            launch_gemm<16, 64, 4, false>(be, grid2, g2, "moe_ffn down");
+        } else {
+            if (Im > 0) launch_gemm<64, 32, 3, true>(be, grid1, g1, "moe_ffn gate/up");
+            launch_gemm<64, 32, 3, false>(be, grid2, g2, "moe_ffn down");
+        }
+
+        int v4 = D % 4 == 0 && (y.dtype == AE_DT_F32 ? (uintptr_t)y.data % 16 == 0
+                                                      : (uintptr_t)y.data % 8 == 0);
+        int cols = v4 ? D / 4 : D;
+        dim3 grid3((unsigned)Tc, (unsigned)((cols + 255) / 256));
+        AE_CUDA_FLOAT_DISPATCH(y.dtype, TY, {
+            TY *yc = (TY *)y.data + t0 * D;
+            if (v4) k_moe_combine<4><<<grid3, 256, 0, st>>>(yc, o, ic, wc, D, K, E);
+            else k_moe_combine<1><<<grid3, 256, 0, st>>>(yc, o, ic, wc, D, K, E);
+        });
+        cuda_check(be, cudaGetLastError(), "moe_ffn combine");
+    }
+    cuda_tmp_free(be, tmp);
+}

@@ -1,0 +1,207 @@
+// RMSNorm on the GPU: y = x · r ⊙ w with r = 1 / sqrt(mean(x²) + eps), per row; and the fused
+// residual form x += dx; y = rmsnorm(x) ⊙ w.
+//
+// One group of threads normalises one row, holding its values in registers (16 per thread, 8 on
+// the scalar path), so x (and dx) are read once and y may alias x: a warp per row (4 rows per
+// block) when the row fits 32 threads, else a block per row (up to 1024 threads: D <= 16384, or
+// 8192 scalar). Rows longer than that take a two-pass kernel that re-reads x. Loads are 4-wide (float4, or 4 bf16 in 8
+// bytes) when D, the strides and every pointer allow, else scalar. The sum of squares is fp32
+// (per-thread partials, then a warp / block tree); r is formed from it in double as the CPU does,
+// and y = w · (x · r) in fp32 in the CPU's order: results agree with the CPU to ~1e-7 relative
+// before rounding to the output dtype.
+#include "backend/cuda_internal.h"
+
+namespace {
+
+constexpr int kRowsPerBlock = 4; // warp-per-row kernels: warps (rows) per block
+
+// Chunks of V values each thread keeps in registers: 16 values 4-wide, 8 scalar (more spills).
+template <int V> constexpr int chunks_per_thread() { return V == 4 ? 4 : 8; }
+
+__device__ __forceinline__ uint32_t bf16_bits(float v) {
+    return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+__device__ __forceinline__ void ld4(const float *p, float (&v)[4]) {
+    float4 q = *reinterpret_cast<const float4 *>(p);
+    v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+}
+__device__ __forceinline__ void ld4(const bf16 *p, float (&v)[4]) {
+    uint2 q = *reinterpret_cast<const uint2 *>(p); // little-endian: element 0 in the low half
+    v[0] = __uint_as_float(q.x << 16), v[1] = __uint_as_float(q.x & 0xffff0000u);
+    v[2] = __uint_as_float(q.y << 16), v[3] = __uint_as_float(q.y & 0xffff0000u);
+}
+__device__ __forceinline__ void st4(float *p, const float (&v)[4]) {
+    *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+__device__ __forceinline__ void st4(bf16 *p, const float (&v)[4]) {
+    *reinterpret_cast<uint2 *>(p) = make_uint2(bf16_bits(v[0]) | bf16_bits(v[1]) << 16,
+                                               bf16_bits(v[2]) | bf16_bits(v[3]) << 16);
+}
+template <int V, typename T> __device__ __forceinline__ void ldv(const T *p, float (&v)[V]) {
+    if constexpr (V == 4) ld4(p, v);
+    else v[0] = ldf(p);
+}
+template <int V, typename T> __device__ __forceinline__ void stv(T *p, const float (&v)[V]) {
+    if constexpr (V == 4) st4(p, v);
+    else stf(p, v[0]);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Sum over the block, returned to every thread. Called once per kernel (its buffer is not reused).
+__device__ float block_sum(float v) {
+    __shared__ float part[32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = warp_sum(lane < nw ? part[lane] : 0.0f);
+        if (lane == 0) part[0] = v;
+    }
+    __syncthreads();
+    return part[0];
+}
+
+// r = 1 / sqrt(mean + eps), in double from the fp32 sum of squares (as cpu_norm.c).
+__device__ __forceinline__ float rms_inv(float ss, int D, float eps) {
+    return (float)(1.0 / sqrt((double)ss / D + (double)eps));
+}
+
+// Rows in registers. ADD: x (F32) += dx first and is written back. Each thread owns chunks
+// g, g + G, ... (V values each) of its row, G the group size (32, or the block).
+//   y: (M, ldy)   x: (M, ldx)   dx: (M, D) when ADD   w: (D)
+template <int V, bool ADD, typename TY, typename TX, typename TD, typename TW>
+__global__ void __launch_bounds__(1024)
+k_rmsnorm(TY *y, int64_t ldy, TX *x, int64_t ldx, const TD *dx, const TW *w, int M, int D,
+          float eps, int warp_rows) {
+    constexpr int C = chunks_per_thread<V>();
+    int G, g, row;
+    if (warp_rows) {
+        G = 32, g = threadIdx.x & 31;
+        row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+        if (row >= M) return; // whole warps leave; warp mode has no block barrier
+    } else {
+        G = blockDim.x, g = threadIdx.x, row = blockIdx.x;
+    }
+    TX *xr = x + (size_t)row * ldx;
+    TY *yr = y + (size_t)row * ldy;
+    int chunks = D / V;
+    float v[C][V];
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < C; j++) {
+        int c = g + j * G;
+#pragma unroll
+        for (int k = 0; k < V; k++) v[j][k] = 0.0f;
+        if (c < chunks) {
+            ldv<V>(xr + (size_t)c * V, v[j]);
+            if constexpr (ADD) {
+                float d[V];
+                ldv<V>(dx + (size_t)row * D + (size_t)c * V, d);
+#pragma unroll
+                for (int k = 0; k < V; k++) v[j][k] += d[k];
+                stv<V>(xr + (size_t)c * V, v[j]);
+            }
+#pragma unroll
+            for (int k = 0; k < V; k++) ss += v[j][k] * v[j][k];
+        }
+    }
+    ss = warp_rows ? warp_sum(ss) : block_sum(ss);
+    float inv = rms_inv(ss, D, eps);
+#pragma unroll
+    for (int j = 0; j < C; j++) {
+        int c = g + j * G;
+        if (c < chunks) {
+            float wv[V], o[V];
+            ldv<V>(w + (size_t)c * V, wv);
+#pragma unroll
+            for (int k = 0; k < V; k++) o[k] = wv[k] * (v[j][k] * inv);
+            stv<V>(yr + (size_t)c * V, o);
+        }
+    }
+}
+
+// Rows too long for registers: a block per row, x re-read in the second pass (each thread
+// re-reads only what it read, and wrote when ADD, itself).
+template <bool ADD, typename TY, typename TX, typename TD, typename TW>
+__global__ void __launch_bounds__(1024)
+k_rmsnorm_long(TY *y, int64_t ldy, TX *x, int64_t ldx, const TD *dx, const TW *w, int D,
+               float eps) {
+    size_t row = blockIdx.x;
+    TX *xr = x + row * ldx;
+    TY *yr = y + row * ldy;
+    float ss = 0.0f;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float v = ldf(xr + d);
+        if constexpr (ADD) {
+            v += ldf(dx + row * D + d);
+            stf(xr + d, v);
+        }
+        ss += v * v;
+    }
+    float inv = rms_inv(block_sum(ss), D, eps);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) stf(yr + d, ldf(w + d) * (ldf(xr + d) * inv));
+}
+
+template <typename T> int aligned4(const T *p) { return (uintptr_t)p % (4 * sizeof(T)) == 0; }
+
+template <bool ADD, typename TY, typename TX, typename TD, typename TW>
+void launch_norm(const ae_backend *be, TY *y, int64_t ldy, TX *x, int64_t ldx, const TD *dx,
+                 const TW *w, int M, int D, float eps, const char *name) {
+    cudaStream_t s = stream_of(be);
+    int v4 = D % 4 == 0 && ldx % 4 == 0 && ldy % 4 == 0 && aligned4(y) && aligned4(x) &&
+             aligned4(w) && (!ADD || aligned4(dx));
+    int C = v4 ? chunks_per_thread<4>() : chunks_per_thread<1>(), chunks = v4 ? D / 4 : D;
+    if (chunks <= 32 * C) { // a warp per row
+        unsigned blocks = (unsigned)((M + kRowsPerBlock - 1) / kRowsPerBlock);
+        if (v4)
+            k_rmsnorm<4, ADD><<<blocks, 32 * kRowsPerBlock, 0, s>>>(y, ldy, x, ldx, dx, w, M, D,
+                                                                  eps, 1);
+        else
+            k_rmsnorm<1, ADD><<<blocks, 32 * kRowsPerBlock, 0, s>>>(y, ldy, x, ldx, dx, w, M, D,
+                                                                  eps, 1);
+    } else if (chunks <= 1024 * C) { // a block per row, about 2 chunks per thread
+        int nt = (chunks + 1) / 2;
+        nt = nt > 1024 ? 1024 : (nt + 31) / 32 * 32;
+        if (v4)
+            k_rmsnorm<4, ADD><<<(unsigned)M, nt, 0, s>>>(y, ldy, x, ldx, dx, w, M, D, eps, 0);
+        else
+            k_rmsnorm<1, ADD><<<(unsigned)M, nt, 0, s>>>(y, ldy, x, ldx, dx, w, M, D, eps, 0);
+    } else {
+        k_rmsnorm_long<ADD><<<(unsigned)M, 1024, 0, s>>>(y, ldy, x, ldx, dx, w, D, eps);
+    }
+    cuda_check(be, cudaGetLastError(), name);
+}
+
+} // namespace
+
+void ae_cuda_rmsnorm(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int D, int64_t ld,
+                     float eps) {
+    if (cuda_failed(be)) return;
+    cuda_need(y, AE_M_FLOAT, "rmsnorm", "y");
+    cuda_need(x, AE_M_FLOAT, "rmsnorm", "x");
+    cuda_need(w, AE_M_FLOAT, "rmsnorm", "w");
+    if (M <= 0 || D <= 0) return;
+    AE_CUDA_FLOAT_DISPATCH(y.dtype, TY, AE_CUDA_FLOAT_DISPATCH(x.dtype, TX,
+        AE_CUDA_FLOAT_DISPATCH(w.dtype, TW,
+            launch_norm<false>(be, (TY *)y.data, ld, (TX *)x.data, ld, (const float *)NULL,
+                               (const TW *)w.data, M, D, eps, "rmsnorm"))));
+}
+
+void ae_cuda_add_rmsnorm(const ae_backend *be, ae_ptr x, ae_ptr dx, ae_ptr y, ae_ptr w, int M,
+                         int D, float eps) {
+    if (cuda_failed(be)) return;
+    cuda_need(x, AE_M_F32, "add_rmsnorm", "x");
+    cuda_need(dx, AE_M_FLOAT, "add_rmsnorm", "dx");
+    cuda_need(y, AE_M_FLOAT, "add_rmsnorm", "y");
+    cuda_need(w, AE_M_FLOAT, "add_rmsnorm", "w");
+    if (M <= 0 || D <= 0) return;
+    AE_CUDA_FLOAT_DISPATCH(y.dtype, TY, AE_CUDA_FLOAT_DISPATCH(dx.dtype, TD,
+        AE_CUDA_FLOAT_DISPATCH(w.dtype, TW,
+            launch_norm<true>(be, (TY *)y.data, D, (float *)x.data, D, (const TD *)dx.data,
+                              (const TW *)w.data, M, D, eps, "add_rmsnorm"))));
+}

@@ -1,0 +1,1458 @@
+// The CUDA backend against the CPU reference, op by op ("test-backend-ops"): every forward op of
+// the table (backend/ops.h) on random inputs of many shapes, run once on each backend, the CPU's
+// fp32 result taken as the expectation. Needs a CUDA build and a GPU; prints "SKIP ..." and exits
+// 77 (ctest: skipped) otherwise.
+//
+// Method: host inputs are drawn with fixed seeds; every input the CUDA op sees as BF16 is first
+// rounded to a bf16-representable value, so that both backends compute on identical numbers and
+// the difference measures only the CUDA op's arithmetic and output rounding. The backend is
+// opened with AE_CUDA_POISON=1: new device allocations are NaN-filled, so an output element an
+// op forgets to write shows up as NaN, and every comparison fails on any NaN/Inf. Each case
+// prints one line with its measured error, so the log shows the margins.
+//
+// Tolerances (relative L2 error, ||cuda - cpu|| / ||cpu||, unless said otherwise). Each test
+// names the one it uses; the reasons:
+//   TOL_EXACT      copies and conversions of bf16-representable values, integer outputs: exact.
+//   TOL_BF16_OUT   5e-3: an output stored as bf16 is the fp32 result rounded once to 8
+//                  significant bits; for random data that rounding alone is ~1.5e-3 relative L2.
+//                  5e-3 leaves 3x margin; a wrong element, a lost term or a bf16 intermediate
+//                  where the contract says fp32 costs >= 1e-2.
+//   TOL_GEMM_F32   5e-5: F32 output of a product of bf16 inputs: the products are exact in fp32
+//                  and both sides accumulate in fp32, only the order differs (and tensor-core
+//                  accumulators may truncate): ~1e-5 at K = 4096. A bf16 intermediate would be
+//                  >= 1e-3.
+//   TOL_F32_NORM   1e-5: F32 output of rmsnorm: one fp32 sum of squares (double on the cpu) and
+//                  one rsqrt per row, ~1e-6.
+//   TOL_F32_ADD    1e-6: F32 output of the same single fp32 addition on both sides (bit-identical
+//                  in IEEE arithmetic; the margin only forgives a contraction into an FMA).
+//   TOL_ATTN       1e-2: attention output is bf16 (1.5e-3), and a flash kernel multiplies the
+//                  probabilities in bf16 with V (another ~2e-3, averaged over keys).
+//   TOL_MOE        1e-2: the expert MLP stores gate/up/product as bf16 activations (act dtype)
+//                  before the down projection: three roundings of ~1.5e-3 plus the output's.
+//   TOL_ROUTE_W    1e-5: router weights are F32 softmax values of identical F32 logits.
+//   TOL_NLL        1e-5: F32 -log softmax from identical logits; fp32 log-sum-exp over V terms
+//                  errs by ~1e-7 relative.
+//   TOL_KL         1e-4 absolute + 1e-4 relative per row: KL is a sum of V signed terms that
+//                  cancel; fp32 accumulation errs by ~1e-6 absolute at V = 151936.
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu.h"
+#include "backend/cuda.h"
+#include "backend/ops.h"
+#include "core/dtype.h"
+#include "core/rng.h"
+#include "util/testutil.h"
+
+#define TOL_BF16_OUT 5e-3
+#define TOL_GEMM_F32 5e-5
+#define TOL_F32_NORM 1e-5
+#define TOL_F32_ADD 1e-6
+#define TOL_ATTN 1e-2
+#define TOL_MOE 1e-2
+#define TOL_ROUTE_W 1e-5
+#define TOL_NLL 1e-5
+#define TOL_KL 1e-4
+
+static const ae_backend *g_gpu; // the CUDA backend under test
+static const ae_backend *g_cpu; // the fp32 reference
+
+// =============================================================================================
+// Host helpers
+
+static float bf16r(float x) { return ae_bf16_to_f32(ae_f32_to_bf16(x)); }
+
+// Rounds x to the values a tensor of dtype dt holds (bf16: round to nearest even).
+static void round_to(float *x, size_t n, ae_dtype dt) {
+    if (dt == AE_DT_BF16)
+        for (size_t i = 0; i < n; i++) x[i] = bf16r(x[i]);
+}
+
+static float *hnew(size_t n) {
+    float *p = malloc(sizeof(float) * (n ? n : 1));
+    assert_non_null(p);
+    return p;
+}
+
+static int32_t *inew(size_t n) {
+    int32_t *p = malloc(sizeof(int32_t) * (n ? n : 1));
+    assert_non_null(p);
+    return p;
+}
+
+static float *hcopy(const float *x, size_t n) {
+    float *p = hnew(n);
+    memcpy(p, x, sizeof(float) * n);
+    return p;
+}
+
+// scale · N(0, 1) values rounded to dtype dt.
+static float *hnormal(ae_rng *r, size_t n, float scale, ae_dtype dt) {
+    float *p = hnew(n);
+    ae_test_fill_normal(p, n, scale, r);
+    round_to(p, n, dt);
+    return p;
+}
+
+static float *hconst(size_t n, float v) {
+    float *p = hnew(n);
+    for (size_t i = 0; i < n; i++) p[i] = v;
+    return p;
+}
+
+static int rand_int(ae_rng *r, int n) { return (int)(ae_rng_u64(r) % (uint64_t)n); }
+
+// Random permutation of 0..n-1 into p.
+static void rand_perm(ae_rng *r, int *p, int n) {
+    for (int i = 0; i < n; i++) p[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = rand_int(r, i + 1), t = p[i];
+        p[i] = p[j];
+        p[j] = t;
+    }
+}
+
+static const char *dtn(ae_dtype dt) { return ae_dtype_name(dt); }
+
+// =============================================================================================
+// Device helpers (every failure names the call and carries the backend's message)
+
+static ae_ptr dnew(size_t n, ae_dtype dt) {
+    ae_ptr p = g_gpu->alloc(g_gpu, n, dt);
+    if (ae_ptr_is_null(p))
+        fail_msg("cuda alloc of %zu %s values failed: %s", n, dtn(dt), ae_last_error());
+    return p;
+}
+
+static void dput(ae_ptr p, const float *h, size_t n) {
+    ae_status st = g_gpu->upload(g_gpu, p, h, AE_DT_F32, n);
+    if (st != AE_OK)
+        fail_msg("cuda upload of %zu F32 values into a %s tensor: %s", n, dtn(p.dtype),
+                 ae_last_error());
+}
+
+static ae_ptr dnew_put(const float *h, size_t n, ae_dtype dt) {
+    ae_ptr p = dnew(n, dt);
+    dput(p, h, n);
+    return p;
+}
+
+static ae_ptr dnew_put_i32(const int32_t *h, size_t n) {
+    ae_ptr p = dnew(n, AE_DT_I32);
+    ae_status st = g_gpu->upload(g_gpu, p, h, AE_DT_I32, n);
+    if (st != AE_OK) fail_msg("cuda upload of %zu I32 values: %s", n, ae_last_error());
+    return p;
+}
+
+// Downloads n values as F32; a failed kernel queued before shows up here (AE_ERR_DEVICE).
+static float *dget(ae_ptr p, size_t n) {
+    float *h = hnew(n);
+    ae_status st = g_gpu->download(g_gpu, h, AE_DT_F32, p, n);
+    if (st != AE_OK)
+        fail_msg("cuda download of %zu %s values: %s (%s)", n, dtn(p.dtype), ae_last_error(),
+                 ae_status_name(st));
+    return h;
+}
+
+static int32_t *dget_i32(ae_ptr p, size_t n) {
+    int32_t *h = inew(n);
+    ae_status st = g_gpu->download(g_gpu, h, AE_DT_I32, p, n);
+    if (st != AE_OK)
+        fail_msg("cuda download of %zu I32 values: %s (%s)", n, ae_last_error(), ae_status_name(st));
+    return h;
+}
+
+static void dfree(ae_ptr p) { g_gpu->free(g_gpu, p); }
+
+// =============================================================================================
+// Comparisons
+
+static char g_what[512]; // the current case, for messages
+
+static void set_what(const char *fmt, va_list ap) { vsnprintf(g_what, sizeof g_what, fmt, ap); }
+
+// Index of the largest |got - ref|.
+static size_t worst_index(const float *got, const float *ref, size_t n) {
+    size_t w = 0;
+    double m = -1;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        if (d > m) m = d, w = i;
+    }
+    return w;
+}
+
+// Fails on a non-finite output (with poisoned allocations, NaN marks an element the op never
+// wrote or a poisoned value it read) and when ||got - ref|| / ||ref|| > tol. Prints the error.
+static double expect_close(const float *got, const float *ref, size_t n, double tol,
+                           const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static double expect_close(const float *got, const float *ref, size_t n, double tol,
+                           const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    set_what(fmt, ap);
+    va_end(ap);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(ref[i]))
+            fail_msg("%s: cpu reference [%zu] = %g is not finite (a bug in the test)", g_what, i,
+                     (double)ref[i]);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(got[i]))
+            fail_msg("%s: cuda output [%zu] of %zu = %g, cpu %g (non-finite: an element never "
+                     "written, or a poisoned/out-of-range value read)",
+                     g_what, i, n, (double)got[i], (double)ref[i]);
+    double e = ae_test_rel_err(got, ref, n);
+    printf("  %-78s rel L2 %.2e (tol %.0e)\n", g_what, e, tol);
+    fflush(stdout);
+    if (!(e <= tol)) {
+        size_t w = worst_index(got, ref, n);
+        fail_msg("%s: relative L2 error %.3g > tolerance %.3g (largest difference at [%zu]: "
+                 "cuda %g, cpu %g)", g_what, e, tol, w, (double)got[w], (double)ref[w]);
+    }
+    return e;
+}
+
+// Exact equality of float values (NaN equals NaN: used for untouched poisoned elements).
+static void expect_exact(const float *got, const float *ref, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void expect_exact(const float *got, const float *ref, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    set_what(fmt, ap);
+    va_end(ap);
+    for (size_t i = 0; i < n; i++)
+        if (!(got[i] == ref[i] || (isnan(got[i]) && isnan(ref[i]))))
+            fail_msg("%s: [%zu] of %zu is %.9g, expected exactly %.9g", g_what, i, n,
+                     (double)got[i], (double)ref[i]);
+    printf("  %-78s exact (%zu values)\n", g_what, n);
+    fflush(stdout);
+}
+
+static void expect_exact_i32(const int32_t *got, const int32_t *ref, size_t n, const char *fmt,
+                             ...) __attribute__((format(printf, 4, 5)));
+static void expect_exact_i32(const int32_t *got, const int32_t *ref, size_t n, const char *fmt,
+                             ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    set_what(fmt, ap);
+    va_end(ap);
+    for (size_t i = 0; i < n; i++)
+        if (got[i] != ref[i])
+            fail_msg("%s: [%zu] of %zu is %d, expected %d", g_what, i, n, got[i], ref[i]);
+    printf("  %-78s exact (%zu values)\n", g_what, n);
+    fflush(stdout);
+}
+
+// =============================================================================================
+// Memory: upload / download, copy_rows, fill, embed
+
+// F32 host values -> tensor of dtype dt -> F32 host: dt F32 is exact; BF16 holds each value
+// rounded to nearest even (the contract), which for bf16-representable inputs is exact too.
+static void roundtrip_f32(ae_rng *r, size_t n, ae_dtype dt, int representable) {
+    float *x = hnormal(r, n, 3.0f, representable ? dt : AE_DT_F32);
+    // magnitudes over many binades, and halfway cases of bf16 rounding (ties to even)
+    size_t specials = n < 8 ? n : 8;
+    const float sp[8] = {0.0f, -0.0f, 1e-30f, -3e30f, 1.00390625f, 1.01171875f, -1.00390625f, 65504.0f};
+    for (size_t i = 0; i < specials; i++) x[i * (n / specials)] = representable ? bf16r(sp[i]) : sp[i];
+    ae_ptr d = dnew_put(x, n, dt);
+    float *y = dget(d, n);
+    float *want = hcopy(x, n);
+    round_to(want, n, dt);
+    expect_exact(y, want, n, "upload F32 -> %s -> download F32, n=%zu%s", dtn(dt), n,
+                 dt == AE_DT_BF16 ? (representable ? " (bf16 values)" : " (rounded RNE)") : "");
+    // a sub-range through an offset pointer
+    if (n > 10) {
+        float *part = hnew(n - 7);
+        ae_status st = g_gpu->download(g_gpu, part, AE_DT_F32, ae_ptr_at(d, 7), n - 7);
+        if (st != AE_OK) fail_msg("download at offset 7: %s", ae_last_error());
+        expect_exact(part, want + 7, n - 7, "download of %s at element offset 7, n=%zu", dtn(dt), n - 7);
+        free(part);
+    }
+    dfree(d);
+    free(x), free(y), free(want);
+}
+
+// 16-bit sources (F16, BF16) into F32 and BF16 tensors: the value converted exactly to f32,
+// then rounded to nearest even for a BF16 tensor.
+static void roundtrip_16bit(ae_rng *r, size_t n, ae_dtype src_dt, ae_dtype dt) {
+    uint16_t *h = malloc(sizeof(uint16_t) * n);
+    float *want = hnew(n);
+    assert_non_null(h);
+    for (size_t i = 0; i < n; i++) {
+        float v = 4.0f * ae_rng_normal(r);
+        h[i] = src_dt == AE_DT_F16 ? ae_f32_to_f16(v) : ae_f32_to_bf16(v);
+        want[i] = src_dt == AE_DT_F16 ? ae_f16_to_f32(h[i]) : ae_bf16_to_f32(h[i]);
+    }
+    round_to(want, n, dt);
+    ae_ptr d = dnew(n, dt);
+    ae_status st = g_gpu->upload(g_gpu, d, h, src_dt, n);
+    if (st != AE_OK) fail_msg("upload %s -> %s: %s", dtn(src_dt), dtn(dt), ae_last_error());
+    float *y = dget(d, n);
+    expect_exact(y, want, n, "upload %s -> %s -> download F32, n=%zu", dtn(src_dt), dtn(dt), n);
+    dfree(d);
+    free(h), free(want), free(y);
+}
+
+static void roundtrip_i32(ae_rng *r, size_t n) {
+    int32_t *x = inew(n);
+    for (size_t i = 0; i < n; i++) x[i] = (int32_t)(uint32_t)ae_rng_u64(r);
+    x[0] = INT32_MIN;
+    if (n > 1) x[n - 1] = INT32_MAX;
+    ae_ptr d = dnew_put_i32(x, n);
+    int32_t *y = dget_i32(d, n);
+    expect_exact_i32(y, x, n, "upload I32 -> download I32, n=%zu", n);
+    dfree(d);
+    free(x), free(y);
+}
+
+static void test_upload_download(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 101);
+    size_t sizes[] = {1, 7, 1000, (1u << 20) + 3};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        roundtrip_f32(&r, sizes[i], AE_DT_F32, 0);
+        roundtrip_f32(&r, sizes[i], AE_DT_BF16, 1);
+        roundtrip_f32(&r, sizes[i], AE_DT_BF16, 0);
+        roundtrip_16bit(&r, sizes[i], AE_DT_F16, AE_DT_BF16);
+        roundtrip_16bit(&r, sizes[i], AE_DT_F16, AE_DT_F32);
+        roundtrip_16bit(&r, sizes[i], AE_DT_BF16, AE_DT_BF16);
+        roundtrip_16bit(&r, sizes[i], AE_DT_BF16, AE_DT_F32);
+        roundtrip_i32(&r, sizes[i]);
+    }
+    // more than one 64 Mi-value staging chunk of the converting upload
+    roundtrip_f32(&r, ((size_t)64 << 20) + 1001, AE_DT_BF16, 0);
+    assert_int_equal(g_gpu->sync(g_gpu), AE_OK);
+}
+
+// copy_rows: dst row r (cols values at dst + r·ldd) = src row r (at src + r·lds), converted.
+// dst starts as a pattern of its own: every element outside the copied rows must keep it.
+static void run_copy_rows(ae_rng *r, int rows, int cols, int64_t lds, int64_t ldd,
+                          ae_dtype sdt, ae_dtype ddt, size_t soff, size_t doff) {
+    size_t ns = soff + (size_t)(rows - 1) * lds + cols, nd = doff + (size_t)(rows - 1) * ldd + cols;
+    float *src = hnormal(r, ns, 1.0f, sdt);
+    float *dst0 = hnormal(r, nd, 10.0f, ddt);
+    // reference: the cpu copy of F32 rows, then the destination's rounding
+    float *want = hcopy(dst0, nd);
+    g_cpu->copy_rows(g_cpu, ae_host_f32(want + doff), ldd, ae_host_f32(src + soff), lds, rows, cols);
+    for (int i = 0; i < rows; i++) round_to(want + doff + (size_t)i * ldd, (size_t)cols, ddt);
+    ae_ptr ds = dnew_put(src, ns, sdt), dd = dnew_put(dst0, nd, ddt);
+    g_gpu->copy_rows(g_gpu, ae_ptr_at(dd, doff), ldd, ae_ptr_at(ds, soff), lds, rows, cols);
+    float *got = dget(dd, nd);
+    expect_exact(got, want, nd, "copy_rows %s->%s rows=%d cols=%d lds=%lld ldd=%lld off=%zu/%zu",
+                 dtn(sdt), dtn(ddt), rows, cols, (long long)lds, (long long)ldd, soff, doff);
+    dfree(ds), dfree(dd);
+    free(src), free(dst0), free(want), free(got);
+}
+
+static void test_copy_rows(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 102);
+    const ae_dtype dts[2] = {AE_DT_F32, AE_DT_BF16};
+    // rows, cols, lds, ldd
+    const int shapes[][4] = {{1, 1, 1, 1},       {5, 64, 64, 64},     {7, 100, 131, 100},
+                             {33, 129, 258, 130}, {300, 1000, 1000, 1024}, {2, 5000, 5002, 5000},
+                             {1, 70000, 70000, 70000}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int a = 0; a < 2; a++)
+            for (int b = 0; b < 2; b++)
+                run_copy_rows(&r, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], dts[a],
+                              dts[b], 0, 0);
+    // the MLA layouts (attn_mla.c): split [k_nope | v] rows (S·H rows of dn + dv = 256) into K
+    // (dq = 192 per head) and V; the shared rope key (offset R = 512 in a 576-wide latent row)
+    // into every head's K at offset h·dq + dn with row stride H·dq.
+    run_copy_rows(&r, 300 * 16, 128, 256, 192, AE_DT_BF16, AE_DT_BF16, 0, 0);
+    run_copy_rows(&r, 300 * 16, 128, 256, 128, AE_DT_BF16, AE_DT_BF16, 128, 0);
+    run_copy_rows(&r, 300, 64, 576, 16 * 192, AE_DT_BF16, AE_DT_BF16, 512, 5 * 192 + 128);
+    // ae_copy (one contiguous row)
+    float *x = hnormal(&r, 12345, 1.0f, AE_DT_F32);
+    ae_ptr dx = dnew_put(x, 12345, AE_DT_F32), dy = dnew(12345, AE_DT_BF16);
+    ae_copy(g_gpu, dy, dx, 12345);
+    float *got = dget(dy, 12345);
+    round_to(x, 12345, AE_DT_BF16);
+    expect_exact(got, x, 12345, "ae_copy F32->BF16 n=12345");
+    dfree(dx), dfree(dy);
+    free(x), free(got);
+}
+
+// fill: dst[i] = value for i < n; the elements after n keep their values.
+static void run_fill(ae_rng *r, size_t n, ae_dtype dt, float value, size_t off) {
+    size_t tot = off + n + 16;
+    if (dt == AE_DT_I32) {
+        int32_t *h = inew(tot);
+        for (size_t i = 0; i < tot; i++) h[i] = (int32_t)(ae_rng_u64(r) % 1000) - 500;
+        ae_ptr d = dnew_put_i32(h, tot);
+        g_gpu->fill(g_gpu, ae_ptr_at(d, off), n, value);
+        for (size_t i = off; i < off + n; i++) h[i] = (int32_t)value;
+        int32_t *got = dget_i32(d, tot);
+        expect_exact_i32(got, h, tot, "fill I32 n=%zu value=%g off=%zu", n, (double)value, off);
+        dfree(d);
+        free(h), free(got);
+        return;
+    }
+    float *h = hnormal(r, tot, 1.0f, dt);
+    ae_ptr d = dnew_put(h, tot, dt);
+    g_gpu->fill(g_gpu, ae_ptr_at(d, off), n, value);
+    float want = dt == AE_DT_BF16 ? bf16r(value) : value;
+    for (size_t i = off; i < off + n; i++) h[i] = want;
+    float *got = dget(d, tot);
+    expect_exact(got, h, tot, "fill %s n=%zu value=%g off=%zu", dtn(dt), n, (double)value, off);
+    dfree(d);
+    free(h), free(got);
+}
+
+static void test_fill(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 103);
+    size_t sizes[] = {1, 3, 1000, (1u << 20) + 5};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        run_fill(&r, sizes[i], AE_DT_F32, 0.1f, 0);
+        run_fill(&r, sizes[i], AE_DT_F32, -30.0f, 0);
+        run_fill(&r, sizes[i], AE_DT_BF16, 0.1f, 0); // stored rounded
+        run_fill(&r, sizes[i], AE_DT_BF16, 0.0f, 0);
+        run_fill(&r, sizes[i], AE_DT_I32, 7.0f, 0);
+        run_fill(&r, sizes[i], AE_DT_I32, -2.0f, 0);
+    }
+}
+
+// embed: y[t] = table[ids[t]] (a copy of bf16 table values: exact into F32 and into BF16).
+static void run_embed(ae_rng *r, int V, int D, int T, ae_dtype ydt) {
+    float *table = hnormal(r, (size_t)V * D, 1.0f, AE_DT_BF16);
+    int32_t *ids = inew((size_t)T);
+    for (int t = 0; t < T; t++) ids[t] = rand_int(r, V);
+    ids[0] = V - 1;
+    if (T > 1) ids[1] = 0;
+    if (T > 2) ids[2] = ids[1]; // repeated id
+    float *want = hnew((size_t)T * D);
+    g_cpu->embed(g_cpu, ae_host_f32(want), ae_host_f32(table), ae_host_i32(ids), T, D);
+    ae_ptr dt = dnew_put(table, (size_t)V * D, g_gpu->weight_dtype);
+    ae_ptr di = dnew_put_i32(ids, (size_t)T), dy = dnew((size_t)T * D, ydt);
+    g_gpu->embed(g_gpu, dy, dt, di, T, D);
+    float *got = dget(dy, (size_t)T * D);
+    expect_exact(got, want, (size_t)T * D, "embed V=%d D=%d T=%d y %s", V, D, T, dtn(ydt));
+    dfree(dt), dfree(di), dfree(dy);
+    free(table), free(ids), free(want), free(got);
+}
+
+static void test_embed(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 104);
+    const int shapes[][3] = {{10, 1, 1}, {10, 7, 5}, {8192, 128, 300}, {8192, 384, 1},
+                             {151936, 257, 17}, {1000, 4096, 64}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        run_embed(&r, shapes[s][0], shapes[s][1], shapes[s][2], AE_DT_F32);
+        run_embed(&r, shapes[s][0], shapes[s][1], shapes[s][2], AE_DT_BF16);
+    }
+}
+
+// =============================================================================================
+// GEMM
+
+static ae_gemm_args gemm_packed(int M, int N, int K, int ta, int tb) {
+    ae_gemm_args g = {.M = M, .N = N, .K = K, .batch = 1, .trans_a = ta, .trans_b = tb,
+                      .lda = ta ? M : K, .ldb = tb ? K : N, .ldy = N, .alpha = 1.0f, .beta = 0.0f};
+    g.sa = (int64_t)(ta ? K : M) * g.lda;
+    g.sb = (int64_t)(tb ? N : K) * g.ldb;
+    g.sy = (int64_t)M * g.ldy;
+    return g;
+}
+
+// Elements spanned by `batch` blocks of `rows` rows of `cols` values (strides s, ld).
+static size_t span(int batch, int64_t s, int rows, int64_t ld, int cols) {
+    return (size_t)((int64_t)(batch - 1) * s + (int64_t)(rows - 1) * ld + cols);
+}
+
+// One gemm on both backends; a, b rounded to bf16 (the cuda contract: a, b BF16). beta != 0: y
+// starts from the same random values on both (rounded for a BF16 y) and every element of y
+// outside the M x N blocks must keep its value; beta == 0: the cuda y starts as NaN everywhere
+// (it must not be read) and outside the blocks must stay NaN.
+static void run_gemm(ae_rng *r, const ae_gemm_args *g, ae_dtype ydt, size_t aoff, size_t boff,
+                     const char *label) {
+    int ra = g->trans_a ? g->K : g->M, ca = g->trans_a ? g->M : g->K;
+    int rb = g->trans_b ? g->N : g->K, cb = g->trans_b ? g->K : g->N;
+    size_t na = aoff + span(g->batch, g->sa, ra, g->lda, ca);
+    size_t nb = boff + span(g->batch, g->sb, rb, g->ldb, cb);
+    size_t ny = span(g->batch, g->sy, g->M, g->ldy, g->N);
+    float *a = hnormal(r, na, 1.0f, AE_DT_BF16), *b = hnormal(r, nb, 1.0f, AE_DT_BF16);
+    float *y0 = g->beta != 0.0f ? hnormal(r, ny, 4.0f, ydt) : hconst(ny, NAN);
+    float *yc = g->beta != 0.0f ? hcopy(y0, ny) : hconst(ny, 0.0f);
+    g_cpu->gemm(g_cpu, g, ae_host_f32(yc), ae_host_f32(a + aoff), ae_host_f32(b + boff));
+    ae_ptr da = dnew_put(a, na, g_gpu->weight_dtype), db = dnew_put(b, nb, g_gpu->weight_dtype);
+    ae_ptr dy = dnew_put(y0, ny, ydt);
+    g_gpu->gemm(g_gpu, g, dy, ae_ptr_at(da, aoff), ae_ptr_at(db, boff));
+    float *yg = dget(dy, ny);
+    // the M x N blocks, gathered
+    size_t nl = (size_t)g->batch * g->M * g->N;
+    float *lg = hnew(nl), *lc = hnew(nl);
+    unsigned char *inside = calloc(ny, 1);
+    assert_non_null(inside);
+    size_t k = 0;
+    for (int i = 0; i < g->batch; i++)
+        for (int m = 0; m < g->M; m++)
+            for (int n = 0; n < g->N; n++, k++) {
+                size_t o = (size_t)((int64_t)i * g->sy + (int64_t)m * g->ldy + n);
+                lg[k] = yg[o], lc[k] = yc[o], inside[o] = 1;
+            }
+    char what[256];
+    snprintf(what, sizeof what, "%s M=%d N=%d K=%d b=%d t=%d%d ld=%lld/%lld/%lld a=%g b=%g y %s",
+             label, g->M, g->N, g->K, g->batch, g->trans_a, g->trans_b, (long long)g->lda,
+             (long long)g->ldb, (long long)g->ldy, (double)g->alpha, (double)g->beta, dtn(ydt));
+    expect_close(lg, lc, nl, ydt == AE_DT_F32 ? TOL_GEMM_F32 : TOL_BF16_OUT, "gemm %s", what);
+    for (size_t o = 0; o < ny; o++)
+        if (!inside[o] && !(yg[o] == y0[o] || (isnan(yg[o]) && isnan(y0[o]))))
+            fail_msg("gemm %s: y[%zu], outside the M x N blocks, changed from %g to %g", what, o,
+                     (double)y0[o], (double)yg[o]);
+    dfree(da), dfree(db), dfree(dy);
+    free(a), free(b), free(y0), free(yc), free(yg), free(lg), free(lc), free(inside);
+}
+
+// ae_matmul y = x·wᵀ (the Linear layout) over a spread of shapes, y BF16 (activations) and F32
+// (logits).
+static void test_gemm_matmul(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 201);
+    // M, K, N
+    const int shapes[][3] = {{1, 1, 1},     {1, 7, 5},       {3, 16, 9},       {17, 33, 4},
+                             {64, 64, 64},  {65, 100, 130},  {300, 1000, 520}, {300, 520, 1000},
+                             {513, 4096, 257}, {1000, 1024, 3072}, {1024, 128, 8192}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int yd = 0; yd < 2; yd++) {
+            int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+            ae_gemm_args g = gemm_packed(M, N, K, 0, 1); // what ae_matmul passes
+            run_gemm(&r, &g, yd ? AE_DT_F32 : AE_DT_BF16, 0, 0, "matmul");
+        }
+    // ae_matmul itself (the helper over the table) on one shape
+    int M = 37, K = 200, N = 301;
+    float *x = hnormal(&r, (size_t)M * K, 1.0f, AE_DT_BF16), *w = hnormal(&r, (size_t)N * K, 1.0f, AE_DT_BF16);
+    float *yc = hnew((size_t)M * N);
+    ae_matmul(g_cpu, ae_host_f32(yc), ae_host_f32(x), ae_host_f32(w), M, K, N);
+    ae_ptr dx = dnew_put(x, (size_t)M * K, AE_DT_BF16), dw = dnew_put(w, (size_t)N * K, AE_DT_BF16);
+    ae_ptr dy = dnew((size_t)M * N, AE_DT_F32);
+    ae_matmul(g_gpu, dy, dx, dw, M, K, N);
+    float *yg = dget(dy, (size_t)M * N);
+    expect_close(yg, yc, (size_t)M * N, TOL_GEMM_F32, "ae_matmul M=%d K=%d N=%d y F32", M, K, N);
+    dfree(dx), dfree(dw), dfree(dy);
+    free(x), free(w), free(yc), free(yg);
+}
+
+// Decode GEMV path: M = 1..8 rows against one large weight (uploaded once), y BF16 and F32.
+static void gemv_sweep(ae_rng *r, int K, int N, const int *Ms, int nM) {
+    float *w = hnormal(r, (size_t)N * K, 1.0f, AE_DT_BF16);
+    ae_ptr dw = dnew_put(w, (size_t)N * K, AE_DT_BF16);
+    for (int i = 0; i < nM; i++) {
+        int M = Ms[i];
+        float *x = hnormal(r, (size_t)M * K, 1.0f, AE_DT_BF16), *yc = hnew((size_t)M * N);
+        ae_matmul(g_cpu, ae_host_f32(yc), ae_host_f32(x), ae_host_f32(w), M, K, N);
+        ae_ptr dx = dnew_put(x, (size_t)M * K, AE_DT_BF16);
+        for (int yd = 0; yd < 2; yd++) {
+            ae_dtype ydt = yd ? AE_DT_F32 : AE_DT_BF16;
+            ae_ptr dy = dnew((size_t)M * N, ydt);
+            ae_matmul(g_gpu, dy, dx, dw, M, K, N);
+            float *yg = dget(dy, (size_t)M * N);
+            expect_close(yg, yc, (size_t)M * N, yd ? TOL_GEMM_F32 : TOL_BF16_OUT,
+                         "matmul decode M=%d K=%d N=%d y %s", M, K, N, dtn(ydt));
+            dfree(dy);
+            free(yg);
+        }
+        dfree(dx);
+        free(x), free(yc);
+    }
+    dfree(dw);
+    free(w);
+}
+
+static void test_gemm_decode(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 202);
+    const int all[8] = {1, 2, 3, 4, 5, 6, 7, 8}, few[3] = {1, 3, 8};
+    gemv_sweep(&r, 4096, 20000, all, 8);
+    gemv_sweep(&r, 4096, 4096, all, 8);
+    gemv_sweep(&r, 100, 20000, few, 3);
+    gemv_sweep(&r, 4095, 19997, few, 3);
+    gemv_sweep(&r, 1, 33, few, 3);
+    gemv_sweep(&r, 129, 1, few, 3);
+    const int one[1] = {1};
+    gemv_sweep(&r, 1024, 151936, one, 1); // a Qwen3 lm_head at decode
+}
+
+// Raw ae_gemm_args: all four transposes, leading dimensions wider than the rows, alpha/beta
+// (beta = 1 accumulates, as the backward matmuls do), batches with strides.
+static void test_gemm_raw(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 203);
+    const int shapes[][3] = {{37, 45, 29}, {128, 256, 64}, {1, 300, 100}, {300, 1, 100}, {5, 7, 1}};
+    const float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-1.5f, 0.25f}};
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+                for (size_t k = 0; k < sizeof ab / sizeof *ab; k++)
+                    for (int yd = 0; yd < 2; yd++) {
+                        ae_gemm_args g = gemm_packed(shapes[s][0], shapes[s][1], shapes[s][2], ta, tb);
+                        g.lda += 3, g.ldb += 5, g.ldy += 7;
+                        g.alpha = ab[k][0], g.beta = ab[k][1];
+                        run_gemm(&r, &g, yd ? AE_DT_F32 : AE_DT_BF16, 0, 0, "raw");
+                    }
+    // batches with gaps between the blocks, every transpose; one with a shared b (sb = 0)
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int yd = 0; yd < 2; yd++) {
+                ae_gemm_args g = gemm_packed(33, 65, 48, ta, tb);
+                g.batch = 3;
+                g.lda += 2, g.ldb += 4, g.ldy += 6;
+                g.sa = (int64_t)(ta ? g.K : g.M) * g.lda + 11;
+                g.sb = (int64_t)(tb ? g.N : g.K) * g.ldb + 13;
+                g.sy = (int64_t)g.M * g.ldy + 17;
+                g.beta = yd ? 1.0f : 0.0f;
+                run_gemm(&r, &g, yd ? AE_DT_F32 : AE_DT_BF16, 0, 0, "batched");
+            }
+    ae_gemm_args sh = gemm_packed(20, 40, 64, 0, 1);
+    sh.batch = 4, sh.sb = 0;
+    run_gemm(&r, &sh, AE_DT_BF16, 0, 0, "batched shared-b");
+    // the matmul backward layouts (backend.c): dx (M, K) += dy (M, N)·w (N, K);
+    // dw (N, K) += dyᵀ (N, M)·x (M, K)
+    for (int M = 1; M <= 300; M += 299) {
+        int K = 96, N = 160;
+        ae_gemm_args dx = {.M = M, .N = K, .K = N, .batch = 1, .lda = N, .ldb = K, .ldy = K,
+                           .alpha = 1.0f, .beta = 1.0f};
+        run_gemm(&r, &dx, AE_DT_F32, 0, 0, "matmul_bwd dx");
+        ae_gemm_args dw = {.M = N, .N = K, .K = M, .batch = 1, .trans_a = 1, .lda = N, .ldb = K,
+                           .ldy = K, .alpha = 1.0f, .beta = 1.0f};
+        run_gemm(&r, &dw, AE_DT_F32, 0, 0, "matmul_bwd dw");
+    }
+    // the MLA layouts (attn_mla.c), DeepSeek dims H = 16, dn = 128, dr = 64, R = 512, dv = 128:
+    int H = 16, dn = 128, dr = 64, R = 512, dv = 128, dq = dn + dr, dkv = dn + dv, Cd = R + dr;
+    for (int T = 1; T <= 37; T += 36) {
+        // q̃_nope per head: batches interleaved inside the rows of q and of qt (sa < lda)
+        ae_gemm_args qa = {.M = T, .N = R, .K = dn, .batch = H, .lda = (int64_t)H * dq, .sa = dq,
+                           .ldb = R, .sb = (int64_t)dkv * R, .ldy = (int64_t)H * Cd, .sy = Cd,
+                           .alpha = 1.0f};
+        run_gemm(&r, &qa, AE_DT_BF16, 0, 0, "mla q-absorb");
+        // o_h = ctx_h · Wuv_hᵀ, b offset to the value rows of kv_b_proj
+        ae_gemm_args ov = {.M = T, .N = dv, .K = R, .batch = H, .trans_b = 1, .lda = (int64_t)H * R,
+                           .sa = R, .ldb = R, .sb = (int64_t)dkv * R, .ldy = (int64_t)H * dv,
+                           .sy = dv, .alpha = 1.0f};
+        run_gemm(&r, &ov, AE_DT_BF16, 0, (size_t)dn * R, "mla out-absorb");
+    }
+    // [k_nope | v] of every cached position from the latents (lda = R + dr > K = R)
+    ae_gemm_args kv = {.M = 300, .N = H * dkv, .K = R, .batch = 1, .trans_b = 1, .lda = Cd,
+                       .ldb = R, .ldy = (int64_t)H * dkv, .alpha = 1.0f};
+    run_gemm(&r, &kv, AE_DT_BF16, 0, 0, "mla kv_b");
+}
+
+// =============================================================================================
+// Norms
+
+// rmsnorm of M rows of D values at row stride ld; y at the same stride, or y == x (in place).
+// The elements between rows (ld > D) must keep their values.
+static void run_rmsnorm(ae_rng *r, int M, int D, int64_t ld, ae_dtype xdt, ae_dtype ydt,
+                        int in_place, float eps) {
+    size_t n = (size_t)(M - 1) * ld + D;
+    float *x = hnormal(r, n, 2.0f, xdt);
+    float *w = hnormal(r, (size_t)D, 1.0f, AE_DT_BF16);
+    if (M > 2) memset(x + ld, 0, sizeof(float) * (size_t)D); // an all-zero row: eps keeps it finite
+    float *y0 = hnormal(r, n, 1.0f, ydt); // distinct values between the rows
+    float *yc = in_place ? hcopy(x, n) : hcopy(y0, n);
+    g_cpu->rmsnorm(g_cpu, ae_host_f32(yc), in_place ? ae_host_f32(yc) : ae_host_f32(x),
+                   ae_host_f32(w), M, D, ld, eps);
+    ae_ptr dx = dnew_put(x, n, xdt), dw = dnew_put(w, (size_t)D, g_gpu->weight_dtype);
+    ae_ptr dy = in_place ? dx : dnew_put(y0, n, ydt);
+    g_gpu->rmsnorm(g_gpu, dy, dx, dw, M, D, ld, eps);
+    float *yg = dget(dy, n);
+    size_t nl = (size_t)M * D;
+    float *lg = hnew(nl), *lc = hnew(nl);
+    for (int i = 0; i < M; i++) {
+        memcpy(lg + (size_t)i * D, yg + (size_t)i * ld, sizeof(float) * D);
+        memcpy(lc + (size_t)i * D, yc + (size_t)i * ld, sizeof(float) * D);
+    }
+    ae_dtype odt = in_place ? xdt : ydt;
+    expect_close(lg, lc, nl, odt == AE_DT_F32 ? TOL_F32_NORM : TOL_BF16_OUT,
+                 "rmsnorm M=%d D=%d ld=%lld x %s -> y %s%s eps=%g", M, D, (long long)ld, dtn(xdt),
+                 dtn(odt), in_place ? " in place" : "", (double)eps);
+    // between the rows: untouched (cpu and cuda both keep what was there)
+    for (int i = 0; i + 1 < M; i++)
+        for (int64_t c = D; c < ld; c++) {
+            size_t o = (size_t)i * ld + c;
+            if (yg[o] != yc[o])
+                fail_msg("rmsnorm M=%d D=%d ld=%lld: element %zu between rows changed (%g, want %g)",
+                         M, D, (long long)ld, o, (double)yg[o], (double)yc[o]);
+        }
+    if (!in_place) dfree(dy);
+    dfree(dx), dfree(dw);
+    free(x), free(w), free(y0), free(yc), free(yg), free(lg), free(lc);
+}
+
+static void test_rmsnorm(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 301);
+    // M, D, ld
+    const int shapes[][3] = {{1, 1, 1},        {3, 128, 128},     {5, 100, 131},
+                             {64, 4096, 4096}, {300, 2560, 2600}, {1000, 64, 64},
+                             {7, 5000, 5003},  {2, 16384, 16384}, {4800, 128, 192}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        int M = shapes[s][0], D = shapes[s][1], ld = shapes[s][2];
+        run_rmsnorm(&r, M, D, ld, AE_DT_F32, AE_DT_F32, 0, 1e-6f);
+        run_rmsnorm(&r, M, D, ld, AE_DT_F32, AE_DT_BF16, 0, 1e-6f); // residual -> activation
+        run_rmsnorm(&r, M, D, ld, AE_DT_BF16, AE_DT_BF16, 0, 1e-5f);
+        run_rmsnorm(&r, M, D, ld, AE_DT_BF16, AE_DT_BF16, 1, 1e-6f); // q/k norm, MLA latents
+        run_rmsnorm(&r, M, D, ld, AE_DT_F32, AE_DT_F32, 1, 1e-6f);
+    }
+    // the MLA latent norm: R = 512 of each 576-wide row, in place
+    run_rmsnorm(&r, 300, 512, 576, AE_DT_BF16, AE_DT_BF16, 1, 1e-6f);
+}
+
+// add_rmsnorm: x (F32 residual) += dx; y (act) = rmsnorm(x) ⊙ w. Both x and y are compared.
+static void run_add_rmsnorm(ae_rng *r, int M, int D, ae_dtype dxdt) {
+    size_t n = (size_t)M * D;
+    float *x = hnormal(r, n, 3.0f, AE_DT_F32), *dx = hnormal(r, n, 1.0f, dxdt);
+    float *w = hnormal(r, (size_t)D, 1.0f, AE_DT_BF16);
+    float *xc = hcopy(x, n), *yc = hnew(n);
+    g_cpu->add_rmsnorm(g_cpu, ae_host_f32(xc), ae_host_f32(dx), ae_host_f32(yc), ae_host_f32(w),
+                       M, D, 1e-6f);
+    ae_ptr gx = dnew_put(x, n, AE_DT_F32), gdx = dnew_put(dx, n, dxdt);
+    ae_ptr gw = dnew_put(w, (size_t)D, g_gpu->weight_dtype), gy = dnew(n, g_gpu->act_dtype);
+    g_gpu->add_rmsnorm(g_gpu, gx, gdx, gy, gw, M, D, 1e-6f);
+    float *xg = dget(gx, n), *yg = dget(gy, n);
+    expect_close(xg, xc, n, TOL_F32_ADD, "add_rmsnorm M=%d D=%d dx %s: residual x", M, D, dtn(dxdt));
+    expect_close(yg, yc, n, TOL_BF16_OUT, "add_rmsnorm M=%d D=%d dx %s: y (act)", M, D, dtn(dxdt));
+    dfree(gx), dfree(gdx), dfree(gw), dfree(gy);
+    free(x), free(dx), free(w), free(xc), free(yc), free(xg), free(yg);
+}
+
+static void test_add_rmsnorm(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 302);
+    const int shapes[][2] = {{1, 5}, {1, 128}, {7, 4096}, {300, 1000}, {33, 2561}, {1024, 384}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        run_add_rmsnorm(&r, shapes[s][0], shapes[s][1], AE_DT_BF16); // sub-block output (act)
+        run_add_rmsnorm(&r, shapes[s][0], shapes[s][1], AE_DT_F32);
+    }
+}
+
+// =============================================================================================
+// RoPE
+
+// rope on the vectors starting at x + off + (t·H + h)·stride (rd of stride dims rotated); every
+// other element of the buffer must be unchanged. Positions drawn in [pmin, pmax].
+static void run_rope(ae_rng *r, int T, int H, int stride, int rd, size_t off, int pmin, int pmax,
+                     double theta, ae_rope_mode mode) {
+    size_t n = off + (size_t)T * H * stride;
+    float *x = hnormal(r, n, 1.0f, AE_DT_BF16);
+    int32_t *pos = inew((size_t)T);
+    for (int t = 0; t < T; t++) pos[t] = pmin + rand_int(r, pmax - pmin + 1);
+    pos[0] = pmin;
+    if (T > 1) pos[T - 1] = pmax;
+    float *xc = hcopy(x, n);
+    g_cpu->rope(g_cpu, ae_host_f32(xc + off), ae_host_i32(pos), T, H, stride, rd, theta, mode);
+    ae_ptr dx = dnew_put(x, n, g_gpu->act_dtype), dp = dnew_put_i32(pos, (size_t)T);
+    g_gpu->rope(g_gpu, ae_ptr_at(dx, off), dp, T, H, stride, rd, theta, mode);
+    float *xg = dget(dx, n);
+    size_t nl = (size_t)T * H * rd;
+    float *lg = hnew(nl), *lc = hnew(nl);
+    unsigned char *rot = calloc(n, 1);
+    assert_non_null(rot);
+    for (size_t v = 0, k = 0; v < (size_t)T * H; v++)
+        for (int i = 0; i < rd; i++, k++) {
+            size_t o = off + v * stride + i;
+            lg[k] = xg[o], lc[k] = xc[o], rot[o] = 1;
+        }
+    expect_close(lg, lc, nl, TOL_BF16_OUT, "rope %s T=%d H=%d stride=%d rd=%d off=%zu pos %d..%d theta=%g",
+                 mode == AE_ROPE_HALF ? "half" : "interleaved", T, H, stride, rd, off, pmin, pmax,
+                 theta);
+    for (size_t o = 0; o < n; o++)
+        if (!rot[o] && xg[o] != x[o])
+            fail_msg("rope T=%d H=%d stride=%d rd=%d off=%zu: element %zu outside the rotated dims "
+                     "changed (%g -> %g)", T, H, stride, rd, off, o, (double)x[o], (double)xg[o]);
+    dfree(dx), dfree(dp);
+    free(x), free(pos), free(xc), free(xg), free(lg), free(lc), free(rot);
+}
+
+// Positions up to 100000 (angles of 1e5 rad: sin/cos must reduce large arguments accurately);
+// the cpu takes the angle as float(pos)·float(inv_freq), as transformers does. An implementation
+// whose angle differs by an ulp (~1e-2 rad at 1e5) moves a high-frequency pair by ~1e-2, but
+// only the few pairs with angles >~ 1e4 rad, so the relative L2 over a head stays ~2e-3 (within
+// TOL_BF16_OUT); a fast __sinf-style reduction or a half-precision angle is far off.
+static void test_rope(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 401);
+    for (int m = 0; m < 2; m++) {
+        ae_rope_mode mode = (ae_rope_mode)m;
+        run_rope(&r, 1, 1, 2, 2, 0, 0, 0, 1e4, mode);
+        run_rope(&r, 1, 1, 2, 2, 0, 5, 5, 1e4, mode);
+        run_rope(&r, 7, 4, 128, 128, 0, 0, 100, 1e6, mode);
+        run_rope(&r, 300, 8, 64, 64, 0, 0, 4096, 1e6, mode);
+        run_rope(&r, 5, 3, 40, 40, 0, 0, 1000, 1e4, mode);
+        run_rope(&r, 33, 2, 100, 64, 0, 0, 500, 1e4, mode); // stride > rd: dims rd.. untouched
+        run_rope(&r, 1000, 16, 128, 128, 0, 0, 32767, 1e6, mode);
+        run_rope(&r, 64, 8, 128, 128, 0, 90000, 100000, 1e6, mode); // large positions
+        run_rope(&r, 64, 8, 128, 128, 0, 90000, 100000, 1e4, mode);
+        run_rope(&r, 17, 2, 64, 32, 0, 99000, 100000, 1e4, mode);
+    }
+    // MLA (interleaved, on the rope part of each row): q rows [nope 128 | rope 64] of 16 heads;
+    // latent rows [c 512 | kr 64]; the small student's q [16 | 16] and latents [128 | 16]
+    run_rope(&r, 37, 16, 192, 64, 128, 0, 5000, 1e6, AE_ROPE_INTERLEAVED);
+    run_rope(&r, 300, 1, 576, 64, 512, 0, 5000, 1e6, AE_ROPE_INTERLEAVED);
+    run_rope(&r, 1, 16, 192, 64, 128, 100000, 100000, 1e6, AE_ROPE_INTERLEAVED);
+    run_rope(&r, 96, 4, 32, 16, 16, 0, 96, 1e6, AE_ROPE_INTERLEAVED);
+    run_rope(&r, 96, 1, 144, 16, 128, 0, 96, 1e6, AE_ROPE_INTERLEAVED);
+}
+
+// =============================================================================================
+// Elementwise: gate_mul, silu_mul, add
+
+static void run_gate_mul(ae_rng *r, int T, int H, int hd, int per_head, int in_place) {
+    size_t n = (size_t)T * H * hd, ng = per_head ? (size_t)T * H : n;
+    float *x = hnormal(r, n, 1.0f, AE_DT_BF16), *g = hnormal(r, ng, 3.0f, AE_DT_BF16);
+    g[0] = -200.0f; // saturated: exactly 0
+    if (ng > 1) g[1] = 40.0f; // saturated: exactly x
+    float *yc = hnew(n);
+    g_cpu->gate_mul(g_cpu, ae_host_f32(yc), ae_host_f32(x), ae_host_f32(g), T, H, hd, per_head);
+    ae_ptr dx = dnew_put(x, n, g_gpu->act_dtype), dg = dnew_put(g, ng, g_gpu->act_dtype);
+    ae_ptr dy = in_place ? dx : dnew(n, g_gpu->act_dtype);
+    g_gpu->gate_mul(g_gpu, dy, dx, dg, T, H, hd, per_head);
+    float *yg = dget(dy, n);
+    expect_close(yg, yc, n, TOL_BF16_OUT, "gate_mul T=%d H=%d hd=%d %s%s", T, H, hd,
+                 per_head ? "per head" : "elementwise", in_place ? " in place" : "");
+    if (!in_place) dfree(dy);
+    dfree(dx), dfree(dg);
+    free(x), free(g), free(yc), free(yg);
+}
+
+static void test_gate_mul(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 501);
+    const int shapes[][3] = {{1, 1, 1}, {7, 4, 32}, {5, 3, 40}, {300, 32, 128}, {1000, 16, 64}, {3, 5, 7}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int ph = 0; ph < 2; ph++)
+            for (int ip = 0; ip < 2; ip++)
+                run_gate_mul(&r, shapes[s][0], shapes[s][1], shapes[s][2], ph, ip);
+}
+
+// silu_mul: y = silu(g) ⊙ u; alias 0: separate y, 1: y == g (as the model calls it), 2: y == u.
+static void run_silu_mul(ae_rng *r, size_t n, int alias) {
+    float *g = hnormal(r, n, 3.0f, AE_DT_BF16), *u = hnormal(r, n, 1.0f, AE_DT_BF16);
+    g[0] = -100.0f;
+    float *yc = hnew(n);
+    g_cpu->silu_mul(g_cpu, ae_host_f32(yc), ae_host_f32(g), ae_host_f32(u), n);
+    ae_ptr dg = dnew_put(g, n, g_gpu->act_dtype), du = dnew_put(u, n, g_gpu->act_dtype);
+    ae_ptr dy = alias == 1 ? dg : alias == 2 ? du : dnew(n, g_gpu->act_dtype);
+    g_gpu->silu_mul(g_gpu, dy, dg, du, n);
+    float *yg = dget(dy, n);
+    expect_close(yg, yc, n, TOL_BF16_OUT, "silu_mul n=%zu%s", n,
+                 alias == 1 ? " y == g" : alias == 2 ? " y == u" : "");
+    if (!alias) dfree(dy);
+    dfree(dg), dfree(du);
+    free(g), free(u), free(yc), free(yg);
+}
+
+// add: y += x; the F32 result is one fp32 addition of identical values on both sides.
+static void run_add(ae_rng *r, size_t n, ae_dtype ydt, ae_dtype xdt) {
+    float *y = hnormal(r, n, 2.0f, ydt), *x = hnormal(r, n, 1.0f, xdt);
+    float *yc = hcopy(y, n);
+    g_cpu->add(g_cpu, ae_host_f32(yc), ae_host_f32(x), n);
+    ae_ptr dy = dnew_put(y, n, ydt), dx = dnew_put(x, n, xdt);
+    g_gpu->add(g_gpu, dy, dx, n);
+    float *yg = dget(dy, n);
+    expect_close(yg, yc, n, ydt == AE_DT_F32 ? TOL_F32_ADD : TOL_BF16_OUT, "add n=%zu y %s += x %s",
+                 n, dtn(ydt), dtn(xdt));
+    dfree(dy), dfree(dx);
+    free(y), free(x), free(yc), free(yg);
+}
+
+static void test_silu_mul_add(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 502);
+    size_t sizes[] = {1, 7, 1000, 4097, (1u << 20) + 3};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        for (int a = 0; a < 3; a++) run_silu_mul(&r, sizes[s], a);
+        run_add(&r, sizes[s], AE_DT_F32, AE_DT_F32);
+        run_add(&r, sizes[s], AE_DT_F32, AE_DT_BF16);
+        run_add(&r, sizes[s], AE_DT_BF16, AE_DT_BF16);
+    }
+}
+
+// =============================================================================================
+// Attention
+
+typedef struct {
+    int T, pos0, Hq, Hkv, dk, dv;
+    int window, ring;
+    int sinks;       // 1: per-head sinks, log(visible keys) + U(-2, 2), so they carry real mass
+    int kpad, vpad;  // extra values per K / V storage row (k_stride = Hkv·dk + kpad)
+    int absorbed;    // MLA absorbed: v is the first dv values of the same rows as k (Hkv = 1)
+    float qscale;    // q ~ N(0, qscale²): larger is a peakier softmax
+    float scale;     // 0: 1/sqrt(dk)
+} attn_case;
+
+static void attn_case_name(const attn_case *c, char *buf, size_t cap) {
+    snprintf(buf, cap, "T=%d pos0=%d Hq=%d Hkv=%d dk=%d dv=%d W=%d ring=%d%s%s%s%s", c->T, c->pos0,
+             c->Hq, c->Hkv, c->dk, c->dv, c->window, c->ring, c->sinks ? " sinks" : "",
+             c->kpad || c->vpad ? " padded" : "", c->absorbed ? " absorbed" : "",
+             c->qscale > 1.0f ? " peaky" : "");
+}
+
+// One case on the cpu and on cuda with both the default dispatch and the reference kernel
+// (AE_CUDA_ATTN=ref). K/V storage: the S = pos0 + T positions (or, with a ring, the slots of
+// the last `ring` positions); 5 rows past the last position (the rest of a KV cache, never
+// written) and never-written ring slots hold NaN, which must not reach the output. Values
+// between heads' rows (padding) are finite.
+static void run_attention(ae_rng *r, const attn_case *c) {
+    int T = c->T, S = c->pos0 + T, Hq = c->Hq, Hkv = c->Hkv, dk = c->dk, dv = c->dv;
+    ae_attn_args a = ae_attn_dense(T, c->pos0, Hq, Hkv, dk, dv, c->window,
+                                   c->scale > 0 ? c->scale : 1.0f / sqrtf((float)dk), ae_ptr_null());
+    a.ring = c->ring;
+    a.k_stride = Hkv * dk + c->kpad;
+    a.v_stride = c->absorbed ? a.k_stride : Hkv * dv + c->vpad;
+    int rows = c->ring > 0 ? c->ring : S + 5;
+    size_t nq = (size_t)T * Hq * dk, no = (size_t)T * Hq * dv;
+    size_t nk = (size_t)rows * a.k_stride, nv = (size_t)rows * a.v_stride;
+    float *q = hnormal(r, nq, c->qscale > 0 ? c->qscale : 1.0f, AE_DT_BF16);
+    float *k = hnormal(r, nk, 1.0f, AE_DT_BF16);
+    float *v = c->absorbed ? k : hnormal(r, nv, 1.0f, AE_DT_BF16);
+    // storage rows holding no position < S: never written
+    for (int row = 0; row < rows; row++) {
+        if (row < S) continue; // holds a position (with a ring: slot row holds position row first)
+        for (int i = 0; i < a.k_stride; i++) k[(size_t)row * a.k_stride + i] = NAN;
+        if (!c->absorbed)
+            for (int i = 0; i < a.v_stride; i++) v[(size_t)row * a.v_stride + i] = NAN;
+    }
+    float *sinks = NULL;
+    if (c->sinks) {
+        int vis = c->window > 0 && c->window < S ? c->window : S;
+        sinks = hnew((size_t)Hq);
+        for (int h = 0; h < Hq; h++) sinks[h] = logf((float)vis) + 4.0f * ae_rng_uniform(r) - 2.0f;
+    }
+    char name[200];
+    attn_case_name(c, name, sizeof name);
+    // cpu
+    float *oc = hnew(no);
+    ae_attn_args ac = a;
+    ac.sinks = sinks ? ae_host_f32(sinks) : ae_ptr_null();
+    g_cpu->attention(g_cpu, &ac, ae_host_f32(oc), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
+    // cuda
+    ae_ptr dq = dnew_put(q, nq, g_gpu->act_dtype), dk_ = dnew_put(k, nk, g_gpu->act_dtype);
+    ae_ptr dv_ = c->absorbed ? dk_ : dnew_put(v, nv, g_gpu->act_dtype);
+    ae_attn_args ag = a;
+    ag.sinks = sinks ? dnew_put(sinks, (size_t)Hq, AE_DT_F32) : ae_ptr_null();
+    for (int ref = 0; ref < 2; ref++) {
+        ae_ptr dout = dnew(no, g_gpu->act_dtype); // fresh: NaN-poisoned
+        if (ref) setenv("AE_CUDA_ATTN", "ref", 1);
+        g_gpu->attention(g_gpu, &ag, dout, dq, dk_, dv_);
+        if (ref) unsetenv("AE_CUDA_ATTN");
+        float *og = dget(dout, no);
+        expect_close(og, oc, no, TOL_ATTN, "attention %s %s", ref ? "ref    " : "default", name);
+        dfree(dout);
+        free(og);
+    }
+    dfree(dq), dfree(dk_);
+    if (!c->absorbed) dfree(dv_);
+    if (sinks) dfree(ag.sinks);
+    free(q), free(k), free(oc), free(sinks);
+    if (!c->absorbed) free(v);
+}
+
+static void run_attention_cases(ae_rng *r, const attn_case *cases, size_t n) {
+    for (size_t i = 0; i < n; i++) run_attention(r, &cases[i]);
+}
+
+// One-token decode over S = 1 .. 5000 cached positions (tile edges around 64/128/256).
+static void test_attention_decode(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 601);
+    const int S[] = {1, 2, 3, 16, 63, 64, 65, 127, 128, 129, 255, 256, 257, 1000, 2048, 4097, 5000};
+    for (size_t i = 0; i < sizeof S / sizeof *S; i++) {
+        attn_case c = {.T = 1, .pos0 = S[i] - 1, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128};
+        run_attention(&r, &c);
+    }
+    const int S2[] = {1, 300, 5000};
+    for (size_t i = 0; i < 3; i++) {
+        attn_case c = {.T = 1, .pos0 = S2[i] - 1, .Hq = 32, .Hkv = 8, .dk = 64, .dv = 64};
+        run_attention(&r, &c);
+        c.sinks = 1;
+        run_attention(&r, &c);
+    }
+}
+
+// Prefill T in {1, 17, 64, 65, 200, 1000} after pos0 in {0, 37} cached positions.
+static void test_attention_prefill(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 602);
+    const int Ts[] = {1, 17, 64, 65, 200, 1000}, P[] = {0, 37};
+    for (size_t i = 0; i < sizeof Ts / sizeof *Ts; i++)
+        for (int p = 0; p < 2; p++) {
+            attn_case c = {.T = Ts[i], .pos0 = P[p], .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128};
+            run_attention(&r, &c);
+        }
+    attn_case peaky = {.T = 64, .pos0 = 37, .Hq = 4, .Hkv = 2, .dk = 128, .dv = 128, .qscale = 4.0f};
+    run_attention(&r, &peaky);
+    attn_case sinks[] = {
+        {.T = 17, .pos0 = 0, .Hq = 4, .Hkv = 2, .dk = 64, .dv = 64, .sinks = 1},
+        {.T = 200, .pos0 = 37, .Hq = 4, .Hkv = 2, .dk = 64, .dv = 64, .sinks = 1},
+        {.T = 64, .pos0 = 0, .Hq = 8, .Hkv = 8, .dk = 128, .dv = 128, .sinks = 1},
+    };
+    run_attention_cases(&r, sinks, sizeof sinks / sizeof *sinks);
+}
+
+// GQA groups G = Hq/Hkv in {1, 2, 4, 8} with Hkv in {1, 2, 4}; head dims 32, 64, 128 and the odd
+// 24, 40; dk != dv.
+static void test_attention_heads(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 603);
+    const int G[] = {1, 2, 4, 8}, Hkv[] = {1, 2, 4};
+    for (int g = 0; g < 4; g++)
+        for (int h = 0; h < 3; h++) {
+            attn_case c = {.T = 33, .pos0 = 5, .Hq = G[g] * Hkv[h], .Hkv = Hkv[h], .dk = 64, .dv = 64};
+            run_attention(&r, &c);
+            attn_case d = {.T = 1, .pos0 = 299, .Hq = G[g] * Hkv[h], .Hkv = Hkv[h], .dk = 128, .dv = 128};
+            run_attention(&r, &d);
+        }
+    const int hd[] = {32, 64, 128, 24, 40};
+    for (int i = 0; i < 5; i++) {
+        attn_case c = {.T = 50, .pos0 = 10, .Hq = 4, .Hkv = 2, .dk = hd[i], .dv = hd[i], .sinks = i & 1};
+        run_attention(&r, &c);
+        attn_case d = {.T = 1, .pos0 = 776, .Hq = 4, .Hkv = 2, .dk = hd[i], .dv = hd[i]};
+        run_attention(&r, &d);
+    }
+    attn_case mixed[] = {
+        {.T = 40, .pos0 = 3, .Hq = 4, .Hkv = 2, .dk = 64, .dv = 32},
+        {.T = 1, .pos0 = 500, .Hq = 4, .Hkv = 2, .dk = 64, .dv = 32},
+        {.T = 40, .pos0 = 3, .Hq = 4, .Hkv = 2, .dk = 24, .dv = 40},
+        // MLA materialised: dk = dn + dr = 192, dv = 128, Hq = Hkv (DeepSeek dims)
+        {.T = 1, .pos0 = 50, .Hq = 16, .Hkv = 16, .dk = 192, .dv = 128},
+        {.T = 100, .pos0 = 0, .Hq = 16, .Hkv = 16, .dk = 192, .dv = 128},
+        {.T = 257, .pos0 = 50, .Hq = 16, .Hkv = 16, .dk = 192, .dv = 128},
+        // the small teachers' MLA students (head_dim 32 and 64)
+        {.T = 96, .pos0 = 0, .Hq = 4, .Hkv = 4, .dk = 32, .dv = 32},
+        {.T = 256, .pos0 = 0, .Hq = 6, .Hkv = 6, .dk = 64, .dv = 64},
+    };
+    run_attention_cases(&r, mixed, sizeof mixed / sizeof *mixed);
+}
+
+// Sliding windows (window < T and window > T), ring buffers (decode past the ring size, and
+// T > 1 on a ring larger than the window), and the linear staging buffer of a ring prefill
+// (attn_gateswa.c: L = min(p0, W-1) cached positions then C new ones, window W, pos0 = L).
+static void test_attention_window_ring(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 604);
+    attn_case win[] = {
+        {.T = 200, .pos0 = 0, .Hq = 4, .Hkv = 2, .dk = 64, .dv = 64, .window = 64},
+        {.T = 65, .pos0 = 37, .Hq = 4, .Hkv = 2, .dk = 64, .dv = 64, .window = 16},
+        {.T = 17, .pos0 = 37, .Hq = 4, .Hkv = 2, .dk = 64, .dv = 64, .window = 100}, // W > T
+        {.T = 300, .pos0 = 37, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .window = 1024}, // W > S
+        {.T = 1000, .pos0 = 0, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .window = 128, .sinks = 1},
+        {.T = 1, .pos0 = 999, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .window = 128},
+        {.T = 5, .pos0 = 3, .Hq = 2, .Hkv = 1, .dk = 64, .dv = 64, .window = 1}, // itself only
+        {.T = 64, .pos0 = 0, .Hq = 4, .Hkv = 2, .dk = 32, .dv = 32, .window = 7, .sinks = 1},
+    };
+    run_attention_cases(&r, win, sizeof win / sizeof *win);
+    // ring = W, one-token decode: before the ring fills, at the wrap, and long after
+    const int P[] = {0, 10, 62, 63, 64, 65, 100, 1000, 4999};
+    for (size_t i = 0; i < sizeof P / sizeof *P; i++) {
+        attn_case c = {.T = 1, .pos0 = P[i], .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .window = 64,
+                       .ring = 64, .sinks = (int)(i & 1)};
+        run_attention(&r, &c);
+    }
+    attn_case ring[] = {
+        {.T = 1, .pos0 = 2000, .Hq = 8, .Hkv = 2, .dk = 64, .dv = 64, .window = 1024, .ring = 1024},
+        {.T = 1, .pos0 = 100, .Hq = 4, .Hkv = 1, .dk = 64, .dv = 64, .window = 7, .ring = 7, .sinks = 1},
+        {.T = 1, .pos0 = 333, .Hq = 4, .Hkv = 2, .dk = 64, .dv = 64, .window = 64, .ring = 100},
+        {.T = 4, .pos0 = 30, .Hq = 4, .Hkv = 2, .dk = 64, .dv = 64, .window = 8, .ring = 11},
+        {.T = 16, .pos0 = 200, .Hq = 4, .Hkv = 2, .dk = 128, .dv = 128, .window = 49, .ring = 64, .sinks = 1},
+    };
+    run_attention_cases(&r, ring, sizeof ring / sizeof *ring);
+    // the ring-prefill staging buffer: C new queries after L staged positions, window W
+    attn_case staged[] = {
+        {.T = 100, .pos0 = 63, .Hq = 4, .Hkv = 2, .dk = 64, .dv = 64, .window = 64, .sinks = 1},
+        {.T = 30, .pos0 = 20, .Hq = 4, .Hkv = 2, .dk = 64, .dv = 64, .window = 64},
+        {.T = 512, .pos0 = 63, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .window = 64},
+        {.T = 512, .pos0 = 1023, .Hq = 4, .Hkv = 2, .dk = 128, .dv = 128, .window = 1024, .sinks = 1},
+    };
+    run_attention_cases(&r, staged, sizeof staged / sizeof *staged);
+}
+
+// K/V rows wider than Hkv·d (an even padding here; odd strides are in test_unaligned_views),
+// and MLA's absorbed decode: Hkv = 1, k = v = the latent rows [c (R) | kr (dr)], dv = R.
+static void test_attention_strided_absorbed(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 605);
+    attn_case pad[] = {
+        {.T = 50, .pos0 = 7, .Hq = 4, .Hkv = 2, .dk = 64, .dv = 64, .kpad = 24, .vpad = 8},
+        {.T = 1, .pos0 = 700, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .kpad = 64, .vpad = 16, .sinks = 1},
+        {.T = 1, .pos0 = 100, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .kpad = 8, .vpad = 8, .window = 64, .ring = 64},
+        {.T = 200, .pos0 = 0, .Hq = 4, .Hkv = 1, .dk = 64, .dv = 32, .kpad = 32, .vpad = 96, .window = 50},
+    };
+    run_attention_cases(&r, pad, sizeof pad / sizeof *pad);
+    // DeepSeek dims: R = 512, dr = 64: dk = 576, dv = 512, scale 1/sqrt(dn + dr) = 1/sqrt(192)
+    const int Hq[] = {16, 32}, S[] = {1, 100, 3000};
+    for (int h = 0; h < 2; h++)
+        for (int T = 1; T <= 2; T++)
+            for (int s = 0; s < 3; s++) {
+                if (S[s] < T) continue;
+                attn_case c = {.T = T, .pos0 = S[s] - T, .Hq = Hq[h], .Hkv = 1, .dk = 576, .dv = 512,
+                               .absorbed = 1, .scale = 1.0f / sqrtf(192.0f)};
+                run_attention(&r, &c);
+            }
+    // small: R = 32, dr = 8; and the qwen3-micro MLA student (R = 128, dr = 16, 4 heads)
+    const int Ts[] = {1, 2, 7}, S2[] = {1, 50, 300};
+    for (int t = 0; t < 3; t++)
+        for (int s = 0; s < 3; s++) {
+            if (S2[s] < Ts[t]) continue;
+            attn_case c = {.T = Ts[t], .pos0 = S2[s] - Ts[t], .Hq = 4, .Hkv = 1, .dk = 40, .dv = 32,
+                           .absorbed = 1, .scale = 1.0f / sqrtf(16.0f)};
+            run_attention(&r, &c);
+        }
+    const int S3[] = {1, 96, 255};
+    for (int s = 0; s < 3; s++) {
+        attn_case c = {.T = 1, .pos0 = S3[s] - 1, .Hq = 4, .Hkv = 1, .dk = 144, .dv = 128,
+                       .absorbed = 1, .scale = 1.0f / sqrtf(32.0f)};
+        run_attention(&r, &c);
+    }
+}
+
+// =============================================================================================
+// MoE
+
+// Router logits without near-ties: row t is 0.08·π_t(e) + U(-0.02, 0.02) for a random
+// permutation π_t (neighbouring ranks differ by >= 0.04 in logit, 4% in probability), plus a
+// per-row offset (softmax must subtract the max).
+static float *route_logits(ae_rng *r, int T, int E) {
+    float *z = hnew((size_t)T * E);
+    int *perm = malloc(sizeof(int) * (size_t)E);
+    assert_non_null(perm);
+    for (int t = 0; t < T; t++) {
+        rand_perm(r, perm, E);
+        float off = 5.0f * ae_rng_normal(r);
+        for (int e = 0; e < E; e++)
+            z[(size_t)t * E + e] = off + 0.08f * (float)perm[e] + 0.04f * (ae_rng_uniform(r) - 0.5f);
+    }
+    free(perm);
+    return z;
+}
+
+// moe_route: idx must match exactly, except in a slot where the cpu probabilities of the two
+// experts involved are within 1e-6 relative (a near-tie that fp32 rounding may order either
+// way; route_logits makes none, so the count printed should be 0); wts within TOL_ROUTE_W.
+static void run_moe_route(ae_rng *r, int T, int E, int K, int renorm) {
+    float *z = route_logits(r, T, E);
+    int32_t *ic = inew((size_t)T * K);
+    float *wc = hnew((size_t)T * K);
+    g_cpu->moe_route(g_cpu, ae_host_i32(ic), ae_host_f32(wc), ae_host_f32(z), T, E, K, renorm);
+    ae_ptr dz = dnew_put(z, (size_t)T * E, AE_DT_F32);
+    ae_ptr di = dnew((size_t)T * K, AE_DT_I32), dw = dnew((size_t)T * K, AE_DT_F32);
+    g_gpu->moe_route(g_gpu, di, dw, dz, T, E, K, renorm);
+    int32_t *ig = dget_i32(di, (size_t)T * K);
+    float *wg = dget(dw, (size_t)T * K);
+    float *p = hnew((size_t)E);
+    int exempt = 0;
+    for (int t = 0; t < T; t++) {
+        memcpy(p, z + (size_t)t * E, sizeof(float) * (size_t)E);
+        ae_moe_softmax(p, E);
+        for (int j = 0; j < K; j++) {
+            int a = ic[t * K + j], b = ig[t * K + j];
+            if (a == b) continue;
+            if (b < 0 || b >= E)
+                fail_msg("moe_route T=%d E=%d K=%d: token %d slot %d: expert %d out of range", T, E,
+                         K, t, j, b);
+            if (fabsf(p[a] - p[b]) <= 1e-6f * p[a]) {
+                exempt++;
+                continue;
+            }
+            fail_msg("moe_route T=%d E=%d K=%d renorm=%d: token %d slot %d is expert %d (p %.7g), "
+                     "cpu %d (p %.7g)", T, E, K, renorm, t, j, b, (double)p[b], a, (double)p[a]);
+        }
+    }
+    printf("  moe_route T=%d E=%d K=%d renorm=%d: idx exact (%d near-tie slots exempted)\n", T, E,
+           K, renorm, exempt);
+    expect_close(wg, wc, (size_t)T * K, TOL_ROUTE_W, "moe_route T=%d E=%d K=%d renorm=%d: wts", T,
+                 E, K, renorm);
+    dfree(dz), dfree(di), dfree(dw);
+    free(z), free(ic), free(wc), free(ig), free(wg), free(p);
+}
+
+static void test_moe_route(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 701);
+    const int Ts[] = {1, 7, 300, 4096};
+    for (size_t t = 0; t < sizeof Ts / sizeof *Ts; t++)
+        for (int renorm = 0; renorm < 2; renorm++) {
+            run_moe_route(&r, Ts[t], 8, 2, renorm);
+            run_moe_route(&r, Ts[t], 128, 8, renorm);
+        }
+    run_moe_route(&r, 33, 60, 4, 1);
+    run_moe_route(&r, 5, 8, 8, 1); // K = E
+}
+
+// moe_ffn on given routing (idx/wts built here: distinct experts per token, positive weights);
+// `hot` sends every token to experts 3 and 5 (one large batch per expert, the others idle).
+static void run_moe_ffn(ae_rng *r, int T, int E, int K, int D, int Im, int hot) {
+    size_t ngu = (size_t)E * Im * D;
+    float *x = hnormal(r, (size_t)T * D, 1.0f, AE_DT_BF16);
+    float *wg = hnormal(r, ngu, 1.0f / sqrtf((float)D), AE_DT_BF16);
+    float *wu = hnormal(r, ngu, 1.0f / sqrtf((float)D), AE_DT_BF16);
+    float *wd = hnormal(r, ngu, 1.0f / sqrtf((float)Im), AE_DT_BF16);
+    int32_t *idx = inew((size_t)T * K);
+    float *wts = hnew((size_t)T * K);
+    int *perm = malloc(sizeof(int) * (size_t)E);
+    assert_non_null(perm);
+    for (int t = 0; t < T; t++) {
+        rand_perm(r, perm, E);
+        if (hot) perm[0] = 3 + 2 * (t & 1), perm[1] = 8 - perm[0]; // {3, 5} or {5, 3}
+        float s = 0;
+        for (int j = 0; j < K; j++) {
+            idx[t * K + j] = perm[j];
+            s += (wts[t * K + j] = 0.05f + ae_rng_uniform(r));
+        }
+        for (int j = 0; j < K; j++) wts[t * K + j] /= s;
+    }
+    float *yc = hnew((size_t)T * D);
+    g_cpu->moe_ffn(g_cpu, ae_host_f32(yc), ae_host_f32(x), ae_host_i32(idx), ae_host_f32(wts),
+                   ae_host_f32(wg), ae_host_f32(wu), ae_host_f32(wd), T, D, Im, E, K);
+    ae_dtype wt = g_gpu->weight_dtype, at = g_gpu->act_dtype;
+    ae_ptr dx = dnew_put(x, (size_t)T * D, at), dg = dnew_put(wg, ngu, wt);
+    ae_ptr du = dnew_put(wu, ngu, wt), dd = dnew_put(wd, ngu, wt);
+    ae_ptr di = dnew_put_i32(idx, (size_t)T * K), dw = dnew_put(wts, (size_t)T * K, AE_DT_F32);
+    ae_ptr dy = dnew((size_t)T * D, at);
+    g_gpu->moe_ffn(g_gpu, dy, dx, di, dw, dg, du, dd, T, D, Im, E, K);
+    float *yg = dget(dy, (size_t)T * D);
+    expect_close(yg, yc, (size_t)T * D, TOL_MOE, "moe_ffn T=%d E=%d K=%d D=%d Im=%d%s", T, E, K, D,
+                 Im, hot ? " (all tokens on experts 3, 5)" : "");
+    dfree(dx), dfree(dg), dfree(du), dfree(dd), dfree(di), dfree(dw), dfree(dy);
+    free(x), free(wg), free(wu), free(wd), free(idx), free(wts), free(perm), free(yc), free(yg);
+}
+
+static void test_moe_ffn(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 702);
+    const int Ts[] = {1, 3, 50, 300};
+    for (size_t t = 0; t < sizeof Ts / sizeof *Ts; t++) {
+        run_moe_ffn(&r, Ts[t], 8, 2, 64, 48, 0);
+        run_moe_ffn(&r, Ts[t], 128, 8, 256, 64, 0);
+    }
+    run_moe_ffn(&r, 300, 8, 2, 64, 48, 1);
+    run_moe_ffn(&r, 1000, 8, 2, 256, 256, 0); // the qwen3-moe teacher's dims, a long prefill
+    run_moe_ffn(&r, 7, 32, 8, 2048, 768, 0); // Qwen3-30B-A3B's D and Im (fewer experts)
+}
+
+// =============================================================================================
+// Scores of logit rows: nll_rows, kl_rows, argmax_rows
+
+// Logit rows with std `scale` (dtype zdt).
+static float *logit_rows(ae_rng *r, int T, int V, float scale, ae_dtype zdt) {
+    return hnormal(r, (size_t)T * V, scale, zdt);
+}
+
+static void run_nll(ae_rng *r, int T, int V, ae_dtype zdt) {
+    float *z = logit_rows(r, T, V, 3.0f, zdt);
+    int32_t *tg = inew((size_t)T);
+    for (int t = 0; t < T; t++) tg[t] = rand_int(r, V);
+    tg[0] = V - 1;
+    float *oc = hnew((size_t)T);
+    g_cpu->nll_rows(g_cpu, ae_host_f32(oc), ae_host_f32(z), ae_host_i32(tg), T, V);
+    ae_ptr dz = dnew_put(z, (size_t)T * V, zdt), dt = dnew_put_i32(tg, (size_t)T);
+    ae_ptr dout = dnew((size_t)T, AE_DT_F32);
+    g_gpu->nll_rows(g_gpu, dout, dz, dt, T, V);
+    float *og = dget(dout, (size_t)T);
+    expect_close(og, oc, (size_t)T, TOL_NLL, "nll_rows T=%d V=%d z %s", T, V, dtn(zdt));
+    dfree(dz), dfree(dt), dfree(dout);
+    free(z), free(tg), free(oc), free(og);
+}
+
+// kl_rows: per row |cuda - cpu| <= TOL_KL · (1 + cpu). kind 0: zs = zt + small noise (small
+// KL), 1: independent rows (large KL), 2: zs == zt (KL 0).
+static void run_kl(ae_rng *r, int T, int V, ae_dtype zdt, int kind) {
+    size_t n = (size_t)T * V;
+    float *zt = logit_rows(r, T, V, 3.0f, zdt);
+    float *zs = kind == 1 ? logit_rows(r, T, V, 3.0f, zdt) : hcopy(zt, n);
+    if (kind == 0) {
+        for (size_t i = 0; i < n; i++) zs[i] += 0.3f * ae_rng_normal(r);
+        round_to(zs, n, zdt);
+    }
+    float *oc = hnew((size_t)T);
+    g_cpu->kl_rows(g_cpu, ae_host_f32(oc), ae_host_f32(zt), ae_host_f32(zs), T, V);
+    ae_ptr dt = dnew_put(zt, n, zdt), ds = dnew_put(zs, n, zdt), dout = dnew((size_t)T, AE_DT_F32);
+    g_gpu->kl_rows(g_gpu, dout, dt, ds, T, V);
+    float *og = dget(dout, (size_t)T);
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        if (!isfinite(og[t]) || og[t] < 0)
+            fail_msg("kl_rows T=%d V=%d z %s kind %d: row %d is %g (must be finite and >= 0)", T, V,
+                     dtn(zdt), kind, t, (double)og[t]);
+        double d = fabs((double)og[t] - oc[t]) / (1.0 + fabs(oc[t]));
+        if (d > worst) worst = d;
+        if (d > TOL_KL)
+            fail_msg("kl_rows T=%d V=%d z %s kind %d: row %d cuda %.7g cpu %.7g (|diff|/(1+cpu) "
+                     "%.3g > %.0e)", T, V, dtn(zdt), kind, t, (double)og[t], (double)oc[t], d, TOL_KL);
+    }
+    char what[128];
+    snprintf(what, sizeof what, "kl_rows T=%d V=%d z %s, %s (kl[0] = %.3g)", T, V, dtn(zdt),
+             kind == 0 ? "near rows" : kind == 1 ? "independent rows" : "equal rows", (double)oc[0]);
+    printf("  %-78s max |diff|/(1+kl) %.2e (tol %.0e)\n", what, worst, TOL_KL);
+    fflush(stdout);
+    dfree(dt), dfree(ds), dfree(dout);
+    free(zt), free(zs), free(oc), free(og);
+}
+
+// argmax_rows: exact, ties -> lowest index (both backends see identical values). Some rows get
+// their maximum copied to other columns, before and after it.
+static void run_argmax(ae_rng *r, int T, int V, ae_dtype zdt) {
+    float *z = logit_rows(r, T, V, 3.0f, zdt);
+    for (int t = 0; t < T && V > 2; t += 2) {
+        float *row = z + (size_t)t * V;
+        int best = 0;
+        for (int i = 1; i < V; i++)
+            if (row[i] > row[best]) best = i;
+        row[rand_int(r, V)] = row[best]; // a tie somewhere (before or after)
+        row[V - 1] = row[best];
+    }
+    int32_t *oc = inew((size_t)T);
+    g_cpu->argmax_rows(g_cpu, ae_host_i32(oc), ae_host_f32(z), T, V);
+    ae_ptr dz = dnew_put(z, (size_t)T * V, zdt), dout = dnew((size_t)T, AE_DT_I32);
+    g_gpu->argmax_rows(g_gpu, dout, dz, T, V);
+    int32_t *og = dget_i32(dout, (size_t)T);
+    expect_exact_i32(og, oc, (size_t)T, "argmax_rows T=%d V=%d z %s (with ties)", T, V, dtn(zdt));
+    dfree(dz), dfree(dout);
+    free(z), free(oc), free(og);
+}
+
+static void test_scores(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 801);
+    const int Ts[] = {1, 7, 300}, Vs[] = {10, 8192, 151936};
+    const ae_dtype zd[2] = {AE_DT_F32, AE_DT_BF16};
+    for (int t = 0; t < 3; t++)
+        for (int v = 0; v < 3; v++)
+            for (int d = 0; d < 2; d++) {
+                run_nll(&r, Ts[t], Vs[v], zd[d]);
+                for (int kind = 0; kind < 3; kind++) run_kl(&r, Ts[t], Vs[v], zd[d], kind);
+                run_argmax(&r, Ts[t], Vs[v], zd[d]);
+            }
+    run_argmax(&r, 5, 1, AE_DT_F32);
+}
+
+// =============================================================================================
+// Views the contract allows but the model rarely makes: odd element offsets and odd strides of
+// bf16 tensors (2-byte aligned rows: a kernel that assumes 16-byte vectors faults or reads the
+// wrong values), and the less common float dtype pairs. Last in the run, so that a kernel fault
+// here (which poisons the backend) cannot hide the results of the tests above. Odd strides are
+// reachable: an MLA student with an odd --kv-lora-rank has latent rows of odd width R + dr.
+static void test_unaligned_views(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 901);
+    run_copy_rows(&r, 7, 100, 131, 101, AE_DT_BF16, AE_DT_BF16, 1, 3);
+    run_copy_rows(&r, 33, 257, 259, 261, AE_DT_F32, AE_DT_BF16, 5, 1);
+    run_copy_rows(&r, 33, 257, 259, 261, AE_DT_BF16, AE_DT_F32, 1, 2);
+    run_fill(&r, 1001, AE_DT_BF16, 0.5f, 3);
+    run_fill(&r, 1001, AE_DT_F32, 0.5f, 1);
+    run_rmsnorm(&r, 9, 33, 41, AE_DT_BF16, AE_DT_BF16, 1, 1e-6f); // MLA latents, R = 33 of 41
+    run_rmsnorm(&r, 5, 100, 131, AE_DT_BF16, AE_DT_F32, 0, 1e-6f);
+    run_add(&r, 1001, AE_DT_BF16, AE_DT_F32);
+    run_rope(&r, 50, 1, 41, 8, 33, 0, 100, 1e6, AE_ROPE_INTERLEAVED);
+    run_rope(&r, 50, 3, 25, 8, 17, 0, 100, 1e6, AE_ROPE_INTERLEAVED);
+    // gemm on odd leading dimensions and an odd offset of b
+    ae_gemm_args g = gemm_packed(37, 45, 29, 0, 1);
+    g.lda = 31, g.ldb = 33, g.ldy = 47;
+    run_gemm(&r, &g, AE_DT_BF16, 1, 1, "odd ld");
+    ae_gemm_args g2 = gemm_packed(3, 1001, 333, 0, 1);
+    run_gemm(&r, &g2, AE_DT_BF16, 0, 1, "odd offset");
+    // attention: odd row strides; absorbed MLA with R = 33, dr = 8 (dk = 41, dv = 33)
+    attn_case odd[] = {
+        {.T = 50, .pos0 = 7, .Hq = 4, .Hkv = 2, .dk = 64, .dv = 64, .kpad = 1, .vpad = 3},
+        {.T = 1, .pos0 = 300, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .kpad = 1, .vpad = 1},
+        {.T = 1, .pos0 = 49, .Hq = 4, .Hkv = 1, .dk = 41, .dv = 33, .absorbed = 1},
+        {.T = 2, .pos0 = 298, .Hq = 16, .Hkv = 1, .dk = 41, .dv = 33, .absorbed = 1},
+    };
+    run_attention_cases(&r, odd, sizeof odd / sizeof *odd);
+}
+
+// =============================================================================================
+
+// No GPU to test: "SKIP no GPU: <reason>" and 77 (ctest: skipped), or with AE_REQUIRE_GPU=1 (as
+// scripts/test-gpu.sh sets) a failure.
+static int no_gpu(const char *reason) {
+    const char *req = getenv("AE_REQUIRE_GPU");
+    if (req && req[0] == '1') {
+        printf("FAIL: AE_REQUIRE_GPU=1 but %s\n", reason);
+        return 1;
+    }
+    printf("SKIP no GPU: %s\n", reason);
+    return 77;
+}
+
+// Opens the CUDA backend into g_gpu: 0, or the exit code.
+static int open_gpu(void) {
+#ifndef AE_HAVE_CUDA
+    return no_gpu("this build has no CUDA backend (AE_HAVE_CUDA is not defined; configure with a "
+                  "CUDA toolkit, -DAE_CUDA=ON)");
+#else
+    if (ae_cuda_device_count() <= 0)
+        return no_gpu("ae_cuda_device_count() = 0 (no CUDA driver or device here)");
+    // New device allocations NaN-filled: an output element an op forgets shows up as NaN. Read
+    // when the backend opens, so set first.
+    setenv("AE_CUDA_POISON", "1", 1);
+    unsetenv("AE_CUDA_ATTN"); // the default dispatch unless a case asks for the reference
+    ae_status st = ae_backend_open("cuda", &g_gpu);
+    if (st == AE_ERR_UNSUPPORTED) return no_gpu(ae_last_error()); // e.g. a GPU too old
+    if (st != AE_OK) {
+        printf("FAIL: ae_backend_open(\"cuda\"): %s\n", ae_last_error());
+        return 1;
+    }
+    return 0;
+#endif
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_upload_download),
+        cmocka_unit_test(test_copy_rows),
+        cmocka_unit_test(test_fill),
+        cmocka_unit_test(test_embed),
+        cmocka_unit_test(test_gemm_matmul),
+        cmocka_unit_test(test_gemm_decode),
+        cmocka_unit_test(test_gemm_raw),
+        cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_add_rmsnorm),
+        cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_gate_mul),
+        cmocka_unit_test(test_silu_mul_add),
+        cmocka_unit_test(test_attention_decode),
+        cmocka_unit_test(test_attention_prefill),
+        cmocka_unit_test(test_attention_heads),
+        cmocka_unit_test(test_attention_window_ring),
+        cmocka_unit_test(test_attention_strided_absorbed),
+        cmocka_unit_test(test_moe_route),
+        cmocka_unit_test(test_moe_ffn),
+        cmocka_unit_test(test_scores),
+        cmocka_unit_test(test_unaligned_views),
+    };
+    int rc = open_gpu();
+    if (rc) return rc;
+    g_cpu = ae_backend_cpu();
+    printf("cuda backend: %s (%s), act %s, weights %s; cpu reference: %s\n", g_gpu->name,
+           g_gpu->device, dtn(g_gpu->act_dtype), dtn(g_gpu->weight_dtype), g_cpu->device);
+    fflush(stdout);
+    rc = cmocka_run_group_tests(tests, NULL, NULL);
+    ae_backend_close(g_gpu);
+    return rc;
+}
