@@ -8,18 +8,19 @@
 //      accumulator of dv values in shared memory, one column per thread.
 //   B. k_attn_flash (cuda_attention_flash.cu): FlashAttention-2 on tensor cores (mma.sync bf16)
 //      for (dk, dv) in {(32,32), (64,64), (128,128), (192,128)}: a block of 4 warps owns 64
-//      query rows of ONE kv head (GQA packing: rows are (token, head-in-group) pairs), K/V tiles
-//      are staged in shared memory with cp.async (double buffered), Q lives in registers, the
-//      softmax stays in registers; only key tiles some row can see are visited (O(T·W) work with
-//      a sliding window).
+//      (MW = 1) or 128 (MW = 2: prefill with >= 1024 packed rows, d = 128 and 192/128) query
+//      rows of ONE kv head (GQA packing: rows are (token, head-in-group) pairs); K/V tiles are
+//      staged in shared memory with cp.async (double buffered); the softmax stays in registers;
+//      only key tiles some row can see are visited (O(T·W) work with a sliding window).
 //   C. Split-KV: when a kernel would launch too few blocks to fill the GPU (decode, short query
 //      chunks over long contexts), each block's key range is split over grid.z; blocks write
 //      unnormalised partials (cuda_attention.h) and k_attn_combine (this file) merges them, adds
 //      the sink and writes out. Used by all three kernels; results are deterministic.
 //   D. k_attn_mla (cuda_attention_mla.cu): absorbed MLA decode (Hkv = 1, v = the first dv values
 //      of k's rows, dk/dv = 576/512 or 288/256): rows are (token, head) pairs of the single
-//      latent head; each K tile in shared memory also serves as V; O is split over two warps
-//      per 16 rows (each owns dv/2 columns), S/P exchanged through shared memory.
+//      latent head (16, 32 or 64 rows per block); each K tile in shared memory also serves as V;
+//      O is split over NC = 4 (or 2 for 64 rows) warps per 16 rows, each owning dv/NC columns
+//      and computing S for BN/NC keys; row maxima and P are exchanged through shared memory.
 //
 // Dispatcher (ae_cuda_attention): AE_CUDA_ATTN=ref forces A. Otherwise D when Hkv == 1, (dk, dv)
 // is a D instantiation, k and v are the same rows (k == v, k_stride == v_stride) and the

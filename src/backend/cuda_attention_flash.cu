@@ -61,7 +61,8 @@ __global__ void __launch_bounds__(128) k_attn_flash(const attn_params p) {
         kb = b < ke ? (int)b : ke;
         if (ke - kb > chunk) ke = kb + chunk;
     }
-    const int ntiles = (ke - kb + BN - 1) / BN;
+    // Tiles with lo_max <= j0 <= full_hi are visible to every row: no masking.
+    const int full_hi = (pos_min < ke - 1 ? pos_min : ke - 1) - (BN - 1);
 
     // This lane's rows are wr0 + gq + 8·i, i = 2m + half (row g or g + 8 of m-atom m). Their
     // query positions, as offsets from pos_min (< ROWS <= 128), are packed as bytes into one
@@ -88,8 +89,7 @@ __global__ void __launch_bounds__(128) k_attn_flash(const attn_params p) {
         if (ok) src = p.q + ((size_t)(pr / G) * p.Hq + kvh * G + pr % G) * DK + cc * 8;
         cp_async16(Qs + r * C::QLD + cc * 8, src, ok);
     }
-    auto load_kv = [&](int i, int buf) {
-        const int j0 = kb + i * BN;
+    auto load_kv = [&](int j0, int buf) {
         bf16 *kd = Ks + buf * BN * C::KLD, *vd = Vs + buf * BN * C::VLD;
 #pragma unroll
         for (int it = 0; it < BN * (DK / 8) / C::THREADS; it++) {
@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(128) k_attn_flash(const attn_params p) {
             cp_async16(vd + r * C::VLD + cc * 8, src, ok);
         }
     };
-    if (ntiles > 0) load_kv(0, 0);
+    if (kb < ke) load_kv(kb, 0);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
@@ -144,10 +144,9 @@ __global__ void __launch_bounds__(128) k_attn_flash(const attn_params p) {
     const int k_off = ((lane & 7) + (lane >> 4) * 8) * C::KLD + ((lane >> 3) & 1) * 8;
     const int v_off = ((lane & 7) + ((lane >> 3) & 1) * 8) * C::VLD + (lane >> 4) * 8;
 
-    for (int i = 0; i < ntiles; i++) {
-        const int buf = i & 1, j0 = kb + i * BN;
-        if (i + 1 < ntiles) {
-            load_kv(i + 1, buf ^ 1);
+    for (int j0 = kb, buf = 0; j0 < ke; j0 += BN, buf ^= 1) {
+        if (j0 + BN < ke) {
+            load_kv(j0 + BN, buf ^ 1);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -193,7 +192,7 @@ __global__ void __launch_bounds__(128) k_attn_flash(const attn_params p) {
 
         // scale, mask (s[m][n][e] is key j0 + 8n + 2·tq + (e & 1) of row half e >> 1), online
         // softmax, P·V operands
-        const bool full = j0 + BN <= ke && j0 + BN - 1 <= pos_min && j0 >= lo_max;
+        const bool full = j0 >= lo_max && j0 <= full_hi;
         uint32_t pf[MW][BN / 16][4];
 #pragma unroll
         for (int m = 0; m < MW; m++) {
@@ -324,20 +323,17 @@ static int flash_launch(const ae_backend *be, const attn_params *p0) {
     return 1;
 }
 
-#ifndef FLASH_BN2_128
-#define FLASH_BN2_128 16
-#endif
+// MW = 2 (128 rows per block) once the packed rows of one kv head fill enough blocks; MW = 1
+// for decode and short chunks (less padding, and splits keep the GPU busy). BN2 = 0: MW = 1 only
+// (measured on H200: MW = 2 gains ~20% for d = 128 and ~6% for 192/128, nothing for d <= 64).
 #ifndef FLASH_MW2_MIN_ROWS
 #define FLASH_MW2_MIN_ROWS 1024
 #endif
-
-// MW = 2 (128 rows per block) once the packed rows of one kv head fill enough blocks; MW = 1
-// for decode and short chunks (less padding, and splits keep the GPU busy).
 template <int DK, int DV, int BN1, int BN2>
 static int flash_pick(const ae_backend *be, const attn_params *p) {
-    if (FLASH_MW2_MIN_ROWS > 0 && p->T * p->G >= FLASH_MW2_MIN_ROWS &&
-        flash_launch<DK, DV, BN2, 2>(be, p))
-        return 1;
+    if constexpr (BN2 > 0) {
+        if (p->T * p->G >= FLASH_MW2_MIN_ROWS && flash_launch<DK, DV, BN2, 2>(be, p)) return 1;
+    }
     return flash_launch<DK, DV, BN1, 1>(be, p);
 }
 
@@ -346,9 +342,9 @@ int attn_flash_has(int dk, int dv) {
 }
 
 int attn_flash_run(const ae_backend *be, const attn_params *p) {
-    if (p->dk == 32 && p->dv == 32) return flash_pick<32, 32, 64, 64>(be, p);
-    if (p->dk == 64 && p->dv == 64) return flash_pick<64, 64, 64, 64>(be, p);
-    if (p->dk == 128 && p->dv == 128) return flash_pick<128, 128, 64, FLASH_BN2_128>(be, p);
+    if (p->dk == 32 && p->dv == 32) return flash_pick<32, 32, 64, 0>(be, p);
+    if (p->dk == 64 && p->dv == 64) return flash_pick<64, 64, 64, 0>(be, p);
+    if (p->dk == 128 && p->dv == 128) return flash_pick<128, 128, 64, 32>(be, p);
     if (p->dk == 192 && p->dv == 128) return flash_pick<192, 128, 32, 32>(be, p);
     return 0;
 }
