@@ -614,6 +614,14 @@ static void test_gemm_raw(void **state) {
                 g.beta = yd ? 1.0f : 0.0f;
                 run_gemm(&r, &g, yd ? AE_DT_F32 : AE_DT_BF16, 0, 0, "batched");
             }
+    // the decode GEMV shape (M <= 8, Linear layout, rows 16-byte aligned) with alpha, beta and
+    // ldy > N
+    for (int M = 1; M <= 8; M += 3)
+        for (int yd = 0; yd < 2; yd++) {
+            ae_gemm_args g = gemm_packed(M, 1000, 256, 0, 1);
+            g.lda = g.ldb = 264, g.ldy = 1010, g.alpha = 0.5f, g.beta = 1.0f;
+            run_gemm(&r, &g, yd ? AE_DT_F32 : AE_DT_BF16, 0, 0, "gemv-shaped");
+        }
     ae_gemm_args sh = gemm_packed(20, 40, 64, 0, 1);
     sh.batch = 4, sh.sb = 0;
     run_gemm(&r, &sh, AE_DT_BF16, 0, 0, "batched shared-b");
@@ -998,6 +1006,12 @@ static void test_attention_prefill(void **state) {
             attn_case c = {.T = Ts[i], .pos0 = P[p], .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128};
             run_attention(&r, &c);
         }
+    // short query chunks over a long context (split-KV), with sinks
+    attn_case longctx[] = {
+        {.T = 17, .pos0 = 4000, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .sinks = 1},
+        {.T = 2, .pos0 = 3000, .Hq = 4, .Hkv = 4, .dk = 64, .dv = 64},
+    };
+    run_attention_cases(&r, longctx, sizeof longctx / sizeof *longctx);
     attn_case peaky = {.T = 64, .pos0 = 37, .Hq = 4, .Hkv = 2, .dk = 128, .dv = 128, .qscale = 4.0f};
     run_attention(&r, &peaky);
     attn_case sinks[] = {
@@ -1037,6 +1051,7 @@ static void test_attention_heads(void **state) {
         {.T = 1, .pos0 = 50, .Hq = 16, .Hkv = 16, .dk = 192, .dv = 128},
         {.T = 100, .pos0 = 0, .Hq = 16, .Hkv = 16, .dk = 192, .dv = 128},
         {.T = 257, .pos0 = 50, .Hq = 16, .Hkv = 16, .dk = 192, .dv = 128},
+        {.T = 1100, .pos0 = 0, .Hq = 4, .Hkv = 4, .dk = 192, .dv = 128}, // >= 1024 packed rows
         // the small teachers' MLA students (head_dim 32 and 64)
         {.T = 96, .pos0 = 0, .Hq = 4, .Hkv = 4, .dk = 32, .dv = 32},
         {.T = 256, .pos0 = 0, .Hq = 6, .Hkv = 6, .dk = 64, .dv = 64},
@@ -1075,6 +1090,7 @@ static void test_attention_window_ring(void **state) {
         {.T = 1, .pos0 = 333, .Hq = 4, .Hkv = 2, .dk = 64, .dv = 64, .window = 64, .ring = 100},
         {.T = 4, .pos0 = 30, .Hq = 4, .Hkv = 2, .dk = 64, .dv = 64, .window = 8, .ring = 11},
         {.T = 16, .pos0 = 200, .Hq = 4, .Hkv = 2, .dk = 128, .dv = 128, .window = 49, .ring = 64, .sinks = 1},
+        {.T = 16, .pos0 = 3000, .Hq = 8, .Hkv = 2, .dk = 64, .dv = 64, .window = 1000, .ring = 1024},
     };
     run_attention_cases(&r, ring, sizeof ring / sizeof *ring);
     // the ring-prefill staging buffer: C new queries after L staged positions, window W
@@ -1108,6 +1124,23 @@ static void test_attention_strided_absorbed(void **state) {
                 if (S[s] < T) continue;
                 attn_case c = {.T = T, .pos0 = S[s] - T, .Hq = Hq[h], .Hkv = 1, .dk = 576, .dv = 512,
                                .absorbed = 1, .scale = 1.0f / sqrtf(192.0f)};
+                run_attention(&r, &c);
+            }
+    // many heads (DeepSeek-V3: 128)
+    const int Hbig[] = {64, 128};
+    for (int h = 0; h < 2; h++) {
+        attn_case c = {.T = 1, .pos0 = 1999, .Hq = Hbig[h], .Hkv = 1, .dk = 576, .dv = 512,
+                       .absorbed = 1, .scale = 1.0f / sqrtf(192.0f)};
+        run_attention(&r, &c);
+    }
+    // the MLA students of the head_dim 64 teachers: R = 256, dr = 32 (dk = 288, dv = 256)
+    const int Hs[] = {4, 6, 16};
+    for (int h = 0; h < 3; h++)
+        for (int T = 1; T <= 2; T++)
+            for (int s = 0; s < 3; s++) {
+                if (S[s] < T) continue;
+                attn_case c = {.T = T, .pos0 = S[s] - T, .Hq = Hs[h], .Hkv = 1, .dk = 288, .dv = 256,
+                               .absorbed = 1, .scale = 1.0f / sqrtf(64.0f)};
                 run_attention(&r, &c);
             }
     // small: R = 32, dr = 8; and the qwen3-micro MLA student (R = 128, dr = 16, 4 heads)
@@ -1249,6 +1282,7 @@ static void test_moe_ffn(void **state) {
         run_moe_ffn(&r, Ts[t], 128, 8, 256, 64, 0);
     }
     run_moe_ffn(&r, 300, 8, 2, 64, 48, 1);
+    run_moe_ffn(&r, 17, 8, 2, 100, 36, 0); // D, Im not multiples of 8 (no 16-byte vectors)
     run_moe_ffn(&r, 1000, 8, 2, 256, 256, 0); // the qwen3-moe teacher's dims, a long prefill
     run_moe_ffn(&r, 7, 32, 8, 2048, 768, 0); // Qwen3-30B-A3B's D and Im (fewer experts)
 }
