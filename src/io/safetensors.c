@@ -190,6 +190,25 @@ typedef struct {
     size_t idx;
 } span;
 
+static int cmp_name_ptr(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+// A name that appears twice in one header (JSON allows it; the format does not).
+static ae_status check_unique_names(const char *path, const ae_st_tensor *t, size_t n) {
+    const char **names = ae_calloc(n ? n : 1, sizeof *names);
+    if (!names) return AE_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) names[i] = t[i].name;
+    qsort(names, n, sizeof *names, cmp_name_ptr);
+    ae_status st = AE_OK;
+    for (size_t i = 1; i < n && st == AE_OK; i++)
+        if (strcmp(names[i], names[i - 1]) == 0)
+            st = ae_errorf(AE_ERR_FORMAT, "%s: duplicate tensor name \"%s\" in the header", path,
+                           names[i]);
+    free(names);
+    return st;
+}
+
 static int cmp_span(const void *a, const void *b) {
     const span *x = a, *y = b;
     if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
@@ -234,6 +253,7 @@ static ae_status parse_header(ae_st_file *f, const cJSON *root, const unsigned c
         sp[n].idx = n;
         n++;
     }
+    if (st == AE_OK) st = check_unique_names(path, t, n);
     if (st == AE_OK) {
         // Coverage: sorted by offset, each tensor starts where the previous ended, the last ends
         // at the end of the file.
@@ -428,6 +448,27 @@ const char *ae_st_metadata(const ae_st_set *s, const char *key) {
 }
 
 // ---- conversion ---------------------------------------------------------------------------------
+
+// Exponent bits all ones: Inf or NaN, for F32 (4 bytes), BF16 and F16 (2 bytes), read as
+// little-endian bytes.
+static int nonfinite_at(const unsigned char *p, ae_dtype dt, size_t i) {
+    if (dt == AE_DT_F32) {
+        const unsigned char *q = p + 4 * i;
+        uint32_t u = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24;
+        return (u & 0x7f800000u) == 0x7f800000u;
+    }
+    uint16_t h = (uint16_t)(p[2 * i] | p[2 * i + 1] << 8);
+    return dt == AE_DT_BF16 ? (h & 0x7f80u) == 0x7f80u : (h & 0x7c00u) == 0x7c00u;
+}
+
+int64_t ae_st_first_nonfinite(const ae_st_tensor *t) {
+    if (t->dtype != AE_DT_F32 && t->dtype != AE_DT_BF16 && t->dtype != AE_DT_F16) return -1;
+    int64_t first = INT64_MAX, n = t->numel;
+#pragma omp parallel for reduction(min : first) if (n > (1 << 20))
+    for (int64_t i = 0; i < n; i++)
+        if (i < first && nonfinite_at(t->data, t->dtype, (size_t)i)) first = i;
+    return first == INT64_MAX ? -1 : first;
+}
 
 ae_status ae_st_to_f32(const ae_st_tensor *t, float *dst) {
     const unsigned char *p = t->data;

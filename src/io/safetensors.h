@@ -52,6 +52,8 @@ ae_status ae_st_to_f32(const ae_st_tensor *t, float *dst);
 // expected [c, d]") and dtype (F32/F16/BF16).
 ae_status ae_st_get(const ae_st_set *s, const char *name, int ndim, const int64_t *shape,
                     const ae_st_tensor **out);
+// Index of the first Inf or NaN of a float tensor, or -1 when every value is finite.
+int64_t ae_st_first_nonfinite(const ae_st_tensor *t);
 // Converts it to f32, checking the shape first.
 ae_status ae_st_load_f32(const ae_st_set *s, const char *name, int ndim, const int64_t *shape,
                          float *dst);

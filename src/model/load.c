@@ -30,25 +30,47 @@ static ae_status fill_random(loader *ld, const char *name, int ndim, const int64
     return AE_OK;
 }
 
-// Fills `dst` (allocated, numel values) from tensor `name` after checking its shape; the
-// backend converts the file's dtype to its own as it uploads.
-static ae_status load_into(loader *ld, const char *name, int ndim, const int64_t *shape,
-                           ae_ptr dst) {
-    if (!ld->st) return fill_random(ld, name, ndim, shape, dst);
+// The file's tensor `name`, checked before anything is allocated for it: present, of the shape
+// config.json implies, a float dtype, and finite.
+static ae_status source(loader *ld, const char *name, int ndim, const int64_t *shape,
+                        const ae_st_tensor **out) {
     if (!ae_st_find(ld->st, name))
         return ae_errorf(AE_ERR_FORMAT, "%s: missing tensor '%s' required by config.json", ld->dir,
                          name);
-    const ae_st_tensor *t;
+    const ae_st_tensor *t = NULL;
     AE_TRY(ae_st_get(ld->st, name, ndim, shape, &t));
+    int64_t bad = ae_st_first_nonfinite(t);
+    if (bad >= 0)
+        return ae_errorf(AE_ERR_FORMAT, "%s: tensor '%s' holds a non-finite value (Inf or NaN) at "
+                         "element %lld", t->file, name, (long long)bad);
+    *out = t;
+    return AE_OK;
+}
+
+// Fills `dst` (allocated, numel values) from tensor `name`; the backend converts the file's
+// dtype to its own as it uploads.
+static ae_status load_into(loader *ld, const char *name, int ndim, const int64_t *shape,
+                           ae_ptr dst) {
+    if (!ld->st) return fill_random(ld, name, ndim, shape, dst);
+    const ae_st_tensor *t = NULL;
+    AE_TRY(source(ld, name, ndim, shape, &t));
     AE_TRY(ld->be->upload(ld->be, dst, t->data, t->dtype, (size_t)t->numel));
     ld->n_params += t->numel;
     ld->n_used++;
     return AE_OK;
 }
 
+// Checks the file's tensor (shape, dtype, values) before its memory is allocated, so a config
+// with absurd sizes is refused by the weights it does not match, not by a failed allocation.
+static ae_status precheck(loader *ld, const char *name, int ndim, const int64_t *shape) {
+    const ae_st_tensor *t = NULL;
+    return ld->st ? source(ld, name, ndim, shape, &t) : AE_OK;
+}
+
 // Allocates and fills a tensor named `name` of the given shape.
 static ae_status load(loader *ld, const char *name, int ndim, int64_t d0, int64_t d1, ae_ptr *out) {
     int64_t shape[2] = {d0, d1};
+    AE_TRY(precheck(ld, name, ndim, shape));
     *out = ld->be->alloc(ld->be, (size_t)(ndim == 1 ? d0 : d0 * d1), ld->be->weight_dtype);
     if (ae_ptr_is_null(*out)) return AE_ERR_NOMEM;
     return load_into(ld, name, ndim, shape, *out);
@@ -70,11 +92,15 @@ static ae_status loadf(loader *ld, ae_ptr *out, int ndim, int64_t d0, int64_t d1
 static ae_status load_experts(loader *ld, int l, const char *proj, int E, int rows, int cols,
                               ae_ptr *out) {
     size_t per = (size_t)rows * cols;
+    int64_t shape[2] = {rows, cols};
+    char name[256];
+    for (int e = 0; e < E; e++) {
+        snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, proj);
+        AE_TRY(precheck(ld, name, 2, shape));
+    }
     *out = ld->be->alloc(ld->be, per * E, ld->be->weight_dtype);
     if (ae_ptr_is_null(*out)) return AE_ERR_NOMEM;
-    int64_t shape[2] = {rows, cols};
     for (int e = 0; e < E; e++) {
-        char name[256];
         snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, proj);
         AE_TRY(load_into(ld, name, 2, shape, ae_ptr_at(*out, per * e)));
     }
@@ -102,6 +128,17 @@ ae_mla_dims ae_model_mla_dims(const ae_config *c) {
 }
 
 // The attention parameters of layer l, allocated for the layer's kind (zeroed).
+// The attention tensors layer l's config calls for (names and shapes only: nothing allocated).
+static ae_param_list attn_shapes(const ae_config *c, int l, ae_layer *probe) {
+    memset(probe, 0, sizeof *probe);
+    if (c->layer_attn[l] == AE_ATTN_MLA) {
+        probe->mla.d = ae_model_mla_dims(c);
+        return ae_mla_params(&probe->mla);
+    }
+    probe->gqa.d = ae_model_gswa_dims(c, l);
+    return ae_gswa_params(&probe->gqa);
+}
+
 static ae_status attn_alloc(const ae_backend *be, const ae_config *c, int l, ae_layer *L,
                             ae_param_list *params) {
     L->kind = c->layer_attn[l];
@@ -122,7 +159,13 @@ static ae_status load_layer(loader *ld, const ae_config *c, int l, ae_layer *L) 
     const char *p = "model.layers";
     AE_TRY(loadf(ld, &L->input_norm, 1, D, 0, "%s.%d.input_layernorm.weight", p, l));
     AE_TRY(loadf(ld, &L->post_norm, 1, D, 0, "%s.%d.post_attention_layernorm.weight", p, l));
-    ae_param_list attn;
+    ae_layer probe;
+    ae_param_list attn = attn_shapes(c, l, &probe);
+    for (int i = 0; i < attn.n; i++) {
+        char name[256];
+        snprintf(name, sizeof name, "%s.%d.self_attn.%s", p, l, attn.p[i].name);
+        AE_TRY(precheck(ld, name, attn.p[i].ndim, attn.p[i].shape));
+    }
     AE_TRY(attn_alloc(ld->be, c, l, L, &attn));
     for (int i = 0; i < attn.n; i++) {
         char name[256];
