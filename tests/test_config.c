@@ -396,5 +396,5 @@ int main(void) {
         cmocka_unit_test(test_real_qwen3_configs), cmocka_unit_test(test_defaults_and_vintages),
         cmocka_unit_test(test_sliding_window),  cmocka_unit_test(test_negative),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }

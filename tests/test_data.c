@@ -688,5 +688,5 @@ int main(void) {
         cmocka_unit_test(test_check_model),
         cmocka_unit_test(test_loader),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return ae_test_finish(cmocka_run_group_tests(tests, setup, teardown));
 }

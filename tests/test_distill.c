@@ -276,5 +276,5 @@ int main(void) {
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_block_term_gradient),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return ae_test_finish(cmocka_run_group_tests(tests, setup, teardown));
 }

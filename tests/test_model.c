@@ -194,5 +194,5 @@ int main(void) {
         cmocka_unit_test(test_moe_step2_f16),     cmocka_unit_test(test_teacher_micro),
         cmocka_unit_test(test_teacher_small_sharded), cmocka_unit_test(test_teacher_moe),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }

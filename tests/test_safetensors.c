@@ -509,5 +509,5 @@ int main(void) {
         cmocka_unit_test(test_unaligned_data), cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_sharded),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -362,5 +362,5 @@ int main(void) {
         cmocka_unit_test(test_convert_bad_input),
         cmocka_unit_test(test_student_config_missing_fields),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }

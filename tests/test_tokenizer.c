@@ -744,5 +744,5 @@ int main(void) {
         cmocka_unit_test(test_malformed),         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_roundtrip_corpus),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -30,6 +30,8 @@ const char *ae_test_shared_dir(void) {
     return (stat(buf, &st) == 0 && S_ISDIR(st.st_mode)) ? buf : NULL;
 }
 
+static int g_skips; // checks skipped for lack of ../shared
+
 const char *ae_test_shared(const char *rel, const char *what) {
     static char bufs[8][4096];
     static int slot;
@@ -40,10 +42,28 @@ const char *ae_test_shared(const char *rel, const char *what) {
         snprintf(b, 4096, "%.2000s/%.2000s", dir, rel);
         if (stat(b, &st) == 0) return b;
     }
+    const char *req = getenv("AE_REQUIRE_SHARED");
+    if (req && req[0] == '1') {
+        printf("FAIL %s: %s/%s not found and AE_REQUIRE_SHARED=1\n", what,
+               dir ? dir : "../shared", rel);
+        fflush(stdout);
+        exit(1);
+    }
     printf("SKIP %s: %s/%s not found (needs the project's ../shared folder)\n", what,
            dir ? dir : "../shared", rel);
     fflush(stdout);
+    g_skips++;
     return NULL;
+}
+
+int ae_test_finish(int failures) {
+    if (failures) return 1;
+    if (g_skips) {
+        printf("%d check(s) skipped: ../shared not found; reporting the program as skipped\n",
+               g_skips);
+        return 77;
+    }
+    return 0;
 }
 
 char *ae_test_tmpdir(void) {

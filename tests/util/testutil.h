@@ -15,8 +15,13 @@
 const char *ae_test_src(const char *rel);
 // The ../shared folder beside the repo (AE_SHARED_DIR overrides), or NULL when absent.
 const char *ae_test_shared_dir(void);
-// Path under shared/, or NULL (and prints "SKIP <what>: ../shared not found") when absent.
+// Path under shared/, or NULL (and prints "SKIP <what>: ../shared not found") when absent; with
+// AE_REQUIRE_SHARED=1 (CI) an absent path prints FAIL and exits 1 instead, so CI never passes by
+// skipping.
 const char *ae_test_shared(const char *rel, const char *what);
+// Exit status of a test program: 1 when cmocka reported failures, 77 (ctest: skipped) when any
+// check was skipped for lack of ../shared, else 0.   return ae_test_finish(cmocka_run_...(...));
+int ae_test_finish(int failures);
 // A fresh empty temporary directory (removed by ae_test_rmtree).
 char *ae_test_tmpdir(void);
 void ae_test_rmtree(const char *dir);
