@@ -32,7 +32,8 @@ typedef struct {
 
 // Fills defaults (MLA: qk_rope_dim = head_dim/2, qk_nope_dim = head_dim - qk_rope_dim,
 // v_head_dim = head_dim, kv_lora_rank = 4·head_dim capped at hidden_size; GateSWA: full_every 6,
-// window 1024, gate elementwise) and checks the spec fits the teacher: AE_ERR_ARG naming the
+// window 1024; the gate is taken as given: AE_GATE_NONE means no gate, the CLI defaults to
+// elementwise) and checks the spec fits the teacher: AE_ERR_ARG naming the
 // option otherwise.
 ae_status ae_student_resolve(const ae_config *teacher, ae_student_spec *s);
 
