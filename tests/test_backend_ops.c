@@ -1422,39 +1422,6 @@ static void test_unaligned_views(void **state) {
 
 // =============================================================================================
 
-// No GPU to test: "SKIP no GPU: <reason>" and 77 (ctest: skipped), or with AE_REQUIRE_GPU=1 (as
-// scripts/test-gpu.sh sets) a failure.
-static int no_gpu(const char *reason) {
-    const char *req = getenv("AE_REQUIRE_GPU");
-    if (req && req[0] == '1') {
-        printf("FAIL: AE_REQUIRE_GPU=1 but %s\n", reason);
-        return 1;
-    }
-    printf("SKIP no GPU: %s\n", reason);
-    return 77;
-}
-
-// Opens the CUDA backend into g_gpu: 0, or the exit code.
-static int open_gpu(void) {
-#ifndef AE_HAVE_CUDA
-    return no_gpu("this build has no CUDA backend (AE_HAVE_CUDA is not defined; configure with a "
-                  "CUDA toolkit, -DAE_CUDA=ON)");
-#else
-    if (ae_cuda_device_count() <= 0)
-        return no_gpu("ae_cuda_device_count() = 0 (no CUDA driver or device here)");
-    // New device allocations NaN-filled: an output element an op forgets shows up as NaN. Read
-    // when the backend opens, so set first.
-    setenv("AE_CUDA_POISON", "1", 1);
-    unsetenv("AE_CUDA_ATTN"); // the default dispatch unless a case asks for the reference
-    ae_status st = ae_backend_open("cuda", &g_gpu);
-    if (st == AE_ERR_UNSUPPORTED) return no_gpu(ae_last_error()); // e.g. a GPU too old
-    if (st != AE_OK) {
-        printf("FAIL: ae_backend_open(\"cuda\"): %s\n", ae_last_error());
-        return 1;
-    }
-    return 0;
-#endif
-}
 
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -1480,7 +1447,8 @@ int main(void) {
         cmocka_unit_test(test_scores),
         cmocka_unit_test(test_unaligned_views),
     };
-    int rc = open_gpu();
+    unsetenv("AE_CUDA_ATTN"); // the default dispatch unless a case asks for the reference
+    int rc = ae_test_open_gpu(&g_gpu, 1);
     if (rc) return rc;
     g_cpu = ae_backend_cpu();
     printf("cuda backend: %s (%s), act %s, weights %s; cpu reference: %s\n", g_gpu->name,

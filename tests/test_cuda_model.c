@@ -352,33 +352,6 @@ static int print_table(void **state) {
 
 // ---- setup ----------------------------------------------------------------------------------
 
-// Returns 0 when the tests can run; else the exit code (77 skip, 1 with AE_REQUIRE_GPU=1).
-static int no_gpu(const char *reason) {
-    const char *req = getenv("AE_REQUIRE_GPU");
-    if (req && req[0] == '1') {
-        printf("FAIL: AE_REQUIRE_GPU=1 but %s\n", reason);
-        return 1;
-    }
-    printf("SKIP no GPU: %s\n", reason);
-    return 77;
-}
-
-static int open_gpu(void) {
-#ifndef AE_HAVE_CUDA
-    return no_gpu("this build has no CUDA backend (AE_HAVE_CUDA is not defined; configure with a "
-                  "CUDA toolkit, -DAE_CUDA=ON)");
-#else
-    if (ae_cuda_device_count() <= 0)
-        return no_gpu("ae_cuda_device_count() = 0 (no CUDA driver or device here)");
-    ae_status st = ae_backend_open("cuda", &g_gpu);
-    if (st == AE_ERR_UNSUPPORTED) return no_gpu(ae_last_error());
-    if (st != AE_OK) {
-        printf("FAIL: ae_backend_open(\"cuda\"): %s\n", ae_last_error());
-        return 1;
-    }
-    return 0;
-#endif
-}
 
 // The first TEXT_BYTES of valid.txt, cut after the last newline (a UTF-8 boundary).
 static int load_text(const char *path) {
@@ -403,7 +376,7 @@ int main(void) {
         cmocka_unit_test(test_qwen3_small),
         cmocka_unit_test(test_qwen3_moe),
     };
-    int rc = open_gpu();
+    int rc = ae_test_open_gpu(&g_gpu, 0);
     if (rc) return rc;
     const char *valid = ae_test_shared("data/corpus/general/valid.txt", "cuda model tests");
     if (!valid || !ae_test_shared("teachers", "cuda model tests")) {

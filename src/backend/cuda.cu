@@ -253,7 +253,7 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     const char *poison = getenv("AE_CUDA_POISON");
     c->poison = poison && poison[0] == '1';
     snprintf(c->name, sizeof c->name, "cuda:%d", dev);
-    snprintf(c->desc, sizeof c->desc, "%s, %.1f GiB, sm_%d%d", prop.name,
+    snprintf(c->desc, sizeof c->desc, "%.100s, %.1f GiB, sm_%d%d", prop.name,
              prop.totalGlobalMem / 1073741824.0, prop.major, prop.minor);
     be->ctx = c;
     ae_status st = AE_OK;

@@ -18,33 +18,6 @@ constexpr int kRowsPerBlock = 4; // warp-per-row kernels: warps (rows) per block
 // Chunks of V values each thread keeps in registers: 16 values 4-wide, 8 scalar (more spills).
 template <int V> constexpr int chunks_per_thread() { return V == 4 ? 4 : 8; }
 
-__device__ __forceinline__ uint32_t bf16_bits(float v) {
-    return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(v));
-}
-__device__ __forceinline__ void ld4(const float *p, float (&v)[4]) {
-    float4 q = *reinterpret_cast<const float4 *>(p);
-    v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
-}
-__device__ __forceinline__ void ld4(const bf16 *p, float (&v)[4]) {
-    uint2 q = *reinterpret_cast<const uint2 *>(p); // little-endian: element 0 in the low half
-    v[0] = __uint_as_float(q.x << 16), v[1] = __uint_as_float(q.x & 0xffff0000u);
-    v[2] = __uint_as_float(q.y << 16), v[3] = __uint_as_float(q.y & 0xffff0000u);
-}
-__device__ __forceinline__ void st4(float *p, const float (&v)[4]) {
-    *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
-}
-__device__ __forceinline__ void st4(bf16 *p, const float (&v)[4]) {
-    *reinterpret_cast<uint2 *>(p) = make_uint2(bf16_bits(v[0]) | bf16_bits(v[1]) << 16,
-                                               bf16_bits(v[2]) | bf16_bits(v[3]) << 16);
-}
-template <int V, typename T> __device__ __forceinline__ void ldv(const T *p, float (&v)[V]) {
-    if constexpr (V == 4) ld4(p, v);
-    else v[0] = ldf(p);
-}
-template <int V, typename T> __device__ __forceinline__ void stv(T *p, const float (&v)[V]) {
-    if constexpr (V == 4) st4(p, v);
-    else stf(p, v[0]);
-}
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

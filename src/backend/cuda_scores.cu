@@ -25,20 +25,6 @@ namespace {
 constexpr int kThreads = 1024;
 constexpr float kSlack = 64.0f; // exp(64) ~ 6e27: a term stays far below FLT_MAX
 
-__device__ __forceinline__ void ld4(const float *p, float (&v)[4]) {
-    float4 q = *reinterpret_cast<const float4 *>(p);
-    v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
-}
-__device__ __forceinline__ void ld4(const bf16 *p, float (&v)[4]) {
-    uint2 q = *reinterpret_cast<const uint2 *>(p); // little-endian: element 0 in the low half
-    v[0] = __uint_as_float(q.x << 16), v[1] = __uint_as_float(q.x & 0xffff0000u);
-    v[2] = __uint_as_float(q.y << 16), v[3] = __uint_as_float(q.y & 0xffff0000u);
-}
-template <int V, typename T> __device__ __forceinline__ void ldv(const T *p, float (&v)[V]) {
-    if constexpr (V == 4) ld4(p, v);
-    else v[0] = ldf(p);
-}
-
 // Calls f(i, v) for the values of a row this thread owns, v an array of the values at i, i + 1,
 // ...: chunks of V at threadIdx.x, + blockDim.x, ... (two loads issued before use), then the
 // V-remainder one by one.

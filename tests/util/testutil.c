@@ -1,6 +1,9 @@
 #define _XOPEN_SOURCE 700
 #include "util/testutil.h"
 
+#include "backend/cuda.h"
+#include "backend/ops.h"
+
 #include <math.h>
 
 #include <dirent.h>
@@ -64,6 +67,36 @@ int ae_test_finish(int failures) {
         return 77;
     }
     return 0;
+}
+
+static int no_gpu(const char *reason) {
+    const char *req = getenv("AE_REQUIRE_GPU");
+    if (req && req[0] == '1') {
+        printf("FAIL: AE_REQUIRE_GPU=1 but %s\n", reason);
+        return 1;
+    }
+    printf("SKIP no GPU: %s\n", reason);
+    return 77;
+}
+
+int ae_test_open_gpu(const ae_backend **be, int poison) {
+#ifndef AE_HAVE_CUDA
+    (void)be;
+    (void)poison;
+    return no_gpu("this build has no CUDA backend (AE_HAVE_CUDA is not defined; configure with a "
+                  "CUDA toolkit, -DAE_CUDA=ON)");
+#else
+    if (ae_cuda_device_count() <= 0)
+        return no_gpu("ae_cuda_device_count() = 0 (no CUDA driver or device here)");
+    if (poison) setenv("AE_CUDA_POISON", "1", 1); // read when the backend opens
+    ae_status st = ae_backend_open("cuda", be);
+    if (st == AE_ERR_UNSUPPORTED) return no_gpu(ae_last_error()); // e.g. a GPU too old
+    if (st != AE_OK) {
+        printf("FAIL: ae_backend_open(\"cuda\"): %s\n", ae_last_error());
+        return 1;
+    }
+    return 0;
+#endif
 }
 
 char *ae_test_tmpdir(void) {

@@ -30,6 +30,13 @@ int ae_test_count_entries(const char *dir);
 // Writes bytes to a file; returns 0 on success.
 int ae_test_write_file(const char *path, const void *data, size_t n);
 
+// Opens the CUDA backend for a GPU test: 0 and *be set, or the exit code the program should
+// return: 77 (ctest: skipped) with "SKIP no GPU: <reason>" when the build has no CUDA or the
+// machine no usable GPU — 1 instead when AE_REQUIRE_GPU=1 (scripts/test-gpu.sh) — and 1 when
+// the backend fails to open. poison: open with AE_CUDA_POISON=1 (new allocations NaN-filled).
+struct ae_backend;
+int ae_test_open_gpu(const struct ae_backend **be, int poison);
+
 // x[i] = scale * N(0, 1) from r.   x: (n)
 void ae_test_fill_normal(float *x, size_t n, float scale, ae_rng *rng);
 // ||a - b|| / ||b|| in double (L2 over n values).
