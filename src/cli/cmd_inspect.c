@@ -55,7 +55,10 @@ static void print_attention(const ae_config *c) {
 }
 
 static int print_text(const ae_config *c) {
-    printf("architecture        %s\n", c->architecture);
+    printf("architecture        %s", c->architecture);
+    if (strcmp(c->architecture, c->base_architecture) != 0)
+        printf(" (converted from %s)", c->base_architecture);
+    putchar('\n');
     printf("parameters          %lld (%.2f M)\n", (long long)ae_config_param_count(c),
            ae_config_param_count(c) / 1e6);
     printf("layers              %d\n", c->num_hidden_layers);
@@ -97,6 +100,7 @@ static int print_text(const ae_config *c) {
 static int print_json(const ae_config *c) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "architecture", c->architecture);
+    cJSON_AddStringToObject(o, "base_architecture", c->base_architecture);
     cJSON_AddNumberToObject(o, "params", (double)ae_config_param_count(c));
     cJSON_AddNumberToObject(o, "layers", c->num_hidden_layers);
     cJSON_AddNumberToObject(o, "hidden_size", c->hidden_size);

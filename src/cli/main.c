@@ -21,6 +21,7 @@ static const char k_usage[] =
     "  eval kl  --teacher T --model S --file F [--ctx N] [--json]\n"
     "  prepare-data --model M --out FILE [--valid-fraction F] [--valid-out FILE2] INPUT...\n"
     "  convert  --teacher T --target mla|gateswa [target options] [--init random|teacher] --out S\n"
+    "  export   --model S --format hf --out DIR [--dtype bf16|f16|f32] [--shard-size BYTES]\n"
     "\n"
     "MODEL is a Hugging Face folder (config.json, *.safetensors, tokenizer.json).\n"
     "Run 'attnedit COMMAND --help' for details.\n";
@@ -66,6 +67,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval")) return ae_cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "convert")) return ae_cmd_convert(argc - 2, argv + 2);
     if (!strcmp(cmd, "prepare-data")) return ae_cmd_prepare_data(argc - 2, argv + 2);
+    if (!strcmp(cmd, "export")) return ae_cmd_export(argc - 2, argv + 2);
     fprintf(stderr, "attnedit: unknown command '%s'\n\n%s", cmd, k_usage);
     return 2;
 }

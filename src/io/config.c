@@ -44,6 +44,7 @@
 #include "core/mem.h"
 
 #include "io/config_json.h"
+#include "io/config_arch.h"
 #include "io/config_student.h"
 
 // A rope-type field: absent, null or "default" is plain RoPE; anything else is unsupported.
@@ -109,52 +110,6 @@ static ae_status parse_rope(const ae_cfgctx *c, ae_config *cfg) {
         return ae_errorf(AE_ERR_FORMAT, "%s: field \"rope_theta\": must be positive, got %g",
                          c->origin, theta);
     cfg->rope_theta = theta;
-    return AE_OK;
-}
-
-static ae_status parse_arch(const ae_cfgctx *c, ae_config *cfg) {
-    const cJSON *a = ae_cfg_field(c, "architectures");
-    const cJSON *mt = ae_cfg_field(c, "model_type");
-    if (mt && !cJSON_IsString(mt))
-        return ae_errorf(AE_ERR_FORMAT, "%s: field \"model_type\": expected a string, got %s",
-                         c->origin, ae_cfg_jtype(mt));
-    const char *name;
-    if (a) {
-        if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) < 1)
-            return ae_errorf(AE_ERR_FORMAT,
-                             "%s: field \"architectures\": expected a non-empty array of strings",
-                             c->origin);
-        const cJSON *a0 = cJSON_GetArrayItem(a, 0);
-        if (!cJSON_IsString(a0))
-            return ae_errorf(AE_ERR_FORMAT, "%s: field \"architectures[0]\": expected a string, "
-                             "got %s", c->origin, ae_cfg_jtype(a0));
-        name = a0->valuestring;
-    } else if (mt && strcmp(mt->valuestring, "qwen3") == 0) {
-        name = "Qwen3ForCausalLM";
-    } else if (mt && strcmp(mt->valuestring, "qwen3_moe") == 0) {
-        name = "Qwen3MoeForCausalLM";
-    } else {
-        return ae_errorf(AE_ERR_FORMAT, "%s: field \"architectures\" is missing", c->origin);
-    }
-    const char *want_mt;
-    if (strcmp(name, "Qwen3ForCausalLM") == 0) {
-        cfg->arch = AE_ARCH_QWEN3;
-        want_mt = "qwen3";
-    } else if (strcmp(name, "Qwen3MoeForCausalLM") == 0) {
-        cfg->arch = AE_ARCH_QWEN3_MOE;
-        want_mt = "qwen3_moe";
-    } else {
-        return ae_errorf(AE_ERR_UNSUPPORTED,
-                         "%s: field \"architectures[0]\" = \"%.100s\": only Qwen3ForCausalLM and "
-                         "Qwen3MoeForCausalLM are supported",
-                         c->origin, name);
-    }
-    if (mt && strcmp(mt->valuestring, want_mt) != 0)
-        return ae_errorf(AE_ERR_FORMAT,
-                         "%s: field \"model_type\" = \"%.100s\" does not match architectures[0] "
-                         "%s (expected \"%s\")",
-                         c->origin, mt->valuestring, name, want_mt);
-    snprintf(cfg->architecture, sizeof cfg->architecture, "%s", name);
     return AE_OK;
 }
 
@@ -266,10 +221,12 @@ static ae_status parse_layer_types(const ae_cfgctx *c, ae_config *cfg) {
     return AE_OK;
 }
 
+static ae_status check_limits(const ae_cfgctx *c, const ae_config *cfg);
+
 static ae_status parse_root(const ae_cfgctx *c, ae_config *cfg) {
     if (!cJSON_IsObject(c->root))
         return ae_errorf(AE_ERR_FORMAT, "%s: top level is not a JSON object", c->origin);
-    AE_TRY(parse_arch(c, cfg));
+    AE_TRY(ae_config_parse_arch(c, cfg));
     int moe = cfg->arch == AE_ARCH_QWEN3_MOE;
 
     AE_TRY(ae_cfg_get_int(c, "vocab_size", 151936, &cfg->vocab_size));
@@ -285,6 +242,7 @@ static ae_status parse_root(const ae_cfgctx *c, ae_config *cfg) {
     AE_TRY(ae_cfg_need_positive(c, "num_hidden_layers", cfg->num_hidden_layers));
     AE_TRY(ae_cfg_need_positive(c, "num_attention_heads", cfg->num_attention_heads));
     AE_TRY(ae_cfg_need_positive(c, "num_key_value_heads", cfg->num_key_value_heads));
+    if (cfg->folder == AE_FOLDER_DEEPSEEK_V3) AE_TRY(ae_config_check_deepseek(c, cfg));
     if (cfg->num_hidden_layers > AE_MAX_LAYERS)
         return ae_errorf(AE_ERR_UNSUPPORTED, "%s: field \"num_hidden_layers\": %d exceeds %d",
                          c->origin, cfg->num_hidden_layers, AE_MAX_LAYERS);
@@ -366,6 +324,39 @@ static ae_status parse_root(const ae_cfgctx *c, ae_config *cfg) {
     }
     AE_TRY(parse_layer_types(c, cfg));
     AE_TRY(ae_config_parse_student(c, cfg));
+    return check_limits(c, cfg);
+}
+
+static ae_status at_most(const ae_cfgctx *c, const char *key, int v, int max) {
+    if (v > max)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "%s: field \"%s\" = %d exceeds the supported maximum %d",
+                         c->origin, key, v, max);
+    return AE_OK;
+}
+
+// The size limits of config.h, so that no size derived from the config overflows.
+static ae_status check_limits(const ae_cfgctx *c, const ae_config *cfg) {
+    const struct {
+        const char *key;
+        int v, max;
+    } f[] = {
+        {"vocab_size", cfg->vocab_size, AE_MAX_VOCAB},
+        {"hidden_size", cfg->hidden_size, AE_MAX_WIDTH},
+        {"intermediate_size", cfg->intermediate_size, AE_MAX_WIDTH},
+        {"moe_intermediate_size", cfg->moe_intermediate_size, AE_MAX_WIDTH},
+        {"num_attention_heads", cfg->num_attention_heads, AE_MAX_HEADS},
+        {"num_key_value_heads", cfg->num_key_value_heads, AE_MAX_HEADS},
+        {"head_dim", cfg->head_dim, AE_MAX_HEAD_DIM},
+        {"num_experts", cfg->num_experts, AE_MAX_EXPERTS},
+        {"max_position_embeddings", cfg->max_position_embeddings, AE_MAX_POSITIONS},
+        {"sliding_window", cfg->sliding_window, AE_MAX_POSITIONS},
+        {"kv_lora_rank", cfg->kv_lora_rank, AE_MAX_WIDTH},
+        {"q_lora_rank", cfg->q_lora_rank, AE_MAX_WIDTH},
+        {"qk_nope_head_dim", cfg->qk_nope_head_dim, AE_MAX_HEAD_DIM},
+        {"qk_rope_head_dim", cfg->qk_rope_head_dim, AE_MAX_HEAD_DIM},
+        {"v_head_dim", cfg->v_head_dim, AE_MAX_HEAD_DIM},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) AE_TRY(at_most(c, f[i].key, f[i].v, f[i].max));
     return AE_OK;
 }
 

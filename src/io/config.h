@@ -2,6 +2,13 @@
 // Accepts both vintages real checkpoints use (rope_theta | rope_parameters.rope_theta,
 // num_experts | num_local_experts, head_dim present | derived). Anything we cannot compute
 // faithfully is AE_ERR_UNSUPPORTED with the field named.
+// Also the folders attnedit writes for students (docs/TARGETS.md, docs/EXPORT.md):
+//   AttneditStudentForCausalLM / "attnedit_student"  convert's students ("attention_target" and
+//       "attnedit_base_architecture" required); older students say Qwen3ForCausalLM + target
+//   AttneditGateSWAForCausalLM / "attnedit_gateswa"  export --format hf of a GateSWA student
+//   DeepseekV3ForCausalLM / "deepseek_v3"            export --format hf of an MLA student: only
+//       every layer dense (first_k_dense_replace >= num_hidden_layers), read as an MLA student
+//       of a dense Qwen3
 #ifndef AE_IO_CONFIG_H
 #define AE_IO_CONFIG_H
 
@@ -10,15 +17,34 @@
 #include "core/error.h"
 
 #define AE_MAX_LAYERS 1024
+// Largest sizes config.json may give (far above any released model). They bound every size
+// computed from a config (parameter counts, tensor and cache bytes) inside int64, whatever the
+// file says; a larger value is refused naming the field.
+#define AE_MAX_WIDTH (1 << 20)   // hidden_size, intermediate sizes, kv/q lora ranks
+#define AE_MAX_VOCAB (1 << 24)   // vocab_size
+#define AE_MAX_HEADS (1 << 12)   // attention / key-value heads
+#define AE_MAX_HEAD_DIM (1 << 12) // head_dim and the MLA head dims
+#define AE_MAX_EXPERTS 1024      // num_experts
+#define AE_MAX_POSITIONS (1 << 30) // max_position_embeddings, sliding_window
 
 typedef enum { AE_ARCH_QWEN3 = 0, AE_ARCH_QWEN3_MOE = 1 } ae_arch;
 typedef enum { AE_LAYER_FULL = 0, AE_LAYER_SLIDING = 1 } ae_layer_attn;
 // Which attention module a layer runs: the teacher's GQA or one of the two targets.
 typedef enum { AE_ATTN_GQA = 0, AE_ATTN_MLA = 1, AE_ATTN_GATESWA = 2 } ae_attn_kind;
+// What config.json's architectures[0] says the folder is.
+typedef enum {
+    AE_FOLDER_QWEN3 = 0,       // Qwen3ForCausalLM / Qwen3MoeForCausalLM (teacher, or old student)
+    AE_FOLDER_STUDENT = 1,     // AttneditStudentForCausalLM
+    AE_FOLDER_GATESWA_HF = 2,  // AttneditGateSWAForCausalLM (exported GateSWA student)
+    AE_FOLDER_DEEPSEEK_V3 = 3, // DeepseekV3ForCausalLM, all layers dense (exported MLA student)
+} ae_folder_kind;
 
 typedef struct {
     ae_arch arch;
-    char architecture[64];       // e.g. "Qwen3ForCausalLM"
+    char architecture[64];       // architectures[0] as written, e.g. "Qwen3ForCausalLM"
+    char base_architecture[64];  // the Qwen3 model it is (or was converted from):
+                                 // "Qwen3ForCausalLM" | "Qwen3MoeForCausalLM"
+    ae_folder_kind folder;
     int vocab_size;
     int hidden_size;
     int intermediate_size;       // dense MLP width

@@ -5,6 +5,8 @@
 //     "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "rope_interleave" (true)
 //   GateSWA: "attn_output_gate": "elementwise" | "head" | "none", "attn_sinks": bool, and the
 //     window pattern in the standard "layer_types" / "sliding_window" / "use_sliding_window".
+// A DeepseekV3ForCausalLM folder (exported MLA student) is MLA on every layer, with the same
+// MLA field names; an AttneditGateSWAForCausalLM folder is a GateSWA student.
 #include "io/config_student.h"
 
 #include <stdlib.h>
@@ -103,26 +105,54 @@ static ae_status parse_gateswa(const ae_cfgctx *c, ae_config *cfg) {
     return ae_cfg_get_bool(c, "attn_sinks", 0, &cfg->attn_sinks);
 }
 
+// DeepseekV3ForCausalLM (all dense, checked in config.c): every layer MLA with the file's
+// DeepSeek fields; head_dim is DeepSeek's q/k head dim (no layer uses the Qwen3 one).
+static ae_status parse_deepseek(const ae_cfgctx *c, const cJSON *t, ae_config *cfg) {
+    if (t && (!cJSON_IsString(t) || strcmp(t->valuestring, "mla") != 0))
+        return ae_errorf(AE_ERR_FORMAT,
+                         "%s: field \"attention_target\": a DeepseekV3ForCausalLM folder is an MLA "
+                         "model (\"mla\"), got %s%.40s%s",
+                         c->origin, cJSON_IsString(t) ? "\"" : ae_cfg_jtype(t),
+                         cJSON_IsString(t) ? t->valuestring : "", cJSON_IsString(t) ? "\"" : "");
+    cfg->target = AE_ATTN_MLA;
+    AE_TRY(parse_mla(c, cfg));
+    cfg->head_dim = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim;
+    for (int l = 0; l < cfg->num_hidden_layers; l++) cfg->layer_attn[l] = AE_ATTN_MLA;
+    return AE_OK;
+}
+
 ae_status ae_config_parse_student(const ae_cfgctx *c, ae_config *cfg) {
     cfg->layer_attn = ae_calloc((size_t)cfg->num_hidden_layers, sizeof *cfg->layer_attn);
     if (!cfg->layer_attn) return AE_ERR_NOMEM;
     cfg->target = AE_ATTN_GQA;
     const cJSON *t = ae_cfg_field(c, "attention_target");
-    if (!t) return AE_OK;
-    if (!cJSON_IsString(t))
+    if (cfg->folder == AE_FOLDER_DEEPSEEK_V3) return parse_deepseek(c, t, cfg);
+    if (!t && cfg->folder == AE_FOLDER_STUDENT)
+        return ae_errorf(AE_ERR_FORMAT,
+                         "%s: field \"attention_target\" is required with architectures[0] "
+                         "AttneditStudentForCausalLM (\"mla\" or \"gateswa\")",
+                         c->origin);
+    if (!t && cfg->folder != AE_FOLDER_GATESWA_HF) return AE_OK; // a teacher
+    if (t && !cJSON_IsString(t))
         return ae_errorf(AE_ERR_FORMAT, "%s: field \"attention_target\": expected a string, got %s",
                          c->origin, ae_cfg_jtype(t));
-    if (!strcmp(t->valuestring, "mla")) {
+    const char *name = t ? t->valuestring : "gateswa";
+    if (cfg->folder == AE_FOLDER_GATESWA_HF && strcmp(name, "gateswa") != 0)
+        return ae_errorf(AE_ERR_FORMAT,
+                         "%s: field \"attention_target\" = \"%.40s\" contradicts architectures[0] "
+                         "AttneditGateSWAForCausalLM (\"gateswa\")",
+                         c->origin, name);
+    if (!strcmp(name, "mla")) {
         cfg->target = AE_ATTN_MLA;
         AE_TRY(parse_mla(c, cfg));
-    } else if (!strcmp(t->valuestring, "gateswa")) {
+    } else if (!strcmp(name, "gateswa")) {
         cfg->target = AE_ATTN_GATESWA;
         AE_TRY(parse_gateswa(c, cfg));
     } else {
         return ae_errorf(AE_ERR_UNSUPPORTED,
                          "%s: field \"attention_target\": \"%.40s\" is not a known target (mla, "
                          "gateswa)",
-                         c->origin, t->valuestring);
+                         c->origin, name);
     }
     return parse_replaced(c, cfg);
 }

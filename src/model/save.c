@@ -9,6 +9,7 @@
 #include "core/file.h"
 #include "core/mem.h"
 #include "io/safetensors.h"
+#include "model/tensors.h"
 
 static const char *k_copied_files[] = {"tokenizer.json", "tokenizer_config.json",
                                        "generation_config.json", "special_tokens_map.json",
@@ -68,6 +69,14 @@ static ae_status student_config(const ae_model *m, const char *src_dir, char **o
     if (!o) return ae_errorf(AE_ERR_FORMAT, "%s/config.json: not valid JSON", src_dir);
     const ae_config *c = &m->cfg;
     if (c->target != AE_ATTN_GQA) {
+        // attnedit's own names: stock transformers / vLLM refuse the folder ("does not
+        // recognize this architecture") instead of loading it as a plain Qwen3 with the new
+        // tensors dropped and the missing ones random. attnedit export makes engine folders.
+        cJSON *arch = cJSON_CreateArray();
+        cJSON_AddItemToArray(arch, cJSON_CreateString("AttneditStudentForCausalLM"));
+        set_item(o, "architectures", arch);
+        set_item(o, "model_type", cJSON_CreateString("attnedit_student"));
+        set_item(o, "attnedit_base_architecture", cJSON_CreateString(c->base_architecture));
         set_item(o, "attention_target", cJSON_CreateString(ae_attn_kind_name(c->target)));
         cJSON *layers = cJSON_CreateArray();
         for (int l = 0; l < c->num_hidden_layers; l++)
@@ -155,57 +164,23 @@ static ae_status add_tensor(tensor_sink *s, const char *name, ae_ptr data, int n
     return ae_st_writer_add(s->w, name, dtype, ndim, shape, src);
 }
 
-static ae_status add_2d(tensor_sink *s, const char *name, ae_ptr d, int64_t r, int64_t c,
-                        ae_dtype dt) {
-    int64_t shape[2] = {r, c};
-    return add_tensor(s, name, d, c ? 2 : 1, shape, dt);
-}
+typedef struct {
+    tensor_sink *s;
+    ae_dtype base;
+} weights_job;
 
-static ae_status add_layer(tensor_sink *s, const ae_model *m, int l, ae_dtype base) {
-    const ae_config *c = &m->cfg;
-    const ae_layer *L = &m->layers[l];
-    int64_t D = c->hidden_size, I = c->intermediate_size, E = c->num_experts;
-    int64_t Im = c->moe_intermediate_size;
-    char n[256];
-#define NAME(...) (snprintf(n, sizeof n, __VA_ARGS__), n)
-    AE_TRY(add_2d(s, NAME("model.layers.%d.input_layernorm.weight", l), L->input_norm, D, 0, base));
-    AE_TRY(add_2d(s, NAME("model.layers.%d.post_attention_layernorm.weight", l), L->post_norm, D, 0, base));
-    ae_layer *ml = (ae_layer *)L; // params() only reads pointers
-    ae_param_list ps = L->kind == AE_ATTN_MLA ? ae_mla_params(&ml->mla) : ae_gswa_params(&ml->gqa);
-    ae_dtype adt = L->kind == AE_ATTN_GQA ? base : AE_DT_F32;
-    for (int i = 0; i < ps.n; i++)
-        AE_TRY(add_tensor(s, NAME("model.layers.%d.self_attn.%s", l, ps.p[i].name), ps.p[i].data,
-                          ps.p[i].ndim, ps.p[i].shape, adt));
-    if (!L->is_moe) {
-        AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.gate_proj.weight", l), L->w_gate, I, D, base));
-        AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.up_proj.weight", l), L->w_up, I, D, base));
-        AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.down_proj.weight", l), L->w_down, D, I, base));
-        return AE_OK;
-    }
-    AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.gate.weight", l), L->router, E, D, base));
-    for (int e = 0; e < E; e++) {
-        AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.experts.%d.gate_proj.weight", l, e),
-                      ae_ptr_at(L->e_gate, (size_t)(e * Im * D)), Im, D, base));
-        AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.experts.%d.up_proj.weight", l, e),
-                      ae_ptr_at(L->e_up, (size_t)(e * Im * D)), Im, D, base));
-        AE_TRY(add_2d(s, NAME("model.layers.%d.mlp.experts.%d.down_proj.weight", l, e),
-                      ae_ptr_at(L->e_down, (size_t)(e * D * Im)), D, Im, base));
-    }
-#undef NAME
-    return AE_OK;
+// Replaced attention modules are written F32 (they were trained in fp32); the rest in `base`.
+static ae_status add_model_tensor(void *ud, const ae_model_tensor *t) {
+    const weights_job *j = ud;
+    return add_tensor(j->s, t->name, t->data, t->ndim, t->shape, t->replaced ? AE_DT_F32 : j->base);
 }
 
 static ae_status write_weights(const ae_model *m, const char *path, ae_dtype base) {
-    const ae_config *c = &m->cfg;
     tensor_sink s = {.be = m->be};
     AE_TRY(ae_st_writer_init(&s.w));
-    int64_t V = c->vocab_size, D = c->hidden_size;
+    weights_job j = {&s, base};
     ae_status st = ae_st_writer_metadata(s.w, "format", "pt");
-    if (st == AE_OK) st = add_2d(&s, "model.embed_tokens.weight", m->embed, V, D, base);
-    for (int l = 0; st == AE_OK && l < c->num_hidden_layers; l++) st = add_layer(&s, m, l, base);
-    if (st == AE_OK) st = add_2d(&s, "model.norm.weight", m->final_norm, D, 0, base);
-    if (st == AE_OK && !c->tie_word_embeddings)
-        st = add_2d(&s, "lm_head.weight", m->lm_head, V, D, base);
+    if (st == AE_OK) st = ae_model_foreach_tensor(m, add_model_tensor, &j);
     if (st == AE_OK) st = ae_st_writer_finish(s.w, path);
     else ae_st_writer_free(s.w);
     for (int i = 0; i < s.nbufs; i++) free(s.bufs[i]);
@@ -220,15 +195,22 @@ static ae_status write_folder(const ae_model *m, const char *tmp, const ae_save_
     free(cfg);
     AE_TRY(st);
     if (o->metadata_json) AE_TRY(ae_write_text_file(tmp, "conversion.json", o->metadata_json));
+    AE_TRY(ae_copy_support_files(o->src_dir, tmp));
+    return ae_model_save_weights(m, tmp, o->all_f32);
+}
+
+ae_status ae_copy_support_files(const char *src_dir, const char *dst_dir) {
     for (size_t i = 0; i < sizeof k_copied_files / sizeof *k_copied_files; i++) {
-        char *src = ae_path_join(o->src_dir, k_copied_files[i]);
-        char *dst = ae_path_join(tmp, k_copied_files[i]);
-        st = (!src || !dst) ? AE_ERR_NOMEM : ae_path_exists(src) ? copy_file(src, dst) : AE_OK;
+        char *src = ae_path_join(src_dir, k_copied_files[i]);
+        char *dst = ae_path_join(dst_dir, k_copied_files[i]);
+        ae_status st = AE_OK;
+        if (!src || !dst) st = AE_ERR_NOMEM;
+        else if (ae_path_exists(src)) st = copy_file(src, dst);
         free(src);
         free(dst);
         AE_TRY(st);
     }
-    return ae_model_save_weights(m, tmp, o->all_f32);
+    return AE_OK;
 }
 
 ae_status ae_model_save_weights(const ae_model *m, const char *out_dir, int all_f32) {

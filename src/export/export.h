@@ -1,0 +1,66 @@
+// attnedit export: a student folder -> a folder an inference engine loads (docs/EXPORT.md).
+//
+//   format hf, MLA student (every layer MLA, dense Qwen3 teacher) -> DeepSeek-V3 layout:
+//     "architectures": ["DeepseekV3ForCausalLM"], every layer dense (first_k_dense_replace =
+//     num_hidden_layers), the MLA tensors under their DeepSeek names (already attnedit's), an
+//     explicit lm_head.weight (vLLM's DeepSeek model never ties it). transformers, vLLM and
+//     SGLang load it with their own code; attnedit loads it back bit-identically.
+//   format hf, GateSWA student (dense teacher; mixed allowed) -> Qwen3 with remote code:
+//     "architectures": ["AttneditGateSWAForCausalLM"], auto_map, and the two Python files
+//     (src/export/hf/*.py, compiled into the binary) implementing the gate and the sinks on
+//     top of transformers' Qwen3 classes (trust_remote_code=True).
+// Refused with a message saying why: a teacher (nothing to export), a mixed MLA student, an MoE
+// student (both targets), an existing out_dir without force, out_dir equal to or inside the
+// model folder (or containing it). Tensors are written in the model's order, converted from the
+// f32 the model holds (bf16/f16: round to nearest even; a value beyond f16's range is an
+// error), in safetensors files of at most shard_size bytes each (a tensor larger than that gets
+// a file of its own): one file "model.safetensors", or "model-0000i-of-0000n.safetensors" with
+// "model.safetensors.index.json". The folder appears atomically (temp folder + rename); on
+// any failure, disk full included, nothing is left.
+#ifndef AE_EXPORT_EXPORT_H
+#define AE_EXPORT_EXPORT_H
+
+#include <stdint.h>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "io/config.h"
+
+#define AE_EXPORT_DEFAULT_SHARD 5000000000ull
+
+typedef enum { AE_EXPORT_DEEPSEEK_V3 = 0, AE_EXPORT_GATESWA = 1 } ae_export_kind;
+
+typedef struct {
+    ae_dtype dtype;      // AE_DT_BF16 (default), AE_DT_F16 or AE_DT_F32
+    uint64_t shard_size; // largest safetensors file in bytes (0: AE_EXPORT_DEFAULT_SHARD)
+    int force;           // replace an existing out_dir
+} ae_export_opts;
+
+typedef struct {
+    ae_export_kind kind;
+    const char *architecture; // "DeepseekV3ForCausalLM" | "AttneditGateSWAForCausalLM"
+    int n_shards;
+    uint64_t total_bytes;     // tensor data, all shards
+    int64_t n_tensors;
+} ae_export_report;
+
+// What a model with this config exports to (--format hf), or AE_ERR_ARG / AE_ERR_UNSUPPORTED
+// saying why it cannot (teacher, mixed MLA, MoE). `what` names the model in the message.
+ae_status ae_export_plan(const ae_config *cfg, const char *what, ae_export_kind *kind);
+// Exports the student folder model_dir to out_dir (Hugging Face format). rep may be NULL.
+ae_status ae_export_hf(const char *model_dir, const char *out_dir, const ae_export_opts *o,
+                       ae_export_report *rep);
+// "bf16" | "f16" | "f32" -> dtype; AE_ERR_ARG naming `opt` otherwise.
+ae_status ae_export_parse_dtype(const char *s, const char *opt, ae_dtype *out);
+const char *ae_export_dtype_name(ae_dtype dt); // "bf16" | "f16" | "f32"
+
+// The Python files shipped with a GateSWA export (generated from src/export/hf/*.py).
+typedef struct {
+    const char *name;
+    const unsigned char *data;
+    size_t size;
+} ae_export_file;
+extern const ae_export_file ae_export_hf_py_files[];
+extern const int ae_export_hf_py_count;
+
+#endif

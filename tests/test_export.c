@@ -1,0 +1,750 @@
+// Student folder names and export (C side): convert's students carry attnedit's own
+// architecture names (refused by stock transformers), old-style students still load, every
+// config.json name combination is checked; `export --format hf` writes DeepSeek-V3 folders
+// (MLA) and remote-code Qwen3 folders (GateSWA) that attnedit loads back bit-identically
+// (f32), converts to bf16 exactly by round-to-nearest-even, shards by size with an index,
+// refuses what it cannot export with a message naming why, and leaves nothing behind on
+// failure (disk full included). tests/test_export_hf.sh runs the folders in transformers.
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/dtype.h"
+#include "core/file.h"
+#include "export/export_internal.h"
+#include "io/safetensors.h"
+#include "model/save.h"
+#include "model/student.h"
+#include "model/tensors.h"
+#include "util/testutil.h"
+
+#define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+static const char *micro(void) { return ae_test_src("models/qwen3-micro"); }
+
+static ae_model *load_or_fail(const char *dir) {
+    ae_model *m = NULL;
+    if (ae_model_load(dir, ae_backend_cpu(), &m) != AE_OK) fail_msg("%s: %s", dir, ae_last_error());
+    return m;
+}
+
+static char *path_in(const char *dir, const char *name) {
+    char *p = ae_path_join(dir, name);
+    assert_non_null(p);
+    return p;
+}
+
+// A student of `teacher` made by spec and saved (as convert does) to dir/name; returns its path.
+static char *make_student(const char *teacher, const ae_student_spec *spec, const char *dir,
+                          const char *name) {
+    ae_model *m = load_or_fail(teacher);
+    ae_init_report rep;
+    if (ae_student_make(m, spec, &rep) != AE_OK) fail_msg("%s", ae_last_error());
+    char *out = path_in(dir, name);
+    ae_save_opts so = {.src_dir = teacher, .force = 1};
+    if (ae_model_save(m, out, &so) != AE_OK) fail_msg("%s", ae_last_error());
+    ae_model_free(m);
+    return out;
+}
+
+static cJSON *read_json(const char *dir, const char *name) {
+    char *p = path_in(dir, name), *text;
+    size_t len;
+    assert_int_equal(ae_file_read_all(p, &text, &len), AE_OK);
+    cJSON *o = cJSON_Parse(text);
+    assert_non_null(o);
+    free(text);
+    free(p);
+    return o;
+}
+
+static void write_json(const char *dir, const char *name, const cJSON *o) {
+    char *p = path_in(dir, name), *text = cJSON_Print(o);
+    assert_int_equal(ae_test_write_file(p, text, strlen(text)), 0);
+    free(text);
+    free(p);
+}
+
+static const char *jstr(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static double jnum(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    assert_true(cJSON_IsNumber(v));
+    return v->valuedouble;
+}
+
+static ae_status export_to(const char *model, const char *out, ae_dtype dt, uint64_t shard) {
+    ae_export_opts o = {.dtype = dt, .shard_size = shard, .force = 1};
+    return ae_export_hf(model, out, &o, NULL);
+}
+
+static void export_ok(const char *model, const char *out, ae_dtype dt, uint64_t shard) {
+    if (export_to(model, out, dt, shard) != AE_OK) fail_msg("export %s: %s", model, ae_last_error());
+}
+
+// ---- tensors of two models, compared by name and bits
+
+typedef struct {
+    int n;
+    char *names[4096];
+    const float *data[4096];
+    int64_t numel[4096];
+} tensor_list;
+
+static ae_status collect(void *ud, const ae_model_tensor *t) {
+    tensor_list *l = ud;
+    assert_true(l->n < 4096);
+    assert_int_equal(t->data.dtype, AE_DT_F32);
+    l->names[l->n] = strdup(t->name);
+    l->data[l->n] = t->data.data;
+    l->numel[l->n] = ae_model_tensor_numel(t);
+    l->n++;
+    return AE_OK;
+}
+
+static void list_free(tensor_list *l) {
+    for (int i = 0; i < l->n; i++) free(l->names[i]);
+    free(l);
+}
+
+// Every tensor of a and b (lm_head written out when tied) equal bit for bit, same names and order.
+static void assert_same_tensors(const ae_model *a, const ae_model *b) {
+    tensor_list *la = calloc(1, sizeof *la), *lb = calloc(1, sizeof *lb);
+    assert_int_equal(ae_export_foreach_tensor(a, 1, collect, la), AE_OK);
+    assert_int_equal(ae_export_foreach_tensor(b, 1, collect, lb), AE_OK);
+    assert_int_equal(la->n, lb->n);
+    for (int i = 0; i < la->n; i++) {
+        assert_string_equal(la->names[i], lb->names[i]);
+        assert_int_equal(la->numel[i], lb->numel[i]);
+        assert_memory_equal(la->data[i], lb->data[i], sizeof(float) * (size_t)la->numel[i]);
+    }
+    list_free(la);
+    list_free(lb);
+}
+
+static void assert_same_logits(const ae_model *a, const ae_model *b) {
+    int V = a->cfg.vocab_size, T = 40;
+    int32_t ids[40];
+    for (int i = 0; i < T; i++) ids[i] = (int32_t)((i * 7919 + 13) % V);
+    float *la = malloc(sizeof(float) * (size_t)T * V), *lb = malloc(sizeof(float) * (size_t)T * V);
+    ae_kv_cache ca, cb;
+    assert_int_equal(ae_kv_cache_init(&ca, a, T), AE_OK);
+    assert_int_equal(ae_kv_cache_init(&cb, b, T), AE_OK);
+    assert_int_equal(ae_model_forward(a, &ca, ids, T, ae_host_f32(la), 1), AE_OK);
+    assert_int_equal(ae_model_forward(b, &cb, ids, T, ae_host_f32(lb), 1), AE_OK);
+    assert_memory_equal(la, lb, sizeof(float) * (size_t)T * V);
+    ae_kv_cache_free(&ca);
+    ae_kv_cache_free(&cb);
+    free(la);
+    free(lb);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. student folder names
+
+static void test_student_folder_names(void **state) {
+    (void)state;
+    char *dir = ae_test_tmpdir();
+    ae_student_spec mla = {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8};
+    ae_student_spec gs = {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 8,
+                          .gate = AE_GATE_ELEMENTWISE};
+    const ae_student_spec *specs[] = {&mla, &gs};
+    static const char *const stock[] = {"qwen3", "qwen3_moe", "deepseek_v3", "deepseek_v2",
+                                        "llama", "mistral"};
+    for (int k = 0; k < 2; k++) {
+        char *s = make_student(micro(), specs[k], dir, k ? "gs" : "mla");
+        // plain JSON: attnedit's own names, no architecture transformers knows
+        cJSON *o = read_json(s, "config.json");
+        assert_string_equal(jstr(o, "architectures"), "AttneditStudentForCausalLM");
+        assert_string_equal(jstr(o, "model_type"), "attnedit_student");
+        assert_string_equal(jstr(o, "attnedit_base_architecture"), "Qwen3ForCausalLM");
+        for (size_t i = 0; i < sizeof stock / sizeof *stock; i++)
+            assert_string_not_equal(jstr(o, "model_type"), stock[i]);
+        assert_null(strstr(jstr(o, "architectures"), "Qwen"));
+        cJSON_Delete(o);
+        ae_config c;
+        assert_int_equal(ae_config_load(s, &c), AE_OK);
+        assert_int_equal(c.folder, AE_FOLDER_STUDENT);
+        assert_int_equal(c.arch, AE_ARCH_QWEN3);
+        assert_string_equal(c.base_architecture, "Qwen3ForCausalLM");
+        assert_int_equal(c.target, k ? AE_ATTN_GATESWA : AE_ATTN_MLA);
+        ae_config_free(&c);
+        free(s);
+    }
+    // a teacher saved by attnedit keeps its Qwen3 names
+    ae_model *t = load_or_fail(micro());
+    char *tdir = path_in(dir, "teacher");
+    ae_save_opts so = {.src_dir = micro()};
+    assert_int_equal(ae_model_save(t, tdir, &so), AE_OK);
+    cJSON *o = read_json(tdir, "config.json");
+    assert_string_equal(jstr(o, "architectures"), "Qwen3ForCausalLM");
+    assert_string_equal(jstr(o, "model_type"), "qwen3");
+    assert_null(cJSON_GetObjectItemCaseSensitive(o, "attnedit_base_architecture"));
+    cJSON_Delete(o);
+    ae_model_free(t);
+    free(tdir);
+    ae_test_rmtree(dir);
+    free(dir);
+}
+
+// A student written before the rename (Qwen3 names + attention_target) loads as before.
+static void test_old_style_student_loads(void **state) {
+    (void)state;
+    char *dir = ae_test_tmpdir();
+    ae_student_spec spec = {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 6,
+                            .gate = AE_GATE_HEAD, .sinks = 1, .seed = 3};
+    char *s = make_student(micro(), &spec, dir, "s");
+    ae_model *now = load_or_fail(s);
+    cJSON *o = read_json(s, "config.json");
+    cJSON *arch = cJSON_CreateArray();
+    cJSON_AddItemToArray(arch, cJSON_CreateString("Qwen3ForCausalLM"));
+    cJSON_ReplaceItemInObjectCaseSensitive(o, "architectures", arch);
+    cJSON_ReplaceItemInObjectCaseSensitive(o, "model_type", cJSON_CreateString("qwen3"));
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "attnedit_base_architecture");
+    write_json(s, "config.json", o);
+    cJSON_Delete(o);
+    ae_model *old = load_or_fail(s);
+    assert_int_equal(old->cfg.folder, AE_FOLDER_QWEN3);
+    assert_int_equal(old->cfg.target, AE_ATTN_GATESWA);
+    assert_same_tensors(now, old);
+    assert_same_logits(now, old);
+    ae_model_free(old);
+    ae_model_free(now);
+    // the committed config-only fixtures are old-style students too
+    ae_config c;
+    assert_int_equal(ae_config_load(ae_test_src("tests/fixtures/configs/qwen3-8b-mla"), &c), AE_OK);
+    assert_int_equal(c.target, AE_ATTN_MLA);
+    assert_string_equal(c.architecture, "Qwen3ForCausalLM");
+    ae_config_free(&c);
+    free(s);
+    ae_test_rmtree(dir);
+    free(dir);
+}
+
+// config.json names: every wrong combination is one message naming the field.
+static void expect_config_error(const char *json_tail, const char *key1, const char *key2) {
+    static const char base[] =
+        "{\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":4,"
+        "\"num_key_value_heads\":4,\"head_dim\":16,\"intermediate_size\":64,\"vocab_size\":32,"
+        "\"max_position_embeddings\":128,";
+    char buf[2048];
+    snprintf(buf, sizeof buf, "%s%s}", base, json_tail);
+    ae_config c;
+    ae_status st = ae_config_parse(buf, "s/config.json", &c);
+    if (st == AE_OK) {
+        ae_config_free(&c);
+        fail_msg("accepted: %s", json_tail);
+    }
+    const char *e = ae_last_error();
+    if (!strstr(e, "s/config.json") || !strstr(e, key1) || (key2 && !strstr(e, key2)))
+        fail_msg("message '%s' lacks '%s' / '%s'", e, key1, key2 ? key2 : "");
+}
+
+#define MLA_FIELDS "\"q_lora_rank\":null,\"kv_lora_rank\":8,\"qk_nope_head_dim\":8,\"qk_rope_head_dim\":8,\"v_head_dim\":16"
+
+static void test_config_names(void **state) {
+    (void)state;
+    expect_config_error("\"architectures\":[\"AttneditStudentForCausalLM\"],\"model_type\":\"attnedit_student\","
+                        "\"attnedit_base_architecture\":\"Qwen3ForCausalLM\"",
+                        "attention_target", "required");
+    expect_config_error("\"architectures\":[\"AttneditStudentForCausalLM\"],\"attention_target\":\"mla\"," MLA_FIELDS,
+                        "attnedit_base_architecture", "required");
+    expect_config_error("\"architectures\":[\"AttneditStudentForCausalLM\"],\"attention_target\":\"mla\","
+                        "\"attnedit_base_architecture\":\"LlamaForCausalLM\"," MLA_FIELDS,
+                        "attnedit_base_architecture", "LlamaForCausalLM");
+    expect_config_error("\"architectures\":[\"AttneditStudentForCausalLM\"],\"model_type\":\"qwen3\","
+                        "\"attention_target\":\"mla\",\"attnedit_base_architecture\":\"Qwen3ForCausalLM\"," MLA_FIELDS,
+                        "model_type", "attnedit_student");
+    expect_config_error("\"architectures\":[\"AttneditGateSWAForCausalLM\"],\"attention_target\":\"mla\"," MLA_FIELDS,
+                        "attention_target", "AttneditGateSWAForCausalLM");
+    // DeepSeek-V3: only all-dense configs with every field stated
+    expect_config_error("\"architectures\":[\"DeepseekV3ForCausalLM\"],\"first_k_dense_replace\":1," MLA_FIELDS,
+                        "first_k_dense_replace", "MoE");
+    expect_config_error("\"architectures\":[\"DeepseekV3ForCausalLM\"],\"first_k_dense_replace\":2,"
+                        "\"kv_lora_rank\":8,\"qk_nope_head_dim\":8,\"qk_rope_head_dim\":8,\"v_head_dim\":16",
+                        "q_lora_rank", "required");
+    expect_config_error("\"architectures\":[\"DeepseekV3ForCausalLM\"],\"first_k_dense_replace\":null," MLA_FIELDS,
+                        "first_k_dense_replace", "required");
+    expect_config_error("\"architectures\":[\"DeepseekV3ForCausalLM\"],\"model_type\":\"deepseek_v2\","
+                        "\"first_k_dense_replace\":2," MLA_FIELDS, "model_type", "deepseek_v3");
+    expect_config_error("\"architectures\":[\"DeepseekV3ForCausalLM\"],\"first_k_dense_replace\":2,"
+                        "\"attention_target\":\"gateswa\"," MLA_FIELDS, "attention_target", NULL);
+    expect_config_error("\"architectures\":[\"DeepseekV3ForCausalLM\"],\"first_k_dense_replace\":2,"
+                        "\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4}," MLA_FIELDS, "rope_scaling", "yarn");
+    expect_config_error("\"architectures\":[\"DeepseekV2ForCausalLM\"]", "architectures[0]",
+                        "DeepseekV3ForCausalLM");
+    // accepted: the names attnedit writes, architectures absent (model_type decides)
+    ae_config c;
+    const char *ok[] = {
+        "{\"model_type\":\"attnedit_student\",\"attention_target\":\"mla\","
+        "\"attnedit_base_architecture\":\"Qwen3ForCausalLM\"," MLA_FIELDS ",\"num_hidden_layers\":2}",
+        "{\"architectures\":[\"DeepseekV3ForCausalLM\"],\"vocab_size\":32,\"hidden_size\":64,"
+        "\"intermediate_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":4,"
+        "\"max_position_embeddings\":128,\"first_k_dense_replace\":2," MLA_FIELDS "}",
+        "{\"architectures\":[\"AttneditGateSWAForCausalLM\"],\"model_type\":\"attnedit_gateswa\","
+        "\"num_hidden_layers\":2,\"attn_output_gate\":\"head\"}",
+    };
+    // MLA expands K/V per head: a DeepSeek config with fewer KV heads is not one transformers runs
+    char gqa[1024];
+    snprintf(gqa, sizeof gqa, "{\"num_key_value_heads\":2,%s", ok[1] + 1);
+    assert_int_equal(ae_config_parse(gqa, "s/config.json", &c), AE_ERR_FORMAT);
+    assert_non_null(strstr(ae_last_error(), "num_key_value_heads"));
+    for (int i = 0; i < 3; i++) {
+        if (ae_config_parse(ok[i], "ok/config.json", &c) != AE_OK) fail_msg("%s", ae_last_error());
+        assert_int_equal(c.target, i == 2 ? AE_ATTN_GATESWA : AE_ATTN_MLA);
+        assert_int_equal(c.layer_attn[0], c.target);
+        assert_int_equal(c.layer_attn[1], c.target);
+        assert_int_equal(c.arch, AE_ARCH_QWEN3);
+        ae_config_free(&c);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. export round trips
+
+static void check_deepseek_config(const char *out, const ae_config *s) {
+    cJSON *o = read_json(out, "config.json");
+    assert_string_equal(jstr(o, "architectures"), "DeepseekV3ForCausalLM");
+    assert_string_equal(jstr(o, "model_type"), "deepseek_v3");
+    assert_int_equal((int)jnum(o, "first_k_dense_replace"), s->num_hidden_layers);
+    assert_int_equal((int)jnum(o, "n_routed_experts"), 1);
+    assert_int_equal((int)jnum(o, "num_key_value_heads"), s->num_attention_heads);
+    assert_int_equal((int)jnum(o, "kv_lora_rank"), s->kv_lora_rank);
+    assert_int_equal((int)jnum(o, "num_nextn_predict_layers"), 0);
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "q_lora_rank");
+    if (s->q_lora_rank) assert_int_equal((int)q->valuedouble, s->q_lora_rank);
+    else assert_true(cJSON_IsNull(q));
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "rope_interleave")));
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "tie_word_embeddings")));
+    assert_null(cJSON_GetObjectItemCaseSensitive(o, "head_dim"));
+    assert_null(cJSON_GetObjectItemCaseSensitive(o, "attention_target"));
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(o, "rope_parameters");
+    assert_string_equal(jstr(rp, "rope_type"), "default");
+    assert_true(jnum(rp, "rope_theta") == s->rope_theta && jnum(o, "rope_theta") == s->rope_theta);
+    assert_string_equal(jstr(o, "dtype"), "float32");
+    cJSON_Delete(o);
+}
+
+static void test_export_mla_f32_roundtrip(void **state) {
+    (void)state;
+    char *dir = ae_test_tmpdir();
+    ae_student_spec specs[] = {
+        {.target = AE_ATTN_MLA, .kv_lora_rank = 32, .qk_rope_dim = 8, .init_teacher = 1},
+        {.target = AE_ATTN_MLA, .kv_lora_rank = 24, .q_lora_rank = 32, .qk_rope_dim = 16, .seed = 5},
+        {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8, .seed = 6}, // untied teacher
+    };
+    const char *teachers[] = {micro(), micro(), ae_test_src("tests/fixtures/models/dense_gqa2_untied")};
+    for (int k = 0; k < 3; k++) {
+        char *s = make_student(teachers[k], &specs[k], dir, "s");
+        char *out = path_in(dir, "hf");
+        export_ok(s, out, AE_DT_F32, 0);
+        ae_model *a = load_or_fail(s), *b = load_or_fail(out);
+        check_deepseek_config(out, &a->cfg);
+        assert_int_equal(b->cfg.folder, AE_FOLDER_DEEPSEEK_V3);
+        assert_int_equal(b->cfg.target, AE_ATTN_MLA);
+        assert_int_equal(b->cfg.q_lora_rank, a->cfg.q_lora_rank);
+        assert_int_equal(b->cfg.tie_word_embeddings, 0); // lm_head written out when tied
+        assert_int_equal(b->n_params, a->n_params + (a->cfg.tie_word_embeddings
+                                                         ? (int64_t)a->cfg.vocab_size * a->cfg.hidden_size
+                                                         : 0));
+        assert_same_tensors(a, b);
+        assert_same_logits(a, b);
+        printf("MLA q_lora_rank %d (%s): DeepSeek-V3 export (f32) reloads bit-identically, same "
+               "logits\n", a->cfg.q_lora_rank, a->cfg.tie_word_embeddings ? "tied" : "untied");
+        // only the tokenizer/generation files and the weights: no conversion.json
+        char *conv = path_in(out, "conversion.json"), *tok = path_in(out, "tokenizer.json");
+        assert_false(ae_path_exists(conv));
+        assert_int_equal(ae_path_exists(tok), k < 2); // the fixture teacher has no tokenizer
+        free(conv);
+        free(tok);
+        ae_model_free(a);
+        ae_model_free(b);
+        free(out);
+        free(s);
+    }
+    ae_test_rmtree(dir);
+    free(dir);
+}
+
+static void check_py_file(const char *out, const char *name) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "src/export/hf/%s", name);
+    char *p = path_in(out, name), *a, *b;
+    size_t la, lb;
+    assert_int_equal(ae_file_read_all(p, &a, &la), AE_OK);
+    assert_int_equal(ae_file_read_all(ae_test_src(rel), &b, &lb), AE_OK);
+    assert_int_equal(la, lb);
+    assert_memory_equal(a, b, la);
+    free(a);
+    free(b);
+    free(p);
+}
+
+static void test_export_gateswa_f32_roundtrip(void **state) {
+    (void)state;
+    char *dir = ae_test_tmpdir();
+    ae_student_spec specs[] = {
+        {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 8, .gate = AE_GATE_ELEMENTWISE, .seed = 1},
+        {.target = AE_ATTN_GATESWA, .full_every = 3, .window = 5, .gate = AE_GATE_HEAD, .sinks = 1, .seed = 2},
+        {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 4, .gate = AE_GATE_HEAD, .seed = 3,
+         .layers = (int[]){1, 2}, .n_layers = 2}, // mixed: layers 0, 3 stay plain Qwen3
+    };
+    static const char *const gates[] = {"none", "elementwise", "head"};
+    for (int k = 0; k < 3; k++) {
+        char *s = make_student(micro(), &specs[k], dir, "s");
+        char *out = path_in(dir, "hf");
+        export_ok(s, out, AE_DT_F32, 0);
+        ae_model *a = load_or_fail(s), *b = load_or_fail(out);
+        cJSON *o = read_json(out, "config.json");
+        assert_string_equal(jstr(o, "architectures"), "AttneditGateSWAForCausalLM");
+        assert_string_equal(jstr(o, "model_type"), "attnedit_gateswa");
+        const cJSON *map = cJSON_GetObjectItemCaseSensitive(o, "auto_map");
+        assert_string_equal(jstr(map, "AutoConfig"), "configuration_attnedit_gateswa.AttneditGateSWAConfig");
+        assert_string_equal(jstr(map, "AutoModelForCausalLM"),
+                            "modeling_attnedit_gateswa.AttneditGateSWAForCausalLM");
+        assert_string_equal(jstr(o, "attn_output_gate"), gates[a->cfg.attn_gate]);
+        assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "use_sliding_window")));
+        assert_int_equal((int)jnum(o, "sliding_window"), a->cfg.sliding_window);
+        const cJSON *lt = cJSON_GetObjectItemCaseSensitive(o, "layer_types");
+        for (int l = 0; l < a->cfg.num_hidden_layers; l++)
+            assert_string_equal(cJSON_GetArrayItem(lt, l)->valuestring,
+                                a->cfg.layer_types[l] == AE_LAYER_SLIDING ? "sliding_attention"
+                                                                           : "full_attention");
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(o, "attention_replaced_layers")),
+                         k == 2 ? 2 : a->cfg.num_hidden_layers);
+        cJSON_Delete(o);
+        check_py_file(out, "configuration_attnedit_gateswa.py");
+        check_py_file(out, "modeling_attnedit_gateswa.py");
+        assert_int_equal(b->cfg.folder, AE_FOLDER_GATESWA_HF);
+        for (int l = 0; l < a->cfg.num_hidden_layers; l++)
+            assert_int_equal(b->cfg.layer_attn[l], a->cfg.layer_attn[l]);
+        assert_int_equal(b->n_params, a->n_params);
+        assert_same_tensors(a, b);
+        assert_same_logits(a, b);
+        printf("GateSWA gate %s%s%s: export (f32) reloads bit-identically, same logits\n",
+               gates[a->cfg.attn_gate], a->cfg.attn_sinks ? " + sinks" : "", k == 2 ? " (mixed)" : "");
+        ae_model_free(a);
+        ae_model_free(b);
+        free(out);
+        free(s);
+    }
+    ae_test_rmtree(dir);
+    free(dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. bf16 values, shards, index
+
+typedef struct {
+    const ae_st_set *st;
+    int64_t checked;
+} bf16_check;
+
+static ae_status check_bf16(void *ud, const ae_model_tensor *t) {
+    bf16_check *c = ud;
+    const ae_st_tensor *f = ae_st_find(c->st, t->name);
+    if (!f) fail_msg("tensor %s missing from the export", t->name);
+    assert_int_equal(f->dtype, AE_DT_BF16);
+    int64_t n = ae_model_tensor_numel(t);
+    assert_int_equal(f->numel, n);
+    const float *x = t->data.data;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t want = ae_f32_to_bf16(x[i]), got;
+        memcpy(&got, f->data + 2 * i, 2);
+        if (want != got) fail_msg("%s[%lld]: bf16 %04x, expected %04x", t->name, (long long)i, got, want);
+    }
+    c->checked++;
+    return AE_OK;
+}
+
+static int64_t file_size(const char *path) {
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    return (int64_t)sb.st_size;
+}
+
+static void test_export_bf16_shards(void **state) {
+    (void)state;
+    char *dir = ae_test_tmpdir();
+    ae_student_spec spec = {.target = AE_ATTN_MLA, .kv_lora_rank = 32, .q_lora_rank = 16, .qk_rope_dim = 8, .seed = 9};
+    char *s = make_student(micro(), &spec, dir, "s");
+    char *out = path_in(dir, "hf");
+    const uint64_t limit = 1000000; // below the embedding's 2 MiB: it gets a file of its own
+    export_ok(s, out, AE_DT_BF16, limit);
+    ae_model *a = load_or_fail(s);
+    // the index: every tensor, in the model's order, to a file holding it; files within the limit
+    cJSON *idx = read_json(out, "model.safetensors.index.json");
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(idx, "weight_map"), *e;
+    tensor_list *names = calloc(1, sizeof *names);
+    assert_int_equal(ae_export_foreach_tensor(a, 1, collect, names), AE_OK);
+    assert_int_equal(cJSON_GetArraySize(wm), names->n);
+    int i = 0, n_files = 0;
+    int64_t total = 0;
+    const char *prev = "";
+    cJSON_ArrayForEach(e, wm) {
+        assert_string_equal(e->string, names->names[i]);
+        total += names->numel[i] * 2;
+        i++;
+        if (strcmp(prev, e->valuestring) != 0) {
+            n_files++;
+            char want[64];
+            snprintf(want, sizeof want, "model-%05d-", n_files);
+            assert_int_equal(strncmp(e->valuestring, want, strlen(want)), 0);
+            prev = e->valuestring;
+        }
+    }
+    assert_true(n_files >= 3);
+    assert_int_equal((int64_t)jnum(cJSON_GetObjectItemCaseSensitive(idx, "metadata"), "total_size"), total);
+    for (int f = 1; f <= n_files; f++) {
+        char name[64];
+        snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", f, n_files);
+        char *p = path_in(out, name);
+        ae_st_set *st;
+        assert_int_equal(ae_st_open_file(p, &st), AE_OK);
+        assert_true(file_size(p) <= (int64_t)limit || ae_st_count(st) == 1);
+        ae_st_close(st);
+        free(p);
+    }
+    printf("bf16 export: %d tensors in %d files of <= %llu bytes (or one tensor each)\n", names->n,
+           n_files, (unsigned long long)limit);
+    list_free(names);
+    cJSON_Delete(idx);
+    // every value is the round-to-nearest-even bf16 of the student's f32
+    ae_st_set *st;
+    assert_int_equal(ae_st_open_dir(out, &st), AE_OK);
+    bf16_check c = {st, 0};
+    assert_int_equal(ae_export_foreach_tensor(a, 1, check_bf16, &c), AE_OK);
+    assert_int_equal((size_t)c.checked, ae_st_count(st));
+    ae_st_close(st);
+    ae_model *b = load_or_fail(out); // and attnedit loads the sharded bf16 folder
+    assert_int_equal(b->cfg.target, AE_ATTN_MLA);
+    ae_model_free(b);
+    // one file, no index, when everything fits
+    export_ok(s, out, AE_DT_BF16, 0);
+    char *single = path_in(out, "model.safetensors"), *index = path_in(out, "model.safetensors.index.json");
+    assert_true(ae_path_exists(single));
+    assert_false(ae_path_exists(index));
+    free(single);
+    free(index);
+    ae_model_free(a);
+    free(out);
+    free(s);
+    ae_test_rmtree(dir);
+    free(dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. refusals: one message, nothing written
+
+static void expect_refused(const char *model, const char *out, ae_dtype dt, int force,
+                           const char *key1, const char *key2) {
+    int existed = ae_path_exists(out);
+    ae_export_opts o = {.dtype = dt, .force = force};
+    ae_status st = ae_export_hf(model, out, &o, NULL);
+    if (st == AE_OK) fail_msg("export of %s to %s succeeded", model, out);
+    const char *e = ae_last_error();
+    if (!strstr(e, key1) || (key2 && !strstr(e, key2)))
+        fail_msg("message '%s' lacks '%s' / '%s'", e, key1, key2 ? key2 : "");
+    assert_int_equal(ae_path_exists(out), existed);
+}
+
+// No "<name>.tmp.*" left in dir.
+static void assert_no_temp(const char *dir) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strstr(e->d_name, ".tmp.")) fail_msg("temp entry left: %s/%s", dir, e->d_name);
+    closedir(d);
+}
+
+static void test_export_refusals(void **state) {
+    (void)state;
+    char *dir = ae_test_tmpdir(), *out = path_in(dir, "out");
+    expect_refused(micro(), out, AE_DT_BF16, 0, "teacher", "convert");
+    ae_student_spec mixed = {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8,
+                             .layers = (int[]){1, 3}, .n_layers = 2};
+    char *m = make_student(micro(), &mixed, dir, "mixed");
+    expect_refused(m, out, AE_DT_BF16, 0, "mixed", "0, 2");
+    ae_student_spec mla = {.target = AE_ATTN_MLA, .kv_lora_rank = 8, .qk_rope_dim = 8};
+    ae_student_spec gs = {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 4, .gate = AE_GATE_HEAD};
+    const char *moe_dir = ae_test_src("tests/fixtures/models/moe_norm_topk");
+    char *moe_mla = make_student(moe_dir, &mla, dir, "moe_mla");
+    expect_refused(moe_mla, out, AE_DT_BF16, 0, "Qwen3-MoE", "norm_topk_prob");
+    char *moe_gs = make_student(moe_dir, &gs, dir, "moe_gs");
+    expect_refused(moe_gs, out, AE_DT_BF16, 0, "MoE", NULL);
+    char *s = make_student(micro(), &mla, dir, "s");
+    // the output may not be the input, inside it, or contain it
+    expect_refused(s, s, AE_DT_BF16, 1, "same", NULL);
+    char *inside = path_in(s, "hf");
+    expect_refused(s, inside, AE_DT_BF16, 1, "inside", NULL);
+    expect_refused(s, dir, AE_DT_BF16, 1, "contains", NULL);
+    // an existing output needs force
+    assert_int_equal(mkdir(out, 0755), 0);
+    expect_refused(s, out, AE_DT_BF16, 0, "already exists", "--force");
+    rmdir(out);
+    expect_refused(s, out, AE_DT_I32, 0, "dtype", NULL);
+    // a value beyond float16's range: refused naming the tensor, nothing left
+    ae_model *big = load_or_fail(s);
+    ((float *)big->layers[2].mla.wkvb.data)[7] = 1e6f;
+    char *bigdir = path_in(dir, "big");
+    ae_save_opts so = {.src_dir = micro(), .force = 1};
+    assert_int_equal(ae_model_save(big, bigdir, &so), AE_OK);
+    ae_model_free(big);
+    expect_refused(bigdir, out, AE_DT_F16, 0, "model.layers.2.self_attn.kv_b_proj.weight", "float16");
+    export_ok(bigdir, out, AE_DT_BF16, 0); // bf16 holds it
+    assert_no_temp(dir);
+    free(bigdir);
+    free(inside);
+    free(s);
+    free(moe_gs);
+    free(moe_mla);
+    free(m);
+    free(out);
+    ae_test_rmtree(dir);
+    free(dir);
+}
+
+// Disk full half-way (a file-size limit makes the weights' write fail with EFBIG): the export
+// fails and leaves neither the folder nor a temp folder.
+static void test_export_disk_full(void **state) {
+    (void)state;
+    char *dir = ae_test_tmpdir(), *sub = path_in(dir, "outs"), *out = path_in(sub, "hf");
+    ae_student_spec mla = {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8};
+    char *s = make_student(micro(), &mla, dir, "s");
+    assert_int_equal(mkdir(sub, 0755), 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct rlimit rl = {1 << 20, 1 << 20}; // 1 MiB per file; the f32 weights are ~10 MiB
+        setrlimit(RLIMIT_FSIZE, &rl);
+        ae_status st = export_to(s, out, AE_DT_F32, 0);
+        if (st != AE_OK) fprintf(stderr, "(expected) %s\n", ae_last_error());
+        _exit(st == AE_OK ? 1 : 0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_false(ae_path_exists(out));
+    assert_int_equal(ae_test_count_entries(sub), 0);
+    printf("disk full mid-export: error, nothing left in %s\n", sub);
+    free(s);
+    free(out);
+    free(sub);
+    ae_test_rmtree(dir);
+    free(dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. the CLI
+
+typedef struct {
+    int rc;
+    char *out, *err;
+} cli_result;
+
+static cli_result run(const char *const *args) {
+    cli_result r;
+    r.rc = ae_test_run_cli(args, NULL, &r.out, &r.err);
+    return r;
+}
+
+static void expect_cli_fail(const char *const *args, int rc, const char *key1, const char *key2) {
+    cli_result r = run(args);
+    int ok = r.rc == rc && r.out[0] == '\0' && strstr(r.err, "attnedit") &&
+             (!key1 || strstr(r.err, key1)) && (!key2 || strstr(r.err, key2));
+    if (!ok) printf("exit %d\nstdout: %s\nstderr: %s\nexpected exit %d with '%s' / '%s'\n", r.rc,
+                    r.out, r.err, rc, key1 ? key1 : "", key2 ? key2 : "");
+    free(r.out);
+    free(r.err);
+    assert_true(ok);
+}
+
+static void test_cli_export(void **state) {
+    (void)state;
+    char *dir = ae_test_tmpdir(), *out = path_in(dir, "hf");
+    ae_student_spec gs = {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 4, .gate = AE_GATE_ELEMENTWISE};
+    char *s = make_student(micro(), &gs, dir, "s");
+    cli_result r = run(ARGS("inspect", s));
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "AttneditStudentForCausalLM (converted from Qwen3ForCausalLM)"));
+    free(r.out);
+    free(r.err);
+    r = run(ARGS("export", "--help"));
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "--shard-size"));
+    free(r.out);
+    free(r.err);
+    expect_cli_fail(ARGS("export", "--model", s), 2, "--format", NULL);
+    expect_cli_fail(ARGS("export", "--model", s, "--format", "gguf", "--out", out), 1, "gguf", "planned");
+    expect_cli_fail(ARGS("export", "--model", s, "--format", "onnx", "--out", out), 1, "--format", "hf");
+    expect_cli_fail(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--dtype", "fp8"), 1,
+                    "--dtype", "bf16");
+    expect_cli_fail(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--shard-size", "0"), 1,
+                    "--shard-size", NULL);
+    expect_cli_fail(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--shard-size", "5XB"), 1,
+                    "--shard-size", NULL);
+    expect_cli_fail(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--shard-size", "-5"), 1,
+                    "--shard-size", NULL);
+    expect_cli_fail(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--bogus"), 1, "--bogus", NULL);
+    expect_cli_fail(ARGS("export", "--model", "/nonexistent/s", "--format", "hf", "--out", out), 1,
+                    "/nonexistent/s", NULL);
+    expect_cli_fail(ARGS("export", "--model", micro(), "--format", "hf", "--out", out), 1, "teacher", "convert");
+    assert_false(ae_path_exists(out));
+    r = run(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--shard-size", "1MB"));
+    if (r.rc != 0) printf("%s\n", r.err);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.err, "AttneditGateSWAForCausalLM"));
+    assert_non_null(strstr(r.err, "wrote"));
+    free(r.out);
+    free(r.err);
+    ae_config c;
+    assert_int_equal(ae_config_load(out, &c), AE_OK);
+    assert_int_equal(c.folder, AE_FOLDER_GATESWA_HF);
+    ae_config_free(&c);
+    expect_cli_fail(ARGS("export", "--model", s, "--format", "hf", "--out", out), 1, "already exists", "--force");
+    r = run(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--force", "--dtype", "f16",
+                 "--shard-size", "2GiB"));
+    assert_int_equal(r.rc, 0);
+    free(r.out);
+    free(r.err);
+    cJSON *o = read_json(out, "config.json");
+    assert_string_equal(jstr(o, "dtype"), "float16");
+    cJSON_Delete(o);
+    // attnedit runs the exported folder like any model
+    r = run(ARGS("generate", "--model", out, "--prompt-ids", "1 2 3", "--max-new-tokens", "4",
+                 "--print-ids", "--device", "cpu"));
+    assert_int_equal(r.rc, 0);
+    free(r.out);
+    free(r.err);
+    free(s);
+    free(out);
+    ae_test_rmtree(dir);
+    free(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_student_folder_names),
+        cmocka_unit_test(test_old_style_student_loads),
+        cmocka_unit_test(test_config_names),
+        cmocka_unit_test(test_export_mla_f32_roundtrip),
+        cmocka_unit_test(test_export_gateswa_f32_roundtrip),
+        cmocka_unit_test(test_export_bf16_shards),
+        cmocka_unit_test(test_export_refusals),
+        cmocka_unit_test(test_export_disk_full),
+        cmocka_unit_test(test_cli_export),
+    };
+    return ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
+}
