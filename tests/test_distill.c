@@ -43,14 +43,18 @@ static int teardown(void **state) {
 // Runs `attnedit convert` with the common small-run options plus extra ones; optional env var
 // and file-size limit (bytes, 0 = none) for the child.
 static int convert(const char *out, const char *const *extra, const char *env, long fsize, char **err) {
-    const char *base[] = {"convert", "--teacher", ae_test_src("models/qwen3-micro"), "--target", "mla",
-                          "--kv-lora-rank", "32", "--qk-rope-dim", "8", "--data", g_tokens,
+    const char *base[] = {"convert", "--teacher", ae_test_src("models/qwen3-micro"), "--data", g_tokens,
                           "--ctx", "32", "--batch", "2", "--log-every", "1", "--out", out};
+    // the default target, unless extra picks one (options of the other target are refused)
+    const char *mla[] = {"--target", "mla", "--kv-lora-rank", "32", "--qk-rope-dim", "8"};
+    int own_target = 0;
+    for (int i = 0; extra[i]; i++) own_target |= !strcmp(extra[i], "--target");
     const char *argv[64];
     int n = 0;
     argv[n++] = AE_CLI_PATH;
     if (out) {
         for (size_t i = 0; i < sizeof base / sizeof *base; i++) argv[n++] = base[i];
+        for (size_t i = 0; !own_target && i < sizeof mla / sizeof *mla; i++) argv[n++] = mla[i];
     }
     for (int i = 0; extra[i]; i++) argv[n++] = extra[i];
     argv[n] = NULL;

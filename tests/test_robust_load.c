@@ -4,6 +4,8 @@
 //     kv_lora_rank 10^8): refused by the tensor shape check, before memory is allocated from them
 //   - non-finite weights (NaN, Inf; BF16 and F32 files): refused naming the tensor
 //   - a safetensors header naming one tensor twice: "duplicate", not "overlapping"
+//   - configs whose sizes overflow what is computed from them (the fuzzer's reproducers in
+//     fuzz/crashes/fuzz_config): refused at parse time naming the field
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +13,7 @@
 
 #include "core/dtype.h"
 #include "core/file.h"
+#include "io/config.h"
 #include "io/safetensors.h"
 #include "util/testutil.h"
 
@@ -75,12 +78,20 @@ static void eval_refused(const char *dir, const char *k1, const char *k2) {
     expect_refused(args, k1, k2);
 }
 
+// 10^9 is over the config limits (refused at parse time); the largest accepted value does not
+// match the weights (refused by the shape check, before anything of that size is allocated).
 static void test_absurd_config_sizes(void **state) {
     (void)state;
-    static const char *fields[] = {"hidden_size", "vocab_size", "intermediate_size"};
-    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+    static const struct {
+        const char *field;
+        double max;
+    } f[] = {{"hidden_size", AE_MAX_WIDTH}, {"vocab_size", AE_MAX_VOCAB},
+             {"intermediate_size", AE_MAX_WIDTH}};
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
         char *dir = copy_micro();
-        set_config_int(dir, fields[i], 1e9);
+        set_config_int(dir, f[i].field, 1e9);
+        eval_refused(dir, f[i].field, "exceeds the supported maximum");
+        set_config_int(dir, f[i].field, f[i].max);
         eval_refused(dir, "shape", "expected");
         ae_test_rmtree(dir);
         free(dir);
@@ -99,6 +110,8 @@ static void test_absurd_student_rank(void **state) {
     free(o);
     free(e);
     set_config_int(out, "kv_lora_rank", 1e8);
+    eval_refused(out, "kv_lora_rank", "exceeds the supported maximum");
+    set_config_int(out, "kv_lora_rank", AE_MAX_WIDTH);
     eval_refused(out, "kv_a_proj_with_mqa", "expected");
     ae_test_rmtree(dir);
     free(dir);
@@ -178,12 +191,46 @@ static void test_duplicate_tensor_name(void **state) {
     free(dir);
 }
 
+// Each reproducer the config fuzzer found (signed overflow in the parameter, attention and KV
+// byte counts) is refused when parsed, naming a field; the sizes of an accepted config can be
+// computed without overflow at the largest accepted values.
+static void test_config_size_limits(void **state) {
+    (void)state;
+    static const char *repro[] = {"attn-params-overflow.json", "kv-bytes-overflow.json",
+                                  "param-count-overflow.json"};
+    for (size_t i = 0; i < sizeof repro / sizeof *repro; i++) {
+        char path[4096], *text = NULL;
+        size_t n;
+        snprintf(path, sizeof path, "%s/%s", ae_test_src("fuzz/crashes/fuzz_config"), repro[i]);
+        assert_int_equal(ae_file_read_all(path, &text, &n), AE_OK);
+        ae_config c;
+        assert_int_equal(ae_config_parse(text, repro[i], &c), AE_ERR_UNSUPPORTED);
+        if (!strstr(ae_last_error(), "exceeds the supported maximum"))
+            fail_msg("%s: %s", repro[i], ae_last_error());
+        free(text);
+    }
+    char big[1024];
+    snprintf(big, sizeof big,
+             "{\"architectures\":[\"Qwen3MoeForCausalLM\"],\"vocab_size\":%d,\"hidden_size\":%d,"
+             "\"intermediate_size\":%d,\"moe_intermediate_size\":%d,\"num_hidden_layers\":%d,"
+             "\"num_attention_heads\":%d,\"num_key_value_heads\":%d,\"head_dim\":%d,"
+             "\"num_experts\":%d,\"num_experts_per_tok\":8,\"max_position_embeddings\":%d}",
+             AE_MAX_VOCAB, AE_MAX_WIDTH, AE_MAX_WIDTH, AE_MAX_WIDTH, AE_MAX_LAYERS, AE_MAX_HEADS,
+             AE_MAX_HEADS, AE_MAX_HEAD_DIM, AE_MAX_EXPERTS, AE_MAX_POSITIONS);
+    ae_config c;
+    if (ae_config_parse(big, "largest", &c) != AE_OK) fail_msg("%s", ae_last_error());
+    int64_t params = ae_config_param_count(&c), kv = ae_config_kv_bytes(&c, 131072);
+    assert_true(params > 0 && kv > 0); // UBSan (the sanitizer build) checks the arithmetic
+    ae_config_free(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_absurd_config_sizes),
         cmocka_unit_test(test_absurd_student_rank),
         cmocka_unit_test(test_nonfinite_weights),
         cmocka_unit_test(test_duplicate_tensor_name),
+        cmocka_unit_test(test_config_size_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

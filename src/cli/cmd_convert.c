@@ -4,9 +4,11 @@
 //   [--window W] [--gate elementwise|head] [--sinks] [--layers 0,1,...] [--init random|teacher]
 //   [--seed S] --out S [--force]
 //   [--data TOKENS --stage1-tokens N --stage2-tokens N ...training options]
-//   attnedit convert --resume OUT
+//   attnedit convert --resume OUT | --restart OUT
 // Without a training budget it writes the initialised student; with one it runs the
-// progressive distillation (src/train/distill.h) in OUT, checkpointing as it goes.
+// progressive distillation (src/train/distill.h) in OUT, checkpointing as it goes. --resume
+// continues a run from its checkpoint (a finished run: says so, exit 0, touches nothing);
+// --restart starts it over from step 0 with the settings of its conversion.json.
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/file.h"
 #include "model/save.h"
 #include "model/student.h"
 #include "train/data.h"
@@ -38,13 +41,17 @@ static const char k_help[] =
     "            --stage1-loss mse|normalized  --stage1-block W (0: off; weight of the block\n"
     "            output through the frozen teacher MLP)  --tau T (1)  --cos-weight L (0.1)\n"
     "            --train attention|all (stage 2; default attention)  --save-every N (steps)\n"
-    "            --log-every N (10)  --resume S (continue an interrupted run in S)\n"
+    "            --log-every N (10)\n"
+    "  attnedit convert --resume S   continue the interrupted run in S from its checkpoint\n"
+    "                                (a finished run: says so and changes nothing)\n"
+    "  attnedit convert --restart S  start the run in S over from step 0, with the settings\n"
+    "                                of its conversion.json (replaces the folder's contents)\n"
     "  Writes the student folder S (a Hugging Face folder: config.json with the target's fields,\n"
     "  model.safetensors, the teacher's tokenizer files, conversion.json, metrics.jsonl and\n"
     "  checkpoint/ when training).\n";
 
 typedef struct {
-    const char *teacher, *out, *data, *resume;
+    const char *teacher, *out, *data, *resume, *restart;
     int force;
     ae_student_spec spec;
     ae_distill_opts train;
@@ -68,9 +75,20 @@ static ae_status parse_gate(const char *v, ae_gate_kind *g) {
 static ae_status parse_tokens(const char *v, const char *opt, int64_t *out) {
     char *end;
     double x = strtod(v, &end);
-    if (*v == '\0' || *end != '\0' || !(x >= 0) || x > 1e15)
+    if (*v == '\0' || *end != '\0' || !(x >= 0) || x > AE_RUN_MAX_TOKENS)
         return ae_errorf(AE_ERR_ARG, "%s: '%s' is not a token budget (a number >= 0, e.g. 2e6)", opt, v);
     *out = (int64_t)x;
+    return AE_OK;
+}
+
+// A numeric training option of the shared table (train/run_spec.h) into its field of t.
+static ae_status parse_setting(const ae_run_setting *e, const char *v, ae_distill_opts *t) {
+    void *dst = (char *)t + e->offset;
+    if (!e->is_float) return ae_parse_int(v, e->option, (long)e->lo, (long)e->hi, dst);
+    AE_TRY(ae_parse_float(v, e->option, dst));
+    float x = *(float *)dst;
+    if (!(x >= e->lo && x <= e->hi))
+        return ae_errorf(AE_ERR_ARG, "%s: %g is out of range [%g, %g]", e->option, x, e->lo, e->hi);
     return AE_OK;
 }
 
@@ -79,29 +97,12 @@ static int parse_train(ae_args *a, convert_opts *o, ae_status *st) {
     ae_distill_opts *t = &o->train;
     const char *v;
     int r;
-    const int big = 1 << 24;
-    if ((r = ae_args_value(a, "--data", &o->data)) || (r = ae_args_value(a, "--resume", &o->resume)))
+    if ((r = ae_args_value(a, "--data", &o->data)) || (r = ae_args_value(a, "--resume", &o->resume)) ||
+        (r = ae_args_value(a, "--restart", &o->restart)))
         return r;
-    struct { const char *name; int *dst; int lo; } ints[] = {
-        {"--ctx", &t->ctx, 2}, {"--batch", &t->batch, 1}, {"--accum", &t->accum, 1},
-        {"--save-every", &t->save_every, 1}, {"--log-every", &t->log_every, 1}};
-    for (size_t i = 0; i < sizeof ints / sizeof *ints; i++)
-        if ((r = ae_args_value(a, ints[i].name, &v))) {
-            if (r > 0) *st = ae_parse_int(v, ints[i].name, ints[i].lo, big, ints[i].dst);
-            return r;
-        }
-    struct { const char *name; float *dst; float lo, hi; } fl[] = {
-        {"--stage1-lr", &t->lr[0], 0, 10}, {"--stage2-lr", &t->lr[1], 0, 10},
-        {"--warmup", &t->warmup_frac, 0, 1}, {"--min-lr-ratio", &t->min_lr_ratio, 0, 1},
-        {"--weight-decay", &t->weight_decay, 0, 10}, {"--clip", &t->clip, 0, 1e6},
-        {"--tau", &t->tau, 1e-3f, 100}, {"--cos-weight", &t->cos_weight, 0, 1e3},
-        {"--stage1-block", &t->s1_block, 0, 1e3}};
-    for (size_t i = 0; i < sizeof fl / sizeof *fl; i++)
-        if ((r = ae_args_value(a, fl[i].name, &v))) {
-            if (r > 0) *st = ae_parse_float(v, fl[i].name, fl[i].dst);
-            if (r > 0 && *st == AE_OK && (*fl[i].dst < fl[i].lo || *fl[i].dst > fl[i].hi))
-                *st = ae_errorf(AE_ERR_ARG, "%s: %g is out of range [%g, %g]", fl[i].name,
-                                *fl[i].dst, fl[i].lo, fl[i].hi);
+    for (const ae_run_setting *e = ae_run_settings; e->option; e++)
+        if ((r = ae_args_value(a, e->option, &v))) {
+            if (r > 0) *st = parse_setting(e, v, t);
             return r;
         }
     if ((r = ae_args_value(a, "--stage1-tokens", &v))) {
@@ -126,7 +127,7 @@ static int parse_one(ae_args *a, convert_opts *o, int *target_seen) {
     const char *v;
     int r;
     ae_status st = AE_OK;
-    const int big = 1 << 20;
+    const int big = AE_RUN_MAX_DIM;
     if ((r = ae_args_value(a, "--teacher", &o->teacher)) || (r = ae_args_value(a, "--out", &o->out)))
         return r;
     if ((r = ae_args_value(a, "--target", &v))) {
@@ -150,7 +151,7 @@ static int parse_one(ae_args *a, convert_opts *o, int *target_seen) {
         if (r > 0) st = ae_parse_int_list(v, "--layers", 0, big, &o->layers, &s->n_layers);
         s->layers = o->layers;
     } else if ((r = ae_args_value(a, "--window", &v))) {
-        if (r > 0) st = ae_parse_int(v, "--window", 1, 1 << 30, &s->window);
+        if (r > 0) st = ae_parse_int(v, "--window", 1, AE_RUN_MAX_WINDOW, &s->window);
     } else if ((r = ae_args_value(a, "--gate", &v))) {
         if (r > 0) st = parse_gate(v, &s->gate);
     } else if ((r = ae_args_value(a, "--init", &v))) {
@@ -172,8 +173,40 @@ static int parse_one(ae_args *a, convert_opts *o, int *target_seen) {
     return (r < 0 || st != AE_OK) ? -1 : 1;
 }
 
+static const char *const k_mla_only[] = {"--kv-lora-rank", "--q-lora-rank", "--qk-rope-dim",
+                                          "--qk-nope-dim", "--v-head-dim"};
+static const char *const k_gateswa_only[] = {"--window", "--full-every", "--full-layers", "--gate",
+                                             "--sinks"};
+
+// Remembers the first MLA-only and the first GateSWA-only option met.
+static void note_target_option(const char *arg, const char **mla, const char **swa) {
+    for (size_t i = 0; i < sizeof k_mla_only / sizeof *k_mla_only; i++)
+        if (!*mla && !strcmp(arg, k_mla_only[i])) *mla = arg;
+    for (size_t i = 0; i < sizeof k_gateswa_only / sizeof *k_gateswa_only; i++)
+        if (!*swa && !strcmp(arg, k_gateswa_only[i])) *swa = arg;
+}
+
+// An option of the other target is refused, not ignored: returns 2 (message printed) or 0.
+static int check_target_options(ae_attn_kind target, const char *mla, const char *swa) {
+    int is_mla = target == AE_ATTN_MLA;
+    const char *bad = is_mla ? swa : mla;
+    if (!bad) return 0;
+    fprintf(stderr, "attnedit convert: %s is %s option; it does not apply to --target %s\n", bad,
+            is_mla ? "a GateSWA" : "an MLA", is_mla ? "mla" : "gateswa");
+    return 2;
+}
+
+// --data must be a token file; the output folder must not be, hold or lie inside an input.
+static ae_status check_paths(const convert_opts *o) {
+    if (o->data)
+        AE_TRY(ae_file_check_regular("--data", o->data, "a token file made by attnedit prepare-data"));
+    AE_TRY(ae_path_check_output("--out", o->out, "--teacher", o->teacher));
+    return ae_path_check_output("--out", o->out, "--data", o->data);
+}
+
 static int parse(int argc, char **argv, convert_opts *o) {
     ae_args a = {argc, argv, 0, "convert"};
+    const char *mla_opt = NULL, *swa_opt = NULL;
     memset(o, 0, sizeof *o);
     o->spec.gate = AE_GATE_ELEMENTWISE;
     o->train = (ae_distill_opts){.ctx = 256, .batch = 8, .accum = 1, .lr = {1e-3f, 3e-4f},
@@ -185,14 +218,15 @@ static int parse(int argc, char **argv, convert_opts *o) {
             fputs(k_help, stdout);
             exit(0);
         }
+        note_target_option(argv[a.i], &mla_opt, &swa_opt);
         int r = parse_one(&a, o, &target_seen);
         if (r < 0) return ae_cli_fail("convert");
         if (r == 0) return (ae_args_unknown(&a), ae_cli_fail("convert"));
     }
-    if (o->resume) {
-        if (o->teacher || o->out || target_seen) {
-            fprintf(stderr, "attnedit convert: --resume takes no other options (the run's own are in "
-                            "its conversion.json)\n");
+    if (o->resume || o->restart) {
+        if (argc != 2) {
+            fprintf(stderr, "attnedit convert: --resume S and --restart S take no other options (the "
+                            "run's settings are in S/conversion.json)\n");
             return 2;
         }
         return 0;
@@ -205,7 +239,9 @@ static int parse(int argc, char **argv, convert_opts *o) {
         fprintf(stderr, "attnedit convert: --full-every and --full-layers are exclusive\n");
         return 2;
     }
-    return 0;
+    int rc = check_target_options(o->spec.target, mla_opt, swa_opt);
+    if (rc == 0 && check_paths(o) != AE_OK) rc = ae_cli_fail("convert");
+    return rc;
 }
 
 static void print_student(const ae_model *m, int64_t kv_teacher, const ae_init_report *rep,
@@ -224,30 +260,39 @@ static void print_student(const ae_model *m, int64_t kv_teacher, const ae_init_r
                 "mean %.4f, max %.4f\n", rep->kv_rel_err_mean, rep->kv_rel_err_max);
 }
 
-// Checks the training options against the teacher and opens the data file.
-static ae_status check_training(const ae_run_spec *rs, const ae_model *t, ae_tokfile *data) {
+// Checks the training options against the teacher and opens the data file. origin: the
+// conversion.json the settings were read from (NULL: the command line), for messages.
+static ae_status check_training(const ae_run_spec *rs, const ae_model *t, ae_tokfile *data,
+                                const char *origin) {
     const ae_distill_opts *o = &rs->opts;
+    char ctx[4200];
+    if (origin) snprintf(ctx, sizeof ctx, "%s: train.ctx %d", origin, o->ctx);
+    else snprintf(ctx, sizeof ctx, "--ctx %d", o->ctx);
     if (o->ctx > t->cfg.max_position_embeddings)
-        return ae_errorf(AE_ERR_ARG, "--ctx %d is longer than the teacher supports "
-                         "(max_position_embeddings %d)", o->ctx, t->cfg.max_position_embeddings);
+        return ae_errorf(AE_ERR_ARG, "%s is longer than the teacher supports "
+                         "(max_position_embeddings %d)", ctx, t->cfg.max_position_embeddings);
+    if ((double)o->ctx * o->batch * o->accum > (double)AE_RUN_MAX_STEP_TOKENS)
+        return ae_errorf(AE_ERR_ARG, "%s x batch %d x accum %d is %.3g tokens per optimizer step; "
+                         "the limit is 2^40", ctx, o->batch, o->accum,
+                         (double)o->ctx * o->batch * o->accum);
     if (!rs->data[0])
         return ae_errorf(AE_ERR_ARG, "training budgets need --data TOKENS (made by attnedit prepare-data)");
     AE_TRY(ae_tokfile_open(rs->data, data));
     ae_status st = ae_tokfile_check_model(data, rs->data, rs->teacher, t->cfg.vocab_size);
     if (st == AE_OK && data->n_tokens < (uint64_t)o->ctx + 1)
-        st = ae_errorf(AE_ERR_ARG, "%s: %llu tokens, fewer than one window of --ctx %d + 1", rs->data,
-                       (unsigned long long)data->n_tokens, o->ctx);
+        st = ae_errorf(AE_ERR_ARG, "%s: %llu tokens, fewer than one window of %s + 1", rs->data,
+                       (unsigned long long)data->n_tokens, ctx);
     if (st != AE_OK) ae_tokfile_close(data);
     return st;
 }
 
 // Trains the student in out (which holds its initial folder) on the checked token file and
-// writes the result.
+// writes the result. resume: continue from out's checkpoint (else start at step 0).
 static ae_status train_and_finish(const ae_run_spec *rs, const ae_model *t, ae_model *s,
                                   const ae_tokfile *data, const ae_init_report *rep,
-                                  const char *out) {
+                                  const char *out, int resume) {
     ae_distill_result res;
-    AE_TRY(ae_distill_run(t, s, data, &rs->opts, out, &res));
+    AE_TRY(ae_distill_run(t, s, data, &rs->opts, out, resume, &res));
     AE_TRY(ae_model_save_weights(s, out, rs->opts.train_all));
     char *meta = ae_run_spec_json(rs, s, rep, &res);
     ae_status st = meta ? ae_write_text_file(out, "conversion.json", meta) : AE_ERR_NOMEM;
@@ -259,42 +304,137 @@ static ae_status train_and_finish(const ae_run_spec *rs, const ae_model *t, ae_m
     return st;
 }
 
-static int run_resume(const char *dir) {
-    static ae_run_spec rs;
-    if (ae_run_spec_load(dir, &rs) != AE_OK) return ae_cli_fail("convert");
+// The teacher and the data file of a run read back must be those it started with; returns 0,
+// or prints why not and returns 1.
+static int check_inputs(const ae_run_spec *rs, const char *flag, const char *dir) {
     char hash[65];
-    if (ae_model_dir_hash(rs.teacher, hash) != AE_OK) return ae_cli_fail("convert");
-    if (strcmp(hash, rs.teacher_hash) != 0) {
-        fprintf(stderr, "attnedit convert: --resume %s: the teacher %s has changed since the run "
-                        "started (content hash differs)\n", dir, rs.teacher);
+    if (ae_model_dir_hash(rs->teacher, hash) != AE_OK) return ae_cli_fail("convert");
+    if (strcmp(hash, rs->teacher_hash) != 0) {
+        fprintf(stderr, "attnedit convert: %s %s: the teacher %s has changed since the run "
+                        "started (content hash differs)\n", flag, dir, rs->teacher);
         return 1;
     }
-    if (ae_file_hash(rs.data, hash) != AE_OK) return ae_cli_fail("convert");
-    if (strcmp(hash, rs.data_hash) != 0) {
-        fprintf(stderr, "attnedit convert: --resume %s: the data file %s has changed since the run "
-                        "started\n", dir, rs.data);
+    if (ae_file_hash(rs->data, hash) != AE_OK) return ae_cli_fail("convert");
+    if (strcmp(hash, rs->data_hash) != 0) {
+        fprintf(stderr, "attnedit convert: %s %s: the data file %s has changed since the run "
+                        "started\n", flag, dir, rs->data);
+        return 1;
+    }
+    return 0;
+}
+
+// Continues the run in dir from its checkpoint. Everything read back is checked first (the
+// teacher and data hashes too); a finished run, or one without a checkpoint, is reported and
+// nothing is written.
+static int run_resume(const char *dir) {
+    static ae_run_spec rs;
+    if (ae_run_spec_load(dir, &rs) != AE_OK || ae_run_spec_check_student(&rs, dir) != AE_OK)
+        return ae_cli_fail("convert");
+    if (check_inputs(&rs, "--resume", dir)) return 1;
+    if (rs.done) {
+        fprintf(stderr, "attnedit convert: --resume %s: the run is already finished (%s/conversion.json "
+                        "has status \"done\"); nothing to do, nothing changed. To train it again from "
+                        "step 0: attnedit convert --restart %s\n", dir, dir, dir);
+        return 0;
+    }
+    if (!ae_distill_has_checkpoint(dir)) {
+        fprintf(stderr, "attnedit convert: --resume %s: no checkpoint to continue from (%s/checkpoint/"
+                        "state.json is missing: the run stopped before its first checkpoint, or the "
+                        "checkpoint was deleted). To start the run over from step 0 with the settings "
+                        "of its conversion.json: attnedit convert --restart %s\n", dir, dir, dir);
         return 1;
     }
     ae_model *t = NULL, *s = NULL;
     int rc = 0;
-    if (ae_model_load(rs.teacher, ae_backend_cpu(), &t) != AE_OK ||
-        ae_model_load(dir, ae_backend_cpu(), &s) != AE_OK) {
+    char *origin = ae_path_join(dir, "conversion.json");
+    ae_tokfile data;
+    if (!origin || ae_model_load(rs.teacher, ae_backend_cpu(), &t) != AE_OK ||
+        ae_model_load(dir, ae_backend_cpu(), &s) != AE_OK || check_training(&rs, t, &data, origin) != AE_OK) {
         rc = ae_cli_fail("convert");
-    } else if (s->cfg.target != rs.spec.target) {
-        fprintf(stderr, "attnedit convert: --resume %s: config.json target differs from conversion.json\n", dir);
-        rc = 1;
     } else {
         ae_init_report rep = {0};
-        ae_tokfile data;
-        if (check_training(&rs, t, &data) != AE_OK) {
-            rc = ae_cli_fail("convert");
-        } else {
-            if (train_and_finish(&rs, t, s, &data, &rep, dir) != AE_OK) rc = ae_cli_fail("convert");
-            ae_tokfile_close(&data);
-        }
+        if (train_and_finish(&rs, t, s, &data, &rep, dir, 1) != AE_OK) rc = ae_cli_fail("convert");
+        ae_tokfile_close(&data);
     }
+    free(origin);
     ae_model_free(s);
     ae_model_free(t);
+    return rc;
+}
+
+// Makes the student of rs from the teacher, writes its folder to out (replacing an existing
+// one with force) and, given budgets, trains it from step 0. origin: the conversion.json rs was
+// read from (NULL: the command line), for messages.
+static int make_and_train(ae_run_spec *rs, const char *teacher, const char *out, int force,
+                          const char *origin) {
+    int training = rs->opts.stage_tokens[0] > 0 || rs->opts.stage_tokens[1] > 0, rc = 0;
+    ae_model *t = NULL, *s = NULL;
+    ae_init_report rep;
+    char *meta = NULL;
+    ae_tokfile data;
+    int data_open = 0;
+    ae_status st = ae_model_load(teacher, ae_backend_cpu(), &t);
+    if (st == AE_OK) {
+        st = ae_student_resolve(&t->cfg, &rs->spec); // record the resolved dims
+        if (st != AE_OK && origin) ae_error_wrap(st, "%s (target settings)", origin);
+    }
+    if (st == AE_OK && training) {
+        st = check_training(rs, t, &data, origin); // opened once, used by the training below
+        data_open = st == AE_OK;
+    }
+    // attention-only training: the student shares the teacher's frozen tensors in memory
+    if (st == AE_OK)
+        st = rs->opts.train_all ? ae_model_load(teacher, ae_backend_cpu(), &s) : ae_model_share(t, &s);
+    if (st == AE_OK) st = ae_student_make(s, &rs->spec, &rep);
+    if (st != AE_OK) {
+        rc = ae_cli_fail("convert");
+        goto done;
+    }
+    print_student(s, ae_config_kv_bytes(&t->cfg, 4096) / 4096, &rep, rs->spec.init_teacher);
+    meta = ae_run_spec_json(rs, s, &rep, NULL);
+    ae_save_opts so = {.src_dir = teacher, .force = force, .metadata_json = meta};
+    if (!meta || ae_model_save(s, out, &so) != AE_OK) {
+        rc = ae_cli_fail("convert");
+        goto done;
+    }
+    if (training && train_and_finish(rs, t, s, &data, &rep, out, 0) != AE_OK) {
+        fprintf(stderr, "attnedit convert: %s\n(the run can be continued with: attnedit convert "
+                        "--resume %s)\n", ae_last_error(), out);
+        rc = 1;
+        goto done;
+    }
+    fprintf(stderr, "wrote %s\n", out);
+done:
+    if (data_open) ae_tokfile_close(&data);
+    free(meta);
+    ae_model_free(s); // before t: s may share t's tensors
+    ae_model_free(t);
+    return rc;
+}
+
+// Starts the run in dir over from step 0 with the settings of its conversion.json (checked
+// first, with the teacher and data hashes): the folder is rewritten as by the first convert.
+static int run_restart(const char *arg) {
+    static ae_run_spec rs;
+    char dir[4096];
+    size_t n = strlen(arg);
+    while (n > 1 && arg[n - 1] == '/') n--; // "run/" -> "run": the folder is replaced by name
+    if (n >= sizeof dir) {
+        fprintf(stderr, "attnedit convert: --restart: the path is longer than %zu bytes\n", sizeof dir - 1);
+        return 1;
+    }
+    snprintf(dir, sizeof dir, "%.*s", (int)n, arg);
+    if (ae_run_spec_load(dir, &rs) != AE_OK) return ae_cli_fail("convert");
+    // the folder is replaced: it must not hold the run's own inputs
+    if (ae_path_check_output("--restart", dir, "its teacher", rs.teacher) != AE_OK ||
+        ae_path_check_output("--restart", dir, "its data file", rs.data) != AE_OK)
+        return ae_cli_fail("convert");
+    if (check_inputs(&rs, "--restart", dir)) return 1;
+    char *origin = ae_path_join(dir, "conversion.json");
+    if (!origin) return ae_cli_fail("convert");
+    fprintf(stderr, "restarting %s from step 0 with the settings of its conversion.json\n", dir);
+    int rc = make_and_train(&rs, rs.teacher, dir, 1, origin);
+    free(origin);
     return rc;
 }
 
@@ -318,8 +458,8 @@ int ae_cmd_convert(int argc, char **argv) {
     static ae_run_spec rs;
     int rc = parse(argc, argv, &o);
     if (rc) goto out;
-    if (o.resume) {
-        rc = run_resume(o.resume);
+    if (o.resume || o.restart) {
+        rc = o.resume ? run_resume(o.resume) : run_restart(o.restart);
         goto out;
     }
     int training = o.train.stage_tokens[0] > 0 || o.train.stage_tokens[1] > 0;
@@ -330,44 +470,7 @@ int ae_cmd_convert(int argc, char **argv) {
     }
     if (o.data && !training)
         fprintf(stderr, "note: --data given without --stage1-tokens/--stage2-tokens: no training\n");
-    ae_model *t = NULL, *s = NULL;
-    ae_init_report rep;
-    char *meta = NULL;
-    ae_tokfile data;
-    int data_open = 0;
-    ae_status st = ae_model_load(o.teacher, ae_backend_cpu(), &t);
-    if (st == AE_OK) st = ae_student_resolve(&t->cfg, &rs.spec); // record the resolved dims
-    if (st == AE_OK && training) {
-        st = check_training(&rs, t, &data); // opened once, used by the training below
-        data_open = st == AE_OK;
-    }
-    // attention-only training: the student shares the teacher's frozen tensors in memory
-    if (st == AE_OK)
-        st = o.train.train_all ? ae_model_load(o.teacher, ae_backend_cpu(), &s) : ae_model_share(t, &s);
-    if (st == AE_OK) st = ae_student_make(s, &rs.spec, &rep);
-    if (st != AE_OK) {
-        rc = ae_cli_fail("convert");
-        goto done;
-    }
-    print_student(s, ae_config_kv_bytes(&t->cfg, 4096) / 4096, &rep, o.spec.init_teacher);
-    meta = ae_run_spec_json(&rs, s, &rep, NULL);
-    ae_save_opts so = {.src_dir = o.teacher, .force = o.force, .metadata_json = meta};
-    if (!meta || ae_model_save(s, o.out, &so) != AE_OK) {
-        rc = ae_cli_fail("convert");
-        goto done;
-    }
-    if (training && train_and_finish(&rs, t, s, &data, &rep, o.out) != AE_OK) {
-        fprintf(stderr, "attnedit convert: %s\n(the run can be continued with: attnedit convert "
-                        "--resume %s)\n", ae_last_error(), o.out);
-        rc = 1;
-        goto done;
-    }
-    fprintf(stderr, "wrote %s\n", o.out);
-done:
-    if (data_open) ae_tokfile_close(&data);
-    free(meta);
-    ae_model_free(s); // before t: s may share t's tensors
-    ae_model_free(t);
+    rc = make_and_train(&rs, o.teacher, o.out, o.force, NULL);
 out:
     free(o.layers);
     free(o.full_layers);

@@ -4,15 +4,19 @@
 // to checkpoint.tmp.<pid>, the previous one moved to checkpoint.old, the new one renamed into
 // place and the old one removed; if the process dies in between, checkpoint.old is used.
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/file.h"
 #include "core/mem.h"
+#include "io/config_json.h"
 #include "io/safetensors.h"
 #include "train/distill_internal.h"
+#include "train/run_spec.h"
 
 
 static ae_status write_params(const ae_run *r, const char *path) {
@@ -56,6 +60,8 @@ static char *state_json(const ae_run *r) {
     cJSON_AddNumberToObject(j, "ctx", r->o->ctx);
     cJSON_AddNumberToObject(j, "batch", r->o->batch);
     cJSON_AddNumberToObject(j, "accum", r->o->accum);
+    cJSON_AddNumberToObject(j, "stage1_tokens", (double)r->o->stage_tokens[0]);
+    cJSON_AddNumberToObject(j, "stage2_tokens", (double)r->o->stage_tokens[1]);
     snprintf(buf, sizeof buf, "%" PRIu64, r->o->seed);
     cJSON_AddStringToObject(j, "seed", buf);
     char *s = cJSON_Print(j);
@@ -92,6 +98,131 @@ ae_status ae_ckpt_save(const ae_run *r) {
     return st;
 }
 
+// ---- reading state.json back: every field is checked against the run (conversion.json's
+// settings) before anything is used; errors name the file and the field.
+typedef struct {
+    int stage;
+    int64_t step, opt_step;
+    uint64_t draws, rng[4];
+    double final_loss[2];
+} ckpt_state;
+
+// Optimizer steps of the stages before `stage` plus `step`: the loader drew batch · accum
+// windows per step, and it is never reset between stages.
+static uint64_t expected_draws(const ae_distill_opts *o, int stage, int64_t step) {
+    int64_t steps = stage < 2 ? step : 0;
+    for (int s = 0; s < stage && s < 2; s++) steps += ae_distill_stage_steps(o, s);
+    return (uint64_t)steps * (uint64_t)o->batch * (uint64_t)o->accum;
+}
+
+// ctx, batch, accum, seed (and the budgets, in checkpoints that record them) must be this
+// run's: a checkpoint of another run is refused.
+static ae_status check_same_run(const cJSON *j, const char *path, const ae_distill_opts *o) {
+    static const char *keys[] = {"ctx", "batch", "accum"};
+    const int mine[] = {o->ctx, o->batch, o->accum};
+    int64_t x;
+    for (int i = 0; i < 3; i++) {
+        AE_TRY(ae_json_int(j, path, keys[i], 1, AE_RUN_MAX_COUNT, &x));
+        if (x != mine[i])
+            return ae_errorf(AE_ERR_FORMAT, "%s: %s is %lld but conversion.json has train.%s %d (a "
+                             "checkpoint of another run?)", path, keys[i], (long long)x, keys[i], mine[i]);
+    }
+    for (int s = 0; s < 2; s++) {
+        char key[32];
+        snprintf(key, sizeof key, "stage%d_tokens", s + 1);
+        if (!cJSON_GetObjectItemCaseSensitive(j, key)) continue; // older checkpoints lack them
+        AE_TRY(ae_json_int(j, path, key, 0, AE_RUN_MAX_TOKENS, &x));
+        if (x != o->stage_tokens[s])
+            return ae_errorf(AE_ERR_FORMAT, "%s: %s is %lld but conversion.json has train.%s %lld (a "
+                             "checkpoint of another run?)", path, key, (long long)x, key,
+                             (long long)o->stage_tokens[s]);
+    }
+    uint64_t seed;
+    AE_TRY(ae_json_u64(j, path, "seed", &seed));
+    if (seed != o->seed)
+        return ae_errorf(AE_ERR_FORMAT, "%s: seed is %" PRIu64 " but conversion.json has train.seed %"
+                         PRIu64 " (a checkpoint of another run?)", path, seed, o->seed);
+    return AE_OK;
+}
+
+// stage in {0, 1, 2} (2 = done), step within the stage's steps, opt_step = step (the
+// optimizer restarts at each stage; a done run keeps stage 2's).
+static ae_status read_position(const cJSON *j, const char *path, const ae_distill_opts *o, ckpt_state *c) {
+    int64_t x;
+    AE_TRY(ae_json_int(j, path, "version", 1, 1, &x));
+    AE_TRY(ae_json_int(j, path, "stage", 0, 2, &x));
+    c->stage = (int)x;
+    int64_t total = c->stage < 2 ? ae_distill_stage_steps(o, c->stage) : 0;
+    AE_TRY(ae_json_int(j, path, "step", 0, (double)total, &c->step));
+    int64_t want = c->stage < 2 ? c->step : ae_distill_stage_steps(o, 1);
+    AE_TRY(ae_json_int(j, path, "opt_step", 0, 9e15, &c->opt_step));
+    if (c->opt_step != want)
+        return ae_errorf(AE_ERR_FORMAT, "%s: opt_step is %lld but %s is %lld; they must be equal", path,
+                         (long long)c->opt_step, c->stage < 2 ? "step" : "stage 2's step count",
+                         (long long)want);
+    return AE_OK;
+}
+
+// loader_draws: the windows drawn up to this position; loader_rng: the generator state, four
+// strings of 16 hex digits, not all zero.
+static ae_status read_loader(const cJSON *j, const char *path, const ae_distill_opts *o, ckpt_state *c) {
+    AE_TRY(ae_json_u64(j, path, "loader_draws", &c->draws));
+    uint64_t want = expected_draws(o, c->stage, c->step);
+    char where[64];
+    if (c->stage < 2) snprintf(where, sizeof where, "stage %d, step %lld", c->stage + 1, (long long)c->step);
+    else snprintf(where, sizeof where, "the end of training");
+    if (c->draws != want)
+        return ae_errorf(AE_ERR_FORMAT, "%s: loader_draws is %" PRIu64 " but at %s this run has drawn "
+                         "%" PRIu64 " windows (batch %d x accum %d per step)", path, c->draws, where,
+                         want, o->batch, o->accum);
+    const cJSON *rng;
+    AE_TRY(ae_json_field(j, path, "loader_rng", AE_JSON_ARRAY, &rng));
+    if (cJSON_GetArraySize(rng) != 4)
+        return ae_errorf(AE_ERR_FORMAT, "%s: loader_rng has %d entries; must be 4 strings of 16 hex "
+                         "digits", path, cJSON_GetArraySize(rng));
+    uint64_t any = 0;
+    for (int i = 0; i < 4; i++) {
+        const cJSON *e = cJSON_GetArrayItem(rng, i);
+        const char *v = cJSON_IsString(e) && e->valuestring ? e->valuestring : "";
+        int ok = strlen(v) == 16;
+        for (int k = 0; ok && k < 16; k++) ok = isxdigit((unsigned char)v[k]);
+        if (!ok && cJSON_IsString(e))
+            return ae_errorf(AE_ERR_FORMAT, "%s: loader_rng[%d] is \"%.40s\"; must be a string of 16 "
+                             "hex digits", path, i, v);
+        if (!ok)
+            return ae_errorf(AE_ERR_FORMAT, "%s: loader_rng[%d] is %s; must be a string of 16 hex "
+                             "digits", path, i, ae_cfg_jtype(e));
+        c->rng[i] = strtoull(v, NULL, 16);
+        any |= c->rng[i];
+    }
+    if (!any)
+        return ae_errorf(AE_ERR_FORMAT, "%s: loader_rng is all zeros, which is not a generator state",
+                         path);
+    return AE_OK;
+}
+
+// final_loss: two numbers (null: a NaN loss, which cJSON writes as null).
+static ae_status read_losses(const cJSON *j, const char *path, ckpt_state *c) {
+    const cJSON *fl;
+    AE_TRY(ae_json_field(j, path, "final_loss", AE_JSON_ARRAY, &fl));
+    int ok = cJSON_GetArraySize(fl) == 2;
+    for (int i = 0; ok && i < 2; i++) {
+        const cJSON *e = cJSON_GetArrayItem(fl, i);
+        ok = cJSON_IsNumber(e) || cJSON_IsNull(e);
+        if (ok) c->final_loss[i] = cJSON_IsNumber(e) ? e->valuedouble : NAN;
+    }
+    if (!ok) return ae_errorf(AE_ERR_FORMAT, "%s: final_loss must be an array of 2 numbers", path);
+    return AE_OK;
+}
+
+static ae_status check_state(const cJSON *j, const char *path, const ae_distill_opts *o, ckpt_state *c) {
+    if (!cJSON_IsObject(j)) return ae_errorf(AE_ERR_FORMAT, "%s: must be a JSON object", path);
+    AE_TRY(check_same_run(j, path, o));
+    AE_TRY(read_position(j, path, o, c));
+    AE_TRY(read_loader(j, path, o, c));
+    return read_losses(j, path, c);
+}
+
 static ae_status parse_state(ae_run *r, const char *path) {
     char *text;
     size_t len;
@@ -99,33 +230,18 @@ static ae_status parse_state(ae_run *r, const char *path) {
     cJSON *j = cJSON_Parse(text);
     free(text);
     if (!j) return ae_errorf(AE_ERR_FORMAT, "%s: not valid JSON", path);
-    ae_status st = AE_OK;
-    const cJSON *stage = cJSON_GetObjectItem(j, "stage"), *step = cJSON_GetObjectItem(j, "step");
-    const cJSON *ostep = cJSON_GetObjectItem(j, "opt_step"), *draws = cJSON_GetObjectItem(j, "loader_draws");
-    const cJSON *rng = cJSON_GetObjectItem(j, "loader_rng");
-    const cJSON *ctx = cJSON_GetObjectItem(j, "ctx"), *batch = cJSON_GetObjectItem(j, "batch");
-    const cJSON *accum = cJSON_GetObjectItem(j, "accum"), *seed = cJSON_GetObjectItem(j, "seed");
-    if (!cJSON_IsNumber(stage) || !cJSON_IsNumber(step) || !cJSON_IsNumber(ostep) ||
-        !cJSON_IsString(draws) || !cJSON_IsArray(rng) || cJSON_GetArraySize(rng) != 4 ||
-        !cJSON_IsNumber(ctx) || !cJSON_IsNumber(batch) || !cJSON_IsNumber(accum) || !cJSON_IsString(seed)) {
-        st = ae_errorf(AE_ERR_FORMAT, "%s: missing or mistyped fields", path);
-    } else if (ctx->valueint != r->o->ctx || batch->valueint != r->o->batch ||
-               accum->valueint != r->o->accum || strtoull(seed->valuestring, NULL, 10) != r->o->seed) {
-        st = ae_errorf(AE_ERR_ARG, "%s: checkpoint of a run with other ctx/batch/accum/seed", path);
-    } else {
-        r->stage = stage->valueint;
-        r->step = (int64_t)step->valuedouble;
-        st = ae_run_setup_stage(r);
-        r->opt.step = (int64_t)ostep->valuedouble;
-        r->loader.draws = strtoull(draws->valuestring, NULL, 10);
-        const cJSON *fl = cJSON_GetObjectItem(j, "final_loss");
-        for (int i = 0; i < 2 && cJSON_GetArrayItem(fl, i); i++)
-            r->final_loss[i] = cJSON_GetArrayItem(fl, i)->valuedouble;
-        for (int i = 0; i < 4; i++)
-            r->loader.rng.s[i] = strtoull(cJSON_GetArrayItem(rng, i)->valuestring, NULL, 16);
-    }
+    ckpt_state c;
+    ae_status st = check_state(j, path, r->o, &c);
     cJSON_Delete(j);
-    return st;
+    AE_TRY(st);
+    r->stage = c.stage;
+    r->step = c.step;
+    AE_TRY(ae_run_setup_stage(r));
+    r->opt.step = c.opt_step;
+    r->loader.draws = c.draws;
+    memcpy(r->loader.rng.s, c.rng, sizeof c.rng);
+    memcpy(r->final_loss, c.final_loss, sizeof c.final_loss);
+    return AE_OK;
 }
 
 static ae_status load_tensor(const ae_st_set *s, const char *path, const char *name, float *dst,
@@ -136,36 +252,55 @@ static ae_status load_tensor(const ae_st_set *s, const char *path, const char *n
     return ae_st_to_f32(t, dst);
 }
 
+// The folder holding the checkpoint to resume from: checkpoint/, or checkpoint.old/ when a
+// save died between its two renames; NULL when neither has a state.json (or out of memory).
+static char *ckpt_dir(const char *out_dir) {
+    static const char *names[] = {"checkpoint", "checkpoint.old"};
+    for (int i = 0; i < 2; i++) {
+        char *dir = ae_path_join(out_dir, names[i]);
+        char *state = dir ? ae_path_join(dir, "state.json") : NULL;
+        int found = state && ae_path_exists(state);
+        free(state);
+        if (found) return dir;
+        free(dir);
+    }
+    return NULL;
+}
+
+int ae_distill_has_checkpoint(const char *out_dir) {
+    char *dir = ckpt_dir(out_dir);
+    int found = dir != NULL;
+    free(dir);
+    return found;
+}
+
+// Every student parameter and the current stage's AdamW moments.
+static ae_status load_params(ae_run *r, const char *dir) {
+    char *pp = ae_path_join(dir, "params.safetensors");
+    ae_st_set *s = NULL;
+    ae_status st = pp ? ae_st_open_file(pp, &s) : AE_ERR_NOMEM;
+    char name[128];
+    for (int i = 0; st == AE_OK && i < r->np; i++)
+        st = load_tensor(s, pp, r->sp[i].name, r->sp[i].data, r->sp[i].numel);
+    for (int k = 0; st == AE_OK && k < r->ntrain; k++) {
+        const ae_named_param *p = &r->sp[r->trainable[k]];
+        snprintf(name, sizeof name, "adam.m/%s", p->name);
+        st = load_tensor(s, pp, name, r->opt.m[k], p->numel);
+        snprintf(name, sizeof name, "adam.v/%s", p->name);
+        if (st == AE_OK) st = load_tensor(s, pp, name, r->opt.v[k], p->numel);
+    }
+    if (s) ae_st_close(s);
+    free(pp);
+    return st;
+}
+
 ae_status ae_ckpt_load(ae_run *r, int *found) {
-    *found = 0;
-    char *dir = ae_path_join(r->out_dir, "checkpoint");
-    if (!dir) return AE_ERR_NOMEM;
+    char *dir = ckpt_dir(r->out_dir);
+    *found = dir != NULL;
+    if (!dir) return AE_OK;
     char *state = ae_path_join(dir, "state.json");
-    if (state && !ae_path_exists(state)) { // died between the two renames: use the old one
-        free(dir), free(state);
-        dir = ae_path_join(r->out_dir, "checkpoint.old");
-        state = dir ? ae_path_join(dir, "state.json") : NULL;
-    }
-    ae_status st = (dir && state) ? AE_OK : AE_ERR_NOMEM;
-    if (st == AE_OK && ae_path_exists(state)) {
-        *found = 1;
-        st = parse_state(r, state);
-        char *pp = ae_path_join(dir, "params.safetensors");
-        ae_st_set *s = NULL;
-        if (st == AE_OK) st = pp ? ae_st_open_file(pp, &s) : AE_ERR_NOMEM;
-        char name[128];
-        for (int i = 0; st == AE_OK && i < r->np; i++)
-            st = load_tensor(s, pp, r->sp[i].name, r->sp[i].data, r->sp[i].numel);
-        for (int k = 0; st == AE_OK && k < r->ntrain; k++) {
-            const ae_named_param *p = &r->sp[r->trainable[k]];
-            snprintf(name, sizeof name, "adam.m/%s", p->name);
-            st = load_tensor(s, pp, name, r->opt.m[k], p->numel);
-            snprintf(name, sizeof name, "adam.v/%s", p->name);
-            if (st == AE_OK) st = load_tensor(s, pp, name, r->opt.v[k], p->numel);
-        }
-        if (s) ae_st_close(s);
-        free(pp);
-    }
+    ae_status st = state ? parse_state(r, state) : AE_ERR_NOMEM;
+    if (st == AE_OK) st = load_params(r, dir);
     free(dir);
     free(state);
     return st;

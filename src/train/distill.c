@@ -12,14 +12,36 @@
 #include "core/mem.h"
 #include "train/distill_internal.h"
 #include "model/layer_attn.h"
+#include "train/run_spec.h"
 #include "train/loss.h"
 #include "train/moe_train.h"
 
 #define KD_VOCAB_CHUNK 4096
 
+// Tokens per optimizer step, or 0 when a factor is < 1 or the product exceeds
+// AE_RUN_MAX_STEP_TOKENS (each factor is an int, so the product is formed in double first).
+static int64_t step_tokens(const ae_distill_opts *o) {
+    double per = (double)o->ctx * o->batch * o->accum;
+    return o->ctx < 1 || o->batch < 1 || o->accum < 1 || per > (double)AE_RUN_MAX_STEP_TOKENS
+               ? 0 : (int64_t)per;
+}
+
 int64_t ae_distill_stage_steps(const ae_distill_opts *o, int s) {
-    int64_t per = (int64_t)o->ctx * o->batch * o->accum;
+    int64_t per = step_tokens(o);
+    if (s < 0 || s > 1 || per <= 0 || o->stage_tokens[s] <= 0) return 0;
     return (o->stage_tokens[s] + per - 1) / per;
+}
+
+// The options every step relies on (a zero batch would divide by zero).
+static ae_status check_opts(const ae_distill_opts *o) {
+    if (o->ctx < 2 || o->batch < 1 || o->accum < 1 || !step_tokens(o))
+        return ae_errorf(AE_ERR_ARG, "distillation options: ctx %d, batch %d, accum %d; need ctx >= 2, "
+                         "batch >= 1, accum >= 1 and ctx x batch x accum <= 2^40 tokens per step",
+                         o->ctx, o->batch, o->accum);
+    if (o->stage_tokens[0] < 0 || o->stage_tokens[1] < 0)
+        return ae_errorf(AE_ERR_ARG, "distillation options: negative token budget (%lld, %lld)",
+                         (long long)o->stage_tokens[0], (long long)o->stage_tokens[1]);
+    return AE_OK;
 }
 
 static int layer_of(const char *name) {
@@ -38,6 +60,7 @@ static int is_trainable(const ae_run *r, int stage, const ae_named_param *p) {
 ae_status ae_run_setup_stage(ae_run *r) {
     ae_adamw_free(&r->opt);
     r->ntrain = 0;
+    if (r->stage >= 2) return AE_OK; // done: nothing trains
     ae_opt_param *ps = ae_calloc((size_t)r->np, sizeof *ps);
     if (!ps) return AE_ERR_NOMEM;
     for (int i = 0; i < r->np; i++)
@@ -328,13 +351,18 @@ static void run_free(ae_run *r) {
 }
 
 ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_tokfile *data,
-                         const ae_distill_opts *o, const char *out_dir, ae_distill_result *res) {
+                         const ae_distill_opts *o, const char *out_dir, int resume,
+                         ae_distill_result *res) {
     memset(res, 0, sizeof *res);
+    AE_TRY(check_opts(o));
     double t0 = ae_time_now();
     ae_run r;
     ae_status st = run_init(&r, teacher, student, data, o, out_dir);
     int found = 0;
-    if (st == AE_OK) st = ae_ckpt_load(&r, &found);
+    if (st == AE_OK && resume) st = ae_ckpt_load(&r, &found);
+    if (st == AE_OK && resume && !found)
+        st = ae_errorf(AE_ERR_ARG, "%s: no checkpoint to resume from (checkpoint/state.json is "
+                       "missing)", out_dir);
     if (st == AE_OK && !found) {
         r.stage = 0;
         r.step = 0;
@@ -344,8 +372,10 @@ ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_to
         char *mpath = ae_path_join(out_dir, "metrics.jsonl");
         r.metrics = mpath ? fopen(mpath, "a") : NULL;
         free(mpath);
-        if (found)
+        if (found && r.stage < 2)
             fprintf(stderr, "resuming at stage %d, step %lld\n", r.stage + 1, (long long)r.step);
+        else if (found)
+            fprintf(stderr, "the checkpoint is of the finished training: nothing left to train\n");
     }
     while (st == AE_OK && r.stage < 2) {
         if (ae_distill_stage_steps(o, r.stage) > 0) st = run_stage(&r, t0);

@@ -5,7 +5,7 @@
 //
 // A run lives in its output folder: checkpoint/ (student, optimizer state, loader and RNG
 // state, step; written atomically every save_every steps and at the end of each stage) and
-// metrics.jsonl. ae_distill_run continues from checkpoint/ when it exists (resume).
+// metrics.jsonl. ae_distill_run starts at step 0 or continues from checkpoint/ (resume).
 #ifndef AE_TRAIN_DISTILL_H
 #define AE_TRAIN_DISTILL_H
 
@@ -36,12 +36,21 @@ typedef struct {
     double wall_s;
 } ae_distill_result;
 
-// Runs (or resumes) both stages. teacher: frozen; student: modified in place. data: the token
-// file (checked against the teacher's tokenizer by the caller). out_dir must exist.
+// Runs both stages. teacher: frozen; student: modified in place. data: the token file (checked
+// against the teacher's tokenizer by the caller). out_dir must exist. resume 0: starts at stage
+// 1, step 0; resume 1: continues from out_dir's checkpoint, which must exist (AE_ERR_ARG
+// otherwise) and is checked field by field against o before anything is used. A checkpoint of
+// a finished run (stage 2) trains nothing and leaves the student at its final parameters.
+// AE_ERR_ARG when o has ctx < 2, batch < 1, accum < 1 or a negative budget.
 ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_tokfile *data,
-                         const ae_distill_opts *o, const char *out_dir, ae_distill_result *res);
+                         const ae_distill_opts *o, const char *out_dir, int resume,
+                         ae_distill_result *res);
 
-// Steps of stage s (0 or 1) for these options.
+// 1 if out_dir holds a checkpoint to resume from (checkpoint/state.json, or the
+// checkpoint.old/state.json a save interrupted between its two renames leaves).
+int ae_distill_has_checkpoint(const char *out_dir);
+
+// Steps of stage s (0 or 1) for these options; 0 for any other s or invalid options.
 int64_t ae_distill_stage_steps(const ae_distill_opts *o, int s);
 
 #endif

@@ -30,13 +30,17 @@ typedef struct {
 // state.json (stage, step, loader position and RNG). Written atomically into
 // out_dir/checkpoint.
 ae_status ae_ckpt_save(const ae_run *r);
-// Returns AE_OK with *found = 0 when there is no checkpoint.
+// Returns AE_OK with *found = 0 when there is no checkpoint. Every field of state.json is
+// checked against r->o (stage, step, optimizer step, loader position and generator state, the
+// run's ctx/batch/accum/seed/budgets) before anything is used; sets r->stage, r->step and the
+// optimizer (ae_run_setup_stage), then loads the parameters and moments.
 ae_status ae_ckpt_load(ae_run *r, int *found);
 // Stage 1's block-output term for layer l (exposed for its gradient test): y (N, D) is the
 // student's attention output on the teacher's stream; adds w·∂loss/∂y into dy.
 ae_status ae_distill_block_term(const ae_model *t, int l, const ae_train_acts *ta, const float *y,
                                 int N, int normalized, float w, float *dy, double *loss);
-// (Re)creates the optimizer for r->stage over the stage's trainable parameters.
+// (Re)creates the optimizer for r->stage over the stage's trainable parameters; for stage 2
+// (done) there is none (r->ntrain = 0).
 ae_status ae_run_setup_stage(ae_run *r);
 
 #endif

@@ -310,6 +310,30 @@ static ae_status find_eos(const char *model_dir, const ae_tokenizer *tok, uint32
     return AE_OK;
 }
 
+// Refuses outputs that are, hold or lie inside an input (the model folder, an input file) and a
+// validation file that is the training file.
+static ae_status check_outputs(const ae_prepare_opts *o, const char *vpath) {
+    const char *outs[2] = {o->out, vpath};
+    const char *what[2] = {"--out", o->valid_out ? "--valid-out" : "the validation file"};
+    for (int k = 0; k < 2 && outs[k]; k++) {
+        AE_TRY(ae_path_check_output(what[k], outs[k], "--model", o->model_dir));
+        for (int i = 0; i < o->n_inputs; i++)
+            AE_TRY(ae_path_check_output(what[k], outs[k], "input", o->inputs[i]));
+        if (ae_path_is_dir(outs[k]))
+            return ae_errorf(AE_ERR_ARG, "%s '%s' is a folder, expected the path of a token file",
+                             what[k], outs[k]);
+    }
+    if (!vpath) return AE_OK;
+    char *a = ae_path_canonical(vpath), *b = a ? ae_path_canonical(o->out) : NULL;
+    ae_status st = a && b ? AE_OK : AE_ERR_IO;
+    if (st == AE_OK && !strcmp(a, b))
+        st = ae_errorf(AE_ERR_ARG, "%s '%s' is the same file as --out '%s' (%s); the validation "
+                       "file must differ", what[1], vpath, o->out, a);
+    free(a);
+    free(b);
+    return st;
+}
+
 ae_status ae_prepare_data(const ae_prepare_opts *o, ae_prepare_result *r) {
     memset(r, 0, sizeof *r);
     const uint32_t one = 1;
@@ -318,25 +342,21 @@ ae_status ae_prepare_data(const ae_prepare_opts *o, ae_prepare_result *r) {
     if (!(o->valid_fraction >= 0 && o->valid_fraction < 1))
         return ae_errorf(AE_ERR_ARG, "--valid-fraction %g must be in [0, 1)", o->valid_fraction);
     if (o->n_inputs < 1) return ae_errorf(AE_ERR_ARG, "no input files");
-    for (int i = 0; i < o->n_inputs; i++) {
-        if (!ae_path_exists(o->inputs[i]))
-            return ae_errorf(AE_ERR_IO, "input file '%s' does not exist", o->inputs[i]);
-        if (ae_path_is_dir(o->inputs[i]))
-            return ae_errorf(AE_ERR_IO, "input '%s' is a folder, expected a text or .jsonl file",
-                             o->inputs[i]);
-    }
+    for (int i = 0; i < o->n_inputs; i++)
+        AE_TRY(ae_file_check_regular("input", o->inputs[i], "a text or .jsonl file"));
     int want_valid = o->valid_fraction > 0;
     char *vpath = NULL;
     if (want_valid) {
         if (o->valid_out) vpath = ae_strdup(o->valid_out);
         else if ((vpath = ae_malloc(strlen(o->out) + 7))) sprintf(vpath, "%s.valid", o->out);
         if (!vpath) return AE_ERR_NOMEM;
-        if (!strcmp(vpath, o->out)) {
-            free(vpath);
-            return ae_errorf(AE_ERR_ARG, "the validation file must differ from --out (%s)", o->out);
-        }
-        snprintf(r->valid_path, sizeof r->valid_path, "%s", vpath);
     }
+    ae_status pst = check_outputs(o, vpath);
+    if (pst != AE_OK) {
+        free(vpath);
+        return pst;
+    }
+    if (vpath) snprintf(r->valid_path, sizeof r->valid_path, "%s", vpath);
     prep P;
     memset(&P, 0, sizeof P);
     P.o = o;

@@ -43,6 +43,9 @@ typedef struct {
 
 // Writes the token file(s) atomically: on any error nothing is left at the output paths (a
 // previous file there stays as it was). Errors name the input file (and line or byte offset).
+// Inputs must be regular files (they are mapped, not read into memory, so they have no size
+// limit); an output that is, contains or lies inside an input or the model folder is refused
+// before anything is written.
 ae_status ae_prepare_data(const ae_prepare_opts *o, ae_prepare_result *r);
 
 // 1 if document `index` belongs to the validation set for this fraction.

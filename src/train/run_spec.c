@@ -2,13 +2,16 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/file.h"
 #include "core/mem.h"
+#include "io/config_json.h"
 #include "train/sha256.h"
 
 static ae_status hash_into(ae_sha256_ctx *c, const char *path) {
@@ -141,93 +144,282 @@ char *ae_run_spec_json(const ae_run_spec *r, const ae_model *student, const ae_i
     return out;
 }
 
-// ---- reading it back for --resume
-static ae_status need(const cJSON *o, const char *key, int type_num, const char *path, const cJSON **v) {
-    *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!*v || (type_num ? !cJSON_IsNumber(*v) : !cJSON_IsString(*v)))
-        return ae_errorf(AE_ERR_FORMAT, "%s: field \"%s\" missing or of the wrong type", path, key);
+// ---- the settings table shared with the command line
+
+#define OPT_AT(field) offsetof(ae_distill_opts, field)
+const ae_run_setting ae_run_settings[] = {
+    {"--ctx", "ctx", OPT_AT(ctx), 0, 2, AE_RUN_MAX_COUNT, 0},
+    {"--batch", "batch", OPT_AT(batch), 0, 1, AE_RUN_MAX_COUNT, 0},
+    {"--accum", "accum", OPT_AT(accum), 0, 1, AE_RUN_MAX_COUNT, 0},
+    {"--save-every", "save_every", OPT_AT(save_every), 0, 1, AE_RUN_MAX_COUNT, 1},
+    {"--log-every", "log_every", OPT_AT(log_every), 0, 1, AE_RUN_MAX_COUNT, 1},
+    {"--stage1-lr", "stage1_lr", OPT_AT(lr[0]), 1, 0, 10, 0},
+    {"--stage2-lr", "stage2_lr", OPT_AT(lr[1]), 1, 0, 10, 0},
+    {"--warmup", "warmup_frac", OPT_AT(warmup_frac), 1, 0, 1, 0},
+    {"--min-lr-ratio", "min_lr_ratio", OPT_AT(min_lr_ratio), 1, 0, 1, 0},
+    {"--weight-decay", "weight_decay", OPT_AT(weight_decay), 1, 0, 10, 0},
+    {"--clip", "clip", OPT_AT(clip), 1, 0, 1e6, 0},
+    {"--tau", "tau", OPT_AT(tau), 1, 1e-3, 100, 0},
+    {"--cos-weight", "cos_weight", OPT_AT(cos_weight), 1, 0, 1e3, 0},
+    {"--stage1-block", "stage1_block", OPT_AT(s1_block), 1, 0, 1e3, 0},
+    {NULL, NULL, 0, 0, 0, 0, 0},
+};
+
+// ---- checked reads of JSON fields
+
+// x as messages show it: integers plainly, anything else with %g.
+static const char *fmt_num(double x, char buf[40]) {
+    if (x == floor(x) && fabs(x) < 1e15) snprintf(buf, 40, "%.0f", x);
+    else snprintf(buf, 40, "%g", x);
+    return buf;
+}
+
+static const char *type_name(ae_json_type t) {
+    static const char *names[] = {"a number", "a string", "true or false", "an array", "an object"};
+    return names[t];
+}
+
+static int has_type(const cJSON *v, ae_json_type t) {
+    switch (t) {
+    case AE_JSON_NUMBER: return cJSON_IsNumber(v);
+    case AE_JSON_STRING: return cJSON_IsString(v) && v->valuestring;
+    case AE_JSON_BOOL: return cJSON_IsBool(v);
+    case AE_JSON_ARRAY: return cJSON_IsArray(v);
+    case AE_JSON_OBJECT: return cJSON_IsObject(v);
+    }
+    return 0;
+}
+
+ae_status ae_json_check_type(const cJSON *v, const char *path, const char *name, ae_json_type type) {
+    if (!v) return ae_errorf(AE_ERR_FORMAT, "%s: %s is missing", path, name);
+    if (!has_type(v, type))
+        return ae_errorf(AE_ERR_FORMAT, "%s: %s must be %s, not %s", path, name, type_name(type),
+                         ae_cfg_jtype(v));
     return AE_OK;
 }
 
-static ae_status num(const cJSON *o, const char *key, const char *path, double *out) {
+ae_status ae_json_field(const cJSON *o, const char *path, const char *name, ae_json_type type,
+                        const cJSON **v) {
+    const char *dot = strrchr(name, '.');
+    *v = cJSON_GetObjectItemCaseSensitive(o, dot ? dot + 1 : name);
+    return ae_json_check_type(*v, path, name, type);
+}
+
+ae_status ae_json_int_value(const cJSON *v, const char *path, const char *name, double lo, double hi,
+                            int64_t *out) {
+    AE_TRY(ae_json_check_type(v, path, name, AE_JSON_NUMBER));
+    double x = v->valuedouble;
+    char a[40], b[40], c[40];
+    if (x != floor(x))
+        return ae_errorf(AE_ERR_FORMAT, "%s: %s is %s; must be an integer in [%s, %s]", path, name,
+                         fmt_num(x, a), fmt_num(lo, b), fmt_num(hi, c));
+    if (!(x >= lo && x <= hi) && lo == hi)
+        return ae_errorf(AE_ERR_FORMAT, "%s: %s is %s; must be %s", path, name, fmt_num(x, a),
+                         fmt_num(lo, b));
+    if (!(x >= lo && x <= hi))
+        return ae_errorf(AE_ERR_FORMAT, "%s: %s is %s; must be in [%s, %s]", path, name,
+                         fmt_num(x, a), fmt_num(lo, b), fmt_num(hi, c));
+    *out = (int64_t)x;
+    return AE_OK;
+}
+
+ae_status ae_json_int(const cJSON *o, const char *path, const char *name, double lo, double hi,
+                      int64_t *out) {
+    const char *dot = strrchr(name, '.');
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, dot ? dot + 1 : name);
+    return ae_json_int_value(v, path, name, lo, hi, out);
+}
+
+ae_status ae_json_num(const cJSON *o, const char *path, const char *name, double lo, double hi,
+                      double *out) {
     const cJSON *v;
-    AE_TRY(need(o, key, 1, path, &v));
-    *out = v->valuedouble;
+    AE_TRY(ae_json_field(o, path, name, AE_JSON_NUMBER, &v));
+    double x = v->valuedouble;
+    char a[40], b[40], c[40];
+    if (!(x >= lo && x <= hi))
+        return ae_errorf(AE_ERR_FORMAT, "%s: %s is %s; must be in [%s, %s]", path, name,
+                         fmt_num(x, a), fmt_num(lo, b), fmt_num(hi, c));
+    *out = x;
     return AE_OK;
 }
 
-static ae_status str(const cJSON *o, const char *key, const char *path, char *dst, size_t cap) {
+ae_status ae_json_u64_value(const cJSON *v, const char *path, const char *name, uint64_t *out) {
+    AE_TRY(ae_json_check_type(v, path, name, AE_JSON_STRING));
+    const char *s = v->valuestring;
+    size_t n = strlen(s);
+    int digits = n >= 1 && n <= 20;
+    for (size_t i = 0; digits && i < n; i++) digits = s[i] >= '0' && s[i] <= '9';
+    errno = 0;
+    unsigned long long x = digits ? strtoull(s, NULL, 10) : 0;
+    if (!digits || errno == ERANGE)
+        return ae_errorf(AE_ERR_FORMAT, "%s: %s is \"%.40s\"; must be a string of decimal digits "
+                         "(an integer in [0, 2^64))", path, name, s);
+    *out = x;
+    return AE_OK;
+}
+
+ae_status ae_json_u64(const cJSON *o, const char *path, const char *name, uint64_t *out) {
+    const char *dot = strrchr(name, '.');
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, dot ? dot + 1 : name);
+    return ae_json_u64_value(v, path, name, out);
+}
+
+ae_status ae_json_enum(const cJSON *o, const char *path, const char *name,
+                       const char *const *names, int n, int *out) {
     const cJSON *v;
-    AE_TRY(need(o, key, 0, path, &v));
-    snprintf(dst, cap, "%s", v->valuestring);
+    AE_TRY(ae_json_field(o, path, name, AE_JSON_STRING, &v));
+    char allowed[256] = "";
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(v->valuestring, names[i])) {
+            *out = i;
+            return AE_OK;
+        }
+        size_t len = strlen(allowed);
+        snprintf(allowed + len, sizeof allowed - len, "%s\"%s\"", i ? ", " : "", names[i]);
+    }
+    return ae_errorf(AE_ERR_FORMAT, "%s: %s is \"%.40s\"; must be one of %s", path, name,
+                     v->valuestring, allowed);
+}
+
+// ---- reading conversion.json back (--resume, --restart)
+
+static ae_status read_str(const cJSON *o, const char *path, const char *name, char *dst, size_t cap) {
+    const cJSON *v;
+    AE_TRY(ae_json_field(o, path, name, AE_JSON_STRING, &v));
+    if (!v->valuestring[0]) return ae_errorf(AE_ERR_FORMAT, "%s: %s is empty", path, name);
+    if (strlen(v->valuestring) >= cap)
+        return ae_errorf(AE_ERR_FORMAT, "%s: %s is longer than %zu bytes", path, name, cap - 1);
+    memcpy(dst, v->valuestring, strlen(v->valuestring) + 1);
     return AE_OK;
 }
 
-static ae_status ints(const cJSON *o, const char *key, int *dst, int *n, const int **ptr) {
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, key), *e;
+static ae_status read_hash(const cJSON *o, const char *path, const char *name, char dst[65]) {
+    const cJSON *v;
+    AE_TRY(ae_json_field(o, path, name, AE_JSON_STRING, &v));
+    int ok = strlen(v->valuestring) == 64;
+    for (int i = 0; ok && i < 64; i++) ok = strchr("0123456789abcdef", v->valuestring[i]) != NULL;
+    if (!ok)
+        return ae_errorf(AE_ERR_FORMAT, "%s: %s is \"%.80s\"; must be a SHA-256 (64 hex digits)",
+                         path, name, v->valuestring);
+    memcpy(dst, v->valuestring, 65);
+    return AE_OK;
+}
+
+static ae_status read_dim(const cJSON *o, const char *path, const char *name, int lo, int hi, int *out) {
+    int64_t x;
+    AE_TRY(ae_json_int(o, path, name, lo, hi, &x));
+    *out = (int)x;
+    return AE_OK;
+}
+
+// An optional list of layer indices ("target.layers"): absent = NULL; else 1 to 1024 distinct
+// integers in [0, AE_RUN_MAX_DIM] (checked against the student's layer count later).
+static ae_status read_layers(const cJSON *t, const char *path, const char *name, int *dst, int *n,
+                             const int **ptr) {
+    const char *key = strrchr(name, '.') + 1;
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(t, key), *e;
     *ptr = NULL;
     *n = 0;
     if (!a) return AE_OK;
-    cJSON_ArrayForEach(e, a) if (*n < 1024) dst[(*n)++] = e->valueint;
+    AE_TRY(ae_json_check_type(a, path, name, AE_JSON_ARRAY));
+    int count = cJSON_GetArraySize(a);
+    if (count < 1 || count > 1024)
+        return ae_errorf(AE_ERR_FORMAT, "%s: %s has %d entries; must have 1 to 1024 layer indices",
+                         path, name, count);
+    cJSON_ArrayForEach(e, a) {
+        char item[64];
+        int64_t l;
+        snprintf(item, sizeof item, "%s[%d]", name, *n);
+        AE_TRY(ae_json_int_value(e, path, item, 0, AE_RUN_MAX_DIM, &l));
+        for (int i = 0; i < *n; i++)
+            if (dst[i] == l)
+                return ae_errorf(AE_ERR_FORMAT, "%s: %s is %d, listed twice", path, item, (int)l);
+        dst[(*n)++] = (int)l;
+    }
     *ptr = dst;
     return AE_OK;
 }
 
-static ae_status parse(const cJSON *j, const char *path, ae_run_spec *r) {
-    char buf[64];
-    double x;
-    AE_TRY(str(j, "teacher", path, r->teacher, sizeof r->teacher));
-    AE_TRY(str(j, "teacher_sha256", path, r->teacher_hash, sizeof r->teacher_hash));
-    AE_TRY(str(j, "data", path, r->data, sizeof r->data));
-    AE_TRY(str(j, "data_sha256", path, r->data_hash, sizeof r->data_hash));
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "target");
-    const cJSON *h = cJSON_GetObjectItemCaseSensitive(j, "train");
-    if (!cJSON_IsObject(t) || !cJSON_IsObject(h))
-        return ae_errorf(AE_ERR_FORMAT, "%s: fields \"target\" and \"train\" must be objects", path);
+// "target": the fields of the run's own target within the command-line limits (and what the
+// student needs: a GateSWA pattern); those of the other target are unused, only in [0, limit].
+static ae_status parse_target(const cJSON *t, const char *path, ae_run_spec *r) {
+    static const char *kinds[] = {"mla", "gateswa"}, *gates[] = {"none", "elementwise", "head"};
+    static const char *inits[] = {"random", "teacher"};
     ae_student_spec *s = &r->spec;
-    AE_TRY(str(t, "kind", path, buf, sizeof buf));
-    s->target = !strcmp(buf, "mla") ? AE_ATTN_MLA : !strcmp(buf, "gateswa") ? AE_ATTN_GATESWA : AE_ATTN_GQA;
-    if (s->target == AE_ATTN_GQA) return ae_errorf(AE_ERR_FORMAT, "%s: unknown target \"%s\"", path, buf);
-    AE_TRY(ints(t, "layers", r->layers, &s->n_layers, &s->layers));
-    AE_TRY(ints(t, "full_layers", r->full_layers, &s->n_full_layers, &s->full_layers));
-    AE_TRY(num(t, "kv_lora_rank", path, &x)); s->kv_lora_rank = (int)x;
-    AE_TRY(num(t, "q_lora_rank", path, &x)); s->q_lora_rank = (int)x;
-    AE_TRY(num(t, "qk_rope_dim", path, &x)); s->qk_rope_dim = (int)x;
-    AE_TRY(num(t, "qk_nope_dim", path, &x)); s->qk_nope_dim = (int)x;
-    AE_TRY(num(t, "v_head_dim", path, &x)); s->v_head_dim = (int)x;
-    AE_TRY(num(t, "full_every", path, &x)); s->full_every = (int)x;
-    AE_TRY(num(t, "window", path, &x)); s->window = (int)x;
-    AE_TRY(str(t, "gate", path, buf, sizeof buf));
-    s->gate = !strcmp(buf, "head") ? AE_GATE_HEAD : !strcmp(buf, "none") ? AE_GATE_NONE : AE_GATE_ELEMENTWISE;
-    s->sinks = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(t, "sinks"));
-    AE_TRY(str(t, "init", path, buf, sizeof buf));
-    s->init_teacher = !strcmp(buf, "teacher");
-    AE_TRY(str(t, "seed", path, buf, sizeof buf));
-    s->seed = strtoull(buf, NULL, 10);
+    int k, mla, gswa, v;
+    AE_TRY(ae_json_enum(t, path, "target.kind", kinds, 2, &k));
+    s->target = k == 0 ? AE_ATTN_MLA : AE_ATTN_GATESWA;
+    mla = s->target == AE_ATTN_MLA, gswa = !mla;
+    AE_TRY(read_layers(t, path, "target.layers", r->layers, &s->n_layers, &s->layers));
+    AE_TRY(read_layers(t, path, "target.full_layers", r->full_layers, &s->n_full_layers, &s->full_layers));
+    AE_TRY(read_dim(t, path, "target.kv_lora_rank", mla, AE_RUN_MAX_DIM, &s->kv_lora_rank));
+    AE_TRY(read_dim(t, path, "target.q_lora_rank", 0, AE_RUN_MAX_DIM, &s->q_lora_rank));
+    AE_TRY(read_dim(t, path, "target.qk_rope_dim", 2 * mla, AE_RUN_MAX_DIM, &s->qk_rope_dim));
+    AE_TRY(read_dim(t, path, "target.qk_nope_dim", 0, AE_RUN_MAX_DIM, &s->qk_nope_dim));
+    AE_TRY(read_dim(t, path, "target.v_head_dim", mla, AE_RUN_MAX_DIM, &s->v_head_dim));
+    AE_TRY(read_dim(t, path, "target.full_every", gswa && !s->full_layers, AE_RUN_MAX_DIM, &s->full_every));
+    AE_TRY(read_dim(t, path, "target.window", gswa, AE_RUN_MAX_WINDOW, &s->window));
+    AE_TRY(ae_json_enum(t, path, "target.gate", gates, 3, &v));
+    s->gate = (ae_gate_kind)v;
+    const cJSON *b;
+    AE_TRY(ae_json_field(t, path, "target.sinks", AE_JSON_BOOL, &b));
+    s->sinks = cJSON_IsTrue(b);
+    AE_TRY(ae_json_enum(t, path, "target.init", inits, 2, &s->init_teacher));
+    return ae_json_u64(t, path, "target.seed", &s->seed);
+}
+
+// "train": every setting of the table, the budgets, the losses' kinds and the seed.
+static ae_status parse_train(const cJSON *h, const char *path, ae_run_spec *r) {
+    static const char *losses[] = {"mse", "normalized"}, *trains[] = {"attention", "all"};
     ae_distill_opts *o = &r->opts;
-    AE_TRY(num(h, "ctx", path, &x)); o->ctx = (int)x;
-    AE_TRY(num(h, "batch", path, &x)); o->batch = (int)x;
-    AE_TRY(num(h, "accum", path, &x)); o->accum = (int)x;
-    AE_TRY(num(h, "stage1_tokens", path, &x)); o->stage_tokens[0] = (int64_t)x;
-    AE_TRY(num(h, "stage2_tokens", path, &x)); o->stage_tokens[1] = (int64_t)x;
-    AE_TRY(num(h, "stage1_lr", path, &x)); o->lr[0] = (float)x;
-    AE_TRY(num(h, "stage2_lr", path, &x)); o->lr[1] = (float)x;
-    AE_TRY(num(h, "warmup_frac", path, &x)); o->warmup_frac = (float)x;
-    AE_TRY(num(h, "min_lr_ratio", path, &x)); o->min_lr_ratio = (float)x;
-    AE_TRY(num(h, "weight_decay", path, &x)); o->weight_decay = (float)x;
-    AE_TRY(num(h, "clip", path, &x)); o->clip = (float)x;
-    AE_TRY(str(h, "stage1_loss", path, buf, sizeof buf));
-    o->s1_normalized = !strcmp(buf, "normalized");
-    AE_TRY(num(h, "stage1_block", path, &x)); o->s1_block = (float)x;
-    AE_TRY(num(h, "tau", path, &x)); o->tau = (float)x;
-    AE_TRY(num(h, "cos_weight", path, &x)); o->cos_weight = (float)x;
-    AE_TRY(str(h, "train", path, buf, sizeof buf));
-    o->train_all = !strcmp(buf, "all");
-    AE_TRY(num(h, "save_every", path, &x)); o->save_every = (int)x;
-    AE_TRY(num(h, "log_every", path, &x)); o->log_every = (int)x;
-    AE_TRY(str(h, "seed", path, buf, sizeof buf));
-    o->seed = strtoull(buf, NULL, 10);
+    char name[64];
+    for (const ae_run_setting *e = ae_run_settings; e->option; e++) {
+        snprintf(name, sizeof name, "train.%s", e->field);
+        double lo = e->zero_ok ? 0 : e->lo, x = 0;
+        int64_t n = 0;
+        if (e->is_float) {
+            AE_TRY(ae_json_num(h, path, name, lo, e->hi, &x));
+            *(float *)((char *)o + e->offset) = (float)x;
+        } else {
+            AE_TRY(ae_json_int(h, path, name, lo, e->hi, &n));
+            *(int *)((char *)o + e->offset) = (int)n;
+        }
+    }
+    for (int s = 0; s < 2; s++) {
+        snprintf(name, sizeof name, "train.stage%d_tokens", s + 1);
+        AE_TRY(ae_json_int(h, path, name, 0, AE_RUN_MAX_TOKENS, &o->stage_tokens[s]));
+    }
+    AE_TRY(ae_json_enum(h, path, "train.stage1_loss", losses, 2, &o->s1_normalized));
+    AE_TRY(ae_json_enum(h, path, "train.train", trains, 2, &o->train_all));
+    return ae_json_u64(h, path, "train.seed", &o->seed);
+}
+
+// Rules between fields: the run trains (a budget and a data file) and has one seed.
+static ae_status check_run(const ae_run_spec *r, const char *path) {
+    if (r->opts.stage_tokens[0] == 0 && r->opts.stage_tokens[1] == 0)
+        return ae_errorf(AE_ERR_FORMAT, "%s: train.stage1_tokens and train.stage2_tokens are both 0: "
+                         "this student was written without training, there is nothing to resume or "
+                         "restart", path);
+    if (r->opts.seed != r->spec.seed)
+        return ae_errorf(AE_ERR_FORMAT, "%s: train.seed is %" PRIu64 " but target.seed is %" PRIu64
+                         "; a run has one seed", path, r->opts.seed, r->spec.seed);
     return AE_OK;
+}
+
+static ae_status parse(const cJSON *j, const char *path, ae_run_spec *r) {
+    static const char *status[] = {"training", "done"};
+    const cJSON *t, *h;
+    if (!cJSON_IsObject(j)) return ae_errorf(AE_ERR_FORMAT, "%s: must be a JSON object", path);
+    AE_TRY(ae_json_enum(j, path, "status", status, 2, &r->done));
+    AE_TRY(read_str(j, path, "teacher", r->teacher, sizeof r->teacher));
+    AE_TRY(read_hash(j, path, "teacher_sha256", r->teacher_hash));
+    AE_TRY(read_str(j, path, "data", r->data, sizeof r->data));
+    AE_TRY(read_hash(j, path, "data_sha256", r->data_hash));
+    AE_TRY(ae_json_field(j, path, "target", AE_JSON_OBJECT, &t));
+    AE_TRY(ae_json_field(j, path, "train", AE_JSON_OBJECT, &h));
+    AE_TRY(parse_target(t, path, r));
+    AE_TRY(parse_train(h, path, r));
+    return check_run(r, path);
 }
 
 ae_status ae_run_spec_load(const char *out_dir, ae_run_spec *r) {
@@ -236,14 +428,94 @@ ae_status ae_run_spec_load(const char *out_dir, ae_run_spec *r) {
     size_t len;
     if (!path) return AE_ERR_NOMEM;
     ae_status st = ae_file_read_all(path, &text, &len);
+    if (st == AE_ERR_IO) ae_error_wrap(st, "%s is not a conversion folder", out_dir);
     if (st == AE_OK) {
         cJSON *j = cJSON_Parse(text);
         st = j ? parse(j, path, r) : ae_errorf(AE_ERR_FORMAT, "%s: not valid JSON", path);
         cJSON_Delete(j);
     }
-    if (st != AE_OK && st != AE_ERR_NOMEM)
-        ae_error_wrap(st, "--resume %s is not a conversion folder", out_dir);
     free(text);
     free(path);
+    return st;
+}
+
+// ---- the spec against the student's config.json
+
+static int in_list(const int *v, int n, int x) {
+    for (int i = 0; i < n; i++)
+        if (v[i] == x) return 1;
+    return 0;
+}
+
+static ae_status check_layer_list(const int *v, int n, int L, const char *path, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (v[i] >= L)
+            return ae_errorf(AE_ERR_FORMAT, "%s: %s[%d] is %d; the student has %d layers (indices "
+                             "0 to %d)", path, name, i, v[i], L, L - 1);
+    return AE_OK;
+}
+
+static ae_status check_dim(const char *path, const char *name, int spec, const char *key, int cfg) {
+    if (spec == cfg) return AE_OK;
+    return ae_errorf(AE_ERR_FORMAT, "%s: %s is %d but the student's config.json has %s %d", path,
+                     name, spec, key, cfg);
+}
+
+static ae_status check_mla(const ae_student_spec *s, const ae_config *c, const char *path) {
+    AE_TRY(check_dim(path, "target.kv_lora_rank", s->kv_lora_rank, "kv_lora_rank", c->kv_lora_rank));
+    AE_TRY(check_dim(path, "target.q_lora_rank", s->q_lora_rank, "q_lora_rank", c->q_lora_rank));
+    AE_TRY(check_dim(path, "target.qk_rope_dim", s->qk_rope_dim, "qk_rope_head_dim", c->qk_rope_head_dim));
+    AE_TRY(check_dim(path, "target.qk_nope_dim", s->qk_nope_dim, "qk_nope_head_dim", c->qk_nope_head_dim));
+    return check_dim(path, "target.v_head_dim", s->v_head_dim, "v_head_dim", c->v_head_dim);
+}
+
+static ae_status check_gateswa(const ae_student_spec *s, const ae_config *c, const char *path) {
+    static const char *gates[] = {"none", "elementwise", "head"};
+    AE_TRY(check_dim(path, "target.window", s->window, "sliding_window", c->sliding_window));
+    if ((int)s->gate != c->attn_gate)
+        return ae_errorf(AE_ERR_FORMAT, "%s: target.gate is \"%s\" but the student's config.json has "
+                         "attn_output_gate \"%s\"", path, gates[s->gate], gates[c->attn_gate]);
+    if (!s->sinks != !c->attn_sinks)
+        return ae_errorf(AE_ERR_FORMAT, "%s: target.sinks is %s but the student's config.json has "
+                         "attn_sinks %s", path, s->sinks ? "true" : "false", c->attn_sinks ? "true" : "false");
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        if (c->layer_attn[l] == AE_ATTN_GQA) continue;
+        int full = s->full_layers ? in_list(s->full_layers, s->n_full_layers, l)
+                                  : l % s->full_every == s->full_every - 1;
+        if (full != (c->layer_types[l] == AE_LAYER_FULL))
+            return ae_errorf(AE_ERR_FORMAT, "%s: target.%s gives layer %d %s attention but the "
+                             "student's config.json has %s attention there", path,
+                             s->full_layers ? "full_layers" : "full_every", l,
+                             full ? "full" : "sliding-window", full ? "sliding-window" : "full");
+    }
+    return AE_OK;
+}
+
+static ae_status check_student(const ae_run_spec *r, const ae_config *c, const char *path) {
+    const ae_student_spec *s = &r->spec;
+    int L = c->num_hidden_layers;
+    if (c->target != s->target)
+        return ae_errorf(AE_ERR_FORMAT, "%s: target.kind is \"%s\" but the student's config.json has "
+                         "attention_target \"%s\"", path, ae_attn_kind_name(s->target),
+                         ae_attn_kind_name(c->target));
+    AE_TRY(check_layer_list(s->layers, s->n_layers, L, path, "target.layers"));
+    AE_TRY(check_layer_list(s->full_layers, s->n_full_layers, L, path, "target.full_layers"));
+    for (int l = 0; l < L; l++)
+        if ((!s->layers || in_list(s->layers, s->n_layers, l)) != (c->layer_attn[l] != AE_ATTN_GQA))
+            return ae_errorf(AE_ERR_FORMAT, "%s: target.layers %s layer %d but the student's "
+                             "config.json %s it", path, c->layer_attn[l] == AE_ATTN_GQA ? "replaces" :
+                             "does not replace", l, c->layer_attn[l] == AE_ATTN_GQA ? "does not replace" :
+                             "replaces");
+    return s->target == AE_ATTN_MLA ? check_mla(s, c, path) : check_gateswa(s, c, path);
+}
+
+ae_status ae_run_spec_check_student(const ae_run_spec *r, const char *out_dir) {
+    ae_config c;
+    memset(&c, 0, sizeof c);
+    AE_TRY(ae_config_load(out_dir, &c));
+    char *path = ae_path_join(out_dir, "conversion.json");
+    ae_status st = path ? check_student(r, &c, path) : AE_ERR_NOMEM;
+    free(path);
+    ae_config_free(&c);
     return st;
 }
