@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
+#include "tok/tok_internal.h" // test_nul_and_empty_tokens: the decode table
 #include "tok/tokenizer.h"
 #include "util/testutil.h"
 
@@ -644,6 +645,137 @@ static void test_malformed(void **state) {
     free(base);
 }
 
+// Writes tokenizer.json of exactly n bytes (NUL bytes included) into a fresh temp dir.
+static char *write_tok_n(const char *json, size_t n) {
+    char *dir = ae_test_tmpdir();
+    assert_non_null(dir);
+    char *p = ae_path_join(dir, "tokenizer.json");
+    assert_int_equal(ae_test_write_file(p, json, n), 0);
+    free(p);
+    return dir;
+}
+
+static const char *MIN_FMT = "{\"model\": {\"type\": \"BPE\", \"vocab\": {%s}, \"merges\": []}, "
+                             "\"pre_tokenizer\": {\"type\": \"ByteLevel\"}, "
+                             "\"decoder\": {\"type\": \"ByteLevel\"}}";
+
+// A vocab whose only token is "" loads and its id decodes to "": decode used to offset a NULL
+// pointer (no token had any bytes, so no byte table was allocated; UBSan: "applying zero offset
+// to null pointer", found by fuzz_tokenizer_json, fuzz/crashes/fuzz_tokenizer_json/). A NUL
+// character inside a string would silently cut the token short (cJSON ends strings there; a
+// raw NUL byte is not valid JSON either): refused, naming the byte, whether raw or \u0000.
+static void test_nul_and_empty_tokens(void **state) {
+    (void)state;
+    char json[512];
+    snprintf(json, sizeof json, MIN_FMT, "\"\": 0");
+    char *dir = write_tok(json, NULL);
+    ae_tokenizer *t = NULL;
+    if (ae_tokenizer_load(dir, &t) != AE_OK) fail_msg("%s", ae_last_error());
+    assert_int_equal(ae_tokenizer_vocab_size(t), 1);
+    assert_non_null(t->dec_blob); // what decode offsets (only UBSan of clang sees NULL + 0)
+    int32_t id = 0;
+    char *dec = NULL;
+    size_t len = 7;
+    assert_int_equal(ae_tokenizer_decode(t, &id, 1, &dec, &len), AE_OK);
+    assert_string_equal(dec, "");
+    assert_int_equal(len, 0);
+    free(dec);
+    check_stream(t, &id, 1, "", 0);
+    ae_tokenizer_free(t);
+    ae_test_rmtree(dir);
+    free(dir);
+
+    // raw NUL bytes: in a token (the fuzzer's input had several), and at the end of the file
+    snprintf(json, sizeof json, MIN_FMT, "\"a#b\": 0");
+    size_t n = strlen(json), at = (size_t)(strchr(json, '#') - json);
+    json[at] = '\0';
+    for (int k = 0; k < 2; k++) {
+        if (k) { // the NUL after the closing brace instead
+            json[at] = '#';
+            at = n++;
+            json[at] = '\0';
+        }
+        dir = write_tok_n(json, n);
+        t = (ae_tokenizer *)(uintptr_t)1;
+        assert_int_equal(ae_tokenizer_load(dir, &t), AE_ERR_FORMAT);
+        assert_null(t);
+        char want[64];
+        snprintf(want, sizeof want, "contains a NUL byte (at byte %zu)", at);
+        if (!strstr(ae_last_error(), "tokenizer.json") || !strstr(ae_last_error(), want))
+            fail_msg("\"%s\" lacks \"%s\"", ae_last_error(), want);
+        ae_test_catalogue("tokenizer.json", k ? "a NUL byte after the JSON object"
+                                              : "a NUL byte inside a token of model.vocab",
+                          ae_last_error());
+        ae_test_rmtree(dir);
+        free(dir);
+    }
+    // the escape \u0000; an escaped backslash before "u0000" is the 6-character token \u0000
+    snprintf(json, sizeof json, MIN_FMT, "\"a\\u0000b\": 0");
+    dir = write_tok(json, NULL);
+    t = (ae_tokenizer *)(uintptr_t)1;
+    assert_int_equal(ae_tokenizer_load(dir, &t), AE_ERR_FORMAT);
+    assert_null(t);
+    snprintf(json, sizeof json, "contains the escape \\u0000 (at byte %zu)",
+             (size_t)(strstr(MIN_FMT, "%s") - MIN_FMT) + 2);
+    if (!strstr(ae_last_error(), json)) fail_msg("\"%s\" lacks \"%s\"", ae_last_error(), json);
+    ae_test_catalogue("tokenizer.json", "a token of model.vocab holding the escape \\u0000",
+                      ae_last_error());
+    ae_test_rmtree(dir);
+    free(dir);
+    snprintf(json, sizeof json, MIN_FMT, "\"\\\\u0000\": 0, \"\\\\\\\\u0000\": 1");
+    dir = write_tok(json, NULL);
+    if (ae_tokenizer_load(dir, &t) != AE_OK) fail_msg("%s", ae_last_error());
+    assert_int_equal(ae_tokenizer_token_id(t, "\\u0000"), 0);
+    assert_int_equal(ae_tokenizer_token_id(t, "\\\\u0000"), 1);
+    ae_tokenizer_free(t);
+    // tokenizer_config.json: a raw NUL byte is refused; \u0000 is not (only eos_token is read,
+    // and a chat template may hold one)
+    char *cfg = ae_path_join(dir, "tokenizer_config.json");
+    assert_int_equal(ae_test_write_file(cfg, "{\"eos_token\": null}\0", 20), 0);
+    assert_int_equal(ae_tokenizer_load(dir, &t), AE_ERR_FORMAT);
+    if (!strstr(ae_last_error(), "tokenizer_config.json: contains a NUL byte (at byte 19)"))
+        fail_msg("%s", ae_last_error());
+    ae_test_catalogue("tokenizer_config.json", "a NUL byte after the JSON object",
+                      ae_last_error());
+    const char ok[] = "{\"chat_template\": \"a\\u0000b\", \"eos_token\": null}";
+    assert_int_equal(ae_test_write_file(cfg, ok, sizeof ok - 1), 0);
+    if (ae_tokenizer_load(dir, &t) != AE_OK) fail_msg("%s", ae_last_error());
+    ae_tokenizer_free(t);
+    free(cfg);
+    ae_test_rmtree(dir);
+    free(dir);
+}
+
+// A Split pre-tokenizer with a {"String": ...} pattern splits on that literal text: it used to
+// be refused ("invalid option bits with PCRE2_LITERAL": PCRE2 takes no UCP with LITERAL). A
+// literal without regex metacharacters splits as the same regex does; one with them still loads.
+static void test_split_literal(void **state) {
+    (void)state;
+    char *base = tiny_json(ADDED_X, "BPE", MERGES_STR);
+    const char *rx = "{\"Regex\": \"" QWEN_REGEX "\"}";
+    char *at = strstr(base, rx);
+    assert_non_null(at);
+    static const char *const pats[] = {"{\"Regex\": \"c\"}", "{\"String\": \"c\"}",
+                                       "{\"String\": \"(?[\"}"};
+    // split at every "c": ab|c|ab |c|b|c; the literal "(?[" is not in the text: one piece
+    static const int32_t want_c[] = {4, 2, 4, 3, 2, 1, 2}, want_none[] = {5, 4, 3, 2, 8};
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(base) + strlen(pats[i]) + 1;
+        char *e = malloc(n);
+        snprintf(e, n, "%.*s%s%s", (int)(at - base), base, pats[i], at + strlen(rx));
+        char *dir = write_tok(e, NULL);
+        ae_tokenizer *t = NULL;
+        if (ae_tokenizer_load(dir, &t) != AE_OK) fail_msg("%s: %s", pats[i], ae_last_error());
+        if (i < 2) expect_encode(t, "abcab cbc", want_c, 7);
+        else expect_encode(t, "abcab cbc", want_none, 5);
+        ae_tokenizer_free(t);
+        ae_test_rmtree(dir);
+        free(dir);
+        free(e);
+    }
+    free(base);
+}
+
 static void test_bad_input(void **state) {
     (void)state;
     ae_tokenizer *t;
@@ -742,7 +874,8 @@ int main(void) {
         cmocka_unit_test(test_eos_and_specials),  cmocka_unit_test(test_merges_both_forms),
         cmocka_unit_test(test_added_token_flags), cmocka_unit_test(test_hf_unicode_and_flags),
         cmocka_unit_test(test_malformed),         cmocka_unit_test(test_bad_input),
-        cmocka_unit_test(test_roundtrip_corpus),
+        cmocka_unit_test(test_roundtrip_corpus),  cmocka_unit_test(test_nul_and_empty_tokens),
+        cmocka_unit_test(test_split_literal),
     };
     return ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }

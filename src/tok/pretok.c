@@ -96,7 +96,8 @@ ae_status ae_tok_regex_compile(const char *pattern, int literal, pcre2_code **ou
     }
     int err;
     PCRE2_SIZE off;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    // PCRE2 refuses UCP with LITERAL (it only changes what \d, \w and classes match anyway)
+    uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)b.p, b.n, opts, &err, &off, NULL);
     free(b.p);
     if (!re) {

@@ -227,6 +227,25 @@ static ae_status parse_added(ae_tokenizer *t, const cJSON *added, int32_t model_
     return AE_OK;
 }
 
+// cJSON ends a string at a NUL character, so a token holding one (a raw NUL byte, which is not
+// valid JSON either, or the escape \u0000) would be cut short and silently become another token
+// (even ""): refuse both, naming the byte. Outside strings a backslash is a JSON error anyway.
+static ae_status check_nul(const char *path, const char *text, size_t len, int escapes) {
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == '\0')
+            return ae_errorf(AE_ERR_FORMAT, "%s: contains a NUL byte (at byte %zu)", path, i);
+        if (text[i] == '\\' && i + 1 < len) {
+            if (escapes && i + 5 < len && memcmp(text + i + 1, "u0000", 5) == 0)
+                return ae_errorf(AE_ERR_FORMAT,
+                                 "%s: contains the escape \\u0000 (at byte %zu): strings with a "
+                                 "NUL character are not supported",
+                                 path, i);
+            if (text[i + 1] != '\0') i++; // the escaped character (\\ starts no escape)
+        }
+    }
+    return AE_OK;
+}
+
 static ae_status build_tables(ae_tokenizer *t) {
     for (int b = 0; b < 256; b++) {
         uint32_t cp = ae_tok_byte_to_cp((unsigned char)b);
@@ -242,10 +261,15 @@ static ae_status build_tables(ae_tokenizer *t) {
         snprintf(fb, sizeof fb, "<0x%02X>", b);
         t->byte_fallback_id[b] = t->byte_fallback ? ae_strmap_get(&t->vocab, fb, strlen(fb)) : -1;
     }
-    // decoded bytes of every id
+    // decoded bytes of every id; the blob exists even when every token decodes to nothing (a
+    // vocab of "" alone), so that decode never offsets a NULL pointer
     ae_tok_buf blob = {0};
+    if (ae_tok_buf_put(&blob, "", 0) != AE_OK) return AE_ERR_NOMEM;
     t->dec_off = ae_calloc((size_t)t->vocab_size + 1, sizeof *t->dec_off);
-    if (!t->dec_off) return AE_ERR_NOMEM;
+    if (!t->dec_off) {
+        free(blob.p);
+        return AE_ERR_NOMEM;
+    }
     for (int i = 0; i < t->vocab_size; i++) {
         t->dec_off[i] = (uint32_t)blob.n;
         if (t->id_str[i]) {
@@ -330,6 +354,8 @@ static ae_status load_config(ae_tokenizer *t, const char *dir) {
     cJSON *root = NULL;
     if (!ae_path_exists(path)) goto done;
     if ((st = ae_file_read_all(path, &buf, &len)) != AE_OK) goto done;
+    // \u0000 is allowed here: a chat template may hold one, and only eos_token is read
+    if ((st = check_nul(path, buf, len, 0)) != AE_OK) goto done;
     root = cJSON_ParseWithLength(buf, len);
     if (!cJSON_IsObject(root)) {
         st = ae_errorf(AE_ERR_FORMAT, "%s: not a JSON object", path);
@@ -364,6 +390,10 @@ ae_status ae_tokenizer_load(const char *dir, ae_tokenizer **out) {
     char *buf = NULL;
     size_t len;
     ae_status st = ae_file_read_all(t->path, &buf, &len);
+    if (st == AE_OK && (st = check_nul(t->path, buf, len, 1)) != AE_OK) {
+        free(buf);
+        buf = NULL;
+    }
     if (st == AE_OK) {
         cJSON *root = cJSON_ParseWithLength(buf, len);
         if (!root) {

@@ -200,3 +200,74 @@ int ae_test_count_entries(const char *dir) {
     if (d) closedir(d);
     return n;
 }
+
+// ---- robustness catalogue
+
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p == '\n') fputs("\\n", f);
+        else if (*p == '\t') fputs("\\t", f);
+        else if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f); // other bytes as they are (the script reads invalid UTF-8 too)
+    }
+    fputc('"', f);
+}
+
+void ae_test_catalogue_at(const char *file, const char *section, const char *input,
+                          const char *message) {
+    const char *path = getenv("AE_CATALOGUE");
+    if (!path || !*path) return;
+    // one line per record, written with one write(2) on an O_APPEND descriptor, so that test
+    // programs run side by side do not interleave their records
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    if (!m) return;
+    fputs("{\"file\": ", m);
+    json_str(m, file);
+    fputs(", \"section\": ", m);
+    json_str(m, section);
+    fputs(", \"input\": ", m);
+    json_str(m, input);
+    fputs(", \"message\": ", m);
+    json_str(m, message);
+    fputs("}\n", m);
+    fclose(m);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+        if (write(fd, buf, len) != (ssize_t)len) fprintf(stderr, "AE_CATALOGUE: short write\n");
+        close(fd);
+    }
+    free(buf);
+}
+
+void ae_test_catalogue_cli_at(const char *file, const char *section, const char *const *args,
+                              const char *note, const char *message) {
+    if (!getenv("AE_CATALOGUE")) return;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    if (!m) return;
+    fputs("attnedit", m);
+    for (int i = 0; args[i]; i++) {
+        const char *a = args[i];
+        int plain = *a != '\0';
+        for (const char *p = a; *p; p++)
+            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+",
+                        *p))
+                plain = 0;
+        if (plain) {
+            fprintf(m, " %s", a);
+        } else { // single quotes, a ' written as '\''
+            fputs(" '", m);
+            for (const char *p = a; *p; p++) *p == '\'' ? fputs("'\\''", m) : fputc(*p, m);
+            fputc('\'', m);
+        }
+    }
+    if (note) fprintf(m, " -- %s", note);
+    fclose(m);
+    ae_test_catalogue_at(file, section, buf, message);
+    free(buf);
+}

@@ -46,4 +46,21 @@ double ae_test_rel_err(const float *a, const float *b, size_t n);
 // stderr (heap strings, caller frees). Returns the exit status (or 128+signal when killed).
 int ae_test_run_cli(const char *const *args, const char *stdin_text, char **out, char **err);
 
+// ---- the robustness catalogue (docs/ROBUSTNESS.md, made by scripts/robustness-catalogue.sh)
+// With AE_CATALOGUE=FILE in the environment, records a bad input that a test saw refused: one
+// JSON line appended to FILE with the test's source file, a section (which input, which
+// command), the input (what is wrong with it, or the command line) and the message the user
+// gets. Without AE_CATALOGUE nothing happens. The script writes the tests' temporary folders as
+// <tmp> and the source tree as <src>.
+#define ae_test_catalogue(section, input, message)                                                 \
+    ae_test_catalogue_at(__FILE__, section, input, message)
+// The same with the input shown as the command line `attnedit ARG...` (args NULL-terminated,
+// argv[0] excluded; arguments quoted as a shell needs them), then ` -- note` unless note is NULL.
+#define ae_test_catalogue_cli(section, args, note, message)                                        \
+    ae_test_catalogue_cli_at(__FILE__, section, args, note, message)
+void ae_test_catalogue_at(const char *file, const char *section, const char *input,
+                          const char *message);
+void ae_test_catalogue_cli_at(const char *file, const char *section, const char *const *args,
+                              const char *note, const char *message);
+
 #endif
