@@ -68,6 +68,9 @@ def main():
                 out = model(x[:, p0:p0 + 8192], past_key_values=cache, use_cache=True, logits_to_keep=1)
             nxt = out.logits[:, -1].argmax(-1)
             nxt.item()
+            out = model(nxt[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1)  # warm-up
+            nxt = out.logits[:, -1].argmax(-1)
+            nxt.item()
             t0 = time.time()
             for _ in range(a.decode_steps):
                 out = model(nxt[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1)

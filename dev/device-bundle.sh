@@ -3,12 +3,13 @@
 # here (same nvcc as the device), the Debian shared libraries it links (the device image lacks
 # them), and the parts of ../shared the GPU tests and benchmarks read. On the device:
 #   bash dev/device-unpack.sh && AE_GPU_BUILD=.carry/build AE_PREBUILT=1 bash scripts/test-gpu.sh
-# Usage: dev/device-bundle.sh [teachers...]   (default: qwen3-micro qwen3-moe; the tree limit of
-# a device call is 64 MiB, so large teachers go in separate calls)
+# Usage: dev/device-bundle.sh [teachers... | none]   (default: qwen3-micro qwen3-moe; the tree
+# limit of a device call is 64 MiB, so large teachers go in separate calls)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 teachers=("$@")
 [ ${#teachers[@]} -eq 0 ] && teachers=(qwen3-micro qwen3-moe)
+[ "${teachers[*]}" = none ] && teachers=()
 shared=$(cd ../shared && pwd)
 rm -rf .carry && mkdir -p .carry/stage/lib .carry/stage/shared/teachers .carry/stage/shared/data/corpus/general
 bash scripts/build.sh build-gpu -DAE_CUDA=ON >/dev/null
@@ -22,7 +23,7 @@ for l in libcjson.so.1 libpcre2-8.so.0 libutf8proc.so.2 libcmocka.so.0 libgfortr
   cp -L /usr/lib/x86_64-linux-gnu/$l .carry/stage/lib/
 done
 cp -L /usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0 .carry/stage/lib/
-for t in "${teachers[@]}"; do cp -r "$shared/teachers/$t" .carry/stage/shared/teachers/; done
+for t in ${teachers[@]+"${teachers[@]}"}; do cp -r "$shared/teachers/$t" .carry/stage/shared/teachers/; done
 head -c 400000 "$shared/data/corpus/general/valid.txt" > .carry/stage/shared/data/corpus/general/valid.txt
 tar -C .carry/stage -cf - . | xz -T2 -6 > .carry/bundle.tar.xz
 rm -rf .carry/stage
