@@ -173,11 +173,44 @@ static void test_adamw_first_step_by_hand(void **state) {
     ae_adamw_free(&o);
 }
 
+// Non-finite values: a NaN or Inf gradient changes nothing (parameters, moments, step count)
+// and names its tensor; an update that overflows a parameter (lr·wd·|w| > FLT_MAX) names the
+// tensor it made non-finite; finite steps report none.
+static void test_adamw_nonfinite(void **state) {
+    (void)state;
+    float w0[3] = {1, 2, 3}, g0[3] = {0.1f, 0.2f, 0.3f}, w1[2] = {1, 1}, g1[2] = {0.5f, NAN};
+    ae_opt_param ps[2] = {{w0, g0, 3, 1}, {w1, g1, 2, 1}};
+    ae_adamw_cfg cfg = {.lr = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 10.0f,
+                        .warmup = 0, .total = 10, .min_lr_ratio = 1.0f, .clip = 1.0f};
+    ae_adamw o;
+    assert_int_equal(ae_adamw_init(&o, &cfg, ps, 2), AE_OK);
+    for (int k = 0; k < 2; k++) {
+        g1[1] = k ? -INFINITY : NAN;
+        double norm = ae_adamw_step(&o);
+        assert_false(isfinite(norm));
+        assert_int_equal(o.nonfinite, 1);
+        assert_int_equal(o.step, 0);
+        assert_true(w0[0] == 1 && w0[2] == 3 && w1[0] == 1 && w1[1] == 1);
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < ps[i].numel; j++) assert_true(o.m[i][j] == 0 && o.v[i][j] == 0);
+    }
+    g1[1] = 0.25f;
+    ae_adamw_step(&o);
+    assert_int_equal(o.nonfinite, -1);
+    assert_int_equal(o.step, 1);
+    w0[1] = 3e38f; // decay: w -= lr·wd·w = -27e38: overflows to -Inf
+    ae_adamw_step(&o);
+    assert_int_equal(o.nonfinite, 0);
+    assert_true(isinf(w0[1]));
+    ae_adamw_free(&o);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lr_schedule),
         cmocka_unit_test(test_adamw_steps),
         cmocka_unit_test(test_adamw_first_step_by_hand),
+        cmocka_unit_test(test_adamw_nonfinite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

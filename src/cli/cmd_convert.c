@@ -397,9 +397,12 @@ static int make_and_train(ae_run_spec *rs, const char *teacher, const char *out,
         rc = ae_cli_fail("convert");
         goto done;
     }
-    if (training && train_and_finish(rs, t, s, &data, &rep, out, 0) != AE_OK) {
-        fprintf(stderr, "attnedit convert: %s\n(the run can be continued with: attnedit convert "
-                        "--resume %s)\n", ae_last_error(), out);
+    if (training && (st = train_and_finish(rs, t, s, &data, &rep, out, 0)) != AE_OK) {
+        // a diverged run would diverge again on --resume: its message says what to change
+        if (st == AE_ERR_NONFINITE) fprintf(stderr, "attnedit convert: %s\n", ae_last_error());
+        else
+            fprintf(stderr, "attnedit convert: %s\n(the run can be continued with: attnedit convert "
+                            "--resume %s)\n", ae_last_error(), out);
         rc = 1;
         goto done;
     }

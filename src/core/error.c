@@ -40,6 +40,7 @@ const char *ae_status_name(ae_status st) {
     case AE_ERR_ARG: return "invalid argument";
     case AE_ERR_NOMEM: return "out of memory";
     case AE_ERR_DEVICE: return "device error";
+    case AE_ERR_NONFINITE: return "non-finite value";
     }
     return "error";
 }

@@ -15,6 +15,7 @@ typedef enum {
     AE_ERR_ARG,         // bad argument / option value
     AE_ERR_NOMEM,       // allocation failed
     AE_ERR_DEVICE,      // the compute device failed (a CUDA error)
+    AE_ERR_NONFINITE,   // a computation gave Inf or NaN (training diverged)
 } ae_status;
 
 // Sets the message (printf-style) and returns `st`, so callers can `return ae_errorf(...)`.

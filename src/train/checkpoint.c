@@ -19,6 +19,16 @@
 #include "train/run_spec.h"
 
 
+// A checkpoint never holds Inf or NaN (training stops before one could be saved; this is the
+// last guard): name the tensor and write nothing.
+static ae_status check_finite(const char *name, const float *x, int64_t n) {
+    int64_t bad = ae_f32_first_nonfinite(x, n);
+    if (bad >= 0)
+        return ae_errorf(AE_ERR_NONFINITE, "'%s' holds a non-finite value (Inf or NaN) at element %lld; "
+                         "no checkpoint written", name, (long long)bad);
+    return AE_OK;
+}
+
 static ae_status write_params(const ae_run *r, const char *path) {
     ae_st_writer *w;
     AE_TRY(ae_st_writer_init(&w));
@@ -26,14 +36,17 @@ static ae_status write_params(const ae_run *r, const char *path) {
     char name[128];
     for (int i = 0; i < r->np && st == AE_OK; i++) {
         int64_t shape[1] = {r->sp[i].numel};
-        st = ae_st_writer_add(w, r->sp[i].name, AE_DT_F32, 1, shape, r->sp[i].data);
+        st = check_finite(r->sp[i].name, r->sp[i].data, r->sp[i].numel);
+        if (st == AE_OK) st = ae_st_writer_add(w, r->sp[i].name, AE_DT_F32, 1, shape, r->sp[i].data);
     }
     for (int k = 0; k < r->ntrain && st == AE_OK; k++) {
         const ae_named_param *p = &r->sp[r->trainable[k]];
         int64_t shape[1] = {p->numel};
         snprintf(name, sizeof name, "adam.m/%s", p->name);
-        st = ae_st_writer_add(w, name, AE_DT_F32, 1, shape, r->opt.m[k]);
+        st = check_finite(name, r->opt.m[k], p->numel);
+        if (st == AE_OK) st = ae_st_writer_add(w, name, AE_DT_F32, 1, shape, r->opt.m[k]);
         snprintf(name, sizeof name, "adam.v/%s", p->name);
+        if (st == AE_OK) st = check_finite(name, r->opt.v[k], p->numel);
         if (st == AE_OK) st = ae_st_writer_add(w, name, AE_DT_F32, 1, shape, r->opt.v[k]);
     }
     if (st == AE_OK) return ae_st_writer_finish(w, path);
@@ -249,6 +262,10 @@ static ae_status load_tensor(const ae_st_set *s, const char *path, const char *n
     const ae_st_tensor *t = ae_st_find(s, name);
     if (!t || t->numel != numel)
         return ae_errorf(AE_ERR_FORMAT, "%s: tensor '%s' missing or of the wrong size", path, name);
+    int64_t bad = ae_st_first_nonfinite(t);
+    if (bad >= 0)
+        return ae_errorf(AE_ERR_FORMAT, "%s: tensor '%s' holds a non-finite value (Inf or NaN) at "
+                         "element %lld: the checkpoint is damaged", path, name, (long long)bad);
     return ae_st_to_f32(t, dst);
 }
 

@@ -3,6 +3,7 @@
 // AdamW, checkpoints, progress and metrics.jsonl.
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,114 @@ static ae_status check_opts(const ae_distill_opts *o) {
 static int layer_of(const char *name) {
     int l;
     return sscanf(name, "model.layers.%d.", &l) == 1 ? l : -1;
+}
+
+// ---------------------------------------------------------------- non-finite values
+// A loss, gradient or update that is Inf or NaN stops the run before anything is logged or
+// saved: the checkpoint on disk stays the last good one and no final model is written.
+
+int64_t ae_f32_first_nonfinite(const float *x, int64_t n) {
+    int64_t first = INT64_MAX;
+#pragma omp parallel for reduction(min : first) if (n > (1 << 20))
+    for (int64_t i = 0; i < n; i++)
+        if (i < first && !isfinite(x[i])) first = i;
+    return first == INT64_MAX ? -1 : first;
+}
+
+static int nonfinite(const float *x, size_t n) { return ae_f32_first_nonfinite(x, (int64_t)n) >= 0; }
+
+// A loss for messages: NaN, Inf, -Inf or %g.
+static const char *fmt_loss(double v, char buf[32]) {
+    if (isnan(v)) return "NaN";
+    if (isinf(v)) return v > 0 ? "Inf" : "-Inf";
+    snprintf(buf, 32, "%g", v);
+    return buf;
+}
+
+// " (layer l)" for a parameter of layer l, else "".
+static const char *fmt_layer(const char *name, char buf[32]) {
+    int l;
+    if (sscanf(name, "model.layers.%d.", &l) != 1) return "";
+    snprintf(buf, 32, " (layer %d)", l);
+    return buf;
+}
+
+// The message of a run stopped on a non-finite value at the current step: the cause (naming
+// the layer), what is kept and what to change. teacher: the teacher itself overflowed.
+__attribute__((format(printf, 3, 4)))
+static ae_status diverged(const ae_run *r, int teacher, const char *fmt, ...) {
+    char cause[400], kept[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cause, sizeof cause, fmt, ap);
+    va_end(ap);
+    if (r->ckpt_stage >= 0)
+        snprintf(kept, sizeof kept, "the last good checkpoint (stage %d, step %lld) is kept",
+                 r->ckpt_stage + 1, (long long)r->ckpt_step);
+    else
+        snprintf(kept, sizeof kept, "no checkpoint had been written yet");
+    char advice[200];
+    if (teacher)
+        snprintf(advice, sizeof advice, "the teacher's own activations overflow on this batch: "
+                 "check the teacher's weights");
+    else
+        snprintf(advice, sizeof advice, "resuming would repeat the same steps: start the run again "
+                 "with a lower --stage%d-lr (this run: %g), a smaller --clip (%g) or less "
+                 "--weight-decay (%g)", r->stage + 1, r->o->lr[r->stage], r->o->clip, r->o->weight_decay);
+    return ae_errorf(AE_ERR_NONFINITE, "non-finite value in training at stage %d, step %lld of %lld: "
+                     "%s. Training stopped: %s in %.200s and model.safetensors was not rewritten; %s",
+                     r->stage + 1, (long long)r->step + 1,
+                     (long long)ae_distill_stage_steps(r->o, r->stage), cause, kept, r->out_dir, advice);
+}
+
+// Stage 1, layer l: the loss of one term is not finite. The teacher's input x and target a,
+// or the student's output y, hold Inf/NaN.   x, a, y: (N·D)
+static ae_status stage1_nonfinite(const ae_run *r, int l, const char *term, double loss,
+                                  const float *x, const float *a, const float *y, size_t nd) {
+    char b[32];
+    if (nonfinite(x, nd) || nonfinite(a, nd))
+        return diverged(r, 1, "the teacher's attention %s of layer %d holds Inf or NaN",
+                        nonfinite(x, nd) ? "input" : "output", l);
+    return diverged(r, 0, "the %s loss of layer %d (model.layers.%d.self_attn) is %s%s", term, l, l,
+                    fmt_loss(loss, b),
+                    nonfinite(y, nd) ? ": the student's attention output holds Inf or NaN" : "");
+}
+
+// Stage 2: the KL or cosine loss is not finite. Names the first layer after which the teacher's
+// or else the student's residual stream holds Inf/NaN.
+static ae_status stage2_nonfinite(const ae_run *r, const ae_train_acts *ta, const ae_train_acts *sa,
+                                  size_t nd, const char *term, double loss) {
+    int L = r->s->cfg.num_hidden_layers;
+    char b[32];
+    const char *v = fmt_loss(loss, b);
+    for (int l = 0; l <= L; l++)
+        if (nonfinite(ae_train_acts_hidden(ta, l), nd))
+            return l ? diverged(r, 1, "the %s loss is %s: the teacher's residual stream first holds "
+                                "Inf or NaN after layer %d", term, v, l - 1)
+                     : diverged(r, 1, "the %s loss is %s: the teacher's embeddings hold Inf or NaN",
+                                term, v);
+    if (nonfinite(ae_train_acts_final(ta), nd))
+        return diverged(r, 1, "the %s loss is %s: the teacher's final norm output holds Inf or NaN",
+                        term, v);
+    for (int l = 1; l <= L; l++)
+        if (nonfinite(ae_train_acts_hidden(sa, l), nd))
+            return diverged(r, 0, "the %s loss is %s: the student's residual stream first holds Inf or "
+                            "NaN after layer %d (model.layers.%d)", term, v, l - 1, l - 1);
+    return diverged(r, 0, "the %s loss is %s: the student's %s", term, v,
+                    nonfinite(ae_train_acts_final(sa), nd) ? "final norm output holds Inf or NaN"
+                                                           : "logits overflow (lm_head)");
+}
+
+// ae_adamw_step found a non-finite gradient (norm not finite: nothing was updated) or made a
+// tensor non-finite.
+static ae_status update_nonfinite(const ae_run *r, double norm, double loss) {
+    const char *name = r->sp[r->trainable[r->opt.nonfinite]].name;
+    char b[32];
+    if (!isfinite(norm))
+        return diverged(r, 0, "the gradient of %s%s holds Inf or NaN (the loss, %g, is finite)", name,
+                        fmt_layer(name, b), loss);
+    return diverged(r, 0, "the update (gradient norm %g before clipping) made %s%s or its AdamW "
+                    "second moment hold Inf or NaN", norm, name, fmt_layer(name, b));
 }
 
 // Stage 1 trains the replaced attention modules; stage 2 those too, or everything.
@@ -132,6 +241,14 @@ static ae_status add_block_term(const ae_run *r, int l, const ae_train_acts *ta,
     double bl = 0.0;
     AE_TRY(ae_distill_block_term(r->t, l, ta, y, N, r->o->s1_normalized,
                                  r->o->s1_block / (float)r->o->accum, dy, &bl));
+    if (!isfinite(bl)) {
+        size_t nd = (size_t)N * r->s->cfg.hidden_size;
+        if (nonfinite(ae_train_acts_hidden(ta, l), nd) || nonfinite(ae_train_acts_hidden(ta, l + 1), nd))
+            return diverged(r, 1, "the teacher's residual stream around layer %d holds Inf or NaN", l);
+        char b[32];
+        return diverged(r, 0, "the block-output loss (--stage1-block) of layer %d (model.layers.%d) "
+                        "is %s", l, l, fmt_loss(bl, b));
+    }
     layer_loss[l] += r->o->s1_block * bl;
     return AE_OK;
 }
@@ -152,7 +269,12 @@ static ae_status stage1_micro(ae_run *r, const int32_t *ids, int B, int T, doubl
         ae_layer_attn_acts a;
         st = ae_layer_attn_train_forward(be, L, ae_host_f32(x), B, T, ae_host_f32(y), &a);
         if (st == AE_OK) {
-            layer_loss[l] += ae_mse_loss(y, target, N, D, r->o->s1_normalized, dy);
+            double li = ae_mse_loss(y, target, N, D, r->o->s1_normalized, dy);
+            if (!isfinite(li))
+                st = stage1_nonfinite(r, l, "attention-output", li, x, target, y, (size_t)N * D);
+            layer_loss[l] += li;
+        }
+        if (st == AE_OK) {
             for (size_t i = 0; i < (size_t)N * D; i++) dy[i] /= (float)r->o->accum;
             st = add_block_term(r, l, ta, y, N, dy, layer_loss);
         }
@@ -188,6 +310,7 @@ static ae_status stage2_micro(ae_run *r, const int32_t *ids, int B, int T, doubl
                         r->o->train_all ? ae_f32(r->g->lm_head) : NULL, &loss, &agree);
     *kd += loss;
     *top1 += agree;
+    if (st == AE_OK && !isfinite(loss)) st = stage2_nonfinite(r, ta, sa, (size_t)N * D, "KL", loss);
     // feature matching on the residual stream after each layer
     if (st == AE_OK && r->o->cos_weight > 0.0f) {
         for (int l = 1; l <= L && st == AE_OK; l++) {
@@ -197,6 +320,10 @@ static ae_status stage2_micro(ae_run *r, const int32_t *ids, int B, int T, doubl
                 break;
             }
             double c = ae_cosine_loss(ae_train_acts_hidden(sa, l), ae_train_acts_hidden(ta, l), N, D, dh[l]);
+            if (!isfinite(c)) {
+                st = stage2_nonfinite(r, ta, sa, (size_t)N * D, "cosine feature", c);
+                break;
+            }
             *cosl += c / L;
             float w = r->o->cos_weight / (float)L / (float)r->o->accum;
             for (size_t i = 0; i < (size_t)N * D; i++) dh[l][i] *= w;
@@ -268,6 +395,14 @@ static void maybe_die(int64_t global_step) {
     if (k && atoll(k) == global_step) raise(SIGKILL);
 }
 
+// Writes a checkpoint and remembers its position (named if training stops later).
+static ae_status save_checkpoint(ae_run *r) {
+    AE_TRY(ae_ckpt_save(r));
+    r->ckpt_stage = r->stage;
+    r->ckpt_step = r->step;
+    return AE_OK;
+}
+
 static ae_status run_stage(ae_run *r, double run_t0) {
     const ae_distill_opts *o = r->o;
     int B = o->batch, T = o->ctx, L = r->s->cfg.num_hidden_layers;
@@ -293,17 +428,22 @@ static ae_status run_stage(ae_run *r, double run_t0) {
             st = r->stage == 0 ? stage1_micro(r, ids, B, T, ll) : stage2_micro(r, ids, B, T, &kd, &cosl, &agree);
         }
         if (st != AE_OK) break;
-        ae_adamw_step(&r->opt);
-        r->step++;
         double loss = 0.0;
         int nrep = 0;
         for (int l = 0; l < L; l++)
             if (r->s->layers[l].kind != AE_ATTN_GQA) {
-                is.layer_sum[l] += ll[l] / o->accum;
                 loss += ll[l] / o->accum;
                 nrep++;
             }
         loss = r->stage == 0 ? loss / (nrep ? nrep : 1) : kd / o->accum;
+        double norm = ae_adamw_step(&r->opt);
+        if (r->opt.nonfinite >= 0) {
+            st = update_nonfinite(r, norm, loss);
+            break;
+        }
+        r->step++;
+        for (int l = 0; l < L; l++)
+            if (r->s->layers[l].kind != AE_ATTN_GQA) is.layer_sum[l] += ll[l] / o->accum;
         is.loss_sum += loss;
         is.cos_sum += cosl / o->accum;
         is.top1 += agree;
@@ -313,7 +453,7 @@ static ae_status run_stage(ae_run *r, double run_t0) {
             r->final_loss[r->stage] = is.loss_sum / is.n;
             log_interval(r, &is, total, run_t0);
         }
-        if (r->step < total && o->save_every > 0 && r->step % o->save_every == 0) st = ae_ckpt_save(r);
+        if (r->step < total && o->save_every > 0 && r->step % o->save_every == 0) st = save_checkpoint(r);
         int64_t global = r->step + (r->stage == 1 ? ae_distill_stage_steps(o, 0) : 0);
         if (st == AE_OK) maybe_die(global);
     }
@@ -331,6 +471,7 @@ static ae_status run_init(ae_run *r, const ae_model *t, ae_model *s, const ae_to
     r->s = s;
     r->o = o;
     r->out_dir = out_dir;
+    r->ckpt_stage = -1;
     AE_TRY(ae_model_zeros_like(s, &r->g));
     AE_TRY(ae_model_params(s, 0, &r->sp, &r->np));
     int ng;
@@ -360,6 +501,7 @@ ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_to
     ae_status st = run_init(&r, teacher, student, data, o, out_dir);
     int found = 0;
     if (st == AE_OK && resume) st = ae_ckpt_load(&r, &found);
+    if (st == AE_OK && found) r.ckpt_stage = r.stage, r.ckpt_step = r.step;
     if (st == AE_OK && resume && !found)
         st = ae_errorf(AE_ERR_ARG, "%s: no checkpoint to resume from (checkpoint/state.json is "
                        "missing)", out_dir);
@@ -383,7 +525,7 @@ ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_to
         r.stage++;
         r.step = 0;
         if (r.stage < 2) st = ae_run_setup_stage(&r);
-        if (st == AE_OK) st = ae_ckpt_save(&r); // stage boundary (and the end)
+        if (st == AE_OK) st = save_checkpoint(&r); // stage boundary (and the end)
     }
     res->wall_s = ae_time_now() - t0;
     for (int s = 0; s < 2; s++) {

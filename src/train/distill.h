@@ -41,7 +41,10 @@ typedef struct {
 // 1, step 0; resume 1: continues from out_dir's checkpoint, which must exist (AE_ERR_ARG
 // otherwise) and is checked field by field against o before anything is used. A checkpoint of
 // a finished run (stage 2) trains nothing and leaves the student at its final parameters.
-// AE_ERR_ARG when o has ctx < 2, batch < 1, accum < 1 or a negative budget.
+// AE_ERR_ARG when o has ctx < 2, batch < 1, accum < 1 or a negative budget. AE_ERR_NONFINITE
+// when a loss, a gradient or an update becomes Inf or NaN: the run stops at that step (nothing
+// logged or saved for it; out_dir's checkpoint stays the last good one) and the message names
+// the stage, the step and the layer. A checkpoint holding Inf or NaN is refused on resume.
 ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_tokfile *data,
                          const ae_distill_opts *o, const char *out_dir, int resume,
                          ae_distill_result *res);

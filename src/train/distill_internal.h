@@ -24,7 +24,12 @@ typedef struct {
     const char *out_dir;
     FILE *metrics;
     double final_loss[2];        // last logged loss of each stage (kept across resumes)
+    int ckpt_stage;              // position of the last checkpoint written or loaded (stage -1:
+    int64_t ckpt_step;           // none yet), named when training stops on a non-finite value
 } ae_run;
+
+// Index of the first Inf or NaN of x, or -1.   x: (n)
+int64_t ae_f32_first_nonfinite(const float *x, int64_t n);
 
 // Checkpoint = every student parameter, the optimizer moments of the current stage, and
 // state.json (stage, step, loader position and RNG). Written atomically into

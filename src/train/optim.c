@@ -10,6 +10,7 @@ ae_status ae_adamw_init(ae_adamw *o, const ae_adamw_cfg *cfg, const ae_opt_param
     memset(o, 0, sizeof *o);
     o->cfg = *cfg;
     o->n = n;
+    o->nonfinite = -1;
     o->p = ae_calloc((size_t)n, sizeof *o->p);
     o->m = ae_calloc((size_t)n, sizeof *o->m);
     o->v = ae_calloc((size_t)n, sizeof *o->v);
@@ -38,6 +39,7 @@ void ae_adamw_free(ae_adamw *o) {
     free(o->v);
     free(o->p);
     memset(o, 0, sizeof *o);
+    o->nonfinite = -1;
 }
 
 float ae_lr_at(const ae_adamw_cfg *c, int64_t s) {
@@ -61,6 +63,16 @@ double ae_grad_norm(const ae_adamw *o) {
 double ae_adamw_step(ae_adamw *o) {
     const ae_adamw_cfg *c = &o->cfg;
     double norm = ae_grad_norm(o);
+    o->nonfinite = -1;
+    if (!isfinite(norm)) { // a float gradient squared cannot overflow a double: one holds Inf/NaN
+        for (int i = 0; i < o->n && o->nonfinite < 0; i++)
+            for (int64_t j = 0; j < o->p[i].numel; j++)
+                if (!isfinite(o->p[i].grad[j])) {
+                    o->nonfinite = i;
+                    break;
+                }
+        return norm;
+    }
     float scale = (c->clip > 0.0f && norm > c->clip) ? (float)(c->clip / norm) : 1.0f;
     o->step++;
     float lr = ae_lr_at(c, o->step);
@@ -70,14 +82,17 @@ double ae_adamw_step(ae_adamw *o) {
         float *w = o->p[i].data, *g = o->p[i].grad, *m = o->m[i], *v = o->v[i];
         float wd = o->p[i].decay ? c->weight_decay : 0.0f;
         int64_t n = o->p[i].numel;
-#pragma omp parallel for if (n > 65536)
+        int bad = 0;
+#pragma omp parallel for reduction(| : bad) if (n > 65536)
         for (int64_t j = 0; j < n; j++) {
             float gj = g[j] * scale;
             m[j] = c->beta1 * m[j] + (1.0f - c->beta1) * gj;
             v[j] = c->beta2 * v[j] + (1.0f - c->beta2) * gj * gj;
             float mhat = m[j] / bc1, vhat = v[j] / bc2;
             w[j] -= lr * (mhat / (sqrtf(vhat) + c->eps) + wd * w[j]);
+            bad |= !isfinite(w[j]) || !isfinite(v[j]); // m is a mean of finite gradients
         }
+        if (bad && o->nonfinite < 0) o->nonfinite = i;
     }
     return norm;
 }

@@ -29,6 +29,8 @@ typedef struct {
     ae_opt_param *p;   // (n)
     float **m, **v;    // first/second moments per tensor
     int64_t step;      // steps taken
+    int nonfinite;     // after ae_adamw_step: the first tensor (index into p) that held Inf or NaN
+                       // (its gradient, or after the update its values or moments), or -1
 } ae_adamw;
 
 ae_status ae_adamw_init(ae_adamw *o, const ae_adamw_cfg *cfg, const ae_opt_param *params, int n);
@@ -38,6 +40,9 @@ float ae_lr_at(const ae_adamw_cfg *c, int64_t s);
 // Global L2 norm of the gradients (double accumulation).
 double ae_grad_norm(const ae_adamw *o);
 // One update from the current gradients (clipped to cfg.clip first); returns the pre-clip norm.
+// A non-finite norm (a gradient holds Inf or NaN) changes nothing (step not counted) and sets
+// o->nonfinite to the first tensor with such a gradient; otherwise the update is applied and
+// o->nonfinite is the first tensor whose values or second moments it made non-finite (-1: none).
 double ae_adamw_step(ae_adamw *o);
 void ae_adamw_zero_grad(ae_adamw *o);
 
