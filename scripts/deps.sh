@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages attnedit needs to build and test (only those missing).
 # --fuzz: also clang with libFuzzer and the sanitizer runtimes, and clang's OpenMP (scripts/fuzz.sh).
 set -euo pipefail
-pkgs=(gcc make cmake pkg-config libopenblas-openmp-dev libcjson-dev libpcre2-dev libutf8proc-dev libcmocka-dev)
+pkgs=(gcc make cmake pkg-config libopenblas-openmp-dev libcjson-dev libpcre2-dev libutf8proc-dev libcmocka-dev libmicrohttpd-dev)
 if [ "${1:-}" = "--fuzz" ]; then pkgs+=(clang-14 libclang-rt-14-dev libomp-14-dev); fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -11,6 +11,7 @@
 //   cpu_elementwise.c  gate_mul, silu_mul, add and their backwards
 //   cpu_moe.c          MoE routing and experts
 //   cpu_scores.c       nll, KL and argmax of logit rows
+//   cpu_paged.c        attention over a paged KV cache, scatter into page slots
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -57,6 +58,8 @@ static const ae_backend k_cpu = {
     .embed = ae_cpu_embed,
     .moe_route = ae_cpu_moe_route,
     .moe_ffn = ae_cpu_moe_ffn,
+    .attention_paged = ae_cpu_attention_paged,
+    .paged_store = ae_cpu_paged_store,
     .nll_rows = ae_cpu_nll_rows,
     .kl_rows = ae_cpu_kl_rows,
     .argmax_rows = ae_cpu_argmax_rows,

@@ -46,6 +46,12 @@ void ae_cpu_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr out, a
 void ae_cpu_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dq, ae_ptr dk,
                           ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr q, ae_ptr k, ae_ptr v);
 
+// cpu_paged.c
+void ae_cpu_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, ae_ptr out,
+                            ae_ptr q, ae_ptr k, ae_ptr v);
+void ae_cpu_paged_store(const ae_backend *be, ae_ptr dst, int64_t page_stride, int page_size,
+                        int64_t ldd, ae_ptr src, int64_t lds, ae_ptr slot, int N, int cols);
+
 // cpu_elementwise.c
 void ae_cpu_gate_mul(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr g, int T, int H, int hd,
                      int per_head);

@@ -143,6 +143,11 @@ void ae_cuda_add(const ae_backend *be, ae_ptr y, ae_ptr x, size_t n);
 // cuda_attention.cu
 void ae_cuda_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr out, ae_ptr q,
                        ae_ptr k, ae_ptr v);
+// cuda_paged.cu
+void ae_cuda_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, ae_ptr out,
+                             ae_ptr q, ae_ptr k, ae_ptr v);
+void ae_cuda_paged_store(const ae_backend *be, ae_ptr dst, int64_t page_stride, int page_size,
+                         int64_t ldd, ae_ptr src, int64_t lds, ae_ptr slot, int N, int cols);
 // cuda_moe.cu
 void ae_cuda_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr logits, int T, int E,
                        int K, int renorm);

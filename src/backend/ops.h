@@ -105,6 +105,31 @@ typedef struct {
     ae_ptr sinks;
 } ae_attn_args;
 
+// Attention over a paged KV cache (serving): the keys and values of many sequences live in
+// fixed-size pages of one pool; each sequence's row of the block table lists its pages in
+// position order. Position j of sequence s is row j % page_size of page
+// table[s·max_blocks + j / page_size]:
+//   key of (s, j), kv head g:   k + page·page_stride + (j % page_size)·k_stride + g·dk   (act)
+//   value of (s, j), kv head g: v + page·page_stride + (j % page_size)·v_stride + g·dv   (act)
+// k and v may be the same rows (absorbed MLA: v is the first dv values of k's rows).
+// N query rows of any sequences in any order: row r belongs to sequence seq[r] at position
+// pos[r] and sees that sequence's keys lo..pos[r], lo = max(0, pos[r] − window + 1) when
+// window > 0, else 0; every block holding a visible key must name a page (>= 0; blocks wholly
+// before lo may be −1: pages a sliding layer gave back). Query head h reads kv head h/(Hq/Hkv);
+// sinks as in ae_attn_args. With the keys in one contiguous run this computes exactly what
+// `attention` computes for the same rows (on cpu: bit for bit).
+//   q: (N, Hq, dk)  out: (N, Hq, dv)  act;  seq, pos: (N) I32;  block_table: (n_seq, max_blocks) I32
+typedef struct {
+    int N, Hq, Hkv, dk, dv;
+    int page_size, max_blocks;
+    int64_t page_stride;
+    int k_stride, v_stride;
+    int window;
+    float scale;
+    ae_ptr sinks;
+    ae_ptr seq, pos, block_table;
+} ae_paged_attn_args;
+
 // One or several independent matrix products, row-major, strides in elements:
 //   y (M, N) = alpha · op(a) · op(b) + beta · y
 //   op(a) (M, K) = a (M, K), row stride lda;  or aᵀ when trans_a (a is (K, M), row stride lda)
@@ -190,6 +215,16 @@ struct ae_backend {
     // x, y: (T, D) act;  w_gate, w_up: (E, Im, D) wt;  w_down: (E, D, Im) wt;  idx, wts as routed.
     void (*moe_ffn)(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wts,
                     ae_ptr w_gate, ae_ptr w_up, ae_ptr w_down, int T, int D, int Im, int E, int K);
+
+    // ---- paged KV cache (serving; see ae_paged_attn_args) ----
+    // out = attention of the N query rows over their sequences' paged keys and values.
+    void (*attention_paged)(const ae_backend *be, const ae_paged_attn_args *a, ae_ptr out,
+                            ae_ptr q, ae_ptr k, ae_ptr v);
+    // Scatter of N rows into page slots: row r of src (cols values at src + r·lds, act) goes to
+    // dst + (slot[r] / page_size)·page_stride + (slot[r] % page_size)·ldd (act); rows with
+    // slot[r] < 0 are skipped. slot: (N) I32 (slot = page·page_size + row in page).
+    void (*paged_store)(const ae_backend *be, ae_ptr dst, int64_t page_stride, int page_size,
+                        int64_t ldd, ae_ptr src, int64_t lds, ae_ptr slot, int N, int cols);
 
     // ---- scores of logit rows (evaluation, sampling) ----
     // out[t] = -log softmax(z[t])[target[t]]   z: (T, V) float;  target: (T) I32;  out: (T) F32

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "core/mem.h"
+#include "model/gswa_internal.h"
 
 #define AE_GSWA_PREFILL_CHUNK 512
 
@@ -37,7 +38,7 @@ struct ae_gswa_acts {
     ae_ptr ag;      // (B, T, Hq, hd)    gated attention output (o_proj input), or null (== a)
 };
 
-static size_t gate_dim(const ae_gswa_dims *d) {
+size_t gswa_gate_dim(const ae_gswa_dims *d) {
     return d->gate == AE_GATE_ELEMENTWISE ? (size_t)d->Hq * d->hd
            : d->gate == AE_GATE_HEAD      ? (size_t)d->Hq
                                           : 0;
@@ -69,7 +70,7 @@ ae_param_list ae_gswa_params(ae_gswa *m) {
     ae_param_list_add(&l, "q_norm.weight", &m->q_norm, d->hd, 0, 0);
     ae_param_list_add(&l, "k_norm.weight", &m->k_norm, d->hd, 0, 0);
     if (d->gate != AE_GATE_NONE) // the output gate gets no weight decay
-        ae_param_list_add(&l, "g_proj.weight", &m->wg, (int64_t)gate_dim(d), D, 0);
+        ae_param_list_add(&l, "g_proj.weight", &m->wg, (int64_t)gswa_gate_dim(d), D, 0);
     if (d->sinks) ae_param_list_add(&l, "sinks", &m->sinks, d->Hq, 0, 0);
     return l;
 }
@@ -137,7 +138,7 @@ ae_status ae_gswa_init_from_teacher(ae_gswa *m, const ae_gswa *t) {
         st = put(be, m->wo, wo, D * qd);
     }
     ae_free_aligned(wo);
-    if (!ae_ptr_is_null(m->wg)) be->fill(be, m->wg, gate_dim(d) * D, 0.0f);
+    if (!ae_ptr_is_null(m->wg)) be->fill(be, m->wg, gswa_gate_dim(d) * D, 0.0f);
     if (!ae_ptr_is_null(m->sinks)) be->fill(be, m->sinks, (size_t)d->Hq, AE_GSWA_SINK_INIT);
     return st;
 }
@@ -177,7 +178,7 @@ void ae_gswa_cache_free(ae_gswa_cache *c) {
 
 // q of M rows of x at positions pos: the pre-norm projection goes to qn when given (training
 // keeps it for rmsnorm_bwd), the normed + rotated q to q.   x: (M, D)  q, qn: (M, Hq, hd)
-static void project_q(const ae_backend *be, const ae_gswa *m, ae_ptr x, int M, ae_ptr pos,
+void gswa_project_q(const ae_backend *be, const ae_gswa *m, ae_ptr x, int M, ae_ptr pos,
                       ae_ptr q, ae_ptr qn) {
     const ae_gswa_dims *d = &m->d;
     ae_ptr raw = ae_ptr_is_null(qn) ? q : qn;
@@ -188,7 +189,7 @@ static void project_q(const ae_backend *be, const ae_gswa *m, ae_ptr x, int M, a
 
 // k (normed + rotated) and v of M rows, k's pre-norm projection to kn when given.
 //   x: (M, D)  k, kn, v: (M, Hkv, hd)
-static void project_kv(const ae_backend *be, const ae_gswa *m, ae_ptr x, int M, ae_ptr pos,
+void gswa_project_kv(const ae_backend *be, const ae_gswa *m, ae_ptr x, int M, ae_ptr pos,
                        ae_ptr k, ae_ptr v, ae_ptr kn) {
     const ae_gswa_dims *d = &m->d;
     ae_ptr raw = ae_ptr_is_null(kn) ? k : kn;
@@ -198,15 +199,15 @@ static void project_kv(const ae_backend *be, const ae_gswa *m, ae_ptr x, int M, 
     be->rope(be, k, pos, M, d->Hkv, d->hd, d->hd, d->rope_theta, AE_ROPE_HALF);
 }
 
-static float attn_scale(const ae_gswa_dims *d) { return 1.0f / sqrtf((float)d->hd); }
+float gswa_attn_scale(const ae_gswa_dims *d) { return 1.0f / sqrtf((float)d->hd); }
 
 // y = (a ⊙ sigmoid(x·Wgᵀ))·Woᵀ for M rows. a is overwritten by the gated values; g: scratch
-// (M, gate_dim) or null without a gate.  x: (M, D)  a: (M, Hq, hd)  y: (M, D)
-static void gate_out(const ae_backend *be, const ae_gswa *m, ae_ptr x, ae_ptr a, ae_ptr g, int M,
+// (M, gswa_gate_dim) or null without a gate.  x: (M, D)  a: (M, Hq, hd)  y: (M, D)
+void gswa_gate_out(const ae_backend *be, const ae_gswa *m, ae_ptr x, ae_ptr a, ae_ptr g, int M,
                      ae_ptr y) {
     const ae_gswa_dims *d = &m->d;
     if (!ae_ptr_is_null(m->wg)) {
-        ae_matmul(be, g, x, m->wg, M, d->D, (int)gate_dim(d));
+        ae_matmul(be, g, x, m->wg, M, d->D, (int)gswa_gate_dim(d));
         be->gate_mul(be, a, a, g, M, d->Hq, d->hd, d->gate == AE_GATE_HEAD);
     }
     ae_matmul(be, y, a, m->wo, M, d->Hq * d->hd, d->D);
@@ -254,24 +255,24 @@ ae_status ae_gswa_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x, int 
     ae_scratch_init(&s, be);
     ae_ptr q = ae_scratch_alloc(&s, (size_t)T * Hq * hd, at); // (T, Hq, hd)
     ae_ptr a = ae_scratch_alloc(&s, (size_t)T * Hq * hd, at); // (T, Hq, hd)
-    ae_ptr g = ae_ptr_is_null(m->wg) ? ae_ptr_null() : ae_scratch_alloc(&s, (size_t)T * gate_dim(d), at);
+    ae_ptr g = ae_ptr_is_null(m->wg) ? ae_ptr_null() : ae_scratch_alloc(&s, (size_t)T * gswa_gate_dim(d), at);
     ae_ptr sk = stage_rows ? ae_scratch_alloc(&s, stage_rows * kvd, at) : ae_ptr_null(); // (W-1+chunk, Hkv, hd)
     ae_ptr sv = stage_rows ? ae_scratch_alloc(&s, stage_rows * kvd, at) : ae_ptr_null();
     if (s.failed) {
         ae_scratch_free(&s);
         return AE_ERR_NOMEM;
     }
-    project_q(be, m, x, T, pos, q, ae_ptr_null());
-    float scale = attn_scale(d);
+    gswa_project_q(be, m, x, T, pos, q, ae_ptr_null());
+    float scale = gswa_attn_scale(d);
 
     if (!cache->ring) { // keys and values go straight into their cache rows
         size_t o = (size_t)pos0 * kvd;
-        project_kv(be, m, x, T, pos, ae_ptr_at(cache->k, o), ae_ptr_at(cache->v, o), ae_ptr_null());
+        gswa_project_kv(be, m, x, T, pos, ae_ptr_at(cache->k, o), ae_ptr_at(cache->v, o), ae_ptr_null());
         ae_attn_args aa = ae_attn_dense(T, pos0, Hq, Hkv, hd, hd, 0, scale, m->sinks);
         be->attention(be, &aa, a, q, cache->k, cache->v);
     } else if (T == 1) {
         size_t o = (size_t)(pos0 % W) * kvd;
-        project_kv(be, m, x, 1, pos, ae_ptr_at(cache->k, o), ae_ptr_at(cache->v, o), ae_ptr_null());
+        gswa_project_kv(be, m, x, 1, pos, ae_ptr_at(cache->k, o), ae_ptr_at(cache->v, o), ae_ptr_null());
         ae_attn_args aa = ae_attn_dense(1, pos0, Hq, Hkv, hd, hd, W, scale, m->sinks);
         aa.ring = W;
         be->attention(be, &aa, a, q, cache->k, cache->v);
@@ -281,7 +282,7 @@ ae_status ae_gswa_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x, int 
             int L = p0 < W - 1 ? p0 : W - 1; // staged history: positions p0-L .. p0-1
             ring_copy(be, cache->k, sk, kvd, W, p0 - L, L, 0);
             ring_copy(be, cache->v, sv, kvd, W, p0 - L, L, 0);
-            project_kv(be, m, ae_ptr_at(x, (size_t)c0 * d->D), C, ae_ptr_at(pos, (size_t)c0),
+            gswa_project_kv(be, m, ae_ptr_at(x, (size_t)c0 * d->D), C, ae_ptr_at(pos, (size_t)c0),
                        ae_ptr_at(sk, (size_t)L * kvd), ae_ptr_at(sv, (size_t)L * kvd), ae_ptr_null());
             // Staged row i holds position p0 - L + i: queries sit at shifted positions L..L+C-1.
             ae_attn_args aa = ae_attn_dense(C, L, Hq, Hkv, hd, hd, W, scale, m->sinks);
@@ -293,7 +294,7 @@ ae_status ae_gswa_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x, int 
             ring_copy(be, cache->v, ae_ptr_at(sv, first), kvd, W, p0 + C - keep, keep, 1);
         }
     }
-    gate_out(be, m, x, a, g, T, y);
+    gswa_gate_out(be, m, x, a, g, T, y);
     ae_scratch_free(&s);
     return AE_OK;
 }
@@ -329,7 +330,7 @@ ae_status ae_gswa_train_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x
     s->v = ae_scratch_alloc(&s->mem, M * kvd, at);
     s->a = ae_scratch_alloc(&s->mem, M * qd, at);
     if (!ae_ptr_is_null(m->wg)) {
-        s->g = ae_scratch_alloc(&s->mem, M * gate_dim(d), at);
+        s->g = ae_scratch_alloc(&s->mem, M * gswa_gate_dim(d), at);
         s->ag = ae_scratch_alloc(&s->mem, M * qd, at);
     }
     if (s->mem.failed) {
@@ -337,16 +338,16 @@ ae_status ae_gswa_train_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x
         return AE_ERR_NOMEM;
     }
     ae_copy(be, s->x, x, M * D);
-    project_q(be, m, x, (int)M, s->pos, s->q, s->qn);
-    project_kv(be, m, x, (int)M, s->pos, s->k, s->v, s->kn);
-    ae_attn_args aa = ae_attn_dense(T, 0, Hq, Hkv, hd, hd, d->window, attn_scale(d), m->sinks);
+    gswa_project_q(be, m, x, (int)M, s->pos, s->q, s->qn);
+    gswa_project_kv(be, m, x, (int)M, s->pos, s->k, s->v, s->kn);
+    ae_attn_args aa = ae_attn_dense(T, 0, Hq, Hkv, hd, hd, d->window, gswa_attn_scale(d), m->sinks);
     for (int b = 0; b < B; b++) {
         size_t o = (size_t)b * T;
         be->attention(be, &aa, ae_ptr_at(s->a, o * qd), ae_ptr_at(s->q, o * qd),
                       ae_ptr_at(s->k, o * kvd), ae_ptr_at(s->v, o * kvd));
     }
     if (!ae_ptr_is_null(m->wg)) {
-        ae_matmul(be, s->g, x, m->wg, (int)M, D, (int)gate_dim(d));
+        ae_matmul(be, s->g, x, m->wg, (int)M, D, (int)gswa_gate_dim(d));
         be->gate_mul(be, s->ag, s->a, s->g, (int)M, Hq, hd, d->gate == AE_GATE_HEAD);
     }
     ae_matmul(be, y, ae_ptr_is_null(m->wg) ? s->a : s->ag, m->wo, (int)M, (int)qd, D);
@@ -365,13 +366,13 @@ ae_status ae_gswa_backward(const ae_backend *be, const ae_gswa *m, const ae_gswa
         gated != !ae_ptr_is_null(grad->wg) || gdm->gate != d->gate ||
         ae_ptr_is_null(m->sinks) != ae_ptr_is_null(grad->sinks))
         return ae_errorf(AE_ERR_ARG, "gateswa backward: gradient buffers do not match the module");
-    size_t M = (size_t)B * T, qd = (size_t)Hq * hd, kvd = (size_t)Hkv * hd, gd = gate_dim(d);
+    size_t M = (size_t)B * T, qd = (size_t)Hq * hd, kvd = (size_t)Hkv * hd, gd = gswa_gate_dim(d);
     ae_dtype at = be->act_dtype;
     ae_scratch sc;
     ae_scratch_init(&sc, be);
     ae_ptr dag = ae_scratch_alloc(&sc, M * qd, at);   // (M, Hq, hd) grad of the o_proj input
     ae_ptr da = gated ? ae_scratch_alloc(&sc, M * qd, at) : dag; // (M, Hq, hd) grad of attention out
-    ae_ptr dg = gated ? ae_scratch_alloc(&sc, M * gd, at) : ae_ptr_null(); // (M, gate_dim)
+    ae_ptr dg = gated ? ae_scratch_alloc(&sc, M * gd, at) : ae_ptr_null(); // (M, gswa_gate_dim)
     ae_ptr dq = ae_scratch_alloc(&sc, M * qd, at);    // (M, Hq, hd)
     ae_ptr dk = ae_scratch_alloc(&sc, M * kvd, at);   // (M, Hkv, hd)
     ae_ptr dv = ae_scratch_alloc(&sc, M * kvd, at);   // (M, Hkv, hd)
@@ -393,7 +394,7 @@ ae_status ae_gswa_backward(const ae_backend *be, const ae_gswa *m, const ae_gswa
         be->gate_mul_bwd(be, da, dg, dag, s->a, s->g, (int)M, Hq, hd, d->gate == AE_GATE_HEAD);
         ae_matmul_bwd(be, dx, grad->wg, dg, s->x, m->wg, (int)M, D, (int)gd);
     }
-    ae_attn_args aa = ae_attn_dense(T, 0, Hq, Hkv, hd, hd, d->window, attn_scale(d), m->sinks);
+    ae_attn_args aa = ae_attn_dense(T, 0, Hq, Hkv, hd, hd, d->window, gswa_attn_scale(d), m->sinks);
     for (int b = 0; b < B; b++) {
         size_t o = (size_t)b * T;
         be->attention_bwd(be, &aa, ae_ptr_at(dq, o * qd), ae_ptr_at(dk, o * kvd),

@@ -1,0 +1,94 @@
+// Paged KV cache ops of the CPU reference backend: attention over keys/values read through a
+// block table, and the scatter of new K/V rows into page slots (ae_paged_attn_args, ops.h).
+// The arithmetic is that of cpu_attention.c step for step (fp32 dot products, the same max,
+// expf, a double normaliser, the same accumulation order), so a paged call equals the
+// contiguous `attention` call on the same keys bit for bit; only the addressing differs.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu_internal.h"
+
+// Address of the row holding position j of the sequence whose block-table row is `tab`.
+static const float *paged_row(const ae_paged_attn_args *a, const float *base, const int32_t *tab,
+                              int j, int stride) {
+    int32_t page = tab[j / a->page_size];
+    if (page < 0) {
+        fprintf(stderr, "attnedit: internal error: attention_paged reads position %d of a "
+                        "released block\n", j);
+        abort();
+    }
+    return base + (size_t)page * a->page_stride + (size_t)(j % a->page_size) * stride;
+}
+
+static float dotf(const float *x, const float *y, int n) {
+    float s = 0.0f;
+    for (int d = 0; d < n; d++) s += x[d] * y[d];
+    return s;
+}
+
+void ae_cpu_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, ae_ptr outp,
+                            ae_ptr qp, ae_ptr kp, ae_ptr vp) {
+    (void)be;
+    float *out = cpu_f(outp, "attention_paged");
+    const float *q = cpu_f(qp, "attention_paged"), *k = cpu_f(kp, "attention_paged");
+    const float *v = cpu_f(vp, "attention_paged"), *sinks = cpu_f(a->sinks, "attention_paged");
+    const int32_t *seq = cpu_i(a->seq, "attention_paged"), *pos = cpu_i(a->pos, "attention_paged");
+    const int32_t *table = cpu_i(a->block_table, "attention_paged");
+    int G = a->Hq / a->Hkv, maxpos = 0;
+    for (int r = 0; r < a->N; r++) maxpos = pos[r] > maxpos ? pos[r] : maxpos;
+    long work = 0;
+    for (int r = 0; r < a->N; r++) work += (long)pos[r] + 1;
+#pragma omp parallel if (work * a->Hq * a->dk > 262144)
+    {
+        float *p = malloc(sizeof(float) * (size_t)(maxpos + 1));
+#pragma omp for collapse(2) schedule(dynamic, 4)
+        for (int r = 0; r < a->N; r++) {
+            for (int h = 0; h < a->Hq; h++) {
+                const int32_t *tab = table + (size_t)seq[r] * a->max_blocks;
+                int qpos = pos[r], kh = h / G;
+                int lo = a->window > 0 && qpos - a->window + 1 > 0 ? qpos - a->window + 1 : 0;
+                const float *qv = q + ((size_t)r * a->Hq + h) * a->dk;
+                float mx = -INFINITY;
+                for (int j = lo; j <= qpos; j++) {
+                    const float *kv = paged_row(a, k, tab, j, a->k_stride) + (size_t)kh * a->dk;
+                    float s = dotf(qv, kv, a->dk) * a->scale;
+                    p[j - lo] = s;
+                    if (s > mx) mx = s;
+                }
+                float sink = sinks ? sinks[h] : -INFINITY;
+                if (sink > mx) mx = sink;
+                double sum = sinks ? exp((double)sink - mx) : 0.0;
+                for (int j = lo; j <= qpos; j++) {
+                    p[j - lo] = expf(p[j - lo] - mx);
+                    sum += p[j - lo];
+                }
+                float inv = (float)(1.0 / sum);
+                for (int j = lo; j <= qpos; j++) p[j - lo] *= inv;
+                float *o = out + ((size_t)r * a->Hq + h) * a->dv;
+                for (int d = 0; d < a->dv; d++) o[d] = 0.0f;
+                for (int j = lo; j <= qpos; j++) {
+                    const float *vv = paged_row(a, v, tab, j, a->v_stride) + (size_t)kh * a->dv;
+                    float pj = p[j - lo];
+                    for (int d = 0; d < a->dv; d++) o[d] += pj * vv[d];
+                }
+            }
+        }
+        free(p);
+    }
+}
+
+void ae_cpu_paged_store(const ae_backend *be, ae_ptr dstp, int64_t page_stride, int page_size,
+                        int64_t ldd, ae_ptr srcp, int64_t lds, ae_ptr slotp, int N, int cols) {
+    (void)be;
+    float *dst = cpu_f(dstp, "paged_store");
+    const float *src = cpu_f(srcp, "paged_store");
+    const int32_t *slot = cpu_i(slotp, "paged_store");
+    for (int r = 0; r < N; r++) {
+        if (slot[r] < 0) continue;
+        size_t page = (size_t)(slot[r] / page_size), row = (size_t)(slot[r] % page_size);
+        memcpy(dst + page * page_stride + row * ldd, src + (size_t)r * lds,
+               sizeof(float) * (size_t)cols);
+    }
+}

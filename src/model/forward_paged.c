@@ -1,0 +1,235 @@
+// The model over a paged KV cache: layout planning and the batched forward step (model/paged.h).
+// Dense parts (embedding, norms, projections, MLP/MoE, head) run once over all N rows of the
+// step; attention writes each row's K/V (latent) into its page slot (paged_store) and reads
+// each sequence's keys through its block table (attention_paged). MLA layers always use the
+// absorbed form (scores against the cached latent), for prefill chunks as for decode.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "model/gswa_internal.h"
+#include "model/mla_internal.h"
+#include "model/moe.h"
+#include "model/paged.h"
+
+static int layer_group(const ae_model *m, int l) {
+    if (m->layers[l].kind == AE_ATTN_MLA) return AE_PG_LATENT;
+    return m->cfg.layer_types[l] == AE_LAYER_SLIDING ? AE_PG_SLIDING : AE_PG_FULL;
+}
+
+ae_status ae_paged_layout_init(ae_paged_layout *lo, const ae_model *m, int min_positions) {
+    memset(lo, 0, sizeof *lo);
+    int L = m->cfg.num_hidden_layers;
+    if (min_positions <= 0 || L <= 0)
+        return ae_errorf(AE_ERR_ARG, "paged layout: %d layers, %d positions per page", L,
+                         min_positions);
+    lo->layers = ae_calloc((size_t)L, sizeof *lo->layers);
+    if (!lo->layers) return AE_ERR_NOMEM;
+    lo->n_layers = L;
+    for (int l = 0; l < L; l++) {
+        ae_paged_layer *pl = &lo->layers[l];
+        pl->group = layer_group(m, l);
+        if (pl->group == AE_PG_LATENT) {
+            ae_mla_dims d = ae_model_mla_dims(&m->cfg);
+            pl->kv_dim = ae_mla_cache_dim(&d);
+        } else {
+            ae_gswa_dims d = ae_model_gswa_dims(&m->cfg, l);
+            pl->kv_dim = d.Hkv * d.hd;
+            if (pl->group == AE_PG_SLIDING) {
+                if (lo->window && lo->window != d.window) {
+                    ae_paged_layout_free(lo);
+                    return ae_errorf(AE_ERR_UNSUPPORTED,
+                                     "paged cache: sliding layers with different windows");
+                }
+                lo->window = d.window;
+            }
+        }
+        pl->offset = lo->row_elems[pl->group];
+        lo->row_elems[pl->group] += pl->group == AE_PG_LATENT ? pl->kv_dim : 2 * pl->kv_dim;
+    }
+    int64_t widest = 0;
+    for (int g = 0; g < AE_PG_COUNT; g++) widest = lo->row_elems[g] > widest ? lo->row_elems[g] : widest;
+    lo->page_stride = widest * min_positions;
+    for (int g = 0; g < AE_PG_COUNT; g++)
+        lo->page_size[g] = lo->row_elems[g] ? (int)(lo->page_stride / lo->row_elems[g]) : 0;
+    return AE_OK;
+}
+
+void ae_paged_layout_free(ae_paged_layout *lo) {
+    free(lo->layers);
+    memset(lo, 0, sizeof *lo);
+}
+
+typedef struct {
+    ae_scratch mem;
+    ae_ptr x;   // (N, D) F32 residual stream
+    ae_ptr xn;  // (N, D) act
+    ae_ptr tmp; // (N, D) act
+    ae_ptr g;   // (N, I) act
+    ae_ptr u;   // (N, I) act
+    ae_ptr ids; // (N) I32
+} pworkspace;
+
+// GQA/GateSWA layer over pages: y (N, D) from xn (N, D).
+static ae_status gswa_paged(const ae_backend *be, const ae_gswa *m, const ae_paged_layout *lo,
+                            const ae_paged_layer *pl, const ae_paged_batch *b, ae_ptr x, ae_ptr y) {
+    const ae_gswa_dims *d = &m->d;
+    int N = b->N, g = pl->group, kvd = d->Hkv * d->hd;
+    size_t qd = (size_t)d->Hq * d->hd;
+    ae_dtype at = be->act_dtype;
+    ae_scratch s;
+    ae_scratch_init(&s, be);
+    ae_ptr q = ae_scratch_alloc(&s, (size_t)N * qd, at);  // (N, Hq, hd)
+    ae_ptr k = ae_scratch_alloc(&s, (size_t)N * kvd, at); // (N, Hkv, hd)
+    ae_ptr v = ae_scratch_alloc(&s, (size_t)N * kvd, at); // (N, Hkv, hd)
+    ae_ptr a = ae_scratch_alloc(&s, (size_t)N * qd, at);  // (N, Hq, hd)
+    size_t gd = gswa_gate_dim(d);
+    ae_ptr gt = gd ? ae_scratch_alloc(&s, (size_t)N * gd, at) : ae_ptr_null(); // (N, gate_dim)
+    if (s.failed) {
+        ae_scratch_free(&s);
+        return ae_errorf(AE_ERR_NOMEM, "paged forward: out of memory for %d rows", N);
+    }
+    gswa_project_q(be, m, x, N, b->pos, q, ae_ptr_null());
+    gswa_project_kv(be, m, x, N, b->pos, k, v, ae_ptr_null());
+    ae_ptr kp = ae_ptr_at(lo->pool, (size_t)pl->offset), vp = ae_ptr_at(lo->pool, (size_t)(pl->offset + kvd));
+    int P = lo->page_size[g];
+    int64_t ld = lo->row_elems[g];
+    be->paged_store(be, kp, lo->page_stride, P, ld, k, kvd, b->slot[g], N, kvd);
+    be->paged_store(be, vp, lo->page_stride, P, ld, v, kvd, b->slot[g], N, kvd);
+    ae_paged_attn_args pa = {.N = N, .Hq = d->Hq, .Hkv = d->Hkv, .dk = d->hd, .dv = d->hd,
+                             .page_size = P, .max_blocks = b->max_blocks[g],
+                             .page_stride = lo->page_stride, .k_stride = (int)ld,
+                             .v_stride = (int)ld, .window = d->window,
+                             .scale = gswa_attn_scale(d), .sinks = m->sinks, .seq = b->seq,
+                             .pos = b->pos, .block_table = b->table[g]};
+    be->attention_paged(be, &pa, a, q, kp, vp);
+    gswa_gate_out(be, m, x, a, gt, N, y);
+    ae_scratch_free(&s);
+    return AE_OK;
+}
+
+// MLA layer over pages, absorbed form (see ae_mla_forward_absorbed).
+static ae_status mla_paged(const ae_backend *be, const ae_mla *m, const ae_paged_layout *lo,
+                           const ae_paged_layer *pl, const ae_paged_batch *b, ae_ptr x, ae_ptr y) {
+    const ae_mla_dims *d = &m->d;
+    int N = b->N, H = d->H, R = d->kv_lora_rank, dn = d->dn, dr = d->dr, dv = d->dv;
+    int dq = dn + dr, Cd = ae_mla_cache_dim(d), dkv = dn + dv, ql = d->q_lora_rank;
+    int g = AE_PG_LATENT;
+    ae_dtype at = be->act_dtype;
+    ae_scratch s;
+    ae_scratch_init(&s, be);
+    ae_ptr q = ae_scratch_alloc(&s, (size_t)N * H * dq, at);             // (N, H, dn+dr)
+    ae_ptr qa = ae_scratch_alloc(&s, (size_t)N * (ql > 0 ? ql : 1), at); // (N, q_lora)
+    ae_ptr lat = ae_scratch_alloc(&s, (size_t)N * Cd, at);               // (N, R+dr)
+    ae_ptr qt = ae_scratch_alloc(&s, (size_t)N * H * Cd, at);            // (N, H, R+dr)
+    ae_ptr ctx = ae_scratch_alloc(&s, (size_t)N * H * R, at);            // (N, H, R)
+    ae_ptr o = ae_scratch_alloc(&s, (size_t)N * H * dv, at);             // (N, H, dv)
+    if (s.failed) {
+        ae_scratch_free(&s);
+        return ae_errorf(AE_ERR_NOMEM, "paged forward: out of memory for %d rows", N);
+    }
+    mla_q_forward(be, m, x, N, b->pos, q, ae_ptr_null(), qa);
+    ae_matmul(be, lat, x, m->wkva, N, d->D, Cd);
+    be->rmsnorm(be, lat, lat, m->kv_a_norm, N, R, Cd, d->eps);
+    be->rope(be, ae_ptr_at(lat, (size_t)R), b->pos, N, 1, Cd, dr, d->rope_theta,
+             AE_ROPE_INTERLEAVED);
+    ae_ptr cp = ae_ptr_at(lo->pool, (size_t)pl->offset);
+    int P = lo->page_size[g];
+    int64_t ld = lo->row_elems[g];
+    be->paged_store(be, cp, lo->page_stride, P, ld, lat, Cd, b->slot[g], N, Cd);
+    if (dn > 0) { // per head: q̃_nope (N, R) = q_nope_h (N, dn) · Wuk_h (dn, R)
+        ae_gemm_args ga = {.M = N, .N = R, .K = dn, .batch = H, .lda = (int64_t)H * dq, .sa = dq,
+                           .ldb = R, .sb = (int64_t)dkv * R, .ldy = (int64_t)H * Cd, .sy = Cd,
+                           .alpha = 1.0f};
+        be->gemm(be, &ga, qt, q, m->wkvb);
+    } else {
+        be->fill(be, qt, (size_t)N * H * Cd, 0.0f);
+    }
+    be->copy_rows(be, ae_ptr_at(qt, (size_t)R), Cd, ae_ptr_at(q, (size_t)dn), dq, N * H, dr);
+    ae_paged_attn_args pa = {.N = N, .Hq = H, .Hkv = 1, .dk = Cd, .dv = R, .page_size = P,
+                             .max_blocks = b->max_blocks[g], .page_stride = lo->page_stride,
+                             .k_stride = (int)ld, .v_stride = (int)ld, .window = 0,
+                             .scale = (float)(1.0 / sqrt((double)(dn + dr))),
+                             .sinks = ae_ptr_null(), .seq = b->seq, .pos = b->pos,
+                             .block_table = b->table[g]};
+    be->attention_paged(be, &pa, ctx, qt, cp, cp);
+    ae_gemm_args gb = {.M = N, .N = dv, .K = R, .batch = H, .trans_b = 1, .lda = (int64_t)H * R,
+                       .sa = R, .ldb = R, .sb = (int64_t)dkv * R, .ldy = (int64_t)H * dv, .sy = dv,
+                       .alpha = 1.0f};
+    be->gemm(be, &gb, o, ctx, ae_ptr_at(m->wkvb, (size_t)dn * R));
+    ae_matmul(be, y, o, m->wo, N, H * dv, d->D);
+    ae_scratch_free(&s);
+    return AE_OK;
+}
+
+static ae_status mlp(const ae_model *m, const ae_layer *L, pworkspace *w, int N) {
+    const ae_backend *be = m->be;
+    int D = m->cfg.hidden_size, I = m->cfg.intermediate_size;
+    if (L->is_moe) return ae_moe_forward(m, L, w->tmp, w->xn, N);
+    ae_matmul(be, w->g, w->xn, L->w_gate, N, D, I);
+    ae_matmul(be, w->u, w->xn, L->w_up, N, D, I);
+    be->silu_mul(be, w->g, w->g, w->u, (size_t)N * I);
+    ae_matmul(be, w->tmp, w->g, L->w_down, N, I, D);
+    return AE_OK;
+}
+
+ae_status ae_model_forward_paged(const ae_model *m, const ae_paged_layout *lo,
+                                 const ae_paged_batch *b, const int *out_rows, int n_out,
+                                 ae_ptr logits) {
+    const ae_config *c = &m->cfg;
+    const ae_backend *be = m->be;
+    int D = c->hidden_size, V = c->vocab_size, nl = c->num_hidden_layers, N = b->N;
+    float eps = (float)c->rms_norm_eps;
+    if (!be->attention_paged || !be->paged_store)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "the %s backend has no paged attention ops yet",
+                         be->name);
+    if (N <= 0) return ae_errorf(AE_ERR_ARG, "paged forward: no tokens to run");
+    if (lo->n_layers != nl) return ae_errorf(AE_ERR_ARG, "paged forward: layout of another model");
+    for (int t = 0; t < N; t++)
+        if (b->ids[t] < 0 || b->ids[t] >= V)
+            return ae_errorf(AE_ERR_ARG, "token id %d is out of range [0, %d)", b->ids[t], V);
+    for (int i = 0; i < n_out; i++)
+        if (out_rows[i] < 0 || out_rows[i] >= N)
+            return ae_errorf(AE_ERR_ARG, "paged forward: logit row %d of %d", out_rows[i], N);
+    size_t I = c->intermediate_size;
+    if (c->arch == AE_ARCH_QWEN3_MOE && (size_t)c->moe_intermediate_size > I) I = c->moe_intermediate_size;
+    pworkspace w;
+    ae_scratch *s = &w.mem;
+    ae_scratch_init(s, be);
+    w.x = ae_scratch_alloc(s, (size_t)N * D, AE_DT_F32);
+    w.xn = ae_scratch_alloc(s, (size_t)N * D, be->act_dtype);
+    w.tmp = ae_scratch_alloc(s, (size_t)N * D, be->act_dtype);
+    w.g = ae_scratch_alloc(s, (size_t)N * I, be->act_dtype);
+    w.u = ae_scratch_alloc(s, (size_t)N * I, be->act_dtype);
+    w.ids = ae_scratch_alloc(s, (size_t)N, AE_DT_I32);
+    ae_ptr hid = n_out > 0 ? ae_scratch_alloc(s, (size_t)n_out * D, be->act_dtype) : ae_ptr_null();
+    if (!s->failed && be->upload(be, w.ids, b->ids, AE_DT_I32, (size_t)N) != AE_OK) s->failed = 1;
+    if (s->failed) {
+        ae_scratch_free(s);
+        return ae_errorf(AE_ERR_NOMEM, "paged forward: out of memory for %d rows", N);
+    }
+    be->embed(be, w.x, m->embed, w.ids, N, D);
+    be->rmsnorm(be, w.xn, w.x, nl > 0 ? m->layers[0].input_norm : m->final_norm, N, D, D, eps);
+    ae_status st = AE_OK;
+    for (int l = 0; l < nl && st == AE_OK; l++) {
+        const ae_layer *L = &m->layers[l];
+        const ae_paged_layer *pl = &lo->layers[l];
+        st = L->kind == AE_ATTN_MLA ? mla_paged(be, &L->mla, lo, pl, b, w.xn, w.tmp)
+                                    : gswa_paged(be, &L->gqa, lo, pl, b, w.xn, w.tmp);
+        if (st != AE_OK) break;
+        be->add_rmsnorm(be, w.x, w.tmp, w.xn, L->post_norm, N, D, eps);
+        st = mlp(m, L, &w, N);
+        if (st != AE_OK) break;
+        ae_ptr next = l + 1 < nl ? m->layers[l + 1].input_norm : m->final_norm;
+        be->add_rmsnorm(be, w.x, w.tmp, w.xn, next, N, D, eps);
+    }
+    if (st == AE_OK && n_out > 0) {
+        for (int i = 0; i < n_out; i++)
+            ae_copy(be, ae_ptr_at(hid, (size_t)i * D), ae_ptr_at(w.xn, (size_t)out_rows[i] * D),
+                    (size_t)D);
+        ae_matmul(be, logits, hid, m->lm_head, n_out, D, V);
+    }
+    ae_scratch_free(s);
+    return st;
+}

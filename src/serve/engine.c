@@ -1,0 +1,645 @@
+// The serving engine: scheduler thread, batch building, sampling and request outputs
+// (serve/engine.h).
+#include "serve/engine.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "core/mem.h"
+#include "model/paged.h"
+#include "serve/kv_pool.h"
+
+typedef struct ae_seq {
+    ae_req *r;
+    ae_seq_pages pages;
+    int32_t *tokens;          // prompt then generated ids
+    int n_tokens, n_cached;   // ids known, ids whose K/V are in the cache
+    ae_sampler smp;
+    ae_decode_stream ds;
+    size_t visible;           // length of gen that may be shown
+    ae_finish finish;         // decided during a step, applied under the lock
+    // this step
+    int row0, n_rows, out0, n_outrows, sample;
+} ae_seq;
+
+struct ae_engine {
+    const ae_model *m;
+    const ae_tokenizer *tok;
+    ae_engine_opts o;
+    ae_kv_pool pool;
+    pthread_mutex_t mu;
+    pthread_cond_t work, stepped;
+    pthread_t thread;
+    int stop, started;
+    ae_req *wait_head, *wait_tail;
+    int n_waiting;
+    ae_seq **run;             // (max_seqs)
+    int n_run;
+    ae_seq **batch;           // sequences of this step
+    int n_batch;
+    // host arrays of one step, (max_batch_tokens)
+    int32_t *ids, *pos, *seqi, *slot[AE_PG_COUNT];
+    int *out_rows;
+    float *logits_host;       // (max_seqs + max_batch_tokens, V) rows downloaded this step
+    int32_t *best;
+    // stats
+    int64_t requests_done, prompt_tokens, gen_tokens, steps;
+    double rate_t0, rate;
+    int64_t rate_n0;
+};
+
+const char *ae_finish_name(ae_finish f) {
+    switch (f) {
+    case AE_FINISH_STOP: return "stop";
+    case AE_FINISH_LENGTH: return "length";
+    case AE_FINISH_CANCELLED: return "cancelled";
+    case AE_FINISH_ERROR: return "error";
+    default: return "none";
+    }
+}
+
+void ae_engine_lock(ae_engine *e) { pthread_mutex_lock(&e->mu); }
+void ae_engine_unlock(ae_engine *e) { pthread_mutex_unlock(&e->mu); }
+
+static void req_free(ae_req *r) {
+    free(r->prompt);
+    for (int i = 0; i < r->p.n_stop; i++) free(r->p.stop[i]);
+    free(r->text);
+    free(r->out_ids);
+    free(r->out_lp);
+    free(r->prompt_lp);
+    free(r->gen);
+    free(r);
+}
+
+ae_req *ae_req_new(int32_t *prompt, int n, const ae_req_params *p) {
+    ae_req *r = ae_calloc(1, sizeof *r);
+    if (!r) {
+        free(prompt);
+        for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
+        return NULL;
+    }
+    r->prompt = prompt;
+    r->n_prompt = n;
+    r->p = *p;
+    r->refs = 1;
+    return r;
+}
+
+static void unref(ae_req *r) {
+    if (--r->refs == 0) req_free(r);
+}
+
+void ae_engine_release_locked(ae_engine *e, ae_req *r) {
+    (void)e;
+    unref(r);
+}
+
+void ae_engine_cancel_locked(ae_engine *e, ae_req *r) {
+    if (r->finish != AE_FINISH_NONE || r->cancelled) return;
+    r->cancelled = 1;
+    pthread_cond_signal(&e->work);
+}
+
+void ae_engine_wait_locked(ae_engine *e, double timeout_s) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double t = ts.tv_sec + ts.tv_nsec * 1e-9 + timeout_s;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    pthread_cond_timedwait(&e->stepped, &e->mu, &ts);
+}
+
+static void finish_req(ae_engine *e, ae_req *r, ae_finish f) {
+    r->finish = f;
+    r->t_done = ae_time_now();
+    if (f == AE_FINISH_STOP || f == AE_FINISH_LENGTH) e->requests_done++;
+    unref(r); // the engine's reference
+}
+
+ae_status ae_engine_submit(ae_engine *e, ae_req *r) {
+    const ae_req_params *p = &r->p;
+    if (r->n_prompt < 1) return ae_errorf(AE_ERR_ARG, "the prompt is empty");
+    if (p->max_tokens < 1) return ae_errorf(AE_ERR_ARG, "max_tokens must be >= 1");
+    long len = (long)r->n_prompt + p->max_tokens;
+    if (len > e->o.max_model_len)
+        return ae_errorf(AE_ERR_ARG,
+                         "this model's maximum context length is %d tokens; the prompt has %d "
+                         "and max_tokens is %d",
+                         e->o.max_model_len, r->n_prompt, p->max_tokens);
+    if (ae_kv_pool_pages_for(&e->pool, (int)len) > e->pool.n_pages)
+        return ae_errorf(AE_ERR_ARG, "the request needs more KV cache (%d pages) than the server "
+                         "has (%d pages)", ae_kv_pool_pages_for(&e->pool, (int)len), e->pool.n_pages);
+    int V = e->m->cfg.vocab_size;
+    for (int i = 0; i < r->n_prompt; i++)
+        if (r->prompt[i] < 0 || r->prompt[i] >= V)
+            return ae_errorf(AE_ERR_ARG, "prompt token %d at index %d is out of range [0, %d)",
+                             r->prompt[i], i, V);
+    ae_sampler tmp;
+    AE_TRY(ae_sampler_init(&tmp, &p->sp, 1)); // validates the parameters
+    ae_sampler_free(&tmp);
+    r->out_ids = ae_malloc(sizeof(int32_t) * (size_t)p->max_tokens);
+    if (p->logprobs >= 0) r->out_lp = ae_calloc((size_t)p->max_tokens, sizeof(ae_tok_lp));
+    if (p->echo) r->prompt_lp = ae_calloc((size_t)r->n_prompt, sizeof(ae_tok_lp));
+    if (!r->out_ids || (p->logprobs >= 0 && !r->out_lp) || (p->echo && !r->prompt_lp))
+        return AE_ERR_NOMEM;
+    if (p->echo) r->prompt_scored = 1; // the first prompt token has no logprob
+    ae_engine_lock(e);
+    if (e->n_waiting >= e->o.max_queue || e->stop) {
+        ae_engine_unlock(e);
+        return ae_errorf(AE_ERR_UNSUPPORTED, "the server is busy (%d requests waiting)",
+                         e->n_waiting);
+    }
+    r->refs++;
+    r->t_submit = ae_time_now();
+    r->next = NULL;
+    if (e->wait_tail) e->wait_tail->next = r;
+    else e->wait_head = r;
+    e->wait_tail = r;
+    e->n_waiting++;
+    pthread_cond_signal(&e->work);
+    ae_engine_unlock(e);
+    return AE_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduling (under the lock)
+
+static void seq_free(ae_engine *e, ae_seq *s) {
+    ae_kv_pool_release(&e->pool, &s->pages);
+    ae_sampler_free(&s->smp);
+    free(s->tokens);
+    free(s);
+}
+
+static void drop_running(ae_engine *e, int i, ae_finish f) {
+    ae_seq *s = e->run[i];
+    ae_req *r = s->r;
+    r->seq = NULL;
+    seq_free(e, s);
+    e->run[i] = e->run[--e->n_run];
+    finish_req(e, r, f);
+}
+
+static void reap_cancelled(ae_engine *e) {
+    for (int i = e->n_run - 1; i >= 0; i--)
+        if (e->run[i]->r->cancelled) drop_running(e, i, AE_FINISH_CANCELLED);
+    ae_req **pp = &e->wait_head, *prev = NULL;
+    while (*pp) {
+        ae_req *r = *pp;
+        if (r->cancelled) {
+            *pp = r->next;
+            e->n_waiting--;
+            finish_req(e, r, AE_FINISH_CANCELLED);
+        } else {
+            prev = r;
+            pp = &r->next;
+        }
+    }
+    e->wait_tail = prev;
+}
+
+static void admit(ae_engine *e) {
+    while (e->wait_head && e->n_run < e->o.max_seqs) {
+        ae_req *r = e->wait_head;
+        ae_seq *s = ae_calloc(1, sizeof *s);
+        int len = r->n_prompt + r->p.max_tokens;
+        if (s) s->tokens = ae_malloc(sizeof(int32_t) * (size_t)len);
+        int ok = s && s->tokens && ae_sampler_init(&s->smp, &r->p.sp, e->m->cfg.vocab_size) == AE_OK;
+        if (ok && !ae_kv_pool_admit(&e->pool, &s->pages, len)) {
+            ae_sampler_free(&s->smp);
+            free(s->tokens);
+            free(s);
+            return; // not enough pages: wait for running sequences to finish (arrival order)
+        }
+        e->wait_head = r->next;
+        if (!e->wait_head) e->wait_tail = NULL;
+        e->n_waiting--;
+        if (!ok) {
+            if (s) {
+                ae_sampler_free(&s->smp);
+                free(s->tokens);
+                free(s);
+            }
+            snprintf(r->error, sizeof r->error, "out of memory admitting the request");
+            finish_req(e, r, AE_FINISH_ERROR);
+            continue;
+        }
+        memcpy(s->tokens, r->prompt, sizeof(int32_t) * (size_t)r->n_prompt);
+        s->n_tokens = r->n_prompt;
+        s->r = r;
+        r->seq = s;
+        e->run[e->n_run++] = s;
+        e->prompt_tokens += r->n_prompt;
+    }
+}
+
+// Picks this step's rows: decode tokens first, then prefill chunks. Takes the pages they need.
+// Returns the number of rows.
+static int build_batch(ae_engine *e) {
+    int N = 0, B = e->o.max_batch_tokens, n_out = 0;
+    e->n_batch = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < e->n_run && N < B; i++) {
+            ae_seq *s = e->run[i];
+            ae_req *r = s->r;
+            int prefill = s->n_cached < r->n_prompt;
+            if (prefill != pass) continue;
+            int n = s->n_tokens - s->n_cached;
+            if (n > B - N) n = B - N;
+            int pos0 = s->n_cached, W = e->pool.lo.window;
+            if (ae_kv_pool_grow(&e->pool, &s->pages, pos0 + n, W > 0 ? pos0 - W + 1 : 0) != AE_OK) {
+                snprintf(r->error, sizeof r->error, "%s", ae_last_error());
+                s->finish = AE_FINISH_ERROR;
+                continue;
+            }
+            s->row0 = N;
+            s->n_rows = n;
+            s->sample = pos0 + n == s->n_tokens; // the last row predicts a new token
+            int echo_rows = r->p.echo && prefill;
+            s->out0 = n_out;
+            s->n_outrows = echo_rows ? n : s->sample;
+            for (int k = 0; k < s->n_outrows; k++) e->out_rows[n_out++] = N + n - s->n_outrows + k;
+            for (int k = 0; k < n; k++) {
+                int p = pos0 + k;
+                e->ids[N + k] = s->tokens[p];
+                e->pos[N + k] = p;
+                e->seqi[N + k] = e->n_batch;
+                for (int g = 0; g < AE_PG_COUNT; g++)
+                    e->slot[g][N + k] = e->pool.lo.page_size[g] ? ae_kv_pool_slot(&e->pool, &s->pages, g, p) : -1;
+            }
+            N += n;
+            e->batch[e->n_batch++] = s;
+        }
+    }
+    return N;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One step (without the lock: only engine-private state and preallocated request arrays)
+
+// log softmax value of x[id] and the top-n alternatives.
+static void score(const float *x, int V, int32_t id, int n_top, ae_tok_lp *lp) {
+    float mx = x[0];
+    for (int i = 1; i < V; i++) mx = x[i] > mx ? x[i] : mx;
+    double sum = 0.0;
+    for (int i = 0; i < V; i++) sum += exp((double)x[i] - mx);
+    double lse = mx + log(sum);
+    lp->id = id;
+    lp->logprob = (float)(x[id] - lse);
+    lp->n_top = 0;
+    for (int i = 0; i < V && n_top > 0; i++) { // insertion into a short sorted list
+        int k = lp->n_top;
+        if (k == n_top && x[i] <= x[lp->top_id[k - 1]]) continue;
+        if (k < n_top) lp->n_top++;
+        else k--;
+        while (k > 0 && x[lp->top_id[k - 1]] < x[i]) {
+            lp->top_id[k] = lp->top_id[k - 1];
+            k--;
+        }
+        lp->top_id[k] = i;
+    }
+    for (int k = 0; k < lp->n_top; k++) lp->top_lp[k] = (float)(x[lp->top_id[k]] - lse);
+}
+
+// Longest suffix of s[0..n) that is a proper prefix of stop.
+static size_t partial_stop(const char *s, size_t n, const char *stop) {
+    size_t L = strlen(stop);
+    for (size_t k = L - 1 < n ? L - 1 : n; k > 0; k--)
+        if (memcmp(s + n - k, stop, k) == 0) return k;
+    return 0;
+}
+
+static int append_gen(ae_req *r, const char *txt, size_t n) {
+    if (r->gen_len + n + 1 > r->gen_cap) {
+        size_t cap = r->gen_cap ? r->gen_cap : 256;
+        while (cap < r->gen_len + n + 1) cap *= 2;
+        char *g = realloc(r->gen, cap);
+        if (!g) return 0;
+        r->gen = g;
+        r->gen_cap = cap;
+    }
+    memcpy(r->gen + r->gen_len, txt, n);
+    r->gen_len += n;
+    r->gen[r->gen_len] = 0;
+    return 1;
+}
+
+// Takes the new token id of sequence s: decides whether it ends the request, extends the text,
+// checks the stop strings and sets s->visible.
+static void take_token(ae_engine *e, ae_seq *s, int32_t id) {
+    ae_req *r = s->r;
+    int eos = e->m->cfg.eos_token_id;
+    int is_stop = !r->p.ignore_eos && id == eos;
+    for (int i = 0; i < r->p.n_stop_ids; i++) is_stop |= id == r->p.stop_ids[i];
+    r->out_ids[r->n_out] = id; // published under the lock (n_out)
+    s->tokens[s->n_tokens++] = id;
+    int final = is_stop || r->n_out + 1 >= r->p.max_tokens;
+    if (!is_stop) {
+        char *txt = NULL;
+        size_t n = 0;
+        if (ae_tokenizer_decode_next(e->tok, &s->ds, id, &txt, &n) == AE_OK && n) {
+            if (!append_gen(r, txt, n)) s->finish = AE_FINISH_ERROR;
+        }
+        free(txt);
+    }
+    if (final) {
+        char *txt = NULL;
+        size_t n = 0;
+        if (ae_tokenizer_decode_flush(e->tok, &s->ds, &txt, &n) == AE_OK && n) append_gen(r, txt, n);
+        free(txt);
+    }
+    size_t vis = r->gen_len, hold = 0;
+    for (int i = 0; i < r->p.n_stop; i++) {
+        char *hit = r->gen ? strstr(r->gen, r->p.stop[i]) : NULL;
+        if (hit && (size_t)(hit - r->gen) < vis) {
+            vis = (size_t)(hit - r->gen);
+            is_stop = 1;
+        }
+    }
+    if (!is_stop && !final)
+        for (int i = 0; i < r->p.n_stop; i++) {
+            size_t k = partial_stop(r->gen, r->gen_len, r->p.stop[i]);
+            hold = k > hold ? k : hold;
+        }
+    s->visible = vis - hold;
+    if (s->finish == AE_FINISH_NONE && (is_stop || final))
+        s->finish = is_stop ? AE_FINISH_STOP : AE_FINISH_LENGTH;
+}
+
+static ae_status run_batch(ae_engine *e, int N) {
+    const ae_model *m = e->m;
+    const ae_backend *be = m->be;
+    int V = m->cfg.vocab_size, n_out = 0, need_host = 0;
+    for (int b = 0; b < e->n_batch; b++) {
+        ae_seq *s = e->batch[b];
+        n_out += s->n_outrows;
+        const ae_req_params *p = &s->r->p;
+        if (s->n_outrows && (!p->sp.greedy || p->logprobs >= 0 || (p->echo && s->n_cached < s->r->n_prompt)))
+            need_host = 1;
+    }
+    ae_paged_batch pb;
+    memset(&pb, 0, sizeof pb);
+    pb.N = N;
+    pb.n_seq = e->n_batch;
+    pb.ids = e->ids;
+    ae_scratch sc;
+    ae_scratch_init(&sc, be);
+    pb.pos = ae_scratch_alloc(&sc, (size_t)N, AE_DT_I32);
+    pb.seq = ae_scratch_alloc(&sc, (size_t)N, AE_DT_I32);
+    int32_t *tab[AE_PG_COUNT] = {0};
+    ae_status st = AE_OK;
+    for (int g = 0; g < AE_PG_COUNT; g++) {
+        if (!e->pool.lo.page_size[g]) continue;
+        int mb = 1;
+        for (int b = 0; b < e->n_batch; b++)
+            mb = e->batch[b]->pages.n_blocks[g] > mb ? e->batch[b]->pages.n_blocks[g] : mb;
+        pb.max_blocks[g] = mb;
+        tab[g] = ae_malloc(sizeof(int32_t) * (size_t)mb * e->n_batch);
+        if (!tab[g]) st = AE_ERR_NOMEM;
+        for (int b = 0; tab[g] && b < e->n_batch; b++) {
+            const ae_seq_pages *sp = &e->batch[b]->pages;
+            for (int k = 0; k < mb; k++) tab[g][(size_t)b * mb + k] = k < sp->n_blocks[g] ? sp->blocks[g][k] : -1;
+        }
+        pb.slot[g] = ae_scratch_alloc(&sc, (size_t)N, AE_DT_I32);
+        pb.table[g] = ae_scratch_alloc(&sc, (size_t)mb * e->n_batch, AE_DT_I32);
+    }
+    ae_ptr logits = n_out ? ae_scratch_alloc(&sc, (size_t)n_out * V, AE_DT_F32) : ae_ptr_null();
+    ae_ptr best = n_out ? ae_scratch_alloc(&sc, (size_t)n_out, AE_DT_I32) : ae_ptr_null();
+    if (sc.failed) st = ae_errorf(AE_ERR_NOMEM, "out of memory for a step of %d tokens", N);
+    if (st == AE_OK) st = be->upload(be, pb.pos, e->pos, AE_DT_I32, (size_t)N);
+    if (st == AE_OK) st = be->upload(be, pb.seq, e->seqi, AE_DT_I32, (size_t)N);
+    for (int g = 0; g < AE_PG_COUNT && st == AE_OK; g++) {
+        if (!tab[g]) continue;
+        st = be->upload(be, pb.slot[g], e->slot[g], AE_DT_I32, (size_t)N);
+        if (st == AE_OK)
+            st = be->upload(be, pb.table[g], tab[g], AE_DT_I32, (size_t)pb.max_blocks[g] * e->n_batch);
+    }
+    if (st == AE_OK) st = ae_model_forward_paged(m, &e->pool.lo, &pb, e->out_rows, n_out, logits);
+    if (st == AE_OK && n_out) {
+        be->argmax_rows(be, best, logits, n_out, V);
+        st = be->download(be, e->best, AE_DT_I32, best, (size_t)n_out);
+        if (st == AE_OK && need_host)
+            st = be->download(be, e->logits_host, AE_DT_F32, logits, (size_t)n_out * V);
+    }
+    for (int g = 0; g < AE_PG_COUNT; g++) free(tab[g]);
+    ae_scratch_free(&sc);
+    if (st != AE_OK) return st;
+    // Sampling and scoring per sequence
+    for (int b = 0; b < e->n_batch; b++) {
+        ae_seq *s = e->batch[b];
+        ae_req *r = s->r;
+        const ae_req_params *p = &r->p;
+        if (s->finish != AE_FINISH_NONE) continue;
+        int pos0 = s->n_cached;
+        s->n_cached += s->n_rows;
+        if (p->echo && pos0 < r->n_prompt) // row at position q scores prompt token q + 1
+            for (int k = 0; k < s->n_outrows; k++) {
+                int q = pos0 + s->n_rows - s->n_outrows + k;
+                if (q + 1 < r->n_prompt)
+                    score(e->logits_host + (size_t)(s->out0 + k) * V, V, r->prompt[q + 1],
+                          p->logprobs > 0 ? p->logprobs : 0, &r->prompt_lp[q + 1]);
+            }
+        if (!s->sample) continue;
+        int o = s->out0 + s->n_outrows - 1;
+        const float *row = e->logits_host + (size_t)o * V;
+        int32_t id = p->sp.greedy ? e->best[o] : ae_sampler_next(&s->smp, row);
+        if (p->logprobs >= 0) score(row, V, id, p->logprobs, &r->out_lp[r->n_out]);
+        take_token(e, s, id);
+    }
+    return AE_OK;
+}
+
+// Publishes the step's results (under the lock).
+static void apply(ae_engine *e, ae_status st) {
+    double now = ae_time_now();
+    int64_t new_tokens = 0;
+    for (int b = 0; b < e->n_batch; b++) {
+        ae_seq *s = e->batch[b];
+        ae_req *r = s->r;
+        if (st != AE_OK) {
+            snprintf(r->error, sizeof r->error, "%s", ae_last_error());
+            s->finish = AE_FINISH_ERROR;
+        }
+        if (r->p.echo) {
+            int scored = s->n_cached < r->n_prompt ? s->n_cached : r->n_prompt;
+            r->prompt_scored = scored > r->prompt_scored ? scored : r->prompt_scored;
+        }
+        if (st == AE_OK && s->sample && s->n_tokens > r->n_prompt + r->n_out) {
+            r->n_out++;
+            new_tokens++;
+            if (!r->t_first) r->t_first = now;
+            if (s->visible > r->text_len) {
+                if (s->visible + 1 > r->text_cap) {
+                    size_t cap = r->text_cap ? r->text_cap : 256;
+                    while (cap < s->visible + 1) cap *= 2;
+                    char *t = realloc(r->text, cap);
+                    if (!t) s->finish = AE_FINISH_ERROR;
+                    else {
+                        r->text = t;
+                        r->text_cap = cap;
+                    }
+                }
+                if (r->text_cap >= s->visible + 1) {
+                    memcpy(r->text + r->text_len, r->gen + r->text_len, s->visible - r->text_len);
+                    r->text_len = s->visible;
+                    r->text[r->text_len] = 0;
+                }
+            }
+        }
+    }
+    e->gen_tokens += new_tokens;
+    e->steps++;
+    for (int i = e->n_run - 1; i >= 0; i--)
+        if (e->run[i]->finish != AE_FINISH_NONE) drop_running(e, i, e->run[i]->finish);
+    if (now - e->rate_t0 >= 2.0) {
+        e->rate = (double)(e->gen_tokens - e->rate_n0) / (now - e->rate_t0);
+        e->rate_t0 = now;
+        e->rate_n0 = e->gen_tokens;
+    }
+}
+
+static void *engine_main(void *arg) {
+    ae_engine *e = arg;
+    ae_engine_lock(e);
+    while (!e->stop) {
+        reap_cancelled(e);
+        admit(e);
+        if (e->n_run == 0) {
+            pthread_cond_broadcast(&e->stepped);
+            pthread_cond_wait(&e->work, &e->mu);
+            continue;
+        }
+        int N = build_batch(e);
+        ae_engine_unlock(e);
+        ae_status st = N > 0 ? run_batch(e, N) : AE_OK;
+        ae_engine_lock(e);
+        apply(e, st);
+        pthread_cond_broadcast(&e->stepped);
+    }
+    while (e->n_run) drop_running(e, e->n_run - 1, AE_FINISH_CANCELLED);
+    while (e->wait_head) {
+        ae_req *r = e->wait_head;
+        e->wait_head = r->next;
+        finish_req(e, r, AE_FINISH_CANCELLED);
+    }
+    e->wait_tail = NULL;
+    e->n_waiting = 0;
+    pthread_cond_broadcast(&e->stepped);
+    ae_engine_unlock(e);
+    return NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+static void engine_free(ae_engine *e) {
+    ae_kv_pool_free(&e->pool);
+    free(e->run);
+    free(e->batch);
+    free(e->ids);
+    free(e->pos);
+    free(e->seqi);
+    for (int g = 0; g < AE_PG_COUNT; g++) free(e->slot[g]);
+    free(e->out_rows);
+    ae_free_aligned(e->logits_host);
+    free(e->best);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->work);
+    pthread_cond_destroy(&e->stepped);
+    free(e);
+}
+
+ae_status ae_engine_start(const ae_model *m, const ae_tokenizer *tok, const ae_engine_opts *o,
+                          ae_engine **out) {
+    *out = NULL;
+    if (o->max_seqs < 1 || o->max_batch_tokens < 1 || o->max_model_len < 2 || o->max_queue < 1 ||
+        o->page_positions < 1)
+        return ae_errorf(AE_ERR_ARG, "engine: max_seqs %d, max_batch_tokens %d, max_model_len %d, "
+                         "max_queue %d, page_positions %d must be positive",
+                         o->max_seqs, o->max_batch_tokens, o->max_model_len, o->max_queue,
+                         o->page_positions);
+    ae_engine *e = ae_calloc(1, sizeof *e);
+    if (!e) return AE_ERR_NOMEM;
+    e->m = m;
+    e->tok = tok;
+    e->o = *o;
+    if (e->o.max_batch_tokens < e->o.max_seqs) e->o.max_batch_tokens = e->o.max_seqs;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->work, NULL);
+    pthread_cond_init(&e->stepped, NULL);
+    ae_status st = ae_kv_pool_init(&e->pool, m, o->cache_bytes, o->page_positions,
+                                   e->o.max_batch_tokens);
+    if (st != AE_OK) {
+        free(e->run);
+        pthread_mutex_destroy(&e->mu);
+        pthread_cond_destroy(&e->work);
+        pthread_cond_destroy(&e->stepped);
+        free(e);
+        return st;
+    }
+    size_t B = (size_t)e->o.max_batch_tokens, S = (size_t)e->o.max_seqs;
+    size_t V = (size_t)m->cfg.vocab_size;
+    e->run = ae_calloc(S, sizeof *e->run);
+    e->batch = ae_calloc(S, sizeof *e->batch);
+    e->ids = ae_malloc(sizeof(int32_t) * B);
+    e->pos = ae_malloc(sizeof(int32_t) * B);
+    e->seqi = ae_malloc(sizeof(int32_t) * B);
+    int ok = e->run && e->batch && e->ids && e->pos && e->seqi;
+    for (int g = 0; g < AE_PG_COUNT; g++) ok = ok && (e->slot[g] = ae_malloc(sizeof(int32_t) * B));
+    e->out_rows = ae_malloc(sizeof(int) * B);
+    e->logits_host = ae_alloc_f32(B * V);
+    e->best = ae_malloc(sizeof(int32_t) * B);
+    if (!ok || !e->out_rows || !e->logits_host || !e->best) {
+        engine_free(e);
+        return ae_errorf(AE_ERR_NOMEM, "engine: out of memory for a batch of %zu tokens", B);
+    }
+    e->rate_t0 = ae_time_now();
+    if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
+        engine_free(e);
+        return ae_errorf(AE_ERR_IO, "engine: cannot start the scheduler thread");
+    }
+    e->started = 1;
+    *out = e;
+    return AE_OK;
+}
+
+void ae_engine_shutdown(ae_engine *e) {
+    if (!e || !e->started) return;
+    ae_engine_lock(e);
+    e->stop = 1;
+    pthread_cond_signal(&e->work);
+    ae_engine_unlock(e);
+    pthread_join(e->thread, NULL);
+    e->started = 0;
+}
+
+void ae_engine_stop(ae_engine *e) {
+    if (!e) return;
+    ae_engine_shutdown(e);
+    engine_free(e);
+}
+
+void ae_engine_get_stats(ae_engine *e, ae_engine_stats *s) {
+    memset(s, 0, sizeof *s);
+    ae_engine_lock(e);
+    s->running = e->n_run;
+    s->waiting = e->n_waiting;
+    s->pages_total = e->pool.n_pages;
+    s->pages_free = e->pool.n_free;
+    s->pages_promised = e->pool.promised;
+    s->page_bytes = ae_kv_pool_page_bytes(&e->pool);
+    for (int g = 0; g < AE_PG_COUNT; g++) s->page_size[g] = e->pool.lo.page_size[g];
+    s->seqs_of_4k = e->pool.n_pages / ae_kv_pool_pages_for(&e->pool, 4096);
+    s->requests_done = e->requests_done;
+    s->prompt_tokens = e->prompt_tokens;
+    s->gen_tokens = e->gen_tokens;
+    s->steps = e->steps;
+    double now = ae_time_now();
+    s->gen_tok_per_s = now - e->rate_t0 > 10.0 ? 0.0 : e->rate;
+    ae_engine_unlock(e);
+}

@@ -1,0 +1,175 @@
+// The paged KV cache ops of the CPU reference (backend/cpu_paged.c) against the contiguous
+// attention op: several sequences of different lengths, their K/V rows scattered over shuffled
+// pages with paged_store, queried in one attention_paged call (decode rows and prefill chunks
+// mixed), must give exactly (bit for bit) what `attention` gives on each sequence's contiguous
+// keys. Cases: GQA, sliding window with the blocks behind it released (-1), sinks, and the
+// absorbed-MLA layout (one latent head, v = the first dv values of k's rows).
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/ops.h"
+#include "core/rng.h"
+#include "util/testutil.h"
+
+typedef struct {
+    int Hq, Hkv, dk, dv, window, sinks, shared_kv, page_size;
+} paged_case;
+
+#define NSEQ 4
+
+static void run_case(const paged_case *c) {
+    const ae_backend *be = ae_backend_cpu();
+    ae_rng rng;
+    ae_rng_seed(&rng, 1234 + c->dk + c->window);
+    int len[NSEQ] = {1, 37, 70, 129}; // positions in the cache after this step
+    int nq[NSEQ] = {1, 1, 13, 40};    // queries of this step (the last positions)
+    int P = c->page_size;
+    int kw = c->Hkv * c->dk, vw = c->Hkv * c->dv;
+    int row = c->shared_kv ? kw : kw + vw; // elements of one position in a page
+    int64_t page_stride = (int64_t)P * row + 3; // padding: pages are not back to back
+    int maxb = 0, nblocks = 0, N = 0;
+    for (int s = 0; s < NSEQ; s++) {
+        int b = (len[s] + P - 1) / P;
+        maxb = b > maxb ? b : maxb;
+        nblocks += b;
+        N += nq[s];
+    }
+    int n_pages = nblocks + 5;
+    int32_t *perm = malloc(sizeof(int32_t) * n_pages);
+    for (int i = 0; i < n_pages; i++) perm[i] = i;
+    for (int i = n_pages - 1; i > 0; i--) { // shuffled pages
+        int j = (int)(ae_rng_uniform(&rng) * (i + 1));
+        int32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    float *pool = calloc((size_t)n_pages * page_stride, sizeof(float));
+    int32_t *table = malloc(sizeof(int32_t) * NSEQ * maxb);
+    for (int i = 0; i < NSEQ * maxb; i++) table[i] = -1;
+    float *q = malloc(sizeof(float) * (size_t)N * c->Hq * c->dk);
+    float *out = malloc(sizeof(float) * (size_t)N * c->Hq * c->dv);
+    float *ref = malloc(sizeof(float) * (size_t)N * c->Hq * c->dv);
+    float *sinks = malloc(sizeof(float) * c->Hq);
+    int32_t *seq = malloc(sizeof(int32_t) * N), *pos = malloc(sizeof(int32_t) * N);
+    ae_test_fill_normal(q, (size_t)N * c->Hq * c->dk, 1.0f, &rng);
+    ae_test_fill_normal(sinks, c->Hq, 1.0f, &rng);
+    float scale = 1.0f / sqrtf((float)c->dk);
+    int next_page = 0, r0 = 0;
+    for (int s = 0; s < NSEQ; s++) {
+        int S = len[s], T = nq[s], pos0 = S - T;
+        // contiguous rows [k | v] (or k alone when v is its prefix)
+        float *kv = malloc(sizeof(float) * (size_t)S * row);
+        ae_test_fill_normal(kv, (size_t)S * row, 1.0f, &rng);
+        int32_t *slot = malloc(sizeof(int32_t) * S);
+        int nb = (S + P - 1) / P;
+        for (int b = 0; b < nb; b++) table[s * maxb + b] = perm[next_page++];
+        for (int j = 0; j < S; j++) slot[j] = table[s * maxb + j / P] * P + j % P;
+        be->paged_store(be, ae_host_f32(pool), page_stride, P, row, ae_host_f32(kv), row,
+                        ae_host_i32(slot), S, row);
+        // paged_store wrote every row where the table says
+        for (int j = 0; j < S; j++)
+            assert_memory_equal(pool + (size_t)table[s * maxb + j / P] * page_stride +
+                                    (size_t)(j % P) * row,
+                                kv + (size_t)j * row, sizeof(float) * row);
+        if (c->window > 0) { // blocks wholly behind every query's window are given back
+            int lo = pos0 - c->window + 1;
+            for (int b = 0; b < nb && (b + 1) * P <= lo; b++) table[s * maxb + b] = -1;
+        }
+        ae_attn_args aa = {.T = T, .pos0 = pos0, .Hq = c->Hq, .Hkv = c->Hkv, .dk = c->dk,
+                           .dv = c->dv, .k_stride = row, .v_stride = row, .window = c->window,
+                           .scale = scale, .sinks = c->sinks ? ae_host_f32(sinks) : ae_ptr_null()};
+        float *vbase = c->shared_kv ? kv : kv + kw;
+        be->attention(be, &aa, ae_host_f32(ref + (size_t)r0 * c->Hq * c->dv),
+                      ae_host_f32(q + (size_t)r0 * c->Hq * c->dk), ae_host_f32(kv),
+                      ae_host_f32(vbase));
+        for (int t = 0; t < T; t++) {
+            seq[r0 + t] = s;
+            pos[r0 + t] = pos0 + t;
+        }
+        r0 += T;
+        free(kv);
+        free(slot);
+    }
+    ae_paged_attn_args pa = {.N = N, .Hq = c->Hq, .Hkv = c->Hkv, .dk = c->dk, .dv = c->dv,
+                             .page_size = P, .max_blocks = maxb, .page_stride = page_stride,
+                             .k_stride = row, .v_stride = row, .window = c->window,
+                             .scale = scale,
+                             .sinks = c->sinks ? ae_host_f32(sinks) : ae_ptr_null(),
+                             .seq = ae_host_i32(seq), .pos = ae_host_i32(pos),
+                             .block_table = ae_host_i32(table)};
+    be->attention_paged(be, &pa, ae_host_f32(out), ae_host_f32(q), ae_host_f32(pool),
+                        ae_host_f32(c->shared_kv ? pool : pool + kw));
+    size_t n = (size_t)N * c->Hq * c->dv;
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += out[i] != ref[i];
+    printf("paged Hq %d Hkv %d dk %d dv %d window %d sinks %d shared %d P %d: %zu of %zu differ\n",
+           c->Hq, c->Hkv, c->dk, c->dv, c->window, c->sinks, c->shared_kv, P, bad, n);
+    assert_int_equal(bad, 0);
+    free(perm);
+    free(pool);
+    free(table);
+    free(q);
+    free(out);
+    free(ref);
+    free(sinks);
+    free(seq);
+    free(pos);
+}
+
+static void test_paged_gqa(void **st) {
+    (void)st;
+    paged_case c = {.Hq = 4, .Hkv = 2, .dk = 32, .dv = 32, .page_size = 16};
+    run_case(&c);
+    c.page_size = 5; // pages smaller than a prefill chunk, not a power of two
+    run_case(&c);
+    c.Hkv = 4; // MHA
+    run_case(&c);
+}
+
+static void test_paged_window_sinks(void **st) {
+    (void)st;
+    paged_case c = {.Hq = 4, .Hkv = 2, .dk = 16, .dv = 16, .page_size = 8, .window = 24};
+    run_case(&c);
+    c.sinks = 1;
+    run_case(&c);
+    c.window = 0;
+    run_case(&c);
+}
+
+static void test_paged_mla_layout(void **st) {
+    (void)st;
+    // absorbed MLA: one latent head, dk = R + dr, v = the first R values of the same rows
+    paged_case c = {.Hq = 4, .Hkv = 1, .dk = 80, .dv = 64, .shared_kv = 1, .page_size = 16};
+    run_case(&c);
+    c.page_size = 7;
+    run_case(&c);
+}
+
+static void test_paged_store_skips(void **st) {
+    (void)st;
+    const ae_backend *be = ae_backend_cpu();
+    float dst[2 * 3 * 4], src[3 * 4];
+    for (int i = 0; i < 24; i++) dst[i] = -1.0f;
+    for (int i = 0; i < 12; i++) src[i] = (float)i;
+    int32_t slot[3] = {4, -1, 0}; // page 1 row 1; skipped; page 0 row 0
+    be->paged_store(be, ae_host_f32(dst), 12, 3, 4, ae_host_f32(src), 4, ae_host_i32(slot), 3, 4);
+    for (int i = 0; i < 4; i++) {
+        assert_true(dst[12 + 4 + i] == src[i]);
+        assert_true(dst[i] == src[8 + i]);
+    }
+    int written = 0;
+    for (int i = 0; i < 24; i++) written += dst[i] != -1.0f;
+    assert_int_equal(written, 8); // two rows of 4, nothing else
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_paged_gqa),
+        cmocka_unit_test(test_paged_window_sinks),
+        cmocka_unit_test(test_paged_mla_layout),
+        cmocka_unit_test(test_paged_store_skips),
+    };
+    return ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
+}
