@@ -11,7 +11,7 @@ cfgs=tests/fixtures/configs
 ctx=4096,32768
 [ -n "${AE_BENCH_QUICK:-}" ] && ctx=4096
 echo "date:   $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "commit: $(git rev-parse --short HEAD 2>/dev/null || cat "$build/COMMIT" 2>/dev/null || echo unknown)"
+echo "commit: $(cat "$build/COMMIT" 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "gpu:    $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null)"
 peaks=$("$build/bench_infer" --peaks --device cuda)
 echo "$peaks"

@@ -13,8 +13,7 @@ teachers=("$@")
 shared=$(cd ../shared && pwd)
 rm -rf .carry && mkdir -p .carry/stage/lib .carry/stage/shared/teachers .carry/stage/shared/data/corpus/general
 bash scripts/build.sh build-gpu -DAE_CUDA=ON >/dev/null
-git rev-parse --short HEAD > build-gpu/COMMIT
-git diff --quiet || echo "+uncommitted" >> build-gpu/COMMIT
+echo "$(git rev-parse --short HEAD)$(git diff --quiet || echo ' +uncommitted')" > build-gpu/COMMIT
 mkdir -p .carry/stage/build
 cp build-gpu/COMMIT build-gpu/attnedit build-gpu/bench_infer build-gpu/test_backend_ops \
    build-gpu/test_cuda_model .carry/stage/build/

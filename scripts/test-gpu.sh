@@ -14,8 +14,10 @@ build=${AE_GPU_BUILD:-build-gpu}
 if [ -z "${AE_PREBUILT:-}" ]; then
   bash scripts/deps.sh
   bash scripts/build.sh "$build" -DAE_CUDA=ON
+  echo "$(git rev-parse --short HEAD)$(git diff --quiet || echo ' +uncommitted')" > "$build/COMMIT"
 fi
-commit=$(git rev-parse --short HEAD 2>/dev/null || cat "$build/COMMIT" 2>/dev/null || echo unknown)
+# a prebuilt build names the commit it was built from
+commit=$(cat "$build/COMMIT" 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)
 echo "== attnedit GPU tests"
 echo "date:   $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "commit: $commit"
