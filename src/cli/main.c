@@ -22,6 +22,8 @@ static const char k_usage[] =
     "  prepare-data --model M --out FILE [--valid-fraction F] [--valid-out FILE2] INPUT...\n"
     "  convert  --teacher T --target mla|gateswa [target options] [--init random|teacher] --out S\n"
     "  export   --model S --format hf --out DIR [--dtype bf16|f16|f32] [--shard-size BYTES]\n"
+    "  serve    --model M [--host H] [--port P] [--max-seqs N] [--cache-gb G]  OpenAI-compatible\n"
+    "  bench serve --url URL [--concurrency 1,8,32] [--prompt-len N] [--gen-len M] [--json]\n"
     "\n"
     "MODEL is a Hugging Face folder (config.json, *.safetensors, tokenizer.json).\n"
     "Run 'attnedit COMMAND --help' for details.\n";
@@ -68,6 +70,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "convert")) return ae_cmd_convert(argc - 2, argv + 2);
     if (!strcmp(cmd, "prepare-data")) return ae_cmd_prepare_data(argc - 2, argv + 2);
     if (!strcmp(cmd, "export")) return ae_cmd_export(argc - 2, argv + 2);
+    if (!strcmp(cmd, "serve")) return ae_cmd_serve(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench")) return ae_cmd_bench(argc - 2, argv + 2);
     fprintf(stderr, "attnedit: unknown command '%s'\n\n%s", cmd, k_usage);
     return 2;
 }

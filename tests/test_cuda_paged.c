@@ -1,0 +1,175 @@
+// The CUDA paged KV cache ops (backend/cuda_paged.cu) against the CPU reference
+// (backend/cpu_paged.c), in the style of test_backend_ops: inputs rounded to bf16 first so both
+// backends see identical numbers; the CUDA backend opened with NaN-poisoned allocations. Cases:
+// GQA at Qwen3-8B head shapes, sliding window with released blocks and sinks, the absorbed-MLA
+// layout (576/512, k == v rows), odd page sizes, decode rows and prefill chunks of sequences of
+// very different lengths in one call. paged_store must be exact; attention within TOL_ATTN
+// (relative L2; bf16 output). Needs a CUDA build and a GPU (exit 77 = skipped otherwise).
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/ops.h"
+#include "core/dtype.h"
+#include "core/rng.h"
+#include "util/testutil.h"
+
+#define TOL_ATTN 1e-2
+
+static const ae_backend *g_gpu, *g_cpu;
+
+static float bf16r(float x) { return ae_bf16_to_f32(ae_f32_to_bf16(x)); }
+
+static void fill(float *x, size_t n, ae_rng *r) {
+    ae_test_fill_normal(x, n, 1.0f, r);
+    for (size_t i = 0; i < n; i++) x[i] = bf16r(x[i]);
+}
+
+static ae_ptr up(const ae_backend *be, const void *h, size_t n, ae_dtype src, ae_dtype dt) {
+    ae_ptr p = be->alloc(be, n ? n : 1, dt);
+    assert_non_null(p.data);
+    assert_int_equal(be->upload(be, p, h, src, n), AE_OK);
+    return p;
+}
+
+typedef struct {
+    int Hq, Hkv, dk, dv, window, sinks, shared, P, nseq;
+    const int *len, *nq;
+} pcase;
+
+static void run(const pcase *c) {
+    ae_rng rng;
+    ae_rng_seed(&rng, 77 + c->dk + c->P);
+    int kw = c->Hkv * c->dk, row = c->shared ? kw : kw + c->Hkv * c->dv, P = c->P;
+    int64_t page_stride = (int64_t)P * row + 8;
+    int maxb = 0, nb_total = 0, N = 0, S_total = 0;
+    for (int s = 0; s < c->nseq; s++) {
+        int b = (c->len[s] + P - 1) / P;
+        maxb = b > maxb ? b : maxb;
+        nb_total += b;
+        N += c->nq[s];
+        S_total += c->len[s];
+    }
+    int n_pages = nb_total + 3;
+    int32_t *table = malloc(sizeof(int32_t) * c->nseq * maxb), *slot = malloc(sizeof(int32_t) * S_total);
+    int32_t *seq = malloc(sizeof(int32_t) * N), *pos = malloc(sizeof(int32_t) * N);
+    float *kv = malloc(sizeof(float) * (size_t)S_total * row);
+    float *q = malloc(sizeof(float) * (size_t)N * c->Hq * c->dk), sinks[128];
+    fill(kv, (size_t)S_total * row, &rng);
+    fill(q, (size_t)N * c->Hq * c->dk, &rng);
+    ae_test_fill_normal(sinks, (size_t)c->Hq, 1.0f, &rng);
+    for (int i = 0; i < c->Hq; i++) sinks[i] = bf16r(sinks[i]);
+    for (int i = 0; i < c->nseq * maxb; i++) table[i] = -1;
+    int page = n_pages - 1, j0 = 0, r0 = 0;
+    for (int s = 0; s < c->nseq; s++) {
+        int S = c->len[s], T = c->nq[s], nb = (S + P - 1) / P;
+        for (int b = 0; b < nb; b++) table[s * maxb + b] = page--; // pages in reverse order
+        for (int j = 0; j < S; j++) slot[j0 + j] = table[s * maxb + j / P] * P + j % P;
+        for (int t = 0; t < T; t++) {
+            seq[r0 + t] = s;
+            pos[r0 + t] = S - T + t;
+        }
+        j0 += S;
+        r0 += T;
+    }
+    float *res[2];
+    size_t nout = (size_t)N * c->Hq * c->dv, npool = (size_t)n_pages * page_stride;
+    float *pool_cpu = NULL;
+    for (int b = 0; b < 2; b++) {
+        const ae_backend *be = b ? g_gpu : g_cpu;
+        ae_dtype at = be->act_dtype;
+        float *zero = calloc(npool, sizeof(float));
+        ae_ptr pool = up(be, zero, npool, AE_DT_F32, at);
+        free(zero);
+        ae_ptr src = up(be, kv, (size_t)S_total * row, AE_DT_F32, at);
+        ae_ptr sl = up(be, slot, (size_t)S_total, AE_DT_I32, AE_DT_I32);
+        be->paged_store(be, pool, page_stride, P, row, src, row, sl, S_total, row);
+        if (c->window > 0) // release the blocks behind every query's window after the store
+            for (int s = 0; s < c->nseq; s++) {
+                int lo = c->len[s] - c->nq[s] - c->window + 1;
+                for (int k = 0; k < maxb && (k + 1) * P <= lo; k++) table[s * maxb + k] = -1;
+            }
+        ae_ptr tb = up(be, table, (size_t)c->nseq * maxb, AE_DT_I32, AE_DT_I32);
+        ae_ptr sq = up(be, seq, (size_t)N, AE_DT_I32, AE_DT_I32);
+        ae_ptr ps = up(be, pos, (size_t)N, AE_DT_I32, AE_DT_I32);
+        ae_ptr qq = up(be, q, (size_t)N * c->Hq * c->dk, AE_DT_F32, at);
+        ae_ptr sk = c->sinks ? up(be, sinks, (size_t)c->Hq, AE_DT_F32, AE_DT_F32) : ae_ptr_null();
+        ae_ptr out = be->alloc(be, nout, at);
+        ae_paged_attn_args pa = {.N = N, .Hq = c->Hq, .Hkv = c->Hkv, .dk = c->dk, .dv = c->dv,
+                                 .page_size = P, .max_blocks = maxb, .page_stride = page_stride,
+                                 .k_stride = row, .v_stride = row, .window = c->window,
+                                 .scale = 1.0f / sqrtf((float)c->dk), .sinks = sk, .seq = sq,
+                                 .pos = ps, .block_table = tb};
+        be->attention_paged(be, &pa, out, qq, pool, c->shared ? pool : ae_ptr_at(pool, (size_t)kw));
+        res[b] = malloc(sizeof(float) * nout);
+        assert_int_equal(be->download(be, res[b], AE_DT_F32, out, nout), AE_OK);
+        float *pl = malloc(sizeof(float) * npool);
+        assert_int_equal(be->download(be, pl, AE_DT_F32, pool, npool), AE_OK);
+        if (!b) pool_cpu = pl;
+        else { // the stored rows are exact copies of bf16 values on both backends
+            for (size_t i = 0; i < npool; i++) assert_true(pl[i] == pool_cpu[i]);
+            free(pl);
+        }
+        ae_ptr all[] = {pool, src, sl, tb, sq, ps, qq, sk, out};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) be->free(be, all[i]);
+    }
+    double err = ae_test_rel_err(res[1], res[0], nout);
+    int finite = 1;
+    for (size_t i = 0; i < nout; i++) finite &= isfinite(res[1][i]) != 0;
+    printf("paged Hq %d Hkv %d dk %d dv %d window %d sinks %d shared %d P %d, %d rows: rel err %.2e\n",
+           c->Hq, c->Hkv, c->dk, c->dv, c->window, c->sinks, c->shared, P, N, err);
+    assert_true(finite);
+    assert_true(err < TOL_ATTN);
+    free(res[0]);
+    free(res[1]);
+    free(pool_cpu);
+    free(table);
+    free(slot);
+    free(seq);
+    free(pos);
+    free(kv);
+    free(q);
+}
+
+static const int k_len[] = {1, 17, 300, 2050, 64};
+static const int k_nq[] = {1, 1, 1, 33, 64};
+
+static void test_gqa(void **st) {
+    (void)st;
+    pcase c = {.Hq = 32, .Hkv = 8, .dk = 128, .dv = 128, .P = 16, .nseq = 5, .len = k_len, .nq = k_nq};
+    run(&c);
+    c.P = 7;
+    c.Hq = 4, c.Hkv = 2, c.dk = c.dv = 32; // qwen3-micro
+    run(&c);
+}
+
+static void test_window_sinks(void **st) {
+    (void)st;
+    pcase c = {.Hq = 16, .Hkv = 4, .dk = 128, .dv = 128, .window = 128, .sinks = 1, .P = 16,
+               .nseq = 5, .len = k_len, .nq = k_nq};
+    run(&c);
+}
+
+static void test_mla(void **st) {
+    (void)st;
+    pcase c = {.Hq = 16, .Hkv = 1, .dk = 576, .dv = 512, .shared = 1, .P = 16, .nseq = 5,
+               .len = k_len, .nq = k_nq};
+    run(&c);
+    c.Hq = 32, c.dk = 288, c.dv = 256, c.P = 5;
+    run(&c);
+}
+
+int main(void) {
+    int rc = ae_test_open_gpu(&g_gpu, 1);
+    if (rc) return rc;
+    g_cpu = ae_backend_cpu();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gqa),
+        cmocka_unit_test(test_window_sinks),
+        cmocka_unit_test(test_mla),
+    };
+    rc = ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
+    ae_backend_close(g_gpu);
+    return rc;
+}

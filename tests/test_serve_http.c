@@ -1,0 +1,468 @@
+// `attnedit serve` over real sockets on 127.0.0.1 (CPU backend, the bundled qwen3-micro):
+//   - completions equal `attnedit generate` for the same prompt, sampling parameters and seed;
+//   - 32 concurrent streaming clients all get complete streams ([DONE], finish_reason) whose
+//     text equals the same request answered alone;
+//   - echo logprobs equal `attnedit eval ppl`'s per-token NLL;
+//   - a soak of a few hundred requests (random lengths, streamed or not, random client
+//     disconnects) ends with every page back in the pool and the server healthy;
+//   - bad input gets an OpenAI-style JSON error with the right 4xx status and the server keeps
+//     serving; chat completions with the Qwen3 template.
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/rng.h"
+#include "serve/http_client.h"
+#include "serve/server.h"
+#include "util/testutil.h"
+
+static ae_server *g_srv;
+static int g_port;
+
+static const char *micro(void) { return ae_test_src("models/qwen3-micro"); }
+
+static int start(void **st) {
+    (void)st;
+    ae_server_opts o = {.model_dir = micro(), .device = "cpu", .port = 0, .cache_gb = 0.05,
+                        .max_seqs = 16, .max_batch_tokens = 64, .max_model_len = 1024,
+                        .max_queue = 256, .max_connections = 128, .max_body = 1 << 20,
+                        .quiet = 1};
+    if (ae_server_start(&o, &g_srv) != AE_OK) {
+        fprintf(stderr, "server: %s\n", ae_last_error());
+        return -1;
+    }
+    g_port = ae_server_port(g_srv);
+    return 0;
+}
+
+static int stop(void **st) {
+    (void)st;
+    ae_server_stop(g_srv);
+    return 0;
+}
+
+static int post(const char *path, const char *body, ae_http_resp *r) {
+    return ae_http_request("127.0.0.1", g_port, "POST", path, body, strlen(body), NULL, NULL, 300, r);
+}
+
+// choices[0].text of a completion response (heap), or NULL.
+static char *completion_text(const char *json) {
+    cJSON *j = cJSON_Parse(json);
+    const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    const cJSON *t = cJSON_GetObjectItem(c, "text");
+    char *s = cJSON_IsString(t) ? strdup(t->valuestring) : NULL;
+    cJSON_Delete(j);
+    return s;
+}
+
+// Concatenated text of an SSE stream; *done = saw [DONE]; *finish = had a finish_reason.
+static char *stream_text(const char *body, int *done, int *finish) {
+    size_t cap = strlen(body) + 1, n = 0;
+    char *out = calloc(1, cap);
+    *done = *finish = 0;
+    for (const char *p = body; (p = strstr(p, "data: ")); p += 6) {
+        if (!strncmp(p + 6, "[DONE]", 6)) {
+            *done = 1;
+            continue;
+        }
+        const char *end = strstr(p, "\n\n");
+        cJSON *j = cJSON_ParseWithLength(p + 6, end ? (size_t)(end - p - 6) : strlen(p + 6));
+        const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+        const cJSON *t = cJSON_GetObjectItem(c, "text");
+        if (!t) t = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "delta"), "content");
+        if (cJSON_IsString(t)) {
+            size_t L = strlen(t->valuestring);
+            memcpy(out + n, t->valuestring, L);
+            n += L;
+        }
+        if (cJSON_IsString(cJSON_GetObjectItem(c, "finish_reason"))) *finish = 1;
+        cJSON_Delete(j);
+    }
+    return out;
+}
+
+static void test_equals_generate(void **st) {
+    (void)st;
+    struct {
+        const char *prompt;
+        int n;
+        const char *temp, *top_p, *seed;
+    } cases[] = {
+        {"Once upon a time", 24, NULL, NULL, NULL},
+        {"The king said", 30, "0.8", "0.9", "42"},
+        {"It was a dark and stormy night;", 16, "1.2", "1.0", "7"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char body[512];
+        snprintf(body, sizeof body,
+                 "{\"prompt\":\"%s\",\"max_tokens\":%d,\"temperature\":%s,\"top_p\":%s,"
+                 "\"seed\":%s,\"ignore_eos\":true}",
+                 cases[i].prompt, cases[i].n, cases[i].temp ? cases[i].temp : "0",
+                 cases[i].top_p ? cases[i].top_p : "1", cases[i].seed ? cases[i].seed : "0");
+        ae_http_resp r;
+        assert_int_equal(post("/v1/completions", body, &r), 0);
+        assert_int_equal(r.status, 200);
+        char *text = completion_text(r.body);
+        char nbuf[16];
+        snprintf(nbuf, sizeof nbuf, "%d", cases[i].n);
+        const char *args[20] = {"generate", "--model", micro(), "--device", "cpu", "--prompt",
+                                cases[i].prompt, "--max-new-tokens", nbuf, "--ignore-eos"};
+        int k = 10;
+        if (cases[i].temp) {
+            args[k++] = "--temperature";
+            args[k++] = cases[i].temp;
+            args[k++] = "--top-p";
+            args[k++] = cases[i].top_p;
+            args[k++] = "--seed";
+            args[k++] = cases[i].seed;
+        }
+        args[k] = NULL;
+        char *out = NULL, *err = NULL;
+        assert_int_equal(ae_test_run_cli(args, NULL, &out, &err), 0);
+        size_t L = strlen(out);
+        if (L && out[L - 1] == '\n') out[--L] = 0;
+        if (strcmp(text, out)) printf("server:   %s\ngenerate: %s\n", text, out);
+        assert_string_equal(text, out);
+        printf("case %zu: server == generate (%zu bytes)\n", i, L);
+        free(text);
+        free(out);
+        free(err);
+        ae_http_resp_free(&r);
+    }
+}
+
+#define NCLIENT 32
+
+typedef struct {
+    char body[512];
+    ae_http_resp r;
+    int rc;
+} client;
+
+static void *run_client(void *arg) {
+    client *c = arg;
+    c->rc = post("/v1/completions", c->body, &c->r);
+    return NULL;
+}
+
+static void test_concurrent_streams(void **st) {
+    (void)st;
+    static client c[NCLIENT];
+    char *expect[4];
+    for (int k = 0; k < 4; k++) { // the answers alone (non-streamed)
+        char body[512];
+        snprintf(body, sizeof body, "{\"prompt\":\"Chapter %d. The\",\"max_tokens\":%d,"
+                 "\"temperature\":%s,\"seed\":%d,\"ignore_eos\":true}",
+                 k, 20 + 7 * k, k % 2 ? "0.9" : "0", 100 + k);
+        ae_http_resp r;
+        assert_int_equal(post("/v1/completions", body, &r), 0);
+        assert_int_equal(r.status, 200);
+        expect[k] = completion_text(r.body);
+        ae_http_resp_free(&r);
+    }
+    pthread_t th[NCLIENT];
+    for (int i = 0; i < NCLIENT; i++) {
+        int k = i % 4;
+        snprintf(c[i].body, sizeof c[i].body, "{\"prompt\":\"Chapter %d. The\",\"max_tokens\":%d,"
+                 "\"temperature\":%s,\"seed\":%d,\"ignore_eos\":true,\"stream\":true}",
+                 k, 20 + 7 * k, k % 2 ? "0.9" : "0", 100 + k);
+        pthread_create(&th[i], NULL, run_client, &c[i]);
+    }
+    int good = 0;
+    for (int i = 0; i < NCLIENT; i++) {
+        pthread_join(th[i], NULL);
+        int done, fin;
+        char *t = c[i].rc == 0 && c[i].r.status == 200 ? stream_text(c[i].r.body, &done, &fin) : NULL;
+        good += t && done && fin && !strcmp(t, expect[i % 4]);
+        if (!(t && done && fin && !strcmp(t, expect[i % 4])))
+            printf("client %d: rc %d status %d done %d: '%s' vs '%s'\n", i, c[i].rc, c[i].r.status,
+                   t ? done : -1, t ? t : "", expect[i % 4]);
+        free(t);
+        ae_http_resp_free(&c[i].r);
+    }
+    printf("%d of %d concurrent streams complete and equal to the request answered alone\n", good, NCLIENT);
+    assert_int_equal(good, NCLIENT);
+    for (int k = 0; k < 4; k++) free(expect[k]);
+}
+
+static void test_echo_equals_eval(void **st) {
+    (void)st;
+    const char *text = "The old man looked at the sea and said nothing for a long while, and then "
+                       "he rose and went into the house.";
+    char *dir = ae_test_tmpdir(), path[4096];
+    snprintf(path, sizeof path, "%s/t.txt", dir);
+    assert_int_equal(ae_test_write_file(path, text, strlen(text)), 0);
+    const char *args[] = {"eval", "ppl", "--model", micro(), "--device", "cpu", "--file", path,
+                          "--json", NULL};
+    char *out = NULL, *err = NULL;
+    assert_int_equal(ae_test_run_cli(args, NULL, &out, &err), 0);
+    cJSON *ej = cJSON_Parse(out);
+    double mean = cJSON_GetObjectItem(ej, "mean_nll")->valuedouble;
+    int tokens = cJSON_GetObjectItem(ej, "tokens")->valueint;
+    char body[1024];
+    snprintf(body, sizeof body, "{\"prompt\":\"%s\",\"max_tokens\":1,\"echo\":true,\"logprobs\":0,"
+             "\"temperature\":0}", text);
+    ae_http_resp r;
+    assert_int_equal(post("/v1/completions", body, &r), 0);
+    assert_int_equal(r.status, 200);
+    cJSON *j = cJSON_Parse(r.body);
+    const cJSON *lp = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(
+                                              cJSON_GetObjectItem(j, "choices"), 0), "logprobs"),
+                                          "token_logprobs");
+    double sum = 0;
+    int n = 0, i = 0;
+    for (const cJSON *v = lp->child; v; v = v->next, i++) {
+        if (i == 0) assert_true(cJSON_IsNull(v));
+        else if (i <= tokens) { // prompt tokens (the last entry is the generated one)
+            sum -= v->valuedouble;
+            n++;
+        }
+    }
+    printf("echo: %d prompt tokens scored, mean NLL %.7f; eval ppl: %d tokens, %.7f\n", n, sum / n,
+           tokens, mean);
+    assert_int_equal(n, tokens);
+    assert_true(fabs(sum / n - mean) < 1e-5);
+    cJSON_Delete(j);
+    cJSON_Delete(ej);
+    ae_http_resp_free(&r);
+    free(out);
+    free(err);
+    ae_test_rmtree(dir);
+    free(dir);
+}
+
+// ---- soak ----
+
+typedef struct {
+    int id, drop_after, n_bytes;
+} soak_ctx;
+
+static int soak_data(void *ud, const char *d, size_t n) {
+    soak_ctx *s = ud;
+    (void)d;
+    s->n_bytes += (int)n;
+    return s->drop_after > 0 && s->n_bytes >= s->drop_after;
+}
+
+static int g_soak_next, g_soak_ok, g_soak_dropped, g_soak_fail;
+static pthread_mutex_t g_soak_mu = PTHREAD_MUTEX_INITIALIZER;
+#define NSOAK 240
+
+static void *soak_worker(void *arg) {
+    (void)arg;
+    char *body = malloc(8192);
+    for (;;) {
+        pthread_mutex_lock(&g_soak_mu);
+        int i = g_soak_next < NSOAK ? g_soak_next++ : -1;
+        pthread_mutex_unlock(&g_soak_mu);
+        if (i < 0) break;
+        ae_rng r;
+        ae_rng_seed(&r, 5000 + (uint64_t)i);
+        int plen = 1 + (int)(ae_rng_uniform(&r) * 300), gen = 1 + (int)(ae_rng_uniform(&r) * 60);
+        int stream = ae_rng_uniform(&r) < 0.5, drop = ae_rng_uniform(&r) < 0.3;
+        size_t n = (size_t)sprintf(body, "{\"prompt\":[");
+        for (int k = 0; k < plen; k++) n += (size_t)sprintf(body + n, k ? ",%d" : "%d", 10 + (int)(ae_rng_uniform(&r) * 8000));
+        sprintf(body + n, "],\"max_tokens\":%d,\"temperature\":0.9,\"seed\":%d,\"stream\":%s,"
+                "\"ignore_eos\":true}", gen, i, stream ? "true" : "false");
+        soak_ctx sc = {.id = i, .drop_after = drop ? 1 + (int)(ae_rng_uniform(&r) * 600) : 0};
+        ae_http_resp resp;
+        double timeout = drop && !stream ? 0.05 + ae_rng_uniform(&r) * 0.3 : 300; // hang up early
+        int rc = ae_http_request("127.0.0.1", g_port, "POST", "/v1/completions", body, strlen(body),
+                                 soak_data, &sc, timeout, &resp);
+        pthread_mutex_lock(&g_soak_mu);
+        if (rc == 0 && resp.status == 200 && (drop || strstr(resp.body, "\"finish_reason\":\"length\"")))
+            g_soak_ok++;
+        if (drop) g_soak_dropped++;
+        pthread_mutex_unlock(&g_soak_mu);
+        if (!drop && !(rc == 0 && resp.status == 200)) g_soak_fail++;
+        if (!drop && !(rc == 0 && resp.status == 200))
+            printf("soak %d: rc %d status %d %s %.200s\n", i, rc, resp.status, resp.err, resp.body);
+        ae_http_resp_free(&resp);
+    }
+    free(body);
+    return NULL;
+}
+
+static void test_soak(void **st) {
+    (void)st;
+    pthread_t th[12];
+    double t0 = ae_time_now();
+    for (int i = 0; i < 12; i++) pthread_create(&th[i], NULL, soak_worker, NULL);
+    for (int i = 0; i < 12; i++) pthread_join(th[i], NULL);
+    ae_engine_stats s;
+    for (int k = 0; k < 600; k++) { // cancelled sequences leave at the next step
+        ae_engine_get_stats(ae_server_engine(g_srv), &s);
+        if (s.running == 0 && s.waiting == 0 && s.pages_free == s.pages_total) break;
+        nanosleep(&(struct timespec){.tv_nsec = 50000000}, NULL);
+    }
+    printf("soak: %d requests (%d with the client hanging up) in %.1f s, %d complete, %d failed; "
+           "pool %d/%d pages free, %d promised, %d running\n", NSOAK, g_soak_dropped,
+           ae_time_now() - t0, g_soak_ok, g_soak_fail, s.pages_free, s.pages_total,
+           s.pages_promised, s.running);
+    assert_int_equal(g_soak_fail, 0);
+    assert_true(g_soak_ok >= NSOAK - g_soak_dropped);
+    assert_int_equal(s.running, 0);
+    assert_int_equal(s.waiting, 0);
+    assert_int_equal(s.pages_free, s.pages_total);
+    assert_int_equal(s.pages_promised, 0);
+    ae_http_resp r;
+    assert_int_equal(ae_http_request("127.0.0.1", g_port, "GET", "/health", NULL, 0, NULL, NULL, 10, &r), 0);
+    assert_int_equal(r.status, 200);
+    ae_http_resp_free(&r);
+    assert_int_equal(ae_http_request("127.0.0.1", g_port, "GET", "/metrics", NULL, 0, NULL, NULL, 10, &r), 0);
+    assert_non_null(strstr(r.body, "attnedit_requests_running 0\n"));
+    ae_http_resp_free(&r);
+}
+
+// ---- bad input ----
+
+static void expect_error(const char *method, const char *path, const char *body, int status) {
+    ae_http_resp r;
+    assert_int_equal(ae_http_request("127.0.0.1", g_port, method, path, body, body ? strlen(body) : 0,
+                                     NULL, NULL, 30, &r), 0);
+    cJSON *j = cJSON_Parse(r.body);
+    const cJSON *e = cJSON_GetObjectItem(j, "error");
+    if (r.status != status || !cJSON_IsString(cJSON_GetObjectItem(e, "message")))
+        printf("%s %s %s -> %d %s\n", method, path, body ? body : "", r.status, r.body);
+    assert_int_equal(r.status, status);
+    assert_true(cJSON_IsString(cJSON_GetObjectItem(e, "message")));
+    assert_true(cJSON_IsString(cJSON_GetObjectItem(e, "type")));
+    cJSON_Delete(j);
+    ae_http_resp_free(&r);
+}
+
+static void test_bad_input(void **st) {
+    (void)st;
+    const char *c = "/v1/completions";
+    struct {
+        const char *body;
+        int status;
+    } bad[] = {
+        {"", 400}, {"{", 400}, {"[1,2]", 400}, {"null", 400}, {"{\"prompt\":null}", 400},
+        {"{\"max_tokens\":3}", 400}, {"{\"prompt\":\"x\",\"max_tokens\":0}", 400},
+        {"{\"prompt\":\"x\",\"max_tokens\":-5}", 400}, {"{\"prompt\":\"x\",\"max_tokens\":1.5}", 400},
+        {"{\"prompt\":\"x\",\"max_tokens\":\"4\"}", 400}, {"{\"prompt\":\"x\",\"temperature\":-1}", 400},
+        {"{\"prompt\":\"x\",\"top_p\":0}", 400}, {"{\"prompt\":\"x\",\"top_p\":1.5}", 400},
+        {"{\"prompt\":\"x\",\"logprobs\":99}", 400}, {"{\"prompt\":\"x\",\"stream\":1}", 400},
+        {"{\"prompt\":\"x\",\"n\":2}", 400}, {"{\"prompt\":\"x\",\"stop\":5}", 400},
+        {"{\"prompt\":\"x\",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\"]}", 400},
+        {"{\"prompt\":\"x\",\"bogus\":true}", 400}, {"{\"prompt\":[-1]}", 400},
+        {"{\"prompt\":[1.5]}", 400}, {"{\"prompt\":[]}", 400}, {"{\"prompt\":\"\"}", 400},
+        {"{\"prompt\":[\"a\",\"b\"]}", 400}, {"{\"prompt\":\"x\",\"max_tokens\":5000}", 400},
+        {"{\"prompt\":\"x\",\"model\":\"other\"}", 404}, {"{\"prompt\":\"x\",\"presence_penalty\":1}", 400},
+        {"{\"prompt\":\"\\ud800\"}", 400},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) expect_error("POST", c, bad[i].body, bad[i].status);
+    // raw invalid UTF-8 inside a JSON string
+    expect_error("POST", c, "{\"prompt\":\"a\xff\xfe b\"}", 400);
+    // a long prompt over the context
+    char *big = malloc(200000);
+    size_t n = (size_t)sprintf(big, "{\"prompt\":[");
+    for (int i = 0; i < 1100; i++) n += (size_t)sprintf(big + n, i ? ",%d" : "%d", 100);
+    sprintf(big + n, "]}");
+    expect_error("POST", c, big, 400);
+    // a body over the limit (1 MiB here)
+    char *huge = malloc((2u << 20) + 1);
+    memset(huge, ' ', 2u << 20);
+    huge[2u << 20] = 0;
+    expect_error("POST", c, huge, 413);
+    free(huge);
+    free(big);
+    expect_error("GET", c, NULL, 405);
+    expect_error("POST", "/v1/models", "{}", 405);
+    expect_error("GET", "/v2/nothing", NULL, 404);
+    expect_error("POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", 400);
+    // garbage that is not HTTP at all, and a connection closed mid-request
+    for (int k = 0; k < 2; k++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_port)};
+        inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+        assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+        const char *g = k ? "POST /v1/completions HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"pro"
+                          : "\x01\x02 garbage \r\n\r\n";
+        assert_true(send(fd, g, strlen(g), MSG_NOSIGNAL) > 0);
+        close(fd);
+    }
+    ae_http_resp r; // still serving
+    assert_int_equal(post(c, "{\"prompt\":\"still alive\",\"max_tokens\":3}", &r), 0);
+    assert_int_equal(r.status, 200);
+    ae_http_resp_free(&r);
+}
+
+// ---- chat, on a copy of the model with Qwen3's chat template ----
+
+static void test_chat(void **st) {
+    (void)st;
+    char *dir = ae_test_tmpdir(), dst[4096], src[4096];
+    const char *files[] = {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(src, sizeof src, "%s/%s", micro(), files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+        assert_int_equal(symlink(src, dst), 0);
+    }
+    snprintf(dst, sizeof dst, "%s/tokenizer_config.json", dir);
+    assert_int_equal(symlink(ae_test_src("tests/fixtures/serve/tokenizer_config_qwen3.json"), dst), 0);
+    ae_server_opts o = {.model_dir = dir, .device = "cpu", .port = 0, .cache_gb = 0.02,
+                        .max_model_len = 512, .served_name = "chatty", .quiet = 1};
+    ae_server *s = NULL;
+    assert_int_equal(ae_server_start(&o, &s), AE_OK);
+    int port = ae_server_port(s);
+    const char *body = "{\"model\":\"chatty\",\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+                       "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Tell a story.\"}]}],"
+                       "\"max_tokens\":12,\"temperature\":0,\"logprobs\":true,\"top_logprobs\":2}";
+    ae_http_resp r;
+    assert_int_equal(ae_http_request("127.0.0.1", port, "POST", "/v1/chat/completions", body,
+                                     strlen(body), NULL, NULL, 60, &r), 0);
+    assert_int_equal(r.status, 200);
+    cJSON *j = cJSON_Parse(r.body);
+    const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    assert_string_equal(cJSON_GetObjectItem(j, "object")->valuestring, "chat.completion");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "message"), "role")->valuestring, "assistant");
+    int completion = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "completion_tokens")->valueint;
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "logprobs"), "content")), completion);
+    char *text = strdup(cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "message"), "content")->valuestring);
+    cJSON_Delete(j);
+    ae_http_resp_free(&r);
+    // streamed: chunks, the role first, the same text
+    const char *sbody = "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+                        "{\"role\":\"user\",\"content\":\"Tell a story.\"}],\"max_tokens\":12,"
+                        "\"temperature\":0,\"stream\":true}";
+    assert_int_equal(ae_http_request("127.0.0.1", port, "POST", "/v1/chat/completions", sbody,
+                                     strlen(sbody), NULL, NULL, 60, &r), 0);
+    assert_int_equal(r.status, 200);
+    int done, fin;
+    char *st_text = stream_text(r.body, &done, &fin);
+    assert_true(done && fin);
+    assert_non_null(strstr(r.body, "\"object\":\"chat.completion.chunk\""));
+    assert_non_null(strstr(r.body, "\"role\":\"assistant\""));
+    assert_string_equal(st_text, text);
+    printf("chat: '%s'\n", text);
+    free(st_text);
+    free(text);
+    ae_http_resp_free(&r);
+    expect_error("POST", "/v1/chat/completions", "{\"messages\":[]}", 400); // on the other server
+    ae_server_stop(s);
+    ae_test_rmtree(dir);
+    free(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_equals_generate),
+        cmocka_unit_test(test_concurrent_streams),
+        cmocka_unit_test(test_echo_equals_eval),
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_soak),
+        cmocka_unit_test(test_chat),
+    };
+    return ae_test_finish(cmocka_run_group_tests(tests, start, stop));
+}
