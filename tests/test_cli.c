@@ -48,6 +48,10 @@ static cli_result run_ok(const char *const *args) {
     return r;
 }
 
+// What the command line of the next refusal does not show, e.g. what was done to the model
+// folder (the robustness catalogue; kept until changed).
+static const char *g_note;
+
 // Runs a command that must fail cleanly: exit status in [1, 127], empty stdout, and stderr
 // containing every non-NULL key (e.g. the file/option named and the word saying what is wrong).
 static void expect_fail(const char *const *args, const char *key1, const char *key2) {
@@ -55,6 +59,7 @@ static void expect_fail(const char *const *args, const char *key1, const char *k
     int ok = r.rc > 0 && r.rc < 128 && r.out[0] == '\0' && strstr(r.err, "attnedit") &&
              (!key1 || strstr(r.err, key1)) && (!key2 || strstr(r.err, key2)) &&
              !strstr(r.err, "Sanitizer") && !strstr(r.err, "runtime error");
+    if (ok) ae_test_catalogue_cli("commands: options, model folders, text", args, g_note, r.err);
     if (!ok) {
         dump(args[0], &r);
         printf("expected: non-zero exit < 128, empty stdout, stderr with '%s' and '%s'\n",
@@ -390,6 +395,7 @@ static void test_eval_ppl(void **state) {
 
 static void test_bad_missing_model_dir(void **state) {
     (void)state;
+    g_note = NULL;
     char *dir = ae_test_tmpdir();
     char *nope = path_in(dir, "no-such-model");
     expect_fail(ARGS("inspect", nope), "no-such-model", "not exist");
@@ -403,6 +409,7 @@ static void test_bad_missing_model_dir(void **state) {
 
 static void test_bad_no_config(void **state) {
     (void)state;
+    g_note = "config.json removed";
     char *dir = copy_micro();
     char *cfg = path_in(dir, "config.json");
     assert_int_equal(remove(cfg), 0);
@@ -414,6 +421,7 @@ static void test_bad_no_config(void **state) {
 
 static void test_bad_config_malformed(void **state) {
     (void)state;
+    g_note = "config.json with `\"head_dim\": 32,,`";
     char *dir = copy_micro();
     edit_file(dir, "config.json", "\"head_dim\": 32,", "\"head_dim\": 32,,");
     expect_fail(ARGS("inspect", dir), "config.json", "JSON");
@@ -423,6 +431,7 @@ static void test_bad_config_malformed(void **state) {
 
 static void test_bad_config_architecture(void **state) {
     (void)state;
+    g_note = "config.json says LlamaForCausalLM, llama";
     char *dir = copy_micro();
     edit_file(dir, "config.json", "Qwen3ForCausalLM", "LlamaForCausalLM");
     edit_file(dir, "config.json", "\"qwen3\"", "\"llama\"");
@@ -434,6 +443,7 @@ static void test_bad_config_architecture(void **state) {
 
 static void test_bad_config_rope_yarn(void **state) {
     (void)state;
+    g_note = "config.json with a yarn rope_scaling";
     char *dir = copy_micro();
     edit_file(dir, "config.json", "{",
               "{\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0, "
@@ -445,6 +455,7 @@ static void test_bad_config_rope_yarn(void **state) {
 
 static void test_bad_safetensors_truncated(void **state) {
     (void)state;
+    g_note = "model.safetensors cut to half its size";
     char *dir = copy_micro();
     char *st = path_in(dir, "model.safetensors"), *buf;
     size_t len;
@@ -455,10 +466,12 @@ static void test_bad_safetensors_truncated(void **state) {
                 "model.safetensors", NULL);
     // cut inside the header
     assert_int_equal(ae_test_write_file(st, buf, 100), 0);
+    g_note = "model.safetensors cut to 100 bytes";
     expect_fail(ARGS("generate", "--model", dir, "--prompt", "hi"), "model.safetensors",
                 "truncated");
     // shorter than the length prefix
     assert_int_equal(ae_test_write_file(st, buf, 5), 0);
+    g_note = "model.safetensors cut to 5 bytes";
     expect_fail(ARGS("generate", "--model", dir, "--prompt", "hi"), "model.safetensors", "small");
     free(buf);
     free(st);
@@ -467,6 +480,7 @@ static void test_bad_safetensors_truncated(void **state) {
 
 static void test_bad_safetensors_header(void **state) {
     (void)state;
+    g_note = "model.safetensors header `{!model...`";
     char *dir = copy_micro();
     char *st = path_in(dir, "model.safetensors"), *buf;
     size_t len;
@@ -476,6 +490,7 @@ static void test_bad_safetensors_header(void **state) {
     expect_fail(ARGS("generate", "--model", dir, "--prompt", "hi"), "model.safetensors", "header");
     buf[9] = '"';
     memset(buf, 0xff, 8); // absurd header length
+    g_note = "model.safetensors header length 2^64 - 1";
     assert_int_equal(ae_test_write_file(st, buf, len), 0);
     expect_fail(ARGS("generate", "--model", dir, "--prompt", "hi"), "model.safetensors", "header");
     free(buf);
@@ -485,11 +500,13 @@ static void test_bad_safetensors_header(void **state) {
 
 static void test_bad_shape_vs_config(void **state) {
     (void)state;
+    g_note = "config.json intermediate_size 384 -> 320";
     char *dir = copy_micro();
     edit_file(dir, "config.json", "\"intermediate_size\": 384", "\"intermediate_size\": 320");
     expect_fail(ARGS("generate", "--model", dir, "--prompt", "hi"), "mlp.gate_proj", "shape");
     edit_file(dir, "config.json", "\"intermediate_size\": 320", "\"intermediate_size\": 384");
     edit_file(dir, "config.json", "\"hidden_size\": 128", "\"hidden_size\": 256");
+    g_note = "config.json hidden_size 128 -> 256";
     expect_fail(ARGS("eval", "ppl", "--model", dir, "--file", ae_test_src("data/sample.txt")),
                 "embed_tokens", "shape");
     remove_tmp(dir);
@@ -497,6 +514,7 @@ static void test_bad_shape_vs_config(void **state) {
 
 static void test_bad_weight_dtype(void **state) {
     (void)state;
+    g_note = "model.layers.1.self_attn.k_norm.weight stored as I32";
     char *dir = copy_micro();
     char *st = path_in(dir, "model.safetensors");
     st_rewrite(st, NULL, "model.layers.1.self_attn.k_norm.weight", "I32");
@@ -508,6 +526,7 @@ static void test_bad_weight_dtype(void **state) {
 
 static void test_bad_missing_tensor(void **state) {
     (void)state;
+    g_note = "model.layers.2.mlp.up_proj.weight removed";
     char *dir = copy_micro();
     char *st = path_in(dir, "model.safetensors");
     st_rewrite(st, "model.layers.2.mlp.up_proj.weight", NULL, NULL);
@@ -519,10 +538,12 @@ static void test_bad_missing_tensor(void **state) {
 
 static void test_bad_tokenize_non_utf8(void **state) {
     (void)state;
+    g_note = "bad.txt holds the bytes ff fe";
     char *dir = ae_test_tmpdir();
     write_text(dir, "bad.txt", LIT("hello \xff\xfe world\n"));
     char *f = path_in(dir, "bad.txt");
     expect_fail(ARGS("tokenize", "--model", ae_test_src(MICRO), "--file", f), "bad.txt", "UTF-8");
+    g_note = NULL;
     expect_fail(ARGS("tokenize", "--model", ae_test_src(MICRO), "--text", "caf\xc3"), "--text",
                 "UTF-8");
     free(f);
@@ -531,6 +552,7 @@ static void test_bad_tokenize_non_utf8(void **state) {
 
 static void test_bad_eval_non_utf8(void **state) {
     (void)state;
+    g_note = "bad.txt holds the overlong c0 af after a valid document";
     char *dir = ae_test_tmpdir();
     // a valid document first: the bad byte (an overlong '/') must still be reported, and before
     // any scoring
@@ -547,6 +569,7 @@ static void test_bad_eval_non_utf8(void **state) {
 
 static void test_bad_empty_prompt(void **state) {
     (void)state;
+    g_note = NULL;
     expect_fail(ARGS("generate", "--model", ae_test_src(MICRO), "--prompt", ""), "prompt", "empty");
     expect_fail(ARGS("generate", "--model", ae_test_src(MICRO), "--prompt-ids", " "), "prompt",
                 "empty");
@@ -661,9 +684,11 @@ static void test_bad_eval_file(void **state) {
     expect_fail(ARGS("tokenize", "--model", ae_test_src(MICRO), "--file", nope), "missing.txt",
                 NULL);
     write_text(dir, "empty.txt", "", 0);
+    g_note = "empty.txt is empty";
     char *empty = path_in(dir, "empty.txt");
     expect_fail(ARGS("eval", "ppl", "--model", ae_test_src(MICRO), "--file", empty, "--json"),
                 "empty.txt", "nothing to score");
+    g_note = NULL;
     free(empty);
     free(nope);
     remove_tmp(dir);
@@ -671,6 +696,7 @@ static void test_bad_eval_file(void **state) {
 
 static void test_bad_decode_range(void **state) {
     (void)state;
+    g_note = NULL;
     const char *m = ae_test_src(MICRO);
     expect_fail(ARGS("tokenize", "--model", m, "--text", "1 2 999999", "--decode"), "999999",
                 "range");

@@ -215,6 +215,16 @@ static void expect_bad(ae_status want, const char *field, const char *const *edi
     if (st != want || !strstr(m, "edited/config.json") || !strstr(m, field))
         fail_msg("got %s \"%s\", want %s naming field %s", ae_status_name(st), m,
                  ae_status_name(want), field);
+    char input[1024] = "a valid Qwen3 config.json with";
+    for (int i = 0; edits && edits[i]; i += 2) {
+        size_t n = strlen(input);
+        if (edits[i + 1])
+            snprintf(input + n, sizeof input - n, "%s `\"%s\": %s`", i ? "," : "", edits[i],
+                     edits[i + 1]);
+        else
+            snprintf(input + n, sizeof input - n, "%s no `%s`", i ? "," : "", edits[i]);
+    }
+    ae_test_catalogue("config.json", input, m);
     assert_null(c.layer_types);
     assert_null(c.mlp_only_layers);
 }

@@ -456,6 +456,9 @@ static void test_prepare_bad_input(void **state) {
 
 // ---------------------------------------------------------------- token file validation
 
+// What is wrong with the next token file refused (the robustness catalogue).
+static const char *g_what;
+
 static void expect_open_fails(const char *path, const char *what) {
     ae_tokfile f;
     ae_status st = ae_tokfile_open(path, &f);
@@ -463,6 +466,7 @@ static void expect_open_fails(const char *path, const char *what) {
     assert_int_equal(st, AE_ERR_FORMAT);
     if (!strstr(ae_last_error(), path) || !strstr(ae_last_error(), what))
         fail_msg("message '%s' lacks '%s'", ae_last_error(), what);
+    ae_test_catalogue("token files (.tok)", g_what, ae_last_error());
 }
 
 static void test_tokfile_open_negatives(void **state) {
@@ -484,34 +488,45 @@ static void test_tokfile_open_negatives(void **state) {
     ae_tokfile_close(&f);
 
     write_tokfile(p, 10, 6, ids, 5, 9, hash); // truncated ids
+    g_what = "a header for 6 tokens and 5 token ids";
     expect_open_fails(p, "truncated");
     write_tokfile(p, 10, 5, ids, 6, 9, hash); // trailing bytes
+    g_what = "a header for 5 tokens and 6 token ids";
     expect_open_fails(p, "oversized");
     write_tokfile(p, 10, UINT64_MAX / 2, ids, 6, 9, hash); // absurd count
+    g_what = "a header for 2^63 - 1 tokens";
     expect_open_fails(p, "truncated");
     write_tokfile(p, 9, 6, ids, 6, 8, hash); // id 9 >= vocab 9
+    g_what = "token id 9 in a file of vocabulary size 9";
     expect_open_fails(p, "token 3 has id 9 >= vocabulary size 9");
     write_tokfile(p, 10, 6, ids, 6, 10, hash); // eos outside the vocabulary
+    g_what = "eos id 10 in a file of vocabulary size 10";
     expect_open_fails(p, "eos id 10");
 
     unsigned char hdr[AE_TOKFILE_HEADER];
     ae_tokfile_header(hdr, 10, 0, hash, 9);
     assert_int_equal(ae_test_write_file(p, hdr, 40), 0); // header cut short
+    g_what = "the header cut after 40 bytes";
     expect_open_fails(p, "truncated");
     assert_int_equal(ae_test_write_file(p, hdr, 0), 0); // empty file
+    g_what = "an empty file";
     expect_open_fails(p, "magic");
     memcpy(hdr, "AETOKENZ", 8);
+    g_what = "the magic `AETOKENZ`";
     assert_int_equal(ae_test_write_file(p, hdr, sizeof hdr), 0);
     expect_open_fails(p, "magic");
     ae_tokfile_header(hdr, 10, 0, hash, 9);
     hdr[8] = 2; // version 2
+    g_what = "version 2";
     assert_int_equal(ae_test_write_file(p, hdr, sizeof hdr), 0);
     expect_open_fails(p, "unsupported token file version 2");
     ae_tokfile_header(hdr, 10, 0, hash, 9);
     hdr[61] = 1; // reserved
+    g_what = "a reserved header byte set";
     assert_int_equal(ae_test_write_file(p, hdr, sizeof hdr), 0);
     expect_open_fails(p, "reserved");
     ae_tokfile_header(hdr, 0, 0, hash, 0);
+    g_what = "vocabulary size 0";
     assert_int_equal(ae_test_write_file(p, hdr, sizeof hdr), 0);
     expect_open_fails(p, "vocabulary size 0");
 

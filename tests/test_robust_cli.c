@@ -129,10 +129,24 @@ static int failed_cleanly(const cli_result *r, const char *k1, const char *k2, c
            !strstr(r->err, "runtime error");
 }
 
+// The robustness catalogue (ae_test_catalogue): the kind of input each test tries, and an
+// optional note on the next refusal (what the command line does not show).
+static const char *g_section, *g_note;
+
 static void expect_fail_opts(const char *const *args, const run_opts *ro, const char *k1,
                              const char *k2, const char *k3) {
     cli_result r = run_cli_opts(args, ro);
     int ok = failed_cleanly(&r, k1, k2, k3);
+    if (ok) {
+        char note[128];
+        snprintf(note, sizeof note, "%s", g_note ? g_note : "");
+        if (ro && ro->stdin_fd >= 0) snprintf(note, sizeof note, "stdin: a pipe that never ends");
+        if (ro && ro->fsize > 0)
+            snprintf(note, sizeof note, "under a file-size limit (ulimit -f) of %lld KiB",
+                     ro->fsize / 1024);
+        ae_test_catalogue_cli(g_section, args, note[0] ? note : NULL, r.err);
+    }
+    g_note = NULL;
     if (!ok) {
         dump(args, &r);
         printf("expected: exit in [1, 127], empty stdout, stderr with '%s', '%s' and '%s'\n",
@@ -240,6 +254,7 @@ static pid_t dead_pid(void) {
 
 static void test_prepare_out_is_input(void **state) {
     (void)state;
+    g_section = "prepare-data: an output that is, holds or lies inside an input";
     char *dir = ae_test_tmpdir();
     char *m = copy_micro(dir, "model");
     char *in = join(dir, "in.txt"), *keep = join(dir, "keep.txt"), *hl = join(dir, "hl.txt");
@@ -252,6 +267,7 @@ static void test_prepare_out_is_input(void **state) {
 
     expect_fail(ARGS("prepare-data", "--model", m, "--out", in, in), "--out", in, "same");
     expect_fail(ARGS("prepare-data", "--model", m, "--out", dotted, in), dotted, in, "same");
+    g_note = "hl.txt is a hard link to in.txt";
     expect_fail(ARGS("prepare-data", "--model", m, "--out", hl, in), hl, in, "same");
     expect_fail(ARGS("prepare-data", "--model", m, "--out", other, "--valid-fraction", "0.5",
                      "--valid-out", in, in),
@@ -268,6 +284,7 @@ static void test_prepare_out_is_input(void **state) {
     // an input that is the default validation file (--out + ".valid")
     char *v = join(dir, "o.tok.valid");
     write_str(v, "Text of a file that would be overwritten.\n\nMore.\n");
+    g_note = "the input is the default validation output, --out + .valid";
     expect_fail(ARGS("prepare-data", "--model", m, "--out", other, "--valid-fraction", "0.5", v),
                 v, "same", NULL);
     assert_true(same_bytes(in, keep));
@@ -290,6 +307,7 @@ static void test_prepare_out_is_input(void **state) {
 
 static void test_convert_out_is_input(void **state) {
     (void)state;
+    g_section = "convert: an output that is, holds or lies inside an input";
     char *dir = ae_test_tmpdir();
     char *t = copy_micro(dir, "teacher");
     char *cfg = join(t, "config.json"), *cfg_keep = join(dir, "config.keep");
@@ -341,6 +359,7 @@ static void test_convert_out_is_input(void **state) {
 
 static void test_convert_target_options(void **state) {
     (void)state;
+    g_section = "convert: options of the other target";
     char *dir = ae_test_tmpdir(), *out = join(dir, "s");
     const char *t = ae_test_src(MICRO);
     static const char *const swa[][2] = {{"--window", "64"}, {"--full-every", "2"},
@@ -378,6 +397,7 @@ static void test_convert_target_options(void **state) {
 
 static void test_read_bounded(void **state) {
     (void)state;
+    g_section = "inputs read whole: bounded to 1 GiB";
     const char *m = ae_test_src(MICRO);
     char *dir = ae_test_tmpdir(), *big = join(dir, "big.txt"), *out = join(dir, "o.tok");
     // a sparse file one byte over the limit (no disk used)
@@ -387,7 +407,9 @@ static void test_read_bounded(void **state) {
     close(fd);
 
     expect_fail(ARGS("tokenize", "--model", m, "--file", "/dev/zero"), "/dev/zero", NULL, NULL);
+    g_note = "big.txt: 1 GiB + 1 byte";
     expect_fail(ARGS("tokenize", "--model", m, "--file", big), big, "1 GiB", NULL);
+    g_note = "big.txt: 1 GiB + 1 byte";
     expect_fail(ARGS("eval", "ppl", "--model", m, "--file", big), big, "1 GiB", NULL);
     expect_fail(ARGS("eval", "ppl", "--model", m, "--file", "/dev/zero"), "/dev/zero", NULL, NULL);
     expect_fail(ARGS("eval", "kl", "--teacher", m, "--model", m, "--file", "/dev/zero"),
@@ -435,6 +457,7 @@ static void test_read_bounded(void **state) {
 
 static void test_folder_as_file(void **state) {
     (void)state;
+    g_section = "a folder where a file is expected";
     const char *m = ae_test_src(MICRO);
     char *dir = ae_test_tmpdir(), *d = join(dir, "folder"), *out = join(dir, "s");
     assert_int_equal(mkdir(d, 0755), 0);
@@ -512,6 +535,7 @@ static void test_prepare_killed_cleans_up(void **state) {
 // A file-size limit (SIGXFSZ): the write fails, the temp file goes, one message names the output.
 static void test_prepare_file_size_limit(void **state) {
     (void)state;
+    g_section = "prepare-data: the output cannot be written";
     char *dir = ae_test_tmpdir(), *in = join(dir, "in.txt"), *out = join(dir, "o.tok");
     write_text_of(in, 1u << 20); // ~1 MB of token ids
     run_opts ro = {-1, 64 << 10};

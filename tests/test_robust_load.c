@@ -60,6 +60,9 @@ static void set_config_int(const char *dir, const char *key, double value) {
     cJSON_Delete(o);
 }
 
+// What the model folder of the next refusal has wrong (the robustness catalogue).
+static char g_what[256];
+
 // Runs the CLI; asserts a clean failure whose stderr contains every non-NULL key.
 static void expect_refused(const char *const *args, const char *k1, const char *k2) {
     char *out = NULL, *err = NULL;
@@ -67,6 +70,8 @@ static void expect_refused(const char *const *args, const char *k1, const char *
     if (rc < 1 || rc > 127 || (k1 && !strstr(err, k1)) || (k2 && !strstr(err, k2)))
         fail_msg("expected a clean refusal naming '%s' and '%s'; rc %d, stderr:\n%s", k1 ? k1 : "",
                  k2 ? k2 : "", rc, err);
+    ae_test_catalogue_cli("model folders: sizes and weights", args, g_what[0] ? g_what : NULL,
+                          err);
     free(out);
     free(err);
 }
@@ -90,8 +95,11 @@ static void test_absurd_config_sizes(void **state) {
     for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
         char *dir = copy_micro();
         set_config_int(dir, f[i].field, 1e9);
+        snprintf(g_what, sizeof g_what, "config.json %s = 1e9", f[i].field);
         eval_refused(dir, f[i].field, "exceeds the supported maximum");
         set_config_int(dir, f[i].field, f[i].max);
+        snprintf(g_what, sizeof g_what, "config.json %s = %.0f (the limit; the weights are smaller)",
+                 f[i].field, f[i].max);
         eval_refused(dir, "shape", "expected");
         ae_test_rmtree(dir);
         free(dir);
@@ -110,8 +118,12 @@ static void test_absurd_student_rank(void **state) {
     free(o);
     free(e);
     set_config_int(out, "kv_lora_rank", 1e8);
+    snprintf(g_what, sizeof g_what, "an MLA student's config.json kv_lora_rank = 1e8");
     eval_refused(out, "kv_lora_rank", "exceeds the supported maximum");
     set_config_int(out, "kv_lora_rank", AE_MAX_WIDTH);
+    snprintf(g_what, sizeof g_what,
+             "an MLA student's config.json kv_lora_rank = %d (the limit; the weights are smaller)",
+             AE_MAX_WIDTH);
     eval_refused(out, "kv_a_proj_with_mqa", "expected");
     ae_test_rmtree(dir);
     free(dir);
@@ -160,6 +172,9 @@ static void test_nonfinite_weights(void **state) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char *dir = copy_micro();
         poison_bf16(dir, cases[i].tensor, cases[i].at, cases[i].bits);
+        snprintf(g_what, sizeof g_what, "%s %s = bf16 0x%04x (%s)", cases[i].tensor,
+                 cases[i].element, cases[i].bits,
+                 cases[i].bits == 0x7fc0 ? "NaN" : cases[i].bits == 0x7f80 ? "+Inf" : "-Inf");
         eval_refused(dir, cases[i].tensor, cases[i].element);
         const char *gen[] = {"generate", "--model", dir, "--prompt", "The", "--device", "cpu", NULL};
         expect_refused(gen, cases[i].tensor, "non-finite");
@@ -187,6 +202,8 @@ static void test_duplicate_tensor_name(void **state) {
     assert_int_equal(ae_st_open_file(path, &s), AE_ERR_FORMAT);
     if (!strstr(ae_last_error(), "duplicate tensor name \"a\""))
         fail_msg("message does not say duplicate: %s", ae_last_error());
+    ae_test_catalogue("safetensors files", "a header naming tensor \"a\" twice, over the same bytes",
+                      ae_last_error());
     ae_test_rmtree(dir);
     free(dir);
 }
@@ -207,6 +224,9 @@ static void test_config_size_limits(void **state) {
         assert_int_equal(ae_config_parse(text, repro[i], &c), AE_ERR_UNSUPPORTED);
         if (!strstr(ae_last_error(), "exceeds the supported maximum"))
             fail_msg("%s: %s", repro[i], ae_last_error());
+        char input[256];
+        snprintf(input, sizeof input, "fuzz/crashes/fuzz_config/%s", repro[i]);
+        ae_test_catalogue("config.json", input, ae_last_error());
         free(text);
     }
     char big[1024];

@@ -151,8 +151,21 @@ static void expect_refused(const char *flag, const char *dir, const char *n1, co
         printf("--- %s: convert %s: exit %d, folder %s\n--- stderr:\n%s\nexpected: exit in [1, 127], "
                "stderr with '%s' and '%s', folder unchanged\n",
                what, flag, r.rc, same ? "unchanged" : "CHANGED", r.err, n1 ? n1 : "", n2 ? n2 : "");
-    else
+    else {
         printf("%-44s -> %.*s", what, (int)strcspn(r.err, "\n") + 1, r.err);
+        char input[256];
+        int n = (int)strlen(what);
+        if (n > 12 && !strcmp(what + n - 12, " (--restart)")) n -= 12; // said by the command
+        snprintf(input, sizeof input, "`attnedit convert %s RUN`: %.*s", flag, n, what);
+        const char *section =
+            !strncmp(what, "conversion.json ", 16) || !strncmp(what, "train.", 6)
+                ? "run folders: conversion.json edited"
+            : (!strncmp(what, "checkpoint/state.json ", 22) && strstr(what, " = ")) ||
+                    !strncmp(what, "state.json ", 11)
+                ? "run folders: checkpoint/state.json edited"
+                : "run folders: other damage";
+        ae_test_catalogue(section, input, r.err);
+    }
     fflush(stdout);
     free(r.err);
     free(before);
@@ -624,6 +637,11 @@ static void test_step_tokens_overflow(void **state) {
     char *out = NULL, *err = NULL;
     int rc = ae_test_run_cli(args, NULL, &out, &err);
     if (rc < 1 || rc > 127) fail_msg("convert --resume on the reproducer: rc %d\n%s", rc, err);
+    ae_test_catalogue("run folders: conversion.json edited",
+                      "`attnedit convert --resume RUN`: conversion.json train.ctx 1677716, "
+                      "train.batch and "
+                      "train.accum 16777216 (fuzz/crashes/fuzz_run_json/stage-steps-overflow.json)",
+                      err);
     free(out);
     free(err);
     ae_test_rmtree(dir);

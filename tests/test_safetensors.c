@@ -28,6 +28,9 @@ static void craft(const char *path, const char *header, const void *data, size_t
     free(buf);
 }
 
+// What is wrong with the next file or folder refused (the robustness catalogue).
+static char g_what[512];
+
 // Opens path and expects failure with `want`, a message naming the file and containing `what`.
 static void expect_bad_file(const char *path, ae_status want, const char *what) {
     ae_st_set *s = (ae_st_set *)0x1;
@@ -37,6 +40,7 @@ static void expect_bad_file(const char *path, ae_status want, const char *what) 
         fail_msg("%s: got %s \"%s\", want %s mentioning \"%s\"", path, ae_status_name(st),
                  ae_last_error(), ae_status_name(want), what ? what : "");
     assert_null(s);
+    ae_test_catalogue("safetensors files", g_what, ae_last_error());
 }
 
 static int64_t numel_sum(const ae_st_set *s) {
@@ -315,11 +319,16 @@ static void test_bad_files(void **state) {
     (void)state;
     char *dir = ae_test_tmpdir();
     char path[4096];
-#define BAD(fname, header, dlen, hl, want, what)                                \
-    do {                                                                        \
-        snprintf(path, sizeof path, "%s/%s", dir, fname);                       \
-        craft(path, header, k_data16, dlen, hl);                                \
-        expect_bad_file(path, want, what);                                      \
+#define BAD(fname, header, dlen, hl, want, what)                                              \
+    do {                                                                                      \
+        snprintf(path, sizeof path, "%s/%s", dir, fname);                                     \
+        craft(path, header, k_data16, dlen, hl);                                              \
+        if ((hl) < 0)                                                                         \
+            snprintf(g_what, sizeof g_what, "header `%s`, %d data bytes", header, (int)(dlen)); \
+        else                                                                                  \
+            snprintf(g_what, sizeof g_what, "header `%s` with header length %lld, %d data bytes", \
+                     header, (long long)(hl), (int)(dlen));                                   \
+        expect_bad_file(path, want, what);                                                    \
     } while (0)
 
     // sanity: the base file is fine
@@ -379,17 +388,21 @@ static void test_bad_files(void **state) {
         memcpy(buf + 8, h, hl);
         memcpy(buf + 8 + hl, k_data16, 8);
         assert_int_equal(ae_test_write_file(path, buf, sizeof buf), 0);
+        snprintf(g_what, sizeof g_what, "header `{" T_A "}` padded with NUL bytes");
         expect_bad_file(path, AE_ERR_FORMAT, "trailing characters");
     }
     // shorter than the 8-byte length prefix, and empty
     snprintf(path, sizeof path, "%s/tiny.st", dir);
     assert_int_equal(ae_test_write_file(path, "\x10\0\0", 3), 0);
+    snprintf(g_what, sizeof g_what, "a file of 3 bytes");
     expect_bad_file(path, AE_ERR_FORMAT, "too small");
     snprintf(path, sizeof path, "%s/empty.st", dir);
     assert_int_equal(ae_test_write_file(path, "", 0), 0);
+    snprintf(g_what, sizeof g_what, "an empty file");
     expect_bad_file(path, AE_ERR_FORMAT, "too small");
     // missing file
     snprintf(path, sizeof path, "%s/missing.st", dir);
+    snprintf(g_what, sizeof g_what, "a file that does not exist");
     expect_bad_file(path, AE_ERR_IO, NULL);
     // empty folder
     assert_int_equal(ae_st_open_dir(dir, &s), AE_ERR_IO);
@@ -428,6 +441,7 @@ static void expect_bad_dir(const char *dir, ae_status want, const char *what1, c
         fail_msg("%s: got %s \"%s\", want %s mentioning \"%s\" and \"%s\"", dir,
                  ae_status_name(st), m, ae_status_name(want), what1, what2 ? what2 : "");
     assert_null(s);
+    ae_test_catalogue("sharded folders: model.safetensors.index.json", g_what, m);
 }
 
 #define SH1 "model-00001-of-00002.safetensors"
@@ -462,40 +476,53 @@ static void test_sharded(void **state) {
     write_index(dir, "{\"weight_map\":{\"model.norm.weight\":\"" SH2 "\",\"model.layers.1.w\":\""
                      SH2 "\",\"model.layers.0.w\":\"" SH1 "\",\"model.embed_tokens.weight\":\"" SH1
                      "\",\"model.extra\":\"model-00003-of-00003.safetensors\"}}");
+    snprintf(g_what, sizeof g_what, "the index names a shard that is not there");
     expect_bad_dir(dir, AE_ERR_IO, "model-00003-of-00003.safetensors", "index.json");
     // the index puts a tensor in a shard that does not hold it
     write_index(dir, "{\"weight_map\":{\"model.norm.weight\":\"" SH2 "\",\"model.layers.1.w\":\""
                      SH2 "\",\"model.layers.0.w\":\"" SH1 "\",\"model.embed_tokens.weight\":\"" SH1
                      "\",\"model.ghost\":\"" SH1 "\"}}");
+    snprintf(g_what, sizeof g_what, "the index puts a tensor in a shard that does not hold it");
     expect_bad_dir(dir, AE_ERR_FORMAT, "model.ghost", SH1);
     // ... or in the wrong shard
     write_index(dir, "{\"weight_map\":{\"model.norm.weight\":\"" SH1 "\",\"model.layers.1.w\":\""
                      SH2 "\",\"model.layers.0.w\":\"" SH1 "\",\"model.embed_tokens.weight\":\"" SH1
                      "\"}}");
+    snprintf(g_what, sizeof g_what, "the index puts a tensor in the wrong shard");
     expect_bad_dir(dir, AE_ERR_FORMAT, "model.norm.weight", SH2);
     // a shard holds a tensor the index does not list
     write_index(dir, "{\"weight_map\":{\"model.norm.weight\":\"" SH2 "\",\"model.layers.0.w\":\""
                      SH1 "\",\"model.embed_tokens.weight\":\"" SH1 "\"}}");
+    snprintf(g_what, sizeof g_what, "a shard holds a tensor the index does not list");
     expect_bad_dir(dir, AE_ERR_FORMAT, "model.layers.1.w", SH2);
     // malformed index JSON, missing weight_map, non-string shard, path escape
     write_index(dir, "{\"weight_map\":{\"model.norm.weight\":");
+    snprintf(g_what, sizeof g_what, "the index is `{\"weight_map\":{\"model.norm.weight\":`");
     expect_bad_dir(dir, AE_ERR_FORMAT, "model.safetensors.index.json", "not valid JSON");
     write_index(dir, "{\"metadata\":{}}");
+    snprintf(g_what, sizeof g_what, "the index is `{\"metadata\":{}}`");
     expect_bad_dir(dir, AE_ERR_FORMAT, "model.safetensors.index.json", "weight_map");
     write_index(dir, "{\"weight_map\":{\"model.norm.weight\":2}}");
+    snprintf(g_what, sizeof g_what,
+             "a shard name that is not a string: `{\"weight_map\":{\"model.norm.weight\":2}}`");
     expect_bad_dir(dir, AE_ERR_FORMAT, "model.safetensors.index.json", "model.norm.weight");
     write_index(dir, "{\"weight_map\":{\"model.norm.weight\":\"../x.safetensors\"}}");
+    snprintf(g_what, sizeof g_what,
+             "a shard name outside the folder: "
+             "`{\"weight_map\":{\"model.norm.weight\":\"../x.safetensors\"}}`");
     expect_bad_dir(dir, AE_ERR_FORMAT, "model.safetensors.index.json", "model.norm.weight");
     // a bad shard file is reported by its own name
     char *p = ae_path_join(dir, SH2);
     assert_int_equal(ae_test_write_file(p, "\x04\0\0\0\0\0\0\0[]  ", 12), 0);
     write_index(dir, "{\"weight_map\":{\"model.norm.weight\":\"" SH2 "\"}}");
+    snprintf(g_what, sizeof g_what, "a shard whose header is `[]`");
     expect_bad_dir(dir, AE_ERR_FORMAT, SH2, "start with '{'");
     free(p);
     // the same tensor in two shards
     write_shard(dir, SH2, n1, 1);
     write_index(dir, "{\"weight_map\":{\"model.embed_tokens.weight\":\"" SH1
                      "\",\"model.layers.0.w\":\"" SH1 "\",\"model.x\":\"" SH2 "\"}}");
+    snprintf(g_what, sizeof g_what, "the same tensor in two shards");
     expect_bad_dir(dir, AE_ERR_FORMAT, "model.embed_tokens.weight", SH2);
 
     ae_test_rmtree(dir);

@@ -491,6 +491,10 @@ static void test_hf_unicode_and_flags(void **state) {
 
 // ---------------------------------------------------------------- errors
 
+// What is wrong with the next tokenizer.json refused (the robustness catalogue); NULL: the text
+// of the file itself.
+static char g_what[512];
+
 static void expect_load_error(const char *json, ae_status want, const char *needle) {
     char *dir = write_tok(json, NULL);
     ae_tokenizer *t = (ae_tokenizer *)(uintptr_t)1;
@@ -502,6 +506,11 @@ static void expect_load_error(const char *json, ae_status want, const char *need
     const char *msg = ae_last_error();
     if (!strstr(msg, "tokenizer.json") || (needle && !strstr(msg, needle)))
         fail_msg("message \"%s\" should name tokenizer.json and \"%s\"", msg, needle ? needle : "");
+    char input[600];
+    if (g_what[0]) snprintf(input, sizeof input, "%s", g_what);
+    else snprintf(input, sizeof input, "the file is `%s`", json);
+    ae_test_catalogue("tokenizer.json", input, msg);
+    g_what[0] = '\0';
     ae_test_rmtree(dir);
     free(dir);
 }
@@ -514,30 +523,39 @@ static void test_malformed(void **state) {
     expect_load_error("{\"model\": 3}", AE_ERR_FORMAT, "model");
     char *j;
     j = tiny_json(ADDED_X, "BPE", "{\"a\": \"b\"}");
+    snprintf(g_what, sizeof g_what, "`model.merges` is an object, `{\"a\": \"b\"}`");
     expect_load_error(j, AE_ERR_FORMAT, "model.merges");
     free(j);
     j = tiny_json(ADDED_X, "BPE", "[\"a q\"]");
+    snprintf(g_what, sizeof g_what, "a merge of a token not in the vocab, `\"a q\"`");
     expect_load_error(j, AE_ERR_FORMAT, "model.merges[0]");
     free(j);
     j = tiny_json(ADDED_X, "BPE", "[\"a b\", \"a c\"]"); // "ac" is not in the vocab
+    snprintf(g_what, sizeof g_what, "a merge whose result `ac` is not in the vocab");
     expect_load_error(j, AE_ERR_FORMAT, "model.merges[1]");
     free(j);
     j = tiny_json(ADDED_X, "BPE", "[\"ab\"]");
+    snprintf(g_what, sizeof g_what, "a merge without its space, `\"ab\"`");
     expect_load_error(j, AE_ERR_FORMAT, "model.merges[0]");
     free(j);
     j = tiny_json(ADDED_X, "BPE", "[[\"a\", 3]]");
+    snprintf(g_what, sizeof g_what, "a merge `[\"a\", 3]`");
     expect_load_error(j, AE_ERR_FORMAT, "model.merges[0]");
     free(j);
     j = tiny_json(ADDED_X, "WordPiece", MERGES_STR);
+    snprintf(g_what, sizeof g_what, "`model.type` is `\"WordPiece\"`");
     expect_load_error(j, AE_ERR_UNSUPPORTED, "model.type");
     free(j);
     j = tiny_json("{\"id\": \"nine\", \"content\": \"<|x|>\"}", "BPE", MERGES_STR);
+    snprintf(g_what, sizeof g_what, "an added token with `\"id\": \"nine\"`");
     expect_load_error(j, AE_ERR_FORMAT, "added_tokens[0]");
     free(j);
     j = tiny_json("{\"id\": 9}", "BPE", MERGES_STR);
+    snprintf(g_what, sizeof g_what, "an added token without content");
     expect_load_error(j, AE_ERR_FORMAT, "added_tokens[0].content");
     free(j);
     j = tiny_json("{\"id\": -4, \"content\": \"q\"}", "BPE", MERGES_STR);
+    snprintf(g_what, sizeof g_what, "an added token with `\"id\": -4`");
     expect_load_error(j, AE_ERR_FORMAT, "added_tokens[0]");
     free(j);
 
@@ -585,6 +603,8 @@ static void test_malformed(void **state) {
             ae_test_rmtree(dir);
             free(dir);
         } else {
+            snprintf(g_what, sizeof g_what, "a valid file with `%s` changed to `%s`", edits[i].from,
+                     edits[i].to);
             expect_load_error(e, edits[i].st, edits[i].needle);
         }
         free(e);
@@ -604,6 +624,7 @@ static void test_malformed(void **state) {
     free(p);
     assert_int_equal(ae_tokenizer_load(dir, &t), AE_ERR_FORMAT);
     assert_non_null(strstr(ae_last_error(), "tokenizer_config.json"));
+    ae_test_catalogue("tokenizer_config.json", "the file is `{\"eos_token\": 5}`", ae_last_error());
     ae_test_rmtree(dir);
     free(dir);
 
@@ -704,7 +725,7 @@ static void test_nul_and_empty_tokens(void **state) {
         if (!strstr(ae_last_error(), "tokenizer.json") || !strstr(ae_last_error(), want))
             fail_msg("\"%s\" lacks \"%s\"", ae_last_error(), want);
         ae_test_catalogue("tokenizer.json", k ? "a NUL byte after the JSON object"
-                                              : "a NUL byte inside a token of model.vocab",
+                                              : "a NUL byte inside a token of `model.vocab`",
                           ae_last_error());
         ae_test_rmtree(dir);
         free(dir);
@@ -718,7 +739,7 @@ static void test_nul_and_empty_tokens(void **state) {
     snprintf(json, sizeof json, "contains the escape \\u0000 (at byte %zu)",
              (size_t)(strstr(MIN_FMT, "%s") - MIN_FMT) + 2);
     if (!strstr(ae_last_error(), json)) fail_msg("\"%s\" lacks \"%s\"", ae_last_error(), json);
-    ae_test_catalogue("tokenizer.json", "a token of model.vocab holding the escape \\u0000",
+    ae_test_catalogue("tokenizer.json", "a token of `model.vocab` holding the escape `\\u0000`",
                       ae_last_error());
     ae_test_rmtree(dir);
     free(dir);
@@ -804,6 +825,9 @@ static void test_bad_input(void **state) {
         char want[64];
         snprintf(want, sizeof want, "byte offset %zu", bad[i].off);
         if (!strstr(ae_last_error(), want)) fail_msg("\"%s\" lacks \"%s\"", ae_last_error(), want);
+        char input[64];
+        snprintf(input, sizeof input, "`%s`", bad[i].s);
+        ae_test_catalogue("text to tokenise", input, ae_last_error());
     }
     // embedded NUL is valid text
     int32_t *ids;

@@ -250,7 +250,7 @@ void ae_test_catalogue_cli_at(const char *file, const char *section, const char 
     size_t len = 0;
     FILE *m = open_memstream(&buf, &len);
     if (!m) return;
-    fputs("attnedit", m);
+    fputs("`attnedit", m);
     for (int i = 0; args[i]; i++) {
         const char *a = args[i];
         int plain = *a != '\0';
@@ -266,7 +266,8 @@ void ae_test_catalogue_cli_at(const char *file, const char *section, const char 
             fputc('\'', m);
         }
     }
-    if (note) fprintf(m, " -- %s", note);
+    fputc('`', m);
+    if (note) fprintf(m, ": %s", note);
     fclose(m);
     ae_test_catalogue_at(file, section, buf, message);
     free(buf);

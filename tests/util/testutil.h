@@ -55,7 +55,7 @@ int ae_test_run_cli(const char *const *args, const char *stdin_text, char **out,
 #define ae_test_catalogue(section, input, message)                                                 \
     ae_test_catalogue_at(__FILE__, section, input, message)
 // The same with the input shown as the command line `attnedit ARG...` (args NULL-terminated,
-// argv[0] excluded; arguments quoted as a shell needs them), then ` -- note` unless note is NULL.
+// argv[0] excluded; arguments quoted as a shell needs them), then ": note" unless note is NULL.
 #define ae_test_catalogue_cli(section, args, note, message)                                        \
     ae_test_catalogue_cli_at(__FILE__, section, args, note, message)
 void ae_test_catalogue_at(const char *file, const char *section, const char *input,
