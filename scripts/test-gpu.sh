@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every GPU test on a machine with an NVIDIA GPU: each CUDA op against the CPU reference
 # (tests/test_backend_ops.c) and whole models (the teachers in ../shared and students of each
-# target) against the CPU (tests/test_cuda_model.c). Prints the date, GPU and commit first so the
+# target) against the CPU (tests/test_cuda_model.c), and every other tests/test_cuda_*.c program
+# (test_cuda_paged: the serving engine's paged-cache ops). Prints the date, GPU and commit first so the
 # log can be pasted into docs/ as it is.
 #
 #   bash scripts/test-gpu.sh                 # build with CUDA into build-gpu, then test
@@ -24,7 +25,10 @@ echo "commit: $commit"
 echo "gpu:    $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo 'nvidia-smi not found')"
 export AE_REQUIRE_GPU=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 status=0
-for t in test_backend_ops test_cuda_model; do
+# every GPU test program: the op tests and the test_cuda_* programs
+gpu_tests=(test_backend_ops)
+for f in "$build"/test_cuda_*; do [ -x "$f" ] && gpu_tests+=("$(basename "$f")"); done
+for t in "${gpu_tests[@]}"; do
   echo
   echo "== $t"
   start=$(date +%s)
