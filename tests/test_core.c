@@ -1,8 +1,11 @@
 // core/: error messages, atomic files, dtype conversion.
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -94,6 +97,40 @@ static void test_dir_write_atomic(void **state) {
     free(root), free(dir), free(f);
 }
 
+// A write that died between its two renames leaves "<dir>.old" as the only previous folder;
+// the next write must keep it until its own folder is in place. Here that next write is killed
+// (AE_TEST_KILL_POINT, in a child) just before its rename: "<dir>.old" must still be there. A
+// third write then succeeds and leaves no temp or .old folder.
+static void test_dir_write_atomic_keeps_old(void **state) {
+    (void)state;
+    char *root = ae_test_tmpdir(), *dir = ae_path_join(root, "out"), *old = ae_path_join(root, "out.old");
+    char *oldf = ae_path_join(old, "f.txt"), *f = ae_path_join(dir, "f.txt"), *buf;
+    size_t len;
+    assert_int_equal(ae_dir_write_atomic(dir, fill_ok, "one"), AE_OK);
+    assert_int_equal(rename(dir, old), 0); // died between the renames: only out.old
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setenv("AE_TEST_KILL_POINT", "dir-old-moved", 1);
+        ae_dir_write_atomic(dir, fill_ok, "two");
+        _exit(0); // not reached
+    }
+    int ws;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    assert_true(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
+    assert_false(ae_path_exists(dir));
+    assert_int_equal(ae_file_read_all(oldf, &buf, &len), AE_OK); // the previous folder survives
+    assert_string_equal(buf, "one");
+    free(buf);
+    assert_int_equal(ae_dir_write_atomic(dir, fill_ok, "three"), AE_OK);
+    assert_int_equal(ae_file_read_all(f, &buf, &len), AE_OK);
+    assert_string_equal(buf, "three");
+    free(buf);
+    assert_int_equal(ae_test_count_entries(root), 1); // the dead child's temp folder and out.old gone
+    ae_test_rmtree(root);
+    free(root), free(dir), free(old), free(oldf), free(f);
+}
+
 static void test_read_missing_names_file(void **state) {
     (void)state;
     char *buf;
@@ -109,6 +146,7 @@ int main(void) {
         cmocka_unit_test(test_atomic_abort_leaves_old),
         cmocka_unit_test(test_read_missing_names_file),
         cmocka_unit_test(test_dir_write_atomic),
+        cmocka_unit_test(test_dir_write_atomic_keeps_old),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -46,12 +46,12 @@ static char *join(const char *dir, const char *name) {
 }
 
 static char *read_all(const char *dir, const char *file, size_t *len) {
-    char *p = join(dir, file), *buf = NULL;
-    size_t n = 0;
-    if (ae_file_read_all(p, &buf, &n) != AE_OK) buf = NULL;
+    char *p = join(dir, file), *buf;
+    size_t n;
+    ae_status st = ae_file_read_all(p, &buf, &n);
     free(p);
-    if (len) *len = n;
-    return buf;
+    if (len) *len = st == AE_OK ? n : 0;
+    return st == AE_OK ? buf : NULL;
 }
 
 // 1 when dir_a/file and dir_b/file exist and hold the same bytes.
@@ -330,6 +330,179 @@ static void test_checkpoint_nonfinite(void **state) {
     free(run), free(killed);
 }
 
+// ---------------------------------------------------------------------------------------------
+// 4. a killed and resumed run ends as the uninterrupted one: model, checkpoint, conversion.json
+//    (but its wall time) and every metrics.jsonl record (but its timings), also when a progress
+//    line spans the resume point and when two checkpoint writes in a row die between renames
+
+// metrics.jsonl without timings (tokens_per_s, elapsed_s), as sorted distinct lines.
+static char *metrics_set(const char *dir) {
+    char *text = read_all(dir, "metrics.jsonl", NULL);
+    assert_non_null(text);
+    char *lines[512];
+    int n = 0;
+    for (char *save = NULL, *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        assert_true(n < 512);
+        char *t = strstr(l, ",\"tokens_per_s\":"), *e = t ? strstr(t, "\"elapsed_s\":") : NULL;
+        if (e) {
+            e += strcspn(e, ",}");
+            memmove(t, e, strlen(e) + 1);
+        }
+        lines[n++] = l;
+    }
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && strcmp(lines[j - 1], lines[j]) > 0; j--) {
+            char *x = lines[j];
+            lines[j] = lines[j - 1];
+            lines[j - 1] = x;
+        }
+    size_t cap = 1, len = 0;
+    for (int i = 0; i < n; i++) cap += strlen(lines[i]) + 1;
+    char *out = malloc(cap);
+    out[0] = '\0';
+    for (int i = 0; i < n; i++)
+        if (i == 0 || strcmp(lines[i], lines[i - 1])) len += (size_t)sprintf(out + len, "%s\n", lines[i]);
+    free(text);
+    return out;
+}
+
+// conversion.json without result.wall_s.
+static char *meta_without_wall(const char *dir) {
+    size_t len;
+    char *text = read_all(dir, "conversion.json", &len);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\"done\""));
+    const char *w = strstr(text, "\"wall_s\"");
+    size_t cut = w ? (size_t)(w - text) : len;
+    text[cut] = '\0';
+    return text;
+}
+
+static void expect_same_result(const char *run, const char *ref) {
+    const char *files[] = {"model.safetensors", "config.json", "checkpoint/params.safetensors",
+                           "checkpoint/state.json"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) assert_true(same_bytes(run, ref, files[i]));
+    char *a = meta_without_wall(run), *b = meta_without_wall(ref);
+    assert_string_equal(a, b);
+    free(a), free(b);
+    a = metrics_set(run), b = metrics_set(ref);
+    if (strcmp(a, b)) printf("metrics.jsonl records differ:\n--- resumed\n%s--- uninterrupted\n%s", a, b);
+    assert_string_equal(a, b);
+    free(a), free(b);
+    assert_int_equal(ae_test_count_entries(run), ae_test_count_entries(ref)); // no temp or .old left
+}
+
+static void test_resume_same_records(void **state) {
+    (void)state;
+    const char *args[] = {"--target", "mla", "--kv-lora-rank", "32", "--qk-rope-dim", "8", "--data", g_tokens,
+                          "--ctx", "32", "--batch", "2", "--stage1-tokens", "384", "--stage2-tokens", "128",
+                          "--save-every", "2", "--log-every", "3", NULL};
+    char *ref = join(g_dir, "rec-ref"), *run = join(g_dir, "rec-run"), *err = NULL;
+    ae_test_rmtree(ref);
+    assert_int_equal(convert(ref, args, NULL, &err), 0);
+    free(err);
+    // killed after step 4 (checkpoint at 4, one step into the progress line of steps 4-6)
+    ae_test_rmtree(run);
+    assert_int_equal(convert(run, args, "AE_TEST_KILL_AT_STEP=4", &err), 128 + SIGKILL);
+    free(err);
+    int rc = resume(run, &err);
+    if (rc) printf("resume: %s\n", err);
+    assert_int_equal(rc, 0);
+    free(err);
+    expect_same_result(run, ref);
+    // killed between the renames of the checkpoint at step 4 (pass 1 is the student folder's
+    // write, 2 the checkpoint at step 2): checkpoint.old (step 2) is the only checkpoint; the
+    // resumed run is killed at the same point of its next checkpoint write, which must keep
+    // checkpoint.old until its own is in place; a third run finishes
+    ae_test_rmtree(run);
+    assert_int_equal(convert(run, args, "AE_TEST_KILL_POINT=dir-old-moved:3", &err), 128 + SIGKILL);
+    free(err);
+    char *ck = join(run, "checkpoint"), *old = join(run, "checkpoint.old");
+    assert_false(ae_path_exists(ck));
+    assert_true(ae_path_exists(old));
+    const char *argv[] = {"convert", "--resume", run, NULL};
+    assert_int_equal(run_cli(argv, "AE_TEST_KILL_POINT=dir-old-moved:1", &err), 128 + SIGKILL);
+    free(err);
+    assert_true(ae_path_exists(old));
+    rc = resume(run, &err);
+    if (rc) printf("resume: %s\n", err);
+    assert_int_equal(rc, 0);
+    free(err);
+    expect_same_result(run, ref);
+    ae_test_rmtree(run), ae_test_rmtree(ref);
+    free(run), free(ref), free(ck), free(old);
+}
+
+// state.json's interval (the sums since the last progress line) is checked like every other
+// field; a checkpoint without it (written before it was recorded) still resumes.
+static void set_interval_field(const char *dir, const char *key, const char *value) {
+    size_t len;
+    char *text = read_all(dir, "checkpoint/state.json", &len);
+    assert_non_null(text);
+    cJSON *root = cJSON_Parse(text), *iv = cJSON_GetObjectItemCaseSensitive(root, "interval");
+    free(text);
+    assert_non_null(iv);
+    if (!key) {
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "interval");
+        if (value) cJSON_AddItemToObject(root, "interval", cJSON_Parse(value));
+    } else {
+        cJSON_DeleteItemFromObjectCaseSensitive(iv, key);
+        cJSON_AddItemToObject(iv, key, cJSON_Parse(value));
+    }
+    char *out = cJSON_Print(root), *path = join(dir, "checkpoint/state.json");
+    assert_int_equal(ae_test_write_file(path, out, strlen(out)), 0);
+    free(out), free(path);
+    cJSON_Delete(root);
+}
+
+static void test_state_interval_fields(void **state) {
+    (void)state;
+    const char *args[] = {"--target", "mla", "--kv-lora-rank", "32", "--qk-rope-dim", "8", "--data", g_tokens,
+                          "--ctx", "32", "--batch", "2", "--stage1-tokens", "384", "--stage2-tokens", "0",
+                          "--save-every", "2", "--log-every", "3", NULL};
+    char *killed = join(g_dir, "iv-killed"), *run = join(g_dir, "iv-edited"), *err = NULL;
+    ae_test_rmtree(killed);
+    assert_int_equal(convert(killed, args, "AE_TEST_KILL_AT_STEP=4", &err), 128 + SIGKILL);
+    free(err);
+    struct {
+        const char *key, *value, *needle;
+    } cases[] = {
+        {"steps", "2", "state.json: interval.steps is 2; must be 1"}, // step 4 mod log-every 3
+        {"steps", "\"1\"", "interval.steps must be a number"},
+        {"top1", "-1", "interval.top1 is -1"},
+        {"top1", "65", "interval.top1 is 65; must be in [0, 64]"},    // 1 step x 64 predictions
+        {"loss_sum", "\"x\"", "interval.loss_sum must be a number"},
+        {"cos_sum", "null", "interval.cos_sum"},
+        {"layer_sum", "[1, 2]", "interval.layer_sum must be an array of 4 finite numbers"},
+        {"layer_sum", "[1, 2, 3, \"4\"]", "interval.layer_sum must be an array of 4"},
+        {NULL, "[]", "interval must be an object"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        copy_tree(killed, run);
+        set_interval_field(run, cases[c].key, cases[c].value);
+        size_t nb;
+        char *before = read_all(run, "checkpoint/state.json", &nb);
+        int rc = resume(run, &err);
+        printf("interval.%s = %s: exit %d: %s", cases[c].key ? cases[c].key : "", cases[c].value, rc, err);
+        assert_int_equal(rc, 1);
+        assert_non_null(strstr(err, cases[c].needle));
+        for (size_t i = 0; i < sizeof k_kept / sizeof *k_kept; i++)
+            if (strcmp(k_kept[i], "checkpoint/state.json")) assert_true(same_bytes(run, killed, k_kept[i]));
+        size_t na;
+        char *after = read_all(run, "checkpoint/state.json", &na);
+        assert_true(na == nb && memcmp(before, after, nb) == 0);
+        free(before), free(after), free(err);
+    }
+    copy_tree(killed, run);
+    set_interval_field(run, NULL, NULL); // an older checkpoint
+    int rc = resume(run, &err);
+    if (rc) printf("resume without interval: %s\n", err);
+    assert_int_equal(rc, 0);
+    free(err);
+    ae_test_rmtree(run), ae_test_rmtree(killed);
+    free(run), free(killed);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stage1_gradient),
@@ -337,6 +510,8 @@ int main(void) {
         cmocka_unit_test(test_stage2_loss),
         cmocka_unit_test(test_teacher_overflow),
         cmocka_unit_test(test_checkpoint_nonfinite),
+        cmocka_unit_test(test_resume_same_records),
+        cmocka_unit_test(test_state_interval_fields),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -353,6 +353,7 @@ static int run_resume(const char *dir) {
         rc = ae_cli_fail("convert");
     } else {
         ae_init_report rep = {0};
+        ae_dir_remove_stale(dir); // left by a --restart that died while rewriting the folder
         if (train_and_finish(&rs, t, s, &data, &rep, dir, 1) != AE_OK) rc = ae_cli_fail("convert");
         ae_tokfile_close(&data);
     }

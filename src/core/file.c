@@ -17,6 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "core/killpoint.h"
 #include "core/mem.h"
 
 // "a folder", "a character device"... for messages about a path that is not a regular file.
@@ -370,6 +371,18 @@ static void remove_stale_temps(const char *path) {
     free(prefix);
 }
 
+void ae_dir_remove_stale(const char *dir) {
+    remove_stale_temps(dir);
+    if (!ae_path_exists(dir)) return; // "<dir>.old" may be the only copy
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/') dl--;
+    char *old = ae_malloc(dl + 8);
+    if (!old) return;
+    snprintf(old, dl + 8, "%.*s.old", (int)dl, dir);
+    ae_path_rmtree(old);
+    free(old);
+}
+
 ae_status ae_dir_write_atomic(const char *dir, ae_dir_fill_fn fill, void *ud) {
     size_t dl = strlen(dir);
     while (dl > 1 && dir[dl - 1] == '/') dl--; // "out/" -> "out.tmp.<pid>", not "out/.tmp.<pid>"
@@ -387,18 +400,25 @@ ae_status ae_dir_write_atomic(const char *dir, ae_dir_fill_fn fill, void *ud) {
             st = ae_errorf(AE_ERR_IO, "%s: cannot create folder: %s", tmp, strerror(errno));
     }
     if (st == AE_OK) st = fill(ud, tmp);
+    if (st == AE_OK) ae_kill_point("dir-filled");
     int had_old = 0;
     if (st == AE_OK) {
-        ae_path_rmtree(old);
+        // Without dir, "<dir>.old" may be the only previous folder (a write that died between
+        // its renames): it is removed only once the new folder is in place.
         had_old = ae_path_exists(dir);
+        if (had_old) ae_path_rmtree(old);
         if (had_old && rename(dir, old) != 0)
             st = ae_errorf(AE_ERR_IO, "%s: cannot move the previous folder aside: %s", dir,
                            strerror(errno));
-        else if (rename(tmp, dir) != 0) {
+    }
+    if (st == AE_OK) {
+        ae_kill_point("dir-old-moved");
+        if (rename(tmp, dir) != 0) {
             st = ae_errorf(AE_ERR_IO, "%s: cannot rename %s into place: %s", dir, tmp,
                            strerror(errno));
             if (had_old) rename(old, dir);
-        } else if (had_old) {
+        } else {
+            ae_kill_point("dir-renamed");
             ae_path_rmtree(old);
         }
     }
@@ -469,6 +489,7 @@ ae_status ae_atomic_commit(ae_atomic_file *f) {
     if (fclose(f->fp) != 0 && st == AE_OK)
         st = ae_errorf(AE_ERR_IO, "%s: close failed: %s", f->path, strerror(errno));
     f->fp = NULL;
+    if (st == AE_OK) ae_kill_point("file-synced");
     if (st == AE_OK && rename(f->tmp_path, f->path) != 0)
         st = ae_errorf(AE_ERR_IO, "%s: rename failed: %s", f->path, strerror(errno));
     if (st == AE_OK) fsync_parent_dir(f->path);

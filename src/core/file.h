@@ -58,9 +58,14 @@ ae_status ae_path_check_output(const char *out_what, const char *out, const char
 // Writes a folder atomically: fill(ud, tmp) populates a fresh "<dir>.tmp.<pid>"; then an
 // existing dir is moved to "<dir>.old", the new folder renamed to dir and "<dir>.old" removed.
 // On failure the temp folder is removed and the previous dir stays (moved back if need be); if
-// the process dies between the two renames, "<dir>.old" holds the previous folder.
+// the process dies between the two renames, "<dir>.old" holds the previous folder (and is kept
+// by the next write until that one's new folder is in place).
 typedef ae_status (*ae_dir_fill_fn)(void *ud, const char *tmp_dir);
 ae_status ae_dir_write_atomic(const char *dir, ae_dir_fill_fn fill, void *ud);
+// What an interrupted ae_dir_write_atomic of dir left: "<dir>.tmp.<pid>" of processes that are
+// gone, and "<dir>.old" when dir exists (the write died after its rename). For readers that
+// continue from dir without writing it again (resuming a run).
+void ae_dir_remove_stale(const char *dir);
 
 // Atomic writer: bytes go to "<path>.tmp.<pid>"; commit fsyncs, renames over `path` and fsyncs
 // the directory; abort (or a failed commit) removes the temp file, leaving `path` untouched.

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/file.h"
+#include "core/killpoint.h"
 #include "core/mem.h"
 #include "io/config_json.h"
 #include "io/safetensors.h"
@@ -77,6 +78,15 @@ static char *state_json(const ae_run *r) {
     cJSON_AddNumberToObject(j, "stage2_tokens", (double)r->o->stage_tokens[1]);
     snprintf(buf, sizeof buf, "%" PRIu64, r->o->seed);
     cJSON_AddStringToObject(j, "seed", buf);
+    // the steps since the last progress line (cJSON prints doubles so that they read back exactly)
+    cJSON *iv = cJSON_AddObjectToObject(j, "interval");
+    cJSON_AddNumberToObject(iv, "steps", (double)r->iv.n);
+    cJSON_AddNumberToObject(iv, "loss_sum", r->iv.loss_sum);
+    cJSON_AddNumberToObject(iv, "cos_sum", r->iv.cos_sum);
+    cJSON_AddNumberToObject(iv, "top1", (double)r->iv.top1);
+    cJSON *ls = cJSON_AddArrayToObject(iv, "layer_sum");
+    for (int l = 0; l < r->s->cfg.num_hidden_layers; l++)
+        cJSON_AddItemToArray(ls, cJSON_CreateNumber(r->iv.layer_sum[l]));
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
     return s;
@@ -88,6 +98,7 @@ static ae_status write_checkpoint(const ae_run *r, const char *dir) {
     ae_status st = write_params(r, p);
     free(p);
     AE_TRY(st);
+    ae_kill_point("ckpt-params");
     char *js = state_json(r), *sp = ae_path_join(dir, "state.json");
     ae_atomic_file f;
     st = (js && sp) ? ae_atomic_open(&f, sp) : AE_ERR_NOMEM;
@@ -118,6 +129,9 @@ typedef struct {
     int64_t step, opt_step;
     uint64_t draws, rng[4];
     double final_loss[2];
+    int64_t iv_steps, iv_top1;
+    double iv_loss, iv_cos;
+    const cJSON *iv_layers; // NULL: checkpoints before the interval was recorded
 } ckpt_state;
 
 // Optimizer steps of the stages before `stage` plus `step`: the loader drew batch · accum
@@ -228,12 +242,43 @@ static ae_status read_losses(const cJSON *j, const char *path, ckpt_state *c) {
     return AE_OK;
 }
 
-static ae_status check_state(const cJSON *j, const char *path, const ae_distill_opts *o, ckpt_state *c) {
+// interval (optional: older checkpoints lack it, and log from their position on): the sums of
+// the steps since the last progress line. steps is the position's (step mod log_every), the
+// sums finite, top1 at most the predictions of those steps, layer_sum one number per layer.
+static ae_status read_interval(const cJSON *j, const char *path, const ae_distill_opts *o, int L,
+                               ckpt_state *c) {
+    const cJSON *iv = cJSON_GetObjectItemCaseSensitive(j, "interval");
+    c->iv_layers = NULL;
+    c->iv_steps = c->iv_top1 = 0;
+    c->iv_loss = c->iv_cos = 0.0;
+    if (!iv) return AE_OK;
+    AE_TRY(ae_json_check_type(iv, path, "interval", AE_JSON_OBJECT));
+    int64_t want = c->stage < 2 && o->log_every > 1 ? c->step % o->log_every : 0;
+    AE_TRY(ae_json_int(iv, path, "interval.steps", (double)want, (double)want, &c->iv_steps));
+    AE_TRY(ae_json_num(iv, path, "interval.loss_sum", -1e300, 1e300, &c->iv_loss));
+    AE_TRY(ae_json_num(iv, path, "interval.cos_sum", -1e300, 1e300, &c->iv_cos));
+    double scored = (double)c->iv_steps * o->accum * o->batch * o->ctx;
+    AE_TRY(ae_json_int(iv, path, "interval.top1", 0, scored, &c->iv_top1));
+    AE_TRY(ae_json_field(iv, path, "interval.layer_sum", AE_JSON_ARRAY, &c->iv_layers));
+    int ok = cJSON_GetArraySize(c->iv_layers) == L;
+    for (int l = 0; ok && l < L; l++) {
+        const cJSON *e = cJSON_GetArrayItem(c->iv_layers, l);
+        ok = cJSON_IsNumber(e) && isfinite(e->valuedouble);
+    }
+    if (!ok)
+        return ae_errorf(AE_ERR_FORMAT, "%s: interval.layer_sum must be an array of %d finite numbers "
+                         "(one per layer)", path, L);
+    return AE_OK;
+}
+
+static ae_status check_state(const cJSON *j, const char *path, const ae_distill_opts *o, int L,
+                             ckpt_state *c) {
     if (!cJSON_IsObject(j)) return ae_errorf(AE_ERR_FORMAT, "%s: must be a JSON object", path);
     AE_TRY(check_same_run(j, path, o));
     AE_TRY(read_position(j, path, o, c));
     AE_TRY(read_loader(j, path, o, c));
-    return read_losses(j, path, c);
+    AE_TRY(read_losses(j, path, c));
+    return read_interval(j, path, o, L, c);
 }
 
 static ae_status parse_state(ae_run *r, const char *path) {
@@ -244,7 +289,16 @@ static ae_status parse_state(ae_run *r, const char *path) {
     free(text);
     if (!j) return ae_errorf(AE_ERR_FORMAT, "%s: not valid JSON", path);
     ckpt_state c;
-    ae_status st = check_state(j, path, r->o, &c);
+    int L = r->s->cfg.num_hidden_layers;
+    ae_status st = check_state(j, path, r->o, L, &c);
+    if (st == AE_OK) { // c.iv_layers points into j
+        r->iv.n = c.iv_steps;
+        r->iv.top1 = c.iv_top1;
+        r->iv.loss_sum = c.iv_loss;
+        r->iv.cos_sum = c.iv_cos;
+        for (int l = 0; l < L; l++)
+            r->iv.layer_sum[l] = c.iv_layers ? cJSON_GetArrayItem(c.iv_layers, l)->valuedouble : 0.0;
+    }
     cJSON_Delete(j);
     AE_TRY(st);
     r->stage = c.stage;
@@ -315,9 +369,13 @@ ae_status ae_ckpt_load(ae_run *r, int *found) {
     char *dir = ckpt_dir(r->out_dir);
     *found = dir != NULL;
     if (!dir) return AE_OK;
-    char *state = ae_path_join(dir, "state.json");
-    ae_status st = state ? parse_state(r, state) : AE_ERR_NOMEM;
+    char *state = ae_path_join(dir, "state.json"), *cur = ae_path_join(r->out_dir, "checkpoint");
+    ae_status st = state && cur ? parse_state(r, state) : AE_ERR_NOMEM;
     if (st == AE_OK) st = load_params(r, dir);
+    // from checkpoint/: what a save that died left (checkpoint.old after its rename, temporary
+    // folders) is stale; a resume that ends without saving again would leave it
+    if (st == AE_OK && !strcmp(dir, cur)) ae_dir_remove_stale(cur);
+    free(cur);
     free(dir);
     free(state);
     return st;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/file.h"
+#include "core/killpoint.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "train/distill_internal.h"
@@ -343,22 +344,26 @@ static ae_status stage2_micro(ae_run *r, const int32_t *ids, int B, int T, doubl
 }
 
 // ---------------------------------------------------------------- loop
+// Throughput of this process since the last progress line (not checkpointed).
 typedef struct {
-    double loss_sum, cos_sum, t_start, t_interval;
-    int64_t n, tokens, top1; // steps, tokens (= predictions scored), top-1 agreements
-    double *layer_sum; // (L)
-} interval_stats;
+    double t_interval;
+    int64_t tokens;
+} interval_clock;
 
-static void log_interval(ae_run *r, interval_stats *is, int64_t total, double run_t0) {
+// The progress line and metrics.jsonl record of the steps since the last one (their means,
+// from r->iv, which is then cleared).
+static void log_interval(ae_run *r, interval_clock *ic, int64_t total, double run_t0) {
     const ae_distill_opts *o = r->o;
+    ae_interval *is = &r->iv;
     int L = r->s->cfg.num_hidden_layers;
-    double now = ae_time_now(), dt = now - is->t_interval;
+    double now = ae_time_now(), dt = now - ic->t_interval;
     double loss = is->loss_sum / (double)is->n;
-    double tps = is->tokens / (dt > 1e-9 ? dt : 1e-9);
+    double tps = ic->tokens / (dt > 1e-9 ? dt : 1e-9);
+    double scored = (double)is->n * o->accum * o->batch * o->ctx; // predictions of the interval
     double eta = (double)(total - r->step) * ((double)o->ctx * o->batch * o->accum) / (tps > 0 ? tps : 1);
     fprintf(stderr, "stage %d  step %lld/%lld  loss %.5f", r->stage + 1, (long long)r->step,
             (long long)total, loss);
-    if (r->stage == 1) fprintf(stderr, "  top1 %.3f", (double)is->top1 / (double)is->tokens);
+    if (r->stage == 1) fprintf(stderr, "  top1 %.3f", (double)is->top1 / scored);
     fprintf(stderr, "  lr %.2e  %.0f tok/s  elapsed %.0fs  eta %.0fs\n", ae_lr_at(&r->opt.cfg, r->step),
             tps, now - run_t0, eta);
     if (r->metrics) {
@@ -377,15 +382,20 @@ static void log_interval(ae_run *r, interval_stats *is, int64_t total, double ru
             fputc(']', r->metrics);
         } else {
             fprintf(r->metrics, ",\"kl\":%.6g,\"cos\":%.6g,\"top1\":%.4f", loss,
-                    is->cos_sum / (double)is->n, (double)is->top1 / (double)is->tokens);
+                    is->cos_sum / (double)is->n, (double)is->top1 / scored);
         }
         fputs("}\n", r->metrics);
         fflush(r->metrics);
     }
-    memset(is->layer_sum, 0, sizeof(double) * (size_t)L);
-    is->loss_sum = is->cos_sum = 0.0;
-    is->n = is->tokens = is->top1 = 0;
-    is->t_interval = now;
+    ae_interval_clear(is, L);
+    ic->tokens = 0;
+    ic->t_interval = now;
+}
+
+void ae_interval_clear(ae_interval *iv, int L) {
+    iv->n = iv->top1 = 0;
+    iv->loss_sum = iv->cos_sum = 0.0;
+    if (iv->layer_sum) memset(iv->layer_sum, 0, sizeof(double) * (size_t)L);
 }
 
 // Test hook: AE_TEST_KILL_AT_STEP=k raises SIGKILL right after optimizer step k (1-based,
@@ -410,12 +420,13 @@ static ae_status run_stage(ae_run *r, double run_t0) {
     int32_t *win = ae_malloc(sizeof(int32_t) * (size_t)B * (T + 1)); // (B, T+1)
     int32_t *ids = ae_malloc(sizeof(int32_t) * (size_t)B * T);       // (B, T)
     double *ll = ae_malloc(sizeof(double) * (size_t)L); // (L) this step's loss per layer
-    interval_stats is = {.layer_sum = ae_calloc((size_t)L, sizeof(double))};
-    if (!win || !ids || !ll || !is.layer_sum) {
-        free(win), free(ids), free(ll), free(is.layer_sum);
+    if (!win || !ids || !ll) {
+        free(win), free(ids), free(ll);
         return AE_ERR_NOMEM;
     }
-    is.t_interval = ae_time_now();
+    // r->iv: the sums since the last progress line (a resumed run restores them)
+    ae_interval *is = &r->iv;
+    interval_clock ic = {.t_interval = ae_time_now()};
     ae_status st = AE_OK;
     while (r->step < total && st == AE_OK) {
         ae_adamw_zero_grad(&r->opt);
@@ -443,24 +454,24 @@ static ae_status run_stage(ae_run *r, double run_t0) {
         }
         r->step++;
         for (int l = 0; l < L; l++)
-            if (r->s->layers[l].kind != AE_ATTN_GQA) is.layer_sum[l] += ll[l] / o->accum;
-        is.loss_sum += loss;
-        is.cos_sum += cosl / o->accum;
-        is.top1 += agree;
-        is.n++;
-        is.tokens += (int64_t)o->accum * B * T;
+            if (r->s->layers[l].kind != AE_ATTN_GQA) is->layer_sum[l] += ll[l] / o->accum;
+        is->loss_sum += loss;
+        is->cos_sum += cosl / o->accum;
+        is->top1 += agree;
+        is->n++;
+        ic.tokens += (int64_t)o->accum * B * T;
         if (o->log_every <= 1 || r->step % o->log_every == 0 || r->step == total) {
-            r->final_loss[r->stage] = is.loss_sum / is.n;
-            log_interval(r, &is, total, run_t0);
+            r->final_loss[r->stage] = is->loss_sum / is->n;
+            log_interval(r, &ic, total, run_t0);
         }
         if (r->step < total && o->save_every > 0 && r->step % o->save_every == 0) st = save_checkpoint(r);
         int64_t global = r->step + (r->stage == 1 ? ae_distill_stage_steps(o, 0) : 0);
         if (st == AE_OK) maybe_die(global);
+        if (st == AE_OK) ae_kill_point("step");
     }
     free(win);
     free(ids);
     free(ll);
-    free(is.layer_sum);
     return st;
 }
 
@@ -478,7 +489,8 @@ static ae_status run_init(ae_run *r, const ae_model *t, ae_model *s, const ae_to
     AE_TRY(ae_model_params(r->g, 0, &r->gp, &ng));
     if (ng != r->np) return ae_errorf(AE_ERR_FORMAT, "internal: gradient model has %d tensors, model %d", ng, r->np);
     r->trainable = ae_calloc((size_t)r->np, sizeof(int));
-    if (!r->trainable) return AE_ERR_NOMEM;
+    r->iv.layer_sum = ae_calloc((size_t)s->cfg.num_hidden_layers, sizeof(double));
+    if (!r->trainable || !r->iv.layer_sum) return AE_ERR_NOMEM;
     return ae_loader_init(&r->loader, data, o->ctx, o->seed);
 }
 
@@ -487,6 +499,7 @@ static void run_free(ae_run *r) {
     free(r->sp);
     free(r->gp);
     free(r->trainable);
+    free(r->iv.layer_sum);
     ae_model_free(r->g);
     if (r->metrics) fclose(r->metrics);
 }
@@ -524,6 +537,7 @@ ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_to
         if (st != AE_OK) break;
         r.stage++;
         r.step = 0;
+        ae_interval_clear(&r.iv, student->cfg.num_hidden_layers); // each stage logs its own
         if (r.stage < 2) st = ae_run_setup_stage(&r);
         if (st == AE_OK) st = save_checkpoint(&r); // stage boundary (and the end)
     }

@@ -8,6 +8,17 @@
 #include "train/distill.h"
 #include "train/model_train.h"
 
+// Sums over the optimizer steps since the last progress line, which logs their means (and
+// sets the stage's final loss). Checkpointed, so a resumed run logs the same lines as an
+// uninterrupted one.
+typedef struct {
+    int64_t n, top1;             // steps; top-1 agreements (stage 2)
+    double loss_sum, cos_sum;    // per-step losses (stage 2: KL, cosine term)
+    double *layer_sum;           // (L) stage 1: per-layer losses (0 for unreplaced layers)
+} ae_interval;
+
+void ae_interval_clear(ae_interval *iv, int L);
+
 typedef struct {
     const ae_model *t;
     ae_model *s;
@@ -24,6 +35,7 @@ typedef struct {
     const char *out_dir;
     FILE *metrics;
     double final_loss[2];        // last logged loss of each stage (kept across resumes)
+    ae_interval iv;              // steps since the last progress line (kept across resumes)
     int ckpt_stage;              // position of the last checkpoint written or loaded (stage -1:
     int64_t ckpt_step;           // none yet), named when training stops on a non-finite value
 } ae_run;
