@@ -9,6 +9,7 @@
 // grow ~100x per step until a float overflows, after a few good steps.
 #define _XOPEN_SOURCE 700
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -335,6 +336,16 @@ static void test_checkpoint_nonfinite(void **state) {
 //    (but its wall time) and every metrics.jsonl record (but its timings), also when a progress
 //    line spans the resume point and when two checkpoint writes in a row die between renames
 
+// Entries of dir whose name starts with prefix.
+static int count_prefixed(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return n;
+}
+
 // metrics.jsonl without timings (tokens_per_s, elapsed_s), as sorted distinct lines.
 static char *metrics_set(const char *dir) {
     char *text = read_all(dir, "metrics.jsonl", NULL);
@@ -429,6 +440,33 @@ static void test_resume_same_records(void **state) {
     assert_int_equal(rc, 0);
     free(err);
     expect_same_result(run, ref);
+    // killed after the renames of the final checkpoint (pass 5: folder, steps 2 and 4 of stage
+    // 1, its end, the end of stage 2), before checkpoint.old is removed: the resume writes no
+    // checkpoint, and must still leave no checkpoint.old behind
+    ae_test_rmtree(run);
+    assert_int_equal(convert(run, args, "AE_TEST_KILL_POINT=dir-renamed:5", &err), 128 + SIGKILL);
+    free(err);
+    assert_true(ae_path_exists(old));
+    rc = resume(run, &err);
+    if (rc) printf("resume: %s\n", err);
+    assert_int_equal(rc, 0);
+    free(err);
+    expect_same_result(run, ref);
+    // a --restart killed while filling the new folder leaves the run as it was (resumable) and
+    // rec-run.tmp.<pid> beside it, which the resume removes
+    ae_test_rmtree(run);
+    assert_int_equal(convert(run, args, "AE_TEST_KILL_AT_STEP=4", &err), 128 + SIGKILL);
+    free(err);
+    const char *restart[] = {"convert", "--restart", run, NULL};
+    assert_int_equal(run_cli(restart, "AE_TEST_KILL_POINT=dir-filled:1", &err), 128 + SIGKILL);
+    free(err);
+    assert_int_equal(count_prefixed(g_dir, "rec-run.tmp."), 1);
+    rc = resume(run, &err);
+    if (rc) printf("resume: %s\n", err);
+    assert_int_equal(rc, 0);
+    free(err);
+    expect_same_result(run, ref);
+    assert_int_equal(count_prefixed(g_dir, "rec-run.tmp."), 0);
     ae_test_rmtree(run), ae_test_rmtree(ref);
     free(run), free(ref), free(ck), free(old);
 }
