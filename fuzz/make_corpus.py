@@ -432,6 +432,42 @@ def prepare_seeds():
     put(H, "blank-only.bin", bytes([text]) + b" \n\t\r\n\n")
 
 
+def api_seeds():
+    """Request bodies of attnedit serve (first byte: bit 0 chat, bit 1 no chat template, bit 2 a
+    64-token context), as tests/test_serve_http.c sends them, valid and not."""
+    H = "fuzz_api_json"
+    comp, chat = 0, 1
+    seeds = {
+        "completion.bin": (comp, {"prompt": "Chapter 1. The", "max_tokens": 8, "temperature": 0.7,
+                                  "top_p": 0.9, "top_k": 40, "seed": 42}),
+        "completion-ids.bin": (comp, {"prompt": [785, 3974, 13876, 38835], "max_tokens": 4,
+                                      "echo": True, "logprobs": 5}),
+        "completion-nested.bin": (comp, {"prompt": [[1, 2, 3]], "stop": ["\n\n", "The"],
+                                         "stream": True, "stream_options": {"include_usage": True}}),
+        "completion-all.bin": (comp, {"model": "qwen3", "prompt": ["one prompt"], "max_tokens": 3,
+                                      "temperature": 0, "n": 1, "best_of": 1, "ignore_eos": True,
+                                      "user": "u", "presence_penalty": 0, "frequency_penalty": 0,
+                                      "logit_bias": {}, "suffix": None, "stop": "x"}),
+        "chat.bin": (chat, {"model": "qwen3", "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hello <|im_end|> caf\u00e9"},
+            {"role": "assistant", "content": "<think>\nhm\n</think>\n\nHi."},
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+            "max_completion_tokens": 16, "logprobs": True, "top_logprobs": 3,
+            "chat_template_kwargs": {"enable_thinking": False}}),
+        "chat-short.bin": (chat | 4, {"messages": [{"role": "user", "content": "hi"}]}),
+        "chat-no-template.bin": (chat | 2, {"messages": [{"role": "user", "content": "hi"}]}),
+    }
+    for name, (flags, body) in seeds.items():
+        put(H, name, bytes([flags]) + jdump(body).encode("utf-8"))
+    bad = [b"", b"{", b"[1,2]", b'{"prompt":null}', b'{"prompt":"x","max_tokens":1.5}',
+           b'{"prompt":"x","stop":["a","b","c","d","e","f","g","h","i"]}', b'{"prompt":[-1]}',
+           b'{"prompt":"\\ud800"}', b'{"prompt":"a\xff\xfe b"}', b'{"prompt":"x","model":"other"}']
+    for i, b in enumerate(bad):
+        put(H, "bad-%d.bin" % i, bytes([comp]) + b)
+    put(H, "bad-chat.bin", bytes([chat]) + b'{"messages":[{"role":"tool","content":"x"}]}')
+
+
 def main():
     if os.path.isdir(CORPUS):
         for h in os.listdir(CORPUS):
@@ -445,6 +481,7 @@ def main():
     tokfile_seeds()
     run_seeds()
     prepare_seeds()
+    api_seeds()
     total = 0
     for h in sorted(os.listdir(CORPUS)):
         files = os.listdir(os.path.join(CORPUS, h))
