@@ -687,7 +687,7 @@ static void test_cli_export(void **state) {
     free(r.out);
     free(r.err);
     expect_cli_fail(ARGS("export", "--model", s), 2, "--format", NULL);
-    expect_cli_fail(ARGS("export", "--model", s, "--format", "gguf", "--out", out), 1, "gguf", "planned");
+    expect_cli_fail(ARGS("export", "--model", s, "--format", "gguf", "--out", out), 1, "GateSWA", "llama.cpp");
     expect_cli_fail(ARGS("export", "--model", s, "--format", "onnx", "--out", out), 1, "--format", "hf");
     expect_cli_fail(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--dtype", "fp8"), 1,
                     "--dtype", "bf16");

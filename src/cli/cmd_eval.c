@@ -1,4 +1,5 @@
-// attnedit eval ppl --model MODEL --file F [--ctx N] [--json]
+// attnedit eval ppl --model MODEL --file F [--ctx N] [--json] [--protocol attnedit|llama]
+//                   [--max-chunks N]
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,22 +14,35 @@
 
 static const char k_help[] =
     "usage: attnedit eval ppl --model MODEL --file F [--ctx N] [--json] [--device cpu|cuda[:N]]\n"
+    "                         [--protocol attnedit|llama] [--max-chunks N]\n"
     "  Perplexity of MODEL on a UTF-8 text file. Documents are split on <|endoftext|>, each is\n"
     "  tokenised without special tokens and scored in windows of N tokens (default: 512, or\n"
     "  max_position_embeddings if smaller) with stride N; every token but a document's first is\n"
     "  predicted once. Prints tokens scored, mean NLL (nats/token) and perplexity. --device:\n"
-    "  where the model runs (default: the first CUDA GPU when there is one, else the CPU).\n";
+    "  where the model runs (default: the first CUDA GPU when there is one, else the CPU).\n"
+    "  --protocol llama: llama.cpp's llama-perplexity protocol instead: each document is cut\n"
+    "  into consecutive chunks of exactly N tokens (a partial last chunk is dropped), each\n"
+    "  scored from an empty cache on its second half only (the predictions of the tokens at\n"
+    "  chunk positions N/2+1 .. N-1); on a text without <|endoftext|> this is the number\n"
+    "  llama-perplexity -c N prints (no BOS: add_bos_token is false). --max-chunks N: stop\n"
+    "  after N chunks (llama-perplexity --chunks N). The JSON then has \"chunks\".\n";
 
 static int eval_ppl(int argc, char **argv) {
     ae_args a = {argc, argv, 0, "eval ppl"};
     const char *model = NULL, *file = NULL, *device = NULL, *v;
-    int ctx = 0, json = 0, r;
+    int ctx = 0, json = 0, llama = 0, max_chunks = 0, r;
     while (a.i < a.argc) {
         ae_status st = AE_OK;
         if ((r = ae_args_value(&a, "--model", &model)) || (r = ae_args_value(&a, "--file", &file)) ||
             (r = ae_args_value(&a, "--device", &device))) {
         } else if ((r = ae_args_value(&a, "--ctx", &v))) {
             if (r > 0) st = ae_parse_int(v, "--ctx", 2, 1 << 20, &ctx);
+        } else if ((r = ae_args_value(&a, "--protocol", &v))) {
+            if (r > 0 && !strcmp(v, "llama")) llama = 1;
+            else if (r > 0 && strcmp(v, "attnedit") != 0)
+                st = ae_errorf(AE_ERR_ARG, "--protocol: '%s' is not one of attnedit, llama", v);
+        } else if ((r = ae_args_value(&a, "--max-chunks", &v))) {
+            if (r > 0) st = ae_parse_int(v, "--max-chunks", 1, 1 << 30, &max_chunks);
         } else if (ae_args_flag(&a, "--json")) json = 1;
         else if (ae_args_flag(&a, "--help")) {
             fputs(k_help, stdout);
@@ -74,13 +88,15 @@ static int eval_ppl(int argc, char **argv) {
         rc = ae_cli_fail("eval ppl");
         goto done;
     }
-    if (ae_ppl_text(m, tok, text, len, ctx, !json, &res) != AE_OK) {
+    if ((llama ? ae_ppl_text_chunks(m, tok, text, len, ctx, max_chunks, !json, &res)
+               : ae_ppl_text(m, tok, text, len, ctx, !json, &res)) != AE_OK) {
         ae_error_wrap(AE_ERR_ARG, "%s", file);
         rc = ae_cli_fail("eval ppl");
         goto done;
     }
     if (res.tokens == 0) {
-        fprintf(stderr, "attnedit eval ppl: %s: no document has 2 or more tokens; nothing to score\n", file);
+        fprintf(stderr, "attnedit eval ppl: %s: %s; nothing to score\n", file,
+                llama ? "no document has a whole chunk of --ctx tokens" : "no document has 2 or more tokens");
         rc = 1;
         goto done;
     }
@@ -91,7 +107,12 @@ static int eval_ppl(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "mean_nll", nll);
         cJSON_AddNumberToObject(o, "ppl", exp(nll));
         cJSON_AddNumberToObject(o, "ctx", ctx);
-        cJSON_AddNumberToObject(o, "docs", res.docs);
+        if (llama) {
+            cJSON_AddStringToObject(o, "protocol", "llama");
+            cJSON_AddNumberToObject(o, "chunks", res.docs);
+        } else {
+            cJSON_AddNumberToObject(o, "docs", res.docs);
+        }
         char *s = cJSON_PrintUnformatted(o);
         puts(s);
         free(s);

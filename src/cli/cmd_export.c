@@ -1,5 +1,6 @@
 // attnedit export --model S --format hf --out DIR [--dtype bf16|f16|f32] [--shard-size BYTES]
 //                 [--force]
+// attnedit export --model M --format gguf --out FILE.gguf [--dtype bf16|f16|f32] [--force]
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -14,6 +15,7 @@
 static const char k_help[] =
     "usage: attnedit export --model S --format hf --out DIR [--dtype bf16|f16|f32]\n"
     "                       [--shard-size BYTES] [--force]\n"
+    "       attnedit export --model M --format gguf --out FILE.gguf [--dtype bf16|f16|f32] [--force]\n"
     "  Writes the student S (made by 'attnedit convert') as a folder an inference engine loads\n"
     "  (docs/EXPORT.md):\n"
     "    MLA student (every layer MLA, dense teacher) -> DeepseekV3ForCausalLM: transformers,\n"
@@ -24,7 +26,11 @@ static const char k_help[] =
     "  the exported folder too. --dtype: tensor dtype (default bf16, rounded to nearest even;\n"
     "  f32 keeps the values exactly). --shard-size: largest safetensors file (default 5e9;\n"
     "  also 500MB, 2GiB, ...), with model.safetensors.index.json when there are several.\n"
-    "  --force replaces an existing DIR. DIR appears whole or not at all.\n";
+    "  --force replaces an existing DIR. DIR appears whole or not at all.\n"
+    "  --format gguf writes one GGUF file for llama.cpp: a teacher as qwen3 / qwen3moe, an MLA\n"
+    "  student (every layer MLA, dense teacher) as deepseek2; GateSWA, MoE and mixed students\n"
+    "  are refused (saying why). Norms stay f32, matrices take --dtype (default bf16). --force\n"
+    "  replaces an existing FILE; FILE appears whole or not at all.\n";
 
 // "5e9", "5000000000", "500MB", "2GiB" -> bytes.
 static ae_status parse_size(const char *s, const char *opt, uint64_t *out) {
@@ -73,15 +79,16 @@ int ae_cmd_export(int argc, char **argv) {
         fprintf(stderr, "attnedit export: need --model, --format and --out\n%s", k_help);
         return 2;
     }
-    if (strcmp(format, "hf") != 0) {
-        fprintf(stderr, "attnedit export: --format '%s': only 'hf' (Hugging Face folder) is "
-                        "supported%s\n", format,
-                !strcmp(format, "gguf") ? " (GGUF for llama.cpp is planned, not implemented yet)" : "");
+    int gguf = !strcmp(format, "gguf");
+    if (strcmp(format, "hf") != 0 && !gguf) {
+        fprintf(stderr, "attnedit export: --format '%s': expected 'hf' (Hugging Face folder) or "
+                        "'gguf' (llama.cpp)\n", format);
         return 1;
     }
     if (ae_cli_check_model("export", model)) return 1;
     ae_export_report rep;
-    if (ae_export_hf(model, out, &o, &rep) != AE_OK) return ae_cli_fail("export");
+    if ((gguf ? ae_export_gguf(model, out, &o, &rep) : ae_export_hf(model, out, &o, &rep)) != AE_OK)
+        return ae_cli_fail("export");
     fprintf(stderr, "exported %s as %s (%s): %lld tensors, %.1f MiB in %d file%s\nwrote %s\n",
             model, rep.architecture, ae_export_dtype_name(o.dtype), (long long)rep.n_tensors,
             rep.total_bytes / 1048576.0, rep.n_shards, rep.n_shards == 1 ? "" : "s", out);

@@ -41,6 +41,44 @@ ae_status ae_ppl_add_doc(const ae_model *m, const int32_t *ids, size_t n, int ct
     return st;
 }
 
+ae_status ae_ppl_add_chunks(const ae_model *m, const int32_t *ids, size_t n, int ctx,
+                            int max_chunks, ae_ppl *acc) {
+    if (ctx < 2) return ae_errorf(AE_ERR_ARG, "--ctx must be >= 2 for chunked scoring, got %d", ctx);
+    size_t n_chunks = n / (size_t)ctx;
+    if (n_chunks == 0 || (max_chunks > 0 && acc->docs >= max_chunks)) return AE_OK;
+    const ae_backend *be = m->be;
+    int V = m->cfg.vocab_size, first = ctx / 2;
+    ae_kv_cache cache;
+    AE_TRY(ae_kv_cache_init(&cache, m, ctx));
+    ae_scratch s;
+    ae_scratch_init(&s, be);
+    ae_ptr logits = ae_scratch_alloc(&s, (size_t)ctx * V, AE_DT_F32); // (ctx, V)
+    ae_ptr tgt = ae_scratch_alloc(&s, (size_t)ctx, AE_DT_I32);         // (ctx - 1) next tokens
+    ae_ptr nll = ae_scratch_alloc(&s, (size_t)ctx, AE_DT_F32);         // (ctx - 1)
+    float *h = ae_alloc_f32((size_t)ctx);                               // (ctx) host copy
+    ae_status st = s.failed || !h ? AE_ERR_NOMEM : AE_OK;
+    for (size_t c = 0; st == AE_OK && c < n_chunks; c++) {
+        if (max_chunks > 0 && acc->docs >= max_chunks) break;
+        const int32_t *x = ids + c * (size_t)ctx;
+        ae_kv_cache_reset(&cache);
+        st = ae_model_forward(m, &cache, x, ctx, logits, 1);
+        if (st == AE_OK) st = be->upload(be, tgt, x + 1, AE_DT_I32, (size_t)(ctx - 1));
+        if (st == AE_OK) {
+            be->nll_rows(be, nll, logits, tgt, ctx - 1, V);
+            st = be->download(be, h, AE_DT_F32, nll, (size_t)(ctx - 1));
+        }
+        for (int t = first; st == AE_OK && t < ctx - 1; t++) acc->nll_sum += h[t];
+        if (st == AE_OK) {
+            acc->tokens += ctx - 1 - first;
+            acc->docs++;
+        }
+    }
+    ae_free_aligned(h);
+    ae_scratch_free(&s);
+    ae_kv_cache_free(&cache);
+    return st;
+}
+
 ae_status ae_docs_foreach(const ae_tokenizer *tok, const char *text, size_t len, ae_doc_fn fn,
                           void *ud) {
     static const char sep[] = "<|endoftext|>";
@@ -70,15 +108,17 @@ typedef struct {
     int ctx, progress;
     ae_ppl *out;
     double t0;
+    int chunks, max_chunks; // chunks: ae_ppl_add_chunks instead of ae_ppl_add_doc
 } ppl_ctx;
 
 static ae_status ppl_doc(void *ud, const int32_t *ids, size_t n) {
     ppl_ctx *c = ud;
-    AE_TRY(ae_ppl_add_doc(c->m, ids, n, c->ctx, c->out));
+    if (c->chunks) AE_TRY(ae_ppl_add_chunks(c->m, ids, n, c->ctx, c->max_chunks, c->out));
+    else AE_TRY(ae_ppl_add_doc(c->m, ids, n, c->ctx, c->out));
     if (c->progress && c->out->tokens > 0)
-        fprintf(stderr, "\reval ppl: %d docs, %lld tokens, running ppl %.3f, %.0f tok/s",
-                c->out->docs, (long long)c->out->tokens, exp(c->out->nll_sum / c->out->tokens),
-                c->out->tokens / (ae_time_now() - c->t0 + 1e-9));
+        fprintf(stderr, "\reval ppl: %d %s, %lld tokens, running ppl %.3f, %.0f tok/s",
+                c->out->docs, c->chunks ? "chunks" : "docs", (long long)c->out->tokens,
+                exp(c->out->nll_sum / c->out->tokens), c->out->tokens / (ae_time_now() - c->t0 + 1e-9));
     return AE_OK;
 }
 
@@ -86,7 +126,17 @@ ae_status ae_ppl_text(const ae_model *m, const ae_tokenizer *tok, const char *te
                       int ctx, int progress, ae_ppl *out) {
     memset(out, 0, sizeof *out);
     if (ctx < 1) return ae_errorf(AE_ERR_ARG, "--ctx must be >= 1, got %d", ctx);
-    ppl_ctx c = {m, ctx, progress, out, ae_time_now()};
+    ppl_ctx c = {m, ctx, progress, out, ae_time_now(), 0, 0};
+    AE_TRY(ae_docs_foreach(tok, text, len, ppl_doc, &c));
+    if (progress) fputc('\n', stderr);
+    return AE_OK;
+}
+
+ae_status ae_ppl_text_chunks(const ae_model *m, const ae_tokenizer *tok, const char *text,
+                             size_t len, int ctx, int max_chunks, int progress, ae_ppl *out) {
+    memset(out, 0, sizeof *out);
+    if (ctx < 2) return ae_errorf(AE_ERR_ARG, "--ctx must be >= 2, got %d", ctx);
+    ppl_ctx c = {m, ctx, progress, out, ae_time_now(), 1, max_chunks};
     AE_TRY(ae_docs_foreach(tok, text, len, ppl_doc, &c));
     if (progress) fputc('\n', stderr);
     return AE_OK;

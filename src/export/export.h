@@ -38,7 +38,8 @@ typedef struct {
 
 typedef struct {
     ae_export_kind kind;
-    const char *architecture; // "DeepseekV3ForCausalLM" | "AttneditGateSWAForCausalLM"
+    const char *architecture; // "DeepseekV3ForCausalLM" | "AttneditGateSWAForCausalLM" (hf);
+                              // "qwen3" | "qwen3moe" | "deepseek2" (gguf)
     int n_shards;
     uint64_t total_bytes;     // tensor data, all shards
     int64_t n_tensors;
@@ -50,6 +51,16 @@ ae_status ae_export_plan(const ae_config *cfg, const char *what, ae_export_kind 
 // Exports the student folder model_dir to out_dir (Hugging Face format). rep may be NULL.
 ae_status ae_export_hf(const char *model_dir, const char *out_dir, const ae_export_opts *o,
                        ae_export_report *rep);
+// --format gguf (llama.cpp, src/export/export_gguf.c): the GGUF architecture a model with this
+// config exports to ("qwen3", "qwen3moe", "deepseek2"), or AE_ERR_UNSUPPORTED saying why it
+// cannot (GateSWA student, MoE student, mixed MLA student, sliding-window or partly dense
+// teacher, Qwen3-MoE with norm_topk_prob false).
+ae_status ae_export_gguf_plan(const ae_config *cfg, const char *what, const char **arch);
+// Writes model_dir (teacher or MLA student) as one GGUF v3 file out_file (temp file + rename:
+// nothing is left on failure; an existing out_file needs o->force). o->shard_size is unused.
+// rep->architecture is the GGUF architecture, n_shards 1, total_bytes the data section size.
+ae_status ae_export_gguf(const char *model_dir, const char *out_file, const ae_export_opts *o,
+                         ae_export_report *rep);
 // "bf16" | "f16" | "f32" -> dtype; AE_ERR_ARG naming `opt` otherwise.
 ae_status ae_export_parse_dtype(const char *s, const char *opt, ae_dtype *out);
 const char *ae_export_dtype_name(ae_dtype dt); // "bf16" | "f16" | "f32"
