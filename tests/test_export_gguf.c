@@ -698,6 +698,13 @@ static void test_cli(void **state) {
     assert_non_null(strstr(r.err, "already exists"));
     free(r.out);
     free(r.err);
+    // --shard-size is for folders: refused, not ignored
+    r.rc = ae_test_run_cli(ARGS("export", "--model", micro(), "--format", "gguf", "--out", out,
+                                "--force", "--shard-size", "1GiB"), NULL, &r.out, &r.err);
+    assert_int_equal(r.rc, 1);
+    assert_non_null(strstr(r.err, "--shard-size applies to --format hf"));
+    free(r.out);
+    free(r.err);
     // eval ppl --protocol llama: whole chunks only, second half scored
     char *txt = path_in(dir, "t.txt");
     const char *t = "The quick brown fox jumps over the lazy dog. It was the best of times, it was the "

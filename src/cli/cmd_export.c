@@ -58,7 +58,7 @@ int ae_cmd_export(int argc, char **argv) {
     ae_args a = {argc, argv, 0, "export"};
     const char *model = NULL, *format = NULL, *out = NULL, *v;
     ae_export_opts o = {.dtype = AE_DT_BF16, .shard_size = AE_EXPORT_DEFAULT_SHARD};
-    int r;
+    int r, shard_given = 0;
     while (a.i < a.argc) {
         ae_status st = AE_OK;
         if ((r = ae_args_value(&a, "--model", &model)) || (r = ae_args_value(&a, "--format", &format)) ||
@@ -67,6 +67,7 @@ int ae_cmd_export(int argc, char **argv) {
             if (r > 0) st = ae_export_parse_dtype(v, "--dtype", &o.dtype);
         } else if ((r = ae_args_value(&a, "--shard-size", &v))) {
             if (r > 0) st = parse_size(v, "--shard-size", &o.shard_size);
+            shard_given = 1;
         } else if (ae_args_flag(&a, "--force")) {
             o.force = 1;
         } else if (ae_args_flag(&a, "--help")) {
@@ -83,6 +84,11 @@ int ae_cmd_export(int argc, char **argv) {
     if (strcmp(format, "hf") != 0 && !gguf) {
         fprintf(stderr, "attnedit export: --format '%s': expected 'hf' (Hugging Face folder) or "
                         "'gguf' (llama.cpp)\n", format);
+        return 1;
+    }
+    if (gguf && shard_given) {
+        fprintf(stderr, "attnedit export: --shard-size applies to --format hf; a GGUF file is "
+                        "written whole\n");
         return 1;
     }
     if (ae_cli_check_model("export", model)) return 1;
