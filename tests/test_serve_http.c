@@ -140,6 +140,50 @@ static void test_equals_generate(void **st) {
     }
 }
 
+static void test_stop_strings(void **st) {
+    (void)st;
+    const char *base = "{\"prompt\":\"Once upon a time\",\"max_tokens\":24,\"temperature\":0,"
+                       "\"ignore_eos\":true";
+    char body[512];
+    snprintf(body, sizeof body, "%s}", base);
+    ae_http_resp r;
+    assert_int_equal(post("/v1/completions", body, &r), 0);
+    char *full = completion_text(r.body);
+    ae_http_resp_free(&r);
+    size_t L = strlen(full);
+    assert_true(L > 20);
+    char stop[8]; // a plain piece from the middle of the text: the answer ends just before it
+    size_t at = L / 2;
+    for (; at + 5 <= L; at++) {
+        int plain = 1;
+        for (int k = 0; k < 5; k++) {
+            char ch = full[at + k];
+            plain &= (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == ' ';
+        }
+        if (plain) break;
+    }
+    assert_true(at + 5 <= L);
+    memcpy(stop, full + at, 5);
+    stop[5] = 0;
+    for (int stream = 0; stream < 2; stream++) {
+        snprintf(body, sizeof body, "%s,\"stop\":[\"zzzz\",\"%s\"],\"stream\":%s}", base, stop,
+                 stream ? "true" : "false");
+        assert_int_equal(post("/v1/completions", body, &r), 0);
+        assert_int_equal(r.status, 200);
+        int done = 1, fin = 1;
+        char *t = stream ? stream_text(r.body, &done, &fin) : completion_text(r.body);
+        const char *cut = strstr(full, stop);
+        assert_true(done && fin);
+        assert_int_equal(strlen(t), (size_t)(cut - full));
+        assert_memory_equal(t, full, strlen(t));
+        assert_non_null(strstr(r.body, "\"finish_reason\":\"stop\""));
+        free(t);
+        ae_http_resp_free(&r);
+    }
+    printf("stop '%s': text cut before it, finish_reason stop (streamed and not)\n", stop);
+    free(full);
+}
+
 #define NCLIENT 32
 
 typedef struct {
@@ -267,7 +311,7 @@ static void *soak_worker(void *arg) {
         if (i < 0) break;
         ae_rng r;
         ae_rng_seed(&r, 5000 + (uint64_t)i);
-        int plen = 1 + (int)(ae_rng_uniform(&r) * 300), gen = 1 + (int)(ae_rng_uniform(&r) * 60);
+        int plen = 1 + (int)(ae_rng_uniform(&r) * 200), gen = 1 + (int)(ae_rng_uniform(&r) * 40);
         int stream = ae_rng_uniform(&r) < 0.5, drop = ae_rng_uniform(&r) < 0.3;
         size_t n = (size_t)sprintf(body, "{\"prompt\":[");
         for (int k = 0; k < plen; k++) n += (size_t)sprintf(body + n, k ? ",%d" : "%d", 10 + (int)(ae_rng_uniform(&r) * 8000));
@@ -458,6 +502,7 @@ static void test_chat(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_equals_generate),
+        cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_concurrent_streams),
         cmocka_unit_test(test_echo_equals_eval),
         cmocka_unit_test(test_bad_input),
