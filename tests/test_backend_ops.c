@@ -34,6 +34,10 @@
 //                  errs by ~1e-7 relative.
 //   TOL_KL         1e-4 absolute + 1e-4 relative per row: KL is a sum of V signed terms that
 //                  cancel; fp32 accumulation errs by ~1e-6 absolute at V = 151936.
+//   TOL_QK_F32     1e-5: F32 qk_norm_rope: the rmsnorm's fp32 sum of squares (double on the
+//                  cpu) plus cos/sin within an ulp of the cpu's cosf/sinf, ~1e-6. Its bf16 cases
+//                  use TOL_BF16_OUT: the kernel keeps the normed values in fp32 (as the fp32
+//                  reference does) and rounds once, on output.
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -56,6 +60,7 @@
 #define TOL_ROUTE_W 1e-5
 #define TOL_NLL 1e-5
 #define TOL_KL 1e-4
+#define TOL_QK_F32 1e-5
 
 static const ae_backend *g_gpu; // the CUDA backend under test
 static const ae_backend *g_cpu; // the fp32 reference
@@ -817,6 +822,152 @@ static void test_rope(void **state) {
 }
 
 // =============================================================================================
+// Fused q/k norm + rope (qk_norm_rope) and grouped GEMV (matmul_group)
+
+// qk_norm_rope on q rows at stride ldq and k rows at stride ldk from offset koff (a cache slot),
+// both of dtype dt; the cpu's qk_norm_rope (== rmsnorm + rope, tests/test_fused_ops.c) is the
+// reference. Every element outside the head rows (row padding, before koff) must keep its value.
+static void run_qk_norm_rope(ae_rng *r, int M, int Hq, int Hkv, int hd, int rd, int64_t ldq,
+                             int64_t ldk, size_t koff, int pmax, ae_rope_mode mode, ae_dtype dt,
+                             int with_q, int with_k) {
+    size_t nq = (size_t)M * ldq, nk = koff + (size_t)M * ldk;
+    float *q = hnormal(r, nq, 2.0f, dt), *k = hnormal(r, nk, 2.0f, dt);
+    float *wq = hnormal(r, (size_t)hd, 1.0f, AE_DT_BF16), *wk = hnormal(r, (size_t)hd, 1.0f, AE_DT_BF16);
+    int32_t *pos = inew((size_t)M);
+    for (int t = 0; t < M; t++) pos[t] = rand_int(r, pmax + 1);
+    pos[0] = pmax;
+    float *qc = hcopy(q, nq), *kc = hcopy(k, nk);
+    ae_qk_norm_rope_args a = {.M = M, .Hq = Hq, .Hkv = Hkv, .hd = hd, .rd = rd, .ldq = ldq,
+                              .ldk = ldk, .eps = 1e-6f, .theta = 1e6, .mode = mode};
+    g_cpu->qk_norm_rope(g_cpu, &a, with_q ? ae_host_f32(qc) : ae_ptr_null(),
+                        with_k ? ae_host_f32(kc + koff) : ae_ptr_null(), ae_host_f32(wq),
+                        ae_host_f32(wk), ae_host_i32(pos));
+    ae_ptr dq = dnew_put(q, nq, dt), dk = dnew_put(k, nk, dt), dp = dnew_put_i32(pos, (size_t)M);
+    ae_ptr dwq = dnew_put(wq, (size_t)hd, g_gpu->weight_dtype);
+    ae_ptr dwk = dnew_put(wk, (size_t)hd, g_gpu->weight_dtype);
+    g_gpu->qk_norm_rope(g_gpu, &a, with_q ? dq : ae_ptr_null(),
+                        with_k ? ae_ptr_at(dk, koff) : ae_ptr_null(), dwq, dwk, dp);
+    float *qg = dget(dq, nq), *kg = dget(dk, nk);
+    char what[200];
+    snprintf(what, sizeof what, "qk_norm_rope %s %s M=%d Hq=%d Hkv=%d hd=%d rd=%d ldq=%lld ldk=%lld "
+             "koff=%zu pos<=%d q%d k%d", mode == AE_ROPE_HALF ? "half" : "interleaved", dtn(dt), M,
+             Hq, Hkv, hd, rd, (long long)ldq, (long long)ldk, koff, pmax, with_q, with_k);
+    double tol = dt == AE_DT_F32 ? TOL_QK_F32 : TOL_BF16_OUT;
+    for (int which = 0; which < 2; which++) { // q, then k
+        int H = which ? Hkv : Hq, on = which ? with_k : with_q;
+        int64_t ld = which ? ldk : ldq;
+        size_t off = which ? koff : 0, n = which ? nk : nq;
+        const float *got = which ? kg : qg, *ref = which ? kc : qc, *orig = which ? k : q;
+        size_t nl = (size_t)M * H * hd;
+        float *lg = hnew(nl), *lc = hnew(nl);
+        unsigned char *row = calloc(n, 1);
+        assert_non_null(row);
+        for (int t = 0; t < M; t++)
+            for (int i = 0; i < H * hd; i++) {
+                size_t o = off + (size_t)t * ld + i, j = (size_t)t * H * hd + i;
+                lg[j] = got[o], lc[j] = ref[o], row[o] = on;
+            }
+        if (on) expect_close(lg, lc, nl, tol, "%s: %s", what, which ? "k" : "q");
+        for (size_t o = 0; o < n; o++)
+            if (!row[o] && got[o] != orig[o])
+                fail_msg("%s: %s element %zu outside the head rows changed (%g -> %g)", what,
+                         which ? "k" : "q", o, (double)orig[o], (double)got[o]);
+        free(lg), free(lc), free(row);
+    }
+    dfree(dq), dfree(dk), dfree(dp), dfree(dwq), dfree(dwk);
+    free(q), free(k), free(wq), free(wk), free(pos), free(qc), free(kc), free(qg), free(kg);
+}
+
+static void test_qk_norm_rope(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 451);
+    for (int m = 0; m < 2; m++) {
+        ae_rope_mode mode = (ae_rope_mode)m;
+        for (int d = 0; d < 2; d++) {
+            ae_dtype dt = d ? AE_DT_F32 : AE_DT_BF16;
+            // Qwen3-8B decode (hd 128, Hq 16 / Hkv 2 per shard-like slice), k in a cache row
+            run_qk_norm_rope(&r, 1, 16, 2, 128, 128, 16 * 128, 2 * 128, 37 * 256, 30000, mode, dt, 1, 1);
+            run_qk_norm_rope(&r, 1, 32, 8, 128, 128, 32 * 128, 8 * 128, 0, 100000, mode, dt, 1, 1);
+            run_qk_norm_rope(&r, 5, 16, 2, 128, 128, 16 * 128, 2 * 128, 3 * 256, 5000, mode, dt, 1, 1);
+            // odd head dims (rd < hd), padded row strides, cache offset
+            run_qk_norm_rope(&r, 1, 16, 2, 41, 40, 16 * 41, 2 * 41, 5 * 82, 1000, mode, dt, 1, 1);
+            run_qk_norm_rope(&r, 5, 16, 2, 33, 32, 16 * 33 + 3, 2 * 33 + 1, 7, 1000, mode, dt, 1, 1);
+            run_qk_norm_rope(&r, 5, 3, 1, 33, 16, 3 * 33, 33, 0, 1000, mode, dt, 1, 1);
+            run_qk_norm_rope(&r, 3, 5, 5, 2, 2, 10, 10, 0, 100, mode, dt, 1, 1);
+            // prefill-sized, head dims 64 and 256; q only and k only
+            run_qk_norm_rope(&r, 300, 8, 2, 64, 64, 8 * 64, 2 * 64, 0, 4096, mode, dt, 1, 1);
+            run_qk_norm_rope(&r, 17, 4, 2, 256, 256, 4 * 256, 2 * 256, 0, 4096, mode, dt, 1, 1);
+            run_qk_norm_rope(&r, 9, 16, 2, 128, 128, 16 * 128, 2 * 128, 0, 4096, mode, dt, 1, 0);
+            run_qk_norm_rope(&r, 9, 16, 2, 128, 128, 16 * 128, 2 * 128 + 8, 64, 4096, mode, dt, 0, 1);
+        }
+    }
+}
+
+// matmul_group: n products of one x (M, K) at element offset xoff, each y[i] (M, N[i]) in its own
+// allocation with 8 NaN-poisoned elements after it that must stay NaN; the cpu's one ae_matmul
+// per product is the reference. M <= 8 with K % 8 == 0 and aligned x runs one GEMV launch;
+// otherwise one gemm per product (cuBLASLt for M > 8).
+static void run_matmul_group(ae_rng *r, int n, int M, int K, const int *N, ae_dtype ydt,
+                             size_t xoff) {
+    const size_t guard = 8;
+    float *x = hnormal(r, xoff + (size_t)M * K, 1.0f, AE_DT_BF16);
+    ae_ptr dx = dnew_put(x, xoff + (size_t)M * K, AE_DT_BF16);
+    ae_ptr dy[AE_MATMUL_GROUP_MAX], dw[AE_MATMUL_GROUP_MAX];
+    float *w[AE_MATMUL_GROUP_MAX], *yc[AE_MATMUL_GROUP_MAX];
+    for (int i = 0; i < n; i++) {
+        w[i] = hnormal(r, (size_t)N[i] * K, 1.0f, AE_DT_BF16);
+        yc[i] = hnew((size_t)M * N[i]);
+        if (N[i] > 0)
+            ae_matmul(g_cpu, ae_host_f32(yc[i]), ae_host_f32(x + xoff), ae_host_f32(w[i]), M, K, N[i]);
+        dw[i] = dnew_put(w[i], (size_t)N[i] * K, AE_DT_BF16);
+        dy[i] = dnew((size_t)M * N[i] + guard, ydt); // NaN (poisoned allocations)
+    }
+    g_gpu->matmul_group(g_gpu, n, dy, ae_ptr_at(dx, xoff), dw, N, M, K);
+    for (int i = 0; i < n; i++) {
+        size_t ny = (size_t)M * N[i];
+        float *yg = dget(dy[i], ny + guard);
+        expect_close(yg, yc[i], ny, ydt == AE_DT_F32 ? TOL_GEMM_F32 : TOL_BF16_OUT,
+                     "matmul_group n=%d M=%d K=%d xoff=%zu y %s: product %d N=%d", n, M, K, xoff,
+                     dtn(ydt), i, N[i]);
+        for (size_t j = ny; j < ny + guard; j++)
+            if (!isnan(yg[j]))
+                fail_msg("matmul_group n=%d M=%d K=%d: product %d wrote past its end (y[%zu] = %g)",
+                         n, M, K, i, j, (double)yg[j]);
+        dfree(dy[i]), dfree(dw[i]);
+        free(w[i]), free(yc[i]), free(yg);
+    }
+    dfree(dx);
+    free(x);
+}
+
+static void test_matmul_group(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 461);
+    const int odd[AE_MATMUL_GROUP_MAX] = {1001, 129, 129, 17}; // odd N: partial 8-row tiles
+    const int Ms[] = {1, 3, 8, 9};                            // 9: cuBLASLt, one call each
+    for (int n = 1; n <= AE_MATMUL_GROUP_MAX; n++)
+        for (size_t m = 0; m < sizeof Ms / sizeof *Ms; m++)
+            for (int yd = 0; yd < 2; yd++)
+                run_matmul_group(&r, n, Ms[m], 1024, odd, yd ? AE_DT_F32 : AE_DT_BF16, 0);
+    // Qwen3-8B decode shapes: q/k/v (4096, 1024, 1024 of 4096), gate/up (12288 x 2)
+    const int qkv[3] = {4096, 1024, 1024}, gu[2] = {12288, 12288};
+    for (int M = 1; M <= 8; M += 7) {
+        run_matmul_group(&r, 3, M, 4096, qkv, AE_DT_BF16, 0);
+        run_matmul_group(&r, 2, M, 4096, gu, AE_DT_BF16, 0);
+    }
+    // a small K (fewer chunks than warps), K not a multiple of 8 (no GEMV: gemm per product), an
+    // empty product among others, x at an odd element offset (no GEMV)
+    const int small[3] = {40, 7, 300};
+    run_matmul_group(&r, 3, 2, 64, small, AE_DT_BF16, 0);
+    run_matmul_group(&r, 3, 2, 100, small, AE_DT_BF16, 0);
+    const int with0[3] = {33, 0, 65};
+    run_matmul_group(&r, 3, 1, 256, with0, AE_DT_F32, 0);
+    run_matmul_group(&r, 2, 4, 256, odd, AE_DT_BF16, 1);
+}
+
+// =============================================================================================
 // Elementwise: gate_mul, silu_mul, add
 
 static void run_gate_mul(ae_rng *r, int T, int H, int hd, int per_head, int in_place) {
@@ -1435,6 +1586,8 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_add_rmsnorm),
         cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_qk_norm_rope),
+        cmocka_unit_test(test_matmul_group),
         cmocka_unit_test(test_gate_mul),
         cmocka_unit_test(test_silu_mul_add),
         cmocka_unit_test(test_attention_decode),

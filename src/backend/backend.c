@@ -70,6 +70,15 @@ void ae_matmul(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int K,
     be->gemm(be, &g, y, x, w);
 }
 
+void ae_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
+                     const int *N, int M, int K) {
+    if (be->matmul_group && n > 0 && n <= AE_MATMUL_GROUP_MAX) {
+        be->matmul_group(be, n, y, x, w, N, M, K);
+        return;
+    }
+    for (int i = 0; i < n; i++) ae_matmul(be, y[i], x, w[i], M, K, N[i]);
+}
+
 void ae_matmul_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr x, ae_ptr w,
                    int M, int K, int N) {
     if (!ae_ptr_is_null(dx)) { // dx (M, K) += dy (M, N) · w (N, K)

@@ -4,9 +4,9 @@
 //
 // One file per concern, forward and backward side by side:
 //   cpu_memory.c       alloc/free, upload/download, row copies, fill, embedding gather
-//   cpu_matmul.c       gemm
+//   cpu_matmul.c       gemm, matmul_group
 //   cpu_norm.c         rmsnorm, add_rmsnorm, rmsnorm_bwd
-//   cpu_rope.c         rope, rope_bwd
+//   cpu_rope.c         rope, rope_bwd, qk_norm_rope
 //   cpu_attention.c    attention, attention_bwd
 //   cpu_elementwise.c  gate_mul, silu_mul, add and their backwards
 //   cpu_moe.c          MoE routing and experts
@@ -48,9 +48,11 @@ static const ae_backend k_cpu = {
     .fill = ae_cpu_fill,
     .fill_normal = ae_cpu_fill_normal,
     .gemm = ae_cpu_gemm,
+    .matmul_group = ae_cpu_matmul_group,
     .rmsnorm = ae_cpu_rmsnorm,
     .add_rmsnorm = ae_cpu_add_rmsnorm,
     .rope = ae_cpu_rope,
+    .qk_norm_rope = ae_cpu_qk_norm_rope,
     .attention = ae_cpu_attention,
     .gate_mul = ae_cpu_gate_mul,
     .silu_mul = ae_cpu_silu_mul,

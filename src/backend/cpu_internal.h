@@ -25,6 +25,8 @@ void ae_cpu_embed(const ae_backend *be, ae_ptr y, ae_ptr table, ae_ptr ids, int 
 
 // cpu_matmul.c
 void ae_cpu_gemm(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr a, ae_ptr b);
+void ae_cpu_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
+                         const int *N, int M, int K);
 
 // cpu_norm.c
 void ae_cpu_rmsnorm(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int D, int64_t ld,
@@ -39,6 +41,8 @@ void ae_cpu_rope(const ae_backend *be, ae_ptr x, ae_ptr pos, int T, int H, int s
                  double theta, ae_rope_mode mode);
 void ae_cpu_rope_bwd(const ae_backend *be, ae_ptr dx, ae_ptr pos, int T, int H, int stride, int rd,
                      double theta, ae_rope_mode mode);
+void ae_cpu_qk_norm_rope(const ae_backend *be, const ae_qk_norm_rope_args *a, ae_ptr q, ae_ptr k,
+                         ae_ptr wq, ae_ptr wk, ae_ptr pos);
 
 // cpu_attention.c
 void ae_cpu_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr out, ae_ptr q, ae_ptr k,

@@ -1,5 +1,5 @@
 // Matrix products through OpenBLAS: one cblas_sgemm per product of the batch (sgemv for the
-// single-row Linear case).
+// single-row Linear case); a matmul group is one ae_matmul per product.
 #include <cblas.h>
 
 #include "backend/cpu_internal.h"
@@ -18,4 +18,9 @@ void ae_cpu_gemm(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr a
                     g->trans_b ? CblasTrans : CblasNoTrans, g->M, g->N, g->K, g->alpha,
                     aa + i * g->sa, (int)g->lda, bb + i * g->sb, (int)g->ldb, g->beta,
                     yy + i * g->sy, (int)g->ldy);
+}
+
+void ae_cpu_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
+                         const int *N, int M, int K) {
+    for (int i = 0; i < n; i++) ae_matmul(be, y[i], x, w[i], M, K, N[i]);
 }

@@ -7,6 +7,8 @@
 //      !trans_a, trans_b (b is an (N, K) weight), 1 <= M <= 8, K % 8 == 0, a and b 16-byte
 //      aligned, ldb % 8 == 0 and (M == 1 or lda % 8 == 0); any alpha, beta. Memory-bound: each
 //      weight byte is read once, in 16-byte loads, for all M rows; tensor cores do the arithmetic.
+//      matmul_group (several weights of one x: q/k/v, gate/up) runs all its products in ONE
+//      k_gemv launch when each qualifies, the grid's blocks split between the products.
 //   2. cuBLASLt (cublasLtMatmul) for every other product with K > 0: bf16 A/B, fp32 compute and
 //      scale, C/D of y's dtype, strided batches, the heuristic's first algorithm. Descriptors and
 //      algorithm are cached per shape (see "plan cache"), so a repeated shape costs a look-up.
@@ -92,18 +94,38 @@ __device__ __forceinline__ void mma_bf16_16816(float d[4], uint32_t a0, uint32_t
         : "r"(a0), "r"(0u), "r"(a1), "r"(0u), "r"(b0), "r"(b1));
 }
 
-// x: (M, K) row stride ldx; w: (N, K) row stride ldw; y: (M, N) row stride ldy; M <= 8, K % 8 == 0,
-// x, w and their rows 16-byte aligned. kw = 1 << kw_shift warps per tile.
+// The products of one launch: up to AE_MATMUL_GROUP_MAX weights sharing x (matmul_group; a
+// plain gemm is a set of one). Product i owns blocks [first[i], first[i + 1]) of the grid.
+template <typename TY> struct GemvSet {
+    TY *y[AE_MATMUL_GROUP_MAX];
+    const bf16 *w[AE_MATMUL_GROUP_MAX];
+    int64_t ldy[AE_MATMUL_GROUP_MAX], ldw[AE_MATMUL_GROUP_MAX];
+    int N[AE_MATMUL_GROUP_MAX];
+    int first[AE_MATMUL_GROUP_MAX + 1];
+    int n;
+};
+
+// x: (M, K) row stride ldx; per product w: (N, K) row stride ldw; y: (M, N) row stride ldy;
+// M <= 8, K % 8 == 0, x, w and their rows 16-byte aligned. kw = 1 << kw_shift warps per tile.
 template <typename TY>
 __global__ void __launch_bounds__(GEMV_THREADS)
-k_gemv(TY *__restrict__ y, int64_t ldy, const bf16 *__restrict__ x, int64_t ldx,
-       const bf16 *__restrict__ w, int64_t ldw, int M, int N, int K, int kw_shift, float alpha,
-       float beta) {
+k_gemv(const GemvSet<TY> set, const bf16 *__restrict__ x, int64_t ldx, int M, int K, int kw_shift,
+       float alpha, float beta) {
     constexpr int J = GEMV_J;
     __shared__ float red[GEMV_WARPS][2][32];
+    // this block's product (selected with constant indices: no local copy of the parameters)
+    TY *__restrict__ y = set.y[0];
+    const bf16 *__restrict__ w = set.w[0];
+    int64_t ldy = set.ldy[0], ldw = set.ldw[0];
+    int N = set.N[0], block0 = 0;
+#pragma unroll
+    for (int i = 1; i < AE_MATMUL_GROUP_MAX; i++)
+        if (i < set.n && (int)blockIdx.x >= set.first[i])
+            y = set.y[i], w = set.w[i], ldy = set.ldy[i], ldw = set.ldw[i], N = set.N[i],
+            block0 = set.first[i];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int kw = 1 << kw_shift, wk = warp & (kw - 1);
-    const int n0 = (blockIdx.x * (GEMV_WARPS >> kw_shift) + (warp >> kw_shift)) * 8;
+    const int n0 = (((int)blockIdx.x - block0) * (GEMV_WARPS >> kw_shift) + (warp >> kw_shift)) * 8;
     const int g = lane >> 2, t = lane & 3;
     // this lane's weight row (clamped inside w; results of rows >= N are dropped) and x row
     const bf16 *wp = w + (size_t)min(n0 + g, N - 1) * (size_t)ldw + 8 * t;
@@ -179,16 +201,36 @@ static int gemv_kw_shift(int tiles, int chunks, int sm_count) {
     return shift;
 }
 
+// One k_gemv launch over products 0..n-1 of x (M, K) (gemv_applies to each): y[i] (M, N[i]) =
+// alpha · x · w[i]ᵀ + beta · y[i]. Warps per tile are chosen for all the tiles together.
 template <typename TY>
-static void gemv_launch(const ae_backend *be, const ae_gemm_args *g, TY *y, const bf16 *x,
-                        const bf16 *w) {
-    const int tiles = (g->N + 7) / 8, chunks = (g->K + 31) / 32;
-    const int shift = gemv_kw_shift(tiles, chunks, cu(be)->sm_count);
+static void gemv_launch(const ae_backend *be, int n, TY *const *y, const int64_t *ldy,
+                        const bf16 *x, int64_t ldx, const bf16 *const *w, const int64_t *ldw,
+                        const int *N, int M, int K, float alpha, float beta, const char *op) {
+    GemvSet<TY> set;
+    memset(&set, 0, sizeof set);
+    int tiles = 0;
+    for (int i = 0; i < n; i++) tiles += (N[i] + 7) / 8;
+    const int shift = gemv_kw_shift(tiles, (K + 31) / 32, cu(be)->sm_count);
     const int tiles_per_block = GEMV_WARPS >> shift;
-    const unsigned blocks = (unsigned)((tiles + tiles_per_block - 1) / tiles_per_block);
-    k_gemv<TY><<<blocks, GEMV_THREADS, 0, stream_of(be)>>>(y, g->ldy, x, g->lda, w, g->ldb, g->M,
-                                                           g->N, g->K, shift, g->alpha, g->beta);
-    cuda_check(be, cudaGetLastError(), "gemm");
+    int blocks = 0;
+    for (int i = 0; i < n; i++) {
+        set.y[i] = y[i], set.w[i] = w[i], set.ldy[i] = ldy[i], set.ldw[i] = ldw[i], set.N[i] = N[i];
+        set.first[i] = blocks;
+        blocks += ((N[i] + 7) / 8 + tiles_per_block - 1) / tiles_per_block;
+    }
+    set.first[n] = blocks;
+    set.n = n;
+    k_gemv<TY><<<(unsigned)blocks, GEMV_THREADS, 0, stream_of(be)>>>(set, x, ldx, M, K, shift,
+                                                                      alpha, beta);
+    cuda_check(be, cudaGetLastError(), op);
+}
+
+template <typename TY>
+static void gemv_launch_one(const ae_backend *be, const ae_gemm_args *g, TY *y, const bf16 *x,
+                            const bf16 *w) {
+    gemv_launch<TY>(be, 1, &y, &g->ldy, x, g->lda, &w, &g->ldb, &g->N, g->M, g->K, g->alpha,
+                    g->beta, "gemm");
 }
 
 // ---- plain kernel: any strides, K == 0, shapes cuBLASLt turns down ------------------------------
@@ -434,8 +476,8 @@ void ae_cuda_gemm(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr 
     }
     if (gemv_applies(g, a, b)) {
         AE_CUDA_FLOAT_DISPATCH(y.dtype, TY,
-                               gemv_launch<TY>(be, g, (TY *)y.data, (const bf16 *)a.data,
-                                               (const bf16 *)b.data));
+                               gemv_launch_one<TY>(be, g, (TY *)y.data, (const bf16 *)a.data,
+                                                   (const bf16 *)b.data));
         return;
     }
     if (!lt_accepts(g)) {
@@ -443,4 +485,46 @@ void ae_cuda_gemm(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr 
         return;
     }
     lt_run(be, g, y, a, b);
+}
+
+// matmul_group: one GEMV launch for all products when each would take the GEMV path on its own
+// (and the outputs share a dtype), else one gemm per product (cuBLASLt for M > 8).
+void ae_cuda_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
+                          const int *N, int M, int K) {
+    if (cuda_failed(be)) return;
+    ae_gemm_args g[AE_MATMUL_GROUP_MAX];
+    ae_ptr yy[AE_MATMUL_GROUP_MAX], ww[AE_MATMUL_GROUP_MAX];
+    int m = 0, gemv = n >= 1 && n <= AE_MATMUL_GROUP_MAX && K > 0;
+    for (int i = 0; i < n; i++) {
+        cuda_need(y[i], AE_M_FLOAT, "matmul_group", "y");
+        cuda_need(w[i], AE_M_BF16, "matmul_group", "w");
+        if (N[i] <= 0) continue; // nothing to compute
+        ae_gemm_args gi = {.M = M, .N = N[i], .K = K, .batch = 1, .trans_a = 0, .trans_b = 1,
+                           .lda = K, .ldb = K, .ldy = N[i], .alpha = 1.0f, .beta = 0.0f};
+        if (m < AE_MATMUL_GROUP_MAX) {
+            g[m] = gi, yy[m] = y[i], ww[m] = w[i];
+            gemv = gemv && gemv_applies(&gi, x, w[i]) && y[i].dtype == yy[0].dtype;
+        }
+        m++;
+    }
+    if (gemv && m > 1) {
+        int64_t ldy[AE_MATMUL_GROUP_MAX], ldw[AE_MATMUL_GROUP_MAX];
+        const bf16 *wp[AE_MATMUL_GROUP_MAX];
+        int Ns[AE_MATMUL_GROUP_MAX];
+        for (int i = 0; i < m; i++)
+            ldy[i] = g[i].ldy, ldw[i] = g[i].ldb, wp[i] = (const bf16 *)ww[i].data, Ns[i] = g[i].N;
+        cuda_need(x, AE_M_BF16, "matmul_group", "x");
+        AE_CUDA_FLOAT_DISPATCH(yy[0].dtype, TY, {
+            TY *yp[AE_MATMUL_GROUP_MAX];
+            for (int i = 0; i < m; i++) yp[i] = (TY *)yy[i].data;
+            gemv_launch<TY>(be, m, yp, ldy, (const bf16 *)x.data, K, wp, ldw, Ns, M, K, 1.0f,
+                            0.0f, "matmul_group");
+        });
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        ae_gemm_args gi = {.M = M, .N = N[i], .K = K, .batch = 1, .trans_a = 0, .trans_b = 1,
+                           .lda = K, .ldb = K, .ldy = N[i], .alpha = 1.0f, .beta = 0.0f};
+        ae_cuda_gemm(be, &gi, y[i], x, w[i]);
+    }
 }

@@ -144,6 +144,21 @@ typedef struct {
     float alpha, beta;
 } ae_gemm_args;
 
+// Qwen3's per-head q/k RMSNorm followed by RoPE, for q and k together (qk_norm_rope): head row
+// h of token t, at q + t·ldq + h·hd (h < Hq) and at k + t·ldk + g·hd (g < Hkv), hd values each.
+// ldq, ldk are separate because k may be written straight into cache rows.
+typedef struct {
+    int M, Hq, Hkv, hd; // tokens, q heads, k heads, head dim
+    int rd;             // rotated dims of each head (even, <= hd)
+    int64_t ldq, ldk;   // elements between the rows of consecutive tokens
+    float eps;
+    double theta;
+    ae_rope_mode mode;
+} ae_qk_norm_rope_args;
+
+// Most products one matmul_group call takes.
+#define AE_MATMUL_GROUP_MAX 4
+
 struct ae_backend {
     const char *name;      // "cpu", "cuda:0"
     const char *device;    // human-readable device, e.g. "NVIDIA H200 (139.8 GiB)"
@@ -180,6 +195,12 @@ struct ae_backend {
 
     // ---- forward ----
     void (*gemm)(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr a, ae_ptr b);
+    // n (1..AE_MATMUL_GROUP_MAX) Linear products of one input: y[i] (M, N[i]) = x (M, K) ·
+    // w[i] (N[i], K)ᵀ, all packed: what n ae_matmul calls compute (cpu: exactly those), in one
+    // launch where the backend can (cuda: the decode GEMV, M <= 8). x, w[i] as gemm's a, b; y[i]
+    // act or F32, all of one dtype, overlapping neither x nor each other.
+    void (*matmul_group)(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
+                         const int *N, int M, int K);
     // y[i] = x[i] / sqrt(mean(x[i]²) + eps) ⊙ w for M rows of D values at row stride ld (x, y
     // float; w wt (D)); y may alias x.
     void (*rmsnorm)(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int D, int64_t ld,
@@ -193,6 +214,13 @@ struct ae_backend {
     // x: (T, H, stride) act, rd <= stride, rd even.  pos: (T) I32
     void (*rope)(const ae_backend *be, ae_ptr x, ae_ptr pos, int T, int H, int stride, int rd,
                  double theta, ae_rope_mode mode);
+    // In place, every head row of q (normed with wq) and of k (normed with wk) becomes
+    // rope(rmsnorm(row) ⊙ w) at position pos[t] (see ae_qk_norm_rope_args): exactly `rmsnorm`
+    // of the rows then `rope` of them (cpu: bit for bit; cuda: in one launch, keeping the normed
+    // values in fp32 where the two ops round them to act in between). q or k may be null (its
+    // rows are skipped).   q, k: act;  wq, wk: wt (hd);  pos: (M) I32
+    void (*qk_norm_rope)(const ae_backend *be, const ae_qk_norm_rope_args *a, ae_ptr q, ae_ptr k,
+                         ae_ptr wq, ae_ptr wk, ae_ptr pos);
     // out = softmax(q·kᵀ·scale + mask [+ sink]) · v      (see ae_attn_args)
     void (*attention)(const ae_backend *be, const ae_attn_args *a, ae_ptr out, ae_ptr q, ae_ptr k,
                       ae_ptr v);
@@ -268,6 +296,10 @@ void ae_backend_mem_info(const ae_backend *be, size_t *free_bytes, size_t *total
 // ---- helpers over the table (backend/backend.c) ----
 // y = x · wᵀ    x: (M, K)  w: (N, K)  y: (M, N)   (PyTorch Linear layout)
 void ae_matmul(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int K, int N);
+// y[i] = x · w[i]ᵀ for i < n (n <= AE_MATMUL_GROUP_MAX), through matmul_group where the backend
+// has it, else one ae_matmul each.   x: (M, K)  w[i]: (N[i], K)  y[i]: (M, N[i])
+void ae_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
+                     const int *N, int M, int K);
 // dx += dy · w (M, K) when dx is non-null;  dw += dyᵀ · x (N, K) when dw is non-null.
 void ae_matmul_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr x, ae_ptr w,
                    int M, int K, int N);

@@ -199,18 +199,45 @@ void gswa_project_kv(const ae_backend *be, const ae_gswa *m, ae_ptr x, int M, ae
     be->rope(be, k, pos, M, d->Hkv, d->hd, d->hd, d->rope_theta, AE_ROPE_HALF);
 }
 
+// Inference: q, k, v and the gate logits of M rows in one matmul group (one GEMV launch at
+// decode on cuda), then q and k normed + rotated by one qk_norm_rope. Computes what
+// gswa_project_q, gswa_project_kv and gswa_gate_out's gate product compute, row for row.
+void gswa_project_qkv(const ae_backend *be, const ae_gswa *m, ae_ptr x, int M, ae_ptr pos,
+                      ae_ptr q, ae_ptr k, ae_ptr v, ae_ptr g) {
+    const ae_gswa_dims *d = &m->d;
+    int qd = d->Hq * d->hd, kvd = d->Hkv * d->hd, n = 0, N[4];
+    ae_ptr ys[4], ws[4];
+    if (!ae_ptr_is_null(q)) ys[n] = q, ws[n] = m->wq, N[n++] = qd;
+    if (!ae_ptr_is_null(k)) {
+        ys[n] = k, ws[n] = m->wk, N[n++] = kvd;
+        ys[n] = v, ws[n] = m->wv, N[n++] = kvd;
+    }
+    if (!ae_ptr_is_null(g) && !ae_ptr_is_null(m->wg))
+        ys[n] = g, ws[n] = m->wg, N[n++] = (int)gswa_gate_dim(d);
+    ae_matmul_group(be, n, ys, x, ws, N, M, d->D);
+    ae_qk_norm_rope_args a = {.M = M, .Hq = d->Hq, .Hkv = d->Hkv, .hd = d->hd, .rd = d->hd,
+                              .ldq = qd, .ldk = kvd, .eps = d->eps, .theta = d->rope_theta,
+                              .mode = AE_ROPE_HALF};
+    be->qk_norm_rope(be, &a, q, k, m->q_norm, m->k_norm, pos);
+}
+
 float gswa_attn_scale(const ae_gswa_dims *d) { return 1.0f / sqrtf((float)d->hd); }
+
+// y = (a ⊙ sigmoid(g))·Woᵀ for M rows, g the gate logits already computed (ignored without a
+// gate). a is overwritten by the gated values.  a: (M, Hq, hd)  g: (M, gswa_gate_dim)  y: (M, D)
+void gswa_gated_out(const ae_backend *be, const ae_gswa *m, ae_ptr a, ae_ptr g, int M, ae_ptr y) {
+    const ae_gswa_dims *d = &m->d;
+    if (!ae_ptr_is_null(m->wg)) be->gate_mul(be, a, a, g, M, d->Hq, d->hd, d->gate == AE_GATE_HEAD);
+    ae_matmul(be, y, a, m->wo, M, d->Hq * d->hd, d->D);
+}
 
 // y = (a ⊙ sigmoid(x·Wgᵀ))·Woᵀ for M rows. a is overwritten by the gated values; g: scratch
 // (M, gswa_gate_dim) or null without a gate.  x: (M, D)  a: (M, Hq, hd)  y: (M, D)
 void gswa_gate_out(const ae_backend *be, const ae_gswa *m, ae_ptr x, ae_ptr a, ae_ptr g, int M,
                      ae_ptr y) {
     const ae_gswa_dims *d = &m->d;
-    if (!ae_ptr_is_null(m->wg)) {
-        ae_matmul(be, g, x, m->wg, M, d->D, (int)gswa_gate_dim(d));
-        be->gate_mul(be, a, a, g, M, d->Hq, d->hd, d->gate == AE_GATE_HEAD);
-    }
-    ae_matmul(be, y, a, m->wo, M, d->Hq * d->hd, d->D);
+    if (!ae_ptr_is_null(m->wg)) ae_matmul(be, g, x, m->wg, M, d->D, (int)gswa_gate_dim(d));
+    gswa_gated_out(be, m, a, g, M, y);
 }
 
 static ae_status need_backward(const ae_backend *be) {
@@ -262,28 +289,32 @@ ae_status ae_gswa_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x, int 
         ae_scratch_free(&s);
         return AE_ERR_NOMEM;
     }
-    gswa_project_q(be, m, x, T, pos, q, ae_ptr_null());
     float scale = gswa_attn_scale(d);
 
+    // q, k, v (and the gate) in one matmul group and one qk_norm_rope: the decode path is two
+    // launches before attention. A chunked ring prefill projects q and the gate first, then k
+    // and v chunk by chunk.
     if (!cache->ring) { // keys and values go straight into their cache rows
         size_t o = (size_t)pos0 * kvd;
-        gswa_project_kv(be, m, x, T, pos, ae_ptr_at(cache->k, o), ae_ptr_at(cache->v, o), ae_ptr_null());
+        gswa_project_qkv(be, m, x, T, pos, q, ae_ptr_at(cache->k, o), ae_ptr_at(cache->v, o), g);
         ae_attn_args aa = ae_attn_dense(T, pos0, Hq, Hkv, hd, hd, 0, scale, m->sinks);
         be->attention(be, &aa, a, q, cache->k, cache->v);
     } else if (T == 1) {
         size_t o = (size_t)(pos0 % W) * kvd;
-        gswa_project_kv(be, m, x, 1, pos, ae_ptr_at(cache->k, o), ae_ptr_at(cache->v, o), ae_ptr_null());
+        gswa_project_qkv(be, m, x, 1, pos, q, ae_ptr_at(cache->k, o), ae_ptr_at(cache->v, o), g);
         ae_attn_args aa = ae_attn_dense(1, pos0, Hq, Hkv, hd, hd, W, scale, m->sinks);
         aa.ring = W;
         be->attention(be, &aa, a, q, cache->k, cache->v);
     } else {
+        gswa_project_qkv(be, m, x, T, pos, q, ae_ptr_null(), ae_ptr_null(), g);
         for (int c0 = 0; c0 < T; c0 += chunk) {
             int C = T - c0 < chunk ? T - c0 : chunk, p0 = pos0 + c0;
             int L = p0 < W - 1 ? p0 : W - 1; // staged history: positions p0-L .. p0-1
             ring_copy(be, cache->k, sk, kvd, W, p0 - L, L, 0);
             ring_copy(be, cache->v, sv, kvd, W, p0 - L, L, 0);
-            gswa_project_kv(be, m, ae_ptr_at(x, (size_t)c0 * d->D), C, ae_ptr_at(pos, (size_t)c0),
-                       ae_ptr_at(sk, (size_t)L * kvd), ae_ptr_at(sv, (size_t)L * kvd), ae_ptr_null());
+            gswa_project_qkv(be, m, ae_ptr_at(x, (size_t)c0 * d->D), C, ae_ptr_at(pos, (size_t)c0),
+                             ae_ptr_null(), ae_ptr_at(sk, (size_t)L * kvd),
+                             ae_ptr_at(sv, (size_t)L * kvd), ae_ptr_null());
             // Staged row i holds position p0 - L + i: queries sit at shifted positions L..L+C-1.
             ae_attn_args aa = ae_attn_dense(C, L, Hq, Hkv, hd, hd, W, scale, m->sinks);
             size_t qo = (size_t)c0 * Hq * hd;
@@ -294,7 +325,7 @@ ae_status ae_gswa_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x, int 
             ring_copy(be, cache->v, ae_ptr_at(sv, first), kvd, W, p0 + C - keep, keep, 1);
         }
     }
-    gswa_gate_out(be, m, x, a, g, T, y);
+    gswa_gated_out(be, m, a, g, T, y);
     ae_scratch_free(&s);
     return AE_OK;
 }

@@ -95,8 +95,9 @@ static ae_status mlp(const ae_model *m, const ae_layer *L, workspace *w, int T) 
     int D = c->hidden_size;
     if (L->is_moe) return ae_moe_forward(m, L, w->tmp, w->xn, T);
     int I = c->intermediate_size;
-    ae_matmul(be, w->g, w->xn, L->w_gate, T, D, I);
-    ae_matmul(be, w->u, w->xn, L->w_up, T, D, I);
+    ae_ptr ys[2] = {w->g, w->u}, ws[2] = {L->w_gate, L->w_up};
+    int Ns[2] = {I, I};
+    ae_matmul_group(be, 2, ys, w->xn, ws, Ns, T, D); // gate and up: one GEMV launch at decode
     be->silu_mul(be, w->g, w->g, w->u, (size_t)T * I);
     ae_matmul(be, w->tmp, w->g, L->w_down, T, I, D);
     return AE_OK;

@@ -1,0 +1,117 @@
+// Qwen3's per-head q/k RMSNorm + RoPE in one launch (the qk_norm_rope slot; semantics in
+// backend/ops.h, ae_qk_norm_rope_args): every head row of q and of k, in place, becomes
+// rope(rmsnorm(row) ⊙ w). Replaces rmsnorm(q), rope(q), rmsnorm(k), rope(k): four launches.
+//
+// Grid: x = token, y = a group of kWarps head rows of that token (rows 0..Hq-1 are q's heads,
+// Hq..Hq+Hkv-1 k's). Block: kWarps warps, a warp per head row. The block first fills a shared
+// table of (cos, sin) for the rd/2 pairs of its token, exactly as cuda_rope.cu does (inv_freq
+// from the host's expression of cpu_rope.c passed by parameter, the fp32 angle, cos/sin in
+// double rounded to float). Each warp then
+//   1. reads its row (lanes strided: any hd, odd or not a multiple of 32) into a shared fp32
+//      row, summing squares in fp32 (warp tree);
+//   2. r = 1 / sqrt(mean + eps) in double, as cuda_norm.cu / cpu_norm.c;
+//   3. writes dims >= rd as w·(x·r), and rotates the pairs of dims < rd from the normed values
+//      (y = w·(x·r) in fp32, kept unrounded), in fp32 without FMA contraction in the CPU's order.
+// So the result differs from the separate ops on cuda only by not rounding the normed values to
+// bf16 before the rotation (closer to the fp32 CPU reference, not farther).
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "backend/cuda_internal.h"
+
+namespace {
+
+constexpr int kTab = 256;  // inv_freq values passed by parameter (rd <= 512; beyond: on device)
+constexpr int kWarps = 4;  // head rows per block
+constexpr int kMaxHd = 2048; // head dims up to this: shared memory <= 40 KiB (no opt-in)
+
+struct InvFreq {
+    float f[kTab];
+};
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+template <typename T, typename TW>
+__global__ void __launch_bounds__(kWarps * 32)
+k_qk_norm_rope(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW *wk,
+               const int32_t *pos, int Hq, int Hkv, int hd, int rd, float eps, double theta,
+               int interleaved, InvFreq tab) {
+    extern __shared__ float2 cs[]; // (rd/2) cos, sin; then the warps' rows
+    const int half = rd / 2, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int t = blockIdx.x;
+    const float p = (float)pos[t];
+    for (int i = tid; i < half; i += blockDim.x) {
+        float inv = i < kTab ? tab.f[i] : (float)(1.0 / pow(theta, (double)(2 * i) / rd));
+        float ang = __fmul_rn(p, inv);
+        double s, c;
+        sincos((double)ang, &s, &c);
+        cs[i] = make_float2((float)c, (float)s);
+    }
+    __syncthreads(); // the only block barrier: warps leave independently below
+    const int r = blockIdx.y * kWarps + warp;
+    if (r >= Hq + Hkv) return;
+    const bool is_q = r < Hq;
+    T *v = is_q ? q + (size_t)t * ldq + (size_t)r * hd : k + (size_t)t * ldk + (size_t)(r - Hq) * hd;
+    const TW *w = is_q ? wq : wk;
+    float *row = reinterpret_cast<float *>(cs + half) + (size_t)warp * hd; // (hd) fp32 input
+    float ss = 0.0f;
+    for (int d = lane; d < hd; d += 32) {
+        float x = ldf(v + d);
+        row[d] = x;
+        ss += x * x;
+    }
+    ss = warp_sum(ss); // also orders the shared writes before the reads below (shfl syncs)
+    __syncwarp();
+    const float inv = (float)(1.0 / sqrt((double)ss / hd + (double)eps));
+    for (int d = rd + lane; d < hd; d += 32) stf(v + d, ldf(w + d) * (row[d] * inv));
+    for (int i = lane; i < half; i += 32) {
+        int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
+        float a = __fmul_rn(ldf(w + ia), __fmul_rn(row[ia], inv));
+        float b = __fmul_rn(ldf(w + ib), __fmul_rn(row[ib], inv));
+        float c = cs[i].x, s = cs[i].y;
+        stf(v + ia, __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)));
+        stf(v + ib, __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s)));
+    }
+}
+
+} // namespace
+
+void ae_cuda_qk_norm_rope(const ae_backend *be, const ae_qk_norm_rope_args *a, ae_ptr q, ae_ptr k,
+                          ae_ptr wq, ae_ptr wk, ae_ptr pos) {
+    if (cuda_failed(be)) return;
+    cuda_need(q, AE_M_FLOAT, "qk_norm_rope", "q");
+    cuda_need(k, AE_M_FLOAT, "qk_norm_rope", "k");
+    cuda_need(wq, AE_M_FLOAT, "qk_norm_rope", "wq");
+    cuda_need(wk, AE_M_FLOAT, "qk_norm_rope", "wk");
+    cuda_need(pos, AE_M_I32, "qk_norm_rope", "pos");
+    const int Hq = ae_ptr_is_null(q) ? 0 : a->Hq, Hkv = ae_ptr_is_null(k) ? 0 : a->Hkv;
+    const int hd = a->hd, rd = a->rd;
+    if (a->M <= 0 || Hq + Hkv <= 0 || hd <= 0) return;
+    ae_ptr x = Hq ? q : k, w = Hq ? wq : wk;
+    if ((Hq && Hkv && (q.dtype != k.dtype || wq.dtype != wk.dtype)) || rd < 0 || rd % 2 ||
+        rd > hd || hd > kMaxHd) {
+        fprintf(stderr,
+                "attnedit: internal error: cuda qk_norm_rope: q %s / k %s, wq %s / wk %s, hd %d, "
+                "rd %d (same dtypes, rd even and <= hd <= %d expected)\n",
+                ae_dtype_name(q.dtype), ae_dtype_name(k.dtype), ae_dtype_name(wq.dtype),
+                ae_dtype_name(wk.dtype), hd, rd, kMaxHd);
+        abort();
+    }
+    const int half = rd / 2;
+    InvFreq tab;
+    for (int i = 0; i < kTab; i++) // the expression of cpu_rope.c, evaluated by the same libm
+        tab.f[i] = i < half ? (float)(1.0 / pow(a->theta, (double)(2 * i) / rd)) : 0.0f;
+    const size_t smem = sizeof(float) * (2 * (size_t)half + (size_t)kWarps * hd);
+    const dim3 grid((unsigned)a->M, (unsigned)((Hq + Hkv + kWarps - 1) / kWarps));
+    const int il = a->mode == AE_ROPE_INTERLEAVED;
+    const int32_t *pp = (const int32_t *)pos.data;
+    AE_CUDA_FLOAT_DISPATCH(x.dtype, T, AE_CUDA_FLOAT_DISPATCH(w.dtype, TW,
+        k_qk_norm_rope<T, TW><<<grid, kWarps * 32, smem, stream_of(be)>>>(
+            (T *)q.data, a->ldq, (T *)k.data, a->ldk, (const TW *)wq.data, (const TW *)wk.data,
+            pp, Hq, Hkv, hd, rd, a->eps, a->theta, il, tab)));
+    cuda_check(be, cudaGetLastError(), "qk_norm_rope");
+}
