@@ -309,7 +309,12 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     be->nll_rows = ae_cuda_nll_rows;
     be->kl_rows = ae_cuda_kl_rows;
     be->argmax_rows = ae_cuda_argmax_rows;
-    // Training ops (backward) come with GPU distillation; their slots stay NULL.
+    // Training ops (backward): GPU distillation, issue 8 (cuda_backward.cu, cuda_attention_bwd.cu)
+    be->rmsnorm_bwd = ae_cuda_rmsnorm_bwd;
+    be->rope_bwd = ae_cuda_rope_bwd;
+    be->attention_bwd = ae_cuda_attention_bwd;
+    be->gate_mul_bwd = ae_cuda_gate_mul_bwd;
+    be->silu_mul_bwd = ae_cuda_silu_mul_bwd;
     *out = be;
     return AE_OK;
 }

@@ -162,6 +162,18 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
 void ae_cuda_nll_rows(const ae_backend *be, ae_ptr out, ae_ptr z, ae_ptr target, int T, int V);
 void ae_cuda_kl_rows(const ae_backend *be, ae_ptr out, ae_ptr zt, ae_ptr zs, int T, int V);
 void ae_cuda_argmax_rows(const ae_backend *be, ae_ptr out, ae_ptr z, int T, int V);
+// cuda_backward.cu (training: backward ops other than attention)
+void ae_cuda_rmsnorm_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr x,
+                         ae_ptr w, int M, int D, float eps);
+void ae_cuda_rope_bwd(const ae_backend *be, ae_ptr dx, ae_ptr pos, int T, int H, int stride,
+                      int rd, double theta, ae_rope_mode mode);
+void ae_cuda_gate_mul_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dg, ae_ptr dy, ae_ptr x,
+                          ae_ptr g, int T, int H, int hd, int per_head);
+void ae_cuda_silu_mul_bwd(const ae_backend *be, ae_ptr dg, ae_ptr du, ae_ptr dy, ae_ptr g,
+                          ae_ptr u, size_t n);
+// cuda_attention_bwd.cu
+void ae_cuda_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dq, ae_ptr dk,
+                           ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr q, ae_ptr k, ae_ptr v);
 
 // Scratch device memory for an op's own temporaries (stream-ordered: valid for work queued on
 // the backend stream after the call; freed with cuda_tmp_free, also stream-ordered). NULL (and

@@ -1,0 +1,326 @@
+// Attention backward on CUDA (the `attention_bwd` op; semantics in ae_attn_args and the backward
+// section of backend/ops.h; the fp32 reference is ae_cpu_attention_bwd in cpu_attention.c).
+// q, k, v BF16 (act); dout, dq, dk, dv F32 or BF16 (each independently; dk and dv may be the
+// same memory: absorbed MLA); sinks, dsinks F32.
+//
+// Flash-style: probabilities are recomputed from q and k, never stored as T×T. For one query
+// row (t, h), in log2 units (s2 = scale·log2(e)·q·k):
+//   lse2 = log2(Σ_j exp2(s2_j) [+ exp2(sink2)]),  p_j = exp2(s2_j − lse2)
+//   D = Σ_j p_j dp_j with dp_j = dout·v_j          (the op has no `out`, so D is recomputed too)
+//   ds_j = p_j (dp_j − D);  dq = scale Σ_j ds_j k_j;  dk_j += scale Σ_rows ds_j q;
+//   dv_j += Σ_rows p_j dout;  dsink_h += Σ_t −p_sink D
+//
+// Two kernels, each the sole writer of its outputs, every sum in a fixed order (no atomics):
+//   Q pass (one block per query row): loop A over the row's keys computes the online max / sum
+//     and the unnormalised Σ exp2(s2 − m) dp (rescaled like the forward's accumulator), giving
+//     lse2 and D; loop B recomputes p and dp and forms dq. lse2, D and the row's sink gradient
+//     go to a scratch buffer.
+//   KV pass (one block per K/V storage row, a ring slot or a position, and kv head): the
+//     contributions of every (query, head of the group) that sees a key stored in that row are
+//     summed into dk, dv. 4 warps take the (query, head) pairs in a fixed interleaving, each
+//     into its own shared accumulator; the 4 accumulators are added in warp order. When dk and
+//     dv are the same memory (absorbed MLA: v the first dv values of k's rows), one block owns
+//     a whole storage row, every kv head in turn, and writes dk, then (after a barrier) dv.
+//   dsinks: one thread per head adds the rows' sink gradients in token order.
+// These kernels take any head dims, strides, alignment, ring and window; they work on CUDA
+// cores, one row at a time (the "reference" backward), and are the only path for now. A
+// tensor-core flash backward for the head dims of the forward's kernel B is the fast path to
+// add (docs/CUDA.md, "Backward kernels"); AE_CUDA_ATTN_BWD=ref will then force these kernels
+// (tests/test_cuda_grad_ops.c already runs every case with it set and unset).
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda_attention.h"
+
+namespace {
+
+constexpr int kRefThreads = 128, kRefTile = 128, kWarps = kRefThreads / 32;
+
+struct bwd_params {
+    const bf16 *q, *k, *v;
+    const void *dout;
+    void *dq, *dk, *dv;
+    int dout_bf, dq_bf, dk_bf, dv_bf;
+    const float *sinks; // (Hq) natural-log units, or null
+    float *lse2, *delta, *dsink_row; // (T·Hq) scratch; dsink_row null when no dsinks
+    int T, pos0, Hq, Hkv, G, dk_dim, dv_dim;
+    int k_stride, v_stride, window, ring;
+    float scale, scale_log2;
+};
+
+__device__ __forceinline__ float ld_any(const void *p, int bf, size_t i) {
+    return bf ? __bfloat162float(((const bf16 *)p)[i]) : ((const float *)p)[i];
+}
+__device__ __forceinline__ void st_any(void *p, int bf, size_t i, float v) {
+    if (bf)
+        ((bf16 *)p)[i] = __float2bfloat16_rn(v);
+    else
+        ((float *)p)[i] = v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// ---- Q pass -------------------------------------------------------------------------------------
+// Block (row = t·Hq + h). Shared: q, dout of the row (fp32), dq accumulator, the tile's scaled
+// scores s2 and dp values, storage rows of the tile's keys.
+__global__ void __launch_bounds__(kRefThreads) k_attn_bwd_ref_q(const bwd_params p) {
+    extern __shared__ float sm[];
+    float *qs = sm, *dos = qs + p.dk_dim, *acc = dos + p.dv_dim, *sc = acc + p.dk_dim;
+    float *dp = sc + kRefTile;
+    int *ri = (int *)(dp + kRefTile);
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int row = blockIdx.x, t = row / p.Hq, h = row % p.Hq, g = h / p.G;
+    const int pos = p.pos0 + t, lo = attn_lo(pos, p.window), hi = pos + 1;
+    const bf16 *qr = p.q + (size_t)row * p.dk_dim;
+    for (int d = tid; d < p.dk_dim; d += kRefThreads) {
+        qs[d] = __bfloat162float(qr[d]);
+        acc[d] = 0.0f;
+    }
+    for (int d = tid; d < p.dv_dim; d += kRefThreads)
+        dos[d] = ld_any(p.dout, p.dout_bf, (size_t)row * p.dv_dim + d);
+    const bf16 *kh = p.k + (size_t)g * p.dk_dim, *vh = p.v + (size_t)g * p.dv_dim;
+
+    // s2 and dp of keys j0 .. j0 + n − 1 into sc, dp (a warp per key)
+    auto scores = [&](int j0, int n) {
+        for (int jj = tid; jj < n; jj += kRefThreads) ri[jj] = (int)attn_row(j0 + jj, p.ring);
+        __syncthreads(); // ri (and, the first time, qs, dos) ready
+        for (int jj = warp; jj < n; jj += kWarps) {
+            const bf16 *kr = kh + (size_t)ri[jj] * p.k_stride;
+            const bf16 *vr = vh + (size_t)ri[jj] * p.v_stride;
+            float s = 0.0f, e = 0.0f;
+            for (int d = lane; d < p.dk_dim; d += 32) s += qs[d] * __bfloat162float(kr[d]);
+            for (int d = lane; d < p.dv_dim; d += 32) e += dos[d] * __bfloat162float(vr[d]);
+            s = warp_sum(s);
+            e = warp_sum(e);
+            if (lane == 0) {
+                sc[jj] = s * p.scale_log2;
+                dp[jj] = e;
+            }
+        }
+        __syncthreads();
+    };
+
+    // loop A: running max m, sum l, and a = Σ exp2(s2 − m) dp (every thread computes the same
+    // values in the same order from shared memory)
+    float m = -INFINITY, l = 0.0f, a = 0.0f;
+    for (int j0 = lo; j0 < hi; j0 += kRefTile) {
+        const int n = hi - j0 < kRefTile ? hi - j0 : kRefTile;
+        scores(j0, n);
+        float tmax = -INFINITY;
+        for (int jj = 0; jj < n; jj++) tmax = fmaxf(tmax, sc[jj]);
+        const float mn = fmaxf(m, tmax), al = exp2f(m - mn); // m = −inf first: al = 0
+        float ps = 0.0f, pa = 0.0f;
+        for (int jj = 0; jj < n; jj++) {
+            const float e = exp2f(sc[jj] - mn);
+            ps += e;
+            pa += e * dp[jj];
+        }
+        l = l * al + ps;
+        a = a * al + pa;
+        m = mn;
+        __syncthreads(); // sc, dp, ri are rewritten by the next tile
+    }
+    // every row sees at least its own key: m is finite, l >= 1
+    float lse2, D;
+    const int has_sink = p.sinks != nullptr;
+    const float sink2 = has_sink ? p.sinks[h] * AE_ATTN_LOG2E : -INFINITY;
+    if (has_sink) {
+        const float mf = fmaxf(m, sink2), f = exp2f(m - mf);
+        const float den = l * f + exp2f(sink2 - mf);
+        lse2 = mf + log2f(den);
+        D = a * f / den;
+    } else {
+        lse2 = m + log2f(l);
+        D = a / l;
+    }
+
+    // loop B: ds_j = p_j (dp_j − D);  acc = Σ ds_j k_j
+    for (int j0 = lo; j0 < hi; j0 += kRefTile) {
+        const int n = hi - j0 < kRefTile ? hi - j0 : kRefTile;
+        scores(j0, n);
+        for (int jj = tid; jj < n; jj += kRefThreads)
+            sc[jj] = exp2f(sc[jj] - lse2) * (dp[jj] - D);
+        __syncthreads();
+        for (int d = tid; d < p.dk_dim; d += kRefThreads) {
+            float x = acc[d];
+            for (int jj = 0; jj < n; jj++)
+                x += sc[jj] * __bfloat162float(kh[(size_t)ri[jj] * p.k_stride + d]);
+            acc[d] = x;
+        }
+        __syncthreads();
+    }
+    for (int d = tid; d < p.dk_dim; d += kRefThreads)
+        st_any(p.dq, p.dq_bf, (size_t)row * p.dk_dim + d, p.scale * acc[d]);
+    if (tid == 0) {
+        p.lse2[row] = lse2;
+        p.delta[row] = D;
+        if (p.dsink_row) p.dsink_row[row] = has_sink ? -exp2f(sink2 - lse2) * D : 0.0f;
+    }
+}
+
+// ---- KV pass ------------------------------------------------------------------------------------
+// Block (storage row). Shared: k and v of the current position (fp32), and per warp an
+// accumulator of dk and dv values.
+__global__ void __launch_bounds__(kRefThreads) k_attn_bwd_ref_kv(const bwd_params p) {
+    extern __shared__ float sm[];
+    const int DK = p.dk_dim, DV = p.dv_dim;
+    float *ks = sm, *vs = ks + DK, *gk = vs + DV, *gv = gk + kWarps * DK; // gk, gv: [warp][d]
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int row = blockIdx.x, S = p.pos0 + p.T;
+    const int jmin = attn_lo(p.pos0, p.window); // no query sees a key before this position
+    int j0 = row;
+    const int step = p.ring > 0 ? p.ring : S;
+    if (j0 < jmin) j0 += (jmin - j0 + step - 1) / step * step;
+    float *gkw = gk + warp * DK, *gvw = gv + warp * DV;
+
+    // grid.y == Hkv: this block's kv head only; grid.y == 1 (dk == dv): every kv head in turn
+    const int kh_begin = gridDim.y > 1 ? blockIdx.y : 0;
+    const int kh_end = gridDim.y > 1 ? blockIdx.y + 1 : p.Hkv;
+    for (int kh = kh_begin; kh < kh_end; kh++) {
+        for (int d = lane; d < DK; d += 32) gkw[d] = 0.0f;
+        for (int d = lane; d < DV; d += 32) gvw[d] = 0.0f;
+        for (int j = j0; j < S; j += step) {
+            __syncthreads(); // the previous position's ks, vs are no longer read
+            for (int d = tid; d < DK; d += kRefThreads)
+                ks[d] = __bfloat162float(p.k[(size_t)row * p.k_stride + (size_t)kh * DK + d]);
+            for (int d = tid; d < DV; d += kRefThreads)
+                vs[d] = __bfloat162float(p.v[(size_t)row * p.v_stride + (size_t)kh * DV + d]);
+            __syncthreads();
+            // queries that see position j: positions j .. j + window − 1, i.e. tokens t0 .. t1
+            const int t0 = j - p.pos0 > 0 ? j - p.pos0 : 0;
+            int t1 = p.T - 1;
+            if (p.window > 0 && j + p.window - 1 - p.pos0 < t1) t1 = j + p.window - 1 - p.pos0;
+            const int items = (t1 - t0 + 1) * p.G;
+            for (int it = warp; it < items; it += kWarps) {
+                const int t = t0 + it / p.G, h = kh * p.G + it % p.G;
+                const size_t r = (size_t)t * p.Hq + h;
+                const bf16 *qr = p.q + r * DK;
+                float s = 0.0f, e = 0.0f;
+                for (int d = lane; d < DK; d += 32) s += __bfloat162float(qr[d]) * ks[d];
+                for (int d = lane; d < DV; d += 32)
+                    e += ld_any(p.dout, p.dout_bf, r * DV + d) * vs[d];
+                s = warp_sum(s);
+                e = warp_sum(e);
+                const float pr = exp2f(s * p.scale_log2 - p.lse2[r]);
+                const float ds = pr * (e - p.delta[r]);
+                for (int d = lane; d < DV; d += 32)
+                    gvw[d] += pr * ld_any(p.dout, p.dout_bf, r * DV + d);
+                for (int d = lane; d < DK; d += 32) gkw[d] += ds * __bfloat162float(qr[d]);
+            }
+        }
+        __syncthreads(); // all warps' accumulators complete
+        const size_t ko = (size_t)row * p.k_stride + (size_t)kh * DK;
+        for (int d = tid; d < DK; d += kRefThreads) {
+            float s = 0.0f;
+            for (int w = 0; w < kWarps; w++) s += gk[w * DK + d];
+            st_any(p.dk, p.dk_bf, ko + d, ld_any(p.dk, p.dk_bf, ko + d) + p.scale * s);
+        }
+        __syncthreads(); // dk written before dv (they may be the same memory)
+        const size_t vo = (size_t)row * p.v_stride + (size_t)kh * DV;
+        for (int d = tid; d < DV; d += kRefThreads) {
+            float s = 0.0f;
+            for (int w = 0; w < kWarps; w++) s += gv[w * DV + d];
+            st_any(p.dv, p.dv_bf, vo + d, ld_any(p.dv, p.dv_bf, vo + d) + s);
+        }
+        __syncthreads(); // accumulators are reset for the next kv head
+    }
+}
+
+// dsinks[h] += Σ_t dsink_row[t·Hq + h], t in order
+__global__ void k_attn_bwd_dsinks(float *dsinks, const float *dsink_row, int T, int Hq) {
+    const int h = blockIdx.x * blockDim.x + threadIdx.x;
+    if (h >= Hq) return;
+    float s = 0.0f;
+    for (int t = 0; t < T; t++) s += dsink_row[(size_t)t * Hq + h];
+    dsinks[h] += s;
+}
+
+int set_smem(const ae_backend *be, const void *kernel, size_t bytes) {
+    if (bytes > cu(be)->smem_optin) return 0;
+    if (bytes > 48 * 1024)
+        cuda_check(be, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)bytes), "attention_bwd");
+    return 1;
+}
+
+} // namespace
+
+void ae_cuda_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dq, ae_ptr dk,
+                           ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr q, ae_ptr k, ae_ptr v) {
+    if (cuda_failed(be)) return;
+    const char *op = "attention_bwd";
+    cuda_need(q, AE_M_BF16, op, "q");
+    cuda_need(k, AE_M_BF16, op, "k");
+    cuda_need(v, AE_M_BF16, op, "v");
+    cuda_need(dout, AE_M_FLOAT, op, "dout");
+    cuda_need(dq, AE_M_FLOAT, op, "dq");
+    cuda_need(dk, AE_M_FLOAT, op, "dk");
+    cuda_need(dv, AE_M_FLOAT, op, "dv");
+    cuda_need(a->sinks, AE_M_F32, op, "sinks");
+    cuda_need(dsinks, AE_M_F32, op, "dsinks");
+    if (a->T <= 0 || a->Hq <= 0 || a->Hkv <= 0) return;
+
+    bwd_params p;
+    memset(&p, 0, sizeof p);
+    p.q = (const bf16 *)q.data;
+    p.k = (const bf16 *)k.data;
+    p.v = (const bf16 *)v.data;
+    p.dout = dout.data;
+    p.dq = dq.data;
+    p.dk = dk.data;
+    p.dv = dv.data;
+    p.dout_bf = dout.dtype == AE_DT_BF16;
+    p.dq_bf = dq.dtype == AE_DT_BF16;
+    p.dk_bf = dk.dtype == AE_DT_BF16;
+    p.dv_bf = dv.dtype == AE_DT_BF16;
+    p.sinks = (const float *)a->sinks.data;
+    p.T = a->T;
+    p.pos0 = a->pos0;
+    p.Hq = a->Hq;
+    p.Hkv = a->Hkv;
+    p.G = a->Hq / a->Hkv;
+    p.dk_dim = a->dk;
+    p.dv_dim = a->dv;
+    p.k_stride = a->k_stride;
+    p.v_stride = a->v_stride;
+    p.window = a->window;
+    p.ring = a->ring;
+    p.scale = a->scale;
+    p.scale_log2 = a->scale * AE_ATTN_LOG2E;
+
+    const size_t rows = (size_t)a->T * a->Hq;
+    const int want_dsinks = p.sinks && !ae_ptr_is_null(dsinks);
+    float *scratch = (float *)cuda_tmp_alloc(be, sizeof(float) * rows * (want_dsinks ? 3 : 2), op);
+    if (!scratch) return;
+    p.lse2 = scratch;
+    p.delta = scratch + rows;
+    p.dsink_row = want_dsinks ? scratch + 2 * rows : NULL;
+    cudaStream_t s = stream_of(be);
+
+    const size_t smem_q = sizeof(float) * (2 * (size_t)a->dk + a->dv + 2 * kRefTile) +
+                          sizeof(int) * kRefTile;
+    const size_t smem_kv = sizeof(float) * (size_t)(kWarps + 1) * ((size_t)a->dk + a->dv);
+    if (!set_smem(be, (const void *)k_attn_bwd_ref_q, smem_q) ||
+        !set_smem(be, (const void *)k_attn_bwd_ref_kv, smem_kv)) {
+        cuda_check(be, cudaErrorInvalidValue, "attention_bwd (head dims too large for shared memory)");
+        cuda_tmp_free(be, scratch);
+        return;
+    }
+    k_attn_bwd_ref_q<<<(unsigned)rows, kRefThreads, smem_q, s>>>(p);
+    cuda_check(be, cudaGetLastError(), op);
+    const int S = a->pos0 + a->T;
+    const int nstore = a->ring > 0 && a->ring < S ? a->ring : S;
+    // One block per (storage row, kv head), unless dk and dv are the same memory: then the kv
+    // heads of a row are done by one block in turn (dv of head g may overlap dk of another head).
+    dim3 grid_kv((unsigned)nstore, dk.data == dv.data ? 1u : (unsigned)a->Hkv);
+    k_attn_bwd_ref_kv<<<grid_kv, kRefThreads, smem_kv, s>>>(p);
+    cuda_check(be, cudaGetLastError(), op);
+    if (want_dsinks) {
+        k_attn_bwd_dsinks<<<(unsigned)((a->Hq + 127) / 128), 128, 0, s>>>(
+            (float *)dsinks.data, p.dsink_row, a->T, a->Hq);
+        cuda_check(be, cudaGetLastError(), op);
+    }
+    cuda_tmp_free(be, scratch);
+}
