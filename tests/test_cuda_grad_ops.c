@@ -1,0 +1,636 @@
+// The CUDA backward ops (backend/cuda_backward.cu, cuda_attention_bwd.cu) against the CPU
+// reference (the backward slots of backend/cpu*.c, themselves checked against finite differences
+// in test_grad_ops.c): rmsnorm_bwd, rope_bwd, gate_mul_bwd, silu_mul_bwd, attention_bwd. Needs a
+// CUDA build and a GPU; prints "SKIP ..." and exits 77 (ctest: skipped) otherwise.
+//
+// Method (as test_backend_ops): inputs are drawn with fixed seeds and rounded to bf16 first, so
+// both backends compute on identical numbers; the CUDA backend is opened with AE_CUDA_POISON=1
+// (new allocations NaN-filled: an element an op forgets to write, or a value it reads that it
+// should not, shows up as NaN). Every case prints its measured error and its tolerance.
+//
+// Accumulating outputs ("+=": rmsnorm's dx and dw, attention's dk, dv, dsinks) start from random
+// non-zero values on both sides, and their error is measured relative to the gradient itself:
+// ||gpu − cpu|| / ||cpu − start||, so a dropped or doubled "+=" fails. Overwritten outputs (dq,
+// gate/silu gradients) start from NaN on the GPU. Aliasing the contract allows (gate_mul_bwd /
+// silu_mul_bwd output == dy; attention's dk == dv for absorbed MLA) is exercised. Determinism:
+// the same call on the same inputs twice must give bit-identical outputs (no float atomics).
+//
+// Tolerances (relative L2 unless said otherwise):
+//   TOL_F32       1e-5: F32 outputs of the same fp32 formulas (norm sums in fp32 vs double on
+//                 the CPU, expf within a few ulp): ~1e-7..1e-6.
+//   TOL_BF16_OUT  5e-3: a BF16 output is the fp32 result rounded once (~1.5e-3 for random data).
+//   TOL_ATTN_REF  1e-3: attention gradients from the CUDA-core kernels: fp32 throughout on the
+//                 same bf16 inputs, exp2 of log2-unit scores instead of exp; measured ~1e-6..1e-5
+//                 expected. A lost term (the −D of ds, a key tile, a GQA head) costs >= 1e-1.
+//   TOL_ATTN_BF16 1e-2: the same with BF16 dq / dk / dv outputs (one rounding each, and a
+//                 BF16 dk / dv accumulator read back and rounded again).
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/cpu.h"
+#include "backend/ops.h"
+#include "core/dtype.h"
+#include "core/rng.h"
+#include "util/testutil.h"
+
+#define TOL_F32 1e-5
+#define TOL_BF16_OUT 5e-3
+#define TOL_ATTN_REF 1e-3
+#define TOL_ATTN_BF16 1e-2
+
+static const ae_backend *g_gpu, *g_cpu;
+
+// ---- host helpers --------------------------------------------------------------------------
+
+static float bf16r(float x) { return ae_bf16_to_f32(ae_f32_to_bf16(x)); }
+
+static float *hnew(size_t n) {
+    float *p = malloc(sizeof(float) * (n ? n : 1));
+    assert_non_null(p);
+    return p;
+}
+
+static float *hcopy(const float *x, size_t n) {
+    float *p = hnew(n);
+    memcpy(p, x, sizeof(float) * n);
+    return p;
+}
+
+// scale · N(0, 1), rounded to bf16 (both backends then see the same values)
+static float *hnormal(ae_rng *r, size_t n, float scale) {
+    float *p = hnew(n);
+    ae_test_fill_normal(p, n, scale, r);
+    for (size_t i = 0; i < n; i++) p[i] = bf16r(p[i]);
+    return p;
+}
+
+static const char *dtn(ae_dtype dt) { return ae_dtype_name(dt); }
+
+// ---- device helpers ------------------------------------------------------------------------
+
+static ae_ptr dnew(size_t n, ae_dtype dt) {
+    ae_ptr p = g_gpu->alloc(g_gpu, n ? n : 1, dt);
+    if (ae_ptr_is_null(p))
+        fail_msg("cuda alloc of %zu %s values failed: %s", n, dtn(dt), ae_last_error());
+    return p;
+}
+
+static void dput(ae_ptr p, const float *h, size_t n) {
+    if (g_gpu->upload(g_gpu, p, h, AE_DT_F32, n) != AE_OK)
+        fail_msg("cuda upload of %zu values into %s: %s", n, dtn(p.dtype), ae_last_error());
+}
+
+static ae_ptr dnew_put(const float *h, size_t n, ae_dtype dt) {
+    ae_ptr p = dnew(n, dt);
+    dput(p, h, n);
+    return p;
+}
+
+static float *dget(ae_ptr p, size_t n) {
+    float *h = hnew(n);
+    ae_status st = g_gpu->download(g_gpu, h, AE_DT_F32, p, n);
+    if (st != AE_OK)
+        fail_msg("cuda download of %zu %s values: %s (%s)", n, dtn(p.dtype), ae_last_error(),
+                 ae_status_name(st));
+    return h;
+}
+
+static void dfree(ae_ptr p) { g_gpu->free(g_gpu, p); }
+
+// ---- comparisons ---------------------------------------------------------------------------
+
+static char g_what[400];
+
+// ||got − ref|| / ||ref − base|| (base null: ||ref||); fails on non-finite values or > tol.
+static double check(const float *got, const float *ref, const float *base, size_t n, double tol,
+                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static double check(const float *got, const float *ref, const float *base, size_t n, double tol,
+                    const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_what, sizeof g_what, fmt, ap);
+    va_end(ap);
+    double num = 0, den = 0, worst = -1;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(ref[i]))
+            fail_msg("%s: cpu reference [%zu] = %g is not finite (a bug in the test)", g_what, i,
+                     (double)ref[i]);
+        if (!isfinite(got[i]))
+            fail_msg("%s: cuda output [%zu] of %zu = %g, cpu %g (non-finite: never written, or a "
+                     "poisoned value read)", g_what, i, n, (double)got[i], (double)ref[i]);
+        double d = (double)got[i] - ref[i], g = (double)ref[i] - (base ? base[i] : 0.0f);
+        num += d * d;
+        den += g * g;
+        if (fabs(d) > worst) worst = fabs(d), wi = i;
+    }
+    double e = den > 0 ? sqrt(num / den) : sqrt(num);
+    printf("  %-86s rel L2 %.2e (tol %.0e)%s\n", g_what, e, tol, base ? " [of the gradient]" : "");
+    fflush(stdout);
+    if (!(e <= tol))
+        fail_msg("%s: relative L2 error %.3g > tolerance %.3g (largest difference at [%zu]: cuda "
+                 "%g, cpu %g%s)", g_what, e, tol, wi, (double)got[wi], (double)ref[wi],
+                 base ? ", before the call " : "");
+    return e;
+}
+
+// Bit-identical downloads of two runs (as F32: BF16 values convert exactly).
+static void check_same(const float *a, const float *b, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void check_same(const float *a, const float *b, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_what, sizeof g_what, fmt, ap);
+    va_end(ap);
+    if (memcmp(a, b, sizeof(float) * n) != 0) {
+        size_t i = 0;
+        while (i < n && memcmp(a + i, b + i, sizeof(float)) == 0) i++;
+        fail_msg("%s: runs differ at [%zu] of %zu: %.9g vs %.9g", g_what, i, n, (double)a[i],
+                 (double)b[i]);
+    }
+    printf("  %-86s bit-identical (%zu values)\n", g_what, n);
+    fflush(stdout);
+}
+
+// The error that storing ref in bf16 alone makes, relative to the gradient ref − base: an
+// accumulator whose start dwarfs the gradient loses the gradient's low bits to bf16 rounding.
+static double bf16_noise(const float *ref, const float *base, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)bf16r(ref[i]) - ref[i], g = (double)ref[i] - base[i];
+        num += d * d;
+        den += g * g;
+    }
+    return den > 0 ? sqrt(num / den) : 0.0;
+}
+
+static double tol_for(ae_dtype dt) { return dt == AE_DT_BF16 ? TOL_BF16_OUT : TOL_F32; }
+
+// =============================================================================================
+// rmsnorm_bwd: dx += ..., dw += Σ_rows ...
+
+static void run_rmsnorm(ae_rng *r, int M, int D, ae_dtype in_dt, ae_dtype dx_dt, ae_dtype dw_dt,
+                        int with_dw) {
+    size_t n = (size_t)M * D;
+    float eps = 1e-6f;
+    float *x = hnormal(r, n, 1.0f), *dy = hnormal(r, n, 1.0f), *w = hnormal(r, (size_t)D, 0.3f);
+    for (int d = 0; d < D; d++) w[d] = bf16r(1.0f + w[d]);
+    // starting values of the accumulators, representable in their dtypes
+    float *dx0 = hnormal(r, n, 0.5f), *dw0 = hnormal(r, (size_t)D, 2.0f);
+    float *dxc = hcopy(dx0, n), *dwc = hcopy(dw0, (size_t)D);
+    g_cpu->rmsnorm_bwd(g_cpu, ae_host_f32(dxc), with_dw ? ae_host_f32(dwc) : ae_ptr_null(),
+                       ae_host_f32(dy), ae_host_f32(x), ae_host_f32(w), M, D, eps);
+    ae_ptr gx = dnew_put(x, n, in_dt), gdy = dnew_put(dy, n, in_dt);
+    ae_ptr gw = dnew_put(w, (size_t)D, g_gpu->weight_dtype);
+    float *res[2][2];
+    for (int run = 0; run < 2; run++) {
+        ae_ptr gdx = dnew_put(dx0, n, dx_dt), gdw = dnew_put(dw0, (size_t)D, dw_dt);
+        g_gpu->rmsnorm_bwd(g_gpu, gdx, with_dw ? gdw : ae_ptr_null(), gdy, gx, gw, M, D, eps);
+        res[run][0] = dget(gdx, n);
+        res[run][1] = dget(gdw, (size_t)D);
+        dfree(gdx), dfree(gdw);
+    }
+    char name[200];
+    snprintf(name, sizeof name, "M=%d D=%d x,dy %s dx %s dw %s", M, D, dtn(in_dt), dtn(dx_dt),
+             with_dw ? dtn(dw_dt) : "null");
+    check(res[0][0], dxc, dx0, n, tol_for(dx_dt), "rmsnorm_bwd dx %s", name);
+    if (with_dw)
+        check(res[0][1], dwc, dw0, (size_t)D, tol_for(dw_dt), "rmsnorm_bwd dw %s", name);
+    else
+        check_same(res[0][1], dw0, (size_t)D, "rmsnorm_bwd dw untouched when null %s", name);
+    check_same(res[0][0], res[1][0], n, "rmsnorm_bwd dx determinism %s", name);
+    check_same(res[0][1], res[1][1], (size_t)D, "rmsnorm_bwd dw determinism %s", name);
+    dfree(gx), dfree(gdy), dfree(gw);
+    free(x), free(dy), free(w), free(dx0), free(dw0), free(dxc), free(dwc);
+    for (int run = 0; run < 2; run++) free(res[run][0]), free(res[run][1]);
+}
+
+static void test_rmsnorm_bwd(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 801);
+    // (M, D): one row; odd; a head dim (qk-norm rows); hidden sizes; many rows (several dw
+    // chunks, and > 32 rows per chunk at M = 40000)
+    const int shapes[][2] = {{1, 8}, {7, 33}, {300, 128}, {1030, 2048}, {129, 4096}, {40000, 64}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        int M = shapes[s][0], D = shapes[s][1];
+        run_rmsnorm(&r, M, D, AE_DT_BF16, AE_DT_F32, AE_DT_F32, 1);
+        run_rmsnorm(&r, M, D, AE_DT_BF16, AE_DT_BF16, AE_DT_F32, 1);
+    }
+    run_rmsnorm(&r, 77, 200, AE_DT_F32, AE_DT_F32, AE_DT_F32, 0);
+    run_rmsnorm(&r, 77, 200, AE_DT_BF16, AE_DT_BF16, AE_DT_BF16, 1);
+}
+
+// =============================================================================================
+// rope_bwd (in place)
+
+static void run_rope(ae_rng *r, int T, int H, int stride, int rd, ae_rope_mode mode, ae_dtype dt) {
+    size_t n = (size_t)T * H * stride;
+    float *x = hnormal(r, n, 1.0f);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)T);
+    for (int t = 0; t < T; t++) pos[t] = t % 3 == 0 ? t : (int32_t)(ae_rng_u64(r) % 40000);
+    float *xc = hcopy(x, n);
+    g_cpu->rope_bwd(g_cpu, ae_host_f32(xc), ae_host_i32(pos), T, H, stride, rd, 1e6, mode);
+    ae_ptr gp = dnew(T, AE_DT_I32);
+    if (g_gpu->upload(g_gpu, gp, pos, AE_DT_I32, (size_t)T) != AE_OK)
+        fail_msg("upload pos: %s", ae_last_error());
+    ae_ptr gx = dnew_put(x, n, dt);
+    g_gpu->rope_bwd(g_gpu, gx, gp, T, H, stride, rd, 1e6, mode);
+    float *got = dget(gx, n);
+    check(got, xc, NULL, n, tol_for(dt), "rope_bwd T=%d H=%d stride=%d rd=%d %s %s", T, H, stride,
+          rd, mode == AE_ROPE_HALF ? "half" : "interleaved", dtn(dt));
+    dfree(gx), dfree(gp);
+    free(x), free(pos), free(xc), free(got);
+}
+
+static void test_rope_bwd(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 802);
+    for (int mode = 0; mode < 2; mode++) {
+        ae_rope_mode m = (ae_rope_mode)mode;
+        run_rope(&r, 1, 1, 8, 8, m, AE_DT_F32);
+        run_rope(&r, 37, 8, 128, 128, m, AE_DT_F32);
+        run_rope(&r, 37, 8, 128, 128, m, AE_DT_BF16);
+        run_rope(&r, 19, 5, 192, 64, m, AE_DT_BF16);   // MLA: rope dims at the start of a row
+        run_rope(&r, 300, 3, 70, 34, m, AE_DT_F32);     // odd stride, partial rotary
+    }
+}
+
+// =============================================================================================
+// gate_mul_bwd, silu_mul_bwd (overwritten outputs; output == dy allowed)
+
+static void run_gate(ae_rng *r, int T, int H, int hd, int per_head, ae_dtype in_dt,
+                     ae_dtype out_dt) {
+    size_t n = (size_t)T * H * hd, ng = per_head ? (size_t)T * H : n;
+    float *x = hnormal(r, n, 1.0f), *g = hnormal(r, ng, 2.0f), *dy = hnormal(r, n, 1.0f);
+    float *dxc = hnew(n), *dgc = hnew(ng);
+    g_cpu->gate_mul_bwd(g_cpu, ae_host_f32(dxc), ae_host_f32(dgc), ae_host_f32(dy), ae_host_f32(x),
+                        ae_host_f32(g), T, H, hd, per_head);
+    ae_ptr gx = dnew_put(x, n, in_dt), gg = dnew_put(g, ng, in_dt), gdy = dnew_put(dy, n, in_dt);
+    ae_ptr gdx = dnew(n, out_dt), gdg = dnew(ng, out_dt);
+    g_gpu->gate_mul_bwd(g_gpu, gdx, gdg, gdy, gx, gg, T, H, hd, per_head);
+    float *dx = dget(gdx, n), *dg = dget(gdg, ng);
+    char name[160];
+    snprintf(name, sizeof name, "T=%d H=%d hd=%d %s in %s out %s", T, H, hd,
+             per_head ? "per-head" : "elementwise", dtn(in_dt), dtn(out_dt));
+    check(dx, dxc, NULL, n, tol_for(out_dt), "gate_mul_bwd dx %s", name);
+    check(dg, dgc, NULL, ng, tol_for(out_dt), "gate_mul_bwd dg %s", name);
+    if (in_dt == out_dt) { // dx == dy: the same results
+        ae_ptr gdy2 = dnew_put(dy, n, in_dt), gdg2 = dnew(ng, out_dt);
+        g_gpu->gate_mul_bwd(g_gpu, gdy2, gdg2, gdy2, gx, gg, T, H, hd, per_head);
+        float *dx2 = dget(gdy2, n), *dg2 = dget(gdg2, ng);
+        check_same(dx2, dx, n, "gate_mul_bwd dx == dy %s", name);
+        check_same(dg2, dg, ng, "gate_mul_bwd dg with dx == dy %s", name);
+        dfree(gdy2), dfree(gdg2);
+        free(dx2), free(dg2);
+    }
+    dfree(gx), dfree(gg), dfree(gdy), dfree(gdx), dfree(gdg);
+    free(x), free(g), free(dy), free(dxc), free(dgc), free(dx), free(dg);
+}
+
+static void test_gate_mul_bwd(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 803);
+    for (int per_head = 0; per_head < 2; per_head++) {
+        run_gate(&r, 3, 4, 6, per_head, AE_DT_F32, AE_DT_F32);
+        run_gate(&r, 17, 5, 128, per_head, AE_DT_BF16, AE_DT_BF16);
+        run_gate(&r, 17, 5, 128, per_head, AE_DT_BF16, AE_DT_F32);
+        run_gate(&r, 64, 32, 128, per_head, AE_DT_BF16, AE_DT_BF16);
+        run_gate(&r, 9, 3, 45, per_head, AE_DT_BF16, AE_DT_BF16);
+    }
+}
+
+static void run_silu(ae_rng *r, size_t n, ae_dtype in_dt, ae_dtype out_dt) {
+    float *g = hnormal(r, n, 3.0f), *u = hnormal(r, n, 1.0f), *dy = hnormal(r, n, 1.0f);
+    if (n > 3) g[0] = -30.0f, g[1] = 25.0f, g[2] = 0.0f; // saturated both ways, the origin
+    float *dgc = hnew(n), *duc = hnew(n);
+    g_cpu->silu_mul_bwd(g_cpu, ae_host_f32(dgc), ae_host_f32(duc), ae_host_f32(dy), ae_host_f32(g),
+                        ae_host_f32(u), n);
+    ae_ptr gg = dnew_put(g, n, in_dt), gu = dnew_put(u, n, in_dt), gdy = dnew_put(dy, n, in_dt);
+    ae_ptr gdg = dnew(n, out_dt), gdu = dnew(n, out_dt);
+    g_gpu->silu_mul_bwd(g_gpu, gdg, gdu, gdy, gg, gu, n);
+    float *dg = dget(gdg, n), *du = dget(gdu, n);
+    check(dg, dgc, NULL, n, tol_for(out_dt), "silu_mul_bwd dg n=%zu in %s out %s", n, dtn(in_dt),
+          dtn(out_dt));
+    check(du, duc, NULL, n, tol_for(out_dt), "silu_mul_bwd du n=%zu in %s out %s", n, dtn(in_dt),
+          dtn(out_dt));
+    if (in_dt == out_dt) { // dg == dy, then du == dy
+        for (int which = 0; which < 2; which++) {
+            ae_ptr gdy2 = dnew_put(dy, n, in_dt), other = dnew(n, out_dt);
+            if (which == 0)
+                g_gpu->silu_mul_bwd(g_gpu, gdy2, other, gdy2, gg, gu, n);
+            else
+                g_gpu->silu_mul_bwd(g_gpu, other, gdy2, gdy2, gg, gu, n);
+            float *a = dget(gdy2, n), *b = dget(other, n);
+            check_same(a, which == 0 ? dg : du, n, "silu_mul_bwd %s == dy n=%zu %s",
+                       which == 0 ? "dg" : "du", n, dtn(in_dt));
+            check_same(b, which == 0 ? du : dg, n, "silu_mul_bwd %s with %s == dy n=%zu %s",
+                       which == 0 ? "du" : "dg", which == 0 ? "dg" : "du", n, dtn(in_dt));
+            dfree(gdy2), dfree(other);
+            free(a), free(b);
+        }
+    }
+    dfree(gg), dfree(gu), dfree(gdy), dfree(gdg), dfree(gdu);
+    free(g), free(u), free(dy), free(dgc), free(duc), free(dg), free(du);
+}
+
+static void test_silu_mul_bwd(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 804);
+    const size_t sizes[] = {1, 7, 1000, (1u << 20) + 3};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        run_silu(&r, sizes[s], AE_DT_F32, AE_DT_F32);
+        run_silu(&r, sizes[s], AE_DT_BF16, AE_DT_BF16);
+        run_silu(&r, sizes[s], AE_DT_BF16, AE_DT_F32);
+    }
+}
+
+// =============================================================================================
+// attention_bwd
+
+typedef struct {
+    int T, pos0, Hq, Hkv, dk, dv;
+    int window, ring;
+    int sinks;      // per-head sinks log(visible keys) + U(-2, 2), carrying real mass
+    int kpad, vpad; // extra values per K / V storage row
+    int absorbed;   // MLA absorbed: v = the first dv values of k's rows, dk == dv aliased
+    float qscale;   // q ~ N(0, qscale²) (0: 1)
+} bwd_case;
+
+static void bwd_case_name(const bwd_case *c, char *buf, size_t cap) {
+    snprintf(buf, cap, "T=%d pos0=%d Hq=%d Hkv=%d dk=%d dv=%d W=%d ring=%d%s%s%s%s", c->T,
+             c->pos0, c->Hq, c->Hkv, c->dk, c->dv, c->window, c->ring, c->sinks ? " sinks" : "",
+             c->kpad || c->vpad ? " padded" : "", c->absorbed ? " absorbed(dk==dv)" : "",
+             c->qscale > 1.0f ? " peaky" : "");
+}
+
+// One case: the cpu once, then the gpu with the CUDA-core kernels forced (AE_CUDA_ATTN_BWD=ref)
+// and with the default dispatch, twice (determinism),
+// with F32 gradients; then once with BF16 dq / dk / dv (out_bf16 cases). K/V storage has 5
+// rows past the last position (with no ring) holding NaN, which must not reach any output; the
+// gradients of those rows and of row padding must stay at their starting values.
+static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
+    int T = c->T, S = c->pos0 + T, Hq = c->Hq, Hkv = c->Hkv, dk = c->dk, dv = c->dv;
+    ae_attn_args a = ae_attn_dense(T, c->pos0, Hq, Hkv, dk, dv, c->window,
+                                   1.0f / sqrtf((float)dk), ae_ptr_null());
+    a.ring = c->ring;
+    a.k_stride = Hkv * dk + c->kpad;
+    a.v_stride = c->absorbed ? a.k_stride : Hkv * dv + c->vpad;
+    int rows = c->ring > 0 ? c->ring : S + 5;
+    size_t nq = (size_t)T * Hq * dk, no = (size_t)T * Hq * dv;
+    size_t nk = (size_t)rows * a.k_stride, nv = (size_t)rows * a.v_stride;
+    float *q = hnormal(r, nq, c->qscale > 0 ? c->qscale : 1.0f);
+    float *k = hnormal(r, nk, 1.0f), *v = c->absorbed ? k : hnormal(r, nv, 1.0f);
+    float *dout = hnormal(r, no, 1.0f);
+    for (int row = S; row < rows; row++) { // never written cache rows
+        for (int i = 0; i < a.k_stride; i++) k[(size_t)row * a.k_stride + i] = NAN;
+        if (!c->absorbed)
+            for (int i = 0; i < a.v_stride; i++) v[(size_t)row * a.v_stride + i] = NAN;
+    }
+    float *sinks = NULL;
+    if (c->sinks) {
+        int vis = c->window > 0 && c->window < S ? c->window : S;
+        sinks = hnew((size_t)Hq);
+        for (int h = 0; h < Hq; h++) sinks[h] = logf((float)vis) + 4.0f * ae_rng_uniform(r) - 2.0f;
+    }
+    // starting values of the accumulators (dk == dv share one buffer when absorbed)
+    float *dk0 = hnormal(r, nk, 0.05f), *dv0 = c->absorbed ? dk0 : hnormal(r, nv, 0.05f);
+    float *ds0 = hnormal(r, (size_t)Hq, 0.5f);
+
+    // cpu
+    float *cq = hnew(nq), *ck = hcopy(dk0, nk), *cv = c->absorbed ? ck : hcopy(dv0, nv);
+    float *cs = hcopy(ds0, (size_t)Hq);
+    ae_attn_args ac = a;
+    ac.sinks = sinks ? ae_host_f32(sinks) : ae_ptr_null();
+    g_cpu->attention_bwd(g_cpu, &ac, ae_host_f32(cq), ae_host_f32(ck), ae_host_f32(cv),
+                         sinks ? ae_host_f32(cs) : ae_ptr_null(), ae_host_f32(dout), ae_host_f32(q),
+                         ae_host_f32(k), ae_host_f32(v));
+
+    // gpu inputs
+    ae_ptr gq = dnew_put(q, nq, AE_DT_BF16), gk = dnew_put(k, nk, AE_DT_BF16);
+    ae_ptr gv = c->absorbed ? gk : dnew_put(v, nv, AE_DT_BF16);
+    ae_ptr gdo = dnew_put(dout, no, AE_DT_BF16);
+    ae_attn_args ag = a;
+    ag.sinks = sinks ? dnew_put(sinks, (size_t)Hq, AE_DT_F32) : ae_ptr_null();
+    char name[200];
+    bwd_case_name(c, name, sizeof name);
+
+    float *first[4] = {NULL, NULL, NULL, NULL};
+    int nruns = 3 + (also_bf16 ? 1 : 0);
+    for (int run = 0; run < nruns; run++) {
+        // run 0: ref; 1, 2: default (2 checks determinism); 3: default with BF16 outputs
+        ae_dtype odt = run == 3 ? AE_DT_BF16 : AE_DT_F32;
+        ae_ptr g_dq = dnew(nq, odt); // overwritten: stays NaN-poisoned until written
+        ae_ptr g_dk = dnew_put(dk0, nk, odt), g_dv = c->absorbed ? g_dk : dnew_put(dv0, nv, odt);
+        ae_ptr g_ds = sinks ? dnew_put(ds0, (size_t)Hq, AE_DT_F32) : ae_ptr_null();
+        if (run == 0) setenv("AE_CUDA_ATTN_BWD", "ref", 1);
+        g_gpu->attention_bwd(g_gpu, &ag, g_dq, g_dk, g_dv, g_ds, gdo, gq, gk, gv);
+        if (run == 0) unsetenv("AE_CUDA_ATTN_BWD");
+        float *hq = dget(g_dq, nq), *hk = dget(g_dk, nk), *hv = c->absorbed ? NULL : dget(g_dv, nv);
+        float *hs = sinks ? dget(g_ds, (size_t)Hq) : NULL;
+        if (run == 2) { // the same call again: bit-identical
+            check_same(hq, first[0], nq, "attention_bwd dq determinism %s", name);
+            check_same(hk, first[1], nk, "attention_bwd dk determinism %s", name);
+            if (hv) check_same(hv, first[2], nv, "attention_bwd dv determinism %s", name);
+            if (hs) check_same(hs, first[3], (size_t)Hq, "attention_bwd dsinks determinism %s", name);
+        } else {
+            double tol = TOL_ATTN_REF, tol_k = TOL_ATTN_REF, tol_v = TOL_ATTN_REF;
+            if (odt == AE_DT_BF16) {
+                tol = tol_k = tol_v = TOL_ATTN_BF16;
+                double nk_ = bf16_noise(ck, dk0, nk), nv_ = bf16_noise(cv, dv0, nv);
+                if (3 * nk_ > tol_k) tol_k = 3 * nk_;
+                if (3 * nv_ > tol_v) tol_v = 3 * nv_;
+            }
+            float *bk0 = dk0, *bv0 = dv0;
+            if (odt == AE_DT_BF16) { // the starting values as the bf16 buffers held them
+                bk0 = hcopy(dk0, nk);
+                for (size_t i = 0; i < nk; i++) bk0[i] = bf16r(bk0[i]);
+                bv0 = bk0;
+                if (!c->absorbed) {
+                    bv0 = hcopy(dv0, nv);
+                    for (size_t i = 0; i < nv; i++) bv0[i] = bf16r(bv0[i]);
+                }
+            }
+            const char *pn = run == 0 ? "ref    " : run == 3 ? "bf16out" : "default";
+            check(hq, cq, NULL, nq, tol, "attention_bwd %s dq %s", pn, name);
+            check(hk, ck, bk0, nk, tol_k, "attention_bwd %s %s %s", pn,
+                  c->absorbed ? "dkv" : "dk ", name);
+            if (hv) check(hv, cv, bv0, nv, tol_v, "attention_bwd %s dv  %s", pn, name);
+            if (hs) check(hs, cs, ds0, (size_t)Hq, tol, "attention_bwd %s dsinks %s", pn, name);
+            if (bk0 != dk0) free(bk0);
+            if (bv0 != dv0 && bv0 != bk0) free(bv0);
+        }
+        if (run == 1) {
+            first[0] = hq, first[1] = hk, first[2] = hv, first[3] = hs;
+        } else {
+            free(hq), free(hk), free(hv), free(hs);
+        }
+        dfree(g_dq), dfree(g_dk);
+        if (!c->absorbed) dfree(g_dv);
+        if (sinks) dfree(g_ds);
+    }
+    for (int i = 0; i < 4; i++) free(first[i]);
+    dfree(gq), dfree(gk), dfree(gdo);
+    if (!c->absorbed) dfree(gv);
+    if (sinks) dfree(ag.sinks);
+    free(q), free(k), free(dout), free(sinks), free(dk0), free(ds0), free(cq), free(ck), free(cs);
+    if (!c->absorbed) free(v), free(dv0), free(cv);
+}
+
+static void run_bwd_cases(const bwd_case *cases, size_t n, int also_bf16, uint64_t seed) {
+    ae_rng r;
+    ae_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) run_attn_bwd(&r, &cases[i], also_bf16);
+}
+
+// Full causal and GQA at the head dims of the flash kernels (32, 64, 128), T around and off
+// tile multiples.
+static void test_attention_bwd_causal(void **state) {
+    (void)state;
+    const bwd_case cases[] = {
+        // T, pos0, Hq, Hkv, dk, dv, window, ring, sinks, kpad, vpad, absorbed, qscale
+        {1, 0, 2, 2, 64, 64, 0, 0, 0, 0, 0, 0, 0},
+        {17, 0, 4, 4, 32, 32, 0, 0, 0, 0, 0, 0, 0},
+        {64, 0, 8, 2, 64, 64, 0, 0, 0, 0, 0, 0, 0},     // GQA 4:1, one tile
+        {77, 0, 8, 2, 128, 128, 0, 0, 0, 0, 0, 0, 0},   // GQA 4:1, T not a tile multiple
+        {77, 0, 8, 2, 128, 128, 0, 0, 1, 0, 0, 0, 0},   // + sinks
+        {130, 0, 4, 1, 128, 128, 0, 0, 1, 0, 0, 0, 3},  // GQA 4:1 (Hkv 1), peaky softmax
+        {300, 0, 16, 4, 128, 128, 0, 0, 0, 0, 0, 0, 0}, // several tiles of both loops
+    };
+    run_bwd_cases(cases, sizeof cases / sizeof *cases, 1, 901);
+}
+
+// Sliding windows (smaller and larger than T), continuation chunks (pos0 > 0), ring caches.
+static void test_attention_bwd_window(void **state) {
+    (void)state;
+    const bwd_case cases[] = {
+        {200, 0, 8, 2, 64, 64, 33, 0, 1, 0, 0, 0, 0},   // W < T, sinks
+        {200, 0, 8, 2, 128, 128, 64, 0, 0, 0, 0, 0, 0}, // W = a tile
+        {50, 0, 4, 2, 32, 32, 300, 0, 0, 0, 0, 0, 0},   // W > T
+        {130, 37, 4, 1, 128, 128, 64, 0, 1, 0, 0, 0, 0}, // continuation with a window
+        {40, 100, 8, 8, 64, 64, 0, 0, 1, 0, 0, 0, 0},   // continuation, full causal
+        {3, 20, 4, 2, 64, 64, 8, 10, 1, 0, 0, 0, 0},    // ring: T + W − 1 = ring slots
+        {1, 50, 4, 2, 128, 128, 16, 16, 0, 0, 0, 0, 0}, // ring, one-token decode
+        {20, 0, 4, 2, 64, 64, 6, 25, 0, 0, 0, 0, 0},    // ring that never wraps
+        {24, 0, 4, 1, 64, 64, 5, 30, 1, 0, 0, 0, 0},    // ring larger than the sequence
+        {6, 0, 2, 1, 64, 64, 3, 4, 1, 0, 0, 0, 0},      // ring that wraps within the call
+    };
+    run_bwd_cases(cases, sizeof cases / sizeof *cases, 0, 902);
+}
+
+// MLA shapes (materialised 192/128 with padded rows, absorbed 576/512 and 288/256 with dk == dv
+// aliased), and dims no flash kernel has (the fallback), unaligned strides.
+static void test_attention_bwd_mla_odd(void **state) {
+    (void)state;
+    const bwd_case cases[] = {
+        {100, 0, 4, 4, 192, 128, 0, 0, 0, 8, 8, 0, 0},  // MLA materialised, padded rows
+        {70, 0, 4, 4, 192, 128, 32, 0, 1, 0, 0, 0, 0},  // + window, sinks
+        {40, 0, 8, 1, 576, 512, 0, 0, 0, 0, 0, 1, 0},   // absorbed: k == v rows, dk == dv
+        {33, 9, 16, 1, 288, 256, 16, 0, 1, 0, 0, 1, 0}, // absorbed, window, sinks, pos0
+        {33, 0, 6, 3, 40, 24, 0, 0, 1, 3, 5, 0, 0},     // odd dims, unaligned strides
+        {21, 4, 4, 2, 8, 6, 5, 0, 0, 1, 0, 0, 0},       // tiny dims
+    };
+    run_bwd_cases(cases, sizeof cases / sizeof *cases, 1, 903);
+}
+
+// A training-sized call (Qwen3-8B attention: Hq 32, Hkv 8, d 128, T 4096 full causal; the 8B
+// hidden-size norm): no CPU reference at this size, but the two runs must be bit-identical, and
+// the time is printed (attention: model FLOPs of the backward, 2.5x the forward's 4·T²/2·Hq·d).
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void test_training_size(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 904);
+    int T = 4096, Hq = 32, Hkv = 8, d = 128;
+    size_t nq = (size_t)T * Hq * d, nk = (size_t)T * Hkv * d;
+    ae_attn_args a = ae_attn_dense(T, 0, Hq, Hkv, d, d, 0, 1.0f / sqrtf((float)d), ae_ptr_null());
+    ae_ptr q = dnew(nq, AE_DT_BF16), k = dnew(nk, AE_DT_BF16), v = dnew(nk, AE_DT_BF16);
+    ae_ptr dout = dnew(nq, AE_DT_BF16);
+    g_gpu->fill_normal(g_gpu, q, nq, 1.0f, 1);
+    g_gpu->fill_normal(g_gpu, k, nk, 1.0f, 2);
+    g_gpu->fill_normal(g_gpu, v, nk, 1.0f, 3);
+    g_gpu->fill_normal(g_gpu, dout, nq, 1.0f, 4);
+    float *res[2][3];
+    for (int run = 0; run < 2; run++) {
+        ae_ptr dq = dnew(nq, AE_DT_F32), dk = dnew(nk, AE_DT_F32), dv = dnew(nk, AE_DT_F32);
+        g_gpu->fill(g_gpu, dk, nk, 0.0f);
+        g_gpu->fill(g_gpu, dv, nk, 0.0f);
+        if (g_gpu->sync(g_gpu) != AE_OK) fail_msg("sync: %s", ae_last_error());
+        double t0 = now_s();
+        g_gpu->attention_bwd(g_gpu, &a, dq, dk, dv, ae_ptr_null(), dout, q, k, v);
+        if (g_gpu->sync(g_gpu) != AE_OK) fail_msg("attention_bwd: %s", ae_last_error());
+        double dt = now_s() - t0, flops = 2.5 * 4.0 * T * (T / 2.0) * Hq * d;
+        printf("  attention_bwd T=%d Hq=%d Hkv=%d d=%d causal, run %d: %.1f ms (%.1f TFLOP/s of "
+               "model FLOPs)\n", T, Hq, Hkv, d, run, dt * 1e3, flops / dt * 1e-12);
+        res[run][0] = dget(dq, nq), res[run][1] = dget(dk, nk), res[run][2] = dget(dv, nk);
+        dfree(dq), dfree(dk), dfree(dv);
+    }
+    check_same(res[0][0], res[1][0], nq, "attention_bwd dq determinism at T=%d", T);
+    check_same(res[0][1], res[1][1], nk, "attention_bwd dk determinism at T=%d", T);
+    check_same(res[0][2], res[1][2], nk, "attention_bwd dv determinism at T=%d", T);
+    for (int run = 0; run < 2; run++)
+        for (int i = 0; i < 3; i++) free(res[run][i]);
+    dfree(q), dfree(k), dfree(v), dfree(dout);
+
+    int M = 4096, D = 4096;
+    size_t n = (size_t)M * D;
+    ae_ptr x = dnew(n, AE_DT_BF16), dy = dnew(n, AE_DT_BF16), w = dnew(D, AE_DT_BF16);
+    g_gpu->fill_normal(g_gpu, x, n, 1.0f, 5);
+    g_gpu->fill_normal(g_gpu, dy, n, 1.0f, 6);
+    g_gpu->fill(g_gpu, w, D, 1.0f);
+    float *rw[2];
+    for (int run = 0; run < 2; run++) {
+        ae_ptr dx = dnew(n, AE_DT_BF16), dw = dnew(D, AE_DT_F32);
+        g_gpu->fill(g_gpu, dx, n, 0.0f);
+        g_gpu->fill(g_gpu, dw, D, 0.0f);
+        if (g_gpu->sync(g_gpu) != AE_OK) fail_msg("sync: %s", ae_last_error());
+        double t0 = now_s();
+        g_gpu->rmsnorm_bwd(g_gpu, dx, dw, dy, x, w, M, D, 1e-6f);
+        if (g_gpu->sync(g_gpu) != AE_OK) fail_msg("rmsnorm_bwd: %s", ae_last_error());
+        double dt = now_s() - t0;
+        printf("  rmsnorm_bwd M=%d D=%d bf16 (dx bf16, dw F32), run %d: %.3f ms\n", M, D, run,
+               dt * 1e3);
+        rw[run] = dget(dw, D);
+        dfree(dx), dfree(dw);
+    }
+    check_same(rw[0], rw[1], (size_t)D, "rmsnorm_bwd dw determinism at M=%d D=%d", M, D);
+    free(rw[0]), free(rw[1]);
+    dfree(x), dfree(dy), dfree(w);
+}
+
+int main(void) {
+    int rc = ae_test_open_gpu(&g_gpu, 1);
+    if (rc) return rc;
+    g_cpu = ae_backend_cpu();
+    if (!g_gpu->rmsnorm_bwd || !g_gpu->rope_bwd || !g_gpu->attention_bwd || !g_gpu->gate_mul_bwd ||
+        !g_gpu->silu_mul_bwd) {
+        printf("FAIL: the cuda backend leaves backward slots NULL\n");
+        return 1;
+    }
+    printf("device: %s\n", g_gpu->device);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rmsnorm_bwd),
+        cmocka_unit_test(test_rope_bwd),
+        cmocka_unit_test(test_gate_mul_bwd),
+        cmocka_unit_test(test_silu_mul_bwd),
+        cmocka_unit_test(test_attention_bwd_causal),
+        cmocka_unit_test(test_attention_bwd_window),
+        cmocka_unit_test(test_attention_bwd_mla_odd),
+        cmocka_unit_test(test_training_size),
+    };
+    int fails = cmocka_run_group_tests(tests, NULL, NULL);
+    ae_backend_close(g_gpu);
+    return fails ? 1 : 0;
+}
