@@ -45,7 +45,8 @@ struct ae_engine {
     // host arrays of one step, (max_batch_tokens)
     int32_t *ids, *pos, *seqi, *slot[AE_PG_COUNT];
     int *out_rows;
-    float *logits_host;       // (max_seqs + max_batch_tokens, V) rows downloaded this step
+    float *logits_host;       // (logits_cap, V) rows downloaded this step (grown on demand)
+    size_t logits_cap;
     int32_t *best;
     // stats
     int64_t requests_done, prompt_tokens, gen_tokens, steps;
@@ -424,6 +425,13 @@ static ae_status run_batch(ae_engine *e, int N) {
     if (st == AE_OK && n_out) {
         be->argmax_rows(be, best, logits, n_out, V);
         st = be->download(be, e->best, AE_DT_I32, best, (size_t)n_out);
+        if (st == AE_OK && need_host && (size_t)n_out > e->logits_cap) {
+            ae_free_aligned(e->logits_host);
+            e->logits_cap = 0;
+            e->logits_host = ae_alloc_f32((size_t)n_out * V);
+            if (!e->logits_host) st = ae_errorf(AE_ERR_NOMEM, "out of host memory for %d logit rows", n_out);
+            else e->logits_cap = (size_t)n_out;
+        }
         if (st == AE_OK && need_host)
             st = be->download(be, e->logits_host, AE_DT_F32, logits, (size_t)n_out * V);
     }
@@ -592,7 +600,8 @@ ae_status ae_engine_start(const ae_model *m, const ae_tokenizer *tok, const ae_e
     int ok = e->run && e->batch && e->ids && e->pos && e->seqi;
     for (int g = 0; g < AE_PG_COUNT; g++) ok = ok && (e->slot[g] = ae_malloc(sizeof(int32_t) * B));
     e->out_rows = ae_malloc(sizeof(int) * B);
-    e->logits_host = ae_alloc_f32(B * V);
+    e->logits_cap = S < B ? S : B; // one row per sequence; echo chunks grow it
+    e->logits_host = ae_alloc_f32(e->logits_cap * V);
     e->best = ae_malloc(sizeof(int32_t) * B);
     if (!ok || !e->out_rows || !e->logits_host || !e->best) {
         engine_free(e);
