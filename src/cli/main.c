@@ -19,6 +19,8 @@ static const char k_usage[] =
     "           [--greedy | --temperature T --top-k K --top-p P --seed S] [--print-ids]\n"
     "  eval ppl --model M --file F [--ctx N] [--json]\n"
     "  eval kl  --teacher T --model S --file F [--ctx N] [--json]\n"
+    "  eval tasks --model M[,M2,...] --tasks arc_easy,hellaswag,... [--shots K] [--limit N]\n"
+    "           [--data-dir DIR] [--json] [--samples FILE]\n"
     "  prepare-data --model M --out FILE [--valid-fraction F] [--valid-out FILE2] INPUT...\n"
     "  convert  --teacher T --target mla|gateswa [target options] [--init random|teacher] --out S\n"
     "  export   --model S --format hf --out DIR [--dtype bf16|f16|f32] [--shard-size BYTES]\n"

@@ -1,0 +1,234 @@
+// attnedit eval tasks: bad input (one clear message each, non-zero exit), a run on the fixture
+// tasks (table, --json, --samples agree with each other), and every task of ../shared/data/eval
+// on a small slice with the bundled micro model and ../shared/teachers/qwen3-small side by side.
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/file.h"
+#include "util/testutil.h"
+
+#define MICRO "models/qwen3-micro"
+#define FIXTURE_DATA "tests/fixtures/eval_tasks/data"
+
+static char *g_tmp;
+
+// Runs the CLI; checks the exit status and that stderr contains `want` (when given).
+static void run_expect(const char *const *args, int want_rc, const char *want, char **out_keep) {
+    char *out, *err;
+    int rc = ae_test_run_cli(args, NULL, &out, &err);
+    if (rc != want_rc || (want && !strstr(err, want)))
+        fail_msg("exit %d (want %d), stderr:\n%s\nwanted: %s", rc, want_rc, err, want ? want : "");
+    if (out_keep) *out_keep = out;
+    else free(out);
+    free(err);
+}
+
+static char *tmp_path(const char *rel) {
+    static char buf[4][1024];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", g_tmp, rel);
+    return buf[k];
+}
+
+static void write_text(const char *rel, const char *text) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", tmp_path(rel));
+    char *slash = strrchr(dir, '/');
+    *slash = '\0';
+    char cmd[1100];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(ae_test_write_file(tmp_path(rel), text, strlen(text)), 0);
+}
+
+static const char k_arc_ok[] =
+    "{\"id\":\"a\",\"question\":{\"stem\":\"Q?\",\"choices\":[{\"text\":\"x\",\"label\":\"A\"},"
+    "{\"text\":\"y\",\"label\":\"B\"}]},\"answerKey\":\"A\"}\n";
+
+static void test_bad_input(void **state) {
+    (void)state;
+    const char *micro = ae_test_src(MICRO), *fx = ae_test_src(FIXTURE_DATA);
+    unsetenv("AE_EVAL_DATA");
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "arc_challenge", NULL}, 2,
+               "no data folder: pass --data-dir DIR or set AE_EVAL_DATA", NULL);
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "arc_challenge,nope", "--data-dir",
+                                fx, NULL}, 1, "unknown task 'nope' (available: arc_easy arc_challenge", NULL);
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "sciq,sciq", "--data-dir", fx, NULL},
+               1, "task 'sciq' is listed twice", NULL);
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "sciq", "--data-dir",
+                                tmp_path("absent"), NULL}, 1, "absent' does not exist", NULL);
+    run_expect((const char *[]){"eval", "tasks", "--model", tmp_path("nomodel"), "--tasks", "sciq", "--data-dir", fx,
+                                NULL}, 1, "nomodel' does not exist", NULL);
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "piqa", "--data-dir", fx, NULL}, 1,
+               "no folder 'piqa' for task piqa", NULL);
+    // the evaluation split's file is missing (only the validation file is there)
+    write_text("d1/sciq/valid.json", "[]\n");
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "sciq", "--data-dir", tmp_path("d1"),
+                                NULL}, 1, "task sciq evaluates its test split: no such file (looked for test.json, test.jsonl)",
+               NULL);
+    // malformed records: file and line
+    write_text("d2/arc_challenge/ARC-Challenge-Test.jsonl", "{\"id\":\"a\",\"question\":{\"stem\":\"Q?\"");
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "arc_challenge", "--data-dir",
+                                tmp_path("d2"), NULL}, 1, "ARC-Challenge-Test.jsonl:1: not a JSON object", NULL);
+    char two[1024];
+    snprintf(two, sizeof two, "%s\n%s", k_arc_ok,
+             "{\"id\":\"b\",\"question\":{\"stem\":\"Q?\",\"choices\":[{\"text\":\"x\",\"label\":\"A\"}]}}");
+    write_text("d3/arc_challenge/ARC-Challenge-Test.jsonl", two);
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "arc_challenge", "--data-dir",
+                                tmp_path("d3"), NULL}, 1, "ARC-Challenge-Test.jsonl:3: field \"answerKey\" is missing", NULL);
+    snprintf(two, sizeof two, "%s%s", k_arc_ok, "{\"id\":\"b\",\"question\":{\"stem\":\"Q\",\"choices\":[{\"text\":"
+                                                "\"x\",\"label\":\"A\"}]},\"answerKey\":\"C\"}\n");
+    write_text("d4/arc_challenge/ARC-Challenge-Test.jsonl", two);
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "arc_challenge", "--data-dir",
+                                tmp_path("d4"), NULL}, 1, ":2: answerKey \"C\" is not one of the choice labels", NULL);
+    write_text("d5/hellaswag/hellaswag_val_full.txt", "Ctx: a b\n1\ne1\ne2\ne3\ne4\nCtx: c\nx\ne1\ne2\ne3\ne4\n");
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "hellaswag", "--data-dir",
+                                tmp_path("d5"), NULL}, 1, "hellaswag_val_full.txt:8: expected the gold ending (0-3)", NULL);
+    write_text("d6/openbookqa/test.tsv", "ID\tQuestion Stem\tChoices\tComplete Question\tAnswer Key\n"
+                                        "1\tWhat?\t(A) x (B) y\tWhat? (A) x (B) y\n");
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "openbookqa", "--data-dir",
+                                tmp_path("d6"), NULL}, 1, "test.tsv:2: expected 5 tab-separated columns, found 4", NULL);
+    write_text("d7/boolq/val.jsonl", "{\"question\":\"q\",\"passage\":\"p\",\"label\":\"maybe\"}\n");
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "boolq", "--data-dir", tmp_path("d7"),
+                                NULL}, 1, "val.jsonl:1: field \"label\" is invalid", NULL);
+    write_text("d8/lambada/lambada_test.jsonl", "{\"text\":\"a b\"}\n\xff\n");
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "lambada_openai", "--data-dir",
+                                tmp_path("d8"), NULL}, 1, "lambada_test.jsonl:2: not valid UTF-8", NULL);
+    write_text("d9/piqa/valid.jsonl", "{\"goal\":\"g\",\"sol1\":\"a\",\"sol2\":\"b\"}\n"
+                                      "{\"goal\":\"h\",\"sol1\":\"a\",\"sol2\":\"b\"}\n");
+    write_text("d9/piqa/valid-labels.lst", "0\n\n1\n");
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "piqa", "--data-dir", tmp_path("d9"),
+                                NULL}, 1, "valid.jsonl: line 2: expected 0 or 1", NULL);
+    // more shots than the few-shot split holds (3 dev questions)
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "arc_challenge", "--shots", "5",
+                                "--data-dir", fx, NULL}, 1, "--shots 5 needs 5 examples but", NULL);
+    // winogrande has no test split: lm-eval draws shots + 1 and drops the evaluated item
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "winogrande", "--shots", "3",
+                                "--data-dir", fx, NULL}, 1, "--shots 3 needs 4 examples but", NULL);
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "sciq", "--data-dir", fx, "--samples",
+                                tmp_path("no/such/dir/s.jsonl"), NULL}, 1, "s.jsonl", NULL);
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "sciq", "--data-dir", fx, "--limit", "0",
+                                NULL}, 1, "--limit", NULL);
+}
+
+static const cJSON *get(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    if (!v) fail_msg("no \"%s\" in the JSON", k);
+    return v;
+}
+
+// Two copies of the micro model on the fixture tasks: the JSON, the samples and the table agree.
+static void test_run_fixture(void **state) {
+    (void)state;
+    const char *micro = ae_test_src(MICRO), *fx = ae_test_src(FIXTURE_DATA);
+    char models[2048], *out;
+    snprintf(models, sizeof models, "%s,%s/", micro, micro);
+    const char *samples = tmp_path("samples.jsonl");
+    run_expect((const char *[]){"eval", "tasks", "--model", models, "--tasks", "arc_challenge,winogrande,sciq",
+                                "--shots", "1", "--data-dir", fx, "--device", "cpu", "--json", "--samples", samples,
+                                "--max-length", "70", NULL},
+               0, "sciq [qwen3-micro]: 1 of 3 items longer than 70 tokens: cut from the left", &out);
+    cJSON *o = cJSON_Parse(out);
+    assert_non_null(o);
+    const cJSON *tasks = get(o, "tasks");
+    assert_int_equal(cJSON_GetArraySize(tasks), 3);
+    // per-item accs from --samples, by task: sum over the first model's lines
+    char *text;
+    size_t len;
+    assert_int_equal(ae_file_read_all(samples, &text, &len), AE_OK);
+    double acc_sum[3] = {0};
+    int lines = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"), lines++) {
+        cJSON *s = cJSON_Parse(line);
+        assert_non_null(s);
+        const char *task = get(s, "task")->valuestring;
+        int t = !strcmp(task, "arc_challenge") ? 0 : !strcmp(task, "winogrande") ? 1 : 2;
+        const cJSON *ll = get(s, "loglikelihoods");
+        int pred = 0;
+        for (int j = 1; j < cJSON_GetArraySize(ll); j++)
+            if (cJSON_GetArrayItem(ll, j)->valuedouble > cJSON_GetArrayItem(ll, pred)->valuedouble) pred = j;
+        assert_int_equal(get(s, "pred")->valueint, pred);
+        assert_int_equal(get(s, "acc")->valueint, pred == get(s, "target")->valueint);
+        if (!strcmp(get(s, "model")->valuestring, micro)) acc_sum[t] += get(s, "acc")->valueint;
+        cJSON_Delete(s);
+    }
+    assert_int_equal(lines, 2 * 9); // 2 models x 3 tasks x 3 items
+    for (int t = 0; t < 3; t++) {
+        const cJSON *acc = get(get(get(cJSON_GetArrayItem(tasks, t), "metrics"), "acc"), "value");
+        assert_true(fabs(cJSON_GetArrayItem(acc, 0)->valuedouble - acc_sum[t] / 3) < 1e-12);
+        assert_true(cJSON_GetArrayItem(acc, 0)->valuedouble == cJSON_GetArrayItem(acc, 1)->valuedouble);
+        const cJSON *sig = get(get(get(cJSON_GetArrayItem(tasks, t), "metrics"), "acc"), "significant");
+        assert_true(cJSON_IsFalse(cJSON_GetArrayItem(sig, 1))); // a model against itself
+    }
+    assert_int_equal(get(cJSON_GetArrayItem(tasks, 2), "n")->valueint, 3);
+    assert_int_equal(cJSON_GetArrayItem(get(cJSON_GetArrayItem(tasks, 2), "truncated"), 0)->valueint, 1);
+    cJSON_Delete(o);
+    free(text);
+    free(out);
+    // the table: a row per task and metric, a column per model, the difference
+    run_expect((const char *[]){"eval", "tasks", "--model", models, "--tasks", "sciq", "--data-dir", fx, "--device",
+                                "cpu", NULL}, 0, "3/3 items", &out);
+    assert_non_null(strstr(out, "sciq            acc"));
+    assert_non_null(strstr(out, "acc_norm"));
+    assert_non_null(strstr(out, "diff qwen3-micro"));
+    free(out);
+}
+
+// Every task with data in ../shared on a small slice: the micro model and the small teacher.
+static void test_shared_tasks(void **state) {
+    (void)state;
+    const char *data = ae_test_shared("data/eval", "eval tasks on ../shared data");
+    const char *small = ae_test_shared("teachers/qwen3-small", "eval tasks on qwen3-small");
+    if (!data || !small) return;
+    char models[2048], *out;
+    snprintf(models, sizeof models, "%s,%s", ae_test_src(MICRO), small);
+    static const char *const names[] = {"arc_easy", "hellaswag", "piqa", "boolq", "openbookqa", "lambada_openai"};
+    run_expect((const char *[]){"eval", "tasks", "--model", models, "--tasks",
+                                "arc_easy,hellaswag,piqa,boolq,openbookqa,lambada_openai", "--limit", "3", "--shots",
+                                "1", "--data-dir", data, "--device", "cpu", "--json", NULL},
+               0, NULL, &out);
+    cJSON *o = cJSON_Parse(out);
+    assert_non_null(o);
+    const cJSON *tasks = get(o, "tasks");
+    assert_int_equal(cJSON_GetArraySize(tasks), 6);
+    for (int t = 0; t < 6; t++) {
+        const cJSON *x = cJSON_GetArrayItem(tasks, t);
+        assert_string_equal(get(x, "task")->valuestring, names[t]);
+        assert_int_equal(get(x, "n")->valueint, 3);
+        const cJSON *acc = get(get(get(x, "metrics"), "acc"), "value");
+        for (int i = 0; i < 2; i++) {
+            double v = cJSON_GetArrayItem(acc, i)->valuedouble;
+            assert_true(v >= 0 && v <= 1 && v * 3 == floor(v * 3 + 0.5)); // k of 3 items
+        }
+    }
+    const cJSON *ppl = get(get(get(cJSON_GetArrayItem(tasks, 5), "metrics"), "perplexity"), "value");
+    assert_true(cJSON_GetArrayItem(ppl, 1)->valuedouble > 1);
+    cJSON_Delete(o);
+    free(out);
+}
+
+static int setup(void **state) {
+    (void)state;
+    g_tmp = ae_test_tmpdir();
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    ae_test_rmtree(g_tmp);
+    free(g_tmp);
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_run_fixture),
+        cmocka_unit_test(test_shared_tasks),
+    };
+    return ae_test_finish(cmocka_run_group_tests(tests, setup, teardown));
+}
