@@ -4,8 +4,8 @@
 //     config.json of its kind (tests/fixtures/configs/qwen3-8b-{mla,gateswa}) with
 //     ae_run_spec_check_student, and its stage step counts are computed;
 //   - ae_ckpt_load on a run whose settings are those of the seed runs (ctx 16, batch 2,
-//     accum 1, budgets 256/256, seed 7, --train all) and whose one parameter "w" (4 floats) is
-//     in run/checkpoint/params.safetensors with its AdamW moments.
+//     accum 1, budgets 256/256, seed 7, --train all), whose student has 2 layers and whose one
+//     parameter "w" (4 floats) is in run/checkpoint/params.safetensors with its AdamW moments.
 // Promises checked (train/run_spec.h, train/distill_internal.h): AE_OK or an error with a
 // message; a loaded spec has every setting within the command-line limits; a loaded
 // checkpoint has stage 0..2, 0 <= step <= the stage's steps, and the optimizer of that stage.
@@ -16,6 +16,7 @@
 
 #include "fuzz_util.h"
 #include "io/safetensors.h"
+#include "model/model.h"
 #include "train/distill_internal.h"
 #include "train/run_spec.h"
 
@@ -85,8 +86,13 @@ static void checkpoint(void) {
     ae_named_param sp = {.name = "w", .data = w, .numel = 4, .decay = 1};
     ae_named_param gp = {.name = "w", .data = g, .numel = 4, .decay = 1};
     int trainable[1] = {0};
+    static ae_model student; // what ae_ckpt_load reads of it: the number of layers
+    student.cfg.num_hidden_layers = 2;
+    double layer_sum[2] = {0};
     ae_run r;
     memset(&r, 0, sizeof r);
+    r.s = &student;
+    r.iv.layer_sum = layer_sum;
     r.sp = &sp;
     r.gp = &gp;
     r.np = 1;
@@ -105,6 +111,7 @@ static void checkpoint(void) {
         FZ_ASSERT(r.ntrain == (r.stage == 1 ? 1 : 0), "%d trainable tensors in stage %d", r.ntrain,
                   r.stage);
         FZ_ASSERT(w[0] == 0.5f && w[3] == 0.25f, "parameters not loaded");
+        FZ_ASSERT(r.iv.n >= 0 && r.iv.n < k_opts.log_every && r.iv.top1 >= 0, "interval");
     }
     ae_adamw_free(&r.opt);
 }

@@ -395,7 +395,7 @@ def run_seeds():
                    train=dict(train, ctx=-5, batch=16777216, accum=16777216, seed="-1"))))
     # state.json: written by the seed runs (ctx 16, batch 2, accum 1, budgets 256/256 = 8
     # steps per stage, seed 7)
-    def state(stage, step, opt_step, draws, budgets=True):
+    def state(stage, step, opt_step, draws, budgets=True, interval=None):
         s = {"version": 1, "stage": stage, "step": step, "opt_step": opt_step,
              "final_loss": [0.0249, 0 if stage < 2 else 1.2566], "loader_draws": str(draws),
              "loader_rng": ["1a21f4b60afb2463", "aec21d0aca120a81", "7f6c80a846d86d65",
@@ -403,8 +403,14 @@ def run_seeds():
         if budgets:
             s.update(stage1_tokens=256, stage2_tokens=256)
         s["seed"] = "7"
+        if interval:
+            s["interval"] = interval
         return jdump(s, 1).replace(" ", "\t")
     put(H, "state-stage1.json", state(0, 3, 3, 6, budgets=False))
+    # the progress-line sums since the last log line (log_every 10: step 3 -> 3 steps), for a
+    # student of 2 layers (the harness's)
+    put(H, "state-interval.json", state(0, 3, 3, 6, interval={
+        "steps": 3, "loss_sum": 0.0747, "cos_sum": 0, "top1": 0, "layer_sum": [0.031, 0.0437]}))
     put(H, "state-stage2.json", state(1, 2, 2, 20))
     put(H, "state-done.json", state(2, 0, 8, 32))
     put(H, "state-bad.json", '{"version": 1, "stage": 7, "step": 1e300, "opt_step": -1, '
