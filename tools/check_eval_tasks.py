@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -247,6 +248,7 @@ def main():
     ap.add_argument("--hf-layout", action="store_true", help="also run attnedit on the converted files")
     ap.add_argument("--work", help="folder for converted data and samples (default: a temp folder)")
     args = ap.parse_args()
+    keep = bool(args.work)
     args.work = args.work or tempfile.mkdtemp(prefix="check_eval_tasks.")
     tasks = [t for t in args.tasks.split(",") if t] if args.tasks else \
         [t for t in TASKS if os.path.isdir(os.path.join(args.data_dir, FOLDER.get(t, t)))]
@@ -276,6 +278,8 @@ def main():
                 print("    " + b)
             failed |= bool(bad)
     print("FAIL" if failed else "PASS: attnedit equals lm-evaluation-harness on every item")
+    if not keep:
+        shutil.rmtree(args.work, ignore_errors=True)
     return 1 if failed else 0
 
 
