@@ -17,7 +17,7 @@ echo "$(git rev-parse --short HEAD)$(git diff --quiet || echo ' +uncommitted')" 
 mkdir -p .carry/stage/build
 cp build-gpu/COMMIT build-gpu/attnedit build-gpu/bench_infer build-gpu/test_backend_ops \
    build-gpu/test_cuda_* .carry/stage/build/
-for l in libcjson.so.1 libpcre2-8.so.0 libutf8proc.so.2 libcmocka.so.0 libgfortran.so.5 \
+for l in libcjson.so.1 libpcre2-8.so.0 libutf8proc.so.2 libcmocka.so.0 libmicrohttpd.so.12 libgfortran.so.5 \
          libquadmath.so.0 libgomp.so.1; do
   cp -L /usr/lib/x86_64-linux-gnu/$l .carry/stage/lib/
 done
