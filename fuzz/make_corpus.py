@@ -474,6 +474,52 @@ def api_seeds():
     put(H, "bad-chat.bin", bytes([chat]) + b'{"messages":[{"role":"tool","content":"x"}]}')
 
 
+def eval_tasks_seeds():
+    """Task data files of attnedit eval tasks (first byte: the task, an index into the task
+    table of eval/tasks_registry.c; second: the file name among the evaluation split's, plus
+    64 x the few-shot count): the test fixtures, and one hand-made record file per other format."""
+    H = "fuzz_eval_tasks"
+    ARC_E, ARC_C, HS, PIQA, BOOLQ, OBQA, WINO, SCIQ, LAMBADA = range(9)
+    fx = "tests/fixtures/eval_tasks/data/"
+    put(H, "arc-challenge.bin", bytes([ARC_C, 0]) + rd(fx + "arc_challenge/ARC-Challenge-Test.jsonl"))
+    put(H, "arc-easy-hf-1shot.bin", bytes([ARC_E, 64 + 1]) + rd(fx + "arc_challenge/ARC-Challenge-Dev.jsonl"))
+    put(H, "sciq.bin", bytes([SCIQ, 0]) + rd(fx + "sciq/test.json"))
+    put(H, "sciq-jsonl.bin", bytes([SCIQ, 1]) + b"".join(
+        jdump(r).encode() + b"\n" for r in json.loads(rd(fx + "sciq/valid.json"))))
+    put(H, "winogrande-2shot.bin", bytes([WINO, 128]) + rd(fx + "winogrande/dev.jsonl"))
+    hs = [{"activity_label": "Baking cookies", "ctx_a": "A woman is in a kitchen.", "ctx_b": "she",
+           "endings": ["mixes flour [title] and sugar.", "sings.", "runs away.", "sleeps."], "label": 0},
+          {"activity_label": "Home: Cleaning", "ctx_a": "[header] How to clean a pan.", "ctx_b": "",
+           "endings": ["Use soap.", "Use sand.", "Use oil.", "Use nothing."], "label": "3"}]
+    put(H, "hellaswag.bin", bytes([HS, 0]) + b"".join(jdump(r).encode() + b"\n" for r in hs))
+    put(H, "hellaswag-txt.bin", bytes([HS, 2]) + b"A man is sitting on a roof. he\n2\nstarts.\n"
+        b"falls.\nis using wrap to wrap a pair of skis.\nwaves.\n\nSecond item\n0\na\nb\nc\nd\n")
+    piqa = [{"goal": "How do I open a jar?", "sol1": "Twist the lid.", "sol2": "Eat the lid."},
+            {"goal": "Keep bread fresh", "sol1": "Leave it out.", "sol2": "Put it in a bag."}]
+    put(H, "piqa-labels.bin", bytes([PIQA, 0]) + b"".join(jdump(r).encode() + b"\n" for r in piqa)
+        + b"\n#labels\n0\n1\n")
+    put(H, "piqa-hf.bin", bytes([PIQA, 1]) + b"".join(
+        jdump(dict(r, label=i)).encode() + b"\n" for i, r in enumerate(piqa)))
+    bq = [{"passage": "Water boils at 100 degrees at sea level.", "question": "does water boil at 100",
+           "label": True}, {"passage": "Cats are mammals.", "question": "is a cat a bird", "label": "false"},
+          {"passage": "p", "question": "q", "answer": 1, "label": 0}]
+    put(H, "boolq.bin", bytes([BOOLQ, 0]) + b"".join(jdump(r).encode() + b"\n" for r in bq))
+    put(H, "openbookqa-tsv.bin", bytes([OBQA, 0]) +
+        b"ID\tQuestion Stem\tChoices\tComplete Question\tAnswer Key\n"
+        b"7-980\tThe sun is responsible for\t(A) puppies learning new tricks (B) plants sprouting "
+        b"(C) the moon (D) rain\tThe sun is responsible for plants sprouting\tB\n\n"
+        b"8-1\tWhat is cold?\t(A) ice (B) fire\tice\t A\n")
+    obqa = {"id": "7-980", "question_stem": "The sun is responsible for", "choices": {
+        "text": ["puppies", "plants sprouting", "the moon", "rain"], "label": ["A", "B", "C", "D"]},
+        "answerKey": "B"}
+    put(H, "openbookqa-jsonl.bin", bytes([OBQA, 1]) + jdump(obqa).encode() + b"\n")
+    lam = [{"text": "He opened the door and saw his old friend John"},
+           {"context": "The capital of France is", "continuation": " Paris"}]
+    put(H, "lambada.bin", bytes([LAMBADA, 0]) + b"".join(jdump(r).encode() + b"\n" for r in lam))
+    put(H, "lambada-foundry.bin", bytes([LAMBADA, 2]) + jdump(lam[1]).encode() + b"\r\n")
+    put(H, "bad-mixed.bin", bytes([ARC_E, 0]) + b'{"question": {"stem": 5}}\n[1]\n{"answerKey": "Z"}\n\xff\n')
+
+
 def main():
     if os.path.isdir(CORPUS):
         for h in os.listdir(CORPUS):
@@ -488,6 +534,7 @@ def main():
     run_seeds()
     prepare_seeds()
     api_seeds()
+    eval_tasks_seeds()
     total = 0
     for h in sorted(os.listdir(CORPUS)):
         files = os.listdir(os.path.join(CORPUS, h))

@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-30}
 shift || true
 all=(fuzz_safetensors fuzz_st_index fuzz_config fuzz_tokenizer_json fuzz_tokenize fuzz_tokfile
-     fuzz_run_json fuzz_prepare fuzz_api_json)
+     fuzz_run_json fuzz_prepare fuzz_api_json fuzz_eval_tasks)
 if [ $# -gt 0 ]; then harnesses=("$@"); else harnesses=("${all[@]}"); fi
 jobs=${AE_FUZZ_JOBS:-2}
 timeout=${AE_FUZZ_TIMEOUT:-60}
