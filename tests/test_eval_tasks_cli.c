@@ -95,6 +95,14 @@ static void test_bad_input(void **state) {
     write_text("d7/boolq/val.jsonl", "{\"question\":\"q\",\"passage\":\"p\",\"label\":\"maybe\"}\n");
     run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "boolq", "--data-dir", tmp_path("d7"),
                                 NULL}, 1, "val.jsonl:1: field \"label\" is invalid", NULL);
+    // a label far outside long's range (was: converted to long before any range check,
+    // undefined behaviour; fuzz/crashes/fuzz_eval_tasks/huge-label.bin)
+    write_text("d10/hellaswag/hellaswag_val.jsonl",
+               "{\"activity_label\":\"a\",\"ctx_a\":\"b\",\"ctx_b\":\"c\",\"endings\":[\"d\",\"e\"],"
+               "\"label\":7.7e85}\n");
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "hellaswag", "--data-dir",
+                                tmp_path("d10"), NULL}, 1,
+               "hellaswag_val.jsonl:1: field \"label\": expected an index in 0..1", NULL);
     write_text("d8/lambada/lambada_test.jsonl", "{\"text\":\"a b\"}\n\xff\n");
     run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "lambada_openai", "--data-dir",
                                 tmp_path("d8"), NULL}, 1, "lambada_test.jsonl:2: not valid UTF-8", NULL);

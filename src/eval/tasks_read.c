@@ -48,8 +48,10 @@ static ae_status int_label(const ae_rec_ctx *c, const cJSON *rec, const char *ke
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(rec, key);
     char *end = NULL;
     long x = -1;
-    if (cJSON_IsNumber(v) && v->valuedouble == (double)(long)v->valuedouble) x = (long)v->valuedouble;
-    else if (cJSON_IsString(v) && v->valuestring[0]) {
+    if (cJSON_IsNumber(v)) { // compared as a double first: a huge label must not reach the cast
+        double d = v->valuedouble;
+        if (d >= 0 && d < n && d == (double)(long)d) x = (long)d;
+    } else if (cJSON_IsString(v) && v->valuestring[0]) {
         x = strtol(v->valuestring, &end, 10);
         if (*end) x = -1;
     } else if (!v) return ae_rec_error(c, "field \"%s\" is missing", key);
