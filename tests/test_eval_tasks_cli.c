@@ -14,6 +14,8 @@
 #define FIXTURE_DATA "tests/fixtures/eval_tasks/data"
 
 static char *g_tmp;
+// The files written since the last run (the robustness catalogue's note on a refusal).
+static char g_note[1024];
 
 // Runs the CLI; checks the exit status and that stderr contains `want` (when given).
 static void run_expect(const char *const *args, int want_rc, const char *want, char **out_keep) {
@@ -21,6 +23,10 @@ static void run_expect(const char *const *args, int want_rc, const char *want, c
     int rc = ae_test_run_cli(args, NULL, &out, &err);
     if (rc != want_rc || (want && !strstr(err, want)))
         fail_msg("exit %d (want %d), stderr:\n%s\nwanted: %s", rc, want_rc, err, want ? want : "");
+    if (want_rc)
+        ae_test_catalogue_cli("eval tasks: options, data folders, records", args,
+                              g_note[0] ? g_note : NULL, err);
+    g_note[0] = '\0';
     if (out_keep) *out_keep = out;
     else free(out);
     free(err);
@@ -43,6 +49,19 @@ static void write_text(const char *rel, const char *text) {
     snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
     assert_int_equal(system(cmd), 0);
     assert_int_equal(ae_test_write_file(tmp_path(rel), text, strlen(text)), 0);
+    size_t n = strlen(g_note), cap = sizeof g_note - 2; // room for the closing ` and the NUL
+    n += (size_t)snprintf(g_note + n, sizeof g_note - n, "%s<tmp>/%s holds `", n ? "; " : "", rel);
+    if (n > cap) n = cap;
+    for (const char *p = text; *p && n + 2 <= cap; p++) { // on one line: \n, \t
+        if (*p == '\n' || *p == '\t') {
+            g_note[n++] = '\\';
+            g_note[n++] = *p == '\n' ? 'n' : 't';
+        } else {
+            g_note[n++] = *p;
+        }
+    }
+    g_note[n++] = '`';
+    g_note[n] = '\0';
 }
 
 static const char k_arc_ok[] =

@@ -5,7 +5,8 @@ The test programs append one JSON line per bad input they saw refused when AE_CA
 set (tests/util/testutil.h, ae_test_catalogue): {"file", "section", "input", "message"}. This
 script groups them by section (sections in the order of --order, the test programs' order, then
 of first appearance), drops exact repeats, writes the tests' temporary folders as <tmp> and the
-source tree as <src>, and replaces the text between the catalogue markers of the document.
+source tree as <src> (and a temp file's process id as <pid>), and replaces the text between
+the catalogue markers of the document.
 scripts/robustness-catalogue.sh runs the tests and calls it.
 
   python3 tools/robustness_catalogue.py RECORDS --root REPO --doc docs/ROBUSTNESS.md \
@@ -30,6 +31,7 @@ def clean(text, roots):
     for root in roots:
         text = text.replace(root.rstrip("/") + "/", "<src>/")
     text = re.sub(r"/tmp/ae-test-[A-Za-z0-9]{6}", "<tmp>", text)
+    text = re.sub(r"\.tmp\.[0-9]+\b", ".tmp.<pid>", text)  # temp files name their process
     return text.strip()
 
 
