@@ -48,19 +48,6 @@ struct bwd_params {
     float scale, scale_log2;
 };
 
-__device__ __forceinline__ float ld_any(const void *p, int bf, size_t i) {
-    return bf ? __bfloat162float(((const bf16 *)p)[i]) : ((const float *)p)[i];
-}
-__device__ __forceinline__ void st_any(void *p, int bf, size_t i, float v) {
-    if (bf)
-        ((bf16 *)p)[i] = __float2bfloat16_rn(v);
-    else
-        ((float *)p)[i] = v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 // ---- Q pass -------------------------------------------------------------------------------------
 // Block (row = t·Hq + h). Shared: q, dout of the row (fp32), dq accumulator, the tile's scaled

@@ -60,6 +60,22 @@ __device__ __forceinline__ float ldf(const float *p) { return *p; }
 __device__ __forceinline__ float ldf(const bf16 *p) { return __bfloat162float(*p); }
 __device__ __forceinline__ void stf(float *p, float v) { *p = v; }
 __device__ __forceinline__ void stf(bf16 *p, float v) { *p = __float2bfloat16_rn(v); }
+// Element i of an F32 (bf == 0) or BF16 (bf != 0) array whose dtype is known only at run time.
+__device__ __forceinline__ float ld_any(const void *p, int bf, size_t i) {
+    return bf ? __bfloat162float(((const bf16 *)p)[i]) : ((const float *)p)[i];
+}
+__device__ __forceinline__ void st_any(void *p, int bf, size_t i, float v) {
+    if (bf)
+        ((bf16 *)p)[i] = __float2bfloat16_rn(v);
+    else
+        ((float *)p)[i] = v;
+}
+// Sum over the 32 lanes of a warp, returned to every lane (butterfly: the same order in every
+// lane, so every lane gets the same bits).
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
 
 // 4-value vector access (float4, or 4 x bf16 in 8 bytes) and its V = 1 fallback: ldv/stv<V>
 // read or write V consecutive values as fp32; V = 4 needs 16-byte (F32) / 8-byte (BF16) aligned

@@ -19,10 +19,6 @@ constexpr int kRowsPerBlock = 4; // warp-per-row kernels: warps (rows) per block
 template <int V> constexpr int chunks_per_thread() { return V == 4 ? 4 : 8; }
 
 
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 // Sum over the block, returned to every thread. Called once per kernel (its buffer is not reused).
 __device__ float block_sum(float v) {

@@ -30,10 +30,6 @@ struct InvFreq {
     float f[kTab];
 };
 
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 template <typename T, typename TW>
 __global__ void __launch_bounds__(kWarps * 32)
