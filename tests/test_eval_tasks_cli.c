@@ -137,7 +137,7 @@ static void test_bad_input(void **state) {
     run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "winogrande", "--shots", "3",
                                 "--data-dir", fx, NULL}, 1, "--shots 3 needs 4 examples but", NULL);
     run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "sciq", "--data-dir", fx, "--samples",
-                                tmp_path("no/such/dir/s.jsonl"), NULL}, 1, "s.jsonl", NULL);
+                                tmp_path("no/such/dir/s.jsonl"), NULL}, 1, "s.jsonl: cannot create", NULL);
     run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "sciq", "--data-dir", fx, "--limit", "0",
                                 NULL}, 1, "--limit", NULL);
 }

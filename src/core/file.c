@@ -397,7 +397,7 @@ ae_status ae_dir_write_atomic(const char *dir, ae_dir_fill_fn fill, void *ud) {
         ae_path_rmtree(tmp);
         reg = tmp_register(tmp, TMP_DIR);
         if (mkdir(tmp, 0755) != 0)
-            st = ae_errorf(AE_ERR_IO, "%s: cannot create folder: %s", tmp, strerror(errno));
+            st = ae_errorf(AE_ERR_IO, "%.*s: cannot create folder: %s", (int)dl, dir, strerror(errno));
     }
     if (st == AE_OK) st = fill(ud, tmp);
     if (st == AE_OK) ae_kill_point("dir-filled");
@@ -454,7 +454,8 @@ ae_status ae_atomic_open(ae_atomic_file *f, const char *path) {
     f->reg_ = tmp_register(f->tmp_path, TMP_FILE); // before it exists: no window without cleanup
     f->fp = fopen(f->tmp_path, "wb");
     if (!f->fp) {
-        ae_status st = ae_errorf(AE_ERR_IO, "%s: cannot create: %s", f->tmp_path, strerror(errno));
+        // named as the user named it: the temp file beside it is ours
+        ae_status st = ae_errorf(AE_ERR_IO, "%s: cannot create: %s", f->path, strerror(errno));
         ae_atomic_abort(f);
         return st;
     }
