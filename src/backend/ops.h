@@ -156,6 +156,11 @@ typedef struct {
     ae_rope_mode mode;
 } ae_qk_norm_rope_args;
 
+// The scalars of one AdamW step (ae_backend.adamw); bc1 = 1 − β1^step, bc2 = 1 − β2^step.
+typedef struct ae_adamw_args {
+    float lr, beta1, beta2, eps, weight_decay, bc1, bc2, gscale;
+} ae_adamw_args;
+
 // Most products one matmul_group call takes.
 #define AE_MATMUL_GROUP_MAX 4
 
@@ -280,7 +285,56 @@ struct ae_backend {
     // dg = dy ⊙ u ⊙ silu'(g);  du = dy ⊙ silu(g)   (overwritten)
     void (*silu_mul_bwd)(const ae_backend *be, ae_ptr dg, ae_ptr du, ae_ptr dy, ae_ptr g, ae_ptr u,
                          size_t n);
+    // dtable[ids[t]] += dy[t] for t < T; each row receives its tokens' rows in token order, so
+    // the sums are the same on every run (no float atomics).
+    //   dtable: (V, D) F32;  dy: (T, D) float;  ids: (T) I32, each in [0, V)
+    void (*embed_bwd)(const ae_backend *be, ae_ptr dtable, ae_ptr dy, ae_ptr ids, int T, int D);
+
+    // ---- training losses and the optimizer (NULL where a backend has no training support) ----
+    // Every reduction below is accumulated in double in an order fixed by the shapes, so a rerun
+    // gives the same bits (resumed runs are bit-identical to uninterrupted ones).
+    //
+    // Stage-1 loss per row and its gradient: out[i] = ‖y_i − t_i‖² / den_i with den_i = D
+    // (normalized 0) or ‖t_i‖² + 1e-6 (normalized 1); dy_i = scale · 2 (y_i − t_i) / den_i
+    // (overwritten; skipped when dy is null).   y, t, dy: (N, D) float;  out: (N) F32
+    void (*mse_rows)(const ae_backend *be, ae_ptr out, ae_ptr dy, ae_ptr y, ae_ptr t, int N, int D,
+                     int normalized, float scale);
+    // Feature loss per row: out[i] = 1 − cos(a_i, b_i) (a row where a or b is all zero: cos = 0
+    // and no gradient); da_i = scale · ∂out[i]/∂a_i (overwritten; skipped when da is null).
+    //   a, b, da: (N, D) float;  out: (N) F32
+    void (*cosine_rows)(const ae_backend *be, ae_ptr out, ae_ptr da, ae_ptr a, ae_ptr b, int N,
+                        int D, float scale);
+    // Online softmax statistics of a chunk of logit columns (vocabulary ids v0 .. v0+Vc−1) at
+    // temperature τ, merged into each row's running state: stats[i] = (mx, se) with mx the max of
+    // z·inv_tau seen so far and se = Σ exp(z·inv_tau − mx) over those columns; arg[i] (may be
+    // null) = id of the largest z seen so far (ties: the lowest id). v0 == 0 starts the rows
+    // afresh (stats and arg are not read). log softmax(z/τ)_v = z_v·inv_tau − mx − log(se).
+    //   z: (N, Vc) F32, row stride ldz;  stats: (N, 2) F32;  arg: (N) I32
+    void (*softmax_stats)(const ae_backend *be, ae_ptr stats, ae_ptr arg, ae_ptr z, int64_t ldz,
+                          int N, int Vc, int v0, float inv_tau);
+    // One chunk of the KD loss from the final statistics of both sides (softmax_stats over the
+    // whole vocabulary): with pt = softmax(zt/τ), ps = softmax(zs/τ) on the chunk's columns,
+    // kl[i] += Σ_v pt_v (log pt_v − log ps_v) and dzs = gscale · (ps − pt) (overwritten).
+    //   zt, zs: (N, Vc) F32 row stride ldz;  st, ss: (N, 2) F32;  kl: (N) F32;  dzs: (N, Vc)
+    //   float, row stride ldd
+    void (*kd_chunk)(const ae_backend *be, ae_ptr kl, ae_ptr dzs, int64_t ldd, ae_ptr zt,
+                     ae_ptr zs, int64_t ldz, ae_ptr st, ae_ptr ss, int N, int Vc, float inv_tau,
+                     float gscale);
+    // out[0] = Σ x_j² over n values (Inf when the sum exceeds float's range or x holds Inf, NaN
+    // when x holds NaN).   x: (n) float;  out: (1) F32
+    void (*sumsq)(const ae_backend *be, ae_ptr out, ae_ptr x, size_t n);
+    // y = alpha · x + beta · y; beta == 0 does not read y.   x, y: (n) float
+    void (*axpby)(const ae_backend *be, ae_ptr y, float alpha, ae_ptr x, float beta, size_t n);
+    // One AdamW step of n values (see ae_adamw_args), in float exactly as written:
+    //   g' = g·gscale;  m = β1·m + (1−β1)·g';  v = β2·v + (1−β2)·g'²;
+    //   w −= lr·((m/bc1) / (sqrtf(v/bc2) + eps) + weight_decay·w)
+    // then param = w converted to param's dtype (param may be null, or w itself on cpu).
+    // flag[0] is set to 1 (never cleared) when a new w or v is Inf or NaN.
+    //   w, m, v, g: (n) F32 (w: the fp32 master copy);  param: (n) wt;  flag: (1) I32
+    void (*adamw)(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_ptr m,
+                  ae_ptr v, ae_ptr g, ae_ptr param, ae_ptr flag, size_t n);
 };
+
 
 // ---- backends ----
 // The fp32 reference backend (OpenBLAS GEMM, OpenMP loops).
