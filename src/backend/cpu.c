@@ -12,6 +12,8 @@
 //   cpu_moe.c          MoE routing and experts
 //   cpu_scores.c       nll, KL and argmax of logit rows
 //   cpu_paged.c        attention over a paged KV cache, scatter into page slots
+//   cpu_train.c        embedding gradient, training losses per row, softmax statistics and KD
+//                      chunks, sum of squares, axpby, AdamW
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -70,6 +72,14 @@ static const ae_backend k_cpu = {
     .attention_bwd = ae_cpu_attention_bwd,
     .gate_mul_bwd = ae_cpu_gate_mul_bwd,
     .silu_mul_bwd = ae_cpu_silu_mul_bwd,
+    .embed_bwd = ae_cpu_embed_bwd,
+    .mse_rows = ae_cpu_mse_rows,
+    .cosine_rows = ae_cpu_cosine_rows,
+    .softmax_stats = ae_cpu_softmax_stats,
+    .kd_chunk = ae_cpu_kd_chunk,
+    .sumsq = ae_cpu_sumsq,
+    .axpby = ae_cpu_axpby,
+    .adamw = ae_cpu_adamw,
 };
 
 const ae_backend *ae_backend_cpu(void) { return &k_cpu; }

@@ -77,4 +77,20 @@ void ae_cpu_nll_rows(const ae_backend *be, ae_ptr out, ae_ptr z, ae_ptr target, 
 void ae_cpu_kl_rows(const ae_backend *be, ae_ptr out, ae_ptr zt, ae_ptr zs, int T, int V);
 void ae_cpu_argmax_rows(const ae_backend *be, ae_ptr out, ae_ptr z, int T, int V);
 
+// cpu_train.c (training: embedding gradient, losses per row, softmax statistics, KD, optimizer)
+void ae_cpu_embed_bwd(const ae_backend *be, ae_ptr dtable, ae_ptr dy, ae_ptr ids, int T, int D);
+void ae_cpu_mse_rows(const ae_backend *be, ae_ptr out, ae_ptr dy, ae_ptr y, ae_ptr t, int N, int D,
+                     int normalized, float scale);
+void ae_cpu_cosine_rows(const ae_backend *be, ae_ptr out, ae_ptr da, ae_ptr a, ae_ptr b, int N,
+                        int D, float scale);
+void ae_cpu_softmax_stats(const ae_backend *be, ae_ptr stats, ae_ptr arg, ae_ptr z, int64_t ldz,
+                          int N, int Vc, int v0, float inv_tau);
+void ae_cpu_kd_chunk(const ae_backend *be, ae_ptr kl, ae_ptr dzs, int64_t ldd, ae_ptr zt,
+                     ae_ptr zs, int64_t ldz, ae_ptr st, ae_ptr ss, int N, int Vc, float inv_tau,
+                     float gscale);
+void ae_cpu_sumsq(const ae_backend *be, ae_ptr out, ae_ptr x, size_t n);
+void ae_cpu_axpby(const ae_backend *be, ae_ptr y, float alpha, ae_ptr x, float beta, size_t n);
+void ae_cpu_adamw(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_ptr m, ae_ptr v,
+                  ae_ptr g, ae_ptr param, ae_ptr flag, size_t n);
+
 #endif
