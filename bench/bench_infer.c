@@ -2,6 +2,7 @@
 // judged against measured in the same process:
 //   bench_infer (--config DIR | --model DIR) [--device cuda] [--prefill 4096,32768]
 //               [--decode-at 4096,32768] [--decode-steps 32] [--reps 3] [--peaks] [--label S]
+//               [--profile]
 // --config: random weights for DIR/config.json's architecture, made on the device (Qwen3-8B or
 // Qwen3-30B-A3B sized models without weight files); --model: real weights.
 //   peaks    bf16 GEMM rate (8192³ product through the backend's gemm) and copy bandwidth
@@ -12,21 +13,28 @@
 //   decode   after a prefill of P tokens, `steps` single-token steps each reading back its
 //            greedy id; bytes per token = weights read (MoE: the routed experts only) + the KV
 //            cache read at that position; reported against the copy bandwidth
+//   profile  (--profile) after each timed decode measurement, `steps` more steps through the
+//            op profiler (backend/profile.h: a sync before and after every op) and a table of
+//            where a step's time goes: op, calls per token, us per token, share of the step.
+//            The syncs slow the steps down; the table is for shares, the decode line above it
+//            is the unprofiled measurement.
 // Each measurement is one line "bench_infer | label | kind | ... " (see print_row) for
-// bench/gpu_infer.sh to collect into docs/BENCHMARKS.md.
+// bench/gpu_infer.sh to collect into docs/BENCHMARKS.md; profile tables are lines starting
+// "profile |".
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/ops.h"
+#include "backend/profile.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "model/model.h"
 
 typedef struct {
     const char *config, *model, *device, *label;
-    int prefill[8], n_prefill, decode_at[8], n_decode, steps, reps, peaks;
+    int prefill[8], n_prefill, decode_at[8], n_decode, steps, reps, peaks, profile;
 } opts;
 
 static int parse_list(const char *s, int *out, int max) {
@@ -47,6 +55,7 @@ static int parse(int argc, char **argv, opts *o) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--peaks")) { o->peaks = 1; continue; }
+        if (!strcmp(a, "--profile")) { o->profile = 1; continue; }
         if (!v) return -1;
         i++;
         if (!strcmp(a, "--config")) o->config = v;
@@ -215,6 +224,51 @@ static ae_status bench_prefill(const opts *o, ae_model *m, int T, const model_co
     return st;
 }
 
+// `n` greedy single-token steps from *id (each reads back its id, as a generation loop does).
+static ae_status decode_steps(ae_model *m, ae_kv_cache *c, int32_t *id, ae_ptr logits,
+                              ae_ptr best, int n) {
+    const ae_backend *be = m->be;
+    ae_status st = AE_OK;
+    for (int i = 0; i < n && st == AE_OK; i++) {
+        st = ae_model_forward(m, c, id, 1, logits, 0);
+        if (st == AE_OK) {
+            be->argmax_rows(be, best, logits, 1, m->cfg.vocab_size);
+            st = be->download(be, id, AE_DT_I32, best, 1);
+        }
+    }
+    return st;
+}
+
+// The profile table of n decode steps at position P: each counter per token, class rows (gemm
+// shapes, attention T) indented under their op; shares are of the sum of the op totals.
+static void print_profile(const opts *o, const ae_backend *prof, int P, int n, double plain_s) {
+    ae_profile_entry e[96];
+    int k = ae_backend_profile_entries(prof, e, 96);
+    if (k > 96) k = 96;
+    double total = 0;
+    for (int i = 0; i < k; i++)
+        if (!ae_profile_entry_is_class(&e[i])) total += e[i].seconds;
+    printf("profile | %s | %s | decode at %d, %d steps: %.1f us/token profiled (sum of ops), "
+           "%.1f us/token unprofiled\n",
+           o->label, prof->name, P, n, 1e6 * total / n, 1e6 * plain_s);
+    printf("profile | %-32s | %10s | %10s | %6s\n", "op", "calls/tok", "us/tok", "share");
+    for (int i = 0; i < k; i++) { // ops by time, each followed by its classes
+        if (ae_profile_entry_is_class(&e[i])) continue;
+        size_t len = strlen(e[i].name);
+        for (int j = -1; j < k; j++) {
+            const ae_profile_entry *x = j < 0 ? &e[i] : &e[j];
+            int cls = j >= 0;
+            if (cls && !(ae_profile_entry_is_class(x) && !strncmp(x->name, e[i].name, len) &&
+                         x->name[len] == ' '))
+                continue;
+            printf("profile | %s%-*s | %10.2f | %10.1f | %5.1f%%\n", cls ? "  " : "",
+                   cls ? 30 : 32, x->name, (double)x->calls / n, 1e6 * x->seconds / n,
+                   total > 0 ? 100 * x->seconds / total : 0);
+        }
+    }
+    fflush(stdout);
+}
+
 static ae_status bench_decode(const opts *o, ae_model *m, int P, const model_cost *k,
                               double copy_peak) {
     const ae_backend *be = m->be;
@@ -223,8 +277,10 @@ static ae_status bench_decode(const opts *o, ae_model *m, int P, const model_cos
     ae_ptr logits = be->alloc(be, (size_t)V, AE_DT_F32);
     ae_ptr best = be->alloc(be, 1, AE_DT_I32);
     ae_kv_cache c;
+    // room for the timed steps and, with --profile, as many profiled ones
+    int cap = P + N * (o->profile ? 2 : 1) + 1;
     ae_status st = ids && !ae_ptr_is_null(logits) && !ae_ptr_is_null(best)
-                       ? ae_kv_cache_init(&c, m, P + N + 1) : AE_ERR_NOMEM;
+                       ? ae_kv_cache_init(&c, m, cap) : AE_ERR_NOMEM;
     if (st != AE_OK) {
         free(ids);
         be->free(be, logits);
@@ -241,19 +297,25 @@ static ae_status bench_decode(const opts *o, ae_model *m, int P, const model_cos
         st = be->download(be, &id, AE_DT_I32, best, 1);
     }
     double t0 = ae_time_now();
-    for (int i = 0; i < N && st == AE_OK; i++) {
-        st = ae_model_forward(m, &c, &id, 1, logits, 0);
-        if (st == AE_OK) {
-            be->argmax_rows(be, best, logits, 1, V);
-            st = be->download(be, &id, AE_DT_I32, best, 1);
-        }
-    }
+    if (st == AE_OK) st = decode_steps(m, &c, &id, logits, best, N);
     double s = (ae_time_now() - t0) / N;
     if (st == AE_OK) {
         // the cache of a sequence at the middle position of the steps: what one step reads
         double bytes = k->weight_bytes + (double)ae_kv_cache_bytes(m, P + N / 2);
         print_row(o, be, "decode", P, s, 1 / s, "GB/s", bytes / s / 1e9,
                   copy_peak > 0 ? bytes / s / copy_peak : 0);
+    }
+    if (st == AE_OK && o->profile) { // the model runs on the profiler for N more steps
+        const ae_backend *prof = ae_backend_profile_wrap(be);
+        if (!prof) {
+            st = AE_ERR_NOMEM;
+        } else {
+            m->be = prof;
+            st = decode_steps(m, &c, &id, logits, best, N);
+            m->be = be;
+            if (st == AE_OK) print_profile(o, prof, P, N, s);
+            ae_backend_profile_free(prof);
+        }
     }
     ae_kv_cache_free(&c);
     be->free(be, logits);
@@ -267,7 +329,7 @@ int main(int argc, char **argv) {
     if (parse(argc, argv, &o) != 0) {
         fprintf(stderr, "usage: bench_infer (--config DIR | --model DIR | --peaks) [--device D]\n"
                         "         [--prefill 4096,32768] [--decode-at 4096,32768] "
-                        "[--decode-steps N] [--reps R] [--label S]\n");
+                        "[--decode-steps N] [--reps R] [--label S] [--profile]\n");
         return 2;
     }
     const ae_backend *be;
