@@ -661,6 +661,63 @@ static void test_gemm_raw(void **state) {
     run_gemm(&r, &kv, AE_DT_BF16, 0, 0, "mla kv_b");
 }
 
+// Batched products with few rows: the per-head decode products of absorbed MLA (path 2 of
+// cuda_gemm.cu: q̃_h = q_nope_h·Wuk_h with b (K, N), o_h = ctx_h·Wuv_hᵀ with b (N, K)) and their
+// neighbours on other paths: batch 1..32, M 1..8, both transposes; odd N and K (trans_b = 0
+// takes any N and K on the GEMV path; trans_b = 1 needs K % 8 == 0 there, so K = 63 checks the
+// cuBLASLt fallback); leading dimensions and batch strides with gaps; beta 0, and beta 1 with
+// alpha 0.75; F32 and BF16 y. Tolerances as every gemm: TOL_GEMM_F32 / TOL_BF16_OUT.
+static void test_gemm_batched_small_m(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 204);
+    const int batches[] = {1, 2, 5, 32};
+    // (N, K) for trans_b = 0, then trans_b = 1
+    const int shapes[2][3][2] = {{{512, 64}, {37, 29}, {8, 200}}, {{128, 512}, {33, 64}, {20, 63}}};
+    for (int tb = 0; tb < 2; tb++)
+        for (int s = 0; s < 3; s++)
+            for (size_t bi = 0; bi < sizeof batches / sizeof *batches; bi++)
+                for (int M = 1; M <= 8; M++)
+                    for (int c = 0; c < 4; c++) {
+                        int N = shapes[tb][s][0], K = shapes[tb][s][1];
+                        ae_gemm_args g = gemm_packed(M, N, K, 0, tb);
+                        g.batch = batches[bi];
+                        int brow = tb ? K : N;
+                        g.lda = K + 8;
+                        g.ldb = (brow + 7) / 8 * 8 + 8;
+                        g.ldy = N + 3;
+                        g.sa = (int64_t)M * g.lda + 8;
+                        g.sb = (int64_t)(tb ? N : K) * g.ldb + 16;
+                        g.sy = (int64_t)M * g.ldy + 5;
+                        if (c >= 2) g.alpha = 0.75f, g.beta = 1.0f;
+                        run_gemm(&r, &g, c % 2 ? AE_DT_F32 : AE_DT_BF16, 0, 0, "batched small-M");
+                    }
+    // a at an odd offset (trans_b = 0 reads x element by element: still the GEMV path;
+    // trans_b = 1 falls back), b at an odd offset (both fall back)
+    for (int tb = 0; tb < 2; tb++)
+        for (int off = 0; off < 2; off++) {
+            ae_gemm_args g = gemm_packed(3, 64, 64, 0, tb);
+            g.batch = 4;
+            run_gemm(&r, &g, AE_DT_BF16, off ? 0 : 1, off ? 1 : 0, "batched small-M offset");
+        }
+    // the decode layouts of the Qwen3-8B MLA student (H = 32, dn = 64, dr = 64, R = 512,
+    // dv = 128) at T = 1, 2, 8: q read from the rows of q (sa < lda), q̃ written into the rows
+    // of qt (sy < ldy), b offset to the value rows of kv_b_proj for the output product
+    int H = 32, dn = 64, dr = 64, R = 512, dv = 128, dq = dn + dr, dkv = dn + dv, Cd = R + dr;
+    const int Ts[3] = {1, 2, 8};
+    for (int i = 0; i < 3; i++) {
+        int T = Ts[i];
+        ae_gemm_args qa = {.M = T, .N = R, .K = dn, .batch = H, .lda = (int64_t)H * dq, .sa = dq,
+                           .ldb = R, .sb = (int64_t)dkv * R, .ldy = (int64_t)H * Cd, .sy = Cd,
+                           .alpha = 1.0f};
+        run_gemm(&r, &qa, AE_DT_BF16, 0, 0, "8b-mla q-absorb");
+        ae_gemm_args ov = {.M = T, .N = dv, .K = R, .batch = H, .trans_b = 1,
+                           .lda = (int64_t)H * R, .sa = R, .ldb = R, .sb = (int64_t)dkv * R,
+                           .ldy = (int64_t)H * dv, .sy = dv, .alpha = 1.0f};
+        run_gemm(&r, &ov, AE_DT_BF16, 0, (size_t)dn * R, "8b-mla out-absorb");
+    }
+}
+
 // =============================================================================================
 // Norms
 
@@ -1583,6 +1640,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_matmul),
         cmocka_unit_test(test_gemm_decode),
         cmocka_unit_test(test_gemm_raw),
+        cmocka_unit_test(test_gemm_batched_small_m),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_add_rmsnorm),
         cmocka_unit_test(test_rope),

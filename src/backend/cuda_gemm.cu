@@ -9,10 +9,22 @@
 //      weight byte is read once, in 16-byte loads, for all M rows; tensor cores do the arithmetic.
 //      matmul_group (several weights of one x: q/k/v, gate/up) runs all its products in ONE
 //      k_gemv launch when each qualifies, the grid's blocks split between the products.
-//   2. cuBLASLt (cublasLtMatmul) for every other product with K > 0: bf16 A/B, fp32 compute and
+//   2. Batched small-M GEMV for per-head products at decode (absorbed MLA: q̃_h = q_nope_h·Wuk_h
+//      and o_h = ctx_h·Wuv_hᵀ): batch 2..65535, !trans_a, 1 <= M <= 8, any alpha, beta, any
+//      ldy and sy; one pass over the weights, product i's blocks in grid row i.
+//        trans_b = 1 (b_i is (N, K)): k_gemv_batched, the GEMV tile of path 1 on a_i, b_i, y_i;
+//          needs what path 1 needs of each product plus sa % 8 == 0 and sb % 8 == 0 (every
+//          a_i, b_i 16-byte aligned).
+//        trans_b = 0 (b_i is (K, N), row-major): k_gemv_kn: a thread owns 8 consecutive
+//          columns (one 16-byte load per row, consecutive lanes on consecutive columns so a
+//          warp reads whole row segments) and every KS-th row of K; the KS partial sums of a
+//          column meet in shared memory and are added in a fixed order. Needs b 16-byte
+//          aligned, ldb % 8 == 0 and sb % 8 == 0; any N (a last partial group of 8 columns
+//          loads element by element), any K, any lda, sa.
+//   3. cuBLASLt (cublasLtMatmul) for every other product with K > 0: bf16 A/B, fp32 compute and
 //      scale, C/D of y's dtype, strided batches, the heuristic's first algorithm. Descriptors and
 //      algorithm are cached per shape (see "plan cache"), so a repeated shape costs a look-up.
-//   3. A plain per-element kernel (k_gemm_simple) for K == 0 (y := beta·y; y := 0 when beta is 0;
+//   4. A plain per-element kernel (k_gemm_simple) for K == 0 (y := beta·y; y := 0 when beta is 0;
 //      nothing when beta is 1) and for what cuBLASLt turns down: overlapping rows (ld shorter than
 //      a row, more than one row), negative batch strides, or no algorithm. Any strides; slow.
 // M, N or batch == 0: nothing. beta == 0 never reads y (cuBLASLt does not read C then).
@@ -22,8 +34,8 @@
 // Σ|a·b| (worst case K·2^-24). A BF16 y adds one rounding to bf16 (relative 2^-8 ≈ 0.4%); through
 // cuBLASLt with beta != 0 the bf16 epilogue may round twice (alpha·acc, then + beta·y), up to one
 // bf16 ulp (<= 0.8% of |alpha·acc| + |y|). Both are inside the tests' ~1e-2 relative tolerance
-// unless alpha·acc and beta·y nearly cancel. GEMV and plain paths are deterministic; cuBLASLt is
-// for a given algorithm, workspace and device.
+// unless alpha·acc and beta·y nearly cancel. The GEMV kernels (paths 1, 2) and the plain kernel
+// are deterministic; cuBLASLt is for a given algorithm, workspace and device.
 #include <stdint.h>
 #include <string.h>
 
@@ -258,6 +270,157 @@ static void gemv_launch_one(const ae_backend *be, const ae_gemm_args *g, TY *y, 
                             const bf16 *w) {
     gemv_launch<TY>(be, 1, &y, &g->ldy, x, g->lda, &w, &g->ldb, &g->N, g->M, g->K, g->alpha,
                     g->beta, "gemm");
+}
+
+// ---- batched small-M GEMV (path 2) ------------------------------------------------------------
+
+// trans_b = 1: product blockIdx.y is the GEMV of path 1 on its own a, b, y.
+template <typename TY>
+__global__ void __launch_bounds__(GEMV_THREADS)
+k_gemv_batched(TY *__restrict__ y, int64_t ldy, int64_t sy, const bf16 *__restrict__ x,
+               int64_t ldx, int64_t sx, const bf16 *__restrict__ w, int64_t ldw, int64_t sw,
+               int M, int N, int K, int kw_shift, float alpha, float beta) {
+    const int64_t z = blockIdx.y;
+    gemv_tile<TY>(y + z * sy, ldy, x + z * sx, ldx, w + z * sw, ldw, M, N, K, kw_shift, alpha,
+                  beta, (int)blockIdx.x);
+}
+
+// 8 bf16 values of a 16-byte word as floats.
+__device__ __forceinline__ void unpack8(const uint4 v, float (&f)[8]) {
+    const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(u[i] << 16);
+        f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+    }
+}
+
+// trans_b = 0: y_z (MM, N) = alpha · x_z (MM, K) · w_z (K, N) + beta · y_z, z = blockIdx.y.
+// Block: CG = 1 << cg_shift groups of 8 columns (columns 8·(blockIdx.x·CG + cg) ..) times
+// KS = GEMV_THREADS / CG slices of K; thread (cg, ks) = (tid % CG, tid / CG) sums rows ks,
+// ks + KS, ... of its 8 columns for all MM rows of x (x values are warp-wide broadcasts from
+// L1). The KS partials of a column are added in slice order through shared memory, one x row
+// at a time.
+template <typename TY, int MM>
+__global__ void __launch_bounds__(GEMV_THREADS)
+k_gemv_kn(TY *__restrict__ y, int64_t ldy, int64_t sy, const bf16 *__restrict__ x, int64_t ldx,
+          int64_t sx, const bf16 *__restrict__ w, int64_t ldw, int64_t sw, int N, int K,
+          int cg_shift, float alpha, float beta) {
+    constexpr int U = 4; // rows loaded before they are used
+    __shared__ float red[GEMV_THREADS * 8];
+    const int64_t z = blockIdx.y;
+    x += z * sx, w += z * sw, y += z * sy;
+    const int tid = threadIdx.x, CG = 1 << cg_shift, KS = GEMV_THREADS >> cg_shift;
+    const int cg = tid & (CG - 1), ks = tid >> cg_shift;
+    const int n0 = ((int)blockIdx.x * CG + cg) * 8;
+    const bool vec = n0 + 8 <= N; // whole 16-byte group (rows and w 16-byte aligned)
+    float acc[MM][8];
+#pragma unroll
+    for (int m = 0; m < MM; m++)
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[m][j] = 0.0f;
+    auto load = [&](int k, float (&f)[8]) {
+        const bf16 *row = w + (int64_t)k * ldw + n0;
+        if (vec) {
+            unpack8(ld_weights16(row), f);
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; j++) f[j] = n0 + j < N ? __bfloat162float(row[j]) : 0.0f;
+        }
+    };
+    auto use = [&](int k, const float (&f)[8]) {
+#pragma unroll
+        for (int m = 0; m < MM; m++) {
+            const float xv = __bfloat162float(x[(int64_t)m * ldx + k]);
+#pragma unroll
+            for (int j = 0; j < 8; j++) acc[m][j] = fmaf(xv, f[j], acc[m][j]);
+        }
+    };
+    if (n0 < N) {
+        for (int k = ks; k < K; k += U * KS) { // U rows per step, all loads first
+            float f[U][8];
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (k + u * KS < K) load(k + u * KS, f[u]);
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (k + u * KS < K) use(k + u * KS, f[u]);
+        }
+    }
+    // column c = 8·cg + j of the block: partial of slice ks at red[(ks·CG + cg)·8 + j]
+    const int c = tid, cols = CG * 8; // thread c < cols finishes column c of the block
+    const int n = (int)blockIdx.x * cols + c;
+#pragma unroll
+    for (int m = 0; m < MM; m++) {
+        if (m > 0) __syncthreads(); // red of the previous row has been read
+#pragma unroll
+        for (int j = 0; j < 8; j++) red[tid * 8 + j] = acc[m][j];
+        __syncthreads();
+        if (c < cols && n < N) {
+            float sum = 0.0f;
+            for (int s = 0; s < KS; s++) sum += red[s * cols + c];
+            TY *out = y + (int64_t)m * ldy + n;
+            float v = alpha * sum;
+            if (beta != 0.0f) v += beta * ldf(out);
+            stf(out, v);
+        }
+    }
+}
+
+static int batched_applies(const ae_gemm_args *g, ae_ptr a, ae_ptr b) {
+    if (g->batch < 2 || g->batch > 65535 || g->trans_a || g->M < 1 || g->M > GEMV_MAX_M)
+        return 0;
+    if (g->trans_b) // path 1's conditions on every product
+        return g->K % 8 == 0 && g->ldb % 8 == 0 && (g->M == 1 || g->lda % 8 == 0) &&
+               g->sa % 8 == 0 && g->sb % 8 == 0 && is_aligned16(a.data) && is_aligned16(b.data);
+    return g->ldb % 8 == 0 && g->sb % 8 == 0 && is_aligned16(b.data);
+}
+
+// Column groups per block (log2) of k_gemv_kn: as many as cover N (at most 32: a block then
+// spans 256 columns, each warp a 512-byte run of a row), fewer while the grid has under two
+// blocks per SM and every slice of K keeps at least two rows.
+static int kn_cg_shift(int N, int K, int batch, int sm_count) {
+    const int groups = (N + 7) / 8;
+    int shift = 0;
+    while (shift < 5 && (1 << shift) < groups) shift++;
+    while (shift > 2) {
+        const int64_t blocks = (int64_t)batch * ((groups + (1 << shift) - 1) >> shift);
+        const int ks_next = GEMV_THREADS >> (shift - 1);
+        if (blocks >= 2 * (int64_t)sm_count || K < 2 * ks_next) break;
+        shift--;
+    }
+    return shift;
+}
+
+template <typename TY>
+static void batched_launch(const ae_backend *be, const ae_gemm_args *g, TY *y, const bf16 *a,
+                           const bf16 *b) {
+    const int sm = cu(be)->sm_count;
+    if (g->trans_b) {
+        const int tiles = (g->N + 7) / 8;
+        const int shift = gemv_kw_shift(tiles * g->batch, (g->K + 31) / 32, sm);
+        const int tiles_per_block = GEMV_WARPS >> shift;
+        dim3 grid((unsigned)((tiles + tiles_per_block - 1) / tiles_per_block), (unsigned)g->batch);
+        k_gemv_batched<TY><<<grid, GEMV_THREADS, 0, stream_of(be)>>>(
+            y, g->ldy, g->sy, a, g->lda, g->sa, b, g->ldb, g->sb, g->M, g->N, g->K, shift,
+            g->alpha, g->beta);
+    } else {
+        const int shift = kn_cg_shift(g->N, g->K, g->batch, sm);
+        const int cols = 8 << shift;
+        dim3 grid((unsigned)((g->N + cols - 1) / cols), (unsigned)g->batch);
+#define KN_CASE(MM)                                                                              \
+    case MM:                                                                                     \
+        k_gemv_kn<TY, MM><<<grid, GEMV_THREADS, 0, stream_of(be)>>>(                             \
+            y, g->ldy, g->sy, a, g->lda, g->sa, b, g->ldb, g->sb, g->N, g->K, shift, g->alpha,   \
+            g->beta);                                                                            \
+        break;
+        switch (g->M) {
+            KN_CASE(1) KN_CASE(2) KN_CASE(3) KN_CASE(4) KN_CASE(5) KN_CASE(6) KN_CASE(7)
+            KN_CASE(8)
+        }
+#undef KN_CASE
+    }
+    cuda_check(be, cudaGetLastError(), "gemm");
 }
 
 // ---- plain kernel: any strides, K == 0, shapes cuBLASLt turns down ------------------------------
@@ -505,6 +668,12 @@ void ae_cuda_gemm(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr 
         AE_CUDA_FLOAT_DISPATCH(y.dtype, TY,
                                gemv_launch_one<TY>(be, g, (TY *)y.data, (const bf16 *)a.data,
                                                    (const bf16 *)b.data));
+        return;
+    }
+    if (batched_applies(g, a, b)) {
+        AE_CUDA_FLOAT_DISPATCH(y.dtype, TY,
+                               batched_launch<TY>(be, g, (TY *)y.data, (const bf16 *)a.data,
+                                                  (const bf16 *)b.data));
         return;
     }
     if (!lt_accepts(g)) {
