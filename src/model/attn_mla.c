@@ -97,14 +97,23 @@ void mla_q_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, int M, ae_pt
 }
 
 // The shared first half of both forms: q (T, H, dn+dr) rope'd, and the new tokens' cache rows
-// [RMSNorm(c) | RoPE(kr)] written at rows pos0..pos0+T-1.
+// [RMSNorm(c) | RoPE(kr)] written at rows pos0..pos0+T-1. The two projections of x (q_proj or
+// q_a_proj, and kv_a_proj_with_mqa) go through one matmul_group: one GEMV launch at decode on
+// cuda, the same two products as separate matmuls on cpu.
 static void mla_begin(const ae_backend *be, const ae_mla *m, ae_ptr x, int T, int pos0,
                       ae_ptr pos, ae_ptr cache, ae_ptr q, ae_ptr qa) {
     const ae_mla_dims *d = &m->d;
-    int Cd = ae_mla_cache_dim(d), R = d->kv_lora_rank;
-    mla_q_forward(be, m, x, T, pos, q, ae_ptr_null(), qa);
+    int Cd = ae_mla_cache_dim(d), R = d->kv_lora_rank, dq = d->dn + d->dr, ql = d->q_lora_rank;
     ae_ptr rows = ae_ptr_at(cache, (size_t)pos0 * Cd); // (T, R+dr)
-    ae_matmul(be, rows, x, m->wkva, T, d->D, Cd);
+    ae_ptr ys[2] = {ql == 0 ? q : qa, rows}, ws[2] = {ql == 0 ? m->wq : m->wqa, m->wkva};
+    int Ns[2] = {ql == 0 ? d->H * dq : ql, Cd};
+    ae_matmul_group(be, 2, ys, x, ws, Ns, T, d->D);
+    if (ql > 0) { // q = RMSNorm(x·Wqaᵀ)·Wqbᵀ
+        be->rmsnorm(be, qa, qa, m->q_a_norm, T, ql, ql, d->eps);
+        ae_matmul(be, q, qa, m->wqb, T, ql, d->H * dq);
+    }
+    be->rope(be, ae_ptr_at(q, (size_t)d->dn), pos, T, d->H, dq, d->dr, d->rope_theta,
+             AE_ROPE_INTERLEAVED);
     be->rmsnorm(be, rows, rows, m->kv_a_norm, T, R, Cd, d->eps);
     be->rope(be, ae_ptr_at(rows, (size_t)R), pos, T, 1, Cd, d->dr, d->rope_theta,
              AE_ROPE_INTERLEAVED);
