@@ -14,6 +14,7 @@ int ae_cmd_prepare_data(int argc, char **argv);
 int ae_cmd_export(int argc, char **argv);
 int ae_cmd_serve(int argc, char **argv);
 int ae_cmd_bench(int argc, char **argv);
+int ae_cmd_plot(int argc, char **argv);
 
 // Prints "attnedit <cmd>: <last error>" to stderr and returns 1.
 int ae_cli_fail(const char *cmd);

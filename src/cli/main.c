@@ -26,6 +26,7 @@ static const char k_usage[] =
     "  export   --model S --format hf --out DIR [--dtype bf16|f16|f32] [--shard-size BYTES]\n"
     "  serve    --model M [--host H] [--port P] [--max-seqs N] [--cache-gb G]  OpenAI-compatible\n"
     "  bench serve --url URL [--concurrency 1,8,32] [--prompt-len N] [--gen-len M] [--json]\n"
+    "  plot     RUN_DIR [-o FILE.png] [--log-y]       loss curves of a run (metrics.jsonl) as a PNG\n"
     "\n"
     "MODEL is a Hugging Face folder (config.json, *.safetensors, tokenizer.json).\n"
     "Run 'attnedit COMMAND --help' for details.\n";
@@ -74,6 +75,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "export")) return ae_cmd_export(argc - 2, argv + 2);
     if (!strcmp(cmd, "serve")) return ae_cmd_serve(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return ae_cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "plot")) return ae_cmd_plot(argc - 2, argv + 2);
     fprintf(stderr, "attnedit: unknown command '%s'\n\n%s", cmd, k_usage);
     return 2;
 }
