@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "backend/cuda_internal.h"
+#include "backend/cuda_train.h"
 #include "core/mem.h"
 
 // ---- errors ------------------------------------------------------------------------------------
@@ -174,9 +175,10 @@ ae_status ae_cuda_download(const ae_backend *be, void *dst, ae_dtype dst_dt, ae_
                            size_t n) {
     AE_TRY(kept_status(be));
     cudaStream_t s = stream_of(be);
-    if (n > 0 && dst_dt == src.dtype && (dst_dt == AE_DT_F32 || dst_dt == AE_DT_I32)) {
-        cuda_check(be, cudaMemcpyAsync(dst, src.data, n * 4, cudaMemcpyDeviceToHost, s),
-                   "download");
+    if (n > 0 && dst_dt == src.dtype &&
+        (dst_dt == AE_DT_F32 || dst_dt == AE_DT_I32 || dst_dt == AE_DT_F64)) {
+        cuda_check(be, cudaMemcpyAsync(dst, src.data, n * ae_dtype_size(dst_dt),
+                                       cudaMemcpyDeviceToHost, s), "download");
     } else if (n > 0 && dst_dt == AE_DT_F32 && src.dtype == AE_DT_BF16) {
         float *tmp = (float *)cuda_tmp_alloc(be, n * sizeof(float), "download");
         if (tmp) {
@@ -315,6 +317,15 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     be->attention_bwd = ae_cuda_attention_bwd;
     be->gate_mul_bwd = ae_cuda_gate_mul_bwd;
     be->silu_mul_bwd = ae_cuda_silu_mul_bwd;
+    // Training losses, embedding gradient and optimizer (cuda_train.cu)
+    be->embed_bwd = ae_cuda_embed_bwd;
+    be->mse_rows = ae_cuda_mse_rows;
+    be->cosine_rows = ae_cuda_cosine_rows;
+    be->softmax_stats = ae_cuda_softmax_stats;
+    be->kd_chunk = ae_cuda_kd_chunk;
+    be->sumsq = ae_cuda_sumsq;
+    be->axpby = ae_cuda_axpby;
+    be->adamw = ae_cuda_adamw;
     *out = be;
     return AE_OK;
 }
