@@ -18,6 +18,8 @@
 // Tiles are double buffered with cp.async like kernel B; with split-KV (grid.z) every latent row
 // is read once per split (per row tile).
 // Fragment layouts and ldmatrix lane addressing are those of cuda_attention_flash.cu.
+#include <stdlib.h>
+
 #include "backend/cuda_attention.h"
 
 
@@ -295,6 +297,38 @@ __global__ void __launch_bounds__(32 * RG * NC) k_attn_mla(const attn_params p) 
 
 // ---- launch -------------------------------------------------------------------------------------
 
+// Key-range splits (grid.z) for `tiles` row tiles of `rows` rows each reading `keys` keys.
+// Decode (T = 1: one row tile reads every key) needs splits to use the GPU. The aim is about two
+// blocks per SM (the 32-row kernel is sized so that two fit an SM, 128 registers and 113 KiB of
+// shared memory each: one block's loads run under the other's products and barriers), while
+// each split keeps at least two key tiles (something for the two-stage pipeline to overlap)
+// and writes no more fp32 partial bytes (rows x DV x 4, read again by the combine) than the
+// latent bytes it reads (keys x DK x 2). Splits are whole numbers of key tiles and none is
+// empty (the kernel rounds a split's range up to whole tiles). Qwen3-8B MLA (T = 1, 32 heads,
+// 576/512) on an H200 (132 SMs): at 4K (4097 keys, 129 tiles) 65 splits of 2 tiles (the
+// partials, 4 MiB, stay in L2 for the combine), at 32K (1025 tiles) 257 splits of 4 tiles. The
+// earlier rule (partials <= a quarter of the latent, one block per SM) gave 18 and 144: at 4K
+// only 18 SMs read the cache, 7 tiles each. AE_CUDA_MLA_SPLITS=n forces n splits (1..1024; for
+// benchmark sweeps: results agree up to rounding).
+static int mla_splits(const ae_backend *be, int tiles, int per_sm, int keys, int rows, int BN,
+                      int DK, int DV) {
+    const char *env = getenv("AE_CUDA_MLA_SPLITS");
+    if (env && atoi(env) > 0) {
+        int n = atoi(env);
+        return n > 1024 ? 1024 : n;
+    }
+    const long want = (long)cu(be)->sm_count * (per_sm < 2 ? 2 : per_sm); // blocks
+    const int key_tiles = (keys + BN - 1) / BN;
+    int min_tiles = ((rows * DV * 2 + DK - 1) / DK + BN - 1) / BN; // partials <= latent read
+    if (min_tiles < 2) min_tiles = 2;
+    if (tiles >= want || key_tiles < 2 * min_tiles) return 1;
+    const long s = (want + tiles - 1) / tiles; // splits that would reach `want`
+    long per = (key_tiles + s - 1) / s;        // key tiles per split
+    if (per < min_tiles) per = min_tiles;
+    long n = (key_tiles + per - 1) / per;
+    return n > 1024 ? 1024 : (int)n;
+}
+
 template <int DK, int DV, int RG, int NC, int NS>
 static int mla_launch(const ae_backend *be, const attn_params *p0) {
     typedef mla_cfg<DK, DV, RG, NC, NS> C;
@@ -308,11 +342,8 @@ static int mla_launch(const ae_backend *be, const attn_params *p0) {
         cudaGetLastError();
         per_sm = 1;
     }
-    // A split writes (and the combine reads) rows x DV fp32 partials: keep that below about half
-    // of the latent bytes the split reads (keys x DK bf16).
-    const int rows = p.T * p.Hq < C::ROWS ? p.T * p.Hq : C::ROWS;
-    const int min_keys = 4 * C::BN > rows * DV * 8 / DK ? 4 * C::BN : rows * DV * 8 / DK;
-    p.splits = attn_pick_splits(be, tiles, per_sm, attn_tile_keys(&p, C::ROWS), min_keys);
+    p.splits = mla_splits(be, tiles, per_sm, attn_tile_keys(&p, C::ROWS),
+                          p.T * p.Hq < C::ROWS ? p.T * p.Hq : C::ROWS, C::BN, DK, DV);
     void *buf = NULL;
     if (p.splits > 1 && !(buf = attn_partials_alloc(be, &p))) return 1;
     dim3 grid((unsigned)tiles, 1u, (unsigned)p.splits);
