@@ -27,7 +27,8 @@
 //                in double; se is stored as float after every chunk on both sides). mx: exact.
 //   TOL_KL       1e-5 relative + 2e-6 absolute per row: KD chunk sums, expf of arguments formed
 //                in double; terms pt·(lpt − lps) with pt off by ~2 ulp.
-//   SUMSQ        1 float ulp (2^-23 relative): double sums in another order, rounded to float.
+//   SUMSQ        1 float ulp (2^-23 relative): double sums in another order, rounded to float;
+//                an F64 output: 1e-12 relative to a double sum in the test.
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -444,6 +445,17 @@ static void run_sumsq(ae_rng *r, size_t n, ae_dtype dt, int offset) {
     }
     check_each(res, &ref, 1, 1.2e-7, 0.0, "sumsq n=%zu %s offset %d", n, dtn(dt), offset);
     check_same(&res[0], &res[1], 1, "sumsq determinism n=%zu %s offset %d", n, dtn(dt), offset);
+    // an F64 output keeps the double sum: against a double sum here, 1e-12 relative (the order
+    // of the additions differs: ~n·1e-16 at worst)
+    double want = 0.0, got = 0.0;
+    for (size_t j = 0; j < n; j++) want += (double)x[offset + j] * x[offset + j];
+    ae_ptr g64 = dnew(1, AE_DT_F64);
+    g_gpu->sumsq(g_gpu, g64, ae_ptr_at(gx, (size_t)offset), n);
+    if (g_gpu->download(g_gpu, &got, AE_DT_F64, g64, 1) != AE_OK)
+        fail_msg("download of an F64 sum: %s", ae_last_error());
+    if (!(fabs(got - want) <= 1e-12 * want))
+        fail_msg("sumsq F64 n=%zu %s offset %d: %.17g, want %.17g", n, dtn(dt), offset, got, want);
+    dfree(g64);
     dfree(gx), free(x);
 }
 

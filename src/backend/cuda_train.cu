@@ -271,13 +271,16 @@ k_sumsq_partial(double *part, const T *x, size_t n) {
     if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
 
+// out: (1) F32 (f64 == 0) or F64
 __global__ void __launch_bounds__(kThreads)
-k_sumsq_final(float *out, const double *part, int nb) {
+k_sumsq_final(void *out, int f64, const double *part, int nb) {
     __shared__ double sh[kWarps];
     double s = 0.0;
     for (int i = threadIdx.x; i < nb; i += kThreads) s += part[i];
     s = block_sum_d(s, sh);
-    if (threadIdx.x == 0) out[0] = (float)s; // above FLT_MAX: Inf; Inf/NaN propagate
+    if (threadIdx.x != 0) return;
+    if (f64) *(double *)out = s;
+    else *(float *)out = (float)s; // above FLT_MAX: Inf; Inf/NaN propagate
 }
 
 // ---- axpby ------------------------------------------------------------------------------------
@@ -453,7 +456,8 @@ void ae_cuda_kd_chunk(const ae_backend *be, ae_ptr kl, ae_ptr dzs, int64_t ldd, 
 void ae_cuda_sumsq(const ae_backend *be, ae_ptr out, ae_ptr x, size_t n) {
     if (cuda_failed(be)) return;
     const char *op = "sumsq";
-    cuda_need(out, AE_M_F32, op, "out");
+    const int f64 = out.dtype == AE_DT_F64; // F64 keeps the double sum
+    if (!f64) cuda_need(out, AE_M_F32, op, "out");
     cuda_need(x, AE_M_FLOAT, op, "x");
     cudaStream_t s = stream_of(be);
     const unsigned nb = grid_cap(n / 4 + 1, kThreads * 8, kSumsqBlocks);
@@ -467,7 +471,7 @@ void ae_cuda_sumsq(const ae_backend *be, ae_ptr out, ae_ptr x, size_t n) {
             k_sumsq_partial<1, T><<<nb, kThreads, 0, s>>>(part, (const T *)x.data, n);
     });
     cuda_check(be, cudaGetLastError(), op);
-    k_sumsq_final<<<1, kThreads, 0, s>>>((float *)out.data, part, (int)nb);
+    k_sumsq_final<<<1, kThreads, 0, s>>>(out.data, f64, part, (int)nb);
     cuda_check(be, cudaGetLastError(), op);
     cuda_tmp_free(be, part);
 }
