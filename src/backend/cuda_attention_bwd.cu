@@ -10,7 +10,20 @@
 //   ds_j = p_j (dp_j − D);  dq = scale Σ_j ds_j k_j;  dk_j += scale Σ_rows ds_j q;
 //   dv_j += Σ_rows p_j dout;  dsink_h += Σ_t −p_sink D
 //
-// Two kernels, each the sole writer of its outputs, every sum in a fixed order (no atomics):
+// Which kernels run (ae_cuda_attention_bwd, at the end of this file):
+//   Fast path, tensor cores (cuda_attention_bwd_tc.cu: the forward flash kernel with an lse2
+//     output, D per row, a dK/dV kernel per key tile and a dQ kernel per query tile, all bf16
+//     mma.sync with fp32 accumulation) when AE_CUDA_ATTN_BWD is not "ref" and
+//       (dk, dv) is (32, 32), (64, 64), (128, 128) or (192, 128);  Hq % Hkv == 0;
+//       no ring buffer (ring == 0, or ring >= pos0 + T: then every position is its own row);
+//       dk and dv are different memory;  q, k, v 16-byte aligned;  k_stride, v_stride
+//       multiples of 8;  the kernels' shared memory fits the device.
+//     Any pos0, window (0, smaller or larger than T) and sinks; dout, dq, dk, dv F32 or BF16.
+//   Reference path, CUDA cores (this file), for everything else: ring buffers, absorbed MLA
+//     (dk == dv memory, 576/512, 288/256), other head dims, odd strides or alignment.
+//
+// Reference path: two kernels, each the sole writer of its outputs, every sum in a fixed order
+// (no atomics):
 //   Q pass (one block per query row): loop A over the row's keys computes the online max / sum
 //     and the unnormalised Σ exp2(s2 − m) dp (rescaled like the forward's accumulator), giving
 //     lse2 and D; loop B recomputes p and dp and forms dq. lse2, D and the row's sink gradient
@@ -21,16 +34,14 @@
 //     into its own shared accumulator; the 4 accumulators are added in warp order. When dk and
 //     dv are the same memory (absorbed MLA: v the first dv values of k's rows), one block owns
 //     a whole storage row, every kv head in turn, and writes dk, then (after a barrier) dv.
-//   dsinks: one thread per head adds the rows' sink gradients in token order.
+// Both paths: dsinks, one thread per head adds the rows' sink gradients in token order.
 // These kernels take any head dims, strides, alignment, ring and window; they work on CUDA
-// cores, one row at a time (the "reference" backward), and are the only path for now. A
-// tensor-core flash backward for the head dims of the forward's kernel B is the fast path to
-// add (docs/CUDA.md, "Backward kernels"); AE_CUDA_ATTN_BWD=ref will then force these kernels
-// (tests/test_cuda_grad_ops.c already runs every case with it set and unset).
+// cores, one row at a time. AE_CUDA_ATTN_BWD=ref forces them (tests/test_cuda_grad_ops.c runs
+// every case both ways).
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cuda_attention.h"
+#include "backend/cuda_attention_bwd.h"
 
 namespace {
 
@@ -232,6 +243,42 @@ int set_smem(const ae_backend *be, const void *kernel, size_t bytes) {
     return 1;
 }
 
+// dsinks[h] += Σ_t dsink_row[t·Hq + h] (nothing when dsinks is null)
+void sum_dsinks(const ae_backend *be, float *dsinks, const float *dsink_row, int T, int Hq) {
+    if (!dsinks) return;
+    k_attn_bwd_dsinks<<<(unsigned)((Hq + 127) / 128), 128, 0, stream_of(be)>>>(dsinks, dsink_row,
+                                                                               T, Hq);
+    cuda_check(be, cudaGetLastError(), "attention_bwd");
+}
+
+bool aligned16(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }
+
+// The arguments the tensor-core path takes (see the file header).
+bool fast_path_ok(const ae_attn_args *a, ae_ptr dk, ae_ptr dv, ae_ptr q, ae_ptr k, ae_ptr v) {
+    const char *env = getenv("AE_CUDA_ATTN_BWD");
+    if (env && strcmp(env, "ref") == 0) return false;
+    const long S = (long)a->pos0 + a->T;
+    return attn_bwd_tc_has(a->dk, a->dv) && a->Hq % a->Hkv == 0 &&
+           (a->ring == 0 || a->ring >= S) && dk.data != dv.data && aligned16(q.data) &&
+           aligned16(k.data) && aligned16(v.data) && a->k_stride % 8 == 0 &&
+           a->v_stride % 8 == 0;
+}
+
+// The tensor-core path with the reference path's parameters and scratch (lse2, delta,
+// dsink_row); 0 when it cannot run (nothing queued).
+int run_fast(const ae_backend *be, const ae_attn_args *a, const bwd_params *p) {
+    attn_bwd_tc_params tp;
+    memset(&tp, 0, sizeof tp);
+    tp.q = p->q, tp.k = p->k, tp.v = p->v;
+    tp.dq = p->dq, tp.dk = p->dk, tp.dv = p->dv;
+    tp.dq_bf = p->dq_bf, tp.dk_bf = p->dk_bf, tp.dv_bf = p->dv_bf;
+    tp.T = p->T, tp.pos0 = p->pos0, tp.Hq = p->Hq, tp.Hkv = p->Hkv, tp.G = p->G;
+    tp.dk_dim = p->dk_dim, tp.dv_dim = p->dv_dim;
+    tp.k_stride = p->k_stride, tp.v_stride = p->v_stride, tp.window = p->window;
+    tp.scale = p->scale, tp.scale_log2 = p->scale_log2;
+    return attn_bwd_tc_run(be, a, &tp, p->dout, p->dout_bf, p->lse2, p->delta, p->dsink_row);
+}
+
 } // namespace
 
 void ae_cuda_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dq, ae_ptr dk,
@@ -286,6 +333,12 @@ void ae_cuda_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr d
     p.dsink_row = want_dsinks ? scratch + 2 * rows : NULL;
     cudaStream_t s = stream_of(be);
 
+    if (fast_path_ok(a, dk, dv, q, k, v) && run_fast(be, a, &p)) {
+        sum_dsinks(be, want_dsinks ? (float *)dsinks.data : NULL, p.dsink_row, a->T, a->Hq);
+        cuda_tmp_free(be, scratch);
+        return;
+    }
+
     const size_t smem_q = sizeof(float) * (2 * (size_t)a->dk + a->dv + 2 * kRefTile) +
                           sizeof(int) * kRefTile;
     const size_t smem_kv = sizeof(float) * (size_t)(kWarps + 1) * ((size_t)a->dk + a->dv);
@@ -304,10 +357,6 @@ void ae_cuda_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr d
     dim3 grid_kv((unsigned)nstore, dk.data == dv.data ? 1u : (unsigned)a->Hkv);
     k_attn_bwd_ref_kv<<<grid_kv, kRefThreads, smem_kv, s>>>(p);
     cuda_check(be, cudaGetLastError(), op);
-    if (want_dsinks) {
-        k_attn_bwd_dsinks<<<(unsigned)((a->Hq + 127) / 128), 128, 0, s>>>(
-            (float *)dsinks.data, p.dsink_row, a->T, a->Hq);
-        cuda_check(be, cudaGetLastError(), op);
-    }
+    sum_dsinks(be, want_dsinks ? (float *)dsinks.data : NULL, p.dsink_row, a->T, a->Hq);
     cuda_tmp_free(be, scratch);
 }

@@ -22,7 +22,12 @@
 // buffer, row strides) into two buffers: tile i+1 is in flight while tile i is computed. Keys
 // past the block's range are zero-filled. Shared rows are padded by 8 elements (16 bytes), so
 // the 8 row addresses of an ldmatrix hit distinct bank groups.
+//
+// Optional output for the backward (attn_flash_run_lse, cuda_attention_bwd.h): lse2 (T·Hq, F32,
+// row t·Hq + h) = log2 of the row's softmax denominator in log2 units (sink included), so that
+// p_j = exp2(s2_j − lse2). Requested only with one split; `out` is computed exactly as without it.
 #include "backend/cuda_attention.h"
+#include "backend/cuda_attention_bwd.h"
 
 template <int DK, int DV, int BN, int MW> struct flash_cfg {
     static constexpr int ROWS = 64 * MW, THREADS = 128;
@@ -35,7 +40,7 @@ template <int DK, int DV, int BN, int MW> struct flash_cfg {
 };
 
 template <int DK, int DV, int BN, int MW>
-__global__ void __launch_bounds__(128) k_attn_flash(const attn_params p) {
+__global__ void __launch_bounds__(128) k_attn_flash(const attn_params p, float *lse2) {
     typedef flash_cfg<DK, DV, BN, MW> C;
     constexpr bool QREG = MW == 1; // Q fragments kept in registers
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -281,6 +286,14 @@ __global__ void __launch_bounds__(128) k_attn_flash(const attn_params p) {
                 for (int d = 0; d < DV / 8; d++)
                     *reinterpret_cast<uint32_t *>(dst + d * 8) =
                         pack_bf16(o[m][d][2 * hf] * f, o[m][d][2 * hf + 1] * f);
+                if (lse2 && tq == 0) { // every row sees its own key: mr is finite, l >= 1
+                    float lse = mr + log2f(l);
+                    if (has_sink) {
+                        const float s2 = p.sinks[h] * AE_ATTN_LOG2E, mf = fmaxf(mr, s2);
+                        lse = mf + log2f(l * exp2f(mr - mf) + exp2f(s2 - mf));
+                    }
+                    lse2[orow] = lse;
+                }
             } else {
                 const size_t pr = (size_t)blockIdx.z * p.T * p.Hq + orow;
                 float *dst = p.opart + pr * DV + 2 * tq;
@@ -300,7 +313,7 @@ __global__ void __launch_bounds__(128) k_attn_flash(const attn_params p) {
 // ---- launch -------------------------------------------------------------------------------------
 
 template <int DK, int DV, int BN, int MW>
-static int flash_launch(const ae_backend *be, const attn_params *p0) {
+static int flash_launch(const ae_backend *be, const attn_params *p0, float *lse2) {
     typedef flash_cfg<DK, DV, BN, MW> C;
     const void *kern = (const void *)k_attn_flash<DK, DV, BN, MW>;
     if (!attn_set_smem(be, kern, C::SMEM)) return 0;
@@ -313,11 +326,11 @@ static int flash_launch(const ae_backend *be, const attn_params *p0) {
         cudaGetLastError();
         per_sm = 1;
     }
-    p.splits = attn_pick_splits(be, blocks, per_sm, attn_tile_keys(&p, C::ROWS), 2 * BN);
+    p.splits = lse2 ? 1 : attn_pick_splits(be, blocks, per_sm, attn_tile_keys(&p, C::ROWS), 2 * BN);
     void *buf = NULL;
     if (p.splits > 1 && !(buf = attn_partials_alloc(be, &p))) return 1;
     dim3 grid((unsigned)tiles, (unsigned)p.Hkv, (unsigned)p.splits);
-    k_attn_flash<DK, DV, BN, MW><<<grid, C::THREADS, C::SMEM, stream_of(be)>>>(p);
+    k_attn_flash<DK, DV, BN, MW><<<grid, C::THREADS, C::SMEM, stream_of(be)>>>(p, lse2);
     cuda_check(be, cudaGetLastError(), "attention");
     if (buf) attn_partials_finish(be, &p, buf);
     return 1;
@@ -330,21 +343,26 @@ static int flash_launch(const ae_backend *be, const attn_params *p0) {
 #define FLASH_MW2_MIN_ROWS 1024
 #endif
 template <int DK, int DV, int BN1, int BN2>
-static int flash_pick(const ae_backend *be, const attn_params *p) {
+static int flash_pick(const ae_backend *be, const attn_params *p, float *lse2) {
     if constexpr (BN2 > 0) {
-        if (p->T * p->G >= FLASH_MW2_MIN_ROWS && flash_launch<DK, DV, BN2, 2>(be, p)) return 1;
+        if (p->T * p->G >= FLASH_MW2_MIN_ROWS && flash_launch<DK, DV, BN2, 2>(be, p, lse2))
+            return 1;
     }
-    return flash_launch<DK, DV, BN1, 1>(be, p);
+    return flash_launch<DK, DV, BN1, 1>(be, p, lse2);
 }
 
 int attn_flash_has(int dk, int dv) {
     return (dk == dv && (dk == 32 || dk == 64 || dk == 128)) || (dk == 192 && dv == 128);
 }
 
-int attn_flash_run(const ae_backend *be, const attn_params *p) {
-    if (p->dk == 32 && p->dv == 32) return flash_pick<32, 32, 64, 0>(be, p);
-    if (p->dk == 64 && p->dv == 64) return flash_pick<64, 64, 64, 0>(be, p);
-    if (p->dk == 128 && p->dv == 128) return flash_pick<128, 128, 64, 32>(be, p);
-    if (p->dk == 192 && p->dv == 128) return flash_pick<192, 128, 32, 32>(be, p);
+int attn_flash_run_lse(const ae_backend *be, const attn_params *p, float *lse2) {
+    if (p->dk == 32 && p->dv == 32) return flash_pick<32, 32, 64, 0>(be, p, lse2);
+    if (p->dk == 64 && p->dv == 64) return flash_pick<64, 64, 64, 0>(be, p, lse2);
+    if (p->dk == 128 && p->dv == 128) return flash_pick<128, 128, 64, 32>(be, p, lse2);
+    if (p->dk == 192 && p->dv == 128) return flash_pick<192, 128, 32, 32>(be, p, lse2);
     return 0;
+}
+
+int attn_flash_run(const ae_backend *be, const attn_params *p) {
+    return attn_flash_run_lse(be, p, nullptr);
 }

@@ -1,0 +1,161 @@
+// Attention forward and backward on the CUDA backend, at training shapes.
+//   bench_attn [--reps R] [--case NAME]
+// Cases: Qwen3-8B layer (Hq 32, Hkv 8, d 128) at T 4096 and 32768, full causal and sliding
+// window 1024; the MLA materialised shape (Hq = Hkv = 32, dk 192, dv 128) at T 4096, causal.
+// q, k, v, dout BF16 (N(0,1)); dq, dk, dv F32 (dk, dv accumulated into); no sinks.
+// Each op is run once to warm up, then R times (default 5), each timed alone (sync before and
+// after); the best and the mean are printed.
+// TFLOP/s count the work the mask leaves: pairs = Σ_t (visible keys of query t), then
+//   forward  2·pairs·Hq·(dk + dv)
+//   backward 2·pairs·Hq·(3·dk + 2·dv)  (S, dP, dV, dK, dQ: 2.5x the forward at dk = dv)
+// the model FLOPs, whatever the kernels recompute. AE_CUDA_ATTN_BWD=ref times the CUDA-core
+// backward (slow: seconds at T 32768), AE_CUDA_ATTN=ref the reference forward.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/ops.h"
+#include "core/log.h"
+
+typedef struct {
+    const char *name;
+    int T, Hq, Hkv, dk, dv, window;
+} bench_case;
+
+static const bench_case k_cases[] = {
+    {"qwen3-8b-4k-causal", 4096, 32, 8, 128, 128, 0},
+    {"qwen3-8b-4k-w1024", 4096, 32, 8, 128, 128, 1024},
+    {"qwen3-8b-32k-causal", 32768, 32, 8, 128, 128, 0},
+    {"qwen3-8b-32k-w1024", 32768, 32, 8, 128, 128, 1024},
+    {"mla-192-128-4k-causal", 4096, 32, 32, 192, 128, 0},
+};
+
+// Visible (query, key) pairs of T queries at positions 0..T-1.
+static double visible_pairs(int T, int window) {
+    double n = 0;
+    for (int t = 0; t < T; t++) n += window > 0 && window < t + 1 ? window : t + 1;
+    return n;
+}
+
+typedef struct {
+    double best, mean;
+} timing;
+
+// Runs op(ctx) once to warm up, then reps times; 0 on success.
+static int time_op(const ae_backend *be, void (*op)(void *), void *ctx, int reps, timing *out) {
+    op(ctx);
+    if (be->sync(be) != AE_OK) return 1;
+    out->best = 1e30, out->mean = 0;
+    for (int r = 0; r < reps; r++) {
+        double t0 = ae_time_now();
+        op(ctx);
+        if (be->sync(be) != AE_OK) return 1;
+        double dt = ae_time_now() - t0;
+        if (dt < out->best) out->best = dt;
+        out->mean += dt / reps;
+    }
+    return 0;
+}
+
+typedef struct {
+    const ae_backend *be;
+    ae_attn_args a;
+    ae_ptr q, k, v, out, dout, dq, dk, dv; // q (T, Hq, dk), k (T, Hkv, dk), v (T, Hkv, dv) ...
+} attn_bufs;
+
+static void run_fwd(void *p) {
+    attn_bufs *b = p;
+    b->be->attention(b->be, &b->a, b->out, b->q, b->k, b->v);
+}
+
+static void run_bwd(void *p) {
+    attn_bufs *b = p;
+    b->be->attention_bwd(b->be, &b->a, b->dq, b->dk, b->dv, ae_ptr_null(), b->dout, b->q, b->k,
+                         b->v);
+}
+
+static int bench_one(const ae_backend *be, const bench_case *c, int reps) {
+    const size_t T = (size_t)c->T;
+    const size_t nq = T * c->Hq * c->dk, nk = T * c->Hkv * c->dk, nv = T * c->Hkv * c->dv;
+    const size_t no = T * c->Hq * c->dv;
+    attn_bufs b = {.be = be};
+    b.a = ae_attn_dense(c->T, 0, c->Hq, c->Hkv, c->dk, c->dv, c->window,
+                        1.0f / sqrtf((float)c->dk), ae_ptr_null());
+    b.q = be->alloc(be, nq, AE_DT_BF16), b.k = be->alloc(be, nk, AE_DT_BF16);
+    b.v = be->alloc(be, nv, AE_DT_BF16), b.out = be->alloc(be, no, AE_DT_BF16);
+    b.dout = be->alloc(be, no, AE_DT_BF16), b.dq = be->alloc(be, nq, AE_DT_F32);
+    b.dk = be->alloc(be, nk, AE_DT_F32), b.dv = be->alloc(be, nv, AE_DT_F32);
+    int rc = 1;
+    if (ae_ptr_is_null(b.q) || ae_ptr_is_null(b.k) || ae_ptr_is_null(b.v) ||
+        ae_ptr_is_null(b.out) || ae_ptr_is_null(b.dout) || ae_ptr_is_null(b.dq) ||
+        ae_ptr_is_null(b.dk) || ae_ptr_is_null(b.dv)) {
+        fprintf(stderr, "bench_attn: %s: out of device memory: %s\n", c->name, ae_last_error());
+        goto done;
+    }
+    be->fill_normal(be, b.q, nq, 1.0f, 1);
+    be->fill_normal(be, b.k, nk, 1.0f, 2);
+    be->fill_normal(be, b.v, nv, 1.0f, 3);
+    be->fill_normal(be, b.dout, no, 1.0f, 4);
+    be->fill(be, b.dk, nk, 0.0f);
+    be->fill(be, b.dv, nv, 0.0f);
+    timing tf, tb;
+    if (time_op(be, run_fwd, &b, reps, &tf) || time_op(be, run_bwd, &b, reps, &tb)) {
+        fprintf(stderr, "bench_attn: %s: %s\n", c->name, ae_last_error());
+        goto done;
+    }
+    const double pairs = visible_pairs(c->T, c->window);
+    const double ff = 2.0 * pairs * c->Hq * (c->dk + c->dv);
+    const double fb = 2.0 * pairs * c->Hq * (3.0 * c->dk + 2.0 * c->dv);
+    printf("%-22s T=%-6d Hq=%d Hkv=%d dk=%d dv=%d W=%-5d fwd %8.3f ms (mean %8.3f) %6.1f TFLOP/s"
+           "   bwd %9.3f ms (mean %9.3f) %6.1f TFLOP/s\n",
+           c->name, c->T, c->Hq, c->Hkv, c->dk, c->dv, c->window, tf.best * 1e3, tf.mean * 1e3,
+           ff / tf.best * 1e-12, tb.best * 1e3, tb.mean * 1e3, fb / tb.best * 1e-12);
+    fflush(stdout);
+    rc = 0;
+done:
+    be->free(be, b.q), be->free(be, b.k), be->free(be, b.v), be->free(be, b.out);
+    be->free(be, b.dout), be->free(be, b.dq), be->free(be, b.dk), be->free(be, b.dv);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    int reps = 5;
+    const char *only = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--case") && i + 1 < argc) only = argv[++i];
+        else {
+            fprintf(stderr, "usage: bench_attn [--reps R] [--case NAME]\ncases:");
+            for (size_t c = 0; c < sizeof k_cases / sizeof *k_cases; c++)
+                fprintf(stderr, " %s", k_cases[c].name);
+            fprintf(stderr, "\n");
+            return 2;
+        }
+    }
+    if (reps < 1) {
+        fprintf(stderr, "bench_attn: --reps must be >= 1\n");
+        return 2;
+    }
+    const ae_backend *be;
+    if (ae_backend_open("cuda", &be) != AE_OK) {
+        fprintf(stderr, "bench_attn: no cuda backend: %s\n", ae_last_error());
+        return 1;
+    }
+    const char *fe = getenv("AE_CUDA_ATTN"), *be_env = getenv("AE_CUDA_ATTN_BWD");
+    printf("device: %s   q k v dout bf16, dq dk dv f32, best of %d (after 1 warm-up)   "
+           "AE_CUDA_ATTN=%s AE_CUDA_ATTN_BWD=%s\n",
+           be->device, reps, fe ? fe : "", be_env ? be_env : "");
+    int rc = 0, ran = 0;
+    for (size_t c = 0; c < sizeof k_cases / sizeof *k_cases; c++) {
+        if (only && strcmp(only, k_cases[c].name)) continue;
+        ran++;
+        rc |= bench_one(be, &k_cases[c], reps);
+    }
+    if (!ran) {
+        fprintf(stderr, "bench_attn: no case named %s\n", only);
+        rc = 2;
+    }
+    ae_backend_close(be);
+    return rc;
+}

@@ -1,0 +1,45 @@
+// Private to the attention backward of the CUDA backend (cuda_attention_bwd*.cu, and the LSE
+// output of cuda_attention_flash.cu): the interface between the dispatcher
+// (cuda_attention_bwd.cu) and the tensor-core kernels (cuda_attention_bwd_tc.cu).
+//
+// Units as cuda_attention.h: scores in log2 units, s2 = scale·log2(e)·q·k; a row's probabilities
+// are p_j = exp2(s2_j − lse2) with lse2 the log2 of its softmax denominator (sink included).
+#ifndef AE_BACKEND_CUDA_ATTENTION_BWD_H
+#define AE_BACKEND_CUDA_ATTENTION_BWD_H
+
+#include "backend/cuda_attention.h"
+
+// The forward flash kernel (cuda_attention_flash.cu) with one extra output: lse2 (T·Hq F32, row
+// t·Hq + h). Runs unsplit; p->out receives exactly what attn_flash_run writes. Returns 0 (nothing
+// queued) when the kernel cannot run these dims.
+int attn_flash_run_lse(const ae_backend *be, const attn_params *p, float *lse2);
+
+// Arguments of the tensor-core backward. Rows r = t·Hq + h; packed rows pr = t·G + i of kv head
+// g are query head g·G + i of token t (as the forward's GQA packing).
+typedef struct {
+    const bf16 *q;      // (T, Hq, dk)
+    const bf16 *k, *v;  // key / value of position j, kv head g at k + j·k_stride + g·dk, v ditto
+    const bf16 *dout;   // (T, Hq, dv) bf16 (a converted copy when the op's dout is F32)
+    void *dq;           // (T, Hq, dk) F32 or BF16 (dq_bf), overwritten
+    void *dk, *dv;      // layouts of k, v; F32 or BF16 (dk_bf, dv_bf); added into
+    int dq_bf, dk_bf, dv_bf;
+    const float *lse2;  // (T·Hq)
+    const float *delta; // (T·Hq) D = Σ_d dout·out (= Σ_j p_j dp_j)
+    int T, pos0, Hq, Hkv, G, dk_dim, dv_dim;
+    int k_stride, v_stride, window;
+    float scale, scale_log2;
+} attn_bwd_tc_params;
+
+// 1 when the tensor-core backward has kernels for these head dims.
+int attn_bwd_tc_has(int dk, int dv);
+
+// The whole fast path of attention_bwd for arguments the dispatcher has checked (no ring,
+// Hq % Hkv == 0, dk != dv memory, 16-byte aligned q, k, v, strides multiples of 8): forward with
+// lse2 into scratch, D (and dsink_row when non-null: −p_sink·D per row), then the dK/dV and dQ
+// kernels. `dout` is the op's (F32 or BF16, dout_bf). Returns 0 without queueing anything when a
+// kernel's shared memory does not fit the device (the caller falls back), 1 otherwise (an error
+// may be kept).
+int attn_bwd_tc_run(const ae_backend *be, const ae_attn_args *a, attn_bwd_tc_params *p,
+                    const void *dout, int dout_bf, float *lse2, float *delta, float *dsink_row);
+
+#endif

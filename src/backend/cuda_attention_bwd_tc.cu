@@ -1,0 +1,522 @@
+// Attention backward on tensor cores (FlashAttention-2's algorithm; mma.sync m16n8k16 bf16 ->
+// fp32, the fragment layouts, ldmatrix and cp.async helpers of cuda_attention.h, as the forward
+// kernel B in cuda_attention_flash.cu). When it runs: see cuda_attention_bwd.cu.
+//
+// The op gets q, k, v, dout, not the forward's out or log-sum-exp, so it starts with
+//   1. the forward flash kernel with its lse2 output (attn_flash_run_lse): out into a bf16
+//      scratch (T, Hq, dv), lse2 per row. Cost: one forward (2 of the 9 matrix products below).
+//   2. k_attn_bwd_delta: D = Σ_d dout·out per row (one warp per row), the row's sink gradient
+//      −exp2(sink2 − lse2)·D, and a bf16 copy of dout when the op's dout is F32.
+// then, with p = exp2(s2 − lse2), dp = dout·v, ds = p (dp − D) recomputed tile by tile:
+//   3. k_attn_bwd_kv: dK += scale·dSᵀQ, dV += PᵀdO. Block = (key tile of 64 keys, kv head),
+//      4 warps of 16 keys each; K and V of the tile stay in shared memory; the block loops over
+//      the packed query rows (token, head of the group) that can see the tile, BQ at a time (Q
+//      and dO tiles double-buffered with cp.async), accumulating dK, dV in registers: per tile
+//      Sᵀ = K·Qᵀ, Pᵀ, dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ, dK += dSᵀ·Q. Sole writer of its keys' rows.
+//   4. k_attn_bwd_q: dq = scale·dS·K. Block = (64 packed query rows, kv head), as the forward:
+//      loops over the key tiles the rows can see (K, V double-buffered): S = Q·Kᵀ, P,
+//      dP = dO·Vᵀ, dS, dQ += dS·K. Sole writer of its rows.
+// 9 products of T_q x T_k x d in all (forward 2, dK/dV 4, dQ 3) against the 5 of a backward that
+// keeps dq in float atomics: the price of determinism (every sum in a fixed order, no atomics).
+// Only key tiles some row can see are visited (causal: half; window W: O(T·W)); masking is
+// applied only on tiles not fully visible.
+//
+// Precision: P and dS are rounded to bf16 as mma operands (fp32 accumulation); out is bf16, so D
+// carries its rounding; dout is used in bf16.
+#include <string.h>
+
+#include "backend/cuda_attention_bwd.h"
+
+namespace {
+
+constexpr int kThreads = 128; // 4 warps
+constexpr int kRows = 64;     // keys per dK/dV block, packed query rows per dQ block
+
+// ldmatrix lane offsets (elements) within a tile of row stride ld (see cuda_attention_flash.cu):
+//   A operand from a [row][k] tile:         row (l & 7) + 8·((l >> 3) & 1), col 8·(l >> 4)
+//   B operand ("col") from an [n][k] tile:  row (l & 7) + 8·(l >> 4), col 8·((l >> 3) & 1)
+//     -> b0, b1 of n-tile 0, then b0, b1 of n-tile 1
+//   B operand from a [k][n] tile (.trans):  row (l & 7) + 8·((l >> 3) & 1), col 8·(l >> 4)
+//     -> b0, b1 of n-tile 0, then of n-tile 1
+__device__ __forceinline__ int off_a(int lane, int ld) {
+    return ((lane & 7) + ((lane >> 3) & 1) * 8) * ld + (lane >> 4) * 8;
+}
+__device__ __forceinline__ int off_b(int lane, int ld) {
+    return ((lane & 7) + (lane >> 4) * 8) * ld + ((lane >> 3) & 1) * 8;
+}
+__device__ __forceinline__ int off_bt(int lane, int ld) { return off_a(lane, ld); }
+
+template <int N> __device__ __forceinline__ void zero_acc(float (&x)[N][4]) {
+#pragma unroll
+    for (int i = 0; i < N; i++) x[i][0] = x[i][1] = x[i][2] = x[i][3] = 0.0f;
+}
+
+// acc (16 x 8·N of one warp: rows r0 + g, r0 + g + 8) += A (16 x 16·KS, [row][k] tile at a,
+// row stride lda) · B where B's column n is row n of the [n][k] tile at b (row stride ldb):
+// i.e. acc += A·bᵀ over k = 0 .. 16·KS − 1.
+template <int KS, int N>
+__device__ __forceinline__ void mma_abt(float (&acc)[N][4], const bf16 *a, int lda, const bf16 *b,
+                                        int ldb, int lane) {
+    static_assert(N % 2 == 0, "n-tiles in pairs");
+    const bf16 *al = a + off_a(lane, lda), *bl = b + off_b(lane, ldb);
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        uint32_t af[4];
+        ldsm_x4(af, al + kk * 16);
+#pragma unroll
+        for (int n2 = 0; n2 < N / 2; n2++) {
+            uint32_t bf[4];
+            ldsm_x4(bf, bl + n2 * 16 * ldb + kk * 16);
+            mma_bf16(acc[2 * n2], af, bf[0], bf[1]);
+            mma_bf16(acc[2 * n2 + 1], af, bf[2], bf[3]);
+        }
+    }
+}
+
+// acc (16 x 8·N) += P (16 x 16·KS, bf16 A fragments in registers) · B, B the [k][n] tile at b
+// (row stride ldb, k = 0 .. 16·KS − 1, n = 0 .. 8·N − 1).
+template <int KS, int N>
+__device__ __forceinline__ void mma_pb(float (&acc)[N][4], const uint32_t (&pf)[KS][4],
+                                       const bf16 *b, int ldb, int lane) {
+    const bf16 *bl = b + off_bt(lane, ldb);
+#pragma unroll
+    for (int k2 = 0; k2 < KS; k2++) {
+#pragma unroll
+        for (int d2 = 0; d2 < N / 2; d2++) {
+            uint32_t bf[4];
+            ldsm_x4_t(bf, bl + k2 * 16 * ldb + d2 * 16);
+            mma_bf16(acc[2 * d2], pf[k2], bf[0], bf[1]);
+            mma_bf16(acc[2 * d2 + 1], pf[k2], bf[2], bf[3]);
+        }
+    }
+}
+
+// Accumulator tiles 2i, 2i + 1 (16 x 16 fp32) as the A fragment of k-step i (the forward's P).
+template <int N>
+__device__ __forceinline__ void to_afrag(uint32_t (&f)[N / 2][4], const float (&x)[N][4]) {
+#pragma unroll
+    for (int i = 0; i < N / 2; i++) {
+        f[i][0] = pack_bf16(x[2 * i][0], x[2 * i][1]);
+        f[i][1] = pack_bf16(x[2 * i][2], x[2 * i][3]);
+        f[i][2] = pack_bf16(x[2 * i + 1][0], x[2 * i + 1][1]);
+        f[i][3] = pack_bf16(x[2 * i + 1][2], x[2 * i + 1][3]);
+    }
+}
+
+// rows x D bf16 from global (row r at src_row(r), NULL: zero fill) into a shared tile of row
+// stride ld, 16-byte cp.async chunks spread over the block's threads. `any` is a valid global
+// address given to the zero-filling copies (they read nothing).
+template <int ROWS, int D, typename F>
+__device__ __forceinline__ void tile_load(bf16 *dst, int ld, const bf16 *any, F src_row, int tid) {
+    static_assert((ROWS * (D / 8)) % kThreads == 0, "whole chunks per thread");
+#pragma unroll
+    for (int it = 0; it < ROWS * (D / 8) / kThreads; it++) {
+        const int c = tid + it * kThreads, r = c / (D / 8), cc = c % (D / 8);
+        const bf16 *src = src_row(r);
+        cp_async16(dst + r * ld + cc * 8, src ? src + cc * 8 : any, src != nullptr);
+    }
+}
+
+// ---- dK, dV ------------------------------------------------------------------------------------
+// Block (kv head x, key tile y = keys j0 .. j0 + 63 from the first key any query sees: the
+// longest tiles, first under a causal mask, are scheduled first for every head). Warp w
+// owns keys j0 + 16w .. +15; in its accumulators lane holds keys g = lane/4 and g + 8, columns
+// 2·(lane%4) + {0,1} of each 8-wide n-tile (the mma layout). Shared: K, V of the tile; two
+// buffers of (Q, dO, lse2, D, position) for BQ packed rows.
+template <int DK, int DV, int BQ> struct kv_cfg {
+    static constexpr int KLD = DK + 8, VLD = DV + 8; // padded rows: conflict-free ldmatrix
+    static constexpr size_t SMEM = sizeof(bf16) * (size_t)(kRows + 2 * BQ) * (KLD + VLD) +
+                                   sizeof(float) * 2 * 3 * BQ;
+};
+
+template <int DK, int DV, int BQ>
+__global__ void __launch_bounds__(kThreads) k_attn_bwd_kv(const attn_bwd_tc_params p) {
+    typedef kv_cfg<DK, DV, BQ> C;
+    constexpr int KLD = C::KLD, VLD = C::VLD;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw); // (64, KLD)
+    bf16 *Vs = Ks + kRows * KLD;                   // (64, VLD)
+    bf16 *Qs = Vs + kRows * VLD;                   // 2 x (BQ, KLD)
+    bf16 *Os = Qs + 2 * BQ * KLD;                  // 2 x (BQ, VLD): dO
+    float *Ls = reinterpret_cast<float *>(Os + 2 * BQ * VLD); // 2 x BQ: lse2
+    float *Ds = Ls + 2 * BQ;                                  // 2 x BQ: D
+    int *Ps = reinterpret_cast<int *>(Ds + 2 * BQ);           // 2 x BQ: position (−1: none)
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gq = lane >> 2, tq = lane & 3;
+    const int kvh = blockIdx.x, G = p.G, S = p.pos0 + p.T;
+    const int j0 = attn_lo(p.pos0, p.window) + blockIdx.y * kRows;
+    // packed rows of the queries that can see a key of the tile: tokens t_lo .. t_hi
+    const int t_lo = j0 - p.pos0 > 0 ? j0 - p.pos0 : 0;
+    int t_hi = p.T - 1;
+    if (p.window > 0) { // the last query that sees key j0 + 63 is at position j0 + 63 + W − 1
+        const long t_w = (long)j0 + kRows - 1 + p.window - 1 - p.pos0;
+        if (t_w < t_hi) t_hi = (int)t_w;
+    }
+    const int r_begin = t_lo * G, r_end = (t_hi + 1) * G;
+
+    tile_load<kRows, DK>(Ks, KLD, p.q, [&](int r) -> const bf16 * {
+        const int j = j0 + r;
+        return j < S ? p.k + (size_t)j * p.k_stride + (size_t)kvh * DK : nullptr;
+    }, tid);
+    tile_load<kRows, DV>(Vs, VLD, p.q, [&](int r) -> const bf16 * {
+        const int j = j0 + r;
+        return j < S ? p.v + (size_t)j * p.v_stride + (size_t)kvh * DV : nullptr;
+    }, tid);
+    // Q, dO, lse2, D, positions of packed rows R0 .. R0 + BQ − 1 into buffer b (rows past r_end
+    // zero, position −1: masked)
+    auto load_rows = [&](int R0, int b) {
+        auto row = [&](int r) { // global row index t·Hq + h of packed row R0 + r, or −1
+            const int pr = R0 + r;
+            return pr < r_end ? (pr / G) * p.Hq + kvh * G + pr % G : -1;
+        };
+        tile_load<BQ, DK>(Qs + b * BQ * KLD, KLD, p.q, [&](int r) -> const bf16 * {
+            const int gr = row(r);
+            return gr >= 0 ? p.q + (size_t)gr * DK : nullptr;
+        }, tid);
+        tile_load<BQ, DV>(Os + b * BQ * VLD, VLD, p.q, [&](int r) -> const bf16 * {
+            const int gr = row(r);
+            return gr >= 0 ? p.dout + (size_t)gr * DV : nullptr;
+        }, tid);
+        for (int r = tid; r < BQ; r += kThreads) {
+            const int gr = row(r);
+            Ls[b * BQ + r] = gr >= 0 ? p.lse2[gr] : 0.0f;
+            Ds[b * BQ + r] = gr >= 0 ? p.delta[gr] : 0.0f;
+            Ps[b * BQ + r] = gr >= 0 ? p.pos0 + (R0 + r) / G : -1;
+        }
+    };
+
+    float dka[DK / 8][4], dva[DV / 8][4]; // this warp's 16 keys x DK, x DV
+    zero_acc(dka);
+    zero_acc(dva);
+    const int jw = j0 + warp * 16 + gq; // this lane's keys: jw, jw + 8
+
+    if (r_begin < r_end) load_rows(r_begin, 0);
+    cp_async_commit();
+    for (int R0 = r_begin, b = 0; R0 < r_end; R0 += BQ, b ^= 1) {
+        if (R0 + BQ < r_end) {
+            load_rows(R0 + BQ, b ^ 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads(); // tile R0 (and K, V) visible to all warps
+        const bf16 *qt = Qs + b * BQ * KLD, *ot = Os + b * BQ * VLD;
+        const float *lt = Ls + b * BQ, *dt = Ds + b * BQ;
+        const int *pt = Ps + b * BQ;
+
+        // Sᵀ (16 keys x BQ rows) = K·Qᵀ, then Pᵀ = exp2(s2 − lse2 of the column's row)
+        float s[BQ / 8][4];
+        zero_acc(s);
+        mma_abt<DK / 16>(s, Ks + warp * 16 * KLD, KLD, qt, KLD, lane);
+        const int pos_first = p.pos0 + R0 / G, pos_last = p.pos0 + (R0 + BQ - 1) / G;
+        const bool full = R0 + BQ <= r_end && pos_first >= j0 + kRows - 1 &&
+                          (p.window <= 0 || attn_lo(pos_last, p.window) <= j0);
+#pragma unroll
+        for (int n = 0; n < BQ / 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int c = n * 8 + 2 * tq + (e & 1); // column: packed row R0 + c
+                float x = s[n][e] * p.scale_log2 - lt[c];
+                if (!full) {
+                    const int ps = pt[c], j = jw + 8 * (e >> 1);
+                    if (j > ps || j < attn_lo(ps, p.window)) x = -INFINITY; // ps −1: no row
+                }
+                s[n][e] = exp2f(x);
+            }
+        }
+        uint32_t pf[BQ / 16][4];
+        to_afrag<BQ / 8>(pf, s);
+        mma_pb<BQ / 16, DV / 8>(dva, pf, ot, VLD, lane); // dV += Pᵀ·dO
+
+        // dPᵀ = V·dOᵀ;  dSᵀ = Pᵀ ∘ (dPᵀ − D);  dK += dSᵀ·Q
+        float dp[BQ / 8][4];
+        zero_acc(dp);
+        mma_abt<DV / 16>(dp, Vs + warp * 16 * VLD, VLD, ot, VLD, lane);
+#pragma unroll
+        for (int n = 0; n < BQ / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) dp[n][e] = s[n][e] * (dp[n][e] - dt[n * 8 + 2 * tq + (e & 1)]);
+        to_afrag<BQ / 8>(pf, dp);
+        mma_pb<BQ / 16, DK / 8>(dka, pf, qt, KLD, lane);
+        __syncthreads(); // buffer b is refilled by the next iteration's prefetch
+    }
+    cp_async_wait<0>();
+
+    // dk += scale·dK, dv += dV for the keys that exist (j < S)
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int j = jw + 8 * hf;
+        if (j >= S) continue;
+        const size_t ko = (size_t)j * p.k_stride + (size_t)kvh * DK + 2 * tq;
+        const size_t vo = (size_t)j * p.v_stride + (size_t)kvh * DV + 2 * tq;
+#pragma unroll
+        for (int d = 0; d < DK / 8; d++)
+#pragma unroll
+            for (int x = 0; x < 2; x++) {
+                const size_t i = ko + d * 8 + x;
+                st_any(p.dk, p.dk_bf, i, ld_any(p.dk, p.dk_bf, i) + p.scale * dka[d][2 * hf + x]);
+            }
+#pragma unroll
+        for (int d = 0; d < DV / 8; d++)
+#pragma unroll
+            for (int x = 0; x < 2; x++) {
+                const size_t i = vo + d * 8 + x;
+                st_any(p.dv, p.dv_bf, i, ld_any(p.dv, p.dv_bf, i) + dva[d][2 * hf + x]);
+            }
+    }
+}
+
+// ---- dQ ----------------------------------------------------------------------------------------
+// Block (kv head x; packed row tile y, the last (longest) first), rows R0 .. R0 + 63 as the
+// forward's MW = 1 (rows past T·G are padding: zero Q and dO, never written). Warp w owns rows
+// R0 + 16w .. +15, lane the rows g and g + 8. Shared: Q and dO of the rows, two buffers of K, V for BN keys.
+template <int DK, int DV, int BN> struct q_cfg {
+    static constexpr int KLD = DK + 8, VLD = DV + 8;
+    static constexpr size_t SMEM = sizeof(bf16) * (size_t)(kRows + 2 * BN) * (KLD + VLD);
+};
+
+template <int DK, int DV, int BN>
+__global__ void __launch_bounds__(kThreads) k_attn_bwd_q(const attn_bwd_tc_params p) {
+    typedef q_cfg<DK, DV, BN> C;
+    constexpr int KLD = C::KLD, VLD = C::VLD;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Qs = reinterpret_cast<bf16 *>(smem_raw); // (64, KLD)
+    bf16 *Os = Qs + kRows * KLD;                   // (64, VLD): dO
+    bf16 *Ks = Os + kRows * VLD;                   // 2 x (BN, KLD)
+    bf16 *Vs = Ks + 2 * BN * KLD;                  // 2 x (BN, VLD)
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gq = lane >> 2, tq = lane & 3;
+    const int kvh = blockIdx.x, G = p.G, nrows = p.T * G;
+    const int R0 = (gridDim.y - 1 - blockIdx.y) * kRows;
+    const int last = R0 + kRows - 1 < nrows - 1 ? R0 + kRows - 1 : nrows - 1;
+    const int pos_min = p.pos0 + R0 / G, pos_max = p.pos0 + last / G;
+    const int lo_max = attn_lo(pos_max, p.window);
+    const int kb = attn_lo(pos_min, p.window), ke = pos_max + 1;
+    // tiles with lo_max <= j0 <= full_hi are visible to every row of the block
+    const int full_hi = (pos_min < ke - 1 ? pos_min : ke - 1) - (BN - 1);
+
+    auto grow = [&](int pr) { return (pr / G) * p.Hq + kvh * G + pr % G; }; // global row
+    tile_load<kRows, DK>(Qs, KLD, p.q, [&](int r) -> const bf16 * {
+        return R0 + r < nrows ? p.q + (size_t)grow(R0 + r) * DK : nullptr;
+    }, tid);
+    tile_load<kRows, DV>(Os, VLD, p.q, [&](int r) -> const bf16 * {
+        return R0 + r < nrows ? p.dout + (size_t)grow(R0 + r) * DV : nullptr;
+    }, tid);
+    auto load_kv = [&](int j0, int b) {
+        tile_load<BN, DK>(Ks + b * BN * KLD, KLD, p.q, [&](int r) -> const bf16 * {
+            const int j = j0 + r;
+            return j < ke ? p.k + (size_t)j * p.k_stride + (size_t)kvh * DK : nullptr;
+        }, tid);
+        tile_load<BN, DV>(Vs + b * BN * VLD, VLD, p.q, [&](int r) -> const bf16 * {
+            const int j = j0 + r;
+            return j < ke ? p.v + (size_t)j * p.v_stride + (size_t)kvh * DV : nullptr;
+        }, tid);
+    };
+    load_kv(kb, 0);
+    cp_async_commit();
+
+    // this lane's rows (half hf: packed row R0 + 16w + g + 8·hf): position, lse2, D; padding
+    // rows take the last real row's position and lse2 = D = 0 (they are never written)
+    int rpos[2];
+    float rl[2], rd[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int pr = R0 + warp * 16 + gq + 8 * hf;
+        rpos[hf] = p.pos0 + (pr < nrows ? pr : nrows - 1) / G;
+        rl[hf] = pr < nrows ? p.lse2[grow(pr)] : 0.0f;
+        rd[hf] = pr < nrows ? p.delta[grow(pr)] : 0.0f;
+    }
+    const bool active = R0 + warp * 16 < nrows; // a warp of padding rows only helps with copies
+
+    float dqa[DK / 8][4];
+    zero_acc(dqa);
+    for (int j0 = kb, b = 0; j0 < ke; j0 += BN, b ^= 1) {
+        if (j0 + BN < ke) {
+            load_kv(j0 + BN, b ^ 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads(); // tile j0 (and Q, dO) visible to all warps
+        if (active) {
+            const bf16 *kt = Ks + b * BN * KLD, *vt = Vs + b * BN * VLD;
+            float s[BN / 8][4];
+            zero_acc(s);
+            mma_abt<DK / 16>(s, Qs + warp * 16 * KLD, KLD, kt, KLD, lane); // S = Q·Kᵀ
+            const bool full = j0 >= lo_max && j0 <= full_hi;
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int hf = e >> 1;
+                    float x = s[n][e] * p.scale_log2 - rl[hf];
+                    if (!full) {
+                        const int j = j0 + n * 8 + 2 * tq + (e & 1);
+                        if (j >= ke || j > rpos[hf] || j < attn_lo(rpos[hf], p.window))
+                            x = -INFINITY;
+                    }
+                    s[n][e] = exp2f(x);
+                }
+            }
+            float dp[BN / 8][4];
+            zero_acc(dp);
+            mma_abt<DV / 16>(dp, Os + warp * 16 * VLD, VLD, vt, VLD, lane); // dP = dO·Vᵀ
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) dp[n][e] = s[n][e] * (dp[n][e] - rd[e >> 1]);
+            uint32_t dsf[BN / 16][4];
+            to_afrag<BN / 8>(dsf, dp);
+            mma_pb<BN / 16, DK / 8>(dqa, dsf, kt, KLD, lane); // dQ += dS·K
+        }
+        __syncthreads(); // buffer b is refilled by the next iteration's prefetch
+    }
+
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int pr = R0 + warp * 16 + gq + 8 * hf;
+        if (pr >= nrows) continue;
+        const size_t o = (size_t)grow(pr) * DK + 2 * tq;
+#pragma unroll
+        for (int d = 0; d < DK / 8; d++)
+#pragma unroll
+            for (int x = 0; x < 2; x++)
+                st_any(p.dq, p.dq_bf, o + d * 8 + x, p.scale * dqa[d][2 * hf + x]);
+    }
+}
+
+// ---- D, the rows' sink gradients, dout in bf16 ---------------------------------------------------
+// One warp per row r: D = Σ_d dout·out (dout as the kernels see it: rounded to bf16);
+// dsink_row[r] = −exp2(sink2 − lse2)·D; dout_bf (when non-null) = dout rounded to bf16.
+__global__ void __launch_bounds__(256) k_attn_bwd_delta(const bf16 *out, const void *dout,
+                                                        int dout_f32, bf16 *dout_bf,
+                                                        const float *lse2, const float *sinks,
+                                                        float *delta, float *dsink_row, int rows,
+                                                        int Hq, int dv) {
+    const int r = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    float s = 0.0f;
+    for (int d = lane; d < dv; d += 32) {
+        const size_t i = (size_t)r * dv + d;
+        bf16 g;
+        if (dout_f32) {
+            g = __float2bfloat16_rn(((const float *)dout)[i]);
+            dout_bf[i] = g;
+        } else {
+            g = ((const bf16 *)dout)[i];
+        }
+        s += __bfloat162float(g) * __bfloat162float(out[i]);
+    }
+    s = warp_sum(s);
+    if (lane == 0) {
+        delta[r] = s;
+        if (dsink_row) dsink_row[r] = -exp2f(sinks[r % Hq] * AE_ATTN_LOG2E - lse2[r]) * s;
+    }
+}
+
+// ---- launch --------------------------------------------------------------------------------------
+
+template <int DK, int DV, int BQ, int BN> struct tc_kernels {
+    typedef kv_cfg<DK, DV, BQ> KV;
+    typedef q_cfg<DK, DV, BN> Q;
+    // Raises the shared memory limits; 0 when either kernel does not fit the device.
+    static int prepare(const ae_backend *be) {
+        return attn_set_smem(be, (const void *)k_attn_bwd_kv<DK, DV, BQ>, KV::SMEM) &&
+               attn_set_smem(be, (const void *)k_attn_bwd_q<DK, DV, BN>, Q::SMEM);
+    }
+    static void launch(const ae_backend *be, const attn_bwd_tc_params *p) {
+        cudaStream_t s = stream_of(be);
+        const int S = p->pos0 + p->T;
+        const int jmin = p->window > 0 && p->pos0 - p->window + 1 > 0 ? p->pos0 - p->window + 1 : 0;
+        dim3 gkv((unsigned)p->Hkv, (unsigned)((S - jmin + kRows - 1) / kRows));
+        k_attn_bwd_kv<DK, DV, BQ><<<gkv, kThreads, KV::SMEM, s>>>(*p);
+        cuda_check(be, cudaGetLastError(), "attention_bwd (dk, dv)");
+        dim3 gq((unsigned)p->Hkv, (unsigned)((p->T * p->G + kRows - 1) / kRows));
+        k_attn_bwd_q<DK, DV, BN><<<gq, kThreads, Q::SMEM, s>>>(*p);
+        cuda_check(be, cudaGetLastError(), "attention_bwd (dq)");
+    }
+};
+
+// BQ (query rows per step of the dK/dV kernel) and BN (keys per step of the dQ kernel): 64,
+// except 32 for dk = 192 (register budget: the dK accumulator alone is 96 registers).
+#define AE_BWD_TC_DIMS(X) \
+    X(32, 32, 64, 64) X(64, 64, 64, 64) X(128, 128, 64, 64) X(192, 128, 32, 32)
+
+int tc_prepare(const ae_backend *be, int dk, int dv) {
+#define X(DK, DV, BQ, BN) \
+    if (dk == DK && dv == DV) return tc_kernels<DK, DV, BQ, BN>::prepare(be);
+    AE_BWD_TC_DIMS(X)
+#undef X
+    return 0;
+}
+
+void tc_launch(const ae_backend *be, const attn_bwd_tc_params *p) {
+#define X(DK, DV, BQ, BN) \
+    if (p->dk_dim == DK && p->dv_dim == DV) return tc_kernels<DK, DV, BQ, BN>::launch(be, p);
+    AE_BWD_TC_DIMS(X)
+#undef X
+}
+
+} // namespace
+
+int attn_bwd_tc_has(int dk, int dv) {
+#define X(DK, DV, BQ, BN) \
+    if (dk == DK && dv == DV) return attn_flash_has(dk, dv);
+    AE_BWD_TC_DIMS(X)
+#undef X
+    return 0;
+}
+
+int attn_bwd_tc_run(const ae_backend *be, const ae_attn_args *a, attn_bwd_tc_params *p,
+                    const void *dout, int dout_bf, float *lse2, float *delta, float *dsink_row) {
+    if (!attn_bwd_tc_has(a->dk, a->dv) || !tc_prepare(be, a->dk, a->dv)) return 0;
+    const size_t rows = (size_t)a->T * a->Hq, no = rows * (size_t)a->dv;
+    // scratch: out (bf16), then dout in bf16 unless the op's dout can be used as it is
+    const int copy_dout = !dout_bf || ((uintptr_t)dout & 15) != 0;
+    bf16 *out = (bf16 *)cuda_tmp_alloc(be, sizeof(bf16) * no * (copy_dout ? 2 : 1), "attention_bwd");
+    if (!out) return 1; // error kept
+    bf16 *dout_copy = copy_dout ? out + no : NULL;
+
+    attn_params f;
+    memset(&f, 0, sizeof f);
+    f.q = p->q;
+    f.k = p->k;
+    f.v = p->v;
+    f.out = out;
+    f.sinks = (const float *)a->sinks.data;
+    f.T = a->T;
+    f.pos0 = a->pos0;
+    f.Hq = a->Hq;
+    f.Hkv = a->Hkv;
+    f.G = a->Hq / a->Hkv;
+    f.dk = a->dk;
+    f.dv = a->dv;
+    f.k_stride = a->k_stride;
+    f.v_stride = a->v_stride;
+    f.window = a->window;
+    f.ring = 0;
+    f.scale_log2 = a->scale * AE_ATTN_LOG2E;
+    f.splits = 1;
+    if (!attn_flash_run_lse(be, &f, lse2)) {
+        cuda_tmp_free(be, out);
+        return 0;
+    }
+    cudaStream_t s = stream_of(be);
+    if (copy_dout && dout_bf) { // BF16 but unaligned: copy through the F32 path's kernel shape
+        cuda_check(be, cudaMemcpyAsync(dout_copy, dout, sizeof(bf16) * no,
+                                       cudaMemcpyDeviceToDevice, s), "attention_bwd");
+        dout = dout_copy;
+    }
+    k_attn_bwd_delta<<<cuda_blocks(rows, 8), 256, 0, s>>>(
+        out, dout, !dout_bf, dout_bf ? NULL : dout_copy, lse2, f.sinks, delta, dsink_row,
+        (int)rows, a->Hq, a->dv);
+    cuda_check(be, cudaGetLastError(), "attention_bwd (D)");
+    p->dout = copy_dout ? dout_copy : (const bf16 *)dout;
+    p->lse2 = lse2;
+    p->delta = delta;
+    tc_launch(be, p);
+    cuda_tmp_free(be, out);
+    return 1;
+}
