@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/ops.h"
 #include "train/optim.h"
 #include "util/testutil.h"
 
@@ -71,35 +72,39 @@ static void test_adamw_steps(void **state) {
     // != 1 so that a clip factor computed as 1/norm instead of clip/norm shows)
     double gnorm[STEPS] = {0.5, 4.0, 0.3, 2.5, 0.6, 0.4, 7.0};
     ae_opt_param ps[NT];
+    float *W[NT], *G[NT]; // host views of each tensor and its gradient (cpu backend)
     ref_tensor ref[NT];
     ae_rng r;
     ae_rng_seed(&r, 42);
     for (int i = 0; i < NT; i++) {
-        ps[i] = (ae_opt_param){calloc((size_t)numel[i], sizeof(float)), calloc((size_t)numel[i], sizeof(float)), numel[i], decay[i]};
-        ae_test_fill_normal(ps[i].data, (size_t)numel[i], 1.0f, &r);
-        for (int64_t j = 0; j < numel[i]; j++) ps[i].data[j] += decay[i] ? 0.0f : 1.0f; // norm-like
+        W[i] = calloc((size_t)numel[i], sizeof(float));
+        G[i] = calloc((size_t)numel[i], sizeof(float));
+        ps[i] = (ae_opt_param){.param = ae_host_f32(W[i]), .grad = ae_host_f32(G[i]),
+                               .numel = numel[i], .decay = decay[i]};
+        ae_test_fill_normal(W[i], (size_t)numel[i], 1.0f, &r);
+        for (int64_t j = 0; j < numel[i]; j++) W[i][j] += decay[i] ? 0.0f : 1.0f; // norm-like
         ref[i].w = malloc(sizeof(double) * (size_t)numel[i]);
         ref[i].m = calloc((size_t)numel[i], sizeof(double));
         ref[i].v = calloc((size_t)numel[i], sizeof(double));
-        for (int64_t j = 0; j < numel[i]; j++) ref[i].w[j] = ps[i].data[j];
+        for (int64_t j = 0; j < numel[i]; j++) ref[i].w[j] = W[i][j];
     }
     ae_adamw o;
-    assert_int_equal(ae_adamw_init(&o, &cfg, ps, NT), AE_OK);
+    assert_int_equal(ae_adamw_init(&o, ae_backend_cpu(), &cfg, ps, NT), AE_OK);
     double worst_w = 0, worst_m = 0, worst_v = 0;
     for (int s = 1; s <= STEPS; s++) {
         // gradients: N(0,1) rescaled to the step's global norm; some exact zeros
         double ss = 0;
         for (int i = 0; i < NT; i++) {
-            ae_test_fill_normal(ps[i].grad, (size_t)numel[i], 1.0f, &r);
-            if (s == 3) ps[i].grad[0] = 0.0f;
-            for (int64_t j = 0; j < numel[i]; j++) ss += (double)ps[i].grad[j] * ps[i].grad[j];
+            ae_test_fill_normal(G[i], (size_t)numel[i], 1.0f, &r);
+            if (s == 3) G[i][0] = 0.0f;
+            for (int64_t j = 0; j < numel[i]; j++) ss += (double)G[i][j] * G[i][j];
         }
         float k = (float)(gnorm[s - 1] / sqrt(ss));
         double ss2 = 0;
         for (int i = 0; i < NT; i++)
             for (int64_t j = 0; j < numel[i]; j++) {
-                ps[i].grad[j] *= k;
-                ss2 += (double)ps[i].grad[j] * ps[i].grad[j];
+                G[i][j] *= k;
+                ss2 += (double)G[i][j] * G[i][j];
             }
         double norm = sqrt(ss2);
         // reference step
@@ -110,22 +115,23 @@ static void test_adamw_steps(void **state) {
         for (int i = 0; i < NT; i++) {
             double wd = decay[i] ? cfg.weight_decay : 0.0;
             for (int64_t j = 0; j < numel[i]; j++) {
-                double g = ps[i].grad[j] * scale;
+                double g = G[i][j] * scale;
                 ref[i].m[j] = b1 * ref[i].m[j] + (1 - b1) * g;
                 ref[i].v[j] = b2 * ref[i].v[j] + (1 - b2) * g * g;
                 double mh = ref[i].m[j] / bc1, vh = ref[i].v[j] / bc2;
                 ref[i].w[j] -= lr * (mh / (sqrt(vh) + cfg.eps) + wd * ref[i].w[j]);
             }
         }
-        double got_norm = ae_adamw_step(&o);
+        double got_norm;
+        assert_int_equal(ae_adamw_step(&o, &got_norm), AE_OK);
         // the returned norm is the pre-clip one (double accumulation of float squares)
         assert_true(fabs(got_norm - norm) < 1e-9 * norm);
         assert_int_equal(o.step, s);
         for (int i = 0; i < NT; i++)
             for (int64_t j = 0; j < numel[i]; j++) {
-                worst_w = fmax(worst_w, fabs(ps[i].data[j] - ref[i].w[j]));
-                worst_m = fmax(worst_m, fabs(o.m[i][j] - ref[i].m[j]));
-                worst_v = fmax(worst_v, fabs(o.v[i][j] - ref[i].v[j]));
+                worst_w = fmax(worst_w, fabs(W[i][j] - ref[i].w[j]));
+                worst_m = fmax(worst_m, fabs(ae_f32(o.m[i])[j] - ref[i].m[j]));
+                worst_v = fmax(worst_v, fabs(ae_f32(o.v[i])[j] - ref[i].v[j]));
             }
         printf("step %d: lr %.5f, grad norm %.2f (%s), worst |w - ref| so far %.2e\n", s, lr, norm,
                scale < 1 ? "clipped" : "not clipped", worst_w);
@@ -144,10 +150,10 @@ static void test_adamw_steps(void **state) {
     // zero_grad clears every gradient
     ae_adamw_zero_grad(&o);
     for (int i = 0; i < NT; i++)
-        for (int64_t j = 0; j < numel[i]; j++) assert_true(ps[i].grad[j] == 0.0f);
+        for (int64_t j = 0; j < numel[i]; j++) assert_true(G[i][j] == 0.0f);
     ae_adamw_free(&o);
     for (int i = 0; i < NT; i++) {
-        free(ps[i].data), free(ps[i].grad);
+        free(W[i]), free(G[i]);
         free(ref[i].w), free(ref[i].m), free(ref[i].v);
     }
 }
@@ -159,12 +165,14 @@ static void test_adamw_first_step_by_hand(void **state) {
     (void)state;
     float w[2] = {0.5f, 0.5f}, g[2] = {0.25f, -0.001f};
     float w0[1] = {2.0f}, g0[1] = {-3.0f};
-    ae_opt_param ps[2] = {{w, g, 2, 1}, {w0, g0, 1, 0}};
+    ae_opt_param ps[2] = {{.param = ae_host_f32(w), .grad = ae_host_f32(g), .numel = 2, .decay = 1},
+                          {.param = ae_host_f32(w0), .grad = ae_host_f32(g0), .numel = 1, .decay = 0}};
     ae_adamw_cfg cfg = {.lr = 0.1f, .beta1 = 0.8f, .beta2 = 0.99f, .eps = 1e-8f, .weight_decay = 0.5f,
                         .warmup = 0, .total = 1, .min_lr_ratio = 1.0f, .clip = 0.0f};
     ae_adamw o;
-    assert_int_equal(ae_adamw_init(&o, &cfg, ps, 2), AE_OK);
-    ae_adamw_step(&o);
+    assert_int_equal(ae_adamw_init(&o, ae_backend_cpu(), &cfg, ps, 2), AE_OK);
+    double norm;
+    assert_int_equal(ae_adamw_step(&o, &norm), AE_OK);
     // w -= lr·(g/|g| + wd·w): 0.5 - 0.1·(1 + 0.25), 0.5 - 0.1·(-1 + 0.25); w0 (no decay): 2 + 0.1.
     // Tolerance 1e-6: float arithmetic on O(1) values (eps/|g| = 1e-5 relative on the second).
     assert_true(fabsf(w[0] - 0.375f) < 1e-6f);
@@ -179,27 +187,31 @@ static void test_adamw_first_step_by_hand(void **state) {
 static void test_adamw_nonfinite(void **state) {
     (void)state;
     float w0[3] = {1, 2, 3}, g0[3] = {0.1f, 0.2f, 0.3f}, w1[2] = {1, 1}, g1[2] = {0.5f, NAN};
-    ae_opt_param ps[2] = {{w0, g0, 3, 1}, {w1, g1, 2, 1}};
+    ae_opt_param ps[2] = {{.param = ae_host_f32(w0), .grad = ae_host_f32(g0), .numel = 3, .decay = 1},
+                          {.param = ae_host_f32(w1), .grad = ae_host_f32(g1), .numel = 2, .decay = 1}};
     ae_adamw_cfg cfg = {.lr = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 10.0f,
                         .warmup = 0, .total = 10, .min_lr_ratio = 1.0f, .clip = 1.0f};
     ae_adamw o;
-    assert_int_equal(ae_adamw_init(&o, &cfg, ps, 2), AE_OK);
+    assert_int_equal(ae_adamw_init(&o, ae_backend_cpu(), &cfg, ps, 2), AE_OK);
     for (int k = 0; k < 2; k++) {
         g1[1] = k ? -INFINITY : NAN;
-        double norm = ae_adamw_step(&o);
+        double norm;
+        assert_int_equal(ae_adamw_step(&o, &norm), AE_OK);
         assert_false(isfinite(norm));
         assert_int_equal(o.nonfinite, 1);
         assert_int_equal(o.step, 0);
         assert_true(w0[0] == 1 && w0[2] == 3 && w1[0] == 1 && w1[1] == 1);
         for (int i = 0; i < 2; i++)
-            for (int j = 0; j < ps[i].numel; j++) assert_true(o.m[i][j] == 0 && o.v[i][j] == 0);
+            for (int j = 0; j < ps[i].numel; j++)
+                assert_true(ae_f32(o.m[i])[j] == 0 && ae_f32(o.v[i])[j] == 0);
     }
     g1[1] = 0.25f;
-    ae_adamw_step(&o);
+    double norm;
+    assert_int_equal(ae_adamw_step(&o, &norm), AE_OK);
     assert_int_equal(o.nonfinite, -1);
     assert_int_equal(o.step, 1);
     w0[1] = 3e38f; // decay: w -= lr·wd·w = -27e38: overflows to -Inf
-    ae_adamw_step(&o);
+    assert_int_equal(ae_adamw_step(&o, &norm), AE_OK);
     assert_int_equal(o.nonfinite, 0);
     assert_true(isinf(w0[1]));
     ae_adamw_free(&o);

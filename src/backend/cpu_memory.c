@@ -10,11 +10,12 @@
 
 ae_ptr ae_cpu_alloc(const ae_backend *be, size_t n, ae_dtype dt) {
     (void)be;
-    if (dt != AE_DT_F32 && dt != AE_DT_I32) {
+    if (dt != AE_DT_F32 && dt != AE_DT_I32 && dt != AE_DT_F64) { // F64: sumsq's exact sums
         fprintf(stderr, "attnedit: internal error: cpu alloc of dtype %s\n", ae_dtype_name(dt));
         abort();
     }
-    return ae_ptr_make(ae_alloc_f32(n), dt); // zeroed; NULL with the message set on failure
+    size_t words = dt == AE_DT_F64 ? 2 * n : n;
+    return ae_ptr_make(ae_alloc_f32(words), dt); // zeroed; NULL with the message set on failure
 }
 
 void ae_cpu_free(const ae_backend *be, ae_ptr p) {
@@ -50,7 +51,7 @@ ae_status ae_cpu_upload(const ae_backend *be, ae_ptr dst, const void *src, ae_dt
 
 ae_status ae_cpu_download(const ae_backend *be, void *dst, ae_dtype dst_dt, ae_ptr src, size_t n) {
     (void)be;
-    if (dst_dt != src.dtype || (dst_dt != AE_DT_F32 && dst_dt != AE_DT_I32))
+    if (dst_dt != src.dtype || (dst_dt != AE_DT_F32 && dst_dt != AE_DT_I32 && dst_dt != AE_DT_F64))
         return ae_errorf(AE_ERR_UNSUPPORTED, "cpu: cannot download a %s tensor as %s",
                          ae_dtype_name(src.dtype), ae_dtype_name(dst_dt));
     memcpy(dst, src.data, n * ae_dtype_size(dst_dt));

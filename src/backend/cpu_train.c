@@ -47,7 +47,8 @@ void ae_cpu_embed_bwd(const ae_backend *be, ae_ptr dtable, ae_ptr dyp, ae_ptr id
 void ae_cpu_mse_rows(const ae_backend *be, ae_ptr out, ae_ptr dyp, ae_ptr yp, ae_ptr tp, int N,
                      int D, int normalized, float scale) {
     (void)be;
-    float *o = cpu_f(out, "mse_rows");      // (N)
+    double *o64 = out.dtype == AE_DT_F64 ? out.data : NULL; // (N) F64 keeps the double losses
+    float *o = o64 ? NULL : cpu_f(out, "mse_rows");         // (N)
     float *dy = cpu_f(dyp, "mse_rows");     // (N, D) or null
     const float *y = cpu_f(yp, "mse_rows"); // (N, D)
     const float *t = cpu_f(tp, "mse_rows"); // (N, D)
@@ -61,7 +62,8 @@ void ae_cpu_mse_rows(const ae_backend *be, ae_ptr out, ae_ptr dyp, ae_ptr yp, ae
             tt += (double)ti[d] * ti[d];
         }
         double den = normalized ? tt + 1e-6 : (double)D;
-        o[i] = (float)(se / den);
+        if (o64) o64[i] = se / den;
+        else o[i] = (float)(se / den);
         if (dy) {
             double c = 2.0 * scale / den;
             float *g = dy + (size_t)i * D;
@@ -169,7 +171,6 @@ void ae_cpu_kd_chunk(const ae_backend *be, ae_ptr klp, ae_ptr dzsp, int64_t ldd,
 
 void ae_cpu_sumsq(const ae_backend *be, ae_ptr out, ae_ptr xp, size_t n) {
     (void)be;
-    float *o = cpu_f(out, "sumsq");      // (1)
     const float *x = cpu_f(xp, "sumsq"); // (n)
     size_t nb = (n + SUMSQ_BLOCK - 1) / SUMSQ_BLOCK;
     double part[64], total = 0.0;
@@ -185,7 +186,8 @@ void ae_cpu_sumsq(const ae_backend *be, ae_ptr out, ae_ptr xp, size_t n) {
         }
         for (size_t b = 0; b < gn; b++) total += part[b];
     }
-    o[0] = (float)total; // > FLT_MAX rounds to Inf; Inf/NaN inputs propagate
+    if (out.dtype == AE_DT_F64) *(double *)out.data = total;
+    else *cpu_f(out, "sumsq") = (float)total; // > FLT_MAX rounds to Inf; Inf/NaN propagate
 }
 
 void ae_cpu_axpby(const ae_backend *be, ae_ptr yp, float alpha, ae_ptr xp, float beta, size_t n) {

@@ -113,8 +113,8 @@ k_embed_rows(float *dtable, const void *dy, int dy_bf, const int32_t *key, const
 // ---- mse_rows, cosine_rows: a block per row ------------------------------------------------------
 
 __global__ void __launch_bounds__(kThreads)
-k_mse_rows(float *out, void *dy, int dy_bf, const void *y, int y_bf, const void *t, int t_bf,
-           int D, int normalized, float scale) {
+k_mse_rows(void *out, int out_f64, void *dy, int dy_bf, const void *y, int y_bf, const void *t,
+           int t_bf, int D, int normalized, float scale) {
     __shared__ double sh[kWarps];
     const size_t o = (size_t)blockIdx.x * D;
     double se = 0.0, tt = 0.0;
@@ -126,7 +126,10 @@ k_mse_rows(float *out, void *dy, int dy_bf, const void *y, int y_bf, const void 
     se = block_sum_d(se, sh);
     tt = block_sum_d(tt, sh);
     const double den = normalized ? tt + 1e-6 : (double)D;
-    if (threadIdx.x == 0) out[blockIdx.x] = (float)(se / den);
+    if (threadIdx.x == 0) {
+        if (out_f64) ((double *)out)[blockIdx.x] = se / den;
+        else ((float *)out)[blockIdx.x] = (float)(se / den);
+    }
     if (!dy) return;
     const double c = 2.0 * scale / den;
     for (int d = threadIdx.x; d < D; d += kThreads) {
@@ -396,13 +399,14 @@ void ae_cuda_mse_rows(const ae_backend *be, ae_ptr out, ae_ptr dy, ae_ptr y, ae_
                       int D, int normalized, float scale) {
     if (cuda_failed(be)) return;
     const char *op = "mse_rows";
-    cuda_need(out, AE_M_F32, op, "out");
+    const int f64 = out.dtype == AE_DT_F64; // F64 keeps the double row losses
+    if (!f64) cuda_need(out, AE_M_F32, op, "out");
     cuda_need(dy, AE_M_FLOAT, op, "dy");
     cuda_need(y, AE_M_FLOAT, op, "y");
     cuda_need(t, AE_M_FLOAT, op, "t");
     if (N <= 0 || D <= 0) return;
     k_mse_rows<<<(unsigned)N, kThreads, 0, stream_of(be)>>>(
-        (float *)out.data, dy.data, is_bf(dy), y.data, is_bf(y), t.data, is_bf(t), D, normalized,
+        out.data, f64, dy.data, is_bf(dy), y.data, is_bf(y), t.data, is_bf(t), D, normalized,
         scale);
     cuda_check(be, cudaGetLastError(), op);
 }

@@ -296,7 +296,7 @@ struct ae_backend {
     //
     // Stage-1 loss per row and its gradient: out[i] = ‖y_i − t_i‖² / den_i with den_i = D
     // (normalized 0) or ‖t_i‖² + 1e-6 (normalized 1); dy_i = scale · 2 (y_i − t_i) / den_i
-    // (overwritten; skipped when dy is null).   y, t, dy: (N, D) float;  out: (N) F32
+    // (overwritten; skipped when dy is null).   y, t, dy: (N, D) float;  out: (N) F32 or F64
     void (*mse_rows)(const ae_backend *be, ae_ptr out, ae_ptr dy, ae_ptr y, ae_ptr t, int N, int D,
                      int normalized, float scale);
     // Feature loss per row: out[i] = 1 − cos(a_i, b_i) (a row where a or b is all zero: cos = 0
@@ -320,8 +320,9 @@ struct ae_backend {
     void (*kd_chunk)(const ae_backend *be, ae_ptr kl, ae_ptr dzs, int64_t ldd, ae_ptr zt,
                      ae_ptr zs, int64_t ldz, ae_ptr st, ae_ptr ss, int N, int Vc, float inv_tau,
                      float gscale);
-    // out[0] = Σ x_j² over n values (Inf when the sum exceeds float's range or x holds Inf, NaN
-    // when x holds NaN).   x: (n) float;  out: (1) F32
+    // out[0] = Σ x_j² over n values (Inf when x holds Inf, NaN when x holds NaN; with an F32
+    // out also Inf when the sum exceeds float's range: F64 keeps the double sum).
+    //   x: (n) float;  out: (1) F32 or F64
     void (*sumsq)(const ae_backend *be, ae_ptr out, ae_ptr x, size_t n);
     // y = alpha · x + beta · y; beta == 0 does not read y.   x, y: (n) float
     void (*axpby)(const ae_backend *be, ae_ptr y, float alpha, ae_ptr x, float beta, size_t n);

@@ -41,7 +41,12 @@ static const char k_help[] =
     "            --stage1-loss mse|normalized  --stage1-block W (0: off; weight of the block\n"
     "            output through the frozen teacher MLP)  --tau T (1)  --cos-weight L (0.1)\n"
     "            --train attention|all (stage 2; default attention)  --save-every N (steps)\n"
-    "            --log-every N (10)\n"
+    "            --log-every N (10)  --save-minutes M (also a checkpoint every M minutes; 0: off)\n"
+    "  device:   --device cpu|cuda[:N] (default cpu). On cuda the teacher and student are bf16 and\n"
+    "            AdamW keeps fp32 master weights; stage 1 runs there, stage 2 not yet (give\n"
+    "            --stage2-tokens 0, then --resume the run with --device cpu). --resume and\n"
+    "            --restart take --device too: a run may continue on another device (then it is no\n"
+    "            longer bit-identical to an uninterrupted one, and the resume says so).\n"
     "  attnedit convert --resume S   continue the interrupted run in S from its checkpoint\n"
     "                                (a finished run: says so and changes nothing)\n"
     "  attnedit convert --restart S  start the run in S over from step 0, with the settings\n"
@@ -51,7 +56,7 @@ static const char k_help[] =
     "  checkpoint/ when training).\n";
 
 typedef struct {
-    const char *teacher, *out, *data, *resume, *restart;
+    const char *teacher, *out, *data, *resume, *restart, *device;
     int force;
     ae_student_spec spec;
     ae_distill_opts train;
@@ -113,6 +118,11 @@ static int parse_train(ae_args *a, convert_opts *o, ae_status *st) {
         if (r > 0 && !strcmp(v, "normalized")) t->s1_normalized = 1;
         else if (r > 0 && strcmp(v, "mse"))
             *st = ae_errorf(AE_ERR_ARG, "--stage1-loss: '%s' is not a loss (mse, normalized)", v);
+    } else if ((r = ae_args_value(a, "--save-minutes", &v))) {
+        if (r > 0 && (*st = ae_parse_float(v, "--save-minutes", &t->save_minutes)) == AE_OK &&
+            !(t->save_minutes >= 0 && t->save_minutes <= AE_RUN_MAX_MINUTES))
+            *st = ae_errorf(AE_ERR_ARG, "--save-minutes: %g is out of range [0, %g]",
+                            (double)t->save_minutes, AE_RUN_MAX_MINUTES);
     } else if ((r = ae_args_value(a, "--train", &v))) {
         if (r > 0 && !strcmp(v, "all")) t->train_all = 1;
         else if (r > 0 && strcmp(v, "attention"))
@@ -128,7 +138,8 @@ static int parse_one(ae_args *a, convert_opts *o, int *target_seen) {
     int r;
     ae_status st = AE_OK;
     const int big = AE_RUN_MAX_DIM;
-    if ((r = ae_args_value(a, "--teacher", &o->teacher)) || (r = ae_args_value(a, "--out", &o->out)))
+    if ((r = ae_args_value(a, "--teacher", &o->teacher)) || (r = ae_args_value(a, "--out", &o->out)) ||
+        (r = ae_args_value(a, "--device", &o->device)))
         return r;
     if ((r = ae_args_value(a, "--target", &v))) {
         if (r > 0) st = parse_target(v, &s->target), *target_seen = 1;
@@ -224,9 +235,9 @@ static int parse(int argc, char **argv, convert_opts *o) {
         if (r == 0) return (ae_args_unknown(&a), ae_cli_fail("convert"));
     }
     if (o->resume || o->restart) {
-        if (argc != 2) {
-            fprintf(stderr, "attnedit convert: --resume S and --restart S take no other options (the "
-                            "run's settings are in S/conversion.json)\n");
+        if (argc != (o->device ? 4 : 2)) {
+            fprintf(stderr, "attnedit convert: --resume S and --restart S take no other options than "
+                            "--device (the run's settings are in S/conversion.json)\n");
             return 2;
         }
         return 0;
@@ -326,7 +337,7 @@ static int check_inputs(const ae_run_spec *rs, const char *flag, const char *dir
 // Continues the run in dir from its checkpoint. Everything read back is checked first (the
 // teacher and data hashes too); a finished run, or one without a checkpoint, is reported and
 // nothing is written.
-static int run_resume(const char *dir) {
+static int run_resume(const char *dir, const ae_backend *be) {
     static ae_run_spec rs;
     if (ae_run_spec_load(dir, &rs) != AE_OK || ae_run_spec_check_student(&rs, dir) != AE_OK)
         return ae_cli_fail("convert");
@@ -348,8 +359,8 @@ static int run_resume(const char *dir) {
     int rc = 0;
     char *origin = ae_path_join(dir, "conversion.json");
     ae_tokfile data;
-    if (!origin || ae_model_load(rs.teacher, ae_backend_cpu(), &t) != AE_OK ||
-        ae_model_load(dir, ae_backend_cpu(), &s) != AE_OK || check_training(&rs, t, &data, origin) != AE_OK) {
+    if (!origin || ae_model_load(rs.teacher, be, &t) != AE_OK || ae_model_load(dir, be, &s) != AE_OK ||
+        check_training(&rs, t, &data, origin) != AE_OK) {
         rc = ae_cli_fail("convert");
     } else {
         ae_init_report rep = {0};
@@ -367,14 +378,14 @@ static int run_resume(const char *dir) {
 // one with force) and, given budgets, trains it from step 0. origin: the conversion.json rs was
 // read from (NULL: the command line), for messages.
 static int make_and_train(ae_run_spec *rs, const char *teacher, const char *out, int force,
-                          const char *origin) {
+                          const char *origin, const ae_backend *be) {
     int training = rs->opts.stage_tokens[0] > 0 || rs->opts.stage_tokens[1] > 0, rc = 0;
     ae_model *t = NULL, *s = NULL;
     ae_init_report rep;
     char *meta = NULL;
     ae_tokfile data;
     int data_open = 0;
-    ae_status st = ae_model_load(teacher, ae_backend_cpu(), &t);
+    ae_status st = ae_model_load(teacher, be, &t);
     if (st == AE_OK) {
         st = ae_student_resolve(&t->cfg, &rs->spec); // record the resolved dims
         if (st != AE_OK && origin) ae_error_wrap(st, "%s (target settings)", origin);
@@ -385,7 +396,7 @@ static int make_and_train(ae_run_spec *rs, const char *teacher, const char *out,
     }
     // attention-only training: the student shares the teacher's frozen tensors in memory
     if (st == AE_OK)
-        st = rs->opts.train_all ? ae_model_load(teacher, ae_backend_cpu(), &s) : ae_model_share(t, &s);
+        st = rs->opts.train_all ? ae_model_load(teacher, be, &s) : ae_model_share(t, &s);
     if (st == AE_OK) st = ae_student_make(s, &rs->spec, &rep);
     if (st != AE_OK) {
         rc = ae_cli_fail("convert");
@@ -418,7 +429,7 @@ done:
 
 // Starts the run in dir over from step 0 with the settings of its conversion.json (checked
 // first, with the teacher and data hashes): the folder is rewritten as by the first convert.
-static int run_restart(const char *arg) {
+static int run_restart(const char *arg, const ae_backend *be) {
     static ae_run_spec rs;
     char dir[4096];
     size_t n = strlen(arg);
@@ -437,7 +448,7 @@ static int run_restart(const char *arg) {
     char *origin = ae_path_join(dir, "conversion.json");
     if (!origin) return ae_cli_fail("convert");
     fprintf(stderr, "restarting %s from step 0 with the settings of its conversion.json\n", dir);
-    int rc = make_and_train(&rs, rs.teacher, dir, 1, origin);
+    int rc = make_and_train(&rs, rs.teacher, dir, 1, origin, be);
     free(origin);
     return rc;
 }
@@ -460,10 +471,12 @@ static ae_status fill_spec(const convert_opts *o, ae_run_spec *rs) {
 int ae_cmd_convert(int argc, char **argv) {
     convert_opts o;
     static ae_run_spec rs;
+    const ae_backend *be = NULL;
     int rc = parse(argc, argv, &o);
     if (rc) goto out;
+    if ((rc = ae_cli_open_device("convert", o.device ? o.device : "cpu", &be))) goto out;
     if (o.resume || o.restart) {
-        rc = o.resume ? run_resume(o.resume) : run_restart(o.restart);
+        rc = o.resume ? run_resume(o.resume, be) : run_restart(o.restart, be);
         goto out;
     }
     int training = o.train.stage_tokens[0] > 0 || o.train.stage_tokens[1] > 0;
@@ -474,8 +487,9 @@ int ae_cmd_convert(int argc, char **argv) {
     }
     if (o.data && !training)
         fprintf(stderr, "note: --data given without --stage1-tokens/--stage2-tokens: no training\n");
-    rc = make_and_train(&rs, o.teacher, o.out, o.force, NULL);
+    rc = make_and_train(&rs, o.teacher, o.out, o.force, NULL, be);
 out:
+    if (be) ae_backend_close(be);
     free(o.layers);
     free(o.full_layers);
     return rc;

@@ -88,19 +88,24 @@ static ae_status attention(const ae_model *m, const ae_layer *L, ae_kv_cache *ca
     return ae_gswa_forward(be, &L->gqa, w->xn, T, pos0, w->pos, &cache->kv[l], w->tmp);
 }
 
-// Feed-forward sub-block output tmp = MLP(xn) (SwiGLU) or MoE(xn).
-static ae_status mlp(const ae_model *m, const ae_layer *L, workspace *w, int T) {
+ae_status ae_layer_ffn_forward(const ae_model *m, const ae_layer *L, ae_ptr y, ae_ptr x, int T,
+                               ae_ptr g, ae_ptr u) {
     const ae_backend *be = m->be;
     const ae_config *c = &m->cfg;
     int D = c->hidden_size;
-    if (L->is_moe) return ae_moe_forward(m, L, w->tmp, w->xn, T);
+    if (L->is_moe) return ae_moe_forward(m, L, y, x, T);
     int I = c->intermediate_size;
-    ae_ptr ys[2] = {w->g, w->u}, ws[2] = {L->w_gate, L->w_up};
+    ae_ptr ys[2] = {g, u}, ws[2] = {L->w_gate, L->w_up};
     int Ns[2] = {I, I};
-    ae_matmul_group(be, 2, ys, w->xn, ws, Ns, T, D); // gate and up: one GEMV launch at decode
-    be->silu_mul(be, w->g, w->g, w->u, (size_t)T * I);
-    ae_matmul(be, w->tmp, w->g, L->w_down, T, I, D);
+    ae_matmul_group(be, 2, ys, x, ws, Ns, T, D); // gate and up: one GEMV launch at decode
+    be->silu_mul(be, g, g, u, (size_t)T * I);
+    ae_matmul(be, y, g, L->w_down, T, I, D);
     return AE_OK;
+}
+
+// Feed-forward sub-block output tmp = MLP(xn) (SwiGLU) or MoE(xn).
+static ae_status mlp(const ae_model *m, const ae_layer *L, workspace *w, int T) {
+    return ae_layer_ffn_forward(m, L, w->tmp, w->xn, T, w->g, w->u);
 }
 
 ae_status ae_model_forward(const ae_model *m, ae_kv_cache *cache, const int32_t *ids, int T,

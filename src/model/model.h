@@ -94,4 +94,9 @@ double ae_forward_workspace_bytes(const ae_config *c, int64_t T, int act_bytes);
 ae_status ae_model_forward(const ae_model *m, ae_kv_cache *cache, const int32_t *ids, int T,
                            ae_ptr logits, int all_logits);
 
+// Feed-forward sub-block of layer L on T rows: y = SwiGLU MLP(x) or MoE(x) (no residual).
+// x, y: (T, D) act;  g, u: (T, intermediate_size) act scratch of dense layers (unused by MoE).
+ae_status ae_layer_ffn_forward(const ae_model *m, const ae_layer *L, ae_ptr y, ae_ptr x, int T,
+                               ae_ptr g, ae_ptr u);
+
 #endif

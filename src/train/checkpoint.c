@@ -1,6 +1,8 @@
 // Checkpoints of a distillation run: out/checkpoint/{params.safetensors, state.json}.
-// params.safetensors holds every student parameter (F32, flattened, by HF name) and the AdamW
-// moments of the current stage ("adam.m/<name>", "adam.v/<name>"). A new checkpoint is written
+// params.safetensors holds every parameter the run trains (F32, flattened, by HF name: the
+// attention modules of the replaced layers, or every parameter with --train all; the fp32 master
+// values where the model holds bf16) and the AdamW moments of the current stage
+// ("adam.m/<name>", "adam.v/<name>"). Frozen parameters are the student folder's. A new checkpoint is written
 // to checkpoint.tmp.<pid>, the previous one moved to checkpoint.old, the new one renamed into
 // place and the old one removed; if the process dies in between, checkpoint.old is used.
 #include <cjson/cJSON.h>
@@ -30,28 +32,72 @@ static ae_status check_finite(const char *name, const float *x, int64_t n) {
     return AE_OK;
 }
 
+// Host copies made for one write (the writer reads its tensors at finish).
+typedef struct {
+    float **p;
+    int n, cap;
+} host_copies;
+
+// Host F32 view of n values of backend tensor x: x's own memory on the cpu backend, else a
+// downloaded copy kept in hc until the write is finished.
+static ae_status host_view(const ae_backend *be, ae_ptr x, size_t n, host_copies *hc, float **out) {
+    if (be->host_memory && x.dtype == AE_DT_F32) {
+        *out = (float *)x.data;
+        return AE_OK;
+    }
+    if (hc->n == hc->cap) {
+        int cap = hc->cap ? 2 * hc->cap : 64;
+        float **p = realloc(hc->p, sizeof *p * (size_t)cap);
+        if (!p) return AE_ERR_NOMEM;
+        hc->p = p, hc->cap = cap;
+    }
+    float *h = ae_alloc_f32(n);
+    if (!h) return ae_errorf(AE_ERR_NOMEM, "out of host memory for a checkpoint tensor of %zu values", n);
+    hc->p[hc->n++] = h;
+    *out = h;
+    return be->download(be, h, AE_DT_F32, x, n);
+}
+
+static void host_copies_free(host_copies *hc) {
+    for (int i = 0; i < hc->n; i++) ae_free_aligned(hc->p[i]);
+    free(hc->p);
+}
+
+// Adds tensor x (n values in backend memory) as F32 under name, refusing Inf/NaN.
+static ae_status add_tensor(ae_st_writer *w, const ae_backend *be, host_copies *hc, const char *name,
+                            ae_ptr x, int64_t n) {
+    float *h = NULL;
+    AE_TRY(host_view(be, x, (size_t)n, hc, &h));
+    AE_TRY(check_finite(name, h, n));
+    int64_t shape[1] = {n};
+    return ae_st_writer_add(w, name, AE_DT_F32, 1, shape, h);
+}
+
+// The values training updates of parameter i: its fp32 master when it has one, else itself.
+static ae_ptr param_values(const ae_run *r, int i) {
+    return ae_ptr_is_null(r->master[i]) ? r->sp[i].t : r->master[i];
+}
+
 static ae_status write_params(const ae_run *r, const char *path) {
+    const ae_backend *be = r->s->be;
     ae_st_writer *w;
     AE_TRY(ae_st_writer_init(&w));
+    host_copies hc = {0};
     ae_status st = AE_OK;
     char name[128];
-    for (int i = 0; i < r->np && st == AE_OK; i++) {
-        int64_t shape[1] = {r->sp[i].numel};
-        st = check_finite(r->sp[i].name, r->sp[i].data, r->sp[i].numel);
-        if (st == AE_OK) st = ae_st_writer_add(w, r->sp[i].name, AE_DT_F32, 1, shape, r->sp[i].data);
-    }
+    for (int i = 0; i < r->np && st == AE_OK; i++)
+        if (ae_run_param_saved(r, i))
+            st = add_tensor(w, be, &hc, r->sp[i].name, param_values(r, i), r->sp[i].numel);
     for (int k = 0; k < r->ntrain && st == AE_OK; k++) {
         const ae_named_param *p = &r->sp[r->trainable[k]];
-        int64_t shape[1] = {p->numel};
         snprintf(name, sizeof name, "adam.m/%s", p->name);
-        st = check_finite(name, r->opt.m[k], p->numel);
-        if (st == AE_OK) st = ae_st_writer_add(w, name, AE_DT_F32, 1, shape, r->opt.m[k]);
+        st = add_tensor(w, be, &hc, name, r->opt.m[k], p->numel);
         snprintf(name, sizeof name, "adam.v/%s", p->name);
-        if (st == AE_OK) st = check_finite(name, r->opt.v[k], p->numel);
-        if (st == AE_OK) st = ae_st_writer_add(w, name, AE_DT_F32, 1, shape, r->opt.v[k]);
+        if (st == AE_OK) st = add_tensor(w, be, &hc, name, r->opt.v[k], p->numel);
     }
-    if (st == AE_OK) return ae_st_writer_finish(w, path);
-    ae_st_writer_free(w);
+    if (st == AE_OK) st = ae_st_writer_finish(w, path);
+    else ae_st_writer_free(w);
+    host_copies_free(&hc);
     return st;
 }
 
@@ -78,6 +124,8 @@ static char *state_json(const ae_run *r) {
     cJSON_AddNumberToObject(j, "stage2_tokens", (double)r->o->stage_tokens[1]);
     snprintf(buf, sizeof buf, "%" PRIu64, r->o->seed);
     cJSON_AddStringToObject(j, "seed", buf);
+    // where it ran: a resume elsewhere is allowed, but is no longer bit-identical
+    cJSON_AddStringToObject(j, "device", r->s->be->device);
     // the steps since the last progress line (cJSON prints doubles so that they read back exactly)
     cJSON *iv = cJSON_AddObjectToObject(j, "interval");
     cJSON_AddNumberToObject(iv, "steps", (double)r->iv.n);
@@ -299,6 +347,12 @@ static ae_status parse_state(ae_run *r, const char *path) {
         for (int l = 0; l < L; l++)
             r->iv.layer_sum[l] = c.iv_layers ? cJSON_GetArrayItem(c.iv_layers, l)->valuedouble : 0.0;
     }
+    const cJSON *dev = cJSON_GetObjectItemCaseSensitive(j, "device");
+    const char *was = cJSON_IsString(dev) && dev->valuestring ? dev->valuestring : NULL;
+    if (st == AE_OK && was && strcmp(was, r->s->be->device))
+        fprintf(stderr, "note: the checkpoint was written on %.200s and the run continues on %s: the "
+                "rest of the run is no longer bit-identical to an uninterrupted run\n", was,
+                r->s->be->device);
     cJSON_Delete(j);
     AE_TRY(st);
     r->stage = c.stage;
@@ -311,8 +365,9 @@ static ae_status parse_state(ae_run *r, const char *path) {
     return AE_OK;
 }
 
-static ae_status load_tensor(const ae_st_set *s, const char *path, const char *name, float *dst,
-                             int64_t numel) {
+// Tensor `name` of the checkpoint into dst (n values in backend memory), checked first.
+static ae_status load_tensor(const ae_st_set *s, const char *path, const char *name,
+                             const ae_backend *be, ae_ptr dst, int64_t numel) {
     const ae_st_tensor *t = ae_st_find(s, name);
     if (!t || t->numel != numel)
         return ae_errorf(AE_ERR_FORMAT, "%s: tensor '%s' missing or of the wrong size", path, name);
@@ -320,7 +375,14 @@ static ae_status load_tensor(const ae_st_set *s, const char *path, const char *n
     if (bad >= 0)
         return ae_errorf(AE_ERR_FORMAT, "%s: tensor '%s' holds a non-finite value (Inf or NaN) at "
                          "element %lld: the checkpoint is damaged", path, name, (long long)bad);
-    return ae_st_to_f32(t, dst);
+    if (be->host_memory && dst.dtype == AE_DT_F32) return ae_st_to_f32(t, ae_f32(dst));
+    float *h = ae_alloc_f32((size_t)numel);
+    if (!h) return AE_ERR_NOMEM;
+    ae_status st = ae_st_to_f32(t, h);
+    if (st == AE_OK) st = be->upload(be, dst, h, AE_DT_F32, (size_t)numel);
+    if (st == AE_OK) st = be->sync(be); // h is freed below
+    ae_free_aligned(h);
+    return st;
 }
 
 // The folder holding the checkpoint to resume from: checkpoint/, or checkpoint.old/ when a
@@ -345,21 +407,30 @@ int ae_distill_has_checkpoint(const char *out_dir) {
     return found;
 }
 
-// Every student parameter and the current stage's AdamW moments.
+// The parameters the run trains (ae_run_param_saved) and the current stage's AdamW moments.
+// Tensors of frozen parameters, which checkpoints of earlier versions hold, are loaded too when
+// present (they equal the student folder's). A parameter with an fp32 master gets the checkpoint's
+// values in the master and, rounded, in the model.
 static ae_status load_params(ae_run *r, const char *dir) {
+    const ae_backend *be = r->s->be;
     char *pp = ae_path_join(dir, "params.safetensors");
     ae_st_set *s = NULL;
     ae_status st = pp ? ae_st_open_file(pp, &s) : AE_ERR_NOMEM;
     char name[128];
-    for (int i = 0; st == AE_OK && i < r->np; i++)
-        st = load_tensor(s, pp, r->sp[i].name, r->sp[i].data, r->sp[i].numel);
+    for (int i = 0; st == AE_OK && i < r->np; i++) {
+        const ae_named_param *p = &r->sp[i];
+        if (!ae_run_param_saved(r, i) && !ae_st_find(s, p->name)) continue;
+        st = load_tensor(s, pp, p->name, be, param_values(r, i), p->numel);
+        if (st == AE_OK && !ae_ptr_is_null(r->master[i])) ae_copy(be, p->t, r->master[i], (size_t)p->numel);
+    }
     for (int k = 0; st == AE_OK && k < r->ntrain; k++) {
         const ae_named_param *p = &r->sp[r->trainable[k]];
         snprintf(name, sizeof name, "adam.m/%s", p->name);
-        st = load_tensor(s, pp, name, r->opt.m[k], p->numel);
+        st = load_tensor(s, pp, name, be, r->opt.m[k], p->numel);
         snprintf(name, sizeof name, "adam.v/%s", p->name);
-        if (st == AE_OK) st = load_tensor(s, pp, name, r->opt.v[k], p->numel);
+        if (st == AE_OK) st = load_tensor(s, pp, name, be, r->opt.v[k], p->numel);
     }
+    if (st == AE_OK) st = be->sync(be);
     if (s) ae_st_close(s);
     free(pp);
     return st;

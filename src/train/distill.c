@@ -12,6 +12,7 @@
 #include "core/killpoint.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "plot/plot.h"
 #include "train/distill_internal.h"
 #include "model/layer_attn.h"
 #include "train/run_spec.h"
@@ -46,6 +47,17 @@ static ae_status check_opts(const ae_distill_opts *o) {
     return AE_OK;
 }
 
+// Stage 1 runs on every backend with training ops; stage 2 still uses host arrays (cpu).
+static ae_status check_backend(const ae_backend *be, const ae_distill_opts *o) {
+    if (!be->mse_rows || !be->adamw || !be->attention_bwd)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "the %s backend has no training ops", be->name);
+    if (!be->host_memory && o->stage_tokens[1] > 0)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "stage 2 (--stage2-tokens %lld) does not run on %s yet, "
+                         "only stage 1 does: convert with --stage2-tokens 0 on %s, then run stage 2 "
+                         "with --device cpu", (long long)o->stage_tokens[1], be->name, be->name);
+    return AE_OK;
+}
+
 static int layer_of(const char *name) {
     int l;
     return sscanf(name, "model.layers.%d.", &l) == 1 ? l : -1;
@@ -64,6 +76,19 @@ int64_t ae_f32_first_nonfinite(const float *x, int64_t n) {
 }
 
 static int nonfinite(const float *x, size_t n) { return ae_f32_first_nonfinite(x, (int64_t)n) >= 0; }
+
+// 1 when x (n float values in backend memory) holds Inf or NaN (its sum of squares is not
+// finite; a sum beyond float's range counts too: such activations have diverged anyway).
+static int dev_nonfinite(const ae_backend *be, ae_ptr x, size_t n) {
+    if (be->host_memory && x.dtype == AE_DT_F32) return nonfinite(ae_f32(x), n);
+    ae_ptr out = be->alloc(be, 1, AE_DT_F32);
+    float v = 0.0f;
+    if (ae_ptr_is_null(out)) return 0;
+    be->sumsq(be, out, x, n);
+    int bad = be->download(be, &v, AE_DT_F32, out, 1) != AE_OK || !isfinite(v);
+    be->free(be, out);
+    return bad;
+}
 
 // A loss for messages: NaN, Inf, -Inf or %g.
 static const char *fmt_loss(double v, char buf[32]) {
@@ -110,16 +135,18 @@ static ae_status diverged(const ae_run *r, int teacher, const char *fmt, ...) {
 }
 
 // Stage 1, layer l: the loss of one term is not finite. The teacher's input x and target a,
-// or the student's output y, hold Inf/NaN.   x, a, y: (N·D)
-static ae_status stage1_nonfinite(const ae_run *r, int l, const char *term, double loss,
-                                  const float *x, const float *a, const float *y, size_t nd) {
+// or the student's output y, hold Inf/NaN.   x, a, y: (N·D) float in backend memory
+static ae_status stage1_nonfinite(const ae_run *r, int l, const char *term, double loss, ae_ptr x,
+                                  ae_ptr a, ae_ptr y, size_t nd) {
+    const ae_backend *be = r->s->be;
     char b[32];
-    if (nonfinite(x, nd) || nonfinite(a, nd))
+    int bad_x = dev_nonfinite(be, x, nd);
+    if (bad_x || dev_nonfinite(be, a, nd))
         return diverged(r, 1, "the teacher's attention %s of layer %d holds Inf or NaN",
-                        nonfinite(x, nd) ? "input" : "output", l);
+                        bad_x ? "input" : "output", l);
     return diverged(r, 0, "the %s loss of layer %d (model.layers.%d.self_attn) is %s%s", term, l, l,
                     fmt_loss(loss, b),
-                    nonfinite(y, nd) ? ": the student's attention output holds Inf or NaN" : "");
+                    dev_nonfinite(be, y, nd) ? ": the student's attention output holds Inf or NaN" : "");
 }
 
 // Stage 2: the KL or cosine loss is not finite. Names the first layer after which the teacher's
@@ -167,84 +194,164 @@ static int is_trainable(const ae_run *r, int stage, const ae_named_param *p) {
     return r->o->train_all ? 1 : replaced;
 }
 
+int ae_run_param_saved(const ae_run *r, int i) { return is_trainable(r, 1, &r->sp[i]); }
+
+// The F32 copy AdamW updates for parameter i: none when the tensor is F32 itself (cpu; sinks),
+// else made once from the tensor (cuda: bf16 weights) and kept for the rest of the run, so a
+// tensor trained in both stages keeps its fp32 value across the stage boundary.
+static ae_status ensure_master(ae_run *r, int i) {
+    const ae_named_param *p = &r->sp[i];
+    const ae_backend *be = r->s->be;
+    if (p->t.dtype == AE_DT_F32 || !ae_ptr_is_null(r->master[i])) return AE_OK;
+    r->master[i] = be->alloc(be, (size_t)p->numel, AE_DT_F32);
+    if (ae_ptr_is_null(r->master[i]))
+        return ae_errorf(AE_ERR_NOMEM, "out of %s memory for the fp32 master copy of %s (%.1f MiB)",
+                         be->name, p->name, 4.0 * (double)p->numel / 1048576.0);
+    ae_copy(be, r->master[i], p->t, (size_t)p->numel);
+    return AE_OK;
+}
+
 ae_status ae_run_setup_stage(ae_run *r) {
     ae_adamw_free(&r->opt);
     r->ntrain = 0;
     if (r->stage >= 2) return AE_OK; // done: nothing trains
     ae_opt_param *ps = ae_calloc((size_t)r->np, sizeof *ps);
     if (!ps) return AE_ERR_NOMEM;
-    for (int i = 0; i < r->np; i++)
-        if (is_trainable(r, r->stage, &r->sp[i])) {
+    ae_status st = AE_OK;
+    for (int i = 0; i < r->np && st == AE_OK; i++)
+        if (is_trainable(r, r->stage, &r->sp[i]) && (st = ensure_master(r, i)) == AE_OK) {
             r->trainable[r->ntrain] = i;
-            ps[r->ntrain++] = (ae_opt_param){r->sp[i].data, r->gp[i].data, r->sp[i].numel, r->sp[i].decay};
+            ps[r->ntrain++] = (ae_opt_param){.param = r->sp[i].t, .master = r->master[i],
+                                             .grad = r->gp[i].t, .numel = r->sp[i].numel,
+                                             .decay = r->sp[i].decay};
         }
     const ae_distill_opts *o = r->o;
     int64_t steps = ae_distill_stage_steps(o, r->stage);
     ae_adamw_cfg c = {.lr = o->lr[r->stage], .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                       .weight_decay = o->weight_decay, .warmup = (int64_t)(o->warmup_frac * steps),
                       .total = steps, .min_lr_ratio = o->min_lr_ratio, .clip = o->clip};
-    ae_status st = ae_adamw_init(&r->opt, &c, ps, r->ntrain);
+    if (st == AE_OK) st = ae_adamw_init(&r->opt, r->s->be, &c, ps, r->ntrain);
     free(ps);
     return st;
 }
 
 // ---------------------------------------------------------------- stage 1
+// Stage 1 streams layer by layer through backend memory: the teacher's residual stream enters
+// layer l, the teacher's attention makes the target, every replaced module trains on the
+// teacher's normalised input, then the teacher's layer completes the stream for layer l + 1.
+// Nothing of layer l is kept once layer l + 1 starts.
+
+// The FFN of a teacher layer with what its backward needs: dense layers through the op
+// interface (any backend); MoE layers through the host MoE code (cpu backend only).
+typedef struct {
+    ae_scratch mem;
+    ae_ptr g, u, act, scratch; // (N, I) x 3 and 3·(N, I) act: dense layers
+    ae_moe_acts moe;           // MoE layers (host)
+} ffn_acts;
+
+static ae_status ffn_train_forward(const ae_model *t, const ae_layer *L, ae_ptr z, int N, ae_ptr o,
+                                   ffn_acts *fa) {
+    const ae_backend *be = t->be;
+    memset(fa, 0, sizeof *fa);
+    ae_scratch_init(&fa->mem, be);
+    if (L->is_moe) {
+        if (!be->host_memory)
+            return ae_errorf(AE_ERR_UNSUPPORTED, "--stage1-block with a mixture-of-experts teacher "
+                             "runs on the cpu backend only for now (the MoE backward has no %s "
+                             "kernels yet): drop --stage1-block or use --device cpu", be->name);
+        return ae_moe_train_forward(t, L, ae_f32(z), N, ae_f32(o), &fa->moe);
+    }
+    size_t ni = (size_t)N * t->cfg.intermediate_size;
+    fa->g = ae_scratch_alloc(&fa->mem, ni, be->act_dtype);
+    fa->u = ae_scratch_alloc(&fa->mem, ni, be->act_dtype);
+    fa->act = ae_scratch_alloc(&fa->mem, ni, be->act_dtype);
+    fa->scratch = ae_scratch_alloc(&fa->mem, 3 * ni, be->act_dtype);
+    if (fa->mem.failed) return ae_errorf(AE_ERR_NOMEM, "out of %s memory for the block-output term "
+                                         "of %d tokens", be->name, N);
+    ae_mlp_train_forward(t, L, z, N, o, fa->g, fa->u, fa->act);
+    return AE_OK;
+}
+
+// dz = ∂/∂z of the FFN (overwritten) from dout.
+static ae_status ffn_train_backward(const ae_model *t, const ae_layer *L, ffn_acts *fa, ae_ptr z,
+                                    ae_ptr dout, int N, ae_ptr dz) {
+    const ae_backend *be = t->be;
+    be->fill(be, dz, (size_t)N * t->cfg.hidden_size, 0.0f);
+    if (L->is_moe) return ae_moe_train_backward(t, L, &fa->moe, ae_f32(z), ae_f32(dout), ae_f32(dz), NULL);
+    ae_mlp_train_backward(t, L, z, fa->g, fa->u, fa->act, dout, N, dz, NULL, fa->scratch);
+    return AE_OK;
+}
+
+static void ffn_acts_free(ffn_acts *fa) {
+    ae_moe_acts_free(&fa->moe);
+    ae_scratch_free(&fa->mem);
+}
+
 // Block-output term of layer l: the student's attention output y, added to the teacher's
-// residual h_l and passed through the frozen teacher post-attention norm and MLP/MoE, against
-// the teacher's block output h_{l+1}. Adds w · ∂loss/∂y to dy; returns the loss.
-ae_status ae_distill_block_term(const ae_model *t, int l, const ae_train_acts *ta, const float *y,
-                                int N, int normalized, float w, float *dy, double *loss) {
+// residual h (entering layer l) and passed through the frozen teacher post-attention norm and
+// MLP/MoE, against the teacher's block output `target` (h_{l+1}). Adds w · ∂loss/∂y to dy;
+// *loss = the mean over rows.   h, target: (N, D) F32;  y, dy: (N, D) act
+ae_status ae_distill_block_term(const ae_model *t, int l, ae_ptr h, ae_ptr target, ae_ptr y, int N,
+                                int normalized, float w, ae_ptr dy, double *loss) {
     const ae_layer *L = &t->layers[l];
     const ae_backend *be = t->be;
-    int D = t->cfg.hidden_size, I = t->cfg.intermediate_size;
+    int D = t->cfg.hidden_size;
     float eps = (float)t->cfg.rms_norm_eps;
-    const float *h = ae_train_acts_hidden(ta, l), *target = ae_train_acts_hidden(ta, l + 1);
-    size_t nd = (size_t)N * D, ni = (size_t)N * I;
-    float *u = ae_alloc_f32(nd), *z = ae_alloc_f32(nd), *o = ae_alloc_f32(nd);  // (N, D)
-    float *dout = ae_alloc_f32(nd), *dz = ae_alloc_f32(nd), *du = ae_alloc_f32(nd);
-    float *g = NULL, *uu = NULL, *act = NULL, *scratch = NULL;                  // (N, I)
-    ae_moe_acts macts;
-    memset(&macts, 0, sizeof macts);
-    ae_status st = (u && z && o && dout && dz && du) ? AE_OK : AE_ERR_NOMEM;
-    if (st == AE_OK && !L->is_moe) {
-        g = ae_alloc_f32(ni), uu = ae_alloc_f32(ni), act = ae_alloc_f32(ni), scratch = ae_alloc_f32(3 * ni);
-        if (!g || !uu || !act || !scratch) st = AE_ERR_NOMEM;
+    size_t nd = (size_t)N * D;
+    ae_dtype at = be->act_dtype;
+    ae_scratch s;
+    ae_scratch_init(&s, be);
+    ae_ptr u = ae_scratch_alloc(&s, nd, AE_DT_F32);  // (N, D) h + y
+    ae_ptr z = ae_scratch_alloc(&s, nd, at);          // (N, D) RMSNorm(u; post_attention_layernorm)
+    ae_ptr o = ae_scratch_alloc(&s, nd, at);          // (N, D) FFN(z)
+    ae_ptr out = ae_scratch_alloc(&s, nd, AE_DT_F32); // (N, D) u + FFN(z): the block output
+    ae_ptr dout = ae_scratch_alloc(&s, nd, at);       // (N, D)
+    ae_ptr dz = ae_scratch_alloc(&s, nd, at);         // (N, D)
+    ae_ptr rows = ae_scratch_alloc(&s, (size_t)N, AE_DT_F64);
+    double *hrows = ae_malloc(sizeof(double) * (size_t)N);
+    if (s.failed || !hrows) {
+        ae_scratch_free(&s);
+        free(hrows);
+        return ae_errorf(AE_ERR_NOMEM, "out of %s memory for the block-output term", be->name);
+    }
+    ffn_acts fa;
+    ae_copy(be, u, h, nd);
+    be->add(be, u, y, nd);
+    be->rmsnorm(be, z, u, L->post_norm, N, D, D, eps);
+    ae_status st = ffn_train_forward(t, L, z, N, o, &fa);
+    if (st == AE_OK) {
+        ae_copy(be, out, u, nd);
+        be->add(be, out, o, nd);
+        be->mse_rows(be, rows, dout, out, target, N, D, normalized, w / (float)N);
+        st = ffn_train_backward(t, L, &fa, z, dout, N, dz);
+    }
+    if (st == AE_OK) { // the residual path and the FFN path both reach y through u
+        be->add(be, dy, dout, nd);
+        be->rmsnorm_bwd(be, dy, ae_ptr_null(), dz, u, L->post_norm, N, D, eps);
+        st = be->download(be, hrows, AE_DT_F64, rows, (size_t)N);
     }
     if (st == AE_OK) {
-        for (size_t i = 0; i < nd; i++) u[i] = h[i] + y[i];
-        be->rmsnorm(be, ae_host_f32(z), ae_host_f32(u), L->post_norm, N, D, D, eps);
-        if (L->is_moe) st = ae_moe_train_forward(t, L, z, N, o, &macts);
-        else ae_mlp_train_forward(t, L, z, N, o, g, uu, act);
+        double sum = 0.0;
+        for (int i = 0; i < N; i++) sum += hrows[i];
+        *loss = sum / N;
     }
-    if (st == AE_OK) {
-        for (size_t i = 0; i < nd; i++) o[i] += u[i];
-        *loss = ae_mse_loss(o, target, N, D, normalized, dout);
-        for (size_t i = 0; i < nd; i++) dout[i] *= w;
-        if (L->is_moe) st = ae_moe_train_backward(t, L, &macts, z, dout, dz, NULL);
-        else ae_mlp_train_backward(t, L, z, g, uu, act, dout, N, dz, NULL, scratch);
-    }
-    if (st == AE_OK) {
-        memcpy(du, dout, sizeof(float) * nd); // residual path
-        be->rmsnorm_bwd(be, ae_host_f32(du), ae_ptr_null(), ae_host_f32(dz), ae_host_f32(u),
-                        L->post_norm, N, D, eps);
-        for (size_t i = 0; i < nd; i++) dy[i] += du[i];
-    }
-    if (L->is_moe) ae_moe_acts_free(&macts);
-    float *ps[] = {u, z, o, dout, dz, du, g, uu, act, scratch};
-    for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) ae_free_aligned(ps[i]);
+    ffn_acts_free(&fa);
+    ae_scratch_free(&s);
+    free(hrows);
     return st;
 }
 
 // The optional block-output term; its weighted loss joins the layer's logged loss.
-static ae_status add_block_term(const ae_run *r, int l, const ae_train_acts *ta, const float *y,
-                                int N, float *dy, double *layer_loss) {
+static ae_status add_block_term(const ae_run *r, int l, ae_ptr h, ae_ptr target, ae_ptr y, int N,
+                                ae_ptr dy, double *layer_loss) {
     if (r->o->s1_block <= 0.0f) return AE_OK;
     double bl = 0.0;
-    AE_TRY(ae_distill_block_term(r->t, l, ta, y, N, r->o->s1_normalized,
+    AE_TRY(ae_distill_block_term(r->t, l, h, target, y, N, r->o->s1_normalized,
                                  r->o->s1_block / (float)r->o->accum, dy, &bl));
     if (!isfinite(bl)) {
         size_t nd = (size_t)N * r->s->cfg.hidden_size;
-        if (nonfinite(ae_train_acts_hidden(ta, l), nd) || nonfinite(ae_train_acts_hidden(ta, l + 1), nd))
+        const ae_backend *be = r->s->be;
+        if (dev_nonfinite(be, h, nd) || dev_nonfinite(be, target, nd))
             return diverged(r, 1, "the teacher's residual stream around layer %d holds Inf or NaN", l);
         char b[32];
         return diverged(r, 0, "the block-output loss (--stage1-block) of layer %d (model.layers.%d) "
@@ -254,37 +361,122 @@ static ae_status add_block_term(const ae_run *r, int l, const ae_train_acts *ta,
     return AE_OK;
 }
 
-// One micro-batch: teacher forward records every layer's attention input and output; each
-// replaced module trains on the teacher's input toward the teacher's output.
-static ae_status stage1_micro(ae_run *r, const int32_t *ids, int B, int T, double *layer_loss) {
+// The buffers of one stage-1 micro-batch of N = B·T tokens, in backend memory.
+typedef struct {
+    ae_scratch mem;
+    ae_ptr ids;      // (N) I32
+    ae_ptr h, hn;    // (N, D) F32  residual stream entering layer l, and leaving it
+    ae_ptr xn;       // (N, D) act  RMSNorm(h; input_layernorm): every module's input
+    ae_ptr yt, ys;   // (N, D) act  the teacher's and the student's attention output
+    ae_ptr z, f;     // (N, D) act  post-attention norm of the stream, FFN output
+    ae_ptr g, u;     // (N, I) act  dense FFN scratch
+    ae_ptr dy;       // (N, D) act  ∂loss/∂ys
+    ae_ptr rows;     // (N) F64     per-token losses (F64: a diverging loss stays finite as long
+                     //             as the double does, as the gradients are checked first)
+    double *hrows;   // (N) host copy of rows
+} s1_bufs;
+
+static ae_status s1_bufs_init(s1_bufs *w, const ae_model *t, const int32_t *ids, int N) {
+    const ae_backend *be = t->be;
+    const ae_config *c = &t->cfg;
+    size_t D = c->hidden_size, I = c->intermediate_size, nd = (size_t)N * D;
+    ae_dtype at = be->act_dtype;
+    ae_scratch *s = &w->mem;
+    ae_scratch_init(s, be);
+    w->ids = ae_scratch_alloc(s, (size_t)N, AE_DT_I32);
+    w->h = ae_scratch_alloc(s, nd, AE_DT_F32);
+    w->hn = ae_scratch_alloc(s, nd, AE_DT_F32);
+    w->xn = ae_scratch_alloc(s, nd, at);
+    w->yt = ae_scratch_alloc(s, nd, at);
+    w->ys = ae_scratch_alloc(s, nd, at);
+    w->z = ae_scratch_alloc(s, nd, at);
+    w->f = ae_scratch_alloc(s, nd, at);
+    w->g = ae_scratch_alloc(s, (size_t)N * (I ? I : 1), at);
+    w->u = ae_scratch_alloc(s, (size_t)N * (I ? I : 1), at);
+    w->dy = ae_scratch_alloc(s, nd, at);
+    w->rows = ae_scratch_alloc(s, (size_t)N, AE_DT_F64);
+    w->hrows = ae_malloc(sizeof(double) * (size_t)N);
+    if (!s->failed && w->hrows && be->upload(be, w->ids, ids, AE_DT_I32, (size_t)N) == AE_OK)
+        return AE_OK;
+    ae_scratch_free(s);
+    free(w->hrows);
+    return ae_errorf(AE_ERR_NOMEM, "out of %s memory for a stage-1 micro-batch of %d tokens", be->name, N);
+}
+
+static void s1_bufs_free(s1_bufs *w) {
+    ae_scratch_free(&w->mem);
+    free(w->hrows);
+}
+
+// The teacher's attention output yt of layer l on xn (its activations are not kept).
+static ae_status teacher_attention(const ae_model *t, int l, s1_bufs *w, int B, int T) {
+    ae_layer_attn_acts a;
+    ae_status st = ae_layer_attn_train_forward(t->be, &t->layers[l], w->xn, B, T, w->yt, &a);
+    ae_layer_attn_acts_free(&a);
+    return st;
+}
+
+// hn = h + yt + FFN(RMSNorm(h + yt)): the teacher's stream after layer l.
+static ae_status teacher_block(const ae_model *t, int l, s1_bufs *w, int N) {
+    const ae_backend *be = t->be;
+    const ae_layer *L = &t->layers[l];
+    int D = t->cfg.hidden_size;
+    size_t nd = (size_t)N * D;
+    ae_copy(be, w->hn, w->h, nd);
+    be->add_rmsnorm(be, w->hn, w->yt, w->z, L->post_norm, N, D, (float)t->cfg.rms_norm_eps);
+    AE_TRY(ae_layer_ffn_forward(t, L, w->f, w->z, N, w->g, w->u));
+    be->add(be, w->hn, w->f, nd);
+    return AE_OK;
+}
+
+// Student module l on the teacher's input: MSE toward the teacher's output (and the optional
+// block term), backward into the gradient model. Adds the layer's loss to layer_loss[l].
+static ae_status student_module(ae_run *r, int l, s1_bufs *w, int B, int T, double *layer_loss) {
     const ae_backend *be = r->s->be;
+    ae_layer *L = &r->s->layers[l], *G = &r->g->layers[l];
     int D = r->s->cfg.hidden_size, N = B * T;
-    ae_train_acts *ta = NULL;
-    AE_TRY(ae_model_train_forward(r->t, ids, B, T, &ta));
-    float *y = ae_alloc_f32((size_t)N * D), *dy = ae_alloc_f32((size_t)N * D); // (N, D)
-    ae_status st = (y && dy) ? AE_OK : AE_ERR_NOMEM;
-    for (int l = 0; st == AE_OK && l < r->s->cfg.num_hidden_layers; l++) {
-        ae_layer *L = &r->s->layers[l], *G = &r->g->layers[l];
-        if (L->kind == AE_ATTN_GQA) continue;
-        const float *x = ae_train_acts_attn_in(ta, l), *target = ae_train_acts_attn_out(ta, l);
-        ae_layer_attn_acts a;
-        st = ae_layer_attn_train_forward(be, L, ae_host_f32(x), B, T, ae_host_f32(y), &a);
-        if (st == AE_OK) {
-            double li = ae_mse_loss(y, target, N, D, r->o->s1_normalized, dy);
-            if (!isfinite(li))
-                st = stage1_nonfinite(r, l, "attention-output", li, x, target, y, (size_t)N * D);
-            layer_loss[l] += li;
-        }
-        if (st == AE_OK) {
-            for (size_t i = 0; i < (size_t)N * D; i++) dy[i] /= (float)r->o->accum;
-            st = add_block_term(r, l, ta, y, N, dy, layer_loss);
-        }
-        if (st == AE_OK) st = ae_layer_attn_backward(be, L, &a, ae_host_f32(dy), ae_ptr_null(), G);
-        ae_layer_attn_acts_free(&a);
+    size_t nd = (size_t)N * D;
+    ae_layer_attn_acts a;
+    ae_status st = ae_layer_attn_train_forward(be, L, w->xn, B, T, w->ys, &a);
+    if (st == AE_OK) {
+        be->mse_rows(be, w->rows, w->dy, w->ys, w->yt, N, D, r->o->s1_normalized,
+                     1.0f / ((float)N * (float)r->o->accum));
+        st = be->download(be, w->hrows, AE_DT_F64, w->rows, (size_t)N);
     }
-    ae_free_aligned(y);
-    ae_free_aligned(dy);
-    ae_train_acts_free(ta);
+    if (st == AE_OK) {
+        double li = 0.0;
+        for (int i = 0; i < N; i++) li += w->hrows[i];
+        li /= N;
+        if (!isfinite(li)) st = stage1_nonfinite(r, l, "attention-output", li, w->xn, w->yt, w->ys, nd);
+        layer_loss[l] += li;
+    }
+    if (st == AE_OK) st = add_block_term(r, l, w->h, w->hn, w->ys, N, w->dy, layer_loss);
+    if (st == AE_OK) st = ae_layer_attn_backward(be, L, &a, w->dy, ae_ptr_null(), G);
+    ae_layer_attn_acts_free(&a);
+    return st;
+}
+
+// One micro-batch: layer by layer, the teacher's stream and every replaced module's step.
+static ae_status stage1_micro(ae_run *r, const int32_t *ids, int B, int T, double *layer_loss) {
+    const ae_model *t = r->t;
+    const ae_backend *be = t->be;
+    int D = t->cfg.hidden_size, N = B * T;
+    s1_bufs w;
+    AE_TRY(s1_bufs_init(&w, t, ids, N));
+    be->embed(be, w.h, t->embed, w.ids, N, D);
+    ae_status st = AE_OK;
+    for (int l = 0; st == AE_OK && l < t->cfg.num_hidden_layers; l++) {
+        const ae_layer *L = &t->layers[l];
+        be->rmsnorm(be, w.xn, w.h, L->input_norm, N, D, D, (float)t->cfg.rms_norm_eps);
+        st = teacher_attention(t, l, &w, B, T);
+        if (st == AE_OK) st = teacher_block(t, l, &w, N);
+        if (st == AE_OK && r->s->layers[l].kind != AE_ATTN_GQA)
+            st = student_module(r, l, &w, B, T, layer_loss);
+        ae_ptr tmp = w.h; // the stream leaving layer l enters layer l + 1
+        w.h = w.hn;
+        w.hn = tmp;
+    }
+    s1_bufs_free(&w);
     return st;
 }
 
@@ -364,8 +556,13 @@ static void log_interval(ae_run *r, interval_clock *ic, int64_t total, double ru
     fprintf(stderr, "stage %d  step %lld/%lld  loss %.5f", r->stage + 1, (long long)r->step,
             (long long)total, loss);
     if (r->stage == 1) fprintf(stderr, "  top1 %.3f", (double)is->top1 / scored);
-    fprintf(stderr, "  lr %.2e  %.0f tok/s  elapsed %.0fs  eta %.0fs\n", ae_lr_at(&r->opt.cfg, r->step),
+    fprintf(stderr, "  lr %.2e  %.0f tok/s  elapsed %.0fs  eta %.0fs", ae_lr_at(&r->opt.cfg, r->step),
             tps, now - run_t0, eta);
+    size_t fr = 0, tot = 0;
+    ae_backend_mem_info(r->s->be, &fr, &tot);
+    if (tot) fprintf(stderr, "  %s mem %.1f/%.1f GiB", r->s->be->name, (double)(tot - fr) / 1073741824.0,
+                     (double)tot / 1073741824.0);
+    fputc('\n', stderr);
     if (r->metrics) {
         fprintf(r->metrics, "{\"stage\":%d,\"step\":%lld,\"steps\":%lld,\"loss\":%.6g,\"lr\":%.6g,"
                 "\"tokens_per_s\":%.1f,\"elapsed_s\":%.2f",
@@ -408,6 +605,7 @@ static void maybe_die(int64_t global_step) {
 // Writes a checkpoint and remembers its position (named if training stops later).
 static ae_status save_checkpoint(ae_run *r) {
     AE_TRY(ae_ckpt_save(r));
+    r->last_save = ae_time_now();
     r->ckpt_stage = r->stage;
     r->ckpt_step = r->step;
     return AE_OK;
@@ -447,7 +645,9 @@ static ae_status run_stage(ae_run *r, double run_t0) {
                 nrep++;
             }
         loss = r->stage == 0 ? loss / (nrep ? nrep : 1) : kd / o->accum;
-        double norm = ae_adamw_step(&r->opt);
+        double norm;
+        st = ae_adamw_step(&r->opt, &norm);
+        if (st != AE_OK) break;
         if (r->opt.nonfinite >= 0) {
             st = update_nonfinite(r, norm, loss);
             break;
@@ -464,7 +664,9 @@ static ae_status run_stage(ae_run *r, double run_t0) {
             r->final_loss[r->stage] = is->loss_sum / is->n;
             log_interval(r, &ic, total, run_t0);
         }
-        if (r->step < total && o->save_every > 0 && r->step % o->save_every == 0) st = save_checkpoint(r);
+        int by_steps = o->save_every > 0 && r->step % o->save_every == 0;
+        int by_time = o->save_minutes > 0 && ae_time_now() - r->last_save >= 60.0 * o->save_minutes;
+        if (r->step < total && (by_steps || by_time)) st = save_checkpoint(r);
         int64_t global = r->step + (r->stage == 1 ? ae_distill_stage_steps(o, 0) : 0);
         if (st == AE_OK) maybe_die(global);
         if (st == AE_OK) ae_kill_point("step");
@@ -475,6 +677,17 @@ static ae_status run_stage(ae_run *r, double run_t0) {
     return st;
 }
 
+// The loss curves of metrics.jsonl drawn to out_dir/loss.png (attnedit plot): a figure that
+// cannot be drawn is a note, never a reason to stop training.
+static void plot_losses(const char *out_dir) {
+    char *png = ae_path_join(out_dir, "loss.png");
+    if (png && ae_plot_metrics(out_dir, png) == AE_OK)
+        fprintf(stderr, "loss curves: %s\n", png);
+    else
+        fprintf(stderr, "note: loss curves not drawn: %s\n", ae_last_error());
+    free(png);
+}
+
 static ae_status run_init(ae_run *r, const ae_model *t, ae_model *s, const ae_tokfile *data,
                           const ae_distill_opts *o, const char *out_dir) {
     memset(r, 0, sizeof *r);
@@ -483,19 +696,24 @@ static ae_status run_init(ae_run *r, const ae_model *t, ae_model *s, const ae_to
     r->o = o;
     r->out_dir = out_dir;
     r->ckpt_stage = -1;
-    AE_TRY(ae_model_zeros_like(s, &r->g));
+    r->last_save = ae_time_now();
+    // attention-only training needs gradients of the attention modules alone
+    AE_TRY(ae_model_grads_like(s, !o->train_all, &r->g));
     AE_TRY(ae_model_params(s, 0, &r->sp, &r->np));
     int ng;
     AE_TRY(ae_model_params(r->g, 0, &r->gp, &ng));
     if (ng != r->np) return ae_errorf(AE_ERR_FORMAT, "internal: gradient model has %d tensors, model %d", ng, r->np);
     r->trainable = ae_calloc((size_t)r->np, sizeof(int));
+    r->master = ae_calloc((size_t)r->np, sizeof(ae_ptr));
     r->iv.layer_sum = ae_calloc((size_t)s->cfg.num_hidden_layers, sizeof(double));
-    if (!r->trainable || !r->iv.layer_sum) return AE_ERR_NOMEM;
+    if (!r->trainable || !r->master || !r->iv.layer_sum) return AE_ERR_NOMEM;
     return ae_loader_init(&r->loader, data, o->ctx, o->seed);
 }
 
 static void run_free(ae_run *r) {
     ae_adamw_free(&r->opt);
+    for (int i = 0; r->master && i < r->np; i++) r->s->be->free(r->s->be, r->master[i]);
+    free(r->master);
     free(r->sp);
     free(r->gp);
     free(r->trainable);
@@ -509,6 +727,7 @@ ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_to
                          ae_distill_result *res) {
     memset(res, 0, sizeof *res);
     AE_TRY(check_opts(o));
+    AE_TRY(check_backend(student->be, o));
     double t0 = ae_time_now();
     ae_run r;
     ae_status st = run_init(&r, teacher, student, data, o, out_dir);
@@ -533,8 +752,10 @@ ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_to
             fprintf(stderr, "the checkpoint is of the finished training: nothing left to train\n");
     }
     while (st == AE_OK && r.stage < 2) {
-        if (ae_distill_stage_steps(o, r.stage) > 0) st = run_stage(&r, t0);
+        int trained = ae_distill_stage_steps(o, r.stage) > 0;
+        if (trained) st = run_stage(&r, t0);
         if (st != AE_OK) break;
+        if (trained) plot_losses(out_dir);
         r.stage++;
         r.step = 0;
         ae_interval_clear(&r.iv, student->cfg.num_hidden_layers); // each stage logs its own

@@ -27,6 +27,8 @@ typedef struct {
     float tau, cos_weight;          // stage 2
     int train_all;                  // stage 2: 0 attention only, 1 every parameter
     int save_every, log_every;      // steps (0: only at stage ends / every step)
+    float save_minutes;             // also a checkpoint when this many minutes have passed since
+                                    // the last one (0: off)
     uint64_t seed;
 } ae_distill_opts;
 

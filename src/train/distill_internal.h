@@ -25,6 +25,8 @@ typedef struct {
     ae_model *g;                 // gradients, same shapes as s
     ae_named_param *sp, *gp;     // every student parameter and its gradient (same order)
     int np;
+    ae_ptr *master;              // (np) F32 master copies of trained non-F32 tensors (cuda: bf16
+                                 // weights), made when a tensor first trains; null otherwise
     int *trainable;              // (np) indices trained in the current stage
     int ntrain;
     ae_adamw opt;
@@ -36,6 +38,7 @@ typedef struct {
     FILE *metrics;
     double final_loss[2];        // last logged loss of each stage (kept across resumes)
     ae_interval iv;              // steps since the last progress line (kept across resumes)
+    double last_save;            // ae_time_now() of the last checkpoint (or of the start)
     int ckpt_stage;              // position of the last checkpoint written or loaded (stage -1:
     int64_t ckpt_step;           // none yet), named when training stops on a non-finite value
 } ae_run;
@@ -43,7 +46,11 @@ typedef struct {
 // Index of the first Inf or NaN of x, or -1.   x: (n)
 int64_t ae_f32_first_nonfinite(const float *x, int64_t n);
 
-// Checkpoint = every student parameter, the optimizer moments of the current stage, and
+// 1 when parameter i (index into sp) is trained in some stage of this run: the checkpoint holds
+// it (stage 2's set, which contains stage 1's).
+int ae_run_param_saved(const ae_run *r, int i);
+
+// Checkpoint = every trained student parameter, the optimizer moments of the current stage, and
 // state.json (stage, step, loader position and RNG). Written atomically into
 // out_dir/checkpoint.
 ae_status ae_ckpt_save(const ae_run *r);
@@ -52,10 +59,11 @@ ae_status ae_ckpt_save(const ae_run *r);
 // run's ctx/batch/accum/seed/budgets) before anything is used; sets r->stage, r->step and the
 // optimizer (ae_run_setup_stage), then loads the parameters and moments.
 ae_status ae_ckpt_load(ae_run *r, int *found);
-// Stage 1's block-output term for layer l (exposed for its gradient test): y (N, D) is the
-// student's attention output on the teacher's stream; adds w·∂loss/∂y into dy.
-ae_status ae_distill_block_term(const ae_model *t, int l, const ae_train_acts *ta, const float *y,
-                                int N, int normalized, float w, float *dy, double *loss);
+// Stage 1's block-output term for layer l (exposed for its gradient test): y (N, D) act is the
+// student's attention output on the teacher's stream h (N, D) F32 entering layer l; target (N, D)
+// F32 the teacher's stream leaving it; adds w·∂loss/∂y into dy (N, D) act.
+ae_status ae_distill_block_term(const ae_model *t, int l, ae_ptr h, ae_ptr target, ae_ptr y, int N,
+                                int normalized, float w, ae_ptr dy, double *loss);
 // (Re)creates the optimizer for r->stage over the stage's trainable parameters; for stage 2
 // (done) there is none (r->ntrain = 0).
 ae_status ae_run_setup_stage(ae_run *r);

@@ -36,6 +36,7 @@
 
 #include "core/mem.h"
 #include "model/layer_attn.h"
+#include "model/params.h"
 #include "train/moe_train.h"
 
 typedef struct {
@@ -64,16 +65,17 @@ typedef struct {
 } sink;
 
 // Appends one entry; returns n + 1.
-static int push(const sink *sk, int n, const char *name, float *data, int64_t numel, int decay,
-                int is_attention) {
-    if (sk->zero) memset(data, 0, sizeof(float) * (size_t)numel);
+static int push(const sink *sk, const ae_backend *be, int n, const char *name, ae_ptr t,
+                int64_t numel, int decay, int is_attention) {
+    if (sk->zero && !ae_ptr_is_null(t)) be->fill(be, t, (size_t)numel, 0.0f);
     if (sk->out) {
         ae_named_param *p = &sk->out[n];
         size_t len = strlen(name); // names are < 64 chars; cut defensively
         if (len >= sizeof p->name) len = sizeof p->name - 1;
         memcpy(p->name, name, len);
         p->name[len] = '\0';
-        p->data = data;
+        p->t = t;
+        p->data = be->host_memory && t.dtype == AE_DT_F32 ? (float *)t.data : NULL;
         p->numel = numel;
         p->decay = decay;
         p->is_attention = is_attention;
@@ -91,50 +93,46 @@ static int list_params(ae_model *m, int attention_only, ae_named_param *out, int
     int64_t V = c->vocab_size, D = c->hidden_size, I = c->intermediate_size;
     int64_t E = c->num_experts, Im = c->moe_intermediate_size;
     sink sk = {out, zero};
+    const ae_backend *be = m->be;
     int n = 0;
     char name[128];
-#define F(p) ae_f32(p) // host view: training runs on the cpu backend
-    if (!attention_only) n = push(&sk, n, "model.embed_tokens.weight", F(m->embed), V * D, 1, 0);
+    if (!attention_only) n = push(&sk, be, n, "model.embed_tokens.weight", m->embed, V * D, 1, 0);
     for (int l = 0; l < c->num_hidden_layers; l++) {
         ae_layer *L = &m->layers[l];
 #define LNAME(suffix) (snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix), name)
-        if (!attention_only) n = push(&sk, n, LNAME("input_layernorm.weight"), F(L->input_norm), D, 0, 0);
+        if (!attention_only) n = push(&sk, be, n, LNAME("input_layernorm.weight"), L->input_norm, D, 0, 0);
         ae_param_list ap = attn_params(L);
         for (int i = 0; i < ap.n; i++) {
             const ae_param *p = &ap.p[i];
             snprintf(name, sizeof name, "model.layers.%d.self_attn.%s", l, p->name);
             int64_t numel = p->shape[0] * (p->ndim == 2 ? p->shape[1] : 1);
-            n = push(&sk, n, name, F(p->data), numel, p->ndim == 2 && p->decay, 1);
+            n = push(&sk, be, n, name, p->data, numel, p->ndim == 2 && p->decay, 1);
         }
         if (attention_only) continue;
-        n = push(&sk, n, LNAME("post_attention_layernorm.weight"), F(L->post_norm), D, 0, 0);
+        n = push(&sk, be, n, LNAME("post_attention_layernorm.weight"), L->post_norm, D, 0, 0);
         if (!L->is_moe) {
-            n = push(&sk, n, LNAME("mlp.gate_proj.weight"), F(L->w_gate), I * D, 1, 0);
-            n = push(&sk, n, LNAME("mlp.up_proj.weight"), F(L->w_up), I * D, 1, 0);
-            n = push(&sk, n, LNAME("mlp.down_proj.weight"), F(L->w_down), D * I, 1, 0);
+            n = push(&sk, be, n, LNAME("mlp.gate_proj.weight"), L->w_gate, I * D, 1, 0);
+            n = push(&sk, be, n, LNAME("mlp.up_proj.weight"), L->w_up, I * D, 1, 0);
+            n = push(&sk, be, n, LNAME("mlp.down_proj.weight"), L->w_down, D * I, 1, 0);
         } else {
-            n = push(&sk, n, LNAME("mlp.gate.weight"), F(L->router), E * D, 1, 0);
-            n = push(&sk, n, LNAME("mlp.experts.gate_proj"), F(L->e_gate), E * Im * D, 1, 0);
-            n = push(&sk, n, LNAME("mlp.experts.up_proj"), F(L->e_up), E * Im * D, 1, 0);
-            n = push(&sk, n, LNAME("mlp.experts.down_proj"), F(L->e_down), E * D * Im, 1, 0);
+            n = push(&sk, be, n, LNAME("mlp.gate.weight"), L->router, E * D, 1, 0);
+            n = push(&sk, be, n, LNAME("mlp.experts.gate_proj"), L->e_gate, E * Im * D, 1, 0);
+            n = push(&sk, be, n, LNAME("mlp.experts.up_proj"), L->e_up, E * Im * D, 1, 0);
+            n = push(&sk, be, n, LNAME("mlp.experts.down_proj"), L->e_down, E * D * Im, 1, 0);
         }
 #undef LNAME
     }
     if (!attention_only) {
-        n = push(&sk, n, "model.norm.weight", F(m->final_norm), D, 0, 0);
-        if (m->lm_head.data != m->embed.data)
-            n = push(&sk, n, "lm_head.weight", F(m->lm_head), V * D, 1, 0);
+        n = push(&sk, be, n, "model.norm.weight", m->final_norm, D, 0, 0);
+        if (!m->cfg.tie_word_embeddings)
+            n = push(&sk, be, n, "lm_head.weight", m->lm_head, V * D, 1, 0);
     }
-#undef F
     return n;
 }
 
 ae_status ae_model_params(ae_model *m, int attention_only, ae_named_param **out, int *n) {
     *out = NULL;
     *n = 0;
-    if (!ae_model_on_host(m))
-        return ae_errorf(AE_ERR_UNSUPPORTED, "training on %s is not implemented yet: use the cpu "
-                         "backend", m->be->name);
     int count = list_params(m, attention_only, NULL, 0);
     ae_named_param *p = ae_calloc((size_t)(count > 0 ? count : 1), sizeof *p);
     if (!p) return AE_ERR_NOMEM;
@@ -171,35 +169,54 @@ static ae_status alloc_into(float **dst, size_t n) {
     return *dst ? AE_OK : AE_ERR_NOMEM;
 }
 
-// A zeroed tensor of n values on the model's backend.
+// A zeroed F32 tensor of n values on backend be.
 static ae_status zeros_into(const ae_backend *be, ae_ptr *dst, size_t n) {
-    *dst = be->alloc(be, n, be->weight_dtype);
+    *dst = be->alloc(be, n, AE_DT_F32);
     if (ae_ptr_is_null(*dst)) return AE_ERR_NOMEM;
     be->fill(be, *dst, n, 0.0f);
     return AE_OK;
 }
 
-static ae_status zeros_fill(const ae_model *m, ae_model *g) {
+// The gradient of an attention module: the module's parameter list allocated as zeroed F32.
+static ae_status attn_grads(const ae_backend *be, const ae_layer *L, ae_layer *G) {
+    ae_param_list l;
+    if (L->kind == AE_ATTN_MLA) {
+        G->mla.d = L->mla.d;
+        G->mla.be = be;
+        l = ae_mla_params(&G->mla);
+    } else {
+        G->gqa.d = L->gqa.d;
+        G->gqa.be = be;
+        l = ae_gswa_params(&G->gqa);
+    }
+    ae_status st = ae_params_alloc(be, AE_DT_F32, &l);
+    if (st != AE_OK) G->mla.be = G->gqa.be = NULL; // nothing left allocated
+    return st;
+}
+
+static ae_status grads_fill(const ae_model *m, int attention_only, ae_model *g) {
     const ae_config *c = &m->cfg;
     size_t V = c->vocab_size, D = c->hidden_size, I = c->intermediate_size;
     size_t E = c->num_experts, Im = c->moe_intermediate_size;
     const ae_backend *be = m->be;
     AE_TRY(config_copy(&g->cfg, c));
-    AE_TRY(zeros_into(be, &g->embed, V * D));
-    if (m->lm_head.data == m->embed.data) g->lm_head = g->embed;
-    else AE_TRY(zeros_into(be, &g->lm_head, V * D));
-    AE_TRY(zeros_into(be, &g->final_norm, D));
     g->layers = ae_calloc((size_t)c->num_hidden_layers, sizeof(ae_layer));
     if (!g->layers) return AE_ERR_NOMEM;
+    if (!attention_only) {
+        AE_TRY(zeros_into(be, &g->embed, V * D));
+        if (c->tie_word_embeddings) g->lm_head = g->embed;
+        else AE_TRY(zeros_into(be, &g->lm_head, V * D));
+        AE_TRY(zeros_into(be, &g->final_norm, D));
+    }
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const ae_layer *L = &m->layers[l];
         ae_layer *G = &g->layers[l];
         G->kind = L->kind;
         G->is_moe = L->is_moe;
+        AE_TRY(attn_grads(be, L, G));
+        if (attention_only) continue;
         AE_TRY(zeros_into(be, &G->input_norm, D));
         AE_TRY(zeros_into(be, &G->post_norm, D));
-        if (L->kind == AE_ATTN_MLA) AE_TRY(ae_mla_init(&G->mla, &L->mla.d, be));
-        else AE_TRY(ae_gswa_init(&G->gqa, &L->gqa.d, be));
         if (!L->is_moe) {
             AE_TRY(zeros_into(be, &G->w_gate, I * D));
             AE_TRY(zeros_into(be, &G->w_up, I * D));
@@ -214,21 +231,38 @@ static ae_status zeros_fill(const ae_model *m, ae_model *g) {
     return AE_OK;
 }
 
-ae_status ae_model_zeros_like(const ae_model *m, ae_model **out) {
+// Bytes of the F32 gradients of m's parameters (attention_only: of its attention modules).
+static double grads_bytes(const ae_model *m, int attention_only) {
+    ae_named_param *p;
+    int n;
+    double bytes = 0;
+    if (ae_model_params((ae_model *)m, attention_only, &p, &n) != AE_OK) return 0;
+    for (int i = 0; i < n; i++) bytes += 4.0 * (double)p[i].numel;
+    free(p);
+    return bytes;
+}
+
+ae_status ae_model_grads_like(const ae_model *m, int attention_only, ae_model **out) {
     *out = NULL;
     ae_model *g = ae_calloc(1, sizeof *g);
     if (!g) return AE_ERR_NOMEM;
     g->be = m->be;
     g->n_params = m->n_params;
     g->src_dtype = m->src_dtype;
-    ae_status st = zeros_fill(m, g);
+    ae_status st = grads_fill(m, attention_only, g);
     if (st != AE_OK) {
         ae_model_free(g);
-        return st;
+        if (st != AE_ERR_NOMEM) return st;
+        return ae_errorf(AE_ERR_NOMEM, "out of %s memory for the "
+                         "gradients of %s (F32, %.2f GiB)", m->be->name,
+                         attention_only ? "the attention modules" : "every parameter",
+                         grads_bytes(m, attention_only) / 1073741824.0);
     }
     *out = g;
     return AE_OK;
 }
+
+ae_status ae_model_zeros_like(const ae_model *m, ae_model **out) { return ae_model_grads_like(m, 0, out); }
 
 void ae_model_zero(ae_model *g) {
     list_params(g, 0, NULL, 1);
@@ -343,7 +377,8 @@ ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, i
         be->rmsnorm(be, ae_host_f32(la->mlp_in), ae_host_f32(la->h_mid), L->post_norm, M, D, D, eps);
         float *h = a->hidden[l + 1];
         if (L->is_moe) st = ae_moe_train_forward(m, L, la->mlp_in, M, h, &la->moe);
-        else ae_mlp_train_forward(m, L, la->mlp_in, M, h, la->g, la->u, la->act);
+        else ae_mlp_train_forward(m, L, ae_host_f32(la->mlp_in), M, ae_host_f32(h), ae_host_f32(la->g),
+                                  ae_host_f32(la->u), ae_host_f32(la->act));
         be->add(be, ae_host_f32(h), ae_host_f32(la->h_mid), MD); // h_{l+1} = mlp_out + h_mid
     }
     if (st == AE_OK)
@@ -406,8 +441,9 @@ ae_status ae_model_train_backward(const ae_model *m, const ae_train_acts *a, con
             st = ae_moe_train_backward(m, L, &la->moe, la->mlp_in, dh, dx, af ? NULL : G);
             if (st != AE_OK) goto done;
         } else {
-            ae_mlp_train_backward(m, L, la->mlp_in, la->g, la->u, la->act, dh, M, dx,
-                                  af ? NULL : G, scratch);
+            ae_mlp_train_backward(m, L, ae_host_f32(la->mlp_in), ae_host_f32(la->g),
+                                  ae_host_f32(la->u), ae_host_f32(la->act), ae_host_f32(dh), M,
+                                  ae_host_f32(dx), af ? NULL : G, ae_host_f32(scratch));
         }
         be->rmsnorm_bwd(be, HF(dh), af ? none : G->post_norm, HF(dx), HF(la->h_mid), L->post_norm,
                         M, D, eps);

@@ -16,7 +16,9 @@
 // Every parameter tensor with its full HF name ("model.layers.3.self_attn.q_proj.weight").
 typedef struct {
     char name[96];
-    float *data;
+    ae_ptr t;         // the tensor in the model's backend memory (weight dtype; F32 in a gradient
+                      // model)
+    float *data;      // host view of t on host-memory F32 backends (cpu), else NULL
     int64_t numel;
     int decay;        // AdamW weight decay applies: every 2-D matrix (embeddings, lm_head and the
                       // router included), never norms or sinks (see model_train.c)
@@ -24,10 +26,15 @@ typedef struct {
 } ae_named_param;
 
 // Lists the parameters (attention_only: only self_attn modules of every layer). *out heap.
+// Works on every backend; entries of tensors a gradient model does not hold have a null t.
 ae_status ae_model_params(ae_model *m, int attention_only, ae_named_param **out, int *n);
-// An all-zero model with the same config and tensor shapes (tied head tied as in m).
+// An all-zero gradient model for m on m's backend: the same config and shapes, every tensor F32
+// (whatever m's weight dtype), the head tied as in m. attention_only: only the self_attn modules
+// are allocated (the rest stays null), for training that updates attention alone.
+ae_status ae_model_grads_like(const ae_model *m, int attention_only, ae_model **out);
+// ae_model_grads_like(m, 0, out).
 ae_status ae_model_zeros_like(const ae_model *m, ae_model **out);
-void ae_model_zero(ae_model *g); // sets every tensor of g to 0
+void ae_model_zero(ae_model *g); // sets every tensor g holds to 0
 
 typedef struct ae_train_acts ae_train_acts;
 

@@ -205,30 +205,25 @@ done:
     return st;
 }
 
-void ae_mlp_train_forward(const ae_model *m, const ae_layer *L, const float *x, int M, float *y,
-                          float *g, float *u, float *act) {
+void ae_mlp_train_forward(const ae_model *m, const ae_layer *L, ae_ptr x, int M, ae_ptr y,
+                          ae_ptr g, ae_ptr u, ae_ptr act) {
     const ae_backend *be = m->be;
     int D = m->cfg.hidden_size, I = m->cfg.intermediate_size;
-    ae_matmul(be, ae_host_f32(g), ae_host_f32(x), L->w_gate, M, D, I);
-    ae_matmul(be, ae_host_f32(u), ae_host_f32(x), L->w_up, M, D, I);
-    be->silu_mul(be, ae_host_f32(act), ae_host_f32(g), ae_host_f32(u), (size_t)M * I);
-    ae_matmul(be, ae_host_f32(y), ae_host_f32(act), L->w_down, M, I, D);
+    ae_matmul(be, g, x, L->w_gate, M, D, I);
+    ae_matmul(be, u, x, L->w_up, M, D, I);
+    be->silu_mul(be, act, g, u, (size_t)M * I);
+    ae_matmul(be, y, act, L->w_down, M, I, D);
 }
 
-void ae_mlp_train_backward(const ae_model *m, const ae_layer *L, const float *x, const float *g,
-                           const float *u, const float *act, const float *dy, int M, float *dx,
-                           ae_layer *gL, float *scratch) {
+void ae_mlp_train_backward(const ae_model *m, const ae_layer *L, ae_ptr x, ae_ptr g, ae_ptr u,
+                           ae_ptr act, ae_ptr dy, int M, ae_ptr dx, ae_layer *gL, ae_ptr scratch) {
     const ae_backend *be = m->be;
     int D = m->cfg.hidden_size, I = m->cfg.intermediate_size;
     size_t n = (size_t)M * I;
-    float *dact = scratch, *dg = scratch + n, *du = scratch + 2 * n; // (M, I) each
-    memset(dact, 0, sizeof(float) * n);
-    ae_matmul_bwd(be, ae_host_f32(dact), gL ? gL->w_down : ae_ptr_null(), ae_host_f32(dy),
-                  ae_host_f32(act), L->w_down, M, I, D);
-    be->silu_mul_bwd(be, ae_host_f32(dg), ae_host_f32(du), ae_host_f32(dact), ae_host_f32(g),
-                     ae_host_f32(u), n);
-    ae_matmul_bwd(be, ae_host_f32(dx), gL ? gL->w_gate : ae_ptr_null(), ae_host_f32(dg),
-                  ae_host_f32(x), L->w_gate, M, D, I);
-    ae_matmul_bwd(be, ae_host_f32(dx), gL ? gL->w_up : ae_ptr_null(), ae_host_f32(du),
-                  ae_host_f32(x), L->w_up, M, D, I);
+    ae_ptr dact = scratch, dg = ae_ptr_at(scratch, n), du = ae_ptr_at(scratch, 2 * n); // (M, I) each
+    be->fill(be, dact, n, 0.0f);
+    ae_matmul_bwd(be, dact, gL ? gL->w_down : ae_ptr_null(), dy, act, L->w_down, M, I, D);
+    be->silu_mul_bwd(be, dg, du, dact, g, u, n);
+    ae_matmul_bwd(be, dx, gL ? gL->w_gate : ae_ptr_null(), dg, x, L->w_gate, M, D, I);
+    ae_matmul_bwd(be, dx, gL ? gL->w_up : ae_ptr_null(), du, x, L->w_up, M, D, I);
 }

@@ -31,12 +31,12 @@ ae_status ae_moe_train_backward(const ae_model *m, const ae_layer *L, const ae_m
                                 const float *x, const float *dy, float *dx, ae_layer *gL);
 void ae_moe_acts_free(ae_moe_acts *a);
 
-// Dense SwiGLU MLP: y = (silu(x·Wgᵀ) ⊙ x·Wuᵀ)·Wdᵀ.  x, y: (M, D); g, u, act: (M, I) kept.
-void ae_mlp_train_forward(const ae_model *m, const ae_layer *L, const float *x, int M, float *y,
-                          float *g, float *u, float *act);
-// dx += ∂/∂x; weight gradients into gL unless NULL. Needs scratch (3·M·I floats).
-void ae_mlp_train_backward(const ae_model *m, const ae_layer *L, const float *x, const float *g,
-                           const float *u, const float *act, const float *dy, int M, float *dx,
-                           ae_layer *gL, float *scratch);
+// Dense SwiGLU MLP: y = (silu(x·Wgᵀ) ⊙ x·Wuᵀ)·Wdᵀ, through the op interface (any backend).
+// x, y: (M, D) act;  g, u, act: (M, I) act, kept for the backward.
+void ae_mlp_train_forward(const ae_model *m, const ae_layer *L, ae_ptr x, int M, ae_ptr y,
+                          ae_ptr g, ae_ptr u, ae_ptr act);
+// dx += ∂/∂x (M, D) act; weight gradients into gL unless NULL. scratch: 3·M·I act values.
+void ae_mlp_train_backward(const ae_model *m, const ae_layer *L, ae_ptr x, ae_ptr g, ae_ptr u,
+                           ae_ptr act, ae_ptr dy, int M, ae_ptr dx, ae_layer *gL, ae_ptr scratch);
 
 #endif

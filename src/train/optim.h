@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "backend/ops.h"
 #include "core/error.h"
 
 typedef struct {
@@ -16,34 +17,47 @@ typedef struct {
     float clip;          // global gradient-norm clip (0: off)
 } ae_adamw_cfg;
 
+// One trained tensor. Everything is in the optimizer backend's memory.
 typedef struct {
-    float *data;  // parameter (numel)
-    float *grad;  // gradient (numel)
+    ae_ptr param;  // (numel) the model's tensor (weight dtype)
+    ae_ptr master; // (numel) F32 master copy that the update applies to, or null when param is
+                   // F32 itself (cpu): then param is the master
+    ae_ptr grad;   // (numel) F32
     int64_t numel;
     int decay;
 } ae_opt_param;
 
 typedef struct {
     ae_adamw_cfg cfg;
+    const ae_backend *be;
     int n;
     ae_opt_param *p;   // (n)
-    float **m, **v;    // first/second moments per tensor
+    ae_ptr *m, *v;     // (n) F32 first/second moments per tensor, (numel) each
+    ae_ptr sums;       // (n) F64 squared gradient norm per tensor
+    ae_ptr flags;      // (n) I32 non-finite flags of the last update
     int64_t step;      // steps taken
     int nonfinite;     // after ae_adamw_step: the first tensor (index into p) that held Inf or NaN
                        // (its gradient, or after the update its values or moments), or -1
 } ae_adamw;
 
-ae_status ae_adamw_init(ae_adamw *o, const ae_adamw_cfg *cfg, const ae_opt_param *params, int n);
+// Moments start at zero. The backend needs the training ops (sumsq, adamw): AE_ERR_UNSUPPORTED
+// naming the backend otherwise; AE_ERR_NOMEM (with the bytes needed) when the moments do not fit.
+ae_status ae_adamw_init(ae_adamw *o, const ae_backend *be, const ae_adamw_cfg *cfg,
+                        const ae_opt_param *params, int n);
 void ae_adamw_free(ae_adamw *o);
 // Learning rate at step s (1-based).
 float ae_lr_at(const ae_adamw_cfg *c, int64_t s);
-// Global L2 norm of the gradients (double accumulation).
-double ae_grad_norm(const ae_adamw *o);
-// One update from the current gradients (clipped to cfg.clip first); returns the pre-clip norm.
-// A non-finite norm (a gradient holds Inf or NaN) changes nothing (step not counted) and sets
-// o->nonfinite to the first tensor with such a gradient; otherwise the update is applied and
-// o->nonfinite is the first tensor whose values or second moments it made non-finite (-1: none).
-double ae_adamw_step(ae_adamw *o);
+// Global L2 norm of the gradients: each tensor's sum of squares (backend sumsq, in double),
+// summed in double. Waits for the queued work; a device error is returned.
+ae_status ae_grad_norm(ae_adamw *o, double *norm);
+// One update from the current gradients (clipped to cfg.clip first); *norm = the pre-clip norm.
+// Returns a device error (or AE_ERR_NOMEM) if there was one. A non-finite norm (a gradient
+// holds Inf or NaN) changes nothing (step not counted) and sets o->nonfinite to the first tensor
+// with such a gradient; otherwise the update is applied and o->nonfinite is the first tensor
+// whose values or second moments it made non-finite (-1: none).
+ae_status ae_adamw_step(ae_adamw *o, double *norm);
 void ae_adamw_zero_grad(ae_adamw *o);
+// The F32 values the optimizer updates of tensor i: its master, or the param itself.
+ae_ptr ae_adamw_master(const ae_adamw *o, int i);
 
 #endif

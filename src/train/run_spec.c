@@ -124,6 +124,7 @@ char *ae_run_spec_json(const ae_run_spec *r, const ae_model *student, const ae_i
     cJSON_AddStringToObject(h, "train", o->train_all ? "all" : "attention");
     cJSON_AddNumberToObject(h, "save_every", o->save_every);
     cJSON_AddNumberToObject(h, "log_every", o->log_every);
+    cJSON_AddNumberToObject(h, "save_minutes", o->save_minutes);
     snprintf(seed, sizeof seed, "%" PRIu64, o->seed);
     cJSON_AddStringToObject(h, "seed", seed);
     if (student) {
@@ -388,6 +389,12 @@ static ae_status parse_train(const cJSON *h, const char *path, ae_run_spec *r) {
     for (int s = 0; s < 2; s++) {
         snprintf(name, sizeof name, "train.stage%d_tokens", s + 1);
         AE_TRY(ae_json_int(h, path, name, 0, AE_RUN_MAX_TOKENS, &o->stage_tokens[s]));
+    }
+    o->save_minutes = 0.0f; // optional: runs of earlier versions lack it
+    if (cJSON_GetObjectItemCaseSensitive(h, "save_minutes")) {
+        double x;
+        AE_TRY(ae_json_num(h, path, "train.save_minutes", 0, AE_RUN_MAX_MINUTES, &x));
+        o->save_minutes = (float)x;
     }
     AE_TRY(ae_json_enum(h, path, "train.stage1_loss", losses, 2, &o->s1_normalized));
     AE_TRY(ae_json_enum(h, path, "train.train", trains, 2, &o->train_all));

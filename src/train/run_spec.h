@@ -31,6 +31,7 @@ typedef struct {
 #define AE_RUN_MAX_WINDOW (1 << 30) // --window
 #define AE_RUN_MAX_COUNT (1 << 24)  // --ctx, --batch, --accum, --save-every, --log-every
 #define AE_RUN_MAX_TOKENS 1e15      // --stage1-tokens, --stage2-tokens
+#define AE_RUN_MAX_MINUTES 1e6      // --save-minutes
 #define AE_RUN_MAX_STEP_TOKENS ((int64_t)1 << 40) // ctx · batch · accum: tokens per optimizer step
 
 // One numeric training setting: command-line option, conversion.json field (under "train"),
