@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Packs what a run on a lent GPU machine needs into .carry/ (ignored by git): the CUDA build made
 # here (same nvcc as the device), the Debian shared libraries it links (the device image lacks
-# them), and the parts of ../shared the GPU tests and benchmarks read. On the device:
+# them), and the parts of ../shared the GPU tests and benchmarks read (teachers, a slice of the
+# corpus, the PyTorch peer of the distillation benchmark as .carry/peers). On the device:
 #   bash dev/device-unpack.sh && AE_GPU_BUILD=.carry/build AE_PREBUILT=1 bash scripts/test-gpu.sh
 # Usage: dev/device-bundle.sh [teachers... | none]   (default: qwen3-micro qwen3-moe; the tree
 # limit of a device call is 64 MiB, so large teachers go in separate calls)
@@ -15,7 +16,7 @@ rm -rf .carry && mkdir -p .carry/stage/lib .carry/stage/shared/teachers .carry/s
 bash scripts/build.sh build-gpu -DAE_CUDA=ON >/dev/null
 echo "$(git rev-parse --short HEAD)$(git diff --quiet || echo ' +uncommitted')" > build-gpu/COMMIT
 mkdir -p .carry/stage/build
-cp build-gpu/COMMIT build-gpu/attnedit build-gpu/bench_infer build-gpu/test_backend_ops \
+cp build-gpu/COMMIT build-gpu/attnedit build-gpu/bench_infer build-gpu/bench_distill build-gpu/test_backend_ops \
    build-gpu/test_cuda_* .carry/stage/build/
 for l in libcjson.so.1 libpcre2-8.so.0 libutf8proc.so.2 libcmocka.so.0 libmicrohttpd.so.12 libgfortran.so.5 \
          libquadmath.so.0 libgomp.so.1; do
@@ -24,6 +25,8 @@ done
 cp -L /usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0 .carry/stage/lib/
 for t in ${teachers[@]+"${teachers[@]}"}; do cp -r "$shared/teachers/$t" .carry/stage/shared/teachers/; done
 head -c 400000 "$shared/data/corpus/general/valid.txt" > .carry/stage/shared/data/corpus/general/valid.txt
+mkdir -p .carry/stage/peers # bench/gpu_distill.sh
+cp "$shared/peers/torch_attnedit.py" .carry/stage/peers/
 tar -C .carry/stage -cf - . | xz -T2 -6 > .carry/bundle.tar.xz
 rm -rf .carry/stage
 ls -la .carry/bundle.tar.xz

@@ -210,6 +210,28 @@ void ae_cuda_mem_info(const ae_backend *be, size_t *free_bytes, size_t *total_by
     }
 }
 
+extern "C" ae_status ae_cuda_mem_peak(const ae_backend *be, int reset, size_t *used_high,
+                                      size_t *reserved_high) {
+    cudaMemPool_t pool;
+    uint64_t used = 0, reserved = 0, zero = 0;
+    cudaSetDevice(cu(be)->device);
+    cudaError_t e = cudaStreamSynchronize(stream_of(be)); // frees in flight reach the pool
+    if (e == cudaSuccess) e = cudaDeviceGetDefaultMemPool(&pool, cu(be)->device);
+    if (e == cudaSuccess) e = cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &used);
+    if (e == cudaSuccess) e = cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &reserved);
+    if (e == cudaSuccess && reset) e = cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero);
+    if (e == cudaSuccess && reset)
+        e = cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &zero);
+    *used_high = (size_t)used;
+    *reserved_high = (size_t)reserved;
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return ae_errorf(AE_ERR_DEVICE, "%s: cannot read the memory pool's statistics: %s",
+                         cu(be)->name, cudaGetErrorString(e));
+    }
+    return AE_OK;
+}
+
 // ---- opening -------------------------------------------------------------------------------------
 
 extern "C" int ae_cuda_device_count(void) {

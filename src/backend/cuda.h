@@ -15,6 +15,15 @@ int ae_cuda_device_count(void);
 // used (no driver, compute capability below 8.0).
 ae_status ae_backend_cuda_open(int dev, const ae_backend **out);
 void ae_backend_cuda_close(const ae_backend *be);
+// High-water marks of the device's stream-ordered memory pool, in bytes, after the backend's
+// stream has drained (every allocation of the backend comes from that pool): *used_high, the
+// most memory handed out at once (what PyTorch's max_memory_allocated reports); *reserved_high,
+// the most the pool held from the driver (max_memory_reserved). With reset != 0 both marks are
+// then reset (the driver allows resetting them to zero only; reset before the allocations of
+// what is measured). Not counted: the CUDA context and the cuBLASLt workspace. For benchmarks
+// (peak memory of a run); be must be a cuda backend. AE_ERR_DEVICE when the pool cannot be
+// queried.
+ae_status ae_cuda_mem_peak(const ae_backend *be, int reset, size_t *used_high, size_t *reserved_high);
 
 #ifdef __cplusplus
 }

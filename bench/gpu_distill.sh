@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# GPU distillation benchmark: attnedit (bench_distill) and the PyTorch peer (torch_attnedit.py,
+# ../shared/peers; carried as .carry/peers by dev/device-bundle.sh) on the same GPU in the same
+# run, random weights, the peer's shapes and targets: Qwen3-1.7B at 2 x 4096 and Qwen3-8B at
+# 1 x 4096; MLA 512+64 and GateSWA 1-in-6, W = 1024. Prints tokens/s of stage 1 and stage 2,
+# peak memory, the ratios attnedit / peer and MFU (model FLOPs / the bf16 GEMM rate measured
+# here; formula in bench/bench_distill.c) for every row, as a markdown table at the end.
+#   bash bench/gpu_distill.sh [BUILD_DIR] [PEER_SCRIPT]   (default build-gpu; the peer is found
+#                                                          in .carry/peers or ../shared/peers)
+# Environment:
+#   AE_BENCH_FULL=1      also the optional rows: Qwen3-8B at 1 x 32768 (the peer too: its speed
+#                        or its out-of-memory) and Qwen3-30B-A3B at 1 x 4096 (attnedit only; the
+#                        peer has no MoE shape); AE_BENCH_FULL=only runs only those (the default
+#                        set and the optional one each fit one 10-minute device call)
+#   AE_BENCH_STEPS       timed steps per stage after 2 warm-up steps, both sides (default 4;
+#                        AE_BENCH_STEPS_32K for the 32K rows, default 2)
+#   AE_BENCH_NO_PEER=1   attnedit only
+#   AE_BENCH_TMP         folder for bench_distill's run folders (stage-end checkpoints of several
+#                        GiB, removed after each run; default /dev/shm when it has 64 GiB free,
+#                        else /tmp)
+#   AE_BENCH_LOGDIR      where the JSON lines and each run's stderr are kept (default: a new
+#                        folder under /tmp, printed)
+# Default set: about 5-6 minutes on an H200 (most of it model set-up: the student's random init
+# on the host, the stage-end checkpoints, the peer's import and compile), not the timed steps.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build-gpu}
+peer=${2:-}
+if [ -z "$peer" ]; then
+  for p in .carry/peers/torch_attnedit.py ../shared/peers/torch_attnedit.py; do
+    if [ -f "$p" ]; then peer=$p; break; fi
+  done
+fi
+cfgs=tests/fixtures/configs
+steps=${AE_BENCH_STEPS:-4}
+steps32=${AE_BENCH_STEPS_32K:-2}
+full=${AE_BENCH_FULL:-0}
+logdir=${AE_BENCH_LOGDIR:-$(mktemp -d /tmp/gpu_distill.XXXXXX)}
+mkdir -p "$logdir"
+if [ -z "${AE_BENCH_TMP:-}" ]; then
+  shm=$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 { print $4 }')
+  if [ -n "$shm" ] && [ "$shm" -gt $((64 * 1024 * 1024)) ]; then export AE_BENCH_TMP=/dev/shm; else export AE_BENCH_TMP=/tmp; fi
+fi
+echo "date:   $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "commit: $(cat "$build/COMMIT" 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo "gpu:    $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null)"
+echo "peer:   ${peer:-none} ($(python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>/dev/null || echo 'torch/transformers not importable'))"
+echo "steps:  $steps timed per stage after 2 warm-up (32K rows: $steps32); logs: $logdir; run folders: $AE_BENCH_TMP"
+t_start=$(date +%s)
+
+peaks=$("$build/bench_distill" --peaks --device cuda)
+echo "$peaks"
+AE_BENCH_GEMM_PEAK=$(echo "$peaks" | sed -n 's/.*gemm \([0-9.]*\) TFLOP.*/\1/p')
+export AE_BENCH_GEMM_PEAK
+
+# attnedit: one bench_distill run (both stages) per shape and target
+ae_row() { # label config batch ctx target steps
+  local tag="$1-$3x$4-$5"
+  timeout "${AE_BENCH_ROW_TIMEOUT:-420}" "$build/bench_distill" --config "$cfgs/$2" --label "$1" \
+    --target "$5" --batch "$3" --ctx "$4" --steps "$6" --stage both --device cuda --json \
+    2> "$logdir/ae-$tag.err" > "$logdir/ae-$tag.out"
+  local rc=$?
+  grep -v '^{' "$logdir/ae-$tag.out"
+  grep '^{' "$logdir/ae-$tag.out" >> "$logdir/ae.jsonl"
+  if [ $rc -ne 0 ]; then
+    echo "bench_distill | $1 | $5 | $3 x $4 | exit $rc; last lines of $logdir/ae-$tag.err:"
+    tail -n 3 "$logdir/ae-$tag.err" | sed 's/^/    /'
+    if ! grep -q '^{' "$logdir/ae-$tag.out"; then # no row at all: record the failure
+      printf '{"bench":"bench_distill","shape":"%s","target":"%s","batch":%d,"ctx":%d,"stage":0,"status":"failed","error":"exit %d"}\n' \
+        "$1" "$5" "$3" "$4" "$rc" >> "$logdir/ae.jsonl"
+    fi
+  fi
+}
+
+# the peer: one process for the given targets; a target without its JSON line is recorded as
+# OOM (torch.OutOfMemoryError / CUDA out of memory) or as the failure's last line
+peer_row() { # shape batch ctx targets steps
+  [ -n "${AE_BENCH_NO_PEER:-}" ] && return 0
+  if [ -z "$peer" ]; then echo "peer | $1 | not run: torch_attnedit.py not found"; return 0; fi
+  local tag="$1-$2x$3-${4//,/+}"
+  timeout "${AE_BENCH_ROW_TIMEOUT:-420}" python3 "$peer" --shape "$1" --batch "$2" --ctx "$3" \
+    --window 1024 --steps "$5" --targets "$4" > "$logdir/peer-$tag.out" 2> "$logdir/peer-$tag.err"
+  local rc=$?
+  grep '^{' "$logdir/peer-$tag.out" | tee -a "$logdir/peer.jsonl" | sed 's/^/peer | /'
+  local why=""
+  if [ $rc -ne 0 ]; then
+    if grep -qE 'OutOfMemoryError|CUDA out of memory' "$logdir/peer-$tag.err"; then why=OOM
+    elif [ $rc -eq 124 ]; then why="timeout"
+    else why="failed (exit $rc): $(grep -v '^\s*$' "$logdir/peer-$tag.err" | tail -n 1 | tr -d '"\\' | cut -c1-200)"; fi
+    echo "peer | $1 | $2 x $3 | $4 | $why"
+  fi
+  for t in ${4//,/ }; do
+    if ! grep -q "\"target\": \"$t\"" "$logdir/peer-$tag.out"; then
+      printf '{"shape": "%s", "target": "%s", "batch": %d, "ctx": %d, "error": "%s"}\n' \
+        "$1" "$t" "$2" "$3" "${why:-no result}" >> "$logdir/peer.jsonl"
+    fi
+  done
+}
+
+touch "$logdir/ae.jsonl" "$logdir/peer.jsonl"
+if [ "$full" != only ]; then
+  for t in mla gateswa; do ae_row 1.7b qwen3-1.7b 2 4096 $t "$steps"; done
+  for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps"; done
+  peer_row 1.7b 2 4096 mla,gateswa "$steps"
+  peer_row 8b 1 4096 mla,gateswa "$steps"
+fi
+if [ "$full" = 1 ] || [ "$full" = only ]; then
+  for t in mla gateswa; do ae_row 8b qwen3-8b 1 32768 $t "$steps32"; done
+  # one peer process per target: an OOM of one target does not hide the other
+  for t in mla gateswa; do peer_row 8b 1 32768 $t "$steps32"; done
+  for t in mla gateswa; do ae_row 30b-a3b qwen3-30b-a3b 1 4096 $t "$steps"; done
+fi
+echo "total: $(( $(date +%s) - t_start )) s"
+
+python3 - "$logdir/ae.jsonl" "$logdir/peer.jsonl" <<'EOF'
+import json, sys
+def rows(p):
+    out = []
+    for line in open(p):
+        line = line.strip()
+        if line.startswith("{"):
+            try: out.append(json.loads(line))
+            except ValueError: pass
+    return out
+ae, peer = rows(sys.argv[1]), rows(sys.argv[2])
+gemm = next((r["gemm_tflops"] for r in ae if r.get("gemm_tflops")), 0)
+pk = {(p["shape"], p["batch"], p["ctx"], p["target"]): p for p in peer}
+print(f"\nbf16 GEMM peak: {gemm:.1f} TFLOP/s. ratio = attnedit / peer (tok/s: > 1 is faster; peak: < 1 is less memory).")
+print("MFU = model FLOPs per token (bench/bench_distill.c) x tok/s / GEMM peak, the same FLOPs for both sides.\n")
+print("| shape | B x T | target | stage | attnedit tok/s | peer tok/s | ratio | attnedit MFU | peer MFU "
+      "| attnedit peak GiB | peer peak GiB | peak ratio |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+partial = {(r["shape"], r["batch"], r["ctx"], r["target"]) for r in ae if r.get("status") != "ok"}
+seen = set()
+for r in ae:
+    key = (r["shape"], r["batch"], r["ctx"], r["target"])
+    p = pk.get(key)
+    seen.add(key)
+    st = r.get("stage", 0)
+    ok = r.get("status") == "ok"
+    a_tps = f"{r['tok_s']:,.0f}" if ok else r.get("status", "?") + ": " + r.get("error", "")[:160].replace("|", "/")
+    fpt = r.get("flops_per_token", 0)
+    if p is None: p_tps, p_val = "not run", None
+    elif "error" in p: p_tps, p_val = p["error"], None
+    else:
+        p_val = p.get(f"stage{st}_tok_s")
+        p_tps = f"{p_val:,.0f}" if p_val is not None else "?"
+    ratio = f"{r['tok_s'] / p_val:.2f}" if ok and p_val else "–"
+    a_mfu = f"{100 * r['mfu']:.1f}%" if ok and r.get("mfu") else "–"
+    p_mfu = f"{100 * fpt * p_val / (gemm * 1e12):.1f}%" if p_val and fpt and gemm else "–"
+    a_mem = r.get("peak_mem_gb")
+    p_mem = p.get("peak_mem_gb") if p and "error" not in p else None
+    mem_ratio = f"{a_mem / p_mem:.2f}" if a_mem and p_mem else "–"
+    star = "*" if key in partial else ""
+    print(f"| {r['shape']} | {r['batch']} x {r['ctx']} | {r['target']} | {st or '?'} | {a_tps} | {p_tps} | {ratio} "
+          f"| {a_mfu} | {p_mfu} | {f'{a_mem:.1f}{star}' if a_mem else '–'} | {f'{p_mem:.1f}' if p_mem else '–'} | {mem_ratio} |")
+if partial:
+    print("\n\\* attnedit's peak covers only the stage that ran (the peer's always covers both stages of a target).")
+for key, p in pk.items():  # peer rows without an attnedit row
+    if key in seen: continue
+    for st in (1, 2):
+        v = p.get(f"stage{st}_tok_s")
+        print(f"| {key[0]} | {key[1]} x {key[2]} | {key[3]} | {st} | not run | {f'{v:,.0f}' if v else p.get('error', '?')} "
+              f"| – | – | – | – | {p.get('peak_mem_gb', '–')} | – |")
+EOF
