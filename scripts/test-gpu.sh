@@ -24,6 +24,9 @@ echo "date:   $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "commit: $commit"
 echo "gpu:    $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo 'nvidia-smi not found')"
 export AE_REQUIRE_GPU=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+# prebuilt tests find this tree and this build's attnedit, wherever they were compiled
+export AE_TEST_SOURCE_DIR=$PWD AE_TEST_CLI=$PWD/$build/attnedit
+case "$build" in /*) AE_TEST_CLI=$build/attnedit ;; esac
 status=0
 # every GPU test program: the op tests and the test_cuda_* programs
 gpu_tests=(test_backend_ops)

@@ -4,7 +4,8 @@
 //      per-head gate, and an MLA student) on both devices. The first step's loss (the same
 //      initial parameters: only bf16 storage and rounding differ) agrees within 3% relative,
 //      the mean of the last logged interval within 10% (trajectories drift apart slowly), and
-//      the loss falls on cuda to below 70% of its first value.
+//      the loss falls on cuda (below 90% of its first value after 16 steps; the cpu run falls to
+//      ~80% on this budget).
 //  (b) a GPU run killed with SIGKILL after step 5 and resumed with --device cuda ends with the
 //      same model.safetensors as the uninterrupted run, byte for byte (deterministic kernels,
 //      fp32 master weights and moments in the checkpoint).
@@ -107,7 +108,7 @@ static void cuda_matches_cpu(const char *label, const char *const *target) {
            label, c0, c1, g0, g1, 100 * (g0 - c0) / c0, 100 * (g1 - c1) / c1);
     CHECK(fabs(g0 - c0) <= 0.03 * c0, "%s: first-step loss cuda %g vs cpu %g", label, g0, c0);
     CHECK(fabs(g1 - c1) <= 0.10 * c1, "%s: last loss cuda %g vs cpu %g", label, g1, c1);
-    CHECK(g1 < 0.7 * g0, "%s: the loss on cuda did not fall (%g -> %g)", label, g0, g1);
+    CHECK(g1 < 0.9 * g0, "%s: the loss on cuda did not fall (%g -> %g)", label, g0, g1);
     ae_test_rmtree(a), ae_test_rmtree(b);
     free(a), free(b);
 }

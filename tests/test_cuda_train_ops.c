@@ -28,13 +28,14 @@
 //   TOL_KL       1e-5 relative + 2e-6 absolute per row: KD chunk sums, expf of arguments formed
 //                in double; terms pt·(lpt − lps) with pt off by ~2 ulp.
 //   SUMSQ        1 float ulp (2^-23 relative): double sums in another order, rounded to float;
-//                an F64 output: 1e-12 relative to a double sum in the test.
+//                an F64 output: 1e-9 relative to a sequential double sum in the test (whose own
+//                rounding error grows with n: ~2e-12 measured at n = 5e7; a float-rounded
+//                result would be off by ~6e-8).
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "backend/cpu.h"
 #include "backend/ops.h"
@@ -116,12 +117,6 @@ static int32_t *dget_i(ae_ptr p, size_t n) {
 }
 
 static void dfree(ae_ptr p) { g_gpu->free(g_gpu, p); }
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void dsync(const char *what) {
     if (g_gpu->sync(g_gpu) != AE_OK) fail_msg("%s: %s", what, ae_last_error());
@@ -210,7 +205,7 @@ static float *bf16_all(const float *x, size_t n) {
 // =============================================================================================
 // embed_bwd
 
-static void run_embed(ae_rng *r, int T, int D, int V, int distinct, ae_dtype dy_dt, int timed) {
+static void run_embed(ae_rng *r, int T, int D, int V, int distinct, ae_dtype dy_dt) {
     size_t nt = (size_t)T * D, nv = (size_t)V * D;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)T);
     for (int t = 0; t < T; t++) ids[t] = (int32_t)(ae_rng_u64(r) % (uint64_t)distinct);
@@ -224,12 +219,8 @@ static void run_embed(ae_rng *r, int T, int D, int V, int distinct, ae_dtype dy_
     for (int run = 0; run < 2; run++) {
         ae_ptr gtab = dnew_put(tab0, nv, AE_DT_F32);
         dsync("embed_bwd upload");
-        double t0 = now_s();
         g_gpu->embed_bwd(g_gpu, gtab, gdy, gids, T, D);
         dsync("embed_bwd");
-        if (timed)
-            printf("  embed_bwd T=%d D=%d V=%d (%d distinct ids) dy %s, run %d: %.3f ms\n", T, D,
-                   V, distinct, dtn(dy_dt), run, (now_s() - t0) * 1e3);
         res[run] = dget(gtab, nv);
         dfree(gtab);
     }
@@ -244,15 +235,15 @@ static void test_embed_bwd(void **state) {
     (void)state;
     ae_rng r;
     ae_rng_seed(&r, 1001);
-    run_embed(&r, 1, 8, 5, 5, AE_DT_F32, 0);
-    run_embed(&r, 37, 33, 11, 4, AE_DT_BF16, 0);     // many repeats, odd D
-    run_embed(&r, 300, 1000, 50, 50, AE_DT_F32, 0);  // D over several column blocks
-    run_embed(&r, 5000, 72, 3, 1, AE_DT_BF16, 0);    // one row takes almost every token
-    run_embed(&r, 1029, 257, 4000, 4000, AE_DT_BF16, 0);
+    run_embed(&r, 1, 8, 5, 5, AE_DT_F32);
+    run_embed(&r, 37, 33, 11, 4, AE_DT_BF16);     // many repeats, odd D
+    run_embed(&r, 300, 1000, 50, 50, AE_DT_F32);  // D over several column blocks
+    run_embed(&r, 5000, 72, 3, 1, AE_DT_BF16);    // one row takes almost every token
+    run_embed(&r, 1029, 257, 4000, 4000, AE_DT_BF16);
     // training size: Qwen3-8B hidden size, a batch of 8192 tokens (table cut to 32000 rows to
     // keep the host reference small); ids spread over the table, then all alike (padding)
-    run_embed(&r, 8192, 4096, 32000, 32000, AE_DT_BF16, 1);
-    run_embed(&r, 8192, 4096, 32000, 1, AE_DT_BF16, 1);
+    run_embed(&r, 8192, 4096, 32000, 32000, AE_DT_BF16);
+    run_embed(&r, 8192, 4096, 32000, 1, AE_DT_BF16);
 }
 
 // =============================================================================================
@@ -445,15 +436,15 @@ static void run_sumsq(ae_rng *r, size_t n, ae_dtype dt, int offset) {
     }
     check_each(res, &ref, 1, 1.2e-7, 0.0, "sumsq n=%zu %s offset %d", n, dtn(dt), offset);
     check_same(&res[0], &res[1], 1, "sumsq determinism n=%zu %s offset %d", n, dtn(dt), offset);
-    // an F64 output keeps the double sum: against a double sum here, 1e-12 relative (the order
-    // of the additions differs: ~n·1e-16 at worst)
+    // an F64 output keeps the double sum: against a sequential double sum here, 1e-9 relative
+    // (the order of the additions differs; the sequential sum's own error grows with n)
     double want = 0.0, got = 0.0;
     for (size_t j = 0; j < n; j++) want += (double)x[offset + j] * x[offset + j];
     ae_ptr g64 = dnew(1, AE_DT_F64);
     g_gpu->sumsq(g_gpu, g64, ae_ptr_at(gx, (size_t)offset), n);
     if (g_gpu->download(g_gpu, &got, AE_DT_F64, g64, 1) != AE_OK)
         fail_msg("download of an F64 sum: %s", ae_last_error());
-    if (!(fabs(got - want) <= 1e-12 * want))
+    if (!(fabs(got - want) <= 1e-9 * want))
         fail_msg("sumsq F64 n=%zu %s offset %d: %.17g, want %.17g", n, dtn(dt), offset, got, want);
     dfree(g64);
     dfree(gx), free(x);
@@ -624,7 +615,8 @@ static void test_adamw(void **state) {
 }
 
 // =============================================================================================
-// training sizes: times (no CPU reference), determinism
+// training sizes: determinism at the sizes training uses (no CPU reference); their speed is
+// measured in bench/, not here
 
 static void test_training_size(void **state) {
     (void)state;
@@ -639,19 +631,10 @@ static void test_training_size(void **state) {
     float *kls[2];
     for (int run = 0; run < 2; run++) {
         g_gpu->fill(g_gpu, kl, (size_t)N, 0.0f);
-        dsync("fill");
-        double t0 = now_s();
         g_gpu->softmax_stats(g_gpu, st, at, zt, Vc, N, Vc, 0, 1.0f);
-        dsync("softmax_stats");
-        double t1 = now_s();
         g_gpu->softmax_stats(g_gpu, ss, ae_ptr_null(), zs, Vc, N, Vc, 0, 1.0f);
         g_gpu->kd_chunk(g_gpu, kl, dz, Vc, zt, zs, Vc, st, ss, N, Vc, 1.0f, 1.0f / N);
         dsync("kd_chunk");
-        double t2 = now_s();
-        double sec_kd = t2 - t1; // includes the student's stats
-        printf("  softmax_stats N=%d Vc=%d: %.3f ms (%.0f GB/s); stats + kd_chunk (dzs bf16): "
-               "%.3f ms, run %d\n", N, Vc, (t1 - t0) * 1e3, n * 4.0 / (t1 - t0) * 1e-9,
-               sec_kd * 1e3, run);
         kls[run] = dget(kl, (size_t)N);
     }
     check_same(kls[0], kls[1], (size_t)N, "kd_chunk determinism N=%d Vc=%d", N, Vc);
@@ -672,20 +655,12 @@ static void test_training_size(void **state) {
                        .weight_decay = 0.1f, .bc1 = 0.1f, .bc2 = 0.05f, .gscale = 1.0f};
     float ss2[2];
     for (int run = 0; run < 2; run++) {
-        dsync("fill");
-        double t0 = now_s();
         g_gpu->sumsq(g_gpu, o, g, np);
-        dsync("sumsq");
-        double t1 = now_s();
         g_gpu->adamw(g_gpu, &a, w, m, v, g, p, f, np);
         dsync("adamw");
-        double t2 = now_s();
         float *h = dget(o, 1);
         ss2[run] = h[0];
         free(h);
-        printf("  sumsq n=%zu F32: %.3f ms (%.0f GB/s); adamw (bf16 param): %.3f ms (%.0f GB/s), "
-               "run %d\n", np, (t1 - t0) * 1e3, np * 4.0 / (t1 - t0) * 1e-9, (t2 - t1) * 1e3,
-               np * 30.0 / (t2 - t1) * 1e-9, run);
     }
     check_same(&ss2[0], &ss2[1], 1, "sumsq determinism n=%zu", np);
     dfree(w), dfree(m), dfree(v), dfree(g), dfree(p), dfree(f), dfree(o);

@@ -100,19 +100,16 @@ static ae_status put(const ae_backend *be, ae_ptr dst, const float *src, size_t 
 
 ae_status ae_gswa_init_random(ae_gswa *m, float std, ae_rng *rng) {
     ae_param_list l = ae_gswa_params(m);
-    ae_status st = AE_OK;
-    for (int i = 0; i < l.n && st == AE_OK; i++) {
+    const ae_backend *be = m->be;
+    for (int i = 0; i < l.n; i++) {
         const ae_param *p = &l.p[i];
         size_t n = (size_t)ae_param_numel(p);
-        float *h = ae_alloc_f32(n);
-        if (!h) return AE_ERR_NOMEM;
-        int is_norm = strstr(p->name, "norm") != NULL, is_sink = strcmp(p->name, "sinks") == 0;
-        for (size_t j = 0; j < n; j++)
-            h[j] = is_norm ? 1.0f : is_sink ? 0.0f : std * ae_rng_normal(rng);
-        st = put(m->be, p->data, h, n);
-        ae_free_aligned(h);
+        uint64_t seed = ae_rng_u64(rng); // one stream per tensor, drawn in order
+        if (strstr(p->name, "norm")) be->fill(be, p->data, n, 1.0f);
+        else if (!strcmp(p->name, "sinks")) be->fill(be, p->data, n, 0.0f);
+        else be->fill_normal(be, p->data, n, std, seed);
     }
-    return st;
+    return be->sync(be);
 }
 
 ae_status ae_gswa_init_from_teacher(ae_gswa *m, const ae_gswa *t) {

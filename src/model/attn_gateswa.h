@@ -75,7 +75,8 @@ ae_status ae_gswa_backward(const ae_backend *be, const ae_gswa *m, const ae_gswa
                            ae_ptr dy, ae_ptr dx, ae_gswa *grad);
 void ae_gswa_acts_free(ae_gswa_acts *a);
 
-// Random init: matrices ~ N(0, std²), norms 1, sinks 0 (drawn on the host, uploaded).
+// Random init: matrices ~ N(0, std²), norms 1, sinks 0, made on the backend by fill_normal
+// (counter-based: the same values on every backend) from one seed per tensor drawn from rng.
 ae_status ae_gswa_init_random(ae_gswa *m, float std, ae_rng *rng);
 // Teacher init from the teacher's module t (same dims but gate/sinks/window): copies
 // q/k/v/o/q_norm/k_norm; the gate starts neutral: Wg = 0 gives sigmoid(0) = 1/2 exactly, so

@@ -67,17 +67,15 @@ void ae_mla_free(ae_mla *m) {
 
 ae_status ae_mla_init_random(ae_mla *m, float std, ae_rng *rng) {
     ae_param_list l = ae_mla_params(m);
-    ae_status st = AE_OK;
-    for (int i = 0; i < l.n && st == AE_OK; i++) {
+    const ae_backend *be = m->be;
+    for (int i = 0; i < l.n; i++) {
         ae_param *p = &l.p[i];
         size_t n = (size_t)ae_param_numel(p);
-        float *h = ae_alloc_f32(n);
-        if (!h) return AE_ERR_NOMEM;
-        for (size_t j = 0; j < n; j++) h[j] = p->ndim == 2 ? std * ae_rng_normal(rng) : 1.0f;
-        st = m->be->upload(m->be, p->data, h, AE_DT_F32, n);
-        ae_free_aligned(h);
+        uint64_t seed = ae_rng_u64(rng); // one stream per tensor, drawn in order
+        if (p->ndim == 2) be->fill_normal(be, p->data, n, std, seed);
+        else be->fill(be, p->data, n, 1.0f);
     }
-    return st;
+    return be->sync(be);
 }
 
 void mla_q_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, int M, ae_ptr pos, ae_ptr q,

@@ -71,8 +71,9 @@ ae_status ae_mla_backward(const ae_backend *be, const ae_mla *m, const ae_mla_ac
                           ae_ptr dy, ae_ptr dx, ae_mla *grad);
 void ae_mla_acts_free(ae_mla_acts *a);
 
-// Initialisation. Random: matrices ~ N(0, std²) (std = the teacher's initializer_range), norms 1
-// (drawn on the host, uploaded).
+// Initialisation. Random: matrices ~ N(0, std²) (std = the teacher's initializer_range), norms 1,
+// made on the backend by fill_normal (the same values on every backend) from one seed per
+// tensor drawn from rng.
 ae_status ae_mla_init_random(ae_mla *m, float std, ae_rng *rng);
 
 // Teacher init: from a Qwen3 GQA module (host arrays: wq (Hq*hd, D), wk/wv (Hkv*hd, D),

@@ -16,11 +16,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+const char *ae_test_cli_path(void) {
+    const char *env = getenv("AE_TEST_CLI"); // a prebuilt test run elsewhere (GPU machine)
+    return env && *env ? env : AE_CLI_PATH;
+}
+
 const char *ae_test_src(const char *rel) {
     static char bufs[8][4096];
     static int slot;
     char *b = bufs[slot++ & 7];
-    snprintf(b, 4096, "%s/%s", AE_SOURCE_DIR, rel);
+    const char *root = getenv("AE_TEST_SOURCE_DIR"); // a prebuilt test run elsewhere (GPU machine)
+    snprintf(b, 4096, "%s/%s", root && *root ? root : AE_SOURCE_DIR, rel);
     return b;
 }
 
@@ -148,7 +154,7 @@ int ae_test_run_cli(const char *const *args, const char *stdin_text, char **out,
     int argc = 0;
     while (args[argc]) argc++;
     char **argv = calloc((size_t)argc + 2, sizeof *argv);
-    argv[0] = (char *)AE_CLI_PATH;
+    argv[0] = (char *)ae_test_cli_path();
     for (int i = 0; i < argc; i++) argv[i + 1] = (char *)args[i];
     fflush(stdout);
     pid_t pid = fork();
@@ -156,7 +162,7 @@ int ae_test_run_cli(const char *const *args, const char *stdin_text, char **out,
         dup2(fi, 0);
         dup2(fo, 1);
         dup2(fe, 2);
-        execv(AE_CLI_PATH, argv);
+        execv(ae_test_cli_path(), argv);
         _exit(127);
     }
     int status = 0;

@@ -13,6 +13,10 @@
 // Absolute path of a file under the source tree: ae_test_src("tests/fixtures/x") (static buffer
 // per call slot; copy if you keep it).
 const char *ae_test_src(const char *rel);
+// The attnedit binary the CLI tests run: AE_TEST_CLI when set, else the build's. (AE_TEST_SOURCE_DIR
+// likewise replaces the source tree ae_test_src resolves against: for prebuilt tests run on
+// another machine, as scripts/test-gpu.sh with AE_PREBUILT=1 does.)
+const char *ae_test_cli_path(void);
 // The ../shared folder beside the repo (AE_SHARED_DIR overrides), or NULL when absent.
 const char *ae_test_shared_dir(void);
 // Path under shared/, or NULL (and prints "SKIP <what>: ../shared not found") when absent; with
