@@ -278,7 +278,7 @@ static ae_status run_once(const opts *o, const ae_model *t, ae_model *s, const a
                          .stage_tokens = {mask & 1 ? tokens : 0, mask & 2 ? tokens : 0},
                          .lr = {1e-4f, 1e-4f}, .warmup_frac = 0.0f, .min_lr_ratio = 0.1f,
                          .weight_decay = 0.01f, .clip = 1.0f, .tau = 1.0f, .cos_weight = 0.1f,
-                         .save_every = 0, .log_every = 1, .seed = o->seed};
+                         .save_every = -1, .log_every = 1, .seed = o->seed};
     AE_TRY(fresh_dir(dir));
     ae_distill_result r;
     ae_status st = ae_distill_run(t, s, data, &d, dir, 0, &r);

@@ -26,7 +26,8 @@ typedef struct {
                                     // layer output through the frozen teacher MLP vs the teacher's
     float tau, cos_weight;          // stage 2
     int train_all;                  // stage 2: 0 attention only, 1 every parameter
-    int save_every, log_every;      // steps (0: only at stage ends / every step)
+    int save_every, log_every;      // steps (0: only at stage ends / every step); save_every < 0:
+                                    // no checkpoint at all (benchmarks; the CLI never sets it)
     float save_minutes;             // also a checkpoint when this many minutes have passed since
                                     // the last one (0: off)
     uint64_t seed;
