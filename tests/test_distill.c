@@ -232,8 +232,8 @@ static void test_bad_input(void **state) {
 // The block term of layer l on the cpu backend with the teacher's recorded stream around it.
 static ae_status block_term(const ae_model *t, int l, const ae_train_acts *ta, float *y, int N,
                             int norm, float *dy, double *loss) {
-    return ae_distill_block_term(t, l, ae_host_f32(ae_train_acts_hidden(ta, l)),
-                                 ae_host_f32(ae_train_acts_hidden(ta, l + 1)), ae_host_f32(y), N,
+    return ae_distill_block_term(t, l, ae_train_acts_hidden(ta, l), ae_train_acts_hidden(ta, l + 1),
+                                 ae_host_f32(y), N,
                                  norm, 1.0f, ae_host_f32(dy), loss);
 }
 
@@ -248,7 +248,7 @@ static void test_block_term_gradient(void **state) {
         int B = 1, T = 6, N = B * T, D = t->cfg.hidden_size, l = k == 0 ? 1 : 0; // l 0: MoE layer
         int32_t ids[6] = {5, 17, 42, 99, 7, 3};
         ae_train_acts *ta;
-        assert_int_equal(ae_model_train_forward(t, ids, B, T, &ta), AE_OK);
+        assert_int_equal(ae_model_train_forward(t, ids, B, T, 1, &ta), AE_OK);
         float *y = malloc(sizeof(float) * N * D), *dy = calloc((size_t)N * D, sizeof(float));
         float *scratch = calloc((size_t)N * D, sizeof(float));
         for (int i = 0; i < N * D; i++) y[i] = 0.05f * (float)((i * 37 % 101) - 50) / 50.0f;

@@ -188,10 +188,10 @@ static void test_stage2_cosine_same_layer(void **state) {
     int32_t *ids = malloc(sizeof(int32_t) * N);
     for (int i = 0; i < N; i++) ids[i] = (int32_t)f.ids[100 + i];
     ae_train_acts *ta;
-    assert_int_equal(ae_model_train_forward(t, ids, B, T, &ta), AE_OK);
+    assert_int_equal(ae_model_train_forward(t, ids, B, T, 1, &ta), AE_OK);
     double shifted = 0;
     for (int l = 1; l <= L; l++) { // mean over tokens of 1 - cos(h_l, h_{l-1})
-        const float *x = ae_train_acts_hidden(ta, l), *y = ae_train_acts_hidden(ta, l - 1);
+        const float *x = ae_f32(ae_train_acts_hidden(ta, l)), *y = ae_f32(ae_train_acts_hidden(ta, l - 1));
         double c = 0;
         for (int n = 0; n < N; n++) {
             double xy = 0, xx = 0, yy = 0;

@@ -1,8 +1,10 @@
-// Distillation losses: the vocabulary-chunked KD loss against a direct full-logit computation in
-// double (several chunk sizes, including ones that do not divide V, several token blocks, τ = 1
-// and 2), its gradients (dhs, dWs) against central differences of that double reference, the
-// zero case (student == teacher), the top-1 count; cosine and MSE losses against finite
-// differences.
+// Distillation losses through the cpu backend's ops: the vocabulary-chunked KD loss against a
+// direct full-logit computation in double (several chunk sizes, including ones that do not
+// divide V, two token blocks, τ = 1 and 2), its gradients (dhs, dWs) against the double
+// reference's, whose formula is checked against central differences; grad_scale scales both
+// gradients (exactly, for a power of two) and null gradients leave the loss alone; the zero case
+// (student == teacher), the top-1 count; cosine and MSE losses and gradients against a double
+// reference checked against finite differences.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,13 +97,28 @@ static void run_kd(int N, int D, int V, float tau, const int *chunks, int n_chun
     int rtop1;
     double rl = kd_ref(&c, rdh, rdW, &rtop1);
     float *dhs = malloc(sizeof(float) * N * D), *dWs = malloc(sizeof(float) * V * D);
+    float *dhs4 = malloc(sizeof(float) * N * D), *dWs4 = malloc(sizeof(float) * V * D);
+    const ae_backend *be = ae_backend_cpu();
     for (int k = 0; k < n_chunks; k++) {
         for (int i = 0; i < V * D; i++) dWs[i] = 0.5f; // accumulates on top
         for (int i = 0; i < N * D; i++) dhs[i] = 123.0f; // overwritten
-        double loss;
-        int top1 = -1;
-        assert_int_equal(ae_kd_loss(ae_backend_cpu(), ht, Wt, hs, Ws, N, D, V, tau, chunks[k], dhs,
-                                    dWs, &loss, &top1), AE_OK);
+        double loss, loss4, loss0;
+        int top1 = -1, top1_0 = -1;
+        assert_int_equal(ae_kd_loss(be, ae_host_f32(ht), ae_host_f32(Wt), ae_host_f32(hs), ae_host_f32(Ws),
+                                    N, D, V, tau, chunks[k], 1.0f, ae_host_f32(dhs), ae_host_f32(dWs),
+                                    &loss, &top1), AE_OK);
+        // grad_scale 1/4 scales both gradients exactly; no gradient: the same loss and top-1
+        for (int i = 0; i < V * D; i++) dWs4[i] = 0.125f; // a quarter of dWs's start
+        assert_int_equal(ae_kd_loss(be, ae_host_f32(ht), ae_host_f32(Wt), ae_host_f32(hs), ae_host_f32(Ws),
+                                    N, D, V, tau, chunks[k], 0.25f, ae_host_f32(dhs4), ae_host_f32(dWs4),
+                                    &loss4, NULL), AE_OK);
+        assert_int_equal(ae_kd_loss(be, ae_host_f32(ht), ae_host_f32(Wt), ae_host_f32(hs), ae_host_f32(Ws),
+                                    N, D, V, tau, chunks[k], 1.0f, ae_ptr_null(), ae_ptr_null(), &loss0,
+                                    &top1_0), AE_OK);
+        assert_true(loss4 == loss && loss0 == loss);
+        assert_int_equal(top1_0, top1);
+        for (int i = 0; i < N * D; i++) assert_true(dhs4[i] == 0.25f * dhs[i]);
+        for (int i = 0; i < V * D; i++) assert_true(dWs4[i] == 0.25f * dWs[i]);
         if (!(fabs(loss - rl) <= 1e-5 * fmax(1.0, fabs(rl))))
             fail_msg("N %d V %d tau %g chunk %d: loss %.9g, reference %.9g", N, V, (double)tau,
                      chunks[k], loss, rl);
@@ -130,7 +147,8 @@ static void run_kd(int N, int D, int V, float tau, const int *chunks, int n_chun
                 fail_msg("dWs[%zu]: analytic %.7g, numeric %.7g", j, dWs[j] - 0.5, nw);
         }
     }
-    free(ht), free(hs), free(Wt), free(Ws), free(rdh), free(rdW), free(dhs), free(dWs);
+    free(ht), free(hs), free(Wt), free(Ws), free(rdh), free(rdW), free(dhs), free(dWs), free(dhs4),
+        free(dWs4);
 }
 
 static void test_kd_matches_full_logits(void **state) {
@@ -139,7 +157,7 @@ static void test_kd_matches_full_logits(void **state) {
     run_kd(7, 12, 53, 1.0f, chunks, 6, 1, 1);
     run_kd(7, 12, 53, 2.0f, chunks, 6, 2, 1);
     int chunks2[] = {10, 37};
-    run_kd(300, 8, 37, 1.0f, chunks2, 2, 3, 0); // two token blocks (256 + 44)
+    run_kd(AE_KD_ROWS + 44, 8, 37, 1.0f, chunks2, 2, 3, 0); // two token blocks
 }
 
 static void test_kd_zero_when_equal(void **state) {
@@ -147,80 +165,109 @@ static void test_kd_zero_when_equal(void **state) {
     int N = 9, D = 16, V = 41;
     ae_rng r;
     ae_rng_seed(&r, 7);
-    float *h = randn((size_t)N * D, 1.0f, &r), *W = randn((size_t)V * D, 1.0f, &r);
+    float *hh = randn((size_t)N * D, 1.0f, &r), *hW = randn((size_t)V * D, 1.0f, &r);
     float *dhs = malloc(sizeof(float) * N * D), *dWs = calloc((size_t)V * D, sizeof(float));
+    ae_ptr h = ae_host_f32(hh), W = ae_host_f32(hW), gh = ae_host_f32(dhs), gW = ae_host_f32(dWs);
+    const ae_backend *be = ae_backend_cpu();
     double loss;
     int top1;
     float taus[] = {1.0f, 2.0f};
     for (int k = 0; k < 2; k++) {
-        assert_int_equal(ae_kd_loss(ae_backend_cpu(), h, W, h, W, N, D, V, taus[k], 16, dhs, dWs,
-                                    &loss, &top1), AE_OK);
+        assert_int_equal(ae_kd_loss(be, h, W, h, W, N, D, V, taus[k], 16, 1.0f, gh, gW, &loss, &top1),
+                         AE_OK);
         assert_true(fabs(loss) < 1e-12);
         assert_int_equal(top1, N);
         for (int i = 0; i < N * D; i++) assert_true(dhs[i] == 0.0f);
         for (int i = 0; i < V * D; i++) assert_true(dWs[i] == 0.0f);
     }
     // bad arguments
-    assert_int_equal(ae_kd_loss(ae_backend_cpu(), h, W, h, W, N, D, V, 0.0f, 16, dhs, dWs, &loss,
-                                NULL), AE_ERR_ARG);
-    assert_int_equal(ae_kd_loss(ae_backend_cpu(), h, W, h, W, 0, D, V, 1.0f, 16, dhs, dWs, &loss,
-                                NULL), AE_ERR_ARG);
-    free(h), free(W), free(dhs), free(dWs);
+    assert_int_equal(ae_kd_loss(be, h, W, h, W, N, D, V, 0.0f, 16, 1.0f, gh, gW, &loss, NULL), AE_ERR_ARG);
+    assert_int_equal(ae_kd_loss(be, h, W, h, W, 0, D, V, 1.0f, 16, 1.0f, gh, gW, &loss, NULL), AE_ERR_ARG);
+    free(hh), free(hW), free(dhs), free(dWs);
 }
 
-typedef double (*row_loss)(const float *y, const float *t, int N, int D, int mode, float *dy);
-static double cos_wrap(const float *y, const float *t, int N, int D, int mode, float *dy) {
-    (void)mode;
-    return ae_cosine_loss(y, t, N, D, dy);
+// A row loss through the ops: kind 0 cosine, 1 MSE (mode: normalized).
+static double row_op(int kind, int mode, const float *y, const float *t, int N, int D, float gs,
+                     float *dy) {
+    const ae_backend *be = ae_backend_cpu();
+    ae_ptr py = ae_host_f32(y), pt = ae_host_f32(t), pd = dy ? ae_host_f32(dy) : ae_ptr_null();
+    double loss = NAN;
+    ae_status st = kind == 0 ? ae_cosine_loss(be, py, pt, N, D, gs, pd, &loss)
+                             : ae_mse_loss(be, py, pt, N, D, mode, gs, pd, &loss);
+    assert_int_equal(st, AE_OK);
+    return loss;
 }
 
-static void check_row_loss(const char *what, row_loss f, int mode, double ref_check) {
-    int N = 5, D = 11;
-    ae_rng r;
-    ae_rng_seed(&r, 11 + mode);
-    float *y = randn((size_t)N * D, 1.0f, &r), *t = randn((size_t)N * D, 1.0f, &r);
-    for (int i = 0; i < N * D; i++) t[i] = 0.6f * t[i] + 0.8f * y[i]; // correlated
-    float *dy = malloc(sizeof(float) * N * D);
-    double loss = f(y, t, N, D, mode, dy);
-    // direct value
-    double want = 0;
+// The same loss in double, and its gradient (dy may be NULL).
+static double row_ref(int kind, int mode, const float *y, const float *t, int N, int D, double *dy) {
+    double total = 0;
     for (int i = 0; i < N; i++) {
         double ab = 0, aa = 0, bb = 0, se = 0;
         for (int d = 0; d < D; d++) {
             double a = y[i * D + d], b = t[i * D + d];
             ab += a * b, aa += a * a, bb += b * b, se += (a - b) * (a - b);
         }
-        want += ref_check == 0 ? 1 - ab / sqrt(aa * bb) : mode ? se / (bb + 1e-6) : se / D;
+        double cs = ab / sqrt(aa * bb), den = mode ? bb + 1e-6 : D;
+        total += kind == 0 ? 1 - cs : se / den;
+        for (int d = 0; dy && d < D; d++) {
+            double a = y[i * D + d], b = t[i * D + d];
+            dy[i * D + d] = (kind == 0 ? -b / sqrt(aa * bb) + cs * a / aa : 2 * (a - b) / den) / N;
+        }
     }
-    want /= N;
-    assert_true(fabs(loss - want) <= 1e-9 * fmax(1, fabs(want)));
+    return total / N;
+}
+
+static void check_row_loss(const char *what, int kind, int mode) {
+    int N = 5, D = 11;
+    ae_rng r;
+    ae_rng_seed(&r, 11 + mode + 2 * kind);
+    float *y = randn((size_t)N * D, 1.0f, &r), *t = randn((size_t)N * D, 1.0f, &r);
+    for (int i = 0; i < N * D; i++) t[i] = 0.6f * t[i] + 0.8f * y[i]; // correlated
+    float *dy = malloc(sizeof(float) * N * D), *dy4 = malloc(sizeof(float) * N * D);
+    double *ref = malloc(sizeof(double) * N * D);
+    double loss = row_op(kind, mode, y, t, N, D, 1.0f, dy), want = row_ref(kind, mode, y, t, N, D, ref);
+    // cosine rows are F32 (rounding 6e-8 of each 1 − cos), MSE rows F64
+    double tol = kind == 0 ? 1e-6 : 1e-9;
+    if (!(fabs(loss - want) <= tol * fmax(1, fabs(want))))
+        fail_msg("%s: loss %.12g, reference %.12g", what, loss, want);
+    assert_true(row_op(kind, mode, y, t, N, D, 1.0f, NULL) == loss);
+    assert_true(row_op(kind, mode, y, t, N, D, 0.25f, dy4) == loss);
+    double gmax = 0;
+    for (int i = 0; i < N * D; i++) gmax = fmax(gmax, fabs(ref[i]));
     for (int i = 0; i < N * D; i++) {
+        if (!(fabs(dy[i] - ref[i]) <= 1e-5 * gmax))
+            fail_msg("%s d[%d]: op %.7g, reference %.7g", what, i, (double)dy[i], ref[i]);
+        assert_true(dy4[i] == 0.25f * dy[i]); // grad_scale, exactly for a power of two
+        // the reference's gradient against central differences of the reference
         float x0 = y[i], xp = x0 + 1e-3f, xm = x0 - 1e-3f;
         y[i] = xp;
-        double lp = f(y, t, N, D, mode, NULL);
+        double lp = row_ref(kind, mode, y, t, N, D, NULL);
         y[i] = xm;
-        double lm = f(y, t, N, D, mode, NULL);
+        double lm = row_ref(kind, mode, y, t, N, D, NULL);
         y[i] = x0;
         double num = (lp - lm) / ((double)xp - xm);
-        if (!(fabs(dy[i] - num) <= 1e-3 * fmax(1e-2, fabs(num))))
-            fail_msg("%s d[%d]: analytic %.7g, numeric %.7g", what, i, (double)dy[i], num);
+        if (!(fabs(ref[i] - num) <= 1e-3 * fmax(1e-2, fabs(num))))
+            fail_msg("%s d[%d]: reference %.7g, numeric %.7g", what, i, ref[i], num);
     }
-    printf("%s: loss %.6f, gradient matches finite differences\n", what, loss);
-    free(y), free(t), free(dy);
+    printf("%s: loss %.6f, gradient matches the reference and finite differences\n", what, loss);
+    free(y), free(t), free(dy), free(dy4), free(ref);
 }
 
 static void test_cosine_mse(void **state) {
     (void)state;
-    check_row_loss("cosine", cos_wrap, 0, 0);
-    check_row_loss("mse", ae_mse_loss, 0, 1);
-    check_row_loss("mse normalized", ae_mse_loss, 1, 1);
+    check_row_loss("cosine", 0, 0);
+    check_row_loss("mse", 1, 0);
+    check_row_loss("mse normalized", 1, 1);
     // identical rows: zero loss and gradient; a zero row: cos counted as 0, no gradient
     float a[4] = {1, 2, 3, 4}, z[4] = {0}, da[4];
-    assert_true(fabs(ae_cosine_loss(a, a, 1, 4, da)) < 1e-12);
+    assert_true(fabs(row_op(0, 0, a, a, 1, 4, 1.0f, da)) < 1e-7);
     for (int i = 0; i < 4; i++) assert_true(fabsf(da[i]) < 1e-7f);
-    assert_true(fabs(ae_cosine_loss(z, a, 1, 4, da) - 1.0) < 1e-12);
+    assert_true(row_op(0, 0, z, a, 1, 4, 1.0f, da) == 1.0);
     for (int i = 0; i < 4; i++) assert_true(da[i] == 0.0f);
-    assert_true(ae_mse_loss(a, a, 1, 4, 1, da) == 0.0);
+    assert_true(row_op(1, 1, a, a, 1, 4, 1.0f, da) == 0.0);
+    double l;
+    assert_int_equal(ae_cosine_loss(ae_backend_cpu(), ae_host_f32(a), ae_host_f32(a), 0, 4, 1.0f,
+                                    ae_ptr_null(), &l), AE_ERR_ARG);
 }
 
 int main(void) {

@@ -2,12 +2,16 @@
 // norm_topk_prob, and MLA / GateSWA students of qwen3-micro):
 //  (a) the training forward's final hidden states through lm_head equal the inference forward's
 //      logits, per sequence;
-//  (b) the backward against central finite differences of the scalar loss
+//  (b) the backward (which recomputes each layer's internals from the kept stream h_l) against
+//      central finite differences of the scalar loss
 //        ℓ = Σ final ⊙ R + Σ_{l=0..L} Σ h_l ⊙ R_l
-//      (d_final = R, d_hidden[l] = R_l) for random elements of EVERY parameter tensor;
+//      (d_final = R; the hook on the stream adds R_l at h_l, called once per l from L down to 0
+//      with h_l) for random elements of EVERY parameter tensor;
 //  (c) attention_only: non-attention gradients stay zero, attention gradients equal the full
 //      mode's; the backward accumulates (twice = 2×);
-//  (d) ae_model_params: names, decay flags, tied head listed once, packed expert tensors.
+//  (d) ae_model_params: names, decay flags, tied head listed once, packed expert tensors;
+//  (e) a forward keeping no stream (a teacher's) gives the same final hidden, bit for bit, and
+//      the backward refuses it.
 // The forward is fp32 and ℓ sums thousands of terms through up to 4 layers: its rounding noise
 // (~3e-5 absolute on micro, measured) swamps plain central differences of single weights whose
 // gradient is ~1e-2. So every check uses the 4-point stencil (O(h⁴) truncation) over a ladder
@@ -61,7 +65,7 @@ static double loss_of(const ae_train_acts *a, const fixture *f) {
     size_t n = (size_t)B_ * T_ * f->m->cfg.hidden_size;
     double s = 0.0;
     for (int l = 0; l <= L + 1; l++) {
-        const float *h = l <= L ? ae_train_acts_hidden(a, l) : ae_train_acts_final(a);
+        const float *h = ae_f32(l <= L ? ae_train_acts_hidden(a, l) : ae_train_acts_final(a));
         for (size_t i = 0; i < n; i++) s += (double)h[i] * f->R[l][i];
     }
     return s;
@@ -86,7 +90,7 @@ static int same_routing(const ae_train_acts *a, const ae_train_acts *base, const
 
 static ae_train_acts *forward_or_fail(const fixture *f) {
     ae_train_acts *a = NULL;
-    if (ae_model_train_forward(f->m, f->ids, B_, T_, &a) != AE_OK) fail_msg("%s", ae_last_error());
+    if (ae_model_train_forward(f->m, f->ids, B_, T_, 1, &a) != AE_OK) fail_msg("%s", ae_last_error());
     return a;
 }
 
@@ -101,7 +105,7 @@ static void check_logits(const fixture *f, const ae_train_acts *a) {
         assert_int_equal(ae_kv_cache_init(&c, m, T_), AE_OK);
         assert_int_equal(ae_model_forward(m, &c, f->ids + b * T_, T_, ae_host_f32(ref), 1), AE_OK);
         ae_kv_cache_free(&c);
-        ae_matmul(m->be, ae_host_f32(got), ae_host_f32(ae_train_acts_final(a) + (size_t)b * T_ * D),
+        ae_matmul(m->be, ae_host_f32(got), ae_ptr_at(ae_train_acts_final(a), (size_t)b * T_ * D),
                   m->lm_head, T_, D, V);
         float err = 0, scale = 0;
         for (int i = 0; i < T_ * V; i++) {
@@ -116,12 +120,36 @@ static void check_logits(const fixture *f, const ae_train_acts *a) {
     free(got);
 }
 
+// The backward's hook on the residual stream: adds R_l into dh; checks that it is called once
+// per layer boundary, from L down to 0, with h_l.
+typedef struct {
+    const fixture *f;
+    const ae_train_acts *a;
+    int next; // the l expected next
+} hook;
+
+static ae_status add_R(void *ctx, int l, ae_ptr h, ae_ptr dh) {
+    hook *k = ctx;
+    const ae_model *m = k->f->m;
+    assert_int_equal(l, k->next);
+    assert_ptr_equal(h.data, ae_train_acts_hidden(k->a, l).data);
+    k->next--;
+    m->be->add(m->be, dh, ae_host_f32(k->f->R[l]), (size_t)B_ * T_ * m->cfg.hidden_size);
+    return AE_OK;
+}
+
+static void backward_or_fail(const fixture *f, const ae_train_acts *a, ae_model *g, int attention_only) {
+    int L = f->m->cfg.num_hidden_layers;
+    hook k = {f, a, L};
+    if (ae_model_train_backward(f->m, a, ae_host_f32(f->R[L + 1]), add_R, &k, g, attention_only) != AE_OK)
+        fail_msg("%s", ae_last_error());
+    assert_int_equal(k.next, -1);
+}
+
 static ae_model *grads_or_fail(const fixture *f, const ae_train_acts *a, int attention_only) {
     ae_model *g = NULL;
     assert_int_equal(ae_model_zeros_like(f->m, &g), AE_OK);
-    int L = f->m->cfg.num_hidden_layers;
-    if (ae_model_train_backward(f->m, a, f->R[L + 1], f->R, g, attention_only) != AE_OK)
-        fail_msg("%s", ae_last_error());
+    backward_or_fail(f, a, g, attention_only);
     return g;
 }
 
@@ -291,9 +319,7 @@ static void check_attention_only(const fixture *f, const ae_train_acts *a, ae_mo
     for (int k = 0; k < na; k++) assert_true(A[k].is_attention);
     // accumulation: a second full backward on top of the first doubles every gradient
     ae_model_zero(g1);
-    int L = f->m->cfg.num_hidden_layers;
-    for (int rep = 0; rep < 2; rep++)
-        assert_int_equal(ae_model_train_backward(f->m, a, f->R[L + 1], f->R, g1, 0), AE_OK);
+    for (int rep = 0; rep < 2; rep++) backward_or_fail(f, a, g1, 0);
     for (int k = 0; k < n; k++)
         for (int64_t i = 0; i < P[k].numel; i++)
             if (!(fabsf(Q[k].data[i] - 2 * P[k].data[i]) <= 1e-5f * fmaxf(1e-3f, fabsf(P[k].data[i]))))
@@ -458,17 +484,30 @@ static void test_bad_input(void **state) {
     ae_model *m = load_or_fail(ae_test_src("tests/fixtures/models/dense_gqa2_untied"));
     int32_t ids[4] = {0, 1, 2, 99999};
     ae_train_acts *a = NULL;
-    assert_int_equal(ae_model_train_forward(m, ids, 1, 4, &a), AE_ERR_ARG);
+    assert_int_equal(ae_model_train_forward(m, ids, 1, 4, 1, &a), AE_ERR_ARG);
     assert_null(a);
-    assert_int_equal(ae_model_train_forward(m, ids, 0, 4, &a), AE_ERR_ARG);
+    assert_int_equal(ae_model_train_forward(m, ids, 0, 4, 1, &a), AE_ERR_ARG);
     ae_model *other = load_or_fail(ae_test_src("tests/fixtures/models/moe_norm_topk"));
     ae_model *g = NULL;
     assert_int_equal(ae_model_zeros_like(other, &g), AE_OK);
-    assert_int_equal(ae_model_train_forward(m, ids, 1, 3, &a), AE_OK);
+    assert_int_equal(ae_model_train_forward(m, ids, 1, 3, 1, &a), AE_OK);
     float *d = calloc((size_t)3 * m->cfg.hidden_size, sizeof(float));
-    assert_int_equal(ae_model_train_backward(m, a, d, NULL, g, 0), AE_ERR_ARG);
+    assert_int_equal(ae_model_train_backward(m, a, ae_host_f32(d), NULL, NULL, g, 0), AE_ERR_ARG);
+    // a forward that kept only the final hidden (a teacher's): the same final, bit for bit, and
+    // no backward from it
+    ae_train_acts *a0 = NULL;
+    ae_model *gm = NULL;
+    assert_int_equal(ae_model_train_forward(m, ids, 1, 3, 0, &a0), AE_OK);
+    for (int l = 0; l <= m->cfg.num_hidden_layers; l++) assert_null(ae_train_acts_hidden(a0, l).data);
+    assert_memory_equal(ae_f32(ae_train_acts_final(a0)), ae_f32(ae_train_acts_final(a)),
+                        sizeof(float) * 3 * m->cfg.hidden_size);
+    assert_int_equal(ae_model_zeros_like(m, &gm), AE_OK);
+    assert_int_equal(ae_model_train_backward(m, a0, ae_host_f32(d), NULL, NULL, gm, 0), AE_ERR_ARG);
+    assert_non_null(strstr(ae_last_error(), "keep_hidden"));
     free(d);
+    ae_train_acts_free(a0);
     ae_train_acts_free(a);
+    ae_model_free(gm);
     ae_model_free(g);
     ae_model_free(other);
     ae_model_free(m);

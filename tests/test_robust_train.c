@@ -244,9 +244,11 @@ static void test_stage2_loss(void **state) {
 // 2. a teacher whose own activations overflow is named as the cause (library API: the loader
 //    refuses non-finite weights on disk, so the teacher is poisoned in memory)
 
-static void test_teacher_overflow(void **state) {
-    (void)state;
-    char *out = join(g_dir, "teacher-inf"), *err = NULL;
+// The initialised MLA student of the micro teacher, trained from in memory by ae_distill_run with
+// the teacher's embedding row of one token of the data (data.ids[40]) set to +Inf: stage_tokens
+// and cos_weight as given. Returns the run's status; the message is ae_last_error().
+static ae_status run_poisoned_teacher(const char *name, int64_t s1, int64_t s2, float cos_weight) {
+    char *out = join(g_dir, name), *err = NULL;
     ae_test_rmtree(out);
     const char *args[] = {"--target", "mla", "--kv-lora-rank", "32", "--qk-rope-dim", "8", NULL};
     assert_int_equal(convert(out, args, NULL, &err), 0); // the initialised student, no training
@@ -259,20 +261,39 @@ static void test_teacher_overflow(void **state) {
     int D = t->cfg.hidden_size;
     float *emb = ae_f32(t->embed); // (V, D): one token's row set to +Inf
     for (int d = 0; d < D; d++) emb[(size_t)data.ids[40] * D + d] = INFINITY;
-    ae_distill_opts o = {.ctx = 32, .batch = 2, .accum = 1, .stage_tokens = {640, 0}, .lr = {1e-3f, 3e-4f},
+    ae_distill_opts o = {.ctx = 32, .batch = 2, .accum = 1, .stage_tokens = {s1, s2}, .lr = {1e-3f, 3e-4f},
                          .warmup_frac = 0.05f, .min_lr_ratio = 0.1f, .weight_decay = 0.01f, .clip = 1.0f,
-                         .tau = 1.0f, .cos_weight = 0.1f, .save_every = 2, .log_every = 1};
+                         .tau = 1.0f, .cos_weight = cos_weight, .save_every = 2, .log_every = 1};
     ae_distill_result res;
     ae_status st = ae_distill_run(t, s, &data, &o, out, 0, &res);
-    printf("teacher with an Inf embedding row: %s: %s\n", ae_status_name(st), ae_last_error());
-    assert_int_equal(st, AE_ERR_NONFINITE);
-    assert_non_null(strstr(ae_last_error(), "the teacher's attention input of layer 0 holds Inf or NaN"));
-    assert_non_null(strstr(ae_last_error(), "check the teacher's weights"));
+    printf("%s: teacher with an Inf embedding row: %s: %s\n", name, ae_status_name(st), ae_last_error());
     ae_tokfile_close(&data);
     ae_model_free(s);
     ae_model_free(t);
     ae_test_rmtree(out);
     free(out);
+    return st;
+}
+
+static void test_teacher_overflow(void **state) {
+    (void)state;
+    assert_int_equal(run_poisoned_teacher("teacher-inf", 640, 0, 0.1f), AE_ERR_NONFINITE);
+    assert_non_null(strstr(ae_last_error(), "the teacher's attention input of layer 0 holds Inf or NaN"));
+    assert_non_null(strstr(ae_last_error(), "check the teacher's weights"));
+}
+
+// Stage 2 alone: the KL is NaN and the teacher is named. Without the cosine term the teacher's
+// forward keeps no stream, so the diagnosis runs it again keeping them; with the term it reads
+// the kept ones.
+static void test_teacher_overflow_stage2(void **state) {
+    (void)state;
+    float cw[] = {0.0f, 0.1f};
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(run_poisoned_teacher("teacher-inf-s2", 0, 640, cw[k]), AE_ERR_NONFINITE);
+        assert_non_null(strstr(ae_last_error(), "at stage 2, step "));
+        assert_non_null(strstr(ae_last_error(), "the KL loss is NaN: the teacher's embeddings hold Inf or NaN"));
+        assert_non_null(strstr(ae_last_error(), "check the teacher's weights"));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -548,6 +569,7 @@ int main(void) {
         cmocka_unit_test(test_stage1_update),
         cmocka_unit_test(test_stage2_loss),
         cmocka_unit_test(test_teacher_overflow),
+        cmocka_unit_test(test_teacher_overflow_stage2),
         cmocka_unit_test(test_checkpoint_nonfinite),
         cmocka_unit_test(test_resume_same_records),
         cmocka_unit_test(test_state_interval_fields),

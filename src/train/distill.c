@@ -47,14 +47,29 @@ static ae_status check_opts(const ae_distill_opts *o) {
     return AE_OK;
 }
 
-// Stage 1 runs on every backend with training ops; stage 2 still uses host arrays (cpu).
-static ae_status check_backend(const ae_backend *be, const ae_distill_opts *o) {
+static int has_moe(const ae_model *m) {
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+        if (m->layers[l].is_moe) return 1;
+    return 0;
+}
+
+// Both stages run on every backend with training ops, except stage 2 through MoE layers, whose
+// training passes are host code (cpu only).
+static ae_status check_backend(const ae_model *t, const ae_model *s, const ae_distill_opts *o) {
+    const ae_backend *be = s->be;
     if (!be->mse_rows || !be->adamw || !be->attention_bwd)
         return ae_errorf(AE_ERR_UNSUPPORTED, "the %s backend has no training ops", be->name);
-    if (!be->host_memory && o->stage_tokens[1] > 0)
-        return ae_errorf(AE_ERR_UNSUPPORTED, "stage 2 (--stage2-tokens %lld) does not run on %s yet, "
-                         "only stage 1 does: convert with --stage2-tokens 0 on %s, then run stage 2 "
-                         "with --device cpu", (long long)o->stage_tokens[1], be->name, be->name);
+    if (o->stage_tokens[1] <= 0) return AE_OK;
+    if (!be->embed_bwd || !be->rmsnorm_bwd || !be->softmax_stats || !be->kd_chunk || !be->cosine_rows)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "the %s backend lacks the training ops of stage 2 "
+                         "(--stage2-tokens %lld)", be->name, (long long)o->stage_tokens[1]);
+    if (!be->host_memory && (has_moe(t) || has_moe(s)))
+        return ae_errorf(AE_ERR_UNSUPPORTED, "stage 2 (--stage2-tokens %lld) of a mixture-of-experts "
+                         "model does not run on %s yet: stage 2 trains through every layer of the "
+                         "student, and the MoE layers' training passes have no %s kernels (stage 1 "
+                         "does run there). Convert with --device cpu, or with --stage2-tokens 0 on %s "
+                         "for stage 1 alone", (long long)o->stage_tokens[1], be->name, be->name,
+                         be->name);
     return AE_OK;
 }
 
@@ -77,15 +92,15 @@ int64_t ae_f32_first_nonfinite(const float *x, int64_t n) {
 
 static int nonfinite(const float *x, size_t n) { return ae_f32_first_nonfinite(x, (int64_t)n) >= 0; }
 
-// 1 when x (n float values in backend memory) holds Inf or NaN (its sum of squares is not
-// finite; a sum beyond float's range counts too: such activations have diverged anyway).
+// 1 when x (n float values in backend memory) holds Inf or NaN (its sum of squares, kept in
+// double, is not finite).
 static int dev_nonfinite(const ae_backend *be, ae_ptr x, size_t n) {
     if (be->host_memory && x.dtype == AE_DT_F32) return nonfinite(ae_f32(x), n);
-    ae_ptr out = be->alloc(be, 1, AE_DT_F32);
-    float v = 0.0f;
+    ae_ptr out = be->alloc(be, 1, AE_DT_F64);
+    double v = 0.0;
     if (ae_ptr_is_null(out)) return 0;
     be->sumsq(be, out, x, n);
-    int bad = be->download(be, &v, AE_DT_F32, out, 1) != AE_OK || !isfinite(v);
+    int bad = be->download(be, &v, AE_DT_F64, out, 1) != AE_OK || !isfinite(v);
     be->free(be, out);
     return bad;
 }
@@ -149,29 +164,53 @@ static ae_status stage1_nonfinite(const ae_run *r, int l, const char *term, doub
                     dev_nonfinite(be, y, nd) ? ": the student's attention output holds Inf or NaN" : "");
 }
 
+// The first of the teacher's streams h_0..h_L holding Inf/NaN, L + 1 for its final norm output,
+// -1 for none. A teacher forward that kept no stream (ta) is run again keeping them.
+static int teacher_first_bad(const ae_run *r, const int32_t *ids, int B, int T,
+                             const ae_train_acts *ta) {
+    const ae_backend *be = r->t->be;
+    int L = r->t->cfg.num_hidden_layers, bad = -1;
+    size_t nd = (size_t)B * T * r->t->cfg.hidden_size;
+    ae_train_acts *kept = NULL;
+    if (ae_ptr_is_null(ae_train_acts_hidden(ta, 0)) &&
+        ae_model_train_forward(r->t, ids, B, T, 1, &kept) == AE_OK)
+        ta = kept;
+    for (int l = 0; l <= L && bad < 0; l++) {
+        ae_ptr h = ae_train_acts_hidden(ta, l);
+        if (!ae_ptr_is_null(h) && dev_nonfinite(be, h, nd)) bad = l;
+    }
+    if (bad < 0 && dev_nonfinite(be, ae_train_acts_final(ta), nd)) bad = L + 1;
+    ae_train_acts_free(kept);
+    return bad;
+}
+
 // Stage 2: the KL or cosine loss is not finite. Names the first layer after which the teacher's
-// or else the student's residual stream holds Inf/NaN.
-static ae_status stage2_nonfinite(const ae_run *r, const ae_train_acts *ta, const ae_train_acts *sa,
-                                  size_t nd, const char *term, double loss) {
+// or else the student's residual stream holds Inf/NaN. ids: the micro-batch (B, T); ta, sa: its
+// forwards.
+static ae_status stage2_nonfinite(const ae_run *r, const int32_t *ids, int B, int T,
+                                  const ae_train_acts *ta, const ae_train_acts *sa,
+                                  const char *term, double loss) {
+    const ae_backend *be = r->s->be;
     int L = r->s->cfg.num_hidden_layers;
+    size_t nd = (size_t)B * T * r->s->cfg.hidden_size;
     char b[32];
     const char *v = fmt_loss(loss, b);
-    for (int l = 0; l <= L; l++)
-        if (nonfinite(ae_train_acts_hidden(ta, l), nd))
-            return l ? diverged(r, 1, "the %s loss is %s: the teacher's residual stream first holds "
-                                "Inf or NaN after layer %d", term, v, l - 1)
-                     : diverged(r, 1, "the %s loss is %s: the teacher's embeddings hold Inf or NaN",
-                                term, v);
-    if (nonfinite(ae_train_acts_final(ta), nd))
+    int bad_t = teacher_first_bad(r, ids, B, T, ta);
+    if (bad_t == 0)
+        return diverged(r, 1, "the %s loss is %s: the teacher's embeddings hold Inf or NaN", term, v);
+    if (bad_t > 0 && bad_t <= L)
+        return diverged(r, 1, "the %s loss is %s: the teacher's residual stream first holds Inf or "
+                        "NaN after layer %d", term, v, bad_t - 1);
+    if (bad_t > L)
         return diverged(r, 1, "the %s loss is %s: the teacher's final norm output holds Inf or NaN",
                         term, v);
     for (int l = 1; l <= L; l++)
-        if (nonfinite(ae_train_acts_hidden(sa, l), nd))
+        if (dev_nonfinite(be, ae_train_acts_hidden(sa, l), nd))
             return diverged(r, 0, "the %s loss is %s: the student's residual stream first holds Inf or "
                             "NaN after layer %d (model.layers.%d)", term, v, l - 1, l - 1);
     return diverged(r, 0, "the %s loss is %s: the student's %s", term, v,
-                    nonfinite(ae_train_acts_final(sa), nd) ? "final norm output holds Inf or NaN"
-                                                           : "logits overflow (lm_head)");
+                    dev_nonfinite(be, ae_train_acts_final(sa), nd) ? "final norm output holds Inf or NaN"
+                                                                    : "logits overflow (lm_head)");
 }
 
 // ae_adamw_step found a non-finite gradient (norm not finite: nothing was updated) or made a
@@ -481,55 +520,111 @@ static ae_status stage1_micro(ae_run *r, const int32_t *ids, int B, int T, doubl
 }
 
 // ---------------------------------------------------------------- stage 2
-static ae_status stage2_micro(ae_run *r, const int32_t *ids, int B, int T, double *kd,
-                              double *cosl, int *top1) {
-    const ae_model *t = r->t;
-    ae_model *s = r->s;
-    int D = s->cfg.hidden_size, V = s->cfg.vocab_size, L = s->cfg.num_hidden_layers, N = B * T;
-    ae_train_acts *ta = NULL, *sa = NULL;
-    float *dfinal = NULL, **dh = NULL;
-    ae_status st = ae_model_train_forward(t, ids, B, T, &ta);
-    if (st == AE_OK) st = ae_model_train_forward(s, ids, B, T, &sa);
-    if (st == AE_OK) {
-        dfinal = ae_alloc_f32((size_t)N * D);
-        dh = ae_calloc((size_t)L + 1, sizeof *dh);
-        if (!dfinal || !dh) st = AE_ERR_NOMEM;
+// Stage 2 through backend memory: the teacher's forward keeps its final normalised hidden (and,
+// for the cosine term, its residual stream after each layer); the student's forward keeps its
+// residual stream entering each layer; the KD loss runs over vocabulary chunks; the student's
+// backward recomputes each layer from its input, adding the cosine term's gradient on the
+// stream as it passes each layer.
+
+// The cosine term's gradient on the student's stream h_l (l >= 1) against the teacher's.
+typedef struct {
+    const ae_backend *be;
+    const ae_train_acts *ta;
+    ae_scratch mem;
+    ae_ptr rows;    // (N) F32   1 − cos per token
+    ae_ptr da;      // (N, D) F32  the term's gradient on h_l
+    int N, D;
+    float scale;    // cos_weight / L / accum / N: the weight of each token's 1 − cos
+} cos_grad;
+
+static ae_status add_cos_grad(void *ctx, int l, ae_ptr h, ae_ptr dh) {
+    cos_grad *c = ctx;
+    if (l < 1) return AE_OK;
+    c->be->cosine_rows(c->be, c->rows, c->da, h, ae_train_acts_hidden(c->ta, l), c->N, c->D, c->scale);
+    c->be->add(c->be, dh, c->da, (size_t)c->N * c->D);
+    return AE_OK;
+}
+
+// *cosl += the cosine term (mean over layers and tokens of 1 − cos(h_l^S, h_l^T), l = 1..L).
+static ae_status cos_loss(const ae_run *r, const int32_t *ids, int B, int T, const ae_train_acts *ta,
+                          const ae_train_acts *sa, double *cosl) {
+    const ae_backend *be = r->s->be;
+    int L = r->s->cfg.num_hidden_layers, D = r->s->cfg.hidden_size, N = B * T;
+    double sum = 0.0;
+    for (int l = 1; l <= L; l++) {
+        double c = 0.0;
+        AE_TRY(ae_cosine_loss(be, ae_train_acts_hidden(sa, l), ae_train_acts_hidden(ta, l), N, D, 0.0f,
+                              ae_ptr_null(), &c));
+        if (!isfinite(c)) return stage2_nonfinite(r, ids, B, T, ta, sa, "cosine feature", c);
+        sum += c;
     }
+    *cosl += sum / L;
+    return AE_OK;
+}
+
+// The KL term: its gradient on the student's final hidden into dfinal (and on lm_head when the
+// head trains).   dfinal: (N, D) F32
+static ae_status kd_term(ae_run *r, const int32_t *ids, int B, int T, const ae_train_acts *ta,
+                         const ae_train_acts *sa, ae_ptr dfinal, double *kd, int *top1) {
+    const ae_model *t = r->t, *s = r->s;
+    const ae_distill_opts *o = r->o;
     double loss = 0.0;
     int agree = 0;
-    if (st == AE_OK)
-        st = ae_kd_loss(s->be, ae_train_acts_final(ta), ae_f32(t->lm_head), ae_train_acts_final(sa),
-                        ae_f32(s->lm_head), N, D, V, r->o->tau, KD_VOCAB_CHUNK, dfinal,
-                        r->o->train_all ? ae_f32(r->g->lm_head) : NULL, &loss, &agree);
+    AE_TRY(ae_kd_loss(s->be, ae_train_acts_final(ta), t->lm_head, ae_train_acts_final(sa), s->lm_head,
+                      B * T, s->cfg.hidden_size, s->cfg.vocab_size, o->tau, KD_VOCAB_CHUNK,
+                      1.0f / (float)o->accum, dfinal, o->train_all ? r->g->lm_head : ae_ptr_null(),
+                      &loss, &agree));
     *kd += loss;
     *top1 += agree;
-    if (st == AE_OK && !isfinite(loss)) st = stage2_nonfinite(r, ta, sa, (size_t)N * D, "KL", loss);
-    // feature matching on the residual stream after each layer
-    if (st == AE_OK && r->o->cos_weight > 0.0f) {
-        for (int l = 1; l <= L && st == AE_OK; l++) {
-            dh[l] = ae_alloc_f32((size_t)N * D);
-            if (!dh[l]) {
-                st = AE_ERR_NOMEM;
-                break;
-            }
-            double c = ae_cosine_loss(ae_train_acts_hidden(sa, l), ae_train_acts_hidden(ta, l), N, D, dh[l]);
-            if (!isfinite(c)) {
-                st = stage2_nonfinite(r, ta, sa, (size_t)N * D, "cosine feature", c);
-                break;
-            }
-            *cosl += c / L;
-            float w = r->o->cos_weight / (float)L / (float)r->o->accum;
-            for (size_t i = 0; i < (size_t)N * D; i++) dh[l][i] *= w;
-        }
-    }
+    return isfinite(loss) ? AE_OK : stage2_nonfinite(r, ids, B, T, ta, sa, "KL", loss);
+}
+
+// The student's backward over N tokens from dfinal, with the cosine term's gradient on its
+// stream (ta: the teacher's streams, or NULL without the term).   dfinal: (N, D) F32
+static ae_status student_backward(ae_run *r, const ae_train_acts *ta, const ae_train_acts *sa, int N,
+                                  ae_ptr dfinal) {
+    ae_model *s = r->s;
+    const ae_backend *be = s->be;
+    const ae_distill_opts *o = r->o;
+    if (!ta) return ae_model_train_backward(s, sa, dfinal, NULL, NULL, r->g, !o->train_all);
+    int D = s->cfg.hidden_size, L = s->cfg.num_hidden_layers;
+    cos_grad c = {.be = be, .ta = ta, .N = N, .D = D,
+                  .scale = o->cos_weight / (float)L / (float)o->accum / (float)N};
+    ae_scratch_init(&c.mem, be);
+    c.rows = ae_scratch_alloc(&c.mem, (size_t)N, AE_DT_F32);
+    c.da = ae_scratch_alloc(&c.mem, (size_t)N * D, AE_DT_F32);
+    ae_status st = c.mem.failed ? ae_errorf(AE_ERR_NOMEM, "out of %s memory for the cosine term's "
+                                            "gradient", be->name)
+                                : ae_model_train_backward(s, sa, dfinal, add_cos_grad, &c, r->g,
+                                                          !o->train_all);
+    ae_scratch_free(&c.mem);
+    return st;
+}
+
+// One micro-batch of stage 2: ids (B, T) host. The teacher's activations are freed before the
+// backward unless the cosine term needs them.
+static ae_status stage2_micro(ae_run *r, const int32_t *ids, int B, int T, double *kd,
+                              double *cosl, int *top1) {
+    const ae_backend *be = r->s->be;
+    int cos = r->o->cos_weight > 0.0f, N = B * T;
+    ae_train_acts *ta = NULL, *sa = NULL;
+    ae_ptr dfinal = ae_ptr_null(); // (N, D) F32 ∂loss/∂ the student's final hidden
+    ae_status st = ae_model_train_forward(r->t, ids, B, T, cos, &ta);
+    if (st == AE_OK) st = ae_model_train_forward(r->s, ids, B, T, 1, &sa);
     if (st == AE_OK) {
-        for (size_t i = 0; i < (size_t)N * D; i++) dfinal[i] /= (float)r->o->accum;
-        st = ae_model_train_backward(s, sa, dfinal, dh, r->g, !r->o->train_all);
+        dfinal = be->alloc(be, (size_t)N * r->s->cfg.hidden_size, AE_DT_F32);
+        if (ae_ptr_is_null(dfinal))
+            st = ae_errorf(AE_ERR_NOMEM, "out of %s memory for a stage-2 micro-batch of %d tokens",
+                           be->name, N);
     }
-    if (dh)
-        for (int l = 0; l <= L; l++) ae_free_aligned(dh[l]);
-    free(dh);
-    ae_free_aligned(dfinal);
+    if (st == AE_OK) st = kd_term(r, ids, B, T, ta, sa, dfinal, kd, top1);
+    if (st == AE_OK && cos) st = cos_loss(r, ids, B, T, ta, sa, cosl);
+    if (!cos) {
+        ae_train_acts_free(ta);
+        ta = NULL;
+    }
+    if (st == AE_OK) st = student_backward(r, ta, sa, N, dfinal);
+    be->free(be, dfinal);
     ae_train_acts_free(sa);
     ae_train_acts_free(ta);
     return st;
@@ -727,7 +822,7 @@ ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_to
                          ae_distill_result *res) {
     memset(res, 0, sizeof *res);
     AE_TRY(check_opts(o));
-    AE_TRY(check_backend(student->be, o));
+    AE_TRY(check_backend(teacher, student, o));
     double t0 = ae_time_now();
     ae_run r;
     ae_status st = run_init(&r, teacher, student, data, o, out_dir);
@@ -760,7 +855,7 @@ ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_to
         r.step = 0;
         ae_interval_clear(&r.iv, student->cfg.num_hidden_layers); // each stage logs its own
         if (r.stage < 2) st = ae_run_setup_stage(&r);
-        if (st == AE_OK) st = save_checkpoint(&r); // stage boundary (and the end)
+        if (st == AE_OK && o->save_every >= 0) st = save_checkpoint(&r); // stage boundary, end
     }
     res->wall_s = ae_time_now() - t0;
     for (int s = 0; s < 2; s++) {

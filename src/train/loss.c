@@ -1,16 +1,17 @@
-// Distillation losses: vocabulary-chunked KD (KL teacher ‖ student at temperature τ), cosine
-// feature matching and (normalised) MSE, each with its gradient.
+// Distillation losses through the op interface: vocabulary-chunked KD (KL teacher ‖ student at
+// temperature τ), cosine feature matching and (normalised) MSE, each with its gradient.
 //
 // KD, per token i with zt = ht_i·Wtᵀ, zs = hs_i·Wsᵀ (V logits each), pt = softmax(zt/τ),
 // ps = softmax(zs/τ):  ℓ_i = τ²·Σ_v pt_v (log pt_v − log ps_v),  loss = mean_i ℓ_i,
 //   ∂loss/∂zs_v = τ·(ps_v − pt_v)/N,  dhs_i = Σ_v ∂/∂zs_v · Ws_v,  dWs_v += Σ_i ∂/∂zs_v · hs_i.
-// Tokens are processed in blocks of KD_ROWS; each block makes two passes over the vocabulary in
-// chunks of `chunk` rows of W: pass 1 computes the logits chunk by chunk (fp32 GEMM through the
-// backend) and keeps per token an online max and sum of exp (double) for teacher and student,
-// giving log-sum-exp; pass 2 recomputes the same logits (bit-identical GEMMs), accumulates the
-// KL in double and turns the chunk's gradient into dhs and dWs with matmul_bwd. At most
-// KD_ROWS × chunk floats per logit buffer are live — never N×V. The per-token work is an
-// OpenMP loop over the tokens of the block; the GEMMs are the backend's (threaded BLAS).
+// Tokens are processed in blocks of AE_KD_ROWS; each block makes two passes over the vocabulary
+// in chunks of `chunk` rows of W: pass 1 computes the chunk's logits (two GEMMs into F32) and
+// merges them into each token's online softmax statistics (softmax_stats: running max, sum of
+// exp and argmax, teacher and student); pass 2 recomputes the same logits (the same GEMMs, the
+// same bits), adds the chunk's KL to each token's row (kd_chunk, which also writes the chunk's
+// logit gradient) and turns that gradient into dhs and dWs (matmul_bwd). At most
+// AE_KD_ROWS × chunk logits of each side are live, never N×V. The per-row KL is summed on the
+// host in double.
 #include "train/loss.h"
 
 #include <math.h>
@@ -19,175 +20,145 @@
 
 #include "core/mem.h"
 
-#define KD_ROWS 256          // tokens per block
 #define KD_DEFAULT_CHUNK 4096 // vocabulary rows per chunk when chunk <= 0
 
+// The buffers of one KD computation, for blocks of up to R tokens and chunks of up to C columns.
 typedef struct {
-    double mt, st, ms, ss;  // running max / sum of exp(z/τ − max), teacher and student
-    float bt, bs;           // running argmax values
-    int it, is;             // and indices
-} row_state;
+    ae_scratch mem;
+    ae_ptr zt, zs;     // (R, C) F32  logits of one chunk, teacher and student
+    ae_ptr dzs;        // (R, C) act  ∂loss/∂zs of the chunk (null: no gradient wanted)
+    ae_ptr st, ss;     // (R, 2) F32  softmax statistics (max, sum of exp) of zt/τ and zs/τ
+    ae_ptr at, as;     // (R) I32     argmax of zt and of zs
+    ae_ptr kl;         // (R) F32     KL of each token of the block
+    float *hkl;        // (R) host copy of kl
+    int32_t *hat, *has;// (R) host copies of at and as
+} kd_bufs;
 
-// Pass 1 over one chunk for one row: online log-sum-exp and argmax.   zt, zs: (cv)
-static void lse_update(row_state *r, const float *zt, const float *zs, int cv, int v0, double inv_tau) {
-    double cmt = -INFINITY, cms = -INFINITY;
-    for (int v = 0; v < cv; v++) {
-        double a = zt[v] * inv_tau, b = zs[v] * inv_tau;
-        if (a > cmt) cmt = a;
-        if (b > cms) cms = b;
-        if (zt[v] > r->bt) { r->bt = zt[v]; r->it = v0 + v; }
-        if (zs[v] > r->bs) { r->bs = zs[v]; r->is = v0 + v; }
-    }
-    if (cmt > r->mt) { r->st *= exp(r->mt - cmt); r->mt = cmt; }
-    if (cms > r->ms) { r->ss *= exp(r->ms - cms); r->ms = cms; }
-    double st = 0.0, ss = 0.0;
-    for (int v = 0; v < cv; v++) {
-        st += exp(zt[v] * inv_tau - r->mt);
-        ss += exp(zs[v] * inv_tau - r->ms);
-    }
-    r->st += st;
-    r->ss += ss;
+static void kd_bufs_free(kd_bufs *b) {
+    ae_scratch_free(&b->mem);
+    free(b->hkl);
+    free(b->hat);
+    free(b->has);
 }
 
-// Logits of vocabulary rows v0 .. v0+cv-1 for nb tokens, teacher and student.
-//   zt, zs: (nb, cv);  ht, hs: (nb, D);  Wt, Ws: (V, D) host arrays (cpu backend)
-static void chunk_logits(const ae_backend *be, float *zt, float *zs, const float *ht,
-                         const float *hs, const float *Wt, const float *Ws, int v0, int nb, int D,
-                         int cv) {
-    ae_matmul(be, ae_host_f32(zt), ae_host_f32(ht), ae_host_f32(Wt + (size_t)v0 * D), nb, D, cv);
-    ae_matmul(be, ae_host_f32(zs), ae_host_f32(hs), ae_host_f32(Ws + (size_t)v0 * D), nb, D, cv);
+static ae_status kd_bufs_init(kd_bufs *b, const ae_backend *be, int R, int C, int grad) {
+    ae_scratch *s = &b->mem;
+    size_t rc = (size_t)R * C;
+    memset(b, 0, sizeof *b);
+    ae_scratch_init(s, be);
+    b->zt = ae_scratch_alloc(s, rc, AE_DT_F32);
+    b->zs = ae_scratch_alloc(s, rc, AE_DT_F32);
+    if (grad) b->dzs = ae_scratch_alloc(s, rc, be->act_dtype);
+    b->st = ae_scratch_alloc(s, 2 * (size_t)R, AE_DT_F32);
+    b->ss = ae_scratch_alloc(s, 2 * (size_t)R, AE_DT_F32);
+    b->at = ae_scratch_alloc(s, (size_t)R, AE_DT_I32);
+    b->as = ae_scratch_alloc(s, (size_t)R, AE_DT_I32);
+    b->kl = ae_scratch_alloc(s, (size_t)R, AE_DT_F32);
+    b->hkl = ae_malloc(sizeof(float) * (size_t)R);
+    b->hat = ae_malloc(sizeof(int32_t) * (size_t)R);
+    b->has = ae_malloc(sizeof(int32_t) * (size_t)R);
+    if (!s->failed && b->hkl && b->hat && b->has) return AE_OK;
+    kd_bufs_free(b);
+    return ae_errorf(AE_ERR_NOMEM, "out of %s memory for the KD loss buffers (%d tokens x %d "
+                     "vocabulary rows)", be->name, R, C);
 }
 
-ae_status ae_kd_loss(const ae_backend *be, const float *ht, const float *Wt, const float *hs,
-                     const float *Ws, int N, int D, int V, float tau, int chunk, float *dhs,
-                     float *dWs, double *loss, int *top1) {
+// Logits of vocabulary rows v0 .. v0+cv-1 for the nb tokens of a block, teacher and student.
+//   zt, zs: (nb, cv) F32;  ht, hs: (nb, D) act;  Wt, Ws: (V, D) wt
+static void chunk_logits(const ae_backend *be, const kd_bufs *b, ae_ptr ht, ae_ptr hs, ae_ptr Wt,
+                         ae_ptr Ws, int v0, int nb, int D, int cv) {
+    ae_matmul(be, b->zt, ht, ae_ptr_at(Wt, (size_t)v0 * D), nb, D, cv);
+    ae_matmul(be, b->zs, hs, ae_ptr_at(Ws, (size_t)v0 * D), nb, D, cv);
+}
+
+ae_status ae_kd_loss(const ae_backend *be, ae_ptr ht, ae_ptr Wt, ae_ptr hs, ae_ptr Ws, int N,
+                     int D, int V, float tau, int chunk, float grad_scale, ae_ptr dhs, ae_ptr dWs,
+                     double *loss, int *top1) {
     if (N <= 0 || D <= 0 || V <= 0)
         return ae_errorf(AE_ERR_ARG, "kd loss: N %d, D %d, V %d must be positive", N, D, V);
     if (!(tau > 0.0f)) return ae_errorf(AE_ERR_ARG, "kd loss: temperature %g must be > 0", (double)tau);
+    if (!be->softmax_stats || !be->kd_chunk)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "kd loss: the %s backend has no training ops", be->name);
     if (chunk <= 0) chunk = KD_DEFAULT_CHUNK;
     if (chunk > V) chunk = V;
-    int nb_max = N < KD_ROWS ? N : KD_ROWS;
-    size_t buf = (size_t)nb_max * chunk;
-    float *zt = ae_alloc_f32(buf), *zs = ae_alloc_f32(buf); // (nb, cv) logits of one chunk
-    row_state *rs = ae_malloc(sizeof(row_state) * (size_t)nb_max);
-    double *lt = ae_malloc(sizeof(double) * (size_t)nb_max); // log-sum-exp of zt/τ per row
-    double *ls = ae_malloc(sizeof(double) * (size_t)nb_max);
-    double *kl = ae_malloc(sizeof(double) * (size_t)nb_max);
-    if (!zt || !zs || !rs || !lt || !ls || !kl) {
-        ae_free_aligned(zt);
-        ae_free_aligned(zs);
-        free(rs);
-        free(lt);
-        free(ls);
-        free(kl);
-        return AE_ERR_NOMEM;
-    }
-    if (dhs) memset(dhs, 0, sizeof(float) * (size_t)N * D);
-    double inv_tau = 1.0 / tau, total = 0.0;
-    float gscale = tau / (float)N;
+    int grad = !ae_ptr_is_null(dhs) || !ae_ptr_is_null(dWs);
+    kd_bufs b;
+    AE_TRY(kd_bufs_init(&b, be, N < AE_KD_ROWS ? N : AE_KD_ROWS, chunk, grad));
+    if (!ae_ptr_is_null(dhs)) be->fill(be, dhs, (size_t)N * D, 0.0f);
+    float inv_tau = 1.0f / tau, gscale = grad_scale * tau / (float)N;
+    double total = 0.0;
     int agree = 0;
-    for (int r0 = 0; r0 < N; r0 += KD_ROWS) {
-        int nb = N - r0 < KD_ROWS ? N - r0 : KD_ROWS;
-        const float *htb = ht + (size_t)r0 * D, *hsb = hs + (size_t)r0 * D;
-        for (int i = 0; i < nb; i++)
-            rs[i] = (row_state){-INFINITY, 0.0, -INFINITY, 0.0, -INFINITY, -INFINITY, 0, 0};
-        // pass 1: log-sum-exp and argmax
+    ae_status st = AE_OK;
+    for (int r0 = 0; r0 < N && st == AE_OK; r0 += AE_KD_ROWS) {
+        int nb = N - r0 < AE_KD_ROWS ? N - r0 : AE_KD_ROWS;
+        ae_ptr htb = ae_ptr_at(ht, (size_t)r0 * D), hsb = ae_ptr_at(hs, (size_t)r0 * D);
+        // pass 1: softmax statistics and argmax over the whole vocabulary
         for (int v0 = 0; v0 < V; v0 += chunk) {
             int cv = V - v0 < chunk ? V - v0 : chunk;
-            chunk_logits(be, zt, zs, htb, hsb, Wt, Ws, v0, nb, D, cv);
-#pragma omp parallel for schedule(static) if (nb > 1)
-            for (int i = 0; i < nb; i++)
-                lse_update(&rs[i], zt + (size_t)i * cv, zs + (size_t)i * cv, cv, v0, inv_tau);
+            chunk_logits(be, &b, htb, hsb, Wt, Ws, v0, nb, D, cv);
+            be->softmax_stats(be, b.st, b.at, b.zt, cv, nb, cv, v0, inv_tau);
+            be->softmax_stats(be, b.ss, b.as, b.zs, cv, nb, cv, v0, inv_tau);
         }
-        for (int i = 0; i < nb; i++) {
-            lt[i] = rs[i].mt + log(rs[i].st);
-            ls[i] = rs[i].ms + log(rs[i].ss);
-            kl[i] = 0.0;
-            agree += rs[i].it == rs[i].is;
-        }
-        // pass 2: KL and gradients, the chunk's gradient overwriting its student logits
+        // pass 2: KL per token, and the chunk's gradient into dhs and dWs
+        be->fill(be, b.kl, (size_t)nb, 0.0f);
         for (int v0 = 0; v0 < V; v0 += chunk) {
             int cv = V - v0 < chunk ? V - v0 : chunk;
-            chunk_logits(be, zt, zs, htb, hsb, Wt, Ws, v0, nb, D, cv);
-#pragma omp parallel for schedule(static) if (nb > 1)
-            for (int i = 0; i < nb; i++) {
-                const float *a = zt + (size_t)i * cv;
-                float *b = zs + (size_t)i * cv;
-                double acc = 0.0;
-                for (int v = 0; v < cv; v++) {
-                    double lpt = a[v] * inv_tau - lt[i], lps = b[v] * inv_tau - ls[i];
-                    double pt = exp(lpt), ps = exp(lps);
-                    acc += pt * (lpt - lps);
-                    b[v] = (float)((ps - pt) * gscale);
-                }
-                kl[i] += acc;
-            }
-            if (dhs || dWs)
-                ae_matmul_bwd(be, dhs ? ae_host_f32(dhs + (size_t)r0 * D) : ae_ptr_null(),
-                              dWs ? ae_host_f32(dWs + (size_t)v0 * D) : ae_ptr_null(),
-                              ae_host_f32(zs), ae_host_f32(hsb), ae_host_f32(Ws + (size_t)v0 * D),
-                              nb, D, cv);
+            chunk_logits(be, &b, htb, hsb, Wt, Ws, v0, nb, D, cv);
+            be->kd_chunk(be, b.kl, b.dzs, cv, b.zt, b.zs, cv, b.st, b.ss, nb, cv, inv_tau, gscale);
+            if (grad)
+                ae_matmul_bwd(be, ae_ptr_at(dhs, (size_t)r0 * D), ae_ptr_at(dWs, (size_t)v0 * D),
+                              b.dzs, hsb, ae_ptr_at(Ws, (size_t)v0 * D), nb, D, cv);
         }
-        for (int i = 0; i < nb; i++) total += kl[i];
+        st = be->download(be, b.hkl, AE_DT_F32, b.kl, (size_t)nb);
+        if (st == AE_OK) st = be->download(be, b.hat, AE_DT_I32, b.at, (size_t)nb);
+        if (st == AE_OK) st = be->download(be, b.has, AE_DT_I32, b.as, (size_t)nb);
+        for (int i = 0; i < nb && st == AE_OK; i++) {
+            total += b.hkl[i];
+            agree += b.hat[i] == b.has[i];
+        }
     }
+    kd_bufs_free(&b);
+    if (st != AE_OK) return st;
     *loss = (double)tau * tau * total / N;
     if (top1) *top1 = agree;
-    ae_free_aligned(zt);
-    ae_free_aligned(zs);
-    free(rs);
-    free(lt);
-    free(ls);
-    free(kl);
     return AE_OK;
 }
 
-// 1 − cos(a, b) per row; a row with a zero vector counts cos = 0 and gets no gradient.
-double ae_cosine_loss(const float *a, const float *b, int N, int D, float *da) {
-    double total = 0.0;
-#pragma omp parallel for reduction(+ : total) schedule(static) if (N > 16)
-    for (int i = 0; i < N; i++) {
-        const float *ai = a + (size_t)i * D, *bi = b + (size_t)i * D;
-        double ab = 0.0, aa = 0.0, bb = 0.0;
-        for (int d = 0; d < D; d++) {
-            ab += (double)ai[d] * bi[d];
-            aa += (double)ai[d] * ai[d];
-            bb += (double)bi[d] * bi[d];
-        }
-        double na = sqrt(aa), nb = sqrt(bb);
-        double cs = na > 0.0 && nb > 0.0 ? ab / (na * nb) : 0.0;
-        total += 1.0 - cs;
-        if (da) {
-            float *g = da + (size_t)i * D;
-            if (na > 0.0 && nb > 0.0) {
-                // ∂(1 − cos)/∂a = −(b/(|a||b|) − cos·a/|a|²), then the mean over rows
-                double c1 = -1.0 / (na * nb * N), c2 = cs / (aa * N);
-                for (int d = 0; d < D; d++) g[d] = (float)(c1 * bi[d] + c2 * ai[d]);
-            } else {
-                memset(g, 0, sizeof(float) * (size_t)D);
-            }
-        }
-    }
-    return total / N;
+// *mean = the mean of n per-row losses in backend memory (F32 or F64), summed in double.
+static ae_status rows_mean(const ae_backend *be, ae_ptr rows, int n, double *mean) {
+    int f64 = rows.dtype == AE_DT_F64;
+    void *h = ae_malloc((f64 ? sizeof(double) : sizeof(float)) * (size_t)n); // (n)
+    if (!h) return AE_ERR_NOMEM;
+    ae_status st = be->download(be, h, f64 ? AE_DT_F64 : AE_DT_F32, rows, (size_t)n);
+    double sum = 0.0;
+    for (int i = 0; i < n && st == AE_OK; i++) sum += f64 ? ((double *)h)[i] : ((float *)h)[i];
+    free(h);
+    if (st == AE_OK) *mean = sum / n;
+    return st;
 }
 
-double ae_mse_loss(const float *y, const float *t, int N, int D, int normalized, float *dy) {
-    double total = 0.0;
-#pragma omp parallel for reduction(+ : total) schedule(static) if (N > 16)
-    for (int i = 0; i < N; i++) {
-        const float *yi = y + (size_t)i * D, *ti = t + (size_t)i * D;
-        double se = 0.0, tt = 0.0;
-        for (int d = 0; d < D; d++) {
-            double e = (double)yi[d] - ti[d];
-            se += e * e;
-            tt += (double)ti[d] * ti[d];
-        }
-        double den = normalized ? tt + 1e-6 : (double)D;
-        total += se / den;
-        if (dy) {
-            double c = 2.0 / (den * N);
-            float *g = dy + (size_t)i * D;
-            for (int d = 0; d < D; d++) g[d] = (float)(c * ((double)yi[d] - ti[d]));
-        }
-    }
-    return total / N;
+ae_status ae_cosine_loss(const ae_backend *be, ae_ptr a, ae_ptr b, int N, int D, float grad_scale,
+                         ae_ptr da, double *loss) {
+    if (N <= 0 || D <= 0) return ae_errorf(AE_ERR_ARG, "cosine loss: N %d, D %d must be positive", N, D);
+    if (!be->cosine_rows)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "cosine loss: the %s backend has no training ops", be->name);
+    ae_ptr rows = be->alloc(be, (size_t)N, AE_DT_F32); // (N) 1 − cos per row
+    if (ae_ptr_is_null(rows)) return AE_ERR_NOMEM;
+    be->cosine_rows(be, rows, da, a, b, N, D, grad_scale / (float)N);
+    ae_status st = rows_mean(be, rows, N, loss);
+    be->free(be, rows);
+    return st;
+}
+
+ae_status ae_mse_loss(const ae_backend *be, ae_ptr y, ae_ptr t, int N, int D, int normalized,
+                      float grad_scale, ae_ptr dy, double *loss) {
+    if (N <= 0 || D <= 0) return ae_errorf(AE_ERR_ARG, "mse loss: N %d, D %d must be positive", N, D);
+    if (!be->mse_rows)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "mse loss: the %s backend has no training ops", be->name);
+    ae_ptr rows = be->alloc(be, (size_t)N, AE_DT_F64); // (N) per-row losses
+    if (ae_ptr_is_null(rows)) return AE_ERR_NOMEM;
+    be->mse_rows(be, rows, dy, y, t, N, D, normalized, grad_scale / (float)N);
+    ae_status st = rows_mean(be, rows, N, loss);
+    be->free(be, rows);
+    return st;
 }

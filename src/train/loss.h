@@ -1,21 +1,33 @@
-// Distillation losses with their gradients. Reductions are means over tokens (rows).
+// Distillation losses with their gradients, through the op interface (any backend with the
+// training ops; tensors in backend memory). Reductions are means over tokens (rows).
 #ifndef AE_TRAIN_LOSS_H
 #define AE_TRAIN_LOSS_H
 
 #include "backend/ops.h"
 #include "core/error.h"
 
+// Tokens per block of the KD loss: each block makes two passes over the vocabulary, holding
+// (AE_KD_ROWS x chunk) logits of each side at once.
+#define AE_KD_ROWS 2048
+
 // Vocabulary-chunked KD loss: mean over N tokens of τ²·KL(softmax(zt/τ) ‖ softmax(zs/τ)) with
-// zt = ht·Wtᵀ, zs = hs·Wsᵀ computed `chunk` vocabulary rows at a time (never N×V at once).
-// ht, hs: (N, D); Wt, Ws: (V, D). Writes dhs (N, D) (overwritten) and accumulates dWs (V, D)
-// when non-NULL. *loss = the mean. Optional top1 (agreement count of argmax zt == argmax zs).
-ae_status ae_kd_loss(const ae_backend *be, const float *ht, const float *Wt, const float *hs,
-                     const float *Ws, int N, int D, int V, float tau, int chunk, float *dhs,
-                     float *dWs, double *loss, int *top1);
-// Mean over N rows of (1 − cos(a_i, b_i)); writes da (N, D) (overwritten) when non-NULL.
-double ae_cosine_loss(const float *a, const float *b, int N, int D, float *da);
-// Mean over N rows of ‖y_i − t_i‖² / D (normalized = 0) or ‖y_i − t_i‖² / (‖t_i‖² + 1e-6)
-// (normalized = 1, "MSE normalised by the target's energy per token"). dy (N, D) overwritten.
-double ae_mse_loss(const float *y, const float *t, int N, int D, int normalized, float *dy);
+// zt = ht·Wtᵀ, zs = hs·Wsᵀ computed for blocks of tokens, `chunk` vocabulary rows at a time
+// (never N×V logits at once; chunk <= 0: a default). *loss = the mean; top1 (optional) = the
+// count of tokens whose argmax zt == argmax zs. Gradients of grad_scale·loss: dhs is
+// overwritten (skipped when null), dWs accumulated (skipped when null: a frozen head).
+//   ht, hs: (N, D) act (final normalised hidden states);  Wt, Ws: (V, D) wt (lm_head)
+//   dhs: (N, D) float;  dWs: (V, D) F32
+ae_status ae_kd_loss(const ae_backend *be, ae_ptr ht, ae_ptr Wt, ae_ptr hs, ae_ptr Ws, int N,
+                     int D, int V, float tau, int chunk, float grad_scale, ae_ptr dhs, ae_ptr dWs,
+                     double *loss, int *top1);
+// *loss = mean over N rows of (1 − cos(a_i, b_i)) (cosine_rows); da = grad_scale·∂loss/∂a
+// (overwritten; skipped when null).   a, b, da: (N, D) float
+ae_status ae_cosine_loss(const ae_backend *be, ae_ptr a, ae_ptr b, int N, int D, float grad_scale,
+                         ae_ptr da, double *loss);
+// *loss = mean over N rows of ‖y_i − t_i‖² / D (normalized = 0) or ‖y_i − t_i‖² / (‖t_i‖² +
+// 1e-6) (normalized = 1, "MSE normalised by the target's energy per token") (mse_rows);
+// dy = grad_scale·∂loss/∂y (overwritten; skipped when null).   y, t, dy: (N, D) float
+ae_status ae_mse_loss(const ae_backend *be, ae_ptr y, ae_ptr t, int N, int D, int normalized,
+                      float grad_scale, ae_ptr dy, double *loss);
 
 #endif

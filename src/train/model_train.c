@@ -19,15 +19,17 @@
 // scatter-adds the input-embedding gradient into g->embed; the head's gradient comes from the
 // loss (ae_kd_loss's dWs) and the caller accumulates it into g->lm_head, i.e. the same tensor.
 //
-// Activation memory kept by ae_model_train_forward, per token (fp32, 4 bytes a value):
-//   D·(L + 2)              residual stream h_0..h_L and the final normalised hidden
-//   L · 4·D                attention input/output, residual after attention, MLP input
-//   dense layer: 3·I       gate, up, silu(gate)⊙up
-//   MoE layer:   E + 2K + K·(3·Im + D) (+ 3K ints)  router probs, top-k, per-slot expert acts
-//   + each attention module's own activations (attn_gateswa.c, mla_train.c).
-// e.g. qwen3-micro (D 128, I 384, L 4): 768 + 2048 + 4608 values = 29 KiB per token, plus
-// ~2.8 KiB per GQA layer (x, q/k/v before and after norm+rope, output): ≈ 40 KiB per token, so a
-// batch of 8 × 512 tokens keeps ~160 MiB.
+// Memory (per token; a = bytes of the backend's activation dtype: cpu 4, cuda 2). The forward
+// keeps only the residual stream entering each layer and the final normalised hidden:
+//   4·D·(L + 1) + a·D               (keep_hidden = 0: a·D, the final hidden alone)
+// plus, on cpu, the routing of each MoE layer (K ints + E floats). The backward recomputes one
+// layer at a time from h_l and holds, besides the kept streams,
+//   4·D·2  ∂loss/∂h and h_l + attention output (F32);   a·D·4  the normed inputs, sub-block
+//   output / its gradient in act, the normed input's gradient;   a·I·6  dense MLP (gate, up,
+//   silu(gate)⊙up and three backward buffers; MoE layers: their host activations instead)
+//   + the attention module's own activations of that one layer (attn_gateswa.c, mla_train.c).
+// e.g. Qwen3-8B on cuda (D 4096, I 12288, L 36): 37·16 KiB + 8 KiB kept = 600 KiB per token,
+// ~217 KiB per token of layer working set besides the attention module's.
 #include "train/model_train.h"
 
 #include <stdio.h>
@@ -39,22 +41,19 @@
 #include "model/params.h"
 #include "train/moe_train.h"
 
+// Routing statistics of one MoE layer (host; NULL for dense layers).
 typedef struct {
-    float *attn_in;   // (M, D) RMSNorm(h_l; input_layernorm)
-    float *attn_out;  // (M, D) attention module output
-    float *h_mid;     // (M, D) h_l + attn_out
-    float *mlp_in;    // (M, D) RMSNorm(h_mid; post_attention_layernorm)
-    float *g, *u, *act; // (M, I) dense MLP
-    ae_moe_acts moe;
-    ae_layer_attn_acts attn;
-} layer_acts;
+    int *top;     // (M, K)
+    float *probs; // (M, E)
+} layer_routing;
 
 struct ae_train_acts {
     int B, T, L, D;
-    int32_t *ids;      // (M)
-    float **hidden;    // (L+1) × (M, D)
-    float *final;      // (M, D)
-    layer_acts *layer; // (L)
+    ae_scratch mem;         // ids, final
+    ae_ptr ids;             // (M) I32
+    ae_ptr *hidden;         // (L+1) × (M, D) F32, null entries when not kept
+    ae_ptr final;           // (M, D) act
+    layer_routing *routing; // (L)
 };
 
 // ---------------------------------------------------------------- parameter lists
@@ -164,11 +163,6 @@ static ae_status config_copy(ae_config *dst, const ae_config *src) {
     return AE_OK;
 }
 
-static ae_status alloc_into(float **dst, size_t n) {
-    *dst = ae_alloc_f32(n);
-    return *dst ? AE_OK : AE_ERR_NOMEM;
-}
-
 // A zeroed F32 tensor of n values on backend be.
 static ae_status zeros_into(const ae_backend *be, ae_ptr *dst, size_t n) {
     *dst = be->alloc(be, n, AE_DT_F32);
@@ -270,120 +264,209 @@ void ae_model_zero(ae_model *g) {
 
 // ---------------------------------------------------------------- activations
 
-const float *ae_train_acts_hidden(const ae_train_acts *a, int l) {
-    return l >= 0 && l <= a->L ? a->hidden[l] : NULL;
+ae_ptr ae_train_acts_hidden(const ae_train_acts *a, int l) {
+    return l >= 0 && l <= a->L ? a->hidden[l] : ae_ptr_null();
 }
-const float *ae_train_acts_attn_in(const ae_train_acts *a, int l) {
-    return l >= 0 && l < a->L ? a->layer[l].attn_in : NULL;
-}
-const float *ae_train_acts_attn_out(const ae_train_acts *a, int l) {
-    return l >= 0 && l < a->L ? a->layer[l].attn_out : NULL;
-}
-const float *ae_train_acts_final(const ae_train_acts *a) { return a->final; }
+ae_ptr ae_train_acts_final(const ae_train_acts *a) { return a->final; }
+ae_ptr ae_train_acts_ids(const ae_train_acts *a) { return a->ids; }
 const int *ae_train_acts_topk(const ae_train_acts *a, int l) {
-    return l >= 0 && l < a->L ? a->layer[l].moe.top : NULL;
+    return l >= 0 && l < a->L ? a->routing[l].top : NULL;
 }
 const float *ae_train_acts_router_probs(const ae_train_acts *a, int l) {
-    return l >= 0 && l < a->L ? a->layer[l].moe.probs : NULL;
+    return l >= 0 && l < a->L ? a->routing[l].probs : NULL;
 }
 
 void ae_train_acts_free(ae_train_acts *a) {
     if (!a) return;
+    const ae_backend *be = a->mem.be;
     if (a->hidden)
-        for (int l = 0; l <= a->L; l++) ae_free_aligned(a->hidden[l]);
+        for (int l = 0; l <= a->L; l++) be->free(be, a->hidden[l]);
     free(a->hidden);
-    if (a->layer)
+    if (a->routing)
         for (int l = 0; l < a->L; l++) {
-            layer_acts *la = &a->layer[l];
-            float *ps[] = {la->attn_in, la->attn_out, la->h_mid, la->mlp_in, la->g, la->u, la->act};
-            for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) ae_free_aligned(ps[i]);
-            ae_moe_acts_free(&la->moe);
-            ae_layer_attn_acts_free(&la->attn);
+            free(a->routing[l].top);
+            ae_free_aligned(a->routing[l].probs);
         }
-    free(a->layer);
-    ae_free_aligned(a->final);
-    free(a->ids);
+    free(a->routing);
+    ae_scratch_free(&a->mem);
     free(a);
 }
 
-static ae_status acts_alloc(const ae_model *m, int B, int T, ae_train_acts **out) {
-    const ae_config *c = &m->cfg;
-    int L = c->num_hidden_layers;
-    size_t M = (size_t)B * T, D = c->hidden_size, I = c->intermediate_size;
-    ae_train_acts *a = ae_calloc(1, sizeof *a);
-    if (!a) return AE_ERR_NOMEM;
-    a->B = B;
-    a->T = T;
-    a->L = L;
-    a->D = (int)D;
-    *out = a;
-    a->ids = ae_malloc(sizeof(int32_t) * M);
-    a->hidden = ae_calloc((size_t)L + 1, sizeof(float *));
-    a->layer = ae_calloc((size_t)L, sizeof(layer_acts));
-    if (!a->ids || !a->hidden || !a->layer) return AE_ERR_NOMEM;
-    for (int l = 0; l <= L; l++) AE_TRY(alloc_into(&a->hidden[l], M * D));
-    AE_TRY(alloc_into(&a->final, M * D));
-    for (int l = 0; l < L; l++) {
-        layer_acts *la = &a->layer[l];
-        AE_TRY(alloc_into(&la->attn_in, M * D));
-        AE_TRY(alloc_into(&la->attn_out, M * D));
-        AE_TRY(alloc_into(&la->h_mid, M * D));
-        AE_TRY(alloc_into(&la->mlp_in, M * D));
-        if (!m->layers[l].is_moe) {
-            AE_TRY(alloc_into(&la->g, M * I));
-            AE_TRY(alloc_into(&la->u, M * I));
-            AE_TRY(alloc_into(&la->act, M * I));
-        }
+static int has_moe(const ae_model *m) {
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+        if (m->layers[l].is_moe) return 1;
+    return 0;
+}
+
+static int has_dense(const ae_model *m) {
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+        if (!m->layers[l].is_moe) return 1;
+    return 0;
+}
+
+// The buffers of one layer's pass (in the forward, or recomputed in the backward), reused by
+// every layer of the pass.
+typedef struct {
+    ae_scratch mem;
+    ae_ptr xn;        // (M, D) act  RMSNorm(h_l; input_layernorm): the attention module's input
+    ae_ptr y;         // (M, D) act  the attention output, then the FFN output; in the backward
+                      //             also ∂loss/∂h in act (the dtype the GEMMs take)
+    ae_ptr hmid;      // (M, D) F32  h_l + attention output
+    ae_ptr z;         // (M, D) act  RMSNorm(hmid; post_attention_layernorm): the FFN input
+    ae_ptr g, u, act; // (M, I) act  dense MLP: gate, up, silu(gate) ⊙ up
+    ae_ptr dx;        // (M, D) act  backward: gradient of a sub-block's normalised input
+    ae_ptr dh;        // (M, D) F32  backward: ∂loss/∂ the residual stream at the current point
+    ae_ptr scratch;   // 3·(M, I) act  backward of the dense MLP
+} layer_bufs;
+
+static ae_status bufs_init(layer_bufs *w, const ae_model *m, int M, int backward) {
+    const ae_backend *be = m->be;
+    size_t md = (size_t)M * m->cfg.hidden_size, mi = (size_t)M * m->cfg.intermediate_size;
+    ae_dtype at = be->act_dtype;
+    ae_scratch *s = &w->mem;
+    memset(w, 0, sizeof *w);
+    ae_scratch_init(s, be);
+    w->xn = ae_scratch_alloc(s, md, at);
+    w->y = ae_scratch_alloc(s, md, at);
+    w->hmid = ae_scratch_alloc(s, md, AE_DT_F32);
+    w->z = ae_scratch_alloc(s, md, at);
+    if (has_dense(m)) {
+        w->g = ae_scratch_alloc(s, mi, at);
+        w->u = ae_scratch_alloc(s, mi, at);
+        w->act = ae_scratch_alloc(s, mi, at);
+        if (backward) w->scratch = ae_scratch_alloc(s, 3 * mi, at);
+    }
+    if (backward) {
+        w->dx = ae_scratch_alloc(s, md, at);
+        w->dh = ae_scratch_alloc(s, md, AE_DT_F32);
+    }
+    if (!s->failed) return AE_OK;
+    ae_scratch_free(s);
+    return ae_errorf(AE_ERR_NOMEM, "out of %s memory for the layer buffers of a training %s of %d "
+                     "tokens", be->name, backward ? "backward" : "forward", M);
+}
+
+// Layer l on the stream h (M, D) F32: fills w's xn, y, hmid, z (and g, u, act); the attention
+// module's activations go to attn and a MoE layer's (host) to moe when these are non-null (else
+// they are freed at once); hout = h_{l+1} (M, D) F32 unless null.
+static ae_status layer_forward(const ae_model *m, int l, ae_ptr h, int B, int T, layer_bufs *w,
+                               ae_layer_attn_acts *attn, ae_moe_acts *moe, ae_ptr hout) {
+    const ae_backend *be = m->be;
+    const ae_layer *L = &m->layers[l];
+    int D = m->cfg.hidden_size, M = B * T;
+    size_t md = (size_t)M * D;
+    float eps = (float)m->cfg.rms_norm_eps;
+    ae_layer_attn_acts own_attn;
+    ae_moe_acts own_moe;
+    be->rmsnorm(be, w->xn, h, L->input_norm, M, D, D, eps);
+    ae_status st = ae_layer_attn_train_forward(be, L, w->xn, B, T, w->y, attn ? attn : &own_attn);
+    if (!attn) ae_layer_attn_acts_free(&own_attn);
+    if (st != AE_OK) return st;
+    ae_copy(be, w->hmid, h, md);
+    be->add_rmsnorm(be, w->hmid, w->y, w->z, L->post_norm, M, D, eps);
+    if (L->is_moe) { // host arrays (training through MoE layers runs on the cpu backend only)
+        st = ae_moe_train_forward(m, L, ae_f32(w->z), M, ae_f32(w->y), moe ? moe : &own_moe);
+        if (!moe) ae_moe_acts_free(&own_moe);
+        if (st != AE_OK) return st;
+    } else {
+        ae_mlp_train_forward(m, L, w->z, M, w->y, w->g, w->u, w->act);
+    }
+    if (!ae_ptr_is_null(hout)) {
+        ae_copy(be, hout, w->hmid, md);
+        be->add(be, hout, w->y, md);
     }
     return AE_OK;
 }
 
-ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, int T,
-                                 ae_train_acts **acts) {
-    const ae_config *c = &m->cfg;
+static ae_status check_forward_args(const ae_model *m, const int32_t *ids, int B, int T) {
     const ae_backend *be = m->be;
-    *acts = NULL;
-    if (B <= 0 || T <= 0) return ae_errorf(AE_ERR_ARG, "train forward: B %d, T %d", B, T);
-    int D = c->hidden_size, V = c->vocab_size, M = B * T;
-    float eps = (float)c->rms_norm_eps;
-    if (!ae_model_on_host(m))
-        return ae_errorf(AE_ERR_UNSUPPORTED, "training on %s is not implemented yet: use the cpu "
-                         "backend", be->name);
-    for (int i = 0; i < M; i++)
+    int V = m->cfg.vocab_size;
+    if (B <= 0 || T <= 0 || (int64_t)B * T > INT32_MAX)
+        return ae_errorf(AE_ERR_ARG, "train forward: B %d, T %d", B, T);
+    if (has_moe(m) && !be->host_memory)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "training through mixture-of-experts layers runs on "
+                         "the cpu backend only: the MoE training passes have no %s kernels yet",
+                         be->name);
+    for (int i = 0; i < B * T; i++)
         if (ids[i] < 0 || ids[i] >= V)
             return ae_errorf(AE_ERR_ARG, "train forward: token id %d at index %d is out of range "
                              "[0, %d)", ids[i], i, V);
+    return AE_OK;
+}
+
+// The acts of a forward: ids uploaded, the final hidden and n_stream residual buffers allocated.
+static ae_status acts_alloc(const ae_model *m, const int32_t *ids, int B, int T, int n_stream,
+                            ae_train_acts **out) {
+    const ae_backend *be = m->be;
+    int L = m->cfg.num_hidden_layers, M = B * T;
+    size_t md = (size_t)M * m->cfg.hidden_size;
+    ae_train_acts *a = ae_calloc(1, sizeof *a);
+    if (!a) return AE_ERR_NOMEM;
+    *out = a;
+    ae_scratch_init(&a->mem, be);
+    a->B = B;
+    a->T = T;
+    a->L = L;
+    a->D = m->cfg.hidden_size;
+    a->hidden = ae_calloc((size_t)L + 1, sizeof *a->hidden);
+    a->routing = ae_calloc((size_t)(L > 0 ? L : 1), sizeof *a->routing);
+    if (!a->hidden || !a->routing) return AE_ERR_NOMEM;
+    a->ids = ae_scratch_alloc(&a->mem, (size_t)M, AE_DT_I32);
+    a->final = ae_scratch_alloc(&a->mem, md, be->act_dtype);
+    int failed = a->mem.failed;
+    for (int i = 0; i < n_stream && !failed; i++) {
+        a->hidden[i] = be->alloc(be, md, AE_DT_F32);
+        failed = ae_ptr_is_null(a->hidden[i]);
+    }
+    if (failed)
+        return ae_errorf(AE_ERR_NOMEM, "out of %s memory for the residual stream of a training "
+                         "forward of %d tokens (%d x %.1f MiB)", be->name, M, n_stream,
+                         4.0 * (double)md / 1048576.0);
+    return be->upload(be, a->ids, ids, AE_DT_I32, (size_t)M);
+}
+
+// Moves a MoE layer's routing out of its activations into the kept statistics.
+static void keep_routing(layer_routing *r, ae_moe_acts *moe) {
+    r->top = moe->top;
+    r->probs = moe->probs;
+    moe->top = NULL;
+    moe->probs = NULL;
+}
+
+ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, int T,
+                                 int keep_hidden, ae_train_acts **acts) {
+    const ae_config *c = &m->cfg;
+    const ae_backend *be = m->be;
+    *acts = NULL;
+    AE_TRY(check_forward_args(m, ids, B, T));
+    int D = c->hidden_size, L = c->num_hidden_layers, M = B * T;
     ae_train_acts *a = NULL;
-    ae_status st = acts_alloc(m, B, T, &a);
+    layer_bufs w;
+    ae_status st = acts_alloc(m, ids, B, T, keep_hidden ? L + 1 : 2, &a);
+    if (st == AE_OK) st = bufs_init(&w, m, M, 0);
     if (st != AE_OK) {
         ae_train_acts_free(a);
         return st;
     }
-    memcpy(a->ids, ids, sizeof(int32_t) * (size_t)M);
-    size_t MD = (size_t)M * D;
-    const float *embed = ae_f32(m->embed);
-    for (int i = 0; i < M; i++)
-        memcpy(a->hidden[0] + (size_t)i * D, embed + (size_t)ids[i] * D, sizeof(float) * D);
-    for (int l = 0; l < c->num_hidden_layers && st == AE_OK; l++) {
-        const ae_layer *L = &m->layers[l];
-        layer_acts *la = &a->layer[l];
-        be->rmsnorm(be, ae_host_f32(la->attn_in), ae_host_f32(a->hidden[l]), L->input_norm, M, D,
-                    D, eps);
-        st = ae_layer_attn_train_forward(be, L, ae_host_f32(la->attn_in), B, T,
-                                         ae_host_f32(la->attn_out), &la->attn);
-        if (st != AE_OK) break;
-        memcpy(la->h_mid, a->hidden[l], sizeof(float) * MD);
-        be->add(be, ae_host_f32(la->h_mid), ae_host_f32(la->attn_out), MD);
-        be->rmsnorm(be, ae_host_f32(la->mlp_in), ae_host_f32(la->h_mid), L->post_norm, M, D, D, eps);
-        float *h = a->hidden[l + 1];
-        if (L->is_moe) st = ae_moe_train_forward(m, L, la->mlp_in, M, h, &la->moe);
-        else ae_mlp_train_forward(m, L, ae_host_f32(la->mlp_in), M, ae_host_f32(h), ae_host_f32(la->g),
-                                  ae_host_f32(la->u), ae_host_f32(la->act));
-        be->add(be, ae_host_f32(h), ae_host_f32(la->h_mid), MD); // h_{l+1} = mlp_out + h_mid
+    // the stream entering layer l: hidden[l] when kept, else two buffers in turn
+#define STREAM(l) (keep_hidden ? a->hidden[(l)] : a->hidden[(l) % 2])
+    be->embed(be, STREAM(0), m->embed, a->ids, M, D);
+    for (int l = 0; l < L && st == AE_OK; l++) {
+        ae_moe_acts moe;
+        memset(&moe, 0, sizeof moe);
+        st = layer_forward(m, l, STREAM(l), B, T, &w, NULL, m->layers[l].is_moe ? &moe : NULL,
+                           STREAM(l + 1));
+        keep_routing(&a->routing[l], &moe);
+        ae_moe_acts_free(&moe);
     }
-    if (st == AE_OK)
-        be->rmsnorm(be, ae_host_f32(a->final), ae_host_f32(a->hidden[c->num_hidden_layers]),
-                    m->final_norm, M, D, D, eps);
+    if (st == AE_OK) be->rmsnorm(be, a->final, STREAM(L), m->final_norm, M, D, D, (float)c->rms_norm_eps);
+#undef STREAM
+    if (!keep_hidden)
+        for (int i = 0; i < 2; i++) {
+            be->free(be, a->hidden[i]);
+            a->hidden[i] = ae_ptr_null();
+        }
+    ae_scratch_free(&w.mem);
     if (st != AE_OK) {
         ae_train_acts_free(a);
         return st;
@@ -394,11 +477,18 @@ ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, i
 
 // ---------------------------------------------------------------- backward
 
-static ae_status check_grad_model(const ae_model *m, const ae_model *g, int attention_only) {
+static ae_status check_backward_args(const ae_model *m, const ae_train_acts *a, const ae_model *g,
+                                     int attention_only) {
     const ae_config *c = &m->cfg, *gc = &g->cfg;
+    const ae_backend *be = m->be;
+    if (!be->rmsnorm_bwd || !be->attention_bwd || !be->embed_bwd)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "the %s backend has no training ops", be->name);
     if (gc->num_hidden_layers != c->num_hidden_layers || gc->hidden_size != c->hidden_size ||
         gc->vocab_size != c->vocab_size || !g->layers)
         return ae_errorf(AE_ERR_ARG, "train backward: the gradient model has another shape");
+    if (a->L != c->num_hidden_layers || a->D != c->hidden_size || ae_ptr_is_null(a->hidden[0]))
+        return ae_errorf(AE_ERR_ARG, "train backward: the forward did not keep this model's "
+                         "residual stream (keep_hidden)");
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const ae_layer *L = &m->layers[l], *G = &g->layers[l];
         if (G->kind != L->kind || (!attention_only && G->is_moe != L->is_moe))
@@ -407,64 +497,63 @@ static ae_status check_grad_model(const ae_model *m, const ae_model *g, int atte
     return AE_OK;
 }
 
-ae_status ae_model_train_backward(const ae_model *m, const ae_train_acts *a, const float *d_final,
-                                  float *const *d_hidden, ae_model *g, int attention_only) {
+// Layer l: recomputes its internals from h_l, then w->dh (∂loss/∂h_{l+1} on entry) becomes
+// ∂loss/∂h_l; weight gradients into G (af: the attention module's alone).
+static ae_status layer_backward(const ae_model *m, int l, const ae_train_acts *a, layer_bufs *w,
+                                ae_layer *G, int af) {
+    const ae_backend *be = m->be;
+    const ae_layer *L = &m->layers[l];
+    int D = m->cfg.hidden_size, M = a->B * a->T;
+    size_t md = (size_t)M * D;
+    float eps = (float)m->cfg.rms_norm_eps;
+    ae_ptr none = ae_ptr_null(), h = a->hidden[l];
+    ae_layer_attn_acts attn;
+    ae_moe_acts moe;
+    memset(&attn, 0, sizeof attn);
+    memset(&moe, 0, sizeof moe);
+    ae_status st = layer_forward(m, l, h, a->B, a->T, w, &attn, L->is_moe ? &moe : NULL, none);
+    if (st == AE_OK) { // h_{l+1} = hmid + FFN(RMSNorm(hmid)): dh passes, plus the FFN path
+        ae_copy(be, w->y, w->dh, md);
+        be->fill(be, w->dx, md, 0.0f);
+        if (L->is_moe)
+            st = ae_moe_train_backward(m, L, &moe, ae_f32(w->z), ae_f32(w->y), ae_f32(w->dx),
+                                       af ? NULL : G);
+        else
+            ae_mlp_train_backward(m, L, w->z, w->g, w->u, w->act, w->y, M, w->dx, af ? NULL : G,
+                                  w->scratch);
+    }
+    if (st == AE_OK) { // hmid = h_l + Attn(RMSNorm(h_l)); the module backward overwrites dx
+        be->rmsnorm_bwd(be, w->dh, af ? none : G->post_norm, w->dx, w->hmid, L->post_norm, M, D, eps);
+        ae_copy(be, w->y, w->dh, md);
+        st = ae_layer_attn_backward(be, L, &attn, w->y, w->dx, G);
+    }
+    if (st == AE_OK)
+        be->rmsnorm_bwd(be, w->dh, af ? none : G->input_norm, w->dx, h, L->input_norm, M, D, eps);
+    ae_layer_attn_acts_free(&attn);
+    ae_moe_acts_free(&moe);
+    return st;
+}
+
+ae_status ae_model_train_backward(const ae_model *m, const ae_train_acts *a, ae_ptr d_final,
+                                  ae_hidden_grad_fn add_dh, void *ctx, ae_model *g,
+                                  int attention_only) {
     const ae_config *c = &m->cfg;
     const ae_backend *be = m->be;
-    AE_TRY(check_grad_model(m, g, attention_only));
-    int D = c->hidden_size, M = a->B * a->T, Lc = c->num_hidden_layers;
-    float eps = (float)c->rms_norm_eps;
-    size_t MD = (size_t)M * D, I = (size_t)c->intermediate_size;
-    int af = attention_only;
-    float *dh = ae_alloc_f32(MD);   // (M, D) ∂loss/∂residual stream at the current point
-    float *dx = ae_alloc_f32(MD);   // (M, D) gradient of a sub-block's normalised input
-    float *scratch = ae_alloc_f32(3 * (size_t)M * (I > 0 ? I : 1));
-    ae_status st = AE_OK;
-    if (!dh || !dx || !scratch) {
-        st = AE_ERR_NOMEM;
-        goto done;
+    AE_TRY(check_backward_args(m, a, g, attention_only));
+    int D = c->hidden_size, M = a->B * a->T, L = c->num_hidden_layers;
+    layer_bufs w;
+    AE_TRY(bufs_init(&w, m, M, 1));
+    be->fill(be, w.dh, (size_t)M * D, 0.0f);
+    if (!ae_ptr_is_null(d_final)) // the final norm
+        be->rmsnorm_bwd(be, w.dh, attention_only ? ae_ptr_null() : g->final_norm, d_final,
+                        a->hidden[L], m->final_norm, M, D, (float)c->rms_norm_eps);
+    ae_status st = add_dh ? add_dh(ctx, L, a->hidden[L], w.dh) : AE_OK;
+    for (int l = L - 1; l >= 0 && st == AE_OK; l--) {
+        st = layer_backward(m, l, a, &w, &g->layers[l], attention_only);
+        if (st == AE_OK && add_dh) st = add_dh(ctx, l, a->hidden[l], w.dh);
     }
-    // final norm (d_final NULL: no loss on the output), then the extra gradient on h_L
-#define HF ae_host_f32
-    ae_ptr none = ae_ptr_null();
-    if (d_final)
-        be->rmsnorm_bwd(be, HF(dh), af ? none : g->final_norm, HF(d_final), HF(a->hidden[Lc]),
-                        m->final_norm, M, D, eps);
-    if (d_hidden && d_hidden[Lc]) be->add(be, HF(dh), HF(d_hidden[Lc]), MD);
-    for (int l = Lc - 1; l >= 0; l--) {
-        const ae_layer *L = &m->layers[l];
-        ae_layer *G = &g->layers[l];
-        const layer_acts *la = &a->layer[l];
-        // h_{l+1} = h_mid + FFN(RMSNorm(h_mid)): dh stays, plus the FFN path
-        memset(dx, 0, sizeof(float) * MD);
-        if (L->is_moe) {
-            st = ae_moe_train_backward(m, L, &la->moe, la->mlp_in, dh, dx, af ? NULL : G);
-            if (st != AE_OK) goto done;
-        } else {
-            ae_mlp_train_backward(m, L, ae_host_f32(la->mlp_in), ae_host_f32(la->g),
-                                  ae_host_f32(la->u), ae_host_f32(la->act), ae_host_f32(dh), M,
-                                  ae_host_f32(dx), af ? NULL : G, ae_host_f32(scratch));
-        }
-        be->rmsnorm_bwd(be, HF(dh), af ? none : G->post_norm, HF(dx), HF(la->h_mid), L->post_norm,
-                        M, D, eps);
-        // h_mid = h_l + Attn(RMSNorm(h_l)); the module backward overwrites dx
-        st = ae_layer_attn_backward(be, L, &la->attn, HF(dh), HF(dx), G);
-        if (st != AE_OK) goto done;
-        be->rmsnorm_bwd(be, HF(dh), af ? none : G->input_norm, HF(dx), HF(a->hidden[l]),
-                        L->input_norm, M, D, eps);
-        if (d_hidden && d_hidden[l]) be->add(be, HF(dh), HF(d_hidden[l]), MD);
-    }
-#undef HF
-    // embeddings: scatter-add (rows of repeated tokens sum, in token order)
-    if (!af)
-        for (int i = 0; i < M; i++) {
-            float *ge = ae_f32(g->embed) + (size_t)a->ids[i] * D;
-            const float *src = dh + (size_t)i * D;
-            for (int d = 0; d < D; d++) ge[d] += src[d];
-        }
-done:
-    ae_free_aligned(dh);
-    ae_free_aligned(dx);
-    ae_free_aligned(scratch);
+    // embeddings: rows of repeated tokens sum, in token order
+    if (st == AE_OK && !attention_only) be->embed_bwd(be, g->embed, w.dh, a->ids, M, D);
+    ae_scratch_free(&w.mem);
     return st;
 }

@@ -1,7 +1,8 @@
-// Whole-model training passes (stage 2 of the distillation, and the teacher recording of
-// stage 1): a forward over B sequences of T tokens that keeps what the backward needs, and the
-// backward from gradients on the final normalised hidden states and, optionally, on the
-// residual stream after each layer (feature matching).
+// Whole-model training passes (stage 2 of the distillation) through the op interface, on any
+// backend with training ops: a forward over B sequences of T tokens that keeps the residual
+// stream entering each layer, and the backward from gradients on the final normalised hidden
+// states and, optionally, on the residual stream after each layer (feature matching), which
+// recomputes each layer's internals from its input (per-layer gradient checkpointing).
 //
 // Gradients live in a "gradient model": an ae_model with the same config whose tensors hold
 // ∂loss/∂parameter (ae_model_zeros_like). The optimizer walks ae_model_params of the model and
@@ -38,32 +39,42 @@ void ae_model_zero(ae_model *g); // sets every tensor g holds to 0
 
 typedef struct ae_train_acts ae_train_acts;
 
-// ids: (B, T); positions 0..T-1 in each sequence.
+// Training forward over B sequences of T tokens (positions 0..T-1 each) on m's backend. Keeps
+// only what stage 2 needs after it: the final normalised hidden states (the input of lm_head)
+// and, when keep_hidden, the residual stream entering every layer, h_0..h_L (the backward
+// recomputes each layer's internals from h_l; the cosine term compares them). A forward with
+// keep_hidden = 0 (a teacher without the cosine term) keeps the final hidden alone.
+//   ids: (B, T) host array, each in [0, vocab_size)
+// MoE layers run on backends with host memory only (cpu: AE_ERR_UNSUPPORTED elsewhere).
 ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, int T,
-                                 ae_train_acts **acts);
+                                 int keep_hidden, ae_train_acts **acts);
 // Residual stream entering layer l (l = 0: embeddings; l = L: output of the last layer, before
-// the final norm).   (B*T, D)
-const float *ae_train_acts_hidden(const ae_train_acts *a, int l);
-// Normalised input of layer l's attention (RMSNorm(h_l; input_layernorm)) and the attention
-// module's output a_l (before the residual add): the stage-1 teacher targets.   (B*T, D) each
-const float *ae_train_acts_attn_in(const ae_train_acts *a, int l);
-const float *ae_train_acts_attn_out(const ae_train_acts *a, int l);
-// Final normalised hidden states, the input of lm_head.   (B*T, D)
-const float *ae_train_acts_final(const ae_train_acts *a);
+// the final norm), or a null pointer when not kept.   (B*T, D) F32 in backend memory
+ae_ptr ae_train_acts_hidden(const ae_train_acts *a, int l);
+// Final normalised hidden states, the input of lm_head.   (B*T, D) act in backend memory
+ae_ptr ae_train_acts_final(const ae_train_acts *a);
+// The token ids on the backend.   (B*T) I32
+ae_ptr ae_train_acts_ids(const ae_train_acts *a);
 // Experts chosen for each token by MoE layer l, descending probability; NULL for dense layers
-// (routing statistics; tests detect routing flips with it).   (B*T, num_experts_per_tok)
+// (routing statistics; tests detect routing flips with it).   (B*T, num_experts_per_tok) host
 const int *ae_train_acts_topk(const ae_train_acts *a, int l);
 // Router probabilities (softmax over all experts) of MoE layer l; NULL for dense layers.
-// (B*T, num_experts)
+// (B*T, num_experts) host
 const float *ae_train_acts_router_probs(const ae_train_acts *a, int l);
 void ae_train_acts_free(ae_train_acts *a);
 
-// Backward. d_final: (B*T, D) ∂loss/∂final-normalised-hidden. d_hidden: NULL, or L+1 pointers
-// (entries may be NULL) with extra ∂loss/∂h_l added where the stream passes layer l.
-// Accumulates into g (a gradient model); attention_only: only attention gradients are needed
-// (the rest of the backward still runs to carry gradients through, but their weight
-// gradients are skipped).
-ae_status ae_model_train_backward(const ae_model *m, const ae_train_acts *a, const float *d_final,
-                                  float *const *d_hidden, ae_model *g, int attention_only);
+// An extra gradient on the residual stream (feature matching): called as the backward passes
+// h_l, for l = L down to 0, to add ∂loss/∂h_l into dh.   h, dh: (B*T, D) F32 in backend memory
+typedef ae_status (*ae_hidden_grad_fn)(void *ctx, int l, ae_ptr h, ae_ptr dh);
+
+// Backward from d_final (B*T, D) float, ∂loss/∂final-normalised-hidden (null: no such term), and
+// add_dh (null: none). Needs a forward with keep_hidden. Layer by layer from the top, each
+// layer's internals are recomputed from h_l just before its backward (gradient checkpointing)
+// and freed after it. Accumulates into g (a gradient model); attention_only: only attention
+// gradients are needed (the rest of the backward still runs to carry gradients through, but
+// the other weight gradients, the embedding's included, are skipped).
+ae_status ae_model_train_backward(const ae_model *m, const ae_train_acts *a, ae_ptr d_final,
+                                  ae_hidden_grad_fn add_dh, void *ctx, ae_model *g,
+                                  int attention_only);
 
 #endif
