@@ -961,6 +961,90 @@ static void test_qk_norm_rope(void **state) {
     }
 }
 
+// mla_decode_prep (absorbed-MLA decode: latent rmsnorm, rope of the shared key, rope of each
+// head's q_rope into the absorbed query row) in dtype dt: kv rows at row stride ldkv, an element
+// offset koff (a cache row); qt's latent half and padding, q, and kv past R + dr must stay as
+// they were. The cpu's op (the separate reference ops) is the expectation: TOL_BF16_OUT for bf16
+// outputs (one rounding each), TOL_QK_F32 for F32 (the norm's fp32 sum and cos/sin within an ulp).
+static void run_mla_prep(ae_rng *r, int T, int H, int R, int dr, int dn, int64_t ldkv, size_t koff,
+                         int pmax, ae_dtype dt) {
+    int Cd = R + dr, dq = dn + dr;
+    size_t nkv = koff + (size_t)T * ldkv, nq = (size_t)T * H * dq, nqt = (size_t)T * H * Cd;
+    float *kv = hnormal(r, nkv, 2.0f, dt), *q = hnormal(r, nq, 1.0f, dt);
+    float *qt = hnormal(r, nqt, 1.0f, dt), *w = hnormal(r, (size_t)R, 1.0f, AE_DT_BF16);
+    int32_t *pos = inew((size_t)T);
+    for (int t = 0; t < T; t++) pos[t] = rand_int(r, pmax + 1);
+    pos[T - 1] = pmax;
+    float *kvc = hcopy(kv, nkv), *qc = hcopy(q, nq), *qtc = hcopy(qt, nqt);
+    ae_mla_prep_args a = {.T = T, .H = H, .R = R, .dr = dr, .dn = dn, .ldkv = ldkv, .eps = 1e-6f,
+                          .theta = 1e6, .mode = AE_ROPE_INTERLEAVED};
+    g_cpu->mla_decode_prep(g_cpu, &a, ae_host_f32(kvc + koff), ae_host_f32(qc), ae_host_f32(qtc),
+                           ae_host_f32(w), ae_host_i32(pos));
+    ae_ptr dkv = dnew_put(kv, nkv, dt), dqv = dnew_put(q, nq, dt), dqt = dnew_put(qt, nqt, dt);
+    ae_ptr dw = dnew_put(w, (size_t)R, g_gpu->weight_dtype), dp = dnew_put_i32(pos, (size_t)T);
+    g_gpu->mla_decode_prep(g_gpu, &a, ae_ptr_at(dkv, koff), dqv, dqt, dw, dp);
+    float *kvg = dget(dkv, nkv), *qg = dget(dqv, nq), *qtg = dget(dqt, nqt);
+    char what[200];
+    snprintf(what, sizeof what, "mla_decode_prep %s T=%d H=%d R=%d dr=%d dn=%d ldkv=%lld koff=%zu "
+             "pos<=%d", dtn(dt), T, H, R, dr, dn, (long long)ldkv, koff, pmax);
+    double tol = dt == AE_DT_F32 ? TOL_QK_F32 : TOL_BF16_OUT;
+    // the latents, the rope keys, the query rope parts: gathered and compared
+    size_t nl = (size_t)T * R, nr = (size_t)T * dr, nqr = (size_t)T * H * dr;
+    float *lg = hnew(nl), *lc = hnew(nl), *rg = hnew(nr), *rc = hnew(nr);
+    float *qrg = hnew(nqr), *qrc = hnew(nqr);
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < R; i++) {
+            size_t o = koff + (size_t)t * ldkv + i;
+            lg[(size_t)t * R + i] = kvg[o], lc[(size_t)t * R + i] = kvc[o];
+        }
+        for (int i = 0; i < dr; i++) {
+            size_t o = koff + (size_t)t * ldkv + R + i;
+            rg[(size_t)t * dr + i] = kvg[o], rc[(size_t)t * dr + i] = kvc[o];
+        }
+    }
+    for (size_t v = 0; v < (size_t)T * H; v++)
+        for (int i = 0; i < dr; i++)
+            qrg[v * dr + i] = qtg[v * Cd + R + i], qrc[v * dr + i] = qtc[v * Cd + R + i];
+    expect_close(lg, lc, nl, tol, "%s: latent", what);
+    expect_close(rg, rc, nr, tol, "%s: rope key", what);
+    expect_close(qrg, qrc, nqr, tol, "%s: query rope", what);
+    // everything else unchanged
+    for (size_t o = 0; o < nkv; o++) {
+        int in_row = o >= koff && (int64_t)((o - koff) % (size_t)ldkv) < Cd;
+        if (!in_row && kvg[o] != kv[o])
+            fail_msg("%s: kv element %zu outside the rows changed", what, o);
+    }
+    for (size_t o = 0; o < nq; o++)
+        if (qg[o] != q[o]) fail_msg("%s: q element %zu changed", what, o);
+    for (size_t o = 0; o < nqt; o++)
+        if ((int)(o % (size_t)Cd) < R && qtg[o] != qt[o])
+            fail_msg("%s: qt element %zu (the latent half) changed", what, o);
+    dfree(dkv), dfree(dqv), dfree(dqt), dfree(dw), dfree(dp);
+    free(kv), free(q), free(qt), free(w), free(pos), free(kvc), free(qc), free(qtc);
+    free(kvg), free(qg), free(qtg), free(lg), free(lc), free(rg), free(rc), free(qrg), free(qrc);
+}
+
+static void test_mla_decode_prep(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 461);
+    for (int d = 0; d < 2; d++) {
+        ae_dtype dt = d ? AE_DT_F32 : AE_DT_BF16;
+        // Qwen3-8B MLA student decode: R 512, dr 64, dn 64, 32 heads, a cache row at 4096
+        run_mla_prep(&r, 1, 32, 512, 64, 64, 576, (size_t)4096 * 576, 4096, dt);
+        run_mla_prep(&r, 1, 32, 512, 64, 64, 576, 0, 32768, dt);
+        // DeepSeek dims (dn 128, 16 / 128 heads), chunks of T tokens, large positions
+        run_mla_prep(&r, 4, 16, 512, 64, 128, 576, 576, 100000, dt);
+        run_mla_prep(&r, 2, 128, 512, 64, 128, 576, 0, 5000, dt);
+        // small students: R 256 / dr 32; R 32 / dr 8; odd R, padded rows, dn 0
+        run_mla_prep(&r, 3, 6, 256, 32, 32, 288, 288 * 7, 1000, dt);
+        run_mla_prep(&r, 5, 4, 32, 8, 8, 40, 3, 300, dt);
+        run_mla_prep(&r, 2, 3, 33, 8, 16, 41 + 5, 1, 77, dt);
+        run_mla_prep(&r, 1, 4, 128, 16, 0, 144, 0, 9, dt);
+        run_mla_prep(&r, 300, 8, 512, 64, 64, 576, 0, 4096, dt); // a prefill-sized call
+    }
+}
+
 // matmul_group: n products of one x (M, K) at element offset xoff, each y[i] (M, N[i]) in its own
 // allocation with 8 NaN-poisoned elements after it that must stay NaN; the cpu's one ae_matmul
 // per product is the reference. M <= 8 with K % 8 == 0 and aligned x runs one GEMV launch;
@@ -1111,17 +1195,22 @@ typedef struct {
     int absorbed;    // MLA absorbed: v is the first dv values of the same rows as k (Hkv = 1)
     float qscale;    // q ~ N(0, qscale²): larger is a peakier softmax
     float scale;     // 0: 1/sqrt(dk)
+    int splits;      // > 0: AE_CUDA_MLA_SPLITS for the call (split-KV boundaries of kernels D, E)
 } attn_case;
 
 static void attn_case_name(const attn_case *c, char *buf, size_t cap) {
-    snprintf(buf, cap, "T=%d pos0=%d Hq=%d Hkv=%d dk=%d dv=%d W=%d ring=%d%s%s%s%s", c->T, c->pos0,
-             c->Hq, c->Hkv, c->dk, c->dv, c->window, c->ring, c->sinks ? " sinks" : "",
+    char sp[32] = "";
+    if (c->splits > 0) snprintf(sp, sizeof sp, " splits=%d", c->splits);
+    snprintf(buf, cap, "T=%d pos0=%d Hq=%d Hkv=%d dk=%d dv=%d W=%d ring=%d%s%s%s%s%s", c->T,
+             c->pos0, c->Hq, c->Hkv, c->dk, c->dv, c->window, c->ring, c->sinks ? " sinks" : "",
              c->kpad || c->vpad ? " padded" : "", c->absorbed ? " absorbed" : "",
-             c->qscale > 1.0f ? " peaky" : "");
+             c->qscale > 1.0f ? " peaky" : "", sp);
 }
 
 // One case on the cpu and on cuda with both the default dispatch and the reference kernel
-// (AE_CUDA_ATTN=ref). K/V storage: the S = pos0 + T positions (or, with a ring, the slots of
+// (AE_CUDA_ATTN=ref); absorbed MLA shapes of the tensor-core kernels (576/512, 288/256) also
+// with each MLA kernel forced (AE_CUDA_MLA_KERNEL=old: kernel D; new64: kernel E with 64-key
+// tiles; the default takes kernel E with 32-key tiles up to 64 rows). K/V storage: the S = pos0 + T positions (or, with a ring, the slots of
 // the last `ring` positions); 5 rows past the last position (the rest of a KV cache, never
 // written) and never-written ring slots hold NaN, which must not reach the output. Values
 // between heads' rows (padding) are finite.
@@ -1163,16 +1252,27 @@ static void run_attention(ae_rng *r, const attn_case *c) {
     ae_ptr dv_ = c->absorbed ? dk_ : dnew_put(v, nv, g_gpu->act_dtype);
     ae_attn_args ag = a;
     ag.sinks = sinks ? dnew_put(sinks, (size_t)Hq, AE_DT_F32) : ae_ptr_null();
-    for (int ref = 0; ref < 2; ref++) {
+    int mla = c->absorbed && ((dk == 576 && dv == 512) || (dk == 288 && dv == 256));
+    static const char *const mla_kernels[] = {"old", "new64"};
+    char sp[16];
+    snprintf(sp, sizeof sp, "%d", c->splits);
+    if (c->splits > 0) setenv("AE_CUDA_MLA_SPLITS", sp, 1);
+    for (int run = 0; run < (mla ? 4 : 2); run++) {
+        int ref = run == 1;                     // runs: default, ref, then the MLA kernels
+        const char *kern = run >= 2 ? mla_kernels[run - 2] : NULL;
         ae_ptr dout = dnew(no, g_gpu->act_dtype); // fresh: NaN-poisoned
         if (ref) setenv("AE_CUDA_ATTN", "ref", 1);
+        if (kern) setenv("AE_CUDA_MLA_KERNEL", kern, 1);
         g_gpu->attention(g_gpu, &ag, dout, dq, dk_, dv_);
         if (ref) unsetenv("AE_CUDA_ATTN");
+        if (kern) unsetenv("AE_CUDA_MLA_KERNEL");
         float *og = dget(dout, no);
-        expect_close(og, oc, no, TOL_ATTN, "attention %s %s", ref ? "ref    " : "default", name);
+        expect_close(og, oc, no, TOL_ATTN, "attention %-7s %s", ref ? "ref" : kern ? kern : "default",
+                     name);
         dfree(dout);
         free(og);
     }
+    if (c->splits > 0) unsetenv("AE_CUDA_MLA_SPLITS");
     dfree(dq), dfree(dk_);
     if (!c->absorbed) dfree(dv_);
     if (sinks) dfree(ag.sinks);
@@ -1334,6 +1434,38 @@ static void test_attention_strided_absorbed(void **state) {
                                .absorbed = 1, .scale = 1.0f / sqrtf(192.0f)};
                 run_attention(&r, &c);
             }
+    // the decode kernel E (T·Hq <= 64 rows; more rows fall back to kernel D): T 1..4, Hq 16/32/
+    // 64, key counts at and around its 32/64-key tiles and Qwen3-8B's decode positions
+    const int He[] = {16, 32, 64}, Se[] = {1, 31, 33, 4095};
+    for (int h = 0; h < 3; h++)
+        for (int T = 1; T <= 4; T++)
+            for (int s = 0; s < 4; s++) {
+                if (Se[s] < T || (T * He[h] > 64 && s != 2)) continue;
+                attn_case c = {.T = T, .pos0 = Se[s] - T, .Hq = He[h], .Hkv = 1, .dk = 576,
+                               .dv = 512, .absorbed = 1, .scale = 1.0f / sqrtf(128.0f)};
+                run_attention(&r, &c);
+            }
+    // split-KV boundaries: forced split counts (not dividing the tiles; more splits than tiles:
+    // empty splits), odd key counts, 24 rows (a half-padded second row group), a peaky softmax
+    attn_case splits[] = {
+        {.T = 1, .pos0 = 1000, .Hq = 32, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1, .splits = 3},
+        {.T = 1, .pos0 = 1000, .Hq = 32, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1, .splits = 7},
+        {.T = 1, .pos0 = 100, .Hq = 32, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1, .splits = 9},
+        {.T = 1, .pos0 = 63, .Hq = 32, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1, .splits = 1},
+        {.T = 2, .pos0 = 2046, .Hq = 16, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1, .splits = 31},
+        {.T = 3, .pos0 = 776, .Hq = 8, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1},
+        {.T = 1, .pos0 = 5000, .Hq = 32, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1, .qscale = 4.0f},
+        {.T = 1, .pos0 = 3000, .Hq = 32, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1, .sinks = 1},
+        {.T = 2, .pos0 = 3000, .Hq = 16, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1,
+         .window = 1000, .ring = 1024},
+        {.T = 1, .pos0 = 3000, .Hq = 16, .Hkv = 1, .dk = 288, .dv = 256, .absorbed = 1, .splits = 5},
+        {.T = 4, .pos0 = 600, .Hq = 16, .Hkv = 1, .dk = 288, .dv = 256, .absorbed = 1, .sinks = 1},
+        // Qwen3-8B's 32K decode: 32768 keys, the default split count (~130 splits of 8 tiles)
+        {.T = 1, .pos0 = 32767, .Hq = 32, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1},
+        // its split shape at a smaller size: 8 tiles per split over 2 splits and a remainder
+        {.T = 1, .pos0 = 600, .Hq = 32, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1, .splits = 2},
+    };
+    run_attention_cases(&r, splits, sizeof splits / sizeof *splits);
     // many heads (DeepSeek-V3: 128)
     const int Hbig[] = {64, 128};
     for (int h = 0; h < 2; h++) {
@@ -1645,6 +1777,7 @@ int main(void) {
         cmocka_unit_test(test_add_rmsnorm),
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_qk_norm_rope),
+        cmocka_unit_test(test_mla_decode_prep),
         cmocka_unit_test(test_matmul_group),
         cmocka_unit_test(test_gate_mul),
         cmocka_unit_test(test_silu_mul_add),

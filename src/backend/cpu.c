@@ -7,6 +7,7 @@
 //   cpu_matmul.c       gemm, matmul_group
 //   cpu_norm.c         rmsnorm, add_rmsnorm, rmsnorm_bwd
 //   cpu_rope.c         rope, rope_bwd, qk_norm_rope
+//   cpu_mla.c          mla_decode_prep (absorbed-MLA decode: latent norm, rope, query rows)
 //   cpu_attention.c    attention, attention_bwd
 //   cpu_elementwise.c  gate_mul, silu_mul, add and their backwards
 //   cpu_moe.c          MoE routing and experts
@@ -55,6 +56,7 @@ static const ae_backend k_cpu = {
     .add_rmsnorm = ae_cpu_add_rmsnorm,
     .rope = ae_cpu_rope,
     .qk_norm_rope = ae_cpu_qk_norm_rope,
+    .mla_decode_prep = ae_cpu_mla_decode_prep,
     .attention = ae_cpu_attention,
     .gate_mul = ae_cpu_gate_mul,
     .silu_mul = ae_cpu_silu_mul,

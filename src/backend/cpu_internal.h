@@ -77,6 +77,10 @@ void ae_cpu_nll_rows(const ae_backend *be, ae_ptr out, ae_ptr z, ae_ptr target, 
 void ae_cpu_kl_rows(const ae_backend *be, ae_ptr out, ae_ptr zt, ae_ptr zs, int T, int V);
 void ae_cpu_argmax_rows(const ae_backend *be, ae_ptr out, ae_ptr z, int T, int V);
 
+// cpu_mla.c (absorbed-MLA decode preparation: the reference ops in sequence)
+void ae_cpu_mla_decode_prep(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv, ae_ptr q,
+                            ae_ptr qt, ae_ptr w, ae_ptr pos);
+
 // cpu_train.c (training: embedding gradient, losses per row, softmax statistics, KD, optimizer)
 void ae_cpu_embed_bwd(const ae_backend *be, ae_ptr dtable, ae_ptr dy, ae_ptr ids, int T, int D);
 void ae_cpu_mse_rows(const ae_backend *be, ae_ptr out, ae_ptr dy, ae_ptr y, ae_ptr t, int N, int D,

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "backend/cuda_internal.h"
+#include "backend/cuda_mla.h"
 #include "backend/cuda_train.h"
 #include "core/mem.h"
 
@@ -321,6 +322,7 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     be->add_rmsnorm = ae_cuda_add_rmsnorm;
     be->rope = ae_cuda_rope;
     be->qk_norm_rope = ae_cuda_qk_norm_rope;
+    be->mla_decode_prep = ae_cuda_mla_decode_prep;
     be->attention = ae_cuda_attention;
     be->gate_mul = ae_cuda_gate_mul;
     be->silu_mul = ae_cuda_silu_mul;

@@ -21,9 +21,14 @@
 //      latent head (16, 32 or 64 rows per block); each K tile in shared memory also serves as V;
 //      O is split over NC = 4 (or 2 for 64 rows) warps per 16 rows, each owning dv/NC columns
 //      and computing S for BN/NC keys; row maxima and P are exchanged through shared memory.
+//   E. k_attn_mla_dec (cuda_attention_mla.cu): absorbed MLA decode for T·Hq <= 64 (the default
+//      there): 8 warps keep a quarter of Q's dims each in registers, compute partial S over
+//      their dims for half of a 32-key tile, and meet in shared memory for the softmax; O is
+//      split over the warps by columns. AE_CUDA_MLA_KERNEL=old forces D, =new64 takes E with
+//      64-key tiles (for A/B runs).
 //
-// Dispatcher (ae_cuda_attention): AE_CUDA_ATTN=ref forces A. Otherwise D when Hkv == 1, (dk, dv)
-// is a D instantiation, k and v are the same rows (k == v, k_stride == v_stride) and the
+// Dispatcher (ae_cuda_attention): AE_CUDA_ATTN=ref forces A. Otherwise E or D when Hkv == 1,
+// (dk, dv) is one of their instantiations, k and v are the same rows (k == v, k_stride == v_stride) and the
 // addresses allow 16-byte copies; else B when (dk, dv) is a B instantiation, Hq % Hkv == 0 and
 // q, k, v are 16-byte aligned with k_stride, v_stride multiples of 8 elements (out 4-byte
 // aligned); else A. A kernel whose shared memory does not fit the device falls through to the

@@ -18,7 +18,11 @@
 // Tiles are double buffered with cp.async like kernel B; with split-KV (grid.z) every latent row
 // is read once per split (per row tile).
 // Fragment layouts and ldmatrix lane addressing are those of cuda_attention_flash.cu.
+//
+// E (k_attn_mla_dec, below) is the decode kernel for T·Hq <= 64; D serves more rows and
+// AE_CUDA_MLA_KERNEL=old (see mla_pick).
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/cuda_attention.h"
 
@@ -295,6 +299,275 @@ __global__ void __launch_bounds__(32 * RG * NC) k_attn_mla(const attn_params p) 
     }
 }
 
+// ---- E. decode kernel for few rows (T·Hq <= 64): Q in registers, the dot split over dims ----------
+//
+// Block: 8 warps, ROWS = 16·RG packed rows (RG = 1, 2), key tiles of BN (32 or 64) keys in an
+// NS-stage cp.async ring. The old kernel reloads the 16 x 576 Q fragments of its rows from shared
+// memory for every key tile in every warp, which costs more shared-memory bandwidth than the K
+// tile itself; here each warp keeps a quarter of the dims of all ROWS query rows in registers.
+//   S:   warp w = 4·kh + dg computes the partial dot products over dims group dg (k-steps
+//        dg·KSG ..) of all ROWS rows with the BN/2 keys of half kh of the tile (RG·NT independent
+//        accumulators), and stores them (fp32) in Sp[dg]. Each K element is read from shared
+//        memory once per block.
+//   softmax: thread (row rr, part cc) adds the four dims groups of its KPT keys in a fixed order,
+//        scales, masks, and keeps the row's online softmax state (the TPR threads of a row agree
+//        on the running max through shuffles; row sums stay per thread until the end). P
+//        (bf16) and the row's rescale factor alpha go to shared memory.
+//   O += P·V: warp w owns the DV/8 columns w·DW .. of all ROWS rows (V fragments by
+//        ldmatrix.trans from the K tile: v is the first DV values of each row).
+// Three barriers per tile (tile ready, S partials ready, P ready). Split-KV as kernel D (whole
+// tiles per split; partials in the format of cuda_attention.h, merged by the combine kernel).
+template <int DK, int DV, int RG, int BN, int NS> struct mlad_cfg {
+    static constexpr int ROWS = 16 * RG, NW = 8, THREADS = 32 * NW;
+    static constexpr int NDG = 4, KPW = BN / 2, NT = KPW / 8; // dims groups, keys/n-tiles per warp
+    static constexpr int KS = DK / 16, KSG = (KS + NDG - 1) / NDG; // k-steps, per dims group
+    static constexpr int DW = DV / NW;                              // O columns per warp
+    static constexpr int TPR = THREADS / ROWS, KPT = BN / TPR;      // softmax threads per row, keys
+    static constexpr int LD = DK + 8, PLD = BN + 8, SLD = BN + 8;   // shared row strides
+    static constexpr size_t SMEM = sizeof(bf16) * ((size_t)NS * BN * LD + (size_t)ROWS * PLD) +
+                                   sizeof(float) * ((size_t)NDG * ROWS * SLD + 3 * (size_t)ROWS);
+    static_assert(DK % 16 == 0 && DV <= DK && DW % 16 == 0 && NT % 2 == 0 && NS >= 2, "shapes");
+    static_assert(ROWS <= BN && (KPT == 2 || KPT == 4 || KPT == 8) && TPR <= 32, "layout");
+};
+
+template <int N> struct mlad_vec;
+template <> struct mlad_vec<2> { typedef float2 F; typedef uint32_t P; };
+template <> struct mlad_vec<4> { typedef float4 F; typedef uint2 P; };
+template <> struct mlad_vec<8> { typedef float4 F; typedef uint4 P; };
+
+template <int DK, int DV, int RG, int BN, int NS>
+__global__ void __launch_bounds__(256, 1) k_attn_mla_dec(const attn_params p) {
+    typedef mlad_cfg<DK, DV, RG, BN, NS> C;
+    constexpr int ROWS = C::ROWS, LD = C::LD, PLD = C::PLD, SLD = C::SLD, NT = C::NT;
+    constexpr int KS = C::KS, KSG = C::KSG, DW = C::DW, TPR = C::TPR, KPT = C::KPT;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw);                   // NS buffers of BN x LD
+    bf16 *Ps = Ks + NS * BN * LD;                                     // ROWS x PLD
+    float *Sp = reinterpret_cast<float *>(Ps + ROWS * PLD);           // [NDG][ROWS][SLD]
+    float *alpha_s = Sp + C::NDG * ROWS * SLD;                        // [ROWS]
+    float *m_s = alpha_s + ROWS, *l_s = m_s + ROWS;                   // [ROWS] each
+    bf16 *Qs = Ks + (NS - 1) * BN * LD; // Q staged in the last buffer before its first tile
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int gq = lane >> 2, tq = lane & 3, dg = warp % C::NDG, kh = warp / C::NDG;
+    const int Hq = p.Hq, nrows = p.T * Hq, R0 = blockIdx.x * ROWS;
+    const int last = R0 + ROWS - 1 < nrows - 1 ? R0 + ROWS - 1 : nrows - 1;
+    const int pos_min = p.pos0 + R0 / Hq;
+    int kb = attn_lo(pos_min, p.window), ke = p.pos0 + last / Hq + 1;
+    if (p.splits > 1) {
+        int chunk = ((ke - kb + p.splits - 1) / p.splits + BN - 1) / BN * BN;
+        long b = (long)kb + (long)blockIdx.z * chunk;
+        kb = b < ke ? (int)b : ke;
+        if (ke - kb > chunk) ke = kb + chunk;
+    }
+    const int ntiles = (ke - kb + BN - 1) / BN;
+
+    mla_copy_rows<DK, C::THREADS>(Qs, LD, ROWS, p.q, [&](int r) -> const bf16 * {
+        return R0 + r < nrows ? p.q + (size_t)(R0 + r) * DK : nullptr;
+    });
+    cp_async_commit();
+    auto load_k = [&](int i, int buf) {
+        const int j0 = kb + i * BN;
+        mla_copy_rows<DK, C::THREADS>(Ks + buf * BN * LD, LD, BN, p.k, [&](int r) -> const bf16 * {
+            return j0 + r < ke ? p.k + attn_row(j0 + r, p.ring) * p.k_stride : nullptr;
+        });
+    };
+#pragma unroll
+    for (int st = 0; st < NS - 1; st++) {
+        if (st < ntiles) load_k(st, st);
+        cp_async_commit();
+    }
+    cp_async_wait<NS - 1>(); // Q
+    __syncthreads();
+
+    // this warp's Q fragments: rows m·16 .. (A operand), k-steps dg·KSG + kk
+    const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
+    uint32_t qf[RG][KSG][4];
+#pragma unroll
+    for (int m = 0; m < RG; m++)
+#pragma unroll
+        for (int kk = 0; kk < KSG; kk++) {
+            if (KS % C::NDG == 0 || dg * KSG + kk < KS)
+                ldsm_x4(qf[m][kk], Qs + (m * 16 + a_row) * LD + a_col + (dg * KSG + kk) * 16);
+            else
+                qf[m][kk][0] = qf[m][kk][1] = qf[m][kk][2] = qf[m][kk][3] = 0u;
+        }
+    // K (B of S, non-trans) as kernel B: keys (lane & 7) + 8·(lane >> 4) of this half, d 8·bit 3
+    const int k_off = (kh * C::KPW + (lane & 7) + (lane >> 4) * 8) * LD + ((lane >> 3) & 1) * 8;
+    // V (B of P·V, trans): key (lane & 7) + 8·bit 3, column 8·(lane >> 4) of this warp's DW
+    const int v_off = ((lane & 7) + ((lane >> 3) & 1) * 8) * LD + warp * DW + (lane >> 4) * 8;
+
+    // the softmax thread's row and keys
+    const int rr = tid / TPR, cc = tid % TPR;
+    const int rpos = p.pos0 + (R0 + rr < nrows ? R0 + rr : nrows - 1) / Hq;
+    const int rlo = attn_lo(rpos, p.window);
+    float m_run = -INFINITY, l_run = 0.0f;
+
+    float o[RG][DW / 8][4];
+#pragma unroll
+    for (int m = 0; m < RG; m++)
+#pragma unroll
+        for (int d = 0; d < DW / 8; d++) o[m][d][0] = o[m][d][1] = o[m][d][2] = o[m][d][3] = 0.0f;
+
+    for (int i = 0; i < ntiles; i++) {
+        const int j0 = kb + i * BN;
+        cp_async_wait<NS - 2>();
+        __syncthreads(); // tile i visible; every warp is done with tile i − 1 (its buffer, Ps)
+        if (i + NS - 1 < ntiles) load_k(i + NS - 1, (i + NS - 1) % NS);
+        cp_async_commit();
+        const bf16 *kt = Ks + (i % NS) * BN * LD;
+
+        // S partial: all rows x this half's keys, this dims group
+        float sa[RG][NT][4];
+#pragma unroll
+        for (int m = 0; m < RG; m++)
+#pragma unroll
+            for (int n = 0; n < NT; n++) sa[m][n][0] = sa[m][n][1] = sa[m][n][2] = sa[m][n][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < KSG; kk++) {
+            if (KS % C::NDG != 0 && dg * KSG + kk >= KS) break;
+#pragma unroll
+            for (int n2 = 0; n2 < NT / 2; n2++) {
+                uint32_t b[4];
+                ldsm_x4(b, kt + k_off + n2 * 16 * LD + (dg * KSG + kk) * 16);
+#pragma unroll
+                for (int m = 0; m < RG; m++) {
+                    mma_bf16(sa[m][2 * n2], qf[m][kk], b[0], b[1]);
+                    mma_bf16(sa[m][2 * n2 + 1], qf[m][kk], b[2], b[3]);
+                }
+            }
+        }
+        float *sp = Sp + dg * ROWS * SLD;
+#pragma unroll
+        for (int m = 0; m < RG; m++)
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                const int col = kh * C::KPW + n * 8 + 2 * tq;
+                *reinterpret_cast<float2 *>(sp + (m * 16 + gq) * SLD + col) =
+                    make_float2(sa[m][n][0], sa[m][n][1]);
+                *reinterpret_cast<float2 *>(sp + (m * 16 + gq + 8) * SLD + col) =
+                    make_float2(sa[m][n][2], sa[m][n][3]);
+            }
+        __syncthreads(); // S partials of all dims groups
+
+        // softmax of row rr, keys j0 + cc·KPT ..
+        {
+            float x[KPT];
+#pragma unroll
+            for (int e = 0; e < KPT; e++) x[e] = 0.0f;
+#pragma unroll
+            for (int g = 0; g < C::NDG; g++) {
+                const float *src = Sp + (g * ROWS + rr) * SLD + cc * KPT;
+                float v[KPT];
+                *reinterpret_cast<typename mlad_vec<KPT>::F *>(v) =
+                    *reinterpret_cast<const typename mlad_vec<KPT>::F *>(src);
+                if (KPT == 8)
+                    *reinterpret_cast<float4 *>(v + (KPT == 8 ? 4 : 0)) =
+                        *reinterpret_cast<const float4 *>(src + (KPT == 8 ? 4 : 0));
+#pragma unroll
+                for (int e = 0; e < KPT; e++) x[e] += v[e];
+            }
+            float mx = -INFINITY;
+#pragma unroll
+            for (int e = 0; e < KPT; e++) {
+                const int j = j0 + cc * KPT + e;
+                x[e] = j < ke && j <= rpos && j >= rlo ? x[e] * p.scale_log2 : -INFINITY;
+                mx = fmaxf(mx, x[e]);
+            }
+#pragma unroll
+            for (int off = TPR / 2; off > 0; off >>= 1)
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+            const float mn = fmaxf(m_run, mx), base = attn_base(mn);
+            const float al = exp2f(m_run - base);
+            m_run = mn;
+            uint32_t pk[KPT / 2];
+            float ps = 0.0f;
+#pragma unroll
+            for (int e = 0; e < KPT; e += 2) {
+                const float p0 = exp2f(x[e] - base), p1 = exp2f(x[e + 1] - base);
+                ps += p0 + p1;
+                pk[e / 2] = pack_bf16(p0, p1);
+            }
+            l_run = l_run * al + ps;
+            *reinterpret_cast<typename mlad_vec<KPT>::P *>(Ps + rr * PLD + cc * KPT) =
+                *reinterpret_cast<const typename mlad_vec<KPT>::P *>(pk);
+            if (cc == 0) alpha_s[rr] = al;
+        }
+        __syncthreads(); // P and alpha of every row
+
+        // O (all rows x this warp's DW columns) = alpha · O + P · V
+#pragma unroll
+        for (int m = 0; m < RG; m++) {
+            const float al_a = alpha_s[m * 16 + gq], al_b = alpha_s[m * 16 + gq + 8];
+#pragma unroll
+            for (int d = 0; d < DW / 8; d++) {
+                o[m][d][0] *= al_a;
+                o[m][d][1] *= al_a;
+                o[m][d][2] *= al_b;
+                o[m][d][3] *= al_b;
+            }
+        }
+#pragma unroll
+        for (int k2 = 0; k2 < BN / 16; k2++) {
+            uint32_t pa[RG][4];
+#pragma unroll
+            for (int m = 0; m < RG; m++)
+                ldsm_x4(pa[m], Ps + (m * 16 + a_row) * PLD + a_col + k2 * 16);
+            const bf16 *vt = kt + v_off + k2 * 16 * LD;
+#pragma unroll
+            for (int d2 = 0; d2 < DW / 16; d2++) {
+                uint32_t b[4];
+                ldsm_x4_t(b, vt + d2 * 16);
+#pragma unroll
+                for (int m = 0; m < RG; m++) {
+                    mma_bf16(o[m][2 * d2], pa[m], b[0], b[1]);
+                    mma_bf16(o[m][2 * d2 + 1], pa[m], b[2], b[3]);
+                }
+            }
+        }
+    }
+    cp_async_wait<0>();
+
+    // row sums over the TPR threads of each row; the rows' (m, l) for the output warps
+#pragma unroll
+    for (int off = TPR / 2; off > 0; off >>= 1) l_run += __shfl_xor_sync(0xffffffffu, l_run, off);
+    if (cc == 0) {
+        m_s[rr] = m_run;
+        l_s[rr] = l_run;
+    }
+    __syncthreads();
+
+#pragma unroll
+    for (int m = 0; m < RG; m++)
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            const int lr = m * 16 + gq + 8 * half, r = R0 + lr;
+            if (r >= nrows) continue;
+            const float mr = m_s[lr], l = l_s[lr];
+            if (p.splits == 1) {
+                const int h = r % Hq, has_sink = p.sinks != nullptr;
+                const float f =
+                    attn_out_scale(mr, l, has_sink, has_sink ? p.sinks[h] * AE_ATTN_LOG2E : 0.0f);
+                bf16 *dst = p.out + (size_t)r * DV + warp * DW + 2 * tq;
+#pragma unroll
+                for (int d = 0; d < DW / 8; d++)
+                    *reinterpret_cast<uint32_t *>(dst + d * 8) =
+                        pack_bf16(o[m][d][2 * half] * f, o[m][d][2 * half + 1] * f);
+            } else {
+                const size_t pr = (size_t)blockIdx.z * nrows + r;
+                float *dst = p.opart + pr * DV + warp * DW + 2 * tq;
+#pragma unroll
+                for (int d = 0; d < DW / 8; d++)
+                    *reinterpret_cast<float2 *>(dst + d * 8) =
+                        make_float2(o[m][d][2 * half], o[m][d][2 * half + 1]);
+                if (warp == 0 && tq == 0) {
+                    p.mpart[pr] = mr;
+                    p.lpart[pr] = l;
+                }
+            }
+        }
+}
+
 // ---- launch -------------------------------------------------------------------------------------
 
 // Key-range splits (grid.z) for `tiles` row tiles of `rows` rows each reading `keys` keys.
@@ -353,13 +626,83 @@ static int mla_launch(const ae_backend *be, const attn_params *p0) {
     return 1;
 }
 
+// Splits of the decode kernel E: one wave of blocks (it runs one block per SM: 8 warps holding
+// Q fragments, output and S accumulators need ~170 registers each), each split at least 64 keys
+// (two 32-key tiles: something for the pipeline to overlap) and at least the keys whose latent
+// bytes equal its fp32 partial bytes (rows x DV x 4). Qwen3-8B MLA on 132 SMs with BN = 32:
+// 4097 keys -> 65 splits of 2 tiles; 32769 keys -> 129 splits of 8 tiles. AE_CUDA_MLA_SPLITS=n
+// forces n (as for kernel D).
+static int mlad_splits(const ae_backend *be, int tiles, int per_sm, int keys, int rows, int BN,
+                       int DK, int DV) {
+    const char *env = getenv("AE_CUDA_MLA_SPLITS");
+    if (env && atoi(env) > 0) {
+        int n = atoi(env);
+        return n > 1024 ? 1024 : n;
+    }
+    const long want = (long)cu(be)->sm_count * (per_sm > 0 ? per_sm : 1);
+    const int key_tiles = (keys + BN - 1) / BN;
+    int min_keys = (rows * DV * 2 + DK - 1) / DK;
+    if (min_keys < 64) min_keys = 64;
+    const int min_tiles = (min_keys + BN - 1) / BN;
+    if (tiles >= want || key_tiles < 2 * min_tiles) return 1;
+    const long s = want / tiles > 0 ? want / tiles : 1; // splits per row tile for one wave
+    long per = (key_tiles + s - 1) / s;
+    if (per < min_tiles) per = min_tiles;
+    long n = (key_tiles + per - 1) / per;
+    return n > 1024 ? 1024 : (int)n;
+}
+
+template <int DK, int DV, int RG, int BN, int NS>
+static int mlad_launch(const ae_backend *be, const attn_params *p0) {
+    typedef mlad_cfg<DK, DV, RG, BN, NS> C;
+    const void *kern = (const void *)k_attn_mla_dec<DK, DV, RG, BN, NS>;
+    if (!attn_set_smem(be, kern, C::SMEM)) return 0;
+    attn_params p = *p0;
+    const int nrows = p.T * p.Hq, tiles = (nrows + C::ROWS - 1) / C::ROWS;
+    int per_sm = 1;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_attn_mla_dec<DK, DV, RG, BN, NS>,
+                                                      C::THREADS, C::SMEM) != cudaSuccess) {
+        cudaGetLastError();
+        per_sm = 1;
+    }
+    p.splits = mlad_splits(be, tiles, per_sm, attn_tile_keys(&p, C::ROWS),
+                           nrows < C::ROWS ? nrows : C::ROWS, BN, DK, DV);
+    void *buf = NULL;
+    if (p.splits > 1 && !(buf = attn_partials_alloc(be, &p))) return 1;
+    dim3 grid((unsigned)tiles, 1u, (unsigned)p.splits);
+    k_attn_mla_dec<DK, DV, RG, BN, NS><<<grid, C::THREADS, C::SMEM, stream_of(be)>>>(p);
+    cuda_check(be, cudaGetLastError(), "attention");
+    if (buf) attn_partials_finish(be, &p, buf);
+    return 1;
+}
+
 // Two pipeline stages: measured on H200, deeper pipelines (NS = 3, 4) lose more to the fewer
 // blocks per SM than they gain from the bytes in flight.
-template <int DK, int DV> static int mla_pick(const ae_backend *be, const attn_params *p) {
+template <int DK, int DV> static int mla_pick_old(const ae_backend *be, const attn_params *p) {
     const int rows = p->T * p->Hq;
     if (rows <= 16) return mla_launch<DK, DV, 1, 4, 2>(be, p);
     if (rows <= 32) return mla_launch<DK, DV, 2, 4, 2>(be, p);
     return mla_launch<DK, DV, 4, 2, 2>(be, p);
+}
+
+// Kernel choice (AE_CUDA_MLA_KERNEL, for A/B runs): "old" forces kernel D; "new64" takes kernel E
+// with 64-key tiles in two stages; anything else (default) kernel E with 32-key tiles in four
+// stages for T·Hq <= 64 (33..64 rows: two row tiles of 32, each reading the latent once) and
+// kernel D for more rows (prefill chunks, 128-head models).
+template <int DK, int DV> static int mla_pick(const ae_backend *be, const attn_params *p) {
+    const int rows = p->T * p->Hq;
+    const char *env = getenv("AE_CUDA_MLA_KERNEL");
+    const int old = env && strcmp(env, "old") == 0, big = env && strcmp(env, "new64") == 0;
+    if (!old && rows <= 64) {
+        if (big) {
+            if (rows <= 16 ? mlad_launch<DK, DV, 1, 64, 2>(be, p) : mlad_launch<DK, DV, 2, 64, 2>(be, p))
+                return 1;
+        } else {
+            if (rows <= 16 ? mlad_launch<DK, DV, 1, 32, 4>(be, p) : mlad_launch<DK, DV, 2, 32, 4>(be, p))
+                return 1;
+        }
+    }
+    return mla_pick_old<DK, DV>(be, p);
 }
 
 int attn_mla_has(int dk, int dv) { return (dk == 576 && dv == 512) || (dk == 288 && dv == 256); }

@@ -156,6 +156,16 @@ typedef struct {
     ae_rope_mode mode;
 } ae_qk_norm_rope_args;
 
+// Absorbed-MLA decode preparation (mla_decode_prep): T new tokens of one MLA layer, H heads,
+// latent width R, rope dims dr (even), q head rows of dn + dr values ([q_nope | q_rope]).
+typedef struct {
+    int T, H, R, dr, dn;
+    int64_t ldkv;       // elements between the kv rows of consecutive tokens (>= R + dr)
+    float eps;          // kv_a_layernorm epsilon
+    double theta;       // rope base
+    ae_rope_mode mode;  // AE_ROPE_INTERLEAVED for DeepSeek MLA
+} ae_mla_prep_args;
+
 // The scalars of one AdamW step (ae_backend.adamw); bc1 = 1 − β1^step, bc2 = 1 − β2^step.
 typedef struct ae_adamw_args {
     float lr, beta1, beta2, eps, weight_decay, bc1, bc2, gscale;
@@ -226,6 +236,17 @@ struct ae_backend {
     // rows are skipped).   q, k: act;  wq, wk: wt (hd);  pos: (M) I32
     void (*qk_norm_rope)(const ae_backend *be, const ae_qk_norm_rope_args *a, ae_ptr q, ae_ptr k,
                          ae_ptr wq, ae_ptr wk, ae_ptr pos);
+    // Absorbed-MLA decode preparation in one call (see ae_mla_prep_args): exactly what these
+    // compute in turn (cpu: those ops, bit for bit; cuda: one launch):
+    //   rmsnorm(kv[t, 0:R]) ⊙ w                      in place: the latent c of the cache row
+    //   rope(kv[t, R:R+dr]) at pos[t]                 in place: the shared rope key
+    //   qt[t, h, R:R+dr] = rope(q[t, h, dn:dn+dr]) at pos[t]   (q is not modified)
+    // qt's first R values of each row are neither read nor written (the q-absorb product's).
+    //   kv: (T, ldkv) act (the new cache rows);  q: (T, H, dn + dr) act;  qt: (T, H, R + dr) act;
+    //   w: wt (R);  pos: (T) I32.  qt overlaps neither q nor kv. May be NULL: callers then use
+    //   rmsnorm, rope and copy_rows.
+    void (*mla_decode_prep)(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv, ae_ptr q,
+                            ae_ptr qt, ae_ptr w, ae_ptr pos);
     // out = softmax(q·kᵀ·scale + mask [+ sink]) · v      (see ae_attn_args)
     void (*attention)(const ae_backend *be, const ae_attn_args *a, ae_ptr out, ae_ptr q, ae_ptr k,
                       ae_ptr v);

@@ -94,14 +94,14 @@ void mla_q_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, int M, ae_pt
              AE_ROPE_INTERLEAVED);
 }
 
-// The shared first half of both forms: q (T, H, dn+dr) rope'd, and the new tokens' cache rows
-// [RMSNorm(c) | RoPE(kr)] written at rows pos0..pos0+T-1. The two projections of x (q_proj or
-// q_a_proj, and kv_a_proj_with_mqa) go through one matmul_group: one GEMV launch at decode on
+// The projections of x shared by both forms: q (T, H, dn+dr) before rope, and the new tokens'
+// raw kv_a rows [c | kr] written at cache rows pos0..pos0+T-1. The two projections of x (q_proj
+// or q_a_proj, and kv_a_proj_with_mqa) go through one matmul_group: one GEMV launch at decode on
 // cuda, the same two products as separate matmuls on cpu.
-static void mla_begin(const ae_backend *be, const ae_mla *m, ae_ptr x, int T, int pos0,
-                      ae_ptr pos, ae_ptr cache, ae_ptr q, ae_ptr qa) {
+static void mla_project(const ae_backend *be, const ae_mla *m, ae_ptr x, int T, int pos0,
+                        ae_ptr cache, ae_ptr q, ae_ptr qa) {
     const ae_mla_dims *d = &m->d;
-    int Cd = ae_mla_cache_dim(d), R = d->kv_lora_rank, dq = d->dn + d->dr, ql = d->q_lora_rank;
+    int Cd = ae_mla_cache_dim(d), dq = d->dn + d->dr, ql = d->q_lora_rank;
     ae_ptr rows = ae_ptr_at(cache, (size_t)pos0 * Cd); // (T, R+dr)
     ae_ptr ys[2] = {ql == 0 ? q : qa, rows}, ws[2] = {ql == 0 ? m->wq : m->wqa, m->wkva};
     int Ns[2] = {ql == 0 ? d->H * dq : ql, Cd};
@@ -110,11 +110,28 @@ static void mla_begin(const ae_backend *be, const ae_mla *m, ae_ptr x, int T, in
         be->rmsnorm(be, qa, qa, m->q_a_norm, T, ql, ql, d->eps);
         ae_matmul(be, q, qa, m->wqb, T, ql, d->H * dq);
     }
+}
+
+// The rest of the shared first half: q's rope part rope'd in place, and the new cache rows
+// become [RMSNorm(c) | RoPE(kr)].
+static void mla_norm_rope(const ae_backend *be, const ae_mla *m, int T, int pos0, ae_ptr pos,
+                          ae_ptr cache, ae_ptr q) {
+    const ae_mla_dims *d = &m->d;
+    int Cd = ae_mla_cache_dim(d), R = d->kv_lora_rank, dq = d->dn + d->dr;
+    ae_ptr rows = ae_ptr_at(cache, (size_t)pos0 * Cd); // (T, R+dr)
     be->rope(be, ae_ptr_at(q, (size_t)d->dn), pos, T, d->H, dq, d->dr, d->rope_theta,
              AE_ROPE_INTERLEAVED);
     be->rmsnorm(be, rows, rows, m->kv_a_norm, T, R, Cd, d->eps);
     be->rope(be, ae_ptr_at(rows, (size_t)R), pos, T, 1, Cd, d->dr, d->rope_theta,
              AE_ROPE_INTERLEAVED);
+}
+
+// The shared first half of both forms: q (T, H, dn+dr) rope'd, and the new tokens' cache rows
+// [RMSNorm(c) | RoPE(kr)] written at rows pos0..pos0+T-1.
+static void mla_begin(const ae_backend *be, const ae_mla *m, ae_ptr x, int T, int pos0,
+                      ae_ptr pos, ae_ptr cache, ae_ptr q, ae_ptr qa) {
+    mla_project(be, m, x, T, pos0, cache, q, qa);
+    mla_norm_rope(be, m, T, pos0, pos, cache, q);
 }
 
 static ae_status check_call(const ae_mla *m, int T, int pos0) {
@@ -162,6 +179,10 @@ ae_status ae_mla_forward_materialized(const ae_backend *be, const ae_mla *m, ae_
     return AE_OK;
 }
 
+// Elements of one carved piece of the absorbed path's scratch: rounded up to 64 (128 bytes of
+// bf16), so every piece starts as aligned as the allocation (the attention kernels want 16).
+static size_t carve_n(size_t n) { return (n + 63) / 64 * 64; }
+
 ae_status ae_mla_forward_absorbed(const ae_backend *be, const ae_mla *m, ae_ptr x, int T, int pos0,
                                   ae_ptr pos, ae_ptr cache, ae_ptr y) {
     AE_TRY(check_call(m, T, pos0));
@@ -169,27 +190,40 @@ ae_status ae_mla_forward_absorbed(const ae_backend *be, const ae_mla *m, ae_ptr 
     int H = d->H, R = d->kv_lora_rank, dn = d->dn, dr = d->dr, dv = d->dv, dq = dn + dr;
     int Cd = ae_mla_cache_dim(d), dkv = dn + dv, ql = d->q_lora_rank;
     ae_dtype at = be->act_dtype;
+    // one allocation per call, carved into the five buffers
+    size_t nq = carve_n((size_t)T * H * dq), nqa = carve_n((size_t)T * (ql > 0 ? ql : 1));
+    size_t nqt = carve_n((size_t)T * H * Cd), nctx = carve_n((size_t)T * H * R);
+    size_t no = carve_n((size_t)T * H * dv);
     ae_scratch s;
     ae_scratch_init(&s, be);
-    ae_ptr q = ae_scratch_alloc(&s, (size_t)T * H * dq, at);             // (T, H, dn+dr)
-    ae_ptr qa = ae_scratch_alloc(&s, (size_t)T * (ql > 0 ? ql : 1), at); // (T, q_lora)
-    ae_ptr qt = ae_scratch_alloc(&s, (size_t)T * H * Cd, at); // (T, H, R+dr) [Wuk_hᵀ·q_nope_h | q_rope_h]
-    ae_ptr ctx = ae_scratch_alloc(&s, (size_t)T * H * R, at); // (T, H, R) attention-weighted latents
-    ae_ptr o = ae_scratch_alloc(&s, (size_t)T * H * dv, at);  // (T, H, dv) head outputs Wuv_h·ctx_h
+    ae_ptr buf = ae_scratch_alloc(&s, nq + nqa + nqt + nctx + no, at);
     if (s.failed) {
         ae_scratch_free(&s);
         return ae_errorf(AE_ERR_NOMEM, "MLA: out of memory for %d tokens at position %d", T, pos0);
     }
-    mla_begin(be, m, x, T, pos0, pos, cache, q, qa);
+    ae_ptr q = buf;                         // (T, H, dn+dr)
+    ae_ptr qa = ae_ptr_at(q, nq);           // (T, q_lora)
+    ae_ptr qt = ae_ptr_at(qa, nqa);         // (T, H, R+dr) [Wuk_hᵀ·q_nope_h | q_rope_h]
+    ae_ptr ctx = ae_ptr_at(qt, nqt);        // (T, H, R) attention-weighted latents
+    ae_ptr o = ae_ptr_at(ctx, nctx);        // (T, H, dv) head outputs Wuv_h·ctx_h
+    mla_project(be, m, x, T, pos0, cache, q, qa);
+    ae_ptr rows = ae_ptr_at(cache, (size_t)pos0 * Cd); // (T, R+dr) the new cache rows
+    if (dn == 0) be->fill(be, qt, (size_t)T * H * Cd, 0.0f); // no nope part: latent half is 0
+    if (be->mla_decode_prep) { // latent norm, both ropes and q_rope into qt: one call
+        ae_mla_prep_args pa = {.T = T, .H = H, .R = R, .dr = dr, .dn = dn, .ldkv = Cd,
+                               .eps = d->eps, .theta = d->rope_theta,
+                               .mode = AE_ROPE_INTERLEAVED};
+        be->mla_decode_prep(be, &pa, rows, q, qt, m->kv_a_norm, pos);
+    } else {
+        mla_norm_rope(be, m, T, pos0, pos, cache, q);
+        be->copy_rows(be, ae_ptr_at(qt, (size_t)R), Cd, ae_ptr_at(q, (size_t)dn), dq, T * H, dr);
+    }
     if (dn > 0) { // per head: q̃_nope (T, R) = q_nope_h (T, dn) · Wuk_h (dn, R)
         ae_gemm_args g = {.M = T, .N = R, .K = dn, .batch = H, .lda = (int64_t)H * dq, .sa = dq,
                           .ldb = R, .sb = (int64_t)dkv * R, .ldy = (int64_t)H * Cd, .sy = Cd,
                           .alpha = 1.0f};
         be->gemm(be, &g, qt, q, m->wkvb);
-    } else {
-        be->fill(be, qt, (size_t)T * H * Cd, 0.0f);
     }
-    be->copy_rows(be, ae_ptr_at(qt, (size_t)R), Cd, ae_ptr_at(q, (size_t)dn), dq, T * H, dr);
     ae_attn_args aa = {.T = T, .pos0 = pos0, .Hq = H, .Hkv = 1, .dk = Cd, .dv = R,
                        .k_stride = Cd, .v_stride = Cd, .window = 0, .ring = 0,
                        .scale = mla_scale(d), .sinks = ae_ptr_null()};
