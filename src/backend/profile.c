@@ -14,7 +14,7 @@
     X(attention) X(gate_mul) X(silu_mul) X(add) X(embed) X(moe_route) X(moe_ffn)               \
     X(attention_paged) X(paged_store) X(nll_rows) X(kl_rows) X(argmax_rows) X(rmsnorm_bwd)     \
     X(rope_bwd) X(attention_bwd) X(gate_mul_bwd) X(silu_mul_bwd) X(embed_bwd) X(mse_rows)      \
-    X(cosine_rows) X(softmax_stats) X(kd_chunk) X(sumsq) X(axpby) X(adamw)
+    X(cosine_rows) X(softmax_stats) X(kd_chunk) X(sumsq) X(axpby) X(adamw) X(mla_decode_prep)
 
 enum {
 #define PROF_ID(n) P_##n,
@@ -140,6 +140,11 @@ static void p_rope(const ae_backend *be, ae_ptr x, ae_ptr pos, int T, int H, int
                    double theta, ae_rope_mode mode) {
     PROF_VOID(P_rope, -1, in->rope(in, x, pos, T, H, stride, rd, theta, mode));
 }
+static void p_mla_decode_prep(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv, ae_ptr q,
+                              ae_ptr qt, ae_ptr w, ae_ptr pos) {
+    PROF_VOID(P_mla_decode_prep, -1, in->mla_decode_prep(in, a, kv, q, qt, w, pos));
+}
+
 static void p_qk_norm_rope(const ae_backend *be, const ae_qk_norm_rope_args *a, ae_ptr q,
                            ae_ptr k, ae_ptr wq, ae_ptr wk, ae_ptr pos) {
     PROF_VOID(P_qk_norm_rope, -1, in->qk_norm_rope(in, a, q, k, wq, wk, pos));
