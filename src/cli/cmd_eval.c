@@ -132,7 +132,8 @@ int ae_cmd_eval(int argc, char **argv) {
     if (argc >= 1 && !strcmp(argv[0], "ppl")) return eval_ppl(argc - 1, argv + 1);
     if (argc >= 1 && !strcmp(argv[0], "kl")) return ae_cmd_eval_kl(argc - 1, argv + 1);
     if (argc >= 1 && !strcmp(argv[0], "tasks")) return ae_cmd_eval_tasks(argc - 1, argv + 1);
-    fprintf(stderr, "attnedit eval: unknown evaluation '%s' (available: ppl, kl, tasks)\n%s",
+    if (argc >= 1 && !strcmp(argv[0], "passkey")) return ae_cmd_eval_passkey(argc - 1, argv + 1);
+    fprintf(stderr, "attnedit eval: unknown evaluation '%s' (available: ppl, kl, tasks, passkey)\n%s",
             argc >= 1 ? argv[0] : "", k_help);
     return 2;
 }

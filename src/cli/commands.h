@@ -9,6 +9,7 @@ int ae_cmd_generate(int argc, char **argv);
 int ae_cmd_eval(int argc, char **argv);
 int ae_cmd_eval_kl(int argc, char **argv);
 int ae_cmd_eval_tasks(int argc, char **argv);
+int ae_cmd_eval_passkey(int argc, char **argv);
 int ae_cmd_convert(int argc, char **argv);
 int ae_cmd_prepare_data(int argc, char **argv);
 int ae_cmd_export(int argc, char **argv);

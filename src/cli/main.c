@@ -21,6 +21,8 @@ static const char k_usage[] =
     "  eval kl  --teacher T --model S --file F [--ctx N] [--json]\n"
     "  eval tasks --model M[,M2,...] --tasks arc_easy,hellaswag,... [--shots K] [--limit N]\n"
     "           [--data-dir DIR] [--json] [--samples FILE]\n"
+    "  eval passkey MODEL [--lengths 1024,2048,4096] [--depths 0,0.5,1] [--trials N]\n"
+    "           [--json FILE] [--png FILE] [--compare MODEL2]  long-context key retrieval\n"
     "  prepare-data --model M --out FILE [--valid-fraction F] [--valid-out FILE2] INPUT...\n"
     "  convert  --teacher T --target mla|gateswa [target options] [--init random|teacher] --out S\n"
     "  export   --model S --format hf --out DIR [--dtype bf16|f16|f32] [--shard-size BYTES]\n"
