@@ -376,6 +376,131 @@ static void test_export_mla_f32_roundtrip(void **state) {
     free(dir);
 }
 
+// A Qwen3-MoE teacher of 2 layers from the fixture moe_sparse_step2_untied (decoder_sparse_step
+// 2: layer 0 dense, layer 1 MoE, i.e. one leading dense layer), norm_topk_prob as given.
+static char *leading_dense_moe(const char *dir, const char *name, int norm_topk_prob) {
+    const char *fx = ae_test_src("tests/fixtures/models/moe_sparse_step2_untied");
+    char *cfgdir = path_in(dir, "moe2-config");
+    cJSON *o = read_json(fx, "config.json");
+    cJSON_ReplaceItemInObject(o, "num_hidden_layers", cJSON_CreateNumber(2));
+    cJSON_ReplaceItemInObject(o, "norm_topk_prob", cJSON_CreateBool(norm_topk_prob));
+    mkdir(cfgdir, 0755);
+    write_json(cfgdir, "config.json", o);
+    cJSON_Delete(o);
+    ae_model *m = load_or_fail(fx);
+    int L = m->cfg.num_hidden_layers;
+    m->cfg.num_hidden_layers = 2; // the first two layers' tensors
+    char *out = path_in(dir, name);
+    ae_save_opts so = {.src_dir = cfgdir, .force = 1};
+    ae_status st = ae_model_save(m, out, &so);
+    m->cfg.num_hidden_layers = L;
+    ae_model_free(m);
+    if (st != AE_OK) fail_msg("%s", ae_last_error());
+    ae_test_rmtree(cfgdir);
+    free(cfgdir);
+    return out;
+}
+
+// MLA student of a Qwen3-MoE teacher -> DeepseekV2ForCausalLM: the routing fields, the leading
+// dense layer as first_k_dense_replace, every tensor under the student's (= DeepSeek's) name
+// with its shape and bits (f32), lm_head written out, the remote-code router only with
+// norm_topk_prob.
+static void test_export_moe_mla(void **state) {
+    (void)state;
+    char *dir = ae_test_tmpdir();
+    for (int norm = 0; norm < 2; norm++) {
+        char *t = leading_dense_moe(dir, "moe2", norm);
+        ae_student_spec mla = {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8,
+                               .q_lora_rank = norm ? 24 : 0, .seed = 4};
+        char *s = make_student(t, &mla, dir, "s"), *out = path_in(dir, "hf");
+        ae_export_opts eo = {.dtype = AE_DT_F32, .force = 1};
+        ae_export_report rep;
+        if (ae_export_hf(s, out, &eo, &rep) != AE_OK) fail_msg("%s", ae_last_error());
+        assert_int_equal(rep.kind, AE_EXPORT_DEEPSEEK_V2);
+        assert_string_equal(rep.architecture, "DeepseekV2ForCausalLM");
+        ae_model *a = load_or_fail(s);
+        const ae_config *c = &a->cfg;
+        cJSON *o = read_json(out, "config.json");
+        assert_string_equal(jstr(o, "architectures"), "DeepseekV2ForCausalLM");
+        assert_string_equal(jstr(o, "model_type"), "deepseek_v2");
+        assert_int_equal((int)jnum(o, "first_k_dense_replace"), 1);
+        assert_int_equal((int)jnum(o, "moe_layer_freq"), 1);
+        assert_int_equal((int)jnum(o, "n_routed_experts"), c->num_experts);
+        assert_int_equal((int)jnum(o, "n_shared_experts"), 0);
+        assert_int_equal((int)jnum(o, "num_experts_per_tok"), c->num_experts_per_tok);
+        assert_int_equal((int)jnum(o, "moe_intermediate_size"), c->moe_intermediate_size);
+        assert_int_equal((int)jnum(o, "intermediate_size"), c->intermediate_size);
+        assert_int_equal((int)jnum(o, "n_group"), 1);
+        assert_int_equal((int)jnum(o, "topk_group"), 1);
+        assert_true(jnum(o, "routed_scaling_factor") == 1.0);
+        assert_string_equal(jstr(o, "scoring_func"), "softmax");
+        assert_string_equal(jstr(o, "topk_method"), "greedy");
+        assert_int_equal(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "norm_topk_prob")), norm);
+        assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "rope_interleave")));
+        assert_int_equal((int)jnum(o, "num_key_value_heads"), c->num_attention_heads);
+        assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "tie_word_embeddings")));
+        const cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "q_lora_rank");
+        if (norm) assert_int_equal((int)q->valuedouble, 24);
+        else assert_true(cJSON_IsNull(q));
+        const cJSON *map = cJSON_GetObjectItemCaseSensitive(o, "auto_map");
+        char *py = path_in(out, "modeling_attnedit_deepseek_v2.py"),
+             *gpy = path_in(out, "modeling_attnedit_gateswa.py");
+        assert_int_equal(ae_path_exists(py), norm);
+        assert_false(ae_path_exists(gpy));
+        if (norm)
+            assert_string_equal(jstr(map, "AutoModelForCausalLM"),
+                                "modeling_attnedit_deepseek_v2.AttneditDeepseekV2ForCausalLM");
+        else assert_null(map);
+        cJSON_Delete(o);
+        // every tensor: the student's name, shape and bits; lm_head explicit (untied already)
+        ae_st_set *st;
+        assert_int_equal(ae_st_open_dir(out, &st), AE_OK);
+        tensor_list *l = calloc(1, sizeof *l);
+        assert_int_equal(ae_export_foreach_tensor(a, 1, collect, l), AE_OK);
+        assert_int_equal((size_t)l->n, ae_st_count(st));
+        for (int i = 0; i < l->n; i++) {
+            const ae_st_tensor *x = ae_st_find(st, l->names[i]);
+            if (!x) fail_msg("no tensor %s", l->names[i]);
+            float *v = malloc(sizeof(float) * (size_t)l->numel[i]);
+            assert_int_equal(ae_st_to_f32(x, v), AE_OK);
+            assert_memory_equal(v, l->data[i], sizeof(float) * (size_t)l->numel[i]);
+            free(v);
+        }
+        const int64_t D = c->hidden_size, Im = c->moe_intermediate_size, E = c->num_experts;
+        const ae_st_tensor *x = ae_st_find(st, "model.layers.1.mlp.experts.0.gate_proj.weight");
+        assert_non_null(x);
+        assert_int_equal(x->ndim, 2);
+        assert_true(x->shape[0] == Im && x->shape[1] == D);
+        char name[96];
+        snprintf(name, sizeof name, "model.layers.1.mlp.experts.%lld.down_proj.weight", (long long)(E - 1));
+        x = ae_st_find(st, name);
+        assert_non_null(x);
+        assert_true(x->shape[0] == D && x->shape[1] == Im);
+        x = ae_st_find(st, "model.layers.1.mlp.gate.weight");
+        assert_true(x && x->shape[0] == E && x->shape[1] == D);
+        x = ae_st_find(st, "model.layers.0.mlp.up_proj.weight");
+        assert_true(x && x->shape[0] == c->intermediate_size && x->shape[1] == D);
+        assert_null(ae_st_find(st, "model.layers.0.mlp.gate.weight"));
+        assert_non_null(ae_st_find(st, "lm_head.weight"));
+        assert_non_null(ae_st_find(st, "model.layers.1.self_attn.kv_a_proj_with_mqa.weight"));
+        ae_st_close(st);
+        list_free(l);
+        printf("MoE MLA student (norm_topk_prob %d): DeepseekV2ForCausalLM, first_k_dense_replace 1, "
+               "%d experts top %d, tensors bit-identical (f32)%s\n", norm, c->num_experts,
+               c->num_experts_per_tok, norm ? ", remote-code router shipped" : "");
+        ae_model_free(a);
+        free(py);
+        free(gpy);
+        free(out);
+        free(s);
+        free(t);
+        ae_test_rmtree(dir);
+        assert_int_equal(mkdir(dir, 0700), 0);
+    }
+    ae_test_rmtree(dir);
+    free(dir);
+}
+
 static void check_py_file(const char *out, const char *name) {
     char rel[256];
     snprintf(rel, sizeof rel, "src/export/hf/%s", name);
@@ -580,9 +705,10 @@ static void test_export_refusals(void **state) {
     ae_student_spec gs = {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 4, .gate = AE_GATE_HEAD};
     const char *moe_dir = ae_test_src("tests/fixtures/models/moe_norm_topk");
     char *moe_mla = make_student(moe_dir, &mla, dir, "moe_mla");
-    expect_refused(moe_mla, out, AE_DT_BF16, 0, "Qwen3-MoE", "norm_topk_prob");
+    expect_refused(moe_mla, out, AE_DT_BF16, 0, "layer 1 has a dense MLP after a MoE layer",
+                   "first_k_dense_replace");
     char *moe_gs = make_student(moe_dir, &gs, dir, "moe_gs");
-    expect_refused(moe_gs, out, AE_DT_BF16, 0, "MoE", NULL);
+    expect_refused(moe_gs, out, AE_DT_BF16, 0, "GateSWA student of a Qwen3-MoE teacher", NULL);
     char *s = make_student(micro(), &mla, dir, "s");
     // the output may not be the input, inside it, or contain it
     expect_refused(s, s, AE_DT_BF16, 1, "same", NULL);
@@ -740,6 +866,7 @@ int main(void) {
         cmocka_unit_test(test_old_style_student_loads),
         cmocka_unit_test(test_config_names),
         cmocka_unit_test(test_export_mla_f32_roundtrip),
+        cmocka_unit_test(test_export_moe_mla),
         cmocka_unit_test(test_export_gateswa_f32_roundtrip),
         cmocka_unit_test(test_export_bf16_shards),
         cmocka_unit_test(test_export_refusals),

@@ -3,7 +3,9 @@
 // teacher (qwen3, qwen3moe with stacked experts, untied head) and MLA student (deepseek2, split
 // attn_k_b / attn_v_b, q_lora_rank 0 and > 0) exports against the model's own tensors; bf16 by
 // round-to-nearest-even with norms and the router kept f32; the tokenizer metadata (padding
-// ids, token types, merges, special ids); refusals (GateSWA, MoE student, mixed student,
+// ids, token types, merges, special ids); MLA student of a Qwen3-MoE teacher (deepseek2 with
+// leading dense layers, stacked experts, softmax gating, zero shared expert); refusals (GateSWA,
+// MoE student with a dense layer after a MoE one, mixed student,
 // sliding-window teacher, partly dense MoE, existing output without --force, a folder) with
 // nothing written; disk full mid-write leaves nothing. tests/test_gguf_llama.sh runs the files
 // in llama.cpp.
@@ -490,6 +492,115 @@ static void test_export_moe_teacher(void **state) {
 
 // deepseek2: kv_b_proj (H·(dn+dv), R) split per head into attn_k_b = W_UKᵀ (ne {dn, R, H})
 // and attn_v_b = W_UV (ne {R, dv, H}).
+// A Qwen3-MoE teacher of 2 layers from the fixture moe_sparse_step2_untied (decoder_sparse_step
+// 2: layer 0 dense, layer 1 MoE, i.e. one leading dense layer), norm_topk_prob as given, with a
+// tokenizer.
+static char *leading_dense_moe(const char *dir, const char *name, int norm_topk_prob) {
+    const char *fx = ae_test_src("tests/fixtures/models/moe_sparse_step2_untied");
+    char *cfgdir = path_in(dir, "moe2-config"), *cfgp = path_in(fx, "config.json"), *text;
+    size_t len;
+    assert_int_equal(ae_file_read_all(cfgp, &text, &len), AE_OK);
+    cJSON *o = cJSON_Parse(text);
+    free(text);
+    cJSON_ReplaceItemInObject(o, "num_hidden_layers", cJSON_CreateNumber(2));
+    cJSON_ReplaceItemInObject(o, "norm_topk_prob", cJSON_CreateBool(norm_topk_prob));
+    text = cJSON_Print(o);
+    cJSON_Delete(o);
+    mkdir(cfgdir, 0755);
+    char *dst = path_in(cfgdir, "config.json");
+    assert_int_equal(ae_test_write_file(dst, text, strlen(text)), 0);
+    free(dst);
+    free(text);
+    free(cfgp);
+    ae_model *m = load_or_fail(fx);
+    int L = m->cfg.num_hidden_layers;
+    m->cfg.num_hidden_layers = 2; // the first two layers' tensors
+    char *out = path_in(dir, "moe2-raw");
+    ae_save_opts so = {.src_dir = cfgdir, .force = 1};
+    ae_status st = ae_model_save(m, out, &so);
+    m->cfg.num_hidden_layers = L;
+    ae_model_free(m);
+    if (st != AE_OK) fail_msg("%s", ae_last_error());
+    char *t = with_tokenizer(out, dir, name);
+    ae_test_rmtree(out);
+    ae_test_rmtree(cfgdir);
+    free(cfgdir);
+    free(out);
+    return t;
+}
+
+// An MLA student of a Qwen3-MoE teacher -> deepseek2 with MoE layers after the leading dense
+// ones: Qwen3-MoE's router (softmax, top k, renormalised when norm_topk_prob), stacked experts,
+// one all-zero shared expert per MoE layer (deepseek2 requires its tensors).
+static void test_export_moe_mla(void **state) {
+    (void)state;
+    char *dir = ae_test_tmpdir(), *out = path_in(dir, "s.gguf");
+    for (int norm = 0; norm < 2; norm++) {
+        char *t = leading_dense_moe(dir, "moe2", norm);
+        ae_student_spec mla = {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8, .seed = 3};
+        char *s = make_student(t, &mla, dir, "s");
+        export_ok(s, out, AE_DT_F32);
+        ae_model *m = load_or_fail(s);
+        const ae_config *c = &m->cfg;
+        int64_t D = c->hidden_size, Im = c->moe_intermediate_size, E = c->num_experts, I = c->intermediate_size;
+        assert_int_equal(c->num_hidden_layers, 2);
+        assert_false(m->layers[0].is_moe);
+        assert_true(m->layers[1].is_moe);
+        rgguf r;
+        gguf_read(out, &r);
+        check_common(&r, m, "deepseek2");
+        assert_int_equal(kv_u32(&r, "deepseek2.leading_dense_block_count"), 1);
+        assert_int_equal(kv_u32(&r, "deepseek2.feed_forward_length"), I);
+        assert_int_equal(kv_u32(&r, "deepseek2.expert_count"), E);
+        assert_int_equal(kv_u32(&r, "deepseek2.expert_used_count"), c->num_experts_per_tok);
+        assert_int_equal(kv_u32(&r, "deepseek2.expert_feed_forward_length"), Im);
+        assert_int_equal(kv_u32(&r, "deepseek2.expert_shared_count"), 1);
+        assert_int_equal(kv_u32(&r, "deepseek2.expert_gating_func"), 1); // softmax
+        assert_int_equal(kv(&r, "deepseek2.expert_weights_norm")->val[0], norm);
+        float scale;
+        memcpy(&scale, kv(&r, "deepseek2.expert_weights_scale")->val, 4);
+        assert_true(scale == 1.0f);
+        assert_non_null(tensor(&r, "blk.0.ffn_up.weight"));
+        assert_null(tensor(&r, "blk.0.ffn_gate_inp.weight"));
+        const ae_layer *L = &m->layers[1];
+        assert_null(tensor(&r, "blk.1.ffn_gate.weight"));
+        assert_shape(tensor(&r, "blk.1.ffn_gate_exps.weight"), AE_GGML_F32, D, Im, E);
+        assert_f32_equal(&r, "blk.1.ffn_gate_exps.weight", L->e_gate.data, (size_t)(E * Im * D));
+        assert_shape(tensor(&r, "blk.1.ffn_up_exps.weight"), AE_GGML_F32, D, Im, E);
+        assert_f32_equal(&r, "blk.1.ffn_up_exps.weight", L->e_up.data, (size_t)(E * Im * D));
+        assert_shape(tensor(&r, "blk.1.ffn_down_exps.weight"), AE_GGML_F32, Im, D, E);
+        assert_f32_equal(&r, "blk.1.ffn_down_exps.weight", L->e_down.data, (size_t)(E * Im * D));
+        assert_shape(tensor(&r, "blk.1.ffn_gate_inp.weight"), AE_GGML_F32, D, E, 1);
+        assert_f32_equal(&r, "blk.1.ffn_gate_inp.weight", L->router.data, (size_t)(E * D));
+        static const char *const sh[] = {"gate", "up", "down"};
+        for (int i = 0; i < 3; i++) {
+            char n[64];
+            snprintf(n, sizeof n, "blk.1.ffn_%s_shexp.weight", sh[i]);
+            const rti *st = tensor(&r, n);
+            if (i == 2) assert_shape(st, AE_GGML_F32, Im, D, 1);
+            else assert_shape(st, AE_GGML_F32, D, Im, 1);
+            const float *v = tdata(&r, st);
+            for (int64_t k = 0; k < D * Im; k++) assert_true(v[k] == 0.0f);
+        }
+        assert_null(tensor(&r, "blk.0.ffn_gate_shexp.weight"));
+        gguf_close(&r);
+        // bf16: experts bf16, router and norms f32
+        export_ok(s, out, AE_DT_BF16);
+        gguf_read(out, &r);
+        assert_shape(tensor(&r, "blk.1.ffn_down_exps.weight"), AE_GGML_BF16, Im, D, E);
+        assert_shape(tensor(&r, "blk.1.ffn_gate_inp.weight"), AE_GGML_F32, D, E, 1);
+        gguf_close(&r);
+        printf("MoE MLA student (norm_topk_prob %d): deepseek2, 1 leading dense layer, %lld experts "
+               "top %d, zero shared expert\n", norm, (long long)E, c->num_experts_per_tok);
+        ae_model_free(m);
+        free(s);
+        free(t);
+    }
+    ae_test_rmtree(dir);
+    free(out);
+    free(dir);
+}
+
 static void check_mla(int q_lora_rank) {
     char *dir = ae_test_tmpdir(), *out = path_in(dir, "mla.gguf");
     ae_student_spec spec = {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8,
@@ -606,7 +717,8 @@ static void test_export_refusals(void **state) {
     ae_student_spec mla = {.target = AE_ATTN_MLA, .kv_lora_rank = 8, .qk_rope_dim = 8};
     char *moe = with_tokenizer(ae_test_src("tests/fixtures/models/moe_norm_topk"), dir, "moe");
     char *moe_mla = make_student(moe, &mla, dir, "moe_mla");
-    expect_refused(moe_mla, out, 0, "MoE", "not supported");
+    expect_refused(moe_mla, out, 0, "layer 1 has a dense MLP after a MoE layer",
+                   "leading_dense_block_count");
     char *sparse = with_tokenizer(ae_test_src("tests/fixtures/models/moe_sparse_step2_untied"), dir, "sparse");
     expect_refused(sparse, out, 0, "dense MLP", "qwen3moe");
     // configs the walk cannot reach from the fixtures: checked on the plan
@@ -739,6 +851,7 @@ int main(void) {
         cmocka_unit_test(test_export_moe_teacher), cmocka_unit_test(test_export_mla_q0),
         cmocka_unit_test(test_export_mla_q16),     cmocka_unit_test(test_export_refusals),
         cmocka_unit_test(test_export_disk_full),   cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_export_moe_mla),
     };
     return ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -15,6 +15,15 @@ transformers' cached decoding (SDPA, prefill then one token at a time over 3 win
 tokens) must give the full forward's logits to --tol. Each teacher also gets a row checking that stock transformers refuses
 the student folder itself (its config.json names attnedit's own architecture).
 
+MoE teachers (Qwen3-MoE) get the MLA cases only, exported as DeepseekV2ForCausalLM. With
+norm_topk_prob the folder ships remote code (a router that renormalises the top-k weights, which
+transformers' own DeepseekV2 does not): the row loads it with trust_remote_code=True and also
+reports how far stock transformers' DeepseekV2 (trust_remote_code=False, no renormalisation) is
+from attnedit, which must exceed the attnedit-transformers difference 100 times. Two tiny
+random Qwen3-MoE teachers are made here with transformers (models/qwen3-micro's tokenizer; 3
+layers, layer 0 dense through mlp_only_layers, 4 experts, top 2; norm_topk_prob true and false),
+plus ../shared/teachers/qwen3-moe when present.
+
   python3 tools/check_export.py --attnedit build/attnedit [--teacher DIR ...] [--ctx 128]
 
 Teachers default to models/qwen3-micro plus ../shared/teachers/qwen3-small when present
@@ -62,17 +71,17 @@ def attnedit_nll(exe, model, text, ctx):
     return r["tokens"], r["mean_nll"]
 
 
-def hf_load(model, **kw):
+def hf_load(model, trust=True, **kw):
     import torch
     from transformers import AutoModelForCausalLM
-    return AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, trust_remote_code=True,
+    return AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, trust_remote_code=trust,
                                                 **kw).eval()
 
 
-def hf_nll(model, text_path, ctx, **overrides):
+def hf_nll(model, text_path, ctx, trust=True, **overrides):
     import torch
     from tokenizers import Tokenizer
-    m = hf_load(model, attn_implementation="eager", **overrides)
+    m = hf_load(model, trust, attn_implementation="eager", **overrides)
     tok = Tokenizer.from_file(os.path.join(model, "tokenizer.json"))
     text = open(text_path, encoding="utf-8").read()
     total, n = 0.0, 0
@@ -104,6 +113,33 @@ def hf_decode_error(model, T=96):
             out = m(input_ids=ids[:, t:t + 1], past_key_values=out.past_key_values, use_cache=True)
             parts.append(out.logits)
     return ((torch.cat(parts, 1) - full).abs().max() / full.abs().max()).item()
+
+
+def make_moe_teacher(work, name, norm_topk_prob, seed):
+    """A tiny random Qwen3-MoE teacher (f32) with models/qwen3-micro's tokenizer: 3 layers, the
+    first dense (mlp_only_layers [0]), 4 experts, top 2. Router weights are drawn wider than
+    transformers' init so the routing (and its renormalisation) visibly matters."""
+    import torch
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+    out = os.path.join(work, name)
+    micro = os.path.join(ROOT, "models/qwen3-micro")
+    mc = json.load(open(os.path.join(micro, "config.json")))
+    torch.manual_seed(seed)
+    cfg = Qwen3MoeConfig(vocab_size=mc["vocab_size"], hidden_size=64, intermediate_size=96,
+                         moe_intermediate_size=32, num_hidden_layers=3, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=16, num_experts=4, num_experts_per_tok=2,
+                         norm_topk_prob=norm_topk_prob, mlp_only_layers=[0], decoder_sparse_step=1,
+                         max_position_embeddings=512, tie_word_embeddings=True,
+                         bos_token_id=mc.get("bos_token_id"), eos_token_id=mc.get("eos_token_id"))
+    m = Qwen3MoeForCausalLM(cfg).float()
+    with torch.no_grad():
+        for name_, p in m.named_parameters():
+            if name_.endswith("mlp.gate.weight"):
+                p.normal_(0.0, 0.5)
+    m.save_pretrained(out)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(micro, f), out)
+    return out
 
 
 def refused_by_transformers(student):
@@ -147,6 +183,17 @@ def main():
             return 1
         else:
             print(f"note: {small} not found; checking models/qwen3-micro only")
+    moe_teachers = []
+    if not a.teacher:
+        moe_teachers = [make_moe_teacher(work, "tiny-moe-norm", True, 11),
+                        make_moe_teacher(work, "tiny-moe-nonorm", False, 12)]
+        moe = os.path.join(shared, "teachers/qwen3-moe")
+        if os.path.isfile(os.path.join(moe, "config.json")):
+            moe_teachers.append(moe)
+        elif os.environ.get("AE_REQUIRE_SHARED") == "1":
+            print(f"FAIL: {moe} not found (AE_REQUIRE_SHARED=1)")
+            return 1
+    teachers = teachers + moe_teachers
     print(f"transformers {transformers.__version__}, torch {torch.__version__}; text {a.text}, ctx {a.ctx}, "
           f"tolerance {a.tol:g} relative")
     print(f"{'case':48s} {'tokens':>6s} {'attnedit NLL':>14s} {'transformers NLL':>16s} {'rel diff':>9s}  result")
@@ -162,7 +209,13 @@ def main():
     try:
         for t in teachers:
             tname = os.path.basename(os.path.normpath(t))
+            tcfg = json.load(open(os.path.join(t, "config.json")))
+            is_moe = tcfg.get("architectures", [""])[0] == "Qwen3MoeForCausalLM"
             for i, (name, opts, bf16) in enumerate(CASES):
+                if is_moe and not name.startswith("mla"):
+                    continue
+                if is_moe:
+                    bf16 = False  # attnedit does not read DeepseekV2 folders back
                 student = os.path.join(work, f"{tname}-{name}")
                 run([a.attnedit, "convert", "--teacher", t, *opts, "--out", student, "--force"])
                 if i == 0:
@@ -192,6 +245,12 @@ def main():
                         dec = hf_decode_error(out)
                         ok = ok and effect > 100 * rel and dec <= a.tol
                         extra += f"; window effect {effect:.1e}; cached decode (SDPA) vs full {dec:.1e}"
+                    if is_moe and tcfg.get("norm_topk_prob"):
+                        # stock DeepseekV2 (no remote code) never renormalises the top-k weights
+                        _, stock, _ = hf_nll(out, a.text, a.ctx, trust=False)
+                        effect = abs(stock - theirs) / abs(theirs)
+                        ok = ok and effect > 100 * rel
+                        extra += f"; stock DeepseekV2 (no renormalisation) differs by {effect:.1e}"
                     row(f"{tname}/{name} ({dtype}{' export' if dtype == 'bf16' else ''})",
                         n, ours, theirs, ok, extra)
     finally:

@@ -11,7 +11,8 @@ tokens llama.cpp evaluated (read back from its --kl-divergence-base file) must e
 
 Cases: models/qwen3-micro (teacher -> qwen3), ../shared/teachers/qwen3-moe when present
 (-> qwen3moe), MLA students of micro made with `attnedit convert` (no training; q_lora_rank 0
-and 32 -> deepseek2), all f32; plus micro as bf16 (llama.cpp then multiplies in bf16; checked
+and 32 -> deepseek2) and, when ../shared/teachers/qwen3-moe is present, of that MoE teacher
+(-> deepseek2 with MoE layers), all f32; plus micro as bf16 (llama.cpp then multiplies in bf16; checked
 against --tol-bf16).
 
 Usage: check_gguf.py --attnedit BIN [--llama-bin DIR] [--text FILE] [--ctx 128] [--ngl 0]
@@ -107,6 +108,9 @@ def main():
         cases.append(("qwen3-moe (teacher)", moe, None, "f32"))
     cases += [("qwen3-micro/mla-q0 (student)", micro, MLA, "f32"),
               ("qwen3-micro/mla-q32 (student)", micro, MLA + ["--q-lora-rank", "32"], "f32")]
+    if os.path.exists(os.path.join(moe, "config.json")):  # MoE MLA students -> deepseek2 with MoE
+        cases += [("qwen3-moe/mla-q0 (student)", moe, MLA, "f32"),
+                  ("qwen3-moe/mla-q32 (student)", moe, MLA + ["--q-lora-rank", "32"], "f32")]
     print(f"text {text}, ctx {a.ctx}, llama.cpp {a.llama_bin}")
     print(f"{'case':34s} {'arch':9s} {'chunks':>6s} {'tokens':>6s} {'attnedit NLL':>14s} "
           f"{'llama.cpp NLL':>14s} {'rel. diff':>9s}")

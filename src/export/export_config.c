@@ -58,14 +58,32 @@ static void set_dtype(cJSON *o, ae_dtype dt) {
 //  - num_key_value_heads = num_attention_heads (MLA expands K/V per head), no head_dim (DeepSeek
 //    sets it to qk_rope_head_dim itself), tie_word_embeddings false with an explicit
 //    lm_head.weight (vLLM's DeepseekV2ForCausalLM never ties the head).
+//
+// An MLA student of a Qwen3-MoE teacher (some layer MoE) is written as DeepSeek-V2 instead,
+// whose router is Qwen3-MoE's: a softmax over all experts (scoring_func "softmax"), the top k
+// (topk_method "greedy", one expert group: n_group = topk_group = 1), renormalised when
+// norm_topk_prob (the teacher's; vLLM and SGLang read it, transformers' DeepseekV2 does not: the
+// shipped remote code does), times routed_scaling_factor 1.0; n_shared_experts 0 (transformers
+// types it int; its zero-width shared MLP adds exactly 0); first_k_dense_replace = the number of
+// leading dense layers (mlp_only_layers 0..k-1), which use intermediate_size like Qwen3-MoE's.
 ae_status ae_export_config_deepseek(const ae_model *m, const char *src_json, const char *origin,
                                     ae_dtype dt, char **out) {
     const ae_config *c = &m->cfg;
+    int lead = c->arch == AE_ARCH_QWEN3_MOE ? ae_export_moe_dense_lead(c, NULL) : c->num_hidden_layers;
+    if (lead < 0)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "%s: a dense layer follows a MoE layer", origin);
+    int moe = lead < c->num_hidden_layers;
     cJSON *src;
     AE_TRY(parse_src(src_json, origin, &src));
     cJSON *o = cJSON_CreateObject();
-    set_item(o, "architectures", str_array("DeepseekV3ForCausalLM"));
-    set_str(o, "model_type", "deepseek_v3");
+    set_item(o, "architectures", str_array(moe ? "DeepseekV2ForCausalLM" : "DeepseekV3ForCausalLM"));
+    set_str(o, "model_type", moe ? "deepseek_v2" : "deepseek_v3");
+    if (moe && c->norm_topk_prob) {
+        cJSON *map = cJSON_CreateObject();
+        cJSON_AddStringToObject(map, "AutoModelForCausalLM",
+                                "modeling_attnedit_deepseek_v2.AttneditDeepseekV2ForCausalLM");
+        set_item(o, "auto_map", map);
+    }
     set_num(o, "vocab_size", c->vocab_size);
     set_num(o, "hidden_size", c->hidden_size);
     set_num(o, "intermediate_size", c->intermediate_size);
@@ -78,15 +96,19 @@ ae_status ae_export_config_deepseek(const ae_model *m, const char *src_json, con
     set_num(o, "qk_rope_head_dim", c->qk_rope_head_dim);
     set_num(o, "v_head_dim", c->v_head_dim);
     set_item(o, "rope_interleave", cJSON_CreateTrue());
-    set_num(o, "first_k_dense_replace", c->num_hidden_layers);
+    set_num(o, "first_k_dense_replace", lead);
     set_num(o, "moe_layer_freq", 1);
-    set_num(o, "n_routed_experts", 1);
-    set_num(o, "n_shared_experts", 1);
-    set_num(o, "num_experts_per_tok", 1);
-    set_num(o, "moe_intermediate_size", c->intermediate_size);
+    set_num(o, "n_routed_experts", moe ? c->num_experts : 1);
+    set_num(o, "n_shared_experts", moe ? 0 : 1);
+    set_num(o, "num_experts_per_tok", moe ? c->num_experts_per_tok : 1);
+    set_num(o, "moe_intermediate_size", moe ? c->moe_intermediate_size : c->intermediate_size);
     set_num(o, "n_group", 1);
     set_num(o, "topk_group", 1);
-    set_item(o, "norm_topk_prob", cJSON_CreateTrue());
+    if (moe) {
+        set_str(o, "topk_method", "greedy");
+        set_str(o, "scoring_func", "softmax");
+    }
+    set_item(o, "norm_topk_prob", cJSON_CreateBool(moe ? c->norm_topk_prob : 1));
     set_item(o, "routed_scaling_factor", cJSON_CreateRaw("1.0"));
     set_num(o, "num_nextn_predict_layers", 0);
     set_str(o, "hidden_act", "silu");

@@ -2,11 +2,16 @@
 //
 //   dense Qwen3 teacher  -> "qwen3"      (what convert_hf_to_gguf.py writes for Qwen3ForCausalLM)
 //   Qwen3-MoE teacher    -> "qwen3moe"   (experts stacked per layer: ffn_{gate,up,down}_exps)
-//   MLA student, every layer MLA, dense teacher -> "deepseek2" (as the converter writes a
+//   MLA student, every layer MLA, dense or Qwen3-MoE teacher -> "deepseek2" (as the converter writes a
 //     DeepSeek-V2/V3 model, with MLA's absorbed form: kv_b_proj split into attn_k_b, per head
 //     W_UK transposed (ne {dn, R, H}), and attn_v_b, per head W_UV (ne {R, dv, H}); every
 //     layer dense (leading_dense_block_count = block_count); attention.q_lora_rank always
 //     written (0: plain attn_q), since llama.cpp reads it unless the model has 26/27 layers).
+//     Of a Qwen3-MoE teacher: leading_dense_block_count = the leading dense layers (a dense
+//     layer after a MoE one is refused), MoE layers as deepseek2's with softmax gating
+//     (expert_gating_func 1), expert_weights_norm = norm_topk_prob, expert_weights_scale 1;
+//     deepseek2 requires a shared expert in every MoE layer, so one is written with all-zero
+//     weights (expert_shared_count 1, ffn_{gate,up,down}_shexp): it adds exactly 0.
 // RoPE needs no permutation: Qwen3's rotate-half pairs (i, i + hd/2) are llama.cpp's NEOX rope,
 // which it uses for qwen3/qwen3moe; MLA's rope part rotates adjacent pairs (2i, 2i+1) at
 // theta^(-2i/dr) (DeepSeek's rope_interleave), which is llama.cpp's NORM rope, used for
@@ -29,12 +34,6 @@ ae_status ae_export_gguf_plan(const ae_config *c, const char *what, const char *
                          "output gate (or learned attention sinks) on Qwen3 attention, so no GGUF "
                          "can compute it; export it with --format hf (transformers, "
                          "trust_remote_code=True)", what);
-    if (c->target == AE_ATTN_MLA && c->arch == AE_ARCH_QWEN3_MOE)
-        return ae_errorf(AE_ERR_UNSUPPORTED,
-                         "%s: MLA student of a Qwen3-MoE teacher: GGUF export of MoE students is not "
-                         "supported (it would need llama.cpp's deepseek2 MoE layers with softmax "
-                         "routing, renormalised top-k and no shared experts; not implemented or "
-                         "verified)", what);
     if (c->target == AE_ATTN_MLA) {
         for (int l = 0; l < c->num_hidden_layers; l++)
             if (c->layer_attn[l] != AE_ATTN_MLA)
@@ -43,6 +42,13 @@ ae_status ae_export_gguf_plan(const ae_config *c, const char *what, const char *
                                  "llama.cpp's deepseek2 has MLA on every layer, so only students "
                                  "converted on every layer can be exported (convert without "
                                  "--layers)", what, l);
+        int bad = -1;
+        if (c->arch == AE_ARCH_QWEN3_MOE && ae_export_moe_dense_lead(c, &bad) < 0)
+            return ae_errorf(AE_ERR_UNSUPPORTED,
+                             "%s: MLA student of a Qwen3-MoE teacher whose layer %d has a dense MLP "
+                             "after a MoE layer (mlp_only_layers / decoder_sparse_step): llama.cpp's "
+                             "deepseek2 has dense layers only before the MoE ones "
+                             "(leading_dense_block_count)", what, bad);
         *arch = "deepseek2";
         return AE_OK;
     }
@@ -69,7 +75,7 @@ ae_status ae_export_gguf_plan(const ae_config *c, const char *what, const char *
 }
 
 // One GGUF tensor made from one model tensor.
-typedef enum { SRC_COPY = 0, SRC_K_B = 1, SRC_V_B = 2 } src_kind;
+typedef enum { SRC_COPY = 0, SRC_K_B = 1, SRC_V_B = 2, SRC_ZERO = 3 } src_kind;
 
 typedef struct {
     char name[96];
@@ -168,7 +174,16 @@ static ae_status map_tensor(void *ud, const ae_model_tensor *t) {
     }
     if (!strcmp(rest, "mlp.gate.weight")) {
         snprintf(name, sizeof name, "blk.%d.ffn_gate_inp.weight", l);
-        return emit(mp, t, name, 2, ne2, SRC_COPY, numel, 1);
+        AE_TRY(emit(mp, t, name, 2, ne2, SRC_COPY, numel, 1));
+        if (c->target != AE_ATTN_MLA) return AE_OK;
+        // deepseek2: the shared expert llama.cpp requires, all zeros (adds exactly 0)
+        int64_t D = c->hidden_size, Im = c->moe_intermediate_size;
+        int64_t gu[2] = {D, Im}, dn[2] = {Im, D};
+        for (int i = 0; i < 3; i++) {
+            snprintf(name, sizeof name, "blk.%d.%s_shexp.weight", l, ffn[i]);
+            AE_TRY(emit(mp, t, name, 2, i == 2 ? dn : gu, SRC_ZERO, D * Im, 0));
+        }
+        return AE_OK;
     }
     return ae_errorf(AE_ERR_UNSUPPORTED, "gguf export: no GGUF name for tensor '%s'", t->name);
 }
@@ -192,6 +207,14 @@ typedef struct {
 static ae_status gather(const writer *w, const gtensor *t, float **out, size_t *n_out) {
     const ae_backend *be = w->m->be;
     size_t n = (size_t)t->src_numel;
+    if (t->kind == SRC_ZERO) {
+        float *z = ae_alloc_f32(n);
+        if (!z) return AE_ERR_NOMEM;
+        memset(z, 0, sizeof(float) * n);
+        *out = z;
+        *n_out = n;
+        return AE_OK;
+    }
     float *src = ae_alloc_f32(n);
     if (!src) return AE_ERR_NOMEM;
     ae_status st = be->download(be, src, AE_DT_F32, t->src, n);
@@ -295,7 +318,10 @@ static ae_status set_model_keys(ae_gguf *g, const ae_config *c, const char *arch
     }
     if (mla) {
         uint32_t R = (uint32_t)c->kv_lora_rank, dr = (uint32_t)c->qk_rope_head_dim;
-        AE_TRY(set_key(g, arch, "leading_dense_block_count", (uint32_t)c->num_hidden_layers));
+        int lead = c->arch == AE_ARCH_QWEN3_MOE ? ae_export_moe_dense_lead(c, NULL) : c->num_hidden_layers;
+        if (lead < 0) return ae_errorf(AE_ERR_UNSUPPORTED, "gguf export: a dense layer follows a MoE layer");
+        int moe = lead < c->num_hidden_layers;
+        AE_TRY(set_key(g, arch, "leading_dense_block_count", (uint32_t)lead));
         AE_TRY(set_key(g, arch, "vocab_size", (uint32_t)c->vocab_size));
         AE_TRY(set_key(g, arch, "attention.q_lora_rank", (uint32_t)c->q_lora_rank));
         AE_TRY(set_key(g, arch, "attention.kv_lora_rank", R));
@@ -303,9 +329,23 @@ static ae_status set_model_keys(ae_gguf *g, const ae_config *c, const char *arch
         AE_TRY(set_key(g, arch, "attention.value_length", R));
         AE_TRY(set_key(g, arch, "attention.key_length_mla", (uint32_t)(c->qk_nope_head_dim + c->qk_rope_head_dim)));
         AE_TRY(set_key(g, arch, "attention.value_length_mla", (uint32_t)c->v_head_dim));
-        // Read unconditionally by llama.cpp's deepseek2 loader; no MoE layer uses them.
-        AE_TRY(set_key(g, arch, "expert_feed_forward_length", (uint32_t)c->intermediate_size));
-        AE_TRY(set_key(g, arch, "expert_shared_count", 0));
+        if (moe) {
+            // softmax over all experts, top k, renormalised when norm_topk_prob (Qwen3-MoE's
+            // router); one all-zero shared expert (deepseek2 requires its tensors)
+            AE_TRY(set_key(g, arch, "expert_count", (uint32_t)c->num_experts));
+            AE_TRY(set_key(g, arch, "expert_used_count", (uint32_t)c->num_experts_per_tok));
+            AE_TRY(set_key(g, arch, "expert_feed_forward_length", (uint32_t)c->moe_intermediate_size));
+            AE_TRY(set_key(g, arch, "expert_shared_count", 1));
+            AE_TRY(set_keyf(g, arch, "expert_weights_scale", 1.0f));
+            char k[128];
+            snprintf(k, sizeof k, "%s.expert_weights_norm", arch);
+            AE_TRY(ae_gguf_set_bool(g, k, c->norm_topk_prob != 0));
+            AE_TRY(set_key(g, arch, "expert_gating_func", 1)); // LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX
+        } else {
+            // Read unconditionally by llama.cpp's deepseek2 loader; no MoE layer uses them.
+            AE_TRY(set_key(g, arch, "expert_feed_forward_length", (uint32_t)c->intermediate_size));
+            AE_TRY(set_key(g, arch, "expert_shared_count", 0));
+        }
         AE_TRY(set_key(g, arch, "rope.dimension_count", dr));
     }
     AE_TRY(ae_gguf_set_u32(g, "general.file_type", file_type(dt)));

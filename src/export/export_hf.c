@@ -35,6 +35,17 @@ static void list_layers(const ae_config *c, ae_attn_kind k, char *buf, size_t n)
     }
 }
 
+int ae_export_moe_dense_lead(const ae_config *c, int *bad_layer) {
+    int k = 0;
+    while (k < c->num_hidden_layers && !ae_config_layer_is_moe(c, k)) k++;
+    for (int l = k; l < c->num_hidden_layers; l++)
+        if (!ae_config_layer_is_moe(c, l)) {
+            if (bad_layer) *bad_layer = l;
+            return -1;
+        }
+    return k;
+}
+
 ae_status ae_export_plan(const ae_config *c, const char *what, ae_export_kind *kind) {
     if (c->target == AE_ATTN_GQA)
         return ae_errorf(AE_ERR_ARG,
@@ -42,16 +53,13 @@ ae_status ae_export_plan(const ae_config *c, const char *what, ae_export_kind *k
                          "It already loads as %s in transformers, vLLM and SGLang; export writes "
                          "students made by 'attnedit convert' in an engine's format",
                          what, c->base_architecture);
-    if (c->arch == AE_ARCH_QWEN3_MOE)
+    if (c->arch == AE_ARCH_QWEN3_MOE && c->target == AE_ATTN_GATESWA)
         return ae_errorf(AE_ERR_UNSUPPORTED,
-                         "%s: %s student of a Qwen3-MoE teacher: exporting MoE students is not "
-                         "supported yet. (For MLA: Qwen3-MoE routing is a softmax over all experts, "
-                         "top-k, renormalised when norm_topk_prob; DeepSeek-V3 routes with sigmoid "
-                         "scores and expert groups, so the folder would need DeepseekV2ForCausalLM "
-                         "with scoring_func \"softmax\" and norm_topk_prob, which vLLM "
-                         "implements but transformers' DeepseekV2 does not: it never renormalises "
-                         "the top-k weights)",
-                         what, ae_attn_kind_name(c->target));
+                         "%s: GateSWA student of a Qwen3-MoE teacher: exporting it is not supported "
+                         "yet (it would need remote code on top of transformers' "
+                         "Qwen3MoeForCausalLM; only MLA students of MoE teachers are exported, as "
+                         "DeepseekV2ForCausalLM)",
+                         what);
     if (c->target == AE_ATTN_MLA) {
         char gqa[128];
         list_layers(c, AE_ATTN_GQA, gqa, sizeof gqa);
@@ -61,6 +69,20 @@ ae_status ae_export_plan(const ae_config *c, const char *what, ae_export_kind *k
                              "DeepSeek-V3 has MLA on every layer, so only students converted on "
                              "every layer can be exported (convert without --layers)",
                              what, gqa);
+        int bad = -1, lead = c->arch == AE_ARCH_QWEN3_MOE ? ae_export_moe_dense_lead(c, &bad)
+                                                          : c->num_hidden_layers;
+        if (lead != c->num_hidden_layers) { // some layer is MoE
+            if (lead < 0)
+                return ae_errorf(AE_ERR_UNSUPPORTED,
+                                 "%s: MLA student of a Qwen3-MoE teacher whose layer %d has a dense "
+                                 "MLP after a MoE layer (mlp_only_layers / decoder_sparse_step): "
+                                 "DeepSeek-V2's layout (first_k_dense_replace) has dense layers "
+                                 "only before the MoE ones, and transformers' DeepseekV2 ignores "
+                                 "moe_layer_freq, so this student cannot be exported",
+                                 what, bad);
+            *kind = AE_EXPORT_DEEPSEEK_V2;
+            return AE_OK;
+        }
         *kind = AE_EXPORT_DEEPSEEK_V3;
         return AE_OK;
     }
@@ -82,9 +104,9 @@ static ae_status write_config(const export_job *j, const char *tmp) {
     if (!path) return AE_ERR_NOMEM;
     ae_status st = ae_file_read_all(path, &src, &len);
     if (st == AE_OK)
-        st = j->kind == AE_EXPORT_DEEPSEEK_V3
-                 ? ae_export_config_deepseek(j->m, src, path, j->o->dtype, &cfg)
-                 : ae_export_config_gateswa(j->m, src, path, j->o->dtype, &cfg);
+        st = j->kind == AE_EXPORT_GATESWA
+                 ? ae_export_config_gateswa(j->m, src, path, j->o->dtype, &cfg)
+                 : ae_export_config_deepseek(j->m, src, path, j->o->dtype, &cfg);
     if (st == AE_OK) st = ae_write_text_file(tmp, "config.json", cfg);
     free(cfg);
     free(src);
@@ -92,9 +114,11 @@ static ae_status write_config(const export_job *j, const char *tmp) {
     return st;
 }
 
-static ae_status write_py_files(const char *tmp) {
+// The shipped Python files whose name contains `which`.
+static ae_status write_py_files(const char *tmp, const char *which) {
     for (int i = 0; i < ae_export_hf_py_count; i++) {
         const ae_export_file *f = &ae_export_hf_py_files[i];
+        if (!strstr(f->name, which)) continue;
         char *path = ae_path_join(tmp, f->name);
         if (!path) return AE_ERR_NOMEM;
         ae_atomic_file af;
@@ -112,8 +136,10 @@ static ae_status fill(void *ud, const char *tmp) {
     const export_job *j = ud;
     AE_TRY(write_config(j, tmp));
     AE_TRY(ae_copy_support_files(j->model_dir, tmp));
-    if (j->kind == AE_EXPORT_GATESWA) AE_TRY(write_py_files(tmp));
-    return ae_export_write_shards(j->m, j->kind == AE_EXPORT_DEEPSEEK_V3, tmp, j->o->dtype,
+    if (j->kind == AE_EXPORT_GATESWA) AE_TRY(write_py_files(tmp, "gateswa"));
+    if (j->kind == AE_EXPORT_DEEPSEEK_V2 && j->m->cfg.norm_topk_prob)
+        AE_TRY(write_py_files(tmp, "deepseek_v2"));
+    return ae_export_write_shards(j->m, j->kind != AE_EXPORT_GATESWA, tmp, j->o->dtype,
                                   j->o->shard_size, j->rep);
 }
 
@@ -132,8 +158,9 @@ ae_status ae_export_hf(const char *model_dir, const char *out_dir, const ae_expo
     ae_status st = ae_export_plan(&cfg, model_dir, &rep->kind);
     ae_config_free(&cfg);
     AE_TRY(st);
-    rep->architecture = rep->kind == AE_EXPORT_DEEPSEEK_V3 ? "DeepseekV3ForCausalLM"
-                                                           : "AttneditGateSWAForCausalLM";
+    rep->architecture = rep->kind == AE_EXPORT_DEEPSEEK_V3   ? "DeepseekV3ForCausalLM"
+                        : rep->kind == AE_EXPORT_DEEPSEEK_V2 ? "DeepseekV2ForCausalLM"
+                                                             : "AttneditGateSWAForCausalLM";
     ae_model *m = NULL;
     AE_TRY(ae_model_load(model_dir, ae_backend_cpu(), &m));
     export_job j = {m, model_dir, rep->kind, o, rep};
