@@ -13,7 +13,7 @@ Cases: models/qwen3-micro (teacher -> qwen3), ../shared/teachers/qwen3-moe when 
 (-> qwen3moe), MLA students of micro made with `attnedit convert` (no training; q_lora_rank 0
 and 32 -> deepseek2) and, when ../shared/teachers/qwen3-moe is present, of that MoE teacher
 (-> deepseek2 with MoE layers), all f32; plus micro as bf16 (llama.cpp then multiplies in bf16; checked
-against --tol-bf16).
+against --tol-bf16; MoE students against --tol-moe).
 
 Usage: check_gguf.py --attnedit BIN [--llama-bin DIR] [--text FILE] [--ctx 128] [--ngl 0]
   DIR (default $AE_LLAMA_BIN) holds llama-perplexity; it is prepended to LD_LIBRARY_PATH (set
@@ -92,6 +92,9 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tol", type=float, default=1e-4)
     p.add_argument("--tol-bf16", type=float, default=1e-2)
+    p.add_argument("--tol-moe", type=float, default=1e-3,
+                   help="MLA students of MoE teachers (f32): llama.cpp's own result moves by ~7e-5 "
+                        "with the batch size there (top-k routing near ties); see docs/EXPORT.md")
     p.add_argument("--keep", help="work folder to keep (default: a temporary one, removed)")
     a = p.parse_args()
     if not a.llama_bin or not os.access(os.path.join(a.llama_bin, "llama-perplexity"), os.X_OK):
@@ -117,6 +120,7 @@ def main():
     bad = 0
     try:
         for i, (name, model, convert, dtype) in enumerate(cases):
+            model_is_moe = model == moe
             if convert:
                 student = os.path.join(work, f"student{i}")
                 run([a.attnedit, "convert", "--teacher", model, *convert, "--out", student, "--force"])
@@ -132,7 +136,10 @@ def main():
             ids = [int(t) for t in run([a.attnedit, "tokenize", "--model", model, "--file", text]).stdout.split()]
             tok_ok = ids[:len(toks)] == toks and chunks == ours["chunks"] and chunks == len(ids) // a.ctx
             rel = abs(ours["mean_nll"] - theirs) / abs(ours["mean_nll"])
-            ok = tok_ok and rel <= (a.tol if dtype == "f32" else a.tol_bf16)
+            tol = a.tol if dtype == "f32" else a.tol_bf16
+            if convert and model_is_moe:
+                tol = a.tol_moe
+            ok = tok_ok and rel <= tol
             bad += not ok
             note = "" if tok_ok else f"  TOKENS DIFFER (attnedit {len(ids)} ids, llama.cpp {chunks} chunks)"
             print(f"{name:34s} {arch:9s} {chunks:6d} {ours['tokens']:6d} {ours['mean_nll']:14.9f} "
