@@ -13,7 +13,7 @@
 // checkpoints) in a temporary folder; a stage's tokens/s is the median of the per-step
 // tokens_per_s of metrics.jsonl after the 2 warm-up steps (the peer: the mean after 2).
 // --stage both runs the stages in one ae_distill_run, as `attnedit convert` does; a stage the
-// library refuses on this device (AE_ERR_UNSUPPORTED: stage 2 on cuda until it is ported) is
+// library refuses on this device (AE_ERR_UNSUPPORTED: stage 2 of a MoE model on cuda) is
 // reported as that row's result and the other stage is run alone.
 //
 // Peak memory: cuda, the high-water mark of the stream-ordered pool that holds every allocation

@@ -24,6 +24,8 @@ ae_status ae_backend_open(const char *name, const ae_backend **out) {
     }
     int dev = 0;
     int automatic = !name || strcmp(name, "auto") == 0;
+    const char *env = getenv("ATTNEDIT_DEVICE"); // the default of every command, when set
+    if (automatic && env && *env && strcmp(env, "auto") != 0) return ae_backend_open(env, out);
     if (!automatic) {
         char *end = NULL;
         if (strcmp(name, "cuda") == 0) dev = 0;

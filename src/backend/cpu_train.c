@@ -3,10 +3,10 @@
 // chunked softmax statistics and KD chunk of stage 2, the sum of squares of a gradient (for the
 // clipping norm), axpby and one AdamW step.
 //
-// The formulas are those of the host code in train/ that these ops replace: mse_rows and
-// cosine_rows are ae_mse_loss / ae_cosine_loss per row (train/loss.c), softmax_stats + kd_chunk
-// the two passes of ae_kd_loss, adamw the per-value update of ae_adamw_step (train/optim.c:
-// the same float operations in the same order, so results are bit-identical to it). Row sums
+// The formulas are those the training code used when it ran on host arrays: the per-row
+// stage-1 MSE and the cosine feature loss, the two passes of the vocabulary-chunked KD loss
+// (train/loss.c now calls these ops), and the per-value AdamW update of train/optim.c (the same
+// float operations in the same order as before it moved here). Row sums
 // are in double; every loop is either elementwise or reduces in an order fixed by the shapes, so
 // results do not depend on the number of OpenMP threads.
 //

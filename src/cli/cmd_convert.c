@@ -42,11 +42,12 @@ static const char k_help[] =
     "            output through the frozen teacher MLP)  --tau T (1)  --cos-weight L (0.1)\n"
     "            --train attention|all (stage 2; default attention)  --save-every N (steps)\n"
     "            --log-every N (10)  --save-minutes M (also a checkpoint every M minutes; 0: off)\n"
-    "  device:   --device cpu|cuda[:N] (default cpu). On cuda the teacher and student are bf16 and\n"
-    "            AdamW keeps fp32 master weights; stage 1 runs there, stage 2 not yet (give\n"
-    "            --stage2-tokens 0, then --resume the run with --device cpu). --resume and\n"
-    "            --restart take --device too: a run may continue on another device (then it is no\n"
-    "            longer bit-identical to an uninterrupted one, and the resume says so).\n"
+    "  device:   --device cpu|cuda[:N] (default: cuda when a GPU is present, else cpu; the\n"
+    "            environment's ATTNEDIT_DEVICE overrides the default). On cuda the teacher and\n"
+    "            student are bf16 and AdamW keeps fp32 master weights; both stages run there\n"
+    "            (stage 2 of MoE models on cpu only, for now). --resume and --restart take\n"
+    "            --device too: a run may continue on another device (then it is no longer\n"
+    "            bit-identical to an uninterrupted one, and the resume says so).\n"
     "  attnedit convert --resume S   continue the interrupted run in S from its checkpoint\n"
     "                                (a finished run: says so and changes nothing)\n"
     "  attnedit convert --restart S  start the run in S over from step 0, with the settings\n"
@@ -474,7 +475,7 @@ int ae_cmd_convert(int argc, char **argv) {
     const ae_backend *be = NULL;
     int rc = parse(argc, argv, &o);
     if (rc) goto out;
-    if ((rc = ae_cli_open_device("convert", o.device ? o.device : "cpu", &be))) goto out;
+    if ((rc = ae_cli_open_device("convert", o.device, &be))) goto out;
     if (o.resume || o.restart) {
         rc = o.resume ? run_resume(o.resume, be) : run_restart(o.restart, be);
         goto out;
