@@ -83,10 +83,12 @@ static void conversion(void) {
 
 static void checkpoint(void) {
     float w[4] = {0}, g[4] = {0};
-    ae_named_param sp = {.name = "w", .data = w, .numel = 4, .decay = 1};
-    ae_named_param gp = {.name = "w", .data = g, .numel = 4, .decay = 1};
+    ae_named_param sp = {.name = "w", .t = ae_host_f32(w), .data = w, .numel = 4, .decay = 1};
+    ae_named_param gp = {.name = "w", .t = ae_host_f32(g), .data = g, .numel = 4, .decay = 1};
     int trainable[1] = {0};
-    static ae_model student; // what ae_ckpt_load reads of it: the number of layers
+    ae_ptr master[1] = {ae_ptr_null()}; // an F32 parameter is its own master
+    static ae_model student; // what ae_ckpt_load reads of it: the backend, the number of layers
+    student.be = ae_backend_cpu();
     student.cfg.num_hidden_layers = 2;
     double layer_sum[2] = {0};
     ae_run r;
@@ -97,6 +99,7 @@ static void checkpoint(void) {
     r.gp = &gp;
     r.np = 1;
     r.trainable = trainable;
+    r.master = master;
     r.o = &k_opts;
     r.out_dir = fz_path("run");
     int found = 0;
