@@ -59,7 +59,7 @@ static inline ae_ptr ae_ptr_at(ae_ptr p, size_t i) {
     return p;
 }
 // Host float array as an F32 pointer, and back: valid only on backends with host memory (cpu).
-// Code that uses these runs on the cpu backend only (training until GPU training lands).
+// Code that uses these runs on the cpu backend only (the MoE training passes, tests).
 static inline ae_ptr ae_host_f32(const float *p) { return ae_ptr_make((void *)p, AE_DT_F32); }
 static inline ae_ptr ae_host_i32(const int32_t *p) { return ae_ptr_make((void *)p, AE_DT_I32); }
 float *ae_f32(ae_ptr p); // aborts unless p is F32 (a bug in the caller otherwise)
