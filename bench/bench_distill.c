@@ -46,6 +46,7 @@
 #include <sys/stat.h>
 
 #include "backend/ops.h"
+#include "bench_peaks.h"
 #include "core/file.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -116,44 +117,6 @@ static int parse(int argc, char **argv, opts *o) {
         o->label = b && b[1] ? b + 1 : name;
     }
     return o->config || o->peaks ? 0 : -1;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// The bf16 GEMM rate (FLOP/s) through the backend's gemm, as bench_infer --peaks measures it:
-// an n³ product (n = 8192 on a device, 1024 on the host), random data, median of 5 runs of 4.
-static double peak_gemm(const ae_backend *be) {
-    int n = be->host_memory ? 1024 : 8192;
-    ae_scratch s;
-    ae_scratch_init(&s, be);
-    ae_ptr a = ae_scratch_alloc(&s, (size_t)n * n, be->act_dtype);
-    ae_ptr b = ae_scratch_alloc(&s, (size_t)n * n, be->weight_dtype);
-    ae_ptr y = ae_scratch_alloc(&s, (size_t)n * n, be->act_dtype);
-    if (s.failed) {
-        ae_scratch_free(&s);
-        return 0;
-    }
-    be->fill_normal(be, a, (size_t)n * n, 1.0f, 1); // random data: zeros run faster
-    be->fill_normal(be, b, (size_t)n * n, 1.0f, 2);
-    double t[5];
-    ae_matmul(be, y, a, b, n, n, n); // warm-up
-    be->sync(be);
-    for (int r = 0; r < 5; r++) {
-        double t0 = ae_time_now();
-        for (int k = 0; k < 4; k++) ae_matmul(be, y, a, b, n, n, n);
-        be->sync(be);
-        t[r] = (ae_time_now() - t0) / 4;
-    }
-    ae_scratch_free(&s);
-    return 2.0 * n * (double)n * n / median(t, 5);
 }
 
 // ---- peak memory ----
@@ -292,7 +255,7 @@ static ae_status run_once(const opts *o, const ae_model *t, ae_model *s, const a
         memset(x, 0, sizeof *x);
         if (n >= total) {
             x->ran = 1;
-            x->tok_s = median(tps + WARMUP, n - WARMUP);
+            x->tok_s = bench_median(tps + WARMUP, n - WARMUP);
             x->step_s = (double)o->batch * o->ctx / x->tok_s;
         } else {
             x->st = st != AE_OK ? st : AE_ERR_FORMAT;
@@ -399,7 +362,7 @@ int main(int argc, char **argv) {
     }
     run_info ri = {0};
     const char *g = getenv("AE_BENCH_GEMM_PEAK");
-    ri.gemm = g && atof(g) > 0 ? atof(g) * 1e12 : peak_gemm(be);
+    ri.gemm = g && atof(g) > 0 ? atof(g) * 1e12 : bench_peak_gemm(be, be->host_memory ? 1024 : 8192);
     printf("bench_distill | peaks | %s | %s | gemm %.1f TFLOP/s%s\n", be->name, be->device,
                ri.gemm / 1e12, g && atof(g) > 0 ? " (AE_BENCH_GEMM_PEAK)" : "");
     if (!o.config) {

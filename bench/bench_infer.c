@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "backend/ops.h"
+#include "bench_peaks.h"
 #include "backend/profile.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -72,40 +73,7 @@ static int parse(int argc, char **argv, opts *o) {
     return (o->config || o->model || o->peaks) ? 0 : -1;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 // ---- the two ceilings ----
-
-static double peak_gemm(const ae_backend *be) {
-    int n = 8192;
-    ae_scratch s;
-    ae_scratch_init(&s, be);
-    ae_ptr a = ae_scratch_alloc(&s, (size_t)n * n, be->act_dtype);
-    ae_ptr b = ae_scratch_alloc(&s, (size_t)n * n, be->weight_dtype);
-    ae_ptr y = ae_scratch_alloc(&s, (size_t)n * n, be->act_dtype);
-    if (s.failed) return 0;
-    be->fill_normal(be, a, (size_t)n * n, 1.0f, 1); // random data: zeros run faster
-    be->fill_normal(be, b, (size_t)n * n, 1.0f, 2);
-    double t[5];
-    ae_matmul(be, y, a, b, n, n, n); // warm-up
-    be->sync(be);
-    for (int r = 0; r < 5; r++) {
-        double t0 = ae_time_now();
-        for (int k = 0; k < 4; k++) ae_matmul(be, y, a, b, n, n, n);
-        be->sync(be);
-        t[r] = (ae_time_now() - t0) / 4;
-    }
-    ae_scratch_free(&s);
-    return 2.0 * n * (double)n * n / median(t, 5);
-}
 
 static double peak_copy(const ae_backend *be) {
     size_t rows = 1 << 16, cols = 1 << 15; // 2 Gi bf16 values = 4 GiB each way
@@ -126,7 +94,7 @@ static double peak_copy(const ae_backend *be) {
         t[r] = ae_time_now() - t0;
     }
     ae_scratch_free(&s);
-    return 2.0 * rows * cols * ae_dtype_size(be->act_dtype) / median(t, 5);
+    return 2.0 * rows * cols * ae_dtype_size(be->act_dtype) / bench_median(t, 5);
 }
 
 // ---- what one token costs ----
@@ -213,7 +181,7 @@ static ae_status bench_prefill(const opts *o, ae_model *m, int T, const model_co
         if (r >= 0) t[r] = ae_time_now() - t0;
     }
     if (st == AE_OK) {
-        double s = median(t, reps);
+        double s = bench_median(t, reps);
         double flops = k->flops_per_token * T + attn_flops(m, T) + k->head_flops;
         print_row(o, be, "prefill", T, s, T / s, "TFLOP/s", flops / s / 1e12,
                   gemm_peak > 0 ? flops / s / gemm_peak : 0);
@@ -340,7 +308,7 @@ int main(int argc, char **argv) {
     double gemm = 0, copy = 0;
     const char *g = getenv("AE_BENCH_GEMM_PEAK"), *b = getenv("AE_BENCH_COPY_PEAK");
     if (o.peaks) {
-        gemm = peak_gemm(be);
+        gemm = bench_peak_gemm(be, 8192);
         copy = peak_copy(be);
         printf("bench_infer | peaks | %s | %s | gemm %.1f TFLOP/s | copy %.1f GB/s\n", be->name,
                be->device, gemm / 1e12, copy / 1e9);
