@@ -3,7 +3,7 @@
 //   bench_distill --config DIR --target mla|gateswa --batch B --ctx T --steps N
 //                 [--stage 1|2|both] [--device cuda] [--json] [--label S] [--peaks]
 //                 [--kv-lora 512] [--rope-dim 64] [--nope-dim 128] [--v-dim 128]
-//                 [--window 1024] [--full-every 6] [--out DIR] [--keep] [--seed S]
+//                 [--window 1024] [--full-every 6] [--out DIR] [--keep] [--seed S] [--profile]
 // The teacher has random weights for DIR/config.json's architecture, made on the device
 // (ae_model_random); the student shares its frozen tensors (ae_model_share) and gets the peer's
 // target modules at random init (ae_student_make): MLA kv_lora 512 + rope 64, nope 128, v 128,
@@ -15,6 +15,10 @@
 // --stage both runs the stages in one ae_distill_run, as `attnedit convert` does; a stage the
 // library refuses on this device (AE_ERR_UNSUPPORTED: stage 2 of a MoE model on cuda) is
 // reported as that row's result and the other stage is run alone.
+// --profile: after the timed run, each stage once more (its N + 2 steps alone) on the op
+// profiler (backend/profile.h: a sync around every op, so only the shares mean something), and
+// its table per step: lines starting "profile |". Ops a layer module calls through its own
+// backend pointer (GateSWA's inference path) are not counted.
 //
 // Peak memory: cuda, the high-water mark of the stream-ordered pool that holds every allocation
 // of the backend (ae_cuda_mem_peak, reset before the teacher is made; the teacher's weights
@@ -47,6 +51,7 @@
 
 #include "backend/ops.h"
 #include "bench_peaks.h"
+#include "bench_profile.h"
 #include "core/file.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -62,7 +67,7 @@
 
 typedef struct {
     const char *config, *target, *device, *label, *out;
-    int batch, ctx, steps, stages, json, peaks, keep; // stages: bit 0 stage 1, bit 1 stage 2
+    int batch, ctx, steps, stages, json, peaks, keep, profile; // stages: bit 0 stage 1, bit 1 stage 2
     int kv_lora, rope, nope, vdim, window, full_every;
     uint64_t seed;
 } opts;
@@ -75,6 +80,7 @@ static int parse(int argc, char **argv, opts *o) {
         if (!strcmp(a, "--json")) { o->json = 1; continue; }
         if (!strcmp(a, "--peaks")) { o->peaks = 1; continue; }
         if (!strcmp(a, "--keep")) { o->keep = 1; continue; }
+        if (!strcmp(a, "--profile")) { o->profile = 1; continue; }
         if (!v) return -1;
         i++;
         int *num = NULL;
@@ -321,6 +327,35 @@ static void print_row(const opts *o, const ae_backend *be, int k, const stage_re
     fflush(stdout);
 }
 
+// ---- profile ----
+
+// Stage k (0 or 1) alone once more with both models on the op profiler; prints its table per
+// step. Returns 0 on failure (message printed).
+static int profile_stage(const opts *o, ae_model *t, ae_model *s, const ae_tokfile *data,
+                         const char *dir, int k, const stage_result *timed) {
+    const ae_backend *be = t->be, *prof = ae_backend_profile_wrap(be);
+    if (!prof) {
+        fprintf(stderr, "bench_distill: %s: profiler: %s\n", o->label, ae_last_error());
+        return 0;
+    }
+    t->be = s->be = prof;
+    stage_result res[2];
+    memset(res, 0, sizeof res);
+    ae_status st = run_once(o, t, s, data, dir, 1 << k, res);
+    t->be = s->be = be;
+    if (st == AE_OK && res[k].ran) {
+        char what[96];
+        snprintf(what, sizeof what, "%s stage %d, %d x %d, %d steps", o->target, k + 1, o->batch,
+                 o->ctx, o->steps + WARMUP);
+        bench_print_profile(o->label, prof, what, o->steps + WARMUP, "step", timed->step_s);
+    } else {
+        fprintf(stderr, "bench_distill: %s: profiled stage %d: %s\n", o->label, k + 1,
+                st != AE_OK ? ae_last_error() : res[k].msg);
+    }
+    ae_backend_profile_free(prof);
+    return st == AE_OK && res[k].ran;
+}
+
 // ---- main ----
 
 static void usage(void) {
@@ -328,7 +363,7 @@ static void usage(void) {
             "usage: bench_distill --config DIR --target mla|gateswa [--batch B] [--ctx T] [--steps N]\n"
             "         [--stage 1|2|both] [--device cuda|cpu] [--json] [--label S] [--peaks]\n"
             "         [--kv-lora 512] [--rope-dim 64] [--nope-dim 128] [--v-dim 128] [--window 1024]\n"
-            "         [--full-every 6] [--out DIR] [--keep] [--seed S]\n"
+            "         [--full-every 6] [--out DIR] [--keep] [--seed S] [--profile]\n"
             "       bench_distill --peaks [--device D]   (the bf16 GEMM rate only)\n");
 }
 
@@ -443,6 +478,9 @@ int main(int argc, char **argv) {
         }
     printf("bench_distill | %s | %s | wall | %.1f s in ae_distill_run (steps, stage-end checkpoints, "
            "loss plots)\n", o.label, be->name, wall);
+    for (int k = 0; o.profile && k < 2; k++)
+        if ((o.stages & (1 << k)) && res[k].ran && !profile_stage(&o, t, s, &data, dir, k, &res[k]))
+            ok = 0;
     if (!o.keep) ae_path_rmtree(dir);
     free(dir);
     free(ids);

@@ -28,6 +28,7 @@
 
 #include "backend/ops.h"
 #include "bench_peaks.h"
+#include "bench_profile.h"
 #include "backend/profile.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -207,36 +208,6 @@ static ae_status decode_steps(ae_model *m, ae_kv_cache *c, int32_t *id, ae_ptr l
     return st;
 }
 
-// The profile table of n decode steps at position P: each counter per token, class rows (gemm
-// shapes, attention T) indented under their op; shares are of the sum of the op totals.
-static void print_profile(const opts *o, const ae_backend *prof, int P, int n, double plain_s) {
-    ae_profile_entry e[96];
-    int k = ae_backend_profile_entries(prof, e, 96);
-    if (k > 96) k = 96;
-    double total = 0;
-    for (int i = 0; i < k; i++)
-        if (!ae_profile_entry_is_class(&e[i])) total += e[i].seconds;
-    printf("profile | %s | %s | decode at %d, %d steps: %.1f us/token profiled (sum of ops), "
-           "%.1f us/token unprofiled\n",
-           o->label, prof->name, P, n, 1e6 * total / n, 1e6 * plain_s);
-    printf("profile | %-32s | %10s | %10s | %6s\n", "op", "calls/tok", "us/tok", "share");
-    for (int i = 0; i < k; i++) { // ops by time, each followed by its classes
-        if (ae_profile_entry_is_class(&e[i])) continue;
-        size_t len = strlen(e[i].name);
-        for (int j = -1; j < k; j++) {
-            const ae_profile_entry *x = j < 0 ? &e[i] : &e[j];
-            int cls = j >= 0;
-            if (cls && !(ae_profile_entry_is_class(x) && !strncmp(x->name, e[i].name, len) &&
-                         x->name[len] == ' '))
-                continue;
-            printf("profile | %s%-*s | %10.2f | %10.1f | %5.1f%%\n", cls ? "  " : "",
-                   cls ? 30 : 32, x->name, (double)x->calls / n, 1e6 * x->seconds / n,
-                   total > 0 ? 100 * x->seconds / total : 0);
-        }
-    }
-    fflush(stdout);
-}
-
 static ae_status bench_decode(const opts *o, ae_model *m, int P, const model_cost *k,
                               double copy_peak) {
     const ae_backend *be = m->be;
@@ -281,7 +252,9 @@ static ae_status bench_decode(const opts *o, ae_model *m, int P, const model_cos
             m->be = prof;
             st = decode_steps(m, &c, &id, logits, best, N);
             m->be = be;
-            if (st == AE_OK) print_profile(o, prof, P, N, s);
+            char what[64];
+            snprintf(what, sizeof what, "decode at %d, %d steps", P, N);
+            if (st == AE_OK) bench_print_profile(o->label, prof, what, N, "tok", s);
             ae_backend_profile_free(prof);
         }
     }
