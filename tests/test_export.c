@@ -1,12 +1,15 @@
 // Student folder names and export (C side): convert's students carry attnedit's own
 // architecture names (refused by stock transformers), old-style students still load, every
 // config.json name combination is checked; `export --format hf` writes DeepSeek-V3 folders
-// (MLA) and remote-code Qwen3 folders (GateSWA) that attnedit loads back bit-identically
+// (MLA), DeepSeek-V2 folders (MLA students of Qwen3-MoE teachers; DeepSeek-V2 routing attnedit
+// cannot compute is refused naming the field) and remote-code Qwen3 folders (GateSWA) that
+// attnedit loads back bit-identically
 // (f32), converts to bf16 exactly by round-to-nearest-even, shards by size with an index,
 // refuses what it cannot export with a message naming why, and leaves nothing behind on
 // failure (disk full included). tests/test_export_hf.sh runs the folders in transformers.
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,6 +254,10 @@ static void expect_config_error(const char *json_tail, const char *key1, const c
 }
 
 #define MLA_FIELDS "\"q_lora_rank\":null,\"kv_lora_rank\":8,\"qk_nope_head_dim\":8,\"qk_rope_head_dim\":8,\"v_head_dim\":16"
+// A DeepSeek-V2 config but n_routed_experts and n_shared_experts (the tests add them).
+#define V2_FIELDS                                                                                   \
+    "\"architectures\":[\"DeepseekV2ForCausalLM\"],\"first_k_dense_replace\":1,"                     \
+    "\"num_experts_per_tok\":2,\"moe_intermediate_size\":32," MLA_FIELDS
 
 static void test_config_names(void **state) {
     (void)state;
@@ -281,8 +288,37 @@ static void test_config_names(void **state) {
                         "\"attention_target\":\"gateswa\"," MLA_FIELDS, "attention_target", NULL);
     expect_config_error("\"architectures\":[\"DeepseekV3ForCausalLM\"],\"first_k_dense_replace\":2,"
                         "\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4}," MLA_FIELDS, "rope_scaling", "yarn");
-    expect_config_error("\"architectures\":[\"DeepseekV2ForCausalLM\"]", "architectures[0]",
-                        "DeepseekV3ForCausalLM");
+    expect_config_error("\"architectures\":[\"DeepseekV4ForCausalLM\"]", "architectures[0]",
+                        "DeepseekV2ForCausalLM");
+    // DeepSeek-V2 (MoE MLA students): only Qwen3-MoE's routing, every MoE size stated
+    expect_config_error("\"architectures\":[\"DeepseekV2ForCausalLM\"],\"first_k_dense_replace\":1,"
+                        "\"n_routed_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":32,"
+                        MLA_FIELDS, "n_shared_experts", "required");
+    expect_config_error(V2_FIELDS ",\"n_routed_experts\":4,\"n_shared_experts\":1", "n_shared_experts",
+                        "shared experts");
+    expect_config_error(V2_FIELDS ",\"n_routed_experts\":4,\"n_shared_experts\":0,\"scoring_func\":\"sigmoid\"",
+                        "scoring_func", "sigmoid");
+    expect_config_error(V2_FIELDS ",\"n_routed_experts\":4,\"n_shared_experts\":0,"
+                        "\"topk_method\":\"group_limited_greedy\"", "topk_method", "group");
+    expect_config_error(V2_FIELDS ",\"n_routed_experts\":4,\"n_shared_experts\":0,\"topk_method\":\"noaux_tc\"",
+                        "topk_method", "noaux_tc");
+    expect_config_error(V2_FIELDS ",\"n_routed_experts\":4,\"n_shared_experts\":0,\"n_group\":2,\"topk_group\":1",
+                        "topk_group", "group-limited");
+    expect_config_error(V2_FIELDS ",\"n_routed_experts\":4,\"n_shared_experts\":0,\"routed_scaling_factor\":2.5",
+                        "routed_scaling_factor", "2.5");
+    expect_config_error(V2_FIELDS ",\"n_routed_experts\":4,\"n_shared_experts\":0,\"moe_layer_freq\":2",
+                        "moe_layer_freq", "dense layers between");
+    expect_config_error(V2_FIELDS ",\"n_routed_experts\":4,\"n_shared_experts\":0,"
+                        "\"auto_map\":{\"AutoModelForCausalLM\":\"modeling_deepseek.DeepseekV2ForCausalLM\"}",
+                        "auto_map.AutoModelForCausalLM", "modeling_deepseek.DeepseekV2ForCausalLM");
+    expect_config_error(V2_FIELDS ",\"n_routed_experts\":1,\"n_shared_experts\":0",
+                        "num_experts_per_tok", "n_routed_experts");
+    expect_config_error("\"architectures\":[\"DeepseekV2ForCausalLM\"],\"first_k_dense_replace\":-1,"
+                        "\"num_experts_per_tok\":2,\"moe_intermediate_size\":32,\"n_routed_experts\":4,"
+                        "\"n_shared_experts\":null," MLA_FIELDS,
+                        "first_k_dense_replace", ">= 0");
+    expect_config_error(V2_FIELDS ",\"n_routed_experts\":4,\"n_shared_experts\":0,\"attention_target\":\"gateswa\"",
+                        "attention_target", "DeepseekV2ForCausalLM");
     // accepted: the names attnedit writes, architectures absent (model_type decides)
     ae_config c;
     const char *ok[] = {
@@ -294,6 +330,36 @@ static void test_config_names(void **state) {
         "{\"architectures\":[\"AttneditGateSWAForCausalLM\"],\"model_type\":\"attnedit_gateswa\","
         "\"num_hidden_layers\":2,\"attn_output_gate\":\"head\"}",
     };
+    // DeepSeek-V2 as export writes it (and with the equivalent spellings: null shared experts,
+    // n_group = topk_group, absent scoring/top-k method): one leading dense layer, then MoE
+    static const char *const v2_ok[] = {
+        "{\"vocab_size\":32,\"hidden_size\":64,\"intermediate_size\":64,\"num_hidden_layers\":2,"
+        "\"num_attention_heads\":4,\"num_key_value_heads\":4,\"max_position_embeddings\":128," V2_FIELDS
+        ",\"n_routed_experts\":4,\"n_shared_experts\":0,\"scoring_func\":\"softmax\","
+        "\"topk_method\":\"greedy\",\"n_group\":1,\"topk_group\":1,\"routed_scaling_factor\":1.0,"
+        "\"moe_layer_freq\":1,\"norm_topk_prob\":true,\"auto_map\":{\"AutoModelForCausalLM\":"
+        "\"modeling_attnedit_deepseek_v2.AttneditDeepseekV2ForCausalLM\"}}",
+        "{\"vocab_size\":32,\"hidden_size\":64,\"intermediate_size\":64,\"num_hidden_layers\":2,"
+        "\"num_attention_heads\":4,\"max_position_embeddings\":128," V2_FIELDS
+        ",\"n_routed_experts\":4,\"n_shared_experts\":null,\"n_group\":4,\"topk_group\":4}",
+    };
+    for (int i = 0; i < 2; i++) {
+        if (ae_config_parse(v2_ok[i], "ok/config.json", &c) != AE_OK) fail_msg("%s", ae_last_error());
+        assert_int_equal(c.folder, AE_FOLDER_DEEPSEEK_V2);
+        assert_int_equal(c.arch, AE_ARCH_QWEN3_MOE);
+        assert_string_equal(c.base_architecture, "Qwen3MoeForCausalLM");
+        assert_int_equal(c.target, AE_ATTN_MLA);
+        assert_int_equal(c.layer_attn[0], AE_ATTN_MLA);
+        assert_int_equal(c.layer_attn[1], AE_ATTN_MLA);
+        assert_int_equal(c.num_key_value_heads, 4);
+        assert_int_equal(c.num_experts, 4);
+        assert_int_equal(c.num_experts_per_tok, 2);
+        assert_int_equal(c.moe_intermediate_size, 32);
+        assert_int_equal(c.norm_topk_prob, i == 0);
+        assert_false(ae_config_layer_is_moe(&c, 0));
+        assert_true(ae_config_layer_is_moe(&c, 1));
+        ae_config_free(&c);
+    }
     // MLA expands K/V per head: a DeepSeek config with fewer KV heads is not one transformers runs
     char gqa[1024];
     snprintf(gqa, sizeof gqa, "{\"num_key_value_heads\":2,%s", ok[1] + 1);
@@ -401,6 +467,29 @@ static char *leading_dense_moe(const char *dir, const char *name, int norm_topk_
     return out;
 }
 
+// b: a's DeepSeek-V2 export read back (f32): the same MoE MLA model (routing, dense layers,
+// MLA sizes), every tensor bit-identical, the same logits.
+static void assert_moe_roundtrip(const ae_model *a, const ae_model *b) {
+    const ae_config *x = &a->cfg, *y = &b->cfg;
+    assert_int_equal(y->folder, AE_FOLDER_DEEPSEEK_V2);
+    assert_int_equal(y->arch, AE_ARCH_QWEN3_MOE);
+    assert_int_equal(y->target, AE_ATTN_MLA);
+    assert_int_equal(y->num_experts, x->num_experts);
+    assert_int_equal(y->num_experts_per_tok, x->num_experts_per_tok);
+    assert_int_equal(y->moe_intermediate_size, x->moe_intermediate_size);
+    assert_int_equal(y->intermediate_size, x->intermediate_size);
+    assert_int_equal(y->norm_topk_prob, x->norm_topk_prob);
+    assert_int_equal(y->q_lora_rank, x->q_lora_rank);
+    assert_int_equal(y->kv_lora_rank, x->kv_lora_rank);
+    assert_int_equal(y->tie_word_embeddings, 0);
+    for (int l = 0; l < x->num_hidden_layers; l++) {
+        assert_int_equal(ae_config_layer_is_moe(y, l), ae_config_layer_is_moe(x, l));
+        assert_int_equal(y->layer_attn[l], AE_ATTN_MLA);
+    }
+    assert_same_tensors(a, b);
+    assert_same_logits(a, b);
+}
+
 // MLA student of a Qwen3-MoE teacher -> DeepseekV2ForCausalLM: the routing fields, the leading
 // dense layer as first_k_dense_replace, every tensor under the student's (= DeepSeek's) name
 // with its shape and bits (f32), lm_head written out, the remote-code router only with
@@ -485,9 +574,14 @@ static void test_export_moe_mla(void **state) {
         assert_non_null(ae_st_find(st, "model.layers.1.self_attn.kv_a_proj_with_mqa.weight"));
         ae_st_close(st);
         list_free(l);
+        // attnedit reads the folder back as the same MoE MLA model
+        ae_model *b = load_or_fail(out);
+        assert_moe_roundtrip(a, b);
+        ae_model_free(b);
         printf("MoE MLA student (norm_topk_prob %d): DeepseekV2ForCausalLM, first_k_dense_replace 1, "
-               "%d experts top %d, tensors bit-identical (f32)%s\n", norm, c->num_experts,
-               c->num_experts_per_tok, norm ? ", remote-code router shipped" : "");
+               "%d experts top %d, tensors bit-identical (f32)%s; loads back: same config, tensors, "
+               "logits\n", norm, c->num_experts, c->num_experts_per_tok,
+               norm ? ", remote-code router shipped" : "");
         ae_model_free(a);
         free(py);
         free(gpy);
@@ -860,6 +954,101 @@ static void test_cli_export(void **state) {
     free(dir);
 }
 
+// `attnedit eval ppl --json` of a model on data/sample.txt (ctx 128, cpu): its stdout line.
+static char *ppl_json(const char *model) {
+    cli_result r = run(ARGS("eval", "ppl", "--model", model, "--file", ae_test_src("data/sample.txt"),
+                            "--ctx", "128", "--json", "--device", "cpu"));
+    if (r.rc != 0) fail_msg("eval ppl %s: %s", model, r.err);
+    free(r.err);
+    return r.out;
+}
+
+static double json_nll(const char *line) {
+    cJSON *o = cJSON_Parse(line);
+    assert_non_null(o);
+    double v = jnum(o, "mean_nll");
+    cJSON_Delete(o);
+    return v;
+}
+
+// config.json of dir with one field replaced by JSON text.
+static void set_config_field(const char *dir, const char *key, const char *json) {
+    cJSON *o = read_json(dir, "config.json"), *v = cJSON_Parse(json);
+    assert_non_null(v);
+    if (cJSON_GetObjectItemCaseSensitive(o, key)) cJSON_ReplaceItemInObjectCaseSensitive(o, key, v);
+    else cJSON_AddItemToObject(o, key, v);
+    write_json(dir, "config.json", o);
+    cJSON_Delete(o);
+}
+
+// The shared Qwen3-MoE teacher (../shared/teachers/qwen3-moe: 6 MoE layers, 8 experts top 2,
+// norm_topk_prob): its MLA student (teacher init, q_lora_rank 32) exported through the CLI as
+// DeepseekV2ForCausalLM and read back: f32 every tensor bit-identical, the same logits and the
+// same `eval ppl` output; bf16 every value the RNE of the student's and the perplexity within
+// bf16 rounding; a folder edited to routing attnedit cannot compute is refused naming the field.
+static void test_export_moe_shared_roundtrip(void **state) {
+    (void)state;
+    const char *moe = ae_test_shared("teachers/qwen3-moe", "MoE MLA export round trip (qwen3-moe)");
+    if (!moe) skip();
+    char *dir = ae_test_tmpdir();
+    ae_student_spec mla = {.target = AE_ATTN_MLA, .kv_lora_rank = 32, .qk_rope_dim = 8,
+                           .q_lora_rank = 32, .init_teacher = 1};
+    char *s = make_student(moe, &mla, dir, "s"), *out = path_in(dir, "hf"), *out16 = path_in(dir, "hf16");
+    cli_result r = run(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--dtype", "f32"));
+    if (r.rc != 0) fail_msg("%s", r.err);
+    assert_non_null(strstr(r.err, "DeepseekV2ForCausalLM"));
+    free(r.out);
+    free(r.err);
+    ae_model *a = load_or_fail(s), *b = load_or_fail(out);
+    assert_true(a->cfg.norm_topk_prob);
+    assert_moe_roundtrip(a, b);
+    ae_model_free(b);
+    char *pa = ppl_json(s), *pb = ppl_json(out);
+    assert_string_equal(pa, pb);
+    printf("qwen3-moe MLA student -> DeepseekV2ForCausalLM (f32) -> attnedit: tensors and logits "
+           "bit-identical, eval ppl identical: %s", pb);
+    // bf16: the values are the student's rounded; perplexity moves by bf16 rounding only
+    r = run(ARGS("export", "--model", s, "--format", "hf", "--out", out16));
+    if (r.rc != 0) fail_msg("%s", r.err);
+    free(r.out);
+    free(r.err);
+    ae_st_set *st;
+    assert_int_equal(ae_st_open_dir(out16, &st), AE_OK);
+    bf16_check c = {st, 0};
+    assert_int_equal(ae_export_foreach_tensor(a, 1, check_bf16, &c), AE_OK);
+    assert_int_equal((size_t)c.checked, ae_st_count(st));
+    ae_st_close(st);
+    char *p16 = ppl_json(out16);
+    double na = json_nll(pa), n16 = json_nll(p16);
+    printf("bf16 export read back: mean NLL %.9f vs %.9f (rel. %.1e)\n", n16, na, fabs(n16 - na) / na);
+    assert_true(fabs(n16 - na) / na < 1e-2);
+    // routing attnedit does not compute: refused by name, never run
+    static const struct {
+        const char *key, *json, *msg;
+    } bad[] = {
+        {"n_shared_experts", "2", "shared experts"},
+        {"scoring_func", "\"sigmoid\"", "softmax"},
+        {"topk_method", "\"group_limited_greedy\"", "greedy"},
+        {"routed_scaling_factor", "16.0", "scaled"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        export_ok(s, out, AE_DT_F32, 0);
+        set_config_field(out, bad[i].key, bad[i].json);
+        expect_cli_fail(ARGS("eval", "ppl", "--model", out, "--file", ae_test_src("data/sample.txt"),
+                             "--device", "cpu"),
+                        1, bad[i].key, bad[i].msg);
+    }
+    ae_model_free(a);
+    free(pa);
+    free(pb);
+    free(p16);
+    free(s);
+    free(out);
+    free(out16);
+    ae_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_student_folder_names),
@@ -872,6 +1061,7 @@ int main(void) {
         cmocka_unit_test(test_export_refusals),
         cmocka_unit_test(test_export_disk_full),
         cmocka_unit_test(test_cli_export),
+        cmocka_unit_test(test_export_moe_shared_roundtrip),
     };
     return ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -13,6 +13,7 @@
 //     mlp.gate). transformers' DeepseekV2 never renormalises the top-k weights, so with
 //     norm_topk_prob the folder also ships modeling_attnedit_deepseek_v2.py (auto_map; a router
 //     that renormalises, trust_remote_code=True); vLLM/SGLang renormalise from norm_topk_prob.
+//     attnedit loads it back (io/config_arch.c) bit-identically.
 //   format hf, GateSWA student (dense teacher; mixed allowed) -> Qwen3 with remote code:
 //     "architectures": ["AttneditGateSWAForCausalLM"], auto_map, and the two Python files
 //     (src/export/hf/*.py, compiled into the binary) implementing the gate and the sinks on

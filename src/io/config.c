@@ -234,15 +234,17 @@ static ae_status parse_root(const ae_cfgctx *c, ae_config *cfg) {
     AE_TRY(ae_cfg_get_int(c, "intermediate_size", moe ? 6144 : 22016, &cfg->intermediate_size));
     AE_TRY(ae_cfg_get_int(c, "num_hidden_layers", moe ? 24 : 32, &cfg->num_hidden_layers));
     AE_TRY(ae_cfg_get_int(c, "num_attention_heads", 32, &cfg->num_attention_heads));
-    AE_TRY(ae_cfg_get_int(c, "num_key_value_heads", moe ? 4 : cfg->num_attention_heads,
-                   &cfg->num_key_value_heads));
+    // DeepSeek's configs default the KV heads to the attention heads, Qwen3-MoE's to 4
+    AE_TRY(ae_cfg_get_int(c, "num_key_value_heads",
+                          moe && !ae_config_is_deepseek(cfg) ? 4 : cfg->num_attention_heads,
+                          &cfg->num_key_value_heads));
     AE_TRY(ae_cfg_need_positive(c, "vocab_size", cfg->vocab_size));
     AE_TRY(ae_cfg_need_positive(c, "hidden_size", cfg->hidden_size));
     AE_TRY(ae_cfg_need_positive(c, "intermediate_size", cfg->intermediate_size));
     AE_TRY(ae_cfg_need_positive(c, "num_hidden_layers", cfg->num_hidden_layers));
     AE_TRY(ae_cfg_need_positive(c, "num_attention_heads", cfg->num_attention_heads));
     AE_TRY(ae_cfg_need_positive(c, "num_key_value_heads", cfg->num_key_value_heads));
-    if (cfg->folder == AE_FOLDER_DEEPSEEK_V3) AE_TRY(ae_config_check_deepseek(c, cfg));
+    if (ae_config_is_deepseek(cfg)) AE_TRY(ae_config_check_deepseek(c, cfg));
     if (cfg->num_hidden_layers > AE_MAX_LAYERS)
         return ae_errorf(AE_ERR_UNSUPPORTED, "%s: field \"num_hidden_layers\": %d exceeds %d",
                          c->origin, cfg->num_hidden_layers, AE_MAX_LAYERS);
@@ -313,7 +315,9 @@ static ae_status parse_root(const ae_cfgctx *c, ae_config *cfg) {
         return ae_errorf(AE_ERR_FORMAT, "%s: field \"max_window_layers\": must be >= 0, got %d",
                          c->origin, cfg->max_window_layers);
 
-    if (moe) {
+    if (cfg->folder == AE_FOLDER_DEEPSEEK_V2) {
+        AE_TRY(ae_config_parse_deepseek_moe(c, cfg));
+    } else if (moe) {
         AE_TRY(parse_moe(c, cfg));
     } else {
         cfg->num_experts = 0;

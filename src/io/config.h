@@ -9,6 +9,9 @@
 //   DeepseekV3ForCausalLM / "deepseek_v3"            export --format hf of an MLA student: only
 //       every layer dense (first_k_dense_replace >= num_hidden_layers), read as an MLA student
 //       of a dense Qwen3
+//   DeepseekV2ForCausalLM / "deepseek_v2"            export --format hf of an MLA student of a
+//       Qwen3-MoE teacher: read as one (leading dense layers = first_k_dense_replace); only
+//       Qwen3-MoE's routing (softmax, greedy top-k, no shared experts, scale 1)
 #ifndef AE_IO_CONFIG_H
 #define AE_IO_CONFIG_H
 
@@ -37,6 +40,7 @@ typedef enum {
     AE_FOLDER_STUDENT = 1,     // AttneditStudentForCausalLM
     AE_FOLDER_GATESWA_HF = 2,  // AttneditGateSWAForCausalLM (exported GateSWA student)
     AE_FOLDER_DEEPSEEK_V3 = 3, // DeepseekV3ForCausalLM, all layers dense (exported MLA student)
+    AE_FOLDER_DEEPSEEK_V2 = 4, // DeepseekV2ForCausalLM (exported MLA student of a Qwen3-MoE)
 } ae_folder_kind;
 
 typedef struct {

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/mem.h"
+
 // architectures[0] -> model_type, and the kind of folder it names.
 typedef struct {
     const char *arch, *model_type;
@@ -16,6 +18,7 @@ static const arch_name k_archs[] = {
     {"AttneditStudentForCausalLM", "attnedit_student", AE_FOLDER_STUDENT},
     {"AttneditGateSWAForCausalLM", "attnedit_gateswa", AE_FOLDER_GATESWA_HF},
     {"DeepseekV3ForCausalLM", "deepseek_v3", AE_FOLDER_DEEPSEEK_V3},
+    {"DeepseekV2ForCausalLM", "deepseek_v2", AE_FOLDER_DEEPSEEK_V2},
 };
 #define N_ARCHS (sizeof k_archs / sizeof k_archs[0])
 
@@ -32,7 +35,7 @@ static ae_status set_base(const ae_cfgctx *c, const char *base, const char *fiel
                          "%s: field \"architectures[0]\" = \"%.100s\": only Qwen3ForCausalLM and "
                          "Qwen3MoeForCausalLM are supported (and the student folders attnedit "
                          "writes: AttneditStudentForCausalLM, AttneditGateSWAForCausalLM, "
-                         "DeepseekV3ForCausalLM)",
+                         "DeepseekV3ForCausalLM, DeepseekV2ForCausalLM)",
                          c->origin, base);
     snprintf(cfg->base_architecture, sizeof cfg->base_architecture, "%s", base);
     return AE_OK;
@@ -91,37 +94,177 @@ ae_status ae_config_parse_arch(const ae_cfgctx *c, ae_config *cfg) {
     snprintf(cfg->architecture, sizeof cfg->architecture, "%s", name);
     if (an->folder == AE_FOLDER_QWEN3) return set_base(c, name, NULL, cfg);
     if (an->folder == AE_FOLDER_DEEPSEEK_V3) return set_base(c, "Qwen3ForCausalLM", NULL, cfg);
+    if (an->folder == AE_FOLDER_DEEPSEEK_V2) return set_base(c, "Qwen3MoeForCausalLM", NULL, cfg);
     return parse_base(c, name, cfg);
 }
 
-// transformers' DeepseekV3Config defaults differ from Qwen3's for these: an exported folder
-// states them all (q_lora_rank may be null: plain q_proj).
+int ae_config_is_deepseek(const ae_config *cfg) {
+    return cfg->folder == AE_FOLDER_DEEPSEEK_V3 || cfg->folder == AE_FOLDER_DEEPSEEK_V2;
+}
+
+// Each field present (q_lora_rank and n_shared_experts may be null: no q LoRA, no shared experts).
+static ae_status need_fields(const ae_cfgctx *c, const ae_config *cfg, const char *const *keys,
+                             size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        int nullable = !strcmp(keys[i], "q_lora_rank") || !strcmp(keys[i], "n_shared_experts");
+        if (nullable ? !cJSON_GetObjectItemCaseSensitive(c->root, keys[i]) : !ae_cfg_field(c, keys[i]))
+            return ae_errorf(AE_ERR_FORMAT,
+                             "%s: field \"%s\" is required in a %s config (transformers' default "
+                             "is DeepSeek's own)",
+                             c->origin, keys[i], cfg->architecture);
+    }
+    return AE_OK;
+}
+
+// transformers' DeepseekV3Config / DeepseekV2Config defaults differ from Qwen3's for these: an
+// exported folder states them all (q_lora_rank may be null: plain q_proj). DeepSeek-V2 also
+// needs its MoE sizes and n_shared_experts (transformers' default is 2 shared experts).
 ae_status ae_config_check_deepseek(const ae_cfgctx *c, const ae_config *cfg) {
     static const char *const need[] = {
         "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
         "num_attention_heads", "max_position_embeddings", "q_lora_rank", "kv_lora_rank",
         "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "first_k_dense_replace"};
-    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
-        if (strcmp(need[i], "q_lora_rank") == 0 ? !cJSON_GetObjectItemCaseSensitive(c->root, need[i])
-                                                : !ae_cfg_field(c, need[i]))
-            return ae_errorf(AE_ERR_FORMAT,
-                             "%s: field \"%s\" is required in a DeepseekV3ForCausalLM config "
-                             "(transformers' default is DeepSeek-V3's own)",
-                             c->origin, need[i]);
+    static const char *const need_v2[] = {"n_routed_experts", "num_experts_per_tok",
+                                          "moe_intermediate_size", "n_shared_experts"};
+    int v2 = cfg->folder == AE_FOLDER_DEEPSEEK_V2;
+    AE_TRY(need_fields(c, cfg, need, sizeof need / sizeof need[0]));
+    if (v2) AE_TRY(need_fields(c, cfg, need_v2, sizeof need_v2 / sizeof need_v2[0]));
     int dense;
     AE_TRY(ae_cfg_get_int(c, "first_k_dense_replace", 0, &dense));
-    if (dense < cfg->num_hidden_layers)
+    if (dense < 0)
+        return ae_errorf(AE_ERR_FORMAT, "%s: field \"first_k_dense_replace\": must be >= 0, got %d",
+                         c->origin, dense);
+    if (!v2 && dense < cfg->num_hidden_layers)
         return ae_errorf(AE_ERR_UNSUPPORTED,
                          "%s: field \"first_k_dense_replace\" = %d < num_hidden_layers %d: layers "
-                         "%d.. are DeepSeek MoE layers; attnedit reads only all-dense "
-                         "DeepseekV3ForCausalLM folders (MLA students of dense Qwen3 models, as "
-                         "attnedit export writes them)",
+                         "%d.. are DeepSeek-V3 MoE layers, whose router (sigmoid scores, expert "
+                         "groups, a correction bias) is not Qwen3-MoE's; attnedit reads only "
+                         "all-dense DeepseekV3ForCausalLM folders (MLA students of dense Qwen3 "
+                         "models) and MLA students of Qwen3-MoE teachers as "
+                         "DeepseekV2ForCausalLM, as attnedit export writes them",
                          c->origin, dense, cfg->num_hidden_layers, dense);
     if (cfg->num_key_value_heads != cfg->num_attention_heads)
         return ae_errorf(AE_ERR_FORMAT,
                          "%s: field \"num_key_value_heads\" (%d) must equal num_attention_heads "
-                         "(%d) in a DeepseekV3ForCausalLM config",
-                         c->origin, cfg->num_key_value_heads, cfg->num_attention_heads);
+                         "(%d) in a %s config",
+                         c->origin, cfg->num_key_value_heads, cfg->num_attention_heads,
+                         cfg->architecture);
     return AE_OK;
 }
 
+// ---- DeepseekV2ForCausalLM: the routing Qwen3-MoE computes, nothing else
+
+static ae_status refuse_routing(const ae_cfgctx *c, const char *field, const char *value,
+                                const char *why) {
+    return ae_errorf(AE_ERR_UNSUPPORTED,
+                     "%s: field \"%s\" = %s: %s; attnedit runs DeepseekV2ForCausalLM folders only "
+                     "with Qwen3-MoE's routing (scoring_func \"softmax\", topk_method \"greedy\" "
+                     "over all experts, n_shared_experts 0, routed_scaling_factor 1, "
+                     "moe_layer_freq 1), as attnedit export writes them",
+                     c->origin, field, value, why);
+}
+
+// A string field that must be absent, null or `want`.
+static ae_status need_str(const ae_cfgctx *c, const char *key, const char *want, const char *why) {
+    const cJSON *v = ae_cfg_field(c, key);
+    if (!v) return AE_OK;
+    if (!cJSON_IsString(v))
+        return ae_errorf(AE_ERR_FORMAT, "%s: field \"%s\": expected a string, got %s", c->origin,
+                         key, ae_cfg_jtype(v));
+    if (strcmp(v->valuestring, want) == 0) return AE_OK;
+    char q[96];
+    snprintf(q, sizeof q, "\"%.80s\"", v->valuestring);
+    return refuse_routing(c, key, q, why);
+}
+
+// An integer field that must be absent, null or `want`.
+static ae_status need_int_value(const ae_cfgctx *c, const char *key, int want, const char *why) {
+    int v;
+    AE_TRY(ae_cfg_get_int(c, key, want, &v));
+    if (v == want) return AE_OK;
+    char s[32];
+    snprintf(s, sizeof s, "%d", v);
+    return refuse_routing(c, key, s, why);
+}
+
+// Expert groups route by group first (vLLM and DeepSeek's own code) unless every group is kept.
+static ae_status check_groups(const ae_cfgctx *c) {
+    int groups, keep;
+    AE_TRY(ae_cfg_get_int(c, "n_group", 1, &groups));
+    AE_TRY(ae_cfg_get_int(c, "topk_group", groups, &keep));
+    if (groups > 1 && keep < groups) {
+        char s[64];
+        snprintf(s, sizeof s, "%d (n_group %d)", keep, groups);
+        return refuse_routing(c, "topk_group", s,
+                              "group-limited routing (experts chosen only in the best topk_group "
+                              "of n_group groups)");
+    }
+    return AE_OK;
+}
+
+// auto_map may only name the router attnedit ships (modeling_attnedit_deepseek_v2.py): other
+// remote code computes something attnedit does not know.
+static ae_status check_auto_map(const ae_cfgctx *c) {
+    static const char ours[] = "modeling_attnedit_deepseek_v2.AttneditDeepseekV2ForCausalLM";
+    const cJSON *map = ae_cfg_field(c, "auto_map");
+    if (!map) return AE_OK;
+    if (!cJSON_IsObject(map))
+        return ae_errorf(AE_ERR_FORMAT, "%s: field \"auto_map\": expected an object, got %s",
+                         c->origin, ae_cfg_jtype(map));
+    const cJSON *e;
+    cJSON_ArrayForEach(e, map) {
+        if (cJSON_IsString(e) && strcmp(e->valuestring, ours) == 0) continue;
+        return ae_errorf(AE_ERR_UNSUPPORTED,
+                         "%s: field \"auto_map.%.40s\" = %s%.100s%s: remote code attnedit does not "
+                         "know (it may compute something else); attnedit reads DeepseekV2ForCausalLM "
+                         "folders with transformers' own code or with the router it ships (%s)",
+                         c->origin, e->string, cJSON_IsString(e) ? "\"" : "",
+                         cJSON_IsString(e) ? e->valuestring : ae_cfg_jtype(e),
+                         cJSON_IsString(e) ? "\"" : "", ours);
+    }
+    return AE_OK;
+}
+
+ae_status ae_config_parse_deepseek_moe(const ae_cfgctx *c, ae_config *cfg) {
+    AE_TRY(need_int_value(c, "n_shared_experts", 0, "shared experts (Qwen3-MoE has none)"));
+    AE_TRY(need_str(c, "scoring_func", "softmax", "Qwen3-MoE scores experts with a softmax"));
+    AE_TRY(need_str(c, "topk_method", "greedy",
+                    "group-limited or bias-corrected expert choice (Qwen3-MoE takes the top k of "
+                    "all experts)"));
+    AE_TRY(check_groups(c));
+    double scale;
+    AE_TRY(ae_cfg_get_double(c, ae_cfg_field(c, "routed_scaling_factor"), "routed_scaling_factor",
+                             1.0, &scale));
+    if (scale != 1.0) {
+        char s[32];
+        snprintf(s, sizeof s, "%g", scale);
+        AE_TRY(refuse_routing(c, "routed_scaling_factor", s, "scaled expert weights"));
+    }
+    AE_TRY(need_int_value(c, "moe_layer_freq", 1,
+                          "dense layers between MoE layers (transformers' DeepseekV2 ignores the "
+                          "field, DeepSeek's own code does not)"));
+    AE_TRY(check_auto_map(c));
+    AE_TRY(ae_cfg_get_int(c, "n_routed_experts", 0, &cfg->num_experts));
+    AE_TRY(ae_cfg_get_int(c, "num_experts_per_tok", 0, &cfg->num_experts_per_tok));
+    AE_TRY(ae_cfg_get_int(c, "moe_intermediate_size", 0, &cfg->moe_intermediate_size));
+    AE_TRY(ae_cfg_need_positive(c, "n_routed_experts", cfg->num_experts));
+    AE_TRY(ae_cfg_need_positive(c, "num_experts_per_tok", cfg->num_experts_per_tok));
+    AE_TRY(ae_cfg_need_positive(c, "moe_intermediate_size", cfg->moe_intermediate_size));
+    if (cfg->num_experts_per_tok > cfg->num_experts)
+        return ae_errorf(AE_ERR_FORMAT,
+                         "%s: field \"num_experts_per_tok\" (%d) exceeds n_routed_experts (%d)",
+                         c->origin, cfg->num_experts_per_tok, cfg->num_experts);
+    // norm_topk_prob as DeepSeek's code, vLLM, SGLang and the shipped router read it (stock
+    // transformers' DeepseekV2 never renormalises; export ships the router whenever it is true).
+    AE_TRY(ae_cfg_get_bool(c, "norm_topk_prob", 0, &cfg->norm_topk_prob));
+    cfg->decoder_sparse_step = 1;
+    // layers 0 .. first_k_dense_replace-1 dense (width intermediate_size), the rest MoE
+    int dense;
+    AE_TRY(ae_cfg_get_int(c, "first_k_dense_replace", 0, &dense));
+    if (dense > cfg->num_hidden_layers) dense = cfg->num_hidden_layers;
+    cfg->mlp_only_layers = ae_calloc((size_t)(dense ? dense : 1), sizeof(int));
+    if (!cfg->mlp_only_layers) return AE_ERR_NOMEM;
+    for (int l = 0; l < dense; l++) cfg->mlp_only_layers[l] = l;
+    cfg->n_mlp_only_layers = dense;
+    return AE_OK;
+}

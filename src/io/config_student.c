@@ -5,14 +5,15 @@
 //     "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "rope_interleave" (true)
 //   GateSWA: "attn_output_gate": "elementwise" | "head" | "none", "attn_sinks": bool, and the
 //     window pattern in the standard "layer_types" / "sliding_window" / "use_sliding_window".
-// A DeepseekV3ForCausalLM folder (exported MLA student) is MLA on every layer, with the same
-// MLA field names; an AttneditGateSWAForCausalLM folder is a GateSWA student.
+// A DeepseekV3ForCausalLM or DeepseekV2ForCausalLM folder (exported MLA student) is MLA on every
+// layer, with the same MLA field names; an AttneditGateSWAForCausalLM folder is a GateSWA student.
 #include "io/config_student.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/mem.h"
+#include "io/config_arch.h"
 
 const char *ae_attn_kind_name(ae_attn_kind k) {
     switch (k) {
@@ -105,14 +106,14 @@ static ae_status parse_gateswa(const ae_cfgctx *c, ae_config *cfg) {
     return ae_cfg_get_bool(c, "attn_sinks", 0, &cfg->attn_sinks);
 }
 
-// DeepseekV3ForCausalLM (all dense, checked in config.c): every layer MLA with the file's
+// DeepseekV3ForCausalLM (all dense, checked in config.c) or DeepseekV2ForCausalLM: every layer MLA with the file's
 // DeepSeek fields; head_dim is DeepSeek's q/k head dim (no layer uses the Qwen3 one).
 static ae_status parse_deepseek(const ae_cfgctx *c, const cJSON *t, ae_config *cfg) {
     if (t && (!cJSON_IsString(t) || strcmp(t->valuestring, "mla") != 0))
         return ae_errorf(AE_ERR_FORMAT,
-                         "%s: field \"attention_target\": a DeepseekV3ForCausalLM folder is an MLA "
-                         "model (\"mla\"), got %s%.40s%s",
-                         c->origin, cJSON_IsString(t) ? "\"" : ae_cfg_jtype(t),
+                         "%s: field \"attention_target\": a %s folder is an MLA model (\"mla\"), "
+                         "got %s%.40s%s",
+                         c->origin, cfg->architecture, cJSON_IsString(t) ? "\"" : ae_cfg_jtype(t),
                          cJSON_IsString(t) ? t->valuestring : "", cJSON_IsString(t) ? "\"" : "");
     cfg->target = AE_ATTN_MLA;
     AE_TRY(parse_mla(c, cfg));
@@ -126,7 +127,7 @@ ae_status ae_config_parse_student(const ae_cfgctx *c, ae_config *cfg) {
     if (!cfg->layer_attn) return AE_ERR_NOMEM;
     cfg->target = AE_ATTN_GQA;
     const cJSON *t = ae_cfg_field(c, "attention_target");
-    if (cfg->folder == AE_FOLDER_DEEPSEEK_V3) return parse_deepseek(c, t, cfg);
+    if (ae_config_is_deepseek(cfg)) return parse_deepseek(c, t, cfg);
     if (!t && cfg->folder == AE_FOLDER_STUDENT)
         return ae_errorf(AE_ERR_FORMAT,
                          "%s: field \"attention_target\" is required with architectures[0] "
