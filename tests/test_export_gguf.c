@@ -374,6 +374,9 @@ static void test_export_teacher_f32(void **state) {
     assert_true(kv_str_is(&r, "tokenizer.ggml.merges", 0, "Ġ t"));
     assert_int_equal(kv_u32(&r, "tokenizer.ggml.eos_token_id"), 8189);
     assert_int_equal(kv_u32(&r, "tokenizer.ggml.bos_token_id"), 8189);
+    // llama.cpp's key for the padding id (LLM_KV_TOKENIZER_PAD_ID), as its converter writes it
+    assert_int_equal(kv_u32(&r, "tokenizer.ggml.padding_token_id"), 8189);
+    assert_null(kv(&r, "tokenizer.ggml.pad_token_id"));
     assert_int_equal(kv(&r, "tokenizer.ggml.add_bos_token")->val[0], 0);
     gguf_close(&r);
     ae_model_free(m);

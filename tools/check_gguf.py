@@ -14,6 +14,12 @@ Cases: models/qwen3-micro (teacher -> qwen3), ../shared/teachers/qwen3-moe when 
 and 32 -> deepseek2) and, when ../shared/teachers/qwen3-moe is present, of that MoE teacher
 (-> deepseek2 with MoE layers), all f32; plus micro as bf16 (llama.cpp then multiplies in bf16; checked
 against --tol-bf16; MoE students against --tol-moe).
+With ../shared/qwen3-tokenizer (the real Qwen3 tokenizer, 151,669 tokens), also a tiny random-weight
+Qwen3 teacher in Hugging Face layout carrying those tokenizer files (vocab_size 151936 as real
+Qwen3 checkpoints, so the GGUF pads the vocabulary; made here, `random_qwen3`) and an MLA student
+of it trained by `attnedit convert` with a tiny budget (on the first ~64 KB of the corpus'
+train-000.txt): these check the GGUF tokenizer metadata (pre-tokenizer "qwen2", merges, token
+types, bos/eos/pad) by llama.cpp's tokens equalling attnedit's on the text.
 
 Usage: check_gguf.py --attnedit BIN [--llama-bin DIR] [--text FILE] [--ctx 128] [--ngl 0]
   DIR (default $AE_LLAMA_BIN) holds llama-perplexity; it is prepended to LD_LIBRARY_PATH (set
@@ -23,8 +29,11 @@ Usage: check_gguf.py --attnedit BIN [--llama-bin DIR] [--text FILE] [--ctx 128] 
 Only the Python standard library is used.
 """
 import argparse
+import array
+import json
 import math
 import os
+import random
 import re
 import shutil
 import struct
@@ -36,6 +45,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 MLA = ["--target", "mla", "--kv-lora-rank", "32", "--qk-rope-dim", "8", "--init", "teacher"]
+QWEN3_TOK = os.path.join(SHARED, "qwen3-tokenizer")
+REAL_TOK_CASES = ("qwen3-tok (teacher, real tokenizer)", "qwen3-tok/mla-q0 (student, trained)",
+                  "qwen3-tok (teacher, mixed-script text)")
 
 
 def run(cmd, env=None, timeout=1800):
@@ -59,6 +71,110 @@ def default_text(work):
     with open(path, "w", encoding="utf-8") as f:
         f.write(data)
     return path
+
+
+def write_safetensors(path, tensors):
+    """tensors: [(name, shape, array('f'))] -> one F32 safetensors file (little-endian)."""
+    header, off = {}, 0
+    for name, shape, data in tensors:
+        n = 4 * len(data)
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [off, off + n]}
+        off += n
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        for _, _, data in tensors:
+            if sys.byteorder != "little":
+                data = array.array("f", data)
+                data.byteswap()
+            data.tofile(f)
+
+
+def random_qwen3(folder, tok_dir, seed=0):
+    """A tiny Qwen3ForCausalLM folder with random weights and the tokenizer files of tok_dir:
+    vocab_size 151936 (real Qwen3's: ids beyond the tokenizer's 151,669 are padding), 2 layers,
+    hidden 64, 4 query / 2 KV heads of 16, tied embeddings; token ids as Qwen3's config.json.
+    Weights uniform with std 1/sqrt(fan_in) (embeddings 0.3, norms 1 +- 0.1): logits of a few
+    nats' spread, so that the perplexity depends on every weight."""
+    V, D, L, Hq, Hkv, hd, I = 151936, 64, 2, 4, 2, 16, 128
+    rng = random.Random(seed)
+
+    def uni(shape, std, mean=0.0):
+        a, n = std * math.sqrt(3.0), math.prod(shape)
+        return array.array("f", [mean + rng.uniform(-a, a) for _ in range(n)])
+
+    def lin(rows, cols):
+        return (rows, cols), uni((rows, cols), 1.0 / math.sqrt(cols))
+
+    t = [("model.embed_tokens.weight", (V, D), uni((V, D), 0.3))]
+    for l in range(L):
+        b = f"model.layers.{l}."
+        for name, (shape, w) in [("self_attn.q_proj.weight", lin(Hq * hd, D)),
+                                 ("self_attn.k_proj.weight", lin(Hkv * hd, D)),
+                                 ("self_attn.v_proj.weight", lin(Hkv * hd, D)),
+                                 ("self_attn.o_proj.weight", lin(D, Hq * hd)),
+                                 ("mlp.gate_proj.weight", lin(I, D)), ("mlp.up_proj.weight", lin(I, D)),
+                                 ("mlp.down_proj.weight", lin(D, I))]:
+            t.append((b + name, shape, w))
+        for name, n in [("input_layernorm.weight", D), ("post_attention_layernorm.weight", D),
+                        ("self_attn.q_norm.weight", hd), ("self_attn.k_norm.weight", hd)]:
+            t.append((b + name, (n,), uni((n,), 0.1, 1.0)))
+    t.append(("model.norm.weight", (D,), uni((D,), 0.1, 1.0)))
+    os.makedirs(folder, exist_ok=True)
+    write_safetensors(os.path.join(folder, "model.safetensors"), t)
+    cfg = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": V,
+           "hidden_size": D, "intermediate_size": I, "num_hidden_layers": L,
+           "num_attention_heads": Hq, "num_key_value_heads": Hkv, "head_dim": hd,
+           "hidden_act": "silu", "max_position_embeddings": 40960, "rms_norm_eps": 1e-6,
+           "rope_theta": 1000000.0, "tie_word_embeddings": True, "attention_bias": False,
+           "use_sliding_window": False, "sliding_window": None, "bos_token_id": 151643,
+           "eos_token_id": 151645, "torch_dtype": "float32"}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(tok_dir, name), os.path.join(folder, name))
+    return folder
+
+
+# Mixed-script text for the real tokenizer: digits (Qwen splits them one by one), CJK, emoji,
+# accents (all NFC already: llama.cpp does not normalise), tabs, runs of spaces, contractions,
+# CRLF line ends. No special-token text (the two tools need not agree on parsing it).
+STRESS = ("Numbers 1234567890, 3.14159, 1,000,000 and 2026-11-29T12:00:00Z; prices $19.99, \u20ac5, "
+          "\u00a5300.\n\u4f60\u597d\uff0c\u4e16\u754c\uff01\u8fd9\u662f\u4e00\u4e2a\u6d4b\u8bd5\u3002"
+          "\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8\u3002\ud55c\uad6d\uc5b4 \ubb38\uc7a5.\n"
+          "Emoji \U0001f642\U0001f680\U0001f469\u200d\U0001f4bb and accents: caf\u00e9, na\u00efve, "
+          "\u00c5ngstr\u00f6m, Stra\u00dfe, \u0130stanbul.\n"
+          "Code:\tdef f(x):\n\t    return x**2  # comment\n    if (a&&b) { c += d; }\n"
+          "Contractions: don't, I'm, they've, we'll, she'd, it's. ALL CAPS and   runs    of     spaces."
+          "\r\nWindows line\r\nendings   \r\n\n\n")
+
+
+def stress_text(work, base):
+    """base's first 4 KB then STRESS repeated: ~8 chunks of 128 Qwen3 tokens."""
+    with open(base, encoding="utf-8") as f:
+        head = f.read(4096)
+    path = os.path.join(work, "text-mixed.txt")
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(head[:head.rfind("\n") + 1] + STRESS * 6)
+    return path
+
+
+def real_tok_cases(a, work, text):
+    """The real-tokenizer teacher and its MLA student trained on a tiny budget (cases)."""
+    teacher = random_qwen3(os.path.join(work, "qwen3-tok-teacher"), QWEN3_TOK)
+    train = os.path.join(SHARED, "data", "corpus", "general", "train-000.txt")
+    with open(train, "rb") as f:
+        data = f.read(65536)
+    src = os.path.join(work, "train.txt")
+    with open(src, "wb") as f:
+        f.write(data[:data.rfind(b"\n") + 1])
+    tokens = os.path.join(work, "train.tok")
+    run([a.attnedit, "prepare-data", "--model", teacher, "--out", tokens, "--quiet", src])
+    budget = ["--data", tokens, "--ctx", "128", "--batch", "2", "--stage1-tokens", "4096",
+              "--stage2-tokens", "2048", "--log-every", "100", "--device", "cpu"]
+    return [(REAL_TOK_CASES[0], teacher, None, "f32"), (REAL_TOK_CASES[1], teacher, MLA + budget, "f32"),
+            (REAL_TOK_CASES[2], teacher, None, "f32", stress_text(work, text))]
 
 
 def llama_ppl(a, gguf, text, logits):
@@ -96,13 +212,14 @@ def main():
                    help="MLA students of MoE teachers (f32): llama.cpp's own result moves by ~7e-5 "
                         "with the batch size there (top-k routing near ties); see docs/EXPORT.md")
     p.add_argument("--keep", help="work folder to keep (default: a temporary one, removed)")
+    p.add_argument("--only", help="run only the cases whose name matches this regular expression")
     a = p.parse_args()
     if not a.llama_bin or not os.access(os.path.join(a.llama_bin, "llama-perplexity"), os.X_OK):
         print("SKIP: no llama-perplexity (give --llama-bin DIR or set AE_LLAMA_BIN)")
         return 77
     work = a.keep or tempfile.mkdtemp(prefix="check_gguf.")
     os.makedirs(work, exist_ok=True)
-    text = a.text or default_text(work)
+    default = text = a.text or default_text(work)
     micro = os.path.join(ROOT, "models", "qwen3-micro")
     moe = os.path.join(SHARED, "teachers", "qwen3-moe")
     cases = [("qwen3-micro (teacher)", micro, None, "f32"),
@@ -114,12 +231,18 @@ def main():
     if os.path.exists(os.path.join(moe, "config.json")):  # MoE MLA students -> deepseek2 with MoE
         cases += [("qwen3-moe/mla-q0 (student)", moe, MLA, "f32"),
                   ("qwen3-moe/mla-q32 (student)", moe, MLA + ["--q-lora-rank", "32"], "f32")]
+    real_tok = os.path.exists(os.path.join(QWEN3_TOK, "tokenizer.json"))
+    if a.only:
+        cases = [c for c in cases if re.search(a.only, c[0])]
     print(f"text {text}, ctx {a.ctx}, llama.cpp {a.llama_bin}")
-    print(f"{'case':34s} {'arch':9s} {'chunks':>6s} {'tokens':>6s} {'attnedit NLL':>14s} "
+    print(f"{'case':38s} {'arch':9s} {'chunks':>6s} {'tokens':>6s} {'attnedit NLL':>14s} "
           f"{'llama.cpp NLL':>14s} {'rel. diff':>9s}")
     bad = 0
     try:
-        for i, (name, model, convert, dtype) in enumerate(cases):
+        if real_tok and (not a.only or any(re.search(a.only, n) for n in REAL_TOK_CASES)):
+            cases += [c for c in real_tok_cases(a, work, text) if not a.only or re.search(a.only, c[0])]
+        for i, (name, model, convert, dtype, *case_text) in enumerate(cases):
+            text = case_text[0] if case_text else default
             model_is_moe = model == moe
             if convert:
                 student = os.path.join(work, f"student{i}")
@@ -131,8 +254,10 @@ def main():
             arch = re.search(r" as (\w+) ", exp.stderr).group(1)
             ours = run([a.attnedit, "eval", "ppl", "--model", model, "--file", text, "--ctx", str(a.ctx),
                         "--protocol", "llama", "--json", "--device", "cpu"]).stdout
-            ours = __import__("json").loads(ours.strip().splitlines()[0])
-            theirs, chunks, toks, cmd = llama_ppl(a, gguf, text, os.path.join(work, f"case{i}.logits"))
+            ours = json.loads(ours.strip().splitlines()[0])
+            logits = os.path.join(work, f"case{i}.logits")  # ~19 MB per chunk with Qwen3's vocabulary
+            theirs, chunks, toks, cmd = llama_ppl(a, gguf, text, logits)
+            os.remove(logits)
             ids = [int(t) for t in run([a.attnedit, "tokenize", "--model", model, "--file", text]).stdout.split()]
             tok_ok = ids[:len(toks)] == toks and chunks == ours["chunks"] and chunks == len(ids) // a.ctx
             rel = abs(ours["mean_nll"] - theirs) / abs(ours["mean_nll"])
@@ -142,7 +267,7 @@ def main():
             ok = tok_ok and rel <= tol
             bad += not ok
             note = "" if tok_ok else f"  TOKENS DIFFER (attnedit {len(ids)} ids, llama.cpp {chunks} chunks)"
-            print(f"{name:34s} {arch:9s} {chunks:6d} {ours['tokens']:6d} {ours['mean_nll']:14.9f} "
+            print(f"{name:38s} {arch:9s} {chunks:6d} {ours['tokens']:6d} {ours['mean_nll']:14.9f} "
                   f"{theirs:14.9f} {rel:9.2e}  {'OK' if ok else 'MISMATCH'} ({dtype}){note}", flush=True)
             if i == 0:
                 print(f"  e.g. {cmd}")

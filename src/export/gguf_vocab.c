@@ -16,7 +16,14 @@ static const char k_qwen2_regex[] =
 
 enum { TOK_NORMAL = 1, TOK_CONTROL = 3, TOK_USER_DEFINED = 4, TOK_UNUSED = 5 };
 
+// The special tokens as tokenizer_config.json / config.json name them ("<name>_token",
+// "<name>_token_id") and their GGUF keys (llama.cpp's LLM_KV_TOKENIZER_*_ID, spelling included).
 static const char *const k_special[] = {"bos", "eos", "unk", "sep", "pad", "cls", "mask"};
+static const char *const k_special_key[] = {
+    "tokenizer.ggml.bos_token_id",       "tokenizer.ggml.eos_token_id",
+    "tokenizer.ggml.unknown_token_id",   "tokenizer.ggml.seperator_token_id",
+    "tokenizer.ggml.padding_token_id",   "tokenizer.ggml.cls_token_id",
+    "tokenizer.ggml.mask_token_id"};
 #define N_SPECIAL 7
 
 static cJSON *load_json(const char *dir, const char *name, int required, ae_status *st) {
@@ -222,12 +229,8 @@ static ae_status write_all(ae_gguf *g, const vocab *v, int V, const char *chat_t
     AE_TRY(ae_gguf_set_arr_str(g, "tokenizer.ggml.tokens", v->tokens, (size_t)V));
     AE_TRY(ae_gguf_set_arr_i32(g, "tokenizer.ggml.token_type", v->types, (size_t)V));
     AE_TRY(ae_gguf_set_arr_str(g, "tokenizer.ggml.merges", v->merges, v->n_merges));
-    for (int k = 0; k < N_SPECIAL; k++) {
-        if (v->special[k] < 0) continue;
-        char key[64];
-        snprintf(key, sizeof key, "tokenizer.ggml.%s_token_id", k_special[k]);
-        AE_TRY(ae_gguf_set_u32(g, key, (uint32_t)v->special[k]));
-    }
+    for (int k = 0; k < N_SPECIAL; k++)
+        if (v->special[k] >= 0) AE_TRY(ae_gguf_set_u32(g, k_special_key[k], (uint32_t)v->special[k]));
     if (v->add_bos >= 0) AE_TRY(ae_gguf_set_bool(g, "tokenizer.ggml.add_bos_token", v->add_bos));
     if (v->add_eos >= 0) AE_TRY(ae_gguf_set_bool(g, "tokenizer.ggml.add_eos_token", v->add_eos));
     if (chat_template) AE_TRY(ae_gguf_set_str(g, "tokenizer.chat_template", chat_template));
