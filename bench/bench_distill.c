@@ -13,8 +13,10 @@
 // checkpoints) in a temporary folder; a stage's tokens/s is the median of the per-step
 // tokens_per_s of metrics.jsonl after the 2 warm-up steps (the peer: the mean after 2).
 // --stage both runs the stages in one ae_distill_run, as `attnedit convert` does; a stage the
-// library refuses on this device (AE_ERR_UNSUPPORTED: stage 2 of a MoE model on cuda) is
-// reported as that row's result and the other stage is run alone.
+// library refuses on this device (AE_ERR_UNSUPPORTED: a backend without the training ops the
+// stage needs) is reported as that row's result and the other stage is run alone. Both stages
+// run on cuda for dense and MoE models (Qwen3-30B-A3B's stage 2 trains through its MoE layers
+// with the ops of train/moe_train.c).
 // --profile: after the timed run, each stage once more (its N + 2 steps alone) on the op
 // profiler (backend/profile.h: a sync around every op, so only the shares mean something), and
 // its table per step: lines starting "profile |". Ops a layer module calls through its own

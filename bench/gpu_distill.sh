@@ -9,8 +9,9 @@
 #                                                          in .carry/peers or ../shared/peers)
 # Environment:
 #   AE_BENCH_FULL=1      also the optional rows: Qwen3-8B at 1 x 32768 (the peer too: its speed
-#                        or its out-of-memory) and Qwen3-30B-A3B at 1 x 4096 (attnedit only; the
-#                        peer has no MoE shape); AE_BENCH_FULL=only runs only those (the default
+#                        or its out-of-memory) and Qwen3-30B-A3B at 1 x 4096 (attnedit only, both
+#                        stages: stage 2 trains through the 48 MoE layers; the peer has no MoE
+#                        shape); AE_BENCH_FULL=only runs only those (the default
 #                        set and the optional one each fit one 10-minute device call)
 #   AE_BENCH_STEPS       timed steps per stage after 2 warm-up steps, both sides (default 4;
 #                        AE_BENCH_STEPS_32K for the 32K rows, default 2)

@@ -1522,17 +1522,19 @@ static float *route_logits(ae_rng *r, int T, int E) {
 
 // moe_route: idx must match exactly, except in a slot where the cpu probabilities of the two
 // experts involved are within 1e-6 relative (a near-tie that fp32 rounding may order either
-// way; route_logits makes none, so the count printed should be 0); wts within TOL_ROUTE_W.
+// way; route_logits makes none, so the count printed should be 0); wts and the probabilities
+// (the training variant's output) within TOL_ROUTE_W.
 static void run_moe_route(ae_rng *r, int T, int E, int K, int renorm) {
     float *z = route_logits(r, T, E);
     int32_t *ic = inew((size_t)T * K);
-    float *wc = hnew((size_t)T * K);
-    g_cpu->moe_route(g_cpu, ae_host_i32(ic), ae_host_f32(wc), ae_host_f32(z), T, E, K, renorm);
-    ae_ptr dz = dnew_put(z, (size_t)T * E, AE_DT_F32);
+    float *wc = hnew((size_t)T * K), *pc = hnew((size_t)T * E);
+    g_cpu->moe_route(g_cpu, ae_host_i32(ic), ae_host_f32(wc), ae_host_f32(pc), ae_host_f32(z), T,
+                     E, K, renorm);
+    ae_ptr dz = dnew_put(z, (size_t)T * E, AE_DT_F32), dp = dnew((size_t)T * E, AE_DT_F32);
     ae_ptr di = dnew((size_t)T * K, AE_DT_I32), dw = dnew((size_t)T * K, AE_DT_F32);
-    g_gpu->moe_route(g_gpu, di, dw, dz, T, E, K, renorm);
+    g_gpu->moe_route(g_gpu, di, dw, dp, dz, T, E, K, renorm);
     int32_t *ig = dget_i32(di, (size_t)T * K);
-    float *wg = dget(dw, (size_t)T * K);
+    float *wg = dget(dw, (size_t)T * K), *pg = dget(dp, (size_t)T * E);
     float *p = hnew((size_t)E);
     int exempt = 0;
     for (int t = 0; t < T; t++) {
@@ -1556,8 +1558,10 @@ static void run_moe_route(ae_rng *r, int T, int E, int K, int renorm) {
            K, renorm, exempt);
     expect_close(wg, wc, (size_t)T * K, TOL_ROUTE_W, "moe_route T=%d E=%d K=%d renorm=%d: wts", T,
                  E, K, renorm);
-    dfree(dz), dfree(di), dfree(dw);
-    free(z), free(ic), free(wc), free(ig), free(wg), free(p);
+    expect_close(pg, pc, (size_t)T * E, TOL_ROUTE_W, "moe_route T=%d E=%d K=%d renorm=%d: probs",
+                 T, E, K, renorm);
+    dfree(dz), dfree(di), dfree(dw), dfree(dp);
+    free(z), free(ic), free(wc), free(pc), free(ig), free(wg), free(pg), free(p);
 }
 
 static void test_moe_route(void **state) {

@@ -1,4 +1,5 @@
-// Every backward op of the CPU backend against central finite differences.
+// Every backward op of the CPU backend against central finite differences (and the MoE slot
+// plan against its definition).
 //
 // For an op with output y and a fixed random R, the scalar loss is L = Σ y ⊙ R, so the gradient
 // reaching y is dy = R. The analytic gradients come from the backend's backward op (fp32); the
@@ -275,6 +276,7 @@ static void test_rope_bwd(void **state) {
 typedef struct {
     ae_attn_args a;
     double *q, *k, *v, *sinks, *R, *out;
+    double *lse; // (T·Hq) each row's log-sum-exp in log2 units (ae_attn_args.lse)
 } attn_ctx;
 
 static double attn_loss(void *p) {
@@ -298,6 +300,7 @@ static double attn_loss(void *p) {
             }
             double Z = c->sinks ? exp(c->sinks[h] - mx) : 0;
             for (int j = lo; j <= qpos; j++) Z += (s[j] = exp(s[j] - mx));
+            c->lse[(size_t)t * a->Hq + h] = (mx + log(Z)) / log(2.0);
             double *o = c->out + ((size_t)t * a->Hq + h) * a->dv;
             for (int i = 0; i < a->dv; i++) o[i] = 0;
             for (int j = lo; j <= qpos; j++) {
@@ -333,23 +336,51 @@ static void run_attn_case(const attn_case *tc, ae_rng *r) {
     float *sinks = tc->sinks ? fvec((size_t)tc->Hq, r) : NULL;
     a.sinks = ae_host_f32(sinks);
 
+    size_t nrows = (size_t)tc->T * tc->Hq;
     attn_ctx c = {a, dvec(q, nq), dvec(k, nk), NULL, sinks ? dvec(sinks, tc->Hq) : NULL,
-                  dvec(R, no), malloc(sizeof(double) * no)};
+                  dvec(R, no), malloc(sizeof(double) * no), malloc(sizeof(double) * nrows)};
     c.v = tc->layout == LAYOUT_MLA ? c.k : dvec(v, nv);
     attn_loss(&c);
-    be->attention(be, &a, ae_host_f32(out), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
+    // the forward, writing the rows' log-sum-exp as the training forwards do
+    float *lse = fconst(nrows, NAN);
+    ae_attn_args af = a;
+    af.lse = ae_host_f32(lse);
+    be->attention(be, &af, ae_host_f32(out), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
     check_close("attention out", out, c.out, no, 1e-5);
+    check_close("attention lse", lse, c.lse, nrows, 1e-5);
 
     // dq is overwritten (start from garbage); dk, dv, dsinks accumulate (start from a base).
+    // Once recomputing the forward, once from the saved out and lse: the same bits.
     float *dq = fconst(nq, NAN), *dk = fconst(nk, 0.5f), *dsk = fconst((size_t)tc->Hq, -1.0f);
     float *dv = tc->layout == LAYOUT_MLA ? dk : fconst(nv, 0.25f);
     be->attention_bwd(be, &a, ae_host_f32(dq), ae_host_f32(dk), ae_host_f32(dv),
-                      sinks ? ae_host_f32(dsk) : ae_ptr_null(), ae_host_f32(R), ae_host_f32(q),
-                      ae_host_f32(k), ae_host_f32(v));
+                      sinks ? ae_host_f32(dsk) : ae_ptr_null(), ae_host_f32(R), ae_ptr_null(),
+                      ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
+    float *sq = fconst(nq, NAN), *sk = fconst(nk, 0.5f), *ssk = fconst((size_t)tc->Hq, -1.0f);
+    float *sv = tc->layout == LAYOUT_MLA ? sk : fconst(nv, 0.25f);
+    be->attention_bwd(be, &af, ae_host_f32(sq), ae_host_f32(sk), ae_host_f32(sv),
+                      sinks ? ae_host_f32(ssk) : ae_ptr_null(), ae_host_f32(R), ae_host_f32(out),
+                      ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
+    assert_memory_equal(sq, dq, sizeof(float) * nq);
+    assert_memory_equal(sk, dk, sizeof(float) * nk);
+    assert_memory_equal(sv, dv, sizeof(float) * (tc->layout == LAYOUT_MLA ? nk : nv));
+    assert_memory_equal(ssk, dsk, sizeof(float) * (size_t)tc->Hq);
     for (size_t i = 0; i < nk; i++) dk[i] -= 0.5f;
     if (tc->layout != LAYOUT_MLA)
         for (size_t i = 0; i < nv; i++) dv[i] -= 0.25f;
     for (int h = 0; h < tc->Hq; h++) dsk[h] += 1.0f;
+    if (tc->layout != LAYOUT_MLA) { // the saved lse is the one used: lse + 1 halves every p, so dv
+        float *lse1 = malloc(sizeof(float) * nrows), *hq = fconst(nq, NAN), *hk = fconst(nk, 0.5f);
+        float *hv = fconst(nv, 0.25f), *base = fconst(nv, 0.25f);
+        for (size_t i = 0; i < nrows; i++) lse1[i] = lse[i] + 1.0f;
+        ae_attn_args a1 = a;
+        a1.lse = ae_host_f32(lse1);
+        be->attention_bwd(be, &a1, ae_host_f32(hq), ae_host_f32(hk), ae_host_f32(hv),
+                          ae_ptr_null(), ae_host_f32(R), ae_host_f32(out), ae_host_f32(q),
+                          ae_host_f32(k), ae_host_f32(v));
+        check_accum("attention dv from a saved lse + 1", hv, base, dv, 0.5f, nv);
+        free(lse1), free(hq), free(hk), free(hv), free(base);
+    }
 
     char what[160];
     snprintf(what, sizeof what, "T=%d pos0=%d Hq=%d Hkv=%d dk=%d dv=%d W=%d ring=%d sinks=%d "
@@ -371,8 +402,9 @@ static void run_attn_case(const attn_case *tc, ae_rng *r) {
     }
 
     free(q), free(k), free(R), free(out), free(sinks), free(dq), free(dk), free(dsk);
-    free(c.q), free(c.k), free(c.sinks), free(c.R), free(c.out);
-    if (tc->layout != LAYOUT_MLA) free(v), free(dv), free(c.v);
+    free(lse), free(sq), free(sk), free(ssk);
+    free(c.q), free(c.k), free(c.sinks), free(c.R), free(c.out), free(c.lse);
+    if (tc->layout != LAYOUT_MLA) free(v), free(dv), free(c.v), free(sv);
 }
 
 static void test_attention_bwd(void **state) {
@@ -423,7 +455,7 @@ static void test_attention_bwd_deterministic(void **state) {
         res[run][3] = fconst((size_t)Hq, 0);
         be->attention_bwd(be, &a, ae_host_f32(res[run][0]), ae_host_f32(res[run][1]),
                           ae_host_f32(res[run][2]), ae_host_f32(res[run][3]), ae_host_f32(dout),
-                          ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
+                          ae_ptr_null(), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
     }
     omp_set_num_threads(saved);
     size_t sizes[4] = {nq, nk, nk, (size_t)Hq};
@@ -519,6 +551,161 @@ static void test_silu_mul_bwd(void **state) {
     free(c.g), free(c.u), free(c.R), free(c.y);
 }
 
+// ---------------------------------------------------------------- MoE training ops
+
+// Distinct random experts for each token (T, K) of E: a partial Fisher-Yates shuffle per token.
+static int32_t *random_routing(ae_rng *r, int T, int K, int E) {
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)T * K);
+    int *perm = malloc(sizeof(int) * (size_t)E);
+    for (int t = 0; t < T; t++) {
+        for (int e = 0; e < E; e++) perm[e] = e;
+        for (int k = 0; k < K; k++) {
+            int j = k + (int)(ae_rng_u64(r) % (uint64_t)(E - k)), tmp = perm[k];
+            perm[k] = perm[j], perm[j] = tmp;
+            idx[t * K + k] = perm[k];
+        }
+    }
+    free(perm);
+    return idx;
+}
+
+// moe_plan against its definition: positions by expert, then by slot; tok the slot's token.
+static void test_moe_plan(void **state) {
+    (void)state;
+    const ae_backend *be = ae_backend_cpu();
+    ae_rng r;
+    ae_rng_seed(&r, 18);
+    int shapes[][3] = {{1, 1, 1}, {7, 2, 8}, {40, 3, 5}, {33, 8, 128}};
+    for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
+        int T = shapes[c][0], K = shapes[c][1], E = shapes[c][2], S = T * K;
+        int32_t *idx = random_routing(&r, T, K, E);
+        int32_t *off = malloc(sizeof(int32_t) * (size_t)(E + 1));
+        int32_t *pos = malloc(sizeof(int32_t) * (size_t)S), *tok = malloc(sizeof(int32_t) * (size_t)S);
+        be->moe_plan(be, ae_host_i32(off), ae_host_i32(pos), ae_host_i32(tok), ae_host_i32(idx), T,
+                     K, E);
+        int p = 0;
+        for (int e = 0; e < E; e++) {
+            assert_int_equal(off[e], p);
+            for (int s = 0; s < S; s++)
+                if (idx[s] == e) {
+                    assert_int_equal(pos[s], p);
+                    assert_int_equal(tok[p], s / K);
+                    p++;
+                }
+        }
+        assert_int_equal(off[E], S);
+        free(idx), free(off), free(pos), free(tok);
+    }
+}
+
+typedef struct {
+    int T, K, D;
+    const int32_t *pos;
+    double *o, *w, *R, *y; // o: (T·K, D) by position;  w: (T, K);  R, y: (T, D)
+} comb_ctx;
+
+static double comb_loss(void *p) {
+    comb_ctx *c = p;
+    for (int t = 0; t < c->T; t++)
+        for (int d = 0; d < c->D; d++) {
+            double s = 0;
+            for (int k = 0; k < c->K; k++) {
+                size_t sl = (size_t)t * c->K + k;
+                s += c->w[sl] * c->o[(size_t)c->pos[sl] * c->D + d];
+            }
+            c->y[(size_t)t * c->D + d] = s;
+        }
+    return dot_loss(c->y, c->R, (size_t)c->T * c->D);
+}
+
+// moe_combine forward (weighted, and unweighted accumulating) and moe_combine_bwd against finite
+// differences in the slot rows and the routing weights.
+static void test_moe_combine_bwd(void **state) {
+    (void)state;
+    const ae_backend *be = ae_backend_cpu();
+    ae_rng r;
+    ae_rng_seed(&r, 19);
+    int T = 5, K = 3, E = 6, D = 7, S = T * K;
+    int32_t *idx = random_routing(&r, T, K, E);
+    int32_t *off = malloc(sizeof(int32_t) * (size_t)(E + 1)), *pos = malloc(sizeof(int32_t) * S);
+    int32_t *tok = malloc(sizeof(int32_t) * S);
+    be->moe_plan(be, ae_host_i32(off), ae_host_i32(pos), ae_host_i32(tok), ae_host_i32(idx), T, K, E);
+    size_t no = (size_t)S * D, ny = (size_t)T * D;
+    float *o = fvec(no, &r), *w = fvec((size_t)S, &r), *R = fvec(ny, &r), *y = fconst(ny, NAN);
+    comb_ctx c = {T, K, D, pos, dvec(o, no), dvec(w, (size_t)S), dvec(R, ny), malloc(sizeof(double) * ny)};
+    comb_loss(&c);
+    be->moe_combine(be, ae_host_f32(y), ae_host_f32(o), ae_host_i32(pos), ae_host_f32(w), T, K, D, 0);
+    check_close("moe_combine y", y, c.y, ny, 1e-6);
+    float *dye = fconst(no, NAN), *dw = fconst((size_t)S, NAN); // both overwritten
+    be->moe_combine_bwd(be, ae_host_f32(dye), ae_host_f32(dw), ae_host_f32(R), ae_host_f32(o),
+                        ae_host_i32(pos), ae_host_f32(w), T, K, D);
+    check_fd("moe_combine_bwd dye", comb_loss, &c, c.o, no, dye, &r);
+    check_fd("moe_combine_bwd dw", comb_loss, &c, c.w, (size_t)S, dw, &r);
+    // without weights, accumulating: y = base + Σ_k o[pos] (the gather's backward)
+    float *acc = fvec(ny, &r), *base = malloc(sizeof(float) * ny);
+    memcpy(base, acc, sizeof(float) * ny);
+    for (int i = 0; i < S; i++) c.w[i] = 1.0;
+    comb_loss(&c);
+    be->moe_combine(be, ae_host_f32(acc), ae_host_f32(o), ae_host_i32(pos), ae_ptr_null(), T, K, D, 1);
+    for (size_t i = 0; i < ny; i++) c.y[i] += base[i];
+    check_close("moe_combine (no weights, accumulate) y", acc, c.y, ny, 1e-6);
+    free(idx), free(off), free(pos), free(tok), free(o), free(w), free(R), free(y), free(dye),
+        free(dw), free(acc), free(base);
+    free(c.o), free(c.w), free(c.R), free(c.y);
+}
+
+typedef struct {
+    int T, E, K, renorm;
+    const int32_t *idx;
+    double *z, *R, *w; // z: (T, E) logits;  R: (T, K) the gradient on the weights;  w: (T, K)
+} route_ctx;
+
+// Σ R ⊙ wts with the selected experts held fixed: softmax in double, renormalised when asked.
+static double route_loss(void *p) {
+    route_ctx *c = p;
+    for (int t = 0; t < c->T; t++) {
+        const double *z = c->z + (size_t)t * c->E;
+        double mx = z[0], se = 0, sel = 0;
+        for (int e = 1; e < c->E; e++) mx = fmax(mx, z[e]);
+        for (int e = 0; e < c->E; e++) se += exp(z[e] - mx);
+        for (int k = 0; k < c->K; k++) sel += exp(z[c->idx[t * c->K + k]] - mx) / se;
+        for (int k = 0; k < c->K; k++) {
+            double pk = exp(z[c->idx[t * c->K + k]] - mx) / se;
+            c->w[t * c->K + k] = c->renorm ? pk / sel : pk;
+        }
+    }
+    return dot_loss(c->w, c->R, (size_t)c->T * c->K);
+}
+
+// moe_route_bwd: the logit gradient of Σ dw ⊙ wts against finite differences of the double
+// softmax at moe_route's selection, with and without renormalisation.
+static void test_moe_route_bwd(void **state) {
+    (void)state;
+    const ae_backend *be = ae_backend_cpu();
+    ae_rng r;
+    ae_rng_seed(&r, 20);
+    int T = 6, E = 8;
+    for (int renorm = 0; renorm < 2; renorm++)
+        for (int K = 1; K <= 4; K += 3) {
+            size_t nz = (size_t)T * E, nk = (size_t)T * K;
+            float *z = fvec(nz, &r), *R = fvec(nk, &r), *w = fconst(nk, NAN), *p = fconst(nz, NAN);
+            for (size_t i = 0; i < nz; i++) z[i] *= 2.0f;
+            int32_t *idx = malloc(sizeof(int32_t) * nk);
+            be->moe_route(be, ae_host_i32(idx), ae_host_f32(w), ae_host_f32(p), ae_host_f32(z), T, E,
+                          K, renorm);
+            route_ctx c = {T, E, K, renorm, idx, dvec(z, nz), dvec(R, nk), malloc(sizeof(double) * nk)};
+            route_loss(&c);
+            check_close("moe_route wts", w, c.w, nk, 1e-6);
+            float *dz = fconst(nz, NAN); // overwritten
+            be->moe_route_bwd(be, ae_host_f32(dz), ae_host_f32(R), ae_host_f32(p), ae_host_i32(idx),
+                              T, E, K, renorm);
+            check_fd(renorm ? "moe_route_bwd (renormalised) dz" : "moe_route_bwd dz", route_loss, &c,
+                     c.z, nz, dz, &r);
+            free(z), free(R), free(w), free(p), free(idx), free(dz);
+            free(c.z), free(c.R), free(c.w);
+        }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_bwd),
@@ -528,6 +715,9 @@ int main(void) {
         cmocka_unit_test(test_attention_bwd_deterministic),
         cmocka_unit_test(test_gate_mul_bwd),
         cmocka_unit_test(test_silu_mul_bwd),
+        cmocka_unit_test(test_moe_plan),
+        cmocka_unit_test(test_moe_combine_bwd),
+        cmocka_unit_test(test_moe_route_bwd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,13 +20,16 @@ Qwen3 checkpoints, so the GGUF pads the vocabulary; made here, `random_qwen3`) a
 of it trained by `attnedit convert` with a tiny budget (on the first ~64 KB of the corpus'
 train-000.txt): these check the GGUF tokenizer metadata (pre-tokenizer "qwen2", merges, token
 types, bos/eos/pad) by llama.cpp's tokens equalling attnedit's on the text.
+--llama-convert SCRIPT (llama.cpp's convert_hf_to_gguf.py, run by --convert-python) also converts
+that teacher and an MLA student's --format hf export with llama.cpp's own converter and compares
+the files key by key and tensor by tensor (docs/EXPORT.md lists the differences allowed).
 
 Usage: check_gguf.py --attnedit BIN [--llama-bin DIR] [--text FILE] [--ctx 128] [--ngl 0]
   DIR (default $AE_LLAMA_BIN) holds llama-perplexity; it is prepended to LD_LIBRARY_PATH (set
   LD_LIBRARY_PATH yourself for anything else it needs, e.g. a CUDA driver stub on a machine
   without a GPU). The text defaults to the first ~16 KB of ../shared/data/corpus/general/valid.txt
   (held out from the teachers' training), else data/sample.txt without <|endoftext|>.
-Only the Python standard library is used.
+Only the Python standard library is used (the converter, when asked for, needs torch).
 """
 import argparse
 import array
@@ -46,6 +49,7 @@ ROOT = os.path.dirname(HERE)
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 MLA = ["--target", "mla", "--kv-lora-rank", "32", "--qk-rope-dim", "8", "--init", "teacher"]
 QWEN3_TOK = os.path.join(SHARED, "qwen3-tokenizer")
+TRAIN_TEXT = os.path.join(SHARED, "data", "corpus", "general", "train-000.txt")  # the student's data
 REAL_TOK_CASES = ("qwen3-tok (teacher, real tokenizer)", "qwen3-tok/mla-q0 (student, trained)",
                   "qwen3-tok (teacher, mixed-script text)")
 
@@ -163,8 +167,7 @@ def stress_text(work, base):
 def real_tok_cases(a, work, text):
     """The real-tokenizer teacher and its MLA student trained on a tiny budget (cases)."""
     teacher = random_qwen3(os.path.join(work, "qwen3-tok-teacher"), QWEN3_TOK)
-    train = os.path.join(SHARED, "data", "corpus", "general", "train-000.txt")
-    with open(train, "rb") as f:
+    with open(TRAIN_TEXT, "rb") as f:
         data = f.read(65536)
     src = os.path.join(work, "train.txt")
     with open(src, "wb") as f:
@@ -175,6 +178,97 @@ def real_tok_cases(a, work, text):
               "--stage2-tokens", "2048", "--log-every", "100", "--device", "cpu"]
     return [(REAL_TOK_CASES[0], teacher, None, "f32"), (REAL_TOK_CASES[1], teacher, MLA + budget, "f32"),
             (REAL_TOK_CASES[2], teacher, None, "f32", stress_text(work, text))]
+
+
+# ---- comparison with llama.cpp's own converter (--llama-convert)
+
+GGUF_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
+               11: "<q", 12: "<d"}
+GGML_BYTES = {0: 4, 1: 2, 30: 2}  # F32, F16, BF16: bytes per element
+
+
+def read_gguf(path):
+    """(metadata {key: value}, tensors {name: (type, dims, bytes)}) of a GGUF v3 file."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        v = struct.unpack_from(fmt, buf, pos)[0]
+        pos += struct.calcsize(fmt)
+        return v
+
+    def string():
+        nonlocal pos
+        n = take("<Q")
+        pos += n
+        return buf[pos - n:pos].decode("utf-8", errors="surrogateescape")
+
+    def value(t):
+        if t == 8:
+            return string()
+        if t == 9:
+            et, n = take("<I"), take("<Q")
+            return [value(et) for _ in range(n)]
+        return take(GGUF_SCALAR[t])
+
+    if buf[:4] != b"GGUF":
+        raise RuntimeError(f"{path}: not a GGUF file")
+    pos = 4
+    _, n_tensors, n_kv = take("<I"), take("<Q"), take("<Q")
+    meta = {}
+    for _ in range(n_kv):
+        k = string()
+        meta[k] = value(take("<I"))
+    infos = []
+    for _ in range(n_tensors):
+        name, nd = string(), take("<I")
+        dims = [take("<Q") for _ in range(nd)]
+        infos.append((name, dims, take("<I"), take("<Q")))
+    align = meta.get("general.alignment", 32)
+    base = (pos + align - 1) // align * align
+    tensors = {}
+    for name, dims, t, off in infos:
+        if t not in GGML_BYTES:
+            raise RuntimeError(f"{path}: tensor {name} has type {t} (only F32/F16/BF16 compared)")
+        n = GGML_BYTES[t] * math.prod(dims)
+        tensors[name] = (t, dims, buf[base + off:base + off + n])
+    return meta, tensors
+
+
+# What may differ from the converter's file: attnedit writes general.alignment and the folder name;
+# the converter adds a size label, and for dense deepseek2 the explicit lm_head (attnedit leaves
+# a tied head out) and the expert keys of DeepSeek's dummy MoE fields (no layer is MoE).
+CONVERT_ALLOWED = re.compile(r"general\.(alignment|name|size_label)$|deepseek2\.expert_")
+
+
+def compare_with_converter(a, work, name, hf_dir, ours_model):
+    """Runs llama.cpp's convert_hf_to_gguf.py on hf_dir and compares its GGUF with attnedit's
+    export of ours_model (both f32): every metadata key and tensor; returns 0 when equal."""
+    stem = re.sub(r"[^\w.-]", "_", name)
+    theirs, ours = os.path.join(work, f"{stem}-convert.gguf"), os.path.join(work, f"{stem}-ours.gguf")
+    env = dict(os.environ)
+    stub = os.path.join(work, "stub")  # the converter imports sentencepiece before it looks for
+    os.makedirs(stub, exist_ok=True)   # tokenizer.model; a stub lets it fall back to BPE
+    with open(os.path.join(stub, "sentencepiece.py"), "w") as f:
+        f.write("class SentencePieceProcessor:\n    pass\n")
+    gguf_py = os.path.join(os.path.dirname(os.path.abspath(a.llama_convert)), "gguf-py")
+    env["PYTHONPATH"] = os.pathsep.join([gguf_py, stub] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    run([a.convert_python, a.llama_convert, hf_dir, "--outfile", theirs, "--outtype", "f32"], env=env)
+    run([a.attnedit, "export", "--model", ours_model, "--format", "gguf", "--out", ours, "--dtype", "f32",
+         "--force"])
+    (mo, to), (mt, tt) = read_gguf(ours), read_gguf(theirs)
+    bad = [f"key {k}" for k in sorted(set(mo) | set(mt))
+           if not CONVERT_ALLOWED.search(k) and mo.get(k) != mt.get(k)]
+    tied = "output.weight" not in to and "output.weight" in tt and tt["output.weight"][2] == to["token_embd.weight"][2]
+    bad += [f"tensor {k}" for k in sorted(set(to) | set(tt))
+            if to.get(k) != tt.get(k) and not (k == "output.weight" and tied)]
+    print(f"{name}: attnedit's GGUF vs llama.cpp's convert_hf_to_gguf.py: {len(mo)} keys, {len(to)} "
+          f"tensors: {'identical' if not bad else 'DIFFER: ' + ', '.join(bad[:8])}", flush=True)
+    for f in (ours, theirs):
+        os.remove(f)
+    return 1 if bad else 0
 
 
 def llama_ppl(a, gguf, text, logits):
@@ -213,6 +307,11 @@ def main():
                         "with the batch size there (top-k routing near ties); see docs/EXPORT.md")
     p.add_argument("--keep", help="work folder to keep (default: a temporary one, removed)")
     p.add_argument("--only", help="run only the cases whose name matches this regular expression")
+    p.add_argument("--llama-convert", help="llama.cpp's convert_hf_to_gguf.py (its gguf-py beside it): "
+                   "with the real tokenizer, also compare attnedit's GGUF of the teacher and of an MLA "
+                   "student with the converter's, key by key and tensor by tensor")
+    p.add_argument("--convert-python", default=sys.executable,
+                   help="the Python that runs the converter (needs torch, transformers, numpy)")
     a = p.parse_args()
     if not a.llama_bin or not os.access(os.path.join(a.llama_bin, "llama-perplexity"), os.X_OK):
         print("SKIP: no llama-perplexity (give --llama-bin DIR or set AE_LLAMA_BIN)")
@@ -231,7 +330,7 @@ def main():
     if os.path.exists(os.path.join(moe, "config.json")):  # MoE MLA students -> deepseek2 with MoE
         cases += [("qwen3-moe/mla-q0 (student)", moe, MLA, "f32"),
                   ("qwen3-moe/mla-q32 (student)", moe, MLA + ["--q-lora-rank", "32"], "f32")]
-    real_tok = os.path.exists(os.path.join(QWEN3_TOK, "tokenizer.json"))
+    real_tok = os.path.exists(os.path.join(QWEN3_TOK, "tokenizer.json")) and os.path.exists(TRAIN_TEXT)
     if a.only:
         cases = [c for c in cases if re.search(a.only, c[0])]
     print(f"text {text}, ctx {a.ctx}, llama.cpp {a.llama_bin}")
@@ -271,6 +370,17 @@ def main():
                   f"{theirs:14.9f} {rel:9.2e}  {'OK' if ok else 'MISMATCH'} ({dtype}){note}", flush=True)
             if i == 0:
                 print(f"  e.g. {cmd}")
+        if a.llama_convert and real_tok:
+            teacher = os.path.join(work, "qwen3-tok-teacher")
+            if not os.path.isdir(teacher):
+                random_qwen3(teacher, QWEN3_TOK)
+            bad += compare_with_converter(a, work, "qwen3-tok-teacher", teacher, teacher)
+            student, hf = os.path.join(work, "convert-student"), os.path.join(work, "convert-student-hf")
+            run([a.attnedit, "convert", "--teacher", teacher, *MLA, "--q-lora-rank", "24", "--out", student,
+                 "--force"])
+            run([a.attnedit, "export", "--model", student, "--format", "hf", "--dtype", "f32", "--out", hf,
+                 "--force"])
+            bad += compare_with_converter(a, work, "qwen3-tok/mla-q24", hf, student)
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)

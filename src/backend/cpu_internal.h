@@ -67,12 +67,22 @@ void ae_cpu_silu_mul_bwd(const ae_backend *be, ae_ptr dg, ae_ptr du, ae_ptr dy, 
 void ae_cpu_add(const ae_backend *be, ae_ptr y, ae_ptr x, size_t n);
 
 // cpu_moe.c
-void ae_cpu_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr logits, int T, int E,
-                      int K, int renorm);
+void ae_cpu_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr probs, ae_ptr logits,
+                      int T, int E, int K, int renorm);
 void ae_cpu_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wts,
                     ae_ptr w_gate, ae_ptr w_up, ae_ptr w_down, int T, int D, int Im, int E, int K);
 
 // cpu_scores.c
+// cpu_moe_train.c (MoE training: slot plan, combine and its backward, router backward)
+void ae_cpu_moe_plan(const ae_backend *be, ae_ptr off, ae_ptr pos, ae_ptr tok, ae_ptr idx, int T,
+                     int K, int E);
+void ae_cpu_moe_combine(const ae_backend *be, ae_ptr y, ae_ptr o, ae_ptr pos, ae_ptr wts, int T,
+                        int K, int D, int accumulate);
+void ae_cpu_moe_combine_bwd(const ae_backend *be, ae_ptr dye, ae_ptr dw, ae_ptr dy, ae_ptr o,
+                            ae_ptr pos, ae_ptr wts, int T, int K, int D);
+void ae_cpu_moe_route_bwd(const ae_backend *be, ae_ptr dz, ae_ptr dw, ae_ptr probs, ae_ptr idx,
+                          int T, int E, int K, int renorm);
+
 void ae_cpu_nll_rows(const ae_backend *be, ae_ptr out, ae_ptr z, ae_ptr target, int T, int V);
 void ae_cpu_kl_rows(const ae_backend *be, ae_ptr out, ae_ptr zt, ae_ptr zs, int T, int V);
 void ae_cpu_argmax_rows(const ae_backend *be, ae_ptr out, ae_ptr z, int T, int V);

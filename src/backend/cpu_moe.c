@@ -39,19 +39,25 @@ void ae_moe_softmax(float *z, int n) {
     for (int i = 0; i < n; i++) z[i] = (float)(z[i] / s);
 }
 
-void ae_cpu_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr logits, int T, int E,
-                      int K, int renorm) {
+void ae_cpu_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr probs, ae_ptr logits,
+                      int T, int E, int K, int renorm) {
     (void)be;
     const float *z = cpu_f(logits, "moe_route");
     int32_t *ix = cpu_i(idx, "moe_route");
     float *w = cpu_f(wts, "moe_route");
+    float *pout = ae_ptr_is_null(probs) ? NULL : cpu_f(probs, "moe_route");
     float *p = malloc(sizeof(float) * (size_t)E);
     int *top = malloc(sizeof(int) * (size_t)K);
+    if (!p || !top) {
+        fprintf(stderr, "attnedit: out of memory in the cpu moe_route op (%d experts)\n", E);
+        abort();
+    }
     for (int t = 0; t < T; t++) {
         memcpy(p, z + (size_t)t * E, sizeof(float) * (size_t)E);
         ae_moe_softmax(p, E);
         ae_moe_topk(p, E, K, renorm, top, w + (size_t)t * K);
         for (int j = 0; j < K; j++) ix[(size_t)t * K + j] = top[j];
+        if (pout) memcpy(pout + (size_t)t * E, p, sizeof(float) * (size_t)E);
     }
     free(p);
     free(top);

@@ -367,3 +367,8 @@ extern "C" void ae_backend_cuda_close(const ae_backend *cbe) {
     }
     free(be);
 }
+    // MoE training (cuda_moe_train.cu)
+    be->moe_plan = ae_cuda_moe_plan;
+    be->moe_combine = ae_cuda_moe_combine;
+    be->moe_combine_bwd = ae_cuda_moe_combine_bwd;
+    be->moe_route_bwd = ae_cuda_moe_route_bwd;

@@ -170,11 +170,20 @@ void ae_cuda_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, 
 void ae_cuda_paged_store(const ae_backend *be, ae_ptr dst, int64_t page_stride, int page_size,
                          int64_t ldd, ae_ptr src, int64_t lds, ae_ptr slot, int N, int cols);
 // cuda_moe.cu
-void ae_cuda_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr logits, int T, int E,
-                       int K, int renorm);
+void ae_cuda_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr probs, ae_ptr logits,
+                       int T, int E, int K, int renorm);
 void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wts,
                      ae_ptr w_gate, ae_ptr w_up, ae_ptr w_down, int T, int D, int Im, int E, int K);
 // cuda_scores.cu
+// cuda_moe_train.cu (MoE training: slot plan, combine and its backward, router backward)
+void ae_cuda_moe_plan(const ae_backend *be, ae_ptr off, ae_ptr pos, ae_ptr tok, ae_ptr idx, int T,
+                      int K, int E);
+void ae_cuda_moe_combine(const ae_backend *be, ae_ptr y, ae_ptr o, ae_ptr pos, ae_ptr wts, int T,
+                         int K, int D, int accumulate);
+void ae_cuda_moe_combine_bwd(const ae_backend *be, ae_ptr dye, ae_ptr dw, ae_ptr dy, ae_ptr o,
+                             ae_ptr pos, ae_ptr wts, int T, int K, int D);
+void ae_cuda_moe_route_bwd(const ae_backend *be, ae_ptr dz, ae_ptr dw, ae_ptr probs, ae_ptr idx,
+                           int T, int E, int K, int renorm);
 void ae_cuda_nll_rows(const ae_backend *be, ae_ptr out, ae_ptr z, ae_ptr target, int T, int V);
 void ae_cuda_kl_rows(const ae_backend *be, ae_ptr out, ae_ptr zt, ae_ptr zs, int T, int V);
 void ae_cuda_argmax_rows(const ae_backend *be, ae_ptr out, ae_ptr z, int T, int V);

@@ -2,7 +2,8 @@
 // renormalisation) and the experts (SwiGLU MLPs) run as grouped GEMMs over the tokens routed to
 // each expert, with no host synchronisation.
 //
-// moe_route: one warp per token. The probabilities are formed as cpu_moe.c does: max, exp(z - max)
+// moe_route: one warp per token (writing the probabilities too when asked: training). The
+// probabilities are formed as cpu_moe.c does: max, exp(z - max)
 // (in double, rounded to float: the correctly rounded value, which the host's expf also returns
 // in all but rare cases), their sum in double, p = (float)(e / sum). Top-K takes K rounds of a
 // warp argmax (ties to the lower index) over the experts not yet taken, which is the CPU's
@@ -44,9 +45,11 @@ constexpr int kRouteWarps = 4;   // tokens per block
 constexpr int kRouteMaxE = 1024; // experts: up to 32 per lane (a 32-bit "taken" mask per lane)
 constexpr int kRouteMaxK = 32;   // one selected expert per lane
 
-// idx, wts: (T, K);  logits: (T, E). Shared memory: kRouteWarps · E floats.
+// idx, wts: (T, K);  logits, probs (null: not written): (T, E). Shared memory: kRouteWarps · E
+// floats.
 __global__ void __launch_bounds__(32 * kRouteWarps)
-k_moe_route(int32_t *idx, float *wts, const float *logits, int T, int E, int K, int renorm) {
+k_moe_route(int32_t *idx, float *wts, float *probs, const float *logits, int T, int E, int K,
+            int renorm) {
     extern __shared__ float sp[];
     const unsigned all = 0xffffffffu;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -69,7 +72,10 @@ k_moe_route(int32_t *idx, float *wts, const float *logits, int T, int E, int K, 
         sum += e;
     }
     for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(all, sum, o);
-    for (int i = lane; i < E; i += 32) p[i] = (float)((double)p[i] / sum);
+    for (int i = lane; i < E; i += 32) {
+        p[i] = (float)((double)p[i] / sum);
+        if (probs) probs[(size_t)t * E + i] = p[i];
+    }
     __syncwarp();
 
     // K rounds of argmax over the experts not taken; expert i = lane + 32·j is bit j of `taken`.
@@ -435,11 +441,12 @@ void launch_gemm(const ae_backend *be, dim3 grid, const ExpertGemm &g, const cha
 
 } // namespace
 
-void ae_cuda_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr logits, int T, int E,
-                       int K, int renorm) {
+void ae_cuda_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr probs, ae_ptr logits,
+                       int T, int E, int K, int renorm) {
     if (cuda_failed(be)) return;
     cuda_need(idx, AE_M_I32, "moe_route", "idx");
     cuda_need(wts, AE_M_F32, "moe_route", "wts");
+    cuda_need(probs, AE_M_F32, "moe_route", "probs");
     cuda_need(logits, AE_M_F32, "moe_route", "logits");
     if (T <= 0 || K <= 0) return;
     if (E > kRouteMaxE || K > kRouteMaxK || K > E) {
@@ -450,7 +457,8 @@ void ae_cuda_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr logi
     unsigned blocks = (unsigned)((T + kRouteWarps - 1) / kRouteWarps);
     size_t smem = (size_t)kRouteWarps * E * sizeof(float);
     k_moe_route<<<blocks, 32 * kRouteWarps, smem, stream_of(be)>>>(
-        (int32_t *)idx.data, (float *)wts.data, (const float *)logits.data, T, E, K, renorm);
+        (int32_t *)idx.data, (float *)wts.data, (float *)probs.data, (const float *)logits.data, T,
+        E, K, renorm);
     cuda_check(be, cudaGetLastError(), "moe_route");
 }
 

@@ -59,7 +59,7 @@ static inline ae_ptr ae_ptr_at(ae_ptr p, size_t i) {
     return p;
 }
 // Host float array as an F32 pointer, and back: valid only on backends with host memory (cpu).
-// Code that uses these runs on the cpu backend only (the MoE training passes, tests).
+// Code that uses these checks be->host_memory first or runs on the cpu backend only (tests).
 static inline ae_ptr ae_host_f32(const float *p) { return ae_ptr_make((void *)p, AE_DT_F32); }
 static inline ae_ptr ae_host_i32(const int32_t *p) { return ae_ptr_make((void *)p, AE_DT_I32); }
 float *ae_f32(ae_ptr p); // aborts unless p is F32 (a bug in the caller otherwise)
@@ -262,9 +262,10 @@ struct ae_backend {
     void (*embed)(const ae_backend *be, ae_ptr y, ae_ptr table, ae_ptr ids, int T, int D);
     // MoE routing of T tokens: probabilities = softmax(logits) over E experts; idx = the K most
     // probable (descending; ties -> lower index); wts their probabilities, renormalised to sum 1
-    // when renorm.   logits: (T, E) F32;  idx: (T, K) I32;  wts: (T, K) F32
-    void (*moe_route)(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr logits, int T, int E,
-                      int K, int renorm);
+    // when renorm; probs (may be null: inference) = the probabilities themselves (training).
+    //   logits, probs: (T, E) F32;  idx: (T, K) I32;  wts: (T, K) F32
+    void (*moe_route)(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr probs, ae_ptr logits,
+                      int T, int E, int K, int renorm);
     // MoE experts: y[t] = Σ_k wts[t,k] · down_e(silu(gate_e·x[t]) ⊙ up_e·x[t]), e = idx[t,k].
     // x, y: (T, D) act;  w_gate, w_up: (E, Im, D) wt;  w_down: (E, D, Im) wt;  idx, wts as routed.
     void (*moe_ffn)(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wts,
@@ -321,6 +322,34 @@ struct ae_backend {
     void (*mse_rows)(const ae_backend *be, ae_ptr out, ae_ptr dy, ae_ptr y, ae_ptr t, int N, int D,
                      int normalized, float scale);
     // Feature loss per row: out[i] = 1 − cos(a_i, b_i) (a row where a or b is all zero: cos = 0
+    // ---- MoE training (train/moe_train.c; the math is written out there) ----
+    // A slot is one (token t, choice k) pair, s = t·K + k. The slot plan groups the slots by
+    // expert with a stable counting sort: expert e's slots sit at positions off[e] .. off[e+1]−1
+    // in increasing s (so in token order); pos[s] = the position of slot s; tok[p] = the token of
+    // the slot at position p.   idx: (T, K) I32, each in [0, E);  off: (E + 1) I32;
+    //   pos, tok: (T·K) I32
+    void (*moe_plan)(const ae_backend *be, ae_ptr off, ae_ptr pos, ae_ptr tok, ae_ptr idx, int T,
+                     int K, int E);
+    // Combine of per-slot rows into tokens: y[t] = Σ_k w[t,k] · o[pos[t·K + k]] summed in k order
+    // (w = 1 when wts is null: the backward of the gather of token rows into slot rows), written
+    // over y, or added to it when accumulate (one rounding of y + the sum).
+    //   y: (T, D) float;  o: (T·K, D) float, rows by position;  pos: (T·K) I32;  wts: (T, K) F32
+    void (*moe_combine)(const ae_backend *be, ae_ptr y, ae_ptr o, ae_ptr pos, ae_ptr wts, int T,
+                        int K, int D, int accumulate);
+    // Backward of the weighted moe_combine, for s = t·K + k (both overwritten):
+    //   dye[pos[s]] = wts[s] · dy[t]   (the gradient of the slot row)
+    //   dw[s] = dy[t] · o[pos[s]]      (the gradient of the routing weight; fp32 dot, fixed order)
+    //   dye: (T·K, D) float rows by position;  dw: (T, K) F32;  dy: (T, D) float;  o, pos, wts
+    //   as moe_combine
+    void (*moe_combine_bwd)(const ae_backend *be, ae_ptr dye, ae_ptr dw, ae_ptr dy, ae_ptr o,
+                            ae_ptr pos, ae_ptr wts, int T, int K, int D);
+    // Backward of moe_route to its logits: dz[t] = ∂/∂z_t of Σ_k dw[t,k] · wts[t,k] with
+    // (idx, wts) = moe_route(z) held fixed in idx (top-k passes gradient through the selected
+    // probabilities only). With S = Σ_k p[idx_k]: dp[idx_k] = (dw_k − Σ_j dw_j wts_j) / S when
+    // renorm, else dw_k; dp = 0 elsewhere; dz = p ⊙ (dp − Σ_e dp_e p_e) (overwritten).
+    //   dz: (T, E) float;  dw: (T, K) F32;  probs: (T, E) F32 (moe_route's);  idx: (T, K) I32
+    void (*moe_route_bwd)(const ae_backend *be, ae_ptr dz, ae_ptr dw, ae_ptr probs, ae_ptr idx,
+                          int T, int E, int K, int renorm);
     // and no gradient); da_i = scale · ∂out[i]/∂a_i (overwritten; skipped when da is null).
     //   a, b, da: (N, D) float;  out: (N) F32
     void (*cosine_rows)(const ae_backend *be, ae_ptr out, ae_ptr da, ae_ptr a, ae_ptr b, int N,

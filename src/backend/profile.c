@@ -14,7 +14,8 @@
     X(attention) X(gate_mul) X(silu_mul) X(add) X(embed) X(moe_route) X(moe_ffn)               \
     X(attention_paged) X(paged_store) X(nll_rows) X(kl_rows) X(argmax_rows) X(rmsnorm_bwd)     \
     X(rope_bwd) X(attention_bwd) X(gate_mul_bwd) X(silu_mul_bwd) X(embed_bwd) X(mse_rows)      \
-    X(cosine_rows) X(softmax_stats) X(kd_chunk) X(sumsq) X(axpby) X(adamw) X(mla_decode_prep)
+    X(cosine_rows) X(softmax_stats) X(kd_chunk) X(sumsq) X(axpby) X(adamw) X(mla_decode_prep) \
+    X(moe_plan) X(moe_combine) X(moe_combine_bwd) X(moe_route_bwd)
 
 enum {
 #define PROF_ID(n) P_##n,
@@ -166,15 +167,32 @@ static void p_add(const ae_backend *be, ae_ptr y, ae_ptr x, size_t n) {
 static void p_embed(const ae_backend *be, ae_ptr y, ae_ptr table, ae_ptr ids, int T, int D) {
     PROF_VOID(P_embed, -1, in->embed(in, y, table, ids, T, D));
 }
-static void p_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr logits, int T,
-                        int E, int K, int renorm) {
-    PROF_VOID(P_moe_route, -1, in->moe_route(in, idx, wts, logits, T, E, K, renorm));
+static void p_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr probs, ae_ptr logits,
+                        int T, int E, int K, int renorm) {
+    PROF_VOID(P_moe_route, -1, in->moe_route(in, idx, wts, probs, logits, T, E, K, renorm));
 }
 static void p_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wts,
                       ae_ptr w_gate, ae_ptr w_up, ae_ptr w_down, int T, int D, int Im, int E,
                       int K) {
     PROF_VOID(P_moe_ffn, -1,
               in->moe_ffn(in, y, x, idx, wts, w_gate, w_up, w_down, T, D, Im, E, K));
+}
+
+static void p_moe_plan(const ae_backend *be, ae_ptr off, ae_ptr pos, ae_ptr tok, ae_ptr idx, int T,
+                       int K, int E) {
+    PROF_VOID(P_moe_plan, -1, in->moe_plan(in, off, pos, tok, idx, T, K, E));
+}
+static void p_moe_combine(const ae_backend *be, ae_ptr y, ae_ptr o, ae_ptr pos, ae_ptr wts, int T,
+                          int K, int D, int accumulate) {
+    PROF_VOID(P_moe_combine, -1, in->moe_combine(in, y, o, pos, wts, T, K, D, accumulate));
+}
+static void p_moe_combine_bwd(const ae_backend *be, ae_ptr dye, ae_ptr dw, ae_ptr dy, ae_ptr o,
+                              ae_ptr pos, ae_ptr wts, int T, int K, int D) {
+    PROF_VOID(P_moe_combine_bwd, -1, in->moe_combine_bwd(in, dye, dw, dy, o, pos, wts, T, K, D));
+}
+static void p_moe_route_bwd(const ae_backend *be, ae_ptr dz, ae_ptr dw, ae_ptr probs, ae_ptr idx,
+                            int T, int E, int K, int renorm) {
+    PROF_VOID(P_moe_route_bwd, -1, in->moe_route_bwd(in, dz, dw, probs, idx, T, E, K, renorm));
 }
 
 // ---- paged, scores ----

@@ -14,7 +14,7 @@ ae_status ae_moe_forward(const ae_model *m, const ae_layer *L, ae_ptr y, ae_ptr 
         return AE_ERR_NOMEM;
     }
     ae_matmul(be, logits, x, L->router, T, D, E);
-    be->moe_route(be, idx, wts, logits, T, E, K, c->norm_topk_prob);
+    be->moe_route(be, idx, wts, ae_ptr_null(), logits, T, E, K, c->norm_topk_prob);
     be->moe_ffn(be, y, x, idx, wts, L->e_gate, L->e_up, L->e_down, T, D, c->moe_intermediate_size,
                 E, K);
     ae_scratch_free(&s);

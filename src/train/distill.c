@@ -53,8 +53,7 @@ static int has_moe(const ae_model *m) {
     return 0;
 }
 
-// Both stages run on every backend with training ops, except stage 2 through MoE layers, whose
-// training passes are host code (cpu only).
+// Both stages run on every backend with training ops (MoE layers included: moe_train.c).
 static ae_status check_backend(const ae_model *t, const ae_model *s, const ae_distill_opts *o) {
     const ae_backend *be = s->be;
     if (!be->mse_rows || !be->adamw || !be->attention_bwd)
@@ -63,13 +62,10 @@ static ae_status check_backend(const ae_model *t, const ae_model *s, const ae_di
     if (!be->embed_bwd || !be->rmsnorm_bwd || !be->softmax_stats || !be->kd_chunk || !be->cosine_rows)
         return ae_errorf(AE_ERR_UNSUPPORTED, "the %s backend lacks the training ops of stage 2 "
                          "(--stage2-tokens %lld)", be->name, (long long)o->stage_tokens[1]);
-    if (!be->host_memory && (has_moe(t) || has_moe(s)))
-        return ae_errorf(AE_ERR_UNSUPPORTED, "stage 2 (--stage2-tokens %lld) of a mixture-of-experts "
-                         "model does not run on %s yet: stage 2 trains through every layer of the "
-                         "student, and the MoE layers' training passes have no %s kernels (stage 1 "
-                         "does run there). Convert with --device cpu, or with --stage2-tokens 0 on %s "
-                         "for stage 1 alone", (long long)o->stage_tokens[1], be->name, be->name,
-                         be->name);
+    if ((has_moe(t) || has_moe(s)) && (!be->moe_plan || !be->moe_combine_bwd || !be->moe_route_bwd))
+        return ae_errorf(AE_ERR_UNSUPPORTED, "the %s backend lacks the MoE training ops that stage 2 "
+                         "(--stage2-tokens %lld) of a mixture-of-experts model needs", be->name,
+                         (long long)o->stage_tokens[1]);
     return AE_OK;
 }
 
@@ -280,12 +276,12 @@ ae_status ae_run_setup_stage(ae_run *r) {
 // teacher's normalised input, then the teacher's layer completes the stream for layer l + 1.
 // Nothing of layer l is kept once layer l + 1 starts.
 
-// The FFN of a teacher layer with what its backward needs: dense layers through the op
-// interface (any backend); MoE layers through the host MoE code (cpu backend only).
+// The FFN of a teacher layer with what its backward needs, through the op interface (any
+// backend).
 typedef struct {
     ae_scratch mem;
     ae_ptr g, u, act, scratch; // (N, I) x 3 and 3·(N, I) act: dense layers
-    ae_moe_acts moe;           // MoE layers (host)
+    ae_moe_acts moe;           // MoE layers
 } ffn_acts;
 
 static ae_status ffn_train_forward(const ae_model *t, const ae_layer *L, ae_ptr z, int N, ae_ptr o,
@@ -293,13 +289,7 @@ static ae_status ffn_train_forward(const ae_model *t, const ae_layer *L, ae_ptr 
     const ae_backend *be = t->be;
     memset(fa, 0, sizeof *fa);
     ae_scratch_init(&fa->mem, be);
-    if (L->is_moe) {
-        if (!be->host_memory)
-            return ae_errorf(AE_ERR_UNSUPPORTED, "--stage1-block with a mixture-of-experts teacher "
-                             "runs on the cpu backend only for now (the MoE backward has no %s "
-                             "kernels yet): drop --stage1-block or use --device cpu", be->name);
-        return ae_moe_train_forward(t, L, ae_f32(z), N, ae_f32(o), &fa->moe);
-    }
+    if (L->is_moe) return ae_moe_train_forward(t, L, z, N, o, &fa->moe);
     size_t ni = (size_t)N * t->cfg.intermediate_size;
     fa->g = ae_scratch_alloc(&fa->mem, ni, be->act_dtype);
     fa->u = ae_scratch_alloc(&fa->mem, ni, be->act_dtype);
@@ -316,7 +306,7 @@ static ae_status ffn_train_backward(const ae_model *t, const ae_layer *L, ffn_ac
                                     ae_ptr dout, int N, ae_ptr dz) {
     const ae_backend *be = t->be;
     be->fill(be, dz, (size_t)N * t->cfg.hidden_size, 0.0f);
-    if (L->is_moe) return ae_moe_train_backward(t, L, &fa->moe, ae_f32(z), ae_f32(dout), ae_f32(dz), NULL);
+    if (L->is_moe) return ae_moe_train_backward(t, L, &fa->moe, z, dout, dz, NULL);
     ae_mlp_train_backward(t, L, z, fa->g, fa->u, fa->act, dout, N, dz, NULL, fa->scratch);
     return AE_OK;
 }

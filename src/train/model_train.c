@@ -22,12 +22,16 @@
 // Memory (per token; a = bytes of the backend's activation dtype: cpu 4, cuda 2). The forward
 // keeps only the residual stream entering each layer and the final normalised hidden:
 //   4·D·(L + 1) + a·D               (keep_hidden = 0: a·D, the final hidden alone)
-// plus, on cpu, the routing of each MoE layer (K ints + E floats). The backward recomputes one
-// layer at a time from h_l and holds, besides the kept streams,
+// plus, on host-memory backends (cpu), the routing of each MoE layer (K ints + E floats: tests
+// read it). The backward recomputes one layer at a time from h_l and holds, besides the kept
+// streams,
 //   4·D·2  ∂loss/∂h and h_l + attention output (F32);   a·D·4  the normed inputs, sub-block
 //   output / its gradient in act, the normed input's gradient;   a·I·6  dense MLP (gate, up,
-//   silu(gate)⊙up and three backward buffers; MoE layers: their host activations instead)
+//   silu(gate)⊙up and three backward buffers); MoE layers instead, per slot (K per token):
+//   (a + 4)·D + 3·a·Im kept by the forward (moe_train.h) + a·D + 2·a·Im in the backward;
 //   + the attention module's own activations of that one layer (attn_gateswa.c, mla_train.c).
+// e.g. Qwen3-30B-A3B on cuda (D 2048, Im 768, K 8): 8·(8·2048 + 10·768) B = 188 KiB per token
+// of MoE working set for the one layer in its backward (752 MiB at 4K tokens).
 // e.g. Qwen3-8B on cuda (D 4096, I 12288, L 36): 37·16 KiB + 8 KiB kept = 600 KiB per token,
 // ~217 KiB per token of layer working set besides the attention module's.
 #include "train/model_train.h"
@@ -38,10 +42,12 @@
 
 #include "core/mem.h"
 #include "model/layer_attn.h"
+#include "model/moe.h"
 #include "model/params.h"
 #include "train/moe_train.h"
 
-// Routing statistics of one MoE layer (host; NULL for dense layers).
+// Routing statistics of one MoE layer (host; kept on host-memory backends only, NULL for dense
+// layers).
 typedef struct {
     int *top;     // (M, K)
     float *probs; // (M, E)
@@ -292,12 +298,6 @@ void ae_train_acts_free(ae_train_acts *a) {
     free(a);
 }
 
-static int has_moe(const ae_model *m) {
-    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
-        if (m->layers[l].is_moe) return 1;
-    return 0;
-}
-
 static int has_dense(const ae_model *m) {
     for (int l = 0; l < m->cfg.num_hidden_layers; l++)
         if (!m->layers[l].is_moe) return 1;
@@ -347,8 +347,9 @@ static ae_status bufs_init(layer_bufs *w, const ae_model *m, int M, int backward
 }
 
 // Layer l on the stream h (M, D) F32: fills w's xn, y, hmid, z (and g, u, act); the attention
-// module's activations go to attn and a MoE layer's (host) to moe when these are non-null (else
-// they are freed at once); hout = h_{l+1} (M, D) F32 unless null.
+// module's activations go to attn when non-null (else they are freed at once); a MoE layer runs
+// its training forward into moe when non-null, else the inference op (moe_ffn: grouped, no host
+// synchronisation); hout = h_{l+1} (M, D) F32 unless null.
 static ae_status layer_forward(const ae_model *m, int l, ae_ptr h, int B, int T, layer_bufs *w,
                                ae_layer_attn_acts *attn, ae_moe_acts *moe, ae_ptr hout) {
     const ae_backend *be = m->be;
@@ -357,16 +358,14 @@ static ae_status layer_forward(const ae_model *m, int l, ae_ptr h, int B, int T,
     size_t md = (size_t)M * D;
     float eps = (float)m->cfg.rms_norm_eps;
     ae_layer_attn_acts own_attn;
-    ae_moe_acts own_moe;
     be->rmsnorm(be, w->xn, h, L->input_norm, M, D, D, eps);
     ae_status st = ae_layer_attn_train_forward(be, L, w->xn, B, T, w->y, attn ? attn : &own_attn);
     if (!attn) ae_layer_attn_acts_free(&own_attn);
     if (st != AE_OK) return st;
     ae_copy(be, w->hmid, h, md);
     be->add_rmsnorm(be, w->hmid, w->y, w->z, L->post_norm, M, D, eps);
-    if (L->is_moe) { // host arrays (training through MoE layers runs on the cpu backend only)
-        st = ae_moe_train_forward(m, L, ae_f32(w->z), M, ae_f32(w->y), moe ? moe : &own_moe);
-        if (!moe) ae_moe_acts_free(&own_moe);
+    if (L->is_moe) {
+        st = moe ? ae_moe_train_forward(m, L, w->z, M, w->y, moe) : ae_moe_forward(m, L, w->y, w->z, M);
         if (st != AE_OK) return st;
     } else {
         ae_mlp_train_forward(m, L, w->z, M, w->y, w->g, w->u, w->act);
@@ -379,14 +378,9 @@ static ae_status layer_forward(const ae_model *m, int l, ae_ptr h, int B, int T,
 }
 
 static ae_status check_forward_args(const ae_model *m, const int32_t *ids, int B, int T) {
-    const ae_backend *be = m->be;
     int V = m->cfg.vocab_size;
     if (B <= 0 || T <= 0 || (int64_t)B * T > INT32_MAX)
         return ae_errorf(AE_ERR_ARG, "train forward: B %d, T %d", B, T);
-    if (has_moe(m) && !be->host_memory)
-        return ae_errorf(AE_ERR_UNSUPPORTED, "training through mixture-of-experts layers runs on "
-                         "the cpu backend only: the MoE training passes have no %s kernels yet",
-                         be->name);
     for (int i = 0; i < B * T; i++)
         if (ids[i] < 0 || ids[i] >= V)
             return ae_errorf(AE_ERR_ARG, "train forward: token id %d at index %d is out of range "
@@ -425,12 +419,15 @@ static ae_status acts_alloc(const ae_model *m, const int32_t *ids, int B, int T,
     return be->upload(be, a->ids, ids, AE_DT_I32, (size_t)M);
 }
 
-// Moves a MoE layer's routing out of its activations into the kept statistics.
-static void keep_routing(layer_routing *r, ae_moe_acts *moe) {
-    r->top = moe->top;
-    r->probs = moe->probs;
-    moe->top = NULL;
-    moe->probs = NULL;
+// Copies a MoE layer's routing out of its activations into the kept statistics (host-memory
+// backends: a plain copy).
+static ae_status keep_routing(const ae_backend *be, layer_routing *r, const ae_moe_acts *moe) {
+    size_t mk = (size_t)moe->M * moe->K, me = (size_t)moe->M * moe->E;
+    r->top = ae_malloc(sizeof(int) * mk);
+    r->probs = ae_alloc_f32(me);
+    if (!r->top || !r->probs) return AE_ERR_NOMEM;
+    AE_TRY(be->download(be, r->top, AE_DT_I32, moe->idx, mk));
+    return be->download(be, r->probs, AE_DT_F32, moe->probs, me);
 }
 
 ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, int T,
@@ -453,10 +450,10 @@ ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, i
     be->embed(be, STREAM(0), m->embed, a->ids, M, D);
     for (int l = 0; l < L && st == AE_OK; l++) {
         ae_moe_acts moe;
+        int keep = m->layers[l].is_moe && be->host_memory; // the routing statistics (tests)
         memset(&moe, 0, sizeof moe);
-        st = layer_forward(m, l, STREAM(l), B, T, &w, NULL, m->layers[l].is_moe ? &moe : NULL,
-                           STREAM(l + 1));
-        keep_routing(&a->routing[l], &moe);
+        st = layer_forward(m, l, STREAM(l), B, T, &w, NULL, keep ? &moe : NULL, STREAM(l + 1));
+        if (st == AE_OK && keep) st = keep_routing(be, &a->routing[l], &moe);
         ae_moe_acts_free(&moe);
     }
     if (st == AE_OK) be->rmsnorm(be, a->final, STREAM(L), m->final_norm, M, D, D, (float)c->rms_norm_eps);
@@ -516,8 +513,7 @@ static ae_status layer_backward(const ae_model *m, int l, const ae_train_acts *a
         ae_copy(be, w->y, w->dh, md);
         be->fill(be, w->dx, md, 0.0f);
         if (L->is_moe)
-            st = ae_moe_train_backward(m, L, &moe, ae_f32(w->z), ae_f32(w->y), ae_f32(w->dx),
-                                       af ? NULL : G);
+            st = ae_moe_train_backward(m, L, &moe, w->z, w->y, w->dx, af ? NULL : G);
         else
             ae_mlp_train_backward(m, L, w->z, w->g, w->u, w->act, w->y, M, w->dx, af ? NULL : G,
                                   w->scratch);

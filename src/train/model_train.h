@@ -45,7 +45,6 @@ typedef struct ae_train_acts ae_train_acts;
 // recomputes each layer's internals from h_l; the cosine term compares them). A forward with
 // keep_hidden = 0 (a teacher without the cosine term) keeps the final hidden alone.
 //   ids: (B, T) host array, each in [0, vocab_size)
-// MoE layers run on backends with host memory only (cpu: AE_ERR_UNSUPPORTED elsewhere).
 ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, int T,
                                  int keep_hidden, ae_train_acts **acts);
 // Residual stream entering layer l (l = 0: embeddings; l = L: output of the last layer, before
@@ -56,9 +55,10 @@ ae_ptr ae_train_acts_final(const ae_train_acts *a);
 // The token ids on the backend.   (B*T) I32
 ae_ptr ae_train_acts_ids(const ae_train_acts *a);
 // Experts chosen for each token by MoE layer l, descending probability; NULL for dense layers
-// (routing statistics; tests detect routing flips with it).   (B*T, num_experts_per_tok) host
+// and on backends without host memory (routing statistics, kept on cpu only: tests detect
+// routing flips with it).   (B*T, num_experts_per_tok) host
 const int *ae_train_acts_topk(const ae_train_acts *a, int l);
-// Router probabilities (softmax over all experts) of MoE layer l; NULL for dense layers.
+// Router probabilities (softmax over all experts) of MoE layer l; NULL as ae_train_acts_topk.
 // (B*T, num_experts) host
 const float *ae_train_acts_router_probs(const ae_train_acts *a, int l);
 void ae_train_acts_free(ae_train_acts *a);
