@@ -2,7 +2,9 @@
 // /v1/chat/completions (ae_api_parse, serve/api.h), with the real Qwen3 tokenizer (as
 // fuzz_tokenize: ../shared/qwen3-tokenizer, $AE_FUZZ_TOKENIZER, else models/qwen3-micro). The
 // first byte chooses: bit 0 the chat endpoint, bit 1 a model without a chat template, bit 2 a
-// context of 64 tokens instead of 4096; the rest is the body. (The HTTP request itself is parsed
+// context of 64 tokens instead of 4096, bit 3 a server without a tokenizer (`serve
+// --random-weights` of a bare config: token-id prompts only, no stop strings, no chat); the rest
+// is the body. (The HTTP request itself is parsed
 // by libmicrohttpd, not by attnedit.)
 // Promises checked (serve/api.h): 0 with a request the engine can take (1 <= prompt ids, all in
 // the vocabulary, prompt + max_tokens within the context, sampling parameters in range, at most
@@ -40,7 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     unsigned flags = data[0];
     ae_api_ctx ctx = {
-        .tok = g_tok,
+        .tok = flags & 8 ? NULL : g_tok,
         .model_name = "qwen3",
         .chat = flags & 2 ? AE_CHAT_NONE : AE_CHAT_QWEN3,
         .vocab = ae_tokenizer_vocab_size(g_tok),
@@ -94,6 +96,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FZ_ASSERT(p->stop[i] && p->stop[i][0], "stop string %d empty", i);
     FZ_ASSERT(p->n_stop_ids >= 0 && p->n_stop_ids <= 4, "%d stop ids", p->n_stop_ids);
     FZ_ASSERT(kind == AE_API_CHAT || !p->n_stop_ids, "stop ids on a completions request");
+    FZ_ASSERT(ctx.tok || (kind == AE_API_COMPLETIONS && !p->n_stop && !q.prompt_text),
+              "a request without a tokenizer needs token ids and no stop strings");
     ae_api_request_free(&q);
     return 0;
 }

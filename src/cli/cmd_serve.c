@@ -1,4 +1,4 @@
-// attnedit serve --model M [--host 127.0.0.1] [--port 8000] [--max-seqs N] [--cache-gb G]
+// attnedit serve (--model M | --random-weights CONFIG_DIR [--seed S]) [--host 127.0.0.1] [--port 8000] [--max-seqs N] [--cache-gb G]
 //   [--device cpu|cuda[:N]] [--max-batch-tokens N] [--max-model-len N] [--served-model-name S]
 //   [--max-queue N] [--max-connections N] [--max-body-mb N] [--page-positions N]
 // An OpenAI-compatible HTTP server (docs/SERVE.md). Runs until SIGINT/SIGTERM.
@@ -13,31 +13,39 @@
 #include "serve/server.h"
 
 static const char k_help[] =
-    "usage: attnedit serve --model MODEL [--host 127.0.0.1] [--port 8000] [--max-seqs N]\n"
-    "         [--cache-gb G] [--device cpu|cuda[:N]] [--max-batch-tokens N] [--max-model-len N]\n"
-    "         [--served-model-name NAME] [--max-queue N] [--max-connections N] [--max-body-mb N]\n"
-    "         [--page-positions N]\n"
+    "usage: attnedit serve (--model MODEL | --random-weights CONFIG_DIR [--seed S]) [--host 127.0.0.1]\n"
+    "         [--port 8000] [--max-seqs N] [--cache-gb G] [--device cpu|cuda[:N]]\n"
+    "         [--max-batch-tokens N] [--max-model-len N] [--served-model-name NAME]\n"
+    "         [--max-queue N] [--max-connections N] [--max-body-mb N] [--page-positions N]\n"
     "  OpenAI-compatible server: POST /v1/completions, POST /v1/chat/completions (stream: SSE),\n"
     "  GET /v1/models, /health, /metrics. Continuous batching over a paged KV cache of --cache-gb\n"
     "  GiB (default: cpu 1, cuda 85%% of the free memory); --max-seqs sequences at once (64),\n"
     "  --max-batch-tokens tokens per step (cpu 256, cuda 2048: decode tokens + prefill chunks),\n"
     "  prompt + max_tokens <= --max-model-len (the model's limit, at most 32768). Listens on\n"
-    "  127.0.0.1 unless --host says otherwise (0.0.0.0: every interface). --port 0: any free port.\n";
+    "  127.0.0.1 unless --host says otherwise (0.0.0.0: every interface). --port 0: any free port.\n"
+    "  --random-weights: a benchmarking mode; the model of CONFIG_DIR/config.json (a teacher or a\n"
+    "  student) with random weights made on the device (--seed, default 0), no checkpoint read.\n"
+    "  Without a CONFIG_DIR/tokenizer.json prompts must be token ids and responses carry\n"
+    "  token_ids instead of text.\n";
 
 int ae_cmd_serve(int argc, char **argv) {
     ae_args a = {argc, argv, 0, "serve"};
     ae_server_opts o;
     memset(&o, 0, sizeof o);
     o.port = 8000;
-    const char *v;
-    int r, mb = 0;
+    const char *v, *random_dir = NULL;
+    int r, mb = 0, seed_given = 0;
     float gb = 0;
     while (a.i < a.argc) {
         ae_status st = AE_OK;
         if ((r = ae_args_value(&a, "--model", &o.model_dir)) ||
             (r = ae_args_value(&a, "--host", &o.host)) ||
             (r = ae_args_value(&a, "--device", &o.device)) ||
-            (r = ae_args_value(&a, "--served-model-name", &o.served_name))) {
+            (r = ae_args_value(&a, "--served-model-name", &o.served_name)) ||
+            (r = ae_args_value(&a, "--random-weights", &random_dir))) {
+        } else if ((r = ae_args_value(&a, "--seed", &v))) {
+            if (r > 0) st = ae_parse_u64(v, "--seed", &o.seed);
+            seed_given = 1;
         } else if ((r = ae_args_value(&a, "--port", &v))) {
             if (r > 0) st = ae_parse_int(v, "--port", 0, 65535, &o.port);
         } else if ((r = ae_args_value(&a, "--max-seqs", &v))) {
@@ -66,9 +74,17 @@ int ae_cmd_serve(int argc, char **argv) {
         } else st = ae_args_unknown(&a);
         if (r < 0 || st != AE_OK) return ae_cli_fail("serve");
     }
-    if (!o.model_dir) {
-        fprintf(stderr, "attnedit serve: need --model\n%s", k_help);
+    if (!o.model_dir == !random_dir) {
+        fprintf(stderr, "attnedit serve: need --model or --random-weights (one of them)\n%s", k_help);
         return 2;
+    }
+    if (seed_given && !random_dir) {
+        fprintf(stderr, "attnedit serve: --seed goes with --random-weights (a --model has its weights)\n");
+        return 2;
+    }
+    if (random_dir) {
+        o.model_dir = random_dir;
+        o.random_weights = 1;
     }
     if (ae_cli_check_model("serve", o.model_dir)) return 1;
     o.cache_gb = gb;

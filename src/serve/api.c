@@ -100,6 +100,9 @@ static int parse_prompt(const ae_api_ctx *ctx, const cJSON *pr, ae_api_request *
         (cJSON_IsString(pr->child) || cJSON_IsArray(pr->child)))
         pr = pr->child;
     if (cJSON_IsString(pr)) {
+        if (!ctx->tok)
+            BAD("prompt", "prompt: this server has no tokenizer (random weights from a folder "
+                "without tokenizer.json): send the prompt as an array of token ids");
         size_t n = 0;
         out->prompt_text = ae_strdup(pr->valuestring);
         if (!out->prompt_text ||
@@ -124,7 +127,8 @@ static int parse_prompt(const ae_api_ctx *ctx, const cJSON *pr, ae_api_request *
         out->n_ids = n;
         char *txt = NULL;
         size_t tl = 0;
-        if (ae_tokenizer_decode(ctx->tok, out->ids, (size_t)n, &txt, &tl) == AE_OK) out->prompt_text = txt;
+        if (ctx->tok && ae_tokenizer_decode(ctx->tok, out->ids, (size_t)n, &txt, &tl) == AE_OK)
+            out->prompt_text = txt;
         return 0;
     }
     BAD("prompt", "prompt must be a string or an array of token ids");
@@ -138,6 +142,12 @@ static int parse_messages(const ae_api_ctx *ctx, const cJSON *ms, int thinking,
     ae_chat_msg *msg = NULL;
     char **owned = NULL;
     int n = 0, rc = -1;
+    if (!ctx->tok) {
+        ae_api_error_set(err, 400, "invalid_request_error", "messages",
+                         "this server has no tokenizer (random weights from a folder without "
+                         "tokenizer.json); use /v1/completions with token-id prompts");
+        return -1;
+    }
     if (ctx->chat == AE_CHAT_NONE) {
         ae_api_error_set(err, 400, "invalid_request_error", "messages",
                          "this model has no chat template (tokenizer_config.json chat_template); "
@@ -286,6 +296,9 @@ int ae_api_parse(const ae_api_ctx *ctx, ae_api_kind kind, const char *body, size
         }
     }
     const cJSON *stop = cJSON_GetObjectItemCaseSensitive(j, "stop");
+    if (stop && !cJSON_IsNull(stop) && !ctx->tok)
+        BAD("stop", "stop strings need a tokenizer (this server has none: random weights from a "
+            "folder without tokenizer.json)");
     if (stop && !cJSON_IsNull(stop)) {
         if (cJSON_IsString(stop)) {
             if (!stop->valuestring[0]) BAD("stop", "stop strings must not be empty");
@@ -341,11 +354,25 @@ fail:
 // ---------------------------------------------------------------------------------------------
 // Responses
 
+// The text of one token; without a tokenizer "token_id:N" (as vLLM's
+// --return-tokens-as-token-ids writes it).
 static char *token_text(const ae_api_ctx *ctx, int32_t id) {
     char *t = NULL;
     size_t n = 0;
+    if (!ctx->tok) {
+        char b[32];
+        snprintf(b, sizeof b, "token_id:%d", (int)id);
+        return ae_strdup(b);
+    }
     if (ae_tokenizer_decode(ctx->tok, &id, 1, &t, &n) != AE_OK) return ae_strdup("");
     return t;
+}
+
+// Without a tokenizer a choice carries the ids it generated, [from, to), as "token_ids".
+static void add_token_ids(const ae_api_ctx *ctx, cJSON *choice, const ae_req *r, int from, int to) {
+    if (ctx->tok) return;
+    cJSON *a = cJSON_AddArrayToObject(choice, "token_ids");
+    for (int i = from; i < to; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(r->out_ids[i]));
 }
 
 static void add_token_str(cJSON *o, const char *key, const ae_api_ctx *ctx, int32_t id) {
@@ -367,7 +394,7 @@ static cJSON *completion_logprobs(const ae_api_ctx *ctx, const ae_tok_lp *const 
         char *t = token_text(ctx, ids[i]);
         cJSON_AddItemToArray(toks, cJSON_CreateString(t ? t : ""));
         cJSON_AddItemToArray(off, cJSON_CreateNumber((double)offset));
-        offset += t ? strlen(t) : 0;
+        offset += t && ctx->tok ? strlen(t) : 0; // no tokenizer: no text, offsets 0
         free(t);
         if (!lp[i]) {
             cJSON_AddItemToArray(tlp, cJSON_CreateNull());
@@ -483,6 +510,7 @@ char *ae_api_response_json(const ae_api_ctx *ctx, const ae_api_request *q, const
         } else {
             cJSON_AddNullToObject(c, "logprobs");
         }
+        add_token_ids(ctx, c, r, 0, r->n_out);
     }
     cJSON_AddStringToObject(c, "finish_reason", finish_str(r));
     add_usage(o, r);
@@ -525,6 +553,7 @@ char *ae_api_stream_event(const ae_api_ctx *ctx, const ae_api_request *q, const 
         if (want_lp && tok_to > tok_from)
             cJSON_AddItemToObject(c, "logprobs", gen_logprobs(ctx, q, r, tok_from, tok_to, 0, text_from));
         else cJSON_AddNullToObject(c, "logprobs");
+        add_token_ids(ctx, c, r, tok_from, tok_to);
     }
     free(delta);
     if (final) cJSON_AddStringToObject(c, "finish_reason", finish_str(r));

@@ -24,7 +24,10 @@ typedef struct {
 } ae_api_error;
 
 typedef struct {
-    const ae_tokenizer *tok;
+    const ae_tokenizer *tok;      // NULL: no tokenizer (random weights): token-id prompts only,
+                                  // no stop strings; choices carry token_ids and no text, logprob
+                                  // tokens read "token_id:N"
+    int random_weights;           // shown by /v1/models
     const char *model_name;
     ae_chat_kind chat;
     int vocab, eos_id, im_end_id; // im_end_id: the chat end-of-turn token, or -1

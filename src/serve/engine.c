@@ -136,6 +136,8 @@ ae_status ae_engine_submit(ae_engine *e, ae_req *r) {
     if (ae_kv_pool_pages_for(&e->pool, (int)len) > e->pool.n_pages)
         return ae_errorf(AE_ERR_ARG, "the request needs more KV cache (%d pages) than the server "
                          "has (%d pages)", ae_kv_pool_pages_for(&e->pool, (int)len), e->pool.n_pages);
+    if (p->n_stop && !e->tok)
+        return ae_errorf(AE_ERR_ARG, "stop strings need a tokenizer (this server has none)");
     int V = e->m->cfg.vocab_size;
     for (int i = 0; i < r->n_prompt; i++)
         if (r->prompt[i] < 0 || r->prompt[i] >= V)
@@ -341,7 +343,7 @@ static void take_token(ae_engine *e, ae_seq *s, int32_t id) {
     r->out_ids[r->n_out] = id; // published under the lock (n_out)
     s->tokens[s->n_tokens++] = id;
     int final = is_stop || r->n_out + 1 >= r->p.max_tokens;
-    if (!is_stop) {
+    if (!is_stop && e->tok) {
         char *txt = NULL;
         size_t n = 0;
         if (ae_tokenizer_decode_next(e->tok, &s->ds, id, &txt, &n) == AE_OK && n) {
@@ -349,7 +351,7 @@ static void take_token(ae_engine *e, ae_seq *s, int32_t id) {
         }
         free(txt);
     }
-    if (final) {
+    if (final && e->tok) {
         char *txt = NULL;
         size_t n = 0;
         if (ae_tokenizer_decode_flush(e->tok, &s->ds, &txt, &n) == AE_OK && n) append_gen(r, txt, n);
@@ -644,6 +646,7 @@ void ae_engine_get_stats(ae_engine *e, ae_engine_stats *s) {
     s->page_bytes = ae_kv_pool_page_bytes(&e->pool);
     for (int g = 0; g < AE_PG_COUNT; g++) s->page_size[g] = e->pool.lo.page_size[g];
     s->seqs_of_4k = e->pool.n_pages / ae_kv_pool_pages_for(&e->pool, 4096);
+    s->seqs_of_max = e->pool.n_pages / ae_kv_pool_pages_for(&e->pool, e->o.max_model_len);
     s->requests_done = e->requests_done;
     s->prompt_tokens = e->prompt_tokens;
     s->gen_tokens = e->gen_tokens;

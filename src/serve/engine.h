@@ -90,13 +90,16 @@ typedef struct {
     size_t page_bytes;
     int page_size[3];         // positions per page per group (model/paged.h)
     int seqs_of_4k;           // sequences of 4096 positions the pool holds
+    int seqs_of_max;          // sequences of max_model_len positions the pool holds
     int64_t requests_done, prompt_tokens, gen_tokens, steps;
     double gen_tok_per_s;     // over the last few seconds
 } ae_engine_stats;
 
 typedef struct ae_engine ae_engine;
 
-// Starts the scheduler thread (model, tokenizer must outlive the engine).
+// Starts the scheduler thread (model, tokenizer must outlive the engine). tok may be NULL (a
+// model with random weights and no tokenizer): requests then produce token ids and no text,
+// and must not have stop strings (ae_engine_submit refuses them).
 ae_status ae_engine_start(const ae_model *m, const ae_tokenizer *tok, const ae_engine_opts *o,
                           ae_engine **out);
 // Stops the scheduler thread and finishes every request as cancelled (waiters wake up; submit

@@ -94,8 +94,9 @@ static enum MHD_Result get_models(ae_http *h, struct MHD_Connection *c) {
     char *b = ae_malloc(1024 + strlen(h->o.api.model_name) * 2);
     if (b)
         sprintf(b, "{\"object\":\"list\",\"data\":[{\"id\":\"%s\",\"object\":\"model\",\"created\":%ld,"
-                   "\"owned_by\":\"attnedit\",\"max_model_len\":%d}]}",
-                h->o.api.model_name, (long)time(NULL), h->o.api.max_model_len);
+                   "\"owned_by\":\"attnedit\",\"max_model_len\":%d%s}]}",
+                h->o.api.model_name, (long)time(NULL), h->o.api.max_model_len,
+                h->o.api.random_weights ? ",\"weights\":\"random\"" : "");
     return send_text(c, 200, "application/json", b);
 }
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/file.h"
 #include "core/mem.h"
 #include "serve/chat.h"
 
@@ -36,6 +37,14 @@ static void server_free(ae_server *s) {
     free(s);
 }
 
+// Random weights need no tokenizer: the folder's tokenizer.json is used when it has one.
+static int has_tokenizer(const char *dir) {
+    char *p = ae_path_join(dir, "tokenizer.json");
+    int yes = p && ae_path_exists(p);
+    free(p);
+    return yes;
+}
+
 ae_status ae_server_start(const ae_server_opts *in, ae_server **out) {
     *out = NULL;
     ae_server_opts o = *in;
@@ -43,8 +52,11 @@ ae_status ae_server_start(const ae_server_opts *in, ae_server **out) {
     ae_server *s = ae_calloc(1, sizeof *s);
     if (!s) return AE_ERR_NOMEM;
     ae_status st = ae_backend_open(o.device, &s->be);
-    if (st == AE_OK) st = ae_tokenizer_load(o.model_dir, &s->tok);
-    if (st == AE_OK) st = ae_model_load(o.model_dir, s->be, &s->m);
+    if (st == AE_OK && (!o.random_weights || has_tokenizer(o.model_dir)))
+        st = ae_tokenizer_load(o.model_dir, &s->tok);
+    if (st == AE_OK)
+        st = o.random_weights ? ae_model_random(o.model_dir, s->be, o.seed, &s->m)
+                              : ae_model_load(o.model_dir, s->be, &s->m);
     if (st != AE_OK) {
         server_free(s);
         return st;
@@ -81,10 +93,11 @@ ae_status ae_server_start(const ae_server_opts *in, ae_server **out) {
                        .max_body = o.max_body, .engine = s->e};
     ho.api.tok = s->tok;
     ho.api.model_name = s->name;
-    ho.api.chat = ae_chat_detect(o.model_dir);
+    ho.api.chat = s->tok ? ae_chat_detect(o.model_dir) : AE_CHAT_NONE;
     ho.api.vocab = c->vocab_size;
     ho.api.eos_id = c->eos_token_id;
-    ho.api.im_end_id = ae_tokenizer_token_id(s->tok, "<|im_end|>");
+    ho.api.im_end_id = s->tok ? ae_tokenizer_token_id(s->tok, "<|im_end|>") : -1;
+    ho.api.random_weights = o.random_weights;
     ho.api.max_model_len = o.max_model_len;
     st = ae_http_start(&ho, &s->h);
     if (st != AE_OK) {
@@ -95,11 +108,18 @@ ae_status ae_server_start(const ae_server_opts *in, ae_server **out) {
         ae_engine_stats es;
         ae_engine_get_stats(s->e, &es);
         fprintf(stderr, "device: %s (%s)\n", s->be->name, s->be->device);
+        if (o.random_weights)
+            fprintf(stderr, "weights: random (seed %llu; for benchmarks: the outputs mean nothing)\n",
+                    (unsigned long long)o.seed);
         fprintf(stderr, "cache: %d pages of %.1f KiB (%.2f GiB; positions per page: full %d, "
-                        "sliding %d, latent %d), up to %d sequences of 4K\n",
+                        "sliding %d, latent %d), up to %d sequences of 4K, %d of %d tokens (the "
+                        "context limit)\n",
                 es.pages_total, es.page_bytes / 1024.0,
                 (double)es.pages_total * es.page_bytes / (1 << 30), es.page_size[0],
-                es.page_size[1], es.page_size[2], es.seqs_of_4k);
+                es.page_size[1], es.page_size[2], es.seqs_of_4k, es.seqs_of_max, o.max_model_len);
+        if (!s->tok)
+            fprintf(stderr, "tokenizer: none (prompts must be token ids; responses carry token_ids, "
+                            "no text)\n");
         fprintf(stderr, "chat template: %s\n",
                 ho.api.chat == AE_CHAT_QWEN3 ? "Qwen3" : ho.api.chat == AE_CHAT_NONE
                                                              ? "none (/v1/chat/completions refused)"

@@ -7,7 +7,11 @@
 #include "serve/http.h"
 
 typedef struct {
-    const char *model_dir;
+    const char *model_dir;     // a Hugging Face model folder; with random_weights a folder with
+                               // config.json only (tokenizer.json optional)
+    int random_weights;        // 1: weights drawn at random on the device (ae_model_random with
+                               // seed), for benchmarks: no checkpoint is read
+    uint64_t seed;
     const char *device;        // --device (NULL: auto)
     const char *served_name;   // NULL: the model folder's name
     const char *host;
