@@ -3,7 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu.h"
 #include "backend/cuda.h"
+#include "backend/mem_limit.h"
 #include "backend/ops.h"
 #include "core/mem.h"
 
@@ -16,12 +18,18 @@ float *ae_f32(ae_ptr p) {
     return (float *)p.data;
 }
 
+// The cpu backend with ATTNEDIT_MEM_LIMIT applied (a malformed value is refused).
+static ae_status open_cpu(const ae_backend **out) {
+    size_t limit;
+    AE_TRY(ae_mem_limit_from_env(&limit));
+    ae_cpu_set_mem_limit(limit);
+    *out = ae_backend_cpu();
+    return AE_OK;
+}
+
 ae_status ae_backend_open(const char *name, const ae_backend **out) {
     *out = NULL;
-    if (name && strcmp(name, "cpu") == 0) {
-        *out = ae_backend_cpu();
-        return AE_OK;
-    }
+    if (name && strcmp(name, "cpu") == 0) return open_cpu(out);
     int dev = 0;
     int automatic = !name || strcmp(name, "auto") == 0;
     const char *env = getenv("ATTNEDIT_DEVICE"); // the default of every command, when set
@@ -36,17 +44,11 @@ ae_status ae_backend_open(const char *name, const ae_backend **out) {
             return ae_errorf(AE_ERR_ARG, "--device '%s': expected cpu, cuda or cuda:N", name);
     }
 #ifdef AE_HAVE_CUDA
-    if (automatic && ae_cuda_device_count() <= 0) {
-        *out = ae_backend_cpu();
-        return AE_OK;
-    }
+    if (automatic && ae_cuda_device_count() <= 0) return open_cpu(out);
     return ae_backend_cuda_open(dev, out);
 #else
     (void)dev;
-    if (automatic) {
-        *out = ae_backend_cpu();
-        return AE_OK;
-    }
+    if (automatic) return open_cpu(out);
     return ae_errorf(AE_ERR_UNSUPPORTED,
                      "--device %s: this attnedit was built without CUDA (rebuild with a CUDA "
                      "toolkit installed, cmake -DAE_CUDA=ON)", name);

@@ -1,25 +1,67 @@
 // Memory of the CPU backend: host arrays (64-byte aligned), dtype conversion on upload, row
-// copies, fill and the embedding gather.
+// copies, fill and the embedding gather. The bytes of the live buffers are counted, for
+// ATTNEDIT_MEM_LIMIT (backend/mem_limit.h) and the tests.
+#define _GNU_SOURCE // malloc_usable_size
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu.h"
 #include "backend/cpu_internal.h"
+#include "backend/mem_limit.h"
 #include "core/mem.h"
 
+// Bytes of the live buffers (malloc_usable_size of each, counted on alloc and free), their
+// high-water mark and the limit (0: none). One cpu backend per process: the counts are global.
+static int64_t g_live, g_peak;
+static size_t g_limit;
+
+void ae_cpu_set_mem_limit(size_t bytes) { g_limit = bytes; }
+
+size_t ae_cpu_mem_live(void) {
+    int64_t v = __atomic_load_n(&g_live, __ATOMIC_RELAXED);
+    return v > 0 ? (size_t)v : 0;
+}
+
+size_t ae_cpu_mem_peak(int reset) {
+    int64_t v = __atomic_load_n(&g_peak, __ATOMIC_RELAXED);
+    if (reset) __atomic_store_n(&g_peak, __atomic_load_n(&g_live, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+    return v > 0 ? (size_t)v : 0;
+}
+
+static void count_bytes(int64_t delta) {
+    int64_t now = __atomic_add_fetch(&g_live, delta, __ATOMIC_RELAXED);
+    int64_t peak = __atomic_load_n(&g_peak, __ATOMIC_RELAXED);
+    while (now > peak && !__atomic_compare_exchange_n(&g_peak, &peak, now, 1, __ATOMIC_RELAXED,
+                                                      __ATOMIC_RELAXED)) {
+    }
+}
+
 ae_ptr ae_cpu_alloc(const ae_backend *be, size_t n, ae_dtype dt) {
-    (void)be;
     if (dt != AE_DT_F32 && dt != AE_DT_I32 && dt != AE_DT_F64) { // F64: sumsq's exact sums
         fprintf(stderr, "attnedit: internal error: cpu alloc of dtype %s\n", ae_dtype_name(dt));
         abort();
     }
     size_t words = dt == AE_DT_F64 ? 2 * n : n;
-    return ae_ptr_make(ae_alloc_f32(words), dt); // zeroed; NULL with the message set on failure
+    if (g_limit) { // the request as ae_alloc_f32 rounds it (64-byte multiples)
+        size_t want = words > SIZE_MAX / 8 ? SIZE_MAX : ((words ? words : 1) * 4 + 63) & ~(size_t)63;
+        size_t live = ae_cpu_mem_live();
+        if (want > g_limit || live > g_limit - want) {
+            ae_mem_limit_refuse(be->name, want, live, g_limit);
+            return ae_ptr_null();
+        }
+    }
+    float *p = ae_alloc_f32(words); // zeroed; NULL with the message set on failure
+    if (p) count_bytes((int64_t)malloc_usable_size(p));
+    else ae_mem_note_refusal();
+    return ae_ptr_make(p, dt);
 }
 
 void ae_cpu_free(const ae_backend *be, ae_ptr p) {
     (void)be;
+    if (p.data) count_bytes(-(int64_t)malloc_usable_size(p.data));
     ae_free_aligned(p.data);
 }
 

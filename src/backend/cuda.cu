@@ -14,6 +14,7 @@
 #include "backend/cuda_internal.h"
 #include "backend/cuda_mla.h"
 #include "backend/cuda_train.h"
+#include "backend/mem_limit.h"
 #include "core/mem.h"
 
 // ---- errors ------------------------------------------------------------------------------------
@@ -79,6 +80,33 @@ void cuda_tmp_free(const ae_backend *be, void *p) {
     if (p) cuda_check(be, cudaFreeAsync(p, stream_of(be)), "free");
 }
 
+// The bytes the device's pool has handed out (op workspaces included); 0 if it cannot be read.
+static size_t pool_used(const ae_backend *be) {
+    cudaMemPool_t pool;
+    uint64_t used = 0;
+    if (cudaDeviceGetDefaultMemPool(&pool, cu(be)->device) != cudaSuccess ||
+        cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return (size_t)used;
+}
+
+// 1 when ATTNEDIT_MEM_LIMIT refuses `bytes` more (message set). Frees queued on the stream may
+// not have reached the pool's count yet: before refusing, the stream is drained and the count
+// read again, so only a request that really goes over the limit is refused.
+static int over_mem_limit(const ae_backend *be, size_t bytes) {
+    size_t limit = cu(be)->mem_limit;
+    if (!limit) return 0;
+    size_t used = pool_used(be);
+    if (bytes <= limit && used <= limit - bytes) return 0;
+    cudaStreamSynchronize(stream_of(be));
+    used = pool_used(be);
+    if (bytes <= limit && used <= limit - bytes) return 0;
+    ae_mem_limit_refuse(cu(be)->name, bytes, used, limit);
+    return 1;
+}
+
 ae_ptr ae_cuda_alloc(const ae_backend *be, size_t n, ae_dtype dt) {
     size_t es = ae_dtype_size(dt), bytes;
     if (es == 0 || ae_mul_size(n ? n : 1, es, &bytes) != 0) {
@@ -87,6 +115,7 @@ ae_ptr ae_cuda_alloc(const ae_backend *be, size_t n, ae_dtype dt) {
         return ae_ptr_null();
     }
     bytes = (bytes + 255) & ~(size_t)255;
+    if (over_mem_limit(be, bytes)) return ae_ptr_null();
     void *p = NULL;
     cudaError_t e = cudaMallocAsync(&p, bytes, stream_of(be));
     if (e != cudaSuccess) {
@@ -97,6 +126,7 @@ ae_ptr ae_cuda_alloc(const ae_backend *be, size_t n, ae_dtype dt) {
                   "%s: out of GPU memory allocating %.2f GiB (%.2f GiB free of %.2f GiB); a "
                   "smaller --ctx or a smaller model lowers the need",
                   cu(be)->name, bytes / 1073741824.0, fr / 1073741824.0, tot / 1073741824.0);
+        ae_mem_note_refusal();
         return ae_ptr_null();
     }
     if (cu(be)->poison) {
@@ -277,6 +307,12 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     c->cc_minor = prop.minor;
     const char *poison = getenv("AE_CUDA_POISON");
     c->poison = poison && poison[0] == '1';
+    ae_status lim = ae_mem_limit_from_env(&c->mem_limit);
+    if (lim != AE_OK) {
+        free(c);
+        free(be);
+        return lim;
+    }
     snprintf(c->name, sizeof c->name, "cuda:%d", dev);
     snprintf(c->desc, sizeof c->desc, "%.100s, %.1f GiB, sm_%d%d", prop.name,
              prop.totalGlobalMem / 1073741824.0, prop.major, prop.minor);

@@ -34,6 +34,7 @@ struct ae_cuda {
     size_t smem_optin;         // max dynamic shared memory per block after opt-in
     int cc_major, cc_minor;    // compute capability
     int poison;                // AE_CUDA_POISON=1: new allocations are filled with NaN (tests)
+    size_t mem_limit;          // ATTNEDIT_MEM_LIMIT: the pool's used bytes allowed (0: none)
     int failed;                // an error is kept in `message`
     char message[512];
     char name[32];             // "cuda:0"

@@ -392,7 +392,8 @@ struct ae_backend {
 const ae_backend *ae_backend_cpu(void);
 // Opens a backend by name: "cpu", "cuda" (device 0), "cuda:N", or NULL / "auto" (the
 // environment's ATTNEDIT_DEVICE when set, else cuda:0 when a CUDA device is present, else cpu). AE_ERR_UNSUPPORTED with a message when the build has no
-// CUDA support or no such device exists. Close with ae_backend_close (a no-op for cpu).
+// CUDA support or no such device exists. Close with ae_backend_close (a no-op for cpu). Both
+// apply ATTNEDIT_MEM_LIMIT (backend/mem_limit.h): AE_ERR_ARG when it is malformed.
 ae_status ae_backend_open(const char *name, const ae_backend **out);
 void ae_backend_close(const ae_backend *be);
 // Free and total device memory in bytes (0, 0 where not tracked: cpu).

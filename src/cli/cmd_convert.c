@@ -4,11 +4,12 @@
 //   [--window W] [--gate elementwise|head] [--sinks] [--layers 0,1,...] [--init random|teacher]
 //   [--seed S] --out S [--force]
 //   [--data TOKENS --stage1-tokens N --stage2-tokens N ...training options]
-//   attnedit convert --resume OUT | --restart OUT
+//   attnedit convert --resume OUT | --restart OUT [--device D] [--batch B --accum A]
 // Without a training budget it writes the initialised student; with one it runs the
 // progressive distillation (src/train/distill.h) in OUT, checkpointing as it goes. --resume
 // continues a run from its checkpoint (a finished run: says so, exit 0, touches nothing);
-// --restart starts it over from step 0 with the settings of its conversion.json.
+// --restart starts it over from step 0 with the settings of its conversion.json. Both may split
+// the run's sequences per step into other micro-batches (--batch, --accum; train/rebatch.h).
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include "model/save.h"
 #include "model/student.h"
 #include "train/data.h"
+#include "train/rebatch.h"
 #include "train/run_spec.h"
 
 static const char k_help[] =
@@ -57,6 +59,9 @@ static const char k_help[] =
     "  checkpoint/ when training).\n";
 
 typedef struct {
+    "  Both take --device and --batch B --accum A: the same sequences per step (B x A equal to\n"
+    "  the run's) in other micro-batches, e.g. after running out of memory, which prints the\n"
+    "  command; recorded in S/conversion.json for later resumes.\n"
     const char *teacher, *out, *data, *resume, *restart, *device;
     int force;
     ae_student_spec spec;
@@ -67,6 +72,7 @@ typedef struct {
 static ae_status parse_target(const char *v, ae_attn_kind *k) {
     if (!strcmp(v, "mla")) *k = AE_ATTN_MLA;
     else if (!strcmp(v, "gateswa")) *k = AE_ATTN_GATESWA;
+    int new_batch, new_accum; // --batch/--accum given with --resume/--restart (0: the run's)
     else return ae_errorf(AE_ERR_ARG, "--target: '%s' is not a target (mla, gateswa)", v);
     return AE_OK;
 }
@@ -233,16 +239,32 @@ static int parse(int argc, char **argv, convert_opts *o) {
         note_target_option(argv[a.i], &mla_opt, &swa_opt);
         int r = parse_one(&a, o, &target_seen);
         if (r < 0) return ae_cli_fail("convert");
-        if (r == 0) return (ae_args_unknown(&a), ae_cli_fail("convert"));
-    }
-    if (o->resume || o->restart) {
-        if (argc != (o->device ? 4 : 2)) {
+// --resume S and --restart S take --device, --batch and --accum only (each with its value,
+// checked by the parse); returns 0 or 2 (message printed).
+static int check_rerun_options(int argc, char **argv, convert_opts *o) {
+    static const char *const allowed[] = {"--resume", "--restart", "--device", "--batch", "--accum"};
+    for (int i = 0; i < argc; i += 2) {
+        int ok = 0;
+        for (size_t k = 0; k < sizeof allowed / sizeof *allowed; k++) ok |= !strcmp(argv[i], allowed[k]);
+        if (!ok) {
             fprintf(stderr, "attnedit convert: --resume S and --restart S take no other options than "
-                            "--device (the run's settings are in S/conversion.json)\n");
+                            "--device, --batch and --accum (%s: the run's settings are in "
+                            "S/conversion.json)\n", argv[i]);
             return 2;
         }
-        return 0;
+        if (!strcmp(argv[i], "--batch")) o->new_batch = o->train.batch;
+        if (!strcmp(argv[i], "--accum")) o->new_accum = o->train.accum;
     }
+    if (o->resume && o->restart) {
+        fprintf(stderr, "attnedit convert: --resume and --restart are exclusive\n");
+        return 2;
+    }
+    return 0;
+}
+
+        if (r == 0) return (ae_args_unknown(&a), ae_cli_fail("convert"));
+    }
+    if (o->resume || o->restart) return check_rerun_options(argc, argv, o);
     if (!o->teacher || !o->out || !target_seen) {
         fprintf(stderr, "attnedit convert: need --teacher, --target and --out\n%s", k_help);
         return 2;
@@ -338,7 +360,7 @@ static int check_inputs(const ae_run_spec *rs, const char *flag, const char *dir
 // Continues the run in dir from its checkpoint. Everything read back is checked first (the
 // teacher and data hashes too); a finished run, or one without a checkpoint, is reported and
 // nothing is written.
-static int run_resume(const char *dir, const ae_backend *be) {
+static int run_resume(const char *dir, const convert_opts *o, const ae_backend *be) {
     static ae_run_spec rs;
     if (ae_run_spec_load(dir, &rs) != AE_OK || ae_run_spec_check_student(&rs, dir) != AE_OK)
         return ae_cli_fail("convert");
@@ -360,17 +382,49 @@ static int run_resume(const char *dir, const ae_backend *be) {
     int rc = 0;
     char *origin = ae_path_join(dir, "conversion.json");
     ae_tokfile data;
-    if (!origin || ae_model_load(rs.teacher, be, &t) != AE_OK || ae_model_load(dir, be, &s) != AE_OK ||
+    if (!origin || ae_model_load(rs.teacher, be, &t) != AE_OK || load_resumed_student(&rs, t, dir, &s) ||
         check_training(&rs, t, &data, origin) != AE_OK) {
         rc = ae_cli_fail("convert");
     } else {
         ae_init_report rep = {0};
         ae_dir_remove_stale(dir); // left by a --restart that died while rewriting the folder
-        if (train_and_finish(&rs, t, s, &data, &rep, dir, 1) != AE_OK) rc = ae_cli_fail("convert");
+        if ((rs.opts.batch != recorded_batch &&
+             ae_rebatch_record(dir, rs.opts.batch, rs.opts.accum) != AE_OK) ||
+            train_and_finish(&rs, t, s, &data, &rep, dir, 1) != AE_OK)
+            rc = ae_cli_fail("convert");
         ae_tokfile_close(&data);
     }
     free(origin);
     ae_model_free(s);
+// --batch/--accum given with --resume/--restart: checked against the run's sequences per step
+// (origin: its conversion.json) and set in rs; returns 0, or prints why not and returns 1.
+static int apply_rebatch(ae_run_spec *rs, const convert_opts *o, const char *origin) {
+    if (!o->new_batch && !o->new_accum) return 0;
+    int b = o->new_batch ? o->new_batch : rs->opts.batch, a = o->new_accum ? o->new_accum : rs->opts.accum;
+    if (ae_rebatch_check(&rs->opts, b, a, origin) != AE_OK) return ae_cli_fail("convert");
+    if (b != rs->opts.batch)
+        fprintf(stderr, "micro-batches of %d sequence%s, %d accumulated per step (were %d x %d): the same %lld "
+                "sequences per step\n", b, b == 1 ? "" : "s", a, rs->opts.batch, rs->opts.accum,
+                (long long)b * a);
+    rs->opts.batch = b;
+    rs->opts.accum = a;
+    return 0;
+}
+
+// The student of a resumed run. Attention-only training: it shares the teacher's frozen tensors
+// as in the run's first process (the folder's copy of them would double the weights' memory)
+// and its attention modules are made at random init, as every one of them is trained and its
+// values come from the checkpoint. --train all: the student folder. Returns 0 or 1 (message set).
+static int load_resumed_student(const ae_run_spec *rs, const ae_model *t, const char *dir,
+                                ae_model **s) {
+    if (rs->opts.train_all) return ae_model_load(dir, t->be, s) != AE_OK;
+    ae_student_spec spec = rs->spec;
+    spec.init_teacher = 0;
+    ae_init_report rep;
+    return ae_student_resolve(&t->cfg, &spec) != AE_OK || ae_model_share(t, s) != AE_OK ||
+           ae_student_make(*s, &spec, &rep) != AE_OK;
+}
+
     ae_model_free(t);
     return rc;
 }
@@ -379,6 +433,11 @@ static int run_resume(const char *dir, const ae_backend *be) {
 // one with force) and, given budgets, trains it from step 0. origin: the conversion.json rs was
 // read from (NULL: the command line), for messages.
 static int make_and_train(ae_run_spec *rs, const char *teacher, const char *out, int force,
+    int recorded_batch = rs.opts.batch;
+    char *spec_path = ae_path_join(dir, "conversion.json");
+    int bad = !spec_path || apply_rebatch(&rs, o, spec_path);
+    free(spec_path);
+    if (bad) return 1;
                           const char *origin, const ae_backend *be) {
     int training = rs->opts.stage_tokens[0] > 0 || rs->opts.stage_tokens[1] > 0, rc = 0;
     ae_model *t = NULL, *s = NULL;
@@ -411,8 +470,10 @@ static int make_and_train(ae_run_spec *rs, const char *teacher, const char *out,
         goto done;
     }
     if (training && (st = train_and_finish(rs, t, s, &data, &rep, out, 0)) != AE_OK) {
-        // a diverged run would diverge again on --resume: its message says what to change
-        if (st == AE_ERR_NONFINITE) fprintf(stderr, "attnedit convert: %s\n", ae_last_error());
+        // a diverged run would diverge again on --resume: its message says what to change; out of
+        // memory in a step: the message says what fits and how to continue
+        if (st == AE_ERR_NONFINITE || st == AE_ERR_NOMEM)
+            fprintf(stderr, "attnedit convert: %s\n", ae_last_error());
         else
             fprintf(stderr, "attnedit convert: %s\n(the run can be continued with: attnedit convert "
                             "--resume %s)\n", ae_last_error(), out);
@@ -430,7 +491,7 @@ done:
 
 // Starts the run in dir over from step 0 with the settings of its conversion.json (checked
 // first, with the teacher and data hashes): the folder is rewritten as by the first convert.
-static int run_restart(const char *arg, const ae_backend *be) {
+static int run_restart(const char *arg, const convert_opts *o, const ae_backend *be) {
     static ae_run_spec rs;
     char dir[4096];
     size_t n = strlen(arg);
@@ -477,13 +538,17 @@ int ae_cmd_convert(int argc, char **argv) {
     if (rc) goto out;
     if ((rc = ae_cli_open_device("convert", o.device, &be))) goto out;
     if (o.resume || o.restart) {
-        rc = o.resume ? run_resume(o.resume, be) : run_restart(o.restart, be);
+        rc = o.resume ? run_resume(o.resume, &o, be) : run_restart(o.restart, &o, be);
         goto out;
     }
     int training = o.train.stage_tokens[0] > 0 || o.train.stage_tokens[1] > 0;
     if ((rc = ae_cli_check_model("convert", o.teacher))) goto out;
     if (ae_save_check_target(o.out, o.force) != AE_OK || fill_spec(&o, &rs) != AE_OK) {
         rc = ae_cli_fail("convert");
+    if (apply_rebatch(&rs, o, origin)) { // the rewritten conversion.json records the new values
+        free(origin);
+        return 1;
+    }
         goto out;
     }
     if (o.data && !training)

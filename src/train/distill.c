@@ -18,6 +18,8 @@
 #include "train/run_spec.h"
 #include "train/loss.h"
 #include "train/moe_train.h"
+#include "train/oom.h"
+#include "backend/mem_limit.h"
 
 #define KD_VOCAB_CHUNK 4096
 
@@ -621,6 +623,18 @@ static ae_status stage2_micro(ae_run *r, const int32_t *ids, int B, int T, doubl
 }
 
 // ---------------------------------------------------------------- loop
+// The out-of-memory probe's micro-step (train/oom.h): the current stage's forward and backward
+// on ids (B, T) into the gradients, its losses thrown away.
+static ae_status probe_micro(ae_run *r, const int32_t *ids, int B, int T) {
+    double kd = 0.0, cosl = 0.0, *ll = ae_calloc((size_t)r->s->cfg.num_hidden_layers, sizeof(double));
+    int agree = 0;
+    if (!ll) return AE_ERR_NOMEM;
+    ae_status st = r->stage == 0 ? stage1_micro(r, ids, B, T, ll)
+                                 : stage2_micro(r, ids, B, T, &kd, &cosl, &agree);
+    free(ll);
+    return st;
+}
+
 // Throughput of this process since the last progress line (not checkpointed).
 typedef struct {
     double t_interval;
@@ -714,6 +728,7 @@ static ae_status run_stage(ae_run *r, double run_t0) {
     while (r->step < total && st == AE_OK) {
         ae_adamw_zero_grad(&r->opt);
         double kd = 0.0, cosl = 0.0;
+        ae_mem_clear_refusal(); // an out-of-memory report names this step's allocation only
         int agree = 0;
         memset(ll, 0, sizeof(double) * (size_t)L);
         for (int a = 0; a < o->accum && st == AE_OK; a++) {
@@ -722,6 +737,7 @@ static ae_status run_stage(ae_run *r, double run_t0) {
             st = r->stage == 0 ? stage1_micro(r, ids, B, T, ll) : stage2_micro(r, ids, B, T, &kd, &cosl, &agree);
         }
         if (st != AE_OK) break;
+        if (st == AE_ERR_NOMEM) st = ae_oom_stop(r, probe_micro, ids, B, T); // what fits
         double loss = 0.0;
         int nrep = 0;
         for (int l = 0; l < L; l++)
