@@ -327,6 +327,9 @@ static void test_convert_bad_input(void **state) {
     expect_convert_fails((const char *[]){"--target", "gqa", NULL}, "--target");
     expect_convert_fails((const char *[]){"--target", "gateswa", "--gate", "sometimes", NULL}, "--gate");
     expect_convert_fails((const char *[]){"--target", "mla", "--init", "svd", NULL}, "--init");
+    expect_convert_fails((const char *[]){"--target", "gateswa", "--init", "transmla", NULL}, "--init transmla");
+    expect_convert_fails((const char *[]){"--target", "mla", "--init", "mha2mla", "--qk-rope-dim", "12", NULL},
+                         "--init mha2mla: --qk-rope-dim");
 }
 
 static void test_student_config_missing_fields(void **state) {

@@ -42,7 +42,7 @@ typedef struct {
     int port, prompt_len, gen_len, n_req;
     uint64_t seed;
     pthread_mutex_t mu;
-    int next;
+    int next, reported;       // reported: a failure was printed (the first of the level)
     sample *s;
 } job;
 
@@ -88,7 +88,11 @@ static void *worker(void *arg) {
         sample *s = &j->s[i];
         const char *u = resp.body ? strstr(resp.body, "\"completion_tokens\":") : NULL;
         s->ok = rc == 0 && resp.status == 200 && u && strstr(resp.body, "data: [DONE]");
-        if (!s->ok && i == 0)
+        pthread_mutex_lock(&j->mu);
+        int report = !s->ok && !j->reported;
+        if (report) j->reported = 1;
+        pthread_mutex_unlock(&j->mu);
+        if (report)
             fprintf(stderr, "bench serve: request failed (status %d%s%s): %.200s\n", resp.status,
                     resp.err[0] ? ", " : "", resp.err, resp.body ? resp.body : "");
         s->tokens = u ? atoi(u + 20) : 0;

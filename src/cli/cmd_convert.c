@@ -1,8 +1,8 @@
 #define _XOPEN_SOURCE 700
 // attnedit convert --teacher T --target mla|gateswa [--kv-lora-rank R --q-lora-rank Q
 //   --qk-rope-dim D --qk-nope-dim N --v-head-dim V] [--full-every K | --full-layers 0,5,11]
-//   [--window W] [--gate elementwise|head] [--sinks] [--layers 0,1,...] [--init random|teacher]
-//   [--seed S] --out S [--force]
+//   [--window W] [--gate elementwise|head] [--sinks] [--layers 0,1,...]
+//   [--init random|teacher|mha2mla|transmla] [--seed S] --out S [--force]
 //   [--data TOKENS --stage1-tokens N --stage2-tokens N ...training options]
 //   attnedit convert --resume OUT | --restart OUT [--device D] [--batch B --accum A]
 // Without a training budget it writes the initialised student; with one it runs the
@@ -35,6 +35,9 @@ static const char k_help[] =
     "            --gate elementwise|head (default elementwise)   --sinks\n"
     "  both:     --layers 0,1,... (replace only these layers; default all)\n"
     "            --init random|teacher (default random)  --seed S (default 0)\n"
+    "            MLA also --init mha2mla|transmla: the rope part from MHA2MLA's largest-norm\n"
+    "            rotary pairs or TransMLA's principal key components (docs/TARGETS.md); every\n"
+    "            MLA teacher init prints its K/V and rope-logit errors per layer\n"
     "  training (progressive distillation; without budgets only the initialised student is written):\n"
     "            --data TOKENS (from attnedit prepare-data)  --ctx N (256)  --batch B (8)  --accum A (1)\n"
     "            --stage1-tokens N  --stage2-tokens N  (budgets; 0 skips a stage)\n"
@@ -75,6 +78,16 @@ static ae_status parse_target(const char *v, ae_attn_kind *k) {
     int new_batch, new_accum; // --batch/--accum given with --resume/--restart (0: the run's)
     else return ae_errorf(AE_ERR_ARG, "--target: '%s' is not a target (mla, gateswa)", v);
     return AE_OK;
+}
+
+static ae_status parse_init(const char *v, int *init) {
+    for (int i = 0; i < AE_N_INITS; i++)
+        if (!strcmp(v, ae_init_names[i])) {
+            *init = i;
+            return AE_OK;
+        }
+    return ae_errorf(AE_ERR_ARG, "--init: '%s' is not an init (random, teacher; for --target mla "
+                     "also mha2mla, transmla)", v);
 }
 
 static ae_status parse_gate(const char *v, ae_gate_kind *g) {
@@ -173,9 +186,7 @@ static int parse_one(ae_args *a, convert_opts *o, int *target_seen) {
     } else if ((r = ae_args_value(a, "--gate", &v))) {
         if (r > 0) st = parse_gate(v, &s->gate);
     } else if ((r = ae_args_value(a, "--init", &v))) {
-        if (r > 0 && !strcmp(v, "teacher")) s->init_teacher = 1;
-        else if (r > 0 && strcmp(v, "random"))
-            st = ae_errorf(AE_ERR_ARG, "--init: '%s' is not an init (random, teacher)", v);
+        if (r > 0) st = parse_init(v, &s->init_teacher);
     } else if ((r = ae_args_value(a, "--seed", &v))) {
         if (r > 0) st = ae_parse_u64(v, "--seed", &s->seed);
     } else if ((r = parse_train(a, o, &st))) {
@@ -278,20 +289,39 @@ static int check_rerun_options(int argc, char **argv, convert_opts *o) {
     return rc;
 }
 
+// The figures of merit of an MLA teacher init, one line per replaced layer, then the means.
+static void print_mla_init(const ae_model *m, const ae_init_report *rep, int init) {
+    const ae_config *c = &m->cfg;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        if (c->layer_attn[l] != AE_ATTN_MLA) continue;
+        const ae_mla_init_stats *st = &rep->layer[l];
+        fprintf(stderr, "%s init, layer %d: kv_rel_err %.4f, rope_logit_err %.4f, rope key energy "
+                "%.3f, qk_logit_err %.4f", ae_init_names[init], l, st->kv_rel_err, st->rope_logit_err,
+                st->rope_key_energy, st->qk_logit_err);
+        if (init == AE_MLA_INIT_MHA2MLA)
+            fprintf(stderr, ", %d of %d rope pairs rotated at a neighbouring frequency", st->rope_shifted,
+                    c->qk_rope_head_dim / 2);
+        fputc('\n', stderr);
+    }
+    fprintf(stderr, "%s init: K/V low-rank reconstruction error (relative Frobenius) mean %.4f, "
+            "max %.4f; rope-part logit error mean %.4f, max %.4f; q·k logit error over distances "
+            "mean %.4f, max %.4f (docs/TARGETS.md)\n", ae_init_names[init], rep->kv_rel_err_mean,
+            rep->kv_rel_err_max, rep->rope_logit_err_mean, rep->rope_logit_err_max,
+            rep->qk_logit_err_mean, rep->qk_logit_err_max);
+}
+
 static void print_student(const ae_model *m, int64_t kv_teacher, const ae_init_report *rep,
                           int init_teacher) {
     const ae_config *c = &m->cfg;
     int64_t kv = ae_config_kv_bytes(c, 4096) / 4096;
     fprintf(stderr, "student: %s on %d layers, init %s; KV cache %lld -> %lld bytes/token "
             "(bf16, first 4096 tokens) %+.1f%%\n",
-            ae_attn_kind_name(c->target), rep->n_layers, init_teacher ? "teacher" : "random",
+            ae_attn_kind_name(c->target), rep->n_layers, ae_init_names[init_teacher],
             (long long)kv_teacher, (long long)kv, 100.0 * (kv - kv_teacher) / kv_teacher);
     if (c->target == AE_ATTN_MLA && c->kv_lora_rank + c->qk_rope_head_dim != 576)
         fprintf(stderr, "note: MLA cache of %d + %d values per token; the MLA kernels of "
                 "serving engines support 512 + 64\n", c->kv_lora_rank, c->qk_rope_head_dim);
-    if (c->target == AE_ATTN_MLA && init_teacher)
-        fprintf(stderr, "teacher init: K/V low-rank reconstruction error (relative Frobenius) "
-                "mean %.4f, max %.4f\n", rep->kv_rel_err_mean, rep->kv_rel_err_max);
+    if (c->target == AE_ATTN_MLA && init_teacher) print_mla_init(m, rep, init_teacher);
 }
 
 // Checks the training options against the teacher and opens the data file. origin: the

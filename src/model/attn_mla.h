@@ -90,4 +90,29 @@ typedef struct {
 } ae_gqa_view;
 ae_status ae_mla_init_from_teacher(ae_mla *m, const ae_gqa_view *t, double *kv_rel_err);
 
+// Teacher inits from the literature (issue 8), all on the same folding and K/V factorisation:
+// they differ in which teacher rotary components become the student's rope part (methods in
+// mla_init.c, mla_init_mha2mla.c, mla_init_transmla.c; docs/TARGETS.md).
+typedef enum {
+    AE_MLA_INIT_TEACHER = 1,  // every (hd/dr)-th teacher pair, shared key = mean over kv heads
+    AE_MLA_INIT_MHA2MLA = 2,  // per rope slot the pair of largest query·key norm score
+    AE_MLA_INIT_TRANSMLA = 3, // per rope slot the top principal component of the window's keys
+} ae_mla_init_method;
+
+// Figures of merit of one initialised module, computed from its returned weights (except
+// kv_rel_err, which comes from the singular values of the factorised matrix).
+typedef struct {
+    double kv_rel_err;      // ‖W − W_R‖_F / ‖W‖_F of the stacked nope keys and values
+    double rope_logit_err;  // relative error of the rope-part logit forms under isotropic
+                            // inputs, summed over heads and slots (mla_init_eval.c)
+    double rope_key_energy; // fraction of the input-weighted energy of the teacher's keys in
+                            // the rope windows that the shared rope key captures
+    double qk_logit_err;    // relative error of the whole q·k logit forms (rope at the real
+                            // frequencies + nope through the latent), over relative distances
+    int rope_shifted;       // rope slots rotating a teacher pair that is not their window's
+                            // first at the slot's frequency (mha2mla; approximate rotation)
+} ae_mla_init_stats;
+ae_status ae_mla_init_teacher_method(ae_mla *m, const ae_gqa_view *t, ae_mla_init_method how,
+                                     ae_mla_init_stats *stats);
+
 #endif

@@ -1,10 +1,13 @@
 #include "model/student.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/mem.h"
 #include "core/rng.h"
+
+const char *const ae_init_names[AE_N_INITS] = {"random", "teacher", "mha2mla", "transmla"};
 
 static ae_status resolve_mla(const ae_config *t, ae_student_spec *s) {
     int hd = t->head_dim, D = t->hidden_size;
@@ -24,15 +27,16 @@ static ae_status resolve_mla(const ae_config *t, ae_student_spec *s) {
         return ae_errorf(AE_ERR_ARG, "--qk-nope-dim %d: must be >= 0", s->qk_nope_dim);
     if (s->v_head_dim < 1) return ae_errorf(AE_ERR_ARG, "--v-head-dim %d: must be >= 1", s->v_head_dim);
     if (s->init_teacher) {
+        const char *init = ae_init_names[s->init_teacher];
         if (s->qk_rope_dim > hd || hd % s->qk_rope_dim)
-            return ae_errorf(AE_ERR_ARG, "--init teacher: --qk-rope-dim %d must divide the teacher's "
-                             "head_dim %d", s->qk_rope_dim, hd);
+            return ae_errorf(AE_ERR_ARG, "--init %s: --qk-rope-dim %d must divide the teacher's "
+                             "head_dim %d", init, s->qk_rope_dim, hd);
         if (s->qk_nope_dim + s->qk_rope_dim != hd)
-            return ae_errorf(AE_ERR_ARG, "--init teacher: --qk-nope-dim + --qk-rope-dim (%d + %d) must "
-                             "equal the teacher's head_dim %d", s->qk_nope_dim, s->qk_rope_dim, hd);
+            return ae_errorf(AE_ERR_ARG, "--init %s: --qk-nope-dim + --qk-rope-dim (%d + %d) must "
+                             "equal the teacher's head_dim %d", init, s->qk_nope_dim, s->qk_rope_dim, hd);
         if (s->v_head_dim != hd)
-            return ae_errorf(AE_ERR_ARG, "--init teacher: --v-head-dim %d must equal the teacher's "
-                             "head_dim %d", s->v_head_dim, hd);
+            return ae_errorf(AE_ERR_ARG, "--init %s: --v-head-dim %d must equal the teacher's "
+                             "head_dim %d", init, s->v_head_dim, hd);
     }
     return AE_OK;
 }
@@ -50,6 +54,12 @@ static ae_status resolve_gateswa(const ae_config *t, ae_student_spec *s) {
 }
 
 ae_status ae_student_resolve(const ae_config *t, ae_student_spec *s) {
+    if (s->init_teacher < 0 || s->init_teacher >= AE_N_INITS)
+        return ae_errorf(AE_ERR_ARG, "--init: unknown init %d (random, teacher, mha2mla, transmla)",
+                         s->init_teacher);
+    if (s->target == AE_ATTN_GATESWA && s->init_teacher > AE_MLA_INIT_TEACHER)
+        return ae_errorf(AE_ERR_ARG, "--init %s is an MLA initialisation; GateSWA takes random or teacher",
+                         ae_init_names[s->init_teacher]);
     if (t->target != AE_ATTN_GQA)
         return ae_errorf(AE_ERR_ARG, "the teacher is already a student (attention_target \"%s\"); "
                          "convert the original model", ae_attn_kind_name(t->target));
@@ -122,17 +132,18 @@ static ae_status teacher_view(const ae_backend *be, const ae_layer *L, ae_gqa_vi
     return AE_OK;
 }
 
-static ae_status init_mla_from_teacher(ae_model *m, ae_layer *L, double *kv_err) {
+static ae_status init_mla_from_teacher(ae_model *m, ae_layer *L, ae_mla_init_method how,
+                                       ae_mla_init_stats *stats) {
     float *buf[7] = {0};
     ae_gqa_view v;
     ae_status st = teacher_view(m->be, L, &v, buf);
-    if (st == AE_OK) st = ae_mla_init_from_teacher(&L->mla, &v, kv_err);
+    if (st == AE_OK) st = ae_mla_init_teacher_method(&L->mla, &v, how, stats);
     for (int i = 0; i < 7; i++) ae_free_aligned(buf[i]);
     return st;
 }
 
 static ae_status init_layer(ae_model *m, int l, const ae_student_spec *s, ae_rng *rng,
-                            double *kv_err) {
+                            ae_mla_init_stats *stats) {
     const ae_config *c = &m->cfg;
     ae_layer *L = &m->layers[l];
     ae_gswa *t = &L->gqa; // the teacher's module
@@ -140,7 +151,8 @@ static ae_status init_layer(ae_model *m, int l, const ae_student_spec *s, ae_rng
     if (s->target == AE_ATTN_MLA) {
         ae_mla_dims d = ae_model_mla_dims(c);
         AE_TRY(ae_mla_init(&L->mla, &d, m->be));
-        if (s->init_teacher) AE_TRY(init_mla_from_teacher(m, L, kv_err));
+        if (s->init_teacher)
+            AE_TRY(init_mla_from_teacher(m, L, (ae_mla_init_method)s->init_teacher, stats));
         else AE_TRY(ae_mla_init_random(&L->mla, std, rng));
         if (!m->shared_base) ae_gswa_free(&L->gqa);
         memset(&L->gqa, 0, sizeof L->gqa);
@@ -173,13 +185,21 @@ ae_status ae_student_make(ae_model *m, const ae_student_spec *s, ae_init_report 
             m->layers[l].gqa.d = ae_model_gswa_dims(&m->cfg, l); // its layer type may be unchanged
             continue;
         }
-        double err = 0.0;
-        AE_TRY(init_layer(m, l, &spec, &rng, &err));
+        ae_mla_init_stats *st = &rep->layer[l];
+        AE_TRY(init_layer(m, l, &spec, &rng, st));
         rep->n_layers++;
-        rep->kv_rel_err_mean += err;
-        if (err > rep->kv_rel_err_max) rep->kv_rel_err_max = err;
+        rep->kv_rel_err_mean += st->kv_rel_err;
+        rep->kv_rel_err_max = fmax(rep->kv_rel_err_max, st->kv_rel_err);
+        rep->rope_logit_err_mean += st->rope_logit_err;
+        rep->rope_logit_err_max = fmax(rep->rope_logit_err_max, st->rope_logit_err);
+        rep->qk_logit_err_mean += st->qk_logit_err;
+        rep->qk_logit_err_max = fmax(rep->qk_logit_err_max, st->qk_logit_err);
     }
-    if (rep->n_layers) rep->kv_rel_err_mean /= rep->n_layers;
+    if (rep->n_layers) {
+        rep->kv_rel_err_mean /= rep->n_layers;
+        rep->rope_logit_err_mean /= rep->n_layers;
+        rep->qk_logit_err_mean /= rep->n_layers;
+    }
     m->n_params = ae_config_param_count(&m->cfg);
     return AE_OK;
 }

@@ -20,14 +20,28 @@ typedef struct {
     int window;                // sliding window W
     ae_gate_kind gate;
     int sinks;
-    int init_teacher;          // 0: random (std = initializer_range), 1: from the teacher
+    // 0: random (std = initializer_range); otherwise from the teacher's weights by the method
+    // of that value, an ae_mla_init_method: AE_MLA_INIT_TEACHER (1, both targets), or for MLA
+    // AE_MLA_INIT_MHA2MLA / AE_MLA_INIT_TRANSMLA. Names: ae_init_names.
+    int init_teacher;
     uint64_t seed;
 } ae_student_spec;
 
+// "random", "teacher", "mha2mla", "transmla": the --init values, indexed by init_teacher.
+#define AE_N_INITS 4
+extern const char *const ae_init_names[AE_N_INITS];
+
 typedef struct {
     int n_layers;              // layers initialised
-    double kv_rel_err_mean;    // MLA teacher init: relative Frobenius error of the K/V factorisation
+    double kv_rel_err_mean;    // MLA teacher inits: relative Frobenius error of the K/V factorisation
     double kv_rel_err_max;
+    double rope_logit_err_mean; // MLA teacher inits: relative error of the rope-part logits
+    double rope_logit_err_max;
+    double qk_logit_err_mean;   // MLA teacher inits: relative error of the whole q·k logits
+    double qk_logit_err_max;
+    // per layer (index = layer; layers not replaced, or random init: zero): the figures of
+    // merit of ae_mla_init_stats
+    ae_mla_init_stats layer[AE_MAX_LAYERS];
 } ae_init_report;
 
 // Fills defaults (MLA: qk_rope_dim = head_dim/2, qk_nope_dim = head_dim - qk_rope_dim,

@@ -72,6 +72,31 @@ static cJSON *int_array(const int *v, int n) {
     return a;
 }
 
+// The figures of merit of an MLA teacher init (written when the student is made; a resumed run
+// has none to write): means, maxima and per layer.
+static void add_init_report(cJSON *t, const ae_model *student, const ae_init_report *rep) {
+    if (rep->n_layers == 0 || !student) return;
+    cJSON_AddNumberToObject(t, "init_kv_rel_err_mean", rep->kv_rel_err_mean);
+    cJSON_AddNumberToObject(t, "init_kv_rel_err_max", rep->kv_rel_err_max);
+    cJSON_AddNumberToObject(t, "init_rope_logit_err_mean", rep->rope_logit_err_mean);
+    cJSON_AddNumberToObject(t, "init_rope_logit_err_max", rep->rope_logit_err_max);
+    cJSON_AddNumberToObject(t, "init_qk_logit_err_mean", rep->qk_logit_err_mean);
+    cJSON_AddNumberToObject(t, "init_qk_logit_err_max", rep->qk_logit_err_max);
+    cJSON *a = cJSON_AddArrayToObject(t, "init_layers");
+    for (int l = 0; a && l < student->cfg.num_hidden_layers; l++) {
+        if (student->cfg.layer_attn[l] != AE_ATTN_MLA) continue;
+        const ae_mla_init_stats *st = &rep->layer[l];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "layer", l);
+        cJSON_AddNumberToObject(e, "kv_rel_err", st->kv_rel_err);
+        cJSON_AddNumberToObject(e, "rope_logit_err", st->rope_logit_err);
+        cJSON_AddNumberToObject(e, "rope_key_energy", st->rope_key_energy);
+        cJSON_AddNumberToObject(e, "qk_logit_err", st->qk_logit_err);
+        cJSON_AddNumberToObject(e, "rope_pairs_shifted", st->rope_shifted);
+        cJSON_AddItemToArray(a, e);
+    }
+}
+
 char *ae_run_spec_json(const ae_run_spec *r, const ae_model *student, const ae_init_report *rep,
                        const ae_distill_result *res) {
     const ae_student_spec *s = &r->spec;
@@ -97,12 +122,9 @@ char *ae_run_spec_json(const ae_run_spec *r, const ae_model *student, const ae_i
     cJSON_AddNumberToObject(t, "window", s->window);
     cJSON_AddStringToObject(t, "gate", gates[s->gate]);
     cJSON_AddBoolToObject(t, "sinks", s->sinks);
-    cJSON_AddStringToObject(t, "init", s->init_teacher ? "teacher" : "random");
+    cJSON_AddStringToObject(t, "init", ae_init_names[s->init_teacher]);
     cJSON_AddStringToObject(t, "seed", seed);
-    if (rep && s->target == AE_ATTN_MLA && s->init_teacher) {
-        cJSON_AddNumberToObject(t, "init_kv_rel_err_mean", rep->kv_rel_err_mean);
-        cJSON_AddNumberToObject(t, "init_kv_rel_err_max", rep->kv_rel_err_max);
-    }
+    if (rep && s->target == AE_ATTN_MLA && s->init_teacher) add_init_report(t, student, rep);
     cJSON_AddStringToObject(j, "data", r->data);
     cJSON_AddStringToObject(j, "data_sha256", r->data_hash);
     cJSON *h = cJSON_AddObjectToObject(j, "train");
@@ -345,7 +367,6 @@ static ae_status read_layers(const cJSON *t, const char *path, const char *name,
 // student needs: a GateSWA pattern); those of the other target are unused, only in [0, limit].
 static ae_status parse_target(const cJSON *t, const char *path, ae_run_spec *r) {
     static const char *kinds[] = {"mla", "gateswa"}, *gates[] = {"none", "elementwise", "head"};
-    static const char *inits[] = {"random", "teacher"};
     ae_student_spec *s = &r->spec;
     int k, mla, gswa, v;
     AE_TRY(ae_json_enum(t, path, "target.kind", kinds, 2, &k));
@@ -365,7 +386,7 @@ static ae_status parse_target(const cJSON *t, const char *path, ae_run_spec *r) 
     const cJSON *b;
     AE_TRY(ae_json_field(t, path, "target.sinks", AE_JSON_BOOL, &b));
     s->sinks = cJSON_IsTrue(b);
-    AE_TRY(ae_json_enum(t, path, "target.init", inits, 2, &s->init_teacher));
+    AE_TRY(ae_json_enum(t, path, "target.init", ae_init_names, AE_N_INITS, &s->init_teacher));
     return ae_json_u64(t, path, "target.seed", &s->seed);
 }
 
