@@ -57,25 +57,25 @@ static const char k_help[] =
     "                                (a finished run: says so and changes nothing)\n"
     "  attnedit convert --restart S  start the run in S over from step 0, with the settings\n"
     "                                of its conversion.json (replaces the folder's contents)\n"
+    "  Both take --device and --batch B --accum A: the same sequences per step (B x A equal to\n"
+    "  the run's) in other micro-batches, e.g. after running out of memory, which prints the\n"
+    "  command; recorded in S/conversion.json for later resumes.\n"
     "  Writes the student folder S (a Hugging Face folder: config.json with the target's fields,\n"
     "  model.safetensors, the teacher's tokenizer files, conversion.json, metrics.jsonl and\n"
     "  checkpoint/ when training).\n";
 
 typedef struct {
-    "  Both take --device and --batch B --accum A: the same sequences per step (B x A equal to\n"
-    "  the run's) in other micro-batches, e.g. after running out of memory, which prints the\n"
-    "  command; recorded in S/conversion.json for later resumes.\n"
     const char *teacher, *out, *data, *resume, *restart, *device;
     int force;
     ae_student_spec spec;
     ae_distill_opts train;
     int *layers, *full_layers;
+    int new_batch, new_accum; // --batch/--accum given with --resume/--restart (0: the run's)
 } convert_opts;
 
 static ae_status parse_target(const char *v, ae_attn_kind *k) {
     if (!strcmp(v, "mla")) *k = AE_ATTN_MLA;
     else if (!strcmp(v, "gateswa")) *k = AE_ATTN_GATESWA;
-    int new_batch, new_accum; // --batch/--accum given with --resume/--restart (0: the run's)
     else return ae_errorf(AE_ERR_ARG, "--target: '%s' is not a target (mla, gateswa)", v);
     return AE_OK;
 }
@@ -233,23 +233,6 @@ static ae_status check_paths(const convert_opts *o) {
     return ae_path_check_output("--out", o->out, "--data", o->data);
 }
 
-static int parse(int argc, char **argv, convert_opts *o) {
-    ae_args a = {argc, argv, 0, "convert"};
-    const char *mla_opt = NULL, *swa_opt = NULL;
-    memset(o, 0, sizeof *o);
-    o->spec.gate = AE_GATE_ELEMENTWISE;
-    o->train = (ae_distill_opts){.ctx = 256, .batch = 8, .accum = 1, .lr = {1e-3f, 3e-4f},
-                                 .warmup_frac = 0.05f, .min_lr_ratio = 0.1f, .weight_decay = 0.01f,
-                                 .clip = 1.0f, .tau = 1.0f, .cos_weight = 0.1f, .log_every = 10};
-    int target_seen = 0;
-    while (a.i < a.argc) {
-        if (ae_args_flag(&a, "--help")) {
-            fputs(k_help, stdout);
-            exit(0);
-        }
-        note_target_option(argv[a.i], &mla_opt, &swa_opt);
-        int r = parse_one(&a, o, &target_seen);
-        if (r < 0) return ae_cli_fail("convert");
 // --resume S and --restart S take --device, --batch and --accum only (each with its value,
 // checked by the parse); returns 0 or 2 (message printed).
 static int check_rerun_options(int argc, char **argv, convert_opts *o) {
@@ -273,6 +256,23 @@ static int check_rerun_options(int argc, char **argv, convert_opts *o) {
     return 0;
 }
 
+static int parse(int argc, char **argv, convert_opts *o) {
+    ae_args a = {argc, argv, 0, "convert"};
+    const char *mla_opt = NULL, *swa_opt = NULL;
+    memset(o, 0, sizeof *o);
+    o->spec.gate = AE_GATE_ELEMENTWISE;
+    o->train = (ae_distill_opts){.ctx = 256, .batch = 8, .accum = 1, .lr = {1e-3f, 3e-4f},
+                                 .warmup_frac = 0.05f, .min_lr_ratio = 0.1f, .weight_decay = 0.01f,
+                                 .clip = 1.0f, .tau = 1.0f, .cos_weight = 0.1f, .log_every = 10};
+    int target_seen = 0;
+    while (a.i < a.argc) {
+        if (ae_args_flag(&a, "--help")) {
+            fputs(k_help, stdout);
+            exit(0);
+        }
+        note_target_option(argv[a.i], &mla_opt, &swa_opt);
+        int r = parse_one(&a, o, &target_seen);
+        if (r < 0) return ae_cli_fail("convert");
         if (r == 0) return (ae_args_unknown(&a), ae_cli_fail("convert"));
     }
     if (o->resume || o->restart) return check_rerun_options(argc, argv, o);
@@ -387,6 +387,35 @@ static int check_inputs(const ae_run_spec *rs, const char *flag, const char *dir
     return 0;
 }
 
+// --batch/--accum given with --resume/--restart: checked against the run's sequences per step
+// (origin: its conversion.json) and set in rs; returns 0, or prints why not and returns 1.
+static int apply_rebatch(ae_run_spec *rs, const convert_opts *o, const char *origin) {
+    if (!o->new_batch && !o->new_accum) return 0;
+    int b = o->new_batch ? o->new_batch : rs->opts.batch, a = o->new_accum ? o->new_accum : rs->opts.accum;
+    if (ae_rebatch_check(&rs->opts, b, a, origin) != AE_OK) return ae_cli_fail("convert");
+    if (b != rs->opts.batch)
+        fprintf(stderr, "micro-batches of %d sequence%s, %d accumulated per step (were %d x %d): the same %lld "
+                "sequences per step\n", b, b == 1 ? "" : "s", a, rs->opts.batch, rs->opts.accum,
+                (long long)b * a);
+    rs->opts.batch = b;
+    rs->opts.accum = a;
+    return 0;
+}
+
+// The student of a resumed run. Attention-only training: it shares the teacher's frozen tensors
+// as in the run's first process (the folder's copy of them would double the weights' memory)
+// and its attention modules are made at random init, as every one of them is trained and its
+// values come from the checkpoint. --train all: the student folder. Returns 0 or 1 (message set).
+static int load_resumed_student(const ae_run_spec *rs, const ae_model *t, const char *dir,
+                                ae_model **s) {
+    if (rs->opts.train_all) return ae_model_load(dir, t->be, s) != AE_OK;
+    ae_student_spec spec = rs->spec;
+    spec.init_teacher = 0;
+    ae_init_report rep;
+    return ae_student_resolve(&t->cfg, &spec) != AE_OK || ae_model_share(t, s) != AE_OK ||
+           ae_student_make(*s, &spec, &rep) != AE_OK;
+}
+
 // Continues the run in dir from its checkpoint. Everything read back is checked first (the
 // teacher and data hashes too); a finished run, or one without a checkpoint, is reported and
 // nothing is written.
@@ -395,6 +424,11 @@ static int run_resume(const char *dir, const convert_opts *o, const ae_backend *
     if (ae_run_spec_load(dir, &rs) != AE_OK || ae_run_spec_check_student(&rs, dir) != AE_OK)
         return ae_cli_fail("convert");
     if (check_inputs(&rs, "--resume", dir)) return 1;
+    int recorded_batch = rs.opts.batch;
+    char *spec_path = ae_path_join(dir, "conversion.json");
+    int bad = !spec_path || apply_rebatch(&rs, o, spec_path);
+    free(spec_path);
+    if (bad) return 1;
     if (rs.done) {
         fprintf(stderr, "attnedit convert: --resume %s: the run is already finished (%s/conversion.json "
                         "has status \"done\"); nothing to do, nothing changed. To train it again from "
@@ -426,35 +460,6 @@ static int run_resume(const char *dir, const convert_opts *o, const ae_backend *
     }
     free(origin);
     ae_model_free(s);
-// --batch/--accum given with --resume/--restart: checked against the run's sequences per step
-// (origin: its conversion.json) and set in rs; returns 0, or prints why not and returns 1.
-static int apply_rebatch(ae_run_spec *rs, const convert_opts *o, const char *origin) {
-    if (!o->new_batch && !o->new_accum) return 0;
-    int b = o->new_batch ? o->new_batch : rs->opts.batch, a = o->new_accum ? o->new_accum : rs->opts.accum;
-    if (ae_rebatch_check(&rs->opts, b, a, origin) != AE_OK) return ae_cli_fail("convert");
-    if (b != rs->opts.batch)
-        fprintf(stderr, "micro-batches of %d sequence%s, %d accumulated per step (were %d x %d): the same %lld "
-                "sequences per step\n", b, b == 1 ? "" : "s", a, rs->opts.batch, rs->opts.accum,
-                (long long)b * a);
-    rs->opts.batch = b;
-    rs->opts.accum = a;
-    return 0;
-}
-
-// The student of a resumed run. Attention-only training: it shares the teacher's frozen tensors
-// as in the run's first process (the folder's copy of them would double the weights' memory)
-// and its attention modules are made at random init, as every one of them is trained and its
-// values come from the checkpoint. --train all: the student folder. Returns 0 or 1 (message set).
-static int load_resumed_student(const ae_run_spec *rs, const ae_model *t, const char *dir,
-                                ae_model **s) {
-    if (rs->opts.train_all) return ae_model_load(dir, t->be, s) != AE_OK;
-    ae_student_spec spec = rs->spec;
-    spec.init_teacher = 0;
-    ae_init_report rep;
-    return ae_student_resolve(&t->cfg, &spec) != AE_OK || ae_model_share(t, s) != AE_OK ||
-           ae_student_make(*s, &spec, &rep) != AE_OK;
-}
-
     ae_model_free(t);
     return rc;
 }
@@ -463,11 +468,6 @@ static int load_resumed_student(const ae_run_spec *rs, const ae_model *t, const 
 // one with force) and, given budgets, trains it from step 0. origin: the conversion.json rs was
 // read from (NULL: the command line), for messages.
 static int make_and_train(ae_run_spec *rs, const char *teacher, const char *out, int force,
-    int recorded_batch = rs.opts.batch;
-    char *spec_path = ae_path_join(dir, "conversion.json");
-    int bad = !spec_path || apply_rebatch(&rs, o, spec_path);
-    free(spec_path);
-    if (bad) return 1;
                           const char *origin, const ae_backend *be) {
     int training = rs->opts.stage_tokens[0] > 0 || rs->opts.stage_tokens[1] > 0, rc = 0;
     ae_model *t = NULL, *s = NULL;
@@ -539,6 +539,10 @@ static int run_restart(const char *arg, const convert_opts *o, const ae_backend 
     if (check_inputs(&rs, "--restart", dir)) return 1;
     char *origin = ae_path_join(dir, "conversion.json");
     if (!origin) return ae_cli_fail("convert");
+    if (apply_rebatch(&rs, o, origin)) { // the rewritten conversion.json records the new values
+        free(origin);
+        return 1;
+    }
     fprintf(stderr, "restarting %s from step 0 with the settings of its conversion.json\n", dir);
     int rc = make_and_train(&rs, rs.teacher, dir, 1, origin, be);
     free(origin);
@@ -575,10 +579,6 @@ int ae_cmd_convert(int argc, char **argv) {
     if ((rc = ae_cli_check_model("convert", o.teacher))) goto out;
     if (ae_save_check_target(o.out, o.force) != AE_OK || fill_spec(&o, &rs) != AE_OK) {
         rc = ae_cli_fail("convert");
-    if (apply_rebatch(&rs, o, origin)) { // the rewritten conversion.json records the new values
-        free(origin);
-        return 1;
-    }
         goto out;
     }
     if (o.data && !training)

@@ -196,7 +196,9 @@ static uint64_t expected_draws(const ae_distill_opts *o, int stage, int64_t step
 static ae_status check_same_run(const cJSON *j, const char *path, const ae_distill_opts *o) {
     static const char *keys[] = {"ctx", "batch", "accum"};
     const int mine[] = {o->ctx, o->batch, o->accum};
-    int64_t x;
+    int64_t x, got[3];
+    for (int i = 0; i < 3; i++) AE_TRY(ae_json_int(j, path, keys[i], 1, AE_RUN_MAX_COUNT, &got[i]));
+    int regrouped = got[1] * got[2] == (int64_t)o->batch * o->accum;
     for (int i = 0; i < 3; i++) {
         x = got[i];
         if (x != mine[i] && !(i > 0 && regrouped))
@@ -224,9 +226,7 @@ static ae_status check_same_run(const cJSON *j, const char *path, const ae_disti
 // stage in {0, 1, 2} (2 = done), step within the stage's steps, opt_step = step (the
 // optimizer restarts at each stage; a done run keeps stage 2's).
 static ae_status read_position(const cJSON *j, const char *path, const ae_distill_opts *o, ckpt_state *c) {
-    int64_t x, got[3];
-    for (int i = 0; i < 3; i++) AE_TRY(ae_json_int(j, path, keys[i], 1, AE_RUN_MAX_COUNT, &got[i]));
-    int regrouped = got[1] * got[2] == (int64_t)o->batch * o->accum;
+    int64_t x;
     AE_TRY(ae_json_int(j, path, "version", 1, 1, &x));
     AE_TRY(ae_json_int(j, path, "stage", 0, 2, &x));
     c->stage = (int)x;

@@ -622,7 +622,6 @@ static ae_status stage2_micro(ae_run *r, const int32_t *ids, int B, int T, doubl
     return st;
 }
 
-// ---------------------------------------------------------------- loop
 // The out-of-memory probe's micro-step (train/oom.h): the current stage's forward and backward
 // on ids (B, T) into the gradients, its losses thrown away.
 static ae_status probe_micro(ae_run *r, const int32_t *ids, int B, int T) {
@@ -635,6 +634,7 @@ static ae_status probe_micro(ae_run *r, const int32_t *ids, int B, int T) {
     return st;
 }
 
+// ---------------------------------------------------------------- loop
 // Throughput of this process since the last progress line (not checkpointed).
 typedef struct {
     double t_interval;
@@ -727,8 +727,8 @@ static ae_status run_stage(ae_run *r, double run_t0) {
     ae_status st = AE_OK;
     while (r->step < total && st == AE_OK) {
         ae_adamw_zero_grad(&r->opt);
-        double kd = 0.0, cosl = 0.0;
         ae_mem_clear_refusal(); // an out-of-memory report names this step's allocation only
+        double kd = 0.0, cosl = 0.0;
         int agree = 0;
         memset(ll, 0, sizeof(double) * (size_t)L);
         for (int a = 0; a < o->accum && st == AE_OK; a++) {
@@ -736,8 +736,8 @@ static ae_status run_stage(ae_run *r, double run_t0) {
             for (int b = 0; b < B; b++) memcpy(ids + (size_t)b * T, win + (size_t)b * (T + 1), sizeof(int32_t) * T);
             st = r->stage == 0 ? stage1_micro(r, ids, B, T, ll) : stage2_micro(r, ids, B, T, &kd, &cosl, &agree);
         }
-        if (st != AE_OK) break;
         if (st == AE_ERR_NOMEM) st = ae_oom_stop(r, probe_micro, ids, B, T); // what fits
+        if (st != AE_OK) break;
         double loss = 0.0;
         int nrep = 0;
         for (int l = 0; l < L; l++)
