@@ -4,7 +4,12 @@
 // window 1024; the MLA materialised shape (Hq = Hkv = 32, dk 192, dv 128) at T 4096, causal.
 // q, k, v, dout BF16 (N(0,1)); dq, dk, dv F32 (dk, dv accumulated into); no sinks.
 // Each op is run once to warm up, then R times (default 5), each timed alone (sync before and
-// after); the best and the mean are printed.
+// after); the best and the mean are printed. Two rows per case:
+//   fwd / bwd             the inference forward (may split the keys) and the backward as it
+//                         runs without a saved forward (it recomputes out and the log-sum-exp)
+//   fwd+lse / bwd saved   the training forward (ae_attn_args.lse: writes the rows' log-sum-exp,
+//                         unsplit) and the backward given that out and lse (the training path
+//                         since mla_train.c / attn_gateswa.c keep them); "gain" = bwd / bwd saved
 // TFLOP/s count the work the mask leaves: pairs = Σ_t (visible keys of query t), then
 //   forward  2·pairs·Hq·(dk + dv)
 //   backward 2·pairs·Hq·(3·dk + 2·dv)  (S, dP, dV, dK, dQ: 2.5x the forward at dk = dv)
@@ -60,8 +65,10 @@ static int time_op(const ae_backend *be, void (*op)(void *), void *ctx, int reps
 
 typedef struct {
     const ae_backend *be;
-    ae_attn_args a;
+    ae_attn_args a;     // lse null
+    ae_attn_args a_lse; // a with lse
     ae_ptr q, k, v, out, dout, dq, dk, dv; // q (T, Hq, dk), k (T, Hkv, dk), v (T, Hkv, dv) ...
+    ae_ptr lse;                            // (T, Hq) F32
 } attn_bufs;
 
 static void run_fwd(void *p) {
@@ -69,10 +76,22 @@ static void run_fwd(void *p) {
     b->be->attention(b->be, &b->a, b->out, b->q, b->k, b->v);
 }
 
+static void run_fwd_lse(void *p) {
+    attn_bufs *b = p;
+    b->be->attention(b->be, &b->a_lse, b->out, b->q, b->k, b->v);
+}
+
 static void run_bwd(void *p) {
     attn_bufs *b = p;
-    b->be->attention_bwd(b->be, &b->a, b->dq, b->dk, b->dv, ae_ptr_null(), b->dout, b->q, b->k,
-                         b->v);
+    b->be->attention_bwd(b->be, &b->a, b->dq, b->dk, b->dv, ae_ptr_null(), b->dout, ae_ptr_null(),
+                         b->q, b->k, b->v);
+}
+
+// Needs out and lse from run_fwd_lse.
+static void run_bwd_saved(void *p) {
+    attn_bufs *b = p;
+    b->be->attention_bwd(b->be, &b->a_lse, b->dq, b->dk, b->dv, ae_ptr_null(), b->dout, b->out,
+                         b->q, b->k, b->v);
 }
 
 static int bench_one(const ae_backend *be, const bench_case *c, int reps) {
@@ -86,10 +105,13 @@ static int bench_one(const ae_backend *be, const bench_case *c, int reps) {
     b.v = be->alloc(be, nv, AE_DT_BF16), b.out = be->alloc(be, no, AE_DT_BF16);
     b.dout = be->alloc(be, no, AE_DT_BF16), b.dq = be->alloc(be, nq, AE_DT_F32);
     b.dk = be->alloc(be, nk, AE_DT_F32), b.dv = be->alloc(be, nv, AE_DT_F32);
+    b.lse = be->alloc(be, T * c->Hq, AE_DT_F32);
+    b.a_lse = b.a;
+    b.a_lse.lse = b.lse;
     int rc = 1;
     if (ae_ptr_is_null(b.q) || ae_ptr_is_null(b.k) || ae_ptr_is_null(b.v) ||
         ae_ptr_is_null(b.out) || ae_ptr_is_null(b.dout) || ae_ptr_is_null(b.dq) ||
-        ae_ptr_is_null(b.dk) || ae_ptr_is_null(b.dv)) {
+        ae_ptr_is_null(b.dk) || ae_ptr_is_null(b.dv) || ae_ptr_is_null(b.lse)) {
         fprintf(stderr, "bench_attn: %s: out of device memory: %s\n", c->name, ae_last_error());
         goto done;
     }
@@ -99,23 +121,32 @@ static int bench_one(const ae_backend *be, const bench_case *c, int reps) {
     be->fill_normal(be, b.dout, no, 1.0f, 4);
     be->fill(be, b.dk, nk, 0.0f);
     be->fill(be, b.dv, nv, 0.0f);
-    timing tf, tb;
-    if (time_op(be, run_fwd, &b, reps, &tf) || time_op(be, run_bwd, &b, reps, &tb)) {
+    timing tf, tb, tfl, tbs; // run_fwd_lse leaves out and lse for run_bwd_saved
+    if (time_op(be, run_fwd, &b, reps, &tf) || time_op(be, run_bwd, &b, reps, &tb) ||
+        time_op(be, run_fwd_lse, &b, reps, &tfl) || time_op(be, run_bwd_saved, &b, reps, &tbs)) {
         fprintf(stderr, "bench_attn: %s: %s\n", c->name, ae_last_error());
         goto done;
     }
     const double pairs = visible_pairs(c->T, c->window);
     const double ff = 2.0 * pairs * c->Hq * (c->dk + c->dv);
     const double fb = 2.0 * pairs * c->Hq * (3.0 * c->dk + 2.0 * c->dv);
-    printf("%-22s T=%-6d Hq=%d Hkv=%d dk=%d dv=%d W=%-5d fwd %8.3f ms (mean %8.3f) %6.1f TFLOP/s"
-           "   bwd %9.3f ms (mean %9.3f) %6.1f TFLOP/s\n",
-           c->name, c->T, c->Hq, c->Hkv, c->dk, c->dv, c->window, tf.best * 1e3, tf.mean * 1e3,
-           ff / tf.best * 1e-12, tb.best * 1e3, tb.mean * 1e3, fb / tb.best * 1e-12);
+    char shape[96];
+    int sw = snprintf(shape, sizeof shape, "T=%-6d Hq=%d Hkv=%d dk=%d dv=%d W=%-5d", c->T, c->Hq,
+                      c->Hkv, c->dk, c->dv, c->window);
+    printf("%-22s %s fwd     %8.3f ms (mean %8.3f) %6.1f TFLOP/s   bwd       %9.3f ms (mean "
+           "%9.3f) %6.1f TFLOP/s\n",
+           c->name, shape, tf.best * 1e3, tf.mean * 1e3, ff / tf.best * 1e-12, tb.best * 1e3,
+           tb.mean * 1e3, fb / tb.best * 1e-12);
+    printf("%-22s %*s fwd+lse %8.3f ms (mean %8.3f) %6.1f TFLOP/s   bwd saved %9.3f ms (mean "
+           "%9.3f) %6.1f TFLOP/s   gain %.2fx\n",
+           c->name, sw, "", tfl.best * 1e3, tfl.mean * 1e3, ff / tfl.best * 1e-12, tbs.best * 1e3,
+           tbs.mean * 1e3, fb / tbs.best * 1e-12, tb.best / tbs.best);
     fflush(stdout);
     rc = 0;
 done:
     be->free(be, b.q), be->free(be, b.k), be->free(be, b.v), be->free(be, b.out);
     be->free(be, b.dout), be->free(be, b.dq), be->free(be, b.dk), be->free(be, b.dv);
+    be->free(be, b.lse);
     return rc;
 }
 

@@ -29,8 +29,16 @@
 //                 ~1e-3 rms) as mma operands, D comes from the bf16 forward output, an F32 dout is
 //                 used in bf16; expected ~2e-3..6e-3. A lost term (a key or query tile, a GQA
 //                 head, the −D of ds, a masked tile not skipped) costs >= 1e-1.
+//   TOL_LSE       1e-4: the forward's per-row log-sum-exp (ae_attn_args.lse, log2 units), max
+//                 |cuda − cpu| / max(1, |cpu|) over the rows: the same bf16 inputs, fp32 scores
+//                 (mma or CUDA-core sums vs the CPU's loop), log2f/exp2f vs double log/exp;
+//                 expected ~1e-6..1e-5. A row missing a key tile or its sink is off by >= 1e-2.
+//   TOL_ATTN_SAVED 5e-3: CUDA-core gradients given the saved forward (out, lse): D from the bf16
+//                 out (relative 2^-9 per element) instead of fp32 sums; expected ~1e-4..1e-3.
 // Which path ran is checked too: cases the tensor-core path takes (bwd_fast, mirroring the
 // dispatcher) must differ from the forced CUDA-core run in some bit; the others must equal it.
+// Saved forward (training: the forward keeps out and lse, the backward skips recomputing them):
+// on the tensor-core path the backward given them must be bit-identical to the recomputing call.
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -48,6 +56,8 @@
 #define TOL_ATTN_REF 1e-3
 #define TOL_ATTN_BF16 1e-2
 #define TOL_ATTN_TC 2e-2
+#define TOL_LSE 1e-4
+#define TOL_ATTN_SAVED 5e-3
 
 static const ae_backend *g_gpu, *g_cpu;
 
@@ -161,6 +171,31 @@ static void check_same(const float *a, const float *b, size_t n, const char *fmt
     }
     printf("  %-86s bit-identical (%zu values)\n", g_what, n);
     fflush(stdout);
+}
+
+// max_i |got − ref| / max(1, |ref|) <= tol; fails on non-finite values.
+static void check_max(const float *got, const float *ref, size_t n, double tol, const char *fmt,
+                      ...) __attribute__((format(printf, 5, 6)));
+static void check_max(const float *got, const float *ref, size_t n, double tol, const char *fmt,
+                      ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_what, sizeof g_what, fmt, ap);
+    va_end(ap);
+    double worst = 0;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - ref[i]) / fmax(1.0, fabs((double)ref[i]));
+        if (!isfinite(got[i]) || !isfinite(ref[i]))
+            fail_msg("%s: [%zu] cuda %g, cpu %g (non-finite)", g_what, i, (double)got[i],
+                     (double)ref[i]);
+        if (e > worst) worst = e, wi = i;
+    }
+    printf("  %-86s max rel %.2e (tol %.0e)\n", g_what, worst, tol);
+    fflush(stdout);
+    if (!(worst <= tol))
+        fail_msg("%s: error %.3g > tolerance %.3g at [%zu]: cuda %.9g, cpu %.9g", g_what, worst,
+                 tol, wi, (double)got[wi], (double)ref[wi]);
 }
 
 // The error that storing ref in bf16 alone makes, relative to the gradient ref − base: an
@@ -389,6 +424,95 @@ static void bwd_case_name(const bwd_case *c, char *buf, size_t cap) {
              c->dout_f32 ? " dout F32" : "", bwd_fast(c) ? "tc" : "ref");
 }
 
+// One case's inputs and results for run_attn_saved.
+typedef struct {
+    const bwd_case *c;
+    const char *name;
+    ae_attn_args ac, ag;            // cpu and gpu arguments (sinks on each side; lse null)
+    size_t nq, no, nk, nv;
+    const float *q, *k, *v;         // host inputs (bf16-rounded)
+    ae_ptr gq, gk, gv, gdo;         // gpu inputs
+    const float *cq, *ck, *cv, *cs; // cpu gradients (dk, dv, dsinks include their start)
+    const float *dk0, *dv0, *ds0;   // starting values of the accumulators
+    float *const *rec;              // F32 dq, dk, dv, dsinks of the recomputing default run
+} attn_io;
+
+// attention_bwd on the gpu, F32 outputs from the starting values, given out (null: recomputed)
+// and ag->lse; downloads into res (dv null when absorbed, dsinks null without sinks).
+static void gpu_bwd(const attn_io *io, const ae_attn_args *ag, ae_ptr out, float *res[4]) {
+    const int absorbed = io->c->absorbed, Hq = io->c->Hq;
+    ae_ptr g_dq = dnew(io->nq, AE_DT_F32), g_dk = dnew_put(io->dk0, io->nk, AE_DT_F32);
+    ae_ptr g_dv = absorbed ? g_dk : dnew_put(io->dv0, io->nv, AE_DT_F32);
+    ae_ptr g_ds = io->c->sinks ? dnew_put(io->ds0, (size_t)Hq, AE_DT_F32) : ae_ptr_null();
+    g_gpu->attention_bwd(g_gpu, ag, g_dq, g_dk, g_dv, g_ds, io->gdo, out, io->gq, io->gk, io->gv);
+    res[0] = dget(g_dq, io->nq), res[1] = dget(g_dk, io->nk);
+    res[2] = absorbed ? NULL : dget(g_dv, io->nv);
+    res[3] = io->c->sinks ? dget(g_ds, (size_t)Hq) : NULL;
+    dfree(g_dq), dfree(g_dk);
+    if (!absorbed) dfree(g_dv);
+    if (io->c->sinks) dfree(g_ds);
+}
+
+// The saved forward of training: `attention` with ae_attn_args.lse on the gpu (default dispatch,
+// then the CUDA-core kernel forced by AE_CUDA_ATTN=ref) against the cpu's out and lse; then
+// attention_bwd given the default forward's out and lse: on the tensor-core path bit-identical to
+// the recomputing call, else within TOL_ATTN_SAVED of the cpu; and with the CUDA-core backward
+// forced (AE_CUDA_ATTN_BWD=ref), within TOL_ATTN_SAVED of the cpu for every case.
+static void run_attn_saved(const attn_io *io) {
+    const bwd_case *c = io->c;
+    const size_t rows = (size_t)c->T * c->Hq;
+    float *cpu_out = hnew(io->no), *clse = hnew(rows);
+    ae_attn_args ac = io->ac, ag = io->ag;
+    ac.lse = ae_host_f32(clse);
+    g_cpu->attention(g_cpu, &ac, ae_host_f32(cpu_out), ae_host_f32(io->q), ae_host_f32(io->k),
+                     ae_host_f32(io->v));
+    ag.lse = dnew(rows, AE_DT_F32);
+    ae_ptr gout = dnew(io->no, AE_DT_BF16);
+    for (int fwd_ref = 1; fwd_ref >= 0; fwd_ref--) { // ends with the default forward's out, lse
+        if (fwd_ref) setenv("AE_CUDA_ATTN", "ref", 1);
+        g_gpu->attention(g_gpu, &ag, gout, io->gq, io->gk, io->gv);
+        if (fwd_ref) unsetenv("AE_CUDA_ATTN");
+        float *ho = dget(gout, io->no), *hl = dget(ag.lse, rows);
+        const char *fn = fwd_ref ? "ref    " : "default";
+        check(ho, cpu_out, NULL, io->no, TOL_BF16_OUT, "attention+lse %s out %s", fn, io->name);
+        check_max(hl, clse, rows, TOL_LSE, "attention+lse %s lse %s", fn, io->name);
+        free(ho), free(hl);
+    }
+    float *res[4];
+    for (int bwd_ref = 0; bwd_ref < 2; bwd_ref++) {
+        if (bwd_ref) setenv("AE_CUDA_ATTN_BWD", "ref", 1);
+        gpu_bwd(io, &ag, gout, res);
+        if (bwd_ref) unsetenv("AE_CUDA_ATTN_BWD");
+        const char *pn = bwd_ref ? "ref    " : "default";
+        if (!bwd_ref && bwd_fast(c)) {
+            check_same(res[0], io->rec[0], io->nq, "attention_bwd saved == recomputed dq %s",
+                       io->name);
+            check_same(res[1], io->rec[1], io->nk, "attention_bwd saved == recomputed dk %s",
+                       io->name);
+            if (res[2])
+                check_same(res[2], io->rec[2], io->nv, "attention_bwd saved == recomputed dv %s",
+                           io->name);
+            if (res[3])
+                check_same(res[3], io->rec[3], (size_t)c->Hq,
+                           "attention_bwd saved == recomputed dsinks %s", io->name);
+        } else {
+            check(res[0], io->cq, NULL, io->nq, TOL_ATTN_SAVED, "attention_bwd saved %s dq %s", pn,
+                  io->name);
+            check(res[1], io->ck, io->dk0, io->nk, TOL_ATTN_SAVED, "attention_bwd saved %s %s %s",
+                  pn, c->absorbed ? "dkv" : "dk ", io->name);
+            if (res[2])
+                check(res[2], io->cv, io->dv0, io->nv, TOL_ATTN_SAVED,
+                      "attention_bwd saved %s dv  %s", pn, io->name);
+            if (res[3])
+                check(res[3], io->cs, io->ds0, (size_t)c->Hq, TOL_ATTN_SAVED,
+                      "attention_bwd saved %s dsinks %s", pn, io->name);
+        }
+        for (int i = 0; i < 4; i++) free(res[i]);
+    }
+    dfree(ag.lse), dfree(gout);
+    free(cpu_out), free(clse);
+}
+
 // One case: the cpu once, then the gpu with the CUDA-core kernels forced (AE_CUDA_ATTN_BWD=ref)
 // and with the default dispatch, twice (determinism),
 // with F32 gradients; then once with BF16 dq / dk / dv (out_bf16 cases). K/V storage has 5
@@ -428,8 +552,8 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
     ae_attn_args ac = a;
     ac.sinks = sinks ? ae_host_f32(sinks) : ae_ptr_null();
     g_cpu->attention_bwd(g_cpu, &ac, ae_host_f32(cq), ae_host_f32(ck), ae_host_f32(cv),
-                         sinks ? ae_host_f32(cs) : ae_ptr_null(), ae_host_f32(dout), ae_host_f32(q),
-                         ae_host_f32(k), ae_host_f32(v));
+                         sinks ? ae_host_f32(cs) : ae_ptr_null(), ae_host_f32(dout),
+                         ae_ptr_null(), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
 
     // gpu inputs
     ae_ptr gq = dnew_put(q, nq, AE_DT_BF16), gk = dnew_put(k, nk, AE_DT_BF16);
@@ -450,7 +574,7 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
         ae_ptr g_dk = dnew_put(dk0, nk, odt), g_dv = c->absorbed ? g_dk : dnew_put(dv0, nv, odt);
         ae_ptr g_ds = sinks ? dnew_put(ds0, (size_t)Hq, AE_DT_F32) : ae_ptr_null();
         if (run == 0) setenv("AE_CUDA_ATTN_BWD", "ref", 1);
-        g_gpu->attention_bwd(g_gpu, &ag, g_dq, g_dk, g_dv, g_ds, gdo, gq, gk, gv);
+        g_gpu->attention_bwd(g_gpu, &ag, g_dq, g_dk, g_dv, g_ds, gdo, ae_ptr_null(), gq, gk, gv);
         if (run == 0) unsetenv("AE_CUDA_ATTN_BWD");
         float *hq = dget(g_dq, nq), *hk = dget(g_dk, nk), *hv = c->absorbed ? NULL : dget(g_dv, nv);
         float *hs = sinks ? dget(g_ds, (size_t)Hq) : NULL;
@@ -514,6 +638,11 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
         if (!c->absorbed) dfree(g_dv);
         if (sinks) dfree(g_ds);
     }
+    attn_io io = {.c = c, .name = name, .ac = ac, .ag = ag, .nq = nq, .no = no, .nk = nk,
+                  .nv = nv, .q = q, .k = k, .v = v, .gq = gq, .gk = gk, .gv = gv, .gdo = gdo,
+                  .cq = cq, .ck = ck, .cv = cv, .cs = cs, .dk0 = dk0, .dv0 = dv0, .ds0 = ds0,
+                  .rec = first};
+    run_attn_saved(&io);
     for (int i = 0; i < 4; i++) free(first[i]);
     for (int i = 0; i < 3; i++) free(refr[i]);
     dfree(gq), dfree(gk), dfree(gdo);
@@ -609,7 +738,8 @@ static void test_attention_bwd_fast(void **state) {
 }
 
 // A training-sized call (Qwen3-8B attention: Hq 32, Hkv 8, d 128, T 4096 full causal; the 8B
-// hidden-size norm): no CPU reference at this size, but the two runs must be bit-identical.
+// hidden-size norm): no CPU reference at this size, but the two runs must be bit-identical, and
+// so must the backward from a saved forward (out and lse kept by `attention`).
 // Timing: bench/bench_attn.c.
 
 static void test_training_size(void **state) {
@@ -630,7 +760,7 @@ static void test_training_size(void **state) {
         ae_ptr dq = dnew(nq, AE_DT_F32), dk = dnew(nk, AE_DT_F32), dv = dnew(nk, AE_DT_F32);
         g_gpu->fill(g_gpu, dk, nk, 0.0f);
         g_gpu->fill(g_gpu, dv, nk, 0.0f);
-        g_gpu->attention_bwd(g_gpu, &a, dq, dk, dv, ae_ptr_null(), dout, q, k, v);
+        g_gpu->attention_bwd(g_gpu, &a, dq, dk, dv, ae_ptr_null(), dout, ae_ptr_null(), q, k, v);
         if (g_gpu->sync(g_gpu) != AE_OK) fail_msg("attention_bwd: %s", ae_last_error());
         res[run][0] = dget(dq, nq), res[run][1] = dget(dk, nk), res[run][2] = dget(dv, nk);
         dfree(dq), dfree(dk), dfree(dv);
@@ -638,6 +768,23 @@ static void test_training_size(void **state) {
     check_same(res[0][0], res[1][0], nq, "attention_bwd dq determinism at T=%d", T);
     check_same(res[0][1], res[1][1], nk, "attention_bwd dk determinism at T=%d", T);
     check_same(res[0][2], res[1][2], nk, "attention_bwd dv determinism at T=%d", T);
+    // the training path: forward keeping out and lse, backward from them: the same bits
+    ae_attn_args al = a;
+    al.lse = dnew((size_t)T * Hq, AE_DT_F32);
+    ae_ptr out = dnew(nq, AE_DT_BF16);
+    g_gpu->attention(g_gpu, &al, out, q, k, v);
+    ae_ptr dq = dnew(nq, AE_DT_F32), dk = dnew(nk, AE_DT_F32), dv = dnew(nk, AE_DT_F32);
+    g_gpu->fill(g_gpu, dk, nk, 0.0f);
+    g_gpu->fill(g_gpu, dv, nk, 0.0f);
+    g_gpu->attention_bwd(g_gpu, &al, dq, dk, dv, ae_ptr_null(), dout, out, q, k, v);
+    if (g_gpu->sync(g_gpu) != AE_OK)
+        fail_msg("attention + attention_bwd saved: %s", ae_last_error());
+    float *saved[3] = {dget(dq, nq), dget(dk, nk), dget(dv, nk)};
+    check_same(saved[0], res[0][0], nq, "attention_bwd saved == recomputed dq at T=%d", T);
+    check_same(saved[1], res[0][1], nk, "attention_bwd saved == recomputed dk at T=%d", T);
+    check_same(saved[2], res[0][2], nk, "attention_bwd saved == recomputed dv at T=%d", T);
+    dfree(dq), dfree(dk), dfree(dv), dfree(out), dfree(al.lse);
+    for (int i = 0; i < 3; i++) free(saved[i]);
     for (int run = 0; run < 2; run++)
         for (int i = 0; i < 3; i++) free(res[run][i]);
     dfree(q), dfree(k), dfree(v), dfree(dout);

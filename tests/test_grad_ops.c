@@ -276,6 +276,7 @@ static void test_rope_bwd(void **state) {
 typedef struct {
     ae_attn_args a;
     double *q, *k, *v, *sinks, *R, *out;
+    double *lse; // (T·Hq) each row's log-sum-exp in log2 units (ae_attn_args.lse)
 } attn_ctx;
 
 static double attn_loss(void *p) {
@@ -299,6 +300,7 @@ static double attn_loss(void *p) {
             }
             double Z = c->sinks ? exp(c->sinks[h] - mx) : 0;
             for (int j = lo; j <= qpos; j++) Z += (s[j] = exp(s[j] - mx));
+            c->lse[(size_t)t * a->Hq + h] = (mx + log(Z)) / log(2.0);
             double *o = c->out + ((size_t)t * a->Hq + h) * a->dv;
             for (int i = 0; i < a->dv; i++) o[i] = 0;
             for (int j = lo; j <= qpos; j++) {
@@ -334,23 +336,51 @@ static void run_attn_case(const attn_case *tc, ae_rng *r) {
     float *sinks = tc->sinks ? fvec((size_t)tc->Hq, r) : NULL;
     a.sinks = ae_host_f32(sinks);
 
+    size_t nrows = (size_t)tc->T * tc->Hq;
     attn_ctx c = {a, dvec(q, nq), dvec(k, nk), NULL, sinks ? dvec(sinks, tc->Hq) : NULL,
-                  dvec(R, no), malloc(sizeof(double) * no)};
+                  dvec(R, no), malloc(sizeof(double) * no), malloc(sizeof(double) * nrows)};
     c.v = tc->layout == LAYOUT_MLA ? c.k : dvec(v, nv);
     attn_loss(&c);
-    be->attention(be, &a, ae_host_f32(out), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
+    // the forward, writing the rows' log-sum-exp as the training forwards do
+    float *lse = fconst(nrows, NAN);
+    ae_attn_args af = a;
+    af.lse = ae_host_f32(lse);
+    be->attention(be, &af, ae_host_f32(out), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
     check_close("attention out", out, c.out, no, 1e-5);
+    check_close("attention lse", lse, c.lse, nrows, 1e-5);
 
     // dq is overwritten (start from garbage); dk, dv, dsinks accumulate (start from a base).
+    // Once recomputing the forward, once from the saved out and lse: the same bits.
     float *dq = fconst(nq, NAN), *dk = fconst(nk, 0.5f), *dsk = fconst((size_t)tc->Hq, -1.0f);
     float *dv = tc->layout == LAYOUT_MLA ? dk : fconst(nv, 0.25f);
     be->attention_bwd(be, &a, ae_host_f32(dq), ae_host_f32(dk), ae_host_f32(dv),
-                      sinks ? ae_host_f32(dsk) : ae_ptr_null(), ae_host_f32(R), ae_host_f32(q),
-                      ae_host_f32(k), ae_host_f32(v));
+                      sinks ? ae_host_f32(dsk) : ae_ptr_null(), ae_host_f32(R), ae_ptr_null(),
+                      ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
+    float *sq = fconst(nq, NAN), *sk = fconst(nk, 0.5f), *ssk = fconst((size_t)tc->Hq, -1.0f);
+    float *sv = tc->layout == LAYOUT_MLA ? sk : fconst(nv, 0.25f);
+    be->attention_bwd(be, &af, ae_host_f32(sq), ae_host_f32(sk), ae_host_f32(sv),
+                      sinks ? ae_host_f32(ssk) : ae_ptr_null(), ae_host_f32(R), ae_host_f32(out),
+                      ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
+    assert_memory_equal(sq, dq, sizeof(float) * nq);
+    assert_memory_equal(sk, dk, sizeof(float) * nk);
+    assert_memory_equal(sv, dv, sizeof(float) * (tc->layout == LAYOUT_MLA ? nk : nv));
+    assert_memory_equal(ssk, dsk, sizeof(float) * (size_t)tc->Hq);
     for (size_t i = 0; i < nk; i++) dk[i] -= 0.5f;
     if (tc->layout != LAYOUT_MLA)
         for (size_t i = 0; i < nv; i++) dv[i] -= 0.25f;
     for (int h = 0; h < tc->Hq; h++) dsk[h] += 1.0f;
+    if (tc->layout != LAYOUT_MLA) { // the saved lse is the one used: lse + 1 halves every p, so dv
+        float *lse1 = malloc(sizeof(float) * nrows), *hq = fconst(nq, NAN), *hk = fconst(nk, 0.5f);
+        float *hv = fconst(nv, 0.25f), *base = fconst(nv, 0.25f);
+        for (size_t i = 0; i < nrows; i++) lse1[i] = lse[i] + 1.0f;
+        ae_attn_args a1 = a;
+        a1.lse = ae_host_f32(lse1);
+        be->attention_bwd(be, &a1, ae_host_f32(hq), ae_host_f32(hk), ae_host_f32(hv),
+                          ae_ptr_null(), ae_host_f32(R), ae_host_f32(out), ae_host_f32(q),
+                          ae_host_f32(k), ae_host_f32(v));
+        check_accum("attention dv from a saved lse + 1", hv, base, dv, 0.5f, nv);
+        free(lse1), free(hq), free(hk), free(hv), free(base);
+    }
 
     char what[160];
     snprintf(what, sizeof what, "T=%d pos0=%d Hq=%d Hkv=%d dk=%d dv=%d W=%d ring=%d sinks=%d "
@@ -372,8 +402,9 @@ static void run_attn_case(const attn_case *tc, ae_rng *r) {
     }
 
     free(q), free(k), free(R), free(out), free(sinks), free(dq), free(dk), free(dsk);
-    free(c.q), free(c.k), free(c.sinks), free(c.R), free(c.out);
-    if (tc->layout != LAYOUT_MLA) free(v), free(dv), free(c.v);
+    free(lse), free(sq), free(sk), free(ssk);
+    free(c.q), free(c.k), free(c.sinks), free(c.R), free(c.out), free(c.lse);
+    if (tc->layout != LAYOUT_MLA) free(v), free(dv), free(c.v), free(sv);
 }
 
 static void test_attention_bwd(void **state) {
@@ -424,7 +455,7 @@ static void test_attention_bwd_deterministic(void **state) {
         res[run][3] = fconst((size_t)Hq, 0);
         be->attention_bwd(be, &a, ae_host_f32(res[run][0]), ae_host_f32(res[run][1]),
                           ae_host_f32(res[run][2]), ae_host_f32(res[run][3]), ae_host_f32(dout),
-                          ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
+                          ae_ptr_null(), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
     }
     omp_set_num_threads(saved);
     size_t sizes[4] = {nq, nk, nk, (size_t)Hq};

@@ -130,7 +130,7 @@ ae_attn_args ae_attn_dense(int T, int pos0, int Hq, int Hkv, int dk, int dv, int
                            float scale, ae_ptr sinks) {
     ae_attn_args a = {.T = T, .pos0 = pos0, .Hq = Hq, .Hkv = Hkv, .dk = dk, .dv = dv,
                       .k_stride = Hkv * dk, .v_stride = Hkv * dv, .window = window, .ring = 0,
-                      .scale = scale, .sinks = sinks};
+                      .scale = scale, .sinks = sinks, .lse = ae_ptr_null()};
     return a;
 }
 

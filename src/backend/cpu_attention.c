@@ -4,13 +4,15 @@
 // For one query row (token t, head h) at position qpos, over the visible keys j:
 //   s_j = scale · q·k_j
 //   p_j = exp(s_j − m) / Z,  Z = Σ_j exp(s_j − m) [+ exp(sink_h − m)],  m = max(s, sink_h)
-//   out = Σ_j p_j v_j
-// Backward, with dp_j = dout·v_j and D = Σ_j p_j dp_j (= dout·out):
+//   out = Σ_j p_j v_j;  lse = log2(e)·(m + ln Z)   (log2 units, ae_attn_args.lse)
+// Backward, with p_j = 2^(s_j·log2 e − lse), dp_j = dout·v_j and D = dout·out (= Σ_j p_j dp_j):
 //   dv_j += p_j dout
 //   ds_j  = p_j (dp_j − D)
 //   dq    = scale Σ_j ds_j k_j
 //   dk_j += scale ds_j q
 //   dsink += −p_sink D          (the sink has no value, so its dp is 0)
+// lse and out come from the caller (the saved forward) or are recomputed row by row with the
+// forward's own code (attn_row_forward), so both give the same bits.
 #include <math.h>
 #include <stdlib.h>
 
@@ -50,9 +52,12 @@ static float dotf(const float *a, const float *b, int n) {
     return s;
 }
 
-// Softmax normaliser of one row: p_j = expf(s_j − m) · inv.
+#define ATTN_LOG2E 1.4426950408889634
+
+// Softmax normaliser of one row: p_j = expf(s_j − m) · inv; lse2 the row's log-sum-exp in log2
+// units (ae_attn_args.lse).
 typedef struct {
-    float m, inv;
+    float m, inv, lse2;
 } attn_norm;
 
 // Probabilities of one query row over keys lo..qpos into p[j − lo].
@@ -72,15 +77,34 @@ static attn_norm attn_probs(const ae_attn_args *a, const float *qv, const float 
         p[j - lo] = expf(p[j - lo] - mx);
         sum += p[j - lo];
     }
-    attn_norm nm = {.m = mx, .inv = (float)(1.0 / sum)};
+    attn_norm nm = {.m = mx, .inv = (float)(1.0 / sum),
+                    .lse2 = (float)((mx + log(sum)) * ATTN_LOG2E)};
     for (int j = lo; j <= qpos; j++) p[j - lo] *= nm.inv;
     return nm;
 }
 
+// One query row of the forward: o (dv values) = Σ_j p_j v_j; returns the row's lse2.
+// p: scratch of pos0 + T floats.
+static float attn_row_forward(const ae_attn_args *a, const float *qv, const float *k,
+                              const float *v, int h, int qpos, float *p, float *o) {
+    int lo = attn_lo(a, qpos), kh = h / (a->Hq / a->Hkv);
+    attn_norm nm = attn_probs(a, qv, k, h, qpos, p);
+    for (int d = 0; d < a->dv; d++) o[d] = 0.0f;
+    for (int j = lo; j <= qpos; j++) {
+        const float *vv = attn_v(a, v, j, kh);
+        float pj = p[j - lo];
+        for (int d = 0; d < a->dv; d++) o[d] += pj * vv[d];
+    }
+    return nm.lse2;
+}
+
+// Probability of score s (natural units) in a row of log-sum-exp lse2 (log2 units).
+static float attn_p(float s, float lse2) { return (float)exp2((double)s * ATTN_LOG2E - lse2); }
+
 void ae_cpu_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr outp, ae_ptr qp,
                       ae_ptr kp, ae_ptr vp) {
     (void)be;
-    float *out = cpu_f(outp, "attention");
+    float *out = cpu_f(outp, "attention"), *lse = cpu_f(a->lse, "attention");
     const float *q = cpu_f(qp, "attention"), *k = cpu_f(kp, "attention"), *v = cpu_f(vp, "attention");
     int S = a->pos0 + a->T;
 #pragma omp parallel if (attn_parallel(a))
@@ -89,15 +113,10 @@ void ae_cpu_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr outp, 
 #pragma omp for collapse(2) schedule(dynamic, 4)
         for (int t = 0; t < a->T; t++) {
             for (int h = 0; h < a->Hq; h++) {
-                int qpos = a->pos0 + t, lo = attn_lo(a, qpos), kh = h / (a->Hq / a->Hkv);
-                attn_probs(a, q + ((size_t)t * a->Hq + h) * a->dk, k, h, qpos, p);
-                float *o = out + ((size_t)t * a->Hq + h) * a->dv;
-                for (int d = 0; d < a->dv; d++) o[d] = 0.0f;
-                for (int j = lo; j <= qpos; j++) {
-                    const float *vv = attn_v(a, v, j, kh);
-                    float pj = p[j - lo];
-                    for (int d = 0; d < a->dv; d++) o[d] += pj * vv[d];
-                }
+                size_t r = (size_t)t * a->Hq + h;
+                float lse2 = attn_row_forward(a, q + r * a->dk, k, v, h, a->pos0 + t, p,
+                                              out + r * a->dv);
+                if (lse) lse[r] = lse2;
             }
         }
         free(p);
@@ -106,60 +125,63 @@ void ae_cpu_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr outp, 
 
 // Two passes, each free of write conflicts so that no atomics or reductions across threads are
 // needed and results do not depend on the thread count:
-//   1. one task per query row (t, h): recompute p, then D, dq and the row's sink gradient;
-//      keep the row's softmax normaliser and D.
+//   1. one task per query row (t, h): the row's lse and out (saved, or recomputed), D, dq and
+//      the row's sink gradient; keep lse and D.
 //   2. one task per K/V storage row (a ring slot, or a position): for each kv head, sum the
 //      contributions of every query that sees the key(s) stored there into dk, dv. One task
 //      owns all of a storage row, so dk and dv may even alias (absorbed MLA, where k and v are
 //      views of the same latent rows).
 void ae_cpu_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dqp, ae_ptr dkp,
-                          ae_ptr dvp, ae_ptr dsinksp, ae_ptr doutp, ae_ptr qp, ae_ptr kp,
-                          ae_ptr vp) {
+                          ae_ptr dvp, ae_ptr dsinksp, ae_ptr doutp, ae_ptr outp, ae_ptr qp,
+                          ae_ptr kp, ae_ptr vp) {
     (void)be;
     float *dq = cpu_f(dqp, "attention_bwd"), *dk = cpu_f(dkp, "attention_bwd");
     float *dv = cpu_f(dvp, "attention_bwd"), *dsinks = cpu_f(dsinksp, "attention_bwd");
     const float *dout = cpu_f(doutp, "attention_bwd"), *q = cpu_f(qp, "attention_bwd");
     const float *k = cpu_f(kp, "attention_bwd"), *v = cpu_f(vp, "attention_bwd");
+    const float *out = cpu_f(outp, "attention_bwd"), *saved_lse = cpu_f(a->lse, "attention_bwd");
     const float *sinks = sinks_of(a);
+    const int saved = out && saved_lse; // else recompute both
     int T = a->T, Hq = a->Hq, Hkv = a->Hkv, G = Hq / Hkv, S = a->pos0 + T;
     size_t nrows = (size_t)T * Hq;
-    attn_norm *nm = malloc(sizeof(attn_norm) * nrows);
+    float *lse = saved ? NULL : malloc(sizeof(float) * nrows); // recomputed lse2 per row
+    const float *lse2 = saved ? saved_lse : lse;
     float *delta = malloc(sizeof(float) * nrows);
     float *dsink_row = sinks && dsinks ? malloc(sizeof(float) * nrows) : NULL;
 
     // ---- pass 1: per query row ----
 #pragma omp parallel if (attn_parallel(a))
     {
-        float *p = malloc(sizeof(float) * (size_t)S), *dp = malloc(sizeof(float) * (size_t)S);
+        float *p = saved ? NULL : malloc(sizeof(float) * (size_t)S);
+        float *o = saved ? NULL : malloc(sizeof(float) * (size_t)a->dv);
 #pragma omp for collapse(2) schedule(dynamic, 4)
         for (int t = 0; t < T; t++) {
             for (int h = 0; h < Hq; h++) {
                 size_t r = (size_t)t * Hq + h;
                 int qpos = a->pos0 + t, lo = attn_lo(a, qpos), kh = h / G;
-                const float *dov = dout + r * a->dv;
-                nm[r] = attn_probs(a, q + r * a->dk, k, h, qpos, p);
+                const float *qv = q + r * a->dk, *dov = dout + r * a->dv, *orow = o;
+                if (saved) orow = out + r * a->dv;
+                else lse[r] = attn_row_forward(a, qv, k, v, h, qpos, p, o);
                 double D = 0.0;
-                for (int j = lo; j <= qpos; j++) {
-                    dp[j - lo] = dotf(dov, attn_v(a, v, j, kh), a->dv);
-                    D += (double)p[j - lo] * dp[j - lo];
-                }
+                for (int d = 0; d < a->dv; d++) D += (double)dov[d] * orow[d];
                 delta[r] = (float)D;
                 float *dqv = dq + r * a->dk;
                 for (int d = 0; d < a->dk; d++) dqv[d] = 0.0f;
                 for (int j = lo; j <= qpos; j++) {
-                    float ds = p[j - lo] * (dp[j - lo] - delta[r]);
                     const float *kv = attn_k(a, k, j, kh);
+                    float pj = attn_p(dotf(qv, kv, a->dk) * a->scale, lse2[r]);
+                    float ds = pj * (dotf(dov, attn_v(a, v, j, kh), a->dv) - delta[r]);
                     for (int d = 0; d < a->dk; d++) dqv[d] += ds * kv[d];
                 }
                 for (int d = 0; d < a->dk; d++) dqv[d] *= a->scale;
                 if (dsink_row) {
-                    double psink = exp((double)sinks[h] - nm[r].m) * nm[r].inv;
+                    double psink = exp2((double)sinks[h] * ATTN_LOG2E - lse2[r]);
                     dsink_row[r] = (float)(-psink * D);
                 }
             }
         }
         free(p);
-        free(dp);
+        free(o);
     }
     if (dsink_row) {
         for (int h = 0; h < Hq; h++) {
@@ -194,8 +216,7 @@ void ae_cpu_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dq
                         for (int h = kh * G; h < (kh + 1) * G; h++) {
                             size_t r = (size_t)t * Hq + h;
                             const float *qv = q + r * a->dk, *dov = dout + r * a->dv;
-                            float s = dotf(qv, kv, a->dk) * a->scale;
-                            float p = expf(s - nm[r].m) * nm[r].inv;
+                            float p = attn_p(dotf(qv, kv, a->dk) * a->scale, lse2[r]);
                             float ds = p * (dotf(dov, vv, a->dv) - delta[r]);
                             for (int d = 0; d < a->dv; d++) gv[d] += p * dov[d];
                             for (int d = 0; d < a->dk; d++) gk[d] += ds * qv[d];
@@ -211,7 +232,7 @@ void ae_cpu_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dq
         free(gk);
         free(gv);
     }
-    free(nm);
+    free(lse);
     free(delta);
     free(dsink_row);
 }

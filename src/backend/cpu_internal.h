@@ -48,7 +48,8 @@ void ae_cpu_qk_norm_rope(const ae_backend *be, const ae_qk_norm_rope_args *a, ae
 void ae_cpu_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr out, ae_ptr q, ae_ptr k,
                       ae_ptr v);
 void ae_cpu_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dq, ae_ptr dk,
-                          ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr q, ae_ptr k, ae_ptr v);
+                          ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr out, ae_ptr q,
+                          ae_ptr k, ae_ptr v);
 
 // cpu_paged.c
 void ae_cpu_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, ae_ptr out,

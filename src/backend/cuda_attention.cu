@@ -27,6 +27,11 @@
 //      split over the warps by columns. AE_CUDA_MLA_KERNEL=old forces D, =new64 takes E with
 //      64-key tiles (for A/B runs).
 //
+// With ae_attn_args.lse (training forwards) A and B also write each row's log-sum-exp (log2
+// units, attn_lse2) and run unsplit (C is not used), B through attn_flash_run_lse: exactly the
+// out and lse2 the tensor-core backward (cuda_attention_bwd_tc.cu) recomputes when it is not
+// given them; D and E (inference only) are not used then.
+//
 // Dispatcher (ae_cuda_attention): AE_CUDA_ATTN=ref forces A. Otherwise E or D when Hkv == 1,
 // (dk, dv) is one of their instantiations, k and v are the same rows (k == v, k_stride == v_stride) and the
 // addresses allow 16-byte copies; else B when (dk, dv) is a B instantiation, Hq % Hkv == 0 and
@@ -173,7 +178,7 @@ void attn_partials_finish(const ae_backend *be, const attn_params *p, void *buf)
 
 // Block (row = t·Hq + h, split). Shared memory: q (dk floats), acc (dv floats), scores/weights
 // of the tile (REF_TILE floats), storage rows of the tile's keys (REF_TILE ints).
-__global__ void __launch_bounds__(REF_THREADS) k_attn_ref(const attn_params p) {
+__global__ void __launch_bounds__(REF_THREADS) k_attn_ref(const attn_params p, float *lse2) {
     extern __shared__ float sm[];
     float *qs = sm, *acc = qs + p.dk, *sc = acc + p.dv;
     int *ri = (int *)(sc + REF_TILE);
@@ -233,13 +238,16 @@ __global__ void __launch_bounds__(REF_THREADS) k_attn_ref(const attn_params p) {
         }
     } else {
         const int has_sink = p.sinks != nullptr;
-        const float f = attn_out_scale(m, l, has_sink, has_sink ? p.sinks[h] * AE_ATTN_LOG2E : 0.0f);
+        const float sink2 = has_sink ? p.sinks[h] * AE_ATTN_LOG2E : 0.0f;
+        const float f = attn_out_scale(m, l, has_sink, sink2);
         bf16 *o = p.out + (size_t)row * p.dv;
         for (int d = tid; d < p.dv; d += REF_THREADS) o[d] = __float2bfloat16_rn(acc[d] * f);
+        if (lse2 && tid == 0) lse2[row] = attn_lse2(m, l, has_sink, sink2); // m finite: own key
     }
 }
 
-static void attn_ref_run(const ae_backend *be, attn_params *p) {
+// lse2 non-null: also the rows' log-sum-exp (then unsplit).
+static void attn_ref_run(const ae_backend *be, attn_params *p, float *lse2) {
     size_t smem = sizeof(float) * ((size_t)p->dk + p->dv + REF_TILE) + sizeof(int) * REF_TILE;
     if (!attn_set_smem(be, (const void *)k_attn_ref, smem)) {
         cuda_check(be, cudaErrorInvalidValue, "attention (head dims too large for shared memory)");
@@ -252,11 +260,11 @@ static void attn_ref_run(const ae_backend *be, attn_params *p) {
         per_sm = 1;
     }
     int rows = p->T * p->Hq;
-    p->splits = attn_pick_splits(be, rows, per_sm, attn_tile_keys(p, 1), 256);
+    p->splits = lse2 ? 1 : attn_pick_splits(be, rows, per_sm, attn_tile_keys(p, 1), 256);
     void *buf = NULL;
     if (p->splits > 1 && !(buf = attn_partials_alloc(be, p))) return;
     dim3 grid((unsigned)rows, (unsigned)p->splits);
-    k_attn_ref<<<grid, REF_THREADS, smem, stream_of(be)>>>(*p);
+    k_attn_ref<<<grid, REF_THREADS, smem, stream_of(be)>>>(*p, lse2);
     cuda_check(be, cudaGetLastError(), "attention");
     if (buf) attn_partials_finish(be, p, buf);
 }
@@ -273,7 +281,9 @@ void ae_cuda_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr out, 
     cuda_need(k, AE_M_BF16, "attention", "k");
     cuda_need(v, AE_M_BF16, "attention", "v");
     cuda_need(a->sinks, AE_M_F32, "attention", "sinks");
+    cuda_need(a->lse, AE_M_F32, "attention", "lse");
     if (a->T <= 0 || a->Hq <= 0 || a->Hkv <= 0) return;
+    float *lse2 = (float *)a->lse.data; // the rows' log-sum-exp (training), or null
 
     attn_params p;
     memset(&p, 0, sizeof p);
@@ -301,10 +311,10 @@ void ae_cuda_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr out, 
     if (!force_ref && a->Hq % a->Hkv == 0 && aligned(q.data, 16) && aligned(k.data, 16) &&
         aligned(v.data, 16) && aligned(out.data, 4) && a->k_stride % 8 == 0 &&
         a->v_stride % 8 == 0) {
-        if (a->Hkv == 1 && k.data == v.data && a->k_stride == a->v_stride &&
+        if (!lse2 && a->Hkv == 1 && k.data == v.data && a->k_stride == a->v_stride &&
             attn_mla_has(a->dk, a->dv) && attn_mla_run(be, &p))
             return;
-        if (attn_flash_has(a->dk, a->dv) && attn_flash_run(be, &p)) return;
+        if (attn_flash_has(a->dk, a->dv) && attn_flash_run_lse(be, &p, lse2)) return;
     }
-    attn_ref_run(be, &p);
+    attn_ref_run(be, &p, lse2);
 }

@@ -36,7 +36,9 @@ typedef struct {
 // arguments (no instantiation for the dims, or its shared memory does not fit): the dispatcher
 // then tries the next kernel. Inputs are checked by the dispatcher (dims, alignment).
 int attn_flash_has(int dk, int dv);                          // cuda_attention_flash.cu
-int attn_flash_run(const ae_backend *be, const attn_params *p);
+// lse2 (T·Hq F32, row t·Hq + h, log2 units) or null: also the rows' log-sum-exp, and then
+// unsplit (without it the launcher may split the keys: split-KV, cuda_attention.cu).
+int attn_flash_run_lse(const ae_backend *be, const attn_params *p, float *lse2);
 int attn_mla_has(int dk, int dv);                            // cuda_attention_mla.cu
 int attn_mla_run(const ae_backend *be, const attn_params *p);
 
@@ -75,6 +77,13 @@ __device__ __forceinline__ float attn_out_scale(float m, float l, int has_sink, 
     float fac = exp2f(m - mf); // 0 when m = −inf
     float den = l * fac + exp2f(sink2 - mf);
     return den > 0.0f ? fac / den : 0.0f;
+}
+// Log-sum-exp in log2 units (ae_attn_args.lse) of a row with running max m (finite: the row saw
+// a key) and sum l >= 1; sink2 = sink · log2(e) joins the denominator when has_sink.
+__device__ __forceinline__ float attn_lse2(float m, float l, int has_sink, float sink2) {
+    if (!has_sink) return m + log2f(l);
+    const float mf = fmaxf(m, sink2);
+    return mf + log2f(l * exp2f(m - mf) + exp2f(sink2 - mf));
 }
 // The exponent base of a running max: 0 stands in for −inf so that exp2(−inf − base) = 0 and no
 // (−inf) − (−inf) NaN arises when every key seen so far is masked.

@@ -6,13 +6,15 @@
 // Flash-style: probabilities are recomputed from q and k, never stored as T×T. For one query
 // row (t, h), in log2 units (s2 = scale·log2(e)·q·k):
 //   lse2 = log2(Σ_j exp2(s2_j) [+ exp2(sink2)]),  p_j = exp2(s2_j − lse2)
-//   D = Σ_j p_j dp_j with dp_j = dout·v_j          (the op has no `out`, so D is recomputed too)
+//   D = Σ_j p_j dp_j with dp_j = dout·v_j  (= dout·out: with a saved forward, out and
+//                                           ae_attn_args.lse, D = dout·out and lse2 is given)
 //   ds_j = p_j (dp_j − D);  dq = scale Σ_j ds_j k_j;  dk_j += scale Σ_rows ds_j q;
 //   dv_j += Σ_rows p_j dout;  dsink_h += Σ_t −p_sink D
 //
 // Which kernels run (ae_cuda_attention_bwd, at the end of this file):
 //   Fast path, tensor cores (cuda_attention_bwd_tc.cu: the forward flash kernel with an lse2
-//     output, D per row, a dK/dV kernel per key tile and a dQ kernel per query tile, all bf16
+//     output unless the forward is saved, D per row, a dK/dV kernel per key tile and a dQ
+//     kernel per query tile, all bf16
 //     mma.sync with fp32 accumulation) when AE_CUDA_ATTN_BWD is not "ref" and
 //       (dk, dv) is (32, 32), (64, 64), (128, 128) or (192, 128);  Hq % Hkv == 0;
 //       no ring buffer (ring == 0, or ring >= pos0 + T: then every position is its own row);
@@ -34,6 +36,10 @@
 //     into its own shared accumulator; the 4 accumulators are added in warp order. When dk and
 //     dv are the same memory (absorbed MLA: v the first dv values of k's rows), one block owns
 //     a whole storage row, every kv head in turn, and writes dk, then (after a barrier) dv.
+//   With a saved forward (out and a->lse given) loop A is skipped: k_attn_bwd_delta
+//     (cuda_attention_bwd_tc.cu) computes D = dout·out and the sink gradients first (then D
+//     carries out's bf16 rounding: equal to the recomputing call within rounding, not bit for
+//     bit; the tensor-core path gives the same bits either way, see cuda_attention_bwd_tc.cu).
 // Both paths: dsinks, one thread per head adds the rows' sink gradients in token order.
 // These kernels take any head dims, strides, alignment, ring and window; they work on CUDA
 // cores, one row at a time. AE_CUDA_ATTN_BWD=ref forces them (tests/test_cuda_grad_ops.c runs
@@ -54,6 +60,7 @@ struct bwd_params {
     int dout_bf, dq_bf, dk_bf, dv_bf;
     const float *sinks; // (Hq) natural-log units, or null
     float *lse2, *delta, *dsink_row; // (T·Hq) scratch; dsink_row null when no dsinks
+    int saved; // lse2 (the op's a->lse), delta and dsink_row are given: the Q pass skips loop A
     int T, pos0, Hq, Hkv, G, dk_dim, dv_dim;
     int k_stride, v_stride, window, ring;
     float scale, scale_log2;
@@ -100,10 +107,10 @@ __global__ void __launch_bounds__(kRefThreads) k_attn_bwd_ref_q(const bwd_params
         __syncthreads();
     };
 
-    // loop A: running max m, sum l, and a = Σ exp2(s2 − m) dp (every thread computes the same
-    // values in the same order from shared memory)
+    // loop A (unless saved): running max m, sum l, and a = Σ exp2(s2 − m) dp (every thread
+    // computes the same values in the same order from shared memory)
     float m = -INFINITY, l = 0.0f, a = 0.0f;
-    for (int j0 = lo; j0 < hi; j0 += kRefTile) {
+    for (int j0 = lo; j0 < (p.saved ? lo : hi); j0 += kRefTile) {
         const int n = hi - j0 < kRefTile ? hi - j0 : kRefTile;
         scores(j0, n);
         float tmax = -INFINITY;
@@ -124,7 +131,10 @@ __global__ void __launch_bounds__(kRefThreads) k_attn_bwd_ref_q(const bwd_params
     float lse2, D;
     const int has_sink = p.sinks != nullptr;
     const float sink2 = has_sink ? p.sinks[h] * AE_ATTN_LOG2E : -INFINITY;
-    if (has_sink) {
+    if (p.saved) {
+        lse2 = p.lse2[row];
+        D = p.delta[row];
+    } else if (has_sink) {
         const float mf = fmaxf(m, sink2), f = exp2f(m - mf);
         const float den = l * f + exp2f(sink2 - mf);
         lse2 = mf + log2f(den);
@@ -151,7 +161,7 @@ __global__ void __launch_bounds__(kRefThreads) k_attn_bwd_ref_q(const bwd_params
     }
     for (int d = tid; d < p.dk_dim; d += kRefThreads)
         st_any(p.dq, p.dq_bf, (size_t)row * p.dk_dim + d, p.scale * acc[d]);
-    if (tid == 0) {
+    if (tid == 0 && !p.saved) {
         p.lse2[row] = lse2;
         p.delta[row] = D;
         if (p.dsink_row) p.dsink_row[row] = has_sink ? -exp2f(sink2 - lse2) * D : 0.0f;
@@ -265,8 +275,9 @@ bool fast_path_ok(const ae_attn_args *a, ae_ptr dk, ae_ptr dv, ae_ptr q, ae_ptr 
 }
 
 // The tensor-core path with the reference path's parameters and scratch (lse2, delta,
-// dsink_row); 0 when it cannot run (nothing queued).
-int run_fast(const ae_backend *be, const ae_attn_args *a, const bwd_params *p) {
+// dsink_row) and the saved forward output (null: recomputed); 0 when it cannot run (nothing
+// queued).
+int run_fast(const ae_backend *be, const ae_attn_args *a, const bwd_params *p, const bf16 *out) {
     attn_bwd_tc_params tp;
     memset(&tp, 0, sizeof tp);
     tp.q = p->q, tp.k = p->k, tp.v = p->v;
@@ -276,15 +287,19 @@ int run_fast(const ae_backend *be, const ae_attn_args *a, const bwd_params *p) {
     tp.dk_dim = p->dk_dim, tp.dv_dim = p->dv_dim;
     tp.k_stride = p->k_stride, tp.v_stride = p->v_stride, tp.window = p->window;
     tp.scale = p->scale, tp.scale_log2 = p->scale_log2;
-    return attn_bwd_tc_run(be, a, &tp, p->dout, p->dout_bf, p->lse2, p->delta, p->dsink_row);
+    return attn_bwd_tc_run(be, a, &tp, p->dout, p->dout_bf, out, p->lse2, p->delta,
+                           p->dsink_row);
 }
 
 } // namespace
 
 void ae_cuda_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dq, ae_ptr dk,
-                           ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr q, ae_ptr k, ae_ptr v) {
+                           ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr out, ae_ptr q, ae_ptr k,
+                           ae_ptr v) {
     if (cuda_failed(be)) return;
     const char *op = "attention_bwd";
+    cuda_need(out, AE_M_BF16, op, "out");
+    cuda_need(a->lse, AE_M_F32, op, "lse");
     cuda_need(q, AE_M_BF16, op, "q");
     cuda_need(k, AE_M_BF16, op, "k");
     cuda_need(v, AE_M_BF16, op, "v");
@@ -326,14 +341,18 @@ void ae_cuda_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr d
 
     const size_t rows = (size_t)a->T * a->Hq;
     const int want_dsinks = p.sinks && !ae_ptr_is_null(dsinks);
-    float *scratch = (float *)cuda_tmp_alloc(be, sizeof(float) * rows * (want_dsinks ? 3 : 2), op);
+    p.saved = !ae_ptr_is_null(out) && !ae_ptr_is_null(a->lse);
+    // scratch: delta, then dsink_row (want_dsinks), then lse2 (unless saved)
+    const size_t n_scratch = rows * (1 + (size_t)want_dsinks + (size_t)!p.saved);
+    float *scratch = (float *)cuda_tmp_alloc(be, sizeof(float) * n_scratch, op);
     if (!scratch) return;
-    p.lse2 = scratch;
-    p.delta = scratch + rows;
-    p.dsink_row = want_dsinks ? scratch + 2 * rows : NULL;
+    p.delta = scratch;
+    p.dsink_row = want_dsinks ? scratch + rows : NULL;
+    p.lse2 = p.saved ? (float *)a->lse.data : scratch + rows * (1 + (size_t)want_dsinks);
+    const bf16 *saved_out = p.saved ? (const bf16 *)out.data : NULL;
     cudaStream_t s = stream_of(be);
 
-    if (fast_path_ok(a, dk, dv, q, k, v) && run_fast(be, a, &p)) {
+    if (fast_path_ok(a, dk, dv, q, k, v) && run_fast(be, a, &p, saved_out)) {
         sum_dsinks(be, want_dsinks ? (float *)dsinks.data : NULL, p.dsink_row, a->T, a->Hq);
         cuda_tmp_free(be, scratch);
         return;
@@ -348,6 +367,9 @@ void ae_cuda_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr d
         cuda_tmp_free(be, scratch);
         return;
     }
+    if (p.saved) // D and the rows' sink gradients from the saved out (dout used as given)
+        attn_bwd_delta_run(be, saved_out, p.dout, p.dout_bf, NULL, p.lse2, p.sinks, p.delta,
+                           p.dsink_row, (int)rows, a->Hq, a->dv);
     k_attn_bwd_ref_q<<<(unsigned)rows, kRefThreads, smem_q, s>>>(p);
     cuda_check(be, cudaGetLastError(), op);
     const int S = a->pos0 + a->T;

@@ -9,11 +9,6 @@
 
 #include "backend/cuda_attention.h"
 
-// The forward flash kernel (cuda_attention_flash.cu) with one extra output: lse2 (T·Hq F32, row
-// t·Hq + h). Runs unsplit; p->out receives exactly what attn_flash_run writes. Returns 0 (nothing
-// queued) when the kernel cannot run these dims.
-int attn_flash_run_lse(const ae_backend *be, const attn_params *p, float *lse2);
-
 // Arguments of the tensor-core backward. Rows r = t·Hq + h; packed rows pr = t·G + i of kv head
 // g are query head g·G + i of token t (as the forward's GQA packing).
 typedef struct {
@@ -34,12 +29,23 @@ typedef struct {
 int attn_bwd_tc_has(int dk, int dv);
 
 // The whole fast path of attention_bwd for arguments the dispatcher has checked (no ring,
-// Hq % Hkv == 0, dk != dv memory, 16-byte aligned q, k, v, strides multiples of 8): forward with
-// lse2 into scratch, D (and dsink_row when non-null: −p_sink·D per row), then the dK/dV and dQ
+// Hq % Hkv == 0, dk != dv memory, 16-byte aligned q, k, v, strides multiples of 8). out null:
+// the forward runs first (out into scratch, lse2 written: the launch `attention` makes when
+// asked for lse); out non-null: the saved forward output (T, Hq, dv), lse2 its log-sum-exp
+// (read only). Then D (and dsink_row when non-null: −p_sink·D per row), then the dK/dV and dQ
 // kernels. `dout` is the op's (F32 or BF16, dout_bf). Returns 0 without queueing anything when a
 // kernel's shared memory does not fit the device (the caller falls back), 1 otherwise (an error
 // may be kept).
 int attn_bwd_tc_run(const ae_backend *be, const ae_attn_args *a, attn_bwd_tc_params *p,
-                    const void *dout, int dout_bf, float *lse2, float *delta, float *dsink_row);
+                    const void *dout, int dout_bf, const bf16 *out, float *lse2, float *delta,
+                    float *dsink_row);
+
+// Queues k_attn_bwd_delta (cuda_attention_bwd_tc.cu) over `rows` rows of dv values: delta[r] =
+// Σ dout·out, dsink_row[r] = −exp2(sinks[r % Hq]·log2 e − lse2[r])·delta[r] when dsink_row is
+// non-null. dout F32 (dout_bf 0) or BF16; an F32 dout is rounded to bf16 into dout_copy when that
+// is non-null (D then uses the rounded values), else used as is.
+void attn_bwd_delta_run(const ae_backend *be, const bf16 *out, const void *dout, int dout_bf,
+                        bf16 *dout_copy, const float *lse2, const float *sinks, float *delta,
+                        float *dsink_row, int rows, int Hq, int dv);
 
 #endif

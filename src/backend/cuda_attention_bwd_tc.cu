@@ -2,9 +2,12 @@
 // fp32, the fragment layouts, ldmatrix and cp.async helpers of cuda_attention.h, as the forward
 // kernel B in cuda_attention_flash.cu). When it runs: see cuda_attention_bwd.cu.
 //
-// The op gets q, k, v, dout, not the forward's out or log-sum-exp, so it starts with
+// When the op is not given the forward's out and log-sum-exp (ae_attn_args.lse), it starts with
 //   1. the forward flash kernel with its lse2 output (attn_flash_run_lse): out into a bf16
 //      scratch (T, Hq, dv), lse2 per row. Cost: one forward (2 of the 9 matrix products below).
+//      The training forwards keep both (the `attention` op's dispatcher runs this very launch
+//      when asked for lse: same kernel, unsplit, same MW), so this step is skipped there and the
+//      results are the same bits.
 //   2. k_attn_bwd_delta: D = Σ_d dout·out per row (one warp per row), the row's sink gradient
 //      −exp2(sink2 − lse2)·D, and a bf16 copy of dout when the op's dout is F32.
 // then, with p = exp2(s2 − lse2), dp = dout·v, ds = p (dp − D) recomputed tile by tile:
@@ -16,8 +19,9 @@
 //   4. k_attn_bwd_q: dq = scale·dS·K. Block = (64 packed query rows, kv head), as the forward:
 //      loops over the key tiles the rows can see (K, V double-buffered): S = Q·Kᵀ, P,
 //      dP = dO·Vᵀ, dS, dQ += dS·K. Sole writer of its rows.
-// 9 products of T_q x T_k x d in all (forward 2, dK/dV 4, dQ 3) against the 5 of a backward that
-// keeps dq in float atomics: the price of determinism (every sum in a fixed order, no atomics).
+// 9 products of T_q x T_k x d in all (forward 2, dK/dV 4, dQ 3; 7 with a saved forward) against
+// the 5 of a backward that keeps dq in float atomics: the price of determinism (every sum in a
+// fixed order, no atomics).
 // Only key tiles some row can see are visited (causal: half; window W: O(T·W)); masking is
 // applied only on tiles not fully visible.
 //
@@ -388,8 +392,9 @@ __global__ void __launch_bounds__(kThreads) k_attn_bwd_q(const attn_bwd_tc_param
 }
 
 // ---- D, the rows' sink gradients, dout in bf16 ---------------------------------------------------
-// One warp per row r: D = Σ_d dout·out (dout as the kernels see it: rounded to bf16);
-// dsink_row[r] = −exp2(sink2 − lse2)·D; dout_bf (when non-null) = dout rounded to bf16.
+// One warp per row r: D = Σ_d dout·out; dsink_row[r] (when non-null) = −exp2(sink2 − lse2)·D. An
+// F32 dout is rounded to bf16 first when dout_bf is non-null (D then uses dout as the tensor-core
+// kernels see it) and the rounded values are stored there; with dout_bf null it is used as is.
 __global__ void __launch_bounds__(256) k_attn_bwd_delta(const bf16 *out, const void *dout,
                                                         int dout_f32, bf16 *dout_bf,
                                                         const float *lse2, const float *sinks,
@@ -400,14 +405,17 @@ __global__ void __launch_bounds__(256) k_attn_bwd_delta(const bf16 *out, const v
     float s = 0.0f;
     for (int d = lane; d < dv; d += 32) {
         const size_t i = (size_t)r * dv + d;
-        bf16 g;
-        if (dout_f32) {
-            g = __float2bfloat16_rn(((const float *)dout)[i]);
-            dout_bf[i] = g;
+        float g;
+        if (!dout_f32) {
+            g = __bfloat162float(((const bf16 *)dout)[i]);
+        } else if (dout_bf) {
+            const bf16 gb = __float2bfloat16_rn(((const float *)dout)[i]);
+            dout_bf[i] = gb;
+            g = __bfloat162float(gb);
         } else {
-            g = ((const bf16 *)dout)[i];
+            g = ((const float *)dout)[i];
         }
-        s += __bfloat162float(g) * __bfloat162float(out[i]);
+        s += g * __bfloat162float(out[i]);
     }
     s = warp_sum(s);
     if (lane == 0) {
@@ -469,16 +477,19 @@ int attn_bwd_tc_has(int dk, int dv) {
     return 0;
 }
 
-int attn_bwd_tc_run(const ae_backend *be, const ae_attn_args *a, attn_bwd_tc_params *p,
-                    const void *dout, int dout_bf, float *lse2, float *delta, float *dsink_row) {
-    if (!attn_bwd_tc_has(a->dk, a->dv) || !tc_prepare(be, a->dk, a->dv)) return 0;
-    const size_t rows = (size_t)a->T * a->Hq, no = rows * (size_t)a->dv;
-    // scratch: out (bf16), then dout in bf16 unless the op's dout can be used as it is
-    const int copy_dout = !dout_bf || ((uintptr_t)dout & 15) != 0;
-    bf16 *out = (bf16 *)cuda_tmp_alloc(be, sizeof(bf16) * no * (copy_dout ? 2 : 1), "attention_bwd");
-    if (!out) return 1; // error kept
-    bf16 *dout_copy = copy_dout ? out + no : NULL;
+void attn_bwd_delta_run(const ae_backend *be, const bf16 *out, const void *dout, int dout_bf,
+                        bf16 *dout_copy, const float *lse2, const float *sinks, float *delta,
+                        float *dsink_row, int rows, int Hq, int dv) {
+    k_attn_bwd_delta<<<cuda_blocks((size_t)rows, 8), 256, 0, stream_of(be)>>>(
+        out, dout, !dout_bf, dout_bf ? NULL : dout_copy, lse2, sinks, delta, dsink_row, rows, Hq,
+        dv);
+    cuda_check(be, cudaGetLastError(), "attention_bwd (D)");
+}
 
+// The forward flash launch the `attention` op makes when asked for lse (cuda_attention.cu), out
+// into `out`: 0 when it cannot run these arguments (nothing queued).
+static int tc_forward(const ae_backend *be, const ae_attn_args *a, const attn_bwd_tc_params *p,
+                      bf16 *out, float *lse2) {
     attn_params f;
     memset(&f, 0, sizeof f);
     f.q = p->q;
@@ -496,27 +507,44 @@ int attn_bwd_tc_run(const ae_backend *be, const ae_attn_args *a, attn_bwd_tc_par
     f.k_stride = a->k_stride;
     f.v_stride = a->v_stride;
     f.window = a->window;
-    f.ring = 0;
+    f.ring = 0; // the fast path runs without a wrapping ring: every position is its own row
     f.scale_log2 = a->scale * AE_ATTN_LOG2E;
     f.splits = 1;
-    if (!attn_flash_run_lse(be, &f, lse2)) {
-        cuda_tmp_free(be, out);
-        return 0;
+    return attn_flash_run_lse(be, &f, lse2);
+}
+
+int attn_bwd_tc_run(const ae_backend *be, const ae_attn_args *a, attn_bwd_tc_params *p,
+                    const void *dout, int dout_bf, const bf16 *out, float *lse2, float *delta,
+                    float *dsink_row) {
+    if (!attn_bwd_tc_has(a->dk, a->dv) || !tc_prepare(be, a->dk, a->dv)) return 0;
+    const size_t rows = (size_t)a->T * a->Hq, no = rows * (size_t)a->dv;
+    // scratch: out (bf16) unless saved, then dout in bf16 unless the op's dout can be used as it is
+    const int copy_dout = !dout_bf || ((uintptr_t)dout & 15) != 0, recompute = out == NULL;
+    const size_t n_scratch = no * ((size_t)recompute + (size_t)copy_dout);
+    bf16 *scratch = NULL;
+    if (n_scratch > 0) {
+        scratch = (bf16 *)cuda_tmp_alloc(be, sizeof(bf16) * n_scratch, "attention_bwd");
+        if (!scratch) return 1; // error kept
     }
-    cudaStream_t s = stream_of(be);
-    if (copy_dout && dout_bf) { // BF16 but unaligned: copy through the F32 path's kernel shape
+    bf16 *dout_copy = copy_dout ? scratch + (recompute ? no : 0) : NULL;
+    if (recompute) {
+        if (!tc_forward(be, a, p, scratch, lse2)) {
+            cuda_tmp_free(be, scratch);
+            return 0;
+        }
+        out = scratch;
+    }
+    if (copy_dout && dout_bf) { // BF16 but unaligned: an aligned copy
         cuda_check(be, cudaMemcpyAsync(dout_copy, dout, sizeof(bf16) * no,
-                                       cudaMemcpyDeviceToDevice, s), "attention_bwd");
+                                       cudaMemcpyDeviceToDevice, stream_of(be)), "attention_bwd");
         dout = dout_copy;
     }
-    k_attn_bwd_delta<<<cuda_blocks(rows, 8), 256, 0, s>>>(
-        out, dout, !dout_bf, dout_bf ? NULL : dout_copy, lse2, f.sinks, delta, dsink_row,
-        (int)rows, a->Hq, a->dv);
-    cuda_check(be, cudaGetLastError(), "attention_bwd (D)");
+    attn_bwd_delta_run(be, out, dout, dout_bf, dout_copy, lse2, (const float *)a->sinks.data,
+                       delta, dsink_row, (int)rows, a->Hq, a->dv);
     p->dout = copy_dout ? dout_copy : (const bf16 *)dout;
     p->lse2 = lse2;
     p->delta = delta;
     tc_launch(be, p);
-    cuda_tmp_free(be, out);
+    cuda_tmp_free(be, scratch);
     return 1;
 }

@@ -23,11 +23,12 @@
 // past the block's range are zero-filled. Shared rows are padded by 8 elements (16 bytes), so
 // the 8 row addresses of an ldmatrix hit distinct bank groups.
 //
-// Optional output for the backward (attn_flash_run_lse, cuda_attention_bwd.h): lse2 (T·Hq, F32,
+// Optional output for the backward (attn_flash_run_lse, cuda_attention.h): lse2 (T·Hq, F32,
 // row t·Hq + h) = log2 of the row's softmax denominator in log2 units (sink included), so that
-// p_j = exp2(s2_j − lse2). Requested only with one split; `out` is computed exactly as without it.
+// p_j = exp2(s2_j − lse2): ae_attn_args.lse of a training forward, or the backward's own
+// recomputation (cuda_attention_bwd_tc.cu) — the same launch either way (unsplit; the same MW
+// choice), so the two give the same bits. `out` is computed exactly as without it.
 #include "backend/cuda_attention.h"
-#include "backend/cuda_attention_bwd.h"
 
 template <int DK, int DV, int BN, int MW> struct flash_cfg {
     static constexpr int ROWS = 64 * MW, THREADS = 128;
@@ -286,14 +287,9 @@ __global__ void __launch_bounds__(128) k_attn_flash(const attn_params p, float *
                 for (int d = 0; d < DV / 8; d++)
                     *reinterpret_cast<uint32_t *>(dst + d * 8) =
                         pack_bf16(o[m][d][2 * hf] * f, o[m][d][2 * hf + 1] * f);
-                if (lse2 && tq == 0) { // every row sees its own key: mr is finite, l >= 1
-                    float lse = mr + log2f(l);
-                    if (has_sink) {
-                        const float s2 = p.sinks[h] * AE_ATTN_LOG2E, mf = fmaxf(mr, s2);
-                        lse = mf + log2f(l * exp2f(mr - mf) + exp2f(s2 - mf));
-                    }
-                    lse2[orow] = lse;
-                }
+                if (lse2 && tq == 0) // every row sees its own key: mr is finite, l >= 1
+                    lse2[orow] = attn_lse2(mr, l, has_sink,
+                                           has_sink ? p.sinks[h] * AE_ATTN_LOG2E : 0.0f);
             } else {
                 const size_t pr = (size_t)blockIdx.z * p.T * p.Hq + orow;
                 float *dst = p.opart + pr * DV + 2 * tq;
@@ -361,8 +357,4 @@ int attn_flash_run_lse(const ae_backend *be, const attn_params *p, float *lse2) 
     if (p->dk == 128 && p->dv == 128) return flash_pick<128, 128, 64, 32>(be, p, lse2);
     if (p->dk == 192 && p->dv == 128) return flash_pick<192, 128, 32, 32>(be, p, lse2);
     return 0;
-}
-
-int attn_flash_run(const ae_backend *be, const attn_params *p) {
-    return attn_flash_run_lse(be, p, nullptr);
 }

@@ -199,7 +199,8 @@ void ae_cuda_silu_mul_bwd(const ae_backend *be, ae_ptr dg, ae_ptr du, ae_ptr dy,
                           ae_ptr u, size_t n);
 // cuda_attention_bwd.cu
 void ae_cuda_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dq, ae_ptr dk,
-                           ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr q, ae_ptr k, ae_ptr v);
+                           ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr out, ae_ptr q,
+                           ae_ptr k, ae_ptr v);
 
 // Scratch device memory for an op's own temporaries (stream-ordered: valid for work queued on
 // the backend stream after the call; freed with cuda_tmp_free, also stream-ordered). NULL (and

@@ -97,12 +97,18 @@ typedef enum {
 //   sinks (Hq, F32) or null: per-head learned logit joining the softmax with no value (gpt-oss):
 //   p_j = exp(s_j) / (exp(sink_h) + sum_i exp(s_i))
 // k and v may point into the same rows (MLA's absorbed form: v is the first dv values of k).
+//   lse (T·Hq, F32, row t·Hq + h) or null: each query row's log-sum-exp in log2 units,
+//   lse = log2(Σ_j 2^(s_j·log2 e) [+ 2^(sink_h·log2 e)]) = log2(e)·ln Z with s_j = scale·q·k_j
+//   and Z the softmax denominator (sink included), so that p_j = 2^(s_j·log2 e − lse): the unit
+//   the CUDA kernels work in. `attention` writes it when non-null (training forwards keep it);
+//   `attention_bwd` reads it, together with the forward's `out`, instead of recomputing them.
 typedef struct {
     int T, pos0, Hq, Hkv, dk, dv;
     int k_stride, v_stride;
     int window, ring;
     float scale;
     ae_ptr sinks;
+    ae_ptr lse;
 } ae_attn_args;
 
 // Attention over a paged KV cache (serving): the keys and values of many sequences live in
@@ -247,7 +253,9 @@ struct ae_backend {
     //   rmsnorm, rope and copy_rows.
     void (*mla_decode_prep)(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv, ae_ptr q,
                             ae_ptr qt, ae_ptr w, ae_ptr pos);
-    // out = softmax(q·kᵀ·scale + mask [+ sink]) · v      (see ae_attn_args)
+    // out = softmax(q·kᵀ·scale + mask [+ sink]) · v      (see ae_attn_args); also the rows'
+    // log-sum-exp into a->lse when it is non-null (cuda: then never split over the keys, so that
+    // out is exactly what attention_bwd would recompute)
     void (*attention)(const ae_backend *be, const ae_attn_args *a, ae_ptr out, ae_ptr q, ae_ptr k,
                       ae_ptr v);
     // y = x ⊙ sigmoid(g). x, y: (T, H, hd) act; g: (T, H, hd) elementwise, or (T, H) one per head
@@ -298,9 +306,16 @@ struct ae_backend {
     void (*rope_bwd)(const ae_backend *be, ae_ptr dx, ae_ptr pos, int T, int H, int stride, int rd,
                      double theta, ae_rope_mode mode);
     // dq = ∂/∂q (T, Hq, dk);  dk += ∂/∂k, dv += ∂/∂v with the layouts of k, v in `a`;
-    // dsinks += ∂/∂sinks (Hq) when a->sinks and dsinks are non-null. Probabilities are recomputed.
+    // dsinks += ∂/∂sinks (Hq) when a->sinks and dsinks are non-null. Probabilities are recomputed
+    // from q, k and the rows' log-sum-exp. Saved forward: when out (T, Hq, dv) act and a->lse are
+    // both non-null they must hold what `attention` wrote for the same arguments and inputs, and
+    // are used instead of running the forward again (D = Σ dout·out per row); otherwise (either
+    // null) both are recomputed. With values from the same backend the results are the same
+    // (cpu, and cuda's tensor-core path: bit for bit; cuda's CUDA-core path: within rounding).
+    // a->lse is only read here.
     void (*attention_bwd)(const ae_backend *be, const ae_attn_args *a, ae_ptr dq, ae_ptr dk,
-                          ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr q, ae_ptr k, ae_ptr v);
+                          ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr out, ae_ptr q, ae_ptr k,
+                          ae_ptr v);
     // dx = dy ⊙ σ(g);  dg = ∂/∂g (same shape as g, overwritten).
     void (*gate_mul_bwd)(const ae_backend *be, ae_ptr dx, ae_ptr dg, ae_ptr dy, ae_ptr x,
                          ae_ptr g, int T, int H, int hd, int per_head);
@@ -424,7 +439,8 @@ ae_ptr ae_scratch_alloc(ae_scratch *s, size_t n, ae_dtype dt); // null once fail
 // An I32 buffer of positions pos0 + (i mod period) for i < n (period 0: pos0 + i).
 ae_ptr ae_scratch_positions(ae_scratch *s, int n, int pos0, int period);
 void ae_scratch_free(ae_scratch *s);
-// Fills an ae_attn_args for the common dense layout: k (S, Hkv, dk), v (S, Hkv, dv), no ring.
+// Fills an ae_attn_args for the common dense layout: k (S, Hkv, dk), v (S, Hkv, dv), no ring,
+// no lse.
 ae_attn_args ae_attn_dense(int T, int pos0, int Hq, int Hkv, int dk, int dv, int window,
                            float scale, ae_ptr sinks);
 

@@ -227,8 +227,10 @@ static void p_rope_bwd(const ae_backend *be, ae_ptr dx, ae_ptr pos, int T, int H
     PROF_VOID(P_rope_bwd, -1, in->rope_bwd(in, dx, pos, T, H, stride, rd, theta, mode));
 }
 static void p_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dq, ae_ptr dk,
-                            ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr q, ae_ptr k, ae_ptr v) {
-    PROF_VOID(P_attention_bwd, -1, in->attention_bwd(in, a, dq, dk, dv, dsinks, dout, q, k, v));
+                            ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr out, ae_ptr q,
+                            ae_ptr k, ae_ptr v) {
+    PROF_VOID(P_attention_bwd, -1,
+              in->attention_bwd(in, a, dq, dk, dv, dsinks, dout, out, q, k, v));
 }
 static void p_gate_mul_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dg, ae_ptr dy, ae_ptr x,
                            ae_ptr g, int T, int H, int hd, int per_head) {

@@ -34,6 +34,8 @@ struct ae_gswa_acts {
     ae_ptr k;       // (B, T, Hkv, hd)   k after norm + rope
     ae_ptr v;       // (B, T, Hkv, hd)
     ae_ptr a;       // (B, T, Hq, hd)    attention output
+    ae_ptr lse;     // (B, T, Hq) F32    its rows' log-sum-exp (ae_attn_args.lse): the backward
+                    //                   uses a and lse instead of running the forward again
     ae_ptr g;       // (B, T, Hq*hd | Hq) gate logits, or null
     ae_ptr ag;      // (B, T, Hq, hd)    gated attention output (o_proj input), or null (== a)
 };
@@ -357,6 +359,7 @@ ae_status ae_gswa_train_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x
     s->k = ae_scratch_alloc(&s->mem, M * kvd, at);
     s->v = ae_scratch_alloc(&s->mem, M * kvd, at);
     s->a = ae_scratch_alloc(&s->mem, M * qd, at);
+    s->lse = ae_scratch_alloc(&s->mem, M * Hq, AE_DT_F32);
     if (!ae_ptr_is_null(m->wg)) {
         s->g = ae_scratch_alloc(&s->mem, M * gswa_gate_dim(d), at);
         s->ag = ae_scratch_alloc(&s->mem, M * qd, at);
@@ -371,6 +374,7 @@ ae_status ae_gswa_train_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x
     ae_attn_args aa = ae_attn_dense(T, 0, Hq, Hkv, hd, hd, d->window, gswa_attn_scale(d), m->sinks);
     for (int b = 0; b < B; b++) {
         size_t o = (size_t)b * T;
+        aa.lse = ae_ptr_at(s->lse, o * Hq);
         be->attention(be, &aa, ae_ptr_at(s->a, o * qd), ae_ptr_at(s->q, o * qd),
                       ae_ptr_at(s->k, o * kvd), ae_ptr_at(s->v, o * kvd));
     }
@@ -423,12 +427,13 @@ ae_status ae_gswa_backward(const ae_backend *be, const ae_gswa *m, const ae_gswa
         ae_matmul_bwd(be, dx, grad->wg, dg, s->x, m->wg, (int)M, D, (int)gd);
     }
     ae_attn_args aa = ae_attn_dense(T, 0, Hq, Hkv, hd, hd, d->window, gswa_attn_scale(d), m->sinks);
-    for (int b = 0; b < B; b++) {
+    for (int b = 0; b < B; b++) { // from the forward's saved output and log-sum-exp
         size_t o = (size_t)b * T;
+        aa.lse = ae_ptr_at(s->lse, o * Hq);
         be->attention_bwd(be, &aa, ae_ptr_at(dq, o * qd), ae_ptr_at(dk, o * kvd),
                           ae_ptr_at(dv, o * kvd), grad->sinks, ae_ptr_at(da, o * qd),
-                          ae_ptr_at(s->q, o * qd), ae_ptr_at(s->k, o * kvd),
-                          ae_ptr_at(s->v, o * kvd));
+                          ae_ptr_at(s->a, o * qd), ae_ptr_at(s->q, o * qd),
+                          ae_ptr_at(s->k, o * kvd), ae_ptr_at(s->v, o * kvd));
     }
     be->rope_bwd(be, dq, s->pos, (int)M, Hq, hd, hd, d->rope_theta, AE_ROPE_HALF);
     be->rope_bwd(be, dk, s->pos, (int)M, Hkv, hd, hd, d->rope_theta, AE_ROPE_HALF);

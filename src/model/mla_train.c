@@ -26,6 +26,8 @@ struct ae_mla_acts {
     ae_ptr k;       // (B*T, H, dn+dr) keys [k_nope_h | RoPE(kr)]
     ae_ptr v;       // (B*T, H, dv)
     ae_ptr att;     // (B*T, H, dv) attention output (o_proj input)
+    ae_ptr lse;     // (B*T, H) F32 its rows' log-sum-exp (ae_attn_args.lse): the backward
+                    // uses att and lse instead of running the attention forward again
 };
 
 void ae_mla_acts_free(ae_mla_acts *a) {
@@ -57,6 +59,7 @@ static ae_status acts_alloc(const ae_backend *be, const ae_mla_dims *d, int B, i
     a->k = ae_scratch_alloc(s, M * H * dq, at);
     a->v = ae_scratch_alloc(s, M * H * (size_t)d->dv, at);
     a->att = ae_scratch_alloc(s, M * H * (size_t)d->dv, at);
+    a->lse = ae_scratch_alloc(s, M * H, AE_DT_F32);
     if (s->failed) {
         ae_mla_acts_free(a);
         return ae_errorf(AE_ERR_NOMEM, "MLA: out of memory for activations (%d x %d tokens)", B, T);
@@ -101,6 +104,7 @@ ae_status ae_mla_train_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, 
     ae_attn_args aa = ae_attn_dense(T, 0, H, H, dq, dv, 0, attn_scale(d), ae_ptr_null());
     for (int b = 0; b < B; b++) {
         size_t qo = (size_t)b * T * H * dq, vo = (size_t)b * T * H * dv;
+        aa.lse = ae_ptr_at(a->lse, (size_t)b * T * H);
         be->attention(be, &aa, ae_ptr_at(a->att, vo), ae_ptr_at(a->q, qo), ae_ptr_at(a->k, qo),
                       ae_ptr_at(a->v, vo));
     }
@@ -153,13 +157,14 @@ ae_status ae_mla_backward(const ae_backend *be, const ae_mla *m, const ae_mla_ac
     if (!ae_ptr_is_null(dx)) be->fill(be, dx, Mz * D, 0.0f);
     // o_proj
     ae_matmul_bwd(be, datt, grad->wo, dy, a->att, m->wo, M, H * dv, D);
-    // attention, one sequence at a time
+    // attention, one sequence at a time, from the forward's saved output and log-sum-exp
     ae_attn_args aa = ae_attn_dense(T, 0, H, H, dq, dv, 0, attn_scale(d), ae_ptr_null());
     for (int b = 0; b < a->B; b++) {
         size_t qo = (size_t)b * T * H * dq, vo = (size_t)b * T * H * dv;
+        aa.lse = ae_ptr_at(a->lse, (size_t)b * T * H);
         be->attention_bwd(be, &aa, ae_ptr_at(dq_, qo), ae_ptr_at(dk, qo), ae_ptr_at(dvv, vo),
-                          ae_ptr_null(), ae_ptr_at(datt, vo), ae_ptr_at(a->q, qo),
-                          ae_ptr_at(a->k, qo), ae_ptr_at(a->v, vo));
+                          ae_ptr_null(), ae_ptr_at(datt, vo), ae_ptr_at(a->att, vo),
+                          ae_ptr_at(a->q, qo), ae_ptr_at(a->k, qo), ae_ptr_at(a->v, vo));
     }
     // split dK / dV into per-head [dk_nope | dv]; the shared rope key's gradient is the sum over
     // heads: per row, dkr (1, dr) += 1ᵀ (1, H) · dK_rope (H, dr)
