@@ -73,7 +73,6 @@ void ae_cpu_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr probs
 void ae_cpu_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wts,
                     ae_ptr w_gate, ae_ptr w_up, ae_ptr w_down, int T, int D, int Im, int E, int K);
 
-// cpu_scores.c
 // cpu_moe_train.c (MoE training: slot plan, combine and its backward, router backward)
 void ae_cpu_moe_plan(const ae_backend *be, ae_ptr off, ae_ptr pos, ae_ptr tok, ae_ptr idx, int T,
                      int K, int E);
@@ -84,6 +83,7 @@ void ae_cpu_moe_combine_bwd(const ae_backend *be, ae_ptr dye, ae_ptr dw, ae_ptr 
 void ae_cpu_moe_route_bwd(const ae_backend *be, ae_ptr dz, ae_ptr dw, ae_ptr probs, ae_ptr idx,
                           int T, int E, int K, int renorm);
 
+// cpu_scores.c
 void ae_cpu_nll_rows(const ae_backend *be, ae_ptr out, ae_ptr z, ae_ptr target, int T, int V);
 void ae_cpu_kl_rows(const ae_backend *be, ae_ptr out, ae_ptr zt, ae_ptr zs, int T, int V);
 void ae_cpu_argmax_rows(const ae_backend *be, ae_ptr out, ae_ptr z, int T, int V);

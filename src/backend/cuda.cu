@@ -378,6 +378,11 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     be->gate_mul_bwd = ae_cuda_gate_mul_bwd;
     be->silu_mul_bwd = ae_cuda_silu_mul_bwd;
     // Training losses, embedding gradient and optimizer (cuda_train.cu)
+    // MoE training (cuda_moe_train.cu)
+    be->moe_plan = ae_cuda_moe_plan;
+    be->moe_combine = ae_cuda_moe_combine;
+    be->moe_combine_bwd = ae_cuda_moe_combine_bwd;
+    be->moe_route_bwd = ae_cuda_moe_route_bwd;
     be->embed_bwd = ae_cuda_embed_bwd;
     be->mse_rows = ae_cuda_mse_rows;
     be->cosine_rows = ae_cuda_cosine_rows;
@@ -403,8 +408,3 @@ extern "C" void ae_backend_cuda_close(const ae_backend *cbe) {
     }
     free(be);
 }
-    // MoE training (cuda_moe_train.cu)
-    be->moe_plan = ae_cuda_moe_plan;
-    be->moe_combine = ae_cuda_moe_combine;
-    be->moe_combine_bwd = ae_cuda_moe_combine_bwd;
-    be->moe_route_bwd = ae_cuda_moe_route_bwd;

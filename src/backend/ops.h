@@ -322,21 +322,6 @@ struct ae_backend {
     // dg = dy ⊙ u ⊙ silu'(g);  du = dy ⊙ silu(g)   (overwritten)
     void (*silu_mul_bwd)(const ae_backend *be, ae_ptr dg, ae_ptr du, ae_ptr dy, ae_ptr g, ae_ptr u,
                          size_t n);
-    // dtable[ids[t]] += dy[t] for t < T; each row receives its tokens' rows in token order, so
-    // the sums are the same on every run (no float atomics).
-    //   dtable: (V, D) F32;  dy: (T, D) float;  ids: (T) I32, each in [0, V)
-    void (*embed_bwd)(const ae_backend *be, ae_ptr dtable, ae_ptr dy, ae_ptr ids, int T, int D);
-
-    // ---- training losses and the optimizer (NULL where a backend has no training support) ----
-    // Every reduction below is accumulated in double in an order fixed by the shapes, so a rerun
-    // gives the same bits (resumed runs are bit-identical to uninterrupted ones).
-    //
-    // Stage-1 loss per row and its gradient: out[i] = ‖y_i − t_i‖² / den_i with den_i = D
-    // (normalized 0) or ‖t_i‖² + 1e-6 (normalized 1); dy_i = scale · 2 (y_i − t_i) / den_i
-    // (overwritten; skipped when dy is null).   y, t, dy: (N, D) float;  out: (N) F32 or F64
-    void (*mse_rows)(const ae_backend *be, ae_ptr out, ae_ptr dy, ae_ptr y, ae_ptr t, int N, int D,
-                     int normalized, float scale);
-    // Feature loss per row: out[i] = 1 − cos(a_i, b_i) (a row where a or b is all zero: cos = 0
     // ---- MoE training (train/moe_train.c; the math is written out there) ----
     // A slot is one (token t, choice k) pair, s = t·K + k. The slot plan groups the slots by
     // expert with a stable counting sort: expert e's slots sit at positions off[e] .. off[e+1]−1
@@ -365,6 +350,21 @@ struct ae_backend {
     //   dz: (T, E) float;  dw: (T, K) F32;  probs: (T, E) F32 (moe_route's);  idx: (T, K) I32
     void (*moe_route_bwd)(const ae_backend *be, ae_ptr dz, ae_ptr dw, ae_ptr probs, ae_ptr idx,
                           int T, int E, int K, int renorm);
+    // dtable[ids[t]] += dy[t] for t < T; each row receives its tokens' rows in token order, so
+    // the sums are the same on every run (no float atomics).
+    //   dtable: (V, D) F32;  dy: (T, D) float;  ids: (T) I32, each in [0, V)
+    void (*embed_bwd)(const ae_backend *be, ae_ptr dtable, ae_ptr dy, ae_ptr ids, int T, int D);
+
+    // ---- training losses and the optimizer (NULL where a backend has no training support) ----
+    // Every reduction below is accumulated in double in an order fixed by the shapes, so a rerun
+    // gives the same bits (resumed runs are bit-identical to uninterrupted ones).
+    //
+    // Stage-1 loss per row and its gradient: out[i] = ‖y_i − t_i‖² / den_i with den_i = D
+    // (normalized 0) or ‖t_i‖² + 1e-6 (normalized 1); dy_i = scale · 2 (y_i − t_i) / den_i
+    // (overwritten; skipped when dy is null).   y, t, dy: (N, D) float;  out: (N) F32 or F64
+    void (*mse_rows)(const ae_backend *be, ae_ptr out, ae_ptr dy, ae_ptr y, ae_ptr t, int N, int D,
+                     int normalized, float scale);
+    // Feature loss per row: out[i] = 1 − cos(a_i, b_i) (a row where a or b is all zero: cos = 0
     // and no gradient); da_i = scale · ∂out[i]/∂a_i (overwritten; skipped when da is null).
     //   a, b, da: (N, D) float;  out: (N) F32
     void (*cosine_rows)(const ae_backend *be, ae_ptr out, ae_ptr da, ae_ptr a, ae_ptr b, int N,
