@@ -163,9 +163,9 @@ static void qk_key_rows(const ae_mla_dims *d, const mla_maps *mp, const mla_host
     weigh_rows(kv, 2 * hd, mp->t->input_norm, D);
 }
 
-// The terms of M_T(Δ) − M_S(Δ) for head rows as qk_rows: query row qa[t], key row kb[t], and
-// the pair's frequency om[t] and kind kd[t] (0: cos, 1: +sin, 2: −sin, 3: constant); sg[t]
-// +1 teacher, −1 student. Returns the number of terms (2hd + 2dr + dn).
+// The terms of M_T(Δ) − M_S(Δ) over the rows of qk_query_rows / qk_key_rows: query row qa[t],
+// key row kb[t], the pair's frequency om[t] and kind kd[t] (0: cos, 1: +sin, 2: −sin,
+// 3: constant); sg[t] +1 teacher, −1 student. Returns the number of terms (2hd + 2dr + dn).
 static int qk_terms(const ae_mla_dims *d, int hd, int *qa, int *kb, double *om, int *kd, double *sg) {
     int n = 0, half = hd / 2, dn = d->dn;
     for (int side = 0; side < 2; side++) { // teacher pairs, then student rope pairs
