@@ -490,6 +490,39 @@ static void assert_moe_roundtrip(const ae_model *a, const ae_model *b) {
     assert_same_logits(a, b);
 }
 
+// The folder out (one model.safetensors) as transformers' save_pretrained writes it after loading
+// it with the shipped router: architectures[0] AttneditDeepseekV2ForCausalLM and, in the MoE
+// layer `layer`, the empty shared-expert tensors of its zero-width shared MLP. The other
+// tensors are kept; `extra` adds one non-empty shared-expert tensor (which must be refused).
+static void resave_like_transformers(const char *out, int layer, int D, int extra) {
+    char *path = path_in(out, "model.safetensors");
+    ae_st_set *st;
+    ae_st_writer *w;
+    assert_int_equal(ae_st_open_file(path, &st), AE_OK);
+    assert_int_equal(ae_st_writer_init(&w), AE_OK);
+    for (size_t i = 0; i < ae_st_count(st); i++) {
+        const ae_st_tensor *t = ae_st_at(st, i);
+        assert_int_equal(ae_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data), AE_OK);
+    }
+    static const char *const proj[] = {"gate_proj", "up_proj", "down_proj"};
+    static const float one[4] = {1, 1, 1, 1};
+    char names[3][96];
+    for (int k = 0; k < 3; k++) {
+        int64_t shape[2] = {k == 2 ? D : 0, k == 2 ? 0 : D}; // (0, D) / (D, 0)
+        if (extra && k == 0) shape[0] = 1, shape[1] = 4;
+        snprintf(names[k], sizeof names[k], "model.layers.%d.mlp.shared_experts.%s.weight", layer, proj[k]);
+        assert_int_equal(ae_st_writer_add(w, names[k], AE_DT_F32, 2, shape, one), AE_OK);
+    }
+    assert_int_equal(ae_st_writer_finish(w, path), AE_OK);
+    ae_st_close(st);
+    cJSON *o = read_json(out, "config.json");
+    cJSON_ReplaceItemInObjectCaseSensitive(o, "architectures", cJSON_CreateStringArray(
+        (const char *const[]){"AttneditDeepseekV2ForCausalLM"}, 1));
+    write_json(out, "config.json", o);
+    cJSON_Delete(o);
+    free(path);
+}
+
 // MLA student of a Qwen3-MoE teacher -> DeepseekV2ForCausalLM: the routing fields, the leading
 // dense layer as first_k_dense_replace, every tensor under the student's (= DeepSeek's) name
 // with its shape and bits (f32), lm_head written out, the remote-code router only with
@@ -578,9 +611,19 @@ static void test_export_moe_mla(void **state) {
         ae_model *b = load_or_fail(out);
         assert_moe_roundtrip(a, b);
         ae_model_free(b);
+        // as transformers saves it again (a student fine-tuned there): still the same model
+        resave_like_transformers(out, 1, c->hidden_size, 0);
+        b = load_or_fail(out);
+        assert_moe_roundtrip(a, b);
+        ae_model_free(b);
+        // a shared-expert tensor that holds weights is never ignored
+        export_ok(s, out, AE_DT_F32, 0);
+        resave_like_transformers(out, 1, c->hidden_size, 1);
+        assert_int_equal(ae_model_load(out, ae_backend_cpu(), &b), AE_ERR_UNSUPPORTED);
+        assert_non_null(strstr(ae_last_error(), "shared_experts.gate_proj"));
         printf("MoE MLA student (norm_topk_prob %d): DeepseekV2ForCausalLM, first_k_dense_replace 1, "
-               "%d experts top %d, tensors bit-identical (f32)%s; loads back: same config, tensors, "
-               "logits\n", norm, c->num_experts, c->num_experts_per_tok,
+               "%d experts top %d, tensors bit-identical (f32)%s; loads back, also as transformers "
+               "re-saves it: same config, tensors, logits\n", norm, c->num_experts, c->num_experts_per_tok,
                norm ? ", remote-code router shipped" : "");
         ae_model_free(a);
         free(py);

@@ -19,7 +19,9 @@ MoE teachers (Qwen3-MoE) get the MLA cases only, exported as DeepseekV2ForCausal
 norm_topk_prob the folder ships remote code (a router that renormalises the top-k weights, which
 transformers' own DeepseekV2 does not): the row loads it with trust_remote_code=True and also
 reports how far stock transformers' DeepseekV2 (trust_remote_code=False, no renormalisation) is
-from attnedit, which must exceed the attnedit-transformers difference 100 times. Two tiny
+from attnedit, which must exceed the attnedit-transformers difference 100 times. The f32 folder
+is also saved again by transformers (save_pretrained, as after fine-tuning; with the remote
+code when it is used) and read back by attnedit: its NLL must be the student's to the last bit. Two tiny
 random Qwen3-MoE teachers are made here with transformers (models/qwen3-micro's tokenizer; 3
 layers, layer 0 dense through mlp_only_layers, 4 experts, top 2; norm_topk_prob true and false),
 plus ../shared/teachers/qwen3-moe when present.
@@ -151,6 +153,16 @@ def refused_by_transformers(student):
     return False
 
 
+def hf_resave(model, out, trust=True):
+    """transformers loads the export and saves it again (save_pretrained, as after fine-tuning),
+    with the export's tokenizer files beside it."""
+    hf_load(model, trust).save_pretrained(out)
+    for f in os.listdir(model):
+        if f.startswith("tokenizer"):
+            shutil.copy(os.path.join(model, f), out)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--attnedit", required=True, help="the attnedit binary")
@@ -214,8 +226,6 @@ def main():
             for i, (name, opts, bf16) in enumerate(CASES):
                 if is_moe and not name.startswith("mla"):
                     continue
-                if is_moe:
-                    bf16 = False  # attnedit does not read DeepseekV2 folders back
                 student = os.path.join(work, f"{tname}-{name}")
                 run([a.attnedit, "convert", "--teacher", t, *opts, "--out", student, "--force"])
                 if i == 0:
@@ -251,6 +261,15 @@ def main():
                         effect = abs(stock - theirs) / abs(theirs)
                         ok = ok and effect > 100 * rel
                         extra += f"; stock DeepseekV2 (no renormalisation) differs by {effect:.1e}"
+                    if is_moe and dtype == "f32":
+                        # the round trip a fine-tuned student takes: saved by transformers, read
+                        # back by attnedit (unchanged weights: the same NLL to the last bit)
+                        trust = bool(tcfg.get("norm_topk_prob"))
+                        saved = hf_resave(out, out + "-saved", trust)
+                        _, back = attnedit_nll(a.attnedit, saved, a.text, a.ctx)
+                        ok = ok and back == ours
+                        extra += (f"; saved by transformers ({'remote code' if trust else 'stock'}), "
+                                  f"read back by attnedit: NLL {'identical' if back == ours else back}")
                     row(f"{tname}/{name} ({dtype}{' export' if dtype == 'bf16' else ''})",
                         n, ours, theirs, ok, extra)
     finally:

@@ -19,6 +19,9 @@ static const arch_name k_archs[] = {
     {"AttneditGateSWAForCausalLM", "attnedit_gateswa", AE_FOLDER_GATESWA_HF},
     {"DeepseekV3ForCausalLM", "deepseek_v3", AE_FOLDER_DEEPSEEK_V3},
     {"DeepseekV2ForCausalLM", "deepseek_v2", AE_FOLDER_DEEPSEEK_V2},
+    // what transformers' save_pretrained writes for a DeepSeek-V2 export loaded with the shipped
+    // router (trust_remote_code): the same folder
+    {"AttneditDeepseekV2ForCausalLM", "deepseek_v2", AE_FOLDER_DEEPSEEK_V2},
 };
 #define N_ARCHS (sizeof k_archs / sizeof k_archs[0])
 
@@ -77,7 +80,7 @@ ae_status ae_config_parse_arch(const ae_cfgctx *c, ae_config *cfg) {
                              "got %s", c->origin, ae_cfg_jtype(a0));
         name = a0->valuestring;
     } else {
-        for (size_t i = 0; mt && i < N_ARCHS; i++)
+        for (size_t i = 0; mt && !name && i < N_ARCHS; i++) // the first: DeepseekV2ForCausalLM
             if (strcmp(mt->valuestring, k_archs[i].model_type) == 0) name = k_archs[i].arch;
         if (!name) return ae_errorf(AE_ERR_FORMAT, "%s: field \"architectures\" is missing", c->origin);
     }

@@ -225,6 +225,20 @@ static int is_expected(const ae_model *m, const char *name) {
     return 0;
 }
 
+// transformers' DeepseekV2 builds a shared-expert MLP in every MoE layer; with n_shared_experts 0
+// its tensors are empty and save_pretrained writes them: tolerated in DeepSeek-V2 folders (a
+// student fine-tuned in transformers and saved), as long as they hold nothing.
+static int is_empty_shared_expert(const ae_config *c, const ae_st_tensor *t) {
+    int l, end = 0;
+    char proj[32];
+    if (c->folder != AE_FOLDER_DEEPSEEK_V2 || t->numel != 0) return 0;
+    if (sscanf(t->name, "model.layers.%d.mlp.shared_experts.%31[a-z_].weight%n", &l, proj, &end) != 2 ||
+        t->name[end] != '\0')
+        return 0;
+    return l >= 0 && l < c->num_hidden_layers && ae_config_layer_is_moe(c, l) &&
+           (!strcmp(proj, "gate_proj") || !strcmp(proj, "up_proj") || !strcmp(proj, "down_proj"));
+}
+
 static ae_status load_all(loader *ld, ae_model *m) {
     const ae_config *c = &m->cfg;
     AE_TRY(load(ld, "model.embed_tokens.weight", 2, c->vocab_size, c->hidden_size, &m->embed));
@@ -248,8 +262,9 @@ static ae_status load_all(loader *ld, ae_model *m) {
     // another architecture's tensors): refuse rather than silently ignore them.
     if (ld->st && ld->n_used != ae_st_count(ld->st)) {
         for (size_t i = 0; i < ae_st_count(ld->st); i++) {
-            const char *name = ae_st_at(ld->st, i)->name;
-            if (!is_expected(m, name))
+            const ae_st_tensor *t = ae_st_at(ld->st, i);
+            const char *name = t->name;
+            if (!is_expected(m, name) && !is_empty_shared_expert(c, t))
                 return ae_errorf(AE_ERR_UNSUPPORTED,
                                  "%s: tensor '%s' is not part of %s as config.json describes it",
                                  ld->dir, name, c->architecture);
