@@ -4,6 +4,7 @@
 //                 [--stage 1|2|both] [--device cuda] [--json] [--label S] [--peaks]
 //                 [--kv-lora 512] [--rope-dim 64] [--nope-dim 128] [--v-dim 128]
 //                 [--window 1024] [--full-every 6] [--out DIR] [--keep] [--seed S] [--profile]
+//                 [--optim-state fp32|8bit]
 // The teacher has random weights for DIR/config.json's architecture, made on the device
 // (ae_model_random); the student shares its frozen tensors (ae_model_share) and gets the peer's
 // target modules at random init (ae_student_make): MLA kv_lora 512 + rope 64, nope 128, v 128,
@@ -71,6 +72,7 @@ typedef struct {
     const char *config, *target, *device, *label, *out;
     int batch, ctx, steps, stages, json, peaks, keep, profile; // stages: bit 0 stage 1, bit 1 stage 2
     int kv_lora, rope, nope, vdim, window, full_every;
+    int optim_8bit; // --optim-state 8bit: AdamW moments block-quantised (as attnedit convert)
     uint64_t seed;
 } opts;
 
@@ -92,6 +94,10 @@ static int parse(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--label")) o->label = v;
         else if (!strcmp(a, "--out")) o->out = v;
         else if (!strcmp(a, "--seed")) o->seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--optim-state")) {
+            if (strcmp(v, "fp32") && strcmp(v, "8bit")) return -1;
+            o->optim_8bit = !strcmp(v, "8bit");
+        }
         else if (!strcmp(a, "--stage")) {
             o->stages = !strcmp(v, "1") ? 1 : !strcmp(v, "2") ? 2 : !strcmp(v, "both") ? 3 : 0;
             if (!o->stages) return -1;
@@ -249,7 +255,8 @@ static ae_status run_once(const opts *o, const ae_model *t, ae_model *s, const a
                          .stage_tokens = {mask & 1 ? tokens : 0, mask & 2 ? tokens : 0},
                          .lr = {1e-4f, 1e-4f}, .warmup_frac = 0.0f, .min_lr_ratio = 0.1f,
                          .weight_decay = 0.01f, .clip = 1.0f, .tau = 1.0f, .cos_weight = 0.1f,
-                         .save_every = -1, .log_every = 1, .seed = o->seed};
+                         .save_every = -1, .log_every = 1, .optim_8bit = o->optim_8bit,
+                         .seed = o->seed};
     AE_TRY(fresh_dir(dir));
     ae_distill_result r;
     ae_status st = ae_distill_run(t, s, data, &d, dir, 0, &r);
@@ -298,8 +305,8 @@ static void print_row(const opts *o, const ae_backend *be, int k, const stage_re
     double fpt = ri->fl.per_token[k], tflops = x->ran ? fpt * x->tok_s / 1e12 : 0;
     double mfu = x->ran && ri->gemm > 0 ? fpt * x->tok_s / ri->gemm : 0;
     const char *status = x->ran ? "ok" : x->st == AE_ERR_UNSUPPORTED ? "refused" : "failed";
-    printf("bench_distill | %s | %s | %s | stage %d | %d x %d | ", o->label, be->name, o->target,
-           k + 1, o->batch, o->ctx);
+    printf("bench_distill | %s | %s | %s | stage %d | %d x %d | optim %s | ", o->label, be->name,
+           o->target, k + 1, o->batch, o->ctx, o->optim_8bit ? "8bit" : "fp32");
     if (x->ran)
         printf("%.0f tok/s | %.3f s/step | %.1f TFLOP/s | MFU %.1f%% | peak %.1f GiB (%s; reserved "
                "%.1f GiB)\n", x->tok_s, x->step_s, tflops, 100 * mfu, ri->used / 1073741824.0,
@@ -310,7 +317,8 @@ static void print_row(const opts *o, const ae_backend *be, int k, const stage_re
         printf("{\"bench\":\"bench_distill\",\"shape\":");
         json_str(o->label);
         printf(",\"target\":\"%s\",\"batch\":%d,\"ctx\":%d,\"window\":%d,\"stage\":%d,\"steps\":%d,"
-               "\"status\":\"%s\",", o->target, o->batch, o->ctx, o->window, k + 1, o->steps, status);
+               "\"optim_state\":\"%s\",\"status\":\"%s\",", o->target, o->batch, o->ctx, o->window,
+               k + 1, o->steps, o->optim_8bit ? "8bit" : "fp32", status);
         if (x->ran)
             printf("\"tok_s\":%.1f,\"step_s\":%.4f,\"tflops\":%.2f,\"mfu\":%.4f,", x->tok_s, x->step_s,
                    tflops, mfu);
@@ -366,6 +374,7 @@ static void usage(void) {
             "         [--stage 1|2|both] [--device cuda|cpu] [--json] [--label S] [--peaks]\n"
             "         [--kv-lora 512] [--rope-dim 64] [--nope-dim 128] [--v-dim 128] [--window 1024]\n"
             "         [--full-every 6] [--out DIR] [--keep] [--seed S] [--profile]\n"
+            "         [--optim-state fp32|8bit]\n"
             "       bench_distill --peaks [--device D]   (the bf16 GEMM rate only)\n");
 }
 

@@ -5,6 +5,8 @@
 # 1 x 4096; MLA 512+64 and GateSWA 1-in-6, W = 1024. Prints tokens/s of stage 1 and stage 2,
 # peak memory, the ratios attnedit / peer and MFU (model FLOPs / the bf16 GEMM rate measured
 # here; formula in bench/bench_distill.c) for every row, as a markdown table at the end.
+# The Qwen3-8B rows run twice on the attnedit side: AdamW moments in fp32 (the default) and
+# with --optim-state 8bit (block-quantised moments, docs/DISTILL.md); the peer keeps fp32.
 #   bash bench/gpu_distill.sh [BUILD_DIR] [PEER_SCRIPT]   (default build-gpu; the peer is found
 #                                                          in .carry/peers or ../shared/peers)
 # Environment:
@@ -16,6 +18,7 @@
 #   AE_BENCH_STEPS       timed steps per stage after 2 warm-up steps, both sides (default 4;
 #                        AE_BENCH_STEPS_32K for the 32K rows, default 2)
 #   AE_BENCH_NO_PEER=1   attnedit only
+#   AE_BENCH_OPTIM8=0    leave out the --optim-state 8bit rows
 #   AE_BENCH_TMP         folder for bench_distill's run folders (stage-end checkpoints of several
 #                        GiB, removed after each run; default /dev/shm when it has 64 GiB free,
 #                        else /tmp)
@@ -55,11 +58,12 @@ AE_BENCH_GEMM_PEAK=$(echo "$peaks" | sed -n 's/.*gemm \([0-9.]*\) TFLOP.*/\1/p')
 export AE_BENCH_GEMM_PEAK
 
 # attnedit: one bench_distill run (both stages) per shape and target
-ae_row() { # label config batch ctx target steps
-  local tag="$1-$3x$4-$5"
+ae_row() { # label config batch ctx target steps [optim state: fp32 (default) | 8bit]
+  local optim="${7:-fp32}"
+  local tag="$1-$3x$4-$5-$optim"
   timeout "${AE_BENCH_ROW_TIMEOUT:-420}" "$build/bench_distill" --config "$cfgs/$2" --label "$1" \
     --target "$5" --batch "$3" --ctx "$4" --steps "$6" --stage both --device cuda --json \
-    2> "$logdir/ae-$tag.err" > "$logdir/ae-$tag.out"
+    --optim-state "$optim" 2> "$logdir/ae-$tag.err" > "$logdir/ae-$tag.out"
   local rc=$?
   grep -v '^{' "$logdir/ae-$tag.out"
   grep '^{' "$logdir/ae-$tag.out" >> "$logdir/ae.jsonl"
@@ -67,8 +71,8 @@ ae_row() { # label config batch ctx target steps
     echo "bench_distill | $1 | $5 | $3 x $4 | exit $rc; last lines of $logdir/ae-$tag.err:"
     tail -n 3 "$logdir/ae-$tag.err" | sed 's/^/    /'
     if ! grep -q '^{' "$logdir/ae-$tag.out"; then # no row at all: record the failure
-      printf '{"bench":"bench_distill","shape":"%s","target":"%s","batch":%d,"ctx":%d,"stage":0,"status":"failed","error":"exit %d"}\n' \
-        "$1" "$5" "$3" "$4" "$rc" >> "$logdir/ae.jsonl"
+      printf '{"bench":"bench_distill","shape":"%s","target":"%s","batch":%d,"ctx":%d,"optim_state":"%s","stage":0,"status":"failed","error":"exit %d"}\n' \
+        "$1" "$5" "$3" "$4" "$optim" "$rc" >> "$logdir/ae.jsonl"
     fi
   fi
 }
@@ -102,6 +106,9 @@ touch "$logdir/ae.jsonl" "$logdir/peer.jsonl"
 if [ "$full" != only ]; then
   for t in mla gateswa; do ae_row 1.7b qwen3-1.7b 2 4096 $t "$steps"; done
   for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps"; done
+  if [ "${AE_BENCH_OPTIM8:-1}" != 0 ]; then
+    for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps" 8bit; done
+  fi
   peer_row 1.7b 2 4096 mla,gateswa "$steps"
   peer_row 8b 1 4096 mla,gateswa "$steps"
 fi
@@ -128,10 +135,12 @@ gemm = next((r["gemm_tflops"] for r in ae if r.get("gemm_tflops")), 0)
 pk = {(p["shape"], p["batch"], p["ctx"], p["target"]): p for p in peer}
 print(f"\nbf16 GEMM peak: {gemm:.1f} TFLOP/s. ratio = attnedit / peer (tok/s: > 1 is faster; peak: < 1 is less memory).")
 print("MFU = model FLOPs per token (bench/bench_distill.c) x tok/s / GEMM peak, the same FLOPs for both sides.\n")
-print("| shape | B x T | target | stage | attnedit tok/s | peer tok/s | ratio | attnedit MFU | peer MFU "
+print("optim = attnedit's AdamW moments (--optim-state); the peer keeps fp32 moments.\n")
+print("| shape | B x T | target | optim | stage | attnedit tok/s | peer tok/s | ratio | attnedit MFU | peer MFU "
       "| attnedit peak GiB | peer peak GiB | peak ratio |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-partial = {(r["shape"], r["batch"], r["ctx"], r["target"]) for r in ae if r.get("status") != "ok"}
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+partial = {(r["shape"], r["batch"], r["ctx"], r["target"], r.get("optim_state", "fp32"))
+           for r in ae if r.get("status") != "ok"}
 seen = set()
 for r in ae:
     key = (r["shape"], r["batch"], r["ctx"], r["target"])
@@ -152,8 +161,9 @@ for r in ae:
     a_mem = r.get("peak_mem_gb")
     p_mem = p.get("peak_mem_gb") if p and "error" not in p else None
     mem_ratio = f"{a_mem / p_mem:.2f}" if a_mem and p_mem else "–"
-    star = "*" if key in partial else ""
-    print(f"| {r['shape']} | {r['batch']} x {r['ctx']} | {r['target']} | {st or '?'} | {a_tps} | {p_tps} | {ratio} "
+    optim = r.get("optim_state", "fp32")
+    star = "*" if key + (optim,) in partial else ""
+    print(f"| {r['shape']} | {r['batch']} x {r['ctx']} | {r['target']} | {optim} | {st or '?'} | {a_tps} | {p_tps} | {ratio} "
           f"| {a_mfu} | {p_mfu} | {f'{a_mem:.1f}{star}' if a_mem else '–'} | {f'{p_mem:.1f}' if p_mem else '–'} | {mem_ratio} |")
 if partial:
     print("\n\\* attnedit's peak covers only the stage that ran (the peer's always covers both stages of a target).")
@@ -161,6 +171,6 @@ for key, p in pk.items():  # peer rows without an attnedit row
     if key in seen: continue
     for st in (1, 2):
         v = p.get(f"stage{st}_tok_s")
-        print(f"| {key[0]} | {key[1]} x {key[2]} | {key[3]} | {st} | not run | {f'{v:,.0f}' if v else p.get('error', '?')} "
+        print(f"| {key[0]} | {key[1]} x {key[2]} | {key[3]} | – | {st} | not run | {f'{v:,.0f}' if v else p.get('error', '?')} "
               f"| – | – | – | – | {p.get('peak_mem_gb', '–')} | – |")
 EOF

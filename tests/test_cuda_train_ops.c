@@ -1,7 +1,7 @@
 // The CUDA training ops (backend/cuda_train.cu) against the CPU reference (backend/cpu_train.c,
 // itself checked against double references and finite differences in test_train_ops.c):
-// embed_bwd, mse_rows, cosine_rows, softmax_stats, kd_chunk, sumsq, axpby, adamw. Needs a CUDA
-// build and a GPU; prints "SKIP ..." and exits 77 (ctest: skipped) otherwise, or fails with
+// embed_bwd, mse_rows, cosine_rows, softmax_stats, kd_chunk, sumsq, axpby, adamw, adamw8. Needs
+// a CUDA build and a GPU; prints "SKIP ..." and exits 77 (ctest: skipped) otherwise, or fails with
 // AE_REQUIRE_GPU=1 (scripts/test-gpu.sh).
 //
 // Method (as test_cuda_grad_ops): inputs are drawn with fixed seeds; every value a BF16 tensor
@@ -17,7 +17,9 @@
 //   EXACT        embed_bwd (the same float additions in token order), axpby (the same float
 //                operations; BF16 y: the CPU's result rounded to bf16), adamw w/m/v (the CPU's
 //                float operations in its order, rounded intrinsics, no contraction), argmax:
-//                bit-identical. adamw's BF16 param must equal bf16(w) exactly.
+//                bit-identical. adamw's BF16 param must equal bf16(w) exactly. adamw8: w, every
+//                code and every block absmax bit-identical (the same tables, float operations
+//                and correctly rounded sqrt/division on both sides).
 //   TOL_ROW      1e-6 relative per row: mse/cosine losses, double sums in another order, one
 //                float rounding (6e-8) at the end.
 //   TOL_F32      1e-5 relative L2: F32 gradients (mse dy, cosine da: double on both sides,
@@ -37,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/adam8.h"
 #include "backend/cpu.h"
 #include "backend/ops.h"
 #include "core/dtype.h"
@@ -615,6 +618,103 @@ static void test_adamw(void **state) {
 }
 
 // =============================================================================================
+// adamw8: the same float operations and the same code tables as the cpu, so w, every code and
+// every block absmax must be bit-identical to the CPU's (and a BF16 param exactly bf16(w)).
+
+// Device codes of n values: a buffer of ceil(n/4) F32 words viewed as U8, as train/optim.c
+// allocates them; zeroed.
+static ae_ptr dcodes(size_t n) {
+    size_t words = (n + 3) / 4;
+    float *z = hnew(words);
+    for (size_t j = 0; j < words; j++) z[j] = 0.0f;
+    ae_ptr p = dnew_put(z, words, AE_DT_F32);
+    free(z);
+    return ae_ptr_make(p.data, AE_DT_U8);
+}
+
+static uint8_t *dget_codes(ae_ptr p, size_t n) {
+    float *w = dget(ae_ptr_make(p.data, AE_DT_F32), (n + 3) / 4);
+    return (uint8_t *)w; // the first n bytes are the codes
+}
+
+static void run_adamw8(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int steps) {
+    const size_t nb = ae_q8_blocks(n);
+    float *w = hnormal(r, n, 1.0f, AE_DT_F32), *ms = hnew(nb), *vs = hnew(nb);
+    uint8_t *mq = calloc(n, 1), *vq = calloc(n, 1);
+    for (size_t b = 0; b < nb; b++) ms[b] = 0.0f, vs[b] = 0.0f;
+    ae_ptr gw = dnew_put(w, n, AE_DT_F32), gms = dnew_put(ms, nb, AE_DT_F32);
+    ae_ptr gvs = dnew_put(vs, nb, AE_DT_F32), gmq = dcodes(n), gvq = dcodes(n);
+    ae_ptr gg = dnew(n, AE_DT_F32), gp = with_param ? dnew(n, pdt) : ae_ptr_null();
+    ae_ptr gf = dnew(1, AE_DT_I32);
+    int32_t zero = 0, flag = 0;
+    dput(gf, &zero, AE_DT_I32, 1);
+    char name[120];
+    snprintf(name, sizeof name, "n=%zu param %s", n, with_param ? dtn(pdt) : "null");
+    for (int step = 1; step <= steps; step++) {
+        float *g = hnormal(r, n, 0.01f * step, AE_DT_F32);
+        for (size_t j = 0; j < n; j++) g[j] *= (float)(1 + (j / 97) % 5); // scales vary per block
+        if (n > 300) for (size_t j = 256; j < 300; j++) g[j] = 0.0f;        // a zero stretch
+        ae_adamw_args a = {.lr = 3e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+                           .weight_decay = step % 2 ? 0.1f : 0.0f,
+                           .bc1 = 1.0f - powf(0.9f, (float)step),
+                           .bc2 = 1.0f - powf(0.95f, (float)step), .gscale = 0.8f};
+        g_cpu->adamw8(g_cpu, &a, ae_host_f32(w), ae_ptr_make(mq, AE_DT_U8), ae_host_f32(ms),
+                      ae_ptr_make(vq, AE_DT_U8), ae_host_f32(vs), ae_host_f32(g), ae_ptr_null(),
+                      ae_host_i32(&flag), n);
+        dput(gg, g, AE_DT_F32, n);
+        g_gpu->adamw8(g_gpu, &a, gw, gmq, gms, gvq, gvs, gg, gp, gf, n);
+        float *rw = dget(gw, n), *rms = dget(gms, nb), *rvs = dget(gvs, nb);
+        uint8_t *rmq = dget_codes(gmq, n), *rvq = dget_codes(gvq, n);
+        check_same(rw, w, n, "adamw8 w step %d %s (vs cpu)", step, name);
+        check_same(rms, ms, nb, "adamw8 m absmax step %d %s (vs cpu)", step, name);
+        check_same(rvs, vs, nb, "adamw8 sqrt(v) absmax step %d %s (vs cpu)", step, name);
+        if (memcmp(rmq, mq, n) || memcmp(rvq, vq, n))
+            fail_msg("adamw8 codes step %d %s differ from the cpu's", step, name);
+        if (with_param) {
+            float *rp = dget(gp, n), *want = pdt == AE_DT_BF16 ? bf16_all(rw, n) : hcopy(rw, n);
+            check_same(rp, want, n, "adamw8 param == %s(w) step %d %s", dtn(pdt), step, name);
+            free(rp), free(want);
+        }
+        free(rw), free(rms), free(rvs), free(rmq), free(rvq), free(g);
+    }
+    int32_t *f = dget_i(gf, 1);
+    if (f[0] != 0 || flag != 0) fail_msg("adamw8 flag set on finite steps %s", name);
+    free(f);
+    dfree(gw), dfree(gms), dfree(gvs), dfree(gmq), dfree(gvq), dfree(gg), dfree(gp), dfree(gf);
+    free(w), free(ms), free(vs), free(mq), free(vq);
+}
+
+static void test_adamw8(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 1008);
+    const size_t sizes[] = {1, 5, 256, 257, 1000, 1000003};
+    for (size_t s = 0; s < 6; s++) {
+        run_adamw8(&r, sizes[s], AE_DT_BF16, 1, 4);
+        run_adamw8(&r, sizes[s], AE_DT_F32, 0, 2);
+    }
+    // a NaN gradient sets the flag (the optimizer never passes one: it checks the norm first)
+    size_t n = 1000;
+    float *h = hnew(n);
+    for (size_t j = 0; j < n; j++) h[j] = j == 999 ? NAN : 0.01f;
+    ae_ptr gw = dnew_put(h, n, AE_DT_F32), gg = dnew_put(h, n, AE_DT_F32);
+    float zero4[4] = {0, 0, 0, 0}; // the block absmax of 1000 values
+    ae_ptr gmq = dcodes(n), gvq = dcodes(n), gms = dnew_put(zero4, 4, AE_DT_F32);
+    ae_ptr gvs = dnew_put(zero4, 4, AE_DT_F32);
+    ae_ptr gf = dnew(1, AE_DT_I32);
+    int32_t zero = 0;
+    dput(gf, &zero, AE_DT_I32, 1);
+    ae_adamw_args a = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                       .weight_decay = 0.1f, .bc1 = 0.1f, .bc2 = 0.001f, .gscale = 1.0f};
+    g_gpu->adamw8(g_gpu, &a, gw, gmq, gms, gvq, gvs, gg, ae_ptr_null(), gf, n);
+    int32_t *f = dget_i(gf, 1);
+    if (f[0] != 1) fail_msg("adamw8: flag not set by a NaN gradient");
+    free(f), free(h);
+    dfree(gw), dfree(gg), dfree(gmq), dfree(gvq), dfree(gms), dfree(gvs), dfree(gf);
+    printf("  adamw8: w, codes and absmax bit-identical to the cpu; flag set by a NaN gradient\n");
+}
+
+// =============================================================================================
 // training sizes: determinism at the sizes training uses (no CPU reference); their speed is
 // measured in bench/, not here
 
@@ -671,7 +771,7 @@ int main(void) {
     if (rc) return rc;
     g_cpu = ae_backend_cpu();
     if (!g_gpu->embed_bwd || !g_gpu->mse_rows || !g_gpu->cosine_rows || !g_gpu->softmax_stats ||
-        !g_gpu->kd_chunk || !g_gpu->sumsq || !g_gpu->axpby || !g_gpu->adamw) {
+        !g_gpu->kd_chunk || !g_gpu->sumsq || !g_gpu->axpby || !g_gpu->adamw || !g_gpu->adamw8) {
         printf("FAIL: the cuda backend leaves training op slots NULL\n");
         return 1;
     }
@@ -680,6 +780,7 @@ int main(void) {
         cmocka_unit_test(test_embed_bwd),     cmocka_unit_test(test_mse_cosine_rows),
         cmocka_unit_test(test_softmax_stats_kd), cmocka_unit_test(test_sumsq),
         cmocka_unit_test(test_axpby),         cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_adamw8),
         cmocka_unit_test(test_training_size),
     };
     int fails = cmocka_run_group_tests(tests, NULL, NULL);

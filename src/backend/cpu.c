@@ -86,6 +86,7 @@ static const ae_backend k_cpu = {
     .sumsq = ae_cpu_sumsq,
     .axpby = ae_cpu_axpby,
     .adamw = ae_cpu_adamw,
+    .adamw8 = ae_cpu_adamw8,
 };
 
 const ae_backend *ae_backend_cpu(void) { return &k_cpu; }

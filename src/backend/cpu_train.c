@@ -17,8 +17,11 @@
 // strictly larger a means a strictly larger z and an exact tie in z stays with the lower id. (Two
 // logits closer than the product's rounding, in different chunks, count as a tie: the lower id.)
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "backend/adam8.h"
 #include "backend/cpu_internal.h"
 
 // ---- embed_bwd --------------------------------------------------------------------------------
@@ -203,6 +206,17 @@ void ae_cpu_axpby(const ae_backend *be, ae_ptr yp, float alpha, ae_ptr xp, float
     }
 }
 
+// One value of the AdamW step: the float operations of ae_adamw_step (train/optim.c) in its
+// order. 1 when the new w or v is Inf or NaN.
+static inline int adam_value(const ae_adamw_args *a, float *w, float *m, float *v, float g) {
+    float gj = g * a->gscale;
+    *m = a->beta1 * *m + (1.0f - a->beta1) * gj;
+    *v = a->beta2 * *v + (1.0f - a->beta2) * gj * gj;
+    float mhat = *m / a->bc1, vhat = *v / a->bc2;
+    *w -= a->lr * (mhat / (sqrtf(vhat) + a->eps) + a->weight_decay * *w);
+    return !isfinite(*w) || !isfinite(*v);
+}
+
 void ae_cpu_adamw(const ae_backend *be, const ae_adamw_args *a, ae_ptr wp, ae_ptr mp, ae_ptr vp,
                   ae_ptr gp, ae_ptr param, ae_ptr flagp, size_t n) {
     (void)be;
@@ -212,18 +226,73 @@ void ae_cpu_adamw(const ae_backend *be, const ae_adamw_args *a, ae_ptr wp, ae_pt
     const float *g = cpu_f(gp, "adamw"); // (n)
     float *p = cpu_f(param, "adamw");    // (n), null, or w itself
     int32_t *flag = cpu_i(flagp, "adamw");
-    const float lr = a->lr, b1 = a->beta1, b2 = a->beta2, eps = a->eps, wd = a->weight_decay;
-    const float bc1 = a->bc1, bc2 = a->bc2, gs = a->gscale;
     int bad = 0;
-    // the per-value body of ae_adamw_step (train/optim.c), operation for operation
 #pragma omp parallel for reduction(| : bad) if (n > 65536)
     for (size_t j = 0; j < n; j++) {
-        float gj = g[j] * gs;
-        m[j] = b1 * m[j] + (1.0f - b1) * gj;
-        v[j] = b2 * v[j] + (1.0f - b2) * gj * gj;
-        float mhat = m[j] / bc1, vhat = v[j] / bc2;
-        w[j] -= lr * (mhat / (sqrtf(vhat) + eps) + wd * w[j]);
-        bad |= !isfinite(w[j]) || !isfinite(v[j]);
+        float wj = w[j], mj = m[j], vj = v[j];
+        bad |= adam_value(a, &wj, &mj, &vj, g[j]);
+        w[j] = wj, m[j] = mj, v[j] = vj;
+    }
+    if (p && p != w) memcpy(p, w, sizeof(float) * n);
+    if (bad && flag) flag[0] = 1;
+}
+
+// The byte array behind a U8 pointer; aborts on another dtype (a bug in the caller).
+static uint8_t *cpu_u8(ae_ptr p, const char *op, const char *arg) {
+    if (p.dtype != AE_DT_U8) {
+        fprintf(stderr, "attnedit: internal error: cpu %s: argument %s has dtype %s, not U8\n", op,
+                arg, ae_dtype_name(p.dtype));
+        abort();
+    }
+    return (uint8_t *)p.data;
+}
+
+// One block of len <= AE_Q8_BLOCK values of adamw8: decode, update, new absmax, encode.
+// Returns 1 when a new w or v is Inf or NaN.
+static int adam8_block(const ae_q8_code *c, const ae_adamw_args *a, float *w, uint8_t *mq,
+                       float *ms, uint8_t *vq, float *vs, const float *g, size_t len) {
+    float m[AE_Q8_BLOCK], s[AE_Q8_BLOCK]; // (len) new m and sqrtf(new v), before rounding
+    const float m_amax = *ms, s_amax = *vs;
+    float m_max = 0.0f, s_max = 0.0f;
+    int bad = 0;
+    for (size_t j = 0; j < len; j++) {
+        float mj = m_amax > 0.0f ? ae_q8_decode_m(c, mq[j], m_amax) : 0.0f;
+        float sj = s_amax > 0.0f ? ae_q8_decode_v(c, vq[j], s_amax) : 0.0f;
+        float vj = sj * sj;
+        bad |= adam_value(a, &w[j], &mj, &vj, g[j]);
+        m[j] = mj;
+        s[j] = sqrtf(vj);
+        m_max = fmaxf(m_max, fabsf(mj));
+        s_max = fmaxf(s_max, s[j]);
+    }
+    for (size_t j = 0; j < len; j++) {
+        mq[j] = ae_q8_encode_m(c, m[j], m_max);
+        vq[j] = ae_q8_encode_v(c, s[j], s_max);
+    }
+    *ms = m_max;
+    *vs = s_max;
+    return bad;
+}
+
+void ae_cpu_adamw8(const ae_backend *be, const ae_adamw_args *a, ae_ptr wp, ae_ptr mqp, ae_ptr msp,
+                   ae_ptr vqp, ae_ptr vsp, ae_ptr gp, ae_ptr param, ae_ptr flagp, size_t n) {
+    (void)be;
+    float *w = cpu_f(wp, "adamw8");           // (n) fp32 master weights
+    uint8_t *mq = cpu_u8(mqp, "adamw8", "mq"); // (n) m's codes
+    uint8_t *vq = cpu_u8(vqp, "adamw8", "vq"); // (n) sqrt(v)'s codes
+    float *ms = cpu_f(msp, "adamw8");         // (blocks) absmax of |m| per block
+    float *vs = cpu_f(vsp, "adamw8");         // (blocks) absmax of sqrt(v) per block
+    const float *g = cpu_f(gp, "adamw8");     // (n)
+    float *p = cpu_f(param, "adamw8");        // (n), null, or w itself
+    int32_t *flag = cpu_i(flagp, "adamw8");
+    ae_q8_code code;
+    ae_q8_code_init(&code);
+    const size_t nb = ae_q8_blocks(n);
+    int bad = 0;
+#pragma omp parallel for reduction(| : bad) if (n > 65536)
+    for (size_t b = 0; b < nb; b++) {
+        size_t j0 = b * AE_Q8_BLOCK, len = n - j0 < AE_Q8_BLOCK ? n - j0 : AE_Q8_BLOCK;
+        bad |= adam8_block(&code, a, w + j0, mq + j0, ms + b, vq + j0, vs + b, g + j0, len);
     }
     if (p && p != w) memcpy(p, w, sizeof(float) * n);
     if (bad && flag) flag[0] = 1;

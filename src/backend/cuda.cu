@@ -391,6 +391,7 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     be->sumsq = ae_cuda_sumsq;
     be->axpby = ae_cuda_axpby;
     be->adamw = ae_cuda_adamw;
+    be->adamw8 = ae_cuda_adamw8;
     *out = be;
     return AE_OK;
 }

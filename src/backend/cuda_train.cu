@@ -26,6 +26,7 @@
 #include <limits.h>
 #include <math.h>
 
+#include "backend/adam8.h"
 #include "backend/cuda_internal.h"
 #include "backend/cuda_train.h"
 
@@ -361,6 +362,60 @@ k_adamw(AdamK k, float *w, float *m, float *v, const float *g, TP *p, int32_t *f
     if (bad && flag) *flag = 1; // a plain store: every writer writes the same value
 }
 
+// ---- adamw8 -----------------------------------------------------------------------------------
+
+static_assert(AE_Q8_BLOCK == kThreads, "adamw8 maps one quantisation block to one thread block");
+
+// Largest of every thread's x over the block (order-free: max is exact). sh: kWarps floats.
+__device__ float block_max_f(float x, float *sh) {
+    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = x;
+    __syncthreads();
+    float r = sh[0];
+    for (int i = 1; i < kWarps; i++) r = fmaxf(r, sh[i]);
+    __syncthreads(); // sh is free again
+    return r;
+}
+
+// One thread block per quantisation block (grid-stride over blocks), thread t on value t of
+// it: ae_cpu_adamw8's operations on each value (decode, adam_one, sqrt), the block's absmax of
+// |m| and of sqrt(v), then the codes. The code tables arrive by value and are copied to shared
+// memory. w, g: (n) F32; mq, vq: (n) codes; ms, vs: (blocks) F32; p: (n) TP or null.
+template <typename TP>
+__global__ void __launch_bounds__(kThreads)
+k_adamw8(AdamK k, ae_q8_code code_in, float *w, uint8_t *mq, float *ms, uint8_t *vq, float *vs,
+         const float *g, TP *p, int32_t *flag, size_t n) {
+    __shared__ ae_q8_code code;
+    __shared__ float sh[kWarps];
+    for (int i = threadIdx.x; i < (int)(sizeof code / sizeof(float)); i += kThreads)
+        ((float *)&code)[i] = ((const float *)&code_in)[i];
+    __syncthreads();
+    const size_t nb = ae_q8_blocks(n);
+    int bad = 0;
+    for (size_t b = blockIdx.x; b < nb; b += gridDim.x) {
+        const size_t j = b * AE_Q8_BLOCK + threadIdx.x;
+        const float m_amax = ms[b], s_amax = vs[b];
+        float mj = 0.0f, sj = 0.0f;
+        if (j < n) {
+            float wj = w[j];
+            mj = m_amax > 0.0f ? ae_q8_decode_m(&code, mq[j], m_amax) : 0.0f;
+            const float s0 = s_amax > 0.0f ? ae_q8_decode_v(&code, vq[j], s_amax) : 0.0f;
+            float vj = __fmul_rn(s0, s0);
+            bad |= adam_one(k, wj, mj, vj, g[j]);
+            sj = __fsqrt_rn(vj);
+            w[j] = wj;
+            if (p) stf(p + j, wj);
+        }
+        const float m_max = block_max_f(fabsf(mj), sh), s_max = block_max_f(sj, sh);
+        if (j < n) {
+            mq[j] = ae_q8_encode_m(&code, mj, m_max);
+            vq[j] = ae_q8_encode_v(&code, sj, s_max);
+        }
+        if (threadIdx.x == 0) ms[b] = m_max, vs[b] = s_max;
+    }
+    if (bad && flag) *flag = 1;
+}
+
 } // namespace
 
 // ---- entry points ------------------------------------------------------------------------------
@@ -500,6 +555,15 @@ void ae_cuda_axpby(const ae_backend *be, ae_ptr y, float alpha, ae_ptr x, float 
     cuda_check(be, cudaGetLastError(), op);
 }
 
+// The kernels' scalars of one step (1 − β formed here in float, as the cpu does).
+static AdamK adam_k(const ae_adamw_args *a) {
+    AdamK k;
+    k.lr = a->lr, k.b1 = a->beta1, k.omb1 = 1.0f - a->beta1, k.b2 = a->beta2;
+    k.omb2 = 1.0f - a->beta2, k.eps = a->eps, k.wd = a->weight_decay, k.bc1 = a->bc1;
+    k.bc2 = a->bc2, k.gs = a->gscale;
+    return k;
+}
+
 void ae_cuda_adamw(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_ptr m, ae_ptr v,
                    ae_ptr g, ae_ptr param, ae_ptr flag, size_t n) {
     if (cuda_failed(be)) return;
@@ -511,10 +575,7 @@ void ae_cuda_adamw(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_pt
     cuda_need(param, AE_M_FLOAT, op, "param");
     cuda_need(flag, AE_M_I32, op, "flag");
     if (n == 0) return;
-    AdamK k;
-    k.lr = a->lr, k.b1 = a->beta1, k.omb1 = 1.0f - a->beta1, k.b2 = a->beta2;
-    k.omb2 = 1.0f - a->beta2, k.eps = a->eps, k.wd = a->weight_decay, k.bc1 = a->bc1;
-    k.bc2 = a->bc2, k.gs = a->gscale;
+    const AdamK k = adam_k(a);
     cudaStream_t s = stream_of(be);
     // param == w (F32): nothing to convert
     ae_ptr p = param.data == w.data ? ae_ptr_null() : param;
@@ -528,6 +589,40 @@ void ae_cuda_adamw(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_pt
             k_adamw<4, TP><<<nb, kThreads, 0, s>>>(k, wf, mf, vf, gf, (TP *)p.data, fl, n);
         else
             k_adamw<1, TP><<<nb, kThreads, 0, s>>>(k, wf, mf, vf, gf, (TP *)p.data, fl, n);
+    });
+    cuda_check(be, cudaGetLastError(), op);
+}
+
+// Aborts unless p is U8 (a bug in the caller).
+static void need_u8(ae_ptr p, const char *op, const char *arg) {
+    if (p.dtype == AE_DT_U8) return;
+    fprintf(stderr, "attnedit: internal error: cuda %s: argument %s has dtype %s, not U8\n", op,
+            arg, ae_dtype_name(p.dtype));
+    abort();
+}
+
+void ae_cuda_adamw8(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_ptr mq, ae_ptr ms,
+                    ae_ptr vq, ae_ptr vs, ae_ptr g, ae_ptr param, ae_ptr flag, size_t n) {
+    if (cuda_failed(be)) return;
+    const char *op = "adamw8";
+    cuda_need(w, AE_M_F32, op, "w");
+    need_u8(mq, op, "mq");
+    need_u8(vq, op, "vq");
+    cuda_need(ms, AE_M_F32, op, "ms");
+    cuda_need(vs, AE_M_F32, op, "vs");
+    cuda_need(g, AE_M_F32, op, "g");
+    cuda_need(param, AE_M_FLOAT, op, "param");
+    cuda_need(flag, AE_M_I32, op, "flag");
+    if (n == 0) return;
+    ae_q8_code code;
+    ae_q8_code_init(&code);
+    ae_ptr p = param.data == w.data ? ae_ptr_null() : param; // param == w (F32): nothing to convert
+    const unsigned nb = grid_cap(ae_q8_blocks(n), 1, (unsigned)cu(be)->sm_count * 8);
+    AE_CUDA_FLOAT_DISPATCH(p.dtype, TP, {
+        k_adamw8<TP><<<nb, kThreads, 0, stream_of(be)>>>(
+            adam_k(a), code, (float *)w.data, (uint8_t *)mq.data, (float *)ms.data,
+            (uint8_t *)vq.data, (float *)vs.data, (const float *)g.data, (TP *)p.data,
+            (int32_t *)flag.data, n);
     });
     cuda_check(be, cudaGetLastError(), op);
 }

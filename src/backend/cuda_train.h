@@ -22,5 +22,7 @@ void ae_cuda_sumsq(const ae_backend *be, ae_ptr out, ae_ptr x, size_t n);
 void ae_cuda_axpby(const ae_backend *be, ae_ptr y, float alpha, ae_ptr x, float beta, size_t n);
 void ae_cuda_adamw(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_ptr m, ae_ptr v,
                    ae_ptr g, ae_ptr param, ae_ptr flag, size_t n);
+void ae_cuda_adamw8(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_ptr mq, ae_ptr ms,
+                    ae_ptr vq, ae_ptr vs, ae_ptr g, ae_ptr param, ae_ptr flag, size_t n);
 
 #endif

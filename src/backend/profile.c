@@ -14,7 +14,7 @@
     X(attention) X(gate_mul) X(silu_mul) X(add) X(embed) X(moe_route) X(moe_ffn)               \
     X(attention_paged) X(paged_store) X(nll_rows) X(kl_rows) X(argmax_rows) X(rmsnorm_bwd)     \
     X(rope_bwd) X(attention_bwd) X(gate_mul_bwd) X(silu_mul_bwd) X(embed_bwd) X(mse_rows)      \
-    X(cosine_rows) X(softmax_stats) X(kd_chunk) X(sumsq) X(axpby) X(adamw) X(mla_decode_prep) \
+    X(cosine_rows) X(softmax_stats) X(kd_chunk) X(sumsq) X(axpby) X(adamw) X(adamw8) X(mla_decode_prep) \
     X(moe_plan) X(moe_combine) X(moe_combine_bwd) X(moe_route_bwd)
 
 enum {
@@ -270,6 +270,10 @@ static void p_axpby(const ae_backend *be, ae_ptr y, float alpha, ae_ptr x, float
 static void p_adamw(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_ptr m, ae_ptr v,
                     ae_ptr g, ae_ptr param, ae_ptr flag, size_t n) {
     PROF_VOID(P_adamw, -1, in->adamw(in, a, w, m, v, g, param, flag, n));
+}
+static void p_adamw8(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_ptr mq, ae_ptr ms,
+                     ae_ptr vq, ae_ptr vs, ae_ptr g, ae_ptr param, ae_ptr flag, size_t n) {
+    PROF_VOID(P_adamw8, -1, in->adamw8(in, a, w, mq, ms, vq, vs, g, param, flag, n));
 }
 
 // ---- the wrapper ----

@@ -47,6 +47,8 @@ static const char k_help[] =
     "            output through the frozen teacher MLP)  --tau T (1)  --cos-weight L (0.1)\n"
     "            --train attention|all (stage 2; default attention)  --save-every N (steps)\n"
     "            --log-every N (10)  --save-minutes M (also a checkpoint every M minutes; 0: off)\n"
+    "            --optim-state fp32|8bit (AdamW moments: fp32, 8 bytes per trained value, the\n"
+    "            default; 8bit, 2.03 bytes: block-quantised m and sqrt(v); docs/DISTILL.md)\n"
     "  device:   --device cpu|cuda[:N] (default: cuda when a GPU is present, else cpu; the\n"
     "            environment's ATTNEDIT_DEVICE overrides the default). On cuda the teacher and\n"
     "            student are bf16 and AdamW keeps fp32 master weights; both stages run there\n"
@@ -143,6 +145,10 @@ static int parse_train(ae_args *a, convert_opts *o, ae_status *st) {
             !(t->save_minutes >= 0 && t->save_minutes <= AE_RUN_MAX_MINUTES))
             *st = ae_errorf(AE_ERR_ARG, "--save-minutes: %g is out of range [0, %g]",
                             (double)t->save_minutes, AE_RUN_MAX_MINUTES);
+    } else if ((r = ae_args_value(a, "--optim-state", &v))) {
+        if (r > 0 && !strcmp(v, "8bit")) t->optim_8bit = 1;
+        else if (r > 0 && strcmp(v, "fp32"))
+            *st = ae_errorf(AE_ERR_ARG, "--optim-state: '%s' is not fp32 or 8bit", v);
     } else if ((r = ae_args_value(a, "--train", &v))) {
         if (r > 0 && !strcmp(v, "all")) t->train_all = 1;
         else if (r > 0 && strcmp(v, "attention"))

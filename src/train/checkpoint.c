@@ -2,7 +2,10 @@
 // params.safetensors holds every parameter the run trains (F32, flattened, by HF name: the
 // attention modules of the replaced layers, or every parameter with --train all; the fp32 master
 // values where the model holds bf16) and the AdamW moments of the current stage
-// ("adam.m/<name>", "adam.v/<name>"). Frozen parameters are the student folder's. A new checkpoint is written
+// ("adam.m/<name>", "adam.v/<name>"; with --optim-state 8bit the quantised states as they are:
+// U8 codes "adam.m8/<name>", "adam.v8/<name>" (of sqrt(v)) and F32 block absmax
+// "adam.m8_absmax/<name>", "adam.v8_absmax/<name>", backend/adam8.h). Frozen parameters are the
+// student folder's. A new checkpoint is written
 // to checkpoint.tmp.<pid>, the previous one moved to checkpoint.old, the new one renamed into
 // place and the old one removed; if the process dies in between, checkpoint.old is used.
 #include <cjson/cJSON.h>
@@ -17,6 +20,7 @@
 #include "core/killpoint.h"
 #include "core/mem.h"
 #include "io/config_json.h"
+#include "backend/adam8.h"
 #include "io/safetensors.h"
 #include "train/distill_internal.h"
 #include "train/run_spec.h"
@@ -38,13 +42,8 @@ typedef struct {
     int n, cap;
 } host_copies;
 
-// Host F32 view of n values of backend tensor x: x's own memory on the cpu backend, else a
-// downloaded copy kept in hc until the write is finished.
-static ae_status host_view(const ae_backend *be, ae_ptr x, size_t n, host_copies *hc, float **out) {
-    if (be->host_memory && x.dtype == AE_DT_F32) {
-        *out = (float *)x.data;
-        return AE_OK;
-    }
+// A host buffer of n floats kept in hc until the write is finished.
+static ae_status host_buffer(host_copies *hc, size_t n, float **out) {
     if (hc->n == hc->cap) {
         int cap = hc->cap ? 2 * hc->cap : 64;
         float **p = realloc(hc->p, sizeof *p * (size_t)cap);
@@ -55,7 +54,18 @@ static ae_status host_view(const ae_backend *be, ae_ptr x, size_t n, host_copies
     if (!h) return ae_errorf(AE_ERR_NOMEM, "out of host memory for a checkpoint tensor of %zu values", n);
     hc->p[hc->n++] = h;
     *out = h;
-    return be->download(be, h, AE_DT_F32, x, n);
+    return AE_OK;
+}
+
+// Host F32 view of n values of backend tensor x: x's own memory on the cpu backend, else a
+// downloaded copy kept in hc until the write is finished.
+static ae_status host_view(const ae_backend *be, ae_ptr x, size_t n, host_copies *hc, float **out) {
+    if (be->host_memory && x.dtype == AE_DT_F32) {
+        *out = (float *)x.data;
+        return AE_OK;
+    }
+    AE_TRY(host_buffer(hc, n, out));
+    return be->download(be, *out, AE_DT_F32, x, n);
 }
 
 static void host_copies_free(host_copies *hc) {
@@ -78,23 +88,50 @@ static ae_ptr param_values(const ae_run *r, int i) {
     return ae_ptr_is_null(r->master[i]) ? r->sp[i].t : r->master[i];
 }
 
+// The F32 moments of trained tensor k (named pname): adam.m/<pname>, adam.v/<pname>.
+static ae_status add_moments(ae_st_writer *w, const ae_adamw *o, host_copies *hc, int k,
+                             const char *pname) {
+    char name[160];
+    snprintf(name, sizeof name, "adam.m/%s", pname);
+    AE_TRY(add_tensor(w, o->be, hc, name, o->m[k], o->p[k].numel));
+    snprintf(name, sizeof name, "adam.v/%s", pname);
+    return add_tensor(w, o->be, hc, name, o->v[k], o->p[k].numel);
+}
+
+// The 8-bit moments of trained tensor k as they are: the codes of m and of sqrt(v) (U8,
+// adam.m8/<pname>, adam.v8/<pname>) and their F32 block absmax (adam.m8_absmax/<pname>,
+// adam.v8_absmax/<pname>, ae_q8_blocks(numel) values).
+static ae_status add_moments8(ae_st_writer *w, const ae_adamw *o, host_copies *hc, int k,
+                              const char *pname) {
+    static const char *code_fmt[] = {"adam.m8/%s", "adam.v8/%s"};
+    static const char *amax_fmt[] = {"adam.m8_absmax/%s", "adam.v8_absmax/%s"};
+    const ae_ptr codes[] = {o->m[k], o->v[k]}, amax[] = {o->ms[k], o->vs[k]};
+    int64_t n = o->p[k].numel, shape[1] = {n};
+    char name[160];
+    for (int i = 0; i < 2; i++) {
+        float *h = NULL;
+        AE_TRY(host_buffer(hc, ((size_t)n + 3) / 4, &h));
+        AE_TRY(ae_adamw_codes_download(o, codes[i], (uint8_t *)h, (size_t)n));
+        snprintf(name, sizeof name, code_fmt[i], pname);
+        AE_TRY(ae_st_writer_add(w, name, AE_DT_U8, 1, shape, h));
+        snprintf(name, sizeof name, amax_fmt[i], pname);
+        AE_TRY(add_tensor(w, o->be, hc, name, amax[i], (int64_t)ae_q8_blocks((size_t)n)));
+    }
+    return AE_OK;
+}
+
 static ae_status write_params(const ae_run *r, const char *path) {
     const ae_backend *be = r->s->be;
     ae_st_writer *w;
     AE_TRY(ae_st_writer_init(&w));
     host_copies hc = {0};
     ae_status st = AE_OK;
-    char name[128];
     for (int i = 0; i < r->np && st == AE_OK; i++)
         if (ae_run_param_saved(r, i))
             st = add_tensor(w, be, &hc, r->sp[i].name, param_values(r, i), r->sp[i].numel);
-    for (int k = 0; k < r->ntrain && st == AE_OK; k++) {
-        const ae_named_param *p = &r->sp[r->trainable[k]];
-        snprintf(name, sizeof name, "adam.m/%s", p->name);
-        st = add_tensor(w, be, &hc, name, r->opt.m[k], p->numel);
-        snprintf(name, sizeof name, "adam.v/%s", p->name);
-        if (st == AE_OK) st = add_tensor(w, be, &hc, name, r->opt.v[k], p->numel);
-    }
+    for (int k = 0; k < r->ntrain && st == AE_OK; k++)
+        st = r->opt.cfg.state8 ? add_moments8(w, &r->opt, &hc, k, r->sp[r->trainable[k]].name)
+                               : add_moments(w, &r->opt, &hc, k, r->sp[r->trainable[k]].name);
     if (st == AE_OK) st = ae_st_writer_finish(w, path);
     else ae_st_writer_free(w);
     host_copies_free(&hc);
@@ -124,6 +161,7 @@ static char *state_json(const ae_run *r) {
     cJSON_AddNumberToObject(j, "stage2_tokens", (double)r->o->stage_tokens[1]);
     snprintf(buf, sizeof buf, "%" PRIu64, r->o->seed);
     cJSON_AddStringToObject(j, "seed", buf);
+    cJSON_AddStringToObject(j, "optim_state", r->opt.cfg.state8 ? "8bit" : "fp32");
     // where it ran: a resume elsewhere is allowed, but is no longer bit-identical
     cJSON_AddStringToObject(j, "device", r->s->be->device);
     // the steps since the last progress line (cJSON prints doubles so that they read back exactly)
@@ -215,6 +253,15 @@ static ae_status check_same_run(const cJSON *j, const char *path, const ae_disti
                              "checkpoint of another run?)", path, key, (long long)x, key,
                              (long long)o->stage_tokens[s]);
     }
+    static const char *states[] = {"fp32", "8bit"};
+    int state8 = 0; // checkpoints before --optim-state lack the field: F32 moments
+    if (cJSON_GetObjectItemCaseSensitive(j, "optim_state"))
+        AE_TRY(ae_json_enum(j, path, "optim_state", states, 2, &state8));
+    if (state8 != o->optim_8bit)
+        return ae_errorf(AE_ERR_FORMAT, "%s: optim_state is \"%s\" but conversion.json has "
+                         "train.optim_state \"%s\": AdamW states of one kind cannot resume a run "
+                         "that keeps the other (a checkpoint of another run?)", path,
+                         states[state8], states[o->optim_8bit]);
     uint64_t seed;
     AE_TRY(ae_json_u64(j, path, "seed", &seed));
     if (seed != o->seed)
@@ -388,6 +435,44 @@ static ae_status load_tensor(const ae_st_set *s, const char *path, const char *n
     return st;
 }
 
+// The n code bytes of tensor `name` (U8, n values) into codes.
+static ae_status load_codes(const ae_st_set *s, const char *path, const char *name,
+                            const ae_adamw *o, ae_ptr codes, int64_t n) {
+    const ae_st_tensor *t = ae_st_find(s, name);
+    if (!t || t->numel != n || t->dtype != AE_DT_U8)
+        return ae_errorf(AE_ERR_FORMAT, "%s: tensor '%s' missing, not U8 or of the wrong size (%lld "
+                         "codes expected)", path, name, (long long)n);
+    return ae_adamw_codes_upload(o, codes, t->data, (size_t)n);
+}
+
+// The moments of trained tensor k (named pname) in the layout of o (see add_moments and
+// add_moments8); a checkpoint holding the other layout is refused by name.
+static ae_status load_moments(const ae_st_set *s, const char *path, const ae_adamw *o, int k,
+                              const char *pname) {
+    char name[160], other[160];
+    int64_t n = o->p[k].numel;
+    snprintf(name, sizeof name, o->cfg.state8 ? "adam.m8/%s" : "adam.m/%s", pname);
+    snprintf(other, sizeof other, o->cfg.state8 ? "adam.m/%s" : "adam.m8/%s", pname);
+    if (!ae_st_find(s, name) && ae_st_find(s, other))
+        return ae_errorf(AE_ERR_FORMAT, "%s: holds %s AdamW moments ('%s') but this run keeps %s "
+                         "ones (--optim-state %s): a checkpoint of another run?", path,
+                         o->cfg.state8 ? "F32" : "8-bit", other, o->cfg.state8 ? "8-bit" : "F32",
+                         o->cfg.state8 ? "8bit" : "fp32");
+    if (!o->cfg.state8) {
+        AE_TRY(load_tensor(s, path, name, o->be, o->m[k], n));
+        snprintf(name, sizeof name, "adam.v/%s", pname);
+        return load_tensor(s, path, name, o->be, o->v[k], n);
+    }
+    int64_t nb = (int64_t)ae_q8_blocks((size_t)n);
+    AE_TRY(load_codes(s, path, name, o, o->m[k], n));
+    snprintf(name, sizeof name, "adam.m8_absmax/%s", pname);
+    AE_TRY(load_tensor(s, path, name, o->be, o->ms[k], nb));
+    snprintf(name, sizeof name, "adam.v8/%s", pname);
+    AE_TRY(load_codes(s, path, name, o, o->v[k], n));
+    snprintf(name, sizeof name, "adam.v8_absmax/%s", pname);
+    return load_tensor(s, path, name, o->be, o->vs[k], nb);
+}
+
 // The folder holding the checkpoint to resume from: checkpoint/, or checkpoint.old/ when a
 // save died between its two renames; NULL when neither has a state.json (or out of memory).
 static char *ckpt_dir(const char *out_dir) {
@@ -419,20 +504,14 @@ static ae_status load_params(ae_run *r, const char *dir) {
     char *pp = ae_path_join(dir, "params.safetensors");
     ae_st_set *s = NULL;
     ae_status st = pp ? ae_st_open_file(pp, &s) : AE_ERR_NOMEM;
-    char name[128];
     for (int i = 0; st == AE_OK && i < r->np; i++) {
         const ae_named_param *p = &r->sp[i];
         if (!ae_run_param_saved(r, i) && !ae_st_find(s, p->name)) continue;
         st = load_tensor(s, pp, p->name, be, param_values(r, i), p->numel);
         if (st == AE_OK && !ae_ptr_is_null(r->master[i])) ae_copy(be, p->t, r->master[i], (size_t)p->numel);
     }
-    for (int k = 0; st == AE_OK && k < r->ntrain; k++) {
-        const ae_named_param *p = &r->sp[r->trainable[k]];
-        snprintf(name, sizeof name, "adam.m/%s", p->name);
-        st = load_tensor(s, pp, name, be, r->opt.m[k], p->numel);
-        snprintf(name, sizeof name, "adam.v/%s", p->name);
-        if (st == AE_OK) st = load_tensor(s, pp, name, be, r->opt.v[k], p->numel);
-    }
+    for (int k = 0; st == AE_OK && k < r->ntrain; k++)
+        st = load_moments(s, pp, &r->opt, k, r->sp[r->trainable[k]].name);
     if (st == AE_OK) st = be->sync(be);
     if (s) ae_st_close(s);
     free(pp);

@@ -266,7 +266,8 @@ ae_status ae_run_setup_stage(ae_run *r) {
     int64_t steps = ae_distill_stage_steps(o, r->stage);
     ae_adamw_cfg c = {.lr = o->lr[r->stage], .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                       .weight_decay = o->weight_decay, .warmup = (int64_t)(o->warmup_frac * steps),
-                      .total = steps, .min_lr_ratio = o->min_lr_ratio, .clip = o->clip};
+                      .total = steps, .min_lr_ratio = o->min_lr_ratio, .clip = o->clip,
+                      .state8 = o->optim_8bit};
     if (st == AE_OK) st = ae_adamw_init(&r->opt, r->s->be, &c, ps, r->ntrain);
     free(ps);
     return st;

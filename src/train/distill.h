@@ -30,6 +30,8 @@ typedef struct {
                                     // no checkpoint at all (benchmarks; the CLI never sets it)
     float save_minutes;             // also a checkpoint when this many minutes have passed since
                                     // the last one (0: off)
+    int optim_8bit;                 // AdamW moments: 0 F32, 1 8-bit block-quantised
+                                    // (--optim-state 8bit; train/optim.h, backend/adam8.h)
     uint64_t seed;
 } ae_distill_opts;
 

@@ -15,6 +15,8 @@ typedef struct {
     int64_t total;       // steps; cosine from lr to lr·min_lr_ratio between warmup and total
     float min_lr_ratio;
     float clip;          // global gradient-norm clip (0: off)
+    int state8;          // moments: 0 F32 (8 bytes per value), 1 8-bit block-quantised (the
+                         // backend's adamw8, backend/adam8.h: 2 bytes + 8 per 256 values)
 } ae_adamw_cfg;
 
 // One trained tensor. Everything is in the optimizer backend's memory.
@@ -32,7 +34,10 @@ typedef struct {
     const ae_backend *be;
     int n;
     ae_opt_param *p;   // (n)
-    ae_ptr *m, *v;     // (n) F32 first/second moments per tensor, (numel) each
+    ae_ptr *m, *v;     // (n) first/second moments per tensor, (numel) each: F32, or with
+                       // cfg.state8 the U8 codes of m and of sqrt(v)
+    ae_ptr *ms, *vs;   // (n) with cfg.state8: F32 absmax per block of m and of sqrt(v),
+                       // (ae_q8_blocks(numel)) each; NULL otherwise
     ae_ptr sums;       // (n) F64 squared gradient norm per tensor
     ae_ptr flags;      // (n) I32 non-finite flags of the last update
     int64_t step;      // steps taken
@@ -40,8 +45,9 @@ typedef struct {
                        // (its gradient, or after the update its values or moments), or -1
 } ae_adamw;
 
-// Moments start at zero. The backend needs the training ops (sumsq, adamw): AE_ERR_UNSUPPORTED
-// naming the backend otherwise; AE_ERR_NOMEM (with the bytes needed) when the moments do not fit.
+// Moments start at zero. The backend needs the training ops (sumsq, adamw, or adamw8 with
+// cfg.state8): AE_ERR_UNSUPPORTED naming the backend otherwise; AE_ERR_NOMEM (with the bytes
+// needed) when the moments do not fit.
 ae_status ae_adamw_init(ae_adamw *o, const ae_backend *be, const ae_adamw_cfg *cfg,
                         const ae_opt_param *params, int n);
 void ae_adamw_free(ae_adamw *o);
@@ -59,5 +65,11 @@ ae_status ae_adamw_step(ae_adamw *o, double *norm);
 void ae_adamw_zero_grad(ae_adamw *o);
 // The F32 values the optimizer updates of tensor i: its master, or the param itself.
 ae_ptr ae_adamw_master(const ae_adamw *o, int i);
+// Bytes of optimizer state per trained value: 8 (F32 m, v) or 2 + 8/256 (8-bit).
+double ae_adamw_state_bytes_per_value(int state8);
+// With cfg.state8: the n code bytes of codes (o->m[i] or o->v[i], n = that tensor's numel)
+// to or from host memory. AE_OK or a device error.
+ae_status ae_adamw_codes_download(const ae_adamw *o, ae_ptr codes, uint8_t *dst, size_t n);
+ae_status ae_adamw_codes_upload(const ae_adamw *o, ae_ptr codes, const uint8_t *src, size_t n);
 
 #endif

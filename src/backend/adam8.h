@@ -1,0 +1,105 @@
+// 8-bit AdamW moments (ops.h, adamw8): block-wise quantisation in the spirit of Dettmers et al.
+// 2022, "8-bit Optimizers via Block-wise Quantization". Shared by the cpu reference
+// (cpu_train.c) and the CUDA kernel (cuda_train.cu): the code tables are built here on the host
+// by one function, so both backends decode and round against the same floats.
+//
+// Each tensor's moments are cut into blocks of AE_Q8_BLOCK values; a block keeps one F32 absmax
+// per moment and one byte per value:
+//   m: a signed float-like code, sign bit + 7-bit magnitude with 4 exponent and 3 mantissa bits
+//      (FP8 e4m3's layout with subnormals, no Inf/NaN codes), normalised so that the largest
+//      magnitude is 1: m = ±m_val[code & 127] · absmax(|m|). Relative step 2^-3 (rounding error
+//      at most 6.25%) over a range of 2^17.9 below the block's largest |m|, then zero.
+//   v: stored as sqrt(v) (halving v's dynamic range in log terms) in an unsigned code of 4
+//      exponent and 4 mantissa bits normalised the same way: v = (v_val[code] · absmax(sqrt v))².
+//      Relative step 2^-4 on sqrt(v) (v within about 6.3%) over a range of 2^18.9 in sqrt(v),
+//      2^37.9 in v. A non-zero v never rounds to code 0: it takes the smallest non-zero code, so
+//      the update's denominator sqrt(v) + eps is never zeroed (it is overestimated instead, which
+//      only shrinks that value's step).
+// Why not a linear code: v spans many decades within a block (squares of gradients), and m's
+// small entries next to a large one would all round to zero. Why these two codes over Dettmers'
+// dynamic tree code: same byte, a range as wide where it matters, and a decode that is one table
+// look-up and one product on both backends. Rounding is to the nearest code (ties up), by
+// comparisons against the midpoints between neighbouring codes, so it is exact and identical
+// on every backend.
+#ifndef AE_BACKEND_ADAM8_H
+#define AE_BACKEND_ADAM8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __CUDACC__
+#define AE_Q8_HD __host__ __device__ __forceinline__
+#else
+#define AE_Q8_HD static inline
+#endif
+// Products and quotients rounded once on both sides (no FMA contraction on the device).
+#ifdef __CUDA_ARCH__
+#define AE_Q8_MUL(a, b) __fmul_rn(a, b)
+#define AE_Q8_DIV(a, b) __fdiv_rn(a, b)
+#else
+#define AE_Q8_MUL(a, b) ((a) * (b))
+#define AE_Q8_DIV(a, b) ((a) / (b))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AE_Q8_BLOCK 256 // values per quantisation block (one absmax per moment each)
+
+// Blocks (absmax values per moment) of a tensor of n values.
+AE_Q8_HD size_t ae_q8_blocks(size_t n) { return (n + AE_Q8_BLOCK - 1) / AE_Q8_BLOCK; }
+
+// The two codes: values in increasing order (val[0] = 0, last = 1) and the midpoints between
+// neighbours, mid[k] = (val[k] + val[k + 1]) / 2 in float.
+typedef struct {
+    float m_val[128]; // magnitudes of m's code (bit 7 is the sign)
+    float m_mid[127];
+    float v_val[256]; // sqrt(v)'s code
+    float v_mid[255];
+} ae_q8_code;
+
+void ae_q8_code_init(ae_q8_code *c);
+
+// The index of the code nearest to u >= 0 (ties: the larger): the number of midpoints <= u.
+// mid: (n_mid) ascending. u above the last code gives the last; NaN gives 0.
+AE_Q8_HD int ae_q8_nearest(const float *mid, int n_mid, float u) {
+    int lo = 0, hi = n_mid;
+    while (lo < hi) {
+        int h = (lo + hi) >> 1;
+        if (mid[h] <= u) lo = h + 1;
+        else hi = h;
+    }
+    return lo;
+}
+
+// m's byte for x given the block's absmax amax (>= |x|; amax 0 gives 0).
+AE_Q8_HD uint8_t ae_q8_encode_m(const ae_q8_code *c, float x, float amax) {
+    if (!(amax > 0.0f)) return 0;
+    float ax = x < 0.0f ? -x : x;
+    int k = ae_q8_nearest(c->m_mid, 127, AE_Q8_DIV(ax, amax));
+    return (uint8_t)(k | (x < 0.0f && k ? 0x80 : 0));
+}
+
+// sqrt(v)'s byte for s = sqrt(v) given the block's largest s, amax (never 0 for s > 0).
+AE_Q8_HD uint8_t ae_q8_encode_v(const ae_q8_code *c, float s, float amax) {
+    if (!(amax > 0.0f)) return 0;
+    int k = ae_q8_nearest(c->v_mid, 255, AE_Q8_DIV(s, amax));
+    return (uint8_t)(k == 0 && s > 0.0f ? 1 : k);
+}
+
+AE_Q8_HD float ae_q8_decode_m(const ae_q8_code *c, uint8_t b, float amax) {
+    float x = AE_Q8_MUL(c->m_val[b & 127], amax);
+    return (b & 0x80) ? -x : x;
+}
+
+// sqrt(v) of byte b (v is its square).
+AE_Q8_HD float ae_q8_decode_v(const ae_q8_code *c, uint8_t b, float amax) {
+    return AE_Q8_MUL(c->v_val[b], amax);
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
