@@ -27,8 +27,9 @@ the files key by key and tensor by tensor (docs/EXPORT.md lists the differences 
 Usage: check_gguf.py --attnedit BIN [--llama-bin DIR] [--text FILE] [--ctx 128] [--ngl 0]
   DIR (default $AE_LLAMA_BIN) holds llama-perplexity; it is prepended to LD_LIBRARY_PATH (set
   LD_LIBRARY_PATH yourself for anything else it needs, e.g. a CUDA driver stub on a machine
-  without a GPU). The text defaults to the first ~16 KB of ../shared/data/corpus/general/valid.txt
-  (held out from the teachers' training), else data/sample.txt without <|endoftext|>.
+  without a GPU). ../shared is $AE_SHARED_DIR when set. The text defaults to the first ~16 KB
+  of ../shared/data/corpus/general/valid.txt (held out from the teachers' training), else
+  data/sample.txt without <|endoftext|>.
 Only the Python standard library is used (the converter, when asked for, needs torch).
 """
 import argparse
@@ -46,7 +47,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+SHARED = os.environ.get("AE_SHARED_DIR") or os.path.join(os.path.dirname(ROOT), "shared")
 MLA = ["--target", "mla", "--kv-lora-rank", "32", "--qk-rope-dim", "8", "--init", "teacher"]
 QWEN3_TOK = os.path.join(SHARED, "qwen3-tokenizer")
 TRAIN_TEXT = os.path.join(SHARED, "data", "corpus", "general", "train-000.txt")  # the student's data
