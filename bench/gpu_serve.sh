@@ -10,8 +10,8 @@
 # cache_prompt off.
 #   bash bench/gpu_serve.sh [BUILD_DIR]        (default build-gpu; holds the CUDA attnedit)
 # One server per model and prompt length, started with --max-model-len = prompt + generation, so
-# its cache line says how many such sequences fit at once (the largest batch). Each step runs
-# under a timeout; the defaults take about 5 minutes on an H200.
+# its cache line says how many such sequences fit at once (the largest batch). Every step runs
+# under a timeout: the whole script stays within AE_SERVE_BUDGET (about 5 minutes).
 # Environment (defaults in brackets):
 #   AE_SERVE_CACHE_GB  KV cache of every server, GiB [16]
 #   AE_SERVE_PROMPTS   prompt lengths [1024 32768] (e.g. "1024 8192 32768")
@@ -21,7 +21,9 @@
 #   AE_SERVE_GEN       tokens generated per request [128]
 #   AE_SERVE_MODELS    configs under tests/fixtures/configs, the teacher first
 #                      [qwen3-8b qwen3-8b-mla qwen3-8b-gateswa]
-#   AE_SERVE_TIMEOUT   seconds for one `bench serve` call [150]; a server gets 120 s to start
+#   AE_SERVE_BUDGET    seconds for the whole script [290]: each run (one server at one prompt
+#                      length: start, warm-up, measurement) gets a fair share of what is left
+#   AE_SERVE_TIMEOUT   the most one run may take [150]
 #   AE_SERVE_CONFIGS   the folder of those configs; AE_SERVE_DEVICE attnedit's device [cuda]
 #                      (cpu with tiny configs: a check of this script without a GPU)
 #   AE_LLAMA_SERVER    llama-server binary (its libraries beside it): also measure llama.cpp
@@ -42,6 +44,7 @@ gen=${AE_SERVE_GEN:-128}
 models=${AE_SERVE_MODELS:-qwen3-8b qwen3-8b-mla qwen3-8b-gateswa}
 teacher=${models%% *} # the first model: llama-server serves it
 tmo=${AE_SERVE_TIMEOUT:-150}
+budget=${AE_SERVE_BUDGET:-290}
 port=18411
 logdir=${AE_SERVE_LOGDIR:-$(mktemp -d)}
 mkdir -p "$logdir"
@@ -67,18 +70,6 @@ http_status() {
   echo "${line:0:3}"
 }
 
-# Waits up to 120 s for /health to answer 200 while the server ($server_pid) lives.
-wait_ready() {
-  local t
-  for t in $(seq 1 240); do
-    kill -0 "$server_pid" 2>/dev/null || { echo "  the server exited (log: $1):"; tail -5 "$1"; return 1; }
-    [ "$(http_status /health)" = 200 ] && return 0
-    sleep 0.5
-  done
-  echo "  the server was not ready after 120 s (log: $1)"
-  return 1
-}
-
 # SIGTERM, then SIGKILL after 10 s (llama-server's shutdown can hang joining a thread).
 stop_server() {
   local t
@@ -93,18 +84,42 @@ levels_for() { if [ "$1" -le 8192 ]; then echo "$conc"; else echo "$conc_long"; 
 max_level() { tr , '\n' <<<"$1" | sort -n | tail -1; }
 
 # The measurement itself, the same for both servers: a warm-up request (CUDA kernels, GEMM
-# heuristics), then every concurrency level. $1 prompt length, $2 levels, the rest extra args.
+# heuristics), then every concurrency level, within $run_end (seconds since the script began).
+# $1 prompt length, $2 levels, the rest extra args for bench serve.
 measure() {
   local p=$1 levels=$2
   shift 2
-  local w=$(( p < 2048 ? p : 2048 ))
-  timeout 60 "$ae" bench serve --url "http://127.0.0.1:$port" --concurrency 2 --requests 2 \
-    --prompt-len "$w" --gen-len 8 "$@" >/dev/null 2>&1 || echo "  (warm-up failed)"
-  timeout "$tmo" "$ae" bench serve --url "http://127.0.0.1:$port" --concurrency "$levels" \
+  local w=$(( p < 2048 ? p : 2048 )) left
+  left=$(( run_end - SECONDS ))
+  timeout $(( left / 4 > 5 ? left / 4 : 5 )) "$ae" bench serve --url "http://127.0.0.1:$port" \
+    --concurrency 2 --requests 2 --prompt-len "$w" --gen-len 8 "$@" >/dev/null 2>&1 || echo "  (warm-up failed)"
+  left=$(( run_end - SECONDS ))
+  [ "$left" -lt 5 ] && left=5
+  timeout "$left" "$ae" bench serve --url "http://127.0.0.1:$port" --concurrency "$levels" \
     --rounds "$rounds" --prompt-len "$p" --gen-len "$gen" "$@"
-  local rc=$?
-  [ $rc = 124 ] && echo "  (stopped after ${tmo} s: AE_SERVE_TIMEOUT)"
+  [ $? = 124 ] && echo "  (stopped after ${left} s: this run's share of AE_SERVE_BUDGET / AE_SERVE_TIMEOUT)"
   return 0
+}
+
+# Sets run_end for the next run: its fair share of what is left of the budget, at most
+# AE_SERVE_TIMEOUT. $1 = runs still to do (this one included).
+plan_run() {
+  local share=$(( (budget - SECONDS) / $1 ))
+  [ "$share" -gt "$tmo" ] && share=$tmo
+  [ "$share" -lt 20 ] && share=20
+  run_end=$(( SECONDS + share ))
+}
+
+# Waits for /health until $run_end (at most 120 s) while the server ($server_pid) lives.
+wait_ready() {
+  local stop=$(( SECONDS + 120 < run_end ? SECONDS + 120 : run_end ))
+  while [ "$SECONDS" -lt "$stop" ]; do
+    kill -0 "$server_pid" 2>/dev/null || { echo "  the server exited (log: $1):"; tail -5 "$1"; return 1; }
+    [ "$(http_status /health)" = 200 ] && return 0
+    sleep 0.5
+  done
+  echo "  the server was not ready in time (log: $1)"
+  return 1
 }
 
 # KV bytes per token of a GQA config in bf16 (the llama.cpp teacher's f16 cache is the same size).
@@ -113,13 +128,69 @@ kv_bytes_per_token() {
 print(c['num_hidden_layers']*c['num_key_value_heads']*c['head_dim']*2*2)"
 }
 
+attnedit_run() { # $1 model, $2 prompt length
+  local m=$1 p=$2 levels log
+  levels=$(levels_for "$p")
+  log=$logdir/serve-$m-$p.log
+  echo
+  echo "== attnedit $m, prompt $p, generation $gen =="
+  "$ae" serve --random-weights "$cfgs/$m" --device "$device" --port "$port" --cache-gb "$gb" \
+    --max-seqs "$(max_level "$levels")" --max-model-len $((p + gen)) >"$log" 2>&1 &
+  server_pid=$!
+  if wait_ready "$log"; then
+    grep -E '^(cache|weights):' "$log" | sed 's/^/  /'
+    measure "$p" "$levels"
+  fi
+  stop_server
+}
+
+# The GGUF file of the teacher, written in the background since the start; 0 when ready.
+gguf_ready() {
+  [ -z "$gguf_pid" ] && return "$gguf_failed"
+  if ! wait "$gguf_pid"; then
+    echo "llama.cpp: the GGUF file could not be written:"; tail -5 "$logdir/gguf.log"; gguf_failed=1
+  else
+    tail -1 "$logdir/gguf.log"
+  fi
+  gguf_pid=
+  return "$gguf_failed"
+}
+
+llama_run() { # $1 prompt length
+  local p=$1 levels slots top log per_tok cells
+  levels=$(levels_for "$p")
+  echo
+  gguf_ready || return 0
+  per_tok=$(kv_bytes_per_token "$cfgs/$teacher")
+  cells=$(awk -v g="$gb" -v b="$per_tok" 'BEGIN { printf "%d", g * 1073741824 / b }')
+  # one unified cache of the same bytes shared by the slots, as many slots as sequences of
+  # prompt + generation (+1: llama-server stops a slot one token before its context is full)
+  # fit in it: the sequences attnedit's teacher admits at once from the same memory
+  slots=$(( cells / (p + gen + 1) ))
+  top=$(max_level "$levels")
+  [ "$slots" -gt "$top" ] && slots=$top
+  log=$logdir/llama-server-$p.log
+  echo "== llama-server $teacher, prompt $p, generation $gen =="
+  echo "  cache: ${gb} GiB = $cells tokens of $per_tok bytes, unified; $slots slots (up to $slots sequences at once)"
+  LD_LIBRARY_PATH="$(dirname "$AE_LLAMA_SERVER"):${LD_LIBRARY_PATH:-}" "$AE_LLAMA_SERVER" -m "$gguf" \
+    --host 127.0.0.1 --port "$port" -ngl 99 -fa on -fit off -c "$cells" -np "$slots" --kv-unified \
+    -b 2048 -ub 2048 --cache-ram 0 >"$log" 2>&1 &
+  server_pid=$!
+  if wait_ready "$log"; then
+    grep -m1 -E 'n_ctx_slot|n_slots' "$log" | sed 's/^/  /'
+    measure "$p" "$levels" --extra-body '{"cache_prompt":false}'
+  fi
+  stop_server
+}
+
 echo "date:   $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "commit: $(cat "$build/COMMIT" 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "gpu:    $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null)"
 echo "setup:  KV cache ${gb} GiB per server; prompts: $prompts; concurrency $conc (<= 8K), $conc_long (longer);"
-echo "        $rounds x concurrency requests per level, $gen tokens each; logs in $logdir"
+echo "        $rounds x concurrency requests per level, $gen tokens each; ${budget} s budget; logs in $logdir"
 
 # The GGUF for llama-server is written while attnedit runs (CPU and disk only).
+gguf_failed=0
 if [ -n "${AE_LLAMA_SERVER:-}" ]; then
   dir=/dev/shm
   [ "$(df -BG --output=avail "$dir" 2>/dev/null | tail -1 | tr -dc 0-9)" -gt 20 ] 2>/dev/null || dir=${TMPDIR:-/tmp}
@@ -129,52 +200,20 @@ if [ -n "${AE_LLAMA_SERVER:-}" ]; then
   gguf_pid=$!
 fi
 
-for m in $models; do
-  for p in $prompts; do
-    levels=$(levels_for "$p")
-    log=$logdir/serve-$m-$p.log
-    echo
-    echo "== attnedit $m, prompt $p, generation $gen =="
-    "$ae" serve --random-weights "$cfgs/$m" --device "$device" --port "$port" --cache-gb "$gb" \
-      --max-seqs "$(max_level "$levels")" --max-model-len $((p + gen)) >"$log" 2>&1 &
-    server_pid=$!
-    if wait_ready "$log"; then
-      grep -E '^(cache|weights):' "$log" | sed 's/^/  /'
-      measure "$p" "$levels"
-    fi
-    stop_server
+# Shorter prompts first, every server at each length: a run that hits the budget costs the
+# longest prompts, not a whole model.
+n_servers=$(wc -w <<<"$models")
+[ -n "${AE_LLAMA_SERVER:-}" ] && n_servers=$((n_servers + 1))
+runs_left=$(( n_servers * $(wc -w <<<"$prompts") ))
+for p in $(tr ' ' '\n' <<<"$prompts" | sort -n); do
+  for m in $models; do
+    plan_run "$runs_left"; runs_left=$((runs_left - 1))
+    attnedit_run "$m" "$p"
   done
-done
-
-if [ -n "${AE_LLAMA_SERVER:-}" ]; then
-  echo
-  if ! wait "$gguf_pid"; then
-    echo "llama.cpp: the GGUF file could not be written:"; tail -5 "$logdir/gguf.log"; exit 1
+  if [ -n "${AE_LLAMA_SERVER:-}" ]; then
+    plan_run "$runs_left"; runs_left=$((runs_left - 1))
+    llama_run "$p"
   fi
-  gguf_pid=
-  tail -1 "$logdir/gguf.log"
-  export LD_LIBRARY_PATH="$(dirname "$AE_LLAMA_SERVER"):${LD_LIBRARY_PATH:-}"
-  per_tok=$(kv_bytes_per_token "$cfgs/$teacher")
-  cells=$(awk -v g="$gb" -v b="$per_tok" 'BEGIN { printf "%d", g * 1073741824 / b }')
-  for p in $prompts; do
-    levels=$(levels_for "$p")
-    # one unified cache of the same bytes shared by the slots, as many slots as sequences of
-    # prompt + generation (+1: llama-server stops a slot one token before its context is full)
-    # fit in it: the sequences attnedit's teacher admits at once from the same memory
-    slots=$(( cells / (p + gen + 1) ))
-    top=$(max_level "$levels")
-    [ "$slots" -gt "$top" ] && slots=$top
-    log=$logdir/llama-server-$p.log
-    echo
-    echo "== llama-server $teacher, prompt $p, generation $gen =="
-    echo "  cache: ${gb} GiB = $cells tokens of $per_tok bytes, unified; $slots slots (up to $slots sequences at once)"
-    "$AE_LLAMA_SERVER" -m "$gguf" --host 127.0.0.1 --port "$port" -ngl 99 -fa on -fit off \
-      -c "$cells" -np "$slots" --kv-unified -b 2048 -ub 2048 --cache-ram 0 >"$log" 2>&1 &
-    server_pid=$!
-    if wait_ready "$log"; then
-      grep -m1 -E 'n_ctx_slot|n_slots' "$log" | sed 's/^/  /'
-      measure "$p" "$levels" --extra-body '{"cache_prompt":false}'
-    fi
-    stop_server
-  done
-fi
+done
+echo
+echo "total: $SECONDS s"
