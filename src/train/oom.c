@@ -35,18 +35,18 @@ static int probe(ae_run *r, ae_oom_micro_fn micro, const int32_t *ids, int strid
 // failed otherwise.
 static int probe_batch(ae_run *r, ae_oom_micro_fn micro, const int32_t *ids, int B, int T) {
     int64_t per_step = (int64_t)B * r->o->accum;
-    for (int b = ae_oom_divisor_at_most(per_step, B / 2); B > 1; b = ae_oom_divisor_at_most(per_step, b / 2)) {
+    if (B < 2) return 0;
+    for (int b = ae_oom_divisor_at_most(per_step, B / 2);; b = ae_oom_divisor_at_most(per_step, b / 2)) {
         int ran = probe(r, micro, ids, T, b, T);
         if (ran) return ran > 0 ? b : -1;
-        if (b == 1) break;
+        if (b == 1) return 0;
     }
-    return 0;
 }
 
 // The largest power-of-two context below T (at least 2) that one sequence runs with; 0 when
 // none, -1 when a probe failed otherwise.
 static int probe_ctx(ae_run *r, ae_oom_micro_fn micro, const int32_t *ids, int T) {
-    int c = 2;
+    int c = 1;
     while (c * 2 < T) c *= 2;
     for (; c >= 2; c /= 2) {
         int ran = probe(r, micro, ids, T, 1, c);
