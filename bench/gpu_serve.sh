@@ -27,8 +27,9 @@
 #   AE_SERVE_CONFIGS   the folder of those configs; AE_SERVE_DEVICE attnedit's device [cuda]
 #                      (cpu with tiny configs: a check of this script without a GPU)
 #   AE_LLAMA_SERVER    llama-server binary (its libraries beside it): also measure llama.cpp
-#   AE_LLAMA_GGUF_PY   llama.cpp's gguf-py folder, AE_LLAMA_TOKENIZER a folder with the Qwen3
-#                      tokenizer.json (bench/llama_gguf.py writes the GGUF file with them)
+#   AE_LLAMA_GGUF_PY   llama.cpp's gguf-py folder (bench/llama_gguf.py writes the GGUF with it);
+#                      AE_LLAMA_TOKENIZER a folder with the Qwen3 tokenizer.json, else the GGUF
+#                      gets a synthetic vocabulary (the requests are token ids)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-gpu}
@@ -195,7 +196,7 @@ if [ -n "${AE_LLAMA_SERVER:-}" ]; then
   dir=/dev/shm
   [ "$(df -BG --output=avail "$dir" 2>/dev/null | tail -1 | tr -dc 0-9)" -gt 20 ] 2>/dev/null || dir=${TMPDIR:-/tmp}
   gguf=$dir/$teacher-serve-random-bf16.gguf
-  python3 bench/llama_gguf.py --config "$cfgs/$teacher" --tokenizer "${AE_LLAMA_TOKENIZER:?set AE_LLAMA_TOKENIZER}" \
+  python3 bench/llama_gguf.py --config "$cfgs/$teacher" ${AE_LLAMA_TOKENIZER:+--tokenizer "$AE_LLAMA_TOKENIZER"} \
     --out "$gguf" ${AE_LLAMA_GGUF_PY:+--gguf-py "$AE_LLAMA_GGUF_PY"} >"$logdir/gguf.log" 2>&1 &
   gguf_pid=$!
 fi

@@ -6,7 +6,10 @@ tokens spread over the experts as in bench_infer's random model. Weights are N(0
 one random block, sliced at random offsets per tensor (fast at 8B/30B sizes).
 
 The vocabulary is the real Qwen3 tokenizer (tokenizer.json), written as llama.cpp's converter
-writes it (gpt2 BPE, pre-tokenizer qwen2, padding tokens up to vocab_size).
+writes it (gpt2 BPE, pre-tokenizer qwen2, padding tokens up to vocab_size). Without --tokenizer
+it is a synthetic one of the same size: the 256 byte tokens of GPT-2's byte-level BPE, one
+merge, filler tokens, bos/eos as control tokens — enough for benchmarks that send token ids
+(bench/gpu_serve.sh), and no tokenizer file to carry.
 
     python3 bench/llama_gguf.py --config tests/fixtures/configs/qwen3-8b \
         --tokenizer DIR_WITH_TOKENIZER_JSON --out /dev/shm/qwen3-8b.gguf [--gguf-py DIR]
@@ -36,6 +39,23 @@ def load_vocab(tok_dir, vocab_size):
     return tokens, types, merges
 
 
+def synthetic_vocab(vocab_size, special):
+    """GPT-2's byte tokens (bytes_to_unicode), then filler; special {id: text}: control tokens."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    tokens = [chr(c) for c in cs] + [f"[PAD{i}]" for i in range(256, vocab_size)]
+    types = [1] * 256 + [5] * (vocab_size - 256)  # NORMAL bytes, UNUSED filler
+    for i, name in special.items():  # Qwen's names: llama.cpp counts them end-of-generation
+        tokens[i], types[i] = name, 3  # CONTROL
+    return tokens, types, ["\u0120 \u0120"]  # one merge ("Ġ Ġ"): gguf-py drops an empty list
+
+
 def tensor_list(cfg):
     """(name, numpy shape) in llama.cpp's names; numpy shape = (rows, cols) of the HF weight."""
     d, hd = cfg["hidden_size"], cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
@@ -61,7 +81,7 @@ def tensor_list(cfg):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", required=True, help="folder with config.json")
-    ap.add_argument("--tokenizer", required=True, help="folder with tokenizer.json")
+    ap.add_argument("--tokenizer", help="folder with tokenizer.json (default: a synthetic vocabulary)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--gguf-py", help="llama.cpp's gguf-py folder, when the gguf package is absent")
     ap.add_argument("--seed", type=int, default=0)
@@ -92,7 +112,9 @@ def main():
         w.add_expert_count(cfg["num_experts"])
         w.add_expert_used_count(cfg["num_experts_per_tok"])
         w.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
-    tokens, types, merges = load_vocab(a.tokenizer, cfg["vocab_size"])
+    bos, eos = cfg.get("bos_token_id", 151643), cfg.get("eos_token_id", 151645)
+    tokens, types, merges = load_vocab(a.tokenizer, cfg["vocab_size"]) if a.tokenizer else \
+        synthetic_vocab(cfg["vocab_size"], {bos: "<|endoftext|>", **({eos: "<|im_end|>"} if eos != bos else {})})
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("qwen2")
     w.add_token_list(tokens)

@@ -6,8 +6,9 @@
 #   .carry/llama-server.tar.xz llama.cpp's llama-server from a CUDA build made here (the
 #                              llama.cpp vendored in PyPI's llama-cpp-python sdist, configured
 #                              with -DLLAMA_BUILD_SERVER=ON) with the llama/ggml shared libraries
-#                              it links (stripped), llama.cpp's gguf-py and the Qwen3 tokenizer
-#                              from ../shared (bench/llama_gguf.py writes the GGUF with them).
+#                              it links (stripped) and llama.cpp's gguf-py (bench/llama_gguf.py
+#                              writes the GGUF with it and a synthetic vocabulary: requests are
+#                              token ids, and the tokenizer would cost 1.4 MB of the 64 MiB).
 # On the device: bash dev/device-run-serve.sh
 # Usage: dev/device-bundle-serve.sh [LLAMA_BUILD_BIN LLAMA_SRC | keep | none]
 #   (default /tmp/llama-build/bin and /tmp/llsrc/llama_cpp_python-0.3.36/vendor/llama.cpp; keep:
@@ -40,7 +41,7 @@ ls -la .carry/serve.tar.xz
 # llama-server and exactly the libraries of the llama.cpp build it loads (ldd, resolved in $bin)
 if [ "$bin" != keep ]; then
   stage=.carry/llama-stage
-  rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/tok"
+  rm -rf "$stage" && mkdir -p "$stage/bin"
   [ -x "$bin/llama-server" ] || { echo "no $bin/llama-server: cmake --build <llama build> --target llama-server" >&2; exit 1; }
   cp "$bin/llama-server" "$stage/bin/"
   LD_LIBRARY_PATH="$bin:/tmp/cudastub:${LD_LIBRARY_PATH:-}" ldd "$bin/llama-server" |
@@ -49,7 +50,6 @@ if [ "$bin" != keep ]; then
   done
   strip --strip-unneeded "$stage"/bin/*
   mkdir -p "$stage/gguf-py" && cp -r "$src/gguf-py/gguf" "$stage/gguf-py/" && rm -rf "$stage/gguf-py/gguf/scripts"
-  cp ../shared/qwen3-tokenizer/tokenizer.json "$stage/tok/"
   tar -C "$stage" -cf - . | xz -9 -T2 > .carry/llama-server.tar.xz
   rm -rf "$stage"
 fi
