@@ -207,14 +207,7 @@ static void bytes_text(size_t n, char buf[32]) { snprintf(buf, 32, "%zu", n); }
 
 static int setup(void **state) {
     (void)state;
-    g_dir = ae_test_tmpdir();
-    g_tokens = ae_path_join(g_dir, "train.tok");
-    const char *args[] = {"prepare-data", "--model", ae_test_src(MICRO), "--out", g_tokens,
-                          ae_test_src("data/sample.txt"), NULL};
-    char *err;
-    int rc = ae_test_run_cli(args, NULL, NULL, &err);
-    if (rc != 0) fprintf(stderr, "prepare-data failed: %s\n", err);
-    free(err);
+    int rc = ae_test_prepare_tokens(MICRO, &g_dir, &g_tokens);
     unsetenv(AE_MEM_LIMIT_ENV);
     return rc;
 }

@@ -3,6 +3,7 @@
 
 #include "backend/cuda.h"
 #include "backend/ops.h"
+#include "core/file.h"
 
 #include <math.h>
 
@@ -120,6 +121,19 @@ static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *
 
 void ae_test_rmtree(const char *dir) {
     if (dir) nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int ae_test_prepare_tokens(const char *model_rel, char **dir, char **tokens) {
+    *dir = ae_test_tmpdir();
+    *tokens = *dir ? ae_path_join(*dir, "train.tok") : NULL;
+    if (!*tokens) return -1;
+    const char *args[] = {"prepare-data", "--model", ae_test_src(model_rel), "--out", *tokens,
+                          ae_test_src("data/sample.txt"), NULL};
+    char *err = NULL;
+    int rc = ae_test_run_cli(args, NULL, NULL, &err);
+    if (rc != 0) fprintf(stderr, "prepare-data failed: %s\n", err ? err : "");
+    free(err);
+    return rc;
 }
 
 int ae_test_write_file(const char *path, const void *data, size_t n) {

@@ -50,6 +50,12 @@ double ae_test_rel_err(const float *a, const float *b, size_t n);
 // stderr (heap strings, caller frees). Returns the exit status (or 128+signal when killed).
 int ae_test_run_cli(const char *const *args, const char *stdin_text, char **out, char **err);
 
+// The training data of the distillation tests: a fresh temporary directory (*dir) holding
+// train.tok (*tokens), data/sample.txt tokenised by `prepare-data --model model_rel` (a path in
+// the source tree). Returns prepare-data's exit status (message on stderr when non-zero); free
+// both strings and ae_test_rmtree(*dir) afterwards.
+int ae_test_prepare_tokens(const char *model_rel, char **dir, char **tokens);
+
 // ---- the robustness catalogue (docs/ROBUSTNESS.md, made by scripts/robustness-catalogue.sh)
 // With AE_CATALOGUE=FILE in the environment, records a bad input that a test saw refused: one
 // JSON line appended to FILE with the test's source file, a section (which input, which
