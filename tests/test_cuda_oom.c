@@ -70,26 +70,10 @@ static double spec_number(const char *dir, const char *obj, const char *key) {
     return x;
 }
 
-// The run folder's files a stopped or refused run must leave as they were, concatenated.
-static char *folder_state(const char *dir) {
-    static const char *files[] = {"checkpoint/params.safetensors", "checkpoint/state.json",
-                                  "conversion.json", "metrics.jsonl", "model.safetensors"};
-    size_t len = 0;
-    char *all = calloc(1, 1);
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
-        char *p = ae_path_join(dir, files[i]), *buf = NULL;
-        size_t n = 0;
-        if (ae_file_read_all(p, &buf, &n) != AE_OK) n = 0;
-        all = realloc(all, len + n + 64);
-        len += (size_t)snprintf(all + len, 64, "\n== %s %zu\n", files[i], n);
-        if (n) memcpy(all + len, buf, n);
-        len += n;
-        all[len] = '\0';
-        free(buf);
-        free(p);
-    }
-    return all;
-}
+// The run folder's files a stopped or refused run must leave as they were.
+static const char *const k_run_files[] = {"checkpoint/params.safetensors", "checkpoint/state.json",
+                                          "conversion.json", "metrics.jsonl", "model.safetensors",
+                                          NULL};
 
 // The pool's high-water mark of a run in this process (the micro teacher and its MLA student
 // sharing the frozen tensors, as `attnedit convert` makes them); 0 on failure.
@@ -182,12 +166,13 @@ static void scenario(const ae_backend *be) {
               b * a == 8, "no command with --batch b --accum a, b x a = 8");
     free(err);
     if (g_fail) return;
-    char *state0 = folder_state(run);
+    size_t n0, n1;
+    char *state0 = ae_test_folder_state(run, k_run_files, &n0);
     rc = resume(run, NULL, NULL, limit, &err);
-    char *state1 = folder_state(run);
+    char *state1 = ae_test_folder_state(run, k_run_files, &n1);
     CHECK(rc == 1 && strstr(err, "8 sequences x 64 tokens does not fit"),
           "--resume with the same batch: exit %d: %s", rc, err);
-    CHECK(!strcmp(state0, state1), "the stopped run changed its folder");
+    CHECK(ae_test_same_state(state0, n0, state1, n1), "the stopped run changed its folder");
     free(err), free(state1);
 
     // (c) another product
@@ -195,10 +180,10 @@ static void scenario(const ae_backend *be) {
     snprintf(bs, sizeof bs, "%d", b);
     snprintf(as, sizeof as, "%d", a + 1);
     rc = resume(run, bs, as, limit, &err);
-    state1 = folder_state(run);
+    state1 = ae_test_folder_state(run, k_run_files, &n1);
     CHECK(rc == 1 && strstr(err, "sequences per optimizer step, but the run takes 8"),
           "--batch %s --accum %s: exit %d: %s", bs, as, rc, err);
-    CHECK(!strcmp(state0, state1), "the refused resume changed the folder");
+    CHECK(ae_test_same_state(state0, n0, state1, n1), "the refused resume changed the folder");
     free(err), free(state1), free(state0);
 
     // (d) the named command finishes, close to the uninterrupted run

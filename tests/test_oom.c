@@ -59,30 +59,10 @@ static char *read_all(const char *dir, const char *file) {
     return buf;
 }
 
-// The files a stopped or refused run must leave as they were, concatenated (for comparison).
-static char *folder_state(const char *dir) {
-    static const char *files[] = {"checkpoint/params.safetensors", "checkpoint/state.json",
-                                  "conversion.json", "metrics.jsonl", "model.safetensors"};
-    size_t cap = 1, len = 0;
-    char *all = calloc(1, 1);
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
-        char *p = join(dir, files[i]), *buf = NULL;
-        size_t n = 0;
-        if (ae_file_read_all(p, &buf, &n) != AE_OK) n = 0;
-        all = realloc(all, cap += n + 64);
-        len += (size_t)snprintf(all + len, 64, "\n== %s %zu\n", files[i], n);
-        if (n) memcpy(all + len, buf, n);
-        len += n;
-        all[len] = '\0';
-        free(buf);
-        free(p);
-    }
-    return all;
-}
-
-static int same_state(const char *a, const char *b) {
-    return strlen(a) == strlen(b) && memcmp(a, b, strlen(a)) == 0;
-}
+// The files a stopped or refused run must leave as they were.
+static const char *const k_run_files[] = {"checkpoint/params.safetensors", "checkpoint/state.json",
+                                          "conversion.json", "metrics.jsonl", "model.safetensors",
+                                          NULL};
 
 // A number of conversion.json: "train.batch", "result.stage2_final_loss".
 static double spec_number(const char *dir, const char *dotted) {
@@ -407,15 +387,16 @@ static void test_cli_stop_and_resume(void **state) {
     assert_int_equal(sscanf(strstr(err, want) + strlen(want), "%d --accum %d", &b, &a), 2);
     assert_true(b >= 1 && b < 4 && b * a == 4);
     free(err);
-    char *state0 = folder_state(run);
+    size_t n0, n1;
+    char *state0 = ae_test_folder_state(run, k_run_files, &n0);
 
     // resumed as it was: the same stop, nothing written
     rc = resume(run, NULL, NULL, limit, &err);
     assert_int_equal(rc, 1);
     expect_in(err, "a micro-batch of 4 sequences x 32 tokens does not fit");
     free(err);
-    char *state1 = folder_state(run);
-    assert_true(same_state(state0, state1));
+    char *state1 = ae_test_folder_state(run, k_run_files, &n1);
+    assert_true(ae_test_same_state(state0, n0, state1, n1));
     free(state1);
 
     // a product other than the run's is refused, naming both, the folder as it was
@@ -437,8 +418,8 @@ static void test_cli_stop_and_resume(void **state) {
                           ((const char *const[]){"convert", "--resume", "RUN", "--batch", "3", NULL}),
                           "the run takes batch 4 x accum 1", err);
     free(err);
-    state1 = folder_state(run);
-    assert_true(same_state(state0, state1));
+    state1 = ae_test_folder_state(run, k_run_files, &n1);
+    assert_true(ae_test_same_state(state0, n0, state1, n1));
     free(state1);
 
     // the command of the message finishes the run under the same limit

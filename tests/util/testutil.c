@@ -136,6 +136,34 @@ int ae_test_prepare_tokens(const char *model_rel, char **dir, char **tokens) {
     return rc;
 }
 
+char *ae_test_folder_state(const char *dir, const char *const *files, size_t *len) {
+    size_t n_all = 0;
+    char *all = calloc(1, 1);
+    for (size_t i = 0; all && files[i]; i++) {
+        char *p = ae_path_join(dir, files[i]), *buf = NULL;
+        size_t n = 0;
+        if (!p || ae_file_read_all(p, &buf, &n) != AE_OK) n = 0;
+        char *grown = realloc(all, n_all + n + 64 + strlen(files[i]));
+        if (!grown) {
+            free(all);
+            all = NULL;
+        } else {
+            all = grown;
+            n_all += (size_t)sprintf(all + n_all, "\n== %s %zu\n", files[i], n);
+            if (n) memcpy(all + n_all, buf, n);
+            n_all += n;
+        }
+        free(buf);
+        free(p);
+    }
+    *len = all ? n_all : 0;
+    return all;
+}
+
+int ae_test_same_state(const char *a, size_t na, const char *b, size_t nb) {
+    return a && b && na == nb && memcmp(a, b, na) == 0;
+}
+
 int ae_test_write_file(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
     if (!f) return -1;

@@ -31,6 +31,12 @@ char *ae_test_tmpdir(void);
 void ae_test_rmtree(const char *dir);
 // Number of entries in a folder (without . and ..).
 int ae_test_count_entries(const char *dir);
+// The named files of dir (NULL-terminated list) concatenated, each after a line "== name size"
+// (an absent file: size 0), to check that a step left a folder as it was; *len: its bytes
+// (binary files hold NULs: compare with ae_test_same_state, never strcmp).
+char *ae_test_folder_state(const char *dir, const char *const *files, size_t *len);
+// 1 when two folder states (a, na bytes; b, nb bytes) are byte for byte the same.
+int ae_test_same_state(const char *a, size_t na, const char *b, size_t nb);
 // Writes bytes to a file; returns 0 on success.
 int ae_test_write_file(const char *path, const void *data, size_t n);
 
