@@ -12,7 +12,7 @@
 
 #include "fuzz_util.h"
 #include "train/data.h"
-#include "train/sha256.h"
+#include "core/sha256.h"
 
 // The model folder's tokenizer.json (only its SHA-256 matters here; the seed corpus carries it).
 static const char k_tokjson[] = "{\"fuzz\": \"tokenizer.json of fuzz_tokfile\"}\n";

@@ -9,7 +9,7 @@
 #include "core/file.h"
 #include "train/data.h"
 #include "train/prepare.h"
-#include "train/sha256.h"
+#include "core/sha256.h"
 #include "util/testutil.h"
 
 static ae_tokenizer *g_tok;

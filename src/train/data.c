@@ -6,7 +6,7 @@
 
 #include "core/file.h"
 #include "core/mem.h"
-#include "train/sha256.h"
+#include "core/sha256.h"
 
 static uint32_t rd32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;

@@ -12,7 +12,7 @@
 #include "core/file.h"
 #include "core/mem.h"
 #include "io/config_json.h"
-#include "train/sha256.h"
+#include "core/sha256.h"
 
 static ae_status hash_into(ae_sha256_ctx *c, const char *path) {
     FILE *f = fopen(path, "rb");

@@ -1,6 +1,7 @@
-// SHA-256 (FIPS 180-4), streaming and one-shot. Used to fingerprint tokenizer.json and data files.
-#ifndef AE_TRAIN_SHA256_H
-#define AE_TRAIN_SHA256_H
+// SHA-256 (FIPS 180-4), streaming and one-shot. Used to fingerprint tokenizer.json, data files
+// and the executable of each rank of a group (dist/comm.h).
+#ifndef AE_CORE_SHA256_H
+#define AE_CORE_SHA256_H
 
 #include <stddef.h>
 #include <stdint.h>
