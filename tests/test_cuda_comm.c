@@ -1,0 +1,304 @@
+// dist/comm over NCCL (issue 12): two GPU ranks started by this program the way `--gpus 2` starts
+// them (AE_DIST_RANK, AE_DIST_SIZE, AE_DIST_LOCAL_RANK, AE_DIST_LOCAL_SIZE and an NCCL id from
+// ae_dist_nccl_id_hex in the environment of a fresh copy of this program, argv[1] =
+// "--rank-child"). Each rank opens cuda:<rank> (ae_dist_device_name), the communicator, and
+// checks against host-computed expectations (small integers: every sum is exact):
+// allreduce_sum of F32 device buffers (one of 1M values), allreduce_host, broadcast of F32, BF16
+// and I32 buffers from rank 1, allgather_host, barrier, and the sameness check (equal digests
+// pass; rank 1's different digest fails on both ranks naming rank 1). Then, in this process, a
+// rank whose local rank has no GPU is refused before NCCL starts ("this host has k GPUs for its
+// m ranks").
+// Needs a CUDA build with NCCL and 2 GPUs: prints "SKIP ..." and exits 77 otherwise
+// (AE_REQUIRE_GPU=1: no GPU at all, or a build without NCCL, fails instead; one GPU skips).
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend/cuda.h"
+#include "backend/ops.h"
+#include "core/sha256.h"
+#include "dist/comm.h"
+#include "util/testutil.h"
+
+#if defined(AE_HAVE_CUDA) && defined(AE_HAVE_NCCL)
+
+static int g_fail, g_rank;
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            printf("rank %d: FAIL %s:%d: ", g_rank, __FILE__, __LINE__);                          \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+            fflush(stdout);                                                                        \
+            g_fail++;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+// F32 device buffer holding host values x (n).
+static ae_ptr device_f32(const ae_backend *be, const float *x, size_t n, ae_dtype dt) {
+    ae_ptr p = be->alloc(be, n, dt);
+    if (p.data && be->upload(be, p, x, AE_DT_F32, n) != AE_OK) {
+        be->free(be, p);
+        p = ae_ptr_null();
+    }
+    return p;
+}
+
+static int rank_child(void) {
+    ae_dist_env e;
+    if (ae_dist_env_read(&e) != AE_OK) {
+        printf("rank ?: FAIL ae_dist_env_read: %s\n", ae_last_error());
+        return 1;
+    }
+    int r = g_rank = e.rank;
+    CHECK(e.launcher == AE_LAUNCH_ATTNEDIT && e.size == 2 && e.nccl_id[0], "environment");
+    char dev[32];
+    ae_dist_device_name(&e, "cuda", dev, sizeof dev);
+    char want_dev[32];
+    snprintf(want_dev, sizeof want_dev, "cuda:%d", r);
+    CHECK(strcmp(dev, want_dev) == 0, "device %s", dev);
+    const ae_backend *be;
+    if (ae_backend_open(dev, &be) != AE_OK) {
+        printf("rank %d: FAIL opening %s: %s\n", r, dev, ae_last_error());
+        return 1;
+    }
+    ae_comm *c = NULL;
+    ae_status st = ae_comm_open(&e, be, &c);
+    if (st != AE_OK) {
+        printf("rank %d: FAIL ae_comm_open: %s\n", r, ae_last_error());
+        return 1;
+    }
+    CHECK(strcmp(ae_comm_kind(c), "nccl") == 0 && ae_comm_rank(c) == r && ae_comm_size(c) == 2,
+          "comm %s rank %d size %d", ae_comm_kind(c), ae_comm_rank(c), ae_comm_size(c));
+    ae_comm_set_where(c, "test_cuda_comm");
+
+    // allreduce_sum: three F32 buffers in one group
+    size_t ns[3] = {1, 1000, ((size_t)1 << 20) + 3};
+    float *host[3];
+    ae_ptr xs[3];
+    for (int b = 0; b < 3; b++) {
+        host[b] = malloc(ns[b] * sizeof(float));
+        for (size_t i = 0; i < ns[b]; i++) host[b][i] = (float)((r + 1) * (int)(i % 997) - b);
+        xs[b] = device_f32(be, host[b], ns[b], AE_DT_F32);
+        CHECK(xs[b].data, "alloc: %s", ae_last_error());
+    }
+    st = ae_comm_allreduce_sum(c, xs, ns, 3);
+    CHECK(st == AE_OK, "allreduce_sum: %s", ae_last_error());
+    for (int b = 0; b < 3; b++) {
+        CHECK(be->download(be, host[b], AE_DT_F32, xs[b], ns[b]) == AE_OK, "download: %s",
+              ae_last_error());
+        size_t bad = 0;
+        for (size_t i = 0; i < ns[b]; i++) bad += host[b][i] != (float)(3 * (int)(i % 997) - 2 * b);
+        CHECK(bad == 0, "allreduce_sum: buffer %d: %zu of %zu values wrong", b, bad, ns[b]);
+        be->free(be, xs[b]);
+        free(host[b]);
+    }
+
+    // sums that round: both ranks must hold the same bits (the replicas stay identical)
+    {
+        size_t nr = 300007;
+        float *x = malloc(nr * sizeof *x);
+        ae_rng rng;
+        ae_rng_seed(&rng, 99u + (uint64_t)r);
+        ae_test_fill_normal(x, nr, 1.0f, &rng);
+        ae_ptr px = device_f32(be, x, nr, AE_DT_F32);
+        CHECK(px.data, "alloc");
+        CHECK(ae_comm_allreduce_sum(c, &px, &nr, 1) == AE_OK, "allreduce_sum (random): %s",
+              ae_last_error());
+        CHECK(be->download(be, x, AE_DT_F32, px, nr) == AE_OK, "download");
+        uint8_t dx[32];
+        ae_sha256(x, nr * sizeof *x, dx);
+        CHECK(ae_comm_check_same(c, dx, "sum of random values", NULL) == AE_OK, "%s",
+              ae_last_error());
+        be->free(be, px);
+        free(x);
+    }
+
+    double h[2] = {0.5 + r, -1.0 * r};
+    st = ae_comm_allreduce_host(c, h, 2);
+    CHECK(st == AE_OK && h[0] == 2.0 && h[1] == -1.0, "allreduce_host: %s (%g %g)",
+          ae_last_error(), h[0], h[1]);
+
+    // broadcast from rank 1: F32, BF16 (bytes) and I32
+    float v[300], back[300];
+    for (int i = 0; i < 300; i++) v[i] = r == 1 ? (float)(i - 150) : 9999.0f;
+    ae_ptr pf = device_f32(be, v, 300, AE_DT_F32), pb = device_f32(be, v, 300, AE_DT_BF16);
+    int32_t iv[5], iback[5];
+    for (int i = 0; i < 5; i++) iv[i] = r == 1 ? 1000 * i + 7 : -1;
+    ae_ptr pi = be->alloc(be, 5, AE_DT_I32);
+    CHECK(pf.data && pb.data && pi.data, "alloc: %s", ae_last_error());
+    CHECK(be->upload(be, pi, iv, AE_DT_I32, 5) == AE_OK, "upload: %s", ae_last_error());
+    CHECK(ae_comm_broadcast(c, pf, 300, 1) == AE_OK, "broadcast F32: %s", ae_last_error());
+    CHECK(ae_comm_broadcast(c, pb, 300, 1) == AE_OK, "broadcast BF16: %s", ae_last_error());
+    CHECK(ae_comm_broadcast(c, pi, 5, 1) == AE_OK, "broadcast I32: %s", ae_last_error());
+    CHECK(be->download(be, back, AE_DT_F32, pf, 300) == AE_OK, "download");
+    for (int i = 0; i < 300; i++) CHECK(back[i] == (float)(i - 150), "F32[%d] = %g", i, back[i]);
+    CHECK(be->download(be, back, AE_DT_F32, pb, 300) == AE_OK, "download");
+    for (int i = 0; i < 300; i++) CHECK(back[i] == (float)(i - 150), "BF16[%d] = %g", i, back[i]);
+    CHECK(be->download(be, iback, AE_DT_I32, pi, 5) == AE_OK, "download");
+    for (int i = 0; i < 5; i++) CHECK(iback[i] == 1000 * i + 7, "I32[%d] = %d", i, iback[i]);
+    be->free(be, pf);
+    be->free(be, pb);
+    be->free(be, pi);
+
+    // allgather_host: 24 bytes per rank, then a large one (the scratch buffers grow)
+    int32_t mine[6], all[12];
+    for (int i = 0; i < 6; i++) mine[i] = 10 * r + i;
+    CHECK(ae_comm_allgather_host(c, mine, all, sizeof mine) == AE_OK, "allgather: %s",
+          ae_last_error());
+    for (int q = 0; q < 2; q++)
+        for (int i = 0; i < 6; i++)
+            CHECK(all[6 * q + i] == 10 * q + i, "allgather: rank %d's value %d = %d", q, i,
+                  all[6 * q + i]);
+    size_t big = 100000;
+    unsigned char *bm = malloc(big), *ba = malloc(2 * big);
+    for (size_t i = 0; i < big; i++) bm[i] = (unsigned char)(i * 31 + (size_t)r * 7);
+    CHECK(ae_comm_allgather_host(c, bm, ba, big) == AE_OK, "allgather (big): %s", ae_last_error());
+    size_t bad = 0;
+    for (int q = 0; q < 2; q++)
+        for (size_t i = 0; i < big; i++) bad += ba[q * big + i] != (unsigned char)(i * 31 + (size_t)q * 7);
+    CHECK(bad == 0, "allgather (big): %zu bytes wrong", bad);
+    free(bm);
+    free(ba);
+
+    CHECK(ae_comm_barrier(c) == AE_OK, "barrier: %s", ae_last_error());
+
+    uint8_t same[32], other[32], exe[32];
+    ae_sha256("same", 4, same);
+    ae_sha256("other", 5, other);
+    CHECK(ae_comm_check_same(c, same, "config", NULL) == AE_OK, "check_same: %s", ae_last_error());
+    CHECK(ae_dist_exe_digest(exe) == AE_OK, "exe digest");
+    CHECK(ae_comm_check_same(c, exe, "binary", "start every rank with the same attnedit build") ==
+              AE_OK, "check_same (binary): %s", ae_last_error());
+    st = ae_comm_check_same(c, r == 1 ? other : same, "config", "use one config");
+    CHECK(st == AE_ERR_ARG && strstr(ae_last_error(), "rank 1's config differs from rank 0's (SHA-256 ") &&
+              strstr(ae_last_error(), ": use one config"),
+          "check_same (different): %s '%s'", ae_status_name(st), ae_last_error());
+
+    ae_comm_close(c);
+    ae_backend_close(be);
+    if (!g_fail) printf("rank %d: ok\n", r);
+    fflush(stdout);
+    return g_fail ? 1 : 0;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// Starts the two ranks and waits (180 s at most); 0 when both exit 0.
+static int run_group(const char *id) {
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return 1;
+    self[n] = '\0';
+    fflush(stdout);
+    pid_t pids[2];
+    for (int r = 0; r < 2; r++) {
+        pids[r] = fork();
+        if (pids[r] == 0) {
+            char rs[16];
+            snprintf(rs, sizeof rs, "%d", r);
+            const char *clear[] = {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK",
+                                   "PMI_SIZE", NULL};
+            for (int i = 0; clear[i]; i++) unsetenv(clear[i]);
+            setenv("AE_DIST_RANK", rs, 1);
+            setenv("AE_DIST_SIZE", "2", 1);
+            setenv("AE_DIST_LOCAL_RANK", rs, 1);
+            setenv("AE_DIST_LOCAL_SIZE", "2", 1);
+            setenv("AE_DIST_NCCL_ID", id, 1);
+            setenv("AE_DIST_TIMEOUT", "120", 1);
+            execl(self, self, "--rank-child", (char *)NULL);
+            _exit(127);
+        }
+    }
+    int fails = 0, left = 2, done[2] = {0, 0};
+    double t0 = now_s();
+    while (left > 0) {
+        for (int r = 0; r < 2; r++) {
+            int status;
+            if (done[r] || waitpid(pids[r], &status, WNOHANG) != pids[r]) continue;
+            done[r] = 1;
+            left--;
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                printf("FAIL rank %d: %s %d\n", r, WIFEXITED(status) ? "exit status" : "signal",
+                       WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+                fails++;
+            }
+        }
+        if (left > 0 && now_s() - t0 > 180) {
+            printf("FAIL the ranks ran past 180 s: killing them\n");
+            for (int r = 0; r < 2; r++)
+                if (!done[r]) {
+                    kill(pids[r], SIGKILL);
+                    waitpid(pids[r], NULL, 0);
+                }
+            return 1;
+        }
+        struct timespec nap = {0, 20000000};
+        nanosleep(&nap, NULL);
+    }
+    return fails;
+}
+
+#endif
+
+int main(int argc, char **argv) {
+#if !defined(AE_HAVE_CUDA) || !defined(AE_HAVE_NCCL)
+    (void)argc;
+    (void)argv;
+#endif
+#if defined(AE_HAVE_CUDA) && defined(AE_HAVE_NCCL)
+    if (argc >= 2 && strcmp(argv[1], "--rank-child") == 0) return rank_child();
+#endif
+    const ae_backend *be = NULL;
+    int rc = ae_test_open_gpu(&be, 0);
+    if (rc) return rc;
+#if !defined(AE_HAVE_CUDA) || !defined(AE_HAVE_NCCL)
+    ae_backend_close(be);
+    const char *req = getenv("AE_REQUIRE_GPU");
+    if (req && req[0] == '1') {
+        printf("FAIL: AE_REQUIRE_GPU=1 but this build has no NCCL (AE_HAVE_NCCL is not defined)\n");
+        return 1;
+    }
+    printf("SKIP no NCCL: this build has no NCCL (AE_HAVE_NCCL is not defined)\n");
+    return 77;
+#else
+    int ngpu = ae_cuda_device_count();
+    if (ngpu < 2) {
+        ae_backend_close(be);
+        printf("SKIP fewer than 2 GPUs: this machine has %d (the group test needs 2)\n", ngpu);
+        return 77;
+    }
+    char id[260];
+    if (ae_dist_nccl_id_hex(id) != AE_OK) {
+        printf("FAIL ae_dist_nccl_id_hex: %s\n", ae_last_error());
+        return 1;
+    }
+    double t0 = now_s();
+    g_fail += run_group(id);
+    printf("two NCCL ranks: %s in %.1f s\n", g_fail ? "FAILED" : "passed", now_s() - t0);
+
+    // A rank whose local rank has no GPU here stops before NCCL starts (--gpus: checked locally).
+    ae_dist_env e = {.rank = ngpu, .size = ngpu + 1, .local_rank = ngpu, .local_size = ngpu + 1,
+                     .launcher = AE_LAUNCH_ATTNEDIT};
+    snprintf(e.nccl_id, sizeof e.nccl_id, "%s", id);
+    ae_comm *c = NULL;
+    ae_status st = ae_comm_open(&e, be, &c);
+    char want[120];
+    snprintf(want, sizeof want, "rank %d: this host has %d GPUs for its %d ranks", ngpu, ngpu,
+             ngpu + 1);
+    CHECK(st == AE_ERR_UNSUPPORTED && !c && strcmp(ae_last_error(), want) == 0,
+          "GPU count: %s '%s'; wanted '%s'", ae_status_name(st), ae_last_error(), want);
+    ae_comm_close(c);
+    ae_backend_close(be);
+    return g_fail ? 1 : 0;
+#endif
+}
