@@ -61,6 +61,8 @@
 #include "core/rng.h"
 #include "model/model.h"
 #include "model/student.h"
+#include "dist/comm.h"
+#include "dist/launch.h"
 #include "train/distill.h"
 #ifdef AE_HAVE_CUDA
 #include "backend/cuda.h"
@@ -74,6 +76,7 @@ typedef struct {
     int kv_lora, rope, nope, vdim, window, full_every;
     int optim_8bit; // --optim-state 8bit: AdamW moments block-quantised (as attnedit convert)
     uint64_t seed;
+    ae_comm *comm; // data-parallel group (--gpus N or mpirun): NULL alone
 } opts;
 
 static int parse(int argc, char **argv, opts *o) {
@@ -250,8 +253,9 @@ static ae_status fresh_dir(const char *dir) {
 // results of those stages. Returns the run's status.
 static ae_status run_once(const opts *o, const ae_model *t, ae_model *s, const ae_tokfile *data,
                           const char *dir, int mask, stage_result res[2]) {
-    int64_t tokens = (int64_t)(o->steps + WARMUP) * o->batch * o->ctx;
-    ae_distill_opts d = {.ctx = o->ctx, .batch = o->batch, .accum = 1,
+    int ranks = ae_comm_size(o->comm); // each rank one micro-batch of --batch per step
+    int64_t tokens = (int64_t)(o->steps + WARMUP) * o->batch * o->ctx * ranks;
+    ae_distill_opts d = {.ctx = o->ctx, .batch = o->batch, .accum = ranks, .comm = o->comm,
                          .stage_tokens = {mask & 1 ? tokens : 0, mask & 2 ? tokens : 0},
                          .lr = {1e-4f, 1e-4f}, .warmup_frac = 0.0f, .min_lr_ratio = 0.1f,
                          .weight_decay = 0.01f, .clip = 1.0f, .tau = 1.0f, .cos_weight = 0.1f,
@@ -271,7 +275,7 @@ static ae_status run_once(const opts *o, const ae_model *t, ae_model *s, const a
         if (n >= total) {
             x->ran = 1;
             x->tok_s = bench_median(tps + WARMUP, n - WARMUP);
-            x->step_s = (double)o->batch * o->ctx / x->tok_s;
+            x->step_s = (double)o->batch * o->ctx * ranks / x->tok_s;
         } else {
             x->st = st != AE_OK ? st : AE_ERR_FORMAT;
             snprintf(x->msg, sizeof x->msg, "%s", st != AE_OK ? err : "metrics.jsonl lacks steps");
@@ -305,8 +309,10 @@ static void print_row(const opts *o, const ae_backend *be, int k, const stage_re
     double fpt = ri->fl.per_token[k], tflops = x->ran ? fpt * x->tok_s / 1e12 : 0;
     double mfu = x->ran && ri->gemm > 0 ? fpt * x->tok_s / ri->gemm : 0;
     const char *status = x->ran ? "ok" : x->st == AE_ERR_UNSUPPORTED ? "refused" : "failed";
+    int ranks = ae_comm_size(o->comm);
     printf("bench_distill | %s | %s | %s | stage %d | %d x %d | optim %s | ", o->label, be->name,
            o->target, k + 1, o->batch, o->ctx, o->optim_8bit ? "8bit" : "fp32");
+    if (ranks > 1) printf("%d ranks (%s) | ", ranks, ae_comm_kind(o->comm));
     if (x->ran)
         printf("%.0f tok/s | %.3f s/step | %.1f TFLOP/s | MFU %.1f%% | peak %.1f GiB (%s; reserved "
                "%.1f GiB)\n", x->tok_s, x->step_s, tflops, 100 * mfu, ri->used / 1073741824.0,
@@ -317,8 +323,8 @@ static void print_row(const opts *o, const ae_backend *be, int k, const stage_re
         printf("{\"bench\":\"bench_distill\",\"shape\":");
         json_str(o->label);
         printf(",\"target\":\"%s\",\"batch\":%d,\"ctx\":%d,\"window\":%d,\"stage\":%d,\"steps\":%d,"
-               "\"optim_state\":\"%s\",\"status\":\"%s\",", o->target, o->batch, o->ctx, o->window,
-               k + 1, o->steps, o->optim_8bit ? "8bit" : "fp32", status);
+               "\"optim_state\":\"%s\",\"status\":\"%s\",\"ranks\":%d,", o->target, o->batch, o->ctx,
+               o->window, k + 1, o->steps, o->optim_8bit ? "8bit" : "fp32", status, ranks);
         if (x->ran)
             printf("\"tok_s\":%.1f,\"step_s\":%.4f,\"tflops\":%.2f,\"mfu\":%.4f,", x->tok_s, x->step_s,
                    tflops, mfu);
@@ -374,7 +380,7 @@ static void usage(void) {
             "         [--stage 1|2|both] [--device cuda|cpu] [--json] [--label S] [--peaks]\n"
             "         [--kv-lora 512] [--rope-dim 64] [--nope-dim 128] [--v-dim 128] [--window 1024]\n"
             "         [--full-every 6] [--out DIR] [--keep] [--seed S] [--profile]\n"
-            "         [--optim-state fp32|8bit]\n"
+            "         [--optim-state fp32|8bit] [--gpus N]\n"
             "       bench_distill --peaks [--device D]   (the bf16 GEMM rate only)\n");
 }
 
@@ -395,17 +401,32 @@ static ae_status make_data(const opts *o, int V, ae_tokfile *f, uint32_t **ids) 
     return AE_OK;
 }
 
+// --gpus N (or mpirun -np N): N data-parallel ranks, one GPU each, each running one micro-batch
+// of --batch sequences per step (accum = N): the global tokens/s of the group, printed by rank 0.
 int main(int argc, char **argv) {
+    int gi = ae_dist_gpus_arg(argc, argv);
+    if (gi && !getenv("AE_DIST_RANK")) return ae_dist_launch(argc, argv, gi, 1);
     opts o;
     if (parse(argc, argv, &o) != 0) {
         usage();
         return 2;
     }
+    ae_dist_env env;
+    char dev[32];
+    if (ae_dist_env_read(&env) != AE_OK) {
+        fprintf(stderr, "bench_distill: %s\n", ae_last_error());
+        return 2;
+    }
+    if (env.size > 1 && !strcmp(o.device, "cuda")) { // rank r on GPU r of its host
+        snprintf(dev, sizeof dev, "cuda:%d", env.local_rank);
+        o.device = dev;
+    }
     const ae_backend *be;
-    if (ae_backend_open(o.device, &be) != AE_OK) {
+    if (ae_backend_open(o.device, &be) != AE_OK || ae_comm_open(&env, be, &o.comm) != AE_OK) {
         fprintf(stderr, "bench_distill: %s\n", ae_last_error());
         return 1;
     }
+    if (env.rank != 0 && !freopen("/dev/null", "w", stdout)) return 1; // rank 0 reports
     run_info ri = {0};
     const char *g = getenv("AE_BENCH_GEMM_PEAK");
     ri.gemm = g && atof(g) > 0 ? atof(g) * 1e12 : bench_peak_gemm(be, be->host_memory ? 1024 : 8192);
@@ -497,6 +518,7 @@ int main(int argc, char **argv) {
     free(ids);
     ae_model_free(s); // before t: s shares t's tensors
     ae_model_free(t);
+    ae_comm_close(o.comm);
     ae_backend_close(be);
     return ok ? 0 : 1;
 }

@@ -13,7 +13,8 @@ teachers=("$@")
 [ "${teachers[*]}" = none ] && teachers=()
 shared=$(cd ../shared && pwd)
 rm -rf .carry && mkdir -p .carry/stage/lib .carry/stage/shared/teachers .carry/stage/shared/data/corpus/general
-bash scripts/build.sh build-gpu -DAE_CUDA=ON >/dev/null
+# no MPI: the device image lacks Debian's libmpi (GPU groups start with --gpus N there)
+bash scripts/build.sh build-gpu -DAE_CUDA=ON -DAE_MPI=OFF >/dev/null
 echo "$(git rev-parse --short HEAD)$(git diff --quiet || echo ' +uncommitted')" > build-gpu/COMMIT
 mkdir -p .carry/stage/build
 cp build-gpu/COMMIT build-gpu/attnedit build-gpu/bench_infer build-gpu/bench_distill build-gpu/bench_attn build-gpu/test_backend_ops \

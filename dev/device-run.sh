@@ -4,7 +4,8 @@
 # (bench/gpu_infer.sh) and, when dev/device-bundle-llama.sh added llama.cpp, llama.cpp's side
 # (bench/llama_infer.sh). BENCH=distill runs the distillation benchmark instead (bench/gpu_distill.sh:
 # attnedit against the PyTorch peer; AE_BENCH_FULL=1 or =only passes through) and skips the tests
-# unless TESTS=1. TESTS=0 skips the tests. Logs go to $OUT (the device tool brings them back).
+# unless TESTS=1. BENCH=scale: the data-parallel scaling (bench/gpu_scale.sh) on the machine's
+# GPUs (a multi-GPU kind), after the tests unless TESTS=0. TESTS=0 skips the tests. Logs go to $OUT (the device tool brings them back).
 #   run: bash dev/device-run.sh      (carry: .carry)
 #   run: BENCH=distill bash dev/device-run.sh   (about 6 minutes on an H200; AE_BENCH_FULL=only for
 #        the optional rows, 8B at 32K and Qwen3-30B-A3B, in a second call)
@@ -17,6 +18,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 tests_default=1
 [ "${BENCH:-}" = distill ] && tests_default=0 # the benchmark alone fills most of a 10-minute call
 [ "${TESTS:-$tests_default}" = 0 ] || bash scripts/test-gpu.sh 2>&1 | tee "$out/test-gpu.log"
+if [ "${BENCH:-}" = scale ]; then # data-parallel scaling on every GPU of the machine
+  echo "mpirun: $(command -v mpirun || echo none); libmpi: $(ls /usr/lib/x86_64-linux-gnu/libmpi.so* 2>/dev/null | head -1)"
+  AE_BENCH_LOGDIR="$out/scale" bash bench/gpu_scale.sh .carry/build 2>&1 | tee "$out/bench-scale.log"
+  exit 0
+fi
 if [ "${BENCH:-}" = distill ]; then
   AE_BENCH_LOGDIR="$out/distill" bash bench/gpu_distill.sh .carry/build .carry/peers/torch_attnedit.py 2>&1 \
     | tee "$out/bench-distill.log"

@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # On the device: unpacks .carry/bundle.tar.xz (dev/device-bundle.sh) into .carry/ and prints the
-# environment to source: LD_LIBRARY_PATH for the carried libraries, AE_SHARED_DIR for the tests.
+# environment to source: LD_LIBRARY_PATH for the carried libraries (and the device's own NCCL,
+# libnccl.so.2: the system's, the toolkit's, or PyTorch's nvidia-nccl wheel's; 218 MB, too large
+# to carry), AE_SHARED_DIR for the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tar -C .carry -xJf .carry/bundle.tar.xz
-echo "export LD_LIBRARY_PATH=$PWD/.carry/lib:/usr/local/cuda/lib64:\${LD_LIBRARY_PATH:-} AE_SHARED_DIR=$PWD/.carry/shared"
+nccl=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/lib/x86_64-linux-gnu \
+         "$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)"; do
+  if [ -n "$d" ] && [ -e "$d/libnccl.so.2" ]; then nccl=$d; break; fi
+done
+echo "export LD_LIBRARY_PATH=$PWD/.carry/lib:/usr/local/cuda/lib64${nccl:+:$nccl}:\${LD_LIBRARY_PATH:-} AE_SHARED_DIR=$PWD/.carry/shared"

@@ -573,6 +573,7 @@ static void test_refuse_accum(void **state) {
     result r = convert(&s, dir, 2, NULL, STOP_S);
     expect_refused(&r, "2 ranks, --accum 3");
     expect_in(&r, "multiple of 2");
+    assert_false(ae_path_exists(dir)); // refused before anything is written
     free(r.out);
     free(dir);
 }
@@ -591,8 +592,9 @@ static void test_refuse_different_ranks(void **state) {
     add_convert(&c, &s1, dir);
     result r = run_env(&c, NULL);
     expect_refused(&r, "rank 1 with another --seed");
-    expect_in(&r, "rank 1's run");
+    expect_in(&r, "rank 1's command line");
     expect_in(&r, "differs from rank 0's");
+    assert_false(ae_path_exists(dir)); // refused before anything is written
     free(r.out);
     free(dir);
 }

@@ -19,11 +19,39 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/file.h"
+#include "core/sha256.h"
+#include "dist/comm.h"
+#ifdef AE_HAVE_CUDA
+#include "backend/cuda.h"
+#endif
 #include "model/save.h"
 #include "model/student.h"
 #include "train/data.h"
 #include "train/rebatch.h"
 #include "train/run_spec.h"
+
+// The data-parallel group this process belongs to (dist/comm.h; NULL: alone). Every rank runs
+// the same command; rank 0 alone writes. Before training the ranks agree that all of them got
+// there (group_ready): a rank that failed earlier (a bad argument, a folder that exists) stops
+// the others at once instead of leaving them waiting for it.
+static struct {
+    ae_comm *comm;
+    int agreed; // group_ready ran
+} s_group;
+
+static int is_root(void) { return ae_comm_rank(s_group.comm) == 0; }
+
+// Every rank calls this once, failed = 1 when it cannot train; returns 1 when some rank failed.
+static int group_ready(int failed) {
+    if (s_group.agreed || ae_comm_size(s_group.comm) <= 1) return failed;
+    s_group.agreed = 1;
+    double v = failed;
+    if (ae_comm_allreduce_host(s_group.comm, &v, 1) != AE_OK) return ae_cli_fail("convert");
+    if (v > 0 && !failed)
+        fprintf(stderr, "attnedit convert: rank %d stops: %d rank%s failed before training (see "
+                "above)\n", ae_comm_rank(s_group.comm), (int)v, v > 1 ? "s" : "");
+    return v > 0;
+}
 
 static const char k_help[] =
     "usage: attnedit convert --teacher T --target mla|gateswa [options] --out S [--force]\n"
@@ -52,9 +80,14 @@ static const char k_help[] =
     "  device:   --device cpu|cuda[:N] (default: cuda when a GPU is present, else cpu; the\n"
     "            environment's ATTNEDIT_DEVICE overrides the default). On cuda the teacher and\n"
     "            student are bf16 and AdamW keeps fp32 master weights; both stages run there\n"
-    "            (stage 2 of MoE models on cpu only, for now). --resume and --restart take\n"
-    "            --device too: a run may continue on another device (then it is no longer\n"
-    "            bit-identical to an uninterrupted one, and the resume says so).\n"
+    "            (MoE models too). --resume and --restart take --device too: a run may continue\n"
+    "            on another device (then it is no longer bit-identical to an uninterrupted one,\n"
+    "            and the resume says so).\n"
+    "  several:  --gpus N: N data-parallel ranks on this host's first N GPUs (NCCL), or start the\n"
+    "            ranks with mpirun -np N (one or several hosts). The same --batch B --accum A\n"
+    "            make the same steps whatever N is: each rank runs A/N of the A micro-batches of\n"
+    "            B sequences (A must be a multiple of N); rank 0 writes everything. A run may be\n"
+    "            resumed with another N (docs/DISTRIBUTED.md).\n"
     "  attnedit convert --resume S   continue the interrupted run in S from its checkpoint\n"
     "                                (a finished run: says so and changes nothing)\n"
     "  attnedit convert --restart S  start the run in S over from step 0, with the settings\n"
@@ -363,6 +396,7 @@ static ae_status train_and_finish(const ae_run_spec *rs, const ae_model *t, ae_m
                                   const char *out, int resume) {
     ae_distill_result res;
     AE_TRY(ae_distill_run(t, s, data, &rs->opts, out, resume, &res));
+    if (!is_root()) return AE_OK; // rank 0 writes the result
     AE_TRY(ae_model_save_weights(s, out, rs->opts.train_all));
     char *meta = ae_run_spec_json(rs, s, rep, &res);
     ae_status st = meta ? ae_write_text_file(out, "conversion.json", meta) : AE_ERR_NOMEM;
@@ -457,11 +491,13 @@ static int run_resume(const char *dir, const convert_opts *o, const ae_backend *
         rc = ae_cli_fail("convert");
     } else {
         ae_init_report rep = {0};
-        ae_dir_remove_stale(dir); // left by a --restart that died while rewriting the folder
-        if ((rs.opts.batch != recorded_batch &&
-             ae_rebatch_record(dir, rs.opts.batch, rs.opts.accum) != AE_OK) ||
-            train_and_finish(&rs, t, s, &data, &rep, dir, 1) != AE_OK)
+        if (is_root()) ae_dir_remove_stale(dir); // left by a --restart that died rewriting the folder
+        rs.opts.comm = s_group.comm;
+        if (is_root() && rs.opts.batch != recorded_batch &&
+            ae_rebatch_record(dir, rs.opts.batch, rs.opts.accum) != AE_OK)
             rc = ae_cli_fail("convert");
+        if (group_ready(rc) || train_and_finish(&rs, t, s, &data, &rep, dir, 1) != AE_OK)
+            rc = rc ? rc : ae_cli_fail("convert");
         ae_tokfile_close(&data);
     }
     free(origin);
@@ -498,11 +534,16 @@ static int make_and_train(ae_run_spec *rs, const char *teacher, const char *out,
         rc = ae_cli_fail("convert");
         goto done;
     }
-    print_student(s, ae_config_kv_bytes(&t->cfg, 4096) / 4096, &rep, rs->spec.init_teacher);
+    if (is_root()) print_student(s, ae_config_kv_bytes(&t->cfg, 4096) / 4096, &rep, rs->spec.init_teacher);
     meta = ae_run_spec_json(rs, s, &rep, NULL);
     ae_save_opts so = {.src_dir = teacher, .force = force, .metadata_json = meta};
-    if (!meta || ae_model_save(s, out, &so) != AE_OK) {
+    if (!meta || (is_root() && ae_model_save(s, out, &so) != AE_OK)) {
         rc = ae_cli_fail("convert");
+        goto done;
+    }
+    rs->opts.comm = s_group.comm;
+    if (training && group_ready(0)) {
+        rc = 1;
         goto done;
     }
     if (training && (st = train_and_finish(rs, t, s, &data, &rep, out, 0)) != AE_OK) {
@@ -516,7 +557,7 @@ static int make_and_train(ae_run_spec *rs, const char *teacher, const char *out,
         rc = 1;
         goto done;
     }
-    fprintf(stderr, "wrote %s\n", out);
+    if (is_root()) fprintf(stderr, "wrote %s\n", out);
 done:
     if (data_open) ae_tokfile_close(&data);
     free(meta);
@@ -570,20 +611,88 @@ static ae_status fill_spec(const convert_opts *o, ae_run_spec *rs) {
     return AE_OK;
 }
 
+// Before anything is written: every rank runs the same build and the same command line, and a
+// new run's --accum is a multiple of the group size (a resumed run's is checked when training
+// starts; its folder exists already). Rank 0 prints the refusal, the others stop quietly.
+// Returns 0 or 1.
+static int group_check(int argc, char **argv, const convert_opts *o) {
+    int n = ae_comm_size(s_group.comm);
+    if (n <= 1) return 0;
+    ae_status st = AE_OK;
+    uint8_t d[32];
+    ae_sha256_ctx c;
+    ae_sha256_init(&c);
+    for (int i = 0; i < argc; i++) ae_sha256_update(&c, argv[i], strlen(argv[i]) + 1);
+    ae_sha256_final(&c, d);
+    int training = o->train.stage_tokens[0] > 0 || o->train.stage_tokens[1] > 0;
+    if (!o->resume && !o->restart && training && o->train.accum % n)
+        st = ae_errorf(AE_ERR_ARG, "%d ranks need --accum to be a multiple of %d (it is %d): each rank "
+                       "runs accum/%d of the micro-batches of a step; e.g. --accum %d", n, n, o->train.accum,
+                       n, (o->train.accum + n - 1) / n * n);
+    if (st == AE_OK) st = ae_comm_check_same(s_group.comm, d, "command line",
+                                             "start every rank with the same convert command");
+    uint8_t exe[32];
+    if (st == AE_OK) st = ae_dist_exe_digest(exe);
+    if (st == AE_OK) st = ae_comm_check_same(s_group.comm, exe, "binary",
+                                             "start every rank with the same attnedit build");
+    if (st == AE_OK) return 0;
+    s_group.agreed = 1; // every rank refuses here: nothing to agree on
+    return is_root() ? ae_cli_fail("convert") : 1;
+}
+
+// The device of this rank: --device (else ATTNEDIT_DEVICE, else automatic); in a group of
+// several ranks "cuda" and the automatic choice of a host with GPUs mean GPU <local rank>.
+static int rank_device(const ae_dist_env *e, const char *name, char *buf, size_t n, const char **out) {
+    const char *env = getenv("ATTNEDIT_DEVICE");
+    if (!name || !strcmp(name, "auto")) name = env && *env && strcmp(env, "auto") ? env : NULL;
+    *out = name;
+    if (e->size <= 1) return 0;
+    if (name && !strncmp(name, "cuda:", 5)) {
+        fprintf(stderr, "attnedit convert: --device %s names one GPU for %d data-parallel ranks: give "
+                        "--device cuda (rank r takes GPU r of its host)\n", name, e->size);
+        return 2;
+    }
+    if (name && strcmp(name, "cuda")) return 0; // cpu
+    int cuda = name != NULL; // automatic: cuda when this build and host have GPUs
+#ifdef AE_HAVE_CUDA
+    cuda = cuda || ae_cuda_device_count() > 0;
+#endif
+    if (!cuda) {
+        *out = "cpu";
+        return 0;
+    }
+    snprintf(buf, n, "cuda:%d", e->local_rank);
+    *out = buf;
+    return 0;
+}
+
 int ae_cmd_convert(int argc, char **argv) {
     convert_opts o;
     static ae_run_spec rs;
     const ae_backend *be = NULL;
+    ae_dist_env env;
+    char devbuf[32];
+    const char *device = NULL;
     int rc = parse(argc, argv, &o);
     if (rc) goto out;
-    if ((rc = ae_cli_open_device("convert", o.device, &be))) goto out;
+    if (ae_dist_env_read(&env) != AE_OK) {
+        rc = ae_cli_fail("convert");
+        goto out;
+    }
+    if ((rc = rank_device(&env, o.device, devbuf, sizeof devbuf, &device))) goto out;
+    if ((rc = ae_cli_open_device("convert", device, &be))) goto out;
+    if (ae_comm_open(&env, be, &s_group.comm) != AE_OK) {
+        rc = ae_cli_fail("convert");
+        goto out;
+    }
+    if ((rc = group_check(argc, argv, &o))) goto out;
     if (o.resume || o.restart) {
         rc = o.resume ? run_resume(o.resume, &o, be) : run_restart(o.restart, &o, be);
         goto out;
     }
     int training = o.train.stage_tokens[0] > 0 || o.train.stage_tokens[1] > 0;
     if ((rc = ae_cli_check_model("convert", o.teacher))) goto out;
-    if (ae_save_check_target(o.out, o.force) != AE_OK || fill_spec(&o, &rs) != AE_OK) {
+    if ((is_root() && ae_save_check_target(o.out, o.force) != AE_OK) || fill_spec(&o, &rs) != AE_OK) {
         rc = ae_cli_fail("convert");
         goto out;
     }
@@ -591,6 +700,9 @@ int ae_cmd_convert(int argc, char **argv) {
         fprintf(stderr, "note: --data given without --stage1-tokens/--stage2-tokens: no training\n");
     rc = make_and_train(&rs, o.teacher, o.out, o.force, NULL, be);
 out:
+    group_ready(rc != 0); // a rank that stopped before training releases the others
+    ae_comm_close(s_group.comm);
+    s_group.comm = NULL;
     if (be) ae_backend_close(be);
     free(o.layers);
     free(o.full_layers);

@@ -14,12 +14,14 @@
 #include "core/mem.h"
 #include "plot/plot.h"
 #include "train/distill_internal.h"
+#include "train/distill_dp.h"
 #include "model/layer_attn.h"
 #include "train/run_spec.h"
 #include "train/loss.h"
 #include "train/moe_train.h"
 #include "train/oom.h"
 #include "backend/mem_limit.h"
+#include "dist/comm.h"
 
 #define KD_VOCAB_CHUNK 4096
 
@@ -697,14 +699,18 @@ void ae_interval_clear(ae_interval *iv, int L) {
 
 // Test hook: AE_TEST_KILL_AT_STEP=k raises SIGKILL right after optimizer step k (1-based,
 // counted over both stages), to test that a resumed run matches an uninterrupted one.
-static void maybe_die(int64_t global_step) {
-    const char *k = getenv("AE_TEST_KILL_AT_STEP");
+// AE_TEST_KILL_RANK=r: only rank r of a data-parallel group dies.
+static void maybe_die(const ae_run *r, int64_t global_step) {
+    const char *k = getenv("AE_TEST_KILL_AT_STEP"), *rank = getenv("AE_TEST_KILL_RANK");
+    if (rank && atoi(rank) != ae_comm_rank(r->o->comm)) return;
     if (k && atoll(k) == global_step) raise(SIGKILL);
 }
 
-// Writes a checkpoint and remembers its position (named if training stops later).
+// Writes a checkpoint (rank 0 of a group; every rank learns the outcome) and remembers its
+// position (named if training stops later).
 static ae_status save_checkpoint(ae_run *r) {
-    AE_TRY(ae_ckpt_save(r));
+    ae_status st = ae_dp_is_root(r) ? ae_ckpt_save(r) : AE_OK;
+    AE_TRY(ae_dp_agree(r, st, "saving a checkpoint"));
     r->last_save = ae_time_now();
     r->ckpt_stage = r->stage;
     r->ckpt_step = r->step;
@@ -733,11 +739,13 @@ static ae_status run_stage(ae_run *r, double run_t0) {
         int agree = 0;
         memset(ll, 0, sizeof(double) * (size_t)L);
         for (int a = 0; a < o->accum && st == AE_OK; a++) {
-            ae_loader_next(&r->loader, B, win);
+            ae_loader_next(&r->loader, B, win); // every rank draws every window: one loader state
+            if (!ae_dp_owns_micro(r, a)) continue;
             for (int b = 0; b < B; b++) memcpy(ids + (size_t)b * T, win + (size_t)b * (T + 1), sizeof(int32_t) * T);
             st = r->stage == 0 ? stage1_micro(r, ids, B, T, ll) : stage2_micro(r, ids, B, T, &kd, &cosl, &agree);
         }
         if (st == AE_ERR_NOMEM) st = ae_oom_stop(r, probe_micro, ids, B, T); // what fits
+        st = ae_dp_reduce_step(r, st, ll, &kd, &cosl, &agree); // sums over the ranks, if several
         if (st != AE_OK) break;
         double loss = 0.0;
         int nrep = 0;
@@ -764,13 +772,18 @@ static ae_status run_stage(ae_run *r, double run_t0) {
         ic.tokens += (int64_t)o->accum * B * T;
         if (o->log_every <= 1 || r->step % o->log_every == 0 || r->step == total) {
             r->final_loss[r->stage] = is->loss_sum / is->n;
-            log_interval(r, &ic, total, run_t0);
+            if (ae_dp_is_root(r)) {
+                log_interval(r, &ic, total, run_t0);
+            } else {
+                ae_interval_clear(is, L);
+                ic.tokens = 0;
+            }
         }
         int by_steps = o->save_every > 0 && r->step % o->save_every == 0;
         int by_time = o->save_minutes > 0 && ae_time_now() - r->last_save >= 60.0 * o->save_minutes;
         if (r->step < total && (by_steps || by_time)) st = save_checkpoint(r);
         int64_t global = r->step + (r->stage == 1 ? ae_distill_stage_steps(o, 0) : 0);
-        if (st == AE_OK) maybe_die(global);
+        if (st == AE_OK) maybe_die(r, global);
         if (st == AE_OK) ae_kill_point("step");
     }
     free(win);
@@ -839,15 +852,20 @@ ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_to
     if (st == AE_OK && resume && !found)
         st = ae_errorf(AE_ERR_ARG, "%s: no checkpoint to resume from (checkpoint/state.json is "
                        "missing)", out_dir);
+    if (st == AE_OK) st = ae_dp_start(&r, found); // a data-parallel group: checks, same start
     if (st == AE_OK && !found) {
         r.stage = 0;
         r.step = 0;
         st = ae_run_setup_stage(&r);
     }
-    if (st == AE_OK) {
+    if (st == AE_OK && ae_dp_is_root(&r)) {
         char *mpath = ae_path_join(out_dir, "metrics.jsonl");
         r.metrics = mpath ? fopen(mpath, "a") : NULL;
         free(mpath);
+        if (ae_comm_size(o->comm) > 1)
+            fprintf(stderr, "data-parallel: %d ranks (%s), %d of the %d micro-batches of each step "
+                    "per rank\n", ae_comm_size(o->comm), ae_comm_kind(o->comm),
+                    o->accum / ae_comm_size(o->comm), o->accum);
         if (found && r.stage < 2)
             fprintf(stderr, "resuming at stage %d, step %lld\n", r.stage + 1, (long long)r.step);
         else if (found)
@@ -857,7 +875,7 @@ ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_to
         int trained = ae_distill_stage_steps(o, r.stage) > 0;
         if (trained) st = run_stage(&r, t0);
         if (st != AE_OK) break;
-        if (trained) plot_losses(out_dir);
+        if (trained && ae_dp_is_root(&r)) plot_losses(out_dir);
         r.stage++;
         r.step = 0;
         ae_interval_clear(&r.iv, student->cfg.num_hidden_layers); // each stage logs its own

@@ -33,6 +33,8 @@ typedef struct {
     int optim_8bit;                 // AdamW moments: 0 F32, 1 8-bit block-quantised
                                     // (--optim-state 8bit; train/optim.h, backend/adam8.h)
     uint64_t seed;
+    struct ae_comm *comm;           // the data-parallel group (dist/comm.h; train/distill_dp.h),
+                                    // NULL: this process alone
 } ae_distill_opts;
 
 typedef struct {

@@ -1,0 +1,140 @@
+// Data parallelism of the distillation loop: see distill_dp.h.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "core/sha256.h"
+#include "dist/comm.h"
+#include "train/distill_dp.h"
+
+int ae_dp_is_root(const ae_run *r) { return ae_comm_rank(r->o->comm) == 0; }
+
+int ae_dp_owns_micro(const ae_run *r, int a) {
+    return a % ae_comm_size(r->o->comm) == ae_comm_rank(r->o->comm);
+}
+
+// The digest of what every rank must agree on: the options that decide a step, the student's
+// parameters (names, sizes, which train) and the data (size, tokenizer, ids sampled along it).
+static void run_digest(const ae_run *r, uint8_t out[32]) {
+    const ae_distill_opts *o = r->o;
+    ae_sha256_ctx c;
+    char buf[512];
+    ae_sha256_init(&c);
+    int n = snprintf(buf, sizeof buf, "ctx %d batch %d accum %d tokens %lld %lld lr %a %a warm %a "
+                     "minlr %a wd %a clip %a norm %d block %a tau %a cos %a all %d optim8 %d seed %llu",
+                     o->ctx, o->batch, o->accum, (long long)o->stage_tokens[0],
+                     (long long)o->stage_tokens[1], o->lr[0], o->lr[1], o->warmup_frac,
+                     o->min_lr_ratio, o->weight_decay, o->clip, o->s1_normalized, o->s1_block, o->tau,
+                     o->cos_weight, o->train_all, o->optim_8bit, (unsigned long long)o->seed);
+    ae_sha256_update(&c, buf, (size_t)n);
+    for (int i = 0; i < r->np; i++) {
+        n = snprintf(buf, sizeof buf, "|%s %lld %d %d", r->sp[i].name, (long long)r->sp[i].numel,
+                     (int)r->sp[i].t.dtype, ae_run_param_saved(r, i));
+        ae_sha256_update(&c, buf, (size_t)n);
+    }
+    const ae_tokfile *f = r->loader.f;
+    n = snprintf(buf, sizeof buf, "|data %llu %u", (unsigned long long)f->n_tokens, f->vocab_size);
+    ae_sha256_update(&c, buf, (size_t)n);
+    ae_sha256_update(&c, f->tokenizer_hash, sizeof f->tokenizer_hash);
+    for (uint64_t k = 0; k < 4096 && f->n_tokens; k++) // ids spread over the whole file
+        ae_sha256_update(&c, &f->ids[(f->n_tokens - 1) * k / 4095], sizeof f->ids[0]);
+    ae_sha256_final(&c, out);
+}
+
+// Rank 0's values of every parameter the run trains, into every rank.
+static ae_status broadcast_params(ae_run *r) {
+    ae_comm *c = r->o->comm;
+    for (int i = 0; i < r->np; i++)
+        if (ae_run_param_saved(r, i))
+            AE_TRY(ae_comm_broadcast(c, r->sp[i].t, (size_t)r->sp[i].numel, 0));
+    return AE_OK;
+}
+
+ae_status ae_dp_start(ae_run *r, int resumed) {
+    ae_comm *c = r->o->comm;
+    int n = ae_comm_size(c);
+    if (n <= 1) return AE_OK;
+    if (r->o->accum % n != 0)
+        return ae_errorf(AE_ERR_ARG, "%d ranks need --accum to be a multiple of %d (it is %d): each rank "
+                         "runs accum/%d micro-batches of --batch %d per step; e.g. --batch %d --accum %d "
+                         "makes the same %d sequences per step", n, n, r->o->accum, n, r->o->batch,
+                         r->o->batch * r->o->accum % n == 0 ? r->o->batch * r->o->accum / n : r->o->batch,
+                         r->o->batch * r->o->accum % n == 0 ? n : r->o->accum * n,
+                         r->o->batch * r->o->accum % n == 0 ? r->o->batch * r->o->accum
+                                                             : r->o->batch * r->o->accum * n);
+    uint8_t d[32];
+    AE_TRY(ae_dist_exe_digest(d));
+    AE_TRY(ae_comm_check_same(c, d, "binary", "start every rank with the same attnedit build"));
+    run_digest(r, d);
+    AE_TRY(ae_comm_check_same(c, d, "run (options, teacher and student shapes, data file)",
+                              "start every rank with the same command, teacher and data"));
+    ae_comm_set_where(c, "start (rank 0's parameters to every rank)");
+    return resumed ? AE_OK : broadcast_params(r);
+}
+
+// The failed rank of a step from the summed flags: fail[0] = how many failed, fail[1] = the
+// sum of (rank + 1) over them.
+static ae_status other_failed(const ae_run *r, double nfail, double ranks, const char *what) {
+    if (nfail == 1)
+        return ae_errorf(AE_ERR_ARG, "rank %d failed %s (its message is above); this rank stopped too",
+                         (int)ranks - 1, what);
+    return ae_errorf(AE_ERR_ARG, "%d ranks failed %s (their messages are above); this rank stopped too",
+                     (int)nfail, what);
+}
+
+ae_status ae_dp_reduce_step(ae_run *r, ae_status st, double *ll, double *kd, double *cosl, int *agree) {
+    ae_comm *c = r->o->comm;
+    if (ae_comm_size(c) <= 1) return st;
+    int L = r->s->cfg.num_hidden_layers, n = L + 5;
+    double *v = ae_calloc((size_t)n, sizeof(double)); // fail, ranks, ll (L), kd, cos, agree
+    if (!v) return AE_ERR_NOMEM;
+    char where[64];
+    snprintf(where, sizeof where, "stage %d, step %lld", r->stage + 1, (long long)r->step + 1);
+    ae_comm_set_where(c, where);
+    v[0] = st != AE_OK;
+    v[1] = st != AE_OK ? ae_comm_rank(c) + 1 : 0;
+    memcpy(v + 2, ll, sizeof(double) * (size_t)L);
+    v[L + 2] = *kd;
+    v[L + 3] = *cosl;
+    v[L + 4] = *agree;
+    ae_status cs = ae_comm_allreduce_host(c, v, n);
+    if (cs == AE_OK && st == AE_OK && v[0] > 0) {
+        char what[80];
+        snprintf(what, sizeof what, "at %s", where);
+        cs = other_failed(r, v[0], v[1], what);
+    }
+    if (cs == AE_OK && st == AE_OK) {
+        memcpy(ll, v + 2, sizeof(double) * (size_t)L);
+        *kd = v[L + 2];
+        *cosl = v[L + 3];
+        *agree = (int)v[L + 4];
+    }
+    free(v);
+    if (st != AE_OK) return st;
+    AE_TRY(cs);
+    int k = r->opt.n;
+    ae_ptr *xs = ae_calloc((size_t)(k ? k : 1), sizeof *xs);
+    size_t *ns = ae_calloc((size_t)(k ? k : 1), sizeof *ns);
+    if (!xs || !ns) cs = AE_ERR_NOMEM;
+    for (int i = 0; cs == AE_OK && i < k; i++) {
+        xs[i] = r->opt.p[i].grad;
+        ns[i] = (size_t)r->opt.p[i].numel;
+    }
+    if (cs == AE_OK && k) cs = ae_comm_allreduce_sum(c, xs, ns, k);
+    free(xs);
+    free(ns);
+    return cs;
+}
+
+ae_status ae_dp_agree(ae_run *r, ae_status st, const char *what) {
+    ae_comm *c = r->o->comm;
+    if (ae_comm_size(c) <= 1) return st;
+    int root = ae_comm_rank(c) == 0;
+    double v[2] = {root && st != AE_OK, root && st != AE_OK ? 1 : 0};
+    ae_comm_set_where(c, what);
+    ae_status cs = ae_comm_allreduce_host(c, v, 2);
+    if (root) return st;
+    AE_TRY(cs);
+    return v[0] > 0 ? other_failed(r, v[0], v[1], what) : AE_OK;
+}

@@ -1,0 +1,38 @@
+// Data parallelism of the distillation loop (issue 12; the collectives: dist/comm.h).
+//
+// Every optimizer step draws the same batch x accum windows on every rank (one loader, the same
+// seed: its state is the run's, whatever the number of ranks); micro-batch a of the step runs on
+// rank a mod N only, its gradient scaled by 1/accum as on one rank, and the gradients are summed
+// over the ranks before the (identical) AdamW update on every rank. So a step of N ranks is the
+// step of one rank with the same --batch and --accum, up to the order of the fp32 sums (the
+// rank's own micro-batches first, then the all-reduce). accum must be a multiple of N.
+// Rank 0 alone writes (progress lines, metrics.jsonl, checkpoints, loss.png); every rank reads a
+// checkpoint to resume, so a run may continue with another N.
+#ifndef AE_TRAIN_DISTILL_DP_H
+#define AE_TRAIN_DISTILL_DP_H
+
+#include "train/distill_internal.h"
+
+// 1 on rank 0 or without a group.
+int ae_dp_is_root(const ae_run *r);
+// 1 when micro-batch a (0 ≤ a < accum) of a step runs on this rank.
+int ae_dp_owns_micro(const ae_run *r, int a);
+
+// Before the first step: accum divisible by the group size; the same binary and the same run on
+// every rank (options, parameter names and shapes, data); then, unless resumed (every rank read
+// the same checkpoint), rank 0's trained parameters broadcast to all, so that every rank starts
+// from the same values whatever the ranks' initialisation did. AE_OK at once without a group.
+ae_status ae_dp_start(ae_run *r, int resumed);
+
+// After this rank's micro-batches of a step: sums the step's per-rank results over the ranks
+// (st: this rank's status; ll (L) the per-layer stage-1 losses, *kd, *cosl, *agree stage 2's) and,
+// when every rank succeeded, the gradients of the stage's trained tensors. Returns st when it
+// failed here, AE_ERR_ARG naming the failed rank when another rank failed (its own message is
+// on that rank's stderr), else the all-reduce's status.
+ae_status ae_dp_reduce_step(ae_run *r, ae_status st, double *ll, double *kd, double *cosl, int *agree);
+
+// After rank 0 wrote (or failed to write) a checkpoint: every rank learns the outcome (st on rank
+// 0, ignored elsewhere), so that no rank waits for a rank that stopped.
+ae_status ae_dp_agree(ae_run *r, ae_status st, const char *what);
+
+#endif
