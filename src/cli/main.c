@@ -1,11 +1,13 @@
 // attnedit: command-line entry point. Dispatches to the subcommands in cli/cmd_*.c.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/ops.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "dist/launch.h"
 
 static const char k_usage[] =
     "attnedit " AE_VERSION " - convert Qwen3 models to cheaper attention, run and measure them\n"
@@ -57,6 +59,33 @@ int ae_cli_check_model(const char *cmd, const char *dir) {
     return 0;
 }
 
+// `attnedit convert ... --gpus N` (dist/launch.h): this process becomes the launcher of N ranks
+// of the same command line without "--gpus N" (the command's parser never sees it). Returns -1
+// when the command should run here (no --gpus, or --help: one help, with --gpus N removed from
+// argv), else the exit status.
+static int gpus_launch(int *argc, char **argv) {
+    int gi = ae_dist_gpus_arg(*argc, argv);
+    if (!gi) return -1;
+    if (getenv("AE_DIST_RANK")) { // the launcher removed it: started by hand with AE_DIST_RANK
+        fprintf(stderr, "attnedit: --gpus in a rank of a group (AE_DIST_RANK is set): unset "
+                        "AE_DIST_RANK or leave out --gpus\n");
+        return 2;
+    }
+    if (gi == 1 || strcmp(argv[1], "convert") != 0) {
+        fprintf(stderr, "attnedit: --gpus N is an option of convert (attnedit convert ... --gpus "
+                        "N)\n");
+        return 2;
+    }
+    for (int i = 2; i < *argc; i++)
+        if (!strcmp(argv[i], "--help")) {
+            int drop = gi + 1 < *argc ? 2 : 1;
+            for (int j = gi; j + drop <= *argc; j++) argv[j] = argv[j + drop]; // argv[argc] too
+            *argc -= drop;
+            return -1;
+        }
+    return ae_dist_launch(*argc, argv, gi, 1);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help")) {
@@ -67,6 +96,8 @@ int main(int argc, char **argv) {
         printf("attnedit %s\n", AE_VERSION);
         return 0;
     }
+    int launched = gpus_launch(&argc, argv);
+    if (launched >= 0) return launched;
     const char *cmd = argv[1];
     if (!strcmp(cmd, "inspect")) return ae_cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokenize")) return ae_cmd_tokenize(argc - 2, argv + 2);

@@ -45,7 +45,8 @@ static const char k_stop_note[] = "stopping the other ranks (the last checkpoint
 static const char *const k_own_vars[] = {
     "AE_DIST_RANK", "AE_DIST_SIZE", "AE_DIST_LOCAL_RANK", "AE_DIST_LOCAL_SIZE", "AE_DIST_NCCL_ID",
     "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
-    "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_RANK", "PMI_SIZE", NULL};
+    "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS",
+    NULL};
 
 typedef struct {
     pid_t pid;         // 0: not started

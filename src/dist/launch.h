@@ -14,11 +14,11 @@ int ae_dist_gpus_arg(int argc, char **argv);
 // — then starts N copies of /proc/self/exe with argv minus "--gpus N" and with AE_DIST_RANK,
 // AE_DIST_SIZE, AE_DIST_LOCAL_RANK, AE_DIST_LOCAL_SIZE, AE_DIST_NCCL_ID set (the rest of the
 // environment unchanged: AE_DIST_TIMEOUT, NCCL_NVLS_ENABLE=0 ... kept if set; an outer
-// launcher's OMPI_COMM_WORLD_* / PMI_RANK / PMI_SIZE removed), forwards SIGINT/SIGTERM to them
-// (saying so once: "attnedit: got SIGINT; passing it to the N running ranks") and waits. Ranks
-// other than 0 have their stderr lines prefixed "[rank r] " (rank 0's output is the run's
-// output; stdout is not prefixed). When a rank exits non-zero or dies of a signal while the
-// launcher is not already stopping the group, the launcher prints
+// launcher's OMPI_COMM_WORLD_*, PMI_RANK, PMI_SIZE, MPI_LOCAL* removed), forwards SIGINT and
+// SIGTERM to them (saying so once: "attnedit: got SIGINT; passing it to the N running ranks")
+// and waits. Ranks other than 0 have their stderr lines prefixed "[rank r] " (rank 0's output
+// is the run's output; stdout is not prefixed). When a rank exits non-zero or dies of a signal
+// while the launcher is not already stopping the group, the launcher prints
 //   attnedit: rank r exited with status s | was killed by signal k (NAME); stopping the other
 //   ranks (the last checkpoint, if any, stays valid)
 // (the part from "stopping" only when other ranks still run), sends the others SIGTERM, and
