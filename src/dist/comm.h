@@ -69,7 +69,8 @@ typedef struct ae_comm ae_comm;
 // it, also for a group of one). MPI is initialised by the first open if nobody did, and
 // finalized by close then: one MPI group per process.
 ae_status ae_comm_open(const ae_dist_env *e, const ae_backend *be, ae_comm **out);
-// Finalizes NCCL/MPI as needed. NULL is a no-op.
+// Finalizes NCCL/MPI as needed (before the backend is closed: NCCL uses its stream). NULL is a
+// no-op.
 void ae_comm_close(ae_comm *c);
 
 int ae_comm_rank(const ae_comm *c);  // 0 for NULL

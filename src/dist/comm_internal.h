@@ -33,7 +33,15 @@ typedef struct {
     char where[160];          // ae_comm_set_where's position
     void (*abort_hook)(void *arg);
     void *abort_arg;
+    int fired;                // set (atomically) just before the hook runs: a thread polling a
+                              // collective then stops touching the library (ae_watchdog_fired)
 } ae_watchdog;
+
+// 1 once the watchdog has fired (the process is about to _exit(3)): callers in a polling loop
+// park instead of calling into a communicator the hook is aborting.
+static inline int ae_watchdog_fired(ae_watchdog *wd) {
+    return __atomic_load_n(&wd->fired, __ATOMIC_SEQ_CST);
+}
 
 // Initialises wd (not yet running): where = "the start of the run".
 void ae_watchdog_init(ae_watchdog *wd, int rank, double timeout);

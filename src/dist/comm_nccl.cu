@@ -61,6 +61,7 @@ ae_status wait_stream(ae_comm *c, const char *what) {
     nccl_impl *m = impl_of(c);
     struct timespec nap = {0, 50000};
     for (;;) {
+        while (ae_watchdog_fired(&c->wd)) nanosleep(&nap, NULL); // aborting: _exit(3) follows
         cudaError_t e = cudaStreamQuery(m->stream);
         if (e == cudaSuccess) return AE_OK;
         if (e != cudaErrorNotReady) return cuda_error(c, e, what);
@@ -76,8 +77,12 @@ ae_status wait_stream(ae_comm *c, const char *what) {
     }
 }
 
-// The backend's kept error, if any (its stream holds no valid data then).
+// Refuses a collective after an earlier NCCL failure (the communicator is aborted) or with the
+// backend's kept error, if any (its stream holds no valid data then).
 ae_status backend_ok(ae_comm *c) {
+    if (impl_of(c)->aborted)
+        return ae_errorf(AE_ERR_DEVICE, "rank %d: the NCCL communicator was aborted after an "
+                         "earlier failure", c->rank);
     if (!cuda_failed(c->be)) return AE_OK;
     return ae_error_wrap(c->be->sync(c->be), "rank %d", c->rank);
 }

@@ -57,6 +57,7 @@ static void fire(ae_watchdog *wd, double waited, const char *op, const char *whe
     if (n > (int)sizeof line - 1) n = (int)sizeof line - 1;
     ssize_t w = write(2, line, (size_t)n);
     (void)w;
+    __atomic_store_n(&wd->fired, 1, __ATOMIC_SEQ_CST);
     if (wd->abort_hook) {
         // The hook (ncclCommAbort) may itself wait on a peer: end the process regardless.
         signal(SIGALRM, alarm_exit);
