@@ -263,6 +263,8 @@ extern "C" ae_status ae_comm_nccl_open(ae_comm *c, const ae_dist_env *e) {
     m->device = cu(be)->device;
     m->stream = cu(be)->stream;
     c->impl = m;
+    setenv("NCCL_NVLS_ENABLE", "0", 0); // never NVLink multicast unless asked for (before any
+                                        // NCCL call of this process reads its settings)
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
     ae_status st = AE_OK;
@@ -279,7 +281,6 @@ extern "C" ae_status ae_comm_nccl_open(ae_comm *c, const ae_dist_env *e) {
                        "for every rank it starts)", e->rank, e->size);
     }
     if (st == AE_OK) {
-        setenv("NCCL_NVLS_ENABLE", "0", 0); // never NVLink multicast unless asked for
         cudaError_t ce = cudaSetDevice(m->device);
         if (ce != cudaSuccess) {
             st = ae_errorf(AE_ERR_DEVICE, "rank %d: cuda:%d: %s", e->rank, m->device,
