@@ -8,9 +8,12 @@
 //      gradient of a step is the same sum in another order (each rank's micro-batch, then NCCL's
 //      sum; bf16 GEMMs are the same per micro-batch), so only rounding differs; metrics.jsonl
 //      has one line per step (rank 0 alone writes);
+//      the same with --train all (MLA): the AdamW states and fp32 masters sharded over the 2 ranks
+//      (ZeRO-1), gathered by rank 0 for each checkpoint;
 //  (c) rank 1 killed after step 3 (AE_TEST_KILL_AT_STEP=3, AE_TEST_KILL_RANK=1): the launcher
 //      exits 137 naming rank 1 and signal 9, within 60 s; the checkpoint it leaves resumes on ONE
-//      GPU to the end, with a final KL within 1% of the uninterrupted run.
+//      GPU to the end, with a final KL within 1% of the uninterrupted run (--train all: the
+//      sharded checkpoint resumes on one rank).
 // Needs 2 GPUs for (b) and (c): prints "SKIP ..." and exits 77 with fewer (AE_REQUIRE_GPU=1
 // fails only when there is no GPU at all).
 #define _XOPEN_SOURCE 700
@@ -106,7 +109,7 @@ static double max_tensor_diff(const char *a, const char *b, char *worst, size_t 
     return worst_err;
 }
 
-static int convert(const char *out, const char *target, int s1, int gpus, char **err) {
+static int convert(const char *out, const char *target, int s1, int gpus, int all, char **err) {
     char g[16];
     snprintf(g, sizeof g, "%d", gpus);
     const char *args[40] = {"convert", "--teacher", ae_test_src(MICRO), "--target", target,
@@ -118,20 +121,22 @@ static int convert(const char *out, const char *target, int s1, int gpus, char *
     if (!strcmp(target, "mla")) args[n++] = "--kv-lora-rank", args[n++] = "32", args[n++] = "--qk-rope-dim",
                                 args[n++] = "8";
     if (gpus > 1) args[n++] = "--gpus", args[n++] = g;
+    if (all) args[n++] = "--train", args[n++] = "all";
     args[n] = NULL;
     return ae_test_run_cli(args, NULL, NULL, err);
 }
 
-// (b) one target: 1 GPU and 2 GPUs from the same start.
-static void same_as_one_gpu(const char *target, int s1) {
+// (b) one target: 1 GPU and 2 GPUs from the same start (all: --train all, whose AdamW states
+// and fp32 masters the 2 ranks shard, rank 0 gathering them for each checkpoint).
+static void same_as_one_gpu(const char *target, int s1, int all) {
     char *one = ae_path_join(g_dir, "one"), *two = ae_path_join(g_dir, "two"), *err = NULL;
-    int rc = convert(one, target, s1, 1, &err);
+    int rc = convert(one, target, s1, 1, all, &err);
     CHECK(rc == 0, "%s on 1 GPU: exit %d: %s", target, rc, err);
     free(err);
-    rc = convert(two, target, s1, 2, &err);
+    rc = convert(two, target, s1, 2, all, &err);
     CHECK(rc == 0, "%s on 2 GPUs: exit %d: %s", target, rc, err);
-    CHECK(err && strstr(err, "data-parallel: 2 ranks (nccl)"), "%s: no data-parallel line: %s", target,
-          err ? err : "");
+    CHECK(err && strstr(err, "data-parallel: 2 ranks (nccl)") && (!all || strstr(err, "(ZeRO-1)")),
+          "%s: no data-parallel line: %s", target, err ? err : "");
     free(err);
     for (int s = 0; s < 2; s++) {
         const char *key = s ? "stage2_final_loss" : "stage1_final_loss";
@@ -155,13 +160,13 @@ static void same_as_one_gpu(const char *target, int s1) {
 // (c) a rank dies; the last checkpoint resumes on one GPU.
 static void rank_dies(void) {
     char *ref = ae_path_join(g_dir, "ref"), *run = ae_path_join(g_dir, "killed"), *err = NULL;
-    int rc = convert(ref, "mla", 1, 1, &err);
+    int rc = convert(ref, "mla", 1, 1, 1, &err);
     CHECK(rc == 0, "reference: exit %d: %s", rc, err);
     free(err);
     setenv("AE_TEST_KILL_AT_STEP", "3", 1);
     setenv("AE_TEST_KILL_RANK", "1", 1);
     double t0 = ae_time_now();
-    rc = convert(run, "mla", 1, 2, &err);
+    rc = convert(run, "mla", 1, 2, 1, &err);
     double dt = ae_time_now() - t0;
     unsetenv("AE_TEST_KILL_AT_STEP");
     unsetenv("AE_TEST_KILL_RANK");
@@ -202,7 +207,7 @@ int main(void) {
     free(err);
     // (a) more ranks than GPUs
     char *out = ae_path_join(g_dir, "toomany");
-    rc = convert(out, "mla", 1, ngpu + 1, &err);
+    rc = convert(out, "mla", 1, ngpu + 1, 0, &err);
     char want[64];
     snprintf(want, sizeof want, "%d", ngpu);
     CHECK(rc == 2 && err && strstr(err, want) && !ae_path_exists(out),
@@ -214,8 +219,9 @@ int main(void) {
         ae_test_rmtree(g_dir);
         return g_fail ? 1 : 77;
     }
-    if (!g_fail) same_as_one_gpu("mla", 1);
-    if (!g_fail) same_as_one_gpu("gateswa", 0);
+    if (!g_fail) same_as_one_gpu("mla", 1, 0);
+    if (!g_fail) same_as_one_gpu("gateswa", 0, 0);
+    if (!g_fail) same_as_one_gpu("mla", 1, 1);
     if (!g_fail) rank_dies();
     ae_test_rmtree(g_dir);
     free(g_dir);

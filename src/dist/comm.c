@@ -284,6 +284,23 @@ ae_status ae_comm_barrier(ae_comm *c) {
     return st;
 }
 
+static ae_status p2p(ae_comm *c, ae_ptr x, size_t n, int peer, int recv) {
+    const char *op = recv ? "recv" : "send";
+    if (peer < 0 || peer >= ae_comm_size(c) || peer == ae_comm_rank(c))
+        return ae_errorf(AE_ERR_ARG, "%s: peer rank %d (this rank %d, %d ranks)", op, peer,
+                         ae_comm_rank(c), ae_comm_size(c));
+    if (n > 0 && !x.data) return ae_errorf(AE_ERR_ARG, "%s: null buffer", op);
+    if (!multi(c) || n == 0) return AE_OK;
+    ae_watchdog_enter(&c->wd, op);
+    size_t bytes = n * ae_dtype_size(x.dtype);
+    ae_status st = recv ? c->ops->recv(c, x, bytes, peer) : c->ops->send(c, x, bytes, peer);
+    ae_watchdog_leave(&c->wd);
+    return st;
+}
+
+ae_status ae_comm_send(ae_comm *c, ae_ptr x, size_t n, int peer) { return p2p(c, x, n, peer, 0); }
+ae_status ae_comm_recv(ae_comm *c, ae_ptr x, size_t n, int peer) { return p2p(c, x, n, peer, 1); }
+
 // ---- sameness ------------------------------------------------------------------------------------
 
 ae_status ae_comm_check_same(ae_comm *c, const uint8_t digest[32], const char *what,

@@ -96,6 +96,12 @@ ae_status ae_comm_broadcast(ae_comm *c, ae_ptr x, size_t n, int root);
 ae_status ae_comm_allgather_host(ae_comm *c, const void *mine, void *all, size_t bytes);
 // Waits until every rank got here.
 ae_status ae_comm_barrier(ae_comm *c);
+// Point to point (the sharded states a checkpoint gathers on rank 0): x (n values of x.dtype,
+// backend memory) to rank peer, which receives them with ae_comm_recv into a buffer of the same
+// size and dtype. Messages between two ranks arrive in the order they were sent. Both block
+// until done (watchdog above). A peer outside the group or this rank itself is AE_ERR_ARG.
+ae_status ae_comm_send(ae_comm *c, ae_ptr x, size_t n, int peer);
+ae_status ae_comm_recv(ae_comm *c, ae_ptr x, size_t n, int peer);
 
 // Refuses a group whose ranks disagree: every rank passes the same 32-byte digest of what must
 // match (ae_comm_check_same(c, digest, "binary", advice)); AE_ERR_ARG on every rank naming the

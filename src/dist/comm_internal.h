@@ -68,6 +68,8 @@ typedef struct {
     ae_status (*broadcast)(ae_comm *c, ae_ptr x, size_t bytes, int root);
     ae_status (*allgather_host)(ae_comm *c, const void *mine, void *all, size_t bytes);
     ae_status (*barrier)(ae_comm *c);
+    ae_status (*send)(ae_comm *c, ae_ptr x, size_t bytes, int peer);
+    ae_status (*recv)(ae_comm *c, ae_ptr x, size_t bytes, int peer);
     void (*close)(ae_comm *c); // releases impl (after the watchdog stopped)
 } ae_comm_ops;
 

@@ -115,6 +115,21 @@ static ae_status mpi_barrier(ae_comm *c) {
     return rc == MPI_SUCCESS ? AE_OK : mpi_fail(rc, "barrier");
 }
 
+// Bytes in pieces of at most AE_MPI_PIECE (MPI counts are int), tag 0: ordered per pair.
+static ae_status mpi_p2p(ae_comm *c, ae_ptr x, size_t bytes, int peer, int recv) {
+    for (size_t off = 0; off < bytes; off += AE_MPI_PIECE) {
+        size_t m = bytes - off < AE_MPI_PIECE ? bytes - off : AE_MPI_PIECE;
+        char *p = (char *)x.data + off;
+        int rc = recv ? MPI_Recv(p, (int)m, MPI_BYTE, peer, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE)
+                      : MPI_Send(p, (int)m, MPI_BYTE, peer, 0, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, recv ? "recv" : "send");
+    }
+    return AE_OK;
+}
+
+static ae_status mpi_send(ae_comm *c, ae_ptr x, size_t bytes, int peer) { return mpi_p2p(c, x, bytes, peer, 0); }
+static ae_status mpi_recv(ae_comm *c, ae_ptr x, size_t bytes, int peer) { return mpi_p2p(c, x, bytes, peer, 1); }
+
 static void mpi_close(ae_comm *c) {
     mpi_impl *m = c->impl;
     if (m) ae_mpi_finish(m->ours);
@@ -123,7 +138,8 @@ static void mpi_close(ae_comm *c) {
 }
 
 static const ae_comm_ops k_mpi_ops = {mpi_allreduce_sum, mpi_allreduce_host, mpi_broadcast,
-                                      mpi_allgather_host, mpi_barrier, mpi_close};
+                                      mpi_allgather_host, mpi_barrier, mpi_send, mpi_recv,
+                                      mpi_close};
 
 ae_status ae_comm_mpi_open(ae_comm *c, const ae_dist_env *e) {
     mpi_impl *m = calloc(1, sizeof *m);

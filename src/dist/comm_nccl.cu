@@ -188,8 +188,20 @@ void nccl_close(ae_comm *c) {
     c->impl = NULL;
 }
 
+ae_status nccl_p2p(ae_comm *c, ae_ptr x, size_t bytes, int peer, int recv) {
+    nccl_impl *m = impl_of(c);
+    AE_TRY(backend_ok(c));
+    ncclResult_t r = recv ? ncclRecv(x.data, bytes, ncclUint8, peer, m->comm, m->stream)
+                          : ncclSend(x.data, bytes, ncclUint8, peer, m->comm, m->stream);
+    if (r != ncclSuccess) return nccl_error(c, r, recv ? "recv" : "send");
+    return wait_stream(c, recv ? "recv" : "send");
+}
+
+ae_status nccl_send(ae_comm *c, ae_ptr x, size_t bytes, int peer) { return nccl_p2p(c, x, bytes, peer, 0); }
+ae_status nccl_recv(ae_comm *c, ae_ptr x, size_t bytes, int peer) { return nccl_p2p(c, x, bytes, peer, 1); }
+
 const ae_comm_ops k_nccl_ops = {nccl_allreduce_sum, nccl_allreduce_host, nccl_broadcast,
-                                nccl_allgather_host, nccl_barrier, nccl_close};
+                                nccl_allgather_host, nccl_barrier, nccl_send, nccl_recv, nccl_close};
 
 // "rank r: this host has k GPUs for its m ranks" for rank r (every rank gets the same message).
 ae_status gpu_count_error(int r, int k, int m) {

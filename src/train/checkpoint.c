@@ -19,9 +19,11 @@
 #include "core/file.h"
 #include "core/killpoint.h"
 #include "core/mem.h"
+#include "dist/comm.h"
 #include "io/config_json.h"
 #include "backend/adam8.h"
 #include "io/safetensors.h"
+#include "train/distill_dp.h"
 #include "train/distill_internal.h"
 #include "train/run_spec.h"
 
@@ -120,6 +122,57 @@ static ae_status add_moments8(ae_st_writer *w, const ae_adamw *o, host_copies *h
     return AE_OK;
 }
 
+// With sharded states: adds under name the n F32 values that rank `owner` keeps (its master or
+// a moment of a tensor of its share), fetched from it (train/distill_dp.h).
+static ae_status add_fetched(ae_st_writer *w, const ae_run *r, host_copies *hc, const char *name,
+                             int64_t n, int owner) {
+    const ae_backend *be = r->s->be;
+    float *h = NULL;
+    AE_TRY(host_buffer(hc, (size_t)n, &h));
+    if (be->host_memory) {
+        AE_TRY(ae_dp_fetch(r, ae_host_f32(h), (size_t)n, owner));
+    } else {
+        ae_ptr tmp = be->alloc(be, (size_t)n, AE_DT_F32);
+        if (ae_ptr_is_null(tmp))
+            return ae_errorf(AE_ERR_NOMEM, "out of %s memory for a checkpoint tensor of %lld values",
+                             be->name, (long long)n);
+        ae_status st = ae_dp_fetch(r, tmp, (size_t)n, owner);
+        if (st == AE_OK) st = be->download(be, h, AE_DT_F32, tmp, (size_t)n);
+        be->free(be, tmp);
+        AE_TRY(st);
+    }
+    AE_TRY(check_finite(name, h, n));
+    int64_t shape[1] = {n};
+    return ae_st_writer_add(w, name, AE_DT_F32, 1, shape, h);
+}
+
+// 1 when saved parameter i's values are another rank's master (sharded states).
+static int master_elsewhere(const ae_run *r, int i) {
+    return r->sharded && r->owner[i] != 0 && ae_run_has_master(r, i);
+}
+
+// The moments of every tensor trained in this stage: this rank's from its optimizer (k walks
+// r->trainable, a subsequence of r->stage_params), the others' fetched (sharded states).
+static ae_status write_moments(ae_st_writer *w, const ae_run *r, host_copies *hc) {
+    ae_status st = AE_OK;
+    for (int j = 0, k = 0; j < r->nstage && st == AE_OK; j++) {
+        int i = r->stage_params[j];
+        const char *pname = r->sp[i].name;
+        if (k < r->ntrain && r->trainable[k] == i) {
+            st = r->opt.cfg.state8 ? add_moments8(w, &r->opt, hc, k, pname)
+                                   : add_moments(w, &r->opt, hc, k, pname);
+            k++;
+            continue;
+        }
+        char name[160];
+        snprintf(name, sizeof name, "adam.m/%s", pname);
+        st = add_fetched(w, r, hc, name, r->sp[i].numel, r->owner[i]);
+        snprintf(name, sizeof name, "adam.v/%s", pname);
+        if (st == AE_OK) st = add_fetched(w, r, hc, name, r->sp[i].numel, r->owner[i]);
+    }
+    return st;
+}
+
 static ae_status write_params(const ae_run *r, const char *path) {
     const ae_backend *be = r->s->be;
     ae_st_writer *w;
@@ -128,10 +181,10 @@ static ae_status write_params(const ae_run *r, const char *path) {
     ae_status st = AE_OK;
     for (int i = 0; i < r->np && st == AE_OK; i++)
         if (ae_run_param_saved(r, i))
-            st = add_tensor(w, be, &hc, r->sp[i].name, param_values(r, i), r->sp[i].numel);
-    for (int k = 0; k < r->ntrain && st == AE_OK; k++)
-        st = r->opt.cfg.state8 ? add_moments8(w, &r->opt, &hc, k, r->sp[r->trainable[k]].name)
-                               : add_moments(w, &r->opt, &hc, k, r->sp[r->trainable[k]].name);
+            st = master_elsewhere(r, i) ? add_fetched(w, r, &hc, r->sp[i].name, r->sp[i].numel, r->owner[i])
+                                        : add_tensor(w, be, &hc, r->sp[i].name, param_values(r, i),
+                                                     r->sp[i].numel);
+    if (st == AE_OK) st = write_moments(w, r, &hc);
     if (st == AE_OK) st = ae_st_writer_finish(w, path);
     else ae_st_writer_free(w);
     host_copies_free(&hc);
@@ -197,6 +250,18 @@ static ae_status write_checkpoint(const ae_run *r, const char *dir) {
 }
 
 static ae_status fill_checkpoint(void *ud, const char *tmp) { return write_checkpoint(ud, tmp); }
+
+ae_status ae_ckpt_serve(const ae_run *r) {
+    int me = ae_comm_rank(r->o->comm);
+    for (int i = 0; i < r->np; i++)
+        if (ae_run_param_saved(r, i) && r->owner[i] == me && ae_run_has_master(r, i))
+            AE_TRY(ae_dp_send(r, r->master[i], (size_t)r->sp[i].numel));
+    for (int k = 0; k < r->ntrain; k++) { // this rank's share, in r->stage_params' order
+        AE_TRY(ae_dp_send(r, r->opt.m[k], (size_t)r->opt.p[k].numel));
+        AE_TRY(ae_dp_send(r, r->opt.v[k], (size_t)r->opt.p[k].numel));
+    }
+    return AE_OK;
+}
 
 ae_status ae_ckpt_save(const ae_run *r) {
     char *dir = ae_path_join(r->out_dir, "checkpoint");

@@ -216,6 +216,10 @@ static ae_status stage2_nonfinite(const ae_run *r, const int32_t *ids, int B, in
 // ae_adamw_step found a non-finite gradient (norm not finite: nothing was updated) or made a
 // tensor non-finite.
 static ae_status update_nonfinite(const ae_run *r, double norm, double loss) {
+    if (r->opt.nonfinite < 0) // -2: on another rank's share of the tensors (sharded states)
+        return diverged(r, 0, "%s on another rank (its message names the tensor; the loss, %g, is "
+                        "finite)", isfinite(norm) ? "the update made a tensor or its AdamW second "
+                        "moment hold Inf or NaN" : "a gradient holds Inf or NaN", loss);
     const char *name = r->sp[r->trainable[r->opt.nonfinite]].name;
     char b[32];
     if (!isfinite(norm))
@@ -250,20 +254,37 @@ static ae_status ensure_master(ae_run *r, int i) {
     return AE_OK;
 }
 
+int ae_run_has_master(const ae_run *r, int i) {
+    return r->sp[i].t.dtype != AE_DT_F32 && is_trainable(r, r->stage < 1 ? r->stage : 1, &r->sp[i]);
+}
+
+void ae_run_zero_grads(ae_run *r) {
+    const ae_backend *be = r->s->be;
+    for (int j = 0; j < r->nstage; j++) {
+        const ae_named_param *g = &r->gp[r->stage_params[j]];
+        be->fill(be, g->t, (size_t)g->numel, 0.0f);
+    }
+}
+
 ae_status ae_run_setup_stage(ae_run *r) {
     ae_adamw_free(&r->opt);
-    r->ntrain = 0;
+    r->ntrain = r->nstage = 0;
     if (r->stage >= 2) return AE_OK; // done: nothing trains
     ae_opt_param *ps = ae_calloc((size_t)r->np, sizeof *ps);
     if (!ps) return AE_ERR_NOMEM;
     ae_status st = AE_OK;
-    for (int i = 0; i < r->np && st == AE_OK; i++)
-        if (is_trainable(r, r->stage, &r->sp[i]) && (st = ensure_master(r, i)) == AE_OK) {
+    int rank = ae_comm_rank(r->o->comm);
+    for (int i = 0; i < r->np && st == AE_OK; i++) {
+        if (!is_trainable(r, r->stage, &r->sp[i])) continue;
+        r->stage_params[r->nstage++] = i;
+        if (r->sharded && r->owner[i] != rank) continue; // another rank's share
+        if ((st = ensure_master(r, i)) == AE_OK) {
             r->trainable[r->ntrain] = i;
             ps[r->ntrain++] = (ae_opt_param){.param = r->sp[i].t, .master = r->master[i],
                                              .grad = r->gp[i].t, .numel = r->sp[i].numel,
                                              .decay = r->sp[i].decay};
         }
+    }
     const ae_distill_opts *o = r->o;
     int64_t steps = ae_distill_stage_steps(o, r->stage);
     ae_adamw_cfg c = {.lr = o->lr[r->stage], .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
@@ -271,6 +292,7 @@ ae_status ae_run_setup_stage(ae_run *r) {
                       .total = steps, .min_lr_ratio = o->min_lr_ratio, .clip = o->clip,
                       .state8 = o->optim_8bit};
     if (st == AE_OK) st = ae_adamw_init(&r->opt, r->s->be, &c, ps, r->ntrain);
+    if (st == AE_OK) ae_dp_optimizer_hooks(r);
     free(ps);
     return st;
 }
@@ -709,7 +731,7 @@ static void maybe_die(const ae_run *r, int64_t global_step) {
 // Writes a checkpoint (rank 0 of a group; every rank learns the outcome) and remembers its
 // position (named if training stops later).
 static ae_status save_checkpoint(ae_run *r) {
-    ae_status st = ae_dp_is_root(r) ? ae_ckpt_save(r) : AE_OK;
+    ae_status st = ae_dp_is_root(r) ? ae_ckpt_save(r) : r->sharded ? ae_ckpt_serve(r) : AE_OK;
     AE_TRY(ae_dp_agree(r, st, "saving a checkpoint"));
     r->last_save = ae_time_now();
     r->ckpt_stage = r->stage;
@@ -733,7 +755,7 @@ static ae_status run_stage(ae_run *r, double run_t0) {
     interval_clock ic = {.t_interval = ae_time_now()};
     ae_status st = AE_OK;
     while (r->step < total && st == AE_OK) {
-        ae_adamw_zero_grad(&r->opt);
+        ae_run_zero_grads(r);
         ae_mem_clear_refusal(); // an out-of-memory report names this step's allocation only
         double kd = 0.0, cosl = 0.0;
         int agree = 0;
@@ -757,8 +779,9 @@ static ae_status run_stage(ae_run *r, double run_t0) {
         loss = r->stage == 0 ? loss / (nrep ? nrep : 1) : kd / o->accum;
         double norm;
         st = ae_adamw_step(&r->opt, &norm);
+        if (st == AE_OK) st = ae_dp_after_update(r); // sharded states: the owners' new values
         if (st != AE_OK) break;
-        if (r->opt.nonfinite >= 0) {
+        if (r->opt.nonfinite != -1) {
             st = update_nonfinite(r, norm, loss);
             break;
         }
@@ -819,9 +842,13 @@ static ae_status run_init(ae_run *r, const ae_model *t, ae_model *s, const ae_to
     AE_TRY(ae_model_params(r->g, 0, &r->gp, &ng));
     if (ng != r->np) return ae_errorf(AE_ERR_FORMAT, "internal: gradient model has %d tensors, model %d", ng, r->np);
     r->trainable = ae_calloc((size_t)r->np, sizeof(int));
+    r->stage_params = ae_calloc((size_t)r->np, sizeof(int));
+    r->owner = ae_calloc((size_t)r->np, sizeof(int));
     r->master = ae_calloc((size_t)r->np, sizeof(ae_ptr));
     r->iv.layer_sum = ae_calloc((size_t)s->cfg.num_hidden_layers, sizeof(double));
-    if (!r->trainable || !r->master || !r->iv.layer_sum) return AE_ERR_NOMEM;
+    if (!r->trainable || !r->stage_params || !r->owner || !r->master || !r->iv.layer_sum)
+        return AE_ERR_NOMEM;
+    ae_dp_plan(r); // which rank updates which tensor, when the states are sharded
     return ae_loader_init(&r->loader, data, o->ctx, o->seed);
 }
 
@@ -832,6 +859,8 @@ static void run_free(ae_run *r) {
     free(r->sp);
     free(r->gp);
     free(r->trainable);
+    free(r->stage_params);
+    free(r->owner);
     free(r->iv.layer_sum);
     ae_model_free(r->g);
     if (r->metrics) fclose(r->metrics);
@@ -864,8 +893,9 @@ ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_to
         free(mpath);
         if (ae_comm_size(o->comm) > 1)
             fprintf(stderr, "data-parallel: %d ranks (%s), %d of the %d micro-batches of each step "
-                    "per rank\n", ae_comm_size(o->comm), ae_comm_kind(o->comm),
-                    o->accum / ae_comm_size(o->comm), o->accum);
+                    "per rank%s\n", ae_comm_size(o->comm), ae_comm_kind(o->comm),
+                    o->accum / ae_comm_size(o->comm), o->accum,
+                    r.sharded ? "; AdamW states and fp32 masters sharded over the ranks (ZeRO-1)" : "");
         if (found && r.stage < 2)
             fprintf(stderr, "resuming at stage %d, step %lld\n", r.stage + 1, (long long)r.step);
         else if (found)

@@ -113,18 +113,74 @@ ae_status ae_dp_reduce_step(ae_run *r, ae_status st, double *ll, double *kd, dou
     free(v);
     if (st != AE_OK) return st;
     AE_TRY(cs);
-    int k = r->opt.n;
+    int k = r->nstage;
     ae_ptr *xs = ae_calloc((size_t)(k ? k : 1), sizeof *xs);
     size_t *ns = ae_calloc((size_t)(k ? k : 1), sizeof *ns);
     if (!xs || !ns) cs = AE_ERR_NOMEM;
-    for (int i = 0; cs == AE_OK && i < k; i++) {
-        xs[i] = r->opt.p[i].grad;
-        ns[i] = (size_t)r->opt.p[i].numel;
+    for (int j = 0; cs == AE_OK && j < k; j++) {
+        xs[j] = r->gp[r->stage_params[j]].t;
+        ns[j] = (size_t)r->gp[r->stage_params[j]].numel;
     }
     if (cs == AE_OK && k) cs = ae_comm_allreduce_sum(c, xs, ns, k);
     free(xs);
     free(ns);
     return cs;
+}
+
+// ---------------------------------------------------------------- sharded states
+
+void ae_dp_plan(ae_run *r) {
+    int n = ae_comm_size(r->o->comm);
+    r->sharded = n > 1 && r->o->train_all && !r->o->optim_8bit;
+    if (!r->sharded) return;
+    double total = 0, before = 0;
+    for (int i = 0; i < r->np; i++)
+        if (ae_run_param_saved(r, i)) total += (double)r->sp[i].numel;
+    for (int i = 0; i < r->np; i++) { // contiguous shares of about total/n values each
+        if (!ae_run_param_saved(r, i)) continue;
+        int k = (int)((before + 0.5 * (double)r->sp[i].numel) * n / total);
+        r->owner[i] = k < n ? k : n - 1;
+        before += (double)r->sp[i].numel;
+    }
+}
+
+static ae_status norm_sum(void *ctx, double *sumsq) {
+    ae_run *r = ctx;
+    ae_comm_set_where(r->o->comm, "the gradient norm");
+    return ae_comm_allreduce_host(r->o->comm, sumsq, 1);
+}
+
+void ae_dp_optimizer_hooks(ae_run *r) {
+    if (!r->sharded) return;
+    r->opt.norm_sum = norm_sum;
+    r->opt.norm_ctx = r;
+}
+
+ae_status ae_dp_after_update(ae_run *r) {
+    if (!r->sharded) return AE_OK;
+    ae_comm *c = r->o->comm;
+    double bad = r->opt.nonfinite >= 0;
+    ae_comm_set_where(c, "the update");
+    AE_TRY(ae_comm_allreduce_host(c, &bad, 1));
+    if (bad > 0 || r->opt.nonfinite != -1) {
+        if (r->opt.nonfinite == -1) r->opt.nonfinite = -2;
+        return AE_OK; // the caller stops with the message
+    }
+    for (int j = 0; j < r->nstage; j++) { // the owners' new values to every rank
+        const ae_named_param *p = &r->sp[r->stage_params[j]];
+        AE_TRY(ae_comm_broadcast(c, p->t, (size_t)p->numel, r->owner[r->stage_params[j]]));
+    }
+    return AE_OK;
+}
+
+ae_status ae_dp_fetch(const ae_run *r, ae_ptr x, size_t n, int owner) {
+    ae_comm_set_where(r->o->comm, "a checkpoint (rank 0 gathers the sharded states)");
+    return ae_comm_recv(r->o->comm, x, n, owner);
+}
+
+ae_status ae_dp_send(const ae_run *r, ae_ptr x, size_t n) {
+    ae_comm_set_where(r->o->comm, "a checkpoint (rank 0 gathers the sharded states)");
+    return ae_comm_send(r->o->comm, x, n, 0);
 }
 
 ae_status ae_dp_agree(ae_run *r, ae_status st, const char *what) {

@@ -8,10 +8,34 @@
 // rank's own micro-batches first, then the all-reduce). accum must be a multiple of N.
 // Rank 0 alone writes (progress lines, metrics.jsonl, checkpoints, loss.png); every rank reads a
 // checkpoint to resume, so a run may continue with another N.
+//
+// Sharded states (ZeRO-1) with --train all (every parameter trains in stage 2; fp32 AdamW
+// states): each rank's optimizer holds the fp32 masters and moments of its own share of the
+// tensors (contiguous in the model's order, about 1/N of the values each, fixed for the run);
+// the gradients are still summed on every rank, the clipping norm is the sum of the ranks'
+// shares, and after the update each tensor's owner broadcasts its new values. A checkpoint is
+// still written by rank 0 alone: the others send it the masters and moments of their shares
+// (ae_ckpt_serve), so it is the same file as one rank's and resumes with any N.
 #ifndef AE_TRAIN_DISTILL_DP_H
 #define AE_TRAIN_DISTILL_DP_H
 
 #include "train/distill_internal.h"
+
+// Decides r->sharded and r->owner (before the first ae_run_setup_stage): sharded with a group
+// of several ranks, --train all and fp32 states.
+void ae_dp_plan(ae_run *r);
+// After ae_adamw_init with sharded states: the norm hook that sums the ranks' shares.
+void ae_dp_optimizer_hooks(ae_run *r);
+// After ae_adamw_step with sharded states: every rank learns whether an update anywhere made a
+// value non-finite (r->opt.nonfinite -2 when another rank's did) and, when none did, the owners
+// broadcast their tensors' new values. AE_OK at once otherwise.
+ae_status ae_dp_after_update(ae_run *r);
+// The checkpoint's transfers with sharded states, in the order ae_ckpt_save writes: rank 0
+// fetches into x (n values of x's dtype) what owner keeps; the owner sends it. For every
+// tensor of another rank's share: its fp32 master (when it has one), then for the stage's
+// trained tensors their moments m and v.
+ae_status ae_dp_fetch(const ae_run *r, ae_ptr x, size_t n, int owner);
+ae_status ae_dp_send(const ae_run *r, ae_ptr x, size_t n);
 
 // 1 on rank 0 or without a group.
 int ae_dp_is_root(const ae_run *r);

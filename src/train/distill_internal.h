@@ -27,8 +27,13 @@ typedef struct {
     int np;
     ae_ptr *master;              // (np) F32 master copies of trained non-F32 tensors (cuda: bf16
                                  // weights), made when a tensor first trains; null otherwise
-    int *trainable;              // (np) indices trained in the current stage
-    int ntrain;
+    int *trainable;              // (np) indices this rank's optimizer updates in the current stage:
+    int ntrain;                  //   every trained tensor, or with sharded states its own share
+    int *stage_params;           // (np) indices of every tensor trained in the current stage (the
+    int nstage;                  //   gradients zeroed, summed over the ranks and broadcast)
+    int sharded;                 // 1: AdamW states and fp32 masters sharded over the ranks of a
+                                 //   data-parallel group (ZeRO-1, train/distill_dp.h)
+    int *owner;                  // (np) with sharded states, the rank that updates tensor i
     ae_adamw opt;
     ae_loader loader;
     int stage;                   // 0 or 1; 2 = done
@@ -54,6 +59,9 @@ int ae_run_param_saved(const ae_run *r, int i);
 // state.json (stage, step, loader position and RNG). Written atomically into
 // out_dir/checkpoint.
 ae_status ae_ckpt_save(const ae_run *r);
+// With sharded states, on ranks other than 0 while rank 0 runs ae_ckpt_save: sends it the fp32
+// masters and moments of this rank's share (train/distill_dp.h).
+ae_status ae_ckpt_serve(const ae_run *r);
 // Returns AE_OK with *found = 0 when there is no checkpoint. Every field of state.json is
 // checked against r->o (stage, step, optimizer step, loader position and generator state, the
 // run's ctx/batch/accum/seed/budgets) before anything is used; sets r->stage, r->step and the
@@ -64,8 +72,13 @@ ae_status ae_ckpt_load(ae_run *r, int *found);
 // F32 the teacher's stream leaving it; adds w·∂loss/∂y into dy (N, D) act.
 ae_status ae_distill_block_term(const ae_model *t, int l, ae_ptr h, ae_ptr target, ae_ptr y, int N,
                                 int normalized, float w, ae_ptr dy, double *loss);
-// (Re)creates the optimizer for r->stage over the stage's trainable parameters; for stage 2
-// (done) there is none (r->ntrain = 0).
+// (Re)creates the optimizer for r->stage over the stage's trainable parameters (this rank's
+// share with sharded states); for stage 2 (done) there is none (r->ntrain = r->nstage = 0).
 ae_status ae_run_setup_stage(ae_run *r);
+// Zeroes the gradient of every tensor trained in the current stage.
+void ae_run_zero_grads(ae_run *r);
+// 1 when tensor i has an fp32 master copy on the rank that updates it: a non-F32 tensor (cuda:
+// bf16) trained in the current stage or before.
+int ae_run_has_master(const ae_run *r, int i);
 
 #endif

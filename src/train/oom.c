@@ -26,7 +26,7 @@ static int probe(ae_run *r, ae_oom_micro_fn micro, const int32_t *ids, int strid
         x = sub;
     }
     ae_status st = micro(r, x, rows, T);
-    ae_adamw_zero_grad(&r->opt);
+    ae_run_zero_grads(r);
     free(sub);
     return st == AE_OK ? 1 : st == AE_ERR_NOMEM ? 0 : -1;
 }
@@ -64,7 +64,7 @@ ae_status ae_oom_stop(ae_run *r, ae_oom_micro_fn micro, const int32_t *ids, int 
     else
         snprintf(failed, sizeof failed, "%.390s", ae_last_error());
     ae_mem_clear_refusal();
-    ae_adamw_zero_grad(&r->opt); // the failed step's partial sums
+    ae_run_zero_grads(r); // the failed step's partial sums
     int resumable = r->ckpt_stage >= 0;
     if (resumable)
         snprintf(kept, sizeof kept, "the last checkpoint (stage %d, step %lld) is kept",

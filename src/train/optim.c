@@ -170,20 +170,27 @@ ae_status ae_adamw_step(ae_adamw *o, double *norm_out) {
     const ae_backend *be = o->be;
     o->nonfinite = -1;
     *norm_out = 0.0;
-    if (o->n == 0) {
+    if (o->n == 0 && !o->norm_sum) {
         o->step++;
         return AE_OK;
     }
-    double *sums = ae_malloc(sizeof(double) * (size_t)o->n);
-    int32_t *flags = ae_malloc(sizeof(int32_t) * (size_t)o->n);
-    ae_status st = sums && flags ? tensor_sums(o, sums) : AE_ERR_NOMEM;
+    size_t slots = (size_t)(o->n > 0 ? o->n : 1);
+    double *sums = ae_calloc(slots, sizeof(double));
+    int32_t *flags = ae_malloc(sizeof(int32_t) * slots);
+    ae_status st = sums && flags ? (o->n ? tensor_sums(o, sums) : AE_OK) : AE_ERR_NOMEM;
     if (st != AE_OK) goto done;
     double ss = 0.0;
     for (int i = 0; i < o->n; i++) ss += sums[i];
+    if (o->norm_sum && (st = o->norm_sum(o->norm_ctx, &ss)) != AE_OK) goto done;
     double norm = *norm_out = sqrt(ss);
     if (!isfinite(norm)) { // a float gradient squared cannot overflow a double: one holds Inf/NaN
+        o->nonfinite = -2; // unless one of ours does
         for (int i = 0; i < o->n && o->nonfinite < 0; i++)
             if (!isfinite(sums[i])) o->nonfinite = i;
+        goto done;
+    }
+    if (o->n == 0) {
+        o->step++;
         goto done;
     }
     float scale = (c->clip > 0.0f && norm > c->clip) ? (float)(c->clip / norm) : 1.0f;

@@ -42,7 +42,13 @@ typedef struct {
     ae_ptr flags;      // (n) I32 non-finite flags of the last update
     int64_t step;      // steps taken
     int nonfinite;     // after ae_adamw_step: the first tensor (index into p) that held Inf or NaN
-                       // (its gradient, or after the update its values or moments), or -1
+                       // (its gradient, or after the update its values or moments), or -1; -2:
+                       // the global norm is not finite but none of these gradients is (norm_sum)
+    // The squared gradient norm over every tensor of the step when this optimizer updates a
+    // share of them (sharded states: the ranks' sums added by an all-reduce); called once per
+    // step with this optimizer's own sum, also when n is 0. NULL: this optimizer holds them all.
+    ae_status (*norm_sum)(void *ctx, double *sumsq);
+    void *norm_ctx;
 } ae_adamw;
 
 // Moments start at zero. The backend needs the training ops (sumsq, adamw, or adamw8 with
