@@ -4,7 +4,9 @@
 # (random weights), MLA 512+64 and GateSWA 1-in-6 (W 1024), both stages in one run. N GPUs run
 # N ranks (bench_distill --gpus N: NCCL), each one micro-batch of 1 x 4096 per step, so a step
 # is N sequences; tokens/s is the group's. Efficiency(N) = tok/s(N) / (N x tok/s(1)). Prints
-# the rows as they come and a markdown table at the end.
+# the rows as they come and a markdown table at the end. Then MLA stage 2 with --train all
+# (every parameter trains; AE_SCALE_TRAIN_ALL=0 leaves it out) on the same GPU counts: one GPU
+# cannot hold 8B's fp32 AdamW states beside the weights and gradients, N ranks shard them.
 #   bash bench/gpu_scale.sh [BUILD_DIR]          (default build-gpu)
 # Environment: AE_BENCH_STEPS (timed steps per stage after 2 warm-up, default 4),
 #   AE_SCALE_GPUS (GPU counts, default: 1 2 4 8 up to the host's count), AE_SCALE_SHAPE
@@ -49,17 +51,40 @@ for t in mla gateswa; do
     fi
   done
 done
+# --train all (stage 2 trains every parameter): fp32 AdamW states and masters of 8B are 96 GiB,
+# too much beside the weights and gradients for one H200; with N ranks they are sharded (ZeRO-1)
+if [ "${AE_SCALE_TRAIN_ALL:-1}" != 0 ]; then
+  for n in $counts; do
+    tag="all-mla-$n"
+    gpus=()
+    [ "$n" -gt 1 ] && gpus=(--gpus "$n")
+    timeout "${AE_BENCH_ROW_TIMEOUT:-420}" "$build/bench_distill" --config "tests/fixtures/configs/$cfg" \
+      --label "$label" --target mla --batch "$batch" --ctx "$ctx" --steps "$steps" --stage 2 \
+      --train all --device cuda --json "${gpus[@]}" > "$logdir/$tag.out" 2> "$logdir/$tag.err"
+    rc=$?
+    grep -v '^{' "$logdir/$tag.out"
+    grep '^{' "$logdir/$tag.out" | sed "s/^{/{\"gpus\":$n,/" >> "$logdir/scale.jsonl"
+    if [ $rc -ne 0 ]; then
+      echo "bench_distill | $label | mla train all | $n GPUs | exit $rc; last lines of $logdir/$tag.err:"
+      tail -n 4 "$logdir/$tag.err" | sed 's/^/    /'
+      grep -q '^{' "$logdir/$tag.out" || printf '{"gpus":%d,"target":"mla","train":"all","stage":2,"status":"failed","error":"exit %d: %s"}\n' \
+        "$n" "$rc" "$(grep -v '^\s*$' "$logdir/$tag.err" | tail -n 1 | tr -d '"\\' | cut -c1-160)" >> "$logdir/scale.jsonl"
+    fi
+  done
+fi
 python3 - "$logdir/scale.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-base = {(r["target"], r["stage"]): r["tok_s"] for r in rows if r["gpus"] == 1 and r.get("tok_s")}
+key = lambda r: (r["target"] + (" (train all)" if r.get("train") == "all" else ""), r["stage"])
+base = {key(r): r["tok_s"] for r in rows if r["gpus"] == 1 and r.get("tok_s")}
 print("\n| target | stage | GPUs | tokens/s | s/step | efficiency | peak GiB (rank 0) |")
 print("|---|---|---|---|---|---|---|")
-for r in sorted(rows, key=lambda r: (r["target"], r["stage"], r["gpus"])):
+for r in sorted(rows, key=lambda r: (key(r), r["gpus"])):
+    t, st = key(r)
     if not r.get("tok_s"):
-        print(f"| {r['target']} | {r['stage']} | {r['gpus']} | {r.get('status')}: {r.get('error','')[:80]} | | | |")
+        print(f"| {t} | {st} | {r['gpus']} | {r.get('status')}: {r.get('error','')[:100]} | | | |")
         continue
-    b = base.get((r["target"], r["stage"]))
+    b = base.get(key(r))
     eff = f"{100 * r['tok_s'] / (r['gpus'] * b):.1f}%" if b else "n/a"
-    print(f"| {r['target']} | {r['stage']} | {r['gpus']} | {r['tok_s']:.0f} | {r['step_s']:.3f} | {eff} | {r['peak_mem_gb']:.1f} |")
+    print(f"| {t} | {st} | {r['gpus']} | {r['tok_s']:.0f} | {r['step_s']:.3f} | {eff} | {r['peak_mem_gb']:.1f} |")
 PY
