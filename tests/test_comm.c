@@ -1,14 +1,16 @@
 // dist/comm (issue 12) on the cpu backend: the environment of a rank (AE_DIST_*, Open MPI's,
 // MPICH's; malformed values refused naming the variable), the device a rank picks, the single-rank
-// communicator (every collective the identity), the sameness check, the executable's digest, and
-// the watchdog (a process stuck in a collective stops with one line and status 3).
+// communicator (every collective the identity; send/recv have no peer to reach), the sameness
+// check, the executable's digest, and the watchdog (a process stuck in a collective stops with
+// one line and status 3).
 //
 // Several ranks: when the build has MPI and `mpirun` is on PATH, this program runs itself under
 // `mpirun -np 3 --oversubscribe` in child modes (argv[1] = "--rank-child"): the collectives with
-// exact sums on every rank, the sameness check failing on every rank naming rank 1, a rank whose
-// MPI rank differs from its environment's refused, and a group whose rank 1 never joins a barrier
-// (AE_DIST_TIMEOUT=2): the others stop with the watchdog's line and status 3 within seconds.
-// Without MPI or mpirun those tests are skipped with the reason printed.
+// exact sums on every rank, send/recv (exact values, in order, from the right peer; a peer
+// outside the group or the rank itself refused), the sameness check failing on every rank naming
+// rank 1, a rank whose MPI rank differs from its environment's refused, and a group whose rank 1
+// never joins a barrier (AE_DIST_TIMEOUT=2): the others stop with the watchdog's line and status
+// 3 within seconds. Without MPI or mpirun those tests are skipped with the reason printed.
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -239,6 +241,15 @@ static void test_single_comm(void **state) {
     assert_string_equal(all, "hello");
     assert_int_equal(ae_comm_barrier(c), AE_OK);
 
+    // point to point: no peer but this rank itself, which is refused
+    assert_int_equal(ae_comm_send(c, ae_host_f32(a), 5, 0), AE_ERR_ARG);
+    assert_string_equal(ae_last_error(), "send: peer rank 0 (this rank 0, 1 ranks)");
+    assert_int_equal(ae_comm_recv(c, ae_host_f32(a), 5, 0), AE_ERR_ARG);
+    assert_string_equal(ae_last_error(), "recv: peer rank 0 (this rank 0, 1 ranks)");
+    assert_int_equal(ae_comm_send(c, ae_host_f32(a), 5, 1), AE_ERR_ARG);
+    assert_int_equal(ae_comm_recv(c, ae_host_f32(a), 5, -1), AE_ERR_ARG);
+    assert_true(a[0] == 1 && a[4] == 5);
+
     uint8_t d[32];
     ae_sha256("x", 1, d);
     assert_int_equal(ae_comm_check_same(c, d, "binary", "start every rank with the same build"),
@@ -251,6 +262,8 @@ static void test_single_comm(void **state) {
     assert_string_equal(ae_comm_kind(NULL), "single");
     assert_int_equal(ae_comm_barrier(NULL), AE_OK);
     assert_int_equal(ae_comm_allreduce_host(NULL, h, 3), AE_OK);
+    assert_int_equal(ae_comm_send(NULL, ae_host_f32(a), 5, 0), AE_ERR_ARG);
+    assert_int_equal(ae_comm_recv(NULL, ae_host_f32(a), 5, 0), AE_ERR_ARG);
     ae_comm_close(NULL);
     ae_backend_close(be);
 }
@@ -514,6 +527,78 @@ static int child_collectives(ae_comm *c, int r) {
     return 0;
 }
 
+// Point to point (the gather of sharded optimizer states): rank 1 sends rank 0 an F32 buffer
+// large enough for Open MPI's rendezvous protocol, then a BF16 one of 2000 bytes; rank 2 sends an
+// I32 buffer of the same 2000 bytes at once, so that it is likely to reach rank 0 before rank 1's
+// second: rank 0 receives rank 1's two in order, then rank 2's, and checks every value (a
+// message taken from the wrong peer or out of order shows as wrong values). Then rank 0 sends
+// rank 2 a reply. A peer outside 0..2, the rank itself or a NULL buffer is refused on every rank
+// before anything is sent.
+static void child_point_to_point(ae_comm *c, int r) {
+    enum { NF = 100003, NH = 1000, NI = 500 }; // NH BF16 values and NI I32 values: 2000 bytes each
+    float f[NF];
+    uint16_t bf[NH];
+    int32_t iv[NI];
+    char want[120];
+    int peers[3] = {-1, 3, r};
+    for (int k = 0; k < 3; k++) {
+        ae_status st = ae_comm_send(c, ae_host_f32(f), NF, peers[k]);
+        snprintf(want, sizeof want, "send: peer rank %d (this rank %d, 3 ranks)", peers[k], r);
+        CHECK(st == AE_ERR_ARG && !strcmp(ae_last_error(), want), "send to %d: %s '%s'", peers[k],
+              ae_status_name(st), ae_last_error());
+        st = ae_comm_recv(c, ae_host_i32(iv), NI, peers[k]);
+        snprintf(want, sizeof want, "recv: peer rank %d (this rank %d, 3 ranks)", peers[k], r);
+        CHECK(st == AE_ERR_ARG && !strcmp(ae_last_error(), want), "recv from %d: %s '%s'",
+              peers[k], ae_status_name(st), ae_last_error());
+    }
+    int next = (r + 1) % 3;
+    CHECK(ae_comm_send(c, ae_host_f32(NULL), 4, next) == AE_ERR_ARG, "send of NULL accepted");
+    CHECK(ae_comm_recv(c, ae_host_f32(NULL), 4, next) == AE_ERR_ARG, "recv into NULL accepted");
+
+    ae_ptr pbf = ae_ptr_make(bf, AE_DT_BF16);
+    ae_status st = AE_OK;
+    if (r == 1) {
+        for (int i = 0; i < NF; i++) f[i] = 0.25f * (float)i - 1000.0f;
+        for (int i = 0; i < NH; i++) bf[i] = (uint16_t)(i * 37 + 5);
+        st = ae_comm_send(c, ae_host_f32(f), NF, 0);
+        CHECK(st == AE_OK, "send F32: %s", ae_last_error());
+        st = ae_comm_send(c, pbf, NH, 0);
+        CHECK(st == AE_OK, "send BF16: %s", ae_last_error());
+    } else if (r == 2) {
+        for (int i = 0; i < NI; i++) iv[i] = -7 * i - 1;
+        st = ae_comm_send(c, ae_host_i32(iv), NI, 0);
+        CHECK(st == AE_OK, "send I32: %s", ae_last_error());
+        st = ae_comm_recv(c, ae_host_i32(iv), NI, 0);
+        CHECK(st == AE_OK, "recv (reply): %s", ae_last_error());
+        int bad = 0;
+        for (int i = 0; i < NI; i++) bad += iv[i] != 3 * i;
+        CHECK(bad == 0, "recv (reply): %d of %d values wrong (iv[1] = %d)", bad, NI, iv[1]);
+    } else {
+        memset(f, 0xff, sizeof f);
+        memset(bf, 0xff, sizeof bf);
+        memset(iv, 0xff, sizeof iv);
+        st = ae_comm_recv(c, ae_host_f32(f), NF, 1);
+        CHECK(st == AE_OK, "recv F32: %s", ae_last_error());
+        int bad = 0;
+        for (int i = 0; i < NF; i++) bad += f[i] != 0.25f * (float)i - 1000.0f;
+        CHECK(bad == 0, "recv F32: %d of %d values wrong (f[1] = %g)", bad, NF, f[1]);
+        st = ae_comm_recv(c, pbf, NH, 1);
+        CHECK(st == AE_OK, "recv BF16: %s", ae_last_error());
+        bad = 0;
+        for (int i = 0; i < NH; i++) bad += bf[i] != (uint16_t)(i * 37 + 5);
+        CHECK(bad == 0, "recv BF16: %d of %d values wrong (bf[1] = %u)", bad, NH, bf[1]);
+        st = ae_comm_recv(c, ae_host_i32(iv), NI, 2);
+        CHECK(st == AE_OK, "recv I32: %s", ae_last_error());
+        bad = 0;
+        for (int i = 0; i < NI; i++) bad += iv[i] != -7 * i - 1;
+        CHECK(bad == 0, "recv I32: %d of %d values wrong (iv[1] = %d)", bad, NI, iv[1]);
+        for (int i = 0; i < NI; i++) iv[i] = 3 * i;
+        st = ae_comm_send(c, ae_host_i32(iv), NI, 2);
+        CHECK(st == AE_OK, "send (reply): %s", ae_last_error());
+    }
+    CHECK(ae_comm_barrier(c) == AE_OK, "barrier after send/recv: %s", ae_last_error());
+}
+
 static int rank_child(const char *mode) {
     ae_dist_env e;
     ae_status st = ae_dist_env_read(&e);
@@ -560,6 +645,7 @@ static int rank_child(const char *mode) {
             return 1;
         }
         child_collectives(c, e.rank);
+        child_point_to_point(c, e.rank);
         ae_comm_close(c);
     }
     ae_backend_close(be);
@@ -610,6 +696,13 @@ static int run_mpirun(const char *mode, const char *timeout, char **out, char **
     char fo[4200], fe[4200];
     snprintf(fo, sizeof fo, "%s/out", dir);
     snprintf(fe, sizeof fe, "%s/err", dir);
+    // MPI keeps memory to its end: the ranks of a sanitizer build run without leak checks, also
+    // when ASAN_OPTIONS is set (scripts/test.sh --sanitize: detect_leaks=1:...; the last setting
+    // of a flag wins)
+    const char *asan_was = getenv("ASAN_OPTIONS");
+    char asan[1024];
+    snprintf(asan, sizeof asan, "%s%sdetect_leaks=0", asan_was ? asan_was : "",
+             asan_was && *asan_was ? ":" : "");
     double t0 = now_s();
     pid_t pid = fork();
     if (pid == 0) {
@@ -621,7 +714,7 @@ static int run_mpirun(const char *mode, const char *timeout, char **out, char **
         setenv("OMPI_MCA_pml", "ob1", 1);
         setenv("OMPI_MCA_btl", "self,vader", 1);
         setenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none", 1);
-        setenv("ASAN_OPTIONS", "detect_leaks=0", 0); // MPI keeps memory to its end (sanitizer builds)
+        setenv("ASAN_OPTIONS", asan, 1);
         setenv("OMP_NUM_THREADS", "1", 1);
         if (timeout) setenv("AE_DIST_TIMEOUT", timeout, 1);
         int in = open("/dev/null", O_RDONLY), o = open(fo, O_WRONLY | O_CREAT | O_TRUNC, 0600),

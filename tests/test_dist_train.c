@@ -7,6 +7,10 @@
 // continues with another number of ranks (2 -> 1 and 1 -> 2) to the uninterrupted model; and bad
 // groups are refused by every rank without hanging (--accum not a multiple of the ranks, ranks
 // started with different settings, an output folder that exists).
+// The same with --train all, where a group shards the AdamW states (ZeRO-1; the progress line
+// says so, and only then): 2 ranks at --accum 2 and 4, 3 ranks at --accum 6 make the one-process
+// run, rank 0's checkpoints hold every tensor's moments (the same names as one process's, the
+// other ranks' shares gathered), and killed runs resume 2 -> 1 and 1 -> 3.
 //
 // Needs mpirun (AE_MPIRUN overrides the one on PATH; Open MPI's flags) and an attnedit built with
 // MPI: without either the program prints why and exits 77 (skipped), or 1 when AE_REQUIRE_MPI=1
@@ -38,7 +42,8 @@
 // A group with a dead or refusing rank must end within this (such a command is killed 5 s
 // later). Measured from the start of mpirun: rank 1 killed after step 8 of 12, 1.6-2.9 s (the
 // whole run takes 1.1-2.8 s; 7.6 s in the ASan Debug build); refusals 1.5-2.6 s (ASan: 2.6-4.3).
-// The whole program: 23-35 s here (Release), 114 s (ASan Debug build).
+// The whole program: 23-35 s here (Release), 114 s (ASan Debug build); with the --train all
+// cases 56 s (Release; those cases 27 s of it), 184 s (ASan Debug; 81 s of it).
 #define STOP_S 60.0
 
 // Tolerances of "N ranks = one rank". The difference is fp32 rounding only: a rank sums its own
@@ -53,6 +58,13 @@
 //   logged losses: 0 (metrics.jsonl prints 6 significant digits: one unit of the last digit is
 //     up to 1e-5 relative);
 //   another --seed (the same run otherwise): max rel 1.43, max abs 0.13, losses 0.79.
+// With --train all (sharded states; the ranks' shares of the clipping norm's sum of squares are
+// added in another order, so even --accum 2 is no longer bit-identical):
+//   2 ranks, --accum 2 (MLA):     model max rel 2.9e-8, checkpoint max rel 1.6e-6 (adam.v of an
+//     MLP tensor), max abs 2.0e-7, losses 0;
+//   2 ranks, --accum 4 (GateSWA): max rel 8.3e-6, max abs 1.9e-5, losses 0;
+//   3 ranks, --accum 6 (MLA):     max rel 2.9e-6, max abs 1.0e-5, losses 7.5e-6 (one unit);
+//   killed and resumed (2 -> 1, 1 -> 3): at most the uninterrupted group run's differences.
 // The tolerances are a few times the largest difference (losses: a few units of the last digit).
 #define TOL_TENSOR_REL 5e-5 // per tensor, ||a - b|| / ||b||
 #define TOL_TENSOR_ABS 1e-4 // per value, max |a - b|
@@ -213,6 +225,7 @@ typedef struct {
     const char *target; // "mla" or "gateswa"
     int accum;          // --accum (--batch 1)
     int seed;
+    int train_all;      // --train all: every parameter trains in stage 2 (sharded states on N ranks)
 } run_spec;
 
 // `attnedit convert` of spec into out: STEPS steps of stage 1 and of stage 2, each step accum
@@ -233,6 +246,7 @@ static void add_convert(cmdline *c, const run_spec *s, const char *out) {
     arg(c, "--seed"), arg_int(c, s->seed);
     arg(c, "--stage1-tokens"), arg_int(c, (long long)STEPS * s->accum * CTX);
     arg(c, "--stage2-tokens"), arg_int(c, (long long)STEPS * s->accum * CTX);
+    if (s->train_all) arg(c, "--train"), arg(c, "all");
 }
 
 // The run in one process (np 0) or under `mpirun -np np`; extra_env reaches every rank; limit:
@@ -265,27 +279,32 @@ static void expect_ok(result *r, const char *what) {
     if (r->rc != 0) fail_msg("%s: exit %d after %.1f s:\n%s", what, r->rc, r->secs, r->out);
 }
 
-// The one-process runs every comparison starts from, made once per (target, accum).
-static const char *reference(const char *target, int accum) {
+// The one-process runs every comparison starts from, made once per (target, accum, train_all).
+static const char *reference(const char *target, int accum, int train_all) {
     static struct {
         char target[16];
-        int accum;
+        int accum, train_all;
         char *dir;
-    } refs[8];
+    } refs[12];
     static int n;
     for (int i = 0; i < n; i++)
-        if (!strcmp(refs[i].target, target) && refs[i].accum == accum) return refs[i].dir;
-    assert_true(n < 8);
+        if (!strcmp(refs[i].target, target) && refs[i].accum == accum &&
+            refs[i].train_all == train_all)
+            return refs[i].dir;
+    assert_true(n < 12);
     char name[64];
-    snprintf(name, sizeof name, "ref-%s-%d", target, accum);
-    run_spec s = {target, accum, SEED};
+    snprintf(name, sizeof name, "ref-%s-%d%s", target, accum, train_all ? "-all" : "");
+    run_spec s = {target, accum, SEED, train_all};
     char *dir = join(g_dir, name);
     result r = convert(&s, dir, 0, NULL, 0);
     expect_ok(&r, name);
     printf("%s (one process): %.1f s\n", name, r.secs);
+    if (strstr(r.out, "data-parallel") || strstr(r.out, "ZeRO-1"))
+        fail_msg("%s: one process reports a group:\n%s", name, r.out);
     free(r.out);
     snprintf(refs[n].target, sizeof refs[n].target, "%s", target);
     refs[n].accum = accum;
+    refs[n].train_all = train_all;
     refs[n].dir = dir;
     return refs[n++].dir;
 }
@@ -466,21 +485,59 @@ static void expect_same_run(const char *a, const char *b) {
     assert_true(d.loss <= TOL_LOSS_REL);
 }
 
+// The line a group's rank 0 prints before training: "data-parallel: np ranks" once, ending in
+// "(ZeRO-1)" when the states are sharded (several ranks and --train all), never otherwise.
+static void expect_group_line(const result *r, const char *what, int np, int sharded) {
+    char line[64];
+    snprintf(line, sizeof line, "data-parallel: %d ranks (mpi)", np);
+    int lines = count_in(r->out, line), zero1 = count_in(r->out, "(ZeRO-1)");
+    if (lines != 1 || zero1 != sharded)
+        fail_msg("%s: %d lines '%s', %d with '(ZeRO-1)' (expected 1 and %d):\n%s", what, lines, line,
+                 zero1, sharded, r->out);
+}
+
+// The last checkpoint of a --train all run holds both AdamW moments of every tensor it holds
+// (adam.m/NAME and adam.v/NAME for each NAME): with sharded states, those of every rank's share.
+static void expect_moments_of_every_tensor(const char *dir) {
+    char *path = join(dir, "checkpoint/params.safetensors");
+    ae_st_set *set;
+    if (ae_st_open_file(path, &set) != AE_OK) fail_msg("cannot read %s: %s", path, ae_last_error());
+    int params = 0;
+    for (size_t i = 0; i < ae_st_count(set); i++) {
+        const char *name = ae_st_at(set, i)->name;
+        if (!strncmp(name, "adam.", 5)) continue;
+        params++;
+        char m[300], v[300];
+        snprintf(m, sizeof m, "adam.m/%s", name);
+        snprintf(v, sizeof v, "adam.v/%s", name);
+        if (!ae_st_find(set, m) || !ae_st_find(set, v))
+            fail_msg("%s: no AdamW moments of %s (--train all trains every tensor)", path, name);
+    }
+    assert_int_equal(ae_st_count(set), 3 * (size_t)params); // nothing else
+    ae_st_close(set);
+    free(path);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1 and 2: N ranks make the run of one process; rank 0 alone writes
 
 // `mpirun -np np` of spec against the one-process reference: model within TOL_TENSOR_*, losses
-// within TOL_LOSS_REL; one metrics line and one progress line per step; the same files.
-static void ranks_case(const char *target, int np, int accum) {
-    const char *ref = reference(target, accum);
+// within TOL_LOSS_REL; one metrics line and one progress line per step; the same files. With
+// train_all the optimizer states are sharded (the ZeRO-1 line): rank 0's checkpoint still holds
+// every tensor's moments, under the names of the one-process run's (compare_tensors: the same
+// count, each of the reference's found), with its values.
+static void ranks_case(const char *target, int np, int accum, int train_all) {
+    const char *ref = reference(target, accum, train_all);
     char name[64];
-    snprintf(name, sizeof name, "np%d-%s-%d", np, target, accum);
+    snprintf(name, sizeof name, "np%d-%s-%d%s", np, target, accum, train_all ? "-all" : "");
     char *dir = join(g_dir, name);
-    run_spec s = {target, accum, SEED};
+    run_spec s = {target, accum, SEED, train_all};
     result r = convert(&s, dir, np, NULL, 0);
     expect_ok(&r, name);
     printf("%s: %.1f s\n", name, r.secs);
+    expect_group_line(&r, name, np, train_all);
     expect_same_run(dir, ref);
+    if (train_all) expect_moments_of_every_tensor(dir);
     // rank 0 alone writes: one metrics line and one progress line per step (not np of each)
     expect_step_lines(dir, 2 * STEPS);
     int progress = count_in(r.out, "stage 1  step ") + count_in(r.out, "stage 2  step ");
@@ -498,17 +555,17 @@ static void ranks_case(const char *target, int np, int accum) {
 // (What was measured: at TOL_TENSOR_REL above; the printed lines give it again.)
 static void test_ranks_equal_one(void **state) {
     (void)state;
-    ranks_case("mla", 2, 2);
-    ranks_case("gateswa", 2, 2);
-    ranks_case("gateswa", 2, 4); // two micro-batches per rank: rank 0 sums 0 and 2, rank 1 1 and 3
-    ranks_case("mla", 3, 6);
+    ranks_case("mla", 2, 2, 0);
+    ranks_case("gateswa", 2, 2, 0);
+    ranks_case("gateswa", 2, 4, 0); // two micro-batches per rank: rank 0 sums 0 and 2, rank 1 1 and 3
+    ranks_case("mla", 3, 6, 0);
     // the tolerances mean something: a run that differs (another seed: another init and other
     // sequences) is far outside them
     char *dir = join(g_dir, "other-seed");
-    run_spec s = {"mla", 2, SEED + 1};
+    run_spec s = {"mla", 2, SEED + 1, 0};
     result r = convert(&s, dir, 0, NULL, 0);
     expect_ok(&r, "other seed");
-    run_diff d = compare_runs(dir, reference("mla", 2));
+    run_diff d = compare_runs(dir, reference("mla", 2, 0));
     print_diff("another --seed vs the reference", &d);
     assert_true(d.model.rel > DIFFERENT_FACTOR * TOL_TENSOR_REL);
     assert_true(d.model.abs > DIFFERENT_FACTOR * TOL_TENSOR_ABS);
@@ -518,32 +575,46 @@ static void test_ranks_equal_one(void **state) {
     free(dir);
 }
 
+// The same with --train all: each rank's AdamW updates its share of the tensors, the owners
+// broadcast the new values, rank 0 gathers the others' moments for every checkpoint.
+static void test_sharded_equal_one(void **state) {
+    (void)state;
+    ranks_case("mla", 2, 2, 1);
+    ranks_case("gateswa", 2, 4, 1);
+    ranks_case("mla", 3, 6, 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3: a run killed on one rank continues with another number of ranks
 
-// The run of (mla, accum 2) killed after global step k: under mpirun -np 2 with rank 1 killed
-// (np_killed 2), or in one process (np_killed 0); then resumed in one process or under
-// mpirun -np 2 (np_resumed), to the reference's model and losses.
-static void kill_resume_case(int np_killed, int k, int np_resumed) {
-    const char *ref = reference("mla", 2);
+// The run of s (its accum a multiple of both numbers of ranks) killed after global step k: under
+// mpirun -np np_killed with rank 1 killed, or in one process (np_killed 0); then resumed in one
+// process or under mpirun -np np_resumed, to the reference's model, checkpoint and losses. With
+// --train all the states of a group are sharded: the checkpoint of the killed group holds what
+// rank 0 gathered, and a resuming group splits it into its own shares.
+static void kill_resume_case(const run_spec *s, int np_killed, int k, int np_resumed) {
+    const char *ref = reference(s->target, s->accum, s->train_all);
     char name[64], step[32];
-    snprintf(name, sizeof name, "killed-np%d-at%d", np_killed, k);
+    snprintf(name, sizeof name, "killed-%s-%d%s-np%d-at%d", s->target, s->accum,
+             s->train_all ? "-all" : "", np_killed, k);
     snprintf(step, sizeof step, "AE_TEST_KILL_AT_STEP=%d", k);
     const char *env[] = {step, "AE_TEST_KILL_RANK=1", NULL};
     if (!np_killed) env[1] = NULL; // one process: it is killed itself
     char *dir = join(g_dir, name);
-    run_spec s = {"mla", 2, SEED};
-    result r = convert(&s, dir, np_killed, env, STOP_S);
+    result r = convert(s, dir, np_killed, env, STOP_S);
     printf("%s: exit %d after %.1f s\n", name, r.rc, r.secs);
     if (r.rc == 0 || r.rc == -1) fail_msg("%s: exit %d (expected a failure within %.0f s):\n%s", name, r.rc, STOP_S, r.out);
     assert_true(r.secs < STOP_S);
     if (!np_killed) assert_int_equal(r.rc, 128 + SIGKILL);
+    else expect_group_line(&r, name, np_killed, s->train_all);
     // rank 0 logged steps 1..k and no more: the checkpoint is step k's
     expect_step_lines(dir, k);
     free(r.out);
     r = resume(dir, np_resumed);
     expect_ok(&r, "resume");
-    printf("%s resumed (%s): %.1f s\n", name, np_resumed ? "mpirun -np 2" : "one process", r.secs);
+    if (np_resumed) printf("%s resumed (mpirun -np %d): %.1f s\n", name, np_resumed, r.secs);
+    else printf("%s resumed (one process): %.1f s\n", name, r.secs);
+    if (np_resumed) expect_group_line(&r, "resume", np_resumed, s->train_all);
     expect_same_run(dir, ref);
     expect_step_lines(dir, 2 * STEPS);
     free(r.out);
@@ -552,8 +623,17 @@ static void kill_resume_case(int np_killed, int k, int np_resumed) {
 
 static void test_resume_other_ranks(void **state) {
     (void)state;
-    kill_resume_case(2, STEPS + 2, 0); // 2 ranks, rank 1 killed in stage 2 -> one process
-    kill_resume_case(0, 3, 2);         // one process killed in stage 1 -> 2 ranks
+    run_spec s = {"mla", 2, SEED, 0};
+    kill_resume_case(&s, 2, STEPS + 2, 0); // 2 ranks, rank 1 killed in stage 2 -> one process
+    kill_resume_case(&s, 0, 3, 2);         // one process killed in stage 1 -> 2 ranks
+}
+
+// The same with --train all, both killed in stage 2 (every tensor has moments to gather or split)
+static void test_sharded_resume_other_ranks(void **state) {
+    (void)state;
+    run_spec s2 = {"mla", 2, SEED, 1}, s6 = {"mla", 6, SEED, 1};
+    kill_resume_case(&s2, 2, STEPS + 2, 0); // 2 ranks, rank 1 killed -> one process
+    kill_resume_case(&s6, 0, STEPS + 3, 3); // one process killed -> 3 ranks
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -569,7 +649,7 @@ static void expect_refused(result *r, const char *what) {
 static void test_refuse_accum(void **state) {
     (void)state;
     char *dir = join(g_dir, "accum3");
-    run_spec s = {"mla", 3, SEED};
+    run_spec s = {"mla", 3, SEED, 0};
     result r = convert(&s, dir, 2, NULL, STOP_S);
     expect_refused(&r, "2 ranks, --accum 3");
     expect_in(&r, "multiple of 2");
@@ -582,7 +662,7 @@ static void test_refuse_accum(void **state) {
 static void test_refuse_different_ranks(void **state) {
     (void)state;
     char *dir = join(g_dir, "mpmd");
-    run_spec s0 = {"mla", 2, SEED}, s1 = {"mla", 2, SEED + 1};
+    run_spec s0 = {"mla", 2, SEED, 0}, s1 = {"mla", 2, SEED + 1, 0};
     cmdline c = {.limit = STOP_S};
     mpirun_head(&c, NULL);
     arg(&c, "-np"), arg(&c, "1");
@@ -606,7 +686,7 @@ static void test_refuse_existing_out(void **state) {
     char *dir = join(g_dir, "exists"), *keep = join(dir, "keep.txt");
     assert_int_equal(mkdir(dir, 0755), 0);
     assert_int_equal(ae_test_write_file(keep, "mine\n", 5), 0);
-    run_spec s = {"mla", 2, SEED};
+    run_spec s = {"mla", 2, SEED, 0};
     result r = convert(&s, dir, 2, NULL, STOP_S);
     expect_refused(&r, "2 ranks, --out exists");
     expect_in(&r, "already exists");
@@ -676,6 +756,8 @@ int main(void) {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_ranks_equal_one),
             cmocka_unit_test(test_resume_other_ranks),
+            cmocka_unit_test(test_sharded_equal_one),
+            cmocka_unit_test(test_sharded_resume_other_ranks),
             cmocka_unit_test(test_refuse_accum),
             cmocka_unit_test(test_refuse_different_ranks),
             cmocka_unit_test(test_refuse_existing_out),
