@@ -4,10 +4,11 @@
 // "--rank-child"). Each rank opens cuda:<rank> (ae_dist_device_name), the communicator, and
 // checks against host-computed expectations (small integers: every sum is exact):
 // allreduce_sum of F32 device buffers (one of 1M values), allreduce_host, broadcast of F32, BF16
-// and I32 buffers from rank 1, allgather_host, barrier, and the sameness check (equal digests
-// pass; rank 1's different digest fails on both ranks naming rank 1). Then, in this process, a
-// rank whose local rank has no GPU is refused before NCCL starts ("this host has k GPUs for its
-// m ranks").
+// and I32 buffers from rank 1, send/recv (F32 and BF16 from rank 1 to rank 0 in order, I32 back;
+// peers outside the group or the rank itself refused), allgather_host, barrier, and the sameness
+// check (equal digests pass; rank 1's different digest fails on both ranks naming rank 1).
+// Then, in this process, a rank whose local rank has no GPU is refused before NCCL starts ("this
+// host has k GPUs for its m ranks").
 // Needs a CUDA build with NCCL and 2 GPUs: prints "SKIP ..." and exits 77 otherwise
 // (AE_REQUIRE_GPU=1: no GPU at all, or a build without NCCL, fails instead; one GPU skips).
 #include <signal.h>
@@ -145,6 +146,61 @@ static int rank_child(void) {
     be->free(be, pf);
     be->free(be, pb);
     be->free(be, pi);
+
+    // send/recv: rank 1 sends rank 0 an F32 buffer (1M values) and a BF16 one, which rank 0
+    // receives in that order (BF16 values of 8 significant bits: exact); then rank 0 sends rank 1
+    // an I32 buffer back. A peer outside 0..1 or the rank itself is refused.
+    {
+        size_t nf = ((size_t)1 << 20) + 5, nh = 777;
+        float *hf = malloc(nf * sizeof *hf), *hh = malloc(nh * sizeof *hh);
+#define SENT_F32(i) ((float)((int)((i) % 4093) - 2000))
+#define SENT_BF16(i) (0.25f * (float)((int)((i) % 251) - 125))
+        for (size_t i = 0; i < nf; i++) hf[i] = r == 1 ? SENT_F32(i) : -5.0f;
+        for (size_t i = 0; i < nh; i++) hh[i] = r == 1 ? SENT_BF16(i) : -5.0f;
+        ae_ptr df = device_f32(be, hf, nf, AE_DT_F32), dh = device_f32(be, hh, nh, AE_DT_BF16);
+        int32_t ri[9], rback[9];
+        for (int i = 0; i < 9; i++) ri[i] = r == 0 ? 11 * i - 40 : 0;
+        ae_ptr di = be->alloc(be, 9, AE_DT_I32);
+        CHECK(df.data && dh.data && di.data, "alloc: %s", ae_last_error());
+        CHECK(be->upload(be, di, ri, AE_DT_I32, 9) == AE_OK, "upload: %s", ae_last_error());
+        int peers[3] = {-1, 2, r};
+        for (int k = 0; k < 3; k++) {
+            char want[120];
+            snprintf(want, sizeof want, "send: peer rank %d (this rank %d, 2 ranks)", peers[k], r);
+            st = ae_comm_send(c, df, nf, peers[k]);
+            CHECK(st == AE_ERR_ARG && !strcmp(ae_last_error(), want), "send to %d: %s '%s'",
+                  peers[k], ae_status_name(st), ae_last_error());
+            st = ae_comm_recv(c, df, nf, peers[k]);
+            CHECK(st == AE_ERR_ARG && strstr(ae_last_error(), "recv: peer rank"),
+                  "recv from %d: %s '%s'", peers[k], ae_status_name(st), ae_last_error());
+        }
+        if (r == 1) {
+            CHECK(ae_comm_send(c, df, nf, 0) == AE_OK, "send F32: %s", ae_last_error());
+            CHECK(ae_comm_send(c, dh, nh, 0) == AE_OK, "send BF16: %s", ae_last_error());
+            CHECK(ae_comm_recv(c, di, 9, 0) == AE_OK, "recv I32: %s", ae_last_error());
+            CHECK(be->download(be, rback, AE_DT_I32, di, 9) == AE_OK, "download");
+            for (int i = 0; i < 9; i++)
+                CHECK(rback[i] == 11 * i - 40, "recv I32[%d] = %d", i, rback[i]);
+        } else {
+            CHECK(ae_comm_recv(c, df, nf, 1) == AE_OK, "recv F32: %s", ae_last_error());
+            CHECK(ae_comm_recv(c, dh, nh, 1) == AE_OK, "recv BF16: %s", ae_last_error());
+            CHECK(ae_comm_send(c, di, 9, 1) == AE_OK, "send I32: %s", ae_last_error());
+            CHECK(be->download(be, hf, AE_DT_F32, df, nf) == AE_OK, "download");
+            CHECK(be->download(be, hh, AE_DT_F32, dh, nh) == AE_OK, "download");
+            size_t badf = 0, badh = 0;
+            for (size_t i = 0; i < nf; i++) badf += hf[i] != SENT_F32(i);
+            for (size_t i = 0; i < nh; i++) badh += hh[i] != SENT_BF16(i);
+            CHECK(badf == 0, "recv F32: %zu of %zu values wrong", badf, nf);
+            CHECK(badh == 0, "recv BF16: %zu of %zu values wrong", badh, nh);
+        }
+        be->free(be, df);
+        be->free(be, dh);
+        be->free(be, di);
+        free(hf);
+        free(hh);
+#undef SENT_F32
+#undef SENT_BF16
+    }
 
     // allgather_host: 24 bytes per rank, then a large one (the scratch buffers grow)
     int32_t mine[6], all[12];
