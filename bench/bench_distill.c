@@ -314,8 +314,9 @@ typedef struct {
 
 static void print_row(const opts *o, const ae_backend *be, int k, const stage_result *x,
                       const run_info *ri) {
+    // several ranks: the group's FLOP/s against the GEMM rate of all its GPUs
     double fpt = ri->fl.per_token[k], tflops = x->ran ? fpt * x->tok_s / 1e12 : 0;
-    double mfu = x->ran && ri->gemm > 0 ? fpt * x->tok_s / ri->gemm : 0;
+    double mfu = x->ran && ri->gemm > 0 ? fpt * x->tok_s / (ri->gemm * ae_comm_size(o->comm)) : 0;
     const char *status = x->ran ? "ok" : x->st == AE_ERR_UNSUPPORTED ? "refused" : "failed";
     int ranks = ae_comm_size(o->comm);
     printf("bench_distill | %s | %s | %s | stage %d | %d x %d | optim %s%s | ", o->label, be->name,
@@ -514,7 +515,7 @@ int main(int argc, char **argv) {
     double wall = ae_time_now() - t0;
     mem_peak(be, 0, &ri.used, &ri.reserved, &ri.mem_kind);
     int ok = 1;
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 2 && env.rank == 0; k++) // the other ranks have no metrics.jsonl to read
         if (o.stages & (1 << k)) {
             print_row(&o, be, k, &res[k], &ri);
             if (!res[k].ran && res[k].st != AE_ERR_UNSUPPORTED) ok = 0;
@@ -524,6 +525,7 @@ int main(int argc, char **argv) {
     for (int k = 0; o.profile && k < 2; k++)
         if ((o.stages & (1 << k)) && res[k].ran && !profile_stage(&o, t, s, &data, dir, k, &res[k]))
             ok = 0;
+    if (env.rank != 0) ok = rs == AE_OK;
     if (!o.keep) ae_path_rmtree(dir);
     free(dir);
     free(ids);

@@ -242,6 +242,22 @@ ae_status ae_comm_allreduce_sum(ae_comm *c, const ae_ptr *xs, const size_t *ns, 
     return st;
 }
 
+ae_status ae_comm_allreduce_start(ae_comm *c, const ae_ptr *xs, const size_t *ns, int k) {
+    if (!multi(c) || !c->ops->allreduce_start) return ae_comm_allreduce_sum(c, xs, ns, k);
+    for (int i = 0; i < k; i++)
+        if (ns[i] > 0 && (!xs[i].data || xs[i].dtype != AE_DT_F32))
+            return ae_errorf(AE_ERR_ARG, "allreduce_start: buffer %d is not F32 values", i);
+    return c->ops->allreduce_start(c, xs, ns, k); // queues work only: not under the watchdog
+}
+
+ae_status ae_comm_wait(ae_comm *c) {
+    if (!multi(c) || !c->ops->wait) return AE_OK;
+    ae_watchdog_enter(&c->wd, "allreduce (overlapped)");
+    ae_status st = c->ops->wait(c);
+    ae_watchdog_leave(&c->wd);
+    return st;
+}
+
 ae_status ae_comm_allreduce_host(ae_comm *c, double *x, int n) {
     if (n < 0 || (n > 0 && !x)) return ae_errorf(AE_ERR_ARG, "allreduce_host: %d values", n);
     if (!multi(c) || n == 0) return AE_OK;

@@ -88,6 +88,15 @@ void ae_comm_set_where(ae_comm *c, const char *where);
 // In place, over every rank: xs[i] (ns[i] values, F32, backend memory) = the sum of the ranks'
 // xs[i], for i < k (one grouped operation). Blocks until done (watchdog above).
 ae_status ae_comm_allreduce_sum(ae_comm *c, const ae_ptr *xs, const size_t *ns, int k);
+// The same, overlapped with the work that follows: starts the sums after the work queued so far
+// on the backend and returns at once (NCCL: on a second stream; MPI: done before it returns).
+// xs must not be written, and nothing may read the sums, until ae_comm_wait. Several may be
+// started (buckets: a layer's gradients as soon as its backward is done); every rank must start
+// the same buckets in the same order, and no other collective may come between a start and the
+// wait.
+ae_status ae_comm_allreduce_start(ae_comm *c, const ae_ptr *xs, const size_t *ns, int k);
+// Waits for every started all-reduce (watchdog above).
+ae_status ae_comm_wait(ae_comm *c);
 // In place, host memory: x[i] = the sum over ranks of x[i], i < n (losses, counts, flags).
 ae_status ae_comm_allreduce_host(ae_comm *c, double *x, int n);
 // root's x (n values of x.dtype, backend memory) into every rank's x.

@@ -68,6 +68,8 @@ typedef struct {
     ae_status (*broadcast)(ae_comm *c, ae_ptr x, size_t bytes, int root);
     ae_status (*allgather_host)(ae_comm *c, const void *mine, void *all, size_t bytes);
     ae_status (*barrier)(ae_comm *c);
+    ae_status (*allreduce_start)(ae_comm *c, const ae_ptr *xs, const size_t *ns, int k); // NULL:
+    ae_status (*wait)(ae_comm *c); // allreduce_sum at start, wait does nothing (MPI: host memory)
     ae_status (*send)(ae_comm *c, ae_ptr x, size_t bytes, int peer);
     ae_status (*recv)(ae_comm *c, ae_ptr x, size_t bytes, int peer);
     void (*close)(ae_comm *c); // releases impl (after the watchdog stopped)

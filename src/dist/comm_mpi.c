@@ -138,7 +138,7 @@ static void mpi_close(ae_comm *c) {
 }
 
 static const ae_comm_ops k_mpi_ops = {mpi_allreduce_sum, mpi_allreduce_host, mpi_broadcast,
-                                      mpi_allgather_host, mpi_barrier, mpi_send, mpi_recv,
+                                      mpi_allgather_host, mpi_barrier, NULL, NULL, mpi_send, mpi_recv,
                                       mpi_close};
 
 ae_status ae_comm_mpi_open(ae_comm *c, const ae_dist_env *e) {

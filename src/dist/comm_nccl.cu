@@ -27,6 +27,9 @@ struct nccl_impl {
     int mpi_ours;         // MPI was initialised by us (mpirun bootstrap): finalize at close
     int device;
     cudaStream_t stream;  // the backend's
+    cudaStream_t side;    // the overlapped all-reduces' (allreduce_start .. wait)
+    cudaEvent_t ready;    // recorded on stream at each start: side waits for it
+    int pending;          // an overlapped all-reduce was started and not waited for
     void *dev_buf;        // scratch for the host-memory collectives (device, cap bytes)
     void *host_buf;       // the same size, pinned host memory
     size_t cap;
@@ -56,13 +59,13 @@ ae_status cuda_error(ae_comm *c, cudaError_t e, const char *what) {
                      cudaGetErrorString(e));
 }
 
-// Waits for the backend's stream (and so for the collective queued on it).
-ae_status wait_stream(ae_comm *c, const char *what) {
+// Waits for stream s (and so for the collective queued on it).
+ae_status wait_on(ae_comm *c, cudaStream_t s, const char *what) {
     nccl_impl *m = impl_of(c);
     struct timespec nap = {0, 50000};
     for (;;) {
         while (ae_watchdog_fired(&c->wd)) nanosleep(&nap, NULL); // aborting: _exit(3) follows
-        cudaError_t e = cudaStreamQuery(m->stream);
+        cudaError_t e = cudaStreamQuery(s);
         if (e == cudaSuccess) return AE_OK;
         if (e != cudaErrorNotReady) return cuda_error(c, e, what);
         (void)cudaGetLastError(); // "not ready" is no error; never leave it for the backend's checks
@@ -76,6 +79,9 @@ ae_status wait_stream(ae_comm *c, const char *what) {
         nanosleep(&nap, NULL);
     }
 }
+
+// Waits for the backend's stream.
+ae_status wait_stream(ae_comm *c, const char *what) { return wait_on(c, impl_of(c)->stream, what); }
 
 // Refuses a collective after an earlier NCCL failure (the communicator is aborted) or with the
 // backend's kept error, if any (its stream holds no valid data then).
@@ -119,6 +125,35 @@ ae_status nccl_allreduce_sum(ae_comm *c, const ae_ptr *xs, const size_t *ns, int
     if (r != ncclSuccess || r2 != ncclSuccess)
         return nccl_error(c, r != ncclSuccess ? r : r2, "allreduce (sum of F32 buffers)");
     return wait_stream(c, "allreduce_sum");
+}
+
+// The sums on the side stream once the backend's stream has made the buffers.
+ae_status nccl_allreduce_start(ae_comm *c, const ae_ptr *xs, const size_t *ns, int k) {
+    nccl_impl *m = impl_of(c);
+    AE_TRY(backend_ok(c));
+    cudaError_t e = cudaSuccess;
+    if (!m->side) e = cudaStreamCreateWithFlags(&m->side, cudaStreamNonBlocking);
+    if (e == cudaSuccess && !m->ready) e = cudaEventCreateWithFlags(&m->ready, cudaEventDisableTiming);
+    if (e == cudaSuccess) e = cudaEventRecord(m->ready, m->stream);
+    if (e == cudaSuccess) e = cudaStreamWaitEvent(m->side, m->ready, 0);
+    if (e != cudaSuccess) return cuda_error(c, e, "allreduce_start (the side stream)");
+    ncclResult_t r = ncclGroupStart();
+    for (int i = 0; i < k && r == ncclSuccess; i++)
+        if (ns[i] > 0)
+            r = ncclAllReduce(xs[i].data, xs[i].data, ns[i], ncclFloat, ncclSum, m->comm, m->side);
+    ncclResult_t r2 = ncclGroupEnd();
+    if (r != ncclSuccess || r2 != ncclSuccess)
+        return nccl_error(c, r != ncclSuccess ? r : r2, "allreduce (overlapped sum of F32 buffers)");
+    m->pending = 1;
+    return AE_OK;
+}
+
+// Every started sum done: the backend's later work, queued after this returns, reads them.
+ae_status nccl_wait(ae_comm *c) {
+    nccl_impl *m = impl_of(c);
+    if (!m->pending) return AE_OK;
+    m->pending = 0;
+    return wait_on(c, m->side, "allreduce (overlapped)");
 }
 
 ae_status nccl_allreduce_host(ae_comm *c, double *x, int n) {
@@ -175,6 +210,8 @@ void release(nccl_impl *m) {
     if (m->comm && !m->aborted) ncclCommDestroy(m->comm);
     if (m->dev_buf) cudaFree(m->dev_buf);
     if (m->host_buf) cudaFreeHost(m->host_buf);
+    if (m->ready) cudaEventDestroy(m->ready);
+    if (m->side) cudaStreamDestroy(m->side);
     (void)cudaGetLastError();
     ae_mpi_finish(m->mpi_ours);
     free(m);
@@ -201,7 +238,7 @@ ae_status nccl_send(ae_comm *c, ae_ptr x, size_t bytes, int peer) { return nccl_
 ae_status nccl_recv(ae_comm *c, ae_ptr x, size_t bytes, int peer) { return nccl_p2p(c, x, bytes, peer, 1); }
 
 const ae_comm_ops k_nccl_ops = {nccl_allreduce_sum, nccl_allreduce_host, nccl_broadcast,
-                                nccl_allgather_host, nccl_barrier, nccl_send, nccl_recv, nccl_close};
+                                nccl_allgather_host, nccl_barrier, nccl_allreduce_start, nccl_wait, nccl_send, nccl_recv, nccl_close};
 
 // "rank r: this host has k GPUs for its m ranks" for rank r (every rank gets the same message).
 ae_status gpu_count_error(int r, int k, int m) {

@@ -528,6 +528,7 @@ static ae_status stage1_micro(ae_run *r, const int32_t *ids, int B, int T, doubl
         if (st == AE_OK) st = teacher_block(t, l, &w, N);
         if (st == AE_OK && r->s->layers[l].kind != AE_ATTN_GQA)
             st = student_module(r, l, &w, B, T, layer_loss);
+        if (st == AE_OK) st = ae_dp_layer_done(r, l); // its gradients' sum over the ranks starts
         ae_ptr tmp = w.h; // the stream leaving layer l enters layer l + 1
         w.h = w.hn;
         w.hn = tmp;
@@ -556,10 +557,23 @@ typedef struct {
 
 static ae_status add_cos_grad(void *ctx, int l, ae_ptr h, ae_ptr dh) {
     cos_grad *c = ctx;
-    if (l < 1) return AE_OK;
+    if (!c || l < 1) return AE_OK;
     c->be->cosine_rows(c->be, c->rows, c->da, h, ae_train_acts_hidden(c->ta, l), c->N, c->D, c->scale);
     c->be->add(c->be, dh, c->da, (size_t)c->N * c->D);
     return AE_OK;
+}
+
+// Called as the student's backward passes h_l (l = L down to 0): layer l's backward is done
+// (l < L), so its gradients' sum over the ranks can start; then the cosine term, if any.
+typedef struct {
+    ae_run *r;
+    cos_grad *cos; // NULL without the cosine term
+} layer_hook;
+
+static ae_status layer_done(void *ctx, int l, ae_ptr h, ae_ptr dh) {
+    layer_hook *k = ctx;
+    if (l < k->r->s->cfg.num_hidden_layers) AE_TRY(ae_dp_layer_done(k->r, l));
+    return add_cos_grad(k->cos, l, h, dh);
 }
 
 // *cosl += the cosine term (mean over layers and tokens of 1 − cos(h_l^S, h_l^T), l = 1..L).
@@ -603,7 +617,10 @@ static ae_status student_backward(ae_run *r, const ae_train_acts *ta, const ae_t
     ae_model *s = r->s;
     const ae_backend *be = s->be;
     const ae_distill_opts *o = r->o;
-    if (!ta) return ae_model_train_backward(s, sa, dfinal, NULL, NULL, r->g, !o->train_all);
+    if (!ta) {
+        layer_hook k = {.r = r};
+        return ae_model_train_backward(s, sa, dfinal, layer_done, &k, r->g, !o->train_all);
+    }
     int D = s->cfg.hidden_size, L = s->cfg.num_hidden_layers;
     cos_grad c = {.be = be, .ta = ta, .N = N, .D = D,
                   .scale = o->cos_weight / (float)L / (float)o->accum / (float)N};
@@ -612,7 +629,8 @@ static ae_status student_backward(ae_run *r, const ae_train_acts *ta, const ae_t
     c.da = ae_scratch_alloc(&c.mem, (size_t)N * D, AE_DT_F32);
     ae_status st = c.mem.failed ? ae_errorf(AE_ERR_NOMEM, "out of %s memory for the cosine term's "
                                             "gradient", be->name)
-                                : ae_model_train_backward(s, sa, dfinal, add_cos_grad, &c, r->g,
+                                : ae_model_train_backward(s, sa, dfinal, layer_done,
+                                                          &(layer_hook){.r = r, .cos = &c}, r->g,
                                                           !o->train_all);
     ae_scratch_free(&c.mem);
     return st;
@@ -763,10 +781,14 @@ static ae_status run_stage(ae_run *r, double run_t0) {
         for (int a = 0; a < o->accum && st == AE_OK; a++) {
             ae_loader_next(&r->loader, B, win); // every rank draws every window: one loader state
             if (!ae_dp_owns_micro(r, a)) continue;
+            r->last_micro = a + ae_comm_size(o->comm) >= o->accum; // this rank's last of the step
             for (int b = 0; b < B; b++) memcpy(ids + (size_t)b * T, win + (size_t)b * (T + 1), sizeof(int32_t) * T);
             st = r->stage == 0 ? stage1_micro(r, ids, B, T, ll) : stage2_micro(r, ids, B, T, &kd, &cosl, &agree);
         }
-        if (st == AE_ERR_NOMEM) st = ae_oom_stop(r, probe_micro, ids, B, T); // what fits
+        if (st == AE_ERR_NOMEM) { // what fits (the probe's backward starts no gradient sums)
+            r->last_micro = 0;
+            st = ae_oom_stop(r, probe_micro, ids, B, T);
+        }
         st = ae_dp_reduce_step(r, st, ll, &kd, &cosl, &agree); // sums over the ranks, if several
         if (st != AE_OK) break;
         double loss = 0.0;
@@ -844,10 +866,14 @@ static ae_status run_init(ae_run *r, const ae_model *t, ae_model *s, const ae_to
     r->trainable = ae_calloc((size_t)r->np, sizeof(int));
     r->stage_params = ae_calloc((size_t)r->np, sizeof(int));
     r->owner = ae_calloc((size_t)r->np, sizeof(int));
+    r->layer = ae_calloc((size_t)r->np, sizeof(int));
+    r->started = ae_calloc((size_t)r->np, 1);
     r->master = ae_calloc((size_t)r->np, sizeof(ae_ptr));
     r->iv.layer_sum = ae_calloc((size_t)s->cfg.num_hidden_layers, sizeof(double));
-    if (!r->trainable || !r->stage_params || !r->owner || !r->master || !r->iv.layer_sum)
+    if (!r->trainable || !r->stage_params || !r->owner || !r->layer || !r->started || !r->master ||
+        !r->iv.layer_sum)
         return AE_ERR_NOMEM;
+    for (int i = 0; i < r->np; i++) r->layer[i] = layer_of(r->sp[i].name);
     ae_dp_plan(r); // which rank updates which tensor, when the states are sharded
     return ae_loader_init(&r->loader, data, o->ctx, o->seed);
 }
@@ -861,6 +887,8 @@ static void run_free(ae_run *r) {
     free(r->trainable);
     free(r->stage_params);
     free(r->owner);
+    free(r->layer);
+    free(r->started);
     free(r->iv.layer_sum);
     ae_model_free(r->g);
     if (r->metrics) fclose(r->metrics);

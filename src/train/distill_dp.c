@@ -83,22 +83,64 @@ static ae_status other_failed(const ae_run *r, double nfail, double ranks, const
                      (int)nfail, what);
 }
 
+// Starts the sum of the gradients of stage_params[j] for the j of layer l (l = -1: the tensors
+// outside the layers) not started yet, as one bucket.
+static ae_status start_bucket(ae_run *r, int l) {
+    int k = 0;
+    ae_ptr *xs = ae_calloc((size_t)(r->nstage ? r->nstage : 1), sizeof *xs);
+    size_t *ns = ae_calloc((size_t)(r->nstage ? r->nstage : 1), sizeof *ns);
+    if (!xs || !ns) {
+        free(xs), free(ns);
+        return AE_ERR_NOMEM;
+    }
+    for (int j = 0; j < r->nstage; j++) {
+        int i = r->stage_params[j];
+        if (r->started[j] || r->layer[i] != l) continue;
+        r->started[j] = 1;
+        xs[k] = r->gp[i].t;
+        ns[k++] = (size_t)r->gp[i].numel;
+    }
+    ae_status st = k ? ae_comm_allreduce_start(r->o->comm, xs, ns, k) : AE_OK;
+    free(xs);
+    free(ns);
+    return st;
+}
+
+ae_status ae_dp_layer_done(ae_run *r, int l) {
+    if (!r->last_micro || ae_comm_size(r->o->comm) <= 1) return AE_OK;
+    return start_bucket(r, l);
+}
+
+// Every bucket not started during the backward, in the order the backward starts them, then
+// the wait for all of them.
+static ae_status finish_buckets(ae_run *r) {
+    int L = r->s->cfg.num_hidden_layers;
+    ae_status st = AE_OK;
+    for (int t = 0; t < L && st == AE_OK; t++) st = start_bucket(r, r->stage == 0 ? t : L - 1 - t);
+    if (st == AE_OK) st = start_bucket(r, -1);
+    ae_status ws = ae_comm_wait(r->o->comm);
+    memset(r->started, 0, (size_t)r->np);
+    return st != AE_OK ? st : ws;
+}
+
 ae_status ae_dp_reduce_step(ae_run *r, ae_status st, double *ll, double *kd, double *cosl, int *agree) {
     ae_comm *c = r->o->comm;
+    r->last_micro = 0;
     if (ae_comm_size(c) <= 1) return st;
-    int L = r->s->cfg.num_hidden_layers, n = L + 5;
-    double *v = ae_calloc((size_t)n, sizeof(double)); // fail, ranks, ll (L), kd, cos, agree
-    if (!v) return AE_ERR_NOMEM;
     char where[64];
     snprintf(where, sizeof where, "stage %d, step %lld", r->stage + 1, (long long)r->step + 1);
     ae_comm_set_where(c, where);
+    ae_status cs = finish_buckets(r); // also on a rank that failed: the same collectives
+    int L = r->s->cfg.num_hidden_layers, n = L + 5;
+    double *v = ae_calloc((size_t)n, sizeof(double)); // fail, ranks, ll (L), kd, cos, agree
+    if (!v) return AE_ERR_NOMEM;
     v[0] = st != AE_OK;
     v[1] = st != AE_OK ? ae_comm_rank(c) + 1 : 0;
     memcpy(v + 2, ll, sizeof(double) * (size_t)L);
     v[L + 2] = *kd;
     v[L + 3] = *cosl;
     v[L + 4] = *agree;
-    ae_status cs = ae_comm_allreduce_host(c, v, n);
+    if (cs == AE_OK) cs = ae_comm_allreduce_host(c, v, n);
     if (cs == AE_OK && st == AE_OK && v[0] > 0) {
         char what[80];
         snprintf(what, sizeof what, "at %s", where);
@@ -111,20 +153,7 @@ ae_status ae_dp_reduce_step(ae_run *r, ae_status st, double *ll, double *kd, dou
         *agree = (int)v[L + 4];
     }
     free(v);
-    if (st != AE_OK) return st;
-    AE_TRY(cs);
-    int k = r->nstage;
-    ae_ptr *xs = ae_calloc((size_t)(k ? k : 1), sizeof *xs);
-    size_t *ns = ae_calloc((size_t)(k ? k : 1), sizeof *ns);
-    if (!xs || !ns) cs = AE_ERR_NOMEM;
-    for (int j = 0; cs == AE_OK && j < k; j++) {
-        xs[j] = r->gp[r->stage_params[j]].t;
-        ns[j] = (size_t)r->gp[r->stage_params[j]].numel;
-    }
-    if (cs == AE_OK && k) cs = ae_comm_allreduce_sum(c, xs, ns, k);
-    free(xs);
-    free(ns);
-    return cs;
+    return st != AE_OK ? st : cs;
 }
 
 // ---------------------------------------------------------------- sharded states

@@ -48,6 +48,14 @@ int ae_dp_owns_micro(const ae_run *r, int a);
 // from the same values whatever the ranks' initialisation did. AE_OK at once without a group.
 ae_status ae_dp_start(ae_run *r, int resumed);
 
+// Overlap: during the backward of this rank's last micro-batch of a step, the gradients of layer
+// l are final once its backward is done; ae_dp_layer_done starts their sum over the ranks (one
+// bucket per layer, NCCL on a second stream) while the backward goes on. Every rank starts the
+// same buckets in the same order (stage 1: layers upwards, stage 2: downwards, then the tensors
+// outside the layers): ae_dp_reduce_step starts those not started yet (all of them on a rank
+// that failed in the step), waits for all, and only then sums the step's status and losses.
+ae_status ae_dp_layer_done(ae_run *r, int l);
+
 // After this rank's micro-batches of a step: sums the step's per-rank results over the ranks
 // (st: this rank's status; ll (L) the per-layer stage-1 losses, *kd, *cosl, *agree stage 2's) and,
 // when every rank succeeded, the gradients of the stage's trained tensors. Returns st when it

@@ -34,6 +34,11 @@ typedef struct {
     int sharded;                 // 1: AdamW states and fp32 masters sharded over the ranks of a
                                  //   data-parallel group (ZeRO-1, train/distill_dp.h)
     int *owner;                  // (np) with sharded states, the rank that updates tensor i
+    int *layer;                  // (np) the layer of tensor i (model.layers.<l>.), -1 for others
+    char *started;               // (np) the gradient of stage_params[j] is being summed (a bucket
+                                 //   started during the step's backward, distill_dp.h)
+    int last_micro;              // 1 while the micro-batch running is this rank's last of the
+                                 //   step: its backward starts each layer's gradient sum
     ae_adamw opt;
     ae_loader loader;
     int stage;                   // 0 or 1; 2 = done
