@@ -23,7 +23,7 @@ mkdir -p .carry
 stage=.carry/serve-stage
 rm -rf "$stage" && mkdir -p "$stage/build" "$stage/lib"
 if [ -z "${AE_BUNDLE_BUILD:-}" ]; then
-  bash scripts/build.sh build-gpu -DAE_CUDA=ON >/dev/null
+  bash scripts/build.sh build-gpu -DAE_CUDA=ON -DAE_MPI=OFF >/dev/null # no libmpi on the device
   echo "$(git rev-parse --short HEAD)$(git diff --quiet || echo ' +uncommitted')" > build-gpu/COMMIT
 fi
 cp "$build/attnedit" "$stage/build/"
