@@ -432,16 +432,8 @@ static void test_watchdog(void **state) {
 static int g_fails;
 static int g_rank;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            printf("rank %d: FAIL %s:%d: ", g_rank, __FILE__, __LINE__);                          \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-            fflush(stdout);                                                                        \
-            g_fails++;                                                                             \
-        }                                                                                          \
-    } while (0)
+static char g_who[32] = ""; // "rank r: " once the rank is known
+#define CHECK(cond, ...) AE_TEST_CHECK(g_fails, g_who, cond, __VA_ARGS__)
 
 static int child_collectives(ae_comm *c, int r) {
     // allreduce_sum of F32 buffers: small integers and halves, so every sum is exact
@@ -607,6 +599,7 @@ static int rank_child(const char *mode) {
         return 1;
     }
     g_rank = e.rank;
+    snprintf(g_who, sizeof g_who, "rank %d: ", e.rank);
     CHECK(e.launcher == AE_LAUNCH_MPI && e.size == 3 && e.local_size == 3 && e.local_rank == e.rank,
           "environment: launcher %d, rank %d of %d, local %d of %d", e.launcher, e.rank, e.size,
           e.local_rank, e.local_size);

@@ -29,16 +29,8 @@
 
 static int g_fail, g_rank;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            printf("rank %d: FAIL %s:%d: ", g_rank, __FILE__, __LINE__);                          \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-            fflush(stdout);                                                                        \
-            g_fail++;                                                                              \
-        }                                                                                          \
-    } while (0)
+static char g_who[32] = ""; // "rank r: " once the rank is known
+#define CHECK(cond, ...) AE_TEST_CHECK(g_fail, g_who, cond, __VA_ARGS__)
 
 // F32 device buffer holding host values x (n).
 static ae_ptr device_f32(const ae_backend *be, const float *x, size_t n, ae_dtype dt) {
@@ -57,6 +49,7 @@ static int rank_child(void) {
         return 1;
     }
     int r = g_rank = e.rank;
+    snprintf(g_who, sizeof g_who, "rank %d: ", e.rank);
     CHECK(e.launcher == AE_LAUNCH_ATTNEDIT && e.size == 2 && e.nccl_id[0], "environment");
     char dev[32];
     ae_dist_device_name(&e, "cuda", dev, sizeof dev);

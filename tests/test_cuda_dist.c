@@ -37,35 +37,11 @@
 
 static int g_fail;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                           \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-            g_fail++;                                                                              \
-        }                                                                                          \
-    } while (0)
+#define CHECK(cond, ...) AE_TEST_CHECK(g_fail, "", cond, __VA_ARGS__)
 
 #ifdef AE_HAVE_CUDA
 
 static char *g_dir, *g_tokens;
-
-// A number of dir/conversion.json (obj.key); NAN when absent.
-static double spec_number(const char *dir, const char *obj, const char *key) {
-    char *p = ae_path_join(dir, "conversion.json"), *text = NULL;
-    size_t n;
-    double x = NAN;
-    if (p && ae_file_read_all(p, &text, &n) == AE_OK) {
-        cJSON *j = cJSON_Parse(text);
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, obj), key);
-        if (cJSON_IsNumber(v)) x = v->valuedouble;
-        cJSON_Delete(j);
-    }
-    free(text);
-    free(p);
-    return x;
-}
 
 static int count_lines(const char *dir, const char *name) {
     char *p = ae_path_join(dir, name), *text = NULL;
@@ -145,7 +121,7 @@ static void same_as_one_gpu(const char *target, int s1, int all) {
     for (int s = 0; s < 2; s++) {
         const char *key = s ? "stage2_final_loss" : "stage1_final_loss";
         if (!s1 && !s) continue;
-        double a = spec_number(one, "result", key), b = spec_number(two, "result", key);
+        double a = ae_test_run_number(one, "result", key), b = ae_test_run_number(two, "result", key);
         printf("%s %s: 1 GPU %.6f, 2 GPUs %.6f (%+.4f%%)\n", target, key, a, b, 100 * (b - a) / a);
         CHECK(a > 1e-4 && fabs(b - a) <= 0.01 * fabs(a), "%s %s: %g (2 GPUs) vs %g (1 GPU)", target,
               key, b, a);
@@ -184,7 +160,7 @@ static void rank_dies(void) {
     rc = ae_test_run_cli(args, NULL, NULL, &err);
     CHECK(rc == 0, "--resume on one GPU: exit %d: %s", rc, err);
     free(err);
-    double a = spec_number(ref, "result", "stage2_final_loss"), b = spec_number(run, "result", "stage2_final_loss");
+    double a = ae_test_run_number(ref, "result", "stage2_final_loss"), b = ae_test_run_number(run, "result", "stage2_final_loss");
     printf("final KL: uninterrupted 1 GPU %.6f, 2 GPUs killed + resumed on 1 GPU %.6f\n", a, b);
     CHECK(fabs(b - a) <= 0.01 * fabs(a), "resumed final KL %g vs %g", b, a);
     ae_test_rmtree(ref);

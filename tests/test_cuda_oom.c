@@ -40,35 +40,11 @@
 
 static int g_fail;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                           \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-            g_fail++;                                                                              \
-        }                                                                                          \
-    } while (0)
+#define CHECK(cond, ...) AE_TEST_CHECK(g_fail, "", cond, __VA_ARGS__)
 
 #ifdef AE_HAVE_CUDA
 
 static char *g_dir, *g_tokens;
-
-// A number of out_dir/conversion.json ("result.stage2_final_loss"); NAN when absent.
-static double spec_number(const char *dir, const char *obj, const char *key) {
-    char *p = ae_path_join(dir, "conversion.json"), *text = NULL;
-    size_t n;
-    double x = NAN;
-    if (p && ae_file_read_all(p, &text, &n) == AE_OK) {
-        cJSON *j = cJSON_Parse(text);
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, obj), key);
-        if (cJSON_IsNumber(v)) x = v->valuedouble;
-        cJSON_Delete(j);
-    }
-    free(text);
-    free(p);
-    return x;
-}
 
 // The run folder's files a stopped or refused run must leave as they were.
 static const char *const k_run_files[] = {"checkpoint/params.safetensors", "checkpoint/state.json",
@@ -191,12 +167,12 @@ static void scenario(const ae_backend *be) {
     rc = resume(run, bs, as, limit, &err);
     CHECK(rc == 0, "--resume --batch %s --accum %s: exit %d: %s", bs, as, rc, err);
     free(err);
-    double kl = spec_number(run, "result", "stage2_final_loss");
-    double kl_ref = spec_number(ref, "result", "stage2_final_loss");
+    double kl = ae_test_run_number(run, "result", "stage2_final_loss");
+    double kl_ref = ae_test_run_number(ref, "result", "stage2_final_loss");
     printf("final KL %.6f (resumed on cuda with batch %d x accum %d under the limit) vs %.6f "
            "(uninterrupted, batch 8): %+.3f%%\n", kl, b, a, kl_ref, 100 * (kl - kl_ref) / kl_ref);
     CHECK(fabs(kl - kl_ref) <= 0.02 * fabs(kl_ref), "final KL %g vs %g", kl, kl_ref);
-    CHECK(spec_number(run, "train", "batch") == b && spec_number(run, "train", "accum") == a,
+    CHECK(ae_test_run_number(run, "train", "batch") == b && ae_test_run_number(run, "train", "accum") == a,
           "conversion.json does not record --batch %d --accum %d", b, a);
     ae_test_rmtree(run);
     ae_test_rmtree(ref);

@@ -42,15 +42,7 @@
 static char *g_dir, *g_tokens, *g_moe_tokens;
 static int g_fail;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                           \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-            g_fail++;                                                                              \
-        }                                                                                          \
-    } while (0)
+#define CHECK(cond, ...) AE_TEST_CHECK(g_fail, "", cond, __VA_ARGS__)
 
 // Budgets and learning rates of the runs: stage 1 alone; stage 2 alone (from the initialisation);
 // both (4 + 8 steps of 128 tokens).

@@ -5,6 +5,7 @@
 #include "backend/ops.h"
 #include "core/file.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 
 #include <dirent.h>
@@ -319,4 +320,19 @@ void ae_test_catalogue_cli_at(const char *file, const char *section, const char 
     fclose(m);
     ae_test_catalogue_at(file, section, buf, message);
     free(buf);
+}
+
+double ae_test_run_number(const char *dir, const char *obj, const char *key) {
+    char *p = ae_path_join(dir, "conversion.json"), *text = NULL;
+    size_t n;
+    double x = NAN;
+    if (p && ae_file_read_all(p, &text, &n) == AE_OK) {
+        cJSON *j = cJSON_Parse(text);
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, obj), key);
+        if (cJSON_IsNumber(v)) x = v->valuedouble;
+        cJSON_Delete(j);
+    }
+    free(text);
+    free(p);
+    return x;
 }

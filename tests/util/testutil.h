@@ -79,4 +79,24 @@ void ae_test_catalogue_at(const char *file, const char *section, const char *inp
 void ae_test_catalogue_cli_at(const char *file, const char *section, const char *const *args,
                               const char *note, const char *message);
 
+// The plain (non-cmocka) GPU and multi-rank test programs count failed checks themselves:
+//   static int g_fail;
+//   #define CHECK(cond, ...) AE_TEST_CHECK(g_fail, "", cond, __VA_ARGS__)
+// prints "<prefix>FAIL file:line: <message>" (flushed: ranks and children share stdout) and
+// counts it in the given counter when cond is false.
+#define AE_TEST_CHECK(counter, prefix, cond, ...)                                                 \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            printf("%sFAIL %s:%d: ", (prefix), __FILE__, __LINE__);                                \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+            fflush(stdout);                                                                        \
+            (counter)++;                                                                           \
+        }                                                                                          \
+    } while (0)
+
+// The number obj.key of dir/conversion.json (a run's settings and results), NAN when the file,
+// the object or the number is absent.
+double ae_test_run_number(const char *dir, const char *obj, const char *key);
+
 #endif
