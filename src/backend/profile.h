@@ -13,6 +13,8 @@
 #ifndef AE_BACKEND_PROFILE_H
 #define AE_BACKEND_PROFILE_H
 
+#include <stdio.h>
+
 #include "backend/ops.h"
 
 #ifdef __cplusplus
@@ -37,6 +39,14 @@ void ae_backend_profile_reset(const ae_backend *prof);
 int ae_backend_profile_entries(const ae_backend *prof, ae_profile_entry *out, int max);
 // 1 when the entry is one class of an op whose total is also listed (its name has a space).
 int ae_profile_entry_is_class(const ae_profile_entry *e);
+// The table to f: lines starting "profile |", each op's total per unit (a decoded token, a
+// training step, a server's run) most time first, its classes (gemm shapes, attention T)
+// indented under it; shares are of the sum of the op totals. label: the shape or model; what:
+// the measured work ("decode at 4096, 8 steps"); n: how many units the counters cover; unit:
+// their short name ("tok", "step"); plain_s: seconds per unit of the unprofiled measurement (0:
+// unknown).
+void ae_backend_profile_print(FILE *f, const char *label, const ae_backend *prof, const char *what,
+                              int n, const char *unit, double plain_s);
 
 #ifdef __cplusplus
 }

@@ -5,12 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/profile.h"
 #include "core/file.h"
 #include "core/mem.h"
 #include "serve/chat.h"
 
 struct ae_server {
-    const ae_backend *be;
+    const ae_backend *be;      // the model's: the device's, or the op profiler over it
+    const ae_backend *device;  // the device's own
+    int profiled;              // AE_SERVE_PROFILE: be is the op profiler over device
     ae_model *m;
     ae_tokenizer *tok;
     ae_engine *e;
@@ -33,7 +36,12 @@ static void server_free(ae_server *s) {
     ae_engine_stop(s->e);
     ae_model_free(s->m);
     ae_tokenizer_free(s->tok);
-    ae_backend_close(s->be);
+    if (s->profiled) {
+        ae_backend_profile_print(stderr, s->name, s->be, "every step served (synced around "
+                                 "each op)", 1, "run", 0);
+        ae_backend_profile_free(s->be);
+    }
+    ae_backend_close(s->device);
     free(s);
 }
 
@@ -51,7 +59,17 @@ ae_status ae_server_start(const ae_server_opts *in, ae_server **out) {
     ae_server_opts_defaults(&o);
     ae_server *s = ae_calloc(1, sizeof *s);
     if (!s) return AE_ERR_NOMEM;
-    ae_status st = ae_backend_open(o.device, &s->be);
+    ae_status st = ae_backend_open(o.device, &s->device);
+    s->be = s->device;
+    const char *prof = getenv("AE_SERVE_PROFILE"); // diagnostics: where a serving step goes
+    if (st == AE_OK && prof && *prof && strcmp(prof, "0")) {
+        s->be = ae_backend_profile_wrap(s->device);
+        s->profiled = s->be != NULL;
+        if (!s->be) {
+            s->be = s->device;
+            st = AE_ERR_NOMEM;
+        }
+    }
     if (st == AE_OK && (!o.random_weights || has_tokenizer(o.model_dir)))
         st = ae_tokenizer_load(o.model_dir, &s->tok);
     if (st == AE_OK)
@@ -79,6 +97,7 @@ ae_status ae_server_start(const ae_server_opts *in, ae_server **out) {
         server_free(s);
         return st;
     }
+    if (s->profiled) ae_backend_profile_reset(s->be); // the table covers serving, not loading
     if (o.served_name) {
         snprintf(s->name, sizeof s->name, "%s", o.served_name);
     } else { // the model folder's name
