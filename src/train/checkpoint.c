@@ -146,6 +146,28 @@ static ae_status add_fetched(ae_st_writer *w, const ae_run *r, host_copies *hc, 
     return ae_st_writer_add(w, name, AE_DT_F32, 1, shape, h);
 }
 
+// With sharded 8-bit states: the codes (n bytes, U8) and block absmax of one moment that rank
+// `owner` keeps, fetched and added under code_name and amax_name (see add_moments8).
+static ae_status add_fetched8(ae_st_writer *w, const ae_run *r, host_copies *hc, const char *code_name,
+                              const char *amax_name, int64_t n, int owner) {
+    const ae_backend *be = r->s->be;
+    size_t words = ((size_t)n + 3) / 4; // the codes' buffer, as the optimizer allocates it
+    ae_ptr tmp = be->alloc(be, words, AE_DT_F32);
+    if (ae_ptr_is_null(tmp))
+        return ae_errorf(AE_ERR_NOMEM, "out of %s memory for %lld AdamW state bytes", be->name,
+                         (long long)n);
+    ae_ptr codes = ae_ptr_make(tmp.data, AE_DT_U8);
+    float *h = NULL;
+    ae_status st = host_buffer(hc, words, &h);
+    if (st == AE_OK) st = ae_dp_fetch(r, codes, (size_t)n, owner);
+    if (st == AE_OK) st = ae_adamw_codes_download(&r->opt, codes, (uint8_t *)h, (size_t)n);
+    be->free(be, tmp);
+    AE_TRY(st);
+    int64_t shape[1] = {n};
+    AE_TRY(ae_st_writer_add(w, code_name, AE_DT_U8, 1, shape, h));
+    return add_fetched(w, r, hc, amax_name, (int64_t)ae_q8_blocks((size_t)n), owner);
+}
+
 // 1 when saved parameter i's values are another rank's master (sharded states).
 static int master_elsewhere(const ae_run *r, int i) {
     return r->sharded && r->owner[i] != 0 && ae_run_has_master(r, i);
@@ -164,7 +186,16 @@ static ae_status write_moments(ae_st_writer *w, const ae_run *r, host_copies *hc
             k++;
             continue;
         }
-        char name[160];
+        char name[160], amax[160];
+        if (r->opt.cfg.state8) { // the order of ae_ckpt_serve: m codes, m absmax, v codes, v absmax
+            snprintf(name, sizeof name, "adam.m8/%s", pname);
+            snprintf(amax, sizeof amax, "adam.m8_absmax/%s", pname);
+            st = add_fetched8(w, r, hc, name, amax, r->sp[i].numel, r->owner[i]);
+            snprintf(name, sizeof name, "adam.v8/%s", pname);
+            snprintf(amax, sizeof amax, "adam.v8_absmax/%s", pname);
+            if (st == AE_OK) st = add_fetched8(w, r, hc, name, amax, r->sp[i].numel, r->owner[i]);
+            continue;
+        }
         snprintf(name, sizeof name, "adam.m/%s", pname);
         st = add_fetched(w, r, hc, name, r->sp[i].numel, r->owner[i]);
         snprintf(name, sizeof name, "adam.v/%s", pname);
@@ -257,8 +288,11 @@ ae_status ae_ckpt_serve(const ae_run *r) {
         if (ae_run_param_saved(r, i) && r->owner[i] == me && ae_run_has_master(r, i))
             AE_TRY(ae_dp_send(r, r->master[i], (size_t)r->sp[i].numel));
     for (int k = 0; k < r->ntrain; k++) { // this rank's share, in r->stage_params' order
-        AE_TRY(ae_dp_send(r, r->opt.m[k], (size_t)r->opt.p[k].numel));
-        AE_TRY(ae_dp_send(r, r->opt.v[k], (size_t)r->opt.p[k].numel));
+        size_t n = (size_t)r->opt.p[k].numel;
+        AE_TRY(ae_dp_send(r, r->opt.m[k], n)); // F32 values, or with 8-bit states n code bytes
+        if (r->opt.cfg.state8) AE_TRY(ae_dp_send(r, r->opt.ms[k], ae_q8_blocks(n)));
+        AE_TRY(ae_dp_send(r, r->opt.v[k], n));
+        if (r->opt.cfg.state8) AE_TRY(ae_dp_send(r, r->opt.vs[k], ae_q8_blocks(n)));
     }
     return AE_OK;
 }

@@ -160,7 +160,7 @@ ae_status ae_dp_reduce_step(ae_run *r, ae_status st, double *ll, double *kd, dou
 
 void ae_dp_plan(ae_run *r) {
     int n = ae_comm_size(r->o->comm);
-    r->sharded = n > 1 && r->o->train_all && !r->o->optim_8bit;
+    r->sharded = n > 1 && r->o->train_all;
     if (!r->sharded) return;
     double total = 0, before = 0;
     for (int i = 0; i < r->np; i++)

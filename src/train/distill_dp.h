@@ -9,8 +9,8 @@
 // Rank 0 alone writes (progress lines, metrics.jsonl, checkpoints, loss.png); every rank reads a
 // checkpoint to resume, so a run may continue with another N.
 //
-// Sharded states (ZeRO-1) with --train all (every parameter trains in stage 2; fp32 AdamW
-// states): each rank's optimizer holds the fp32 masters and moments of its own share of the
+// Sharded states (ZeRO-1) with --train all (every parameter trains in stage 2; fp32 or 8-bit
+// AdamW states): each rank's optimizer holds the fp32 masters and moments of its own share of the
 // tensors (contiguous in the model's order, about 1/N of the values each, fixed for the run);
 // the gradients are still summed on every rank, the clipping norm is the sum of the ranks'
 // shares, and after the update each tensor's owner broadcasts its new values. A checkpoint is
@@ -22,7 +22,7 @@
 #include "train/distill_internal.h"
 
 // Decides r->sharded and r->owner (before the first ae_run_setup_stage): sharded with a group
-// of several ranks, --train all and fp32 states.
+// of several ranks and --train all.
 void ae_dp_plan(ae_run *r);
 // After ae_adamw_init with sharded states: the norm hook that sums the ranks' shares.
 void ae_dp_optimizer_hooks(ae_run *r);
