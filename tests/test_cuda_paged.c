@@ -3,8 +3,11 @@
 // backends see identical numbers; the CUDA backend opened with NaN-poisoned allocations. Cases:
 // GQA at Qwen3-8B head shapes, sliding window with released blocks and sinks, the absorbed-MLA
 // layout (576/512, k == v rows), odd page sizes, decode rows and prefill chunks of sequences of
-// very different lengths in one call. paged_store must be exact; attention within TOL_ATTN
-// (relative L2; bf16 output). Needs a CUDA build and a GPU (exit 77 = skipped otherwise).
+// very different lengths in one call; few rows over long contexts (the split-KV path: batch 1
+// decode at Qwen3-8B and MLA shapes, short and long rows together so that some key chunks are
+// empty, window and sinks), and dims that are not multiples of 8 (the scalar-load path).
+// paged_store must be exact; attention within TOL_ATTN (relative L2; bf16 output). Needs a CUDA
+// build and a GPU (exit 77 = skipped otherwise).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,6 +163,59 @@ static void test_mla(void **st) {
     run(&c);
 }
 
+// Few query rows over long contexts: the CUDA op splits each row's keys into chunks (split-KV)
+// and merges them; rows shorter than a chunk leave chunks empty.
+static const int k_len1[] = {3000};
+static const int k_nq1[] = {1};
+static const int k_len3[] = {5, 1200, 4000};
+static const int k_nq3[] = {1, 1, 2};
+static const int k_lenm[] = {2500, 40};
+static const int k_nqm[] = {3, 1};
+static const int k_lenp[] = {1500, 300};
+static const int k_nqp[] = {200, 100};
+
+static void test_split(void **st) {
+    (void)st;
+    pcase c = {.Hq = 32, .Hkv = 8, .dk = 128, .dv = 128, .P = 16, .nseq = 1, .len = k_len1,
+               .nq = k_nq1}; // Qwen3-8B decode, batch 1
+    run(&c);
+    c = (pcase){.Hq = 16, .Hkv = 4, .dk = 128, .dv = 128, .window = 1024, .sinks = 1, .P = 16,
+                .nseq = 3, .len = k_len3, .nq = k_nq3}; // GateSWA: window, sinks, empty chunks
+    run(&c);
+    c.window = 0; // full attention, sinks, rows of 5 to 4000 keys
+    run(&c);
+    c = (pcase){.Hq = 16, .Hkv = 1, .dk = 576, .dv = 512, .shared = 1, .P = 16, .nseq = 2,
+                .len = k_lenm, .nq = k_nqm}; // absorbed MLA decode
+    run(&c);
+    c.sinks = 1, c.P = 5;
+    run(&c);
+}
+
+// Prefill chunks: enough (row, head) blocks that the keys are not split (one pass, sink added
+// in the attention kernel itself).
+static void test_prefill(void **st) {
+    (void)st;
+    pcase c = {.Hq = 32, .Hkv = 8, .dk = 128, .dv = 128, .window = 256, .sinks = 1, .P = 16,
+               .nseq = 2, .len = k_lenp, .nq = k_nqp};
+    run(&c);
+    c.window = 0;
+    run(&c);
+    static const int len[] = {700, 300};
+    c = (pcase){.Hq = 16, .Hkv = 1, .dk = 576, .dv = 512, .shared = 1, .P = 16, .nseq = 2,
+                .len = len, .nq = k_nqp};
+    run(&c);
+}
+
+// dk, dv not multiples of 8 (and Hq not a multiple of 4): the scalar-load path, split and not.
+static void test_odd_dims(void **st) {
+    (void)st;
+    pcase c = {.Hq = 6, .Hkv = 2, .dk = 36, .dv = 20, .sinks = 1, .P = 7, .nseq = 5,
+               .len = k_len, .nq = k_nq};
+    run(&c);
+    c.nseq = 3, c.len = k_len3, c.nq = k_nq3, c.window = 300;
+    run(&c);
+}
+
 int main(void) {
     int rc = ae_test_open_gpu(&g_gpu, 1);
     if (rc) return rc;
@@ -168,6 +224,9 @@ int main(void) {
         cmocka_unit_test(test_gqa),
         cmocka_unit_test(test_window_sinks),
         cmocka_unit_test(test_mla),
+        cmocka_unit_test(test_split),
+        cmocka_unit_test(test_prefill),
+        cmocka_unit_test(test_odd_dims),
     };
     rc = ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
     ae_backend_close(g_gpu);

@@ -3,13 +3,28 @@
 //
 //   k_paged_store: one block per row; threads copy the row's cols values (converting F32 <-> BF16
 //     when the dtypes differ) into its page slot.
-//   k_paged_attn: one block of 4 warps per (query row, head). Warp w visits the keys lo + w,
-//     lo + w + 4, ...: the lanes split the dk-long dot product (warp shuffle reduction), each
-//     warp keeps an online softmax (running max m, sum l) and an fp32 accumulator of the dv
-//     output columns in registers (lane: columns lane, lane + 32, ...: dv <= 512). The four
-//     partial states are merged in shared memory with the sink, and the row is written once.
-//     This is the straightforward correct kernel (a decode over N sequences at once); a
-//     split-KV / tensor-core version for long contexts is future work.
+//   k_paged_attn: one block of 4 warps per (query row, group of 4 consecutive q heads, key
+//     chunk); warp w serves head 4·group + w (heads of one GQA group / all MLA heads read the
+//     same key rows, which then come from L1). A warp walks its chunk in tiles of 32 keys:
+//       scores: 8 lanes per key, 4 keys per load instruction (each lane reads 8 consecutive
+//         values with 16-byte loads: whole 128-byte lines per key, coalesced), the 8 keys of a
+//         lane group in flight at once; partial dot products reduced over the 8 lanes, then
+//         gathered so that lane t holds the score of key t of the tile;
+//       one warp max and one warp sum per tile (online softmax: running max m, sum l);
+//       values: lane owns output columns (4·lane + 128·i + e, or lane + 32·i in the scalar
+//         layout; dv <= 512), and for each key of the tile (its weight and row broadcast by
+//         shuffles) adds p·v[col] from coalesced row loads, 4 keys in flight.
+//     With one chunk (splits == 1) the warp adds the sink and writes its output row; otherwise it
+//     writes its chunk's partial state (m, l, unnormalised acc[dv]) to scratch.
+//   k_paged_combine: split-KV (FlashDecoding) merge, one block per (row, head): the chunks'
+//     partials and the sink give the normalised row. A chunk that saw no key has l = 0 and
+//     weight 0 (never exp(-inf - -inf)).
+// Split-KV is used when the (row, head group) blocks are too few to fill the GPU and the rows
+// may be long (the host bounds the key count by max_blocks·page_size and the window: it cannot
+// read pos); each row's key range is cut into `splits` chunks of equal, 32-aligned size, so rows
+// shorter than that leave trailing chunks empty.
+// Vector loads (VEC) need dk % 8 == 0, dv % 4 == 0, strides and pointers 16-byte aligned;
+// other shapes take the scalar path (same kernel, width 1).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,8 +33,10 @@
 
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kMaxCols = 16; // dv <= 32 * kMaxCols
+constexpr int kWarps = 4;      // heads per block
+constexpr int kMaxCols = 16;   // dv <= 32 * kMaxCols
+constexpr int kMaxSplits = 32; // key chunks per row
+constexpr int kMinChunk = 64;  // keys per chunk at least (when splitting)
 
 template <typename TD, typename TS>
 __global__ void k_paged_store(TD *dst, int64_t page_stride, int page_size, int64_t ldd,
@@ -32,73 +49,239 @@ __global__ void k_paged_store(TD *dst, int64_t page_stride, int page_size, int64
 }
 
 struct PagedParams {
-    int Hq, G, dk, dv, page_size, max_blocks, k_stride, v_stride, window;
+    int N, Hq, G, dk, dv, page_size, max_blocks, k_stride, v_stride, window;
     int64_t page_stride;
     float scale;
     const float *sinks;
     const int32_t *seq, *pos, *table;
+    int splits;                   // key chunks per row (grid y); 1: write out directly
+    float *opart, *mpart, *lpart; // splits > 1: (splits, N·Hq, dv), (splits, N·Hq) x 2
 };
 
-template <typename T>
-__global__ void k_paged_attn(PagedParams p, T *out, const T *q, const T *k, const T *v) {
-    extern __shared__ float sm[];
-    float *qs = sm;                           // (dk)
-    float *ms = qs + p.dk;                    // (kWarps)
-    float *ls = ms + kWarps;                  // (kWarps)
-    float *os = ls + kWarps;                  // (kWarps, dv)
-    int r = blockIdx.x / p.Hq, h = blockIdx.x % p.Hq, kh = h / p.G;
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    const T *qv = q + ((int64_t)r * p.Hq + h) * p.dk;
-    for (int d = threadIdx.x; d < p.dk; d += blockDim.x) qs[d] = ldf(qv + d);
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// W consecutive values as fp32 (W = 8: 16-byte aligned; W = 1: any).
+__device__ __forceinline__ void ld8(const float *p, float (&v)[8]) {
+    float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void ld8(const bf16 *p, float (&v)[8]) {
+    uint4 q = *reinterpret_cast<const uint4 *>(p); // little-endian: element 0 in the low half
+    v[0] = __uint_as_float(q.x << 16), v[1] = __uint_as_float(q.x & 0xffff0000u);
+    v[2] = __uint_as_float(q.y << 16), v[3] = __uint_as_float(q.y & 0xffff0000u);
+    v[4] = __uint_as_float(q.z << 16), v[5] = __uint_as_float(q.z & 0xffff0000u);
+    v[6] = __uint_as_float(q.w << 16), v[7] = __uint_as_float(q.w & 0xffff0000u);
+}
+template <int W, typename T> __device__ __forceinline__ void ldw(const T *p, float (&v)[W]) {
+    if constexpr (W == 8) ld8(p, v);
+    else v[0] = ldf(p);
+}
+
+// Scores of the 32 keys of a tile, lane t: key t (-inf when t >= nk). koff: this lane's key row
+// offset (key t = lane); qs: the head's q (dk, fp32, 32-byte aligned when W == 8).
+template <int W, typename T>
+__device__ __forceinline__ float tile_scores(const float *qs, const T *k, int64_t koff, int nk,
+                                             int dk, float scale, int lane) {
+    const int g = lane >> 3, sl = lane & 7;
+    const T *kr[8];
+    float part[8];
+#pragma unroll
+    for (int it = 0; it < 8; it++) {
+        kr[it] = k + __shfl_sync(0xffffffffu, (long long)koff, it * 4 + g);
+        part[it] = 0.0f;
+    }
+    for (int d = sl * W; d < dk; d += 8 * W) {
+        float qv[W];
+        if constexpr (W == 8) {
+            float4 a = reinterpret_cast<const float4 *>(qs + d)[0];
+            float4 b = reinterpret_cast<const float4 *>(qs + d)[1];
+            qv[0] = a.x, qv[1] = a.y, qv[2] = a.z, qv[3] = a.w;
+            qv[4] = b.x, qv[5] = b.y, qv[6] = b.z, qv[7] = b.w;
+        } else {
+            qv[0] = qs[d];
+        }
+#pragma unroll
+        for (int it = 0; it < 8; it++) {
+            if (it * 4 + g < nk) {
+                float x[W];
+                ldw<W>(kr[it] + d, x);
+#pragma unroll
+                for (int e = 0; e < W; e++) part[it] += qv[e] * x[e];
+            }
+        }
+    }
+    float s = -INFINITY;
+#pragma unroll
+    for (int it = 0; it < 8; it++) {
+        float x = part[it];
+        x += __shfl_xor_sync(0xffffffffu, x, 4);
+        x += __shfl_xor_sync(0xffffffffu, x, 2);
+        x += __shfl_xor_sync(0xffffffffu, x, 1);
+        x = __shfl_sync(0xffffffffu, x, (lane & 3) * 8); // key it·4 + (lane & 3)
+        if ((lane >> 2) == it) s = x;
+    }
+    return lane < nk ? s * scale : -INFINITY;
+}
+
+// acc[col] += Σ_t p_t · v_t[col] over the nk keys of a tile (p: lane t holds key t's weight,
+// voff: its value row offset). Columns of the lane: 32·V·i + V·lane + e.
+template <int V, typename T>
+__device__ __forceinline__ void tile_values(float (&acc)[kMaxCols], const T *v, int64_t voff,
+                                            float p, int nk, int dv, int lane) {
+    for (int t0 = 0; t0 < nk; t0 += 4) {
+        float pv[4];
+        const T *vr[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            pv[u] = __shfl_sync(0xffffffffu, p, (t0 + u) & 31);
+            vr[u] = v + __shfl_sync(0xffffffffu, (long long)voff, (t0 + u) & 31);
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            if (t0 + u >= nk) break;
+#pragma unroll
+            for (int i = 0; i < kMaxCols / V; i++) {
+                int col = 32 * V * i + V * lane;
+                if (col < dv) {
+                    float x[V];
+                    ldv<V>(vr[u] + col, x);
+#pragma unroll
+                    for (int e = 0; e < V; e++) acc[i * V + e] += pv[u] * x[e];
+                }
+            }
+        }
+    }
+}
+
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(32 * kWarps) k_paged_attn(PagedParams p, T *out, const T *q,
+                                                             const T *k, const T *v) {
+    constexpr int W = VEC ? 8 : 1, V = VEC ? 4 : 1;
+    extern __shared__ __align__(16) float qs[]; // (kWarps, dk)
+    const int HG = (p.Hq + kWarps - 1) / kWarps;
+    const int r = blockIdx.x / HG, h0 = (blockIdx.x % HG) * kWarps, chunk = blockIdx.y;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, h = h0 + w;
+    const int nh = p.Hq - h0 < kWarps ? p.Hq - h0 : kWarps; // heads of this block
+    const T *qv = q + ((int64_t)r * p.Hq + h0) * p.dk;     // nh consecutive head rows
+    for (int d = threadIdx.x; d < nh * p.dk; d += blockDim.x) qs[d] = ldf(qv + d);
     __syncthreads();
+    if (h >= p.Hq) return;
+    const float *qh = qs + w * p.dk;
+    const int kh = h / p.G;
     const int32_t *tab = p.table + (int64_t)p.seq[r] * p.max_blocks;
-    int qpos = p.pos[r];
-    int lo = p.window > 0 && qpos - p.window + 1 > 0 ? qpos - p.window + 1 : 0;
+    const int qpos = p.pos[r];
+    const int lo = attn_lo(qpos, p.window), n = qpos - lo + 1;
+    // This chunk's keys [c0, c1): chunks of cs keys (a multiple of 32), trailing ones empty.
+    int cs = (n + p.splits - 1) / p.splits;
+    cs = (cs + 31) & ~31;
+    const int64_t c0l = (int64_t)lo + (int64_t)chunk * cs;
+    const int c0 = c0l > qpos + 1 ? qpos + 1 : (int)c0l;
+    const int c1 = c0 + cs > qpos + 1 ? qpos + 1 : c0 + cs;
     float m = -INFINITY, l = 0.0f, acc[kMaxCols];
 #pragma unroll
     for (int i = 0; i < kMaxCols; i++) acc[i] = 0.0f;
-    for (int j = lo + w; j <= qpos; j += kWarps) {
-        int64_t base = (int64_t)tab[j / p.page_size] * p.page_stride;
-        int64_t row = j % p.page_size;
-        const T *kr = k + base + row * p.k_stride + (int64_t)kh * p.dk;
-        const T *vr = v + base + row * p.v_stride + (int64_t)kh * p.dv;
-        float s = 0.0f;
-        for (int d = lane; d < p.dk; d += 32) s += qs[d] * ldf(kr + d);
+    for (int j0 = c0; j0 < c1; j0 += 32) {
+        const int nk = c1 - j0 < 32 ? c1 - j0 : 32;
+        const int j = lane < nk ? j0 + lane : j0; // a visible key for every lane's addresses
+        const int64_t base = (int64_t)tab[j / p.page_size] * p.page_stride;
+        const int64_t row = j % p.page_size;
+        const int64_t koff = base + row * p.k_stride + (int64_t)kh * p.dk;
+        const int64_t voff = base + row * p.v_stride + (int64_t)kh * p.dv;
+        const float s = tile_scores<W>(qh, k, koff, nk, p.dk, p.scale, lane);
+        const float mn = fmaxf(m, warp_max(s)); // finite: key j0 is visible
+        const float corr = expf(m - mn);        // 0 on the first tile (m = -inf)
+        const float pj = lane < nk ? expf(s - mn) : 0.0f;
+        l = l * corr + warp_sum(pj);
 #pragma unroll
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        s *= p.scale;
-        float mn = fmaxf(m, s), corr = expf(m - mn), e = expf(s - mn);
-        l = l * corr + e;
-#pragma unroll
-        for (int i = 0; i < kMaxCols; i++) {
-            int d = lane + 32 * i;
-            if (d < p.dv) acc[i] = acc[i] * corr + e * ldf(vr + d);
-        }
+        for (int i = 0; i < kMaxCols; i++) acc[i] *= corr;
         m = mn;
+        tile_values<V>(acc, v, voff, pj, nk, p.dv, lane);
     }
-    if (lane == 0) {
-        ms[w] = m;
-        ls[w] = l;
-    }
+    const int64_t orow = (int64_t)r * p.Hq + h;
+    if (p.splits == 1) {
+        const float sink = p.sinks ? p.sinks[h] : -INFINITY;
+        const float M = fmaxf(m, sink);
+        const float wk = l > 0.0f ? expf(m - M) : 0.0f;
+        const float L = l * wk + (p.sinks ? expf(sink - M) : 0.0f);
+        const float f = L > 0.0f ? wk / L : 0.0f;
+        T *o = out + orow * p.dv;
 #pragma unroll
-    for (int i = 0; i < kMaxCols; i++) {
-        int d = lane + 32 * i;
-        if (d < p.dv) os[w * p.dv + d] = acc[i];
+        for (int i = 0; i < kMaxCols / V; i++) {
+            int col = 32 * V * i + V * lane;
+            if (col < p.dv) {
+                float x[V];
+#pragma unroll
+                for (int e = 0; e < V; e++) x[e] = acc[i * V + e] * f;
+                stv<V>(o + col, x);
+            }
+        }
+    } else {
+        const int64_t prow = (int64_t)chunk * p.N * p.Hq + orow;
+        float *o = p.opart + prow * p.dv;
+#pragma unroll
+        for (int i = 0; i < kMaxCols / V; i++) {
+            int col = 32 * V * i + V * lane;
+            if (col < p.dv) {
+#pragma unroll
+                for (int e = 0; e < V; e++) o[col + e] = acc[i * V + e];
+            }
+        }
+        if (lane == 0) {
+            p.mpart[prow] = m; // -inf and l = 0 for an empty chunk
+            p.lpart[prow] = l;
+        }
+    }
+}
+
+// One block per output row (r·Hq + h): out = (Σ_c w_c acc_c) / (Σ_c w_c l_c + e^(sink − M)),
+// w_c = e^(m_c − M) for chunks with l_c > 0 (else 0), M = max(sink, m_c of those chunks).
+template <typename T>
+__global__ void k_paged_combine(PagedParams p, T *out) {
+    __shared__ float wts[kMaxSplits];
+    const int64_t row = blockIdx.x, R = (int64_t)p.N * p.Hq;
+    const int h = (int)(row % p.Hq);
+    if (threadIdx.x < 32) {
+        const int c = threadIdx.x;
+        const float mc = c < p.splits ? p.mpart[c * R + row] : -INFINITY;
+        const float lc = c < p.splits ? p.lpart[c * R + row] : 0.0f;
+        const float sink = p.sinks ? p.sinks[h] : -INFINITY;
+        const float M = fmaxf(warp_max(lc > 0.0f ? mc : -INFINITY), sink);
+        const float wc = lc > 0.0f ? expf(mc - M) : 0.0f;
+        const float L = warp_sum(lc * wc) + (p.sinks ? expf(sink - M) : 0.0f);
+        if (c < p.splits) wts[c] = L > 0.0f ? wc / L : 0.0f;
     }
     __syncthreads();
-    float M = p.sinks ? p.sinks[h] : -INFINITY;
-    for (int i = 0; i < kWarps; i++) M = fmaxf(M, ms[i]);
-    float L = p.sinks ? expf(p.sinks[h] - M) : 0.0f, wt[kWarps];
-    for (int i = 0; i < kWarps; i++) {
-        wt[i] = ls[i] > 0.0f ? expf(ms[i] - M) : 0.0f;
-        L += ls[i] * wt[i];
-    }
-    T *o = out + ((int64_t)r * p.Hq + h) * p.dv;
     for (int d = threadIdx.x; d < p.dv; d += blockDim.x) {
         float s = 0.0f;
-        for (int i = 0; i < kWarps; i++) s += os[i * p.dv + d] * wt[i];
-        stf(o + d, s / L);
+        for (int c = 0; c < p.splits; c++) s += wts[c] * p.opart[(c * R + row) * p.dv + d];
+        stf(out + row * p.dv + d, s);
     }
+}
+
+// Key chunks per row: enough (row, head group) blocks for ~8 per SM, chunks of >= kMinChunk
+// keys of the longest possible row, at most kMaxSplits.
+int paged_pick_splits(const ae_backend *be, const ae_paged_attn_args *a, long blocks) {
+    long keys = (long)a->max_blocks * a->page_size;
+    if (a->window > 0 && a->window < keys) keys = a->window;
+    long want = 8L * cu(be)->sm_count;
+    if (blocks >= want || keys < 2 * kMinChunk) return 1;
+    long s = (want + blocks - 1) / blocks, cap = keys / kMinChunk;
+    if (s > cap) s = cap;
+    if (s > kMaxSplits) s = kMaxSplits;
+    return s < 2 ? 1 : (int)s;
+}
+
+int aligned16(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }
+
+// 1 when the vector path's alignment holds: key rows in 16-byte pieces of 8 values, value rows
+// and output rows in pieces of 4 (float4 / 8-byte bf16x4).
+int paged_vec_ok(const ae_paged_attn_args *a, ae_ptr out, ae_ptr k, ae_ptr v) {
+    return a->dk % 8 == 0 && a->dv % 4 == 0 && a->k_stride % 8 == 0 && a->v_stride % 4 == 0 &&
+           a->page_stride % 8 == 0 && aligned16(k.data) && aligned16(v.data) &&
+           aligned16(out.data);
 }
 
 } // namespace
@@ -137,7 +320,8 @@ void ae_cuda_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, 
                 ae_dtype_name(v.dtype), a->dv, 32 * kMaxCols, a->Hq, a->Hkv);
         abort();
     }
-    PagedParams p;
+    PagedParams p = {};
+    p.N = a->N;
     p.Hq = a->Hq;
     p.G = a->Hq / a->Hkv;
     p.dk = a->dk;
@@ -153,14 +337,40 @@ void ae_cuda_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, 
     p.seq = (const int32_t *)a->seq.data;
     p.pos = (const int32_t *)a->pos.data;
     p.table = (const int32_t *)a->block_table.data;
-    size_t smem = sizeof(float) * ((size_t)a->dk + 2 * kWarps + (size_t)kWarps * a->dv);
+    const long blocks = (long)a->N * ((a->Hq + kWarps - 1) / kWarps);
+    p.splits = paged_pick_splits(be, a, blocks);
+    float *buf = NULL;
+    if (p.splits > 1) {
+        size_t rows = (size_t)a->N * a->Hq * p.splits;
+        buf = (float *)cuda_tmp_alloc(be, sizeof(float) * rows * ((size_t)a->dv + 2),
+                                      "attention_paged");
+        if (!buf) return;
+        p.opart = buf;
+        p.mpart = buf + rows * (size_t)a->dv;
+        p.lpart = p.mpart + rows;
+    }
+    const size_t smem = sizeof(float) * (size_t)kWarps * a->dk;
+    const int vec = paged_vec_ok(a, out, k, v);
+    const dim3 grid((unsigned)blocks, (unsigned)p.splits);
     AE_CUDA_FLOAT_DISPATCH(q.dtype, T, {
-        if (!attn_set_smem(be, (const void *)k_paged_attn<T>, smem)) {
+        const void *kern = vec ? (const void *)k_paged_attn<T, true>
+                               : (const void *)k_paged_attn<T, false>;
+        if (!attn_set_smem(be, kern, smem)) {
             cuda_check(be, cudaErrorInvalidValue, "attention_paged (shared memory)");
-            return;
+        } else {
+            if (vec)
+                k_paged_attn<T, true><<<grid, 32 * kWarps, smem, stream_of(be)>>>(
+                    p, (T *)out.data, (const T *)q.data, (const T *)k.data, (const T *)v.data);
+            else
+                k_paged_attn<T, false><<<grid, 32 * kWarps, smem, stream_of(be)>>>(
+                    p, (T *)out.data, (const T *)q.data, (const T *)k.data, (const T *)v.data);
+            cuda_check(be, cudaGetLastError(), "attention_paged");
+            if (p.splits > 1) {
+                k_paged_combine<T><<<(unsigned)((size_t)a->N * a->Hq), 128, 0, stream_of(be)>>>(
+                    p, (T *)out.data);
+                cuda_check(be, cudaGetLastError(), "attention_paged (combine)");
+            }
         }
-        k_paged_attn<T><<<(unsigned)((size_t)a->N * a->Hq), 32 * kWarps, smem, stream_of(be)>>>(
-            p, (T *)out.data, (const T *)q.data, (const T *)k.data, (const T *)v.data);
     });
-    cuda_check(be, cudaGetLastError(), "attention_paged");
+    cuda_tmp_free(be, buf);
 }
