@@ -16,7 +16,7 @@ if [ "${1:-}" = "--check" ]; then check=(--check); shift; fi
 build=${1:-build}
 # the test programs that record, in the catalogue's order
 progs=(test_cli test_config test_safetensors test_tokenizer test_data test_robust_load
-       test_robust_cli test_robust_run test_oom test_eval_tasks_cli test_eval_passkey)
+       test_robust_cli test_robust_run test_oom test_eval_tasks_cli test_eval_passkey test_comm)
 for p in "${progs[@]}"; do
   grep -q ae_test_catalogue "tests/$p.c" || { echo "catalogue: tests/$p.c records nothing" >&2; exit 1; }
 done
