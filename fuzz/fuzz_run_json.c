@@ -85,7 +85,8 @@ static void checkpoint(void) {
     float w[4] = {0}, g[4] = {0};
     ae_named_param sp = {.name = "w", .t = ae_host_f32(w), .data = w, .numel = 4, .decay = 1};
     ae_named_param gp = {.name = "w", .t = ae_host_f32(g), .data = g, .numel = 4, .decay = 1};
-    int trainable[1] = {0};
+    int trainable[1] = {0}, stage_params[1] = {0}, owner[1] = {0}, layer[1] = {-1};
+    char started[1] = {0};
     ae_ptr master[1] = {ae_ptr_null()}; // an F32 parameter is its own master
     static ae_model student; // what ae_ckpt_load reads of it: the backend, the number of layers
     student.be = ae_backend_cpu();
@@ -99,6 +100,10 @@ static void checkpoint(void) {
     r.gp = &gp;
     r.np = 1;
     r.trainable = trainable;
+    r.stage_params = stage_params; // the run's per-tensor arrays (one rank: nothing sharded)
+    r.owner = owner;
+    r.layer = layer;
+    r.started = started;
     r.master = master;
     r.o = &k_opts;
     r.out_dir = fz_path("run");
