@@ -428,10 +428,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_distill: %s\n", ae_last_error());
         return 2;
     }
-    if (env.size > 1 && !strcmp(o.device, "cuda")) { // rank r on GPU r of its host
-        snprintf(dev, sizeof dev, "cuda:%d", env.local_rank);
-        o.device = dev;
-    }
+    o.device = ae_dist_device_name(&env, o.device, dev, sizeof dev); // rank r: GPU r of its host
     const ae_backend *be;
     if (ae_backend_open(o.device, &be) != AE_OK || ae_comm_open(&env, be, &o.comm) != AE_OK) {
         fprintf(stderr, "bench_distill: %s\n", ae_last_error());

@@ -753,6 +753,25 @@ static void test_refuse_existing_out(void **state) {
     free(dir);
 }
 
+// --device cuda:K names one GPU for every rank: refused before any device opens or anything is
+// written (a cpu build reaches the same check)
+static void test_refuse_one_gpu(void **state) {
+    (void)state;
+    char *dir = join(g_dir, "onegpu");
+    cmdline c = {.limit = STOP_S};
+    mpirun_head(&c, NULL);
+    arg(&c, "-np"), arg(&c, "2");
+    const char *cmd[] = {ae_test_cli_path(), "convert", "--teacher", ae_test_src(MICRO), "--target",
+                         "mla", "--device", "cuda:1", "--out", dir};
+    for (size_t i = 0; i < sizeof cmd / sizeof *cmd; i++) arg(&c, cmd[i]);
+    result r = run_env(&c, NULL);
+    expect_refused(&r, "2 ranks, --device cuda:1");
+    expect_in(&r, "--device cuda:1 names one GPU for 2 data-parallel ranks");
+    assert_false(ae_path_exists(dir));
+    free(r.out);
+    free(dir);
+}
+
 // ---------------------------------------------------------------------------------------------
 
 // Skipped (77) with the reason, or failed (1) when AE_REQUIRE_MPI=1.
@@ -812,6 +831,7 @@ int main(void) {
             cmocka_unit_test(test_refuse_accum),
             cmocka_unit_test(test_refuse_different_ranks),
             cmocka_unit_test(test_refuse_existing_out),
+            cmocka_unit_test(test_refuse_one_gpu),
         };
         if (getenv("AE_TEST_FILTER")) cmocka_set_test_filter(getenv("AE_TEST_FILTER"));
         double t0 = now_s();

@@ -21,9 +21,6 @@
 #include "core/file.h"
 #include "core/sha256.h"
 #include "dist/comm.h"
-#ifdef AE_HAVE_CUDA
-#include "backend/cuda.h"
-#endif
 #include "model/save.h"
 #include "model/student.h"
 #include "train/data.h"
@@ -640,29 +637,18 @@ static int group_check(int argc, char **argv, const convert_opts *o) {
     return is_root() ? ae_cli_fail("convert") : 1;
 }
 
-// The device of this rank: --device (else ATTNEDIT_DEVICE, else automatic); in a group of
-// several ranks "cuda" and the automatic choice of a host with GPUs mean GPU <local rank>.
+// The device of this rank (ae_dist_device_name: in a group of several ranks "cuda" and the
+// automatic choice of a host with GPUs mean GPU <local rank>); one GPU named for several ranks
+// (--device cuda:K, or ATTNEDIT_DEVICE without --device) is refused.
 static int rank_device(const ae_dist_env *e, const char *name, char *buf, size_t n, const char **out) {
     const char *env = getenv("ATTNEDIT_DEVICE");
-    if (!name || !strcmp(name, "auto")) name = env && *env && strcmp(env, "auto") ? env : NULL;
-    *out = name;
-    if (e->size <= 1) return 0;
-    if (name && !strncmp(name, "cuda:", 5)) {
+    const char *asked = name && strcmp(name, "auto") ? name : env;
+    if (e->size > 1 && asked && !strncmp(asked, "cuda:", 5)) {
         fprintf(stderr, "attnedit convert: --device %s names one GPU for %d data-parallel ranks: give "
-                        "--device cuda (rank r takes GPU r of its host)\n", name, e->size);
+                        "--device cuda (rank r takes GPU r of its host)\n", asked, e->size);
         return 2;
     }
-    if (name && strcmp(name, "cuda")) return 0; // cpu
-    int cuda = name != NULL; // automatic: cuda when this build and host have GPUs
-#ifdef AE_HAVE_CUDA
-    cuda = cuda || ae_cuda_device_count() > 0;
-#endif
-    if (!cuda) {
-        *out = "cpu";
-        return 0;
-    }
-    snprintf(buf, n, "cuda:%d", e->local_rank);
-    *out = buf;
+    *out = ae_dist_device_name(e, name, buf, n);
     return 0;
 }
 
