@@ -6,7 +6,8 @@
 // files as one process's run); a run killed on one rank stops within a bound and its checkpoint
 // continues with another number of ranks (2 -> 1 and 1 -> 2) to the uninterrupted model; and bad
 // groups are refused by every rank without hanging (--accum not a multiple of the ranks, ranks
-// started with different settings, an output folder that exists).
+// started with different settings, an output folder that exists; the rule's message and its
+// suggested --batch/--accum are checked without ranks too).
 // The same with --train all, where a group shards the AdamW states (ZeRO-1; the progress line
 // says so, and only then): 2 ranks at --accum 2 and 4, 3 ranks at --accum 6 make the one-process
 // run, rank 0's checkpoints hold every tensor's moments (the same names as one process's, the
@@ -32,6 +33,7 @@
 
 #include "core/file.h"
 #include "io/safetensors.h"
+#include "train/distill.h"
 #include "util/testutil.h"
 
 #define MICRO "models/qwen3-micro"
@@ -696,6 +698,35 @@ static void expect_refused(result *r, const char *what) {
     assert_true(r->secs < STOP_S);
 }
 
+// The rule itself (ae_dp_check_accum, shared by convert's early check and ae_dp_start): the
+// suggestion keeps the step's sequences with the smallest --accum that works, or, when batch x
+// accum is no multiple of the ranks, names the next multiple of them as --accum.
+static void test_check_accum(void **state) {
+    (void)state;
+    assert_int_equal(ae_dp_check_accum(1, 3, 5), AE_OK);
+    assert_int_equal(ae_dp_check_accum(2, 1, 4), AE_OK);
+    assert_int_equal(ae_dp_check_accum(3, 2, 6), AE_OK);
+    struct {
+        int n, batch, accum;
+        const char *suggestion;
+    } cases[] = {
+        {2, 2, 3, "; --batch 1 --accum 6 makes the same 6 sequences per step"},
+        {4, 4, 3, "; --batch 3 --accum 4 makes the same 12 sequences per step"},
+        {4, 8, 5, "; --batch 5 --accum 8 makes the same 40 sequences per step"},
+        {2, 1, 3, "; e.g. --accum 4 (4 sequences per step instead of 3)"},
+        {4, 6, 3, "; e.g. --accum 4 (24 sequences per step instead of 18)"},
+        {3, 1, 7, "; e.g. --accum 9 (9 sequences per step instead of 7)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char want[300];
+        snprintf(want, sizeof want, "%d ranks need --accum to be a multiple of %d (it is %d): each "
+                 "rank runs accum/%d of a step's micro-batches of --batch %d%s", cases[i].n,
+                 cases[i].n, cases[i].accum, cases[i].n, cases[i].batch, cases[i].suggestion);
+        assert_int_equal(ae_dp_check_accum(cases[i].n, cases[i].batch, cases[i].accum), AE_ERR_ARG);
+        assert_string_equal(ae_last_error(), want);
+    }
+}
+
 // --accum must be a multiple of the number of ranks
 static void test_refuse_accum(void **state) {
     (void)state;
@@ -704,6 +735,7 @@ static void test_refuse_accum(void **state) {
     result r = convert(&s, dir, 2, NULL, STOP_S);
     expect_refused(&r, "2 ranks, --accum 3");
     expect_in(&r, "multiple of 2");
+    expect_in(&r, "e.g. --accum 4 (4 sequences per step instead of 3)");
     assert_false(ae_path_exists(dir)); // refused before anything is written
     free(r.out);
     free(dir);
@@ -820,6 +852,8 @@ static int check_mpi(void) {
 }
 
 int main(void) {
+    const struct CMUnitTest alone[] = {cmocka_unit_test(test_check_accum)}; // needs no MPI
+    if (cmocka_run_group_tests_name("without ranks", alone, NULL, NULL)) return 1;
     if (ae_test_prepare_tokens(MICRO, &g_dir, &g_tokens) != 0) return 1;
     int rc = check_mpi();
     if (rc == 0) {

@@ -622,10 +622,7 @@ static int group_check(int argc, char **argv, const convert_opts *o) {
     for (int i = 0; i < argc; i++) ae_sha256_update(&c, argv[i], strlen(argv[i]) + 1);
     ae_sha256_final(&c, d);
     int training = o->train.stage_tokens[0] > 0 || o->train.stage_tokens[1] > 0;
-    if (!o->resume && !o->restart && training && o->train.accum % n)
-        st = ae_errorf(AE_ERR_ARG, "%d ranks need --accum to be a multiple of %d (it is %d): each rank "
-                       "runs accum/%d of the micro-batches of a step; e.g. --accum %d", n, n, o->train.accum,
-                       n, (o->train.accum + n - 1) / n * n);
+    if (!o->resume && !o->restart && training) st = ae_dp_check_accum(n, o->train.batch, o->train.accum);
     if (st == AE_OK) st = ae_comm_check_same(s_group.comm, d, "command line",
                                              "start every rank with the same convert command");
     uint8_t exe[32];

@@ -63,4 +63,12 @@ int ae_distill_has_checkpoint(const char *out_dir);
 // Steps of stage s (0 or 1) for these options; 0 for any other s or invalid options.
 int64_t ae_distill_stage_steps(const ae_distill_opts *o, int s);
 
+// A data-parallel group of n ranks runs micro-batch a of a step on rank a mod n, so --accum
+// must be a multiple of n (train/distill_dp.c; checked by convert before anything is written and
+// by ae_distill_run for resumes and library users). AE_OK when it is (or n ≤ 1), else AE_ERR_ARG
+// with a message that suggests a --batch/--accum making the same batch·accum sequences per step
+// (the one with the smallest --accum, so a micro-batch never grows), or, when batch·accum is no
+// multiple of n, the next multiple of n as --accum.
+ae_status ae_dp_check_accum(int n, int batch, int accum);
+
 #endif

@@ -51,18 +51,26 @@ static ae_status broadcast_params(ae_run *r) {
     return AE_OK;
 }
 
+ae_status ae_dp_check_accum(int n, int batch, int accum) {
+    if (n <= 1 || accum % n == 0) return AE_OK;
+    char why[200];
+    snprintf(why, sizeof why, "%d ranks need --accum to be a multiple of %d (it is %d): each rank "
+             "runs accum/%d of a step's micro-batches of --batch %d", n, n, accum, n, batch);
+    int64_t seqs = (int64_t)batch * accum;
+    if (seqs % n == 0) // the largest b ≤ --batch that works (b = 1 always does)
+        for (int b = batch; b >= 1; b--)
+            if (seqs % b == 0 && seqs / b % n == 0)
+                return ae_errorf(AE_ERR_ARG, "%s; --batch %d --accum %lld makes the same %lld "
+                                 "sequences per step", why, b, (long long)(seqs / b), (long long)seqs);
+    int up = (accum / n + 1) * n;
+    return ae_errorf(AE_ERR_ARG, "%s; e.g. --accum %d (%lld sequences per step instead of %lld)", why,
+                     up, (long long)batch * up, (long long)seqs);
+}
+
 ae_status ae_dp_start(ae_run *r, int resumed) {
     ae_comm *c = r->o->comm;
-    int n = ae_comm_size(c);
-    if (n <= 1) return AE_OK;
-    if (r->o->accum % n != 0)
-        return ae_errorf(AE_ERR_ARG, "%d ranks need --accum to be a multiple of %d (it is %d): each rank "
-                         "runs accum/%d micro-batches of --batch %d per step; e.g. --batch %d --accum %d "
-                         "makes the same %d sequences per step", n, n, r->o->accum, n, r->o->batch,
-                         r->o->batch * r->o->accum % n == 0 ? r->o->batch * r->o->accum / n : r->o->batch,
-                         r->o->batch * r->o->accum % n == 0 ? n : r->o->accum * n,
-                         r->o->batch * r->o->accum % n == 0 ? r->o->batch * r->o->accum
-                                                             : r->o->batch * r->o->accum * n);
+    if (ae_comm_size(c) <= 1) return AE_OK;
+    AE_TRY(ae_dp_check_accum(ae_comm_size(c), r->o->batch, r->o->accum));
     uint8_t d[32];
     AE_TRY(ae_dist_exe_digest(d));
     AE_TRY(ae_comm_check_same(c, d, "binary", "start every rank with the same attnedit build"));
