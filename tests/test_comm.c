@@ -1,8 +1,8 @@
 // dist/comm (issue 12) on the cpu backend: the environment of a rank (AE_DIST_*, Open MPI's,
 // MPICH's; malformed values refused naming the variable), the device a rank picks, the single-rank
 // communicator (every collective the identity; send/recv have no peer to reach), the sameness
-// check, the executable's digest, and the watchdog (a process stuck in a collective stops with
-// one line and status 3).
+// check, the executable's digest (read once per process), and the watchdog (a process stuck in
+// a collective stops with one line and status 3).
 //
 // Several ranks: when the build has MPI and `mpirun` is on PATH, this program runs itself under
 // `mpirun -np 3 --oversubscribe` in child modes (argv[1] = "--rank-child"): the collectives with
@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -340,6 +341,19 @@ static void test_exe_digest(void **state) {
     fclose(f);
     ae_sha256_final(&s, want);
     assert_memory_equal(d1, want, 32);
+    // read once per process: with no file descriptor left to open, the digest still comes back
+    struct rlimit was, none;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &was), 0);
+    none = was;
+    none.rlim_cur = 0;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &none), 0);
+    FILE *blocked = fopen("/proc/self/exe", "rb");
+    memset(d2, 0, sizeof d2);
+    ae_status st = ae_dist_exe_digest(d2);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &was), 0);
+    assert_null(blocked); // the limit does stop a second read
+    assert_int_equal(st, AE_OK);
+    assert_memory_equal(d2, want, 32);
 }
 
 // ---- the watchdog --------------------------------------------------------------------------------

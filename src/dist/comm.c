@@ -3,6 +3,7 @@
 // (dist/comm.h).
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,7 +344,8 @@ ae_status ae_comm_check_same(ae_comm *c, const uint8_t digest[32], const char *w
     return st;
 }
 
-ae_status ae_dist_exe_digest(uint8_t digest[32]) {
+// SHA-256 of /proc/self/exe, read from the file.
+static ae_status exe_sha256(uint8_t digest[32]) {
     FILE *f = fopen("/proc/self/exe", "rb");
     if (!f)
         return ae_errorf(AE_ERR_IO, "/proc/self/exe: cannot open this program's file: %s",
@@ -364,6 +366,20 @@ ae_status ae_dist_exe_digest(uint8_t digest[32]) {
     if (bad) return ae_errorf(AE_ERR_IO, "/proc/self/exe: read error");
     ae_sha256_final(&s, digest);
     return AE_OK;
+}
+
+ae_status ae_dist_exe_digest(uint8_t digest[32]) {
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static uint8_t cached[32];
+    static int have; // cached holds the digest (a failed read is tried again next time)
+    pthread_mutex_lock(&mu);
+    ae_status st = have ? AE_OK : exe_sha256(cached);
+    if (st == AE_OK) {
+        have = 1;
+        memcpy(digest, cached, 32);
+    }
+    pthread_mutex_unlock(&mu);
+    return st;
 }
 
 #ifndef AE_HAVE_NCCL

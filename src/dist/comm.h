@@ -119,7 +119,9 @@ ae_status ae_comm_recv(ae_comm *c, ae_ptr x, size_t n, int peer);
 // 0's (SHA-256 a1b2c3d4.. vs c3d4e5f6..): start every rank with the same attnedit build".
 ae_status ae_comm_check_same(ae_comm *c, const uint8_t digest[32], const char *what,
                              const char *advice);
-// SHA-256 of this process's executable (/proc/self/exe) into digest.
+// SHA-256 of this process's executable (/proc/self/exe) into digest: read once per process (the
+// first successful call; later calls copy it), so that convert's early check and ae_dp_start's
+// (which library users get) do not read a multi-megabyte file twice.
 ae_status ae_dist_exe_digest(uint8_t digest[32]);
 // A fresh NCCL unique id as lowercase hex (2·128 chars + NUL) for AE_DIST_NCCL_ID (the --gpus
 // launcher). AE_ERR_UNSUPPORTED in a build without NCCL.

@@ -72,7 +72,7 @@ ae_status ae_dp_start(ae_run *r, int resumed) {
     if (ae_comm_size(c) <= 1) return AE_OK;
     AE_TRY(ae_dp_check_accum(ae_comm_size(c), r->o->batch, r->o->accum));
     uint8_t d[32];
-    AE_TRY(ae_dist_exe_digest(d));
+    AE_TRY(ae_dist_exe_digest(d)); // read once per process: convert's early check already did
     AE_TRY(ae_comm_check_same(c, d, "binary", "start every rank with the same attnedit build"));
     run_digest(r, d);
     AE_TRY(ae_comm_check_same(c, d, "run (options, teacher and student shapes, data file)",
