@@ -3,7 +3,7 @@
 rebuilds (CPU backend) and runs the test suite; prints which bugs the suite caught (killed) and
 which it missed (survived). None may survive: run it before declaring a numerical change done.
 
-    python3 tools/mutate.py [--only ID,ID] [--list] [--keep DIR] [--jobs N]
+    python3 tools/mutate.py [--only ID,ID] [--list] [--keep DIR] [--jobs N] [--hints-only]
 
 The scratch copy is `git archive HEAD` (uncommitted work is not tested) in a temporary folder
 (--keep DIR reuses DIR and its build between runs). Each mutant first runs the tests that are
@@ -11,7 +11,10 @@ expected to catch it (its `hint`, a ctest regex) and, when those pass, the whole
 survivor is a bug no test catches. ../shared must be present (AE_REQUIRE_SHARED=1: a skipped
 test is a failure, never a silent kill). A mutant whose text no longer occurs exactly once in
 its file is reported as STALE (the table below must follow the code): that fails the run too.
-Exit status: 0 when every mutant is killed, 1 otherwise.
+--hints-only runs the chosen mutants' hint tests alone, for the baseline too (not the whole
+suite): a quick check that a new test kills its mutant; a mutant its hint misses is reported as
+MISSED (not a survivor: the rest of the suite was not run). Exit status: 0 when every mutant is
+killed, 1 otherwise.
 """
 import argparse
 import os
@@ -44,7 +47,7 @@ MUTANTS = [
     ("cosine-layer", "src/train/distill.c",
      "c->be->cosine_rows(c->be, c->rows, c->da, h, ae_train_acts_hidden(c->ta, l), c->N, c->D, c->scale);",
      "c->be->cosine_rows(c->be, c->rows, c->da, h, ae_train_acts_hidden(c->ta, l > 1 ? l - 1 : l), c->N, c->D, c->scale);",
-     "test_distill_wiring", "stage-2 cosine term against the wrong teacher layer"),
+     "test_distill_grad", "stage-2 cosine term's gradient against the teacher layer below"),
     ("top-p-edge", "src/infer/sample.c",
      "if (cum >= s->p.top_p) {", "if (cum >= s->p.top_p - 1e-3) {",
      "test_sample", "top-p cuts off a little early"),
@@ -127,6 +130,8 @@ def main():
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("--keep", help="scratch folder to create or reuse (default: a temporary one)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--hints-only", action="store_true",
+                    help="run only the chosen mutants' hint tests (baseline included), never the whole suite")
     a = ap.parse_args()
     if a.list:
         for m in MUTANTS:
@@ -155,6 +160,9 @@ def main():
     build_cmd = (f"cmake -S . -B build-mutate -DAE_CUDA=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null && "
                  f"cmake --build build-mutate -j{a.jobs}")
     test_cmd = f"ctest --test-dir build-mutate -j{a.jobs} --stop-on-failure --timeout 900 -E '^test_export_hf$'"
+    hint_cmd = lambda hints: f"ctest --test-dir build-mutate -j{a.jobs} --timeout 900 -R '^({hints})$'"
+    if a.hints_only:  # the baseline: the chosen mutants' hint tests alone
+        test_cmd = hint_cmd("|".join(sorted({m[4] for m in chosen})))
     print(f"mutate: commit {commit}, scratch {tree}, {len(chosen)} mutants", flush=True)
     rc, out = sh(build_cmd, tree, env)
     if rc:
@@ -167,7 +175,8 @@ def main():
         print(out[-3000:])
         print("mutate: the unmutated tree fails its tests; nothing to measure", file=sys.stderr)
         return 2
-    print(f"mutate: baseline suite passes ({time.time() - t0:.0f} s)", flush=True)
+    print(f"mutate: baseline {'hint tests pass' if a.hints_only else 'suite passes'} "
+          f"({time.time() - t0:.0f} s)", flush=True)
 
     rows, bad = [], 0
     for mid, rel, old, new, hint, what in chosen:
@@ -185,9 +194,11 @@ def main():
             if rc:
                 verdict, by = "KILLED", "compile error"
             else:
-                rc, out = sh(f"ctest --test-dir build-mutate -j{a.jobs} --timeout 900 -R '^({hint})$'", tree, env)
+                rc, out = sh(hint_cmd(hint), tree, env)
                 if rc:
                     verdict, by = "KILLED", failed_tests(out)
+                elif a.hints_only:
+                    verdict, by = "MISSED", f"not by {hint} (the rest of the suite not run)"
                 else:
                     rc, out = sh(test_cmd, tree, env)
                     verdict, by = ("KILLED", failed_tests(out) + " (not by its hint)") if rc else ("SURVIVED", "-")

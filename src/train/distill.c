@@ -636,10 +636,10 @@ static ae_status student_backward(ae_run *r, const ae_train_acts *ta, const ae_t
     return st;
 }
 
-// One micro-batch of stage 2: ids (B, T) host. The teacher's activations are freed before the
-// backward unless the cosine term needs them.
-static ae_status stage2_micro(ae_run *r, const int32_t *ids, int B, int T, double *kd,
-                              double *cosl, int *top1) {
+// One micro-batch of stage 2 (distill_internal.h). The teacher's activations are freed before
+// the backward unless the cosine term needs them.
+ae_status ae_distill_stage2_micro(ae_run *r, const int32_t *ids, int B, int T, double *kd,
+                                  double *cosl, int *top1) {
     const ae_backend *be = r->s->be;
     int cos = r->o->cos_weight > 0.0f, N = B * T;
     ae_train_acts *ta = NULL, *sa = NULL;
@@ -672,7 +672,7 @@ static ae_status probe_micro(ae_run *r, const int32_t *ids, int B, int T) {
     int agree = 0;
     if (!ll) return AE_ERR_NOMEM;
     ae_status st = r->stage == 0 ? stage1_micro(r, ids, B, T, ll)
-                                 : stage2_micro(r, ids, B, T, &kd, &cosl, &agree);
+                                 : ae_distill_stage2_micro(r, ids, B, T, &kd, &cosl, &agree);
     free(ll);
     return st;
 }
@@ -783,7 +783,8 @@ static ae_status run_stage(ae_run *r, double run_t0) {
             if (!ae_dp_owns_micro(r, a)) continue;
             r->last_micro = a + ae_comm_size(o->comm) >= o->accum; // this rank's last of the step
             for (int b = 0; b < B; b++) memcpy(ids + (size_t)b * T, win + (size_t)b * (T + 1), sizeof(int32_t) * T);
-            st = r->stage == 0 ? stage1_micro(r, ids, B, T, ll) : stage2_micro(r, ids, B, T, &kd, &cosl, &agree);
+            st = r->stage == 0 ? stage1_micro(r, ids, B, T, ll)
+                                : ae_distill_stage2_micro(r, ids, B, T, &kd, &cosl, &agree);
         }
         if (st == AE_ERR_NOMEM) { // what fits (the probe's backward starts no gradient sums)
             r->last_micro = 0;
@@ -848,8 +849,8 @@ static void plot_losses(const char *out_dir) {
     free(png);
 }
 
-static ae_status run_init(ae_run *r, const ae_model *t, ae_model *s, const ae_tokfile *data,
-                          const ae_distill_opts *o, const char *out_dir) {
+ae_status ae_run_init(ae_run *r, const ae_model *t, ae_model *s, const ae_tokfile *data,
+                      const ae_distill_opts *o, const char *out_dir) {
     memset(r, 0, sizeof *r);
     r->t = t;
     r->s = s;
@@ -878,7 +879,7 @@ static ae_status run_init(ae_run *r, const ae_model *t, ae_model *s, const ae_to
     return ae_loader_init(&r->loader, data, o->ctx, o->seed);
 }
 
-static void run_free(ae_run *r) {
+void ae_run_free(ae_run *r) {
     ae_adamw_free(&r->opt);
     for (int i = 0; r->master && i < r->np; i++) r->s->be->free(r->s->be, r->master[i]);
     free(r->master);
@@ -902,7 +903,7 @@ ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_to
     AE_TRY(check_backend(teacher, student, o));
     double t0 = ae_time_now();
     ae_run r;
-    ae_status st = run_init(&r, teacher, student, data, o, out_dir);
+    ae_status st = ae_run_init(&r, teacher, student, data, o, out_dir);
     int found = 0;
     if (st == AE_OK && resume) st = ae_ckpt_load(&r, &found);
     if (st == AE_OK && found) r.ckpt_stage = r.stage, r.ckpt_step = r.step;
@@ -946,6 +947,6 @@ ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_to
         if (r.stage > s) // finished stages, including those finished before a resume
             res->tokens_done[s] = ae_distill_stage_steps(o, s) * o->ctx * o->batch * o->accum;
     }
-    run_free(&r);
+    ae_run_free(&r);
     return st;
 }

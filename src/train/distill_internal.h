@@ -77,6 +77,19 @@ ae_status ae_ckpt_load(ae_run *r, int *found);
 // F32 the teacher's stream leaving it; adds w·∂loss/∂y into dy (N, D) act.
 ae_status ae_distill_block_term(const ae_model *t, int l, ae_ptr h, ae_ptr target, ae_ptr y, int N,
                                 int normalized, float w, ae_ptr dy, double *loss);
+// Sets up a run of o (no stage yet: call ae_run_setup_stage) of student s against teacher t:
+// the gradient model, the parameter lists, the loader over data; frees with ae_run_free (also
+// after a failure). out_dir: where checkpoints go (only stored here).
+ae_status ae_run_init(ae_run *r, const ae_model *t, ae_model *s, const ae_tokfile *data,
+                      const ae_distill_opts *o, const char *out_dir);
+void ae_run_free(ae_run *r);
+// One micro-batch of stage 2, as the trainer runs it (exposed for its gradient test): the
+// teacher's and the student's forward on ids (B, T) host, *kd += the KL term (mean over tokens
+// of τ²·KL(p_T ‖ p_S) at o->tau) and, when o->cos_weight > 0, *cosl += the cosine term (mean
+// over tokens and layers l = 1..L of 1 − cos(h_l^S, h_l^T)); *top1 += the tokens whose argmax
+// agree. The gradient of (KL + cos_weight·cosine) / accum is added into r->g.
+ae_status ae_distill_stage2_micro(ae_run *r, const int32_t *ids, int B, int T, double *kd,
+                                  double *cosl, int *top1);
 // (Re)creates the optimizer for r->stage over the stage's trainable parameters (this rank's
 // share with sharded states); for stage 2 (done) there is none (r->ntrain = r->nstage = 0).
 ae_status ae_run_setup_stage(ae_run *r);
