@@ -116,12 +116,6 @@ static void fixture_free(fixture *x) {
     ae_model_free(x->t);
 }
 
-static double rms(const float *x, int64_t n) {
-    double s = 0;
-    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
-    return sqrt(s / n);
-}
-
 // The worst errors over the checked tensors, per check.
 typedef struct {
     double dir_total, dir_cos, el_total, el_cos;
@@ -149,7 +143,7 @@ static void check_tensor(fixture *x, int k, const float *gw, const float *g0, ae
     // a tensor whose cosine gradient is nothing tests nothing
     if (!(sqrt(gc2) > 1e-3 * sqrt(gt2) && gcmax > 0))
         fail_msg("%s: the cosine term's gradient |g_c|₂ %.3g is ~0 (|g|₂ %.3g)", p->name, sqrt(gc2), sqrt(gt2));
-    double scale = fmax(rms(p->data, n), 1e-2), num;
+    double scale = fmax(ae_fd_rms(p->data, n), 1e-2), num;
     ae_fd_dir dir = {p->data, NULL, v, n}, el = ae_fd_element(p->data, &imax);
     x->cos_only = 0;
     double e = ae_fd_best(stage2_loss, x, &dir, scale, an_t, DIR_FLOOR * sqrt(gt2), DIR_REL / 4, &num);

@@ -11,6 +11,7 @@
 #include "core/rng.h"
 #include "io/safetensors.h"
 #include "model/attn_gateswa.h"
+#include "util/fd.h"
 #include "util/testutil.h"
 
 static ae_gswa_dims dims(int D, int Hq, int Hkv, int hd, int W, ae_gate_kind gate, int sinks) {
@@ -281,15 +282,25 @@ static void test_bad_args(void **state) {
 
 // ---- backward vs finite differences ----------------------------------------------------------
 
-// loss = Σ y ⊙ R over the batch, accumulated in double.
-static double fd_loss(const ae_backend *be, const ae_gswa *m, const float *x, int B, int T,
-                      const float *R, float *y) {
+// loss = Σ y ⊙ R over the batch, accumulated in double (for util/fd.h).
+typedef struct {
+    const ae_backend *be;
+    const ae_gswa *m;
+    const float *x; // (B, T, D)
+    int B, T;
+    const float *R; // (B, T, D)
+    float *y;       // (B, T, D) scratch
+} fd_case;
+
+static double fd_loss(void *ctx) {
+    const fd_case *c = ctx;
     ae_gswa_acts *acts = NULL;
-    assert_int_equal(ae_gswa_train_forward(be, m, ae_host_f32(x), B, T, ae_host_f32(y), &acts),
+    assert_int_equal(ae_gswa_train_forward(c->be, c->m, ae_host_f32(c->x), c->B, c->T,
+                                           ae_host_f32(c->y), &acts),
                      AE_OK);
     ae_gswa_acts_free(acts);
     double s = 0;
-    for (size_t i = 0; i < (size_t)B * T * m->d.D; i++) s += (double)y[i] * R[i];
+    for (size_t i = 0; i < (size_t)c->B * c->T * c->m->d.D; i++) s += (double)c->y[i] * c->R[i];
     return s;
 }
 
@@ -300,18 +311,14 @@ static double fd_check(const ae_backend *be, const ae_gswa *m, float *p, const f
                        const char *what) {
     const float eps = 1e-2f;
     const size_t nsample = 24;
+    fd_case fc = {be, m, x, B, T, R, y};
     double num = 0, den = 0;
     for (size_t c = 0; c < (n < nsample ? n : nsample); c++) {
-        size_t i = n <= nsample ? c : (size_t)(ae_rng_u64(r) % n);
-        float keep = p[i];
-        p[i] = keep + eps;
-        double lp = fd_loss(be, m, x, B, T, R, y);
-        p[i] = keep - eps;
-        double lm = fd_loss(be, m, x, B, T, R, y);
-        p[i] = keep;
-        double fd = (lp - lm) / (2.0 * eps);
+        int64_t i = n <= nsample ? (int64_t)c : (int64_t)(ae_rng_u64(r) % n);
+        ae_fd_dir d = ae_fd_element(p, &i);
+        double fd = ae_fd_central(fd_loss, &fc, &d, eps);
         if (fabs(fd - g[i]) > 2e-3 + 1e-2 * fabs(g[i]))
-            fail_msg("%s[%zu]: analytic %.6f, finite difference %.6f", what, i, g[i], fd);
+            fail_msg("%s[%lld]: analytic %.6f, finite difference %.6f", what, (long long)i, g[i], fd);
         num += (fd - g[i]) * (fd - g[i]);
         den += (double)g[i] * g[i];
     }

@@ -10,6 +10,7 @@
 
 #include "core/mem.h"
 #include "model/attn_mla.h"
+#include "util/fd.h"
 #include "util/testutil.h"
 
 // {D, H, q_lora, R, dn, dr, dv}: q_lora on/off, several H, R (incl. R > D), dn (incl. 0), dr, dv
@@ -316,14 +317,25 @@ static int have_bwd(const ae_backend *be) {
     return be->gemm && be->rmsnorm_bwd && be->rope_bwd && be->attention_bwd;
 }
 
-// loss = Σ y ⊙ w, in double.
-static double loss_of(const ae_backend *be, const ae_mla *m, const float *x, int B, int T,
-                      const float *w, float *y) {
+// loss = Σ y ⊙ w, in double (for util/fd.h).
+typedef struct {
+    const ae_backend *be;
+    const ae_mla *m;
+    const float *x; // (B, T, D)
+    int B, T;
+    const float *w; // (B, T, D)
+    float *y;       // (B, T, D) scratch
+} fd_case;
+
+static double loss_of(void *ctx) {
+    const fd_case *c = ctx;
     ae_mla_acts *a = NULL;
-    assert_int_equal(ae_mla_train_forward(be, m, ae_host_f32(x), B, T, ae_host_f32(y), &a), AE_OK);
+    assert_int_equal(ae_mla_train_forward(c->be, c->m, ae_host_f32(c->x), c->B, c->T,
+                                          ae_host_f32(c->y), &a),
+                     AE_OK);
     ae_mla_acts_free(a);
     double L = 0.0;
-    for (size_t i = 0; i < (size_t)B * T * m->d.D; i++) L += (double)y[i] * w[i];
+    for (size_t i = 0; i < (size_t)c->B * c->T * c->m->d.D; i++) L += (double)c->y[i] * c->w[i];
     return L;
 }
 
@@ -332,17 +344,13 @@ static double loss_of(const ae_backend *be, const ae_mla *m, const float *x, int
 static double fd_check(const ae_backend *be, const ae_mla *m, float *x, int B, int T,
                        const float *w, float *y, float *p, const float *an, size_t n, int ns,
                        ae_rng *r, double *fd_norm) {
+    fd_case fc = {be, m, x, B, T, w, y};
     double num = 0.0, den = 0.0;
     int all = n <= (size_t)ns;
     for (int s = 0; s < (all ? (int)n : ns); s++) {
-        size_t i = all ? (size_t)s : (size_t)(ae_rng_u64(r) % n);
-        float old = p[i], h = 1e-2f * fmaxf(1.0f, fabsf(old));
-        p[i] = old + h;
-        double lp = loss_of(be, m, x, B, T, w, y);
-        p[i] = old - h;
-        double lm = loss_of(be, m, x, B, T, w, y);
-        p[i] = old;
-        double fd = (lp - lm) / (2.0 * ((double)(old + h) - (double)old));
+        int64_t i = all ? (int64_t)s : (int64_t)(ae_rng_u64(r) % n);
+        ae_fd_dir d = ae_fd_element(p, &i);
+        double fd = ae_fd_central(loss_of, &fc, &d, 1e-2f * fmaxf(1.0f, fabsf(p[i])));
         num += (fd - an[i]) * (fd - an[i]);
         den += fd * fd;
     }

@@ -16,13 +16,13 @@
 // (~3e-5 absolute on micro, measured) swamps plain central differences of single weights whose
 // gradient is ~1e-2. So every check uses the 4-point stencil (O(h⁴) truncation) over a ladder
 // of steps scaled by the tensor's RMS value and keeps the best-agreeing step (the usable step
-// differs per tensor by 30×); per tensor it checks CHECKS single elements (tolerance 2% + 1% of
-// the tensor's largest gradient: noise-limited) and one random direction v ~ N(0, 1) over the
-// whole tensor, whose derivative Σ g·v stands far above the noise (tolerance 1%, the sharp
-// check; measured worst 0.2%). Verified by mutation: dropping the MoE renormalisation or softmax
-// term, the routing weight in the expert gradient, an MLP input-gradient term, the d_hidden
-// injection, the embedding scatter-add's accumulation, or sending the post-norm gradient to the
-// wrong tensor each fails.
+// differs per tensor by 30×: ae_fd_best of util/fd.h); per tensor it checks CHECKS single
+// elements (tolerance 2% + 1% of the tensor's largest gradient: noise-limited) and one random
+// direction v ~ N(0, 1) over the whole tensor, whose derivative Σ g·v stands far above the
+// noise (tolerance 1%, the sharp check; measured worst 0.2%). Verified by mutation: dropping the
+// MoE renormalisation or softmax term, the routing weight in the expert gradient, an MLP
+// input-gradient term, the d_hidden injection, the embedding scatter-add's accumulation, or
+// sending the post-norm gradient to the wrong tensor each fails.
 // MoE top-k is not differentiable where the selected set changes: batches are drawn with a
 // routing margin (ae_train_acts_router_probs), perturbations that still change a selected set
 // (ae_train_acts_topk) are not used, and an element where every step flips is skipped with a
@@ -36,12 +36,13 @@
 #include "core/rng.h"
 #include "model/student.h"
 #include "train/model_train.h"
+#include "util/fd.h"
 #include "util/testutil.h"
 
 #define B_ 2
 #define T_ 6
 #define CHECKS 2      // single elements per tensor
-#define FD_STEP 10.0  // single-element steps: FD_STEP × RMS × the ladder in best_fd
+#define FD_STEP 10.0  // single-element steps: FD_STEP × RMS × the ladder of ae_fd_best
 #define FD_REL 2e-2   // single elements: |an − num| <= FD_REL·|num| + FD_ABS·|g|max
 #define FD_ABS 1e-2
 #define DIR_REL 1e-2  // whole-tensor directions: |an − num| <= DIR_REL·(|num| + DIR_FLOOR·|g|₂)
@@ -159,76 +160,26 @@ static int used_row(const fixture *f, int row) {
     return 0;
 }
 
-// Loss at x + t·v, where (idx, v, n) is a sparse direction over the tensor data (idx NULL:
-// dense over n elements). *flip is set when the MoE routing differs from base.
+// The loss ℓ for the finite differences (util/fd.h) at the current parameters; NAN when the
+// MoE routing differs from base's (a step across a routing flip measures a jump, not a slope).
 typedef struct {
-    float *data;
-    const int64_t *idx;
-    const float *v;
-    int64_t n;
-} direction;
+    fixture *f;
+    const ae_train_acts *base;
+} fd_ctx;
 
-static double loss_at(fixture *f, const ae_train_acts *base, const direction *d, float *save,
-                      double t, int *flip) {
-    for (int64_t j = 0; j < d->n; j++) {
-        float *x = &d->data[d->idx ? d->idx[j] : j];
-        save[j] = *x;
-        *x = (float)(*x + t * d->v[j]);
-    }
-    ae_train_acts *a = forward_or_fail(f);
-    for (int64_t j = 0; j < d->n; j++) d->data[d->idx ? d->idx[j] : j] = save[j];
-    *flip |= !same_routing(a, base, f->m);
-    double l = loss_of(a, f);
+static double fd_loss(void *ctx) {
+    fd_ctx *c = ctx;
+    ae_train_acts *a = forward_or_fail(c->f);
+    double l = same_routing(a, c->base, c->f->m) ? loss_of(a, c->f) : NAN;
     ae_train_acts_free(a);
     return l;
-}
-
-// Directional derivative by the 4-point stencil (8(ℓ(h) − ℓ(−h)) − (ℓ(2h) − ℓ(−2h))) / 12h:
-// truncation O(h⁴), so h can be large enough to swamp the fp32 rounding of ℓ.
-static double fd4(fixture *f, const ae_train_acts *base, const direction *d, double h, int *flip) {
-    float *save = malloc(sizeof(float) * (size_t)d->n);
-    *flip = 0;
-    double p1 = loss_at(f, base, d, save, h, flip), m1 = loss_at(f, base, d, save, -h, flip);
-    double p2 = loss_at(f, base, d, save, 2 * h, flip), m2 = loss_at(f, base, d, save, -2 * h, flip);
-    free(save);
-    return (8 * (p1 - m1) - (p2 - m2)) / (12 * h);
-}
-
-static double rms(const float *x, int64_t n) {
-    double s = 0;
-    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
-    return sqrt(s / n);
-}
-
-// Best agreement of `an` with fd4 over a ladder of steps (scale × ladder[j]): the fp32 rounding
-// noise of ℓ is ≈ σ/h and the truncation grows as h⁴, and the best step differs per tensor
-// (0.01·RMS for the big matrices of the fixtures, 0.3·RMS for 0.02-scale attention weights of
-// the students: measured). Steps where the MoE routing flips are not used. Returns the smallest
-// |an − num| / (|num| + floor) over the usable steps (*num_out the matching estimate; stops at
-// the first step within `good`), or -1 when every step flipped.
-static double best_fd(fixture *f, const ae_train_acts *base, const direction *d, double scale,
-                      double an, double floor, double good, double *num_out) {
-    static const double ladder[] = {0.03, 0.1, 0.01, 0.3, 0.003, 1.0}; // likeliest first
-
-    double best = -1;
-    for (size_t j = 0; j < sizeof ladder / sizeof ladder[0]; j++) {
-        int flip;
-        double num = fd4(f, base, d, scale * ladder[j], &flip);
-        if (flip) continue;
-        double e = an == num ? 0.0 : fabs(an - num) / (fabs(num) + floor);
-        if (best < 0 || e < best) {
-            best = e;
-            *num_out = num;
-        }
-        if (best <= good) break; // agreement found: the rest of the ladder cannot fail it
-    }
-    return best;
 }
 
 // (b) every tensor against finite differences: CHECKS single elements, and one random direction
 // v ~ N(0, 1) over the whole tensor (Σ g·v has a large signal against the noise of ℓ: the sharp
 // check, DIR_REL). Steps scale with the tensor's RMS value.
 static void check_fd(fixture *f, const ae_train_acts *base, ae_model *g, ae_rng *r) {
+    fd_ctx fc = {f, base};
     ae_named_param *P, *G;
     int n, ng;
     assert_int_equal(ae_model_params(f->m, 0, &P, &n), AE_OK);
@@ -239,18 +190,17 @@ static void check_fd(fixture *f, const ae_train_acts *base, ae_model *g, ae_rng 
     for (int k = 0; k < n; k++) {
         assert_string_equal(P[k].name, G[k].name);
         assert_true(P[k].numel == G[k].numel);
-        double gmax = 0, xr = fmax(rms(P[k].data, P[k].numel), 1e-2);
+        double gmax = 0, xr = fmax(ae_fd_rms(P[k].data, P[k].numel), 1e-2);
         for (int64_t i = 0; i < G[k].numel; i++) gmax = fmax(gmax, fabs(G[k].data[i]));
         int is_embed = strcmp(P[k].name, "model.embed_tokens.weight") == 0;
         for (int c = 0; c < CHECKS; c++) {
             int64_t i = (int64_t)(ae_rng_u64(r) % (uint64_t)P[k].numel);
             if (is_embed && c < CHECKS - 1) // rows of tokens in the batch (the last: any row)
                 i = (int64_t)f->ids[ae_rng_u64(r) % (B_ * T_)] * D + (int64_t)(ae_rng_u64(r) % D);
-            float one = 1.0f;
-            direction d = {P[k].data, &i, &one, 1};
+            ae_fd_dir d = ae_fd_element(P[k].data, &i);
             double an = G[k].data[i], num = 0;
             if (is_embed && !used_row(f, (int)(i / D))) assert_true(an == 0.0);
-            double e = best_fd(f, base, &d, FD_STEP * xr, an, FD_ABS / FD_REL * gmax, FD_REL / 4, &num);
+            double e = ae_fd_best(fd_loss, &fc, &d, FD_STEP * xr, an, FD_ABS / FD_REL * gmax, FD_REL / 4, &num);
             if (e < 0) {
                 printf("  skip %s[%lld]: MoE routing flips at every step (top-k is not "
                        "differentiable there)\n", P[k].name, (long long)i);
@@ -271,8 +221,8 @@ static void check_fd(fixture *f, const ae_train_acts *base, ae_model *g, ae_rng 
             g2 += (double)G[k].data[i] * G[k].data[i];
         }
         // Σ g·v has typical size |g|₂; a direction where it cancels is measured against that
-        direction d = {P[k].data, NULL, v, P[k].numel};
-        double e = best_fd(f, base, &d, xr, an, DIR_FLOOR * sqrt(g2) + 1e-12, DIR_REL / 4, &num);
+        ae_fd_dir d = {P[k].data, NULL, v, P[k].numel};
+        double e = ae_fd_best(fd_loss, &fc, &d, xr, an, DIR_FLOOR * sqrt(g2) + 1e-12, DIR_REL / 4, &num);
         free(v);
         if (e < 0) {
             printf("  skip direction of %s: MoE routing flips at every step\n", P[k].name);

@@ -19,6 +19,7 @@
 #include "backend/cpu.h"
 #include "backend/ops.h"
 #include "core/rng.h"
+#include "util/fd.h"
 #include "util/testutil.h"
 
 #define REL_F32 2e-6
@@ -101,21 +102,27 @@ static double *to_double(const float *x, size_t n) {
     return p;
 }
 
+// One row's loss f(x_i, other_i) for util/fd.h.
+typedef double (*row_fn)(const double *, const double *, int, int);
+typedef struct {
+    row_fn f;
+    const double *x, *other; // (D) each
+    int D, flag;
+} row_case;
+
+static double row_loss(void *ctx) {
+    const row_case *c = ctx;
+    return c->f(c->x, c->other, c->D, c->flag);
+}
+
 // Central differences of scale · Σ_i f(row i) in every element of x (double copy), against g.
-static void check_fd_rows(const char *what, double (*f)(const double *, const double *, int, int),
-                          double *x, const double *other, const float *g, int N, int D, int flag,
-                          float scale) {
+static void check_fd_rows(const char *what, row_fn f, double *x, const double *other, const float *g,
+                          int N, int D, int flag, float scale) {
     for (int i = 0; i < N; i++)
         for (int d = 0; d < D; d++) {
-            double *xi = x + (size_t)i * D;
-            const double *oi = other + (size_t)i * D;
-            double x0 = xi[d];
-            xi[d] = x0 + FD_H;
-            double lp = f(xi, oi, D, flag);
-            xi[d] = x0 - FD_H;
-            double lm = f(xi, oi, D, flag);
-            xi[d] = x0;
-            double num = scale * (lp - lm) / (2 * FD_H), an = g[(size_t)i * D + d];
+            row_case rc = {f, x + (size_t)i * D, other + (size_t)i * D, D, flag};
+            double num = scale * ae_fd_central_d(row_loss, &rc, x + (size_t)i * D + d, FD_H);
+            double an = g[(size_t)i * D + d];
             if (!(fabs(an - num) <= FD_TOL * fmax(1.0, fabs(num))))
                 fail_msg("%s row %d col %d: analytic %.8g, numeric %.8g", what, i, d, an, num);
         }

@@ -9,6 +9,12 @@ ae_fd_dir ae_fd_element(float *x, const int64_t *i) {
     return (ae_fd_dir){x, i, &one, 1};
 }
 
+double ae_fd_rms(const float *x, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return n > 0 ? sqrt(s / n) : 0.0;
+}
+
 double ae_fd_loss_at(ae_fd_loss f, void *ctx, const ae_fd_dir *d, double t) {
     float *save = malloc(sizeof(float) * (size_t)d->n); // (n) the moved values
     if (!save) abort();
@@ -24,7 +30,22 @@ double ae_fd_loss_at(ae_fd_loss f, void *ctx, const ae_fd_dir *d, double t) {
 }
 
 double ae_fd_central(ae_fd_loss f, void *ctx, const ae_fd_dir *d, double h) {
+    double step = 2 * h;
+    if (d->n == 1 && d->v[0] != 0.0f) { // the step the float element actually takes
+        double x0 = d->x[d->idx ? d->idx[0] : 0], v = d->v[0];
+        step = ((double)(float)(x0 + h * v) - (double)(float)(x0 - h * v)) / v;
+    }
     double p = ae_fd_loss_at(f, ctx, d, h), m = ae_fd_loss_at(f, ctx, d, -h);
+    return (p - m) / step;
+}
+
+double ae_fd_central_d(ae_fd_loss f, void *ctx, double *x, double h) {
+    double x0 = *x;
+    *x = x0 + h;
+    double p = f(ctx);
+    *x = x0 - h;
+    double m = f(ctx);
+    *x = x0;
     return (p - m) / (2 * h);
 }
 

@@ -21,11 +21,17 @@ typedef struct {
 
 // The direction of the single element x[*i] (v = 1).
 ae_fd_dir ae_fd_element(float *x, const int64_t *i);
+// The RMS value of x, in double: the scale of a tensor's steps.   x: (n)
+double ae_fd_rms(const float *x, int64_t n);
 
 // The loss at x + t·v (each moved value rounded to float), x restored afterwards.
 double ae_fd_loss_at(ae_fd_loss f, void *ctx, const ae_fd_dir *d, double t);
-// Central difference (ℓ(x + h·v) − ℓ(x − h·v)) / 2h: truncation O(h²).
+// Central difference (ℓ(x + h·v) − ℓ(x − h·v)) / 2h: truncation O(h²). For a single element the
+// divisor is the step the float value actually took, (fl(x + h·v) − fl(x − h·v)) / v.
 double ae_fd_central(ae_fd_loss f, void *ctx, const ae_fd_dir *d, double h);
+// The same in one element *x of a double array (the double references of the op tests): x moves
+// by ±h exactly and is put back.
+double ae_fd_central_d(ae_fd_loss f, void *ctx, double *x, double h);
 // The 4-point stencil (8(ℓ(h) − ℓ(−h)) − (ℓ(2h) − ℓ(−2h))) / 12h: truncation O(h⁴), so h can be
 // large enough to swamp the fp32 rounding of a loss computed by a float forward.
 double ae_fd_stencil4(ae_fd_loss f, void *ctx, const ae_fd_dir *d, double h);
