@@ -1,6 +1,8 @@
 // The MoE training ops on the GPU (backend/cuda_moe_train.cu) against the CPU reference
 // (backend/cpu_moe_train.c, itself checked against its definition and finite differences in
-// test_grad_ops.c), and the whole MoE block's training forward and backward (train/moe_train.c:
+// test_grad_ops.c), the grouped expert GEMMs (expert_matmul and its input gradient,
+// backend/cuda_moe.cu: slot offsets read on the device) against the CPU's per-expert gemm calls,
+// and the whole MoE block's training forward and backward (train/moe_train.c:
 // the same code on both backends) cuda vs cpu. Needs a CUDA build and a GPU; prints "SKIP ..."
 // and exits 77 (ctest: skipped) otherwise, or fails with AE_REQUIRE_GPU=1 (scripts/test-gpu.sh).
 //
@@ -16,6 +18,9 @@
 //   TOL_F32      1e-6 relative L2: F32 outputs of the same fp32 / double formulas (combine: the
 //                same k-order sum, FMA contraction on the GPU; combine_bwd dw and route_bwd dz:
 //                double sums in another order, one rounding to float).
+//   TOL_GEMM_F32 1e-4: F32 outputs of the grouped expert GEMMs: the same bf16 products summed in
+//                fp32 in another order (mma tiles vs OpenBLAS; expected ~1e-6 at depth 2048, the
+//                bound allowing for the tensor cores' accumulation); a bf16 rounding costs ~2e-3.
 //   TOL_BF16_OUT 5e-3: a BF16 output is the fp32 result rounded once (~1.5e-3).
 //   TOL_BLOCK    3e-2: the MoE block of a tiny model (moe_norm_topk) with the CPU's weights and
 //                inputs rounded to bf16 (so both route identically): the GPU keeps gate, up,
@@ -38,6 +43,7 @@
 #include "util/testutil.h"
 
 #define TOL_F32 1e-6
+#define TOL_GEMM_F32 1e-4
 #define TOL_BF16_OUT 5e-3
 #define TOL_BLOCK 3e-2
 
@@ -289,6 +295,120 @@ static void test_route_bwd(void **state) {
 }
 
 // =============================================================================================
+// expert_matmul, expert_matmul_bwd: the grouped expert GEMMs (cuda_moe.cu) against the CPU's
+// per-expert gemm calls, on the same bf16 values, with the slot offsets on the device
+
+// One output of both backends: initial values y0 (also the rows past off[E], which must keep
+// them), the CPU reference, and two GPU runs (bit-identical).
+static void check_expert_out(float *got[2], const float *ref, const float *y0, size_t n,
+                             size_t grouped, double tol, const char *what) {
+    check_l2(got[0], ref, n, tol, "%s", what);
+    char w[300];
+    snprintf(w, sizeof w, "%s: rows past off[E] untouched", what);
+    if (grouped < n) check_same(got[0] + grouped, y0 + grouped, n - grouped, w);
+    snprintf(w, sizeof w, "%s: determinism", what);
+    check_same(got[0], got[1], n, w);
+    free(got[0]), free(got[1]);
+}
+
+// Forward with n = 1 and 2 (y in ydt) and backward with n = 1 and 2, overwriting and
+// accumulating (dx in ydt), for the slot groups off (E + 1) and `tail` rows past them.
+static void run_expert_matmul(ae_rng *r, const int32_t *off, int E, int tail, int N, int Kd,
+                              ae_dtype ydt) {
+    int S = off[E] + tail;
+    size_t nx = (size_t)S * Kd, ny = (size_t)S * N, nw = (size_t)E * N * Kd;
+    float *x = hnormal(r, nx, 1.0f, AE_DT_BF16), *x0 = hnormal(r, nx, 1.0f, ydt);
+    float *y0 = hnormal(r, ny, 1.0f, ydt);
+    float *w[2] = {hnormal(r, nw, 1.0f, AE_DT_BF16), hnormal(r, nw, 1.0f, AE_DT_BF16)};
+    float *dy[2] = {hnormal(r, ny, 1.0f, AE_DT_BF16), hnormal(r, ny, 1.0f, AE_DT_BF16)};
+    ae_ptr goff = dput(off, AE_DT_I32, (size_t)E + 1, AE_DT_I32);
+    ae_ptr gx = dput(x, AE_DT_F32, nx, AE_DT_BF16);
+    ae_ptr gw[2], gdy[2], hw[2], hdy[2];
+    for (int i = 0; i < 2; i++) {
+        gw[i] = dput(w[i], AE_DT_F32, nw, AE_DT_BF16), gdy[i] = dput(dy[i], AE_DT_F32, ny, AE_DT_BF16);
+        hw[i] = ae_host_f32(w[i]), hdy[i] = ae_host_f32(dy[i]);
+    }
+    // F32 outputs: the same bf16 products summed in fp32 in another order (~1e-6); BF16: one
+    // rounding of the fp32 result (and of dx + the sum when accumulating).
+    double tol = ydt == AE_DT_BF16 ? TOL_BF16_OUT : TOL_GEMM_F32;
+    char what[200];
+    for (int n = 1; n <= 2; n++) {
+        float *ref[2] = {malloc(sizeof(float) * ny), malloc(sizeof(float) * ny)}, *got[2][2];
+        ae_ptr href[2] = {ae_host_f32(ref[0]), ae_host_f32(ref[1])};
+        for (int i = 0; i < n; i++) memcpy(ref[i], y0, sizeof(float) * ny);
+        g_cpu->expert_matmul(g_cpu, n, href, ae_host_f32(x), hw, ae_host_i32(off), S, E, N, Kd);
+        for (int run = 0; run < 2; run++) {
+            ae_ptr gy[2];
+            for (int i = 0; i < n; i++) gy[i] = dput(y0, AE_DT_F32, ny, ydt);
+            g_gpu->expert_matmul(g_gpu, n, gy, gx, gw, goff, S, E, N, Kd);
+            for (int i = 0; i < n; i++) got[i][run] = dget(gy[i], ny), g_gpu->free(g_gpu, gy[i]);
+        }
+        for (int i = 0; i < n; i++) {
+            snprintf(what, sizeof what, "expert_matmul n=%d E=%d S=%d N=%d Kd=%d y[%d] %s", n, E, S,
+                     N, Kd, i, ae_dtype_name(ydt));
+            check_expert_out(got[i], ref[i], y0, ny, (size_t)off[E] * N, tol, what);
+        }
+        free(ref[0]), free(ref[1]);
+        for (int acc = 0; acc < 2; acc++) {
+            float *dref = malloc(sizeof(float) * nx), *dgot[2];
+            memcpy(dref, x0, sizeof(float) * nx);
+            g_cpu->expert_matmul_bwd(g_cpu, n, ae_host_f32(dref), hdy, hw, ae_host_i32(off), S, E,
+                                     N, Kd, acc);
+            for (int run = 0; run < 2; run++) {
+                ae_ptr gdx = dput(x0, AE_DT_F32, nx, ydt);
+                g_gpu->expert_matmul_bwd(g_gpu, n, gdx, gdy, gw, goff, S, E, N, Kd, acc);
+                dgot[run] = dget(gdx, nx);
+                g_gpu->free(g_gpu, gdx);
+            }
+            snprintf(what, sizeof what, "expert_matmul_bwd n=%d E=%d S=%d N=%d Kd=%d dx %s%s", n,
+                     E, S, N, Kd, ae_dtype_name(ydt), acc ? " accumulate" : "");
+            check_expert_out(dgot, dref, x0, nx, (size_t)off[E] * Kd, tol, what);
+            free(dref);
+        }
+    }
+    g_gpu->free(g_gpu, goff), g_gpu->free(g_gpu, gx);
+    for (int i = 0; i < 2; i++) g_gpu->free(g_gpu, gw[i]), g_gpu->free(g_gpu, gdy[i]), free(w[i]), free(dy[i]);
+    free(x), free(x0), free(y0);
+}
+
+// off (E + 1) from slot counts per expert.
+static void offsets_of(const int *counts, int E, int32_t *off) {
+    off[0] = 0;
+    for (int e = 0; e < E; e++) off[e + 1] = off[e] + counts[e];
+}
+
+static void test_expert_matmul(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 2004);
+    int32_t off[8];
+    // empty first, middle and last experts; an expert over two row tiles (70 > 64); N and Kd
+    // off the tiles (65, 40: 16-byte loads, a partial depth tile)
+    const int c1[] = {0, 3, 0, 1, 70, 0};
+    offsets_of(c1, 6, off);
+    run_expert_matmul(&r, off, 6, 3, 65, 40, AE_DT_BF16);
+    run_expert_matmul(&r, off, 6, 3, 65, 40, AE_DT_F32);
+    // odd N and Kd (element loads, unpaired stores), an expert over three tiles
+    const int c2[] = {2, 0, 129, 1, 0};
+    offsets_of(c2, 5, off);
+    run_expert_matmul(&r, off, 5, 0, 33, 37, AE_DT_BF16);
+    // one expert, one row
+    const int c3[] = {1};
+    offsets_of(c3, 1, off);
+    run_expert_matmul(&r, off, 1, 1, 8, 8, AE_DT_F32);
+    // Qwen3-30B-A3B: 4096 tokens routed to 8 of 128 experts; gate/up (N 768, Kd 2048, act) and
+    // down (N 2048, Kd 768, F32 as the training pass keeps o)
+    int T = 4096, K = 8, E = 128;
+    int32_t *idx = random_routing(&r, T, K, E), *pos = malloc(sizeof(int32_t) * (size_t)T * K);
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)T * K), *offb = malloc(sizeof(int32_t) * (E + 1));
+    g_cpu->moe_plan(g_cpu, ae_host_i32(offb), ae_host_i32(pos), ae_host_i32(tok), ae_host_i32(idx),
+                    T, K, E);
+    run_expert_matmul(&r, offb, E, 0, 768, 2048, AE_DT_BF16);
+    run_expert_matmul(&r, offb, E, 0, 2048, 768, AE_DT_F32);
+    free(idx), free(pos), free(tok), free(offb);
+}
+
+// =============================================================================================
 // the MoE block: ae_moe_train_forward / ae_moe_train_backward on both backends
 
 static ae_model *load(const char *dir, const ae_backend *be) {
@@ -395,6 +515,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan_combine),
         cmocka_unit_test(test_route_bwd),
+        cmocka_unit_test(test_expert_matmul),
         cmocka_unit_test(test_moe_block),
     };
     rc = cmocka_run_group_tests(tests, NULL, NULL);

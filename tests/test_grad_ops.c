@@ -706,6 +706,81 @@ static void test_moe_route_bwd(void **state) {
         }
 }
 
+typedef struct {
+    int n, E, N, Kd, S;
+    const int32_t *off;
+    double *x, *w[2], *R[2], *y; // x: (S, Kd);  w[i]: (E, N, Kd);  R[i], y: (S, N)
+} expert_ctx;
+
+// Σ_i Σ_p R[i][p] · (x[p] · w[i][e(p)]ᵀ) over the grouped rows, in double.
+static double expert_loss(void *p) {
+    expert_ctx *c = p;
+    double l = 0;
+    for (int i = 0; i < c->n; i++) {
+        for (int e = 0; e < c->E; e++)
+            for (int q = c->off[e]; q < c->off[e + 1]; q++)
+                for (int j = 0; j < c->N; j++) {
+                    double s = 0;
+                    for (int k = 0; k < c->Kd; k++)
+                        s += c->x[(size_t)q * c->Kd + k] * c->w[i][((size_t)e * c->N + j) * c->Kd + k];
+                    c->y[(size_t)q * c->N + j] = s;
+                }
+        l += dot_loss(c->y, c->R[i], (size_t)c->off[c->E] * c->N);
+    }
+    return l;
+}
+
+// expert_matmul against the double loop (each product, every row of every expert; rows past
+// off[E] untouched) and expert_matmul_bwd against finite differences of the summed loss in x,
+// overwriting and accumulating. Uneven counts, empty experts (first, middle, last), an expert
+// alone, shapes that are no multiple of any tile.
+static void test_expert_matmul(void **state) {
+    (void)state;
+    const ae_backend *be = ae_backend_cpu();
+    ae_rng r;
+    ae_rng_seed(&r, 21);
+    const int counts[][6] = {{0, 3, 0, 1, 4, 0}, {5, 0, 0, 0, 0, 0}, {1, 2, 3, 4, 5, 6}};
+    const int shapes[][3] = {{6, 5, 7}, {1, 3, 2}, {6, 9, 17}}; // E, N, Kd
+    for (int c = 0; c < 3; c++)
+        for (int n = 1; n <= 2; n++) {
+            int E = shapes[c][0], N = shapes[c][1], Kd = shapes[c][2];
+            int32_t off[7] = {0};
+            for (int e = 0; e < E; e++) off[e + 1] = off[e] + counts[c][e];
+            int S = off[E] + 2; // two rows past the groups: never written
+            size_t nx = (size_t)S * Kd, ny = (size_t)S * N, nw = (size_t)E * N * Kd;
+            float *x = fvec(nx, &r), *w[2] = {fvec(nw, &r), fvec(nw, &r)};
+            float *R[2] = {fvec(ny, &r), fvec(ny, &r)}, *y[2] = {fconst(ny, NAN), fconst(ny, NAN)};
+            expert_ctx ctx = {n, E, N, Kd, S, off, dvec(x, nx), {dvec(w[0], nw), dvec(w[1], nw)},
+                              {dvec(R[0], ny), dvec(R[1], ny)}, malloc(sizeof(double) * ny)};
+            ae_ptr py[2] = {ae_host_f32(y[0]), ae_host_f32(y[1])};
+            ae_ptr pw[2] = {ae_host_f32(w[0]), ae_host_f32(w[1])};
+            ae_ptr pR[2] = {ae_host_f32(R[0]), ae_host_f32(R[1])};
+            be->expert_matmul(be, n, py, ae_host_f32(x), pw, ae_host_i32(off), S, E, N, Kd);
+            double *w0 = ctx.w[0];
+            for (int i = 0; i < n; i++) {
+                ctx.n = 1, ctx.w[0] = ctx.w[i]; // product i alone
+                expert_loss(&ctx);
+                check_close("expert_matmul y", y[i], ctx.y, (size_t)off[E] * N, 1e-5);
+                for (size_t q = (size_t)off[E] * N; q < ny; q++)
+                    if (!isnan(y[i][q])) fail_msg("expert_matmul wrote row %zu past off[E]", q / N);
+            }
+            ctx.n = n, ctx.w[0] = w0;
+            float *dx = fconst(nx, NAN); // overwritten (rows past off[E] stay NaN)
+            be->expert_matmul_bwd(be, n, ae_host_f32(dx), pR, pw, ae_host_i32(off), S, E, N, Kd, 0);
+            for (size_t q = (size_t)off[E] * Kd; q < nx; q++)
+                if (!isnan(dx[q])) fail_msg("expert_matmul_bwd wrote row %zu past off[E]", q / Kd);
+            check_fd(n == 2 ? "expert_matmul_bwd (two products) dx" : "expert_matmul_bwd dx",
+                     expert_loss, &ctx, ctx.x, (size_t)off[E] * Kd, dx, &r);
+            float *acc = fvec(nx, &r), *base = malloc(sizeof(float) * nx);
+            memcpy(base, acc, sizeof(float) * nx);
+            be->expert_matmul_bwd(be, n, ae_host_f32(acc), pR, pw, ae_host_i32(off), S, E, N, Kd, 1);
+            check_accum("expert_matmul_bwd (accumulate) dx", acc, base, dx, 1.0f, (size_t)off[E] * Kd);
+            free(x), free(w[0]), free(w[1]), free(R[0]), free(R[1]), free(y[0]), free(y[1]);
+            free(dx), free(acc), free(base);
+            free(ctx.x), free(ctx.w[0]), free(ctx.w[1]), free(ctx.R[0]), free(ctx.R[1]), free(ctx.y);
+        }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_bwd),
@@ -718,6 +793,7 @@ int main(void) {
         cmocka_unit_test(test_moe_plan),
         cmocka_unit_test(test_moe_combine_bwd),
         cmocka_unit_test(test_moe_route_bwd),
+        cmocka_unit_test(test_expert_matmul),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

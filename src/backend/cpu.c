@@ -11,6 +11,8 @@
 //   cpu_attention.c    attention, attention_bwd
 //   cpu_elementwise.c  gate_mul, silu_mul, add and their backwards
 //   cpu_moe.c          MoE routing and experts
+//   cpu_moe_train.c    MoE training: slot plan, combine, router backward, grouped expert
+//                      products and their input gradient
 //   cpu_scores.c       nll, KL and argmax of logit rows
 //   cpu_paged.c        attention over a paged KV cache, scatter into page slots
 //   cpu_train.c        embedding gradient, training losses per row, softmax statistics and KD
@@ -78,6 +80,8 @@ static const ae_backend k_cpu = {
     .moe_combine = ae_cpu_moe_combine,
     .moe_combine_bwd = ae_cpu_moe_combine_bwd,
     .moe_route_bwd = ae_cpu_moe_route_bwd,
+    .expert_matmul = ae_cpu_expert_matmul,
+    .expert_matmul_bwd = ae_cpu_expert_matmul_bwd,
     .embed_bwd = ae_cpu_embed_bwd,
     .mse_rows = ae_cpu_mse_rows,
     .cosine_rows = ae_cpu_cosine_rows,

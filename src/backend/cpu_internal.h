@@ -73,7 +73,8 @@ void ae_cpu_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr probs
 void ae_cpu_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wts,
                     ae_ptr w_gate, ae_ptr w_up, ae_ptr w_down, int T, int D, int Im, int E, int K);
 
-// cpu_moe_train.c (MoE training: slot plan, combine and its backward, router backward)
+// cpu_moe_train.c (MoE training: slot plan, combine and its backward, router backward, grouped
+// expert products)
 void ae_cpu_moe_plan(const ae_backend *be, ae_ptr off, ae_ptr pos, ae_ptr tok, ae_ptr idx, int T,
                      int K, int E);
 void ae_cpu_moe_combine(const ae_backend *be, ae_ptr y, ae_ptr o, ae_ptr pos, ae_ptr wts, int T,
@@ -82,6 +83,11 @@ void ae_cpu_moe_combine_bwd(const ae_backend *be, ae_ptr dye, ae_ptr dw, ae_ptr 
                             ae_ptr pos, ae_ptr wts, int T, int K, int D);
 void ae_cpu_moe_route_bwd(const ae_backend *be, ae_ptr dz, ae_ptr dw, ae_ptr probs, ae_ptr idx,
                           int T, int E, int K, int renorm);
+void ae_cpu_expert_matmul(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
+                          ae_ptr off, int S, int E, int N, int Kd);
+void ae_cpu_expert_matmul_bwd(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dy,
+                              const ae_ptr *w, ae_ptr off, int S, int E, int N, int Kd,
+                              int accumulate);
 
 // cpu_scores.c
 void ae_cpu_nll_rows(const ae_backend *be, ae_ptr out, ae_ptr z, ae_ptr target, int T, int V);

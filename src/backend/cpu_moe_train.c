@@ -1,6 +1,7 @@
 // MoE training ops on the CPU (the reference; contracts in ops.h): the slot plan (a stable
 // counting sort of the (token, choice) slots by expert), the combine of slot rows into tokens and
-// its backward, and the router's softmax/top-k backward. Dots and sums of the backward in double.
+// its backward, the router's softmax/top-k backward, and the grouped expert products (one gemm
+// per expert on its slot rows). Dots and sums of the backward in double.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +101,52 @@ void ae_cpu_moe_route_bwd(const ae_backend *be, ae_ptr dzp, ae_ptr dwp, ae_ptr p
         for (int j = 0; j < K; j++) {
             double dp = renorm ? (g[j] - wdw) / ssum : g[j];
             dzt[top[j]] = (float)((double)p[top[j]] * (dp - pdp));
+        }
+    }
+}
+
+// Expert e's slot rows off[e] .. off[e+1]−1, checked against the contract (ops.h).
+static const int32_t *expert_offsets(ae_ptr offp, int S, int E, const char *op) {
+    const int32_t *off = cpu_i(offp, op);
+    for (int e = 0; e < E; e++)
+        if (off[0] != 0 || off[e + 1] < off[e] || off[E] > S) {
+            fprintf(stderr, "attnedit: internal error: cpu %s: slot offsets off[%d] = %d, "
+                    "off[%d] = %d of %d slots are not a grouping\n", op, e, off[e], e + 1,
+                    off[e + 1], S);
+            abort();
+        }
+    return off;
+}
+
+void ae_cpu_expert_matmul(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
+                          ae_ptr offp, int S, int E, int N, int Kd) {
+    const int32_t *off = expert_offsets(offp, S, E, "expert_matmul");
+    for (int e = 0; e < E; e++) {
+        int rows = off[e + 1] - off[e];
+        if (rows == 0) continue;
+        // y[i] rows (rows, N) = x rows (rows, Kd) · w[i][e]ᵀ (N, Kd)
+        ae_gemm_args g = {.M = rows, .N = N, .K = Kd, .batch = 1, .trans_a = 0, .trans_b = 1,
+                          .lda = Kd, .ldb = Kd, .ldy = N, .alpha = 1.0f, .beta = 0.0f};
+        for (int i = 0; i < n; i++)
+            ae_cpu_gemm(be, &g, ae_ptr_at(y[i], (size_t)off[e] * N),
+                        ae_ptr_at(x, (size_t)off[e] * Kd), ae_ptr_at(w[i], (size_t)e * N * Kd));
+    }
+}
+
+void ae_cpu_expert_matmul_bwd(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dy,
+                              const ae_ptr *w, ae_ptr offp, int S, int E, int N, int Kd,
+                              int accumulate) {
+    const int32_t *off = expert_offsets(offp, S, E, "expert_matmul_bwd");
+    for (int e = 0; e < E; e++) {
+        int rows = off[e + 1] - off[e];
+        if (rows == 0) continue;
+        // dx rows (rows, Kd) (=|+=) dy[i] rows (rows, N) · w[i][e] (N, Kd), summed over i
+        ae_gemm_args g = {.M = rows, .N = Kd, .K = N, .batch = 1, .trans_a = 0, .trans_b = 0,
+                          .lda = N, .ldb = Kd, .ldy = Kd, .alpha = 1.0f};
+        for (int i = 0; i < n; i++) {
+            g.beta = accumulate || i > 0 ? 1.0f : 0.0f;
+            ae_cpu_gemm(be, &g, ae_ptr_at(dx, (size_t)off[e] * Kd),
+                        ae_ptr_at(dy[i], (size_t)off[e] * N), ae_ptr_at(w[i], (size_t)e * N * Kd));
         }
     }
 }

@@ -383,6 +383,8 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     be->moe_combine = ae_cuda_moe_combine;
     be->moe_combine_bwd = ae_cuda_moe_combine_bwd;
     be->moe_route_bwd = ae_cuda_moe_route_bwd;
+    be->expert_matmul = ae_cuda_expert_matmul; // cuda_moe.cu: the grouped GEMM of moe_ffn
+    be->expert_matmul_bwd = ae_cuda_expert_matmul_bwd;
     be->embed_bwd = ae_cuda_embed_bwd;
     be->mse_rows = ae_cuda_mse_rows;
     be->cosine_rows = ae_cuda_cosine_rows;

@@ -175,6 +175,11 @@ void ae_cuda_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr prob
                        int T, int E, int K, int renorm);
 void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wts,
                      ae_ptr w_gate, ae_ptr w_up, ae_ptr w_down, int T, int D, int Im, int E, int K);
+void ae_cuda_expert_matmul(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
+                           ae_ptr off, int S, int E, int N, int Kd);
+void ae_cuda_expert_matmul_bwd(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dy,
+                               const ae_ptr *w, ae_ptr off, int S, int E, int N, int Kd,
+                               int accumulate);
 // cuda_moe_train.cu (MoE training: slot plan, combine and its backward, router backward)
 void ae_cuda_moe_plan(const ae_backend *be, ae_ptr off, ae_ptr pos, ae_ptr tok, ae_ptr idx, int T,
                       int K, int E);

@@ -27,6 +27,15 @@
 //   4. combine: y[t] = Σ_k wts[t,k] · o[t·K + k] in k order (fp32, one rounding to y's dtype).
 // No float atomics anywhere: results are deterministic. The grids are sized for the worst case
 // (tiles <= (slots + E·(BMT-1)) / BMT) and surplus blocks exit at once.
+// expert_matmul / expert_matmul_bwd (training; contracts in ops.h) run the same GEMM kernel on
+// slot rows already grouped by expert (moe_plan's positions: identity row order), its tile
+// offsets computed on the device from the slot offsets (k_tile_offsets: one block, one scan), so
+// nothing waits for the host. Forward: gate and up in one launch (two accumulators, both
+// written) or one weight. Input gradient dx = Σ_i dy_i · W_i (W_i (N, Kd) per expert): the
+// weights are read K-major (shared-memory rows along the output columns, B fragments through
+// ldmatrix.trans) and the two products are one reduction of twice the depth into one
+// accumulator; dx is overwritten or added to (one rounding). Dense tiles (64 x 64, depth 32).
+// The expert weight gradients are not here (train/moe_train.c: one gemm per expert).
 // Agreement with the CPU (fp32 throughout): h is rounded to bf16 between the two GEMMs and y to
 // bf16 at the end, so expect bf16-level differences (relative L2 error ~2e-3 measured on random
 // data, a few 1e-3 of max |y| elementwise); the sums themselves are fp32. Slots whose expert id
@@ -34,6 +43,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/cuda_internal.h"
 
@@ -174,20 +184,29 @@ k_moe_plan(const int32_t *idx, int slots, int E, int bm, int *rank, int *off, in
 
 // ---- grouped GEMM ---------------------------------------------------------------------------------
 
-// out[s, n] (n < N) = Σ_k A[s, k] · W[e][n, k] for the slots s of each expert e, where row s of
-// A is a + (s / a_div)·lda (x rows: a_div = K; h rows: a_div = 1). DUAL: two weight sets (gate
-// w0, up w1) and the output h[s, n] = silu(gate) · up in bf16; else one (w0) and o[s, n] fp32.
+// out[r, n] (n < N) = Σ_k A[r, k] · B_e[k, n] over the row tiles of each expert e. Tile row m of
+// expert e is the slot s = order[off[e] + m] with A row s / a_div (inference: x rows, a_div = K;
+// h rows, a_div = 1) or, when order is null, the position p = off[e] + m itself, A row p
+// (training: the rows are already grouped by expert). The output row is s (or p).
+//   Weights, row-major per expert: B_e = w[e]ᵀ with w (E, N, Kd) (a Linear weight, rows of N),
+//   or B_e = w[e] with w (E, Kd, N) when KMAJ (the input gradient dy · W: W read K-major).
+//   DUAL: two weights on the same A (gate w0, up w1), two accumulators; outputs y0 = silu(acc0)
+//   · acc1 when silu, else y0 = acc0 and y1 = acc1. Otherwise one weight, y0 = acc0.
+//   KMAJ: nsrc (1 or 2) products summed into one accumulator: a0 · B(w0) + a1 · B(w1).
+//   accumulate: y0 += the result (one rounding) instead of y0 = the result.
 struct ExpertGemm {
-    const int *off, *tile_off, *order; // the plan
+    const int *off, *tile_off, *order; // the plan; order null: identity rows
     int E;
-    const bf16 *a;   // A rows (see above), Kd values each
+    const bf16 *a0, *a1;  // A rows (see above), Kd values each, lda apart
     int64_t lda;
     int a_div;
-    const bf16 *w0, *w1; // (E, N, Kd)
-    int N, Kd;
-    int vec;         // 16-byte loads allowed (Kd % 8 == 0, bases 16-byte aligned)
-    bf16 *h;         // (slots, N) when DUAL
-    float *o;        // (slots, N) otherwise
+    const bf16 *w0, *w1;
+    int N, Kd;            // output columns, reduction depth
+    int nsrc;             // KMAJ: products summed (1 or 2)
+    int vec_a, vec_b;     // 16-byte loads allowed (lengths % 8 == 0, rows 16-byte aligned)
+    void *y0, *y1;        // (rows, N) of the kernel's TY
+    int pair;             // (col, col + 1) pairs of the outputs aligned for one store
+    int silu, accumulate;
 };
 
 __device__ __forceinline__ unsigned smem_addr(const void *p) {
@@ -205,6 +224,13 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
 }
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void *p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p))
+                 : "memory");
+}
+// The four 8x8 matrices transposed: lane l receives column l/4, rows 2·(l%4) and +1.
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(smem_addr(p))
                  : "memory");
@@ -237,31 +263,60 @@ __device__ __forceinline__ void load8(bf16 *dst, const bf16 *row, int k, int kd,
     *reinterpret_cast<uint4 *>(dst) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+__device__ __forceinline__ void st2(float *p, float a, float b) {
+    *reinterpret_cast<float2 *>(p) = make_float2(a, b);
+}
+__device__ __forceinline__ void st2(bf16 *p, float a, float b) {
+    *reinterpret_cast<__nv_bfloat162 *>(p) = __floats2bfloat162_rn(a, b);
+}
+// Columns col and col + 1 (when < N) of an output row: written, or added to (one rounding).
+template <typename TY>
+__device__ __forceinline__ void store_cols(TY *row, int col, int N, float v0, float v1, int pair,
+                                           int accumulate) {
+    int two = col + 1 < N;
+    if (accumulate) {
+        v0 += ldf(row + col);
+        if (two) v1 += ldf(row + col + 1);
+    }
+    if (pair && two) {
+        st2(row + col, v0, v1);
+        return;
+    }
+    stf(row + col, v0);
+    if (two) stf(row + col + 1, v1);
+}
+
 // Tile shapes. BMT slots x BN columns, depth BKT per pipeline stage, ST stages (cp.async):
 //   dense (many slots per expert): 64 x 64, depth 32, 3 stages;
 //   sparse (decoding: 1-2 slots per expert, weight streaming dominates): 16 x 64, depth 64,
 //   4 stages, so that 3 stages of weights (48 KiB with gate and up) are in flight per block.
-// The smem row pitch BKT + 8 keeps ldmatrix's 8 rows on distinct banks.
-template <int BMT, int BKT, int ST, bool DUAL> struct GemmShape {
+// The smem row pitch (BKT + 8 for A rows and Linear weight rows, BN + 8 for the K-major weight
+// rows of KMAJ) keeps ldmatrix's 8 rows on distinct banks.
+template <int BMT, int BKT, int ST, bool DUAL, bool KMAJ> struct GemmShape {
     static constexpr int NB = DUAL ? 2 * BN : BN; // weight rows per stage (gate, then up rows)
-    static constexpr int PITCH = BKT + 8;
-    static constexpr size_t smem() { return (size_t)ST * (BMT + NB) * PITCH * sizeof(bf16); }
+    static constexpr int PITCH = BKT + 8, PITCHK = BN + 8;
+    static constexpr int B_ELEMS = KMAJ ? BKT * PITCHK : NB * PITCH; // per stage
+    static constexpr size_t smem() { return (size_t)ST * (BMT * PITCH + B_ELEMS) * sizeof(bf16); }
 };
 
 // The 4 warps split the tile WM x WN (2 x 2 for BMT = 64, 1 x 4 for BMT = 16), each warp
 // computing MI x NJ mma tiles of 16 x 8. Dynamic shared memory: GemmShape::smem().
-template <int BMT, int BKT, int ST, bool DUAL>
+template <int BMT, int BKT, int ST, bool DUAL, bool KMAJ, typename TY>
 __global__ void __launch_bounds__(kGemmThreads) k_expert_gemm(ExpertGemm p) {
-    using S = GemmShape<BMT, BKT, ST, DUAL>;
-    constexpr int NB = S::NB, PITCH = S::PITCH, NM = DUAL ? 2 : 1;
+    using S = GemmShape<BMT, BKT, ST, DUAL, KMAJ>;
+    constexpr int NB = S::NB, PITCH = S::PITCH, PITCHK = S::PITCHK, NM = DUAL ? 2 : 1;
     constexpr int WM = BMT / 32 > 0 ? BMT / 32 : 1, WN = 4 / WM;
     constexpr int MI = BMT / WM / 16, NJ = BN / WN / 8;
     constexpr int CPR = BKT / 8, RSTEP = kGemmThreads / CPR; // 16-byte chunks per row; rows per pass
     constexpr int AL = (BMT + RSTEP - 1) / RSTEP, BL = NB / RSTEP;
+    constexpr int CPRK = BN / 8, RSTEPK = kGemmThreads / CPRK, BLK = BKT / RSTEPK; // KMAJ loads
     static_assert(MI >= 1 && NJ % 2 == 0 && NB % RSTEP == 0 && BKT % 16 == 0, "tile shape");
+    static_assert(!(KMAJ && DUAL) && (!KMAJ || BKT % RSTEPK == 0), "K-major tile shape");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     auto sa = reinterpret_cast<bf16 (*)[BMT][PITCH]>(smem_raw);                          // [ST]
-    auto sb = reinterpret_cast<bf16 (*)[NB][PITCH]>(smem_raw + (size_t)ST * BMT * PITCH * 2); // [ST]
+    unsigned char *sb_raw = smem_raw + (size_t)ST * BMT * PITCH * 2;
+    auto sb = reinterpret_cast<bf16 (*)[NB][PITCH]>(sb_raw);      // [ST], Linear weight rows
+    auto sbk = reinterpret_cast<bf16 (*)[BKT][PITCHK]>(sb_raw);   // [ST], KMAJ: rows of depth
     __shared__ int slot[BMT];
 
     // This block's expert and its tile of slots.
@@ -276,32 +331,51 @@ __global__ void __launch_bounds__(kGemmThreads) k_expert_gemm(ExpertGemm p) {
     int e = lo, first = p.off[e], m0 = (b - p.tile_off[e]) * BMT;
     int rows = min(BMT, p.off[e + 1] - first - m0), n0 = blockIdx.y * BN;
     int tid = threadIdx.x;
-    if (tid < BMT) slot[tid] = tid < rows ? p.order[first + m0 + tid] : -1;
+    if (tid < BMT)
+        slot[tid] = tid >= rows ? -1 : p.order ? p.order[first + m0 + tid] : first + m0 + tid;
     __syncthreads();
 
     // Chunks this thread loads: tile rows lr + RSTEP·i, values kc .. kc + 8 of the stage.
     int lr = tid / CPR, kc = (tid % CPR) * 8;
-    const bf16 *arow[AL];
+    int64_t arow[AL]; // A row offsets (elements), -1: no row
 #pragma unroll
     for (int i = 0; i < AL; i++) {
         int r = lr + RSTEP * i;
-        arow[i] = r < rows ? p.a + (int64_t)(slot[r] / p.a_div) * p.lda : nullptr;
+        arow[i] = r < rows ? (int64_t)(slot[r] / p.a_div) * p.lda : -1;
     }
-    const bf16 *brow[BL];
+    const bf16 *brow[KMAJ ? 1 : BL];
+    if constexpr (!KMAJ) {
 #pragma unroll
-    for (int i = 0; i < BL; i++) {
-        int r = lr + RSTEP * i, n = n0 + r % BN;
-        const bf16 *w = r < BN ? p.w0 : p.w1;
-        brow[i] = n < p.N ? w + ((size_t)e * p.N + n) * p.Kd : nullptr;
+        for (int i = 0; i < BL; i++) {
+            int r = lr + RSTEP * i, n = n0 + r % BN;
+            const bf16 *w = r < BN ? p.w0 : p.w1;
+            brow[i] = n < p.N ? w + ((size_t)e * p.N + n) * p.Kd : nullptr;
+        }
     }
-    auto load_stage = [&](int st, int k0) {
+    int lrk = tid / CPRK, nck = (tid % CPRK) * 8; // KMAJ: depth rows lrk + RSTEPK·i, columns nck..
+    int nk1 = (p.Kd + BKT - 1) / BKT, nk = KMAJ ? nk1 * p.nsrc : nk1;
+    auto load_stage = [&](int st, int kt) {
+        int src = KMAJ && kt >= nk1, k0 = (kt - src * nk1) * BKT;
+        const bf16 *as = src ? p.a1 : p.a0;
 #pragma unroll
         for (int i = 0; i < AL; i++)
             if (lr + RSTEP * i < BMT)
-                load8(&sa[st][lr + RSTEP * i][kc], arow[i], k0 + kc, p.Kd, p.vec);
+                load8(&sa[st][lr + RSTEP * i][kc], arow[i] >= 0 ? as + arow[i] : nullptr,
+                      k0 + kc, p.Kd, p.vec_a);
+        if constexpr (KMAJ) {
+            const bf16 *ws = src ? p.w1 : p.w0;
 #pragma unroll
-        for (int i = 0; i < BL; i++)
-            load8(&sb[st][lr + RSTEP * i][kc], brow[i], k0 + kc, p.Kd, p.vec);
+            for (int i = 0; i < BLK; i++) {
+                int k = k0 + lrk + RSTEPK * i;
+                bf16 *dst = &sbk[st][lrk + RSTEPK * i][nck];
+                if (k < p.Kd) load8(dst, ws + ((size_t)e * p.Kd + k) * p.N, n0 + nck, p.N, p.vec_b);
+                else *reinterpret_cast<uint4 *>(dst) = make_uint4(0u, 0u, 0u, 0u); // past the depth
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < BL; i++)
+                load8(&sb[st][lr + RSTEP * i][kc], brow[i], k0 + kc, p.Kd, p.vec_b);
+        }
     };
 
     int warp = tid >> 5, lane = tid & 31;
@@ -316,17 +390,16 @@ __global__ void __launch_bounds__(kGemmThreads) k_expert_gemm(ExpertGemm p) {
 #pragma unroll
                 for (int q = 0; q < 4; q++) acc[m][i][j][q] = 0.0f;
 
-    int nk = (p.Kd + BKT - 1) / BKT;
 #pragma unroll
     for (int st = 0; st < ST - 1; st++) {
-        if (st < nk) load_stage(st, st * BKT);
+        if (st < nk) load_stage(st, st);
         cp_async_commit();
     }
     for (int kt = 0; kt < nk; kt++) {
         cp_async_wait<ST - 2>(); // k tile kt has landed (this thread's part)
         __syncthreads();         // everyone's part; and stage (kt - 1) is free again
         int nxt = kt + ST - 1;
-        if (nxt < nk) load_stage(nxt % ST, nxt * BKT);
+        if (nxt < nk) load_stage(nxt % ST, nxt);
         cp_async_commit();
         int st = kt % ST;
 #pragma unroll
@@ -341,8 +414,12 @@ __global__ void __launch_bounds__(kGemmThreads) k_expert_gemm(ExpertGemm p) {
 #pragma unroll
                 for (int j = 0; j < NJ / 2; j++) {
                     uint32_t r[4];
-                    ldmatrix_x4(r, &sb[st][m * BN + wn + 16 * j + (lane & 7) + ((lane >> 4) << 3)]
-                                      [ks + ((lane >> 3) & 1) * 8]);
+                    if constexpr (KMAJ) // matrices (k 0-7 | 8-15) x (n 0-7 | 8-15), transposed
+                        ldmatrix_x4_trans(r, &sbk[st][ks + (lane & 7) + ((lane >> 3) & 1) * 8]
+                                                 [wn + 16 * j + (lane >> 4) * 8]);
+                    else
+                        ldmatrix_x4(r, &sb[st][m * BN + wn + 16 * j + (lane & 7) +
+                                               ((lane >> 4) << 3)][ks + ((lane >> 3) & 1) * 8]);
                     bfr[2 * j][0] = r[0], bfr[2 * j][1] = r[1];
                     bfr[2 * j + 1][0] = r[2], bfr[2 * j + 1][1] = r[3];
                 }
@@ -357,7 +434,6 @@ __global__ void __launch_bounds__(kGemmThreads) k_expert_gemm(ExpertGemm p) {
 
     // Epilogue: accumulator (i, j, q) is tile row wm + 16i + lane/4 (+8 for q >= 2), column
     // wn + 8j + 2·(lane%4) (+1 for odd q).
-    int pair = p.N % 2 == 0; // (col, col + 1) pairs stay inside a row and aligned
 #pragma unroll
     for (int i = 0; i < MI; i++)
 #pragma unroll
@@ -365,6 +441,7 @@ __global__ void __launch_bounds__(kGemmThreads) k_expert_gemm(ExpertGemm p) {
             int r = wm + 16 * i + (lane >> 2) + 8 * half;
             if (r >= rows) continue;
             size_t base = (size_t)slot[r] * p.N;
+            TY *y0 = (TY *)p.y0 + base;
 #pragma unroll
             for (int j = 0; j < NJ; j++) {
                 int col = n0 + wn + 8 * j + 2 * (lane & 3);
@@ -372,23 +449,14 @@ __global__ void __launch_bounds__(kGemmThreads) k_expert_gemm(ExpertGemm p) {
                 float v0 = acc[0][i][j][2 * half], v1 = acc[0][i][j][2 * half + 1];
                 if constexpr (DUAL) {
                     float u0 = acc[NM - 1][i][j][2 * half], u1 = acc[NM - 1][i][j][2 * half + 1];
-                    v0 = v0 / (1.0f + expf(-v0)) * u0; // silu(gate) · up, as cpu silu_mul
-                    v1 = v1 / (1.0f + expf(-v1)) * u1;
-                    if (pair) {
-                        *reinterpret_cast<__nv_bfloat162 *>(p.h + base + col) =
-                            __floats2bfloat162_rn(v0, v1);
+                    if (p.silu) {
+                        v0 = v0 / (1.0f + expf(-v0)) * u0; // silu(gate) · up, as cpu silu_mul
+                        v1 = v1 / (1.0f + expf(-v1)) * u1;
                     } else {
-                        p.h[base + col] = __float2bfloat16_rn(v0);
-                        if (col + 1 < p.N) p.h[base + col + 1] = __float2bfloat16_rn(v1);
-                    }
-                } else {
-                    if (pair) {
-                        *reinterpret_cast<float2 *>(p.o + base + col) = make_float2(v0, v1);
-                    } else {
-                        p.o[base + col] = v0;
-                        if (col + 1 < p.N) p.o[base + col + 1] = v1;
+                        store_cols((TY *)p.y1 + base, col, p.N, u0, u1, p.pair, 0);
                     }
                 }
+                store_cols(y0, col, p.N, v0, v1, p.pair, p.accumulate);
             }
         }
 }
@@ -423,10 +491,10 @@ k_moe_combine(TY *y, const float *o, const int32_t *idx, const float *wts, int D
     for (int q = 0; q < V; q++) stf(dst + q, acc[q]);
 }
 
-template <int BMT, int BKT, int ST, bool DUAL>
+template <int BMT, int BKT, int ST, bool DUAL, bool KMAJ, typename TY>
 void launch_gemm(const ae_backend *be, dim3 grid, const ExpertGemm &g, const char *name) {
-    auto kern = k_expert_gemm<BMT, BKT, ST, DUAL>;
-    size_t smem = GemmShape<BMT, BKT, ST, DUAL>::smem();
+    auto kern = k_expert_gemm<BMT, BKT, ST, DUAL, KMAJ, TY>;
+    size_t smem = GemmShape<BMT, BKT, ST, DUAL, KMAJ>::smem();
     static int opted_in[64]; // per device: the opt-in above 48 KiB of shared memory is done
     int dev = cu(be)->device;
     if (smem > 48 * 1024 && (dev < 0 || dev >= 64 || !opted_in[dev])) {
@@ -437,6 +505,68 @@ void launch_gemm(const ae_backend *be, dim3 grid, const ExpertGemm &g, const cha
     }
     kern<<<grid, kGemmThreads, smem, stream_of(be)>>>(g);
     cuda_check(be, cudaGetLastError(), name);
+}
+
+// The arguments of one grouped product (see ExpertGemm; a1, w1, y1 may be null): 16-byte loads
+// and paired stores where the shapes and alignments allow. ysize: bytes of an output value;
+// kmaj: the weights are read K-major (their rows run along the N output columns).
+ExpertGemm expert_gemm(const int *off, const int *tile_off, const int *order, int E,
+                       const bf16 *a0, const bf16 *a1, int64_t lda, int a_div, const bf16 *w0,
+                       const bf16 *w1, int N, int Kd, bool kmaj, void *y0, void *y1,
+                       size_t ysize) {
+    auto al = [](const void *q, size_t b) { return !q || (uintptr_t)q % b == 0; };
+    ExpertGemm g;
+    memset(&g, 0, sizeof g);
+    g.off = off, g.tile_off = tile_off, g.order = order, g.E = E;
+    g.a0 = a0, g.a1 = a1, g.lda = lda, g.a_div = a_div;
+    g.w0 = w0, g.w1 = w1, g.N = N, g.Kd = Kd;
+    g.nsrc = kmaj && a1 ? 2 : 1;
+    g.vec_a = Kd % 8 == 0 && lda % 8 == 0 && al(a0, 16) && al(a1, 16);
+    g.vec_b = (kmaj ? N : Kd) % 8 == 0 && al(w0, 16) && al(w1, 16);
+    g.y0 = y0, g.y1 = y1;
+    g.pair = N % 2 == 0 && al(y0, 2 * ysize) && al(y1, 2 * ysize);
+    return g;
+}
+
+// tile_off (E + 1) of tiles of bm rows over the slot ranges off (E + 1): expert e's tiles start
+// at tile_off[e]. One block; dynamic shared memory (2·E + 1) ints.
+__global__ void __launch_bounds__(kPlanThreads)
+k_tile_offsets(const int32_t *off, int E, int bm, int *tile_off) {
+    extern __shared__ int sm[];
+    __shared__ int ws[32];
+    int *tiles = sm, *stoff = sm + E;
+    for (int e = threadIdx.x; e < E; e += blockDim.x)
+        tiles[e] = (off[e + 1] - off[e] + bm - 1) / bm;
+    __syncthreads();
+    block_exclusive_scan(tiles, stoff, E, ws);
+    __syncthreads();
+    for (int e = threadIdx.x; e <= E; e += blockDim.x) tile_off[e] = stoff[e];
+}
+
+// Training's grouped products use the dense tile (the slot rows of a training batch are many
+// per expert).
+constexpr int kTrainBM = 64;
+
+// The row tiles of slot ranges off (device) of S slots: tile_off in temporary device memory
+// (free with cuda_tmp_free; null when that failed) and the grid's row count (the worst case:
+// surplus blocks exit at once).
+int *train_tiles(const ae_backend *be, ae_ptr off, int S, int E, const char *op, unsigned *tiles) {
+    int *tile_off = (int *)cuda_tmp_alloc(be, sizeof(int) * ((size_t)E + 1), op);
+    if (!tile_off) return nullptr;
+    k_tile_offsets<<<1, kPlanThreads, (size_t)(2 * E + 1) * sizeof(int), stream_of(be)>>>(
+        (const int32_t *)off.data, E, kTrainBM, tile_off);
+    cuda_check(be, cudaGetLastError(), op);
+    size_t t = ((size_t)S + (size_t)E * (kTrainBM - 1)) / kTrainBM;
+    *tiles = (unsigned)(t < (size_t)S ? t : (size_t)S);
+    return tile_off;
+}
+
+void check_expert_args(const char *op, int n, int S, int E, int N, int Kd) {
+    if (n < 1 || n > 2 || E < 1 || E > kMaxE || S < 0 || N < 0 || Kd < 0) {
+        fprintf(stderr, "attnedit: internal error: cuda %s: n=%d S=%d E=%d N=%d Kd=%d (n 1 or 2, "
+                "E 1..%d)\n", op, n, S, E, N, Kd, kMaxE);
+        abort();
+    }
 }
 
 } // namespace
@@ -500,9 +630,6 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
     const bf16 *xb = (const bf16 *)x.data;
     const bf16 *wg = (const bf16 *)w_gate.data, *wu = (const bf16 *)w_up.data;
     const bf16 *wd = (const bf16 *)w_down.data;
-    auto al16 = [](const void *q) { return (uintptr_t)q % 16 == 0; };
-    int vec1 = D % 8 == 0 && al16(xb) && al16(wg) && al16(wu);
-    int vec2 = Im % 8 == 0 && al16(h) && al16(wd);
 
     for (size_t t0 = 0; t0 < (size_t)T && !cuda_failed(be); t0 += chunk) {
         int Tc = (int)((size_t)T - t0 < chunk ? (size_t)T - t0 : chunk), slots = Tc * K;
@@ -518,16 +645,19 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
 
         size_t tiles = ((size_t)slots + (size_t)E * (bm - 1)) / bm;
         if (tiles > (size_t)slots) tiles = (size_t)slots;
-        ExpertGemm g1 = {off, tile_off, order, E, xb + t0 * D, D, K, wg, wu, Im, D, vec1, h, NULL};
-        ExpertGemm g2 = {off, tile_off, order, E, h, Im, 1, wd, NULL, D, Im, vec2, NULL, o};
+        ExpertGemm g1 = expert_gemm(off, tile_off, order, E, xb + t0 * D, nullptr, D, K, wg, wu,
+                                    Im, D, false, h, nullptr, sizeof(bf16));
+        g1.silu = 1;
+        ExpertGemm g2 = expert_gemm(off, tile_off, order, E, h, nullptr, Im, 1, wd, nullptr, D,
+                                    Im, false, o, nullptr, sizeof(float));
         dim3 grid1((unsigned)tiles, (unsigned)((Im + BN - 1) / BN));
         dim3 grid2((unsigned)tiles, (unsigned)((D + BN - 1) / BN));
         if (bm == 16) {
-            if (Im > 0) launch_gemm<16, 64, 4, true>(be, grid1, g1, "moe_ffn gate/up");
-            launch_gemm<16, 64, 4, false>(be, grid2, g2, "moe_ffn down");
+            if (Im > 0) launch_gemm<16, 64, 4, true, false, bf16>(be, grid1, g1, "moe_ffn gate/up");
+            launch_gemm<16, 64, 4, false, false, float>(be, grid2, g2, "moe_ffn down");
         } else {
-            if (Im > 0) launch_gemm<64, 32, 3, true>(be, grid1, g1, "moe_ffn gate/up");
-            launch_gemm<64, 32, 3, false>(be, grid2, g2, "moe_ffn down");
+            if (Im > 0) launch_gemm<64, 32, 3, true, false, bf16>(be, grid1, g1, "moe_ffn gate/up");
+            launch_gemm<64, 32, 3, false, false, float>(be, grid2, g2, "moe_ffn down");
         }
 
         int v4 = D % 4 == 0 && (y.dtype == AE_DT_F32 ? (uintptr_t)y.data % 16 == 0
@@ -542,4 +672,59 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
         cuda_check(be, cudaGetLastError(), "moe_ffn combine");
     }
     cuda_tmp_free(be, tmp);
+}
+
+void ae_cuda_expert_matmul(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
+                           ae_ptr off, int S, int E, int N, int Kd) {
+    if (cuda_failed(be)) return;
+    const char *op = "expert_matmul";
+    check_expert_args(op, n, S, E, N, Kd);
+    cuda_need(x, AE_M_BF16, op, "x");
+    cuda_need(off, AE_M_I32, op, "off");
+    for (int i = 0; i < n; i++) cuda_need(w[i], AE_M_BF16, op, "w"), cuda_need(y[i], AE_M_FLOAT, op, "y");
+    if (n == 2 && y[1].dtype != y[0].dtype) {
+        fprintf(stderr, "attnedit: internal error: cuda expert_matmul: outputs of two dtypes\n");
+        abort();
+    }
+    if (S == 0 || N == 0) return;
+    unsigned tiles;
+    int *tile_off = train_tiles(be, off, S, E, op, &tiles);
+    if (!tile_off) return;
+    const bf16 *w1 = n == 2 ? (const bf16 *)w[1].data : nullptr;
+    ExpertGemm g = expert_gemm((const int *)off.data, tile_off, nullptr, E, (const bf16 *)x.data,
+                               nullptr, Kd, 1, (const bf16 *)w[0].data, w1, N, Kd, false,
+                               y[0].data, n == 2 ? y[1].data : nullptr, ae_dtype_size(y[0].dtype));
+    dim3 grid(tiles, (unsigned)((N + BN - 1) / BN));
+    AE_CUDA_FLOAT_DISPATCH(y[0].dtype, TY, {
+        if (n == 2) launch_gemm<kTrainBM, 32, 3, true, false, TY>(be, grid, g, op);
+        else launch_gemm<kTrainBM, 32, 3, false, false, TY>(be, grid, g, op);
+    });
+    cuda_tmp_free(be, tile_off);
+}
+
+void ae_cuda_expert_matmul_bwd(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dy,
+                               const ae_ptr *w, ae_ptr off, int S, int E, int N, int Kd,
+                               int accumulate) {
+    if (cuda_failed(be)) return;
+    const char *op = "expert_matmul_bwd";
+    check_expert_args(op, n, S, E, N, Kd);
+    cuda_need(dx, AE_M_FLOAT, op, "dx");
+    cuda_need(off, AE_M_I32, op, "off");
+    for (int i = 0; i < n; i++) cuda_need(w[i], AE_M_BF16, op, "w"), cuda_need(dy[i], AE_M_BF16, op, "dy");
+    if (S == 0 || Kd == 0) return;
+    unsigned tiles;
+    int *tile_off = train_tiles(be, off, S, E, op, &tiles);
+    if (!tile_off) return;
+    // In the kernel's terms: A = the dy rows (depth N), B = w[e] read K-major, Kd output columns.
+    const bf16 *dy1 = n == 2 ? (const bf16 *)dy[1].data : nullptr;
+    const bf16 *w1 = n == 2 ? (const bf16 *)w[1].data : nullptr;
+    ExpertGemm g = expert_gemm((const int *)off.data, tile_off, nullptr, E, (const bf16 *)dy[0].data,
+                               dy1, N, 1, (const bf16 *)w[0].data, w1, Kd, N, true, dx.data,
+                               nullptr, ae_dtype_size(dx.dtype));
+    g.accumulate = accumulate;
+    dim3 grid(tiles, (unsigned)((Kd + BN - 1) / BN));
+    AE_CUDA_FLOAT_DISPATCH(dx.dtype, TY, {
+        launch_gemm<kTrainBM, 32, 3, false, true, TY>(be, grid, g, op);
+    });
+    cuda_tmp_free(be, tile_off);
 }

@@ -350,6 +350,22 @@ struct ae_backend {
     //   dz: (T, E) float;  dw: (T, K) F32;  probs: (T, E) F32 (moe_route's);  idx: (T, K) I32
     void (*moe_route_bwd)(const ae_backend *be, ae_ptr dz, ae_ptr dw, ae_ptr probs, ae_ptr idx,
                           int T, int E, int K, int renorm);
+    // Grouped expert products on slot rows grouped by expert (moe_plan's positions): for each
+    // expert e and position p in off[e] .. off[e+1]−1, and i < n (1, or 2: gate and up at once)
+    //   y[i][p] = x[p] · w[i][e]ᵀ   (w[i][e]: the (N, Kd) matrix of expert e)
+    // off is read where it lies (backend memory: no host synchronisation); rows from off[E] on
+    // are not written.   x: (S, Kd) act;  w[i]: (E, N, Kd) wt;  y[i]: (S, N) act or F32, all of
+    // one dtype, overlapping neither x nor each other;  off: (E + 1) I32, non-decreasing from
+    // off[0] = 0 to off[E] <= S
+    void (*expert_matmul)(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
+                          ae_ptr off, int S, int E, int N, int Kd);
+    // Backward of expert_matmul to its input, the n (1 or 2) products' gradients summed:
+    //   dx[p] = Σ_i dy[i][p] · w[i][e]   written over dx, or added to it when accumulate (one
+    //   rounding of dx + the sum: ae_matmul_bwd's "+=")
+    //   dx: (S, Kd) act or F32;  dy[i]: (S, N) act;  w[i], off, S, E as expert_matmul
+    void (*expert_matmul_bwd)(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dy,
+                              const ae_ptr *w, ae_ptr off, int S, int E, int N, int Kd,
+                              int accumulate);
     // dtable[ids[t]] += dy[t] for t < T; each row receives its tokens' rows in token order, so
     // the sums are the same on every run (no float atomics).
     //   dtable: (V, D) F32;  dy: (T, D) float;  ids: (T) I32, each in [0, V)

@@ -10,12 +10,15 @@
 // the chosen probabilities); dz = p ⊙ (dp − Σ_e dp_e p_e); dx += dz·R, dR += dzᵀ·x.
 //
 // The ops (ops.h): moe_route (p, top-k, w), moe_plan (the slots grouped by expert, stable),
-// embed as a row gather (xe[p] = x[tok[p]]), per-expert GEMMs on each expert's contiguous slot
-// rows, moe_combine (y[t] = Σ_k w·o[pos]), and backward moe_combine_bwd (dye = w·dy, dw = dy·o),
-// moe_route_bwd (dz), moe_combine without weights (dx[t] += Σ_k dxe[pos]).
-// The per-expert GEMMs need each expert's slot count on the host: the forward copies the E + 1
-// slot offsets from the device once per layer pass (one small synchronisation), which keeps
-// every product an ordinary ae_matmul / ae_matmul_bwd on a sub-range (no second GEMM kernel).
+// embed as a row gather (xe[p] = x[tok[p]]), the grouped expert products expert_matmul (every
+// expert's weights on its contiguous slot rows, gate and up in one call) and expert_matmul_bwd
+// (their input gradients, gate and up summed in one call), moe_combine (y[t] = Σ_k w·o[pos]),
+// and backward moe_combine_bwd (dye = w·dy, dw = dy·o), moe_route_bwd (dz), moe_combine without
+// weights (dx[t] += Σ_k dxe[pos]).
+// The slot offsets stay in backend memory: the grouped products read them there, so the block
+// runs without a host synchronisation (on cuda: the grouped tensor-core GEMM of cuda_moe.cu).
+// Only the expert weight gradients (gL non-null: --train all) take the offsets to the host, once
+// per backward, and run one ae_matmul_bwd per expert on its rows.
 // The gradients are deterministic: every op sums in a fixed order and the slots of an expert
 // are in token order.
 #include "train/moe_train.h"
@@ -28,14 +31,20 @@
 void ae_moe_acts_free(ae_moe_acts *a) {
     if (!a) return;
     if (a->mem.be) ae_scratch_free(&a->mem);
-    free(a->off);
     memset(a, 0, sizeof *a);
 }
 
-// Slot rows of expert e: positions off[e] .. off[e] + *n − 1.
-static int expert_rows(const ae_moe_acts *a, int e, int *n) {
-    *n = a->off[e + 1] - a->off[e];
-    return a->off[e];
+// w_e (N, Kd) += dy[rows]ᵀ · x[rows] for every expert e with slots, on its rows off[e] ..
+// off[e+1]−1 (off on the host).   gw: (E, N, Kd) F32;  dy: (S, N) act;  x: (S, Kd) act
+static void expert_weight_grads(const ae_backend *be, const int *off, int E, ae_ptr gw, ae_ptr dy,
+                                ae_ptr x, int N, int Kd) {
+    for (int e = 0; e < E; e++) {
+        int n = off[e + 1] - off[e];
+        if (n == 0) continue;
+        ae_matmul_bwd(be, ae_ptr_null(), ae_ptr_at(gw, (size_t)e * N * Kd),
+                      ae_ptr_at(dy, (size_t)off[e] * N), ae_ptr_at(x, (size_t)off[e] * Kd),
+                      ae_ptr_null(), n, Kd, N);
+    }
 }
 
 ae_status ae_moe_train_forward(const ae_model *m, const ae_layer *L, ae_ptr x, int M, ae_ptr y,
@@ -46,7 +55,7 @@ ae_status ae_moe_train_forward(const ae_model *m, const ae_layer *L, ae_ptr x, i
     int Im = c->moe_intermediate_size;
     memset(a, 0, sizeof *a);
     if (K < 1 || K > E) return ae_errorf(AE_ERR_ARG, "moe: num_experts_per_tok %d of %d experts", K, E);
-    if (!be->moe_plan || !be->moe_combine)
+    if (!be->moe_plan || !be->moe_combine || !be->expert_matmul)
         return ae_errorf(AE_ERR_UNSUPPORTED, "the %s backend has no MoE training ops", be->name);
     size_t S = (size_t)M * K;
     ae_dtype at = be->act_dtype;
@@ -54,7 +63,7 @@ ae_status ae_moe_train_forward(const ae_model *m, const ae_layer *L, ae_ptr x, i
     ae_scratch *s = &a->mem;
     ae_scratch_init(s, be);
     ae_ptr logits = ae_scratch_alloc(s, (size_t)M * E, AE_DT_F32); // (M, E) router logits
-    ae_ptr offd = ae_scratch_alloc(s, (size_t)E + 1, AE_DT_I32);     // (E + 1) slot offsets
+    a->off = ae_scratch_alloc(s, (size_t)E + 1, AE_DT_I32);
     a->probs = ae_scratch_alloc(s, (size_t)M * E, AE_DT_F32);
     a->idx = ae_scratch_alloc(s, S, AE_DT_I32);
     a->wts = ae_scratch_alloc(s, S, AE_DT_F32);
@@ -65,8 +74,7 @@ ae_status ae_moe_train_forward(const ae_model *m, const ae_layer *L, ae_ptr x, i
     a->u = ae_scratch_alloc(s, S * Im, at);
     a->act = ae_scratch_alloc(s, S * Im, at);
     a->o = ae_scratch_alloc(s, S * D, AE_DT_F32);
-    a->off = ae_malloc(sizeof(int) * ((size_t)E + 1));
-    if (s->failed || !a->off) {
+    if (s->failed) {
         double mib = (double)S * ((double)D * (ae_dtype_size(at) + 4) + 3.0 * Im * ae_dtype_size(at)) /
                      1048576.0;
         ae_moe_acts_free(a);
@@ -75,29 +83,12 @@ ae_status ae_moe_train_forward(const ae_model *m, const ae_layer *L, ae_ptr x, i
     }
     ae_matmul(be, logits, x, L->router, M, D, E);
     be->moe_route(be, a->idx, a->wts, a->probs, logits, M, E, K, c->norm_topk_prob);
-    be->moe_plan(be, offd, a->pos, a->tok, a->idx, M, K, E);
-    ae_status st = be->download(be, a->off, AE_DT_I32, offd, (size_t)E + 1); // see the top
-    if (st != AE_OK) {
-        ae_moe_acts_free(a);
-        return st;
-    }
+    be->moe_plan(be, a->off, a->pos, a->tok, a->idx, M, K, E);
     be->embed(be, a->xe, x, a->tok, (int)S, D); // a row gather: xe[p] = x[tok[p]]
-    size_t per_gu = (size_t)Im * D;
-    for (int e = 0; e < E; e++) {
-        int n, p0 = expert_rows(a, e, &n);
-        if (n == 0) continue;
-        ae_ptr ys[2] = {ae_ptr_at(a->g, (size_t)p0 * Im), ae_ptr_at(a->u, (size_t)p0 * Im)};
-        ae_ptr ws[2] = {ae_ptr_at(L->e_gate, per_gu * e), ae_ptr_at(L->e_up, per_gu * e)};
-        int Ns[2] = {Im, Im};
-        ae_matmul_group(be, 2, ys, ae_ptr_at(a->xe, (size_t)p0 * D), ws, Ns, n, D);
-    }
+    ae_ptr gu[2] = {a->g, a->u}, w_gu[2] = {L->e_gate, L->e_up};
+    be->expert_matmul(be, 2, gu, a->xe, w_gu, a->off, (int)S, E, Im, D);
     be->silu_mul(be, a->act, a->g, a->u, S * Im);
-    for (int e = 0; e < E; e++) {
-        int n, p0 = expert_rows(a, e, &n);
-        if (n == 0) continue;
-        ae_matmul(be, ae_ptr_at(a->o, (size_t)p0 * D), ae_ptr_at(a->act, (size_t)p0 * Im),
-                  ae_ptr_at(L->e_down, per_gu * e), n, Im, D);
-    }
+    be->expert_matmul(be, 1, &a->o, a->act, &L->e_down, a->off, (int)S, E, D, Im);
     be->moe_combine(be, y, a->o, a->pos, a->wts, M, K, D, 0);
     return AE_OK;
 }
@@ -107,9 +98,9 @@ ae_status ae_moe_train_backward(const ae_model *m, const ae_layer *L, const ae_m
     const ae_backend *be = m->be;
     const ae_config *c = &m->cfg;
     int M = a->M, E = a->E, K = a->K, Im = a->Im, D = a->D;
-    size_t S = (size_t)M * K, per_gu = (size_t)Im * D;
+    size_t S = (size_t)M * K;
     ae_dtype at = be->act_dtype;
-    if (!be->moe_combine_bwd || !be->moe_route_bwd || !be->silu_mul_bwd)
+    if (!be->moe_combine_bwd || !be->moe_route_bwd || !be->silu_mul_bwd || !be->expert_matmul_bwd)
         return ae_errorf(AE_ERR_UNSUPPORTED, "the %s backend has no MoE training ops", be->name);
     ae_scratch s;
     ae_scratch_init(&s, be);
@@ -118,38 +109,35 @@ ae_status ae_moe_train_backward(const ae_model *m, const ae_layer *L, const ae_m
     ae_ptr dslot = ae_scratch_alloc(&s, S * D, at);            // (S, D) dye, then dxe
     ae_ptr dg = ae_scratch_alloc(&s, S * Im, at);              // (S, Im) d act, then d gate
     ae_ptr du = ae_scratch_alloc(&s, S * Im, at);              // (S, Im) d up
-    if (s.failed) {
+    int *off = gL ? ae_malloc(sizeof(int) * ((size_t)E + 1)) : NULL; // host copy: weight grads
+    if (s.failed || (gL && !off)) {
         ae_scratch_free(&s);
+        free(off);
         return ae_errorf(AE_ERR_NOMEM, "out of %s memory for the MoE backward of %d tokens",
                          be->name, M);
+    }
+    ae_status st = gL ? be->download(be, off, AE_DT_I32, a->off, (size_t)E + 1) : AE_OK;
+    if (st != AE_OK) {
+        ae_scratch_free(&s);
+        free(off);
+        return st;
     }
     // Routing: dye = w · dy per slot, dw = dy · o, then through the top-k softmax to the logits.
     be->moe_combine_bwd(be, dslot, dw, dy, a->o, a->pos, a->wts, M, K, D);
     be->moe_route_bwd(be, dz, dw, a->probs, a->idx, M, E, K, c->norm_topk_prob);
     ae_matmul_bwd(be, dx, gL ? gL->router : ae_ptr_null(), dz, x, L->router, M, D, E);
 
-    // Experts on their slot rows: down, SwiGLU, gate and up.
-    be->fill(be, dg, S * Im, 0.0f);
-    for (int e = 0; e < E; e++) {
-        int n, p0 = expert_rows(a, e, &n);
-        if (n == 0) continue;
-        ae_ptr gdown = gL ? ae_ptr_at(gL->e_down, per_gu * e) : ae_ptr_null();
-        ae_matmul_bwd(be, ae_ptr_at(dg, (size_t)p0 * Im), gdown, ae_ptr_at(dslot, (size_t)p0 * D),
-                      ae_ptr_at(a->act, (size_t)p0 * Im), ae_ptr_at(L->e_down, per_gu * e), n, Im, D);
-    }
+    // Experts on their slot rows: down, SwiGLU, then gate and up (their input gradients summed).
+    be->expert_matmul_bwd(be, 1, dg, &dslot, &L->e_down, a->off, (int)S, E, D, Im, 0);
+    if (gL) expert_weight_grads(be, off, E, gL->e_down, dslot, a->act, D, Im);
     be->silu_mul_bwd(be, dg, du, dg, a->g, a->u, S * Im); // dg == dy allowed (ops.h)
-    be->fill(be, dslot, S * D, 0.0f);
-    for (int e = 0; e < E; e++) {
-        int n, p0 = expert_rows(a, e, &n);
-        if (n == 0) continue;
-        ae_ptr xe = ae_ptr_at(a->xe, (size_t)p0 * D), dxe = ae_ptr_at(dslot, (size_t)p0 * D);
-        ae_ptr ggate = gL ? ae_ptr_at(gL->e_gate, per_gu * e) : ae_ptr_null();
-        ae_ptr gup = gL ? ae_ptr_at(gL->e_up, per_gu * e) : ae_ptr_null();
-        ae_matmul_bwd(be, dxe, ggate, ae_ptr_at(dg, (size_t)p0 * Im), xe,
-                      ae_ptr_at(L->e_gate, per_gu * e), n, D, Im);
-        ae_matmul_bwd(be, dxe, gup, ae_ptr_at(du, (size_t)p0 * Im), xe,
-                      ae_ptr_at(L->e_up, per_gu * e), n, D, Im);
+    ae_ptr dgu[2] = {dg, du}, w_gu[2] = {L->e_gate, L->e_up};
+    be->expert_matmul_bwd(be, 2, dslot, dgu, w_gu, a->off, (int)S, E, Im, D, 0);
+    if (gL) {
+        expert_weight_grads(be, off, E, gL->e_gate, dg, a->xe, Im, D);
+        expert_weight_grads(be, off, E, gL->e_up, du, a->xe, Im, D);
     }
+    free(off);
     // The gather's backward: each token receives its K slot rows in k order.
     be->moe_combine(be, dx, dslot, a->pos, ae_ptr_null(), M, K, D, 1);
     ae_scratch_free(&s);

@@ -11,13 +11,13 @@
 // off[e+1]−1, tokens in increasing order).
 typedef struct {
     int M, E, K, Im, D;
-    ae_scratch mem;     // every buffer below but off
+    ae_scratch mem;     // every buffer below
     ae_ptr probs;       // (M, E) F32   softmax of the router logits
     ae_ptr idx;         // (M, K) I32   selected experts, descending probability
     ae_ptr wts;         // (M, K) F32   routing weights (renormalised when norm_topk_prob)
     ae_ptr pos;         // (M·K) I32    position of slot s
     ae_ptr tok;         // (M·K) I32    token of the slot at position p
-    int *off;           // (E + 1) host  slot ranges per expert
+    ae_ptr off;         // (E + 1) I32  slot ranges per expert
     ae_ptr xe;          // (M·K, D) act  the gathered input row of each slot
     ae_ptr g, u, act;   // (M·K, Im) act gate / up projections, silu(g) ⊙ u
     ae_ptr o;           // (M·K, D) F32  expert output of each slot (before the routing weight)
