@@ -487,13 +487,12 @@ static int run_resume(const char *dir, const convert_opts *o, const ae_backend *
         check_training(&rs, t, &data, origin) != AE_OK) {
         rc = ae_cli_fail("convert");
     } else {
-        ae_init_report rep = {0};
         if (is_root()) ae_dir_remove_stale(dir); // left by a --restart that died rewriting the folder
         rs.opts.comm = s_group.comm;
         if (is_root() && rs.opts.batch != recorded_batch &&
             ae_rebatch_record(dir, rs.opts.batch, rs.opts.accum) != AE_OK)
             rc = ae_cli_fail("convert");
-        if (group_ready(rc) || train_and_finish(&rs, t, s, &data, &rep, dir, 1) != AE_OK)
+        if (group_ready(rc) || train_and_finish(&rs, t, s, &data, &rs.init_report, dir, 1) != AE_OK)
             rc = rc ? rc : ae_cli_fail("convert");
         ae_tokfile_close(&data);
     }

@@ -3,7 +3,9 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,8 +74,8 @@ static cJSON *int_array(const int *v, int n) {
     return a;
 }
 
-// The figures of merit of an MLA teacher init (written when the student is made; a resumed run
-// has none to write): means, maxima and per layer.
+// The figures of merit of an MLA teacher init (computed when the student is made; a resumed run
+// writes those it read back: read_init_report): means, maxima and per layer.
 static void add_init_report(cJSON *t, const ae_model *student, const ae_init_report *rep) {
     if (rep->n_layers == 0 || !student) return;
     cJSON_AddNumberToObject(t, "init_kv_rel_err_mean", rep->kv_rel_err_mean);
@@ -364,6 +366,47 @@ static ae_status read_layers(const cJSON *t, const char *path, const char *name,
     return AE_OK;
 }
 
+// The figures of merit of an MLA teacher init that add_init_report wrote (absent: n_layers 0),
+// so that a resumed run writes them again.
+static ae_status read_init_report(const cJSON *t, const char *path, ae_init_report *rep) {
+    static const char *totals[] = {"kv_rel_err_mean", "kv_rel_err_max", "rope_logit_err_mean",
+                                   "rope_logit_err_max", "qk_logit_err_mean", "qk_logit_err_max"};
+    double *total[] = {&rep->kv_rel_err_mean, &rep->kv_rel_err_max, &rep->rope_logit_err_mean,
+                       &rep->rope_logit_err_max, &rep->qk_logit_err_mean, &rep->qk_logit_err_max};
+    memset(rep, 0, sizeof *rep);
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(t, "init_layers"), *e;
+    if (!a) return AE_OK;
+    AE_TRY(ae_json_check_type(a, path, "target.init_layers", AE_JSON_ARRAY));
+    char name[96];
+    for (int i = 0; i < 6; i++) {
+        snprintf(name, sizeof name, "target.init_%s", totals[i]);
+        AE_TRY(ae_json_num(t, path, name, 0, DBL_MAX, total[i]));
+    }
+    int i = 0;
+    cJSON_ArrayForEach(e, a) {
+        int64_t l, shifted;
+        snprintf(name, sizeof name, "target.init_layers[%d]", i);
+        AE_TRY(ae_json_check_type(e, path, name, AE_JSON_OBJECT));
+        snprintf(name, sizeof name, "target.init_layers[%d].layer", i);
+        AE_TRY(ae_json_int(e, path, name, 0, AE_MAX_LAYERS - 1, &l));
+        ae_mla_init_stats *st = &rep->layer[l];
+        snprintf(name, sizeof name, "target.init_layers[%d].kv_rel_err", i);
+        AE_TRY(ae_json_num(e, path, name, 0, DBL_MAX, &st->kv_rel_err));
+        snprintf(name, sizeof name, "target.init_layers[%d].rope_logit_err", i);
+        AE_TRY(ae_json_num(e, path, name, 0, DBL_MAX, &st->rope_logit_err));
+        snprintf(name, sizeof name, "target.init_layers[%d].rope_key_energy", i);
+        AE_TRY(ae_json_num(e, path, name, 0, DBL_MAX, &st->rope_key_energy));
+        snprintf(name, sizeof name, "target.init_layers[%d].qk_logit_err", i);
+        AE_TRY(ae_json_num(e, path, name, 0, DBL_MAX, &st->qk_logit_err));
+        snprintf(name, sizeof name, "target.init_layers[%d].rope_pairs_shifted", i);
+        AE_TRY(ae_json_int(e, path, name, 0, INT_MAX, &shifted));
+        st->rope_shifted = (int)shifted;
+        i++;
+    }
+    rep->n_layers = i;
+    return AE_OK;
+}
+
 // "target": the fields of the run's own target within the command-line limits (and what the
 // student needs: a GateSWA pattern); those of the other target are unused, only in [0, limit].
 static ae_status parse_target(const cJSON *t, const char *path, ae_run_spec *r) {
@@ -388,7 +431,8 @@ static ae_status parse_target(const cJSON *t, const char *path, ae_run_spec *r) 
     AE_TRY(ae_json_field(t, path, "target.sinks", AE_JSON_BOOL, &b));
     s->sinks = cJSON_IsTrue(b);
     AE_TRY(ae_json_enum(t, path, "target.init", ae_init_names, AE_N_INITS, &s->init_teacher));
-    return ae_json_u64(t, path, "target.seed", &s->seed);
+    AE_TRY(ae_json_u64(t, path, "target.seed", &s->seed));
+    return read_init_report(t, path, &r->init_report);
 }
 
 // "train": every setting of the table, the budgets, the losses' kinds and the seed.

@@ -23,6 +23,7 @@ typedef struct {
     int layers[1024], full_layers[1024];
     ae_distill_opts opts;
     int done;               // read back: "status" is "done" (the run finished)
+    ae_init_report init_report; // read back: an MLA teacher init's figures (n_layers 0: none)
 } ae_run_spec;
 
 // ---- limits of the settings, shared by the command-line options (cli/cmd_convert.c) and the
