@@ -76,15 +76,6 @@ static void acc_add(ref_acc *a, double kl, double klr, int agree, double nt, dou
     a->nll_s += ns;
 }
 
-// log Σ exp(z) in double; p (V) receives the probabilities softmax(z).
-static double lse(const float *z, int V, double *p) {
-    double mx = z[0], s = 0;
-    for (int i = 1; i < V; i++) mx = fmax(mx, z[i]);
-    for (int i = 0; i < V; i++) s += (p[i] = exp(z[i] - mx));
-    for (int i = 0; i < V; i++) p[i] /= s;
-    return mx + log(s);
-}
-
 static int argmax(const float *z, int V) {
     int b = 0;
     for (int i = 1; i < V; i++)
@@ -111,8 +102,9 @@ static void ref_doc(const ae_model *t, const ae_model *s, const int32_t *ids, si
         logits_of(s, ids + w, T, ls);
         for (int i = 0; i < T; i++) {
             const float *a = lt + (size_t)i * V, *b = ls + (size_t)i * V;
-            double la = lse(a, V, ea), lb = lse(b, V, eb), kl = 0, klr = 0;
-            for (int j = 0; j < V; j++) { // log p, log q; p = exp(z - max) / Σ (kept by lse)
+            double la = ae_test_logsumexp(a, V, 1.0f, ea), lb = ae_test_logsumexp(b, V, 1.0f, eb);
+            double kl = 0, klr = 0;
+            for (int j = 0; j < V; j++) { // log p, log q (p, q: the softmaxes kept in ea, eb)
                 double lpa = a[j] - la, lpb = b[j] - lb;
                 kl += ea[j] * (lpa - lpb);
                 klr += eb[j] * (lpb - lpa);

@@ -176,10 +176,7 @@ static void reference(const ae_model *m, const ae_passkey_prompt *p, double *ll,
         int32_t id = i < n ? p->ids[i] : p->answer[i - n];
         assert_int_equal(ae_model_forward(m, &c, &id, 1, ae_host_f32(z), 0), AE_OK);
         if (i < n - 1) continue;
-        double mx = z[0], e = 0;
-        for (int j = 1; j < V; j++) mx = fmax(mx, z[j]);
-        for (int j = 0; j < V; j++) e += exp(z[j] - mx);
-        s += z[p->answer[i - n + 1]] - mx - log(e);
+        s += z[p->answer[i - n + 1]] - ae_test_logsumexp(z, V, 1.0f, NULL);
     }
     *ll = s / k;
     ae_kv_cache_reset(&c);

@@ -44,10 +44,7 @@ static void ref_nll(const ae_model *m, const char *text, size_t len, int ctx, do
             assert_int_equal(ae_kv_cache_init(&c, m, T), AE_OK);
             for (int i = 0; i < T; i++) {
                 assert_int_equal(ae_model_forward(m, &c, ids + w + i, 1, ae_host_f32(z), 0), AE_OK);
-                double mx = z[0], s = 0;
-                for (int j = 1; j < V; j++) mx = fmax(mx, z[j]);
-                for (int j = 0; j < V; j++) s += exp(z[j] - mx);
-                *sum += mx + log(s) - z[ids[w + (size_t)i + 1]];
+                *sum += ae_test_logsumexp(z, V, 1.0f, NULL) - z[ids[w + (size_t)i + 1]];
                 (*tokens)++;
             }
             ae_kv_cache_free(&c);

@@ -191,10 +191,8 @@ static void test_mla(void **st) {
     double maxd = 0;
     for (int i = 1; i < 60; i++) {
         const float *z = ref + (size_t)(i - 1) * V;
-        double mx = z[0], sum = 0;
-        for (int v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
-        for (int v = 0; v < V; v++) sum += exp(z[v] - mx);
-        double lp = z[ids[i]] - mx - log(sum), d = fabs(lp - r->prompt_lp[i].logprob);
+        double lp = z[ids[i]] - ae_test_logsumexp(z, V, 1.0f, NULL);
+        double d = fabs(lp - r->prompt_lp[i].logprob);
         maxd = d > maxd ? d : maxd;
     }
     printf("MLA: echo logprobs (paged, absorbed) vs contiguous materialised forward: max |diff| %.2g\n", maxd);

@@ -242,6 +242,18 @@ double ae_test_rel_err(const float *a, const float *b, size_t n) {
     return sqrt(num / (den > 0 ? den : 1e-300));
 }
 
+double ae_test_logsumexp(const float *z, int n, float scale, double *p) {
+    double mx = -INFINITY, s = 0.0;
+    for (int i = 0; i < n; i++) mx = fmax(mx, (double)(z[i] * scale));
+    for (int i = 0; i < n; i++) {
+        double e = exp((double)(z[i] * scale) - mx);
+        s += e;
+        if (p) p[i] = e;
+    }
+    for (int i = 0; p && i < n; i++) p[i] /= s;
+    return mx + log(s);
+}
+
 int ae_test_count_entries(const char *dir) {
     DIR *d = opendir(dir);
     int n = 0;

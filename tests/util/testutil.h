@@ -51,6 +51,10 @@ int ae_test_open_gpu(const struct ae_backend **be, int poison);
 void ae_test_fill_normal(float *x, size_t n, float scale, ae_rng *rng);
 // ||a - b|| / ||b|| in double (L2 over n values).
 double ae_test_rel_err(const float *a, const float *b, size_t n);
+// The tests' one log-sum-exp reference: log Σ_i exp(scale·z_i) in double, each product scale·z_i
+// formed in float first as the ops form it (scale 1: z exactly), shifted by its maximum; p
+// (optional, n) receives softmax(scale·z).   z: (n)
+double ae_test_logsumexp(const float *z, int n, float scale, double *p);
 
 // Runs the attnedit CLI with argv (NULL-terminated, argv[0] excluded) and captures stdout and
 // stderr (heap strings, caller frees). Returns the exit status (or 128+signal when killed).
