@@ -1,7 +1,8 @@
 // libFuzzer harness: the task data files `attnedit eval tasks` reads (ae_task_load, eval/tasks.h:
 // the record readers of tasks_read.c, jsonl/json/tsv/txt and piqa's labels file), then the
 // requests built from what was read (ae_task_build: prompts, few-shot sampling). The first byte
-// chooses the task (byte % number of tasks), the second the file name among those the task's
+// chooses the task (byte % (number of non-MMLU tasks + 1); the last choice is an MMLU subject,
+// byte / that % the subjects: CSV or jsonl), the second the file name among those the task's
 // evaluation split accepts (the extension picks the format) and, from its top bits, 0-3 few-shot
 // examples; the rest is the file, the task's only one. For a .jsonl, text after a line
 // "#labels" is its labels file (piqa's valid-labels.lst).
@@ -39,13 +40,17 @@ static void check_split(const ae_task_def *def, const ae_task_split *sp) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 2) return 0;
-    const ae_task_def *def = ae_task_at(data[0] % ae_task_count());
+    int n_plain = 0; // the tasks come first, the MMLU subjects after them
+    while (n_plain < ae_task_count() && !ae_task_at(n_plain)->subject) n_plain++;
+    int k = data[0] % (n_plain + 1), n_subjects = ae_task_count() - n_plain;
+    const ae_task_def *def = ae_task_at(k < n_plain ? k : n_plain + (data[0] / (n_plain + 1)) % n_subjects);
     FZ_ASSERT(def, "task table");
     int ev = def->files[AE_SPLIT_TEST][0] ? AE_SPLIT_TEST : AE_SPLIT_VALIDATION;
     int nfiles = 0;
     while (nfiles < 4 && def->files[ev][nfiles]) nfiles++;
     FZ_ASSERT(nfiles > 0, "%s has no evaluation file names", def->name);
-    const char *name = def->files[ev][(data[1] & 0x3f) % nfiles];
+    char *name = ae_task_file_name(def, ev, (data[1] & 0x3f) % nfiles);
+    FZ_ASSERT(name, "file name");
     int shots = data[1] >> 6;
     const uint8_t *body = data + 2;
     size_t n = size - 2, nbody = n;
@@ -60,6 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
     char rel[256], lrel[300];
     snprintf(rel, sizeof rel, "data/%s/%s", def->folder, name);
+    free(name);
     fz_remove("data");
     fz_write(rel, body, nbody);
     size_t rl = strlen(rel);

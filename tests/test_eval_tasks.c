@@ -112,11 +112,180 @@ static void test_lm_eval_requests(void **state) {
     assert_int_equal(ae_file_read_all(ae_test_src("tests/fixtures/eval_tasks/lm_eval_requests.json"), &text, &len), AE_OK);
     cJSON *root = cJSON_Parse(text);
     assert_non_null(root);
-    int n = 0;
-    for (const cJSON *t = root->child; t; t = t->next, n++) check_task_requests(t->string, t);
-    assert_int_equal(n, ae_task_count()); // every task has lm-eval's requests to match
+    int n = 0, n_mmlu = 0, n_plain = 0;
+    for (const cJSON *t = root->child; t; t = t->next, n++) {
+        check_task_requests(t->string, t);
+        n_mmlu += !strncmp(t->string, "mmlu_", 5);
+    }
+    for (int i = 0; i < ae_task_count(); i++) n_plain += !ae_task_at(i)->subject;
+    // every task but MMLU's has lm-eval's requests to match; MMLU four of its subjects
+    assert_int_equal(n - n_mmlu, n_plain);
+    assert_int_equal(n_mmlu, 4);
     cJSON_Delete(root);
     free(text);
+}
+
+// ---- MMLU ----
+typedef struct {
+    char out[2048];
+    int n;
+} csv_log;
+
+// Appends "line:field|field|...;" per record.
+static ae_status log_rec(void *ud, char **f, int n, int line) {
+    csv_log *l = ud;
+    size_t k = strlen(l->out);
+    k += (size_t)snprintf(l->out + k, sizeof l->out - k, "%d:", line);
+    for (int i = 0; i < n; i++) k += (size_t)snprintf(l->out + k, sizeof l->out - k, "%s%s", i ? "|" : "", f[i]);
+    snprintf(l->out + k, sizeof l->out - k, ";");
+    l->n++;
+    return AE_OK;
+}
+
+static const char *csv_of(const char *dir, const char *text, ae_status want, csv_log *l) {
+    static char path[1024];
+    snprintf(path, sizeof path, "%s/x.csv", dir);
+    assert_int_equal(ae_test_write_file(path, text, strlen(text)), 0);
+    memset(l, 0, sizeof *l);
+    assert_int_equal(ae_csv_foreach(path, log_rec, l), want);
+    return l->out;
+}
+
+static void test_csv_reader(void **state) {
+    (void)state;
+    char *dir = ae_test_tmpdir();
+    csv_log l;
+    // Expected records as Python 3.11's csv.reader gives them for the same bytes.
+    assert_string_equal(csv_of(dir, "a,b,c\n\"x, y\",\"q\"\"q\",\n", AE_OK, &l), "1:a|b|c;2:x, y|q\"q|;");
+    assert_string_equal(csv_of(dir, "\"multi\nline\r\nfield\",z\r\nnext,1", AE_OK, &l),
+                        "1:multi\nline\r\nfield|z;4:next|1;");
+    assert_string_equal(csv_of(dir, "5\" tall,\"ab\"c, \"d\"\n\n\r\nlast\r", AE_OK, &l), "1:5\" tall|abc| \"d\";4:last;");
+    assert_string_equal(csv_of(dir, "\"\",,\n", AE_OK, &l), "1:||;");
+    assert_int_equal(l.n, 1);
+    csv_of(dir, "ok,1\n\"open,2\nmore\n", AE_ERR_FORMAT, &l);
+    assert_non_null(strstr(ae_last_error(), "x.csv:2: the quoted field that starts on this line is not closed"));
+    csv_of(dir, "a,b\nc\rd\n", AE_ERR_FORMAT, &l);
+    assert_non_null(strstr(ae_last_error(), "x.csv:2: a carriage return without a line feed outside quotes"));
+    csv_of(dir, "a,\xff\n", AE_ERR_FORMAT, &l);
+    assert_non_null(strstr(ae_last_error(), "x.csv:1: not valid UTF-8"));
+    ae_test_rmtree(dir);
+    free(dir);
+}
+
+static void load_build(const char *task, const char *dir, int shots, ae_task *t, ae_task_item **items, int *n) {
+    char *d = strdup(dir);
+    if (ae_task_load(ae_task_find(task), d, shots > 0, t) != AE_OK) fail_msg("%s: %s", task, ae_last_error());
+    if (ae_task_build(t, shots, 0, 1234, items, n) != AE_OK) fail_msg("%s: %s", task, ae_last_error());
+    free(d);
+}
+
+// Known prompts of the fixture (tools/gen_mmlu_fixture.py), written out by hand from lm-eval's
+// template: the description, question.strip(), the four "X. choice" lines, "Answer:".
+static void test_mmlu_prompts(void **state) {
+    (void)state;
+    ae_task t;
+    ae_task_item *it;
+    int n;
+    load_build("mmlu_abstract_algebra", ae_test_src(FIXTURE_DATA), 0, &t, &it, &n);
+    assert_int_equal(t.eval_split, AE_SPLIT_TEST);
+    assert_int_equal(n, 4);
+    assert_string_equal(it[0].ctx[0], "The following are multiple choice questions (with answers) about abstract "
+                                      "algebra.\n\nLet G be a group, and let H = {e, g}. Which \"order\" can g have?\n"
+                                      "A. 1\nB. 2\nC.  3\nD. \nAnswer:");
+    assert_int_equal(it[0].n, 4);
+    assert_string_equal(it[0].cont[0], " A");
+    assert_string_equal(it[0].cont[3], " D");
+    assert_int_equal(it[0].gold, 1);
+    assert_int_equal(t.split[AE_SPLIT_TEST].docs[1].line, 2); // the record after a quoted one
+    assert_int_equal(t.split[AE_SPLIT_TEST].docs[2].line, 5);
+    ae_task_items_free(it, n);
+    ae_task_free(&t);
+    load_build("mmlu_high_school_us_history", ae_test_src(FIXTURE_DATA), 2, &t, &it, &n);
+    // first_n: the first two dev questions, in order, for every item; then the stripped question
+    const char *want = "The following are multiple choice questions (with answers) about high school us history.\n\n"
+                       "A high school us history course has 8 lectures a week for 10 weeks. How many lectures is "
+                       "that?\nA. 81\nB. 78\nC. 80\nD. 85\nAnswer: C\n\n"
+                       "What is 5 plus 3?\nA. 9\nB. 8\nC. 6\nD. 13\nAnswer: B\n\n"
+                       "In what year did the war end?\nA. 1783\nB. 1776\nC. 1812\nD. 1865\nAnswer:";
+    assert_string_equal(it[1].ctx[0], want);
+    assert_int_equal(it[1].gold, 0); // " A " stripped
+    assert_non_null(strstr(it[0].ctx[0], "Answer: B\n\nThe 5\" rule of 1790 was about what?\nA. Tariffsish\n"));
+    ae_task_items_free(it, n);
+    ae_task_free(&t);
+    char *desc = ae_task_description(ae_task_find("mmlu_high_school_government_and_politics"));
+    assert_string_equal(desc, "The following are multiple choice questions (with answers) about high school "
+                              "government and politics.\n\n");
+    free(desc);
+}
+
+// The Hugging Face export (all/ with a subject field, and <subject>/) reads to the same docs as
+// the CSVs; groups hold their subjects.
+static void test_mmlu_layouts(void **state) {
+    (void)state;
+    char *dir = ae_test_tmpdir(), path[1024];
+    snprintf(path, sizeof path, "%s/mmlu/all", dir);
+    char cmd[2200];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' '%s/../anatomy'", path, path);
+    assert_int_equal(system(cmd), 0);
+    static const char all[] =
+        "{\"question\":\"Skip me\",\"subject\":\"astronomy\",\"choices\":[\"a\",\"b\",\"c\",\"d\"],\"answer\":0}\n"
+        "{\"question\":\" Which \\/ bone? \",\"subject\":\"anatomy\",\"choices\":[\"x\",\"y\",\"\\u00e9\",\"w\"],"
+        "\"answer\":2}\n";
+    snprintf(path, sizeof path, "%s/mmlu/all/test.jsonl", dir);
+    assert_int_equal(ae_test_write_file(path, all, strlen(all)), 0);
+    ae_task t;
+    ae_task_item *it;
+    int n;
+    load_build("mmlu_anatomy", dir, 0, &t, &it, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(it[0].ctx[0], "The following are multiple choice questions (with answers) about anatomy.\n\n"
+                                      "Which / bone?\nA. x\nB. y\nC. \xc3\xa9\nD. w\nAnswer:");
+    assert_int_equal(it[0].gold, 2);
+    assert_int_equal(t.split[AE_SPLIT_TEST].docs[0].line, 2);
+    ae_task_items_free(it, n);
+    ae_task_free(&t);
+    // <subject>/test.jsonl takes precedence over all/; a record of another subject is an error
+    snprintf(path, sizeof path, "%s/mmlu/anatomy/test.jsonl", dir);
+    static const char wrong[] = "{\"question\":\"q\",\"subject\":\"virology\",\"choices\":[\"a\",\"b\",\"c\",\"d\"],\"answer\":1}\n";
+    assert_int_equal(ae_test_write_file(path, wrong, strlen(wrong)), 0);
+    char *d = strdup(dir);
+    assert_int_equal(ae_task_load(ae_task_find("mmlu_anatomy"), d, 0, &t), AE_ERR_FORMAT);
+    assert_non_null(strstr(ae_last_error(), "anatomy/test.jsonl:1: subject \"virology\" in the file of subject anatomy"));
+    // the all/ file holds one record of astronomy and none of nutrition
+    assert_int_equal(ae_task_load(ae_task_find("mmlu_astronomy"), d, 0, &t), AE_OK);
+    assert_int_equal(t.split[AE_SPLIT_TEST].n, 1);
+    ae_task_free(&t);
+    assert_int_equal(ae_task_load(ae_task_find("mmlu_nutrition"), d, 0, &t), AE_ERR_FORMAT);
+    assert_non_null(strstr(ae_last_error(), "all/test.jsonl: no records of subject nutrition"));
+    free(d);
+    ae_test_rmtree(dir);
+    free(dir);
+    // groups: 57 subjects in mmlu, split over the four categories
+    int in[5] = {0};
+    for (int i = 0; i < ae_task_count(); i++)
+        for (int g = 0; g < ae_task_group_count(); g++) in[g] += ae_task_group_has(ae_task_group_at(g), ae_task_at(i));
+    assert_int_equal(in[0] + in[1] + in[2] + in[3], 57);
+    assert_int_equal(in[4], 57);
+    assert_int_equal(in[3], 19); // stem
+    assert_string_equal(ae_task_group_at(4)->name, "mmlu");
+    assert_null(ae_task_group_find("mmlu_abstract_algebra"));
+}
+
+// Group aggregates as lm-eval computes them (values from Python: aggregate_subtask_metrics,
+// pooled_sample_stderr, unweighted_mean_stderr).
+static void test_group_aggregate(void **state) {
+    (void)state;
+    ae_metric_value v[3] = {{0.5, 0.5}, {0.25, 0.25}, {2.0 / 3, sqrt(1.0 / 3) / sqrt(3.0)}};
+    int sizes[3] = {2, 4, 3};
+    ae_metric_value g = ae_task_group_aggregate(v, sizes, 3, 1);
+    assert_true(fabs(g.value - (0.5 * 2 + 0.25 * 4 + 2.0 / 3 * 3) / 9) < 1e-15); // 4/9
+    // pooled: sqrt(((1)(0.25)(2) + (3)(0.0625)(4) + (2)(1/9)(3)) / (9 - 3) / 9)
+    assert_true(fabs(g.stderr_ - sqrt((0.5 + 0.75 + 2.0 / 3) / 6 / 9)) < 1e-15);
+    g = ae_task_group_aggregate(v, sizes, 3, 0);
+    assert_true(fabs(g.value - (0.5 + 0.25 + 2.0 / 3) / 3) < 1e-15);
+    assert_true(fabs(g.stderr_ - sqrt(0.25 + 0.0625 + 1.0 / 9) / 3) < 1e-15);
+    v[1].stderr_ = NAN; // a task of one item: lm-eval's "N/A"
+    assert_true(isnan(ae_task_group_aggregate(v, sizes, 3, 1).stderr_));
 }
 
 // ---- metrics ----
@@ -269,6 +438,10 @@ int main(void) {
         cmocka_unit_test(test_pyrandom),
         cmocka_unit_test(test_text_helpers),
         cmocka_unit_test(test_lm_eval_requests),
+        cmocka_unit_test(test_csv_reader),
+        cmocka_unit_test(test_mmlu_prompts),
+        cmocka_unit_test(test_mmlu_layouts),
+        cmocka_unit_test(test_group_aggregate),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_scores_teacher),
         cmocka_unit_test(test_scores_sliding_window),

@@ -17,6 +17,15 @@ metrics.
   /tmp/lmenv/bin/python tools/check_eval_tasks.py --attnedit build/attnedit \\
       --model ../shared/teachers/qwen3-small --data-dir ../shared/data/eval --limit 100 [--shots 5]
 
+MMLU (`--tasks mmlu`, or by default when DATA_DIR/mmlu exists): Hendrycks' CSV files are converted
+as Hugging Face's hendrycks_test builder read them (csv.reader over the decoded lines, answer letter
+-> 0-3) into the cais/mmlu export layout (<subject>/{dev,test}.jsonl; --hf-layout also runs attnedit
+on an all/{dev,test}.jsonl copy), and lm-eval runs its own mmlu group: copies of its
+lm_eval/tasks/mmlu/default YAMLs (one per subject found, the four category groups and `mmlu`) with
+dataset_path json and data_files pointing at the converted files, loaded by a TaskManager that sees
+only them. Besides every subject's items, each group's acc and stderr (weight_by_size: micro
+average, pooled stderr) are compared with attnedit's.
+
 Prints one line per task and a verdict; exits 1 on any mismatch. docs/EVAL.md records a run.
 """
 import argparse
@@ -151,6 +160,82 @@ def convert(task, data_dir, out_dir):
     return files
 
 
+# ---- MMLU ----
+def mmlu_yaml_dir():
+    import lm_eval
+    return os.path.join(os.path.dirname(lm_eval.__file__), "tasks", "mmlu", "default")
+
+
+def mmlu_subjects():
+    """{subject: category} from lm-eval's subject YAMLs (their tag)."""
+    import yaml
+    out = {}
+    d = mmlu_yaml_dir()
+    for name in sorted(os.listdir(d)):
+        if name.startswith("mmlu_") and name.endswith(".yaml"):
+            with open(os.path.join(d, name), encoding="utf-8") as f:
+                y = yaml.safe_load(f)
+            out[y["dataset_name"]] = y["tag"][len("mmlu_"):-len("_tasks")]
+    return out
+
+
+def read_mmlu_csv(path):
+    """Records as HF's hendrycks_test builder made them: csv.reader over the file's decoded lines."""
+    with open(path, "rb") as f:
+        rows = list(csv.reader(line.decode("utf-8") for line in f))
+    return [{"question": r[0], "choices": r[1:5], "answer": "ABCD".index(r[5].strip())} for r in rows if r]
+
+
+def convert_mmlu(data_dir, out_dir):
+    """{subject: {split: path}} of the cais/mmlu layout made from the CSVs found; also writes all/."""
+    src = os.path.join(data_dir, "mmlu", "data")
+    files, every = {}, {"dev": [], "test": []}
+    for subject in mmlu_subjects():
+        for split in ("dev", "test"):
+            p = os.path.join(src, split, "%s_%s.csv" % (subject, split))
+            if not os.path.exists(p):
+                continue
+            recs = [dict(question=r["question"], subject=subject, choices=r["choices"], answer=r["answer"])
+                    for r in read_mmlu_csv(p)]
+            every[split] += recs
+            dst = os.path.join(out_dir, "mmlu", subject, split + ".jsonl")
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            with open(dst, "w", encoding="utf-8") as f:
+                for r in recs:
+                    f.write(json.dumps(r) + "\n")
+            files.setdefault(subject, {})[split] = dst
+    for split, recs in every.items():
+        dst = os.path.join(out_dir, "mmlu-all", "mmlu", "all", split + ".jsonl")
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        with open(dst, "w", encoding="utf-8") as f:
+            for r in recs:
+                f.write(json.dumps(r) + "\n")
+    return files
+
+
+def mmlu_task_dir(files, out_dir):
+    """lm-eval's mmlu/default YAMLs, the subjects' pointed at the converted files."""
+    import yaml
+    src = mmlu_yaml_dir()
+    os.makedirs(out_dir, exist_ok=True)
+    for name in os.listdir(src):
+        if name.startswith("_"):  # the template and the five group YAMLs, as they are
+            with open(os.path.join(src, name), encoding="utf-8") as f:
+                text = f.read()
+            if name == "_default_template_yaml":
+                assert "dataset_path: cais/mmlu\n" in text, "lm-eval's MMLU template changed"
+                text = text.replace("dataset_path: cais/mmlu\n", "dataset_path: json\n")
+            with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
+                f.write(text)
+    for subject, fs in files.items():
+        with open(os.path.join(src, "mmlu_%s.yaml" % subject), encoding="utf-8") as f:
+            y = yaml.safe_load(f)
+        y.update({"dataset_name": None, "dataset_kwargs": {"data_files": dict(fs)}})
+        with open(os.path.join(out_dir, "mmlu_%s.yaml" % subject), "w", encoding="utf-8") as f:
+            yaml.safe_dump(y, f, allow_unicode=True)
+    return out_dir
+
+
 def lm_eval_config(task, files):
     import lm_eval
     from lm_eval.tasks._yaml_loader import load_yaml
@@ -165,14 +250,35 @@ def lm_eval_config(task, files):
     return cfg
 
 
-def run_lm_eval(args, tasks, conv):
+def run_lm_eval(args, tasks, conv, task_manager=None):
     import lm_eval
-    cfgs = [lm_eval_config(t, conv[t]) for t in tasks]
+    cfgs = [t if task_manager else lm_eval_config(t, conv[t]) for t in tasks]
     res = lm_eval.simple_evaluate(model="hf", model_args="pretrained=%s,dtype=float32" % args.model, tasks=cfgs,
                                   num_fewshot=args.shots, limit=args.limit, device="cpu",
                                   batch_size=args.batch_size, log_samples=True, bootstrap_iters=1000,
-                                  fewshot_random_seed=args.seed)
+                                  fewshot_random_seed=args.seed, task_manager=task_manager)
     return res
+
+
+def run_lm_eval_mmlu(args, mmlu_files):
+    from lm_eval.tasks import TaskManager
+    tm = TaskManager(include_path=mmlu_task_dir(mmlu_files, os.path.join(args.work, "lm_eval_mmlu")),
+                     include_defaults=False)
+    return run_lm_eval(args, ["mmlu"], None, task_manager=tm)
+
+
+def compare_group(g, lm_result, ae_group):
+    """A group's acc (lm-eval: weight_by_size) and its pooled stderr against attnedit's."""
+    bad = []
+    mine = ae_group["metrics"]["acc"]
+    for key, val in (("acc,none", mine["value"][0]), ("acc_stderr,none", mine["stderr"][0])):
+        theirs = lm_result.get(key)
+        if not isinstance(theirs, float) or val is None or abs(theirs - val) > 1e-12:
+            bad.append("group %s %s: lm-eval %r vs attnedit %r" % (g, key, theirs, val))
+    macro = ae_group["metrics"]["acc_macro"]["value"][0]
+    return bad, "acc %.4f/%.4f stderr %.4f/%.4f (macro %.4f)" % (
+        lm_result.get("acc,none", float("nan")), mine["value"][0], lm_result.get("acc_stderr,none", float("nan")),
+        mine["stderr"][0], macro)
 
 
 def run_attnedit(args, tasks, data_dir, tag):
@@ -251,15 +357,28 @@ def main():
     keep = bool(args.work)
     args.work = args.work or tempfile.mkdtemp(prefix="check_eval_tasks.")
     tasks = [t for t in args.tasks.split(",") if t] if args.tasks else \
-        [t for t in TASKS if os.path.isdir(os.path.join(args.data_dir, FOLDER.get(t, t)))]
+        [t for t in list(TASKS) + ["mmlu"] if os.path.isdir(os.path.join(args.data_dir, FOLDER.get(t, t)))]
     for t in tasks:
-        if t not in TASKS:
-            sys.exit("unknown task %s (this tool knows %s)" % (t, ", ".join(TASKS)))
+        if t not in TASKS and t != "mmlu":
+            sys.exit("unknown task %s (this tool knows %s, mmlu)" % (t, ", ".join(TASKS)))
+    mmlu = "mmlu" in tasks
+    tasks = [t for t in tasks if t != "mmlu"]
     conv_dir = os.path.join(args.work, "hf-layout")
     conv = {t: convert(t, args.data_dir, conv_dir) for t in tasks}
+    mmlu_files = convert_mmlu(args.data_dir, conv_dir) if mmlu else {}
+    if mmlu and not mmlu_files:
+        sys.exit("no MMLU CSV files under %s/mmlu/data" % args.data_dir)
+    ae_tasks = tasks + (["mmlu"] if mmlu else [])
     runs = [("official", args.data_dir)] + ([("hf-layout", conv_dir)] if args.hf_layout else [])
-    ae_runs = [(tag,) + run_attnedit(args, tasks, d, tag) for tag, d in runs]
-    res = run_lm_eval(args, tasks, conv)
+    ae_runs = [(tag,) + run_attnedit(args, ae_tasks, d, tag) for tag, d in runs]
+    if mmlu and args.hf_layout:  # the all/ export, by itself
+        ae_runs.append(("hf-all",) + run_attnedit(args, ["mmlu"], os.path.join(conv_dir, "mmlu-all"), "hf-all"))
+    res = run_lm_eval(args, tasks, conv) if tasks else {"samples": {}, "results": {}}
+    if mmlu:
+        r = run_lm_eval_mmlu(args, mmlu_files)
+        res["samples"].update(r["samples"])
+        res["results"].update(r["results"])
+        res["results"].update(r.get("groups", {}))
     import lm_eval
     import torch
     import transformers
@@ -268,13 +387,25 @@ def main():
            args.shots, args.limit, args.tol))
     failed = False
     for tag, ae_json, ae in ae_runs:
-        for t in tasks:
+        ran = [x["task"] for x in ae_json["tasks"]]
+        for t in [t for t in tasks if t in ran] + [t for t in ran if t.startswith("mmlu_")]:
             tj = next(x for x in ae_json["tasks"] if x["task"] == t)
             bad, max_d, n_req, agg = compare(t, res["samples"][t], res["results"][t], tj, ae, args.tol)
             print("%-9s %-15s items %4d requests %5d  max|dll| %.1e (rel %.1e)  %s  %s" %
                   (tag, t, len(res["samples"][t]), n_req, max_d[0], max_d[1], "  ".join(agg),
                    "OK" if not bad else "MISMATCH"))
             for b in bad[:10]:
+                print("    " + b)
+            failed |= bool(bad)
+        for gj in ae_json.get("groups", []):
+            g = gj["group"]
+            if g not in res["results"]:
+                print("%-9s %-15s MISMATCH: lm-eval reports no such group" % (tag, g))
+                failed = True
+                continue
+            bad, line = compare_group(g, res["results"][g], gj)
+            print("%-9s %-15s items %4d  %s  %s" % (tag, g, gj["n"], line, "OK" if not bad else "MISMATCH"))
+            for b in bad:
                 print("    " + b)
             failed |= bool(bad)
     print("FAIL" if failed else "PASS: attnedit equals lm-evaluation-harness on every item")

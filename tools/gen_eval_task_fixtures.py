@@ -4,7 +4,8 @@ lm-evaluation-harness itself builds (its task YAMLs, ConfigurableTask.build_all_
 seed 1234) for the first 3 documents of every task, 0-shot and 2-shot, from the files
 tests/test_eval_tasks.c reads: ../shared/data/eval for the tasks it holds, the fixture folder
 tests/fixtures/eval_tasks/data for the others. The data is converted to the Hugging Face layout
-exactly as tools/check_eval_tasks.py converts it. No model runs.
+exactly as tools/check_eval_tasks.py converts it. No model runs. MMLU: four subjects of the
+fixture (the CSV edge cases among them), 0-, 2- and 5-shot, with lm-eval's own subject YAMLs.
 
   /tmp/lmenv/bin/python tools/gen_eval_task_fixtures.py [--shared ../shared]
 """
@@ -24,9 +25,21 @@ SHOTS = (0, 2)
 N_DOCS = 3
 
 
-def requests(task, files, shots):
+MMLU_SUBJECTS = ("abstract_algebra", "high_school_us_history", "professional_law", "world_religions")
+MMLU_SHOTS = (0, 2, 5)
+
+
+def mmlu_config(subject, files):
+    from lm_eval.tasks._yaml_loader import load_yaml
+    cfg = load_yaml(os.path.join(cet.mmlu_yaml_dir(), "mmlu_%s.yaml" % subject), resolve_func=True)
+    cfg.pop("tag", None)
+    cfg.update({"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": dict(files)}})
+    return cfg
+
+
+def requests(task, files, shots, cfg=None):
     from lm_eval.api.task import ConfigurableTask
-    cfg = cet.lm_eval_config(task, files)
+    cfg = cfg or cet.lm_eval_config(task, files)
     cfg["num_fewshot"] = shots
     t = ConfigurableTask(config=cfg)
     t.set_fewshot_seed(1234)
@@ -58,6 +71,12 @@ def main():
         files = cet.convert(task, data, os.path.join(work, src))
         out[task] = {"data": src, "shots": {str(k): requests(task, files, k) for k in SHOTS}}
         print("%s (%s): %d docs" % (task, src, len(out[task]["shots"]["0"])))
+    mmlu = cet.convert_mmlu(FIXTURE_DATA, os.path.join(work, "fixture"))
+    for subject in MMLU_SUBJECTS:
+        task = "mmlu_" + subject
+        out[task] = {"data": "fixture", "shots": {str(k): requests(task, None, k, mmlu_config(subject, mmlu[subject]))
+                                                  for k in MMLU_SHOTS}}
+        print("%s (fixture): %d docs" % (task, len(out[task]["shots"]["0"])))
     path = os.path.join(ROOT, "tests", "fixtures", "eval_tasks", "lm_eval_requests.json")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False, indent=1)

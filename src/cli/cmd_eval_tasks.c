@@ -20,9 +20,11 @@ static const char k_help[] =
     "  with a column per model, the difference of each to the first and whether it exceeds two\n"
     "  standard errors (paired over the same items).\n"
     "  tasks: arc_easy arc_challenge hellaswag piqa boolq openbookqa winogrande sciq lambada_openai\n"
+    "  mmlu (57 subjects; also its groups mmlu_stem mmlu_humanities mmlu_social_sciences mmlu_other,\n"
+    "  or one subject: mmlu_<subject>); a group reports lm-eval's acc (micro) and acc_macro.\n"
     "  --data-dir: folder with one sub-folder per task (default: $AE_EVAL_DATA).\n"
     "  --shots K: few-shot examples per item, drawn as lm-eval draws them (seed --seed, 1234).\n"
-    "  --limit N: only the first N items of each task.\n"
+    "  --limit N: only the first N items of each task (each MMLU subject).\n"
     "  --max-length N: context window in tokens (default: the model's max_position_embeddings);\n"
     "  longer requests are cut from the left, as lm-eval does, and counted.\n"
     "  --samples FILE: one JSON line per model and item (prompt, continuations, log-likelihoods,\n"
@@ -116,7 +118,7 @@ done:
     return rc;
 }
 
-static void free_all(ae_cli_eval_tasks *e, char **tasks, int n_tasks) {
+static void free_all(ae_cli_eval_tasks *e, char **tasks, int n_tasks, const ae_task_def **defs) {
     for (int t = 0; t < e->n_tasks; t++) {
         ae_cli_task_run *r = &e->tasks[t];
         for (int i = 0; r->scores && i < e->n_models; i++) ae_task_scores_free(&r->scores[i]);
@@ -125,6 +127,8 @@ static void free_all(ae_cli_eval_tasks *e, char **tasks, int n_tasks) {
         ae_task_free(&r->task);
     }
     free(e->tasks);
+    free(e->groups);
+    free((void *)defs);
     for (int i = 0; i < e->n_models; i++) free(e->models[i]);
     free(e->models);
     for (int i = 0; i < n_tasks; i++) free(tasks[i]);
@@ -133,9 +137,50 @@ static void free_all(ae_cli_eval_tasks *e, char **tasks, int n_tasks) {
 
 static int unknown_task(const char *name) {
     fprintf(stderr, "attnedit eval tasks: unknown task '%s' (available:", name);
-    for (int i = 0; i < ae_task_count(); i++) fprintf(stderr, " %s", ae_task_at(i)->name);
-    fprintf(stderr, ")\n");
+    int subjects = 0;
+    for (int i = 0; i < ae_task_count(); i++)
+        if (ae_task_at(i)->subject) subjects++;
+        else fprintf(stderr, " %s", ae_task_at(i)->name);
+    for (int i = ae_task_group_count() - 1; i >= 0; i--) fprintf(stderr, " %s", ae_task_group_at(i)->name);
+    fprintf(stderr, " mmlu_<subject> for one of the %d MMLU subjects in docs/EVAL.md)\n", subjects);
     return 1;
+}
+
+// Adds def to the tasks to run; a task named twice (directly or through a group) is an error.
+static int add_task(const ae_task_def **defs, int *n, const ae_task_def *def, const char *via) {
+    for (int i = 0; i < *n; i++)
+        if (defs[i] == def) {
+            fprintf(stderr, "attnedit eval tasks: task '%s' is listed twice%s%s%s\n", def->name,
+                    via ? " (group " : "", via ? via : "", via ? " includes it)" : "");
+            return 1;
+        }
+    defs[(*n)++] = def;
+    return 0;
+}
+
+// The tasks (and groups to report) of the --tasks list: a group stands for its subjects, and
+// `mmlu` also reports its four categories, as lm-eval does.
+static int expand_tasks(ae_cli_eval_tasks *e, char **names, int n_names, const ae_task_def ***defs, int *n_defs) {
+    int cap = n_names + ae_task_count(); // a task may come once
+    *defs = ae_calloc((size_t)cap, sizeof **defs);
+    e->groups = ae_calloc((size_t)(n_names * ae_task_group_count()) + 1, sizeof *e->groups);
+    if (!*defs || !e->groups) return ae_cli_fail("eval tasks");
+    for (int t = 0; t < n_names; t++) {
+        const ae_task_group *g = ae_task_group_find(names[t]);
+        if (!g) {
+            const ae_task_def *d = ae_task_find(names[t]);
+            if (!d) return unknown_task(names[t]);
+            if (add_task(*defs, n_defs, d, NULL)) return 1;
+            continue;
+        }
+        for (int i = 0; i < ae_task_count(); i++)
+            if (ae_task_group_has(g, ae_task_at(i)) && add_task(*defs, n_defs, ae_task_at(i), g->name)) return 1;
+        for (int i = 0; i < ae_task_group_count(); i++) { // the group and, for mmlu, its categories
+            const ae_task_group *sub = ae_task_group_at(i);
+            if (sub == g || (!g->category && sub->category)) e->groups[e->n_groups++] = sub;
+        }
+    }
+    return 0;
 }
 
 int ae_cmd_eval_tasks(int argc, char **argv) {
@@ -175,35 +220,23 @@ int ae_cmd_eval_tasks(int argc, char **argv) {
         return 2;
     }
     char **tasks = NULL;
-    int n_tasks = 0, rc = 0;
+    const ae_task_def **defs = NULL;
+    int n_tasks = 0, n_defs = 0, rc = 0;
     if (split_list(models, "--model", &e.models, &e.n_models) != AE_OK ||
         split_list(tasks_s, "--tasks", &tasks, &n_tasks) != AE_OK)
         return ae_cli_fail("eval tasks");
-    for (int i = 0; i < e.n_models; i++)
-        if (ae_cli_check_model("eval tasks", e.models[i])) {
-            free_all(&e, tasks, n_tasks);
-            return 1;
-        }
-    e.tasks = ae_calloc((size_t)n_tasks, sizeof *e.tasks);
-    if (!e.tasks) {
-        free_all(&e, tasks, n_tasks);
-        return ae_cli_fail("eval tasks");
+    for (int i = 0; i < e.n_models && rc == 0; i++) rc = ae_cli_check_model("eval tasks", e.models[i]) ? 1 : 0;
+    if (rc == 0) rc = expand_tasks(&e, tasks, n_tasks, &defs, &n_defs);
+    if (rc == 0 && !(e.tasks = ae_calloc((size_t)n_defs, sizeof *e.tasks))) rc = ae_cli_fail("eval tasks");
+    if (rc) {
+        free_all(&e, tasks, n_tasks, defs);
+        return rc;
     }
     // Every task's files are read and every request built before any model runs.
-    for (int t = 0; t < n_tasks && rc == 0; t++) {
-        const ae_task_def *d = ae_task_find(tasks[t]);
-        if (!d) {
-            rc = unknown_task(tasks[t]);
-            break;
-        }
-        for (int u = 0; u < t; u++)
-            if (!strcmp(tasks[u], tasks[t])) {
-                fprintf(stderr, "attnedit eval tasks: task '%s' is listed twice\n", tasks[t]);
-                rc = 1;
-            }
+    for (int t = 0; t < n_defs && rc == 0; t++) {
         ae_cli_task_run *tr = &e.tasks[e.n_tasks];
-        if (rc || ae_task_load(d, data_dir, e.shots > 0, &tr->task) != AE_OK) {
-            rc = rc ? rc : ae_cli_fail("eval tasks");
+        if (ae_task_load(defs[t], data_dir, e.shots > 0, &tr->task) != AE_OK) {
+            rc = ae_cli_fail("eval tasks");
             break;
         }
         e.n_tasks++;
@@ -233,6 +266,6 @@ int ae_cmd_eval_tasks(int argc, char **argv) {
     }
     if (sf_open) ae_atomic_abort(&sf);
     ae_backend_close(be);
-    free_all(&e, tasks, n_tasks);
+    free_all(&e, tasks, n_tasks, defs);
     return rc;
 }

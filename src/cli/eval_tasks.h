@@ -20,11 +20,14 @@ typedef struct {
     int n_models;
     ae_cli_task_run *tasks; // (n_tasks)
     int n_tasks;
+    const ae_task_group **groups; // (n_groups) groups to report, each over its tasks in `tasks`
+    int n_groups;
     int shots, limit, max_len_opt;
     uint64_t seed;
 } ae_cli_eval_tasks;
 
-// The results table (a column per model, the difference to the first, |diff| > 2 se) on stdout.
+// The results table (a column per model, the difference to the first, |diff| > 2 se) on stdout;
+// then each group's rows: acc (lm-eval's weight_by_size value, the micro average) and acc_macro.
 void ae_eval_tasks_print_table(const ae_cli_eval_tasks *e);
 // The same as one JSON object on stdout.
 void ae_eval_tasks_print_json(const ae_cli_eval_tasks *e);

@@ -6,11 +6,12 @@
 // holding the official release files or the Hugging Face dataset exports (docs/EVAL.md lists
 // the layout of each). Files:
 //   tasks_registry.c  the task table: names, folders, file names per split, readers, metrics
+//   tasks_mmlu.c      MMLU: the 57 subjects and their groups, the CSV reader, its records
 //   tasks_read.c      the record readers of each task (jsonl/json/tsv/txt, label files)
 //   tasks_text.c      text helpers: lm-eval's preprocessing, Python str semantics, jsonl lines
 //   tasks_prompt.c    few-shot sampling (Python's random.Random) and (context, continuation)s
 //   tasks_score.c     log-likelihood of requests through the model's forward (shared prefixes)
-//   tasks_metrics.c   acc, acc_norm, perplexity, standard errors, paired differences
+//   tasks_metrics.c   acc, acc_norm, perplexity, standard errors, paired differences, groups
 #ifndef AE_EVAL_TASKS_H
 #define AE_EVAL_TASKS_H
 
@@ -47,24 +48,52 @@ typedef struct {
 
 typedef enum { AE_SPLIT_TRAIN = 0, AE_SPLIT_VALIDATION = 1, AE_SPLIT_TEST = 2 } ae_split_id;
 
-// Reader of one split file into docs (tasks_read.c). Errors name the file and line.
-typedef ae_status (*ae_task_reader)(const char *path, ae_task_split *out);
+typedef struct ae_task_def ae_task_def;
 
-typedef struct {
+// Reader of one split file into docs (tasks_read.c, tasks_mmlu.c). Errors name the file and line.
+typedef ae_status (*ae_task_reader)(const ae_task_def *def, const char *path, ae_task_split *out);
+
+struct ae_task_def {
     const char *name;   // "arc_easy"
     const char *folder; // sub-folder of the data folder
     ae_task_kind kind;
     int metrics;        // AE_METRIC_* the task reports (lm-eval's metric_list)
     // File names tried in order for each split (train, validation, test); an empty list means
-    // lm-eval's task has no such split.
+    // lm-eval's task has no such split. "%s" stands for the subject (MMLU).
     const char *files[3][4];
     ae_task_reader read;
-} ae_task_def;
+    // MMLU (lm-eval's mmlu/default): the subject ("high_school_us_history"), which names its
+    // files, its description line and the "subject" of an all/ export; NULL for other tasks.
+    const char *subject;
+    const char *group;  // the category group of an MMLU subject ("mmlu_stem"), else NULL
+    // 1: lm-eval's YAML names the few-shot split (MMLU's dev, read into the train slot), the
+    // only pool, and its sampler is first_n (the first K examples in order, no randomness).
+    int fewshot_first_n;
+};
 
 // All tasks, in a fixed order; NULL when unknown.
 const ae_task_def *ae_task_find(const char *name);
 int ae_task_count(void);
 const ae_task_def *ae_task_at(int i);
+// File name i (0-based) that split s of the task tries, with the subject filled in (heap), or
+// NULL past the last one.
+char *ae_task_file_name(const ae_task_def *def, int s, int i);
+// lm-eval's description line (prepended to every context): MMLU's "The following are multiple
+// choice questions (with answers) about <subject, _ as spaces>.\n\n"; "" for other tasks. Heap.
+char *ae_task_description(const ae_task_def *def);
+
+// Groups of tasks (lm-eval group YAMLs): "mmlu" (the 57 subjects) and its categories
+// "mmlu_stem", "mmlu_humanities", "mmlu_social_sciences", "mmlu_other". lm-eval aggregates a
+// group over its leaf tasks with weight_by_size: the mean over all their items (micro average).
+typedef struct {
+    const char *name;
+    const char *category; // the subjects' ae_task_def.group this group takes; NULL: every subject
+} ae_task_group;
+const ae_task_group *ae_task_group_find(const char *name); // NULL when not a group
+int ae_task_group_count(void);
+const ae_task_group *ae_task_group_at(int i);
+// Whether task def belongs to group g.
+int ae_task_group_has(const ae_task_group *g, const ae_task_def *def);
 
 typedef struct {
     const ae_task_def *def;
@@ -94,8 +123,9 @@ typedef struct {
 
 // Builds the requests of the first `limit` documents (all when limit <= 0) of the evaluation
 // split with `shots` few-shot examples drawn as lm-eval draws them (random.Random(seed),
-// seed 1234 by default, one generator for the whole task, documents in order). AE_ERR_ARG when
-// shots exceed the examples available.
+// seed 1234 by default, one generator for the whole task, documents in order; first_n tasks:
+// the first `shots` examples), after the task's description. AE_ERR_ARG when shots exceed the
+// examples available.
 ae_status ae_task_build(const ae_task *t, int shots, int limit, uint64_t seed,
                         ae_task_item **items, int *n_items);
 void ae_task_items_free(ae_task_item *items, int n);
@@ -145,5 +175,12 @@ ae_metric_value ae_task_aggregate(int metric, const double *vals, int n);
 // the error of the mean log-likelihood difference carried by the delta method.
 ae_metric_value ae_task_paired_diff(int metric, const double *a, const double *b, int n);
 const char *ae_metric_name(int metric);
+// A group's value from its k tasks' values (v[i].value, v[i].stderr_) and sizes (items), as
+// lm-eval's Group.aggregate computes it. weight_by_size 1: sum(value * size) / sum(size) (the
+// micro average) with pooled_sample_stderr, sqrt(sum((n_i - 1) n_i se_i^2) / (N - k) / N);
+// 0: the unweighted mean (macro average) with sqrt(sum(se_i^2)) / k. The stderr is NaN when
+// any task's is (lm-eval: "N/A").
+ae_metric_value ae_task_group_aggregate(const ae_metric_value *v, const int *sizes, int k,
+                                        int weight_by_size);
 
 #endif

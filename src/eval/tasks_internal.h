@@ -40,6 +40,13 @@ ae_status ae_lines_foreach(const char *path, ae_line_fn fn, void *ud);
 // (records numbered by their line of the file).
 typedef ae_status (*ae_json_rec_fn)(void *ud, const cJSON *rec, int lineno);
 ae_status ae_jsonl_foreach(const char *path, ae_json_rec_fn fn, void *ud);
+// Each record of a CSV file (RFC 4180 as Python's csv.reader reads it, excel dialect: ","
+// separates, '"' quotes a field that starts with it, "" inside quotes is one '"', newlines
+// inside quotes belong to the field, CRLF or LF ends a record, a '"' inside an unquoted field
+// is kept), numbered by the line it starts on; blank lines are skipped. AE_ERR_FORMAT
+// "<path>:<line>: ..." for a quoted field left open, a bare CR outside quotes, invalid UTF-8.
+typedef ae_status (*ae_csv_rec_fn)(void *ud, char **fields, int n, int lineno);
+ae_status ae_csv_foreach(const char *path, ae_csv_rec_fn fn, void *ud);
 
 // ---- record fields (messages "<path>:<line>: field "x": ...") ----
 typedef struct {
@@ -51,6 +58,8 @@ const char *ae_rec_str(const ae_rec_ctx *c, const cJSON *rec, const char *key);
 // A JSON array field of strings; returns the count, or -1 (error set).
 int ae_rec_str_array(const ae_rec_ctx *c, const cJSON *rec, const char *key, const char **out,
                      int max);
+// An index field in [0, n): a JSON integer or a string holding one ("0", "1") (tasks_read.c).
+ae_status ae_rec_index(const ae_rec_ctx *c, const cJSON *rec, const char *key, int n, int *out);
 ae_status ae_rec_error(const ae_rec_ctx *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -59,15 +68,27 @@ ae_status ae_rec_error(const ae_rec_ctx *c, const char *fmt, ...)
 ae_status ae_split_push(ae_task_split *s, ae_task_doc *d);
 void ae_task_doc_free(ae_task_doc *d);
 
-// ---- readers (tasks_read.c) ----
-ae_status ae_read_arc(const char *path, ae_task_split *out);
-ae_status ae_read_openbookqa(const char *path, ae_task_split *out);
-ae_status ae_read_hellaswag(const char *path, ae_task_split *out);
-ae_status ae_read_piqa(const char *path, ae_task_split *out);
-ae_status ae_read_boolq(const char *path, ae_task_split *out);
-ae_status ae_read_lambada(const char *path, ae_task_split *out);
-ae_status ae_read_winogrande(const char *path, ae_task_split *out);
-ae_status ae_read_sciq(const char *path, ae_task_split *out);
+// ---- readers (tasks_read.c, tasks_mmlu.c) ----
+ae_status ae_read_arc(const ae_task_def *def, const char *path, ae_task_split *out);
+ae_status ae_read_openbookqa(const ae_task_def *def, const char *path, ae_task_split *out);
+ae_status ae_read_hellaswag(const ae_task_def *def, const char *path, ae_task_split *out);
+ae_status ae_read_piqa(const ae_task_def *def, const char *path, ae_task_split *out);
+ae_status ae_read_boolq(const ae_task_def *def, const char *path, ae_task_split *out);
+ae_status ae_read_lambada(const ae_task_def *def, const char *path, ae_task_split *out);
+ae_status ae_read_winogrande(const ae_task_def *def, const char *path, ae_task_split *out);
+ae_status ae_read_sciq(const ae_task_def *def, const char *path, ae_task_split *out);
+// MMLU: Hendrycks' CSV (question, A, B, C, D, answer letter) or the Hugging Face cais/mmlu
+// export ({question, subject, choices: [4], answer: 0-3}; an all/ file keeps def's subject).
+ae_status ae_read_mmlu(const ae_task_def *def, const char *path, ae_task_split *out);
+// The MMLU subject tasks (tasks_mmlu.c), appended to the task table by tasks_registry.c.
+int ae_mmlu_count(void);
+const ae_task_def *ae_mmlu_at(int i);
+// Adds a multiple-choice doc (tasks_read.c): takes text (may be NULL: AE_ERR_NOMEM), copies
+// the choices.
+ae_status ae_push_mc(ae_task_split *out, int line, char *text, const char *const *choices, int n, int gold);
+
+// The file names split s of a task tries, ", "-separated, into buf (tasks_registry.c).
+void ae_task_split_names(const ae_task_def *d, int s, char *buf, size_t n);
 
 // ---- Python's random.Random (MT19937) as lm-eval's few-shot sampler uses it ----
 typedef struct {

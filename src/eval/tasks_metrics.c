@@ -4,6 +4,8 @@
 //   acc       every continuation token is the greedy one                       loglikelihood
 //   perplexity exp(-mean ll)                                                   loglikelihood
 // Standard error of a mean: sample standard deviation / sqrt(n) (lm-eval's mean_stderr).
+// Groups (lm-eval's Group.aggregate over leaf tasks): weight_by_size, the size-weighted mean
+// with pooled_sample_stderr; otherwise the plain mean with unweighted_mean_stderr.
 // lm-eval bootstraps the perplexity's error (100,000 resamples); here it is the delta method,
 // ppl · stderr(mean ll), which the bootstrap approximates.
 #include <math.h>
@@ -90,4 +92,30 @@ ae_metric_value ae_task_paired_diff(int metric, const double *a, const double *b
         v.stderr_ = se;
     }
     return v;
+}
+
+ae_metric_value ae_task_group_aggregate(const ae_metric_value *v, const int *sizes, int k,
+                                        int weight_by_size) {
+    ae_metric_value g = {NAN, NAN};
+    double num = 0, den = 0, var = 0, se2 = 0;
+    long total = 0;
+    int have_se = 1;
+    for (int i = 0; i < k; i++) {
+        double w = weight_by_size ? sizes[i] : 1;
+        num += v[i].value * w;
+        den += w;
+        total += sizes[i];
+        have_se &= !isnan(v[i].stderr_);
+        double s2 = v[i].stderr_ * v[i].stderr_;
+        var += (sizes[i] - 1.0) * s2 * sizes[i]; // lm-eval's (size - 1) * stderr**2 * size
+        se2 += s2;
+    }
+    if (k == 0 || den == 0) return g;
+    g.value = num / den;
+    if (!have_se) return g;
+    if (weight_by_size) // lm-eval's pooled_sample_stderr
+        g.stderr_ = total > k ? sqrt(var / (double)(total - k) / (double)total) : NAN;
+    else // unweighted_mean_stderr
+        g.stderr_ = sqrt(se2) / k;
+    return g;
 }

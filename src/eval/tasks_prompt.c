@@ -1,13 +1,14 @@
 // Requests of each evaluated document, as lm-eval's ConfigurableTask.fewshot_context and
 // construct_requests build them (plain text, no chat template):
-//   context  = Σ over shots (q_s + target_delimiter + a_s + fewshot_delimiter) + q
+//   context  = description + Σ over shots (q_s + target_delimiter + a_s + fewshot_delimiter) + q
 //   requests = (context, target_delimiter + choice) per choice           multiple choice
 //              (context, target)                                          loglikelihood
 //              (Σ shots + choice_i, target_delimiter + target) per choice multiple input
 // with target_delimiter " " and fewshot_delimiter "\n\n" (every task here keeps the defaults).
 // Shots are drawn by lm-eval's ContextSampler: one random.Random(seed) per task, sample(pool, k)
 // per document in order, k = shots + 1 and the evaluated document dropped when the task has no
-// test split (lm-eval: fewshot_split == test_split, both null).
+// test split (lm-eval: fewshot_split == test_split, both null). A first_n task (MMLU) takes
+// the first K examples of its few-shot split, in order, for every document.
 #include <stdlib.h>
 #include <string.h>
 
@@ -162,6 +163,12 @@ ae_status ae_task_build(const ae_task *t, int shots, int limit, uint64_t seed,
     const ae_task_split *pool = NULL;
     int draws = 0, same = 0;
     if (shots > 0) {
+        if (t->fewshot_split < 0 && t->def->fewshot_first_n) {
+            char names[512];
+            ae_task_split_names(t->def, AE_SPLIT_TRAIN, names, sizeof names);
+            return ae_errorf(AE_ERR_ARG, "%s: --shots %d: the task draws its shots from its dev split: no such "
+                             "file (looked for %s in its folder)", t->def->name, shots, names);
+        }
         if (t->fewshot_split < 0)
             return ae_errorf(AE_ERR_ARG, "%s: --shots %d: the task has no examples to draw shots from",
                              t->def->name, shots);
@@ -174,9 +181,11 @@ ae_status ae_task_build(const ae_task *t, int shots, int limit, uint64_t seed,
     }
     ae_task_item *it = ae_calloc((size_t)n, sizeof *it);
     int *idx = ae_malloc(sizeof(int) * (size_t)(draws + 1));
-    if (!it || !idx) {
+    char *desc = ae_task_description(t->def);
+    if (!it || !idx || !desc) {
         free(it);
         free(idx);
+        free(desc);
         return AE_ERR_NOMEM;
     }
     ae_pyrandom rng;
@@ -184,8 +193,12 @@ ae_status ae_task_build(const ae_task *t, int shots, int limit, uint64_t seed,
     ae_status st = AE_OK;
     for (int i = 0; i < n && st == AE_OK; i++) {
         ae_sbuf pre = {0};
+        ae_sbuf_adds(&pre, desc);
         if (shots > 0) {
-            st = ae_pyrandom_sample(&rng, pool->n, draws, idx);
+            if (t->def->fewshot_first_n) // lm-eval's FirstNSampler: pool[:shots]
+                for (int s = 0; s < draws; s++) idx[s] = s;
+            else
+                st = ae_pyrandom_sample(&rng, pool->n, draws, idx);
             int kept = 0;
             for (int s = 0; st == AE_OK && s < draws && kept < shots; s++) {
                 if (t->fewshot_extra && same && idx[s] == i) continue; // rm_eval_doc
@@ -204,6 +217,7 @@ ae_status ae_task_build(const ae_task *t, int shots, int limit, uint64_t seed,
         free(prefix);
     }
     free(idx);
+    free(desc);
     if (st != AE_OK) {
         ae_task_items_free(it, n);
         return st;

@@ -23,8 +23,7 @@ static int ends_with(const char *s, const char *suf) {
     return a >= b && strcmp(s + a - b, suf) == 0;
 }
 
-// Adds a multiple-choice doc: text and choices are copied.
-static ae_status push_mc(rd *r, int line, char *text, const char *const *choices, int n, int gold) {
+ae_status ae_push_mc(ae_task_split *out, int line, char *text, const char *const *choices, int n, int gold) {
     ae_task_doc d = {0};
     d.text = text;
     d.line = line;
@@ -40,11 +39,15 @@ static ae_status push_mc(rd *r, int line, char *text, const char *const *choices
             ae_task_doc_free(&d);
             return AE_ERR_NOMEM;
         }
-    return ae_split_push(r->out, &d);
+    return ae_split_push(out, &d);
+}
+
+static ae_status push_mc(rd *r, int line, char *text, const char *const *choices, int n, int gold) {
+    return ae_push_mc(r->out, line, text, choices, n, gold);
 }
 
 // A label field: JSON int, or a string holding an int ("0", "1"), in [0, n).
-static ae_status int_label(const ae_rec_ctx *c, const cJSON *rec, const char *key, int n, int *out) {
+ae_status ae_rec_index(const ae_rec_ctx *c, const cJSON *rec, const char *key, int n, int *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(rec, key);
     char *end = NULL;
     long x = -1;
@@ -108,7 +111,8 @@ static ae_status arc_rec(void *ud, const cJSON *rec, int line) {
     return push_mc(r, line, ae_strfmt("Question: %s\nAnswer:", stem), texts, n, gold);
 }
 
-ae_status ae_read_arc(const char *path, ae_task_split *out) {
+ae_status ae_read_arc(const ae_task_def *def, const char *path, ae_task_split *out) {
+    (void)def;
     rd r = {path, out, NULL, 0};
     return ae_jsonl_foreach(path, arc_rec, &r);
 }
@@ -172,7 +176,8 @@ static ae_status obqa_tsv_line(void *ud, char *line, int lineno) {
     return push_mc(r, lineno, ae_strdup(col[1]), texts, k, gold);
 }
 
-ae_status ae_read_openbookqa(const char *path, ae_task_split *out) {
+ae_status ae_read_openbookqa(const ae_task_def *def, const char *path, ae_task_split *out) {
+    (void)def;
     rd r = {path, out, NULL, 0};
     if (ends_with(path, ".tsv")) return ae_lines_foreach(path, obqa_tsv_line, &r);
     return ae_jsonl_foreach(path, obqa_rec, &r);
@@ -200,7 +205,7 @@ static ae_status hs_rec(void *ud, const cJSON *rec, int line) {
         return AE_ERR_FORMAT;
     int n = ae_rec_str_array(&c, rec, "endings", endings, MAX_CHOICES), gold;
     if (n < 0) return AE_ERR_FORMAT;
-    AE_TRY(int_label(&c, rec, "label", n, &gold));
+    AE_TRY(ae_rec_index(&c, rec, "label", n, &gold));
     char *cap = ae_py_capitalize(cb); // ctx = ctx_a + " " + ctx_b.capitalize()
     char *q = cap ? ae_strfmt("%s: %s %s", act, ca, cap) : NULL;
     free(cap);
@@ -235,7 +240,8 @@ static ae_status hs_txt_line(void *ud, char *line, int lineno) {
     return st;
 }
 
-ae_status ae_read_hellaswag(const char *path, ae_task_split *out) {
+ae_status ae_read_hellaswag(const ae_task_def *def, const char *path, ae_task_split *out) {
+    (void)def;
     rd r = {path, out, NULL, 0};
     if (!ends_with(path, ".txt")) return ae_jsonl_foreach(path, hs_rec, &r);
     hs_txt h = {&r, {0}, 0, 0};
@@ -256,7 +262,7 @@ static ae_status piqa_rec(void *ud, const cJSON *rec, int line) {
         !(sol[1] = ae_rec_str(&c, rec, "sol2")))
         return AE_ERR_FORMAT;
     int gold = 0;
-    if (cJSON_GetObjectItemCaseSensitive(rec, "label")) AE_TRY(int_label(&c, rec, "label", 2, &gold));
+    if (cJSON_GetObjectItemCaseSensitive(rec, "label")) AE_TRY(ae_rec_index(&c, rec, "label", 2, &gold));
     else {
         int k = r->out->n;
         if (!r->labels) return ae_rec_error(&c, "no \"label\" field and no labels file beside the data");
@@ -281,7 +287,8 @@ static ae_status label_line(void *ud, char *line, int lineno) {
     return (r->labels[r->n_labels++] = ae_strdup(line)) ? AE_OK : AE_ERR_NOMEM;
 }
 
-ae_status ae_read_piqa(const char *path, ae_task_split *out) {
+ae_status ae_read_piqa(const ae_task_def *def, const char *path, ae_task_split *out) {
+    (void)def;
     rd r = {path, out, NULL, 0};
     ae_status st = AE_OK;
     if (ends_with(path, ".jsonl")) { // valid.jsonl -> valid-labels.lst
@@ -315,7 +322,7 @@ static ae_status boolq_rec(void *ud, const cJSON *rec, int line) {
     if (cJSON_IsBool(l)) gold = cJSON_IsTrue(l);
     else if (cJSON_IsString(l) && !strcmp(l->valuestring, "true")) gold = 1;
     else if (cJSON_IsString(l) && !strcmp(l->valuestring, "false")) gold = 0;
-    else if (l && !cJSON_IsString(l)) AE_TRY(int_label(&c, rec, "label", 2, &gold));
+    else if (l && !cJSON_IsString(l)) AE_TRY(ae_rec_index(&c, rec, "label", 2, &gold));
     if (gold < 0)
         return ae_rec_error(&c, "field \"label\" %s (expected true/false or 0/1; the original Google "
                                 "layout with \"answer\" is not read: use SuperGLUE's)", l ? "is invalid" : "is missing");
@@ -323,7 +330,8 @@ static ae_status boolq_rec(void *ud, const cJSON *rec, int line) {
     return push_mc(r, line, ae_strfmt("%s\nQuestion: %s?\nAnswer:", passage, question), yn, 2, gold);
 }
 
-ae_status ae_read_boolq(const char *path, ae_task_split *out) {
+ae_status ae_read_boolq(const ae_task_def *def, const char *path, ae_task_split *out) {
+    (void)def;
     rd r = {path, out, NULL, 0};
     return ae_jsonl_foreach(path, boolq_rec, &r);
 }
@@ -357,7 +365,8 @@ static ae_status lambada_rec(void *ud, const cJSON *rec, int line) {
     return ae_split_push(r->out, &d);
 }
 
-ae_status ae_read_lambada(const char *path, ae_task_split *out) {
+ae_status ae_read_lambada(const ae_task_def *def, const char *path, ae_task_split *out) {
+    (void)def;
     rd r = {path, out, NULL, 0};
     return ae_jsonl_foreach(path, lambada_rec, &r);
 }
@@ -390,7 +399,8 @@ static ae_status wino_rec(void *ud, const cJSON *rec, int line) {
     return ae_split_push(r->out, &d);
 }
 
-ae_status ae_read_winogrande(const char *path, ae_task_split *out) {
+ae_status ae_read_winogrande(const ae_task_def *def, const char *path, ae_task_split *out) {
+    (void)def;
     rd r = {path, out, NULL, 0};
     return ae_jsonl_foreach(path, wino_rec, &r);
 }
@@ -411,7 +421,8 @@ static ae_status sciq_rec(void *ud, const cJSON *rec, int line) {
     return push_mc(r, line, text, ch, 4, 3);
 }
 
-ae_status ae_read_sciq(const char *path, ae_task_split *out) {
+ae_status ae_read_sciq(const ae_task_def *def, const char *path, ae_task_split *out) {
+    (void)def;
     rd r = {path, out, NULL, 0};
     return ae_jsonl_foreach(path, sciq_rec, &r);
 }

@@ -170,25 +170,32 @@ char *ae_hellaswag_preprocess(const char *s) {
     return d;
 }
 
-ae_status ae_lines_foreach(const char *path, ae_line_fn fn, void *ud) {
-    AE_TRY(ae_file_check_regular("data file", path, "a text file"));
-    char *text;
-    size_t len;
-    AE_TRY(ae_file_read_all(path, &text, &len));
-    // UTF-8 check up front, so that a bad byte is reported with its line.
+// Reads a whole text file, checked up front to be UTF-8 without NULs (so that a bad byte is
+// reported with its line). *text: heap, NUL-terminated.
+static ae_status read_text(const char *path, const char *expected, char **text, size_t *len) {
+    AE_TRY(ae_file_check_regular("data file", path, expected));
+    AE_TRY(ae_file_read_all(path, text, len));
     int line = 1;
-    for (size_t i = 0; i < len;) {
+    for (size_t i = 0; i < *len;) {
         utf8proc_int32_t cp;
-        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)text + i, (utf8proc_ssize_t)(len - i), &cp);
+        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)*text + i, (utf8proc_ssize_t)(*len - i), &cp);
         if (k <= 0 || cp == 0) {
-            free(text);
+            free(*text);
+            *text = NULL;
             return ae_errorf(AE_ERR_FORMAT, "%s:%d: not valid UTF-8 text (byte offset %zu)", path, line, i);
         }
         if (cp == '\n') line++;
         i += (size_t)k;
     }
+    return AE_OK;
+}
+
+ae_status ae_lines_foreach(const char *path, ae_line_fn fn, void *ud) {
+    char *text;
+    size_t len;
+    AE_TRY(read_text(path, "a text file", &text, &len));
     ae_status st = AE_OK;
-    line = 0;
+    int line = 0;
     for (char *p = text; st == AE_OK && p < text + len;) {
         char *nl = memchr(p, '\n', (size_t)(text + len - p));
         char *end = nl ? nl : text + len;
@@ -197,6 +204,102 @@ ae_status ae_lines_foreach(const char *path, ae_line_fn fn, void *ud) {
         st = fn(ud, p, ++line);
         p = end + 1;
     }
+    free(text);
+    return st;
+}
+
+// ---- CSV (Python csv.reader, excel dialect, strict=False) ----
+typedef struct {
+    char **f;       // (n) fields of the record being read
+    int n, cap;
+    ae_sbuf cur;    // the field being read
+} csv_rec;
+
+static ae_status csv_end_field(csv_rec *r) {
+    char *s = ae_sbuf_take(&r->cur);
+    if (!s) return AE_ERR_NOMEM;
+    if (r->n == r->cap) {
+        int cap = r->cap ? 2 * r->cap : 8;
+        char **p = ae_realloc(r->f, sizeof *p * (size_t)cap);
+        if (!p) {
+            free(s);
+            return AE_ERR_NOMEM;
+        }
+        r->f = p;
+        r->cap = cap;
+    }
+    r->f[r->n++] = s;
+    return AE_OK;
+}
+
+static void csv_clear(csv_rec *r) {
+    for (int i = 0; i < r->n; i++) free(r->f[i]);
+    r->n = 0;
+}
+
+enum { CSV_START, CSV_FIELD, CSV_QUOTED, CSV_QUOTE_IN_QUOTED };
+
+ae_status ae_csv_foreach(const char *path, ae_csv_rec_fn fn, void *ud) {
+    char *text;
+    size_t len;
+    AE_TRY(read_text(path, "a CSV file", &text, &len));
+    csv_rec r = {0};
+    ae_status st = AE_OK;
+    int state = CSV_START, line = 1, rec_line = 1, fresh = 1; // fresh: nothing of the record yet
+    for (size_t i = 0; st == AE_OK && i <= len; i++) {
+        char c = i < len ? text[i] : '\0'; // '\0': the end of the file
+        int eol = c == '\n' || c == '\r' || c == '\0';
+        if (fresh) rec_line = line;
+        if (c == '\r' && state != CSV_QUOTED) {
+            if (i + 1 < len && text[i + 1] != '\n') {
+                st = ae_errorf(AE_ERR_FORMAT, "%s:%d: a carriage return without a line feed outside quotes",
+                               path, line);
+                break;
+            }
+            if (i + 1 < len) i++; // CRLF: one line end (a CR that ends the file too)
+            c = '\n';
+        }
+        if (state == CSV_QUOTED) {
+            if (c == '\0') {
+                st = ae_errorf(AE_ERR_FORMAT, "%s:%d: the quoted field that starts on this line is not closed",
+                               path, rec_line);
+                break;
+            }
+            if (c == '"') state = CSV_QUOTE_IN_QUOTED;
+            else ae_sbuf_add(&r.cur, &c, 1);
+            if (c == '\n') line++;
+            continue;
+        }
+        if (state == CSV_QUOTE_IN_QUOTED && c == '"') { // "" inside quotes: one quote
+            ae_sbuf_add(&r.cur, &c, 1);
+            state = CSV_QUOTED;
+            continue;
+        }
+        if (eol) {
+            if (!fresh) { // a blank line is no record
+                st = csv_end_field(&r);
+                if (st == AE_OK) st = fn(ud, r.f, r.n, rec_line);
+                csv_clear(&r);
+            }
+            fresh = 1;
+            state = CSV_START;
+            if (c == '\n') line++;
+            continue;
+        }
+        fresh = 0;
+        if (c == ',') {
+            st = csv_end_field(&r);
+            state = CSV_START;
+        } else if (c == '"' && state == CSV_START) {
+            state = CSV_QUOTED;
+        } else { // a quote inside an unquoted field, or text after a closing quote, is kept
+            ae_sbuf_add(&r.cur, &c, 1);
+            state = CSV_FIELD;
+        }
+    }
+    csv_clear(&r);
+    free(r.f);
+    free(r.cur.s);
     free(text);
     return st;
 }
