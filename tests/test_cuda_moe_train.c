@@ -311,8 +311,9 @@ static void check_expert_out(float *got[2], const float *ref, const float *y0, s
     free(got[0]), free(got[1]);
 }
 
-// Forward with n = 1 and 2 (y in ydt) and backward with n = 1 and 2, overwriting and
-// accumulating (dx in ydt), for the slot groups off (E + 1) and `tail` rows past them.
+// Forward with n = 1 and 2 (y in ydt) and backward with n = 1 and 2, overwriting dx (in ydt)
+// without weight gradients, then accumulating into dx and into F32 weight gradients (k_expert_dw),
+// for the slot groups off (E + 1) and `tail` rows past them.
 static void run_expert_matmul(ae_rng *r, const int32_t *off, int E, int tail, int N, int Kd,
                               ae_dtype ydt) {
     int S = off[E] + tail;
@@ -321,6 +322,7 @@ static void run_expert_matmul(ae_rng *r, const int32_t *off, int E, int tail, in
     float *y0 = hnormal(r, ny, 1.0f, ydt);
     float *w[2] = {hnormal(r, nw, 1.0f, AE_DT_BF16), hnormal(r, nw, 1.0f, AE_DT_BF16)};
     float *dy[2] = {hnormal(r, ny, 1.0f, AE_DT_BF16), hnormal(r, ny, 1.0f, AE_DT_BF16)};
+    float *dw0 = hnormal(r, nw, 1.0f, AE_DT_F32); // the weight gradients' earlier contents
     ae_ptr goff = dput(off, AE_DT_I32, (size_t)E + 1, AE_DT_I32);
     ae_ptr gx = dput(x, AE_DT_F32, nx, AE_DT_BF16);
     ae_ptr gw[2], gdy[2], hw[2], hdy[2];
@@ -350,25 +352,43 @@ static void run_expert_matmul(ae_rng *r, const int32_t *off, int E, int tail, in
         }
         free(ref[0]), free(ref[1]);
         for (int acc = 0; acc < 2; acc++) {
-            float *dref = malloc(sizeof(float) * nx), *dgot[2];
+            // dx (overwritten, then accumulated into) and, on the second pass, the weight
+            // gradients too (accumulated into F32 buffers holding dw0: --train all)
+            float *dref = malloc(sizeof(float) * nx), *dgot[2], *wref[2], *wgot[2][2];
+            ae_ptr hwg[2];
             memcpy(dref, x0, sizeof(float) * nx);
-            g_cpu->expert_matmul_bwd(g_cpu, n, ae_host_f32(dref), hdy, hw, ae_host_i32(off), S, E,
-                                     N, Kd, acc);
+            for (int i = 0; i < n; i++) {
+                wref[i] = malloc(sizeof(float) * nw), memcpy(wref[i], dw0, sizeof(float) * nw);
+                hwg[i] = ae_host_f32(wref[i]);
+            }
+            g_cpu->expert_matmul_bwd(g_cpu, n, ae_host_f32(dref), acc ? hwg : NULL, hdy,
+                                     ae_host_f32(x), hw, ae_host_i32(off), S, E, N, Kd, acc);
             for (int run = 0; run < 2; run++) {
-                ae_ptr gdx = dput(x0, AE_DT_F32, nx, ydt);
-                g_gpu->expert_matmul_bwd(g_gpu, n, gdx, gdy, gw, goff, S, E, N, Kd, acc);
+                ae_ptr gdx = dput(x0, AE_DT_F32, nx, ydt), gwg[2];
+                for (int i = 0; i < n; i++) gwg[i] = dput(dw0, AE_DT_F32, nw, AE_DT_F32);
+                g_gpu->expert_matmul_bwd(g_gpu, n, gdx, acc ? gwg : NULL, gdy, gx, gw, goff, S, E,
+                                         N, Kd, acc);
                 dgot[run] = dget(gdx, nx);
                 g_gpu->free(g_gpu, gdx);
+                for (int i = 0; i < n; i++) wgot[i][run] = dget(gwg[i], nw), g_gpu->free(g_gpu, gwg[i]);
             }
             snprintf(what, sizeof what, "expert_matmul_bwd n=%d E=%d S=%d N=%d Kd=%d dx %s%s", n,
                      E, S, N, Kd, ae_dtype_name(ydt), acc ? " accumulate" : "");
             check_expert_out(dgot, dref, x0, nx, (size_t)off[E] * Kd, tol, what);
+            for (int i = 0; i < n; i++) {
+                snprintf(what, sizeof what, "expert_matmul_bwd n=%d E=%d S=%d N=%d Kd=%d dw[%d] F32 "
+                         "%s", n, E, S, N, Kd, i, acc ? "(+= dw0)" : "(not asked: dw0 kept)");
+                // not asked for (dw null): the buffers must keep dw0 exactly
+                check_expert_out(wgot[i], acc ? wref[i] : dw0, dw0, nw, acc ? nw : 0,
+                                 TOL_GEMM_F32, what);
+                free(wref[i]);
+            }
             free(dref);
         }
     }
     g_gpu->free(g_gpu, goff), g_gpu->free(g_gpu, gx);
     for (int i = 0; i < 2; i++) g_gpu->free(g_gpu, gw[i]), g_gpu->free(g_gpu, gdy[i]), free(w[i]), free(dy[i]);
-    free(x), free(x0), free(y0);
+    free(x), free(x0), free(y0), free(dw0);
 }
 
 // off (E + 1) from slot counts per expert.

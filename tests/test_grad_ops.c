@@ -731,8 +731,8 @@ static double expert_loss(void *p) {
 }
 
 // expert_matmul against the double loop (each product, every row of every expert; rows past
-// off[E] untouched) and expert_matmul_bwd against finite differences of the summed loss in x,
-// overwriting and accumulating. Uneven counts, empty experts (first, middle, last), an expert
+// off[E] untouched) and expert_matmul_bwd against finite differences of the summed loss in x
+// (overwriting and accumulating) and in the weights (accumulating; empty experts get zeros). Uneven counts, empty experts (first, middle, last), an expert
 // alone, shapes that are no multiple of any tile.
 static void test_expert_matmul(void **state) {
     (void)state;
@@ -766,17 +766,30 @@ static void test_expert_matmul(void **state) {
             }
             ctx.n = n, ctx.w[0] = w0;
             float *dx = fconst(nx, NAN); // overwritten (rows past off[E] stay NaN)
-            be->expert_matmul_bwd(be, n, ae_host_f32(dx), pR, pw, ae_host_i32(off), S, E, N, Kd, 0);
+            float *dw[2] = {fconst(nw, 0.0f), fconst(nw, 0.0f)}; // accumulated into
+            ae_ptr pdw[2] = {ae_host_f32(dw[0]), ae_host_f32(dw[1])};
+            be->expert_matmul_bwd(be, n, ae_host_f32(dx), pdw, pR, ae_host_f32(x), pw,
+                                  ae_host_i32(off), S, E, N, Kd, 0);
             for (size_t q = (size_t)off[E] * Kd; q < nx; q++)
                 if (!isnan(dx[q])) fail_msg("expert_matmul_bwd wrote row %zu past off[E]", q / Kd);
             check_fd(n == 2 ? "expert_matmul_bwd (two products) dx" : "expert_matmul_bwd dx",
                      expert_loss, &ctx, ctx.x, (size_t)off[E] * Kd, dx, &r);
+            for (int i = 0; i < n; i++)
+                check_fd(i ? "expert_matmul_bwd dw[1]" : "expert_matmul_bwd dw[0]", expert_loss,
+                         &ctx, ctx.w[i], nw, dw[i], &r);
+            // accumulating: dx = base + the gradient, dw = twice it; dx null: weights only
             float *acc = fvec(nx, &r), *base = malloc(sizeof(float) * nx);
-            memcpy(base, acc, sizeof(float) * nx);
-            be->expert_matmul_bwd(be, n, ae_host_f32(acc), pR, pw, ae_host_i32(off), S, E, N, Kd, 1);
+            float *dw1 = malloc(sizeof(float) * nw);
+            memcpy(base, acc, sizeof(float) * nx), memcpy(dw1, dw[0], sizeof(float) * nw);
+            be->expert_matmul_bwd(be, n, ae_host_f32(acc), NULL, pR, ae_host_f32(x), pw,
+                                  ae_host_i32(off), S, E, N, Kd, 1);
             check_accum("expert_matmul_bwd (accumulate) dx", acc, base, dx, 1.0f, (size_t)off[E] * Kd);
+            be->expert_matmul_bwd(be, n, ae_ptr_null(), pdw, pR, ae_host_f32(x), pw,
+                                  ae_host_i32(off), S, E, N, Kd, 0);
+            float *zero = fconst(nw, 0.0f);
+            check_accum("expert_matmul_bwd (accumulate) dw[0]", dw[0], zero, dw1, 2.0f, nw);
             free(x), free(w[0]), free(w[1]), free(R[0]), free(R[1]), free(y[0]), free(y[1]);
-            free(dx), free(acc), free(base);
+            free(dx), free(acc), free(base), free(dw[0]), free(dw[1]), free(dw1), free(zero);
             free(ctx.x), free(ctx.w[0]), free(ctx.w[1]), free(ctx.R[0]), free(ctx.R[1]), free(ctx.y);
         }
 }

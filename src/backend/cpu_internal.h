@@ -85,9 +85,9 @@ void ae_cpu_moe_route_bwd(const ae_backend *be, ae_ptr dz, ae_ptr dw, ae_ptr pro
                           int T, int E, int K, int renorm);
 void ae_cpu_expert_matmul(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
                           ae_ptr off, int S, int E, int N, int Kd);
-void ae_cpu_expert_matmul_bwd(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dy,
-                              const ae_ptr *w, ae_ptr off, int S, int E, int N, int Kd,
-                              int accumulate);
+void ae_cpu_expert_matmul_bwd(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dw,
+                              const ae_ptr *dy, ae_ptr x, const ae_ptr *w, ae_ptr off, int S, int E,
+                              int N, int Kd, int accumulate);
 
 // cpu_scores.c
 void ae_cpu_nll_rows(const ae_backend *be, ae_ptr out, ae_ptr z, ae_ptr target, int T, int V);

@@ -133,20 +133,28 @@ void ae_cpu_expert_matmul(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x
     }
 }
 
-void ae_cpu_expert_matmul_bwd(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dy,
-                              const ae_ptr *w, ae_ptr offp, int S, int E, int N, int Kd,
-                              int accumulate) {
+void ae_cpu_expert_matmul_bwd(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dw,
+                              const ae_ptr *dy, ae_ptr x, const ae_ptr *w, ae_ptr offp, int S,
+                              int E, int N, int Kd, int accumulate) {
     const int32_t *off = expert_offsets(offp, S, E, "expert_matmul_bwd");
     for (int e = 0; e < E; e++) {
         int rows = off[e + 1] - off[e];
         if (rows == 0) continue;
         // dx rows (rows, Kd) (=|+=) dy[i] rows (rows, N) · w[i][e] (N, Kd), summed over i
-        ae_gemm_args g = {.M = rows, .N = Kd, .K = N, .batch = 1, .trans_a = 0, .trans_b = 0,
-                          .lda = N, .ldb = Kd, .ldy = Kd, .alpha = 1.0f};
+        ae_gemm_args gx = {.M = rows, .N = Kd, .K = N, .batch = 1, .trans_a = 0, .trans_b = 0,
+                           .lda = N, .ldb = Kd, .ldy = Kd, .alpha = 1.0f};
+        // dw[i][e] (N, Kd) += dy[i] rowsᵀ (N, rows) · x rows (rows, Kd)
+        ae_gemm_args gw = {.M = N, .N = Kd, .K = rows, .batch = 1, .trans_a = 1, .trans_b = 0,
+                           .lda = N, .ldb = Kd, .ldy = Kd, .alpha = 1.0f, .beta = 1.0f};
         for (int i = 0; i < n; i++) {
-            g.beta = accumulate || i > 0 ? 1.0f : 0.0f;
-            ae_cpu_gemm(be, &g, ae_ptr_at(dx, (size_t)off[e] * Kd),
-                        ae_ptr_at(dy[i], (size_t)off[e] * N), ae_ptr_at(w[i], (size_t)e * N * Kd));
+            ae_ptr dyi = ae_ptr_at(dy[i], (size_t)off[e] * N);
+            gx.beta = accumulate || i > 0 ? 1.0f : 0.0f;
+            if (!ae_ptr_is_null(dx))
+                ae_cpu_gemm(be, &gx, ae_ptr_at(dx, (size_t)off[e] * Kd), dyi,
+                            ae_ptr_at(w[i], (size_t)e * N * Kd));
+            if (dw && !ae_ptr_is_null(dw[i]))
+                ae_cpu_gemm(be, &gw, ae_ptr_at(dw[i], (size_t)e * N * Kd), dyi,
+                            ae_ptr_at(x, (size_t)off[e] * Kd));
         }
     }
 }

@@ -177,9 +177,9 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
                      ae_ptr w_gate, ae_ptr w_up, ae_ptr w_down, int T, int D, int Im, int E, int K);
 void ae_cuda_expert_matmul(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
                            ae_ptr off, int S, int E, int N, int Kd);
-void ae_cuda_expert_matmul_bwd(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dy,
-                               const ae_ptr *w, ae_ptr off, int S, int E, int N, int Kd,
-                               int accumulate);
+void ae_cuda_expert_matmul_bwd(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dw,
+                               const ae_ptr *dy, ae_ptr x, const ae_ptr *w, ae_ptr off, int S, int E,
+                               int N, int Kd, int accumulate);
 // cuda_moe_train.cu (MoE training: slot plan, combine and its backward, router backward)
 void ae_cuda_moe_plan(const ae_backend *be, ae_ptr off, ae_ptr pos, ae_ptr tok, ae_ptr idx, int T,
                       int K, int E);

@@ -35,7 +35,8 @@
 // weights are read K-major (shared-memory rows along the output columns, B fragments through
 // ldmatrix.trans) and the two products are one reduction of twice the depth into one
 // accumulator; dx is overwritten or added to (one rounding). Dense tiles (64 x 64, depth 32).
-// The expert weight gradients are not here (train/moe_train.c: one gemm per expert).
+// Weight gradients dW_e += dy[rows]ᵀ · x[rows]: k_expert_dw, one block per (expert, 64 x 64
+// tile of dW_e) walking the expert's rows in order (no atomics).
 // Agreement with the CPU (fp32 throughout): h is rounded to bf16 between the two GEMMs and y to
 // bf16 at the end, so expect bf16-level differences (relative L2 error ~2e-3 measured on random
 // data, a few 1e-3 of max |y| elementwise); the sums themselves are fp32. Slots whose expert id
@@ -461,6 +462,109 @@ __global__ void __launch_bounds__(kGemmThreads) k_expert_gemm(ExpertGemm p) {
         }
 }
 
+// ---- expert weight gradients ---------------------------------------------------------------------
+
+// dw[e] (N, Kd) += dy[rows]ᵀ · x[rows] over the rows off[e] .. off[e+1]−1 of expert e: a grouped
+// TN product reduced over each expert's own rows. Grid (Kd tiles, N tiles, experts): every
+// block owns one 64 x 64 tile of one expert's gradient and walks that expert's rows in order
+// (depth 32 per stage, 3 cp.async stages), so each value is added to once, in a fixed order: no
+// atomics, the same bits on every run. Both operands lie K-major in memory (a row of dy or x is
+// one step of the reduction), so both fragments come through ldmatrix.trans; rows past the
+// expert's range are zeros.
+struct ExpertDw {
+    const int *off;
+    const bf16 *dy, *x; // (S, N), (S, Kd)
+    float *dw;          // (E, N, Kd)
+    int N, Kd;
+    int vec_dy, vec_x;  // 16-byte loads allowed
+};
+
+constexpr int kDwBK = 32, kDwST = 3, kDwPitch = BN + 8;
+
+__global__ void __launch_bounds__(kGemmThreads) k_expert_dw(ExpertDw p) {
+    __shared__ __align__(16) bf16 sa[kDwST][kDwBK][kDwPitch]; // dy rows: [row][m]
+    __shared__ __align__(16) bf16 sb[kDwST][kDwBK][kDwPitch]; // x rows:  [row][n]
+    constexpr int CPR = BN / 8, RSTEP = kGemmThreads / CPR, LD = kDwBK / RSTEP;
+    constexpr int MI = 2, NJ = 4; // 2 x 2 warps of 32 x 32
+    int e = blockIdx.z, first = p.off[e], cnt = p.off[e + 1] - first;
+    if (cnt <= 0) return;
+    int m0 = blockIdx.y * BN, n0 = blockIdx.x * BN, tid = threadIdx.x;
+    int lr = tid / CPR, c8 = (tid % CPR) * 8;
+    auto load_stage = [&](int st, int kt) {
+#pragma unroll
+        for (int i = 0; i < LD; i++) {
+            int r = lr + RSTEP * i, row = kt * kDwBK + r;
+            bf16 *da = &sa[st][r][c8], *db = &sb[st][r][c8];
+            if (row < cnt) {
+                size_t q = (size_t)(first + row);
+                load8(da, p.dy + q * p.N, m0 + c8, p.N, p.vec_dy);
+                load8(db, p.x + q * p.Kd, n0 + c8, p.Kd, p.vec_x);
+            } else { // past the expert's rows: zeros, as they enter the reduction
+                *reinterpret_cast<uint4 *>(da) = make_uint4(0u, 0u, 0u, 0u);
+                *reinterpret_cast<uint4 *>(db) = make_uint4(0u, 0u, 0u, 0u);
+            }
+        }
+    };
+    int warp = tid >> 5, lane = tid & 31, wm = (warp >> 1) * 32, wn = (warp & 1) * 32;
+    float acc[MI][NJ][4];
+#pragma unroll
+    for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int j = 0; j < NJ; j++)
+#pragma unroll
+            for (int q = 0; q < 4; q++) acc[i][j][q] = 0.0f;
+    int nk = (cnt + kDwBK - 1) / kDwBK;
+#pragma unroll
+    for (int st = 0; st < kDwST - 1; st++) {
+        if (st < nk) load_stage(st, st);
+        cp_async_commit();
+    }
+    for (int kt = 0; kt < nk; kt++) {
+        cp_async_wait<kDwST - 2>();
+        __syncthreads();
+        int nxt = kt + kDwST - 1;
+        if (nxt < nk) load_stage(nxt % kDwST, nxt);
+        cp_async_commit();
+        int st = kt % kDwST;
+#pragma unroll
+        for (int ks = 0; ks < kDwBK; ks += 16) {
+            uint32_t af[MI][4], bfr[NJ][2];
+#pragma unroll
+            for (int i = 0; i < MI; i++) // matrices (m 0-7 | 8-15) x (k 0-7 | 8-15), transposed
+                ldmatrix_x4_trans(af[i], &sa[st][ks + (lane & 7) + ((lane >> 4) & 1) * 8]
+                                            [wm + 16 * i + ((lane >> 3) & 1) * 8]);
+#pragma unroll
+            for (int j = 0; j < NJ / 2; j++) {
+                uint32_t r[4];
+                ldmatrix_x4_trans(r, &sb[st][ks + (lane & 7) + ((lane >> 3) & 1) * 8]
+                                        [wn + 16 * j + (lane >> 4) * 8]);
+                bfr[2 * j][0] = r[0], bfr[2 * j][1] = r[1];
+                bfr[2 * j + 1][0] = r[2], bfr[2 * j + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int i = 0; i < MI; i++)
+#pragma unroll
+                for (int j = 0; j < NJ; j++) mma_bf16(acc[i][j], af[i], bfr[j][0], bfr[j][1]);
+        }
+    }
+    cp_async_wait<0>();
+    float *dwe = p.dw + (size_t)e * p.N * p.Kd;
+#pragma unroll
+    for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            int m = m0 + wm + 16 * i + (lane >> 2) + 8 * half;
+            if (m >= p.N) continue;
+#pragma unroll
+            for (int j = 0; j < NJ; j++) {
+                int col = n0 + wn + 8 * j + 2 * (lane & 3);
+                if (col >= p.Kd) continue;
+                store_cols(dwe + (size_t)m * p.Kd, col, p.Kd, acc[i][j][2 * half],
+                           acc[i][j][2 * half + 1], p.Kd % 2 == 0, 1);
+            }
+        }
+}
+
 // ---- combine --------------------------------------------------------------------------------------
 
 // y[t, d] = Σ_k wts[t,k] · o[t·K + k, d] over slots with a valid expert, k in order.
@@ -567,6 +671,45 @@ void check_expert_args(const char *op, int n, int S, int E, int N, int Kd) {
                 "E 1..%d)\n", op, n, S, E, N, Kd, kMaxE);
         abort();
     }
+}
+
+// dx = Σ_i dy[i] · w[i][e] on every expert's rows (expert_matmul_bwd's input gradient).
+void expert_dx(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dy, const ae_ptr *w,
+               ae_ptr off, int S, int E, int N, int Kd, int accumulate) {
+    const char *op = "expert_matmul_bwd";
+    cuda_need(dx, AE_M_FLOAT, op, "dx");
+    for (int i = 0; i < n; i++) cuda_need(w[i], AE_M_BF16, op, "w");
+    unsigned tiles;
+    int *tile_off = train_tiles(be, off, S, E, op, &tiles);
+    if (!tile_off) return;
+    // In the kernel's terms: A = the dy rows (depth N), B = w[e] read K-major, Kd output columns.
+    const bf16 *dy1 = n == 2 ? (const bf16 *)dy[1].data : nullptr;
+    const bf16 *w1 = n == 2 ? (const bf16 *)w[1].data : nullptr;
+    ExpertGemm g = expert_gemm((const int *)off.data, tile_off, nullptr, E, (const bf16 *)dy[0].data,
+                               dy1, N, 1, (const bf16 *)w[0].data, w1, Kd, N, true, dx.data,
+                               nullptr, ae_dtype_size(dx.dtype));
+    g.accumulate = accumulate;
+    dim3 grid(tiles, (unsigned)((Kd + BN - 1) / BN));
+    AE_CUDA_FLOAT_DISPATCH(dx.dtype, TY, {
+        launch_gemm<kTrainBM, 32, 3, false, true, TY>(be, grid, g, op);
+    });
+    cuda_tmp_free(be, tile_off);
+}
+
+// dw[e] += dyᵀ · x on every expert's rows (expert_matmul_bwd's weight gradient, k_expert_dw).
+void expert_dw(const ae_backend *be, ae_ptr dw, ae_ptr dy, ae_ptr x, ae_ptr off, int E, int N,
+               int Kd) {
+    const char *op = "expert_matmul_bwd";
+    cuda_need(dw, AE_M_F32, op, "dw");
+    cuda_need(x, AE_M_BF16, op, "x");
+    if (N == 0) return;
+    auto al16 = [](const void *q) { return (uintptr_t)q % 16 == 0; };
+    ExpertDw g = {(const int *)off.data, (const bf16 *)dy.data, (const bf16 *)x.data,
+                  (float *)dw.data, N, Kd, N % 8 == 0 && al16(dy.data),
+                  Kd % 8 == 0 && al16(x.data)};
+    dim3 grid((unsigned)((Kd + BN - 1) / BN), (unsigned)((N + BN - 1) / BN), (unsigned)E);
+    k_expert_dw<<<grid, kGemmThreads, 0, stream_of(be)>>>(g);
+    cuda_check(be, cudaGetLastError(), op);
 }
 
 } // namespace
@@ -702,29 +845,16 @@ void ae_cuda_expert_matmul(const ae_backend *be, int n, const ae_ptr *y, ae_ptr 
     cuda_tmp_free(be, tile_off);
 }
 
-void ae_cuda_expert_matmul_bwd(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dy,
-                               const ae_ptr *w, ae_ptr off, int S, int E, int N, int Kd,
-                               int accumulate) {
+void ae_cuda_expert_matmul_bwd(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dw,
+                               const ae_ptr *dy, ae_ptr x, const ae_ptr *w, ae_ptr off, int S,
+                               int E, int N, int Kd, int accumulate) {
     if (cuda_failed(be)) return;
     const char *op = "expert_matmul_bwd";
     check_expert_args(op, n, S, E, N, Kd);
-    cuda_need(dx, AE_M_FLOAT, op, "dx");
     cuda_need(off, AE_M_I32, op, "off");
-    for (int i = 0; i < n; i++) cuda_need(w[i], AE_M_BF16, op, "w"), cuda_need(dy[i], AE_M_BF16, op, "dy");
+    for (int i = 0; i < n; i++) cuda_need(dy[i], AE_M_BF16, op, "dy");
     if (S == 0 || Kd == 0) return;
-    unsigned tiles;
-    int *tile_off = train_tiles(be, off, S, E, op, &tiles);
-    if (!tile_off) return;
-    // In the kernel's terms: A = the dy rows (depth N), B = w[e] read K-major, Kd output columns.
-    const bf16 *dy1 = n == 2 ? (const bf16 *)dy[1].data : nullptr;
-    const bf16 *w1 = n == 2 ? (const bf16 *)w[1].data : nullptr;
-    ExpertGemm g = expert_gemm((const int *)off.data, tile_off, nullptr, E, (const bf16 *)dy[0].data,
-                               dy1, N, 1, (const bf16 *)w[0].data, w1, Kd, N, true, dx.data,
-                               nullptr, ae_dtype_size(dx.dtype));
-    g.accumulate = accumulate;
-    dim3 grid(tiles, (unsigned)((Kd + BN - 1) / BN));
-    AE_CUDA_FLOAT_DISPATCH(dx.dtype, TY, {
-        launch_gemm<kTrainBM, 32, 3, false, true, TY>(be, grid, g, op);
-    });
-    cuda_tmp_free(be, tile_off);
+    if (!ae_ptr_is_null(dx)) expert_dx(be, n, dx, dy, w, off, S, E, N, Kd, accumulate);
+    for (int i = 0; dw && i < n; i++)
+        if (!ae_ptr_is_null(dw[i])) expert_dw(be, dw[i], dy[i], x, off, E, N, Kd);
 }

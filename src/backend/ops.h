@@ -359,13 +359,16 @@ struct ae_backend {
     // off[0] = 0 to off[E] <= S
     void (*expert_matmul)(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
                           ae_ptr off, int S, int E, int N, int Kd);
-    // Backward of expert_matmul to its input, the n (1 or 2) products' gradients summed:
+    // Backward of expert_matmul, for i < n (1 or 2) and e the expert of row p:
     //   dx[p] = Σ_i dy[i][p] · w[i][e]   written over dx, or added to it when accumulate (one
-    //   rounding of dx + the sum: ae_matmul_bwd's "+=")
-    //   dx: (S, Kd) act or F32;  dy[i]: (S, N) act;  w[i], off, S, E as expert_matmul
-    void (*expert_matmul_bwd)(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dy,
-                              const ae_ptr *w, ae_ptr off, int S, int E, int N, int Kd,
-                              int accumulate);
+    //   rounding of dx + the sum: ae_matmul_bwd's "+="); skipped when dx is null
+    //   dw[i][e] += Σ_p dy[i][p]ᵀ · x[p] over expert e's rows, when dw and dw[i] are non-null
+    //   (each value summed in a fixed order: the same bits on every run)
+    //   dx: (S, Kd) act or F32;  x: (S, Kd) act;  dy[i]: (S, N) act;  dw[i]: (E, N, Kd) F32;
+    //   w[i], off, S, E as expert_matmul
+    void (*expert_matmul_bwd)(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dw,
+                              const ae_ptr *dy, ae_ptr x, const ae_ptr *w, ae_ptr off, int S,
+                              int E, int N, int Kd, int accumulate);
     // dtable[ids[t]] += dy[t] for t < T; each row receives its tokens' rows in token order, so
     // the sums are the same on every run (no float atomics).
     //   dtable: (V, D) F32;  dy: (T, D) float;  ids: (T) I32, each in [0, V)

@@ -12,39 +12,23 @@
 // The ops (ops.h): moe_route (p, top-k, w), moe_plan (the slots grouped by expert, stable),
 // embed as a row gather (xe[p] = x[tok[p]]), the grouped expert products expert_matmul (every
 // expert's weights on its contiguous slot rows, gate and up in one call) and expert_matmul_bwd
-// (their input gradients, gate and up summed in one call), moe_combine (y[t] = Σ_k w·o[pos]),
+// (their input gradients, gate and up summed in one call, and the expert weight gradients when
+// gL is given: dW_e += dy[rows]ᵀ·x[rows]), moe_combine (y[t] = Σ_k w·o[pos]),
 // and backward moe_combine_bwd (dye = w·dy, dw = dy·o), moe_route_bwd (dz), moe_combine without
 // weights (dx[t] += Σ_k dxe[pos]).
-// The slot offsets stay in backend memory: the grouped products read them there, so the block
-// runs without a host synchronisation (on cuda: the grouped tensor-core GEMM of cuda_moe.cu).
-// Only the expert weight gradients (gL non-null: --train all) take the offsets to the host, once
-// per backward, and run one ae_matmul_bwd per expert on its rows.
+// The slot offsets stay in backend memory: the grouped products read them there, so the block,
+// forward and backward, with or without expert gradients, runs without a host synchronisation
+// (on cuda: the grouped tensor-core GEMMs of cuda_moe.cu, a few launches per layer pass).
 // The gradients are deterministic: every op sums in a fixed order and the slots of an expert
 // are in token order.
 #include "train/moe_train.h"
 
-#include <stdlib.h>
 #include <string.h>
-
-#include "core/mem.h"
 
 void ae_moe_acts_free(ae_moe_acts *a) {
     if (!a) return;
     if (a->mem.be) ae_scratch_free(&a->mem);
     memset(a, 0, sizeof *a);
-}
-
-// w_e (N, Kd) += dy[rows]ᵀ · x[rows] for every expert e with slots, on its rows off[e] ..
-// off[e+1]−1 (off on the host).   gw: (E, N, Kd) F32;  dy: (S, N) act;  x: (S, Kd) act
-static void expert_weight_grads(const ae_backend *be, const int *off, int E, ae_ptr gw, ae_ptr dy,
-                                ae_ptr x, int N, int Kd) {
-    for (int e = 0; e < E; e++) {
-        int n = off[e + 1] - off[e];
-        if (n == 0) continue;
-        ae_matmul_bwd(be, ae_ptr_null(), ae_ptr_at(gw, (size_t)e * N * Kd),
-                      ae_ptr_at(dy, (size_t)off[e] * N), ae_ptr_at(x, (size_t)off[e] * Kd),
-                      ae_ptr_null(), n, Kd, N);
-    }
 }
 
 ae_status ae_moe_train_forward(const ae_model *m, const ae_layer *L, ae_ptr x, int M, ae_ptr y,
@@ -109,18 +93,10 @@ ae_status ae_moe_train_backward(const ae_model *m, const ae_layer *L, const ae_m
     ae_ptr dslot = ae_scratch_alloc(&s, S * D, at);            // (S, D) dye, then dxe
     ae_ptr dg = ae_scratch_alloc(&s, S * Im, at);              // (S, Im) d act, then d gate
     ae_ptr du = ae_scratch_alloc(&s, S * Im, at);              // (S, Im) d up
-    int *off = gL ? ae_malloc(sizeof(int) * ((size_t)E + 1)) : NULL; // host copy: weight grads
-    if (s.failed || (gL && !off)) {
+    if (s.failed) {
         ae_scratch_free(&s);
-        free(off);
         return ae_errorf(AE_ERR_NOMEM, "out of %s memory for the MoE backward of %d tokens",
                          be->name, M);
-    }
-    ae_status st = gL ? be->download(be, off, AE_DT_I32, a->off, (size_t)E + 1) : AE_OK;
-    if (st != AE_OK) {
-        ae_scratch_free(&s);
-        free(off);
-        return st;
     }
     // Routing: dye = w · dy per slot, dw = dy · o, then through the top-k softmax to the logits.
     be->moe_combine_bwd(be, dslot, dw, dy, a->o, a->pos, a->wts, M, K, D);
@@ -128,16 +104,13 @@ ae_status ae_moe_train_backward(const ae_model *m, const ae_layer *L, const ae_m
     ae_matmul_bwd(be, dx, gL ? gL->router : ae_ptr_null(), dz, x, L->router, M, D, E);
 
     // Experts on their slot rows: down, SwiGLU, then gate and up (their input gradients summed).
-    be->expert_matmul_bwd(be, 1, dg, &dslot, &L->e_down, a->off, (int)S, E, D, Im, 0);
-    if (gL) expert_weight_grads(be, off, E, gL->e_down, dslot, a->act, D, Im);
+    // (expert weight gradients into gL's F32 buffers when gL is given)
+    be->expert_matmul_bwd(be, 1, dg, gL ? &gL->e_down : NULL, &dslot, a->act, &L->e_down, a->off,
+                          (int)S, E, D, Im, 0);
     be->silu_mul_bwd(be, dg, du, dg, a->g, a->u, S * Im); // dg == dy allowed (ops.h)
     ae_ptr dgu[2] = {dg, du}, w_gu[2] = {L->e_gate, L->e_up};
-    be->expert_matmul_bwd(be, 2, dslot, dgu, w_gu, a->off, (int)S, E, Im, D, 0);
-    if (gL) {
-        expert_weight_grads(be, off, E, gL->e_gate, dg, a->xe, Im, D);
-        expert_weight_grads(be, off, E, gL->e_up, du, a->xe, Im, D);
-    }
-    free(off);
+    ae_ptr gw_gu[2] = {gL ? gL->e_gate : ae_ptr_null(), gL ? gL->e_up : ae_ptr_null()};
+    be->expert_matmul_bwd(be, 2, dslot, gw_gu, dgu, a->xe, w_gu, a->off, (int)S, E, Im, D, 0);
     // The gather's backward: each token receives its K slot rows in k order.
     be->moe_combine(be, dx, dslot, a->pos, ae_ptr_null(), M, K, D, 1);
     ae_scratch_free(&s);
