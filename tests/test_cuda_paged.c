@@ -6,6 +6,14 @@
 // very different lengths in one call; few rows over long contexts (the split-KV path: batch 1
 // decode at Qwen3-8B and MLA shapes, short and long rows together so that some key chunks are
 // empty, window and sinks), and dims that are not multiples of 8 (the scalar-load path).
+// Prefill runs (ae_paged_run): with runs the CUDA op computes runs of 16+ rows on the tensor-core
+// kernels B (GQA/GateSWA) and D/E (absorbed MLA) reading keys through the block table, the other
+// rows with its decode kernel: mixed batches (decode rows first, then chunks), pages shuffled over
+// the pool, page sizes that do not divide the chunks, windows with released blocks (-1) before
+// them, sinks, runs over 2-4K keys, rows outside every run, and AE_CUDA_PAGED_TC_MIN=1 (every run,
+// decode rows too, on tensor cores: their split-KV paths). Where the tensor-core path must have
+// run, the output with runs must also differ somewhere from the output without (bf16-rounded
+// weights in B/D/E, fp32 in the decode kernel): proof that the runs reached the kernels.
 // paged_store must be exact; attention within TOL_ATTN (relative L2; bf16 output). Needs a CUDA
 // build and a GPU (exit 77 = skipped otherwise).
 #include <math.h>
@@ -39,7 +47,22 @@ static ae_ptr up(const ae_backend *be, const void *h, size_t n, ae_dtype src, ae
 typedef struct {
     int Hq, Hkv, dk, dv, window, sinks, shared, P, nseq;
     const int *len, *nq;
+    int runs;   // 0: no runs; 1: one run per sequence; 2: runs of the odd sequences only
+    int tc_min; // > 0: AE_CUDA_PAGED_TC_MIN during the call
+    int expect_tc; // 1: some run must take the tensor-core path (the outputs must differ)
 } pcase;
+
+// The runs of mode c->runs for rows laid out as run() lays them out (sequence by sequence).
+static int make_runs(const pcase *c, ae_paged_run *runs) {
+    int n = 0, r0 = 0;
+    for (int s = 0; s < c->nseq; s++) {
+        if (c->runs == 1 || (c->runs == 2 && s % 2 == 1))
+            runs[n++] = (ae_paged_run){.first = r0, .n = c->nq[s], .seq = s,
+                                       .pos0 = c->len[s] - c->nq[s]};
+        r0 += c->nq[s];
+    }
+    return n;
+}
 
 static void run(const pcase *c) {
     ae_rng rng;
@@ -55,6 +78,14 @@ static void run(const pcase *c) {
         S_total += c->len[s];
     }
     int n_pages = nb_total + 3;
+    int32_t *perm = malloc(sizeof(int32_t) * n_pages); // pages shuffled over the pool
+    for (int i = 0; i < n_pages; i++) perm[i] = i;
+    for (int i = n_pages - 1; i > 0; i--) {
+        int j = (int)(ae_rng_uniform(&rng) * (i + 1));
+        int32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
     int32_t *table = malloc(sizeof(int32_t) * c->nseq * maxb), *slot = malloc(sizeof(int32_t) * S_total);
     int32_t *seq = malloc(sizeof(int32_t) * N), *pos = malloc(sizeof(int32_t) * N);
     float *kv = malloc(sizeof(float) * (size_t)S_total * row);
@@ -64,10 +95,10 @@ static void run(const pcase *c) {
     ae_test_fill_normal(sinks, (size_t)c->Hq, 1.0f, &rng);
     for (int i = 0; i < c->Hq; i++) sinks[i] = bf16r(sinks[i]);
     for (int i = 0; i < c->nseq * maxb; i++) table[i] = -1;
-    int page = n_pages - 1, j0 = 0, r0 = 0;
+    int page = 0, j0 = 0, r0 = 0;
     for (int s = 0; s < c->nseq; s++) {
         int S = c->len[s], T = c->nq[s], nb = (S + P - 1) / P;
-        for (int b = 0; b < nb; b++) table[s * maxb + b] = page--; // pages in reverse order
+        for (int b = 0; b < nb; b++) table[s * maxb + b] = perm[page++];
         for (int j = 0; j < S; j++) slot[j0 + j] = table[s * maxb + j / P] * P + j % P;
         for (int t = 0; t < T; t++) {
             seq[r0 + t] = s;
@@ -76,7 +107,10 @@ static void run(const pcase *c) {
         j0 += S;
         r0 += T;
     }
-    float *res[2];
+    ae_paged_run runs[16];
+    assert_true(c->nseq <= 16);
+    int n_runs = make_runs(c, runs);
+    float *res[2], *plain = NULL; // plain: the CUDA output without runs
     size_t nout = (size_t)N * c->Hq * c->dv, npool = (size_t)n_pages * page_stride;
     float *pool_cpu = NULL;
     for (int b = 0; b < 2; b++) {
@@ -103,10 +137,23 @@ static void run(const pcase *c) {
                                  .page_size = P, .max_blocks = maxb, .page_stride = page_stride,
                                  .k_stride = row, .v_stride = row, .window = c->window,
                                  .scale = 1.0f / sqrtf((float)c->dk), .sinks = sk, .seq = sq,
-                                 .pos = ps, .block_table = tb};
-        be->attention_paged(be, &pa, out, qq, pool, c->shared ? pool : ae_ptr_at(pool, (size_t)kw));
+                                 .pos = ps, .block_table = tb, .n_runs = n_runs, .runs = runs};
+        ae_ptr vv = c->shared ? pool : ae_ptr_at(pool, (size_t)kw);
+        char tcm[16];
+        snprintf(tcm, sizeof tcm, "%d", c->tc_min);
+        if (b && c->tc_min > 0) setenv("AE_CUDA_PAGED_TC_MIN", tcm, 1);
+        be->attention_paged(be, &pa, out, qq, pool, vv);
+        unsetenv("AE_CUDA_PAGED_TC_MIN");
         res[b] = malloc(sizeof(float) * nout);
         assert_int_equal(be->download(be, res[b], AE_DT_F32, out, nout), AE_OK);
+        if (b && n_runs) { // the same call without runs: every row on the decode kernel
+            pa.n_runs = 0;
+            pa.runs = NULL;
+            be->fill(be, out, nout, NAN);
+            be->attention_paged(be, &pa, out, qq, pool, vv);
+            plain = malloc(sizeof(float) * nout);
+            assert_int_equal(be->download(be, plain, AE_DT_F32, out, nout), AE_OK);
+        }
         float *pl = malloc(sizeof(float) * npool);
         assert_int_equal(be->download(be, pl, AE_DT_F32, pool, npool), AE_OK);
         if (!b) pool_cpu = pl;
@@ -120,10 +167,18 @@ static void run(const pcase *c) {
     double err = ae_test_rel_err(res[1], res[0], nout);
     int finite = 1;
     for (size_t i = 0; i < nout; i++) finite &= isfinite(res[1][i]) != 0;
-    printf("paged Hq %d Hkv %d dk %d dv %d window %d sinks %d shared %d P %d, %d rows: rel err %.2e\n",
-           c->Hq, c->Hkv, c->dk, c->dv, c->window, c->sinks, c->shared, P, N, err);
+    size_t differ = 0; // elements where the runs changed the CUDA result
+    for (size_t i = 0; plain && i < nout; i++) differ += plain[i] != res[1][i];
+    printf("paged Hq %d Hkv %d dk %d dv %d window %d sinks %d shared %d P %d, %d rows, %d runs "
+           "(mode %d, tc_min %d): rel err %.2e; %zu of %zu values differ from the call without runs\n",
+           c->Hq, c->Hkv, c->dk, c->dv, c->window, c->sinks, c->shared, P, N, n_runs, c->runs,
+           c->tc_min, err, differ, nout);
     assert_true(finite);
     assert_true(err < TOL_ATTN);
+    if (plain) assert_true(ae_test_rel_err(plain, res[0], nout) < TOL_ATTN);
+    if (c->expect_tc && g_gpu->act_dtype == AE_DT_BF16) assert_true(differ > 0);
+    free(plain);
+    free(perm);
     free(res[0]);
     free(res[1]);
     free(pool_cpu);
@@ -214,6 +269,92 @@ static void test_odd_dims(void **st) {
     run(&c);
     c.nseq = 3, c.len = k_len3, c.nq = k_nq3, c.window = 300;
     run(&c);
+    c.nseq = 5, c.len = k_len, c.nq = k_nq, c.runs = 1; // runs, but no tensor-core kernel: same path
+    run(&c);
+}
+
+// ---- prefill runs (tensor-core kernels in paged mode) --------------------------------------------
+
+// Decode rows first (sequences 0-2), then chunks of 33 and 64 rows: the engine's order.
+static void test_runs_mixed(void **st) {
+    (void)st;
+    pcase c = {.Hq = 32, .Hkv = 8, .dk = 128, .dv = 128, .P = 16, .nseq = 5, .len = k_len,
+               .nq = k_nq, .runs = 1, .expect_tc = 1}; // Qwen3-8B heads
+    run(&c);
+    c.P = 7; // pages of 7 positions: chunks start and end inside pages
+    run(&c);
+    c.Hq = 4, c.Hkv = 2, c.dk = c.dv = 32; // qwen3-micro
+    run(&c);
+    c.runs = 2; // runs of sequences 1 and 3 only: rows outside runs before, between and after
+    run(&c);
+}
+
+// GateSWA: sliding window with the blocks before it released (-1), sinks.
+static void test_runs_window_sinks(void **st) {
+    (void)st;
+    pcase c = {.Hq = 16, .Hkv = 4, .dk = 128, .dv = 128, .window = 128, .sinks = 1, .P = 16,
+               .nseq = 5, .len = k_len, .nq = k_nq, .runs = 1, .expect_tc = 1};
+    run(&c);
+    c.P = 5, c.window = 40; // windows shorter than a chunk, pages not dividing either
+    run(&c);
+}
+
+// Absorbed MLA (k == v rows): kernel E for runs of T·Hq <= 64 rows, D above.
+static void test_runs_mla(void **st) {
+    (void)st;
+    pcase c = {.Hq = 16, .Hkv = 1, .dk = 576, .dv = 512, .shared = 1, .P = 16, .nseq = 5,
+               .len = k_len, .nq = k_nq, .runs = 1, .expect_tc = 1};
+    run(&c);
+    c.Hq = 32, c.dk = 288, c.dv = 256, c.P = 5;
+    run(&c);
+    static const int len[] = {40, 18}, nq[] = {2, 18}; // runs of 2 and 18 positions, 4 heads
+    c = (pcase){.Hq = 4, .Hkv = 1, .dk = 576, .dv = 512, .shared = 1, .sinks = 1, .P = 16,
+                .nseq = 2, .len = len, .nq = nq, .runs = 1, .expect_tc = 1};
+    run(&c);
+}
+
+// Long runs: a whole 2048-token prompt from position 0 (kernel B with 128-row blocks) and a
+// 512-token chunk over 3000 keys, after a decode row; the same as GateSWA (window 1024, sinks)
+// and for absorbed MLA.
+static const int k_lenl[] = {1, 3000, 2048};
+static const int k_nql[] = {1, 512, 2048};
+
+static void test_runs_long(void **st) {
+    (void)st;
+    pcase c = {.Hq = 32, .Hkv = 8, .dk = 128, .dv = 128, .P = 16, .nseq = 3, .len = k_lenl,
+               .nq = k_nql, .runs = 1, .expect_tc = 1};
+    run(&c);
+    c.window = 1024, c.sinks = 1, c.P = 7;
+    run(&c);
+    static const int len[] = {1, 2500}, nq[] = {1, 256};
+    c = (pcase){.Hq = 16, .Hkv = 1, .dk = 576, .dv = 512, .shared = 1, .P = 16, .nseq = 2,
+                .len = len, .nq = nq, .runs = 1, .expect_tc = 1};
+    run(&c);
+}
+
+// A chunk before the decode rows, and a 9-row run (below the threshold: decode kernel, in one
+// range with the decode row before it).
+static void test_runs_order(void **st) {
+    (void)st;
+    static const int len[] = {2050, 1, 300}, nq[] = {64, 1, 9};
+    pcase c = {.Hq = 32, .Hkv = 8, .dk = 128, .dv = 128, .window = 256, .sinks = 1, .P = 16,
+               .nseq = 3, .len = len, .nq = nq, .runs = 1, .expect_tc = 1};
+    run(&c);
+}
+
+// AE_CUDA_PAGED_TC_MIN=1: every run on tensor cores, decode rows (runs of 1) included: kernel B
+// and E with one query position over long keys (their split-KV paths through pages).
+static void test_runs_tc_all(void **st) {
+    (void)st;
+    pcase c = {.Hq = 32, .Hkv = 8, .dk = 128, .dv = 128, .P = 16, .nseq = 5, .len = k_len,
+               .nq = k_nq, .runs = 1, .tc_min = 1, .expect_tc = 1};
+    run(&c);
+    c = (pcase){.Hq = 16, .Hkv = 4, .dk = 128, .dv = 128, .window = 1024, .sinks = 1, .P = 16,
+                .nseq = 3, .len = k_len3, .nq = k_nq3, .runs = 1, .tc_min = 1, .expect_tc = 1};
+    run(&c);
+    c = (pcase){.Hq = 16, .Hkv = 1, .dk = 576, .dv = 512, .shared = 1, .P = 16, .nseq = 2,
+                .len = k_lenm, .nq = k_nqm, .runs = 1, .tc_min = 1, .expect_tc = 1};
+    run(&c);
 }
 
 int main(void) {
@@ -227,6 +368,12 @@ int main(void) {
         cmocka_unit_test(test_split),
         cmocka_unit_test(test_prefill),
         cmocka_unit_test(test_odd_dims),
+        cmocka_unit_test(test_runs_mixed),
+        cmocka_unit_test(test_runs_window_sinks),
+        cmocka_unit_test(test_runs_mla),
+        cmocka_unit_test(test_runs_long),
+        cmocka_unit_test(test_runs_order),
+        cmocka_unit_test(test_runs_tc_all),
     };
     rc = ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
     ae_backend_close(g_gpu);

@@ -3,11 +3,17 @@
 // pages with paged_store, queried in one attention_paged call (decode rows and prefill chunks
 // mixed), must give exactly (bit for bit) what `attention` gives on each sequence's contiguous
 // keys. Cases: GQA, sliding window with the blocks behind it released (-1), sinks, and the
-// absorbed-MLA layout (one latent head, v = the first dv values of k's rows).
+// absorbed-MLA layout (one latent head, v = the first dv values of k's rows). Every call is made
+// with and without prefill runs (ae_paged_run: the CPU reference checks and ignores them, same
+// bits), and runs that break their contract (out of order, overlapping, outside the rows, n < 1,
+// disagreeing with seq or pos) must abort (in a child process).
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "backend/ops.h"
 #include "core/rng.h"
@@ -56,6 +62,8 @@ static void run_case(const paged_case *c) {
     ae_test_fill_normal(q, (size_t)N * c->Hq * c->dk, 1.0f, &rng);
     ae_test_fill_normal(sinks, c->Hq, 1.0f, &rng);
     float scale = 1.0f / sqrtf((float)c->dk);
+    ae_paged_run runs[NSEQ];
+    int n_runs = 0;
     int next_page = 0, r0 = 0;
     for (int s = 0; s < NSEQ; s++) {
         int S = len[s], T = nq[s], pos0 = S - T;
@@ -88,6 +96,8 @@ static void run_case(const paged_case *c) {
             seq[r0 + t] = s;
             pos[r0 + t] = pos0 + t;
         }
+        if (s > 0) // sequence 0's row stays outside every run
+            runs[n_runs++] = (ae_paged_run){.first = r0, .n = T, .seq = s, .pos0 = pos0};
         r0 += T;
         free(kv);
         free(slot);
@@ -99,14 +109,20 @@ static void run_case(const paged_case *c) {
                              .sinks = c->sinks ? ae_host_f32(sinks) : ae_ptr_null(),
                              .seq = ae_host_i32(seq), .pos = ae_host_i32(pos),
                              .block_table = ae_host_i32(table)};
-    be->attention_paged(be, &pa, ae_host_f32(out), ae_host_f32(q), ae_host_f32(pool),
-                        ae_host_f32(c->shared_kv ? pool : pool + kw));
     size_t n = (size_t)N * c->Hq * c->dv;
-    size_t bad = 0;
-    for (size_t i = 0; i < n; i++) bad += out[i] != ref[i];
-    printf("paged Hq %d Hkv %d dk %d dv %d window %d sinks %d shared %d P %d: %zu of %zu differ\n",
-           c->Hq, c->Hkv, c->dk, c->dv, c->window, c->sinks, c->shared_kv, P, bad, n);
-    assert_int_equal(bad, 0);
+    for (int with_runs = 0; with_runs < 2; with_runs++) {
+        pa.n_runs = with_runs ? n_runs : 0;
+        pa.runs = with_runs ? runs : NULL;
+        for (size_t i = 0; i < n; i++) out[i] = NAN;
+        be->attention_paged(be, &pa, ae_host_f32(out), ae_host_f32(q), ae_host_f32(pool),
+                            ae_host_f32(c->shared_kv ? pool : pool + kw));
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) bad += out[i] != ref[i];
+        printf("paged Hq %d Hkv %d dk %d dv %d window %d sinks %d shared %d P %d, %d runs: %zu of "
+               "%zu differ\n", c->Hq, c->Hkv, c->dk, c->dv, c->window, c->sinks, c->shared_kv, P,
+               pa.n_runs, bad, n);
+        assert_int_equal(bad, 0);
+    }
     free(perm);
     free(pool);
     free(table);
@@ -164,12 +180,70 @@ static void test_paged_store_skips(void **st) {
     assert_int_equal(written, 8); // two rows of 4, nothing else
 }
 
+// 1 when ae_paged_runs_check(a, seq, pos) aborts (run in a child process; its message goes to
+// the child's stderr, silenced).
+static int runs_check_aborts(const ae_paged_attn_args *a, const int32_t *seq, const int32_t *pos) {
+    fflush(stdout);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stderr)) _exit(3);
+        ae_paged_runs_check(a, seq, pos);
+        _exit(0);
+    }
+    int ws = 0;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    return WIFSIGNALED(ws) && WTERMSIG(ws) == SIGABRT;
+}
+
+// The runs contract (ae_paged_attn_args): 7 rows = sequence 0 at positions 4..6, then sequence
+// 1 at 0..3. Valid descriptions pass, each kind of broken one aborts.
+static void test_paged_runs_contract(void **st) {
+    (void)st;
+    const int32_t seq[7] = {0, 0, 0, 1, 1, 1, 1}, pos[7] = {4, 5, 6, 0, 1, 2, 3};
+    ae_paged_attn_args a = {.N = 7};
+    const ae_paged_run good[2] = {{.first = 0, .n = 3, .seq = 0, .pos0 = 4},
+                                  {.first = 3, .n = 4, .seq = 1, .pos0 = 0}};
+    a.runs = good;
+    a.n_runs = 2;
+    assert_false(runs_check_aborts(&a, seq, pos));
+    a.runs = good + 1; // rows 0..2 outside every run
+    a.n_runs = 1;
+    assert_false(runs_check_aborts(&a, seq, pos));
+    a.runs = (const ae_paged_run[]){{.first = 4, .n = 2, .seq = 1, .pos0 = 1}}; // part of a sequence
+    assert_false(runs_check_aborts(&a, seq, pos));
+    a.n_runs = 0;
+    a.runs = NULL;
+    assert_false(runs_check_aborts(&a, seq, pos));
+    const ae_paged_run bad[][2] = {
+        {{.first = 3, .n = 4, .seq = 1, .pos0 = 0}, {.first = 0, .n = 3, .seq = 0, .pos0 = 4}}, // order
+        {{.first = 0, .n = 4, .seq = 0, .pos0 = 4}, {.first = 3, .n = 4, .seq = 1, .pos0 = 0}}, // overlap
+        {{.first = 0, .n = 3, .seq = 0, .pos0 = 4}, {.first = 3, .n = 5, .seq = 1, .pos0 = 0}}, // past N
+        {{.first = 0, .n = 0, .seq = 0, .pos0 = 4}, {.first = 3, .n = 4, .seq = 1, .pos0 = 0}}, // empty
+        {{.first = 0, .n = 3, .seq = 1, .pos0 = 4}, {.first = 3, .n = 4, .seq = 1, .pos0 = 0}}, // seq
+        {{.first = 0, .n = 3, .seq = 0, .pos0 = 5}, {.first = 3, .n = 4, .seq = 1, .pos0 = 0}}, // pos
+        {{.first = 0, .n = 3, .seq = 0, .pos0 = 4}, {.first = 3, .n = 4, .seq = 1, .pos0 = -1}}, // < 0
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        a.runs = bad[i];
+        a.n_runs = 2;
+        printf("broken runs %zu\n", i);
+        assert_true(runs_check_aborts(&a, seq, pos));
+    }
+    // without seq/pos (what cuda checks on the host) only order and bounds are seen
+    a.runs = bad[5];
+    assert_false(runs_check_aborts(&a, NULL, NULL));
+    a.runs = bad[1];
+    assert_true(runs_check_aborts(&a, NULL, NULL));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_paged_gqa),
         cmocka_unit_test(test_paged_window_sinks),
         cmocka_unit_test(test_paged_mla_layout),
         cmocka_unit_test(test_paged_store_skips),
+        cmocka_unit_test(test_paged_runs_contract),
     };
     return ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -134,6 +134,24 @@ ae_attn_args ae_attn_dense(int T, int pos0, int Hq, int Hkv, int dk, int dv, int
     return a;
 }
 
+void ae_paged_runs_check(const ae_paged_attn_args *a, const int32_t *seq, const int32_t *pos) {
+    int end = 0; // first row after the previous run
+    for (int i = 0; i < a->n_runs; i++) {
+        const ae_paged_run *u = &a->runs[i];
+        int bad = u->n < 1 || u->first < end || u->first > a->N - u->n || u->pos0 < 0;
+        for (int t = 0; !bad && seq && pos && t < u->n; t++)
+            bad = seq[u->first + t] != u->seq || pos[u->first + t] != u->pos0 + t;
+        if (bad) {
+            fprintf(stderr, "attnedit: internal error: attention_paged run %d of %d (rows %d "
+                            "+ %d, sequence %d, positions from %d) is out of order, outside the "
+                            "%d rows, or disagrees with seq/pos\n",
+                    i, a->n_runs, u->first, u->n, u->seq, u->pos0, a->N);
+            abort();
+        }
+        end = u->first + u->n;
+    }
+}
+
 ae_ptr ae_scratch_positions(ae_scratch *s, int n, int pos0, int period) {
     ae_ptr p = ae_scratch_alloc(s, (size_t)n, AE_DT_I32);
     if (s->failed) return p;

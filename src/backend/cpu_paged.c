@@ -36,6 +36,7 @@ void ae_cpu_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, a
     const float *v = cpu_f(vp, "attention_paged"), *sinks = cpu_f(a->sinks, "attention_paged");
     const int32_t *seq = cpu_i(a->seq, "attention_paged"), *pos = cpu_i(a->pos, "attention_paged");
     const int32_t *table = cpu_i(a->block_table, "attention_paged");
+    ae_paged_runs_check(a, seq, pos); // the runs (cuda's plan) must describe seq and pos
     int G = a->Hq / a->Hkv, maxpos = 0;
     for (int r = 0; r < a->N; r++) maxpos = pos[r] > maxpos ? pos[r] : maxpos;
     long work = 0;

@@ -29,6 +29,13 @@ typedef struct {
     int k_stride, v_stride, window, ring;
     float scale_log2;            // scale · log2(e)
     int splits;                  // key-range splits (grid z); 1: kernels write `out` directly
+    // Paged keys (attention_paged's prefill runs; kernels B and D/E only): when `pages` is
+    // non-null, key position j lives in row j % page_size of page pages[j / page_size], page p
+    // starting at k (v) + p·page_stride (attn_key_off); ring is 0 then. Pages of blocks before
+    // a block's first visible key are never read (they may be −1).
+    const int32_t *pages;        // the sequence's row of the block table, or null
+    int page_size;
+    int64_t page_stride;
 } attn_params;
 
 // ---- launchers of the tensor-core kernels -------------------------------------------------------
@@ -67,6 +74,14 @@ __device__ __forceinline__ int attn_lo(int pos, int window) {
 // Storage row of key position j.
 __device__ __forceinline__ size_t attn_row(int j, int ring) {
     return (size_t)(ring > 0 ? j % ring : j);
+}
+// Element offset from k (v) of the row holding key position j, stride = k_stride (v_stride):
+// the one place the tensor-core kernels address keys, contiguous / ring buffer or paged.
+__device__ __forceinline__ size_t attn_key_off(const attn_params &p, int j, int stride) {
+    if (p.pages)
+        return (size_t)p.pages[j / p.page_size] * (size_t)p.page_stride +
+               (size_t)(j % p.page_size) * (size_t)stride;
+    return attn_row(j, p.ring) * (size_t)stride;
 }
 // Factor f with out = acc · f for a row with running max m (log2 units, −inf when no key was
 // seen) and sum l; sink2 = sink · log2(e) joins the denominator when has_sink. Safe for m = −inf.

@@ -18,9 +18,9 @@
 //     share a row), P = exp2(S − m) rounded to bf16: n8 tiles 2i, 2i+1 of S form the A fragment
 //     of k-step i of P·V directly (a0,a1 = tile 2i rows g, g+8; a2,a3 = tile 2i+1).
 //   O (16 x DV fp32 per m-atom) += P·V: V fragments by ldmatrix.trans from the V tile [key][d].
-// K/V tiles are fetched with cp.async (16-byte chunks, each key row addressed on its own: ring
-// buffer, row strides) into two buffers: tile i+1 is in flight while tile i is computed. Keys
-// past the block's range are zero-filled. Shared rows are padded by 8 elements (16 bytes), so
+// K/V tiles are fetched with cp.async (16-byte chunks, each key row addressed on its own by
+// attn_key_off: contiguous, ring buffer or pages; row strides) into two buffers: tile i+1 is in
+// flight while tile i is computed. Keys past the block's range are zero-filled. Shared rows are padded by 8 elements (16 bytes), so
 // the 8 row addresses of an ldmatrix hit distinct bank groups.
 //
 // Optional output for the backward (attn_flash_run_lse, cuda_attention.h): lse2 (T·Hq, F32,
@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(128) k_attn_flash(const attn_params p, float *
             const int r = c / (DK / 8), cc = c % (DK / 8), j = j0 + r;
             const bool ok = j < ke;
             const bf16 *src = p.k;
-            if (ok) src = p.k + attn_row(j, p.ring) * p.k_stride + (size_t)kvh * DK + cc * 8;
+            if (ok) src = p.k + attn_key_off(p, j, p.k_stride) + (size_t)kvh * DK + cc * 8;
             cp_async16(kd + r * C::KLD + cc * 8, src, ok);
         }
 #pragma unroll
@@ -112,7 +112,7 @@ __global__ void __launch_bounds__(128) k_attn_flash(const attn_params p, float *
             const int r = c / (DV / 8), cc = c % (DV / 8), j = j0 + r;
             const bool ok = j < ke;
             const bf16 *src = p.v;
-            if (ok) src = p.v + attn_row(j, p.ring) * p.v_stride + (size_t)kvh * DV + cc * 8;
+            if (ok) src = p.v + attn_key_off(p, j, p.v_stride) + (size_t)kvh * DV + cc * 8;
             cp_async16(vd + r * C::VLD + cc * 8, src, ok);
         }
     };

@@ -16,7 +16,8 @@
 // NC = 4 for small row counts (decode of 16-32 heads: 4 warps per group keep all tensor-core
 // partitions busy), NC = 2 for 64 rows (O of DV/2 columns per warp).
 // Tiles are double buffered with cp.async like kernel B; with split-KV (grid.z) every latent row
-// is read once per split (per row tile).
+// is read once per split (per row tile). Latent rows are addressed by attn_key_off (contiguous,
+// ring buffer or pages: attention_paged's prefill runs), in D and E alike.
 // Fragment layouts and ldmatrix lane addressing are those of cuda_attention_flash.cu.
 //
 // E (k_attn_mla_dec, below) is the decode kernel for T·Hq <= 64; D serves more rows and
@@ -99,7 +100,7 @@ __global__ void __launch_bounds__(32 * RG * NC) k_attn_mla(const attn_params p) 
     auto load_k = [&](int i, int buf) {
         const int j0 = kb + i * BN;
         mla_copy_rows<DK, C::THREADS>(Ks + buf * BN * LD, LD, BN, p.k, [&](int r) -> const bf16 * {
-            return j0 + r < ke ? p.k + attn_row(j0 + r, p.ring) * p.k_stride : nullptr;
+            return j0 + r < ke ? p.k + attn_key_off(p, j0 + r, p.k_stride) : nullptr;
         });
     };
     // Pipeline of NS buffers: tiles 0 .. NS − 2 are requested up front (one commit group per
@@ -369,7 +370,7 @@ __global__ void __launch_bounds__(256, 1) k_attn_mla_dec(const attn_params p) {
     auto load_k = [&](int i, int buf) {
         const int j0 = kb + i * BN;
         mla_copy_rows<DK, C::THREADS>(Ks + buf * BN * LD, LD, BN, p.k, [&](int r) -> const bf16 * {
-            return j0 + r < ke ? p.k + attn_row(j0 + r, p.ring) * p.k_stride : nullptr;
+            return j0 + r < ke ? p.k + attn_key_off(p, j0 + r, p.k_stride) : nullptr;
         });
     };
 #pragma unroll

@@ -1,6 +1,10 @@
 // Paged KV cache ops on CUDA (semantics in ae_paged_attn_args, backend/ops.h; the fp32 reference
 // is backend/cpu_paged.c).
 //
+// attention_paged: prefill runs (ae_paged_run, at least paged_tc_min() rows) on the tensor-core
+// attention kernels B (GQA/GateSWA) and D/E (absorbed MLA) of cuda_attention*.cu in their paged
+// addressing mode (paged_run_tc, below); all other rows (decode) on k_paged_attn.
+//
 //   k_paged_store: one block per row; threads copy the row's cols values (converting F32 <-> BF16
 //     when the dtypes differ) into its page slot.
 //   k_paged_attn: one block of 4 warps per (query row, group of 4 consecutive q heads, key
@@ -28,6 +32,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/cuda_attention.h"
 
@@ -284,44 +289,15 @@ int paged_vec_ok(const ae_paged_attn_args *a, ae_ptr out, ae_ptr k, ae_ptr v) {
            aligned16(out.data);
 }
 
-} // namespace
-
-void ae_cuda_paged_store(const ae_backend *be, ae_ptr dst, int64_t page_stride, int page_size,
-                         int64_t ldd, ae_ptr src, int64_t lds, ae_ptr slot, int N, int cols) {
-    if (cuda_failed(be) || N <= 0 || cols <= 0) return;
-    cuda_need(dst, AE_M_FLOAT, "paged_store", "dst");
-    cuda_need(src, AE_M_FLOAT, "paged_store", "src");
-    cuda_need(slot, AE_M_I32, "paged_store", "slot");
-    int threads = cols >= 256 ? 256 : ((cols + 31) / 32) * 32;
-    AE_CUDA_FLOAT_DISPATCH(dst.dtype, TD, AE_CUDA_FLOAT_DISPATCH(src.dtype, TS, {
-        k_paged_store<TD, TS><<<N, threads, 0, stream_of(be)>>>(
-            (TD *)dst.data, page_stride, page_size, ldd, (const TS *)src.data, lds,
-            (const int32_t *)slot.data, cols);
-    }));
-    cuda_check(be, cudaGetLastError(), "paged_store");
-}
-
-void ae_cuda_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, ae_ptr out,
-                             ae_ptr q, ae_ptr k, ae_ptr v) {
-    if (cuda_failed(be) || a->N <= 0) return;
-    cuda_need(out, AE_M_FLOAT, "attention_paged", "out");
-    cuda_need(q, AE_M_FLOAT, "attention_paged", "q");
-    cuda_need(k, AE_M_FLOAT, "attention_paged", "k");
-    cuda_need(v, AE_M_FLOAT, "attention_paged", "v");
-    cuda_need(a->sinks, AE_M_F32, "attention_paged", "sinks");
-    cuda_need(a->seq, AE_M_I32, "attention_paged", "seq");
-    cuda_need(a->pos, AE_M_I32, "attention_paged", "pos");
-    cuda_need(a->block_table, AE_M_I32, "attention_paged", "block_table");
-    if (q.dtype != out.dtype || k.dtype != q.dtype || v.dtype != q.dtype || a->dv > 32 * kMaxCols ||
-        a->Hkv <= 0 || a->Hq % a->Hkv != 0) {
-        fprintf(stderr, "attnedit: internal error: cuda attention_paged: dtypes %s/%s/%s/%s, "
-                        "dv %d (max %d), Hq %d, Hkv %d not supported\n",
-                ae_dtype_name(out.dtype), ae_dtype_name(q.dtype), ae_dtype_name(k.dtype),
-                ae_dtype_name(v.dtype), a->dv, 32 * kMaxCols, a->Hq, a->Hkv);
-        abort();
-    }
+// Rows r0 .. r0 + n − 1 of the call through k_paged_attn (and the combine when split): the
+// kernels see n rows, their q, out, seq and pos offset here on the host.
+void paged_rows(const ae_backend *be, const ae_paged_attn_args *a, int r0, int n, ae_ptr out,
+                ae_ptr q, ae_ptr k, ae_ptr v) {
+    if (n <= 0 || cuda_failed(be)) return;
+    out = ae_ptr_at(out, (size_t)r0 * a->Hq * a->dv);
+    q = ae_ptr_at(q, (size_t)r0 * a->Hq * a->dk);
     PagedParams p = {};
-    p.N = a->N;
+    p.N = n;
     p.Hq = a->Hq;
     p.G = a->Hq / a->Hkv;
     p.dk = a->dk;
@@ -334,14 +310,14 @@ void ae_cuda_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, 
     p.page_stride = a->page_stride;
     p.scale = a->scale;
     p.sinks = (const float *)a->sinks.data;
-    p.seq = (const int32_t *)a->seq.data;
-    p.pos = (const int32_t *)a->pos.data;
+    p.seq = (const int32_t *)a->seq.data + r0;
+    p.pos = (const int32_t *)a->pos.data + r0;
     p.table = (const int32_t *)a->block_table.data;
-    const long blocks = (long)a->N * ((a->Hq + kWarps - 1) / kWarps);
+    const long blocks = (long)n * ((a->Hq + kWarps - 1) / kWarps);
     p.splits = paged_pick_splits(be, a, blocks);
     float *buf = NULL;
     if (p.splits > 1) {
-        size_t rows = (size_t)a->N * a->Hq * p.splits;
+        size_t rows = (size_t)n * a->Hq * p.splits;
         buf = (float *)cuda_tmp_alloc(be, sizeof(float) * rows * ((size_t)a->dv + 2),
                                       "attention_paged");
         if (!buf) return;
@@ -366,11 +342,135 @@ void ae_cuda_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, 
                     p, (T *)out.data, (const T *)q.data, (const T *)k.data, (const T *)v.data);
             cuda_check(be, cudaGetLastError(), "attention_paged");
             if (p.splits > 1) {
-                k_paged_combine<T><<<(unsigned)((size_t)a->N * a->Hq), 128, 0, stream_of(be)>>>(
+                k_paged_combine<T><<<(unsigned)((size_t)n * a->Hq), 128, 0, stream_of(be)>>>(
                     p, (T *)out.data);
                 cuda_check(be, cudaGetLastError(), "attention_paged (combine)");
             }
         }
     });
     cuda_tmp_free(be, buf);
+}
+
+// ---- prefill runs on tensor cores ---------------------------------------------------------------
+//
+// A run (ae_paged_run: n consecutive positions pos0.. of one sequence) is exactly the query block
+// of a contiguous `attention` call (T = n, pos0) whose keys are addressed through the sequence's
+// block-table row instead of a contiguous cache: kernel B (GQA/GateSWA: windows, sinks) or D/E
+// (absorbed MLA: one latent head, k == v rows) run on it unchanged, reading key rows through
+// attn_key_off (cuda_attention.h), split-KV and all. Tiles wholly before the window are never
+// loaded, so released pages (−1) before a run's first visible key are never read.
+
+// Shortest run taken to tensor cores: 16 positions. Kernel B packs 64 query rows (token, head of
+// the GQA group) per block and D/E 16-64 (token, head) rows; from 16 positions on a block holds
+// at least 16·G rows (a whole 64-row tile at G = 4, Qwen3-8B 32/8), so little of the tensor-core
+// work is padding, and each key tile is loaded once per 16+ positions instead of once per row.
+// Shorter runs are decode rows (n = 1) and short tails of prompts: k_paged_attn is tuned for
+// them (one pass over the keys per row and group of 4 heads, split-KV). AE_CUDA_PAGED_TC_MIN=n
+// (n >= 1) overrides it, for measurements and tests; a large n keeps every row on k_paged_attn.
+constexpr int kTcMinRows = 16;
+
+int paged_tc_min() {
+    const char *env = getenv("AE_CUDA_PAGED_TC_MIN");
+    const int n = env ? atoi(env) : 0;
+    return n >= 1 ? n : kTcMinRows;
+}
+
+// 1 when the tensor-core kernels can take this call's runs: bf16 tensors, (dk, dv) one of B's
+// or (absorbed MLA) one of D/E's, and 16-byte copies possible from every key row (pointers,
+// strides and the page stride in whole 16-byte pieces). q and out rows of a run stay aligned:
+// the instantiated dims are multiples of 16.
+int paged_tc_ok(const ae_paged_attn_args *a, ae_ptr out, ae_ptr q, ae_ptr k, ae_ptr v) {
+    const char *env = getenv("AE_CUDA_ATTN"); // "ref": no tensor cores (as for `attention`)
+    if (q.dtype != AE_DT_BF16 || (env && strcmp(env, "ref") == 0)) return 0;
+    if (!aligned16(q.data) || !aligned16(k.data) || !aligned16(v.data) || !aligned16(out.data) ||
+        a->k_stride % 8 != 0 || a->v_stride % 8 != 0 || a->page_stride % 8 != 0)
+        return 0;
+    if (a->Hkv == 1 && k.data == v.data && a->k_stride == a->v_stride &&
+        attn_mla_has(a->dk, a->dv))
+        return 1;
+    return attn_flash_has(a->dk, a->dv);
+}
+
+// Queues run u on kernel D/E (absorbed MLA) or B; 0 when the kernel cannot take it (its shared
+// memory does not fit): the caller then computes the rows with k_paged_attn.
+int paged_run_tc(const ae_backend *be, const ae_paged_attn_args *a, const ae_paged_run *u,
+                 ae_ptr out, ae_ptr q, ae_ptr k, ae_ptr v) {
+    attn_params p;
+    memset(&p, 0, sizeof p);
+    p.q = (const bf16 *)q.data + (size_t)u->first * a->Hq * a->dk;    // (n, Hq, dk)
+    p.out = (bf16 *)out.data + (size_t)u->first * a->Hq * a->dv;      // (n, Hq, dv)
+    p.k = (const bf16 *)k.data;                                         // page pool
+    p.v = (const bf16 *)v.data;
+    p.sinks = (const float *)a->sinks.data;
+    p.T = u->n;
+    p.pos0 = u->pos0;
+    p.Hq = a->Hq;
+    p.Hkv = a->Hkv;
+    p.G = a->Hq / a->Hkv;
+    p.dk = a->dk;
+    p.dv = a->dv;
+    p.k_stride = a->k_stride;
+    p.v_stride = a->v_stride;
+    p.window = a->window;
+    p.scale_log2 = a->scale * AE_ATTN_LOG2E;
+    p.splits = 1;
+    p.pages = (const int32_t *)a->block_table.data + (size_t)u->seq * a->max_blocks;
+    p.page_size = a->page_size;
+    p.page_stride = a->page_stride;
+    if (a->Hkv == 1 && k.data == v.data && a->k_stride == a->v_stride &&
+        attn_mla_has(a->dk, a->dv))
+        return attn_mla_run(be, &p);
+    return attn_flash_has(a->dk, a->dv) && attn_flash_run_lse(be, &p, NULL);
+}
+
+} // namespace
+
+void ae_cuda_paged_store(const ae_backend *be, ae_ptr dst, int64_t page_stride, int page_size,
+                         int64_t ldd, ae_ptr src, int64_t lds, ae_ptr slot, int N, int cols) {
+    if (cuda_failed(be) || N <= 0 || cols <= 0) return;
+    cuda_need(dst, AE_M_FLOAT, "paged_store", "dst");
+    cuda_need(src, AE_M_FLOAT, "paged_store", "src");
+    cuda_need(slot, AE_M_I32, "paged_store", "slot");
+    int threads = cols >= 256 ? 256 : ((cols + 31) / 32) * 32;
+    AE_CUDA_FLOAT_DISPATCH(dst.dtype, TD, AE_CUDA_FLOAT_DISPATCH(src.dtype, TS, {
+        k_paged_store<TD, TS><<<N, threads, 0, stream_of(be)>>>(
+            (TD *)dst.data, page_stride, page_size, ldd, (const TS *)src.data, lds,
+            (const int32_t *)slot.data, cols);
+    }));
+    cuda_check(be, cudaGetLastError(), "paged_store");
+}
+
+// Runs of at least paged_tc_min() rows go to the tensor-core kernels (one launch each); every
+// other row (decode rows, short runs, rows outside runs, runs a kernel could not take) goes to
+// k_paged_attn in maximal consecutive ranges: with the engine's order (decode rows first, then
+// prefill chunks) one launch for the decode rows and one per prefill chunk.
+void ae_cuda_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, ae_ptr out,
+                             ae_ptr q, ae_ptr k, ae_ptr v) {
+    if (cuda_failed(be) || a->N <= 0) return;
+    cuda_need(out, AE_M_FLOAT, "attention_paged", "out");
+    cuda_need(q, AE_M_FLOAT, "attention_paged", "q");
+    cuda_need(k, AE_M_FLOAT, "attention_paged", "k");
+    cuda_need(v, AE_M_FLOAT, "attention_paged", "v");
+    cuda_need(a->sinks, AE_M_F32, "attention_paged", "sinks");
+    cuda_need(a->seq, AE_M_I32, "attention_paged", "seq");
+    cuda_need(a->pos, AE_M_I32, "attention_paged", "pos");
+    cuda_need(a->block_table, AE_M_I32, "attention_paged", "block_table");
+    if (q.dtype != out.dtype || k.dtype != q.dtype || v.dtype != q.dtype || a->dv > 32 * kMaxCols ||
+        a->Hkv <= 0 || a->Hq % a->Hkv != 0) {
+        fprintf(stderr, "attnedit: internal error: cuda attention_paged: dtypes %s/%s/%s/%s, "
+                        "dv %d (max %d), Hq %d, Hkv %d not supported\n",
+                ae_dtype_name(out.dtype), ae_dtype_name(q.dtype), ae_dtype_name(k.dtype),
+                ae_dtype_name(v.dtype), a->dv, 32 * kMaxCols, a->Hq, a->Hkv);
+        abort();
+    }
+    ae_paged_runs_check(a, NULL, NULL); // order and bounds (seq/pos are device memory)
+    const int tc_min = paged_tc_ok(a, out, q, k, v) ? paged_tc_min() : 0;
+    int r = 0; // rows before r are queued
+    for (int i = 0; tc_min > 0 && i < a->n_runs; i++) {
+        const ae_paged_run *u = &a->runs[i];
+        if (u->n < tc_min || !paged_run_tc(be, a, u, out, q, k, v)) continue;
+        paged_rows(be, a, r, u->first - r, out, q, k, v);
+        r = u->first + u->n;
+    }
+    paged_rows(be, a, r, a->N - r, out, q, k, v);
 }

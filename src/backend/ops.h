@@ -125,6 +125,20 @@ typedef struct {
 // sinks as in ae_attn_args. With the keys in one contiguous run this computes exactly what
 // `attention` computes for the same rows (on cpu: bit for bit).
 //   q: (N, Hq, dk)  out: (N, Hq, dv)  act;  seq, pos: (N) I32;  block_table: (n_seq, max_blocks) I32
+// Runs (optional; host memory, so a backend can plan its launches without reading seq and pos
+// back from the device): runs[0..n_runs) each name query rows that are consecutive positions of
+// one sequence: rows first .. first + n − 1 with seq[r] == seq and pos[r] == pos0 + (r − first).
+// Runs are listed in increasing row order and do not overlap (first >= the previous run's
+// first + n, n >= 1, first + n <= N); rows outside every run are computed too. The result is
+// the same with or without runs up to rounding (cuda computes long runs, prefill chunks, on
+// tensor cores and the other rows with its decode kernel; cpu ignores them after checking that
+// they agree with seq and pos: an internal error aborts).
+typedef struct {
+    int first, n; // query rows first .. first + n − 1
+    int seq;      // their sequence: row `seq` of block_table
+    int pos0;     // position of row `first`
+} ae_paged_run;
+
 typedef struct {
     int N, Hq, Hkv, dk, dv;
     int page_size, max_blocks;
@@ -134,6 +148,8 @@ typedef struct {
     float scale;
     ae_ptr sinks;
     ae_ptr seq, pos, block_table;
+    int n_runs;               // 0: no description
+    const ae_paged_run *runs; // (n_runs) host, or null
 } ae_paged_attn_args;
 
 // One or several independent matrix products, row-major, strides in elements:
@@ -472,6 +488,10 @@ void ae_scratch_free(ae_scratch *s);
 // no lse.
 ae_attn_args ae_attn_dense(int T, int pos0, int Hq, int Hkv, int dk, int dv, int window,
                            float scale, ae_ptr sinks);
+// Aborts (internal error: a bug in the caller) unless a->runs keep ae_paged_attn_args' contract:
+// in row order, disjoint, inside the N rows, n >= 1, pos0 >= 0; and, when seq and pos (N, host)
+// are given, agreeing with them. Backends call it at the start of attention_paged.
+void ae_paged_runs_check(const ae_paged_attn_args *a, const int32_t *seq, const int32_t *pos);
 
 #ifdef __cplusplus
 }

@@ -102,7 +102,8 @@ static ae_status gswa_paged(const ae_backend *be, const ae_gswa *m, const ae_pag
                              .page_stride = lo->page_stride, .k_stride = (int)ld,
                              .v_stride = (int)ld, .window = d->window,
                              .scale = gswa_attn_scale(d), .sinks = m->sinks, .seq = b->seq,
-                             .pos = b->pos, .block_table = b->table[g]};
+                             .pos = b->pos, .block_table = b->table[g], .n_runs = b->n_runs,
+                             .runs = b->runs};
     be->attention_paged(be, &pa, a, q, kp, vp);
     gswa_gate_out(be, m, x, a, gt, N, y);
     ae_scratch_free(&s);
@@ -152,7 +153,7 @@ static ae_status mla_paged(const ae_backend *be, const ae_mla *m, const ae_paged
                              .k_stride = (int)ld, .v_stride = (int)ld, .window = 0,
                              .scale = (float)(1.0 / sqrt((double)(dn + dr))),
                              .sinks = ae_ptr_null(), .seq = b->seq, .pos = b->pos,
-                             .block_table = b->table[g]};
+                             .block_table = b->table[g], .n_runs = b->n_runs, .runs = b->runs};
     be->attention_paged(be, &pa, ctx, qt, cp, cp);
     ae_gemm_args gb = {.M = N, .N = dv, .K = R, .batch = H, .trans_b = 1, .lda = (int64_t)H * R,
                        .sa = R, .ldb = R, .sb = (int64_t)dkv * R, .ldy = (int64_t)H * dv, .sy = dv,

@@ -46,6 +46,9 @@ void ae_paged_layout_free(ae_paged_layout *lo);
 // (slot = page·page_size[g] + position % page_size[g]) and attention reads each sequence's
 // earlier positions through table[g] (n_seq, max_blocks[g]). Rows of one sequence must be
 // consecutive positions in increasing order, and every earlier position must be in the cache.
+// runs (host, optional) describe the same rows per sequence for attention_paged (ae_paged_run,
+// backend/ops.h: in row order, agreeing with pos and seq): with them the CUDA backend computes
+// prefill chunks on tensor cores.
 typedef struct {
     int N, n_seq;
     const int32_t *ids;              // host (N), checked against the vocabulary
@@ -53,6 +56,8 @@ typedef struct {
     ae_ptr slot[AE_PG_COUNT];        // (N) I32 per used group
     ae_ptr table[AE_PG_COUNT];       // (n_seq, max_blocks[g]) I32 per used group
     int max_blocks[AE_PG_COUNT];
+    int n_runs;                      // 0: none
+    const ae_paged_run *runs;        // (n_runs) host
 } ae_paged_batch;
 
 // Runs the step; logits (n_out, V) F32 receives the logits of rows out_rows[0..n_out) (host

@@ -42,6 +42,7 @@ struct ae_engine {
     int n_run;
     ae_seq **batch;           // sequences of this step
     int n_batch;
+    ae_paged_run *runs;       // (max_seqs) this step's rows per sequence, for attention_paged
     // host arrays of one step, (max_batch_tokens)
     int32_t *ids, *pos, *seqi, *slot[AE_PG_COUNT];
     int *out_rows;
@@ -391,6 +392,13 @@ static ae_status run_batch(ae_engine *e, int N) {
     pb.N = N;
     pb.n_seq = e->n_batch;
     pb.ids = e->ids;
+    pb.runs = e->runs;
+    for (int b = 0; b < e->n_batch; b++) { // rows of one sequence: consecutive positions
+        const ae_seq *s = e->batch[b];
+        if (s->n_rows > 0)
+            e->runs[pb.n_runs++] = (ae_paged_run){.first = s->row0, .n = s->n_rows, .seq = b,
+                                                  .pos0 = s->n_cached};
+    }
     ae_scratch sc;
     ae_scratch_init(&sc, be);
     pb.pos = ae_scratch_alloc(&sc, (size_t)N, AE_DT_I32);
@@ -551,6 +559,7 @@ static void engine_free(ae_engine *e) {
     ae_kv_pool_free(&e->pool);
     free(e->run);
     free(e->batch);
+    free(e->runs);
     free(e->ids);
     free(e->pos);
     free(e->seqi);
@@ -596,10 +605,11 @@ ae_status ae_engine_start(const ae_model *m, const ae_tokenizer *tok, const ae_e
     size_t V = (size_t)m->cfg.vocab_size;
     e->run = ae_calloc(S, sizeof *e->run);
     e->batch = ae_calloc(S, sizeof *e->batch);
+    e->runs = ae_calloc(S, sizeof *e->runs);
     e->ids = ae_malloc(sizeof(int32_t) * B);
     e->pos = ae_malloc(sizeof(int32_t) * B);
     e->seqi = ae_malloc(sizeof(int32_t) * B);
-    int ok = e->run && e->batch && e->ids && e->pos && e->seqi;
+    int ok = e->run && e->batch && e->runs && e->ids && e->pos && e->seqi;
     for (int g = 0; g < AE_PG_COUNT; g++) ok = ok && (e->slot[g] = ae_malloc(sizeof(int32_t) * B));
     e->out_rows = ae_malloc(sizeof(int) * B);
     e->logits_cap = S < B ? S : B; // one row per sequence; echo chunks grow it
