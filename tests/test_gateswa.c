@@ -40,7 +40,6 @@ static void ref_forward(const ae_gswa *m, const float *x, int T, double *y) {
     int qd = Hq * hd, kvd = Hkv * hd;
     double *q = calloc((size_t)T * qd, sizeof(double)), *k = calloc((size_t)T * kvd, sizeof(double));
     double *v = calloc((size_t)T * kvd, sizeof(double)), *a = calloc((size_t)T * qd, sizeof(double));
-    double *p = calloc((size_t)T + 1, sizeof(double));
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * D;
         for (int o = 0; o < qd; o++)
@@ -66,32 +65,18 @@ static void ref_forward(const ae_gswa *m, const float *x, int T, double *y) {
             }
         }
     }
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < Hq; h++) {
-            int g = h / (Hq / Hkv), lo = W > 0 && t - W + 1 > 0 ? t - W + 1 : 0;
-            const float *sinks = ae_f32(m->sinks);
-            double mx = sinks ? sinks[h] : -INFINITY, sum = 0;
-            for (int j = lo; j <= t; j++) {
-                double s = 0;
-                for (int i = 0; i < hd; i++) s += q[t * qd + h * hd + i] * k[j * kvd + g * hd + i];
-                p[j] = s / sqrt((double)hd);
-                if (p[j] > mx) mx = p[j];
-            }
-            if (sinks) sum += exp(sinks[h] - mx);
-            for (int j = lo; j <= t; j++) sum += (p[j] = exp(p[j] - mx));
+    ae_test_attn args = {T, 0, Hq, Hkv, hd, hd, (size_t)kvd, (size_t)kvd, W, 0,
+                         1.0 / sqrt((double)hd), ae_f32(m->sinks)};
+    ae_test_attention(a, &args, q, k, v);
+    for (int t = 0; d->gate != AE_GATE_NONE && t < T; t++) // the output gate
+        for (int h = 0; h < Hq; h++)
             for (int i = 0; i < hd; i++) {
-                double o = 0;
-                for (int j = lo; j <= t; j++) o += p[j] / sum * v[j * kvd + g * hd + i];
                 double gl = 0;
                 int gr = d->gate == AE_GATE_ELEMENTWISE ? h * hd + i : h;
-                if (d->gate != AE_GATE_NONE) {
-                    for (int c = 0; c < D; c++)
-                        gl += (double)ae_f32(m->wg)[(size_t)gr * D + c] * x[(size_t)t * D + c];
-                    o *= sigmoid(gl);
-                }
-                a[t * qd + h * hd + i] = o;
+                for (int c = 0; c < D; c++)
+                    gl += (double)ae_f32(m->wg)[(size_t)gr * D + c] * x[(size_t)t * D + c];
+                a[t * qd + h * hd + i] *= sigmoid(gl);
             }
-        }
     for (int t = 0; t < T; t++)
         for (int o = 0; o < D; o++) {
             double s = 0;
@@ -103,7 +88,6 @@ static void ref_forward(const ae_gswa *m, const float *x, int T, double *y) {
     free(k);
     free(v);
     free(a);
-    free(p);
 }
 
 static const int k_heads[3][2] = {{2, 2}, {4, 2}, {4, 1}}; // (Hq, Hkv): ratios 1, 2, 4

@@ -79,11 +79,10 @@ static void ref_forward(const ae_mla *m, const float *x, int T, double *y) {
     const ae_mla_dims *d = &m->d;
     int D = d->D, H = d->H, R = d->kv_lora_rank, dn = d->dn, dr = d->dr, dv = d->dv;
     int dq = dn + dr, ql = d->q_lora_rank, dkv = dn + dv;
-    double *q = calloc((size_t)T * H * dq, sizeof(double)), *kn = calloc((size_t)T * H * dn + 1, sizeof(double));
+    double *q = calloc((size_t)T * H * dq, sizeof(double)), *k = calloc((size_t)T * H * dq, sizeof(double));
     double *kr = calloc((size_t)T * dr, sizeof(double)), *v = calloc((size_t)T * H * dv, sizeof(double));
     double *xd = calloc((size_t)D, sizeof(double)), *tmp = calloc((size_t)(ql + R + dr + 1), sizeof(double));
-    double *kvb = calloc((size_t)H * dkv, sizeof(double)), *o = calloc((size_t)H * dv, sizeof(double));
-    double *p = calloc((size_t)T, sizeof(double));
+    double *kvb = calloc((size_t)H * dkv, sizeof(double)), *o = calloc((size_t)T * H * dv, sizeof(double));
     for (int t = 0; t < T; t++) {
         for (int i = 0; i < D; i++) xd[i] = x[(size_t)t * D + i];
         double *qt = q + (size_t)t * H * dq;
@@ -100,32 +99,19 @@ static void ref_forward(const ae_mla *m, const float *x, int T, double *y) {
         memcpy(kr + (size_t)t * dr, tmp + R, sizeof(double) * dr);
         ref_rope_interleaved(kr + (size_t)t * dr, dr, t, d->rope_theta);
         ref_matvec(kvb, ae_f32(m->wkvb), tmp, H * dkv, R);
-        for (int h = 0; h < H; h++) {
-            memcpy(kn + ((size_t)t * H + h) * dn, kvb + h * dkv, sizeof(double) * dn);
+        for (int h = 0; h < H; h++) { // head h's key [k_nope | k_rope], k_rope shared by the heads
+            double *kh = k + ((size_t)t * H + h) * dq;
+            memcpy(kh, kvb + h * dkv, sizeof(double) * dn);
+            memcpy(kh + dn, kr + (size_t)t * dr, sizeof(double) * dr);
             memcpy(v + ((size_t)t * H + h) * dv, kvb + h * dkv + dn, sizeof(double) * dv);
         }
     }
-    for (int t = 0; t < T; t++) {
-        for (int h = 0; h < H; h++) {
-            const double *qh = q + ((size_t)t * H + h) * dq;
-            double mx = -1e300, sum = 0.0;
-            for (int j = 0; j <= t; j++) {
-                double s = 0.0;
-                for (int n = 0; n < dn; n++) s += qh[n] * kn[((size_t)j * H + h) * dn + n];
-                for (int e = 0; e < dr; e++) s += qh[dn + e] * kr[(size_t)j * dr + e];
-                p[j] = s / sqrt((double)dq);
-                if (p[j] > mx) mx = p[j];
-            }
-            for (int j = 0; j <= t; j++) sum += (p[j] = exp(p[j] - mx));
-            for (int e = 0; e < dv; e++) {
-                double acc = 0.0;
-                for (int j = 0; j <= t; j++) acc += p[j] / sum * v[((size_t)j * H + h) * dv + e];
-                o[h * dv + e] = acc;
-            }
-        }
-        ref_matvec(y + (size_t)t * D, ae_f32(m->wo), o, D, H * dv);
-    }
-    free(q), free(kn), free(kr), free(v), free(xd), free(tmp), free(kvb), free(o), free(p);
+    ae_test_attn args = {T, 0, H, H, dq, dv, (size_t)H * dq, (size_t)H * dv, 0, 0,
+                         1.0 / sqrt((double)dq), NULL};
+    ae_test_attention(o, &args, q, k, v);
+    for (int t = 0; t < T; t++)
+        ref_matvec(y + (size_t)t * D, ae_f32(m->wo), o + (size_t)t * H * dv, D, H * dv);
+    free(q), free(k), free(kr), free(v), free(xd), free(tmp), free(kvb), free(o);
 }
 
 static void test_matches_reference(void **state) {

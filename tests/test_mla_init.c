@@ -195,12 +195,11 @@ static void test_teacher_factorisation(void **state) {
 // (folded), v_g = Wv_g x; the rope dims of every k_g replaced by their mean over kv heads; only
 // the rope pairs (i_j, i_j + hd/2) rotated; GQA attention with scale 1/sqrt(hd); o_proj.
 static void linear_teacher(const teacher *t, int dr, const float *x, int T, double theta, double *y) {
-    int Hq = t->v.Hq, Hkv = t->v.Hkv, hd = t->v.hd, D = t->D, grp = Hq / Hkv, half = hd / 2;
+    int Hq = t->v.Hq, Hkv = t->v.Hkv, hd = t->v.hd, D = t->D, half = hd / 2;
     int step = hd / dr;
     double *F = malloc(sizeof(double) * hd * D);
     double *q = calloc((size_t)T * Hq * hd, sizeof(double)), *k = calloc((size_t)T * Hkv * hd, sizeof(double));
-    double *v = calloc((size_t)T * Hkv * hd, sizeof(double)), *p = malloc(sizeof(double) * T);
-    double *o = malloc(sizeof(double) * Hq * hd);
+    double *v = calloc((size_t)T * Hkv * hd, sizeof(double)), *o = malloc(sizeof(double) * T * Hq * hd);
     for (int pass = 0; pass < 3; pass++) {
         int nh = pass == 0 ? Hq : Hkv;
         for (int h = 0; h < nh; h++) {
@@ -235,30 +234,17 @@ static void linear_teacher(const teacher *t, int dr, const float *x, int T, doub
                     zv[i + half] = b * c + a * sn;
                 }
     }
-    for (int s = 0; s < T; s++) {
-        for (int h = 0; h < Hq; h++) {
-            int g = h / grp;
-            double mx = -1e300, sum = 0;
-            for (int j = 0; j <= s; j++) {
-                double a = 0;
-                for (int i = 0; i < hd; i++) a += q[((size_t)s * Hq + h) * hd + i] * k[((size_t)j * Hkv + g) * hd + i];
-                p[j] = a / sqrt((double)hd);
-                mx = fmax(mx, p[j]);
-            }
-            for (int j = 0; j <= s; j++) sum += (p[j] = exp(p[j] - mx));
-            for (int i = 0; i < hd; i++) {
-                double a = 0;
-                for (int j = 0; j <= s; j++) a += p[j] / sum * v[((size_t)j * Hkv + g) * hd + i];
-                o[h * hd + i] = a;
-            }
-        }
+    ae_test_attn args = {T, 0, Hq, Hkv, hd, hd, (size_t)Hkv * hd, (size_t)Hkv * hd, 0, 0,
+                         1.0 / sqrt((double)hd), NULL};
+    ae_test_attention(o, &args, q, k, v);
+    for (int s = 0; s < T; s++)
         for (int c = 0; c < D; c++) {
             double a = 0;
-            for (int i = 0; i < Hq * hd; i++) a += (double)t->v.wo[(size_t)c * Hq * hd + i] * o[i];
+            for (int i = 0; i < Hq * hd; i++)
+                a += (double)t->v.wo[(size_t)c * Hq * hd + i] * o[(size_t)s * Hq * hd + i];
             y[(size_t)s * D + c] = a;
         }
-    }
-    free(F), free(q), free(k), free(v), free(p), free(o);
+    free(F), free(q), free(k), free(v), free(o);
 }
 
 static void test_teacher_exact(void **state) {

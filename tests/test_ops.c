@@ -117,39 +117,19 @@ static void test_rope_interleaved_partial(void **state) {
         }
 }
 
-// Naive attention in double, reading K/V exactly as ae_attn_args describes (row strides, ring
-// rows j % ring, window, sinks); a->sinks is read as the sink logits when set.
+// Naive attention in double (ae_test_attention), reading K/V exactly as ae_attn_args describes
+// (row strides, ring rows j % ring, window, sinks); a->sinks is read as the sink logits when set.
 static void ref_attention_args(double *out, const ae_attn_args *a, const float *q, const float *k,
                                const float *v) {
-    int S = a->pos0 + a->T;
-    double *s = malloc(sizeof(double) * (size_t)S);
-    for (int t = 0; t < a->T; t++)
-        for (int h = 0; h < a->Hq; h++) {
-            int kh = h / (a->Hq / a->Hkv), qpos = a->pos0 + t;
-            const float *sinks = ae_f32(a->sinks);
-            double mx = sinks ? sinks[h] : -INFINITY, sum = 0;
-            for (int j = 0; j <= qpos; j++) {
-                int visible = a->window <= 0 || qpos - j < a->window;
-                size_t row = (size_t)(a->ring > 0 ? j % a->ring : j);
-                double d = 0;
-                for (int i = 0; i < a->dk; i++)
-                    d += (double)q[((size_t)t * a->Hq + h) * a->dk + i] *
-                         k[row * a->k_stride + (size_t)kh * a->dk + i];
-                s[j] = visible ? d * a->scale : -INFINITY;
-                if (s[j] > mx) mx = s[j];
-            }
-            if (sinks) sum += exp(sinks[h] - mx);
-            for (int j = 0; j <= qpos; j++) sum += (s[j] = exp(s[j] - mx));
-            for (int i = 0; i < a->dv; i++) {
-                double o = 0;
-                for (int j = 0; j <= qpos; j++) {
-                    size_t row = (size_t)(a->ring > 0 ? j % a->ring : j);
-                    o += s[j] / sum * v[row * a->v_stride + (size_t)kh * a->dv + i];
-                }
-                out[((size_t)t * a->Hq + h) * a->dv + i] = o;
-            }
-        }
-    free(s);
+    int rows = a->ring > 0 ? a->ring : a->pos0 + a->T; // rows of k and v that may be read
+    size_t nk = (size_t)(rows - 1) * a->k_stride + (size_t)a->Hkv * a->dk;
+    size_t nv = (size_t)(rows - 1) * a->v_stride + (size_t)a->Hkv * a->dv;
+    double *qd = ae_test_to_double(q, (size_t)a->T * a->Hq * a->dk);
+    double *kd = ae_test_to_double(k, nk), *vd = ae_test_to_double(v, nv);
+    ae_test_attn r = {a->T, a->pos0, a->Hq, a->Hkv, a->dk, a->dv, (size_t)a->k_stride,
+                      (size_t)a->v_stride, a->window, a->ring, a->scale, ae_f32(a->sinks)};
+    ae_test_attention(out, &r, qd, kd, vd);
+    free(qd), free(kd), free(vd);
 }
 
 // Dense layout k (S, Hkv, hd), v (S, Hkv, hd), no sinks.

@@ -96,12 +96,6 @@ static double cos_row_ref(const double *a, const double *b, int D) {
     return aa > 0 && bb > 0 ? 1.0 - ab / sqrt(aa * bb) : 1.0;
 }
 
-static double *to_double(const float *x, size_t n) {
-    double *p = malloc(sizeof(double) * (n ? n : 1));
-    for (size_t i = 0; i < n; i++) p[i] = x[i];
-    return p;
-}
-
 // One row's loss f(x_i, other_i) for util/fd.h.
 typedef double (*row_fn)(const double *, const double *, int, int);
 typedef struct {
@@ -152,7 +146,7 @@ static void test_mse_rows(void **state) {
                          D, normalized, scale);
             be->mse_rows(be, ae_host_f32(out2), ae_ptr_null(), ae_host_f32(y), ae_host_f32(t), N,
                          D, normalized, scale);
-            double *yd = to_double(y, n), *td = to_double(t, n);
+            double *yd = ae_test_to_double(y, n), *td = ae_test_to_double(t, n);
             for (int i = 0; i < N; i++) {
                 double want = mse_row_ref(yd + (size_t)i * D, td + (size_t)i * D, D, normalized);
                 close_to(normalized ? "mse_rows (normalized)" : "mse_rows", (size_t)i, out[i],
@@ -190,7 +184,7 @@ static void test_cosine_rows(void **state) {
     float scale = 1.7f;
     be->cosine_rows(be, ae_host_f32(out), ae_host_f32(da), ae_host_f32(a), ae_host_f32(b), N, D,
                     scale);
-    double *ad = to_double(a, n), *bd = to_double(b, n);
+    double *ad = ae_test_to_double(a, n), *bd = ae_test_to_double(b, n);
     for (int i = 0; i < N; i++)
         close_to("cosine_rows", (size_t)i, out[i], cos_row_ref(ad + (size_t)i * D, bd + (size_t)i * D, D),
                  REL_F32, 1e-7);

@@ -254,6 +254,46 @@ double ae_test_logsumexp(const float *z, int n, float scale, double *p) {
     return mx + log(s);
 }
 
+void ae_test_attention(double *out, const ae_test_attn *a, const double *q, const double *k,
+                       const double *v) {
+    int S = a->pos0 + a->T;
+    double *p = malloc(sizeof(double) * (size_t)(S > 0 ? S : 1)); // (S) one row's weights
+    if (!p) abort();
+    for (int t = 0; t < a->T; t++)
+        for (int h = 0; h < a->Hq; h++) {
+            int g = h / (a->Hq / a->Hkv), qpos = a->pos0 + t;
+            int lo = a->window > 0 && qpos - a->window + 1 > 0 ? qpos - a->window + 1 : 0;
+            const double *qh = q + ((size_t)t * a->Hq + h) * a->dk;
+            double mx = a->sinks ? a->sinks[h] : -INFINITY, sum = 0;
+            for (int j = lo; j <= qpos; j++) {
+                size_t row = (size_t)(a->ring > 0 ? j % a->ring : j);
+                const double *kj = k + row * a->k_stride + (size_t)g * a->dk;
+                double d = 0;
+                for (int i = 0; i < a->dk; i++) d += qh[i] * kj[i];
+                p[j] = d * a->scale;
+                mx = fmax(mx, p[j]);
+            }
+            if (a->sinks) sum += exp(a->sinks[h] - mx);
+            for (int j = lo; j <= qpos; j++) sum += (p[j] = exp(p[j] - mx));
+            for (int i = 0; i < a->dv; i++) {
+                double o = 0;
+                for (int j = lo; j <= qpos; j++) {
+                    size_t row = (size_t)(a->ring > 0 ? j % a->ring : j);
+                    o += p[j] / sum * v[row * a->v_stride + (size_t)g * a->dv + i];
+                }
+                out[((size_t)t * a->Hq + h) * a->dv + i] = o;
+            }
+        }
+    free(p);
+}
+
+double *ae_test_to_double(const float *x, size_t n) {
+    double *d = malloc(sizeof(double) * (n ? n : 1));
+    if (!d) abort();
+    for (size_t i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+
 int ae_test_count_entries(const char *dir) {
     DIR *d = opendir(dir);
     int n = 0;

@@ -56,6 +56,24 @@ double ae_test_rel_err(const float *a, const float *b, size_t n);
 // (optional, n) receives softmax(scale·z).   z: (n)
 double ae_test_logsumexp(const float *z, int n, float scale, double *p);
 
+// The tests' one attention reference, in double. Query t (position pos0 + t), head h: softmax
+// over the keys j = lo..pos0 + t (lo = pos0 + t − window + 1 when window > 0, else 0) of
+// scale·q·k_j, plus the sink logit sinks[h] in the denominator when sinks is set, times v_j.
+// Query head h reads kv head g = h / (Hq / Hkv); key j of head g is k[row·k_stride + g·dk],
+// its value v[row·v_stride + g·dv], row = j % ring when ring > 0, else j.
+//   q: (T, Hq, dk)   out: (T, Hq, dv)   sinks: (Hq) or NULL
+typedef struct {
+    int T, pos0, Hq, Hkv, dk, dv;
+    size_t k_stride, v_stride;
+    int window, ring;
+    double scale;
+    const float *sinks;
+} ae_test_attn;
+void ae_test_attention(double *out, const ae_test_attn *a, const double *q, const double *k,
+                       const double *v);
+// A float array as a new double one (caller frees).   x: (n)
+double *ae_test_to_double(const float *x, size_t n);
+
 // Runs the attnedit CLI with argv (NULL-terminated, argv[0] excluded) and captures stdout and
 // stderr (heap strings, caller frees). Returns the exit status (or 128+signal when killed).
 int ae_test_run_cli(const char *const *args, const char *stdin_text, char **out, char **err);
