@@ -142,6 +142,47 @@ static void test_bad_input(void **state) {
                                 NULL}, 1, "--limit", NULL);
 }
 
+// MMLU: a subject's missing file, malformed CSV records and answers, shots without dev
+// examples, a subject named twice through a group.
+static void test_mmlu_bad_input(void **state) {
+    (void)state;
+    const char *micro = ae_test_src(MICRO), *fx = ae_test_src(FIXTURE_DATA);
+    write_text("m1/mmlu/data/test/abstract_algebra_test.csv", "Q?,a,b,c,d,A\n");
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "mmlu_stem", "--data-dir",
+                                tmp_path("m1"), NULL}, 1,
+               "task mmlu_anatomy evaluates its test split: no such file (looked for data/test/anatomy_test.csv, "
+               "test/anatomy_test.csv, anatomy/test.jsonl, all/test.jsonl)", NULL);
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "mmlu_abstract_algebra", "--shots", "1",
+                                "--data-dir", tmp_path("m1"), NULL}, 1,
+               "mmlu_abstract_algebra: --shots 1: the task draws its shots from its dev split: no such file (looked "
+               "for data/dev/abstract_algebra_dev.csv", NULL);
+    write_text("m2/mmlu/data/test/anatomy_test.csv", "Q?,a,b,c,d,A\n\"Two\nlines\",a,b,c,d\n");
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "mmlu_anatomy", "--data-dir",
+                                tmp_path("m2"), NULL}, 1,
+               "anatomy_test.csv:2: expected 6 fields (question, A, B, C, D, answer letter), found 5", NULL);
+    write_text("m3/mmlu/data/test/anatomy_test.csv", "Q?,a,b,c,d,A\nR?,a,b,c,d,E\n");
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "mmlu_anatomy", "--data-dir",
+                                tmp_path("m3"), NULL}, 1, "anatomy_test.csv:2: answer \"E\" is not A, B, C or D", NULL);
+    write_text("m4/mmlu/data/test/anatomy_test.csv", "Q?,a,b,c,d,A\n\"R?,a,b,c,d,B\n");
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "mmlu_anatomy", "--data-dir",
+                                tmp_path("m4"), NULL}, 1,
+               "anatomy_test.csv:2: the quoted field that starts on this line is not closed", NULL);
+    write_text("m5/mmlu/anatomy/test.jsonl", "{\"question\":\"q\",\"choices\":[\"a\",\"b\",\"c\",\"d\"],\"answer\":4}\n");
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "mmlu_anatomy", "--data-dir",
+                                tmp_path("m5"), NULL}, 1, "anatomy/test.jsonl:1: field \"answer\": expected an index in 0..3",
+               NULL);
+    write_text("m6/mmlu/anatomy/test.jsonl", "{\"question\":\"q\",\"choices\":[\"a\",\"b\",\"c\"],\"answer\":0}\n");
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "mmlu_anatomy", "--data-dir",
+                                tmp_path("m6"), NULL}, 1, "anatomy/test.jsonl:1: field \"choices\": expected 4 choices, found 3",
+               NULL);
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "mmlu_anatomy", "--shots", "6",
+                                "--data-dir", fx, NULL}, 1, "--shots 6 needs 6 examples but", NULL);
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "mmlu_anatomy,mmlu_stem", "--data-dir",
+                                fx, NULL}, 1, "task 'mmlu_anatomy' is listed twice (group mmlu_stem includes it)", NULL);
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "mmlu_anatomyy", "--data-dir", fx, NULL},
+               1, "unknown task 'mmlu_anatomyy'", NULL);
+}
+
 static const cJSON *get(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     if (!v) fail_msg("no \"%s\" in the JSON", k);
@@ -205,6 +246,67 @@ static void test_run_fixture(void **state) {
     free(out);
 }
 
+static double num(const cJSON *o, const char *metric, const char *field) {
+    return cJSON_GetArrayItem(get(get(get(o, "metrics"), metric), field), 0)->valuedouble;
+}
+
+// --tasks mmlu on the fixture: every subject (2 items each), the four categories and mmlu; each
+// group's acc is the size-weighted mean of its subjects' (micro), acc_macro the plain mean, with
+// lm-eval's pooled and unweighted standard errors.
+static void test_mmlu_groups(void **state) {
+    (void)state;
+    const char *micro = ae_test_src(MICRO), *fx = ae_test_src(FIXTURE_DATA);
+    char *out;
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "mmlu", "--limit", "3", "--data-dir", fx,
+                                "--device", "cpu", "--json", NULL}, 0, NULL, &out);
+    cJSON *o = cJSON_Parse(out);
+    assert_non_null(o);
+    const cJSON *tasks = get(o, "tasks"), *groups = get(o, "groups");
+    assert_int_equal(cJSON_GetArraySize(tasks), 57);
+    assert_int_equal(cJSON_GetArraySize(groups), 5);
+    static const char *const names[5] = {"mmlu_humanities", "mmlu_other", "mmlu_social_sciences", "mmlu_stem", "mmlu"};
+    int total_subjects = 0;
+    for (int g = 0; g < 5; g++) {
+        const cJSON *go = cJSON_GetArrayItem(groups, g), *members = get(go, "tasks");
+        assert_string_equal(get(go, "group")->valuestring, names[g]);
+        double sum = 0, macro = 0, var = 0, se2 = 0;
+        int n = 0, k = cJSON_GetArraySize(members);
+        for (int i = 0; i < k; i++) {
+            const char *name = cJSON_GetArrayItem(members, i)->valuestring;
+            const cJSON *t = NULL;
+            for (int j = 0; j < 57 && !t; j++)
+                if (!strcmp(get(cJSON_GetArrayItem(tasks, j), "task")->valuestring, name)) t = cJSON_GetArrayItem(tasks, j);
+            assert_non_null(t);
+            int ni = get(t, "n")->valueint;
+            double acc = num(t, "acc", "value"), se = num(t, "acc", "stderr");
+            sum += acc * ni;
+            macro += acc;
+            var += (ni - 1.0) * se * se * ni;
+            se2 += se * se;
+            n += ni;
+        }
+        if (g < 4) total_subjects += k;
+        assert_int_equal(get(go, "n")->valueint, n);
+        assert_true(fabs(num(go, "acc", "value") - sum / n) < 1e-12);
+        assert_true(fabs(num(go, "acc", "stderr") - sqrt(var / (n - k) / n)) < 1e-12);
+        assert_true(fabs(num(go, "acc_macro", "value") - macro / k) < 1e-12);
+        assert_true(fabs(num(go, "acc_macro", "stderr") - sqrt(se2) / k) < 1e-12);
+    }
+    assert_int_equal(total_subjects, 57);
+    // the fixture's test files hold 2 to 5 items: min(n, 3) summed over the subjects
+    assert_int_equal(get(cJSON_GetArrayItem(groups, 4), "n")->valueint, 154);
+    cJSON_Delete(o);
+    free(out);
+    // the table: a subject's row, then the group rows (acc and acc_macro)
+    run_expect((const char *[]){"eval", "tasks", "--model", micro, "--tasks", "mmlu_other", "--limit", "2",
+                                "--data-dir", fx, "--device", "cpu", NULL}, 0, NULL, &out);
+    assert_non_null(strstr(out, "\nmmlu_professional_accounting acc             2  ")); // 13 subjects x 2
+    assert_non_null(strstr(out, "\n\nmmlu_other                   acc            26  "));
+    assert_non_null(strstr(out, "\n                             acc_macro      26  "));
+    assert_null(strstr(out, "mmlu_stem"));
+    free(out);
+}
+
 // Every task with data in ../shared on a small slice: the micro model and the small teacher.
 static void test_shared_tasks(void **state) {
     (void)state;
@@ -254,7 +356,9 @@ static int teardown(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_mmlu_bad_input),
         cmocka_unit_test(test_run_fixture),
+        cmocka_unit_test(test_mmlu_groups),
         cmocka_unit_test(test_shared_tasks),
     };
     return ae_test_finish(cmocka_run_group_tests(tests, setup, teardown));
