@@ -344,13 +344,11 @@ static double ref_ll(const ae_model *m, const ae_tokenizer *tok, const char *ctx
     *greedy = 1;
     for (size_t t = 0; t < nk; t++) {
         const float *row = z + (size_t)(T - (int)nk + (int)t) * V;
-        double mx = row[0], s = 0;
         int am = 0;
         for (int v = 1; v < V; v++)
-            if (row[v] > mx) mx = row[v], am = v;
-        for (int v = 0; v < V; v++) s += exp(row[v] - mx);
+            if (row[v] > row[am]) am = v;
         int32_t tgt = seq[nc + t];
-        ll += row[tgt] - mx - log(s);
+        ll += row[tgt] - ae_test_logsumexp(row, V, 1.0f, NULL);
         *greedy &= am == tgt;
     }
     *truncated = start > 0;

@@ -65,9 +65,12 @@ static void ref_forward(const ae_gswa *m, const float *x, int T, double *y) {
             }
         }
     }
+    double *sinks = ae_ptr_is_null(m->sinks) ? NULL // (Hq)
+                                             : ae_test_to_double(ae_f32(m->sinks), (size_t)Hq);
     ae_test_attn args = {T, 0, Hq, Hkv, hd, hd, (size_t)kvd, (size_t)kvd, W, 0,
-                         1.0 / sqrt((double)hd), ae_f32(m->sinks)};
+                         1.0 / sqrt((double)hd), sinks, NULL};
     ae_test_attention(a, &args, q, k, v);
+    free(sinks);
     for (int t = 0; d->gate != AE_GATE_NONE && t < T; t++) // the output gate
         for (int h = 0; h < Hq; h++)
             for (int i = 0; i < hd; i++) {

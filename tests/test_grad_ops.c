@@ -18,6 +18,7 @@
 
 #include "backend/ops.h"
 #include "core/rng.h"
+#include "util/fd.h"
 #include "util/testutil.h"
 
 #define FD_EPS 1e-4
@@ -36,28 +37,16 @@ static float *fconst(size_t n, float c) {
     return x;
 }
 
-static double *dvec(const float *x, size_t n) {
-    double *d = malloc(sizeof(double) * (n ? n : 1));
-    for (size_t i = 0; i < n; i++) d[i] = x[i];
-    return d;
-}
-
-typedef double (*loss_fn)(void *ctx);
+static double *dvec(const float *x, size_t n) { return ae_test_to_double(x, n); }
 
 // Compares analytic[i] with the central difference of loss() in x[i] (x is a double input the
 // loss reads through ctx). Checks every element, or FD_MAX_CHECKS random ones of a big tensor.
-static void check_fd(const char *what, loss_fn loss, void *ctx, double *x, size_t n,
+static void check_fd(const char *what, ae_fd_loss loss, void *ctx, double *x, size_t n,
                      const float *analytic, ae_rng *r) {
     size_t checks = n <= FD_MAX_CHECKS ? n : FD_MAX_CHECKS;
     for (size_t c = 0; c < checks; c++) {
         size_t i = n <= FD_MAX_CHECKS ? c : (size_t)(ae_rng_u64(r) % n);
-        double x0 = x[i];
-        x[i] = x0 + FD_EPS;
-        double lp = loss(ctx);
-        x[i] = x0 - FD_EPS;
-        double lm = loss(ctx);
-        x[i] = x0;
-        double num = (lp - lm) / (2 * FD_EPS);
+        double num = ae_fd_central_d(loss, ctx, &x[i], FD_EPS);
         if (!(fabs(analytic[i] - num) <= FD_TOL * fmax(1.0, fabs(num))))
             fail_msg("%s[%zu]: analytic %.7g, numeric %.7g", what, i, (double)analytic[i], num);
     }
@@ -271,8 +260,8 @@ static void test_rope_bwd(void **state) {
 
 // ---------------------------------------------------------------- attention
 
-// The double reference reads K/V exactly as ae_attn_args describes (strides, ring rows); k and
-// v may be the same array (absorbed MLA), and then a perturbation moves both.
+// The double reference (ae_test_attention) reads K/V exactly as ae_attn_args describes (strides,
+// ring rows); k and v may be the same array (absorbed MLA), and then a perturbation moves both.
 typedef struct {
     ae_attn_args a;
     double *q, *k, *v, *sinks, *R, *out;
@@ -282,34 +271,10 @@ typedef struct {
 static double attn_loss(void *p) {
     attn_ctx *c = p;
     const ae_attn_args *a = &c->a;
-    int S = a->pos0 + a->T;
-    double *s = malloc(sizeof(double) * (size_t)S);
-    for (int t = 0; t < a->T; t++)
-        for (int h = 0; h < a->Hq; h++) {
-            int qpos = a->pos0 + t, kh = h / (a->Hq / a->Hkv);
-            int lo = a->window > 0 && qpos - a->window + 1 > 0 ? qpos - a->window + 1 : 0;
-            const double *qv = c->q + ((size_t)t * a->Hq + h) * a->dk;
-            double mx = c->sinks ? c->sinks[h] : -INFINITY;
-            for (int j = lo; j <= qpos; j++) {
-                int row = a->ring > 0 ? j % a->ring : j;
-                const double *kv = c->k + (size_t)row * a->k_stride + (size_t)kh * a->dk;
-                double d = 0;
-                for (int i = 0; i < a->dk; i++) d += qv[i] * kv[i];
-                s[j] = d * a->scale;
-                if (s[j] > mx) mx = s[j];
-            }
-            double Z = c->sinks ? exp(c->sinks[h] - mx) : 0;
-            for (int j = lo; j <= qpos; j++) Z += (s[j] = exp(s[j] - mx));
-            c->lse[(size_t)t * a->Hq + h] = (mx + log(Z)) / log(2.0);
-            double *o = c->out + ((size_t)t * a->Hq + h) * a->dv;
-            for (int i = 0; i < a->dv; i++) o[i] = 0;
-            for (int j = lo; j <= qpos; j++) {
-                int row = a->ring > 0 ? j % a->ring : j;
-                const double *vv = c->v + (size_t)row * a->v_stride + (size_t)kh * a->dv;
-                for (int i = 0; i < a->dv; i++) o[i] += s[j] / Z * vv[i];
-            }
-        }
-    free(s);
+    ae_test_attn r = {a->T, a->pos0, a->Hq, a->Hkv, a->dk, a->dv, (size_t)a->k_stride,
+                      (size_t)a->v_stride, a->window, a->ring, a->scale, c->sinks, c->lse};
+    ae_test_attention(c->out, &r, c->q, c->k, c->v);
+    for (int i = 0; i < a->T * a->Hq; i++) c->lse[i] /= log(2.0); // the op's unit: log2
     return dot_loss(c->out, c->R, (size_t)a->T * a->Hq * a->dv);
 }
 

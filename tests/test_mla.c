@@ -107,7 +107,7 @@ static void ref_forward(const ae_mla *m, const float *x, int T, double *y) {
         }
     }
     ae_test_attn args = {T, 0, H, H, dq, dv, (size_t)H * dq, (size_t)H * dv, 0, 0,
-                         1.0 / sqrt((double)dq), NULL};
+                         1.0 / sqrt((double)dq), NULL, NULL};
     ae_test_attention(o, &args, q, k, v);
     for (int t = 0; t < T; t++)
         ref_matvec(y + (size_t)t * D, ae_f32(m->wo), o + (size_t)t * H * dv, D, H * dv);

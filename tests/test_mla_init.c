@@ -235,7 +235,7 @@ static void linear_teacher(const teacher *t, int dr, const float *x, int T, doub
                 }
     }
     ae_test_attn args = {T, 0, Hq, Hkv, hd, hd, (size_t)Hkv * hd, (size_t)Hkv * hd, 0, 0,
-                         1.0 / sqrt((double)hd), NULL};
+                         1.0 / sqrt((double)hd), NULL, NULL};
     ae_test_attention(o, &args, q, k, v);
     for (int s = 0; s < T; s++)
         for (int c = 0; c < D; c++) {

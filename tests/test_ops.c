@@ -126,10 +126,12 @@ static void ref_attention_args(double *out, const ae_attn_args *a, const float *
     size_t nv = (size_t)(rows - 1) * a->v_stride + (size_t)a->Hkv * a->dv;
     double *qd = ae_test_to_double(q, (size_t)a->T * a->Hq * a->dk);
     double *kd = ae_test_to_double(k, nk), *vd = ae_test_to_double(v, nv);
+    double *sd = ae_ptr_is_null(a->sinks) ? NULL // (Hq) the sink logits
+                                          : ae_test_to_double(ae_f32(a->sinks), (size_t)a->Hq);
     ae_test_attn r = {a->T, a->pos0, a->Hq, a->Hkv, a->dk, a->dv, (size_t)a->k_stride,
-                      (size_t)a->v_stride, a->window, a->ring, a->scale, ae_f32(a->sinks)};
+                      (size_t)a->v_stride, a->window, a->ring, a->scale, sd, NULL};
     ae_test_attention(out, &r, qd, kd, vd);
-    free(qd), free(kd), free(vd);
+    free(qd), free(kd), free(vd), free(sd);
 }
 
 // Dense layout k (S, Hkv, hd), v (S, Hkv, hd), no sinks.

@@ -275,6 +275,7 @@ void ae_test_attention(double *out, const ae_test_attn *a, const double *q, cons
             }
             if (a->sinks) sum += exp(a->sinks[h] - mx);
             for (int j = lo; j <= qpos; j++) sum += (p[j] = exp(p[j] - mx));
+            if (a->lse) a->lse[(size_t)t * a->Hq + h] = mx + log(sum);
             for (int i = 0; i < a->dv; i++) {
                 double o = 0;
                 for (int j = lo; j <= qpos; j++) {

@@ -60,14 +60,16 @@ double ae_test_logsumexp(const float *z, int n, float scale, double *p);
 // over the keys j = lo..pos0 + t (lo = pos0 + t − window + 1 when window > 0, else 0) of
 // scale·q·k_j, plus the sink logit sinks[h] in the denominator when sinks is set, times v_j.
 // Query head h reads kv head g = h / (Hq / Hkv); key j of head g is k[row·k_stride + g·dk],
-// its value v[row·v_stride + g·dv], row = j % ring when ring > 0, else j.
-//   q: (T, Hq, dk)   out: (T, Hq, dv)   sinks: (Hq) or NULL
+// its value v[row·v_stride + g·dv], row = j % ring when ring > 0, else j. lse, when set,
+// receives each row's log-sum-exp (natural log; the sink included), row t·Hq + h.
+//   q: (T, Hq, dk)   out: (T, Hq, dv)   sinks: (Hq) or NULL   lse: (T·Hq) or NULL
 typedef struct {
     int T, pos0, Hq, Hkv, dk, dv;
     size_t k_stride, v_stride;
     int window, ring;
     double scale;
-    const float *sinks;
+    const double *sinks;
+    double *lse;
 } ae_test_attn;
 void ae_test_attention(double *out, const ae_test_attn *a, const double *q, const double *k,
                        const double *v);
