@@ -32,6 +32,9 @@
 // out and lse2 the tensor-core backward (cuda_attention_bwd_tc.cu) recomputes when it is not
 // given them; D and E (inference only) are not used then.
 //
+// B, D and E also compute attention_paged's prefill runs (cuda_paged.cu): the same launchers with
+// attn_params.pages set, keys read through a sequence's block-table row (attn_key_off).
+//
 // Dispatcher (ae_cuda_attention): AE_CUDA_ATTN=ref forces A. Otherwise E or D when Hkv == 1,
 // (dk, dv) is one of their instantiations, k and v are the same rows (k == v, k_stride == v_stride) and the
 // addresses allow 16-byte copies; else B when (dk, dv) is a B instantiation, Hq % Hkv == 0 and
