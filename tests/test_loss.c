@@ -216,6 +216,18 @@ static double row_ref(int kind, int mode, const float *y, const float *t, int N,
     return total / N;
 }
 
+// row_ref's loss for util/fd.h.
+typedef struct {
+    int kind, mode;
+    const float *y, *t; // (N, D) each
+    int N, D;
+} row_case;
+
+static double row_ref_loss(void *ctx) {
+    const row_case *c = ctx;
+    return row_ref(c->kind, c->mode, c->y, c->t, c->N, c->D, NULL);
+}
+
 static void check_row_loss(const char *what, int kind, int mode) {
     int N = 5, D = 11;
     ae_rng r;
@@ -233,18 +245,15 @@ static void check_row_loss(const char *what, int kind, int mode) {
     assert_true(row_op(kind, mode, y, t, N, D, 0.25f, dy4) == loss);
     double gmax = 0;
     for (int i = 0; i < N * D; i++) gmax = fmax(gmax, fabs(ref[i]));
+    row_case rc = {kind, mode, y, t, N, D};
     for (int i = 0; i < N * D; i++) {
         if (!(fabs(dy[i] - ref[i]) <= 1e-5 * gmax))
             fail_msg("%s d[%d]: op %.7g, reference %.7g", what, i, (double)dy[i], ref[i]);
         assert_true(dy4[i] == 0.25f * dy[i]); // grad_scale, exactly for a power of two
         // the reference's gradient against central differences of the reference
-        float x0 = y[i], xp = x0 + 1e-3f, xm = x0 - 1e-3f;
-        y[i] = xp;
-        double lp = row_ref(kind, mode, y, t, N, D, NULL);
-        y[i] = xm;
-        double lm = row_ref(kind, mode, y, t, N, D, NULL);
-        y[i] = x0;
-        double num = (lp - lm) / ((double)xp - xm);
+        int64_t e = i;
+        ae_fd_dir d = ae_fd_element(y, &e);
+        double num = ae_fd_central(row_ref_loss, &rc, &d, 1e-3);
         if (!(fabs(ref[i] - num) <= 1e-3 * fmax(1e-2, fabs(num))))
             fail_msg("%s d[%d]: reference %.7g, numeric %.7g", what, i, ref[i], num);
     }
