@@ -8,9 +8,10 @@
 // `mpirun -np 3 --oversubscribe` in child modes (argv[1] = "--rank-child"): the collectives with
 // exact sums on every rank, send/recv (exact values, in order, from the right peer; a peer
 // outside the group or the rank itself refused), the sameness check failing on every rank naming
-// rank 1, a rank whose MPI rank differs from its environment's refused, and a group whose rank 1
-// never joins a barrier (AE_DIST_TIMEOUT=2): the others stop with the watchdog's line and status
-// 3 within seconds. Without MPI or mpirun those tests are skipped with the reason printed.
+// rank 1, broadcast_many (several buffers from different roots in one call, exact values), a
+// rank whose MPI rank differs from its environment's refused, and a group whose rank 1 never
+// joins a barrier (AE_DIST_TIMEOUT=2): the others stop with the watchdog's line and status 3
+// within seconds. Without MPI or mpirun those tests are skipped with the reason printed.
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -236,6 +237,13 @@ static void test_single_comm(void **state) {
     assert_true(a[0] == 1);
     assert_int_equal(ae_comm_broadcast(c, ae_host_f32(a), 5, 1), AE_ERR_ARG);
     assert_string_equal(ae_last_error(), "broadcast: root rank 1 is outside 0..0");
+    int roots[2] = {0, 0};
+    assert_int_equal(ae_comm_broadcast_many(c, xs, ns, roots, 2), AE_OK);
+    assert_true(a[0] == 1 && a[4] == 5 && b[0] == -1 && b[1] == 0.5f);
+    assert_int_equal(ae_comm_broadcast_many(c, NULL, NULL, NULL, 0), AE_OK);
+    roots[1] = 1;
+    assert_int_equal(ae_comm_broadcast_many(c, xs, ns, roots, 2), AE_ERR_ARG);
+    assert_string_equal(ae_last_error(), "broadcast_many: buffer 1: root rank 1 is outside 0..0");
 
     char mine[6] = "hello", all[6] = "";
     assert_int_equal(ae_comm_allgather_host(c, mine, all, 6), AE_OK);
@@ -499,6 +507,43 @@ static int child_collectives(ae_comm *c, int r) {
     for (int i = 0; i < 4; i++) CHECK(iv[i] == 7 * i - 3, "broadcast: iv[%d] = %d", i, iv[i]);
     st = ae_comm_broadcast(c, ae_host_f32(v), 10, 3);
     CHECK(st == AE_ERR_ARG, "broadcast from rank 3 of 3 accepted");
+
+    // broadcast_many: buffers from all three roots in one call (F32 from rank 2, I32 from 0, an
+    // empty one, BF16 bytes from 1, 200003 F32 values from 0); every rank starts with other
+    // values, so a buffer taken from the wrong root shows
+    enum { NL = 200003 };
+    float f2[7], *big = malloc(NL * sizeof *big);
+    int32_t i0[5];
+    uint16_t b1[9];
+    for (int i = 0; i < 7; i++) f2[i] = r == 2 ? 0.5f * (float)i - 1.0f : -7.0f - (float)r;
+    for (int i = 0; i < 5; i++) i0[i] = r == 0 ? 1000 + i : -1 - r;
+    for (int i = 0; i < 9; i++) b1[i] = r == 1 ? (uint16_t)(40000 + 3 * i) : (uint16_t)(7 * r);
+    for (int i = 0; i < NL; i++) big[i] = r == 0 ? (float)(i % 4099) : -1.0f - (float)r;
+    ae_ptr bx[5] = {ae_host_f32(f2), ae_host_i32(i0), ae_host_f32(NULL), ae_ptr_make(b1, AE_DT_BF16),
+                    ae_host_f32(big)};
+    size_t bn[5] = {7, 5, 0, 9, NL};
+    int broots[5] = {2, 0, 1, 1, 0};
+    st = ae_comm_broadcast_many(c, bx, bn, broots, 5);
+    CHECK(st == AE_OK, "broadcast_many: %s", ae_last_error());
+    for (int i = 0; i < 7; i++)
+        CHECK(f2[i] == 0.5f * (float)i - 1.0f, "broadcast_many: f2[%d] = %g", i, f2[i]);
+    for (int i = 0; i < 5; i++) CHECK(i0[i] == 1000 + i, "broadcast_many: i0[%d] = %d", i, i0[i]);
+    for (int i = 0; i < 9; i++) CHECK(b1[i] == 40000 + 3 * i, "broadcast_many: b1[%d] = %u", i, b1[i]);
+    int bad_big = 0;
+    for (int i = 0; i < NL; i++) bad_big += big[i] != (float)(i % 4099);
+    CHECK(bad_big == 0, "broadcast_many: %d of %d values of the large buffer wrong", bad_big, NL);
+    // refused on every rank, naming the buffer, before anything is sent (no rank waits)
+    broots[3] = 3;
+    st = ae_comm_broadcast_many(c, bx, bn, broots, 5);
+    CHECK(st == AE_ERR_ARG &&
+              !strcmp(ae_last_error(), "broadcast_many: buffer 3: root rank 3 is outside 0..2"),
+          "broadcast_many from rank 3: %s '%s'", ae_status_name(st), ae_last_error());
+    broots[3] = 1;
+    bn[2] = 4;
+    st = ae_comm_broadcast_many(c, bx, bn, broots, 5);
+    CHECK(st == AE_ERR_ARG && !strcmp(ae_last_error(), "broadcast_many: buffer 2: null buffer"),
+          "broadcast_many into NULL: %s '%s'", ae_status_name(st), ae_last_error());
+    free(big);
 
     int32_t mine[4] = {r, r * r, 7, r + 100}, all[12];
     st = ae_comm_allgather_host(c, mine, all, sizeof mine);

@@ -4,9 +4,11 @@
 // "--rank-child"). Each rank opens cuda:<rank> (ae_dist_device_name), the communicator, and
 // checks against host-computed expectations (small integers: every sum is exact):
 // allreduce_sum of F32 device buffers (one of 1M values), allreduce_host, broadcast of F32, BF16
-// and I32 buffers from rank 1, send/recv (F32 and BF16 from rank 1 to rank 0 in order, I32 back;
-// peers outside the group or the rank itself refused), allgather_host, barrier, and the sameness
-// check (equal digests pass; rank 1's different digest fails on both ranks naming rank 1).
+// and I32 buffers from rank 1, broadcast_many (buffers of several dtypes from both roots in one
+// call; 1500 buffers, more than one NCCL group holds), send/recv (F32 and BF16 from rank 1 to
+// rank 0 in order, I32 back; peers outside the group or the rank itself refused),
+// allgather_host, barrier, and the sameness check (equal digests pass; rank 1's different digest
+// fails on both ranks naming rank 1).
 // Then, in this process, a rank whose local rank has no GPU is refused before NCCL starts ("this
 // host has k GPUs for its m ranks").
 // Needs a CUDA build with NCCL and 2 GPUs: prints "SKIP ..." and exits 77 otherwise
@@ -139,6 +141,73 @@ static int rank_child(void) {
     be->free(be, pf);
     be->free(be, pb);
     be->free(be, pi);
+
+    // broadcast_many: buffers from both roots in one call (F32 from rank 1, I32 from rank 0, an
+    // empty one, BF16 from rank 1, 1M F32 values from rank 0; the other rank starts with other
+    // values), then 1500 buffers of 4 values, buffer j from rank j % 2 (more operations than one
+    // NCCL group takes: comm_nccl.cu splits them into groups of 1024)
+    {
+        size_t nbig = ((size_t)1 << 20) + 7;
+        float f[33], *hb = malloc(nbig * sizeof *hb);
+        int32_t i0[6], iget[6];
+        for (int i = 0; i < 33; i++) f[i] = r == 1 ? (float)(3 * i - 40) : -9.0f;
+        for (int i = 0; i < 6; i++) i0[i] = r == 0 ? 500 - i : -1;
+        for (size_t i = 0; i < nbig; i++) hb[i] = r == 0 ? (float)((int)(i % 2039) - 1000) : 1e9f;
+        ae_ptr bx[5] = {device_f32(be, f, 33, AE_DT_F32), be->alloc(be, 6, AE_DT_I32), ae_ptr_null(),
+                        device_f32(be, f, 33, AE_DT_BF16), device_f32(be, hb, nbig, AE_DT_F32)};
+        CHECK(bx[0].data && bx[1].data && bx[3].data && bx[4].data, "alloc: %s", ae_last_error());
+        CHECK(be->upload(be, bx[1], i0, AE_DT_I32, 6) == AE_OK, "upload: %s", ae_last_error());
+        size_t bn[5] = {33, 6, 0, 33, nbig};
+        int broots[5] = {1, 0, 0, 1, 0};
+        CHECK(ae_comm_broadcast_many(c, bx, bn, broots, 5) == AE_OK, "broadcast_many: %s",
+              ae_last_error());
+        for (int b = 0; b < 4; b += 3) { // F32 and BF16: small integers, exact in both
+            CHECK(be->download(be, f, AE_DT_F32, bx[b], 33) == AE_OK, "download");
+            for (int i = 0; i < 33; i++)
+                CHECK(f[i] == (float)(3 * i - 40), "broadcast_many: buffer %d [%d] = %g", b, i, f[i]);
+        }
+        CHECK(be->download(be, iget, AE_DT_I32, bx[1], 6) == AE_OK, "download");
+        for (int i = 0; i < 6; i++) CHECK(iget[i] == 500 - i, "broadcast_many: I32[%d] = %d", i, iget[i]);
+        CHECK(be->download(be, hb, AE_DT_F32, bx[4], nbig) == AE_OK, "download");
+        size_t badb = 0;
+        for (size_t i = 0; i < nbig; i++) badb += hb[i] != (float)((int)(i % 2039) - 1000);
+        CHECK(badb == 0, "broadcast_many: %zu of %zu values of the large buffer wrong", badb, nbig);
+        for (int b = 0; b < 5; b++)
+            if (bx[b].data) be->free(be, bx[b]);
+        free(hb);
+
+        enum { NM = 1500, W = 4 };
+        float *hm = malloc(NM * W * sizeof *hm);
+        ae_ptr *mx = malloc(NM * sizeof *mx);
+        size_t *mn = malloc(NM * sizeof *mn);
+        int *mr = malloc(NM * sizeof *mr);
+        for (int j = 0; j < NM; j++)
+            for (int q = 0; q < W; q++) hm[W * j + q] = j % 2 == r ? (float)(W * j + q) : -1.0f;
+        ae_ptr all = device_f32(be, hm, NM * W, AE_DT_F32);
+        CHECK(all.data, "alloc: %s", ae_last_error());
+        for (int j = 0; j < NM; j++) {
+            mx[j] = ae_ptr_at(all, (size_t)W * j);
+            mn[j] = W;
+            mr[j] = j % 2;
+        }
+        CHECK(ae_comm_broadcast_many(c, mx, mn, mr, NM) == AE_OK, "broadcast_many (%d buffers): %s",
+              NM, ae_last_error());
+        CHECK(be->download(be, hm, AE_DT_F32, all, NM * W) == AE_OK, "download");
+        size_t badm = 0;
+        for (int i = 0; i < NM * W; i++) badm += hm[i] != (float)i;
+        CHECK(badm == 0, "broadcast_many (%d buffers): %zu of %d values wrong", NM, badm, NM * W);
+        // a root outside the group: refused on both ranks, naming the buffer, before NCCL is called
+        mr[1200] = 2;
+        ae_status bst = ae_comm_broadcast_many(c, mx, mn, mr, NM);
+        CHECK(bst == AE_ERR_ARG &&
+                  !strcmp(ae_last_error(), "broadcast_many: buffer 1200: root rank 2 is outside 0..1"),
+              "broadcast_many from rank 2: %s '%s'", ae_status_name(bst), ae_last_error());
+        be->free(be, all);
+        free(hm);
+        free(mx);
+        free(mn);
+        free(mr);
+    }
 
     // send/recv: rank 1 sends rank 0 an F32 buffer (1M values) and a BF16 one, which rank 0
     // receives in that order (BF16 values of 8 significant bits: exact); then rank 0 sends rank 1

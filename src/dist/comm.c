@@ -268,16 +268,37 @@ ae_status ae_comm_allreduce_host(ae_comm *c, double *x, int n) {
     return st;
 }
 
-ae_status ae_comm_broadcast(ae_comm *c, ae_ptr x, size_t n, int root) {
+// The broadcasts of xs[i] from roots[i], i < k, checked first; the messages name the call
+// (ae_comm_broadcast_many's: and the buffer's index).
+static ae_status broadcast(ae_comm *c, int many, const ae_ptr *xs, const size_t *ns,
+                           const int *roots, int k) {
+    const char *op = many ? "broadcast_many" : "broadcast";
     int size = ae_comm_size(c);
-    if (root < 0 || root >= size)
-        return ae_errorf(AE_ERR_ARG, "broadcast: root rank %d is outside 0..%d", root, size - 1);
-    if (n > 0 && !x.data) return ae_errorf(AE_ERR_ARG, "broadcast: null buffer");
-    if (!multi(c) || n == 0) return AE_OK;
-    ae_watchdog_enter(&c->wd, "broadcast");
-    ae_status st = c->ops->broadcast(c, x, n * ae_dtype_size(x.dtype), root);
+    if (k < 0 || (k > 0 && (!xs || !ns || !roots)))
+        return ae_errorf(AE_ERR_ARG, "%s: %d buffers", op, k);
+    size_t values = 0;
+    for (int i = 0; i < k; i++) {
+        char what[48] = "broadcast";
+        if (many) snprintf(what, sizeof what, "broadcast_many: buffer %d", i);
+        if (roots[i] < 0 || roots[i] >= size)
+            return ae_errorf(AE_ERR_ARG, "%s: root rank %d is outside 0..%d", what, roots[i], size - 1);
+        if (ns[i] > 0 && !xs[i].data) return ae_errorf(AE_ERR_ARG, "%s: null buffer", what);
+        values += ns[i];
+    }
+    if (!multi(c) || values == 0) return AE_OK;
+    ae_watchdog_enter(&c->wd, op);
+    ae_status st = c->ops->broadcast(c, xs, ns, roots, k);
     ae_watchdog_leave(&c->wd);
     return st;
+}
+
+ae_status ae_comm_broadcast(ae_comm *c, ae_ptr x, size_t n, int root) {
+    return broadcast(c, 0, &x, &n, &root, 1);
+}
+
+ae_status ae_comm_broadcast_many(ae_comm *c, const ae_ptr *xs, const size_t *ns, const int *roots,
+                                 int k) {
+    return broadcast(c, 1, xs, ns, roots, k);
 }
 
 ae_status ae_comm_allgather_host(ae_comm *c, const void *mine, void *all, size_t bytes) {

@@ -101,6 +101,14 @@ ae_status ae_comm_wait(ae_comm *c);
 ae_status ae_comm_allreduce_host(ae_comm *c, double *x, int n);
 // root's x (n values of x.dtype, backend memory) into every rank's x.
 ae_status ae_comm_broadcast(ae_comm *c, ae_ptr x, size_t n, int root);
+// Several broadcasts as one grouped operation (each tensor of a sharded optimizer from its
+// owner): rank roots[i]'s xs[i] (ns[i] values of xs[i].dtype, backend memory) into every rank's
+// xs[i], for i < k; the buffers must not overlap. The result is that of k calls of
+// ae_comm_broadcast, with one wait (NCCL: ncclBroadcast calls in ncclGroupStart/End; MPI:
+// MPI_Ibcast, then MPI_Waitall). A root outside the group or a null buffer is AE_ERR_ARG naming
+// the buffer, before anything is sent.
+ae_status ae_comm_broadcast_many(ae_comm *c, const ae_ptr *xs, const size_t *ns, const int *roots,
+                                 int k);
 // Host memory: every rank's `bytes` bytes at mine into all (size × bytes, rank order).
 ae_status ae_comm_allgather_host(ae_comm *c, const void *mine, void *all, size_t bytes);
 // Waits until every rank got here.

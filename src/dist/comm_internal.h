@@ -65,7 +65,8 @@ ae_status ae_watchdog_timeout_from_env(double *seconds);
 typedef struct {
     ae_status (*allreduce_sum)(ae_comm *c, const ae_ptr *xs, const size_t *ns, int k);
     ae_status (*allreduce_host)(ae_comm *c, double *x, int n);
-    ae_status (*broadcast)(ae_comm *c, ae_ptr x, size_t bytes, int root);
+    ae_status (*broadcast)(ae_comm *c, const ae_ptr *xs, const size_t *ns, const int *roots,
+                           int k); // ae_comm_broadcast_many (ae_comm_broadcast: k = 1)
     ae_status (*allgather_host)(ae_comm *c, const void *mine, void *all, size_t bytes);
     ae_status (*barrier)(ae_comm *c);
     ae_status (*allreduce_start)(ae_comm *c, const ae_ptr *xs, const size_t *ns, int k); // NULL:

@@ -102,8 +102,32 @@ static ae_status mpi_allreduce_host(ae_comm *c, double *x, int n) {
     return rc == MPI_SUCCESS ? AE_OK : mpi_fail(rc, "allreduce (sum of host doubles)");
 }
 
-static ae_status mpi_broadcast(ae_comm *c, ae_ptr x, size_t bytes, int root) {
-    return ae_mpi_bcast_bytes(x.data, bytes, root);
+// Every piece of every buffer started (MPI_Ibcast, in the same order on every rank), then one
+// wait for all of them.
+static ae_status mpi_broadcast(ae_comm *c, const ae_ptr *xs, const size_t *ns, const int *roots,
+                               int k) {
+    size_t pieces = 0;
+    for (int i = 0; i < k; i++)
+        pieces += (ns[i] * ae_dtype_size(xs[i].dtype) + AE_MPI_PIECE - 1) / AE_MPI_PIECE;
+    MPI_Request *req = malloc((pieces ? pieces : 1) * sizeof *req);
+    if (!req)
+        return ae_errorf(AE_ERR_NOMEM, "rank %d: out of memory for %zu broadcasts", c->rank, pieces);
+    int rc = MPI_SUCCESS;
+    size_t started = 0;
+    for (int i = 0; i < k && rc == MPI_SUCCESS; i++) {
+        size_t bytes = ns[i] * ae_dtype_size(xs[i].dtype);
+        for (size_t off = 0; off < bytes && rc == MPI_SUCCESS; off += AE_MPI_PIECE) {
+            size_t m = bytes - off < AE_MPI_PIECE ? bytes - off : AE_MPI_PIECE;
+            rc = MPI_Ibcast((char *)xs[i].data + off, (int)m, MPI_BYTE, roots[i], MPI_COMM_WORLD,
+                            &req[started]);
+            if (rc == MPI_SUCCESS) started++;
+        }
+    }
+    // the started ones are waited for also after a failure: MPI must not be left with them
+    int rw = started ? MPI_Waitall((int)started, req, MPI_STATUSES_IGNORE) : MPI_SUCCESS;
+    free(req);
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, "broadcast (MPI_Ibcast)");
+    return rw == MPI_SUCCESS ? AE_OK : mpi_fail(rw, "broadcast (MPI_Waitall)");
 }
 
 static ae_status mpi_allgather_host(ae_comm *c, const void *mine, void *all, size_t bytes) {

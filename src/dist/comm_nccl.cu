@@ -113,17 +113,34 @@ ae_status scratch(ae_comm *c, size_t bytes) {
     return AE_OK;
 }
 
+// Queues op(i) for every i < k with ns[i] > 0, in NCCL groups of at most kGroupMax operations
+// (NCCL before 2.12 refuses more than 2048 in one group; a MoE model has thousands of tensors).
+// Each group is one launch; they run one after the other on the stream the operations name.
+constexpr int kGroupMax = 1024;
+
+template <class Op> ncclResult_t grouped(const size_t *ns, int k, Op op) {
+    for (int i0 = 0; i0 < k; i0 += kGroupMax) {
+        ncclResult_t r = ncclGroupStart();
+        for (int i = i0; i < k && i < i0 + kGroupMax && r == ncclSuccess; i++)
+            if (ns[i] > 0) r = op(i);
+        ncclResult_t r2 = ncclGroupEnd(); // also after a failure: the group must be closed
+        if (r != ncclSuccess || r2 != ncclSuccess) return r != ncclSuccess ? r : r2;
+    }
+    return ncclSuccess;
+}
+
+// The sums of xs[i] (ns[i] F32 values, i < k) on stream s.
+ncclResult_t queue_sums(nccl_impl *m, const ae_ptr *xs, const size_t *ns, int k, cudaStream_t s) {
+    return grouped(ns, k, [&](int i) {
+        return ncclAllReduce(xs[i].data, xs[i].data, ns[i], ncclFloat, ncclSum, m->comm, s);
+    });
+}
+
 ae_status nccl_allreduce_sum(ae_comm *c, const ae_ptr *xs, const size_t *ns, int k) {
     nccl_impl *m = impl_of(c);
     AE_TRY(backend_ok(c));
-    ncclResult_t r = ncclGroupStart();
-    for (int i = 0; i < k && r == ncclSuccess; i++)
-        if (ns[i] > 0)
-            r = ncclAllReduce(xs[i].data, xs[i].data, ns[i], ncclFloat, ncclSum, m->comm,
-                              m->stream);
-    ncclResult_t r2 = ncclGroupEnd();
-    if (r != ncclSuccess || r2 != ncclSuccess)
-        return nccl_error(c, r != ncclSuccess ? r : r2, "allreduce (sum of F32 buffers)");
+    ncclResult_t r = queue_sums(m, xs, ns, k, m->stream);
+    if (r != ncclSuccess) return nccl_error(c, r, "allreduce (sum of F32 buffers)");
     return wait_stream(c, "allreduce_sum");
 }
 
@@ -137,13 +154,8 @@ ae_status nccl_allreduce_start(ae_comm *c, const ae_ptr *xs, const size_t *ns, i
     if (e == cudaSuccess) e = cudaEventRecord(m->ready, m->stream);
     if (e == cudaSuccess) e = cudaStreamWaitEvent(m->side, m->ready, 0);
     if (e != cudaSuccess) return cuda_error(c, e, "allreduce_start (the side stream)");
-    ncclResult_t r = ncclGroupStart();
-    for (int i = 0; i < k && r == ncclSuccess; i++)
-        if (ns[i] > 0)
-            r = ncclAllReduce(xs[i].data, xs[i].data, ns[i], ncclFloat, ncclSum, m->comm, m->side);
-    ncclResult_t r2 = ncclGroupEnd();
-    if (r != ncclSuccess || r2 != ncclSuccess)
-        return nccl_error(c, r != ncclSuccess ? r : r2, "allreduce (overlapped sum of F32 buffers)");
+    ncclResult_t r = queue_sums(m, xs, ns, k, m->side);
+    if (r != ncclSuccess) return nccl_error(c, r, "allreduce (overlapped sum of F32 buffers)");
     m->pending = 1;
     return AE_OK;
 }
@@ -174,10 +186,14 @@ ae_status nccl_allreduce_host(ae_comm *c, double *x, int n) {
     return AE_OK;
 }
 
-ae_status nccl_broadcast(ae_comm *c, ae_ptr x, size_t bytes, int root) {
+// Every buffer from its root (as bytes), grouped, then one wait.
+ae_status nccl_broadcast(ae_comm *c, const ae_ptr *xs, const size_t *ns, const int *roots, int k) {
     nccl_impl *m = impl_of(c);
     AE_TRY(backend_ok(c));
-    ncclResult_t r = ncclBroadcast(x.data, x.data, bytes, ncclUint8, root, m->comm, m->stream);
+    ncclResult_t r = grouped(ns, k, [&](int i) {
+        return ncclBroadcast(xs[i].data, xs[i].data, ns[i] * ae_dtype_size(xs[i].dtype), ncclUint8,
+                             roots[i], m->comm, m->stream);
+    });
     if (r != ncclSuccess) return nccl_error(c, r, "broadcast");
     return wait_stream(c, "broadcast");
 }

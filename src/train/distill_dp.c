@@ -42,13 +42,36 @@ static void run_digest(const ae_run *r, uint8_t out[32]) {
     ae_sha256_final(&c, out);
 }
 
+// The values of the parameters idx[0..k) (indices into r->sp) into every rank, as one grouped
+// broadcast: each from its owner (sharded states) or, with from_owner 0, from rank 0.
+static ae_status broadcast_params(ae_run *r, const int *idx, int k, int from_owner) {
+    size_t m = (size_t)(k ? k : 1);
+    ae_ptr *xs = ae_calloc(m, sizeof *xs);
+    size_t *ns = ae_calloc(m, sizeof *ns);
+    int *roots = ae_calloc(m, sizeof *roots);
+    ae_status st = xs && ns && roots ? AE_OK
+                   : ae_errorf(AE_ERR_NOMEM, "out of memory for the broadcast of %d tensors", k);
+    for (int j = 0; j < k && st == AE_OK; j++) {
+        xs[j] = r->sp[idx[j]].t;
+        ns[j] = (size_t)r->sp[idx[j]].numel;
+        roots[j] = from_owner ? r->owner[idx[j]] : 0;
+    }
+    if (st == AE_OK) st = ae_comm_broadcast_many(r->o->comm, xs, ns, roots, k);
+    free(xs);
+    free(ns);
+    free(roots);
+    return st;
+}
+
 // Rank 0's values of every parameter the run trains, into every rank.
-static ae_status broadcast_params(ae_run *r) {
-    ae_comm *c = r->o->comm;
+static ae_status broadcast_start(ae_run *r) {
+    int *idx = ae_calloc((size_t)(r->np ? r->np : 1), sizeof *idx), k = 0;
+    if (!idx) return ae_errorf(AE_ERR_NOMEM, "out of memory for the broadcast of %d tensors", r->np);
     for (int i = 0; i < r->np; i++)
-        if (ae_run_param_saved(r, i))
-            AE_TRY(ae_comm_broadcast(c, r->sp[i].t, (size_t)r->sp[i].numel, 0));
-    return AE_OK;
+        if (ae_run_param_saved(r, i)) idx[k++] = i;
+    ae_status st = broadcast_params(r, idx, k, 0);
+    free(idx);
+    return st;
 }
 
 ae_status ae_dp_check_accum(int n, int batch, int accum) {
@@ -78,7 +101,7 @@ ae_status ae_dp_start(ae_run *r, int resumed) {
     AE_TRY(ae_comm_check_same(c, d, "run (options, teacher and student shapes, data file)",
                               "start every rank with the same command, teacher and data"));
     ae_comm_set_where(c, "start (rank 0's parameters to every rank)");
-    return resumed ? AE_OK : broadcast_params(r);
+    return resumed ? AE_OK : broadcast_start(r);
 }
 
 // The failed rank of a step from the summed flags: fail[0] = how many failed, fail[1] = the
@@ -203,11 +226,7 @@ ae_status ae_dp_after_update(ae_run *r) {
         if (r->opt.nonfinite == -1) r->opt.nonfinite = -2;
         return AE_OK; // the caller stops with the message
     }
-    for (int j = 0; j < r->nstage; j++) { // the owners' new values to every rank
-        const ae_named_param *p = &r->sp[r->stage_params[j]];
-        AE_TRY(ae_comm_broadcast(c, p->t, (size_t)p->numel, r->owner[r->stage_params[j]]));
-    }
-    return AE_OK;
+    return broadcast_params(r, r->stage_params, r->nstage, 1); // the owners' new values to all
 }
 
 ae_status ae_dp_fetch(const ae_run *r, ae_ptr x, size_t n, int owner) {

@@ -13,9 +13,10 @@
 // AdamW states): each rank's optimizer holds the fp32 masters and moments of its own share of the
 // tensors (contiguous in the model's order, about 1/N of the values each, fixed for the run);
 // the gradients are still summed on every rank, the clipping norm is the sum of the ranks'
-// shares, and after the update each tensor's owner broadcasts its new values. A checkpoint is
-// still written by rank 0 alone: the others send it the masters and moments of their shares
-// (ae_ckpt_serve), so it is the same file as one rank's and resumes with any N.
+// shares, and after the update each tensor's owner broadcasts its new values (all tensors in one
+// grouped broadcast: ae_comm_broadcast_many). A checkpoint is still written by rank 0 alone: the
+// others send it the masters and moments of their shares (ae_ckpt_serve), so it is the same file
+// as one rank's and resumes with any N.
 #ifndef AE_TRAIN_DISTILL_DP_H
 #define AE_TRAIN_DISTILL_DP_H
 
@@ -28,7 +29,7 @@ void ae_dp_plan(ae_run *r);
 void ae_dp_optimizer_hooks(ae_run *r);
 // After ae_adamw_step with sharded states: every rank learns whether an update anywhere made a
 // value non-finite (r->opt.nonfinite -2 when another rank's did) and, when none did, the owners
-// broadcast their tensors' new values. AE_OK at once otherwise.
+// broadcast their tensors' new values (one grouped broadcast). AE_OK at once otherwise.
 ae_status ae_dp_after_update(ae_run *r);
 // The checkpoint's transfers with sharded states, in the order ae_ckpt_save writes: rank 0
 // fetches into x (n values of x's dtype) what owner keeps; the owner sends it. For every
