@@ -1,0 +1,218 @@
+// The expert GEMMs of one MoE layer's training pass on the CUDA backend: the grouped ops
+// (expert_matmul, expert_matmul_bwd: slot offsets read on the device, a few launches) against
+// the per-expert path they replaced in train/moe_train.c (the offsets downloaded, then one
+// ae_matmul / ae_matmul_bwd per expert on its slot rows).
+//   bench_moe [--tokens T] [--reps R]
+// Shape: Qwen3-30B-A3B (D 2048, Im 768, E 128, K 8), T tokens (default 4096) routed to K distinct
+// uniformly random experts, so S = T·K slot rows grouped by expert. Inputs and weights BF16
+// (N(0,1)), o and the weight gradients F32 (as the training pass keeps them). Rows timed:
+//   fwd       gate and up (x·W_gᵀ, x·W_uᵀ) and down (act·W_dᵀ)        2·S·D·Im·3 FLOPs
+//   bwd dx    the input gradients of down, then of gate + up           2·S·D·Im·3
+//   bwd dx+dW the same plus the three expert weight gradients          2·S·D·Im·6
+// (silu, routing and combine are not included). Each is run once to warm up, then R times
+// (default 5), each timed alone (sync before and after); best and mean printed.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/ops.h"
+#include "core/log.h"
+#include "core/rng.h"
+
+enum { D = 2048, IM = 768, E = 128, K = 8 };
+
+typedef struct {
+    const ae_backend *be;
+    int S;
+    int32_t off[E + 1];  // host copy (the per-expert path downloads it each pass, as it did)
+    ae_ptr doff;         // (E + 1) I32
+    ae_ptr xe, g, u, act, o, dslot, dg, du; // (S, D) / (S, Im) rows; o F32
+    ae_ptr w[3], gw[3];  // gate, up (E, Im, D); down (E, D, Im); gradients F32
+    int with_dw;
+} moe_bufs;
+
+typedef struct {
+    double best, mean;
+} timing;
+
+// Runs op(ctx) once to warm up, then reps times; 0 on success.
+static int time_op(const ae_backend *be, void (*op)(void *), void *ctx, int reps, timing *out) {
+    op(ctx);
+    if (be->sync(be) != AE_OK) return 1;
+    out->best = 1e30, out->mean = 0;
+    for (int r = 0; r < reps; r++) {
+        double t0 = ae_time_now();
+        op(ctx);
+        if (be->sync(be) != AE_OK) return 1;
+        double dt = ae_time_now() - t0;
+        if (dt < out->best) out->best = dt;
+        out->mean += dt / reps;
+    }
+    return 0;
+}
+
+static void fwd_grouped(void *p) {
+    moe_bufs *b = p;
+    const ae_backend *be = b->be;
+    ae_ptr gu[2] = {b->g, b->u};
+    be->expert_matmul(be, 2, gu, b->xe, b->w, b->doff, b->S, E, IM, D);
+    be->expert_matmul(be, 1, &b->o, b->act, &b->w[2], b->doff, b->S, E, D, IM);
+}
+
+static void bwd_grouped(void *p) {
+    moe_bufs *b = p;
+    const ae_backend *be = b->be;
+    ae_ptr dgu[2] = {b->dg, b->du};
+    be->expert_matmul_bwd(be, 1, b->dg, b->with_dw ? &b->gw[2] : NULL, &b->dslot, b->act, &b->w[2],
+                          b->doff, b->S, E, D, IM, 0);
+    be->expert_matmul_bwd(be, 2, b->dslot, b->with_dw ? b->gw : NULL, dgu, b->xe, b->w, b->doff,
+                          b->S, E, IM, D, 0);
+}
+
+static void download_offsets(moe_bufs *b) {
+    int32_t tmp[E + 1];
+    b->be->download(b->be, tmp, AE_DT_I32, b->doff, (size_t)E + 1); // the old path's sync
+}
+
+static void fwd_per_expert(void *p) {
+    moe_bufs *b = p;
+    const ae_backend *be = b->be;
+    download_offsets(b);
+    size_t per = (size_t)IM * D;
+    for (int e = 0; e < E; e++) {
+        int n = b->off[e + 1] - b->off[e], p0 = b->off[e];
+        if (n == 0) continue;
+        ae_ptr ys[2] = {ae_ptr_at(b->g, (size_t)p0 * IM), ae_ptr_at(b->u, (size_t)p0 * IM)};
+        ae_ptr ws[2] = {ae_ptr_at(b->w[0], per * e), ae_ptr_at(b->w[1], per * e)};
+        int Ns[2] = {IM, IM};
+        ae_matmul_group(be, 2, ys, ae_ptr_at(b->xe, (size_t)p0 * D), ws, Ns, n, D);
+    }
+    for (int e = 0; e < E; e++) {
+        int n = b->off[e + 1] - b->off[e], p0 = b->off[e];
+        if (n == 0) continue;
+        ae_matmul(be, ae_ptr_at(b->o, (size_t)p0 * D), ae_ptr_at(b->act, (size_t)p0 * IM),
+                  ae_ptr_at(b->w[2], per * e), n, IM, D);
+    }
+}
+
+static void bwd_per_expert(void *p) {
+    moe_bufs *b = p;
+    const ae_backend *be = b->be;
+    size_t per = (size_t)IM * D;
+    be->fill(be, b->dg, (size_t)b->S * IM, 0.0f);
+    for (int e = 0; e < E; e++) {
+        int n = b->off[e + 1] - b->off[e], p0 = b->off[e];
+        if (n == 0) continue;
+        ae_ptr gd = b->with_dw ? ae_ptr_at(b->gw[2], per * e) : ae_ptr_null();
+        ae_matmul_bwd(be, ae_ptr_at(b->dg, (size_t)p0 * IM), gd, ae_ptr_at(b->dslot, (size_t)p0 * D),
+                      ae_ptr_at(b->act, (size_t)p0 * IM), ae_ptr_at(b->w[2], per * e), n, IM, D);
+    }
+    be->fill(be, b->dslot, (size_t)b->S * D, 0.0f);
+    for (int e = 0; e < E; e++) {
+        int n = b->off[e + 1] - b->off[e], p0 = b->off[e];
+        if (n == 0) continue;
+        for (int i = 0; i < 2; i++) {
+            ae_ptr gwi = b->with_dw ? ae_ptr_at(b->gw[i], per * e) : ae_ptr_null();
+            ae_ptr dyi = ae_ptr_at(i ? b->du : b->dg, (size_t)p0 * IM);
+            ae_matmul_bwd(be, ae_ptr_at(b->dslot, (size_t)p0 * D), gwi, dyi,
+                          ae_ptr_at(b->xe, (size_t)p0 * D), ae_ptr_at(b->w[i], per * e), n, D, IM);
+        }
+    }
+}
+
+// Slot offsets of T tokens each routed to K distinct uniformly random experts.
+static int route(int T, int32_t *off) {
+    ae_rng r;
+    ae_rng_seed(&r, 7);
+    int count[E] = {0};
+    for (int t = 0; t < T; t++) {
+        int taken[E] = {0};
+        for (int k = 0; k < K; k++) {
+            int e;
+            do e = (int)(ae_rng_u64(&r) % E);
+            while (taken[e]);
+            taken[e] = 1, count[e]++;
+        }
+    }
+    off[0] = 0;
+    for (int e = 0; e < E; e++) off[e + 1] = off[e] + count[e];
+    return off[E];
+}
+
+int main(int argc, char **argv) {
+    int reps = 5, T = 4096;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) T = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: bench_moe [--tokens T] [--reps R]\n");
+            return 2;
+        }
+    }
+    if (reps < 1 || T < 1 || T > (1 << 20)) {
+        fprintf(stderr, "bench_moe: --reps must be >= 1 and --tokens in 1..%d\n", 1 << 20);
+        return 2;
+    }
+    const ae_backend *be;
+    if (ae_backend_open("cuda", &be) != AE_OK) {
+        fprintf(stderr, "bench_moe: no cuda backend: %s\n", ae_last_error());
+        return 1;
+    }
+    moe_bufs b;
+    memset(&b, 0, sizeof b);
+    b.be = be, b.S = route(T, b.off);
+    size_t S = (size_t)b.S, nw = (size_t)E * IM * D;
+    ae_scratch s;
+    ae_scratch_init(&s, be);
+    b.doff = ae_scratch_alloc(&s, E + 1, AE_DT_I32);
+    b.xe = ae_scratch_alloc(&s, S * D, AE_DT_BF16), b.dslot = ae_scratch_alloc(&s, S * D, AE_DT_BF16);
+    b.o = ae_scratch_alloc(&s, S * D, AE_DT_F32);
+    ae_ptr *rows[5] = {&b.g, &b.u, &b.act, &b.dg, &b.du};
+    for (int i = 0; i < 5; i++) *rows[i] = ae_scratch_alloc(&s, S * IM, AE_DT_BF16);
+    for (int i = 0; i < 3; i++) {
+        b.w[i] = ae_scratch_alloc(&s, nw, AE_DT_BF16);
+        b.gw[i] = ae_scratch_alloc(&s, nw, AE_DT_F32);
+    }
+    int rc = 1;
+    if (s.failed) {
+        fprintf(stderr, "bench_moe: out of device memory: %s\n", ae_last_error());
+        goto done;
+    }
+    if (be->upload(be, b.doff, b.off, AE_DT_I32, E + 1) != AE_OK) goto done;
+    be->fill_normal(be, b.xe, S * D, 1.0f, 1), be->fill_normal(be, b.dslot, S * D, 1.0f, 2);
+    for (int i = 0; i < 5; i++) be->fill_normal(be, *rows[i], S * IM, 1.0f, 3 + (uint64_t)i);
+    for (int i = 0; i < 3; i++) {
+        be->fill_normal(be, b.w[i], nw, 0.02f, 10 + (uint64_t)i);
+        be->fill(be, b.gw[i], nw, 0.0f);
+    }
+    printf("device: %s   Qwen3-30B-A3B experts (D %d, Im %d, E %d, K %d), %d tokens = %zu slot "
+           "rows, best of %d (after 1 warm-up)\n", be->device, D, IM, E, K, T, S, reps);
+    const double f3 = 2.0 * (double)S * D * IM * 3;
+    struct {
+        const char *name;
+        void (*grouped)(void *), (*per_expert)(void *);
+        int with_dw;
+        double flops;
+    } rowsv[3] = {{"fwd", fwd_grouped, fwd_per_expert, 0, f3},
+                  {"bwd dx", bwd_grouped, bwd_per_expert, 0, f3},
+                  {"bwd dx+dW", bwd_grouped, bwd_per_expert, 1, 2 * f3}};
+    for (int i = 0; i < 3; i++) {
+        timing tg, tp;
+        b.with_dw = rowsv[i].with_dw;
+        if (time_op(be, rowsv[i].grouped, &b, reps, &tg) ||
+            time_op(be, rowsv[i].per_expert, &b, reps, &tp)) {
+            fprintf(stderr, "bench_moe: %s: %s\n", rowsv[i].name, ae_last_error());
+            goto done;
+        }
+        printf("%-10s grouped %8.3f ms (mean %8.3f) %6.1f TFLOP/s   per-expert %8.3f ms (mean "
+               "%8.3f) %6.1f TFLOP/s   gain %.2fx\n",
+               rowsv[i].name, tg.best * 1e3, tg.mean * 1e3, rowsv[i].flops / tg.best * 1e-12,
+               tp.best * 1e3, tp.mean * 1e3, rowsv[i].flops / tp.best * 1e-12, tp.best / tg.best);
+        fflush(stdout);
+    }
+    rc = 0;
+done:
+    ae_scratch_free(&s);
+    ae_backend_close(be);
+    return rc;
+}
