@@ -447,8 +447,10 @@ typedef struct {
     float *y, *dx, *dR, *dg, *du, *dd;
 } block_out;
 
+// grads 0: no parameter gradients (gL null: stage 2's attention-only training); out's router
+// and expert gradients are then null.
 static void block_pass(const ae_model *m, int l, const float *x, const float *dy, int M,
-                       block_out *out) {
+                       int grads, block_out *out) {
     const ae_backend *be = m->be;
     const ae_config *c = &m->cfg;
     size_t md = (size_t)M * c->hidden_size, ne = (size_t)c->num_experts;
@@ -466,13 +468,13 @@ static void block_pass(const ae_model *m, int l, const float *x, const float *dy
     const ae_layer *L = &m->layers[l];
     ae_layer *G = &g->layers[l];
     if (ae_moe_train_forward(m, L, gx, M, gy, &a) != AE_OK ||
-        ae_moe_train_backward(m, L, &a, gx, gdy, gdx, G) != AE_OK)
+        ae_moe_train_backward(m, L, &a, gx, gdy, gdx, grads ? G : NULL) != AE_OK)
         fail_msg("MoE block on %s: %s", be->name, ae_last_error());
     ae_moe_acts_free(&a);
-    float *bufs[6];
+    float *bufs[6] = {NULL};
     ae_ptr src[6] = {gy, gdx, G->router, G->e_gate, G->e_up, G->e_down};
     size_t n[6] = {md, md, nr, nx, nx, nx};
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < (grads ? 6 : 2); i++) {
         bufs[i] = malloc(sizeof(float) * n[i]);
         if (be->download(be, bufs[i], AE_DT_F32, src[i], n[i]) != AE_OK)
             fail_msg("download: %s", ae_last_error());
@@ -508,9 +510,11 @@ static void test_moe_block(void **state) {
         float *x = hnormal(&r, (size_t)M * D, 1.0f, AE_DT_BF16);
         float *dy = hnormal(&r, (size_t)M * D, 1.0f, AE_DT_BF16);
         block_out ref, got[2];
-        block_pass(mc, l, x, dy, M, &ref);
-        block_pass(mg, l, x, dy, M, &got[0]);
-        block_pass(mg, l, x, dy, M, &got[1]);
+        block_out nog;
+        block_pass(mc, l, x, dy, M, 1, &ref);
+        block_pass(mg, l, x, dy, M, 1, &got[0]);
+        block_pass(mg, l, x, dy, M, 1, &got[1]);
+        block_pass(mg, l, x, dy, M, 0, &nog);
         size_t md = (size_t)M * D;
         check_l2(got[0].y, ref.y, md, TOL_BLOCK, "MoE block M=%d y", M);
         check_l2(got[0].dx, ref.dx, md, TOL_BLOCK, "MoE block M=%d dx", M);
@@ -522,7 +526,10 @@ static void test_moe_block(void **state) {
         check_same(got[0].dR, got[1].dR, ne * D, "MoE block d router determinism");
         check_same(got[0].dg, got[1].dg, nx, "MoE block d gate determinism");
         check_same(got[0].dd, got[1].dd, nx, "MoE block d down determinism");
-        block_out_free(&ref), block_out_free(&got[0]), block_out_free(&got[1]);
+        // without parameter gradients (no weight-gradient launches) the same y and dx
+        check_same(nog.y, got[0].y, md, "MoE block without parameter gradients: y");
+        check_same(nog.dx, got[0].dx, md, "MoE block without parameter gradients: dx");
+        block_out_free(&ref), block_out_free(&got[0]), block_out_free(&got[1]), block_out_free(&nog);
         free(x), free(dy);
     }
     ae_model_free(mc), ae_model_free(mg);
