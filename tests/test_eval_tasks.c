@@ -164,6 +164,8 @@ static void test_csv_reader(void **state) {
     assert_int_equal(l.n, 1);
     csv_of(dir, "ok,1\n\"open,2\nmore\n", AE_ERR_FORMAT, &l);
     assert_non_null(strstr(ae_last_error(), "x.csv:2: the quoted field that starts on this line is not closed"));
+    csv_of(dir, "\"two\nlines\",\"open\n", AE_ERR_FORMAT, &l); // the record starts on line 1
+    assert_non_null(strstr(ae_last_error(), "x.csv:2: the quoted field that starts on this line is not closed"));
     csv_of(dir, "a,b\nc\rd\n", AE_ERR_FORMAT, &l);
     assert_non_null(strstr(ae_last_error(), "x.csv:2: a carriage return without a line feed outside quotes"));
     csv_of(dir, "a,\xff\n", AE_ERR_FORMAT, &l);

@@ -245,7 +245,8 @@ ae_status ae_csv_foreach(const char *path, ae_csv_rec_fn fn, void *ud) {
     AE_TRY(read_text(path, "a CSV file", &text, &len));
     csv_rec r = {0};
     ae_status st = AE_OK;
-    int state = CSV_START, line = 1, rec_line = 1, fresh = 1; // fresh: nothing of the record yet
+    int state = CSV_START, line = 1, rec_line = 1, quote_line = 1;
+    int fresh = 1; // nothing of the record read yet
     for (size_t i = 0; st == AE_OK && i <= len; i++) {
         char c = i < len ? text[i] : '\0'; // '\0': the end of the file
         int eol = c == '\n' || c == '\r' || c == '\0';
@@ -262,7 +263,7 @@ ae_status ae_csv_foreach(const char *path, ae_csv_rec_fn fn, void *ud) {
         if (state == CSV_QUOTED) {
             if (c == '\0') {
                 st = ae_errorf(AE_ERR_FORMAT, "%s:%d: the quoted field that starts on this line is not closed",
-                               path, rec_line);
+                               path, quote_line);
                 break;
             }
             if (c == '"') state = CSV_QUOTE_IN_QUOTED;
@@ -292,6 +293,7 @@ ae_status ae_csv_foreach(const char *path, ae_csv_rec_fn fn, void *ud) {
             state = CSV_START;
         } else if (c == '"' && state == CSV_START) {
             state = CSV_QUOTED;
+            quote_line = line;
         } else { // a quote inside an unquoted field, or text after a closing quote, is kept
             ae_sbuf_add(&r.cur, &c, 1);
             state = CSV_FIELD;
