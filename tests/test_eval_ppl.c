@@ -143,7 +143,8 @@ static void test_eval_ppl_mla_random_mixed(void **state) {
     ae_student_spec spec = {.target = AE_ATTN_MLA, .kv_lora_rank = 24, .q_lora_rank = 48, .qk_rope_dim = 16,
                             .layers = (int[]){1, 3}, .n_layers = 2, .seed = 11};
     check_student("mla-random", (const char *[]){"--target", "mla", "--kv-lora-rank", "24", "--q-lora-rank", "48",
-                                                 "--qk-rope-dim", "16", "--layers", "1,3", "--seed", "11", NULL},
+                                                 "--qk-rope-dim", "16", "--layers", "1,3", "--seed", "11",
+                                                 "--init", "random", NULL},
                   &spec);
 }
 

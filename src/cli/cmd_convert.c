@@ -59,7 +59,7 @@ static const char k_help[] =
     "            | --full-layers 0,5,11   --window W (default 1024)\n"
     "            --gate elementwise|head (default elementwise)   --sinks\n"
     "  both:     --layers 0,1,... (replace only these layers; default all)\n"
-    "            --init random|teacher (default random)  --seed S (default 0)\n"
+    "            --init random|teacher (default teacher)  --seed S (default 0)\n"
     "            MLA also --init mha2mla|transmla: the rope part from MHA2MLA's largest-norm\n"
     "            rotary pairs or TransMLA's principal key components (docs/TARGETS.md); every\n"
     "            MLA teacher init prints its K/V and rope-logit errors per layer\n"
@@ -297,6 +297,7 @@ static int parse(int argc, char **argv, convert_opts *o) {
     const char *mla_opt = NULL, *swa_opt = NULL;
     memset(o, 0, sizeof *o);
     o->spec.gate = AE_GATE_ELEMENTWISE;
+    o->spec.init_teacher = AE_MLA_INIT_TEACHER; // the best start for both targets (docs/RESULTS.md)
     o->train = (ae_distill_opts){.ctx = 256, .batch = 8, .accum = 1, .lr = {1e-3f, 3e-4f},
                                  .warmup_frac = 0.05f, .min_lr_ratio = 0.1f, .weight_decay = 0.01f,
                                  .clip = 1.0f, .tau = 1.0f, .cos_weight = 0.1f, .log_every = 10};
