@@ -255,7 +255,7 @@ int main(void) {
     CHECK(rc == 0, "prepare-data: %s", err);
     free(err);
     const char *gswa[] = {"--target", "gateswa", "--window", "16", "--full-every", "2", "--sinks",
-                          "--gate", "head", NULL};
+                          "--gate", "head", "--init", "random", NULL}; // (a), (c), (e): from random
     const char *mla[] = {"--target", "mla", "--kv-lora-rank", "32", "--qk-rope-dim", "8", "--init",
                          "teacher", NULL};
     if (!g_fail) cuda_matches_cpu("gateswa (sinks, head gate)", gswa);
