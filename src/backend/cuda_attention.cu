@@ -274,6 +274,28 @@ static void attn_ref_run(const ae_backend *be, attn_params *p, float *lse2) {
 
 // ---- dispatcher ---------------------------------------------------------------------------------
 
+void attn_params_init(attn_params *p, const ae_attn_args *a, ae_ptr out, ae_ptr q, ae_ptr k, ae_ptr v) {
+    memset(p, 0, sizeof *p);
+    p->q = (const bf16 *)q.data;
+    p->k = (const bf16 *)k.data;
+    p->v = (const bf16 *)v.data;
+    p->out = (bf16 *)out.data;
+    p->sinks = (const float *)a->sinks.data;
+    p->T = a->T;
+    p->pos0 = a->pos0;
+    p->Hq = a->Hq;
+    p->Hkv = a->Hkv;
+    p->G = a->Hq / a->Hkv;
+    p->dk = a->dk;
+    p->dv = a->dv;
+    p->k_stride = a->k_stride;
+    p->v_stride = a->v_stride;
+    p->window = a->window;
+    p->ring = a->ring;
+    p->scale_log2 = a->scale * AE_ATTN_LOG2E;
+    p->splits = 1;
+}
+
 static int aligned(const void *ptr, uintptr_t n) { return ((uintptr_t)ptr & (n - 1)) == 0; }
 
 void ae_cuda_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr out, ae_ptr q, ae_ptr k,
@@ -289,25 +311,7 @@ void ae_cuda_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr out, 
     float *lse2 = (float *)a->lse.data; // the rows' log-sum-exp (training), or null
 
     attn_params p;
-    memset(&p, 0, sizeof p);
-    p.q = (const bf16 *)q.data;
-    p.k = (const bf16 *)k.data;
-    p.v = (const bf16 *)v.data;
-    p.out = (bf16 *)out.data;
-    p.sinks = (const float *)a->sinks.data;
-    p.T = a->T;
-    p.pos0 = a->pos0;
-    p.Hq = a->Hq;
-    p.Hkv = a->Hkv;
-    p.G = a->Hq / a->Hkv;
-    p.dk = a->dk;
-    p.dv = a->dv;
-    p.k_stride = a->k_stride;
-    p.v_stride = a->v_stride;
-    p.window = a->window;
-    p.ring = a->ring;
-    p.scale_log2 = a->scale * AE_ATTN_LOG2E;
-    p.splits = 1;
+    attn_params_init(&p, a, out, q, k, v);
 
     const char *env = getenv("AE_CUDA_ATTN");
     int force_ref = env && strcmp(env, "ref") == 0;

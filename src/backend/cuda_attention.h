@@ -49,6 +49,10 @@ int attn_flash_run_lse(const ae_backend *be, const attn_params *p, float *lse2);
 int attn_mla_has(int dk, int dv);                            // cuda_attention_mla.cu
 int attn_mla_run(const ae_backend *be, const attn_params *p);
 
+// The parameter block of the op's arguments (contiguous or ring keys; splits 1, no pages):
+// ae_cuda_attention's, and attention_paged's prefill runs (which then set the page fields).
+void attn_params_init(attn_params *p, const ae_attn_args *a, ae_ptr out, ae_ptr q, ae_ptr k, ae_ptr v);
+
 // ---- split-KV plumbing (cuda_attention.cu) ------------------------------------------------------
 // Number of key-range splits for `blocks` blocks of which `per_sm` fit on one SM at a time, when
 // a block's key range is `keys` long and a split should cover at least `min_keys` keys.

@@ -395,25 +395,13 @@ int paged_tc_ok(const ae_paged_attn_args *a, ae_ptr out, ae_ptr q, ae_ptr k, ae_
 // memory does not fit): the caller then computes the rows with k_paged_attn.
 int paged_run_tc(const ae_backend *be, const ae_paged_attn_args *a, const ae_paged_run *u,
                  ae_ptr out, ae_ptr q, ae_ptr k, ae_ptr v) {
+    // the run's n rows as a contiguous attention call over the page pool (k, v)
+    ae_attn_args run = {.T = u->n, .pos0 = u->pos0, .Hq = a->Hq, .Hkv = a->Hkv, .dk = a->dk,
+                        .dv = a->dv, .k_stride = a->k_stride, .v_stride = a->v_stride,
+                        .window = a->window, .scale = a->scale, .sinks = a->sinks};
     attn_params p;
-    memset(&p, 0, sizeof p);
-    p.q = (const bf16 *)q.data + (size_t)u->first * a->Hq * a->dk;    // (n, Hq, dk)
-    p.out = (bf16 *)out.data + (size_t)u->first * a->Hq * a->dv;      // (n, Hq, dv)
-    p.k = (const bf16 *)k.data;                                         // page pool
-    p.v = (const bf16 *)v.data;
-    p.sinks = (const float *)a->sinks.data;
-    p.T = u->n;
-    p.pos0 = u->pos0;
-    p.Hq = a->Hq;
-    p.Hkv = a->Hkv;
-    p.G = a->Hq / a->Hkv;
-    p.dk = a->dk;
-    p.dv = a->dv;
-    p.k_stride = a->k_stride;
-    p.v_stride = a->v_stride;
-    p.window = a->window;
-    p.scale_log2 = a->scale * AE_ATTN_LOG2E;
-    p.splits = 1;
+    attn_params_init(&p, &run, ae_ptr_at(out, (size_t)u->first * a->Hq * a->dv), // (n, Hq, dv)
+                     ae_ptr_at(q, (size_t)u->first * a->Hq * a->dk), k, v);    // (n, Hq, dk)
     p.pages = (const int32_t *)a->block_table.data + (size_t)u->seq * a->max_blocks;
     p.page_size = a->page_size;
     p.page_stride = a->page_stride;
