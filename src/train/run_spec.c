@@ -371,6 +371,7 @@ static ae_status read_layers(const cJSON *t, const char *path, const char *name,
 static ae_status read_init_report(const cJSON *t, const char *path, ae_init_report *rep) {
     static const char *totals[] = {"kv_rel_err_mean", "kv_rel_err_max", "rope_logit_err_mean",
                                    "rope_logit_err_max", "qk_logit_err_mean", "qk_logit_err_max"};
+    static const char *figures[] = {"kv_rel_err", "rope_logit_err", "rope_key_energy", "qk_logit_err"};
     double *total[] = {&rep->kv_rel_err_mean, &rep->kv_rel_err_max, &rep->rope_logit_err_mean,
                        &rep->rope_logit_err_max, &rep->qk_logit_err_mean, &rep->qk_logit_err_max};
     memset(rep, 0, sizeof *rep);
@@ -390,14 +391,11 @@ static ae_status read_init_report(const cJSON *t, const char *path, ae_init_repo
         snprintf(name, sizeof name, "target.init_layers[%d].layer", i);
         AE_TRY(ae_json_int(e, path, name, 0, AE_MAX_LAYERS - 1, &l));
         ae_mla_init_stats *st = &rep->layer[l];
-        snprintf(name, sizeof name, "target.init_layers[%d].kv_rel_err", i);
-        AE_TRY(ae_json_num(e, path, name, 0, DBL_MAX, &st->kv_rel_err));
-        snprintf(name, sizeof name, "target.init_layers[%d].rope_logit_err", i);
-        AE_TRY(ae_json_num(e, path, name, 0, DBL_MAX, &st->rope_logit_err));
-        snprintf(name, sizeof name, "target.init_layers[%d].rope_key_energy", i);
-        AE_TRY(ae_json_num(e, path, name, 0, DBL_MAX, &st->rope_key_energy));
-        snprintf(name, sizeof name, "target.init_layers[%d].qk_logit_err", i);
-        AE_TRY(ae_json_num(e, path, name, 0, DBL_MAX, &st->qk_logit_err));
+        double *figure[] = {&st->kv_rel_err, &st->rope_logit_err, &st->rope_key_energy, &st->qk_logit_err};
+        for (int f = 0; f < 4; f++) {
+            snprintf(name, sizeof name, "target.init_layers[%d].%s", i, figures[f]);
+            AE_TRY(ae_json_num(e, path, name, 0, DBL_MAX, figure[f]));
+        }
         snprintf(name, sizeof name, "target.init_layers[%d].rope_pairs_shifted", i);
         AE_TRY(ae_json_int(e, path, name, 0, INT_MAX, &shifted));
         st->rope_shifted = (int)shifted;
