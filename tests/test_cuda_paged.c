@@ -11,9 +11,11 @@
 // rows with its decode kernel: mixed batches (decode rows first, then chunks), pages shuffled over
 // the pool, page sizes that do not divide the chunks, windows with released blocks (-1) before
 // them, sinks, runs over 2-4K keys, rows outside every run, and AE_CUDA_PAGED_TC_MIN=1 (every run,
-// decode rows too, on tensor cores: their split-KV paths). Where the tensor-core path must have
-// run, the output with runs must also differ somewhere from the output without (bf16-rounded
-// weights in B/D/E, fp32 in the decode kernel): proof that the runs reached the kernels.
+// decode rows too, on tensor cores: their split-KV paths); decode rows over 4096+ keys take the
+// tensor cores by default (32K rows, rows at the threshold, windows, MLA 576/512). Where the
+// tensor-core path must have run, the output with runs must also differ somewhere from the
+// output without (bf16-rounded weights in B/D/E, fp32 in the decode kernel): proof that the runs
+// reached the kernels.
 // paged_store must be exact; attention within TOL_ATTN (relative L2; bf16 output). Needs a CUDA
 // build and a GPU (exit 77 = skipped otherwise).
 #include <math.h>
@@ -357,6 +359,42 @@ static void test_runs_tc_all(void **st) {
     run(&c);
 }
 
+// Decode over long contexts (the default thresholds, no AE_CUDA_PAGED_TC_*): rows whose last
+// position sees 4096+ keys go to the tensor-core kernels one run at a time, shorter ones to
+// k_paged_attn in one launch; the call without runs puts every row on k_paged_attn (its split-KV
+// over many pages). Qwen3-8B heads: a 32K row (2049 pages of 16, not a multiple of the page or
+// of a split), rows at 4096 keys (tensor cores) and 4095 (decode kernel), a 3-row run over 9001
+// keys, short rows between them; pages shuffled over the pool.
+static const int k_lend[] = {32771, 5, 4096, 9001, 4095, 700};
+static const int k_nqd[] = {1, 1, 1, 3, 1, 1};
+
+static void test_decode_long(void **st) {
+    (void)st;
+    pcase c = {.Hq = 32, .Hkv = 8, .dk = 128, .dv = 128, .P = 16, .nseq = 6, .len = k_lend,
+               .nq = k_nqd, .runs = 1, .expect_tc = 1};
+    run(&c);
+    c.P = 7, c.runs = 2; // pages of 7; the even sequences outside runs (decode kernel)
+    run(&c);
+    // GateSWA: window 4500 (the long rows see 4500 keys: tensor cores, the released pages
+    // before the window never read), sinks, 4 heads per group
+    static const int len[] = {9000, 12, 4600, 33000}, nq[] = {1, 1, 1, 1};
+    c = (pcase){.Hq = 16, .Hkv = 4, .dk = 128, .dv = 128, .window = 4500, .sinks = 1, .P = 7,
+                .nseq = 4, .len = len, .nq = nq, .runs = 1, .expect_tc = 1};
+    run(&c);
+}
+
+// Absorbed MLA decode over long latents (kernel E through pages): 32 heads (the 8B students),
+// a 32K row, a 2-row run whose last row sees 4097 keys, short rows; pages of 5 and 16.
+static void test_decode_long_mla(void **st) {
+    (void)st;
+    static const int len[] = {32769, 100, 4097, 8200, 3}, nq[] = {1, 1, 2, 1, 1};
+    pcase c = {.Hq = 32, .Hkv = 1, .dk = 576, .dv = 512, .shared = 1, .P = 16, .nseq = 5,
+               .len = len, .nq = nq, .runs = 1, .expect_tc = 1};
+    run(&c);
+    c.P = 5, c.Hq = 16, c.sinks = 1;
+    run(&c);
+}
+
 int main(void) {
     int rc = ae_test_open_gpu(&g_gpu, 1);
     if (rc) return rc;
@@ -374,6 +412,8 @@ int main(void) {
         cmocka_unit_test(test_runs_long),
         cmocka_unit_test(test_runs_order),
         cmocka_unit_test(test_runs_tc_all),
+        cmocka_unit_test(test_decode_long),
+        cmocka_unit_test(test_decode_long_mla),
     };
     rc = ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
     ae_backend_close(g_gpu);

@@ -1,9 +1,10 @@
 // Paged KV cache ops on CUDA (semantics in ae_paged_attn_args, backend/ops.h; the fp32 reference
 // is backend/cpu_paged.c).
 //
-// attention_paged: prefill runs (ae_paged_run, at least paged_tc_min() rows) on the tensor-core
-// attention kernels B (GQA/GateSWA) and D/E (absorbed MLA) of cuda_attention*.cu in their paged
-// addressing mode (paged_run_tc, below); all other rows (decode) on k_paged_attn.
+// attention_paged: prefill runs (ae_paged_run, at least paged_tc_min() rows) and decode rows
+// over long keys (paged_tc_keys()) on the tensor-core attention kernels B (GQA/GateSWA) and D/E
+// (absorbed MLA) of cuda_attention*.cu in their paged addressing mode (paged_run_tc, below);
+// all other rows (short decode rows) on k_paged_attn.
 //
 //   k_paged_store: one block per row; threads copy the row's cols values (converting F32 <-> BF16
 //     when the dtypes differ) into its page slot.
@@ -364,15 +365,45 @@ void paged_rows(const ae_backend *be, const ae_paged_attn_args *a, int r0, int n
 // the GQA group) per block and D/E 16-64 (token, head) rows; from 16 positions on a block holds
 // at least 16·G rows (a whole 64-row tile at G = 4, Qwen3-8B 32/8), so little of the tensor-core
 // work is padding, and each key tile is loaded once per 16+ positions instead of once per row.
-// Shorter runs are decode rows (n = 1) and short tails of prompts: k_paged_attn is tuned for
-// them (one pass over the keys per row and group of 4 heads, split-KV). AE_CUDA_PAGED_TC_MIN=n
-// (n >= 1) overrides it, for measurements and tests; a large n keeps every row on k_paged_attn.
+// Shorter runs are decode rows (n = 1) and short tails of prompts: over short keys k_paged_attn
+// is tuned for them (one pass over the keys per row and group of 4 heads, split-KV); over long
+// keys see kTcMinKeys. AE_CUDA_PAGED_TC_MIN=n (n >= 1) overrides it, for measurements and tests.
 constexpr int kTcMinRows = 16;
 
-int paged_tc_min() {
-    const char *env = getenv("AE_CUDA_PAGED_TC_MIN");
+// Decode rows (and short runs) whose last row sees at least kTcMinKeys keys go to the
+// tensor-core kernels too, one launch per run: for a single row B and E split the keys over the
+// whole GPU (split-KV sized from the row's tiles and the SM count, then the deterministic
+// combine), stage K/V tiles in shared memory with 16-byte cp.async copies, two tiles in flight,
+// and read every key row once for all query heads of the GQA group (B packs them into one row
+// tile) or for all heads (E: the 576-wide latent once). That is the non-paged decode path of
+// `attention` (bench_infer: 6.8 ms per token at 32K on the teacher) with the keys read through
+// the block table; with k_paged_attn (one pass per (row, 4 heads, chunk) from registers, few
+// loads in flight) the engine decoded one 32K sequence at 27.9 ms per token, 67% of the GPU time
+// in attention_paged (docs/SERVE.md, 25efe1c). From 4K keys a row's reads (16+ MiB per layer at
+// Qwen3-8B shapes, 4.5 MiB for the 576-wide latent) outweigh its launches (attention + combine);
+// shorter decode rows stay on k_paged_attn, all of them in one launch.
+// AE_CUDA_PAGED_TC_KEYS=n (n >= 1) overrides it; a large n with a large AE_CUDA_PAGED_TC_MIN
+// keeps every row on k_paged_attn.
+constexpr int kTcMinKeys = 4096;
+
+// The value of environment variable `name` when it is an integer >= 1, else dflt.
+int env_count(const char *name, int dflt) {
+    const char *env = getenv(name);
     const int n = env ? atoi(env) : 0;
-    return n >= 1 ? n : kTcMinRows;
+    return n >= 1 ? n : dflt;
+}
+
+int paged_tc_min() { return env_count("AE_CUDA_PAGED_TC_MIN", kTcMinRows); }
+int paged_tc_keys() { return env_count("AE_CUDA_PAGED_TC_KEYS", kTcMinKeys); }
+
+// 1 when run u should go to the tensor-core kernels: tc_min rows or more (a prefill chunk), or a
+// last row that sees tc_keys keys or more (decode over a long context).
+int paged_run_wants_tc(const ae_paged_attn_args *a, const ae_paged_run *u, int tc_min,
+                       int tc_keys) {
+    if (u->n >= tc_min) return 1;
+    const long last = (long)u->pos0 + u->n - 1;
+    const long lo = a->window > 0 && last - a->window + 1 > 0 ? last - a->window + 1 : 0;
+    return last - lo + 1 >= tc_keys;
 }
 
 // 1 when the tensor-core kernels can take this call's runs: bf16 tensors, (dk, dv) one of B's
@@ -428,10 +459,11 @@ void ae_cuda_paged_store(const ae_backend *be, ae_ptr dst, int64_t page_stride, 
     cuda_check(be, cudaGetLastError(), "paged_store");
 }
 
-// Runs of at least paged_tc_min() rows go to the tensor-core kernels (one launch each); every
-// other row (decode rows, short runs, rows outside runs, runs a kernel could not take) goes to
-// k_paged_attn in maximal consecutive ranges: with the engine's order (decode rows first, then
-// prefill chunks) one launch for the decode rows and one per prefill chunk.
+// Runs of at least paged_tc_min() rows, or whose last row sees at least paged_tc_keys() keys,
+// go to the tensor-core kernels (one launch each); every other row (short decode rows and runs,
+// rows outside runs, runs a kernel could not take) goes to k_paged_attn in maximal consecutive
+// ranges: with the engine's order (decode rows first, then prefill chunks) one launch for the
+// short decode rows and one per short chunk.
 void ae_cuda_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, ae_ptr out,
                              ae_ptr q, ae_ptr k, ae_ptr v) {
     if (cuda_failed(be) || a->N <= 0) return;
@@ -452,11 +484,12 @@ void ae_cuda_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, 
         abort();
     }
     ae_paged_runs_check(a, NULL, NULL); // order and bounds (seq/pos are device memory)
-    const int tc_min = paged_tc_ok(a, out, q, k, v) ? paged_tc_min() : 0;
+    const int tc = paged_tc_ok(a, out, q, k, v), tc_min = paged_tc_min(), tc_keys = paged_tc_keys();
     int r = 0; // rows before r are queued
-    for (int i = 0; tc_min > 0 && i < a->n_runs; i++) {
+    for (int i = 0; tc && i < a->n_runs; i++) {
         const ae_paged_run *u = &a->runs[i];
-        if (u->n < tc_min || !paged_run_tc(be, a, u, out, q, k, v)) continue;
+        if (!paged_run_wants_tc(a, u, tc_min, tc_keys) || !paged_run_tc(be, a, u, out, q, k, v))
+            continue;
         paged_rows(be, a, r, u->first - r, out, q, k, v);
         r = u->first + u->n;
     }
