@@ -15,6 +15,13 @@
 //   backward 2·pairs·Hq·(3·dk + 2·dv)  (S, dP, dV, dK, dQ: 2.5x the forward at dk = dv)
 // the model FLOPs, whatever the kernels recompute. AE_CUDA_ATTN_BWD=ref times the CUDA-core
 // backward (slow: seconds at T 32768), AE_CUDA_ATTN=ref the reference forward.
+//
+//   bench_attn --fwd-kernels [--reps R]
+// The forward's two prefill kernels for d = 128 side by side (cuda_attention.cu): B (flash,
+// mma.sync; AE_ATTN_WGMMA=0) and F (Hopper wgmma; AE_ATTN_WGMMA=1; on other GPUs or builds
+// without sm_90a the dispatcher falls back to B and the two rows match), Qwen3-8B heads (32 q /
+// 8 kv), causal, T = 4096, 16384, 32768, without and with the log-sum-exp output; TFLOP/s as
+// above (causal: ~2·T²·Hq·d), and the relative L2 difference between the two kernels' outputs.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,14 +157,92 @@ done:
     return rc;
 }
 
+// ---- forward kernels B vs F (--fwd-kernels) -------------------------------------------------------
+
+// Relative L2 difference ||x − y|| / ||y|| of n device values (downloaded as F32); -1 on failure.
+static double device_rel_diff(const ae_backend *be, ae_ptr x, ae_ptr y, size_t n) {
+    float *hx = malloc(n * sizeof(float)), *hy = malloc(n * sizeof(float));
+    double num = 0, den = 0;
+    int ok = hx && hy && be->download(be, hx, AE_DT_F32, x, n) == AE_OK &&
+             be->download(be, hy, AE_DT_F32, y, n) == AE_OK;
+    for (size_t i = 0; ok && i < n; i++) {
+        double d = (double)hx[i] - hy[i];
+        num += d * d;
+        den += (double)hy[i] * hy[i];
+    }
+    free(hx), free(hy);
+    return ok ? sqrt(num / (den > 0 ? den : 1)) : -1;
+}
+
+// Times the forward (b->out; with lse when use_lse) under AE_ATTN_WGMMA=env.
+static int time_fwd_kernel(attn_bufs *b, const char *env, int use_lse, int reps, timing *t) {
+    setenv("AE_ATTN_WGMMA", env, 1);
+    int rc = time_op(b->be, use_lse ? run_fwd_lse : run_fwd, b, reps, t);
+    unsetenv("AE_ATTN_WGMMA");
+    return rc;
+}
+
+static int bench_fwd_kernels(const ae_backend *be, int reps) {
+    static const int Ts[] = {4096, 16384, 32768};
+    const int Hq = 32, Hkv = 8, d = 128;
+    int rc = 0;
+    for (size_t i = 0; i < sizeof Ts / sizeof *Ts; i++) {
+        const size_t T = (size_t)Ts[i], nq = T * Hq * d, nk = T * Hkv * d;
+        attn_bufs b = {.be = be};
+        b.a = ae_attn_dense(Ts[i], 0, Hq, Hkv, d, d, 0, 1.0f / sqrtf((float)d), ae_ptr_null());
+        b.q = be->alloc(be, nq, AE_DT_BF16), b.k = be->alloc(be, nk, AE_DT_BF16);
+        b.v = be->alloc(be, nk, AE_DT_BF16), b.out = be->alloc(be, nq, AE_DT_BF16);
+        b.lse = be->alloc(be, T * Hq, AE_DT_F32);
+        ae_ptr out_b = be->alloc(be, nq, AE_DT_BF16);
+        b.a_lse = b.a;
+        b.a_lse.lse = b.lse;
+        timing tb, tf, tbl, tfl;
+        double diff = -1;
+        if (ae_ptr_is_null(b.q) || ae_ptr_is_null(b.k) || ae_ptr_is_null(b.v) ||
+            ae_ptr_is_null(b.out) || ae_ptr_is_null(b.lse) || ae_ptr_is_null(out_b)) {
+            fprintf(stderr, "bench_attn: T=%zu: out of device memory: %s\n", T, ae_last_error());
+            rc = 1;
+        } else {
+            be->fill_normal(be, b.q, nq, 1.0f, 1);
+            be->fill_normal(be, b.k, nk, 1.0f, 2);
+            be->fill_normal(be, b.v, nk, 1.0f, 3);
+            ae_ptr out_f = b.out;
+            b.out = out_b; // kernel B writes out_b, kernel F out_f
+            int err = time_fwd_kernel(&b, "0", 0, reps, &tb) ||
+                      time_fwd_kernel(&b, "0", 1, reps, &tbl);
+            b.out = out_f;
+            err = err || time_fwd_kernel(&b, "1", 0, reps, &tf) ||
+                  time_fwd_kernel(&b, "1", 1, reps, &tfl);
+            if (err) {
+                fprintf(stderr, "bench_attn: T=%zu: %s\n", T, ae_last_error());
+                rc = 1;
+            } else {
+                diff = device_rel_diff(be, out_f, out_b, nq);
+                const double fl = 2.0 * visible_pairs(Ts[i], 0) * Hq * (2.0 * d);
+                printf("fwd-kernels T=%-6zu Hq=%d Hkv=%d d=%d causal   B %8.3f ms %6.1f TFLOP/s "
+                       "(lse %6.1f)   F %8.3f ms %6.1f TFLOP/s (lse %6.1f)   F/B %.2fx   "
+                       "|F-B|/|B| %.2e\n",
+                       T, Hq, Hkv, d, tb.best * 1e3, fl / tb.best * 1e-12, fl / tbl.best * 1e-12,
+                       tf.best * 1e3, fl / tf.best * 1e-12, fl / tfl.best * 1e-12,
+                       tb.best / tf.best, diff);
+                fflush(stdout);
+            }
+        }
+        be->free(be, b.q), be->free(be, b.k), be->free(be, b.v), be->free(be, b.out);
+        be->free(be, b.lse), be->free(be, out_b);
+    }
+    return rc;
+}
+
 int main(int argc, char **argv) {
-    int reps = 5;
+    int reps = 5, fwd_kernels = 0;
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--case") && i + 1 < argc) only = argv[++i];
+        else if (!strcmp(argv[i], "--fwd-kernels")) fwd_kernels = 1;
         else {
-            fprintf(stderr, "usage: bench_attn [--reps R] [--case NAME]\ncases:");
+            fprintf(stderr, "usage: bench_attn [--reps R] [--case NAME | --fwd-kernels]\ncases:");
             for (size_t c = 0; c < sizeof k_cases / sizeof *k_cases; c++)
                 fprintf(stderr, " %s", k_cases[c].name);
             fprintf(stderr, "\n");
@@ -177,6 +262,11 @@ int main(int argc, char **argv) {
     printf("device: %s   q k v dout bf16, dq dk dv f32, best of %d (after 1 warm-up)   "
            "AE_CUDA_ATTN=%s AE_CUDA_ATTN_BWD=%s\n",
            be->device, reps, fe ? fe : "", be_env ? be_env : "");
+    if (fwd_kernels) {
+        int rc = bench_fwd_kernels(be, reps);
+        ae_backend_close(be);
+        return rc;
+    }
     int rc = 0, ran = 0;
     for (size_t c = 0; c < sizeof k_cases / sizeof *k_cases; c++) {
         if (only && strcmp(only, k_cases[c].name)) continue;

@@ -27,6 +27,9 @@
 //                  in IEEE arithmetic; the margin only forgives a contraction into an FMA).
 //   TOL_ATTN       1e-2: attention output is bf16 (1.5e-3), and a flash kernel multiplies the
 //                  probabilities in bf16 with V (another ~2e-3, averaged over keys).
+//   TOL_LSE        1e-4: attention's per-row log-sum-exp (log2 units), max |cuda − cpu| /
+//                  max(1, |cpu|): fp32 scores and sums on both sides (tensor-core vs the cpu's
+//                  loop order), ~1e-6; a row missing a key tile or its sink is off by >= 1e-2.
 //   TOL_MOE        1e-2: the expert MLP stores gate/up/product as bf16 activations (act dtype)
 //                  before the down projection: three roundings of ~1.5e-3 plus the output's.
 //   TOL_ROUTE_W    1e-5: router weights are F32 softmax values of identical F32 logits.
@@ -56,6 +59,7 @@
 #define TOL_F32_NORM 1e-5
 #define TOL_F32_ADD 1e-6
 #define TOL_ATTN 1e-2
+#define TOL_LSE 1e-4
 #define TOL_MOE 1e-2
 #define TOL_ROUTE_W 1e-5
 #define TOL_NLL 1e-5
@@ -1207,8 +1211,36 @@ static void attn_case_name(const attn_case *c, char *buf, size_t cap) {
              c->qscale > 1.0f ? " peaky" : "", sp);
 }
 
+// The rows' log-sum-exp (ae_attn_args.lse, log2 units): fails on a non-finite value (with the
+// poisoned buffer: a row never written) and when max |cuda - cpu| / max(1, |cpu|) > tol.
+static void expect_lse(const float *got, const float *ref, size_t n, double tol, const char *what) {
+    double worst = 0;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i]))
+            fail_msg("%s: lse [%zu] of %zu = %g, cpu %g (non-finite: a row never written)", what,
+                     i, n, (double)got[i], (double)ref[i]);
+        double d = fabs((double)got[i] - ref[i]) / fmax(1.0, fabs((double)ref[i]));
+        if (d > worst) worst = d, wi = i;
+    }
+    printf("  %-78s lse max rel %.2e (tol %.0e)\n", what, worst, tol);
+    fflush(stdout);
+    if (!(worst <= tol))
+        fail_msg("%s: lse [%zu] = %g, cpu %g: error %.3g > tolerance %.3g", what, wi,
+                 (double)got[wi], (double)ref[wi], worst, tol);
+}
+
+// Whether kernel F (cuda_attention_wgmma.cu: Hopper wgmma) takes a case when asked to
+// (AE_ATTN_WGMMA=1): dk = dv = 128, no window (and so no ring), separate k and v.
+static int attn_wgmma_shape(const attn_case *c) {
+    return c->dk == 128 && c->dv == 128 && c->window == 0 && c->ring == 0 && !c->absorbed &&
+           c->Hq % c->Hkv == 0 && c->kpad % 8 == 0 && c->vpad % 8 == 0;
+}
+
 // One case on the cpu and on cuda with both the default dispatch and the reference kernel
-// (AE_CUDA_ATTN=ref); absorbed MLA shapes of the tensor-core kernels (576/512, 288/256) also
+// (AE_CUDA_ATTN=ref); shapes kernel F takes also with AE_ATTN_WGMMA=1 (kernel F on an sm_90
+// GPU of an sm_90a build, else the default choice) and AE_ATTN_WGMMA=0 (kernel B), both with the
+// rows' log-sum-exp (ae_attn_args.lse) compared too (TOL_LSE); absorbed MLA shapes of the tensor-core kernels (576/512, 288/256) also
 // with each MLA kernel forced (AE_CUDA_MLA_KERNEL=old: kernel D; new64: kernel E with 64-key
 // tiles; the default takes kernel E with 32-key tiles up to 64 rows). K/V storage: the S = pos0 + T positions (or, with a ring, the slots of
 // the last `ring` positions); 5 rows past the last position (the rest of a KV cache, never
@@ -1243,9 +1275,11 @@ static void run_attention(ae_rng *r, const attn_case *c) {
     char name[200];
     attn_case_name(c, name, sizeof name);
     // cpu
-    float *oc = hnew(no);
+    const size_t nl = (size_t)T * Hq;
+    float *oc = hnew(no), *lc = hnew(nl);
     ae_attn_args ac = a;
     ac.sinks = sinks ? ae_host_f32(sinks) : ae_ptr_null();
+    ac.lse = ae_host_f32(lc);
     g_cpu->attention(g_cpu, &ac, ae_host_f32(oc), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
     // cuda
     ae_ptr dq = dnew_put(q, nq, g_gpu->act_dtype), dk_ = dnew_put(k, nk, g_gpu->act_dtype);
@@ -1257,18 +1291,35 @@ static void run_attention(ae_rng *r, const attn_case *c) {
     char sp[16];
     snprintf(sp, sizeof sp, "%d", c->splits);
     if (c->splits > 0) setenv("AE_CUDA_MLA_SPLITS", sp, 1);
-    for (int run = 0; run < (mla ? 4 : 2); run++) {
-        int ref = run == 1;                     // runs: default, ref, then the MLA kernels
-        const char *kern = run >= 2 ? mla_kernels[run - 2] : NULL;
+    // runs: default, ref, then the MLA kernels or kernels F (AE_ATTN_WGMMA=1) and B (=0)
+    static const char *const wgmma_env[] = {"1", "0"}, *const wgmma_names[] = {"wgmma", "flash"};
+    const int wg = attn_wgmma_shape(c);
+    for (int run = 0; run < (mla || wg ? 4 : 2); run++) {
+        int ref = run == 1;
+        const char *kern = run >= 2 && mla ? mla_kernels[run - 2] : NULL;
+        const char *wenv = run >= 2 && wg ? wgmma_env[run - 2] : NULL;
+        const char *label = ref ? "ref" : kern ? kern : wenv ? wgmma_names[run - 2] : "default";
         ae_ptr dout = dnew(no, g_gpu->act_dtype); // fresh: NaN-poisoned
+        ae_ptr dlse = wenv ? dnew(nl, AE_DT_F32) : ae_ptr_null();
+        ae_attn_args ar = ag;
+        ar.lse = dlse;
         if (ref) setenv("AE_CUDA_ATTN", "ref", 1);
         if (kern) setenv("AE_CUDA_MLA_KERNEL", kern, 1);
-        g_gpu->attention(g_gpu, &ag, dout, dq, dk_, dv_);
+        if (wenv) setenv("AE_ATTN_WGMMA", wenv, 1);
+        g_gpu->attention(g_gpu, &ar, dout, dq, dk_, dv_);
         if (ref) unsetenv("AE_CUDA_ATTN");
         if (kern) unsetenv("AE_CUDA_MLA_KERNEL");
+        if (wenv) unsetenv("AE_ATTN_WGMMA");
         float *og = dget(dout, no);
-        expect_close(og, oc, no, TOL_ATTN, "attention %-7s %s", ref ? "ref" : kern ? kern : "default",
-                     name);
+        expect_close(og, oc, no, TOL_ATTN, "attention %-7s %s", label, name);
+        if (wenv) {
+            float *lg = dget(dlse, nl);
+            char what[300];
+            snprintf(what, sizeof what, "attention %-7s %s", label, name);
+            expect_lse(lg, lc, nl, TOL_LSE, what);
+            free(lg);
+            dfree(dlse);
+        }
         dfree(dout);
         free(og);
     }
@@ -1276,7 +1327,7 @@ static void run_attention(ae_rng *r, const attn_case *c) {
     dfree(dq), dfree(dk_);
     if (!c->absorbed) dfree(dv_);
     if (sinks) dfree(ag.sinks);
-    free(q), free(k), free(oc), free(sinks);
+    free(q), free(k), free(oc), free(lc), free(sinks);
     if (!c->absorbed) free(v);
 }
 
@@ -1365,6 +1416,33 @@ static void test_attention_heads(void **state) {
         {.T = 256, .pos0 = 0, .Hq = 6, .Hkv = 6, .dk = 64, .dv = 64},
     };
     run_attention_cases(&r, mixed, sizeof mixed / sizeof *mixed);
+}
+
+// Shapes of kernel F (Hopper wgmma, dk = dv = 128; run_attention runs it with AE_ATTN_WGMMA=1
+// next to kernel B with =0): packed row counts T·G that are not multiples of its 128-row tiles
+// (nor of 64), GQA groups G = 1, 2, 4, 8, key counts around its 128-key tiles, pos0 = 0 (every
+// block has diagonal tiles) and pos0 >> T (chunks over a long cached prefix: nearly every tile
+// unmasked), sinks, a peaky softmax, padded K/V rows, a multi-block prefill of the 8B teacher's
+// heads (32 q / 8 kv).
+static void test_attention_wgmma(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 607);
+    attn_case wg[] = {
+        {.T = 1, .pos0 = 0, .Hq = 4, .Hkv = 4, .dk = 128, .dv = 128},
+        {.T = 31, .pos0 = 0, .Hq = 4, .Hkv = 1, .dk = 128, .dv = 128},        // G = 4
+        {.T = 129, .pos0 = 0, .Hq = 2, .Hkv = 2, .dk = 128, .dv = 128},       // G = 1
+        {.T = 255, .pos0 = 0, .Hq = 4, .Hkv = 2, .dk = 128, .dv = 128},       // G = 2
+        {.T = 97, .pos0 = 0, .Hq = 16, .Hkv = 2, .dk = 128, .dv = 128},       // G = 8
+        {.T = 300, .pos0 = 1, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .sinks = 1},
+        {.T = 77, .pos0 = 3000, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128},     // long prefix
+        {.T = 200, .pos0 = 127, .Hq = 4, .Hkv = 1, .dk = 128, .dv = 128, .sinks = 1},
+        {.T = 130, .pos0 = 129, .Hq = 2, .Hkv = 1, .dk = 128, .dv = 128, .qscale = 4.0f},
+        {.T = 150, .pos0 = 20, .Hq = 4, .Hkv = 2, .dk = 128, .dv = 128, .kpad = 8, .vpad = 24},
+        {.T = 700, .pos0 = 0, .Hq = 32, .Hkv = 8, .dk = 128, .dv = 128},      // 8B teacher heads
+        {.T = 2049, .pos0 = 0, .Hq = 2, .Hkv = 1, .dk = 128, .dv = 128},      // 32 row tiles
+    };
+    run_attention_cases(&r, wg, sizeof wg / sizeof *wg);
 }
 
 // Sliding windows (window < T and window > T), ring buffers (decode past the ring size, and
@@ -1789,6 +1867,7 @@ int main(void) {
         cmocka_unit_test(test_attention_prefill),
         cmocka_unit_test(test_attention_heads),
         cmocka_unit_test(test_attention_window_ring),
+        cmocka_unit_test(test_attention_wgmma),
         cmocka_unit_test(test_attention_strided_absorbed),
         cmocka_unit_test(test_moe_route),
         cmocka_unit_test(test_moe_ffn),

@@ -35,9 +35,16 @@
 // B, D and E also compute attention_paged's prefill runs (cuda_paged.cu): the same launchers with
 // attn_params.pages set, keys read through a sequence's block-table row (attn_key_off).
 //
+//   F. k_attn_wgmma (cuda_attention_wgmma.cu): Hopper (sm_90a) prefill for dk = dv = 128 without
+//      a window: B's algorithm on wgmma.mma_async (2 warpgroups x 64 packed rows, 128-key tiles
+//      in 128-byte-swizzled shared memory, P kept in registers as the A operand of P·V).
+//      AE_ATTN_WGMMA=1 takes it for every shape it supports, =0 never; unset: the default of
+//      attn_wgmma_run (off until it has passed its GPU test; then long prefills only).
+//
 // Dispatcher (ae_cuda_attention): AE_CUDA_ATTN=ref forces A. Otherwise E or D when Hkv == 1,
 // (dk, dv) is one of their instantiations, k and v are the same rows (k == v, k_stride == v_stride) and the
-// addresses allow 16-byte copies; else B when (dk, dv) is a B instantiation, Hq % Hkv == 0 and
+// addresses allow 16-byte copies; else (with the same checks as B) F when it takes the
+// arguments (above); else B when (dk, dv) is a B instantiation, Hq % Hkv == 0 and
 // q, k, v are 16-byte aligned with k_stride, v_stride multiples of 8 elements (out 4-byte
 // aligned); else A. A kernel whose shared memory does not fit the device falls through to the
 // next one.
@@ -321,6 +328,7 @@ void ae_cuda_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr out, 
         if (!lse2 && a->Hkv == 1 && k.data == v.data && a->k_stride == a->v_stride &&
             attn_mla_has(a->dk, a->dv) && attn_mla_run(be, &p))
             return;
+        if (attn_wgmma_run(be, &p, lse2)) return;
         if (attn_flash_has(a->dk, a->dv) && attn_flash_run_lse(be, &p, lse2)) return;
     }
     attn_ref_run(be, &p, lse2);

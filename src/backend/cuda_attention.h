@@ -46,6 +46,9 @@ int attn_flash_has(int dk, int dv);                          // cuda_attention_f
 // lse2 (T·Hq F32, row t·Hq + h, log2 units) or null: also the rows' log-sum-exp, and then
 // unsplit (without it the launcher may split the keys: split-KV, cuda_attention.cu).
 int attn_flash_run_lse(const ae_backend *be, const attn_params *p, float *lse2);
+// Kernel F (cuda_attention_wgmma.cu, Hopper wgmma; dk = dv = 128, no window, no pages): 0 when
+// it does not take these arguments (AE_ATTN_WGMMA, shape, device, build), as the launchers above.
+int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2);
 int attn_mla_has(int dk, int dv);                            // cuda_attention_mla.cu
 int attn_mla_run(const ae_backend *be, const attn_params *p);
 
