@@ -1,15 +1,26 @@
-// Every backward op of the CPU backend against central finite differences (and the MoE slot
-// plan against its definition).
+// The backward ops against central finite differences of their double-precision forwards
+// (util/ref.h), on every backend (util/backends.h: cpu always; cuda when the build has it and a
+// GPU is present, else a cmocka skip naming the reason): matmul_bwd, rmsnorm_bwd, rope_bwd,
+// attention_bwd, gate_mul_bwd, silu_mul_bwd. The MoE training ops (slot plan, combine, routing,
+// grouped expert products) and the thread-count determinism of attention_bwd: on the cpu.
 //
 // For an op with output y and a fixed random R, the scalar loss is L = Σ y ⊙ R, so the gradient
-// reaching y is dy = R. The analytic gradients come from the backend's backward op (fp32); the
-// numeric ones from central differences (eps = 1e-4) of a naive double-precision forward
-// evaluated at the same (float-valued) inputs, so the reference carries almost no rounding
-// noise and the check is |analytic − numeric| <= 1e-3 · max(1, |numeric|) per element. A
-// dropped or wrong term moves gradients by O(1) and fails this (verified by mutating the
+// reaching y is dy = R. The analytic gradients come from the backend's backward op; the numeric
+// ones from central differences (eps = 1e-4) of the naive double forward evaluated at the values
+// the op read (inputs go into the backend's buffers in its dtypes, cpu F32, cuda BF16, and are
+// read back), so the oracle carries almost no rounding noise. Gradients are F32 on every
+// backend. The check is |analytic − numeric| <= tol · max(1, |numeric|) per element, with (cpu |
+// cuda):
+//   TOL_GRAD      {1e-3, 2e-3}: fp32 backward arithmetic on the same inputs (~1e-6); cuda's
+//                 products of bf16 operands are exact in fp32, only the order of sums differs.
+//   TOL_GRAD_ATTN {1e-3, 2e-2}: attention; cuda's CUDA-core kernels are fp32 throughout (~1e-5),
+//                 its tensor-core path (head dims 32/64/128) rounds P and dS to bf16 as mma
+//                 operands (test_cuda_grad_ops' TOL_ATTN_TC, 2e-2 relative L2).
+// A dropped or wrong term moves gradients by O(1) and fails this (verified by mutating the
 // backward ops by hand: e.g. dropping the −D term of ds, or the r³ term of rmsnorm).
-// Each case also checks the backend's forward against the same double reference, which ties
-// the backward to the forward that training actually runs.
+// Each case also checks the backend's forward against the same double reference (TOL_FWD: cpu
+// 1e-5; cuda 5e-3, a BF16 output rounded once, 2e-2 for attention, as test_ops), which ties the
+// backward to the forward that training actually runs.
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -18,12 +29,19 @@
 
 #include "backend/ops.h"
 #include "core/rng.h"
+#include "util/backends.h"
 #include "util/fd.h"
 #include "util/testutil.h"
 
 #define FD_EPS 1e-4
-#define FD_TOL 1e-3
+#define FD_TOL 1e-3      // the cpu-only tests below
 #define FD_MAX_CHECKS 96 // elements checked per tensor (all of them when the tensor is smaller)
+
+static const ae_tb_tol TOL_GRAD = {1e-3, 2e-3};
+static const ae_tb_tol TOL_GRAD_ATTN = {1e-3, 2e-2};
+static const ae_tb_tol TOL_FWD = {1e-5, 5e-3};
+static const ae_tb_tol TOL_FWD_ATTN = {1e-5, 2e-2};
+static const ae_tb_tol TOL_LSE = {1e-5, 1e-4}; // log2-unit lse: fp32 scores, log2f (test_cuda_grad_ops)
 
 static float *fvec(size_t n, ae_rng *r) {
     float *x = malloc(sizeof(float) * (n ? n : 1));
@@ -40,16 +58,30 @@ static float *fconst(size_t n, float c) {
 static double *dvec(const float *x, size_t n) { return ae_test_to_double(x, n); }
 
 // Compares analytic[i] with the central difference of loss() in x[i] (x is a double input the
-// loss reads through ctx). Checks every element, or FD_MAX_CHECKS random ones of a big tensor.
-static void check_fd(const char *what, ae_fd_loss loss, void *ctx, double *x, size_t n,
-                     const float *analytic, ae_rng *r) {
+// loss reads through ctx), within tol · max(1, |numeric|). Checks every element, or
+// FD_MAX_CHECKS random ones of a big tensor.
+static void check_fd_tol(const char *what, ae_fd_loss loss, void *ctx, double *x, size_t n,
+                         const float *analytic, ae_rng *r, double tol) {
     size_t checks = n <= FD_MAX_CHECKS ? n : FD_MAX_CHECKS;
     for (size_t c = 0; c < checks; c++) {
         size_t i = n <= FD_MAX_CHECKS ? c : (size_t)(ae_rng_u64(r) % n);
         double num = ae_fd_central_d(loss, ctx, &x[i], FD_EPS);
-        if (!(fabs(analytic[i] - num) <= FD_TOL * fmax(1.0, fabs(num))))
+        if (!(fabs(analytic[i] - num) <= tol * fmax(1.0, fabs(num))))
             fail_msg("%s[%zu]: analytic %.7g, numeric %.7g", what, i, (double)analytic[i], num);
     }
+}
+
+static void check_fd(const char *what, ae_fd_loss loss, void *ctx, double *x, size_t n,
+                     const float *analytic, ae_rng *r) {
+    check_fd_tol(what, loss, ctx, x, n, analytic, r, FD_TOL);
+}
+
+// The same on backend be, "what on be" in the message.
+static void check_fd_on(const ae_backend *be, const char *what, ae_fd_loss loss, void *ctx,
+                        double *x, size_t n, const float *analytic, ae_rng *r, ae_tb_tol tol) {
+    char w[200];
+    snprintf(w, sizeof w, "%s on %s", what, be->name);
+    check_fd_tol(w, loss, ctx, x, n, analytic, r, ae_tb_tol_of(be, tol));
 }
 
 // Checks y (float, from the backend) against the double reference forward within tol.
@@ -84,55 +116,56 @@ typedef struct {
 
 static double mm_loss(void *p) {
     mm_ctx *c = p;
-    for (int i = 0; i < c->M; i++)
-        for (int j = 0; j < c->N; j++) {
-            double s = 0;
-            for (int k = 0; k < c->K; k++) s += c->x[i * c->K + k] * c->w[j * c->K + k];
-            c->y[i * c->N + j] = s;
-        }
+    ae_ref_matmul(c->y, c->x, c->w, c->M, c->K, c->N);
     return dot_loss(c->y, c->R, (size_t)c->M * c->N);
 }
 
+// dx and dw against finite differences; both accumulate (a second call adds the same again) and
+// a null target is skipped.
 static void test_matmul_bwd(void **state) {
-    (void)state;
-    const ae_backend *be = ae_backend_cpu();
+    const ae_backend *be = ae_tb_backend(state);
     ae_rng r;
     ae_rng_seed(&r, 11);
     int shapes[][3] = {{1, 7, 5}, {5, 16, 9}, {17, 33, 4}};
     for (size_t s = 0; s < 3; s++) {
         int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
         size_t nx = (size_t)M * K, nw = (size_t)N * K, ny = (size_t)M * N;
-        float *x = fvec(nx, &r), *w = fvec(nw, &r), *R = fvec(ny, &r), *y = fvec(ny, &r);
+        ae_scratch sc;
+        ae_scratch_init(&sc, be);
+        float *x = fvec(nx, &r), *w = fvec(nw, &r), *R = fvec(ny, &r);
+        ae_ptr px = ae_tb_in(&sc, x, nx, be->act_dtype), pw = ae_tb_in(&sc, w, nw, be->weight_dtype);
+        ae_ptr pR = ae_tb_in(&sc, R, ny, be->act_dtype), py = ae_tb_new(&sc, ny, be->act_dtype, NAN);
         mm_ctx c = {M, K, N, dvec(x, nx), dvec(w, nw), dvec(R, ny), malloc(sizeof(double) * ny)};
         mm_loss(&c);
-        ae_matmul(be, ae_host_f32(y), ae_host_f32(x), ae_host_f32(w), M, K, N);
-        check_close("matmul y", y, c.y, ny, 1e-5);
+        ae_matmul(be, py, px, pw, M, K, N);
+        float *y = ae_tb_out(be, py, ny);
+        ae_tb_check(be, "matmul y", y, c.y, ny, ae_tb_tol_of(be, TOL_FWD));
 
-        float *dx = fconst(nx, 0), *dw = fconst(nw, 0);
-        ae_matmul_bwd(be, ae_host_f32(dx), ae_host_f32(dw), ae_host_f32(R), ae_host_f32(x),
-                      ae_host_f32(w), M, K, N);
-        check_fd("matmul dx", mm_loss, &c, c.x, nx, dx, &r);
-        check_fd("matmul dw", mm_loss, &c, c.w, nw, dw, &r);
+        ae_ptr pdx = ae_tb_new(&sc, nx, AE_DT_F32, 0), pdw = ae_tb_new(&sc, nw, AE_DT_F32, 0);
+        ae_matmul_bwd(be, pdx, pdw, pR, px, pw, M, K, N);
+        float *dx = ae_tb_out(be, pdx, nx), *dw = ae_tb_out(be, pdw, nw);
+        check_fd_on(be, "matmul dx", mm_loss, &c, c.x, nx, dx, &r, TOL_GRAD);
+        check_fd_on(be, "matmul dw", mm_loss, &c, c.w, nw, dw, &r, TOL_GRAD);
 
         // accumulate: a second call adds the same again; a NULL target is skipped
-        float *dx2 = fconst(nx, 0.5f), *dw2 = fconst(nw, -0.25f);
         float *bx = fconst(nx, 0.5f), *bw = fconst(nw, -0.25f);
-        ae_matmul_bwd(be, ae_host_f32(dx2), ae_host_f32(dw2), ae_host_f32(R), ae_host_f32(x),
-                      ae_host_f32(w), M, K, N);
-        ae_matmul_bwd(be, ae_host_f32(dx2), ae_host_f32(dw2), ae_host_f32(R), ae_host_f32(x),
-                      ae_host_f32(w), M, K, N);
+        ae_ptr pdx2 = ae_tb_new(&sc, nx, AE_DT_F32, 0.5f), pdw2 = ae_tb_new(&sc, nw, AE_DT_F32, -0.25f);
+        ae_matmul_bwd(be, pdx2, pdw2, pR, px, pw, M, K, N);
+        ae_matmul_bwd(be, pdx2, pdw2, pR, px, pw, M, K, N);
+        float *dx2 = ae_tb_out(be, pdx2, nx), *dw2 = ae_tb_out(be, pdw2, nw);
         check_accum("matmul dx (2 calls)", dx2, bx, dx, 2.0f, nx);
         check_accum("matmul dw (2 calls)", dw2, bw, dw, 2.0f, nw);
-        ae_matmul_bwd(be, ae_host_f32(dx2), ae_ptr_null(), ae_host_f32(R), ae_host_f32(x),
-                      ae_host_f32(w), M, K, N);
-        ae_matmul_bwd(be, ae_ptr_null(), ae_host_f32(dw2), ae_host_f32(R), ae_host_f32(x),
-                      ae_host_f32(w), M, K, N);
+        ae_matmul_bwd(be, pdx2, ae_ptr_null(), pR, px, pw, M, K, N);
+        ae_matmul_bwd(be, ae_ptr_null(), pdw2, pR, px, pw, M, K, N);
+        ae_tb_get(be, dx2, pdx2, nx);
+        ae_tb_get(be, dw2, pdw2, nw);
         check_accum("matmul dx (3 calls)", dx2, bx, dx, 3.0f, nx);
         check_accum("matmul dw (3 calls)", dw2, bw, dw, 3.0f, nw);
 
         free(x), free(w), free(R), free(y), free(dx), free(dw), free(dx2), free(dw2), free(bx),
             free(bw);
         free(c.x), free(c.w), free(c.R), free(c.y);
+        ae_scratch_free(&sc);
     }
 }
 
@@ -146,19 +179,12 @@ typedef struct {
 
 static double rms_loss(void *p) {
     rms_ctx *c = p;
-    for (int i = 0; i < c->M; i++) {
-        const double *xi = c->x + (size_t)i * c->D;
-        double ss = 0;
-        for (int d = 0; d < c->D; d++) ss += xi[d] * xi[d];
-        double inv = 1.0 / sqrt(ss / c->D + c->eps);
-        for (int d = 0; d < c->D; d++) c->y[(size_t)i * c->D + d] = xi[d] * inv * c->w[d];
-    }
+    ae_ref_rmsnorm(c->y, c->x, c->w, c->M, c->D, c->eps);
     return dot_loss(c->y, c->R, (size_t)c->M * c->D);
 }
 
 static void test_rmsnorm_bwd(void **state) {
-    (void)state;
-    const ae_backend *be = ae_backend_cpu();
+    const ae_backend *be = ae_tb_backend(state);
     ae_rng r;
     ae_rng_seed(&r, 12);
     int shapes[][2] = {{1, 8}, {5, 24}, {40, 16}};
@@ -166,33 +192,38 @@ static void test_rmsnorm_bwd(void **state) {
         int M = shapes[s][0], D = shapes[s][1];
         size_t n = (size_t)M * D;
         float eps = 1e-6f;
-        float *x = fvec(n, &r), *w = fvec((size_t)D, &r), *R = fvec(n, &r), *y = fvec(n, &r);
+        ae_scratch sc;
+        ae_scratch_init(&sc, be);
+        float *x = fvec(n, &r), *w = fvec((size_t)D, &r), *R = fvec(n, &r);
+        ae_ptr px = ae_tb_in(&sc, x, n, be->act_dtype);
+        ae_ptr pw = ae_tb_in(&sc, w, (size_t)D, be->weight_dtype);
+        ae_ptr pR = ae_tb_in(&sc, R, n, be->act_dtype), py = ae_tb_new(&sc, n, be->act_dtype, NAN);
         rms_ctx c = {M, D, eps, dvec(x, n), dvec(w, (size_t)D), dvec(R, n),
                      malloc(sizeof(double) * n)};
         rms_loss(&c);
-        be->rmsnorm(be, ae_host_f32(y), ae_host_f32(x), ae_host_f32(w), M, D, D, eps);
-        check_close("rmsnorm y", y, c.y, n, 1e-5);
+        be->rmsnorm(be, py, px, pw, M, D, D, eps);
+        float *y = ae_tb_out(be, py, n);
+        ae_tb_check(be, "rmsnorm y", y, c.y, n, ae_tb_tol_of(be, TOL_FWD));
 
-        float *dx = fconst(n, 0), *dw = fconst((size_t)D, 0);
-        be->rmsnorm_bwd(be, ae_host_f32(dx), ae_host_f32(dw), ae_host_f32(R), ae_host_f32(x),
-                        ae_host_f32(w), M, D, eps);
-        check_fd("rmsnorm dx", rms_loss, &c, c.x, n, dx, &r);
-        check_fd("rmsnorm dw", rms_loss, &c, c.w, (size_t)D, dw, &r);
+        ae_ptr pdx = ae_tb_new(&sc, n, AE_DT_F32, 0), pdw = ae_tb_new(&sc, (size_t)D, AE_DT_F32, 0);
+        be->rmsnorm_bwd(be, pdx, pdw, pR, px, pw, M, D, eps);
+        float *dx = ae_tb_out(be, pdx, n), *dw = ae_tb_out(be, pdw, (size_t)D);
+        check_fd_on(be, "rmsnorm dx", rms_loss, &c, c.x, n, dx, &r, TOL_GRAD);
+        check_fd_on(be, "rmsnorm dw", rms_loss, &c, c.w, (size_t)D, dw, &r, TOL_GRAD);
 
-        float *dx2 = fconst(n, 1.0f), *dw2 = fconst((size_t)D, 2.0f);
         float *bx = fconst(n, 1.0f), *bw = fconst((size_t)D, 2.0f);
-        be->rmsnorm_bwd(be, ae_host_f32(dx2), ae_host_f32(dw2), ae_host_f32(R), ae_host_f32(x),
-                        ae_host_f32(w), M, D, eps);
-        be->rmsnorm_bwd(be, ae_host_f32(dx2), ae_ptr_null(), ae_host_f32(R), ae_host_f32(x),
-                        ae_host_f32(w), M, D, eps); // dw may be NULL
-        be->rmsnorm_bwd(be, ae_host_f32(dx2), ae_host_f32(dw2), ae_host_f32(R), ae_host_f32(x),
-                        ae_host_f32(w), M, D, eps);
+        ae_ptr pdx2 = ae_tb_new(&sc, n, AE_DT_F32, 1.0f), pdw2 = ae_tb_new(&sc, (size_t)D, AE_DT_F32, 2.0f);
+        be->rmsnorm_bwd(be, pdx2, pdw2, pR, px, pw, M, D, eps);
+        be->rmsnorm_bwd(be, pdx2, ae_ptr_null(), pR, px, pw, M, D, eps); // dw may be NULL
+        be->rmsnorm_bwd(be, pdx2, pdw2, pR, px, pw, M, D, eps);
+        float *dx2 = ae_tb_out(be, pdx2, n), *dw2 = ae_tb_out(be, pdw2, (size_t)D);
         check_accum("rmsnorm dx (3 calls)", dx2, bx, dx, 3.0f, n);
         check_accum("rmsnorm dw (2 calls)", dw2, bw, dw, 2.0f, (size_t)D);
 
         free(x), free(w), free(R), free(y), free(dx), free(dw), free(dx2), free(dw2), free(bx),
             free(bw);
         free(c.x), free(c.w), free(c.R), free(c.y);
+        ae_scratch_free(&sc);
     }
 }
 
@@ -208,28 +239,12 @@ typedef struct {
 
 static double rope_loss(void *p) {
     rope_ctx *c = p;
-    int half = c->rd / 2;
-    size_t n = (size_t)c->T * c->H * c->stride;
-    memcpy(c->y, c->x, sizeof(double) * n);
-    for (int t = 0; t < c->T; t++)
-        for (int h = 0; h < c->H; h++)
-            for (int i = 0; i < half; i++) {
-                // the angle as the backend (and transformers) computes it, in float
-                float inv_freq = (float)(1.0 / pow(c->theta, (double)(2 * i) / c->rd));
-                double ang = (float)c->pos[t] * inv_freq;
-                int ia = c->mode == AE_ROPE_HALF ? i : 2 * i;
-                int ib = c->mode == AE_ROPE_HALF ? i + half : 2 * i + 1;
-                size_t o = ((size_t)t * c->H + h) * c->stride;
-                double a = c->x[o + ia], b = c->x[o + ib];
-                c->y[o + ia] = a * cos(ang) - b * sin(ang);
-                c->y[o + ib] = b * cos(ang) + a * sin(ang);
-            }
-    return dot_loss(c->y, c->R, n);
+    ae_ref_rope(c->y, c->x, c->pos, c->T, c->H, c->stride, c->rd, c->theta, c->mode);
+    return dot_loss(c->y, c->R, (size_t)c->T * c->H * c->stride);
 }
 
 static void test_rope_bwd(void **state) {
-    (void)state;
-    const ae_backend *be = ae_backend_cpu();
+    const ae_backend *be = ae_tb_backend(state);
     ae_rng r;
     ae_rng_seed(&r, 13);
     int T = 4, H = 3;
@@ -239,22 +254,24 @@ static void test_rope_bwd(void **state) {
         for (size_t l = 0; l < 3; l++) {
             int stride = layouts[l][0], rd = layouts[l][1];
             size_t n = (size_t)T * H * stride;
-            float *x = fvec(n, &r), *R = fvec(n, &r), *y = malloc(sizeof(float) * n);
+            ae_scratch sc;
+            ae_scratch_init(&sc, be);
+            float *x = fvec(n, &r), *R = fvec(n, &r);
+            ae_ptr px = ae_tb_in(&sc, x, n, be->act_dtype), ppos = ae_tb_in_i32(&sc, pos, 4);
             rope_ctx c = {T, H, stride, rd, pos, 10000.0, (ae_rope_mode)mode, dvec(x, n),
-                          dvec(R, n), malloc(sizeof(double) * n)};
+                          NULL, malloc(sizeof(double) * n)};
+            be->rope(be, px, ppos, T, H, stride, rd, 10000.0, (ae_rope_mode)mode);
+            float *y = ae_tb_out(be, px, n);
+            ae_ptr pd = ae_tb_in(&sc, R, n, AE_DT_F32); // the gradient, rotated back in place
+            c.R = dvec(R, n);
             rope_loss(&c);
-            memcpy(y, x, sizeof(float) * n);
-            be->rope(be, ae_host_f32(y), ae_host_i32(pos), T, H, stride, rd, 10000.0,
-                     (ae_rope_mode)mode);
-            check_close("rope y", y, c.y, n, 1e-5);
-
-            float *dx = malloc(sizeof(float) * n);
-            memcpy(dx, R, sizeof(float) * n);
-            be->rope_bwd(be, ae_host_f32(dx), ae_host_i32(pos), T, H, stride, rd, 10000.0,
-                         (ae_rope_mode)mode);
-            check_fd(mode ? "rope(interleaved) dx" : "rope(half) dx", rope_loss, &c, c.x, n, dx,
-                     &r);
+            ae_tb_check(be, "rope y", y, c.y, n, ae_tb_tol_of(be, TOL_FWD));
+            be->rope_bwd(be, pd, ppos, T, H, stride, rd, 10000.0, (ae_rope_mode)mode);
+            float *dx = ae_tb_out(be, pd, n);
+            check_fd_on(be, mode ? "rope(interleaved) dx" : "rope(half) dx", rope_loss, &c, c.x,
+                        n, dx, &r, TOL_GRAD);
             free(x), free(R), free(y), free(dx), free(c.x), free(c.R), free(c.y);
+            ae_scratch_free(&sc);
         }
 }
 
@@ -285,10 +302,53 @@ typedef struct {
     attn_layout layout;
 } attn_case;
 
-static void run_attn_case(const attn_case *tc, ae_rng *r) {
-    const ae_backend *be = ae_backend_cpu();
+// b equals a: bit for bit on the cpu (its contract), within rounding elsewhere (cuda's CUDA-core
+// path: 5e-3, test_cuda_grad_ops' TOL_ATTN_SAVED).
+static void check_same(const ae_backend *be, const char *what, const float *b, const float *a,
+                       size_t n) {
+    if (ae_tb_is_cpu(be)) {
+        assert_memory_equal(b, a, sizeof(float) * n);
+        return;
+    }
+    double *ad = dvec(a, n);
+    ae_tb_check(be, what, b, ad, n, 5e-3);
+    free(ad);
+}
+
+// The attention backward's inputs and gradients on one backend.
+typedef struct {
+    ae_scratch *sc;
+    size_t nq, nk, nv;
+    int Hq, aliased; // aliased: dv is dk (absorbed MLA)
+    ae_ptr q, k, v, R;
+} attn_io;
+
+// attention_bwd from the starting values dq NaN (overwritten), dk 0.5, dv 0.25, dsinks −1
+// (accumulated), given out (null: recomputed) and a->lse; downloads into g[4] (dq, dk, dv,
+// dsinks; dv is dk when aliased).
+static void attn_bwd(const ae_backend *be, const attn_io *io, const ae_attn_args *a, ae_ptr out,
+                     float *g[4]) {
+    ae_ptr dq = ae_tb_new(io->sc, io->nq, AE_DT_F32, NAN);
+    ae_ptr dk = ae_tb_new(io->sc, io->nk, AE_DT_F32, 0.5f);
+    ae_ptr dv = io->aliased ? dk : ae_tb_new(io->sc, io->nv, AE_DT_F32, 0.25f);
+    ae_ptr ds = ae_tb_new(io->sc, (size_t)io->Hq, AE_DT_F32, -1.0f);
+    be->attention_bwd(be, a, dq, dk, dv, ae_ptr_is_null(a->sinks) ? ae_ptr_null() : ds, io->R, out,
+                      io->q, io->k, io->v);
+    g[0] = ae_tb_out(be, dq, io->nq), g[1] = ae_tb_out(be, dk, io->nk);
+    g[2] = io->aliased ? g[1] : ae_tb_out(be, dv, io->nv);
+    g[3] = ae_tb_out(be, ds, (size_t)io->Hq);
+}
+
+static void free_grads(float *g[4]) {
+    if (g[2] != g[1]) free(g[2]);
+    free(g[0]), free(g[1]), free(g[3]);
+}
+
+static void run_attn_case(const ae_backend *be, const attn_case *tc, ae_rng *r) {
     int S = tc->pos0 + tc->T;
     int rows = tc->ring > 0 ? tc->ring : S;
+    ae_scratch sc;
+    ae_scratch_init(&sc, be);
     ae_attn_args a = ae_attn_dense(tc->T, tc->pos0, tc->Hq, tc->Hkv, tc->dk, tc->dv, tc->window,
                                    1.0f / sqrtf((float)tc->dk), ae_ptr_null());
     a.ring = tc->ring;
@@ -296,67 +356,67 @@ static void run_attn_case(const attn_case *tc, ae_rng *r) {
     if (tc->layout == LAYOUT_MLA) a.k_stride = a.v_stride = tc->dk; // v = first dv of each k row
     size_t nq = (size_t)tc->T * tc->Hq * tc->dk, no = (size_t)tc->T * tc->Hq * tc->dv;
     size_t nk = (size_t)rows * a.k_stride, nv = (size_t)rows * a.v_stride;
-    float *q = fvec(nq, r), *k = fvec(nk, r), *R = fvec(no, r), *out = malloc(sizeof(float) * no);
-    float *v = tc->layout == LAYOUT_MLA ? k : fvec(nv, r);
+    int aliased = tc->layout == LAYOUT_MLA;
+    float *q = fvec(nq, r), *k = fvec(nk, r), *R = fvec(no, r);
+    float *v = aliased ? k : fvec(nv, r);
     float *sinks = tc->sinks ? fvec((size_t)tc->Hq, r) : NULL;
-    a.sinks = ae_host_f32(sinks);
+    ae_dtype act = be->act_dtype;
+    attn_io io = {&sc, nq, nk, aliased ? nk : nv, tc->Hq, aliased, ae_tb_in(&sc, q, nq, act),
+                  ae_tb_in(&sc, k, nk, act), ae_ptr_null(), ae_tb_in(&sc, R, no, act)};
+    io.v = aliased ? io.k : ae_tb_in(&sc, v, nv, act);
+    if (sinks) a.sinks = ae_tb_in(&sc, sinks, (size_t)tc->Hq, AE_DT_F32);
 
     size_t nrows = (size_t)tc->T * tc->Hq;
     attn_ctx c = {a, dvec(q, nq), dvec(k, nk), NULL, sinks ? dvec(sinks, tc->Hq) : NULL,
                   dvec(R, no), malloc(sizeof(double) * no), malloc(sizeof(double) * nrows)};
-    c.v = tc->layout == LAYOUT_MLA ? c.k : dvec(v, nv);
+    c.v = aliased ? c.k : dvec(v, nv);
     attn_loss(&c);
-    // the forward, writing the rows' log-sum-exp as the training forwards do
-    float *lse = fconst(nrows, NAN);
-    ae_attn_args af = a;
-    af.lse = ae_host_f32(lse);
-    be->attention(be, &af, ae_host_f32(out), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
-    check_close("attention out", out, c.out, no, 1e-5);
-    check_close("attention lse", lse, c.lse, nrows, 1e-5);
-
-    // dq is overwritten (start from garbage); dk, dv, dsinks accumulate (start from a base).
-    // Once recomputing the forward, once from the saved out and lse: the same bits.
-    float *dq = fconst(nq, NAN), *dk = fconst(nk, 0.5f), *dsk = fconst((size_t)tc->Hq, -1.0f);
-    float *dv = tc->layout == LAYOUT_MLA ? dk : fconst(nv, 0.25f);
-    be->attention_bwd(be, &a, ae_host_f32(dq), ae_host_f32(dk), ae_host_f32(dv),
-                      sinks ? ae_host_f32(dsk) : ae_ptr_null(), ae_host_f32(R), ae_ptr_null(),
-                      ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
-    float *sq = fconst(nq, NAN), *sk = fconst(nk, 0.5f), *ssk = fconst((size_t)tc->Hq, -1.0f);
-    float *sv = tc->layout == LAYOUT_MLA ? sk : fconst(nv, 0.25f);
-    be->attention_bwd(be, &af, ae_host_f32(sq), ae_host_f32(sk), ae_host_f32(sv),
-                      sinks ? ae_host_f32(ssk) : ae_ptr_null(), ae_host_f32(R), ae_host_f32(out),
-                      ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
-    assert_memory_equal(sq, dq, sizeof(float) * nq);
-    assert_memory_equal(sk, dk, sizeof(float) * nk);
-    assert_memory_equal(sv, dv, sizeof(float) * (tc->layout == LAYOUT_MLA ? nk : nv));
-    assert_memory_equal(ssk, dsk, sizeof(float) * (size_t)tc->Hq);
-    for (size_t i = 0; i < nk; i++) dk[i] -= 0.5f;
-    if (tc->layout != LAYOUT_MLA)
-        for (size_t i = 0; i < nv; i++) dv[i] -= 0.25f;
-    for (int h = 0; h < tc->Hq; h++) dsk[h] += 1.0f;
-    if (tc->layout != LAYOUT_MLA) { // the saved lse is the one used: lse + 1 halves every p, so dv
-        float *lse1 = malloc(sizeof(float) * nrows), *hq = fconst(nq, NAN), *hk = fconst(nk, 0.5f);
-        float *hv = fconst(nv, 0.25f), *base = fconst(nv, 0.25f);
-        for (size_t i = 0; i < nrows; i++) lse1[i] = lse[i] + 1.0f;
-        ae_attn_args a1 = a;
-        a1.lse = ae_host_f32(lse1);
-        be->attention_bwd(be, &a1, ae_host_f32(hq), ae_host_f32(hk), ae_host_f32(hv),
-                          ae_ptr_null(), ae_host_f32(R), ae_host_f32(out), ae_host_f32(q),
-                          ae_host_f32(k), ae_host_f32(v));
-        check_accum("attention dv from a saved lse + 1", hv, base, dv, 0.5f, nv);
-        free(lse1), free(hq), free(hk), free(hv), free(base);
-    }
-
     char what[160];
     snprintf(what, sizeof what, "T=%d pos0=%d Hq=%d Hkv=%d dk=%d dv=%d W=%d ring=%d sinks=%d "
              "layout=%d", tc->T, tc->pos0, tc->Hq, tc->Hkv, tc->dk, tc->dv, tc->window, tc->ring,
              tc->sinks, (int)tc->layout);
-    print_message("attention_bwd %s\n", what);
-    check_fd("attention dq", attn_loss, &c, c.q, nq, dq, r);
-    check_fd(tc->layout == LAYOUT_MLA ? "attention dkv" : "attention dk", attn_loss, &c, c.k, nk,
-             dk, r);
-    if (tc->layout != LAYOUT_MLA) check_fd("attention dv", attn_loss, &c, c.v, nv, dv, r);
-    if (sinks) check_fd("attention dsinks", attn_loss, &c, c.sinks, (size_t)tc->Hq, dsk, r);
+    print_message("attention_bwd on %s: %s\n", be->name, what);
+    // the forward, writing the rows' log-sum-exp as the training forwards do
+    ae_ptr pout = ae_tb_new(&sc, no, act, NAN), plse = ae_tb_new(&sc, nrows, AE_DT_F32, NAN);
+    ae_attn_args af = a;
+    af.lse = plse;
+    be->attention(be, &af, pout, io.q, io.k, io.v);
+    float *out = ae_tb_out(be, pout, no), *lse = ae_tb_out(be, plse, nrows);
+    ae_tb_check(be, "attention out", out, c.out, no, ae_tb_tol_of(be, TOL_FWD_ATTN));
+    ae_tb_check(be, "attention lse", lse, c.lse, nrows, ae_tb_tol_of(be, TOL_LSE));
+
+    // Once recomputing the forward, once from the saved out and lse: the same gradients.
+    float *g[4], *s[4];
+    attn_bwd(be, &io, &a, ae_ptr_null(), g);
+    attn_bwd(be, &io, &af, pout, s);
+    check_same(be, "attention dq from the saved forward", s[0], g[0], nq);
+    check_same(be, "attention dk from the saved forward", s[1], g[1], nk);
+    if (!aliased) check_same(be, "attention dv from the saved forward", s[2], g[2], nv);
+    check_same(be, "attention dsinks from the saved forward", s[3], g[3], (size_t)tc->Hq);
+    float *dq = g[0], *dk = g[1], *dv = g[2], *dsk = g[3];
+    for (size_t i = 0; i < nk; i++) dk[i] -= 0.5f;
+    if (!aliased)
+        for (size_t i = 0; i < nv; i++) dv[i] -= 0.25f;
+    for (int h = 0; h < tc->Hq; h++) dsk[h] += 1.0f;
+    if (!aliased) { // the saved lse is the one used: lse + 1 halves every p, so dv
+        float *lse1 = malloc(sizeof(float) * nrows), *h[4];
+        for (size_t i = 0; i < nrows; i++) lse1[i] = lse[i] + 1.0f;
+        ae_attn_args a1 = a;
+        a1.lse = ae_tb_in(&sc, lse1, nrows, AE_DT_F32);
+        attn_bwd(be, &io, &a1, pout, h);
+        double *want = malloc(sizeof(double) * nv);
+        for (size_t i = 0; i < nv; i++) want[i] = 0.25 + 0.5 * (double)dv[i];
+        ae_tb_check(be, "attention dv from a saved lse + 1", h[2], want, nv,
+                    ae_tb_is_cpu(be) ? 1e-5 : 5e-3);
+        free(lse1), free(want);
+        free_grads(h);
+    }
+
+    ae_tb_tol tol = TOL_GRAD_ATTN;
+    check_fd_on(be, "attention dq", attn_loss, &c, c.q, nq, dq, r, tol);
+    check_fd_on(be, aliased ? "attention dkv" : "attention dk", attn_loss, &c, c.k, nk, dk, r, tol);
+    if (!aliased) check_fd_on(be, "attention dv", attn_loss, &c, c.v, nv, dv, r, tol);
+    if (sinks) check_fd_on(be, "attention dsinks", attn_loss, &c, c.sinks, (size_t)tc->Hq, dsk, r, tol);
     if (tc->layout == LAYOUT_PADDED) { // padding between rows never receives gradient
         for (int row = 0; row < rows; row++) {
             for (int i = tc->Hkv * tc->dk; i < a.k_stride; i++)
@@ -366,14 +426,15 @@ static void run_attn_case(const attn_case *tc, ae_rng *r) {
         }
     }
 
-    free(q), free(k), free(R), free(out), free(sinks), free(dq), free(dk), free(dsk);
-    free(lse), free(sq), free(sk), free(ssk);
+    free(q), free(k), free(R), free(out), free(sinks), free(lse);
+    free_grads(g), free_grads(s);
     free(c.q), free(c.k), free(c.sinks), free(c.R), free(c.out), free(c.lse);
-    if (tc->layout != LAYOUT_MLA) free(v), free(dv), free(c.v), free(sv);
+    if (!aliased) free(v), free(c.v);
+    ae_scratch_free(&sc);
 }
 
 static void test_attention_bwd(void **state) {
-    (void)state;
+    const ae_backend *be = ae_tb_backend(state);
     ae_rng r;
     ae_rng_seed(&r, 14);
     const attn_case cases[] = {
@@ -395,8 +456,10 @@ static void test_attention_bwd(void **state) {
         {1, 10, 4, 2, 4, 4, 4, 4, 0, LAYOUT_DENSE},  // ring, one-token decode
         {4, 0, 2, 2, 4, 4, 3, 5, 1, LAYOUT_DENSE},   // ring that never wraps
         {6, 0, 2, 1, 4, 4, 3, 4, 0, LAYOUT_DENSE},   // ring that wraps within the call
+        {20, 0, 4, 2, 32, 32, 0, 0, 1, LAYOUT_DENSE},  // cuda: the tensor-core path's head dim
+        {18, 3, 4, 2, 32, 32, 7, 0, 0, LAYOUT_DENSE},  // ... with a window, pos0 > 0
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_attn_case(&cases[i], &r);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_attn_case(be, &cases[i], &r);
 }
 
 // Backward results do not depend on the thread count or the run (no races on dk/dv).
@@ -432,6 +495,7 @@ static void test_attention_bwd_deterministic(void **state) {
     free(q), free(k), free(v), free(dout), free(sinks);
 }
 
+
 // ---------------------------------------------------------------- gate_mul, silu_mul
 
 typedef struct {
@@ -441,45 +505,44 @@ typedef struct {
 
 static double gate_loss(void *p) {
     gate_ctx *c = p;
-    for (int r = 0; r < c->T * c->H; r++)
-        for (int d = 0; d < c->hd; d++) {
-            size_t i = (size_t)r * c->hd + d;
-            double g = c->per_head ? c->g[r] : c->g[i];
-            c->y[i] = c->x[i] / (1 + exp(-g));
-        }
+    ae_ref_gate_mul(c->y, c->x, c->g, c->T, c->H, c->hd, c->per_head);
     return dot_loss(c->y, c->R, (size_t)c->T * c->H * c->hd);
 }
 
 static void test_gate_mul_bwd(void **state) {
-    (void)state;
-    const ae_backend *be = ae_backend_cpu();
+    const ae_backend *be = ae_tb_backend(state);
     ae_rng r;
     ae_rng_seed(&r, 16);
     int T = 3, H = 4, hd = 6;
     for (int per_head = 0; per_head < 2; per_head++) {
         size_t n = (size_t)T * H * hd, ng = per_head ? (size_t)T * H : n;
-        float *x = fvec(n, &r), *g = fvec(ng, &r), *R = fvec(n, &r), *y = malloc(sizeof(float) * n);
+        ae_scratch sc;
+        ae_scratch_init(&sc, be);
+        float *x = fvec(n, &r), *g = fvec(ng, &r), *R = fvec(n, &r);
         for (size_t i = 0; i < ng; i++) g[i] *= 2.0f;
+        ae_ptr px = ae_tb_in(&sc, x, n, be->act_dtype), pg = ae_tb_in(&sc, g, ng, be->act_dtype);
+        ae_ptr pR = ae_tb_in(&sc, R, n, be->act_dtype), py = ae_tb_new(&sc, n, be->act_dtype, NAN);
         gate_ctx c = {T, H, hd, per_head, dvec(x, n), dvec(g, ng), dvec(R, n),
                       malloc(sizeof(double) * n)};
         gate_loss(&c);
-        be->gate_mul(be, ae_host_f32(y), ae_host_f32(x), ae_host_f32(g), T, H, hd, per_head);
-        check_close("gate_mul y", y, c.y, n, 1e-6);
-        float *dx = fconst(n, NAN), *dg = fconst(ng, NAN); // both overwritten
-        be->gate_mul_bwd(be, ae_host_f32(dx), ae_host_f32(dg), ae_host_f32(R), ae_host_f32(x),
-                         ae_host_f32(g), T, H, hd, per_head);
-        check_fd("gate_mul dx", gate_loss, &c, c.x, n, dx, &r);
-        check_fd(per_head ? "gate_mul(per head) dg" : "gate_mul dg", gate_loss, &c, c.g, ng, dg,
-                 &r);
+        be->gate_mul(be, py, px, pg, T, H, hd, per_head);
+        float *y = ae_tb_out(be, py, n);
+        ae_tb_check(be, "gate_mul y", y, c.y, n, ae_tb_is_cpu(be) ? 1e-6 : TOL_FWD.cuda);
+        ae_ptr pdx = ae_tb_new(&sc, n, AE_DT_F32, NAN), pdg = ae_tb_new(&sc, ng, AE_DT_F32, NAN);
+        be->gate_mul_bwd(be, pdx, pdg, pR, px, pg, T, H, hd, per_head); // both overwritten
+        float *dx = ae_tb_out(be, pdx, n), *dg = ae_tb_out(be, pdg, ng);
+        check_fd_on(be, "gate_mul dx", gate_loss, &c, c.x, n, dx, &r, TOL_GRAD);
+        check_fd_on(be, per_head ? "gate_mul(per head) dg" : "gate_mul dg", gate_loss, &c, c.g,
+                    ng, dg, &r, TOL_GRAD);
         // dx may be dy itself
-        float *dyx = malloc(sizeof(float) * n), *dg2 = malloc(sizeof(float) * ng);
-        memcpy(dyx, R, sizeof(float) * n);
-        be->gate_mul_bwd(be, ae_host_f32(dyx), ae_host_f32(dg2), ae_host_f32(dyx), ae_host_f32(x),
-                         ae_host_f32(g), T, H, hd, per_head);
-        assert_memory_equal(dyx, dx, sizeof(float) * n);
-        assert_memory_equal(dg2, dg, sizeof(float) * ng);
+        ae_ptr pdyx = ae_tb_in(&sc, R, n, AE_DT_F32), pdg2 = ae_tb_new(&sc, ng, AE_DT_F32, NAN);
+        be->gate_mul_bwd(be, pdyx, pdg2, pdyx, px, pg, T, H, hd, per_head);
+        float *dyx = ae_tb_out(be, pdyx, n), *dg2 = ae_tb_out(be, pdg2, ng);
+        check_same(be, "gate_mul_bwd dx == dy", dyx, dx, n);
+        check_same(be, "gate_mul_bwd dg with dx == dy", dg2, dg, ng);
         free(x), free(g), free(R), free(y), free(dx), free(dg), free(dyx), free(dg2);
         free(c.x), free(c.g), free(c.R), free(c.y);
+        ae_scratch_free(&sc);
     }
 }
 
@@ -490,30 +553,35 @@ typedef struct {
 
 static double silu_loss(void *p) {
     silu_ctx *c = p;
-    for (size_t i = 0; i < c->n; i++) c->y[i] = c->g[i] / (1 + exp(-c->g[i])) * c->u[i];
+    ae_ref_silu_mul(c->y, c->g, c->u, c->n);
     return dot_loss(c->y, c->R, c->n);
 }
 
 static void test_silu_mul_bwd(void **state) {
-    (void)state;
-    const ae_backend *be = ae_backend_cpu();
+    const ae_backend *be = ae_tb_backend(state);
     ae_rng r;
     ae_rng_seed(&r, 17);
     size_t n = 200;
-    float *g = fvec(n, &r), *u = fvec(n, &r), *R = fvec(n, &r), *y = malloc(sizeof(float) * n);
+    ae_scratch sc;
+    ae_scratch_init(&sc, be);
+    float *g = fvec(n, &r), *u = fvec(n, &r), *R = fvec(n, &r);
     for (size_t i = 0; i < n; i++) g[i] *= 3.0f;
     g[0] = -30.0f, g[1] = 25.0f, g[2] = 0.0f; // saturated both ways, and the origin
+    ae_ptr pg = ae_tb_in(&sc, g, n, be->act_dtype), pu = ae_tb_in(&sc, u, n, be->act_dtype);
+    ae_ptr pR = ae_tb_in(&sc, R, n, be->act_dtype), py = ae_tb_new(&sc, n, be->act_dtype, NAN);
     silu_ctx c = {n, dvec(g, n), dvec(u, n), dvec(R, n), malloc(sizeof(double) * n)};
     silu_loss(&c);
-    be->silu_mul(be, ae_host_f32(y), ae_host_f32(g), ae_host_f32(u), n);
-    check_close("silu_mul y", y, c.y, n, 1e-6);
-    float *dg = fconst(n, NAN), *du = fconst(n, NAN);
-    be->silu_mul_bwd(be, ae_host_f32(dg), ae_host_f32(du), ae_host_f32(R), ae_host_f32(g),
-                     ae_host_f32(u), n);
-    check_fd("silu_mul dg", silu_loss, &c, c.g, n, dg, &r);
-    check_fd("silu_mul du", silu_loss, &c, c.u, n, du, &r);
+    be->silu_mul(be, py, pg, pu, n);
+    float *y = ae_tb_out(be, py, n);
+    ae_tb_check(be, "silu_mul y", y, c.y, n, ae_tb_is_cpu(be) ? 1e-6 : TOL_FWD.cuda);
+    ae_ptr pdg = ae_tb_new(&sc, n, AE_DT_F32, NAN), pdu = ae_tb_new(&sc, n, AE_DT_F32, NAN);
+    be->silu_mul_bwd(be, pdg, pdu, pR, pg, pu, n);
+    float *dg = ae_tb_out(be, pdg, n), *du = ae_tb_out(be, pdu, n);
+    check_fd_on(be, "silu_mul dg", silu_loss, &c, c.g, n, dg, &r, TOL_GRAD);
+    check_fd_on(be, "silu_mul du", silu_loss, &c, c.u, n, du, &r, TOL_GRAD);
     free(g), free(u), free(R), free(y), free(dg), free(du);
     free(c.g), free(c.u), free(c.R), free(c.y);
+    ae_scratch_free(&sc);
 }
 
 // ---------------------------------------------------------------- MoE training ops
@@ -761,17 +829,17 @@ static void test_expert_matmul(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul_bwd),
-        cmocka_unit_test(test_rmsnorm_bwd),
-        cmocka_unit_test(test_rope_bwd),
-        cmocka_unit_test(test_attention_bwd),
+        AE_TB_TESTS(test_matmul_bwd),
+        AE_TB_TESTS(test_rmsnorm_bwd),
+        AE_TB_TESTS(test_rope_bwd),
+        AE_TB_TESTS(test_attention_bwd),
         cmocka_unit_test(test_attention_bwd_deterministic),
-        cmocka_unit_test(test_gate_mul_bwd),
-        cmocka_unit_test(test_silu_mul_bwd),
+        AE_TB_TESTS(test_gate_mul_bwd),
+        AE_TB_TESTS(test_silu_mul_bwd),
         cmocka_unit_test(test_moe_plan),
         cmocka_unit_test(test_moe_combine_bwd),
         cmocka_unit_test(test_moe_route_bwd),
         cmocka_unit_test(test_expert_matmul),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, ae_tb_setup, ae_tb_teardown);
 }

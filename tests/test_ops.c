@@ -1,309 +1,410 @@
-// CPU backend ops against naive double-precision references, and MoE routing.
+// The forward ops on every backend (util/backends.h: cpu always; cuda when the build has it and
+// a GPU is present, else a cmocka skip naming the reason) against the double-precision
+// references of util/ref.h; and MoE top-k routing (a host function).
+//
+// Method: inputs are drawn with fixed seeds and put in the backend's own buffers in its dtypes
+// (cpu: F32; cuda: activations and weights BF16; the residual stream, sinks and logits F32),
+// then read back, so the reference is computed from exactly the values the op read. cuda
+// buffers start NaN-filled (AE_CUDA_POISON=1): an element an op forgets to write fails. Each
+// output element must satisfy |y − ref| <= tol · max(1, |ref|), with per backend (cpu fp32 |
+// cuda, the dtypes above):
+//   TOL_F32_OP  {1e-5, 5e-3}: an fp32 result of fp32 arithmetic on the cpu (sums of at most a
+//               few dozen terms, ~1e-7); on cuda a BF16 output, the fp32 result rounded once to
+//               8 significant bits (<= 2^-9 = 2e-3 per element: test_backend_ops' TOL_BF16_OUT).
+//   TOL_EXP     {1e-6, 5e-3}: elementwise sigmoid / silu products (expf within an ulp on the cpu).
+//   TOL_ATTN    {1e-5, 2e-2}: attention; on cuda a BF16 output (2e-3) and a flash kernel's
+//               probabilities in bf16 in P·V (<= 2^-9 · Σ p|v|, ~1e-2 in the worst row of unit
+//               normal values; test_backend_ops holds the relative L2 error to 1e-2).
+//   TOL_ADD     {1e-6, 1e-6}: one fp32 addition into an F32 tensor on both backends.
+//   TOL_ROWS    {1e-5, 1e-4}: nll_rows / kl_rows of F32 logits, F32 out: an fp32 log-sum-exp
+//               over V terms (test_backend_ops: TOL_NLL 1e-5, TOL_KL 1e-4 absolute + relative).
+// A one-line bug (a wrong sign, a scale off by one term, a shifted window, a dropped sink) moves
+// outputs by O(1e-1) or more and fails on every backend.
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu.h"
 #include "backend/ops.h"
 #include "core/rng.h"
+#include "util/backends.h"
 #include "util/testutil.h"
 
-static void test_matmul_shapes(void **state) {
-    (void)state;
-    const ae_backend *be = ae_backend_cpu();
+static const ae_tb_tol TOL_F32_OP = {1e-5, 5e-3};
+static const ae_tb_tol TOL_EXP = {1e-6, 5e-3};
+static const ae_tb_tol TOL_ATTN = {1e-5, 2e-2};
+static const ae_tb_tol TOL_ADD = {1e-6, 1e-6};
+static const ae_tb_tol TOL_ROWS = {1e-5, 1e-4};
+
+static float *randn(ae_rng *r, size_t n, float scale) {
+    float *x = malloc(sizeof(float) * (n ? n : 1));
+    assert_non_null(x);
+    ae_test_fill_normal(x, n, scale, r);
+    return x;
+}
+
+static double *dnew(size_t n) {
+    double *x = malloc(sizeof(double) * (n ? n : 1));
+    assert_non_null(x);
+    return x;
+}
+
+// ---------------------------------------------------------------- matmul
+
+static void test_matmul(void **state) {
+    const ae_backend *be = ae_tb_backend(state);
+    double tol = ae_tb_tol_of(be, TOL_F32_OP); // y: act
     ae_rng r;
     ae_rng_seed(&r, 1);
-    int shapes[][3] = {{1, 7, 5}, {3, 16, 9}, {17, 33, 4}};
-    for (size_t s = 0; s < 3; s++) {
+    int shapes[][3] = {{1, 7, 5}, {3, 16, 9}, {17, 33, 4}, {8, 64, 48}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
-        float *x = malloc(sizeof(float) * M * K), *w = malloc(sizeof(float) * N * K);
-        float *y = malloc(sizeof(float) * M * N);
-        ae_test_fill_normal(x, (size_t)M * K, 1.0f, &r);
-        ae_test_fill_normal(w, (size_t)N * K, 1.0f, &r);
-        ae_matmul(be, ae_host_f32(y), ae_host_f32(x), ae_host_f32(w), M, K, N);
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) {
-                double ref = 0;
-                for (int k = 0; k < K; k++) ref += (double)x[i * K + k] * w[j * K + k];
-                assert_true(fabs(ref - y[i * N + j]) < 1e-4 * (1 + fabs(ref)));
-            }
-        free(x);
-        free(w);
-        free(y);
+        ae_scratch sc;
+        ae_scratch_init(&sc, be);
+        float *x = randn(&r, (size_t)M * K, 1.0f), *w = randn(&r, (size_t)N * K, 1.0f);
+        ae_ptr px = ae_tb_in(&sc, x, (size_t)M * K, be->act_dtype);
+        ae_ptr pw = ae_tb_in(&sc, w, (size_t)N * K, be->weight_dtype);
+        ae_ptr py = ae_tb_new(&sc, (size_t)M * N, be->act_dtype, NAN);
+        ae_matmul(be, py, px, pw, M, K, N);
+        float *y = ae_tb_out(be, py, (size_t)M * N);
+        double *xd = ae_test_to_double(x, (size_t)M * K), *wd = ae_test_to_double(w, (size_t)N * K);
+        double *ref = dnew((size_t)M * N);
+        ae_ref_matmul(ref, xd, wd, M, K, N);
+        char what[64];
+        snprintf(what, sizeof what, "matmul M=%d K=%d N=%d", M, K, N);
+        ae_tb_check(be, what, y, ref, (size_t)M * N, tol);
+        free(x), free(w), free(y), free(xd), free(wd), free(ref);
+        ae_scratch_free(&sc);
     }
 }
 
+// ---------------------------------------------------------------- rmsnorm
+
+// rmsnorm out of place and in place (y == x), and add_rmsnorm (x += dx; y = rmsnorm(x) ⊙ w).
 static void test_rmsnorm(void **state) {
-    (void)state;
-    const ae_backend *be = ae_backend_cpu();
+    const ae_backend *be = ae_tb_backend(state);
+    double tol = ae_tb_tol_of(be, TOL_F32_OP), tol_add = ae_tb_tol_of(be, TOL_ADD);
     ae_rng r;
     ae_rng_seed(&r, 2);
-    int M = 5, D = 24;
-    float x[5 * 24], w[24], y[5 * 24];
-    ae_test_fill_normal(x, sizeof x / sizeof *x, 1.0f, &r);
-    ae_test_fill_normal(w, 24, 1.0f, &r);
-    be->rmsnorm(be, ae_host_f32(y), ae_host_f32(x), ae_host_f32(w), M, D, D, 1e-6f);
-    for (int i = 0; i < M; i++) {
-        double ss = 0;
-        for (int d = 0; d < D; d++) ss += (double)x[i * D + d] * x[i * D + d];
-        double inv = 1.0 / sqrt(ss / D + 1e-6);
-        for (int d = 0; d < D; d++) assert_true(fabs(y[i * D + d] - w[d] * x[i * D + d] * inv) < 1e-5);
+    int shapes[][2] = {{5, 24}, {1, 8}, {7, 128}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int M = shapes[s][0], D = shapes[s][1];
+        size_t n = (size_t)M * D;
+        float eps = 1e-6f;
+        ae_scratch sc;
+        ae_scratch_init(&sc, be);
+        float *x = randn(&r, n, 1.0f), *w = randn(&r, (size_t)D, 1.0f), *dx = randn(&r, n, 0.5f);
+        ae_ptr px = ae_tb_in(&sc, x, n, be->act_dtype);
+        ae_ptr pw = ae_tb_in(&sc, w, (size_t)D, be->weight_dtype);
+        ae_ptr py = ae_tb_new(&sc, n, be->act_dtype, NAN);
+        double *xd = ae_test_to_double(x, n), *wd = ae_test_to_double(w, (size_t)D), *ref = dnew(n);
+        ae_ref_rmsnorm(ref, xd, wd, M, D, eps);
+        char what[80];
+        be->rmsnorm(be, py, px, pw, M, D, D, eps);
+        float *y = ae_tb_out(be, py, n);
+        snprintf(what, sizeof what, "rmsnorm M=%d D=%d", M, D);
+        ae_tb_check(be, what, y, ref, n, tol);
+        be->rmsnorm(be, px, px, pw, M, D, D, eps); // in place
+        float *yi = ae_tb_out(be, px, n);
+        snprintf(what, sizeof what, "rmsnorm in place M=%d D=%d", M, D);
+        ae_tb_check(be, what, yi, ref, n, tol);
+        if (ae_tb_is_cpu(be)) assert_memory_equal(yi, y, sizeof(float) * n);
+
+        // add_rmsnorm: the residual x (F32) += dx (act), y (act) = rmsnorm(x) ⊙ w
+        float *res = randn(&r, n, 1.0f);
+        ae_ptr pres = ae_tb_in(&sc, res, n, AE_DT_F32);
+        ae_ptr pdx = ae_tb_in(&sc, dx, n, be->act_dtype);
+        for (size_t i = 0; i < n; i++) xd[i] = (double)res[i] + dx[i];
+        ae_ref_rmsnorm(ref, xd, wd, M, D, eps);
+        be->add_rmsnorm(be, pres, pdx, py, pw, M, D, eps);
+        float *sum = ae_tb_out(be, pres, n), *y2 = ae_tb_out(be, py, n);
+        snprintf(what, sizeof what, "add_rmsnorm x + dx M=%d D=%d", M, D);
+        ae_tb_check(be, what, sum, xd, n, tol_add);
+        snprintf(what, sizeof what, "add_rmsnorm y M=%d D=%d", M, D);
+        ae_tb_check(be, what, y2, ref, n, tol);
+        free(x), free(w), free(dx), free(res), free(y), free(yi), free(sum), free(y2);
+        free(xd), free(wd), free(ref);
+        ae_scratch_free(&sc);
     }
-    // in place gives the same
-    be->rmsnorm(be, ae_host_f32(x), ae_host_f32(x), ae_host_f32(w), M, D, D, 1e-6f);
-    assert_memory_equal(x, y, sizeof y);
 }
 
-static void test_rope_rotate_half(void **state) {
-    (void)state;
-    const ae_backend *be = ae_backend_cpu();
-    ae_rng r;
-    ae_rng_seed(&r, 3);
-    int T = 3, H = 2, hd = 8;
-    float x[3 * 2 * 8], orig[3 * 2 * 8];
-    int32_t pos[3] = {0, 5, 1000};
-    ae_test_fill_normal(x, sizeof x / sizeof *x, 1.0f, &r);
-    memcpy(orig, x, sizeof x);
-    be->rope(be, ae_host_f32(x), ae_host_i32(pos), T, H, hd, hd, 10000.0, AE_ROPE_HALF);
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < H; h++)
-            for (int i = 0; i < hd / 2; i++) {
-                double ang = pos[t] * pow(10000.0, -2.0 * i / hd);
-                const float *o = orig + (t * H + h) * hd;
-                double a = o[i] * cos(ang) - o[i + hd / 2] * sin(ang);
-                double b = o[i + hd / 2] * cos(ang) + o[i] * sin(ang);
-                assert_true(fabs(x[(t * H + h) * hd + i] - a) < 2e-4);
-                assert_true(fabs(x[(t * H + h) * hd + i + hd / 2] - b) < 2e-4);
-            }
-    // position 0 is the identity
-    for (int i = 0; i < H * hd; i++) assert_true(x[i] == orig[i]);
-}
+// ---------------------------------------------------------------- rope
 
-// Interleaved pairs (2i, 2i+1) and partial rotary (rd < stride: dims rd.. are left alone), both
-// modes; rope_bwd undoes rope.
-static void test_rope_interleaved_partial(void **state) {
-    (void)state;
-    const ae_backend *be = ae_backend_cpu();
+// Both conventions (pairs (i, i + rd/2) and (2i, 2i + 1)), full and partial rotary (rd < stride:
+// dims rd.. untouched, bit for bit), positions from 0 (the identity) to 1000; rope_bwd undoes rope.
+static void test_rope(void **state) {
+    const ae_backend *be = ae_tb_backend(state);
+    double tol = ae_tb_tol_of(be, TOL_F32_OP);
     ae_rng r;
     ae_rng_seed(&r, 5);
-    enum { T = 4, H = 3, STRIDE = 10 };
-    int32_t pos[T] = {0, 3, 17, 200};
-    int rds[2] = {10, 6};
+    enum { T = 4, H = 3 };
+    int32_t pos[T] = {0, 3, 17, 1000};
+    int layouts[][2] = {{8, 8}, {10, 6}, {64, 64}, {12, 4}}; // stride, rd
     for (int mode = 0; mode < 2; mode++)
-        for (int c = 0; c < 2; c++) {
-            int rd = rds[c], half = rd / 2;
-            float x[T * H * STRIDE], orig[T * H * STRIDE];
-            ae_test_fill_normal(x, sizeof x / sizeof *x, 1.0f, &r);
-            memcpy(orig, x, sizeof x);
-            be->rope(be, ae_host_f32(x), ae_host_i32(pos), T, H, STRIDE, rd, 10000.0,
-                     (ae_rope_mode)mode);
+        for (size_t l = 0; l < sizeof layouts / sizeof layouts[0]; l++) {
+            int stride = layouts[l][0], rd = layouts[l][1];
+            size_t n = (size_t)T * H * stride;
+            ae_scratch sc;
+            ae_scratch_init(&sc, be);
+            float *x = randn(&r, n, 1.0f);
+            ae_ptr px = ae_tb_in(&sc, x, n, be->act_dtype), ppos = ae_tb_in_i32(&sc, pos, T);
+            double *xd = ae_test_to_double(x, n), *ref = dnew(n);
+            ae_ref_rope(ref, xd, pos, T, H, stride, rd, 10000.0, (ae_rope_mode)mode);
+            be->rope(be, px, ppos, T, H, stride, rd, 10000.0, (ae_rope_mode)mode);
+            float *y = ae_tb_out(be, px, n);
+            char what[96];
+            snprintf(what, sizeof what, "rope mode=%d stride=%d rd=%d", mode, stride, rd);
+            ae_tb_check(be, what, y, ref, n, tol);
             for (int t = 0; t < T; t++)
-                for (int h = 0; h < H; h++) {
-                    const float *o = orig + (t * H + h) * STRIDE, *y = x + (t * H + h) * STRIDE;
-                    for (int i = 0; i < half; i++) {
-                        double ang = pos[t] * pow(10000.0, -2.0 * i / rd);
-                        int ia = mode == AE_ROPE_HALF ? i : 2 * i;
-                        int ib = mode == AE_ROPE_HALF ? i + half : 2 * i + 1;
-                        double a = o[ia] * cos(ang) - o[ib] * sin(ang);
-                        double b = o[ib] * cos(ang) + o[ia] * sin(ang);
-                        assert_true(fabs(y[ia] - a) < 2e-4);
-                        assert_true(fabs(y[ib] - b) < 2e-4);
+                for (int h = 0; h < H; h++)
+                    for (int i = 0; i < stride; i++) {
+                        size_t o = ((size_t)t * H + h) * stride + i;
+                        if ((i >= rd || pos[t] == 0) && y[o] != x[o])
+                            fail_msg("%s on %s: t=%d h=%d dim %d changed (%g -> %g): position 0 "
+                                     "and dims >= rd must stay as they are", what, be->name, t,
+                                     h, i, (double)x[o], (double)y[o]);
                     }
-                    for (int i = rd; i < STRIDE; i++) assert_true(y[i] == o[i]);
-                }
-            be->rope_bwd(be, ae_host_f32(x), ae_host_i32(pos), T, H, STRIDE, rd, 10000.0,
-                         (ae_rope_mode)mode);
-            for (int i = 0; i < T * H * STRIDE; i++) assert_true(fabs(x[i] - orig[i]) < 1e-5);
+            be->rope_bwd(be, px, ppos, T, H, stride, rd, 10000.0, (ae_rope_mode)mode);
+            float *back = ae_tb_out(be, px, n);
+            snprintf(what, sizeof what, "rope_bwd(rope(x)) mode=%d stride=%d rd=%d", mode, stride, rd);
+            ae_tb_check(be, what, back, xd, n, 2 * tol);
+            free(x), free(y), free(back), free(xd), free(ref);
+            ae_scratch_free(&sc);
         }
 }
 
-// Naive attention in double (ae_test_attention), reading K/V exactly as ae_attn_args describes
-// (row strides, ring rows j % ring, window, sinks); a->sinks is read as the sink logits when set.
-static void ref_attention_args(double *out, const ae_attn_args *a, const float *q, const float *k,
-                               const float *v) {
-    int rows = a->ring > 0 ? a->ring : a->pos0 + a->T; // rows of k and v that may be read
-    size_t nk = (size_t)(rows - 1) * a->k_stride + (size_t)a->Hkv * a->dk;
-    size_t nv = (size_t)(rows - 1) * a->v_stride + (size_t)a->Hkv * a->dv;
-    double *qd = ae_test_to_double(q, (size_t)a->T * a->Hq * a->dk);
-    double *kd = ae_test_to_double(k, nk), *vd = ae_test_to_double(v, nv);
-    double *sd = ae_ptr_is_null(a->sinks) ? NULL // (Hq) the sink logits
-                                          : ae_test_to_double(ae_f32(a->sinks), (size_t)a->Hq);
-    ae_test_attn r = {a->T, a->pos0, a->Hq, a->Hkv, a->dk, a->dv, (size_t)a->k_stride,
-                      (size_t)a->v_stride, a->window, a->ring, a->scale, sd, NULL};
-    ae_test_attention(out, &r, qd, kd, vd);
-    free(qd), free(kd), free(vd), free(sd);
-}
-
-// Dense layout k (S, Hkv, hd), v (S, Hkv, hd), no sinks.
-static void ref_attention(double *out, const float *q, const float *k, const float *v, int T,
-                          int pos0, int Hq, int Hkv, int hd, int window, double scale) {
-    ae_attn_args a = ae_attn_dense(T, pos0, Hq, Hkv, hd, hd, window, (float)scale, ae_ptr_null());
-    ref_attention_args(out, &a, q, k, v);
-}
-
-static void test_attention_gqa_window(void **state) {
-    (void)state;
-    const ae_backend *be = ae_backend_cpu();
-    ae_rng r;
-    ae_rng_seed(&r, 4);
-    int hd = 8;
-    int cases[][5] = {{6, 0, 4, 4, 0}, {6, 0, 4, 2, 0}, {5, 7, 4, 1, 0}, {9, 0, 4, 2, 3}, {3, 20, 2, 1, 5}};
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        int T = cases[c][0], pos0 = cases[c][1], Hq = cases[c][2], Hkv = cases[c][3], W = cases[c][4];
-        int S = pos0 + T;
-        float *q = malloc(sizeof(float) * T * Hq * hd), *k = malloc(sizeof(float) * S * Hkv * hd);
-        float *v = malloc(sizeof(float) * S * Hkv * hd), *o = malloc(sizeof(float) * T * Hq * hd);
-        double *ref = malloc(sizeof(double) * T * Hq * hd);
-        ae_test_fill_normal(q, (size_t)T * Hq * hd, 1.0f, &r);
-        ae_test_fill_normal(k, (size_t)S * Hkv * hd, 1.0f, &r);
-        ae_test_fill_normal(v, (size_t)S * Hkv * hd, 1.0f, &r);
-        ae_attn_args aa = ae_attn_dense(T, pos0, Hq, Hkv, hd, hd, W, 0.35f, ae_ptr_null());
-        be->attention(be, &aa, ae_host_f32(o), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
-        ref_attention(ref, q, k, v, T, pos0, Hq, Hkv, hd, W, 0.35);
-        for (int i = 0; i < T * Hq * hd; i++) assert_true(fabs(o[i] - ref[i]) < 1e-5);
-        free(q), free(k), free(v), free(o), free(ref);
-    }
-}
+// ---------------------------------------------------------------- attention
 
 typedef enum { LAYOUT_DENSE, LAYOUT_PADDED, LAYOUT_MLA } attn_layout;
 
-// One attention call in the given layout against the double reference.
-static void check_attention(ae_rng *r, int T, int pos0, int Hq, int Hkv, int dk, int dv,
-                            int window, int with_sinks, attn_layout layout) {
-    const ae_backend *be = ae_backend_cpu();
-    int S = pos0 + T;
-    float *sinks = NULL;
-    if (with_sinks) {
-        sinks = malloc(sizeof(float) * Hq);
-        ae_test_fill_normal(sinks, (size_t)Hq, 1.0f, r);
-    }
-    ae_attn_args a = ae_attn_dense(T, pos0, Hq, Hkv, dk, dv, window, 0.3f, ae_host_f32(sinks));
-    if (layout == LAYOUT_PADDED) a.k_stride += 5, a.v_stride += 3;
-    // absorbed MLA: one latent row per position (R + dr floats); the key is the whole row
-    // (dk = R + dr), the value its first R floats (dv = R), Hkv = 1
-    if (layout == LAYOUT_MLA) a.k_stride = a.v_stride = dk;
+typedef struct {
+    int T, pos0, Hq, Hkv, dk, dv, window, sinks;
+    attn_layout layout;
+    int ring; // > 0: k and v in a ring of `ring` rows (position j at row j % ring)
+} attn_case;
+
+// The double reference reading q, k, v, sinks (host copies of the op's inputs) as a describes.
+static double *attn_reference(const ae_attn_args *a, const float *q, const float *k,
+                              const float *v, size_t nk, size_t nv, const float *sinks) {
+    double *qd = ae_test_to_double(q, (size_t)a->T * a->Hq * a->dk);
+    double *kd = ae_test_to_double(k, nk), *vd = ae_test_to_double(v, nv);
+    double *sd = sinks ? ae_test_to_double(sinks, (size_t)a->Hq) : NULL; // (Hq) sink logits
+    double *out = dnew((size_t)a->T * a->Hq * a->dv);
+    ae_test_attn ra = {a->T, a->pos0, a->Hq, a->Hkv, a->dk, a->dv, (size_t)a->k_stride,
+                       (size_t)a->v_stride, a->window, a->ring, a->scale, sd, NULL};
+    ae_test_attention(out, &ra, qd, kd, vd);
+    free(qd), free(kd), free(vd), free(sd);
+    return out;
+}
+
+// One attention call against the double reference. A ring case also runs the full cache
+// (rows = positions) and, on the cpu, must give the same bits (same keys, same order).
+static void check_attention(const ae_backend *be, ae_rng *r, const attn_case *c) {
+    int S = c->pos0 + c->T, rows = c->ring > 0 ? c->ring : S;
+    ae_scratch sc;
+    ae_scratch_init(&sc, be);
+    float *sinks = c->sinks ? randn(r, (size_t)c->Hq, 1.0f) : NULL;
+    ae_ptr psinks = sinks ? ae_tb_in(&sc, sinks, (size_t)c->Hq, AE_DT_F32) : ae_ptr_null();
+    ae_attn_args a = ae_attn_dense(c->T, c->pos0, c->Hq, c->Hkv, c->dk, c->dv, c->window, 0.3f,
+                                   psinks);
+    if (c->layout == LAYOUT_PADDED) a.k_stride += 8, a.v_stride += 3;
+    // absorbed MLA: one latent row per position (R + dr values); the key is the whole row
+    // (dk = R + dr), the value its first R values (dv = R), Hkv = 1
+    if (c->layout == LAYOUT_MLA) a.k_stride = a.v_stride = c->dk;
     size_t nk = (size_t)S * a.k_stride, nv = (size_t)S * a.v_stride;
-    size_t nq = (size_t)T * Hq * dk, no = (size_t)T * Hq * dv;
-    float *q = malloc(sizeof(float) * nq), *k = malloc(sizeof(float) * nk);
-    float *v = layout == LAYOUT_MLA ? k : malloc(sizeof(float) * nv);
-    float *o = malloc(sizeof(float) * no);
-    double *ref = malloc(sizeof(double) * no);
-    ae_test_fill_normal(q, nq, 1.0f, r);
-    ae_test_fill_normal(k, nk, 1.0f, r);
-    if (v != k) ae_test_fill_normal(v, nv, 1.0f, r);
-    be->attention(be, &a, ae_host_f32(o), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
-    ref_attention_args(ref, &a, q, k, v);
-    for (size_t i = 0; i < no; i++)
-        if (!(fabs(o[i] - ref[i]) < 1e-5))
-            fail_msg("attention T=%d pos0=%d Hq=%d Hkv=%d dk=%d dv=%d W=%d sinks=%d layout=%d: "
-                     "out[%zu] %g vs %g", T, pos0, Hq, Hkv, dk, dv, window, with_sinks,
-                     (int)layout, i, (double)o[i], ref[i]);
+    size_t nq = (size_t)c->T * c->Hq * c->dk, no = (size_t)c->T * c->Hq * c->dv;
+    float *q = randn(r, nq, 1.0f), *k = randn(r, nk, 1.0f);
+    float *v = c->layout == LAYOUT_MLA ? k : randn(r, nv, 1.0f);
+    ae_dtype act = be->act_dtype;
+    ae_ptr pq = ae_tb_in(&sc, q, nq, act), pk = ae_tb_in(&sc, k, nk, act);
+    ae_ptr pv = v == k ? pk : ae_tb_in(&sc, v, nv, act), po = ae_tb_new(&sc, no, act, NAN);
+    be->attention(be, &a, po, pq, pk, pv);
+    float *o = ae_tb_out(be, po, no);
+    double *ref = attn_reference(&a, q, k, v, nk, nv, sinks);
+    char what[160];
+    snprintf(what, sizeof what, "attention T=%d pos0=%d Hq=%d Hkv=%d dk=%d dv=%d W=%d sinks=%d "
+             "layout=%d ring=%d", c->T, c->pos0, c->Hq, c->Hkv, c->dk, c->dv, c->window, c->sinks,
+             (int)c->layout, c->ring);
+    ae_tb_check(be, what, o, ref, no, ae_tb_tol_of(be, TOL_ATTN));
+    if (c->ring > 0) { // the cache as written token by token: position j in row j % ring
+        size_t kr = (size_t)rows * a.k_stride, vr = (size_t)rows * a.v_stride;
+        float *kring = malloc(sizeof(float) * kr), *vring = malloc(sizeof(float) * vr);
+        for (size_t i = 0; i < kr; i++) kring[i] = NAN; // never-written rows
+        for (size_t i = 0; i < vr; i++) vring[i] = NAN;
+        for (int j = 0; j < S; j++) {
+            memcpy(kring + (size_t)(j % rows) * a.k_stride, k + (size_t)j * a.k_stride,
+                   sizeof(float) * a.k_stride);
+            memcpy(vring + (size_t)(j % rows) * a.v_stride, v + (size_t)j * a.v_stride,
+                   sizeof(float) * a.v_stride);
+        }
+        ae_attn_args ar = a;
+        ar.ring = c->ring;
+        ae_ptr pkr = ae_tb_in(&sc, kring, kr, act), pvr = ae_tb_in(&sc, vring, vr, act);
+        ae_ptr por = ae_tb_new(&sc, no, act, NAN);
+        be->attention(be, &ar, por, pq, pkr, pvr);
+        float *oring = ae_tb_out(be, por, no);
+        ae_tb_check(be, what, oring, ref, no, ae_tb_tol_of(be, TOL_ATTN));
+        if (ae_tb_is_cpu(be)) assert_memory_equal(oring, o, sizeof(float) * no);
+        free(kring), free(vring), free(oring);
+    }
     free(q), free(k), free(o), free(ref), free(sinks);
     if (v != k) free(v);
+    ae_scratch_free(&sc);
 }
 
-static void test_attention_layouts(void **state) {
-    (void)state;
+// Causal GQA with windows, continuation chunks (pos0 > 0) and decode (T = 1); sinks; dk != dv;
+// K/V rows wider than Hkv·d; absorbed MLA (v inside the key rows); head dims of the cuda flash
+// kernels (64) and others (the reference kernel).
+static void test_attention(void **state) {
+    const ae_backend *be = ae_tb_backend(state);
     ae_rng r;
-    ae_rng_seed(&r, 6);
-    // T, pos0, Hq, Hkv, dk, dv, window, sinks, layout
-    check_attention(&r, 6, 0, 4, 2, 8, 8, 0, 1, LAYOUT_DENSE);   // sinks
-    check_attention(&r, 7, 3, 4, 1, 8, 8, 3, 1, LAYOUT_DENSE);   // sinks + window + pos0
-    check_attention(&r, 1, 12, 2, 2, 8, 8, 0, 1, LAYOUT_DENSE);  // sinks, decode
-    check_attention(&r, 5, 0, 4, 2, 12, 6, 0, 0, LAYOUT_DENSE);  // dk != dv
-    check_attention(&r, 5, 2, 2, 1, 4, 10, 3, 1, LAYOUT_DENSE);  // dk < dv
-    check_attention(&r, 6, 0, 4, 2, 8, 4, 0, 0, LAYOUT_PADDED);  // k/v rows wider than Hkv·d
-    check_attention(&r, 4, 5, 4, 2, 6, 6, 4, 1, LAYOUT_PADDED);
-    check_attention(&r, 6, 0, 4, 1, 10, 8, 0, 0, LAYOUT_MLA);    // R = 8, dr = 2
-    check_attention(&r, 1, 9, 4, 1, 10, 8, 0, 0, LAYOUT_MLA);    // absorbed decode
-    check_attention(&r, 5, 3, 8, 1, 10, 8, 4, 1, LAYOUT_MLA);
+    ae_rng_seed(&r, 4);
+    const attn_case cases[] = {
+        // T, pos0, Hq, Hkv, dk, dv, window, sinks, layout
+        {6, 0, 4, 4, 8, 8, 0, 0, LAYOUT_DENSE, 0},   // MHA, full causal
+        {6, 0, 4, 2, 8, 8, 0, 0, LAYOUT_DENSE, 0},   // GQA 2
+        {5, 7, 4, 1, 8, 8, 0, 0, LAYOUT_DENSE, 0},   // GQA 4, pos0 > 0
+        {9, 0, 4, 2, 8, 8, 3, 0, LAYOUT_DENSE, 0},   // window 3 < T
+        {3, 20, 2, 1, 8, 8, 5, 0, LAYOUT_DENSE, 0},  // window, pos0 > 0
+        {6, 0, 4, 2, 8, 8, 0, 1, LAYOUT_DENSE, 0},   // sinks
+        {7, 3, 4, 1, 8, 8, 3, 1, LAYOUT_DENSE, 0},   // sinks + window + pos0
+        {1, 12, 2, 2, 8, 8, 0, 1, LAYOUT_DENSE, 0},  // sinks, decode
+        {5, 0, 4, 2, 12, 6, 0, 0, LAYOUT_DENSE, 0},  // dk > dv
+        {5, 2, 2, 1, 4, 10, 3, 1, LAYOUT_DENSE, 0},  // dk < dv
+        {6, 0, 4, 2, 8, 4, 0, 0, LAYOUT_PADDED, 0},  // k/v rows wider than Hkv·d
+        {4, 5, 4, 2, 6, 6, 4, 1, LAYOUT_PADDED, 0},
+        {6, 0, 4, 1, 10, 8, 0, 0, LAYOUT_MLA, 0},    // R = 8, dr = 2
+        {1, 9, 4, 1, 10, 8, 0, 0, LAYOUT_MLA, 0},    // absorbed decode
+        {5, 3, 8, 1, 10, 8, 4, 1, LAYOUT_MLA, 0},
+        {33, 5, 4, 2, 64, 64, 0, 1, LAYOUT_DENSE, 0},   // flash-kernel head dims
+        {40, 9, 4, 2, 64, 64, 16, 0, LAYOUT_DENSE, 0},  // ... with a window
+        {1, 70, 8, 2, 64, 64, 0, 0, LAYOUT_DENSE, 0},   // decode
+        // ring caches of `ring` rows (T + window − 1 <= ring)
+        {1, 20, 4, 2, 6, 4, 5, 1, LAYOUT_DENSE, 8},
+        {3, 20, 4, 2, 6, 4, 5, 1, LAYOUT_DENSE, 8},
+        {4, 9, 2, 1, 6, 4, 4, 1, LAYOUT_DENSE, 7},
+        {1, 3, 2, 2, 6, 4, 4, 1, LAYOUT_DENSE, 4},
+        {2, 0, 2, 1, 6, 4, 3, 1, LAYOUT_DENSE, 4},
+        {1, 37, 4, 1, 6, 4, 6, 1, LAYOUT_DENSE, 6},
+        {4, 30, 4, 2, 64, 64, 8, 1, LAYOUT_DENSE, 11},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_attention(be, &r, &cases[i]);
 }
 
-// A ring buffer of `ring` slots holding position j at slot j % ring gives the same result as
-// the full cache with the same window (window <= ring).
-static void test_attention_ring(void **state) {
-    (void)state;
-    const ae_backend *be = ae_backend_cpu();
-    ae_rng r;
-    ae_rng_seed(&r, 7);
-    int cases[][6] = {// T, pos0, Hq, Hkv, window, ring
-                      {1, 20, 4, 2, 5, 8}, {3, 20, 4, 2, 5, 8}, {4, 9, 2, 1, 4, 7},
-                      {1, 3, 2, 2, 4, 4},  {2, 0, 2, 1, 3, 4},  {1, 37, 4, 1, 6, 6}};
-    int dk = 6, dv = 4;
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        int T = cases[c][0], pos0 = cases[c][1], Hq = cases[c][2], Hkv = cases[c][3];
-        int W = cases[c][4], ring = cases[c][5], S = pos0 + T;
-        assert_true(T + W - 1 <= ring); // every key any query needs is still in the ring
-        float *sinks = malloc(sizeof(float) * Hq);
-        ae_test_fill_normal(sinks, (size_t)Hq, 1.0f, &r);
-        size_t nq = (size_t)T * Hq * dk, no = (size_t)T * Hq * dv;
-        float *q = malloc(sizeof(float) * nq), *o = malloc(sizeof(float) * no);
-        float *ofull = malloc(sizeof(float) * no);
-        float *k = malloc(sizeof(float) * S * Hkv * dk), *v = malloc(sizeof(float) * S * Hkv * dv);
-        float *kr = malloc(sizeof(float) * ring * Hkv * dk);
-        float *vr = malloc(sizeof(float) * ring * Hkv * dv);
-        ae_test_fill_normal(q, nq, 1.0f, &r);
-        ae_test_fill_normal(k, (size_t)S * Hkv * dk, 1.0f, &r);
-        ae_test_fill_normal(v, (size_t)S * Hkv * dv, 1.0f, &r);
-        for (size_t i = 0; i < (size_t)ring * Hkv * dk; i++) kr[i] = NAN; // never-written slots
-        for (size_t i = 0; i < (size_t)ring * Hkv * dv; i++) vr[i] = NAN;
-        for (int j = 0; j < S; j++) { // the cache as written token by token
-            memcpy(kr + (size_t)(j % ring) * Hkv * dk, k + (size_t)j * Hkv * dk,
-                   sizeof(float) * Hkv * dk);
-            memcpy(vr + (size_t)(j % ring) * Hkv * dv, v + (size_t)j * Hkv * dv,
-                   sizeof(float) * Hkv * dv);
-        }
-        ae_attn_args full = ae_attn_dense(T, pos0, Hq, Hkv, dk, dv, W, 0.4f, ae_host_f32(sinks));
-        ae_attn_args ringa = full;
-        ringa.ring = ring;
-        be->attention(be, &full, ae_host_f32(ofull), ae_host_f32(q), ae_host_f32(k),
-                      ae_host_f32(v));
-        be->attention(be, &ringa, ae_host_f32(o), ae_host_f32(q), ae_host_f32(kr), ae_host_f32(vr));
-        double *ref = malloc(sizeof(double) * no);
-        ref_attention_args(ref, &full, q, k, v);
-        for (size_t i = 0; i < no; i++) {
-            assert_true(fabs(o[i] - ref[i]) < 1e-5);
-            assert_true(o[i] == ofull[i]); // same keys, same order: bit-identical
-        }
-        free(sinks), free(q), free(o), free(ofull), free(k), free(v), free(kr), free(vr),
-            free(ref);
-    }
-}
+// ---------------------------------------------------------------- gate_mul, silu_mul, add
 
 static void test_gate_mul(void **state) {
-    (void)state;
-    const ae_backend *be = ae_backend_cpu();
+    const ae_backend *be = ae_tb_backend(state);
+    double tol = ae_tb_tol_of(be, TOL_EXP);
     ae_rng r;
     ae_rng_seed(&r, 8);
     enum { T = 3, H = 4, HD = 5, N = T * H * HD };
-    float x[N], g[N], y[N];
-    ae_test_fill_normal(x, N, 1.0f, &r);
-    ae_test_fill_normal(g, N, 1.0f, &r);
-    g[0] = -200.0f, g[1] = 40.0f; // saturated: exactly 0 and x
-    be->gate_mul(be, ae_host_f32(y), ae_host_f32(x), ae_host_f32(g), T, H, HD, 0);
-    for (int i = 0; i < N; i++) assert_true(fabs(y[i] - x[i] / (1 + exp(-(double)g[i]))) < 1e-6);
-    assert_true(y[0] == 0.0f && y[1] == x[1]);
-    // per head: g read as (T, H)
-    be->gate_mul(be, ae_host_f32(y), ae_host_f32(x), ae_host_f32(g), T, H, HD, 1);
-    for (int i = 0; i < N; i++)
-        assert_true(fabs(y[i] - x[i] / (1 + exp(-(double)g[i / HD]))) < 1e-6);
-    float z[N];
-    memcpy(z, x, sizeof z);
-    // y may alias x
-    be->gate_mul(be, ae_host_f32(z), ae_host_f32(z), ae_host_f32(g), T, H, HD, 1);
-    assert_memory_equal(z, y, sizeof z);
+    for (int per_head = 0; per_head < 2; per_head++) {
+        size_t ng = per_head ? (size_t)T * H : N;
+        ae_scratch sc;
+        ae_scratch_init(&sc, be);
+        float *x = randn(&r, N, 1.0f), *g = randn(&r, ng, 2.0f);
+        g[0] = -200.0f, g[1] = 40.0f; // saturated: exactly 0 and x (cpu)
+        ae_ptr px = ae_tb_in(&sc, x, N, be->act_dtype), pg = ae_tb_in(&sc, g, ng, be->act_dtype);
+        ae_ptr py = ae_tb_new(&sc, N, be->act_dtype, NAN);
+        double *xd = ae_test_to_double(x, N), *gd = ae_test_to_double(g, ng), *ref = dnew(N);
+        ae_ref_gate_mul(ref, xd, gd, T, H, HD, per_head);
+        be->gate_mul(be, py, px, pg, T, H, HD, per_head);
+        float *y = ae_tb_out(be, py, N);
+        ae_tb_check(be, per_head ? "gate_mul per head" : "gate_mul", y, ref, N, tol);
+        if (ae_tb_is_cpu(be) && !per_head) assert_true(y[0] == 0.0f && y[1] == x[1]);
+        be->gate_mul(be, px, px, pg, T, H, HD, per_head); // y may alias x
+        float *yi = ae_tb_out(be, px, N);
+        ae_tb_check(be, "gate_mul in place", yi, ref, N, tol);
+        free(x), free(g), free(y), free(yi), free(xd), free(gd), free(ref);
+        ae_scratch_free(&sc);
+    }
 }
 
+// silu_mul (SwiGLU's product) with saturated and zero gates; add into an F32 tensor.
 static void test_silu_mul_add(void **state) {
-    (void)state;
-    const ae_backend *be = ae_backend_cpu();
-    float g[3] = {-2.0f, 0.0f, 3.0f}, u[3] = {1.0f, 5.0f, -2.0f}, y[3];
-    be->silu_mul(be, ae_host_f32(y), ae_host_f32(g), ae_host_f32(u), 3);
-    for (int i = 0; i < 3; i++) assert_true(fabs(y[i] - g[i] / (1 + exp(-g[i])) * u[i]) < 1e-6);
-    float a[3] = {1, 2, 3};
-    be->add(be, ae_host_f32(a), ae_host_f32(u), 3);
-    assert_true(a[0] == 2.0f && a[1] == 7.0f && a[2] == 1.0f);
+    const ae_backend *be = ae_tb_backend(state);
+    ae_rng r;
+    ae_rng_seed(&r, 9);
+    size_t n = 300;
+    ae_scratch sc;
+    ae_scratch_init(&sc, be);
+    float *g = randn(&r, n, 3.0f), *u = randn(&r, n, 1.0f);
+    g[0] = -30.0f, g[1] = 25.0f, g[2] = 0.0f;
+    ae_ptr pg = ae_tb_in(&sc, g, n, be->act_dtype), pu = ae_tb_in(&sc, u, n, be->act_dtype);
+    ae_ptr py = ae_tb_new(&sc, n, be->act_dtype, NAN);
+    double *gd = ae_test_to_double(g, n), *ud = ae_test_to_double(u, n), *ref = dnew(n);
+    ae_ref_silu_mul(ref, gd, ud, n);
+    be->silu_mul(be, py, pg, pu, n);
+    float *y = ae_tb_out(be, py, n);
+    ae_tb_check(be, "silu_mul", y, ref, n, ae_tb_tol_of(be, TOL_EXP));
+    be->silu_mul(be, pg, pg, pu, n); // y may alias g
+    float *yi = ae_tb_out(be, pg, n);
+    ae_tb_check(be, "silu_mul in place", yi, ref, n, ae_tb_tol_of(be, TOL_EXP));
+
+    float *a = randn(&r, n, 1.0f), *b = randn(&r, n, 1.0f);
+    ae_ptr pa = ae_tb_in(&sc, a, n, AE_DT_F32), pb = ae_tb_in(&sc, b, n, AE_DT_F32);
+    for (size_t i = 0; i < n; i++) ref[i] = (double)a[i] + b[i];
+    be->add(be, pa, pb, n);
+    float *sum = ae_tb_out(be, pa, n);
+    ae_tb_check(be, "add", sum, ref, n, ae_tb_tol_of(be, TOL_ADD));
+    free(g), free(u), free(y), free(yi), free(a), free(b), free(sum), free(gd), free(ud), free(ref);
+    ae_scratch_free(&sc);
 }
+
+// ---------------------------------------------------------------- scores of logit rows
+
+// nll_rows and kl_rows against the one log-sum-exp reference; argmax_rows exactly (a tie goes to
+// the lowest index). kl of a row with itself is 0.
+static void test_score_rows(void **state) {
+    const ae_backend *be = ae_tb_backend(state);
+    double tol = ae_tb_tol_of(be, TOL_ROWS);
+    ae_rng r;
+    ae_rng_seed(&r, 10);
+    int shapes[][2] = {{5, 1000}, {3, 7}, {2, 4099}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int T = shapes[s][0], V = shapes[s][1];
+        size_t n = (size_t)T * V;
+        ae_scratch sc;
+        ae_scratch_init(&sc, be);
+        float *zt = randn(&r, n, 3.0f), *zs = randn(&r, n, 3.0f);
+        int32_t *tg = malloc(sizeof(int32_t) * T);
+        for (int t = 0; t < T; t++) tg[t] = (int32_t)(ae_rng_u64(&r) % (uint64_t)V);
+        zt[(size_t)(T - 1) * V + 2] = zt[(size_t)(T - 1) * V + V - 1] = 40.0f; // a tie for argmax
+        ae_ptr pt = ae_tb_in(&sc, zt, n, AE_DT_F32), ps = ae_tb_in(&sc, zs, n, AE_DT_F32);
+        ae_ptr ptg = ae_tb_in_i32(&sc, tg, (size_t)T), pout = ae_tb_new(&sc, (size_t)T, AE_DT_F32, NAN);
+        ae_ptr parg = ae_tb_new(&sc, (size_t)T, AE_DT_I32, -1);
+        double ref[8];
+        be->nll_rows(be, pout, pt, ptg, T, V);
+        float *nll = ae_tb_out(be, pout, (size_t)T);
+        for (int t = 0; t < T; t++) ref[t] = ae_ref_nll_row(zt + (size_t)t * V, V, tg[t]);
+        ae_tb_check(be, "nll_rows", nll, ref, (size_t)T, tol);
+        be->kl_rows(be, pout, pt, ps, T, V);
+        float *kl = ae_tb_out(be, pout, (size_t)T);
+        for (int t = 0; t < T; t++) ref[t] = ae_ref_kl_row(zt + (size_t)t * V, zs + (size_t)t * V, V);
+        ae_tb_check(be, "kl_rows", kl, ref, (size_t)T, tol);
+        be->kl_rows(be, pout, pt, pt, T, V);
+        float *kl0 = ae_tb_out(be, pout, (size_t)T);
+        for (int t = 0; t < T; t++) ref[t] = 0;
+        ae_tb_check(be, "kl_rows of a row with itself", kl0, ref, (size_t)T, tol);
+        be->argmax_rows(be, parg, pt, T, V);
+        int32_t arg[8];
+        if (be->download(be, arg, AE_DT_I32, parg, (size_t)T) != AE_OK)
+            fail_msg("%s: argmax download: %s", be->name, ae_last_error());
+        for (int t = 0; t < T; t++) {
+            int best = 0;
+            for (int v = 1; v < V; v++)
+                if (zt[(size_t)t * V + v] > zt[(size_t)t * V + best]) best = v;
+            if (arg[t] != best)
+                fail_msg("argmax_rows on %s: row %d gives %d, want %d", be->name, t, arg[t], best);
+        }
+        free(zt), free(zs), free(tg), free(nll), free(kl), free(kl0);
+        ae_scratch_free(&sc);
+    }
+}
+
+// ---------------------------------------------------------------- MoE routing (host)
 
 static void test_moe_route(void **state) {
     (void)state;
@@ -321,11 +422,9 @@ static void test_moe_route(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul_shapes),   cmocka_unit_test(test_rmsnorm),
-        cmocka_unit_test(test_rope_rotate_half), cmocka_unit_test(test_attention_gqa_window),
-        cmocka_unit_test(test_rope_interleaved_partial), cmocka_unit_test(test_attention_layouts),
-        cmocka_unit_test(test_attention_ring),  cmocka_unit_test(test_gate_mul),
-        cmocka_unit_test(test_silu_mul_add),    cmocka_unit_test(test_moe_route),
+        AE_TB_TESTS(test_matmul),   AE_TB_TESTS(test_rmsnorm),      AE_TB_TESTS(test_rope),
+        AE_TB_TESTS(test_attention), AE_TB_TESTS(test_gate_mul),    AE_TB_TESTS(test_silu_mul_add),
+        AE_TB_TESTS(test_score_rows), cmocka_unit_test(test_moe_route),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, ae_tb_setup, ae_tb_teardown);
 }

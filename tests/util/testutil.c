@@ -77,34 +77,40 @@ int ae_test_finish(int failures) {
     return 0;
 }
 
-static int no_gpu(const char *reason) {
-    const char *req = getenv("AE_REQUIRE_GPU");
-    if (req && req[0] == '1') {
-        printf("FAIL: AE_REQUIRE_GPU=1 but %s\n", reason);
-        return 1;
-    }
-    printf("SKIP no GPU: %s\n", reason);
-    return 77;
-}
-
-int ae_test_open_gpu(const ae_backend **be, int poison) {
+int ae_test_try_gpu(const ae_backend **be, int poison, char *why, size_t cap) {
 #ifndef AE_HAVE_CUDA
     (void)be;
     (void)poison;
-    return no_gpu("this build has no CUDA backend (AE_HAVE_CUDA is not defined; configure with a "
-                  "CUDA toolkit, -DAE_CUDA=ON)");
+    snprintf(why, cap, "this build has no CUDA backend (AE_HAVE_CUDA is not defined; configure "
+             "with a CUDA toolkit, -DAE_CUDA=ON)");
+    return 77;
 #else
-    if (ae_cuda_device_count() <= 0)
-        return no_gpu("ae_cuda_device_count() = 0 (no CUDA driver or device here)");
+    if (ae_cuda_device_count() <= 0) {
+        snprintf(why, cap, "ae_cuda_device_count() = 0 (no CUDA driver or device here)");
+        return 77;
+    }
     if (poison) setenv("AE_CUDA_POISON", "1", 1); // read when the backend opens
     ae_status st = ae_backend_open("cuda", be);
-    if (st == AE_ERR_UNSUPPORTED) return no_gpu(ae_last_error()); // e.g. a GPU too old
-    if (st != AE_OK) {
-        printf("FAIL: ae_backend_open(\"cuda\"): %s\n", ae_last_error());
-        return 1;
-    }
-    return 0;
+    if (st == AE_OK) return 0;
+    snprintf(why, cap, "ae_backend_open(\"cuda\"): %s", ae_last_error());
+    return st == AE_ERR_UNSUPPORTED ? 77 : 1; // unsupported: e.g. a GPU too old
 #endif
+}
+
+int ae_test_open_gpu(const ae_backend **be, int poison) {
+    char why[512];
+    int rc = ae_test_try_gpu(be, poison, why, sizeof why);
+    if (rc == 1) {
+        printf("FAIL: %s\n", why);
+    } else if (rc == 77) {
+        const char *req = getenv("AE_REQUIRE_GPU");
+        if (req && req[0] == '1') {
+            printf("FAIL: AE_REQUIRE_GPU=1 but %s\n", why);
+            return 1;
+        }
+        printf("SKIP no GPU: %s\n", why);
+    }
+    return rc;
 }
 
 char *ae_test_tmpdir(void) {
@@ -240,52 +246,6 @@ double ae_test_rel_err(const float *a, const float *b, size_t n) {
         den += (double)b[i] * b[i];
     }
     return sqrt(num / (den > 0 ? den : 1e-300));
-}
-
-double ae_test_logsumexp(const float *z, int n, float scale, double *p) {
-    double mx = -INFINITY, s = 0.0;
-    for (int i = 0; i < n; i++) mx = fmax(mx, (double)(z[i] * scale));
-    for (int i = 0; i < n; i++) {
-        double e = exp((double)(z[i] * scale) - mx);
-        s += e;
-        if (p) p[i] = e;
-    }
-    for (int i = 0; p && i < n; i++) p[i] /= s;
-    return mx + log(s);
-}
-
-void ae_test_attention(double *out, const ae_test_attn *a, const double *q, const double *k,
-                       const double *v) {
-    int S = a->pos0 + a->T;
-    double *p = malloc(sizeof(double) * (size_t)(S > 0 ? S : 1)); // (S) one row's weights
-    if (!p) abort();
-    for (int t = 0; t < a->T; t++)
-        for (int h = 0; h < a->Hq; h++) {
-            int g = h / (a->Hq / a->Hkv), qpos = a->pos0 + t;
-            int lo = a->window > 0 && qpos - a->window + 1 > 0 ? qpos - a->window + 1 : 0;
-            const double *qh = q + ((size_t)t * a->Hq + h) * a->dk;
-            double mx = a->sinks ? a->sinks[h] : -INFINITY, sum = 0;
-            for (int j = lo; j <= qpos; j++) {
-                size_t row = (size_t)(a->ring > 0 ? j % a->ring : j);
-                const double *kj = k + row * a->k_stride + (size_t)g * a->dk;
-                double d = 0;
-                for (int i = 0; i < a->dk; i++) d += qh[i] * kj[i];
-                p[j] = d * a->scale;
-                mx = fmax(mx, p[j]);
-            }
-            if (a->sinks) sum += exp(a->sinks[h] - mx);
-            for (int j = lo; j <= qpos; j++) sum += (p[j] = exp(p[j] - mx));
-            if (a->lse) a->lse[(size_t)t * a->Hq + h] = mx + log(sum);
-            for (int i = 0; i < a->dv; i++) {
-                double o = 0;
-                for (int j = lo; j <= qpos; j++) {
-                    size_t row = (size_t)(a->ring > 0 ? j % a->ring : j);
-                    o += p[j] / sum * v[row * a->v_stride + (size_t)g * a->dv + i];
-                }
-                out[((size_t)t * a->Hq + h) * a->dv + i] = o;
-            }
-        }
-    free(p);
 }
 
 double *ae_test_to_double(const float *x, size_t n) {

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "core/rng.h"
+#include "util/ref.h"
 
 // Absolute path of a file under the source tree: ae_test_src("tests/fixtures/x") (static buffer
 // per call slot; copy if you keep it).
@@ -46,33 +47,15 @@ int ae_test_write_file(const char *path, const void *data, size_t n);
 // the backend fails to open. poison: open with AE_CUDA_POISON=1 (new allocations NaN-filled).
 struct ae_backend;
 int ae_test_open_gpu(const struct ae_backend **be, int poison);
+// The same without printing: 0 and *be set; 77 when there is no usable GPU or CUDA build, 1 when
+// the backend fails to open; why (cap bytes) then says what is missing or wrong.
+int ae_test_try_gpu(const struct ae_backend **be, int poison, char *why, size_t cap);
 
 // x[i] = scale * N(0, 1) from r.   x: (n)
 void ae_test_fill_normal(float *x, size_t n, float scale, ae_rng *rng);
 // ||a - b|| / ||b|| in double (L2 over n values).
 double ae_test_rel_err(const float *a, const float *b, size_t n);
-// The tests' one log-sum-exp reference: log Σ_i exp(scale·z_i) in double, each product scale·z_i
-// formed in float first as the ops form it (scale 1: z exactly), shifted by its maximum; p
-// (optional, n) receives softmax(scale·z).   z: (n)
-double ae_test_logsumexp(const float *z, int n, float scale, double *p);
-
-// The tests' one attention reference, in double. Query t (position pos0 + t), head h: softmax
-// over the keys j = lo..pos0 + t (lo = pos0 + t − window + 1 when window > 0, else 0) of
-// scale·q·k_j, plus the sink logit sinks[h] in the denominator when sinks is set, times v_j.
-// Query head h reads kv head g = h / (Hq / Hkv); key j of head g is k[row·k_stride + g·dk],
-// its value v[row·v_stride + g·dv], row = j % ring when ring > 0, else j. lse, when set,
-// receives each row's log-sum-exp (natural log; the sink included), row t·Hq + h.
-//   q: (T, Hq, dk)   out: (T, Hq, dv)   sinks: (Hq) or NULL   lse: (T·Hq) or NULL
-typedef struct {
-    int T, pos0, Hq, Hkv, dk, dv;
-    size_t k_stride, v_stride;
-    int window, ring;
-    double scale;
-    const double *sinks;
-    double *lse;
-} ae_test_attn;
-void ae_test_attention(double *out, const ae_test_attn *a, const double *q, const double *k,
-                       const double *v);
+// The double-precision references (log-sum-exp, attention, norms, RoPE, ...): util/ref.h.
 // A float array as a new double one (caller frees).   x: (n)
 double *ae_test_to_double(const float *x, size_t n);
 
