@@ -200,36 +200,51 @@ static void test_student_folder_names(void **state) {
     free(dir);
 }
 
-// A student written before the rename (Qwen3 names + attention_target) loads as before.
+// A student written before the rename (Qwen3 names + attention_target) loads as before: MLA
+// (q_lora_rank 0 and 24) and GateSWA (per-head gate, sinks; elementwise, mixed layers).
 static void test_old_style_student_loads(void **state) {
     (void)state;
     char *dir = ae_test_tmpdir();
-    ae_student_spec spec = {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 6,
-                            .gate = AE_GATE_HEAD, .sinks = 1, .seed = 3};
-    char *s = make_student(micro(), &spec, dir, "s");
-    ae_model *now = load_or_fail(s);
-    cJSON *o = read_json(s, "config.json");
-    cJSON *arch = cJSON_CreateArray();
-    cJSON_AddItemToArray(arch, cJSON_CreateString("Qwen3ForCausalLM"));
-    cJSON_ReplaceItemInObjectCaseSensitive(o, "architectures", arch);
-    cJSON_ReplaceItemInObjectCaseSensitive(o, "model_type", cJSON_CreateString("qwen3"));
-    cJSON_DeleteItemFromObjectCaseSensitive(o, "attnedit_base_architecture");
-    write_json(s, "config.json", o);
-    cJSON_Delete(o);
-    ae_model *old = load_or_fail(s);
-    assert_int_equal(old->cfg.folder, AE_FOLDER_QWEN3);
-    assert_int_equal(old->cfg.target, AE_ATTN_GATESWA);
-    assert_same_tensors(now, old);
-    assert_same_logits(now, old);
-    ae_model_free(old);
-    ae_model_free(now);
+    const ae_student_spec specs[] = {
+        {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 6, .gate = AE_GATE_HEAD, .sinks = 1, .seed = 3},
+        {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 6, .gate = AE_GATE_ELEMENTWISE,
+         .layers = (int[]){0, 1}, .n_layers = 2, .seed = 4},
+        {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8, .seed = 5},
+        {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .q_lora_rank = 24, .qk_rope_dim = 8, .seed = 6},
+    };
+    for (size_t k = 0; k < sizeof specs / sizeof *specs; k++) {
+        char *s = make_student(micro(), &specs[k], dir, "s");
+        ae_model *now = load_or_fail(s);
+        cJSON *o = read_json(s, "config.json");
+        cJSON *arch = cJSON_CreateArray();
+        cJSON_AddItemToArray(arch, cJSON_CreateString("Qwen3ForCausalLM"));
+        cJSON_ReplaceItemInObjectCaseSensitive(o, "architectures", arch);
+        cJSON_ReplaceItemInObjectCaseSensitive(o, "model_type", cJSON_CreateString("qwen3"));
+        cJSON_DeleteItemFromObjectCaseSensitive(o, "attnedit_base_architecture");
+        write_json(s, "config.json", o);
+        cJSON_Delete(o);
+        ae_model *old = load_or_fail(s);
+        assert_int_equal(old->cfg.folder, AE_FOLDER_QWEN3);
+        assert_int_equal(old->cfg.target, specs[k].target);
+        assert_int_equal(old->cfg.q_lora_rank, now->cfg.q_lora_rank);
+        for (int l = 0; l < now->cfg.num_hidden_layers; l++)
+            assert_int_equal(old->cfg.layer_attn[l], now->cfg.layer_attn[l]);
+        assert_same_tensors(now, old);
+        assert_same_logits(now, old);
+        ae_model_free(old);
+        ae_model_free(now);
+        free(s);
+        ae_test_rmtree(dir);
+        assert_int_equal(mkdir(dir, 0700), 0);
+    }
+    printf("old-style student folders (Qwen3 names): MLA q_lora_rank 0/24, GateSWA head+sinks, "
+           "mixed elementwise: same config, tensors and logits as today's folders\n");
     // the committed config-only fixtures are old-style students too
     ae_config c;
     assert_int_equal(ae_config_load(ae_test_src("tests/fixtures/configs/qwen3-8b-mla"), &c), AE_OK);
     assert_int_equal(c.target, AE_ATTN_MLA);
     assert_string_equal(c.architecture, "Qwen3ForCausalLM");
     ae_config_free(&c);
-    free(s);
     ae_test_rmtree(dir);
     free(dir);
 }
@@ -401,6 +416,96 @@ static void check_deepseek_config(const char *out, const ae_config *s) {
     cJSON_Delete(o);
 }
 
+// The config.json fields the serving engines' DeepSeek loaders read, as they read them:
+// vLLM's vllm/model_executor/models/deepseek_v2.py (commit 002d6073: DeepseekV2DecoderLayer,
+// DeepseekV2MLAAttention, DeepseekV2MoE, DeepseekV2Model.load_weights, DeepseekV2ForCausalLM)
+// and SGLang's python/sglang/srt/models/deepseek_v2.py (commit 00114aef: DeepseekV2MoE, MoEGate).
+// A field read as config.X (no default) must be there with a usable value; one read with
+// getattr(config, X, default) must be there too when the default would compute something else
+// (n_group / topk_group default to None in transformers' config, where vLLM/SGLang do
+// arithmetic). Kinds: 'i' integer >= 0, 'p' integer > 0, 'n' number, 'b' bool, 'q' integer or
+// null, 's' the string `value`.
+typedef struct {
+    const char *key;
+    char kind;
+    const char *value;
+    int moe_only; // read only when some layer is MoE (DeepseekV2MoE / MoEGate)
+} engine_field;
+
+static const engine_field k_engine_fields[] = {
+    {"model_type", 's', NULL, 0},           // use_mha: == "deepseek" would be plain MHA
+    {"hidden_size", 'p', NULL, 0},          {"vocab_size", 'p', NULL, 0},
+    {"num_hidden_layers", 'p', NULL, 0},    {"num_attention_heads", 'p', NULL, 0},
+    {"num_key_value_heads", 'p', NULL, 0},  {"intermediate_size", 'p', NULL, 0},
+    {"max_position_embeddings", 'p', NULL, 0},
+    {"rms_norm_eps", 'n', NULL, 0},         {"hidden_act", 's', "silu", 0}, // else ValueError
+    {"q_lora_rank", 'q', NULL, 0},          // None: q_proj, else fused q_a_proj + kv_a_proj
+    {"kv_lora_rank", 'p', NULL, 0},         {"qk_nope_head_dim", 'p', NULL, 0},
+    {"qk_rope_head_dim", 'p', NULL, 0},     {"v_head_dim", 'p', NULL, 0},
+    {"first_k_dense_replace", 'i', NULL, 0}, // layer l is MoE iff l >= it (and freq, experts)
+    {"moe_layer_freq", 'p', NULL, 0},       // ... and l % moe_layer_freq == 0
+    {"n_routed_experts", 'p', NULL, 0},     // "is not None" decides MoE; expert mapping size
+    {"num_experts_per_tok", 'p', NULL, 0},  {"moe_intermediate_size", 'p', NULL, 0},
+    {"norm_topk_prob", 'b', NULL, 0},       // FusedMoE(renormalize=...)
+    {"routed_scaling_factor", 'n', NULL, 0}, // fp16 residual scaling; SGLang reads it bare
+    {"n_group", 'p', NULL, 0},              {"topk_group", 'p', NULL, 0},
+    {"num_nextn_predict_layers", 'i', NULL, 0}, // spec-decode layers skipped on loading
+    {"scoring_func", 's', "softmax", 1},    {"topk_method", 's', "greedy", 1},
+};
+
+// Fields whose mere presence changes what vLLM builds: index_topk (DeepSeek-V3.2's sparse
+// indexer), rswa_window, llama_4_scaling (query scaling), rope_scaling (YaRN through vLLM's
+// rope patching), is_causal (false: encoder-only attention).
+static const char *const k_engine_absent[] = {"index_topk", "rswa_window", "llama_4_scaling",
+                                              "rope_scaling", "is_causal"};
+
+static void check_engine_fields(const char *out, int moe, ae_export_engine engine) {
+    cJSON *o = read_json(out, "config.json");
+    for (size_t i = 0; i < sizeof k_engine_fields / sizeof *k_engine_fields; i++) {
+        const engine_field *f = &k_engine_fields[i];
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, f->key);
+        if (f->moe_only && !moe) continue;
+        int isint = cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble);
+        int ok = f->kind == 'i'   ? isint && v->valuedouble >= 0
+                 : f->kind == 'p' ? isint && v->valuedouble > 0
+                 : f->kind == 'n' ? cJSON_IsNumber(v)
+                 : f->kind == 'b' ? cJSON_IsBool(v)
+                 : f->kind == 'q' ? cJSON_IsNull(v) || (isint && v->valuedouble > 0)
+                                  : cJSON_IsString(v) && (!f->value || !strcmp(v->valuestring, f->value));
+        if (!ok) fail_msg("%s/config.json: field %s missing or not of kind '%c'%s%s", out, f->key,
+                          f->kind, f->value ? " = " : "", f->value ? f->value : "");
+    }
+    for (size_t i = 0; i < sizeof k_engine_absent / sizeof *k_engine_absent; i++)
+        if (cJSON_GetObjectItemCaseSensitive(o, k_engine_absent[i]))
+            fail_msg("%s/config.json: field %s must be absent", out, k_engine_absent[i]);
+    // RoPE: vLLM reads rope_parameters["rope_type"] (not "default": DeepSeek YaRN) and the
+    // interleaved (non-NeoX) rotation is vLLM's and SGLang's fixed choice for DeepSeek
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(o, "rope_parameters");
+    assert_string_equal(jstr(rp, "rope_type"), "default");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "rope_interleave")));
+    assert_true(jnum(o, "routed_scaling_factor") == 1.0);
+    assert_int_equal((int)jnum(o, "num_nextn_predict_layers"), 0);
+    // n_shared_experts: vLLM builds a shared MLP of moe_intermediate_size * n unless it is null
+    // (and then requires its weights); SGLang and transformers >= 5 need an integer
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(o, "n_shared_experts");
+    if (moe && engine == AE_EXPORT_FOR_VLLM) assert_true(cJSON_IsNull(sh));
+    else assert_true(cJSON_IsNumber(sh) && sh->valuedouble == (moe ? 0 : 1));
+    // dense: no layer is MoE in either engine (first_k_dense_replace = every layer)
+    if (!moe) assert_int_equal((int)jnum(o, "first_k_dense_replace"), (int)jnum(o, "num_hidden_layers"));
+    cJSON_Delete(o);
+    // the tensors those engines' module trees hold: no shared expert (the folder has none),
+    // no e_score_correction_bias (topk_method is not noaux_tc), an explicit lm_head
+    ae_st_set *st;
+    assert_int_equal(ae_st_open_dir(out, &st), AE_OK);
+    for (size_t i = 0; i < ae_st_count(st); i++) {
+        const char *name = ae_st_at(st, i)->name;
+        if (strstr(name, "shared_experts") || strstr(name, "e_score_correction_bias"))
+            fail_msg("%s: tensor %s, which the engines' DeepSeek model does not hold", out, name);
+    }
+    assert_non_null(ae_st_find(st, "lm_head.weight"));
+    ae_st_close(st);
+}
+
 static void test_export_mla_f32_roundtrip(void **state) {
     (void)state;
     char *dir = ae_test_tmpdir();
@@ -416,6 +521,7 @@ static void test_export_mla_f32_roundtrip(void **state) {
         export_ok(s, out, AE_DT_F32, 0);
         ae_model *a = load_or_fail(s), *b = load_or_fail(out);
         check_deepseek_config(out, &a->cfg);
+        check_engine_fields(out, 0, AE_EXPORT_FOR_TRANSFORMERS);
         assert_int_equal(b->cfg.folder, AE_FOLDER_DEEPSEEK_V3);
         assert_int_equal(b->cfg.target, AE_ATTN_MLA);
         assert_int_equal(b->cfg.q_lora_rank, a->cfg.q_lora_rank);
@@ -607,10 +713,20 @@ static void test_export_moe_mla(void **state) {
         assert_non_null(ae_st_find(st, "model.layers.1.self_attn.kv_a_proj_with_mqa.weight"));
         ae_st_close(st);
         list_free(l);
+        check_engine_fields(out, 1, AE_EXPORT_FOR_TRANSFORMERS);
         // attnedit reads the folder back as the same MoE MLA model
         ae_model *b = load_or_fail(out);
         assert_moe_roundtrip(a, b);
         ae_model_free(b);
+        // --engine vllm: n_shared_experts null, everything else as above; attnedit reads it too
+        char *vdir = path_in(dir, "hf-vllm");
+        ae_export_opts vo = {.dtype = AE_DT_F32, .force = 1, .engine = AE_EXPORT_FOR_VLLM};
+        if (ae_export_hf(s, vdir, &vo, NULL) != AE_OK) fail_msg("%s", ae_last_error());
+        check_engine_fields(vdir, 1, AE_EXPORT_FOR_VLLM);
+        b = load_or_fail(vdir);
+        assert_moe_roundtrip(a, b);
+        ae_model_free(b);
+        free(vdir);
         // as transformers saves it again (a student fine-tuned there): still the same model
         resave_like_transformers(out, 1, c->hidden_size, 0);
         b = load_or_fail(out);
@@ -961,6 +1077,12 @@ static void test_cli_export(void **state) {
     expect_cli_fail(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--shard-size", "-5"), 1,
                     "--shard-size", NULL);
     expect_cli_fail(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--bogus"), 1, "--bogus", NULL);
+    expect_cli_fail(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--engine", "tgi"), 1,
+                    "--engine", "vllm");
+    expect_cli_fail(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--engine", "vllm"), 1,
+                    "GateSWA", "vLLM");
+    expect_cli_fail(ARGS("export", "--model", s, "--format", "gguf", "--out", out, "--engine", "vllm"), 1,
+                    "--engine applies to --format hf", NULL);
     expect_cli_fail(ARGS("export", "--model", "/nonexistent/s", "--format", "hf", "--out", out), 1,
                     "/nonexistent/s", NULL);
     expect_cli_fail(ARGS("export", "--model", micro(), "--format", "hf", "--out", out), 1, "teacher", "convert");

@@ -1,5 +1,5 @@
 // attnedit export --model S --format hf --out DIR [--dtype bf16|f16|f32] [--shard-size BYTES]
-//                 [--force]
+//                 [--engine transformers|sglang|vllm] [--force]
 // attnedit export --model M --format gguf --out FILE.gguf [--dtype bf16|f16|f32] [--force]
 #include <ctype.h>
 #include <errno.h>
@@ -14,7 +14,7 @@
 
 static const char k_help[] =
     "usage: attnedit export --model S --format hf --out DIR [--dtype bf16|f16|f32]\n"
-    "                       [--shard-size BYTES] [--force]\n"
+    "                       [--shard-size BYTES] [--engine transformers|sglang|vllm] [--force]\n"
     "       attnedit export --model M --format gguf --out FILE.gguf [--dtype bf16|f16|f32] [--force]\n"
     "  Writes the student S (made by 'attnedit convert') as a folder an inference engine loads\n"
     "  (docs/EXPORT.md):\n"
@@ -30,6 +30,10 @@ static const char k_help[] =
     "  f32 keeps the values exactly). --shard-size: largest safetensors file (default 5e9;\n"
     "  also 500MB, 2GiB, ...), with model.safetensors.index.json when there are several.\n"
     "  --force replaces an existing DIR. DIR appears whole or not at all.\n"
+    "  --engine: the engine the folder is for where engines disagree; only MoE students differ:\n"
+    "    transformers / sglang (default) write n_shared_experts 0, vllm writes null (vLLM\n"
+    "    builds a shared expert for any integer and then misses its weights; transformers >= 5\n"
+    "    refuses null). GateSWA students are refused for vllm.\n"
     "  --format gguf writes one GGUF file for llama.cpp: a teacher as qwen3 / qwen3moe, an MLA\n"
     "  student (every layer MLA, dense or MoE teacher) as deepseek2; GateSWA and mixed students\n"
     "  are refused (saying why). Norms stay f32, matrices take --dtype (default bf16). --force\n"
@@ -61,13 +65,16 @@ int ae_cmd_export(int argc, char **argv) {
     ae_args a = {argc, argv, 0, "export"};
     const char *model = NULL, *format = NULL, *out = NULL, *v;
     ae_export_opts o = {.dtype = AE_DT_BF16, .shard_size = AE_EXPORT_DEFAULT_SHARD};
-    int r, shard_given = 0;
+    int r, shard_given = 0, engine_given = 0;
     while (a.i < a.argc) {
         ae_status st = AE_OK;
         if ((r = ae_args_value(&a, "--model", &model)) || (r = ae_args_value(&a, "--format", &format)) ||
             (r = ae_args_value(&a, "--out", &out))) {
         } else if ((r = ae_args_value(&a, "--dtype", &v))) {
             if (r > 0) st = ae_export_parse_dtype(v, "--dtype", &o.dtype);
+        } else if ((r = ae_args_value(&a, "--engine", &v))) {
+            if (r > 0) st = ae_export_parse_engine(v, "--engine", &o.engine);
+            engine_given = 1;
         } else if ((r = ae_args_value(&a, "--shard-size", &v))) {
             if (r > 0) st = parse_size(v, "--shard-size", &o.shard_size);
             shard_given = 1;
@@ -92,6 +99,11 @@ int ae_cmd_export(int argc, char **argv) {
     if (gguf && shard_given) {
         fprintf(stderr, "attnedit export: --shard-size applies to --format hf; a GGUF file is "
                         "written whole\n");
+        return 1;
+    }
+    if (gguf && engine_given) {
+        fprintf(stderr, "attnedit export: --engine applies to --format hf; a GGUF file is for "
+                        "llama.cpp\n");
         return 1;
     }
     if (ae_cli_check_model("export", model)) return 1;

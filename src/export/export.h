@@ -40,10 +40,21 @@
 
 typedef enum { AE_EXPORT_DEEPSEEK_V3 = 0, AE_EXPORT_GATESWA = 1, AE_EXPORT_DEEPSEEK_V2 = 2 } ae_export_kind;
 
+// The engine a --format hf folder is for, where engines read the same config differently. Only
+// the DeepSeek-V2 layout (MLA students of MoE teachers) differs: transformers (>= 5, typed
+// configs) and SGLang need n_shared_experts as an integer (0: a zero-width shared MLP), vLLM
+// builds a shared MLP unless it is null and then fails on its weights missing from the folder
+// ("Following weights were not initialized from checkpoint"), so for vLLM it is null. vLLM runs
+// on transformers < 5, whose untyped DeepseekV2Config accepts null; transformers >= 5 refuses
+// such a folder. The DeepSeek-V3 and GateSWA folders are the same for every engine (GateSWA
+// runs only in transformers: refused for vLLM).
+typedef enum { AE_EXPORT_FOR_TRANSFORMERS = 0, AE_EXPORT_FOR_VLLM = 1 } ae_export_engine;
+
 typedef struct {
-    ae_dtype dtype;      // AE_DT_BF16 (default), AE_DT_F16 or AE_DT_F32
-    uint64_t shard_size; // largest safetensors file in bytes (0: AE_EXPORT_DEFAULT_SHARD)
-    int force;           // replace an existing out_dir
+    ae_dtype dtype;          // AE_DT_BF16 (default), AE_DT_F16 or AE_DT_F32
+    uint64_t shard_size;     // largest safetensors file in bytes (0: AE_EXPORT_DEFAULT_SHARD)
+    int force;               // replace an existing out_dir
+    ae_export_engine engine; // --engine (hf only): transformers / sglang (default) or vllm
 } ae_export_opts;
 
 typedef struct {
@@ -74,6 +85,9 @@ ae_status ae_export_gguf_plan(const ae_config *cfg, const char *what, const char
 // rep->architecture is the GGUF architecture, n_shards 1, total_bytes the data section size.
 ae_status ae_export_gguf(const char *model_dir, const char *out_file, const ae_export_opts *o,
                          ae_export_report *rep);
+// "transformers" | "sglang" -> AE_EXPORT_FOR_TRANSFORMERS, "vllm" -> AE_EXPORT_FOR_VLLM;
+// AE_ERR_ARG naming `opt` otherwise.
+ae_status ae_export_parse_engine(const char *s, const char *opt, ae_export_engine *out);
 // "bf16" | "f16" | "f32" -> dtype; AE_ERR_ARG naming `opt` otherwise.
 ae_status ae_export_parse_dtype(const char *s, const char *opt, ae_dtype *out);
 const char *ae_export_dtype_name(ae_dtype dt); // "bf16" | "f16" | "f32"

@@ -64,10 +64,12 @@ static void set_dtype(cJSON *o, ae_dtype dt) {
 // (topk_method "greedy", one expert group: n_group = topk_group = 1), renormalised when
 // norm_topk_prob (the teacher's; vLLM and SGLang read it, transformers' DeepseekV2 does not: the
 // shipped remote code does), times routed_scaling_factor 1.0; n_shared_experts 0 (transformers
-// types it int; its zero-width shared MLP adds exactly 0); first_k_dense_replace = the number of
+// types it int; its zero-width shared MLP adds exactly 0; SGLang needs an int too), null for
+// vLLM (ae_export_engine: vLLM builds a shared MLP for any integer and then misses its weights);
+// first_k_dense_replace = the number of
 // leading dense layers (mlp_only_layers 0..k-1), which use intermediate_size like Qwen3-MoE's.
 ae_status ae_export_config_deepseek(const ae_model *m, const char *src_json, const char *origin,
-                                    ae_dtype dt, char **out) {
+                                    ae_dtype dt, ae_export_engine engine, char **out) {
     const ae_config *c = &m->cfg;
     int lead = c->arch == AE_ARCH_QWEN3_MOE ? ae_export_moe_dense_lead(c, NULL) : c->num_hidden_layers;
     if (lead < 0)
@@ -99,7 +101,8 @@ ae_status ae_export_config_deepseek(const ae_model *m, const char *src_json, con
     set_num(o, "first_k_dense_replace", lead);
     set_num(o, "moe_layer_freq", 1);
     set_num(o, "n_routed_experts", moe ? c->num_experts : 1);
-    set_num(o, "n_shared_experts", moe ? 0 : 1);
+    if (moe && engine == AE_EXPORT_FOR_VLLM) set_item(o, "n_shared_experts", cJSON_CreateNull());
+    else set_num(o, "n_shared_experts", moe ? 0 : 1);
     set_num(o, "num_experts_per_tok", moe ? c->num_experts_per_tok : 1);
     set_num(o, "moe_intermediate_size", moe ? c->moe_intermediate_size : c->intermediate_size);
     set_num(o, "n_group", 1);

@@ -15,6 +15,13 @@ ae_status ae_export_parse_dtype(const char *s, const char *opt, ae_dtype *out) {
     return AE_OK;
 }
 
+ae_status ae_export_parse_engine(const char *s, const char *opt, ae_export_engine *out) {
+    if (!strcmp(s, "transformers") || !strcmp(s, "sglang")) *out = AE_EXPORT_FOR_TRANSFORMERS;
+    else if (!strcmp(s, "vllm")) *out = AE_EXPORT_FOR_VLLM;
+    else return ae_errorf(AE_ERR_ARG, "%s: '%s' is not one of transformers, sglang, vllm", opt, s);
+    return AE_OK;
+}
+
 const char *ae_export_dtype_name(ae_dtype dt) {
     return dt == AE_DT_BF16 ? "bf16" : dt == AE_DT_F16 ? "f16" : "f32";
 }
@@ -106,7 +113,7 @@ static ae_status write_config(const export_job *j, const char *tmp) {
     if (st == AE_OK)
         st = j->kind == AE_EXPORT_GATESWA
                  ? ae_export_config_gateswa(j->m, src, path, j->o->dtype, &cfg)
-                 : ae_export_config_deepseek(j->m, src, path, j->o->dtype, &cfg);
+                 : ae_export_config_deepseek(j->m, src, path, j->o->dtype, j->o->engine, &cfg);
     if (st == AE_OK) st = ae_write_text_file(tmp, "config.json", cfg);
     free(cfg);
     free(src);
@@ -158,6 +165,12 @@ ae_status ae_export_hf(const char *model_dir, const char *out_dir, const ae_expo
     ae_status st = ae_export_plan(&cfg, model_dir, &rep->kind);
     ae_config_free(&cfg);
     AE_TRY(st);
+    if (rep->kind == AE_EXPORT_GATESWA && o->engine == AE_EXPORT_FOR_VLLM)
+        return ae_errorf(AE_ERR_UNSUPPORTED,
+                         "%s: GateSWA student with --engine vllm: vLLM's Qwen3 has no output gate "
+                         "or attention sinks, so it cannot run this student; export it for "
+                         "transformers (--engine transformers, trust_remote_code=True)",
+                         model_dir);
     rep->architecture = rep->kind == AE_EXPORT_DEEPSEEK_V3   ? "DeepseekV3ForCausalLM"
                         : rep->kind == AE_EXPORT_DEEPSEEK_V2 ? "DeepseekV2ForCausalLM"
                                                              : "AttneditGateSWAForCausalLM";

@@ -9,8 +9,9 @@
 // config.json text (heap, caller frees) for the export of model m (config m->cfg) whose
 // student folder config.json is src_json (its token ids and other teacher fields are kept).
 // `origin` names src_json in messages.
+// engine: see ae_export_engine (n_shared_experts of the DeepSeek-V2 layout).
 ae_status ae_export_config_deepseek(const ae_model *m, const char *src_json, const char *origin,
-                                    ae_dtype dt, char **out);
+                                    ae_dtype dt, ae_export_engine engine, char **out);
 ae_status ae_export_config_gateswa(const ae_model *m, const char *src_json, const char *origin,
                                    ae_dtype dt, char **out);
 // "bfloat16" | "float16" | "float32"
