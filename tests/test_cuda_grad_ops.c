@@ -39,6 +39,9 @@
 //                 out (relative 2^-9 per element) instead of fp32 sums; expected ~1e-4..1e-3.
 // Which path ran is checked too: cases the tensor-core path takes (bwd_fast, mirroring the
 // dispatcher) must differ from the forced CUDA-core run in some bit; the others must equal it.
+// The tensor-core path runs both ways: fused (the default: dQ added over key tiles in a fixed
+// order through counters) and split (AE_CUDA_ATTN_BWD=split: dQ in its own kernel), each held
+// to TOL_ATTN_TC; the default twice must give the same bits (the fused kernel's order is fixed).
 // Saved forward (training: the forward keeps out and lse, the backward skips recomputing them):
 // on the tensor-core path the backward given them must be bit-identical to the recomputing call.
 #include <math.h>
@@ -563,11 +566,26 @@ static void run_attn_saved(const attn_io *io) {
     free(cpu_out), free(clse);
 }
 
-// One case: the cpu once, then the gpu with the CUDA-core kernels forced (AE_CUDA_ATTN_BWD=ref)
-// and with the default dispatch, twice (determinism),
-// with F32 gradients; then once with BF16 dq / dk / dv (out_bf16 cases). K/V storage has 5
-// rows past the last position (with no ring) holding NaN, which must not reach any output; the
-// gradients of those rows and of row padding must stay at their starting values.
+// The gpu runs of one case (AE_CUDA_ATTN_BWD, output dtype): 0 the CUDA-core kernels (ref),
+// 1 and 2 the default dispatch (the fused tensor-core kernel where it applies; 2 checks
+// determinism: bit-identical to 1), 3 the split tensor-core path (its separate dQ kernel); with
+// BF16 outputs (also_bf16) 4 the default, 5 the split path.
+typedef struct {
+    const char *env; // AE_CUDA_ATTN_BWD (null: unset)
+    ae_dtype odt;    // dq, dk, dv
+    const char *label;
+} bwd_run;
+static const bwd_run k_bwd_runs[] = {
+    {"ref", AE_DT_F32, "ref    "}, {NULL, AE_DT_F32, "default"},
+    {NULL, AE_DT_F32, "default"},  {"split", AE_DT_F32, "split  "},
+    {NULL, AE_DT_BF16, "bf16out"}, {"split", AE_DT_BF16, "bf16out split"},
+};
+
+// One case: the cpu once, then the gpu runs of k_bwd_runs, each checked against the cpu (run 2
+// against run 1 bit for bit instead; runs 1 and 3 must differ from run 0 where the tensor-core
+// path applies, equal it elsewhere). K/V storage has 5 rows past the last position (with no
+// ring) holding NaN, which must not reach any output; the gradients of those rows and of row
+// padding must stay at their starting values.
 static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
     int T = c->T, S = c->pos0 + T, Hq = c->Hq, Hkv = c->Hkv, dk = c->dk, dv = c->dv;
     ae_attn_args a = ae_attn_dense(T, c->pos0, Hq, Hkv, dk, dv, c->window,
@@ -616,33 +634,38 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
 
     float *first[4] = {NULL, NULL, NULL, NULL}, *refr[3] = {NULL, NULL, NULL};
     const int fast = bwd_fast(c);
-    int nruns = 3 + (also_bf16 ? 1 : 0);
+    const int nruns = also_bf16 ? 6 : 4;
     for (int run = 0; run < nruns; run++) {
-        // run 0: ref; 1, 2: default (2 checks determinism); 3: default with BF16 outputs
-        ae_dtype odt = run == 3 ? AE_DT_BF16 : AE_DT_F32;
+        const bwd_run *br = &k_bwd_runs[run];
+        ae_dtype odt = br->odt;
         ae_ptr g_dq = dnew(nq, odt); // overwritten: stays NaN-poisoned until written
         ae_ptr g_dk = dnew_put(dk0, nk, odt), g_dv = c->absorbed ? g_dk : dnew_put(dv0, nv, odt);
         ae_ptr g_ds = sinks ? dnew_put(ds0, (size_t)Hq, AE_DT_F32) : ae_ptr_null();
-        if (run == 0) setenv("AE_CUDA_ATTN_BWD", "ref", 1);
+        if (br->env) setenv("AE_CUDA_ATTN_BWD", br->env, 1);
         g_gpu->attention_bwd(g_gpu, &ag, g_dq, g_dk, g_dv, g_ds, gdo, ae_ptr_null(), gq, gk, gv);
-        if (run == 0) unsetenv("AE_CUDA_ATTN_BWD");
+        if (br->env) unsetenv("AE_CUDA_ATTN_BWD");
         float *hq = dget(g_dq, nq), *hk = dget(g_dk, nk), *hv = c->absorbed ? NULL : dget(g_dv, nv);
         float *hs = sinks ? dget(g_ds, (size_t)Hq) : NULL;
-        if (run == 1) { // which path ran: the tensor-core one differs from the reference
+        if (run == 1 || run == 3) { // which path ran: the tensor-core one differs from the reference
             size_t nv_ = hv ? nv : 0;
             int same = !memcmp(hq, refr[0], sizeof(float) * nq) &&
                        !memcmp(hk, refr[1], sizeof(float) * nk) &&
                        (!hv || !memcmp(hv, refr[2], sizeof(float) * nv_));
             if (fast && S >= 17 && same)
-                fail_msg("attention_bwd %s: default dispatch gave the CUDA-core results bit for bit "
-                         "(the tensor-core path did not run)", name);
+                fail_msg("attention_bwd %s: %s gave the CUDA-core results bit for bit (the "
+                         "tensor-core path did not run)", name, br->label);
             if (!fast && !same)
-                fail_msg("attention_bwd %s: default dispatch differs from the CUDA-core kernels "
-                         "on a case the tensor-core path does not take", name);
-            printf("  attention_bwd path %s: %s\n", name,
+                fail_msg("attention_bwd %s: %s differs from the CUDA-core kernels on a case the "
+                         "tensor-core path does not take", name, br->label);
+            printf("  attention_bwd path %s %s: %s\n", br->label, name,
                    fast ? (S >= 17 ? "tensor cores (differs from ref)" : "tensor cores")
                         : "CUDA cores (== ref)");
         }
+        if (run == 3 && fast) // informative: dK, dV come from the same loop in both kernels
+            printf("  attention_bwd split vs fused %s: dk %s, dv %s\n", name,
+                   memcmp(hk, first[1], sizeof(float) * nk) ? "differs" : "bit-identical",
+                   !hv ? "(absorbed)"
+                       : memcmp(hv, first[2], sizeof(float) * nv) ? "differs" : "bit-identical");
         if (run == 2) { // the same call again: bit-identical
             check_same(hq, first[0], nq, "attention_bwd dq determinism %s", name);
             check_same(hk, first[1], nk, "attention_bwd dk determinism %s", name);
@@ -667,7 +690,7 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
                     for (size_t i = 0; i < nv; i++) bv0[i] = bf16r(bv0[i]);
                 }
             }
-            const char *pn = run == 0 ? "ref    " : run == 3 ? "bf16out" : "default";
+            const char *pn = br->label;
             check_dq_dk(c, "", pn, name, hq, cq, nq, tol, hk, bk0, ck, dk0, nk, tol_k);
             if (hv) check(hv, cv, bv0, nv, tol_v, "attention_bwd %s dv  %s", pn, name);
             if (hs) check(hs, cs, ds0, (size_t)Hq, tol, "attention_bwd %s dsinks %s", pn, name);
@@ -781,61 +804,68 @@ static void test_attention_bwd_fast(void **state) {
         {100, 0, 4, 4, 192, 128, 50, 0, 1, 0, 0, 0, 0, 1},   // MLA, W < T, sinks, F32 dout
         {130, 60, 8, 2, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0},   // continuation chunk
         {77, 31, 4, 2, 64, 64, 40, 0, 1, 0, 0, 0, 0, 0},     // continuation, W, sinks
+        {129, 0, 8, 2, 192, 128, 0, 0, 0, 0, 0, 0, 0, 0},    // MLA dims, GQA 4, T = 2 tiles + 1
+        {300, 21, 4, 2, 192, 128, 100, 0, 1, 0, 0, 0, 0, 1}, // MLA dims, pos0, W over tiles
+        {450, 0, 16, 8, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0},   // qwen3-1.7B heads, 8 key tiles
     };
     run_bwd_cases(cases, sizeof cases / sizeof *cases, 1, 905);
 }
 
-// A training-sized call (Qwen3-8B attention: Hq 32, Hkv 8, d 128, T 4096 full causal; the 8B
-// hidden-size norm): no CPU reference at this size, but the two runs must be bit-identical, and
-// so must the backward from a saved forward (out and lse kept by `attention`).
-// Timing: bench/bench_attn.c.
+// attention_bwd at a training size (T 4096 full causal: 64 key tiles whose dQ sums the fused
+// kernel chains through its counters): no CPU reference at this size, but two default runs must
+// be bit-identical, the backward from a saved forward (out and lse kept by `attention`) must
+// give the same bits, and the split path (AE_CUDA_ATTN_BWD=split: dQ in its own kernel) must
+// agree with the default within TOL_ATTN_TC (both round P and dS to bf16, differently).
+static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t seed) {
+    size_t nq = (size_t)T * Hq * dk, no = (size_t)T * Hq * dv;
+    size_t nk = (size_t)T * Hkv * dk, nv = (size_t)T * Hkv * dv;
+    ae_attn_args a = ae_attn_dense(T, 0, Hq, Hkv, dk, dv, 0, 1.0f / sqrtf((float)dk),
+                                   ae_ptr_null());
+    ae_ptr q = dnew(nq, AE_DT_BF16), k = dnew(nk, AE_DT_BF16), v = dnew(nv, AE_DT_BF16);
+    ae_ptr dout = dnew(no, AE_DT_BF16), out = dnew(no, AE_DT_BF16);
+    g_gpu->fill_normal(g_gpu, q, nq, 1.0f, seed);
+    g_gpu->fill_normal(g_gpu, k, nk, 1.0f, seed + 1);
+    g_gpu->fill_normal(g_gpu, v, nv, 1.0f, seed + 2);
+    g_gpu->fill_normal(g_gpu, dout, no, 1.0f, seed + 3);
+    ae_attn_args al = a; // the training forward: out and lse kept
+    al.lse = dnew((size_t)T * Hq, AE_DT_F32);
+    g_gpu->attention(g_gpu, &al, out, q, k, v);
+    char shape[96];
+    snprintf(shape, sizeof shape, "T=%d Hq=%d Hkv=%d dk=%d dv=%d", T, Hq, Hkv, dk, dv);
+    // runs: default twice, default from the saved forward, split
+    float *res[4][3];
+    for (int run = 0; run < 4; run++) {
+        ae_ptr dq = dnew(nq, AE_DT_F32), dk_ = dnew(nk, AE_DT_F32), dv_ = dnew(nv, AE_DT_F32);
+        g_gpu->fill(g_gpu, dk_, nk, 0.0f);
+        g_gpu->fill(g_gpu, dv_, nv, 0.0f);
+        if (run == 3) setenv("AE_CUDA_ATTN_BWD", "split", 1);
+        g_gpu->attention_bwd(g_gpu, run == 2 ? &al : &a, dq, dk_, dv_, ae_ptr_null(), dout,
+                             run == 2 ? out : ae_ptr_null(), q, k, v);
+        if (run == 3) unsetenv("AE_CUDA_ATTN_BWD");
+        if (g_gpu->sync(g_gpu) != AE_OK) fail_msg("attention_bwd %s: %s", shape, ae_last_error());
+        res[run][0] = dget(dq, nq), res[run][1] = dget(dk_, nk), res[run][2] = dget(dv_, nv);
+        dfree(dq), dfree(dk_), dfree(dv_);
+    }
+    const size_t n[3] = {nq, nk, nv};
+    const char *names[3] = {"dq", "dk", "dv"};
+    for (int i = 0; i < 3; i++) {
+        check_same(res[1][i], res[0][i], n[i], "attention_bwd %s determinism %s", names[i], shape);
+        check_same(res[2][i], res[0][i], n[i], "attention_bwd saved == recomputed %s %s",
+                   names[i], shape);
+        check(res[3][i], res[0][i], NULL, n[i], TOL_ATTN_TC, "attention_bwd split vs default %s %s",
+              names[i], shape);
+    }
+    for (int run = 0; run < 4; run++)
+        for (int i = 0; i < 3; i++) free(res[run][i]);
+    dfree(q), dfree(k), dfree(v), dfree(dout), dfree(out), dfree(al.lse);
+}
 
+// Training sizes: Qwen3-8B attention (Hq 32, Hkv 8, d 128) and the MLA student of Qwen3-1.7B
+// (Hq = Hkv = 16, dk 192, dv 128) at T 4096; the 8B hidden-size norm. Timing: bench/bench_attn.c.
 static void test_training_size(void **state) {
     (void)state;
-    ae_rng r;
-    ae_rng_seed(&r, 904);
-    int T = 4096, Hq = 32, Hkv = 8, d = 128;
-    size_t nq = (size_t)T * Hq * d, nk = (size_t)T * Hkv * d;
-    ae_attn_args a = ae_attn_dense(T, 0, Hq, Hkv, d, d, 0, 1.0f / sqrtf((float)d), ae_ptr_null());
-    ae_ptr q = dnew(nq, AE_DT_BF16), k = dnew(nk, AE_DT_BF16), v = dnew(nk, AE_DT_BF16);
-    ae_ptr dout = dnew(nq, AE_DT_BF16);
-    g_gpu->fill_normal(g_gpu, q, nq, 1.0f, 1);
-    g_gpu->fill_normal(g_gpu, k, nk, 1.0f, 2);
-    g_gpu->fill_normal(g_gpu, v, nk, 1.0f, 3);
-    g_gpu->fill_normal(g_gpu, dout, nq, 1.0f, 4);
-    float *res[2][3];
-    for (int run = 0; run < 2; run++) {
-        ae_ptr dq = dnew(nq, AE_DT_F32), dk = dnew(nk, AE_DT_F32), dv = dnew(nk, AE_DT_F32);
-        g_gpu->fill(g_gpu, dk, nk, 0.0f);
-        g_gpu->fill(g_gpu, dv, nk, 0.0f);
-        g_gpu->attention_bwd(g_gpu, &a, dq, dk, dv, ae_ptr_null(), dout, ae_ptr_null(), q, k, v);
-        if (g_gpu->sync(g_gpu) != AE_OK) fail_msg("attention_bwd: %s", ae_last_error());
-        res[run][0] = dget(dq, nq), res[run][1] = dget(dk, nk), res[run][2] = dget(dv, nk);
-        dfree(dq), dfree(dk), dfree(dv);
-    }
-    check_same(res[0][0], res[1][0], nq, "attention_bwd dq determinism at T=%d", T);
-    check_same(res[0][1], res[1][1], nk, "attention_bwd dk determinism at T=%d", T);
-    check_same(res[0][2], res[1][2], nk, "attention_bwd dv determinism at T=%d", T);
-    // the training path: forward keeping out and lse, backward from them: the same bits
-    ae_attn_args al = a;
-    al.lse = dnew((size_t)T * Hq, AE_DT_F32);
-    ae_ptr out = dnew(nq, AE_DT_BF16);
-    g_gpu->attention(g_gpu, &al, out, q, k, v);
-    ae_ptr dq = dnew(nq, AE_DT_F32), dk = dnew(nk, AE_DT_F32), dv = dnew(nk, AE_DT_F32);
-    g_gpu->fill(g_gpu, dk, nk, 0.0f);
-    g_gpu->fill(g_gpu, dv, nk, 0.0f);
-    g_gpu->attention_bwd(g_gpu, &al, dq, dk, dv, ae_ptr_null(), dout, out, q, k, v);
-    if (g_gpu->sync(g_gpu) != AE_OK)
-        fail_msg("attention + attention_bwd saved: %s", ae_last_error());
-    float *saved[3] = {dget(dq, nq), dget(dk, nk), dget(dv, nk)};
-    check_same(saved[0], res[0][0], nq, "attention_bwd saved == recomputed dq at T=%d", T);
-    check_same(saved[1], res[0][1], nk, "attention_bwd saved == recomputed dk at T=%d", T);
-    check_same(saved[2], res[0][2], nk, "attention_bwd saved == recomputed dv at T=%d", T);
-    dfree(dq), dfree(dk), dfree(dv), dfree(out), dfree(al.lse);
-    for (int i = 0; i < 3; i++) free(saved[i]);
-    for (int run = 0; run < 2; run++)
-        for (int i = 0; i < 3; i++) free(res[run][i]);
-    dfree(q), dfree(k), dfree(v), dfree(dout);
+    training_size_attn(4096, 32, 8, 128, 128, 1);
+    training_size_attn(4096, 16, 16, 192, 128, 11);
 
     int M = 4096, D = 4096;
     size_t n = (size_t)M * D;

@@ -13,8 +13,9 @@
 //
 // Which kernels run (ae_cuda_attention_bwd, at the end of this file):
 //   Fast path, tensor cores (cuda_attention_bwd_tc.cu: the forward flash kernel with an lse2
-//     output unless the forward is saved, D per row, a dK/dV kernel per key tile and a dQ
-//     kernel per query tile, all bf16
+//     output unless the forward is saved, D per row, then fused: one kernel per key tile
+//     computing dK, dV and adding dQ in key-tile order (5 products); AE_CUDA_ATTN_BWD=split: a
+//     dK/dV kernel per key tile and a dQ kernel per query tile (7 products); all bf16
 //     mma.sync with fp32 accumulation) when AE_CUDA_ATTN_BWD is not "ref" and
 //       (dk, dv) is (32, 32), (64, 64), (128, 128) or (192, 128);  Hq % Hkv == 0;
 //       no ring buffer (ring == 0, or ring >= pos0 + T: then every position is its own row);
@@ -263,10 +264,19 @@ void sum_dsinks(const ae_backend *be, float *dsinks, const float *dsink_row, int
 
 bool aligned16(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }
 
+// AE_CUDA_ATTN_BWD: "ref" the CUDA-core kernels, "split" the tensor-core path with its separate
+// dQ kernel; unset or anything else the fused tensor-core kernel (where the path applies).
+enum bwd_path { BWD_REF, BWD_SPLIT, BWD_FUSED };
+bwd_path path_from_env() {
+    const char *env = getenv("AE_CUDA_ATTN_BWD");
+    if (env && strcmp(env, "ref") == 0) return BWD_REF;
+    if (env && strcmp(env, "split") == 0) return BWD_SPLIT;
+    return BWD_FUSED;
+}
+
 // The arguments the tensor-core path takes (see the file header).
 bool fast_path_ok(const ae_attn_args *a, ae_ptr dk, ae_ptr dv, ae_ptr q, ae_ptr k, ae_ptr v) {
-    const char *env = getenv("AE_CUDA_ATTN_BWD");
-    if (env && strcmp(env, "ref") == 0) return false;
+    if (path_from_env() == BWD_REF) return false;
     const long S = (long)a->pos0 + a->T;
     return attn_bwd_tc_has(a->dk, a->dv) && a->Hq % a->Hkv == 0 &&
            (a->ring == 0 || a->ring >= S) && dk.data != dv.data && aligned16(q.data) &&
@@ -288,7 +298,7 @@ int run_fast(const ae_backend *be, const ae_attn_args *a, const bwd_params *p, c
     tp.k_stride = p->k_stride, tp.v_stride = p->v_stride, tp.window = p->window;
     tp.scale = p->scale, tp.scale_log2 = p->scale_log2;
     return attn_bwd_tc_run(be, a, &tp, p->dout, p->dout_bf, out, p->lse2, p->delta,
-                           p->dsink_row);
+                           p->dsink_row, path_from_env() != BWD_SPLIT);
 }
 
 } // namespace

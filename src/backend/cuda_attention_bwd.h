@@ -18,6 +18,10 @@ typedef struct {
     void *dq;           // (T, Hq, dk) F32 or BF16 (dq_bf), overwritten
     void *dk, *dv;      // layouts of k, v; F32 or BF16 (dk_bf, dv_bf); added into
     int dq_bf, dk_bf, dv_bf;
+    // fused kernel only, set by its launch: the fp32 partial sums of dq (T, Hq, dk) (dq itself
+    // when F32) and the counters (a ticket, then one per (kv head, query tile)), zeroed
+    float *dq_acc;
+    int *sem;
     const float *lse2;  // (T·Hq)
     const float *delta; // (T·Hq) D = Σ_d dout·out (= Σ_j p_j dp_j)
     int T, pos0, Hq, Hkv, G, dk_dim, dv_dim;
@@ -32,13 +36,14 @@ int attn_bwd_tc_has(int dk, int dv);
 // Hq % Hkv == 0, dk != dv memory, 16-byte aligned q, k, v, strides multiples of 8). out null:
 // the forward runs first (out into scratch, lse2 written: the launch `attention` makes when
 // asked for lse); out non-null: the saved forward output (T, Hq, dv), lse2 its log-sum-exp
-// (read only). Then D (and dsink_row when non-null: −p_sink·D per row), then the dK/dV and dQ
-// kernels. `dout` is the op's (F32 or BF16, dout_bf). Returns 0 without queueing anything when a
-// kernel's shared memory does not fit the device (the caller falls back), 1 otherwise (an error
-// may be kept).
+// (read only). Then D (and dsink_row when non-null: −p_sink·D per row), then the kernels: fused
+// (one kernel: dK, dV and dQ, dQ summed over key tiles in a fixed order) or split (the dK/dV
+// kernel, then the dQ kernel). `dout` is the op's (F32 or BF16, dout_bf). Returns 0 without
+// queueing anything when a kernel's shared memory does not fit the device (the caller falls
+// back), 1 otherwise (an error may be kept).
 int attn_bwd_tc_run(const ae_backend *be, const ae_attn_args *a, attn_bwd_tc_params *p,
                     const void *dout, int dout_bf, const bf16 *out, float *lse2, float *delta,
-                    float *dsink_row);
+                    float *dsink_row, int fused);
 
 // Queues k_attn_bwd_delta (cuda_attention_bwd_tc.cu) over `rows` rows of dv values: delta[r] =
 // Σ dout·out, dsink_row[r] = −exp2(sinks[r % Hq]·log2 e − lse2[r])·delta[r] when dsink_row is

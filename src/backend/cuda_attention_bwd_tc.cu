@@ -4,7 +4,7 @@
 //
 // When the op is not given the forward's out and log-sum-exp (ae_attn_args.lse), it starts with
 //   1. the forward flash kernel with its lse2 output (attn_flash_run_lse): out into a bf16
-//      scratch (T, Hq, dv), lse2 per row. Cost: one forward (2 of the 9 matrix products below).
+//      scratch (T, Hq, dv), lse2 per row. Cost: one forward (2 matrix products, see below).
 //      The training forwards keep both (the `attention` op's dispatcher runs this very launch
 //      when asked for lse: same kernel, unsplit, same MW), so this step is skipped there and the
 //      results are the same bits.
@@ -16,12 +16,19 @@
 //      the packed query rows (token, head of the group) that can see the tile, BQ at a time (Q
 //      and dO tiles double-buffered with cp.async), accumulating dK, dV in registers: per tile
 //      Sᵀ = K·Qᵀ, Pᵀ, dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ, dK += dSᵀ·Q. Sole writer of its keys' rows.
-//   4. k_attn_bwd_q: dq = scale·dS·K. Block = (64 packed query rows, kv head), as the forward:
-//      loops over the key tiles the rows can see (K, V double-buffered): S = Q·Kᵀ, P,
-//      dP = dO·Vᵀ, dS, dQ += dS·K. Sole writer of its rows.
-// 9 products of T_q x T_k x d in all (forward 2, dK/dV 4, dQ 3; 7 with a saved forward) against
-// the 5 of a backward that keeps dq in float atomics: the price of determinism (every sum in a
-// fixed order, no atomics).
+//      Fused (the default): the same kernel also forms dQ_part = dS·K per query tile (dS through
+//      shared memory) and adds it into dq: the key tiles that see a query tile add theirs in
+//      key-tile order (a counter per (kv head, query tile) in global memory: the block of key
+//      tile y waits until the earlier ones have added, then load-add-stores fp32 partial sums;
+//      the last one writes scale·sum into dq). Blocks take their tile from a ticket counter, so
+//      a block only waits on blocks that already run. 5 products, every sum in a fixed order.
+//   4. split (AE_CUDA_ATTN_BWD=split) instead: k_attn_bwd_kv without dQ, then k_attn_bwd_q:
+//      dq = scale·dS·K. Block = (64 packed query rows, kv head), as the forward: loops over the
+//      key tiles the rows can see (K, V double-buffered): S = Q·Kᵀ, P, dP = dO·Vᵀ, dS,
+//      dQ += dS·K. Sole writer of its rows. S and dP are computed twice (7 products).
+// Products of T_q x T_k x d in all: forward 2 (skipped with a saved forward), then 5 fused or 7
+// split; a backward that adds dq in float atomics also has 5, in an order that changes from run
+// to run: the fused kernel's counters give it that count with a fixed order.
 // Only key tiles some row can see are visited (causal: half; window W: O(T·W)); masking is
 // applied only on tiles not fully visible.
 //
@@ -121,22 +128,117 @@ __device__ __forceinline__ void tile_load(bf16 *dst, int ld, const bf16 *any, F 
     }
 }
 
-// ---- dK, dV ------------------------------------------------------------------------------------
-// Block (kv head x, key tile y = keys j0 .. j0 + 63 from the first key any query sees: the
-// longest tiles, first under a causal mask, are scheduled first for every head). Warp w
-// owns keys j0 + 16w .. +15; in its accumulators lane holds keys g = lane/4 and g + 8, columns
-// 2·(lane%4) + {0,1} of each 8-wide n-tile (the mma layout). Shared: K, V of the tile; two
-// buffers of (Q, dO, lse2, D, position) for BQ packed rows.
+// ---- dK, dV (fused: and dQ) -----------------------------------------------------------------------
+// Block = (kv head, key tile: keys j0 .. j0 + 63 from the first key any query sees). Split: kv
+// head blockIdx.x, tile blockIdx.y (the longest tiles, first under a causal mask, are scheduled
+// first for every head). Fused: the block takes a ticket (atomicAdd on sem[0]) and does tile
+// ticket / Hkv of kv head ticket % Hkv: tickets are handed out in order to blocks that are
+// running, so a block only ever waits (below) on blocks that already run.
+// Warp w owns keys j0 + 16w .. +15; in its accumulators lane holds keys g = lane/4 and g + 8,
+// columns 2·(lane%4) + {0,1} of each 8-wide n-tile (the mma layout). The packed query rows are
+// visited in tiles of BQ aligned to multiples of BQ (the fused dQ's counters count per tile),
+// from the tile holding the first row that sees a key of the block's tile; rows that do not see
+// a key are masked by position. Shared: K, V of the tile; two buffers of (Q, dO, lse2, D,
+// position) for BQ packed rows; fused: dS of the current rows (BQ x 64, [row][key]).
 template <int DK, int DV, int BQ> struct kv_cfg {
     static constexpr int KLD = DK + 8, VLD = DV + 8; // padded rows: conflict-free ldmatrix
-    static constexpr size_t SMEM = sizeof(bf16) * (size_t)(kRows + 2 * BQ) * (KLD + VLD) +
-                                   sizeof(float) * 2 * 3 * BQ;
+    static constexpr int SLD = kRows + 8;            // dS rows (fused)
+    static constexpr size_t smem(bool fused) {
+        return sizeof(bf16) * (size_t)(kRows + 2 * BQ) * (KLD + VLD) + sizeof(float) * 2 * 3 * BQ +
+               (fused ? sizeof(bf16) * (size_t)BQ * SLD : 0);
+    }
 };
 
-template <int DK, int DV, int BQ>
+// Key tiles (numbered from attn_lo(pos0) in steps of 64) that packed rows R0 .. R0 + BQ − 1
+// (clipped at T·G) see: the first holds the first visible key of row R0, the last the key at the
+// position of the last row. Every key tile in between visits the rows (see k_attn_bwd_kv).
+__device__ __forceinline__ int first_key_tile(const attn_bwd_tc_params &p, int R0) {
+    return (attn_lo(p.pos0 + R0 / p.G, p.window) - attn_lo(p.pos0, p.window)) / kRows;
+}
+template <int BQ> __device__ __forceinline__ int last_key_tile(const attn_bwd_tc_params &p, int R0) {
+    const int last = R0 + BQ - 1 < p.T * p.G - 1 ? R0 + BQ - 1 : p.T * p.G - 1;
+    return (p.pos0 + last / p.G - attn_lo(p.pos0, p.window)) / kRows;
+}
+
+// Spins (one thread) until *count >= target. A count that never comes is a bug: after 20 s the
+// kernel traps (an error from the next sync) instead of hanging the process.
+__device__ __forceinline__ void wait_count(const int *count, int target) {
+    unsigned long long t0, t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    while (*(const volatile int *)count < target) {
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        if (t - t0 > 20000000000ull) __trap();
+    }
+    __threadfence(); // the earlier blocks' dQ sums are read after the count
+}
+
+// Fused dQ of packed rows R0 .. R0 + BQ − 1 (kv head kvh, key tile y): dQ_part = dS·K (dS in
+// shared memory, K the tile's keys), added in key-tile order: the block waits until the key
+// tiles before it (first_key_tile .. y − 1) have added theirs (the rows' counter), adds with a
+// plain load-add-store into the fp32 partial sums p.dq_acc (the first tile stores), and counts
+// itself; the last tile writes scale·sum into p.dq instead. Warps: m-tile w % MT of the rows,
+// column block w / MT of DK (MT = BQ / 16 m-tiles, 4 / MT column blocks), NCH n-tiles at a time.
+template <int DK, int BQ>
+__device__ __forceinline__ void dq_tile_add(const attn_bwd_tc_params &p, const bf16 *Ss,
+                                            const bf16 *Ks, int kvh, int y, int R0, int tid) {
+    constexpr int KLD = DK + 8, SLD = kRows + 8, MT = BQ / 16, DQC = DK / (4 / MT);
+    constexpr int NCH = (DQC / 8) % 8 == 0 ? 8 : 4;
+    static_assert(4 % MT == 0 && DQC % (8 * NCH) == 0, "dQ warp layout");
+    const int warp = tid >> 5, lane = tid & 31, gq = lane >> 2, tq = lane & 3;
+    const int nrows = p.T * p.G, first = first_key_tile(p, R0), last = last_key_tile<BQ>(p, R0);
+    int *count = p.sem + 1 + (size_t)kvh * ((nrows + BQ - 1) / BQ) + R0 / BQ;
+    if (tid == 0 && y > first) wait_count(count, y - first);
+    __syncthreads(); // dS of every warp in Ss; the earlier tiles' sums visible
+
+    const int mt = warp % MT, c_begin = (warp / MT) * DQC;
+    uint32_t af[kRows / 16][4]; // dS rows 16·mt .. +15, all 64 keys
+#pragma unroll
+    for (int kk = 0; kk < kRows / 16; kk++) ldsm_x4(af[kk], Ss + mt * 16 * SLD + off_a(lane, SLD) + kk * 16);
+    size_t roff[2];
+    bool ok[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int pr = R0 + mt * 16 + gq + 8 * hf;
+        ok[hf] = pr < nrows;
+        roff[hf] = ok[hf] ? (size_t)((pr / p.G) * p.Hq + kvh * p.G + pr % p.G) * DK : 0;
+    }
+#pragma unroll
+    for (int c0 = c_begin; c0 < c_begin + DQC; c0 += 8 * NCH) {
+        float acc[NCH][4];
+        zero_acc(acc);
+        mma_pb<kRows / 16, NCH>(acc, af, Ks + c0, KLD, lane);
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            if (!ok[hf]) continue;
+#pragma unroll
+            for (int n = 0; n < NCH; n++) {
+                const size_t i = roff[hf] + c0 + n * 8 + 2 * tq;
+                float2 x = make_float2(acc[n][2 * hf], acc[n][2 * hf + 1]);
+                if (y > first) { // sum so far + this tile's part
+                    const float2 o = __ldcg(reinterpret_cast<const float2 *>(p.dq_acc + i));
+                    x.x = o.x + x.x;
+                    x.y = o.y + x.y;
+                }
+                if (y == last) {
+                    st_any(p.dq, p.dq_bf, i, p.scale * x.x);
+                    st_any(p.dq, p.dq_bf, i + 1, p.scale * x.y);
+                } else {
+                    __stcg(reinterpret_cast<float2 *>(p.dq_acc + i), x);
+                }
+            }
+        }
+    }
+    if (y < last) { // the next key tile may add
+        __threadfence();
+        __syncthreads();
+        if (tid == 0) atomicAdd(count, 1);
+    }
+}
+
+template <int DK, int DV, int BQ, bool FUSED>
 __global__ void __launch_bounds__(kThreads) k_attn_bwd_kv(const attn_bwd_tc_params p) {
     typedef kv_cfg<DK, DV, BQ> C;
-    constexpr int KLD = C::KLD, VLD = C::VLD;
+    constexpr int KLD = C::KLD, VLD = C::VLD, SLD = C::SLD;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw); // (64, KLD)
     bf16 *Vs = Ks + kRows * KLD;                   // (64, VLD)
@@ -145,10 +247,20 @@ __global__ void __launch_bounds__(kThreads) k_attn_bwd_kv(const attn_bwd_tc_para
     float *Ls = reinterpret_cast<float *>(Os + 2 * BQ * VLD); // 2 x BQ: lse2
     float *Ds = Ls + 2 * BQ;                                  // 2 x BQ: D
     int *Ps = reinterpret_cast<int *>(Ds + 2 * BQ);           // 2 x BQ: position (−1: none)
+    bf16 *Ss = reinterpret_cast<bf16 *>(Ps + 2 * BQ);         // fused: (BQ, SLD) dS [row][key]
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gq = lane >> 2, tq = lane & 3;
-    const int kvh = blockIdx.x, G = p.G, S = p.pos0 + p.T;
-    const int j0 = attn_lo(p.pos0, p.window) + blockIdx.y * kRows;
+    int kvh, ky;
+    if constexpr (FUSED) {
+        __shared__ int ticket;
+        if (tid == 0) ticket = atomicAdd(p.sem, 1);
+        __syncthreads();
+        kvh = ticket % p.Hkv, ky = ticket / p.Hkv;
+    } else {
+        kvh = blockIdx.x, ky = blockIdx.y;
+    }
+    const int G = p.G, S = p.pos0 + p.T, nrows = p.T * G;
+    const int j0 = attn_lo(p.pos0, p.window) + ky * kRows;
     // packed rows of the queries that can see a key of the tile: tokens t_lo .. t_hi
     const int t_lo = j0 - p.pos0 > 0 ? j0 - p.pos0 : 0;
     int t_hi = p.T - 1;
@@ -156,7 +268,7 @@ __global__ void __launch_bounds__(kThreads) k_attn_bwd_kv(const attn_bwd_tc_para
         const long t_w = (long)j0 + kRows - 1 + p.window - 1 - p.pos0;
         if (t_w < t_hi) t_hi = (int)t_w;
     }
-    const int r_begin = t_lo * G, r_end = (t_hi + 1) * G;
+    const int r_begin = t_lo * G / BQ * BQ, r_end = (t_hi + 1) * G;
 
     tile_load<kRows, DK>(Ks, KLD, p.q, [&](int r) -> const bf16 * {
         const int j = j0 + r;
@@ -166,12 +278,12 @@ __global__ void __launch_bounds__(kThreads) k_attn_bwd_kv(const attn_bwd_tc_para
         const int j = j0 + r;
         return j < S ? p.v + (size_t)j * p.v_stride + (size_t)kvh * DV : nullptr;
     }, tid);
-    // Q, dO, lse2, D, positions of packed rows R0 .. R0 + BQ − 1 into buffer b (rows past r_end
+    // Q, dO, lse2, D, positions of packed rows R0 .. R0 + BQ − 1 into buffer b (rows past T·G
     // zero, position −1: masked)
     auto load_rows = [&](int R0, int b) {
         auto row = [&](int r) { // global row index t·Hq + h of packed row R0 + r, or −1
             const int pr = R0 + r;
-            return pr < r_end ? (pr / G) * p.Hq + kvh * G + pr % G : -1;
+            return pr < nrows ? (pr / G) * p.Hq + kvh * G + pr % G : -1;
         };
         tile_load<BQ, DK>(Qs + b * BQ * KLD, KLD, p.q, [&](int r) -> const bf16 * {
             const int gr = row(r);
@@ -214,7 +326,7 @@ __global__ void __launch_bounds__(kThreads) k_attn_bwd_kv(const attn_bwd_tc_para
         zero_acc(s);
         mma_abt<DK / 16>(s, Ks + warp * 16 * KLD, KLD, qt, KLD, lane);
         const int pos_first = p.pos0 + R0 / G, pos_last = p.pos0 + (R0 + BQ - 1) / G;
-        const bool full = R0 + BQ <= r_end && pos_first >= j0 + kRows - 1 &&
+        const bool full = R0 + BQ <= nrows && pos_first >= j0 + kRows - 1 &&
                           (p.window <= 0 || attn_lo(pos_last, p.window) <= j0);
 #pragma unroll
         for (int n = 0; n < BQ / 8; n++) {
@@ -243,7 +355,16 @@ __global__ void __launch_bounds__(kThreads) k_attn_bwd_kv(const attn_bwd_tc_para
             for (int e = 0; e < 4; e++) dp[n][e] = s[n][e] * (dp[n][e] - dt[n * 8 + 2 * tq + (e & 1)]);
         to_afrag<BQ / 8>(pf, dp);
         mma_pb<BQ / 16, DK / 8>(dka, pf, qt, KLD, lane);
-        __syncthreads(); // buffer b is refilled by the next iteration's prefetch
+        if constexpr (FUSED) { // dS (the bf16 values dK used) as [row][key], then dQ += dS·K
+#pragma unroll
+            for (int n = 0; n < BQ / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    Ss[(n * 8 + 2 * tq + (e & 1)) * SLD + warp * 16 + gq + 8 * (e >> 1)] =
+                        __float2bfloat16_rn(dp[n][e]);
+            dq_tile_add<DK, BQ>(p, Ss, Ks, kvh, ky, R0, tid);
+        }
+        __syncthreads(); // buffer b (and Ss) is refilled by the next iteration
     }
     cp_async_wait<0>();
 
@@ -426,20 +547,42 @@ __global__ void __launch_bounds__(256) k_attn_bwd_delta(const bf16 *out, const v
 
 // ---- launch --------------------------------------------------------------------------------------
 
+// Counters of the fused kernel: one ticket, then one per (kv head, tile of BQ >= 32 packed rows).
+size_t fused_counters(const attn_bwd_tc_params *p) {
+    return 1 + (size_t)p->Hkv * (size_t)((p->T * p->G + 31) / 32);
+}
+
 template <int DK, int DV, int BQ, int BN> struct tc_kernels {
     typedef kv_cfg<DK, DV, BQ> KV;
     typedef q_cfg<DK, DV, BN> Q;
-    // Raises the shared memory limits; 0 when either kernel does not fit the device.
-    static int prepare(const ae_backend *be) {
-        return attn_set_smem(be, (const void *)k_attn_bwd_kv<DK, DV, BQ>, KV::SMEM) &&
+    // Raises the shared memory limits; 0 when a kernel of the path does not fit the device.
+    static int prepare(const ae_backend *be, int fused) {
+        if (fused)
+            return attn_set_smem(be, (const void *)k_attn_bwd_kv<DK, DV, BQ, true>, KV::smem(true));
+        return attn_set_smem(be, (const void *)k_attn_bwd_kv<DK, DV, BQ, false>, KV::smem(false)) &&
                attn_set_smem(be, (const void *)k_attn_bwd_q<DK, DV, BN>, Q::SMEM);
     }
-    static void launch(const ae_backend *be, const attn_bwd_tc_params *p) {
+    static void launch(const ae_backend *be, attn_bwd_tc_params *p, int fused) {
         cudaStream_t s = stream_of(be);
         const int S = p->pos0 + p->T;
         const int jmin = p->window > 0 && p->pos0 - p->window + 1 > 0 ? p->pos0 - p->window + 1 : 0;
-        dim3 gkv((unsigned)p->Hkv, (unsigned)((S - jmin + kRows - 1) / kRows));
-        k_attn_bwd_kv<DK, DV, BQ><<<gkv, kThreads, KV::SMEM, s>>>(*p);
+        const unsigned key_tiles = (unsigned)((S - jmin + kRows - 1) / kRows);
+        if (fused) { // counters zeroed; fp32 partial sums of dq (dq itself when it is F32)
+            const size_t nc = fused_counters(p);
+            const size_t nacc = p->dq_bf ? (size_t)p->T * p->Hq * DK : 0;
+            void *tmp = cuda_tmp_alloc(be, sizeof(int) * nc + sizeof(float) * nacc, "attention_bwd");
+            if (!tmp) return; // error kept
+            p->sem = (int *)tmp;
+            p->dq_acc = p->dq_bf ? (float *)((int *)tmp + (nc + 3) / 4 * 4) : (float *)p->dq;
+            cuda_check(be, cudaMemsetAsync(p->sem, 0, sizeof(int) * nc, s), "attention_bwd");
+            k_attn_bwd_kv<DK, DV, BQ, true>
+                <<<key_tiles * (unsigned)p->Hkv, kThreads, KV::smem(true), s>>>(*p);
+            cuda_check(be, cudaGetLastError(), "attention_bwd (fused dk, dv, dq)");
+            cuda_tmp_free(be, tmp);
+            return;
+        }
+        k_attn_bwd_kv<DK, DV, BQ, false>
+            <<<dim3((unsigned)p->Hkv, key_tiles), kThreads, KV::smem(false), s>>>(*p);
         cuda_check(be, cudaGetLastError(), "attention_bwd (dk, dv)");
         dim3 gq((unsigned)p->Hkv, (unsigned)((p->T * p->G + kRows - 1) / kRows));
         k_attn_bwd_q<DK, DV, BN><<<gq, kThreads, Q::SMEM, s>>>(*p);
@@ -452,17 +595,17 @@ template <int DK, int DV, int BQ, int BN> struct tc_kernels {
 #define AE_BWD_TC_DIMS(X) \
     X(32, 32, 64, 64) X(64, 64, 64, 64) X(128, 128, 64, 64) X(192, 128, 32, 32)
 
-int tc_prepare(const ae_backend *be, int dk, int dv) {
+int tc_prepare(const ae_backend *be, int dk, int dv, int fused) {
 #define X(DK, DV, BQ, BN) \
-    if (dk == DK && dv == DV) return tc_kernels<DK, DV, BQ, BN>::prepare(be);
+    if (dk == DK && dv == DV) return tc_kernels<DK, DV, BQ, BN>::prepare(be, fused);
     AE_BWD_TC_DIMS(X)
 #undef X
     return 0;
 }
 
-void tc_launch(const ae_backend *be, const attn_bwd_tc_params *p) {
+void tc_launch(const ae_backend *be, attn_bwd_tc_params *p, int fused) {
 #define X(DK, DV, BQ, BN) \
-    if (p->dk_dim == DK && p->dv_dim == DV) return tc_kernels<DK, DV, BQ, BN>::launch(be, p);
+    if (p->dk_dim == DK && p->dv_dim == DV) return tc_kernels<DK, DV, BQ, BN>::launch(be, p, fused);
     AE_BWD_TC_DIMS(X)
 #undef X
 }
@@ -515,8 +658,8 @@ static int tc_forward(const ae_backend *be, const ae_attn_args *a, const attn_bw
 
 int attn_bwd_tc_run(const ae_backend *be, const ae_attn_args *a, attn_bwd_tc_params *p,
                     const void *dout, int dout_bf, const bf16 *out, float *lse2, float *delta,
-                    float *dsink_row) {
-    if (!attn_bwd_tc_has(a->dk, a->dv) || !tc_prepare(be, a->dk, a->dv)) return 0;
+                    float *dsink_row, int fused) {
+    if (!attn_bwd_tc_has(a->dk, a->dv) || !tc_prepare(be, a->dk, a->dv, fused)) return 0;
     const size_t rows = (size_t)a->T * a->Hq, no = rows * (size_t)a->dv;
     // scratch: out (bf16) unless saved, then dout in bf16 unless the op's dout can be used as it is
     const int copy_dout = !dout_bf || ((uintptr_t)dout & 15) != 0, recompute = out == NULL;
@@ -544,7 +687,7 @@ int attn_bwd_tc_run(const ae_backend *be, const ae_attn_args *a, attn_bwd_tc_par
     p->dout = copy_dout ? dout_copy : (const bf16 *)dout;
     p->lse2 = lse2;
     p->delta = delta;
-    tc_launch(be, p);
+    tc_launch(be, p, fused);
     cuda_tmp_free(be, scratch);
     return 1;
 }
