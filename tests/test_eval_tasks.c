@@ -2,7 +2,8 @@
 // (tests/fixtures/eval_tasks/lm_eval_requests.json, written by tools/gen_eval_task_fixtures.py
 // from lm-eval 0.4.13's own task code), metrics on hand-computed cases, and log-likelihoods
 // against a reference computed here (full forward from an empty cache, log-softmax in double)
-// for the teacher and a sliding-window student whose ring forbids rewinding the cache.
+// for the teacher, a sliding-window student whose ring forbids rewinding the cache and an MLA
+// student, each scored one request at a time and many items per forward (the paged forward).
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -363,8 +364,15 @@ static double ref_ll(const ae_model *m, const ae_tokenizer *tok, const char *ctx
     return ll;
 }
 
-static void check_scores(const ae_model *m, const ae_tokenizer *tok, const char *task, int shots, int max_len,
-                         int want_truncated) {
+static int progress_seen;
+static void count_progress(void *ud, int done, int total) {
+    assert_int_equal(total, *(const int *)ud);
+    assert_true(done > progress_seen && done <= total); // items done only grow
+    progress_seen = done;
+}
+
+static void check_scores_batch(const ae_model *m, const ae_tokenizer *tok, const char *task, int shots,
+                               int max_len, int want_truncated, int batch) {
     ae_task t;
     ae_task_item *items;
     int n;
@@ -372,7 +380,10 @@ static void check_scores(const ae_model *m, const ae_tokenizer *tok, const char 
     assert_int_equal(ae_task_load(ae_task_find(task), d, shots > 0, &t), AE_OK);
     assert_int_equal(ae_task_build(&t, shots, 0, 1234, &items, &n), AE_OK);
     ae_task_scores s;
-    if (ae_task_score(m, tok, items, n, max_len, NULL, NULL, &s) != AE_OK) fail_msg("%s", ae_last_error());
+    progress_seen = 0;
+    if (ae_task_score(m, tok, items, n, max_len, batch, count_progress, &n, &s) != AE_OK)
+        fail_msg("%s", ae_last_error());
+    assert_int_equal(progress_seen, n); // the last call reports every item done
     int n_trunc = 0;
     for (int i = 0; i < n; i++) {
         int any = 0;
@@ -381,8 +392,8 @@ static void check_scores(const ae_model *m, const ae_tokenizer *tok, const char 
             double want = ref_ll(m, tok, items[i].ctx[j], items[i].cont[j], max_len, &g, &tr);
             any |= tr;
             if (fabs(s.ll[k] - want) > 1e-4 || s.greedy[k] != g)
-                fail_msg("%s item %d choice %d (max_len %d): ll %.6f greedy %d, reference %.6f greedy %d", task, i,
-                         j, max_len, s.ll[k], s.greedy[k], want, g);
+                fail_msg("%s item %d choice %d (max_len %d, batch %d): ll %.6f greedy %d, reference %.6f greedy %d",
+                         task, i, j, max_len, batch, s.ll[k], s.greedy[k], want, g);
         }
         assert_int_equal(s.truncated[i], any);
         n_trunc += any;
@@ -394,6 +405,15 @@ static void check_scores(const ae_model *m, const ae_tokenizer *tok, const char 
     ae_task_items_free(items, n);
     ae_task_free(&t);
     free(d);
+}
+
+// Every request against the reference, one request at a time (batch 1: the contiguous
+// forward), two items per forward (batches end mid-task, prefixes of neighbouring items in one
+// forward) and all items in one forward (the paged forward, shared prefix pages).
+static void check_scores(const ae_model *m, const ae_tokenizer *tok, const char *task, int shots, int max_len,
+                         int want_truncated) {
+    static const int batches[] = {1, 2, 64};
+    for (int b = 0; b < 3; b++) check_scores_batch(m, tok, task, shots, max_len, want_truncated, batches[b]);
 }
 
 static void score_all(const ae_model *m, const ae_tokenizer *tok) {
@@ -433,6 +453,23 @@ static void test_scores_sliding_window(void **state) {
     ae_tokenizer_free(tok);
 }
 
+// An MLA student: the paged forward runs its layers in the absorbed form, the contiguous one
+// materialises keys and values; both must give the reference's log-likelihoods.
+static void test_scores_mla(void **state) {
+    (void)state;
+    ae_model *m;
+    ae_tokenizer *tok;
+    assert_int_equal(ae_model_load(ae_test_src(MICRO), ae_backend_cpu(), &m), AE_OK);
+    assert_int_equal(ae_tokenizer_load(ae_test_src(MICRO), &tok), AE_OK);
+    ae_student_spec spec = {.target = AE_ATTN_MLA, .kv_lora_rank = 32, .qk_rope_dim = 8, .seed = 5};
+    assert_int_equal(ae_student_resolve(&m->cfg, &spec), AE_OK);
+    ae_init_report rep;
+    assert_int_equal(ae_student_make(m, &spec, &rep), AE_OK);
+    score_all(m, tok);
+    ae_model_free(m);
+    ae_tokenizer_free(tok);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pyrandom),
@@ -445,6 +482,7 @@ int main(void) {
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_scores_teacher),
         cmocka_unit_test(test_scores_sliding_window),
+        cmocka_unit_test(test_scores_mla),
     };
     return ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }

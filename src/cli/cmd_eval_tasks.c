@@ -1,5 +1,6 @@
 // attnedit eval tasks --model M[,M2,...] --tasks a,b [--shots K] [--limit N] [--data-dir DIR]
-//                     [--json] [--samples FILE] [--seed S] [--max-length N] [--device D]
+//                     [--json] [--samples FILE] [--seed S] [--max-length N] [--batch N]
+//                     [--device D]
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,7 @@
 static const char k_help[] =
     "usage: attnedit eval tasks --model M[,M2,...] --tasks T1,T2,... [--shots K] [--limit N]\n"
     "         [--data-dir DIR] [--json] [--samples FILE] [--seed S] [--max-length N]\n"
-    "         [--device cpu|cuda[:N]]\n"
+    "         [--batch N] [--device cpu|cuda[:N]]\n"
     "  Scores each model on benchmark tasks exactly as lm-evaluation-harness 0.4.13 does (same\n"
     "  prompts, few-shot examples, log-likelihood requests and metrics; docs/EVAL.md): one table\n"
     "  with a column per model, the difference of each to the first and whether it exceeds two\n"
@@ -27,6 +28,8 @@ static const char k_help[] =
     "  --limit N: only the first N items of each task (each MMLU subject).\n"
     "  --max-length N: context window in tokens (default: the model's max_position_embeddings);\n"
     "  longer requests are cut from the left, as lm-eval does, and counted.\n"
+    "  --batch N: items scored per forward (default 32; their shared prefixes run once, every\n"
+    "  choice then reads the prefix's KV pages); 1: one request at a time. Same results.\n"
     "  --samples FILE: one JSON line per model and item (prompt, continuations, log-likelihoods,\n"
     "  predictions). --json: the table as JSON. Progress (items/s, ETA) goes to stderr.\n";
 
@@ -101,7 +104,7 @@ static int run_model(ae_cli_eval_tasks *e, int i, const ae_backend *be) {
     for (int t = 0; t < e->n_tasks && rc == 0; t++) {
         ae_cli_task_run *r = &e->tasks[t];
         progress_ctx pc = {r->task.def->name, base_name(e->models[i]), ae_time_now(), 0};
-        if (ae_task_score(m, tok, r->items, r->n_items, max_len, progress, &pc, &r->scores[i]) != AE_OK) {
+        if (ae_task_score(m, tok, r->items, r->n_items, max_len, e->batch, progress, &pc, &r->scores[i]) != AE_OK) {
             ae_error_wrap(AE_ERR_ARG, "%s: %s", e->models[i], r->task.def->name);
             rc = ae_cli_fail("eval tasks");
             break;
@@ -188,6 +191,7 @@ int ae_cmd_eval_tasks(int argc, char **argv) {
     const char *models = NULL, *tasks_s = NULL, *data_dir = NULL, *samples = NULL, *device = NULL, *v;
     ae_cli_eval_tasks e = {0};
     e.seed = 1234;
+    e.batch = AE_TASK_BATCH_DEFAULT;
     int json = 0, r;
     while (a.i < a.argc) {
         ae_status st = AE_OK;
@@ -200,6 +204,8 @@ int ae_cmd_eval_tasks(int argc, char **argv) {
             if (r > 0) st = ae_parse_int(v, "--limit", 1, 1 << 30, &e.limit);
         } else if ((r = ae_args_value(&a, "--max-length", &v))) {
             if (r > 0) st = ae_parse_int(v, "--max-length", 2, 1 << 24, &e.max_len_opt);
+        } else if ((r = ae_args_value(&a, "--batch", &v))) {
+            if (r > 0) st = ae_parse_int(v, "--batch", 1, 1 << 16, &e.batch);
         } else if ((r = ae_args_value(&a, "--seed", &v))) {
             if (r > 0) st = ae_parse_u64(v, "--seed", &e.seed);
         } else if (ae_args_flag(&a, "--json")) json = 1;

@@ -23,6 +23,7 @@ typedef struct {
     const ae_task_group **groups; // (n_groups) groups to report, each over its tasks in `tasks`
     int n_groups;
     int shots, limit, max_len_opt;
+    int batch; // items per forward (--batch)
     uint64_t seed;
 } ae_cli_eval_tasks;
 

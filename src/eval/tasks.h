@@ -11,6 +11,7 @@
 //   tasks_text.c      text helpers: lm-eval's preprocessing, Python str semantics, jsonl lines
 //   tasks_prompt.c    few-shot sampling (Python's random.Random) and (context, continuation)s
 //   tasks_score.c     log-likelihood of requests through the model's forward (shared prefixes)
+//   tasks_batch.c     the same, many items per forward over the paged KV cache (shared pages)
 //   tasks_metrics.c   acc, acc_norm, perplexity, standard errors, paired differences, groups
 #ifndef AE_EVAL_TASKS_H
 #define AE_EVAL_TASKS_H
@@ -149,9 +150,14 @@ typedef void (*ae_task_progress_fn)(void *ud, int done, int total);
 // as one string and split after the context's tokens (trailing whitespace of the context moved
 // to the continuation); input (context + continuation)[-(max_len + 1):][:-1]; log-likelihood =
 // sum of the continuation tokens' log-probabilities, greedy = each is the argmax. A shared
-// prefix (the context of every choice) is run once per item.
+// prefix (the context of every choice) is run once per item. batch > 1: up to `batch` items
+// per forward (their prefixes in one forward, then every choice's rows in a second one, over
+// the paged KV cache: tasks_batch.c), when the backend has the paged ops; batch 1, or a
+// backend without them: one request at a time through the contiguous forward. The results
+// agree to fp32 rounding. progress is called after each forward's items.
+#define AE_TASK_BATCH_DEFAULT 32
 ae_status ae_task_score(const ae_model *m, const ae_tokenizer *tok, const ae_task_item *items,
-                        int n_items, int max_len, ae_task_progress_fn progress, void *ud,
+                        int n_items, int max_len, int batch, ae_task_progress_fn progress, void *ud,
                         ae_task_scores *out);
 void ae_task_scores_free(ae_task_scores *s);
 

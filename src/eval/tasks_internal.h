@@ -90,6 +90,28 @@ ae_status ae_push_mc(ae_task_split *out, int line, char *text, const char *const
 // The file names split s of a task tries, ", "-separated, into buf (tasks_registry.c).
 void ae_task_split_names(const ae_task_def *d, int s, char *buf, size_t n);
 
+// ---- requests as the model sees them (tasks_score.c, tasks_batch.c) ----
+// A request tokenised as lm-eval's HF backend does (tasks_score.c: ae_enc_req_make).
+typedef struct {
+    int32_t *ids; // (n_ctx + n_cont) context tokens then continuation tokens
+    int n_ctx, n_cont;
+} ae_enc_req;
+// The model's input of a request cut to max_len: (ctx + cont)[-(max_len + 1):][:-1], split
+// into a prefix of n_prefix tokens (run once for the choices that share it) and a tail of
+// n_tail = n_cont tokens whose logit rows score the continuation ids[n_ctx .. n_ctx + n_cont).
+typedef struct {
+    const int32_t *in; // (n_prefix + n_tail) points into the ae_enc_req
+    int n_prefix, n_tail, truncated;
+} ae_req_view;
+ae_req_view ae_req_view_of(const ae_enc_req *r, int max_len);
+// 1 when a and b have the same prefix tokens (so one run of it serves both).
+int ae_req_same_prefix(const ae_req_view *a, const ae_req_view *b);
+// Scores the out->n_items items many per forward through the paged forward (tasks_batch.c):
+// `batch` items at most per forward; fills out->ll, greedy, truncated (out allocated by the
+// caller, out->first set). enc: (out->n_req) the encoded requests, already checked.
+ae_status ae_task_score_batched(const ae_model *m, const ae_enc_req *enc, int max_len, int batch,
+                                ae_task_progress_fn progress, void *ud, ae_task_scores *out);
+
 // ---- Python's random.Random (MT19937) as lm-eval's few-shot sampler uses it ----
 typedef struct {
     uint32_t mt[624];

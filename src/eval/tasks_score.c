@@ -18,12 +18,7 @@
 #include "core/mem.h"
 #include "eval/tasks_internal.h"
 
-typedef struct {
-    int32_t *ids; // (n_ctx + n_cont) context tokens then continuation tokens
-    int n_ctx, n_cont;
-} enc_req;
-
-static ae_status encode_req(const ae_tokenizer *tok, const char *ctx, const char *cont, enc_req *r) {
+static ae_status encode_req(const ae_tokenizer *tok, const char *ctx, const char *cont, ae_enc_req *r) {
     int32_t *c = NULL, *w = NULL;
     size_t nc = 0, nw = 0;
     if (!ctx[0]) { // lm-eval: ([prefix_token_id], encode(cont)) unless cont starts with it
@@ -65,6 +60,18 @@ static ae_status encode_req(const ae_tokenizer *tok, const char *ctx, const char
     return st;
 }
 
+ae_req_view ae_req_view_of(const ae_enc_req *r, int max_len) {
+    int total = r->n_ctx + r->n_cont, start = total > max_len + 1 ? total - (max_len + 1) : 0;
+    int n_in = total - 1 - start;
+    ae_req_view v = {r->ids + start, n_in - r->n_cont, r->n_cont, start > 0};
+    return v;
+}
+
+int ae_req_same_prefix(const ae_req_view *a, const ae_req_view *b) {
+    return a->n_prefix == b->n_prefix &&
+           (a->n_prefix == 0 || !memcmp(a->in, b->in, sizeof(int32_t) * (size_t)a->n_prefix));
+}
+
 // Scorer state of one model: the cache, device buffers, the prefix the cache holds.
 typedef struct {
     const ae_model *m;
@@ -76,7 +83,7 @@ typedef struct {
     ae_ptr amax;    // (max_cont) I32
     float *h_nll;   // (max_cont) host
     int32_t *h_amax; // (max_cont) host
-    const int32_t *prefix; // tokens the cache holds (points into an enc_req), n_prefix of them
+    const int32_t *prefix; // tokens the cache holds (points into an ae_enc_req), n_prefix of them
     int n_prefix;   // -1: nothing reusable
     int ring;       // smallest sliding-window ring (slots), 0 when none
 } scorer;
@@ -110,14 +117,14 @@ static void scorer_free(scorer *sc) {
 }
 
 // One request: log-likelihood of its continuation and whether each token is the argmax.
-static ae_status score_req(scorer *sc, const enc_req *r, int max_len, double *ll, unsigned char *greedy,
+static ae_status score_req(scorer *sc, const ae_enc_req *r, int max_len, double *ll, unsigned char *greedy,
                            int *truncated) {
     const ae_backend *be = sc->m->be;
     int V = sc->m->cfg.vocab_size;
-    int total = r->n_ctx + r->n_cont, start = total > max_len + 1 ? total - (max_len + 1) : 0;
-    int n_in = total - 1 - start, nk = r->n_cont, np = n_in - nk;
-    const int32_t *in = r->ids + start; // (n_in) model input
-    *truncated = start > 0;
+    ae_req_view v = ae_req_view_of(r, max_len);
+    const int32_t *in = v.in; // (n_prefix + n_tail) model input
+    int np = v.n_prefix, nk = v.n_tail;
+    *truncated = v.truncated;
     if (!(np == sc->n_prefix && (np == 0 || !memcmp(in, sc->prefix, sizeof(int32_t) * (size_t)np)))) {
         ae_kv_cache_reset(&sc->cache);
         sc->n_prefix = -1;
@@ -159,12 +166,31 @@ static ae_status alloc_scores(ae_task_scores *o, const ae_task_item *items, int 
     return o->ll && o->greedy && o->n_tokens && o->truncated ? AE_OK : AE_ERR_NOMEM;
 }
 
+// Items one after another through the contiguous forward (batch 1: the reference).
+static ae_status score_sequential(const ae_model *m, const ae_enc_req *enc, const ae_task_item *items,
+                                  int n_items, int max_len, int cap, int max_cont,
+                                  ae_task_progress_fn progress, void *ud, ae_task_scores *out) {
+    scorer sc;
+    ae_status st = scorer_init(&sc, m, cap, max_cont);
+    for (int i = 0; i < n_items && st == AE_OK; i++) {
+        for (int j = 0; j < items[i].n && st == AE_OK; j++) {
+            int k = out->first[i] + j, tr;
+            st = score_req(&sc, &enc[k], max_len, &out->ll[k], &out->greedy[k], &tr);
+            out->truncated[i] |= (unsigned char)tr;
+        }
+        if (progress && st == AE_OK) progress(ud, i + 1, n_items);
+    }
+    scorer_free(&sc);
+    return st;
+}
+
 ae_status ae_task_score(const ae_model *m, const ae_tokenizer *tok, const ae_task_item *items,
-                        int n_items, int max_len, ae_task_progress_fn progress, void *ud,
+                        int n_items, int max_len, int batch, ae_task_progress_fn progress, void *ud,
                         ae_task_scores *out) {
     if (max_len < 1) return ae_errorf(AE_ERR_ARG, "max length must be >= 1, got %d", max_len);
+    if (batch < 1) return ae_errorf(AE_ERR_ARG, "--batch must be >= 1, got %d", batch);
     AE_TRY(alloc_scores(out, items, n_items));
-    enc_req *enc = ae_calloc(out->n_req ? (size_t)out->n_req : 1, sizeof *enc);
+    ae_enc_req *enc = ae_calloc(out->n_req ? (size_t)out->n_req : 1, sizeof *enc);
     if (!enc) {
         ae_task_scores_free(out);
         return AE_ERR_NOMEM;
@@ -174,7 +200,7 @@ ae_status ae_task_score(const ae_model *m, const ae_tokenizer *tok, const ae_tas
     int cap = 1, max_cont = 1, V = m->cfg.vocab_size;
     for (int i = 0; i < n_items && st == AE_OK; i++)
         for (int j = 0; j < items[i].n && st == AE_OK; j++) {
-            enc_req *r = &enc[out->first[i] + j];
+            ae_enc_req *r = &enc[out->first[i] + j];
             st = encode_req(tok, items[i].ctx[j], items[i].cont[j], r);
             if (st != AE_OK) break;
             if (r->n_cont < 1)
@@ -193,22 +219,13 @@ ae_status ae_task_score(const ae_model *m, const ae_tokenizer *tok, const ae_tas
             if (r->n_cont > max_cont) max_cont = r->n_cont;
             out->n_tokens[out->first[i] + j] = r->n_cont;
         }
-    scorer sc;
-    int inited = 0;
-    if (st == AE_OK) {
-        st = scorer_init(&sc, m, cap, max_cont);
-        inited = 1;
-    }
-    for (int i = 0; i < n_items && st == AE_OK; i++) {
-        for (int j = 0; j < items[i].n && st == AE_OK; j++) {
-            int k = out->first[i] + j, tr;
-            st = score_req(&sc, &enc[k], max_len, &out->ll[k], &out->greedy[k], &tr);
-            out->truncated[i] |= (unsigned char)tr;
-        }
-        out->n_truncated += out->truncated[i];
-        if (progress) progress(ud, i + 1, n_items);
-    }
-    if (inited) scorer_free(&sc);
+    // Many items per forward need the backend's paged ops; without them items run one by one.
+    int paged = batch > 1 && m->be->attention_paged && m->be->paged_store;
+    if (st == AE_OK && paged)
+        st = ae_task_score_batched(m, enc, max_len, batch, progress, ud, out);
+    else if (st == AE_OK)
+        st = score_sequential(m, enc, items, n_items, max_len, cap, max_cont, progress, ud, out);
+    for (int i = 0; i < n_items; i++) out->n_truncated += out->truncated[i];
     for (int k = 0; k < out->n_req; k++) free(enc[k].ids);
     free(enc);
     if (st != AE_OK) ae_task_scores_free(out);
