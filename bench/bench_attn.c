@@ -14,7 +14,8 @@
 //   forward  2·pairs·Hq·(dk + dv)
 //   backward 2·pairs·Hq·(3·dk + 2·dv)  (S, dP, dV, dK, dQ: 2.5x the forward at dk = dv)
 // the model FLOPs, whatever the kernels recompute. AE_CUDA_ATTN_BWD=ref times the CUDA-core
-// backward (slow: seconds at T 32768), AE_CUDA_ATTN=ref the reference forward.
+// backward (slow: seconds at T 32768), AE_CUDA_ATTN_BWD=split the split tensor-core backward
+// (default: fused), AE_CUDA_ATTN=ref the reference forward.
 //
 //   bench_attn --fwd-kernels [--reps R]
 // The forward's two prefill kernels for d = 128 side by side (cuda_attention.cu): B (flash,
@@ -22,6 +23,15 @@
 // without sm_90a the dispatcher falls back to B and the two rows match), Qwen3-8B heads (32 q /
 // 8 kv), causal, T = 4096, 16384, 32768, without and with the log-sum-exp output; TFLOP/s as
 // above (causal: ~2·T²·Hq·d), and the relative L2 difference between the two kernels' outputs.
+//
+//   bench_attn --bwd-paths [--reps R]
+// The backward's two tensor-core paths (cuda_attention_bwd_tc.cu) at bench_distill's shapes (B 2
+// sequences of T 4096, causal, one op call per sequence as mla_train.c / attn_gateswa.c make):
+// Qwen3-1.7B (Hq 16 / Hkv 8, d 128) and its MLA student (Hq = Hkv = 16, dk 192, dv 128),
+// Qwen3-8B (32 / 8, d 128) and its MLA student (32 = 32, 192 / 128). Per shape: the training
+// forward (fwd+lse), then the backward from it split (AE_CUDA_ATTN_BWD=split: dK/dV kernel + dQ
+// kernel, 7 products) and fused (AE_CUDA_ATTN_BWD=fused, the default: 5 products); ms for the B
+// calls, TFLOP/s as above, fused/split speed-up and the relative L2 difference of their dq.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -234,15 +244,135 @@ static int bench_fwd_kernels(const ae_backend *be, int reps) {
     return rc;
 }
 
+// ---- backward paths split vs fused (--bwd-paths) ---------------------------------------------------
+
+typedef struct {
+    const char *name;
+    int B, T, Hq, Hkv, dk, dv;
+} bwd_shape;
+
+// B sequences' buffers (sequence i at offset i·T·H·d of each) and the op arguments of one.
+typedef struct {
+    attn_bufs b;
+    int B;
+    size_t nq, nk, nv, no; // elements of one sequence
+} batch_bufs;
+
+static void run_fwd_lse_batch(void *p) {
+    batch_bufs *x = p;
+    const attn_bufs *b = &x->b;
+    ae_attn_args a = b->a_lse;
+    for (int i = 0; i < x->B; i++) {
+        a.lse = ae_ptr_at(b->lse, (size_t)i * b->a.T * b->a.Hq);
+        b->be->attention(b->be, &a, ae_ptr_at(b->out, i * x->no), ae_ptr_at(b->q, i * x->nq),
+                         ae_ptr_at(b->k, i * x->nk), ae_ptr_at(b->v, i * x->nv));
+    }
+}
+
+// Needs out and lse from run_fwd_lse_batch.
+static void run_bwd_saved_batch(void *p) {
+    batch_bufs *x = p;
+    const attn_bufs *b = &x->b;
+    ae_attn_args a = b->a_lse;
+    for (int i = 0; i < x->B; i++) {
+        a.lse = ae_ptr_at(b->lse, (size_t)i * b->a.T * b->a.Hq);
+        b->be->attention_bwd(b->be, &a, ae_ptr_at(b->dq, i * x->nq), ae_ptr_at(b->dk, i * x->nk),
+                             ae_ptr_at(b->dv, i * x->nv), ae_ptr_null(),
+                             ae_ptr_at(b->dout, i * x->no), ae_ptr_at(b->out, i * x->no),
+                             ae_ptr_at(b->q, i * x->nq), ae_ptr_at(b->k, i * x->nk),
+                             ae_ptr_at(b->v, i * x->nv));
+    }
+}
+
+// Times the saved backward under AE_CUDA_ATTN_BWD=path, leaving its dq in `dq`.
+static int time_bwd_path(batch_bufs *x, const char *path, ae_ptr dq, int reps, timing *t) {
+    setenv("AE_CUDA_ATTN_BWD", path, 1);
+    ae_ptr keep = x->b.dq;
+    x->b.dq = dq;
+    int rc = time_op(x->b.be, run_bwd_saved_batch, x, reps, t);
+    x->b.dq = keep;
+    unsetenv("AE_CUDA_ATTN_BWD");
+    return rc;
+}
+
+static int bench_bwd_one(const ae_backend *be, const bwd_shape *c, int reps) {
+    batch_bufs x = {.b = {.be = be}, .B = c->B};
+    attn_bufs *b = &x.b;
+    const size_t T = (size_t)c->T, B = (size_t)c->B;
+    x.nq = T * c->Hq * c->dk, x.nk = T * c->Hkv * c->dk, x.nv = T * c->Hkv * c->dv;
+    x.no = T * c->Hq * c->dv;
+    b->a = ae_attn_dense(c->T, 0, c->Hq, c->Hkv, c->dk, c->dv, 0, 1.0f / sqrtf((float)c->dk),
+                         ae_ptr_null());
+    b->a_lse = b->a;
+    b->q = be->alloc(be, B * x.nq, AE_DT_BF16), b->k = be->alloc(be, B * x.nk, AE_DT_BF16);
+    b->v = be->alloc(be, B * x.nv, AE_DT_BF16), b->out = be->alloc(be, B * x.no, AE_DT_BF16);
+    b->dout = be->alloc(be, B * x.no, AE_DT_BF16), b->dq = be->alloc(be, B * x.nq, AE_DT_F32);
+    b->dk = be->alloc(be, B * x.nk, AE_DT_F32), b->dv = be->alloc(be, B * x.nv, AE_DT_F32);
+    b->lse = be->alloc(be, B * T * c->Hq, AE_DT_F32);
+    ae_ptr dq_fused = be->alloc(be, B * x.nq, AE_DT_F32);
+    int rc = 1;
+    if (ae_ptr_is_null(b->q) || ae_ptr_is_null(b->k) || ae_ptr_is_null(b->v) ||
+        ae_ptr_is_null(b->out) || ae_ptr_is_null(b->dout) || ae_ptr_is_null(b->dq) ||
+        ae_ptr_is_null(b->dk) || ae_ptr_is_null(b->dv) || ae_ptr_is_null(b->lse) ||
+        ae_ptr_is_null(dq_fused)) {
+        fprintf(stderr, "bench_attn: %s: out of device memory: %s\n", c->name, ae_last_error());
+        goto done;
+    }
+    be->fill_normal(be, b->q, B * x.nq, 1.0f, 1);
+    be->fill_normal(be, b->k, B * x.nk, 1.0f, 2);
+    be->fill_normal(be, b->v, B * x.nv, 1.0f, 3);
+    be->fill_normal(be, b->dout, B * x.no, 1.0f, 4);
+    be->fill(be, b->dk, B * x.nk, 0.0f);
+    be->fill(be, b->dv, B * x.nv, 0.0f);
+    timing tf, ts, tu; // forward with lse, backward split, backward fused
+    if (time_op(be, run_fwd_lse_batch, &x, reps, &tf) ||
+        time_bwd_path(&x, "split", b->dq, reps, &ts) ||
+        time_bwd_path(&x, "fused", dq_fused, reps, &tu)) {
+        fprintf(stderr, "bench_attn: %s: %s\n", c->name, ae_last_error());
+        goto done;
+    }
+    const double pairs = B * visible_pairs(c->T, 0);
+    const double ff = 2.0 * pairs * c->Hq * (c->dk + c->dv);
+    const double fb = 2.0 * pairs * c->Hq * (3.0 * c->dk + 2.0 * c->dv);
+    printf("bwd-paths %-10s B=%d T=%d Hq=%-2d Hkv=%-2d dk=%d dv=%d causal   fwd+lse %7.3f ms %6.1f "
+           "TFLOP/s   bwd split %7.3f ms %6.1f TFLOP/s   bwd fused %7.3f ms %6.1f TFLOP/s   "
+           "fused/split %.2fx   |dq fused-split|/|split| %.2e\n",
+           c->name, c->B, c->T, c->Hq, c->Hkv, c->dk, c->dv, tf.best * 1e3,
+           ff / tf.best * 1e-12, ts.best * 1e3, fb / ts.best * 1e-12, tu.best * 1e3,
+           fb / tu.best * 1e-12, ts.best / tu.best, device_rel_diff(be, dq_fused, b->dq, B * x.nq));
+    fflush(stdout);
+    rc = 0;
+done:
+    be->free(be, b->q), be->free(be, b->k), be->free(be, b->v), be->free(be, b->out);
+    be->free(be, b->dout), be->free(be, b->dq), be->free(be, b->dk), be->free(be, b->dv);
+    be->free(be, b->lse), be->free(be, dq_fused);
+    return rc;
+}
+
+static int bench_bwd_paths(const ae_backend *be, int reps) {
+    static const bwd_shape shapes[] = {
+        {"qwen3-1.7b", 2, 4096, 16, 8, 128, 128},
+        {"mla-1.7b", 2, 4096, 16, 16, 192, 128},
+        {"qwen3-8b", 2, 4096, 32, 8, 128, 128},
+        {"mla-8b", 2, 4096, 32, 32, 192, 128},
+    };
+    int rc = 0;
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+        rc |= bench_bwd_one(be, &shapes[i], reps);
+    return rc;
+}
+
 int main(int argc, char **argv) {
-    int reps = 5, fwd_kernels = 0;
+    int reps = 5, fwd_kernels = 0, bwd_paths = 0;
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--case") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--fwd-kernels")) fwd_kernels = 1;
+        else if (!strcmp(argv[i], "--bwd-paths")) bwd_paths = 1;
         else {
-            fprintf(stderr, "usage: bench_attn [--reps R] [--case NAME | --fwd-kernels]\ncases:");
+            fprintf(stderr, "usage: bench_attn [--reps R] [--case NAME | --fwd-kernels | "
+                            "--bwd-paths]\ncases:");
             for (size_t c = 0; c < sizeof k_cases / sizeof *k_cases; c++)
                 fprintf(stderr, " %s", k_cases[c].name);
             fprintf(stderr, "\n");
@@ -262,8 +392,9 @@ int main(int argc, char **argv) {
     printf("device: %s   q k v dout bf16, dq dk dv f32, best of %d (after 1 warm-up)   "
            "AE_CUDA_ATTN=%s AE_CUDA_ATTN_BWD=%s\n",
            be->device, reps, fe ? fe : "", be_env ? be_env : "");
-    if (fwd_kernels) {
-        int rc = bench_fwd_kernels(be, reps);
+    if (fwd_kernels || bwd_paths) {
+        int rc = fwd_kernels ? bench_fwd_kernels(be, reps) : 0;
+        if (bwd_paths) rc |= bench_bwd_paths(be, reps);
         ae_backend_close(be);
         return rc;
     }
