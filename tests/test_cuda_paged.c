@@ -16,7 +16,7 @@
 // tensor-core path must have run, the output with runs must also differ somewhere from the
 // output without (bf16-rounded weights in B/D/E, fp32 in the decode kernel): proof that the runs
 // reached the kernels.
-// paged_store must be exact; attention within TOL_ATTN (relative L2; bf16 output). Needs a CUDA
+// paged_store and paged_gather must be exact; attention within TOL_ATTN (relative L2; bf16 output). Needs a CUDA
 // build and a GPU (exit 77 = skipped otherwise).
 #include <math.h>
 #include <stdio.h>
@@ -64,6 +64,33 @@ static int make_runs(const pcase *c, ae_paged_run *runs) {
         r0 += c->nq[s];
     }
     return n;
+}
+
+// paged_gather of every sequence's rows (one call per sequence, its block-table row) out of the
+// pool must give back the stored rows exactly, in position order (rows of `row` values into
+// rows of row + 3, the padding untouched).
+static void gather_check(const ae_backend *be, ae_ptr pool, int64_t page_stride, int P, int row,
+                         ae_ptr table, int maxb, const pcase *c, const float *kv) {
+    const int ldd = row + 3;
+    size_t j0 = 0;
+    for (int s = 0; s < c->nseq; s++) {
+        const int S = c->len[s];
+        size_t n = (size_t)S * ldd;
+        ae_ptr d = be->alloc(be, n, be->act_dtype);
+        assert_non_null(d.data);
+        be->fill(be, d, n, -7.0f);
+        be->paged_gather(be, d, ldd, pool, page_stride, P, row,
+                         ae_ptr_at(table, (size_t)s * maxb), S, row);
+        float *h = malloc(sizeof(float) * n);
+        assert_int_equal(be->download(be, h, AE_DT_F32, d, n), AE_OK);
+        for (int j = 0; j < S; j++)
+            for (int e = 0; e < ldd; e++)
+                assert_true(h[(size_t)j * ldd + e] ==
+                            (e < row ? kv[(j0 + (size_t)j) * row + e] : -7.0f));
+        free(h);
+        be->free(be, d);
+        j0 += (size_t)S;
+    }
 }
 
 static void run(const pcase *c) {
@@ -124,12 +151,15 @@ static void run(const pcase *c) {
         ae_ptr src = up(be, kv, (size_t)S_total * row, AE_DT_F32, at);
         ae_ptr sl = up(be, slot, (size_t)S_total, AE_DT_I32, AE_DT_I32);
         be->paged_store(be, pool, page_stride, P, row, src, row, sl, S_total, row);
+        ae_ptr tb = up(be, table, (size_t)c->nseq * maxb, AE_DT_I32, AE_DT_I32);
+        gather_check(be, pool, page_stride, P, row, tb, maxb, c, kv);
+        be->free(be, tb);
         if (c->window > 0) // release the blocks behind every query's window after the store
             for (int s = 0; s < c->nseq; s++) {
                 int lo = c->len[s] - c->nq[s] - c->window + 1;
                 for (int k = 0; k < maxb && (k + 1) * P <= lo; k++) table[s * maxb + k] = -1;
             }
-        ae_ptr tb = up(be, table, (size_t)c->nseq * maxb, AE_DT_I32, AE_DT_I32);
+        tb = up(be, table, (size_t)c->nseq * maxb, AE_DT_I32, AE_DT_I32);
         ae_ptr sq = up(be, seq, (size_t)N, AE_DT_I32, AE_DT_I32);
         ae_ptr ps = up(be, pos, (size_t)N, AE_DT_I32, AE_DT_I32);
         ae_ptr qq = up(be, q, (size_t)N * c->Hq * c->dk, AE_DT_F32, at);

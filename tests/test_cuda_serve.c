@@ -9,7 +9,9 @@
 //   - the echoed prompt's mean NLL on the GPU within TOL_NLL_REL of the CPU's (a prefill chunk
 //     attending over wrong keys or positions moves it by far more: the model reads the text);
 //   - the same with every row on the decode kernel (AE_CUDA_PAGED_TC_MIN=1000000), and the two
-//     GPU runs differ in some token's log-probability (the runs did reach the tensor cores).
+//     GPU runs differ in some token's log-probability (the runs did reach the tensor cores);
+//   - MLA: the same with the prefill chunks materialised (AE_PAGED_MLA_MATERIALIZE_MIN=16), and
+//     that run differs from the absorbed one somewhere.
 // The generated tokens are printed (GPU vs CPU agreement), not checked: bf16 may flip a greedy
 // pick. Needs a CUDA build, a GPU and ../shared (exit 77 = skipped otherwise).
 #include <math.h>
@@ -97,7 +99,32 @@ static void serve(const ae_model *m, const int32_t *ids, serve_result *res) {
     ae_engine_stop(e);
 }
 
-static void check_model(const char *label, const char *dir, const int32_t *ids) {
+// The MLA student's GPU run with prefill chunks of 16+ rows in the materialised form
+// (AE_PAGED_MLA_MATERIALIZE_MIN=16: latents gathered out of the pages, K/V decompressed, the GQA
+// tensor-core kernel): its prompt NLL within TOL_NLL_REL of the CPU's (absorbed form), and some
+// token's log-probability different from the absorbed GPU run's (the path was taken).
+static void check_materialized(const char *label, const ae_model *mg, const int32_t *ids,
+                               const serve_result *cpu, const serve_result *gpu) {
+    serve_result mat;
+    setenv("AE_PAGED_MLA_MATERIALIZE_MIN", "16", 1); // no engine thread runs now
+    serve(mg, ids, &mat);
+    unsetenv("AE_PAGED_MLA_MATERIALIZE_MIN");
+    int differ = 0;
+    for (int i = 1; i < PROMPT_LEN; i++) differ += mat.lp[i] != gpu->lp[i];
+    double rel = fabs(mat.nll - cpu->nll) / cpu->nll;
+    printf("%-16s prompt NLL with materialised prefill chunks: gpu %.4f (rel %.1e to the cpu; "
+           "%d of %d tokens differ from the absorbed gpu run)\n",
+           label, mat.nll, rel, differ, PROMPT_LEN - 1);
+    fflush(stdout);
+    if (!(rel < TOL_NLL_REL))
+        fail_msg("%s: GPU prompt NLL with materialised chunks %.5f vs CPU %.5f: relative %.2e > "
+                 "%.0e", label, mat.nll, cpu->nll, rel, TOL_NLL_REL);
+    if (g_gpu->act_dtype == AE_DT_BF16 && differ == 0)
+        fail_msg("%s: no prompt token's log-probability changed with materialised chunks", label);
+}
+
+// mla: also check_materialized.
+static void check_model(const char *label, const char *dir, const int32_t *ids, int mla) {
     serve_result cpu, gpu, dec;
     ae_model *mc = load(dir, g_cpu);
     serve(mc, ids, &cpu);
@@ -107,6 +134,7 @@ static void check_model(const char *label, const char *dir, const int32_t *ids) 
     setenv("AE_CUDA_PAGED_TC_MIN", "1000000", 1); // no engine thread runs now
     serve(mg, ids, &dec);
     unsetenv("AE_CUDA_PAGED_TC_MIN");
+    if (mla) check_materialized(label, mg, ids, &cpu, &gpu);
     ae_model_free(mg);
     int differ = 0, same_gen = 0;
     double maxd = 0.0;
@@ -168,13 +196,13 @@ static void check_family(const char *name, const char *tdir, int with_mla) {
     if (n < PROMPT_LEN + 64 * N_SHORT) fail_msg("valid.txt gives only %zu tokens", n);
     char label[64], sub[64];
     snprintf(label, sizeof label, "%s teacher", name);
-    check_model(label, tdir, ids);
+    check_model(label, tdir, ids, 0);
     ae_student_spec gs = {.target = AE_ATTN_GATESWA, .init_teacher = 1, .seed = 1, .window = 32,
                           .full_every = 2, .sinks = 1, .gate = AE_GATE_ELEMENTWISE};
     snprintf(sub, sizeof sub, "%s-gateswa", name);
     char *sdir = make_student(tdir, &gs, sub);
     snprintf(label, sizeof label, "%s GateSWA W=32", name);
-    check_model(label, sdir, ids);
+    check_model(label, sdir, ids, 0);
     ae_test_rmtree(sdir);
     free(sdir);
     if (with_mla) {
@@ -183,7 +211,7 @@ static void check_family(const char *name, const char *tdir, int with_mla) {
         snprintf(sub, sizeof sub, "%s-mla", name);
         sdir = make_student(tdir, &ms, sub);
         snprintf(label, sizeof label, "%s MLA 256+32", name);
-        check_model(label, sdir, ids);
+        check_model(label, sdir, ids, 1);
         ae_test_rmtree(sdir);
         free(sdir);
     }

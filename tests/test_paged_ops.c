@@ -6,7 +6,8 @@
 // absorbed-MLA layout (one latent head, v = the first dv values of k's rows). Every call is made
 // with and without prefill runs (ae_paged_run: the CPU reference checks and ignores them, same
 // bits), and runs that break their contract (out of order, overlapping, outside the rows, n < 1,
-// disagreeing with seq or pos) must abort (in a child process).
+// disagreeing with seq or pos) must abort (in a child process). paged_gather brings a
+// sequence's rows back out of shuffled pages in position order.
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -180,6 +181,25 @@ static void test_paged_store_skips(void **st) {
     assert_int_equal(written, 8); // two rows of 4, nothing else
 }
 
+// paged_gather: positions 0..4 of a sequence whose block-table row names pages 2, 0, 1 (pages
+// of 2 positions, 10 elements apart, rows 4 apart) come back in position order, 3 values each,
+// into rows 5 apart; the rest of dst untouched.
+static void test_paged_gather(void **st) {
+    (void)st;
+    const ae_backend *be = ae_backend_cpu();
+    float pool[30], dst[25];
+    for (int i = 0; i < 30; i++) pool[i] = (float)i;
+    for (int i = 0; i < 25; i++) dst[i] = -1.0f;
+    int32_t table[3] = {2, 0, 1};
+    be->paged_gather(be, ae_host_f32(dst), 5, ae_host_f32(pool), 10, 2, 4, ae_host_i32(table), 5,
+                     3);
+    for (int j = 0; j < 5; j++) {
+        int base = table[j / 2] * 10 + (j % 2) * 4;
+        for (int c = 0; c < 5; c++)
+            assert_true(dst[j * 5 + c] == (c < 3 ? pool[base + c] : -1.0f));
+    }
+}
+
 // 1 when ae_paged_runs_check(a, seq, pos) aborts (run in a child process; its message goes to
 // the child's stderr, silenced).
 static int runs_check_aborts(const ae_paged_attn_args *a, const int32_t *seq, const int32_t *pos) {
@@ -243,6 +263,7 @@ int main(void) {
         cmocka_unit_test(test_paged_window_sinks),
         cmocka_unit_test(test_paged_mla_layout),
         cmocka_unit_test(test_paged_store_skips),
+        cmocka_unit_test(test_paged_gather),
         cmocka_unit_test(test_paged_runs_contract),
     };
     return ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));

@@ -3,8 +3,8 @@
 // ae_generate (one sequence, contiguous cache) gives for the same prompt, sampling parameters
 // and seed — alone and with many requests interleaved in one batch, with prefill chunks
 // smaller than the prompts and pages smaller than the window — and every page is back in the
-// pool afterwards. The paged forward's logits equal ae_model_forward's (MLA: absorbed vs
-// materialised prefill, to rounding).
+// pool afterwards. The paged forward's logits equal ae_model_forward's (MLA: absorbed, or
+// materialised from the latents gathered out of the pages, vs materialised prefill, to rounding).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,10 +158,10 @@ static void test_gateswa(void **st) {
     engine_vs_generate(&s, "GateSWA W=8 (pages released behind the window)", 16, 4);
 }
 
-static void test_mla(void **st) {
-    (void)st;
-    // The engine decodes MLA in the absorbed form throughout; generate prefills materialised, so
-    // compare the first token's logits instead of exact tokens.
+// The engine's echo log-probabilities of a 60-token prompt (chunks of 16 rows) on an MLA student
+// against the contiguous forward's (materialised), within 1e-4. mat_min: the engine's
+// AE_PAGED_MLA_MATERIALIZE_MIN (NULL: the default, every chunk absorbed here).
+static void mla_echo_vs_forward(const char *mat_min, const char *what) {
     ae_student_spec s = {.target = AE_ATTN_MLA, .kv_lora_rank = 24, .qk_rope_dim = 8, .seed = 3};
     ae_model *m = load_model(&s);
     int V = m->cfg.vocab_size;
@@ -179,6 +179,7 @@ static void test_mla(void **st) {
     ae_engine_opts o = {.max_seqs = 4, .max_batch_tokens = 16, .max_model_len = 256,
                         .max_queue = 8, .cache_bytes = 1u << 20, .page_positions = 8};
     ae_engine *e = NULL;
+    if (mat_min) setenv("AE_PAGED_MLA_MATERIALIZE_MIN", mat_min, 1);
     assert_int_equal(ae_engine_start(m, tok, &o, &e), AE_OK);
     // echo scores every prompt token from the paged logits: compare with the reference's
     int32_t *p = malloc(sizeof ids);
@@ -195,16 +196,26 @@ static void test_mla(void **st) {
         double d = fabs(lp - r->prompt_lp[i].logprob);
         maxd = d > maxd ? d : maxd;
     }
-    printf("MLA: echo logprobs (paged, absorbed) vs contiguous materialised forward: max |diff| %.2g\n", maxd);
+    printf("MLA: echo logprobs (paged, %s) vs contiguous materialised forward: max |diff| %.2g\n",
+           what, maxd);
     assert_true(maxd < 1e-4);
     ae_engine_lock(e);
     ae_engine_release_locked(e, r);
     ae_engine_unlock(e);
     check_pool_empty(e);
     ae_engine_stop(e);
+    unsetenv("AE_PAGED_MLA_MATERIALIZE_MIN");
     ae_tokenizer_free(tok);
     free(ref);
     ae_model_free(m);
+}
+
+static void test_mla(void **st) {
+    (void)st;
+    mla_echo_vs_forward(NULL, "absorbed");
+    // chunks of 16 materialised (the sequence's latents gathered out of its pages), the last
+    // 12 rows and the decode rows absorbed
+    mla_echo_vs_forward("13", "chunks of 16 materialised, 12 absorbed");
 }
 
 static void test_admission_and_refusals(void **st) {

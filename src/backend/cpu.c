@@ -14,7 +14,7 @@
 //   cpu_moe_train.c    MoE training: slot plan, combine, router backward, grouped expert
 //                      products and their input gradient
 //   cpu_scores.c       nll, KL and argmax of logit rows
-//   cpu_paged.c        attention over a paged KV cache, scatter into page slots
+//   cpu_paged.c        attention over a paged KV cache, scatter into page slots, gather
 //   cpu_train.c        embedding gradient, training losses per row, softmax statistics and KD
 //                      chunks, sum of squares, axpby, AdamW
 #include <stdio.h>
@@ -68,6 +68,7 @@ static const ae_backend k_cpu = {
     .moe_ffn = ae_cpu_moe_ffn,
     .attention_paged = ae_cpu_attention_paged,
     .paged_store = ae_cpu_paged_store,
+    .paged_gather = ae_cpu_paged_gather,
     .nll_rows = ae_cpu_nll_rows,
     .kl_rows = ae_cpu_kl_rows,
     .argmax_rows = ae_cpu_argmax_rows,

@@ -56,6 +56,9 @@ void ae_cpu_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, a
                             ae_ptr q, ae_ptr k, ae_ptr v);
 void ae_cpu_paged_store(const ae_backend *be, ae_ptr dst, int64_t page_stride, int page_size,
                         int64_t ldd, ae_ptr src, int64_t lds, ae_ptr slot, int N, int cols);
+void ae_cpu_paged_gather(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src,
+                         int64_t page_stride, int page_size, int64_t lds, ae_ptr table, int n,
+                         int cols);
 
 // cpu_elementwise.c
 void ae_cpu_gate_mul(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr g, int T, int H, int hd,

@@ -1,5 +1,6 @@
 // Paged KV cache ops of the CPU reference backend: attention over keys/values read through a
-// block table, and the scatter of new K/V rows into page slots (ae_paged_attn_args, ops.h).
+// block table, the scatter of new K/V rows into page slots and the gather of a sequence's rows
+// out of its pages (ae_paged_attn_args, ops.h).
 // The arithmetic is that of cpu_attention.c step for step (fp32 dot products, the same max,
 // expf, a double normaliser, the same accumulation order), so a paged call equals the
 // contiguous `attention` call on the same keys bit for bit; only the addressing differs.
@@ -10,16 +11,22 @@
 
 #include "backend/cpu_internal.h"
 
-// Address of the row holding position j of the sequence whose block-table row is `tab`.
-static const float *paged_row(const ae_paged_attn_args *a, const float *base, const int32_t *tab,
-                              int j, int stride) {
-    int32_t page = tab[j / a->page_size];
+// Address of the row holding position j of the sequence whose block-table row is `tab` (op: the
+// caller's name, for the message when the block was released).
+static const float *page_row(const float *base, const int32_t *tab, int j, int page_size,
+                             int64_t page_stride, int64_t stride, const char *op) {
+    int32_t page = tab[j / page_size];
     if (page < 0) {
-        fprintf(stderr, "attnedit: internal error: attention_paged reads position %d of a "
-                        "released block\n", j);
+        fprintf(stderr, "attnedit: internal error: %s reads position %d of a released block\n",
+                op, j);
         abort();
     }
-    return base + (size_t)page * a->page_stride + (size_t)(j % a->page_size) * stride;
+    return base + (size_t)page * page_stride + (size_t)(j % page_size) * stride;
+}
+
+static const float *paged_row(const ae_paged_attn_args *a, const float *base, const int32_t *tab,
+                              int j, int stride) {
+    return page_row(base, tab, j, a->page_size, a->page_stride, stride, "attention_paged");
 }
 
 static float dotf(const float *x, const float *y, int n) {
@@ -92,4 +99,17 @@ void ae_cpu_paged_store(const ae_backend *be, ae_ptr dstp, int64_t page_stride, 
         memcpy(dst + page * page_stride + row * ldd, src + (size_t)r * lds,
                sizeof(float) * (size_t)cols);
     }
+}
+
+void ae_cpu_paged_gather(const ae_backend *be, ae_ptr dstp, int64_t ldd, ae_ptr srcp,
+                         int64_t page_stride, int page_size, int64_t lds, ae_ptr tablep, int n,
+                         int cols) {
+    (void)be;
+    float *dst = cpu_f(dstp, "paged_gather");
+    const float *src = cpu_f(srcp, "paged_gather");
+    const int32_t *table = cpu_i(tablep, "paged_gather");
+    for (int j = 0; j < n; j++)
+        memcpy(dst + (size_t)j * ldd,
+               page_row(src, table, j, page_size, page_stride, lds, "paged_gather"),
+               sizeof(float) * (size_t)cols);
 }

@@ -368,6 +368,7 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     be->moe_ffn = ae_cuda_moe_ffn;
     be->attention_paged = ae_cuda_attention_paged;
     be->paged_store = ae_cuda_paged_store;
+    be->paged_gather = ae_cuda_paged_gather;
     be->nll_rows = ae_cuda_nll_rows;
     be->kl_rows = ae_cuda_kl_rows;
     be->argmax_rows = ae_cuda_argmax_rows;

@@ -170,6 +170,9 @@ void ae_cuda_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, 
                              ae_ptr q, ae_ptr k, ae_ptr v);
 void ae_cuda_paged_store(const ae_backend *be, ae_ptr dst, int64_t page_stride, int page_size,
                          int64_t ldd, ae_ptr src, int64_t lds, ae_ptr slot, int N, int cols);
+void ae_cuda_paged_gather(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src,
+                          int64_t page_stride, int page_size, int64_t lds, ae_ptr table, int n,
+                          int cols);
 // cuda_moe.cu
 void ae_cuda_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr probs, ae_ptr logits,
                        int T, int E, int K, int renorm);

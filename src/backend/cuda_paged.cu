@@ -7,7 +7,8 @@
 // all other rows (short decode rows) on k_paged_attn.
 //
 //   k_paged_store: one block per row; threads copy the row's cols values (converting F32 <-> BF16
-//     when the dtypes differ) into its page slot.
+//     when the dtypes differ) into its page slot. k_paged_gather: the reverse for positions
+//     0..n-1 of one sequence (one block per position, its page from the block-table row).
 //   k_paged_attn: one block of 4 warps per (query row, group of 4 consecutive q heads, key
 //     chunk); warp w serves head 4·group + w (heads of one GQA group / all MLA heads read the
 //     same key rows, which then come from L1). A warp walks its chunk in tiles of 32 keys:
@@ -45,13 +46,26 @@ constexpr int kMaxSplits = 32; // key chunks per row
 constexpr int kMinChunk = 64;  // keys per chunk at least (when splitting)
 
 template <typename TD, typename TS>
+__device__ __forceinline__ void copy_row(TD *d, const TS *x, int cols) {
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) stf(d + c, ldf(x + c));
+}
+
+template <typename TD, typename TS>
 __global__ void k_paged_store(TD *dst, int64_t page_stride, int page_size, int64_t ldd,
                               const TS *src, int64_t lds, const int32_t *slot, int cols) {
     int r = blockIdx.x, s = slot[r];
     if (s < 0) return;
     TD *d = dst + (int64_t)(s / page_size) * page_stride + (int64_t)(s % page_size) * ldd;
-    const TS *x = src + (int64_t)r * lds;
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) stf(d + c, ldf(x + c));
+    copy_row(d, src + (int64_t)r * lds, cols);
+}
+
+// One block per position j: row j of dst from its page (table[j / page_size]).
+template <typename TD, typename TS>
+__global__ void k_paged_gather(TD *dst, int64_t ldd, const TS *src, int64_t page_stride,
+                               int page_size, int64_t lds, const int32_t *table, int cols) {
+    const int j = blockIdx.x;
+    const TS *x = src + (int64_t)table[j / page_size] * page_stride + (int64_t)(j % page_size) * lds;
+    copy_row(dst + (int64_t)j * ldd, x, cols);
 }
 
 struct PagedParams {
@@ -457,6 +471,22 @@ void ae_cuda_paged_store(const ae_backend *be, ae_ptr dst, int64_t page_stride, 
             (const int32_t *)slot.data, cols);
     }));
     cuda_check(be, cudaGetLastError(), "paged_store");
+}
+
+void ae_cuda_paged_gather(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src,
+                          int64_t page_stride, int page_size, int64_t lds, ae_ptr table, int n,
+                          int cols) {
+    if (cuda_failed(be) || n <= 0 || cols <= 0) return;
+    cuda_need(dst, AE_M_FLOAT, "paged_gather", "dst");
+    cuda_need(src, AE_M_FLOAT, "paged_gather", "src");
+    cuda_need(table, AE_M_I32, "paged_gather", "table");
+    int threads = cols >= 256 ? 256 : ((cols + 31) / 32) * 32;
+    AE_CUDA_FLOAT_DISPATCH(dst.dtype, TD, AE_CUDA_FLOAT_DISPATCH(src.dtype, TS, {
+        k_paged_gather<TD, TS><<<n, threads, 0, stream_of(be)>>>(
+            (TD *)dst.data, ldd, (const TS *)src.data, page_stride, page_size, lds,
+            (const int32_t *)table.data, cols);
+    }));
+    cuda_check(be, cudaGetLastError(), "paged_gather");
 }
 
 // Runs of at least paged_tc_min() rows, or whose last row sees at least paged_tc_keys() keys,

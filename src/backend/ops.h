@@ -304,6 +304,13 @@ struct ae_backend {
     // slot[r] < 0 are skipped. slot: (N) I32 (slot = page·page_size + row in page).
     void (*paged_store)(const ae_backend *be, ae_ptr dst, int64_t page_stride, int page_size,
                         int64_t ldd, ae_ptr src, int64_t lds, ae_ptr slot, int N, int cols);
+    // Gather of positions 0..n−1 of one sequence out of its pages: row j of dst (cols values at
+    // dst + j·ldd, act) = the cols values at src + table[j / page_size]·page_stride +
+    // (j % page_size)·lds (act). table: the sequence's row of a block table, at least
+    // ceil(n / page_size) I32 entries, each naming a page (>= 0).
+    void (*paged_gather)(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src,
+                         int64_t page_stride, int page_size, int64_t lds, ae_ptr table, int n,
+                         int cols);
 
     // ---- scores of logit rows (evaluation, sampling) ----
     // out[t] = -log softmax(z[t])[target[t]]   z: (T, V) float;  target: (T) I32;  out: (T) F32

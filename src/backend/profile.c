@@ -12,7 +12,7 @@
     X(alloc) X(free) X(upload) X(download) X(sync) X(copy_rows) X(fill) X(fill_normal)         \
     X(mem_info) X(gemm) X(matmul_group) X(rmsnorm) X(add_rmsnorm) X(rope) X(qk_norm_rope)      \
     X(attention) X(gate_mul) X(silu_mul) X(add) X(embed) X(moe_route) X(moe_ffn)               \
-    X(attention_paged) X(paged_store) X(nll_rows) X(kl_rows) X(argmax_rows) X(rmsnorm_bwd)     \
+    X(attention_paged) X(paged_store) X(paged_gather) X(nll_rows) X(kl_rows) X(argmax_rows) X(rmsnorm_bwd)     \
     X(rope_bwd) X(attention_bwd) X(gate_mul_bwd) X(silu_mul_bwd) X(embed_bwd) X(mse_rows)      \
     X(cosine_rows) X(softmax_stats) X(kd_chunk) X(sumsq) X(axpby) X(adamw) X(adamw8) X(mla_decode_prep) \
     X(moe_plan) X(moe_combine) X(moe_combine_bwd) X(moe_route_bwd)
@@ -205,6 +205,12 @@ static void p_paged_store(const ae_backend *be, ae_ptr dst, int64_t page_stride,
                           int64_t ldd, ae_ptr src, int64_t lds, ae_ptr slot, int N, int cols) {
     PROF_VOID(P_paged_store, -1,
               in->paged_store(in, dst, page_stride, page_size, ldd, src, lds, slot, N, cols));
+}
+static void p_paged_gather(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src,
+                           int64_t page_stride, int page_size, int64_t lds, ae_ptr table, int n,
+                           int cols) {
+    PROF_VOID(P_paged_gather, -1,
+              in->paged_gather(in, dst, ldd, src, page_stride, page_size, lds, table, n, cols));
 }
 static void p_nll_rows(const ae_backend *be, ae_ptr out, ae_ptr z, ae_ptr target, int T, int V) {
     PROF_VOID(P_nll_rows, -1, in->nll_rows(in, out, z, target, T, V));

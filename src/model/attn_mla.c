@@ -141,39 +141,53 @@ static ae_status check_call(const ae_mla *m, int T, int pos0) {
     return AE_OK;
 }
 
-static float mla_scale(const ae_mla_dims *d) { return (float)(1.0 / sqrt((double)(d->dn + d->dr))); }
+float mla_scale(const ae_mla_dims *d) { return (float)(1.0 / sqrt((double)(d->dn + d->dr))); }
+
+int mla_kv_alloc(ae_scratch *s, const ae_mla_dims *d, int S, mla_kv_bufs *kv) {
+    ae_dtype at = s->be->act_dtype;
+    size_t SH = (size_t)S * d->H;
+    kv->kvb = ae_scratch_alloc(s, SH * (d->dn + d->dv), at);
+    kv->K = ae_scratch_alloc(s, SH * (d->dn + d->dr), at);
+    kv->V = ae_scratch_alloc(s, SH * d->dv, at);
+    return !s->failed;
+}
+
+void mla_attend_materialized(const ae_backend *be, const ae_mla *m, int T, int pos0, ae_ptr q,
+                             ae_ptr lat, int64_t ldl, const mla_kv_bufs *kv, ae_ptr o) {
+    const ae_mla_dims *d = &m->d;
+    int H = d->H, R = d->kv_lora_rank, dn = d->dn, dr = d->dr, dv = d->dv, dq = dn + dr;
+    int S = pos0 + T, dkv = dn + dv;
+    // [k_nope | v] per head of every cached position, from the latents (the rows' first R)
+    ae_gemm_args g = {.M = S, .N = H * dkv, .K = R, .batch = 1, .trans_b = 1, .lda = ldl,
+                      .ldb = R, .ldy = H * dkv, .alpha = 1.0f};
+    be->gemm(be, &g, kv->kvb, lat, m->wkvb);
+    if (dn > 0) be->copy_rows(be, kv->K, dq, kv->kvb, dkv, S * H, dn);
+    for (int h = 0; h < H; h++) // the shared rope key joins every head
+        be->copy_rows(be, ae_ptr_at(kv->K, (size_t)h * dq + dn), (int64_t)H * dq,
+                      ae_ptr_at(lat, (size_t)R), ldl, S, dr);
+    be->copy_rows(be, kv->V, dv, ae_ptr_at(kv->kvb, (size_t)dn), dkv, S * H, dv);
+    ae_attn_args aa = ae_attn_dense(T, pos0, H, H, dq, dv, 0, mla_scale(d), ae_ptr_null());
+    be->attention(be, &aa, o, q, kv->K, kv->V);
+}
 
 ae_status ae_mla_forward_materialized(const ae_backend *be, const ae_mla *m, ae_ptr x, int T,
                                       int pos0, ae_ptr pos, ae_ptr cache, ae_ptr y) {
     AE_TRY(check_call(m, T, pos0));
     const ae_mla_dims *d = &m->d;
-    int H = d->H, R = d->kv_lora_rank, dn = d->dn, dr = d->dr, dv = d->dv, dq = dn + dr;
-    int Cd = ae_mla_cache_dim(d), S = pos0 + T, dkv = dn + dv, ql = d->q_lora_rank;
+    int H = d->H, dv = d->dv, dq = d->dn + d->dr, Cd = ae_mla_cache_dim(d), ql = d->q_lora_rank;
     ae_dtype at = be->act_dtype;
     ae_scratch s;
     ae_scratch_init(&s, be);
     ae_ptr q = ae_scratch_alloc(&s, (size_t)T * H * dq, at);                 // (T, H, dn+dr)
     ae_ptr qa = ae_scratch_alloc(&s, (size_t)T * (ql > 0 ? ql : 1), at);     // (T, q_lora)
-    ae_ptr kvb = ae_scratch_alloc(&s, (size_t)S * H * dkv, at);              // (S, H, dn+dv)
-    ae_ptr K = ae_scratch_alloc(&s, (size_t)S * H * dq, at);                 // (S, H, dn+dr)
-    ae_ptr V = ae_scratch_alloc(&s, (size_t)S * H * dv, at);                 // (S, H, dv)
     ae_ptr o = ae_scratch_alloc(&s, (size_t)T * H * dv, at);                 // (T, H, dv)
-    if (s.failed) {
+    mla_kv_bufs kv;
+    if (!mla_kv_alloc(&s, d, pos0 + T, &kv)) {
         ae_scratch_free(&s);
         return ae_errorf(AE_ERR_NOMEM, "MLA: out of memory for %d tokens at position %d", T, pos0);
     }
     mla_begin(be, m, x, T, pos0, pos, cache, q, qa);
-    // [k_nope | v] per head of every cached position, from the latents (the cache's first R)
-    ae_gemm_args g = {.M = S, .N = H * dkv, .K = R, .batch = 1, .trans_b = 1, .lda = Cd,
-                      .ldb = R, .ldy = H * dkv, .alpha = 1.0f};
-    be->gemm(be, &g, kvb, cache, m->wkvb);
-    if (dn > 0) be->copy_rows(be, K, dq, kvb, dkv, S * H, dn);
-    for (int h = 0; h < H; h++) // the shared rope key joins every head
-        be->copy_rows(be, ae_ptr_at(K, (size_t)h * dq + dn), (int64_t)H * dq,
-                      ae_ptr_at(cache, (size_t)R), Cd, S, dr);
-    be->copy_rows(be, V, dv, ae_ptr_at(kvb, (size_t)dn), dkv, S * H, dv);
-    ae_attn_args aa = ae_attn_dense(T, pos0, H, H, dq, dv, 0, mla_scale(d), ae_ptr_null());
-    be->attention(be, &aa, o, q, K, V);
+    mla_attend_materialized(be, m, T, pos0, q, cache, Cd, &kv, o);
     ae_matmul(be, y, o, m->wo, T, H * dv, d->D);
     ae_scratch_free(&s);
     return AE_OK;

@@ -1,8 +1,9 @@
 // The model over a paged KV cache: layout planning and the batched forward step (model/paged.h).
 // Dense parts (embedding, norms, projections, MLP/MoE, head) run once over all N rows of the
 // step; attention writes each row's K/V (latent) into its page slot (paged_store) and reads
-// each sequence's keys through its block table (attention_paged). MLA layers always use the
-// absorbed form (scores against the cached latent), for prefill chunks as for decode.
+// each sequence's keys through its block table (attention_paged). MLA layers use the absorbed
+// form (scores against the cached latent) for decode rows and short chunks, the materialised
+// form (K/V decompressed from the sequence's latents) for long prefill chunks.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,13 +111,81 @@ static ae_status gswa_paged(const ae_backend *be, const ae_gswa *m, const ae_pag
     return AE_OK;
 }
 
-// MLA layer over pages, absorbed form (see ae_mla_forward_absorbed).
+// Prefill runs of at least this many rows take the materialised form (mla_paged_materialize);
+// decode rows and shorter runs the absorbed form. For a run of n rows over S keys the
+// materialised form does S·H·R·(dn+dv) multiply-adds to decompress the latents plus about
+// n·S·H·(dn+dr+dv) in attention, the absorbed form n·S·H·(2R+dr): at the 8B student's dims
+// (R 512, dn = dr = 64, dv 128) equal at n ~ 120, and the materialised attention runs on the
+// GQA tensor-core kernel. AE_PAGED_MLA_MATERIALIZE_MIN=n (n >= 1) overrides it (tests,
+// measurements; a large n keeps every row absorbed).
+enum { MLA_MATERIALIZE_MIN = 128 };
+
+static int mla_materialize_min(void) {
+    const char *env = getenv("AE_PAGED_MLA_MATERIALIZE_MIN");
+    int n = env ? atoi(env) : 0;
+    return n >= 1 ? n : MLA_MATERIALIZE_MIN;
+}
+
+// attention_paged over the rows outside the runs flagged in mat: one call per maximal range of
+// such rows, with the runs inside it renumbered (tmp: room for pa->n_runs runs).
+static void attend_other_rows(const ae_backend *be, const ae_paged_attn_args *pa,
+                              const char *mat, ae_ptr out, ae_ptr q, ae_ptr kv,
+                              ae_paged_run *tmp) {
+    size_t ldq = (size_t)pa->Hq * pa->dk, ldo = (size_t)pa->Hq * pa->dv;
+    int r = 0; // first row not yet covered
+    for (int i = 0; i <= pa->n_runs; i++) {
+        if (i < pa->n_runs && !mat[i]) continue;
+        int end = i < pa->n_runs ? pa->runs[i].first : pa->N;
+        if (end > r) {
+            ae_paged_attn_args sub = *pa;
+            sub.N = end - r;
+            sub.seq = ae_ptr_at(pa->seq, (size_t)r);
+            sub.pos = ae_ptr_at(pa->pos, (size_t)r);
+            sub.n_runs = 0;
+            sub.runs = tmp;
+            for (int k = 0; k < pa->n_runs; k++) {
+                const ae_paged_run *u = &pa->runs[k];
+                if (u->first < r || u->first + u->n > end) continue;
+                tmp[sub.n_runs] = *u;
+                tmp[sub.n_runs++].first -= r;
+            }
+            be->attention_paged(be, &sub, ae_ptr_at(out, (size_t)r * ldo),
+                                ae_ptr_at(q, (size_t)r * ldq), kv, kv);
+        }
+        if (i < pa->n_runs) r = pa->runs[i].first + pa->runs[i].n;
+    }
+}
+
+// The materialised runs of one MLA layer: marks them in mat (pa->n_runs) and allocates their
+// scratch from s for the longest (its latents gathered out of the pages, then K/V of every
+// head): 0 runs when the backend cannot gather or the scratch does not fit (every row absorbed
+// then; the cost is time, not the step).
+static int mla_pick_materialized(const ae_backend *be, const ae_mla_dims *d,
+                                 const ae_paged_attn_args *pa, char *mat, ae_scratch *s,
+                                 ae_ptr *latc, mla_kv_bufs *kv) {
+    int n = 0, S = 0, min = mla_materialize_min();
+    for (int i = 0; i < pa->n_runs; i++) {
+        const ae_paged_run *u = &pa->runs[i];
+        mat[i] = be->paged_gather && u->n >= min;
+        if (mat[i] && u->pos0 + u->n > S) S = u->pos0 + u->n;
+        n += mat[i];
+    }
+    if (n == 0) return 0;
+    *latc = ae_scratch_alloc(s, (size_t)S * ae_mla_cache_dim(d), be->act_dtype); // (S, R+dr)
+    if (mla_kv_alloc(s, d, S, kv)) return n;
+    memset(mat, 0, (size_t)pa->n_runs);
+    return 0;
+}
+
+// MLA layer over pages (see ae_mla_forward_absorbed): decode rows and short runs in the
+// absorbed form (scores against the cached latent), long prefill runs materialised
+// (mla_attend_materialized over the sequence's latents gathered out of its pages).
 static ae_status mla_paged(const ae_backend *be, const ae_mla *m, const ae_paged_layout *lo,
                            const ae_paged_layer *pl, const ae_paged_batch *b, ae_ptr x, ae_ptr y) {
     const ae_mla_dims *d = &m->d;
     int N = b->N, H = d->H, R = d->kv_lora_rank, dn = d->dn, dr = d->dr, dv = d->dv;
     int dq = dn + dr, Cd = ae_mla_cache_dim(d), dkv = dn + dv, ql = d->q_lora_rank;
-    int g = AE_PG_LATENT;
+    int g = AE_PG_LATENT, nr = b->n_runs;
     ae_dtype at = be->act_dtype;
     ae_scratch s;
     ae_scratch_init(&s, be);
@@ -126,8 +195,12 @@ static ae_status mla_paged(const ae_backend *be, const ae_mla *m, const ae_paged
     ae_ptr qt = ae_scratch_alloc(&s, (size_t)N * H * Cd, at);            // (N, H, R+dr)
     ae_ptr ctx = ae_scratch_alloc(&s, (size_t)N * H * R, at);            // (N, H, R)
     ae_ptr o = ae_scratch_alloc(&s, (size_t)N * H * dv, at);             // (N, H, dv)
-    if (s.failed) {
+    char *mat = ae_calloc((size_t)nr + 1, 1);                            // (n_runs) materialised
+    ae_paged_run *tmp = ae_calloc((size_t)nr + 1, sizeof *tmp);
+    if (s.failed || !mat || !tmp) {
         ae_scratch_free(&s);
+        free(mat);
+        free(tmp);
         return ae_errorf(AE_ERR_NOMEM, "paged forward: out of memory for %d rows", N);
     }
     mla_q_forward(be, m, x, N, b->pos, q, ae_ptr_null(), qa);
@@ -151,16 +224,34 @@ static ae_status mla_paged(const ae_backend *be, const ae_mla *m, const ae_paged
     ae_paged_attn_args pa = {.N = N, .Hq = H, .Hkv = 1, .dk = Cd, .dv = R, .page_size = P,
                              .max_blocks = b->max_blocks[g], .page_stride = lo->page_stride,
                              .k_stride = (int)ld, .v_stride = (int)ld, .window = 0,
-                             .scale = (float)(1.0 / sqrt((double)(dn + dr))),
-                             .sinks = ae_ptr_null(), .seq = b->seq, .pos = b->pos,
-                             .block_table = b->table[g], .n_runs = b->n_runs, .runs = b->runs};
-    be->attention_paged(be, &pa, ctx, qt, cp, cp);
+                             .scale = mla_scale(d), .sinks = ae_ptr_null(), .seq = b->seq,
+                             .pos = b->pos, .block_table = b->table[g], .n_runs = nr,
+                             .runs = b->runs};
+    ae_scratch ms; // the materialised runs' scratch
+    ae_scratch_init(&ms, be);
+    ae_ptr latc = ae_ptr_null();
+    mla_kv_bufs kv;
+    int n_mat = mla_pick_materialized(be, d, &pa, mat, &ms, &latc, &kv);
+    attend_other_rows(be, &pa, mat, ctx, qt, cp, tmp);
+    // per head: o_h = ctx_h · Wuv_hᵀ (the materialised runs' rows are overwritten below)
     ae_gemm_args gb = {.M = N, .N = dv, .K = R, .batch = H, .trans_b = 1, .lda = (int64_t)H * R,
                        .sa = R, .ldb = R, .sb = (int64_t)dkv * R, .ldy = (int64_t)H * dv, .sy = dv,
                        .alpha = 1.0f};
     be->gemm(be, &gb, o, ctx, ae_ptr_at(m->wkvb, (size_t)dn * R));
+    for (int i = 0; n_mat > 0 && i < nr; i++) {
+        const ae_paged_run *u = &b->runs[i];
+        if (!mat[i]) continue;
+        int S = u->pos0 + u->n;
+        be->paged_gather(be, latc, Cd, cp, lo->page_stride, P, ld,
+                         ae_ptr_at(b->table[g], (size_t)u->seq * b->max_blocks[g]), S, Cd);
+        mla_attend_materialized(be, m, u->n, u->pos0, ae_ptr_at(q, (size_t)u->first * H * dq),
+                                latc, Cd, &kv, ae_ptr_at(o, (size_t)u->first * H * dv));
+    }
     ae_matmul(be, y, o, m->wo, N, H * dv, d->D);
+    ae_scratch_free(&ms);
     ae_scratch_free(&s);
+    free(mat);
+    free(tmp);
     return AE_OK;
 }
 

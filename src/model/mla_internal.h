@@ -15,6 +15,25 @@ ae_status mla_check_dims(const ae_mla_dims *d);
 void mla_q_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, int M, ae_ptr pos, ae_ptr q,
                    ae_ptr qa_raw, ae_ptr qa_n);
 
+// The attention scale 1/sqrt(dn + dr) of both forms.
+float mla_scale(const ae_mla_dims *d);
+
+// Scratch of the materialised form over S cached positions: [k_nope | v] of every head, then
+// the keys [k_nope | k_rope] and values apart (act dtype).
+typedef struct {
+    ae_ptr kvb; // (S, H, dn+dv)
+    ae_ptr K;   // (S, H, dn+dr)
+    ae_ptr V;   // (S, H, dv)
+} mla_kv_bufs;
+// Allocates kv from s; 0 when it does not fit (s->failed).
+int mla_kv_alloc(ae_scratch *s, const ae_mla_dims *d, int S, mla_kv_bufs *kv);
+// Materialised attention of T query rows at positions pos0..pos0+T-1 over the S = pos0 + T
+// cached latents lat (S rows of [RMSNorm(c) (R) | RoPE(k_rope) (dr)], row stride ldl): K/V of
+// every head decompressed through Wkvb (one GEMM), the shared rope key joined to every head,
+// then causal `attention` (tensor cores on cuda). q (T, H, dn+dr) rope'd; o (T, H, dv).
+void mla_attend_materialized(const ae_backend *be, const ae_mla *m, int T, int pos0, ae_ptr q,
+                             ae_ptr lat, int64_t ldl, const mla_kv_bufs *kv, ae_ptr o);
+
 // ---- Teacher initialisations (mla_init.c: shared steps and --init teacher; mla_init_mha2mla.c,
 // mla_init_transmla.c: the literature's rope/nope splits; mla_init_eval.c: figures of merit).
 
