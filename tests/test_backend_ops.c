@@ -1,7 +1,9 @@
 // The CUDA backend against the CPU reference, op by op ("test-backend-ops"): every forward op of
 // the table (backend/ops.h) on random inputs of many shapes, run once on each backend, the CPU's
 // fp32 result taken as the expectation. Needs a CUDA build and a GPU; prints "SKIP ..." and exits
-// 77 (ctest: skipped) otherwise.
+// 77 (ctest: skipped) otherwise. gate_mul, silu_mul and the scores of logit rows (nll, kl, argmax)
+// are checked on cuda by tests/test_ops.c instead, against its double references (its "[cuda]"
+// half, with the shapes, aliases and dtypes that were here).
 //
 // Method: host inputs are drawn with fixed seeds; every input the CUDA op sees as BF16 is first
 // rounded to a bf16-representable value, so that both backends compute on identical numbers and
@@ -33,10 +35,6 @@
 //   TOL_MOE        1e-2: the expert MLP stores gate/up/product as bf16 activations (act dtype)
 //                  before the down projection: three roundings of ~1.5e-3 plus the output's.
 //   TOL_ROUTE_W    1e-5: router weights are F32 softmax values of identical F32 logits.
-//   TOL_NLL        1e-5: F32 -log softmax from identical logits; fp32 log-sum-exp over V terms
-//                  errs by ~1e-7 relative.
-//   TOL_KL         1e-4 absolute + 1e-4 relative per row: KL is a sum of V signed terms that
-//                  cancel; fp32 accumulation errs by ~1e-6 absolute at V = 151936.
 //   TOL_QK_F32     1e-5: F32 qk_norm_rope: the rmsnorm's fp32 sum of squares (double on the
 //                  cpu) plus cos/sin within an ulp of the cpu's cosf/sinf, ~1e-6. Its bf16 cases
 //                  use TOL_BF16_OUT: the kernel keeps the normed values in fp32 (as the fp32
@@ -62,8 +60,6 @@
 #define TOL_LSE 1e-4
 #define TOL_MOE 1e-2
 #define TOL_ROUTE_W 1e-5
-#define TOL_NLL 1e-5
-#define TOL_KL 1e-4
 #define TOL_QK_F32 1e-5
 
 static const ae_backend *g_gpu; // the CUDA backend under test
@@ -1113,53 +1109,8 @@ static void test_matmul_group(void **state) {
 }
 
 // =============================================================================================
-// Elementwise: gate_mul, silu_mul, add
-
-static void run_gate_mul(ae_rng *r, int T, int H, int hd, int per_head, int in_place) {
-    size_t n = (size_t)T * H * hd, ng = per_head ? (size_t)T * H : n;
-    float *x = hnormal(r, n, 1.0f, AE_DT_BF16), *g = hnormal(r, ng, 3.0f, AE_DT_BF16);
-    g[0] = -200.0f; // saturated: exactly 0
-    if (ng > 1) g[1] = 40.0f; // saturated: exactly x
-    float *yc = hnew(n);
-    g_cpu->gate_mul(g_cpu, ae_host_f32(yc), ae_host_f32(x), ae_host_f32(g), T, H, hd, per_head);
-    ae_ptr dx = dnew_put(x, n, g_gpu->act_dtype), dg = dnew_put(g, ng, g_gpu->act_dtype);
-    ae_ptr dy = in_place ? dx : dnew(n, g_gpu->act_dtype);
-    g_gpu->gate_mul(g_gpu, dy, dx, dg, T, H, hd, per_head);
-    float *yg = dget(dy, n);
-    expect_close(yg, yc, n, TOL_BF16_OUT, "gate_mul T=%d H=%d hd=%d %s%s", T, H, hd,
-                 per_head ? "per head" : "elementwise", in_place ? " in place" : "");
-    if (!in_place) dfree(dy);
-    dfree(dx), dfree(dg);
-    free(x), free(g), free(yc), free(yg);
-}
-
-static void test_gate_mul(void **state) {
-    (void)state;
-    ae_rng r;
-    ae_rng_seed(&r, 501);
-    const int shapes[][3] = {{1, 1, 1}, {7, 4, 32}, {5, 3, 40}, {300, 32, 128}, {1000, 16, 64}, {3, 5, 7}};
-    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
-        for (int ph = 0; ph < 2; ph++)
-            for (int ip = 0; ip < 2; ip++)
-                run_gate_mul(&r, shapes[s][0], shapes[s][1], shapes[s][2], ph, ip);
-}
-
-// silu_mul: y = silu(g) ⊙ u; alias 0: separate y, 1: y == g (as the model calls it), 2: y == u.
-static void run_silu_mul(ae_rng *r, size_t n, int alias) {
-    float *g = hnormal(r, n, 3.0f, AE_DT_BF16), *u = hnormal(r, n, 1.0f, AE_DT_BF16);
-    g[0] = -100.0f;
-    float *yc = hnew(n);
-    g_cpu->silu_mul(g_cpu, ae_host_f32(yc), ae_host_f32(g), ae_host_f32(u), n);
-    ae_ptr dg = dnew_put(g, n, g_gpu->act_dtype), du = dnew_put(u, n, g_gpu->act_dtype);
-    ae_ptr dy = alias == 1 ? dg : alias == 2 ? du : dnew(n, g_gpu->act_dtype);
-    g_gpu->silu_mul(g_gpu, dy, dg, du, n);
-    float *yg = dget(dy, n);
-    expect_close(yg, yc, n, TOL_BF16_OUT, "silu_mul n=%zu%s", n,
-                 alias == 1 ? " y == g" : alias == 2 ? " y == u" : "");
-    if (!alias) dfree(dy);
-    dfree(dg), dfree(du);
-    free(g), free(u), free(yc), free(yg);
-}
+// Elementwise: add (gate_mul and silu_mul: the double references of tests/test_ops.c on every
+// backend; add too, kept here for the unaligned views below)
 
 // add: y += x; the F32 result is one fp32 addition of identical values on both sides.
 static void run_add(ae_rng *r, size_t n, ae_dtype ydt, ae_dtype xdt) {
@@ -1173,19 +1124,6 @@ static void run_add(ae_rng *r, size_t n, ae_dtype ydt, ae_dtype xdt) {
                  n, dtn(ydt), dtn(xdt));
     dfree(dy), dfree(dx);
     free(y), free(x), free(yc), free(yg);
-}
-
-static void test_silu_mul_add(void **state) {
-    (void)state;
-    ae_rng r;
-    ae_rng_seed(&r, 502);
-    size_t sizes[] = {1, 7, 1000, 4097, (1u << 20) + 3};
-    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
-        for (int a = 0; a < 3; a++) run_silu_mul(&r, sizes[s], a);
-        run_add(&r, sizes[s], AE_DT_F32, AE_DT_F32);
-        run_add(&r, sizes[s], AE_DT_F32, AE_DT_BF16);
-        run_add(&r, sizes[s], AE_DT_BF16, AE_DT_BF16);
-    }
 }
 
 // =============================================================================================
@@ -1238,9 +1176,10 @@ static int attn_wgmma_shape(const attn_case *c) {
 }
 
 // One case on the cpu and on cuda with both the default dispatch and the reference kernel
-// (AE_CUDA_ATTN=ref); shapes kernel F takes also with AE_ATTN_WGMMA=1 (kernel F on an sm_90
-// GPU of an sm_90a build, else the default choice) and AE_ATTN_WGMMA=0 (kernel B), both with the
-// rows' log-sum-exp (ae_attn_args.lse) compared too (TOL_LSE); absorbed MLA shapes of the tensor-core kernels (576/512, 288/256) also
+// (AE_CUDA_ATTN=ref); shapes kernel F takes also with AE_ATTN_WGMMA=1 and =simple (kernel F's
+// two schedules on an sm_90 GPU of an sm_90a build, else the default choice) and AE_ATTN_WGMMA=0
+// (kernel B), each with the rows' log-sum-exp (ae_attn_args.lse) compared too (TOL_LSE);
+// absorbed MLA shapes of the tensor-core kernels (576/512, 288/256) also
 // with each MLA kernel forced (AE_CUDA_MLA_KERNEL=old: kernel D; new64: kernel E with 64-key
 // tiles; the default takes kernel E with 32-key tiles up to 64 rows). K/V storage: the S = pos0 + T positions (or, with a ring, the slots of
 // the last `ring` positions); 5 rows past the last position (the rest of a KV cache, never
@@ -1291,10 +1230,12 @@ static void run_attention(ae_rng *r, const attn_case *c) {
     char sp[16];
     snprintf(sp, sizeof sp, "%d", c->splits);
     if (c->splits > 0) setenv("AE_CUDA_MLA_SPLITS", sp, 1);
-    // runs: default, ref, then the MLA kernels or kernels F (AE_ATTN_WGMMA=1) and B (=0)
-    static const char *const wgmma_env[] = {"1", "0"}, *const wgmma_names[] = {"wgmma", "flash"};
+    // runs: default, ref, then the MLA kernels, or kernel F (AE_ATTN_WGMMA=1), F's unpipelined
+    // schedule (=simple) and kernel B (=0)
+    static const char *const wgmma_env[] = {"1", "simple", "0"};
+    static const char *const wgmma_names[] = {"wgmma", "wgmma-s", "flash"};
     const int wg = attn_wgmma_shape(c);
-    for (int run = 0; run < (mla || wg ? 4 : 2); run++) {
+    for (int run = 0; run < 2 + (mla ? 2 : wg ? 3 : 0); run++) {
         int ref = run == 1;
         const char *kern = run >= 2 && mla ? mla_kernels[run - 2] : NULL;
         const char *wenv = run >= 2 && wg ? wgmma_env[run - 2] : NULL;
@@ -1418,8 +1359,8 @@ static void test_attention_heads(void **state) {
     run_attention_cases(&r, mixed, sizeof mixed / sizeof *mixed);
 }
 
-// Shapes of kernel F (Hopper wgmma, dk = dv = 128; run_attention runs it with AE_ATTN_WGMMA=1
-// next to kernel B with =0): packed row counts T·G that are not multiples of its 128-row tiles
+// Shapes of kernel F (Hopper wgmma, dk = dv = 128; run_attention runs both its schedules,
+// AE_ATTN_WGMMA=1 and =simple, next to kernel B with =0): packed row counts T·G that are not multiples of its 128-row tiles
 // (nor of 64), GQA groups G = 1, 2, 4, 8, key counts around its 128-key tiles, pos0 = 0 (every
 // block has diagonal tiles) and pos0 >> T (chunks over a long cached prefix: nearly every tile
 // unmasked), sinks, a peaky softmax, padded K/V rows, a multi-block prefill of the 8B teacher's
@@ -1710,103 +1651,6 @@ static void test_moe_ffn(void **state) {
 }
 
 // =============================================================================================
-// Scores of logit rows: nll_rows, kl_rows, argmax_rows
-
-// Logit rows with std `scale` (dtype zdt).
-static float *logit_rows(ae_rng *r, int T, int V, float scale, ae_dtype zdt) {
-    return hnormal(r, (size_t)T * V, scale, zdt);
-}
-
-static void run_nll(ae_rng *r, int T, int V, ae_dtype zdt) {
-    float *z = logit_rows(r, T, V, 3.0f, zdt);
-    int32_t *tg = inew((size_t)T);
-    for (int t = 0; t < T; t++) tg[t] = rand_int(r, V);
-    tg[0] = V - 1;
-    float *oc = hnew((size_t)T);
-    g_cpu->nll_rows(g_cpu, ae_host_f32(oc), ae_host_f32(z), ae_host_i32(tg), T, V);
-    ae_ptr dz = dnew_put(z, (size_t)T * V, zdt), dt = dnew_put_i32(tg, (size_t)T);
-    ae_ptr dout = dnew((size_t)T, AE_DT_F32);
-    g_gpu->nll_rows(g_gpu, dout, dz, dt, T, V);
-    float *og = dget(dout, (size_t)T);
-    expect_close(og, oc, (size_t)T, TOL_NLL, "nll_rows T=%d V=%d z %s", T, V, dtn(zdt));
-    dfree(dz), dfree(dt), dfree(dout);
-    free(z), free(tg), free(oc), free(og);
-}
-
-// kl_rows: per row |cuda - cpu| <= TOL_KL · (1 + cpu). kind 0: zs = zt + small noise (small
-// KL), 1: independent rows (large KL), 2: zs == zt (KL 0).
-static void run_kl(ae_rng *r, int T, int V, ae_dtype zdt, int kind) {
-    size_t n = (size_t)T * V;
-    float *zt = logit_rows(r, T, V, 3.0f, zdt);
-    float *zs = kind == 1 ? logit_rows(r, T, V, 3.0f, zdt) : hcopy(zt, n);
-    if (kind == 0) {
-        for (size_t i = 0; i < n; i++) zs[i] += 0.3f * ae_rng_normal(r);
-        round_to(zs, n, zdt);
-    }
-    float *oc = hnew((size_t)T);
-    g_cpu->kl_rows(g_cpu, ae_host_f32(oc), ae_host_f32(zt), ae_host_f32(zs), T, V);
-    ae_ptr dt = dnew_put(zt, n, zdt), ds = dnew_put(zs, n, zdt), dout = dnew((size_t)T, AE_DT_F32);
-    g_gpu->kl_rows(g_gpu, dout, dt, ds, T, V);
-    float *og = dget(dout, (size_t)T);
-    double worst = 0;
-    for (int t = 0; t < T; t++) {
-        if (!isfinite(og[t]) || og[t] < 0)
-            fail_msg("kl_rows T=%d V=%d z %s kind %d: row %d is %g (must be finite and >= 0)", T, V,
-                     dtn(zdt), kind, t, (double)og[t]);
-        double d = fabs((double)og[t] - oc[t]) / (1.0 + fabs(oc[t]));
-        if (d > worst) worst = d;
-        if (d > TOL_KL)
-            fail_msg("kl_rows T=%d V=%d z %s kind %d: row %d cuda %.7g cpu %.7g (|diff|/(1+cpu) "
-                     "%.3g > %.0e)", T, V, dtn(zdt), kind, t, (double)og[t], (double)oc[t], d, TOL_KL);
-    }
-    char what[128];
-    snprintf(what, sizeof what, "kl_rows T=%d V=%d z %s, %s (kl[0] = %.3g)", T, V, dtn(zdt),
-             kind == 0 ? "near rows" : kind == 1 ? "independent rows" : "equal rows", (double)oc[0]);
-    printf("  %-78s max |diff|/(1+kl) %.2e (tol %.0e)\n", what, worst, TOL_KL);
-    fflush(stdout);
-    dfree(dt), dfree(ds), dfree(dout);
-    free(zt), free(zs), free(oc), free(og);
-}
-
-// argmax_rows: exact, ties -> lowest index (both backends see identical values). Some rows get
-// their maximum copied to other columns, before and after it.
-static void run_argmax(ae_rng *r, int T, int V, ae_dtype zdt) {
-    float *z = logit_rows(r, T, V, 3.0f, zdt);
-    for (int t = 0; t < T && V > 2; t += 2) {
-        float *row = z + (size_t)t * V;
-        int best = 0;
-        for (int i = 1; i < V; i++)
-            if (row[i] > row[best]) best = i;
-        row[rand_int(r, V)] = row[best]; // a tie somewhere (before or after)
-        row[V - 1] = row[best];
-    }
-    int32_t *oc = inew((size_t)T);
-    g_cpu->argmax_rows(g_cpu, ae_host_i32(oc), ae_host_f32(z), T, V);
-    ae_ptr dz = dnew_put(z, (size_t)T * V, zdt), dout = dnew((size_t)T, AE_DT_I32);
-    g_gpu->argmax_rows(g_gpu, dout, dz, T, V);
-    int32_t *og = dget_i32(dout, (size_t)T);
-    expect_exact_i32(og, oc, (size_t)T, "argmax_rows T=%d V=%d z %s (with ties)", T, V, dtn(zdt));
-    dfree(dz), dfree(dout);
-    free(z), free(oc), free(og);
-}
-
-static void test_scores(void **state) {
-    (void)state;
-    ae_rng r;
-    ae_rng_seed(&r, 801);
-    const int Ts[] = {1, 7, 300}, Vs[] = {10, 8192, 151936};
-    const ae_dtype zd[2] = {AE_DT_F32, AE_DT_BF16};
-    for (int t = 0; t < 3; t++)
-        for (int v = 0; v < 3; v++)
-            for (int d = 0; d < 2; d++) {
-                run_nll(&r, Ts[t], Vs[v], zd[d]);
-                for (int kind = 0; kind < 3; kind++) run_kl(&r, Ts[t], Vs[v], zd[d], kind);
-                run_argmax(&r, Ts[t], Vs[v], zd[d]);
-            }
-    run_argmax(&r, 5, 1, AE_DT_F32);
-}
-
-// =============================================================================================
 // Views the contract allows but the model rarely makes: odd element offsets and odd strides of
 // bf16 tensors (2-byte aligned rows: a kernel that assumes 16-byte vectors faults or reads the
 // wrong values), and the less common float dtype pairs. Last in the run, so that a kernel fault
@@ -1861,8 +1705,6 @@ int main(void) {
         cmocka_unit_test(test_qk_norm_rope),
         cmocka_unit_test(test_mla_decode_prep),
         cmocka_unit_test(test_matmul_group),
-        cmocka_unit_test(test_gate_mul),
-        cmocka_unit_test(test_silu_mul_add),
         cmocka_unit_test(test_attention_decode),
         cmocka_unit_test(test_attention_prefill),
         cmocka_unit_test(test_attention_heads),
@@ -1871,7 +1713,6 @@ int main(void) {
         cmocka_unit_test(test_attention_strided_absorbed),
         cmocka_unit_test(test_moe_route),
         cmocka_unit_test(test_moe_ffn),
-        cmocka_unit_test(test_scores),
         cmocka_unit_test(test_unaligned_views),
     };
     unsetenv("AE_CUDA_ATTN"); // the default dispatch unless a case asks for the reference

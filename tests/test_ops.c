@@ -17,7 +17,7 @@
 //               normal values; test_backend_ops holds the relative L2 error to 1e-2).
 //   TOL_ADD     {1e-6, 1e-6}: one fp32 addition into an F32 tensor on both backends.
 //   TOL_ROWS    {1e-5, 1e-4}: nll_rows / kl_rows of F32 logits, F32 out: an fp32 log-sum-exp
-//               over V terms (test_backend_ops: TOL_NLL 1e-5, TOL_KL 1e-4 absolute + relative).
+//               over V terms (as test_backend_ops held cuda to the cpu: 1e-5 nll, 1e-4 kl).
 // A one-line bug (a wrong sign, a scale off by one term, a shifted window, a dropped sink) moves
 // outputs by O(1e-1) or more and fails on every backend.
 #include <math.h>
@@ -294,114 +294,169 @@ static void test_attention(void **state) {
 
 // ---------------------------------------------------------------- gate_mul, silu_mul, add
 
-static void test_gate_mul(void **state) {
-    const ae_backend *be = ae_tb_backend(state);
-    double tol = ae_tb_tol_of(be, TOL_EXP);
-    ae_rng r;
-    ae_rng_seed(&r, 8);
-    enum { T = 3, H = 4, HD = 5, N = T * H * HD };
-    for (int per_head = 0; per_head < 2; per_head++) {
-        size_t ng = per_head ? (size_t)T * H : N;
-        ae_scratch sc;
-        ae_scratch_init(&sc, be);
-        float *x = randn(&r, N, 1.0f), *g = randn(&r, ng, 2.0f);
-        g[0] = -200.0f, g[1] = 40.0f; // saturated: exactly 0 and x (cpu)
-        ae_ptr px = ae_tb_in(&sc, x, N, be->act_dtype), pg = ae_tb_in(&sc, g, ng, be->act_dtype);
-        ae_ptr py = ae_tb_new(&sc, N, be->act_dtype, NAN);
-        double *xd = ae_test_to_double(x, N), *gd = ae_test_to_double(g, ng), *ref = dnew(N);
-        ae_ref_gate_mul(ref, xd, gd, T, H, HD, per_head);
-        be->gate_mul(be, py, px, pg, T, H, HD, per_head);
-        float *y = ae_tb_out(be, py, N);
-        ae_tb_check(be, per_head ? "gate_mul per head" : "gate_mul", y, ref, N, tol);
-        if (ae_tb_is_cpu(be) && !per_head) assert_true(y[0] == 0.0f && y[1] == x[1]);
-        be->gate_mul(be, px, px, pg, T, H, HD, per_head); // y may alias x
-        float *yi = ae_tb_out(be, px, N);
-        ae_tb_check(be, "gate_mul in place", yi, ref, N, tol);
-        free(x), free(g), free(y), free(yi), free(xd), free(gd), free(ref);
-        ae_scratch_free(&sc);
-    }
-}
-
-// silu_mul (SwiGLU's product) with saturated and zero gates; add into an F32 tensor.
-static void test_silu_mul_add(void **state) {
-    const ae_backend *be = ae_tb_backend(state);
-    ae_rng r;
-    ae_rng_seed(&r, 9);
-    size_t n = 300;
+// y = x ⊙ sigmoid(g), elementwise and per head, out of place and in place (y == x), with
+// saturated gates; shapes from one element to a 1000-token prefill (the cuda grid's edges).
+static void run_gate_mul(const ae_backend *be, ae_rng *r, int T, int H, int hd, int per_head,
+                         int in_place) {
+    size_t n = (size_t)T * H * hd, ng = per_head ? (size_t)T * H : n;
     ae_scratch sc;
     ae_scratch_init(&sc, be);
-    float *g = randn(&r, n, 3.0f), *u = randn(&r, n, 1.0f);
-    g[0] = -30.0f, g[1] = 25.0f, g[2] = 0.0f;
+    float *x = randn(r, n, 1.0f), *g = randn(r, ng, 3.0f);
+    g[0] = -200.0f; // saturated: exactly 0 (cpu)
+    if (ng > 1) g[1] = 40.0f; // saturated: exactly x (cpu)
+    ae_ptr px = ae_tb_in(&sc, x, n, be->act_dtype), pg = ae_tb_in(&sc, g, ng, be->act_dtype);
+    ae_ptr py = in_place ? px : ae_tb_new(&sc, n, be->act_dtype, NAN);
+    double *xd = ae_test_to_double(x, n), *gd = ae_test_to_double(g, ng), *ref = dnew(n);
+    ae_ref_gate_mul(ref, xd, gd, T, H, hd, per_head);
+    be->gate_mul(be, py, px, pg, T, H, hd, per_head);
+    float *y = ae_tb_out(be, py, n);
+    char what[96];
+    snprintf(what, sizeof what, "gate_mul T=%d H=%d hd=%d %s%s", T, H, hd,
+             per_head ? "per head" : "elementwise", in_place ? " in place" : "");
+    ae_tb_check(be, what, y, ref, n, ae_tb_tol_of(be, TOL_EXP));
+    if (ae_tb_is_cpu(be) && !per_head && n > 1) assert_true(y[0] == 0.0f && y[1] == x[1]);
+    free(x), free(g), free(y), free(xd), free(gd), free(ref);
+    ae_scratch_free(&sc);
+}
+
+static void test_gate_mul(void **state) {
+    const ae_backend *be = ae_tb_backend(state);
+    ae_rng r;
+    ae_rng_seed(&r, 8);
+    const int shapes[][3] = {{3, 4, 5}, {1, 1, 1}, {7, 4, 32}, {5, 3, 40}, {300, 32, 128},
+                             {1000, 16, 64}, {3, 5, 7}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int ph = 0; ph < 2; ph++)
+            for (int ip = 0; ip < 2; ip++)
+                run_gate_mul(be, &r, shapes[s][0], shapes[s][1], shapes[s][2], ph, ip);
+}
+
+// silu_mul (SwiGLU's product) with saturated and zero gates; alias 0: separate y, 1: y == g (as
+// the model calls it), 2: y == u.
+static void run_silu_mul(const ae_backend *be, ae_rng *r, size_t n, int alias) {
+    ae_scratch sc;
+    ae_scratch_init(&sc, be);
+    float *g = randn(r, n, 3.0f), *u = randn(r, n, 1.0f);
+    g[0] = -30.0f;
+    if (n > 2) g[1] = 25.0f, g[2] = 0.0f;
     ae_ptr pg = ae_tb_in(&sc, g, n, be->act_dtype), pu = ae_tb_in(&sc, u, n, be->act_dtype);
-    ae_ptr py = ae_tb_new(&sc, n, be->act_dtype, NAN);
+    ae_ptr py = alias == 1 ? pg : alias == 2 ? pu : ae_tb_new(&sc, n, be->act_dtype, NAN);
     double *gd = ae_test_to_double(g, n), *ud = ae_test_to_double(u, n), *ref = dnew(n);
     ae_ref_silu_mul(ref, gd, ud, n);
     be->silu_mul(be, py, pg, pu, n);
     float *y = ae_tb_out(be, py, n);
-    ae_tb_check(be, "silu_mul", y, ref, n, ae_tb_tol_of(be, TOL_EXP));
-    be->silu_mul(be, pg, pg, pu, n); // y may alias g
-    float *yi = ae_tb_out(be, pg, n);
-    ae_tb_check(be, "silu_mul in place", yi, ref, n, ae_tb_tol_of(be, TOL_EXP));
-
-    float *a = randn(&r, n, 1.0f), *b = randn(&r, n, 1.0f);
-    ae_ptr pa = ae_tb_in(&sc, a, n, AE_DT_F32), pb = ae_tb_in(&sc, b, n, AE_DT_F32);
-    for (size_t i = 0; i < n; i++) ref[i] = (double)a[i] + b[i];
-    be->add(be, pa, pb, n);
-    float *sum = ae_tb_out(be, pa, n);
-    ae_tb_check(be, "add", sum, ref, n, ae_tb_tol_of(be, TOL_ADD));
-    free(g), free(u), free(y), free(yi), free(a), free(b), free(sum), free(gd), free(ud), free(ref);
+    char what[64];
+    snprintf(what, sizeof what, "silu_mul n=%zu%s", n,
+             alias == 1 ? " y == g" : alias == 2 ? " y == u" : "");
+    ae_tb_check(be, what, y, ref, n, ae_tb_tol_of(be, TOL_EXP));
+    free(g), free(u), free(y), free(gd), free(ud), free(ref);
     ae_scratch_free(&sc);
+}
+
+// y += x for y F32 or act, x F32 or act (one fp32 addition; an act y is rounded once more).
+static void run_add(const ae_backend *be, ae_rng *r, size_t n, ae_dtype ydt, ae_dtype xdt) {
+    ae_scratch sc;
+    ae_scratch_init(&sc, be);
+    float *y = randn(r, n, 2.0f), *x = randn(r, n, 1.0f);
+    ae_ptr py = ae_tb_in(&sc, y, n, ydt), px = ae_tb_in(&sc, x, n, xdt);
+    double *ref = dnew(n);
+    for (size_t i = 0; i < n; i++) ref[i] = (double)y[i] + x[i];
+    be->add(be, py, px, n);
+    float *sum = ae_tb_out(be, py, n);
+    char what[64];
+    snprintf(what, sizeof what, "add n=%zu y %s += x %s", n, ae_dtype_name(ydt), ae_dtype_name(xdt));
+    ae_tb_check(be, what, sum, ref, n, ae_tb_tol_of(be, ydt == AE_DT_F32 ? TOL_ADD : TOL_F32_OP));
+    free(y), free(x), free(sum), free(ref);
+    ae_scratch_free(&sc);
+}
+
+static void test_silu_mul_add(void **state) {
+    const ae_backend *be = ae_tb_backend(state);
+    ae_rng r;
+    ae_rng_seed(&r, 9);
+    size_t sizes[] = {1, 7, 300, 1000, 4097, (1u << 20) + 3};
+    ae_dtype act = be->act_dtype;
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        for (int a = 0; a < 3; a++) run_silu_mul(be, &r, sizes[s], a);
+        run_add(be, &r, sizes[s], AE_DT_F32, AE_DT_F32);
+        if (act != AE_DT_F32) run_add(be, &r, sizes[s], AE_DT_F32, act);
+        if (act != AE_DT_F32) run_add(be, &r, sizes[s], act, act);
+    }
 }
 
 // ---------------------------------------------------------------- scores of logit rows
 
-// nll_rows and kl_rows against the one log-sum-exp reference; argmax_rows exactly (a tie goes to
-// the lowest index). kl of a row with itself is 0.
+// Rows of std-3 logits, F32 or act. kind 0: zs = zt + small noise (small KL), 1: independent
+// rows (large KL), 2: zs == zt (KL 0). nll_rows (target V − 1 in row 0) and kl_rows (finite and
+// >= 0) against the one log-sum-exp reference; argmax_rows exactly, with ties (a row's maximum
+// copied before and after it: the lowest index wins).
+static void run_scores(const ae_backend *be, ae_rng *r, int T, int V, ae_dtype zdt, int kind) {
+    double tol = ae_tb_tol_of(be, TOL_ROWS);
+    size_t n = (size_t)T * V;
+    ae_scratch sc;
+    ae_scratch_init(&sc, be);
+    float *zt = randn(r, n, 3.0f), *zs = randn(r, n, 3.0f);
+    for (int t = 0; t < T && V > 2; t += 2) { // ties for argmax
+        float *row = zt + (size_t)t * V;
+        int best = 0;
+        for (int i = 1; i < V; i++)
+            if (row[i] > row[best]) best = i;
+        row[ae_rng_u64(r) % (uint64_t)V] = row[best];
+        row[V - 1] = row[best];
+    }
+    if (kind != 1)
+        for (size_t i = 0; i < n; i++) zs[i] = kind == 0 ? zt[i] + 0.3f * ae_rng_normal(r) : zt[i];
+    int32_t *tg = malloc(sizeof(int32_t) * T), *arg = malloc(sizeof(int32_t) * T);
+    for (int t = 0; t < T; t++) tg[t] = (int32_t)(ae_rng_u64(r) % (uint64_t)V);
+    tg[0] = V - 1;
+    ae_ptr pt = ae_tb_in(&sc, zt, n, zdt), ps = ae_tb_in(&sc, zs, n, zdt);
+    ae_ptr ptg = ae_tb_in_i32(&sc, tg, (size_t)T), pout = ae_tb_new(&sc, (size_t)T, AE_DT_F32, NAN);
+    ae_ptr parg = ae_tb_new(&sc, (size_t)T, AE_DT_I32, -1);
+    double *ref = dnew((size_t)T);
+    char what[96];
+    snprintf(what, sizeof what, "nll_rows T=%d V=%d z %s", T, V, ae_dtype_name(zdt));
+    be->nll_rows(be, pout, pt, ptg, T, V);
+    float *nll = ae_tb_out(be, pout, (size_t)T);
+    for (int t = 0; t < T; t++) ref[t] = ae_ref_nll_row(zt + (size_t)t * V, V, tg[t]);
+    ae_tb_check(be, what, nll, ref, (size_t)T, tol);
+    snprintf(what, sizeof what, "kl_rows T=%d V=%d z %s kind %d", T, V, ae_dtype_name(zdt), kind);
+    be->kl_rows(be, pout, pt, ps, T, V);
+    float *kl = ae_tb_out(be, pout, (size_t)T);
+    for (int t = 0; t < T; t++) {
+        if (!isfinite(kl[t]) || kl[t] < 0)
+            fail_msg("%s on %s: row %d is %g (must be finite and >= 0)", what, be->name, t,
+                     (double)kl[t]);
+        ref[t] = kind == 2 ? 0.0 : ae_ref_kl_row(zt + (size_t)t * V, zs + (size_t)t * V, V);
+    }
+    ae_tb_check(be, what, kl, ref, (size_t)T, tol);
+    be->argmax_rows(be, parg, pt, T, V);
+    if (be->download(be, arg, AE_DT_I32, parg, (size_t)T) != AE_OK)
+        fail_msg("%s: argmax download: %s", be->name, ae_last_error());
+    for (int t = 0; t < T; t++) {
+        int best = 0;
+        for (int v = 1; v < V; v++)
+            if (zt[(size_t)t * V + v] > zt[(size_t)t * V + best]) best = v;
+        if (arg[t] != best)
+            fail_msg("argmax_rows T=%d V=%d z %s on %s: row %d gives %d, want %d", T, V,
+                     ae_dtype_name(zdt), be->name, t, arg[t], best);
+    }
+    free(zt), free(zs), free(tg), free(arg), free(nll), free(kl), free(ref);
+    ae_scratch_free(&sc);
+}
+
+// One row to a 300-row chunk; vocabularies from 1 to Qwen3's 151936 (at most 7 rows of it).
 static void test_score_rows(void **state) {
     const ae_backend *be = ae_tb_backend(state);
-    double tol = ae_tb_tol_of(be, TOL_ROWS);
     ae_rng r;
     ae_rng_seed(&r, 10);
-    int shapes[][2] = {{5, 1000}, {3, 7}, {2, 4099}};
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        int T = shapes[s][0], V = shapes[s][1];
-        size_t n = (size_t)T * V;
-        ae_scratch sc;
-        ae_scratch_init(&sc, be);
-        float *zt = randn(&r, n, 3.0f), *zs = randn(&r, n, 3.0f);
-        int32_t *tg = malloc(sizeof(int32_t) * T);
-        for (int t = 0; t < T; t++) tg[t] = (int32_t)(ae_rng_u64(&r) % (uint64_t)V);
-        zt[(size_t)(T - 1) * V + 2] = zt[(size_t)(T - 1) * V + V - 1] = 40.0f; // a tie for argmax
-        ae_ptr pt = ae_tb_in(&sc, zt, n, AE_DT_F32), ps = ae_tb_in(&sc, zs, n, AE_DT_F32);
-        ae_ptr ptg = ae_tb_in_i32(&sc, tg, (size_t)T), pout = ae_tb_new(&sc, (size_t)T, AE_DT_F32, NAN);
-        ae_ptr parg = ae_tb_new(&sc, (size_t)T, AE_DT_I32, -1);
-        double ref[8];
-        be->nll_rows(be, pout, pt, ptg, T, V);
-        float *nll = ae_tb_out(be, pout, (size_t)T);
-        for (int t = 0; t < T; t++) ref[t] = ae_ref_nll_row(zt + (size_t)t * V, V, tg[t]);
-        ae_tb_check(be, "nll_rows", nll, ref, (size_t)T, tol);
-        be->kl_rows(be, pout, pt, ps, T, V);
-        float *kl = ae_tb_out(be, pout, (size_t)T);
-        for (int t = 0; t < T; t++) ref[t] = ae_ref_kl_row(zt + (size_t)t * V, zs + (size_t)t * V, V);
-        ae_tb_check(be, "kl_rows", kl, ref, (size_t)T, tol);
-        be->kl_rows(be, pout, pt, pt, T, V);
-        float *kl0 = ae_tb_out(be, pout, (size_t)T);
-        for (int t = 0; t < T; t++) ref[t] = 0;
-        ae_tb_check(be, "kl_rows of a row with itself", kl0, ref, (size_t)T, tol);
-        be->argmax_rows(be, parg, pt, T, V);
-        int32_t arg[8];
-        if (be->download(be, arg, AE_DT_I32, parg, (size_t)T) != AE_OK)
-            fail_msg("%s: argmax download: %s", be->name, ae_last_error());
-        for (int t = 0; t < T; t++) {
-            int best = 0;
-            for (int v = 1; v < V; v++)
-                if (zt[(size_t)t * V + v] > zt[(size_t)t * V + best]) best = v;
-            if (arg[t] != best)
-                fail_msg("argmax_rows on %s: row %d gives %d, want %d", be->name, t, arg[t], best);
-        }
-        free(zt), free(zs), free(tg), free(nll), free(kl), free(kl0);
-        ae_scratch_free(&sc);
-    }
+    const int shapes[][2] = {{5, 1000}, {1, 10}, {7, 10}, {300, 10}, {1, 8192}, {7, 8192},
+                             {300, 8192}, {1, 151936}, {7, 151936}, {3, 4099}};
+    ae_dtype zd[2] = {AE_DT_F32, be->act_dtype};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int d = 0; d < (zd[1] == AE_DT_F32 ? 1 : 2); d++)
+            for (int kind = 0; kind < 3; kind++)
+                run_scores(be, &r, shapes[s][0], shapes[s][1], zd[d], kind);
+    run_scores(be, &r, 5, 1, AE_DT_F32, 2);
 }
 
 // ---------------------------------------------------------------- MoE routing (host)
