@@ -2,7 +2,7 @@
 // judged against measured in the same process:
 //   bench_infer (--config DIR | --model DIR) [--device cuda] [--prefill 4096,32768]
 //               [--decode-at 4096,32768] [--decode-steps 32] [--reps 3] [--peaks] [--label S]
-//               [--profile]
+//               [--profile] [--graphs 0,1]
 // --config: random weights for DIR/config.json's architecture, made on the device (Qwen3-8B or
 // Qwen3-30B-A3B sized models without weight files); --model: real weights.
 //   peaks    bf16 GEMM rate (8192³ product through the backend's gemm) and copy bandwidth
@@ -10,9 +10,13 @@
 //   prefill  one forward of T tokens from an empty cache (logits of the last token), median of
 //            reps; FLOP/s counts 2·(weights used per token)·T + causal attention (window-aware)
 //            + the last token's head, and is reported as a fraction of the GEMM peak
-//   decode   after a prefill of P tokens, `steps` single-token steps each reading back its
-//            greedy id; bytes per token = weights read (MoE: the routed experts only) + the KV
-//            cache read at that position; reported against the copy bandwidth
+//   decode   after a prefill of P tokens, `steps` single-token steps (ae_model_decode_step)
+//            each reading back its greedy id, after 2 untimed ones; bytes per token = weights
+//            read (MoE: the routed experts only) + the KV cache read at that position; reported
+//            against the copy bandwidth. --graphs lists the modes measured one after the other
+//            on the same cache (default 0,1): 0 launches the ops one by one ("decode" rows), 1
+//            records each step as CUDA graphs ("decode-graphs" rows, followed by a "graphs" line:
+//            steps recorded, segments updated / instantiated, failures)
 //   profile  (--profile) after each timed decode measurement, `steps` more steps through the
 //            op profiler (backend/profile.h: a sync before and after every op) and a table of
 //            where a step's time goes: op, calls per token, us per token, share of the step.
@@ -37,7 +41,20 @@
 typedef struct {
     const char *config, *model, *device, *label;
     int prefill[8], n_prefill, decode_at[8], n_decode, steps, reps, peaks, profile;
+    int graphs[2], n_graphs; // decode modes: 0 op by op, 1 CUDA graphs
 } opts;
+
+// "0", "1", "0,1" or "1,0" into out; the count, or -1.
+static int parse_graphs(const char *s, int *out) {
+    int n = 0;
+    for (const char *p = s; *p; p++) {
+        if ((*p == '0' || *p == '1') && n < 2 && (p[1] == ',' || p[1] == '\0'))
+            out[n++] = *p - '0';
+        else if (*p != ',' || p == s || p[1] == '\0')
+            return -1;
+    }
+    return n > 0 && !(n == 2 && out[0] == out[1]) ? n : -1;
+}
 
 static int parse_list(const char *s, int *out, int max) {
     int n = 0;
@@ -54,6 +71,7 @@ static int parse(int argc, char **argv, opts *o) {
     o->steps = 32;
     o->reps = 3;
     o->device = "cuda";
+    o->graphs[0] = 0, o->graphs[1] = 1, o->n_graphs = 2;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--peaks")) { o->peaks = 1; continue; }
@@ -68,6 +86,7 @@ static int parse(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--decode-at")) { if ((o->n_decode = parse_list(v, o->decode_at, 8)) < 0) return -1; }
         else if (!strcmp(a, "--decode-steps")) { if ((o->steps = atoi(v)) < 1) return -1; }
         else if (!strcmp(a, "--reps")) { if ((o->reps = atoi(v)) < 1) return -1; }
+        else if (!strcmp(a, "--graphs")) { if ((o->n_graphs = parse_graphs(v, o->graphs)) < 0) return -1; }
         else return -1;
     }
     if (!o->label) o->label = o->config ? o->config : o->model ? o->model : "peaks";
@@ -199,13 +218,44 @@ static ae_status decode_steps(ae_model *m, ae_kv_cache *c, int32_t *id, ae_ptr l
     const ae_backend *be = m->be;
     ae_status st = AE_OK;
     for (int i = 0; i < n && st == AE_OK; i++) {
-        st = ae_model_forward(m, c, id, 1, logits, 0);
+        st = ae_model_decode_step(m, c, *id, logits);
         if (st == AE_OK) {
             be->argmax_rows(be, best, logits, 1, m->cfg.vocab_size);
             st = be->download(be, id, AE_DT_I32, best, 1);
         }
     }
     return st;
+}
+
+#define DECODE_WARMUP 2 // untimed steps before each mode's timed ones (a graph's first recording)
+
+// One decode measurement on cache c (at position P + earlier modes' steps): op by op
+// (graphs 0) or as CUDA graphs (graphs 1). *s: seconds per step.
+static ae_status decode_mode(const opts *o, ae_model *m, ae_kv_cache *c, int32_t *id,
+                             ae_ptr logits, ae_ptr best, int P, const model_cost *k,
+                             double copy_peak, int graphs, double *s) {
+    const ae_backend *be = m->be;
+    int N = o->steps;
+    c->graphs = graphs;
+    ae_status st = decode_steps(m, c, id, logits, best, DECODE_WARMUP);
+    double t0 = ae_time_now();
+    if (st == AE_OK) st = decode_steps(m, c, id, logits, best, N);
+    *s = (ae_time_now() - t0) / N;
+    if (st != AE_OK) return st;
+    // the cache of a sequence at the middle position of the steps: what one step reads
+    double bytes = k->weight_bytes + (double)ae_kv_cache_bytes(m, c->n - N / 2);
+    print_row(o, be, graphs ? "decode-graphs" : "decode", P, *s, 1 / *s, "GB/s", bytes / *s / 1e9,
+              copy_peak > 0 ? bytes / *s / copy_peak : 0);
+    if (graphs) {
+        ae_graph_stats gs = {0};
+        if (c->graph && be->graph_stats) be->graph_stats(be, c->graph, &gs);
+        printf("bench_infer | %s | %s | graphs | %d | %ld of %ld steps recorded, %ld segments: "
+               "%ld updated, %ld instantiated; %ld retries, %ld failed%s\n",
+               o->label, be->name, P, gs.ran, gs.requests, gs.segments, gs.updated,
+               gs.instantiated, gs.retries, gs.failed,
+               be->graph_begin ? "" : " (this backend has no graphs)");
+    }
+    return AE_OK;
 }
 
 static ae_status bench_decode(const opts *o, ae_model *m, int P, const model_cost *k,
@@ -216,8 +266,8 @@ static ae_status bench_decode(const opts *o, ae_model *m, int P, const model_cos
     ae_ptr logits = be->alloc(be, (size_t)V, AE_DT_F32);
     ae_ptr best = be->alloc(be, 1, AE_DT_I32);
     ae_kv_cache c;
-    // room for the timed steps and, with --profile, as many profiled ones
-    int cap = P + N * (o->profile ? 2 : 1) + 1;
+    // room for the warm-up and timed steps of each mode and, with --profile, N profiled ones
+    int cap = P + (DECODE_WARMUP + N) * o->n_graphs + (o->profile ? N : 0) + 1;
     ae_status st = ids && !ae_ptr_is_null(logits) && !ae_ptr_is_null(best)
                        ? ae_kv_cache_init(&c, m, cap) : AE_ERR_NOMEM;
     if (st != AE_OK) {
@@ -235,15 +285,10 @@ static ae_status bench_decode(const opts *o, ae_model *m, int P, const model_cos
         be->argmax_rows(be, best, logits, 1, V);
         st = be->download(be, &id, AE_DT_I32, best, 1);
     }
-    double t0 = ae_time_now();
-    if (st == AE_OK) st = decode_steps(m, &c, &id, logits, best, N);
-    double s = (ae_time_now() - t0) / N;
-    if (st == AE_OK) {
-        // the cache of a sequence at the middle position of the steps: what one step reads
-        double bytes = k->weight_bytes + (double)ae_kv_cache_bytes(m, P + N / 2);
-        print_row(o, be, "decode", P, s, 1 / s, "GB/s", bytes / s / 1e9,
-                  copy_peak > 0 ? bytes / s / copy_peak : 0);
-    }
+    double s = 0;
+    for (int i = 0; i < o->n_graphs && st == AE_OK; i++)
+        st = decode_mode(o, m, &c, &id, logits, best, P, k, copy_peak, o->graphs[i], &s);
+    c.graphs = 0;
     if (st == AE_OK && o->profile) { // the model runs on the profiler for N more steps
         const ae_backend *prof = ae_backend_profile_wrap(be);
         if (!prof) {
@@ -270,7 +315,8 @@ int main(int argc, char **argv) {
     if (parse(argc, argv, &o) != 0) {
         fprintf(stderr, "usage: bench_infer (--config DIR | --model DIR | --peaks) [--device D]\n"
                         "         [--prefill 4096,32768] [--decode-at 4096,32768] "
-                        "[--decode-steps N] [--reps R] [--label S] [--profile]\n");
+                        "[--decode-steps N] [--reps R] [--label S] [--profile]\n"
+                        "         [--graphs 0,1]\n");
         return 2;
     }
     const ae_backend *be;

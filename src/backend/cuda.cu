@@ -21,14 +21,22 @@
 
 int cuda_failed(const ae_backend *be) { return cu(be)->failed; }
 
+// Inside a graph recording an error fails the recording (the work is then run op by op, where
+// a real device error is kept as usual), not the backend.
 static void keep_error(const ae_backend *be, const char *fmt, ...) {
     ae_cuda *c = cu(be);
     if (c->failed) return;
-    c->failed = 1;
+    char msg[sizeof c->message];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(c->message, sizeof c->message, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (c->rec) {
+        cuda_graph_fail(be, msg);
+        return;
+    }
+    c->failed = 1;
+    memcpy(c->message, msg, sizeof msg);
 }
 
 void cuda_check(const ae_backend *be, cudaError_t e, const char *op) {
@@ -44,6 +52,15 @@ void cuda_check_blas(const ae_backend *be, int status, const char *op) {
 static ae_status kept_status(const ae_backend *be) {
     ae_cuda *c = cu(be);
     return c->failed ? ae_errorf(AE_ERR_DEVICE, "%s", c->message) : AE_OK;
+}
+
+// Host transfers and waits cannot be recorded: inside a recording they fail it (the caller then
+// runs the work op by op).
+static ae_status refuse_in_recording(const ae_backend *be, const char *what) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s inside a graph recording", what);
+    cuda_graph_fail(be, msg);
+    return ae_errorf(AE_ERR_DEVICE, "%s: %s", cu(be)->name, msg);
 }
 
 void cuda_need(ae_ptr p, int mask, const char *op, const char *arg) {
@@ -65,6 +82,7 @@ __global__ void k_fill_nan_bytes(uint32_t *p, size_t n) {
 
 void *cuda_tmp_alloc(const ae_backend *be, size_t bytes, const char *op) {
     if (cuda_failed(be)) return NULL;
+    if (cu(be)->rec) return cuda_graph_alloc(be, bytes ? bytes : 16);
     void *p = NULL;
     cudaError_t e = cudaMallocAsync(&p, bytes ? bytes : 16, stream_of(be));
     if (e != cudaSuccess) {
@@ -77,7 +95,8 @@ void *cuda_tmp_alloc(const ae_backend *be, size_t bytes, const char *op) {
 }
 
 void cuda_tmp_free(const ae_backend *be, void *p) {
-    if (p) cuda_check(be, cudaFreeAsync(p, stream_of(be)), "free");
+    if (p && cu(be)->rec) cuda_graph_release(be, p);
+    else if (p) cuda_check(be, cudaFreeAsync(p, stream_of(be)), "free");
 }
 
 // The bytes the device's pool has handed out (op workspaces included); 0 if it cannot be read.
@@ -107,6 +126,14 @@ static int over_mem_limit(const ae_backend *be, size_t bytes) {
     return 1;
 }
 
+// AE_CUDA_POISON=1: a new allocation of `bytes` (a multiple of 4) is filled with NaN.
+static void fill_poison(const ae_backend *be, void *p, size_t bytes) {
+    if (!cu(be)->poison) return;
+    size_t words = bytes / 4;
+    k_fill_nan_bytes<<<cuda_blocks(words, 256), 256, 0, stream_of(be)>>>((uint32_t *)p, words);
+    cuda_check(be, cudaGetLastError(), "alloc poison");
+}
+
 ae_ptr ae_cuda_alloc(const ae_backend *be, size_t n, ae_dtype dt) {
     size_t es = ae_dtype_size(dt), bytes;
     if (es == 0 || ae_mul_size(n ? n : 1, es, &bytes) != 0) {
@@ -115,8 +142,13 @@ ae_ptr ae_cuda_alloc(const ae_backend *be, size_t n, ae_dtype dt) {
         return ae_ptr_null();
     }
     bytes = (bytes + 255) & ~(size_t)255;
-    if (over_mem_limit(be, bytes)) return ae_ptr_null();
     void *p = NULL;
+    if (cu(be)->rec) { // a graph recording's workspace (its size was checked against the limit)
+        if (!(p = cuda_graph_alloc(be, bytes))) return ae_ptr_null();
+        fill_poison(be, p, bytes);
+        return ae_ptr_make(p, dt);
+    }
+    if (over_mem_limit(be, bytes)) return ae_ptr_null();
     cudaError_t e = cudaMallocAsync(&p, bytes, stream_of(be));
     if (e != cudaSuccess) {
         cudaGetLastError(); // out of memory is reported, not kept as a device failure
@@ -129,16 +161,13 @@ ae_ptr ae_cuda_alloc(const ae_backend *be, size_t n, ae_dtype dt) {
         ae_mem_note_refusal();
         return ae_ptr_null();
     }
-    if (cu(be)->poison) {
-        size_t words = bytes / 4;
-        k_fill_nan_bytes<<<cuda_blocks(words, 256), 256, 0, stream_of(be)>>>((uint32_t *)p, words);
-        cuda_check(be, cudaGetLastError(), "alloc poison");
-    }
+    fill_poison(be, p, bytes);
     return ae_ptr_make(p, dt);
 }
 
 void ae_cuda_free(const ae_backend *be, ae_ptr p) {
-    if (p.data) cudaFreeAsync(p.data, stream_of(be));
+    if (p.data && cu(be)->rec) cuda_graph_release(be, p.data);
+    else if (p.data) cudaFreeAsync(p.data, stream_of(be));
 }
 
 __device__ __forceinline__ float ld_src(const void *p, int dt, size_t i) {
@@ -155,6 +184,7 @@ __global__ void k_convert(T *dst, const void *src, int src_dt, size_t n) {
 
 ae_status ae_cuda_upload(const ae_backend *be, ae_ptr dst, const void *src, ae_dtype src_dt,
                          size_t n) {
+    if (cu(be)->rec) return refuse_in_recording(be, "upload");
     AE_TRY(kept_status(be));
     if (n == 0) return AE_OK;
     cudaStream_t s = stream_of(be);
@@ -204,6 +234,7 @@ void ae_cuda_fill_normal(const ae_backend *be, ae_ptr dst, size_t n, float std, 
 
 ae_status ae_cuda_download(const ae_backend *be, void *dst, ae_dtype dst_dt, ae_ptr src,
                            size_t n) {
+    if (cu(be)->rec) return refuse_in_recording(be, "download");
     AE_TRY(kept_status(be));
     cudaStream_t s = stream_of(be);
     if (n > 0 && dst_dt == src.dtype &&
@@ -228,6 +259,7 @@ ae_status ae_cuda_download(const ae_backend *be, void *dst, ae_dtype dst_dt, ae_
 }
 
 ae_status ae_cuda_sync(const ae_backend *be) {
+    if (cu(be)->rec) return refuse_in_recording(be, "sync");
     AE_TRY(kept_status(be));
     cuda_check(be, cudaStreamSynchronize(stream_of(be)), "sync");
     return kept_status(be);
@@ -243,6 +275,7 @@ void ae_cuda_mem_info(const ae_backend *be, size_t *free_bytes, size_t *total_by
 
 extern "C" ae_status ae_cuda_mem_peak(const ae_backend *be, int reset, size_t *used_high,
                                       size_t *reserved_high) {
+    if (cu(be)->rec) return refuse_in_recording(be, "mem_peak");
     cudaMemPool_t pool;
     uint64_t used = 0, reserved = 0, zero = 0;
     cudaSetDevice(cu(be)->device);
@@ -307,6 +340,7 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     c->cc_minor = prop.minor;
     const char *poison = getenv("AE_CUDA_POISON");
     c->poison = poison && poison[0] == '1';
+    cuda_graph_options(c);
     ae_status lim = ae_mem_limit_from_env(&c->mem_limit);
     if (lim != AE_OK) {
         free(c);
@@ -395,6 +429,13 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     be->axpby = ae_cuda_axpby;
     be->adamw = ae_cuda_adamw;
     be->adamw8 = ae_cuda_adamw8;
+    // Graphs of recorded ops (cuda_graph.cu): the decode step
+    be->graph_new = ae_cuda_graph_new;
+    be->graph_free = ae_cuda_graph_free;
+    be->graph_begin = ae_cuda_graph_begin;
+    be->graph_cut = ae_cuda_graph_cut;
+    be->graph_end = ae_cuda_graph_end;
+    be->graph_stats = ae_cuda_graph_stats;
     *out = be;
     return AE_OK;
 }

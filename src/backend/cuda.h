@@ -24,6 +24,10 @@ void ae_backend_cuda_close(const ae_backend *be);
 // (peak memory of a run); be must be a cuda backend. AE_ERR_DEVICE when the pool cannot be
 // queried.
 ae_status ae_cuda_mem_peak(const ae_backend *be, int reset, size_t *used_high, size_t *reserved_high);
+// For tests of the graph fallback (backend/cuda_graph.cu): the next graph recording on `be`
+// fails in its segment `segment` (0: the first) as a recording does when an op there makes a
+// call that cannot be captured; the segments before it have run.
+void ae_cuda_graph_fail_next(const ae_backend *be, int segment);
 
 #ifdef __cplusplus
 }

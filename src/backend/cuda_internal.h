@@ -35,6 +35,11 @@ struct ae_cuda {
     int cc_major, cc_minor;    // compute capability
     int poison;                // AE_CUDA_POISON=1: new allocations are filled with NaN (tests)
     size_t mem_limit;          // ATTNEDIT_MEM_LIMIT: the pool's used bytes allowed (0: none)
+    ae_graph *rec;             // the graph recording in progress (cuda_graph.cu), or NULL
+    int graphs;                // AE_CUDA_GRAPHS: 1 (default) records, 0: graph_begin declines
+    int graph_seg_max;         // AE_CUDA_GRAPH_SEGMENT: cut points per segment at most (0: none)
+    int graph_fail_next;       // ae_cuda_graph_fail_next (tests): 1 + the segment of the next
+                               // recording that fails (0: none)
     int failed;                // an error is kept in `message`
     char message[512];
     char name[32];             // "cuda:0"
@@ -209,6 +214,26 @@ void ae_cuda_silu_mul_bwd(const ae_backend *be, ae_ptr dg, ae_ptr du, ae_ptr dy,
 void ae_cuda_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dq, ae_ptr dk,
                            ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr out, ae_ptr q,
                            ae_ptr k, ae_ptr v);
+
+// cuda_graph.cu: the graph_* slots, and the recording's hooks in cuda.cu's memory and error
+// handling. While a recording is in progress (cu(be)->rec), allocations come from the handle's
+// workspace (the same addresses every step), frees of those are no-ops, and errors fail the
+// recording instead of the backend.
+void cuda_graph_options(ae_cuda *c); // reads AE_CUDA_GRAPHS and AE_CUDA_GRAPH_SEGMENT
+ae_graph *ae_cuda_graph_new(const ae_backend *be);
+void ae_cuda_graph_free(const ae_backend *be, ae_graph *g);
+int ae_cuda_graph_begin(const ae_backend *be, ae_graph *g);
+void ae_cuda_graph_cut(const ae_backend *be, ae_graph *g);
+int ae_cuda_graph_end(const ae_backend *be, ae_graph *g, int ok);
+void ae_cuda_graph_stats(const ae_backend *be, const ae_graph *g, ae_graph_stats *out);
+// The recording in progress fails with `msg` (kept for its one logged line).
+void cuda_graph_fail(const ae_backend *be, const char *msg);
+// `bytes` of the recording's workspace; NULL when it is too small (the recording then asks for
+// a retry with a larger one).
+void *cuda_graph_alloc(const ae_backend *be, size_t bytes);
+// Frees p inside a recording: a no-op for workspace memory; other memory is not freed and the
+// recording fails (a buffer from outside freed inside could not be replayed).
+void cuda_graph_release(const ae_backend *be, void *p);
 
 // Scratch device memory for an op's own temporaries (stream-ordered: valid for work queued on
 // the backend stream after the call; freed with cuda_tmp_free, also stream-ordered). NULL (and

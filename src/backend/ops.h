@@ -196,6 +196,19 @@ typedef struct ae_adamw_args {
 // Most products one matmul_group call takes.
 #define AE_MATMUL_GROUP_MAX 4
 
+// A backend's recording of a sequence of ops (the graph_* slots of ae_backend), and what it did.
+typedef struct ae_graph ae_graph;
+enum { AE_GRAPH_RAN = 0, AE_GRAPH_RETRY = 1, AE_GRAPH_FAILED = 2 };
+typedef struct {
+    long requests;       // graph_begin calls
+    long ran;            // recordings that ran to the end (AE_GRAPH_RAN)
+    long segments;       // segments launched
+    long updated;        // segments launched by updating the previous recording's graph
+    long instantiated;   // segments that needed a new executable graph (topology changed)
+    long retries;        // AE_GRAPH_RETRY: the recording's workspace grew
+    long failed;         // AE_GRAPH_FAILED with the recording at fault (0 or 1: then disabled)
+} ae_graph_stats;
+
 struct ae_backend {
     const char *name;      // "cpu", "cuda:0"
     const char *device;    // human-readable device, e.g. "NVIDIA H200 (139.8 GiB)"
@@ -451,6 +464,29 @@ struct ae_backend {
     //   w, g: (n) F32;  mq, vq: (n) U8;  ms, vs: (ceil(n / AE_Q8_BLOCK)) F32;  param: (n) wt
     void (*adamw8)(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_ptr mq, ae_ptr ms,
                    ae_ptr vq, ae_ptr vs, ae_ptr g, ae_ptr param, ae_ptr flag, size_t n);
+
+    // ---- graphs: recorded op sequences replayed with fewer launches (NULL where a backend has
+    // none: cpu; cuda: CUDA graphs, backend/cuda_graph.cu) ----
+    // Between graph_begin (returning 1) and graph_end the ops are recorded instead of run, and
+    // run in order in segments: the backend may end a segment at a graph_cut point and launch it
+    // while the caller goes on recording. The recorded code must not upload, download or sync
+    // (the recording fails), must free inside the recording every buffer it allocates there,
+    // and its work must be idempotent: when graph_end does not return AE_GRAPH_RAN, some leading
+    // segments may have run, and the caller restores its host state and runs the whole work again
+    // from the start (op by op, or recorded once more after AE_GRAPH_RETRY). Results equal an
+    // op-by-op run bit for bit. A handle serves one recurring sequence (e.g. the decode step of
+    // one cache): each recording updates the handle's previous one where only arguments changed.
+    ae_graph *(*graph_new)(const ae_backend *be); // NULL: out of memory
+    void (*graph_free)(const ae_backend *be, ae_graph *g); // null is a no-op
+    // 1: recording; 0: run the ops plainly (graphs switched off, the handle disabled after a
+    // failed recording, or its first request: one-time setup of the ops runs unrecorded).
+    int (*graph_begin)(const ae_backend *be, ae_graph *g);
+    void (*graph_cut)(const ae_backend *be, ae_graph *g);
+    // Ends the recording and runs what is left of it. ok = 0: the caller's work failed; nothing
+    // more runs. Returns AE_GRAPH_RAN, AE_GRAPH_RETRY or AE_GRAPH_FAILED (a failed recording is
+    // reported on stderr once, and the handle is disabled).
+    int (*graph_end)(const ae_backend *be, ae_graph *g, int ok);
+    void (*graph_stats)(const ae_backend *be, const ae_graph *g, ae_graph_stats *out);
 };
 
 

@@ -46,7 +46,7 @@ ae_status ae_generate(const ae_model *m, const int32_t *prompt, int n_prompt, in
         stats->new_tokens++;
         if (fn && fn(ud, id)) break;
         if (id == eos_id || i + 1 == max_new) break;
-        st = ae_model_forward(m, &cache, &id, 1, logits, 0);
+        st = ae_model_decode_step(m, &cache, id, logits); // a CUDA graph on cuda
         if (st == AE_OK) st = next_id(be, sampler, logits, best, host, V, &id);
     }
     stats->decode_s = ae_time_now() - t0;

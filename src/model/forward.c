@@ -108,12 +108,9 @@ static ae_status mlp(const ae_model *m, const ae_layer *L, workspace *w, int T) 
     return ae_layer_ffn_forward(m, L, w->tmp, w->xn, T, w->g, w->u);
 }
 
-ae_status ae_model_forward(const ae_model *m, ae_kv_cache *cache, const int32_t *ids, int T,
-                           ae_ptr logits, int all_logits) {
-    const ae_config *c = &m->cfg;
-    const ae_backend *be = m->be;
-    int D = c->hidden_size, V = c->vocab_size, nl = c->num_hidden_layers;
-    float eps = (float)c->rms_norm_eps;
+static ae_status check_tokens(const ae_model *m, const ae_kv_cache *cache, const int32_t *ids,
+                              int T) {
+    int V = m->cfg.vocab_size;
     if (T <= 0) return ae_errorf(AE_ERR_ARG, "forward: no tokens to run");
     if (cache->n + T > cache->cap)
         return ae_errorf(AE_ERR_ARG, "forward: %d + %d tokens exceed the KV cache capacity %d",
@@ -122,29 +119,80 @@ ae_status ae_model_forward(const ae_model *m, ae_kv_cache *cache, const int32_t 
         if (ids[t] < 0 || ids[t] >= V)
             return ae_errorf(AE_ERR_ARG, "token id %d at position %d is out of range [0, %d)",
                              ids[t], t, V);
-    workspace w;
-    AE_TRY(ws_init(&w, m, ids, T, cache->n));
-    be->embed(be, w.x, m->embed, w.ids, T, D);
-    if (nl > 0) be->rmsnorm(be, w.xn, w.x, m->layers[0].input_norm, T, D, D, eps);
-    else be->rmsnorm(be, w.xn, w.x, m->final_norm, T, D, D, eps);
+    return AE_OK;
+}
+
+// The whole model on the workspace's T tokens (ids and positions already uploaded): embedding,
+// layers, final norm, head; appends them to the cache (cache->n += T). No host transfer, so it
+// can be recorded as a graph: g is the recording in progress (cut points between layers) or NULL.
+static ae_status run_model(const ae_model *m, ae_kv_cache *cache, workspace *w, int T,
+                           ae_ptr logits, int all_logits, ae_graph *g) {
+    const ae_config *c = &m->cfg;
+    const ae_backend *be = m->be;
+    int D = c->hidden_size, V = c->vocab_size, nl = c->num_hidden_layers;
+    float eps = (float)c->rms_norm_eps;
+    be->embed(be, w->x, m->embed, w->ids, T, D);
+    if (nl > 0) be->rmsnorm(be, w->xn, w->x, m->layers[0].input_norm, T, D, D, eps);
+    else be->rmsnorm(be, w->xn, w->x, m->final_norm, T, D, D, eps);
     ae_status st = AE_OK;
     for (int l = 0; l < nl && st == AE_OK; l++) {
         const ae_layer *L = &m->layers[l];
-        st = attention(m, L, cache, l, &w, T);
+        st = attention(m, L, cache, l, w, T);
         if (st != AE_OK) break;
-        be->add_rmsnorm(be, w.x, w.tmp, w.xn, L->post_norm, T, D, eps);
-        st = mlp(m, L, &w, T);
+        be->add_rmsnorm(be, w->x, w->tmp, w->xn, L->post_norm, T, D, eps);
+        st = mlp(m, L, w, T);
         if (st != AE_OK) break;
         ae_ptr next = l + 1 < nl ? m->layers[l + 1].input_norm : m->final_norm;
-        be->add_rmsnorm(be, w.x, w.tmp, w.xn, next, T, D, eps);
+        be->add_rmsnorm(be, w->x, w->tmp, w->xn, next, T, D, eps);
+        if (g) be->graph_cut(be, g);
     }
     if (st == AE_OK) {
         cache->n += T;
         if (!ae_ptr_is_null(logits)) {
             int first = all_logits ? 0 : T - 1;
-            ae_matmul(be, logits, ae_ptr_at(w.xn, (size_t)first * D), m->lm_head, T - first, D, V);
+            ae_matmul(be, logits, ae_ptr_at(w->xn, (size_t)first * D), m->lm_head, T - first, D, V);
         }
     }
+    return st;
+}
+
+ae_status ae_model_forward(const ae_model *m, ae_kv_cache *cache, const int32_t *ids, int T,
+                           ae_ptr logits, int all_logits) {
+    AE_TRY(check_tokens(m, cache, ids, T));
+    workspace w;
+    AE_TRY(ws_init(&w, m, ids, T, cache->n));
+    ae_status st = run_model(m, cache, &w, T, logits, all_logits, NULL);
+    ae_scratch_free(&w.mem);
+    return st;
+}
+
+// The cache's graph handle when its decode steps are recorded (created on first use), or NULL.
+static ae_graph *decode_graph(const ae_model *m, ae_kv_cache *cache) {
+    const ae_backend *be = m->be;
+    if (!cache->graphs || be != cache->be || !be->graph_new || !be->graph_begin) return NULL;
+    if (!cache->graph) cache->graph = be->graph_new(be);
+    return cache->graph;
+}
+
+ae_status ae_model_decode_step(const ae_model *m, ae_kv_cache *cache, int32_t id, ae_ptr logits) {
+    const ae_backend *be = m->be;
+    AE_TRY(check_tokens(m, cache, &id, 1));
+    workspace w; // uploaded before the recording: it holds no host transfer
+    AE_TRY(ws_init(&w, m, &id, 1, cache->n));
+    ae_graph *g = decode_graph(m, cache);
+    int n0 = cache->n, r = AE_GRAPH_FAILED;
+    ae_status st = AE_OK;
+    // recorded (once more when the recording's workspace had to grow), else op by op; a step
+    // writes only its own position's cache rows, so running it again after a failed recording
+    // whose first segments ran gives the same bytes
+    for (int attempt = 0; attempt < 2 && g && be->graph_begin(be, g); attempt++) {
+        st = run_model(m, cache, &w, 1, logits, 0, g);
+        r = be->graph_end(be, g, st == AE_OK);
+        if (r == AE_GRAPH_RAN) break;
+        cache->n = n0;
+        if (r != AE_GRAPH_RETRY) break;
+    }
+    if (r != AE_GRAPH_RAN) st = run_model(m, cache, &w, 1, logits, 0, NULL);
     ae_scratch_free(&w.mem);
     return st;
 }

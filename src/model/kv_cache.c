@@ -30,6 +30,7 @@ ae_status ae_kv_cache_init(ae_kv_cache *c, const ae_model *m, int cap) {
     c->be = be;
     c->n_layers = cfg->num_hidden_layers;
     c->cap = cap;
+    c->graphs = 1;
     c->kv = ae_calloc((size_t)c->n_layers, sizeof *c->kv);
     c->latent = ae_calloc((size_t)c->n_layers, sizeof *c->latent);
     if (!c->kv || !c->latent) {
@@ -54,6 +55,7 @@ ae_status ae_kv_cache_init(ae_kv_cache *c, const ae_model *m, int cap) {
 }
 
 void ae_kv_cache_free(ae_kv_cache *c) {
+    if (c->graph && c->be->graph_free) c->be->graph_free(c->be, c->graph);
     for (int l = 0; l < c->n_layers; l++) {
         if (c->kv) ae_gswa_cache_free(&c->kv[l]);
         if (c->latent) c->be->free(c->be, c->latent[l]);

@@ -74,6 +74,9 @@ typedef struct {
     int n_layers, cap, n;  // n = tokens processed so far
     ae_gswa_cache *kv;     // (L) used by GQA/GateSWA layers
     ae_ptr *latent;        // (L) × (cap, kv_lora_rank + qk_rope_head_dim) act, MLA layers
+    int graphs;            // 1 (ae_kv_cache_init's default): ae_model_decode_step records its
+                           // steps as backend graphs where the backend has them (cuda); 0: not
+    ae_graph *graph;       // the backend's recording of the decode step (made on first use)
 } ae_kv_cache;
 
 ae_status ae_kv_cache_init(ae_kv_cache *c, const ae_model *m, int cap);
@@ -93,6 +96,12 @@ double ae_forward_workspace_bytes(const ae_config *c, int64_t T, int act_bytes);
 // reading the logits (download) waits for it and reports a device error.
 ae_status ae_model_forward(const ae_model *m, ae_kv_cache *cache, const int32_t *ids, int T,
                            ae_ptr logits, int all_logits);
+// One decode step: ae_model_forward of the one token `id` at position cache->n, logits (1, V)
+// F32 of it. With cache->graphs and a backend with graphs (cuda), the step after the first is
+// recorded and run as a graph (backend/ops.h, docs/CUDA.md: a few launches instead of hundreds);
+// the logits and cache rows are bit for bit those of ae_model_forward. A failed recording is
+// reported once on stderr and the steps run op by op from then on.
+ae_status ae_model_decode_step(const ae_model *m, ae_kv_cache *cache, int32_t id, ae_ptr logits);
 
 // Feed-forward sub-block of layer L on T rows: y = SwiGLU MLP(x) or MoE(x) (no residual).
 // x, y: (T, D) act;  g, u: (T, intermediate_size) act scratch of dense layers (unused by MoE).
