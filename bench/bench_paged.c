@@ -17,7 +17,7 @@
 // only layer 0 is read), default 1. Modes, per (shape, context, sequences):
 //   paged   attention_paged with the default dispatch (runs of one row each)
 //   cc      the same call with every row on k_paged_attn (AE_CUDA_PAGED_TC_MIN and
-//           AE_CUDA_PAGED_TC_KEYS set to 1e9 around the call)
+//           AE_CUDA_PAGED_TC_KEYS set to 1e9 around the call); decode only
 //   dense   one sequence only: `attention` with T = 1 (C) over a contiguous (ctx, kv heads, d)
 //           cache
 //   mat     MLA prefill only: paged_gather of the sequence's ctx latents, then
@@ -232,7 +232,9 @@ static void run_case(const ae_backend *be, const shape *sh, int ctx, int nseq, i
         const double bytes = (double)nseq * keys * row_bytes;
         static const char *names[] = {"paged", "cc", "dense", "mat"};
         for (int m = MODE_PAGED; m <= MODE_MAT; m++) {
-            if ((m == MODE_DENSE && nseq != 1) || (m == MODE_MAT && !c.mat)) continue;
+            if ((m == MODE_DENSE && nseq != 1) || (m == MODE_MAT && !c.mat) ||
+                (m == MODE_CC && nq > 1)) // a whole chunk on the decode kernel: slow, not news
+                continue;
             double ms = time_mode(&c, (bench_mode)m, iters, reps);
             if (ms < 0) printf("%-8s %6d %5d  %-6s failed: %s\n", sh->name, ctx, nseq, names[m],
                                ae_last_error());
