@@ -20,8 +20,9 @@ norm_topk_prob the folder ships remote code (a router that renormalises the top-
 transformers' own DeepseekV2 does not): the row loads it with trust_remote_code=True and also
 reports how far stock transformers' DeepseekV2 (trust_remote_code=False, no renormalisation) is
 from attnedit, which must exceed the attnedit-transformers difference 100 times. The f32 folder
-is also saved again by transformers (save_pretrained, as after fine-tuning; with the remote
-code when it is used) and read back by attnedit: its NLL must be the student's to the last bit. Two tiny
+of every MLA case (DeepseekV3 of dense teachers, DeepseekV2 of MoE ones) is also saved again by
+transformers (save_pretrained, as after fine-tuning; with the remote code when it is used) and
+read back by attnedit: its NLL must be the student's to the last bit. Two tiny
 random Qwen3-MoE teachers are made here with transformers (models/qwen3-micro's tokenizer; 3
 layers, layer 0 dense through mlp_only_layers, 4 experts, top 2; norm_topk_prob true and false),
 plus ../shared/teachers/qwen3-moe when present.
@@ -261,10 +262,11 @@ def main():
                         effect = abs(stock - theirs) / abs(theirs)
                         ok = ok and effect > 100 * rel
                         extra += f"; stock DeepseekV2 (no renormalisation) differs by {effect:.1e}"
-                    if is_moe and dtype == "f32":
+                    if name.startswith("mla") and dtype == "f32":
                         # the round trip a fine-tuned student takes: saved by transformers, read
-                        # back by attnedit (unchanged weights: the same NLL to the last bit)
-                        trust = bool(tcfg.get("norm_topk_prob"))
+                        # back by attnedit (unchanged weights: the same NLL to the last bit);
+                        # DeepSeek-V3 (dense) and DeepSeek-V2 (MoE) folders alike
+                        trust = bool(is_moe and tcfg.get("norm_topk_prob"))
                         saved = hf_resave(out, out + "-saved", trust)
                         _, back = attnedit_nll(a.attnedit, saved, a.text, a.ctx)
                         ok = ok and back == ours
