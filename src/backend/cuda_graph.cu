@@ -13,10 +13,13 @@
 // host records the rest while it runs.
 //
 // Memory inside a recording: the ops' allocations (model scratch, split-KV partials, MoE
-// workspaces) come from the handle's workspace by a bump pointer, the same offsets every step,
-// and their frees are no-ops; the workspace grows between recordings when a recording asked for
-// more (AE_GRAPH_RETRY). So the recorded graphs hold no allocation nodes and their addresses
-// repeat, which keeps the updates cheap. A recording must free what it allocates (checked).
+// workspaces) come from the handle's workspace, a stack: a block is taken at the top, a freed
+// block is marked, and freed blocks at the top are given back (the ops free in stream order, as
+// with the stream-ordered pool: the recorded kernels of one stream run in order, so a later
+// kernel may reuse a block an earlier one is done with). The same calls give the same offsets
+// every step. The workspace grows between recordings when a recording asked for more
+// (AE_GRAPH_RETRY). So the recorded graphs hold no allocation nodes and their addresses repeat,
+// which keeps the updates cheap. A recording must free what it allocates (checked).
 //
 // Failure: an error inside a recording (an upload, download or sync, a call the capture
 // refuses, a failed instantiation or launch) fails the recording instead of the backend
@@ -35,13 +38,19 @@
 #define GRAPH_ALIGN ((size_t)256)
 #define GRAPH_SEGMENT_DEFAULT 8
 
+typedef struct {
+    size_t off, bytes;
+    int live;
+} ws_block;
+
 struct ae_graph {
     cudaGraphExec_t *exec; // (n_exec) the executable graph of each segment, or NULL
     int n_exec;
     char *ws;              // workspace (device), ws_bytes
     size_t ws_bytes;
-    size_t used, need;     // this recording: bytes handed out; bytes asked for (even past ws)
-    long live;             // workspace blocks handed out and not released
+    ws_block *blk;         // (n_blk) the workspace's stack of blocks, increasing offsets
+    int n_blk, cap_blk;
+    size_t used, peak;     // this recording: the stack's top; its highest (even past ws_bytes)
     int seg;               // segment being recorded
     int cuts, seg_len;     // cut points seen in this segment; cut points that end it
     int failed, overflow;  // the recording failed (why); the workspace was too small
@@ -80,25 +89,44 @@ static void fail_cuda(const ae_backend *be, const char *what, cudaError_t e) {
 void *cuda_graph_alloc(const ae_backend *be, size_t bytes) {
     ae_graph *g = cu(be)->rec;
     size_t b = (bytes + GRAPH_ALIGN - 1) & ~(GRAPH_ALIGN - 1);
-    g->need += b;
-    if (g->overflow || b > g->ws_bytes - g->used) {
-        g->overflow = 1; // the ops see an allocation failure; graph_end asks for a retry
+    if (g->n_blk == g->cap_blk) {
+        int cap = g->cap_blk ? 2 * g->cap_blk : 64;
+        ws_block *x = (ws_block *)realloc(g->blk, sizeof *x * (size_t)cap);
+        if (!x) {
+            cuda_graph_fail(be, "out of host memory for its workspace's blocks");
+            return NULL;
+        }
+        g->blk = x;
+        g->cap_blk = cap;
+    }
+    ws_block *k = &g->blk[g->n_blk++];
+    k->off = g->used;
+    k->bytes = b;
+    k->live = 1;
+    g->used += b;
+    if (g->used > g->peak) g->peak = g->used;
+    if (g->used > g->ws_bytes) { // the block stays live: so does the overflow, to the end
+        g->overflow = 1;         // the ops see an allocation failure; graph_end asks for a retry
         return NULL;
     }
-    void *p = g->ws + g->used;
-    g->used += b;
-    g->live++;
-    return p;
+    return g->ws + k->off;
 }
 
 void cuda_graph_release(const ae_backend *be, void *p) {
     ae_graph *g = cu(be)->rec;
     const char *q = (const char *)p;
-    if (g->ws && q >= g->ws && q < g->ws + g->ws_bytes) {
-        g->live--;
+    if (!g->ws || q < g->ws || q >= g->ws + g->ws_bytes) {
+        cuda_graph_fail(be, "a buffer allocated before the recording was freed inside it");
         return;
     }
-    cuda_graph_fail(be, "a buffer allocated before the recording was freed inside it");
+    int i = g->n_blk - 1;
+    while (i >= 0 && !(g->blk[i].live && g->blk[i].off == (size_t)(q - g->ws))) i--;
+    if (i < 0) {
+        cuda_graph_fail(be, "a workspace block was freed twice");
+        return;
+    }
+    g->blk[i].live = 0;
+    while (g->n_blk > 0 && !g->blk[g->n_blk - 1].live) g->used = g->blk[--g->n_blk].off;
 }
 
 ae_graph *ae_cuda_graph_new(const ae_backend *be) {
@@ -183,8 +211,8 @@ int ae_cuda_graph_begin(const ae_backend *be, ae_graph *g) {
     ae_cuda *c = cu(be);
     if (!g || !c->graphs || g->disabled || c->failed || c->rec) return 0;
     if (++g->stats.requests == 1) return 0; // one-time setup of the ops runs unrecorded
-    g->used = g->need = 0;
-    g->live = 0;
+    g->used = g->peak = 0;
+    g->n_blk = 0;
     g->seg = g->cuts = 0;
     g->seg_len = 1;
     g->failed = g->overflow = 0;
@@ -206,10 +234,10 @@ void ae_cuda_graph_cut(const ae_backend *be, ae_graph *g) {
     start_capture(be, g); // after a failure too: the rest is recorded and dropped, never run
 }
 
-// A workspace of 1.5 x what the last recording asked for (positions grow: split-KV partials
-// grow with them), replacing the old one once the work queued on it has run.
+// A workspace of 1.5 x what the last recording asked for at most at once (positions grow:
+// split-KV partials grow with them), replacing the old one once the work queued on it has run.
 static int grow_workspace(const ae_backend *be, ae_graph *g) {
-    size_t want = g->need + g->need / 2 + ((size_t)1 << 20);
+    size_t want = g->peak + g->peak / 2 + ((size_t)1 << 20);
     want = (want + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
     if (g->ws) cudaFreeAsync(g->ws, stream_of(be));
     g->ws = NULL;
@@ -229,7 +257,7 @@ static int grow_workspace(const ae_backend *be, ae_graph *g) {
 int ae_cuda_graph_end(const ae_backend *be, ae_graph *g, int ok) {
     ae_cuda *c = cu(be);
     if (!g || c->rec != g) return AE_GRAPH_FAILED;
-    if (ok && !g->overflow && g->live != 0)
+    if (ok && !g->overflow && g->n_blk != 0)
         cuda_graph_fail(be, "a buffer allocated inside the recording outlives it");
     finish_segment(be, g, ok);
     c->rec = NULL;
@@ -264,6 +292,7 @@ void ae_cuda_graph_free(const ae_backend *be, ae_graph *g) {
     for (int i = 0; i < g->n_exec; i++)
         if (g->exec[i]) cudaGraphExecDestroy(g->exec[i]);
     if (g->ws) cudaFreeAsync(g->ws, stream_of(be));
+    free(g->blk);
     free(g->exec);
     free(g);
 }
