@@ -31,8 +31,6 @@ static void make_module(ae_gswa *m, const ae_gswa_dims *d, float std, ae_rng *r)
     if (!ae_ptr_is_null(m->sinks)) ae_test_fill_normal(ae_f32(m->sinks), d->Hq, 1.0f, r);
 }
 
-static double sigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
-
 // Naive double-precision forward of one sequence: x (T, D) at positions 0..T-1 -> y (T, D).
 static void ref_forward(const ae_gswa *m, const float *x, int T, double *y) {
     const ae_gswa_dims *d = &m->d;
@@ -40,6 +38,8 @@ static void ref_forward(const ae_gswa *m, const float *x, int T, double *y) {
     int qd = Hq * hd, kvd = Hkv * hd;
     double *q = calloc((size_t)T * qd, sizeof(double)), *k = calloc((size_t)T * kvd, sizeof(double));
     double *v = calloc((size_t)T * kvd, sizeof(double)), *a = calloc((size_t)T * qd, sizeof(double));
+    double *qn = ae_test_to_double(ae_f32(m->q_norm), (size_t)hd); // (hd) the q and k norms
+    double *kn = ae_test_to_double(ae_f32(m->k_norm), (size_t)hd);
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * D;
         for (int o = 0; o < qd; o++)
@@ -52,19 +52,11 @@ static void ref_forward(const ae_gswa *m, const float *x, int T, double *y) {
             }
         for (int h = 0; h < Hq + Hkv; h++) { // norm + rope of every q and k head
             double *u = h < Hq ? q + t * qd + h * hd : k + t * kvd + (h - Hq) * hd;
-            const float *w = ae_f32(h < Hq ? m->q_norm : m->k_norm);
-            double ss = 0;
-            for (int i = 0; i < hd; i++) ss += u[i] * u[i];
-            double inv = 1.0 / sqrt(ss / hd + d->eps);
-            for (int i = 0; i < hd; i++) u[i] = u[i] * inv * w[i];
-            for (int i = 0; i < hd / 2; i++) {
-                double ang = t * pow(d->rope_theta, -2.0 * i / hd), c = cos(ang), s = sin(ang);
-                double u0 = u[i], u1 = u[i + hd / 2];
-                u[i] = u0 * c - u1 * s;
-                u[i + hd / 2] = u1 * c + u0 * s;
-            }
+            ae_ref_rmsnorm(u, u, h < Hq ? qn : kn, 1, hd, d->eps);
+            ae_ref_rope_head(u, hd, t, d->rope_theta, AE_ROPE_HALF);
         }
     }
+    free(qn), free(kn);
     double *sinks = ae_ptr_is_null(m->sinks) ? NULL // (Hq)
                                              : ae_test_to_double(ae_f32(m->sinks), (size_t)Hq);
     ae_test_attn args = {T, 0, Hq, Hkv, hd, hd, (size_t)kvd, (size_t)kvd, W, 0,
@@ -78,7 +70,7 @@ static void ref_forward(const ae_gswa *m, const float *x, int T, double *y) {
                 int gr = d->gate == AE_GATE_ELEMENTWISE ? h * hd + i : h;
                 for (int c = 0; c < D; c++)
                     gl += (double)ae_f32(m->wg)[(size_t)gr * D + c] * x[(size_t)t * D + c];
-                a[t * qd + h * hd + i] *= sigmoid(gl);
+                a[t * qd + h * hd + i] *= ae_ref_sigmoid(gl);
             }
     for (int t = 0; t < T; t++)
         for (int o = 0; o < D; o++) {

@@ -691,19 +691,18 @@ typedef struct {
     int T, E, K, renorm;
     const int32_t *idx;
     double *z, *R, *w; // z: (T, E) logits;  R: (T, K) the gradient on the weights;  w: (T, K)
+    double *p;         // (E) one row's probabilities
 } route_ctx;
 
 // Σ R ⊙ wts with the selected experts held fixed: softmax in double, renormalised when asked.
 static double route_loss(void *p) {
     route_ctx *c = p;
     for (int t = 0; t < c->T; t++) {
-        const double *z = c->z + (size_t)t * c->E;
-        double mx = z[0], se = 0, sel = 0;
-        for (int e = 1; e < c->E; e++) mx = fmax(mx, z[e]);
-        for (int e = 0; e < c->E; e++) se += exp(z[e] - mx);
-        for (int k = 0; k < c->K; k++) sel += exp(z[c->idx[t * c->K + k]] - mx) / se;
+        ae_ref_logsumexp(c->z + (size_t)t * c->E, c->E, c->p); // p = softmax of the row
+        double sel = 0;
+        for (int k = 0; k < c->K; k++) sel += c->p[c->idx[t * c->K + k]];
         for (int k = 0; k < c->K; k++) {
-            double pk = exp(z[c->idx[t * c->K + k]] - mx) / se;
+            double pk = c->p[c->idx[t * c->K + k]];
             c->w[t * c->K + k] = c->renorm ? pk / sel : pk;
         }
     }
@@ -726,7 +725,8 @@ static void test_moe_route_bwd(void **state) {
             int32_t *idx = malloc(sizeof(int32_t) * nk);
             be->moe_route(be, ae_host_i32(idx), ae_host_f32(w), ae_host_f32(p), ae_host_f32(z), T, E,
                           K, renorm);
-            route_ctx c = {T, E, K, renorm, idx, dvec(z, nz), dvec(R, nk), malloc(sizeof(double) * nk)};
+            route_ctx c = {T, E, K, renorm, idx, dvec(z, nz), dvec(R, nk), malloc(sizeof(double) * nk),
+                           malloc(sizeof(double) * E)};
             route_loss(&c);
             check_close("moe_route wts", w, c.w, nk, 1e-6);
             float *dz = fconst(nz, NAN); // overwritten
@@ -735,7 +735,7 @@ static void test_moe_route_bwd(void **state) {
             check_fd(renorm ? "moe_route_bwd (renormalised) dz" : "moe_route_bwd dz", route_loss, &c,
                      c.z, nz, dz, &r);
             free(z), free(R), free(w), free(p), free(idx), free(dz);
-            free(c.z), free(c.R), free(c.w);
+            free(c.z), free(c.R), free(c.w), free(c.p);
         }
 }
 

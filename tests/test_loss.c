@@ -30,7 +30,6 @@ static double kd_ref(const kd_case *c, double *dhs, double *dWs, int *top1) {
     if (dhs) memset(dhs, 0, sizeof(double) * N * D);
     if (dWs) memset(dWs, 0, sizeof(double) * V * D);
     for (int i = 0; i < N; i++) {
-        double mt = -INFINITY, ms = -INFINITY;
         int at = 0, as = 0;
         double bt = -INFINITY, bs = -INFINITY;
         for (int v = 0; v < V; v++) {
@@ -43,16 +42,9 @@ static double kd_ref(const kd_case *c, double *dhs, double *dWs, int *top1) {
             if (b > bs) bs = b, as = v;
             zt[v] = a / c->tau;
             zs[v] = b / c->tau;
-            mt = fmax(mt, zt[v]);
-            ms = fmax(ms, zs[v]);
         }
         agree += at == as;
-        double st = 0, ss = 0;
-        for (int v = 0; v < V; v++) {
-            st += exp(zt[v] - mt);
-            ss += exp(zs[v] - ms);
-        }
-        double lt = mt + log(st), ls = ms + log(ss), kl = 0;
+        double lt = ae_ref_logsumexp(zt, V, NULL), ls = ae_ref_logsumexp(zs, V, NULL), kl = 0;
         for (int v = 0; v < V; v++) {
             double pt = exp(zt[v] - lt), ps = exp(zs[v] - ls);
             kl += pt * ((zt[v] - lt) - (zs[v] - ls));

@@ -50,11 +50,11 @@ static ae_ptr positions(int pos0, int T) {
 
 // ---- independent reference: the formulas of attn_mla.h, naively, in double ----
 
+// In place: v = rmsnorm(v) ⊙ w (util/ref.h's, with the module's float weights).   v, w: (n)
 static void ref_rmsnorm(double *v, int n, const float *w, double eps) {
-    double ss = 0.0;
-    for (int i = 0; i < n; i++) ss += v[i] * v[i];
-    double inv = 1.0 / sqrt(ss / n + eps);
-    for (int i = 0; i < n; i++) v[i] = v[i] * inv * w[i];
+    double *wd = ae_test_to_double(w, (size_t)n);
+    ae_ref_rmsnorm(v, v, wd, 1, n, eps);
+    free(wd);
 }
 
 static void ref_matvec(double *y, const float *w, const double *x, int N, int K) {
@@ -62,15 +62,6 @@ static void ref_matvec(double *y, const float *w, const double *x, int N, int K)
         double s = 0.0;
         for (int k = 0; k < K; k++) s += (double)w[(size_t)j * K + k] * x[k];
         y[j] = s;
-    }
-}
-
-static void ref_rope_interleaved(double *v, int dr, int pos, double theta) {
-    for (int j = 0; j < dr / 2; j++) {
-        double ang = pos * pow(theta, -2.0 * j / dr), c = cos(ang), s = sin(ang);
-        double a = v[2 * j], b = v[2 * j + 1];
-        v[2 * j] = a * c - b * s;
-        v[2 * j + 1] = b * c + a * s;
     }
 }
 
@@ -93,11 +84,12 @@ static void ref_forward(const ae_mla *m, const float *x, int T, double *y) {
             ref_rmsnorm(tmp, ql, ae_f32(m->q_a_norm), d->eps);
             ref_matvec(qt, ae_f32(m->wqb), tmp, H * dq, ql);
         }
-        for (int h = 0; h < H; h++) ref_rope_interleaved(qt + h * dq + dn, dr, t, d->rope_theta);
+        for (int h = 0; h < H; h++)
+            ae_ref_rope_head(qt + h * dq + dn, dr, t, d->rope_theta, AE_ROPE_INTERLEAVED);
         ref_matvec(tmp, ae_f32(m->wkva), xd, R + dr, D);
         ref_rmsnorm(tmp, R, ae_f32(m->kv_a_norm), d->eps);
         memcpy(kr + (size_t)t * dr, tmp + R, sizeof(double) * dr);
-        ref_rope_interleaved(kr + (size_t)t * dr, dr, t, d->rope_theta);
+        ae_ref_rope_head(kr + (size_t)t * dr, dr, t, d->rope_theta, AE_ROPE_INTERLEAVED);
         ref_matvec(kvb, ae_f32(m->wkvb), tmp, H * dkv, R);
         for (int h = 0; h < H; h++) { // head h's key [k_nope | k_rope], k_rope shared by the heads
             double *kh = k + ((size_t)t * H + h) * dq;

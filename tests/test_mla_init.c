@@ -228,7 +228,7 @@ static void linear_teacher(const teacher *t, int dr, const float *x, int T, doub
         for (int s = 0; s < T; s++)
             for (int h = 0; h < nh; h++)
                 for (int i = 0; i < half; i += step) {
-                    double ang = s * pow(theta, -2.0 * i / hd), c = cos(ang), sn = sin(ang);
+                    double ang = ae_ref_rope_angle(s, i, hd, theta), c = cos(ang), sn = sin(ang);
                     double *zv = z + ((size_t)s * nh + h) * hd, a = zv[i], b = zv[i + half];
                     zv[i] = a * c - b * sn;
                     zv[i + half] = b * c + a * sn;

@@ -426,7 +426,7 @@ static void run_scores(const ae_backend *be, ae_rng *r, int T, int V, ae_dtype z
         if (!isfinite(kl[t]) || kl[t] < 0)
             fail_msg("%s on %s: row %d is %g (must be finite and >= 0)", what, be->name, t,
                      (double)kl[t]);
-        ref[t] = kind == 2 ? 0.0 : ae_ref_kl_row(zt + (size_t)t * V, zs + (size_t)t * V, V);
+        ref[t] = kind == 2 ? 0.0 : ae_ref_kl_row(zt + (size_t)t * V, zs + (size_t)t * V, V, 1.0f);
     }
     ae_tb_check(be, what, kl, ref, (size_t)T, tol);
     be->argmax_rows(be, parg, pt, T, V);

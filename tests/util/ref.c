@@ -65,11 +65,11 @@ void ae_ref_gate_mul(double *y, const double *x, const double *g, int T, int H, 
         }
 }
 
-double ae_test_logsumexp(const float *z, int n, float scale, double *p) {
+double ae_ref_logsumexp(const double *z, int n, double *p) {
     double mx = -INFINITY, s = 0.0;
-    for (int i = 0; i < n; i++) mx = fmax(mx, (double)(z[i] * scale));
+    for (int i = 0; i < n; i++) mx = fmax(mx, z[i]);
     for (int i = 0; i < n; i++) {
-        double e = exp((double)(z[i] * scale) - mx);
+        double e = exp(z[i] - mx);
         s += e;
         if (p) p[i] = e;
     }
@@ -77,18 +77,33 @@ double ae_test_logsumexp(const float *z, int n, float scale, double *p) {
     return mx + log(s);
 }
 
+// scale·z formed in float as the ops form it, as a new double array (caller frees).   z: (n)
+static double *scaled(const float *z, int n, float scale) {
+    double *d = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
+    if (!d) abort();
+    for (int i = 0; i < n; i++) d[i] = (double)(z[i] * scale);
+    return d;
+}
+
+double ae_test_logsumexp(const float *z, int n, float scale, double *p) {
+    double *d = scaled(z, n, scale);
+    double l = ae_ref_logsumexp(d, n, p);
+    free(d);
+    return l;
+}
+
 double ae_ref_nll_row(const float *z, int n, int target) {
     return ae_test_logsumexp(z, n, 1.0f, NULL) - z[target];
 }
 
-double ae_ref_kl_row(const float *zt, const float *zs, int n) {
-    double *pt = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1)); // (n) softmax(zt)
+double ae_ref_kl_row(const float *zt, const float *zs, int n, float scale) {
+    double *a = scaled(zt, n, scale), *b = scaled(zs, n, scale);
+    double *pt = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1)); // (n) softmax(scale·zt)
     if (!pt) abort();
-    double lt = ae_test_logsumexp(zt, n, 1.0f, pt), ls = ae_test_logsumexp(zs, n, 1.0f, NULL);
-    double kl = 0;
+    double lt = ae_ref_logsumexp(a, n, pt), ls = ae_ref_logsumexp(b, n, NULL), kl = 0;
     for (int i = 0; i < n; i++)
-        if (pt[i] > 0) kl += pt[i] * (((double)zt[i] - lt) - ((double)zs[i] - ls));
-    free(pt);
+        if (pt[i] > 0) kl += pt[i] * ((a[i] - lt) - (b[i] - ls));
+    free(a), free(b), free(pt);
     return kl;
 }
 

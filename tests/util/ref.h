@@ -40,14 +40,16 @@ void ae_ref_silu_mul(double *y, const double *g, const double *u, size_t n);
 void ae_ref_gate_mul(double *y, const double *x, const double *g, int T, int H, int hd,
                      int per_head);
 
-// The tests' one log-sum-exp reference: log Σ_i exp(scale·z_i) in double, each product scale·z_i
-// formed in float first as the ops form it (scale 1: z exactly), shifted by its maximum; p
-// (optional, n) receives softmax(scale·z).   z: (n)
+// The tests' one log-sum-exp reference: log Σ_i exp(z_i) in double, shifted by the maximum; p
+// (optional, n) receives softmax(z).   z, p: (n)
+double ae_ref_logsumexp(const double *z, int n, double *p);
+// The same of float logits at a scale: log Σ_i exp(scale·z_i), each product scale·z_i formed in
+// float first as the ops form it (scale 1: z exactly).   z: (n)
 double ae_test_logsumexp(const float *z, int n, float scale, double *p);
-// −log softmax(z)[target] and KL(softmax(zt) ‖ softmax(zs)) of one row, from ae_test_logsumexp.
-//   z, zt, zs: (n)
+// −log softmax(z)[target], and KL(softmax(scale·zt) ‖ softmax(scale·zs)) of one row (the
+// teacher's distribution first), both from the log-sum-exp above.   z, zt, zs: (n)
 double ae_ref_nll_row(const float *z, int n, int target);
-double ae_ref_kl_row(const float *zt, const float *zs, int n);
+double ae_ref_kl_row(const float *zt, const float *zs, int n, float scale);
 
 // The tests' one attention reference, in double. Query t (position pos0 + t), head h: softmax
 // over the keys j = lo..pos0 + t (lo = pos0 + t − window + 1 when window > 0, else 0) of
