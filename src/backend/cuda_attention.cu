@@ -38,8 +38,9 @@
 //   F. k_attn_wgmma (cuda_attention_wgmma.cu): Hopper (sm_90a) prefill for dk = dv = 128 without
 //      a window: B's algorithm on wgmma.mma_async (2 warpgroups x 64 packed rows, 128-key tiles
 //      in 128-byte-swizzled shared memory, P kept in registers as the A operand of P·V).
-//      AE_ATTN_WGMMA=1 takes it for every shape it supports, =0 never; unset: the default of
-//      attn_wgmma_run (off until it has passed its GPU test; then long prefills only).
+//      AE_ATTN_WGMMA=1 takes it for every shape it supports (=simple: its unpipelined
+//      schedule), =0 never; unset: the default of attn_wgmma_run (off until it has passed its
+//      GPU test; then long prefills only).
 //
 // Dispatcher (ae_cuda_attention): AE_CUDA_ATTN=ref forces A. Otherwise E or D when Hkv == 1,
 // (dk, dv) is one of their instantiations, k and v are the same rows (k == v, k_stride == v_stride) and the

@@ -20,8 +20,8 @@
 //   O (64 x 128 fp32 per warpgroup) += P·V: wgmma m64n128k16 with A = P from registers (the S
 //     accumulator of n8-tiles 2i, 2i+1 is exactly the A fragment of k-step i) and B = V from
 //     shared memory (N-major: V is stored [key][d], d contiguous; transposed B).
-// K/V tiles are fetched by all threads with cp.async (16-byte chunks, each key row addressed by
-// attn_key_off) two stages deep: tile i+1 is in flight while tile i is computed.
+// K/V tiles are fetched by all threads with cp.async (16-byte chunks; key j's row at j·k_stride,
+// j·v_stride: contiguous keys only), two or three stages deep (the schedules, k_attn_wgmma).
 //
 // Shared memory layout (the wgmma "128-byte swizzle" canonical layout): a 128 x 128 bf16 tile
 // (rows = query rows or keys, columns = d) is two halves of 64 columns (16 KB each); in a half,
@@ -58,8 +58,9 @@
 #define WG_THREADS 256
 #define WG_TILE_BYTES (128 * 128 * 2) // one 128 x 128 bf16 tile (two 16 KB halves)
 #define WG_HALF_BYTES (128 * 128)     // one half: 128 rows x 64 columns
-// Q tile + 2 stages of (K tile, V tile), + 1 KB to align the base to the 1024-byte swizzle atom.
-#define WG_SMEM ((size_t)WG_TILE_BYTES * 5 + 1024)
+// Q tile + `stages` stages of (K tile, V tile), + 1 KB to align the base to the 1024-byte
+// swizzle atom: 160 KB + 1 KB (2 stages), 224 KB + 1 KB (3 stages; the opt-in limit is 227 KB).
+#define WG_SMEM(stages) ((size_t)WG_TILE_BYTES * (1 + 2 * (stages)) + 1024)
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define AE_WGMMA_DEVICE 1
@@ -114,8 +115,9 @@ __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.alig
 __device__ __forceinline__ void wg_commit() {
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
-__device__ __forceinline__ void wg_wait0() {
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+// Waits until at most N of this warpgroup's committed wgmma groups are pending.
+template <int N> __device__ __forceinline__ void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 // Keeps the compiler from moving reads or writes of accumulator registers across a wgmma
 // issue / wait (it does not know they are written asynchronously).
@@ -134,32 +136,164 @@ __device__ __forceinline__ uint32_t wg_tile_off(int r, int chunk) {
 }
 #endif // AE_WGMMA_DEVICE
 
-// lse2: as kernel B (null: not written).
+#ifdef AE_WGMMA_DEVICE
+// ---- the pieces of one key tile (a warpgroup's 64 rows) ---------------------------------------
+
+// Zeroes s and issues S = Q·Kᵀ (8 k-steps over d; the first overwrites s). Not committed.
+__device__ __forceinline__ void wg_issue_qk(float (&s)[64], uint32_t q_addr, uint32_t k_addr) {
+#pragma unroll
+    for (int kk = 0; kk < WG_D / 16; kk++) {
+        const uint32_t koff = (kk >> 2) * WG_HALF_BYTES + (kk & 3) * 32;
+        wg_mma_ss(s, wg_desc(q_addr + koff, 16, 1024), wg_desc(k_addr + koff, 16, 1024), kk > 0);
+    }
+}
+// Issues O += P·V (8 k-steps over the tile's keys). Not committed.
+__device__ __forceinline__ void wg_issue_pv(float (&o)[64], const uint32_t (&pf)[8][4],
+                                            uint32_t v_addr) {
+#pragma unroll
+    for (int k2 = 0; k2 < WG_BN / 16; k2++)
+        wg_mma_rs_nmajor(o, pf[k2], wg_desc(v_addr + k2 * 2048, WG_HALF_BYTES, 1024));
+}
+
+// The rows' state and the masking facts of one block (this thread's two rows hf = 0, 1).
+struct wg_rows {
+    float m[2], l[2]; // running max (log2 units, −inf before any key) and this lane's sum part
+    int pos[2];       // query positions of the rows (padding rows: the last real row's)
+    int ke;           // keys 0 .. ke − 1 exist for the block
+    int full_end;     // tiles with j0 + BN <= full_end are visible to every row (no mask)
+    int tq;           // lane % 4: the columns 2tq, 2tq + 1 of each n8-tile
+};
+
+// Online softmax of the raw scores s of key tile j0 (s[4n + e]: key j0 + 8n + 2tq + (e & 1) of
+// row half e >> 1): scales to log2 units, masks (MASK: keys j > pos or j >= ke become −inf; the
+// tile's column c = 8n + (e & 1) is kept when c <= lim = min(pos, ke − 1) − j0 − 2tq), updates m
+// and l, returns each half's factor al for O (O·al before adding this tile; 0 while nothing was
+// seen) and P = exp2(s − m) as bf16 A fragments (kernel B's arithmetic).
+template <bool MASK>
+__device__ __forceinline__ void wg_softmax_t(float (&s)[64], uint32_t (&pf)[8][4], wg_rows &w,
+                                             float (&al)[2], int j0, float scale_log2) {
+    int lim[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) lim[hf] = min(w.pos[hf], w.ke - 1) - j0 - 2 * w.tq;
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int i = 0; i < 64; i++) {
+        float x = s[i] * scale_log2;
+        if (MASK && 8 * (i >> 2) + (i & 1) > lim[(i >> 1) & 1]) x = -INFINITY;
+        s[i] = x;
+        mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], x);
+    }
+    float bs[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const float mn = fmaxf(w.m[hf], quad_max(mx[hf]));
+        bs[hf] = attn_base(mn);
+        al[hf] = exp2f(w.m[hf] - bs[hf]); // 0 while nothing was seen
+        w.m[hf] = mn;
+        w.l[hf] *= al[hf];
+    }
+#pragma unroll
+    for (int i = 0; i < 64; i++) {
+        s[i] = exp2f(s[i] - bs[(i >> 1) & 1]);
+        w.l[(i >> 1) & 1] += s[i]; // this lane's columns; quad-summed at the end
+    }
+#pragma unroll
+    for (int k2 = 0; k2 < 8; k2++)
+#pragma unroll
+        for (int x = 0; x < 4; x++) pf[k2][x] = pack_bf16(s[8 * k2 + 2 * x], s[8 * k2 + 2 * x + 1]);
+}
+// The same, masking only the tiles not visible to every row of the block (the diagonal ones).
+// (This branch also keeps the overlapped schedule overlapped: with the softmax in one basic
+// block, ptxas hoisted the following wgmma wait and barrier above it — seen in the SASS.)
+__device__ __forceinline__ void wg_softmax(float (&s)[64], uint32_t (&pf)[8][4], wg_rows &w,
+                                           float (&al)[2], int j0, float scale_log2) {
+    if (j0 + WG_BN <= w.full_end)
+        wg_softmax_t<false>(s, pf, w, al, j0, scale_log2);
+    else
+        wg_softmax_t<true>(s, pf, w, al, j0, scale_log2);
+}
+
+__device__ __forceinline__ void wg_rescale(float (&o)[64], const float (&al)[2]) {
+#pragma unroll
+    for (int i = 0; i < 64; i++) o[i] *= al[(i >> 1) & 1];
+}
+
+// One step of the overlapped schedule (PIPE = 1): issues S = Q·Kᵀ of the next tile (K at
+// k_next, keys from j0_next) and then O += P·V of the current one (P = pcur, V at v_cur); the
+// softmax of the next tile (into pnext) runs while that P·V does; O is rescaled after it. pcur
+// and pnext are distinct arrays (the caller alternates them): P·V reads pcur asynchronously
+// while pnext is written.
+__device__ __forceinline__ void wg_overlap_step(float (&o)[64], float (&s)[64],
+                                                const uint32_t (&pcur)[8][4],
+                                                uint32_t (&pnext)[8][4], wg_rows &w,
+                                                uint32_t q_addr, uint32_t k_next, uint32_t v_cur,
+                                                int j0_next, float scale_log2) {
+#pragma unroll
+    for (int i = 0; i < 64; i++) s[i] = 0.0f;
+    wg_reg_fence(s);
+    wg_reg_fence(o);
+    wg_fence();
+    wg_issue_qk(s, q_addr, k_next);
+    wg_commit();
+    wg_issue_pv(o, pcur, v_cur);
+    wg_commit();
+    wg_wait<1>(); // S of the next tile done; P·V of this one may still run
+    wg_reg_fence(s);
+    float al[2];
+    wg_softmax(s, pnext, w, al, j0_next, scale_log2);
+    wg_wait<0>();
+    wg_reg_fence(o);
+    wg_rescale(o, al);
+}
+// The last tile's O += P·V.
+__device__ __forceinline__ void wg_last_pv(float (&o)[64], const uint32_t (&pcur)[8][4],
+                                           uint32_t v_cur) {
+    wg_reg_fence(o);
+    wg_fence();
+    wg_issue_pv(o, pcur, v_cur);
+    wg_commit();
+    wg_wait<0>();
+    wg_reg_fence(o);
+}
+#endif // AE_WGMMA_DEVICE
+
+// lse2: as kernel B (null: not written). Two schedules of the same arithmetic (the same bits):
+//   PIPE = 0 (AE_ATTN_WGMMA=simple): per tile, wait for K/V, S = Q·Kᵀ, softmax, O += P·V, each
+//     step waiting for the previous; two K/V stages (tile i+1 loads during tile i).
+//   PIPE = 1 (the default of kernel F): S of tile i+1 is issued before P·V of tile i, so the
+//     softmax of tile i+1 runs while the tensor cores do P·V of tile i (FlashAttention-3's
+//     intra-warpgroup overlap); O is rescaled once that P·V has completed. Three K/V stages
+//     (tile i+1's K is read while tile i's V still is; tile i+3 loads meanwhile).
+template <int PIPE>
 __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params p, float *lse2) {
 #ifdef AE_WGMMA_DEVICE
+    constexpr int STAGES = PIPE ? 3 : 2;
     extern __shared__ unsigned char wg_smem_raw[];
     // Tiles: Q at 0, K of stage s at (1 + 2s)·TILE, V of stage s at (2 + 2s)·TILE.
     const uint32_t base = (smem_u32(wg_smem_raw) + 1023u) & ~1023u;
     unsigned char *const sbase = wg_smem_raw + (base - smem_u32(wg_smem_raw));
+    auto k_addr = [&](int stage) { return base + (uint32_t)(1 + 2 * stage) * WG_TILE_BYTES; };
 
     const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
-    const int gq = lane >> 2, tq = lane & 3;
     const int kvh = blockIdx.y;
     const int tile = gridDim.x - 1 - blockIdx.x; // longest (latest) row tiles first
     const int G = p.G, nrows = p.T * G, R0 = tile * WG_ROWS;
     const int last = R0 + WG_ROWS - 1 < nrows - 1 ? R0 + WG_ROWS - 1 : nrows - 1;
-    const int pos_min = p.pos0 + R0 / G;         // smallest query position of the block
-    const int ke = p.pos0 + last / G + 1;        // keys 0 .. ke − 1 (no window)
-    const int full_end = pos_min + 1;            // tiles with j0 + BN <= full_end: no mask
+    const int pos_min = p.pos0 + R0 / G; // smallest query position of the block
 
-    // This thread's two rows (hf = 0, 1): packed rows R0 + 64wg + 16warp + gq + 8hf; padding
-    // rows borrow the last real row's position.
-    int row_pos[2];
+    // This thread's two rows (hf = 0, 1): packed rows R0 + 64wg + 16warp + lane/4 + 8hf.
+    wg_rows w;
+    w.ke = p.pos0 + last / G + 1; // keys 0 .. ke − 1 (no window)
+    w.full_end = pos_min + 1;
+    w.tq = lane & 3;
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
-        const int r = R0 + wg * 64 + warp * 16 + gq + 8 * hf;
-        row_pos[hf] = p.pos0 + (r < nrows ? r : nrows - 1) / G;
+        const int r = R0 + wg * 64 + warp * 16 + (lane >> 2) + 8 * hf;
+        w.pos[hf] = p.pos0 + (r < nrows ? r : nrows - 1) / G;
+        w.m[hf] = -INFINITY;
+        w.l[hf] = 0.0f;
     }
+    const int ntiles = (w.ke + WG_BN - 1) / WG_BN;
 
     // Q tile: 128 rows x 16 chunks, 8 per thread; zero rows for padding.
 #pragma unroll
@@ -170,128 +304,134 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
         if (ok) src = p.q + ((size_t)(pr / G) * p.Hq + kvh * G + pr % G) * WG_D + ch * 8;
         cp_async16(sbase + wg_tile_off(r, ch), src, ok);
     }
-    auto load_kv = [&](int j0, int stage) {
+    // K/V tile t into `stage` (keys >= ke zero-filled), when t < ntiles.
+    auto load_kv = [&](int t, int stage) {
+        if (t >= ntiles) return;
         unsigned char *kd = sbase + (1 + 2 * stage) * WG_TILE_BYTES;
         unsigned char *vd = kd + WG_TILE_BYTES;
 #pragma unroll
         for (int it = 0; it < WG_BN * 16 / WG_THREADS; it++) {
-            const int c = tid + it * WG_THREADS, r = c >> 4, ch = c & 15, j = j0 + r;
-            const bool ok = j < ke;
-            const bf16 *ks = p.k, *vs = p.v;
+            const int c = tid + it * WG_THREADS, r = c >> 4, ch = c & 15, j = t * WG_BN + r;
+            const bool ok = j < w.ke;
+            const bf16 *ks = p.k, *vs = p.v; // contiguous keys (no ring, no pages: dispatcher)
             if (ok) {
-                ks = p.k + attn_key_off(p, j, p.k_stride) + (size_t)kvh * WG_D + ch * 8;
-                vs = p.v + attn_key_off(p, j, p.v_stride) + (size_t)kvh * WG_D + ch * 8;
+                ks = p.k + (size_t)j * p.k_stride + (size_t)kvh * WG_D + ch * 8;
+                vs = p.v + (size_t)j * p.v_stride + (size_t)kvh * WG_D + ch * 8;
             }
             const uint32_t off = wg_tile_off(r, ch);
             cp_async16(kd + off, ks, ok);
             cp_async16(vd + off, vs, ok);
         }
     };
-    load_kv(0, 0);
-    cp_async_commit();
+    // cp.async group g holds tile g (group 0 also Q); a group is committed for every tile
+    // number, empty past the last, so that "all but the newest N groups" names tiles.
+#pragma unroll
+    for (int t = 0; t < STAGES; t++) {
+        load_kv(t, t);
+        cp_async_commit();
+    }
 
-    float o[64];
+    float o[64], s[64], al[2];
+    uint32_t pf[8][4];
 #pragma unroll
     for (int i = 0; i < 64; i++) o[i] = 0.0f;
-    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
-
     const uint32_t q_addr = base + wg * 64 * 128; // this warpgroup's 64 rows of Q
-    for (int j0 = 0, stage = 0; j0 < ke; j0 += WG_BN, stage ^= 1) {
-        if (j0 + WG_BN < ke) {
-            load_kv(j0 + WG_BN, stage ^ 1);
+
+    if (!PIPE) {
+        for (int t = 0; t < ntiles; t++) {
+            const int stage = t & 1;
+            cp_async_wait<STAGES - 1>(); // tile t (and Q) landed
+            fence_proxy_async();
+            __syncthreads(); // ... for every thread's tensor-core reads
+#pragma unroll
+            for (int i = 0; i < 64; i++) s[i] = 0.0f;
+            wg_reg_fence(s);
+            wg_fence();
+            wg_issue_qk(s, q_addr, k_addr(stage));
+            wg_commit();
+            wg_wait<0>();
+            wg_reg_fence(s);
+            wg_softmax(s, pf, w, al, t * WG_BN, p.scale_log2);
+            wg_rescale(o, al);
+            wg_reg_fence(o);
+            wg_fence();
+            wg_issue_pv(o, pf, k_addr(stage) + WG_TILE_BYTES);
+            wg_commit();
+            wg_wait<0>();
+            wg_reg_fence(o);
+            __syncthreads(); // every warpgroup is done with `stage`: refill it
+            load_kv(t + STAGES, stage);
             cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
         }
+    } else {
+        // tile 0's scores and P
+        cp_async_wait<STAGES - 1>();
         fence_proxy_async();
-        __syncthreads(); // tile j0 (and Q) visible to every warpgroup's tensor-core reads
-
-        const uint32_t k_addr = base + (1 + 2 * stage) * WG_TILE_BYTES;
-        const uint32_t v_addr = k_addr + WG_TILE_BYTES;
-
-        // S = Q·Kᵀ
-        float s[64];
+        __syncthreads();
 #pragma unroll
         for (int i = 0; i < 64; i++) s[i] = 0.0f;
         wg_reg_fence(s);
         wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < WG_D / 16; kk++) {
-            const uint32_t koff = (kk >> 2) * WG_HALF_BYTES + (kk & 3) * 32;
-            wg_mma_ss(s, wg_desc(q_addr + koff, 16, 1024), wg_desc(k_addr + koff, 16, 1024), kk > 0);
-        }
+        wg_issue_qk(s, q_addr, k_addr(0));
         wg_commit();
-        wg_wait0();
+        wg_wait<0>();
         wg_reg_fence(s);
-
-        // scale, mask (s[4n + e]: key j0 + 8n + 2tq + (e & 1) of row half e >> 1), online softmax
-        const bool full = j0 + WG_BN <= full_end;
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int i = 0; i < 64; i++) {
-            float x = s[i] * p.scale_log2;
-            if (!full) {
-                const int j = j0 + 8 * (i >> 2) + 2 * tq + (i & 1);
-                if (j >= ke || j > row_pos[(i >> 1) & 1]) x = -INFINITY;
+        wg_softmax(s, pf, w, al, 0, p.scale_log2); // O is 0: no rescale
+        // Tiles t = 0 .. ntiles − 1 in stages t mod 3; P of tile t alternates between pf (t
+        // even) and pn (t odd), so the array P·V reads is never the one being written.
+        uint32_t pn[8][4];
+        int t = 0, stage = 0;
+        auto next_stage = [](int st) { return st == STAGES - 1 ? 0 : st + 1; };
+        auto await_next = [&]() { // tile t + 1 landed, for every thread's tensor-core reads
+            cp_async_wait<STAGES - 2>();
+            fence_proxy_async();
+            __syncthreads();
+        };
+        auto release = [&]() { // every warpgroup is done with `stage` (tile t): refill it
+            __syncthreads();
+            load_kv(t + STAGES, stage);
+            cp_async_commit();
+            t++;
+            stage = next_stage(stage);
+        };
+        for (;;) {
+            if (t + 1 >= ntiles) {
+                wg_last_pv(o, pf, k_addr(stage) + WG_TILE_BYTES);
+                break;
             }
-            s[i] = x;
-            mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], x);
-        }
-        float bs[2];
-#pragma unroll
-        for (int hf = 0; hf < 2; hf++) {
-            const float mn = fmaxf(mrow[hf], quad_max(mx[hf]));
-            bs[hf] = attn_base(mn);
-            const float al = exp2f(mrow[hf] - bs[hf]); // 0 while nothing was seen
-            mrow[hf] = mn;
-            lrow[hf] *= al;
-#pragma unroll
-            for (int n = 0; n < 16; n++) {
-                o[4 * n + 2 * hf] *= al;
-                o[4 * n + 2 * hf + 1] *= al;
+            await_next();
+            wg_overlap_step(o, s, pf, pn, w, q_addr, k_addr(next_stage(stage)),
+                            k_addr(stage) + WG_TILE_BYTES, (t + 1) * WG_BN, p.scale_log2);
+            release();
+            if (t + 1 >= ntiles) {
+                wg_last_pv(o, pn, k_addr(stage) + WG_TILE_BYTES);
+                break;
             }
+            await_next();
+            wg_overlap_step(o, s, pn, pf, w, q_addr, k_addr(next_stage(stage)),
+                            k_addr(stage) + WG_TILE_BYTES, (t + 1) * WG_BN, p.scale_log2);
+            release();
         }
-        uint32_t pf[8][4];
-#pragma unroll
-        for (int i = 0; i < 64; i++) {
-            s[i] = exp2f(s[i] - bs[(i >> 1) & 1]);
-            lrow[(i >> 1) & 1] += s[i]; // this lane's columns; quad-summed at the end
-        }
-#pragma unroll
-        for (int k2 = 0; k2 < 8; k2++)
-#pragma unroll
-            for (int x = 0; x < 4; x++) pf[k2][x] = pack_bf16(s[8 * k2 + 2 * x], s[8 * k2 + 2 * x + 1]);
-
-        // O += P·V
-        wg_reg_fence(o);
-        wg_fence();
-#pragma unroll
-        for (int k2 = 0; k2 < WG_BN / 16; k2++)
-            wg_mma_rs_nmajor(o, pf[k2], wg_desc(v_addr + k2 * 2048, WG_HALF_BYTES, 1024));
-        wg_commit();
-        wg_wait0();
-        wg_reg_fence(o);
-        __syncthreads(); // stage `stage` is refilled by the next iteration's prefetch
     }
 
     // epilogue: full row sums, then out (normalised, sink added) and lse2
+    const int tq = lane & 3;
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
-        const int r = R0 + wg * 64 + warp * 16 + gq + 8 * hf;
-        const float l = quad_sum(lrow[hf]);
+        const int r = R0 + wg * 64 + warp * 16 + (lane >> 2) + 8 * hf;
+        const float l = quad_sum(w.l[hf]);
         if (r >= nrows) continue;
         const int t = r / G, h = kvh * G + r % G;
         const size_t orow = (size_t)t * p.Hq + h;
         const int has_sink = p.sinks != nullptr;
         const float sink2 = has_sink ? p.sinks[h] * AE_ATTN_LOG2E : 0.0f;
-        const float f = attn_out_scale(mrow[hf], l, has_sink, sink2);
+        const float f = attn_out_scale(w.m[hf], l, has_sink, sink2);
         bf16 *dst = p.out + orow * WG_D + 2 * tq;
 #pragma unroll
         for (int n = 0; n < 16; n++)
             *reinterpret_cast<uint32_t *>(dst + n * 8) =
                 pack_bf16(o[4 * n + 2 * hf] * f, o[4 * n + 2 * hf + 1] * f);
-        if (lse2 && tq == 0) lse2[orow] = attn_lse2(mrow[hf], l, has_sink, sink2); // own key seen
+        if (lse2 && tq == 0) lse2[orow] = attn_lse2(w.m[hf], l, has_sink, sink2); // own key seen
     }
 #else
     (void)p;
@@ -306,9 +446,10 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
 #define WGMMA_MIN_ROWS 4096
 #endif
 
-// AE_ATTN_WGMMA: "0" never, "1" whenever the shape allows (tests, benches), unset: the default.
-// The default is off until the kernel has passed its GPU test on an H200 (tests/
-// test_backend_ops.c runs it explicitly); then it becomes T·G >= WGMMA_MIN_ROWS.
+// AE_ATTN_WGMMA: "0" never; "1" whenever the shape allows (tests, benches); "simple" the same
+// with the unpipelined schedule (PIPE = 0, for A/B runs); unset: the default. The default is off
+// until the kernel has passed its GPU test on an H200 (tests/test_backend_ops.c runs it
+// explicitly); then it becomes T·G >= WGMMA_MIN_ROWS with PIPE = 1.
 #ifndef WGMMA_DEFAULT_ON
 #define WGMMA_DEFAULT_ON 0
 #endif
@@ -317,28 +458,35 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
 // compute capability 9.0 and the kernel has its registers (the body keeps two 64-float
 // accumulators: well over 128 registers; the empty stand-in compiled for other targets, or for
 // plain sm_90 without the "a" features, uses a handful).
-static int wgmma_loaded(void) {
+static int wgmma_loaded(const void *kernel) {
     cudaFuncAttributes fa;
-    if (cudaFuncGetAttributes(&fa, (const void *)k_attn_wgmma) != cudaSuccess) {
+    if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) {
         cudaGetLastError();
         return 0;
     }
     return fa.binaryVersion == 90 && fa.numRegs >= 128;
 }
 
-int attn_wgmma_run(const ae_backend *be, const attn_params *p0, float *lse2) {
-    const char *env = getenv("AE_ATTN_WGMMA");
-    const int forced = env && strcmp(env, "1") == 0;
-    if (env && strcmp(env, "0") == 0) return 0;
-    if (!forced && !(WGMMA_DEFAULT_ON && p0->T * p0->G >= WGMMA_MIN_ROWS)) return 0;
-    if (cu(be)->cc_major != 9 || cu(be)->cc_minor != 0 || !wgmma_loaded()) return 0;
-    if (p0->dk != WG_D || p0->dv != WG_D || p0->window > 0 || p0->ring > 0 || p0->pages) return 0;
-    if (!attn_set_smem(be, (const void *)k_attn_wgmma, WG_SMEM)) return 0;
+template <int PIPE> static int wgmma_launch(const ae_backend *be, const attn_params *p0, float *lse2) {
+    const void *kern = (const void *)k_attn_wgmma<PIPE>;
+    const size_t smem = WG_SMEM(PIPE ? 3 : 2);
+    if (!wgmma_loaded(kern) || !attn_set_smem(be, kern, smem)) return 0;
     attn_params p = *p0;
     p.splits = 1;
     const int tiles = (p.T * p.G + WG_ROWS - 1) / WG_ROWS;
     dim3 grid((unsigned)tiles, (unsigned)p.Hkv);
-    k_attn_wgmma<<<grid, WG_THREADS, WG_SMEM, stream_of(be)>>>(p, lse2);
+    k_attn_wgmma<PIPE><<<grid, WG_THREADS, smem, stream_of(be)>>>(p, lse2);
     cuda_check(be, cudaGetLastError(), "attention (wgmma kernel)");
     return 1;
+}
+
+int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2) {
+    const char *env = getenv("AE_ATTN_WGMMA");
+    const int simple = env && strcmp(env, "simple") == 0;
+    const int forced = simple || (env && strcmp(env, "1") == 0);
+    if (env && strcmp(env, "0") == 0) return 0;
+    if (!forced && !(WGMMA_DEFAULT_ON && p->T * p->G >= WGMMA_MIN_ROWS)) return 0;
+    if (cu(be)->cc_major != 9 || cu(be)->cc_minor != 0) return 0;
+    if (p->dk != WG_D || p->dv != WG_D || p->window > 0 || p->ring > 0 || p->pages) return 0;
+    return simple ? wgmma_launch<0>(be, p, lse2) : wgmma_launch<1>(be, p, lse2);
 }
