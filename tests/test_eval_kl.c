@@ -37,7 +37,7 @@ typedef struct {
 
 static ae_model *g_teacher, *g_gswa, *g_mla;
 static ae_tokenizer *g_tok;
-static char *g_dir, *g_mla_dir, *g_text_path;
+static char *g_dir, *g_mla_dir, *g_gswa_dir, *g_text_path;
 static char *g_text, *g_long; // two documents (the starts of data/sample.txt's); one long document
 static size_t g_text_len, g_long_len;
 
@@ -176,7 +176,12 @@ static void same_acc(const char *where, const ae_kl_acc *a, const ref_acc *r) {
 static void check_against_ref(const char *label, const ae_model *s, const char *text, size_t len, int ctx,
                               const ref_result *ref) {
     static ae_kl_result res;
-    assert_int_equal(ae_kl_text(g_teacher, s, g_tok, text, len, ctx, 0, &res), AE_OK);
+    const ae_model *one[1] = {s};
+    // chunks of 37 rows (the window runs through each model's cache in pieces) and the default
+    for (int pass = 0; pass < 2; pass++) {
+    int chunk = pass ? 0 : 37;
+    assert_int_equal(ae_kl_text(g_teacher, one, 1, g_tok, text, len, ctx, chunk, 0, &res), AE_OK);
+    printf("chunk %d: ", chunk);
     printf("%s, ctx %d: %lld tokens, KL(t||s) %.5f (reference %.5f; KL(s||t) %.5f), top1 %.4f, "
            "ppl t %.3f s %.3f\n", label, ctx, (long long)res.all.tokens, res.all.kl / res.all.tokens,
            ref->all.kl / ref->all.tokens, ref->all.kl_rev / ref->all.tokens,
@@ -196,6 +201,7 @@ static void check_against_ref(const char *label, const ae_model *s, const char *
             printf("  %-14s %5lld tokens  KL %.5f (KL(s||t) %.5f)  top1 %.4f\n", w,
                    (long long)res.bucket[b].tokens, res.bucket[b].kl / res.bucket[b].tokens,
                    ref->b[b].kl_rev / ref->b[b].tokens, (double)res.bucket[b].top1 / res.bucket[b].tokens);
+    }
     }
 }
 
@@ -247,7 +253,8 @@ static void test_kl_buckets_long_document(void **state) {
 static void test_kl_self_and_edges(void **state) {
     (void)state;
     static ae_kl_result res;
-    assert_int_equal(ae_kl_text(g_teacher, g_teacher, g_tok, g_text, g_text_len, 129, 0, &res), AE_OK);
+    const ae_model *self[1] = {g_teacher};
+    assert_int_equal(ae_kl_text(g_teacher, self, 1, g_tok, g_text, g_text_len, 129, 50, 0, &res), AE_OK);
     assert_true(res.all.tokens > 400);
     assert_true(res.all.kl == 0.0);
     assert_int_equal(res.all.top1, res.all.tokens);
@@ -260,7 +267,7 @@ static void test_kl_self_and_edges(void **state) {
     int ctxs[] = {2, 128, 129, 512, 513, 1024, 2048, 2100, 4100};
     for (size_t i = 0; i < sizeof ctxs / sizeof *ctxs; i++) {
         int edge[AE_KL_MAX_BUCKETS + 1], nb = doc_edges(ctxs[i], edge);
-        assert_int_equal(ae_kl_text(g_teacher, g_teacher, g_tok, tiny, strlen(tiny), ctxs[i], 0, &res), AE_OK);
+        assert_int_equal(ae_kl_text(g_teacher, self, 1, g_tok, tiny, strlen(tiny), ctxs[i], 0, 0, &res), AE_OK);
         assert_int_equal(res.n_buckets, nb);
         for (int b = 0; b < nb; b++) {
             assert_int_equal(res.bucket_lo[b], edge[b]);
@@ -270,6 +277,30 @@ static void test_kl_self_and_edges(void **state) {
         assert_int_equal(res.bucket[0].tokens, res.all.tokens);
         for (int b = 1; b < nb; b++) assert_int_equal(res.bucket[b].tokens, 0);
     }
+}
+
+// Two students in one pass (the teacher's logits computed once per chunk, shared): each
+// student's result equals its result alone, bit for bit (the same forwards and reductions).
+static void test_kl_two_students(void **state) {
+    (void)state;
+    static ae_kl_result both[2], alone;
+    const ae_model *two[2] = {g_gswa, g_mla};
+    assert_int_equal(ae_kl_text(g_teacher, two, 2, g_tok, g_long, g_long_len, 1100, 300, 0, both), AE_OK);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(ae_kl_text(g_teacher, two + i, 1, g_tok, g_long, g_long_len, 1100, 300, 0, &alone), AE_OK);
+        assert_int_equal(both[i].all.tokens, alone.all.tokens);
+        assert_true(both[i].all.kl == alone.all.kl && both[i].all.nll_s == alone.all.nll_s);
+        assert_true(both[i].all.nll_t == alone.all.nll_t && both[i].all.top1 == alone.all.top1);
+        assert_int_equal(both[i].n_buckets, alone.n_buckets);
+        for (int b = 0; b < alone.n_buckets; b++) {
+            assert_int_equal(both[i].bucket[b].tokens, alone.bucket[b].tokens);
+            assert_true(both[i].bucket[b].kl == alone.bucket[b].kl);
+        }
+    }
+    assert_true(fabs(both[0].all.kl - both[1].all.kl) > 0.01); // two different students
+    assert_true(both[0].all.nll_t == both[1].all.nll_t);        // one teacher
+    const ae_model *none[1] = {g_mla};
+    assert_int_not_equal(ae_kl_text(g_teacher, none, 0, g_tok, g_long, g_long_len, 1100, 0, 0, &alone), AE_OK);
 }
 
 static double json_num(const cJSON *o, const char *k) {
@@ -282,7 +313,9 @@ static double json_num(const cJSON *o, const char *k) {
 // student in the right roles, means = sums / tokens, buckets with inclusive "to").
 static void test_cli_eval_kl(void **state) {
     (void)state;
-    const char *args[] = {"eval", "kl", "--teacher", ae_test_src(MICRO), "--model", g_mla_dir, "--file",
+    char *both = malloc(strlen(g_mla_dir) + strlen(g_gswa_dir) + 2);
+    sprintf(both, "%s,%s", g_mla_dir, g_gswa_dir);
+    const char *args[] = {"eval", "kl", "--teacher", ae_test_src(MICRO), "--model", both, "--file",
                           g_text_path, "--ctx", "129", "--json", "--device", "cpu", NULL};
     char *out, *err;
     int rc = ae_test_run_cli(args, NULL, &out, &err);
@@ -311,9 +344,34 @@ static void test_cli_eval_kl(void **state) {
         double m = r->tokens ? (double)r->tokens : 1.0;
         assert_true(fabs(json_num(e, "kl") - r->kl / m) < REL_TOL * r->kl / m + 1e-8);
     }
+    // students: the MLA one (the numbers above) and the GateSWA one, side by side
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "students");
+    assert_int_equal(cJSON_GetArraySize(st), 2);
+    const cJSON *s0 = cJSON_GetArrayItem(st, 0), *s1 = cJSON_GetArrayItem(st, 1);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(s0, "model")->valuestring, g_mla_dir);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(s1, "model")->valuestring, g_gswa_dir);
+    assert_true(json_num(s0, "kl") == json_num(o, "kl"));
+    assert_true(json_num(s1, "tokens") == json_num(o, "tokens"));
+    assert_true(json_num(s1, "ppl_teacher") == json_num(o, "ppl_teacher")); // one teacher pass
+    assert_true(json_num(s1, "kl") > 0 && fabs(json_num(s1, "kl") - json_num(o, "kl")) > 0.01);
     cJSON_Delete(o);
     free(out);
     free(err);
+    // the table, with the default --ctx (the teacher's max_position_embeddings: one window per
+    // document here): a row per model and a column per student by position
+    const char *targs[] = {"eval", "kl", "--teacher", ae_test_src(MICRO), "--model", both, "--file",
+                           g_text_path, "--device", "cpu", NULL};
+    int trc = ae_test_run_cli(targs, NULL, &out, &err);
+    if (trc != 0) fail_msg("eval kl: exit %d: %s", trc, err);
+    printf("%s", out);
+    assert_non_null(strstr(out, "mla "));
+    assert_non_null(strstr(out, "gswa "));
+    assert_non_null(strstr(out, "| mla"));
+    assert_non_null(strstr(out, "| gswa"));
+    assert_non_null(strstr(out, "\n0-127 "));
+    free(out);
+    free(err);
+    free(both);
 }
 
 static char *read_text(const char *rel, size_t *len) {
@@ -343,6 +401,13 @@ static int setup(void **state) {
     if (rc != 0) fprintf(stderr, "convert: %s\n", err);
     free(err);
     if (rc != 0 || ae_model_load(g_mla_dir, cpu, &g_mla) != AE_OK) return -1;
+    g_gswa_dir = ae_path_join(g_dir, "gswa");
+    const char *conv2[] = {"convert", "--teacher", ae_test_src(MICRO), "--target", "gateswa", "--window", "16",
+                           "--full-every", "4", "--init", "random", "--seed", "7", "--out", g_gswa_dir, NULL};
+    rc = ae_test_run_cli(conv2, NULL, NULL, &err);
+    if (rc != 0) fprintf(stderr, "convert: %s\n", err);
+    free(err);
+    if (rc != 0) return -1;
     if (ae_model_load(ae_test_src(MICRO), cpu, &g_gswa) != AE_OK) return -1;
     ae_student_spec spec = {.target = AE_ATTN_GATESWA, .full_every = 4, .window = 16,
                             .gate = AE_GATE_ELEMENTWISE, .init_teacher = 1};
@@ -385,6 +450,7 @@ static int teardown(void **state) {
     ae_test_rmtree(g_dir);
     free(g_dir);
     free(g_mla_dir);
+    free(g_gswa_dir);
     free(g_text_path);
     free(g_text);
     free(g_long);
@@ -396,6 +462,7 @@ int main(void) {
         cmocka_unit_test(test_kl_vs_reference),
         cmocka_unit_test(test_kl_buckets_long_document),
         cmocka_unit_test(test_kl_self_and_edges),
+        cmocka_unit_test(test_kl_two_students),
         cmocka_unit_test(test_cli_eval_kl),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

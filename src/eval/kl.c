@@ -32,101 +32,147 @@ static void add(ae_kl_acc *a, double kl, int agree, double nt, double ns) {
     a->nll_s += ns;
 }
 
-// Per-row scores of one window, read back to the host: (T) each.
+// Per-row scores of one chunk, read back to the host: (chunk) each.
 typedef struct {
     float *kl, *nll_t, *nll_s;
     int32_t *top_t, *top_s;
 } row_scores;
 
-static ae_status score_window(const ae_backend *be, ae_ptr lt, ae_ptr ls, ae_ptr tgt,
-                              ae_ptr *dev, int T, int V, row_scores *h) {
-    be->kl_rows(be, dev[0], lt, ls, T, V);
-    be->nll_rows(be, dev[1], lt, tgt, T, V);
-    be->nll_rows(be, dev[2], ls, tgt, T, V);
-    be->argmax_rows(be, dev[3], lt, T, V);
-    be->argmax_rows(be, dev[4], ls, T, V);
-    AE_TRY(be->download(be, h->kl, AE_DT_F32, dev[0], (size_t)T));
-    AE_TRY(be->download(be, h->nll_t, AE_DT_F32, dev[1], (size_t)T));
-    AE_TRY(be->download(be, h->nll_s, AE_DT_F32, dev[2], (size_t)T));
-    AE_TRY(be->download(be, h->top_t, AE_DT_I32, dev[3], (size_t)T));
-    return be->download(be, h->top_s, AE_DT_I32, dev[4], (size_t)T);
-}
-
-static ae_status score_doc(const ae_model *t, const ae_model *s, const int32_t *ids, size_t n,
-                           int ctx, ae_kl_result *r) {
-    if (n < 2) return AE_OK;
-    const ae_backend *be = s->be;
-    int V = t->cfg.vocab_size;
-    ae_kv_cache ct, cs;
-    AE_TRY(ae_kv_cache_init(&ct, t, ctx));
-    ae_status st = ae_kv_cache_init(&cs, s, ctx);
-    ae_scratch sc;
-    ae_scratch_init(&sc, be);
-    ae_ptr lt = ae_scratch_alloc(&sc, (size_t)ctx * V, AE_DT_F32); // (ctx, V) teacher logits
-    ae_ptr ls = ae_scratch_alloc(&sc, (size_t)ctx * V, AE_DT_F32); // (ctx, V) student logits
-    ae_ptr tgt = ae_scratch_alloc(&sc, (size_t)ctx, AE_DT_I32);    // (ctx) next tokens
-    ae_ptr dev[5];                                                  // (ctx) each: row_scores
-    for (int i = 0; i < 5; i++) dev[i] = ae_scratch_alloc(&sc, (size_t)ctx, i < 3 ? AE_DT_F32 : AE_DT_I32);
-    row_scores h = {ae_alloc_f32((size_t)ctx), ae_alloc_f32((size_t)ctx), ae_alloc_f32((size_t)ctx),
-                    ae_malloc(sizeof(int32_t) * (size_t)ctx), ae_malloc(sizeof(int32_t) * (size_t)ctx)};
-    if (st == AE_OK && (sc.failed || !h.kl || !h.nll_t || !h.nll_s || !h.top_t || !h.top_s))
-        st = AE_ERR_NOMEM;
-    for (size_t w = 0; st == AE_OK && w + 1 < n; w += (size_t)ctx) {
-        int T = (int)((n - 1 - w) < (size_t)ctx ? (n - 1 - w) : (size_t)ctx);
-        ae_kv_cache_reset(&ct);
-        ae_kv_cache_reset(&cs);
-        st = ae_model_forward(t, &ct, ids + w, T, lt, 1);
-        if (st == AE_OK) st = ae_model_forward(s, &cs, ids + w, T, ls, 1);
-        if (st == AE_OK) st = be->upload(be, tgt, ids + w + 1, AE_DT_I32, (size_t)T);
-        if (st == AE_OK) st = score_window(be, lt, ls, tgt, dev, T, V, &h);
-        for (int i = 0; st == AE_OK && i < T; i++) {
-            int agree = h.top_t[i] == h.top_s[i];
-            add(&r->all, h.kl[i], agree, h.nll_t[i], h.nll_s[i]);
-            for (int b = 0; b < r->n_buckets; b++)
-                if (i >= r->bucket_lo[b] && i < r->bucket_hi[b])
-                    add(&r->bucket[b], h.kl[i], agree, h.nll_t[i], h.nll_s[i]);
-        }
-    }
-    ae_free_aligned(h.kl);
-    ae_free_aligned(h.nll_t);
-    ae_free_aligned(h.nll_s);
-    free(h.top_t);
-    free(h.top_s);
-    ae_scratch_free(&sc);
-    ae_kv_cache_free(&cs);
-    ae_kv_cache_free(&ct);
-    return st;
-}
-
+// One pass over a text: the models, their caches, the chunk buffers.
 typedef struct {
-    const ae_model *t, *s;
-    int ctx, progress;
-    ae_kl_result *out;
+    const ae_model *t;
+    const ae_model *const *s;
+    int n_s, ctx, chunk, cap, progress;
+    ae_kv_cache cache[AE_KL_MAX_STUDENTS + 1]; // teacher, then the students; cap positions
+    ae_scratch sc;
+    ae_ptr lt, ls;   // (chunk, V) F32: teacher, student logits
+    ae_ptr tgt;      // (chunk) I32 next tokens
+    ae_ptr dev[5];   // (chunk) each: kl, nll_t, nll_s F32; top_t, top_s I32
+    row_scores h;
+    ae_kl_result *out; // (n_s)
     double t0;
-} kl_ctx;
+} kl_run;
+
+static ae_status run_alloc(kl_run *r) {
+    const ae_backend *be = r->t->be;
+    int V = r->t->cfg.vocab_size, C = r->chunk;
+    ae_scratch_init(&r->sc, be);
+    r->lt = ae_scratch_alloc(&r->sc, (size_t)C * V, AE_DT_F32);
+    r->ls = ae_scratch_alloc(&r->sc, (size_t)C * V, AE_DT_F32);
+    r->tgt = ae_scratch_alloc(&r->sc, (size_t)C, AE_DT_I32);
+    for (int i = 0; i < 5; i++) r->dev[i] = ae_scratch_alloc(&r->sc, (size_t)C, i < 3 ? AE_DT_F32 : AE_DT_I32);
+    r->h = (row_scores){ae_alloc_f32((size_t)C), ae_alloc_f32((size_t)C), ae_alloc_f32((size_t)C),
+                        ae_malloc(sizeof(int32_t) * (size_t)C), ae_malloc(sizeof(int32_t) * (size_t)C)};
+    if (r->sc.failed) return ae_errorf(AE_ERR_NOMEM, "eval kl: out of memory for logits of %d rows", C);
+    return r->h.kl && r->h.nll_t && r->h.nll_s && r->h.top_t && r->h.top_s ? AE_OK : AE_ERR_NOMEM;
+}
+
+static void free_caches(kl_run *r) {
+    for (int i = 0; i <= r->n_s; i++) ae_kv_cache_free(&r->cache[i]);
+    memset(r->cache, 0, sizeof r->cache);
+    r->cap = 0;
+}
+
+static void run_free(kl_run *r) {
+    ae_free_aligned(r->h.kl);
+    ae_free_aligned(r->h.nll_t);
+    ae_free_aligned(r->h.nll_s);
+    free(r->h.top_t);
+    free(r->h.top_s);
+    ae_scratch_free(&r->sc);
+    free_caches(r);
+}
+
+// Caches for windows of `need` positions: grown (never shrunk) to the longest window so far.
+static ae_status ensure_caches(kl_run *r, int need) {
+    if (need <= r->cap) return AE_OK;
+    free_caches(r);
+    for (int i = 0; i <= r->n_s; i++)
+        AE_TRY(ae_kv_cache_init(&r->cache[i], i ? r->s[i - 1] : r->t, need));
+    r->cap = need;
+    return AE_OK;
+}
+
+static void add_rows(ae_kl_result *r, const row_scores *h, int n, int pos0) {
+    for (int i = 0; i < n; i++) {
+        int agree = h->top_t[i] == h->top_s[i], p = pos0 + i;
+        add(&r->all, h->kl[i], agree, h->nll_t[i], h->nll_s[i]);
+        for (int b = 0; b < r->n_buckets; b++)
+            if (p >= r->bucket_lo[b] && p < r->bucket_hi[b])
+                add(&r->bucket[b], h->kl[i], agree, h->nll_t[i], h->nll_s[i]);
+    }
+}
+
+// Rows pos0 .. pos0+n-1 of the current window (ids: their inputs; ids[n]: the last target).
+static ae_status score_chunk(kl_run *r, const int32_t *ids, int n, int pos0) {
+    const ae_backend *be = r->t->be;
+    int V = r->t->cfg.vocab_size;
+    AE_TRY(ae_model_forward(r->t, &r->cache[0], ids, n, r->lt, 1));
+    AE_TRY(be->upload(be, r->tgt, ids + 1, AE_DT_I32, (size_t)n));
+    be->nll_rows(be, r->dev[1], r->lt, r->tgt, n, V);
+    be->argmax_rows(be, r->dev[3], r->lt, n, V);
+    AE_TRY(be->download(be, r->h.nll_t, AE_DT_F32, r->dev[1], (size_t)n));
+    AE_TRY(be->download(be, r->h.top_t, AE_DT_I32, r->dev[3], (size_t)n));
+    for (int i = 0; i < r->n_s; i++) {
+        AE_TRY(ae_model_forward(r->s[i], &r->cache[i + 1], ids, n, r->ls, 1));
+        be->kl_rows(be, r->dev[0], r->lt, r->ls, n, V);
+        be->nll_rows(be, r->dev[2], r->ls, r->tgt, n, V);
+        be->argmax_rows(be, r->dev[4], r->ls, n, V);
+        AE_TRY(be->download(be, r->h.kl, AE_DT_F32, r->dev[0], (size_t)n));
+        AE_TRY(be->download(be, r->h.nll_s, AE_DT_F32, r->dev[2], (size_t)n));
+        AE_TRY(be->download(be, r->h.top_s, AE_DT_I32, r->dev[4], (size_t)n));
+        add_rows(&r->out[i], &r->h, n, pos0);
+    }
+    return AE_OK;
+}
+
+// One document: windows of ctx tokens, stride ctx, each from empty caches, in chunks.
+static ae_status score_doc(kl_run *r, const int32_t *ids, size_t n) {
+    if (n < 2) return AE_OK;
+    int longest = (int)(n - 1 < (size_t)r->ctx ? n - 1 : (size_t)r->ctx);
+    AE_TRY(ensure_caches(r, longest));
+    for (size_t w = 0; w + 1 < n; w += (size_t)r->ctx) {
+        int T = (int)((n - 1 - w) < (size_t)r->ctx ? (n - 1 - w) : (size_t)r->ctx);
+        for (int i = 0; i <= r->n_s; i++) ae_kv_cache_reset(&r->cache[i]);
+        for (int c0 = 0; c0 < T; c0 += r->chunk)
+            AE_TRY(score_chunk(r, ids + w + c0, T - c0 < r->chunk ? T - c0 : r->chunk, c0));
+    }
+    return AE_OK;
+}
 
 static ae_status kl_doc(void *ud, const int32_t *ids, size_t n) {
-    kl_ctx *c = ud;
-    AE_TRY(score_doc(c->t, c->s, ids, n, c->ctx, c->out));
-    const ae_kl_acc *a = &c->out->all;
-    if (c->progress && a->tokens)
-        fprintf(stderr, "\reval kl: %lld tokens, KL %.4f, top1 %.3f, %.0f tok/s", (long long)a->tokens,
-                a->kl / a->tokens, (double)a->top1 / a->tokens, a->tokens / (ae_time_now() - c->t0 + 1e-9));
+    kl_run *r = ud;
+    AE_TRY(score_doc(r, ids, n));
+    const ae_kl_acc *a = &r->out[0].all;
+    if (r->progress && a->tokens)
+        fprintf(stderr, "\reval kl: %lld tokens, KL %.4f, top1 %.3f (first student), %.0f tok/s",
+                (long long)a->tokens, a->kl / a->tokens, (double)a->top1 / a->tokens,
+                a->tokens / (ae_time_now() - r->t0 + 1e-9));
     return AE_OK;
 }
 
-ae_status ae_kl_text(const ae_model *teacher, const ae_model *student, const ae_tokenizer *tok,
-                     const char *text, size_t len, int ctx, int progress, ae_kl_result *out) {
-    if (teacher->be != student->be)
-        return ae_errorf(AE_ERR_ARG, "teacher and student are on different devices (%s, %s)",
-                         teacher->be->name, student->be->name);
-    if (teacher->cfg.vocab_size != student->cfg.vocab_size)
-        return ae_errorf(AE_ERR_ARG, "teacher and student vocabularies differ (%d vs %d)",
-                         teacher->cfg.vocab_size, student->cfg.vocab_size);
+ae_status ae_kl_text(const ae_model *teacher, const ae_model *const *students, int n_students,
+                     const ae_tokenizer *tok, const char *text, size_t len, int ctx, int chunk,
+                     int progress, ae_kl_result *out) {
+    if (n_students < 1 || n_students > AE_KL_MAX_STUDENTS)
+        return ae_errorf(AE_ERR_ARG, "eval kl: %d students (1 to %d)", n_students, AE_KL_MAX_STUDENTS);
+    for (int i = 0; i < n_students; i++) {
+        const ae_model *s = students[i];
+        if (teacher->be != s->be)
+            return ae_errorf(AE_ERR_ARG, "teacher and student are on different devices (%s, %s)",
+                             teacher->be->name, s->be->name);
+        if (teacher->cfg.vocab_size != s->cfg.vocab_size)
+            return ae_errorf(AE_ERR_ARG, "teacher and student vocabularies differ (%d vs %d)",
+                             teacher->cfg.vocab_size, s->cfg.vocab_size);
+    }
     if (ctx < 2) return ae_errorf(AE_ERR_ARG, "--ctx must be >= 2, got %d", ctx);
-    init_buckets(out, ctx);
-    kl_ctx c = {teacher, student, ctx, progress, out, ae_time_now()};
-    AE_TRY(ae_docs_foreach(tok, text, len, kl_doc, &c));
+    for (int i = 0; i < n_students; i++) init_buckets(&out[i], ctx);
+    kl_run r = {.t = teacher, .s = students, .n_s = n_students, .ctx = ctx,
+                .chunk = chunk > 0 ? (chunk < ctx ? chunk : ctx) : (AE_KL_CHUNK < ctx ? AE_KL_CHUNK : ctx),
+                .progress = progress, .out = out, .t0 = ae_time_now()};
+    ae_status st = run_alloc(&r);
+    if (st == AE_OK) st = ae_docs_foreach(tok, text, len, kl_doc, &r);
+    run_free(&r);
     if (progress) fputc('\n', stderr);
-    return AE_OK;
+    return st;
 }
