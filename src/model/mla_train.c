@@ -84,6 +84,7 @@ ae_status ae_mla_train_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, 
     ae_scratch_init(&s, be);
     ae_ptr kva = ae_scratch_alloc(&s, (size_t)M * Cd, be->act_dtype);      // (M, R+dr) [c | kr]
     ae_ptr kvb = ae_scratch_alloc(&s, (size_t)M * H * dkv, be->act_dtype); // (M, H, dn+dv)
+    ae_ptr ones = ae_scratch_alloc(&s, (size_t)H, be->act_dtype);         // (H) 1s
     if (s.failed) {
         ae_scratch_free(&s);
         ae_mla_acts_free(a);
@@ -97,9 +98,12 @@ ae_status ae_mla_train_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, 
     be->rmsnorm(be, a->c_n, a->c_raw, m->kv_a_norm, M, R, R, d->eps);
     ae_matmul(be, kvb, a->c_n, m->wkvb, M, R, H * dkv);
     if (dn > 0) be->copy_rows(be, a->k, dq, kvb, dkv, M * H, dn);
-    for (int h = 0; h < H; h++) // the shared rope key joins every head
-        be->copy_rows(be, ae_ptr_at(a->k, (size_t)h * dq + dn), (int64_t)H * dq,
-                      ae_ptr_at(kva, (size_t)R), Cd, M, dr);
+    // the shared rope key joins every head: per row, K_rope (H, dr) = 1 (H, 1) · kr (1, dr), one
+    // batched product instead of a copy per head (exact: every value is 1·kr)
+    be->fill(be, ones, (size_t)H, 1.0f);
+    ae_gemm_args gk = {.M = H, .N = dr, .K = 1, .batch = M, .lda = 1, .sa = 0, .ldb = dr,
+                       .sb = Cd, .ldy = dq, .sy = (int64_t)H * dq, .alpha = 1.0f, .beta = 0.0f};
+    be->gemm(be, &gk, ae_ptr_at(a->k, (size_t)dn), ones, ae_ptr_at(kva, (size_t)R));
     be->copy_rows(be, a->v, dv, ae_ptr_at(kvb, (size_t)dn), dkv, M * H, dv);
     ae_attn_args aa = ae_attn_dense(T, 0, H, H, dq, dv, 0, attn_scale(d), ae_ptr_null());
     for (int b = 0; b < B; b++) {
@@ -112,6 +116,18 @@ ae_status ae_mla_train_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, 
     ae_scratch_free(&s);
     *acts = a;
     return AE_OK;
+}
+
+// dx (M, K) = dy (M, N) · w (N, K), overwriting dx (for a gradient nothing else has added to
+// yet: no zero fill first), and dw (N, K) += dyᵀ · x as ae_matmul_bwd. dx may be null.
+static void matmul_bwd_first(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr x,
+                             ae_ptr w, int M, int K, int N) {
+    if (!ae_ptr_is_null(dx)) {
+        ae_gemm_args g = {.M = M, .N = K, .K = N, .batch = 1, .lda = N, .ldb = K, .ldy = K,
+                          .alpha = 1.0f, .beta = 0.0f};
+        be->gemm(be, &g, dx, dy, w);
+    }
+    ae_matmul_bwd(be, ae_ptr_null(), dw, dy, x, w, M, K, N);
 }
 
 static int have_bwd(const ae_backend *be) {
@@ -149,14 +165,14 @@ ae_status ae_mla_backward(const ae_backend *be, const ae_mla *m, const ae_mla_ac
         ae_scratch_free(&s);
         return AE_ERR_NOMEM;
     }
-    // every gradient that the ops below accumulate into starts at zero
-    ae_ptr acc[] = {datt, dk, dvv, dcn, dcr, dkva, dqa, dqr};
-    size_t accn[] = {Mz * H * dv, Mz * H * dq, Mz * H * dv, Mz * R, Mz * R, Mz * Cd, Mz * qlz, Mz * qlz};
+    // the gradients that ops below add into start at zero (attention_bwd's dk, dv and
+    // rmsnorm_bwd's dx); datt, dcn, dqa, dkva and dx are first written by overwriting products
+    ae_ptr acc[] = {dk, dvv, dcr, dqr};
+    size_t accn[] = {Mz * H * dq, Mz * H * dv, Mz * R, Mz * qlz};
     for (size_t i = 0; i < sizeof acc / sizeof *acc; i++) be->fill(be, acc[i], accn[i], 0.0f);
     be->fill(be, ones, (size_t)H, 1.0f);
-    if (!ae_ptr_is_null(dx)) be->fill(be, dx, Mz * D, 0.0f);
     // o_proj
-    ae_matmul_bwd(be, datt, grad->wo, dy, a->att, m->wo, M, H * dv, D);
+    matmul_bwd_first(be, datt, grad->wo, dy, a->att, m->wo, M, H * dv, D);
     // attention, one sequence at a time, from the forward's saved output and log-sum-exp
     ae_attn_args aa = ae_attn_dense(T, 0, H, H, dq, dv, 0, attn_scale(d), ae_ptr_null());
     for (int b = 0; b < a->B; b++) {
@@ -171,20 +187,20 @@ ae_status ae_mla_backward(const ae_backend *be, const ae_mla *m, const ae_mla_ac
     if (dn > 0) be->copy_rows(be, dkvb, dkv, dk, dq, M * H, dn);
     be->copy_rows(be, ae_ptr_at(dkvb, (size_t)dn), dkv, dvv, dv, M * H, dv);
     ae_gemm_args gs = {.M = 1, .N = dr, .K = H, .batch = M, .lda = H, .sa = 0, .ldb = dq,
-                       .sb = (int64_t)H * dq, .ldy = dr, .sy = Cd, .alpha = 1.0f, .beta = 1.0f};
+                       .sb = (int64_t)H * dq, .ldy = dr, .sy = Cd, .alpha = 1.0f, .beta = 0.0f};
     be->gemm(be, &gs, ae_ptr_at(dkva, (size_t)R), ones, ae_ptr_at(dk, (size_t)dn));
     be->rope_bwd(be, ae_ptr_at(dkva, (size_t)R), a->pos, M, 1, Cd, dr, d->rope_theta, AE_ROPE_INTERLEAVED);
     be->rope_bwd(be, ae_ptr_at(dq_, (size_t)dn), a->pos, M, H, dq, dr, d->rope_theta, AE_ROPE_INTERLEAVED);
     // kv_b_proj, kv_a_layernorm, kv_a_proj_with_mqa
-    ae_matmul_bwd(be, dcn, grad->wkvb, dkvb, a->c_n, m->wkvb, M, R, H * dkv);
+    matmul_bwd_first(be, dcn, grad->wkvb, dkvb, a->c_n, m->wkvb, M, R, H * dkv);
     be->rmsnorm_bwd(be, dcr, grad->kv_a_norm, dcn, a->c_raw, m->kv_a_norm, M, R, d->eps);
-    be->copy_rows(be, dkva, Cd, dcr, R, M, R);
-    ae_matmul_bwd(be, dx, grad->wkva, dkva, a->x, m->wkva, M, D, Cd);
+    be->copy_rows(be, dkva, Cd, dcr, R, M, R); // dkva complete: [dcr | the dkr product above]
+    matmul_bwd_first(be, dx, grad->wkva, dkva, a->x, m->wkva, M, D, Cd);
     // query path
     if (ql == 0) {
         ae_matmul_bwd(be, dx, grad->wq, dq_, a->x, m->wq, M, D, H * dq);
     } else {
-        ae_matmul_bwd(be, dqa, grad->wqb, dq_, a->qa_n, m->wqb, M, ql, H * dq);
+        matmul_bwd_first(be, dqa, grad->wqb, dq_, a->qa_n, m->wqb, M, ql, H * dq);
         be->rmsnorm_bwd(be, dqr, grad->q_a_norm, dqa, a->qa_raw, m->q_a_norm, M, ql, d->eps);
         ae_matmul_bwd(be, dx, grad->wqa, dqr, a->x, m->wqa, M, D, ql);
     }
