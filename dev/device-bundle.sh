@@ -18,7 +18,7 @@ bash scripts/build.sh build-gpu -DAE_CUDA=ON -DAE_MPI=OFF >/dev/null
 echo "$(git rev-parse --short HEAD)$(git diff --quiet || echo ' +uncommitted')" > build-gpu/COMMIT
 mkdir -p .carry/stage/build
 cp build-gpu/COMMIT build-gpu/attnedit build-gpu/bench_infer build-gpu/bench_distill build-gpu/bench_attn build-gpu/bench_moe build-gpu/bench_paged build-gpu/test_backend_ops \
-   build-gpu/test_ops build-gpu/test_grad_ops \
+   build-gpu/test_ops build-gpu/test_grad_ops build-gpu/test_train_ops \
    build-gpu/test_cuda_* .carry/stage/build/
 for l in libcjson.so.1 libpcre2-8.so.0 libutf8proc.so.2 libcmocka.so.0 libmicrohttpd.so.12 libgfortran.so.5 \
          libquadmath.so.0 libgomp.so.1; do

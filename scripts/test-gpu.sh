@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs every GPU test on a machine with an NVIDIA GPU: each CUDA op against the CPU reference
 # (tests/test_backend_ops.c) and against the double-precision references of the op and gradient
-# tests (tests/test_ops.c, tests/test_grad_ops.c: the "[cuda]" half of each), whole models (the
-# teachers in ../shared and students of each target) against the CPU (tests/test_cuda_model.c),
-# and every other tests/test_cuda_*.c program
-# (test_cuda_paged: the serving engine's paged-cache ops). Prints the date, GPU and commit first so the
-# log can be pasted into docs/ as it is.
+# tests (tests/test_ops.c, test_grad_ops.c, test_train_ops.c: the "[cuda]" half of each), whole
+# models (the teachers in ../shared and students of each target) against the CPU
+# (tests/test_cuda_model.c), and every other tests/test_cuda_*.c program (test_cuda_paged: the
+# serving engine's paged-cache ops). Prints the date, GPU and commit first so the log can be
+# pasted into docs/ as it is.
 #
 #   bash scripts/test-gpu.sh                 # build with CUDA into build-gpu, then test
 #   AE_GPU_BUILD=DIR AE_PREBUILT=1 bash scripts/test-gpu.sh   # test binaries built elsewhere
@@ -30,10 +30,10 @@ export AE_REQUIRE_GPU=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 export AE_TEST_SOURCE_DIR=$PWD AE_TEST_CLI=$PWD/$build/attnedit
 case "$build" in /*) AE_TEST_CLI=$build/attnedit ;; esac
 status=0
-# every GPU test program: the op tests (test_backend_ops: cuda against the cpu; test_ops and
-# test_grad_ops: every backend against the double references, whose cuda half runs here), and
-# the test_cuda_* programs
-gpu_tests=(test_backend_ops test_ops test_grad_ops)
+# every GPU test program: the op tests (test_backend_ops: cuda against the cpu; test_ops,
+# test_grad_ops and test_train_ops: every backend against the double references, whose cuda
+# half runs here), and the test_cuda_* programs
+gpu_tests=(test_backend_ops test_ops test_grad_ops test_train_ops)
 for f in "$build"/test_cuda_*; do [ -x "$f" ] && gpu_tests+=("$(basename "$f")"); done
 for t in "${gpu_tests[@]}"; do
   echo

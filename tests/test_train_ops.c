@@ -2,7 +2,10 @@
 // cosine_rows, softmax_stats, kd_chunk, sumsq, axpby, adamw, each against a naive
 // double-precision reference written here; the gradients of mse_rows and cosine_rows also
 // against central finite differences of that reference; the non-finite behaviour of sumsq and
-// adamw's flag.
+// adamw's flag. softmax_stats + kd_chunk (the training log-softmax and KD loss) run on every
+// backend (util/backends.h: cpu, and cuda when built with it and a GPU is present; F32 logits,
+// stats and gradients on both) against the double log-sum-exp and KL references of util/ref.h;
+// the others on the cpu (cuda against the cpu: tests/test_cuda_train_ops.c).
 //
 // Tolerances (stated per check):
 //   REL_F32  2e-6 relative (with an absolute floor where said): an fp32 result of a double sum,
@@ -19,6 +22,7 @@
 #include "backend/cpu.h"
 #include "backend/ops.h"
 #include "core/rng.h"
+#include "util/backends.h"
 #include "util/fd.h"
 #include "util/testutil.h"
 
@@ -208,7 +212,10 @@ static void test_cosine_rows(void **state) {
 // =============================================================================================
 // softmax_stats + kd_chunk over chunk splits, against whole-row double references
 
-static void run_kd(ae_rng *r, int N, int V, float tau, const int *chunks, int nchunks) {
+// The logits (F32 on every backend) in backend buffers; stats, kl and dzs F32, arg I32. The
+// chunk loops address columns v0.. of the rows (row stride V) through ae_ptr_at.
+static void run_kd(const ae_backend *bk, ae_rng *r, int N, int V, float tau, const int *chunks,
+                   int nchunks) {
     size_t n = (size_t)N * V;
     float it = 1.0f / tau, gscale = 0.61f;
     float *zt = fvec(n, r, 3.0f), *zs = fvec(n, r, 3.0f);
@@ -233,35 +240,41 @@ static void run_kd(ae_rng *r, int N, int V, float tau, const int *chunks, int nc
     assert_int_equal(amax[0], want_arg0);
     for (int c = 0; c < nchunks; c++) {
         int ch = chunks[c];
-        float *st = malloc(sizeof(float) * 2 * N), *ss = malloc(sizeof(float) * 2 * N);
+        ae_scratch sc;
+        ae_scratch_init(&sc, bk);
+        ae_ptr pzt = ae_tb_in(&sc, zt, n, AE_DT_F32), pzs = ae_tb_in(&sc, zs, n, AE_DT_F32);
+        ae_ptr pst = ae_tb_new(&sc, 2 * (size_t)N, AE_DT_F32, NAN); // v0 == 0 must not read them
+        ae_ptr pss = ae_tb_new(&sc, 2 * (size_t)N, AE_DT_F32, NAN);
+        ae_ptr pat = ae_tb_new(&sc, (size_t)N, AE_DT_I32, -7), pas = ae_tb_new(&sc, (size_t)N, AE_DT_I32, -7);
+        for (int v0 = 0; v0 < V; v0 += ch) {
+            int vc = V - v0 < ch ? V - v0 : ch;
+            bk->softmax_stats(bk, pst, pat, ae_ptr_at(pzt, (size_t)v0), V, N, vc, v0, it);
+            bk->softmax_stats(bk, pss, ch == 7 ? ae_ptr_null() : pas, ae_ptr_at(pzs, (size_t)v0), V,
+                              N, vc, v0, it);
+        }
+        ae_ptr pkl = ae_tb_new(&sc, (size_t)N, AE_DT_F32, 0.25f); // accumulates onto what is there
+        ae_ptr pdz = ae_tb_new(&sc, n, AE_DT_F32, NAN);            // overwritten
+        for (int v0 = 0; v0 < V; v0 += ch) {
+            int vc = V - v0 < ch ? V - v0 : ch;
+            bk->kd_chunk(bk, pkl, ae_ptr_at(pdz, (size_t)v0), V, ae_ptr_at(pzt, (size_t)v0),
+                         ae_ptr_at(pzs, (size_t)v0), V, pst, pss, N, vc, it, gscale);
+        }
+        float *st = ae_tb_out(bk, pst, 2 * (size_t)N), *ss = ae_tb_out(bk, pss, 2 * (size_t)N);
+        float *kl = ae_tb_out(bk, pkl, (size_t)N), *dz = ae_tb_out(bk, pdz, n);
         int32_t *at = malloc(sizeof(int32_t) * N), *as = malloc(sizeof(int32_t) * N);
-        for (int i = 0; i < 2 * N; i++) st[i] = ss[i] = NAN; // v0 == 0 must not read them
-        for (int i = 0; i < N; i++) at[i] = as[i] = -7;
-        for (int v0 = 0; v0 < V; v0 += ch) {
-            int vc = V - v0 < ch ? V - v0 : ch;
-            be->softmax_stats(be, ae_host_f32(st), ae_host_i32(at), ae_host_f32(zt + v0), V, N, vc,
-                              v0, it);
-            be->softmax_stats(be, ae_host_f32(ss), ch == 7 ? ae_ptr_null() : ae_host_i32(as),
-                              ae_host_f32(zs + v0), V, N, vc, v0, it);
-        }
-        float *kl = malloc(sizeof(float) * N);
-        float *dz = malloc(sizeof(float) * n);
-        for (int i = 0; i < N; i++) kl[i] = 0.25f; // accumulates onto what is there
-        for (size_t k = 0; k < n; k++) dz[k] = NAN; // overwritten
-        for (int v0 = 0; v0 < V; v0 += ch) {
-            int vc = V - v0 < ch ? V - v0 : ch;
-            be->kd_chunk(be, ae_host_f32(kl), ae_host_f32(dz + v0), V, ae_host_f32(zt + v0),
-                         ae_host_f32(zs + v0), V, ae_host_f32(st), ae_host_f32(ss), N, vc, it,
-                         gscale);
-        }
+        if (bk->download(bk, at, AE_DT_I32, pat, (size_t)N) != AE_OK ||
+            bk->download(bk, as, AE_DT_I32, pas, (size_t)N) != AE_OK)
+            fail_msg("%s: argmax download: %s", bk->name, ae_last_error());
         // se is rounded to float after every chunk: the log-sum-exp carries up to ~6e-8 per
-        // chunk (a random walk in practice); every tolerance below scales with the chunk count
+        // chunk (a random walk in practice); every tolerance below scales with the chunk count.
+        // On cuda se's terms are expf of the same float arguments (2 ulp, test_cuda_train_ops'
+        // TOL_SE 2e-6 relative), so its log-sum-exp errs by up to 2e-6 more.
         int nc = (V + ch - 1) / ch;
-        double lse_tol = 1.2e-7 * (nc + 1);
+        double lse_tol = 1.2e-7 * (nc + 1) + (ae_tb_is_cpu(bk) ? 0.0 : 2e-6);
         char what[96];
         for (int i = 0; i < N; i++) {
-            snprintf(what, sizeof what, "softmax_stats lse N=%d V=%d chunk=%d tau=%g", N, V, ch,
-                     (double)tau);
+            snprintf(what, sizeof what, "softmax_stats lse N=%d V=%d chunk=%d tau=%g on %s", N, V,
+                     ch, (double)tau, bk->name);
             // mx exactly the largest product; se a double sum rounded once
             double mxw = -INFINITY;
             for (int v = 0; v < V; v++) mxw = fmax(mxw, (double)(zt[(size_t)i * V + v] * it));
@@ -269,12 +282,14 @@ static void run_kd(ae_rng *r, int N, int V, float tau, const int *chunks, int nc
             close_to(what, (size_t)i, st[2 * i] + log(st[2 * i + 1]), lt[i], 0.0, lse_tol);
             close_to(what, (size_t)i, ss[2 * i] + log(ss[2 * i + 1]), ls[i], 0.0, lse_tol);
             if (at[i] != amax[i])
-                fail_msg("softmax_stats argmax row %d (chunk %d): %d, want %d", i, ch, at[i],
-                         amax[i]);
-            snprintf(what, sizeof what, "kd_chunk kl N=%d V=%d chunk=%d tau=%g", N, V, ch,
-                     (double)tau);
+                fail_msg("softmax_stats argmax row %d (chunk %d) on %s: %d, want %d", i, ch,
+                         bk->name, at[i], amax[i]);
+            snprintf(what, sizeof what, "kd_chunk kl N=%d V=%d chunk=%d tau=%g on %s", N, V, ch,
+                     (double)tau, bk->name);
             // KL moves by the two log-sum-exp errors (times Σ pt = 1), plus float roundings
-            close_to(what, (size_t)i, kl[i], 0.25 + klref[i], 1e-6, 2 * lse_tol);
+            // (cuda: pt off by ~2 ulp, test_cuda_train_ops' TOL_KL 1e-5 relative)
+            close_to(what, (size_t)i, kl[i], 0.25 + klref[i], ae_tb_is_cpu(bk) ? 1e-6 : 1e-5,
+                     2 * lse_tol);
             for (int v = 0; v < V; v++) {
                 size_t k = (size_t)i * V + v;
                 double pt = exp((double)(zt[k] * it) - lt[i]), ps = exp((double)(zs[k] * it) - ls[i]);
@@ -289,31 +304,38 @@ static void run_kd(ae_rng *r, int N, int V, float tau, const int *chunks, int nc
         else
             assert_int_equal(as[0], want_arg0);
         free(st), free(ss), free(at), free(as), free(kl), free(dz);
+        ae_scratch_free(&sc);
     }
     free(zt), free(zs), free(lt), free(ls), free(klref), free(amax);
 }
 
 static void test_softmax_stats_kd(void **state) {
-    (void)state;
+    const ae_backend *bk = ae_tb_backend(state);
     ae_rng r;
     ae_rng_seed(&r, 4);
     const int chunks[] = {1000000, 1, 7, 64, 100, 299};
-    run_kd(&r, 3, 300, 1.0f, chunks, 6);
-    run_kd(&r, 1, 300, 2.0f, chunks, 6);
-    run_kd(&r, 5, 1001, 0.7f, chunks, 6);
+    run_kd(bk, &r, 3, 300, 1.0f, chunks, 6);
+    run_kd(bk, &r, 1, 300, 2.0f, chunks, 6);
+    run_kd(bk, &r, 5, 1001, 0.7f, chunks, 6);
     // the teacher equal to the student: KL 0 and no gradient, whatever the split
     const int N = 2, V = 50;
-    float *z = fvec((size_t)N * V, &r, 2.0f), st[4], kl[2] = {0, 0}, dz[100];
+    ae_scratch sc;
+    ae_scratch_init(&sc, bk);
+    float *z = fvec((size_t)N * V, &r, 2.0f);
+    ae_ptr pz = ae_tb_in(&sc, z, (size_t)N * V, AE_DT_F32), pst = ae_tb_new(&sc, 4, AE_DT_F32, NAN);
+    ae_ptr pkl = ae_tb_new(&sc, 2, AE_DT_F32, 0), pdz = ae_tb_new(&sc, (size_t)N * V, AE_DT_F32, NAN);
     for (int v0 = 0; v0 < V; v0 += 16)
-        be->softmax_stats(be, ae_host_f32(st), ae_ptr_null(), ae_host_f32(z + v0), V, N,
+        bk->softmax_stats(bk, pst, ae_ptr_null(), ae_ptr_at(pz, (size_t)v0), V, N,
                           V - v0 < 16 ? V - v0 : 16, v0, 1.0f);
     for (int v0 = 0; v0 < V; v0 += 16)
-        be->kd_chunk(be, ae_host_f32(kl), ae_host_f32(dz + v0), V, ae_host_f32(z + v0),
-                     ae_host_f32(z + v0), V, ae_host_f32(st), ae_host_f32(st), N,
-                     V - v0 < 16 ? V - v0 : 16, 1.0f, 1.0f);
+        bk->kd_chunk(bk, pkl, ae_ptr_at(pdz, (size_t)v0), V, ae_ptr_at(pz, (size_t)v0),
+                     ae_ptr_at(pz, (size_t)v0), V, pst, pst, N, V - v0 < 16 ? V - v0 : 16, 1.0f,
+                     1.0f);
+    float *kl = ae_tb_out(bk, pkl, 2), *dz = ae_tb_out(bk, pdz, (size_t)N * V);
     assert_true(kl[0] == 0.0f && kl[1] == 0.0f);
     for (int k = 0; k < N * V; k++) assert_true(dz[k] == 0.0f);
-    free(z);
+    free(z), free(kl), free(dz);
+    ae_scratch_free(&sc);
 }
 
 // =============================================================================================
@@ -451,9 +473,9 @@ int main(void) {
     be = ae_backend_cpu();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_embed_bwd),  cmocka_unit_test(test_mse_rows),
-        cmocka_unit_test(test_cosine_rows), cmocka_unit_test(test_softmax_stats_kd),
+        cmocka_unit_test(test_cosine_rows), AE_TB_TESTS(test_softmax_stats_kd),
         cmocka_unit_test(test_sumsq),      cmocka_unit_test(test_axpby),
         cmocka_unit_test(test_adamw),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, ae_tb_setup, ae_tb_teardown);
 }
