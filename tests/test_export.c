@@ -459,6 +459,35 @@ static const engine_field k_engine_fields[] = {
 static const char *const k_engine_absent[] = {"index_topk", "rswa_window", "llama_4_scaling",
                                               "rope_scaling", "is_causal"};
 
+// The parameters of vLLM's DeepseekV2ForCausalLM as checkpoint names (its load_weights maps
+// gate_proj + up_proj to gate_up_proj, q_a_proj + kv_a_proj_with_mqa to fused_qkv_a_proj, the
+// experts to its FusedMoE), layer and expert numbers as N. A checkpoint tensor outside this set
+// is a KeyError in its loader (params_dict[name]); transformers would only warn.
+static const char *const k_engine_tensors[] = {
+    "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
+    "model.layers.N.input_layernorm.weight", "model.layers.N.post_attention_layernorm.weight",
+    "model.layers.N.self_attn.q_proj.weight", "model.layers.N.self_attn.q_a_proj.weight",
+    "model.layers.N.self_attn.q_a_layernorm.weight", "model.layers.N.self_attn.q_b_proj.weight",
+    "model.layers.N.self_attn.kv_a_proj_with_mqa.weight",
+    "model.layers.N.self_attn.kv_a_layernorm.weight", "model.layers.N.self_attn.kv_b_proj.weight",
+    "model.layers.N.self_attn.o_proj.weight", "model.layers.N.mlp.gate_proj.weight",
+    "model.layers.N.mlp.up_proj.weight", "model.layers.N.mlp.down_proj.weight",
+    "model.layers.N.mlp.gate.weight", "model.layers.N.mlp.experts.N.gate_proj.weight",
+    "model.layers.N.mlp.experts.N.up_proj.weight", "model.layers.N.mlp.experts.N.down_proj.weight",
+};
+
+// name with every all-digit component replaced by N ("model.layers.3.x" -> "model.layers.N.x")
+static void number_free(const char *name, char *buf, size_t n) {
+    size_t o = 0;
+    for (const char *p = name; *p && o + 2 < n;) {
+        const char *q = p;
+        while (*q >= '0' && *q <= '9') q++;
+        if (q > p && (p == name || p[-1] == '.') && (*q == '.' || !*q)) buf[o++] = 'N', p = q;
+        else buf[o++] = *p++;
+    }
+    buf[o] = '\0';
+}
+
 static void check_engine_fields(const char *out, int moe, ae_export_engine engine) {
     cJSON *o = read_json(out, "config.json");
     for (size_t i = 0; i < sizeof k_engine_fields / sizeof *k_engine_fields; i++) {
@@ -493,17 +522,27 @@ static void check_engine_fields(const char *out, int moe, ae_export_engine engin
     // dense: no layer is MoE in either engine (first_k_dense_replace = every layer)
     if (!moe) assert_int_equal((int)jnum(o, "first_k_dense_replace"), (int)jnum(o, "num_hidden_layers"));
     cJSON_Delete(o);
-    // the tensors those engines' module trees hold: no shared expert (the folder has none),
-    // no e_score_correction_bias (topk_method is not noaux_tc), an explicit lm_head
+    // the tensors those engines' module trees hold: nothing else (no q_norm / k_norm, no shared
+    // expert, no e_score_correction_bias), the query path q_lora_rank says, an explicit lm_head
     ae_st_set *st;
     assert_int_equal(ae_st_open_dir(out, &st), AE_OK);
+    int q_plain = 0, q_lora = 0;
     for (size_t i = 0; i < ae_st_count(st); i++) {
         const char *name = ae_st_at(st, i)->name;
-        if (strstr(name, "shared_experts") || strstr(name, "e_score_correction_bias"))
-            fail_msg("%s: tensor %s, which the engines' DeepSeek model does not hold", out, name);
+        char nf[160];
+        number_free(name, nf, sizeof nf);
+        size_t k = 0, nk = sizeof k_engine_tensors / sizeof *k_engine_tensors;
+        while (k < nk && strcmp(nf, k_engine_tensors[k])) k++;
+        if (k == nk) fail_msg("%s: tensor %s, which vLLM's DeepSeek model does not hold", out, name);
+        q_plain |= !!strstr(name, "self_attn.q_proj.");
+        q_lora |= !!strstr(name, "self_attn.q_a_proj.");
     }
+    assert_true(q_plain != q_lora);
     assert_non_null(ae_st_find(st, "lm_head.weight"));
     ae_st_close(st);
+    o = read_json(out, "config.json");
+    assert_int_equal(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "q_lora_rank")), q_plain);
+    cJSON_Delete(o);
 }
 
 static void test_export_mla_f32_roundtrip(void **state) {
