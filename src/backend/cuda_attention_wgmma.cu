@@ -15,8 +15,8 @@
 //   mask, only on tiles not visible to every row of the block (the diagonal ones): key j of a
 //     row at position pos is kept when j <= pos and j < ke; tiles wholly past the block's last
 //     position are never visited.
-//   online softmax per row in log2 units (kernel B's arithmetic: same max, base, rescale and
-//     bf16 rounding of P), P = exp2(S − m) as bf16 registers.
+//   online softmax per row in log2 units (kernel B's arithmetic up to rounding, wg_softmax_t),
+//     P = exp2(S·scale·log2(e) − m) as bf16 registers.
 //   O (64 x 128 fp32 per warpgroup) += P·V: wgmma m64n128k16 with A = P from registers (the S
 //     accumulator of n8-tiles 2i, 2i+1 is exactly the A fragment of k-step i) and B = V from
 //     shared memory (N-major: V is stored [key][d], d contiguous; transposed B).
@@ -46,7 +46,8 @@
 // split over the keys (prefill: enough row tiles fill the GPU).
 //
 // Not taken (the dispatcher uses kernel B): sliding windows (and so ring buffers), paged keys,
-// head dims other than 128/128, GPUs other than compute capability 9.0, builds without sm_90a.
+// head dims other than 128/128, scale <= 0, GPUs other than compute capability 9.0, builds
+// without sm_90a.
 #include <stdlib.h>
 #include <string.h>
 
@@ -164,11 +165,22 @@ struct wg_rows {
     int tq;           // lane % 4: the columns 2tq, 2tq + 1 of each n8-tile
 };
 
+// 2^x on the MUFU unit, subnormal results flushed to 0 (exp2f adds a range fix-up of 3
+// instructions per call for them: softmax weights that small do not matter next to the row's
+// largest, which is 1).
+__device__ __forceinline__ float wg_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // Online softmax of the raw scores s of key tile j0 (s[4n + e]: key j0 + 8n + 2tq + (e & 1) of
-// row half e >> 1): scales to log2 units, masks (MASK: keys j > pos or j >= ke become −inf; the
-// tile's column c = 8n + (e & 1) is kept when c <= lim = min(pos, ke − 1) − j0 − 2tq), updates m
-// and l, returns each half's factor al for O (O·al before adding this tile; 0 while nothing was
-// seen) and P = exp2(s − m) as bf16 A fragments (kernel B's arithmetic).
+// row half e >> 1): masks (MASK: keys j > pos or j >= ke become −inf; the tile's column
+// c = 8n + (e & 1) is kept when c <= lim = min(pos, ke − 1) − j0 − 2tq), updates m and l,
+// returns each half's factor al for O (O·al before adding this tile; 0 while nothing was seen)
+// and P = exp2(s·scale_log2 − m) as bf16 A fragments. Kernel B's arithmetic up to rounding:
+// the row max is taken on the raw scores and then scaled (the same value: scale_log2 > 0, and
+// rounding is monotonic), and the scaling is fused into the exponent's FFMA.
 template <bool MASK>
 __device__ __forceinline__ void wg_softmax_t(float (&s)[64], uint32_t (&pf)[8][4], wg_rows &w,
                                              float (&al)[2], int j0, float scale_log2) {
@@ -178,23 +190,21 @@ __device__ __forceinline__ void wg_softmax_t(float (&s)[64], uint32_t (&pf)[8][4
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int i = 0; i < 64; i++) {
-        float x = s[i] * scale_log2;
-        if (MASK && 8 * (i >> 2) + (i & 1) > lim[(i >> 1) & 1]) x = -INFINITY;
-        s[i] = x;
-        mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], x);
+        if (MASK && 8 * (i >> 2) + (i & 1) > lim[(i >> 1) & 1]) s[i] = -INFINITY;
+        mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
     }
     float bs[2];
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
-        const float mn = fmaxf(w.m[hf], quad_max(mx[hf]));
+        const float mn = fmaxf(w.m[hf], quad_max(mx[hf]) * scale_log2);
         bs[hf] = attn_base(mn);
-        al[hf] = exp2f(w.m[hf] - bs[hf]); // 0 while nothing was seen
+        al[hf] = wg_exp2(w.m[hf] - bs[hf]); // 0 while nothing was seen
         w.m[hf] = mn;
         w.l[hf] *= al[hf];
     }
 #pragma unroll
     for (int i = 0; i < 64; i++) {
-        s[i] = exp2f(s[i] - bs[(i >> 1) & 1]);
+        s[i] = wg_exp2(fmaf(s[i], scale_log2, -bs[(i >> 1) & 1]));
         w.l[(i >> 1) & 1] += s[i]; // this lane's columns; quad-summed at the end
     }
 #pragma unroll
@@ -488,5 +498,6 @@ int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2) {
     if (!forced && !(WGMMA_DEFAULT_ON && p->T * p->G >= WGMMA_MIN_ROWS)) return 0;
     if (cu(be)->cc_major != 9 || cu(be)->cc_minor != 0) return 0;
     if (p->dk != WG_D || p->dv != WG_D || p->window > 0 || p->ring > 0 || p->pages) return 0;
+    if (!(p->scale_log2 > 0.0f)) return 0; // the softmax scales the raw row max (wg_softmax_t)
     return simple ? wgmma_launch<0>(be, p, lse2) : wgmma_launch<1>(be, p, lse2);
 }
