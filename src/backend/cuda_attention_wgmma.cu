@@ -314,23 +314,32 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
         if (ok) src = p.q + ((size_t)(pr / G) * p.Hq + kvh * G + pr % G) * WG_D + ch * 8;
         cp_async16(sbase + wg_tile_off(r, ch), src, ok);
     }
-    // K/V tile t into `stage` (keys >= ke zero-filled), when t < ntiles.
+    // K/V tile t into `stage` (keys >= ke zero-filled), when t < ntiles. Thread: chunk tid % 16
+    // of the tile's rows tid / 16 + 16·it (it = 0..7); those rows share r mod 8, so their
+    // swizzled offsets are one offset + it·2048. Contiguous keys (no ring, no pages: dispatcher).
+    const int lr = tid >> 4, lch = tid & 15;
+    const uint32_t loff = wg_tile_off(lr, lch);
+    const size_t kstep = (size_t)16 * p.k_stride, vstep = (size_t)16 * p.v_stride;
     auto load_kv = [&](int t, int stage) {
         if (t >= ntiles) return;
-        unsigned char *kd = sbase + (1 + 2 * stage) * WG_TILE_BYTES;
+        unsigned char *kd = sbase + (1 + 2 * stage) * WG_TILE_BYTES + loff;
         unsigned char *vd = kd + WG_TILE_BYTES;
+        const int j = t * WG_BN + lr;
+        const bf16 *ks = p.k + (size_t)j * p.k_stride + (size_t)kvh * WG_D + lch * 8;
+        const bf16 *vs = p.v + (size_t)j * p.v_stride + (size_t)kvh * WG_D + lch * 8;
+        if (t * WG_BN + WG_BN <= w.ke) { // every key of the tile exists
 #pragma unroll
-        for (int it = 0; it < WG_BN * 16 / WG_THREADS; it++) {
-            const int c = tid + it * WG_THREADS, r = c >> 4, ch = c & 15, j = t * WG_BN + r;
-            const bool ok = j < w.ke;
-            const bf16 *ks = p.k, *vs = p.v; // contiguous keys (no ring, no pages: dispatcher)
-            if (ok) {
-                ks = p.k + (size_t)j * p.k_stride + (size_t)kvh * WG_D + ch * 8;
-                vs = p.v + (size_t)j * p.v_stride + (size_t)kvh * WG_D + ch * 8;
+            for (int it = 0; it < WG_BN / 16; it++) {
+                cp_async16(kd + it * 2048, ks + it * kstep, true);
+                cp_async16(vd + it * 2048, vs + it * vstep, true);
             }
-            const uint32_t off = wg_tile_off(r, ch);
-            cp_async16(kd + off, ks, ok);
-            cp_async16(vd + off, vs, ok);
+        } else {
+#pragma unroll
+            for (int it = 0; it < WG_BN / 16; it++) {
+                const bool ok = j + 16 * it < w.ke;
+                cp_async16(kd + it * 2048, ok ? ks + it * kstep : p.k, ok);
+                cp_async16(vd + it * 2048, ok ? vs + it * vstep : p.v, ok);
+            }
         }
     };
     // cp.async group g holds tile g (group 0 also Q); a group is committed for every tile
