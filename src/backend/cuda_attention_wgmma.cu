@@ -140,7 +140,7 @@ __device__ __forceinline__ uint32_t wg_tile_off(int r, int chunk) {
 #ifdef AE_WGMMA_DEVICE
 // ---- the pieces of one key tile (a warpgroup's 64 rows) ---------------------------------------
 
-// Zeroes s and issues S = Q·Kᵀ (8 k-steps over d; the first overwrites s). Not committed.
+// Issues S = Q·Kᵀ (8 k-steps over d; the first one overwrites s). Not committed.
 __device__ __forceinline__ void wg_issue_qk(float (&s)[64], uint32_t q_addr, uint32_t k_addr) {
 #pragma unroll
     for (int kk = 0; kk < WG_D / 16; kk++) {
@@ -473,23 +473,34 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
 #define WGMMA_DEFAULT_ON 0
 #endif
 
-// Whether the loaded code of k_attn_wgmma is the sm_90a body: the device's machine code is for
-// compute capability 9.0 and the kernel has its registers (the body keeps two 64-float
-// accumulators: well over 128 registers; the empty stand-in compiled for other targets, or for
-// plain sm_90 without the "a" features, uses a handful).
+// Whether the code of k_attn_wgmma loaded for this (compute capability 9.0) GPU is the sm_90a
+// body: it has its registers (two 64-float accumulators: 160 to 250 registers), while the
+// empty stand-in compiled for other targets (sm_80 code or PTX, plain sm_90 without the "a"
+// features) uses a handful.
 static int wgmma_loaded(const void *kernel) {
     cudaFuncAttributes fa;
     if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) {
         cudaGetLastError();
         return 0;
     }
-    return fa.binaryVersion == 90 && fa.numRegs >= 128;
+    return fa.numRegs >= 128;
 }
 
-template <int PIPE> static int wgmma_launch(const ae_backend *be, const attn_params *p0, float *lse2) {
+// forced (AE_ATTN_WGMMA names kernel F): a build without its sm_90a code is an error on this
+// compute capability 9.0 GPU rather than a silent fallback, so that a test or bench asking for
+// kernel F never measures kernel B instead.
+template <int PIPE>
+static int wgmma_launch(const ae_backend *be, const attn_params *p0, float *lse2, int forced) {
     const void *kern = (const void *)k_attn_wgmma<PIPE>;
     const size_t smem = WG_SMEM(PIPE ? 3 : 2);
-    if (!wgmma_loaded(kern) || !attn_set_smem(be, kern, smem)) return 0;
+    if (!wgmma_loaded(kern)) {
+        if (!forced) return 0;
+        cuda_check(be, cudaErrorInvalidDeviceFunction,
+                   "attention (AE_ATTN_WGMMA asks for kernel F, whose sm_90a code this build "
+                   "lacks: CMAKE_CUDA_ARCHITECTURES must include 90a)");
+        return 1;
+    }
+    if (!attn_set_smem(be, kern, smem)) return 0;
     attn_params p = *p0;
     p.splits = 1;
     const int tiles = (p.T * p.G + WG_ROWS - 1) / WG_ROWS;
@@ -508,5 +519,5 @@ int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2) {
     if (cu(be)->cc_major != 9 || cu(be)->cc_minor != 0) return 0;
     if (p->dk != WG_D || p->dv != WG_D || p->window > 0 || p->ring > 0 || p->pages) return 0;
     if (!(p->scale_log2 > 0.0f)) return 0; // the softmax scales the raw row max (wg_softmax_t)
-    return simple ? wgmma_launch<0>(be, p, lse2) : wgmma_launch<1>(be, p, lse2);
+    return simple ? wgmma_launch<0>(be, p, lse2, forced) : wgmma_launch<1>(be, p, lse2, forced);
 }
