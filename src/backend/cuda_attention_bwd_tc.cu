@@ -137,9 +137,10 @@ __device__ __forceinline__ void tile_load(bf16 *dst, int ld, const bf16 *any, F 
 // Warp w owns keys j0 + 16w .. +15; in its accumulators lane holds keys g = lane/4 and g + 8,
 // columns 2·(lane%4) + {0,1} of each 8-wide n-tile (the mma layout). The packed query rows are
 // visited in tiles of BQ aligned to multiples of BQ (the fused dQ's counters count per tile),
-// from the tile holding the first row that sees a key of the block's tile; rows that do not see
-// a key are masked by position. Shared: K, V of the tile; two buffers of (Q, dO, lse2, D,
-// position) for BQ packed rows; fused: dS of the current rows (BQ x 64, [row][key]).
+// from the last tile with a row that sees a key of the block's tile back to the tile holding the
+// first such row; rows that do not see a key are masked by position. Shared: K, V of the tile;
+// two buffers of (Q, dO, lse2, D, position) for BQ packed rows; fused: dS of the current rows
+// (BQ x 64, [row][key]).
 template <int DK, int DV, int BQ> struct kv_cfg {
     static constexpr int KLD = DK + 8, VLD = DV + 8; // padded rows: conflict-free ldmatrix
     static constexpr int SLD = kRows + 8;            // dS rows (fused)
@@ -306,11 +307,17 @@ __global__ void __launch_bounds__(kThreads) k_attn_bwd_kv(const attn_bwd_tc_para
     zero_acc(dva);
     const int jw = j0 + warp * 16 + gq; // this lane's keys: jw, jw + 8
 
-    if (r_begin < r_end) load_rows(r_begin, 0);
+    // query tiles last to first (r_begin < r_end always: the tile's first key sees itself). The
+    // earlier key tiles that add to a query tile before this block (fused) started no later
+    // (tickets) and have no more query tiles before it in this order, so a block waits about a
+    // tile per earlier key tile, once, not at every tile (first to last: 5x that under a causal
+    // mask, as the shorter blocks trail the longer ones).
+    const int r_last = (r_end - 1) / BQ * BQ;
+    load_rows(r_last, 0);
     cp_async_commit();
-    for (int R0 = r_begin, b = 0; R0 < r_end; R0 += BQ, b ^= 1) {
-        if (R0 + BQ < r_end) {
-            load_rows(R0 + BQ, b ^ 1);
+    for (int R0 = r_last, b = 0; R0 >= r_begin; R0 -= BQ, b ^= 1) {
+        if (R0 - BQ >= r_begin) {
+            load_rows(R0 - BQ, b ^ 1);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
