@@ -1,7 +1,8 @@
 // F. Hopper attention forward (wgmma), for dk = dv = 128 prefill: the same results as kernel B
 // (cuda_attention_flash.cu) for the shapes it takes, at Hopper's tensor-core rate. Compiled for
-// sm_90a only (wgmma.mma_async): on other targets the kernel body is empty and the launcher
-// reports that it cannot run (attn_wgmma_run returns 0), so the dispatcher uses kernel B.
+// sm_90a only (wgmma.mma_async): on other targets the kernel body is empty, the launcher sees
+// it (wgmma_loaded) and reports that it cannot run (attn_wgmma_run returns 0), so the
+// dispatcher uses kernel B.
 //
 // Block: 2 warpgroups (256 threads), ROWS = 128 packed query rows of ONE kv head (GQA packing as
 // in kernel B: packed row pr = t·G + i is token t, query head kvh·G + i, for pr < T·G; padding
@@ -47,7 +48,7 @@
 //
 // Not taken (the dispatcher uses kernel B): sliding windows (and so ring buffers), paged keys,
 // head dims other than 128/128, scale <= 0, GPUs other than compute capability 9.0, builds
-// without sm_90a.
+// without sm_90a (there AE_ATTN_WGMMA=1 keeps an error instead: wgmma_launch).
 #include <stdlib.h>
 #include <string.h>
 
