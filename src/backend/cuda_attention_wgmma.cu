@@ -468,10 +468,14 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
 
 // AE_ATTN_WGMMA: "0" never; "1" whenever the shape allows (tests, benches); "simple" the same
 // with the unpipelined schedule (PIPE = 0, for A/B runs); unset: the default. The default is off
-// until the kernel has passed its GPU test on an H200 (tests/test_backend_ops.c runs it
-// explicitly); then it becomes T·G >= WGMMA_MIN_ROWS with PIPE = 1.
+// until the kernel has passed its GPU test on an H200 (tests/test_backend_ops.c runs both
+// schedules explicitly); then it becomes T·G >= WGMMA_MIN_ROWS with the schedule
+// WGMMA_DEFAULT_PIPE (1: overlapped; 0: simple, should only that one pass).
 #ifndef WGMMA_DEFAULT_ON
 #define WGMMA_DEFAULT_ON 0
+#endif
+#ifndef WGMMA_DEFAULT_PIPE
+#define WGMMA_DEFAULT_PIPE 1
 #endif
 
 // Whether the code of k_attn_wgmma loaded for this (compute capability 9.0) GPU is the sm_90a
@@ -513,8 +517,9 @@ static int wgmma_launch(const ae_backend *be, const attn_params *p0, float *lse2
 
 int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2) {
     const char *env = getenv("AE_ATTN_WGMMA");
-    const int simple = env && strcmp(env, "simple") == 0;
-    const int forced = simple || (env && strcmp(env, "1") == 0);
+    const int forced_simple = env && strcmp(env, "simple") == 0;
+    const int forced = forced_simple || (env && strcmp(env, "1") == 0);
+    const int simple = forced ? forced_simple : !WGMMA_DEFAULT_PIPE;
     if (env && strcmp(env, "0") == 0) return 0;
     if (!forced && !(WGMMA_DEFAULT_ON && p->T * p->G >= WGMMA_MIN_ROWS)) return 0;
     if (cu(be)->cc_major != 9 || cu(be)->cc_minor != 0) return 0;
