@@ -184,16 +184,10 @@ static void test_stage2_cosine_same_layer(void **state) {
     double shifted = 0;
     for (int l = 1; l <= L; l++) { // mean over tokens of 1 - cos(h_l, h_{l-1})
         const float *x = ae_f32(ae_train_acts_hidden(ta, l)), *y = ae_f32(ae_train_acts_hidden(ta, l - 1));
+        double *xd = ae_test_to_double(x, (size_t)N * D), *yd = ae_test_to_double(y, (size_t)N * D);
         double c = 0;
-        for (int n = 0; n < N; n++) {
-            double xy = 0, xx = 0, yy = 0;
-            for (int d = 0; d < D; d++) {
-                xy += (double)x[n * D + d] * y[n * D + d];
-                xx += (double)x[n * D + d] * x[n * D + d];
-                yy += (double)y[n * D + d] * y[n * D + d];
-            }
-            c += 1 - xy / sqrt(xx * yy);
-        }
+        for (int n = 0; n < N; n++) c += ae_ref_cos_row(xd + (size_t)n * D, yd + (size_t)n * D, D);
+        free(xd), free(yd);
         shifted += c / N / L;
     }
     printf("stage 2, first step of a teacher-init GateSWA student (window > ctx): cos term %.3g, KL %.3g, "

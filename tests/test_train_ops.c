@@ -88,18 +88,6 @@ static void test_embed_bwd(void **state) {
 // =============================================================================================
 // mse_rows and cosine_rows: values against double, gradients against finite differences
 
-static double mse_row_ref(const double *y, const double *t, int D, int normalized) {
-    double se = 0, tt = 0;
-    for (int d = 0; d < D; d++) se += (y[d] - t[d]) * (y[d] - t[d]), tt += t[d] * t[d];
-    return se / (normalized ? tt + 1e-6 : (double)D);
-}
-
-static double cos_row_ref(const double *a, const double *b, int D) {
-    double ab = 0, aa = 0, bb = 0;
-    for (int d = 0; d < D; d++) ab += a[d] * b[d], aa += a[d] * a[d], bb += b[d] * b[d];
-    return aa > 0 && bb > 0 ? 1.0 - ab / sqrt(aa * bb) : 1.0;
-}
-
 // One row's loss f(x_i, other_i) for util/fd.h.
 typedef double (*row_fn)(const double *, const double *, int, int);
 typedef struct {
@@ -127,11 +115,11 @@ static void check_fd_rows(const char *what, row_fn f, double *x, const double *o
 }
 
 static double mse_f(const double *y, const double *t, int D, int normalized) {
-    return mse_row_ref(y, t, D, normalized);
+    return ae_ref_mse_row(y, t, D, normalized);
 }
 static double cos_f(const double *a, const double *b, int D, int unused) {
     (void)unused;
-    return cos_row_ref(a, b, D);
+    return ae_ref_cos_row(a, b, D);
 }
 
 static void test_mse_rows(void **state) {
@@ -152,7 +140,7 @@ static void test_mse_rows(void **state) {
                          D, normalized, scale);
             double *yd = ae_test_to_double(y, n), *td = ae_test_to_double(t, n);
             for (int i = 0; i < N; i++) {
-                double want = mse_row_ref(yd + (size_t)i * D, td + (size_t)i * D, D, normalized);
+                double want = ae_ref_mse_row(yd + (size_t)i * D, td + (size_t)i * D, D, normalized);
                 close_to(normalized ? "mse_rows (normalized)" : "mse_rows", (size_t)i, out[i],
                          want, REL_F32, 0.0);
                 assert_true(out2[i] == out[i]); // dy null: same loss
@@ -190,7 +178,7 @@ static void test_cosine_rows(void **state) {
                     scale);
     double *ad = ae_test_to_double(a, n), *bd = ae_test_to_double(b, n);
     for (int i = 0; i < N; i++)
-        close_to("cosine_rows", (size_t)i, out[i], cos_row_ref(ad + (size_t)i * D, bd + (size_t)i * D, D),
+        close_to("cosine_rows", (size_t)i, out[i], ae_ref_cos_row(ad + (size_t)i * D, bd + (size_t)i * D, D),
                  REL_F32, 1e-7);
     assert_true(out[2] == 1.0f && out[4] == 1.0f); // zero rows: cos = 0
     for (int d = 0; d < D; d++) assert_true(da[2 * D + d] == 0.0f && da[4 * D + d] == 0.0f);

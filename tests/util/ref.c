@@ -107,6 +107,18 @@ double ae_ref_kl_row(const float *zt, const float *zs, int n, float scale) {
     return kl;
 }
 
+double ae_ref_mse_row(const double *y, const double *t, int D, int normalized) {
+    double se = 0, tt = 0;
+    for (int d = 0; d < D; d++) se += (y[d] - t[d]) * (y[d] - t[d]), tt += t[d] * t[d];
+    return se / (normalized ? tt + 1e-6 : (double)D);
+}
+
+double ae_ref_cos_row(const double *a, const double *b, int D) {
+    double ab = 0, aa = 0, bb = 0;
+    for (int d = 0; d < D; d++) ab += a[d] * b[d], aa += a[d] * a[d], bb += b[d] * b[d];
+    return aa > 0 && bb > 0 ? 1.0 - ab / sqrt(aa * bb) : 1.0;
+}
+
 void ae_test_attention(double *out, const ae_test_attn *a, const double *q, const double *k,
                        const double *v) {
     int S = a->pos0 + a->T;

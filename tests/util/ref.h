@@ -51,6 +51,12 @@ double ae_test_logsumexp(const float *z, int n, float scale, double *p);
 double ae_ref_nll_row(const float *z, int n, int target);
 double ae_ref_kl_row(const float *zt, const float *zs, int n, float scale);
 
+// The feature losses of one row (ops.h's mse_rows and cosine_rows): ‖y − t‖² / den with den = D,
+// or ‖t‖² + 1e-6 when normalized; and 1 − cos(a, b), 1 when a or b is all zero.
+//   y, t, a, b: (D)
+double ae_ref_mse_row(const double *y, const double *t, int D, int normalized);
+double ae_ref_cos_row(const double *a, const double *b, int D);
+
 // The tests' one attention reference, in double. Query t (position pos0 + t), head h: softmax
 // over the keys j = lo..pos0 + t (lo = pos0 + t − window + 1 when window > 0, else 0) of
 // scale·q·k_j, plus the sink logit sinks[h] in the denominator when sinks is set, times v_j.
