@@ -411,6 +411,7 @@ typedef struct {
     int absorbed;   // MLA absorbed: v = the first dv values of k's rows, dk == dv aliased
     float qscale;   // q ~ N(0, qscale²) (0: 1)
     int dout_f32;   // dout given as F32 (else BF16)
+    int dq_odd;     // dq starts one element past an allocation (F32: not 8-byte aligned)
 } bwd_case;
 
 // Every query sees exactly one key and there is no sink: its probability is 1, so dS = 0 in exact
@@ -472,11 +473,12 @@ static int bwd_fast(const bwd_case *c) {
 }
 
 static void bwd_case_name(const bwd_case *c, char *buf, size_t cap) {
-    snprintf(buf, cap, "T=%d pos0=%d Hq=%d Hkv=%d dk=%d dv=%d W=%d ring=%d%s%s%s%s%s [%s]",
+    snprintf(buf, cap, "T=%d pos0=%d Hq=%d Hkv=%d dk=%d dv=%d W=%d ring=%d%s%s%s%s%s%s [%s]",
              c->T, c->pos0, c->Hq, c->Hkv, c->dk, c->dv, c->window, c->ring,
              c->sinks ? " sinks" : "", c->kpad || c->vpad ? " padded" : "",
              c->absorbed ? " absorbed(dk==dv)" : "", c->qscale > 1.0f ? " peaky" : "",
-             c->dout_f32 ? " dout F32" : "", bwd_fast(c) ? "tc" : "ref");
+             c->dout_f32 ? " dout F32" : "", c->dq_odd ? " dq odd" : "",
+             bwd_fast(c) ? "tc" : "ref");
 }
 
 // One case's inputs and results for run_attn_saved.
@@ -638,7 +640,8 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
     for (int run = 0; run < nruns; run++) {
         const bwd_run *br = &k_bwd_runs[run];
         ae_dtype odt = br->odt;
-        ae_ptr g_dq = dnew(nq, odt); // overwritten: stays NaN-poisoned until written
+        ae_ptr g_dq0 = dnew(nq + 1, odt); // overwritten: stays NaN-poisoned until written
+        ae_ptr g_dq = ae_ptr_at(g_dq0, c->dq_odd ? 1 : 0);
         ae_ptr g_dk = dnew_put(dk0, nk, odt), g_dv = c->absorbed ? g_dk : dnew_put(dv0, nv, odt);
         ae_ptr g_ds = sinks ? dnew_put(ds0, (size_t)Hq, AE_DT_F32) : ae_ptr_null();
         if (br->env) setenv("AE_CUDA_ATTN_BWD", br->env, 1);
@@ -646,7 +649,7 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
         if (br->env) unsetenv("AE_CUDA_ATTN_BWD");
         float *hq = dget(g_dq, nq), *hk = dget(g_dk, nk), *hv = c->absorbed ? NULL : dget(g_dv, nv);
         float *hs = sinks ? dget(g_ds, (size_t)Hq) : NULL;
-        if (run == 1 || run == 3) { // which path ran: the tensor-core one differs from the reference
+        if (run == 1 || run == 3) { // which path ran: tensor cores differ from the reference
             size_t nv_ = hv ? nv : 0;
             int same = !memcmp(hq, refr[0], sizeof(float) * nq) &&
                        !memcmp(hk, refr[1], sizeof(float) * nk) &&
@@ -705,7 +708,7 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
         } else {
             free(hq), free(hk), free(hv), free(hs);
         }
-        dfree(g_dq), dfree(g_dk);
+        dfree(g_dq0), dfree(g_dk);
         if (!c->absorbed) dfree(g_dv);
         if (sinks) dfree(g_ds);
     }
@@ -734,14 +737,14 @@ static void run_bwd_cases(const bwd_case *cases, size_t n, int also_bf16, uint64
 static void test_attention_bwd_causal(void **state) {
     (void)state;
     const bwd_case cases[] = {
-        // T, pos0, Hq, Hkv, dk, dv, window, ring, sinks, kpad, vpad, absorbed, qscale, dout_f32
-        {1, 0, 2, 2, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0},
-        {17, 0, 4, 4, 32, 32, 0, 0, 0, 0, 0, 0, 0, 0},
-        {64, 0, 8, 2, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0},     // GQA 4:1, one tile
-        {77, 0, 8, 2, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0},   // GQA 4:1, T not a tile multiple
-        {77, 0, 8, 2, 128, 128, 0, 0, 1, 0, 0, 0, 0, 0},   // + sinks
-        {130, 0, 4, 1, 128, 128, 0, 0, 1, 0, 0, 0, 3, 0},  // GQA 4:1 (Hkv 1), peaky softmax
-        {300, 0, 16, 4, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0}, // several tiles of both loops
+        // T, pos0, Hq, Hkv, dk, dv, window, ring, sinks, kpad, vpad, absorbed, qscale, dout_f32, dq_odd
+        {1, 0, 2, 2, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+        {17, 0, 4, 4, 32, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+        {64, 0, 8, 2, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0},     // GQA 4:1, one tile
+        {77, 0, 8, 2, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0, 0},   // GQA 4:1, T not a tile multiple
+        {77, 0, 8, 2, 128, 128, 0, 0, 1, 0, 0, 0, 0, 0, 0},   // + sinks
+        {130, 0, 4, 1, 128, 128, 0, 0, 1, 0, 0, 0, 3, 0, 0},  // GQA 4:1 (Hkv 1), peaky softmax
+        {300, 0, 16, 4, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0, 0}, // several tiles of both loops
     };
     run_bwd_cases(cases, sizeof cases / sizeof *cases, 1, 901);
 }
@@ -750,16 +753,16 @@ static void test_attention_bwd_causal(void **state) {
 static void test_attention_bwd_window(void **state) {
     (void)state;
     const bwd_case cases[] = {
-        {200, 0, 8, 2, 64, 64, 33, 0, 1, 0, 0, 0, 0, 0},   // W < T, sinks
-        {200, 0, 8, 2, 128, 128, 64, 0, 0, 0, 0, 0, 0, 0}, // W = a tile
-        {50, 0, 4, 2, 32, 32, 300, 0, 0, 0, 0, 0, 0, 0},   // W > T
-        {130, 37, 4, 1, 128, 128, 64, 0, 1, 0, 0, 0, 0, 0}, // continuation with a window
-        {40, 100, 8, 8, 64, 64, 0, 0, 1, 0, 0, 0, 0, 0},   // continuation, full causal
-        {3, 20, 4, 2, 64, 64, 8, 10, 1, 0, 0, 0, 0, 0},    // ring: T + W − 1 = ring slots
-        {1, 50, 4, 2, 128, 128, 16, 16, 0, 0, 0, 0, 0, 0}, // ring, one-token decode
-        {20, 0, 4, 2, 64, 64, 6, 25, 0, 0, 0, 0, 0, 0},    // ring that never wraps
-        {24, 0, 4, 1, 64, 64, 5, 30, 1, 0, 0, 0, 0, 0},    // ring larger than the sequence
-        {6, 0, 2, 1, 64, 64, 3, 4, 1, 0, 0, 0, 0, 0},      // ring that wraps within the call
+        {200, 0, 8, 2, 64, 64, 33, 0, 1, 0, 0, 0, 0, 0, 0},   // W < T, sinks
+        {200, 0, 8, 2, 128, 128, 64, 0, 0, 0, 0, 0, 0, 0, 0}, // W = a tile
+        {50, 0, 4, 2, 32, 32, 300, 0, 0, 0, 0, 0, 0, 0, 0},   // W > T
+        {130, 37, 4, 1, 128, 128, 64, 0, 1, 0, 0, 0, 0, 0, 0}, // continuation with a window
+        {40, 100, 8, 8, 64, 64, 0, 0, 1, 0, 0, 0, 0, 0, 0},   // continuation, full causal
+        {3, 20, 4, 2, 64, 64, 8, 10, 1, 0, 0, 0, 0, 0, 0},    // ring: T + W − 1 = ring slots
+        {1, 50, 4, 2, 128, 128, 16, 16, 0, 0, 0, 0, 0, 0, 0}, // ring, one-token decode
+        {20, 0, 4, 2, 64, 64, 6, 25, 0, 0, 0, 0, 0, 0, 0},    // ring that never wraps
+        {24, 0, 4, 1, 64, 64, 5, 30, 1, 0, 0, 0, 0, 0, 0},    // ring larger than the sequence
+        {6, 0, 2, 1, 64, 64, 3, 4, 1, 0, 0, 0, 0, 0, 0},      // ring that wraps within the call
     };
     run_bwd_cases(cases, sizeof cases / sizeof *cases, 0, 902);
 }
@@ -769,12 +772,12 @@ static void test_attention_bwd_window(void **state) {
 static void test_attention_bwd_mla_odd(void **state) {
     (void)state;
     const bwd_case cases[] = {
-        {100, 0, 4, 4, 192, 128, 0, 0, 0, 8, 8, 0, 0, 0},  // MLA materialised, padded rows
-        {70, 0, 4, 4, 192, 128, 32, 0, 1, 0, 0, 0, 0, 0},  // + window, sinks
-        {40, 0, 8, 1, 576, 512, 0, 0, 0, 0, 0, 1, 0, 0},   // absorbed: k == v rows, dk == dv
-        {33, 9, 16, 1, 288, 256, 16, 0, 1, 0, 0, 1, 0, 0}, // absorbed, window, sinks, pos0
-        {33, 0, 6, 3, 40, 24, 0, 0, 1, 3, 5, 0, 0, 0},     // odd dims, unaligned strides
-        {21, 4, 4, 2, 8, 6, 5, 0, 0, 1, 0, 0, 0, 0},       // tiny dims
+        {100, 0, 4, 4, 192, 128, 0, 0, 0, 8, 8, 0, 0, 0, 0},  // MLA materialised, padded rows
+        {70, 0, 4, 4, 192, 128, 32, 0, 1, 0, 0, 0, 0, 0, 0},  // + window, sinks
+        {40, 0, 8, 1, 576, 512, 0, 0, 0, 0, 0, 1, 0, 0, 0},   // absorbed: k == v rows, dk == dv
+        {33, 9, 16, 1, 288, 256, 16, 0, 1, 0, 0, 1, 0, 0, 0}, // absorbed, window, sinks, pos0
+        {33, 0, 6, 3, 40, 24, 0, 0, 1, 3, 5, 0, 0, 0, 0},     // odd dims, unaligned strides
+        {21, 4, 4, 2, 8, 6, 5, 0, 0, 1, 0, 0, 0, 0, 0},       // tiny dims
     };
     run_bwd_cases(cases, sizeof cases / sizeof *cases, 1, 903);
 }
@@ -786,27 +789,28 @@ static void test_attention_bwd_mla_odd(void **state) {
 static void test_attention_bwd_fast(void **state) {
     (void)state;
     const bwd_case cases[] = {
-        // T, pos0, Hq, Hkv, dk, dv, window, ring, sinks, kpad, vpad, absorbed, qscale, dout_f32
-        {1, 0, 4, 1, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0},      // one token, GQA 4
-        {1, 0, 2, 2, 192, 128, 0, 0, 1, 0, 0, 0, 0, 0},      // MLA, one token, sink
-        {17, 0, 4, 4, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0},     // GQA 1, odd T
-        {100, 0, 8, 2, 128, 128, 0, 0, 1, 0, 0, 0, 0, 1},    // GQA 4, sinks, F32 dout
-        {257, 0, 8, 2, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0},    // several tiles of both kernels
-        {257, 0, 4, 4, 128, 128, 100, 0, 1, 8, 16, 0, 0, 0}, // W < T, sinks, strided rows
-        {257, 0, 8, 2, 128, 128, 64, 0, 0, 0, 0, 0, 0, 1},   // W = one tile, F32 dout
-        {100, 0, 8, 2, 128, 128, 1000, 0, 1, 0, 0, 0, 0, 0}, // W > T
-        {200, 0, 4, 1, 128, 128, 0, 0, 0, 0, 0, 0, 3, 0},    // peaky softmax
-        {257, 0, 4, 1, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0},      // d 64 (test teachers), GQA 4
-        {257, 0, 8, 2, 64, 64, 33, 0, 1, 0, 0, 0, 0, 0},     // d 64, W < T, sinks
-        {100, 0, 4, 4, 32, 32, 17, 0, 1, 0, 0, 0, 0, 0},     // d 32 (qwen3-micro), W, sinks
-        {257, 0, 4, 2, 32, 32, 0, 0, 0, 8, 8, 0, 0, 1},      // d 32, strided, F32 dout
-        {257, 0, 4, 4, 192, 128, 0, 0, 0, 8, 8, 0, 0, 0},    // MLA materialised, padded rows
-        {100, 0, 4, 4, 192, 128, 50, 0, 1, 0, 0, 0, 0, 1},   // MLA, W < T, sinks, F32 dout
-        {130, 60, 8, 2, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0},   // continuation chunk
-        {77, 31, 4, 2, 64, 64, 40, 0, 1, 0, 0, 0, 0, 0},     // continuation, W, sinks
-        {129, 0, 8, 2, 192, 128, 0, 0, 0, 0, 0, 0, 0, 0},    // MLA dims, GQA 4, T = 2 tiles + 1
-        {300, 21, 4, 2, 192, 128, 100, 0, 1, 0, 0, 0, 0, 1}, // MLA dims, pos0, W over tiles
-        {450, 0, 16, 8, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0},   // qwen3-1.7B heads, 8 key tiles
+        // T, pos0, Hq, Hkv, dk, dv, window, ring, sinks, kpad, vpad, absorbed, qscale, dout_f32, dq_odd
+        {1, 0, 4, 1, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0, 0},      // one token, GQA 4
+        {1, 0, 2, 2, 192, 128, 0, 0, 1, 0, 0, 0, 0, 0, 0},      // MLA, one token, sink
+        {17, 0, 4, 4, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0, 0},     // GQA 1, odd T
+        {100, 0, 8, 2, 128, 128, 0, 0, 1, 0, 0, 0, 0, 1, 0},    // GQA 4, sinks, F32 dout
+        {257, 0, 8, 2, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0, 0},    // several tiles of both kernels
+        {257, 0, 4, 4, 128, 128, 100, 0, 1, 8, 16, 0, 0, 0, 0}, // W < T, sinks, strided rows
+        {257, 0, 8, 2, 128, 128, 64, 0, 0, 0, 0, 0, 0, 1, 0},   // W = one tile, F32 dout
+        {100, 0, 8, 2, 128, 128, 1000, 0, 1, 0, 0, 0, 0, 0, 0}, // W > T
+        {200, 0, 4, 1, 128, 128, 0, 0, 0, 0, 0, 0, 3, 0, 0},    // peaky softmax
+        {257, 0, 4, 1, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0},      // d 64 (test teachers), GQA 4
+        {257, 0, 8, 2, 64, 64, 33, 0, 1, 0, 0, 0, 0, 0, 0},     // d 64, W < T, sinks
+        {100, 0, 4, 4, 32, 32, 17, 0, 1, 0, 0, 0, 0, 0, 0},     // d 32 (qwen3-micro), W, sinks
+        {257, 0, 4, 2, 32, 32, 0, 0, 0, 8, 8, 0, 0, 1, 0},      // d 32, strided, F32 dout
+        {257, 0, 4, 4, 192, 128, 0, 0, 0, 8, 8, 0, 0, 0, 0},    // MLA materialised, padded rows
+        {100, 0, 4, 4, 192, 128, 50, 0, 1, 0, 0, 0, 0, 1, 0},   // MLA, W < T, sinks, F32 dout
+        {130, 60, 8, 2, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0, 0},   // continuation chunk
+        {77, 31, 4, 2, 64, 64, 40, 0, 1, 0, 0, 0, 0, 0, 0},     // continuation, W, sinks
+        {129, 0, 8, 2, 192, 128, 0, 0, 0, 0, 0, 0, 0, 0, 0},    // MLA dims, GQA 4, T = 2 tiles + 1
+        {300, 21, 4, 2, 192, 128, 100, 0, 1, 0, 0, 0, 0, 1, 0}, // MLA dims, pos0, W over tiles
+        {450, 0, 16, 8, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0, 0},   // qwen3-1.7B heads, 8 key tiles
+        {200, 0, 8, 2, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0, 1}, // dq at an odd float offset
     };
     run_bwd_cases(cases, sizeof cases / sizeof *cases, 1, 905);
 }

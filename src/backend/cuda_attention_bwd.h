@@ -19,7 +19,8 @@ typedef struct {
     void *dk, *dv;      // layouts of k, v; F32 or BF16 (dk_bf, dv_bf); added into
     int dq_bf, dk_bf, dv_bf;
     // fused kernel only, set by its launch: the fp32 partial sums of dq (T, Hq, dk) (dq itself
-    // when F32) and the counters (a ticket, then one per (kv head, query tile)), zeroed
+    // when F32 and 8-byte aligned) and the counters (a ticket, then one per (kv head, query
+    // tile)), zeroed
     float *dq_acc;
     int *sem;
     const float *lse2;  // (T·Hq)

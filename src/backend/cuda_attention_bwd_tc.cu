@@ -156,7 +156,8 @@ template <int DK, int DV, int BQ> struct kv_cfg {
 __device__ __forceinline__ int first_key_tile(const attn_bwd_tc_params &p, int R0) {
     return (attn_lo(p.pos0 + R0 / p.G, p.window) - attn_lo(p.pos0, p.window)) / kRows;
 }
-template <int BQ> __device__ __forceinline__ int last_key_tile(const attn_bwd_tc_params &p, int R0) {
+template <int BQ>
+__device__ __forceinline__ int last_key_tile(const attn_bwd_tc_params &p, int R0) {
     const int last = R0 + BQ - 1 < p.T * p.G - 1 ? R0 + BQ - 1 : p.T * p.G - 1;
     return (p.pos0 + last / p.G - attn_lo(p.pos0, p.window)) / kRows;
 }
@@ -194,7 +195,8 @@ __device__ __forceinline__ void dq_tile_add(const attn_bwd_tc_params &p, const b
     const int mt = warp % MT, c_begin = (warp / MT) * DQC;
     uint32_t af[kRows / 16][4]; // dS rows 16·mt .. +15, all 64 keys
 #pragma unroll
-    for (int kk = 0; kk < kRows / 16; kk++) ldsm_x4(af[kk], Ss + mt * 16 * SLD + off_a(lane, SLD) + kk * 16);
+    for (int kk = 0; kk < kRows / 16; kk++)
+        ldsm_x4(af[kk], Ss + mt * 16 * SLD + off_a(lane, SLD) + kk * 16);
     size_t roff[2];
     bool ok[2];
 #pragma unroll
@@ -574,13 +576,16 @@ template <int DK, int DV, int BQ, int BN> struct tc_kernels {
         const int S = p->pos0 + p->T;
         const int jmin = p->window > 0 && p->pos0 - p->window + 1 > 0 ? p->pos0 - p->window + 1 : 0;
         const unsigned key_tiles = (unsigned)((S - jmin + kRows - 1) / kRows);
-        if (fused) { // counters zeroed; fp32 partial sums of dq (dq itself when it is F32)
+        if (fused) { // counters zeroed; fp32 partial sums of dq (float2 accesses): dq itself
+                     // when it is F32 and 8-byte aligned, else scratch
             const size_t nc = fused_counters(p);
-            const size_t nacc = p->dq_bf ? (size_t)p->T * p->Hq * DK : 0;
-            void *tmp = cuda_tmp_alloc(be, sizeof(int) * nc + sizeof(float) * nacc, "attention_bwd");
+            const int own_acc = p->dq_bf || ((uintptr_t)p->dq & 7) != 0;
+            const size_t nacc = own_acc ? (size_t)p->T * p->Hq * DK : 0;
+            void *tmp =
+                cuda_tmp_alloc(be, sizeof(int) * nc + sizeof(float) * nacc, "attention_bwd");
             if (!tmp) return; // error kept
             p->sem = (int *)tmp;
-            p->dq_acc = p->dq_bf ? (float *)((int *)tmp + (nc + 3) / 4 * 4) : (float *)p->dq;
+            p->dq_acc = own_acc ? (float *)((int *)tmp + (nc + 3) / 4 * 4) : (float *)p->dq;
             cuda_check(be, cudaMemsetAsync(p->sem, 0, sizeof(int) * nc, s), "attention_bwd");
             k_attn_bwd_kv<DK, DV, BQ, true>
                 <<<key_tiles * (unsigned)p->Hkv, kThreads, KV::smem(true), s>>>(*p);
