@@ -230,15 +230,16 @@ __device__ __forceinline__ void wg_rescale(float (&o)[64], const float (&al)[2])
 }
 
 // One step of the overlapped schedule (PIPE = 1): issues S = Q·Kᵀ of the next tile (K at
-// k_next, keys from j0_next) and then O += P·V of the current one (P = pcur, V at v_cur); the
-// softmax of the next tile (into pnext) runs while that P·V does; O is rescaled after it. pcur
-// and pnext are distinct arrays (the caller alternates them): P·V reads pcur asynchronously
-// while pnext is written.
+// k_next, keys from j0_next) and then O += P·V of the current one (P = pcur, V at v_cur), runs
+// meanwhile(), then the softmax of the next tile (into pnext) while that P·V runs; O is
+// rescaled after it. pcur and pnext are distinct arrays (the caller alternates them): P·V
+// reads pcur asynchronously while pnext is written.
+template <class F>
 __device__ __forceinline__ void wg_overlap_step(float (&o)[64], float (&s)[64],
                                                 const uint32_t (&pcur)[8][4],
                                                 uint32_t (&pnext)[8][4], wg_rows &w,
                                                 uint32_t q_addr, uint32_t k_next, uint32_t v_cur,
-                                                int j0_next, float scale_log2) {
+                                                int j0_next, float scale_log2, F &&meanwhile) {
 #pragma unroll
     for (int i = 0; i < 64; i++) s[i] = 0.0f;
     wg_reg_fence(s);
@@ -248,6 +249,7 @@ __device__ __forceinline__ void wg_overlap_step(float (&o)[64], float (&s)[64],
     wg_commit();
     wg_issue_pv(o, pcur, v_cur);
     wg_commit();
+    meanwhile();
     wg_wait<1>(); // S of the next tile done; P·V of this one may still run
     wg_reg_fence(s);
     float al[2];
@@ -274,7 +276,8 @@ __device__ __forceinline__ void wg_last_pv(float (&o)[64], const uint32_t (&pcur
 //   PIPE = 1 (the default of kernel F): S of tile i+1 is issued before P·V of tile i, so the
 //     softmax of tile i+1 runs while the tensor cores do P·V of tile i (FlashAttention-3's
 //     intra-warpgroup overlap); O is rescaled once that P·V has completed. Three K/V stages
-//     (tile i+1's K is read while tile i's V still is; tile i+3 loads meanwhile).
+//     (tile i+1's K is read while tile i's V still is; tile i+2 loads meanwhile), one barrier
+//     per tile.
 template <int PIPE>
 __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params p, float *lse2) {
 #ifdef AE_WGMMA_DEVICE
@@ -344,9 +347,10 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
         }
     };
     // cp.async group g holds tile g (group 0 also Q); a group is committed for every tile
-    // number, empty past the last, so that "all but the newest N groups" names tiles.
+    // number, empty past the last, so that "all but the newest N groups" names tiles. Both
+    // schedules start with tiles 0 and 1 in flight.
 #pragma unroll
-    for (int t = 0; t < STAGES; t++) {
+    for (int t = 0; t < 2; t++) {
         load_kv(t, t);
         cp_async_commit();
     }
@@ -385,7 +389,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
         }
     } else {
         // tile 0's scores and P
-        cp_async_wait<STAGES - 1>();
+        cp_async_wait<1>();
         fence_proxy_async();
         __syncthreads();
 #pragma unroll
@@ -397,22 +401,22 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
         wg_wait<0>();
         wg_reg_fence(s);
         wg_softmax(s, pf, w, al, 0, p.scale_log2); // O is 0: no rescale
-        // Tiles t = 0 .. ntiles − 1 in stages t mod 3; P of tile t alternates between pf (t
-        // even) and pn (t odd), so the array P·V reads is never the one being written.
+        // Step t (tiles t and t + 1 in use) starts once tile t + 1 has landed and every
+        // warpgroup has finished step t − 1, with one barrier; then the stage of tile t − 1 is
+        // free and tile t + 2 is loaded into it while the tensor cores work. Tile t lives in
+        // stage t mod 3. P of tile t alternates between pf (t even) and pn (t odd), so the array
+        // P·V reads is never the one being written.
         uint32_t pn[8][4];
         int t = 0, stage = 0;
         auto next_stage = [](int st) { return st == STAGES - 1 ? 0 : st + 1; };
-        auto await_next = [&]() { // tile t + 1 landed, for every thread's tensor-core reads
-            cp_async_wait<STAGES - 2>();
+        auto await_next = [&]() { // tile t + 1 landed (the newest group), step t − 1 done
+            cp_async_wait<0>();
             fence_proxy_async();
             __syncthreads();
         };
-        auto release = [&]() { // every warpgroup is done with `stage` (tile t): refill it
-            __syncthreads();
-            load_kv(t + STAGES, stage);
+        auto load_ahead = [&]() { // tile t + 2 into the stage of tile t − 1
+            load_kv(t + 2, next_stage(next_stage(stage)));
             cp_async_commit();
-            t++;
-            stage = next_stage(stage);
         };
         for (;;) {
             if (t + 1 >= ntiles) {
@@ -421,16 +425,20 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
             }
             await_next();
             wg_overlap_step(o, s, pf, pn, w, q_addr, k_addr(next_stage(stage)),
-                            k_addr(stage) + WG_TILE_BYTES, (t + 1) * WG_BN, p.scale_log2);
-            release();
+                            k_addr(stage) + WG_TILE_BYTES, (t + 1) * WG_BN, p.scale_log2,
+                            load_ahead);
+            t++;
+            stage = next_stage(stage);
             if (t + 1 >= ntiles) {
                 wg_last_pv(o, pn, k_addr(stage) + WG_TILE_BYTES);
                 break;
             }
             await_next();
             wg_overlap_step(o, s, pn, pf, w, q_addr, k_addr(next_stage(stage)),
-                            k_addr(stage) + WG_TILE_BYTES, (t + 1) * WG_BN, p.scale_log2);
-            release();
+                            k_addr(stage) + WG_TILE_BYTES, (t + 1) * WG_BN, p.scale_log2,
+                            load_ahead);
+            t++;
+            stage = next_stage(stage);
         }
     }
 
