@@ -1,5 +1,5 @@
-// F. Hopper attention forward (wgmma), for dk = dv = 128 prefill: the same results as kernel B
-// (cuda_attention_flash.cu) for the shapes it takes, at Hopper's tensor-core rate. Compiled for
+// F. Hopper attention forward (wgmma), for dk = dv = 128 prefill: kernel B's results
+// (cuda_attention_flash.cu) up to rounding for the shapes it takes, at Hopper's tensor-core rate. Compiled for
 // sm_90a only (wgmma.mma_async): on other targets the kernel body is empty, the launcher sees
 // it (wgmma_loaded) and reports that it cannot run (attn_wgmma_run returns 0), so the
 // dispatcher uses kernel B.
@@ -42,9 +42,9 @@
 // k = columns 16i ..) is {d[8i], d[8i+1]}, {d[8i+2], d[8i+3]}, {d[8i+4], d[8i+5]},
 // {d[8i+6], d[8i+7]} of S, each pair packed as bf16x2.
 //
-// Outputs as kernel B: out normalised with the sink (attn_out_scale), lse2 when asked (then the
-// same arithmetic as kernel B, not the same bits: the summation order over keys differs). Never
-// split over the keys (prefill: enough row tiles fill the GPU).
+// Outputs as kernel B: out normalised with the sink (attn_out_scale), lse2 when asked (not the
+// same bits as kernel B: the key tiles and the softmax's roundings differ). Never split over
+// the keys (prefill: enough row tiles fill the GPU).
 //
 // Not taken (the dispatcher uses kernel B): sliding windows (and so ring buffers), paged keys,
 // head dims other than 128/128, scale <= 0, GPUs other than compute capability 9.0, builds
