@@ -5,6 +5,8 @@
 //   logits = lm_head(RMSNorm(h))
 // The residual stream h is F32 on every backend; sub-block inputs and outputs are activations
 // (act dtype). Each residual add is fused with the norm that follows it (add_rmsnorm).
+// ae_model_decode_step runs one token the same way, recorded as backend graphs where the
+// backend has them (cuda: CUDA graphs, cut between layers; see backend/ops.h, graph_*).
 #include <stdlib.h>
 #include <string.h>
 
