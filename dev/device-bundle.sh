@@ -6,10 +6,15 @@
 #   bash dev/device-unpack.sh && AE_GPU_BUILD=.carry/build AE_PREBUILT=1 bash scripts/test-gpu.sh
 # Usage: dev/device-bundle.sh [teachers... | none]   (default: qwen3-micro qwen3-moe; the tree
 # limit of a device call is 64 MiB, so large teachers go in separate calls)
+# AE_BUNDLE=results dev/device-bundle.sh: what bench/gpu_results.sh needs instead (about 40 MB):
+# attnedit alone, the qwen3-small teacher, ../shared/data/eval, the corpus's train-000..003 and
+# the whole valid.txt; run it with BENCH=results bash dev/device-run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=${AE_BUNDLE:-tests}
 teachers=("$@")
 [ ${#teachers[@]} -eq 0 ] && teachers=(qwen3-micro qwen3-moe)
+[ "$mode" = results ] && [ $# -eq 0 ] && teachers=(qwen3-small)
 [ "${teachers[*]}" = none ] && teachers=()
 shared=$(cd ../shared && pwd)
 rm -rf .carry && mkdir -p .carry/stage/lib .carry/stage/shared/teachers .carry/stage/shared/data/corpus/general
@@ -29,6 +34,13 @@ for t in ${teachers[@]+"${teachers[@]}"}; do cp -r "$shared/teachers/$t" .carry/
 head -c 400000 "$shared/data/corpus/general/valid.txt" > .carry/stage/shared/data/corpus/general/valid.txt
 mkdir -p .carry/stage/peers # bench/gpu_distill.sh
 cp "$shared/peers/torch_attnedit.py" .carry/stage/peers/
+if [ "$mode" = results ]; then # bench/gpu_results.sh: attnedit and data, no tests or peers
+  find .carry/stage/build -type f ! -name attnedit ! -name COMMIT -delete
+  rm -rf .carry/stage/peers
+  cp -r "$shared/data/eval" .carry/stage/shared/data/
+  cp "$shared"/data/corpus/general/train-00[0-3].txt "$shared/data/corpus/general/valid.txt" \
+     .carry/stage/shared/data/corpus/general/
+fi
 # one xz stream with a dictionary larger than a binary: the binaries share most of their bytes
 # (the library and its CUDA kernels), which a 256 MiB window stores once (31 MB instead of 57)
 tar -C .carry/stage -cf - . | xz -T1 --lzma2=preset=6,dict=256MiB > .carry/bundle.tar.xz

@@ -431,6 +431,11 @@ static void test_scores_teacher(void **state) {
     assert_int_equal(ae_model_load(ae_test_src(MICRO), ae_backend_cpu(), &m), AE_OK);
     assert_int_equal(ae_tokenizer_load(ae_test_src(MICRO), &tok), AE_OK);
     score_all(m, tok);
+    ae_task_item one = {.n = 1, .ctx = (char *[]){"Question: x\nAnswer:"}, .cont = (char *[]){" y"},
+                        .len = (double[]){1}};
+    ae_task_scores s;
+    assert_int_equal(ae_task_score(m, tok, &one, 1, 64, 0, NULL, NULL, &s), AE_ERR_ARG); // --batch 0
+    assert_non_null(strstr(ae_last_error(), "--batch must be >= 1"));
     ae_model_free(m);
     ae_tokenizer_free(tok);
 }

@@ -235,8 +235,43 @@ static void test_run_fixture(void **state) {
     assert_int_equal(get(cJSON_GetArrayItem(tasks, 2), "n")->valueint, 3);
     assert_int_equal(cJSON_GetArrayItem(get(cJSON_GetArrayItem(tasks, 2), "truncated"), 0)->valueint, 1);
     cJSON_Delete(o);
-    free(text);
     free(out);
+    // --batch 1 (one request at a time, the contiguous forward) writes the same samples as the
+    // default batch (many items per paged forward): every field equal, log-likelihoods to fp32
+    // rounding
+    const char *samples1 = tmp_path("samples-batch1.jsonl");
+    run_expect((const char *[]){"eval", "tasks", "--model", models, "--tasks", "arc_challenge,winogrande,sciq",
+                                "--shots", "1", "--data-dir", fx, "--device", "cpu", "--json", "--samples", samples1,
+                                "--max-length", "70", "--batch", "1", NULL},
+               0, NULL, NULL);
+    char *text1;
+    assert_int_equal(ae_file_read_all(samples1, &text1, &len), AE_OK);
+    assert_int_equal(ae_file_read_all(samples, &text, &len), AE_OK); // strtok cut the first copy
+    char *save0, *save1;
+    int same = 0;
+    for (char *a = strtok_r(text, "\n", &save0), *b = strtok_r(text1, "\n", &save1); a || b;
+         a = strtok_r(NULL, "\n", &save0), b = strtok_r(NULL, "\n", &save1), same++) {
+        assert_non_null(a);
+        assert_non_null(b);
+        cJSON *x = cJSON_Parse(a), *y = cJSON_Parse(b);
+        const cJSON *lx = get(x, "loglikelihoods"), *ly = get(y, "loglikelihoods");
+        assert_int_equal(cJSON_GetArraySize(lx), cJSON_GetArraySize(ly));
+        for (int j = 0; j < cJSON_GetArraySize(lx); j++) {
+            double u = cJSON_GetArrayItem(lx, j)->valuedouble, v = cJSON_GetArrayItem(ly, j)->valuedouble;
+            if (fabs(u - v) > 1e-4) fail_msg("line %d choice %d: ll %.8f at --batch 1, %.8f batched", same, j, v, u);
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(x, "loglikelihoods");
+        cJSON_DeleteItemFromObjectCaseSensitive(y, "loglikelihoods");
+        char *px = cJSON_PrintUnformatted(x), *py = cJSON_PrintUnformatted(y);
+        assert_string_equal(px, py);
+        free(px);
+        free(py);
+        cJSON_Delete(x);
+        cJSON_Delete(y);
+    }
+    assert_int_equal(same, 18);
+    free(text);
+    free(text1);
     // the table: a row per task and metric, a column per model, the difference
     run_expect((const char *[]){"eval", "tasks", "--model", models, "--tasks", "sciq", "--data-dir", fx, "--device",
                                 "cpu", NULL}, 0, "3/3 items", &out);
