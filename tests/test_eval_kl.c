@@ -371,6 +371,19 @@ static void test_cli_eval_kl(void **state) {
     assert_non_null(strstr(out, "\n0-127 "));
     free(out);
     free(err);
+    // refused: an empty name in the list, more students than one pass takes
+    const char *bad[] = {"eval", "kl", "--teacher", ae_test_src(MICRO), "--model", NULL, "--file", g_text_path,
+                         "--device", "cpu", NULL};
+    char many[17 * 4] = "";
+    for (int i = 0; i < 17; i++) strcat(many, i ? ",m" : "m");
+    const char *lists[] = {",x", many}, *want[] = {"empty name", "more than 16 students"};
+    for (int i = 0; i < 2; i++) {
+        bad[5] = lists[i];
+        int brc = ae_test_run_cli(bad, NULL, &out, &err);
+        if (brc != 2 || !strstr(err, want[i])) fail_msg("eval kl --model %s: exit %d, stderr %s", lists[i], brc, err);
+        free(out);
+        free(err);
+    }
     free(both);
 }
 
