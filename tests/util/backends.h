@@ -32,7 +32,7 @@ int ae_tb_teardown(void **state);
 
 // One test body as two cmocka entries, "fn [cpu]" and "fn [cuda]".
 #define AE_TB_TESTS(fn)                                                                            \
-    {#fn " [cpu]", fn, NULL, NULL, &ae_tb_cpu}, { #fn " [cuda]", fn, NULL, NULL, &ae_tb_cuda }
+    {#fn " [cpu]", fn, NULL, NULL, &ae_tb_cpu}, {#fn " [cuda]", fn, NULL, NULL, &ae_tb_cuda}
 
 // The backend of this entry; when it is unavailable, prints why and skips the test (cmocka
 // skip), or fails it when the backend failed to open or AE_REQUIRE_GPU=1.
