@@ -6,11 +6,12 @@
 # 2.5 minutes), then teacher and both students side by side:
 #   eval tasks    every task whose data is in the eval folder, full sets, 0-shot, one table
 #                 (a column per model, differences, > 2 standard errors)
-#   eval kl       the whole valid.txt, windows of the teacher's context (max_position_embeddings,
-#                 32768) unless AE_RESULTS_KL_CTX: the by-position table up to the context
+#   eval kl       the whole valid.txt, windows of 512 (RESULTS.md's table so far), then windows of
+#                 the teacher's context (max_position_embeddings, 32768) unless AE_RESULTS_KL_CTX:
+#                 the by-position table up to the context; both students in one pass
 #   eval passkey  lengths 1024 .. 8192 tokens x 5 depths, 4 trials (teacher vs GateSWA as one
 #                 table pair and heat map, then MLA)
-# and prints the tables to paste into docs/RESULTS.md. Every step has a time limit (530 s in
+# and prints the tables to paste into docs/RESULTS.md. Every step has a time limit (540 s in
 # all), so a slow step cannot take the later ones with it (a step cut short says so).
 #
 #   bash bench/gpu_results.sh [BUILD_DIR] [SHARED_DIR]
@@ -95,15 +96,17 @@ done
 echo
 echo "models: $models"
 echo "tasks:  $tasks (full sets, 0-shot)"
-step tasks 120 "$bin" eval tasks --model "$models" --tasks "$tasks" --data-dir "$evald" --batch "$batch" \
+step tasks 110 "$bin" eval tasks --model "$models" --tasks "$tasks" --data-dir "$evald" --batch "$batch" \
   --device "$dev" ${AE_RESULTS_LIMIT:+--limit "$AE_RESULTS_LIMIT"}
 echo "last progress line per task and model (items/s):"
 tr '\r' '\n' < "$out/tasks.log" | grep -E "^[a-z_]+ \[.*\]: ([0-9]+)/\1 items" | sed 's/ *$//'
 
 students=""
 for s in gateswa mla; do has $s && students="$students${students:+,}$work/$s"; done
-if [ -n "$students" ]; then
-  step kl 60 "$bin" eval kl --teacher "$T" --model "$students" --file "$corpus/valid.txt" \
+if [ -n "$students" ]; then # windows of 512 (the RESULTS.md table's), then the long-context one
+  step kl-512 30 "$bin" eval kl --teacher "$T" --model "$students" --file "$corpus/valid.txt" --ctx 512 \
+    --device "$dev"
+  step kl 50 "$bin" eval kl --teacher "$T" --model "$students" --file "$corpus/valid.txt" \
     ${kl_ctx:+--ctx "$kl_ctx"} --device "$dev"
 fi
 lengths=1024,2048,4096,8192
@@ -111,6 +114,8 @@ pk=(--lengths "$lengths" --depths 0,0.25,0.5,0.75,1 --trials 4 --seed 1 --device
 if has gateswa; then
   step passkey-gateswa 40 "$bin" eval passkey "$T" --compare "$work/gateswa" "${pk[@]}" \
     --json "$out/passkey-gateswa.json" --png "$out/passkey-qwen3-small-gateswa.png"
+else
+  step passkey-teacher 40 "$bin" eval passkey "$T" "${pk[@]}" --json "$out/passkey-teacher.json"
 fi
 if has mla; then
   step passkey-mla 30 "$bin" eval passkey "$work/mla" "${pk[@]}" --json "$out/passkey-mla.json"
