@@ -219,11 +219,12 @@ ae_status ae_task_score(const ae_model *m, const ae_tokenizer *tok, const ae_tas
             if (r->n_cont > max_cont) max_cont = r->n_cont;
             out->n_tokens[out->first[i] + j] = r->n_cont;
         }
-    // Many items per forward need the backend's paged ops; without them items run one by one.
+    // Many items per forward need the backend's paged ops and a model the paged cache can lay
+    // out (AE_ERR_UNSUPPORTED, e.g. sliding layers with different windows); otherwise items run
+    // one by one, which overwrites everything the batched attempt wrote.
     int paged = batch > 1 && m->be->attention_paged && m->be->paged_store;
-    if (st == AE_OK && paged)
-        st = ae_task_score_batched(m, enc, max_len, batch, progress, ud, out);
-    else if (st == AE_OK)
+    if (st == AE_OK && paged) st = ae_task_score_batched(m, enc, max_len, batch, progress, ud, out);
+    if ((st == AE_OK && !paged) || st == AE_ERR_UNSUPPORTED)
         st = score_sequential(m, enc, items, n_items, max_len, cap, max_cont, progress, ud, out);
     for (int i = 0; i < n_items; i++) out->n_truncated += out->truncated[i];
     for (int k = 0; k < out->n_req; k++) free(enc[k].ids);
