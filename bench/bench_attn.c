@@ -14,8 +14,8 @@
 //   forward  2·pairs·Hq·(dk + dv)
 //   backward 2·pairs·Hq·(3·dk + 2·dv)  (S, dP, dV, dK, dQ: 2.5x the forward at dk = dv)
 // the model FLOPs, whatever the kernels recompute. AE_CUDA_ATTN_BWD=ref times the CUDA-core
-// backward (slow: seconds at T 32768), AE_CUDA_ATTN_BWD=split the split tensor-core backward
-// (default: fused), AE_CUDA_ATTN=ref the reference forward.
+// backward (slow: seconds at T 32768), AE_CUDA_ATTN_BWD=fused the fused tensor-core backward
+// (default: split), AE_CUDA_ATTN=ref the reference forward.
 //
 //   bench_attn --fwd-kernels [--reps R]
 // The forward's two prefill kernels for d = 128 side by side (cuda_attention.cu): B (flash,
@@ -31,8 +31,8 @@
 // sequences of T 4096, causal, one op call per sequence as mla_train.c / attn_gateswa.c make):
 // Qwen3-1.7B (Hq 16 / Hkv 8, d 128) and its MLA student (Hq = Hkv = 16, dk 192, dv 128),
 // Qwen3-8B (32 / 8, d 128) and its MLA student (32 = 32, 192 / 128). Per shape: the training
-// forward (fwd+lse), then the backward from it split (AE_CUDA_ATTN_BWD=split: dK/dV kernel + dQ
-// kernel, 7 products) and fused (AE_CUDA_ATTN_BWD=fused, the default: 5 products); ms for the B
+// forward (fwd+lse), then the backward from it split (AE_CUDA_ATTN_BWD=split, the default: dK/dV kernel + dQ
+// kernel, 7 products) and fused (AE_CUDA_ATTN_BWD=fused: 5 products); ms for the B
 // calls, TFLOP/s as above, fused/split speed-up and the relative L2 difference of their dq.
 #include <math.h>
 #include <stdio.h>

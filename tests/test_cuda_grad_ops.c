@@ -39,9 +39,9 @@
 //                 out (relative 2^-9 per element) instead of fp32 sums; expected ~1e-4..1e-3.
 // Which path ran is checked too: cases the tensor-core path takes (bwd_fast, mirroring the
 // dispatcher) must differ from the forced CUDA-core run in some bit; the others must equal it.
-// The tensor-core path runs both ways: fused (the default: dQ added over key tiles in a fixed
-// order through counters) and split (AE_CUDA_ATTN_BWD=split: dQ in its own kernel), each held
-// to TOL_ATTN_TC; the default twice must give the same bits (the fused kernel's order is fixed).
+// The tensor-core path runs both ways: split (the default: dQ in its own kernel) and fused
+// (AE_CUDA_ATTN_BWD=fused: dQ added over key tiles in a fixed order through counters), each held
+// to TOL_ATTN_TC; each twice must give the same bits (no atomics; the fused kernel's order is fixed).
 // Saved forward (training: the forward keeps out and lse, the backward skips recomputing them):
 // on the tensor-core path the backward given them must be bit-identical to the recomputing call.
 #include <math.h>
@@ -569,9 +569,9 @@ static void run_attn_saved(const attn_io *io) {
 }
 
 // The gpu runs of one case (AE_CUDA_ATTN_BWD, output dtype): 0 the CUDA-core kernels (ref),
-// 1 and 2 the default dispatch (the fused tensor-core kernel where it applies; 2 checks
-// determinism: bit-identical to 1), 3 the split tensor-core path (its separate dQ kernel); with
-// BF16 outputs (also_bf16) 4 the default, 5 the split path.
+// 1 and 2 the default dispatch (the split tensor-core path where it applies; 2 checks
+// determinism: bit-identical to 1), 3 the fused tensor-core kernel (AE_CUDA_ATTN_BWD=fused: dQ
+// added in key-tile order); with BF16 outputs (also_bf16) 4 the default, 5 the fused kernel.
 typedef struct {
     const char *env; // AE_CUDA_ATTN_BWD (null: unset)
     ae_dtype odt;    // dq, dk, dv
@@ -579,8 +579,8 @@ typedef struct {
 } bwd_run;
 static const bwd_run k_bwd_runs[] = {
     {"ref", AE_DT_F32, "ref    "}, {NULL, AE_DT_F32, "default"},
-    {NULL, AE_DT_F32, "default"},  {"split", AE_DT_F32, "split  "},
-    {NULL, AE_DT_BF16, "bf16out"}, {"split", AE_DT_BF16, "bf16out split"},
+    {NULL, AE_DT_F32, "default"},  {"fused", AE_DT_F32, "fused  "},
+    {NULL, AE_DT_BF16, "bf16out"}, {"fused", AE_DT_BF16, "bf16out fused"},
 };
 
 // One case: the cpu once, then the gpu runs of k_bwd_runs, each checked against the cpu (run 2
@@ -815,10 +815,10 @@ static void test_attention_bwd_fast(void **state) {
     run_bwd_cases(cases, sizeof cases / sizeof *cases, 1, 905);
 }
 
-// attention_bwd at a training size (T 4096 full causal: 64 key tiles whose dQ sums the fused
-// kernel chains through its counters): no CPU reference at this size, but two default runs must
-// be bit-identical, the backward from a saved forward (out and lse kept by `attention`) must
-// give the same bits, and the split path (AE_CUDA_ATTN_BWD=split: dQ in its own kernel) must
+// attention_bwd at a training size (T 4096 full causal: 64 key tiles): no CPU reference at this
+// size, but two default (split) runs must be bit-identical, the backward from a saved forward
+// (out and lse kept by `attention`) must give the same bits, and the fused kernel
+// (AE_CUDA_ATTN_BWD=fused: dQ sums chained through its counters over the 64 key tiles) must
 // agree with the default within TOL_ATTN_TC (both round P and dS to bf16, differently).
 static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t seed) {
     size_t nq = (size_t)T * Hq * dk, no = (size_t)T * Hq * dv;
@@ -836,13 +836,13 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
     g_gpu->attention(g_gpu, &al, out, q, k, v);
     char shape[96];
     snprintf(shape, sizeof shape, "T=%d Hq=%d Hkv=%d dk=%d dv=%d", T, Hq, Hkv, dk, dv);
-    // runs: default twice, default from the saved forward, split
+    // runs: default twice, default from the saved forward, fused
     float *res[4][3];
     for (int run = 0; run < 4; run++) {
         ae_ptr dq = dnew(nq, AE_DT_F32), dk_ = dnew(nk, AE_DT_F32), dv_ = dnew(nv, AE_DT_F32);
         g_gpu->fill(g_gpu, dk_, nk, 0.0f);
         g_gpu->fill(g_gpu, dv_, nv, 0.0f);
-        if (run == 3) setenv("AE_CUDA_ATTN_BWD", "split", 1);
+        if (run == 3) setenv("AE_CUDA_ATTN_BWD", "fused", 1);
         g_gpu->attention_bwd(g_gpu, run == 2 ? &al : &a, dq, dk_, dv_, ae_ptr_null(), dout,
                              run == 2 ? out : ae_ptr_null(), q, k, v);
         if (run == 3) unsetenv("AE_CUDA_ATTN_BWD");
@@ -856,7 +856,7 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
         check_same(res[1][i], res[0][i], n[i], "attention_bwd %s determinism %s", names[i], shape);
         check_same(res[2][i], res[0][i], n[i], "attention_bwd saved == recomputed %s %s",
                    names[i], shape);
-        check(res[3][i], res[0][i], NULL, n[i], TOL_ATTN_TC, "attention_bwd split vs default %s %s",
+        check(res[3][i], res[0][i], NULL, n[i], TOL_ATTN_TC, "attention_bwd fused vs default %s %s",
               names[i], shape);
     }
     for (int run = 0; run < 4; run++)

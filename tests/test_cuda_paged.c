@@ -116,6 +116,7 @@ static void run(const pcase *c) {
         perm[j] = t;
     }
     int32_t *table = malloc(sizeof(int32_t) * c->nseq * maxb), *slot = malloc(sizeof(int32_t) * S_total);
+    int32_t *released = malloc(sizeof(int32_t) * c->nseq * maxb);
     int32_t *seq = malloc(sizeof(int32_t) * N), *pos = malloc(sizeof(int32_t) * N);
     float *kv = malloc(sizeof(float) * (size_t)S_total * row);
     float *q = malloc(sizeof(float) * (size_t)N * c->Hq * c->dk), sinks[128];
@@ -154,12 +155,15 @@ static void run(const pcase *c) {
         ae_ptr tb = up(be, table, (size_t)c->nseq * maxb, AE_DT_I32, AE_DT_I32);
         gather_check(be, pool, page_stride, P, row, tb, maxb, c, kv);
         be->free(be, tb);
-        if (c->window > 0) // release the blocks behind every query's window after the store
+        // release the blocks behind every query's window after the store, in a copy: the next
+        // backend's store and gather need the whole table
+        memcpy(released, table, sizeof(int32_t) * c->nseq * maxb);
+        if (c->window > 0)
             for (int s = 0; s < c->nseq; s++) {
                 int lo = c->len[s] - c->nq[s] - c->window + 1;
-                for (int k = 0; k < maxb && (k + 1) * P <= lo; k++) table[s * maxb + k] = -1;
+                for (int k = 0; k < maxb && (k + 1) * P <= lo; k++) released[s * maxb + k] = -1;
             }
-        tb = up(be, table, (size_t)c->nseq * maxb, AE_DT_I32, AE_DT_I32);
+        tb = up(be, released, (size_t)c->nseq * maxb, AE_DT_I32, AE_DT_I32);
         ae_ptr sq = up(be, seq, (size_t)N, AE_DT_I32, AE_DT_I32);
         ae_ptr ps = up(be, pos, (size_t)N, AE_DT_I32, AE_DT_I32);
         ae_ptr qq = up(be, q, (size_t)N * c->Hq * c->dk, AE_DT_F32, at);
@@ -215,6 +219,7 @@ static void run(const pcase *c) {
     free(res[1]);
     free(pool_cpu);
     free(table);
+    free(released);
     free(slot);
     free(seq);
     free(pos);

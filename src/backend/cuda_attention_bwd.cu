@@ -13,9 +13,10 @@
 //
 // Which kernels run (ae_cuda_attention_bwd, at the end of this file):
 //   Fast path, tensor cores (cuda_attention_bwd_tc.cu: the forward flash kernel with an lse2
-//     output unless the forward is saved, D per row, then fused: one kernel per key tile
-//     computing dK, dV and adding dQ in key-tile order (5 products); AE_CUDA_ATTN_BWD=split: a
-//     dK/dV kernel per key tile and a dQ kernel per query tile (7 products); all bf16
+//     output unless the forward is saved, D per row, then split: a dK/dV kernel per key tile
+//     and a dQ kernel per query tile (7 products); AE_CUDA_ATTN_BWD=fused: one kernel per key
+//     tile computing dK, dV and adding dQ in key-tile order (5 products, but 3x slower on the
+//     H200: its blocks wait for the ordered additions; see path_from_env); all bf16
 //     mma.sync with fp32 accumulation) when AE_CUDA_ATTN_BWD is not "ref" and
 //       (dk, dv) is (32, 32), (64, 64), (128, 128) or (192, 128);  Hq % Hkv == 0;
 //       no ring buffer (ring == 0, or ring >= pos0 + T: then every position is its own row);
@@ -264,14 +265,17 @@ void sum_dsinks(const ae_backend *be, float *dsinks, const float *dsink_row, int
 
 bool aligned16(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }
 
-// AE_CUDA_ATTN_BWD: "ref" the CUDA-core kernels, "split" the tensor-core path with its separate
-// dQ kernel; unset or anything else the fused tensor-core kernel (where the path applies).
+// AE_CUDA_ATTN_BWD: "ref" the CUDA-core kernels, "fused" the tensor-core kernel that adds dQ over
+// key tiles in order; unset or anything else the split tensor-core path (dK/dV, then dQ in its own
+// kernel). Split is the default: measured on the H200 (bench_attn --bwd-paths, 2026-11-29), the
+// fused kernel ran at 0.32–0.34x split's speed (47 against 135–147 TFLOP/s: its blocks wait on
+// the ordered dQ additions), though it does 5 products instead of 7.
 enum bwd_path { BWD_REF, BWD_SPLIT, BWD_FUSED };
 bwd_path path_from_env() {
     const char *env = getenv("AE_CUDA_ATTN_BWD");
     if (env && strcmp(env, "ref") == 0) return BWD_REF;
-    if (env && strcmp(env, "split") == 0) return BWD_SPLIT;
-    return BWD_FUSED;
+    if (env && strcmp(env, "fused") == 0) return BWD_FUSED;
+    return BWD_SPLIT;
 }
 
 // The arguments the tensor-core path takes (see the file header).
@@ -298,7 +302,7 @@ int run_fast(const ae_backend *be, const ae_attn_args *a, const bwd_params *p, c
     tp.k_stride = p->k_stride, tp.v_stride = p->v_stride, tp.window = p->window;
     tp.scale = p->scale, tp.scale_log2 = p->scale_log2;
     return attn_bwd_tc_run(be, a, &tp, p->dout, p->dout_bf, out, p->lse2, p->delta,
-                           p->dsink_row, path_from_env() != BWD_SPLIT);
+                           p->dsink_row, path_from_env() == BWD_FUSED);
 }
 
 } // namespace
