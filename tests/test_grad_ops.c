@@ -304,9 +304,9 @@ typedef struct {
 
 // b equals a: bit for bit on the cpu (its contract), within rounding elsewhere: cuda's CUDA-core
 // path takes D = Σ dout·out from the saved bf16 out (2^-9 relative per element) instead of fp32
-// sums, so a gradient element moves by up to ~|dout|·|out|·2^-9·sqrt(dv) ≈ 5e-3 on these inputs
-// (measured 5.25e-3 on the H200, 2026-11-29): 1e-2 per element, tol · max(1, |a|). A lost term
-// (the −D of ds, a key) costs >= 1e-1.
+// sums, so a gradient element moves by ~|dout|·|out|·2^-9·sqrt(dv) and more where ds sums many
+// keys (measured on the H200, 2026-11-29: 5.25e-3 and 1.24e-2 on fresh inputs): 2e-2 per element,
+// tol · max(1, |a|), TOL_GRAD_ATTN's cuda value. A lost term (the −D of ds, a key) costs >= 1e-1.
 static void check_same(const ae_backend *be, const char *what, const float *b, const float *a,
                        size_t n) {
     if (ae_tb_is_cpu(be)) {
@@ -314,7 +314,7 @@ static void check_same(const ae_backend *be, const char *what, const float *b, c
         return;
     }
     double *ad = dvec(a, n);
-    ae_tb_check(be, what, b, ad, n, 1e-2);
+    ae_tb_check(be, what, b, ad, n, 2e-2);
     free(ad);
 }
 

@@ -3,7 +3,7 @@
 // kernel B in cuda_attention_flash.cu). When it runs: see cuda_attention_bwd.cu.
 //
 // When the op is not given the forward's out and log-sum-exp (ae_attn_args.lse), it starts with
-//   1. the forward flash kernel with its lse2 output (attn_flash_run_lse): out into a bf16
+//   1. the forward kernel with its lse2 output (tc_forward: as the `attention` op, F or B): out into a bf16
 //      scratch (T, Hq, dv), lse2 per row. Cost: one forward (2 matrix products, see below).
 //      The training forwards keep both (the `attention` op's dispatcher runs this very launch
 //      when asked for lse: same kernel, unsplit, same MW), so this step is skipped there and the
@@ -641,8 +641,9 @@ void attn_bwd_delta_run(const ae_backend *be, const bf16 *out, const void *dout,
     cuda_check(be, cudaGetLastError(), "attention_bwd (D)");
 }
 
-// The forward flash launch the `attention` op makes when asked for lse (cuda_attention.cu), out
-// into `out`: 0 when it cannot run these arguments (nothing queued).
+// The forward launch the `attention` op makes when asked for lse (cuda_attention.cu: Hopper kernel
+// F where it takes the shape, else the flash kernel B), out into `out`, so that a recomputed
+// forward has the bits of a saved one: 0 when neither can run these arguments (nothing queued).
 static int tc_forward(const ae_backend *be, const ae_attn_args *a, const attn_bwd_tc_params *p,
                       bf16 *out, float *lse2) {
     attn_params f;
@@ -665,6 +666,7 @@ static int tc_forward(const ae_backend *be, const ae_attn_args *a, const attn_bw
     f.ring = 0; // the fast path runs without a wrapping ring: every position is its own row
     f.scale_log2 = a->scale * AE_ATTN_LOG2E;
     f.splits = 1;
+    if (attn_wgmma_run(be, &f, lse2)) return 1;
     return attn_flash_run_lse(be, &f, lse2);
 }
 
