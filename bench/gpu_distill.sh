@@ -83,6 +83,9 @@ peer_row() { # shape batch ctx targets steps
   [ -n "${AE_BENCH_NO_PEER:-}" ] && return 0
   if [ -z "$peer" ]; then echo "peer | $1 | not run: torch_attnedit.py not found"; return 0; fi
   local tag="$1-$2x$3-${4//,/+}"
+  # the peer under the machine's own library path (dev/device-unpack.sh: ours hides cuDNN
+  # attention from PyTorch, and the MLA peer then falls back to a 7.7x slower SDPA kernel)
+  LD_LIBRARY_PATH=${AE_HOST_LD_LIBRARY_PATH-${LD_LIBRARY_PATH:-}} \
   timeout "${AE_BENCH_ROW_TIMEOUT:-420}" python3 "$peer" --shape "$1" --batch "$2" --ctx "$3" \
     --window 1024 --steps "$5" --targets "$4" > "$logdir/peer-$tag.out" 2> "$logdir/peer-$tag.err"
   local rc=$?

@@ -23,6 +23,8 @@ for m in qwen3-8b qwen3-8b-mla qwen3-8b-gateswa qwen3-30b-a3b qwen3-30b-a3b-mla;
 done
 if [ -z "${AE_BENCH_NO_HF:-}" ]; then
   for m in qwen3-8b qwen3-30b-a3b; do
+    # transformers under the machine's own library path (dev/device-unpack.sh: AE_HOST_LD_LIBRARY_PATH)
+    LD_LIBRARY_PATH=${AE_HOST_LD_LIBRARY_PATH-${LD_LIBRARY_PATH:-}} \
     python3 bench/hf_infer.py --config "$cfgs/$m" --label "$m" --prefill "$ctx" --decode-at "$ctx" \
       --decode-steps 32 --reps 3
   done

@@ -11,4 +11,7 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/lib/x86_64-linux-gnu \
          "$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)"; do
   if [ -n "$d" ] && [ -e "$d/libnccl.so.2" ]; then nccl=$d; break; fi
 done
-echo "export LD_LIBRARY_PATH=$PWD/.carry/lib:/usr/local/cuda/lib64${nccl:+:$nccl}:\${LD_LIBRARY_PATH:-} AE_SHARED_DIR=$PWD/.carry/shared"
+# AE_HOST_LD_LIBRARY_PATH keeps the machine's own search path for programs that must not see
+# ours: under it PyTorch disables cuDNN attention (bench/gpu_distill.sh's MLA peer ran 2.7x
+# slower: measured on the H200, 2026-11-29; docs/BENCHMARKS.md).
+echo "export AE_HOST_LD_LIBRARY_PATH=\${LD_LIBRARY_PATH:-} LD_LIBRARY_PATH=$PWD/.carry/lib:/usr/local/cuda/lib64${nccl:+:$nccl}:\${LD_LIBRARY_PATH:-} AE_SHARED_DIR=$PWD/.carry/shared"
