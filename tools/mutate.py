@@ -99,8 +99,8 @@ MUTANTS = [
      "test_grad_ops", "SwiGLU backward takes σ(g) for silu'(g)"),
     # losses
     ("nll-target", "src/backend/cpu_scores.c",
-     "o[t] = (float)(logsumexp(zt, V) - (double)zt[y[t]]);",
-     "o[t] = (float)(logsumexp(zt, V) - (double)zt[(y[t] + 1) % V]);",
+     "o[t] = (float)(ae_logsumexp(zt, V) - (double)zt[y[t]]);",
+     "o[t] = (float)(ae_logsumexp(zt, V) - (double)zt[(y[t] + 1) % V]);",
      "test_eval_ppl|test_loss|test_ops", "NLL of the neighbouring token"),
     ("kd-grad-scale", "src/train/loss.c",
      "float inv_tau = 1.0f / tau, gscale = grad_scale * tau / (float)N;",

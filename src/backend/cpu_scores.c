@@ -3,15 +3,7 @@
 #include <math.h>
 
 #include "backend/cpu_internal.h"
-
-// log Σ exp(z) in double.   z: (V)
-static double logsumexp(const float *z, int V) {
-    float mx = z[0];
-    for (int i = 1; i < V; i++) mx = z[i] > mx ? z[i] : mx;
-    double s = 0.0;
-    for (int i = 0; i < V; i++) s += exp((double)z[i] - mx);
-    return log(s) + mx;
-}
+#include "core/logsumexp.h"
 
 void ae_cpu_nll_rows(const ae_backend *be, ae_ptr out, ae_ptr zp, ae_ptr target, int T, int V) {
     (void)be;
@@ -21,7 +13,7 @@ void ae_cpu_nll_rows(const ae_backend *be, ae_ptr out, ae_ptr zp, ae_ptr target,
 #pragma omp parallel for if (T > 4)
     for (int t = 0; t < T; t++) {
         const float *zt = z + (size_t)t * V;
-        o[t] = (float)(logsumexp(zt, V) - (double)zt[y[t]]);
+        o[t] = (float)(ae_logsumexp(zt, V) - (double)zt[y[t]]);
     }
 }
 
@@ -33,7 +25,7 @@ void ae_cpu_kl_rows(const ae_backend *be, ae_ptr out, ae_ptr ztp, ae_ptr zsp, in
 #pragma omp parallel for if (T > 4)
     for (int t = 0; t < T; t++) {
         const float *a = zt + (size_t)t * V, *b = zs + (size_t)t * V;
-        double lt = logsumexp(a, V), ls = logsumexp(b, V), kl = 0.0;
+        double lt = ae_logsumexp(a, V), ls = ae_logsumexp(b, V), kl = 0.0;
         for (int i = 0; i < V; i++) {
             double lpt = a[i] - lt;
             kl += exp(lpt) * (lpt - (b[i] - ls));

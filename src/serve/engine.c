@@ -2,7 +2,6 @@
 // (serve/engine.h).
 #include "serve/engine.h"
 
-#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +9,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "core/logsumexp.h"
 #include "core/mem.h"
 #include "model/paged.h"
 #include "serve/kv_pool.h"
@@ -289,11 +289,7 @@ static int build_batch(ae_engine *e) {
 
 // log softmax value of x[id] and the top-n alternatives.
 static void score(const float *x, int V, int32_t id, int n_top, ae_tok_lp *lp) {
-    float mx = x[0];
-    for (int i = 1; i < V; i++) mx = x[i] > mx ? x[i] : mx;
-    double sum = 0.0;
-    for (int i = 0; i < V; i++) sum += exp((double)x[i] - mx);
-    double lse = mx + log(sum);
+    double lse = ae_logsumexp(x, V);
     lp->id = id;
     lp->logprob = (float)(x[id] - lse);
     lp->n_top = 0;
