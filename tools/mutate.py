@@ -122,9 +122,9 @@ MUTANTS = [
      "return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;",
      "return a->rank != b->rank ? a->rank < b->rank : a->pos > b->pos;",
      "test_tokenizer", "BPE merges of equal rank applied right to left"),
-    ("ppl-window", "src/eval/ppl.c",
-     "for (size_t w = 0; st == AE_OK && w + 1 < n; w += (size_t)ctx) {",
-     "for (size_t w = 0; st == AE_OK && w + 1 < n; w += (size_t)ctx - (ctx > 1)) {",
+    ("ppl-window", "src/eval/windows.c",
+     "it->next += (size_t)it->ctx;",
+     "it->next += (size_t)it->ctx - (it->ctx > 1);",
      "test_eval_ppl", "eval ppl windows overlap by one token (a token scored twice)"),
 ]
 

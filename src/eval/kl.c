@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "eval/ppl.h"
+#include "eval/windows.h"
 
 static void init_buckets(ae_kl_result *r, int ctx) {
     memset(r, 0, sizeof *r);
@@ -126,16 +127,19 @@ static ae_status score_chunk(kl_run *r, const int32_t *ids, int n, int pos0) {
     return AE_OK;
 }
 
-// One document: windows of ctx tokens, stride ctx, each from empty caches, in chunks.
+// One document: the windows of eval/windows.h, each from empty caches, in chunks.
 static ae_status score_doc(kl_run *r, const int32_t *ids, size_t n) {
     if (n < 2) return AE_OK;
-    int longest = (int)(n - 1 < (size_t)r->ctx ? n - 1 : (size_t)r->ctx);
-    AE_TRY(ensure_caches(r, longest));
-    for (size_t w = 0; w + 1 < n; w += (size_t)r->ctx) {
-        int T = (int)((n - 1 - w) < (size_t)r->ctx ? (n - 1 - w) : (size_t)r->ctx);
+    AE_TRY(ensure_caches(r, ae_windows_longest(n, r->ctx)));
+    ae_windows it;
+    ae_window w;
+    ae_windows_init(&it, n, r->ctx);
+    while (ae_windows_next(&it, &w)) {
         for (int i = 0; i <= r->n_s; i++) ae_kv_cache_reset(&r->cache[i]);
-        for (int c0 = 0; c0 < T; c0 += r->chunk)
-            AE_TRY(score_chunk(r, ids + w + c0, T - c0 < r->chunk ? T - c0 : r->chunk, c0));
+        for (int c0 = 0; c0 < w.len; c0 += r->chunk) {
+            int rows = w.len - c0 < r->chunk ? w.len - c0 : r->chunk;
+            AE_TRY(score_chunk(r, ids + w.start + c0, rows, c0));
+        }
     }
     return AE_OK;
 }

@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "core/mem.h"
+#include "eval/windows.h"
 
 ae_status ae_ppl_add_doc(const ae_model *m, const int32_t *ids, size_t n, int ctx, ae_ppl *acc) {
     if (ctx < 1) return ae_errorf(AE_ERR_ARG, "--ctx must be >= 1, got %d", ctx);
@@ -22,11 +23,14 @@ ae_status ae_ppl_add_doc(const ae_model *m, const int32_t *ids, size_t n, int ct
     ae_ptr nll = ae_scratch_alloc(&s, (size_t)ctx, AE_DT_F32);         // (ctx)
     float *h = ae_alloc_f32((size_t)ctx);                               // (ctx) host copy
     ae_status st = s.failed || !h ? AE_ERR_NOMEM : AE_OK;
-    for (size_t w = 0; st == AE_OK && w + 1 < n; w += (size_t)ctx) {
-        int T = (int)((n - 1 - w) < (size_t)ctx ? (n - 1 - w) : (size_t)ctx);
+    ae_windows it;
+    ae_window w;
+    ae_windows_init(&it, n, ctx);
+    while (st == AE_OK && ae_windows_next(&it, &w)) {
+        int T = w.len;
         ae_kv_cache_reset(&cache);
-        st = ae_model_forward(m, &cache, ids + w, T, logits, 1);
-        if (st == AE_OK) st = be->upload(be, tgt, ids + w + 1, AE_DT_I32, (size_t)T);
+        st = ae_model_forward(m, &cache, ids + w.start, T, logits, 1);
+        if (st == AE_OK) st = be->upload(be, tgt, ids + w.start + 1, AE_DT_I32, (size_t)T);
         if (st == AE_OK) {
             be->nll_rows(be, nll, logits, tgt, T, V);
             st = be->download(be, h, AE_DT_F32, nll, (size_t)T);

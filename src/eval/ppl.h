@@ -1,9 +1,9 @@
 // Perplexity. Protocol (attnedit eval ppl): the text is split into documents on the literal
 // "<|endoftext|>"; each document is tokenised without special tokens and scored in windows of
-// `ctx` input tokens with stride ctx: window w feeds ids[w·ctx, w·ctx+ctx) and scores the
-// next-token predictions of ids[w·ctx+1, w·ctx+ctx]. Every token of a document but its first is
-// scored exactly once; each window starts with an empty cache. Documents of < 2 tokens add
-// nothing.
+// `ctx` input tokens with stride ctx (eval/windows.h, shared with eval kl): window w feeds
+// ids[w·ctx, w·ctx+ctx) and scores the next-token predictions of ids[w·ctx+1, w·ctx+ctx]. Every
+// token of a document but its first is scored exactly once; each window starts with an empty
+// cache. Documents of < 2 tokens add nothing.
 #ifndef AE_EVAL_PPL_H
 #define AE_EVAL_PPL_H
 
