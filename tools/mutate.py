@@ -64,8 +64,8 @@ MUTANTS = [
      "double sum = sinks_of(a) ? exp((double)sink - mx) : 0.0;", "double sum = 0.0;",
      "test_gateswa|test_ops|test_grad_ops", "attention sinks left out of the softmax denominator"),
     ("mla-kv-split", "src/model/attn_mla.c",
-     "be->copy_rows(be, kv->V, dv, ae_ptr_at(kv->kvb, (size_t)dn), dkv, S * H, dv);",
-     "be->copy_rows(be, kv->V, dv, ae_ptr_at(kv->kvb, (size_t)(dn > 0 ? dn - 1 : 0)), dkv, S * H, dv);",
+     "be->copy_rows(be, V, dv, ae_ptr_at(kvb, (size_t)dn), dkv, rows, dv);",
+     "be->copy_rows(be, V, dv, ae_ptr_at(kvb, (size_t)(dn > 0 ? dn - 1 : 0)), dkv, rows, dv);",
      "test_mla", "MLA's V read one column early from kv_b's output"),
     # RoPE
     ("rope-freq", "src/backend/cpu_rope.c",

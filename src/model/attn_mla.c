@@ -152,6 +152,20 @@ int mla_kv_alloc(ae_scratch *s, const ae_mla_dims *d, int S, mla_kv_bufs *kv) {
     return !s->failed;
 }
 
+void mla_kv_split(const ae_backend *be, const ae_mla_dims *d, int n, ae_ptr kvb, ae_ptr K,
+                  ae_ptr V) {
+    int dn = d->dn, dv = d->dv, dq = d->dn + d->dr, dkv = d->dn + d->dv, rows = n * d->H;
+    if (dn > 0) be->copy_rows(be, K, dq, kvb, dkv, rows, dn);
+    be->copy_rows(be, V, dv, ae_ptr_at(kvb, (size_t)dn), dkv, rows, dv);
+}
+
+void mla_kv_join(const ae_backend *be, const ae_mla_dims *d, int n, ae_ptr dK, ae_ptr dV,
+                 ae_ptr dkvb) {
+    int dn = d->dn, dv = d->dv, dq = d->dn + d->dr, dkv = d->dn + d->dv, rows = n * d->H;
+    if (dn > 0) be->copy_rows(be, dkvb, dkv, dK, dq, rows, dn);
+    be->copy_rows(be, ae_ptr_at(dkvb, (size_t)dn), dkv, dV, dv, rows, dv);
+}
+
 void mla_attend_materialized(const ae_backend *be, const ae_mla *m, int T, int pos0, ae_ptr q,
                              ae_ptr lat, int64_t ldl, const mla_kv_bufs *kv, ae_ptr o) {
     const ae_mla_dims *d = &m->d;
@@ -161,11 +175,10 @@ void mla_attend_materialized(const ae_backend *be, const ae_mla *m, int T, int p
     ae_gemm_args g = {.M = S, .N = H * dkv, .K = R, .batch = 1, .trans_b = 1, .lda = ldl,
                       .ldb = R, .ldy = H * dkv, .alpha = 1.0f};
     be->gemm(be, &g, kv->kvb, lat, m->wkvb);
-    if (dn > 0) be->copy_rows(be, kv->K, dq, kv->kvb, dkv, S * H, dn);
+    mla_kv_split(be, d, S, kv->kvb, kv->K, kv->V);
     for (int h = 0; h < H; h++) // the shared rope key joins every head
         be->copy_rows(be, ae_ptr_at(kv->K, (size_t)h * dq + dn), (int64_t)H * dq,
                       ae_ptr_at(lat, (size_t)R), ldl, S, dr);
-    be->copy_rows(be, kv->V, dv, ae_ptr_at(kv->kvb, (size_t)dn), dkv, S * H, dv);
     ae_attn_args aa = ae_attn_dense(T, pos0, H, H, dq, dv, 0, mla_scale(d), ae_ptr_null());
     be->attention(be, &aa, o, q, kv->K, kv->V);
 }

@@ -27,6 +27,15 @@ typedef struct {
 } mla_kv_bufs;
 // Allocates kv from s; 0 when it does not fit (s->failed).
 int mla_kv_alloc(ae_scratch *s, const ae_mla_dims *d, int S, mla_kv_bufs *kv);
+// The one K/V split of kv_b_proj's output: over n rows of H heads, kvb (n, H, dn+dv) per head
+// [k_nope | v] → k_nope into the first dn columns of K (n, H, dn+dr) (the rope columns are left
+// to the caller) and v into V (n, H, dv).
+void mla_kv_split(const ae_backend *be, const ae_mla_dims *d, int n, ae_ptr kvb, ae_ptr K,
+                  ae_ptr V);
+// Its backward, the join: dK's nope columns (n, H, dn+dr) and dV (n, H, dv) into
+// dkvb (n, H, dn+dv) per head [dk_nope | dv].
+void mla_kv_join(const ae_backend *be, const ae_mla_dims *d, int n, ae_ptr dK, ae_ptr dV,
+                 ae_ptr dkvb);
 // Materialised attention of T query rows at positions pos0..pos0+T-1 over the S = pos0 + T
 // cached latents lat (S rows of [RMSNorm(c) (R) | RoPE(k_rope) (dr)], row stride ldl): K/V of
 // every head decompressed through Wkvb (one GEMM), the shared rope key joined to every head,

@@ -97,14 +97,13 @@ ae_status ae_mla_train_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, 
     be->copy_rows(be, a->c_raw, R, kva, Cd, M, R);
     be->rmsnorm(be, a->c_n, a->c_raw, m->kv_a_norm, M, R, R, d->eps);
     ae_matmul(be, kvb, a->c_n, m->wkvb, M, R, H * dkv);
-    if (dn > 0) be->copy_rows(be, a->k, dq, kvb, dkv, M * H, dn);
+    mla_kv_split(be, d, M, kvb, a->k, a->v);
     // the shared rope key joins every head: per row, K_rope (H, dr) = 1 (H, 1) · kr (1, dr), one
     // batched product instead of a copy per head (exact: every value is 1·kr)
     be->fill(be, ones, (size_t)H, 1.0f);
     ae_gemm_args gk = {.M = H, .N = dr, .K = 1, .batch = M, .lda = 1, .sa = 0, .ldb = dr,
                        .sb = Cd, .ldy = dq, .sy = (int64_t)H * dq, .alpha = 1.0f, .beta = 0.0f};
     be->gemm(be, &gk, ae_ptr_at(a->k, (size_t)dn), ones, ae_ptr_at(kva, (size_t)R));
-    be->copy_rows(be, a->v, dv, ae_ptr_at(kvb, (size_t)dn), dkv, M * H, dv);
     ae_attn_args aa = ae_attn_dense(T, 0, H, H, dq, dv, 0, attn_scale(d), ae_ptr_null());
     for (int b = 0; b < B; b++) {
         size_t qo = (size_t)b * T * H * dq, vo = (size_t)b * T * H * dv;
@@ -184,8 +183,7 @@ ae_status ae_mla_backward(const ae_backend *be, const ae_mla *m, const ae_mla_ac
     }
     // split dK / dV into per-head [dk_nope | dv]; the shared rope key's gradient is the sum over
     // heads: per row, dkr (1, dr) += 1ᵀ (1, H) · dK_rope (H, dr)
-    if (dn > 0) be->copy_rows(be, dkvb, dkv, dk, dq, M * H, dn);
-    be->copy_rows(be, ae_ptr_at(dkvb, (size_t)dn), dkv, dvv, dv, M * H, dv);
+    mla_kv_join(be, d, M, dk, dvv, dkvb);
     ae_gemm_args gs = {.M = 1, .N = dr, .K = H, .batch = M, .lda = H, .sa = 0, .ldb = dq,
                        .sb = (int64_t)H * dq, .ldy = dr, .sy = Cd, .alpha = 1.0f, .beta = 0.0f};
     be->gemm(be, &gs, ae_ptr_at(dkva, (size_t)R), ones, ae_ptr_at(dk, (size_t)dn));
