@@ -46,7 +46,7 @@ static const float *attn_v(const ae_attn_args *a, const float *v, int j, int kh)
     return v + attn_row(a, j) * a->v_stride + (size_t)kh * a->dv;
 }
 
-static float dotf(const float *a, const float *b, int n) {
+float cpu_dotf(const float *a, const float *b, int n) {
     float s = 0.0f;
     for (int d = 0; d < n; d++) s += a[d] * b[d];
     return s;
@@ -54,47 +54,53 @@ static float dotf(const float *a, const float *b, int n) {
 
 #define ATTN_LOG2E 1.4426950408889634
 
-// Softmax normaliser of one row: p_j = expf(s_j − m) · inv; lse2 the row's log-sum-exp in log2
-// units (ae_attn_args.lse).
-typedef struct {
-    float m, inv, lse2;
-} attn_norm;
-
-// Probabilities of one query row over keys lo..qpos into p[j − lo].
-static attn_norm attn_probs(const ae_attn_args *a, const float *qv, const float *k, int h,
-                            int qpos, float *p) {
-    int lo = attn_lo(a, qpos), kh = h / (a->Hq / a->Hkv);
+cpu_attn_norm cpu_attn_row_probs(const cpu_attn_row *r, const float *qv, float *p) {
     float mx = -INFINITY;
-    for (int j = lo; j <= qpos; j++) {
-        float s = dotf(qv, attn_k(a, k, j, kh), a->dk) * a->scale;
-        p[j - lo] = s;
+    for (int j = r->lo; j <= r->qpos; j++) {
+        float s = cpu_dotf(qv, r->key(r, j), r->dk) * r->scale;
+        p[j - r->lo] = s;
         if (s > mx) mx = s;
     }
-    float sink = sinks_of(a) ? sinks_of(a)[h] : -INFINITY;
+    float sink = r->sink ? *r->sink : -INFINITY;
     if (sink > mx) mx = sink;
-    double sum = sinks_of(a) ? exp((double)sink - mx) : 0.0;
-    for (int j = lo; j <= qpos; j++) {
-        p[j - lo] = expf(p[j - lo] - mx);
-        sum += p[j - lo];
+    double sum = r->sink ? exp((double)sink - mx) : 0.0;
+    for (int j = r->lo; j <= r->qpos; j++) {
+        p[j - r->lo] = expf(p[j - r->lo] - mx);
+        sum += p[j - r->lo];
     }
-    attn_norm nm = {.m = mx, .inv = (float)(1.0 / sum),
-                    .lse2 = (float)((mx + log(sum)) * ATTN_LOG2E)};
-    for (int j = lo; j <= qpos; j++) p[j - lo] *= nm.inv;
+    cpu_attn_norm nm = {.m = mx, .inv = (float)(1.0 / sum),
+                        .lse2 = (float)((mx + log(sum)) * ATTN_LOG2E)};
+    for (int j = r->lo; j <= r->qpos; j++) p[j - r->lo] *= nm.inv;
     return nm;
+}
+
+void cpu_attn_row_out(const cpu_attn_row *r, const float *p, float *o) {
+    for (int d = 0; d < r->dv; d++) o[d] = 0.0f;
+    for (int j = r->lo; j <= r->qpos; j++) {
+        const float *vv = r->val(r, j);
+        float pj = p[j - r->lo];
+        for (int d = 0; d < r->dv; d++) o[d] += pj * vv[d];
+    }
+}
+
+static const float *dense_key(const cpu_attn_row *r, int j) {
+    return attn_k(r->args, r->k, j, r->kh);
+}
+
+static const float *dense_val(const cpu_attn_row *r, int j) {
+    return attn_v(r->args, r->v, j, r->kh);
 }
 
 // One query row of the forward: o (dv values) = Σ_j p_j v_j; returns the row's lse2.
 // p: scratch of pos0 + T floats.
 static float attn_row_forward(const ae_attn_args *a, const float *qv, const float *k,
                               const float *v, int h, int qpos, float *p, float *o) {
-    int lo = attn_lo(a, qpos), kh = h / (a->Hq / a->Hkv);
-    attn_norm nm = attn_probs(a, qv, k, h, qpos, p);
-    for (int d = 0; d < a->dv; d++) o[d] = 0.0f;
-    for (int j = lo; j <= qpos; j++) {
-        const float *vv = attn_v(a, v, j, kh);
-        float pj = p[j - lo];
-        for (int d = 0; d < a->dv; d++) o[d] += pj * vv[d];
-    }
+    cpu_attn_row r = {.key = dense_key, .val = dense_val, .args = a, .k = k, .v = v,
+                      .sink = sinks_of(a) ? sinks_of(a) + h : NULL, .kh = h / (a->Hq / a->Hkv),
+                      .dk = a->dk, .dv = a->dv, .lo = attn_lo(a, qpos), .qpos = qpos,
+                      .scale = a->scale};
+    cpu_attn_norm nm = cpu_attn_row_probs(&r, qv, p);
+    cpu_attn_row_out(&r, p, o);
     return nm.lse2;
 }
 
@@ -169,8 +175,8 @@ void ae_cpu_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dq
                 for (int d = 0; d < a->dk; d++) dqv[d] = 0.0f;
                 for (int j = lo; j <= qpos; j++) {
                     const float *kv = attn_k(a, k, j, kh);
-                    float pj = attn_p(dotf(qv, kv, a->dk) * a->scale, lse2[r]);
-                    float ds = pj * (dotf(dov, attn_v(a, v, j, kh), a->dv) - delta[r]);
+                    float pj = attn_p(cpu_dotf(qv, kv, a->dk) * a->scale, lse2[r]);
+                    float ds = pj * (cpu_dotf(dov, attn_v(a, v, j, kh), a->dv) - delta[r]);
                     for (int d = 0; d < a->dk; d++) dqv[d] += ds * kv[d];
                 }
                 for (int d = 0; d < a->dk; d++) dqv[d] *= a->scale;
@@ -216,8 +222,8 @@ void ae_cpu_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dq
                         for (int h = kh * G; h < (kh + 1) * G; h++) {
                             size_t r = (size_t)t * Hq + h;
                             const float *qv = q + r * a->dk, *dov = dout + r * a->dv;
-                            float p = attn_p(dotf(qv, kv, a->dk) * a->scale, lse2[r]);
-                            float ds = p * (dotf(dov, vv, a->dv) - delta[r]);
+                            float p = attn_p(cpu_dotf(qv, kv, a->dk) * a->scale, lse2[r]);
+                            float ds = p * (cpu_dotf(dov, vv, a->dv) - delta[r]);
                             for (int d = 0; d < a->dv; d++) gv[d] += p * dov[d];
                             for (int d = 0; d < a->dk; d++) gk[d] += ds * qv[d];
                         }

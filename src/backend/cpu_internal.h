@@ -51,6 +51,34 @@ void ae_cpu_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dq
                           ae_ptr dv, ae_ptr dsinks, ae_ptr dout, ae_ptr out, ae_ptr q,
                           ae_ptr k, ae_ptr v);
 
+// One attention query row, the arithmetic that attention (above) and attention_paged (below)
+// share, whatever the storage of K and V: over the keys lo..qpos of the row's kv head kh,
+//   s_j = scale · q·k_j (fp32 dot),  m = max(s, sink),  p_j = expf(s_j − m) / Z,
+//   Z = Σ_j p_j [+ exp(sink − m)] in double,  o = Σ_j p_j v_j (fp32, in key order).
+// key / val return the dk / dv values of key position j for kh; args, k, v and table are theirs
+// to read (table: attention_paged's block-table row of the sequence, else null).
+typedef struct cpu_attn_row cpu_attn_row;
+struct cpu_attn_row {
+    const float *(*key)(const cpu_attn_row *r, int j);
+    const float *(*val)(const cpu_attn_row *r, int j);
+    const void *args;     // the op's ae_attn_args / ae_paged_attn_args
+    const float *k, *v;   // the op's K and V buffers
+    const int32_t *table; // paged: the sequence's block-table row; else null
+    const float *sink;    // the head's sink logit, or null
+    int kh, dk, dv, lo, qpos;
+    float scale;
+};
+// Softmax normaliser of one row: p_j = expf(s_j − m) · inv; lse2 the row's log-sum-exp in log2
+// units (ae_attn_args.lse).
+typedef struct {
+    float m, inv, lse2;
+} cpu_attn_norm;
+float cpu_dotf(const float *a, const float *b, int n);
+// The row's probabilities into p[j − lo] (p: qpos − lo + 1 floats).   qv: (dk)
+cpu_attn_norm cpu_attn_row_probs(const cpu_attn_row *r, const float *qv, float *p);
+// o (dv) = Σ_j p[j − lo] v_j.
+void cpu_attn_row_out(const cpu_attn_row *r, const float *p, float *o);
+
 // cpu_paged.c
 void ae_cpu_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, ae_ptr out,
                             ae_ptr q, ae_ptr k, ae_ptr v);

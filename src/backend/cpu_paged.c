@@ -1,10 +1,9 @@
 // Paged KV cache ops of the CPU reference backend: attention over keys/values read through a
 // block table, the scatter of new K/V rows into page slots and the gather of a sequence's rows
 // out of its pages (ae_paged_attn_args, ops.h).
-// The arithmetic is that of cpu_attention.c step for step (fp32 dot products, the same max,
-// expf, a double normaliser, the same accumulation order), so a paged call equals the
-// contiguous `attention` call on the same keys bit for bit; only the addressing differs.
-#include <math.h>
+// Each query row is cpu_attention.c's row code itself (cpu_attn_row_probs / cpu_attn_row_out,
+// cpu_internal.h), so a paged call equals the contiguous `attention` call on the same keys bit
+// for bit; only the addressing (paged_key / paged_val) differs.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,10 +28,14 @@ static const float *paged_row(const ae_paged_attn_args *a, const float *base, co
     return page_row(base, tab, j, a->page_size, a->page_stride, stride, "attention_paged");
 }
 
-static float dotf(const float *x, const float *y, int n) {
-    float s = 0.0f;
-    for (int d = 0; d < n; d++) s += x[d] * y[d];
-    return s;
+static const float *paged_key(const cpu_attn_row *r, int j) {
+    const ae_paged_attn_args *a = r->args;
+    return paged_row(a, r->k, r->table, j, a->k_stride) + (size_t)r->kh * a->dk;
+}
+
+static const float *paged_val(const cpu_attn_row *r, int j) {
+    const ae_paged_attn_args *a = r->args;
+    return paged_row(a, r->v, r->table, j, a->v_stride) + (size_t)r->kh * a->dv;
 }
 
 void ae_cpu_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, ae_ptr outp,
@@ -54,33 +57,14 @@ void ae_cpu_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, a
 #pragma omp for collapse(2) schedule(dynamic, 4)
         for (int r = 0; r < a->N; r++) {
             for (int h = 0; h < a->Hq; h++) {
-                const int32_t *tab = table + (size_t)seq[r] * a->max_blocks;
-                int qpos = pos[r], kh = h / G;
-                int lo = a->window > 0 && qpos - a->window + 1 > 0 ? qpos - a->window + 1 : 0;
-                const float *qv = q + ((size_t)r * a->Hq + h) * a->dk;
-                float mx = -INFINITY;
-                for (int j = lo; j <= qpos; j++) {
-                    const float *kv = paged_row(a, k, tab, j, a->k_stride) + (size_t)kh * a->dk;
-                    float s = dotf(qv, kv, a->dk) * a->scale;
-                    p[j - lo] = s;
-                    if (s > mx) mx = s;
-                }
-                float sink = sinks ? sinks[h] : -INFINITY;
-                if (sink > mx) mx = sink;
-                double sum = sinks ? exp((double)sink - mx) : 0.0;
-                for (int j = lo; j <= qpos; j++) {
-                    p[j - lo] = expf(p[j - lo] - mx);
-                    sum += p[j - lo];
-                }
-                float inv = (float)(1.0 / sum);
-                for (int j = lo; j <= qpos; j++) p[j - lo] *= inv;
-                float *o = out + ((size_t)r * a->Hq + h) * a->dv;
-                for (int d = 0; d < a->dv; d++) o[d] = 0.0f;
-                for (int j = lo; j <= qpos; j++) {
-                    const float *vv = paged_row(a, v, tab, j, a->v_stride) + (size_t)kh * a->dv;
-                    float pj = p[j - lo];
-                    for (int d = 0; d < a->dv; d++) o[d] += pj * vv[d];
-                }
+                int qpos = pos[r], lo = 0;
+                if (a->window > 0 && qpos - a->window + 1 > 0) lo = qpos - a->window + 1;
+                cpu_attn_row row = {.key = paged_key, .val = paged_val, .args = a, .k = k, .v = v,
+                                    .table = table + (size_t)seq[r] * a->max_blocks,
+                                    .sink = sinks ? sinks + h : NULL, .kh = h / G, .dk = a->dk,
+                                    .dv = a->dv, .lo = lo, .qpos = qpos, .scale = a->scale};
+                cpu_attn_row_probs(&row, q + ((size_t)r * a->Hq + h) * a->dk, p);
+                cpu_attn_row_out(&row, p, out + ((size_t)r * a->Hq + h) * a->dv);
             }
         }
         free(p);
