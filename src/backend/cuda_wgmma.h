@@ -1,0 +1,89 @@
+// Hopper warpgroup matrix-multiply (wgmma.mma_async) primitives shared by the sm_90a kernels
+// (attention kernel F: cuda_attention_wgmma.cu, and any later wgmma kernel). Device code only,
+// and only where AE_WGMMA_DEVICE is defined (an sm_90a compilation pass: __CUDA_ARCH_FEAT_SM90_ALL);
+// elsewhere the kernels that use them compile to empty bodies (see wgmma_loaded there).
+//
+// Conventions (PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply-Accumulate"):
+// - Operands in shared memory are described by a 64-bit matrix descriptor (wg_desc) in the
+//   128-byte swizzle mode: rows of 128 bytes (64 bf16), 16-byte chunk c of row r stored at chunk
+//   position c XOR (r mod 8), eight rows forming a 1024-byte atom (1024-byte aligned).
+// - Accumulator of m64nNk16 (fp32) for thread (warp v of the warpgroup, lane l; g = l/4,
+//   c = 2·(l mod 4)): d[4n + e] is row 16v + g + 8·(e >> 1), column 8n + c + (e & 1).
+// - A from registers (bf16x2 pairs) for k-step i: {d[8i], d[8i+1]}, {d[8i+2], d[8i+3]},
+//   {d[8i+4], d[8i+5]}, {d[8i+6], d[8i+7]} of an accumulator of the same rows.
+#ifndef AE_BACKEND_CUDA_WGMMA_H
+#define AE_BACKEND_CUDA_WGMMA_H
+
+#include <stdint.h>
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define AE_WGMMA_DEVICE 1
+#endif
+
+#ifdef AE_WGMMA_DEVICE
+// ---- wgmma wrappers (sm_90a) --------------------------------------------------------------------
+
+// Matrix descriptor of a 128-byte-swizzled operand at shared address `addr` (16-byte aligned):
+// leading / stride byte offsets (LBO, SBO) in bytes; the layouts are described by the kernels.
+__device__ __forceinline__ uint64_t wg_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+    return (uint64_t)((addr & 0x3FFFFu) >> 4) | ((uint64_t)((lbo & 0x3FFFFu) >> 4) << 16) |
+           ((uint64_t)((sbo & 0x3FFFFu) >> 4) << 32) | (1ull << 62); // 1: 128-byte swizzle
+}
+
+#define WG_ACC64(d)                                                                               \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),           \
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),   \
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),             \
+        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]),             \
+        "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),             \
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]),             \
+        "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),             \
+        "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),             \
+        "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),             \
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]),             \
+        "+f"(d[62]), "+f"(d[63])
+#define WG_D64                                                                                    \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+    "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "  \
+    "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "  \
+    "%56, %57, %58, %59, %60, %61, %62, %63}"
+
+// d (64 x 128) = A·B (+ d when accumulate); A, B from shared memory, both K-major.
+__device__ __forceinline__ void wg_mma_ss(float (&d)[64], uint64_t da, uint64_t db, int accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " WG_D64
+                 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+                 : WG_ACC64(d)
+                 : "l"(da), "l"(db), "r"(accumulate));
+}
+// d (64 x 128) += A·B; A (64 x 16) from registers (bf16x2), B from shared memory, N-major.
+__device__ __forceinline__ void wg_mma_rs_nmajor(float (&d)[64], const uint32_t (&a)[4],
+                                                 uint64_t db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " WG_D64
+                 ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+                 : WG_ACC64(d)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+// Waits until at most N of this warpgroup's committed wgmma groups are pending.
+template <int N> __device__ __forceinline__ void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving reads or writes of accumulator registers across a wgmma
+// issue / wait (it does not know they are written asynchronously).
+__device__ __forceinline__ void wg_reg_fence(float (&d)[64]) {
+#pragma unroll
+    for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+// Orders the generic-proxy writes (cp.async) to shared memory before the tensor cores read it.
+__device__ __forceinline__ void fence_proxy_async() {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+#endif // AE_WGMMA_DEVICE
+
+#endif
