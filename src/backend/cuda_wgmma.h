@@ -11,6 +11,9 @@
 //   c = 2·(l mod 4)): d[4n + e] is row 16v + g + 8·(e >> 1), column 8n + c + (e & 1).
 // - A from registers (bf16x2 pairs) for k-step i: {d[8i], d[8i+1]}, {d[8i+2], d[8i+3]},
 //   {d[8i+4], d[8i+5]}, {d[8i+6], d[8i+7]} of an accumulator of the same rows.
+// - Wrappers: m64n128k16 (64 accumulator registers) and m64n64k16 (32: the _n64 forms), each
+//   with A and B from shared memory (ss, both K-major) or A from registers and B N-major
+//   (rs_nmajor: B stored [k][n], n contiguous, e.g. V as [key][d]).
 #ifndef AE_BACKEND_CUDA_WGMMA_H
 #define AE_BACKEND_CUDA_WGMMA_H
 
@@ -65,6 +68,34 @@ __device__ __forceinline__ void wg_mma_rs_nmajor(float (&d)[64], const uint32_t 
                  : WG_ACC64(d)
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
 }
+#define WG_ACC32(d)                                                                               \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),           \
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),   \
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),             \
+        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]),             \
+        "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define WG_D32                                                                                    \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+    "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+
+// d (64 x 64) = A·B (+ d when accumulate); A, B from shared memory, both K-major.
+__device__ __forceinline__ void wg_mma_ss_n64(float (&d)[32], uint64_t da, uint64_t db,
+                                              int accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D32
+                 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : WG_ACC32(d)
+                 : "l"(da), "l"(db), "r"(accumulate));
+}
+// d (64 x 64) += A·B; A (64 x 16) from registers (bf16x2), B from shared memory, N-major.
+__device__ __forceinline__ void wg_mma_rs_nmajor_n64(float (&d)[32], const uint32_t (&a)[4],
+                                                     uint64_t db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D32
+                 ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+                 : WG_ACC32(d)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() {
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
@@ -75,9 +106,15 @@ template <int N> __device__ __forceinline__ void wg_wait() {
 }
 // Keeps the compiler from moving reads or writes of accumulator registers across a wgmma
 // issue / wait (it does not know they are written asynchronously).
-__device__ __forceinline__ void wg_reg_fence(float (&d)[64]) {
+template <int N> __device__ __forceinline__ void wg_reg_fence(float (&d)[N]) {
 #pragma unroll
-    for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
+    for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+// Byte offset of 16-byte chunk `chunk` (columns 8·chunk .. + 7) of row r in a 128-byte-swizzled
+// tile of `rows` rows (a multiple of 8): column blocks of 64 bf16 (rows · 128 bytes each), row r
+// of a block at r·128, its chunk c at chunk position c XOR (r mod 8).
+__device__ __forceinline__ uint32_t wg_swz_off(int r, int chunk, int rows) {
+    return (uint32_t)((chunk >> 3) * rows * 128 + r * 128 + (((chunk & 7) ^ (r & 7)) << 4));
 }
 // Orders the generic-proxy writes (cp.async) to shared memory before the tensor cores read it.
 __device__ __forceinline__ void fence_proxy_async() {
