@@ -296,6 +296,8 @@ extern "C" ae_status ae_cuda_mem_peak(const ae_backend *be, int reset, size_t *u
     return AE_OK;
 }
 
+extern "C" void *ae_cuda_stream(const ae_backend *be) { return (void *)stream_of(be); }
+
 // ---- opening -------------------------------------------------------------------------------------
 
 extern "C" int ae_cuda_device_count(void) {

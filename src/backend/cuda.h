@@ -24,6 +24,9 @@ void ae_backend_cuda_close(const ae_backend *be);
 // (peak memory of a run); be must be a cuda backend. AE_ERR_DEVICE when the pool cannot be
 // queried.
 ae_status ae_cuda_mem_peak(const ae_backend *be, int reset, size_t *used_high, size_t *reserved_high);
+// The backend's stream (a cudaStream_t): every op of `be` runs on it in order. For benchmarks
+// that time a sequence of ops with CUDA events recorded on that stream.
+void *ae_cuda_stream(const ae_backend *be);
 // For tests of the graph fallback (backend/cuda_graph.cu): the next graph recording on `be`
 // fails in its segment `segment` (0: the first) as a recording does when an op there makes a
 // call that cannot be captured; the segments before it have run.
