@@ -20,7 +20,6 @@
 #include "eval/kl.h"
 #include "eval/tasks.h"
 #include "model/save.h"
-#include "model/student.h"
 #include "util/testutil.h"
 
 #define MICRO "models/qwen3-micro"
@@ -146,15 +145,14 @@ static void test_kl(void **state) {
     free(text);
 }
 
-// A student of the micro teacher (teacher init), saved under g_tmp; NULL (message printed) on
-// failure.
-static char *make_student(const ae_student_spec *spec, const char *name) {
+// The eval tests' student of the micro teacher (ae_test_eval_student, teacher init), saved under
+// g_tmp; NULL (message printed) on failure.
+static char *make_student(ae_attn_kind target, const char *name) {
     ae_model *m = NULL;
-    ae_init_report rep;
     char *out = ae_path_join(g_tmp, name);
     ae_save_opts so = {.src_dir = ae_test_src(MICRO), .force = 1};
-    if (!out || ae_model_load(ae_test_src(MICRO), g_cpu, &m) != AE_OK || ae_student_make(m, spec, &rep) != AE_OK ||
-        ae_model_save(m, out, &so) != AE_OK) {
+    if (!out || ae_model_load(ae_test_src(MICRO), g_cpu, &m) != AE_OK ||
+        ae_test_eval_student(m, target, 1) != AE_OK || ae_model_save(m, out, &so) != AE_OK) {
         printf("FAIL: student %s: %s\n", name, ae_last_error());
         free(out);
         out = NULL;
@@ -165,33 +163,20 @@ static char *make_student(const ae_student_spec *spec, const char *name) {
 
 static int setup(void **state) {
     (void)state;
-    ae_student_spec gs = {.target = AE_ATTN_GATESWA, .init_teacher = 1, .seed = 3, .window = 8,
-                          .full_every = 2, .gate = AE_GATE_ELEMENTWISE};
-    ae_student_spec ms = {.target = AE_ATTN_MLA, .init_teacher = 1, .seed = 5, .kv_lora_rank = 32,
-                          .qk_rope_dim = 8};
-    g_gswa_dir = make_student(&gs, "gateswa");
-    g_mla_dir = make_student(&ms, "mla");
+    g_gswa_dir = make_student(AE_ATTN_GATESWA, "gateswa");
+    g_mla_dir = make_student(AE_ATTN_MLA, "mla");
     return g_gswa_dir && g_mla_dir ? 0 : -1;
 }
 
 int main(void) {
-    int rc = ae_test_open_gpu(&g_gpu, 0);
-    if (rc) return rc;
-    g_cpu = ae_backend_cpu();
-    g_tmp = ae_test_tmpdir();
-    if (!g_tmp) {
-        printf("FAIL: cannot create a temporary folder\n");
-        return 1;
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tasks),
         cmocka_unit_test(test_kl),
     };
-    rc = ae_test_finish(cmocka_run_group_tests(tests, setup, NULL));
-    ae_test_rmtree(g_tmp);
-    free(g_tmp);
+    g_cpu = ae_backend_cpu();
+    ae_test_gpu_group g = {.gpu = &g_gpu, .tmp = &g_tmp, .setup = setup};
+    int rc = ae_test_gpu_main(&g, tests);
     free(g_gswa_dir);
     free(g_mla_dir);
-    ae_backend_close(g_gpu);
     return rc;
 }

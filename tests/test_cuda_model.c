@@ -370,32 +370,25 @@ static int load_text(const char *path) {
     return 0;
 }
 
+// After the GPU opened: the shared files (77 without them), the text, the banner.
+static int before(void) {
+    const char *valid = ae_test_shared("data/corpus/general/valid.txt", "cuda model tests");
+    if (!valid || !ae_test_shared("teachers", "cuda model tests")) return 77;
+    if (load_text(valid)) return 1;
+    printf("cuda backend: %s (%s); cpu reference: %s\n", g_gpu->name, g_gpu->device, g_cpu->device);
+    fflush(stdout);
+    return 0;
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_qwen3_micro),
         cmocka_unit_test(test_qwen3_small),
         cmocka_unit_test(test_qwen3_moe),
     };
-    int rc = ae_test_open_gpu(&g_gpu, 0);
-    if (rc) return rc;
-    const char *valid = ae_test_shared("data/corpus/general/valid.txt", "cuda model tests");
-    if (!valid || !ae_test_shared("teachers", "cuda model tests")) {
-        ae_backend_close(g_gpu);
-        return 77;
-    }
-    if (load_text(valid)) return 1;
     g_cpu = ae_backend_cpu();
-    g_tmp = ae_test_tmpdir();
-    if (!g_tmp) {
-        printf("FAIL: cannot create a temporary folder\n");
-        return 1;
-    }
-    printf("cuda backend: %s (%s); cpu reference: %s\n", g_gpu->name, g_gpu->device, g_cpu->device);
-    fflush(stdout);
-    rc = cmocka_run_group_tests(tests, NULL, print_table);
-    ae_test_rmtree(g_tmp);
-    free(g_tmp);
+    ae_test_gpu_group g = {.gpu = &g_gpu, .tmp = &g_tmp, .before = before, .teardown = print_table};
+    int rc = ae_test_gpu_main(&g, tests);
     free(g_text);
-    ae_backend_close(g_gpu);
     return rc;
 }

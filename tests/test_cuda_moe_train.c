@@ -536,8 +536,6 @@ static void test_moe_block(void **state) {
 }
 
 int main(void) {
-    int rc = ae_test_open_gpu(&g_gpu, 1);
-    if (rc) return rc;
     g_cpu = ae_backend_cpu();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan_combine),
@@ -545,7 +543,6 @@ int main(void) {
         cmocka_unit_test(test_expert_matmul),
         cmocka_unit_test(test_moe_block),
     };
-    rc = cmocka_run_group_tests(tests, NULL, NULL);
-    ae_backend_close(g_gpu);
-    return rc;
+    ae_test_gpu_group g = {.gpu = &g_gpu, .poison = 1};
+    return ae_test_gpu_main(&g, tests);
 }

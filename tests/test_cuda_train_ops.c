@@ -766,16 +766,19 @@ static void test_training_size(void **state) {
     dfree(w), dfree(m), dfree(v), dfree(g), dfree(p), dfree(f), dfree(o);
 }
 
-int main(void) {
-    int rc = ae_test_open_gpu(&g_gpu, 1);
-    if (rc) return rc;
-    g_cpu = ae_backend_cpu();
+// After the GPU opened: every training op slot filled.
+static int before(void) {
     if (!g_gpu->embed_bwd || !g_gpu->mse_rows || !g_gpu->cosine_rows || !g_gpu->softmax_stats ||
         !g_gpu->kd_chunk || !g_gpu->sumsq || !g_gpu->axpby || !g_gpu->adamw || !g_gpu->adamw8) {
         printf("FAIL: the cuda backend leaves training op slots NULL\n");
         return 1;
     }
     printf("device: %s\n", g_gpu->device);
+    return 0;
+}
+
+int main(void) {
+    g_cpu = ae_backend_cpu();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_embed_bwd),     cmocka_unit_test(test_mse_cosine_rows),
         cmocka_unit_test(test_softmax_stats_kd), cmocka_unit_test(test_sumsq),
@@ -783,7 +786,6 @@ int main(void) {
         cmocka_unit_test(test_adamw8),
         cmocka_unit_test(test_training_size),
     };
-    int fails = cmocka_run_group_tests(tests, NULL, NULL);
-    ae_backend_close(g_gpu);
-    return fails ? 1 : 0;
+    ae_test_gpu_group g = {.gpu = &g_gpu, .poison = 1, .before = before};
+    return ae_test_gpu_main(&g, tests);
 }

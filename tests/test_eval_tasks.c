@@ -12,7 +12,6 @@
 
 #include "core/file.h"
 #include "eval/tasks_internal.h"
-#include "model/student.h"
 #include "util/testutil.h"
 
 #define MICRO "models/qwen3-micro"
@@ -448,11 +447,7 @@ static void test_scores_sliding_window(void **state) {
     ae_tokenizer *tok;
     assert_int_equal(ae_model_load(ae_test_src(MICRO), ae_backend_cpu(), &m), AE_OK);
     assert_int_equal(ae_tokenizer_load(ae_test_src(MICRO), &tok), AE_OK);
-    ae_student_spec spec = {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 8, .gate = AE_GATE_ELEMENTWISE,
-                            .seed = 3};
-    assert_int_equal(ae_student_resolve(&m->cfg, &spec), AE_OK);
-    ae_init_report rep;
-    assert_int_equal(ae_student_make(m, &spec, &rep), AE_OK);
+    assert_int_equal(ae_test_eval_student(m, AE_ATTN_GATESWA, 0), AE_OK);
     score_all(m, tok);
     ae_model_free(m);
     ae_tokenizer_free(tok);
@@ -466,10 +461,7 @@ static void test_scores_mla(void **state) {
     ae_tokenizer *tok;
     assert_int_equal(ae_model_load(ae_test_src(MICRO), ae_backend_cpu(), &m), AE_OK);
     assert_int_equal(ae_tokenizer_load(ae_test_src(MICRO), &tok), AE_OK);
-    ae_student_spec spec = {.target = AE_ATTN_MLA, .kv_lora_rank = 32, .qk_rope_dim = 8, .seed = 5};
-    assert_int_equal(ae_student_resolve(&m->cfg, &spec), AE_OK);
-    ae_init_report rep;
-    assert_int_equal(ae_student_make(m, &spec, &rep), AE_OK);
+    assert_int_equal(ae_test_eval_student(m, AE_ATTN_MLA, 0), AE_OK);
     score_all(m, tok);
     ae_model_free(m);
     ae_tokenizer_free(tok);

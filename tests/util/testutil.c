@@ -113,6 +113,35 @@ int ae_test_open_gpu(const ae_backend **be, int poison) {
     return rc;
 }
 
+int ae_test_gpu_run(const ae_test_gpu_group *g, const char *name, const struct CMUnitTest *tests,
+                    size_t n) {
+    int rc = ae_test_open_gpu(g->gpu, g->poison);
+    if (rc) return rc;
+    if (g->tmp && !(*g->tmp = ae_test_tmpdir())) {
+        printf("FAIL: cannot create a temporary folder\n");
+        rc = 1;
+    }
+    if (!rc && g->before) rc = g->before();
+    if (!rc) rc = ae_test_finish(_cmocka_run_group_tests(name, tests, n, g->setup, g->teardown));
+    if (g->tmp && *g->tmp) {
+        ae_test_rmtree(*g->tmp);
+        free(*g->tmp);
+        *g->tmp = NULL;
+    }
+    ae_backend_close(*g->gpu);
+    *g->gpu = NULL;
+    return rc;
+}
+
+ae_status ae_test_eval_student(ae_model *m, ae_attn_kind target, int init_teacher) {
+    ae_student_spec gateswa = {.target = AE_ATTN_GATESWA, .init_teacher = init_teacher, .seed = 3,
+                               .window = 8, .full_every = 2, .gate = AE_GATE_ELEMENTWISE};
+    ae_student_spec mla = {.target = AE_ATTN_MLA, .init_teacher = init_teacher, .seed = 5,
+                           .kv_lora_rank = 32, .qk_rope_dim = 8};
+    ae_init_report rep;
+    return ae_student_make(m, target == AE_ATTN_MLA ? &mla : &gateswa, &rep);
+}
+
 char *ae_test_tmpdir(void) {
     char tmpl[] = "/tmp/ae-test-XXXXXX";
     char *d = mkdtemp(tmpl);

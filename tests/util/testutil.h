@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "core/rng.h"
+#include "model/student.h"
 #include "util/ref.h"
 
 // Absolute path of a file under the source tree: ae_test_src("tests/fixtures/x") (static buffer
@@ -51,6 +52,28 @@ int ae_test_open_gpu(const struct ae_backend **be, int poison);
 // the backend fails to open; why (cap bytes) then says what is missing or wrong.
 int ae_test_try_gpu(const struct ae_backend **be, int poison, char *why, size_t cap);
 
+// The main of a cmocka GPU test program in one call: opens the CUDA backend (ae_test_open_gpu:
+// SKIP without a GPU, a failure with AE_REQUIRE_GPU=1), makes a fresh temporary folder when tmp
+// is set, runs before() when set (0 goes on; anything else is the exit status and the group is
+// not run), runs the group, then removes the folder (*tmp freed, NULL) and closes the backend.
+// Returns the program's exit status (ae_test_finish: 1 on failures, 77 when checks were skipped
+// for lack of ../shared, else 0).
+//   static const ae_backend *g_gpu;   static char *g_tmp;
+//   const struct CMUnitTest tests[] = {cmocka_unit_test(test_x), ...};
+//   ae_test_gpu_group g = {.gpu = &g_gpu, .tmp = &g_tmp};
+//   return ae_test_gpu_main(&g, tests);
+typedef struct {
+    const struct ae_backend **gpu;       // set while the group runs
+    int poison;                          // open with AE_CUDA_POISON=1 (new allocations NaN-filled)
+    char **tmp;                          // NULL: no temporary folder
+    int (*before)(void);                 // NULL: none
+    CMFixtureFunction setup, teardown;   // the group's own (NULL: none)
+} ae_test_gpu_group;
+int ae_test_gpu_run(const ae_test_gpu_group *g, const char *name, const struct CMUnitTest *tests,
+                    size_t n);
+#define ae_test_gpu_main(g, tests)                                                                 \
+    ae_test_gpu_run((g), #tests, (tests), sizeof(tests) / sizeof((tests)[0]))
+
 // x[i] = scale * N(0, 1) from r.   x: (n)
 void ae_test_fill_normal(float *x, size_t n, float scale, ae_rng *rng);
 // ||a - b|| / ||b|| in double (L2 over n values).
@@ -85,6 +108,13 @@ void ae_test_catalogue_at(const char *file, const char *section, const char *inp
                           const char *message);
 void ae_test_catalogue_cli_at(const char *file, const char *section, const char *const *args,
                               const char *note, const char *message);
+
+// The students the eval tests make of models/qwen3-micro (test_eval_tasks, test_cuda_eval), one
+// shape per target: GateSWA with a window of 8 (most eval requests are longer than its ring) and
+// full attention in every other layer, elementwise gate, seed 3; MLA with kv_lora_rank 32 and
+// qk_rope_dim 8, seed 5. Converts the loaded teacher m in place (ae_student_make), from the
+// teacher's weights (init_teacher 1) or at random (0).
+ae_status ae_test_eval_student(ae_model *m, ae_attn_kind target, int init_teacher);
 
 // The plain (non-cmocka) GPU and multi-rank test programs count failed checks themselves:
 //   static int g_fail;
