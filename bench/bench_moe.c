@@ -3,6 +3,7 @@
 // the per-expert path they replaced in train/moe_train.c (the offsets downloaded, then one
 // ae_matmul / ae_matmul_bwd per expert on its slot rows).
 //   bench_moe [--tokens T] [--reps R]
+//   bench_moe --ffn [--tokens T] [--reps R]
 // Shape: Qwen3-30B-A3B (D 2048, Im 768, E 128, K 8), T tokens (default 4096) routed to K distinct
 // uniformly random experts, so S = T·K slot rows grouped by expert. Inputs and weights BF16
 // (N(0,1)), o and the weight gradients F32 (as the training pass keeps them). Rows timed:
@@ -10,7 +11,11 @@
 //   bwd dx    the input gradients of down, then of gate + up           2·S·D·Im·3
 //   bwd dx+dW the same plus the three expert weight gradients          2·S·D·Im·6
 // (silu, routing and combine are not included). Each is run once to warm up, then R times
-// (default 5), each timed alone (sync before and after); best and mean printed.
+// (default 5), each timed alone (sync before and after); best and mean printed. The grouped
+// fwd row takes the wgmma kernel where AE_MOE_WGMMA says (backend/cuda_moe_wgmma.cu).
+// --ffn: the inference MoE block instead, moe_ffn forward (plan, gate/up GEMM with silu, down
+// GEMM, combine; y F32) at T = 4096 and 32768 tokens (or T), each with AE_MOE_WGMMA=0 (mma.sync
+// k_expert_gemm) and 1 (wgmma), TFLOP/s of its expert GEMMs (2·T·K·D·Im·3 FLOPs).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,8 +125,9 @@ static void bwd_per_expert(void *p) {
     }
 }
 
-// Slot offsets of T tokens each routed to K distinct uniformly random experts.
-static int route(int T, int32_t *off) {
+// Slot offsets of T tokens each routed to K distinct uniformly random experts; the experts
+// themselves into idx (T, K) when idx is not null.
+static int route(int T, int32_t *off, int32_t *idx) {
     ae_rng r;
     ae_rng_seed(&r, 7);
     int count[E] = {0};
@@ -132,6 +138,7 @@ static int route(int T, int32_t *off) {
             do e = (int)(ae_rng_u64(&r) % E);
             while (taken[e]);
             taken[e] = 1, count[e]++;
+            if (idx) idx[(size_t)t * K + k] = e;
         }
     }
     off[0] = 0;
@@ -139,13 +146,100 @@ static int route(int T, int32_t *off) {
     return off[E];
 }
 
+typedef struct {
+    const ae_backend *be;
+    int T;
+    ae_ptr y, x, idx, wts, w[3]; // y (T, D) F32; x (T, D) BF16; idx, wts (T, K); w as moe_bufs
+} ffn_bufs;
+
+static void ffn_forward(void *p) {
+    ffn_bufs *f = p;
+    f->be->moe_ffn(f->be, f->y, f->x, f->idx, f->wts, f->w[0], f->w[1], f->w[2], f->T, D, IM, E,
+                   K);
+}
+
+// moe_ffn at T tokens with AE_MOE_WGMMA=0 and 1 (w: the three expert weights); 0 on success.
+static int bench_ffn(const ae_backend *be, const ae_ptr *w, int T, int reps) {
+    ffn_bufs f = {be, T, {0}, {0}, {0}, {0}, {w[0], w[1], w[2]}};
+    int32_t off[E + 1], *idx = malloc(sizeof(int32_t) * (size_t)T * K);
+    float *wts = malloc(sizeof(float) * (size_t)T * K);
+    if (!idx || !wts) {
+        fprintf(stderr, "bench_moe: out of host memory\n");
+        free(idx), free(wts);
+        return 1;
+    }
+    route(T, off, idx);
+    for (size_t i = 0; i < (size_t)T * K; i++) wts[i] = 1.0f / K;
+    ae_scratch s;
+    ae_scratch_init(&s, be);
+    f.y = ae_scratch_alloc(&s, (size_t)T * D, AE_DT_F32);
+    f.x = ae_scratch_alloc(&s, (size_t)T * D, AE_DT_BF16);
+    f.idx = ae_scratch_alloc(&s, (size_t)T * K, AE_DT_I32);
+    f.wts = ae_scratch_alloc(&s, (size_t)T * K, AE_DT_F32);
+    int rc = 1;
+    if (s.failed) {
+        fprintf(stderr, "bench_moe: out of device memory: %s\n", ae_last_error());
+        goto done;
+    }
+    if (be->upload(be, f.idx, idx, AE_DT_I32, (size_t)T * K) != AE_OK ||
+        be->upload(be, f.wts, wts, AE_DT_F32, (size_t)T * K) != AE_OK)
+        goto done;
+    be->fill_normal(be, f.x, (size_t)T * D, 1.0f, 1);
+    const double flops = 2.0 * T * K * (double)D * IM * 3;
+    double best[2] = {0, 0};
+    for (int m = 0; m < 2; m++) {
+        timing t;
+        setenv("AE_MOE_WGMMA", m ? "1" : "0", 1);
+        if (time_op(be, ffn_forward, &f, reps, &t)) {
+            fprintf(stderr, "bench_moe: moe_ffn T=%d AE_MOE_WGMMA=%d: %s\n", T, m, ae_last_error());
+            goto done;
+        }
+        best[m] = t.best;
+        printf("moe_ffn T=%-6d AE_MOE_WGMMA=%d %-12s %8.3f ms (mean %8.3f) %6.1f TFLOP/s\n", T, m,
+               m ? "(wgmma)" : "(mma.sync)", t.best * 1e3, t.mean * 1e3, flops / t.best * 1e-12);
+        fflush(stdout);
+    }
+    printf("moe_ffn T=%-6d wgmma gain %.2fx\n", T, best[0] / best[1]);
+    rc = 0;
+done:
+    unsetenv("AE_MOE_WGMMA");
+    ae_scratch_free(&s);
+    free(idx), free(wts);
+    return rc;
+}
+
+// --ffn: moe_ffn at the given token counts (weights N(0, 0.02), shared by all).
+static int main_ffn(const ae_backend *be, const int *Ts, int nT, int reps) {
+    ae_scratch s;
+    ae_scratch_init(&s, be);
+    ae_ptr w[3];
+    size_t nw = (size_t)E * IM * D;
+    for (int i = 0; i < 3; i++) w[i] = ae_scratch_alloc(&s, nw, AE_DT_BF16);
+    int rc = 1;
+    if (s.failed) {
+        fprintf(stderr, "bench_moe: out of device memory: %s\n", ae_last_error());
+        goto done;
+    }
+    for (int i = 0; i < 3; i++) be->fill_normal(be, w[i], nw, 0.02f, 10 + (uint64_t)i);
+    printf("device: %s   moe_ffn forward, Qwen3-30B-A3B experts (D %d, Im %d, E %d, K %d), y "
+           "F32, best of %d (after 1 warm-up); TFLOP/s of the expert GEMMs (2·T·K·D·Im·3)\n",
+           be->device, D, IM, E, K, reps);
+    for (int i = 0; i < nT; i++)
+        if (bench_ffn(be, w, Ts[i], reps)) goto done;
+    rc = 0;
+done:
+    ae_scratch_free(&s);
+    return rc;
+}
+
 int main(int argc, char **argv) {
-    int reps = 5, T = 4096;
+    int reps = 5, T = 4096, ffn = 0, T_given = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) T = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) T = atoi(argv[++i]), T_given = 1;
+        else if (!strcmp(argv[i], "--ffn")) ffn = 1;
         else {
-            fprintf(stderr, "usage: bench_moe [--tokens T] [--reps R]\n");
+            fprintf(stderr, "usage: bench_moe [--ffn] [--tokens T] [--reps R]\n");
             return 2;
         }
     }
@@ -158,9 +252,15 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_moe: no cuda backend: %s\n", ae_last_error());
         return 1;
     }
+    if (ffn) {
+        const int Ts[2] = {4096, 32768};
+        int rc = T_given ? main_ffn(be, &T, 1, reps) : main_ffn(be, Ts, 2, reps);
+        ae_backend_close(be);
+        return rc;
+    }
     moe_bufs b;
     memset(&b, 0, sizeof b);
-    b.be = be, b.S = route(T, b.off);
+    b.be = be, b.S = route(T, b.off, NULL);
     size_t S = (size_t)b.S, nw = (size_t)E * IM * D;
     ae_scratch s;
     ae_scratch_init(&s, be);

@@ -25,6 +25,10 @@
 //   3. down GEMM: the same kernel on rows of h and the expert's down rows, writing fp32
 //      o (slots, D).
 //   4. combine: y[t] = Σ_k wts[t,k] · o[t·K + k] in k order (fp32, one rounding to y's dtype).
+// On Hopper (compute capability 9.0, sm_90a code loaded) the dense case's gate/up and down GEMMs
+// (and expert_matmul's forward) may run on wgmma instead (cuda_moe_wgmma.cu: row tiles of 128
+// slots, the plan's bm then 128): AE_MOE_WGMMA=0|1 (never | wherever the shapes allow), unset:
+// moe_wgmma_pick's default.
 // No float atomics anywhere: results are deterministic. The grids are sized for the worst case
 // (tiles <= (slots + E·(BMT-1)) / BMT) and surplus blocks exit at once.
 // Agreement with the CPU (fp32 throughout): h is rounded to bf16 between the two GEMMs and y to
@@ -48,7 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cuda_internal.h"
+#include "backend/cuda_moe.h"
 
 namespace {
 
@@ -187,31 +191,7 @@ k_moe_plan(const int32_t *idx, int slots, int E, int bm, int *rank, int *off, in
 
 // ---- grouped GEMM ---------------------------------------------------------------------------------
 
-// out[r, n] (n < N) = Σ_k A[r, k] · B_e[k, n] over the row tiles of each expert e. Tile row m of
-// expert e is the slot s = order[off[e] + m] with A row s / a_div (inference: x rows, a_div = K;
-// h rows, a_div = 1) or, when order is null, the position p = off[e] + m itself, A row p
-// (training: the rows are already grouped by expert). The output row is s (or p).
-//   Weights, row-major per expert: B_e = w[e]ᵀ with w (E, N, Kd) (a Linear weight, rows of N),
-//   or B_e = w[e] with w (E, Kd, N) when KMAJ (the input gradient dy · W: W read K-major).
-//   DUAL: two weights on the same A (gate w0, up w1), two accumulators; outputs y0 = silu(acc0)
-//   · acc1 when silu, else y0 = acc0 and y1 = acc1. Otherwise one weight, y0 = acc0.
-//   KMAJ: nsrc (1 or 2) products summed into one accumulator: a0 · B(w0) + a1 · B(w1).
-//   accumulate: y0 += the result (one rounding) instead of y0 = the result.
-struct ExpertGemm {
-    const int *off, *tile_off, *order; // the plan; order null: identity rows
-    int E;
-    const bf16 *a0, *a1;  // A rows (see above), Kd values each, lda apart
-    int64_t lda;
-    int a_div;
-    const bf16 *w0, *w1;
-    int N, Kd;            // output columns, reduction depth
-    int nsrc;             // KMAJ: products summed (1 or 2)
-    int vec_a, vec_b;     // 16-byte loads allowed (lengths % 8 == 0, rows 16-byte aligned)
-    void *y0, *y1;        // (rows, N) of the kernel's TY
-    int pair;             // (col, col + 1) pairs of the outputs aligned for one store
-    int silu, accumulate;
-};
-
+// The grouped GEMM's contract: ExpertGemm (cuda_moe.h).
 __device__ __forceinline__ unsigned smem_addr(const void *p) {
     return (unsigned)__cvta_generic_to_shared(p);
 }
@@ -266,29 +246,6 @@ __device__ __forceinline__ void load8(bf16 *dst, const bf16 *row, int k, int kd,
     *reinterpret_cast<uint4 *>(dst) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
-__device__ __forceinline__ void st2(float *p, float a, float b) {
-    *reinterpret_cast<float2 *>(p) = make_float2(a, b);
-}
-__device__ __forceinline__ void st2(bf16 *p, float a, float b) {
-    *reinterpret_cast<__nv_bfloat162 *>(p) = __floats2bfloat162_rn(a, b);
-}
-// Columns col and col + 1 (when < N) of an output row: written, or added to (one rounding).
-template <typename TY>
-__device__ __forceinline__ void store_cols(TY *row, int col, int N, float v0, float v1, int pair,
-                                           int accumulate) {
-    int two = col + 1 < N;
-    if (accumulate) {
-        v0 += ldf(row + col);
-        if (two) v1 += ldf(row + col + 1);
-    }
-    if (pair && two) {
-        st2(row + col, v0, v1);
-        return;
-    }
-    stf(row + col, v0);
-    if (two) stf(row + col + 1, v1);
-}
-
 // Tile shapes. BMT slots x BN columns, depth BKT per pipeline stage, ST stages (cp.async):
 //   dense (many slots per expert): 64 x 64, depth 32, 3 stages;
 //   sparse (decoding: 1-2 slots per expert, weight streaming dominates): 16 x 64, depth 64,
@@ -323,19 +280,10 @@ __global__ void __launch_bounds__(kGemmThreads) k_expert_gemm(ExpertGemm p) {
     __shared__ int slot[BMT];
 
     // This block's expert and its tile of slots.
-    int b = blockIdx.x;
-    if (b >= p.tile_off[p.E]) return;
-    int lo = 0, hi = p.E - 1; // the last expert whose first tile is <= b (it has tiles)
-    while (lo < hi) {
-        int mid = (lo + hi + 1) >> 1;
-        if (p.tile_off[mid] <= b) lo = mid;
-        else hi = mid - 1;
-    }
-    int e = lo, first = p.off[e], m0 = (b - p.tile_off[e]) * BMT;
-    int rows = min(BMT, p.off[e + 1] - first - m0), n0 = blockIdx.y * BN;
-    int tid = threadIdx.x;
-    if (tid < BMT)
-        slot[tid] = tid >= rows ? -1 : p.order ? p.order[first + m0 + tid] : first + m0 + tid;
+    int e, pos0, rows;
+    if (!expert_tile(p, blockIdx.x, BMT, &e, &pos0, &rows)) return;
+    int n0 = blockIdx.y * BN, tid = threadIdx.x;
+    if (tid < BMT) slot[tid] = tid >= rows ? -1 : p.order ? p.order[pos0 + tid] : pos0 + tid;
     __syncthreads();
 
     // Chunks this thread loads: tile rows lr + RSTEP·i, values kc .. kc + 8 of the stage.
@@ -453,8 +401,8 @@ __global__ void __launch_bounds__(kGemmThreads) k_expert_gemm(ExpertGemm p) {
                 if constexpr (DUAL) {
                     float u0 = acc[NM - 1][i][j][2 * half], u1 = acc[NM - 1][i][j][2 * half + 1];
                     if (p.silu) {
-                        v0 = v0 / (1.0f + expf(-v0)) * u0; // silu(gate) · up, as cpu silu_mul
-                        v1 = v1 / (1.0f + expf(-v1)) * u1;
+                        v0 = silu_mul(v0, u0);
+                        v1 = silu_mul(v1, u1);
                     } else {
                         store_cols((TY *)p.y1 + base, col, p.N, u0, u1, p.pair, 0);
                     }
@@ -653,16 +601,17 @@ k_tile_offsets(const int32_t *off, int E, int bm, int *tile_off) {
 // per expert).
 constexpr int kTrainBM = 64;
 
-// The row tiles of slot ranges off (device) of S slots: tile_off in temporary device memory
-// (free with cuda_tmp_free; null when that failed) and the grid's row count (the worst case:
-// surplus blocks exit at once).
-int *train_tiles(const ae_backend *be, ae_ptr off, int S, int E, const char *op, unsigned *tiles) {
+// The row tiles (bm rows) of slot ranges off (device) of S slots: tile_off in temporary device
+// memory (free with cuda_tmp_free; null when that failed) and the grid's row count (the worst
+// case: surplus blocks exit at once).
+int *train_tiles(const ae_backend *be, ae_ptr off, int S, int E, int bm, const char *op,
+                 unsigned *tiles) {
     int *tile_off = (int *)cuda_tmp_alloc(be, sizeof(int) * ((size_t)E + 1), op);
     if (!tile_off) return nullptr;
     k_tile_offsets<<<1, kPlanThreads, (size_t)(2 * E + 1) * sizeof(int), stream_of(be)>>>(
-        (const int32_t *)off.data, E, kTrainBM, tile_off);
+        (const int32_t *)off.data, E, bm, tile_off);
     cuda_check(be, cudaGetLastError(), op);
-    size_t t = ((size_t)S + (size_t)E * (kTrainBM - 1)) / kTrainBM;
+    size_t t = ((size_t)S + (size_t)E * (bm - 1)) / bm;
     *tiles = (unsigned)(t < (size_t)S ? t : (size_t)S);
     return tile_off;
 }
@@ -682,7 +631,7 @@ void expert_dx(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dy, const a
     cuda_need(dx, AE_M_FLOAT, op, "dx");
     for (int i = 0; i < n; i++) cuda_need(w[i], AE_M_BF16, op, "w");
     unsigned tiles;
-    int *tile_off = train_tiles(be, off, S, E, op, &tiles);
+    int *tile_off = train_tiles(be, off, S, E, kTrainBM, op, &tiles);
     if (!tile_off) return;
     // In the kernel's terms: A = the dy rows (depth N), B = w[e] read K-major, Kd output columns.
     const bf16 *dy1 = n == 2 ? (const bf16 *)dy[1].data : nullptr;
@@ -775,6 +724,11 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
     const bf16 *xb = (const bf16 *)x.data;
     const bf16 *wg = (const bf16 *)w_gate.data, *wu = (const bf16 *)w_up.data;
     const bf16 *wd = (const bf16 *)w_down.data;
+    // The wgmma kernels' loads are whole 16-byte chunks: depths and row pitches D, Im multiples
+    // of 8, 16-byte aligned x and weights (h and o are aligned temporaries).
+    auto al16 = [](const void *q) { return (uintptr_t)q % 16 == 0; };
+    int wg_shapes = D % 8 == 0 && Im % 8 == 0 && Im > 0 && al16(xb) && al16(wg) && al16(wu) &&
+                    al16(wd);
 
     for (size_t t0 = 0; t0 < (size_t)T && !cuda_failed(be); t0 += chunk) {
         int Tc = (int)((size_t)T - t0 < chunk ? (size_t)T - t0 : chunk), slots = Tc * K;
@@ -782,8 +736,10 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
         const float *wc = (const float *)wts.data + t0 * K;
 
         // Row tiles of 16 slots when experts get few slots each (decode: less wasted mma work),
-        // else 64.
+        // else 64, or the wgmma kernel's 128 where it runs (moe_wgmma_pick).
         int bm = slots < kSparse * E ? 16 : 64;
+        int use_wg = moe_wgmma_pick(be, bm == 64, wg_shapes);
+        if (use_wg) bm = kMoeWgmmaBM;
         size_t plan_smem = (size_t)(4 * E + 2) * sizeof(int);
         k_moe_plan<<<1, kPlanThreads, plan_smem, st>>>(ic, slots, E, bm, rank, off, tile_off, order);
         cuda_check(be, cudaGetLastError(), "moe_ffn plan");
@@ -797,7 +753,10 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
                                     Im, false, o, nullptr, sizeof(float));
         dim3 grid1((unsigned)tiles, (unsigned)((Im + BN - 1) / BN));
         dim3 grid2((unsigned)tiles, (unsigned)((D + BN - 1) / BN));
-        if (bm == 16) {
+        if (use_wg) {
+            moe_wgmma_gemm(be, g1, (unsigned)tiles, 1, AE_DT_BF16, "moe_ffn gate/up");
+            moe_wgmma_gemm(be, g2, (unsigned)tiles, 0, AE_DT_F32, "moe_ffn down");
+        } else if (bm == 16) {
             if (Im > 0) launch_gemm<16, 64, 4, true, false, bf16>(be, grid1, g1, "moe_ffn gate/up");
             launch_gemm<16, 64, 4, false, false, float>(be, grid2, g2, "moe_ffn down");
         } else {
@@ -832,18 +791,25 @@ void ae_cuda_expert_matmul(const ae_backend *be, int n, const ae_ptr *y, ae_ptr 
         abort();
     }
     if (S == 0 || N == 0) return;
-    unsigned tiles;
-    int *tile_off = train_tiles(be, off, S, E, op, &tiles);
-    if (!tile_off) return;
     const bf16 *w1 = n == 2 ? (const bf16 *)w[1].data : nullptr;
-    ExpertGemm g = expert_gemm((const int *)off.data, tile_off, nullptr, E, (const bf16 *)x.data,
+    ExpertGemm g = expert_gemm((const int *)off.data, nullptr, nullptr, E, (const bf16 *)x.data,
                                nullptr, Kd, 1, (const bf16 *)w[0].data, w1, N, Kd, false,
                                y[0].data, n == 2 ? y[1].data : nullptr, ae_dtype_size(y[0].dtype));
-    dim3 grid(tiles, (unsigned)((N + BN - 1) / BN));
-    AE_CUDA_FLOAT_DISPATCH(y[0].dtype, TY, {
-        if (n == 2) launch_gemm<kTrainBM, 32, 3, true, false, TY>(be, grid, g, op);
-        else launch_gemm<kTrainBM, 32, 3, false, false, TY>(be, grid, g, op);
-    });
+    // Training batches give every expert many rows: the wgmma kernel where it may run.
+    int use_wg = moe_wgmma_pick(be, 1, g.vec_a && g.vec_b && Kd > 0);
+    unsigned tiles;
+    int *tile_off = train_tiles(be, off, S, E, use_wg ? kMoeWgmmaBM : kTrainBM, op, &tiles);
+    if (!tile_off) return;
+    g.tile_off = tile_off;
+    if (use_wg) {
+        moe_wgmma_gemm(be, g, tiles, n == 2, y[0].dtype, op);
+    } else {
+        dim3 grid(tiles, (unsigned)((N + BN - 1) / BN));
+        AE_CUDA_FLOAT_DISPATCH(y[0].dtype, TY, {
+            if (n == 2) launch_gemm<kTrainBM, 32, 3, true, false, TY>(be, grid, g, op);
+            else launch_gemm<kTrainBM, 32, 3, false, false, TY>(be, grid, g, op);
+        });
+    }
     cuda_tmp_free(be, tile_off);
 }
 
