@@ -271,15 +271,12 @@ static void test_expert_matmul(void **state) {
 }
 
 int main(void) {
-    int rc = ae_test_open_gpu(&g_gpu, 1);
-    if (rc) return rc;
     g_cpu = ae_backend_cpu();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_moe_ffn_qwen3),
         cmocka_unit_test(test_moe_ffn_odd),
         cmocka_unit_test(test_expert_matmul),
     };
-    rc = cmocka_run_group_tests(tests, NULL, NULL);
-    ae_backend_close(g_gpu);
-    return rc;
+    ae_test_gpu_group g = {.gpu = &g_gpu, .poison = 1};
+    return ae_test_gpu_main(&g, tests);
 }
