@@ -37,6 +37,8 @@
 // unless alpha·acc and beta·y nearly cancel. The GEMV kernels (paths 1, 2) and the plain kernel
 // are deterministic; cuBLASLt is for a given algorithm, workspace and device.
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/cuda_internal.h"
@@ -85,6 +87,71 @@ enum { GEMV_MAX_M = 8, GEMV_THREADS = 256, GEMV_WARPS = GEMV_THREADS / 32, GEMV_
 // 4.27 TB/s device copy rate: 151936 x 4096 ~100%, 12288 x 4096 ~88%, 4096 x 12288 ~85%,
 // 4096 x 4096 ~65% (32 MB: launch and ramp-up cost a few microseconds); cuBLASLt measured
 // 97%, 81%, 77%, 59% on the same.
+//
+// Variants (AE_CUDA_GEMV, for A/B measurements; bench/bench_gemv.c, tests/test_cuda_gemv.c):
+// a comma-separated list of key=value, unset or empty = the kernel above with its heuristics.
+//   j=1|2|4|8   chunks per warp step (J: 16-byte weight loads in flight per lane; default 2)
+//   kw=1|2|4|8  warps per tile, forced (default: the heuristic, gemv_kw_shift)
+//   wps=N       warps per SM the heuristic aims for (default 32)
+//   minb=4|8    __launch_bounds__ asks for 4 or 8 resident blocks per SM (<= 64 or <= 32
+//               registers a thread: more warps for j=4, 8; minb=8 spills a few bytes; default:
+//               no minimum, the compiler's choice: 34-38 registers at j=2, 6 blocks per SM)
+//   split=S     split-K, 2..16 slices of K for products with >= 8 chunks per slice: grid row s
+//               sums chunks [s·cps, (s+1)·cps) of every tile into an fp32 partial (S, M, N) in
+//               the cuBLASLt workspace (no atomics), then k_gemv_split_sum adds the S partials in
+//               order s = 0..S-1 and applies alpha, beta. The sum order changes (partials per
+//               slice), so results differ from the unsplit kernel by fp32 rounding; deterministic.
+//               Products whose partials exceed the workspace run unsplit.
+//   pdl=1       programmatic dependent launch (sm_90+): the kernel may start while the previous
+//               one finishes; it prefetches its first 2·J weight chunks per lane into L2, then
+//               waits (griddepcontrol.wait) before it reads x or y, and lets the next PDL launch
+//               start early (griddepcontrol.launch_dependents). Same arithmetic as without.
+// j, minb and pdl keep the kernel's arithmetic exactly (the same sums in the same order); kw and
+// wps change how the chunks of a tile are split between its warps (as the heuristic does between
+// shapes) and split changes it further: fp32 rounding differences, deterministic all the same.
+// L2 persistence is not offered: a decode step streams ~16 GB of weights through a 50 MB L2,
+// so no weight is read twice in a step and nothing would stay resident.
+struct GemvCfg {
+    int j;     // chunks per warp step: 1, 2, 4, 8
+    int kw;    // warps per tile forced (1, 2, 4, 8), 0: the heuristic
+    int wps;   // warps per SM the heuristic aims for
+    int minb;  // 0, 4 or 8: resident blocks per SM asked of the compiler
+    int split; // slices of K (1: none)
+    int pdl;   // 1: programmatic dependent launch
+};
+
+// The variant AE_CUDA_GEMV names (see above); an unknown key or value is reported once on
+// stderr and ignored.
+static GemvCfg gemv_cfg(void) {
+    GemvCfg c = {GEMV_J, 0, GEMV_WARPS_PER_SM, 0, 1, 0};
+    const char *env = getenv("AE_CUDA_GEMV");
+    static int warned;
+    while (env && *env) {
+        char key[16];
+        int v = 0, len = 0;
+        if (sscanf(env, "%15[a-z]=%d%n", key, &v, &len) == 2 && len > 0) {
+            int ok = 1;
+            if (!strcmp(key, "j") && (v == 1 || v == 2 || v == 4 || v == 8)) c.j = v;
+            else if (!strcmp(key, "kw") && (v == 1 || v == 2 || v == 4 || v == 8)) c.kw = v;
+            else if (!strcmp(key, "wps") && v >= 1 && v <= 64) c.wps = v;
+            else if (!strcmp(key, "minb") && (v == 0 || v == 4 || v == 8)) c.minb = v;
+            else if (!strcmp(key, "split") && v >= 1 && v <= 16) c.split = v;
+            else if (!strcmp(key, "pdl") && (v == 0 || v == 1)) c.pdl = v;
+            else ok = 0;
+            if (!ok && !warned)
+                fprintf(stderr, "AE_CUDA_GEMV: %s=%d is not a known setting (ignored)\n", key, v),
+                    warned = 1;
+            env += len;
+        } else {
+            if (!warned)
+                fprintf(stderr, "AE_CUDA_GEMV: cannot read \"%s\" (want key=value,...)\n", env),
+                    warned = 1;
+            break;
+        }
+        if (*env == ',') env++;
+    }
+    return c;
+}
 
 // 16 bytes of weights: read-only path, no L1 allocation (each byte is used once), and a hint to
 // fetch the surrounding 256 bytes into L2 (the next chunks of the row, read a step later).
@@ -106,27 +173,53 @@ __device__ __forceinline__ void mma_bf16_16816(float d[4], uint32_t a0, uint32_t
         : "r"(a0), "r"(0u), "r"(a1), "r"(0u), "r"(b0), "r"(b1));
 }
 
+// Programmatic dependent launch (pdl=1): n weight chunks of this lane (wp, chunk stride kw, the
+// first q) asked into L2 before the wait for the previous kernel, whose output x may be; then
+// the next kernel may start. No-ops below sm_90 and when the launch was not programmatic.
+__device__ __forceinline__ void gemv_pdl_start(const bf16 *wp, int q, int kw, int n, int full) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    for (int i = 0; i < n && q + i * kw < full; i++)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(wp + 32 * (size_t)(q + i * kw)));
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
 // The products of one launch: up to AE_MATMUL_GROUP_MAX weights sharing x (matmul_group; a
-// plain gemm is a set of one). Product i owns blocks [first[i], first[i + 1]) of the grid.
+// plain gemm is a set of one). Product i owns blocks [first[i], first[i + 1]) of the grid;
+// with split-K its fp32 partials (S, M, N[i]) are at part[i].
 template <typename TY> struct GemvSet {
     TY *y[AE_MATMUL_GROUP_MAX];
     const bf16 *w[AE_MATMUL_GROUP_MAX];
+    float *part[AE_MATMUL_GROUP_MAX];
     int64_t ldy[AE_MATMUL_GROUP_MAX], ldw[AE_MATMUL_GROUP_MAX];
     int N[AE_MATMUL_GROUP_MAX];
     int first[AE_MATMUL_GROUP_MAX + 1];
     int n;
 };
 
+// Split-K: the chunks [q0, q1) of grid row blockIdx.y and its partial (M, N) (row stride N).
+struct GemvSlice {
+    float *part;
+    int q0, q1;
+};
+
+__device__ __forceinline__ GemvSlice gemv_slice(float *part, int M, int N, int K, int cps) {
+    const int s = (int)blockIdx.y, q0 = s * cps;
+    return {part + (size_t)s * M * N, q0, min(q0 + cps, (K + 31) >> 5)};
+}
+
 // One 8-row tile of y = alpha · x · wᵀ + beta · y per kw = 1 << kw_shift warps; blk is the
-// block's index among the blocks of this product.
+// block's index among the blocks of this product. J chunks per step. SPLIT: only the chunks of
+// sl, the tile's sums written to sl.part (no alpha, beta). PDL: see gemv_pdl_start (a template
+// parameter: the runtime branch alone cost the default kernel 4 registers).
 // x: (M, K) row stride ldx; w: (N, K) row stride ldw; y: (M, N) row stride ldy; M <= 8,
 // K % 8 == 0, x, w and their rows 16-byte aligned.
-template <typename TY>
+template <typename TY, int J, bool SPLIT, bool PDL>
 __device__ __forceinline__ void gemv_tile(TY *__restrict__ y, int64_t ldy, const bf16 *__restrict__ x,
                                           int64_t ldx, const bf16 *__restrict__ w, int64_t ldw,
                                           int M, int N, int K, int kw_shift, float alpha, float beta,
-                                          int blk) {
-    constexpr int J = GEMV_J;
+                                          int blk, GemvSlice sl) {
     __shared__ float red[GEMV_WARPS][2][32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int kw = 1 << kw_shift, wk = warp & (kw - 1);
@@ -139,8 +232,10 @@ __device__ __forceinline__ void gemv_tile(TY *__restrict__ y, int64_t ldy, const
     const uint4 zero = make_uint4(0, 0, 0, 0);
 
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    const int full = K >> 5, chunks = (K + 31) >> 5; // chunks all inside K; all chunks
-    int q = wk;
+    // chunks all inside K (up to the slice's end); all chunks (of the slice)
+    const int full = SPLIT ? min(K >> 5, sl.q1) : K >> 5, chunks = SPLIT ? sl.q1 : (K + 31) >> 5;
+    int q = (SPLIT ? sl.q0 : 0) + wk;
+    if (PDL) gemv_pdl_start(wp, q, kw, 2 * J, full);
     for (; q + (J - 1) * kw < full; q += J * kw) { // steps of J whole chunks: no predicates
         uint4 wv[J], xv[J];
 #pragma unroll
@@ -180,6 +275,10 @@ __device__ __forceinline__ void gemv_tile(TY *__restrict__ y, int64_t ldy, const
     for (int i = 0; i < 2; i++) {
         const int n = n0 + 2 * t + i;
         if (n < N) {
+            if (SPLIT) {
+                sl.part[(size_t)g * (size_t)N + n] = acc[i];
+                continue;
+            }
             TY *out = y + (size_t)g * (size_t)ldy + n;
             float v = alpha * acc[i];
             if (beta != 0.0f) v += beta * ldf(out);
@@ -189,33 +288,64 @@ __device__ __forceinline__ void gemv_tile(TY *__restrict__ y, int64_t ldy, const
 }
 
 // A single product (a Linear layer's decode GEMV): the parameters straight from the launch.
-template <typename TY>
-__global__ void __launch_bounds__(GEMV_THREADS)
+// Grid (blocks, slices); part, cps: split-K's partials and chunks per slice (SPLIT only).
+// MINB: blocks per SM asked of the compiler (0: none).
+template <typename TY, int J, int MINB, bool SPLIT, bool PDL>
+__global__ void __launch_bounds__(GEMV_THREADS, MINB)
 k_gemv(TY *__restrict__ y, int64_t ldy, const bf16 *__restrict__ x, int64_t ldx,
        const bf16 *__restrict__ w, int64_t ldw, int M, int N, int K, int kw_shift, float alpha,
-       float beta) {
-    gemv_tile<TY>(y, ldy, x, ldx, w, ldw, M, N, K, kw_shift, alpha, beta, (int)blockIdx.x);
+       float beta, float *part, int cps) {
+    const GemvSlice sl = SPLIT ? gemv_slice(part, M, N, K, cps) : GemvSlice{nullptr, 0, 0};
+    gemv_tile<TY, J, SPLIT, PDL>(y, ldy, x, ldx, w, ldw, M, N, K, kw_shift, alpha, beta,
+                                 (int)blockIdx.x, sl);
 }
 
 // Several products of one x (matmul_group): the block's product picked from the set. A separate
 // kernel because selecting from the set in every launch measured 12-13% slower decode at batch
 // 1 (H200, Qwen3-8B shapes) than the single-product kernel.
-template <typename TY>
-__global__ void __launch_bounds__(GEMV_THREADS)
+template <typename TY, int J, int MINB, bool SPLIT, bool PDL>
+__global__ void __launch_bounds__(GEMV_THREADS, MINB)
 k_gemv_set(const GemvSet<TY> set, const bf16 *__restrict__ x, int64_t ldx, int M, int K,
-           int kw_shift, float alpha, float beta) {
+           int kw_shift, float alpha, float beta, int cps) {
     // selected with constant indices: no local copy of the parameters
     TY *y = set.y[0];
     const bf16 *w = set.w[0];
+    float *part = set.part[0];
     int64_t ldy = set.ldy[0], ldw = set.ldw[0];
     int N = set.N[0], block0 = 0;
 #pragma unroll
     for (int i = 1; i < AE_MATMUL_GROUP_MAX; i++)
         if (i < set.n && (int)blockIdx.x >= set.first[i])
             y = set.y[i], w = set.w[i], ldy = set.ldy[i], ldw = set.ldw[i], N = set.N[i],
-            block0 = set.first[i];
-    gemv_tile<TY>(y, ldy, x, ldx, w, ldw, M, N, K, kw_shift, alpha, beta,
-                  (int)blockIdx.x - block0);
+            block0 = set.first[i], part = set.part[i];
+    const GemvSlice sl = SPLIT ? gemv_slice(part, M, N, K, cps) : GemvSlice{nullptr, 0, 0};
+    gemv_tile<TY, J, SPLIT, PDL>(y, ldy, x, ldx, w, ldw, M, N, K, kw_shift, alpha, beta,
+                                 (int)blockIdx.x - block0, sl);
+}
+
+// Split-K's second pass: y_i (M, N_i) = alpha · (partial 0 + partial 1 + ... + partial S-1) +
+// beta · y_i for every product i of the set, the partials (S, M, N_i) at set.part[i] added in
+// slice order (deterministic). One thread per output, products one after the other.
+template <typename TY>
+__global__ void __launch_bounds__(GEMV_THREADS)
+k_gemv_split_sum(const GemvSet<TY> set, int M, int S, float alpha, float beta) {
+    int64_t e = (int64_t)blockIdx.x * GEMV_THREADS + threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < AE_MATMUL_GROUP_MAX; i++) {
+        if (i >= set.n) return;
+        const int64_t size = (int64_t)M * set.N[i];
+        if (e < size) {
+            const int m = (int)(e / set.N[i]), n = (int)(e % set.N[i]);
+            float sum = 0.0f;
+            for (int s = 0; s < S; s++) sum += set.part[i][(size_t)s * size + e];
+            TY *out = set.y[i] + (size_t)m * (size_t)set.ldy[i] + n;
+            float v = alpha * sum;
+            if (beta != 0.0f) v += beta * ldf(out);
+            stf(out, v);
+            return;
+        }
+        e -= size;
+    }
 }
 
 static int is_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
@@ -226,43 +356,131 @@ static int gemv_applies(const ae_gemm_args *g, ae_ptr a, ae_ptr b) {
            is_aligned16(a.data) && is_aligned16(b.data);
 }
 
-// Warps per tile (log2): more while there are fewer than GEMV_WARPS_PER_SM warps per SM and
-// each warp keeps at least two steps of GEMV_J chunks.
-static int gemv_kw_shift(int tiles, int chunks, int sm_count) {
+// Warps per tile (log2): more while there are fewer than wps warps per SM and each warp keeps
+// at least two steps of j chunks.
+static int gemv_kw_shift(int tiles, int chunks, int sm_count, int j, int wps) {
     int shift = 0;
-    while ((1 << shift) < GEMV_WARPS && chunks >= 2 * GEMV_J * (2 << shift) &&
-           ((int64_t)tiles << shift) < (int64_t)GEMV_WARPS_PER_SM * sm_count)
+    while ((1 << shift) < GEMV_WARPS && chunks >= 2 * j * (2 << shift) &&
+           ((int64_t)tiles << shift) < (int64_t)wps * sm_count)
         shift++;
     return shift;
 }
 
+// A launch of k_gemv / k_gemv_set, programmatic (PDL) when asked.
+template <typename... P, typename... A>
+static cudaError_t gemv_go(void (*kernel)(P...), dim3 grid, const ae_backend *be, int pdl,
+                           A... args) {
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t lc;
+    memset(&lc, 0, sizeof lc);
+    lc.gridDim = grid;
+    lc.blockDim = dim3(GEMV_THREADS);
+    lc.stream = stream_of(be);
+    lc.attrs = pdl ? &attr : NULL;
+    lc.numAttrs = pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&lc, kernel, args...);
+}
+
+// What gemv_launch hands to the kernel of its variant.
+template <typename TY> struct GemvLaunch {
+    GemvSet<TY> set;
+    const bf16 *x;
+    int64_t ldx;
+    int M, K, shift, blocks, slices, cps, pdl;
+    float alpha, beta;
+};
+
+template <typename TY, int J, int MINB, bool SPLIT, bool PDL>
+static cudaError_t gemv_kernel(const ae_backend *be, const GemvLaunch<TY> &l) {
+    const dim3 grid((unsigned)l.blocks, (unsigned)l.slices);
+    const GemvSet<TY> &s = l.set;
+    if (s.n == 1)
+        return gemv_go(k_gemv<TY, J, MINB, SPLIT, PDL>, grid, be, PDL, s.y[0], s.ldy[0], l.x,
+                       l.ldx, s.w[0], s.ldw[0], l.M, s.N[0], l.K, l.shift, l.alpha, l.beta,
+                       s.part[0], l.cps);
+    return gemv_go(k_gemv_set<TY, J, MINB, SPLIT, PDL>, grid, be, PDL, s, l.x, l.ldx, l.M, l.K,
+                   l.shift, l.alpha, l.beta, l.cps);
+}
+
+// The kernel of the variant: template parameters from l.slices, l.pdl and minb.
+template <typename TY, int J, int MINB>
+static cudaError_t gemv_kernel_split(const ae_backend *be, const GemvLaunch<TY> &l) {
+    if (l.pdl)
+        return l.slices > 1 ? gemv_kernel<TY, J, MINB, true, true>(be, l)
+                            : gemv_kernel<TY, J, MINB, false, true>(be, l);
+    return l.slices > 1 ? gemv_kernel<TY, J, MINB, true, false>(be, l)
+                        : gemv_kernel<TY, J, MINB, false, false>(be, l);
+}
+
+template <typename TY, int J>
+static cudaError_t gemv_kernel_minb(const ae_backend *be, const GemvLaunch<TY> &l, int minb) {
+    if (minb == 8) return gemv_kernel_split<TY, J, 8>(be, l);
+    return minb == 4 ? gemv_kernel_split<TY, J, 4>(be, l) : gemv_kernel_split<TY, J, 0>(be, l);
+}
+
+// Slices of K for split-K (1: none): at most cfg.split, each of >= 8 chunks, and partials that
+// fit the cuBLASLt workspace (free between cuBLASLt calls on the same stream); *cps: chunks per
+// slice.
+static int gemv_slices(const ae_backend *be, const GemvCfg &cfg, int M, int64_t n_total,
+                       int chunks, int *cps) {
+    int s = cfg.split < chunks / 8 ? cfg.split : chunks / 8;
+    const ae_cuda *c = cu(be);
+    while (s > 1 && (!c->lt_workspace || (size_t)s * M * n_total * 4 > c->lt_workspace_bytes)) s--;
+    if (s < 1) s = 1;
+    *cps = (chunks + s - 1) / s;
+    return (chunks + *cps - 1) / *cps; // no empty slice
+}
+
 // One k_gemv launch over products 0..n-1 of x (M, K) (gemv_applies to each): y[i] (M, N[i]) =
-// alpha · x · w[i]ᵀ + beta · y[i]. Warps per tile are chosen for all the tiles together.
+// alpha · x · w[i]ᵀ + beta · y[i]. Warps per tile are chosen for all the tiles together. The
+// variant is AE_CUDA_GEMV's (gemv_cfg); split-K adds the second pass.
 template <typename TY>
 static void gemv_launch(const ae_backend *be, int n, TY *const *y, const int64_t *ldy,
                         const bf16 *x, int64_t ldx, const bf16 *const *w, const int64_t *ldw,
                         const int *N, int M, int K, float alpha, float beta, const char *op) {
-    GemvSet<TY> set;
-    memset(&set, 0, sizeof set);
+    const GemvCfg cfg = gemv_cfg();
+    GemvLaunch<TY> l;
+    memset(&l, 0, sizeof l);
     int tiles = 0;
-    for (int i = 0; i < n; i++) tiles += (N[i] + 7) / 8;
-    const int shift = gemv_kw_shift(tiles, (K + 31) / 32, cu(be)->sm_count);
-    const int tiles_per_block = GEMV_WARPS >> shift;
-    int blocks = 0;
-    for (int i = 0; i < n; i++) {
-        set.y[i] = y[i], set.w[i] = w[i], set.ldy[i] = ldy[i], set.ldw[i] = ldw[i], set.N[i] = N[i];
-        set.first[i] = blocks;
-        blocks += ((N[i] + 7) / 8 + tiles_per_block - 1) / tiles_per_block;
+    int64_t n_total = 0;
+    for (int i = 0; i < n; i++) tiles += (N[i] + 7) / 8, n_total += N[i];
+    const int chunks = (K + 31) / 32;
+    l.slices = cfg.split > 1 ? gemv_slices(be, cfg, M, n_total, chunks, &l.cps) : 1;
+    if (cfg.kw) {
+        while ((1 << l.shift) < cfg.kw) l.shift++;
+    } else {
+        l.shift = gemv_kw_shift(tiles * l.slices, l.slices > 1 ? l.cps : chunks,
+                                cu(be)->sm_count, cfg.j, cfg.wps);
     }
-    set.first[n] = blocks;
-    set.n = n;
-    if (n == 1)
-        k_gemv<TY><<<(unsigned)blocks, GEMV_THREADS, 0, stream_of(be)>>>(
-            y[0], ldy[0], x, ldx, w[0], ldw[0], M, N[0], K, shift, alpha, beta);
-    else
-        k_gemv_set<TY><<<(unsigned)blocks, GEMV_THREADS, 0, stream_of(be)>>>(set, x, ldx, M, K, shift,
-                                                                      alpha, beta);
-    cuda_check(be, cudaGetLastError(), op);
+    const int tiles_per_block = GEMV_WARPS >> l.shift;
+    float *part = (float *)cu(be)->lt_workspace;
+    for (int i = 0; i < n; i++) {
+        l.set.y[i] = y[i], l.set.w[i] = w[i], l.set.ldy[i] = ldy[i], l.set.ldw[i] = ldw[i];
+        l.set.N[i] = N[i];
+        l.set.first[i] = l.blocks;
+        l.blocks += ((N[i] + 7) / 8 + tiles_per_block - 1) / tiles_per_block;
+        if (l.slices > 1) l.set.part[i] = part, part += (size_t)l.slices * M * N[i];
+    }
+    l.set.first[n] = l.blocks;
+    l.set.n = n;
+    l.x = x, l.ldx = ldx, l.M = M, l.K = K, l.alpha = alpha, l.beta = beta;
+    l.pdl = cfg.pdl && cu(be)->cc_major >= 9;
+    cudaError_t e;
+    switch (cfg.j) {
+    case 1: e = gemv_kernel_minb<TY, 1>(be, l, cfg.minb); break;
+    case 4: e = gemv_kernel_minb<TY, 4>(be, l, cfg.minb); break;
+    case 8: e = gemv_kernel_minb<TY, 8>(be, l, cfg.minb); break;
+    default: e = gemv_kernel_minb<TY, GEMV_J>(be, l, cfg.minb); break;
+    }
+    if (e == cudaSuccess && l.slices > 1) {
+        const int64_t outs = (int64_t)M * n_total;
+        k_gemv_split_sum<TY><<<(unsigned)((outs + GEMV_THREADS - 1) / GEMV_THREADS), GEMV_THREADS,
+                               0, stream_of(be)>>>(l.set, M, l.slices, alpha, beta);
+        e = cudaGetLastError();
+    }
+    cuda_check(be, e, op);
 }
 
 template <typename TY>
@@ -281,8 +499,8 @@ k_gemv_batched(TY *__restrict__ y, int64_t ldy, int64_t sy, const bf16 *__restri
                int64_t ldx, int64_t sx, const bf16 *__restrict__ w, int64_t ldw, int64_t sw,
                int M, int N, int K, int kw_shift, float alpha, float beta) {
     const int64_t z = blockIdx.y;
-    gemv_tile<TY>(y + z * sy, ldy, x + z * sx, ldx, w + z * sw, ldw, M, N, K, kw_shift, alpha,
-                  beta, (int)blockIdx.x);
+    gemv_tile<TY, GEMV_J, false, false>(y + z * sy, ldy, x + z * sx, ldx, w + z * sw, ldw, M, N,
+                                        K, kw_shift, alpha, beta, (int)blockIdx.x, GemvSlice{});
 }
 
 // 8 bf16 values of a 16-byte word as floats.
@@ -398,7 +616,8 @@ static void batched_launch(const ae_backend *be, const ae_gemm_args *g, TY *y, c
     const int sm = cu(be)->sm_count;
     if (g->trans_b) {
         const int tiles = (g->N + 7) / 8;
-        const int shift = gemv_kw_shift(tiles * g->batch, (g->K + 31) / 32, sm);
+        const int shift = gemv_kw_shift(tiles * g->batch, (g->K + 31) / 32, sm, GEMV_J,
+                                          GEMV_WARPS_PER_SM);
         const int tiles_per_block = GEMV_WARPS >> shift;
         dim3 grid((unsigned)((tiles + tiles_per_block - 1) / tiles_per_block), (unsigned)g->batch);
         k_gemv_batched<TY><<<grid, GEMV_THREADS, 0, stream_of(be)>>>(
