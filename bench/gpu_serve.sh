@@ -24,6 +24,9 @@
 #   AE_SERVE_BUDGET    seconds for the whole script [290]: each run (one server at one prompt
 #                      length: start, warm-up, measurement) gets a fair share of what is left
 #   AE_SERVE_TIMEOUT   the most one run may take [150]
+#   AE_SERVE_GRAPHS_AB 1: also the teacher at the longest prompt, concurrency 1, with CUDA graphs
+#                      off (AE_CUDA_GRAPHS=0), right after its run with them on (the default;
+#                      AE_SERVE_GRAPHS picks the recorded steps: docs/SERVE.md) [1]; 0: not
 #   AE_SERVE_CONFIGS   the folder of those configs; AE_SERVE_DEVICE attnedit's device [cuda]
 #                      (cpu with tiny configs: a check of this script without a GPU)
 #   AE_LLAMA_SERVER    llama-server binary (its libraries beside it): also measure llama.cpp
@@ -45,6 +48,7 @@ gen=${AE_SERVE_GEN:-128}
 models=${AE_SERVE_MODELS:-qwen3-8b qwen3-8b-mla qwen3-8b-gateswa}
 teacher=${models%% *} # the first model: llama-server serves it
 tmo=${AE_SERVE_TIMEOUT:-150}
+graphs_ab=${AE_SERVE_GRAPHS_AB:-1}
 budget=${AE_SERVE_BUDGET:-290}
 port=18411
 logdir=${AE_SERVE_LOGDIR:-$(mktemp -d)}
@@ -129,13 +133,15 @@ kv_bytes_per_token() {
 print(c['num_hidden_layers']*c['num_key_value_heads']*c['head_dim']*2*2)"
 }
 
-attnedit_run() { # $1 model, $2 prompt length
-  local m=$1 p=$2 levels log
-  levels=$(levels_for "$p")
-  log=$logdir/serve-$m-$p.log
+# $1 model, $2 prompt length; $3 concurrency levels [levels_for $2]; $4 non-empty: CUDA graphs
+# off (AE_CUDA_GRAPHS=0)
+attnedit_run() {
+  local m=$1 p=$2 levels=${3:-$(levels_for "$2")} nographs=${4:-} log
+  log=$logdir/serve-$m-$p${nographs:+-nographs}.log
   echo
-  echo "== attnedit $m, prompt $p, generation $gen =="
-  "$ae" serve --random-weights "$cfgs/$m" --device "$device" --port "$port" --cache-gb "$gb" \
+  echo "== attnedit $m, prompt $p, generation $gen${nographs:+, CUDA graphs off (AE_CUDA_GRAPHS=0)} =="
+  ${nographs:+env AE_CUDA_GRAPHS=0} "$ae" serve --random-weights "$cfgs/$m" --device "$device" \
+    --port "$port" --cache-gb "$gb" \
     --max-seqs "$(max_level "$levels")" --max-model-len $((p + gen)) >"$log" 2>&1 &
   server_pid=$!
   if wait_ready "$log"; then
@@ -206,10 +212,16 @@ fi
 n_servers=$(wc -w <<<"$models")
 [ -n "${AE_LLAMA_SERVER:-}" ] && n_servers=$((n_servers + 1))
 runs_left=$(( n_servers * $(wc -w <<<"$prompts") ))
+longest=$(tr ' ' '\n' <<<"$prompts" | sort -n | tail -1)
+[ "$graphs_ab" = 1 ] && runs_left=$((runs_left + 1))
 for p in $(tr ' ' '\n' <<<"$prompts" | sort -n); do
   for m in $models; do
     plan_run "$runs_left"; runs_left=$((runs_left - 1))
     attnedit_run "$m" "$p"
+    if [ "$graphs_ab" = 1 ] && [ "$m" = "$teacher" ] && [ "$p" = "$longest" ]; then
+      plan_run "$runs_left"; runs_left=$((runs_left - 1))
+      attnedit_run "$m" "$p" 1 nographs # the A/B of the decode steps' CUDA graphs
+    fi
   done
   if [ -n "${AE_LLAMA_SERVER:-}" ]; then
     plan_run "$runs_left"; runs_left=$((runs_left - 1))

@@ -14,11 +14,22 @@
 //     that run differs from the absorbed one somewhere.
 // The generated tokens are printed (GPU vs CPU agreement), not checked: bf16 may flip a greedy
 // pick. Needs a CUDA build, a GPU and ../shared (exit 77 = skipped otherwise).
+// CUDA graphs of the engine's steps (test_graphs_*: the repository's qwen3-micro and its GateSWA
+// student, no ../shared needed): six requests (greedy and seeded sampling, with and without
+// logprobs, prompts of 5..61 tokens, 12..50 new ones) through 3 sequence slots, 32-row steps and
+// 16-position pages — sequences join when others leave, prompts go through prefill chunks, every
+// sequence crosses page boundaries while decoding — with the steps run op by op
+// (AE_SERVE_GRAPHS=0), the decode steps recorded (1, the default) and every step recorded (all):
+// the same tokens and the same log-probabilities bit for bit (a recorded step runs the same
+// kernels on the same bytes), the recorded runs with recorded steps (graph_steps > 0, more with
+// all). Then every step recorded with a recording made to fail (ae_cuda_graph_fail_next): that
+// step and the handle's later ones op by op, the same bits again.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cuda.h"
 #include "backend/ops.h"
 #include "core/file.h"
 #include "model/save.h"
@@ -245,7 +256,135 @@ static void test_qwen3_small(void **state) {
     check_family("small", tdir, 1);
 }
 
+// ---- CUDA graphs of the engine's steps ------------------------------------------------------
+
+#define G_REQ 6
+#define G_GEN_MAX 50
+
+typedef struct {
+    int n[G_REQ];
+    int32_t ids[G_REQ][G_GEN_MAX];
+    ae_tok_lp lp[G_REQ][G_GEN_MAX]; // zeroed where a request has no logprobs
+    ae_engine_stats st;
+} graph_run;
+
+// Request k of the graph tests: greedy (even k) or seeded sampling, logprobs of 3 alternatives
+// except every third request (k = 0: greedy without logprobs downloads only its token id).
+static ae_req *graph_request(int k, int V) {
+    static const int plen[G_REQ] = {5, 23, 40, 12, 61, 9}, gen[G_REQ] = {40, 12, 30, 50, 20, 35};
+    int32_t *p = malloc(sizeof(int32_t) * (size_t)plen[k]);
+    assert_non_null(p);
+    for (int i = 0; i < plen[k]; i++) p[i] = (int32_t)(((long)k * 7919 + (long)i * 104729) % V);
+    ae_req_params rp = {.max_tokens = gen[k], .sp = {.greedy = 1, .top_p = 1.0f},
+                        .logprobs = k % 3 == 0 ? -1 : 3, .ignore_eos = 1};
+    if (k % 2)
+        rp.sp = (ae_sampler_params){.temperature = 0.9f, .top_k = 50, .top_p = 0.95f,
+                                    .seed = (uint64_t)(11 + k)};
+    ae_req *r = ae_req_new(p, plen[k], &rp);
+    assert_non_null(r);
+    return r;
+}
+
+// The G_REQ requests through one engine on m (GPU) with AE_SERVE_GRAPHS=mode, all submitted
+// while it is paused so that every run sees the same steps; fail_segment >= 0: the first
+// recording fails in that segment.
+static void serve_graphs(const ae_model *m, const char *mode, int fail_segment, graph_run *out) {
+    ae_engine_opts o = {.max_seqs = 3, .max_batch_tokens = 32, .max_model_len = 256,
+                        .max_queue = 8, .cache_bytes = 16u << 20, .page_positions = 16};
+    memset(out, 0, sizeof *out);
+    setenv("AE_SERVE_GRAPHS", mode, 1); // read by ae_engine_start; no engine thread runs now
+    ae_engine *e = NULL;
+    if (ae_engine_start(m, NULL, &o, &e) != AE_OK) fail_msg("engine: %s", ae_last_error());
+    unsetenv("AE_SERVE_GRAPHS");
+    ae_engine_pause(e, 1);
+    ae_req *r[G_REQ];
+    for (int k = 0; k < G_REQ; k++) {
+        r[k] = graph_request(k, m->cfg.vocab_size);
+        assert_int_equal(ae_engine_submit(e, r[k]), AE_OK);
+    }
+#ifdef AE_HAVE_CUDA // (a build without CUDA skips before this)
+    if (fail_segment >= 0) ae_cuda_graph_fail_next(g_gpu, fail_segment);
+#endif
+    ae_engine_pause(e, 0);
+    ae_engine_lock(e);
+    for (int k = 0; k < G_REQ; k++)
+        while (r[k]->finish == AE_FINISH_NONE) ae_engine_wait_locked(e, 0.5);
+    for (int k = 0; k < G_REQ; k++) {
+        if (r[k]->finish != AE_FINISH_LENGTH)
+            fail_msg("graphs %s: request %d finished %s: %s", mode, k,
+                     ae_finish_name(r[k]->finish), r[k]->error);
+        out->n[k] = r[k]->n_out;
+        memcpy(out->ids[k], r[k]->out_ids, sizeof(int32_t) * (size_t)r[k]->n_out);
+        if (r[k]->out_lp) memcpy(out->lp[k], r[k]->out_lp, sizeof(ae_tok_lp) * (size_t)r[k]->n_out);
+        ae_engine_release_locked(e, r[k]);
+    }
+    ae_engine_unlock(e);
+    ae_engine_get_stats(e, &out->st);
+    ae_engine_stop(e);
+}
+
+// Bitwise equality of run b with run a (the op-by-op one); what names b.
+static void same_bits(const graph_run *a, const graph_run *b, const char *what) {
+    for (int k = 0; k < G_REQ; k++) {
+        if (a->n[k] != b->n[k] || memcmp(a->ids[k], b->ids[k], sizeof a->ids[k]) != 0)
+            fail_msg("%s: request %d's tokens differ from the op-by-op run's", what, k);
+        for (int i = 0; i < a->n[k]; i++)
+            if (memcmp(&a->lp[k][i], &b->lp[k][i], sizeof a->lp[k][i]) != 0)
+                fail_msg("%s: request %d, token %d: log-probability %.9g vs %.9g op by op (or its "
+                         "alternatives differ)", what, k, i, b->lp[k][i].logprob,
+                         a->lp[k][i].logprob);
+    }
+}
+
+static void check_graphs(const char *label, const ae_model *m) {
+    graph_run off, dec, all, fail;
+    serve_graphs(m, "0", -1, &off);
+    serve_graphs(m, "1", -1, &dec);
+    serve_graphs(m, "all", -1, &all);
+    serve_graphs(m, "all", 1, &fail);
+    printf("%-22s %lld steps; recorded: decode steps %lld (%lld segments updated, %lld new), "
+           "every step %lld (%lld, %lld), with a failed recording %lld\n", label,
+           (long long)off.st.steps, (long long)dec.st.graph_steps,
+           (long long)dec.st.graph_updated, (long long)dec.st.graph_instantiated,
+           (long long)all.st.graph_steps, (long long)all.st.graph_updated,
+           (long long)all.st.graph_instantiated, (long long)fail.st.graph_steps);
+    fflush(stdout);
+    assert_int_equal(off.st.graph_steps, 0);
+    assert_int_equal(dec.st.steps, off.st.steps);
+    assert_int_equal(all.st.steps, off.st.steps);
+    if (dec.st.graph_steps <= 0) fail_msg("%s: no decode step ran recorded", label);
+    if (all.st.graph_steps <= dec.st.graph_steps)
+        fail_msg("%s: AE_SERVE_GRAPHS=all recorded %lld steps, no more than the decode steps' %lld",
+                 label, (long long)all.st.graph_steps, (long long)dec.st.graph_steps);
+    if (fail.st.graph_steps >= all.st.graph_steps)
+        fail_msg("%s: the failed recording did not stop its handle's recordings", label);
+    same_bits(&off, &dec, "decode steps recorded");
+    same_bits(&off, &all, "every step recorded");
+    same_bits(&off, &fail, "a failed recording");
+}
+
+// qwen3-micro (GQA 4:2, head dim 32) and its GateSWA student (window 32, sliding and full
+// layers alternating, sinks, gate: pages behind the window released, -1 in the block table).
+static void test_graphs_same_tokens(void **state) {
+    (void)state;
+    const char *tdir = ae_test_src("models/qwen3-micro");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", tdir);
+    ae_model *m = load(dir, g_gpu);
+    check_graphs("micro teacher", m);
+    ae_model_free(m);
+    ae_student_spec gs = {.target = AE_ATTN_GATESWA, .init_teacher = 1, .seed = 1, .window = 32,
+                          .full_every = 2, .sinks = 1, .gate = AE_GATE_ELEMENTWISE};
+    char *sdir = make_student(dir, &gs, "micro-gateswa-graphs");
+    m = load(sdir, g_gpu);
+    check_graphs("micro GateSWA W=32", m);
+    ae_model_free(m);
+    ae_test_rmtree(sdir);
+    free(sdir);
+}
+
 int main(void) {
+    unsetenv("AE_CUDA_GRAPHS"); // graphs on (the default) whatever the caller's environment says
     int rc = ae_test_open_gpu(&g_gpu, 0);
     if (rc) return rc;
     g_cpu = ae_backend_cpu();
@@ -257,6 +396,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_qwen3_micro),
         cmocka_unit_test(test_qwen3_small),
+        cmocka_unit_test(test_graphs_same_tokens),
     };
     rc = ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
     ae_test_rmtree(g_tmp);

@@ -264,7 +264,9 @@ int ae_cuda_graph_end(const ae_backend *be, ae_graph *g, int ok) {
     cudaGetLastError(); // the capture's errors are the recording's: none is left for the next op
     if (g->overflow && grow_workspace(be, g)) {
         g->stats.retries++;
-        c->graph_fail_next = g->injected; // a test's failure fails the retry as well
+        // a test's failure fails the retry as well; one not reached yet (the recording stopped
+        // at its first allocation) is still to come
+        c->graph_fail_next = g->injected ? g->injected : g->inject;
         return AE_GRAPH_RETRY;
     }
     if (g->failed) {

@@ -3,7 +3,9 @@
 // step; attention writes each row's K/V (latent) into its page slot (paged_store) and reads
 // each sequence's keys through its block table (attention_paged). MLA layers use the absorbed
 // form (scores against the cached latent) for decode rows and short chunks, the materialised
-// form (K/V decompressed from the sequence's latents) for long prefill chunks.
+// form (K/V decompressed from the sequence's latents) for long prefill chunks. With a graph
+// handle (ae_paged_batch.graph) the step after its uploads is recorded as backend graphs, cut
+// between layers, as ae_model_decode_step records the batch-1 decode (model/forward.c).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,7 +71,6 @@ typedef struct {
     ae_ptr tmp; // (N, D) act
     ae_ptr g;   // (N, I) act
     ae_ptr u;   // (N, I) act
-    ae_ptr ids; // (N) I32
 } pworkspace;
 
 // GQA/GateSWA layer over pages: y (N, D) from xn (N, D).
@@ -255,15 +256,84 @@ static ae_status mla_paged(const ae_backend *be, const ae_mla *m, const ae_paged
     return AE_OK;
 }
 
-static ae_status mlp(const ae_model *m, const ae_layer *L, pworkspace *w, int N) {
+// 1 when the rows whose logits are wanted are consecutive (every decode step): the head then
+// reads them in place, else they are copied out of the step's rows first.
+static int rows_consecutive(const int *rows, int n) {
+    for (int i = 1; i < n; i++)
+        if (rows[i] != rows[0] + i) return 0;
+    return 1;
+}
+
+// The step on its N rows with the ids already on the device: workspace, embedding, layers,
+// final norm, head. No host transfer, so it can be recorded: g is the recording in progress
+// (cut points between layers) or NULL. Writes only the rows' cache slots and the logits, so it
+// can run again from the start with the same result (a recording that did not run to its end).
+static ae_status run_paged(const ae_model *m, const ae_paged_layout *lo, const ae_paged_batch *b,
+                           ae_ptr ids, const int *out_rows, int n_out, ae_ptr logits, ae_graph *g) {
+    const ae_config *c = &m->cfg;
     const ae_backend *be = m->be;
-    int D = m->cfg.hidden_size, I = m->cfg.intermediate_size;
-    if (L->is_moe) return ae_moe_forward(m, L, w->tmp, w->xn, N);
-    ae_matmul(be, w->g, w->xn, L->w_gate, N, D, I);
-    ae_matmul(be, w->u, w->xn, L->w_up, N, D, I);
-    be->silu_mul(be, w->g, w->g, w->u, (size_t)N * I);
-    ae_matmul(be, w->tmp, w->g, L->w_down, N, I, D);
-    return AE_OK;
+    int D = c->hidden_size, V = c->vocab_size, nl = c->num_hidden_layers, N = b->N;
+    float eps = (float)c->rms_norm_eps;
+    size_t I = c->intermediate_size;
+    if (c->arch == AE_ARCH_QWEN3_MOE && (size_t)c->moe_intermediate_size > I) I = c->moe_intermediate_size;
+    pworkspace w;
+    ae_scratch *s = &w.mem;
+    ae_scratch_init(s, be);
+    w.x = ae_scratch_alloc(s, (size_t)N * D, AE_DT_F32);
+    w.xn = ae_scratch_alloc(s, (size_t)N * D, be->act_dtype);
+    w.tmp = ae_scratch_alloc(s, (size_t)N * D, be->act_dtype);
+    w.g = ae_scratch_alloc(s, (size_t)N * I, be->act_dtype);
+    w.u = ae_scratch_alloc(s, (size_t)N * I, be->act_dtype);
+    int in_place = rows_consecutive(out_rows, n_out);
+    ae_ptr hid = n_out > 0 && !in_place ? ae_scratch_alloc(s, (size_t)n_out * D, be->act_dtype)
+                                        : ae_ptr_null(); // (n_out, D) act
+    if (s->failed) {
+        ae_scratch_free(s);
+        return ae_errorf(AE_ERR_NOMEM, "paged forward: out of memory for %d rows", N);
+    }
+    be->embed(be, w.x, m->embed, ids, N, D);
+    be->rmsnorm(be, w.xn, w.x, nl > 0 ? m->layers[0].input_norm : m->final_norm, N, D, D, eps);
+    ae_status st = AE_OK;
+    for (int l = 0; l < nl && st == AE_OK; l++) {
+        const ae_layer *L = &m->layers[l];
+        const ae_paged_layer *pl = &lo->layers[l];
+        st = L->kind == AE_ATTN_MLA ? mla_paged(be, &L->mla, lo, pl, b, w.xn, w.tmp)
+                                    : gswa_paged(be, &L->gqa, lo, pl, b, w.xn, w.tmp);
+        if (st != AE_OK) break;
+        be->add_rmsnorm(be, w.x, w.tmp, w.xn, L->post_norm, N, D, eps);
+        st = ae_layer_ffn_forward(m, L, w.tmp, w.xn, N, w.g, w.u); // gate+up: one GEMV launch
+        if (st != AE_OK) break;
+        ae_ptr next = l + 1 < nl ? m->layers[l + 1].input_norm : m->final_norm;
+        be->add_rmsnorm(be, w.x, w.tmp, w.xn, next, N, D, eps);
+        if (g) be->graph_cut(be, g);
+    }
+    if (st == AE_OK && n_out > 0) {
+        for (int i = 0; !in_place && i < n_out; i++)
+            ae_copy(be, ae_ptr_at(hid, (size_t)i * D), ae_ptr_at(w.xn, (size_t)out_rows[i] * D),
+                    (size_t)D);
+        ae_ptr h = in_place ? ae_ptr_at(w.xn, (size_t)out_rows[0] * D) : hid;
+        ae_matmul(be, logits, h, m->lm_head, n_out, D, V);
+    }
+    ae_scratch_free(s);
+    return st;
+}
+
+// run_paged recorded on g (once more when the recording's workspace had to grow), else (no
+// handle, graphs off, a failed recording) op by op.
+static ae_status run_recorded(const ae_model *m, const ae_paged_layout *lo,
+                              const ae_paged_batch *b, ae_ptr ids, const int *out_rows, int n_out,
+                              ae_ptr logits, ae_graph *g) {
+    const ae_backend *be = m->be;
+    int r = AE_GRAPH_FAILED;
+    ae_status st = AE_OK;
+    int can = g && be->graph_begin && be->graph_end && be->graph_cut;
+    for (int attempt = 0; attempt < 2 && can && be->graph_begin(be, g); attempt++) {
+        st = run_paged(m, lo, b, ids, out_rows, n_out, logits, g);
+        r = be->graph_end(be, g, st == AE_OK);
+        if (r != AE_GRAPH_RETRY) break;
+    }
+    if (r == AE_GRAPH_RAN) return st;
+    return run_paged(m, lo, b, ids, out_rows, n_out, logits, NULL);
 }
 
 ae_status ae_model_forward_paged(const ae_model *m, const ae_paged_layout *lo,
@@ -271,8 +341,7 @@ ae_status ae_model_forward_paged(const ae_model *m, const ae_paged_layout *lo,
                                  ae_ptr logits) {
     const ae_config *c = &m->cfg;
     const ae_backend *be = m->be;
-    int D = c->hidden_size, V = c->vocab_size, nl = c->num_hidden_layers, N = b->N;
-    float eps = (float)c->rms_norm_eps;
+    int V = c->vocab_size, nl = c->num_hidden_layers, N = b->N;
     if (!be->attention_paged || !be->paged_store)
         return ae_errorf(AE_ERR_UNSUPPORTED, "the %s backend has no paged attention ops yet",
                          be->name);
@@ -284,44 +353,18 @@ ae_status ae_model_forward_paged(const ae_model *m, const ae_paged_layout *lo,
     for (int i = 0; i < n_out; i++)
         if (out_rows[i] < 0 || out_rows[i] >= N)
             return ae_errorf(AE_ERR_ARG, "paged forward: logit row %d of %d", out_rows[i], N);
-    size_t I = c->intermediate_size;
-    if (c->arch == AE_ARCH_QWEN3_MOE && (size_t)c->moe_intermediate_size > I) I = c->moe_intermediate_size;
-    pworkspace w;
-    ae_scratch *s = &w.mem;
-    ae_scratch_init(s, be);
-    w.x = ae_scratch_alloc(s, (size_t)N * D, AE_DT_F32);
-    w.xn = ae_scratch_alloc(s, (size_t)N * D, be->act_dtype);
-    w.tmp = ae_scratch_alloc(s, (size_t)N * D, be->act_dtype);
-    w.g = ae_scratch_alloc(s, (size_t)N * I, be->act_dtype);
-    w.u = ae_scratch_alloc(s, (size_t)N * I, be->act_dtype);
-    w.ids = ae_scratch_alloc(s, (size_t)N, AE_DT_I32);
-    ae_ptr hid = n_out > 0 ? ae_scratch_alloc(s, (size_t)n_out * D, be->act_dtype) : ae_ptr_null();
-    if (!s->failed && be->upload(be, w.ids, b->ids, AE_DT_I32, (size_t)N) != AE_OK) s->failed = 1;
-    if (s->failed) {
-        ae_scratch_free(s);
-        return ae_errorf(AE_ERR_NOMEM, "paged forward: out of memory for %d rows", N);
+    ae_ptr ids = b->dev_ids, own = ae_ptr_null(); // uploaded before any recording
+    if (ae_ptr_is_null(ids)) {
+        own = ids = be->alloc(be, (size_t)N, AE_DT_I32);
+        if (ae_ptr_is_null(ids))
+            return ae_errorf(AE_ERR_NOMEM, "paged forward: out of memory for %d rows", N);
+        ae_status st = be->upload(be, ids, b->ids, AE_DT_I32, (size_t)N);
+        if (st != AE_OK) {
+            be->free(be, own);
+            return st;
+        }
     }
-    be->embed(be, w.x, m->embed, w.ids, N, D);
-    be->rmsnorm(be, w.xn, w.x, nl > 0 ? m->layers[0].input_norm : m->final_norm, N, D, D, eps);
-    ae_status st = AE_OK;
-    for (int l = 0; l < nl && st == AE_OK; l++) {
-        const ae_layer *L = &m->layers[l];
-        const ae_paged_layer *pl = &lo->layers[l];
-        st = L->kind == AE_ATTN_MLA ? mla_paged(be, &L->mla, lo, pl, b, w.xn, w.tmp)
-                                    : gswa_paged(be, &L->gqa, lo, pl, b, w.xn, w.tmp);
-        if (st != AE_OK) break;
-        be->add_rmsnorm(be, w.x, w.tmp, w.xn, L->post_norm, N, D, eps);
-        st = mlp(m, L, &w, N);
-        if (st != AE_OK) break;
-        ae_ptr next = l + 1 < nl ? m->layers[l + 1].input_norm : m->final_norm;
-        be->add_rmsnorm(be, w.x, w.tmp, w.xn, next, N, D, eps);
-    }
-    if (st == AE_OK && n_out > 0) {
-        for (int i = 0; i < n_out; i++)
-            ae_copy(be, ae_ptr_at(hid, (size_t)i * D), ae_ptr_at(w.xn, (size_t)out_rows[i] * D),
-                    (size_t)D);
-        ae_matmul(be, logits, hid, m->lm_head, n_out, D, V);
-    }
-    ae_scratch_free(s);
+    ae_status st = run_recorded(m, lo, b, ids, out_rows, n_out, logits, b->graph);
+    be->free(be, own); // a null pointer is a no-op
     return st;
 }

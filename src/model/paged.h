@@ -49,15 +49,22 @@ void ae_paged_layout_free(ae_paged_layout *lo);
 // runs (host, optional) describe the same rows per sequence for attention_paged (ae_paged_run,
 // backend/ops.h: in row order, agreeing with pos and seq): with them the CUDA backend computes
 // prefill chunks on tensor cores.
+// Recording (graph): with a handle of the backend's graph ops (backend/ops.h, graph_*), the step
+// after its uploads is recorded on it and replayed (CUDA graphs: segments cut between layers),
+// falling back to op by op where the recording fails; the results are the op-by-op step's bit
+// for bit. Every device table of the batch (pos, seq, slot, table, dev_ids) must then stay valid
+// and unchanged until the call returns (uploaded before it, in stream order).
 typedef struct {
     int N, n_seq;
     const int32_t *ids;              // host (N), checked against the vocabulary
+    ae_ptr dev_ids;                  // (N) I32 ids already on the device, or null: uploaded here
     ae_ptr pos, seq;                 // (N) I32
     ae_ptr slot[AE_PG_COUNT];        // (N) I32 per used group
     ae_ptr table[AE_PG_COUNT];       // (n_seq, max_blocks[g]) I32 per used group
     int max_blocks[AE_PG_COUNT];
     int n_runs;                      // 0: none
     const ae_paged_run *runs;        // (n_runs) host
+    ae_graph *graph;                 // record the step on this handle, or NULL: op by op
 } ae_paged_batch;
 
 // Runs the step; logits (n_out, V) F32 receives the logits of rows out_rows[0..n_out) (host

@@ -35,7 +35,7 @@ struct ae_engine {
     pthread_mutex_t mu;
     pthread_cond_t work, stepped;
     pthread_t thread;
-    int stop, started;
+    int stop, started, paused;
     ae_req *wait_head, *wait_tail;
     int n_waiting;
     ae_seq **run;             // (max_seqs)
@@ -49,6 +49,20 @@ struct ae_engine {
     float *logits_host;       // (logits_cap, V) rows downloaded this step (grown on demand)
     size_t logits_cap;
     int32_t *best;
+    // the step's device tables (ids, pos, seq, slot[g], table[g]: step_tables), packed on the
+    // host and uploaded in one copy into a device array kept from step to step (both grown on
+    // demand); the logits rows and their argmax, kept too: a step allocates nothing
+    int32_t *tab_host;        // (tab_cap)
+    ae_ptr tab_dev;           // (tab_cap) I32
+    size_t tab_cap;
+    ae_ptr logits_dev;        // (logits_dev_rows, V) F32
+    size_t logits_dev_rows;
+    ae_ptr best_dev;          // (max_batch_tokens) I32
+    // steps recorded as backend graphs (model/paged.h): [0] steps of one row per sequence
+    // (decode), [1] the others (prefill chunks); which ones: graph_mode (AE_SERVE_GRAPHS)
+    int graph_mode;           // 0: none; 1: decode steps; 2: every step
+    ae_graph *graph[2];
+    int64_t graph_steps, graph_updated, graph_instantiated; // ae_engine_stats (apply)
     // stats
     int64_t requests_done, prompt_tokens, gen_tokens, steps;
     double rate_t0, rate;
@@ -287,6 +301,88 @@ static int build_batch(ae_engine *e) {
 // ---------------------------------------------------------------------------------------------
 // One step (without the lock: only engine-private state and preallocated request arrays)
 
+// AE_SERVE_GRAPHS: 0 none, 1 (default) the decode steps, all (or 2) every step.
+static int graph_mode_from_env(void) {
+    const char *v = getenv("AE_SERVE_GRAPHS");
+    if (!v || !*v) return 1;
+    if (strcmp(v, "all") == 0) return 2;
+    int n = atoi(v);
+    return n <= 0 ? 0 : n >= 2 ? 2 : 1;
+}
+
+// The handle this step records on, or NULL (op by op): decode steps (one row per sequence) on
+// one, the others on another, so that a prefill chunk does not replace the decode step's
+// executable graphs. Created on first use.
+static ae_graph *step_graph(ae_engine *e, int N) {
+    const ae_backend *be = e->m->be;
+    int k = N == e->n_batch ? 0 : 1;
+    if (e->graph_mode <= k || !be->graph_new || !be->graph_begin) return NULL;
+    if (!e->graph[k]) e->graph[k] = be->graph_new(be);
+    return e->graph[k];
+}
+
+// Device array p of cap elements grown to hold want (x1.5): the old one is freed in stream order.
+static ae_status grow_dev(const ae_backend *be, ae_ptr *p, size_t *cap, size_t want, ae_dtype dt,
+                          size_t row) {
+    if (want <= *cap) return AE_OK;
+    size_t n = want + want / 2;
+    be->free(be, *p);
+    *cap = 0;
+    *p = be->alloc(be, n * row, dt);
+    if (ae_ptr_is_null(*p)) return ae_errorf(AE_ERR_NOMEM, "engine: out of device memory for a step");
+    *cap = n;
+    return AE_OK;
+}
+
+static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+// The step's tables packed into tab_host (each part at a multiple of 64 elements) and uploaded
+// in one copy into tab_dev; pb's device pointers point into it. The block tables have a row of
+// max_blocks[g] entries per sequence of the step (-1 past its pages).
+static ae_status step_tables(ae_engine *e, int N, ae_paged_batch *pb) {
+    const ae_backend *be = e->m->be;
+    size_t nb = (size_t)e->n_batch, off[3 + 2 * AE_PG_COUNT], n = 0;
+    for (int k = 0; k < 3; k++) off[k] = n, n += round64((size_t)N); // ids, pos, seq
+    for (int g = 0; g < AE_PG_COUNT; g++) {
+        if (!e->pool.lo.page_size[g]) continue;
+        int mb = 1;
+        for (size_t b = 0; b < nb; b++)
+            mb = e->batch[b]->pages.n_blocks[g] > mb ? e->batch[b]->pages.n_blocks[g] : mb;
+        pb->max_blocks[g] = mb;
+        off[3 + 2 * g] = n, n += round64((size_t)N);
+        off[4 + 2 * g] = n, n += round64((size_t)mb * nb);
+    }
+    if (n > e->tab_cap) {
+        size_t cap = e->tab_cap;
+        e->tab_cap = 0; // until both arrays have grown
+        AE_TRY(grow_dev(be, &e->tab_dev, &cap, n, AE_DT_I32, 1));
+        int32_t *h = realloc(e->tab_host, sizeof(int32_t) * cap);
+        if (!h) return ae_errorf(AE_ERR_NOMEM, "engine: out of host memory for a step");
+        e->tab_host = h;
+        e->tab_cap = cap;
+    }
+    int32_t *t = e->tab_host;
+    memcpy(t + off[0], e->ids, sizeof(int32_t) * (size_t)N);
+    memcpy(t + off[1], e->pos, sizeof(int32_t) * (size_t)N);
+    memcpy(t + off[2], e->seqi, sizeof(int32_t) * (size_t)N);
+    pb->dev_ids = ae_ptr_at(e->tab_dev, off[0]);
+    pb->pos = ae_ptr_at(e->tab_dev, off[1]);
+    pb->seq = ae_ptr_at(e->tab_dev, off[2]);
+    for (int g = 0; g < AE_PG_COUNT; g++) {
+        if (!e->pool.lo.page_size[g]) continue;
+        int mb = pb->max_blocks[g];
+        int32_t *tab = t + off[4 + 2 * g];
+        memcpy(t + off[3 + 2 * g], e->slot[g], sizeof(int32_t) * (size_t)N);
+        for (size_t b = 0; b < nb; b++) {
+            const ae_seq_pages *sp = &e->batch[b]->pages;
+            for (int k = 0; k < mb; k++) tab[b * mb + k] = k < sp->n_blocks[g] ? sp->blocks[g][k] : -1;
+        }
+        pb->slot[g] = ae_ptr_at(e->tab_dev, off[3 + 2 * g]);
+        pb->table[g] = ae_ptr_at(e->tab_dev, off[4 + 2 * g]);
+    }
+    return be->upload(be, e->tab_dev, t, AE_DT_I32, n);
+}
+
 // log softmax value of x[id] and the top-n alternatives.
 static void score(const float *x, int V, int32_t id, int n_top, ae_tok_lp *lp) {
     double lse = ae_logsumexp(x, V);
@@ -395,42 +491,14 @@ static ae_status run_batch(ae_engine *e, int N) {
             e->runs[pb.n_runs++] = (ae_paged_run){.first = s->row0, .n = s->n_rows, .seq = b,
                                                   .pos0 = s->n_cached};
     }
-    ae_scratch sc;
-    ae_scratch_init(&sc, be);
-    pb.pos = ae_scratch_alloc(&sc, (size_t)N, AE_DT_I32);
-    pb.seq = ae_scratch_alloc(&sc, (size_t)N, AE_DT_I32);
-    int32_t *tab[AE_PG_COUNT] = {0};
-    ae_status st = AE_OK;
-    for (int g = 0; g < AE_PG_COUNT; g++) {
-        if (!e->pool.lo.page_size[g]) continue;
-        int mb = 1;
-        for (int b = 0; b < e->n_batch; b++)
-            mb = e->batch[b]->pages.n_blocks[g] > mb ? e->batch[b]->pages.n_blocks[g] : mb;
-        pb.max_blocks[g] = mb;
-        tab[g] = ae_malloc(sizeof(int32_t) * (size_t)mb * e->n_batch);
-        if (!tab[g]) st = AE_ERR_NOMEM;
-        for (int b = 0; tab[g] && b < e->n_batch; b++) {
-            const ae_seq_pages *sp = &e->batch[b]->pages;
-            for (int k = 0; k < mb; k++) tab[g][(size_t)b * mb + k] = k < sp->n_blocks[g] ? sp->blocks[g][k] : -1;
-        }
-        pb.slot[g] = ae_scratch_alloc(&sc, (size_t)N, AE_DT_I32);
-        pb.table[g] = ae_scratch_alloc(&sc, (size_t)mb * e->n_batch, AE_DT_I32);
-    }
-    ae_ptr logits = n_out ? ae_scratch_alloc(&sc, (size_t)n_out * V, AE_DT_F32) : ae_ptr_null();
-    ae_ptr best = n_out ? ae_scratch_alloc(&sc, (size_t)n_out, AE_DT_I32) : ae_ptr_null();
-    if (sc.failed) st = ae_errorf(AE_ERR_NOMEM, "out of memory for a step of %d tokens", N);
-    if (st == AE_OK) st = be->upload(be, pb.pos, e->pos, AE_DT_I32, (size_t)N);
-    if (st == AE_OK) st = be->upload(be, pb.seq, e->seqi, AE_DT_I32, (size_t)N);
-    for (int g = 0; g < AE_PG_COUNT && st == AE_OK; g++) {
-        if (!tab[g]) continue;
-        st = be->upload(be, pb.slot[g], e->slot[g], AE_DT_I32, (size_t)N);
-        if (st == AE_OK)
-            st = be->upload(be, pb.table[g], tab[g], AE_DT_I32, (size_t)pb.max_blocks[g] * e->n_batch);
-    }
-    if (st == AE_OK) st = ae_model_forward_paged(m, &e->pool.lo, &pb, e->out_rows, n_out, logits);
+    pb.graph = step_graph(e, N);
+    ae_status st = step_tables(e, N, &pb);
+    if (st == AE_OK) st = grow_dev(be, &e->logits_dev, &e->logits_dev_rows, (size_t)n_out,
+                                   AE_DT_F32, (size_t)V);
+    if (st == AE_OK) st = ae_model_forward_paged(m, &e->pool.lo, &pb, e->out_rows, n_out, e->logits_dev);
     if (st == AE_OK && n_out) {
-        be->argmax_rows(be, best, logits, n_out, V);
-        st = be->download(be, e->best, AE_DT_I32, best, (size_t)n_out);
+        be->argmax_rows(be, e->best_dev, e->logits_dev, n_out, V);
+        st = be->download(be, e->best, AE_DT_I32, e->best_dev, (size_t)n_out);
         if (st == AE_OK && need_host && (size_t)n_out > e->logits_cap) {
             ae_free_aligned(e->logits_host);
             e->logits_cap = 0;
@@ -439,10 +507,8 @@ static ae_status run_batch(ae_engine *e, int N) {
             else e->logits_cap = (size_t)n_out;
         }
         if (st == AE_OK && need_host)
-            st = be->download(be, e->logits_host, AE_DT_F32, logits, (size_t)n_out * V);
+            st = be->download(be, e->logits_host, AE_DT_F32, e->logits_dev, (size_t)n_out * V);
     }
-    for (int g = 0; g < AE_PG_COUNT; g++) free(tab[g]);
-    ae_scratch_free(&sc);
     if (st != AE_OK) return st;
     // Sampling and scoring per sequence
     for (int b = 0; b < e->n_batch; b++) {
@@ -509,6 +575,14 @@ static void apply(ae_engine *e, ae_status st) {
     }
     e->gen_tokens += new_tokens;
     e->steps++;
+    e->graph_steps = e->graph_updated = e->graph_instantiated = 0;
+    for (int k = 0; k < 2; k++) {
+        ae_graph_stats gs = {0};
+        if (e->graph[k] && e->m->be->graph_stats) e->m->be->graph_stats(e->m->be, e->graph[k], &gs);
+        e->graph_steps += gs.ran;
+        e->graph_updated += gs.updated;
+        e->graph_instantiated += gs.instantiated;
+    }
     for (int i = e->n_run - 1; i >= 0; i--)
         if (e->run[i]->finish != AE_FINISH_NONE) drop_running(e, i, e->run[i]->finish);
     if (now - e->rate_t0 >= 2.0) {
@@ -524,7 +598,7 @@ static void *engine_main(void *arg) {
     while (!e->stop) {
         reap_cancelled(e);
         admit(e);
-        if (e->n_run == 0) {
+        if (e->n_run == 0 || e->paused) {
             pthread_cond_broadcast(&e->stepped);
             pthread_cond_wait(&e->work, &e->mu);
             continue;
@@ -563,6 +637,13 @@ static void engine_free(ae_engine *e) {
     free(e->out_rows);
     ae_free_aligned(e->logits_host);
     free(e->best);
+    const ae_backend *be = e->m->be;
+    for (int k = 0; k < 2; k++)
+        if (e->graph[k]) be->graph_free(be, e->graph[k]);
+    free(e->tab_host);
+    be->free(be, e->tab_dev);
+    be->free(be, e->logits_dev);
+    be->free(be, e->best_dev);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->work);
     pthread_cond_destroy(&e->stepped);
@@ -611,7 +692,9 @@ ae_status ae_engine_start(const ae_model *m, const ae_tokenizer *tok, const ae_e
     e->logits_cap = S < B ? S : B; // one row per sequence; echo chunks grow it
     e->logits_host = ae_alloc_f32(e->logits_cap * V);
     e->best = ae_malloc(sizeof(int32_t) * B);
-    if (!ok || !e->out_rows || !e->logits_host || !e->best) {
+    e->best_dev = m->be->alloc(m->be, B, AE_DT_I32);
+    e->graph_mode = graph_mode_from_env();
+    if (!ok || !e->out_rows || !e->logits_host || !e->best || ae_ptr_is_null(e->best_dev)) {
         engine_free(e);
         return ae_errorf(AE_ERR_NOMEM, "engine: out of memory for a batch of %zu tokens", B);
     }
@@ -633,6 +716,13 @@ void ae_engine_shutdown(ae_engine *e) {
     ae_engine_unlock(e);
     pthread_join(e->thread, NULL);
     e->started = 0;
+}
+
+void ae_engine_pause(ae_engine *e, int paused) {
+    ae_engine_lock(e);
+    e->paused = paused;
+    pthread_cond_signal(&e->work);
+    ae_engine_unlock(e);
 }
 
 void ae_engine_stop(ae_engine *e) {
@@ -657,6 +747,9 @@ void ae_engine_get_stats(ae_engine *e, ae_engine_stats *s) {
     s->prompt_tokens = e->prompt_tokens;
     s->gen_tokens = e->gen_tokens;
     s->steps = e->steps;
+    s->graph_steps = e->graph_steps;
+    s->graph_updated = e->graph_updated;
+    s->graph_instantiated = e->graph_instantiated;
     double now = ae_time_now();
     s->gen_tok_per_s = now - e->rate_t0 > 10.0 ? 0.0 : e->rate;
     ae_engine_unlock(e);

@@ -6,10 +6,13 @@
 // request every page it can need, so running requests never stall), then one batch is built:
 // one decode token of every running sequence past its prompt, then prefill chunks of sequences
 // still reading their prompts, up to max_batch_tokens rows (chunked prefill mixed with decode).
-// One ae_model_forward_paged runs the batch; each sequence that produced logits samples its
-// next token with its own sampler (infer/sample.h: greedy, temperature, top-k, top-p, its own
-// seed), its text is extended (stop strings held back until they cannot match), and finished
-// sequences give their pages back at once.
+// One ae_model_forward_paged runs the batch, recorded as backend graphs where the backend has
+// them (CUDA graphs; AE_SERVE_GRAPHS: 0 none, 1 the decode steps (default), all every step;
+// AE_CUDA_GRAPHS=0 switches the backend's graphs off); each sequence that produced logits
+// samples its next token with its own sampler (infer/sample.h: greedy, temperature, top-k,
+// top-p, its own seed), its text is extended (stop strings held back until they cannot match),
+// and finished sequences give their pages back at once. A step allocates no memory and uploads
+// its small tables in one copy; greedy requests without logprobs download only their token ids.
 //
 // Threads: ae_engine_submit/cancel/release and reading a request's outputs happen on other
 // threads (the HTTP server) under ae_engine_lock; every step ends with a broadcast that
@@ -92,6 +95,8 @@ typedef struct {
     int seqs_of_4k;           // sequences of 4096 positions the pool holds
     int seqs_of_max;          // sequences of max_model_len positions the pool holds
     int64_t requests_done, prompt_tokens, gen_tokens, steps;
+    int64_t graph_steps;      // steps that ran recorded as backend graphs (CUDA graphs)
+    int64_t graph_updated, graph_instantiated; // their segments: executable graphs updated / new
     double gen_tok_per_s;     // over the last few seconds
 } ae_engine_stats;
 
@@ -102,6 +107,10 @@ typedef struct ae_engine ae_engine;
 // and must not have stop strings (ae_engine_submit refuses them).
 ae_status ae_engine_start(const ae_model *m, const ae_tokenizer *tok, const ae_engine_opts *o,
                           ae_engine **out);
+// paused = 1: no step starts from now on (the one running ends) until ae_engine_pause(e, 0);
+// requests submitted meanwhile are admitted together when it resumes (tests: a reproducible
+// first step). Call without the lock.
+void ae_engine_pause(ae_engine *e, int paused);
 // Stops the scheduler thread and finishes every request as cancelled (waiters wake up; submit
 // refuses from now on); the engine stays valid for the threads still reading requests.
 void ae_engine_shutdown(ae_engine *e);

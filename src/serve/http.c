@@ -131,6 +131,8 @@ static enum MHD_Result get_metrics(ae_http *h, struct MHD_Connection *c) {
                  "# TYPE attnedit_requests_finished_total counter\nattnedit_requests_finished_total %lld\n"
                  "# HELP attnedit_engine_steps_total Batched forward steps.\n"
                  "# TYPE attnedit_engine_steps_total counter\nattnedit_engine_steps_total %lld\n"
+                 "# HELP attnedit_engine_graph_steps_total Steps that ran recorded as CUDA graphs.\n"
+                 "# TYPE attnedit_engine_graph_steps_total counter\nattnedit_engine_graph_steps_total %lld\n"
                  "# HELP attnedit_generation_tokens_per_second Generated tokens per second (recent).\n"
                  "# TYPE attnedit_generation_tokens_per_second gauge\nattnedit_generation_tokens_per_second %.3f\n"
                  "# HELP attnedit_http_requests_total HTTP requests received.\n"
@@ -140,7 +142,7 @@ static enum MHD_Result get_metrics(ae_http *h, struct MHD_Connection *c) {
                  s.running, s.waiting, s.pages_total, s.pages_free, s.pages_promised,
                  s.pages_total ? 1.0 - (double)s.pages_free / s.pages_total : 0.0, s.page_bytes,
                  (long long)s.prompt_tokens, (long long)s.gen_tokens, (long long)s.requests_done,
-                 (long long)s.steps, s.gen_tok_per_s, req, err);
+                 (long long)s.steps, (long long)s.graph_steps, s.gen_tok_per_s, req, err);
     return send_text(c, 200, "text/plain; version=0.0.4", b);
 }
 
