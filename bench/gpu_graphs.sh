@@ -10,12 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-gpu}
 cfgs=tests/fixtures/configs
-echo "date:   $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "commit: $(cat "$build/COMMIT" 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-echo "gpu:    $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null)"
-peaks=$("$build/bench_infer" --peaks --device cuda)
-echo "$peaks"
-export AE_BENCH_COPY_PEAK=$(echo "$peaks" | sed -n 's/.*copy \([0-9.]*\) GB.*/\1/p')
+. bench/gpu_header.sh
+bench_header "$build"
+bench_peaks "$build/bench_infer" # the GEMM peak too: unused by decode rows
 for m in qwen3-8b qwen3-8b-mla qwen3-8b-gateswa qwen3-30b-a3b; do
   "$build/bench_infer" --config "$cfgs/$m" --label "$m" --device cuda --decode-at 4096,32768 \
     --decode-steps 64 --graphs 0,1

@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# GPU inference benchmark: attnedit (bench_infer) and transformers (bench/hf_infer.py) on the same
-# GPU in the same run, at Qwen3-8B and Qwen3-30B-A3B shapes with random bf16 weights (the
-# committed configs in tests/fixtures/configs), teacher and students.
+# GPU inference benchmark: attnedit (bench_infer), transformers (bench/hf_infer.py) and, when
+# given, llama.cpp (bench/llama_infer.sh: llama-bench) on the same GPU in the same run, at
+# Qwen3-8B and Qwen3-30B-A3B shapes with random bf16 weights (the committed configs in
+# tests/fixtures/configs), teacher and students (attnedit only): prefill of CTX tokens and batch-1
+# decode after CTX tokens (attnedit op by op and with CUDA graphs), CTX 4K and 32K.
 #   bash bench/gpu_infer.sh [BUILD_DIR]      (default build-gpu; build with scripts/test-gpu.sh)
-# Environment: AE_BENCH_QUICK=1 measures 4K only; AE_BENCH_NO_HF=1 skips transformers.
+# One device call with all three: dev/device-bundle-infer.sh here, dev/device-run-infer.sh there.
+# Environment: AE_BENCH_QUICK=1 measures 4K only; AE_BENCH_NO_HF=1 skips transformers;
+# AE_LLAMA_BIN (llama-bench and its libraries) with AE_LLAMA_GGUF_PY (llama.cpp's gguf-py) adds
+# llama.cpp, AE_LLAMA_TOKENIZER (a folder with the Qwen3 tokenizer.json) gives its GGUF files
+# the real vocabulary instead of a synthetic one of the same size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-gpu}
 cfgs=tests/fixtures/configs
 ctx=4096,32768
 [ -n "${AE_BENCH_QUICK:-}" ] && ctx=4096
-echo "date:   $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "commit: $(cat "$build/COMMIT" 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-echo "gpu:    $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null)"
-peaks=$("$build/bench_infer" --peaks --device cuda)
-echo "$peaks"
-export AE_BENCH_GEMM_PEAK=$(echo "$peaks" | sed -n 's/.*gemm \([0-9.]*\) TFLOP.*/\1/p')
-export AE_BENCH_COPY_PEAK=$(echo "$peaks" | sed -n 's/.*copy \([0-9.]*\) GB.*/\1/p')
+. bench/gpu_header.sh
+bench_header "$build"
+bench_peaks "$build/bench_infer"
 for m in qwen3-8b qwen3-8b-mla qwen3-8b-gateswa qwen3-30b-a3b qwen3-30b-a3b-mla; do
   "$build/bench_infer" --config "$cfgs/$m" --label "$m" --device cuda --prefill "$ctx" \
     --decode-at "$ctx" --decode-steps 32 --reps 3
@@ -28,4 +30,8 @@ if [ -z "${AE_BENCH_NO_HF:-}" ]; then
     python3 bench/hf_infer.py --config "$cfgs/$m" --label "$m" --prefill "$ctx" --decode-at "$ctx" \
       --decode-steps 32 --reps 3
   done
+fi
+if [ -n "${AE_LLAMA_BIN:-}" ]; then
+  bash bench/llama_infer.sh "$AE_LLAMA_BIN" "${AE_LLAMA_GGUF_PY:?the gguf-py folder of llama.cpp}" \
+    "${AE_LLAMA_TOKENIZER:-}" "$ctx"
 fi

@@ -4,10 +4,13 @@
 # from source with CUDA (flash attention on, all layers on the GPU): prefill of CTX tokens, and
 # 32 decode steps after CTX tokens of context (-d), 3 repetitions.
 #   bash bench/llama_infer.sh LLAMA_BIN_DIR GGUF_PY_DIR TOKENIZER_DIR [CTX,...]
+# TOKENIZER_DIR holds the Qwen3 tokenizer.json (the real vocabulary); "" or - gives the GGUF a
+# synthetic vocabulary of the same size (bench/llama_gguf.py; speed does not depend on it).
 # The GGUF files go to /dev/shm when it has room (else $TMPDIR) and are deleted after each model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=$1 ggufpy=$2 tok=$3 ctx=${4:-4096,32768}
+bin=$1 ggufpy=$2 tok=${3:-} ctx=${4:-4096,32768}
+[ "$tok" = - ] && tok=
 export LD_LIBRARY_PATH="$bin:${LD_LIBRARY_PATH:-}"
 for m in qwen3-8b qwen3-30b-a3b; do
   need_gb=$(python3 -c "import json;c=json.load(open('tests/fixtures/configs/$m/config.json'));\
@@ -23,7 +26,7 @@ m=3*d*f*(e or 1)+d*e;print(int((2*c['vocab_size']*d+L*(a+m))*2/2**30)+2)")
     continue
   fi
   f="$dir/$m-random-bf16.gguf"
-  python3 bench/llama_gguf.py --config "tests/fixtures/configs/$m" --tokenizer "$tok" --out "$f" \
+  python3 bench/llama_gguf.py --config "tests/fixtures/configs/$m" ${tok:+--tokenizer "$tok"} --out "$f" \
     --gguf-py "$ggufpy"
   for c in ${ctx//,/ }; do
     "$bin/llama-bench" -m "$f" -ngl 99 -fa 1 -b 2048 -ub 2048 -r 3 -p "$c" -n 0 -o md 2>&1 | grep '^|'

@@ -7,13 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp}
-mkdir -p .carry/serve && tar -C .carry/serve -xJf .carry/serve.tar.xz
-nccl="" # libnccl.so.2, which every CUDA build links (too large to carry): the device's own
-for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/lib/x86_64-linux-gnu \
-         "$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)"; do
-  if [ -n "$d" ] && [ -e "$d/libnccl.so.2" ]; then nccl=$d; break; fi
-done
-export LD_LIBRARY_PATH="$PWD/.carry/serve/lib:/usr/local/cuda/lib64${nccl:+:$nccl}:${LD_LIBRARY_PATH:-}"
+eval "$(bash dev/device-unpack.sh .carry/serve.tar.xz .carry/serve)" # its lib/, the device's NCCL
 if [ -f .carry/llama-server.tar.xz ]; then
   mkdir -p .carry/llama-server && tar -C .carry/llama-server -xJf .carry/llama-server.tar.xz
   export AE_LLAMA_SERVER=$PWD/.carry/llama-server/bin/llama-server
