@@ -90,7 +90,8 @@ enum { GEMV_MAX_M = 8, GEMV_THREADS = 256, GEMV_WARPS = GEMV_THREADS / 32, GEMV_
 //
 // Variants (AE_CUDA_GEMV, for A/B measurements; bench/bench_gemv.c, tests/test_cuda_gemv.c):
 // a comma-separated list of key=value, unset or empty = the kernel above with its heuristics.
-//   j=1|2|4|8   chunks per warp step (J: 16-byte weight loads in flight per lane; default 2)
+//   j=1|2|4|8   chunks per warp step (J: 16-byte weight loads in flight per lane; default 2;
+//               the warps-per-tile heuristic keeps counting steps of 2 chunks)
 //   kw=1|2|4|8  warps per tile, forced (default: the heuristic, gemv_kw_shift)
 //   wps=N       warps per SM the heuristic aims for (default 32)
 //   minb=4|8    __launch_bounds__ asks for 4 or 8 resident blocks per SM (<= 64 or <= 32
@@ -357,10 +358,10 @@ static int gemv_applies(const ae_gemm_args *g, ae_ptr a, ae_ptr b) {
 }
 
 // Warps per tile (log2): more while there are fewer than wps warps per SM and each warp keeps
-// at least two steps of j chunks.
-static int gemv_kw_shift(int tiles, int chunks, int sm_count, int j, int wps) {
+// at least two steps of GEMV_J chunks.
+static int gemv_kw_shift(int tiles, int chunks, int sm_count, int wps) {
     int shift = 0;
-    while ((1 << shift) < GEMV_WARPS && chunks >= 2 * j * (2 << shift) &&
+    while ((1 << shift) < GEMV_WARPS && chunks >= 2 * GEMV_J * (2 << shift) &&
            ((int64_t)tiles << shift) < (int64_t)wps * sm_count)
         shift++;
     return shift;
@@ -451,8 +452,9 @@ static void gemv_launch(const ae_backend *be, int n, TY *const *y, const int64_t
     if (cfg.kw) {
         while ((1 << l.shift) < cfg.kw) l.shift++;
     } else {
+        // steps of GEMV_J, not cfg.j: the warps per tile (and so the sums) do not depend on j
         l.shift = gemv_kw_shift(tiles * l.slices, l.slices > 1 ? l.cps : chunks,
-                                cu(be)->sm_count, cfg.j, cfg.wps);
+                                cu(be)->sm_count, cfg.wps);
     }
     const int tiles_per_block = GEMV_WARPS >> l.shift;
     float *part = (float *)cu(be)->lt_workspace;
@@ -616,8 +618,8 @@ static void batched_launch(const ae_backend *be, const ae_gemm_args *g, TY *y, c
     const int sm = cu(be)->sm_count;
     if (g->trans_b) {
         const int tiles = (g->N + 7) / 8;
-        const int shift = gemv_kw_shift(tiles * g->batch, (g->K + 31) / 32, sm, GEMV_J,
-                                          GEMV_WARPS_PER_SM);
+        const int shift =
+            gemv_kw_shift(tiles * g->batch, (g->K + 31) / 32, sm, GEMV_WARPS_PER_SM);
         const int tiles_per_block = GEMV_WARPS >> shift;
         dim3 grid((unsigned)((tiles + tiles_per_block - 1) / tiles_per_block), (unsigned)g->batch);
         k_gemv_batched<TY><<<grid, GEMV_THREADS, 0, stream_of(be)>>>(
