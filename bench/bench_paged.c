@@ -23,6 +23,8 @@
 //   mat     MLA prefill only: paged_gather of the sequence's ctx latents, then
 //           mla_attend_materialized (K/V of the 32 heads decompressed by a random kv_b_proj,
 //           d 128/128 attention on tensor cores)
+// Prefill chunks (paged, and dense for teacher/gateswa) run on Hopper's kernel F or on kernel B
+// as AE_ATTN_WGMMA says (=1 / =0; unset: the default dispatch): run it once with each to A/B them.
 // Printed: ms per call (best of `reps` timings of `iters` calls between syncs), the cache bytes
 // the rows can see divided by that time (GB/s; decode only), and ms·36 (the attention of one
 // step of a 36-layer model).

@@ -1169,16 +1169,17 @@ static void expect_lse(const float *got, const float *ref, size_t n, double tol,
 }
 
 // Whether kernel F (cuda_attention_wgmma.cu: Hopper wgmma) takes a case when asked to
-// (AE_ATTN_WGMMA=1): dk = dv = 128, no window (and so no ring), separate k and v.
+// (AE_ATTN_WGMMA=1): dk = dv = 128 or dk = 192 / dv = 128, any window or ring, separate k and v.
 static int attn_wgmma_shape(const attn_case *c) {
-    return c->dk == 128 && c->dv == 128 && c->window == 0 && c->ring == 0 && !c->absorbed &&
+    return (c->dk == 128 || c->dk == 192) && c->dv == 128 && !c->absorbed &&
            c->Hq % c->Hkv == 0 && c->kpad % 8 == 0 && c->vpad % 8 == 0;
 }
 
 // One case on the cpu and on cuda with both the default dispatch and the reference kernel
 // (AE_CUDA_ATTN=ref); shapes kernel F takes also with AE_ATTN_WGMMA=1 and =simple (kernel F's
-// two schedules on an sm_90 GPU of an sm_90a build, else the default choice) and AE_ATTN_WGMMA=0
-// (kernel B), each with the rows' log-sum-exp (ae_attn_args.lse) compared too (TOL_LSE);
+// two schedules on an sm_90 GPU of an sm_90a build, else the default choice; dk = 192: the
+// unpipelined one both times) and AE_ATTN_WGMMA=0 (kernel B), each with the rows' log-sum-exp
+// (ae_attn_args.lse) compared too (TOL_LSE), and AE_ATTN_WGMMA=1 once more without it;
 // absorbed MLA shapes of the tensor-core kernels (576/512, 288/256) also
 // with each MLA kernel forced (AE_CUDA_MLA_KERNEL=old: kernel D; new64: kernel E with 64-key
 // tiles; the default takes kernel E with 32-key tiles up to 64 rows). K/V storage: the S = pos0 + T positions (or, with a ring, the slots of
@@ -1231,17 +1232,18 @@ static void run_attention(ae_rng *r, const attn_case *c) {
     snprintf(sp, sizeof sp, "%d", c->splits);
     if (c->splits > 0) setenv("AE_CUDA_MLA_SPLITS", sp, 1);
     // runs: default, ref, then the MLA kernels, or kernel F (AE_ATTN_WGMMA=1), F's unpipelined
-    // schedule (=simple) and kernel B (=0)
-    static const char *const wgmma_env[] = {"1", "simple", "0"};
-    static const char *const wgmma_names[] = {"wgmma", "wgmma-s", "flash"};
+    // schedule (=simple), kernel B (=0), and F without the log-sum-exp
+    static const char *const wgmma_env[] = {"1", "simple", "0", "1"};
+    static const char *const wgmma_names[] = {"wgmma", "wgmma-s", "flash", "wgmma-nolse"};
     const int wg = attn_wgmma_shape(c);
-    for (int run = 0; run < 2 + (mla ? 2 : wg ? 3 : 0); run++) {
+    for (int run = 0; run < 2 + (mla ? 2 : wg ? 4 : 0); run++) {
         int ref = run == 1;
         const char *kern = run >= 2 && mla ? mla_kernels[run - 2] : NULL;
         const char *wenv = run >= 2 && wg ? wgmma_env[run - 2] : NULL;
+        const int want_lse = wenv && run < 5;
         const char *label = ref ? "ref" : kern ? kern : wenv ? wgmma_names[run - 2] : "default";
         ae_ptr dout = dnew(no, g_gpu->act_dtype); // fresh: NaN-poisoned
-        ae_ptr dlse = wenv ? dnew(nl, AE_DT_F32) : ae_ptr_null();
+        ae_ptr dlse = want_lse ? dnew(nl, AE_DT_F32) : ae_ptr_null();
         ae_attn_args ar = ag;
         ar.lse = dlse;
         if (ref) setenv("AE_CUDA_ATTN", "ref", 1);
@@ -1253,7 +1255,7 @@ static void run_attention(ae_rng *r, const attn_case *c) {
         if (wenv) unsetenv("AE_ATTN_WGMMA");
         float *og = dget(dout, no);
         expect_close(og, oc, no, TOL_ATTN, "attention %-7s %s", label, name);
-        if (wenv) {
+        if (want_lse) {
             float *lg = dget(dlse, nl);
             char what[300];
             snprintf(what, sizeof what, "attention %-7s %s", label, name);
@@ -1384,6 +1386,59 @@ static void test_attention_wgmma(void **state) {
         {.T = 2049, .pos0 = 0, .Hq = 2, .Hkv = 1, .dk = 128, .dv = 128},      // 32 row tiles
     };
     run_attention_cases(&r, wg, sizeof wg / sizeof *wg);
+}
+
+// Kernel F with sliding windows (run_attention: AE_ATTN_WGMMA=1 and =simple with and without
+// lse, against the CPU reference and kernel B): window < T and > T, windows that are not a
+// multiple of its 128-key tiles (its tiles then start at lo(first row), unaligned), a window of
+// 1 (every row its own key only: both mask edges in one tile), pos0 > 0 (chunks after a cached
+// prefix, some blocks with no diagonal tile but a window edge), GQA groups 1, 4, 8, sinks, the
+// GateSWA students' W = 1024 over a multi-block prefill, and ring buffers (ring >= window + T
+// slots, as attn_gateswa.c keeps them).
+static void test_attention_wgmma_window(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 608);
+    attn_case win[] = {
+        {.T = 300, .pos0 = 0, .Hq = 4, .Hkv = 4, .dk = 128, .dv = 128, .window = 128},  // G = 1
+        {.T = 500, .pos0 = 0, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .window = 200},  // G = 4
+        {.T = 257, .pos0 = 37, .Hq = 16, .Hkv = 2, .dk = 128, .dv = 128, .window = 77}, // G = 8
+        {.T = 90, .pos0 = 11, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .window = 1000}, // W > S
+        {.T = 130, .pos0 = 5, .Hq = 4, .Hkv = 1, .dk = 128, .dv = 128, .window = 1},    // itself
+        {.T = 400, .pos0 = 2500, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .window = 300,
+         .sinks = 1}, // a chunk far past the window's start
+        {.T = 1, .pos0 = 999, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .window = 129},
+        {.T = 700, .pos0 = 100, .Hq = 32, .Hkv = 8, .dk = 128, .dv = 128, .window = 129,
+         .sinks = 1, .qscale = 3.0f},
+        {.T = 2100, .pos0 = 0, .Hq = 4, .Hkv = 2, .dk = 128, .dv = 128, .window = 1024,
+         .sinks = 1}, // GateSWA, 33 row tiles
+        {.T = 64, .pos0 = 500, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .window = 100,
+         .ring = 200, .sinks = 1},
+        {.T = 300, .pos0 = 1000, .Hq = 4, .Hkv = 2, .dk = 128, .dv = 128, .window = 256,
+         .ring = 600, .kpad = 8},
+    };
+    run_attention_cases(&r, win, sizeof win / sizeof *win);
+}
+
+// Kernel F at dk = 192, dv = 128 (the MLA student's materialised attention; its unpipelined
+// schedule, Q and K tiles of three 64-column halves): GQA-free Hq = Hkv as the student runs it and
+// grouped heads, packed rows not a multiple of 128, pos0 > 0, sinks, a window, padded K/V rows,
+// a multi-block prefill.
+static void test_attention_wgmma_dk192(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 609);
+    const float sc = 1.0f / sqrtf(192.0f);
+    attn_case c192[] = {
+        {.T = 1, .pos0 = 0, .Hq = 2, .Hkv = 2, .dk = 192, .dv = 128, .scale = sc},
+        {.T = 200, .pos0 = 0, .Hq = 4, .Hkv = 4, .dk = 192, .dv = 128, .scale = sc},
+        {.T = 131, .pos0 = 300, .Hq = 8, .Hkv = 2, .dk = 192, .dv = 128, .sinks = 1},
+        {.T = 333, .pos0 = 7, .Hq = 4, .Hkv = 4, .dk = 192, .dv = 128, .window = 150},
+        {.T = 150, .pos0 = 20, .Hq = 4, .Hkv = 2, .dk = 192, .dv = 128, .kpad = 16, .vpad = 8,
+         .qscale = 3.0f},
+        {.T = 1500, .pos0 = 0, .Hq = 4, .Hkv = 4, .dk = 192, .dv = 128, .scale = sc},
+    };
+    run_attention_cases(&r, c192, sizeof c192 / sizeof *c192);
 }
 
 // Sliding windows (window < T and window > T), ring buffers (decode past the ring size, and
@@ -1710,6 +1765,8 @@ int main(void) {
         cmocka_unit_test(test_attention_heads),
         cmocka_unit_test(test_attention_window_ring),
         cmocka_unit_test(test_attention_wgmma),
+        cmocka_unit_test(test_attention_wgmma_window),
+        cmocka_unit_test(test_attention_wgmma_dk192),
         cmocka_unit_test(test_attention_strided_absorbed),
         cmocka_unit_test(test_moe_route),
         cmocka_unit_test(test_moe_ffn),

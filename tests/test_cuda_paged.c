@@ -12,7 +12,8 @@
 // the pool, page sizes that do not divide the chunks, windows with released blocks (-1) before
 // them, sinks, runs over 2-4K keys, rows outside every run, and AE_CUDA_PAGED_TC_MIN=1 (every run,
 // decode rows too, on tensor cores: their split-KV paths); decode rows over 4096+ keys take the
-// tensor cores by default (32K rows, rows at the threshold, windows, MLA 576/512). Where the
+// tensor cores by default (32K rows, rows at the threshold, windows, MLA 576/512); kernel F
+// (Hopper wgmma) forced on the runs with AE_ATTN_WGMMA=1 (test_runs_wgmma). Where the
 // tensor-core path must have run, the output with runs must also differ somewhere from the
 // output without (bf16-rounded weights in B/D/E, fp32 in the decode kernel): proof that the runs
 // reached the kernels.
@@ -52,6 +53,7 @@ typedef struct {
     int runs;   // 0: no runs; 1: one run per sequence; 2: runs of the odd sequences only
     int tc_min; // > 0: AE_CUDA_PAGED_TC_MIN during the call
     int expect_tc; // 1: some run must take the tensor-core path (the outputs must differ)
+    const char *wgmma; // non-null: AE_ATTN_WGMMA during the call with runs ("1": kernel F)
 } pcase;
 
 // The runs of mode c->runs for rows laid out as run() lays them out (sequence by sequence).
@@ -178,8 +180,10 @@ static void run(const pcase *c) {
         char tcm[16];
         snprintf(tcm, sizeof tcm, "%d", c->tc_min);
         if (b && c->tc_min > 0) setenv("AE_CUDA_PAGED_TC_MIN", tcm, 1);
+        if (b && c->wgmma) setenv("AE_ATTN_WGMMA", c->wgmma, 1);
         be->attention_paged(be, &pa, out, qq, pool, vv);
         unsetenv("AE_CUDA_PAGED_TC_MIN");
+        unsetenv("AE_ATTN_WGMMA");
         res[b] = malloc(sizeof(float) * nout);
         assert_int_equal(be->download(be, res[b], AE_DT_F32, out, nout), AE_OK);
         if (b && n_runs) { // the same call without runs: every row on the decode kernel
@@ -206,9 +210,11 @@ static void run(const pcase *c) {
     size_t differ = 0; // elements where the runs changed the CUDA result
     for (size_t i = 0; plain && i < nout; i++) differ += plain[i] != res[1][i];
     printf("paged Hq %d Hkv %d dk %d dv %d window %d sinks %d shared %d P %d, %d rows, %d runs "
-           "(mode %d, tc_min %d): rel err %.2e; %zu of %zu values differ from the call without runs\n",
+           "(mode %d, tc_min %d%s%s): rel err %.2e; %zu of %zu values differ from the call "
+           "without runs\n",
            c->Hq, c->Hkv, c->dk, c->dv, c->window, c->sinks, c->shared, P, N, n_runs, c->runs,
-           c->tc_min, err, differ, nout);
+           c->tc_min, c->wgmma ? ", AE_ATTN_WGMMA=" : "", c->wgmma ? c->wgmma : "", err, differ,
+           nout);
     assert_true(finite);
     assert_true(err < TOL_ATTN);
     if (plain) assert_true(ae_test_rel_err(plain, res[0], nout) < TOL_ATTN);
@@ -394,6 +400,35 @@ static void test_runs_tc_all(void **st) {
     run(&c);
 }
 
+// Kernel F (Hopper wgmma) on the prefill runs, forced (AE_ATTN_WGMMA=1; =simple once): keys
+// read row by row through the shuffled block table (attn_key_off), pages of 16 and 64 (a 128-key
+// tile spans 8 or 2 pages; chunks start and end inside pages), chunks at pos0 > 0 whose keys
+// run to pos0 + n (a 512-row chunk over 3000 keys, a whole 2048-row prompt from 0), a decode row
+// first (below tc_min: the decode kernel, also with F forced), Qwen3-8B heads (G = 4), G = 1 and
+// 8; GateSWA windows (1024, and 200: not a tile multiple) with the pages before each run's
+// window released (-1: F must never read them), sinks; dk = 192 / dv = 128 (MLA materialised).
+// On GPUs other than an H200 (or builds without sm_90a) F declines and B runs: same results.
+static void test_runs_wgmma(void **st) {
+    (void)st;
+    pcase c = {.Hq = 32, .Hkv = 8, .dk = 128, .dv = 128, .P = 16, .nseq = 3, .len = k_lenl,
+               .nq = k_nql, .runs = 1, .expect_tc = 1, .wgmma = "1"};
+    run(&c);
+    c.P = 64;
+    run(&c);
+    c.window = 1024, c.sinks = 1; // GateSWA, released pages
+    run(&c);
+    c.P = 16, c.wgmma = "simple";
+    run(&c);
+    static const int len[] = {1, 1500, 700}, nq[] = {1, 300, 700};
+    c = (pcase){.Hq = 16, .Hkv = 2, .dk = 128, .dv = 128, .window = 200, .sinks = 1, .P = 16,
+                .nseq = 3, .len = len, .nq = nq, .runs = 1, .expect_tc = 1, .wgmma = "1"}; // G = 8
+    run(&c);
+    c.Hq = 4, c.Hkv = 4, c.P = 64, c.window = 0; // G = 1
+    run(&c);
+    c.dk = 192, c.Hq = 8, c.Hkv = 2, c.P = 16, c.window = 300; // MLA materialised dims
+    run(&c);
+}
+
 // Decode over long contexts (the default thresholds, no AE_CUDA_PAGED_TC_*): rows whose last
 // position sees 4096+ keys go to the tensor-core kernels one run at a time, shorter ones to
 // k_paged_attn in one launch; the call without runs puts every row on k_paged_attn (its split-KV
@@ -447,6 +482,7 @@ int main(void) {
         cmocka_unit_test(test_runs_long),
         cmocka_unit_test(test_runs_order),
         cmocka_unit_test(test_runs_tc_all),
+        cmocka_unit_test(test_runs_wgmma),
         cmocka_unit_test(test_decode_long),
         cmocka_unit_test(test_decode_long_mla),
     };

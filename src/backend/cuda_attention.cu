@@ -32,15 +32,16 @@
 // out and lse2 the tensor-core backward (cuda_attention_bwd_tc.cu) recomputes when it is not
 // given them; D and E (inference only) are not used then.
 //
-// B, D and E also compute attention_paged's prefill runs (cuda_paged.cu): the same launchers with
-// attn_params.pages set, keys read through a sequence's block-table row (attn_key_off).
+// B, D, E and F also compute attention_paged's prefill runs (cuda_paged.cu): the same launchers
+// with attn_params.pages set, keys read through a sequence's block-table row (attn_key_off).
 //
-//   F. k_attn_wgmma (cuda_attention_wgmma.cu): Hopper (sm_90a) prefill for dk = dv = 128 without
-//      a window: B's algorithm on wgmma.mma_async (2 warpgroups x 64 packed rows, 128-key tiles
-//      in 128-byte-swizzled shared memory, P kept in registers as the A operand of P·V).
-//      AE_ATTN_WGMMA=1 takes it for every shape it supports (=simple: its unpipelined
-//      schedule), =0 never; unset: the default of attn_wgmma_run (off until it has passed its
-//      GPU test; then long prefills only).
+//   F. k_attn_wgmma (cuda_attention_wgmma.cu): Hopper (sm_90a) prefill for dk = dv = 128 and
+//      dk = 192 / dv = 128 (MLA materialised), sliding windows and ring buffers too: B's
+//      algorithm on wgmma.mma_async (2 warpgroups x 64 packed rows, 128-key tiles in
+//      128-byte-swizzled shared memory, P kept in registers as the A operand of P·V); never
+//      split over the keys. AE_ATTN_WGMMA=1 takes it for every shape it supports (=simple: its
+//      unpipelined schedule), =0 never; unset: the default of attn_wgmma_run (long prefills,
+//      T·G >= 4096, at d = 128 without a window; the later shapes once WGMMA_DEFAULT_EXT is on).
 //
 // Dispatcher (ae_cuda_attention): AE_CUDA_ATTN=ref forces A. Otherwise E or D when Hkv == 1,
 // (dk, dv) is one of their instantiations, k and v are the same rows (k == v, k_stride == v_stride) and the

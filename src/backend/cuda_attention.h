@@ -29,7 +29,7 @@ typedef struct {
     int k_stride, v_stride, window, ring;
     float scale_log2;            // scale · log2(e)
     int splits;                  // key-range splits (grid z); 1: kernels write `out` directly
-    // Paged keys (attention_paged's prefill runs; kernels B and D/E only): when `pages` is
+    // Paged keys (attention_paged's prefill runs; kernels B, D/E and F): when `pages` is
     // non-null, key position j lives in row j % page_size of page pages[j / page_size], page p
     // starting at k (v) + p·page_stride (attn_key_off); ring is 0 then. Pages of blocks before
     // a block's first visible key are never read (they may be −1).
@@ -46,8 +46,9 @@ int attn_flash_has(int dk, int dv);                          // cuda_attention_f
 // lse2 (T·Hq F32, row t·Hq + h, log2 units) or null: also the rows' log-sum-exp, and then
 // unsplit (without it the launcher may split the keys: split-KV, cuda_attention.cu).
 int attn_flash_run_lse(const ae_backend *be, const attn_params *p, float *lse2);
-// Kernel F (cuda_attention_wgmma.cu, Hopper wgmma; dk = dv = 128, no window, no pages): 0 when
-// it does not take these arguments (AE_ATTN_WGMMA, shape, device, build), as the launchers above.
+// Kernel F (cuda_attention_wgmma.cu, Hopper wgmma; dk = 128 or 192, dv = 128; windows, rings,
+// pages; never split): 0 when it does not take these arguments (AE_ATTN_WGMMA, shape, device,
+// build), as the launchers above.
 int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2);
 int attn_mla_has(int dk, int dv);                            // cuda_attention_mla.cu
 int attn_mla_run(const ae_backend *be, const attn_params *p);

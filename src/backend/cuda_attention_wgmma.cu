@@ -1,8 +1,10 @@
-// F. Hopper attention forward (wgmma), for dk = dv = 128 prefill: kernel B's results
-// (cuda_attention_flash.cu) up to rounding for the shapes it takes, at Hopper's tensor-core rate. Compiled for
-// sm_90a only (wgmma.mma_async): on other targets the kernel body is empty, the launcher sees
-// it (wgmma_loaded) and reports that it cannot run (attn_wgmma_run returns 0), so the
-// dispatcher uses kernel B.
+// F. Hopper attention forward (wgmma), for prefill at dk = dv = 128 and dk = 192 / dv = 128 (the
+// MLA student's materialised attention), causal, with or without a sliding window, keys
+// contiguous, in a ring buffer or paged (attention_paged's prefill runs): kernel B's results
+// (cuda_attention_flash.cu) up to rounding for the shapes it takes, at Hopper's tensor-core
+// rate. Compiled for sm_90a only (wgmma.mma_async): on other targets the kernel body is empty,
+// the launcher sees it (wgmma_loaded) and reports that it cannot run (attn_wgmma_run returns
+// 0), so the dispatcher uses kernel B.
 //
 // Block: 2 warpgroups (256 threads), ROWS = 128 packed query rows of ONE kv head (GQA packing as
 // in kernel B: packed row pr = t·G + i is token t, query head kvh·G + i, for pr < T·G; padding
@@ -10,28 +12,33 @@
 // warp v (0..3) owns rows 16v .. 16v + 15, and lane l holds rows g = l/4 and g + 8 (the wgmma
 // accumulator layout below).
 //
-// Per key tile of BN = 128 keys (j0 .. j0 + 127):
+// Key tiles: BN = 128 keys j0 .. j0 + 127 with j0 = kb + 128t, kb = lo(pos_min) the first key
+// the block's first row sees (attn_lo: 0 without a window, pos − window + 1 with one), up to
+// ke − 1 = the block's last position. Tiles wholly before kb or past ke are never loaded
+// (released pages before a window are never read). Per tile:
 //   S (64 x 128 fp32 per warpgroup) = Q·Kᵀ: wgmma m64n128k16, A = Q and B = K both from shared
-//     memory (K-major: a K row [key][d] is B's column), 8 k-steps over d.
-//   mask, only on tiles not visible to every row of the block (the diagonal ones): key j of a
-//     row at position pos is kept when j <= pos and j < ke; tiles wholly past the block's last
-//     position are never visited.
+//     memory (K-major: a K row [key][d] is B's column), dk / 16 k-steps over d.
+//   mask, only on tiles not visible to every row of the block (both edges: the diagonal ones,
+//     and with a window those starting before the last row's lo): key j of a row at position
+//     pos is kept when lo(pos) <= j <= pos and j < ke.
 //   online softmax per row in log2 units (kernel B's arithmetic up to rounding, wg_softmax_t),
 //     P = exp2(S·scale·log2(e) − m) as bf16 registers.
 //   O (64 x 128 fp32 per warpgroup) += P·V: wgmma m64n128k16 with A = P from registers (the S
 //     accumulator of n8-tiles 2i, 2i+1 is exactly the A fragment of k-step i) and B = V from
 //     shared memory (N-major: V is stored [key][d], d contiguous; transposed B).
 // K/V tiles are fetched by all threads with cp.async (16-byte chunks; key j's row at j·k_stride,
-// j·v_stride: contiguous keys only), two or three stages deep (the schedules, k_attn_wgmma).
+// j·v_stride for contiguous keys, else at attn_key_off: a ring slot or a page row, ADDR), two or
+// three stages deep (the schedules, k_attn_wgmma).
 //
-// Shared memory layout (the wgmma "128-byte swizzle" canonical layout): a 128 x 128 bf16 tile
-// (rows = query rows or keys, columns = d) is two halves of 64 columns (16 KB each); in a half,
+// Shared memory layout (the wgmma "128-byte swizzle" canonical layout): a 128 x d bf16 tile
+// (rows = query rows or keys, columns = d) is d / 64 halves of 64 columns (16 KB each: two for
+// V and for dk = 128, three for Q and K at dk = 192); in a half,
 // row r is 128 bytes at r·128, and its 16-byte chunk c (columns 8c .. 8c + 7) sits at chunk
 // position c XOR (r mod 8). Eight rows form a 1024-byte swizzle atom (1024-byte aligned). The
 // matrix descriptors (wg_desc) then read:
-//   A = Q, K-major: start at the half of k-step kk (kk/4), +32 bytes per k-step inside it
-//     (kk mod 4), + 64 rows · 128 bytes for warpgroup 1; stride between 8-row groups (SBO)
-//     1024 bytes; leading offset unused (16).
+//   A = Q, K-major: start at the half of k-step kk (kk/4; kk < dk / 16), +32 bytes per k-step
+//     inside it (kk mod 4), + 64 rows · 128 bytes for warpgroup 1; stride between 8-row groups
+//     (SBO) 1024 bytes; leading offset unused (16).
 //   B = K, K-major: the same, over the tile's 128 key rows.
 //   B = V, N-major (transposed): k-step kk covers keys 16kk .. 16kk + 15: start at kk·2048;
 //     SBO = 1024 (next 8 keys), LBO = 16384 (the next 64 columns of d: the other half).
@@ -46,9 +53,14 @@
 // same bits as kernel B: the key tiles and the softmax's roundings differ). Never split over
 // the keys (prefill: enough row tiles fill the GPU).
 //
-// Not taken (the dispatcher uses kernel B): sliding windows (and so ring buffers), paged keys,
-// head dims other than 128/128, scale <= 0, GPUs other than compute capability 9.0, builds
-// without sm_90a (there AE_ATTN_WGMMA=1 keeps an error instead: wgmma_launch).
+// dk = 192 runs the unpipelined schedule only (Q 48 KB + 2 stages of 48 + 32 KB = 208 KB; the
+// overlapped schedule's third stage does not fit).
+//
+// Not taken (the dispatcher uses kernel B): head dims other than 128/128 and 192/128,
+// scale <= 0, GPUs other than compute capability 9.0, builds without sm_90a (there
+// AE_ATTN_WGMMA=1 keeps an error instead: wgmma_launch); by default (AE_ATTN_WGMMA unset) also
+// short prefills and decode (attn_wgmma_run: F never splits the keys, B's split-KV fills the
+// GPU) and, until WGMMA_DEFAULT_EXT is on, windows, rings, paged keys and dk = 192.
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,26 +69,32 @@
 
 #define WG_ROWS 128                  // packed query rows per block (2 warpgroups x 64)
 #define WG_BN 128                    // keys per tile
-#define WG_D 128                     // dk = dv
+#define WG_DV 128                    // dv (dk: the template parameter DK, 128 or 192)
 #define WG_THREADS 256
-#define WG_TILE_BYTES (128 * 128 * 2) // one 128 x 128 bf16 tile (two 16 KB halves)
+#define WG_TILE_BYTES (128 * 128 * 2) // one 128 x 128 bf16 tile (two 16 KB halves): V
 #define WG_HALF_BYTES (128 * 128)     // one half: 128 rows x 64 columns
+// A 128 x dk tile (Q or K): dk / 64 halves.
+#define WG_QK_BYTES(dk) (128 * (dk) * 2)
 // Q tile + `stages` stages of (K tile, V tile), + 1 KB to align the base to the 1024-byte
-// swizzle atom: 160 KB + 1 KB (2 stages), 224 KB + 1 KB (3 stages; the opt-in limit is 227 KB).
-#define WG_SMEM(stages) ((size_t)WG_TILE_BYTES * (1 + 2 * (stages)) + 1024)
+// swizzle atom. dk = 128: 160 KB + 1 KB (2 stages), 224 KB + 1 KB (3 stages; the opt-in limit
+// is 227 KB); dk = 192: 48 + 2 · (48 + 32) = 208 KB + 1 KB (2 stages; 3 would need 288 KB).
+#define WG_SMEM(dk, stages)                                                                     \
+    ((size_t)WG_QK_BYTES(dk) + (size_t)(stages) * (WG_QK_BYTES(dk) + WG_TILE_BYTES) + 1024)
 
 #ifdef AE_WGMMA_DEVICE
-// Byte offset of 16-byte chunk `chunk` (0..15: columns 8·chunk ..) of row r in a swizzled tile.
+// Byte offset of 16-byte chunk `chunk` (columns 8·chunk ..; half chunk / 8) of row r in a
+// swizzled tile.
 __device__ __forceinline__ uint32_t wg_tile_off(int r, int chunk) {
     return (uint32_t)((chunk >> 3) * WG_HALF_BYTES + r * 128 + (((chunk & 7) ^ (r & 7)) << 4));
 }
 
 // ---- the pieces of one key tile (a warpgroup's 64 rows) ---------------------------------------
 
-// Issues S = Q·Kᵀ (8 k-steps over d; the first one overwrites s). Not committed.
+// Issues S = Q·Kᵀ (DK / 16 k-steps over d; the first one overwrites s). Not committed.
+template <int DK>
 __device__ __forceinline__ void wg_issue_qk(float (&s)[64], uint32_t q_addr, uint32_t k_addr) {
 #pragma unroll
-    for (int kk = 0; kk < WG_D / 16; kk++) {
+    for (int kk = 0; kk < DK / 16; kk++) {
         const uint32_t koff = (kk >> 2) * WG_HALF_BYTES + (kk & 3) * 32;
         wg_mma_ss(s, wg_desc(q_addr + koff, 16, 1024), wg_desc(k_addr + koff, 16, 1024), kk > 0);
     }
@@ -93,8 +111,11 @@ __device__ __forceinline__ void wg_issue_pv(float (&o)[64], const uint32_t (&pf)
 struct wg_rows {
     float m[2], l[2]; // running max (log2 units, −inf before any key) and this lane's sum part
     int pos[2];       // query positions of the rows (padding rows: the last real row's)
-    int ke;           // keys 0 .. ke − 1 exist for the block
-    int full_end;     // tiles with j0 + BN <= full_end are visible to every row (no mask)
+    int lo[2];        // their first visible keys (attn_lo: 0 without a window)
+    int ke;           // keys kb .. ke − 1 exist for the block (kb: its first row's lo)
+    int full_lo, full_end; // tiles with j0 >= full_lo and j0 + BN <= full_end are visible to
+                           // every row (no mask): full_lo is the last row's lo, full_end − 1
+                           // the first row's position
     int tq;           // lane % 4: the columns 2tq, 2tq + 1 of each n8-tile
 };
 
@@ -108,8 +129,9 @@ __device__ __forceinline__ float wg_exp2(float x) {
 }
 
 // Online softmax of the raw scores s of key tile j0 (s[4n + e]: key j0 + 8n + 2tq + (e & 1) of
-// row half e >> 1): masks (MASK: keys j > pos or j >= ke become −inf; the tile's column
-// c = 8n + (e & 1) is kept when c <= lim = min(pos, ke − 1) − j0 − 2tq), updates m and l,
+// row half e >> 1): masks (MASK: keys j > pos, j >= ke or j < lo become −inf; the tile's
+// column c = 8n + (e & 1) is kept when lim_lo <= c <= lim, lim = min(pos, ke − 1) − j0 − 2tq,
+// lim_lo = lo − j0 − 2tq: <= 0 without a window), updates m and l,
 // returns each half's factor al for O (O·al before adding this tile; 0 while nothing was seen)
 // and P = exp2(s·scale_log2 − m) as bf16 A fragments. Kernel B's arithmetic up to rounding:
 // the row max is taken on the raw scores and then scaled (the same value: scale_log2 > 0, and
@@ -117,13 +139,17 @@ __device__ __forceinline__ float wg_exp2(float x) {
 template <bool MASK>
 __device__ __forceinline__ void wg_softmax_t(float (&s)[64], uint32_t (&pf)[8][4], wg_rows &w,
                                              float (&al)[2], int j0, float scale_log2) {
-    int lim[2];
+    int lim[2], lim_lo[2];
 #pragma unroll
-    for (int hf = 0; hf < 2; hf++) lim[hf] = min(w.pos[hf], w.ke - 1) - j0 - 2 * w.tq;
+    for (int hf = 0; hf < 2; hf++) {
+        lim[hf] = min(w.pos[hf], w.ke - 1) - j0 - 2 * w.tq;
+        lim_lo[hf] = w.lo[hf] - j0 - 2 * w.tq;
+    }
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int i = 0; i < 64; i++) {
-        if (MASK && 8 * (i >> 2) + (i & 1) > lim[(i >> 1) & 1]) s[i] = -INFINITY;
+        const int c = 8 * (i >> 2) + (i & 1), hf = (i >> 1) & 1;
+        if (MASK && (c > lim[hf] || c < lim_lo[hf])) s[i] = -INFINITY;
         mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
     }
     float bs[2];
@@ -150,7 +176,7 @@ __device__ __forceinline__ void wg_softmax_t(float (&s)[64], uint32_t (&pf)[8][4
 // block, ptxas hoisted the following wgmma wait and barrier above it — seen in the SASS.)
 __device__ __forceinline__ void wg_softmax(float (&s)[64], uint32_t (&pf)[8][4], wg_rows &w,
                                            float (&al)[2], int j0, float scale_log2) {
-    if (j0 + WG_BN <= w.full_end)
+    if (j0 >= w.full_lo && j0 + WG_BN <= w.full_end)
         wg_softmax_t<false>(s, pf, w, al, j0, scale_log2);
     else
         wg_softmax_t<true>(s, pf, w, al, j0, scale_log2);
@@ -166,7 +192,7 @@ __device__ __forceinline__ void wg_rescale(float (&o)[64], const float (&al)[2])
 // meanwhile(), then the softmax of the next tile (into pnext) while that P·V runs; O is
 // rescaled after it. pcur and pnext are distinct arrays (the caller alternates them): P·V
 // reads pcur asynchronously while pnext is written.
-template <class F>
+template <int DK, class F>
 __device__ __forceinline__ void wg_overlap_step(float (&o)[64], float (&s)[64],
                                                 const uint32_t (&pcur)[8][4],
                                                 uint32_t (&pnext)[8][4], wg_rows &w,
@@ -177,7 +203,7 @@ __device__ __forceinline__ void wg_overlap_step(float (&o)[64], float (&s)[64],
     wg_reg_fence(s);
     wg_reg_fence(o);
     wg_fence();
-    wg_issue_qk(s, q_addr, k_next);
+    wg_issue_qk<DK>(s, q_addr, k_next);
     wg_commit();
     wg_issue_pv(o, pcur, v_cur);
     wg_commit();
@@ -203,78 +229,102 @@ __device__ __forceinline__ void wg_last_pv(float (&o)[64], const uint32_t (&pcur
 #endif // AE_WGMMA_DEVICE
 
 // lse2: as kernel B (null: not written). Two schedules of the same arithmetic (the same bits):
-//   PIPE = 0 (AE_ATTN_WGMMA=simple): per tile, wait for K/V, S = Q·Kᵀ, softmax, O += P·V, each
-//     step waiting for the previous; two K/V stages (tile i+1 loads during tile i).
-//   PIPE = 1 (the default of kernel F): S of tile i+1 is issued before P·V of tile i, so the
-//     softmax of tile i+1 runs while the tensor cores do P·V of tile i (FlashAttention-3's
-//     intra-warpgroup overlap); O is rescaled once that P·V has completed. Three K/V stages
-//     (tile i+1's K is read while tile i's V still is; tile i+2 loads meanwhile), one barrier
-//     per tile.
-template <int PIPE>
+//   PIPE = 0 (AE_ATTN_WGMMA=simple; dk = 192 always): per tile, wait for K/V, S = Q·Kᵀ,
+//     softmax, O += P·V, each step waiting for the previous; two K/V stages (tile i+1 loads
+//     during tile i).
+//   PIPE = 1 (the default of kernel F at dk = 128): S of tile i+1 is issued before P·V of tile
+//     i, so the softmax of tile i+1 runs while the tensor cores do P·V of tile i
+//     (FlashAttention-3's intra-warpgroup overlap); O is rescaled once that P·V has completed.
+//     Three K/V stages (tile i+1's K is read while tile i's V still is; tile i+2 loads
+//     meanwhile), one barrier per tile.
+// DK: dk (128, or 192 with dv = 128: MLA materialised). ADDR: keys addressed row by row through
+// attn_key_off (paged or ring buffer); else contiguous rows j·k_stride.
+// Key tiles start at the block's first visible key kb = lo(first row's position) (0 without a
+// window; not a multiple of BN with one): tile t holds keys kb + 128t .., so pages or ring
+// slots before kb are never read.
+template <int DK, int PIPE, bool ADDR>
 __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params p, float *lse2) {
 #ifdef AE_WGMMA_DEVICE
+    static_assert(DK == 128 || DK == 192, "kernel F: dk 128 or 192");
+    static_assert(!PIPE || DK == 128, "the overlapped schedule needs 3 stages: dk = 128 only");
     constexpr int STAGES = PIPE ? 3 : 2;
+    constexpr uint32_t QK_BYTES = WG_QK_BYTES(DK), STAGE_BYTES = QK_BYTES + WG_TILE_BYTES;
     extern __shared__ unsigned char wg_smem_raw[];
-    // Tiles: Q at 0, K of stage s at (1 + 2s)·TILE, V of stage s at (2 + 2s)·TILE.
+    // Tiles: Q at 0, K of stage s at QK + s·(QK + V), its V right after it.
     const uint32_t base = (smem_u32(wg_smem_raw) + 1023u) & ~1023u;
     unsigned char *const sbase = wg_smem_raw + (base - smem_u32(wg_smem_raw));
-    auto k_addr = [&](int stage) { return base + (uint32_t)(1 + 2 * stage) * WG_TILE_BYTES; };
+    auto k_addr = [&](int stage) { return base + QK_BYTES + (uint32_t)stage * STAGE_BYTES; };
 
     const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
     const int kvh = blockIdx.y;
     const int tile = gridDim.x - 1 - blockIdx.x; // longest (latest) row tiles first
     const int G = p.G, nrows = p.T * G, R0 = tile * WG_ROWS;
     const int last = R0 + WG_ROWS - 1 < nrows - 1 ? R0 + WG_ROWS - 1 : nrows - 1;
-    const int pos_min = p.pos0 + R0 / G; // smallest query position of the block
+    const int pos_min = p.pos0 + R0 / G, pos_max = p.pos0 + last / G; // the block's positions
 
     // This thread's two rows (hf = 0, 1): packed rows R0 + 64wg + 16warp + lane/4 + 8hf.
     wg_rows w;
-    w.ke = p.pos0 + last / G + 1; // keys 0 .. ke − 1 (no window)
+    w.ke = pos_max + 1;
+    w.full_lo = attn_lo(pos_max, p.window);
     w.full_end = pos_min + 1;
     w.tq = lane & 3;
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
         const int r = R0 + wg * 64 + warp * 16 + (lane >> 2) + 8 * hf;
         w.pos[hf] = p.pos0 + (r < nrows ? r : nrows - 1) / G;
+        w.lo[hf] = attn_lo(w.pos[hf], p.window);
         w.m[hf] = -INFINITY;
         w.l[hf] = 0.0f;
     }
-    const int ntiles = (w.ke + WG_BN - 1) / WG_BN;
+    const int kb = attn_lo(pos_min, p.window);
+    const int ntiles = (w.ke - kb + WG_BN - 1) / WG_BN;
 
-    // Q tile: 128 rows x 16 chunks, 8 per thread; zero rows for padding.
+    // Q tile: 128 rows x DK/8 chunks, DK/16 per thread; zero rows for padding.
+    constexpr int QCH = DK / 8;
 #pragma unroll
-    for (int it = 0; it < WG_ROWS * 16 / WG_THREADS; it++) {
-        const int c = tid + it * WG_THREADS, r = c >> 4, ch = c & 15, pr = R0 + r;
+    for (int it = 0; it < WG_ROWS * QCH / WG_THREADS; it++) {
+        const int c = tid + it * WG_THREADS, r = c / QCH, ch = c % QCH, pr = R0 + r;
         const bool ok = pr < nrows;
         const bf16 *src = p.q;
-        if (ok) src = p.q + ((size_t)(pr / G) * p.Hq + kvh * G + pr % G) * WG_D + ch * 8;
+        if (ok) src = p.q + ((size_t)(pr / G) * p.Hq + kvh * G + pr % G) * DK + ch * 8;
         cp_async16(sbase + wg_tile_off(r, ch), src, ok);
     }
-    // K/V tile t into `stage` (keys >= ke zero-filled), when t < ntiles. Thread: chunk tid % 16
-    // of the tile's rows tid / 16 + 16·it (it = 0..7); those rows share r mod 8, so their
-    // swizzled offsets are one offset + it·2048. Contiguous keys (no ring, no pages: dispatcher).
-    const int lr = tid >> 4, lch = tid & 15;
-    const uint32_t loff = wg_tile_off(lr, lch);
-    const size_t kstep = (size_t)16 * p.k_stride, vstep = (size_t)16 * p.v_stride;
+    // K/V tile t into `stage` (keys >= ke zero-filled, their rows not addressed), when
+    // t < ntiles. Thread: chunk tid % 16 (columns 0..127 of K, all of V) of the tile's rows
+    // tid / 16 + 16·it (it = 0..7); those rows share r mod 8, so their swizzled offsets are one
+    // offset + it·2048. DK = 192: K's third half too, chunk 16 + tid % 8 of rows tid / 8 + 32·it
+    // (it = 0..3; offset + it·4096).
+    const int lr = tid >> 4, lch = tid & 15, lr3 = tid >> 3, lch3 = tid & 7;
+    const uint32_t loff = wg_tile_off(lr, lch), loff3 = wg_tile_off(lr3, 16 + lch3);
+    auto key_off = [&](int j, int stride) -> size_t { // element offset of key j's row
+        return ADDR ? attn_key_off(p, j, stride) : (size_t)j * (size_t)stride;
+    };
+    const bf16 *const kh = p.k + (size_t)kvh * DK, *const vh = p.v + (size_t)kvh * WG_DV;
     auto load_kv = [&](int t, int stage) {
         if (t >= ntiles) return;
-        unsigned char *kd = sbase + (1 + 2 * stage) * WG_TILE_BYTES + loff;
-        unsigned char *vd = kd + WG_TILE_BYTES;
-        const int j = t * WG_BN + lr;
-        const bf16 *ks = p.k + (size_t)j * p.k_stride + (size_t)kvh * WG_D + lch * 8;
-        const bf16 *vs = p.v + (size_t)j * p.v_stride + (size_t)kvh * WG_D + lch * 8;
-        if (t * WG_BN + WG_BN <= w.ke) { // every key of the tile exists
+        unsigned char *kd = sbase + QK_BYTES + stage * STAGE_BYTES;
+        unsigned char *vd = kd + QK_BYTES;
+        const int jt = kb + t * WG_BN;
+        const bool whole = jt + WG_BN <= w.ke; // every key of the tile exists
 #pragma unroll
-            for (int it = 0; it < WG_BN / 16; it++) {
-                cp_async16(kd + it * 2048, ks + it * kstep, true);
-                cp_async16(vd + it * 2048, vs + it * vstep, true);
+        for (int it = 0; it < WG_BN / 16; it++) {
+            const int j = jt + lr + 16 * it;
+            const bool ok = whole || j < w.ke;
+            const bf16 *ks = p.k, *vs = p.v;
+            if (ok) {
+                ks = kh + key_off(j, p.k_stride) + lch * 8;
+                vs = vh + key_off(j, p.v_stride) + lch * 8;
             }
-        } else {
+            cp_async16(kd + loff + it * 2048, ks, ok);
+            cp_async16(vd + loff + it * 2048, vs, ok);
+        }
+        if (DK > 128) {
 #pragma unroll
-            for (int it = 0; it < WG_BN / 16; it++) {
-                const bool ok = j + 16 * it < w.ke;
-                cp_async16(kd + it * 2048, ok ? ks + it * kstep : p.k, ok);
-                cp_async16(vd + it * 2048, ok ? vs + it * vstep : p.v, ok);
+            for (int it = 0; it < WG_BN / 32; it++) {
+                const int j = jt + lr3 + 32 * it;
+                const bool ok = whole || j < w.ke;
+                const bf16 *ks = ok ? kh + key_off(j, p.k_stride) + 128 + lch3 * 8 : p.k;
+                cp_async16(kd + loff3 + it * 4096, ks, ok);
             }
         }
     };
@@ -303,15 +353,15 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
             for (int i = 0; i < 64; i++) s[i] = 0.0f;
             wg_reg_fence(s);
             wg_fence();
-            wg_issue_qk(s, q_addr, k_addr(stage));
+            wg_issue_qk<DK>(s, q_addr, k_addr(stage));
             wg_commit();
             wg_wait<0>();
             wg_reg_fence(s);
-            wg_softmax(s, pf, w, al, t * WG_BN, p.scale_log2);
+            wg_softmax(s, pf, w, al, kb + t * WG_BN, p.scale_log2);
             wg_rescale(o, al);
             wg_reg_fence(o);
             wg_fence();
-            wg_issue_pv(o, pf, k_addr(stage) + WG_TILE_BYTES);
+            wg_issue_pv(o, pf, k_addr(stage) + QK_BYTES);
             wg_commit();
             wg_wait<0>();
             wg_reg_fence(o);
@@ -328,11 +378,11 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
         for (int i = 0; i < 64; i++) s[i] = 0.0f;
         wg_reg_fence(s);
         wg_fence();
-        wg_issue_qk(s, q_addr, k_addr(0));
+        wg_issue_qk<DK>(s, q_addr, k_addr(0));
         wg_commit();
         wg_wait<0>();
         wg_reg_fence(s);
-        wg_softmax(s, pf, w, al, 0, p.scale_log2); // O is 0: no rescale
+        wg_softmax(s, pf, w, al, kb, p.scale_log2); // O is 0: no rescale
         // Step t (tiles t and t + 1 in use) starts once tile t + 1 has landed and every
         // warpgroup has finished step t − 1, with one barrier; then the stage of tile t − 1 is
         // free and tile t + 2 is loaded into it while the tensor cores work. Tile t lives in
@@ -352,23 +402,23 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
         };
         for (;;) {
             if (t + 1 >= ntiles) {
-                wg_last_pv(o, pf, k_addr(stage) + WG_TILE_BYTES);
+                wg_last_pv(o, pf, k_addr(stage) + QK_BYTES);
                 break;
             }
             await_next();
-            wg_overlap_step(o, s, pf, pn, w, q_addr, k_addr(next_stage(stage)),
-                            k_addr(stage) + WG_TILE_BYTES, (t + 1) * WG_BN, p.scale_log2,
-                            load_ahead);
+            wg_overlap_step<DK>(o, s, pf, pn, w, q_addr, k_addr(next_stage(stage)),
+                                k_addr(stage) + QK_BYTES, kb + (t + 1) * WG_BN, p.scale_log2,
+                                load_ahead);
             t++;
             stage = next_stage(stage);
             if (t + 1 >= ntiles) {
-                wg_last_pv(o, pn, k_addr(stage) + WG_TILE_BYTES);
+                wg_last_pv(o, pn, k_addr(stage) + QK_BYTES);
                 break;
             }
             await_next();
-            wg_overlap_step(o, s, pn, pf, w, q_addr, k_addr(next_stage(stage)),
-                            k_addr(stage) + WG_TILE_BYTES, (t + 1) * WG_BN, p.scale_log2,
-                            load_ahead);
+            wg_overlap_step<DK>(o, s, pn, pf, w, q_addr, k_addr(next_stage(stage)),
+                                k_addr(stage) + QK_BYTES, kb + (t + 1) * WG_BN, p.scale_log2,
+                                load_ahead);
             t++;
             stage = next_stage(stage);
         }
@@ -386,7 +436,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
         const int has_sink = p.sinks != nullptr;
         const float sink2 = has_sink ? p.sinks[h] * AE_ATTN_LOG2E : 0.0f;
         const float f = attn_out_scale(w.m[hf], l, has_sink, sink2);
-        bf16 *dst = p.out + orow * WG_D + 2 * tq;
+        bf16 *dst = p.out + orow * WG_DV + 2 * tq;
 #pragma unroll
         for (int n = 0; n < 16; n++)
             *reinterpret_cast<uint32_t *>(dst + n * 8) =
@@ -401,21 +451,30 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
 
 // ---- launch -------------------------------------------------------------------------------------
 
-// Packed rows (T·G) from which the default dispatch takes this kernel (AE_ATTN_WGMMA unset).
+// Packed rows (T·G) from which the default dispatch takes this kernel (AE_ATTN_WGMMA unset) for
+// contiguous keys.
 #ifndef WGMMA_MIN_ROWS
 #define WGMMA_MIN_ROWS 4096
 #endif
 
 // AE_ATTN_WGMMA: "0" never; "1" whenever the shape allows (tests, benches); "simple" the same
-// with the unpipelined schedule (PIPE = 0, for A/B runs); unset: the default, T·G >=
-// WGMMA_MIN_ROWS with the schedule WGMMA_DEFAULT_PIPE (1: overlapped). On since both schedules
-// passed tests/test_backend_ops.c on an H200 (2026-11-29 23:0x UTC; bench_attn --fwd-kernels:
-// 414 / 490 / 501 TFLOP/s at T = 4K / 16K / 32K against kernel B's 175 / 224 / 229).
+// with the unpipelined schedule (PIPE = 0, for A/B runs; dk = 192 runs it always); unset: the
+// default, T·G >= WGMMA_MIN_ROWS (paged keys: wgmma_paged_wins) with the schedule
+// WGMMA_DEFAULT_PIPE (1: overlapped). On since both schedules passed tests/test_backend_ops.c
+// on an H200 (2026-11-29 23:0x UTC; bench_attn --fwd-kernels: 414 / 490 / 501 TFLOP/s at T =
+// 4K / 16K / 32K against kernel B's 175 / 224 / 229).
 #ifndef WGMMA_DEFAULT_ON
 #define WGMMA_DEFAULT_ON 1
 #endif
 #ifndef WGMMA_DEFAULT_PIPE
 #define WGMMA_DEFAULT_PIPE 1
+#endif
+// The shapes added after that (sliding windows, ring buffers, paged keys, dk = 192) are taken by
+// default only when WGMMA_DEFAULT_EXT is 1: off until they have passed their GPU tests
+// (test_backend_ops test_attention_wgmma_window / _dk192, test_cuda_paged test_runs_wgmma, all
+// with AE_ATTN_WGMMA=1); AE_ATTN_WGMMA=1 takes them regardless.
+#ifndef WGMMA_DEFAULT_EXT
+#define WGMMA_DEFAULT_EXT 0
 #endif
 
 // Whether the code of k_attn_wgmma loaded for this (compute capability 9.0) GPU is the sm_90a
@@ -434,10 +493,10 @@ static int wgmma_loaded(const void *kernel) {
 // forced (AE_ATTN_WGMMA names kernel F): a build without its sm_90a code is an error on this
 // compute capability 9.0 GPU rather than a silent fallback, so that a test or bench asking for
 // kernel F never measures kernel B instead.
-template <int PIPE>
+template <int DK, int PIPE, bool ADDR>
 static int wgmma_launch(const ae_backend *be, const attn_params *p0, float *lse2, int forced) {
-    const void *kern = (const void *)k_attn_wgmma<PIPE>;
-    const size_t smem = WG_SMEM(PIPE ? 3 : 2);
+    const void *kern = (const void *)k_attn_wgmma<DK, PIPE, ADDR>;
+    const size_t smem = WG_SMEM(DK, PIPE ? 3 : 2);
     if (!wgmma_loaded(kern)) {
         if (!forced) return 0;
         cuda_check(be, cudaErrorInvalidDeviceFunction,
@@ -450,9 +509,32 @@ static int wgmma_launch(const ae_backend *be, const attn_params *p0, float *lse2
     p.splits = 1;
     const int tiles = (p.T * p.G + WG_ROWS - 1) / WG_ROWS;
     dim3 grid((unsigned)tiles, (unsigned)p.Hkv);
-    k_attn_wgmma<PIPE><<<grid, WG_THREADS, smem, stream_of(be)>>>(p, lse2);
+    k_attn_wgmma<DK, PIPE, ADDR><<<grid, WG_THREADS, smem, stream_of(be)>>>(p, lse2);
     cuda_check(be, cudaGetLastError(), "attention (wgmma kernel)");
     return 1;
+}
+
+// The instantiation for p's dk (128 or 192: unpipelined only, its 3 stages do not fit) and key
+// addressing (contiguous, or row by row through attn_key_off: pages or a ring).
+template <bool ADDR>
+static int wgmma_launch_dk(const ae_backend *be, const attn_params *p, float *lse2, int forced,
+                           int simple) {
+    if (p->dk == 192) return wgmma_launch<192, 0, ADDR>(be, p, lse2, forced);
+    return simple ? wgmma_launch<128, 0, ADDR>(be, p, lse2, forced)
+                  : wgmma_launch<128, 1, ADDR>(be, p, lse2, forced);
+}
+
+// Default for paged keys (attention_paged's prefill runs: one sequence's chunk of T positions at
+// pos0 over its pages): F never splits the keys, so it must have blocks enough for the GPU on
+// its own; per block it is 2.2-2.4x faster than B (bench_attn). B splits the keys of too few
+// blocks over the SMs (split-KV), so with k blocks of F (one wave at most) against B spread over
+// all SMs, F wins while k / sm_count > 1 / 2.2: at least half a wave of F's blocks. The key
+// count does not enter (both times scale with it; over short keys B cannot split either). One
+// decode row (T = 1: Hkv blocks) stays on B's split-KV; the engine's 2048-row chunks
+// (Qwen3-8B: 64 tiles x 8 kv heads = 512 blocks) take F, and so do chunks down to 264 rows there.
+static int wgmma_paged_wins(const ae_backend *be, const attn_params *p) {
+    const long blocks = (long)((p->T * p->G + WG_ROWS - 1) / WG_ROWS) * p->Hkv;
+    return 2 * blocks >= cu(be)->sm_count;
 }
 
 int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2) {
@@ -460,10 +542,16 @@ int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2) {
     const int forced_simple = env && strcmp(env, "simple") == 0;
     const int forced = forced_simple || (env && strcmp(env, "1") == 0);
     const int simple = forced ? forced_simple : !WGMMA_DEFAULT_PIPE;
+    const int addr = p->pages != NULL || p->ring > 0;
+    const int ext = addr || p->window > 0 || p->dk != 128; // shapes added after the first tests
     if (env && strcmp(env, "0") == 0) return 0;
-    if (!forced && !(WGMMA_DEFAULT_ON && p->T * p->G >= WGMMA_MIN_ROWS)) return 0;
+    if (!forced) {
+        if (!WGMMA_DEFAULT_ON || (ext && !WGMMA_DEFAULT_EXT)) return 0;
+        if (p->pages ? !wgmma_paged_wins(be, p) : p->T * p->G < WGMMA_MIN_ROWS) return 0;
+    }
     if (cu(be)->cc_major != 9 || cu(be)->cc_minor != 0) return 0;
-    if (p->dk != WG_D || p->dv != WG_D || p->window > 0 || p->ring > 0 || p->pages) return 0;
+    if ((p->dk != 128 && p->dk != 192) || p->dv != WG_DV) return 0;
     if (!(p->scale_log2 > 0.0f)) return 0; // the softmax scales the raw row max (wg_softmax_t)
-    return simple ? wgmma_launch<0>(be, p, lse2, forced) : wgmma_launch<1>(be, p, lse2, forced);
+    return addr ? wgmma_launch_dk<true>(be, p, lse2, forced, simple)
+                : wgmma_launch_dk<false>(be, p, lse2, forced, simple);
 }

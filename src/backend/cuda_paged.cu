@@ -2,7 +2,8 @@
 // is backend/cpu_paged.c).
 //
 // attention_paged: prefill runs (ae_paged_run, at least paged_tc_min() rows) and decode rows
-// over long keys (paged_tc_keys()) on the tensor-core attention kernels B (GQA/GateSWA) and D/E
+// over long keys (paged_tc_keys()) on the tensor-core attention kernels F (Hopper wgmma: prefill
+// chunks at d = 128 or 192/128, when attn_wgmma_run takes them), B (GQA/GateSWA) and D/E
 // (absorbed MLA) of cuda_attention*.cu in their paged addressing mode (paged_run_tc, below);
 // all other rows (short decode rows) on k_paged_attn.
 //
@@ -370,10 +371,15 @@ void paged_rows(const ae_backend *be, const ae_paged_attn_args *a, int r0, int n
 //
 // A run (ae_paged_run: n consecutive positions pos0.. of one sequence) is exactly the query block
 // of a contiguous `attention` call (T = n, pos0) whose keys are addressed through the sequence's
-// block-table row instead of a contiguous cache: kernel B (GQA/GateSWA: windows, sinks) or D/E
-// (absorbed MLA: one latent head, k == v rows) run on it unchanged, reading key rows through
-// attn_key_off (cuda_attention.h), split-KV and all. Tiles wholly before the window are never
-// loaded, so released pages (−1) before a run's first visible key are never read.
+// block-table row instead of a contiguous cache: kernel F (Hopper wgmma, dk = dv = 128 or
+// 192/128; windows, sinks), B (GQA/GateSWA: windows, sinks) or D/E (absorbed MLA: one latent
+// head, k == v rows) run on it unchanged, reading key rows through attn_key_off
+// (cuda_attention.h), split-KV and all (F never splits). Tiles wholly before the window are
+// never loaded, so released pages (−1) before a run's first visible key are never read.
+// Prefill chunks (paged_tc_min() rows or more) try F first (attn_wgmma_run: AE_ATTN_WGMMA=1
+// forces it, =0 keeps B; by default it takes runs with at least half a wave of its 128-row
+// blocks, wgmma_paged_wins, once WGMMA_DEFAULT_EXT is on); decode rows that come here for their
+// long keys stay on B's split-KV (F would run one block per kv head).
 
 // Shortest run taken to tensor cores: 16 positions. Kernel B packs 64 query rows (token, head of
 // the GQA group) per block and D/E 16-64 (token, head) rows; from 16 positions on a block holds
@@ -436,10 +442,11 @@ int paged_tc_ok(const ae_paged_attn_args *a, ae_ptr out, ae_ptr q, ae_ptr k, ae_
     return attn_flash_has(a->dk, a->dv);
 }
 
-// Queues run u on kernel D/E (absorbed MLA) or B; 0 when the kernel cannot take it (its shared
-// memory does not fit): the caller then computes the rows with k_paged_attn.
+// Queues run u on kernel D/E (absorbed MLA), F (a prefill chunk of tc_min rows or more, when
+// attn_wgmma_run takes it) or B; 0 when the kernel cannot take it (its shared memory does not
+// fit): the caller then computes the rows with k_paged_attn.
 int paged_run_tc(const ae_backend *be, const ae_paged_attn_args *a, const ae_paged_run *u,
-                 ae_ptr out, ae_ptr q, ae_ptr k, ae_ptr v) {
+                 int tc_min, ae_ptr out, ae_ptr q, ae_ptr k, ae_ptr v) {
     // the run's n rows as a contiguous attention call over the page pool (k, v)
     ae_attn_args run = {.T = u->n, .pos0 = u->pos0, .Hq = a->Hq, .Hkv = a->Hkv, .dk = a->dk,
                         .dv = a->dv, .k_stride = a->k_stride, .v_stride = a->v_stride,
@@ -453,6 +460,7 @@ int paged_run_tc(const ae_backend *be, const ae_paged_attn_args *a, const ae_pag
     if (a->Hkv == 1 && k.data == v.data && a->k_stride == a->v_stride &&
         attn_mla_has(a->dk, a->dv))
         return attn_mla_run(be, &p);
+    if (u->n >= tc_min && attn_wgmma_run(be, &p, NULL)) return 1;
     return attn_flash_has(a->dk, a->dv) && attn_flash_run_lse(be, &p, NULL);
 }
 
@@ -518,7 +526,8 @@ void ae_cuda_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, 
     int r = 0; // rows before r are queued
     for (int i = 0; tc && i < a->n_runs; i++) {
         const ae_paged_run *u = &a->runs[i];
-        if (!paged_run_wants_tc(a, u, tc_min, tc_keys) || !paged_run_tc(be, a, u, out, q, k, v))
+        if (!paged_run_wants_tc(a, u, tc_min, tc_keys) ||
+            !paged_run_tc(be, a, u, tc_min, out, q, k, v))
             continue;
         paged_rows(be, a, r, u->first - r, out, q, k, v);
         r = u->first + u->n;
