@@ -711,6 +711,10 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
     if (chunk < 1) chunk = 1;
     if (chunk > (size_t)T) chunk = (size_t)T;
     if (chunk * K > (size_t)INT32_MAX / 2) chunk = (size_t)(INT32_MAX / 2) / K;
+    // Chunks of equal size (a short last chunk would give its experts few rows each, mostly
+    // empty row tiles)
+    size_t nchunks = ((size_t)T + chunk - 1) / chunk;
+    chunk = ((size_t)T + nchunks - 1) / nchunks;
     size_t slots_max = chunk * K;
     size_t b_off = round256((size_t)(E + 1) * 4), b_order = round256(slots_max * 4);
     size_t b_h = round256(slots_max * (size_t)Im * 2), b_o = round256(slots_max * (size_t)D * 4);

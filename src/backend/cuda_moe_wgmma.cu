@@ -13,6 +13,10 @@
 //     (expert_matmul with two weights).
 //   single weight (down, expert_matmul): acc0, acc1 = columns n0 .. n0 + 127, n0 + 128 .. n0 +
 //     255 of A · w[e]ᵀ (a 256-column tile).
+// Grid: one dimension, block b = row tile b / ncol, column tile b mod ncol (the blocks running
+// at once share their row tiles' gathered A rows and their experts' weights in L2). A warpgroup
+// whose rows are all past the expert's slots issues no wgmma (the other one then has the tensor
+// cores to itself).
 // Depth in steps of BK = 64 values (one 128-byte swizzle row); per step and warpgroup 4 k16-steps
 // of wgmma m64n128k16 per accumulator, A (the warpgroup's 64 rows) and B (128 weight rows) both
 // K-major from shared memory: x·Wᵀ with x rows and W rows along the depth.
@@ -60,8 +64,12 @@ constexpr int kBBytes = 2 * kBN * 128;     // 32 KB: two accumulators' weight ro
 constexpr int kStageBytes = kABytes + kBBytes;
 constexpr size_t kSmem = (size_t)kStages * kStageBytes + 1024; // + 1 KB to align to the atom
 
-// y0 (and y1): (slot rows, N) of TY. Dynamic shared memory kSmem; grid (row tiles, column tiles
-// of kBN (DUAL) or 2·kBN).
+// Columns of one block: one tile of kBN for both accumulators (DUAL), else two.
+template <bool DUAL> constexpr int kCols = DUAL ? kBN : 2 * kBN;
+
+// y0 (and y1): (slot rows, N) of TY. Dynamic shared memory kSmem; grid (row tiles x column tiles
+// of kCols), the column tile fastest: the blocks running together cover few row tiles (their
+// gathered A rows are read from L2 by every column tile) of few experts.
 template <bool DUAL, typename TY>
 __global__ void __launch_bounds__(kThreads, 1) k_expert_gemm_wgmma(const ExpertGemm p) {
 #ifdef AE_WGMMA_DEVICE
@@ -73,9 +81,10 @@ __global__ void __launch_bounds__(kThreads, 1) k_expert_gemm_wgmma(const ExpertG
     const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
     unsigned char *const sbase = smem_raw + (base - smem_u32(smem_raw));
 
+    const int ncol = (p.N + kCols<DUAL> - 1) / kCols<DUAL>;
     int e, pos0, rows;
-    if (!expert_tile(p, blockIdx.x, kBM, &e, &pos0, &rows)) return;
-    const int n0 = blockIdx.y * (DUAL ? kBN : 2 * kBN), tid = threadIdx.x;
+    if (!expert_tile(p, blockIdx.x / ncol, kBM, &e, &pos0, &rows)) return;
+    const int n0 = (blockIdx.x % ncol) * kCols<DUAL>, tid = threadIdx.x;
     if (tid < kBM) slot[tid] = tid >= rows ? -1 : p.order ? p.order[pos0 + tid] : pos0 + tid;
     __syncthreads();
 
@@ -123,13 +132,16 @@ __global__ void __launch_bounds__(kThreads, 1) k_expert_gemm_wgmma(const ExpertG
     float acc0[64], acc1[64];
 #pragma unroll
     for (int i = 0; i < 64; i++) acc0[i] = acc1[i] = 0.0f;
+    // A warpgroup whose 64 rows are all past the expert's slots skips its tensor work.
     const int wg = tid >> 7;
+    const bool busy = wg * 64 < rows;
     for (int kt = 0; kt < nk; kt++) {
         cp_async_wait<kStages - 3>(); // tile kt landed (this thread's part; groups: one per tile)
         fence_proxy_async();
         __syncthreads(); // everyone's part; the group of tile kt − 2 is done in both warpgroups
         if (kt + kStages - 2 < nk) load_stage(kt + kStages - 2, (kt + kStages - 2) % kStages);
         cp_async_commit();
+        if (!busy) continue;
         const uint32_t sa = base + (kt % kStages) * kStageBytes + wg * 64 * 128;
         const uint32_t sb = base + (kt % kStages) * kStageBytes + kABytes;
         wg_reg_fence(acc0);
@@ -214,8 +226,13 @@ int moe_wgmma_pick(const ae_backend *be, int many_rows, int shapes_ok) {
 void moe_wgmma_gemm(const ae_backend *be, const ExpertGemm &g, unsigned row_tiles, int dual,
                     ae_dtype ydt, const char *name) {
     if (g.N == 0 || row_tiles == 0) return;
-    const int cols = dual ? kBN : 2 * kBN;
-    dim3 grid(row_tiles, (unsigned)((g.N + cols - 1) / cols));
+    const int cols = dual ? kCols<true> : kCols<false>;
+    const size_t blocks = (size_t)row_tiles * (size_t)((g.N + cols - 1) / cols);
+    if (blocks > INT32_MAX) {
+        cuda_check(be, cudaErrorInvalidConfiguration, name);
+        return;
+    }
+    dim3 grid((unsigned)blocks);
     AE_CUDA_FLOAT_DISPATCH(ydt, TY, {
         const void *kern = dual ? (const void *)k_expert_gemm_wgmma<true, TY>
                                 : (const void *)k_expert_gemm_wgmma<false, TY>;
