@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kThreads, 1) k_expert_gemm_wgmma(const ExpertG
     // rows of accumulator i / (kBLoads / 2)); those rows share r mod 8, so their swizzled
     // offsets are loff + i·kRowStep·128.
     const int lr = tid >> 3, ch = tid & 7;
-    const uint32_t loff = (uint32_t)(lr * 128 + ((ch ^ (lr & 7)) << 4));
+    const uint32_t loff = wg_swz_off(lr, ch, kBM);
     const bf16 *asrc[kALoads];
 #pragma unroll
     for (int i = 0; i < kALoads; i++) {
