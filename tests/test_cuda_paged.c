@@ -35,6 +35,12 @@ static const ae_backend *g_gpu, *g_cpu;
 
 static float bf16r(float x) { return ae_bf16_to_f32(ae_f32_to_bf16(x)); }
 
+// Whether the GPU is a Hopper H100 / H200 (compute capability 9.0): there kernel F
+// (AE_ATTN_WGMMA=1) must run, elsewhere it declines and kernel B runs.
+static int hopper(const ae_backend *be) {
+    return be->device && (strstr(be->device, "H100") || strstr(be->device, "H200"));
+}
+
 static void fill(float *x, size_t n, ae_rng *r) {
     ae_test_fill_normal(x, n, 1.0f, r);
     for (size_t i = 0; i < n; i++) x[i] = bf16r(x[i]);
@@ -143,6 +149,7 @@ static void run(const pcase *c) {
     assert_true(c->nseq <= 16);
     int n_runs = make_runs(c, runs);
     float *res[2], *plain = NULL; // plain: the CUDA output without runs
+    float *flash = NULL; // with c->wgmma on a Hopper GPU: the output with runs on kernel B
     size_t nout = (size_t)N * c->Hq * c->dv, npool = (size_t)n_pages * page_stride;
     float *pool_cpu = NULL;
     for (int b = 0; b < 2; b++) {
@@ -193,6 +200,16 @@ static void run(const pcase *c) {
             be->attention_paged(be, &pa, out, qq, pool, vv);
             plain = malloc(sizeof(float) * nout);
             assert_int_equal(be->download(be, plain, AE_DT_F32, out, nout), AE_OK);
+            pa.n_runs = n_runs;
+            pa.runs = runs;
+        }
+        if (b && c->wgmma && hopper(be)) { // the runs on kernel B (AE_ATTN_WGMMA=0)
+            be->fill(be, out, nout, NAN);
+            setenv("AE_ATTN_WGMMA", "0", 1);
+            be->attention_paged(be, &pa, out, qq, pool, vv);
+            unsetenv("AE_ATTN_WGMMA");
+            flash = malloc(sizeof(float) * nout);
+            assert_int_equal(be->download(be, flash, AE_DT_F32, out, nout), AE_OK);
         }
         float *pl = malloc(sizeof(float) * npool);
         assert_int_equal(be->download(be, pl, AE_DT_F32, pool, npool), AE_OK);
@@ -209,17 +226,24 @@ static void run(const pcase *c) {
     for (size_t i = 0; i < nout; i++) finite &= isfinite(res[1][i]) != 0;
     size_t differ = 0; // elements where the runs changed the CUDA result
     for (size_t i = 0; plain && i < nout; i++) differ += plain[i] != res[1][i];
+    size_t differ_b = 0; // elements where kernel F's runs differ from kernel B's (rounding)
+    for (size_t i = 0; flash && i < nout; i++) differ_b += flash[i] != res[1][i];
     printf("paged Hq %d Hkv %d dk %d dv %d window %d sinks %d shared %d P %d, %d rows, %d runs "
            "(mode %d, tc_min %d%s%s): rel err %.2e; %zu of %zu values differ from the call "
            "without runs\n",
            c->Hq, c->Hkv, c->dk, c->dv, c->window, c->sinks, c->shared, P, N, n_runs, c->runs,
            c->tc_min, c->wgmma ? ", AE_ATTN_WGMMA=" : "", c->wgmma ? c->wgmma : "", err, differ,
            nout);
+    if (flash)
+        printf("  kernel F (AE_ATTN_WGMMA=%s) against kernel B: %zu of %zu values differ, "
+               "rel %.2e\n", c->wgmma, differ_b, nout, ae_test_rel_err(res[1], flash, nout));
     assert_true(finite);
     assert_true(err < TOL_ATTN);
     if (plain) assert_true(ae_test_rel_err(plain, res[0], nout) < TOL_ATTN);
     if (c->expect_tc && g_gpu->act_dtype == AE_DT_BF16) assert_true(differ > 0);
+    if (flash) assert_true(differ_b > 0); // kernel F ran: its roundings are not B's
     free(plain);
+    free(flash);
     free(perm);
     free(res[0]);
     free(res[1]);
