@@ -92,8 +92,7 @@ static ae_status gswa_paged(const ae_backend *be, const ae_gswa *m, const ae_pag
         ae_scratch_free(&s);
         return ae_errorf(AE_ERR_NOMEM, "paged forward: out of memory for %d rows", N);
     }
-    gswa_project_q(be, m, x, N, b->pos, q, ae_ptr_null());
-    gswa_project_kv(be, m, x, N, b->pos, k, v, ae_ptr_null());
+    gswa_project_qkv(be, m, x, N, b->pos, q, k, v, gt); // one GEMV + one norm/rope launch at decode
     ae_ptr kp = ae_ptr_at(lo->pool, (size_t)pl->offset), vp = ae_ptr_at(lo->pool, (size_t)(pl->offset + kvd));
     int P = lo->page_size[g];
     int64_t ld = lo->row_elems[g];
@@ -107,7 +106,7 @@ static ae_status gswa_paged(const ae_backend *be, const ae_gswa *m, const ae_pag
                              .pos = b->pos, .block_table = b->table[g], .n_runs = b->n_runs,
                              .runs = b->runs};
     be->attention_paged(be, &pa, a, q, kp, vp);
-    gswa_gate_out(be, m, x, a, gt, N, y);
+    gswa_gated_out(be, m, a, gt, N, y);
     ae_scratch_free(&s);
     return AE_OK;
 }
@@ -178,6 +177,40 @@ static int mla_pick_materialized(const ae_backend *be, const ae_mla_dims *d,
     return 0;
 }
 
+// The projections of an MLA layer's N rows, as the contiguous absorbed form makes them
+// (attn_mla.c): q (before its rope) and the new latent rows [c | kr] in one matmul group (one
+// GEMV launch at decode on cuda; separate products on cpu), then the latent normed, both ropes
+// and q's rotated rope part into the absorbed query rows qt in one mla_decode_prep (where the
+// backend has it; else the reference ops it stands for, bit for bit). q's rope part is left as
+// projected. qt's first R values of each row are the caller's (zero here without a nope part).
+//   x: (N, D)  q: (N, H, dn+dr)  qa: (N, q_lora)  lat: (N, R+dr)  qt: (N, H, R+dr)
+static void mla_paged_project(const ae_backend *be, const ae_mla *m, ae_ptr x, int N, ae_ptr pos,
+                              ae_ptr q, ae_ptr qa, ae_ptr lat, ae_ptr qt) {
+    const ae_mla_dims *d = &m->d;
+    int H = d->H, R = d->kv_lora_rank, dn = d->dn, dr = d->dr, dq = dn + dr, ql = d->q_lora_rank;
+    int Cd = ae_mla_cache_dim(d);
+    ae_ptr ys[2] = {ql == 0 ? q : qa, lat}, ws[2] = {ql == 0 ? m->wq : m->wqa, m->wkva};
+    int Ns[2] = {ql == 0 ? H * dq : ql, Cd};
+    ae_matmul_group(be, 2, ys, x, ws, Ns, N, d->D);
+    if (ql > 0) { // q = RMSNorm(x·Wqaᵀ)·Wqbᵀ
+        be->rmsnorm(be, qa, qa, m->q_a_norm, N, ql, ql, d->eps);
+        ae_matmul(be, q, qa, m->wqb, N, ql, H * dq);
+    }
+    if (dn == 0) be->fill(be, qt, (size_t)N * H * Cd, 0.0f); // no nope part: latent half is 0
+    if (be->mla_decode_prep) {
+        ae_mla_prep_args pp = {.T = N, .H = H, .R = R, .dr = dr, .dn = dn, .ldkv = Cd,
+                               .eps = d->eps, .theta = d->rope_theta,
+                               .mode = AE_ROPE_INTERLEAVED};
+        be->mla_decode_prep(be, &pp, lat, q, qt, m->kv_a_norm, pos);
+        return;
+    }
+    be->rmsnorm(be, lat, lat, m->kv_a_norm, N, R, Cd, d->eps);
+    be->rope(be, ae_ptr_at(lat, (size_t)R), pos, N, 1, Cd, dr, d->rope_theta, AE_ROPE_INTERLEAVED);
+    ae_ptr qr = ae_ptr_at(qt, (size_t)R); // (N, H, Cd) rows, rope part
+    be->copy_rows(be, qr, Cd, ae_ptr_at(q, (size_t)dn), dq, N * H, dr);
+    be->rope(be, qr, pos, N, H, Cd, dr, d->rope_theta, AE_ROPE_INTERLEAVED);
+}
+
 // MLA layer over pages (see ae_mla_forward_absorbed): decode rows and short runs in the
 // absorbed form (scores against the cached latent), long prefill runs materialised
 // (mla_attend_materialized over the sequence's latents gathered out of its pages).
@@ -204,11 +237,7 @@ static ae_status mla_paged(const ae_backend *be, const ae_mla *m, const ae_paged
         free(tmp);
         return ae_errorf(AE_ERR_NOMEM, "paged forward: out of memory for %d rows", N);
     }
-    mla_q_forward(be, m, x, N, b->pos, q, ae_ptr_null(), qa);
-    ae_matmul(be, lat, x, m->wkva, N, d->D, Cd);
-    be->rmsnorm(be, lat, lat, m->kv_a_norm, N, R, Cd, d->eps);
-    be->rope(be, ae_ptr_at(lat, (size_t)R), b->pos, N, 1, Cd, dr, d->rope_theta,
-             AE_ROPE_INTERLEAVED);
+    mla_paged_project(be, m, x, N, b->pos, q, qa, lat, qt);
     ae_ptr cp = ae_ptr_at(lo->pool, (size_t)pl->offset);
     int P = lo->page_size[g];
     int64_t ld = lo->row_elems[g];
@@ -218,10 +247,7 @@ static ae_status mla_paged(const ae_backend *be, const ae_mla *m, const ae_paged
                            .ldb = R, .sb = (int64_t)dkv * R, .ldy = (int64_t)H * Cd, .sy = Cd,
                            .alpha = 1.0f};
         be->gemm(be, &ga, qt, q, m->wkvb);
-    } else {
-        be->fill(be, qt, (size_t)N * H * Cd, 0.0f);
     }
-    be->copy_rows(be, ae_ptr_at(qt, (size_t)R), Cd, ae_ptr_at(q, (size_t)dn), dq, N * H, dr);
     ae_paged_attn_args pa = {.N = N, .Hq = H, .Hkv = 1, .dk = Cd, .dv = R, .page_size = P,
                              .max_blocks = b->max_blocks[g], .page_stride = lo->page_stride,
                              .k_stride = (int)ld, .v_stride = (int)ld, .window = 0,
@@ -233,6 +259,9 @@ static ae_status mla_paged(const ae_backend *be, const ae_mla *m, const ae_paged
     ae_ptr latc = ae_ptr_null();
     mla_kv_bufs kv;
     int n_mat = mla_pick_materialized(be, d, &pa, mat, &ms, &latc, &kv);
+    if (n_mat > 0) // the materialised runs read q with its rope part rotated
+        be->rope(be, ae_ptr_at(q, (size_t)dn), b->pos, N, H, dq, dr, d->rope_theta,
+                 AE_ROPE_INTERLEAVED);
     attend_other_rows(be, &pa, mat, ctx, qt, cp, tmp);
     // per head: o_h = ctx_h · Wuv_hᵀ (the materialised runs' rows are overwritten below)
     ae_gemm_args gb = {.M = N, .N = dv, .K = R, .batch = H, .trans_b = 1, .lda = (int64_t)H * R,
