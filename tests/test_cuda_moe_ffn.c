@@ -1,7 +1,6 @@
 // The grouped expert GEMMs of the MoE block on the GPU in both implementations — k_expert_gemm
 // (mma.sync, AE_MOE_WGMMA=0) and the Hopper wgmma kernel (backend/cuda_moe_wgmma.cu,
-// AE_MOE_WGMMA=1; on GPUs or builds where it cannot run, =1 falls back and both modes test the
-// same kernel) — through moe_ffn and expert_matmul's forward, against the CPU reference
+// AE_MOE_WGMMA=1) — through moe_ffn and expert_matmul's forward, against the CPU reference
 // (backend/cpu_moe.c, the CPU's per-expert gemm calls). Needs a CUDA build and a GPU; prints
 // "SKIP ..." and exits 77 (ctest: skipped) otherwise, or fails with AE_REQUIRE_GPU=1
 // (scripts/test-gpu.sh).
@@ -12,9 +11,15 @@
 // per expert, the sparse branch, which AE_MOE_WGMMA=1 also forces onto wgmma); and sizes the
 // wgmma kernel refuses (D, Im not multiples of 8: both modes run k_expert_gemm).
 //
+// On a compute capability 9.0 GPU, AE_MOE_WGMMA=1 runs the wgmma kernel for every shape but the
+// last (or keeps an error, failing the test: a build without sm_90a code); elsewhere =1 falls
+// back and both modes test k_expert_gemm.
+//
 // Method: fixed seeds; every BF16 input is rounded on the host first (ae_tb_in), so both backends
 // compute on identical numbers; the backend is opened with AE_CUDA_POISON=1 (new allocations
-// NaN-filled: a row of the GEMM outputs that is never written reaches y as NaN). Every GPU call
+// NaN-filled, and moe_ffn's temporaries h and o too: a row of the GEMM outputs that is never
+// written reaches y as NaN; expert_matmul's outputs start as y0, and rows past off[E] must keep
+// it). Every GPU call
 // runs twice and the results must be bit-identical (no atomics). Tolerances (relative L2; each
 // check prints its measured error):
 //   TOL_FFN     1e-2: moe_ffn (y F32) against the CPU: the GPU rounds h = silu(g)·u to bf16

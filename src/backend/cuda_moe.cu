@@ -718,8 +718,12 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
     size_t slots_max = chunk * K;
     size_t b_off = round256((size_t)(E + 1) * 4), b_order = round256(slots_max * 4);
     size_t b_h = round256(slots_max * (size_t)Im * 2), b_o = round256(slots_max * (size_t)D * 4);
-    char *tmp = (char *)cuda_tmp_alloc(be, 2 * b_off + 2 * b_order + b_h + b_o, "moe_ffn");
+    size_t b_tmp = 2 * b_off + 2 * b_order + b_h + b_o;
+    char *tmp = (char *)cuda_tmp_alloc(be, b_tmp, "moe_ffn");
     if (!tmp) return;
+    // AE_CUDA_POISON=1 (tests): h and o start as NaN (all-ones bits), so that a row a GEMM
+    // forgets to write reaches y as NaN instead of a stale value of an earlier call.
+    if (cu(be)->poison) cuda_check(be, cudaMemsetAsync(tmp, 0xff, b_tmp, st), "moe_ffn poison");
     int *off = (int *)tmp, *tile_off = (int *)(tmp + b_off);
     int *order = (int *)(tmp + 2 * b_off), *rank = (int *)(tmp + 2 * b_off + b_order);
     bf16 *h = (bf16 *)(tmp + 2 * b_off + 2 * b_order);

@@ -87,8 +87,9 @@ constexpr int kMoeWgmmaBM = 128;
 // row tile depends on it). AE_MOE_WGMMA: "0" never; "1" wherever the shapes allow; unset: the
 // default (MOE_WGMMA_DEFAULT_ON) where `many_rows` (the dense row tile's case). Always needs a
 // compute capability 9.0 GPU and shapes_ok (depths and row pitches multiples of 8 values, 16-byte
-// aligned rows: every load is a 16-byte cp.async). Forced on a build without the sm_90a code:
-// an error kept on the backend (never a silent fallback), and 0.
+// aligned rows: every load is a 16-byte cp.async). Forced on such a GPU with shapes_ok but a
+// build without the sm_90a code (or too little shared memory): an error kept on the backend
+// (never a silent fallback), and 0.
 int moe_wgmma_pick(const ae_backend *be, int many_rows, int shapes_ok);
 
 // Queues one grouped product on the wgmma kernel: g as for k_expert_gemm (not KMAJ), its plan

@@ -212,15 +212,17 @@ int moe_wgmma_pick(const ae_backend *be, int many_rows, int shapes_ok) {
     if (env && strcmp(env, "0") == 0) return 0;
     if (!forced && !(MOE_WGMMA_DEFAULT_ON && many_rows)) return 0;
     if (cu(be)->cc_major != 9 || cu(be)->cc_minor != 0 || !shapes_ok) return 0;
-    if (kSmem > cu(be)->smem_optin) return 0;
-    if (!wgmma_loaded((const void *)k_expert_gemm_wgmma<true, bf16>)) {
-        if (forced)
-            cuda_check(be, cudaErrorInvalidDeviceFunction,
-                       "moe (AE_MOE_WGMMA=1 asks for the wgmma expert GEMM, whose sm_90a code "
-                       "this build lacks: CMAKE_CUDA_ARCHITECTURES must include 90a)");
-        return 0;
-    }
-    return 1;
+    // On this GPU, forced: never a silent fallback (a test or bench asking for the wgmma kernel
+    // must not measure k_expert_gemm instead).
+    const char *why = nullptr;
+    if (!wgmma_loaded((const void *)k_expert_gemm_wgmma<true, bf16>))
+        why = "moe (AE_MOE_WGMMA=1 asks for the wgmma expert GEMM, whose sm_90a code this build "
+              "lacks: CMAKE_CUDA_ARCHITECTURES must include 90a)";
+    else if (kSmem > cu(be)->smem_optin)
+        why = "moe (AE_MOE_WGMMA=1: the wgmma expert GEMM needs more shared memory per block than "
+              "this GPU allows)";
+    if (why && forced) cuda_check(be, cudaErrorInvalidDeviceFunction, why);
+    return why ? 0 : 1;
 }
 
 void moe_wgmma_gemm(const ae_backend *be, const ExpertGemm &g, unsigned row_tiles, int dual,
