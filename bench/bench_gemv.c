@@ -56,8 +56,8 @@ static const shape k_shapes[] = {
 #define N_SHAPES ((int)(sizeof k_shapes / sizeof k_shapes[0]))
 
 static const char *k_default_variants =
-    "default;j=1;j=4;j=8;j=4,minb=4;j=8,minb=4;minb=8;kw=8;wps=16;wps=48;wps=64;split=2;split=4;"
-    "split=8;pdl=1;j=4,pdl=1;j=4,minb=4,pdl=1;split=4,pdl=1";
+    "default;j=4;j=8;j=8,minb=4;minb=4;pipe=1;j=4,pipe=1;kw=4;kw=8;wps=16;wps=48;wps=64;split=2;"
+    "split=4;split=8;pdl=1;pipe=1,pdl=1;j=4,pdl=1;split=4,pdl=1";
 
 static size_t shape_bytes(const shape *s) {
     size_t b = 0;

@@ -1,21 +1,22 @@
 // The decode GEMV of the CUDA backend (backend/cuda_gemm.cu, k_gemv / k_gemv_set, M <= 8) and
-// each of its AE_CUDA_GEMV variants (chunks per step j, warps per tile kw, the heuristic's warps
-// per SM wps, minb, split-K, programmatic dependent launch pdl) against the CPU reference gemm
-// (fp32), on the same bf16-rounded inputs: odd N (1, 13, 37, 257), K a multiple of 8 but not of
-// the 32-value chunk (8, 40, 264, 1032, 4104), M = 1..8, alpha/beta (beta 0: y must not be read;
-// it holds NaN there, and matmul_group's outputs are fresh NaN-poisoned allocations), row
-// strides longer than a row (lda > K, ldy > N: the columns past N must stay as they were), F32
-// and BF16 outputs, and matmul_group sets of 1-3 products (one k_gemv_set launch).
+// each of its AE_CUDA_GEMV variants (chunks per step j, pipelined loads pipe, warps per tile kw,
+// the heuristic's warps per SM wps, minb, split-K, programmatic dependent launch pdl) against the
+// CPU reference gemm (fp32), on the same bf16-rounded inputs: odd N (1, 13, 37, 257), K a
+// multiple of 8 but not of the 32-value chunk (8, 40, 264, 1032, 4104), M = 1..8, alpha/beta
+// (beta 0: y must not be read; it holds NaN there, and matmul_group's outputs are fresh
+// NaN-poisoned allocations), row strides longer than a row (lda > K, ldy > N: the columns past
+// N must stay as they were), F32 and BF16 outputs, and matmul_group sets of 1-3 products (one
+// k_gemv_set launch).
 // Tolerance per element: 3e-5 · (|alpha|·Σ_k |x·w| + |beta·y|) for the fp32 sums (the kernels
 // and the CPU add the same exact products in different orders: random data gives errors of
 // ~sqrt(K)·2^-24 of that sum, 4e-6 at K = 4104, so 3e-5 leaves a margin of 8), plus 2^-8 · |ref|
 // for a BF16 output (one rounding to bf16: at most 2^-9 relative).
-// Variants that keep the kernel's arithmetic (j, minb, pdl) must give bit-identical F32 outputs
-// to the default; kw=1 and split-K change the sum order, so on the long-K case they must differ
-// from the default somewhere (proof that they ran) yet stay within the tolerance, and split-K must
-// be deterministic (two runs bit-identical). pdl=1 is also run as a chain of two GEMVs, the second
-// reading the first one's output as its x (it must wait for it): equal bit for bit to the chain
-// without PDL. Needs a CUDA build and a GPU (exit 77 = skipped otherwise).
+// Variants that keep the kernel's arithmetic (j, pipe, minb, pdl) must give bit-identical F32
+// outputs to the default; kw=1 and split-K change the sum order, so on the long-K case they must
+// differ from the default somewhere (proof that they ran) yet stay within the tolerance, and
+// split-K must be deterministic (two runs bit-identical). pdl=1 is also run as a chain of two
+// GEMVs, the second reading the first one's output as its x (it must wait for it): equal bit for
+// bit to the chain without PDL. Needs a CUDA build and a GPU (exit 77 = skipped otherwise).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,12 +40,25 @@ typedef struct {
 } variant;
 
 static const variant VARIANTS[] = {
-    {"", 1, 0, 0},           {"j=1", 1, 0, 0},          {"j=4", 1, 0, 0},
-    {"j=8", 1, 0, 0},        {"minb=8", 1, 0, 0},       {"j=8,minb=4", 1, 0, 0},
-    {"pdl=1", 1, 0, 0},      {"j=4,pdl=1", 1, 0, 0},    {"kw=1", 0, 1, 0},
-    {"kw=2", 0, 0, 0},       {"kw=8", 0, 0, 0},         {"wps=64", 0, 0, 0},
-    {"wps=8,j=1", 0, 0, 0},  {"split=2", 0, 1, 1},      {"split=4", 0, 1, 1},
-    {"split=16,j=8", 0, 1, 1}, {"split=3,minb=8,pdl=1", 0, 1, 1},
+    {"", 1, 0, 0},
+    {"j=4", 1, 0, 0},
+    {"j=8", 1, 0, 0},
+    {"pipe=1", 1, 0, 0},
+    {"j=4,pipe=1", 1, 0, 0},
+    {"j=8,pipe=1,minb=4", 1, 0, 0},
+    {"minb=4", 1, 0, 0},
+    {"j=8,minb=4", 1, 0, 0},
+    {"pdl=1", 1, 0, 0},
+    {"j=4,pdl=1,pipe=1", 1, 0, 0},
+    {"kw=1", 0, 1, 0},
+    {"kw=2", 0, 0, 0},
+    {"kw=8", 0, 0, 0},
+    {"wps=64", 0, 0, 0},
+    {"wps=8,j=4", 0, 0, 0},
+    {"split=2", 0, 1, 1},
+    {"split=4", 0, 1, 1},
+    {"split=16,j=8", 0, 1, 1},
+    {"split=3,minb=4,pdl=1,pipe=1", 0, 1, 1},
 };
 #define N_VARIANTS ((int)(sizeof VARIANTS / sizeof VARIANTS[0]))
 

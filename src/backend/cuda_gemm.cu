@@ -90,13 +90,17 @@ enum { GEMV_MAX_M = 8, GEMV_THREADS = 256, GEMV_WARPS = GEMV_THREADS / 32, GEMV_
 //
 // Variants (AE_CUDA_GEMV, for A/B measurements; bench/bench_gemv.c, tests/test_cuda_gemv.c):
 // a comma-separated list of key=value, unset or empty = the kernel above with its heuristics.
-//   j=1|2|4|8   chunks per warp step (J: 16-byte weight loads in flight per lane; default 2;
-//               the warps-per-tile heuristic keeps counting steps of 2 chunks)
+//   j=2|4|8     chunks per warp step (J: 16-byte weight loads in flight per lane; default 2;
+//               the warps-per-tile heuristic keeps counting steps of 2 chunks; j=1 measured
+//               slower than 2 before and is not offered)
+//   pipe=1      software pipelining: a warp issues the loads of its next step before the mmas
+//               of the current one, so about 2·J loads stay in flight instead of 0..J (56
+//               registers at j=2: 4 blocks per SM; 94 at j=4, 142 at j=8: fewer warps)
 //   kw=1|2|4|8  warps per tile, forced (default: the heuristic, gemv_kw_shift)
 //   wps=N       warps per SM the heuristic aims for (default 32)
-//   minb=4|8    __launch_bounds__ asks for 4 or 8 resident blocks per SM (<= 64 or <= 32
-//               registers a thread: more warps for j=4, 8; minb=8 spills a few bytes; default:
-//               no minimum, the compiler's choice: 34-38 registers at j=2, 6 blocks per SM)
+//   minb=4      __launch_bounds__ asks for 4 resident blocks per SM (<= 64 registers a thread;
+//               with pipe=1 at j=4, 8 that spills); default: no minimum, the compiler's choice
+//               (34-38 registers at j=2: 6 blocks per SM)
 //   split=S     split-K, 2..16 slices of K for products with >= 8 chunks per slice: grid row s
 //               sums chunks [s·cps, (s+1)·cps) of every tile into an fp32 partial (S, M, N) in
 //               the cuBLASLt workspace (no atomics), then k_gemv_split_sum adds the S partials in
@@ -107,16 +111,17 @@ enum { GEMV_MAX_M = 8, GEMV_THREADS = 256, GEMV_WARPS = GEMV_THREADS / 32, GEMV_
 //               one finishes; it prefetches its first 2·J weight chunks per lane into L2, then
 //               waits (griddepcontrol.wait) before it reads x or y, and lets the next PDL launch
 //               start early (griddepcontrol.launch_dependents). Same arithmetic as without.
-// j, minb and pdl keep the kernel's arithmetic exactly (the same sums in the same order); kw and
+// j, pipe, minb and pdl keep the kernel's arithmetic exactly (the same sums in the same order); kw and
 // wps change how the chunks of a tile are split between its warps (as the heuristic does between
 // shapes) and split changes it further: fp32 rounding differences, deterministic all the same.
 // L2 persistence is not offered: a decode step streams ~16 GB of weights through a 50 MB L2,
 // so no weight is read twice in a step and nothing would stay resident.
 struct GemvCfg {
-    int j;     // chunks per warp step: 1, 2, 4, 8
+    int j;     // chunks per warp step: 2, 4, 8
+    int pipe;  // 1: the next step's loads before this step's mmas
     int kw;    // warps per tile forced (1, 2, 4, 8), 0: the heuristic
     int wps;   // warps per SM the heuristic aims for
-    int minb;  // 0, 4 or 8: resident blocks per SM asked of the compiler
+    int minb;  // 0 or 4: resident blocks per SM asked of the compiler
     int split; // slices of K (1: none)
     int pdl;   // 1: programmatic dependent launch
 };
@@ -124,7 +129,7 @@ struct GemvCfg {
 // The variant AE_CUDA_GEMV names (see above); an unknown key or value is reported once on
 // stderr and ignored.
 static GemvCfg gemv_cfg(void) {
-    GemvCfg c = {GEMV_J, 0, GEMV_WARPS_PER_SM, 0, 1, 0};
+    GemvCfg c = {GEMV_J, 0, 0, GEMV_WARPS_PER_SM, 0, 1, 0};
     const char *env = getenv("AE_CUDA_GEMV");
     static int warned;
     while (env && *env) {
@@ -132,10 +137,11 @@ static GemvCfg gemv_cfg(void) {
         int v = 0, len = 0;
         if (sscanf(env, "%15[a-z]=%d%n", key, &v, &len) == 2 && len > 0) {
             int ok = 1;
-            if (!strcmp(key, "j") && (v == 1 || v == 2 || v == 4 || v == 8)) c.j = v;
+            if (!strcmp(key, "j") && (v == 2 || v == 4 || v == 8)) c.j = v;
+            else if (!strcmp(key, "pipe") && (v == 0 || v == 1)) c.pipe = v;
             else if (!strcmp(key, "kw") && (v == 1 || v == 2 || v == 4 || v == 8)) c.kw = v;
             else if (!strcmp(key, "wps") && v >= 1 && v <= 64) c.wps = v;
-            else if (!strcmp(key, "minb") && (v == 0 || v == 4 || v == 8)) c.minb = v;
+            else if (!strcmp(key, "minb") && (v == 0 || v == 4)) c.minb = v;
             else if (!strcmp(key, "split") && v >= 1 && v <= 16) c.split = v;
             else if (!strcmp(key, "pdl") && (v == 0 || v == 1)) c.pdl = v;
             else ok = 0;
@@ -213,10 +219,11 @@ __device__ __forceinline__ GemvSlice gemv_slice(float *part, int M, int N, int K
 // One 8-row tile of y = alpha · x · wᵀ + beta · y per kw = 1 << kw_shift warps; blk is the
 // block's index among the blocks of this product. J chunks per step. SPLIT: only the chunks of
 // sl, the tile's sums written to sl.part (no alpha, beta). PDL: see gemv_pdl_start (a template
-// parameter: the runtime branch alone cost the default kernel 4 registers).
+// parameter: the runtime branch alone cost the default kernel 4 registers). PIPE: software
+// pipelining, the loads of step i + 1 in flight during the mmas of step i.
 // x: (M, K) row stride ldx; w: (N, K) row stride ldw; y: (M, N) row stride ldy; M <= 8,
 // K % 8 == 0, x, w and their rows 16-byte aligned.
-template <typename TY, int J, bool SPLIT, bool PDL>
+template <typename TY, int J, bool SPLIT, bool PDL, bool PIPE>
 __device__ __forceinline__ void gemv_tile(TY *__restrict__ y, int64_t ldy, const bf16 *__restrict__ x,
                                           int64_t ldx, const bf16 *__restrict__ w, int64_t ldw,
                                           int M, int N, int K, int kw_shift, float alpha, float beta,
@@ -236,19 +243,41 @@ __device__ __forceinline__ void gemv_tile(TY *__restrict__ y, int64_t ldy, const
     // chunks all inside K (up to the slice's end); all chunks (of the slice)
     const int full = SPLIT ? min(K >> 5, sl.q1) : K >> 5, chunks = SPLIT ? sl.q1 : (K + 31) >> 5;
     int q = (SPLIT ? sl.q0 : 0) + wk;
-    if (PDL) gemv_pdl_start(wp, q, kw, 2 * J, full);
-    for (; q + (J - 1) * kw < full; q += J * kw) { // steps of J whole chunks: no predicates
-        uint4 wv[J], xv[J];
+    // a step: the J whole chunks q, q + kw, .. (no predicates), all loads before any use
+    auto load_step = [&](int q0, uint4 (&wv)[J], uint4 (&xv)[J]) {
 #pragma unroll
-        for (int j = 0; j < J; j++) { // all loads of the step before any use
-            wv[j] = ld_weights16(wp + 32 * (size_t)(q + j * kw));
-            xv[j] = __ldg((const uint4 *)(xp + 32 * (size_t)(q + j * kw)));
+        for (int j = 0; j < J; j++) {
+            wv[j] = ld_weights16(wp + 32 * (size_t)(q0 + j * kw));
+            xv[j] = __ldg((const uint4 *)(xp + 32 * (size_t)(q0 + j * kw)));
         }
+    };
+    auto mma_step = [&](const uint4 (&wv)[J], uint4 (&xv)[J]) {
 #pragma unroll
         for (int j = 0; j < J; j++) {
             if (!has_x) xv[j] = zero;
             mma_bf16_16816(acc, xv[j].x, xv[j].y, wv[j].x, wv[j].y);
             mma_bf16_16816(acc, xv[j].z, xv[j].w, wv[j].z, wv[j].w);
+        }
+    };
+    if (PDL) gemv_pdl_start(wp, q, kw, 2 * J, full);
+    if (PIPE) { // the next step's loads issued before this step's mmas: same sums, same order
+        if (q + (J - 1) * kw < full) {
+            uint4 wv[J], xv[J];
+            load_step(q, wv, xv);
+            for (q += J * kw; q + (J - 1) * kw < full; q += J * kw) {
+                uint4 wn[J], xn[J];
+                load_step(q, wn, xn);
+                mma_step(wv, xv);
+#pragma unroll
+                for (int j = 0; j < J; j++) wv[j] = wn[j], xv[j] = xn[j];
+            }
+            mma_step(wv, xv);
+        }
+    } else {
+        for (; q + (J - 1) * kw < full; q += J * kw) {
+            uint4 wv[J], xv[J];
+            load_step(q, wv, xv);
+            mma_step(wv, xv);
         }
     }
     for (; q < chunks; q += kw) { // the rest, one chunk at a time (the last may be partial)
@@ -291,20 +320,20 @@ __device__ __forceinline__ void gemv_tile(TY *__restrict__ y, int64_t ldy, const
 // A single product (a Linear layer's decode GEMV): the parameters straight from the launch.
 // Grid (blocks, slices); part, cps: split-K's partials and chunks per slice (SPLIT only).
 // MINB: blocks per SM asked of the compiler (0: none).
-template <typename TY, int J, int MINB, bool SPLIT, bool PDL>
+template <typename TY, int J, int MINB, bool SPLIT, bool PDL, bool PIPE>
 __global__ void __launch_bounds__(GEMV_THREADS, MINB)
 k_gemv(TY *__restrict__ y, int64_t ldy, const bf16 *__restrict__ x, int64_t ldx,
        const bf16 *__restrict__ w, int64_t ldw, int M, int N, int K, int kw_shift, float alpha,
        float beta, float *part, int cps) {
     const GemvSlice sl = SPLIT ? gemv_slice(part, M, N, K, cps) : GemvSlice{nullptr, 0, 0};
-    gemv_tile<TY, J, SPLIT, PDL>(y, ldy, x, ldx, w, ldw, M, N, K, kw_shift, alpha, beta,
-                                 (int)blockIdx.x, sl);
+    gemv_tile<TY, J, SPLIT, PDL, PIPE>(y, ldy, x, ldx, w, ldw, M, N, K, kw_shift, alpha, beta,
+                                       (int)blockIdx.x, sl);
 }
 
 // Several products of one x (matmul_group): the block's product picked from the set. A separate
 // kernel because selecting from the set in every launch measured 12-13% slower decode at batch
 // 1 (H200, Qwen3-8B shapes) than the single-product kernel.
-template <typename TY, int J, int MINB, bool SPLIT, bool PDL>
+template <typename TY, int J, int MINB, bool SPLIT, bool PDL, bool PIPE>
 __global__ void __launch_bounds__(GEMV_THREADS, MINB)
 k_gemv_set(const GemvSet<TY> set, const bf16 *__restrict__ x, int64_t ldx, int M, int K,
            int kw_shift, float alpha, float beta, int cps) {
@@ -320,8 +349,8 @@ k_gemv_set(const GemvSet<TY> set, const bf16 *__restrict__ x, int64_t ldx, int M
             y = set.y[i], w = set.w[i], ldy = set.ldy[i], ldw = set.ldw[i], N = set.N[i],
             block0 = set.first[i], part = set.part[i];
     const GemvSlice sl = SPLIT ? gemv_slice(part, M, N, K, cps) : GemvSlice{nullptr, 0, 0};
-    gemv_tile<TY, J, SPLIT, PDL>(y, ldy, x, ldx, w, ldw, M, N, K, kw_shift, alpha, beta,
-                                 (int)blockIdx.x - block0, sl);
+    gemv_tile<TY, J, SPLIT, PDL, PIPE>(y, ldy, x, ldx, w, ldw, M, N, K, kw_shift, alpha, beta,
+                                       (int)blockIdx.x - block0, sl);
 }
 
 // Split-K's second pass: y_i (M, N_i) = alpha · (partial 0 + partial 1 + ... + partial S-1) +
@@ -393,32 +422,42 @@ template <typename TY> struct GemvLaunch {
     float alpha, beta;
 };
 
-template <typename TY, int J, int MINB, bool SPLIT, bool PDL>
+template <typename TY, int J, int MINB, bool SPLIT, bool PDL, bool PIPE>
 static cudaError_t gemv_kernel(const ae_backend *be, const GemvLaunch<TY> &l) {
     const dim3 grid((unsigned)l.blocks, (unsigned)l.slices);
     const GemvSet<TY> &s = l.set;
     if (s.n == 1)
-        return gemv_go(k_gemv<TY, J, MINB, SPLIT, PDL>, grid, be, PDL, s.y[0], s.ldy[0], l.x,
-                       l.ldx, s.w[0], s.ldw[0], l.M, s.N[0], l.K, l.shift, l.alpha, l.beta,
+        return gemv_go(k_gemv<TY, J, MINB, SPLIT, PDL, PIPE>, grid, be, PDL, s.y[0], s.ldy[0],
+                       l.x, l.ldx, s.w[0], s.ldw[0], l.M, s.N[0], l.K, l.shift, l.alpha, l.beta,
                        s.part[0], l.cps);
-    return gemv_go(k_gemv_set<TY, J, MINB, SPLIT, PDL>, grid, be, PDL, s, l.x, l.ldx, l.M, l.K,
-                   l.shift, l.alpha, l.beta, l.cps);
+    return gemv_go(k_gemv_set<TY, J, MINB, SPLIT, PDL, PIPE>, grid, be, PDL, s, l.x, l.ldx, l.M,
+                   l.K, l.shift, l.alpha, l.beta, l.cps);
 }
 
-// The kernel of the variant: template parameters from l.slices, l.pdl and minb.
+// The kernel of the variant: its template parameters picked one runtime value at a time.
+template <typename TY, int J, int MINB, bool SPLIT, bool PDL>
+static cudaError_t gemv_kernel_pipe(const ae_backend *be, const GemvLaunch<TY> &l, int pipe) {
+    return pipe ? gemv_kernel<TY, J, MINB, SPLIT, PDL, true>(be, l)
+                : gemv_kernel<TY, J, MINB, SPLIT, PDL, false>(be, l);
+}
+
+template <typename TY, int J, int MINB, bool SPLIT>
+static cudaError_t gemv_kernel_pdl(const ae_backend *be, const GemvLaunch<TY> &l, int pipe) {
+    return l.pdl ? gemv_kernel_pipe<TY, J, MINB, SPLIT, true>(be, l, pipe)
+                 : gemv_kernel_pipe<TY, J, MINB, SPLIT, false>(be, l, pipe);
+}
+
 template <typename TY, int J, int MINB>
-static cudaError_t gemv_kernel_split(const ae_backend *be, const GemvLaunch<TY> &l) {
-    if (l.pdl)
-        return l.slices > 1 ? gemv_kernel<TY, J, MINB, true, true>(be, l)
-                            : gemv_kernel<TY, J, MINB, false, true>(be, l);
-    return l.slices > 1 ? gemv_kernel<TY, J, MINB, true, false>(be, l)
-                        : gemv_kernel<TY, J, MINB, false, false>(be, l);
+static cudaError_t gemv_kernel_split(const ae_backend *be, const GemvLaunch<TY> &l, int pipe) {
+    return l.slices > 1 ? gemv_kernel_pdl<TY, J, MINB, true>(be, l, pipe)
+                        : gemv_kernel_pdl<TY, J, MINB, false>(be, l, pipe);
 }
 
 template <typename TY, int J>
-static cudaError_t gemv_kernel_minb(const ae_backend *be, const GemvLaunch<TY> &l, int minb) {
-    if (minb == 8) return gemv_kernel_split<TY, J, 8>(be, l);
-    return minb == 4 ? gemv_kernel_split<TY, J, 4>(be, l) : gemv_kernel_split<TY, J, 0>(be, l);
+static cudaError_t gemv_kernel_minb(const ae_backend *be, const GemvLaunch<TY> &l,
+                                    const GemvCfg &cfg) {
+    return cfg.minb == 4 ? gemv_kernel_split<TY, J, 4>(be, l, cfg.pipe)
+                         : gemv_kernel_split<TY, J, 0>(be, l, cfg.pipe);
 }
 
 // Slices of K for split-K (1: none): at most cfg.split, each of >= 8 chunks, and partials that
@@ -471,10 +510,9 @@ static void gemv_launch(const ae_backend *be, int n, TY *const *y, const int64_t
     l.pdl = cfg.pdl && cu(be)->cc_major >= 9;
     cudaError_t e;
     switch (cfg.j) {
-    case 1: e = gemv_kernel_minb<TY, 1>(be, l, cfg.minb); break;
-    case 4: e = gemv_kernel_minb<TY, 4>(be, l, cfg.minb); break;
-    case 8: e = gemv_kernel_minb<TY, 8>(be, l, cfg.minb); break;
-    default: e = gemv_kernel_minb<TY, GEMV_J>(be, l, cfg.minb); break;
+    case 4: e = gemv_kernel_minb<TY, 4>(be, l, cfg); break;
+    case 8: e = gemv_kernel_minb<TY, 8>(be, l, cfg); break;
+    default: e = gemv_kernel_minb<TY, GEMV_J>(be, l, cfg); break;
     }
     if (e == cudaSuccess && l.slices > 1) {
         const int64_t outs = (int64_t)M * n_total;
@@ -501,8 +539,9 @@ k_gemv_batched(TY *__restrict__ y, int64_t ldy, int64_t sy, const bf16 *__restri
                int64_t ldx, int64_t sx, const bf16 *__restrict__ w, int64_t ldw, int64_t sw,
                int M, int N, int K, int kw_shift, float alpha, float beta) {
     const int64_t z = blockIdx.y;
-    gemv_tile<TY, GEMV_J, false, false>(y + z * sy, ldy, x + z * sx, ldx, w + z * sw, ldw, M, N,
-                                        K, kw_shift, alpha, beta, (int)blockIdx.x, GemvSlice{});
+    gemv_tile<TY, GEMV_J, false, false, false>(y + z * sy, ldy, x + z * sx, ldx, w + z * sw, ldw,
+                                               M, N, K, kw_shift, alpha, beta, (int)blockIdx.x,
+                                               GemvSlice{});
 }
 
 // 8 bf16 values of a 16-byte word as floats.
