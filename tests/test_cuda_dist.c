@@ -178,14 +178,9 @@ int main(void) {
 #ifdef AE_HAVE_CUDA
     int ngpu = ae_cuda_device_count();
     ae_backend_close(be); // the ranks open their own devices
-    g_dir = ae_test_tmpdir();
-    g_tokens = ae_path_join(g_dir, "train.tok");
-    const char *prep[] = {"prepare-data", "--model", ae_test_src(MICRO), "--out", g_tokens,
-                          ae_test_src("data/sample.txt"), NULL};
+    rc = ae_test_prepare_tokens(MICRO, &g_dir, &g_tokens);
+    CHECK(rc == 0, "prepare-data: exit %d (its message above)", rc);
     char *err = NULL;
-    rc = ae_test_run_cli(prep, NULL, NULL, &err);
-    CHECK(rc == 0, "prepare-data: %s", err);
-    free(err);
     // (a) more ranks than GPUs
     char *out = ae_path_join(g_dir, "toomany");
     rc = convert(out, "mla", 1, ngpu + 1, 0, &err);

@@ -187,14 +187,8 @@ int main(void) {
     int rc = ae_test_open_gpu(&be, 0);
     if (rc) return rc;
 #ifdef AE_HAVE_CUDA
-    g_dir = ae_test_tmpdir();
-    g_tokens = ae_path_join(g_dir, "train.tok");
-    const char *prep[] = {"prepare-data", "--model", ae_test_src(MICRO), "--out", g_tokens,
-                          ae_test_src("data/sample.txt"), NULL};
-    char *err = NULL;
-    rc = ae_test_run_cli(prep, NULL, NULL, &err);
-    CHECK(rc == 0, "prepare-data: %s", err);
-    free(err);
+    rc = ae_test_prepare_tokens(MICRO, &g_dir, &g_tokens);
+    CHECK(rc == 0, "prepare-data: exit %d (its message above)", rc);
     unsetenv(AE_MEM_LIMIT_ENV);
     if (!g_fail) scenario(be);
     ae_test_rmtree(g_dir);

@@ -246,14 +246,8 @@ int main(void) {
     int rc = ae_test_open_gpu(&be, 0);
     if (rc) return rc;
     ae_backend_close(be); // the runs below open their own, in the child processes
-    g_dir = ae_test_tmpdir();
-    g_tokens = ae_path_join(g_dir, "train.tok");
-    const char *prep[] = {"prepare-data", "--model", ae_test_src("models/qwen3-micro"), "--out", g_tokens,
-                          ae_test_src("data/sample.txt"), NULL};
-    char *err = NULL;
-    rc = ae_test_run_cli(prep, NULL, NULL, &err);
-    CHECK(rc == 0, "prepare-data: %s", err);
-    free(err);
+    rc = ae_test_prepare_tokens("models/qwen3-micro", &g_dir, &g_tokens);
+    CHECK(rc == 0, "prepare-data: exit %d (its message above)", rc);
     const char *gswa[] = {"--target", "gateswa", "--window", "16", "--full-every", "2", "--sinks",
                           "--gate", "head", "--init", "random", NULL}; // (a), (c), (e): from random
     const char *mla[] = {"--target", "mla", "--kv-lora-rank", "32", "--qk-rope-dim", "8", "--init",
