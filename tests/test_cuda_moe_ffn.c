@@ -70,7 +70,8 @@ static void check_l2(const float *got, const float *ref, size_t n, double tol, c
 }
 
 static void check_same(const float *a, const float *b, size_t n, const char *what) {
-    if (memcmp(a, b, sizeof(float) * n) != 0) fail_msg("%s: not bit-identical (%zu values)", what, n);
+    if (memcmp(a, b, sizeof(float) * n) != 0)
+        fail_msg("%s: not bit-identical (%zu values)", what, n);
 }
 
 // Distinct random experts per token, (T, K) of E, never expert `skip` (-1: none), or (hot) the

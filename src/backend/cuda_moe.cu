@@ -11,7 +11,7 @@
 // the CPU. Indices match the CPU exactly and weights to the last bit but for the rare expf
 // rounding difference (1 ulp).
 //
-// moe_ffn, for each chunk of tokens (bounding the temporaries), in four launches:
+// moe_ffn, for each chunk of tokens (bounding the temporaries: moe_chunk_bytes), in four launches:
 //   1. plan (one block): a slot is a (token, k) pair, s = t·K + k. Per-expert slot counts (shared
 //      atomics; each slot gets a rank within its expert), exclusive scans into off[e] (first slot
 //      of expert e in `order`) and tile_off[e] (first row tile of expert e, tiles of BMT slots:
@@ -688,6 +688,15 @@ void ae_cuda_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr prob
 
 static size_t round256(size_t b) { return (b + 255) & ~(size_t)255; }
 
+// moe_ffn's temporaries per chunk of tokens: AE_MOE_CHUNK_MIB MiB (1 .. 65536; for A/B runs:
+// larger chunks give each expert more rows per GEMM and stream the weights fewer times), else
+// 256 MiB.
+static size_t moe_chunk_bytes() {
+    const char *env = getenv("AE_MOE_CHUNK_MIB");
+    long mib = env ? strtol(env, NULL, 10) : 0;
+    return (size_t)(mib >= 1 && mib <= 65536 ? mib : 256) << 20;
+}
+
 void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wts,
                      ae_ptr w_gate, ae_ptr w_up, ae_ptr w_down, int T, int D, int Im, int E, int K) {
     if (cuda_failed(be)) return;
@@ -705,9 +714,10 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
         abort();
     }
     cudaStream_t st = stream_of(be);
-    // Tokens per chunk: temporaries (h bf16 and o fp32 rows per slot) near 256 MiB at most.
+    // Tokens per chunk: temporaries (h bf16 and o fp32 rows per slot) near 256 MiB at most
+    // (moe_chunk_bytes).
     size_t per_token = (size_t)K * ((size_t)Im * 2 + (size_t)D * 4 + 8);
-    size_t chunk = ((size_t)256 << 20) / per_token;
+    size_t chunk = moe_chunk_bytes() / per_token;
     if (chunk < 1) chunk = 1;
     if (chunk > (size_t)T) chunk = (size_t)T;
     if (chunk * K > (size_t)INT32_MAX / 2) chunk = (size_t)(INT32_MAX / 2) / K;
