@@ -471,13 +471,14 @@ static void take_token(ae_engine *e, ae_seq *s, int32_t id) {
 static ae_status run_batch(ae_engine *e, int N) {
     const ae_model *m = e->m;
     const ae_backend *be = m->be;
-    int V = m->cfg.vocab_size, n_out = 0, need_host = 0;
-    for (int b = 0; b < e->n_batch; b++) {
+    int V = m->cfg.vocab_size, n_out = 0, need_host = 0, need_best = 0;
+    for (int b = 0; b < e->n_batch; b++) { // logits rows read back; greedy picks on the device
         ae_seq *s = e->batch[b];
         n_out += s->n_outrows;
         const ae_req_params *p = &s->r->p;
         if (s->n_outrows && (!p->sp.greedy || p->logprobs >= 0 || (p->echo && s->n_cached < s->r->n_prompt)))
             need_host = 1;
+        need_best |= s->sample && p->sp.greedy;
     }
     ae_paged_batch pb;
     memset(&pb, 0, sizeof pb);
@@ -496,10 +497,12 @@ static ae_status run_batch(ae_engine *e, int N) {
     if (st == AE_OK) st = grow_dev(be, &e->logits_dev, &e->logits_dev_rows, (size_t)n_out,
                                    AE_DT_F32, (size_t)V);
     if (st == AE_OK) st = ae_model_forward_paged(m, &e->pool.lo, &pb, e->out_rows, n_out, e->logits_dev);
-    if (st == AE_OK && n_out) {
+    if (st == AE_OK && n_out && need_best) {
         be->argmax_rows(be, e->best_dev, e->logits_dev, n_out, V);
         st = be->download(be, e->best, AE_DT_I32, e->best_dev, (size_t)n_out);
-        if (st == AE_OK && need_host && (size_t)n_out > e->logits_cap) {
+    }
+    if (st == AE_OK && n_out) {
+        if (need_host && (size_t)n_out > e->logits_cap) {
             ae_free_aligned(e->logits_host);
             e->logits_cap = 0;
             e->logits_host = ae_alloc_f32((size_t)n_out * V);
