@@ -83,8 +83,8 @@ static ae_status gswa_paged(const ae_backend *be, const ae_gswa *m, const ae_pag
     ae_scratch s;
     ae_scratch_init(&s, be);
     ae_ptr q = ae_scratch_alloc(&s, (size_t)N * qd, at);  // (N, Hq, hd)
-    ae_ptr k = ae_scratch_alloc(&s, (size_t)N * kvd, at); // (N, Hkv, hd)
-    ae_ptr v = ae_scratch_alloc(&s, (size_t)N * kvd, at); // (N, Hkv, hd)
+    ae_ptr k = ae_scratch_alloc(&s, (size_t)N * 2 * kvd, at); // (N, Hkv, hd), then v
+    ae_ptr v = ae_ptr_at(k, (size_t)N * kvd);                 // (N, Hkv, hd)
     ae_ptr a = ae_scratch_alloc(&s, (size_t)N * qd, at);  // (N, Hq, hd)
     size_t gd = gswa_gate_dim(d);
     ae_ptr gt = gd ? ae_scratch_alloc(&s, (size_t)N * gd, at) : ae_ptr_null(); // (N, gate_dim)
@@ -96,8 +96,12 @@ static ae_status gswa_paged(const ae_backend *be, const ae_gswa *m, const ae_pag
     ae_ptr kp = ae_ptr_at(lo->pool, (size_t)pl->offset), vp = ae_ptr_at(lo->pool, (size_t)(pl->offset + kvd));
     int P = lo->page_size[g];
     int64_t ld = lo->row_elems[g];
-    be->paged_store(be, kp, lo->page_stride, P, ld, k, kvd, b->slot[g], N, kvd);
-    be->paged_store(be, vp, lo->page_stride, P, ld, v, kvd, b->slot[g], N, kvd);
+    if (N == 1) { // one row [k | v]: the layer's columns of a page row, one store
+        be->paged_store(be, kp, lo->page_stride, P, ld, k, 2 * kvd, b->slot[g], 1, 2 * kvd);
+    } else {
+        be->paged_store(be, kp, lo->page_stride, P, ld, k, kvd, b->slot[g], N, kvd);
+        be->paged_store(be, vp, lo->page_stride, P, ld, v, kvd, b->slot[g], N, kvd);
+    }
     ae_paged_attn_args pa = {.N = N, .Hq = d->Hq, .Hkv = d->Hkv, .dk = d->hd, .dv = d->hd,
                              .page_size = P, .max_blocks = b->max_blocks[g],
                              .page_stride = lo->page_stride, .k_stride = (int)ld,
