@@ -19,19 +19,24 @@ ctx=4096,32768
 . bench/gpu_header.sh
 bench_header "$build"
 bench_peaks "$build/bench_infer"
+# A step that fails is reported and the others still run (one device call measures all three);
+# the exit status then says how many failed.
+failed=0
+step() { "$@" || { echo "FAILED (exit $?): $*"; failed=$((failed + 1)); }; }
 for m in qwen3-8b qwen3-8b-mla qwen3-8b-gateswa qwen3-30b-a3b qwen3-30b-a3b-mla; do
-  "$build/bench_infer" --config "$cfgs/$m" --label "$m" --device cuda --prefill "$ctx" \
+  step "$build/bench_infer" --config "$cfgs/$m" --label "$m" --device cuda --prefill "$ctx" \
     --decode-at "$ctx" --decode-steps 32 --reps 3
 done
 if [ -z "${AE_BENCH_NO_HF:-}" ]; then
   for m in qwen3-8b qwen3-30b-a3b; do
     # transformers under the machine's own library path (dev/device-unpack.sh: AE_HOST_LD_LIBRARY_PATH)
     LD_LIBRARY_PATH=${AE_HOST_LD_LIBRARY_PATH-${LD_LIBRARY_PATH:-}} \
-    python3 bench/hf_infer.py --config "$cfgs/$m" --label "$m" --prefill "$ctx" --decode-at "$ctx" \
+    step python3 bench/hf_infer.py --config "$cfgs/$m" --label "$m" --prefill "$ctx" --decode-at "$ctx" \
       --decode-steps 32 --reps 3
   done
 fi
 if [ -n "${AE_LLAMA_BIN:-}" ]; then
-  bash bench/llama_infer.sh "$AE_LLAMA_BIN" "${AE_LLAMA_GGUF_PY:?the gguf-py folder of llama.cpp}" \
+  step bash bench/llama_infer.sh "$AE_LLAMA_BIN" "${AE_LLAMA_GGUF_PY:?the gguf-py folder of llama.cpp}" \
     "${AE_LLAMA_TOKENIZER:-}" "$ctx"
 fi
+exit $((failed > 0))
