@@ -14,8 +14,9 @@
 //   forward  2·pairs·Hq·(dk + dv)
 //   backward 2·pairs·Hq·(3·dk + 2·dv)  (S, dP, dV, dK, dQ: 2.5x the forward at dk = dv)
 // the model FLOPs, whatever the kernels recompute. AE_CUDA_ATTN_BWD=ref times the CUDA-core
-// backward (slow: seconds at T 32768), AE_CUDA_ATTN_BWD=fused the fused tensor-core backward
-// (default: split), AE_CUDA_ATTN=ref the reference forward.
+// backward (slow: seconds at T 32768), AE_CUDA_ATTN_BWD=fused / split / wgmma one tensor-core
+// backward (default: wgmma on an H100/H200 for d 128 and 192/128 without a window, else
+// split), AE_CUDA_ATTN=ref the reference forward.
 //
 //   bench_attn --fwd-kernels [--reps R]
 // The forward's two prefill kernels for d = 128 side by side (cuda_attention.cu): B (flash,
@@ -27,13 +28,15 @@
 // simple schedule, which computes the same bits as the overlapped one).
 //
 //   bench_attn --bwd-paths [--reps R]
-// The backward's two tensor-core paths (cuda_attention_bwd_tc.cu) at bench_distill's shapes (B 2
+// The backward's tensor-core paths (cuda_attention_bwd_tc.cu, _wgmma.cu) at bench_distill's shapes (B 2
 // sequences of T 4096, causal, one op call per sequence as mla_train.c / attn_gateswa.c make):
 // Qwen3-1.7B (Hq 16 / Hkv 8, d 128) and its MLA student (Hq = Hkv = 16, dk 192, dv 128),
 // Qwen3-8B (32 / 8, d 128) and its MLA student (32 = 32, 192 / 128). Per shape: the training
-// forward (fwd+lse), then the backward from it split (AE_CUDA_ATTN_BWD=split, the default: dK/dV kernel + dQ
-// kernel, 7 products) and fused (AE_CUDA_ATTN_BWD=fused: 5 products); ms for the B
-// calls, TFLOP/s as above, fused/split speed-up and the relative L2 difference of their dq.
+// forward (fwd+lse), then the backward from it split (AE_CUDA_ATTN_BWD=split: dK/dV kernel + dQ
+// kernel on mma.sync, 7 products), fused (AE_CUDA_ATTN_BWD=fused: 5 products) and wgmma
+// (AE_CUDA_ATTN_BWD=wgmma: the split path on Hopper's warpgroup multiplies; on other GPUs the
+// dispatcher runs split and the columns match); ms for the B calls, TFLOP/s as above, the
+// speed-ups over split and the relative L2 difference of each one's dq from split's.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,7 +250,7 @@ static int bench_fwd_kernels(const ae_backend *be, int reps) {
     return rc;
 }
 
-// ---- backward paths split vs fused (--bwd-paths) ---------------------------------------------------
+// ---- backward paths split vs fused vs wgmma (--bwd-paths) ------------------------------------------
 
 typedef struct {
     const char *name;
@@ -313,11 +316,12 @@ static int bench_bwd_one(const ae_backend *be, const bwd_shape *c, int reps) {
     b->dk = be->alloc(be, B * x.nk, AE_DT_F32), b->dv = be->alloc(be, B * x.nv, AE_DT_F32);
     b->lse = be->alloc(be, B * T * c->Hq, AE_DT_F32);
     ae_ptr dq_fused = be->alloc(be, B * x.nq, AE_DT_F32);
+    ae_ptr dq_wg = be->alloc(be, B * x.nq, AE_DT_F32);
     int rc = 1;
     if (ae_ptr_is_null(b->q) || ae_ptr_is_null(b->k) || ae_ptr_is_null(b->v) ||
         ae_ptr_is_null(b->out) || ae_ptr_is_null(b->dout) || ae_ptr_is_null(b->dq) ||
         ae_ptr_is_null(b->dk) || ae_ptr_is_null(b->dv) || ae_ptr_is_null(b->lse) ||
-        ae_ptr_is_null(dq_fused)) {
+        ae_ptr_is_null(dq_fused) || ae_ptr_is_null(dq_wg)) {
         fprintf(stderr, "bench_attn: %s: out of device memory: %s\n", c->name, ae_last_error());
         goto done;
     }
@@ -327,10 +331,11 @@ static int bench_bwd_one(const ae_backend *be, const bwd_shape *c, int reps) {
     be->fill_normal(be, b->dout, B * x.no, 1.0f, 4);
     be->fill(be, b->dk, B * x.nk, 0.0f);
     be->fill(be, b->dv, B * x.nv, 0.0f);
-    timing tf, ts, tu; // forward with lse, backward split, backward fused
+    timing tf, ts, tu, tw; // forward with lse, backward split, fused, wgmma
     if (time_op(be, run_fwd_lse_batch, &x, reps, &tf) ||
         time_bwd_path(&x, "split", b->dq, reps, &ts) ||
-        time_bwd_path(&x, "fused", dq_fused, reps, &tu)) {
+        time_bwd_path(&x, "fused", dq_fused, reps, &tu) ||
+        time_bwd_path(&x, "wgmma", dq_wg, reps, &tw)) {
         fprintf(stderr, "bench_attn: %s: %s\n", c->name, ae_last_error());
         goto done;
     }
@@ -339,16 +344,19 @@ static int bench_bwd_one(const ae_backend *be, const bwd_shape *c, int reps) {
     const double fb = 2.0 * pairs * c->Hq * (3.0 * c->dk + 2.0 * c->dv);
     printf("bwd-paths %-10s B=%d T=%d Hq=%-2d Hkv=%-2d dk=%d dv=%d causal   fwd+lse %7.3f ms %6.1f "
            "TFLOP/s   bwd split %7.3f ms %6.1f TFLOP/s   bwd fused %7.3f ms %6.1f TFLOP/s   "
-           "fused/split %.2fx   |dq fused-split|/|split| %.2e\n",
+           "fused/split %.2fx   |dq fused-split|/|split| %.2e   bwd wgmma %7.3f ms %6.1f "
+           "TFLOP/s   wgmma/split %.2fx   |dq wgmma-split|/|split| %.2e\n",
            c->name, c->B, c->T, c->Hq, c->Hkv, c->dk, c->dv, tf.best * 1e3,
            ff / tf.best * 1e-12, ts.best * 1e3, fb / ts.best * 1e-12, tu.best * 1e3,
-           fb / tu.best * 1e-12, ts.best / tu.best, device_rel_diff(be, dq_fused, b->dq, B * x.nq));
+           fb / tu.best * 1e-12, ts.best / tu.best, device_rel_diff(be, dq_fused, b->dq, B * x.nq),
+           tw.best * 1e3, fb / tw.best * 1e-12, ts.best / tw.best,
+           device_rel_diff(be, dq_wg, b->dq, B * x.nq));
     fflush(stdout);
     rc = 0;
 done:
     be->free(be, b->q), be->free(be, b->k), be->free(be, b->v), be->free(be, b->out);
     be->free(be, b->dout), be->free(be, b->dq), be->free(be, b->dk), be->free(be, b->dv);
-    be->free(be, b->lse), be->free(be, dq_fused);
+    be->free(be, b->lse), be->free(be, dq_fused), be->free(be, dq_wg);
     return rc;
 }
 

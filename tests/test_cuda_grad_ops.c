@@ -1,7 +1,9 @@
 // The CUDA backward ops (backend/cuda_backward.cu, cuda_attention_bwd.cu) against the CPU
 // reference (the backward slots of backend/cpu*.c, themselves checked against finite differences
 // in test_grad_ops.c): rmsnorm_bwd, rope_bwd, gate_mul_bwd, silu_mul_bwd, attention_bwd. Needs a
-// CUDA build and a GPU; prints "SKIP ..." and exits 77 (ctest: skipped) otherwise.
+// CUDA build and a GPU; prints "SKIP ..." and exits 77 (ctest: skipped) otherwise. The small
+// rmsnorm_bwd / rope_bwd cases that tests/test_grad_ops.c runs on cuda against the double
+// reference are not repeated here.
 //
 // Method (as test_backend_ops): inputs are drawn with fixed seeds and rounded to bf16 first, so
 // both backends compute on identical numbers; the CUDA backend is opened with AE_CUDA_POISON=1
@@ -24,11 +26,13 @@
 //                 expected. A lost term (the −D of ds, a key tile, a GQA head) costs >= 1e-1.
 //   TOL_ATTN_BF16 1e-2: the same with BF16 dq / dk / dv outputs (one rounding each, and a
 //                 BF16 dk / dv accumulator read back and rounded again).
-//   TOL_ATTN_TC   2e-2: attention gradients from the tensor-core path (cuda_attention_bwd_tc.cu),
+//   TOL_ATTN_TC   2e-2: attention gradients from the tensor-core path (cuda_attention_bwd_tc.cu,
+//                 and the Hopper kernels of cuda_attention_bwd_wgmma.cu: the same roundings),
 //                 F32 or BF16 outputs: P and dS are rounded to bf16 (relative 2^-9 per element,
 //                 ~1e-3 rms) as mma operands, D comes from the bf16 forward output, an F32 dout is
 //                 used in bf16; expected ~2e-3..6e-3. A lost term (a key or query tile, a GQA
-//                 head, the −D of ds, a masked tile not skipped) costs >= 1e-1.
+//                 head, the −D of ds, a masked tile not skipped) costs >= 1e-1. The same bound
+//                 holds the wgmma run against the split run (two such paths: ~2x their error).
 //   TOL_LSE       1e-4: the forward's per-row log-sum-exp (ae_attn_args.lse, log2 units), max
 //                 |cuda − cpu| / max(1, |cpu|) over the rows: the same bf16 inputs, fp32 scores
 //                 (mma or CUDA-core sums vs the CPU's loop), log2f/exp2f vs double log/exp;
@@ -39,9 +43,13 @@
 //                 out (relative 2^-9 per element) instead of fp32 sums; expected ~1e-4..1e-3.
 // Which path ran is checked too: cases the tensor-core path takes (bwd_fast, mirroring the
 // dispatcher) must differ from the forced CUDA-core run in some bit; the others must equal it.
-// The tensor-core path runs both ways: split (the default: dQ in its own kernel) and fused
-// (AE_CUDA_ATTN_BWD=fused: dQ added over key tiles in a fixed order through counters), each held
-// to TOL_ATTN_TC; each twice must give the same bits (no atomics; the fused kernel's order is fixed).
+// The tensor-core path runs three ways: split (AE_CUDA_ATTN_BWD=split: dQ in its own kernel),
+// fused (=fused: dQ added over key tiles in a fixed order through counters) and wgmma (=wgmma:
+// the split path on Hopper's warpgroup multiplies, for dk/dv 128/128 and 192/128 on a compute
+// capability 9.0 GPU, else split), each held to TOL_ATTN_TC, and the default (wgmma where it is
+// on, else split); the default and wgmma twice must give the same bits (no atomics). On a Hopper
+// GPU the wgmma run must differ from split in some bit (the Hopper kernels ran) and agree with
+// it within TOL_ATTN_TC.
 // Saved forward (training: the forward keeps out and lse, the backward skips recomputing them):
 // on the tensor-core path the backward given them must be bit-identical to the recomputing call.
 #include <math.h>
@@ -263,7 +271,10 @@ static void test_rmsnorm_bwd(void **state) {
     ae_rng_seed(&r, 801);
     // (M, D): one row; odd; a head dim (qk-norm rows); hidden sizes; many rows (several dw
     // chunks, and > 32 rows per chunk at M = 40000)
-    const int shapes[][2] = {{1, 8}, {7, 33}, {300, 128}, {1030, 2048}, {129, 4096}, {40000, 64}};
+    // (M = 1, D = 8 with an F32 dx is test_grad_ops's rmsnorm_bwd case on cuda, against the
+    // double reference: only its BF16-dx variant stays here)
+    run_rmsnorm(&r, 1, 8, AE_DT_BF16, AE_DT_BF16, AE_DT_F32, 1);
+    const int shapes[][2] = {{7, 33}, {300, 128}, {1030, 2048}, {129, 4096}, {40000, 64}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
         int M = shapes[s][0], D = shapes[s][1];
         run_rmsnorm(&r, M, D, AE_DT_BF16, AE_DT_F32, AE_DT_F32, 1);
@@ -299,9 +310,9 @@ static void test_rope_bwd(void **state) {
     (void)state;
     ae_rng r;
     ae_rng_seed(&r, 802);
+    // (the small full-rotary F32 case is test_grad_ops's rope_bwd on cuda: T 4, H 3, stride 8)
     for (int mode = 0; mode < 2; mode++) {
         ae_rope_mode m = (ae_rope_mode)mode;
-        run_rope(&r, 1, 1, 8, 8, m, AE_DT_F32);
         run_rope(&r, 37, 8, 128, 128, m, AE_DT_F32);
         run_rope(&r, 37, 8, 128, 128, m, AE_DT_BF16);
         run_rope(&r, 19, 5, 192, 64, m, AE_DT_BF16);   // MLA: rope dims at the start of a row
@@ -568,24 +579,70 @@ static void run_attn_saved(const attn_io *io) {
     free(cpu_out), free(clse);
 }
 
-// The gpu runs of one case (AE_CUDA_ATTN_BWD, output dtype): 0 the CUDA-core kernels (ref),
-// 1 and 2 the default dispatch (the split tensor-core path where it applies; 2 checks
-// determinism: bit-identical to 1), 3 the fused tensor-core kernel (AE_CUDA_ATTN_BWD=fused: dQ
-// added in key-tile order); with BF16 outputs (also_bf16) 4 the default, 5 the fused kernel.
+// The gpu runs of one case (AE_CUDA_ATTN_BWD, output dtype): the CUDA-core kernels (ref); the
+// default dispatch twice (the second checks determinism: bit-identical to the first); the fused
+// tensor-core kernel (dQ added in key-tile order); split (the mma.sync split path, forced);
+// wgmma twice (the Hopper split path, cuda_attention_bwd_wgmma.cu, forced where it takes the
+// shape; the second bit-identical to the first); with BF16 outputs (also_bf16) the default,
+// fused and wgmma again.
+enum { RUN_REF, RUN_DEFAULT, RUN_DEFAULT2, RUN_FUSED, RUN_SPLIT, RUN_WGMMA, RUN_WGMMA2, RUN_F32 };
 typedef struct {
     const char *env; // AE_CUDA_ATTN_BWD (null: unset)
     ae_dtype odt;    // dq, dk, dv
     const char *label;
+    int same_as;     // >= 0: must equal that run bit for bit (instead of the cpu comparison)
 } bwd_run;
 static const bwd_run k_bwd_runs[] = {
-    {"ref", AE_DT_F32, "ref    "}, {NULL, AE_DT_F32, "default"},
-    {NULL, AE_DT_F32, "default"},  {"fused", AE_DT_F32, "fused  "},
-    {NULL, AE_DT_BF16, "bf16out"}, {"fused", AE_DT_BF16, "bf16out fused"},
+    [RUN_REF] = {"ref", AE_DT_F32, "ref    ", -1},
+    [RUN_DEFAULT] = {NULL, AE_DT_F32, "default", -1},
+    [RUN_DEFAULT2] = {NULL, AE_DT_F32, "default", RUN_DEFAULT},
+    [RUN_FUSED] = {"fused", AE_DT_F32, "fused  ", -1},
+    [RUN_SPLIT] = {"split", AE_DT_F32, "split  ", -1},
+    [RUN_WGMMA] = {"wgmma", AE_DT_F32, "wgmma  ", -1},
+    [RUN_WGMMA2] = {"wgmma", AE_DT_F32, "wgmma  ", RUN_WGMMA},
+    {NULL, AE_DT_BF16, "bf16out", -1},
+    {"fused", AE_DT_BF16, "bf16out fused", -1},
+    {"wgmma", AE_DT_BF16, "bf16out wgmma", -1},
 };
 
-// One case: the cpu once, then the gpu runs of k_bwd_runs, each checked against the cpu (run 2
-// against run 1 bit for bit instead; runs 1 and 3 must differ from run 0 where the tensor-core
-// path applies, equal it elsewhere). K/V storage has 5 rows past the last position (with no
+// Whether the device is a compute capability 9.0 GPU (H100 / H200 / H800 / H20 / GH200; the
+// backend names it in ->device), where AE_CUDA_ATTN_BWD=wgmma runs the Hopper kernels.
+static int g_hopper;
+
+// The cases the Hopper backward takes when forced (pick_kernels in cuda_attention_bwd.cu):
+// tensor-core cases with dk/dv 128/128 or 192/128, on a Hopper GPU.
+static int bwd_wgmma(const bwd_case *c) {
+    return g_hopper && bwd_fast(c) && (c->dk == 128 || c->dk == 192) && c->dv == 128;
+}
+
+// The wgmma run against the split run (both F32 outputs, the same dk / dv starting values):
+// within TOL_ATTN_TC (both round P and dS to bf16, in different tile orders), and not
+// bit-identical where the Hopper kernels take the case (else the split kernels ran), identical
+// where they do not (forcing wgmma falls back to split).
+static void check_wgmma_vs_split(const bwd_case *c, const char *name, float *const w[4],
+                                 float *const sp[4], const float *dk0, const float *dv0,
+                                 size_t nq, size_t nk, size_t nv) {
+    const int same = !memcmp(w[0], sp[0], sizeof(float) * nq) &&
+                     !memcmp(w[1], sp[1], sizeof(float) * nk) &&
+                     (!w[2] || !memcmp(w[2], sp[2], sizeof(float) * nv));
+    if (bwd_wgmma(c) && c->pos0 + c->T >= 17 && same)
+        fail_msg("attention_bwd %s: wgmma gave the split path's results bit for bit (the Hopper "
+                 "kernels did not run)", name);
+    if (!bwd_wgmma(c) && !same)
+        fail_msg("attention_bwd %s: wgmma differs from split on a case the Hopper kernels do not "
+                 "take", name);
+    printf("  attention_bwd path wgmma   %s: %s\n", name,
+           bwd_wgmma(c) ? "Hopper wgmma kernels" : "(not taken: == split)");
+    if (!bwd_wgmma(c) || one_key(c)) return; // one key: dq and the dk increment are rounding
+    check(w[0], sp[0], NULL, nq, TOL_ATTN_TC, "attention_bwd wgmma vs split dq %s", name);
+    check(w[1], sp[1], dk0, nk, TOL_ATTN_TC, "attention_bwd wgmma vs split dk %s", name);
+    if (w[2]) check(w[2], sp[2], dv0, nv, TOL_ATTN_TC, "attention_bwd wgmma vs split dv %s", name);
+}
+
+// One case: the cpu once, then the gpu runs of k_bwd_runs, each checked against the cpu (the
+// repeated runs against their first bit for bit instead; the F32 default, fused, split and wgmma
+// runs must differ from the ref run where the tensor-core path applies, equal it elsewhere; wgmma
+// against split: check_wgmma_vs_split). K/V storage has 5 rows past the last position (with no
 // ring) holding NaN, which must not reach any output; the gradients of those rows and of row
 // padding must stay at their starting values.
 static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
@@ -634,9 +691,10 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
     char name[200];
     bwd_case_name(c, name, sizeof name);
 
-    float *first[4] = {NULL, NULL, NULL, NULL}, *refr[3] = {NULL, NULL, NULL};
+    float *res[RUN_F32][4]; // the F32 runs' dq, dk, dv (null: absorbed), dsinks (null: none)
+    memset(res, 0, sizeof res);
     const int fast = bwd_fast(c);
-    const int nruns = also_bf16 ? 6 : 4;
+    const int nruns = also_bf16 ? (int)(sizeof k_bwd_runs / sizeof *k_bwd_runs) : RUN_F32;
     for (int run = 0; run < nruns; run++) {
         const bwd_run *br = &k_bwd_runs[run];
         ae_dtype odt = br->odt;
@@ -649,7 +707,9 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
         if (br->env) unsetenv("AE_CUDA_ATTN_BWD");
         float *hq = dget(g_dq, nq), *hk = dget(g_dk, nk), *hv = c->absorbed ? NULL : dget(g_dv, nv);
         float *hs = sinks ? dget(g_ds, (size_t)Hq) : NULL;
-        if (run == 1 || run == 3) { // which path ran: tensor cores differ from the reference
+        float *const *refr = res[RUN_REF];
+        if (run > RUN_REF && run < RUN_F32 && br->same_as < 0) {
+            // which path ran: tensor cores differ from the reference
             size_t nv_ = hv ? nv : 0;
             int same = !memcmp(hq, refr[0], sizeof(float) * nq) &&
                        !memcmp(hk, refr[1], sizeof(float) * nk) &&
@@ -664,16 +724,26 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
                    fast ? (S >= 17 ? "tensor cores (differs from ref)" : "tensor cores")
                         : "CUDA cores (== ref)");
         }
-        if (run == 3 && fast) // informative: dK, dV come from the same loop in both kernels
+        if (run == RUN_SPLIT && fast) { // informative: dK, dV come from the same loop in both
+            float *const *fu = res[RUN_FUSED];
             printf("  attention_bwd split vs fused %s: dk %s, dv %s\n", name,
-                   memcmp(hk, first[1], sizeof(float) * nk) ? "differs" : "bit-identical",
+                   memcmp(hk, fu[1], sizeof(float) * nk) ? "differs" : "bit-identical",
                    !hv ? "(absorbed)"
-                       : memcmp(hv, first[2], sizeof(float) * nv) ? "differs" : "bit-identical");
-        if (run == 2) { // the same call again: bit-identical
-            check_same(hq, first[0], nq, "attention_bwd dq determinism %s", name);
-            check_same(hk, first[1], nk, "attention_bwd dk determinism %s", name);
-            if (hv) check_same(hv, first[2], nv, "attention_bwd dv determinism %s", name);
-            if (hs) check_same(hs, first[3], (size_t)Hq, "attention_bwd dsinks determinism %s", name);
+                       : memcmp(hv, fu[2], sizeof(float) * nv) ? "differs" : "bit-identical");
+        }
+        if (run == RUN_WGMMA && fast) {
+            float *const w[4] = {hq, hk, hv, hs};
+            check_wgmma_vs_split(c, name, w, res[RUN_SPLIT], dk0, dv0, nq, nk, nv);
+        }
+        if (br->same_as >= 0) { // the same call again: bit-identical
+            float *const *f = res[br->same_as];
+            const char *pn = br->label;
+            check_same(hq, f[0], nq, "attention_bwd %s dq determinism %s", pn, name);
+            check_same(hk, f[1], nk, "attention_bwd %s dk determinism %s", pn, name);
+            if (hv) check_same(hv, f[2], nv, "attention_bwd %s dv determinism %s", pn, name);
+            if (hs)
+                check_same(hs, f[3], (size_t)Hq, "attention_bwd %s dsinks determinism %s", pn,
+                           name);
         } else {
             double tol = TOL_ATTN_REF, tol_k = TOL_ATTN_REF, tol_v = TOL_ATTN_REF;
             if (run > 0 && fast) tol = tol_k = tol_v = TOL_ATTN_TC;
@@ -700,11 +770,8 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
             if (bk0 != dk0) free(bk0);
             if (bv0 != dv0 && bv0 != bk0) free(bv0);
         }
-        if (run == 0) {
-            refr[0] = hq, refr[1] = hk, refr[2] = hv;
-            free(hs);
-        } else if (run == 1) {
-            first[0] = hq, first[1] = hk, first[2] = hv, first[3] = hs;
+        if (run < RUN_F32) {
+            res[run][0] = hq, res[run][1] = hk, res[run][2] = hv, res[run][3] = hs;
         } else {
             free(hq), free(hk), free(hv), free(hs);
         }
@@ -715,10 +782,10 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
     attn_io io = {.c = c, .name = name, .ac = ac, .ag = ag, .nq = nq, .no = no, .nk = nk,
                   .nv = nv, .q = q, .k = k, .v = v, .gq = gq, .gk = gk, .gv = gv, .gdo = gdo,
                   .cq = cq, .ck = ck, .cv = cv, .cs = cs, .dk0 = dk0, .dv0 = dv0, .ds0 = ds0,
-                  .rec = first};
+                  .rec = res[RUN_DEFAULT]};
     run_attn_saved(&io);
-    for (int i = 0; i < 4; i++) free(first[i]);
-    for (int i = 0; i < 3; i++) free(refr[i]);
+    for (int run = 0; run < RUN_F32; run++)
+        for (int i = 0; i < 4; i++) free(res[run][i]);
     dfree(gq), dfree(gk), dfree(gdo);
     if (!c->absorbed) dfree(gv);
     if (sinks) dfree(ag.sinks);
@@ -815,11 +882,35 @@ static void test_attention_bwd_fast(void **state) {
     run_bwd_cases(cases, sizeof cases / sizeof *cases, 1, 905);
 }
 
+// The shapes of the Hopper backward (cuda_attention_bwd_wgmma.cu: 128-key dK/dV blocks, 64-row
+// query steps; 128-row dQ blocks, 64-key steps): d 128 with GQA groups 1, 4 and 8 (the teachers'
+// and GateSWA's full layers), T = 1, T off every tile size, T in the thousands (1100: 9 key
+// blocks, 70 query steps of G = 8 packed rows), sinks on and off; MLA materialised 192/128
+// (Hq = Hkv) at T 1 and 1030. The runs of k_bwd_runs include wgmma (forced) and split.
+static void test_attention_bwd_wgmma(void **state) {
+    (void)state;
+    const bwd_case cases[] = {
+        // T, pos0, Hq, Hkv, dk, dv, window, ring, sinks, kpad, vpad, absorbed, qscale, dout_f32, dq_odd
+        {1, 0, 8, 1, 128, 128, 0, 0, 1, 0, 0, 0, 0, 0, 0},      // one token, GQA 8, sink
+        {200, 0, 2, 2, 128, 128, 0, 0, 1, 0, 0, 0, 0, 0, 0},    // GQA 1, sinks
+        {333, 0, 16, 2, 128, 128, 0, 0, 0, 0, 0, 0, 0, 1, 0},   // GQA 8, F32 dout
+        {333, 0, 16, 2, 128, 128, 0, 0, 1, 8, 8, 0, 0, 0, 0},   // GQA 8, sinks, strided rows
+        {1100, 0, 8, 1, 128, 128, 0, 0, 0, 0, 0, 0, 0, 0, 0},   // GQA 8, T in the thousands
+        {1030, 0, 8, 2, 128, 128, 0, 0, 1, 0, 0, 0, 2, 0, 0},   // GQA 4, sinks, peakier
+        {1, 0, 4, 4, 192, 128, 0, 0, 0, 0, 0, 0, 0, 0, 0},      // MLA, one token
+        {1030, 0, 4, 4, 192, 128, 0, 0, 1, 0, 0, 0, 0, 0, 0},   // MLA, T in the thousands, sinks
+        {250, 70, 4, 4, 192, 128, 0, 0, 0, 0, 0, 0, 0, 1, 1},   // MLA, pos0, F32 dout, dq odd
+    };
+    run_bwd_cases(cases, sizeof cases / sizeof *cases, 1, 906);
+}
+
 // attention_bwd at a training size (T 4096 full causal: 64 key tiles): no CPU reference at this
-// size, but two default (split) runs must be bit-identical, the backward from a saved forward
-// (out and lse kept by `attention`) must give the same bits, and the fused kernel
+// size, but two default runs must be bit-identical, the backward from a saved forward (out and
+// lse kept by `attention`) must give the same bits, likewise two wgmma runs (AE_CUDA_ATTN_BWD=
+// wgmma: the Hopper kernels) and wgmma from the saved forward; the fused kernel
 // (AE_CUDA_ATTN_BWD=fused: dQ sums chained through its counters over the 64 key tiles) must
-// agree with the default within TOL_ATTN_TC (both round P and dS to bf16, differently).
+// agree with the default, and wgmma with split (AE_CUDA_ATTN_BWD=split), within TOL_ATTN_TC (they
+// round P and dS to bf16, differently); on a Hopper GPU wgmma must differ from split in some bit.
 static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t seed) {
     size_t nq = (size_t)T * Hq * dk, no = (size_t)T * Hq * dv;
     size_t nk = (size_t)T * Hkv * dk, nv = (size_t)T * Hkv * dv;
@@ -836,30 +927,47 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
     g_gpu->attention(g_gpu, &al, out, q, k, v);
     char shape[96];
     snprintf(shape, sizeof shape, "T=%d Hq=%d Hkv=%d dk=%d dv=%d", T, Hq, Hkv, dk, dv);
-    // runs: default twice, default from the saved forward, fused
-    float *res[4][3];
-    for (int run = 0; run < 4; run++) {
+    enum { DEF, DEF2, DEF_SAVED, FUSED, SPLIT, WG, WG2, WG_SAVED, NRUNS };
+    static const struct {
+        const char *env; // AE_CUDA_ATTN_BWD (null: unset)
+        int saved;       // given the forward's out and lse
+    } runs[NRUNS] = {{NULL, 0},    {NULL, 0},    {NULL, 1},    {"fused", 0},
+                     {"split", 0}, {"wgmma", 0}, {"wgmma", 0}, {"wgmma", 1}};
+    float *res[NRUNS][3];
+    for (int run = 0; run < NRUNS; run++) {
         ae_ptr dq = dnew(nq, AE_DT_F32), dk_ = dnew(nk, AE_DT_F32), dv_ = dnew(nv, AE_DT_F32);
         g_gpu->fill(g_gpu, dk_, nk, 0.0f);
         g_gpu->fill(g_gpu, dv_, nv, 0.0f);
-        if (run == 3) setenv("AE_CUDA_ATTN_BWD", "fused", 1);
-        g_gpu->attention_bwd(g_gpu, run == 2 ? &al : &a, dq, dk_, dv_, ae_ptr_null(), dout,
-                             run == 2 ? out : ae_ptr_null(), q, k, v);
-        if (run == 3) unsetenv("AE_CUDA_ATTN_BWD");
+        if (runs[run].env) setenv("AE_CUDA_ATTN_BWD", runs[run].env, 1);
+        g_gpu->attention_bwd(g_gpu, runs[run].saved ? &al : &a, dq, dk_, dv_, ae_ptr_null(), dout,
+                             runs[run].saved ? out : ae_ptr_null(), q, k, v);
+        if (runs[run].env) unsetenv("AE_CUDA_ATTN_BWD");
         if (g_gpu->sync(g_gpu) != AE_OK) fail_msg("attention_bwd %s: %s", shape, ae_last_error());
         res[run][0] = dget(dq, nq), res[run][1] = dget(dk_, nk), res[run][2] = dget(dv_, nv);
         dfree(dq), dfree(dk_), dfree(dv_);
     }
     const size_t n[3] = {nq, nk, nv};
     const char *names[3] = {"dq", "dk", "dv"};
+    int wg_same = 1;
     for (int i = 0; i < 3; i++) {
-        check_same(res[1][i], res[0][i], n[i], "attention_bwd %s determinism %s", names[i], shape);
-        check_same(res[2][i], res[0][i], n[i], "attention_bwd saved == recomputed %s %s",
+        check_same(res[DEF2][i], res[DEF][i], n[i], "attention_bwd %s determinism %s", names[i],
+                   shape);
+        check_same(res[DEF_SAVED][i], res[DEF][i], n[i], "attention_bwd saved == recomputed %s %s",
                    names[i], shape);
-        check(res[3][i], res[0][i], NULL, n[i], TOL_ATTN_TC, "attention_bwd fused vs default %s %s",
-              names[i], shape);
+        check_same(res[WG2][i], res[WG][i], n[i], "attention_bwd wgmma %s determinism %s",
+                   names[i], shape);
+        check_same(res[WG_SAVED][i], res[WG][i], n[i],
+                   "attention_bwd wgmma saved == recomputed %s %s", names[i], shape);
+        check(res[FUSED][i], res[DEF][i], NULL, n[i], TOL_ATTN_TC,
+              "attention_bwd fused vs default %s %s", names[i], shape);
+        check(res[WG][i], res[SPLIT][i], NULL, n[i], TOL_ATTN_TC,
+              "attention_bwd wgmma vs split %s %s", names[i], shape);
+        wg_same = wg_same && !memcmp(res[WG][i], res[SPLIT][i], sizeof(float) * n[i]);
     }
-    for (int run = 0; run < 4; run++)
+    if (g_hopper && wg_same)
+        fail_msg("attention_bwd %s: wgmma gave the split path's results bit for bit (the Hopper "
+                 "kernels did not run)", shape);
+    for (int run = 0; run < NRUNS; run++)
         for (int i = 0; i < 3; i++) free(res[run][i]);
     dfree(q), dfree(k), dfree(v), dfree(dout), dfree(out), dfree(al.lse);
 }
@@ -901,7 +1009,10 @@ int main(void) {
         printf("FAIL: the cuda backend leaves backward slots NULL\n");
         return 1;
     }
-    printf("device: %s\n", g_gpu->device);
+    const char *dev = g_gpu->device;
+    g_hopper = strstr(dev, "H100") || strstr(dev, "H200") || strstr(dev, "H800") ||
+               strstr(dev, "H20") || strstr(dev, "GH200");
+    printf("device: %s (%s)\n", dev, g_hopper ? "Hopper: wgmma runs checked" : "not Hopper");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rmsnorm_bwd),
         cmocka_unit_test(test_rope_bwd),
@@ -911,6 +1022,7 @@ int main(void) {
         cmocka_unit_test(test_attention_bwd_window),
         cmocka_unit_test(test_attention_bwd_mla_odd),
         cmocka_unit_test(test_attention_bwd_fast),
+        cmocka_unit_test(test_attention_bwd_wgmma),
         cmocka_unit_test(test_training_size),
     };
     int fails = cmocka_run_group_tests(tests, NULL, NULL);

@@ -17,7 +17,9 @@
 //     and a dQ kernel per query tile (7 products); AE_CUDA_ATTN_BWD=fused: one kernel per key
 //     tile computing dK, dV and adding dQ in key-tile order (5 products, but 3x slower on the
 //     H200: its blocks wait for the ordered additions; see path_from_env); all bf16
-//     mma.sync with fp32 accumulation) when AE_CUDA_ATTN_BWD is not "ref" and
+//     mma.sync with fp32 accumulation; on compute capability 9.0 the split kernels are Hopper
+//     wgmma ones for (dk, dv) = (128, 128), (192, 128): cuda_attention_bwd_wgmma.cu, see
+//     pick_kernels) when AE_CUDA_ATTN_BWD is not "ref" and
 //       (dk, dv) is (32, 32), (64, 64), (128, 128) or (192, 128);  Hq % Hkv == 0;
 //       no ring buffer (ring == 0, or ring >= pos0 + T: then every position is its own row);
 //       dk and dv are different memory;  q, k, v 16-byte aligned;  k_stride, v_stride
@@ -266,16 +268,39 @@ void sum_dsinks(const ae_backend *be, float *dsinks, const float *dsink_row, int
 bool aligned16(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }
 
 // AE_CUDA_ATTN_BWD: "ref" the CUDA-core kernels, "fused" the tensor-core kernel that adds dQ over
-// key tiles in order; unset or anything else the split tensor-core path (dK/dV, then dQ in its own
-// kernel). Split is the default: measured on the H200 (bench_attn --bwd-paths, 2026-11-29), the
-// fused kernel ran at 0.32–0.34x split's speed (47 against 135–147 TFLOP/s: its blocks wait on
-// the ordered dQ additions), though it does 5 products instead of 7.
-enum bwd_path { BWD_REF, BWD_SPLIT, BWD_FUSED };
+// key tiles in order, "split" the mma.sync split path (dK/dV, then dQ in its own kernel),
+// "wgmma" the Hopper split path (cuda_attention_bwd_wgmma.cu) wherever it takes the shape
+// (attn_bwd_wgmma_takes: a build without its sm_90a code is then an error, not a silent
+// fallback), else split; unset or anything else: the default, wgmma where WGMMA_BWD_DEFAULT_ON
+// and it takes the shape without a window, else split. Split rather than fused: measured on the
+// H200 (bench_attn --bwd-paths, 2026-11-29), the fused kernel ran at 0.32–0.34x split's speed (47
+// against 135–147 TFLOP/s: its blocks wait on the ordered dQ additions), though it does 5
+// products instead of 7.
+enum bwd_path { BWD_DEFAULT, BWD_REF, BWD_SPLIT, BWD_FUSED, BWD_WGMMA };
 bwd_path path_from_env() {
     const char *env = getenv("AE_CUDA_ATTN_BWD");
     if (env && strcmp(env, "ref") == 0) return BWD_REF;
     if (env && strcmp(env, "fused") == 0) return BWD_FUSED;
-    return BWD_SPLIT;
+    if (env && strcmp(env, "split") == 0) return BWD_SPLIT;
+    if (env && strcmp(env, "wgmma") == 0) return BWD_WGMMA;
+    return BWD_DEFAULT;
+}
+
+// The default takes the Hopper kernels (compute capability 9.0, dk/dv 128/128 and 192/128,
+// no window) when 1. The lead flips it after the GPU tests and bench_attn --bwd-paths on an H200.
+#ifndef WGMMA_BWD_DEFAULT_ON
+#define WGMMA_BWD_DEFAULT_ON 1
+#endif
+
+// The kernels after D for these arguments (fast path taken); -1: AE_CUDA_ATTN_BWD=wgmma on a
+// shape the Hopper kernels take, but this build lacks their sm_90a code (an error).
+int pick_kernels(const ae_backend *be, const ae_attn_args *a) {
+    const bwd_path path = path_from_env();
+    if (path == BWD_FUSED) return ATTN_BWD_FUSED;
+    if (path == BWD_SPLIT || !attn_bwd_wgmma_takes(be, a->dk, a->dv)) return ATTN_BWD_SPLIT;
+    const int loaded = attn_bwd_wgmma_loaded(a->dk, a->dv);
+    if (path == BWD_WGMMA) return loaded ? ATTN_BWD_WGMMA : -1;
+    return WGMMA_BWD_DEFAULT_ON && a->window <= 0 && loaded ? ATTN_BWD_WGMMA : ATTN_BWD_SPLIT;
 }
 
 // The arguments the tensor-core path takes (see the file header).
@@ -301,8 +326,15 @@ int run_fast(const ae_backend *be, const ae_attn_args *a, const bwd_params *p, c
     tp.dk_dim = p->dk_dim, tp.dv_dim = p->dv_dim;
     tp.k_stride = p->k_stride, tp.v_stride = p->v_stride, tp.window = p->window;
     tp.scale = p->scale, tp.scale_log2 = p->scale_log2;
+    const int kernels = pick_kernels(be, a);
+    if (kernels < 0) {
+        cuda_check(be, cudaErrorInvalidDeviceFunction,
+                   "attention_bwd (AE_CUDA_ATTN_BWD=wgmma asks for the Hopper kernels, whose "
+                   "sm_90a code this build lacks: CMAKE_CUDA_ARCHITECTURES must include 90a)");
+        return 1;
+    }
     return attn_bwd_tc_run(be, a, &tp, p->dout, p->dout_bf, out, p->lse2, p->delta,
-                           p->dsink_row, path_from_env() == BWD_FUSED);
+                           p->dsink_row, (attn_bwd_kernels)kernels);
 }
 
 } // namespace

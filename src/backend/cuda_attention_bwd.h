@@ -1,6 +1,7 @@
 // Private to the attention backward of the CUDA backend (cuda_attention_bwd*.cu, and the LSE
 // output of cuda_attention_flash.cu): the interface between the dispatcher
-// (cuda_attention_bwd.cu) and the tensor-core kernels (cuda_attention_bwd_tc.cu).
+// (cuda_attention_bwd.cu) and the tensor-core kernels (cuda_attention_bwd_tc.cu, and the
+// Hopper ones in cuda_attention_bwd_wgmma.cu).
 //
 // Units as cuda_attention.h: scores in log2 units, s2 = scale·log2(e)·q·k; a row's probabilities
 // are p_j = exp2(s2_j − lse2) with lse2 the log2 of its softmax denominator (sink included).
@@ -30,6 +31,11 @@ typedef struct {
     float scale, scale_log2;
 } attn_bwd_tc_params;
 
+// The kernels attn_bwd_tc_run queues after D: split (the dK/dV kernel, then the dQ kernel, on
+// mma.sync), fused (one mma.sync kernel adding dQ over key tiles in order), or wgmma (the split
+// backward on Hopper's warpgroup multiplies, cuda_attention_bwd_wgmma.cu).
+typedef enum { ATTN_BWD_SPLIT, ATTN_BWD_FUSED, ATTN_BWD_WGMMA } attn_bwd_kernels;
+
 // 1 when the tensor-core backward has kernels for these head dims.
 int attn_bwd_tc_has(int dk, int dv);
 
@@ -44,7 +50,17 @@ int attn_bwd_tc_has(int dk, int dv);
 // back), 1 otherwise (an error may be kept).
 int attn_bwd_tc_run(const ae_backend *be, const ae_attn_args *a, attn_bwd_tc_params *p,
                     const void *dout, int dout_bf, const bf16 *out, float *lse2, float *delta,
-                    float *dsink_row, int fused);
+                    float *dsink_row, attn_bwd_kernels kernels);
+
+// The Hopper (wgmma) split backward, cuda_attention_bwd_wgmma.cu. takes: the device is compute
+// capability 9.0 and (dk, dv) is (128, 128) or (192, 128) (any window, G, pos0). loaded: this
+// build's sm_90a code of its kernels is what runs on the device (see wg_kernel_loaded).
+// prepare: raises the shared memory limits (0: they do not fit). launch: the dK/dV kernel, then
+// the dQ kernel, for parameters attn_bwd_tc_run has completed (lse2, delta, bf16 dout).
+int attn_bwd_wgmma_takes(const ae_backend *be, int dk, int dv);
+int attn_bwd_wgmma_loaded(int dk, int dv);
+int attn_bwd_wgmma_prepare(const ae_backend *be, int dk, int dv);
+void attn_bwd_wgmma_launch(const ae_backend *be, const attn_bwd_tc_params *p);
 
 // Queues k_attn_bwd_delta (cuda_attention_bwd_tc.cu) over `rows` rows of dv values: delta[r] =
 // Σ dout·out, dsink_row[r] = −exp2(sinks[r % Hq]·log2 e − lse2[r])·delta[r] when dsink_row is

@@ -26,6 +26,10 @@
 //      dq = scale·dS·K. Block = (64 packed query rows, kv head), as the forward: loops over the
 //      key tiles the rows can see (K, V double-buffered): S = Q·Kᵀ, P, dP = dO·Vᵀ, dS,
 //      dQ += dS·K. Sole writer of its rows. S and dP are computed twice (7 products).
+//   5. wgmma (AE_CUDA_ATTN_BWD=wgmma, and the default on compute capability 9.0 for dk/dv
+//      128/128 and 192/128: see pick_kernels in cuda_attention_bwd.cu) instead: the split kernels
+//      of step 4 on Hopper's warpgroup multiplies (cuda_attention_bwd_wgmma.cu), after the same
+//      steps 1 and 2 (attn_bwd_tc_run below).
 // Products of T_q x T_k x d in all: forward 2 (skipped with a saved forward), then 5 fused or 7
 // split; a backward that adds dq in float atomics also has 5, in an order that changes from run
 // to run: the fused kernel's counters give it that count with a fixed order.
@@ -672,8 +676,12 @@ static int tc_forward(const ae_backend *be, const ae_attn_args *a, const attn_bw
 
 int attn_bwd_tc_run(const ae_backend *be, const ae_attn_args *a, attn_bwd_tc_params *p,
                     const void *dout, int dout_bf, const bf16 *out, float *lse2, float *delta,
-                    float *dsink_row, int fused) {
-    if (!attn_bwd_tc_has(a->dk, a->dv) || !tc_prepare(be, a->dk, a->dv, fused)) return 0;
+                    float *dsink_row, attn_bwd_kernels kernels) {
+    const int fused = kernels == ATTN_BWD_FUSED;
+    if (!attn_bwd_tc_has(a->dk, a->dv)) return 0;
+    if (kernels == ATTN_BWD_WGMMA ? !attn_bwd_wgmma_prepare(be, a->dk, a->dv)
+                                  : !tc_prepare(be, a->dk, a->dv, fused))
+        return 0;
     const size_t rows = (size_t)a->T * a->Hq, no = rows * (size_t)a->dv;
     // scratch: out (bf16) unless saved, then dout in bf16 unless the op's dout can be used as it is
     const int copy_dout = !dout_bf || ((uintptr_t)dout & 15) != 0, recompute = out == NULL;
@@ -701,7 +709,10 @@ int attn_bwd_tc_run(const ae_backend *be, const ae_attn_args *a, attn_bwd_tc_par
     p->dout = copy_dout ? dout_copy : (const bf16 *)dout;
     p->lse2 = lse2;
     p->delta = delta;
-    tc_launch(be, p, fused);
+    if (kernels == ATTN_BWD_WGMMA)
+        attn_bwd_wgmma_launch(be, p);
+    else
+        tc_launch(be, p, fused);
     cuda_tmp_free(be, scratch);
     return 1;
 }

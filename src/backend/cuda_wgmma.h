@@ -123,4 +123,18 @@ __device__ __forceinline__ void fence_proxy_async() {
 
 #endif // AE_WGMMA_DEVICE
 
+#ifdef __CUDACC__
+// Whether the code loaded for this GPU of a kernel whose body is sm_90a-only is that body: it
+// holds at least `min_regs` registers (wgmma accumulators), while the empty stand-in compiled
+// for other targets (sm_80 code or PTX, plain sm_90 without the "a" features) uses a handful.
+static inline int wg_kernel_loaded(const void *kernel, int min_regs = 128) {
+    cudaFuncAttributes fa;
+    if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return fa.numRegs >= min_regs;
+}
+#endif
+
 #endif

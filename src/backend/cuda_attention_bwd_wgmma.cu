@@ -1,0 +1,520 @@
+// Attention backward on Hopper tensor cores (wgmma.mma_async, sm_90a): the split backward of
+// cuda_attention_bwd_tc.cu (a dK/dV kernel per key tile, then a dQ kernel per query tile, 7
+// products, every sum in a fixed order, no atomics: the same inputs give the same bits) with
+// warpgroup matrix multiplies instead of mma.sync. Same parameters (attn_bwd_tc_params), same
+// results up to rounding: D, the sink gradients, the forward's lse2 and the bf16 copy of dout are
+// made before, by attn_bwd_tc_run (cuda_attention_bwd_tc.cu); this file only replaces step 3/4
+// there. When it runs: see cuda_attention_bwd.cu (AE_CUDA_ATTN_BWD=wgmma, or the default on
+// compute capability 9.0 for the shapes listed at WGMMA_BWD_DEFAULT_ON). Compiled for sm_90a
+// only; elsewhere the kernel bodies are empty and attn_bwd_wgmma_loaded says so.
+//
+// Head dims: dk = 128 or 192, dv = 128 (the teachers' and GateSWA's layers; materialised MLA).
+// Any pos0, window, GQA group G, dq / dk / dv F32 or BF16 (as the split path).
+//
+// Shared-memory tiles use the wgmma 128-byte swizzle layout (cuda_wgmma.h: wg_swz_off): a tile of
+// R rows x D bf16 columns is D/64 column blocks of R·128 bytes. Operands:
+//   K-major (A or B of a product over d): start at column block kk/4 of k-step kk, +32 bytes per
+//     k-step inside it, + 64 rows · 128 bytes for the second warpgroup's rows; SBO 1024.
+//   N-major (B of a product over tile rows, B stored [k][n], e.g. dO as [query row][dv]):
+//     k-step i starts at row 16i (i·2048 bytes); SBO 1024 (next 8 rows), LBO R·128 (the next
+//     64 columns). Every N-major tile here has R = 64 rows (LBO 8192).
+// Accumulators (m64nNk16, fp32) and A-from-register fragments: see cuda_wgmma.h.
+//
+// dK/dV kernel (k_attn_bwd_wg_kv), block = (kv head, key tile of 128 keys), 2 warpgroups: the
+//   warpgroup w owns keys j0 + 64w .. + 63. K and V of the tile stay in shared memory; the block
+//   visits the packed query rows (token, head of the group: pr = t·G + i) that can see a key of
+//   the tile in tiles of 64, last to first (Q, dO, lse2, D of the rows double-buffered with
+//   cp.async). Per query tile and warpgroup:
+//     Sᵀ (64 keys x 64 rows) = K·Qᵀ and dPᵀ = V·dOᵀ   (m64n64k16, both operands from shared
+//                                                      memory, issued together)
+//     Pᵀ = exp2(Sᵀ·scale_log2 − lse2[row]) (masked: key after the row's position, before its
+//       window, or a padding row);  dSᵀ = Pᵀ ∘ (dPᵀ − D[row])
+//     dV += Pᵀ·dO, dK += dSᵀ·Q   (m64n128k16 (+ m64n64k16 for dk 192), A = Pᵀ / dSᵀ from
+//                                 registers as bf16, B = dO / Q N-major)
+//   The keys' dk (+= scale·dK) and dv (+= dV) are written once at the end: sole writer.
+//   Registers: dK + dV accumulators 128 (160 at dk 192) + Sᵀ, dPᵀ 32 each per thread.
+// dQ kernel (k_attn_bwd_wg_q), block = (kv head, 128 packed query rows, the last tile first),
+//   warpgroup w owns rows 64w .. + 63; Q and dO of the rows stay in shared memory; the block
+//   loops over the key tiles of 64 its rows can see (K, V double-buffered):
+//     S = Q·Kᵀ, dP = dO·Vᵀ (m64n64k16), P, dS = P ∘ (dP − D), dQ += dS·K (A = dS from
+//     registers, B = K N-major);  dq = scale·dQ, sole writer of its rows.
+// Only tiles some row can see are visited; masks are applied on tiles not fully visible.
+// Precision as the split path: P and dS rounded to bf16 as operands, fp32 accumulation.
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda_attention_bwd.h"
+#include "backend/cuda_wgmma.h"
+
+namespace {
+
+constexpr int kWgThreads = 256; // 2 warpgroups
+constexpr int kKeys = 128;      // keys per dK/dV block (64 per warpgroup)
+constexpr int kBQ = 64;         // packed query rows per step of the dK/dV kernel
+constexpr int kRowsQ = 128;     // packed query rows per dQ block (64 per warpgroup)
+constexpr int kBN = 64;         // keys per step of the dQ kernel
+
+// Shared memory of the two kernels (byte offsets from the 1024-byte aligned base; + 1 KB for the
+// alignment). d 128: 130 KB and 129 KB; dk 192: 162 KB and 161 KB.
+template <int DK, int DV> struct wgb_cfg {
+    static_assert(DV == 128 && (DK == 128 || DK == 192), "head dims of the wgmma backward");
+    // dK/dV: K (kKeys x DK), V (kKeys x DV), 2 x Q (kBQ x DK), 2 x dO (kBQ x DV), then per
+    // buffer the rows' lse2, D (float) and position (int; −1: padding row)
+    static constexpr uint32_t KV_K = 0;
+    static constexpr uint32_t KV_V = KV_K + kKeys * DK * 2;
+    static constexpr uint32_t KV_Q = KV_V + kKeys * DV * 2;
+    static constexpr uint32_t KV_O = KV_Q + 2 * kBQ * DK * 2;
+    static constexpr uint32_t KV_R = KV_O + 2 * kBQ * DV * 2;
+    static constexpr size_t KV_SMEM = KV_R + 2 * 3 * kBQ * 4 + 1024;
+    // dQ: Q (kRowsQ x DK), dO (kRowsQ x DV), 2 x K (kBN x DK), 2 x V (kBN x DV)
+    static constexpr uint32_t Q_Q = 0;
+    static constexpr uint32_t Q_O = Q_Q + kRowsQ * DK * 2;
+    static constexpr uint32_t Q_K = Q_O + kRowsQ * DV * 2;
+    static constexpr uint32_t Q_V = Q_K + 2 * kBN * DK * 2;
+    static constexpr size_t Q_SMEM = Q_V + 2 * kBN * DV * 2 + 1024;
+};
+
+#ifdef AE_WGMMA_DEVICE
+constexpr uint32_t kNLbo = 64 * 128; // LBO of an N-major 64-row tile: one column block
+
+// ROWS x D bf16 from global (row r at src_row(r); null: zero fill) into the swizzled tile at dst,
+// 16-byte cp.async chunks spread over the block (consecutive threads: consecutive chunks of a
+// row). `any` is a valid address given to the zero-filling copies (they read nothing).
+template <int ROWS, int D, typename F>
+__device__ __forceinline__ void wgb_load(unsigned char *dst, const bf16 *any, F src_row, int tid) {
+    constexpr int CH = D / 8;
+    static_assert(ROWS * CH % kWgThreads == 0, "whole chunks per thread");
+    // the chunks' rows and swizzled offsets are recomputed at each call rather than kept across
+    // the loops (30 registers at dk 192: they spilled)
+    asm volatile("" : "+r"(tid));
+#pragma unroll
+    for (int it = 0; it < ROWS * CH / kWgThreads; it++) {
+        const int c = tid + it * kWgThreads, r = c / CH, ch = c % CH;
+        const bf16 *src = src_row(r);
+        cp_async16(dst + wg_swz_off(r, ch, ROWS), src ? src + ch * 8 : any, src != nullptr);
+    }
+}
+
+// Issues d (64 x 64) = A·Bᵀ over KD columns: A the 64 rows at a (in a tile of a_rows rows), B
+// the 64 rows of the tile at b (b_rows rows), both K-major. Not committed.
+// The k-step descriptors are a base descriptor plus the step's offset (in 16-byte units, the
+// address field): the base goes through wgb_opaque so that the compiler forms them at each use
+// instead of hoisting every step's descriptor of a loop-invariant tile out of the loops (two
+// registers each, 40 for K and V at dk 192: the spills).
+__device__ __forceinline__ uint64_t wgb_opaque(uint64_t desc) {
+    asm volatile("" : "+l"(desc));
+    return desc;
+}
+template <int KD>
+__device__ __forceinline__ void wgb_issue_abt(float (&d)[32], uint32_t a, int a_rows, uint32_t b,
+                                              int b_rows) {
+    const uint64_t da = wgb_opaque(wg_desc(a, 16, 1024)), db = wgb_opaque(wg_desc(b, 16, 1024));
+#pragma unroll
+    for (int kk = 0; kk < KD / 16; kk++) {
+        const uint32_t ka = (kk >> 2) * a_rows * 128 + (kk & 3) * 32;
+        const uint32_t kb = (kk >> 2) * b_rows * 128 + (kk & 3) * 32;
+        wg_mma_ss_n64(d, da + (ka >> 4), db + (kb >> 4), kk > 0);
+    }
+}
+// Issues d (64 x 128) += F·B: F (64 x 64) the bf16 A fragments of 4 k-steps, B the first 128
+// columns of the 64-row tile at b (N-major). Not committed.
+__device__ __forceinline__ void wgb_issue_fb(float (&d)[64], const uint32_t (&f)[4][4],
+                                             uint32_t b) {
+    const uint64_t db = wgb_opaque(wg_desc(b, kNLbo, 1024));
+#pragma unroll
+    for (int i = 0; i < 4; i++) wg_mma_rs_nmajor(d, f[i], db + i * (2048 >> 4));
+}
+// The same for the 64 columns of one column block at b (x 64 result).
+__device__ __forceinline__ void wgb_issue_fb(float (&d)[32], const uint32_t (&f)[4][4],
+                                             uint32_t b) {
+    const uint64_t db = wgb_opaque(wg_desc(b, kNLbo, 1024));
+#pragma unroll
+    for (int i = 0; i < 4; i++) wg_mma_rs_nmajor_n64(d, f[i], db + i * (2048 >> 4));
+}
+// dx (64 x DK) += F·X with X the 64-row tile at x (N-major): columns 0..127 into lo, 128..191
+// (DK = 192) into hi.
+template <int DK>
+__device__ __forceinline__ void wgb_issue_fx(float (&lo)[64], float (&hi)[32],
+                                             const uint32_t (&f)[4][4], uint32_t x) {
+    wgb_issue_fb(lo, f, x);
+    if constexpr (DK == 192) wgb_issue_fb(hi, f, x + 2 * kNLbo);
+}
+
+// A 64 x 64 accumulator as the bf16 A fragments of its 4 k-steps (cuda_wgmma.h).
+__device__ __forceinline__ void wgb_frags(uint32_t (&f)[4][4], const float (&x)[32]) {
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) f[k][j] = pack_bf16(x[8 * k + 2 * j], x[8 * k + 2 * j + 1]);
+}
+// Column of accumulator element i (of a 64 x N accumulator) for the lane with tq = lane % 4; its
+// row half is (i >> 1) & 1 (rows g and g + 8 of the warp's 16).
+__device__ __forceinline__ int wgb_col(int i, int tq) { return 8 * (i >> 2) + 2 * tq + (i & 1); }
+
+// Pᵀ of the dK/dV kernel in place: st[i] (key jk[half], packed row c = wgb_col(i) of the query
+// tile) becomes exp2(st·scale_log2 − lse2[c]), 0 when MASK and the row does not see the key (its
+// position pt[c] is before the key or past the window; −1: padding row).
+template <bool MASK>
+__device__ __forceinline__ void wgb_probs_t(float (&st)[32], const float *lt, const int *pt,
+                                            const int (&jk)[2], float scale_log2, int window,
+                                            int tq) {
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+        const int c = wgb_col(i, tq);
+        float x = st[i] * scale_log2 - lt[c];
+        if (MASK) {
+            const int ps = pt[c], j = jk[(i >> 1) & 1];
+            if (j > ps || j < attn_lo(ps, window)) x = -INFINITY;
+        }
+        st[i] = exp2f(x);
+    }
+}
+#endif // AE_WGMMA_DEVICE
+
+template <int DK, int DV>
+__global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd_tc_params p) {
+#ifdef AE_WGMMA_DEVICE
+    typedef wgb_cfg<DK, DV> C;
+    extern __shared__ unsigned char wgb_smem[];
+    const uint32_t base = (smem_u32(wgb_smem) + 1023u) & ~1023u;
+    unsigned char *const sb = wgb_smem + (base - smem_u32(wgb_smem));
+    float *Ls = reinterpret_cast<float *>(sb + C::KV_R); // 2 x kBQ: lse2
+    float *Ds = Ls + 2 * kBQ;                             // 2 x kBQ: D
+    int *Ps = reinterpret_cast<int *>(Ds + 2 * kBQ);      // 2 x kBQ: position (−1: none)
+
+    const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
+    const int tq = lane & 3, kvh = blockIdx.x, ky = blockIdx.y;
+    const int G = p.G, S = p.pos0 + p.T, nrows = p.T * G;
+    const int j0 = attn_lo(p.pos0, p.window) + ky * kKeys;
+    // packed rows of the queries that can see a key of the tile: tokens t_lo .. t_hi
+    const int t_lo = j0 - p.pos0 > 0 ? j0 - p.pos0 : 0;
+    int t_hi = p.T - 1;
+    if (p.window > 0) { // the last query that sees key j0 + 127 is at position j0 + 127 + W − 1
+        const long t_w = (long)j0 + kKeys - 1 + p.window - 1 - p.pos0;
+        if (t_w < t_hi) t_hi = (int)t_w;
+    }
+    const int r_begin = t_lo * G / kBQ * kBQ, r_end = (t_hi + 1) * G;
+
+    wgb_load<kKeys, DK>(sb + C::KV_K, p.q, [&](int r) -> const bf16 * {
+        const int j = j0 + r;
+        return j < S ? p.k + (size_t)j * p.k_stride + (size_t)kvh * DK : nullptr;
+    }, tid);
+    wgb_load<kKeys, DV>(sb + C::KV_V, p.q, [&](int r) -> const bf16 * {
+        const int j = j0 + r;
+        return j < S ? p.v + (size_t)j * p.v_stride + (size_t)kvh * DV : nullptr;
+    }, tid);
+    // Q, dO, lse2, D, positions of packed rows R0 .. R0 + kBQ − 1 into buffer b (rows past T·G
+    // zero, position −1: masked)
+    auto load_rows = [&](int R0, int b) {
+        auto row = [&](int r) { // global row t·Hq + h of packed row R0 + r, or −1
+            const int pr = R0 + r;
+            return pr < nrows ? (pr / G) * p.Hq + kvh * G + pr % G : -1;
+        };
+        wgb_load<kBQ, DK>(sb + C::KV_Q + b * kBQ * DK * 2, p.q, [&](int r) -> const bf16 * {
+            const int gr = row(r);
+            return gr >= 0 ? p.q + (size_t)gr * DK : nullptr;
+        }, tid);
+        wgb_load<kBQ, DV>(sb + C::KV_O + b * kBQ * DV * 2, p.q, [&](int r) -> const bf16 * {
+            const int gr = row(r);
+            return gr >= 0 ? p.dout + (size_t)gr * DV : nullptr;
+        }, tid);
+        for (int r = tid; r < kBQ; r += kWgThreads) {
+            const int gr = row(r);
+            Ls[b * kBQ + r] = gr >= 0 ? p.lse2[gr] : 0.0f;
+            Ds[b * kBQ + r] = gr >= 0 ? p.delta[gr] : 0.0f;
+            Ps[b * kBQ + r] = gr >= 0 ? p.pos0 + (R0 + r) / G : -1;
+        }
+    };
+
+    // dK columns 0..127 in dka, 128..191 (dk 192) in dkb (unused at dk 128: never fenced, so
+    // the compiler drops it)
+    float dva[64], dka[64], dkb[32];
+#pragma unroll
+    for (int i = 0; i < 64; i++) dva[i] = dka[i] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 32; i++) dkb[i] = 0.0f;
+    const int jw = j0 + 64 * wg;                                 // the warpgroup's first key
+    const int jk[2] = {jw + 16 * warp + (lane >> 2), jw + 16 * warp + (lane >> 2) + 8}; // lane's
+    const uint32_t k_a = base + C::KV_K + wg * 64 * 128, v_a = base + C::KV_V + wg * 64 * 128;
+
+    const int r_last = (r_end - 1) / kBQ * kBQ;
+    load_rows(r_last, 0);
+    cp_async_commit();
+    for (int R0 = r_last, b = 0; R0 >= r_begin; R0 -= kBQ, b ^= 1) {
+        if (R0 - kBQ >= r_begin) {
+            load_rows(R0 - kBQ, b ^ 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        fence_proxy_async();
+        __syncthreads(); // tile R0 (and K, V) visible to every thread and to the tensor cores
+        const uint32_t q_a = base + C::KV_Q + b * kBQ * DK * 2;
+        const uint32_t o_a = base + C::KV_O + b * kBQ * DV * 2;
+        const float *lt = Ls + b * kBQ, *dt = Ds + b * kBQ;
+        const int *pt = Ps + b * kBQ;
+
+        // every row of the tile sees every key of the warpgroup: no mask
+        const int pos_first = p.pos0 + R0 / G, pos_last = p.pos0 + (R0 + kBQ - 1) / G;
+        const bool full = R0 + kBQ <= nrows && pos_first >= jw + 63 &&
+                          (p.window <= 0 || attn_lo(pos_last, p.window) <= jw);
+        float st[32], dp[32];
+        uint32_t pf[4][4], sf[4][4];
+#pragma unroll
+        for (int i = 0; i < 32; i++) st[i] = dp[i] = 0.0f;
+        wg_reg_fence(st);
+        wg_reg_fence(dp);
+        wg_fence();
+        wgb_issue_abt<DK>(st, k_a, kKeys, q_a, kBQ); // Sᵀ = K·Qᵀ
+        wg_commit();
+        wgb_issue_abt<DV>(dp, v_a, kKeys, o_a, kBQ); // dPᵀ = V·dOᵀ
+        wg_commit();
+        wg_wait<1>();
+        wg_reg_fence(st);
+        if (full)
+            wgb_probs_t<false>(st, lt, pt, jk, p.scale_log2, p.window, tq);
+        else
+            wgb_probs_t<true>(st, lt, pt, jk, p.scale_log2, p.window, tq);
+        wg_wait<0>();
+        wg_reg_fence(dp);
+#pragma unroll
+        for (int i = 0; i < 32; i++) dp[i] = st[i] * (dp[i] - dt[wgb_col(i, tq)]); // dSᵀ
+        wgb_frags(pf, st);
+        wgb_frags(sf, dp);
+        wg_reg_fence(dva);
+        wg_fence();
+        wgb_issue_fb(dva, pf, o_a); // dV += Pᵀ·dO
+        wg_reg_fence(dka);
+        if constexpr (DK == 192) wg_reg_fence(dkb);
+        wgb_issue_fx<DK>(dka, dkb, sf, q_a); // dK += dSᵀ·Q
+        wg_commit();
+        wg_wait<0>();
+        wg_reg_fence(dva);
+        wg_reg_fence(dka);
+        if constexpr (DK == 192) wg_reg_fence(dkb);
+        __syncthreads(); // buffer b is refilled by the next iteration
+    }
+
+    // dk += scale·dK, dv += dV for the keys that exist (j < S)
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int j = jk[hf];
+        if (j >= S) continue;
+        const size_t ko = (size_t)j * p.k_stride + (size_t)kvh * DK + 2 * tq;
+        const size_t vo = (size_t)j * p.v_stride + (size_t)kvh * DV + 2 * tq;
+#pragma unroll
+        for (int n = 0; n < 16; n++)
+#pragma unroll
+            for (int x = 0; x < 2; x++) {
+                const float gk = dka[4 * n + 2 * hf + x], gv = dva[4 * n + 2 * hf + x];
+                const size_t ik = ko + 8 * n + x, iv = vo + 8 * n + x;
+                st_any(p.dk, p.dk_bf, ik, ld_any(p.dk, p.dk_bf, ik) + p.scale * gk);
+                st_any(p.dv, p.dv_bf, iv, ld_any(p.dv, p.dv_bf, iv) + gv);
+            }
+        if constexpr (DK == 192) {
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int x = 0; x < 2; x++) {
+                    const size_t ik = ko + 128 + 8 * n + x;
+                    st_any(p.dk, p.dk_bf, ik,
+                           ld_any(p.dk, p.dk_bf, ik) + p.scale * dkb[4 * n + 2 * hf + x]);
+                }
+        }
+    }
+#else
+    (void)p;
+#endif
+}
+
+template <int DK, int DV>
+__global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_q(const attn_bwd_tc_params p) {
+#ifdef AE_WGMMA_DEVICE
+    typedef wgb_cfg<DK, DV> C;
+    extern __shared__ unsigned char wgb_smem[];
+    const uint32_t base = (smem_u32(wgb_smem) + 1023u) & ~1023u;
+    unsigned char *const sb = wgb_smem + (base - smem_u32(wgb_smem));
+
+    const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
+    const int tq = lane & 3, kvh = blockIdx.x, G = p.G, nrows = p.T * G;
+    const int R0 = (gridDim.y - 1 - blockIdx.y) * kRowsQ;
+    const int last = R0 + kRowsQ - 1 < nrows - 1 ? R0 + kRowsQ - 1 : nrows - 1;
+    const int pos_min = p.pos0 + R0 / G, pos_max = p.pos0 + last / G;
+    const int lo_max = attn_lo(pos_max, p.window);
+    const int kb = attn_lo(pos_min, p.window), ke = pos_max + 1;
+    // tiles with lo_max <= j0 <= full_hi are visible to every row of the block
+    const int full_hi = (pos_min < ke - 1 ? pos_min : ke - 1) - (kBN - 1);
+
+    auto grow = [&](int pr) { return (pr / G) * p.Hq + kvh * G + pr % G; }; // global row
+    wgb_load<kRowsQ, DK>(sb + C::Q_Q, p.q, [&](int r) -> const bf16 * {
+        return R0 + r < nrows ? p.q + (size_t)grow(R0 + r) * DK : nullptr;
+    }, tid);
+    wgb_load<kRowsQ, DV>(sb + C::Q_O, p.q, [&](int r) -> const bf16 * {
+        return R0 + r < nrows ? p.dout + (size_t)grow(R0 + r) * DV : nullptr;
+    }, tid);
+    auto load_kv = [&](int j0, int b) {
+        wgb_load<kBN, DK>(sb + C::Q_K + b * kBN * DK * 2, p.q, [&](int r) -> const bf16 * {
+            const int j = j0 + r;
+            return j < ke ? p.k + (size_t)j * p.k_stride + (size_t)kvh * DK : nullptr;
+        }, tid);
+        wgb_load<kBN, DV>(sb + C::Q_V + b * kBN * DV * 2, p.q, [&](int r) -> const bf16 * {
+            const int j = j0 + r;
+            return j < ke ? p.v + (size_t)j * p.v_stride + (size_t)kvh * DV : nullptr;
+        }, tid);
+    };
+    load_kv(kb, 0);
+    cp_async_commit();
+
+    // this lane's rows (half hf: packed row R0 + 64wg + 16warp + lane/4 + 8hf): position,
+    // lse2, D; padding rows take the last real row's position and lse2 = D = 0 (never written)
+    int rpos[2];
+    float rl[2], rd[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int pr = R0 + 64 * wg + 16 * warp + (lane >> 2) + 8 * hf;
+        rpos[hf] = p.pos0 + (pr < nrows ? pr : nrows - 1) / G;
+        rl[hf] = pr < nrows ? p.lse2[grow(pr)] : 0.0f;
+        rd[hf] = pr < nrows ? p.delta[grow(pr)] : 0.0f;
+    }
+    const uint32_t q_a = base + C::Q_Q + wg * 64 * 128, o_a = base + C::Q_O + wg * 64 * 128;
+
+    float dqa[64], dqb[32]; // dQ columns 0..127 in dqa, 128..191 (dk 192) in dqb
+#pragma unroll
+    for (int i = 0; i < 64; i++) dqa[i] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 32; i++) dqb[i] = 0.0f;
+    for (int j0 = kb, b = 0; j0 < ke; j0 += kBN, b ^= 1) {
+        if (j0 + kBN < ke) {
+            load_kv(j0 + kBN, b ^ 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        fence_proxy_async();
+        __syncthreads(); // tile j0 (and Q, dO) visible to every thread and to the tensor cores
+        const uint32_t k_t = base + C::Q_K + b * kBN * DK * 2;
+        const uint32_t v_t = base + C::Q_V + b * kBN * DV * 2;
+        float s[32], dp[32];
+#pragma unroll
+        for (int i = 0; i < 32; i++) s[i] = dp[i] = 0.0f;
+        wg_reg_fence(s);
+        wg_reg_fence(dp);
+        wg_fence();
+        wgb_issue_abt<DK>(s, q_a, kRowsQ, k_t, kBN); // S = Q·Kᵀ
+        wg_commit();
+        wgb_issue_abt<DV>(dp, o_a, kRowsQ, v_t, kBN); // dP = dO·Vᵀ
+        wg_commit();
+        wg_wait<1>();
+        wg_reg_fence(s);
+        const bool full = j0 >= lo_max && j0 <= full_hi;
+#pragma unroll
+        for (int i = 0; i < 32; i++) {
+            const int hf = (i >> 1) & 1;
+            float x = s[i] * p.scale_log2 - rl[hf];
+            if (!full) {
+                const int j = j0 + wgb_col(i, tq);
+                if (j >= ke || j > rpos[hf] || j < attn_lo(rpos[hf], p.window)) x = -INFINITY;
+            }
+            s[i] = exp2f(x);
+        }
+        wg_wait<0>();
+        wg_reg_fence(dp);
+#pragma unroll
+        for (int i = 0; i < 32; i++) dp[i] = s[i] * (dp[i] - rd[(i >> 1) & 1]); // dS
+        uint32_t sf[4][4];
+        wgb_frags(sf, dp);
+        wg_reg_fence(dqa);
+        if constexpr (DK == 192) wg_reg_fence(dqb);
+        wg_fence();
+        wgb_issue_fx<DK>(dqa, dqb, sf, k_t); // dQ += dS·K
+        wg_commit();
+        wg_wait<0>();
+        wg_reg_fence(dqa);
+        if constexpr (DK == 192) wg_reg_fence(dqb);
+        __syncthreads(); // buffer b is refilled by the next iteration's prefetch
+    }
+
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int pr = R0 + 64 * wg + 16 * warp + (lane >> 2) + 8 * hf;
+        if (pr >= nrows) continue;
+        const size_t o = (size_t)grow(pr) * DK + 2 * tq;
+#pragma unroll
+        for (int n = 0; n < 16; n++)
+#pragma unroll
+            for (int x = 0; x < 2; x++)
+                st_any(p.dq, p.dq_bf, o + 8 * n + x, p.scale * dqa[4 * n + 2 * hf + x]);
+        if constexpr (DK == 192) {
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int x = 0; x < 2; x++)
+                    st_any(p.dq, p.dq_bf, o + 128 + 8 * n + x, p.scale * dqb[4 * n + 2 * hf + x]);
+        }
+    }
+#else
+    (void)p;
+#endif
+}
+
+template <int DK, int DV> struct wgb_kernels {
+    typedef wgb_cfg<DK, DV> C;
+    static int loaded() {
+        return wg_kernel_loaded((const void *)k_attn_bwd_wg_kv<DK, DV>) &&
+               wg_kernel_loaded((const void *)k_attn_bwd_wg_q<DK, DV>);
+    }
+    static int prepare(const ae_backend *be) {
+        return attn_set_smem(be, (const void *)k_attn_bwd_wg_kv<DK, DV>, C::KV_SMEM) &&
+               attn_set_smem(be, (const void *)k_attn_bwd_wg_q<DK, DV>, C::Q_SMEM);
+    }
+    static void launch(const ae_backend *be, const attn_bwd_tc_params *p) {
+        cudaStream_t s = stream_of(be);
+        const int S = p->pos0 + p->T;
+        const int jmin = p->window > 0 && p->pos0 - p->window + 1 > 0 ? p->pos0 - p->window + 1 : 0;
+        const unsigned key_tiles = (unsigned)((S - jmin + kKeys - 1) / kKeys);
+        k_attn_bwd_wg_kv<DK, DV>
+            <<<dim3((unsigned)p->Hkv, key_tiles), kWgThreads, C::KV_SMEM, s>>>(*p);
+        cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dk, dv)");
+        const unsigned row_tiles = (unsigned)((p->T * p->G + kRowsQ - 1) / kRowsQ);
+        k_attn_bwd_wg_q<DK, DV><<<dim3((unsigned)p->Hkv, row_tiles), kWgThreads, C::Q_SMEM, s>>>(*p);
+        cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dq)");
+    }
+};
+
+#define AE_BWD_WG_DIMS(X) X(128, 128) X(192, 128)
+
+} // namespace
+
+int attn_bwd_wgmma_takes(const ae_backend *be, int dk, int dv) {
+    if (cu(be)->cc_major != 9 || cu(be)->cc_minor != 0) return 0;
+#define X(DK, DV) \
+    if (dk == DK && dv == DV) return 1;
+    AE_BWD_WG_DIMS(X)
+#undef X
+    return 0;
+}
+
+int attn_bwd_wgmma_loaded(int dk, int dv) {
+#define X(DK, DV) \
+    if (dk == DK && dv == DV) return wgb_kernels<DK, DV>::loaded();
+    AE_BWD_WG_DIMS(X)
+#undef X
+    return 0;
+}
+
+int attn_bwd_wgmma_prepare(const ae_backend *be, int dk, int dv) {
+#define X(DK, DV) \
+    if (dk == DK && dv == DV) return wgb_kernels<DK, DV>::prepare(be);
+    AE_BWD_WG_DIMS(X)
+#undef X
+    return 0;
+}
+
+void attn_bwd_wgmma_launch(const ae_backend *be, const attn_bwd_tc_params *p) {
+#define X(DK, DV) \
+    if (p->dk_dim == DK && p->dv_dim == DV) return wgb_kernels<DK, DV>::launch(be, p);
+    AE_BWD_WG_DIMS(X)
+#undef X
+}
