@@ -12,12 +12,15 @@
 //   q_mla    4096 -> 32·192               MLA student: q_proj (32 heads of 128 + 64)
 // Variants: AE_CUDA_GEMV values separated by ';' ("" or "default": the current kernel); the
 // default list sweeps each knob of cuda_gemm.cu's header alone and a few pairs.
-// Timing: each shape gets enough copies of its weights (>= 1 GiB in all) that back-to-back
-// launches read from DRAM as decode does (one layer's weights are not in L2 when the next layer
-// runs); a launch cycles through them. Per rep: a 2 GiB device copy fills the queue (so the host
-// has queued every launch before the GPU reaches them: no launch gaps), then CUDA events on the
+// Timing: each shape gets enough copies of its weights (>= 256 MiB in all, 5x the H200's L2)
+// that back-to-back launches read from DRAM as decode does (one layer's weights are not in L2
+// when the next layer runs); a launch cycles through them, 64 launches or one per copy per rep.
+// Per rep: a 2 GiB device copy (~1 ms) fills the queue so that the host has queued every launch
+// before the GPU reaches them (no launch gaps, as in a CUDA graph), then CUDA events on the
 // backend's stream (ae_cuda_stream) around the launches; the time per launch is the best of
-// --reps. GB/s counts the weight bytes read (x and y are < 0.1% of them); "% copy" is against
+// --reps. pdl=1 overlaps each launch with the end of the one before (a GEMV after a GEMV here;
+// in a decode step the kernel before is mostly not a GEMV), so its gain here is an upper bound:
+// check it end to end (bench_infer with AE_CUDA_GEMV=pdl=1). GB/s counts the weight bytes read (x and y are < 0.1% of them); "% copy" is against
 // the device copy rate measured the same way in the same run (a 2 GiB copy_rows, bytes read +
 // written, best of 5: bench_infer's peak, timed with events). Last, per M, the teacher's decode
 // GEMVs per token (36 layers of qkv, o, gate_up, down, then lm_head) in µs and as % of copy,
@@ -193,7 +196,7 @@ static int bufs_init(const ae_backend *be, ae_scratch *sc, gemv_bufs *g, const s
     memset(g, 0, sizeof *g);
     g->s = s, g->M = M;
     const size_t bytes = shape_bytes(s);
-    g->copies = (int)(((size_t)1 << 30) / bytes) + 1;
+    g->copies = (int)(((size_t)256 << 20) / bytes) + 1;
     if (g->copies < 2) g->copies = 2;
     g->w = calloc((size_t)g->copies * s->n, sizeof *g->w);
     if (!g->w) return 1;

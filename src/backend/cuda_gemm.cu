@@ -403,8 +403,7 @@ static cudaError_t gemv_go(void (*kernel)(P...), dim3 grid, const ae_backend *be
     cudaLaunchAttribute attr;
     attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t lc;
-    memset(&lc, 0, sizeof lc);
+    cudaLaunchConfig_t lc = {};
     lc.gridDim = grid;
     lc.blockDim = dim3(GEMV_THREADS);
     lc.stream = stream_of(be);
