@@ -111,9 +111,10 @@ enum { GEMV_MAX_M = 8, GEMV_THREADS = 256, GEMV_WARPS = GEMV_THREADS / 32, GEMV_
 //               one finishes; it prefetches its first 2·J weight chunks per lane into L2, then
 //               waits (griddepcontrol.wait) before it reads x or y, and lets the next PDL launch
 //               start early (griddepcontrol.launch_dependents). Same arithmetic as without.
-// j, pipe, minb and pdl keep the kernel's arithmetic exactly (the same sums in the same order); kw and
-// wps change how the chunks of a tile are split between its warps (as the heuristic does between
-// shapes) and split changes it further: fp32 rounding differences, deterministic all the same.
+// j, pipe, minb and pdl keep the kernel's arithmetic exactly (the same sums in the same order);
+// kw and wps change how the chunks of a tile are split between its warps (as the heuristic does
+// between shapes) and split changes it further: fp32 rounding differences, deterministic all the
+// same.
 // L2 persistence is not offered: a decode step streams ~16 GB of weights through a 50 MB L2,
 // so no weight is read twice in a step and nothing would stay resident.
 struct GemvCfg {
