@@ -3,7 +3,7 @@
 // training). The same contract as k_expert_gemm (cuda_moe.cu; ExpertGemm in cuda_moe.h), not
 // KMAJ, and the same results up to the fp32 summation order. Compiled for sm_90a only
 // (wgmma.mma_async); elsewhere the body is empty and moe_wgmma_pick keeps the caller on
-// k_expert_gemm (wgmma_loaded).
+// k_expert_gemm (wg_kernel_loaded).
 //
 // Block: 2 warpgroups (256 threads) on one row tile of BM = 128 slot rows of ONE expert (tiles
 // from the plan's tile_off in tiles of kMoeWgmmaBM; warpgroup w owns tile rows 64w .. 64w + 63)
@@ -192,18 +192,6 @@ __global__ void __launch_bounds__(kThreads, 1) k_expert_gemm_wgmma(const ExpertG
 #endif
 }
 
-// Whether the code of a kernel loaded for this GPU is the sm_90a body: it has its registers
-// (two 64-float accumulators: over 128), while the empty stand-in compiled for other targets
-// uses a handful (as kernel F's wgmma_loaded).
-int wgmma_loaded(const void *kernel) {
-    cudaFuncAttributes fa;
-    if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) {
-        cudaGetLastError();
-        return 0;
-    }
-    return fa.numRegs >= 128;
-}
-
 } // namespace
 
 int moe_wgmma_pick(const ae_backend *be, int many_rows, int shapes_ok) {
@@ -215,7 +203,7 @@ int moe_wgmma_pick(const ae_backend *be, int many_rows, int shapes_ok) {
     // On this GPU, forced: never a silent fallback (a test or bench asking for the wgmma kernel
     // must not measure k_expert_gemm instead).
     const char *why = nullptr;
-    if (!wgmma_loaded((const void *)k_expert_gemm_wgmma<true, bf16>))
+    if (!wg_kernel_loaded((const void *)k_expert_gemm_wgmma<true, bf16>)) // 184 registers
         why = "moe (AE_MOE_WGMMA=1 asks for the wgmma expert GEMM, whose sm_90a code this build "
               "lacks: CMAKE_CUDA_ARCHITECTURES must include 90a)";
     else if (kSmem > cu(be)->smem_optin)
