@@ -10,6 +10,8 @@
 #                              writes the GGUF with it and a synthetic vocabulary: requests are
 #                              token ids, and the tokenizer would cost 1.4 MB of the 64 MiB).
 # On the device: bash dev/device-run-serve.sh
+# (dev/device-bundle-infer.sh packs a slimmer attnedit, no OpenBLAS library, with llama-bench and
+# llama-server in one carry: the same benchmark is then bash dev/device-run-infer.sh serve.)
 # Usage: dev/device-bundle-serve.sh [LLAMA_BUILD_BIN LLAMA_SRC | keep | none]
 #   (default /tmp/llama-build/bin and /tmp/llsrc/llama_cpp_python-0.3.36/vendor/llama.cpp; keep:
 #   reuse the .carry/llama-server.tar.xz already there; none: attnedit only).
