@@ -200,13 +200,18 @@ static int bufs_init(const ae_backend *be, ae_scratch *sc, gemv_bufs *g, const s
     if (g->copies < 2) g->copies = 2;
     g->w = calloc((size_t)g->copies * s->n, sizeof *g->w);
     if (!g->w) return 1;
-    for (int c = 0; c < g->copies; c++)
-        for (int i = 0; i < s->n; i++) {
-            ae_ptr p = ae_scratch_alloc(sc, (size_t)s->N[i] * s->K, be->weight_dtype);
-            if (sc->failed) return 1;
-            be->fill_normal(be, p, (size_t)s->N[i] * s->K, 0.02f, 1000 + c * MAX_PROD + i);
+    // one buffer per product holding all its copies (small weights need many copies: more than
+    // a scratch holds as separate buffers)
+    for (int i = 0; i < s->n; i++) {
+        const size_t numel = (size_t)s->N[i] * s->K;
+        ae_ptr all = ae_scratch_alloc(sc, numel * (size_t)g->copies, be->weight_dtype);
+        if (sc->failed) return 1;
+        for (int c = 0; c < g->copies; c++) {
+            ae_ptr p = ae_ptr_at(all, (size_t)c * numel);
+            be->fill_normal(be, p, numel, 0.02f, 1000 + c * MAX_PROD + i);
             g->w[(size_t)c * s->n + i] = p;
         }
+    }
     g->x = ae_scratch_alloc(sc, (size_t)M * s->K, be->act_dtype);
     for (int i = 0; i < s->n; i++)
         g->y[i] = ae_scratch_alloc(sc, (size_t)M * s->N[i], be->act_dtype);

@@ -16,7 +16,7 @@
 // --ffn: the inference MoE block instead, moe_ffn forward (plan, gate/up GEMM with silu, down
 // GEMM, combine; y F32) at T = 4096 and 32768 tokens (or T), each with AE_MOE_WGMMA=0 (mma.sync
 // k_expert_gemm) and 1 (wgmma), TFLOP/s of its expert GEMMs (2·T·K·D·Im·3 FLOPs). moe_ffn works
-// in chunks of tokens whose temporaries fit AE_MOE_CHUNK_MIB (default 256: 3446 tokens here).
+// in chunks of tokens whose temporaries fit AE_MOE_CHUNK_MIB (default 1024: 13785 tokens here).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,7 +225,7 @@ static int main_ffn(const ae_backend *be, const int *Ts, int nT, int reps) {
     const char *chunk = getenv("AE_MOE_CHUNK_MIB");
     printf("device: %s   moe_ffn forward, Qwen3-30B-A3B experts (D %d, Im %d, E %d, K %d), y "
            "F32, AE_MOE_CHUNK_MIB=%s, best of %d (after 1 warm-up); TFLOP/s of the expert GEMMs "
-           "(2·T·K·D·Im·3)\n", be->device, D, IM, E, K, chunk ? chunk : "(256)", reps);
+           "(2·T·K·D·Im·3)\n", be->device, D, IM, E, K, chunk ? chunk : "(1024)", reps);
     for (int i = 0; i < nT; i++)
         if (bench_ffn(be, w, Ts[i], reps)) goto done;
     rc = 0;
