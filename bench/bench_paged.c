@@ -23,6 +23,11 @@
 //   mat     MLA prefill only: paged_gather of the sequence's ctx latents, then
 //           mla_attend_materialized (K/V of the 32 heads decompressed by a random kv_b_proj,
 //           d 128/128 attention on tensor cores)
+//   prow    prefill, teacher/gateswa: paged with AE_ATTN_WGMMA_PAGED=row (kernel F reads every
+//           key row through attn_key_off)
+//   pfast   the same with AE_ATTN_WGMMA_PAGED=fast (F's power-of-two page addressing)
+//   gather  the same with AE_PAGED_F_GATHER=1 (the chunk's visible K/V rows gathered into a
+//           contiguous temporary, then the contiguous kernel; the gather is timed too)
 // Prefill chunks (paged, and dense for teacher/gateswa) run on Hopper's kernel F or on kernel B
 // as AE_ATTN_WGMMA says (=1 / =0; unset: the default dispatch): run it once with each to A/B them.
 // Printed: ms per call (best of `reps` timings of `iters` calls between syncs), the cache bytes
@@ -83,7 +88,27 @@ static void set_env(const char *name, const char *value) {
     else unsetenv(name);
 }
 
-typedef enum { MODE_PAGED, MODE_CC, MODE_DENSE, MODE_MAT } bench_mode;
+typedef enum {
+    MODE_PAGED,
+    MODE_CC,
+    MODE_DENSE,
+    MODE_MAT,
+    MODE_ROW,
+    MODE_FAST,
+    MODE_GATHER
+} bench_mode;
+#define MODE_COUNT (MODE_GATHER + 1)
+
+// Environment variables a mode sets around its calls (restored after): up to two.
+typedef struct {
+    const char *name[2], *value[2];
+} mode_env;
+static const mode_env k_mode_env[MODE_COUNT] = {
+    [MODE_CC] = {{"AE_CUDA_PAGED_TC_MIN", "AE_CUDA_PAGED_TC_KEYS"}, {"1000000000", "1000000000"}},
+    [MODE_ROW] = {{"AE_ATTN_WGMMA_PAGED"}, {"row"}},
+    [MODE_FAST] = {{"AE_ATTN_WGMMA_PAGED"}, {"fast"}},
+    [MODE_GATHER] = {{"AE_PAGED_F_GATHER"}, {"1"}},
+};
 
 static void call(const bench_case *c, bench_mode mode) {
     const ae_backend *be = c->be;
@@ -121,12 +146,12 @@ static int setup_mat(bench_case *c, ae_scratch *s) {
 
 // Best ms per call over reps timings of iters calls (after one warm-up call); < 0 on failure.
 static double time_mode(const bench_case *c, bench_mode mode, int iters, int reps) {
-    char *old_min = getenv("AE_CUDA_PAGED_TC_MIN"), *old_keys = getenv("AE_CUDA_PAGED_TC_KEYS");
-    old_min = old_min ? strdup(old_min) : NULL;
-    old_keys = old_keys ? strdup(old_keys) : NULL;
-    if (mode == MODE_CC) {
-        setenv("AE_CUDA_PAGED_TC_MIN", "1000000000", 1);
-        setenv("AE_CUDA_PAGED_TC_KEYS", "1000000000", 1);
+    const mode_env *env = &k_mode_env[mode];
+    char *old[2] = {NULL, NULL};
+    for (int i = 0; i < 2 && env->name[i]; i++) {
+        const char *o = getenv(env->name[i]);
+        old[i] = o ? strdup(o) : NULL;
+        setenv(env->name[i], env->value[i], 1);
     }
     double best = -1.0;
     call(c, mode);
@@ -140,10 +165,10 @@ static double time_mode(const bench_case *c, bench_mode mode, int iters, int rep
             if (best >= 0 && ms < best) best = ms;
         }
     }
-    set_env("AE_CUDA_PAGED_TC_MIN", old_min);
-    set_env("AE_CUDA_PAGED_TC_KEYS", old_keys);
-    free(old_min);
-    free(old_keys);
+    for (int i = 0; i < 2 && env->name[i]; i++) {
+        set_env(env->name[i], old[i]);
+        free(old[i]);
+    }
     return best;
 }
 
@@ -232,10 +257,13 @@ static void run_case(const ae_backend *be, const shape *sh, int ctx, int nseq, i
         const int row_bytes = (sh->Hkv * sh->dk + (sh->shared ? 0 : sh->Hkv * sh->dv)) *
                               (int)ae_dtype_size(be->act_dtype);
         const double bytes = (double)nseq * keys * row_bytes;
-        static const char *names[] = {"paged", "cc", "dense", "mat"};
-        for (int m = MODE_PAGED; m <= MODE_MAT; m++) {
+        static const char *names[MODE_COUNT] = {"paged", "cc",   "dense", "mat",
+                                                "prow",  "pfast", "gather"};
+        for (int m = MODE_PAGED; m < MODE_COUNT; m++) {
+            const int f_modes = m == MODE_ROW || m == MODE_FAST || m == MODE_GATHER;
             if ((m == MODE_DENSE && nseq != 1) || (m == MODE_MAT && !c.mat) ||
-                (m == MODE_CC && nq > 1)) // a whole chunk on the decode kernel: slow, not news
+                (m == MODE_CC && nq > 1) || // a whole chunk on the decode kernel: slow, not news
+                (f_modes && (nq == 1 || sh->shared))) // kernel F's prefill chunks only
                 continue;
             double ms = time_mode(&c, (bench_mode)m, iters, reps);
             if (ms < 0) printf("%-8s %6d %5d  %-6s failed: %s\n", sh->name, ctx, nseq, names[m],

@@ -13,7 +13,8 @@
 // them, sinks, runs over 2-4K keys, rows outside every run, and AE_CUDA_PAGED_TC_MIN=1 (every run,
 // decode rows too, on tensor cores: their split-KV paths); decode rows over 4096+ keys take the
 // tensor cores by default (32K rows, rows at the threshold, windows, MLA 576/512); kernel F
-// (Hopper wgmma) forced on the runs with AE_ATTN_WGMMA=1 (test_runs_wgmma). Where the
+// (Hopper wgmma) forced on the runs with AE_ATTN_WGMMA=1 (test_runs_wgmma), its power-of-two
+// page addressing and the gathered runs (test_runs_wgmma_fast). Where the
 // tensor-core path must have run, the output with runs must also differ somewhere from the
 // output without (bf16-rounded weights in B/D/E, fp32 in the decode kernel): proof that the runs
 // reached the kernels.
@@ -60,7 +61,33 @@ typedef struct {
     int tc_min; // > 0: AE_CUDA_PAGED_TC_MIN during the call
     int expect_tc; // 1: some run must take the tensor-core path (the outputs must differ)
     const char *wgmma; // non-null: AE_ATTN_WGMMA during the call with runs ("1": kernel F)
+    const char *paged; // non-null: AE_ATTN_WGMMA_PAGED during the call with runs ("fast": F's
+                       // power-of-two page addressing; other page sizes keep attn_key_off)
+    int gather;        // 1: AE_PAGED_F_GATHER=1 during the call with runs (contiguous copy)
 } pcase;
+
+// Sets (value non-null) or unsets environment variable `name`.
+static void env_set(const char *name, const char *value) {
+    if (value) setenv(name, value, 1);
+    else unsetenv(name);
+}
+
+// The CUDA output of `pa` with AE_ATTN_WGMMA = wgmma, AE_ATTN_WGMMA_PAGED = paged and
+// AE_PAGED_F_GATHER = gather (null: unset) during the call; out poisoned first. Caller frees.
+static float *call_env(const ae_paged_attn_args *pa, ae_ptr out, ae_ptr q, ae_ptr k, ae_ptr v,
+                       size_t nout, const char *wgmma, const char *paged, const char *gather) {
+    g_gpu->fill(g_gpu, out, nout, NAN);
+    env_set("AE_ATTN_WGMMA", wgmma);
+    env_set("AE_ATTN_WGMMA_PAGED", paged);
+    env_set("AE_PAGED_F_GATHER", gather);
+    g_gpu->attention_paged(g_gpu, pa, out, q, k, v);
+    env_set("AE_ATTN_WGMMA", NULL);
+    env_set("AE_ATTN_WGMMA_PAGED", NULL);
+    env_set("AE_PAGED_F_GATHER", NULL);
+    float *h = malloc(sizeof(float) * nout);
+    assert_int_equal(g_gpu->download(g_gpu, h, AE_DT_F32, out, nout), AE_OK);
+    return h;
+}
 
 // The runs of mode c->runs for rows laid out as run() lays them out (sequence by sequence).
 static int make_runs(const pcase *c, ae_paged_run *runs) {
@@ -188,9 +215,13 @@ static void run(const pcase *c) {
         snprintf(tcm, sizeof tcm, "%d", c->tc_min);
         if (b && c->tc_min > 0) setenv("AE_CUDA_PAGED_TC_MIN", tcm, 1);
         if (b && c->wgmma) setenv("AE_ATTN_WGMMA", c->wgmma, 1);
+        if (b && c->paged) setenv("AE_ATTN_WGMMA_PAGED", c->paged, 1);
+        if (b && c->gather) setenv("AE_PAGED_F_GATHER", "1", 1);
         be->attention_paged(be, &pa, out, qq, pool, vv);
         unsetenv("AE_CUDA_PAGED_TC_MIN");
         unsetenv("AE_ATTN_WGMMA");
+        unsetenv("AE_ATTN_WGMMA_PAGED");
+        unsetenv("AE_PAGED_F_GATHER");
         res[b] = malloc(sizeof(float) * nout);
         assert_int_equal(be->download(be, res[b], AE_DT_F32, out, nout), AE_OK);
         if (b && n_runs) { // the same call without runs: every row on the decode kernel
@@ -203,13 +234,22 @@ static void run(const pcase *c) {
             pa.n_runs = n_runs;
             pa.runs = runs;
         }
-        if (b && c->wgmma && hopper(be)) { // the runs on kernel B (AE_ATTN_WGMMA=0)
-            be->fill(be, out, nout, NAN);
-            setenv("AE_ATTN_WGMMA", "0", 1);
-            be->attention_paged(be, &pa, out, qq, pool, vv);
-            unsetenv("AE_ATTN_WGMMA");
-            flash = malloc(sizeof(float) * nout);
-            assert_int_equal(be->download(be, flash, AE_DT_F32, out, nout), AE_OK);
+        if (b && c->wgmma && hopper(be)) // the runs on kernel B (AE_ATTN_WGMMA=0)
+            flash = call_env(&pa, out, qq, pool, vv, nout, "0", NULL, NULL);
+        if (b && c->wgmma && (c->paged || c->gather) && hopper(be)) {
+            // kernel F over pages with attn_key_off (AE_ATTN_WGMMA_PAGED=row, no gather) must
+            // give the same bits as the fast path / the gather: the same key rows land in the
+            // same tile positions (a gathered run's tile t still holds keys kb + 128t), and the
+            // arithmetic is the same
+            float *ref = call_env(&pa, out, qq, pool, vv, nout, c->wgmma, "row", NULL);
+            size_t ndiff = 0;
+            for (size_t i = 0; i < nout; i++)
+                ndiff += memcmp(&ref[i], &res[1][i], sizeof(float)) != 0;
+            printf("  kernel F %s%s against its attn_key_off path: %zu of %zu values differ\n",
+                   c->paged ? "AE_ATTN_WGMMA_PAGED=" : "",
+                   c->paged ? c->paged : "AE_PAGED_F_GATHER=1", ndiff, nout);
+            assert_true(ndiff == 0);
+            free(ref);
         }
         float *pl = malloc(sizeof(float) * npool);
         assert_int_equal(be->download(be, pl, AE_DT_F32, pool, npool), AE_OK);
@@ -453,6 +493,40 @@ static void test_runs_wgmma(void **st) {
     run(&c);
 }
 
+// Kernel F's power-of-two page addressing (AE_ATTN_WGMMA_PAGED=fast, WG_KEYS_PAGED2) and the
+// gathered runs (AE_PAGED_F_GATHER=1) on test_runs_wgmma's shapes, against the CPU (TOL_ATTN as
+// everywhere here: bf16 P and output) and, on an H200, bit for bit against F's attn_key_off
+// path: pages of 16 and 64 (tiles spanning 8 and 2 pages), 8 (smaller than a thread's 16-row
+// step), a window of 1024 with released pages, the overlapped and the simple schedule, G = 8
+// with window 200 (tiles not starting on a page), dk = 192 (K's third half); pages of 24 (not a
+// power of two: "fast" must keep attn_key_off). The gather: pages of 16, 24, a window with
+// released pages (only the window's rows gathered), dk = 192.
+static void test_runs_wgmma_fast(void **st) {
+    (void)st;
+    pcase c = {.Hq = 32, .Hkv = 8, .dk = 128, .dv = 128, .P = 16, .nseq = 3, .len = k_lenl,
+               .nq = k_nql, .runs = 1, .expect_tc = 1, .wgmma = "1", .paged = "fast"};
+    run(&c);
+    c.P = 64, c.window = 1024, c.sinks = 1; // GateSWA, released pages
+    run(&c);
+    c.P = 8, c.wgmma = "simple";
+    run(&c);
+    c.P = 24, c.wgmma = "1"; // not a power of two
+    run(&c);
+    c.P = 16, c.window = 0, c.sinks = 0, c.paged = NULL, c.gather = 1;
+    run(&c);
+    c.P = 24, c.window = 1024, c.sinks = 1;
+    run(&c);
+    static const int len[] = {1, 1500, 700}, nq[] = {1, 300, 700};
+    c = (pcase){.Hq = 16, .Hkv = 2, .dk = 128, .dv = 128, .window = 200, .sinks = 1, .P = 16,
+                .nseq = 3, .len = len, .nq = nq, .runs = 1, .expect_tc = 1, .wgmma = "1",
+                .paged = "fast"}; // G = 8
+    run(&c);
+    c.dk = 192, c.Hq = 8, c.Hkv = 2, c.P = 32, c.window = 300; // MLA materialised dims
+    run(&c);
+    c.paged = NULL, c.gather = 1;
+    run(&c);
+}
+
 // Decode over long contexts (the default thresholds, no AE_CUDA_PAGED_TC_*): rows whose last
 // position sees 4096+ keys go to the tensor-core kernels one run at a time, shorter ones to
 // k_paged_attn in one launch; the call without runs puts every row on k_paged_attn (its split-KV
@@ -507,6 +581,7 @@ int main(void) {
         cmocka_unit_test(test_runs_order),
         cmocka_unit_test(test_runs_tc_all),
         cmocka_unit_test(test_runs_wgmma),
+        cmocka_unit_test(test_runs_wgmma_fast),
         cmocka_unit_test(test_decode_long),
         cmocka_unit_test(test_decode_long_mla),
     };

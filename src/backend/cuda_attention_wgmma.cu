@@ -27,8 +27,10 @@
 //     accumulator of n8-tiles 2i, 2i+1 is exactly the A fragment of k-step i) and B = V from
 //     shared memory (N-major: V is stored [key][d], d contiguous; transposed B).
 // K/V tiles are fetched by all threads with cp.async (16-byte chunks; key j's row at j·k_stride,
-// j·v_stride for contiguous keys, else at attn_key_off: a ring slot or a page row, ADDR), two or
-// three stages deep (the schedules, k_attn_wgmma).
+// j·v_stride for contiguous keys, else, ADDR, at attn_key_off: a ring slot or a page row, or for
+// pages of a power-of-two size (WG_KEYS_PAGED2) at pages[j >> shift]·page_stride + (j & mask)·
+// stride with the tile's table entries loaded before its copies are issued), two or three stages
+// deep (the schedules, k_attn_wgmma).
 //
 // Shared memory layout (the wgmma "128-byte swizzle" canonical layout): a 128 x d bf16 tile
 // (rows = query rows or keys, columns = d) is d / 64 halves of 64 columns (16 KB each: two for
@@ -80,6 +82,17 @@
 // is 227 KB); dk = 192: 48 + 2 · (48 + 32) = 208 KB + 1 KB (2 stages; 3 would need 288 KB).
 #define WG_SMEM(dk, stages)                                                                     \
     ((size_t)WG_QK_BYTES(dk) + (size_t)(stages) * (WG_QK_BYTES(dk) + WG_TILE_BYTES) + 1024)
+
+// Key addressing of k_attn_wgmma (its template parameter ADDR):
+#define WG_KEYS_CONTIG 0 // key j at row j (k_stride, v_stride)
+#define WG_KEYS_ROW 1    // row by row through attn_key_off: a ring, or pages of any size
+// Pages of a power-of-two size: each thread first loads the table entries of all its rows of the
+// tile (independent loads, in flight together), then issues the tile's copies; page and row of
+// key j by shift and mask. (Through attn_key_off every row costs a table load, which cannot be
+// hoisted over the previous row's cp.async (a "memory" clobber), and two integer divisions by
+// the runtime page size (K and V): 8 dependent load-divide-copy chains per tile and thread, in
+// the threads that then run the softmax.)
+#define WG_KEYS_PAGED2 2
 
 #ifdef AE_WGMMA_DEVICE
 // Byte offset of 16-byte chunk `chunk` (columns 8·chunk ..; half chunk / 8) of row r in a
@@ -237,12 +250,13 @@ __device__ __forceinline__ void wg_last_pv(float (&o)[64], const uint32_t (&pcur
 //     (FlashAttention-3's intra-warpgroup overlap); O is rescaled once that P·V has completed.
 //     Three K/V stages (tile i+1's K is read while tile i's V still is; tile i+2 loads
 //     meanwhile), one barrier per tile.
-// DK: dk (128, or 192 with dv = 128: MLA materialised). ADDR: keys addressed row by row through
-// attn_key_off (paged or ring buffer); else contiguous rows j·k_stride.
+// DK: dk (128, or 192 with dv = 128: MLA materialised). ADDR: WG_KEYS_CONTIG (rows j·k_stride),
+// WG_KEYS_ROW (row by row through attn_key_off: paged or ring buffer) or WG_KEYS_PAGED2 (pages of
+// a power-of-two size, the tile's table entries loaded first).
 // Key tiles start at the block's first visible key kb = lo(first row's position) (0 without a
 // window; not a multiple of BN with one): tile t holds keys kb + 128t .., so pages or ring
 // slots before kb are never read.
-template <int DK, int PIPE, bool ADDR>
+template <int DK, int PIPE, int ADDR>
 __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params p, float *lse2) {
 #ifdef AE_WGMMA_DEVICE
     static_assert(DK == 128 || DK == 192, "kernel F: dk 128 or 192");
@@ -296,8 +310,19 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
     // (it = 0..3; offset + it·4096).
     const int lr = tid >> 4, lch = tid & 15, lr3 = tid >> 3, lch3 = tid & 7;
     const uint32_t loff = wg_tile_off(lr, lch), loff3 = wg_tile_off(lr3, 16 + lch3);
-    auto key_off = [&](int j, int stride) -> size_t { // element offset of key j's row
-        return ADDR ? attn_key_off(p, j, stride) : (size_t)j * (size_t)stride;
+    // WG_KEYS_PAGED2: key j is row j & pmask of page pages[j >> pshift]
+    const int pshift = ADDR == WG_KEYS_PAGED2 ? __ffs(p.page_size) - 1 : 0;
+    const int pmask = p.page_size - 1;
+    // The table entry of key j when it exists (ok: j < ke), else 0 (WG_KEYS_PAGED2; 0 for the
+    // other modes). load_kv loads all of a thread's entries of a tile before it uses any.
+    auto page_of = [&](int j, bool ok) -> int {
+        return ADDR == WG_KEYS_PAGED2 && ok ? __ldg(p.pages + (j >> pshift)) : 0;
+    };
+    // Element offset of key j's row (stride = k_stride or v_stride); page: page_of(j).
+    auto key_off = [&](int j, int page, int stride) -> size_t {
+        if (ADDR == WG_KEYS_PAGED2)
+            return (size_t)page * (size_t)p.page_stride + (size_t)(j & pmask) * (size_t)stride;
+        return ADDR == WG_KEYS_ROW ? attn_key_off(p, j, stride) : (size_t)j * (size_t)stride;
     };
     const bf16 *const kh = p.k + (size_t)kvh * DK, *const vh = p.v + (size_t)kvh * WG_DV;
     auto load_kv = [&](int t, int stage) {
@@ -306,24 +331,36 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
         unsigned char *vd = kd + QK_BYTES;
         const int jt = kb + t * WG_BN;
         const bool whole = jt + WG_BN <= w.ke; // every key of the tile exists
+        int pg[WG_BN / 16];
+#pragma unroll
+        for (int it = 0; it < WG_BN / 16; it++) {
+            const int j = jt + lr + 16 * it;
+            pg[it] = page_of(j, whole || j < w.ke);
+        }
 #pragma unroll
         for (int it = 0; it < WG_BN / 16; it++) {
             const int j = jt + lr + 16 * it;
             const bool ok = whole || j < w.ke;
             const bf16 *ks = p.k, *vs = p.v;
             if (ok) {
-                ks = kh + key_off(j, p.k_stride) + lch * 8;
-                vs = vh + key_off(j, p.v_stride) + lch * 8;
+                ks = kh + key_off(j, pg[it], p.k_stride) + lch * 8;
+                vs = vh + key_off(j, pg[it], p.v_stride) + lch * 8;
             }
             cp_async16(kd + loff + it * 2048, ks, ok);
             cp_async16(vd + loff + it * 2048, vs, ok);
         }
         if (DK > 128) {
+            int pg3[WG_BN / 32];
+#pragma unroll
+            for (int it = 0; it < WG_BN / 32; it++) {
+                const int j = jt + lr3 + 32 * it;
+                pg3[it] = page_of(j, whole || j < w.ke);
+            }
 #pragma unroll
             for (int it = 0; it < WG_BN / 32; it++) {
                 const int j = jt + lr3 + 32 * it;
                 const bool ok = whole || j < w.ke;
-                const bf16 *ks = ok ? kh + key_off(j, p.k_stride) + 128 + lch3 * 8 : p.k;
+                const bf16 *ks = ok ? kh + key_off(j, pg3[it], p.k_stride) + 128 + lch3 * 8 : p.k;
                 cp_async16(kd + loff3 + it * 4096, ks, ok);
             }
         }
@@ -494,7 +531,7 @@ static int wgmma_loaded(const void *kernel) {
 // forced (AE_ATTN_WGMMA names kernel F): a build without its sm_90a code is an error on this
 // compute capability 9.0 GPU rather than a silent fallback, so that a test or bench asking for
 // kernel F never measures kernel B instead.
-template <int DK, int PIPE, bool ADDR>
+template <int DK, int PIPE, int ADDR>
 static int wgmma_launch(const ae_backend *be, const attn_params *p0, float *lse2, int forced) {
     const void *kern = (const void *)k_attn_wgmma<DK, PIPE, ADDR>;
     const size_t smem = WG_SMEM(DK, PIPE ? 3 : 2);
@@ -516,8 +553,8 @@ static int wgmma_launch(const ae_backend *be, const attn_params *p0, float *lse2
 }
 
 // The instantiation for p's dk (128 or 192: unpipelined only, its 3 stages do not fit) and key
-// addressing (contiguous, or row by row through attn_key_off: pages or a ring).
-template <bool ADDR>
+// addressing ADDR (WG_KEYS_*).
+template <int ADDR>
 static int wgmma_launch_dk(const ae_backend *be, const attn_params *p, float *lse2, int forced,
                            int simple) {
     if (p->dk == 192) return wgmma_launch<192, 0, ADDR>(be, p, lse2, forced);
@@ -538,6 +575,23 @@ static int wgmma_paged_wins(const ae_backend *be, const attn_params *p) {
     return 2 * blocks >= cu(be)->sm_count;
 }
 
+// Paged keys whose page size is a power of two take WG_KEYS_PAGED2 (table entries of a tile
+// loaded first, shift and mask) when WGMMA_PAGED_FAST is 1, WG_KEYS_ROW (attn_key_off per row)
+// when 0; AE_ATTN_WGMMA_PAGED=fast / =row overrides it (other page sizes: WG_KEYS_ROW always).
+// Off until its GPU test (test_cuda_paged test_runs_wgmma_fast) has passed on an H200.
+#ifndef WGMMA_PAGED_FAST
+#define WGMMA_PAGED_FAST 0
+#endif
+
+// The key addressing mode (WG_KEYS_*) of p.
+static int wgmma_keys(const attn_params *p) {
+    if (!p->pages) return p->ring > 0 ? WG_KEYS_ROW : WG_KEYS_CONTIG;
+    const char *env = getenv("AE_ATTN_WGMMA_PAGED");
+    const int fast = env ? strcmp(env, "fast") == 0 : WGMMA_PAGED_FAST;
+    const int pow2 = p->page_size > 0 && (p->page_size & (p->page_size - 1)) == 0;
+    return fast && pow2 ? WG_KEYS_PAGED2 : WG_KEYS_ROW;
+}
+
 int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2) {
     const char *env = getenv("AE_ATTN_WGMMA");
     const int forced_simple = env && strcmp(env, "simple") == 0;
@@ -553,6 +607,9 @@ int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2) {
     if (cu(be)->cc_major != 9 || cu(be)->cc_minor != 0) return 0;
     if ((p->dk != 128 && p->dk != 192) || p->dv != WG_DV) return 0;
     if (!(p->scale_log2 > 0.0f)) return 0; // the softmax scales the raw row max (wg_softmax_t)
-    return addr ? wgmma_launch_dk<true>(be, p, lse2, forced, simple)
-                : wgmma_launch_dk<false>(be, p, lse2, forced, simple);
+    switch (wgmma_keys(p)) {
+    case WG_KEYS_PAGED2: return wgmma_launch_dk<WG_KEYS_PAGED2>(be, p, lse2, forced, simple);
+    case WG_KEYS_ROW: return wgmma_launch_dk<WG_KEYS_ROW>(be, p, lse2, forced, simple);
+    default: return wgmma_launch_dk<WG_KEYS_CONTIG>(be, p, lse2, forced, simple);
+    }
 }

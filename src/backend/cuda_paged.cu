@@ -10,6 +10,9 @@
 //   k_paged_store: one block per row; threads copy the row's cols values (converting F32 <-> BF16
 //     when the dtypes differ) into its page slot. k_paged_gather: the reverse for positions
 //     0..n-1 of one sequence (one block per position, its page from the block-table row).
+//   k_paged_gather_kv16: a prefill run's visible K and V rows into one contiguous temporary
+//     (AE_PAGED_F_GATHER=1, paged_run_gathered), one block per (position, K or V), 16-byte
+//     copies.
 //   k_paged_attn: one block of 4 warps per (query row, group of 4 consecutive q heads, key
 //     chunk); warp w serves head 4·group + w (heads of one GQA group / all MLA heads read the
 //     same key rows, which then come from L1). A warp walks its chunk in tiles of 32 keys:
@@ -67,6 +70,22 @@ __global__ void k_paged_gather(TD *dst, int64_t ldd, const TS *src, int64_t page
     const int j = blockIdx.x;
     const TS *x = src + (int64_t)table[j / page_size] * page_stride + (int64_t)(j % page_size) * lds;
     copy_row(dst + (int64_t)j * ldd, x, cols);
+}
+
+// Key rows j0 .. j0 + n − 1 of one sequence into a contiguous buffer, 16-byte chunks (bf16 rows
+// of the tensor-core path: pointers, strides and the page stride in whole 16-byte pieces,
+// paged_tc_ok): block (r, y) copies row j0 + r of K (y = 0: kcols values into dst + r·kcols)
+// or of V (y = 1: vcols values into dst + n·kcols + r·vcols), from page table[j / page_size].
+__global__ void k_paged_gather_kv16(uint4 *dst, const bf16 *k, const bf16 *v, int64_t page_stride,
+                                    int page_size, int k_stride, int v_stride,
+                                    const int32_t *table, int j0, int n, int kcols, int vcols) {
+    const int r = blockIdx.x, j = j0 + r, isv = blockIdx.y;
+    const int cols = isv ? vcols : kcols;
+    const bf16 *x = (isv ? v : k) + (int64_t)table[j / page_size] * page_stride +
+                    (int64_t)(j % page_size) * (isv ? v_stride : k_stride);
+    uint4 *d = dst + ((isv ? (size_t)n * kcols : 0) + (size_t)r * cols) / 8;
+    for (int c = threadIdx.x; c < cols / 8; c += blockDim.x)
+        d[c] = reinterpret_cast<const uint4 *>(x)[c];
 }
 
 struct PagedParams {
@@ -442,9 +461,52 @@ int paged_tc_ok(const ae_paged_attn_args *a, ae_ptr out, ae_ptr q, ae_ptr k, ae_
     return attn_flash_has(a->dk, a->dv);
 }
 
+// AE_PAGED_F_GATHER=1: prefill chunks (tc_min rows or more, not absorbed MLA) first gather the
+// run's visible key and value rows into a contiguous temporary (paged_run_gathered) and run the
+// contiguous kernels on it; unset or 0: they read the pages directly. Off by default (for A/B
+// runs in bench_paged: the gather copies every visible row once per run, against kernel F's
+// paged addressing).
+int paged_f_gather() {
+    const char *env = getenv("AE_PAGED_F_GATHER");
+    return env && strcmp(env, "1") == 0;
+}
+
+// Run u (parameters p: its rows over the pages) on a contiguous copy of its visible keys kb ..
+// ke − 1 (kb = the window's start for its first row, ke = its last position + 1): rows of
+// Hkv·dk (K) then Hkv·dv (V) values, key j at row j − kb; positions shift by −kb, which keeps
+// every row's visible keys (lo(pos) − kb = lo(pos − kb) for pos >= pos0, as kb = lo(pos0)).
+// Then F (attn_wgmma_run's default for contiguous keys, or AE_ATTN_WGMMA) or B. 0 when neither
+// takes it (the caller computes the rows with k_paged_attn).
+int paged_run_gathered(const ae_backend *be, const attn_params *p) {
+    const int ke = p->pos0 + p->T;
+    const int kb = p->window > 0 && p->pos0 - p->window + 1 > 0 ? p->pos0 - p->window + 1 : 0;
+    const int n = ke - kb, kcols = p->Hkv * p->dk, vcols = p->Hkv * p->dv;
+    bf16 *buf = (bf16 *)cuda_tmp_alloc(be, (size_t)n * (kcols + vcols) * sizeof(bf16),
+                                       "attention_paged (AE_PAGED_F_GATHER)");
+    if (!buf) return 1; // the error is kept
+    const int cmax = (kcols > vcols ? kcols : vcols) / 8;
+    const int threads = cmax >= 256 ? 256 : ((cmax + 31) / 32) * 32;
+    k_paged_gather_kv16<<<dim3((unsigned)n, 2), threads, 0, stream_of(be)>>>(
+        (uint4 *)buf, p->k, p->v, p->page_stride, p->page_size, p->k_stride, p->v_stride,
+        p->pages, kb, n, kcols, vcols);
+    cuda_check(be, cudaGetLastError(), "attention_paged (gather)");
+    attn_params c = *p;
+    c.pages = NULL;
+    c.k = buf;                     // (n, Hkv, dk)
+    c.v = buf + (size_t)n * kcols; // (n, Hkv, dv)
+    c.k_stride = kcols;
+    c.v_stride = vcols;
+    c.pos0 = p->pos0 - kb;
+    const int done = attn_wgmma_run(be, &c, NULL) ||
+                     (attn_flash_has(c.dk, c.dv) && attn_flash_run_lse(be, &c, NULL));
+    cuda_tmp_free(be, buf);
+    return done;
+}
+
 // Queues run u on kernel D/E (absorbed MLA), F (a prefill chunk of tc_min rows or more, when
-// attn_wgmma_run takes it) or B; 0 when the kernel cannot take it (its shared memory does not
-// fit): the caller then computes the rows with k_paged_attn.
+// attn_wgmma_run takes it; AE_PAGED_F_GATHER=1: on a contiguous copy of its keys) or B; 0 when
+// the kernel cannot take it (its shared memory does not fit): the caller then computes the rows
+// with k_paged_attn.
 int paged_run_tc(const ae_backend *be, const ae_paged_attn_args *a, const ae_paged_run *u,
                  int tc_min, ae_ptr out, ae_ptr q, ae_ptr k, ae_ptr v) {
     // the run's n rows as a contiguous attention call over the page pool (k, v)
@@ -460,6 +522,7 @@ int paged_run_tc(const ae_backend *be, const ae_paged_attn_args *a, const ae_pag
     if (a->Hkv == 1 && k.data == v.data && a->k_stride == a->v_stride &&
         attn_mla_has(a->dk, a->dv))
         return attn_mla_run(be, &p);
+    if (u->n >= tc_min && paged_f_gather()) return paged_run_gathered(be, &p);
     if (u->n >= tc_min && attn_wgmma_run(be, &p, NULL)) return 1;
     return attn_flash_has(a->dk, a->dv) && attn_flash_run_lse(be, &p, NULL);
 }
