@@ -398,7 +398,9 @@ void paged_rows(const ae_backend *be, const ae_paged_attn_args *a, int r0, int n
 // Prefill chunks (paged_tc_min() rows or more) try F first (attn_wgmma_run: AE_ATTN_WGMMA=1
 // forces it, =0 keeps B; by default it takes runs with at least half a wave of its 128-row
 // blocks, wgmma_paged_wins, once WGMMA_DEFAULT_EXT is on); decode rows that come here for their
-// long keys stay on B's split-KV (F would run one block per kv head).
+// long keys stay on B's split-KV (F would run one block per kv head). F addresses pages of a
+// power-of-two size by shift and mask with AE_ATTN_WGMMA_PAGED=fast (wgmma_keys), or reads a
+// contiguous copy of the run's keys with AE_PAGED_F_GATHER=1 (paged_run_gathered).
 
 // Shortest run taken to tensor cores: 16 positions. Kernel B packs 64 query rows (token, head of
 // the GQA group) per block and D/E 16-64 (token, head) rows; from 16 positions on a block holds
