@@ -36,12 +36,15 @@
 // kernel on mma.sync, 7 products), fused (AE_CUDA_ATTN_BWD=fused: 5 products) and wgmma
 // (AE_CUDA_ATTN_BWD=wgmma: the split path on Hopper's warpgroup multiplies; on other GPUs the
 // dispatcher runs split and the columns match); ms for the B calls, TFLOP/s as above, the
-// speed-ups over split and the relative L2 difference of each one's dq from split's.
+// speed-ups over split and the relative L2 difference of each one's dq from split's. "[ran X]":
+// the kernels the dispatcher ran for that column (ae_cuda_attn_bwd_kernels, backend/cuda.h: its
+// own decision); "default runs": what it runs with AE_CUDA_ATTN_BWD unset.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cuda.h"
 #include "backend/ops.h"
 #include "core/log.h"
 
@@ -290,9 +293,23 @@ static void run_bwd_saved_batch(void *p) {
     }
 }
 
-// Times the saved backward under AE_CUDA_ATTN_BWD=path, leaving its dq in `dq`.
-static int time_bwd_path(batch_bufs *x, const char *path, ae_ptr dq, int reps, timing *t) {
+// The kernels the backward runs for `a` under the current AE_CUDA_ATTN_BWD (the dispatcher's
+// own decision, ae_cuda_attn_bwd_kernels).
+static const char *bwd_kernels(const ae_backend *be, const ae_attn_args *a) {
+#ifdef AE_HAVE_CUDA
+    return ae_cuda_attn_bwd_kernels(be, a);
+#else
+    (void)be, (void)a;
+    return "(no cuda build)"; // not reached: opening the cuda backend fails first
+#endif
+}
+
+// Times the saved backward under AE_CUDA_ATTN_BWD=path, leaving its dq in `dq` and the name of
+// the kernels that ran in *kernels.
+static int time_bwd_path(batch_bufs *x, const char *path, ae_ptr dq, int reps, timing *t,
+                         const char **kernels) {
     setenv("AE_CUDA_ATTN_BWD", path, 1);
+    *kernels = bwd_kernels(x->b.be, &x->b.a_lse);
     ae_ptr keep = x->b.dq;
     x->b.dq = dq;
     int rc = time_op(x->b.be, run_bwd_saved_batch, x, reps, t);
@@ -332,25 +349,28 @@ static int bench_bwd_one(const ae_backend *be, const bwd_shape *c, int reps) {
     be->fill(be, b->dk, B * x.nk, 0.0f);
     be->fill(be, b->dv, B * x.nv, 0.0f);
     timing tf, ts, tu, tw; // forward with lse, backward split, fused, wgmma
+    const char *ks, *ku, *kw; // the kernels each ran (ae_cuda_attn_bwd_kernels)
     if (time_op(be, run_fwd_lse_batch, &x, reps, &tf) ||
-        time_bwd_path(&x, "split", b->dq, reps, &ts) ||
-        time_bwd_path(&x, "fused", dq_fused, reps, &tu) ||
-        time_bwd_path(&x, "wgmma", dq_wg, reps, &tw)) {
+        time_bwd_path(&x, "split", b->dq, reps, &ts, &ks) ||
+        time_bwd_path(&x, "fused", dq_fused, reps, &tu, &ku) ||
+        time_bwd_path(&x, "wgmma", dq_wg, reps, &tw, &kw)) {
         fprintf(stderr, "bench_attn: %s: %s\n", c->name, ae_last_error());
         goto done;
     }
     const double pairs = B * visible_pairs(c->T, 0);
     const double ff = 2.0 * pairs * c->Hq * (c->dk + c->dv);
     const double fb = 2.0 * pairs * c->Hq * (3.0 * c->dk + 2.0 * c->dv);
+    const char *kd = bwd_kernels(be, &b->a_lse); // what the default runs (time_bwd_path unset it)
     printf("bwd-paths %-10s B=%d T=%d Hq=%-2d Hkv=%-2d dk=%d dv=%d causal   fwd+lse %7.3f ms %6.1f "
-           "TFLOP/s   bwd split %7.3f ms %6.1f TFLOP/s   bwd fused %7.3f ms %6.1f TFLOP/s   "
-           "fused/split %.2fx   |dq fused-split|/|split| %.2e   bwd wgmma %7.3f ms %6.1f "
-           "TFLOP/s   wgmma/split %.2fx   |dq wgmma-split|/|split| %.2e\n",
+           "TFLOP/s   bwd split [ran %s] %7.3f ms %6.1f TFLOP/s   bwd fused [ran %s] %7.3f ms "
+           "%6.1f TFLOP/s   fused/split %.2fx   |dq fused-split|/|split| %.2e   bwd wgmma [ran %s] "
+           "%7.3f ms %6.1f TFLOP/s   wgmma/split %.2fx   |dq wgmma-split|/|split| %.2e   "
+           "default runs %s\n",
            c->name, c->B, c->T, c->Hq, c->Hkv, c->dk, c->dv, tf.best * 1e3,
-           ff / tf.best * 1e-12, ts.best * 1e3, fb / ts.best * 1e-12, tu.best * 1e3,
+           ff / tf.best * 1e-12, ks, ts.best * 1e3, fb / ts.best * 1e-12, ku, tu.best * 1e3,
            fb / tu.best * 1e-12, ts.best / tu.best, device_rel_diff(be, dq_fused, b->dq, B * x.nq),
-           tw.best * 1e3, fb / tw.best * 1e-12, ts.best / tw.best,
-           device_rel_diff(be, dq_wg, b->dq, B * x.nq));
+           kw, tw.best * 1e3, fb / tw.best * 1e-12, ts.best / tw.best,
+           device_rel_diff(be, dq_wg, b->dq, B * x.nq), kd);
     fflush(stdout);
     rc = 0;
 done:

@@ -27,6 +27,14 @@ ae_status ae_cuda_mem_peak(const ae_backend *be, int reset, size_t *used_high, s
 // The backend's stream (a cudaStream_t): every op of `be` runs on it in order. For benchmarks
 // that time a sequence of ops with CUDA events recorded on that stream.
 void *ae_cuda_stream(const ae_backend *be);
+// The kernels attention_bwd runs for arguments `a` (shape, window, ring, strides) under the
+// current AE_CUDA_ATTN_BWD, on this device and build: "wgmma" (Hopper), "split", "fused" (the
+// tensor-core path), "ref" (CUDA cores), or a "none (...)" sentence when the call would fail
+// (wgmma forced without its sm_90a code). The dispatcher's own decision (pick_kernels in
+// cuda_attention_bwd.cu), for operands as the backend's allocator gives them: q, k, v 16-byte
+// aligned, dk and dv different memory (absorbed MLA's dk == dv always runs "ref"). For tests and
+// benchmarks that must know which kernels ran.
+const char *ae_cuda_attn_bwd_kernels(const ae_backend *be, const ae_attn_args *a);
 // For tests of the graph fallback (backend/cuda_graph.cu): the next graph recording on `be`
 // fails in its segment `segment` (0: the first) as a recording does when an op there makes a
 // call that cannot be captured; the segments before it have run.

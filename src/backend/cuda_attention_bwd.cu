@@ -48,9 +48,12 @@
 // These kernels take any head dims, strides, alignment, ring and window; they work on CUDA
 // cores, one row at a time. AE_CUDA_ATTN_BWD=ref forces them (tests/test_cuda_grad_ops.c runs
 // every case both ways).
+// ae_cuda_attn_bwd_kernels (backend/cuda.h) names the kernels a call would run: the dispatcher's
+// own decision (pick_kernels), for tests and benchmarks.
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cuda.h"
 #include "backend/cuda_attention_bwd.h"
 
 namespace {
@@ -292,31 +295,40 @@ bwd_path path_from_env() {
 #define WGMMA_BWD_DEFAULT_ON 1
 #endif
 
-// The kernels after D for these arguments (fast path taken); -1: AE_CUDA_ATTN_BWD=wgmma on a
-// shape the Hopper kernels take, but this build lacks their sm_90a code (an error).
-int pick_kernels(const ae_backend *be, const ae_attn_args *a) {
+// The backward kernels for these arguments under AE_CUDA_ATTN_BWD, on this device and build, for
+// operands that meet the tensor-core path's conditions when operands_ok (see operands_ok):
+// ATTN_BWD_SPLIT, _FUSED or _WGMMA after D (the tensor-core path), kBwdRef (the CUDA-core
+// kernels of this file), or kBwdNoSm90a (AE_CUDA_ATTN_BWD=wgmma on a shape the Hopper kernels
+// take, in a build without their sm_90a code: an error). The one decision the dispatcher and
+// ae_cuda_attn_bwd_kernels share. Not decided here: whether the kernels' shared memory fits the
+// device (attn_bwd_tc_run returns 0 when not, and the CUDA-core kernels run; the kernels fit on
+// compute capability 8.0 and 9.0).
+constexpr int kBwdRef = -1, kBwdNoSm90a = -2;
+int pick_kernels(const ae_backend *be, const ae_attn_args *a, bool operands_ok) {
     const bwd_path path = path_from_env();
+    const long S = (long)a->pos0 + a->T;
+    if (path == BWD_REF || !operands_ok || !attn_bwd_tc_has(a->dk, a->dv) ||
+        a->Hq % a->Hkv != 0 || (a->ring != 0 && a->ring < S) || a->k_stride % 8 != 0 ||
+        a->v_stride % 8 != 0)
+        return kBwdRef;
     if (path == BWD_FUSED) return ATTN_BWD_FUSED;
     if (path == BWD_SPLIT || !attn_bwd_wgmma_takes(be, a->dk, a->dv)) return ATTN_BWD_SPLIT;
     const int loaded = attn_bwd_wgmma_loaded(a->dk, a->dv);
-    if (path == BWD_WGMMA) return loaded ? ATTN_BWD_WGMMA : -1;
+    if (path == BWD_WGMMA) return loaded ? ATTN_BWD_WGMMA : kBwdNoSm90a;
     return WGMMA_BWD_DEFAULT_ON && a->window <= 0 && loaded ? ATTN_BWD_WGMMA : ATTN_BWD_SPLIT;
 }
 
-// The arguments the tensor-core path takes (see the file header).
-bool fast_path_ok(const ae_attn_args *a, ae_ptr dk, ae_ptr dv, ae_ptr q, ae_ptr k, ae_ptr v) {
-    if (path_from_env() == BWD_REF) return false;
-    const long S = (long)a->pos0 + a->T;
-    return attn_bwd_tc_has(a->dk, a->dv) && a->Hq % a->Hkv == 0 &&
-           (a->ring == 0 || a->ring >= S) && dk.data != dv.data && aligned16(q.data) &&
-           aligned16(k.data) && aligned16(v.data) && a->k_stride % 8 == 0 &&
-           a->v_stride % 8 == 0;
+// The operand conditions of the tensor-core path (see the file header): dk and dv different
+// memory; q, k, v 16-byte aligned.
+bool operands_ok(ae_ptr dk, ae_ptr dv, ae_ptr q, ae_ptr k, ae_ptr v) {
+    return dk.data != dv.data && aligned16(q.data) && aligned16(k.data) && aligned16(v.data);
 }
 
-// The tensor-core path with the reference path's parameters and scratch (lse2, delta,
-// dsink_row) and the saved forward output (null: recomputed); 0 when it cannot run (nothing
-// queued).
-int run_fast(const ae_backend *be, const ae_attn_args *a, const bwd_params *p, const bf16 *out) {
+// The tensor-core path, kernels `kernels` (from pick_kernels), with the reference path's
+// parameters and scratch (lse2, delta, dsink_row) and the saved forward output (null:
+// recomputed); 0 when it cannot run (nothing queued).
+int run_fast(const ae_backend *be, const ae_attn_args *a, const bwd_params *p, const bf16 *out,
+             int kernels) {
     attn_bwd_tc_params tp;
     memset(&tp, 0, sizeof tp);
     tp.q = p->q, tp.k = p->k, tp.v = p->v;
@@ -326,8 +338,7 @@ int run_fast(const ae_backend *be, const ae_attn_args *a, const bwd_params *p, c
     tp.dk_dim = p->dk_dim, tp.dv_dim = p->dv_dim;
     tp.k_stride = p->k_stride, tp.v_stride = p->v_stride, tp.window = p->window;
     tp.scale = p->scale, tp.scale_log2 = p->scale_log2;
-    const int kernels = pick_kernels(be, a);
-    if (kernels < 0) {
+    if (kernels == kBwdNoSm90a) {
         cuda_check(be, cudaErrorInvalidDeviceFunction,
                    "attention_bwd (AE_CUDA_ATTN_BWD=wgmma asks for the Hopper kernels, whose "
                    "sm_90a code this build lacks: CMAKE_CUDA_ARCHITECTURES must include 90a)");
@@ -398,7 +409,8 @@ void ae_cuda_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr d
     const bf16 *saved_out = p.saved ? (const bf16 *)out.data : NULL;
     cudaStream_t s = stream_of(be);
 
-    if (fast_path_ok(a, dk, dv, q, k, v) && run_fast(be, a, &p, saved_out)) {
+    const int kernels = pick_kernels(be, a, operands_ok(dk, dv, q, k, v));
+    if (kernels != kBwdRef && run_fast(be, a, &p, saved_out, kernels)) {
         sum_dsinks(be, want_dsinks ? (float *)dsinks.data : NULL, p.dsink_row, a->T, a->Hq);
         cuda_tmp_free(be, scratch);
         return;
@@ -427,4 +439,14 @@ void ae_cuda_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr d
     cuda_check(be, cudaGetLastError(), op);
     sum_dsinks(be, want_dsinks ? (float *)dsinks.data : NULL, p.dsink_row, a->T, a->Hq);
     cuda_tmp_free(be, scratch);
+}
+
+extern "C" const char *ae_cuda_attn_bwd_kernels(const ae_backend *be, const ae_attn_args *a) {
+    switch (pick_kernels(be, a, true)) {
+    case ATTN_BWD_SPLIT: return "split";
+    case ATTN_BWD_FUSED: return "fused";
+    case ATTN_BWD_WGMMA: return "wgmma";
+    case kBwdNoSm90a: return "none (wgmma forced, the build lacks its sm_90a code)";
+    default: return "ref";
+    }
 }
