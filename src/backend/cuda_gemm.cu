@@ -89,8 +89,12 @@ enum { GEMV_MAX_M = 8, GEMV_THREADS = 256, GEMV_WARPS = GEMV_THREADS / 32, GEMV_
 // 97%, 81%, 77%, 59% on the same.
 //
 // Variants (AE_CUDA_GEMV, for A/B measurements; bench/bench_gemv.c, tests/test_cuda_gemv.c):
-// a comma-separated list of key=value, unset or empty = the kernel above with its heuristics.
-//   j=2|4|8     chunks per warp step (J: 16-byte weight loads in flight per lane; default 2;
+// a comma-separated list of key=value, unset or empty = the default, j=8,minb=4 (chosen on an
+// H200, 2026-11-30 02:17 UTC, bench_gemv: the teacher's decode GEMVs per token at 89.2% of the
+// copy rate against 85.5% for j=2 without minb, and bench_infer's graphed Qwen3-8B decode 74.4 ->
+// 77.9% of the bandwidth limit at 4K, 74.3 -> 75.9% at 32K; pipe=1,pdl=1 measured 89.1% alone
+// but 71.6% in the decode step); j=2,minb=0 is the kernel before.
+//   j=2|4|8     chunks per warp step (J: 16-byte weight loads in flight per lane; default 8;
 //               the warps-per-tile heuristic keeps counting steps of 2 chunks; j=1 measured
 //               slower than 2 before and is not offered)
 //   pipe=1      software pipelining: a warp issues the loads of its next step before the mmas
@@ -99,8 +103,8 @@ enum { GEMV_MAX_M = 8, GEMV_THREADS = 256, GEMV_WARPS = GEMV_THREADS / 32, GEMV_
 //   kw=1|2|4|8  warps per tile, forced (default: the heuristic, gemv_kw_shift)
 //   wps=N       warps per SM the heuristic aims for (default 32)
 //   minb=4      __launch_bounds__ asks for 4 resident blocks per SM (<= 64 registers a thread;
-//               with pipe=1 at j=4, 8 that spills); default: no minimum, the compiler's choice
-//               (34-38 registers at j=2: 6 blocks per SM)
+//               with pipe=1 at j=4, 8 that spills; default); minb=0: no minimum, the compiler's
+//               choice (34-38 registers at j=2: 6 blocks per SM)
 //   split=S     split-K, 2..16 slices of K for products with >= 8 chunks per slice: grid row s
 //               sums chunks [s·cps, (s+1)·cps) of every tile into an fp32 partial (S, M, N) in
 //               the cuBLASLt workspace (no atomics), then k_gemv_split_sum adds the S partials in
@@ -130,7 +134,7 @@ struct GemvCfg {
 // The variant AE_CUDA_GEMV names (see above); an unknown key or value is reported once on
 // stderr and ignored.
 static GemvCfg gemv_cfg(void) {
-    GemvCfg c = {GEMV_J, 0, 0, GEMV_WARPS_PER_SM, 0, 1, 0};
+    GemvCfg c = {8, 0, 0, GEMV_WARPS_PER_SM, 4, 1, 0}; // j=8,minb=4 (see the header)
     const char *env = getenv("AE_CUDA_GEMV");
     static int warned;
     while (env && *env) {
