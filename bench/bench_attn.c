@@ -28,17 +28,19 @@
 // simple schedule, which computes the same bits as the overlapped one).
 //
 //   bench_attn --bwd-paths [--reps R]
-// The backward's tensor-core paths (cuda_attention_bwd_tc.cu, _wgmma.cu) at bench_distill's shapes (B 2
-// sequences of T 4096, causal, one op call per sequence as mla_train.c / attn_gateswa.c make):
-// Qwen3-1.7B (Hq 16 / Hkv 8, d 128) and its MLA student (Hq = Hkv = 16, dk 192, dv 128),
-// Qwen3-8B (32 / 8, d 128) and its MLA student (32 = 32, 192 / 128). Per shape: the training
-// forward (fwd+lse), then the backward from it split (AE_CUDA_ATTN_BWD=split: dK/dV kernel + dQ
-// kernel on mma.sync, 7 products), fused (AE_CUDA_ATTN_BWD=fused: 5 products) and wgmma
-// (AE_CUDA_ATTN_BWD=wgmma: the split path on Hopper's warpgroup multiplies; on other GPUs the
-// dispatcher runs split and the columns match); ms for the B calls, TFLOP/s as above, the
-// speed-ups over split and the relative L2 difference of each one's dq from split's. "[ran X]":
-// the kernels the dispatcher ran for that column (ae_cuda_attn_bwd_kernels, backend/cuda.h: its
-// own decision); "default runs": what it runs with AE_CUDA_ATTN_BWD unset.
+// The backward's tensor-core paths (cuda_attention_bwd_tc.cu, _wgmma.cu) at bench_distill's
+// shapes (B 2 sequences of T 4096, causal, one op call per sequence as mla_train.c /
+// attn_gateswa.c make): Qwen3-1.7B (Hq 16 / Hkv 8, d 128) and its MLA student (Hq = Hkv = 16,
+// dk 192, dv 128), Qwen3-8B (32 / 8, d 128) and its MLA student (32 = 32, 192 / 128), and
+// GateSWA's sliding layers at both sizes (d 128, window 1024: the wgmma column takes them, the
+// default split). Per shape: the training forward (fwd+lse), then the backward from it split
+// (AE_CUDA_ATTN_BWD=split: dK/dV kernel + dQ kernel on mma.sync, 7 products), fused
+// (AE_CUDA_ATTN_BWD=fused: 5 products) and wgmma (AE_CUDA_ATTN_BWD=wgmma: the split path on
+// Hopper's warpgroup multiplies; on other GPUs the dispatcher runs split and the columns match);
+// ms for the B calls, TFLOP/s as above, the speed-ups over split and the relative L2 difference
+// of each one's dq from split's. "[ran X]": the kernels the dispatcher ran for that column
+// (ae_cuda_attn_bwd_kernels, backend/cuda.h: its own decision); "default runs": what it runs
+// with AE_CUDA_ATTN_BWD unset.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -257,7 +259,7 @@ static int bench_fwd_kernels(const ae_backend *be, int reps) {
 
 typedef struct {
     const char *name;
-    int B, T, Hq, Hkv, dk, dv;
+    int B, T, Hq, Hkv, dk, dv, window; // window 0: causal over the whole sequence
 } bwd_shape;
 
 // B sequences' buffers (sequence i at offset i·T·H·d of each) and the op arguments of one.
@@ -324,8 +326,8 @@ static int bench_bwd_one(const ae_backend *be, const bwd_shape *c, int reps) {
     const size_t T = (size_t)c->T, B = (size_t)c->B;
     x.nq = T * c->Hq * c->dk, x.nk = T * c->Hkv * c->dk, x.nv = T * c->Hkv * c->dv;
     x.no = T * c->Hq * c->dv;
-    b->a = ae_attn_dense(c->T, 0, c->Hq, c->Hkv, c->dk, c->dv, 0, 1.0f / sqrtf((float)c->dk),
-                         ae_ptr_null());
+    b->a = ae_attn_dense(c->T, 0, c->Hq, c->Hkv, c->dk, c->dv, c->window,
+                         1.0f / sqrtf((float)c->dk), ae_ptr_null());
     b->a_lse = b->a;
     b->q = be->alloc(be, B * x.nq, AE_DT_BF16), b->k = be->alloc(be, B * x.nk, AE_DT_BF16);
     b->v = be->alloc(be, B * x.nv, AE_DT_BF16), b->out = be->alloc(be, B * x.no, AE_DT_BF16);
@@ -357,16 +359,19 @@ static int bench_bwd_one(const ae_backend *be, const bwd_shape *c, int reps) {
         fprintf(stderr, "bench_attn: %s: %s\n", c->name, ae_last_error());
         goto done;
     }
-    const double pairs = B * visible_pairs(c->T, 0);
+    const double pairs = B * visible_pairs(c->T, c->window);
     const double ff = 2.0 * pairs * c->Hq * (c->dk + c->dv);
     const double fb = 2.0 * pairs * c->Hq * (3.0 * c->dk + 2.0 * c->dv);
     const char *kd = bwd_kernels(be, &b->a_lse); // what the default runs (time_bwd_path unset it)
-    printf("bwd-paths %-10s B=%d T=%d Hq=%-2d Hkv=%-2d dk=%d dv=%d causal   fwd+lse %7.3f ms %6.1f "
+    char mask[32];
+    if (c->window > 0) snprintf(mask, sizeof mask, "window %d", c->window);
+    else snprintf(mask, sizeof mask, "causal");
+    printf("bwd-paths %-10s B=%d T=%d Hq=%-2d Hkv=%-2d dk=%d dv=%d %-11s fwd+lse %7.3f ms %6.1f "
            "TFLOP/s   bwd split [ran %s] %7.3f ms %6.1f TFLOP/s   bwd fused [ran %s] %7.3f ms "
            "%6.1f TFLOP/s   fused/split %.2fx   |dq fused-split|/|split| %.2e   bwd wgmma [ran %s] "
            "%7.3f ms %6.1f TFLOP/s   wgmma/split %.2fx   |dq wgmma-split|/|split| %.2e   "
            "default runs %s\n",
-           c->name, c->B, c->T, c->Hq, c->Hkv, c->dk, c->dv, tf.best * 1e3,
+           c->name, c->B, c->T, c->Hq, c->Hkv, c->dk, c->dv, mask, tf.best * 1e3,
            ff / tf.best * 1e-12, ks, ts.best * 1e3, fb / ts.best * 1e-12, ku, tu.best * 1e3,
            fb / tu.best * 1e-12, ts.best / tu.best, device_rel_diff(be, dq_fused, b->dq, B * x.nq),
            kw, tw.best * 1e3, fb / tw.best * 1e-12, ts.best / tw.best,
@@ -382,10 +387,14 @@ done:
 
 static int bench_bwd_paths(const ae_backend *be, int reps) {
     static const bwd_shape shapes[] = {
-        {"qwen3-1.7b", 2, 4096, 16, 8, 128, 128},
-        {"mla-1.7b", 2, 4096, 16, 16, 192, 128},
-        {"qwen3-8b", 2, 4096, 32, 8, 128, 128},
-        {"mla-8b", 2, 4096, 32, 32, 192, 128},
+        {"qwen3-1.7b", 2, 4096, 16, 8, 128, 128, 0},
+        {"mla-1.7b", 2, 4096, 16, 16, 192, 128, 0},
+        {"qwen3-8b", 2, 4096, 32, 8, 128, 128, 0},
+        {"mla-8b", 2, 4096, 32, 32, 192, 128, 0},
+        // GateSWA's sliding layers (W 1024): the wgmma backward takes them under
+        // AE_CUDA_ATTN_BWD=wgmma; the default runs split there until this row says otherwise
+        {"gswa-1.7b", 2, 4096, 16, 8, 128, 128, 1024},
+        {"gswa-8b", 2, 4096, 32, 8, 128, 128, 1024},
     };
     int rc = 0;
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
