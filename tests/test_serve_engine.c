@@ -7,6 +7,7 @@
 // materialised from the latents gathered out of the pages, vs materialised prefill, to rounding).
 // ae_engine_pause holds every step back (requests submitted meanwhile start together), and a
 // CPU engine records no graph (the CPU backend has no graph ops: its steps run op by op).
+// The step counters (phases, decode steps and tokens, rows) match the steps the requests need.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -299,6 +300,7 @@ static void test_pause(void **st) {
     ae_engine_stats s;
     ae_engine_get_stats(e, &s);
     assert_int_equal(s.steps, 0);
+    assert_true(s.step_s == 0 && s.wait_s >= 0.09); // the pause so far counts as waiting
     ae_engine_lock(e);
     for (int k = 0; k < 3; k++) assert_int_equal(r[k]->n_out, 0);
     ae_engine_unlock(e);
@@ -321,6 +323,99 @@ static void test_pause(void **st) {
     ae_model_free(m);
 }
 
+// Sum of the phases' seconds.
+static double phase_sum(const ae_engine_stats *s) {
+    double t = 0;
+    for (int p = 0; p < AE_PHASE_COUNT; p++) t += s->phase_s[p];
+    return t;
+}
+
+// The step counters of a run, against the steps the requests must take: one at a time, a
+// request of n prompt tokens and g generated ones takes ceil(n / B) prefill steps (the last one
+// samples the first token) and g - 1 decode steps of one token; at once, decode steps carry
+// several tokens but rows are the same. The phases add up to the steps' wall time, which with
+// the idle wait fits in the run's wall time.
+static void test_step_counters(void **st) {
+    (void)st;
+    ae_model *m = load_model(NULL);
+    enum { B = 16, NR = 6 };
+    ae_engine_opts o = {.max_seqs = 8, .max_batch_tokens = B, .max_model_len = 256,
+                        .max_queue = 16, .cache_bytes = 2u << 20, .page_positions = 16};
+    double t_start = ae_time_now();
+    ae_engine *e = NULL;
+    assert_int_equal(ae_engine_start(m, NULL, &o, &e), AE_OK);
+    ae_sampler_params g = {.greedy = 1, .top_p = 1};
+    int32_t prompt[40];
+    fill_prompt(prompt, 40, m->cfg.vocab_size, 11);
+    int plen[NR], gen[NR];
+    int64_t want_steps = 0, want_decode = 0, want_rows = 0, want_gen = 0;
+    for (int k = 0; k < NR; k++) {
+        plen[k] = 5 + 7 * k;  // 5..40: one to three prefill chunks of 16
+        gen[k] = 3 + k;       // >= 3: at least two decode steps each
+        want_steps += (plen[k] + B - 1) / B + gen[k] - 1;
+        want_decode += gen[k] - 1;
+        want_rows += plen[k] + gen[k] - 1; // the last token is never fed back
+        want_gen += gen[k];
+    }
+    ae_req *r[NR];
+    for (int k = 0; k < NR; k++) { // one at a time
+        r[k] = make_req(prompt, plen[k], gen[k], g);
+        assert_int_equal(ae_engine_submit(e, r[k]), AE_OK);
+        wait_all(e, &r[k], 1);
+    }
+    ae_engine_stats s;
+    ae_engine_get_stats(e, &s);
+    double wall = ae_time_now() - t_start, sum = phase_sum(&s);
+    printf("one at a time: %lld steps (%lld decode, %lld tokens), %lld rows; phases %.4f s "
+           "(forward %.4f, sync %.4f, sample %.4f) of steps %.4f s + wait %.4f s <= wall %.4f s\n",
+           (long long)s.steps, (long long)s.decode_steps, (long long)s.decode_tokens,
+           (long long)s.rows, sum, s.phase_s[AE_PHASE_FORWARD], s.phase_s[AE_PHASE_SYNC],
+           s.phase_s[AE_PHASE_SAMPLE], s.step_s, s.wait_s, wall);
+    assert_int_equal(s.steps, want_steps);
+    assert_int_equal(s.decode_steps, want_decode);
+    assert_int_equal(s.decode_tokens, want_decode); // one token per decode step, alone
+    assert_int_equal(s.rows, want_rows);
+    assert_int_equal(s.gen_tokens, want_gen);
+    for (int p = 0; p < AE_PHASE_COUNT; p++) assert_true(s.phase_s[p] >= 0);
+    assert_true(s.phase_s[AE_PHASE_FORWARD] > 0); // the CPU forward computes: never 0 s
+    assert_true(fabs(sum - s.step_s) <= 1e-9 * s.steps + 1e-12); // consecutive stamps
+    assert_true(s.decode_step_s > 0 && s.decode_step_s < s.step_s); // prefill steps excluded
+    assert_true(s.wait_s > 0 && s.step_s + s.wait_s <= wall);
+    ae_engine_lock(e);
+    for (int k = 0; k < NR; k++) ae_engine_release_locked(e, r[k]);
+    ae_engine_unlock(e);
+    // all at once (paused until every one is queued): decode steps carry several tokens
+    ae_engine_pause(e, 1);
+    for (int k = 0; k < NR; k++) {
+        r[k] = make_req(prompt, plen[k], gen[k], g);
+        assert_int_equal(ae_engine_submit(e, r[k]), AE_OK);
+    }
+    ae_engine_pause(e, 0);
+    wait_all(e, r, NR);
+    ae_engine_stats s2;
+    ae_engine_get_stats(e, &s2);
+    wall = ae_time_now() - t_start;
+    int64_t steps = s2.steps - s.steps, dec = s2.decode_steps - s.decode_steps,
+            dec_tok = s2.decode_tokens - s.decode_tokens;
+    printf("all at once: %lld steps (%lld decode, %lld tokens: %.2f a step), %lld rows\n",
+           (long long)steps, (long long)dec, (long long)dec_tok, dec ? (double)dec_tok / dec : 0.0,
+           (long long)(s2.rows - s.rows));
+    assert_int_equal(s2.rows - s.rows, want_rows);
+    assert_int_equal(s2.gen_tokens - s.gen_tokens, want_gen);
+    assert_true(steps < want_steps); // batched: fewer steps than one at a time
+    assert_true(dec > 0 && dec <= steps);
+    assert_true(dec_tok > dec && dec_tok <= want_gen - NR); // several a step; first tokens are prefill's
+    assert_true(fabs(phase_sum(&s2) - s2.step_s) <= 1e-9 * s2.steps + 1e-12);
+    assert_true(s2.step_s + s2.wait_s <= wall);
+    for (int p = 0; p < AE_PHASE_COUNT; p++) assert_true(s2.phase_s[p] >= s.phase_s[p]);
+    ae_engine_lock(e);
+    for (int k = 0; k < NR; k++) ae_engine_release_locked(e, r[k]);
+    ae_engine_unlock(e);
+    check_pool_empty(e);
+    ae_engine_stop(e);
+    ae_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_teacher),
@@ -328,6 +423,7 @@ int main(void) {
         cmocka_unit_test(test_mla),
         cmocka_unit_test(test_admission_and_refusals),
         cmocka_unit_test(test_pause),
+        cmocka_unit_test(test_step_counters),
     };
     return ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }

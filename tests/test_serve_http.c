@@ -6,7 +6,10 @@
 //   - a soak of a few hundred requests (random lengths, streamed or not, random client
 //     disconnects) ends with every page back in the pool and the server healthy;
 //   - bad input gets an OpenAI-style JSON error with the right 4xx status and the server keeps
-//     serving; chat completions with the Qwen3 template.
+//     serving; chat completions with the Qwen3 template;
+//   - GET /metrics parses as Prometheus text and its engine step counters (phases, decode steps
+//     and tokens, rows) match the steps that greedy requests take; `attnedit bench serve`
+//     reports them per level (ms per step by phase, decode tok/s).
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -27,6 +30,7 @@
 
 static ae_server *g_srv;
 static int g_port;
+static double g_t_start; // before the server started: every step of its engine came later
 
 static const char *micro(void) { return ae_test_src("models/qwen3-micro"); }
 
@@ -36,6 +40,7 @@ static int start(void **st) {
                         .max_seqs = 16, .max_batch_tokens = 64, .max_model_len = 1024,
                         .max_queue = 256, .max_connections = 128, .max_body = 1 << 20,
                         .quiet = 1};
+    g_t_start = ae_time_now();
     if (ae_server_start(&o, &g_srv) != AE_OK) {
         fprintf(stderr, "server: %s\n", ae_last_error());
         return -1;
@@ -499,12 +504,203 @@ static void test_chat(void **st) {
     free(dir);
 }
 
+// ---- /metrics: the engine's step counters ----
+
+#define MAX_SAMPLES 128
+
+typedef struct {
+    char key[128]; // name with its labels
+    double v;
+} metric;
+
+// Parses Prometheus text: every sample line "KEY VALUE" with a finite value, and every name in a
+// "# TYPE" line has a sample. Returns the number of samples (fails the test otherwise).
+static int parse_metrics(const char *text, metric *out) {
+    int n = 0;
+    for (const char *l = text; *l; l = strchr(l, '\n') + 1) {
+        const char *eol = strchr(l, '\n');
+        assert_non_null(eol); // every line ends with a newline
+        if (*l == '#') {
+            char name[128];
+            if (sscanf(l, "# TYPE %127s", name) == 1) { // a sample of this name follows
+                size_t L = strlen(name);
+                const char *nx = eol + 1;
+                assert_true(!strncmp(nx, name, L) && (nx[L] == ' ' || nx[L] == '{'));
+            }
+            continue;
+        }
+        const char *sp = memchr(l, ' ', (size_t)(eol - l));
+        assert_non_null(sp);
+        assert_true(n < MAX_SAMPLES && (size_t)(sp - l) < sizeof out[n].key);
+        memcpy(out[n].key, l, (size_t)(sp - l));
+        out[n].key[sp - l] = 0;
+        char *end;
+        out[n].v = strtod(sp + 1, &end);
+        if (end != eol || !isfinite(out[n].v)) printf("bad sample line: %.*s\n", (int)(eol - l), l);
+        assert_true(end == eol && isfinite(out[n].v));
+        n++;
+    }
+    return n;
+}
+
+static double metric_get(const metric *m, int n, const char *key) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(m[i].key, key)) return m[i].v;
+    printf("/metrics has no %s\n", key);
+    fail();
+    return 0;
+}
+
+static int scrape(metric *m) {
+    ae_http_resp r;
+    assert_int_equal(ae_http_request("127.0.0.1", g_port, "GET", "/metrics", NULL, 0, NULL, NULL, 10, &r), 0);
+    assert_int_equal(r.status, 200);
+    int n = parse_metrics(r.body, m);
+    ae_http_resp_free(&r);
+    return n;
+}
+
+static const char *const k_phases[] = {"admit", "tables", "forward", "sync", "sample", "lock", "apply"};
+
+static double phase_seconds(const metric *m, int n, int p) {
+    char key[96];
+    snprintf(key, sizeof key, "attnedit_engine_phase_seconds_total{phase=\"%s\"}", k_phases[p]);
+    return metric_get(m, n, key);
+}
+
+// Four greedy requests one after another (16-token prompts: one prefill step each, as
+// max_batch_tokens is 64; then max_tokens - 1 decode steps of one token): the counters' changes
+// are exactly those steps; the phases add up to the steps' seconds, which with the idle wait
+// fit in the server's lifetime.
+static void test_metrics_counters(void **st) {
+    (void)st;
+    static metric a[MAX_SAMPLES], b[MAX_SAMPLES];
+    assert_int_equal(sizeof k_phases / sizeof *k_phases, AE_PHASE_COUNT);
+    int na = scrape(a);
+    const int gen[4] = {3, 5, 8, 4};
+    int want_steps = 0, want_decode = 0, want_rows = 0;
+    for (int k = 0; k < 4; k++) {
+        char body[512];
+        int n = sprintf(body, "{\"prompt\":[");
+        for (int i = 0; i < 16; i++) n += sprintf(body + n, i ? ",%d" : "%d", 300 + 17 * i + k);
+        sprintf(body + n, "],\"max_tokens\":%d,\"temperature\":0,\"ignore_eos\":true,\"stream\":%s}",
+                gen[k], k % 2 ? "true" : "false");
+        ae_http_resp r;
+        assert_int_equal(post("/v1/completions", body, &r), 0);
+        assert_int_equal(r.status, 200);
+        ae_http_resp_free(&r);
+        want_steps += 1 + gen[k] - 1;
+        want_decode += gen[k] - 1;
+        want_rows += 16 + gen[k] - 1;
+    }
+    int nb = scrape(b);
+    double life = ae_time_now() - g_t_start;
+#define D(name) (metric_get(b, nb, name) - metric_get(a, na, name))
+    double steps = D("attnedit_engine_steps_total"), dec = D("attnedit_engine_decode_steps_total");
+    double dec_tok = D("attnedit_engine_decode_tokens_total"), rows = D("attnedit_engine_rows_total");
+    double dec_s = D("attnedit_engine_decode_step_seconds_total");
+    double gen_tok = D("attnedit_generation_tokens_total");
+#undef D
+    double step_s = metric_get(b, nb, "attnedit_engine_step_seconds_total");
+    double wait_s = metric_get(b, nb, "attnedit_engine_wait_seconds_total"), sum = 0;
+    for (int p = 0; p < AE_PHASE_COUNT; p++) {
+        double v = phase_seconds(b, nb, p);
+        assert_true(v >= 0 && v >= phase_seconds(a, na, p));
+        sum += v;
+    }
+    printf("/metrics: %d samples; 4 requests: %.0f steps (%.0f decode: %.0f tokens in %.4f s = "
+           "%.0f tok/s), %.0f rows; phases %.4f s = steps %.4f s, + wait %.3f s <= %.3f s of "
+           "server life\n", nb, steps, dec, dec_tok, dec_s, dec_s > 0 ? dec_tok / dec_s : 0, rows,
+           sum, step_s, wait_s, life);
+    assert_int_equal((int)steps, want_steps);
+    assert_int_equal((int)dec, want_decode);
+    assert_int_equal((int)dec_tok, want_decode); // one token a decode step, alone
+    assert_int_equal((int)rows, want_rows);
+    assert_int_equal((int)gen_tok, 3 + 5 + 8 + 4);
+    assert_true(dec_tok <= gen_tok && dec_tok > 0 && dec_s > 0);
+    assert_true(fabs(sum - step_s) <= 1e-6 * (step_s + 1)); // printed with 6 decimals
+    assert_true(metric_get(b, nb, "attnedit_engine_decode_step_seconds_total") <= step_s);
+    assert_true(step_s + wait_s <= life);
+    assert_true(metric_get(b, nb, "attnedit_engine_decode_tokens_total") <=
+                metric_get(b, nb, "attnedit_generation_tokens_total"));
+    assert_true(metric_get(b, nb, "attnedit_engine_decode_steps_total") <=
+                metric_get(b, nb, "attnedit_engine_steps_total"));
+}
+
+// bench serve against this server: the engine's columns filled (not "-"), and in --json the
+// level of one client took exactly its requests' steps (2 x (1 prefill + 5 decode)); the phases
+// add up to the step time; decode tok/s is positive.
+static void test_bench_serve_engine(void **st) {
+    (void)st;
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", g_port);
+    const char *args[] = {"bench", "serve", "--url", url, "--concurrency", "1,3", "--prompt-len",
+                          "16", "--gen-len", "6", "--rounds", "2", NULL, NULL};
+    char *out = NULL, *err = NULL;
+    assert_int_equal(ae_test_run_cli(args, NULL, &out, &err), 0);
+    printf("%s", out);
+    assert_non_null(strstr(out, "dec tok/s"));
+    int rows = 0;
+    for (const char *l = out; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        int c, n, failed;
+        if (sscanf(l, "%d %d %d |", &c, &n, &failed) != 3) continue;
+        const char *eol = strchr(l, '\n'), *bar = l; // the engine's columns: after the 5th '|'
+        for (int k = 0; k < 5 && bar; k++) bar = strchr(bar + 1, '|');
+        assert_true(bar && bar < eol);
+        double v[AE_PHASE_COUNT];
+        assert_int_equal(sscanf(bar + 1, "%lf %lf %lf %lf %lf %lf %lf", &v[0], &v[1], &v[2], &v[3],
+                                &v[4], &v[5], &v[6]), AE_PHASE_COUNT);
+        double dec = 0;
+        assert_int_equal(sscanf(strchr(bar + 1, '|') + 1, "%lf", &dec), 1);
+        assert_true(v[2] > 0 && dec > 0); // forward, decode tok/s
+        assert_null(memchr(l, '-', (size_t)(eol - l)));
+        rows++;
+    }
+    assert_int_equal(rows, 2);
+    free(out);
+    free(err);
+    args[12] = "--json";
+    assert_int_equal(ae_test_run_cli(args, NULL, &out, &err), 0);
+    cJSON *j = cJSON_Parse(out);
+    assert_int_equal(cJSON_GetArraySize(j), 2);
+    for (int i = 0; i < 2; i++) {
+        const cJSON *o = cJSON_GetArrayItem(j, i), *e = cJSON_GetObjectItem(o, "engine");
+        assert_true(cJSON_IsObject(e));
+        double steps = cJSON_GetNumberValue(cJSON_GetObjectItem(e, "steps"));
+        double dec = cJSON_GetNumberValue(cJSON_GetObjectItem(e, "decode_steps"));
+        double step_ms = cJSON_GetNumberValue(cJSON_GetObjectItem(e, "step_ms")), sum = 0;
+        const cJSON *ph = cJSON_GetObjectItem(e, "phase_ms_per_step");
+        for (int p = 0; p < AE_PHASE_COUNT; p++) {
+            double v = cJSON_GetNumberValue(cJSON_GetObjectItem(ph, k_phases[p]));
+            assert_true(isfinite(v) && v >= 0);
+            sum += v;
+        }
+        double dts = cJSON_GetNumberValue(cJSON_GetObjectItem(e, "decode_tokens_per_s"));
+        double rows_d = cJSON_GetNumberValue(cJSON_GetObjectItem(e, "rows"));
+        printf("level %d: %.0f steps (%.0f decode), %.0f rows, %.3f ms a step (phases %.3f), decode "
+               "%.1f tok/s\n", i, steps, dec, rows_d, step_ms, sum, dts);
+        int reqs = i == 0 ? 2 : 6;
+        assert_int_equal((int)rows_d, reqs * (16 + 5)); // however they were batched
+        if (i == 0) { // one client: one request at a time
+            assert_int_equal((int)steps, 2 * 6);
+            assert_int_equal((int)dec, 2 * 5);
+        }
+        assert_true(dec > 0 && dec <= steps && dts > 0);
+        assert_true(fabs(sum - step_ms) <= 1e-3 * AE_PHASE_COUNT + 1e-6 * step_ms); // %.4f each
+    }
+    cJSON_Delete(j);
+    free(out);
+    free(err);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_equals_generate),
         cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_concurrent_streams),
         cmocka_unit_test(test_echo_equals_eval),
+        cmocka_unit_test(test_metrics_counters),
+        cmocka_unit_test(test_bench_serve_engine),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_soak),
         cmocka_unit_test(test_chat),

@@ -6,7 +6,9 @@
 // greedy) until --requests are done, and report time to first token, time per output token,
 // end-to-end latency (p50/p90/p99) and throughput. TTFT ends at the first server-sent event
 // ("data:"), so SSE comments a server sends while a long prompt is read (llama-server's pings)
-// do not count as the first token.
+// do not count as the first token. Against attnedit serve it also reads the engine's counters
+// from GET /metrics before and after each level: the step phases (ms per step) and the
+// server-side decode throughput (tokens of decode-only steps / their seconds).
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <pthread.h>
@@ -18,6 +20,7 @@
 #include "cli/commands.h"
 #include "core/log.h"
 #include "core/rng.h"
+#include "serve/engine.h"
 #include "serve/http_client.h"
 
 static const char k_help[] =
@@ -29,7 +32,14 @@ static const char k_help[] =
     "  (default 64; greedy, ignore_eos). --extra-body: a JSON object whose fields are added to\n"
     "  every request (another server's extensions, e.g. '{\"cache_prompt\":false}' for\n"
     "  llama-server). Prints TTFT, TPOT and end-to-end latency percentiles (ms) and throughput\n"
-    "  (tokens/s), or JSON with --json.\n";
+    "  (tokens/s), or JSON with --json.\n"
+    "  Against attnedit serve, the engine's counters from GET /metrics before and after each\n"
+    "  level add (\"-\" for another server): ms per engine step in each phase (admit: admission\n"
+    "  and batch; tables: step tables upload; fwd: the forward's host launch time; sync: the\n"
+    "  host waiting for the device; sample: sampling and detokenizing; lock: taking the lock\n"
+    "  back from the HTTP threads; apply: publishing the tokens) and dec tok/s, the server's\n"
+    "  decode throughput (tokens of steps without prefill rows / those steps' seconds); --json:\n"
+    "  \"engine\" (null for another server).\n";
 
 typedef struct {
     double ttft, tpot, e2e;
@@ -103,6 +113,109 @@ static void *worker(void *arg) {
     }
     free(body);
     return NULL;
+}
+
+// The engine counters of attnedit serve's GET /metrics (serve/http.c); ok = 0 when the server
+// has not all of them (another server, or no /metrics).
+typedef struct {
+    int ok;
+    double phase_s[AE_PHASE_COUNT];
+    double steps, step_s, wait_s, rows, gen_tokens, decode_steps, decode_step_s, decode_tokens;
+} engine_counters;
+
+// The value of the sample `key` (name with its labels) in Prometheus text; 0 when absent.
+static int metric_value(const char *text, const char *key, double *v) {
+    size_t L = strlen(key);
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        if (strncmp(l, key, L) || l[L] != ' ') continue;
+        char *end;
+        *v = strtod(l + L + 1, &end);
+        return end != l + L + 1 && isfinite(*v);
+    }
+    return 0;
+}
+
+static void scrape_engine(const char *host, int port, engine_counters *ec) {
+    memset(ec, 0, sizeof *ec);
+    ae_http_resp r;
+    if (ae_http_request(host, port, "GET", "/metrics", NULL, 0, NULL, NULL, 30.0, &r) != 0 ||
+        r.status != 200 || !r.body) {
+        ae_http_resp_free(&r);
+        return;
+    }
+    struct {
+        const char *name;
+        double *v;
+    } k[] = {{"attnedit_engine_steps_total", &ec->steps},
+             {"attnedit_engine_step_seconds_total", &ec->step_s},
+             {"attnedit_engine_wait_seconds_total", &ec->wait_s},
+             {"attnedit_engine_rows_total", &ec->rows},
+             {"attnedit_generation_tokens_total", &ec->gen_tokens},
+             {"attnedit_engine_decode_steps_total", &ec->decode_steps},
+             {"attnedit_engine_decode_step_seconds_total", &ec->decode_step_s},
+             {"attnedit_engine_decode_tokens_total", &ec->decode_tokens}};
+    int ok = 1;
+    for (size_t i = 0; i < sizeof k / sizeof *k; i++) ok &= metric_value(r.body, k[i].name, k[i].v);
+    for (int p = 0; p < AE_PHASE_COUNT; p++) {
+        char key[96];
+        snprintf(key, sizeof key, "attnedit_engine_phase_seconds_total{phase=\"%s\"}",
+                 ae_engine_phase_name((ae_engine_phase)p));
+        ok &= metric_value(r.body, key, &ec->phase_s[p]);
+    }
+    ec->ok = ok;
+    ae_http_resp_free(&r);
+}
+
+// One level's engine numbers: the counters' differences (after - before).
+typedef struct {
+    int ok;                   // both scrapes had the counters and at least one step ran
+    double steps, decode_steps, rows, wait_s;
+    double phase_ms[AE_PHASE_COUNT]; // per step
+    double step_ms, decode_step_ms;  // per step, per decode step
+    double decode_tok_s, step_tok_s; // decode steps' tokens / their seconds; all steps' likewise
+} engine_delta;
+
+static engine_delta engine_diff(const engine_counters *a, const engine_counters *b) {
+    engine_delta d;
+    memset(&d, 0, sizeof d);
+    d.steps = b->steps - a->steps;
+    d.ok = a->ok && b->ok && d.steps > 0;
+    if (!d.ok) return d;
+    d.decode_steps = b->decode_steps - a->decode_steps;
+    d.rows = b->rows - a->rows;
+    d.wait_s = b->wait_s - a->wait_s;
+    for (int p = 0; p < AE_PHASE_COUNT; p++) d.phase_ms[p] = (b->phase_s[p] - a->phase_s[p]) * 1e3 / d.steps;
+    double step_s = b->step_s - a->step_s, dec_s = b->decode_step_s - a->decode_step_s;
+    d.step_ms = step_s * 1e3 / d.steps;
+    d.decode_step_ms = d.decode_steps > 0 ? dec_s * 1e3 / d.decode_steps : 0;
+    d.decode_tok_s = dec_s > 0 ? (b->decode_tokens - a->decode_tokens) / dec_s : 0;
+    d.step_tok_s = step_s > 0 ? (b->gen_tokens - a->gen_tokens) / step_s : 0;
+    return d;
+}
+
+static void print_engine_json(const engine_delta *d) {
+    if (!d->ok) {
+        printf(",\"engine\":null");
+        return;
+    }
+    printf(",\"engine\":{\"steps\":%.0f,\"decode_steps\":%.0f,\"rows\":%.0f,\"phase_ms_per_step\":{",
+           d->steps, d->decode_steps, d->rows);
+    for (int p = 0; p < AE_PHASE_COUNT; p++)
+        printf("%s\"%s\":%.4f", p ? "," : "", ae_engine_phase_name((ae_engine_phase)p), d->phase_ms[p]);
+    printf("},\"step_ms\":%.4f,\"decode_step_ms\":%.4f,\"decode_tokens_per_s\":%.3f,"
+           "\"step_tokens_per_s\":%.3f,\"wait_s\":%.4f}",
+           d->step_ms, d->decode_step_ms, d->decode_tok_s, d->step_tok_s, d->wait_s);
+}
+
+// The table's engine columns: ms per step by phase, then decode tok/s ("-" without them).
+static void print_engine_cols(const engine_delta *d) {
+    printf(" |");
+    for (int p = 0; p < AE_PHASE_COUNT; p++) {
+        if (d->ok) printf(" %6.3f", d->phase_ms[p]);
+        else printf(" %6s", "-");
+    }
+    if (d->ok && d->decode_steps > 0) printf(" | %9.1f", d->decode_tok_s);
+    else printf(" | %9s", "-");
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -192,9 +305,10 @@ static int bench_serve(int argc, char **argv) {
     }
     if (json) printf("[");
     else
-        printf("%5s %5s %8s | %8s %8s %8s | %7s %7s %7s | %8s %8s %8s | %9s %7s\n", "conc", "reqs",
-               "failed", "ttft50", "ttft90", "ttft99", "tpot50", "tpot90", "tpot99", "e2e50",
-               "e2e90", "e2e99", "tok/s", "req/s");
+        printf("%5s %5s %8s | %8s %8s %8s | %7s %7s %7s | %8s %8s %8s | %9s %7s | %6s %6s %6s %6s "
+               "%6s %6s %6s | %9s\n", "conc", "reqs", "failed", "ttft50", "ttft90", "ttft99",
+               "tpot50", "tpot90", "tpot99", "e2e50", "e2e90", "e2e99", "tok/s", "req/s", "admit",
+               "tables", "fwd", "sync", "sample", "lock", "apply", "dec tok/s");
     int rc = 0;
     for (int li = 0; li < nl; li++) {
         int c = levels[li], n = n_req ? n_req : rounds ? rounds * c : (4 * c > 8 ? 4 * c : 8);
@@ -203,10 +317,16 @@ static int bench_serve(int argc, char **argv) {
         pthread_mutex_init(&j.mu, NULL);
         j.s = calloc((size_t)n, sizeof *j.s);
         pthread_t *th = calloc((size_t)c, sizeof *th);
+        engine_counters before, after;
+        scrape_engine(host, port, &before);
         double t0 = ae_time_now();
         for (int k = 0; k < c; k++) pthread_create(&th[k], NULL, worker, &j);
         for (int k = 0; k < c; k++) pthread_join(th[k], NULL);
         double wall = ae_time_now() - t0;
+        // every request has its last token: the steps that made them are counted (the engine
+        // counts a step before it publishes the step's tokens)
+        scrape_engine(host, port, &after);
+        engine_delta ed = engine_diff(&before, &after);
         double *tt = malloc(sizeof(double) * n), *tp = malloc(sizeof(double) * n),
                *ee = malloc(sizeof(double) * n);
         int ok = 0;
@@ -223,22 +343,27 @@ static int bench_serve(int argc, char **argv) {
         qsort(tp, ok, sizeof *tp, cmp_d);
         qsort(ee, ok, sizeof *ee, cmp_d);
         if (ok < n) rc = 1;
-        if (json)
+        if (json) {
             printf("%s{\"concurrency\":%d,\"requests\":%d,\"failed\":%d,\"prompt_len\":%d,"
                    "\"gen_len\":%d,\"ttft_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f},"
                    "\"tpot_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f},"
                    "\"e2e_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f},"
-                   "\"output_tokens_per_s\":%.3f,\"requests_per_s\":%.4f,\"wall_s\":%.3f}",
+                   "\"output_tokens_per_s\":%.3f,\"requests_per_s\":%.4f,\"wall_s\":%.3f",
                    li ? "," : "", c, n, n - ok, prompt_len, gen_len, pct(tt, ok, 50),
                    pct(tt, ok, 90), pct(tt, ok, 99), pct(tp, ok, 50), pct(tp, ok, 90),
                    pct(tp, ok, 99), pct(ee, ok, 50), pct(ee, ok, 90), pct(ee, ok, 99),
                    toks / wall, ok / wall, wall);
-        else
+            print_engine_json(&ed);
+            printf("}");
+        } else {
             printf("%5d %5d %8d | %8.1f %8.1f %8.1f | %7.2f %7.2f %7.2f | %8.1f %8.1f %8.1f | "
-                   "%9.1f %7.2f\n",
+                   "%9.1f %7.2f",
                    c, n, n - ok, pct(tt, ok, 50), pct(tt, ok, 90), pct(tt, ok, 99), pct(tp, ok, 50),
                    pct(tp, ok, 90), pct(tp, ok, 99), pct(ee, ok, 50), pct(ee, ok, 90),
                    pct(ee, ok, 99), toks / wall, ok / wall);
+            print_engine_cols(&ed);
+            printf("\n");
+        }
         fflush(stdout);
         free(tt);
         free(tp);
@@ -248,7 +373,9 @@ static int bench_serve(int argc, char **argv) {
         pthread_mutex_destroy(&j.mu);
     }
     if (json) printf("]\n");
-    else printf("(ms; prompt %d tokens, %d generated per request; tok/s = generated tokens / wall)\n",
+    else printf("(ms; prompt %d tokens, %d generated per request; tok/s = generated tokens / wall;\n"
+                " admit..apply: the server's ms per engine step by phase, sync = waiting for the GPU;\n"
+                " dec tok/s: the server's tokens of decode-only steps / their seconds)\n",
                 prompt_len, gen_len);
     free(levels);
     free(extra);

@@ -67,6 +67,15 @@ struct ae_engine {
     int64_t requests_done, prompt_tokens, gen_tokens, steps;
     double rate_t0, rate;
     int64_t rate_n0;
+    // step phases (engine.h, ae_engine_phase): the scheduler thread stamps the end of each phase
+    // (phase_mark); this step's seconds sit in cur until count_step adds them to the counters
+    // under the lock, so that ae_engine_get_stats reads whole steps only
+    double t_mark;            // the last stamp
+    double cur[AE_PHASE_COUNT];
+    int step_rows, step_prefill_rows; // this step's batch rows, the prefill ones among them
+    double phase_s[AE_PHASE_COUNT], step_s, wait_s, decode_step_s;
+    double idle_from;         // > 0: the scheduler waits for work since then (not in wait_s yet)
+    int64_t rows, decode_steps, decode_tokens;
 };
 
 const char *ae_finish_name(ae_finish f) {
@@ -77,6 +86,19 @@ const char *ae_finish_name(ae_finish f) {
     case AE_FINISH_ERROR: return "error";
     default: return "none";
     }
+}
+
+const char *ae_engine_phase_name(ae_engine_phase p) {
+    static const char *const names[AE_PHASE_COUNT] = {"admit", "tables", "forward", "sync",
+                                                      "sample", "lock", "apply"};
+    return p >= 0 && p < AE_PHASE_COUNT ? names[p] : "none";
+}
+
+// The time since the last stamp goes to phase p of this step (scheduler thread only).
+static void phase_mark(ae_engine *e, ae_engine_phase p) {
+    double t = ae_time_now();
+    e->cur[p] += t - e->t_mark;
+    e->t_mark = t;
 }
 
 void ae_engine_lock(ae_engine *e) { pthread_mutex_lock(&e->mu); }
@@ -262,6 +284,7 @@ static void admit(ae_engine *e) {
 static int build_batch(ae_engine *e) {
     int N = 0, B = e->o.max_batch_tokens, n_out = 0;
     e->n_batch = 0;
+    e->step_prefill_rows = 0;
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < e->n_run && N < B; i++) {
             ae_seq *s = e->run[i];
@@ -292,9 +315,11 @@ static int build_batch(ae_engine *e) {
                     e->slot[g][N + k] = e->pool.lo.page_size[g] ? ae_kv_pool_slot(&e->pool, &s->pages, g, p) : -1;
             }
             N += n;
+            e->step_prefill_rows += prefill ? n : 0;
             e->batch[e->n_batch++] = s;
         }
     }
+    e->step_rows = N;
     return N;
 }
 
@@ -468,6 +493,14 @@ static void take_token(ae_engine *e, ae_seq *s, int32_t id) {
         s->finish = is_stop ? AE_FINISH_STOP : AE_FINISH_LENGTH;
 }
 
+// The step's phases after admit (phase_mark): tables, forward, sync, sample. On the CUDA
+// backend the forward only enqueues (no op of the paged forward downloads or syncs): its time is
+// the host's launch work (op-by-op launches, or graph capture/update/launch) while the device
+// already runs; it contains device time only where a launch blocks on a full launch queue (op by
+// op steps of thousands of kernels). The one device wait of the step is the first download
+// (sync); a step that reads no logits row (prefill chunks before the prompt's end) waits for
+// nothing, and its device time shows up in the next step's sync. On the CPU backend the forward
+// computes everything and sync is a copy.
 static ae_status run_batch(ae_engine *e, int N) {
     const ae_model *m = e->m;
     const ae_backend *be = m->be;
@@ -496,7 +529,9 @@ static ae_status run_batch(ae_engine *e, int N) {
     ae_status st = step_tables(e, N, &pb);
     if (st == AE_OK) st = grow_dev(be, &e->logits_dev, &e->logits_dev_rows, (size_t)n_out,
                                    AE_DT_F32, (size_t)V);
+    phase_mark(e, AE_PHASE_TABLES);
     if (st == AE_OK) st = ae_model_forward_paged(m, &e->pool.lo, &pb, e->out_rows, n_out, e->logits_dev);
+    phase_mark(e, AE_PHASE_FORWARD);
     if (st == AE_OK && n_out && need_best) {
         be->argmax_rows(be, e->best_dev, e->logits_dev, n_out, V);
         st = be->download(be, e->best, AE_DT_I32, e->best_dev, (size_t)n_out);
@@ -509,9 +544,10 @@ static ae_status run_batch(ae_engine *e, int N) {
             if (!e->logits_host) st = ae_errorf(AE_ERR_NOMEM, "out of host memory for %d logit rows", n_out);
             else e->logits_cap = (size_t)n_out;
         }
-        if (st == AE_OK && need_host)
+        if (st == AE_OK && need_host) // after the ids' download: the copy only, no more waiting
             st = be->download(be, e->logits_host, AE_DT_F32, e->logits_dev, (size_t)n_out * V);
     }
+    phase_mark(e, AE_PHASE_SYNC);
     if (st != AE_OK) return st;
     // Sampling and scoring per sequence
     for (int b = 0; b < e->n_batch; b++) {
@@ -535,11 +571,12 @@ static ae_status run_batch(ae_engine *e, int N) {
         if (p->logprobs >= 0) score(row, V, id, p->logprobs, &r->out_lp[r->n_out]);
         take_token(e, s, id);
     }
+    phase_mark(e, AE_PHASE_SAMPLE);
     return AE_OK;
 }
 
-// Publishes the step's results (under the lock).
-static void apply(ae_engine *e, ae_status st) {
+// Publishes the step's results (under the lock). Returns the tokens the step generated.
+static int64_t apply(ae_engine *e, ae_status st) {
     double now = ae_time_now();
     int64_t new_tokens = 0;
     for (int b = 0; b < e->n_batch; b++) {
@@ -593,24 +630,52 @@ static void apply(ae_engine *e, ae_status st) {
         e->rate_t0 = now;
         e->rate_n0 = e->gen_tokens;
     }
+    return new_tokens;
+}
+
+// Adds the step that started at t0 and ended at the last stamp to the counters (under the
+// lock). A step whose batch has no prefill row is a decode step: its tokens over its wall
+// seconds are the decode throughput (prefill chunks excluded, which dominate long prompts).
+static void count_step(ae_engine *e, double t0, int64_t new_tokens) {
+    double wall = e->t_mark - t0;
+    for (int p = 0; p < AE_PHASE_COUNT; p++) e->phase_s[p] += e->cur[p];
+    e->step_s += wall;
+    e->rows += e->step_rows;
+    if (e->step_rows > 0 && e->step_prefill_rows == 0) {
+        e->decode_steps++;
+        e->decode_step_s += wall;
+        e->decode_tokens += new_tokens;
+    }
 }
 
 static void *engine_main(void *arg) {
     ae_engine *e = arg;
     ae_engine_lock(e);
+    e->t_mark = ae_time_now();
     while (!e->stop) {
+        double t0 = e->t_mark; // the step's start (the end of the last step or of the wait)
         reap_cancelled(e);
         admit(e);
         if (e->n_run == 0 || e->paused) {
             pthread_cond_broadcast(&e->stepped);
+            e->idle_from = t0; // the look for work before the wait counts as waiting
             pthread_cond_wait(&e->work, &e->mu);
+            double t = ae_time_now();
+            e->wait_s += t - t0;
+            e->idle_from = 0;
+            e->t_mark = t;
             continue;
         }
+        memset(e->cur, 0, sizeof e->cur);
         int N = build_batch(e);
+        phase_mark(e, AE_PHASE_ADMIT);
         ae_engine_unlock(e);
         ae_status st = N > 0 ? run_batch(e, N) : AE_OK;
         ae_engine_lock(e);
-        apply(e, st);
+        phase_mark(e, AE_PHASE_LOCK);
+        int64_t new_tokens = apply(e, st);
+        phase_mark(e, AE_PHASE_APPLY);
+        count_step(e, t0, new_tokens);
         pthread_cond_broadcast(&e->stepped);
     }
     while (e->n_run) drop_running(e, e->n_run - 1, AE_FINISH_CANCELLED);
@@ -753,7 +818,14 @@ void ae_engine_get_stats(ae_engine *e, ae_engine_stats *s) {
     s->graph_steps = e->graph_steps;
     s->graph_updated = e->graph_updated;
     s->graph_instantiated = e->graph_instantiated;
+    memcpy(s->phase_s, e->phase_s, sizeof s->phase_s);
+    s->step_s = e->step_s;
     double now = ae_time_now();
+    s->wait_s = e->wait_s + (e->idle_from > 0 ? now - e->idle_from : 0.0); // the wait so far too
+    s->rows = e->rows;
+    s->decode_steps = e->decode_steps;
+    s->decode_step_s = e->decode_step_s;
+    s->decode_tokens = e->decode_tokens;
     s->gen_tok_per_s = now - e->rate_t0 > 10.0 ? 0.0 : e->rate;
     ae_engine_unlock(e);
 }

@@ -14,6 +14,9 @@
 // and finished sequences give their pages back at once. A step allocates no memory and uploads
 // its small tables in one copy; greedy requests without logprobs download only their token ids.
 //
+// Every step's wall time is split into phases (ae_engine_phase) and counted with the decode
+// steps' tokens and seconds (ae_engine_stats; GET /metrics): always on, one clock read a phase.
+//
 // Threads: ae_engine_submit/cancel/release and reading a request's outputs happen on other
 // threads (the HTTP server) under ae_engine_lock; every step ends with a broadcast that
 // ae_engine_wait returns on.
@@ -87,6 +90,19 @@ typedef struct {
     int page_positions;       // positions per page (most expensive group)
 } ae_engine_opts;
 
+// Where a step's wall time goes (ae_engine_stats.phase_s): consecutive stretches of the
+// scheduler thread, so per step they add up to the step's wall time (step_s).
+typedef enum {
+    AE_PHASE_ADMIT,   // reap cancelled requests, admit waiting ones, build the batch (locked)
+    AE_PHASE_TABLES,  // the step's tables built on the host and uploaded in one copy
+    AE_PHASE_FORWARD, // ae_model_forward_paged returns: host time to launch (graphs included)
+    AE_PHASE_SYNC,    // the downloads of ids/logits: the host waiting for the device
+    AE_PHASE_SAMPLE,  // sampling, scoring and take_token per sequence (detokenize, stops)
+    AE_PHASE_LOCK,    // waiting to take the lock back from the HTTP threads
+    AE_PHASE_APPLY,   // publishing the results to the requests (locked)
+    AE_PHASE_COUNT
+} ae_engine_phase;
+
 typedef struct {
     int running, waiting;
     int pages_total, pages_free, pages_promised;
@@ -98,6 +114,14 @@ typedef struct {
     int64_t graph_steps;      // steps that ran recorded as backend graphs (CUDA graphs)
     int64_t graph_updated, graph_instantiated; // their segments: executable graphs updated / new
     double gen_tok_per_s;     // over the last few seconds
+    // step phases and decode throughput: cumulative since the start (Prometheus counters)
+    double phase_s[AE_PHASE_COUNT]; // seconds per phase, all steps
+    double step_s;            // wall seconds of all steps (start of admit to end of apply)
+    double wait_s;            // seconds the scheduler slept with no step to run (idle, paused)
+    int64_t rows;             // batch rows of all steps (decode tokens + prefill chunk tokens)
+    int64_t decode_steps;     // steps whose batch had no prefill row
+    double decode_step_s;     // their wall seconds
+    int64_t decode_tokens;    // tokens they generated (decode tok/s = this / decode_step_s)
 } ae_engine_stats;
 
 typedef struct ae_engine ae_engine;
@@ -136,5 +160,7 @@ void ae_engine_wait_locked(ae_engine *e, double timeout_s);
 // Counters (takes the lock).
 void ae_engine_get_stats(ae_engine *e, ae_engine_stats *s);
 const char *ae_finish_name(ae_finish f);
+// "admit", "tables", "forward", "sync", "sample", "lock", "apply" (the /metrics label).
+const char *ae_engine_phase_name(ae_engine_phase p);
 
 #endif
