@@ -15,8 +15,8 @@
 //   backward 2·pairs·Hq·(3·dk + 2·dv)  (S, dP, dV, dK, dQ: 2.5x the forward at dk = dv)
 // the model FLOPs, whatever the kernels recompute. AE_CUDA_ATTN_BWD=ref times the CUDA-core
 // backward (slow: seconds at T 32768), AE_CUDA_ATTN_BWD=fused / split / wgmma one tensor-core
-// backward (default: wgmma on an H100/H200 for d 128 and 192/128 without a window, else
-// split), AE_CUDA_ATTN=ref the reference forward.
+// backward (default: wgmma on an H100/H200 for d 128 and 192/128, with or without a window,
+// else split), AE_CUDA_ATTN=ref the reference forward.
 //
 //   bench_attn --fwd-kernels [--reps R]
 // The forward's two prefill kernels for d = 128 side by side (cuda_attention.cu): B (flash,
@@ -32,8 +32,8 @@
 // shapes (B 2 sequences of T 4096, causal, one op call per sequence as mla_train.c /
 // attn_gateswa.c make): Qwen3-1.7B (Hq 16 / Hkv 8, d 128) and its MLA student (Hq = Hkv = 16,
 // dk 192, dv 128), Qwen3-8B (32 / 8, d 128) and its MLA student (32 = 32, 192 / 128), and
-// GateSWA's sliding layers at both sizes (d 128, window 1024: the wgmma column takes them, the
-// default split). Per shape: the training forward (fwd+lse), then the backward from it split
+// GateSWA's sliding layers at both sizes (d 128, window 1024: wgmma by default since its run of
+// 2026-11-30, 1.39x split). Per shape: the training forward (fwd+lse), then the backward from it split
 // (AE_CUDA_ATTN_BWD=split: dK/dV kernel + dQ kernel on mma.sync, 7 products), fused
 // (AE_CUDA_ATTN_BWD=fused: 5 products) and wgmma (AE_CUDA_ATTN_BWD=wgmma: the split path on
 // Hopper's warpgroup multiplies; on other GPUs the dispatcher runs split and the columns match);

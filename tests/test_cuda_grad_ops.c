@@ -658,20 +658,21 @@ static const char *gpu_bwd_kernels(const ae_attn_args *a) {
 // The kernels a case must run under AE_CUDA_ATTN_BWD=env (null: unset), as the dispatcher's
 // conditions say (file header of cuda_attention_bwd.cu); fast: the tensor-core path takes the
 // case (bwd_fast), wgmma: the Hopper kernels do when forced (bwd_wgmma). The default is "wgmma or
-// split" where the Hopper kernels take the case without a window (WGMMA_BWD_DEFAULT_ON decides;
-// the default run must then give the bits of the run the dispatcher names).
-static const char *kernels_want(int fast, int wgmma, int window, const char *env) {
+// split" where the Hopper kernels take the case, with or without a window (WGMMA_BWD_DEFAULT_ON
+// and WGMMA_BWD_WINDOW_DEFAULT_ON decide; the default run must then give the bits of the run the
+// dispatcher names).
+static const char *kernels_want(int fast, int wgmma, const char *env) {
     if (!fast || (env && !strcmp(env, "ref"))) return "ref";
     if (env && !strcmp(env, "fused")) return "fused";
     if (env && !strcmp(env, "wgmma")) return wgmma ? "wgmma" : "split";
-    if (!env && wgmma && window <= 0) return "wgmma or split";
+    if (!env && wgmma) return "wgmma or split";
     return "split";
 }
 
 // Fails unless the dispatcher runs (ran: gpu_bwd_kernels) the kernels kernels_want names.
-static void check_kernels(const char *ran, int fast, int wgmma, int window, const char *env,
+static void check_kernels(const char *ran, int fast, int wgmma, const char *env,
                           const char *name) {
-    const char *want = kernels_want(fast, wgmma, window, env);
+    const char *want = kernels_want(fast, wgmma, env);
     const int ok = !strcmp(ran, want) || (!strcmp(want, "wgmma or split") &&
                                           (!strcmp(ran, "wgmma") || !strcmp(ran, "split")));
     if (!ok)
@@ -807,7 +808,7 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
         g_gpu->attention_bwd(g_gpu, &ag, g_dq, g_dk, g_dv, g_ds, gdo, ae_ptr_null(), gq, gk, gv);
         const char *kernels = gpu_bwd_kernels(&ag);
         if (br->env) unsetenv("AE_CUDA_ATTN_BWD");
-        check_kernels(kernels, fast, bwd_wgmma(c), c->window, br->env, name);
+        check_kernels(kernels, fast, bwd_wgmma(c), br->env, name);
         if (run == RUN_DEFAULT) default_kernels = kernels;
         float *hq = dget(g_dq, nq), *hk = dget(g_dk, nk), *hv = c->absorbed ? NULL : dget(g_dv, nv);
         float *hs = sinks ? dget(g_ds, (size_t)Hq) : NULL;
@@ -1052,7 +1053,7 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
                              runs[run].saved ? out : ae_ptr_null(), q, k, v);
         kernels[run] = gpu_bwd_kernels(runs[run].saved ? &al : &a);
         if (runs[run].env) unsetenv("AE_CUDA_ATTN_BWD");
-        check_kernels(kernels[run], 1, wgmma, 0, runs[run].env, shape);
+        check_kernels(kernels[run], 1, wgmma, runs[run].env, shape);
         if (g_gpu->sync(g_gpu) != AE_OK) fail_msg("attention_bwd %s: %s", shape, ae_last_error());
         res[run][0] = dget(dq, nq), res[run][1] = dget(dk_, nk), res[run][2] = dget(dv_, nv);
         dfree(dq), dfree(dk_), dfree(dv_);

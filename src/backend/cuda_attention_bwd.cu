@@ -275,7 +275,7 @@ bool aligned16(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }
 // "wgmma" the Hopper split path (cuda_attention_bwd_wgmma.cu) wherever it takes the shape
 // (attn_bwd_wgmma_takes: a build without its sm_90a code is then an error, not a silent
 // fallback), else split; unset or anything else: the default, wgmma where WGMMA_BWD_DEFAULT_ON
-// and it takes the shape without a window, else split. Split rather than fused: measured on the
+// and it takes the shape (with a window only where WGMMA_BWD_WINDOW_DEFAULT_ON), else split. Split rather than fused: measured on the
 // H200 (bench_attn --bwd-paths, 2026-11-29), the fused kernel ran at 0.32–0.34x split's speed (47
 // against 135–147 TFLOP/s: its blocks wait on the ordered dQ additions), though it does 5
 // products instead of 7.
@@ -289,10 +289,16 @@ bwd_path path_from_env() {
     return BWD_DEFAULT;
 }
 
-// The default takes the Hopper kernels (compute capability 9.0, dk/dv 128/128 and 192/128,
-// no window) when 1. The lead flips it after the GPU tests and bench_attn --bwd-paths on an H200.
+// The default takes the Hopper kernels (compute capability 9.0, dk/dv 128/128 and 192/128)
+// when 1: without a window since the GPU tests and bench_attn --bwd-paths on an H200
+// (2026-11-30: 1.42-1.51x split), and with a sliding window too where
+// WGMMA_BWD_WINDOW_DEFAULT_ON is 1 (the same run, GateSWA's W 1024 at T 4096: 1.418 -> 1.018 ms
+// at 1.7B heads, 2.565 -> 1.844 ms at 8B, 1.39x, dq bit-identical to split's there).
 #ifndef WGMMA_BWD_DEFAULT_ON
 #define WGMMA_BWD_DEFAULT_ON 1
+#endif
+#ifndef WGMMA_BWD_WINDOW_DEFAULT_ON
+#define WGMMA_BWD_WINDOW_DEFAULT_ON 1
 #endif
 
 // The backward kernels for these arguments under AE_CUDA_ATTN_BWD, on this device and build, for
@@ -315,7 +321,8 @@ int pick_kernels(const ae_backend *be, const ae_attn_args *a, bool operands_ok) 
     if (path == BWD_SPLIT || !attn_bwd_wgmma_takes(be, a->dk, a->dv)) return ATTN_BWD_SPLIT;
     const int loaded = attn_bwd_wgmma_loaded(a->dk, a->dv);
     if (path == BWD_WGMMA) return loaded ? ATTN_BWD_WGMMA : kBwdNoSm90a;
-    return WGMMA_BWD_DEFAULT_ON && a->window <= 0 && loaded ? ATTN_BWD_WGMMA : ATTN_BWD_SPLIT;
+    const int window_ok = a->window <= 0 || WGMMA_BWD_WINDOW_DEFAULT_ON;
+    return WGMMA_BWD_DEFAULT_ON && window_ok && loaded ? ATTN_BWD_WGMMA : ATTN_BWD_SPLIT;
 }
 
 // The operand conditions of the tensor-core path (see the file header): dk and dv different
