@@ -3,7 +3,8 @@
 // test_grad_ops.c), the grouped expert GEMMs (expert_matmul and its input gradient,
 // backend/cuda_moe.cu: slot offsets read on the device) against the CPU's per-expert gemm calls,
 // and the whole MoE block's training forward and backward (train/moe_train.c:
-// the same code on both backends) cuda vs cpu. Needs a CUDA build and a GPU; prints "SKIP ..."
+// the same code on both backends) cuda vs cpu, and the training forward's streams kept in bf16
+// for the cosine term (AE_KEEP_ACT: test_kept_streams). Needs a CUDA build and a GPU; prints "SKIP ..."
 // and exits 77 (ctest: skipped) otherwise, or fails with AE_REQUIRE_GPU=1 (scripts/test-gpu.sh).
 //
 // Method (as test_cuda_train_ops): fixed seeds; every value a BF16 tensor holds is rounded to
@@ -535,6 +536,50 @@ static void test_moe_block(void **state) {
     ae_model_free(mc), ae_model_free(mg);
 }
 
+// The training forward's kept streams on the GPU (train/model_train.c; the MoE fixture's dense
+// and MoE layers): AE_KEEP_ACT (the cosine term's teacher side) keeps BF16 streams that are the
+// F32-kept forward's streams rounded to bf16, bit for bit (the same F32 stream runs underneath,
+// only its copies differ), and the same final hidden; AE_KEEP_NONE keeps no stream and the same
+// final hidden; a backward from AE_KEEP_ACT streams is refused (it recomputes from F32).
+static void test_kept_streams(void **state) {
+    (void)state;
+    ae_model *m = load(ae_test_src("tests/fixtures/models/moe_norm_topk"), g_gpu);
+    const int B = 2, T = 19, L = m->cfg.num_hidden_layers;
+    const size_t nd = (size_t)B * T * m->cfg.hidden_size;
+    int32_t ids[2 * 19];
+    for (int i = 0; i < B * T; i++) ids[i] = (i * 7919 + 3) % m->cfg.vocab_size;
+    ae_train_acts *af = NULL, *aa = NULL, *an = NULL;
+    if (ae_model_train_forward(m, ids, B, T, AE_KEEP_F32, &af) != AE_OK ||
+        ae_model_train_forward(m, ids, B, T, AE_KEEP_ACT, &aa) != AE_OK ||
+        ae_model_train_forward(m, ids, B, T, AE_KEEP_NONE, &an) != AE_OK)
+        fail_msg("train forward: %s", ae_last_error());
+    for (int l = 0; l <= L; l++) {
+        ae_ptr hf = ae_train_acts_hidden(af, l), ha = ae_train_acts_hidden(aa, l);
+        assert_int_equal(hf.dtype, AE_DT_F32);
+        assert_int_equal(ha.dtype, AE_DT_BF16);
+        assert_null(ae_train_acts_hidden(an, l).data);
+        float *f = dget(hf, nd), *a = dget(ha, nd);
+        for (size_t i = 0; i < nd; i++) f[i] = bf16r(f[i]);
+        snprintf(g_what, sizeof g_what, "kept stream %d: AE_KEEP_ACT == bf16(AE_KEEP_F32)", l);
+        check_same(a, f, nd, g_what);
+        free(f), free(a);
+    }
+    float *ff = dget(ae_train_acts_final(af), nd), *fa = dget(ae_train_acts_final(aa), nd);
+    float *fn = dget(ae_train_acts_final(an), nd);
+    check_same(fa, ff, nd, "final hidden: AE_KEEP_ACT == AE_KEEP_F32");
+    check_same(fn, ff, nd, "final hidden: AE_KEEP_NONE == AE_KEEP_F32");
+    ae_model *g = NULL;
+    assert_int_equal(ae_model_zeros_like(m, &g), AE_OK);
+    ae_ptr d = dnew(nd, AE_DT_F32);
+    g_gpu->fill(g_gpu, d, nd, 0.0f);
+    assert_int_equal(ae_model_train_backward(m, aa, d, NULL, NULL, g, 0), AE_ERR_ARG);
+    assert_non_null(strstr(ae_last_error(), "keep_hidden"));
+    g_gpu->free(g_gpu, d);
+    free(ff), free(fa), free(fn);
+    ae_train_acts_free(af), ae_train_acts_free(aa), ae_train_acts_free(an);
+    ae_model_free(g), ae_model_free(m);
+}
+
 int main(void) {
     g_cpu = ae_backend_cpu();
     const struct CMUnitTest tests[] = {
@@ -542,6 +587,7 @@ int main(void) {
         cmocka_unit_test(test_route_bwd),
         cmocka_unit_test(test_expert_matmul),
         cmocka_unit_test(test_moe_block),
+        cmocka_unit_test(test_kept_streams),
     };
     ae_test_gpu_group g = {.gpu = &g_gpu, .poison = 1};
     return ae_test_gpu_main(&g, tests);

@@ -454,6 +454,19 @@ static void test_bad_input(void **state) {
     assert_int_equal(ae_model_zeros_like(m, &gm), AE_OK);
     assert_int_equal(ae_model_train_backward(m, a0, ae_host_f32(d), NULL, NULL, gm, 0), AE_ERR_ARG);
     assert_non_null(strstr(ae_last_error(), "keep_hidden"));
+    // streams kept in the activation dtype (the cosine term's teacher side): on the cpu that is
+    // F32, so every stream and the final hidden have the bits of the F32-kept forward
+    ae_train_acts *aa = NULL;
+    size_t nd = (size_t)3 * m->cfg.hidden_size;
+    assert_int_equal(ae_model_train_forward(m, ids, 1, 3, AE_KEEP_ACT, &aa), AE_OK);
+    for (int l = 0; l <= m->cfg.num_hidden_layers; l++) {
+        ae_ptr h = ae_train_acts_hidden(aa, l);
+        assert_int_equal(h.dtype, m->be->act_dtype);
+        assert_memory_equal(ae_f32(h), ae_f32(ae_train_acts_hidden(a, l)), sizeof(float) * nd);
+    }
+    assert_memory_equal(ae_f32(ae_train_acts_final(aa)), ae_f32(ae_train_acts_final(a)),
+                        sizeof(float) * nd);
+    ae_train_acts_free(aa);
     free(d);
     ae_train_acts_free(a0);
     ae_train_acts_free(a);

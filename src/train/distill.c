@@ -173,7 +173,7 @@ static int teacher_first_bad(const ae_run *r, const int32_t *ids, int B, int T,
     size_t nd = (size_t)B * T * r->t->cfg.hidden_size;
     ae_train_acts *kept = NULL;
     if (ae_ptr_is_null(ae_train_acts_hidden(ta, 0)) &&
-        ae_model_train_forward(r->t, ids, B, T, 1, &kept) == AE_OK)
+        ae_model_train_forward(r->t, ids, B, T, AE_KEEP_F32, &kept) == AE_OK)
         ta = kept;
     for (int l = 0; l <= L && bad < 0; l++) {
         ae_ptr h = ae_train_acts_hidden(ta, l);
@@ -644,8 +644,9 @@ ae_status ae_distill_stage2_micro(ae_run *r, const int32_t *ids, int B, int T, d
     int cos = r->o->cos_weight > 0.0f, N = B * T;
     ae_train_acts *ta = NULL, *sa = NULL;
     ae_ptr dfinal = ae_ptr_null(); // (N, D) F32 ∂loss/∂ the student's final hidden
-    ae_status st = ae_model_train_forward(r->t, ids, B, T, cos, &ta);
-    if (st == AE_OK) st = ae_model_train_forward(r->s, ids, B, T, 1, &sa);
+    // the teacher's streams are the cosine term's targets only: kept in the activation dtype
+    ae_status st = ae_model_train_forward(r->t, ids, B, T, cos ? AE_KEEP_ACT : AE_KEEP_NONE, &ta);
+    if (st == AE_OK) st = ae_model_train_forward(r->s, ids, B, T, AE_KEEP_F32, &sa);
     if (st == AE_OK) {
         dfinal = be->alloc(be, (size_t)N * r->s->cfg.hidden_size, AE_DT_F32);
         if (ae_ptr_is_null(dfinal))

@@ -21,7 +21,8 @@
 //
 // Memory (per token; a = bytes of the backend's activation dtype: cpu 4, cuda 2). The forward
 // keeps only the residual stream entering each layer and the final normalised hidden:
-//   4·D·(L + 1) + a·D               (keep_hidden = 0: a·D, the final hidden alone)
+//   4·D·(L + 1) + a·D               (AE_KEEP_NONE: a·D, the final hidden alone; AE_KEEP_ACT:
+//                                    a·D·(L + 2), the streams rounded to act)
 // plus, on host-memory backends (cpu), the routing of each MoE layer (K ints + E floats: tests
 // read it). The backward recomputes one layer at a time from h_l and holds, besides the kept
 // streams,
@@ -388,9 +389,10 @@ static ae_status check_forward_args(const ae_model *m, const int32_t *ids, int B
     return AE_OK;
 }
 
-// The acts of a forward: ids uploaded, the final hidden and n_stream residual buffers allocated.
+// The acts of a forward: ids uploaded, the final hidden and n_stream residual buffers of dtype
+// dt allocated.
 static ae_status acts_alloc(const ae_model *m, const int32_t *ids, int B, int T, int n_stream,
-                            ae_train_acts **out) {
+                            ae_dtype dt, ae_train_acts **out) {
     const ae_backend *be = m->be;
     int L = m->cfg.num_hidden_layers, M = B * T;
     size_t md = (size_t)M * m->cfg.hidden_size;
@@ -409,13 +411,13 @@ static ae_status acts_alloc(const ae_model *m, const int32_t *ids, int B, int T,
     a->final = ae_scratch_alloc(&a->mem, md, be->act_dtype);
     int failed = a->mem.failed;
     for (int i = 0; i < n_stream && !failed; i++) {
-        a->hidden[i] = be->alloc(be, md, AE_DT_F32);
+        a->hidden[i] = be->alloc(be, md, dt);
         failed = ae_ptr_is_null(a->hidden[i]);
     }
     if (failed)
         return ae_errorf(AE_ERR_NOMEM, "out of %s memory for the residual stream of a training "
                          "forward of %d tokens (%d x %.1f MiB)", be->name, M, n_stream,
-                         4.0 * (double)md / 1048576.0);
+                         (double)ae_dtype_size(dt) * (double)md / 1048576.0);
     return be->upload(be, a->ids, ids, AE_DT_I32, (size_t)M);
 }
 
@@ -439,30 +441,38 @@ ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, i
     int D = c->hidden_size, L = c->num_hidden_layers, M = B * T;
     ae_train_acts *a = NULL;
     layer_bufs w;
-    ae_status st = acts_alloc(m, ids, B, T, keep_hidden ? L + 1 : 2, &a);
+    const int keep_f32 = keep_hidden == AE_KEEP_F32, keep_act = keep_hidden == AE_KEEP_ACT;
+    ae_ptr work[2] = {ae_ptr_null(), ae_ptr_null()}; // (M, D) F32 the stream, unless kept in F32
+    ae_status st = acts_alloc(m, ids, B, T, keep_hidden ? L + 1 : 0,
+                              keep_act ? be->act_dtype : AE_DT_F32, &a);
+    for (int i = 0; i < 2 && st == AE_OK && !keep_f32; i++)
+        if (ae_ptr_is_null(work[i] = be->alloc(be, (size_t)M * D, AE_DT_F32)))
+            st = ae_errorf(AE_ERR_NOMEM, "out of %s memory for the residual stream of a training "
+                           "forward of %d tokens (2 x %.1f MiB)", be->name, M,
+                           4.0 * (double)M * D / 1048576.0);
     if (st == AE_OK) st = bufs_init(&w, m, M, 0);
     if (st != AE_OK) {
+        for (int i = 0; i < 2; i++) be->free(be, work[i]);
         ae_train_acts_free(a);
         return st;
     }
-    // the stream entering layer l: hidden[l] when kept, else two buffers in turn
-#define STREAM(l) (keep_hidden ? a->hidden[(l)] : a->hidden[(l) % 2])
+    // the stream entering layer l: hidden[l] when kept in F32, else two buffers in turn (copied
+    // into hidden[l] in the activation dtype when kept so)
+#define STREAM(l) (keep_f32 ? a->hidden[(l)] : work[(l) % 2])
     be->embed(be, STREAM(0), m->embed, a->ids, M, D);
+    if (keep_act) ae_copy(be, a->hidden[0], STREAM(0), (size_t)M * D);
     for (int l = 0; l < L && st == AE_OK; l++) {
         ae_moe_acts moe;
         int keep = m->layers[l].is_moe && be->host_memory; // the routing statistics (tests)
         memset(&moe, 0, sizeof moe);
         st = layer_forward(m, l, STREAM(l), B, T, &w, NULL, keep ? &moe : NULL, STREAM(l + 1));
         if (st == AE_OK && keep) st = keep_routing(be, &a->routing[l], &moe);
+        if (st == AE_OK && keep_act) ae_copy(be, a->hidden[l + 1], STREAM(l + 1), (size_t)M * D);
         ae_moe_acts_free(&moe);
     }
     if (st == AE_OK) be->rmsnorm(be, a->final, STREAM(L), m->final_norm, M, D, D, (float)c->rms_norm_eps);
 #undef STREAM
-    if (!keep_hidden)
-        for (int i = 0; i < 2; i++) {
-            be->free(be, a->hidden[i]);
-            a->hidden[i] = ae_ptr_null();
-        }
+    for (int i = 0; i < 2; i++) be->free(be, work[i]);
     ae_scratch_free(&w.mem);
     if (st != AE_OK) {
         ae_train_acts_free(a);
@@ -483,9 +493,10 @@ static ae_status check_backward_args(const ae_model *m, const ae_train_acts *a, 
     if (gc->num_hidden_layers != c->num_hidden_layers || gc->hidden_size != c->hidden_size ||
         gc->vocab_size != c->vocab_size || !g->layers)
         return ae_errorf(AE_ERR_ARG, "train backward: the gradient model has another shape");
-    if (a->L != c->num_hidden_layers || a->D != c->hidden_size || ae_ptr_is_null(a->hidden[0]))
+    if (a->L != c->num_hidden_layers || a->D != c->hidden_size || ae_ptr_is_null(a->hidden[0]) ||
+        a->hidden[0].dtype != AE_DT_F32)
         return ae_errorf(AE_ERR_ARG, "train backward: the forward did not keep this model's "
-                         "residual stream (keep_hidden)");
+                         "residual stream in F32 (keep_hidden AE_KEEP_F32)");
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const ae_layer *L = &m->layers[l], *G = &g->layers[l];
         if (G->kind != L->kind || (!attention_only && G->is_moe != L->is_moe))

@@ -39,16 +39,24 @@ void ae_model_zero(ae_model *g); // sets every tensor g holds to 0
 
 typedef struct ae_train_acts ae_train_acts;
 
+// What a training forward keeps of the residual stream entering every layer, h_0..h_L.
+enum {
+    AE_KEEP_NONE = 0, // the final hidden alone (a teacher without the cosine term)
+    AE_KEEP_F32 = 1,  // h_l in F32: the backward recomputes each layer's internals from h_l
+    AE_KEEP_ACT = 2,  // h_l rounded to the backend's activation dtype (a copy of the F32 stream
+                      // the forward runs on): targets that no backward recomputes from, i.e.
+                      // the teacher's side of the cosine term (bf16 on cuda: half the bytes of
+                      // F32, 1.16 GiB less at Qwen3-8B × 4096 tokens; F32 on cpu: the same bits)
+};
 // Training forward over B sequences of T tokens (positions 0..T-1 each) on m's backend. Keeps
 // only what stage 2 needs after it: the final normalised hidden states (the input of lm_head)
-// and, when keep_hidden, the residual stream entering every layer, h_0..h_L (the backward
-// recomputes each layer's internals from h_l; the cosine term compares them). A forward with
-// keep_hidden = 0 (a teacher without the cosine term) keeps the final hidden alone.
+// and the residual streams keep_hidden (AE_KEEP_*) says. The stream itself always runs in F32.
 //   ids: (B, T) host array, each in [0, vocab_size)
 ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, int T,
                                  int keep_hidden, ae_train_acts **acts);
 // Residual stream entering layer l (l = 0: embeddings; l = L: output of the last layer, before
-// the final norm), or a null pointer when not kept.   (B*T, D) F32 in backend memory
+// the final norm), or a null pointer when not kept.   (B*T, D) F32 (AE_KEEP_F32) or act
+// (AE_KEEP_ACT) in backend memory
 ae_ptr ae_train_acts_hidden(const ae_train_acts *a, int l);
 // Final normalised hidden states, the input of lm_head.   (B*T, D) act in backend memory
 ae_ptr ae_train_acts_final(const ae_train_acts *a);
@@ -68,7 +76,7 @@ void ae_train_acts_free(ae_train_acts *a);
 typedef ae_status (*ae_hidden_grad_fn)(void *ctx, int l, ae_ptr h, ae_ptr dh);
 
 // Backward from d_final (B*T, D) float, ∂loss/∂final-normalised-hidden (null: no such term), and
-// add_dh (null: none). Needs a forward with keep_hidden. Layer by layer from the top, each
+// add_dh (null: none). Needs a forward with AE_KEEP_F32. Layer by layer from the top, each
 // layer's internals are recomputed from h_l just before its backward (gradient checkpointing)
 // and freed after it. Accumulates into g (a gradient model); attention_only: only attention
 // gradients are needed (the rest of the backward still runs to carry gradients through, but
