@@ -19,6 +19,10 @@
 #   AE_SERVE_CONC_LONG concurrency levels for longer prompts [1,8]
 #   AE_SERVE_ROUNDS    requests per level = rounds x concurrency [1]
 #   AE_SERVE_GEN       tokens generated per request [128]
+#   AE_SERVE_GEN_LONG  tokens generated per request for prompts longer than 8K [AE_SERVE_GEN]:
+#                      longer generations make the decode steps (each sequence's tokens after
+#                      its prompt) a real share of a level, so the engine's decode tok/s column
+#                      (steps without prefill rows, from /metrics) rests on many steps
 #   AE_SERVE_MODELS    configs under tests/fixtures/configs, the teacher first
 #                      [qwen3-8b qwen3-8b-mla qwen3-8b-gateswa]
 #   AE_SERVE_BUDGET    seconds for the whole script [290]: each run (one server at one prompt
@@ -44,7 +48,9 @@ prompts=${AE_SERVE_PROMPTS:-1024 32768}
 conc=${AE_SERVE_CONC:-1,32,128}
 conc_long=${AE_SERVE_CONC_LONG:-1,8}
 rounds=${AE_SERVE_ROUNDS:-1}
-gen=${AE_SERVE_GEN:-128}
+gen_short=${AE_SERVE_GEN:-128}
+gen_long=${AE_SERVE_GEN_LONG:-$gen_short}
+gen=$gen_short # of the prompt length being measured (gen_for)
 models=${AE_SERVE_MODELS:-qwen3-8b qwen3-8b-mla qwen3-8b-gateswa}
 teacher=${models%% *} # the first model: llama-server serves it
 tmo=${AE_SERVE_TIMEOUT:-150}
@@ -86,6 +92,7 @@ stop_server() {
 }
 
 levels_for() { if [ "$1" -le 8192 ]; then echo "$conc"; else echo "$conc_long"; fi; }
+gen_for() { if [ "$1" -le 8192 ]; then echo "$gen_short"; else echo "$gen_long"; fi; }
 max_level() { tr , '\n' <<<"$1" | sort -n | tail -1; }
 
 # The measurement itself, the same for both servers: a warm-up request (CUDA kernels, GEMM
@@ -194,7 +201,7 @@ echo "date:   $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "commit: $(cat "$build/COMMIT" 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "gpu:    $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null)"
 echo "setup:  KV cache ${gb} GiB per server; prompts: $prompts; concurrency $conc (<= 8K), $conc_long (longer);"
-echo "        $rounds x concurrency requests per level, $gen tokens each; ${budget} s budget; logs in $logdir"
+echo "        $rounds x concurrency requests per level, $gen_short tokens each ($gen_long past 8K); ${budget} s budget; logs in $logdir"
 
 # The GGUF for llama-server is written while attnedit runs (CPU and disk only).
 gguf_failed=0
@@ -215,6 +222,7 @@ runs_left=$(( n_servers * $(wc -w <<<"$prompts") ))
 longest=$(tr ' ' '\n' <<<"$prompts" | sort -n | tail -1)
 [ "$graphs_ab" = 1 ] && runs_left=$((runs_left + 1))
 for p in $(tr ' ' '\n' <<<"$prompts" | sort -n); do
+  gen=$(gen_for "$p")
   for m in $models; do
     plan_run "$runs_left"; runs_left=$((runs_left - 1))
     attnedit_run "$m" "$p"
