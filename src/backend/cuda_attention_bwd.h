@@ -31,6 +31,64 @@ typedef struct {
     float scale, scale_log2;
 } attn_bwd_tc_params;
 
+#ifdef __CUDACC__
+// ---- device helpers shared by the tensor-core kernels (split and fused: cuda_attention_bwd_tc.cu;
+// wgmma: cuda_attention_bwd_wgmma.cu): how a block finds its rows and keys ----
+
+// Global row t·Hq + h of packed row pr (< T·G) of kv head kvh.
+__device__ __forceinline__ int attn_bwd_grow(const attn_bwd_tc_params &p, int kvh, int pr) {
+    return (pr / p.G) * p.Hq + kvh * p.G + pr % p.G;
+}
+
+// Row pointers for the tile loaders (nullptr: the loader writes a zero row): key j's k and v of
+// kv head kvh (j < end), packed row pr's q and dout (pr < T·G).
+template <int DK>
+__device__ __forceinline__ const bf16 *attn_bwd_k_row(const attn_bwd_tc_params &p, int kvh, int j,
+                                                      int end) {
+    return j < end ? p.k + (size_t)j * p.k_stride + (size_t)kvh * DK : nullptr;
+}
+template <int DV>
+__device__ __forceinline__ const bf16 *attn_bwd_v_row(const attn_bwd_tc_params &p, int kvh, int j,
+                                                      int end) {
+    return j < end ? p.v + (size_t)j * p.v_stride + (size_t)kvh * DV : nullptr;
+}
+template <int DK>
+__device__ __forceinline__ const bf16 *attn_bwd_q_row(const attn_bwd_tc_params &p, int kvh, int pr) {
+    return pr < p.T * p.G ? p.q + (size_t)attn_bwd_grow(p, kvh, pr) * DK : nullptr;
+}
+template <int DV>
+__device__ __forceinline__ const bf16 *attn_bwd_dout_row(const attn_bwd_tc_params &p, int kvh,
+                                                         int pr) {
+    return pr < p.T * p.G ? p.dout + (size_t)attn_bwd_grow(p, kvh, pr) * DV : nullptr;
+}
+
+// The tokens whose queries can see a key of the n keys from j0: t_lo .. t_hi (a window ends
+// the range at the last query that sees key j0 + n − 1, at position j0 + n − 1 + W − 1).
+__device__ __forceinline__ void attn_bwd_key_tile_tokens(const attn_bwd_tc_params &p, int j0, int n,
+                                                         int *t_lo, int *t_hi) {
+    *t_lo = j0 - p.pos0 > 0 ? j0 - p.pos0 : 0;
+    *t_hi = p.T - 1;
+    if (p.window > 0) {
+        const long t_w = (long)j0 + n - 1 + p.window - 1 - p.pos0;
+        if (t_w < *t_hi) *t_hi = (int)t_w;
+    }
+}
+
+// Packed row pr's position, lse2 and D; a padding row (pr >= T·G) gets position pad_pos and
+// lse2 = D = 0 (the dK/dV kernels give it −1, masking it; the dQ kernels the last real row's
+// position: it is never written).
+struct attn_bwd_row_state {
+    int pos;
+    float lse2, delta;
+};
+__device__ __forceinline__ attn_bwd_row_state attn_bwd_row(const attn_bwd_tc_params &p, int kvh,
+                                                           int pr, int pad_pos) {
+    if (pr >= p.T * p.G) return {pad_pos, 0.0f, 0.0f};
+    const int gr = attn_bwd_grow(p, kvh, pr);
+    return {p.pos0 + pr / p.G, p.lse2[gr], p.delta[gr]};
+}
+#endif
+
 // The kernels attn_bwd_tc_run queues after D: split (the dK/dV kernel, then the dQ kernel, on
 // mma.sync), fused (one mma.sync kernel adding dQ over key tiles in order), or wgmma (the split
 // backward on Hopper's warpgroup multiplies, cuda_attention_bwd_wgmma.cu).

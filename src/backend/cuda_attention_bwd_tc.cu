@@ -269,42 +269,24 @@ __global__ void __launch_bounds__(kThreads) k_attn_bwd_kv(const attn_bwd_tc_para
     const int G = p.G, S = p.pos0 + p.T, nrows = p.T * G;
     const int j0 = attn_lo(p.pos0, p.window) + ky * kRows;
     // packed rows of the queries that can see a key of the tile: tokens t_lo .. t_hi
-    const int t_lo = j0 - p.pos0 > 0 ? j0 - p.pos0 : 0;
-    int t_hi = p.T - 1;
-    if (p.window > 0) { // the last query that sees key j0 + 63 is at position j0 + 63 + W − 1
-        const long t_w = (long)j0 + kRows - 1 + p.window - 1 - p.pos0;
-        if (t_w < t_hi) t_hi = (int)t_w;
-    }
+    int t_lo, t_hi;
+    attn_bwd_key_tile_tokens(p, j0, kRows, &t_lo, &t_hi);
     const int r_begin = t_lo * G / BQ * BQ, r_end = (t_hi + 1) * G;
 
-    tile_load<kRows, DK>(Ks, KLD, p.q, [&](int r) -> const bf16 * {
-        const int j = j0 + r;
-        return j < S ? p.k + (size_t)j * p.k_stride + (size_t)kvh * DK : nullptr;
-    }, tid);
-    tile_load<kRows, DV>(Vs, VLD, p.q, [&](int r) -> const bf16 * {
-        const int j = j0 + r;
-        return j < S ? p.v + (size_t)j * p.v_stride + (size_t)kvh * DV : nullptr;
-    }, tid);
+    tile_load<kRows, DK>(Ks, KLD, p.q, [&](int r) { return attn_bwd_k_row<DK>(p, kvh, j0 + r, S); },
+                         tid);
+    tile_load<kRows, DV>(Vs, VLD, p.q, [&](int r) { return attn_bwd_v_row<DV>(p, kvh, j0 + r, S); },
+                         tid);
     // Q, dO, lse2, D, positions of packed rows R0 .. R0 + BQ − 1 into buffer b (rows past T·G
     // zero, position −1: masked)
     auto load_rows = [&](int R0, int b) {
-        auto row = [&](int r) { // global row index t·Hq + h of packed row R0 + r, or −1
-            const int pr = R0 + r;
-            return pr < nrows ? (pr / G) * p.Hq + kvh * G + pr % G : -1;
-        };
-        tile_load<BQ, DK>(Qs + b * BQ * KLD, KLD, p.q, [&](int r) -> const bf16 * {
-            const int gr = row(r);
-            return gr >= 0 ? p.q + (size_t)gr * DK : nullptr;
-        }, tid);
-        tile_load<BQ, DV>(Os + b * BQ * VLD, VLD, p.q, [&](int r) -> const bf16 * {
-            const int gr = row(r);
-            return gr >= 0 ? p.dout + (size_t)gr * DV : nullptr;
-        }, tid);
+        tile_load<BQ, DK>(Qs + b * BQ * KLD, KLD, p.q,
+                          [&](int r) { return attn_bwd_q_row<DK>(p, kvh, R0 + r); }, tid);
+        tile_load<BQ, DV>(Os + b * BQ * VLD, VLD, p.q,
+                          [&](int r) { return attn_bwd_dout_row<DV>(p, kvh, R0 + r); }, tid);
         for (int r = tid; r < BQ; r += kThreads) {
-            const int gr = row(r);
-            Ls[b * BQ + r] = gr >= 0 ? p.lse2[gr] : 0.0f;
-            Ds[b * BQ + r] = gr >= 0 ? p.delta[gr] : 0.0f;
-            Ps[b * BQ + r] = gr >= 0 ? p.pos0 + (R0 + r) / G : -1;
+            const attn_bwd_row_state rs = attn_bwd_row(p, kvh, R0 + r, -1);
+            Ls[b * BQ + r] = rs.lse2, Ds[b * BQ + r] = rs.delta, Ps[b * BQ + r] = rs.pos;
         }
     };
 
@@ -434,36 +416,27 @@ __global__ void __launch_bounds__(kThreads) k_attn_bwd_q(const attn_bwd_tc_param
     // tiles with lo_max <= j0 <= full_hi are visible to every row of the block
     const int full_hi = (pos_min < ke - 1 ? pos_min : ke - 1) - (BN - 1);
 
-    auto grow = [&](int pr) { return (pr / G) * p.Hq + kvh * G + pr % G; }; // global row
-    tile_load<kRows, DK>(Qs, KLD, p.q, [&](int r) -> const bf16 * {
-        return R0 + r < nrows ? p.q + (size_t)grow(R0 + r) * DK : nullptr;
-    }, tid);
-    tile_load<kRows, DV>(Os, VLD, p.q, [&](int r) -> const bf16 * {
-        return R0 + r < nrows ? p.dout + (size_t)grow(R0 + r) * DV : nullptr;
-    }, tid);
+    tile_load<kRows, DK>(Qs, KLD, p.q, [&](int r) { return attn_bwd_q_row<DK>(p, kvh, R0 + r); },
+                         tid);
+    tile_load<kRows, DV>(Os, VLD, p.q, [&](int r) { return attn_bwd_dout_row<DV>(p, kvh, R0 + r); },
+                         tid);
     auto load_kv = [&](int j0, int b) {
-        tile_load<BN, DK>(Ks + b * BN * KLD, KLD, p.q, [&](int r) -> const bf16 * {
-            const int j = j0 + r;
-            return j < ke ? p.k + (size_t)j * p.k_stride + (size_t)kvh * DK : nullptr;
-        }, tid);
-        tile_load<BN, DV>(Vs + b * BN * VLD, VLD, p.q, [&](int r) -> const bf16 * {
-            const int j = j0 + r;
-            return j < ke ? p.v + (size_t)j * p.v_stride + (size_t)kvh * DV : nullptr;
-        }, tid);
+        tile_load<BN, DK>(Ks + b * BN * KLD, KLD, p.q,
+                          [&](int r) { return attn_bwd_k_row<DK>(p, kvh, j0 + r, ke); }, tid);
+        tile_load<BN, DV>(Vs + b * BN * VLD, VLD, p.q,
+                          [&](int r) { return attn_bwd_v_row<DV>(p, kvh, j0 + r, ke); }, tid);
     };
     load_kv(kb, 0);
     cp_async_commit();
 
-    // this lane's rows (half hf: packed row R0 + 16w + g + 8·hf): position, lse2, D; padding
-    // rows take the last real row's position and lse2 = D = 0 (they are never written)
+    // this lane's rows (half hf: packed row R0 + 16w + g + 8·hf): position, lse2, D
+    // (attn_bwd_row: padding rows take the last real row's position)
     int rpos[2];
     float rl[2], rd[2];
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
-        const int pr = R0 + warp * 16 + gq + 8 * hf;
-        rpos[hf] = p.pos0 + (pr < nrows ? pr : nrows - 1) / G;
-        rl[hf] = pr < nrows ? p.lse2[grow(pr)] : 0.0f;
-        rd[hf] = pr < nrows ? p.delta[grow(pr)] : 0.0f;
+        const attn_bwd_row_state rs = attn_bwd_row(p, kvh, R0 + warp * 16 + gq + 8 * hf, pos_max);
+        rpos[hf] = rs.pos, rl[hf] = rs.lse2, rd[hf] = rs.delta;
     }
     const bool active = R0 + warp * 16 < nrows; // a warp of padding rows only helps with copies
 
@@ -516,7 +489,7 @@ __global__ void __launch_bounds__(kThreads) k_attn_bwd_q(const attn_bwd_tc_param
     for (int hf = 0; hf < 2; hf++) {
         const int pr = R0 + warp * 16 + gq + 8 * hf;
         if (pr >= nrows) continue;
-        const size_t o = (size_t)grow(pr) * DK + 2 * tq;
+        const size_t o = (size_t)attn_bwd_grow(p, kvh, pr) * DK + 2 * tq;
 #pragma unroll
         for (int d = 0; d < DK / 8; d++)
 #pragma unroll

@@ -187,42 +187,24 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
     const int G = p.G, S = p.pos0 + p.T, nrows = p.T * G;
     const int j0 = attn_lo(p.pos0, p.window) + ky * kKeys;
     // packed rows of the queries that can see a key of the tile: tokens t_lo .. t_hi
-    const int t_lo = j0 - p.pos0 > 0 ? j0 - p.pos0 : 0;
-    int t_hi = p.T - 1;
-    if (p.window > 0) { // the last query that sees key j0 + 127 is at position j0 + 127 + W − 1
-        const long t_w = (long)j0 + kKeys - 1 + p.window - 1 - p.pos0;
-        if (t_w < t_hi) t_hi = (int)t_w;
-    }
+    int t_lo, t_hi;
+    attn_bwd_key_tile_tokens(p, j0, kKeys, &t_lo, &t_hi);
     const int r_begin = t_lo * G / kBQ * kBQ, r_end = (t_hi + 1) * G;
 
-    wgb_load<kKeys, DK>(sb + C::KV_K, p.q, [&](int r) -> const bf16 * {
-        const int j = j0 + r;
-        return j < S ? p.k + (size_t)j * p.k_stride + (size_t)kvh * DK : nullptr;
-    }, tid);
-    wgb_load<kKeys, DV>(sb + C::KV_V, p.q, [&](int r) -> const bf16 * {
-        const int j = j0 + r;
-        return j < S ? p.v + (size_t)j * p.v_stride + (size_t)kvh * DV : nullptr;
-    }, tid);
+    wgb_load<kKeys, DK>(sb + C::KV_K, p.q, [&](int r) { return attn_bwd_k_row<DK>(p, kvh, j0 + r, S); },
+                        tid);
+    wgb_load<kKeys, DV>(sb + C::KV_V, p.q, [&](int r) { return attn_bwd_v_row<DV>(p, kvh, j0 + r, S); },
+                        tid);
     // Q, dO, lse2, D, positions of packed rows R0 .. R0 + kBQ − 1 into buffer b (rows past T·G
     // zero, position −1: masked)
     auto load_rows = [&](int R0, int b) {
-        auto row = [&](int r) { // global row t·Hq + h of packed row R0 + r, or −1
-            const int pr = R0 + r;
-            return pr < nrows ? (pr / G) * p.Hq + kvh * G + pr % G : -1;
-        };
-        wgb_load<kBQ, DK>(sb + C::KV_Q + b * kBQ * DK * 2, p.q, [&](int r) -> const bf16 * {
-            const int gr = row(r);
-            return gr >= 0 ? p.q + (size_t)gr * DK : nullptr;
-        }, tid);
-        wgb_load<kBQ, DV>(sb + C::KV_O + b * kBQ * DV * 2, p.q, [&](int r) -> const bf16 * {
-            const int gr = row(r);
-            return gr >= 0 ? p.dout + (size_t)gr * DV : nullptr;
-        }, tid);
+        wgb_load<kBQ, DK>(sb + C::KV_Q + b * kBQ * DK * 2, p.q,
+                          [&](int r) { return attn_bwd_q_row<DK>(p, kvh, R0 + r); }, tid);
+        wgb_load<kBQ, DV>(sb + C::KV_O + b * kBQ * DV * 2, p.q,
+                          [&](int r) { return attn_bwd_dout_row<DV>(p, kvh, R0 + r); }, tid);
         for (int r = tid; r < kBQ; r += kWgThreads) {
-            const int gr = row(r);
-            Ls[b * kBQ + r] = gr >= 0 ? p.lse2[gr] : 0.0f;
-            Ds[b * kBQ + r] = gr >= 0 ? p.delta[gr] : 0.0f;
-            Ps[b * kBQ + r] = gr >= 0 ? p.pos0 + (R0 + r) / G : -1;
+            const attn_bwd_row_state rs = attn_bwd_row(p, kvh, R0 + r, -1);
+            Ls[b * kBQ + r] = rs.lse2, Ds[b * kBQ + r] = rs.delta, Ps[b * kBQ + r] = rs.pos;
         }
     };
 
@@ -346,36 +328,28 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_q(const attn_bwd_
     // tiles with lo_max <= j0 <= full_hi are visible to every row of the block
     const int full_hi = (pos_min < ke - 1 ? pos_min : ke - 1) - (kBN - 1);
 
-    auto grow = [&](int pr) { return (pr / G) * p.Hq + kvh * G + pr % G; }; // global row
-    wgb_load<kRowsQ, DK>(sb + C::Q_Q, p.q, [&](int r) -> const bf16 * {
-        return R0 + r < nrows ? p.q + (size_t)grow(R0 + r) * DK : nullptr;
-    }, tid);
-    wgb_load<kRowsQ, DV>(sb + C::Q_O, p.q, [&](int r) -> const bf16 * {
-        return R0 + r < nrows ? p.dout + (size_t)grow(R0 + r) * DV : nullptr;
-    }, tid);
+    wgb_load<kRowsQ, DK>(sb + C::Q_Q, p.q, [&](int r) { return attn_bwd_q_row<DK>(p, kvh, R0 + r); },
+                         tid);
+    wgb_load<kRowsQ, DV>(sb + C::Q_O, p.q,
+                         [&](int r) { return attn_bwd_dout_row<DV>(p, kvh, R0 + r); }, tid);
     auto load_kv = [&](int j0, int b) {
-        wgb_load<kBN, DK>(sb + C::Q_K + b * kBN * DK * 2, p.q, [&](int r) -> const bf16 * {
-            const int j = j0 + r;
-            return j < ke ? p.k + (size_t)j * p.k_stride + (size_t)kvh * DK : nullptr;
-        }, tid);
-        wgb_load<kBN, DV>(sb + C::Q_V + b * kBN * DV * 2, p.q, [&](int r) -> const bf16 * {
-            const int j = j0 + r;
-            return j < ke ? p.v + (size_t)j * p.v_stride + (size_t)kvh * DV : nullptr;
-        }, tid);
+        wgb_load<kBN, DK>(sb + C::Q_K + b * kBN * DK * 2, p.q,
+                          [&](int r) { return attn_bwd_k_row<DK>(p, kvh, j0 + r, ke); }, tid);
+        wgb_load<kBN, DV>(sb + C::Q_V + b * kBN * DV * 2, p.q,
+                          [&](int r) { return attn_bwd_v_row<DV>(p, kvh, j0 + r, ke); }, tid);
     };
     load_kv(kb, 0);
     cp_async_commit();
 
     // this lane's rows (half hf: packed row R0 + 64wg + 16warp + lane/4 + 8hf): position,
-    // lse2, D; padding rows take the last real row's position and lse2 = D = 0 (never written)
+    // lse2, D (attn_bwd_row: padding rows take the last real row's position)
     int rpos[2];
     float rl[2], rd[2];
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
-        const int pr = R0 + 64 * wg + 16 * warp + (lane >> 2) + 8 * hf;
-        rpos[hf] = p.pos0 + (pr < nrows ? pr : nrows - 1) / G;
-        rl[hf] = pr < nrows ? p.lse2[grow(pr)] : 0.0f;
-        rd[hf] = pr < nrows ? p.delta[grow(pr)] : 0.0f;
+        const attn_bwd_row_state rs =
+            attn_bwd_row(p, kvh, R0 + 64 * wg + 16 * warp + (lane >> 2) + 8 * hf, pos_max);
+        rpos[hf] = rs.pos, rl[hf] = rs.lse2, rd[hf] = rs.delta;
     }
     const uint32_t q_a = base + C::Q_Q + wg * 64 * 128, o_a = base + C::Q_O + wg * 64 * 128;
 
@@ -440,7 +414,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_q(const attn_bwd_
     for (int hf = 0; hf < 2; hf++) {
         const int pr = R0 + 64 * wg + 16 * warp + (lane >> 2) + 8 * hf;
         if (pr >= nrows) continue;
-        const size_t o = (size_t)grow(pr) * DK + 2 * tq;
+        const size_t o = (size_t)attn_bwd_grow(p, kvh, pr) * DK + 2 * tq;
 #pragma unroll
         for (int n = 0; n < 16; n++)
 #pragma unroll
