@@ -41,6 +41,22 @@
 // of each one's dq from split's. "[ran X]": the kernels the dispatcher ran for that column
 // (ae_cuda_attn_bwd_kernels, backend/cuda.h: its own decision); "default runs": what it runs
 // with AE_CUDA_ATTN_BWD unset.
+//
+//   bench_attn --decode [--reps R] [--dec-splits "V1;V2;..."]
+// Batch-1 decode attention: T = 1 query at position S − 1 through be->attention exactly as
+// attn_gateswa.c calls it at decode (ae_attn_dense over kv_cache.c's dense layout: k, v (rows,
+// Hkv, d), rows = S, or a ring of W rows with window W), Qwen3-8B heads (Hq 32, Hkv 8, d 128):
+// S = 1024, 4096, 32768 causal and GateSWA's ring W = 1024 at S = 4096 and 32768. Each case
+// holds enough copies of its cache (>= 256 MiB in all, 5x the H200's L2) that the calls read
+// DRAM as decode does (between two layers' attention the weights stream through L2), and a call
+// cycles through them. Per rep: three 2 GiB device copies fill the queue (~3 ms: the host queues
+// every call before the GPU reaches them: no launch gaps, as in a CUDA graph), then events on the
+// backend's stream around CALLS calls (64, or one per copy); time per call = best rep / calls.
+// GB/s = K + V bytes the call must read (keys x Hkv x (dk + dv) x 2) / time, and % copy against
+// the device copy rate measured the same way in the same run (the 2 GiB copy_rows, read +
+// written, best of 5). "plan": the kernel and split-KV choice (ae_cuda_attn_last). Each case
+// runs once per --dec-splits value, set as AE_ATTN_DEC_SPLIT ("default": unset; default list
+// "default;1;2;4;8;16;32;64;128;per_sm=4;per_sm=8;min_keys=64").
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -402,17 +418,194 @@ static int bench_bwd_paths(const ae_backend *be, int reps) {
     return rc;
 }
 
+// ---- batch-1 decode (--decode) ----------------------------------------------------------------
+
+#ifdef AE_HAVE_CUDA
+#include <cuda_runtime.h>
+
+typedef struct {
+    const char *name;
+    int S, window; // keys up to position S − 1; window W > 0: a ring of W rows
+} dec_case;
+
+static const dec_case k_dec_cases[] = {
+    {"qwen3-8b-dec-1k", 1024, 0},         {"qwen3-8b-dec-4k", 4096, 0},
+    {"qwen3-8b-dec-32k", 32768, 0},       {"gateswa-8b-dec-4k-w1024", 4096, 1024},
+    {"gateswa-8b-dec-32k-w1024", 32768, 1024},
+};
+
+enum { DEC_HQ = 32, DEC_HKV = 8, DEC_D = 128, DEC_MAX_COPIES = 64, DEC_MIN_CALLS = 64 };
+
+typedef struct {
+    ae_ptr a, b; // the queue filler and copy-rate buffers (2 GiB each)
+    size_t n;    // bf16 values each
+    cudaStream_t stream;
+    cudaEvent_t e0, e1;
+} dec_timer;
+
+// Milliseconds from e0 to now on the backend's stream; < 0 on an error.
+static double dec_elapsed_ms(const ae_backend *be, dec_timer *t) {
+    float ms = -1;
+    if (cudaEventRecord(t->e1, t->stream) != cudaSuccess ||
+        cudaEventSynchronize(t->e1) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, t->e0, t->e1) != cudaSuccess || be->sync(be) != AE_OK)
+        return -1;
+    return ms;
+}
+
+static void dec_fill(const ae_backend *be, const dec_timer *t) {
+    be->copy_rows(be, t->b, 4096, t->a, 4096, (int)(t->n / 4096), 4096);
+}
+
+// The device copy rate (bytes read + written per second), best of 5; 0 on an error.
+static double dec_copy_rate(const ae_backend *be, dec_timer *t) {
+    double best = 1e30;
+    dec_fill(be, t);
+    for (int r = 0; r < 5; r++) {
+        cudaEventRecord(t->e0, t->stream);
+        dec_fill(be, t);
+        const double ms = dec_elapsed_ms(be, t);
+        if (ms <= 0) return 0;
+        if (ms < best) best = ms;
+    }
+    return 2.0 * (double)t->n * 2 / (best * 1e-3);
+}
+
+typedef struct {
+    ae_attn_args a;
+    int copies, keys;
+    ae_ptr q, out, k[DEC_MAX_COPIES], v[DEC_MAX_COPIES];
+} dec_bufs;
+
+static void dec_free(const ae_backend *be, dec_bufs *b) {
+    for (int c = 0; c < b->copies; c++) be->free(be, b->k[c]), be->free(be, b->v[c]);
+    be->free(be, b->q), be->free(be, b->out);
+}
+
+// The caches of one case: rows = S (or the ring's W), k and v (rows, Hkv, d) N(0, 1).
+static int dec_alloc(const ae_backend *be, const dec_case *c, dec_bufs *b) {
+    memset(b, 0, sizeof *b);
+    const int rows = c->window > 0 ? c->window : c->S;
+    const size_t nkv = (size_t)rows * DEC_HKV * DEC_D, copy_bytes = 2 * nkv * 2;
+    size_t copies = ((size_t)256 << 20) / copy_bytes + 1;
+    b->copies = copies > DEC_MAX_COPIES ? DEC_MAX_COPIES : (int)copies;
+    b->keys = c->window > 0 && c->window < c->S ? c->window : c->S;
+    b->a = ae_attn_dense(1, c->S - 1, DEC_HQ, DEC_HKV, DEC_D, DEC_D, c->window,
+                         1.0f / sqrtf((float)DEC_D), ae_ptr_null());
+    b->a.ring = c->window > 0 ? c->window : 0;
+    b->q = be->alloc(be, (size_t)DEC_HQ * DEC_D, AE_DT_BF16);
+    b->out = be->alloc(be, (size_t)DEC_HQ * DEC_D, AE_DT_BF16);
+    int ok = !ae_ptr_is_null(b->q) && !ae_ptr_is_null(b->out);
+    for (int i = 0; i < b->copies && ok; i++) {
+        b->k[i] = be->alloc(be, nkv, AE_DT_BF16), b->v[i] = be->alloc(be, nkv, AE_DT_BF16);
+        ok = !ae_ptr_is_null(b->k[i]) && !ae_ptr_is_null(b->v[i]);
+        if (ok) {
+            be->fill_normal(be, b->k[i], nkv, 1.0f, 10 + 2 * (uint64_t)i);
+            be->fill_normal(be, b->v[i], nkv, 1.0f, 11 + 2 * (uint64_t)i);
+        }
+    }
+    if (ok) be->fill_normal(be, b->q, (size_t)DEC_HQ * DEC_D, 1.0f, 9);
+    return ok ? 0 : 1;
+}
+
+// Seconds per call under the current AE_ATTN_DEC_SPLIT, best of reps; < 0 on an error.
+static double dec_time(const ae_backend *be, dec_bufs *b, dec_timer *t, int reps) {
+    const int calls = b->copies > DEC_MIN_CALLS ? b->copies : DEC_MIN_CALLS;
+    for (int c = 0; c < b->copies; c++) be->attention(be, &b->a, b->out, b->q, b->k[c], b->v[c]);
+    if (be->sync(be) != AE_OK) return -1;
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        for (int f = 0; f < 3; f++) dec_fill(be, t); // ~3 ms: the host queues every call first
+        cudaEventRecord(t->e0, t->stream);
+        for (int i = 0; i < calls; i++) {
+            const int c = i % b->copies;
+            be->attention(be, &b->a, b->out, b->q, b->k[c], b->v[c]);
+        }
+        const double ms = dec_elapsed_ms(be, t);
+        if (ms <= 0) return -1;
+        if (ms < best) best = ms;
+    }
+    return best * 1e-3 / calls;
+}
+
+static int bench_decode(const ae_backend *be, int reps, const char *splits) {
+    dec_timer t = {.n = (size_t)1 << 30}; // 2 GiB of bf16
+    t.stream = (cudaStream_t)ae_cuda_stream(be);
+    t.a = be->alloc(be, t.n, AE_DT_BF16), t.b = be->alloc(be, t.n, AE_DT_BF16);
+    if (ae_ptr_is_null(t.a) || ae_ptr_is_null(t.b) || cudaEventCreate(&t.e0) != cudaSuccess ||
+        cudaEventCreate(&t.e1) != cudaSuccess) {
+        fprintf(stderr, "bench_attn --decode: cannot set up the timer: %s\n", ae_last_error());
+        return 1;
+    }
+    be->fill(be, t.a, t.n, 1.0f);
+    const double copy = dec_copy_rate(be, &t);
+    const char *saved = getenv("AE_ATTN_DEC_SPLIT");
+    char *saved_copy = saved ? strdup(saved) : NULL;
+    printf("decode attention, T = 1, Hq %d Hkv %d d %d, bf16; device copy rate %.0f GB/s; "
+           "time per call = best of %d reps (events, queue filled first)\n",
+           DEC_HQ, DEC_HKV, DEC_D, copy * 1e-9, reps);
+    printf("%-26s %6s %-14s %9s %8s %7s   %s\n", "case", "keys", "AE_ATTN_DEC_SPLIT", "us/call",
+           "GB/s", "% copy", "plan");
+    int rc = 0;
+    for (size_t ci = 0; ci < sizeof k_dec_cases / sizeof *k_dec_cases; ci++) {
+        const dec_case *c = &k_dec_cases[ci];
+        dec_bufs b;
+        if (dec_alloc(be, c, &b)) {
+            fprintf(stderr, "bench_attn --decode: %s: out of device memory: %s\n", c->name,
+                    ae_last_error());
+            dec_free(be, &b);
+            rc = 1;
+            continue;
+        }
+        const double bytes = (double)b.keys * DEC_HKV * (2.0 * DEC_D) * 2;
+        char list[512];
+        snprintf(list, sizeof list, "%s", splits);
+        for (char *v = strtok(list, ";"); v; v = strtok(NULL, ";")) {
+            if (!strcmp(v, "default") || !*v) unsetenv("AE_ATTN_DEC_SPLIT");
+            else setenv("AE_ATTN_DEC_SPLIT", v, 1);
+            const double sec = dec_time(be, &b, &t, reps);
+            if (sec <= 0) {
+                fprintf(stderr, "bench_attn --decode: %s [%s]: %s\n", c->name, v, ae_last_error());
+                rc = 1;
+                break;
+            }
+            be->attention(be, &b.a, b.out, b.q, b.k[0], b.v[0]); // the plan of this setting
+            printf("%-26s %6d %-14s %9.2f %8.0f %6.1f%%   %s\n", c->name, b.keys, v, sec * 1e6,
+                   bytes / sec * 1e-9, copy > 0 ? 100.0 * bytes / sec / copy : 0.0,
+                   ae_cuda_attn_last());
+            fflush(stdout);
+        }
+        if (be->sync(be) != AE_OK) rc = 1;
+        dec_free(be, &b);
+    }
+    if (saved_copy) setenv("AE_ATTN_DEC_SPLIT", saved_copy, 1);
+    else unsetenv("AE_ATTN_DEC_SPLIT");
+    free(saved_copy);
+    cudaEventDestroy(t.e0), cudaEventDestroy(t.e1);
+    be->free(be, t.a), be->free(be, t.b);
+    return rc;
+}
+#else
+static int bench_decode(const ae_backend *be, int reps, const char *splits) {
+    (void)be, (void)reps, (void)splits;
+    return 1; // not reached: opening the cuda backend fails first
+}
+#endif
+
 int main(int argc, char **argv) {
-    int reps = 5, fwd_kernels = 0, bwd_paths = 0;
+    int reps = 5, fwd_kernels = 0, bwd_paths = 0, decode = 0;
     const char *only = NULL;
+    const char *dec_splits = "default;1;2;4;8;16;32;64;128;per_sm=4;per_sm=8;min_keys=64";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--case") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--fwd-kernels")) fwd_kernels = 1;
         else if (!strcmp(argv[i], "--bwd-paths")) bwd_paths = 1;
+        else if (!strcmp(argv[i], "--decode")) decode = 1;
+        else if (!strcmp(argv[i], "--dec-splits") && i + 1 < argc) dec_splits = argv[++i];
         else {
             fprintf(stderr, "usage: bench_attn [--reps R] [--case NAME | --fwd-kernels | "
-                            "--bwd-paths]\ncases:");
+                            "--bwd-paths | --decode [--dec-splits \"V1;V2;..\"]]\ncases:");
             for (size_t c = 0; c < sizeof k_cases / sizeof *k_cases; c++)
                 fprintf(stderr, " %s", k_cases[c].name);
             fprintf(stderr, "\n");
@@ -432,6 +625,11 @@ int main(int argc, char **argv) {
     printf("device: %s   q k v dout bf16, dq dk dv f32, best of %d (after 1 warm-up)   "
            "AE_CUDA_ATTN=%s AE_CUDA_ATTN_BWD=%s\n",
            be->device, reps, fe ? fe : "", be_env ? be_env : "");
+    if (decode) {
+        int rc = bench_decode(be, reps, dec_splits);
+        ae_backend_close(be);
+        return rc;
+    }
     if (fwd_kernels || bwd_paths) {
         int rc = fwd_kernels ? bench_fwd_kernels(be, reps) : 0;
         if (bwd_paths) rc |= bench_bwd_paths(be, reps);

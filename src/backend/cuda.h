@@ -35,6 +35,9 @@ void *ae_cuda_stream(const ae_backend *be);
 // aligned, dk and dv different memory (absorbed MLA's dk == dv always runs "ref"). For tests and
 // benchmarks that must know which kernels ran.
 const char *ae_cuda_attn_bwd_kernels(const ae_backend *be, const ae_attn_args *a);
+// The kernel and split-KV plan of the last `attention` call in this process, e.g. "flash (B),
+// splits 32 (blocks 8, per_sm 2, keys 4096, min_keys 128)" (static storage). For benchmarks.
+const char *ae_cuda_attn_last(void);
 // For tests of the graph fallback (backend/cuda_graph.cu): the next graph recording on `be`
 // fails in its segment `segment` (0: the first) as a recording does when an op there makes a
 // call that cannot be captured; the segments before it have run.

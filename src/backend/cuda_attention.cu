@@ -15,7 +15,9 @@
 //   C. Split-KV: when a kernel would launch too few blocks to fill the GPU (decode, short query
 //      chunks over long contexts), each block's key range is split over grid.z; blocks write
 //      unnormalised partials (cuda_attention.h) and k_attn_combine (this file) merges them, adds
-//      the sink and writes out. Used by all three kernels; results are deterministic.
+//      the sink and writes out. Used by all three kernels; results are deterministic. The split
+//      count of T = 1 calls (decode) can be set for sweeps with AE_ATTN_DEC_SPLIT (see
+//      attn_pick_splits); the last call's kernel and splits: ae_cuda_attn_last (backend/cuda.h).
 //   D. k_attn_mla (cuda_attention_mla.cu): absorbed MLA decode (Hkv = 1, v = the first dv values
 //      of k's rows, dk/dv = 576/512 or 288/256): rows are (token, head) pairs of the single
 //      latent head (16, 32 or 64 rows per block); each K tile in shared memory also serves as V;
@@ -50,6 +52,7 @@
 // q, k, v are 16-byte aligned with k_stride, v_stride multiples of 8 elements (out 4-byte
 // aligned); else A. A kernel whose shared memory does not fit the device falls through to the
 // next one.
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,13 +71,96 @@ int attn_tile_keys(const attn_params *p, int rows_per_tile) {
     return p->pos0 + p->T - host_lo(p->pos0 + t_first, p->window);
 }
 
+// ---- decode's split choice (AE_ATTN_DEC_SPLIT) and the last call's plan ----------------------
+// AE_ATTN_DEC_SPLIT, read at every T = 1 call (as AE_CUDA_ATTN is; a graph keeps the choice of
+// its recording), for sweeping the split-KV choice of decode without a rebuild (bench_attn
+// --decode sets it between runs): "N" (1..1024) a fixed split count (at most one split per key;
+// 1 = unsplit), or "min_keys=N,per_sm=M" (either or both) in place of the kernel's own minimum
+// keys per split and of the resident blocks per SM the heuristic fills (the occupancy). Unset:
+// the heuristic as for any T. An unreadable value is reported once and ignored.
+typedef struct {
+    int fixed, min_keys, per_sm; // 0: not set
+} dec_split_cfg;
+
+static dec_split_cfg dec_split_get(void) {
+    static int warned;
+    dec_split_cfg c = {0, 0, 0};
+    const char *env = getenv("AE_ATTN_DEC_SPLIT");
+    if (!env || !*env) return c;
+    char key[16];
+    int v = 0, len = 0, ok = 1;
+    if (sscanf(env, "%d%n", &v, &len) == 1 && env[len] == 0) {
+        ok = v >= 1 && v <= 1024;
+        if (ok) c.fixed = v;
+    } else {
+        for (const char *e = env; *e && ok;) {
+            if (sscanf(e, "%15[a-z_]=%d%n", key, &v, &len) != 2 || v < 1) { ok = 0; break; }
+            if (!strcmp(key, "min_keys")) c.min_keys = v;
+            else if (!strcmp(key, "per_sm")) c.per_sm = v;
+            else ok = 0;
+            e += len;
+            if (*e == ',') e++;
+        }
+    }
+    if (!ok && !warned) {
+        warned = 1;
+        fprintf(stderr, "AE_ATTN_DEC_SPLIT: cannot read \"%s\" (want N in 1..1024, or "
+                        "min_keys=N,per_sm=M; ignored)\n", env);
+    }
+    if (!ok) memset(&c, 0, sizeof c);
+    return c;
+}
+
+// 1 while ae_cuda_attention dispatches a T = 1 call without lse (AE_ATTN_DEC_SPLIT applies). The
+// backend's ops run on one host thread at a time, as its stream does.
+static int g_attn_decode;
+
+// What the last ae_cuda_attention call ran (ae_cuda_attn_last, backend/cuda.h).
+static struct {
+    const char *kernel;
+    int splits, blocks, per_sm, keys, min_keys, picked; // picked: attn_pick_splits was asked
+} g_attn_last;
+
 int attn_pick_splits(const ae_backend *be, int blocks, int per_sm, int keys, int min_keys) {
-    long want = (long)cu(be)->sm_count * (per_sm > 0 ? per_sm : 1);
-    if (blocks >= want || keys < 2 * min_keys) return 1;
-    long s = (want + blocks - 1) / blocks, cap = keys / min_keys;
-    if (s > cap) s = cap;
-    if (s > 1024) s = 1024;
-    return s < 2 ? 1 : (int)s;
+    long s;
+    if (g_attn_decode) {
+        const dec_split_cfg c = dec_split_get();
+        if (c.min_keys) min_keys = c.min_keys;
+        if (c.per_sm) per_sm = c.per_sm;
+        if (c.fixed) {
+            s = c.fixed < keys ? c.fixed : keys; // empty splits would only add combine work
+            goto done;
+        }
+    }
+    {
+        long want = (long)cu(be)->sm_count * (per_sm > 0 ? per_sm : 1);
+        if (blocks >= want || keys < 2 * min_keys) {
+            s = 1;
+            goto done;
+        }
+        long cap = keys / min_keys;
+        s = (want + blocks - 1) / blocks;
+        if (s > cap) s = cap;
+        if (s > 1024) s = 1024;
+        if (s < 2) s = 1;
+    }
+done:
+    if (s < 1) s = 1;
+    g_attn_last.splits = (int)s, g_attn_last.blocks = blocks, g_attn_last.per_sm = per_sm;
+    g_attn_last.keys = keys, g_attn_last.min_keys = min_keys, g_attn_last.picked = 1;
+    return (int)s;
+}
+
+const char *ae_cuda_attn_last(void) {
+    static char buf[160];
+    if (!g_attn_last.kernel) return "none";
+    if (!g_attn_last.picked)
+        snprintf(buf, sizeof buf, "%s, unsplit (the kernel's own launch)", g_attn_last.kernel);
+    else
+        snprintf(buf, sizeof buf, "%s, splits %d (blocks %d, per_sm %d, keys %d, min_keys %d)",
+                 g_attn_last.kernel, g_attn_last.splits, g_attn_last.blocks, g_attn_last.per_sm,
+                 g_attn_last.keys, g_attn_last.min_keys);
+    return buf;
 }
 
 int attn_set_smem(const ae_backend *be, const void *kernel, size_t bytes) {
@@ -307,6 +393,14 @@ void attn_params_init(attn_params *p, const ae_attn_args *a, ae_ptr out, ae_ptr 
 
 static int aligned(const void *ptr, uintptr_t n) { return ((uintptr_t)ptr & (n - 1)) == 0; }
 
+// ran != 0: the call was `kernel`'s (recorded for ae_cuda_attn_last); the decode flag ends.
+static int attn_note_run(const ae_backend *be, const char *kernel, int ran) {
+    (void)be;
+    if (ran) g_attn_last.kernel = kernel, g_attn_decode = 0;
+    else g_attn_last.picked = 0; // a kernel that declined may have asked for splits
+    return ran;
+}
+
 void ae_cuda_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr out, ae_ptr q, ae_ptr k,
                        ae_ptr v) {
     if (cuda_failed(be)) return;
@@ -321,6 +415,8 @@ void ae_cuda_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr out, 
 
     attn_params p;
     attn_params_init(&p, a, out, q, k, v);
+    memset(&g_attn_last, 0, sizeof g_attn_last);
+    g_attn_decode = a->T == 1 && !lse2;
 
     const char *env = getenv("AE_CUDA_ATTN");
     int force_ref = env && strcmp(env, "ref") == 0;
@@ -328,10 +424,13 @@ void ae_cuda_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr out, 
         aligned(v.data, 16) && aligned(out.data, 4) && a->k_stride % 8 == 0 &&
         a->v_stride % 8 == 0) {
         if (!lse2 && a->Hkv == 1 && k.data == v.data && a->k_stride == a->v_stride &&
-            attn_mla_has(a->dk, a->dv) && attn_mla_run(be, &p))
+            attn_mla_has(a->dk, a->dv) && attn_note_run(be, "mla (D/E)", attn_mla_run(be, &p)))
             return;
-        if (attn_wgmma_run(be, &p, lse2)) return;
-        if (attn_flash_has(a->dk, a->dv) && attn_flash_run_lse(be, &p, lse2)) return;
+        if (attn_note_run(be, "wgmma (F)", attn_wgmma_run(be, &p, lse2))) return;
+        if (attn_flash_has(a->dk, a->dv) &&
+            attn_note_run(be, "flash (B)", attn_flash_run_lse(be, &p, lse2)))
+            return;
     }
     attn_ref_run(be, &p, lse2);
+    attn_note_run(be, "ref (A)", 1);
 }
