@@ -1,8 +1,12 @@
-// Sampling: greedy, determinism by seed, top-k / top-p restriction, frequencies.
+// Sampling: greedy, determinism by seed, top-k / top-p restriction, frequencies; the rule
+// (ae_sample_row, the cpu backend's sample_rows) against a direct transcription of it on crafted
+// rows: ties, top_k 1, top_p tiny and 1, temperature small and large, u at 0 and near 1.
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu.h"
 #include "infer/sample.h"
 #include "util/testutil.h"
 
@@ -102,12 +106,121 @@ static void test_bad_params(void **state) {
     assert_non_null(strstr(ae_last_error(), "--top-p"));
 }
 
+// The rule written out plainly (backend/ops.h, ae_sample_param), with the reference's arithmetic
+// (expf of the scaled logit, a double sum, float probabilities, double running sums): an
+// insertion sort by probability descending, ties by the lower id, then the cuts and the walk.
+static int rule(const float *z, int V, float T, int top_k, float top_p, float u) {
+    int best = 0;
+    for (int i = 1; i < V; i++) best = z[i] > z[best] ? i : best;
+    if (T == 0.0f) return best;
+    float p[64];
+    int ord[64];
+    double sum = 0;
+    for (int i = 0; i < V; i++) sum += (p[i] = expf((z[i] - z[best]) / T));
+    for (int i = 0; i < V; i++) p[i] = (float)(p[i] / sum);
+    for (int i = 0; i < V; i++) { // insert id i after every id of higher or equal probability
+        int k = i;
+        while (k > 0 && p[ord[k - 1]] < p[i]) ord[k] = ord[k - 1], k--;
+        ord[k] = i;
+    }
+    int keep = top_k > 0 && top_k < V ? top_k : V;
+    double cum = 0;
+    for (int i = 0; i < keep; i++)
+        if ((cum += p[ord[i]]) >= top_p) {
+            keep = i + 1;
+            break;
+        }
+    double mass = 0, acc = 0;
+    for (int i = 0; i < keep; i++) mass += p[ord[i]];
+    for (int i = 0; i < keep; i++)
+        if (u * mass < (acc += p[ord[i]])) return ord[i];
+    return ord[keep - 1];
+}
+
+// Every combination of crafted rows and parameters: ae_sample_row == the transcription, and the
+// cpu backend's sample_rows over all of them at once == ae_sample_row row by row.
+static void test_rule_crafted(void **state) {
+    (void)state;
+    enum { V = 7 };
+    const float rows[][V] = {
+        {1.0f, 3.0f, 3.0f, 3.0f, 0.0f, -1.0f, 3.0f},      // four ties at the top
+        {0.5f, -2.0f, 4.0f, 4.0f, -2.0f, 1.0f, -0.0f},     // ties at the top and in the middle
+        {-1e4f, 2.0f, -1e4f, 1.9999f, 0.0f, 0.0f, -30.0f}, // near-ties, zero probabilities
+        {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f},        // flat
+    };
+    const float temps[] = {0.0f, 0.01f, 0.7f, 1.0f, 100.0f};
+    const int top_ks[] = {0, 1, 2, 4, 6, 7, 50};
+    const float top_ps[] = {1e-6f, 0.3f, 0.5f, 0.9f, 1.0f};
+    const float us[] = {0.0f, 1e-7f, 0.25f, 0.5f, 0.999f, 1.0f - 1.0f / 16777216.0f};
+    enum { NR = 4 * 5 * 7 * 5 * 6 };
+    static float z[NR * V];
+    static ae_sample_param prm[NR];
+    static int32_t want[NR], got[NR];
+    ae_sample_pair scratch[V];
+    int n = 0;
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 5; b++)
+            for (int c = 0; c < 7; c++)
+                for (int d = 0; d < 5; d++)
+                    for (int e = 0; e < 6; e++, n++) {
+                        memcpy(z + (size_t)n * V, rows[a], sizeof rows[a]);
+                        prm[n] = (ae_sample_param){temps[b], top_ps[d], top_ks[c], us[e]};
+                        want[n] = rule(rows[a], V, temps[b], top_ks[c], top_ps[d], us[e]);
+                        int id = ae_sample_row(rows[a], V, &prm[n], scratch);
+                        if (id != want[n])
+                            fail_msg("row %d T %g top_k %d top_p %g u %.9g: %d, the rule says %d", a,
+                                     temps[b], top_ks[c], top_ps[d], us[e], id, want[n]);
+                    }
+    const ae_backend *be = ae_backend_cpu();
+    be->sample_rows(be, ae_ptr_make(got, AE_DT_I32), ae_ptr_make(z, AE_DT_F32),
+                    ae_ptr_make(prm, AE_DT_I32), NR, V);
+    assert_memory_equal(got, want, sizeof want);
+    // what the rule means on row 0 (ties 1, 2, 3, 6 at the top, then 0, 4, 5)
+    ae_sample_param p = {1.0f, 1.0f, 1, 0.999f};
+    assert_int_equal(ae_sample_row(rows[0], V, &p, scratch), 1); // top_k 1: the lowest tied id
+    p = (ae_sample_param){100.0f, 1.0f, 0, 1.0f - 1.0f / 16777216.0f};
+    assert_int_equal(ae_sample_row(rows[0], V, &p, scratch), 5); // u near 1, flat: the last id
+    p = (ae_sample_param){0.7f, 1e-6f, 0, 0.999f};
+    assert_int_equal(ae_sample_row(rows[0], V, &p, scratch), 1); // tiny top_p: the first id
+    p = (ae_sample_param){100.0f, 1.0f, 0, 0.5f};
+    assert_int_equal(ae_sample_row(rows[0], V, &p, scratch), 6); // the 4th of 7 near-equal ids
+    p = (ae_sample_param){0.0f, 0.5f, 3, 0.5f};
+    assert_int_equal(ae_sample_row(rows[1], V, &p, scratch), 2); // temperature 0: argmax
+}
+
+// ae_sampler_next is ae_sample_row with one draw of the sampler's generator per token.
+static void test_sampler_draws(void **state) {
+    (void)state;
+    enum { V = 7 };
+    const float z[V] = {0.5f, -2.0f, 4.0f, 4.0f, -2.0f, 1.0f, 0.0f};
+    ae_sampler_params sp = {.temperature = 2.0f, .top_k = 5, .top_p = 0.95f, .seed = 11};
+    ae_sampler s;
+    assert_int_equal(ae_sampler_init(&s, &sp, V), AE_OK);
+    ae_rng rng;
+    ae_rng_seed(&rng, 11);
+    ae_sample_pair scratch[V];
+    for (int i = 0; i < 200; i++) {
+        ae_sample_param p = {2.0f, 0.95f, 5, ae_rng_uniform(&rng)};
+        assert_int_equal(ae_sampler_next(&s, z), ae_sample_row(z, V, &p, scratch));
+    }
+    ae_sample_param g = ae_sampler_row(&s);
+    assert_true(g.temperature > 0);
+    ae_sampler_free(&s);
+    ae_sampler_params gp = {.greedy = 1};
+    assert_int_equal(ae_sampler_init(&s, &gp, V), AE_OK);
+    g = ae_sampler_row(&s);
+    assert_true(g.temperature == 0.0f); // greedy: the argmax row, no draw
+    ae_sampler_free(&s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_ties_lowest),
         cmocka_unit_test(test_top_k_top_p_and_frequencies),
         cmocka_unit_test(test_top_p_boundary),
         cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_rule_crafted),
+        cmocka_unit_test(test_sampler_draws),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -243,6 +243,49 @@ static void test_concurrent_streams(void **st) {
     for (int k = 0; k < 4; k++) free(expect[k]);
 }
 
+// Sampling on the device (sample_rows) with many sequences in each step: 8 concurrent requests
+// at temperature 0.8, top_p 0.9, each with its own prompt and seed, each equal to what
+// `attnedit generate` prints for that prompt and seed (one sequence, sampled the same way).
+#define NSAMPLED 8
+static void test_concurrent_sampled_equal_generate(void **st) {
+    (void)st;
+    static client c[NSAMPLED];
+    char prompt[NSAMPLED][64];
+    pthread_t th[NSAMPLED];
+    for (int i = 0; i < NSAMPLED; i++) {
+        snprintf(prompt[i], sizeof prompt[i], "The %d travellers came to", 3 + i);
+        snprintf(c[i].body, sizeof c[i].body, "{\"prompt\":\"%s\",\"max_tokens\":%d,"
+                 "\"temperature\":0.8,\"top_p\":0.9,\"seed\":%d,\"ignore_eos\":true}",
+                 prompt[i], 12 + 3 * i, 300 + i);
+        pthread_create(&th[i], NULL, run_client, &c[i]);
+    }
+    for (int i = 0; i < NSAMPLED; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < NSAMPLED; i++) {
+        assert_int_equal(c[i].rc, 0);
+        assert_int_equal(c[i].r.status, 200);
+        char *text = completion_text(c[i].r.body);
+        assert_non_null(text);
+        char nbuf[16], sbuf[16];
+        snprintf(nbuf, sizeof nbuf, "%d", 12 + 3 * i);
+        snprintf(sbuf, sizeof sbuf, "%d", 300 + i);
+        const char *args[] = {"generate", "--model", micro(), "--device", "cpu", "--prompt",
+                              prompt[i], "--max-new-tokens", nbuf, "--ignore-eos",
+                              "--temperature", "0.8", "--top-p", "0.9", "--seed", sbuf, NULL};
+        char *out = NULL, *err = NULL;
+        assert_int_equal(ae_test_run_cli(args, NULL, &out, &err), 0);
+        size_t L = strlen(out);
+        if (L && out[L - 1] == '\n') out[--L] = 0;
+        if (strcmp(text, out)) printf("request %d:\nserver:   %s\ngenerate: %s\n", i, text, out);
+        assert_string_equal(text, out);
+        free(text);
+        free(out);
+        free(err);
+        ae_http_resp_free(&c[i].r);
+    }
+    printf("%d concurrent sampled requests (T 0.8, top_p 0.9) == generate with their seeds\n",
+           NSAMPLED);
+}
+
 static void test_echo_equals_eval(void **st) {
     (void)st;
     const char *text = "The old man looked at the sea and said nothing for a long while, and then "
@@ -698,6 +741,7 @@ int main(void) {
         cmocka_unit_test(test_equals_generate),
         cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_concurrent_streams),
+        cmocka_unit_test(test_concurrent_sampled_equal_generate),
         cmocka_unit_test(test_echo_equals_eval),
         cmocka_unit_test(test_metrics_counters),
         cmocka_unit_test(test_bench_serve_engine),

@@ -14,6 +14,7 @@
 //   cpu_moe_train.c    MoE training: slot plan, combine, router backward, grouped expert
 //                      products and their input gradient
 //   cpu_scores.c       nll, KL and argmax of logit rows
+//   cpu_sample.c       sampling of logit rows (the reference rule, a sort per row)
 //   cpu_paged.c        attention over a paged KV cache, scatter into page slots, gather
 //   cpu_train.c        embedding gradient, training losses per row, softmax statistics and KD
 //                      chunks, sum of squares, axpby, AdamW
@@ -72,6 +73,7 @@ static const ae_backend k_cpu = {
     .nll_rows = ae_cpu_nll_rows,
     .kl_rows = ae_cpu_kl_rows,
     .argmax_rows = ae_cpu_argmax_rows,
+    .sample_rows = ae_cpu_sample_rows,
     .rmsnorm_bwd = ae_cpu_rmsnorm_bwd,
     .rope_bwd = ae_cpu_rope_bwd,
     .attention_bwd = ae_cpu_attention_bwd,

@@ -125,6 +125,9 @@ void ae_cpu_nll_rows(const ae_backend *be, ae_ptr out, ae_ptr z, ae_ptr target, 
 void ae_cpu_kl_rows(const ae_backend *be, ae_ptr out, ae_ptr zt, ae_ptr zs, int T, int V);
 void ae_cpu_argmax_rows(const ae_backend *be, ae_ptr out, ae_ptr z, int T, int V);
 
+// cpu_sample.c
+void ae_cpu_sample_rows(const ae_backend *be, ae_ptr ids, ae_ptr z, ae_ptr params, int N, int V);
+
 // cpu_mla.c (absorbed-MLA decode preparation: the reference ops in sequence)
 void ae_cpu_mla_decode_prep(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv, ae_ptr q,
                             ae_ptr qt, ae_ptr w, ae_ptr pos);

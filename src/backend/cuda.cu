@@ -408,6 +408,7 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     be->nll_rows = ae_cuda_nll_rows;
     be->kl_rows = ae_cuda_kl_rows;
     be->argmax_rows = ae_cuda_argmax_rows;
+    be->sample_rows = ae_cuda_sample_rows; // cuda_sample.cu
     // Training ops (backward): GPU distillation, issue 8 (cuda_backward.cu, cuda_attention_bwd.cu)
     be->rmsnorm_bwd = ae_cuda_rmsnorm_bwd;
     be->rope_bwd = ae_cuda_rope_bwd;

@@ -201,6 +201,7 @@ void ae_cuda_moe_route_bwd(const ae_backend *be, ae_ptr dz, ae_ptr dw, ae_ptr pr
 void ae_cuda_nll_rows(const ae_backend *be, ae_ptr out, ae_ptr z, ae_ptr target, int T, int V);
 void ae_cuda_kl_rows(const ae_backend *be, ae_ptr out, ae_ptr zt, ae_ptr zs, int T, int V);
 void ae_cuda_argmax_rows(const ae_backend *be, ae_ptr out, ae_ptr z, int T, int V);
+void ae_cuda_sample_rows(const ae_backend *be, ae_ptr ids, ae_ptr z, ae_ptr params, int N, int V); // cuda_sample.cu
 // cuda_backward.cu (training: backward ops other than attention)
 void ae_cuda_rmsnorm_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr x,
                          ae_ptr w, int M, int D, float eps);

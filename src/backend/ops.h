@@ -198,6 +198,30 @@ typedef struct ae_adamw_args {
 
 // A backend's recording of a sequence of ops (the graph_* slots of ae_backend), and what it did.
 typedef struct ae_graph ae_graph;
+
+// One row's sampling parameters for sample_rows (16 bytes: 4 I32 words in backend memory).
+// The rule, over probs = softmax(z / temperature): order the ids by probability descending,
+// ties by the lower id; keep the first top_k (0 = all); of those keep the shortest prefix whose
+// cumulative sum reaches top_p; r = u · (the kept mass); the id is the first of the order whose
+// running sum exceeds r, else the last kept. The caller draws u (infer/sample.h: one draw of the
+// request's generator per sampled token), so a request's ids are a function of its seed.
+typedef struct {
+    float temperature; // > 0; 0: argmax (the other fields are ignored)
+    float top_p;       // (0, 1]
+    int32_t top_k;     // >= 0; 0 = all
+    float u;           // [0, 1)
+} ae_sample_param;
+
+// Scratch of ae_sample_row: one (probability, id) pair per vocabulary entry.
+typedef struct {
+    float p;
+    int32_t id;
+} ae_sample_pair;
+
+// The rule above on one host row z (V), by a sort of the whole vocabulary: the reference that
+// the cpu backend's sample_rows runs per row and ae_sampler_next calls (backend/cpu_sample.c).
+// scratch: (V) pairs. Returns the id.
+int ae_sample_row(const float *z, int V, const ae_sample_param *p, ae_sample_pair *scratch);
 enum { AE_GRAPH_RAN = 0, AE_GRAPH_RETRY = 1, AE_GRAPH_FAILED = 2 };
 typedef struct {
     long requests;       // graph_begin calls
@@ -332,6 +356,12 @@ struct ae_backend {
     void (*kl_rows)(const ae_backend *be, ae_ptr out, ae_ptr zt, ae_ptr zs, int T, int V);
     // out[t] = argmax_v z[t, v] (ties -> lowest v)   z: (T, V) float;  out: (T) I32
     void (*argmax_rows)(const ae_backend *be, ae_ptr out, ae_ptr z, int T, int V);
+    // ids[i] = a token drawn from row i of z by the sampling rule (ae_sample_param, below) with
+    // the row's own temperature, top_k, top_p and uniform u; a row of temperature 0 takes the
+    // first index of its maximum (argmax_rows). Deterministic: the same inputs give the same
+    // ids on every run.   ids: (N) I32;  z: (N, V) F32, row stride V;  params: (N) rows of
+    // ae_sample_param, passed as (4 N) I32 words (uploaded as I32: a plain copy)
+    void (*sample_rows)(const ae_backend *be, ae_ptr ids, ae_ptr z, ae_ptr params, int N, int V);
 
     // ---- backward (NULL where a backend has no training support) ----
     // dx += ∂/∂x, dw += ∂/∂w of rmsnorm (dw may be null).   dy, x, dx: (M, D) contiguous

@@ -12,7 +12,7 @@
     X(alloc) X(free) X(upload) X(download) X(sync) X(copy_rows) X(fill) X(fill_normal)         \
     X(mem_info) X(gemm) X(matmul_group) X(rmsnorm) X(add_rmsnorm) X(rope) X(qk_norm_rope)      \
     X(attention) X(gate_mul) X(silu_mul) X(add) X(embed) X(moe_route) X(moe_ffn)               \
-    X(attention_paged) X(paged_store) X(paged_gather) X(nll_rows) X(kl_rows) X(argmax_rows) X(rmsnorm_bwd)     \
+    X(attention_paged) X(paged_store) X(paged_gather) X(nll_rows) X(kl_rows) X(argmax_rows) X(sample_rows) X(rmsnorm_bwd)     \
     X(rope_bwd) X(attention_bwd) X(gate_mul_bwd) X(silu_mul_bwd) X(embed_bwd) X(mse_rows)      \
     X(cosine_rows) X(softmax_stats) X(kd_chunk) X(sumsq) X(axpby) X(adamw) X(adamw8) X(mla_decode_prep) \
     X(moe_plan) X(moe_combine) X(moe_combine_bwd) X(moe_route_bwd)
@@ -220,6 +220,10 @@ static void p_kl_rows(const ae_backend *be, ae_ptr out, ae_ptr zt, ae_ptr zs, in
 }
 static void p_argmax_rows(const ae_backend *be, ae_ptr out, ae_ptr z, int T, int V) {
     PROF_VOID(P_argmax_rows, -1, in->argmax_rows(in, out, z, T, V));
+}
+static void p_sample_rows(const ae_backend *be, ae_ptr ids, ae_ptr z, ae_ptr params, int N,
+                          int V) {
+    PROF_VOID(P_sample_rows, -1, in->sample_rows(in, ids, z, params, N, V));
 }
 
 // ---- backward, training ----

@@ -1,9 +1,10 @@
 // attnedit bench serve --url URL [--concurrency 1,8,32] [--prompt-len N] [--gen-len M]
-//   [--requests N | --rounds R] [--model NAME] [--extra-body JSON] [--seed S] [--json]
+//   [--requests N | --rounds R] [--model NAME] [--extra-body JSON] [--seed S]
+//   [--temperature T] [--top-p P] [--json]
 // Load generator for an OpenAI-compatible server (attnedit serve, llama-server, vLLM, ...):
 // at each concurrency level, that many client threads send streaming /v1/completions requests
 // back to back (random token-id prompts of --prompt-len, --gen-len tokens each, eos ignored,
-// greedy) until --requests are done, and report time to first token, time per output token,
+// greedy unless --temperature says otherwise) until --requests are done, and report time to first token, time per output token,
 // end-to-end latency (p50/p90/p99) and throughput. TTFT ends at the first server-sent event
 // ("data:"), so SSE comments a server sends while a long prompt is read (llama-server's pings)
 // do not count as the first token. Against attnedit serve it also reads the engine's counters
@@ -25,11 +26,14 @@
 
 static const char k_help[] =
     "usage: attnedit bench serve --url URL [--concurrency 1,8,32] [--prompt-len N] [--gen-len M]\n"
-    "         [--requests N | --rounds R] [--model NAME] [--extra-body JSON] [--seed S] [--json]\n"
+    "         [--requests N | --rounds R] [--model NAME] [--extra-body JSON] [--seed S]\n"
+    "         [--temperature T] [--top-p P] [--json]\n"
     "  Streams --requests completions (or R x concurrency with --rounds; default: 4 x\n"
     "  concurrency, at least 8) at each concurrency level against URL (http://HOST:PORT),\n"
     "  prompts of --prompt-len random token ids (default 128), --gen-len new tokens each\n"
-    "  (default 64; greedy, ignore_eos). --extra-body: a JSON object whose fields are added to\n"
+    "  (default 64; ignore_eos). --temperature T (default 0: greedy) and --top-p P (default 1)\n"
+    "  are sent in every request: T > 0 measures a sampled load (chat clients' default).\n"
+    "  --extra-body: a JSON object whose fields are added to\n"
     "  every request (another server's extensions, e.g. '{\"cache_prompt\":false}' for\n"
     "  llama-server). Prints TTFT, TPOT and end-to-end latency percentiles (ms) and throughput\n"
     "  (tokens/s), or JSON with --json.\n"
@@ -50,6 +54,7 @@ typedef struct {
     const char *host, *model;
     const char *extra;        // ",\"k\":v..." fields added to every body, or ""
     int port, prompt_len, gen_len, n_req;
+    float temperature, top_p; // sent in every request (0: greedy)
     uint64_t seed;
     pthread_mutex_t mu;
     int next, reported;       // reported: a failure was printed (the first of the level)
@@ -87,9 +92,10 @@ static void *worker(void *arg) {
         for (int k = 0; k < j->prompt_len; k++)
             n += (size_t)snprintf(body + n, cap - n, k ? ",%d" : "%d", 100 + (int)(ae_rng_uniform(&r) * 900));
         n += (size_t)snprintf(body + n, cap - n,
-                              "],\"max_tokens\":%d,\"temperature\":0,\"ignore_eos\":true,"
-                              "\"stream\":true,\"stream_options\":{\"include_usage\":true}%s}",
-                              j->gen_len, j->extra);
+                              "],\"max_tokens\":%d,\"temperature\":%.9g,\"top_p\":%.9g,"
+                              "\"ignore_eos\":true,\"stream\":true,"
+                              "\"stream_options\":{\"include_usage\":true}%s}",
+                              j->gen_len, j->temperature, j->top_p, j->extra);
         timing t = {.t0 = ae_time_now()};
         ae_http_resp resp;
         int rc = ae_http_request(j->host, j->port, "POST", "/v1/completions", body, n, on_data, &t,
@@ -262,6 +268,7 @@ static int bench_serve(int argc, char **argv) {
     ae_args a = {argc, argv, 0, "bench serve"};
     const char *url = NULL, *conc = "1,8,32", *model = NULL, *extra_json = NULL, *v;
     int prompt_len = 128, gen_len = 64, n_req = 0, rounds = 0, json = 0, r;
+    float temperature = 0.0f, top_p = 1.0f;
     uint64_t seed = 1;
     while (a.i < a.argc) {
         ae_status st = AE_OK;
@@ -276,6 +283,14 @@ static int bench_serve(int argc, char **argv) {
             if (r > 0) st = ae_parse_int(v, "--requests", 1, 1 << 24, &n_req);
         } else if ((r = ae_args_value(&a, "--rounds", &v))) {
             if (r > 0) st = ae_parse_int(v, "--rounds", 1, 1 << 16, &rounds);
+        } else if ((r = ae_args_value(&a, "--temperature", &v))) {
+            if (r > 0) st = ae_parse_float(v, "--temperature", &temperature);
+            if (st == AE_OK && !(temperature >= 0.0f && temperature <= 100.0f))
+                st = ae_errorf(AE_ERR_ARG, "--temperature must be in [0, 100], got %s", v);
+        } else if ((r = ae_args_value(&a, "--top-p", &v))) {
+            if (r > 0) st = ae_parse_float(v, "--top-p", &top_p);
+            if (st == AE_OK && !(top_p > 0.0f && top_p <= 1.0f))
+                st = ae_errorf(AE_ERR_ARG, "--top-p must be in (0, 1], got %s", v);
         } else if ((r = ae_args_value(&a, "--seed", &v))) {
             if (r > 0) st = ae_parse_u64(v, "--seed", &seed);
         } else if (ae_args_flag(&a, "--json")) {
@@ -313,7 +328,8 @@ static int bench_serve(int argc, char **argv) {
     for (int li = 0; li < nl; li++) {
         int c = levels[li], n = n_req ? n_req : rounds ? rounds * c : (4 * c > 8 ? 4 * c : 8);
         job j = {.host = host, .model = model, .extra = extra, .port = port, .prompt_len = prompt_len,
-                 .gen_len = gen_len, .n_req = n, .seed = seed * 1000003u};
+                 .gen_len = gen_len, .n_req = n, .temperature = temperature, .top_p = top_p,
+                 .seed = seed * 1000003u};
         pthread_mutex_init(&j.mu, NULL);
         j.s = calloc((size_t)n, sizeof *j.s);
         pthread_t *th = calloc((size_t)c, sizeof *th);
@@ -345,11 +361,12 @@ static int bench_serve(int argc, char **argv) {
         if (ok < n) rc = 1;
         if (json) {
             printf("%s{\"concurrency\":%d,\"requests\":%d,\"failed\":%d,\"prompt_len\":%d,"
-                   "\"gen_len\":%d,\"ttft_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f},"
+                   "\"gen_len\":%d,\"temperature\":%g,\"top_p\":%g,\"ttft_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f},"
                    "\"tpot_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f},"
                    "\"e2e_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f},"
                    "\"output_tokens_per_s\":%.3f,\"requests_per_s\":%.4f,\"wall_s\":%.3f",
-                   li ? "," : "", c, n, n - ok, prompt_len, gen_len, pct(tt, ok, 50),
+                   li ? "," : "", c, n, n - ok, prompt_len, gen_len, temperature, top_p,
+                   pct(tt, ok, 50),
                    pct(tt, ok, 90), pct(tt, ok, 99), pct(tp, ok, 50), pct(tp, ok, 90),
                    pct(tp, ok, 99), pct(ee, ok, 50), pct(ee, ok, 90), pct(ee, ok, 99),
                    toks / wall, ok / wall, wall);
@@ -373,10 +390,10 @@ static int bench_serve(int argc, char **argv) {
         pthread_mutex_destroy(&j.mu);
     }
     if (json) printf("]\n");
-    else printf("(ms; prompt %d tokens, %d generated per request; tok/s = generated tokens / wall;\n"
+    else printf("(ms; prompt %d tokens, %d generated per request, temperature %g, top_p %g; tok/s = generated tokens / wall;\n"
                 " admit..apply: the server's ms per engine step by phase, sync = waiting for the GPU;\n"
                 " dec tok/s: the server's tokens of decode-only steps / their seconds)\n",
-                prompt_len, gen_len);
+                prompt_len, gen_len, temperature, top_p);
     free(levels);
     free(extra);
     return rc;

@@ -58,6 +58,12 @@ struct ae_engine {
     ae_ptr logits_dev;        // (logits_dev_rows, V) F32
     size_t logits_dev_rows;
     ae_ptr best_dev;          // (max_batch_tokens) I32
+    // sampling on the device (sample_rows): each logits row's parameters of this step, packed
+    // into the step's tables (params_dev points there); host_sampling (AE_SERVE_HOST_SAMPLING=1)
+    // downloads sampled rows and samples them on the host instead, as before the op existed
+    ae_sample_param *sp_host; // (max_batch_tokens)
+    ae_ptr params_dev;        // (n_out) ae_sample_param as 4 I32 words, in tab_dev; null: none
+    int host_sampling;
     // steps recorded as backend graphs (model/paged.h): [0] steps of one row per sequence
     // (decode), [1] the others (prefill chunks); which ones: graph_mode (AE_SERVE_GRAPHS)
     int graph_mode;           // 0: none; 1: decode steps; 2: every step
@@ -335,6 +341,15 @@ static int graph_mode_from_env(void) {
     return n <= 0 ? 0 : n >= 2 ? 2 : 1;
 }
 
+// AE_SERVE_HOST_SAMPLING=1: sampled rows are downloaded and sampled on the host
+// (ae_sampler_next), the path before sample_rows, kept for A/B measurements and as a fallback.
+// The ids are the same on the cpu backend; on cuda they may differ where the kernel's sums and
+// the host's differ within a rounding (backend/cuda_sample.cu).
+static int host_sampling_from_env(void) {
+    const char *v = getenv("AE_SERVE_HOST_SAMPLING");
+    return v && atoi(v) > 0;
+}
+
 // The handle this step records on, or NULL (op by op): decode steps (one row per sequence) on
 // one, the others on another, so that a prefill chunk does not replace the decode step's
 // executable graphs. Created on first use.
@@ -362,12 +377,15 @@ static ae_status grow_dev(const ae_backend *be, ae_ptr *p, size_t *cap, size_t w
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 // The step's tables packed into tab_host (each part at a multiple of 64 elements) and uploaded
-// in one copy into tab_dev; pb's device pointers point into it. The block tables have a row of
+// in one copy into tab_dev; pb's device pointers point into it, and params_dev to the first
+// n_params rows of sp_host (sample_params). The block tables have a row of
 // max_blocks[g] entries per sequence of the step (-1 past its pages).
-static ae_status step_tables(ae_engine *e, int N, ae_paged_batch *pb) {
+static ae_status step_tables(ae_engine *e, int N, int n_params, ae_paged_batch *pb) {
     const ae_backend *be = e->m->be;
-    size_t nb = (size_t)e->n_batch, off[3 + 2 * AE_PG_COUNT], n = 0;
+    size_t nb = (size_t)e->n_batch, off[4 + 2 * AE_PG_COUNT], n = 0;
     for (int k = 0; k < 3; k++) off[k] = n, n += round64((size_t)N); // ids, pos, seq
+    size_t off_sp = n; // the logits rows' sampling parameters (4 words a row)
+    n += round64(4 * (size_t)n_params);
     for (int g = 0; g < AE_PG_COUNT; g++) {
         if (!e->pool.lo.page_size[g]) continue;
         int mb = 1;
@@ -393,6 +411,8 @@ static ae_status step_tables(ae_engine *e, int N, ae_paged_batch *pb) {
     pb->dev_ids = ae_ptr_at(e->tab_dev, off[0]);
     pb->pos = ae_ptr_at(e->tab_dev, off[1]);
     pb->seq = ae_ptr_at(e->tab_dev, off[2]);
+    memcpy(t + off_sp, e->sp_host, sizeof(ae_sample_param) * (size_t)n_params);
+    e->params_dev = n_params ? ae_ptr_at(e->tab_dev, off_sp) : ae_ptr_null();
     for (int g = 0; g < AE_PG_COUNT; g++) {
         if (!e->pool.lo.page_size[g]) continue;
         int mb = pb->max_blocks[g];
@@ -493,6 +513,35 @@ static void take_token(ae_engine *e, ae_seq *s, int32_t id) {
         s->finish = is_stop ? AE_FINISH_STOP : AE_FINISH_LENGTH;
 }
 
+// This step's sampling parameters of each logits row, in sp_host: temperature 0 (the row's
+// argmax) for greedy sequences and for rows that pick no token (echo rows before the last);
+// a sampled sequence's last row gets its options and one draw of its generator, the draw
+// ae_sampler_next would make. Returns the number of rows sampled on the device (0: none, or
+// host_sampling, where the host samples and no row is drawn here).
+static int sample_params(ae_engine *e) {
+    int n = 0;
+    for (int b = 0; b < e->n_batch; b++) {
+        ae_seq *s = e->batch[b];
+        for (int k = 0; k < s->n_outrows; k++) e->sp_host[s->out0 + k] = (ae_sample_param){0};
+        if (!s->sample || s->r->p.sp.greedy || e->host_sampling) continue;
+        e->sp_host[s->out0 + s->n_outrows - 1] = ae_sampler_row(&s->smp);
+        n++;
+    }
+    return n;
+}
+
+// The step's picks on the device, into best: sample_rows over every logits row when a row
+// samples (greedy rows take their argmax in it), else argmax_rows when a row is greedy; then
+// the one download of the ids, the step's first device wait.
+static ae_status device_picks(ae_engine *e, int n_out, int n_sampled, int need_best) {
+    const ae_backend *be = e->m->be;
+    int V = e->m->cfg.vocab_size;
+    if (n_sampled) be->sample_rows(be, e->best_dev, e->logits_dev, e->params_dev, n_out, V);
+    else if (need_best) be->argmax_rows(be, e->best_dev, e->logits_dev, n_out, V);
+    else return AE_OK;
+    return be->download(be, e->best, AE_DT_I32, e->best_dev, (size_t)n_out);
+}
+
 // The step's phases after admit (phase_mark): tables, forward, sync, sample. On the CUDA
 // backend the forward only enqueues (no op of the paged forward downloads or syncs): its time is
 // the host's launch work (op-by-op launches, or graph capture/update/launch) while the device
@@ -500,19 +549,22 @@ static void take_token(ae_engine *e, ae_seq *s, int32_t id) {
 // op steps of thousands of kernels). The one device wait of the step is the first download
 // (sync); a step that reads no logits row (prefill chunks before the prompt's end) waits for
 // nothing, and its device time shows up in the next step's sync. On the CPU backend the forward
-// computes everything and sync is a copy.
+// computes everything and sync is a copy. Tokens are picked on the device (device_picks); only
+// rows that are scored (logprobs, echo) or sampled on the host (host_sampling) are downloaded.
 static ae_status run_batch(ae_engine *e, int N) {
     const ae_model *m = e->m;
     const ae_backend *be = m->be;
     int V = m->cfg.vocab_size, n_out = 0, need_host = 0, need_best = 0;
-    for (int b = 0; b < e->n_batch; b++) { // logits rows read back; greedy picks on the device
+    for (int b = 0; b < e->n_batch; b++) { // logits rows read back; picks on the device
         ae_seq *s = e->batch[b];
         n_out += s->n_outrows;
         const ae_req_params *p = &s->r->p;
-        if (s->n_outrows && (!p->sp.greedy || p->logprobs >= 0 || (p->echo && s->n_cached < s->r->n_prompt)))
+        int host_pick = !p->sp.greedy && e->host_sampling;
+        if (s->n_outrows && (host_pick || p->logprobs >= 0 || (p->echo && s->n_cached < s->r->n_prompt)))
             need_host = 1;
         need_best |= s->sample && p->sp.greedy;
     }
+    int n_sampled = sample_params(e);
     ae_paged_batch pb;
     memset(&pb, 0, sizeof pb);
     pb.N = N;
@@ -526,16 +578,13 @@ static ae_status run_batch(ae_engine *e, int N) {
                                                   .pos0 = s->n_cached};
     }
     pb.graph = step_graph(e, N);
-    ae_status st = step_tables(e, N, &pb);
+    ae_status st = step_tables(e, N, n_sampled ? n_out : 0, &pb);
     if (st == AE_OK) st = grow_dev(be, &e->logits_dev, &e->logits_dev_rows, (size_t)n_out,
                                    AE_DT_F32, (size_t)V);
     phase_mark(e, AE_PHASE_TABLES);
     if (st == AE_OK) st = ae_model_forward_paged(m, &e->pool.lo, &pb, e->out_rows, n_out, e->logits_dev);
     phase_mark(e, AE_PHASE_FORWARD);
-    if (st == AE_OK && n_out && need_best) {
-        be->argmax_rows(be, e->best_dev, e->logits_dev, n_out, V);
-        st = be->download(be, e->best, AE_DT_I32, e->best_dev, (size_t)n_out);
-    }
+    if (st == AE_OK && n_out) st = device_picks(e, n_out, n_sampled, need_best);
     if (st == AE_OK && n_out) {
         if (need_host && (size_t)n_out > e->logits_cap) {
             ae_free_aligned(e->logits_host);
@@ -567,7 +616,7 @@ static ae_status run_batch(ae_engine *e, int N) {
         if (!s->sample) continue;
         int o = s->out0 + s->n_outrows - 1;
         const float *row = e->logits_host + (size_t)o * V;
-        int32_t id = p->sp.greedy ? e->best[o] : ae_sampler_next(&s->smp, row);
+        int32_t id = p->sp.greedy || !e->host_sampling ? e->best[o] : ae_sampler_next(&s->smp, row);
         if (p->logprobs >= 0) score(row, V, id, p->logprobs, &r->out_lp[r->n_out]);
         take_token(e, s, id);
     }
@@ -705,6 +754,7 @@ static void engine_free(ae_engine *e) {
     free(e->out_rows);
     ae_free_aligned(e->logits_host);
     free(e->best);
+    free(e->sp_host);
     const ae_backend *be = e->m->be;
     for (int k = 0; k < 2; k++)
         if (e->graph[k]) be->graph_free(be, e->graph[k]);
@@ -761,8 +811,11 @@ ae_status ae_engine_start(const ae_model *m, const ae_tokenizer *tok, const ae_e
     e->logits_host = ae_alloc_f32(e->logits_cap * V);
     e->best = ae_malloc(sizeof(int32_t) * B);
     e->best_dev = m->be->alloc(m->be, B, AE_DT_I32);
+    e->sp_host = ae_calloc(B, sizeof *e->sp_host);
     e->graph_mode = graph_mode_from_env();
-    if (!ok || !e->out_rows || !e->logits_host || !e->best || ae_ptr_is_null(e->best_dev)) {
+    e->host_sampling = host_sampling_from_env();
+    if (!ok || !e->out_rows || !e->logits_host || !e->best || ae_ptr_is_null(e->best_dev) ||
+        !e->sp_host) {
         engine_free(e);
         return ae_errorf(AE_ERR_NOMEM, "engine: out of memory for a batch of %zu tokens", B);
     }
