@@ -56,7 +56,9 @@
 // the device copy rate measured the same way in the same run (the 2 GiB copy_rows, read +
 // written, best of 5). "plan": the kernel and split-KV choice (ae_cuda_attn_last). Each case
 // runs once per --dec-splits value, set as AE_ATTN_DEC_SPLIT ("default": unset; default list
-// "default;1;2;4;8;16;32;64;128;per_sm=4;per_sm=8;min_keys=64").
+// "default;1;2;4;8;16;32;64;128;per_sm=4;per_sm=8;min_keys=64"), and each of those with both
+// decode kernels: "dec" column 1 = kernel G (k_attn_decode, the split merge in its launch), 0 =
+// kernel B + the combine launch (AE_ATTN_DECODE=1 / 0).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -541,11 +543,13 @@ static int bench_decode(const ae_backend *be, int reps, const char *splits) {
     const double copy = dec_copy_rate(be, &t);
     const char *saved = getenv("AE_ATTN_DEC_SPLIT");
     char *saved_copy = saved ? strdup(saved) : NULL;
+    const char *saved_dec = getenv("AE_ATTN_DECODE");
+    char *saved_dec_copy = saved_dec ? strdup(saved_dec) : NULL;
     printf("decode attention, T = 1, Hq %d Hkv %d d %d, bf16; device copy rate %.0f GB/s; "
            "time per call = best of %d reps (events, queue filled first)\n",
            DEC_HQ, DEC_HKV, DEC_D, copy * 1e-9, reps);
-    printf("%-26s %6s %-14s %9s %8s %7s   %s\n", "case", "keys", "AE_ATTN_DEC_SPLIT", "us/call",
-           "GB/s", "% copy", "plan");
+    printf("%-26s %6s %-14s %3s %9s %8s %7s   %s\n", "case", "keys", "AE_ATTN_DEC_SPLIT", "dec",
+           "us/call", "GB/s", "% copy", "plan");
     int rc = 0;
     for (size_t ci = 0; ci < sizeof k_dec_cases / sizeof *k_dec_cases; ci++) {
         const dec_case *c = &k_dec_cases[ci];
@@ -560,27 +564,34 @@ static int bench_decode(const ae_backend *be, int reps, const char *splits) {
         const double bytes = (double)b.keys * DEC_HKV * (2.0 * DEC_D) * 2;
         char list[512];
         snprintf(list, sizeof list, "%s", splits);
-        for (char *v = strtok(list, ";"); v; v = strtok(NULL, ";")) {
+        int bad = 0; // an error in this case: its other settings are skipped
+        for (char *v = strtok(list, ";"); v && !bad; v = strtok(NULL, ";")) {
             if (!strcmp(v, "default") || !*v) unsetenv("AE_ATTN_DEC_SPLIT");
             else setenv("AE_ATTN_DEC_SPLIT", v, 1);
-            const double sec = dec_time(be, &b, &t, reps);
-            if (sec <= 0) {
-                fprintf(stderr, "bench_attn --decode: %s [%s]: %s\n", c->name, v, ae_last_error());
-                rc = 1;
-                break;
+            for (int dec = 1; dec >= 0; dec--) { // kernel G, then kernel B + combine
+                setenv("AE_ATTN_DECODE", dec ? "1" : "0", 1);
+                const double sec = dec_time(be, &b, &t, reps);
+                if (sec <= 0) {
+                    fprintf(stderr, "bench_attn --decode: %s [%s, AE_ATTN_DECODE=%d]: %s\n",
+                            c->name, v, dec, ae_last_error());
+                    rc = bad = 1;
+                    break;
+                }
+                be->attention(be, &b.a, b.out, b.q, b.k[0], b.v[0]); // the plan of this setting
+                printf("%-26s %6d %-14s %3d %9.2f %8.0f %6.1f%%   %s\n", c->name, b.keys, v, dec,
+                       sec * 1e6, bytes / sec * 1e-9, copy > 0 ? 100.0 * bytes / sec / copy : 0.0,
+                       ae_cuda_attn_last());
+                fflush(stdout);
             }
-            be->attention(be, &b.a, b.out, b.q, b.k[0], b.v[0]); // the plan of this setting
-            printf("%-26s %6d %-14s %9.2f %8.0f %6.1f%%   %s\n", c->name, b.keys, v, sec * 1e6,
-                   bytes / sec * 1e-9, copy > 0 ? 100.0 * bytes / sec / copy : 0.0,
-                   ae_cuda_attn_last());
-            fflush(stdout);
         }
         if (be->sync(be) != AE_OK) rc = 1;
         dec_free(be, &b);
     }
     if (saved_copy) setenv("AE_ATTN_DEC_SPLIT", saved_copy, 1);
     else unsetenv("AE_ATTN_DEC_SPLIT");
-    free(saved_copy);
+    if (saved_dec_copy) setenv("AE_ATTN_DECODE", saved_dec_copy, 1);
+    else unsetenv("AE_ATTN_DECODE");
+    free(saved_copy), free(saved_dec_copy);
     cudaEventDestroy(t.e0), cudaEventDestroy(t.e1);
     be->free(be, t.a), be->free(be, t.b);
     return rc;

@@ -1297,6 +1297,145 @@ static void test_attention_decode(void **state) {
     }
 }
 
+// Kernel G (cuda_attention_decode.cu: T·G <= 64 packed rows, dk = dv in {64, 128}, the split
+// merge folded into its launch) on its own, with AE_ATTN_DECODE=1 whatever the compiled default:
+// the dispatcher must say it ran "decode" (ae_cuda_attn_last); out within TOL_ATTN of the cpu
+// (the tolerance of every attention case: bf16 out, fp32 softmax; G keeps P in fp32, so its
+// error is below kernel B's); three calls in a row (fresh NaN-poisoned outputs) give the same
+// bits as the first — a ticket counter left non-zero by a call would make the next call's merge
+// skip rows (NaN) or run early; with AE_ATTN_DECODE=0 kernel B runs again ("flash (B)") and is
+// close too. dec_split: AE_ATTN_DEC_SPLIT for G's runs (T = 1 calls read it) or NULL; min_splits:
+// the plan must have at least this many splits (the folded merge really ran).
+static const char *attn_last_plan(void) {
+#ifdef AE_HAVE_CUDA // (a build without CUDA skips in main, before any test)
+    return ae_cuda_attn_last();
+#else
+    return "none";
+#endif
+}
+
+static void expect_attn_kernel(const char *want, int min_splits, const char *what) {
+    const char *plan = attn_last_plan();
+    if (strncmp(plan, want, strlen(want)) != 0)
+        fail_msg("%s: the dispatcher ran \"%s\", expected kernel \"%s\"", what, plan, want);
+    int splits = 1;
+    const char *sp = strstr(plan, "splits ");
+    if (sp) splits = atoi(sp + 7);
+    if (splits < min_splits)
+        fail_msg("%s: plan \"%s\" has %d splits, expected at least %d", what, plan, splits,
+                 min_splits);
+}
+
+static void run_decode_kernel(ae_rng *r, const attn_case *c, const char *dec_split, int min_splits) {
+    int T = c->T, S = c->pos0 + T, Hq = c->Hq, Hkv = c->Hkv, dk = c->dk, dv = c->dv;
+    ae_attn_args a = ae_attn_dense(T, c->pos0, Hq, Hkv, dk, dv, c->window, 1.0f / sqrtf((float)dk),
+                                   ae_ptr_null());
+    a.ring = c->ring;
+    int rows = c->ring > 0 ? c->ring : S + 5;
+    size_t nq = (size_t)T * Hq * dk, no = (size_t)T * Hq * dv;
+    size_t nk = (size_t)rows * a.k_stride, nv = (size_t)rows * a.v_stride;
+    float *q = hnormal(r, nq, 1.0f, AE_DT_BF16);
+    float *k = hnormal(r, nk, 1.0f, AE_DT_BF16), *v = hnormal(r, nv, 1.0f, AE_DT_BF16);
+    for (int row = S; row < rows; row++) { // rows holding no position: never written
+        for (int i = 0; i < a.k_stride; i++) k[(size_t)row * a.k_stride + i] = NAN;
+        for (int i = 0; i < a.v_stride; i++) v[(size_t)row * a.v_stride + i] = NAN;
+    }
+    float *sinks = NULL;
+    if (c->sinks) {
+        int vis = c->window > 0 && c->window < S ? c->window : S;
+        sinks = hnew((size_t)Hq);
+        for (int h = 0; h < Hq; h++) sinks[h] = logf((float)vis) + 4.0f * ae_rng_uniform(r) - 2.0f;
+    }
+    char name[200];
+    attn_case_name(c, name, sizeof name);
+    float *oc = hnew(no);
+    ae_attn_args ac = a;
+    ac.sinks = sinks ? ae_host_f32(sinks) : ae_ptr_null();
+    g_cpu->attention(g_cpu, &ac, ae_host_f32(oc), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
+    ae_ptr dq = dnew_put(q, nq, g_gpu->act_dtype), dk_ = dnew_put(k, nk, g_gpu->act_dtype);
+    ae_ptr dv_ = dnew_put(v, nv, g_gpu->act_dtype);
+    ae_attn_args ag = a;
+    ag.sinks = sinks ? dnew_put(sinks, (size_t)Hq, AE_DT_F32) : ae_ptr_null();
+    char what[320];
+    float *first = NULL;
+    setenv("AE_ATTN_DECODE", "1", 1);
+    if (dec_split) setenv("AE_ATTN_DEC_SPLIT", dec_split, 1);
+    for (int call = 0; call < 3; call++) {
+        ae_ptr dout = dnew(no, g_gpu->act_dtype); // fresh: NaN-poisoned
+        g_gpu->attention(g_gpu, &ag, dout, dq, dk_, dv_);
+        snprintf(what, sizeof what, "attention decode  %s%s%s", name, dec_split ? " split=" : "",
+                 dec_split ? dec_split : "");
+        expect_attn_kernel("decode", min_splits, what);
+        float *og = dget(dout, no);
+        if (call == 0) {
+            printf("  %s: %s\n", what, attn_last_plan());
+            expect_close(og, oc, no, TOL_ATTN, "%s", what);
+            first = og;
+        } else {
+            expect_exact(og, first, no, "%s: call %d == call 1", what, call + 1);
+            free(og);
+        }
+        dfree(dout);
+    }
+    if (dec_split) unsetenv("AE_ATTN_DEC_SPLIT");
+    setenv("AE_ATTN_DECODE", "0", 1); // the switch back to kernel B
+    ae_ptr dout = dnew(no, g_gpu->act_dtype);
+    g_gpu->attention(g_gpu, &ag, dout, dq, dk_, dv_);
+    snprintf(what, sizeof what, "attention flash   %s (AE_ATTN_DECODE=0)", name);
+    expect_attn_kernel("flash (B)", 1, what);
+    float *ob = dget(dout, no);
+    expect_close(ob, oc, no, TOL_ATTN, "%s", what);
+    unsetenv("AE_ATTN_DECODE");
+    dfree(dout), dfree(dq), dfree(dk_), dfree(dv_);
+    if (sinks) dfree(ag.sinks);
+    free(ob), free(first), free(q), free(k), free(v), free(oc), free(sinks);
+}
+
+// T = 1 and 2 tokens; G = 1, 4, 5 (padding rows), 8, 16 (two head groups); 1 .. 33000 keys;
+// windows below and above the key count; rings past their wrap; sinks; d 64 and 128. Cases of
+// >= 1000 keys must split (the merge of the launch's last block) under the default heuristic;
+// forced splits: one key per split (7 keys, asked 64), 7 uneven splits, unsplit at 4096 keys,
+// and 1024 splits at 33000 keys.
+static void test_attention_decode_kernel(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 611);
+    attn_case cases[] = {
+        {.T = 1, .pos0 = 0, .Hq = 4, .Hkv = 4, .dk = 128, .dv = 128},
+        {.T = 1, .pos0 = 6, .Hq = 8, .Hkv = 2, .dk = 64, .dv = 64, .sinks = 1},
+        {.T = 1, .pos0 = 63, .Hq = 16, .Hkv = 2, .dk = 128, .dv = 128},
+        {.T = 1, .pos0 = 999, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .sinks = 1},
+        {.T = 1, .pos0 = 4095, .Hq = 16, .Hkv = 2, .dk = 64, .dv = 64},
+        {.T = 1, .pos0 = 32999, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128},
+        {.T = 1, .pos0 = 32999, .Hq = 2, .Hkv = 2, .dk = 64, .dv = 64, .window = 4096, .sinks = 1},
+        {.T = 1, .pos0 = 999, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .window = 2000},
+        {.T = 1, .pos0 = 4999, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .window = 1024, .ring = 1024, .sinks = 1},
+        {.T = 1, .pos0 = 100, .Hq = 8, .Hkv = 1, .dk = 64, .dv = 64, .window = 7, .ring = 7},
+        {.T = 1, .pos0 = 299, .Hq = 32, .Hkv = 2, .dk = 128, .dv = 128},
+        {.T = 1, .pos0 = 1299, .Hq = 10, .Hkv = 2, .dk = 64, .dv = 64, .sinks = 1},
+        {.T = 2, .pos0 = 0, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128},
+        {.T = 2, .pos0 = 5, .Hq = 16, .Hkv = 2, .dk = 64, .dv = 64, .sinks = 1},
+        {.T = 2, .pos0 = 998, .Hq = 4, .Hkv = 4, .dk = 128, .dv = 128},
+        {.T = 2, .pos0 = 4094, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .window = 512, .ring = 600},
+        {.T = 2, .pos0 = 32998, .Hq = 16, .Hkv = 2, .dk = 128, .dv = 128, .sinks = 1},
+        {.T = 16, .pos0 = 200, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .window = 49, .ring = 64, .sinks = 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const attn_case *c = &cases[i];
+        const int S = c->pos0 + c->T;
+        const int keys = c->window > 0 && c->window < S ? c->window : S;
+        run_decode_kernel(&r, c, NULL, keys >= 1000 ? 2 : 1);
+    }
+    attn_case one_key = {.T = 1, .pos0 = 6, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .sinks = 1};
+    run_decode_kernel(&r, &one_key, "64", 7);
+    attn_case uneven = {.T = 1, .pos0 = 999, .Hq = 8, .Hkv = 1, .dk = 64, .dv = 64};
+    run_decode_kernel(&r, &uneven, "7", 7);
+    attn_case unsplit = {.T = 1, .pos0 = 4095, .Hq = 32, .Hkv = 8, .dk = 128, .dv = 128};
+    run_decode_kernel(&r, &unsplit, "1", 1);
+    attn_case many = {.T = 1, .pos0 = 32999, .Hq = 4, .Hkv = 1, .dk = 128, .dv = 128, .sinks = 1};
+    run_decode_kernel(&r, &many, "1024", 1024);
+}
+
 // Prefill T in {1, 17, 64, 65, 200, 1000} after pos0 in {0, 37} cached positions.
 static void test_attention_prefill(void **state) {
     (void)state;
@@ -1761,6 +1900,7 @@ int main(void) {
         cmocka_unit_test(test_mla_decode_prep),
         cmocka_unit_test(test_matmul_group),
         cmocka_unit_test(test_attention_decode),
+        cmocka_unit_test(test_attention_decode_kernel),
         cmocka_unit_test(test_attention_prefill),
         cmocka_unit_test(test_attention_heads),
         cmocka_unit_test(test_attention_window_ring),

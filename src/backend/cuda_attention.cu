@@ -44,11 +44,18 @@
 //      split over the keys. AE_ATTN_WGMMA=1 takes it for every shape it supports (=simple: its
 //      unpipelined schedule), =0 never; unset: the default of attn_wgmma_run (long prefills,
 //      T·G >= 4096, at d = 128 without a window; the later shapes once WGMMA_DEFAULT_EXT is on).
+//   G. k_attn_decode (cuda_attention_decode.cu): decode and other calls of T·G <= 64 packed
+//      rows without lse, dk = dv = 64 or 128: grid (Hkv · head groups, splits, T), every warp
+//      computes (keys split over the warps, lanes over the head dim, 16-byte K/V row loads,
+//      online softmax per row), and the split-KV combine folded into the same launch (the last
+//      block of a (kv head, token) to take a ticket merges the splits in split order:
+//      deterministic). AE_ATTN_DECODE=0 returns these calls to B (default: on,
+//      DECODE_KERNEL_DEFAULT_ON).
 //
 // Dispatcher (ae_cuda_attention): AE_CUDA_ATTN=ref forces A. Otherwise E or D when Hkv == 1,
 // (dk, dv) is one of their instantiations, k and v are the same rows (k == v, k_stride == v_stride) and the
 // addresses allow 16-byte copies; else (with the same checks as B) F when it takes the
-// arguments (above); else B when (dk, dv) is a B instantiation, Hq % Hkv == 0 and
+// arguments (above); else G when it takes them (above); else B when (dk, dv) is a B instantiation, Hq % Hkv == 0 and
 // q, k, v are 16-byte aligned with k_stride, v_stride multiples of 8 elements (out 4-byte
 // aligned); else A. A kernel whose shared memory does not fit the device falls through to the
 // next one.
@@ -427,6 +434,7 @@ void ae_cuda_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr out, 
             attn_mla_has(a->dk, a->dv) && attn_note_run(be, "mla (D/E)", attn_mla_run(be, &p)))
             return;
         if (attn_note_run(be, "wgmma (F)", attn_wgmma_run(be, &p, lse2))) return;
+        if (attn_note_run(be, "decode", attn_decode_run(be, &p, lse2))) return;
         if (attn_flash_has(a->dk, a->dv) &&
             attn_note_run(be, "flash (B)", attn_flash_run_lse(be, &p, lse2)))
             return;

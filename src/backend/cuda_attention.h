@@ -50,6 +50,12 @@ int attn_flash_run_lse(const ae_backend *be, const attn_params *p, float *lse2);
 // pages; never split): 0 when it does not take these arguments (AE_ATTN_WGMMA, shape, device,
 // build), as the launchers above.
 int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2);
+// Kernel G (cuda_attention_decode.cu: decode, T·G <= 64 packed rows, dk = dv = 64 or 128,
+// windows, rings, sinks; split-KV combined in the same launch): 0 when it does not take these
+// arguments (lse2 set, pages, shape, AE_ATTN_DECODE=0), as the launchers above.
+int attn_decode_run(const ae_backend *be, const attn_params *p, const float *lse2);
+// AE_ATTN_DECODE: 0 = never kernel G; unset = DECODE_KERNEL_DEFAULT_ON; else on. Read per call.
+int attn_decode_enabled(void);
 int attn_mla_has(int dk, int dv);                            // cuda_attention_mla.cu
 int attn_mla_run(const ae_backend *be, const attn_params *p);
 
