@@ -4,7 +4,8 @@
 //                 [--stage 1|2|both] [--device cuda] [--json] [--label S] [--peaks]
 //                 [--kv-lora 512] [--rope-dim 64] [--nope-dim 128] [--v-dim 128]
 //                 [--window 1024] [--full-every 6] [--out DIR] [--keep] [--seed S] [--profile]
-//                 [--optim-state fp32|8bit] [--train attention|all] [--gpus N]
+//                 [--optim-state fp32|8bit] [--grad-dtype fp32|bf16] [--train attention|all]
+//                 [--gpus N]
 // The teacher has random weights for DIR/config.json's architecture, made on the device
 // (ae_model_random); the student shares its frozen tensors (ae_model_share) and gets the peer's
 // target modules at random init (ae_student_make): MLA kv_lora 512 + rope 64, nope 128, v 128,
@@ -75,6 +76,7 @@ typedef struct {
     int batch, ctx, steps, stages, json, peaks, keep, profile; // stages: bit 0 stage 1, bit 1 stage 2
     int kv_lora, rope, nope, vdim, window, full_every;
     int optim_8bit; // --optim-state 8bit: AdamW moments block-quantised (as attnedit convert)
+    int grad_bf16;  // --grad-dtype bf16: gradients of the bf16 weights in bf16 (as attnedit convert)
     int train_all;  // --train all: stage 2 trains every parameter (the student then has its own
                     // copy of the weights, made like the teacher's); with several ranks the
                     // AdamW states and fp32 masters are sharded (ZeRO-1)
@@ -107,6 +109,10 @@ static int parse(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--optim-state")) {
             if (strcmp(v, "fp32") && strcmp(v, "8bit")) return -1;
             o->optim_8bit = !strcmp(v, "8bit");
+        }
+        else if (!strcmp(a, "--grad-dtype")) {
+            if (strcmp(v, "fp32") && strcmp(v, "bf16")) return -1;
+            o->grad_bf16 = !strcmp(v, "bf16");
         }
         else if (!strcmp(a, "--stage")) {
             o->stages = !strcmp(v, "1") ? 1 : !strcmp(v, "2") ? 2 : !strcmp(v, "both") ? 3 : 0;
@@ -267,7 +273,7 @@ static ae_status run_once(const opts *o, const ae_model *t, ae_model *s, const a
                          .lr = {1e-4f, 1e-4f}, .warmup_frac = 0.0f, .min_lr_ratio = 0.1f,
                          .weight_decay = 0.01f, .clip = 1.0f, .tau = 1.0f, .cos_weight = 0.1f,
                          .save_every = -1, .log_every = 1, .optim_8bit = o->optim_8bit,
-                         .train_all = o->train_all,
+                         .grad_bf16 = o->grad_bf16, .train_all = o->train_all,
                          .seed = o->seed};
     AE_TRY(fresh_dir(dir));
     ae_distill_result r;
@@ -319,9 +325,9 @@ static void print_row(const opts *o, const ae_backend *be, int k, const stage_re
     double mfu = x->ran && ri->gemm > 0 ? fpt * x->tok_s / (ri->gemm * ae_comm_size(o->comm)) : 0;
     const char *status = x->ran ? "ok" : x->st == AE_ERR_UNSUPPORTED ? "refused" : "failed";
     int ranks = ae_comm_size(o->comm);
-    printf("bench_distill | %s | %s | %s | stage %d | %d x %d | optim %s%s | ", o->label, be->name,
-           o->target, k + 1, o->batch, o->ctx, o->optim_8bit ? "8bit" : "fp32",
-           o->train_all ? ", train all" : "");
+    printf("bench_distill | %s | %s | %s | stage %d | %d x %d | optim %s, grads %s%s | ", o->label,
+           be->name, o->target, k + 1, o->batch, o->ctx, o->optim_8bit ? "8bit" : "fp32",
+           o->grad_bf16 ? "bf16" : "fp32", o->train_all ? ", train all" : "");
     if (ranks > 1) printf("%d ranks (%s) | ", ranks, ae_comm_kind(o->comm));
     if (x->ran)
         printf("%.0f tok/s | %.3f s/step | %.1f TFLOP/s | MFU %.1f%% | peak %.1f GiB (%s; reserved "
@@ -333,8 +339,9 @@ static void print_row(const opts *o, const ae_backend *be, int k, const stage_re
         printf("{\"bench\":\"bench_distill\",\"shape\":");
         json_str(o->label);
         printf(",\"target\":\"%s\",\"batch\":%d,\"ctx\":%d,\"window\":%d,\"stage\":%d,\"steps\":%d,"
-               "\"optim_state\":\"%s\",\"status\":\"%s\",\"ranks\":%d,", o->target, o->batch, o->ctx,
-               o->window, k + 1, o->steps, o->optim_8bit ? "8bit" : "fp32", status, ranks);
+               "\"optim_state\":\"%s\",\"grad_dtype\":\"%s\",\"status\":\"%s\",\"ranks\":%d,",
+               o->target, o->batch, o->ctx, o->window, k + 1, o->steps,
+               o->optim_8bit ? "8bit" : "fp32", o->grad_bf16 ? "bf16" : "fp32", status, ranks);
         printf("\"train\":\"%s\",", o->train_all ? "all" : "attention");
         if (x->ran)
             printf("\"tok_s\":%.1f,\"step_s\":%.4f,\"tflops\":%.2f,\"mfu\":%.4f,", x->tok_s, x->step_s,
@@ -391,7 +398,8 @@ static void usage(void) {
             "         [--stage 1|2|both] [--device cuda|cpu] [--json] [--label S] [--peaks]\n"
             "         [--kv-lora 512] [--rope-dim 64] [--nope-dim 128] [--v-dim 128] [--window 1024]\n"
             "         [--full-every 6] [--out DIR] [--keep] [--seed S] [--profile]\n"
-            "         [--optim-state fp32|8bit] [--train attention|all] [--gpus N]\n"
+            "         [--optim-state fp32|8bit] [--grad-dtype fp32|bf16] [--train attention|all]\n"
+            "         [--gpus N]\n"
             "       bench_distill --peaks [--device D]   (the bf16 GEMM rate only)\n");
 }
 

@@ -6,7 +6,9 @@
 # peak memory, the ratios attnedit / peer and MFU (model FLOPs / the bf16 GEMM rate measured
 # here; formula in bench/bench_distill.c) for every row, as a markdown table at the end.
 # The Qwen3-8B rows run twice on the attnedit side: AdamW moments in fp32 (the default) and
-# with --optim-state 8bit (block-quantised moments, docs/DISTILL.md); the peer keeps fp32.
+# with --optim-state 8bit (block-quantised moments, docs/DISTILL.md), the latter also with
+# --grad-dtype bf16 (optim "8bit+bf16g": bf16 gradients, 2 bytes a trained value less); the peer
+# keeps fp32 moments and gradients.
 #   bash bench/gpu_distill.sh [BUILD_DIR] [PEER_SCRIPT]   (default build-gpu; the peer is found
 #                                                          in .carry/peers or ../shared/peers)
 # Environment:
@@ -18,7 +20,8 @@
 #   AE_BENCH_STEPS       timed steps per stage after 2 warm-up steps, both sides (default 4;
 #                        AE_BENCH_STEPS_32K for the 32K rows, default 2)
 #   AE_BENCH_NO_PEER=1   attnedit only
-#   AE_BENCH_OPTIM8=0    leave out the --optim-state 8bit rows
+#   AE_BENCH_OPTIM8=0    leave out the --optim-state 8bit rows (and the 8bit+bf16g ones)
+#   AE_BENCH_BF16G=0     leave out the --optim-state 8bit --grad-dtype bf16 rows
 #   AE_BENCH_TMP         folder for bench_distill's run folders (stage-end checkpoints of several
 #                        GiB, removed after each run; default /dev/shm when it has 64 GiB free,
 #                        else /tmp)
@@ -58,12 +61,14 @@ AE_BENCH_GEMM_PEAK=$(echo "$peaks" | sed -n 's/.*gemm \([0-9.]*\) TFLOP.*/\1/p')
 export AE_BENCH_GEMM_PEAK
 
 # attnedit: one bench_distill run (both stages) per shape and target
-ae_row() { # label config batch ctx target steps [optim state: fp32 (default) | 8bit]
+ae_row() { # label config batch ctx target steps [optim: fp32 (default) | 8bit | 8bit+bf16g]
   local optim="${7:-fp32}"
   local tag="$1-$3x$4-$5-$optim"
+  local state="${optim%%+*}" grads=fp32 # "8bit+bf16g": 8-bit moments, bf16 gradients
+  [ "$optim" != "$state" ] && grads=bf16
   timeout "${AE_BENCH_ROW_TIMEOUT:-420}" "$build/bench_distill" --config "$cfgs/$2" --label "$1" \
     --target "$5" --batch "$3" --ctx "$4" --steps "$6" --stage both --device cuda --json \
-    --optim-state "$optim" 2> "$logdir/ae-$tag.err" > "$logdir/ae-$tag.out"
+    --optim-state "$state" --grad-dtype "$grads" 2> "$logdir/ae-$tag.err" > "$logdir/ae-$tag.out"
   local rc=$?
   grep -v '^{' "$logdir/ae-$tag.out"
   grep '^{' "$logdir/ae-$tag.out" >> "$logdir/ae.jsonl"
@@ -71,8 +76,8 @@ ae_row() { # label config batch ctx target steps [optim state: fp32 (default) | 
     echo "bench_distill | $1 | $5 | $3 x $4 | exit $rc; last lines of $logdir/ae-$tag.err:"
     tail -n 3 "$logdir/ae-$tag.err" | sed 's/^/    /'
     if ! grep -q '^{' "$logdir/ae-$tag.out"; then # no row at all: record the failure
-      printf '{"bench":"bench_distill","shape":"%s","target":"%s","batch":%d,"ctx":%d,"optim_state":"%s","stage":0,"status":"failed","error":"exit %d"}\n' \
-        "$1" "$5" "$3" "$4" "$optim" "$rc" >> "$logdir/ae.jsonl"
+      printf '{"bench":"bench_distill","shape":"%s","target":"%s","batch":%d,"ctx":%d,"optim_state":"%s","grad_dtype":"%s","stage":0,"status":"failed","error":"exit %d"}\n' \
+        "$1" "$5" "$3" "$4" "$state" "$grads" "$rc" >> "$logdir/ae.jsonl"
     fi
   fi
 }
@@ -111,6 +116,9 @@ if [ "$full" != only ]; then
   for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps"; done
   if [ "${AE_BENCH_OPTIM8:-1}" != 0 ]; then
     for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps" 8bit; done
+    if [ "${AE_BENCH_BF16G:-1}" != 0 ]; then
+      for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps" 8bit+bf16g; done
+    fi
   fi
   peer_row 1.7b 2 4096 mla,gateswa "$steps"
   peer_row 8b 1 4096 mla,gateswa "$steps"
@@ -138,11 +146,15 @@ gemm = next((r["gemm_tflops"] for r in ae if r.get("gemm_tflops")), 0)
 pk = {(p["shape"], p["batch"], p["ctx"], p["target"]): p for p in peer}
 print(f"\nbf16 GEMM peak: {gemm:.1f} TFLOP/s. ratio = attnedit / peer (tok/s: > 1 is faster; peak: < 1 is less memory).")
 print("MFU = model FLOPs per token (bench/bench_distill.c) x tok/s / GEMM peak, the same FLOPs for both sides.\n")
-print("optim = attnedit's AdamW moments (--optim-state); the peer keeps fp32 moments.\n")
+print("optim = attnedit's AdamW moments (--optim-state), +bf16g: bf16 gradients (--grad-dtype bf16); "
+      "the peer keeps fp32 moments and gradients.\n")
+def optim_of(r):
+    o = r.get("optim_state", "fp32")
+    return o + "+bf16g" if r.get("grad_dtype", "fp32") == "bf16" else o
 print("| shape | B x T | target | optim | stage | attnedit tok/s | peer tok/s | ratio | attnedit MFU | peer MFU "
       "| attnedit peak GiB | peer peak GiB | peak ratio |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-partial = {(r["shape"], r["batch"], r["ctx"], r["target"], r.get("optim_state", "fp32"))
+partial = {(r["shape"], r["batch"], r["ctx"], r["target"], optim_of(r))
            for r in ae if r.get("status") != "ok"}
 seen = set()
 for r in ae:
@@ -164,7 +176,7 @@ for r in ae:
     a_mem = r.get("peak_mem_gb")
     p_mem = p.get("peak_mem_gb") if p and "error" not in p else None
     mem_ratio = f"{a_mem / p_mem:.2f}" if a_mem and p_mem else "–"
-    optim = r.get("optim_state", "fp32")
+    optim = optim_of(r)
     star = "*" if key + (optim,) in partial else ""
     print(f"| {r['shape']} | {r['batch']} x {r['ctx']} | {r['target']} | {optim} | {st or '?'} | {a_tps} | {p_tps} | {ratio} "
           f"| {a_mfu} | {p_mfu} | {f'{a_mem:.1f}{star}' if a_mem else '–'} | {f'{p_mem:.1f}' if p_mem else '–'} | {mem_ratio} |")

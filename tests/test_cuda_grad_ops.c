@@ -1,6 +1,7 @@
 // The CUDA backward ops (backend/cuda_backward.cu, cuda_attention_bwd.cu) against the CPU
 // reference (the backward slots of backend/cpu*.c, themselves checked against finite differences
-// in test_grad_ops.c): rmsnorm_bwd, rope_bwd, gate_mul_bwd, silu_mul_bwd, attention_bwd. Needs a
+// in test_grad_ops.c): rmsnorm_bwd, rope_bwd, gate_mul_bwd, silu_mul_bwd, attention_bwd, and
+// ae_matmul_bwd's weight gradient into a BF16 dw (--grad-dtype bf16). Needs a
 // CUDA build and a GPU; prints "SKIP ..." and exits 77 (ctest: skipped) otherwise. The small
 // rmsnorm_bwd / rope_bwd cases that tests/test_grad_ops.c runs on cuda against the double
 // reference are not repeated here.
@@ -10,7 +11,8 @@
 // (new allocations NaN-filled: an element an op forgets to write, or a value it reads that it
 // should not, shows up as NaN). Every case prints its measured error and its tolerance.
 //
-// Accumulating outputs ("+=": rmsnorm's dx and dw, attention's dk, dv, dsinks) start from random
+// rmsnorm_bwd's BF16 dw (--grad-dtype bf16) must also equal the GPU's F32 dw from the same start
+// rounded to bf16 (one pass: the same fp32 sum, one rounding). Accumulating outputs ("+=": rmsnorm's dx and dw, attention's dk, dv, dsinks) start from random
 // non-zero values on both sides, and their error is measured relative to the gradient itself:
 // ||gpu − cpu|| / ||cpu − start||, so a dropped or doubled "+=" fails. Overwritten outputs (dq,
 // gate/silu gradients) start from NaN on the GPU. Aliasing the contract allows (gate_mul_bwd /
@@ -266,6 +268,15 @@ static void run_rmsnorm(ae_rng *r, int M, int D, ae_dtype in_dt, ae_dtype dx_dt,
         check_same(res[0][1], dw0, (size_t)D, "rmsnorm_bwd dw untouched when null %s", name);
     check_same(res[0][0], res[1][0], n, "rmsnorm_bwd dx determinism %s", name);
     check_same(res[0][1], res[1][1], (size_t)D, "rmsnorm_bwd dw determinism %s", name);
+    if (with_dw && dw_dt == AE_DT_BF16) { // --grad-dtype bf16: the F32 dw's sum, rounded once
+        ae_ptr gdx = dnew_put(dx0, n, dx_dt), gdw = dnew_put(dw0, (size_t)D, AE_DT_F32);
+        g_gpu->rmsnorm_bwd(g_gpu, gdx, gdw, gdy, gx, gw, M, D, eps);
+        float *f = dget(gdw, (size_t)D);
+        for (int d = 0; d < D; d++) f[d] = bf16r(f[d]);
+        check_same(res[0][1], f, (size_t)D, "rmsnorm_bwd BF16 dw == bf16(F32 dw) %s", name);
+        dfree(gdx), dfree(gdw);
+        free(f);
+    }
     dfree(gx), dfree(gdy), dfree(gw);
     free(x), free(dy), free(w), free(dx0), free(dw0), free(dxc), free(dwc);
     for (int run = 0; run < 2; run++) free(res[run][0]), free(res[run][1]);
@@ -288,6 +299,70 @@ static void test_rmsnorm_bwd(void **state) {
     }
     run_rmsnorm(&r, 77, 200, AE_DT_F32, AE_DT_F32, AE_DT_F32, 0);
     run_rmsnorm(&r, 77, 200, AE_DT_BF16, AE_DT_BF16, AE_DT_BF16, 1);
+    // BF16 dw (--grad-dtype bf16: norm weights' gradients), qk-norm rows and a hidden size
+    run_rmsnorm(&r, 4096, 128, AE_DT_BF16, AE_DT_BF16, AE_DT_BF16, 1);
+    run_rmsnorm(&r, 1030, 2048, AE_DT_BF16, AE_DT_BF16, AE_DT_BF16, 1);
+}
+
+// =============================================================================================
+// ae_matmul_bwd's weight gradient dw += dyᵀ · x into a BF16 dw (--grad-dtype bf16: every
+// Linear weight's gradient): against the CPU's F32 dw from the same bf16 start (TOL_BF16_OUT of
+// the gradient), and against the GPU's own F32 dw rounded to bf16: within one bf16 ulp of the
+// value (TOL_DW_ULP: cuBLASLt rounds alpha·acc + dw once, but may pick another algorithm, i.e.
+// another fp32 summation order, for a bf16 C/D than for an F32 one; plus a floor of 1e-4 of the
+// gradient's rms for values where the sum cancels). Deterministic: two runs
+// bit-identical.
+
+#define TOL_DW_ULP (1.0 / 128) // one bf16 ulp, relative to the larger of the two values
+
+static void run_matmul_dw(ae_rng *r, int M, int K, int N) {
+    size_t nx = (size_t)M * K, ny = (size_t)M * N, nw = (size_t)N * K;
+    float *x = hnormal(r, nx, 1.0f), *dy = hnormal(r, ny, 1.0f), *w = hnormal(r, nw, 0.1f);
+    float *dw0 = hnormal(r, nw, 2.0f), *ref = hcopy(dw0, nw); // bf16-exact start
+    ae_matmul_bwd(g_cpu, ae_ptr_null(), ae_host_f32(ref), ae_host_f32(dy), ae_host_f32(x),
+                  ae_host_f32(w), M, K, N);
+    ae_ptr gx = dnew_put(x, nx, AE_DT_BF16), gdy = dnew_put(dy, ny, AE_DT_BF16);
+    ae_ptr gw = dnew_put(w, nw, AE_DT_BF16);
+    float *got[3]; // BF16 dw twice, then F32 dw
+    for (int run = 0; run < 3; run++) {
+        ae_ptr gdw = dnew_put(dw0, nw, run < 2 ? AE_DT_BF16 : AE_DT_F32);
+        ae_matmul_bwd(g_gpu, ae_ptr_null(), gdw, gdy, gx, gw, M, K, N);
+        got[run] = dget(gdw, nw);
+        dfree(gdw);
+    }
+    char name[120];
+    snprintf(name, sizeof name, "M=%d K=%d N=%d", M, K, N);
+    check(got[0], ref, dw0, nw, TOL_BF16_OUT, "matmul_bwd BF16 dw %s vs cpu F32", name);
+    check_same(got[0], got[1], nw, "matmul_bwd BF16 dw determinism %s", name);
+    // a value where the sum nearly cancels: the two fp32 orders may differ by more than its ulp;
+    // the floor (1e-4 of the gradient's rms, ~100x the fp32 order's difference) covers it
+    double gss = 0, worst = 0;
+    for (size_t i = 0; i < nw; i++) gss += ((double)ref[i] - dw0[i]) * ((double)ref[i] - dw0[i]);
+    double fl = 1e-4 * sqrt(gss / (double)nw);
+    size_t wi = 0;
+    for (size_t i = 0; i < nw; i++) {
+        double b = bf16r(got[2][i]), d = fabs(got[0][i] - b);
+        double e = d / (fmax(fabs(b), fabs((double)got[0][i])) + fl / TOL_DW_ULP);
+        if (d > 0 && e > worst) worst = e, wi = i;
+    }
+    printf("  %-86s max %.2e of the value (tol %.2e)\n", "matmul_bwd BF16 dw vs bf16(F32 dw)",
+           worst, TOL_DW_ULP);
+    if (!(worst <= TOL_DW_ULP))
+        fail_msg("matmul_bwd BF16 dw %s: [%zu] %.9g vs bf16(F32 dw) %.9g", name, wi,
+                 (double)got[0][wi], (double)bf16r(got[2][wi]));
+    dfree(gx), dfree(gdy), dfree(gw);
+    free(x), free(dy), free(w), free(dw0), free(ref);
+    for (int run = 0; run < 3; run++) free(got[run]);
+}
+
+static void test_matmul_bwd_dw_bf16(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 805);
+    run_matmul_dw(&r, 1, 8, 8);       // one row
+    run_matmul_dw(&r, 7, 33, 65);     // odd shapes (cuBLASLt alignment, or the plain kernel)
+    run_matmul_dw(&r, 1030, 256, 512); // training-like: many rows, depth M
+    run_matmul_dw(&r, 4096, 2048, 576); // MLA kv_a_proj_with_mqa at Qwen3-1.7B, 4096 tokens
 }
 
 // =============================================================================================
@@ -1128,6 +1203,7 @@ int main(void) {
     printf("device: %s (%s)\n", dev, g_hopper ? "Hopper: wgmma runs checked" : "not Hopper");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rmsnorm_bwd),
+        cmocka_unit_test(test_matmul_bwd_dw_bf16),
         cmocka_unit_test(test_rope_bwd),
         cmocka_unit_test(test_gate_mul_bwd),
         cmocka_unit_test(test_silu_mul_bwd),

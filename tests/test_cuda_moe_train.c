@@ -2,6 +2,7 @@
 // (backend/cpu_moe_train.c, itself checked against its definition and finite differences in
 // test_grad_ops.c), the grouped expert GEMMs (expert_matmul and its input gradient,
 // backend/cuda_moe.cu: slot offsets read on the device) against the CPU's per-expert gemm calls,
+// expert_matmul_bwd's weight gradients into BF16 buffers (--grad-dtype bf16),
 // and the whole MoE block's training forward and backward (train/moe_train.c:
 // the same code on both backends) cuda vs cpu, and the training forward's streams kept in bf16
 // for the cosine term (AE_KEEP_ACT: test_kept_streams). Needs a CUDA build and a GPU; prints "SKIP ..."
@@ -392,6 +393,59 @@ static void run_expert_matmul(ae_rng *r, const int32_t *off, int E, int tail, in
     free(x), free(x0), free(y0), free(dw0);
 }
 
+// expert_matmul_bwd's weight gradients into BF16 buffers (--grad-dtype bf16, --train all) with
+// n = 2 and no dx: against the CPU's F32 dw from the same bf16 start (TOL_BF16_OUT), and equal to
+// the GPU's F32 dw rounded to bf16 (k_expert_dw: the same fp32 tile sums, one rounding of
+// start + sum). Two runs bit-identical.
+static void run_expert_dw_bf16(ae_rng *r, const int32_t *off, int E, int tail, int N, int Kd) {
+    int S = off[E] + tail;
+    size_t nx = (size_t)S * Kd, ny = (size_t)S * N, nw = (size_t)E * N * Kd;
+    float *x = hnormal(r, nx, 1.0f, AE_DT_BF16), *dw0 = hnormal(r, nw, 1.0f, AE_DT_BF16);
+    float *w[2] = {hnormal(r, nw, 1.0f, AE_DT_BF16), hnormal(r, nw, 1.0f, AE_DT_BF16)};
+    float *dy[2] = {hnormal(r, ny, 1.0f, AE_DT_BF16), hnormal(r, ny, 1.0f, AE_DT_BF16)};
+    float *ref[2];
+    ae_ptr hw[2], hdy[2], href[2], gw[2], gdy[2];
+    for (int i = 0; i < 2; i++) {
+        ref[i] = malloc(sizeof(float) * nw), memcpy(ref[i], dw0, sizeof(float) * nw);
+        hw[i] = ae_host_f32(w[i]), hdy[i] = ae_host_f32(dy[i]), href[i] = ae_host_f32(ref[i]);
+        gw[i] = dput(w[i], AE_DT_F32, nw, AE_DT_BF16), gdy[i] = dput(dy[i], AE_DT_F32, ny, AE_DT_BF16);
+    }
+    g_cpu->expert_matmul_bwd(g_cpu, 2, ae_ptr_null(), href, hdy, ae_host_f32(x), hw,
+                             ae_host_i32(off), S, E, N, Kd, 0);
+    ae_ptr goff = dput(off, AE_DT_I32, (size_t)E + 1, AE_DT_I32);
+    ae_ptr gx = dput(x, AE_DT_F32, nx, AE_DT_BF16);
+    float *got[3][2]; // runs 0, 1: BF16 dw; run 2: F32 dw
+    for (int run = 0; run < 3; run++) {
+        ae_ptr gdw[2];
+        for (int i = 0; i < 2; i++) gdw[i] = dput(dw0, AE_DT_F32, nw, run < 2 ? AE_DT_BF16 : AE_DT_F32);
+        g_gpu->expert_matmul_bwd(g_gpu, 2, ae_ptr_null(), gdw, gdy, gx, gw, goff, S, E, N, Kd, 0);
+        for (int i = 0; i < 2; i++) got[run][i] = dget(gdw[i], nw), g_gpu->free(g_gpu, gdw[i]);
+    }
+    char what[200];
+    for (int i = 0; i < 2; i++) {
+        // measured against the gradient (ref − dw0), so a lost "+=" fails
+        float *gg = malloc(sizeof(float) * nw), *rg = malloc(sizeof(float) * nw);
+        for (size_t j = 0; j < nw; j++) gg[j] = got[0][i][j] - dw0[j], rg[j] = ref[i][j] - dw0[j];
+        snprintf(what, sizeof what, "expert_matmul_bwd E=%d S=%d N=%d Kd=%d dw[%d] BF16 (+= dw0) vs cpu",
+                 E, S, N, Kd, i);
+        check_l2(gg, rg, nw, TOL_BF16_OUT, "%s", what);
+        for (size_t j = 0; j < nw; j++) got[2][i][j] = bf16r(got[2][i][j]);
+        snprintf(what, sizeof what, "expert_matmul_bwd dw[%d] BF16 == bf16(F32 dw) E=%d N=%d Kd=%d", i,
+                 E, N, Kd);
+        check_same(got[0][i], got[2][i], nw, what);
+        snprintf(what, sizeof what, "expert_matmul_bwd dw[%d] BF16 determinism", i);
+        check_same(got[0][i], got[1][i], nw, what);
+        free(gg), free(rg);
+    }
+    g_gpu->free(g_gpu, goff), g_gpu->free(g_gpu, gx);
+    for (int i = 0; i < 2; i++) {
+        g_gpu->free(g_gpu, gw[i]), g_gpu->free(g_gpu, gdy[i]);
+        free(w[i]), free(dy[i]), free(ref[i]);
+        for (int run = 0; run < 3; run++) free(got[run][i]);
+    }
+    free(x), free(dw0);
+}
+
 // off (E + 1) from slot counts per expert.
 static void offsets_of(const int *counts, int E, int32_t *off) {
     off[0] = 0;
@@ -417,6 +471,11 @@ static void test_expert_matmul(void **state) {
     const int c3[] = {1};
     offsets_of(c3, 1, off);
     run_expert_matmul(&r, off, 1, 1, 8, 8, AE_DT_F32);
+    // BF16 weight gradients (--grad-dtype bf16): paired stores (even Kd) and odd shapes
+    offsets_of(c1, 6, off);
+    run_expert_dw_bf16(&r, off, 6, 3, 65, 40);
+    offsets_of(c2, 5, off);
+    run_expert_dw_bf16(&r, off, 5, 0, 33, 37);
     // Qwen3-30B-A3B: 4096 tokens routed to 8 of 128 experts; gate/up (N 768, Kd 2048, act) and
     // down (N 2048, Kd 768, F32 as the training pass keeps o)
     int T = 4096, K = 8, E = 128;
@@ -426,6 +485,7 @@ static void test_expert_matmul(void **state) {
                     T, K, E);
     run_expert_matmul(&r, offb, E, 0, 768, 2048, AE_DT_BF16);
     run_expert_matmul(&r, offb, E, 0, 2048, 768, AE_DT_F32);
+    run_expert_dw_bf16(&r, offb, E, 0, 768, 2048);
     free(idx), free(pos), free(tok), free(offb);
 }
 

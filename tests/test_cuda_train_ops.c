@@ -14,12 +14,16 @@
 // Every call is made twice on fresh outputs and the two results must be bit-identical.
 //
 // Tolerances (each check prints its measured error):
-//   EXACT        embed_bwd (the same float additions in token order), axpby (the same float
+//   EXACT        embed_bwd (the same float additions in token order; a BF16 table, as
+//                --grad-dtype bf16 has it: the CPU's F32 sum from the same bf16 start rounded
+//                to bf16 once), axpby (the same float
 //                operations; BF16 y: the CPU's result rounded to bf16), adamw w/m/v (the CPU's
 //                float operations in its order, rounded intrinsics, no contraction), argmax:
 //                bit-identical. adamw's BF16 param must equal bf16(w) exactly. adamw8: w, every
 //                code and every block absmax bit-identical (the same tables, float operations
-//                and correctly rounded sqrt/division on both sides).
+//                and correctly rounded sqrt/division on both sides). adamw / adamw8 with a BF16
+//                gradient (--grad-dtype bf16): the same, against the CPU given the bf16 values
+//                as F32 (the kernels widen bf16 exactly).
 //   TOL_ROW      1e-6 relative per row: mse/cosine losses, double sums in another order, one
 //                float rounding (6e-8) at the end.
 //   TOL_F32      1e-5 relative L2: F32 gradients (mse dy, cosine da: double on both sides,
@@ -208,30 +212,39 @@ static float *bf16_all(const float *x, size_t n) {
 // =============================================================================================
 // embed_bwd
 
-static void run_embed(ae_rng *r, int T, int D, int V, int distinct, ae_dtype dy_dt) {
+// tab_dt: the table's dtype (BF16: a --grad-dtype bf16 gradient; its start values bf16 already)
+static void run_embed_tab(ae_rng *r, int T, int D, int V, int distinct, ae_dtype dy_dt,
+                          ae_dtype tab_dt) {
     size_t nt = (size_t)T * D, nv = (size_t)V * D;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)T);
     for (int t = 0; t < T; t++) ids[t] = (int32_t)(ae_rng_u64(r) % (uint64_t)distinct);
     if (T > 2) ids[T - 1] = V - 1, ids[0] = V - 1; // the last row, first and last token
-    float *dy = hnormal(r, nt, 1.0f, dy_dt), *tab0 = hnormal(r, nv, 2.0f, AE_DT_F32);
+    float *dy = hnormal(r, nt, 1.0f, dy_dt), *tab0 = hnormal(r, nv, 2.0f, tab_dt);
     float *ref = hcopy(tab0, nv);
     g_cpu->embed_bwd(g_cpu, ae_host_f32(ref), ae_host_f32(dy), ae_host_i32(ids), T, D);
+    if (tab_dt == AE_DT_BF16) // the same fp32 sum, rounded once
+        for (size_t i = 0; i < nv; i++) ref[i] = bf16r(ref[i]);
     ae_ptr gdy = dnew_put(dy, nt, dy_dt), gids = dnew(T, AE_DT_I32);
     dput(gids, ids, AE_DT_I32, (size_t)T);
     float *res[2];
     for (int run = 0; run < 2; run++) {
-        ae_ptr gtab = dnew_put(tab0, nv, AE_DT_F32);
+        ae_ptr gtab = dnew_put(tab0, nv, tab_dt);
         dsync("embed_bwd upload");
         g_gpu->embed_bwd(g_gpu, gtab, gdy, gids, T, D);
         dsync("embed_bwd");
         res[run] = dget(gtab, nv);
         dfree(gtab);
     }
-    check_same(res[0], ref, nv, "embed_bwd T=%d D=%d V=%d distinct=%d dy %s vs cpu", T, D, V,
-               distinct, dtn(dy_dt));
+    check_same(res[0], ref, nv, "embed_bwd T=%d D=%d V=%d distinct=%d dy %s table %s vs cpu%s", T,
+               D, V, distinct, dtn(dy_dt), dtn(tab_dt),
+               tab_dt == AE_DT_BF16 ? " rounded to bf16" : "");
     check_same(res[0], res[1], nv, "embed_bwd determinism T=%d D=%d", T, D);
     dfree(gdy), dfree(gids);
     free(ids), free(dy), free(tab0), free(ref), free(res[0]), free(res[1]);
+}
+
+static void run_embed(ae_rng *r, int T, int D, int V, int distinct, ae_dtype dy_dt) {
+    run_embed_tab(r, T, D, V, distinct, dy_dt, AE_DT_F32);
 }
 
 static void test_embed_bwd(void **state) {
@@ -247,6 +260,11 @@ static void test_embed_bwd(void **state) {
     // keep the host reference small); ids spread over the table, then all alike (padding)
     run_embed(&r, 8192, 4096, 32000, 32000, AE_DT_BF16);
     run_embed(&r, 8192, 4096, 32000, 1, AE_DT_BF16);
+    // BF16 tables (--grad-dtype bf16): odd D, repeats, one row taking most tokens, training size
+    run_embed_tab(&r, 1, 8, 5, 5, AE_DT_F32, AE_DT_BF16);
+    run_embed_tab(&r, 37, 33, 11, 4, AE_DT_BF16, AE_DT_BF16);
+    run_embed_tab(&r, 5000, 72, 3, 1, AE_DT_BF16, AE_DT_BF16);
+    run_embed_tab(&r, 8192, 4096, 32000, 32000, AE_DT_BF16, AE_DT_BF16);
 }
 
 // =============================================================================================
@@ -535,20 +553,22 @@ static void test_axpby(void **state) {
 // =============================================================================================
 // adamw
 
-static void run_adamw(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int offset, int steps) {
+// gdt: the gradient's dtype (BF16: --grad-dtype bf16; the CPU gets the same bf16 values as F32)
+static void run_adamw_g(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int offset, int steps,
+                        ae_dtype gdt) {
     size_t na = n + 1;
     float *w = hnormal(r, na, 1.0f, AE_DT_F32), *m = hnew(na), *v = hnew(na);
     for (size_t j = 0; j < na; j++) m[j] = 0.0f, v[j] = 0.0f;
     ae_ptr gw = dnew_put(w, na, AE_DT_F32), gm = dnew_put(m, na, AE_DT_F32);
-    ae_ptr gv = dnew_put(v, na, AE_DT_F32), gg = dnew(na, AE_DT_F32);
+    ae_ptr gv = dnew_put(v, na, AE_DT_F32), gg = dnew(na, gdt);
     ae_ptr gp = with_param ? dnew(na, pdt) : ae_ptr_null(), gf = dnew(1, AE_DT_I32);
     int32_t zero = 0, flag = 0;
     dput(gf, &zero, AE_DT_I32, 1);
     char name[120];
-    snprintf(name, sizeof name, "n=%zu param %s offset %d", n, with_param ? dtn(pdt) : "null",
-             offset);
+    snprintf(name, sizeof name, "n=%zu param %s offset %d grad %s", n,
+             with_param ? dtn(pdt) : "null", offset, dtn(gdt));
     for (int step = 1; step <= steps; step++) {
-        float *g = hnormal(r, na, 0.01f * step, AE_DT_F32);
+        float *g = hnormal(r, na, 0.01f * step, gdt);
         ae_adamw_args a = {.lr = 3e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                            .weight_decay = step % 2 ? 0.1f : 0.0f,
                            .bc1 = 1.0f - powf(0.9f, (float)step),
@@ -597,6 +617,10 @@ static int32_t adamw_flag(size_t n, size_t bad, float value, int32_t flag0) {
     return r;
 }
 
+static void run_adamw(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int offset, int steps) {
+    run_adamw_g(r, n, pdt, with_param, offset, steps, AE_DT_F32);
+}
+
 static void test_adamw(void **state) {
     (void)state;
     ae_rng r;
@@ -607,6 +631,7 @@ static void test_adamw(void **state) {
             run_adamw(&r, sizes[s], AE_DT_BF16, 1, off, 3);
             run_adamw(&r, sizes[s], AE_DT_F32, 1, off, 2);
             run_adamw(&r, sizes[s], AE_DT_F32, 0, off, 2);
+            run_adamw_g(&r, sizes[s], AE_DT_BF16, 1, off, 3, AE_DT_BF16); // --grad-dtype bf16
         }
     size_t n = 100003;
     if (adamw_flag(n, n, 0.0f, 0) != 0) fail_msg("adamw: flag set on a finite step");
@@ -637,23 +662,28 @@ static uint8_t *dget_codes(ae_ptr p, size_t n) {
     return (uint8_t *)w; // the first n bytes are the codes
 }
 
-static void run_adamw8(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int steps) {
+// gdt: the gradient's dtype, as run_adamw_g's
+static void run_adamw8_g(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int steps,
+                         ae_dtype gdt) {
     const size_t nb = ae_q8_blocks(n);
     float *w = hnormal(r, n, 1.0f, AE_DT_F32), *ms = hnew(nb), *vs = hnew(nb);
     uint8_t *mq = calloc(n, 1), *vq = calloc(n, 1);
     for (size_t b = 0; b < nb; b++) ms[b] = 0.0f, vs[b] = 0.0f;
     ae_ptr gw = dnew_put(w, n, AE_DT_F32), gms = dnew_put(ms, nb, AE_DT_F32);
     ae_ptr gvs = dnew_put(vs, nb, AE_DT_F32), gmq = dcodes(n), gvq = dcodes(n);
-    ae_ptr gg = dnew(n, AE_DT_F32), gp = with_param ? dnew(n, pdt) : ae_ptr_null();
+    ae_ptr gg = dnew(n, gdt), gp = with_param ? dnew(n, pdt) : ae_ptr_null();
     ae_ptr gf = dnew(1, AE_DT_I32);
     int32_t zero = 0, flag = 0;
     dput(gf, &zero, AE_DT_I32, 1);
     char name[120];
-    snprintf(name, sizeof name, "n=%zu param %s", n, with_param ? dtn(pdt) : "null");
+    snprintf(name, sizeof name, "n=%zu param %s grad %s", n, with_param ? dtn(pdt) : "null",
+             dtn(gdt));
     for (int step = 1; step <= steps; step++) {
         float *g = hnormal(r, n, 0.01f * step, AE_DT_F32);
         for (size_t j = 0; j < n; j++) g[j] *= (float)(1 + (j / 97) % 5); // scales vary per block
         if (n > 300) for (size_t j = 256; j < 300; j++) g[j] = 0.0f;        // a zero stretch
+        if (gdt == AE_DT_BF16) // the values a bf16 gradient holds, for both sides
+            for (size_t j = 0; j < n; j++) g[j] = bf16r(g[j]);
         ae_adamw_args a = {.lr = 3e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                            .weight_decay = step % 2 ? 0.1f : 0.0f,
                            .bc1 = 1.0f - powf(0.9f, (float)step),
@@ -684,6 +714,10 @@ static void run_adamw8(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int st
     free(w), free(ms), free(vs), free(mq), free(vq);
 }
 
+static void run_adamw8(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int steps) {
+    run_adamw8_g(r, n, pdt, with_param, steps, AE_DT_F32);
+}
+
 static void test_adamw8(void **state) {
     (void)state;
     ae_rng r;
@@ -692,6 +726,7 @@ static void test_adamw8(void **state) {
     for (size_t s = 0; s < 6; s++) {
         run_adamw8(&r, sizes[s], AE_DT_BF16, 1, 4);
         run_adamw8(&r, sizes[s], AE_DT_F32, 0, 2);
+        run_adamw8_g(&r, sizes[s], AE_DT_BF16, 1, 4, AE_DT_BF16); // --grad-dtype bf16
     }
     // a NaN gradient sets the flag (the optimizer never passes one: it checks the norm first)
     size_t n = 1000;

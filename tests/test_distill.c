@@ -2,7 +2,8 @@
 // resumed ends bit-identical to an uninterrupted one (with F32 and with 8-bit AdamW states), a
 // checkpoint write that fails (file-size limit, as on a full disk) leaves the previous
 // checkpoint valid, 8-bit states train as F32 ones do and are refused where a run keeps the
-// other kind, bad input is refused, and the literature's MLA inits (mha2mla, transmla) run, are
+// other kind, a checkpoint of the other --grad-dtype is refused, bad input is refused, and
+// the literature's MLA inits (mha2mla, transmla) run, are
 // recorded and are re-made by --restart. AE_TEST_FILTER=PATTERN runs only the matching tests.
 #define _XOPEN_SOURCE 700
 #include <cjson/cJSON.h>
@@ -225,6 +226,45 @@ static void test_optim_state_mismatch(void **state) {
     free(text), free(cj), free(out);
 }
 
+// The run spec and the checkpoint record the gradients' dtype (train.grad_dtype, grad_dtype:
+// "fp32" here, the cpu's); a checkpoint whose grad_dtype is not the run's is refused on resume,
+// naming both values. (bf16 gradients run on cuda only: test_cuda_train resumes one.)
+static void test_grad_dtype_mismatch(void **state) {
+    (void)state;
+    char *out = ae_path_join(g_dir, "grad-dtype");
+    const char *extra[] = {"--stage1-tokens", "640", "--stage2-tokens", "0", "--grad-dtype", "fp32",
+                           "--save-every", "5", NULL};
+    char *err;
+    int rc = convert(out, extra, "AE_TEST_KILL_AT_STEP=7", 0, &err);
+    free(err);
+    assert_int_equal(rc, 128 + SIGKILL);
+    char *cj = ae_path_join(out, "conversion.json"), *sj = ae_path_join(out, "checkpoint/state.json");
+    char *text;
+    size_t len;
+    assert_int_equal(ae_file_read_all(cj, &text, &len), AE_OK);
+    assert_non_null(strstr(text, "\"grad_dtype\":\t\"fp32\""));
+    free(text);
+    // the checkpoint edited to bf16: as if another run (with bf16 gradients) had written it
+    assert_int_equal(ae_file_read_all(sj, &text, &len), AE_OK);
+    char *at = strstr(text, "\"grad_dtype\":\t\"fp32\"");
+    assert_non_null(at);
+    memcpy(strstr(at, "fp32"), "bf16", 4);
+    assert_int_equal(ae_test_write_file(sj, text, len), 0);
+    const char *resume[] = {"convert", "--resume", out, NULL};
+    rc = convert(NULL, resume, NULL, 0, &err);
+    printf("checkpoint with grad_dtype bf16 resumed by an fp32 run: exit %d: %.300s\n", rc, err);
+    assert_true(rc == 1 && strstr(err, "grad_dtype is \"bf16\"") &&
+                strstr(err, "train.grad_dtype \"fp32\""));
+    free(err);
+    // a checkpoint without the field (before --grad-dtype) is one of F32 gradients: resumes
+    memcpy(strstr(text, "\"grad_dtype\""), "\"grad_dtypX\"", 12);
+    assert_int_equal(ae_test_write_file(sj, text, len), 0);
+    rc = convert(NULL, resume, NULL, 0, &err);
+    if (rc) fail_msg("resume of a checkpoint without grad_dtype: exit %d: %s", rc, err);
+    free(err);
+    free(text), free(cj), free(sj), free(out);
+}
+
 // Mean of key over metrics.jsonl lines [l0, l1).
 static double metric_mean(const char *out, int l0, int l1, const char *key) {
     double sum = 0;
@@ -277,6 +317,13 @@ static void test_bad_input(void **state) {
     expect_fail((const char *[]){"--stage1-tokens", "-5", NULL}, "--stage1-tokens");
     expect_fail((const char *[]){"--stage2-tokens", "lots", NULL}, "--stage2-tokens");
     expect_fail((const char *[]){"--stage1-tokens", "100", "--ctx", "100000", NULL}, "max_position_embeddings");
+    // --grad-dtype: only fp32 or bf16; bf16 refused up front on the cpu (F32 parameters), naming
+    // what it needs, before the student folder is written
+    expect_fail((const char *[]){"--stage1-tokens", "100", "--grad-dtype", "fp16", NULL},
+                "--grad-dtype: 'fp16' is not fp32 or bf16");
+    expect_fail((const char *[]){"--stage1-tokens", "100", "--device", "cpu", "--grad-dtype",
+                                 "bf16", NULL},
+                "--grad-dtype bf16 needs a backend with bf16 weights (cuda)");
     // a token file made by another tokenizer
     const char *qwen = ae_test_shared("qwen3-tokenizer", "token file from another tokenizer");
     if (qwen) {
@@ -452,6 +499,7 @@ int main(void) {
         cmocka_unit_test(test_losses_fall),
         cmocka_unit_test(test_resume_bit_identical),
         cmocka_unit_test(test_optim_state_mismatch),
+        cmocka_unit_test(test_grad_dtype_mismatch),
         cmocka_unit_test(test_optim_state_8bit_quality),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_literature_inits),

@@ -46,7 +46,9 @@
 // Weight gradients dW_e += dy[rows]ᵀ · x[rows]: k_expert_dw, one block per (expert, 64 x 64
 // tile of dW_e) walking the expert's rows in order (no atomics). Against the CPU's per-expert
 // gemm calls on the same bf16 values: F32 outputs differ by the fp32 summation order only (~1e-6
-// relative), BF16 outputs by one rounding.
+// relative), BF16 outputs by one rounding. A BF16 dW (--grad-dtype bf16) gets the same fp32
+// tile sums added to its old value in fp32 and rounded once: round-to-bf16 of the F32 result
+// when the old value is bf16-exact (e.g. zero).
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -420,17 +422,18 @@ __global__ void __launch_bounds__(kGemmThreads) k_expert_gemm(ExpertGemm p) {
 // (depth 32 per stage, 3 cp.async stages), so each value is added to once, in a fixed order: no
 // atomics, the same bits on every run. Both operands lie K-major in memory (a row of dy or x is
 // one step of the reduction), so both fragments come through ldmatrix.trans; rows past the
-// expert's range are zeros.
+// expert's range are zeros. dw is F32 or BF16 (TW: one rounding of old value + tile sum).
 struct ExpertDw {
     const int *off;
     const bf16 *dy, *x; // (S, N), (S, Kd)
-    float *dw;          // (E, N, Kd)
+    void *dw;           // (E, N, Kd) TW
     int N, Kd;
     int vec_dy, vec_x;  // 16-byte loads allowed
 };
 
 constexpr int kDwBK = 32, kDwST = 3, kDwPitch = BN + 8;
 
+template <typename TW>
 __global__ void __launch_bounds__(kGemmThreads) k_expert_dw(ExpertDw p) {
     __shared__ __align__(16) bf16 sa[kDwST][kDwBK][kDwPitch]; // dy rows: [row][m]
     __shared__ __align__(16) bf16 sb[kDwST][kDwBK][kDwPitch]; // x rows:  [row][n]
@@ -498,7 +501,7 @@ __global__ void __launch_bounds__(kGemmThreads) k_expert_dw(ExpertDw p) {
         }
     }
     cp_async_wait<0>();
-    float *dwe = p.dw + (size_t)e * p.N * p.Kd;
+    TW *dwe = (TW *)p.dw + (size_t)e * p.N * p.Kd;
 #pragma unroll
     for (int i = 0; i < MI; i++)
 #pragma unroll
@@ -651,15 +654,16 @@ void expert_dx(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dy, const a
 void expert_dw(const ae_backend *be, ae_ptr dw, ae_ptr dy, ae_ptr x, ae_ptr off, int E, int N,
                int Kd) {
     const char *op = "expert_matmul_bwd";
-    cuda_need(dw, AE_M_F32, op, "dw");
+    cuda_need(dw, AE_M_FLOAT, op, "dw");
     cuda_need(x, AE_M_BF16, op, "x");
     if (N == 0) return;
     auto al16 = [](const void *q) { return (uintptr_t)q % 16 == 0; };
     ExpertDw g = {(const int *)off.data, (const bf16 *)dy.data, (const bf16 *)x.data,
-                  (float *)dw.data, N, Kd, N % 8 == 0 && al16(dy.data),
+                  dw.data, N, Kd, N % 8 == 0 && al16(dy.data),
                   Kd % 8 == 0 && al16(x.data)};
     dim3 grid((unsigned)((Kd + BN - 1) / BN), (unsigned)((N + BN - 1) / BN), (unsigned)E);
-    k_expert_dw<<<grid, kGemmThreads, 0, stream_of(be)>>>(g);
+    AE_CUDA_FLOAT_DISPATCH(dw.dtype, TW,
+                           k_expert_dw<TW><<<grid, kGemmThreads, 0, stream_of(be)>>>(g));
     cuda_check(be, cudaGetLastError(), op);
 }
 

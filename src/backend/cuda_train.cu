@@ -13,7 +13,7 @@
 //   - embed_bwd: a stable radix sort of the token ids (CUB, integer keys: exact), then for each
 //     table row one thread per column adds that row's tokens in token order, starting from the
 //     table's value: the same float additions as the CPU loop, so F32 results are bit-identical
-//     to the CPU's.
+//     to the CPU's. A BF16 table (--grad-dtype bf16) gets the same fp32 sum, rounded to bf16 once.
 // adamw does, value by value, the float operations of ae_cpu_adamw in the same order with
 // explicitly rounded intrinsics (no FMA contraction), so w, m and v are bit-identical to the CPU.
 //
@@ -80,9 +80,11 @@ __global__ void k_iota(int32_t *v, int T) {
 
 // For each table row present in the sorted ids (its first sorted position k0 in this block's
 // range): column d of the row += dy[tok, d] for its tokens tok in token order (the sort is
-// stable). key, tok: (T) the ids sorted and the token of each; dtable (V, D) F32; dy (T, D).
+// stable). key, tok: (T) the ids sorted and the token of each; dtable (V, D) TD; dy (T, D). The
+// row's sum starts from the table's value and is stored once (BF16: one rounding per call).
+template <typename TD>
 __global__ void __launch_bounds__(kThreads)
-k_embed_rows(float *dtable, const void *dy, int dy_bf, const int32_t *key, const int32_t *tok,
+k_embed_rows(TD *dtable, const void *dy, int dy_bf, const int32_t *key, const int32_t *tok,
              int T, int D) {
     const int d = blockIdx.y * kThreads + threadIdx.x;
     if (d >= D) return;
@@ -96,8 +98,8 @@ k_embed_rows(float *dtable, const void *dy, int dy_bf, const int32_t *key, const
             if (key[mid] == row) lo = mid + 1;
             else hi = mid;
         }
-        float *dst = dtable + (size_t)row * D + d;
-        float acc = *dst;
+        TD *dst = dtable + (size_t)row * D + d;
+        float acc = ldf(dst);
         int j = k;
         for (; j + 8 <= lo; j += 8) { // loads first (independent), then the adds in order
             float x[8];
@@ -107,7 +109,7 @@ k_embed_rows(float *dtable, const void *dy, int dy_bf, const int32_t *key, const
             for (int u = 0; u < 8; u++) acc += x[u];
         }
         for (; j < lo; j++) acc += ld_any(dy, dy_bf, (size_t)tok[j] * D + d);
-        *dst = acc;
+        stf(dst, acc);
     }
 }
 
@@ -332,10 +334,11 @@ __device__ __forceinline__ int adam_one(const AdamK &k, float &w, float &m, floa
     return !isfinite(w) || !isfinite(v);
 }
 
-// w, m, v, g: (n) F32; p: (n) TP or null; flag: (1) I32 or null (set to 1, never cleared)
-template <int V, typename TP>
+// w, m, v: (n) F32; g: (n) TG (F32, or BF16: --grad-dtype bf16, widened exactly); p: (n) TP
+// or null; flag: (1) I32 or null (set to 1, never cleared)
+template <int V, typename TP, typename TG>
 __global__ void __launch_bounds__(kThreads)
-k_adamw(AdamK k, float *w, float *m, float *v, const float *g, TP *p, int32_t *flag, size_t n) {
+k_adamw(AdamK k, float *w, float *m, float *v, const TG *g, TP *p, int32_t *flag, size_t n) {
     const size_t nv = n / V, stride = (size_t)gridDim.x * kThreads;
     const size_t tid = blockIdx.x * (size_t)kThreads + threadIdx.x;
     int bad = 0;
@@ -355,7 +358,7 @@ k_adamw(AdamK k, float *w, float *m, float *v, const float *g, TP *p, int32_t *f
     if (tid < n - nv * V) {
         const size_t j = nv * V + tid;
         float wj = w[j], mj = m[j], vj = v[j];
-        bad |= adam_one(k, wj, mj, vj, g[j]);
+        bad |= adam_one(k, wj, mj, vj, ldf(g + j));
         w[j] = wj, m[j] = mj, v[j] = vj;
         if (p) stf(p + j, wj);
     }
@@ -380,11 +383,12 @@ __device__ float block_max_f(float x, float *sh) {
 // One thread block per quantisation block (grid-stride over blocks), thread t on value t of
 // it: ae_cpu_adamw8's operations on each value (decode, adam_one, sqrt), the block's absmax of
 // |m| and of sqrt(v), then the codes. The code tables arrive by value and are copied to shared
-// memory. w, g: (n) F32; mq, vq: (n) codes; ms, vs: (blocks) F32; p: (n) TP or null.
-template <typename TP>
+// memory. w: (n) F32; g: (n) TG (F32 or BF16); mq, vq: (n) codes; ms, vs: (blocks) F32; p: (n)
+// TP or null.
+template <typename TP, typename TG>
 __global__ void __launch_bounds__(kThreads)
 k_adamw8(AdamK k, ae_q8_code code_in, float *w, uint8_t *mq, float *ms, uint8_t *vq, float *vs,
-         const float *g, TP *p, int32_t *flag, size_t n) {
+         const TG *g, TP *p, int32_t *flag, size_t n) {
     __shared__ ae_q8_code code;
     __shared__ float sh[kWarps];
     for (int i = threadIdx.x; i < (int)(sizeof code / sizeof(float)); i += kThreads)
@@ -401,7 +405,7 @@ k_adamw8(AdamK k, ae_q8_code code_in, float *w, uint8_t *mq, float *ms, uint8_t 
             mj = m_amax > 0.0f ? ae_q8_decode_m(&code, mq[j], m_amax) : 0.0f;
             const float s0 = s_amax > 0.0f ? ae_q8_decode_v(&code, vq[j], s_amax) : 0.0f;
             float vj = __fmul_rn(s0, s0);
-            bad |= adam_one(k, wj, mj, vj, g[j]);
+            bad |= adam_one(k, wj, mj, vj, ldf(g + j));
             sj = __fsqrt_rn(vj);
             w[j] = wj;
             if (p) stf(p + j, wj);
@@ -423,7 +427,7 @@ k_adamw8(AdamK k, ae_q8_code code_in, float *w, uint8_t *mq, float *ms, uint8_t 
 void ae_cuda_embed_bwd(const ae_backend *be, ae_ptr dtable, ae_ptr dy, ae_ptr ids, int T, int D) {
     if (cuda_failed(be)) return;
     const char *op = "embed_bwd";
-    cuda_need(dtable, AE_M_F32, op, "dtable");
+    cuda_need(dtable, AE_M_FLOAT, op, "dtable");
     cuda_need(dy, AE_M_FLOAT, op, "dy");
     cuda_need(ids, AE_M_I32, op, "ids");
     if (T <= 0 || D <= 0) return;
@@ -444,8 +448,10 @@ void ae_cuda_embed_bwd(const ae_backend *be, ae_ptr dtable, ae_ptr dy, ae_ptr id
                                                    key, tok_in, tok, T, 0, 32, s),
                op);
     dim3 grid((unsigned)((T + kSegRows - 1) / kSegRows), (unsigned)((D + kThreads - 1) / kThreads));
-    k_embed_rows<<<grid, kThreads, 0, s>>>((float *)dtable.data, dy.data, is_bf(dy), key, tok, T,
-                                           D);
+    AE_CUDA_FLOAT_DISPATCH(dtable.dtype, TD, {
+        k_embed_rows<TD><<<grid, kThreads, 0, s>>>((TD *)dtable.data, dy.data, is_bf(dy), key, tok,
+                                                   T, D);
+    });
     cuda_check(be, cudaGetLastError(), op);
     cuda_tmp_free(be, buf);
 }
@@ -571,7 +577,7 @@ void ae_cuda_adamw(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_pt
     cuda_need(w, AE_M_F32, op, "w");
     cuda_need(m, AE_M_F32, op, "m");
     cuda_need(v, AE_M_F32, op, "v");
-    cuda_need(g, AE_M_F32, op, "g");
+    cuda_need(g, AE_M_FLOAT, op, "g");
     cuda_need(param, AE_M_FLOAT, op, "param");
     cuda_need(flag, AE_M_I32, op, "flag");
     if (n == 0) return;
@@ -582,14 +588,14 @@ void ae_cuda_adamw(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_pt
     const int vec = vec_ok(w) && vec_ok(m) && vec_ok(v) && vec_ok(g) && vec_ok(p);
     const unsigned nb = grid_cap(vec ? n / 4 + 1 : n, kThreads, (unsigned)cu(be)->sm_count * 16);
     float *wf = (float *)w.data, *mf = (float *)m.data, *vf = (float *)v.data;
-    const float *gf = (const float *)g.data;
     int32_t *fl = (int32_t *)flag.data;
-    AE_CUDA_FLOAT_DISPATCH(p.dtype, TP, {
+    AE_CUDA_FLOAT_DISPATCH(p.dtype, TP, AE_CUDA_FLOAT_DISPATCH(g.dtype, TG, {
+        const TG *gp = (const TG *)g.data;
         if (vec)
-            k_adamw<4, TP><<<nb, kThreads, 0, s>>>(k, wf, mf, vf, gf, (TP *)p.data, fl, n);
+            k_adamw<4, TP, TG><<<nb, kThreads, 0, s>>>(k, wf, mf, vf, gp, (TP *)p.data, fl, n);
         else
-            k_adamw<1, TP><<<nb, kThreads, 0, s>>>(k, wf, mf, vf, gf, (TP *)p.data, fl, n);
-    });
+            k_adamw<1, TP, TG><<<nb, kThreads, 0, s>>>(k, wf, mf, vf, gp, (TP *)p.data, fl, n);
+    }));
     cuda_check(be, cudaGetLastError(), op);
 }
 
@@ -610,7 +616,7 @@ void ae_cuda_adamw8(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_p
     need_u8(vq, op, "vq");
     cuda_need(ms, AE_M_F32, op, "ms");
     cuda_need(vs, AE_M_F32, op, "vs");
-    cuda_need(g, AE_M_F32, op, "g");
+    cuda_need(g, AE_M_FLOAT, op, "g");
     cuda_need(param, AE_M_FLOAT, op, "param");
     cuda_need(flag, AE_M_I32, op, "flag");
     if (n == 0) return;
@@ -618,11 +624,11 @@ void ae_cuda_adamw8(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_p
     ae_q8_code_init(&code);
     ae_ptr p = param.data == w.data ? ae_ptr_null() : param; // param == w (F32): nothing to convert
     const unsigned nb = grid_cap(ae_q8_blocks(n), 1, (unsigned)cu(be)->sm_count * 8);
-    AE_CUDA_FLOAT_DISPATCH(p.dtype, TP, {
-        k_adamw8<TP><<<nb, kThreads, 0, stream_of(be)>>>(
+    AE_CUDA_FLOAT_DISPATCH(p.dtype, TP, AE_CUDA_FLOAT_DISPATCH(g.dtype, TG, {
+        k_adamw8<TP, TG><<<nb, kThreads, 0, stream_of(be)>>>(
             adam_k(a), code, (float *)w.data, (uint8_t *)mq.data, (float *)ms.data,
-            (uint8_t *)vq.data, (float *)vs.data, (const float *)g.data, (TP *)p.data,
+            (uint8_t *)vq.data, (float *)vs.data, (const TG *)g.data, (TP *)p.data,
             (int32_t *)flag.data, n);
-    });
+    }));
     cuda_check(be, cudaGetLastError(), op);
 }

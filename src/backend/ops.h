@@ -364,7 +364,13 @@ struct ae_backend {
     void (*sample_rows)(const ae_backend *be, ae_ptr ids, ae_ptr z, ae_ptr params, int N, int V);
 
     // ---- backward (NULL where a backend has no training support) ----
-    // dx += ∂/∂x, dw += ∂/∂w of rmsnorm (dw may be null).   dy, x, dx: (M, D) contiguous
+    // Parameter gradients ("dw" below: rmsnorm_bwd's dw, expert_matmul_bwd's dw, embed_bwd's
+    // dtable, ae_matmul_bwd's dw through gemm) are F32, or BF16 where the backend's weights are
+    // bf16 (cuda; --grad-dtype bf16, train/distill.h): the same "+=", with the op's new sum
+    // formed in fp32 (old value widened + this call's fp32 sum) and rounded to bf16 once per op
+    // call. The cpu takes F32 only (its parameters are F32).
+    // dx += ∂/∂x, dw += ∂/∂w of rmsnorm (dw may be null).   dy, x, dx: (M, D) contiguous;
+    // w: (D) float;  dw: (D) F32, or BF16 where the weights are bf16 (above)
     void (*rmsnorm_bwd)(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr x, ae_ptr w,
                         int M, int D, float eps);
     // In place: the gradient of a rope'd tensor becomes the gradient of its input (the inverse
@@ -430,14 +436,15 @@ struct ae_backend {
     //   rounding of dx + the sum: ae_matmul_bwd's "+="); skipped when dx is null
     //   dw[i][e] += Σ_p dy[i][p]ᵀ · x[p] over expert e's rows, when dw and dw[i] are non-null
     //   (each value summed in a fixed order: the same bits on every run)
-    //   dx: (S, Kd) act or F32;  x: (S, Kd) act;  dy[i]: (S, N) act;  dw[i]: (E, N, Kd) F32;
-    //   w[i], off, S, E as expert_matmul
+    //   dx: (S, Kd) act or F32;  x: (S, Kd) act;  dy[i]: (S, N) act;  dw[i]: (E, N, Kd) F32,
+    //   or BF16 where the weights are bf16 (see "backward");  w[i], off, S, E as expert_matmul
     void (*expert_matmul_bwd)(const ae_backend *be, int n, ae_ptr dx, const ae_ptr *dw,
                               const ae_ptr *dy, ae_ptr x, const ae_ptr *w, ae_ptr off, int S,
                               int E, int N, int Kd, int accumulate);
     // dtable[ids[t]] += dy[t] for t < T; each row receives its tokens' rows in token order, so
     // the sums are the same on every run (no float atomics).
-    //   dtable: (V, D) F32;  dy: (T, D) float;  ids: (T) I32, each in [0, V)
+    //   dtable: (V, D) F32, or BF16 where the weights are bf16 (see "backward": each row's sum
+    //   in fp32, one rounding);  dy: (T, D) float;  ids: (T) I32, each in [0, V)
     void (*embed_bwd)(const ae_backend *be, ae_ptr dtable, ae_ptr dy, ae_ptr ids, int T, int D);
 
     // ---- training losses and the optimizer (NULL where a backend has no training support) ----
@@ -472,7 +479,7 @@ struct ae_backend {
                      float gscale);
     // out[0] = Σ x_j² over n values (Inf when x holds Inf, NaN when x holds NaN; with an F32
     // out also Inf when the sum exceeds float's range: F64 keeps the double sum).
-    //   x: (n) float;  out: (1) F32 or F64
+    //   x: (n) float (an F32 or BF16 gradient);  out: (1) F32 or F64
     void (*sumsq)(const ae_backend *be, ae_ptr out, ae_ptr x, size_t n);
     // y = alpha · x + beta · y; beta == 0 does not read y.   x, y: (n) float
     void (*axpby)(const ae_backend *be, ae_ptr y, float alpha, ae_ptr x, float beta, size_t n);
@@ -481,7 +488,8 @@ struct ae_backend {
     //   w −= lr·((m/bc1) / (sqrtf(v/bc2) + eps) + weight_decay·w)
     // then param = w converted to param's dtype (param may be null, or w itself on cpu).
     // flag[0] is set to 1 (never cleared) when a new w or v is Inf or NaN.
-    //   w, m, v, g: (n) F32 (w: the fp32 master copy);  param: (n) wt;  flag: (1) I32
+    //   w, m, v: (n) F32 (w: the fp32 master copy);  g: (n) F32, or BF16 where the weights are
+    //   bf16 (cuda; read exactly as fp32);  param: (n) wt;  flag: (1) I32
     void (*adamw)(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_ptr m,
                   ae_ptr v, ae_ptr g, ae_ptr param, ae_ptr flag, size_t n);
     // adamw with 8-bit moments (backend/adam8.h: blocks of AE_Q8_BLOCK values, one F32
@@ -491,7 +499,8 @@ struct ae_backend {
     // value (the same w, and m, v before rounding), then the new absmax of |m| and of sqrtf(v)
     // over the block and each value rounded to its nearest code (ae_q8_encode_m/_v). Every code
     // and absmax of the n values is written; flag as adamw.
-    //   w, g: (n) F32;  mq, vq: (n) U8;  ms, vs: (ceil(n / AE_Q8_BLOCK)) F32;  param: (n) wt
+    //   w: (n) F32;  g: (n) F32, or BF16 as adamw's;  mq, vq: (n) U8;
+    //   ms, vs: (ceil(n / AE_Q8_BLOCK)) F32;  param: (n) wt
     void (*adamw8)(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_ptr mq, ae_ptr ms,
                    ae_ptr vq, ae_ptr vs, ae_ptr g, ae_ptr param, ae_ptr flag, size_t n);
 
@@ -540,6 +549,8 @@ void ae_matmul(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int K,
 void ae_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
                      const int *N, int M, int K);
 // dx += dy · w (M, K) when dx is non-null;  dw += dyᵀ · x (N, K) when dw is non-null.
+// dw: F32, or BF16 where the weights are bf16 (cuda: the cuBLASLt product with a bf16 C/D and
+// beta 1, its epilogue alpha·acc + y in fp32 rounded to bf16; see "backward").
 void ae_matmul_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr x, ae_ptr w,
                    int M, int K, int N);
 // Contiguous copy of n elements (dtype conversion as copy_rows).

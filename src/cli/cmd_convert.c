@@ -179,6 +179,10 @@ static int parse_train(ae_args *a, convert_opts *o, ae_status *st) {
         if (r > 0 && !strcmp(v, "8bit")) t->optim_8bit = 1;
         else if (r > 0 && strcmp(v, "fp32"))
             *st = ae_errorf(AE_ERR_ARG, "--optim-state: '%s' is not fp32 or 8bit", v);
+    } else if ((r = ae_args_value(a, "--grad-dtype", &v))) {
+        if (r > 0 && !strcmp(v, "bf16")) t->grad_bf16 = 1;
+        else if (r > 0 && strcmp(v, "fp32"))
+            *st = ae_errorf(AE_ERR_ARG, "--grad-dtype: '%s' is not fp32 or bf16", v);
     } else if ((r = ae_args_value(a, "--train", &v))) {
         if (r > 0 && !strcmp(v, "all")) t->train_all = 1;
         else if (r > 0 && strcmp(v, "attention"))
@@ -675,6 +679,10 @@ int ae_cmd_convert(int argc, char **argv) {
     }
     int training = o.train.stage_tokens[0] > 0 || o.train.stage_tokens[1] > 0;
     if ((rc = ae_cli_check_model("convert", o.teacher))) goto out;
+    if (training && ae_distill_check_backend(be, &o.train) != AE_OK) { // before anything is written
+        rc = ae_cli_fail("convert");
+        goto out;
+    }
     if ((is_root() && ae_save_check_target(o.out, o.force) != AE_OK) || fill_spec(&o, &rs) != AE_OK) {
         rc = ae_cli_fail("convert");
         goto out;

@@ -232,9 +232,9 @@ ae_status ae_comm_allreduce_sum(ae_comm *c, const ae_ptr *xs, const size_t *ns, 
         return ae_errorf(AE_ERR_ARG, "allreduce_sum: %d buffers", k);
     for (int i = 0; i < k; i++) {
         if (ns[i] == 0) continue;
-        if (!xs[i].data || xs[i].dtype != AE_DT_F32)
-            return ae_errorf(AE_ERR_ARG, "allreduce_sum: buffer %d is %s (expected F32 values)", i,
-                             xs[i].data ? ae_dtype_name(xs[i].dtype) : "null");
+        if (!xs[i].data || (xs[i].dtype != AE_DT_F32 && xs[i].dtype != AE_DT_BF16))
+            return ae_errorf(AE_ERR_ARG, "allreduce_sum: buffer %d is %s (expected F32 or BF16 "
+                             "values)", i, xs[i].data ? ae_dtype_name(xs[i].dtype) : "null");
     }
     if (!multi(c)) return AE_OK;
     ae_watchdog_enter(&c->wd, "allreduce_sum");
@@ -246,8 +246,8 @@ ae_status ae_comm_allreduce_sum(ae_comm *c, const ae_ptr *xs, const size_t *ns, 
 ae_status ae_comm_allreduce_start(ae_comm *c, const ae_ptr *xs, const size_t *ns, int k) {
     if (!multi(c) || !c->ops->allreduce_start) return ae_comm_allreduce_sum(c, xs, ns, k);
     for (int i = 0; i < k; i++)
-        if (ns[i] > 0 && (!xs[i].data || xs[i].dtype != AE_DT_F32))
-            return ae_errorf(AE_ERR_ARG, "allreduce_start: buffer %d is not F32 values", i);
+        if (ns[i] > 0 && (!xs[i].data || (xs[i].dtype != AE_DT_F32 && xs[i].dtype != AE_DT_BF16)))
+            return ae_errorf(AE_ERR_ARG, "allreduce_start: buffer %d is not F32 or BF16 values", i);
     return c->ops->allreduce_start(c, xs, ns, k); // queues work only: not under the watchdog
 }
 

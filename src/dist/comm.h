@@ -80,13 +80,15 @@ const char *ae_comm_kind(const ae_comm *c); // "single", "mpi" or "nccl"
 // The caller's position for watchdog and error messages (copied; e.g. "stage 2, step 40").
 //
 // The collectives below take a NULL comm as the group of one (each is then the identity). Every
-// rank calls them in the same order with the same sizes. Argument errors (a non-F32 buffer for
-// allreduce_sum, a root outside the group) are AE_ERR_ARG; an MPI or NCCL failure AE_ERR_DEVICE
+// rank calls them in the same order with the same sizes. Argument errors (a buffer neither F32
+// nor BF16 for allreduce_sum, a root outside the group) are AE_ERR_ARG; an MPI or NCCL failure AE_ERR_DEVICE
 // naming the rank and the library's message (an NCCL failure also aborts the communicator).
 void ae_comm_set_where(ae_comm *c, const char *where);
 
 // In place, over every rank: xs[i] (ns[i] values, F32, backend memory) = the sum of the ranks'
-// xs[i], for i < k (one grouped operation). Blocks until done (watchdog above).
+// xs[i], for i < k (one grouped operation). Blocks until done (watchdog above). BF16 buffers
+// (--grad-dtype bf16 gradients) are summed in bf16 by NCCL (ncclBfloat16); MPI sums F32 only
+// (AE_ERR_UNSUPPORTED for BF16: the cpu backend, MPI's, has no bf16 gradients).
 ae_status ae_comm_allreduce_sum(ae_comm *c, const ae_ptr *xs, const size_t *ns, int k);
 // The same, overlapped with the work that follows: starts the sums after the work queued so far
 // on the backend and returns at once (NCCL: on a second stream; MPI: done before it returns).

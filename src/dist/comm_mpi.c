@@ -87,6 +87,11 @@ ae_status ae_mpi_allgather_bytes(const void *mine, void *all, size_t bytes) {
 }
 
 static ae_status mpi_allreduce_sum(ae_comm *c, const ae_ptr *xs, const size_t *ns, int k) {
+    for (int i = 0; i < k; i++) // MPI serves the cpu backend: F32 gradients (--grad-dtype fp32)
+        if (ns[i] > 0 && xs[i].dtype != AE_DT_F32)
+            return ae_errorf(AE_ERR_UNSUPPORTED, "allreduce over MPI: buffer %d is %s; MPI sums "
+                             "F32 buffers only (--grad-dtype bf16 needs NCCL: cuda ranks)", i,
+                             ae_dtype_name(xs[i].dtype));
     for (int i = 0; i < k; i++)
         for (size_t off = 0; off < ns[i]; off += AE_MPI_PIECE) {
             size_t m = ns[i] - off < AE_MPI_PIECE ? ns[i] - off : AE_MPI_PIECE;

@@ -129,10 +129,12 @@ template <class Op> ncclResult_t grouped(const size_t *ns, int k, Op op) {
     return ncclSuccess;
 }
 
-// The sums of xs[i] (ns[i] F32 values, i < k) on stream s.
+// The sums of xs[i] (ns[i] values, i < k) on stream s: F32, or BF16 (--grad-dtype bf16
+// gradients: NCCL adds in bf16, each partial sum rounded, in an order fixed by the ring).
 ncclResult_t queue_sums(nccl_impl *m, const ae_ptr *xs, const size_t *ns, int k, cudaStream_t s) {
     return grouped(ns, k, [&](int i) {
-        return ncclAllReduce(xs[i].data, xs[i].data, ns[i], ncclFloat, ncclSum, m->comm, s);
+        ncclDataType_t t = xs[i].dtype == AE_DT_BF16 ? ncclBfloat16 : ncclFloat;
+        return ncclAllReduce(xs[i].data, xs[i].data, ns[i], t, ncclSum, m->comm, s);
     });
 }
 
@@ -140,7 +142,7 @@ ae_status nccl_allreduce_sum(ae_comm *c, const ae_ptr *xs, const size_t *ns, int
     nccl_impl *m = impl_of(c);
     AE_TRY(backend_ok(c));
     ncclResult_t r = queue_sums(m, xs, ns, k, m->stream);
-    if (r != ncclSuccess) return nccl_error(c, r, "allreduce (sum of F32 buffers)");
+    if (r != ncclSuccess) return nccl_error(c, r, "allreduce (sum of F32/BF16 buffers)");
     return wait_stream(c, "allreduce_sum");
 }
 
@@ -155,7 +157,7 @@ ae_status nccl_allreduce_start(ae_comm *c, const ae_ptr *xs, const size_t *ns, i
     if (e == cudaSuccess) e = cudaStreamWaitEvent(m->side, m->ready, 0);
     if (e != cudaSuccess) return cuda_error(c, e, "allreduce_start (the side stream)");
     ncclResult_t r = queue_sums(m, xs, ns, k, m->side);
-    if (r != ncclSuccess) return nccl_error(c, r, "allreduce (overlapped sum of F32 buffers)");
+    if (r != ncclSuccess) return nccl_error(c, r, "allreduce (overlapped sum of F32/BF16 buffers)");
     m->pending = 1;
     return AE_OK;
 }

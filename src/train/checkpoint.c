@@ -246,6 +246,9 @@ static char *state_json(const ae_run *r) {
     snprintf(buf, sizeof buf, "%" PRIu64, r->o->seed);
     cJSON_AddStringToObject(j, "seed", buf);
     cJSON_AddStringToObject(j, "optim_state", r->opt.cfg.state8 ? "8bit" : "fp32");
+    // the gradients' dtype (--grad-dtype): a resume with the other would not continue this run's
+    // arithmetic (bf16 gradients round each micro-batch's sum)
+    cJSON_AddStringToObject(j, "grad_dtype", r->o->grad_bf16 ? "bf16" : "fp32");
     // where it ran: a resume elsewhere is allowed, but is no longer bit-identical
     cJSON_AddStringToObject(j, "device", r->s->be->device);
     // the steps since the last progress line (cJSON prints doubles so that they read back exactly)
@@ -327,6 +330,21 @@ static uint64_t expected_draws(const ae_distill_opts *o, int stage, int64_t step
     return (uint64_t)steps * (uint64_t)o->batch * (uint64_t)o->accum;
 }
 
+// The checkpoint's grad_dtype against the run's (conversion.json train.grad_dtype); checkpoints
+// before --grad-dtype lack it: F32 gradients.
+static ae_status check_grad_dtype(const cJSON *j, const char *path, const ae_distill_opts *o) {
+    static const char *grads[] = {"fp32", "bf16"};
+    int bf16 = 0;
+    if (cJSON_GetObjectItemCaseSensitive(j, "grad_dtype"))
+        AE_TRY(ae_json_enum(j, path, "grad_dtype", grads, 2, &bf16));
+    if (bf16 != o->grad_bf16)
+        return ae_errorf(AE_ERR_FORMAT, "%s: grad_dtype is \"%s\" but conversion.json has "
+                         "train.grad_dtype \"%s\": a run with gradients of one dtype cannot be "
+                         "resumed with the other (--grad-dtype %s started it; a checkpoint of "
+                         "another run?)", path, grads[bf16], grads[o->grad_bf16], grads[bf16]);
+    return AE_OK;
+}
+
 // ctx, batch, accum, seed (and the budgets, in checkpoints that record them) must be this
 // run's: a checkpoint of another run is refused. batch and accum may differ when their product
 // is the same (a resume with other micro-batches: train/rebatch.h).
@@ -361,6 +379,7 @@ static ae_status check_same_run(const cJSON *j, const char *path, const ae_disti
                          "train.optim_state \"%s\": AdamW states of one kind cannot resume a run "
                          "that keeps the other (a checkpoint of another run?)", path,
                          states[state8], states[o->optim_8bit]);
+    AE_TRY(check_grad_dtype(j, path, o));
     uint64_t seed;
     AE_TRY(ae_json_u64(j, path, "seed", &seed));
     if (seed != o->seed)

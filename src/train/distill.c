@@ -57,9 +57,18 @@ static int has_moe(const ae_model *m) {
     return 0;
 }
 
+ae_status ae_distill_check_backend(const ae_backend *be, const ae_distill_opts *o) {
+    if (o->grad_bf16 && be->weight_dtype != AE_DT_BF16)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "--grad-dtype bf16 needs a backend with bf16 weights "
+                         "(cuda): the %s backend's parameters are %s, so their gradients are too "
+                         "(use --grad-dtype fp32 there)", be->name, ae_dtype_name(be->weight_dtype));
+    return AE_OK;
+}
+
 // Both stages run on every backend with training ops (MoE layers included: moe_train.c).
 static ae_status check_backend(const ae_model *t, const ae_model *s, const ae_distill_opts *o) {
     const ae_backend *be = s->be;
+    AE_TRY(ae_distill_check_backend(be, o));
     if (!be->mse_rows || !be->adamw || !be->attention_bwd)
         return ae_errorf(AE_ERR_UNSUPPORTED, "the %s backend has no training ops", be->name);
     if (o->stage_tokens[1] <= 0) return AE_OK;
@@ -860,7 +869,8 @@ ae_status ae_run_init(ae_run *r, const ae_model *t, ae_model *s, const ae_tokfil
     r->ckpt_stage = -1;
     r->last_save = ae_time_now();
     // attention-only training needs gradients of the attention modules alone
-    AE_TRY(ae_model_grads_like(s, !o->train_all, &r->g));
+    // (with --grad-dtype bf16 those of bf16 parameters in bf16)
+    AE_TRY(ae_model_grads_alloc(s, !o->train_all, o->grad_bf16, &r->g));
     AE_TRY(ae_model_params(s, 0, &r->sp, &r->np));
     int ng;
     AE_TRY(ae_model_params(r->g, 0, &r->gp, &ng));

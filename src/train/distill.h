@@ -32,6 +32,11 @@ typedef struct {
                                     // the last one (0: off)
     int optim_8bit;                 // AdamW moments: 0 F32, 1 8-bit block-quantised
                                     // (--optim-state 8bit; train/optim.h, backend/adam8.h)
+    int grad_bf16;                  // gradients of bf16 parameters: 0 F32, 1 BF16 (--grad-dtype
+                                    // bf16: 2 bytes a trained value less; each micro-batch's
+                                    // gradient rounded to bf16 once per op, accumulation over
+                                    // micro-batches and ranks in bf16). Needs a backend with
+                                    // bf16 weights (ae_distill_check_backend)
     uint64_t seed;
     struct ae_comm *comm;           // the data-parallel group (dist/comm.h; train/distill_dp.h),
                                     // NULL: this process alone
@@ -55,6 +60,11 @@ typedef struct {
 ae_status ae_distill_run(const ae_model *teacher, ae_model *student, const ae_tokfile *data,
                          const ae_distill_opts *o, const char *out_dir, int resume,
                          ae_distill_result *res);
+
+// AE_OK when backend be can train with o, else AE_ERR_UNSUPPORTED naming why: --grad-dtype bf16
+// (o->grad_bf16) needs bf16 weights (cuda; the cpu's parameters are F32, so their gradients
+// stay F32). Called by ae_distill_run, and by convert before anything is written.
+ae_status ae_distill_check_backend(const ae_backend *be, const ae_distill_opts *o);
 
 // 1 if out_dir holds a checkpoint to resume from (checkpoint/state.json, or the
 // checkpoint.old/state.json a save interrupted between its two renames leaves).

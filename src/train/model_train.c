@@ -170,32 +170,62 @@ static ae_status config_copy(ae_config *dst, const ae_config *src) {
     return AE_OK;
 }
 
-// A zeroed F32 tensor of n values on backend be.
-static ae_status zeros_into(const ae_backend *be, ae_ptr *dst, size_t n) {
-    *dst = be->alloc(be, n, AE_DT_F32);
+// The dtype of the gradient of param: F32, or with bf16 the param's own BF16 (an F32 param, e.g.
+// the sinks, keeps an F32 gradient: the ops that write it take F32 there).
+static ae_dtype grad_dtype(ae_ptr param, int bf16) {
+    return bf16 && param.dtype == AE_DT_BF16 ? AE_DT_BF16 : AE_DT_F32;
+}
+
+// A zeroed tensor of n values on backend be: the gradient of param (see grad_dtype).
+static ae_status zeros_into(const ae_backend *be, ae_ptr *dst, size_t n, ae_ptr param, int bf16) {
+    *dst = be->alloc(be, n, grad_dtype(param, bf16));
     if (ae_ptr_is_null(*dst)) return AE_ERR_NOMEM;
     be->fill(be, *dst, n, 0.0f);
     return AE_OK;
 }
 
-// The gradient of an attention module: the module's parameter list allocated as zeroed F32.
-static ae_status attn_grads(const ae_backend *be, const ae_layer *L, ae_layer *G) {
-    ae_param_list l;
+// The module's parameter list of G (its tensors still null) and of the module it mirrors.
+static void attn_lists(const ae_backend *be, const ae_layer *L, ae_layer *G, ae_layer *Lc,
+                       ae_param_list *gl, ae_param_list *ml) {
+    *Lc = *L; // a copy: the lists hold slot addresses, read here and never written
     if (L->kind == AE_ATTN_MLA) {
         G->mla.d = L->mla.d;
         G->mla.be = be;
-        l = ae_mla_params(&G->mla);
+        *gl = ae_mla_params(&G->mla);
+        *ml = ae_mla_params(&Lc->mla);
     } else {
         G->gqa.d = L->gqa.d;
         G->gqa.be = be;
-        l = ae_gswa_params(&G->gqa);
+        *gl = ae_gswa_params(&G->gqa);
+        *ml = ae_gswa_params(&Lc->gqa);
     }
-    ae_status st = ae_params_alloc(be, AE_DT_F32, &l);
+}
+
+// The gradient of an attention module: the module's parameter list allocated zeroed, F32 (sinks
+// too, as ae_params_alloc makes them), or with bf16 each tensor as grad_dtype picks.
+static ae_status attn_grads(const ae_backend *be, const ae_layer *L, ae_layer *G, int bf16) {
+    ae_param_list l, ml;
+    ae_layer Lc;
+    attn_lists(be, L, G, &Lc, &l, &ml);
+    ae_status st = AE_OK;
+    if (!bf16) {
+        st = ae_params_alloc(be, AE_DT_F32, &l);
+    } else {
+        for (int i = 0; i < l.n && st == AE_OK; i++) {
+            ae_param *p = &l.p[i];
+            st = zeros_into(be, p->slot, (size_t)ae_param_numel(p), *ml.p[i].slot, 1);
+            p->data = *p->slot;
+            if (st != AE_OK) {
+                l.n = i; // the tensors made so far
+                ae_params_free(be, &l);
+            }
+        }
+    }
     if (st != AE_OK) G->mla.be = G->gqa.be = NULL; // nothing left allocated
     return st;
 }
 
-static ae_status grads_fill(const ae_model *m, int attention_only, ae_model *g) {
+static ae_status grads_fill(const ae_model *m, int attention_only, int bf16, ae_model *g) {
     const ae_config *c = &m->cfg;
     size_t V = c->vocab_size, D = c->hidden_size, I = c->intermediate_size;
     size_t E = c->num_experts, Im = c->moe_intermediate_size;
@@ -204,63 +234,69 @@ static ae_status grads_fill(const ae_model *m, int attention_only, ae_model *g) 
     g->layers = ae_calloc((size_t)c->num_hidden_layers, sizeof(ae_layer));
     if (!g->layers) return AE_ERR_NOMEM;
     if (!attention_only) {
-        AE_TRY(zeros_into(be, &g->embed, V * D));
+        AE_TRY(zeros_into(be, &g->embed, V * D, m->embed, bf16));
         if (c->tie_word_embeddings) g->lm_head = g->embed;
-        else AE_TRY(zeros_into(be, &g->lm_head, V * D));
-        AE_TRY(zeros_into(be, &g->final_norm, D));
+        else AE_TRY(zeros_into(be, &g->lm_head, V * D, m->lm_head, bf16));
+        AE_TRY(zeros_into(be, &g->final_norm, D, m->final_norm, bf16));
     }
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const ae_layer *L = &m->layers[l];
         ae_layer *G = &g->layers[l];
         G->kind = L->kind;
         G->is_moe = L->is_moe;
-        AE_TRY(attn_grads(be, L, G));
+        AE_TRY(attn_grads(be, L, G, bf16));
         if (attention_only) continue;
-        AE_TRY(zeros_into(be, &G->input_norm, D));
-        AE_TRY(zeros_into(be, &G->post_norm, D));
+        AE_TRY(zeros_into(be, &G->input_norm, D, L->input_norm, bf16));
+        AE_TRY(zeros_into(be, &G->post_norm, D, L->post_norm, bf16));
         if (!L->is_moe) {
-            AE_TRY(zeros_into(be, &G->w_gate, I * D));
-            AE_TRY(zeros_into(be, &G->w_up, I * D));
-            AE_TRY(zeros_into(be, &G->w_down, D * I));
+            AE_TRY(zeros_into(be, &G->w_gate, I * D, L->w_gate, bf16));
+            AE_TRY(zeros_into(be, &G->w_up, I * D, L->w_up, bf16));
+            AE_TRY(zeros_into(be, &G->w_down, D * I, L->w_down, bf16));
         } else {
-            AE_TRY(zeros_into(be, &G->router, E * D));
-            AE_TRY(zeros_into(be, &G->e_gate, E * Im * D));
-            AE_TRY(zeros_into(be, &G->e_up, E * Im * D));
-            AE_TRY(zeros_into(be, &G->e_down, E * D * Im));
+            AE_TRY(zeros_into(be, &G->router, E * D, L->router, bf16));
+            AE_TRY(zeros_into(be, &G->e_gate, E * Im * D, L->e_gate, bf16));
+            AE_TRY(zeros_into(be, &G->e_up, E * Im * D, L->e_up, bf16));
+            AE_TRY(zeros_into(be, &G->e_down, E * D * Im, L->e_down, bf16));
         }
     }
     return AE_OK;
 }
 
-// Bytes of the F32 gradients of m's parameters (attention_only: of its attention modules).
-static double grads_bytes(const ae_model *m, int attention_only) {
+// Bytes of the gradients of m's parameters (attention_only: of its attention modules): 4 a
+// value, or with bf16 2 for a BF16 parameter.
+static double grads_bytes(const ae_model *m, int attention_only, int bf16) {
     ae_named_param *p;
     int n;
     double bytes = 0;
     if (ae_model_params((ae_model *)m, attention_only, &p, &n) != AE_OK) return 0;
-    for (int i = 0; i < n; i++) bytes += 4.0 * (double)p[i].numel;
+    for (int i = 0; i < n; i++)
+        bytes += (double)ae_dtype_size(grad_dtype(p[i].t, bf16)) * (double)p[i].numel;
     free(p);
     return bytes;
 }
 
-ae_status ae_model_grads_like(const ae_model *m, int attention_only, ae_model **out) {
+ae_status ae_model_grads_alloc(const ae_model *m, int attention_only, int bf16, ae_model **out) {
     *out = NULL;
     ae_model *g = ae_calloc(1, sizeof *g);
     if (!g) return AE_ERR_NOMEM;
     g->be = m->be;
     g->n_params = m->n_params;
     g->src_dtype = m->src_dtype;
-    ae_status st = grads_fill(m, attention_only, g);
+    ae_status st = grads_fill(m, attention_only, bf16, g);
     if (st != AE_OK) {
         ae_model_free(g);
         if (st != AE_ERR_NOMEM) return st;
         return ae_errorf(AE_ERR_NOMEM, "out of %s memory for the "
-                         "gradients of %s (F32, %.2f GiB)", m->be->name,
+                         "gradients of %s (%s, %.2f GiB)", m->be->name,
                          attention_only ? "the attention modules" : "every parameter",
-                         grads_bytes(m, attention_only) / 1073741824.0);
+                         bf16 ? "BF16" : "F32", grads_bytes(m, attention_only, bf16) / 1073741824.0);
     }
     *out = g;
     return AE_OK;
+}
+
+ae_status ae_model_grads_like(const ae_model *m, int attention_only, ae_model **out) {
+    return ae_model_grads_alloc(m, attention_only, 0, out);
 }
 
 ae_status ae_model_zeros_like(const ae_model *m, ae_model **out) { return ae_model_grads_like(m, 0, out); }

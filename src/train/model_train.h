@@ -33,6 +33,10 @@ ae_status ae_model_params(ae_model *m, int attention_only, ae_named_param **out,
 // (whatever m's weight dtype), the head tied as in m. attention_only: only the self_attn modules
 // are allocated (the rest stays null), for training that updates attention alone.
 ae_status ae_model_grads_like(const ae_model *m, int attention_only, ae_model **out);
+// ae_model_grads_like with bf16 = 1: the gradient of every BF16 parameter is BF16 too (the
+// others, e.g. attention sinks and every tensor of an F32 model, stay F32): half the memory,
+// for backends whose ops accumulate into BF16 gradients (cuda; ops.h "dw: F32, or BF16").
+ae_status ae_model_grads_alloc(const ae_model *m, int attention_only, int bf16, ae_model **out);
 // ae_model_grads_like(m, 0, out).
 ae_status ae_model_zeros_like(const ae_model *m, ae_model **out);
 void ae_model_zero(ae_model *g); // sets every tensor g holds to 0

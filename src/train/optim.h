@@ -24,7 +24,8 @@ typedef struct {
     ae_ptr param;  // (numel) the model's tensor (weight dtype)
     ae_ptr master; // (numel) F32 master copy that the update applies to, or null when param is
                    // F32 itself (cpu): then param is the master
-    ae_ptr grad;   // (numel) F32
+    ae_ptr grad;   // (numel) F32, or BF16 (--grad-dtype bf16: a backend whose sumsq, adamw and
+                   // adamw8 read BF16 gradients, cuda); the update's math is fp32 either way
     int64_t numel;
     int decay;
 } ae_opt_param;
@@ -59,7 +60,7 @@ ae_status ae_adamw_init(ae_adamw *o, const ae_backend *be, const ae_adamw_cfg *c
 void ae_adamw_free(ae_adamw *o);
 // Learning rate at step s (1-based).
 float ae_lr_at(const ae_adamw_cfg *c, int64_t s);
-// Global L2 norm of the gradients: each tensor's sum of squares (backend sumsq, in double),
+// Global L2 norm of the gradients (F32 or BF16): each tensor's sum of squares (backend sumsq, in double),
 // summed in double. Waits for the queued work; a device error is returned.
 ae_status ae_grad_norm(ae_adamw *o, double *norm);
 // One update from the current gradients (clipped to cfg.clip first); *norm = the pre-clip norm.

@@ -150,6 +150,7 @@ char *ae_run_spec_json(const ae_run_spec *r, const ae_model *student, const ae_i
     cJSON_AddNumberToObject(h, "log_every", o->log_every);
     cJSON_AddNumberToObject(h, "save_minutes", o->save_minutes);
     cJSON_AddStringToObject(h, "optim_state", o->optim_8bit ? "8bit" : "fp32");
+    cJSON_AddStringToObject(h, "grad_dtype", o->grad_bf16 ? "bf16" : "fp32");
     snprintf(seed, sizeof seed, "%" PRIu64, o->seed);
     cJSON_AddStringToObject(h, "seed", seed);
     if (student) {
@@ -464,6 +465,10 @@ static ae_status parse_train(const cJSON *h, const char *path, ae_run_spec *r) {
     o->optim_8bit = 0; // optional: runs of earlier versions lack it (F32 moments)
     if (cJSON_GetObjectItemCaseSensitive(h, "optim_state"))
         AE_TRY(ae_json_enum(h, path, "train.optim_state", states, 2, &o->optim_8bit));
+    static const char *grads[] = {"fp32", "bf16"};
+    o->grad_bf16 = 0; // optional: runs before --grad-dtype lack it (F32 gradients)
+    if (cJSON_GetObjectItemCaseSensitive(h, "grad_dtype"))
+        AE_TRY(ae_json_enum(h, path, "train.grad_dtype", grads, 2, &o->grad_bf16));
     AE_TRY(ae_json_enum(h, path, "train.stage1_loss", losses, 2, &o->s1_normalized));
     AE_TRY(ae_json_enum(h, path, "train.train", trains, 2, &o->train_all));
     return ae_json_u64(h, path, "train.seed", &o->seed);
