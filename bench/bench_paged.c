@@ -16,8 +16,11 @@
 // row holds `layers` layers' K/V (the engine interleaves all layers of a position in one row;
 // only layer 0 is read), default 1. Modes, per (shape, context, sequences):
 //   paged   attention_paged with the default dispatch (runs of one row each)
-//   cc      the same call with every row on k_paged_attn (AE_CUDA_PAGED_TC_MIN and
-//           AE_CUDA_PAGED_TC_KEYS set to 1e9 around the call); decode only
+//   cc      the same call with every row on k_paged_attn + k_paged_combine (AE_CUDA_PAGED_TC_MIN
+//           and AE_CUDA_PAGED_TC_KEYS set to 1e9, AE_PAGED_DECODE_FOLD=0 around the call);
+//           decode only
+//   fold    the same with AE_PAGED_DECODE_FOLD=1: every row on k_paged_decode (one launch, the
+//           split merge folded in; cuda_paged_decode.cu); decode only
 //   dense   one sequence only: `attention` with T = 1 (C) over a contiguous (ctx, kv heads, d)
 //           cache
 //   mat     MLA prefill only: paged_gather of the sequence's ctx latents, then
@@ -30,14 +33,17 @@
 //           contiguous temporary, then the contiguous kernel; the gather is timed too)
 // Prefill chunks (paged, and dense for teacher/gateswa) run on Hopper's kernel F or on kernel B
 // as AE_ATTN_WGMMA says (=1 / =0; unset: the default dispatch): run it once with each to A/B them.
-// Printed: ms per call (best of `reps` timings of `iters` calls between syncs), the cache bytes
-// the rows can see divided by that time (GB/s; decode only), and ms·36 (the attention of one
-// step of a 36-layer model).
+// Printed: ms and µs per call (best of `reps` timings of `iters` calls between syncs), the cache
+// bytes the rows can see divided by that time (GB/s; decode only), ms·36 (the attention of one
+// step of a 36-layer model) and, for cc / fold, the plan of the short rows (ae_cuda_paged_last).
+// The decode rows of issue 9 (1/8/32 sequences at 1K/8K/32K, Qwen3-8B heads) are the defaults:
+//   bench_paged --shapes teacher,gateswa
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cuda.h"
 #include "backend/ops.h"
 #include "core/log.h"
 #include "core/rng.h"
@@ -95,20 +101,33 @@ typedef enum {
     MODE_MAT,
     MODE_ROW,
     MODE_FAST,
-    MODE_GATHER
+    MODE_GATHER,
+    MODE_FOLD
 } bench_mode;
-#define MODE_COUNT (MODE_GATHER + 1)
+#define MODE_COUNT (MODE_FOLD + 1)
 
-// Environment variables a mode sets around its calls (restored after): up to two.
+// Environment variables a mode sets around its calls (restored after): up to three.
 typedef struct {
-    const char *name[2], *value[2];
+    const char *name[3], *value[3];
 } mode_env;
 static const mode_env k_mode_env[MODE_COUNT] = {
-    [MODE_CC] = {{"AE_CUDA_PAGED_TC_MIN", "AE_CUDA_PAGED_TC_KEYS"}, {"1000000000", "1000000000"}},
+    [MODE_CC] = {{"AE_CUDA_PAGED_TC_MIN", "AE_CUDA_PAGED_TC_KEYS", "AE_PAGED_DECODE_FOLD"},
+                 {"1000000000", "1000000000", "0"}},
+    [MODE_FOLD] = {{"AE_CUDA_PAGED_TC_MIN", "AE_CUDA_PAGED_TC_KEYS", "AE_PAGED_DECODE_FOLD"},
+                   {"1000000000", "1000000000", "1"}},
     [MODE_ROW] = {{"AE_ATTN_WGMMA_PAGED"}, {"row"}},
     [MODE_FAST] = {{"AE_ATTN_WGMMA_PAGED"}, {"fast"}},
     [MODE_GATHER] = {{"AE_PAGED_F_GATHER"}, {"1"}},
 };
+
+// The plan of the last attention_paged call's short rows (ae_cuda_paged_last), "" without CUDA.
+static const char *paged_plan(void) {
+#ifdef AE_HAVE_CUDA
+    return ae_cuda_paged_last();
+#else
+    return "";
+#endif
+}
 
 static void call(const bench_case *c, bench_mode mode) {
     const ae_backend *be = c->be;
@@ -147,8 +166,8 @@ static int setup_mat(bench_case *c, ae_scratch *s) {
 // Best ms per call over reps timings of iters calls (after one warm-up call); < 0 on failure.
 static double time_mode(const bench_case *c, bench_mode mode, int iters, int reps) {
     const mode_env *env = &k_mode_env[mode];
-    char *old[2] = {NULL, NULL};
-    for (int i = 0; i < 2 && env->name[i]; i++) {
+    char *old[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3 && env->name[i]; i++) {
         const char *o = getenv(env->name[i]);
         old[i] = o ? strdup(o) : NULL;
         setenv(env->name[i], env->value[i], 1);
@@ -165,7 +184,7 @@ static double time_mode(const bench_case *c, bench_mode mode, int iters, int rep
             if (best >= 0 && ms < best) best = ms;
         }
     }
-    for (int i = 0; i < 2 && env->name[i]; i++) {
+    for (int i = 0; i < 3 && env->name[i]; i++) {
         set_env(env->name[i], old[i]);
         free(old[i]);
     }
@@ -257,21 +276,22 @@ static void run_case(const ae_backend *be, const shape *sh, int ctx, int nseq, i
         const int row_bytes = (sh->Hkv * sh->dk + (sh->shared ? 0 : sh->Hkv * sh->dv)) *
                               (int)ae_dtype_size(be->act_dtype);
         const double bytes = (double)nseq * keys * row_bytes;
-        static const char *names[MODE_COUNT] = {"paged", "cc",   "dense", "mat",
-                                                "prow",  "pfast", "gather"};
+        static const char *names[MODE_COUNT] = {"paged", "cc",   "dense",  "mat",
+                                                "prow",  "pfast", "gather", "fold"};
         for (int m = MODE_PAGED; m < MODE_COUNT; m++) {
             const int f_modes = m == MODE_ROW || m == MODE_FAST || m == MODE_GATHER;
             if ((m == MODE_DENSE && nseq != 1) || (m == MODE_MAT && !c.mat) ||
-                (m == MODE_CC && nq > 1) || // a whole chunk on the decode kernel: slow, not news
+                ((m == MODE_CC || m == MODE_FOLD) && nq > 1) || // a chunk on the decode kernel
                 (f_modes && (nq == 1 || sh->shared))) // kernel F's prefill chunks only
                 continue;
             double ms = time_mode(&c, (bench_mode)m, iters, reps);
             if (ms < 0) printf("%-8s %6d %5d  %-6s failed: %s\n", sh->name, ctx, nseq, names[m],
                                ae_last_error());
-            else if (nq > 1) printf("%-8s %6d %5d  %-6s %9.4f %8s %9.2f\n", sh->name, ctx, nseq,
-                                    names[m], ms, "-", ms * MODEL_LAYERS);
-            else printf("%-8s %6d %5d  %-6s %9.4f %8.1f %9.2f\n", sh->name, ctx, nseq, names[m],
-                        ms, bytes / (ms * 1e-3) / 1e9, ms * MODEL_LAYERS);
+            else if (nq > 1) printf("%-8s %6d %5d  %-6s %9.4f %8.1f %8s %9.2f\n", sh->name, ctx,
+                                    nseq, names[m], ms, ms * 1e3, "-", ms * MODEL_LAYERS);
+            else printf("%-8s %6d %5d  %-6s %9.4f %8.1f %8.1f %9.2f  %s\n", sh->name, ctx, nseq,
+                        names[m], ms, ms * 1e3, bytes / (ms * 1e-3) / 1e9, ms * MODEL_LAYERS,
+                        m == MODE_CC || m == MODE_FOLD ? paged_plan() : "");
         }
     }
     fflush(stdout);
@@ -324,8 +344,8 @@ int main(int argc, char **argv) {
     printf("device: %s   pages of %d positions, %d layer(s) per page row, best of %d x %d calls"
            "%s\n", be->device, PAGE, layers, reps, iters,
            prefill > 0 ? "; one prefill chunk per context (--prefill)" : "");
-    printf("%-8s %6s %5s  %-6s %9s %8s %9s\n", "shape", "ctx", "seqs", "mode", "ms/call", "GB/s",
-           "ms x36");
+    printf("%-8s %6s %5s  %-6s %9s %8s %8s %9s\n", "shape", "ctx", "seqs", "mode", "ms/call",
+           "us/call", "GB/s", "ms x36");
     int found = 0;
     for (size_t k = 0; k < sizeof k_shapes / sizeof *k_shapes; k++) {
         const shape *sh = &k_shapes[k];

@@ -17,7 +17,10 @@
 // page addressing and the gathered runs (test_runs_wgmma_fast). Where the
 // tensor-core path must have run, the output with runs must also differ somewhere from the
 // output without (bf16-rounded weights in B/D/E, fp32 in the decode kernel): proof that the runs
-// reached the kernels.
+// reached the kernels. Decode rows on k_paged_decode (test_decode_fold: 1..64 sequences, 1..33001
+// keys, pages of 16 and 7, odd page counts, windows with released pages, sinks, G 1/4/8, d 64
+// and 128): the plan (ae_cuda_paged_last) names the kernel and its split bound, three calls give
+// the same bits (the ticket counters reset), AE_PAGED_DECODE_FOLD=0 runs k_paged_attn again.
 // paged_store and paged_gather must be exact; attention within TOL_ATTN (relative L2; bf16 output). Needs a CUDA
 // build and a GPU (exit 77 = skipped otherwise).
 #include <math.h>
@@ -25,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cuda.h"
 #include "backend/ops.h"
 #include "core/dtype.h"
 #include "core/rng.h"
@@ -64,6 +68,7 @@ typedef struct {
     const char *paged; // non-null: AE_ATTN_WGMMA_PAGED during the call with runs ("fast": F's
                        // power-of-two page addressing; other page sizes keep attn_key_off)
     int gather;        // 1: AE_PAGED_F_GATHER=1 during the call with runs (contiguous copy)
+    int fold;          // > 0: fold_check on the GPU call (no runs); 2: its plan must split
 } pcase;
 
 // Sets (value non-null) or unsets environment variable `name`.
@@ -87,6 +92,66 @@ static float *call_env(const ae_paged_attn_args *pa, ae_ptr out, ae_ptr q, ae_pt
     float *h = malloc(sizeof(float) * nout);
     assert_int_equal(g_gpu->download(g_gpu, h, AE_DT_F32, out, nout), AE_OK);
     return h;
+}
+
+// The plan of the last attention_paged call (ae_cuda_paged_last).
+static const char *paged_last(void) {
+#ifdef AE_HAVE_CUDA // (a build without CUDA skips in main, before any test)
+    return ae_cuda_paged_last();
+#else
+    return "none";
+#endif
+}
+
+// The CUDA output of `pa` with AE_PAGED_DECODE_FOLD = fold during the call, out poisoned first;
+// the plan must start with `kernel`. Caller frees.
+static float *call_fold(const ae_paged_attn_args *pa, ae_ptr out, ae_ptr q, ae_ptr k, ae_ptr v,
+                        size_t nout, const char *fold, const char *kernel) {
+    g_gpu->fill(g_gpu, out, nout, NAN);
+    setenv("AE_PAGED_DECODE_FOLD", fold, 1);
+    g_gpu->attention_paged(g_gpu, pa, out, q, k, v);
+    unsetenv("AE_PAGED_DECODE_FOLD");
+    const char *plan = paged_last();
+    if (strncmp(plan, kernel, strlen(kernel)) != 0)
+        fail_msg("AE_PAGED_DECODE_FOLD=%s ran \"%s\", expected \"%s\"", fold, plan, kernel);
+    float *h = malloc(sizeof(float) * nout);
+    assert_int_equal(g_gpu->download(g_gpu, h, AE_DT_F32, out, nout), AE_OK);
+    return h;
+}
+
+// The decode rows on k_paged_decode (AE_PAGED_DECODE_FOLD=1, whatever the compiled default):
+// the plan names it (and, split_min > 1, a split bound of at least split_min: the folded merge
+// ran), within TOL_ATTN of the cpu (ref), and three calls in a row (fresh NaN-poisoned outputs)
+// give the first call's bits: a ticket counter left non-zero by a call would make the next
+// call's merge run early (partials missing) or never (NaN left). With AE_PAGED_DECODE_FOLD=0 the
+// old kernels run again (k_paged_attn, + k_paged_combine when split) and are close too.
+static void fold_check(const ae_paged_attn_args *pa, ae_ptr out, ae_ptr q, ae_ptr k, ae_ptr v,
+                       size_t nout, const float *ref, int split_min) {
+    float *first = call_fold(pa, out, q, k, v, nout, "1", "fold (k_paged_decode)");
+    int splits = 0;
+    const char *at = strstr(paged_last(), "splits ");
+    if (at) splits = atoi(at + 7);
+    double err = ae_test_rel_err(first, ref, nout);
+    size_t bad = 0;
+    for (size_t i = 0; i < nout; i++) bad += !isfinite(first[i]);
+    for (int rep = 1; rep < 3; rep++) {
+        float *h = call_fold(pa, out, q, k, v, nout, "1", "fold (k_paged_decode)");
+        assert_memory_equal(h, first, sizeof(float) * nout);
+        free(h);
+    }
+    float *old = call_fold(pa, out, q, k, v, nout, "0", "k_paged_attn");
+    double err_old = ae_test_rel_err(old, ref, nout);
+    size_t differ = 0;
+    for (size_t i = 0; i < nout; i++) differ += old[i] != first[i];
+    printf("  k_paged_decode (split bound %d): rel err %.2e, bits stable over 3 calls; "
+           "k_paged_attn: rel err %.2e, %zu of %zu values differ\n",
+           splits, err, err_old, differ, nout);
+    assert_true(bad == 0);
+    assert_true(err < TOL_ATTN);
+    assert_true(err_old < TOL_ATTN);
+    assert_true(splits >= split_min);
+    free(first);
+    free(old);
 }
 
 // The runs of mode c->runs for rows laid out as run() lays them out (sequence by sequence).
@@ -172,8 +237,8 @@ static void run(const pcase *c) {
         j0 += S;
         r0 += T;
     }
-    ae_paged_run runs[16];
-    assert_true(c->nseq <= 16);
+    ae_paged_run runs[64];
+    assert_true(c->nseq <= 64);
     int n_runs = make_runs(c, runs);
     float *res[2], *plain = NULL; // plain: the CUDA output without runs
     float *flash = NULL; // with c->wgmma on a Hopper GPU: the output with runs on kernel B
@@ -234,6 +299,7 @@ static void run(const pcase *c) {
             pa.n_runs = n_runs;
             pa.runs = runs;
         }
+        if (b && c->fold) fold_check(&pa, out, qq, pool, vv, nout, res[0], c->fold > 1 ? 2 : 1);
         if (b && c->wgmma && hopper(be)) // the runs on kernel B (AE_ATTN_WGMMA=0)
             flash = call_env(&pa, out, qq, pool, vv, nout, "0", NULL, NULL);
         if (b && c->wgmma && (c->paged || c->gather) && hopper(be)) {
@@ -563,6 +629,53 @@ static void test_decode_long_mla(void **st) {
     run(&c);
 }
 
+// ---- decode rows on k_paged_decode (cuda_paged_decode.cu) ---------------------------------------
+
+// Sequence lengths 1 + (i·7919) % span (every length from 1 to span over many sequences), one
+// decode row each (nq[i] = 1).
+static void spread_lens(int *len, int *nq, int n, int span) {
+    for (int i = 0; i < n; i++) len[i] = 1 + (int)(((long)i * 7919) % span), nq[i] = 1;
+}
+
+// The engine's decode rows (no runs: every row on the decode kernels) on k_paged_decode with
+// fold_check: the case (Qwen3-8B heads, G 4, one sequence at 1K keys, pages of 16), one
+// row over 33001 keys (2063 pages, a split bound of ~66: trailing splits may be empty), rows of
+// 1..33000 keys together (split and unsplit rows in one launch, rows shorter than a split, a
+// 3-row run outside runs, 63 pages: an odd page count), pages of 7 (no shift/mask); G = 8 over
+// 64 sequences of 1..1500 keys with a window of 700 (the pages before it released, -1) and
+// sinks; G = 1 at d 64 with sinks; GateSWA's sliding layer (G 4, window 128, sinks) over 32
+// sequences. Tolerance TOL_ATTN (relative L2), as every attention case of this file.
+static void test_decode_fold(void **st) {
+    (void)st;
+    static const int len1[] = {1024}, one[] = {1}, len33[] = {33001};
+    pcase c = {.Hq = 32, .Hkv = 8, .dk = 128, .dv = 128, .P = 16, .nseq = 1, .len = len1,
+               .nq = one, .fold = 2};
+    run(&c);
+    c.len = len33;
+    run(&c);
+    static const int lenm[] = {1, 17, 1008, 33000, 300, 2}, nqm[] = {1, 1, 1, 1, 3, 1};
+    c = (pcase){.Hq = 32, .Hkv = 8, .dk = 128, .dv = 128, .P = 16, .nseq = 6, .len = lenm,
+                .nq = nqm, .fold = 2};
+    run(&c);
+    c.P = 7, c.sinks = 1;
+    run(&c);
+    static int len64[64], nq64[64];
+    spread_lens(len64, nq64, 64, 1500);
+    c = (pcase){.Hq = 16, .Hkv = 2, .dk = 128, .dv = 128, .window = 700, .sinks = 1, .P = 7,
+                .nseq = 64, .len = len64, .nq = nq64, .fold = 1}; // G = 8
+    run(&c);
+    static const int lend[] = {1, 2, 64, 65, 129, 700, 4097, 2000};
+    static const int nqd[] = {1, 1, 1, 1, 1, 1, 1, 1};
+    c = (pcase){.Hq = 8, .Hkv = 8, .dk = 64, .dv = 64, .sinks = 1, .P = 16, .nseq = 8,
+                .len = lend, .nq = nqd, .fold = 2}; // G = 1, d 64
+    run(&c);
+    static int len32[32], nq32[32];
+    spread_lens(len32, nq32, 32, 1200);
+    c = (pcase){.Hq = 32, .Hkv = 8, .dk = 128, .dv = 128, .window = 128, .sinks = 1, .P = 16,
+                .nseq = 32, .len = len32, .nq = nq32, .fold = 1}; // GateSWA sliding layer
+    run(&c);
+}
+
 int main(void) {
     int rc = ae_test_open_gpu(&g_gpu, 1);
     if (rc) return rc;
@@ -584,6 +697,7 @@ int main(void) {
         cmocka_unit_test(test_runs_wgmma_fast),
         cmocka_unit_test(test_decode_long),
         cmocka_unit_test(test_decode_long_mla),
+        cmocka_unit_test(test_decode_fold),
     };
     rc = ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
     ae_backend_close(g_gpu);

@@ -5,7 +5,9 @@
 // over long keys (paged_tc_keys()) on the tensor-core attention kernels F (Hopper wgmma: prefill
 // chunks at d = 128 or 192/128, when attn_wgmma_run takes them), B (GQA/GateSWA) and D/E
 // (absorbed MLA) of cuda_attention*.cu in their paged addressing mode (paged_run_tc, below);
-// all other rows (short decode rows) on k_paged_attn.
+// all other rows (short decode rows) on k_paged_decode (cuda_paged_decode.cu: bf16, dk = dv = 64
+// or 128; every warp computing, the split merge folded into the launch) or, for other shapes
+// (absorbed MLA 576/512, odd dims, fp32) and with AE_PAGED_DECODE_FOLD=0, on k_paged_attn.
 //
 //   k_paged_store: one block per row; threads copy the row's cols values (converting F32 <-> BF16
 //     when the dtypes differ) into its page slot. k_paged_gather: the reverse for positions
@@ -40,7 +42,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cuda.h"
 #include "backend/cuda_attention.h"
+
+// cuda_paged_decode.cu: the decode rows on k_paged_decode (kernel G's design over pages, the
+// split merge in the same launch); 0 when it does not take them (AE_PAGED_DECODE_FOLD=0, shapes).
+int paged_decode_run(const ae_backend *be, const ae_paged_attn_args *a, int r0, int n, ae_ptr out,
+                     ae_ptr q, ae_ptr k, ae_ptr v, int *splits);
+
+// What the last attention_paged call ran for its rows outside the tensor-core runs
+// (ae_cuda_paged_last).
+static struct {
+    const char *kernel; // null: every row went to the tensor-core kernels
+    int splits;
+} g_paged_last;
 
 namespace {
 
@@ -329,6 +344,10 @@ int paged_vec_ok(const ae_paged_attn_args *a, ae_ptr out, ae_ptr k, ae_ptr v) {
 void paged_rows(const ae_backend *be, const ae_paged_attn_args *a, int r0, int n, ae_ptr out,
                 ae_ptr q, ae_ptr k, ae_ptr v) {
     if (n <= 0 || cuda_failed(be)) return;
+    if (paged_decode_run(be, a, r0, n, out, q, k, v, &g_paged_last.splits)) {
+        g_paged_last.kernel = "fold (k_paged_decode)";
+        return;
+    }
     out = ae_ptr_at(out, (size_t)r0 * a->Hq * a->dv);
     q = ae_ptr_at(q, (size_t)r0 * a->Hq * a->dk);
     PagedParams p = {};
@@ -350,6 +369,8 @@ void paged_rows(const ae_backend *be, const ae_paged_attn_args *a, int r0, int n
     p.table = (const int32_t *)a->block_table.data;
     const long blocks = (long)n * ((a->Hq + kWarps - 1) / kWarps);
     p.splits = paged_pick_splits(be, a, blocks);
+    g_paged_last.kernel = p.splits > 1 ? "k_paged_attn + k_paged_combine" : "k_paged_attn";
+    g_paged_last.splits = p.splits;
     float *buf = NULL;
     if (p.splits > 1) {
         size_t rows = (size_t)n * a->Hq * p.splits;
@@ -587,6 +608,7 @@ void ae_cuda_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, 
         abort();
     }
     ae_paged_runs_check(a, NULL, NULL); // order and bounds (seq/pos are device memory)
+    g_paged_last.kernel = NULL;
     const int tc = paged_tc_ok(a, out, q, k, v), tc_min = paged_tc_min(), tc_keys = paged_tc_keys();
     int r = 0; // rows before r are queued
     for (int i = 0; tc && i < a->n_runs; i++) {
@@ -598,4 +620,11 @@ void ae_cuda_attention_paged(const ae_backend *be, const ae_paged_attn_args *a, 
         r = u->first + u->n;
     }
     paged_rows(be, a, r, a->N - r, out, q, k, v);
+}
+
+const char *ae_cuda_paged_last(void) {
+    static char buf[96];
+    if (!g_paged_last.kernel) return "tensor cores only";
+    snprintf(buf, sizeof buf, "%s, splits %d", g_paged_last.kernel, g_paged_last.splits);
+    return buf;
 }
