@@ -36,10 +36,6 @@
 // bf16 ulp (<= 0.8% of |alpha·acc| + |y|). Both are inside the tests' ~1e-2 relative tolerance
 // unless alpha·acc and beta·y nearly cancel. The GEMV kernels (paths 1, 2) and the plain kernel
 // are deterministic; cuBLASLt is for a given algorithm, workspace and device.
-// Weight gradients in bf16 (--grad-dtype bf16: ae_matmul_bwd's dw += dyᵀ · x with a BF16 dw):
-// trans_a = 1, so never a GEMV path; cuBLASLt (or the plain kernel) with C = D = dw in bf16 and
-// beta 1. Both form alpha·acc + beta·C in fp32 from the fp32 accumulator and round once to bf16
-// per call, so a zero dw gets round-to-bf16 of the F32 result.
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -549,8 +549,8 @@ void ae_matmul(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int K,
 void ae_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
                      const int *N, int M, int K);
 // dx += dy · w (M, K) when dx is non-null;  dw += dyᵀ · x (N, K) when dw is non-null.
-// dw: F32, or BF16 where the weights are bf16 (cuda: the cuBLASLt product with a bf16 C/D and
-// beta 1, its epilogue alpha·acc + y in fp32 rounded to bf16; see "backward").
+// dw: F32, or BF16 where the weights are bf16 (the product into an F32 temporary, then `add`:
+// the new sum formed in fp32 and rounded to bf16 once; see "backward").
 void ae_matmul_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr x, ae_ptr w,
                    int M, int K, int N);
 // Contiguous copy of n elements (dtype conversion as copy_rows).
