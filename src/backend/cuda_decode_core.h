@@ -1,0 +1,313 @@
+// Private to the two decode kernels of the CUDA backend: the block body they share.
+//   kernel G, k_attn_decode (cuda_attention_decode.cu): contiguous / ring caches (attn_key_off);
+//   k_paged_decode (cuda_paged_decode.cu): the serving engine's rows through the block table.
+// Each kernel keeps what differs: its parameters, where a row's keys are (a key-address functor),
+// its key range and split count, its ticket table and its host launcher. Everything from the
+// query load to the split merge is here, once, so the two cannot drift apart: the same
+// operations in the same order give the same bits in both (the GPU tests compare both against
+// the CPU reference and check the bits are stable over calls).
+//
+// Block (DEC_WARPS warps) of kv head kvh, query heads h0 .. h0 + nr − 1 (nr <= NR, the rows past
+// nr are zeros, never written), token / row z (grid z) and split `split` of S, keys [kb, ke):
+// warp w takes the key batches w, w + DEC_WARPS, ... of BK keys. A K or V row is D/8 lanes x 16
+// bytes (LPK lanes per key; the warp's 32 lanes read KG = 32 / LPK keys at once), U such steps
+// per batch: 2U 16-byte loads in flight per lane. Each lane keeps all NR query rows for its 8 dims
+// in registers; a score is the lane's 8-dim partial dot summed over the LPK lanes of its key (xor
+// butterfly). Online softmax per row in fp32, log2 units (P never rounded to bf16), the running
+// max uniform over the warp (batch max over the KG key groups), sums and accumulators per key
+// group until the end, then added over the key groups (butterfly). The warps' (m, l, o) are
+// merged through shared memory in warp order 0..DEC_WARPS−1, into `out` (S = 1) or the split's
+// partial (cuda_attention.h's format, R rows). S > 1: the block takes a ticket (atomicAdd on the
+// counter of its (z, head group)); the block drawing ticket S − 1 merges the S partials in split
+// order 0..S−1 (the same arithmetic whichever block is last), adds the sink, writes `out` and
+// sets the counter back to 0 (the next launch or graph replay finds zeros).
+//
+// The parameter block P of either kernel must have: q (rows of Hq·D), k, v (bf16 caches), out,
+// sinks (or null), opart / mpart / lpart (S > 1), Hq, G, scale_log2 (scale · log2 e).
+#ifndef AE_BACKEND_CUDA_DECODE_CORE_H
+#define AE_BACKEND_CUDA_DECODE_CORE_H
+
+#include "backend/cuda_attention.h"
+
+#define DEC_WARPS 4
+#define DEC_THREADS (DEC_WARPS * 32)
+
+template <int D> struct dec_cfg {
+    static constexpr int LPK = D / 8;     // lanes per key row (16-byte chunks)
+    static constexpr int KG = 32 / LPK;   // keys a warp reads at once
+    static constexpr int U = 4;           // steps per batch
+    static constexpr int BK = KG * U;     // keys per warp batch
+    static_assert(D % 8 == 0 && 32 % LPK == 0, "a key row must split evenly over the lanes");
+};
+
+// Shared memory of the block body (bytes): the warps' accumulators, maxima and sums; the
+// launcher takes the larger of this and the merge's NR x S weights.
+template <int D, int NR> constexpr size_t dec_warp_smem() {
+    return sizeof(float) * (size_t)DEC_WARPS * NR * (D + 2);
+}
+
+// Where a block is: kv head, first query head h0 and real rows nr of its head group (NR rows,
+// G / NR groups per kv head, rounded up), its split (grid y) and token / row z (grid z).
+struct dec_where {
+    int kvh, h0, nr, split, z;
+};
+
+template <int NR> __device__ __forceinline__ dec_where dec_where_of(int G) {
+    const int nhg = (G + NR - 1) / NR;
+    const int kvh = blockIdx.x / nhg, hg = blockIdx.x % nhg;
+    dec_where b;
+    b.kvh = kvh;
+    b.h0 = kvh * G + hg * NR;
+    b.nr = G - hg * NR < NR ? G - hg * NR : NR;
+    b.split = blockIdx.y;
+    b.z = blockIdx.z;
+    return b;
+}
+
+// Split `split` of S of the keys [kb, ke): chunks of ⌈n / S⌉, a trailing one possibly empty (its
+// partial then m = −inf, l = 0: weight 0 in the merge).
+__device__ __forceinline__ void dec_split_range(int S, int split, int &kb, int &ke) {
+    if (S > 1) {
+        const int chunk = (ke - kb + S - 1) / S;
+        const long b = (long)kb + (long)split * chunk;
+        kb = b < ke ? (int)b : ke;
+        if (ke - kb > chunk) ke = kb + chunk;
+    }
+}
+
+// 8 bf16 (16 bytes) as floats.
+__device__ __forceinline__ void dec_unpack(const uint4 &u, float (&f)[8]) {
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 x = __bfloat1622float2(h[i]);
+        f[2 * i] = x.x, f[2 * i + 1] = x.y;
+    }
+}
+
+__device__ __forceinline__ void dec_store_bf16x4(bf16 *dst, float4 x) {
+    // dst is 4 elements into a row of D of out (4-byte aligned or better): bf16x2 stores
+    *reinterpret_cast<uint32_t *>(dst) = pack_bf16(x.x, x.y);
+    *reinterpret_cast<uint32_t *>(dst + 2) = pack_bf16(x.z, x.w);
+}
+
+// The last block of a (z, head group): merges the S partials of its nr rows in split order,
+// writes out. R: rows of a partial (grid z · Hq); wts: NR x S floats of shared memory.
+template <int D, int NR, class P>
+__device__ __forceinline__ void dec_merge(const P &p, size_t R, int z, int h0, int nr, int S,
+                                          float *wts) {
+    __shared__ float s_inv[NR];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int i = warp; i < nr; i += DEC_WARPS) {
+        const size_t row = (size_t)z * p.Hq + h0 + i;
+        float mx = -INFINITY;
+        for (int s = lane; s < S; s += 32) mx = fmaxf(mx, __ldcg(p.mpart + s * R + row));
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        const int has_sink = p.sinks != nullptr;
+        const float sink2 = has_sink ? p.sinks[h0 + i] * AE_ATTN_LOG2E : -INFINITY;
+        const float base = attn_base(has_sink ? fmaxf(mx, sink2) : mx);
+        float den = 0.0f;
+        for (int s = lane; s < S; s += 32) {
+            const float ws = exp2f(__ldcg(p.mpart + s * R + row) - base); // 0: split saw no key
+            wts[i * S + s] = ws;
+            den += ws * __ldcg(p.lpart + s * R + row);
+        }
+        for (int o = 16; o > 0; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
+        if (has_sink) den += exp2f(sink2 - base);
+        if (lane == 0) s_inv[i] = den > 0.0f ? 1.0f / den : 0.0f;
+    }
+    __syncthreads();
+    // thread: 4 consecutive columns of one row; splits summed in order 0..S−1, 16 loads in flight
+    // (the merge is the launch's serial tail: its L2 latency, not its bytes, is the cost)
+    for (int e = threadIdx.x; e < nr * (D / 4); e += DEC_THREADS) {
+        const int i = e / (D / 4), c = (e % (D / 4)) * 4;
+        const size_t row = (size_t)z * p.Hq + h0 + i;
+        const float *src = p.opart + row * D + c;
+        const float *w = wts + i * S;
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 16
+        for (int s = 0; s < S; s++) {
+            const float4 x = __ldcg(reinterpret_cast<const float4 *>(src + (size_t)s * R * D));
+            acc.x += w[s] * x.x, acc.y += w[s] * x.y, acc.z += w[s] * x.z, acc.w += w[s] * x.w;
+        }
+        const float f = s_inv[i];
+        dec_store_bf16x4(p.out + row * D + c, make_float4(acc.x * f, acc.y * f, acc.z * f, acc.w * f));
+    }
+}
+
+// The block body. key(j, ko, vo): element offsets from k and v of key j's rows (ko, vo of the
+// functor's off_t); keys outside [kb, ke) are never asked for. R: rows of a partial (grid z · Hq);
+// sm: the block's dynamic shared memory (dec_warp_smem, and NR x S floats for the merge);
+// tickets: the kernel's ticket slot (index z · gridDim.x + blockIdx.x), used when S > 1.
+template <int D, int NR, class P, class K>
+__device__ __forceinline__ void dec_block(const P &p, const K &key, const dec_where &b, size_t R,
+                                          int S, int kb, int ke, float *sm, unsigned *tickets) {
+    typedef dec_cfg<D> C;
+    __shared__ int s_last;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int kg = lane / C::LPK, dl = lane % C::LPK; // key group, 8-dim chunk of the lane
+    const int h0 = b.h0, nr = b.nr, z = b.z;
+
+    float q[NR][8]; // q[i][e]: dim 8·dl + e of query head h0 + i
+#pragma unroll
+    for (int i = 0; i < NR; i++) {
+        uint4 u = make_uint4(0u, 0u, 0u, 0u);
+        if (i < nr)
+            u = __ldg(reinterpret_cast<const uint4 *>(p.q + ((size_t)z * p.Hq + h0 + i) * D + dl * 8));
+        dec_unpack(u, q[i]);
+    }
+    float o[NR][8], m[NR], l[NR];
+#pragma unroll
+    for (int i = 0; i < NR; i++) {
+        m[i] = -INFINITY, l[i] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[i][e] = 0.0f;
+    }
+    const bf16 *kh = p.k + (size_t)b.kvh * D + dl * 8, *vh = p.v + (size_t)b.kvh * D + dl * 8;
+
+    for (int j0 = kb + warp * C::BK; j0 < ke; j0 += DEC_WARPS * C::BK) {
+        uint4 kr[C::U], vr[C::U]; // all loads of the batch first: 2U in flight per lane
+#pragma unroll
+        for (int u = 0; u < C::U; u++) {
+            const int j = j0 + u * C::KG + kg;
+            kr[u] = vr[u] = make_uint4(0u, 0u, 0u, 0u);
+            if (j < ke) { // keys past the range are never read (unwritten cache rows / page slots)
+                typename K::off_t ko, vo;
+                key(j, ko, vo);
+                kr[u] = __ldg(reinterpret_cast<const uint4 *>(kh + ko));
+                vr[u] = __ldg(reinterpret_cast<const uint4 *>(vh + vo));
+            }
+        }
+        float s[NR][C::U]; // scores of the lane's keys (log2 units), then their weights
+#pragma unroll
+        for (int u = 0; u < C::U; u++) {
+            float kf[8];
+            dec_unpack(kr[u], kf);
+#pragma unroll
+            for (int i = 0; i < NR; i++) {
+                float d = 0.0f;
+#pragma unroll
+                for (int e = 0; e < 8; e++) d = fmaf(q[i][e], kf[e], d);
+#pragma unroll
+                for (int x = 1; x < C::LPK; x <<= 1) d += __shfl_xor_sync(0xffffffffu, d, x);
+                s[i][u] = j0 + u * C::KG + kg < ke ? d * p.scale_log2 : -INFINITY;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < NR; i++) {
+            float mx = s[i][0];
+#pragma unroll
+            for (int u = 1; u < C::U; u++) mx = fmaxf(mx, s[i][u]);
+#pragma unroll
+            for (int x = C::LPK; x < 32; x <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, x));
+            const float mn = fmaxf(m[i], mx), base = attn_base(mn);
+            const float al = exp2f(m[i] - base); // 0 while nothing was seen
+            m[i] = mn;
+            l[i] *= al;
+#pragma unroll
+            for (int e = 0; e < 8; e++) o[i][e] *= al;
+#pragma unroll
+            for (int u = 0; u < C::U; u++) {
+                s[i][u] = exp2f(s[i][u] - base); // 0 for a key past the range
+                l[i] += s[i][u];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < C::U; u++) {
+            float vf[8];
+            dec_unpack(vr[u], vf);
+#pragma unroll
+            for (int i = 0; i < NR; i++)
+#pragma unroll
+                for (int e = 0; e < 8; e++) o[i][e] = fmaf(s[i][u], vf[e], o[i][e]);
+        }
+    }
+    // the warp's sums over its key groups (xor butterfly: every lane gets the same bits)
+#pragma unroll
+    for (int i = 0; i < NR; i++) {
+#pragma unroll
+        for (int x = C::LPK; x < 32; x <<= 1) {
+            l[i] += __shfl_xor_sync(0xffffffffu, l[i], x);
+#pragma unroll
+            for (int e = 0; e < 8; e++) o[i][e] += __shfl_xor_sync(0xffffffffu, o[i][e], x);
+        }
+    }
+    float *wo = sm;                       // [DEC_WARPS][NR][D] the warps' accumulators
+    float *wm = wo + DEC_WARPS * NR * D;  // [DEC_WARPS][NR] their maxima
+    float *wl = wm + DEC_WARPS * NR;      // [DEC_WARPS][NR] their sums
+    if (kg == 0) {
+#pragma unroll
+        for (int i = 0; i < NR; i++) {
+#pragma unroll
+            for (int e = 0; e < 8; e++) wo[(warp * NR + i) * D + dl * 8 + e] = o[i][e];
+            if (dl == 0) wm[warp * NR + i] = m[i], wl[warp * NR + i] = l[i];
+        }
+    }
+    __syncthreads();
+
+    // the block's rows: warps merged in order 0..DEC_WARPS−1; out directly, or the split's partial
+    for (int e = threadIdx.x; e < nr * D; e += DEC_THREADS) {
+        const int i = e / D, d = e % D;
+        float mx = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) mx = fmaxf(mx, wm[w * NR + i]);
+        const float base = attn_base(mx);
+        float acc = 0.0f, sum = 0.0f;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) {
+            const float f = exp2f(wm[w * NR + i] - base); // 0 for a warp that saw no key
+            acc += f * wo[(w * NR + i) * D + d];
+            sum += f * wl[w * NR + i];
+        }
+        const size_t row = (size_t)z * p.Hq + h0 + i;
+        if (S == 1) {
+            const int has_sink = p.sinks != nullptr;
+            const float sink2 = has_sink ? p.sinks[h0 + i] * AE_ATTN_LOG2E : 0.0f;
+            p.out[row * D + d] = __float2bfloat16_rn(acc * attn_out_scale(mx, sum, has_sink, sink2));
+        } else {
+            const size_t pr = (size_t)b.split * R + row;
+            p.opart[pr * D + d] = acc;
+            if (d == 0) p.mpart[pr] = mx, p.lpart[pr] = sum;
+        }
+    }
+    if (S == 1) return;
+
+    // ticket: the partial is visible device-wide before the count says it is there
+    __threadfence();
+    __syncthreads();
+    unsigned *ticket = tickets + (size_t)z * gridDim.x + blockIdx.x;
+    if (threadIdx.x == 0) s_last = atomicAdd(ticket, 1u) == (unsigned)(S - 1);
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence(); // the other blocks' partials are read after their tickets
+    dec_merge<D, NR>(p, R, z, h0, nr, S, sm);
+    if (threadIdx.x == 0) *ticket = 0u; // all S blocks of this (z, group) counted: ready again
+}
+
+// ---- host ---------------------------------------------------------------------------------------
+
+// Backend be's slot of a kernel's ticket table (`table`: the address of its __device__ array of
+// SLOTS x PER counters, each translation unit its own; `what` names it in an error); NULL with
+// the error kept when the symbol is not found. A slot is taken per backend (first come); a
+// backend past SLOTS shares one round-robin, safe as long as two backends sharing a slot do not
+// run the kernel at the same time. Static: each kernel's file has its own owners.
+template <int SLOTS, int PER>
+static unsigned *dec_ticket_slot(const ae_backend *be, const void *table, const char *what) {
+    static const ae_backend *owner[SLOTS];
+    static unsigned *addr[SLOTS];
+    static int next;
+    for (int i = 0; i < SLOTS; i++)
+        if (owner[i] == be) return addr[i];
+    void *base = NULL;
+    cudaError_t e = cudaGetSymbolAddress(&base, table);
+    if (e != cudaSuccess) {
+        cuda_check(be, e, what);
+        return NULL;
+    }
+    const int i = next++ % SLOTS;
+    owner[i] = be;
+    addr[i] = (unsigned *)base + (size_t)i * PER;
+    return addr[i];
+}
+
+#endif
