@@ -1175,6 +1175,27 @@ static int attn_wgmma_shape(const attn_case *c) {
            c->Hq % c->Hkv == 0 && c->kpad % 8 == 0 && c->vpad % 8 == 0;
 }
 
+// K/V storage rows past the S positions a case holds (the never-written rest of a cache; none
+// with a ring of at most S slots) set to NaN, which must not reach an output.   k, v: (rows,
+// stride) each; v == k when K and V share their rows (absorbed MLA).
+static void nan_unwritten_rows(float *k, float *v, int S, int rows, const ae_attn_args *a) {
+    for (int row = S; row < rows; row++) {
+        for (int i = 0; i < a->k_stride; i++) k[(size_t)row * a->k_stride + i] = NAN;
+        if (v != k)
+            for (int i = 0; i < a->v_stride; i++) v[(size_t)row * a->v_stride + i] = NAN;
+    }
+}
+
+// A case's per-head sinks, log(visible keys) +- 2 (comparable to the keys' total weight), or NULL
+// without sinks.   (Hq)
+static float *case_sinks(ae_rng *r, const attn_case *c, int S) {
+    if (!c->sinks) return NULL;
+    int vis = c->window > 0 && c->window < S ? c->window : S;
+    float *sinks = hnew((size_t)c->Hq);
+    for (int h = 0; h < c->Hq; h++) sinks[h] = logf((float)vis) + 4.0f * ae_rng_uniform(r) - 2.0f;
+    return sinks;
+}
+
 // One case on the cpu and on cuda with both the default dispatch and the reference kernel
 // (AE_CUDA_ATTN=ref); shapes kernel F takes also with AE_ATTN_WGMMA=1 and =simple (kernel F's
 // two schedules on an sm_90 GPU of an sm_90a build, else the default choice; dk = 192: the
@@ -1199,19 +1220,8 @@ static void run_attention(ae_rng *r, const attn_case *c) {
     float *q = hnormal(r, nq, c->qscale > 0 ? c->qscale : 1.0f, AE_DT_BF16);
     float *k = hnormal(r, nk, 1.0f, AE_DT_BF16);
     float *v = c->absorbed ? k : hnormal(r, nv, 1.0f, AE_DT_BF16);
-    // storage rows holding no position < S: never written
-    for (int row = 0; row < rows; row++) {
-        if (row < S) continue; // holds a position (with a ring: slot row holds position row first)
-        for (int i = 0; i < a.k_stride; i++) k[(size_t)row * a.k_stride + i] = NAN;
-        if (!c->absorbed)
-            for (int i = 0; i < a.v_stride; i++) v[(size_t)row * a.v_stride + i] = NAN;
-    }
-    float *sinks = NULL;
-    if (c->sinks) {
-        int vis = c->window > 0 && c->window < S ? c->window : S;
-        sinks = hnew((size_t)Hq);
-        for (int h = 0; h < Hq; h++) sinks[h] = logf((float)vis) + 4.0f * ae_rng_uniform(r) - 2.0f;
-    }
+    nan_unwritten_rows(k, v, S, rows, &a);
+    float *sinks = case_sinks(r, c, S);
     char name[200];
     attn_case_name(c, name, sizeof name);
     // cpu
@@ -1336,16 +1346,8 @@ static void run_decode_kernel(ae_rng *r, const attn_case *c, const char *dec_spl
     size_t nk = (size_t)rows * a.k_stride, nv = (size_t)rows * a.v_stride;
     float *q = hnormal(r, nq, 1.0f, AE_DT_BF16);
     float *k = hnormal(r, nk, 1.0f, AE_DT_BF16), *v = hnormal(r, nv, 1.0f, AE_DT_BF16);
-    for (int row = S; row < rows; row++) { // rows holding no position: never written
-        for (int i = 0; i < a.k_stride; i++) k[(size_t)row * a.k_stride + i] = NAN;
-        for (int i = 0; i < a.v_stride; i++) v[(size_t)row * a.v_stride + i] = NAN;
-    }
-    float *sinks = NULL;
-    if (c->sinks) {
-        int vis = c->window > 0 && c->window < S ? c->window : S;
-        sinks = hnew((size_t)Hq);
-        for (int h = 0; h < Hq; h++) sinks[h] = logf((float)vis) + 4.0f * ae_rng_uniform(r) - 2.0f;
-    }
+    nan_unwritten_rows(k, v, S, rows, &a);
+    float *sinks = case_sinks(r, c, S);
     char name[200];
     attn_case_name(c, name, sizeof name);
     float *oc = hnew(no);
