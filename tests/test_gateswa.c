@@ -205,9 +205,11 @@ static void test_decode_matches_masked(void **state) {
     printf("decode/prefill (%d schedules) vs masked full: max abs err %.2e\n", runs, worst);
 }
 
-// A prefill longer than the internal staging chunk (512) on a ring, then a few decode steps.
+// A prefill longer than the staging chunk on a ring (AE_GSWA_PREFILL_CHUNK 512 here: 1100
+// tokens are three chunks, the last partial), then a few decode steps.
 static void test_long_prefill(void **state) {
     (void)state;
+    assert_int_equal(setenv("AE_GSWA_PREFILL_CHUNK", "512", 1), 0);
     const ae_backend *be = ae_backend_cpu();
     ae_rng r;
     ae_rng_seed(&r, 13);
@@ -223,7 +225,8 @@ static void test_long_prefill(void **state) {
     ae_gswa_acts_free(acts);
     int sched[] = {1100, 1, 1, 1, 97};
     double e = decode_diff(be, &m, x, N, sched, 5, yf);
-    printf("prefill 1100 + decode, W 6: max abs err %.2e\n", e);
+    assert_int_equal(unsetenv("AE_GSWA_PREFILL_CHUNK"), 0);
+    printf("prefill 1100 + decode, W 6, chunks of 512: max abs err %.2e\n", e);
     assert_true(e < 2e-5);
     ae_free_aligned(x);
     ae_free_aligned(yf);

@@ -11,7 +11,10 @@
 // keys/values; attention runs on that buffer with the window W and positions shifted by
 // pos0 - L (masking depends only on distances, RoPE is already applied); then the newest
 // min(W, L+T) positions are written back to their ring slots. Chunks of at most
-// AE_GSWA_PREFILL_CHUNK tokens bound the staging buffer to W-1+chunk rows.
+// gswa_prefill_chunk() tokens bound the staging buffer to W-1+chunk rows: 8192 (37 MB of bf16
+// K/V staging at Qwen3-8B's W 1024, 8 kv heads), long enough that a chunk's K/V projection is
+// an efficient GEMM and a 4K prompt is one chunk (512 made the windowed layers' projections
+// 512-row GEMMs, 8 of them per 4K prompt, each with its ring copies and attention launch).
 #include "model/attn_gateswa.h"
 
 #include <math.h>
@@ -21,7 +24,16 @@
 #include "core/mem.h"
 #include "model/gswa_internal.h"
 
-#define AE_GSWA_PREFILL_CHUNK 512
+#define AE_GSWA_PREFILL_CHUNK 8192
+
+// Tokens per staged ring-prefill chunk: AE_GSWA_PREFILL_CHUNK, or the environment's
+// AE_GSWA_PREFILL_CHUNK (a positive integer; for tests that cover many chunks cheaply and for
+// A/B measurements), read at every call.
+static int gswa_prefill_chunk(void) {
+    const char *env = getenv("AE_GSWA_PREFILL_CHUNK");
+    long v = env && *env ? strtol(env, NULL, 10) : 0;
+    return v > 0 && v <= (1L << 24) ? (int)v : AE_GSWA_PREFILL_CHUNK;
+}
 
 struct ae_gswa_acts {
     int B, T;
@@ -274,7 +286,8 @@ ae_status ae_gswa_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x, int 
         return ae_errorf(AE_ERR_ARG, "gateswa forward: positions up to %d exceed the cache (%d)",
                          pos0 + T, cache->rows);
 
-    int chunk = T < AE_GSWA_PREFILL_CHUNK ? T : AE_GSWA_PREFILL_CHUNK;
+    int chunk = gswa_prefill_chunk();
+    if (chunk > T) chunk = T;
     size_t stage_rows = cache->ring && T > 1 ? (size_t)(W - 1) + chunk : 0;
     ae_dtype at = be->act_dtype;
     ae_scratch s;
