@@ -386,9 +386,12 @@ static ae_status bufs_init(layer_bufs *w, const ae_model *m, int M, int backward
 // Layer l on the stream h (M, D) F32: fills w's xn, y, hmid, z (and g, u, act); the attention
 // module's activations go to attn when non-null (else they are freed at once); a MoE layer runs
 // its training forward into moe when non-null, else the inference op (moe_ffn: grouped, no host
-// synchronisation); hout = h_{l+1} (M, D) F32 unless null.
+// synchronisation); hout = h_{l+1} (M, D) F32 unless null. hout null is the backward's
+// recompute: a dense FFN then stops at g and u (and act when mlp_act; y is left as it was) —
+// its output is never read there, and the down projection is a third of the FFN's GEMM work.
 static ae_status layer_forward(const ae_model *m, int l, ae_ptr h, int B, int T, layer_bufs *w,
-                               ae_layer_attn_acts *attn, ae_moe_acts *moe, ae_ptr hout) {
+                               ae_layer_attn_acts *attn, ae_moe_acts *moe, ae_ptr hout,
+                               int mlp_act) {
     const ae_backend *be = m->be;
     const ae_layer *L = &m->layers[l];
     int D = m->cfg.hidden_size, M = B * T;
@@ -404,8 +407,11 @@ static ae_status layer_forward(const ae_model *m, int l, ae_ptr h, int B, int T,
     if (L->is_moe) {
         st = moe ? ae_moe_train_forward(m, L, w->z, M, w->y, moe) : ae_moe_forward(m, L, w->y, w->z, M);
         if (st != AE_OK) return st;
-    } else {
+    } else if (!ae_ptr_is_null(hout)) {
         ae_mlp_train_forward(m, L, w->z, M, w->y, w->g, w->u, w->act);
+    } else {
+        ae_ptr none = ae_ptr_null();
+        ae_mlp_train_forward(m, L, w->z, M, none, w->g, w->u, mlp_act ? w->act : none);
     }
     if (!ae_ptr_is_null(hout)) {
         ae_copy(be, hout, w->hmid, md);
@@ -501,7 +507,7 @@ ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, i
         ae_moe_acts moe;
         int keep = m->layers[l].is_moe && be->host_memory; // the routing statistics (tests)
         memset(&moe, 0, sizeof moe);
-        st = layer_forward(m, l, STREAM(l), B, T, &w, NULL, keep ? &moe : NULL, STREAM(l + 1));
+        st = layer_forward(m, l, STREAM(l), B, T, &w, NULL, keep ? &moe : NULL, STREAM(l + 1), 1);
         if (st == AE_OK && keep) st = keep_routing(be, &a->routing[l], &moe);
         if (st == AE_OK && keep_act) ae_copy(be, a->hidden[l + 1], STREAM(l + 1), (size_t)M * D);
         ae_moe_acts_free(&moe);
@@ -555,7 +561,8 @@ static ae_status layer_backward(const ae_model *m, int l, const ae_train_acts *a
     ae_moe_acts moe;
     memset(&attn, 0, sizeof attn);
     memset(&moe, 0, sizeof moe);
-    ae_status st = layer_forward(m, l, h, a->B, a->T, w, &attn, L->is_moe ? &moe : NULL, none);
+    // the recompute: act only when the MLP's down projection is trained (its dW reads act)
+    ae_status st = layer_forward(m, l, h, a->B, a->T, w, &attn, L->is_moe ? &moe : NULL, none, !af);
     if (st == AE_OK) { // h_{l+1} = hmid + FFN(RMSNorm(hmid)): dh passes, plus the FFN path
         ae_copy(be, w->y, w->dh, md);
         be->fill(be, w->dx, md, 0.0f);

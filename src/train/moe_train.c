@@ -123,8 +123,8 @@ void ae_mlp_train_forward(const ae_model *m, const ae_layer *L, ae_ptr x, int M,
     int D = m->cfg.hidden_size, I = m->cfg.intermediate_size;
     ae_matmul(be, g, x, L->w_gate, M, D, I);
     ae_matmul(be, u, x, L->w_up, M, D, I);
-    be->silu_mul(be, act, g, u, (size_t)M * I);
-    ae_matmul(be, y, act, L->w_down, M, I, D);
+    if (!ae_ptr_is_null(act)) be->silu_mul(be, act, g, u, (size_t)M * I);
+    if (!ae_ptr_is_null(y)) ae_matmul(be, y, act, L->w_down, M, I, D);
 }
 
 void ae_mlp_train_backward(const ae_model *m, const ae_layer *L, ae_ptr x, ae_ptr g, ae_ptr u,

@@ -35,7 +35,9 @@ ae_status ae_moe_train_backward(const ae_model *m, const ae_layer *L, const ae_m
 void ae_moe_acts_free(ae_moe_acts *a);
 
 // Dense SwiGLU MLP: y = (silu(x·Wgᵀ) ⊙ x·Wuᵀ)·Wdᵀ, through the op interface (any backend).
-// x, y: (M, D) act;  g, u, act: (M, I) act, kept for the backward.
+// x, y: (M, D) act;  g, u, act: (M, I) act, kept for the backward. A backward's recompute needs
+// less: y null skips the down projection (the backward never reads y), and act null as well
+// (needs y null) skips silu(g) ⊙ u, which only the down projection's weight gradient reads.
 void ae_mlp_train_forward(const ae_model *m, const ae_layer *L, ae_ptr x, int M, ae_ptr y,
                           ae_ptr g, ae_ptr u, ae_ptr act);
 // dx += ∂/∂x (M, D) act; weight gradients into gL unless NULL. scratch: 3·M·I act values.
