@@ -151,6 +151,45 @@ static void test_kd_matches_full_logits(void **state) {
     run_kd(AE_KD_ROWS + 44, 8, 37, 1.0f, chunks2, 2, 3, 0); // two token blocks
 }
 
+// Pass 2 reads the logits pass 1 held, or recomputes the chunks past the AE_KD_HOLD_MIB budget:
+// the same GEMMs, so every budget gives the same bits (loss, dhs and dWs compared exactly).
+static void test_kd_hold_budget(void **state) {
+    (void)state;
+    const int N = AE_KD_ROWS + 13, D = 8, V = 61, C = 16; // two token blocks, four chunks
+    ae_rng r;
+    ae_rng_seed(&r, 11);
+    float *ht = randn((size_t)N * D, 1.0f, &r), *hs = randn((size_t)N * D, 1.0f, &r);
+    float *Wt = randn((size_t)V * D, 1.0f, &r), *Ws = randn((size_t)V * D, 1.0f, &r);
+    const double per = 2.0 * 4.0 * AE_KD_ROWS * C / 1048576.0; // MiB a held chunk takes
+    const double budget[] = {-1.0, 0.0, 1.5 * per, 3.2 * per}; // all (unset), none, 1, 3 chunks
+    float *dh[4], *dW[4];
+    double loss[4];
+    int top1[4];
+    const ae_backend *be = ae_backend_cpu();
+    for (int k = 0; k < 4; k++) {
+        char v[64];
+        snprintf(v, sizeof v, "%.9f", budget[k]);
+        if (budget[k] < 0) assert_int_equal(unsetenv("AE_KD_HOLD_MIB"), 0);
+        else assert_int_equal(setenv("AE_KD_HOLD_MIB", v, 1), 0);
+        dh[k] = malloc(sizeof(float) * N * D);
+        dW[k] = calloc((size_t)V * D, sizeof(float));
+        assert_int_equal(ae_kd_loss(be, ae_host_f32(ht), ae_host_f32(Wt), ae_host_f32(hs),
+                                    ae_host_f32(Ws), N, D, V, 1.5f, C, 1.0f, ae_host_f32(dh[k]),
+                                    ae_host_f32(dW[k]), &loss[k], &top1[k]),
+                         AE_OK);
+    }
+    assert_int_equal(unsetenv("AE_KD_HOLD_MIB"), 0);
+    for (int k = 1; k < 4; k++) {
+        assert_true(loss[k] == loss[0]);
+        assert_int_equal(top1[k], top1[0]);
+        assert_memory_equal(dh[k], dh[0], sizeof(float) * N * D);
+        assert_memory_equal(dW[k], dW[0], sizeof(float) * V * D);
+    }
+    printf("kd hold budgets (all, none, 1 and 3 of 4 chunks): the same bits, loss %.6f\n", loss[0]);
+    for (int k = 0; k < 4; k++) free(dh[k]), free(dW[k]);
+    free(ht), free(hs), free(Wt), free(Ws);
+}
+
 static void test_kd_zero_when_equal(void **state) {
     (void)state;
     int N = 9, D = 16, V = 41;
@@ -273,6 +312,7 @@ static void test_cosine_mse(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kd_matches_full_logits),
+        cmocka_unit_test(test_kd_hold_budget),
         cmocka_unit_test(test_kd_zero_when_equal),
         cmocka_unit_test(test_cosine_mse),
     };

@@ -7,11 +7,14 @@
 // Tokens are processed in blocks of AE_KD_ROWS; each block makes two passes over the vocabulary
 // in chunks of `chunk` rows of W: pass 1 computes the chunk's logits (two GEMMs into F32) and
 // merges them into each token's online softmax statistics (softmax_stats: running max, sum of
-// exp and argmax, teacher and student); pass 2 recomputes the same logits (the same GEMMs, the
-// same bits), adds the chunk's KL to each token's row (kd_chunk, which also writes the chunk's
-// logit gradient) and turns that gradient into dhs and dWs (matmul_bwd). At most
-// AE_KD_ROWS × chunk logits of each side are live, never N×V. The per-row KL is summed on the
-// host in double.
+// exp and argmax, teacher and student); pass 2 adds the chunk's KL to each token's row
+// (kd_chunk, which also writes the chunk's logit gradient) and turns that gradient into dhs and
+// dWs (matmul_bwd). Pass 2 needs the same logits again: pass 1 keeps them ("held" chunks, up to
+// a byte budget: every chunk by default, AE_KD_ROWS x V x 8 bytes, 1.2 GiB at Qwen3's vocabulary)
+// and pass 2 recomputes only the chunks past the budget (the same GEMMs, the same bits), so the
+// result does not depend on the budget. Holding everything saves two of the five LM-head GEMMs
+// of a step's KL term. At most AE_KD_ROWS × chunk logits of each side are live besides the held
+// ones, never N×V. The per-row KL is summed on the host in double.
 #include "train/loss.h"
 
 #include <math.h>
@@ -25,7 +28,9 @@
 // The buffers of one KD computation, for blocks of up to R tokens and chunks of up to C columns.
 typedef struct {
     ae_scratch mem;
-    ae_ptr zt, zs;     // (R, C) F32  logits of one chunk, teacher and student
+    int n_hold;        // chunks whose logits pass 1 keeps for pass 2 (the first n_hold)
+    ae_ptr hold;       // (n_hold, 2, R, C) F32  held logits: teacher then student, per chunk
+    ae_ptr zt, zs;     // (R, C) F32  logits of one chunk past the held ones, teacher and student
     ae_ptr dzs;        // (R, C) act  ∂loss/∂zs of the chunk (null: no gradient wanted)
     ae_ptr st, ss;     // (R, 2) F32  softmax statistics (max, sum of exp) of zt/τ and zs/τ
     ae_ptr at, as;     // (R) I32     argmax of zt and of zs
@@ -34,20 +39,40 @@ typedef struct {
     int32_t *hat, *has;// (R) host copies of at and as
 } kd_bufs;
 
-static void kd_bufs_free(kd_bufs *b) {
+static void kd_bufs_free(kd_bufs *b, const ae_backend *be) {
+    if (b->n_hold > 0) be->free(be, b->hold);
     ae_scratch_free(&b->mem);
     free(b->hkl);
     free(b->hat);
     free(b->has);
 }
 
-static ae_status kd_bufs_init(kd_bufs *b, const ae_backend *be, int R, int C, int grad) {
+// Chunks of R x C logits pass 1 keeps for pass 2, out of n: all of them, or as many as the
+// environment's AE_KD_HOLD_MIB (a budget in MiB for both sides; 0 keeps none: the recompute of
+// every chunk, as before; for measurements and low-memory runs) allows.
+static int kd_hold_chunks(int R, int C, int n) {
+    const char *env = getenv("AE_KD_HOLD_MIB");
+    if (!env || !*env) return n;
+    double mib = strtod(env, NULL), per = 2.0 * 4.0 * R * C / 1048576.0;
+    int k = mib > 0 ? (int)(mib / per) : 0;
+    return k < n ? k : n;
+}
+
+static ae_status kd_bufs_init(kd_bufs *b, const ae_backend *be, int R, int C, int n_chunks,
+                              int grad) {
     ae_scratch *s = &b->mem;
     size_t rc = (size_t)R * C;
     memset(b, 0, sizeof *b);
     ae_scratch_init(s, be);
-    b->zt = ae_scratch_alloc(s, rc, AE_DT_F32);
-    b->zs = ae_scratch_alloc(s, rc, AE_DT_F32);
+    b->n_hold = kd_hold_chunks(R, C, n_chunks);
+    if (b->n_hold > 0) {
+        b->hold = be->alloc(be, 2 * rc * (size_t)b->n_hold, AE_DT_F32);
+        if (ae_ptr_is_null(b->hold)) b->n_hold = 0; // no room: pass 2 recomputes every chunk
+    }
+    if (b->n_hold < n_chunks) {
+        b->zt = ae_scratch_alloc(s, rc, AE_DT_F32);
+        b->zs = ae_scratch_alloc(s, rc, AE_DT_F32);
+    }
     if (grad) b->dzs = ae_scratch_alloc(s, rc, be->act_dtype);
     b->st = ae_scratch_alloc(s, 2 * (size_t)R, AE_DT_F32);
     b->ss = ae_scratch_alloc(s, 2 * (size_t)R, AE_DT_F32);
@@ -58,17 +83,30 @@ static ae_status kd_bufs_init(kd_bufs *b, const ae_backend *be, int R, int C, in
     b->hat = ae_malloc(sizeof(int32_t) * (size_t)R);
     b->has = ae_malloc(sizeof(int32_t) * (size_t)R);
     if (!s->failed && b->hkl && b->hat && b->has) return AE_OK;
-    kd_bufs_free(b);
+    kd_bufs_free(b, be);
     return ae_errorf(AE_ERR_NOMEM, "out of %s memory for the KD loss buffers (%d tokens x %d "
                      "vocabulary rows)", be->name, R, C);
 }
 
+// Where chunk c's logits are: its held slot, or the one-chunk buffers.
+//   zt, zs: (nb, cv) F32 at the returned pointers
+static void chunk_slot(const kd_bufs *b, int c, int R, int C, ae_ptr *zt, ae_ptr *zs) {
+    if (c < b->n_hold) {
+        size_t rc = (size_t)R * C;
+        *zt = ae_ptr_at(b->hold, 2 * (size_t)c * rc);
+        *zs = ae_ptr_at(b->hold, (2 * (size_t)c + 1) * rc);
+    } else {
+        *zt = b->zt;
+        *zs = b->zs;
+    }
+}
+
 // Logits of vocabulary rows v0 .. v0+cv-1 for the nb tokens of a block, teacher and student.
 //   zt, zs: (nb, cv) F32;  ht, hs: (nb, D) act;  Wt, Ws: (V, D) wt
-static void chunk_logits(const ae_backend *be, const kd_bufs *b, ae_ptr ht, ae_ptr hs, ae_ptr Wt,
-                         ae_ptr Ws, int v0, int nb, int D, int cv) {
-    ae_matmul(be, b->zt, ht, ae_ptr_at(Wt, (size_t)v0 * D), nb, D, cv);
-    ae_matmul(be, b->zs, hs, ae_ptr_at(Ws, (size_t)v0 * D), nb, D, cv);
+static void chunk_logits(const ae_backend *be, ae_ptr zt, ae_ptr zs, ae_ptr ht, ae_ptr hs,
+                         ae_ptr Wt, ae_ptr Ws, int v0, int nb, int D, int cv) {
+    ae_matmul(be, zt, ht, ae_ptr_at(Wt, (size_t)v0 * D), nb, D, cv);
+    ae_matmul(be, zs, hs, ae_ptr_at(Ws, (size_t)v0 * D), nb, D, cv);
 }
 
 ae_status ae_kd_loss(const ae_backend *be, ae_ptr ht, ae_ptr Wt, ae_ptr hs, ae_ptr Ws, int N,
@@ -83,7 +121,8 @@ ae_status ae_kd_loss(const ae_backend *be, ae_ptr ht, ae_ptr Wt, ae_ptr hs, ae_p
     if (chunk > V) chunk = V;
     int grad = !ae_ptr_is_null(dhs) || !ae_ptr_is_null(dWs);
     kd_bufs b;
-    AE_TRY(kd_bufs_init(&b, be, N < AE_KD_ROWS ? N : AE_KD_ROWS, chunk, grad));
+    const int R = N < AE_KD_ROWS ? N : AE_KD_ROWS;
+    AE_TRY(kd_bufs_init(&b, be, R, chunk, (V + chunk - 1) / chunk, grad));
     if (!ae_ptr_is_null(dhs)) be->fill(be, dhs, (size_t)N * D, 0.0f);
     float inv_tau = 1.0f / tau, gscale = grad_scale * tau / (float)N;
     double total = 0.0;
@@ -95,16 +134,20 @@ ae_status ae_kd_loss(const ae_backend *be, ae_ptr ht, ae_ptr Wt, ae_ptr hs, ae_p
         // pass 1: softmax statistics and argmax over the whole vocabulary
         for (int v0 = 0; v0 < V; v0 += chunk) {
             int cv = V - v0 < chunk ? V - v0 : chunk;
-            chunk_logits(be, &b, htb, hsb, Wt, Ws, v0, nb, D, cv);
-            be->softmax_stats(be, b.st, b.at, b.zt, cv, nb, cv, v0, inv_tau);
-            be->softmax_stats(be, b.ss, b.as, b.zs, cv, nb, cv, v0, inv_tau);
+            ae_ptr zt, zs;
+            chunk_slot(&b, v0 / chunk, R, chunk, &zt, &zs);
+            chunk_logits(be, zt, zs, htb, hsb, Wt, Ws, v0, nb, D, cv);
+            be->softmax_stats(be, b.st, b.at, zt, cv, nb, cv, v0, inv_tau);
+            be->softmax_stats(be, b.ss, b.as, zs, cv, nb, cv, v0, inv_tau);
         }
         // pass 2: KL per token, and the chunk's gradient into dhs and dWs
         be->fill(be, b.kl, (size_t)nb, 0.0f);
         for (int v0 = 0; v0 < V; v0 += chunk) {
-            int cv = V - v0 < chunk ? V - v0 : chunk;
-            chunk_logits(be, &b, htb, hsb, Wt, Ws, v0, nb, D, cv);
-            be->kd_chunk(be, b.kl, b.dzs, cv, b.zt, b.zs, cv, b.st, b.ss, nb, cv, inv_tau, gscale);
+            int cv = V - v0 < chunk ? V - v0 : chunk, c = v0 / chunk;
+            ae_ptr zt, zs;
+            chunk_slot(&b, c, R, chunk, &zt, &zs);
+            if (c >= b.n_hold) chunk_logits(be, zt, zs, htb, hsb, Wt, Ws, v0, nb, D, cv);
+            be->kd_chunk(be, b.kl, b.dzs, cv, zt, zs, cv, b.st, b.ss, nb, cv, inv_tau, gscale);
             if (grad)
                 ae_matmul_bwd(be, ae_ptr_at(dhs, (size_t)r0 * D), ae_ptr_at(dWs, (size_t)v0 * D),
                               b.dzs, hsb, ae_ptr_at(Ws, (size_t)v0 * D), nb, D, cv);
@@ -117,7 +160,7 @@ ae_status ae_kd_loss(const ae_backend *be, ae_ptr ht, ae_ptr Wt, ae_ptr hs, ae_p
             agree += b.hat[i] == b.has[i];
         }
     }
-    kd_bufs_free(&b);
+    kd_bufs_free(&b, be);
     if (st != AE_OK) return st;
     *loss = (double)tau * tau * total / N;
     if (top1) *top1 = agree;

@@ -6,8 +6,9 @@
 #include "backend/ops.h"
 #include "core/error.h"
 
-// Tokens per block of the KD loss: each block makes two passes over the vocabulary, holding
-// (AE_KD_ROWS x chunk) logits of each side at once.
+// Tokens per block of the KD loss: each block makes two passes over the vocabulary; the second
+// reads the first's logits (AE_KD_ROWS x V of each side, F32; the environment's AE_KD_HOLD_MIB
+// caps them, the chunks past the cap are recomputed with the same bits).
 #define AE_KD_ROWS 2048
 
 // Vocabulary-chunked KD loss: mean over N tokens of τ²·KL(softmax(zt/τ) ‖ softmax(zs/τ)) with
