@@ -58,7 +58,8 @@
 // runs once per --dec-splits value, set as AE_ATTN_DEC_SPLIT ("default": unset; default list
 // "default;1;2;4;8;16;32;64;128;per_sm=4;per_sm=8;min_keys=64"), and each of those with both
 // decode kernels: "dec" column 1 = kernel G (k_attn_decode, the split merge in its launch), 0 =
-// kernel B + the combine launch (AE_ATTN_DECODE=1 / 0).
+// kernel B + the combine launch (AE_ATTN_DECODE=1 / 0); kernel G twice, "pipe" column 1 = its
+// pipelined key loop, 0 = the batched one (AE_DEC_PIPE=1 / 0; "-" for kernel B).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -545,11 +546,13 @@ static int bench_decode(const ae_backend *be, int reps, const char *splits) {
     char *saved_copy = saved ? strdup(saved) : NULL;
     const char *saved_dec = getenv("AE_ATTN_DECODE");
     char *saved_dec_copy = saved_dec ? strdup(saved_dec) : NULL;
+    const char *saved_pipe = getenv("AE_DEC_PIPE");
+    char *saved_pipe_copy = saved_pipe ? strdup(saved_pipe) : NULL;
     printf("decode attention, T = 1, Hq %d Hkv %d d %d, bf16; device copy rate %.0f GB/s; "
            "time per call = best of %d reps (events, queue filled first)\n",
            DEC_HQ, DEC_HKV, DEC_D, copy * 1e-9, reps);
-    printf("%-26s %6s %-14s %3s %9s %8s %7s   %s\n", "case", "keys", "AE_ATTN_DEC_SPLIT", "dec",
-           "us/call", "GB/s", "% copy", "plan");
+    printf("%-26s %6s %-14s %3s %4s %9s %8s %7s   %s\n", "case", "keys", "AE_ATTN_DEC_SPLIT",
+           "dec", "pipe", "us/call", "GB/s", "% copy", "plan");
     int rc = 0;
     for (size_t ci = 0; ci < sizeof k_dec_cases / sizeof *k_dec_cases; ci++) {
         const dec_case *c = &k_dec_cases[ci];
@@ -568,19 +571,23 @@ static int bench_decode(const ae_backend *be, int reps, const char *splits) {
         for (char *v = strtok(list, ";"); v && !bad; v = strtok(NULL, ";")) {
             if (!strcmp(v, "default") || !*v) unsetenv("AE_ATTN_DEC_SPLIT");
             else setenv("AE_ATTN_DEC_SPLIT", v, 1);
-            for (int dec = 1; dec >= 0; dec--) { // kernel G, then kernel B + combine
+            // kernel G pipelined, kernel G batched, then kernel B + combine
+            for (int run = 0; run < 3; run++) {
+                const int dec = run < 2, pipe = run == 0;
                 setenv("AE_ATTN_DECODE", dec ? "1" : "0", 1);
+                setenv("AE_DEC_PIPE", pipe ? "1" : "0", 1);
                 const double sec = dec_time(be, &b, &t, reps);
                 if (sec <= 0) {
-                    fprintf(stderr, "bench_attn --decode: %s [%s, AE_ATTN_DECODE=%d]: %s\n",
-                            c->name, v, dec, ae_last_error());
+                    fprintf(stderr, "bench_attn --decode: %s [%s, AE_ATTN_DECODE=%d, "
+                                    "AE_DEC_PIPE=%d]: %s\n",
+                            c->name, v, dec, pipe, ae_last_error());
                     rc = bad = 1;
                     break;
                 }
                 be->attention(be, &b.a, b.out, b.q, b.k[0], b.v[0]); // the plan of this setting
-                printf("%-26s %6d %-14s %3d %9.2f %8.0f %6.1f%%   %s\n", c->name, b.keys, v, dec,
-                       sec * 1e6, bytes / sec * 1e-9, copy > 0 ? 100.0 * bytes / sec / copy : 0.0,
-                       ae_cuda_attn_last());
+                printf("%-26s %6d %-14s %3d %4s %9.2f %8.0f %6.1f%%   %s\n", c->name, b.keys, v,
+                       dec, dec ? (pipe ? "1" : "0") : "-", sec * 1e6, bytes / sec * 1e-9,
+                       copy > 0 ? 100.0 * bytes / sec / copy : 0.0, ae_cuda_attn_last());
                 fflush(stdout);
             }
         }
@@ -591,7 +598,9 @@ static int bench_decode(const ae_backend *be, int reps, const char *splits) {
     else unsetenv("AE_ATTN_DEC_SPLIT");
     if (saved_dec_copy) setenv("AE_ATTN_DECODE", saved_dec_copy, 1);
     else unsetenv("AE_ATTN_DECODE");
-    free(saved_copy), free(saved_dec_copy);
+    if (saved_pipe_copy) setenv("AE_DEC_PIPE", saved_pipe_copy, 1);
+    else unsetenv("AE_DEC_PIPE");
+    free(saved_copy), free(saved_dec_copy), free(saved_pipe_copy);
     cudaEventDestroy(t.e0), cudaEventDestroy(t.e1);
     be->free(be, t.a), be->free(be, t.b);
     return rc;

@@ -20,7 +20,9 @@
 //           and AE_CUDA_PAGED_TC_KEYS set to 1e9, AE_PAGED_DECODE_FOLD=0 around the call);
 //           decode only
 //   fold    the same with AE_PAGED_DECODE_FOLD=1: every row on k_paged_decode (one launch, the
-//           split merge folded in; cuda_paged_decode.cu); decode only
+//           split merge folded in; cuda_paged_decode.cu), its batched key loop (AE_DEC_PIPE=0);
+//           decode only
+//   foldp   fold with the pipelined key loop (AE_DEC_PIPE=1: cp.async ring, tensor-core scores)
 //   dense   one sequence only: `attention` with T = 1 (C) over a contiguous (ctx, kv heads, d)
 //           cache
 //   mat     MLA prefill only: paged_gather of the sequence's ctx latents, then
@@ -102,19 +104,25 @@ typedef enum {
     MODE_ROW,
     MODE_FAST,
     MODE_GATHER,
-    MODE_FOLD
+    MODE_FOLD,
+    MODE_FOLDP
 } bench_mode;
-#define MODE_COUNT (MODE_FOLD + 1)
+#define MODE_COUNT (MODE_FOLDP + 1)
+#define MODE_ENV_MAX 4
 
-// Environment variables a mode sets around its calls (restored after): up to three.
+// Environment variables a mode sets around its calls (restored after): up to MODE_ENV_MAX.
 typedef struct {
-    const char *name[3], *value[3];
+    const char *name[MODE_ENV_MAX], *value[MODE_ENV_MAX];
 } mode_env;
 static const mode_env k_mode_env[MODE_COUNT] = {
     [MODE_CC] = {{"AE_CUDA_PAGED_TC_MIN", "AE_CUDA_PAGED_TC_KEYS", "AE_PAGED_DECODE_FOLD"},
                  {"1000000000", "1000000000", "0"}},
-    [MODE_FOLD] = {{"AE_CUDA_PAGED_TC_MIN", "AE_CUDA_PAGED_TC_KEYS", "AE_PAGED_DECODE_FOLD"},
-                   {"1000000000", "1000000000", "1"}},
+    [MODE_FOLD] = {{"AE_CUDA_PAGED_TC_MIN", "AE_CUDA_PAGED_TC_KEYS", "AE_PAGED_DECODE_FOLD",
+                    "AE_DEC_PIPE"},
+                   {"1000000000", "1000000000", "1", "0"}},
+    [MODE_FOLDP] = {{"AE_CUDA_PAGED_TC_MIN", "AE_CUDA_PAGED_TC_KEYS", "AE_PAGED_DECODE_FOLD",
+                     "AE_DEC_PIPE"},
+                    {"1000000000", "1000000000", "1", "1"}},
     [MODE_ROW] = {{"AE_ATTN_WGMMA_PAGED"}, {"row"}},
     [MODE_FAST] = {{"AE_ATTN_WGMMA_PAGED"}, {"fast"}},
     [MODE_GATHER] = {{"AE_PAGED_F_GATHER"}, {"1"}},
@@ -166,8 +174,8 @@ static int setup_mat(bench_case *c, ae_scratch *s) {
 // Best ms per call over reps timings of iters calls (after one warm-up call); < 0 on failure.
 static double time_mode(const bench_case *c, bench_mode mode, int iters, int reps) {
     const mode_env *env = &k_mode_env[mode];
-    char *old[3] = {NULL, NULL, NULL};
-    for (int i = 0; i < 3 && env->name[i]; i++) {
+    char *old[MODE_ENV_MAX] = {NULL};
+    for (int i = 0; i < MODE_ENV_MAX && env->name[i]; i++) {
         const char *o = getenv(env->name[i]);
         old[i] = o ? strdup(o) : NULL;
         setenv(env->name[i], env->value[i], 1);
@@ -184,7 +192,7 @@ static double time_mode(const bench_case *c, bench_mode mode, int iters, int rep
             if (best >= 0 && ms < best) best = ms;
         }
     }
-    for (int i = 0; i < 3 && env->name[i]; i++) {
+    for (int i = 0; i < MODE_ENV_MAX && env->name[i]; i++) {
         set_env(env->name[i], old[i]);
         free(old[i]);
     }
@@ -277,11 +285,11 @@ static void run_case(const ae_backend *be, const shape *sh, int ctx, int nseq, i
                               (int)ae_dtype_size(be->act_dtype);
         const double bytes = (double)nseq * keys * row_bytes;
         static const char *names[MODE_COUNT] = {"paged", "cc",   "dense",  "mat",
-                                                "prow",  "pfast", "gather", "fold"};
+                                                "prow",  "pfast", "gather", "fold", "foldp"};
         for (int m = MODE_PAGED; m < MODE_COUNT; m++) {
             const int f_modes = m == MODE_ROW || m == MODE_FAST || m == MODE_GATHER;
             if ((m == MODE_DENSE && nseq != 1) || (m == MODE_MAT && !c.mat) ||
-                ((m == MODE_CC || m == MODE_FOLD) && nq > 1) || // a chunk on the decode kernel
+                ((m == MODE_CC || m == MODE_FOLD || m == MODE_FOLDP) && nq > 1) || // decode only
                 (f_modes && (nq == 1 || sh->shared))) // kernel F's prefill chunks only
                 continue;
             double ms = time_mode(&c, (bench_mode)m, iters, reps);
@@ -291,7 +299,7 @@ static void run_case(const ae_backend *be, const shape *sh, int ctx, int nseq, i
                                     nseq, names[m], ms, ms * 1e3, "-", ms * MODEL_LAYERS);
             else printf("%-8s %6d %5d  %-6s %9.4f %8.1f %8.1f %9.2f  %s\n", sh->name, ctx, nseq,
                         names[m], ms, ms * 1e3, bytes / (ms * 1e-3) / 1e9, ms * MODEL_LAYERS,
-                        m == MODE_CC || m == MODE_FOLD ? paged_plan() : "");
+                        m == MODE_CC || m == MODE_FOLD || m == MODE_FOLDP ? paged_plan() : "");
         }
     }
     fflush(stdout);

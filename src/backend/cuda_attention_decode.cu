@@ -12,7 +12,10 @@
 //
 // Within a block: the decode core shared with k_paged_decode (cuda_decode_core.h): DEC_WARPS warps
 // over key batches, all NR query rows in registers, fp32 online softmax in log2 units, the warps
-// merged through shared memory in warp order.
+// merged through shared memory in warp order. Two key loops (AE_DEC_PIPE, a template flag): the
+// batched one, and the pipelined one (cp.async ring of DEC_PIPE_ST stages per warp, scores on
+// the tensor cores) that keeps 3 batches in flight a warp and so aims for DEC_PIPE_PER_SM blocks
+// an SM (fewer, longer splits: a shorter merge tail).
 //
 // Splits > 1: the block writes its partial (m, l, o) (the format of cuda_attention.h), then
 // takes a ticket: atomicAdd on the counter of its (head group, token). The block that draws the
@@ -54,15 +57,15 @@ struct dec_keys {
 };
 
 // tickets: this backend's slot (DEC_TICKETS counters, index t · gridDim.x + blockIdx.x).
-template <int D, int NR>
+template <int D, int NR, bool PIPE>
 __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(const attn_params p, unsigned *tickets) {
-    extern __shared__ __align__(16) float dec_sm[]; // dec_warp_smem, or the merge's NR x S weights
+    extern __shared__ __align__(16) float dec_sm[]; // dec_block_smem, or dec_merge_smem
     const dec_where b = dec_where_of<NR>(p.G);       // b.z: the token t
     const int S = p.splits, pos = p.pos0 + b.z;
     // this split's share of the token's visible keys (possibly none)
     int kb = attn_lo(pos, p.window), ke = pos + 1;
     dec_split_range(S, b.split, kb, ke);
-    dec_block<D, NR>(p, dec_keys{p}, b, (size_t)p.T * p.Hq, S, kb, ke, dec_sm, tickets);
+    dec_block<D, NR, PIPE>(p, dec_keys{p}, b, (size_t)p.T * p.Hq, S, kb, ke, dec_sm, tickets);
 }
 
 // ---- host ---------------------------------------------------------------------------------------
@@ -75,47 +78,55 @@ static unsigned *dec_tickets(const ae_backend *be) {
 
 // The split count of a launch of `blocks` blocks (per split) of which `per_sm` fit on an SM: the
 // one heuristic of this kernel (attn_pick_splits: AE_ATTN_DEC_SPLIT overrides it at T = 1).
-// Enough splits that the GPU holds up to DEC_PER_SM blocks an SM (more only adds merge work),
-// each split at least DEC_MIN_KEYS keys: 1K keys over Qwen3-8B's 8 kv heads -> 16 splits, 128
-// blocks; 4K -> 64 splits; 32K -> 66 (132 SMs x 4 blocks / 8 kv heads, at G = 4).
-static int dec_pick_splits(const ae_backend *be, const attn_params *p, int blocks, int per_sm) {
+// Enough splits that the GPU holds up to `cap` blocks an SM (more only adds merge work), each
+// split at least DEC_MIN_KEYS keys. Batched loop (cap DEC_PER_SM = 4): 1K keys over Qwen3-8B's 8
+// kv heads -> 16 splits, 128 blocks; 4K -> 64 splits; 32K -> 66 (132 SMs x 4 blocks / 8 kv heads,
+// at G = 4). Pipelined (cap DEC_PIPE_PER_SM = 2): 16 / 33 / 33.
+static int dec_pick_splits(const ae_backend *be, const attn_params *p, int blocks, int per_sm,
+                           int cap) {
     const int keys = attn_tile_keys(p, p->T * p->G); // the longest range of the T tokens
-    return attn_pick_splits(be, blocks, per_sm < DEC_PER_SM ? per_sm : DEC_PER_SM, keys,
-                            DEC_MIN_KEYS);
+    return attn_pick_splits(be, blocks, per_sm < cap ? per_sm : cap, keys, DEC_MIN_KEYS);
 }
 
-template <int D, int NR> static int dec_launch(const ae_backend *be, const attn_params *p0) {
+template <int D, int NR, bool PIPE> static int dec_launch(const ae_backend *be, const attn_params *p0) {
     attn_params p = *p0;
     const int nhg = (p.G + NR - 1) / NR, gx = p.Hkv * nhg;
     if ((long)gx * p.T > DEC_TICKETS) return 0; // more counters than a slot has: kernel B
     unsigned *tickets = dec_tickets(be);
     if (!tickets) return 1;
-    const size_t warp_smem = dec_warp_smem<D, NR>();
+    const void *kernel = (const void *)k_attn_decode<D, NR, PIPE>;
+    const size_t warp_smem = dec_block_smem<D, NR, PIPE>();
+    if (!attn_set_smem(be, kernel, warp_smem)) return 0; // before the occupancy (pipe: > 48 KB)
     int per_sm = 1;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_attn_decode<D, NR>, DEC_THREADS,
-                                                      warp_smem) != cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_attn_decode<D, NR, PIPE>,
+                                                      DEC_THREADS, warp_smem) != cudaSuccess) {
         cudaGetLastError();
         per_sm = 1;
     }
-    p.splits = dec_pick_splits(be, &p, gx * p.T, per_sm);
-    const size_t merge_smem = sizeof(float) * (size_t)NR * p.splits; // the merge's split weights
+    p.splits = dec_pick_splits(be, &p, gx * p.T, per_sm, PIPE ? DEC_PIPE_PER_SM : DEC_PER_SM);
+    const size_t merge_smem = dec_merge_smem(NR, p.splits);
     const size_t smem = warp_smem > merge_smem ? warp_smem : merge_smem;
-    if (!attn_set_smem(be, (const void *)k_attn_decode<D, NR>, smem)) return 0;
+    if (!attn_set_smem(be, kernel, smem)) return 0;
     void *buf = NULL;
     if (p.splits > 1 && !(buf = attn_partials_alloc(be, &p))) return 1;
     dim3 grid((unsigned)gx, (unsigned)p.splits, (unsigned)p.T);
-    k_attn_decode<D, NR><<<grid, DEC_THREADS, smem, stream_of(be)>>>(p, tickets);
+    k_attn_decode<D, NR, PIPE><<<grid, DEC_THREADS, smem, stream_of(be)>>>(p, tickets);
     cuda_check(be, cudaGetLastError(), "attention");
     if (buf) cuda_tmp_free(be, buf);
     return 1;
 }
 
 // NR: the fewest rows (1, 2, 4, 8) covering a kv head's G query heads; G > 8: groups of 8.
-template <int D> static int dec_pick_rows(const ae_backend *be, const attn_params *p) {
-    if (p->G <= 1) return dec_launch<D, 1>(be, p);
-    if (p->G <= 2) return dec_launch<D, 2>(be, p);
-    if (p->G <= 4) return dec_launch<D, 4>(be, p);
-    return dec_launch<D, 8>(be, p);
+template <int D, bool PIPE> static int dec_pick_rows(const ae_backend *be, const attn_params *p) {
+    if (p->G <= 1) return dec_launch<D, 1, PIPE>(be, p);
+    if (p->G <= 2) return dec_launch<D, 2, PIPE>(be, p);
+    if (p->G <= 4) return dec_launch<D, 4, PIPE>(be, p);
+    return dec_launch<D, 8, PIPE>(be, p);
+}
+
+// The key loop (AE_DEC_PIPE, dec_pipe_enabled): pipelined or batched.
+template <int D> static int dec_pick_loop(const ae_backend *be, const attn_params *p) {
+    return dec_pipe_enabled() ? dec_pick_rows<D, true>(be, p) : dec_pick_rows<D, false>(be, p);
 }
 
 int attn_decode_enabled(void) {
@@ -127,7 +138,7 @@ int attn_decode_enabled(void) {
 int attn_decode_run(const ae_backend *be, const attn_params *p, const float *lse2) {
     if (lse2 || p->pages || !attn_decode_enabled()) return 0;
     if (p->T * p->G > DEC_MAX_ROWS || p->dk != p->dv) return 0;
-    if (p->dk == 128) return dec_pick_rows<128>(be, p);
-    if (p->dk == 64) return dec_pick_rows<64>(be, p);
+    if (p->dk == 128) return dec_pick_loop<128>(be, p);
+    if (p->dk == 64) return dec_pick_loop<64>(be, p);
     return 0;
 }

@@ -17,8 +17,10 @@
 // lo(pos) (released by the sliding window, −1) are never read.
 //
 // Within a block: the decode core shared with kernel G (cuda_decode_core.h): DEC_WARPS warps over
-// key batches, 2U 16-byte loads in flight per lane, all NR query rows in registers, fp32 online
-// softmax in log2 units (P never rounded to bf16), the warps merged in warp order.
+// key batches, all NR query rows in registers, fp32 online softmax in log2 units (P never rounded
+// to bf16), the warps merged in warp order; the batched key loop (2U 16-byte loads in flight per
+// lane) or the pipelined one (AE_DEC_PIPE: a cp.async ring per warp, scores on the tensor cores;
+// the split bound then aims for DEC_PIPE_PER_SM blocks an SM).
 //
 // Sr > 1: the block writes its partial (m, l, o) (cuda_attention.h's format, R = N·Hq rows),
 // takes a ticket (atomicAdd on the counter of its (row, head group)); the block drawing ticket
@@ -82,9 +84,9 @@ struct pd_keys {
 };
 
 // tickets: this backend's slot (PD_TICKETS counters, index r · gridDim.x + blockIdx.x).
-template <int D, int NR>
+template <int D, int NR, bool PIPE>
 __global__ void __launch_bounds__(DEC_THREADS) k_paged_decode(const pd_params p, unsigned *tickets) {
-    extern __shared__ __align__(16) float pd_sm[]; // dec_warp_smem, or the merge's NR x S weights
+    extern __shared__ __align__(16) float pd_sm[]; // dec_block_smem, or dec_merge_smem
     const dec_where b = dec_where_of<NR>(p.G);      // b.z: the row r
     // the row's visible keys, its split count, this split's share (chunks of ⌈keys / S⌉: a
     // trailing split may be empty when S > 64, its partial then m = −inf, l = 0, weight 0)
@@ -94,7 +96,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_paged_decode(const pd_params p,
     int kb = lo, ke = pos + 1;
     dec_split_range(S, b.split, kb, ke);
     const pd_keys keys{p, p.table + (int64_t)p.seq[b.z] * p.max_blocks};
-    dec_block<D, NR>(p, keys, b, (size_t)p.N * p.Hq, S, kb, ke, pd_sm, tickets);
+    dec_block<D, NR, PIPE>(p, keys, b, (size_t)p.N * p.Hq, S, kb, ke, pd_sm, tickets);
 }
 
 // ---- host ---------------------------------------------------------------------------------------
@@ -106,11 +108,12 @@ unsigned *pd_tickets(const ae_backend *be) {
 }
 
 // The launch's split bound for `blocks` blocks per split, `per_sm` of them resident per SM:
-// enough splits for up to PD_PER_SM blocks per SM, at least PD_MIN_KEYS keys each of the
-// longest range a row can have (max_blocks·page_size, or the window), at most PD_MAX_SPLITS;
-// rows shorter than that use fewer (pd_row_splits, on the device).
-int pd_pick_splits(const ae_backend *be, long keys, long blocks, int per_sm) {
-    const long want = (long)cu(be)->sm_count * (per_sm < PD_PER_SM ? per_sm : PD_PER_SM);
+// enough splits for up to `cap` blocks per SM (PD_PER_SM, or DEC_PIPE_PER_SM for the pipelined
+// loop), at least PD_MIN_KEYS keys each of the longest range a row can have (max_blocks·page_size,
+// or the window), at most PD_MAX_SPLITS; rows shorter than that use fewer (pd_row_splits, on the
+// device).
+int pd_pick_splits(const ae_backend *be, long keys, long blocks, int per_sm, int cap) {
+    const long want = (long)cu(be)->sm_count * (per_sm < cap ? per_sm : cap);
     if (blocks >= want || keys < 2 * PD_MIN_KEYS) return 1;
     long s = (want + blocks - 1) / blocks;
     if (s > keys / PD_MIN_KEYS) s = keys / PD_MIN_KEYS;
@@ -118,25 +121,30 @@ int pd_pick_splits(const ae_backend *be, long keys, long blocks, int per_sm) {
     return s < 2 ? 1 : (int)s;
 }
 
-template <int D, int NR> int pd_launch(const ae_backend *be, pd_params p, int *splits) {
+template <int D, int NR, bool PIPE> int pd_launch(const ae_backend *be, pd_params p, int *splits) {
     const int nhg = (p.G + NR - 1) / NR, gx = (p.Hq / p.G) * nhg;
     unsigned *tickets = pd_tickets(be);
     if (!tickets) return 1;
-    const size_t warp_smem = dec_warp_smem<D, NR>();
+    const void *kernel = (const void *)k_paged_decode<D, NR, PIPE>;
+    const size_t warp_smem = dec_block_smem<D, NR, PIPE>();
+    if (!attn_set_smem(be, kernel, warp_smem)) return 0; // before the occupancy (pipe: > 48 KB)
     int per_sm = 1;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_paged_decode<D, NR>, DEC_THREADS,
-                                                      warp_smem) != cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_paged_decode<D, NR, PIPE>,
+                                                      DEC_THREADS, warp_smem) != cudaSuccess) {
         cudaGetLastError();
         per_sm = 1;
     }
     // more (row, group) counters than a slot has: unsplit (so many blocks fill the GPU anyway)
     long keys = (long)p.max_blocks * p.page_size; // the longest range a row can have
     if (p.window > 0 && p.window < keys) keys = p.window;
-    p.splits = (long)gx * p.N > PD_TICKETS ? 1 : pd_pick_splits(be, keys, (long)gx * p.N, per_sm);
+    p.splits = (long)gx * p.N > PD_TICKETS
+                   ? 1
+                   : pd_pick_splits(be, keys, (long)gx * p.N, per_sm,
+                                    PIPE ? DEC_PIPE_PER_SM : PD_PER_SM);
     *splits = p.splits;
-    const size_t merge_smem = sizeof(float) * (size_t)NR * p.splits;
+    const size_t merge_smem = dec_merge_smem(NR, p.splits);
     const size_t smem = warp_smem > merge_smem ? warp_smem : merge_smem;
-    if (!attn_set_smem(be, (const void *)k_paged_decode<D, NR>, smem)) return 0;
+    if (!attn_set_smem(be, kernel, smem)) return 0;
     float *buf = NULL;
     if (p.splits > 1) {
         const size_t rows = (size_t)p.N * p.Hq * p.splits;
@@ -147,18 +155,24 @@ template <int D, int NR> int pd_launch(const ae_backend *be, pd_params p, int *s
         p.lpart = p.mpart + rows;         // (S, N·Hq)
     }
     const dim3 grid((unsigned)gx, (unsigned)p.splits, (unsigned)p.N);
-    k_paged_decode<D, NR><<<grid, DEC_THREADS, smem, stream_of(be)>>>(p, tickets);
+    k_paged_decode<D, NR, PIPE><<<grid, DEC_THREADS, smem, stream_of(be)>>>(p, tickets);
     cuda_check(be, cudaGetLastError(), "attention_paged (decode)");
     cuda_tmp_free(be, buf);
     return 1;
 }
 
 // NR: the fewest rows (1, 2, 4, 8) covering a kv head's G query heads; G > 8: groups of 8.
-template <int D> int pd_pick_rows(const ae_backend *be, const pd_params &p, int *splits) {
-    if (p.G <= 1) return pd_launch<D, 1>(be, p, splits);
-    if (p.G <= 2) return pd_launch<D, 2>(be, p, splits);
-    if (p.G <= 4) return pd_launch<D, 4>(be, p, splits);
-    return pd_launch<D, 8>(be, p, splits);
+template <int D, bool PIPE> int pd_pick_rows(const ae_backend *be, const pd_params &p, int *splits) {
+    if (p.G <= 1) return pd_launch<D, 1, PIPE>(be, p, splits);
+    if (p.G <= 2) return pd_launch<D, 2, PIPE>(be, p, splits);
+    if (p.G <= 4) return pd_launch<D, 4, PIPE>(be, p, splits);
+    return pd_launch<D, 8, PIPE>(be, p, splits);
+}
+
+// The key loop (AE_DEC_PIPE, dec_pipe_enabled): pipelined or batched.
+template <int D> int pd_pick_loop(const ae_backend *be, const pd_params &p, int *splits) {
+    return dec_pipe_enabled() ? pd_pick_rows<D, true>(be, p, splits)
+                              : pd_pick_rows<D, false>(be, p, splits);
 }
 
 int pd_aligned16(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }
@@ -211,5 +225,5 @@ int paged_decode_run(const ae_backend *be, const ae_paged_attn_args *a, int r0, 
     p.max_blocks = a->max_blocks;
     p.page_stride = a->page_stride;
     p.scale_log2 = a->scale * AE_ATTN_LOG2E;
-    return a->dk == 128 ? pd_pick_rows<128>(be, p, splits) : pd_pick_rows<64>(be, p, splits);
+    return a->dk == 128 ? pd_pick_loop<128>(be, p, splits) : pd_pick_loop<64>(be, p, splits);
 }
