@@ -17,7 +17,8 @@
 //            on the same cache (default 0,1): 0 launches the ops one by one ("decode" rows), 1
 //            records each step as CUDA graphs ("decode-graphs" rows, followed by a "graphs" line:
 //            steps recorded, segments updated / instantiated, failures)
-//   profile  (--profile) after each timed decode measurement, `steps` more steps through the
+//   profile  (--profile) after each timed prefill, one more prefill through the op profiler;
+//            after each timed decode measurement, `steps` more steps through the
 //            op profiler (backend/profile.h: a sync before and after every op) and a table of
 //            where a step's time goes: op, calls per token, us per token, share of the step.
 //            The syncs slow the steps down; the table is for shares, the decode line above it
@@ -200,11 +201,26 @@ static ae_status bench_prefill(const opts *o, ae_model *m, int T, const model_co
         if (st == AE_OK) st = be->sync(be);
         if (r >= 0) t[r] = ae_time_now() - t0;
     }
+    double s = st == AE_OK ? bench_median(t, reps) : 0;
     if (st == AE_OK) {
-        double s = bench_median(t, reps);
         double flops = k->flops_per_token * T + attn_flops(m, T) + k->head_flops;
         print_row(o, be, "prefill", T, s, T / s, "TFLOP/s", flops / s / 1e12,
                   gemm_peak > 0 ? flops / s / gemm_peak : 0);
+    }
+    if (st == AE_OK && o->profile) { // one more prefill on the op profiler: where it goes
+        const ae_backend *prof = ae_backend_profile_wrap(be);
+        if (!prof) {
+            st = AE_ERR_NOMEM;
+        } else {
+            ae_kv_cache_reset(&c);
+            m->be = prof;
+            st = ae_model_forward(m, &c, ids, T, logits, 0);
+            m->be = be;
+            char what[64];
+            snprintf(what, sizeof what, "prefill of %d tokens", T);
+            if (st == AE_OK) bench_print_profile(o->label, prof, what, 1, "prompt", s);
+            ae_backend_profile_free(prof);
+        }
     }
     ae_kv_cache_free(&c);
     be->free(be, logits);
