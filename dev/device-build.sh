@@ -2,11 +2,15 @@
 # On the GPU machine: builds the carried tree there with the Debian packages of
 # .carry/sysroot.tgz (dev/device-sysroot.sh) unpacked into a prefix (the machine's own /usr is
 # left alone), then prints the environment to source for running what it built.
-#   eval "$(bash dev/device-build.sh [BUILD_DIR])"    # default build-gpu; ~1 min on 16 cores
+#   eval "$(bash dev/device-build.sh [BUILD_DIR [TARGET...]])"  # default build-gpu, every target;
+#                                                               ~1 min on 16 cores
 # The build's output goes to BUILD_DIR/build.log (its last lines on stderr when it fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build-gpu}
+shift $(( $# > 0 ? 1 : 0 ))
+targets=()
+for t in "$@"; do targets+=(--target "$t"); done
 prefix=$PWD/.carry/sysroot
 arch=x86_64-linux-gnu
 if [ ! -d "$prefix/usr" ]; then
@@ -24,7 +28,9 @@ mkdir -p "$dir"
     -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix/usr" \
     -DAE_OPENBLAS="$prefix/usr/lib/$arch/openblas-openmp/libopenblas.so.0" \
     -DAE_CBLAS_INCLUDE="$prefix/usr/include/$arch/openblas-openmp" &&
-  LIBRARY_PATH=$libs cmake --build "$dir" -j"$(nproc)"
+  LIBRARY_PATH=$libs cmake --build "$dir" -j"$(nproc)" ${targets[@]+"${targets[@]}"}
 } > "$dir/build.log" 2>&1 || { tail -40 "$dir/build.log" >&2; exit 1; }
 git rev-parse --short HEAD > "$dir/COMMIT" 2>/dev/null || true
-echo "export LD_LIBRARY_PATH=$libs:/usr/local/cuda/lib64:\${LD_LIBRARY_PATH:-}"
+# AE_HOST_LD_LIBRARY_PATH: the machine's own path, for programs that must not see these libraries
+# (PyTorch: bench/gpu_distill.sh, bench/gpu_infer.sh; dev/device-unpack.sh says why)
+echo "export AE_HOST_LD_LIBRARY_PATH=\${LD_LIBRARY_PATH:-} LD_LIBRARY_PATH=$libs:/usr/local/cuda/lib64:\${LD_LIBRARY_PATH:-}"
