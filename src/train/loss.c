@@ -4,17 +4,19 @@
 // KD, per token i with zt = ht_i·Wtᵀ, zs = hs_i·Wsᵀ (V logits each), pt = softmax(zt/τ),
 // ps = softmax(zs/τ):  ℓ_i = τ²·Σ_v pt_v (log pt_v − log ps_v),  loss = mean_i ℓ_i,
 //   ∂loss/∂zs_v = τ·(ps_v − pt_v)/N,  dhs_i = Σ_v ∂/∂zs_v · Ws_v,  dWs_v += Σ_i ∂/∂zs_v · hs_i.
-// Tokens are processed in blocks of AE_KD_ROWS; each block makes two passes over the vocabulary
-// in chunks of `chunk` rows of W: pass 1 computes the chunk's logits (two GEMMs into F32) and
-// merges them into each token's online softmax statistics (softmax_stats: running max, sum of
-// exp and argmax, teacher and student); pass 2 adds the chunk's KL to each token's row
-// (kd_chunk, which also writes the chunk's logit gradient) and turns that gradient into dhs and
-// dWs (matmul_bwd). Pass 2 needs the same logits again: pass 1 keeps them ("held" chunks, up to
-// a byte budget: every chunk by default, AE_KD_ROWS x V x 8 bytes, 1.2 GiB at Qwen3's vocabulary)
-// and pass 2 recomputes only the chunks past the budget (the same GEMMs, the same bits), so the
-// result does not depend on the budget. Holding everything saves two of the five LM-head GEMMs
-// of a step's KL term. At most AE_KD_ROWS × chunk logits of each side are live besides the held
-// ones, never N×V. The per-row KL is summed on the host in double.
+// Tokens are processed in blocks of AE_KD_ROWS (the environment's AE_KD_ROWS overrides it:
+// fewer rows hold fewer logits, for memory-bound runs and A/B measurements); each block makes two
+// passes over the vocabulary in chunks of `chunk` rows of W: pass 1 computes the chunk's logits
+// (two GEMMs into F32) and merges them into each token's online softmax statistics
+// (softmax_stats: running max, sum of exp and argmax, teacher and student); pass 2 adds the
+// chunk's KL to each token's row (kd_chunk, which also writes the chunk's logit gradient) and
+// turns that gradient into dhs and dWs (matmul_bwd). Pass 2 needs the same logits again: pass 1
+// keeps them ("held" chunks, up to a byte budget: every chunk by default, rows x V x 8 bytes,
+// 2.3 GiB for 2048 rows of Qwen3's vocabulary) and pass 2 recomputes only the chunks past the
+// budget (the same GEMMs, the same bits), so the result does not depend on the budget. Holding
+// everything saves two of the five LM-head GEMMs of a step's KL term. At most rows × chunk
+// logits of each side are live besides the held ones, never N×V. The per-row KL is summed on
+// the host in double.
 #include "train/loss.h"
 
 #include <math.h>
@@ -45,6 +47,13 @@ static void kd_bufs_free(kd_bufs *b, const ae_backend *be) {
     free(b->hkl);
     free(b->hat);
     free(b->has);
+}
+
+// Tokens per block: AE_KD_ROWS, or the environment's AE_KD_ROWS (a positive integer).
+static int kd_rows(void) {
+    const char *env = getenv("AE_KD_ROWS");
+    long v = env && *env ? strtol(env, NULL, 10) : 0;
+    return v > 0 && v <= (1L << 20) ? (int)v : AE_KD_ROWS;
 }
 
 // Chunks of R x C logits pass 1 keeps for pass 2, out of n: all of them, or as many as the
@@ -121,15 +130,15 @@ ae_status ae_kd_loss(const ae_backend *be, ae_ptr ht, ae_ptr Wt, ae_ptr hs, ae_p
     if (chunk > V) chunk = V;
     int grad = !ae_ptr_is_null(dhs) || !ae_ptr_is_null(dWs);
     kd_bufs b;
-    const int R = N < AE_KD_ROWS ? N : AE_KD_ROWS;
+    const int rows = kd_rows(), R = N < rows ? N : rows;
     AE_TRY(kd_bufs_init(&b, be, R, chunk, (V + chunk - 1) / chunk, grad));
     if (!ae_ptr_is_null(dhs)) be->fill(be, dhs, (size_t)N * D, 0.0f);
     float inv_tau = 1.0f / tau, gscale = grad_scale * tau / (float)N;
     double total = 0.0;
     int agree = 0;
     ae_status st = AE_OK;
-    for (int r0 = 0; r0 < N && st == AE_OK; r0 += AE_KD_ROWS) {
-        int nb = N - r0 < AE_KD_ROWS ? N - r0 : AE_KD_ROWS;
+    for (int r0 = 0; r0 < N && st == AE_OK; r0 += rows) {
+        int nb = N - r0 < rows ? N - r0 : rows;
         ae_ptr htb = ae_ptr_at(ht, (size_t)r0 * D), hsb = ae_ptr_at(hs, (size_t)r0 * D);
         // pass 1: softmax statistics and argmax over the whole vocabulary
         for (int v0 = 0; v0 < V; v0 += chunk) {
