@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine: builds the carried tree there with the Debian packages of
-# .carry/sysroot.tgz (dev/device-sysroot.sh) unpacked into a prefix (the machine's own /usr is
+# .carry/sysroot.tar.xz (dev/device-sysroot.sh) unpacked into a prefix (the machine's own /usr is
 # left alone), then prints the environment to source for running what it built.
 #   eval "$(bash dev/device-build.sh [BUILD_DIR [TARGET...]])"  # default build-gpu, every target;
 #                                                               ~1 min on 16 cores
@@ -15,7 +15,7 @@ prefix=$PWD/.carry/sysroot
 arch=x86_64-linux-gnu
 if [ ! -d "$prefix/usr" ]; then
   mkdir -p "$prefix"
-  tar -C "$prefix" -xzf .carry/sysroot.tgz
+  tar -C "$prefix" -xJf .carry/sysroot.tar.xz
   # libmicrohttpd.pc names gnutls as a private requirement: no .pc for it here, none needed
   sed -i '/^Requires.private/d' "$prefix/usr/lib/$arch/pkgconfig/libmicrohttpd.pc"
 fi

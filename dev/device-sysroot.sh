@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Here: packs the Debian packages a build of attnedit needs (headers, pkg-config files and shared
 # libraries of cJSON, PCRE2, utf8proc, cmocka, libmicrohttpd, OpenBLAS and their runtime
-# dependencies) into .carry/sysroot.tgz (~20 MB), for dev/device-build.sh, which builds the
+# dependencies) into .carry/sysroot.tar.xz (~6 MB), for dev/device-build.sh, which builds the
 # carried tree on the GPU machine itself: its 16 cores take about a minute for the whole CUDA
 # build that takes 10-15 on this machine's two, and the tree travels with every call anyway.
-#   bash dev/device-sysroot.sh            # then carry [".carry/sysroot.tgz", ...]
+#   bash dev/device-sysroot.sh            # then carry [".carry/sysroot.tar.xz", ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(libcjson-dev libcjson1 libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3
@@ -20,5 +20,5 @@ for d in "$tmp"/*.deb; do dpkg -x "$d" "$tmp/root"; done
 find "$tmp/root" -name "*.a" -delete # shared libraries only: the static ones triple the size
 rm -rf "$tmp/root/usr/share/doc" "$tmp/root/usr/share/man" "$tmp/root/usr/share/info"
 mkdir -p .carry
-tar -C "$tmp/root" -czf .carry/sysroot.tgz.tmp . && mv .carry/sysroot.tgz.tmp .carry/sysroot.tgz
-ls -la .carry/sysroot.tgz
+tar -C "$tmp/root" -cf - . | xz -T2 -9 > .carry/sysroot.tar.xz.tmp && mv .carry/sysroot.tar.xz.tmp .carry/sysroot.tar.xz
+ls -la .carry/sysroot.tar.xz
