@@ -1,6 +1,7 @@
 // The batch-1 decode GEMVs of the CUDA backend (backend/cuda_gemm.cu, k_gemv / k_gemv_set) on
 // the weight shapes of Qwen3-8B and its MLA student, for each AE_CUDA_GEMV variant:
-//   bench_gemv [--device cuda] [--m 1,2,4] [--shapes qkv,o,gate_up,down,lm_head,kv_a,q_mla]
+//   bench_gemv [--device cuda] [--m 1,2,4]
+//              [--shapes qkv,o,gate_up,down,lm_head,kv_a,q_mla,gate_up_silu,gate_up_fused]
 //              [--variants "V1;V2;..."] [--reps 5]
 // Shapes, y (M, N) = x (M, K) · w (N, K)ᵀ, bf16 weights and activations:
 //   qkv      4096 -> 4096 + 1024 + 1024   one matmul_group of 3 (one k_gemv_set launch)
@@ -10,6 +11,9 @@
 //   lm_head  4096 -> 151936
 //   kv_a     4096 -> 576                  MLA student: kv_a_proj_with_mqa (512 + 64)
 //   q_mla    4096 -> 32·192               MLA student: q_proj (32 heads of 128 + 64)
+//   gate_up_silu   4096 -> 2 x 12288, then silu_mul: the dense MLP's input as two launches
+//   gate_up_fused  the same as one gate_up_silu launch (k_gemv_swiglu: SwiGLU in the epilogue);
+//                  the teacher's and both students' MLPs (every layer of each is dense)
 // Variants: AE_CUDA_GEMV values separated by ';' ("" or "default": the current kernel); the
 // default list sweeps each knob of cuda_gemm.cu's header alone and a few pairs.
 // Timing: each shape gets enough copies of its weights (>= 256 MiB in all, 5x the H200's L2)
@@ -24,7 +28,8 @@
 // the device copy rate measured the same way in the same run (a 2 GiB copy_rows, bytes read +
 // written, best of 5: bench_infer's peak, timed with events). Last, per M, the teacher's decode
 // GEMVs per token (36 layers of qkv, o, gate_up, down, then lm_head) in µs and as % of copy,
-// per variant: the number to pick a default from.
+// per variant: the number to pick a default from; and the MLP input's 36 layers as two launches
+// against the fused one (the time a token saves; GB/s of both count the weights alone).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,17 +49,26 @@ int main(void) {
 
 enum { MAX_LIST = 32, MAX_PROD = 3, TEACHER_LAYERS = 36 };
 
+enum { PLAIN = 0, SWIGLU_TWO = 1, SWIGLU_FUSED = 2 };
+
 typedef struct {
     const char *name;
     int K, n;          // input width; products (one matmul_group when n > 1)
     int N[MAX_PROD];   // output widths
+    int swiglu;        // gate and up with SwiGLU: PLAIN, SWIGLU_TWO (matmul_group + silu_mul),
+                       // SWIGLU_FUSED (gate_up_silu)
 } shape;
 
 static const shape k_shapes[] = {
-    {"qkv", 4096, 3, {4096, 1024, 1024}}, {"o", 4096, 1, {4096}},
-    {"gate_up", 4096, 2, {12288, 12288}}, {"down", 12288, 1, {4096}},
-    {"lm_head", 4096, 1, {151936}},       {"kv_a", 4096, 1, {576}},
-    {"q_mla", 4096, 1, {32 * 192}},
+    {"qkv", 4096, 3, {4096, 1024, 1024}, PLAIN},
+    {"o", 4096, 1, {4096}, PLAIN},
+    {"gate_up", 4096, 2, {12288, 12288}, PLAIN},
+    {"down", 12288, 1, {4096}, PLAIN},
+    {"lm_head", 4096, 1, {151936}, PLAIN},
+    {"kv_a", 4096, 1, {576}, PLAIN},
+    {"q_mla", 4096, 1, {32 * 192}, PLAIN},
+    {"gate_up_silu", 4096, 2, {12288, 12288}, SWIGLU_TWO},
+    {"gate_up_fused", 4096, 2, {12288, 12288}, SWIGLU_FUSED},
 };
 #define N_SHAPES ((int)(sizeof k_shapes / sizeof k_shapes[0]))
 
@@ -131,8 +145,12 @@ typedef struct {
 static void launch(const ae_backend *be, const gemv_bufs *g, int copy) {
     const shape *s = g->s;
     const ae_ptr *w = g->w + (size_t)copy * s->n;
-    if (s->n == 1) ae_matmul(be, g->y[0], g->x, w[0], g->M, s->K, s->N[0]);
+    if (s->swiglu == SWIGLU_FUSED) // act = g, as the dense MLP calls it
+        be->gate_up_silu(be, g->y[0], g->y[0], g->y[1], g->x, w[0], w[1], g->M, s->K, s->N[0]);
+    else if (s->n == 1) ae_matmul(be, g->y[0], g->x, w[0], g->M, s->K, s->N[0]);
     else be->matmul_group(be, s->n, g->y, g->x, w, s->N, g->M, s->K);
+    if (s->swiglu == SWIGLU_TWO)
+        be->silu_mul(be, g->y[0], g->y[0], g->y[1], (size_t)g->M * s->N[0]);
 }
 
 // Seconds per launch of the current AE_CUDA_GEMV variant, best of reps; < 0 on an error.
@@ -185,7 +203,8 @@ static int wanted(const char *list, const char *name) {
 
 static int usage(void) {
     fprintf(stderr, "usage: bench_gemv [--device cuda] [--m 1,2,4] "
-                    "[--shapes qkv,o,gate_up,down,lm_head,kv_a,q_mla] [--variants \"V1;V2\"] "
+                    "[--shapes qkv,o,gate_up,down,lm_head,kv_a,q_mla,gate_up_silu,gate_up_fused] "
+                    "[--variants \"V1;V2\"] "
                     "[--reps 5]\n");
     return 2;
 }
@@ -221,7 +240,8 @@ static int bufs_init(const ae_backend *be, ae_scratch *sc, gemv_bufs *g, const s
 }
 
 int main(int argc, char **argv) {
-    const char *device = "cuda", *shapes = "qkv,o,gate_up,down,lm_head,kv_a,q_mla";
+    const char *device = "cuda",
+               *shapes = "qkv,o,gate_up,down,lm_head,kv_a,q_mla,gate_up_silu,gate_up_fused";
     char *variant_list = strdup(k_default_variants);
     int ms[MAX_LIST] = {1, 2, 4}, nm = 3, reps = 5;
     for (int i = 1; i < argc; i++) {
@@ -263,10 +283,12 @@ int main(int argc, char **argv) {
     const double copy = copy_rate(be, &fill, &t, 5);
     printf("bench_gemv | %s | copy %.0f GB/s (2 GiB copy_rows, read + written, best of 5)\n",
            be->device, copy / 1e9);
-    printf("%-8s %2s  %-22s %9s %8s %7s\n", "shape", "M", "variant", "us", "GB/s", "% copy");
+    printf("%-13s %2s  %-22s %9s %8s %7s\n", "shape", "M", "variant", "us", "GB/s", "% copy");
     // per M and variant: the teacher's per-token GEMV time (qkv, o, gate_up, down x 36 + lm_head)
     double teacher[MAX_LIST][MAX_LIST] = {{0}};
     int teacher_parts[MAX_LIST][MAX_LIST] = {{0}};
+    // per M and variant: seconds per launch of the MLP input, two ops [0] and fused [1]
+    double swiglu[MAX_LIST][MAX_LIST][2] = {{{0}}};
     double teacher_bytes = 0;
     for (int k = 0; k < N_SHAPES; k++) {
         const shape *s = &k_shapes[k];
@@ -295,9 +317,10 @@ int main(int argc, char **argv) {
                     return 1;
                 }
                 const double gbs = bytes / sec / 1e9;
-                printf("%-8s %2d  %-22s %9.2f %8.0f %6.1f%%\n", s->name, ms[im],
+                printf("%-13s %2d  %-22s %9.2f %8.0f %6.1f%%\n", s->name, ms[im],
                        variants[v][0] ? variants[v] : "default", sec * 1e6, gbs,
                        copy > 0 ? 100.0 * bytes / sec / copy : 0);
+                if (s->swiglu != PLAIN) swiglu[im][v][s->swiglu == SWIGLU_FUSED] = sec;
                 if (layer || head) {
                     teacher[im][v] += (layer ? TEACHER_LAYERS : 1) * sec;
                     teacher_parts[im][v]++;
@@ -315,6 +338,16 @@ int main(int argc, char **argv) {
                        "%5.1f%% of copy\n",
                        ms[im], variants[v][0] ? variants[v] : "default", teacher[im][v] * 1e6,
                        copy > 0 ? 100.0 * teacher_bytes / teacher[im][v] / copy : 0);
+    for (int im = 0; im < nm; im++)
+        for (int v = 0; v < nv; v++) {
+            const double two = swiglu[im][v][0], fused = swiglu[im][v][1];
+            if (two > 0 && fused > 0)
+                printf("MLP gate/up + SwiGLU per token (%d layers) | M %d | %-22s | two ops "
+                       "%7.1f us | fused %7.1f us | saved %6.1f us (%.1f%%)\n",
+                       TEACHER_LAYERS, ms[im], variants[v][0] ? variants[v] : "default",
+                       TEACHER_LAYERS * two * 1e6, TEACHER_LAYERS * fused * 1e6,
+                       TEACHER_LAYERS * (two - fused) * 1e6, 100.0 * (two - fused) / two);
+        }
     ae_scratch_free(&fs);
     cudaEventDestroy(t.e0);
     cudaEventDestroy(t.e1);

@@ -34,6 +34,9 @@
 //                  loop order), ~1e-6; a row missing a key tile or its sink is off by >= 1e-2.
 //   TOL_MOE        1e-2: the expert MLP stores gate/up/product as bf16 activations (act dtype)
 //                  before the down projection: three roundings of ~1.5e-3 plus the output's.
+//   TOL_SWIGLU     1e-2: gate_up_silu rounds g, u and act to bf16 (three roundings of ~1.5e-3,
+//                  where the cpu keeps g and u in fp32); a gate row paired with the wrong up row
+//                  or a lost chunk of K is O(1). Against the CUDA two-op path: exact.
 //   TOL_ROUTE_W    1e-5: router weights are F32 softmax values of identical F32 logits.
 //   TOL_QK_F32     1e-5: F32 qk_norm_rope: the rmsnorm's fp32 sum of squares (double on the
 //                  cpu) plus cos/sin within an ulp of the cpu's cosf/sinf, ~1e-6. Its bf16 cases
@@ -59,6 +62,7 @@
 #define TOL_ATTN 1e-2
 #define TOL_LSE 1e-4
 #define TOL_MOE 1e-2
+#define TOL_SWIGLU 1e-2
 #define TOL_ROUTE_W 1e-5
 #define TOL_QK_F32 1e-5
 
@@ -384,6 +388,54 @@ static void test_copy_rows(void **state) {
     free(x), free(got);
 }
 
+// copy_rows_rep: dst row i·rep + j (cols values at dst + (i·rep + j)·ldd) = src row i (at
+// src + i·lds), converted; every other element of dst keeps its own pattern. TOL_EXACT: the cpu
+// copy of the same F32 rows, then the destination's rounding (F32 -> BF16: nearest even).
+static void run_copy_rows_rep(ae_rng *r, int rows, int rep, int cols, int64_t lds, int64_t ldd,
+                              ae_dtype sdt, ae_dtype ddt, size_t soff, size_t doff) {
+    size_t ns = soff + (size_t)(rows - 1) * lds + cols;
+    size_t nd = doff + ((size_t)rows * rep - 1) * ldd + cols;
+    float *src = hnormal(r, ns, 1.0f, sdt);
+    float *dst0 = hnormal(r, nd, 10.0f, ddt);
+    float *want = hcopy(dst0, nd);
+    g_cpu->copy_rows_rep(g_cpu, ae_host_f32(want + doff), ldd, ae_host_f32(src + soff), lds, rows,
+                         rep, cols);
+    for (size_t i = 0; i < (size_t)rows * rep; i++)
+        round_to(want + doff + i * ldd, (size_t)cols, ddt);
+    ae_ptr ds = dnew_put(src, ns, sdt), dd = dnew_put(dst0, nd, ddt);
+    g_gpu->copy_rows_rep(g_gpu, ae_ptr_at(dd, doff), ldd, ae_ptr_at(ds, soff), lds, rows, rep,
+                         cols);
+    float *got = dget(dd, nd);
+    expect_exact(got, want, nd,
+                 "copy_rows_rep %s->%s rows=%d rep=%d cols=%d lds=%lld ldd=%lld off=%zu/%zu",
+                 dtn(sdt), dtn(ddt), rows, rep, cols, (long long)lds, (long long)ldd, soff, doff);
+    dfree(ds), dfree(dd);
+    free(src), free(dst0), free(want), free(got);
+}
+
+static void test_copy_rows_rep(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 103);
+    const ae_dtype dts[2] = {AE_DT_F32, AE_DT_BF16};
+    // rows, rep, cols, lds, ldd: one element; rep 1 (copy_rows, contiguous and strided); odd
+    // sizes; packed destination rows; a long source row broadcast (more chunks than threads)
+    const int shapes[][5] = {{1, 1, 1, 1, 1},      {5, 1, 64, 64, 64},    {7, 1, 100, 131, 100},
+                             {1, 1, 9000, 9000, 9000}, {7, 3, 5, 6, 11}, {33, 32, 129, 258, 130},
+                             {2, 4, 100, 100, 100}, {3, 2, 5000, 5002, 5000}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int a = 0; a < 2; a++)
+            for (int b = 0; b < 2; b++)
+                run_copy_rows_rep(&r, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3],
+                                  shapes[s][4], dts[a], dts[b], 0, 0);
+    // the MLA rope-key broadcast (attn_mla.c mla_kv_up): the last dr = 64 values of 576-wide
+    // latent rows (offset R = 512) into the 32 heads' K rows (dn + dr = 192 wide at offset
+    // dn = 128: DeepSeek's dims; 128 wide at offset 64: the Qwen3-8B student's, a 4K prefill)
+    run_copy_rows_rep(&r, 1, 32, 64, 576, 192, AE_DT_BF16, AE_DT_BF16, 512, 128);
+    run_copy_rows_rep(&r, 300, 32, 64, 576, 192, AE_DT_BF16, AE_DT_BF16, 512, 128);
+    run_copy_rows_rep(&r, 4096, 32, 64, 576, 128, AE_DT_BF16, AE_DT_BF16, 512, 64);
+}
+
 // fill: dst[i] = value for i < n; the elements after n keep their values.
 static void run_fill(ae_rng *r, size_t n, ae_dtype dt, float value, size_t off) {
     size_t tot = off + n + 16;
@@ -659,6 +711,22 @@ static void test_gemm_raw(void **state) {
     ae_gemm_args kv = {.M = 300, .N = H * dkv, .K = R, .batch = 1, .trans_b = 1, .lda = Cd,
                        .ldb = R, .ldy = (int64_t)H * dkv, .alpha = 1.0f};
     run_gemm(&r, &kv, AE_DT_BF16, 0, 0, "mla kv_b");
+    // the materialised up-projection straight into K and V (attn_mla.c mla_kv_up): H products
+    // of the same latents (sa = 0), head h's rows of kv_b_proj (sb = (dn+dv)·R, b offset dn·R
+    // to the value rows for V), out at y + h·sy inside rows of H·sy; the Qwen3-8B student's dims
+    // (H = 32, dn = 64, dv = 128) at 300 positions (cuBLASLt) and 5 (the batched GEMV path)
+    const int Ss[2] = {300, 5};
+    for (int i = 0; i < 2; i++) {
+        int S = Ss[i], H8 = 32, dn8 = 64, dv8 = 128, dq8 = dn8 + dr, dkv8 = dn8 + dv8;
+        ae_gemm_args kn = {.M = S, .N = dn8, .K = R, .batch = H8, .trans_b = 1, .lda = Cd,
+                           .sa = 0, .ldb = R, .sb = (int64_t)dkv8 * R, .ldy = (int64_t)H8 * dq8,
+                           .sy = dq8, .alpha = 1.0f};
+        run_gemm(&r, &kn, AE_DT_BF16, 0, 0, "mla kv_up k_nope");
+        ae_gemm_args vv = {.M = S, .N = dv8, .K = R, .batch = H8, .trans_b = 1, .lda = Cd,
+                           .sa = 0, .ldb = R, .sb = (int64_t)dkv8 * R, .ldy = (int64_t)H8 * dv8,
+                           .sy = dv8, .alpha = 1.0f};
+        run_gemm(&r, &vv, AE_DT_BF16, 0, (size_t)dn8 * R, "mla kv_up v");
+    }
 }
 
 // Batched products with few rows: the per-head decode products of absorbed MLA (path 2 of
@@ -1106,6 +1174,64 @@ static void test_matmul_group(void **state) {
     const int with0[3] = {33, 0, 65};
     run_matmul_group(&r, 3, 1, 256, with0, AE_DT_F32, 0);
     run_matmul_group(&r, 2, 4, 256, odd, AE_DT_BF16, 1);
+}
+
+// gate_up_silu: act (M, N) = silu(x·wgᵀ) ⊙ (x·wuᵀ) against the cpu's op on the same bf16 inputs
+// (TOL_SWIGLU), and bit for bit against what it replaces on cuda: matmul_group into bf16 g, u
+// then silu_mul (the fused GEMV must add the same products in the same order and round as the
+// two ops do). act (or g, when act is g) is followed by 8 NaN-poisoned elements that must stay
+// NaN. x at element offset xoff (odd: no GEMV, the op's two-op path).
+static void run_gate_up_silu(ae_rng *r, int M, int K, int N, size_t xoff, int act_is_g) {
+    const size_t guard = 8, ny = (size_t)M * N, nw = (size_t)N * K, nx = xoff + (size_t)M * K;
+    float *x = hnormal(r, nx, 1.0f, AE_DT_BF16);
+    float *wg = hnormal(r, nw, 2.0f / sqrtf((float)K), AE_DT_BF16); // g ~ N(0, 4): saturating
+    float *wu = hnormal(r, nw, 1.0f / sqrtf((float)K), AE_DT_BF16);
+    float *gc = hnew(ny), *uc = hnew(ny), *ac = hnew(ny);
+    g_cpu->gate_up_silu(g_cpu, ae_host_f32(ac), ae_host_f32(gc), ae_host_f32(uc),
+                        ae_host_f32(x + xoff), ae_host_f32(wg), ae_host_f32(wu), M, K, N);
+    ae_ptr dx = dnew_put(x, nx, AE_DT_BF16), dwg = dnew_put(wg, nw, AE_DT_BF16);
+    ae_ptr dwu = dnew_put(wu, nw, AE_DT_BF16);
+    ae_ptr dg = dnew(ny + guard, AE_DT_BF16), du = dnew(ny + guard, AE_DT_BF16);
+    ae_ptr da = act_is_g ? dg : dnew(ny + guard, AE_DT_BF16);
+    g_gpu->gate_up_silu(g_gpu, da, dg, du, ae_ptr_at(dx, xoff), dwg, dwu, M, K, N);
+    float *ag = dget(da, ny + guard);
+    expect_close(ag, ac, ny, TOL_SWIGLU, "gate_up_silu M=%d K=%d N=%d xoff=%zu%s", M, K, N, xoff,
+                 act_is_g ? " act == g" : "");
+    for (size_t j = ny; j < ny + guard; j++)
+        if (!isnan(ag[j]))
+            fail_msg("gate_up_silu M=%d K=%d N=%d: act[%zu] past its end = %g", M, K, N, j,
+                     (double)ag[j]);
+    ae_ptr g2 = dnew(ny, AE_DT_BF16), u2 = dnew(ny, AE_DT_BF16);
+    ae_ptr ys[2] = {g2, u2}, ws[2] = {dwg, dwu};
+    const int Ns[2] = {N, N};
+    g_gpu->matmul_group(g_gpu, 2, ys, ae_ptr_at(dx, xoff), ws, Ns, M, K);
+    g_gpu->silu_mul(g_gpu, g2, g2, u2, ny);
+    float *a2 = dget(g2, ny);
+    expect_exact(ag, a2, ny, "gate_up_silu M=%d K=%d N=%d xoff=%zu = matmul_group + silu_mul", M,
+                 K, N, xoff);
+    if (!act_is_g) dfree(da);
+    dfree(dx), dfree(dwg), dfree(dwu), dfree(dg), dfree(du), dfree(g2), dfree(u2);
+    free(x), free(wg), free(wu), free(gc), free(uc), free(ac), free(ag), free(a2);
+}
+
+static void test_gate_up_silu(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 467);
+    // K picks the warps per tile of the GEMV (1 at 40, 2 at 264, 4 at 776, 8 at 1032: then one
+    // block does the gate tile, then the up tile), none a multiple of 32; odd N; M = 17: the
+    // two-op path (cuBLASLt)
+    const int KN[][2] = {{40, 100}, {264, 37}, {776, 64}, {1032, 257}};
+    const int Ms[] = {1, 2, 5, 8, 17};
+    for (size_t k = 0; k < sizeof KN / sizeof *KN; k++)
+        for (size_t m = 0; m < sizeof Ms / sizeof *Ms; m++)
+            run_gate_up_silu(&r, Ms[m], KN[k][0], KN[k][1], 0, (int)(m & 1));
+    // Qwen3-8B's MLP (4096 -> 2 x 12288); K not a multiple of 8 and x at an odd offset (no GEMV:
+    // the two-op path inside the op); one row of one output
+    for (int M = 1; M <= 8; M += 7) run_gate_up_silu(&r, M, 4096, 12288, 0, 1);
+    run_gate_up_silu(&r, 3, 100, 45, 0, 0);
+    run_gate_up_silu(&r, 4, 256, 99, 1, 1);
+    run_gate_up_silu(&r, 1, 8, 1, 0, 0);
 }
 
 // =============================================================================================
@@ -1859,6 +1985,8 @@ static void test_unaligned_views(void **state) {
     run_copy_rows(&r, 7, 100, 131, 101, AE_DT_BF16, AE_DT_BF16, 1, 3);
     run_copy_rows(&r, 33, 257, 259, 261, AE_DT_F32, AE_DT_BF16, 5, 1);
     run_copy_rows(&r, 33, 257, 259, 261, AE_DT_BF16, AE_DT_F32, 1, 2);
+    run_copy_rows_rep(&r, 13, 32, 8, 41, 65, AE_DT_BF16, AE_DT_BF16, 33, 57); // R = 33, dr = 8
+    run_copy_rows_rep(&r, 13, 5, 33, 41, 35, AE_DT_F32, AE_DT_BF16, 1, 3);
     run_fill(&r, 1001, AE_DT_BF16, 0.5f, 3);
     run_fill(&r, 1001, AE_DT_F32, 0.5f, 1);
     run_rmsnorm(&r, 9, 33, 41, AE_DT_BF16, AE_DT_BF16, 1, 1e-6f); // MLA latents, R = 33 of 41
@@ -1889,6 +2017,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_upload_download),
         cmocka_unit_test(test_copy_rows),
+        cmocka_unit_test(test_copy_rows_rep),
         cmocka_unit_test(test_fill),
         cmocka_unit_test(test_embed),
         cmocka_unit_test(test_gemm_matmul),
@@ -1901,6 +2030,7 @@ int main(void) {
         cmocka_unit_test(test_qk_norm_rope),
         cmocka_unit_test(test_mla_decode_prep),
         cmocka_unit_test(test_matmul_group),
+        cmocka_unit_test(test_gate_up_silu),
         cmocka_unit_test(test_attention_decode),
         cmocka_unit_test(test_attention_decode_kernel),
         cmocka_unit_test(test_attention_prefill),

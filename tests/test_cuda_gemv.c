@@ -16,7 +16,11 @@
 // differ from the default somewhere (proof that they ran) yet stay within the tolerance, and
 // split-K must be deterministic (two runs bit-identical). pdl=1 is also run as a chain of two
 // GEMVs, the second reading the first one's output as its x (it must wait for it): equal bit for
-// bit to the chain without PDL. Needs a CUDA build and a GPU (exit 77 = skipped otherwise).
+// bit to the chain without PDL. gate_up_silu (k_gemv_swiglu, the GEMV with the SwiGLU epilogue)
+// under every variant: bit for bit what matmul_group of the gate and up products then silu_mul
+// give under the same variant (split-K runs those two ops inside gate_up_silu), and within
+// 1e-2 relative of the CPU's op (bf16 g, u and act: three roundings of 2^-9). Needs a CUDA build
+// and a GPU (exit 77 = skipped otherwise).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -321,6 +325,67 @@ static void test_pdl_chain(void **state) {
     free(x), free(w1), free(w2), free(out[0]), free(out[1]);
 }
 
+// gate_up_silu on x (M, K), wg, wu (N, K), under every variant: act equal bit for bit to
+// matmul_group + silu_mul under the same variant (bf16 g, u as the model keeps them), and close
+// to the CPU's fp32 op: |act − ref| <= 1e-2 · max(1, |ref|) (three bf16 roundings, <= 6e-3).
+static void swiglu_case(int M, int N, int K, uint64_t seed) {
+    ae_rng r;
+    ae_rng_seed(&r, seed);
+    const size_t ny = (size_t)M * N, nw = (size_t)N * K;
+    float *x = rand_bf16((size_t)M * K, &r), *wg = rand_bf16(nw, &r), *wu = rand_bf16(nw, &r);
+    const float sg = 2.0f / sqrtf((float)K), su = 1.0f / sqrtf((float)K); // g ~ N(0, 4), u ~ N(0, 1)
+    for (size_t i = 0; i < nw; i++) wg[i] = bf16r(wg[i] * sg), wu[i] = bf16r(wu[i] * su);
+    float *ref = malloc(ny * sizeof *ref), *gc = malloc(ny * sizeof *gc);
+    float *uc = malloc(ny * sizeof *uc), *got = malloc(ny * sizeof *got);
+    float *two = malloc(ny * sizeof *two);
+    assert_true(ref && gc && uc && got && two);
+    g_cpu->gate_up_silu(g_cpu, ae_host_f32(ref), ae_host_f32(gc), ae_host_f32(uc),
+                        ae_host_f32(x), ae_host_f32(wg), ae_host_f32(wu), M, K, N);
+    ae_ptr gx = up(g_gpu, x, (size_t)M * K, AE_DT_BF16), gwg = up(g_gpu, wg, nw, AE_DT_BF16);
+    ae_ptr gwu = up(g_gpu, wu, nw, AE_DT_BF16);
+    ae_ptr ws[2] = {gwg, gwu};
+    const int Ns[2] = {N, N};
+    for (int v = 0; v < N_VARIANTS; v++) {
+        use_variant(&VARIANTS[v]);
+        ae_ptr act = g_gpu->alloc(g_gpu, ny, AE_DT_BF16), g = g_gpu->alloc(g_gpu, ny, AE_DT_BF16);
+        ae_ptr u = g_gpu->alloc(g_gpu, ny, AE_DT_BF16);
+        assert_true(act.data && g.data && u.data);
+        g_gpu->gate_up_silu(g_gpu, act, g, u, gx, gwg, gwu, M, K, N);
+        down(g_gpu, got, act, ny);
+        ae_ptr ys[2] = {g, u};
+        g_gpu->matmul_group(g_gpu, 2, ys, gx, ws, Ns, M, K);
+        g_gpu->silu_mul(g_gpu, g, g, u, ny);
+        down(g_gpu, two, g, ny);
+        for (size_t i = 0; i < ny; i++) {
+            if (!(got[i] == two[i]))
+                fail_msg("gate_up_silu [%s]: M %d N %d K %d act[%zu] = %.9g, matmul_group + "
+                         "silu_mul %.9g (must be bit-identical)",
+                         VARIANTS[v].env, M, N, K, i, got[i], two[i]);
+            const double tol = 1e-2 * fmax(1.0, fabs(ref[i]));
+            if (!(fabs((double)got[i] - ref[i]) <= tol))
+                fail_msg("gate_up_silu [%s]: M %d N %d K %d act[%zu] = %.9g, cpu %.9g (tol %.3g)",
+                         VARIANTS[v].env, M, N, K, i, got[i], ref[i], tol);
+        }
+        g_gpu->free(g_gpu, act), g_gpu->free(g_gpu, g), g_gpu->free(g_gpu, u);
+    }
+    unsetenv("AE_CUDA_GEMV");
+    g_gpu->free(g_gpu, gx), g_gpu->free(g_gpu, gwg), g_gpu->free(g_gpu, gwu);
+    free(x), free(wg), free(wu), free(ref), free(gc), free(uc), free(got), free(two);
+}
+
+// The heuristic's warps per tile 1 (K = 40), 2 (264), 4 (776) and 8 (4104: a block does the
+// gate tile, then the up tile); odd N; M = 1..8.
+static void test_swiglu_variants(void **state) {
+    (void)state;
+    for (int M = 1; M <= 8; M += 3) {
+        swiglu_case(M, 37, 40, 400 + M);
+        swiglu_case(M, 257, 264, 410 + M);
+        swiglu_case(M, 64, 776, 420 + M);
+        swiglu_case(M, 13, 4104, 430 + M);
+    }
+    swiglu_case(8, 1, 8, 440);
+}
+
 int main(void) {
     int rc = ae_test_open_gpu(&g_gpu, 1);
     if (rc) return rc;
@@ -329,6 +394,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_m1_to_8),   cmocka_unit_test(test_gemm_odd_shapes),
         cmocka_unit_test(test_gemm_long_k),    cmocka_unit_test(test_gemm_bf16_out),
         cmocka_unit_test(test_group_sets),     cmocka_unit_test(test_pdl_chain),
+        cmocka_unit_test(test_swiglu_variants),
     };
     rc = ae_test_finish(cmocka_run_group_tests(tests, NULL, NULL));
     ae_backend_close(g_gpu);

@@ -18,6 +18,10 @@
 //   TOL_ADD     {1e-6, 1e-6}: one fp32 addition into an F32 tensor on both backends.
 //   TOL_ROWS    {1e-5, 1e-4}: nll_rows / kl_rows of F32 logits, F32 out: an fp32 log-sum-exp
 //               over V terms (as test_backend_ops held cuda to the cpu: 1e-5 nll, 1e-4 kl).
+//   TOL_SWIGLU  {1e-5, 1e-2}: gate_up_silu, silu(x·wgᵀ) ⊙ x·wuᵀ: on the cpu fp32 sums of <= 1032
+//               products and expf (~1e-6); on cuda three bf16 roundings (g, u, act: <= 3·2^-9 =
+//               6e-3 of |ref|, silu's slope adding at most ~2^-9·max|g²e^g·u| ~ 4e-3 absolute
+//               where g < 0 and the output is small).
 // A one-line bug (a wrong sign, a scale off by one term, a shifted window, a dropped sink) moves
 // outputs by O(1e-1) or more and fails on every backend.
 #include <math.h>
@@ -36,6 +40,7 @@ static const ae_tb_tol TOL_EXP = {1e-6, 5e-3};
 static const ae_tb_tol TOL_ATTN = {1e-5, 2e-2};
 static const ae_tb_tol TOL_ADD = {1e-6, 1e-6};
 static const ae_tb_tol TOL_ROWS = {1e-5, 1e-4};
+static const ae_tb_tol TOL_SWIGLU = {1e-5, 1e-2};
 
 static float *randn(ae_rng *r, size_t n, float scale) {
     float *x = malloc(sizeof(float) * (n ? n : 1));
@@ -48,6 +53,57 @@ static double *dnew(size_t n) {
     double *x = malloc(sizeof(double) * (n ? n : 1));
     assert_non_null(x);
     return x;
+}
+
+// ---------------------------------------------------------------- copy_rows_rep
+
+// dst row i·rep + j (at dst + doff + (i·rep + j)·ldd) = src row i (at src + soff + i·lds): the
+// first cols values of those rows equal their source exactly (a copy of values the dtype holds:
+// tolerance 0 on every backend), and every other element of dst (before doff, the gaps of
+// ldd > cols) keeps the value it had.
+static void run_copy_rows_rep(const ae_backend *be, ae_rng *r, int rows, int rep, int cols,
+                              int64_t lds, int64_t ldd, size_t soff, size_t doff, ae_dtype dt) {
+    size_t ns = soff + (size_t)(rows - 1) * (size_t)lds + (size_t)cols;
+    size_t nd = doff + ((size_t)rows * (size_t)rep - 1) * (size_t)ldd + (size_t)cols;
+    ae_scratch sc;
+    ae_scratch_init(&sc, be);
+    float *src = randn(r, ns, 1.0f), *dst0 = randn(r, nd, 10.0f);
+    ae_ptr ps = ae_tb_in(&sc, src, ns, dt), pd = ae_tb_in(&sc, dst0, nd, dt);
+    double *ref = ae_test_to_double(dst0, nd);
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < rep; j++)
+            for (int c = 0; c < cols; c++)
+                ref[doff + ((size_t)i * rep + j) * (size_t)ldd + c] =
+                    src[soff + (size_t)i * lds + c];
+    be->copy_rows_rep(be, ae_ptr_at(pd, doff), ldd, ae_ptr_at(ps, soff), lds, rows, rep, cols);
+    float *got = ae_tb_out(be, pd, nd);
+    char what[128];
+    snprintf(what, sizeof what,
+             "copy_rows_rep %s rows=%d rep=%d cols=%d lds=%lld ldd=%lld off=%zu/%zu", ae_dtype_name(dt), rows, rep, cols, (long long)lds, (long long)ldd, soff, doff);
+    ae_tb_check(be, what, got, ref, nd, 0.0);
+    free(src), free(dst0), free(ref), free(got);
+    ae_scratch_free(&sc);
+}
+
+// One element; rep 1 (copy_rows); odd sizes and strides; packed destination rows (ldd == cols);
+// the MLA rope-key broadcast (rows of a 576-wide latent at offset 512 into 32 heads of 192-wide
+// key rows at offset 128).
+static void test_copy_rows_rep(void **state) {
+    const ae_backend *be = ae_tb_backend(state);
+    ae_rng r;
+    ae_rng_seed(&r, 11);
+    ae_dtype dts[2] = {be->act_dtype, AE_DT_F32};
+    for (int d = 0; d < (dts[0] == AE_DT_F32 ? 1 : 2); d++) {
+        run_copy_rows_rep(be, &r, 1, 1, 1, 1, 1, 0, 0, dts[d]);
+        run_copy_rows_rep(be, &r, 5, 1, 7, 9, 8, 1, 2, dts[d]);
+        run_copy_rows_rep(be, &r, 7, 3, 5, 6, 11, 3, 1, dts[d]);
+        run_copy_rows_rep(be, &r, 2, 4, 100, 100, 100, 0, 0, dts[d]);
+        run_copy_rows_rep(be, &r, 1, 32, 64, 64, 192, 0, 128, dts[d]);
+        run_copy_rows_rep(be, &r, 33, 32, 64, 576, 192, 512, 128, dts[d]);
+        // an odd latent width (R = 33, dr = 8: 41-wide rows) into odd key rows (dn = 57): rows
+        // and offsets only 2-byte aligned in bf16
+        run_copy_rows_rep(be, &r, 13, 32, 8, 41, 65, 33, 57, dts[d]);
+    }
 }
 
 // ---------------------------------------------------------------- matmul
@@ -77,6 +133,48 @@ static void test_matmul(void **state) {
         free(x), free(w), free(y), free(xd), free(wd), free(ref);
         ae_scratch_free(&sc);
     }
+}
+
+// ---------------------------------------------------------------- gate_up_silu
+
+// act (M, N) = silu(x·wgᵀ) ⊙ (x·wuᵀ) against the double reference of the two products and
+// silu_mul; act a separate buffer or g itself (as the dense MLP calls it). g ~ N(0, 4): saturated
+// and near-zero gates both occur.
+static void run_gate_up_silu(const ae_backend *be, ae_rng *r, int M, int K, int N, int act_is_g) {
+    ae_scratch sc;
+    ae_scratch_init(&sc, be);
+    const size_t nx = (size_t)M * K, nw = (size_t)N * K, ny = (size_t)M * N;
+    float *x = randn(r, nx, 1.0f), *wg = randn(r, nw, 2.0f / sqrtf((float)K));
+    float *wu = randn(r, nw, 1.0f / sqrtf((float)K));
+    ae_ptr px = ae_tb_in(&sc, x, nx, be->act_dtype);
+    ae_ptr pwg = ae_tb_in(&sc, wg, nw, be->weight_dtype), pwu = ae_tb_in(&sc, wu, nw, be->weight_dtype);
+    ae_ptr pg = ae_tb_new(&sc, ny, be->act_dtype, NAN), pu = ae_tb_new(&sc, ny, be->act_dtype, NAN);
+    ae_ptr pa = act_is_g ? pg : ae_tb_new(&sc, ny, be->act_dtype, NAN);
+    ae_gate_up_silu(be, pa, pg, pu, px, pwg, pwu, M, K, N);
+    float *y = ae_tb_out(be, pa, ny);
+    double *xd = ae_test_to_double(x, nx), *gd = ae_test_to_double(wg, nw);
+    double *ud = ae_test_to_double(wu, nw), *g = dnew(ny), *u = dnew(ny), *ref = dnew(ny);
+    ae_ref_matmul(g, xd, gd, M, K, N);
+    ae_ref_matmul(u, xd, ud, M, K, N);
+    ae_ref_silu_mul(ref, g, u, ny);
+    char what[80];
+    snprintf(what, sizeof what, "gate_up_silu M=%d K=%d N=%d%s", M, K, N, act_is_g ? " act == g" : "");
+    ae_tb_check(be, what, y, ref, ny, ae_tb_tol_of(be, TOL_SWIGLU));
+    free(x), free(wg), free(wu), free(y), free(xd), free(gd), free(ud), free(g), free(u), free(ref);
+    ae_scratch_free(&sc);
+}
+
+// Decode rows (cuda: the fused GEMV for M <= 8 with K % 8 == 0, warps per tile 1, 2, 4 and 8 by
+// K) and the two-op path (M = 17; K = 33, not a multiple of 8); odd N: partial 8-row tiles.
+static void test_gate_up_silu(void **state) {
+    const ae_backend *be = ae_tb_backend(state);
+    ae_rng r;
+    ae_rng_seed(&r, 12);
+    const int shapes[][3] = {{1, 8, 1},    {1, 64, 37},   {2, 264, 13},  {5, 40, 100},
+                             {8, 1032, 257}, {3, 776, 64}, {17, 264, 33}, {3, 33, 20}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int a = 0; a < 2; a++)
+            run_gate_up_silu(be, &r, shapes[s][0], shapes[s][1], shapes[s][2], a);
 }
 
 // ---------------------------------------------------------------- rmsnorm
@@ -477,7 +575,9 @@ static void test_moe_route(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        AE_TB_TESTS(test_matmul),   AE_TB_TESTS(test_rmsnorm),      AE_TB_TESTS(test_rope),
+        AE_TB_TESTS(test_copy_rows_rep), AE_TB_TESTS(test_matmul),
+        AE_TB_TESTS(test_gate_up_silu), AE_TB_TESTS(test_rmsnorm),
+        AE_TB_TESTS(test_rope),
         AE_TB_TESTS(test_attention), AE_TB_TESTS(test_gate_mul),    AE_TB_TESTS(test_silu_mul_add),
         AE_TB_TESTS(test_score_rows), cmocka_unit_test(test_moe_route),
     };

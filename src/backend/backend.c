@@ -83,6 +83,18 @@ void ae_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, con
     for (int i = 0; i < n; i++) ae_matmul(be, y[i], x, w[i], M, K, N[i]);
 }
 
+void ae_gate_up_silu(const ae_backend *be, ae_ptr act, ae_ptr g, ae_ptr u, ae_ptr x, ae_ptr wg,
+                     ae_ptr wu, int M, int K, int N) {
+    if (be->gate_up_silu) {
+        be->gate_up_silu(be, act, g, u, x, wg, wu, M, K, N);
+        return;
+    }
+    ae_ptr ys[2] = {g, u}, ws[2] = {wg, wu};
+    int Ns[2] = {N, N};
+    ae_matmul_group(be, 2, ys, x, ws, Ns, M, K);
+    be->silu_mul(be, act, g, u, (size_t)M * N);
+}
+
 void ae_matmul_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr x, ae_ptr w,
                    int M, int K, int N) {
     if (!ae_ptr_is_null(dx)) { // dx (M, K) += dy (M, N) · w (N, K)

@@ -4,7 +4,7 @@
 //
 // One file per concern, forward and backward side by side:
 //   cpu_memory.c       alloc/free, upload/download, row copies, fill, embedding gather
-//   cpu_matmul.c       gemm, matmul_group
+//   cpu_matmul.c       gemm, matmul_group, gate_up_silu
 //   cpu_norm.c         rmsnorm, add_rmsnorm, rmsnorm_bwd
 //   cpu_rope.c         rope, rope_bwd, qk_norm_rope
 //   cpu_mla.c          mla_decode_prep (absorbed-MLA decode: latent norm, rope, query rows)
@@ -51,10 +51,12 @@ static const ae_backend k_cpu = {
     .download = ae_cpu_download,
     .sync = ae_cpu_sync,
     .copy_rows = ae_cpu_copy_rows,
+    .copy_rows_rep = ae_cpu_copy_rows_rep,
     .fill = ae_cpu_fill,
     .fill_normal = ae_cpu_fill_normal,
     .gemm = ae_cpu_gemm,
     .matmul_group = ae_cpu_matmul_group,
+    .gate_up_silu = ae_cpu_gate_up_silu,
     .rmsnorm = ae_cpu_rmsnorm,
     .add_rmsnorm = ae_cpu_add_rmsnorm,
     .rope = ae_cpu_rope,

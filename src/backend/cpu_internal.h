@@ -19,6 +19,8 @@ ae_status ae_cpu_download(const ae_backend *be, void *dst, ae_dtype dst_dt, ae_p
 ae_status ae_cpu_sync(const ae_backend *be);
 void ae_cpu_copy_rows(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src, int64_t lds,
                       int rows, int cols);
+void ae_cpu_copy_rows_rep(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src, int64_t lds,
+                          int rows, int rep, int cols);
 void ae_cpu_fill(const ae_backend *be, ae_ptr dst, size_t n, float value);
 void ae_cpu_fill_normal(const ae_backend *be, ae_ptr dst, size_t n, float std, uint64_t seed);
 void ae_cpu_embed(const ae_backend *be, ae_ptr y, ae_ptr table, ae_ptr ids, int T, int D);
@@ -27,6 +29,8 @@ void ae_cpu_embed(const ae_backend *be, ae_ptr y, ae_ptr table, ae_ptr ids, int 
 void ae_cpu_gemm(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr a, ae_ptr b);
 void ae_cpu_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
                          const int *N, int M, int K);
+void ae_cpu_gate_up_silu(const ae_backend *be, ae_ptr act, ae_ptr g, ae_ptr u, ae_ptr x,
+                         ae_ptr wg, ae_ptr wu, int M, int K, int N);
 
 // cpu_norm.c
 void ae_cpu_rmsnorm(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int D, int64_t ld,

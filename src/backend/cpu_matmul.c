@@ -24,3 +24,12 @@ void ae_cpu_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x,
                          const int *N, int M, int K) {
     for (int i = 0; i < n; i++) ae_matmul(be, y[i], x, w[i], M, K, N[i]);
 }
+
+// The reference SwiGLU input: the two products, then silu_mul on them (the op's definition).
+void ae_cpu_gate_up_silu(const ae_backend *be, ae_ptr act, ae_ptr g, ae_ptr u, ae_ptr x,
+                         ae_ptr wg, ae_ptr wu, int M, int K, int N) {
+    ae_ptr ys[2] = {g, u}, ws[2] = {wg, wu};
+    int Ns[2] = {N, N};
+    ae_cpu_matmul_group(be, 2, ys, x, ws, Ns, M, K);
+    ae_cpu_silu_mul(be, act, g, u, (size_t)M * N);
+}

@@ -119,6 +119,16 @@ void ae_cpu_copy_rows(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src,
         memcpy(d + (size_t)r * ldd * 4, s + (size_t)r * lds * 4, (size_t)cols * 4);
 }
 
+void ae_cpu_copy_rows_rep(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src, int64_t lds,
+                          int rows, int rep, int cols) {
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < rep; j++) { // dst row i·rep + j = src row i
+            size_t dr = (size_t)i * (size_t)rep + (size_t)j;
+            ae_cpu_copy_rows(be, ae_ptr_at(dst, dr * (size_t)ldd), ldd,
+                             ae_ptr_at(src, (size_t)i * (size_t)lds), lds, 1, cols);
+        }
+}
+
 void ae_cpu_fill(const ae_backend *be, ae_ptr dst, size_t n, float value) {
     (void)be;
     if (dst.dtype == AE_DT_I32) {

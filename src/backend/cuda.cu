@@ -385,11 +385,13 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     be->download = ae_cuda_download;
     be->sync = ae_cuda_sync;
     be->copy_rows = ae_cuda_copy_rows;
+    be->copy_rows_rep = ae_cuda_copy_rows_rep;
     be->fill = ae_cuda_fill;
     be->fill_normal = ae_cuda_fill_normal;
     be->mem_info = ae_cuda_mem_info;
     be->gemm = ae_cuda_gemm;
     be->matmul_group = ae_cuda_matmul_group;
+    be->gate_up_silu = ae_cuda_gate_up_silu; // cuda_gemm.cu: the GEMV with SwiGLU epilogue
     be->rmsnorm = ae_cuda_rmsnorm;
     be->add_rmsnorm = ae_cuda_add_rmsnorm;
     be->rope = ae_cuda_rope;

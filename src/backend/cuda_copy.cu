@@ -1,12 +1,14 @@
 // CUDA memory ops: strided row copy (with F32 <-> BF16 conversion), fill, embedding gather.
 //
-// copy_rows and embed share one kernel shape (k_rows): a block of 256 threads covers `rpb` rows
-// with `tpr` threads per row (tpr: the power of two >= the row's chunk count, at most 256) and
-// walks the rows grid-stride. A chunk is either one machine unit of a bitwise copy (16, 8, 4 or
-// 2 bytes: the widest that divides both addresses, the row length and both strides) when the
-// dtypes match, or 4 converted values (1 when alignment does not allow 4) when they differ.
-// Contiguous copies are re-cut into rows of 4096 elements, so one long row (ae_copy) spreads over
-// the whole GPU. embed is a row copy whose source row r is table row ids[r].
+// copy_rows, copy_rows_rep and embed share one kernel shape (k_rows): a block of 256 threads
+// covers `rpb` rows with `tpr` threads per row (tpr: the power of two >= the row's chunk count, at
+// most 256) and walks the rows grid-stride. A chunk is either one machine unit of a bitwise copy
+// (16, 8, 4 or 2 bytes: the widest that divides both addresses, the row length and both strides)
+// when the dtypes match, or 4 converted values (1 when alignment does not allow 4) when they
+// differ. Contiguous copies are re-cut into rows of 4096 elements, so one long row (ae_copy)
+// spreads over the whole GPU. embed is a row copy whose source row r is table row ids[r].
+// copy_rows_rep walks the source rows: a thread loads its chunk once and stores it into the
+// destination rows r·rep .. r·rep + rep − 1 (MLA's rope key into 32 heads: 1 read, 32 writes).
 // Results are bitwise what the CPU backend produces (conversion F32 -> BF16 rounds to nearest
 // even, like the upload path).
 #include <string.h>
@@ -28,9 +30,11 @@ template <typename U> struct CopyUnits {
     const U *src;        // (rows, lds), or the table rows named by map
     int64_t lds;
     const int32_t *map;  // (rows) source row of each row, or null (row r)
+    int rep;             // destination rows per source row (1 but for copy_rows_rep)
     __device__ void operator()(size_t r, int c) const {
         int64_t sr = map ? (int64_t)map[r] : (int64_t)r;
-        dst[(int64_t)r * ldd + c] = src[sr * lds + c];
+        U v = src[sr * lds + c];
+        for (int j = 0; j < rep; j++) dst[((int64_t)r * rep + j) * ldd + c] = v;
     }
 };
 
@@ -41,11 +45,13 @@ template <int V, typename TD, typename TS> struct CopyConvert {
     const TS *src;
     int64_t lds;
     const int32_t *map;
+    int rep;
     __device__ void operator()(size_t r, int c) const {
         int64_t sr = map ? (int64_t)map[r] : (int64_t)r;
         float v[V];
         ldv<V>(src + sr * lds + (int64_t)c * V, v);
-        stv<V>(dst + (int64_t)r * ldd + (int64_t)c * V, v);
+        for (int j = 0; j < rep; j++)
+            stv<V>(dst + ((int64_t)r * rep + j) * ldd + (int64_t)c * V, v);
     }
 };
 
@@ -70,12 +76,26 @@ void launch_rows(const ae_backend *be, const Op &op, size_t rows, int chunks, co
     cuda_check(be, cudaGetLastError(), name);
 }
 
-// dst row r (cols elements at dst + r·ldd) = src row map[r] or r (at src + row·lds). Dtypes
-// equal (any size) or F32 <-> BF16.
+// The bitwise copy in units U (strides dl, sl in units) and the converting copy of V values per
+// chunk (strides in elements), launched over `rows` source rows.
+template <typename U>
+void launch_units(const ae_backend *be, void *dst, int64_t dl, const void *src, int64_t sl,
+                  const int32_t *map, int rep, size_t rows, int chunks, const char *name) {
+    launch_rows(be, CopyUnits<U>{(U *)dst, dl, (const U *)src, sl, map, rep}, rows, chunks, name);
+}
+template <int V, typename TD, typename TS>
+void launch_convert(const ae_backend *be, void *dst, int64_t ldd, const void *src, int64_t lds,
+                    const int32_t *map, int rep, size_t rows, int cols, const char *name) {
+    launch_rows(be, CopyConvert<V, TD, TS>{(TD *)dst, ldd, (const TS *)src, lds, map, rep}, rows,
+                cols / V, name);
+}
+
+// dst rows r·rep .. r·rep + rep − 1 (cols elements at dst + row·ldd) = src row map[r] or r (at
+// src + row·lds), r < rows. Dtypes equal (any size) or F32 <-> BF16.
 void copy_block(const ae_backend *be, void *dst, ae_dtype dt_d, int64_t ldd, const void *src,
-                ae_dtype dt_s, int64_t lds, const int32_t *map, size_t rows, int cols,
+                ae_dtype dt_s, int64_t lds, const int32_t *map, size_t rows, int rep, int cols,
                 const char *name) {
-    int strided = rows > 1 || map != NULL; // strides matter
+    int strided = rows > 1 || rep > 1 || map != NULL; // strides matter
     if (dt_d == dt_s) {
         int64_t es = (int64_t)ae_dtype_size(dt_d);
         uint64_t m = (uint64_t)(uintptr_t)dst | (uint64_t)(uintptr_t)src | (uint64_t)(cols * es);
@@ -83,18 +103,10 @@ void copy_block(const ae_backend *be, void *dst, ae_dtype dt_d, int64_t ldd, con
         int64_t u = !(m & 15) ? 16 : !(m & 7) ? 8 : !(m & 3) ? 4 : 2;
         int chunks = (int)(cols * es / u);
         int64_t dl = ldd * es / u, sl = lds * es / u; // unused when not strided
-        if (u == 16)
-            launch_rows(be, CopyUnits<uint4>{(uint4 *)dst, dl, (const uint4 *)src, sl, map}, rows,
-                        chunks, name);
-        else if (u == 8)
-            launch_rows(be, CopyUnits<uint2>{(uint2 *)dst, dl, (const uint2 *)src, sl, map}, rows,
-                        chunks, name);
-        else if (u == 4)
-            launch_rows(be, CopyUnits<uint32_t>{(uint32_t *)dst, dl, (const uint32_t *)src, sl, map},
-                        rows, chunks, name);
-        else
-            launch_rows(be, CopyUnits<uint16_t>{(uint16_t *)dst, dl, (const uint16_t *)src, sl, map},
-                        rows, chunks, name);
+        if (u == 16) launch_units<uint4>(be, dst, dl, src, sl, map, rep, rows, chunks, name);
+        else if (u == 8) launch_units<uint2>(be, dst, dl, src, sl, map, rep, rows, chunks, name);
+        else if (u == 4) launch_units<uint32_t>(be, dst, dl, src, sl, map, rep, rows, chunks, name);
+        else launch_units<uint16_t>(be, dst, dl, src, sl, map, rep, rows, chunks, name);
         return;
     }
     // F32 <-> BF16: 4 values per chunk when every access stays aligned.
@@ -102,19 +114,11 @@ void copy_block(const ae_backend *be, void *dst, ae_dtype dt_d, int64_t ldd, con
     int v4 = cols % 4 == 0 && ad % (4 * ae_dtype_size(dt_d)) == 0 &&
              as % (4 * ae_dtype_size(dt_s)) == 0 && (!strided || (ldd % 4 == 0 && lds % 4 == 0));
     if (dt_d == AE_DT_BF16) {
-        if (v4)
-            launch_rows(be, CopyConvert<4, bf16, float>{(bf16 *)dst, ldd, (const float *)src, lds, map},
-                        rows, cols / 4, name);
-        else
-            launch_rows(be, CopyConvert<1, bf16, float>{(bf16 *)dst, ldd, (const float *)src, lds, map},
-                        rows, cols, name);
+        if (v4) launch_convert<4, bf16, float>(be, dst, ldd, src, lds, map, rep, rows, cols, name);
+        else launch_convert<1, bf16, float>(be, dst, ldd, src, lds, map, rep, rows, cols, name);
     } else {
-        if (v4)
-            launch_rows(be, CopyConvert<4, float, bf16>{(float *)dst, ldd, (const bf16 *)src, lds, map},
-                        rows, cols / 4, name);
-        else
-            launch_rows(be, CopyConvert<1, float, bf16>{(float *)dst, ldd, (const bf16 *)src, lds, map},
-                        rows, cols, name);
+        if (v4) launch_convert<4, float, bf16>(be, dst, ldd, src, lds, map, rep, rows, cols, name);
+        else launch_convert<1, float, bf16>(be, dst, ldd, src, lds, map, rep, rows, cols, name);
     }
 }
 
@@ -159,16 +163,31 @@ void ae_cuda_copy_rows(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src
     if ((rows == 1 || (ldd == cols && lds == cols)) && n > (size_t)kRecut) {
         // Contiguous: rows of kRecut elements, then the remainder as one short row.
         size_t full = n / kRecut, rem = n % kRecut, off = full * kRecut;
-        copy_block(be, dst.data, dst.dtype, kRecut, src.data, src.dtype, kRecut, NULL, full, kRecut,
-                   "copy_rows");
+        copy_block(be, dst.data, dst.dtype, kRecut, src.data, src.dtype, kRecut, NULL, full, 1,
+                   kRecut, "copy_rows");
         if (rem)
             copy_block(be, (char *)dst.data + off * ae_dtype_size(dst.dtype), dst.dtype, 0,
                        (const char *)src.data + off * ae_dtype_size(src.dtype), src.dtype, 0, NULL,
-                       1, (int)rem, "copy_rows");
+                       1, 1, (int)rem, "copy_rows");
         return;
     }
-    copy_block(be, dst.data, dst.dtype, ldd, src.data, src.dtype, lds, NULL, (size_t)rows, cols,
-               "copy_rows");
+    copy_block(be, dst.data, dst.dtype, ldd, src.data, src.dtype, lds, NULL, (size_t)rows, 1,
+               cols, "copy_rows");
+}
+
+void ae_cuda_copy_rows_rep(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src,
+                           int64_t lds, int rows, int rep, int cols) {
+    if (cuda_failed(be)) return;
+    if (rep == 1) { // copy_rows (re-cuts a contiguous copy to spread it)
+        ae_cuda_copy_rows(be, dst, ldd, src, lds, rows, cols);
+        return;
+    }
+    int ints = dst.dtype == AE_DT_I32 && src.dtype == AE_DT_I32;
+    cuda_need(dst, ints ? AE_M_I32 : AE_M_FLOAT, "copy_rows_rep", "dst");
+    cuda_need(src, ints ? AE_M_I32 : AE_M_FLOAT, "copy_rows_rep", "src");
+    if (rows <= 0 || rep <= 0 || cols <= 0) return;
+    copy_block(be, dst.data, dst.dtype, ldd, src.data, src.dtype, lds, NULL, (size_t)rows, rep,
+               cols, "copy_rows_rep");
 }
 
 void ae_cuda_fill(const ae_backend *be, ae_ptr dst, size_t n, float value) {
@@ -196,5 +215,5 @@ void ae_cuda_embed(const ae_backend *be, ae_ptr y, ae_ptr table, ae_ptr ids, int
     cuda_need(ids, AE_M_I32, "embed", "ids");
     if (T <= 0 || D <= 0) return;
     copy_block(be, y.data, y.dtype, D, table.data, table.dtype, D, (const int32_t *)ids.data,
-               (size_t)T, D, "embed");
+               (size_t)T, 1, D, "embed");
 }

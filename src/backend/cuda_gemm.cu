@@ -9,6 +9,9 @@
 //      weight byte is read once, in 16-byte loads, for all M rows; tensor cores do the arithmetic.
 //      matmul_group (several weights of one x: q/k/v, gate/up) runs all its products in ONE
 //      k_gemv launch when each qualifies, the grid's blocks split between the products.
+//      gate_up_silu (a dense MLP's gate and up products, then silu_mul) runs as k_gemv_swiglu
+//      where matmul_group would run one unsplit k_gemv launch: the same sums, silu(g)·u in the
+//      epilogue, one launch instead of two (see "GEMV with the SwiGLU epilogue").
 //   2. Batched small-M GEMV for per-head products at decode (absorbed MLA: q̃_h = q_nope_h·Wuk_h
 //      and o_h = ctx_h·Wuv_hᵀ): batch 2..65535, !trans_a, 1 <= M <= 8, any alpha, beta, any
 //      ldy and sy; one pass over the weights, product i's blocks in grid row i.
@@ -221,33 +224,16 @@ __device__ __forceinline__ GemvSlice gemv_slice(float *part, int M, int N, int K
     return {part + (size_t)s * M * N, q0, min(q0 + cps, (K + 31) >> 5)};
 }
 
-// One 8-row tile of y = alpha · x · wᵀ + beta · y per kw = 1 << kw_shift warps; blk is the
-// block's index among the blocks of this product. J chunks per step. SPLIT: only the chunks of
-// sl, the tile's sums written to sl.part (no alpha, beta). PDL: see gemv_pdl_start (a template
-// parameter: the runtime branch alone cost the default kernel 4 registers). PIPE: software
-// pipelining, the loads of step i + 1 in flight during the mmas of step i.
-// x: (M, K) row stride ldx; w: (N, K) row stride ldw; y: (M, N) row stride ldy; M <= 8,
-// K % 8 == 0, x, w and their rows 16-byte aligned.
-template <typename TY, int J, bool SPLIT, bool PDL, bool PIPE>
-__device__ __forceinline__ void gemv_tile(TY *__restrict__ y, int64_t ldy, const bf16 *__restrict__ x,
-                                          int64_t ldx, const bf16 *__restrict__ w, int64_t ldw,
-                                          int M, int N, int K, int kw_shift, float alpha, float beta,
-                                          int blk, GemvSlice sl) {
-    __shared__ float red[GEMV_WARPS][2][32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int kw = 1 << kw_shift, wk = warp & (kw - 1);
-    const int n0 = (blk * (GEMV_WARPS >> kw_shift) + (warp >> kw_shift)) * 8;
-    const int g = lane >> 2, t = lane & 3;
-    // this lane's weight row (clamped inside w; results of rows >= N are dropped) and x row
-    const bf16 *wp = w + (size_t)min(n0 + g, N - 1) * (size_t)ldw + 8 * t;
-    const bool has_x = g < M; // lanes past the last x row read row 0 and use zeros
-    const bf16 *xp = x + (size_t)(has_x ? g : 0) * (size_t)ldx + 8 * t;
+// One warp's share of a tile's fp32 sums, into acc (the mma accumulator, zero at the start): its
+// chunks q, q + kw, .. below `chunks`, J per step; `full` chunks lie wholly inside K. wp, xp: the
+// lane's weight and x row at the chunk's 8·t offset; has_x: the lane's x row exists (else zeros).
+// PIPE: software pipelining, the loads of step i + 1 in flight during the mmas of step i. Shared
+// by every kernel of path 1 so that they all add the same products in the same order.
+template <int J, bool PIPE>
+__device__ __forceinline__ void gemv_warp_sums(float (&acc)[4], const bf16 *__restrict__ wp,
+                                               const bf16 *__restrict__ xp, bool has_x, int q,
+                                               int full, int chunks, int kw, int K, int t) {
     const uint4 zero = make_uint4(0, 0, 0, 0);
-
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    // chunks all inside K (up to the slice's end); all chunks (of the slice)
-    const int full = SPLIT ? min(K >> 5, sl.q1) : K >> 5, chunks = SPLIT ? sl.q1 : (K + 31) >> 5;
-    int q = (SPLIT ? sl.q0 : 0) + wk;
     // a step: the J whole chunks q, q + kw, .. (no predicates), all loads before any use
     auto load_step = [&](int q0, uint4 (&wv)[J], uint4 (&xv)[J]) {
 #pragma unroll
@@ -264,7 +250,6 @@ __device__ __forceinline__ void gemv_tile(TY *__restrict__ y, int64_t ldy, const
             mma_bf16_16816(acc, xv[j].z, xv[j].w, wv[j].z, wv[j].w);
         }
     };
-    if (PDL) gemv_pdl_start(wp, q, kw, 2 * J, full);
     if (PIPE) { // the next step's loads issued before this step's mmas: same sums, same order
         if (q + (J - 1) * kw < full) {
             uint4 wv[J], xv[J];
@@ -294,6 +279,36 @@ __device__ __forceinline__ void gemv_tile(TY *__restrict__ y, int64_t ldy, const
         mma_bf16_16816(acc, xv.x, xv.y, wv.x, wv.y);
         mma_bf16_16816(acc, xv.z, xv.w, wv.z, wv.w);
     }
+}
+
+// One 8-row tile of y = alpha · x · wᵀ + beta · y per kw = 1 << kw_shift warps; blk is the
+// block's index among the blocks of this product. J chunks per step. SPLIT: only the chunks of
+// sl, the tile's sums written to sl.part (no alpha, beta). PDL: see gemv_pdl_start (a template
+// parameter: the runtime branch alone cost the default kernel 4 registers). PIPE: see
+// gemv_warp_sums.
+// x: (M, K) row stride ldx; w: (N, K) row stride ldw; y: (M, N) row stride ldy; M <= 8,
+// K % 8 == 0, x, w and their rows 16-byte aligned.
+template <typename TY, int J, bool SPLIT, bool PDL, bool PIPE>
+__device__ __forceinline__ void gemv_tile(TY *__restrict__ y, int64_t ldy, const bf16 *__restrict__ x,
+                                          int64_t ldx, const bf16 *__restrict__ w, int64_t ldw,
+                                          int M, int N, int K, int kw_shift, float alpha, float beta,
+                                          int blk, GemvSlice sl) {
+    __shared__ float red[GEMV_WARPS][2][32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int kw = 1 << kw_shift, wk = warp & (kw - 1);
+    const int n0 = (blk * (GEMV_WARPS >> kw_shift) + (warp >> kw_shift)) * 8;
+    const int g = lane >> 2, t = lane & 3;
+    // this lane's weight row (clamped inside w; results of rows >= N are dropped) and x row
+    const bf16 *wp = w + (size_t)min(n0 + g, N - 1) * (size_t)ldw + 8 * t;
+    const bool has_x = g < M; // lanes past the last x row read row 0 and use zeros
+    const bf16 *xp = x + (size_t)(has_x ? g : 0) * (size_t)ldx + 8 * t;
+
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    // chunks all inside K (up to the slice's end); all chunks (of the slice)
+    const int full = SPLIT ? min(K >> 5, sl.q1) : K >> 5, chunks = SPLIT ? sl.q1 : (K + 31) >> 5;
+    const int q = (SPLIT ? sl.q0 : 0) + wk;
+    if (PDL) gemv_pdl_start(wp, q, kw, 2 * J, full);
+    gemv_warp_sums<J, PIPE>(acc, wp, xp, has_x, q, full, chunks, kw, K, t);
 
     if (kw > 1) { // the tile's kw warps are consecutive; its first one sums and writes
         red[warp][0][lane] = acc[0];
@@ -380,6 +395,81 @@ k_gemv_split_sum(const GemvSet<TY> set, int M, int S, float alpha, float beta) {
             return;
         }
         e -= size;
+    }
+}
+
+// ---- GEMV with the SwiGLU epilogue (gate_up_silu): act = silu(x·wgᵀ) ⊙ (x·wuᵀ), M <= 8 ---------
+// The matmul_group of the gate and up products followed by silu_mul, in one launch and with the
+// same bits: a block's tiles are pairs, gate rows n0..n0+7 and up rows n0..n0+7, with the tile
+// shape, warps per tile and chunk order of that matmul_group's launch (the same kw_shift, the
+// same gemv_warp_sums, the same reduction), so each g and u is the fp32 sum k_gemv_set would
+// write. The epilogue rounds them to bf16 as that store does, passes the gate values through
+// shared memory to the up tile's first warp, and writes silu_mul's act = g / (1 + expf(-g)) · u
+// rounded to bf16, saving the silu_mul launch and the g, u round trip through memory.
+// A block of tpb = 8 >> kw_shift tiles holds tpb / 2 pairs (gate tiles first); at kw = 8 (one
+// tile per block) its 8 warps do the gate tile, then the up tile.
+// x: (M, K) row stride ldx; wg, wu: (N, K) row stride ldw; act: (M, N) row stride ldy.
+
+// silu(g) · u with silu_mul's formula and operation order (cuda_elementwise.cu), so that the
+// fused epilogue rounds the same float.
+__device__ __forceinline__ float gemv_silu_mul(float g, float u) {
+    return g / (1.0f + expf(-g)) * u;
+}
+
+// bf16 rounding of a float, as stf to a bf16 y then a read back.
+__device__ __forceinline__ float gemv_bf16r(float v) {
+    return __bfloat162float(__float2bfloat16_rn(v));
+}
+
+template <int J, int MINB, bool PDL, bool PIPE>
+__global__ void __launch_bounds__(GEMV_THREADS, MINB)
+k_gemv_swiglu(bf16 *__restrict__ act, int64_t ldy, const bf16 *__restrict__ x, int64_t ldx,
+              const bf16 *__restrict__ wg, const bf16 *__restrict__ wu, int64_t ldw, int M, int N,
+              int K, int kw_shift) {
+    __shared__ float red[GEMV_WARPS][2][32];
+    __shared__ float gate[GEMV_WARPS / 2][GEMV_MAX_M][8]; // [pair][x row][column in the tile]
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int kw = 1 << kw_shift, wk = warp & (kw - 1), tpb = GEMV_WARPS >> kw_shift;
+    const int pairs = tpb > 1 ? tpb / 2 : 1, passes = tpb > 1 ? 1 : 2;
+    const int g = lane >> 2, t = lane & 3;
+    const bool has_x = g < M; // lanes past the last x row read row 0 and use zeros
+    const bf16 *xp = x + (size_t)(has_x ? g : 0) * (size_t)ldx + 8 * t;
+    const int full = K >> 5, chunks = (K + 31) >> 5;
+#pragma unroll 1
+    for (int pass = 0; pass < passes; pass++) {
+        const int tile = (warp >> kw_shift) + pass; // gate tiles 0..pairs-1, then the up tiles
+        const bool up = tile >= pairs;
+        const int pair = up ? tile - pairs : tile;
+        const int n0 = ((int)blockIdx.x * pairs + pair) * 8;
+        // this lane's weight row, clamped inside the matrix (rows >= N are dropped)
+        const bf16 *wp = (up ? wu : wg) + (size_t)min(n0 + g, N - 1) * (size_t)ldw + 8 * t;
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (PDL && pass == 0) gemv_pdl_start(wp, wk, kw, 2 * J, full);
+        gemv_warp_sums<J, PIPE>(acc, wp, xp, has_x, wk, full, chunks, kw, K, t);
+        if (kw > 1) {
+            red[warp][0][lane] = acc[0];
+            red[warp][1][lane] = acc[1];
+        }
+        __syncthreads(); // every warp reaches both barriers: no early exit before the epilogue
+        if (wk == 0) {
+            for (int i = 1; i < kw; i++) { // gemv_tile's order
+                acc[0] += red[warp + i][0][lane];
+                acc[1] += red[warp + i][1][lane];
+            }
+            if (!up && has_x) { // g as the bf16 y of matmul_group holds it
+                gate[pair][g][2 * t] = gemv_bf16r(acc[0]);
+                gate[pair][g][2 * t + 1] = gemv_bf16r(acc[1]);
+            }
+        }
+        __syncthreads(); // the gate values are in shared memory; red may be written again
+        if (wk != 0 || !up || !has_x) continue;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const int n = n0 + 2 * t + i;
+            if (n < N)
+                act[(size_t)g * (size_t)ldy + n] = __float2bfloat16_rn(
+                    gemv_silu_mul(gate[pair][g][2 * t + i], gemv_bf16r(acc[i])));
+        }
     }
 }
 
@@ -532,6 +622,68 @@ static void gemv_launch_one(const ae_backend *be, const ae_gemm_args *g, TY *y, 
                             const bf16 *w) {
     gemv_launch<TY>(be, 1, &y, &g->ldy, x, g->lda, &w, &g->ldb, &g->N, g->M, g->K, g->alpha,
                     g->beta, "gemm");
+}
+
+// The k_gemv_swiglu instance of the variant: template parameters picked one runtime value at a
+// time (j, minb, pdl, pipe as gemv_kernel's).
+template <int J, int MINB, bool PDL>
+static cudaError_t swiglu_kernel_pipe(const ae_backend *be, dim3 grid, int pipe, bf16 *act,
+                                      const bf16 *x, const bf16 *wg, const bf16 *wu, int M, int N,
+                                      int K, int shift) {
+    const int64_t ld = N, ldk = K;
+    if (pipe)
+        return gemv_go(k_gemv_swiglu<J, MINB, PDL, true>, grid, be, PDL, act, ld, x, ldk, wg, wu,
+                       ldk, M, N, K, shift);
+    return gemv_go(k_gemv_swiglu<J, MINB, PDL, false>, grid, be, PDL, act, ld, x, ldk, wg, wu, ldk,
+                   M, N, K, shift);
+}
+
+template <int J, int MINB>
+static cudaError_t swiglu_kernel_pdl(const ae_backend *be, dim3 grid, const GemvCfg &cfg, int pdl,
+                                     bf16 *act, const bf16 *x, const bf16 *wg, const bf16 *wu,
+                                     int M, int N, int K, int shift) {
+    return pdl ? swiglu_kernel_pipe<J, MINB, true>(be, grid, cfg.pipe, act, x, wg, wu, M, N, K,
+                                                   shift)
+               : swiglu_kernel_pipe<J, MINB, false>(be, grid, cfg.pipe, act, x, wg, wu, M, N, K,
+                                                    shift);
+}
+
+template <int J>
+static cudaError_t swiglu_kernel_minb(const ae_backend *be, dim3 grid, const GemvCfg &cfg, int pdl,
+                                      bf16 *act, const bf16 *x, const bf16 *wg, const bf16 *wu,
+                                      int M, int N, int K, int shift) {
+    return cfg.minb == 4
+               ? swiglu_kernel_pdl<J, 4>(be, grid, cfg, pdl, act, x, wg, wu, M, N, K, shift)
+               : swiglu_kernel_pdl<J, 0>(be, grid, cfg, pdl, act, x, wg, wu, M, N, K, shift);
+}
+
+// Warps per tile (log2) of the matmul_group launch of the gate and up products (gemv_launch's
+// choice for 2 products of N rows, unsplit): the fused kernel must split K the same way.
+static int swiglu_kw_shift(const ae_backend *be, const GemvCfg &cfg, int N, int K) {
+    int shift = 0;
+    if (cfg.kw) {
+        while ((1 << shift) < cfg.kw) shift++;
+        return shift;
+    }
+    return gemv_kw_shift(2 * ((N + 7) / 8), (K + 31) / 32, cu(be)->sm_count, cfg.wps);
+}
+
+// One k_gemv_swiglu launch: act (M, N) = silu(x·wgᵀ) ⊙ (x·wuᵀ), all packed (row strides K, N).
+static void swiglu_launch(const ae_backend *be, const GemvCfg &cfg, bf16 *act, const bf16 *x,
+                          const bf16 *wg, const bf16 *wu, int M, int N, int K) {
+    const int shift = swiglu_kw_shift(be, cfg, N, K);
+    const int tpb = GEMV_WARPS >> shift, pairs = tpb > 1 ? tpb / 2 : 1;
+    const dim3 grid((unsigned)(((N + 7) / 8 + pairs - 1) / pairs));
+    const int pdl = cfg.pdl && cu(be)->cc_major >= 9;
+    cudaError_t e;
+    switch (cfg.j) {
+    case 4: e = swiglu_kernel_minb<4>(be, grid, cfg, pdl, act, x, wg, wu, M, N, K, shift); break;
+    case 8: e = swiglu_kernel_minb<8>(be, grid, cfg, pdl, act, x, wg, wu, M, N, K, shift); break;
+    default:
+        e = swiglu_kernel_minb<GEMV_J>(be, grid, cfg, pdl, act, x, wg, wu, M, N, K, shift);
+        break;
+    }
+    cuda_check(be, e, "gate_up_silu");
 }
 
 // ---- batched small-M GEMV (path 2) ------------------------------------------------------------
@@ -987,4 +1139,36 @@ void ae_cuda_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x
                            .lda = K, .ldb = K, .ldy = N[i], .alpha = 1.0f, .beta = 0.0f};
         ae_cuda_gemm(be, &gi, y[i], x, w[i]);
     }
+}
+
+// gate_up_silu: the fused GEMV when matmul_group would run the two products as one GEMV launch
+// unsplit (so that the sums are the ones it would write) and every tensor is BF16 (act); else
+// matmul_group and silu_mul themselves (M > 8: cuBLASLt; split-K; F32 outputs).
+void ae_cuda_gate_up_silu(const ae_backend *be, ae_ptr act, ae_ptr g, ae_ptr u, ae_ptr x,
+                          ae_ptr wg, ae_ptr wu, int M, int K, int N) {
+    if (cuda_failed(be)) return;
+    const char *op = "gate_up_silu";
+    cuda_need(act, AE_M_FLOAT, op, "act");
+    cuda_need(g, AE_M_FLOAT, op, "g");
+    cuda_need(u, AE_M_FLOAT, op, "u");
+    cuda_need(x, AE_M_BF16, op, "x");
+    cuda_need(wg, AE_M_BF16, op, "wg");
+    cuda_need(wu, AE_M_BF16, op, "wu");
+    if (M <= 0 || N <= 0) return;
+    const GemvCfg cfg = gemv_cfg();
+    const ae_gemm_args gi = {.M = M, .N = N, .K = K, .batch = 1, .trans_a = 0, .trans_b = 1,
+                             .lda = K, .ldb = K, .ldy = N, .alpha = 1.0f, .beta = 0.0f};
+    int cps = 0;
+    const int unsplit =
+        cfg.split <= 1 || gemv_slices(be, cfg, M, 2 * (int64_t)N, (K + 31) / 32, &cps) == 1;
+    if (K > 0 && unsplit && gemv_applies(&gi, x, wg) && gemv_applies(&gi, x, wu) &&
+        act.dtype == AE_DT_BF16 && g.dtype == AE_DT_BF16 && u.dtype == AE_DT_BF16) {
+        swiglu_launch(be, cfg, (bf16 *)act.data, (const bf16 *)x.data, (const bf16 *)wg.data,
+                      (const bf16 *)wu.data, M, N, K);
+        return;
+    }
+    ae_ptr ys[2] = {g, u}, ws[2] = {wg, wu};
+    const int Ns[2] = {N, N};
+    ae_cuda_matmul_group(be, 2, ys, x, ws, Ns, M, K);
+    ae_cuda_silu_mul(be, act, g, u, (size_t)M * N);
 }

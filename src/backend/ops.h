@@ -258,6 +258,12 @@ struct ae_backend {
     // dst + r·ldd) = row r of src (at src + r·lds). dst and src must not overlap.
     void (*copy_rows)(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src, int64_t lds,
                       int rows, int cols);
+    // copy_rows with every source row repeated: row i·rep + j of dst (at dst + (i·rep + j)·ldd)
+    // = row i of src (at src + i·lds) for i < rows, j < rep; dtypes and overlap as copy_rows.
+    // One call broadcasts a shared row into every head (MLA's rope key into H heads' K columns:
+    // dst = K + dn, ldd = dn + dr, rep = H) where copy_rows would take one call per head.
+    void (*copy_rows_rep)(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src, int64_t lds,
+                          int rows, int rep, int cols);
     // dst[i] = value for i < n (float or I32 dst).
     void (*fill)(const ae_backend *be, ae_ptr dst, size_t n, float value);
     // dst[i] = std · z_i, z_i ~ N(0, 1) drawn from (seed, i) alone by a counter-based generator
@@ -275,6 +281,15 @@ struct ae_backend {
     // act or F32, all of one dtype, overlapping neither x nor each other.
     void (*matmul_group)(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
                          const int *N, int M, int K);
+    // A dense MLP's SwiGLU input: act (M, N) = silu(g) ⊙ u with g = x·wgᵀ and u = x·wuᵀ, each
+    // product rounded to g's dtype first: exactly matmul_group({g, u}, x, {wg, wu}) followed by
+    // silu_mul(act, g, u), bit for bit (cpu: those two ops; cuda: for M <= 8 one GEMV launch whose
+    // epilogue does silu_mul's arithmetic, saving a launch per layer at decode; else those ops).
+    //   x: (M, K) as matmul_group's;  wg, wu: (N, K) wt;  act, g, u: (M, N) act, g and u scratch
+    //   whose contents are undefined afterwards (the two-op path writes the products there);
+    //   act may alias g or u. May be NULL: ae_gate_up_silu then runs the two ops.
+    void (*gate_up_silu)(const ae_backend *be, ae_ptr act, ae_ptr g, ae_ptr u, ae_ptr x,
+                         ae_ptr wg, ae_ptr wu, int M, int K, int N);
     // y[i] = x[i] / sqrt(mean(x[i]²) + eps) ⊙ w for M rows of D values at row stride ld (x, y
     // float; w wt (D)); y may alias x.
     void (*rmsnorm)(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int D, int64_t ld,
@@ -548,6 +563,11 @@ void ae_matmul(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int K,
 // has it, else one ae_matmul each.   x: (M, K)  w[i]: (N[i], K)  y[i]: (M, N[i])
 void ae_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
                      const int *N, int M, int K);
+// act = silu(x · wgᵀ) ⊙ (x · wuᵀ) through gate_up_silu where the backend has it, else
+// matmul_group into g, u and silu_mul (the op's contract).   x: (M, K)  wg, wu: (N, K)
+// act, g, u: (M, N), g and u scratch
+void ae_gate_up_silu(const ae_backend *be, ae_ptr act, ae_ptr g, ae_ptr u, ae_ptr x, ae_ptr wg,
+                     ae_ptr wu, int M, int K, int N);
 // dx += dy · w (M, K) when dx is non-null;  dw += dyᵀ · x (N, K) when dw is non-null.
 // dw: F32, or BF16 where the weights are bf16 (the product into an F32 temporary, then `add`:
 // the new sum formed in fp32 and rounded to bf16 once; see "backward").

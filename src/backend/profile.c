@@ -9,8 +9,9 @@
 
 // Counter ids: one per op slot, then the classes that split gemm and attention.
 #define PROF_OPS(X)                                                                            \
-    X(alloc) X(free) X(upload) X(download) X(sync) X(copy_rows) X(fill) X(fill_normal)         \
-    X(mem_info) X(gemm) X(matmul_group) X(rmsnorm) X(add_rmsnorm) X(rope) X(qk_norm_rope)      \
+    X(alloc) X(free) X(upload) X(download) X(sync) X(copy_rows) X(copy_rows_rep) X(fill) X(fill_normal) \
+    X(mem_info) X(gemm) X(matmul_group) X(gate_up_silu) X(rmsnorm) X(add_rmsnorm) X(rope)        \
+    X(qk_norm_rope)                                                                            \
     X(attention) X(gate_mul) X(silu_mul) X(add) X(embed) X(moe_route) X(moe_ffn)               \
     X(attention_paged) X(paged_store) X(paged_gather) X(nll_rows) X(kl_rows) X(argmax_rows) X(sample_rows) X(rmsnorm_bwd)     \
     X(rope_bwd) X(attention_bwd) X(gate_mul_bwd) X(silu_mul_bwd) X(embed_bwd) X(mse_rows)      \
@@ -106,6 +107,10 @@ static void p_copy_rows(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr sr
                         int rows, int cols) {
     PROF_VOID(P_copy_rows, -1, in->copy_rows(in, dst, ldd, src, lds, rows, cols));
 }
+static void p_copy_rows_rep(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src,
+                            int64_t lds, int rows, int rep, int cols) {
+    PROF_VOID(P_copy_rows_rep, -1, in->copy_rows_rep(in, dst, ldd, src, lds, rows, rep, cols));
+}
 static void p_fill(const ae_backend *be, ae_ptr dst, size_t n, float value) {
     PROF_VOID(P_fill, -1, in->fill(in, dst, n, value));
 }
@@ -128,6 +133,10 @@ static void p_gemm(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr
 static void p_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x,
                            const ae_ptr *w, const int *N, int M, int K) {
     PROF_VOID(P_matmul_group, -1, in->matmul_group(in, n, y, x, w, N, M, K));
+}
+static void p_gate_up_silu(const ae_backend *be, ae_ptr act, ae_ptr g, ae_ptr u, ae_ptr x,
+                           ae_ptr wg, ae_ptr wu, int M, int K, int N) {
+    PROF_VOID(P_gate_up_silu, -1, in->gate_up_silu(in, act, g, u, x, wg, wu, M, K, N));
 }
 static void p_rmsnorm(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int D,
                       int64_t ld, float eps) {

@@ -176,9 +176,8 @@ void mla_attend_materialized(const ae_backend *be, const ae_mla *m, int T, int p
                       .ldb = R, .ldy = H * dkv, .alpha = 1.0f};
     be->gemm(be, &g, kv->kvb, lat, m->wkvb);
     mla_kv_split(be, d, S, kv->kvb, kv->K, kv->V);
-    for (int h = 0; h < H; h++) // the shared rope key joins every head
-        be->copy_rows(be, ae_ptr_at(kv->K, (size_t)h * dq + dn), (int64_t)H * dq,
-                      ae_ptr_at(lat, (size_t)R), ldl, S, dr);
+    // the shared rope key joins every head: K row (s, h) columns dn.. = the latent row's last dr
+    be->copy_rows_rep(be, ae_ptr_at(kv->K, (size_t)dn), dq, ae_ptr_at(lat, (size_t)R), ldl, S, H, dr);
     ae_attn_args aa = ae_attn_dense(T, pos0, H, H, dq, dv, 0, mla_scale(d), ae_ptr_null());
     be->attention(be, &aa, o, q, kv->K, kv->V);
 }

@@ -97,10 +97,8 @@ ae_status ae_layer_ffn_forward(const ae_model *m, const ae_layer *L, ae_ptr y, a
     int D = c->hidden_size;
     if (L->is_moe) return ae_moe_forward(m, L, y, x, T);
     int I = c->intermediate_size;
-    ae_ptr ys[2] = {g, u}, ws[2] = {L->w_gate, L->w_up};
-    int Ns[2] = {I, I};
-    ae_matmul_group(be, 2, ys, x, ws, Ns, T, D); // gate and up: one GEMV launch at decode
-    be->silu_mul(be, g, g, u, (size_t)T * I);
+    // g = silu(x·Wgateᵀ) ⊙ x·Wupᵀ: one GEMV launch with the SwiGLU in its epilogue at decode
+    ae_gate_up_silu(be, g, g, u, x, L->w_gate, L->w_up, T, D, I);
     ae_matmul(be, y, g, L->w_down, T, I, D);
     return AE_OK;
 }

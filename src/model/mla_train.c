@@ -84,7 +84,6 @@ ae_status ae_mla_train_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, 
     ae_scratch_init(&s, be);
     ae_ptr kva = ae_scratch_alloc(&s, (size_t)M * Cd, be->act_dtype);      // (M, R+dr) [c | kr]
     ae_ptr kvb = ae_scratch_alloc(&s, (size_t)M * H * dkv, be->act_dtype); // (M, H, dn+dv)
-    ae_ptr ones = ae_scratch_alloc(&s, (size_t)H, be->act_dtype);         // (H) 1s
     if (s.failed) {
         ae_scratch_free(&s);
         ae_mla_acts_free(a);
@@ -98,12 +97,8 @@ ae_status ae_mla_train_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, 
     be->rmsnorm(be, a->c_n, a->c_raw, m->kv_a_norm, M, R, R, d->eps);
     ae_matmul(be, kvb, a->c_n, m->wkvb, M, R, H * dkv);
     mla_kv_split(be, d, M, kvb, a->k, a->v);
-    // the shared rope key joins every head: per row, K_rope (H, dr) = 1 (H, 1) · kr (1, dr), one
-    // batched product instead of a copy per head (exact: every value is 1·kr)
-    be->fill(be, ones, (size_t)H, 1.0f);
-    ae_gemm_args gk = {.M = H, .N = dr, .K = 1, .batch = M, .lda = 1, .sa = 0, .ldb = dr,
-                       .sb = Cd, .ldy = dq, .sy = (int64_t)H * dq, .alpha = 1.0f, .beta = 0.0f};
-    be->gemm(be, &gk, ae_ptr_at(a->k, (size_t)dn), ones, ae_ptr_at(kva, (size_t)R));
+    // the shared rope key joins every head: K row (m, h) columns dn.. = kr row m (one call)
+    be->copy_rows_rep(be, ae_ptr_at(a->k, (size_t)dn), dq, ae_ptr_at(kva, (size_t)R), Cd, M, H, dr);
     ae_attn_args aa = ae_attn_dense(T, 0, H, H, dq, dv, 0, attn_scale(d), ae_ptr_null());
     for (int b = 0; b < B; b++) {
         size_t qo = (size_t)b * T * H * dq, vo = (size_t)b * T * H * dv;
