@@ -21,18 +21,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/env.h"
 #include "core/mem.h"
 #include "model/gswa_internal.h"
 
 #define AE_GSWA_PREFILL_CHUNK 8192
 
 // Tokens per staged ring-prefill chunk: AE_GSWA_PREFILL_CHUNK, or the environment's
-// AE_GSWA_PREFILL_CHUNK (a positive integer; for tests that cover many chunks cheaply and for
-// A/B measurements), read at every call.
+// AE_GSWA_PREFILL_CHUNK (for tests that cover many chunks cheaply and for A/B measurements),
+// read at every call.
 static int gswa_prefill_chunk(void) {
-    const char *env = getenv("AE_GSWA_PREFILL_CHUNK");
-    long v = env && *env ? strtol(env, NULL, 10) : 0;
-    return v > 0 && v <= (1L << 24) ? (int)v : AE_GSWA_PREFILL_CHUNK;
+    return ae_env_int("AE_GSWA_PREFILL_CHUNK", AE_GSWA_PREFILL_CHUNK, 1, 1L << 24);
 }
 
 struct ae_gswa_acts {

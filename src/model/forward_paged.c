@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/env.h"
 #include "core/mem.h"
 #include "model/gswa_internal.h"
 #include "model/mla_internal.h"
@@ -125,9 +126,7 @@ static ae_status gswa_paged(const ae_backend *be, const ae_gswa *m, const ae_pag
 enum { MLA_MATERIALIZE_MIN = 128 };
 
 static int mla_materialize_min(void) {
-    const char *env = getenv("AE_PAGED_MLA_MATERIALIZE_MIN");
-    int n = env ? atoi(env) : 0;
-    return n >= 1 ? n : MLA_MATERIALIZE_MIN;
+    return ae_env_int("AE_PAGED_MLA_MATERIALIZE_MIN", MLA_MATERIALIZE_MIN, 1, 1L << 30);
 }
 
 // attention_paged over the rows outside the runs flagged in mat: one call per maximal range of

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/env.h"
 #include "core/mem.h"
 
 #define KD_DEFAULT_CHUNK 4096 // vocabulary rows per chunk when chunk <= 0
@@ -49,12 +50,8 @@ static void kd_bufs_free(kd_bufs *b, const ae_backend *be) {
     free(b->has);
 }
 
-// Tokens per block: AE_KD_ROWS, or the environment's AE_KD_ROWS (a positive integer).
-static int kd_rows(void) {
-    const char *env = getenv("AE_KD_ROWS");
-    long v = env && *env ? strtol(env, NULL, 10) : 0;
-    return v > 0 && v <= (1L << 20) ? (int)v : AE_KD_ROWS;
-}
+// Tokens per block: AE_KD_ROWS, or the environment's AE_KD_ROWS.
+static int kd_rows(void) { return ae_env_int("AE_KD_ROWS", AE_KD_ROWS, 1, 1L << 20); }
 
 // Chunks of R x C logits pass 1 keeps for pass 2, out of n: all of them, or as many as the
 // environment's AE_KD_HOLD_MIB (a budget in MiB for both sides; 0 keeps none: the recompute of
