@@ -13,7 +13,10 @@
 //   - MLA: the same with the prefill chunks materialised (AE_PAGED_MLA_MATERIALIZE_MIN=16), and
 //     that run differs from the absorbed one somewhere.
 // The generated tokens are printed (GPU vs CPU agreement), not checked: bf16 may flip a greedy
-// pick. Needs a CUDA build, a GPU and ../shared (exit 77 = skipped otherwise).
+// pick. Then the same prompt again without echo: the prefix cache serves every whole block
+// before its last token (none for GateSWA: sliding layers switch it off) and its first
+// token's log-probability stays within 0.1 of the CPU's (the same cached request there).
+// Needs a CUDA build, a GPU and ../shared (exit 77 = skipped otherwise).
 // CUDA graphs of the engine's steps (test_graphs_*: the repository's qwen3-micro and its GateSWA
 // student, no ../shared needed): six requests (greedy and seeded sampling, with and without
 // logprobs, prompts of 5..61 tokens, 12..50 new ones) through 3 sequence slots, 32-row steps and
@@ -53,6 +56,10 @@ typedef struct {
     double nll;                  // mean NLL of prompt tokens 1 .. PROMPT_LEN − 1
     float lp[PROMPT_LEN];        // their log-probabilities
     int32_t gen[N_SHORT][GEN_SHORT];
+    int64_t cached_hit;      // prompt tokens the follow-up request got from the prefix cache
+    int64_t cached_want;     // what it must get: whole blocks before the last prompt token
+    int32_t cached_id;       // its first generated token and that token's log-probability
+    float cached_lp;
 } serve_result;
 
 static ae_model *load(const char *dir, const ae_backend *be) {
@@ -71,6 +78,34 @@ static ae_req *request(const int32_t *ids, int n, int max_tokens, int echo) {
     ae_req *r = ae_req_new(p, n, &rp);
     assert_non_null(r);
     return r;
+}
+
+// After the echo request published its prompt's blocks: the same prompt again, without echo
+// (prefix cache: every whole block but the one of the last prompt token attached, the rest a
+// prefill run reading shared pages), its first token and log-probability and the prompt
+// tokens it was served from the cache.
+static void serve_cached(ae_engine *e, const int32_t *ids, serve_result *res) {
+    ae_engine_stats s0, s1;
+    ae_engine_get_stats(e, &s0);
+    ae_req *r = request(ids, PROMPT_LEN, 2, 0);
+    r->p.logprobs = 0;
+    assert_int_equal(ae_engine_submit(e, r), AE_OK);
+    ae_engine_lock(e);
+    while (r->finish == AE_FINISH_NONE) ae_engine_wait_locked(e, 0.5);
+    ae_engine_unlock(e);
+    if (r->finish != AE_FINISH_LENGTH) fail_msg("cached request: %s", r->error);
+    ae_engine_get_stats(e, &s1);
+    res->cached_hit = s1.prefix_hit_tokens - s0.prefix_hit_tokens;
+    res->cached_want = s1.page_size[1] ? 0 : PROMPT_LEN - 1; // sliding layers: no prefix cache
+    for (int g = 0; g < 3; g++)
+        if (g != 1 && s1.page_size[g] && (PROMPT_LEN - 1) / s1.page_size[g] * s1.page_size[g] < res->cached_want)
+            res->cached_want = (PROMPT_LEN - 1) / s1.page_size[g] * s1.page_size[g];
+    res->cached_id = r->out_ids[0];
+    res->cached_lp = r->out_lp[0].logprob;
+    ae_engine_lock(e);
+    ae_engine_release_locked(e, r);
+    ae_engine_unlock(e);
+    if (ae_engine_check_pool(e) != AE_OK) fail_msg("pool after the cached request: %s", ae_last_error());
 }
 
 // The echo request and the short ones through one engine on m's backend.
@@ -107,6 +142,7 @@ static void serve(const ae_model *m, const int32_t *ids, serve_result *res) {
         memcpy(res->gen[k], r[1 + k]->out_ids, sizeof(int32_t) * GEN_SHORT);
     for (int k = 0; k < 1 + N_SHORT; k++) ae_engine_release_locked(e, r[k]);
     ae_engine_unlock(e);
+    serve_cached(e, ids, res);
     ae_engine_stop(e);
 }
 
@@ -163,6 +199,20 @@ static void check_model(const char *label, const char *dir, const int32_t *ids, 
            label, cpu.nll, gpu.nll, rel, maxd, dec.nll, rel_dec, differ, PROMPT_LEN - 1, same_gen,
            N_SHORT, GEN_SHORT);
     fflush(stdout);
+    printf("%-16s prefix cache: the prompt again: %lld of %d tokens from the cache (cpu %lld, "
+           "want %lld); first token %d lp %.4f (cpu %d lp %.4f)\n", label,
+           (long long)gpu.cached_hit, PROMPT_LEN, (long long)cpu.cached_hit,
+           (long long)gpu.cached_want, gpu.cached_id, gpu.cached_lp, cpu.cached_id, cpu.cached_lp);
+    fflush(stdout);
+    if (gpu.cached_hit != gpu.cached_want || cpu.cached_hit != cpu.cached_want)
+        fail_msg("%s: prefix cache served %lld (gpu) / %lld (cpu) prompt tokens, want %lld",
+                 label, (long long)gpu.cached_hit, (long long)cpu.cached_hit,
+                 (long long)gpu.cached_want);
+    // one token's log-probability, bf16 vs fp32: ~1e-2 (TOL_NLL_REL's note); a prefill over
+    // wrong shared pages moves it by far more (the model reads the text)
+    if (gpu.cached_id == cpu.cached_id && !(fabs(gpu.cached_lp - cpu.cached_lp) < 0.1))
+        fail_msg("%s: the cached request's first token lp %.4f on the GPU vs %.4f on the CPU", label,
+                 gpu.cached_lp, cpu.cached_lp);
     if (!(rel < TOL_NLL_REL))
         fail_msg("%s: GPU prompt NLL %.5f vs CPU %.5f: relative %.2e > %.0e", label, gpu.nll,
                  cpu.nll, rel, TOL_NLL_REL);

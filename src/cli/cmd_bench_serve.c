@@ -1,6 +1,6 @@
 // attnedit bench serve --url URL [--concurrency 1,8,32] [--prompt-len N] [--gen-len M]
 //   [--requests N | --rounds R] [--model NAME] [--extra-body JSON] [--seed S]
-//   [--temperature T] [--top-p P] [--json]
+//   [--temperature T] [--top-p P] [--shared-prefix N] [--json]
 // Load generator for an OpenAI-compatible server (attnedit serve, llama-server, vLLM, ...):
 // at each concurrency level, that many client threads send streaming /v1/completions requests
 // back to back (random token-id prompts of --prompt-len, --gen-len tokens each, eos ignored,
@@ -27,12 +27,14 @@
 static const char k_help[] =
     "usage: attnedit bench serve --url URL [--concurrency 1,8,32] [--prompt-len N] [--gen-len M]\n"
     "         [--requests N | --rounds R] [--model NAME] [--extra-body JSON] [--seed S]\n"
-    "         [--temperature T] [--top-p P] [--json]\n"
+    "         [--temperature T] [--top-p P] [--shared-prefix N] [--json]\n"
     "  Streams --requests completions (or R x concurrency with --rounds; default: 4 x\n"
     "  concurrency, at least 8) at each concurrency level against URL (http://HOST:PORT),\n"
     "  prompts of --prompt-len random token ids (default 128), --gen-len new tokens each\n"
     "  (default 64; ignore_eos). --temperature T (default 0: greedy) and --top-p P (default 1)\n"
     "  are sent in every request: T > 0 measures a sampled load (chat clients' default).\n"
+    "  --shared-prefix N: the first N of the --prompt-len ids are the same in every request (a\n"
+    "  system prompt), the rest its own: measures a server's prefix caching (default 0).\n"
     "  --extra-body: a JSON object whose fields are added to\n"
     "  every request (another server's extensions, e.g. '{\"cache_prompt\":false}' for\n"
     "  llama-server). Prints TTFT, TPOT and end-to-end latency percentiles (ms) and throughput\n"
@@ -54,6 +56,7 @@ typedef struct {
     const char *host, *model;
     const char *extra;        // ",\"k\":v..." fields added to every body, or ""
     int port, prompt_len, gen_len, n_req;
+    int shared_prefix;        // the first ids of every prompt, the same for all requests
     float temperature, top_p; // sent in every request (0: greedy)
     uint64_t seed;
     pthread_mutex_t mu;
@@ -85,12 +88,14 @@ static void *worker(void *arg) {
         int i = j->next < j->n_req ? j->next++ : -1;
         pthread_mutex_unlock(&j->mu);
         if (i < 0 || !body) break;
-        ae_rng r;
+        ae_rng r, shared; // the shared prefix's ids are drawn from one seed for every request
         ae_rng_seed(&r, j->seed + (uint64_t)i);
+        ae_rng_seed(&shared, j->seed ^ 0x5eedull);
         size_t n = (size_t)snprintf(body, cap, "{%s%s%s\"prompt\":[", j->model ? "\"model\":\"" : "",
                                     j->model ? j->model : "", j->model ? "\"," : "");
         for (int k = 0; k < j->prompt_len; k++)
-            n += (size_t)snprintf(body + n, cap - n, k ? ",%d" : "%d", 100 + (int)(ae_rng_uniform(&r) * 900));
+            n += (size_t)snprintf(body + n, cap - n, k ? ",%d" : "%d",
+                                  100 + (int)(ae_rng_uniform(k < j->shared_prefix ? &shared : &r) * 900));
         n += (size_t)snprintf(body + n, cap - n,
                               "],\"max_tokens\":%d,\"temperature\":%.9g,\"top_p\":%.9g,"
                               "\"ignore_eos\":true,\"stream\":true,"
@@ -267,7 +272,7 @@ static int extra_fields(const char *json, char **out) {
 static int bench_serve(int argc, char **argv) {
     ae_args a = {argc, argv, 0, "bench serve"};
     const char *url = NULL, *conc = "1,8,32", *model = NULL, *extra_json = NULL, *v;
-    int prompt_len = 128, gen_len = 64, n_req = 0, rounds = 0, json = 0, r;
+    int prompt_len = 128, gen_len = 64, n_req = 0, rounds = 0, json = 0, r, shared_prefix = 0;
     float temperature = 0.0f, top_p = 1.0f;
     uint64_t seed = 1;
     while (a.i < a.argc) {
@@ -277,6 +282,8 @@ static int bench_serve(int argc, char **argv) {
             (r = ae_args_value(&a, "--extra-body", &extra_json))) {
         } else if ((r = ae_args_value(&a, "--prompt-len", &v))) {
             if (r > 0) st = ae_parse_int(v, "--prompt-len", 1, 1 << 20, &prompt_len);
+        } else if ((r = ae_args_value(&a, "--shared-prefix", &v))) {
+            if (r > 0) st = ae_parse_int(v, "--shared-prefix", 0, 1 << 20, &shared_prefix);
         } else if ((r = ae_args_value(&a, "--gen-len", &v))) {
             if (r > 0) st = ae_parse_int(v, "--gen-len", 1, 1 << 20, &gen_len);
         } else if ((r = ae_args_value(&a, "--requests", &v))) {
@@ -311,6 +318,11 @@ static int bench_serve(int argc, char **argv) {
         fprintf(stderr, "attnedit bench serve: --requests and --rounds exclude each other\n");
         return 2;
     }
+    if (shared_prefix > prompt_len) {
+        fprintf(stderr, "attnedit bench serve: --shared-prefix %d is longer than --prompt-len %d "
+                        "(the shared ids are the first of the prompt)\n", shared_prefix, prompt_len);
+        return 2;
+    }
     char *extra = NULL;
     if (extra_fields(extra_json, &extra)) return 2;
     int *levels = NULL, nl = 0;
@@ -329,7 +341,7 @@ static int bench_serve(int argc, char **argv) {
         int c = levels[li], n = n_req ? n_req : rounds ? rounds * c : (4 * c > 8 ? 4 * c : 8);
         job j = {.host = host, .model = model, .extra = extra, .port = port, .prompt_len = prompt_len,
                  .gen_len = gen_len, .n_req = n, .temperature = temperature, .top_p = top_p,
-                 .seed = seed * 1000003u};
+                 .seed = seed * 1000003u, .shared_prefix = shared_prefix};
         pthread_mutex_init(&j.mu, NULL);
         j.s = calloc((size_t)n, sizeof *j.s);
         pthread_t *th = calloc((size_t)c, sizeof *th);
@@ -361,11 +373,11 @@ static int bench_serve(int argc, char **argv) {
         if (ok < n) rc = 1;
         if (json) {
             printf("%s{\"concurrency\":%d,\"requests\":%d,\"failed\":%d,\"prompt_len\":%d,"
-                   "\"gen_len\":%d,\"temperature\":%g,\"top_p\":%g,\"ttft_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f},"
+                   "\"shared_prefix\":%d,\"gen_len\":%d,\"temperature\":%g,\"top_p\":%g,\"ttft_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f},"
                    "\"tpot_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f},"
                    "\"e2e_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f},"
                    "\"output_tokens_per_s\":%.3f,\"requests_per_s\":%.4f,\"wall_s\":%.3f",
-                   li ? "," : "", c, n, n - ok, prompt_len, gen_len, temperature, top_p,
+                   li ? "," : "", c, n, n - ok, prompt_len, shared_prefix, gen_len, temperature, top_p,
                    pct(tt, ok, 50),
                    pct(tt, ok, 90), pct(tt, ok, 99), pct(tp, ok, 50), pct(tp, ok, 90),
                    pct(tp, ok, 99), pct(ee, ok, 50), pct(ee, ok, 90), pct(ee, ok, 99),
@@ -390,10 +402,10 @@ static int bench_serve(int argc, char **argv) {
         pthread_mutex_destroy(&j.mu);
     }
     if (json) printf("]\n");
-    else printf("(ms; prompt %d tokens, %d generated per request, temperature %g, top_p %g; tok/s = generated tokens / wall;\n"
+    else printf("(ms; prompt %d tokens (%d shared), %d generated per request, temperature %g, top_p %g; tok/s = generated tokens / wall;\n"
                 " admit..apply: the server's ms per engine step by phase, sync = waiting for the GPU;\n"
                 " dec tok/s: the server's tokens of decode-only steps / their seconds)\n",
-                prompt_len, gen_len, temperature, top_p);
+                prompt_len, shared_prefix, gen_len, temperature, top_p);
     free(levels);
     free(extra);
     return rc;

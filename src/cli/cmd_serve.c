@@ -1,6 +1,7 @@
 // attnedit serve (--model M | --random-weights CONFIG_DIR [--seed S]) [--host 127.0.0.1] [--port 8000] [--max-seqs N] [--cache-gb G]
 //   [--device cpu|cuda[:N]] [--max-batch-tokens N] [--max-model-len N] [--served-model-name S]
 //   [--max-queue N] [--max-connections N] [--max-body-mb N] [--page-positions N]
+//   [--no-prefix-cache]
 // An OpenAI-compatible HTTP server (docs/SERVE.md). Runs until SIGINT/SIGTERM.
 #include <pthread.h>
 #include <signal.h>
@@ -17,6 +18,7 @@ static const char k_help[] =
     "         [--port 8000] [--max-seqs N] [--cache-gb G] [--device cpu|cuda[:N]]\n"
     "         [--max-batch-tokens N] [--max-model-len N] [--served-model-name NAME]\n"
     "         [--max-queue N] [--max-connections N] [--max-body-mb N] [--page-positions N]\n"
+    "         [--no-prefix-cache]\n"
     "  OpenAI-compatible server: POST /v1/completions, POST /v1/chat/completions (stream: SSE),\n"
     "  GET /v1/models, /health, /metrics. Continuous batching over a paged KV cache of --cache-gb\n"
     "  GiB (default: cpu 1, cuda 85% of the free memory); --max-seqs sequences at once (64),\n"
@@ -24,6 +26,9 @@ static const char k_help[] =
     "  prompt + max_tokens <= --max-model-len (default: the model's limit, at most 32768).\n"
     "  Listens on 127.0.0.1 unless --host says otherwise (0.0.0.0: every interface). --port 0:\n"
     "  any free port.\n"
+    "  Prefix caching (default on; --no-prefix-cache: off): a prompt starting with the tokens of\n"
+    "  an earlier request reuses the KV pages of their whole blocks instead of computing them\n"
+    "  (not for models with sliding-window layers, nor for echo requests).\n"
     "  --random-weights: a benchmarking mode; the model of CONFIG_DIR/config.json (a teacher or a\n"
     "  student) with random weights made on the device (--seed, default 0), no checkpoint read.\n"
     "  Without a CONFIG_DIR/tokenizer.json prompts must be token ids and responses carry\n"
@@ -69,6 +74,8 @@ int ae_cmd_serve(int argc, char **argv) {
                 if (st == AE_OK && !(gb > 0 && gb < 1e6))
                     st = ae_errorf(AE_ERR_ARG, "--cache-gb must be a positive number, got '%s'", v);
             }
+        } else if (ae_args_flag(&a, "--no-prefix-cache")) {
+            o.no_prefix_cache = 1;
         } else if (ae_args_flag(&a, "--help")) {
             fputs(k_help, stdout);
             return 0;

@@ -71,6 +71,8 @@ struct ae_engine {
     int64_t graph_steps, graph_updated, graph_instantiated; // ae_engine_stats (apply)
     // stats
     int64_t requests_done, prompt_tokens, gen_tokens, steps;
+    int64_t prefix_hit_tokens, prefix_computed_tokens;
+    char prefix_state[160];   // ae_engine_stats.prefix_cache
     double rate_t0, rate;
     int64_t rate_n0;
     // step phases (engine.h, ae_engine_phase): the scheduler thread stamps the end of each phase
@@ -257,7 +259,10 @@ static void admit(ae_engine *e) {
         int len = r->n_prompt + r->p.max_tokens;
         if (s) s->tokens = ae_malloc(sizeof(int32_t) * (size_t)len);
         int ok = s && s->tokens && ae_sampler_init(&s->smp, &r->p.sp, e->m->cfg.vocab_size) == AE_OK;
-        if (ok && !ae_kv_pool_admit(&e->pool, &s->pages, len)) {
+        int cached = 0; // echo scores every prompt position: it computes them all
+        if (ok && !(r->p.echo ? ae_kv_pool_admit(&e->pool, &s->pages, len)
+                              : ae_kv_pool_admit_prefix(&e->pool, &s->pages, len, r->prompt,
+                                                        r->n_prompt, &cached))) {
             ae_sampler_free(&s->smp);
             free(s->tokens);
             free(s);
@@ -278,10 +283,13 @@ static void admit(ae_engine *e) {
         }
         memcpy(s->tokens, r->prompt, sizeof(int32_t) * (size_t)r->n_prompt);
         s->n_tokens = r->n_prompt;
+        s->n_cached = cached; // the attached blocks' positions: prefill starts after them
         s->r = r;
         r->seq = s;
         e->run[e->n_run++] = s;
         e->prompt_tokens += r->n_prompt;
+        e->prefix_hit_tokens += cached;
+        e->prefix_computed_tokens += r->n_prompt - cached;
     }
 }
 
@@ -317,8 +325,9 @@ static int build_batch(ae_engine *e) {
                 e->ids[N + k] = s->tokens[p];
                 e->pos[N + k] = p;
                 e->seqi[N + k] = e->n_batch;
-                for (int g = 0; g < AE_PG_COUNT; g++)
-                    e->slot[g][N + k] = e->pool.lo.page_size[g] ? ae_kv_pool_slot(&e->pool, &s->pages, g, p) : -1;
+                for (int g = 0; g < AE_PG_COUNT; g++) // −1: not written (unused, or a shared page)
+                    e->slot[g][N + k] = e->pool.lo.page_size[g] && p >= s->pages.shared_end[g]
+                                            ? ae_kv_pool_slot(&e->pool, &s->pages, g, p) : -1;
             }
             N += n;
             e->step_prefill_rows += prefill ? n : 0;
@@ -635,6 +644,8 @@ static int64_t apply(ae_engine *e, ae_status st) {
             snprintf(r->error, sizeof r->error, "%s", ae_last_error());
             s->finish = AE_FINISH_ERROR;
         }
+        if (st == AE_OK && s->finish != AE_FINISH_ERROR) // the blocks this step filled
+            ae_kv_pool_publish(&e->pool, &s->pages, s->tokens, s->n_cached);
         if (r->p.echo) {
             int scored = s->n_cached < r->n_prompt ? s->n_cached : r->n_prompt;
             r->prompt_scored = scored > r->prompt_scored ? scored : r->prompt_scored;
@@ -768,6 +779,19 @@ static void engine_free(ae_engine *e) {
     free(e);
 }
 
+// Prefix caching on where the pool supports it; prefix_state says which, or why not.
+static void prefix_cache_start(ae_engine *e) {
+    if (e->o.no_prefix_cache) {
+        snprintf(e->prefix_state, sizeof e->prefix_state, "off (--no-prefix-cache)");
+        return;
+    }
+    ae_status st = ae_kv_pool_enable_prefix(&e->pool);
+    if (st == AE_OK)
+        snprintf(e->prefix_state, sizeof e->prefix_state, "on (full/latent pages)");
+    else
+        snprintf(e->prefix_state, sizeof e->prefix_state, "off (%s)", ae_last_error());
+}
+
 ae_status ae_engine_start(const ae_model *m, const ae_tokenizer *tok, const ae_engine_opts *o,
                           ae_engine **out) {
     *out = NULL;
@@ -796,6 +820,7 @@ ae_status ae_engine_start(const ae_model *m, const ae_tokenizer *tok, const ae_e
         free(e);
         return st;
     }
+    prefix_cache_start(e);
     size_t B = (size_t)e->o.max_batch_tokens, S = (size_t)e->o.max_seqs;
     size_t V = (size_t)m->cfg.vocab_size;
     e->run = ae_calloc(S, sizeof *e->run);
@@ -858,8 +883,14 @@ void ae_engine_get_stats(ae_engine *e, ae_engine_stats *s) {
     s->running = e->n_run;
     s->waiting = e->n_waiting;
     s->pages_total = e->pool.n_pages;
-    s->pages_free = e->pool.n_free;
+    s->pages_free = e->pool.n_free + e->pool.pc.n_evictable;
     s->pages_promised = e->pool.promised;
+    s->pages_cached = e->pool.pc.n_published;
+    s->pages_held = e->pool.n_held;
+    s->prefix_cache = e->prefix_state;
+    s->prefix_hit_tokens = e->prefix_hit_tokens;
+    s->prefix_computed_tokens = e->prefix_computed_tokens;
+    s->prefix_evictions = e->pool.pc.evictions;
     s->page_bytes = ae_kv_pool_page_bytes(&e->pool);
     for (int g = 0; g < AE_PG_COUNT; g++) s->page_size[g] = e->pool.lo.page_size[g];
     s->seqs_of_4k = e->pool.n_pages / ae_kv_pool_pages_for(&e->pool, 4096);
@@ -881,4 +912,11 @@ void ae_engine_get_stats(ae_engine *e, ae_engine_stats *s) {
     s->decode_tokens = e->decode_tokens;
     s->gen_tok_per_s = now - e->rate_t0 > 10.0 ? 0.0 : e->rate;
     ae_engine_unlock(e);
+}
+
+ae_status ae_engine_check_pool(ae_engine *e) {
+    ae_engine_lock(e);
+    ae_status st = ae_kv_pool_audit(&e->pool);
+    ae_engine_unlock(e);
+    return st;
 }

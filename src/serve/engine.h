@@ -14,6 +14,13 @@
 // and finished sequences give their pages back at once. A step allocates no memory and uploads
 // its small tables in one copy; greedy requests without logprobs download only their token ids.
 //
+// Prefix caching (serve/kv_pool.h, prefix_cache.h; default on, off with no_prefix_cache and for
+// models with sliding-window layers): a request's prompt attaches the pages of the longest run
+// of whole cached blocks it starts with (at most its length − 1: the last prompt token always
+// runs, its logits give the first token) and prefills from there; every block a step fills is
+// published for later requests. Requests with echo (prompt logprobs need the logits of every
+// prompt position) compute their whole prompt, and still publish it.
+//
 // Every step's wall time is split into phases (ae_engine_phase) and counted with the decode
 // steps' tokens and seconds (ae_engine_stats; GET /metrics): always on, one clock read a phase.
 //
@@ -88,6 +95,7 @@ typedef struct {
     int max_queue;            // waiting requests beyond which submit refuses
     size_t cache_bytes;       // KV pool size
     int page_positions;       // positions per page (most expensive group)
+    int no_prefix_cache;      // 1: no prefix caching (default 0: on where the model allows)
 } ae_engine_opts;
 
 // Where a step's wall time goes (ae_engine_stats.phase_s): consecutive stretches of the
@@ -105,7 +113,15 @@ typedef enum {
 
 typedef struct {
     int running, waiting;
-    int pages_total, pages_free, pages_promised;
+    int pages_total;
+    int pages_free;           // pages no sequence holds: free, or evictable cached blocks
+    int pages_promised;
+    int pages_cached;         // pages holding a published (cached) block, held or evictable
+    int pages_held;           // pages some sequence holds (pages_total − pages_free)
+    const char *prefix_cache; // "on (full/latent pages)" or "off (why)" (the engine's string)
+    int64_t prefix_hit_tokens;      // prompt tokens served from the prefix cache
+    int64_t prefix_computed_tokens; // prompt tokens admitted and computed (not served)
+    int64_t prefix_evictions;       // cached pages evicted to be written again
     size_t page_bytes;
     int page_size[3];         // positions per page per group (model/paged.h)
     int seqs_of_4k;           // sequences of 4096 positions the pool holds
@@ -159,6 +175,9 @@ void ae_engine_release_locked(ae_engine *e, ae_req *r);
 void ae_engine_wait_locked(ae_engine *e, double timeout_s);
 // Counters (takes the lock).
 void ae_engine_get_stats(ae_engine *e, ae_engine_stats *s);
+// Checks the KV pool's books (ae_kv_pool_audit; takes the lock): AE_OK, or AE_ERR_ARG naming
+// the inconsistency. Tests call it when every request is done: then no page may be held.
+ae_status ae_engine_check_pool(ae_engine *e);
 const char *ae_finish_name(ae_finish f);
 // "admit", "tables", "forward", "sync", "sample", "lock", "apply" (the /metrics label).
 const char *ae_engine_phase_name(ae_engine_phase p);

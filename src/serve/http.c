@@ -128,6 +128,22 @@ static void metrics_engine_phases(char *b, size_t cap, size_t n, const ae_engine
 #undef AE_PUT
 }
 
+// The prefix cache's counters (serve/engine.h) into b (cap bytes): the bytes written.
+static size_t metrics_prefix_cache(char *b, size_t cap, const ae_engine_stats *s) {
+    int n = snprintf(b, cap,
+        "# HELP attnedit_prefix_cache_hit_tokens_total Prompt tokens served from the prefix cache.\n"
+        "# TYPE attnedit_prefix_cache_hit_tokens_total counter\nattnedit_prefix_cache_hit_tokens_total %lld\n"
+        "# HELP attnedit_prefix_cache_computed_tokens_total Prompt tokens computed (not in the cache).\n"
+        "# TYPE attnedit_prefix_cache_computed_tokens_total counter\nattnedit_prefix_cache_computed_tokens_total %lld\n"
+        "# HELP attnedit_prefix_cache_pages Pages holding a cached prompt block (held or evictable).\n"
+        "# TYPE attnedit_prefix_cache_pages gauge\nattnedit_prefix_cache_pages %d\n"
+        "# HELP attnedit_prefix_cache_evictions_total Cached pages evicted to be written again.\n"
+        "# TYPE attnedit_prefix_cache_evictions_total counter\nattnedit_prefix_cache_evictions_total %lld\n",
+        (long long)s->prefix_hit_tokens, (long long)s->prefix_computed_tokens, s->pages_cached,
+        (long long)s->prefix_evictions);
+    return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap ? cap - 1 : 0;
+}
+
 static enum MHD_Result get_metrics(ae_http *h, struct MHD_Connection *c) {
     ae_engine_stats s;
     ae_engine_get_stats(h->o.engine, &s);
@@ -144,7 +160,7 @@ static enum MHD_Result get_metrics(ae_http *h, struct MHD_Connection *c) {
                          "# TYPE attnedit_requests_waiting gauge\nattnedit_requests_waiting %d\n"
                          "# HELP attnedit_kv_pages_total Pages of the KV cache pool.\n"
                          "# TYPE attnedit_kv_pages_total gauge\nattnedit_kv_pages_total %d\n"
-                         "# HELP attnedit_kv_pages_free Free pages of the pool.\n"
+                         "# HELP attnedit_kv_pages_free Pages no sequence holds (free, or cached and evictable).\n"
                          "# TYPE attnedit_kv_pages_free gauge\nattnedit_kv_pages_free %d\n"
                          "# HELP attnedit_kv_pages_promised Free pages promised to admitted sequences.\n"
                          "# TYPE attnedit_kv_pages_promised gauge\nattnedit_kv_pages_promised %d\n"
@@ -172,7 +188,9 @@ static enum MHD_Result get_metrics(ae_http *h, struct MHD_Connection *c) {
                          s.pages_total ? 1.0 - (double)s.pages_free / s.pages_total : 0.0, s.page_bytes,
                          (long long)s.prompt_tokens, (long long)s.gen_tokens, (long long)s.requests_done,
                          (long long)s.steps, (long long)s.graph_steps, s.gen_tok_per_s, req, err);
-        metrics_engine_phases(b, cap, n > 0 ? (size_t)n : 0, &s);
+        size_t used = n > 0 ? (size_t)n : 0;
+        used += metrics_prefix_cache(b + used, used < cap ? cap - used : 0, &s);
+        metrics_engine_phases(b, cap, used, &s);
     }
     return send_text(c, 200, "text/plain; version=0.0.4", b);
 }

@@ -91,7 +91,8 @@ ae_status ae_server_start(const ae_server_opts *in, ae_server **out) {
     }
     ae_engine_opts eo = {.max_seqs = o.max_seqs, .max_batch_tokens = o.max_batch_tokens,
                          .max_model_len = o.max_model_len, .max_queue = o.max_queue,
-                         .cache_bytes = cache, .page_positions = o.page_positions};
+                         .cache_bytes = cache, .page_positions = o.page_positions,
+                         .no_prefix_cache = o.no_prefix_cache};
     st = ae_engine_start(s->m, s->tok, &eo, &s->e);
     if (st != AE_OK) {
         server_free(s);
@@ -136,6 +137,7 @@ ae_status ae_server_start(const ae_server_opts *in, ae_server **out) {
                 es.pages_total, es.page_bytes / 1024.0,
                 (double)es.pages_total * es.page_bytes / (1 << 30), es.page_size[0],
                 es.page_size[1], es.page_size[2], es.seqs_of_4k, es.seqs_of_max, o.max_model_len);
+        fprintf(stderr, "prefix cache: %s\n", es.prefix_cache);
         if (!s->tok)
             fprintf(stderr, "tokenizer: none (prompts must be token ids; responses carry token_ids, "
                             "no text)\n");

@@ -20,6 +20,7 @@ typedef struct {
     int max_seqs, max_batch_tokens, max_model_len, max_queue, page_positions;
     int max_connections;
     size_t max_body;
+    int no_prefix_cache;       // 1: no prefix caching (serve/engine.h)
     int quiet;                 // 1: print nothing
 } ae_server_opts;
 
