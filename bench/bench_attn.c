@@ -67,6 +67,7 @@
 
 #include "backend/cuda.h"
 #include "backend/ops.h"
+#include "bench_time.h"
 #include "core/log.h"
 
 typedef struct {
@@ -87,26 +88,6 @@ static double visible_pairs(int T, int window) {
     double n = 0;
     for (int t = 0; t < T; t++) n += window > 0 && window < t + 1 ? window : t + 1;
     return n;
-}
-
-typedef struct {
-    double best, mean;
-} timing;
-
-// Runs op(ctx) once to warm up, then reps times; 0 on success.
-static int time_op(const ae_backend *be, void (*op)(void *), void *ctx, int reps, timing *out) {
-    op(ctx);
-    if (be->sync(be) != AE_OK) return 1;
-    out->best = 1e30, out->mean = 0;
-    for (int r = 0; r < reps; r++) {
-        double t0 = ae_time_now();
-        op(ctx);
-        if (be->sync(be) != AE_OK) return 1;
-        double dt = ae_time_now() - t0;
-        if (dt < out->best) out->best = dt;
-        out->mean += dt / reps;
-    }
-    return 0;
 }
 
 typedef struct {
@@ -167,9 +148,10 @@ static int bench_one(const ae_backend *be, const bench_case *c, int reps) {
     be->fill_normal(be, b.dout, no, 1.0f, 4);
     be->fill(be, b.dk, nk, 0.0f);
     be->fill(be, b.dv, nv, 0.0f);
-    timing tf, tb, tfl, tbs; // run_fwd_lse leaves out and lse for run_bwd_saved
-    if (time_op(be, run_fwd, &b, reps, &tf) || time_op(be, run_bwd, &b, reps, &tb) ||
-        time_op(be, run_fwd_lse, &b, reps, &tfl) || time_op(be, run_bwd_saved, &b, reps, &tbs)) {
+    bench_timing tf, tb, tfl, tbs; // run_fwd_lse leaves out and lse for run_bwd_saved
+    if (bench_time_op(be, run_fwd, &b, reps, &tf) || bench_time_op(be, run_bwd, &b, reps, &tb) ||
+        bench_time_op(be, run_fwd_lse, &b, reps, &tfl) ||
+        bench_time_op(be, run_bwd_saved, &b, reps, &tbs)) {
         fprintf(stderr, "bench_attn: %s: %s\n", c->name, ae_last_error());
         goto done;
     }
@@ -214,9 +196,9 @@ static double device_rel_diff(const ae_backend *be, ae_ptr x, ae_ptr y, size_t n
 }
 
 // Times the forward (b->out; with lse when use_lse) under AE_ATTN_WGMMA=env.
-static int time_fwd_kernel(attn_bufs *b, const char *env, int use_lse, int reps, timing *t) {
+static int time_fwd_kernel(attn_bufs *b, const char *env, int use_lse, int reps, bench_timing *t) {
     setenv("AE_ATTN_WGMMA", env, 1);
-    int rc = time_op(b->be, use_lse ? run_fwd_lse : run_fwd, b, reps, t);
+    int rc = bench_time_op(b->be, use_lse ? run_fwd_lse : run_fwd, b, reps, t);
     unsetenv("AE_ATTN_WGMMA");
     return rc;
 }
@@ -235,7 +217,7 @@ static int bench_fwd_kernels(const ae_backend *be, int reps) {
         ae_ptr out_b = be->alloc(be, nq, AE_DT_BF16);
         b.a_lse = b.a;
         b.a_lse.lse = b.lse;
-        timing tb, tf, tbl, tfl, tfs;
+        bench_timing tb, tf, tbl, tfl, tfs;
         double diff = -1;
         if (ae_ptr_is_null(b.q) || ae_ptr_is_null(b.k) || ae_ptr_is_null(b.v) ||
             ae_ptr_is_null(b.out) || ae_ptr_is_null(b.lse) || ae_ptr_is_null(out_b)) {
@@ -327,13 +309,13 @@ static const char *bwd_kernels(const ae_backend *be, const ae_attn_args *a) {
 
 // Times the saved backward under AE_CUDA_ATTN_BWD=path, leaving its dq in `dq` and the name of
 // the kernels that ran in *kernels.
-static int time_bwd_path(batch_bufs *x, const char *path, ae_ptr dq, int reps, timing *t,
+static int time_bwd_path(batch_bufs *x, const char *path, ae_ptr dq, int reps, bench_timing *t,
                          const char **kernels) {
     setenv("AE_CUDA_ATTN_BWD", path, 1);
     *kernels = bwd_kernels(x->b.be, &x->b.a_lse);
     ae_ptr keep = x->b.dq;
     x->b.dq = dq;
-    int rc = time_op(x->b.be, run_bwd_saved_batch, x, reps, t);
+    int rc = bench_time_op(x->b.be, run_bwd_saved_batch, x, reps, t);
     x->b.dq = keep;
     unsetenv("AE_CUDA_ATTN_BWD");
     return rc;
@@ -369,9 +351,9 @@ static int bench_bwd_one(const ae_backend *be, const bwd_shape *c, int reps) {
     be->fill_normal(be, b->dout, B * x.no, 1.0f, 4);
     be->fill(be, b->dk, B * x.nk, 0.0f);
     be->fill(be, b->dv, B * x.nv, 0.0f);
-    timing tf, ts, tu, tw; // forward with lse, backward split, fused, wgmma
+    bench_timing tf, ts, tu, tw; // forward with lse, backward split, fused, wgmma
     const char *ks, *ku, *kw; // the kernels each ran (ae_cuda_attn_bwd_kernels)
-    if (time_op(be, run_fwd_lse_batch, &x, reps, &tf) ||
+    if (bench_time_op(be, run_fwd_lse_batch, &x, reps, &tf) ||
         time_bwd_path(&x, "split", b->dq, reps, &ts, &ks) ||
         time_bwd_path(&x, "fused", dq_fused, reps, &tu, &ku) ||
         time_bwd_path(&x, "wgmma", dq_wg, reps, &tw, &kw)) {

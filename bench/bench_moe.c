@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "backend/ops.h"
+#include "bench_time.h"
 #include "core/log.h"
 #include "core/rng.h"
 
@@ -36,26 +37,6 @@ typedef struct {
     ae_ptr w[3], gw[3];  // gate, up (E, Im, D); down (E, D, Im); gradients F32
     int with_dw;
 } moe_bufs;
-
-typedef struct {
-    double best, mean;
-} timing;
-
-// Runs op(ctx) once to warm up, then reps times; 0 on success.
-static int time_op(const ae_backend *be, void (*op)(void *), void *ctx, int reps, timing *out) {
-    op(ctx);
-    if (be->sync(be) != AE_OK) return 1;
-    out->best = 1e30, out->mean = 0;
-    for (int r = 0; r < reps; r++) {
-        double t0 = ae_time_now();
-        op(ctx);
-        if (be->sync(be) != AE_OK) return 1;
-        double dt = ae_time_now() - t0;
-        if (dt < out->best) out->best = dt;
-        out->mean += dt / reps;
-    }
-    return 0;
-}
 
 static void fwd_grouped(void *p) {
     moe_bufs *b = p;
@@ -189,9 +170,9 @@ static int bench_ffn(const ae_backend *be, const ae_ptr *w, int T, int reps) {
     const double flops = 2.0 * T * K * (double)D * IM * 3;
     double best[2] = {0, 0};
     for (int m = 0; m < 2; m++) {
-        timing t;
+        bench_timing t;
         setenv("AE_MOE_WGMMA", m ? "1" : "0", 1);
-        if (time_op(be, ffn_forward, &f, reps, &t)) {
+        if (bench_time_op(be, ffn_forward, &f, reps, &t)) {
             fprintf(stderr, "bench_moe: moe_ffn T=%d AE_MOE_WGMMA=%d: %s\n", T, m, ae_last_error());
             goto done;
         }
@@ -299,10 +280,10 @@ int main(int argc, char **argv) {
                   {"bwd dx", bwd_grouped, bwd_per_expert, 0, f3},
                   {"bwd dx+dW", bwd_grouped, bwd_per_expert, 1, 2 * f3}};
     for (int i = 0; i < 3; i++) {
-        timing tg, tp;
+        bench_timing tg, tp;
         b.with_dw = rowsv[i].with_dw;
-        if (time_op(be, rowsv[i].grouped, &b, reps, &tg) ||
-            time_op(be, rowsv[i].per_expert, &b, reps, &tp)) {
+        if (bench_time_op(be, rowsv[i].grouped, &b, reps, &tg) ||
+            bench_time_op(be, rowsv[i].per_expert, &b, reps, &tp)) {
             fprintf(stderr, "bench_moe: %s: %s\n", rowsv[i].name, ae_last_error());
             goto done;
         }

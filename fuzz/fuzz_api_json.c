@@ -25,16 +25,7 @@ static ae_tokenizer *g_tok;
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
     (void)fz_dir();
-    const char *dir = getenv("AE_FUZZ_TOKENIZER");
-    if (!dir || !*dir) dir = fz_shared("qwen3-tokenizer");
-    if (!dir) dir = fz_src("models/qwen3-micro");
-    char path[4096];
-    snprintf(path, sizeof path, "%s", dir);
-    if (ae_tokenizer_load(path, &g_tok) != AE_OK) {
-        fprintf(stderr, "fuzz_api_json: cannot load %s: %s\n", path, ae_last_error());
-        abort();
-    }
-    fprintf(stderr, "fuzz_api_json: tokenizer %s (%d ids)\n", path, ae_tokenizer_vocab_size(g_tok));
+    g_tok = fz_load_tokenizer();
     return 0;
 }
 

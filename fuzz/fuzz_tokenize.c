@@ -26,17 +26,8 @@ static unsigned char g_added_first[256]; // first bytes of added tokens
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
     (void)fz_dir();
-    const char *dir = getenv("AE_FUZZ_TOKENIZER");
-    if (!dir || !*dir) dir = fz_shared("qwen3-tokenizer");
-    if (!dir) dir = fz_src("models/qwen3-micro");
-    char path[4096];
-    snprintf(path, sizeof path, "%s", dir);
-    if (ae_tokenizer_load(path, &g_tok) != AE_OK) {
-        fprintf(stderr, "fuzz_tokenize: cannot load %s: %s\n", path, ae_last_error());
-        abort();
-    }
+    g_tok = fz_load_tokenizer();
     g_vocab = ae_tokenizer_vocab_size(g_tok);
-    fprintf(stderr, "fuzz_tokenize: tokenizer %s (%d ids)\n", path, g_vocab);
     g_valid = calloc((size_t)g_vocab, 1);
     if (!g_valid) abort();
     for (int32_t id = 0; id < g_vocab; id++) {
@@ -74,22 +65,8 @@ static char *decode(const int32_t *ids, size_t n, size_t *len_out) {
         return NULL;
     }
     FZ_ASSERT(ae_check_utf8(text, len, "decode") == AE_OK, "decode output is not UTF-8");
-    ae_decode_stream ds = {0};
-    size_t at = 0;
-    for (size_t i = 0; i <= n; i++) {
-        char *piece = NULL;
-        size_t plen = 0;
-        fz_begin();
-        ae_status s2 = i < n ? ae_tokenizer_decode_next(g_tok, &ds, ids[i], &piece, &plen)
-                             : ae_tokenizer_decode_flush(g_tok, &ds, &piece, &plen);
-        fz_check(s2, "ae_tokenizer_decode_next");
-        FZ_ASSERT(s2 == AE_OK, "streaming decode failed: %s", ae_last_error());
-        FZ_ASSERT(at + plen <= len && memcmp(text + at, piece, plen) == 0,
-                  "streaming decode differs at byte %zu", at);
-        at += plen;
-        free(piece);
-    }
-    FZ_ASSERT(at == len, "streaming decode gave %zu bytes, decode %zu", at, len);
+    // streaming decode: the pieces and the flush concatenate to the same text
+    fz_check_decode_stream(g_tok, ids, n, text, len);
     *len_out = len;
     return text;
 }

@@ -39,23 +39,8 @@ static void decode_checked(const ae_tokenizer *t, const int32_t *ids, size_t n, 
         return;
     }
     FZ_ASSERT(text && strlen(text) <= len && text[len] == '\0', "decode output not terminated");
-    // Streaming decode: the pieces and the flush concatenate to the same text.
-    ae_decode_stream ds = {0};
-    size_t at = 0;
-    for (size_t i = 0; i <= n; i++) {
-        char *piece = NULL;
-        size_t plen = 0;
-        fz_begin();
-        ae_status s2 = i < n ? ae_tokenizer_decode_next(t, &ds, ids[i], &piece, &plen)
-                             : ae_tokenizer_decode_flush(t, &ds, &piece, &plen);
-        fz_check(s2, "ae_tokenizer_decode_next");
-        FZ_ASSERT(s2 == AE_OK, "streaming decode failed where decode succeeded: %s", ae_last_error());
-        FZ_ASSERT(at + plen <= len && memcmp(text + at, piece, plen) == 0,
-                  "streaming decode differs at byte %zu", at);
-        at += plen;
-        free(piece);
-    }
-    FZ_ASSERT(at == len, "streaming decode gave %zu bytes, decode %zu", at, len);
+    // streaming decode: the pieces and the flush concatenate to the same text
+    fz_check_decode_stream(t, ids, n, text, len);
     free(text);
 }
 

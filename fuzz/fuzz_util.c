@@ -130,3 +130,40 @@ char *fz_cstr(const uint8_t *data, size_t size) {
     s[size] = '\0';
     return s;
 }
+
+void fz_check_decode_stream(const ae_tokenizer *t, const int32_t *ids, size_t n, const char *text,
+                            size_t len) {
+    ae_decode_stream ds = {0};
+    size_t at = 0;
+    for (size_t i = 0; i <= n; i++) {
+        char *piece = NULL;
+        size_t plen = 0;
+        fz_begin();
+        ae_status st = i < n ? ae_tokenizer_decode_next(t, &ds, ids[i], &piece, &plen)
+                             : ae_tokenizer_decode_flush(t, &ds, &piece, &plen);
+        fz_check(st, "ae_tokenizer_decode_next");
+        FZ_ASSERT(st == AE_OK, "streaming decode failed where decode succeeded: %s",
+                  ae_last_error());
+        FZ_ASSERT(at + plen <= len && memcmp(text + at, piece, plen) == 0,
+                  "streaming decode differs at byte %zu", at);
+        at += plen;
+        free(piece);
+    }
+    FZ_ASSERT(at == len, "streaming decode gave %zu bytes, decode %zu", at, len);
+}
+
+ae_tokenizer *fz_load_tokenizer(void) {
+    const char *dir = getenv("AE_FUZZ_TOKENIZER");
+    if (!dir || !*dir) dir = fz_shared("qwen3-tokenizer");
+    if (!dir) dir = fz_src("models/qwen3-micro");
+    char path[4096]; // fz_shared's and fz_src's buffers are reused by later calls
+    snprintf(path, sizeof path, "%s", dir);
+    ae_tokenizer *tok = NULL;
+    if (ae_tokenizer_load(path, &tok) != AE_OK) {
+        fprintf(stderr, "%s: cannot load %s: %s\n", AE_FUZZ_NAME, path, ae_last_error());
+        abort();
+    }
+    fprintf(stderr, "%s: tokenizer %s (%d ids)\n", AE_FUZZ_NAME, path,
+            ae_tokenizer_vocab_size(tok));
+    return tok;
+}

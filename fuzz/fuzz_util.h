@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "tok/tokenizer.h"
 
 // The harness's scratch folder, created on first use: $AE_FUZZ_TMP, else /dev/shm, else $TMPDIR
 // or /tmp, as "<base>/aefuzz-<name>-XXXXXX"; removed at exit. Also silences the library's log.
@@ -37,5 +38,14 @@ const char *fz_src(const char *rel);
 const char *fz_shared(const char *rel);
 // A NUL-terminated heap copy of the input.
 char *fz_cstr(const uint8_t *data, size_t size);
+// The Qwen3 tokenizer the text harnesses use, loaded once by the caller: $AE_FUZZ_TOKENIZER, else
+// ../shared/qwen3-tokenizer, else the bundled models/qwen3-micro; prints "<harness>: tokenizer
+// <dir> (<n> ids)" on stderr, and aborts naming the folder when it does not load.
+ae_tokenizer *fz_load_tokenizer(void);
+// Streaming decode of ids (ae_tokenizer_decode_next over each id, then _flush) checked against
+// the one-shot decode's output text (len bytes): every call succeeds and the pieces concatenate
+// to exactly text.   ids: (n)
+void fz_check_decode_stream(const ae_tokenizer *t, const int32_t *ids, size_t n, const char *text,
+                            size_t len);
 
 #endif

@@ -72,42 +72,14 @@ static const ae_backend *g_cpu; // the fp32 reference
 // =============================================================================================
 // Host helpers
 
-static float bf16r(float x) { return ae_bf16_to_f32(ae_f32_to_bf16(x)); }
-
-// Rounds x to the values a tensor of dtype dt holds (bf16: round to nearest even).
-static void round_to(float *x, size_t n, ae_dtype dt) {
-    if (dt == AE_DT_BF16)
-        for (size_t i = 0; i < n; i++) x[i] = bf16r(x[i]);
-}
-
-static float *hnew(size_t n) {
-    float *p = malloc(sizeof(float) * (n ? n : 1));
-    assert_non_null(p);
-    return p;
-}
-
 static int32_t *inew(size_t n) {
     int32_t *p = malloc(sizeof(int32_t) * (n ? n : 1));
     assert_non_null(p);
     return p;
 }
 
-static float *hcopy(const float *x, size_t n) {
-    float *p = hnew(n);
-    memcpy(p, x, sizeof(float) * n);
-    return p;
-}
-
-// scale · N(0, 1) values rounded to dtype dt.
-static float *hnormal(ae_rng *r, size_t n, float scale, ae_dtype dt) {
-    float *p = hnew(n);
-    ae_test_fill_normal(p, n, scale, r);
-    round_to(p, n, dt);
-    return p;
-}
-
 static float *hconst(size_t n, float v) {
-    float *p = hnew(n);
+    float *p = ae_test_floats(n);
     for (size_t i = 0; i < n; i++) p[i] = v;
     return p;
 }
@@ -158,7 +130,7 @@ static ae_ptr dnew_put_i32(const int32_t *h, size_t n) {
 
 // Downloads n values as F32; a failed kernel queued before shows up here (AE_ERR_DEVICE).
 static float *dget(ae_ptr p, size_t n) {
-    float *h = hnew(n);
+    float *h = ae_test_floats(n);
     ae_status st = g_gpu->download(g_gpu, h, AE_DT_F32, p, n);
     if (st != AE_OK)
         fail_msg("cuda download of %zu %s values: %s (%s)", n, dtn(p.dtype), ae_last_error(),
@@ -261,20 +233,21 @@ static void expect_exact_i32(const int32_t *got, const int32_t *ref, size_t n, c
 // F32 host values -> tensor of dtype dt -> F32 host: dt F32 is exact; BF16 holds each value
 // rounded to nearest even (the contract), which for bf16-representable inputs is exact too.
 static void roundtrip_f32(ae_rng *r, size_t n, ae_dtype dt, int representable) {
-    float *x = hnormal(r, n, 3.0f, representable ? dt : AE_DT_F32);
+    float *x = ae_test_normal(r, n, 3.0f, representable ? dt : AE_DT_F32);
     // magnitudes over many binades, and halfway cases of bf16 rounding (ties to even)
     size_t specials = n < 8 ? n : 8;
     const float sp[8] = {0.0f, -0.0f, 1e-30f, -3e30f, 1.00390625f, 1.01171875f, -1.00390625f, 65504.0f};
-    for (size_t i = 0; i < specials; i++) x[i * (n / specials)] = representable ? bf16r(sp[i]) : sp[i];
+    for (size_t i = 0; i < specials; i++)
+        x[i * (n / specials)] = representable ? ae_test_bf16(sp[i]) : sp[i];
     ae_ptr d = dnew_put(x, n, dt);
     float *y = dget(d, n);
-    float *want = hcopy(x, n);
-    round_to(want, n, dt);
+    float *want = ae_test_floats_copy(x, n);
+    ae_test_round_to(want, n, dt);
     expect_exact(y, want, n, "upload F32 -> %s -> download F32, n=%zu%s", dtn(dt), n,
                  dt == AE_DT_BF16 ? (representable ? " (bf16 values)" : " (rounded RNE)") : "");
     // a sub-range through an offset pointer
     if (n > 10) {
-        float *part = hnew(n - 7);
+        float *part = ae_test_floats(n - 7);
         ae_status st = g_gpu->download(g_gpu, part, AE_DT_F32, ae_ptr_at(d, 7), n - 7);
         if (st != AE_OK) fail_msg("download at offset 7: %s", ae_last_error());
         expect_exact(part, want + 7, n - 7, "download of %s at element offset 7, n=%zu", dtn(dt), n - 7);
@@ -288,14 +261,14 @@ static void roundtrip_f32(ae_rng *r, size_t n, ae_dtype dt, int representable) {
 // then rounded to nearest even for a BF16 tensor.
 static void roundtrip_16bit(ae_rng *r, size_t n, ae_dtype src_dt, ae_dtype dt) {
     uint16_t *h = malloc(sizeof(uint16_t) * n);
-    float *want = hnew(n);
+    float *want = ae_test_floats(n);
     assert_non_null(h);
     for (size_t i = 0; i < n; i++) {
         float v = 4.0f * ae_rng_normal(r);
         h[i] = src_dt == AE_DT_F16 ? ae_f32_to_f16(v) : ae_f32_to_bf16(v);
         want[i] = src_dt == AE_DT_F16 ? ae_f16_to_f32(h[i]) : ae_bf16_to_f32(h[i]);
     }
-    round_to(want, n, dt);
+    ae_test_round_to(want, n, dt);
     ae_ptr d = dnew(n, dt);
     ae_status st = g_gpu->upload(g_gpu, d, h, src_dt, n);
     if (st != AE_OK) fail_msg("upload %s -> %s: %s", dtn(src_dt), dtn(dt), ae_last_error());
@@ -342,12 +315,13 @@ static void test_upload_download(void **state) {
 static void run_copy_rows(ae_rng *r, int rows, int cols, int64_t lds, int64_t ldd,
                           ae_dtype sdt, ae_dtype ddt, size_t soff, size_t doff) {
     size_t ns = soff + (size_t)(rows - 1) * lds + cols, nd = doff + (size_t)(rows - 1) * ldd + cols;
-    float *src = hnormal(r, ns, 1.0f, sdt);
-    float *dst0 = hnormal(r, nd, 10.0f, ddt);
+    float *src = ae_test_normal(r, ns, 1.0f, sdt);
+    float *dst0 = ae_test_normal(r, nd, 10.0f, ddt);
     // reference: the cpu copy of F32 rows, then the destination's rounding
-    float *want = hcopy(dst0, nd);
+    float *want = ae_test_floats_copy(dst0, nd);
     g_cpu->copy_rows(g_cpu, ae_host_f32(want + doff), ldd, ae_host_f32(src + soff), lds, rows, cols);
-    for (int i = 0; i < rows; i++) round_to(want + doff + (size_t)i * ldd, (size_t)cols, ddt);
+    for (int i = 0; i < rows; i++)
+        ae_test_round_to(want + doff + (size_t)i * ldd, (size_t)cols, ddt);
     ae_ptr ds = dnew_put(src, ns, sdt), dd = dnew_put(dst0, nd, ddt);
     g_gpu->copy_rows(g_gpu, ae_ptr_at(dd, doff), ldd, ae_ptr_at(ds, soff), lds, rows, cols);
     float *got = dget(dd, nd);
@@ -378,11 +352,11 @@ static void test_copy_rows(void **state) {
     run_copy_rows(&r, 300 * 16, 128, 256, 128, AE_DT_BF16, AE_DT_BF16, 128, 0);
     run_copy_rows(&r, 300, 64, 576, 16 * 192, AE_DT_BF16, AE_DT_BF16, 512, 5 * 192 + 128);
     // ae_copy (one contiguous row)
-    float *x = hnormal(&r, 12345, 1.0f, AE_DT_F32);
+    float *x = ae_test_normal(&r, 12345, 1.0f, AE_DT_F32);
     ae_ptr dx = dnew_put(x, 12345, AE_DT_F32), dy = dnew(12345, AE_DT_BF16);
     ae_copy(g_gpu, dy, dx, 12345);
     float *got = dget(dy, 12345);
-    round_to(x, 12345, AE_DT_BF16);
+    ae_test_round_to(x, 12345, AE_DT_BF16);
     expect_exact(got, x, 12345, "ae_copy F32->BF16 n=12345");
     dfree(dx), dfree(dy);
     free(x), free(got);
@@ -395,13 +369,13 @@ static void run_copy_rows_rep(ae_rng *r, int rows, int rep, int cols, int64_t ld
                               ae_dtype sdt, ae_dtype ddt, size_t soff, size_t doff) {
     size_t ns = soff + (size_t)(rows - 1) * lds + cols;
     size_t nd = doff + ((size_t)rows * rep - 1) * ldd + cols;
-    float *src = hnormal(r, ns, 1.0f, sdt);
-    float *dst0 = hnormal(r, nd, 10.0f, ddt);
-    float *want = hcopy(dst0, nd);
+    float *src = ae_test_normal(r, ns, 1.0f, sdt);
+    float *dst0 = ae_test_normal(r, nd, 10.0f, ddt);
+    float *want = ae_test_floats_copy(dst0, nd);
     g_cpu->copy_rows_rep(g_cpu, ae_host_f32(want + doff), ldd, ae_host_f32(src + soff), lds, rows,
                          rep, cols);
     for (size_t i = 0; i < (size_t)rows * rep; i++)
-        round_to(want + doff + i * ldd, (size_t)cols, ddt);
+        ae_test_round_to(want + doff + i * ldd, (size_t)cols, ddt);
     ae_ptr ds = dnew_put(src, ns, sdt), dd = dnew_put(dst0, nd, ddt);
     g_gpu->copy_rows_rep(g_gpu, ae_ptr_at(dd, doff), ldd, ae_ptr_at(ds, soff), lds, rows, rep,
                          cols);
@@ -451,10 +425,10 @@ static void run_fill(ae_rng *r, size_t n, ae_dtype dt, float value, size_t off) 
         free(h), free(got);
         return;
     }
-    float *h = hnormal(r, tot, 1.0f, dt);
+    float *h = ae_test_normal(r, tot, 1.0f, dt);
     ae_ptr d = dnew_put(h, tot, dt);
     g_gpu->fill(g_gpu, ae_ptr_at(d, off), n, value);
-    float want = dt == AE_DT_BF16 ? bf16r(value) : value;
+    float want = dt == AE_DT_BF16 ? ae_test_bf16(value) : value;
     for (size_t i = off; i < off + n; i++) h[i] = want;
     float *got = dget(d, tot);
     expect_exact(got, h, tot, "fill %s n=%zu value=%g off=%zu", dtn(dt), n, (double)value, off);
@@ -479,13 +453,13 @@ static void test_fill(void **state) {
 
 // embed: y[t] = table[ids[t]] (a copy of bf16 table values: exact into F32 and into BF16).
 static void run_embed(ae_rng *r, int V, int D, int T, ae_dtype ydt) {
-    float *table = hnormal(r, (size_t)V * D, 1.0f, AE_DT_BF16);
+    float *table = ae_test_normal(r, (size_t)V * D, 1.0f, AE_DT_BF16);
     int32_t *ids = inew((size_t)T);
     for (int t = 0; t < T; t++) ids[t] = rand_int(r, V);
     ids[0] = V - 1;
     if (T > 1) ids[1] = 0;
     if (T > 2) ids[2] = ids[1]; // repeated id
-    float *want = hnew((size_t)T * D);
+    float *want = ae_test_floats((size_t)T * D);
     g_cpu->embed(g_cpu, ae_host_f32(want), ae_host_f32(table), ae_host_i32(ids), T, D);
     ae_ptr dt = dnew_put(table, (size_t)V * D, g_gpu->weight_dtype);
     ae_ptr di = dnew_put_i32(ids, (size_t)T), dy = dnew((size_t)T * D, ydt);
@@ -536,9 +510,10 @@ static void run_gemm(ae_rng *r, const ae_gemm_args *g, ae_dtype ydt, size_t aoff
     size_t na = aoff + span(g->batch, g->sa, ra, g->lda, ca);
     size_t nb = boff + span(g->batch, g->sb, rb, g->ldb, cb);
     size_t ny = span(g->batch, g->sy, g->M, g->ldy, g->N);
-    float *a = hnormal(r, na, 1.0f, AE_DT_BF16), *b = hnormal(r, nb, 1.0f, AE_DT_BF16);
-    float *y0 = g->beta != 0.0f ? hnormal(r, ny, 4.0f, ydt) : hconst(ny, NAN);
-    float *yc = g->beta != 0.0f ? hcopy(y0, ny) : hconst(ny, 0.0f);
+    float *a = ae_test_normal(r, na, 1.0f, AE_DT_BF16);
+    float *b = ae_test_normal(r, nb, 1.0f, AE_DT_BF16);
+    float *y0 = g->beta != 0.0f ? ae_test_normal(r, ny, 4.0f, ydt) : hconst(ny, NAN);
+    float *yc = g->beta != 0.0f ? ae_test_floats_copy(y0, ny) : hconst(ny, 0.0f);
     g_cpu->gemm(g_cpu, g, ae_host_f32(yc), ae_host_f32(a + aoff), ae_host_f32(b + boff));
     ae_ptr da = dnew_put(a, na, g_gpu->weight_dtype), db = dnew_put(b, nb, g_gpu->weight_dtype);
     ae_ptr dy = dnew_put(y0, ny, ydt);
@@ -546,7 +521,7 @@ static void run_gemm(ae_rng *r, const ae_gemm_args *g, ae_dtype ydt, size_t aoff
     float *yg = dget(dy, ny);
     // the M x N blocks, gathered
     size_t nl = (size_t)g->batch * g->M * g->N;
-    float *lg = hnew(nl), *lc = hnew(nl);
+    float *lg = ae_test_floats(nl), *lc = ae_test_floats(nl);
     unsigned char *inside = calloc(ny, 1);
     assert_non_null(inside);
     size_t k = 0;
@@ -587,8 +562,9 @@ static void test_gemm_matmul(void **state) {
         }
     // ae_matmul itself (the helper over the table) on one shape
     int M = 37, K = 200, N = 301;
-    float *x = hnormal(&r, (size_t)M * K, 1.0f, AE_DT_BF16), *w = hnormal(&r, (size_t)N * K, 1.0f, AE_DT_BF16);
-    float *yc = hnew((size_t)M * N);
+    float *x = ae_test_normal(&r, (size_t)M * K, 1.0f, AE_DT_BF16);
+    float *w = ae_test_normal(&r, (size_t)N * K, 1.0f, AE_DT_BF16);
+    float *yc = ae_test_floats((size_t)M * N);
     ae_matmul(g_cpu, ae_host_f32(yc), ae_host_f32(x), ae_host_f32(w), M, K, N);
     ae_ptr dx = dnew_put(x, (size_t)M * K, AE_DT_BF16), dw = dnew_put(w, (size_t)N * K, AE_DT_BF16);
     ae_ptr dy = dnew((size_t)M * N, AE_DT_F32);
@@ -601,11 +577,12 @@ static void test_gemm_matmul(void **state) {
 
 // Decode GEMV path: M = 1..8 rows against one large weight (uploaded once), y BF16 and F32.
 static void gemv_sweep(ae_rng *r, int K, int N, const int *Ms, int nM) {
-    float *w = hnormal(r, (size_t)N * K, 1.0f, AE_DT_BF16);
+    float *w = ae_test_normal(r, (size_t)N * K, 1.0f, AE_DT_BF16);
     ae_ptr dw = dnew_put(w, (size_t)N * K, AE_DT_BF16);
     for (int i = 0; i < nM; i++) {
         int M = Ms[i];
-        float *x = hnormal(r, (size_t)M * K, 1.0f, AE_DT_BF16), *yc = hnew((size_t)M * N);
+        float *x = ae_test_normal(r, (size_t)M * K, 1.0f, AE_DT_BF16);
+        float *yc = ae_test_floats((size_t)M * N);
         ae_matmul(g_cpu, ae_host_f32(yc), ae_host_f32(x), ae_host_f32(w), M, K, N);
         ae_ptr dx = dnew_put(x, (size_t)M * K, AE_DT_BF16);
         for (int yd = 0; yd < 2; yd++) {
@@ -794,11 +771,11 @@ static void test_gemm_batched_small_m(void **state) {
 static void run_rmsnorm(ae_rng *r, int M, int D, int64_t ld, ae_dtype xdt, ae_dtype ydt,
                         int in_place, float eps) {
     size_t n = (size_t)(M - 1) * ld + D;
-    float *x = hnormal(r, n, 2.0f, xdt);
-    float *w = hnormal(r, (size_t)D, 1.0f, AE_DT_BF16);
+    float *x = ae_test_normal(r, n, 2.0f, xdt);
+    float *w = ae_test_normal(r, (size_t)D, 1.0f, AE_DT_BF16);
     if (M > 2) memset(x + ld, 0, sizeof(float) * (size_t)D); // an all-zero row: eps keeps it finite
-    float *y0 = hnormal(r, n, 1.0f, ydt); // distinct values between the rows
-    float *yc = in_place ? hcopy(x, n) : hcopy(y0, n);
+    float *y0 = ae_test_normal(r, n, 1.0f, ydt); // distinct values between the rows
+    float *yc = in_place ? ae_test_floats_copy(x, n) : ae_test_floats_copy(y0, n);
     g_cpu->rmsnorm(g_cpu, ae_host_f32(yc), in_place ? ae_host_f32(yc) : ae_host_f32(x),
                    ae_host_f32(w), M, D, ld, eps);
     ae_ptr dx = dnew_put(x, n, xdt), dw = dnew_put(w, (size_t)D, g_gpu->weight_dtype);
@@ -806,7 +783,7 @@ static void run_rmsnorm(ae_rng *r, int M, int D, int64_t ld, ae_dtype xdt, ae_dt
     g_gpu->rmsnorm(g_gpu, dy, dx, dw, M, D, ld, eps);
     float *yg = dget(dy, n);
     size_t nl = (size_t)M * D;
-    float *lg = hnew(nl), *lc = hnew(nl);
+    float *lg = ae_test_floats(nl), *lc = ae_test_floats(nl);
     for (int i = 0; i < M; i++) {
         memcpy(lg + (size_t)i * D, yg + (size_t)i * ld, sizeof(float) * D);
         memcpy(lc + (size_t)i * D, yc + (size_t)i * ld, sizeof(float) * D);
@@ -851,9 +828,9 @@ static void test_rmsnorm(void **state) {
 // add_rmsnorm: x (F32 residual) += dx; y (act) = rmsnorm(x) ⊙ w. Both x and y are compared.
 static void run_add_rmsnorm(ae_rng *r, int M, int D, ae_dtype dxdt) {
     size_t n = (size_t)M * D;
-    float *x = hnormal(r, n, 3.0f, AE_DT_F32), *dx = hnormal(r, n, 1.0f, dxdt);
-    float *w = hnormal(r, (size_t)D, 1.0f, AE_DT_BF16);
-    float *xc = hcopy(x, n), *yc = hnew(n);
+    float *x = ae_test_normal(r, n, 3.0f, AE_DT_F32), *dx = ae_test_normal(r, n, 1.0f, dxdt);
+    float *w = ae_test_normal(r, (size_t)D, 1.0f, AE_DT_BF16);
+    float *xc = ae_test_floats_copy(x, n), *yc = ae_test_floats(n);
     g_cpu->add_rmsnorm(g_cpu, ae_host_f32(xc), ae_host_f32(dx), ae_host_f32(yc), ae_host_f32(w),
                        M, D, 1e-6f);
     ae_ptr gx = dnew_put(x, n, AE_DT_F32), gdx = dnew_put(dx, n, dxdt);
@@ -885,18 +862,18 @@ static void test_add_rmsnorm(void **state) {
 static void run_rope(ae_rng *r, int T, int H, int stride, int rd, size_t off, int pmin, int pmax,
                      double theta, ae_rope_mode mode) {
     size_t n = off + (size_t)T * H * stride;
-    float *x = hnormal(r, n, 1.0f, AE_DT_BF16);
+    float *x = ae_test_normal(r, n, 1.0f, AE_DT_BF16);
     int32_t *pos = inew((size_t)T);
     for (int t = 0; t < T; t++) pos[t] = pmin + rand_int(r, pmax - pmin + 1);
     pos[0] = pmin;
     if (T > 1) pos[T - 1] = pmax;
-    float *xc = hcopy(x, n);
+    float *xc = ae_test_floats_copy(x, n);
     g_cpu->rope(g_cpu, ae_host_f32(xc + off), ae_host_i32(pos), T, H, stride, rd, theta, mode);
     ae_ptr dx = dnew_put(x, n, g_gpu->act_dtype), dp = dnew_put_i32(pos, (size_t)T);
     g_gpu->rope(g_gpu, ae_ptr_at(dx, off), dp, T, H, stride, rd, theta, mode);
     float *xg = dget(dx, n);
     size_t nl = (size_t)T * H * rd;
-    float *lg = hnew(nl), *lc = hnew(nl);
+    float *lg = ae_test_floats(nl), *lc = ae_test_floats(nl);
     unsigned char *rot = calloc(n, 1);
     assert_non_null(rot);
     for (size_t v = 0, k = 0; v < (size_t)T * H; v++)
@@ -956,12 +933,13 @@ static void run_qk_norm_rope(ae_rng *r, int M, int Hq, int Hkv, int hd, int rd, 
                              int64_t ldk, size_t koff, int pmax, ae_rope_mode mode, ae_dtype dt,
                              int with_q, int with_k) {
     size_t nq = (size_t)M * ldq, nk = koff + (size_t)M * ldk;
-    float *q = hnormal(r, nq, 2.0f, dt), *k = hnormal(r, nk, 2.0f, dt);
-    float *wq = hnormal(r, (size_t)hd, 1.0f, AE_DT_BF16), *wk = hnormal(r, (size_t)hd, 1.0f, AE_DT_BF16);
+    float *q = ae_test_normal(r, nq, 2.0f, dt), *k = ae_test_normal(r, nk, 2.0f, dt);
+    float *wq = ae_test_normal(r, (size_t)hd, 1.0f, AE_DT_BF16);
+    float *wk = ae_test_normal(r, (size_t)hd, 1.0f, AE_DT_BF16);
     int32_t *pos = inew((size_t)M);
     for (int t = 0; t < M; t++) pos[t] = rand_int(r, pmax + 1);
     pos[0] = pmax;
-    float *qc = hcopy(q, nq), *kc = hcopy(k, nk);
+    float *qc = ae_test_floats_copy(q, nq), *kc = ae_test_floats_copy(k, nk);
     ae_qk_norm_rope_args a = {.M = M, .Hq = Hq, .Hkv = Hkv, .hd = hd, .rd = rd, .ldq = ldq,
                               .ldk = ldk, .eps = 1e-6f, .theta = 1e6, .mode = mode};
     g_cpu->qk_norm_rope(g_cpu, &a, with_q ? ae_host_f32(qc) : ae_ptr_null(),
@@ -984,7 +962,7 @@ static void run_qk_norm_rope(ae_rng *r, int M, int Hq, int Hkv, int hd, int rd, 
         size_t off = which ? koff : 0, n = which ? nk : nq;
         const float *got = which ? kg : qg, *ref = which ? kc : qc, *orig = which ? k : q;
         size_t nl = (size_t)M * H * hd;
-        float *lg = hnew(nl), *lc = hnew(nl);
+        float *lg = ae_test_floats(nl), *lc = ae_test_floats(nl);
         unsigned char *row = calloc(n, 1);
         assert_non_null(row);
         for (int t = 0; t < M; t++)
@@ -1038,12 +1016,14 @@ static void run_mla_prep(ae_rng *r, int T, int H, int R, int dr, int dn, int64_t
                          int pmax, ae_dtype dt) {
     int Cd = R + dr, dq = dn + dr;
     size_t nkv = koff + (size_t)T * ldkv, nq = (size_t)T * H * dq, nqt = (size_t)T * H * Cd;
-    float *kv = hnormal(r, nkv, 2.0f, dt), *q = hnormal(r, nq, 1.0f, dt);
-    float *qt = hnormal(r, nqt, 1.0f, dt), *w = hnormal(r, (size_t)R, 1.0f, AE_DT_BF16);
+    float *kv = ae_test_normal(r, nkv, 2.0f, dt), *q = ae_test_normal(r, nq, 1.0f, dt);
+    float *qt = ae_test_normal(r, nqt, 1.0f, dt);
+    float *w = ae_test_normal(r, (size_t)R, 1.0f, AE_DT_BF16);
     int32_t *pos = inew((size_t)T);
     for (int t = 0; t < T; t++) pos[t] = rand_int(r, pmax + 1);
     pos[T - 1] = pmax;
-    float *kvc = hcopy(kv, nkv), *qc = hcopy(q, nq), *qtc = hcopy(qt, nqt);
+    float *kvc = ae_test_floats_copy(kv, nkv), *qc = ae_test_floats_copy(q, nq);
+    float *qtc = ae_test_floats_copy(qt, nqt);
     ae_mla_prep_args a = {.T = T, .H = H, .R = R, .dr = dr, .dn = dn, .ldkv = ldkv, .eps = 1e-6f,
                           .theta = 1e6, .mode = AE_ROPE_INTERLEAVED};
     g_cpu->mla_decode_prep(g_cpu, &a, ae_host_f32(kvc + koff), ae_host_f32(qc), ae_host_f32(qtc),
@@ -1058,8 +1038,9 @@ static void run_mla_prep(ae_rng *r, int T, int H, int R, int dr, int dn, int64_t
     double tol = dt == AE_DT_F32 ? TOL_QK_F32 : TOL_BF16_OUT;
     // the latents, the rope keys, the query rope parts: gathered and compared
     size_t nl = (size_t)T * R, nr = (size_t)T * dr, nqr = (size_t)T * H * dr;
-    float *lg = hnew(nl), *lc = hnew(nl), *rg = hnew(nr), *rc = hnew(nr);
-    float *qrg = hnew(nqr), *qrc = hnew(nqr);
+    float *lg = ae_test_floats(nl), *lc = ae_test_floats(nl), *rg = ae_test_floats(nr);
+    float *rc = ae_test_floats(nr);
+    float *qrg = ae_test_floats(nqr), *qrc = ae_test_floats(nqr);
     for (int t = 0; t < T; t++) {
         for (int i = 0; i < R; i++) {
             size_t o = koff + (size_t)t * ldkv + i;
@@ -1120,13 +1101,13 @@ static void test_mla_decode_prep(void **state) {
 static void run_matmul_group(ae_rng *r, int n, int M, int K, const int *N, ae_dtype ydt,
                              size_t xoff) {
     const size_t guard = 8;
-    float *x = hnormal(r, xoff + (size_t)M * K, 1.0f, AE_DT_BF16);
+    float *x = ae_test_normal(r, xoff + (size_t)M * K, 1.0f, AE_DT_BF16);
     ae_ptr dx = dnew_put(x, xoff + (size_t)M * K, AE_DT_BF16);
     ae_ptr dy[AE_MATMUL_GROUP_MAX], dw[AE_MATMUL_GROUP_MAX];
     float *w[AE_MATMUL_GROUP_MAX], *yc[AE_MATMUL_GROUP_MAX];
     for (int i = 0; i < n; i++) {
-        w[i] = hnormal(r, (size_t)N[i] * K, 1.0f, AE_DT_BF16);
-        yc[i] = hnew((size_t)M * N[i]);
+        w[i] = ae_test_normal(r, (size_t)N[i] * K, 1.0f, AE_DT_BF16);
+        yc[i] = ae_test_floats((size_t)M * N[i]);
         if (N[i] > 0)
             ae_matmul(g_cpu, ae_host_f32(yc[i]), ae_host_f32(x + xoff), ae_host_f32(w[i]), M, K, N[i]);
         dw[i] = dnew_put(w[i], (size_t)N[i] * K, AE_DT_BF16);
@@ -1183,10 +1164,11 @@ static void test_matmul_group(void **state) {
 // NaN. x at element offset xoff (odd: no GEMV, the op's two-op path).
 static void run_gate_up_silu(ae_rng *r, int M, int K, int N, size_t xoff, int act_is_g) {
     const size_t guard = 8, ny = (size_t)M * N, nw = (size_t)N * K, nx = xoff + (size_t)M * K;
-    float *x = hnormal(r, nx, 1.0f, AE_DT_BF16);
-    float *wg = hnormal(r, nw, 2.0f / sqrtf((float)K), AE_DT_BF16); // g ~ N(0, 4): saturating
-    float *wu = hnormal(r, nw, 1.0f / sqrtf((float)K), AE_DT_BF16);
-    float *gc = hnew(ny), *uc = hnew(ny), *ac = hnew(ny);
+    float *x = ae_test_normal(r, nx, 1.0f, AE_DT_BF16);
+    // g ~ N(0, 4): saturating
+    float *wg = ae_test_normal(r, nw, 2.0f / sqrtf((float)K), AE_DT_BF16);
+    float *wu = ae_test_normal(r, nw, 1.0f / sqrtf((float)K), AE_DT_BF16);
+    float *gc = ae_test_floats(ny), *uc = ae_test_floats(ny), *ac = ae_test_floats(ny);
     g_cpu->gate_up_silu(g_cpu, ae_host_f32(ac), ae_host_f32(gc), ae_host_f32(uc),
                         ae_host_f32(x + xoff), ae_host_f32(wg), ae_host_f32(wu), M, K, N);
     ae_ptr dx = dnew_put(x, nx, AE_DT_BF16), dwg = dnew_put(wg, nw, AE_DT_BF16);
@@ -1240,8 +1222,8 @@ static void test_gate_up_silu(void **state) {
 
 // add: y += x; the F32 result is one fp32 addition of identical values on both sides.
 static void run_add(ae_rng *r, size_t n, ae_dtype ydt, ae_dtype xdt) {
-    float *y = hnormal(r, n, 2.0f, ydt), *x = hnormal(r, n, 1.0f, xdt);
-    float *yc = hcopy(y, n);
+    float *y = ae_test_normal(r, n, 2.0f, ydt), *x = ae_test_normal(r, n, 1.0f, xdt);
+    float *yc = ae_test_floats_copy(y, n);
     g_cpu->add(g_cpu, ae_host_f32(yc), ae_host_f32(x), n);
     ae_ptr dy = dnew_put(y, n, ydt), dx = dnew_put(x, n, xdt);
     g_gpu->add(g_gpu, dy, dx, n);
@@ -1317,7 +1299,7 @@ static void nan_unwritten_rows(float *k, float *v, int S, int rows, const ae_att
 static float *case_sinks(ae_rng *r, const attn_case *c, int S) {
     if (!c->sinks) return NULL;
     int vis = c->window > 0 && c->window < S ? c->window : S;
-    float *sinks = hnew((size_t)c->Hq);
+    float *sinks = ae_test_floats((size_t)c->Hq);
     for (int h = 0; h < c->Hq; h++) sinks[h] = logf((float)vis) + 4.0f * ae_rng_uniform(r) - 2.0f;
     return sinks;
 }
@@ -1343,16 +1325,16 @@ static void run_attention(ae_rng *r, const attn_case *c) {
     int rows = c->ring > 0 ? c->ring : S + 5;
     size_t nq = (size_t)T * Hq * dk, no = (size_t)T * Hq * dv;
     size_t nk = (size_t)rows * a.k_stride, nv = (size_t)rows * a.v_stride;
-    float *q = hnormal(r, nq, c->qscale > 0 ? c->qscale : 1.0f, AE_DT_BF16);
-    float *k = hnormal(r, nk, 1.0f, AE_DT_BF16);
-    float *v = c->absorbed ? k : hnormal(r, nv, 1.0f, AE_DT_BF16);
+    float *q = ae_test_normal(r, nq, c->qscale > 0 ? c->qscale : 1.0f, AE_DT_BF16);
+    float *k = ae_test_normal(r, nk, 1.0f, AE_DT_BF16);
+    float *v = c->absorbed ? k : ae_test_normal(r, nv, 1.0f, AE_DT_BF16);
     nan_unwritten_rows(k, v, S, rows, &a);
     float *sinks = case_sinks(r, c, S);
     char name[200];
     attn_case_name(c, name, sizeof name);
     // cpu
     const size_t nl = (size_t)T * Hq;
-    float *oc = hnew(no), *lc = hnew(nl);
+    float *oc = ae_test_floats(no), *lc = ae_test_floats(nl);
     ae_attn_args ac = a;
     ac.sinks = sinks ? ae_host_f32(sinks) : ae_ptr_null();
     ac.lse = ae_host_f32(lc);
@@ -1470,13 +1452,14 @@ static void run_decode_kernel(ae_rng *r, const attn_case *c, const char *dec_spl
     int rows = c->ring > 0 ? c->ring : S + 5;
     size_t nq = (size_t)T * Hq * dk, no = (size_t)T * Hq * dv;
     size_t nk = (size_t)rows * a.k_stride, nv = (size_t)rows * a.v_stride;
-    float *q = hnormal(r, nq, 1.0f, AE_DT_BF16);
-    float *k = hnormal(r, nk, 1.0f, AE_DT_BF16), *v = hnormal(r, nv, 1.0f, AE_DT_BF16);
+    float *q = ae_test_normal(r, nq, 1.0f, AE_DT_BF16);
+    float *k = ae_test_normal(r, nk, 1.0f, AE_DT_BF16);
+    float *v = ae_test_normal(r, nv, 1.0f, AE_DT_BF16);
     nan_unwritten_rows(k, v, S, rows, &a);
     float *sinks = case_sinks(r, c, S);
     char name[200];
     attn_case_name(c, name, sizeof name);
-    float *oc = hnew(no);
+    float *oc = ae_test_floats(no);
     ae_attn_args ac = a;
     ac.sinks = sinks ? ae_host_f32(sinks) : ae_ptr_null();
     g_cpu->attention(g_cpu, &ac, ae_host_f32(oc), ae_host_f32(q), ae_host_f32(k), ae_host_f32(v));
@@ -1848,7 +1831,7 @@ static void test_attention_strided_absorbed(void **state) {
 // permutation π_t (neighbouring ranks differ by >= 0.04 in logit, 4% in probability), plus a
 // per-row offset (softmax must subtract the max).
 static float *route_logits(ae_rng *r, int T, int E) {
-    float *z = hnew((size_t)T * E);
+    float *z = ae_test_floats((size_t)T * E);
     int *perm = malloc(sizeof(int) * (size_t)E);
     assert_non_null(perm);
     for (int t = 0; t < T; t++) {
@@ -1868,7 +1851,7 @@ static float *route_logits(ae_rng *r, int T, int E) {
 static void run_moe_route(ae_rng *r, int T, int E, int K, int renorm) {
     float *z = route_logits(r, T, E);
     int32_t *ic = inew((size_t)T * K);
-    float *wc = hnew((size_t)T * K), *pc = hnew((size_t)T * E);
+    float *wc = ae_test_floats((size_t)T * K), *pc = ae_test_floats((size_t)T * E);
     g_cpu->moe_route(g_cpu, ae_host_i32(ic), ae_host_f32(wc), ae_host_f32(pc), ae_host_f32(z), T,
                      E, K, renorm);
     ae_ptr dz = dnew_put(z, (size_t)T * E, AE_DT_F32), dp = dnew((size_t)T * E, AE_DT_F32);
@@ -1876,7 +1859,7 @@ static void run_moe_route(ae_rng *r, int T, int E, int K, int renorm) {
     g_gpu->moe_route(g_gpu, di, dw, dp, dz, T, E, K, renorm);
     int32_t *ig = dget_i32(di, (size_t)T * K);
     float *wg = dget(dw, (size_t)T * K), *pg = dget(dp, (size_t)T * E);
-    float *p = hnew((size_t)E);
+    float *p = ae_test_floats((size_t)E);
     int exempt = 0;
     for (int t = 0; t < T; t++) {
         memcpy(p, z + (size_t)t * E, sizeof(float) * (size_t)E);
@@ -1923,12 +1906,12 @@ static void test_moe_route(void **state) {
 // `hot` sends every token to experts 3 and 5 (one large batch per expert, the others idle).
 static void run_moe_ffn(ae_rng *r, int T, int E, int K, int D, int Im, int hot) {
     size_t ngu = (size_t)E * Im * D;
-    float *x = hnormal(r, (size_t)T * D, 1.0f, AE_DT_BF16);
-    float *wg = hnormal(r, ngu, 1.0f / sqrtf((float)D), AE_DT_BF16);
-    float *wu = hnormal(r, ngu, 1.0f / sqrtf((float)D), AE_DT_BF16);
-    float *wd = hnormal(r, ngu, 1.0f / sqrtf((float)Im), AE_DT_BF16);
+    float *x = ae_test_normal(r, (size_t)T * D, 1.0f, AE_DT_BF16);
+    float *wg = ae_test_normal(r, ngu, 1.0f / sqrtf((float)D), AE_DT_BF16);
+    float *wu = ae_test_normal(r, ngu, 1.0f / sqrtf((float)D), AE_DT_BF16);
+    float *wd = ae_test_normal(r, ngu, 1.0f / sqrtf((float)Im), AE_DT_BF16);
     int32_t *idx = inew((size_t)T * K);
-    float *wts = hnew((size_t)T * K);
+    float *wts = ae_test_floats((size_t)T * K);
     int *perm = malloc(sizeof(int) * (size_t)E);
     assert_non_null(perm);
     for (int t = 0; t < T; t++) {
@@ -1941,7 +1924,7 @@ static void run_moe_ffn(ae_rng *r, int T, int E, int K, int D, int Im, int hot) 
         }
         for (int j = 0; j < K; j++) wts[t * K + j] /= s;
     }
-    float *yc = hnew((size_t)T * D);
+    float *yc = ae_test_floats((size_t)T * D);
     g_cpu->moe_ffn(g_cpu, ae_host_f32(yc), ae_host_f32(x), ae_host_i32(idx), ae_host_f32(wts),
                    ae_host_f32(wg), ae_host_f32(wu), ae_host_f32(wd), T, D, Im, E, K);
     ae_dtype wt = g_gpu->weight_dtype, at = g_gpu->act_dtype;

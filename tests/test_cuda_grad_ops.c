@@ -85,26 +85,10 @@ static const ae_backend *g_gpu, *g_cpu;
 
 // ---- host helpers --------------------------------------------------------------------------
 
-static float bf16r(float x) { return ae_bf16_to_f32(ae_f32_to_bf16(x)); }
-
-static float *hnew(size_t n) {
-    float *p = malloc(sizeof(float) * (n ? n : 1));
-    assert_non_null(p);
-    return p;
-}
-
-static float *hcopy(const float *x, size_t n) {
-    float *p = hnew(n);
-    memcpy(p, x, sizeof(float) * n);
-    return p;
-}
-
-// scale · N(0, 1), rounded to bf16 (both backends then see the same values)
+// scale · N(0, 1) rounded to bf16: every input here is bf16 (both backends then see the same
+// values)
 static float *hnormal(ae_rng *r, size_t n, float scale) {
-    float *p = hnew(n);
-    ae_test_fill_normal(p, n, scale, r);
-    for (size_t i = 0; i < n; i++) p[i] = bf16r(p[i]);
-    return p;
+    return ae_test_normal(r, n, scale, AE_DT_BF16);
 }
 
 static const char *dtn(ae_dtype dt) { return ae_dtype_name(dt); }
@@ -130,7 +114,7 @@ static ae_ptr dnew_put(const float *h, size_t n, ae_dtype dt) {
 }
 
 static float *dget(ae_ptr p, size_t n) {
-    float *h = hnew(n);
+    float *h = ae_test_floats(n);
     ae_status st = g_gpu->download(g_gpu, h, AE_DT_F32, p, n);
     if (st != AE_OK)
         fail_msg("cuda download of %zu %s values: %s (%s)", n, dtn(p.dtype), ae_last_error(),
@@ -225,7 +209,7 @@ static void check_max(const float *got, const float *ref, size_t n, double tol, 
 static double bf16_noise(const float *ref, const float *base, size_t n) {
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) {
-        double d = (double)bf16r(ref[i]) - ref[i], g = (double)ref[i] - base[i];
+        double d = (double)ae_test_bf16(ref[i]) - ref[i], g = (double)ref[i] - base[i];
         num += d * d;
         den += g * g;
     }
@@ -242,10 +226,10 @@ static void run_rmsnorm(ae_rng *r, int M, int D, ae_dtype in_dt, ae_dtype dx_dt,
     size_t n = (size_t)M * D;
     float eps = 1e-6f;
     float *x = hnormal(r, n, 1.0f), *dy = hnormal(r, n, 1.0f), *w = hnormal(r, (size_t)D, 0.3f);
-    for (int d = 0; d < D; d++) w[d] = bf16r(1.0f + w[d]);
+    for (int d = 0; d < D; d++) w[d] = ae_test_bf16(1.0f + w[d]);
     // starting values of the accumulators, representable in their dtypes
     float *dx0 = hnormal(r, n, 0.5f), *dw0 = hnormal(r, (size_t)D, 2.0f);
-    float *dxc = hcopy(dx0, n), *dwc = hcopy(dw0, (size_t)D);
+    float *dxc = ae_test_floats_copy(dx0, n), *dwc = ae_test_floats_copy(dw0, (size_t)D);
     g_cpu->rmsnorm_bwd(g_cpu, ae_host_f32(dxc), with_dw ? ae_host_f32(dwc) : ae_ptr_null(),
                        ae_host_f32(dy), ae_host_f32(x), ae_host_f32(w), M, D, eps);
     ae_ptr gx = dnew_put(x, n, in_dt), gdy = dnew_put(dy, n, in_dt);
@@ -272,7 +256,7 @@ static void run_rmsnorm(ae_rng *r, int M, int D, ae_dtype in_dt, ae_dtype dx_dt,
         ae_ptr gdx = dnew_put(dx0, n, dx_dt), gdw = dnew_put(dw0, (size_t)D, AE_DT_F32);
         g_gpu->rmsnorm_bwd(g_gpu, gdx, gdw, gdy, gx, gw, M, D, eps);
         float *f = dget(gdw, (size_t)D);
-        for (int d = 0; d < D; d++) f[d] = bf16r(f[d]);
+        for (int d = 0; d < D; d++) f[d] = ae_test_bf16(f[d]);
         check_same(res[0][1], f, (size_t)D, "rmsnorm_bwd BF16 dw == bf16(F32 dw) %s", name);
         dfree(gdx), dfree(gdw);
         free(f);
@@ -320,7 +304,7 @@ static void test_rmsnorm_bwd(void **state) {
 static void run_matmul_dw(ae_rng *r, int M, int K, int N) {
     size_t nx = (size_t)M * K, ny = (size_t)M * N, nw = (size_t)N * K;
     float *x = hnormal(r, nx, 1.0f), *dy = hnormal(r, ny, 1.0f), *w = hnormal(r, nw, 0.1f);
-    float *dw0 = hnormal(r, nw, 2.0f), *ref = hcopy(dw0, nw); // bf16-exact start
+    float *dw0 = hnormal(r, nw, 2.0f), *ref = ae_test_floats_copy(dw0, nw); // bf16-exact start
     ae_matmul_bwd(g_cpu, ae_ptr_null(), ae_host_f32(ref), ae_host_f32(dy), ae_host_f32(x),
                   ae_host_f32(w), M, K, N);
     ae_ptr gx = dnew_put(x, nx, AE_DT_BF16), gdy = dnew_put(dy, ny, AE_DT_BF16);
@@ -343,7 +327,7 @@ static void run_matmul_dw(ae_rng *r, int M, int K, int N) {
     double fl = 1e-4 * sqrt(gss / (double)nw);
     size_t wi = 0;
     for (size_t i = 0; i < nw; i++) {
-        double b = bf16r(got[2][i]), d = fabs(got[0][i] - b);
+        double b = ae_test_bf16(got[2][i]), d = fabs(got[0][i] - b);
         double e = d / (fmax(fabs(b), fabs((double)got[0][i])) + fl / TOL_DW_ULP);
         if (d > 0 && e > worst) worst = e, wi = i;
     }
@@ -351,7 +335,7 @@ static void run_matmul_dw(ae_rng *r, int M, int K, int N) {
            worst, TOL_DW_ULP);
     if (!(worst <= TOL_DW_ULP))
         fail_msg("matmul_bwd BF16 dw %s: [%zu] %.9g vs bf16(F32 dw) %.9g", name, wi,
-                 (double)got[0][wi], (double)bf16r(got[2][wi]));
+                 (double)got[0][wi], (double)ae_test_bf16(got[2][wi]));
     dfree(gx), dfree(gdy), dfree(gw);
     free(x), free(dy), free(w), free(dw0), free(ref);
     for (int run = 0; run < 3; run++) free(got[run]);
@@ -375,7 +359,7 @@ static void run_rope(ae_rng *r, int T, int H, int stride, int rd, ae_rope_mode m
     float *x = hnormal(r, n, 1.0f);
     int32_t *pos = malloc(sizeof(int32_t) * (size_t)T);
     for (int t = 0; t < T; t++) pos[t] = t % 3 == 0 ? t : (int32_t)(ae_rng_u64(r) % 40000);
-    float *xc = hcopy(x, n);
+    float *xc = ae_test_floats_copy(x, n);
     g_cpu->rope_bwd(g_cpu, ae_host_f32(xc), ae_host_i32(pos), T, H, stride, rd, 1e6, mode);
     ae_ptr gp = dnew(T, AE_DT_I32);
     if (g_gpu->upload(g_gpu, gp, pos, AE_DT_I32, (size_t)T) != AE_OK)
@@ -410,7 +394,7 @@ static void run_gate(ae_rng *r, int T, int H, int hd, int per_head, ae_dtype in_
                      ae_dtype out_dt) {
     size_t n = (size_t)T * H * hd, ng = per_head ? (size_t)T * H : n;
     float *x = hnormal(r, n, 1.0f), *g = hnormal(r, ng, 2.0f), *dy = hnormal(r, n, 1.0f);
-    float *dxc = hnew(n), *dgc = hnew(ng);
+    float *dxc = ae_test_floats(n), *dgc = ae_test_floats(ng);
     g_cpu->gate_mul_bwd(g_cpu, ae_host_f32(dxc), ae_host_f32(dgc), ae_host_f32(dy), ae_host_f32(x),
                         ae_host_f32(g), T, H, hd, per_head);
     ae_ptr gx = dnew_put(x, n, in_dt), gg = dnew_put(g, ng, in_dt), gdy = dnew_put(dy, n, in_dt);
@@ -451,7 +435,7 @@ static void test_gate_mul_bwd(void **state) {
 static void run_silu(ae_rng *r, size_t n, ae_dtype in_dt, ae_dtype out_dt) {
     float *g = hnormal(r, n, 3.0f), *u = hnormal(r, n, 1.0f), *dy = hnormal(r, n, 1.0f);
     if (n > 3) g[0] = -30.0f, g[1] = 25.0f, g[2] = 0.0f; // saturated both ways, the origin
-    float *dgc = hnew(n), *duc = hnew(n);
+    float *dgc = ae_test_floats(n), *duc = ae_test_floats(n);
     g_cpu->silu_mul_bwd(g_cpu, ae_host_f32(dgc), ae_host_f32(duc), ae_host_f32(dy), ae_host_f32(g),
                         ae_host_f32(u), n);
     ae_ptr gg = dnew_put(g, n, in_dt), gu = dnew_put(u, n, in_dt), gdy = dnew_put(dy, n, in_dt);
@@ -612,9 +596,9 @@ static void cpu_bwd_saved(const attn_io *io, const float *out, const float *lse,
     const bwd_case *c = io->c;
     ae_attn_args ac = io->ac;
     ac.lse = ae_host_f32(lse);
-    *sq = hnew(io->nq), *sk = hcopy(io->dk0, io->nk);
-    *sv = c->absorbed ? *sk : hcopy(io->dv0, io->nv);
-    *ss = c->sinks ? hcopy(io->ds0, (size_t)c->Hq) : NULL;
+    *sq = ae_test_floats(io->nq), *sk = ae_test_floats_copy(io->dk0, io->nk);
+    *sv = c->absorbed ? *sk : ae_test_floats_copy(io->dv0, io->nv);
+    *ss = c->sinks ? ae_test_floats_copy(io->ds0, (size_t)c->Hq) : NULL;
     g_cpu->attention_bwd(g_cpu, &ac, ae_host_f32(*sq), ae_host_f32(*sk), ae_host_f32(*sv),
                          *ss ? ae_host_f32(*ss) : ae_ptr_null(), ae_host_f32(io->dout),
                          ae_host_f32(out), ae_host_f32(io->q), ae_host_f32(io->k),
@@ -630,7 +614,7 @@ static void cpu_bwd_saved(const attn_io *io, const float *out, const float *lse,
 static void run_attn_saved(const attn_io *io) {
     const bwd_case *c = io->c;
     const size_t rows = (size_t)c->T * c->Hq;
-    float *cpu_out = hnew(io->no), *clse = hnew(rows);
+    float *cpu_out = ae_test_floats(io->no), *clse = ae_test_floats(rows);
     ae_attn_args ac = io->ac, ag = io->ag;
     ac.lse = ae_host_f32(clse);
     g_cpu->attention(g_cpu, &ac, ae_host_f32(cpu_out), ae_host_f32(io->q), ae_host_f32(io->k),
@@ -844,7 +828,7 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
     float *sinks = NULL;
     if (c->sinks) {
         int vis = c->window > 0 && c->window < S ? c->window : S;
-        sinks = hnew((size_t)Hq);
+        sinks = ae_test_floats((size_t)Hq);
         for (int h = 0; h < Hq; h++) sinks[h] = logf((float)vis) + 4.0f * ae_rng_uniform(r) - 2.0f;
     }
     // starting values of the accumulators (dk == dv share one buffer when absorbed)
@@ -852,8 +836,9 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
     float *ds0 = hnormal(r, (size_t)Hq, 0.5f);
 
     // cpu
-    float *cq = hnew(nq), *ck = hcopy(dk0, nk), *cv = c->absorbed ? ck : hcopy(dv0, nv);
-    float *cs = hcopy(ds0, (size_t)Hq);
+    float *cq = ae_test_floats(nq), *ck = ae_test_floats_copy(dk0, nk);
+    float *cv = c->absorbed ? ck : ae_test_floats_copy(dv0, nv);
+    float *cs = ae_test_floats_copy(ds0, (size_t)Hq);
     ae_attn_args ac = a;
     ac.sinks = sinks ? ae_host_f32(sinks) : ae_ptr_null();
     g_cpu->attention_bwd(g_cpu, &ac, ae_host_f32(cq), ae_host_f32(ck), ae_host_f32(cv),
@@ -939,12 +924,12 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
             }
             float *bk0 = dk0, *bv0 = dv0;
             if (odt == AE_DT_BF16) { // the starting values as the bf16 buffers held them
-                bk0 = hcopy(dk0, nk);
-                for (size_t i = 0; i < nk; i++) bk0[i] = bf16r(bk0[i]);
+                bk0 = ae_test_floats_copy(dk0, nk);
+                for (size_t i = 0; i < nk; i++) bk0[i] = ae_test_bf16(bk0[i]);
                 bv0 = bk0;
                 if (!c->absorbed) {
-                    bv0 = hcopy(dv0, nv);
-                    for (size_t i = 0; i < nv; i++) bv0[i] = bf16r(bv0[i]);
+                    bv0 = ae_test_floats_copy(dv0, nv);
+                    for (size_t i = 0; i < nv; i++) bv0[i] = ae_test_bf16(bv0[i]);
                 }
             }
             const char *pn = br->label;

@@ -61,29 +61,6 @@ static const ae_backend *g_gpu, *g_cpu;
 
 // ---- host helpers --------------------------------------------------------------------------
 
-static float bf16r(float x) { return ae_bf16_to_f32(ae_f32_to_bf16(x)); }
-
-static float *hnew(size_t n) {
-    float *p = malloc(sizeof(float) * (n ? n : 1));
-    assert_non_null(p);
-    return p;
-}
-
-static float *hcopy(const float *x, size_t n) {
-    float *p = hnew(n);
-    memcpy(p, x, sizeof(float) * n);
-    return p;
-}
-
-// scale · N(0, 1), rounded to bf16 when dt is BF16 (both backends then see the same values)
-static float *hnormal(ae_rng *r, size_t n, float scale, ae_dtype dt) {
-    float *p = hnew(n);
-    ae_test_fill_normal(p, n, scale, r);
-    if (dt == AE_DT_BF16)
-        for (size_t i = 0; i < n; i++) p[i] = bf16r(p[i]);
-    return p;
-}
-
 static const char *dtn(ae_dtype dt) { return ae_dtype_name(dt); }
 
 // ---- device helpers ------------------------------------------------------------------------
@@ -107,7 +84,7 @@ static ae_ptr dnew_put(const float *h, size_t n, ae_dtype dt) {
 }
 
 static float *dget(ae_ptr p, size_t n) {
-    float *h = hnew(n);
+    float *h = ae_test_floats(n);
     ae_status st = g_gpu->download(g_gpu, h, AE_DT_F32, p, n);
     if (st != AE_OK)
         fail_msg("cuda download of %zu %s values: %s (%s)", n, dtn(p.dtype), ae_last_error(),
@@ -204,8 +181,8 @@ static void check_same(const float *a, const float *b, size_t n, const char *fmt
 }
 
 static float *bf16_all(const float *x, size_t n) {
-    float *p = hnew(n);
-    for (size_t i = 0; i < n; i++) p[i] = bf16r(x[i]);
+    float *p = ae_test_floats(n);
+    for (size_t i = 0; i < n; i++) p[i] = ae_test_bf16(x[i]);
     return p;
 }
 
@@ -219,11 +196,11 @@ static void run_embed_tab(ae_rng *r, int T, int D, int V, int distinct, ae_dtype
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)T);
     for (int t = 0; t < T; t++) ids[t] = (int32_t)(ae_rng_u64(r) % (uint64_t)distinct);
     if (T > 2) ids[T - 1] = V - 1, ids[0] = V - 1; // the last row, first and last token
-    float *dy = hnormal(r, nt, 1.0f, dy_dt), *tab0 = hnormal(r, nv, 2.0f, tab_dt);
-    float *ref = hcopy(tab0, nv);
+    float *dy = ae_test_normal(r, nt, 1.0f, dy_dt), *tab0 = ae_test_normal(r, nv, 2.0f, tab_dt);
+    float *ref = ae_test_floats_copy(tab0, nv);
     g_cpu->embed_bwd(g_cpu, ae_host_f32(ref), ae_host_f32(dy), ae_host_i32(ids), T, D);
     if (tab_dt == AE_DT_BF16) // the same fp32 sum, rounded once
-        for (size_t i = 0; i < nv; i++) ref[i] = bf16r(ref[i]);
+        for (size_t i = 0; i < nv; i++) ref[i] = ae_test_bf16(ref[i]);
     ae_ptr gdy = dnew_put(dy, nt, dy_dt), gids = dnew(T, AE_DT_I32);
     dput(gids, ids, AE_DT_I32, (size_t)T);
     float *res[2];
@@ -274,10 +251,10 @@ static void run_rows(ae_rng *r, int cosine, int N, int D, int normalized, ae_dty
                      ae_dtype g_dt, int with_grad) {
     size_t n = (size_t)N * D;
     float scale = 0.73f;
-    float *y = hnormal(r, n, 1.0f, in_dt), *t = hnormal(r, n, 1.0f, in_dt);
+    float *y = ae_test_normal(r, n, 1.0f, in_dt), *t = ae_test_normal(r, n, 1.0f, in_dt);
     if (cosine && N > 2)
         for (int d = 0; d < D; d++) y[D + d] = 0.0f, t[2 * (size_t)D + d] = 0.0f; // zero rows
-    float *out = hnew((size_t)N), *g = hnew(n);
+    float *out = ae_test_floats((size_t)N), *g = ae_test_floats(n);
     if (cosine)
         g_cpu->cosine_rows(g_cpu, ae_host_f32(out), ae_host_f32(g), ae_host_f32(y),
                            ae_host_f32(t), N, D, scale);
@@ -361,14 +338,15 @@ static void kd_run(const ae_backend *be, const kd_case *c, ae_ptr zt, ae_ptr zs,
 
 static void run_kd(ae_rng *r, const kd_case *c) {
     size_t n = (size_t)c->N * c->V;
-    float *zt = hnormal(r, n, 3.0f, AE_DT_F32), *zs = hnormal(r, n, 3.0f, AE_DT_F32);
+    float *zt = ae_test_normal(r, n, 3.0f, AE_DT_F32), *zs = ae_test_normal(r, n, 3.0f, AE_DT_F32);
     if (c->close)
         for (size_t k = 0; k < n; k++) zs[k] = zt[k] + 0.05f * zs[k];
     // row 0: its maximum tied at a column of the first chunk and one of the last chunk
     int lo = c->chunk / 3 < c->V ? c->chunk / 3 : 0, hi = c->V - 1;
     zt[lo] = zt[hi] = 25.0f;
-    float *st = hnew(2 * (size_t)c->N), *ss = hnew(2 * (size_t)c->N), *kl = hnew((size_t)c->N);
-    float *dz = hnew(n);
+    float *st = ae_test_floats(2 * (size_t)c->N), *ss = ae_test_floats(2 * (size_t)c->N);
+    float *kl = ae_test_floats((size_t)c->N);
+    float *dz = ae_test_floats(n);
     int32_t *at = malloc(sizeof(int32_t) * (size_t)c->N);
     for (int i = 0; i < c->N; i++) kl[i] = 0.5f;
     kd_run(g_cpu, c, ae_host_f32(zt), ae_host_f32(zs), ae_host_f32(st), ae_host_f32(ss),
@@ -399,7 +377,7 @@ static void run_kd(ae_rng *r, const kd_case *c) {
         if (rat[0][i] != at[i])
             fail_msg("softmax_stats argmax row %d %s: cuda %d, cpu %d", i, name, rat[0][i], at[i]);
     }
-    float *se_g = hnew(2 * (size_t)c->N), *se_c = hnew(2 * (size_t)c->N);
+    float *se_g = ae_test_floats(2 * (size_t)c->N), *se_c = ae_test_floats(2 * (size_t)c->N);
     for (int i = 0; i < c->N; i++)
         se_g[2 * i] = rst[0][2 * i + 1], se_g[2 * i + 1] = rss[0][2 * i + 1],
         se_c[2 * i] = st[2 * i + 1], se_c[2 * i + 1] = ss[2 * i + 1];
@@ -444,7 +422,7 @@ static void test_softmax_stats_kd(void **state) {
 // sumsq
 
 static void run_sumsq(ae_rng *r, size_t n, ae_dtype dt, int offset) {
-    float *x = hnormal(r, n + 1, 1.5f, dt), ref;
+    float *x = ae_test_normal(r, n + 1, 1.5f, dt), ref;
     g_cpu->sumsq(g_cpu, ae_host_f32(&ref), ae_host_f32(x + offset), n);
     ae_ptr gx = dnew_put(x, n + 1, dt);
     float res[2];
@@ -514,11 +492,11 @@ static void test_sumsq(void **state) {
 
 static void run_axpby(ae_rng *r, size_t n, ae_dtype ydt, ae_dtype xdt, float beta, int offset) {
     float alpha = -0.37f;
-    float *x = hnormal(r, n + 1, 1.0f, xdt), *y = hnormal(r, n + 1, 1.0f, ydt);
-    float *ref = hcopy(y, n + 1);
+    float *x = ae_test_normal(r, n + 1, 1.0f, xdt), *y = ae_test_normal(r, n + 1, 1.0f, ydt);
+    float *ref = ae_test_floats_copy(y, n + 1);
     g_cpu->axpby(g_cpu, ae_host_f32(ref + offset), alpha, ae_host_f32(x + offset), beta, n);
     if (ydt == AE_DT_BF16)
-        for (size_t i = 0; i <= n; i++) ref[i] = bf16r(ref[i]);
+        for (size_t i = 0; i <= n; i++) ref[i] = ae_test_bf16(ref[i]);
     ae_ptr gx = dnew_put(x, n + 1, xdt);
     float *res[2];
     for (int run = 0; run < 2; run++) {
@@ -557,7 +535,8 @@ static void test_axpby(void **state) {
 static void run_adamw_g(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int offset, int steps,
                         ae_dtype gdt) {
     size_t na = n + 1;
-    float *w = hnormal(r, na, 1.0f, AE_DT_F32), *m = hnew(na), *v = hnew(na);
+    float *w = ae_test_normal(r, na, 1.0f, AE_DT_F32), *m = ae_test_floats(na);
+    float *v = ae_test_floats(na);
     for (size_t j = 0; j < na; j++) m[j] = 0.0f, v[j] = 0.0f;
     ae_ptr gw = dnew_put(w, na, AE_DT_F32), gm = dnew_put(m, na, AE_DT_F32);
     ae_ptr gv = dnew_put(v, na, AE_DT_F32), gg = dnew(na, gdt);
@@ -568,7 +547,7 @@ static void run_adamw_g(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int o
     snprintf(name, sizeof name, "n=%zu param %s offset %d grad %s", n,
              with_param ? dtn(pdt) : "null", offset, dtn(gdt));
     for (int step = 1; step <= steps; step++) {
-        float *g = hnormal(r, na, 0.01f * step, gdt);
+        float *g = ae_test_normal(r, na, 0.01f * step, gdt);
         ae_adamw_args a = {.lr = 3e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                            .weight_decay = step % 2 ? 0.1f : 0.0f,
                            .bc1 = 1.0f - powf(0.9f, (float)step),
@@ -585,7 +564,8 @@ static void run_adamw_g(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int o
         check_same(rm, m, na, "adamw m step %d %s (vs cpu)", step, name);
         check_same(rv, v, na, "adamw v step %d %s (vs cpu)", step, name);
         if (with_param) {
-            float *rp = dget(gp, na), *want = pdt == AE_DT_BF16 ? bf16_all(rw, na) : hcopy(rw, na);
+            float *rp = dget(gp, na);
+            float *want = pdt == AE_DT_BF16 ? bf16_all(rw, na) : ae_test_floats_copy(rw, na);
             check_same(rp + offset, want + offset, n, "adamw param == %s(w) step %d %s",
                        dtn(pdt), step, name);
             free(rp), free(want);
@@ -601,7 +581,7 @@ static void run_adamw_g(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int o
 
 // flag after one GPU step with g[bad] = value (bad >= n: all finite), starting from flag0
 static int32_t adamw_flag(size_t n, size_t bad, float value, int32_t flag0) {
-    float *h = hnew(n);
+    float *h = ae_test_floats(n);
     for (size_t j = 0; j < n; j++) h[j] = 0.01f;
     ae_ptr gw = dnew_put(h, n, AE_DT_F32), gm = dnew_put(h, n, AE_DT_F32);
     ae_ptr gv = dnew_put(h, n, AE_DT_F32);
@@ -650,7 +630,7 @@ static void test_adamw(void **state) {
 // allocates them; zeroed.
 static ae_ptr dcodes(size_t n) {
     size_t words = (n + 3) / 4;
-    float *z = hnew(words);
+    float *z = ae_test_floats(words);
     for (size_t j = 0; j < words; j++) z[j] = 0.0f;
     ae_ptr p = dnew_put(z, words, AE_DT_F32);
     free(z);
@@ -666,7 +646,8 @@ static uint8_t *dget_codes(ae_ptr p, size_t n) {
 static void run_adamw8_g(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int steps,
                          ae_dtype gdt) {
     const size_t nb = ae_q8_blocks(n);
-    float *w = hnormal(r, n, 1.0f, AE_DT_F32), *ms = hnew(nb), *vs = hnew(nb);
+    float *w = ae_test_normal(r, n, 1.0f, AE_DT_F32), *ms = ae_test_floats(nb);
+    float *vs = ae_test_floats(nb);
     uint8_t *mq = calloc(n, 1), *vq = calloc(n, 1);
     for (size_t b = 0; b < nb; b++) ms[b] = 0.0f, vs[b] = 0.0f;
     ae_ptr gw = dnew_put(w, n, AE_DT_F32), gms = dnew_put(ms, nb, AE_DT_F32);
@@ -679,11 +660,11 @@ static void run_adamw8_g(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int 
     snprintf(name, sizeof name, "n=%zu param %s grad %s", n, with_param ? dtn(pdt) : "null",
              dtn(gdt));
     for (int step = 1; step <= steps; step++) {
-        float *g = hnormal(r, n, 0.01f * step, AE_DT_F32);
+        float *g = ae_test_normal(r, n, 0.01f * step, AE_DT_F32);
         for (size_t j = 0; j < n; j++) g[j] *= (float)(1 + (j / 97) % 5); // scales vary per block
         if (n > 300) for (size_t j = 256; j < 300; j++) g[j] = 0.0f;        // a zero stretch
         if (gdt == AE_DT_BF16) // the values a bf16 gradient holds, for both sides
-            for (size_t j = 0; j < n; j++) g[j] = bf16r(g[j]);
+            for (size_t j = 0; j < n; j++) g[j] = ae_test_bf16(g[j]);
         ae_adamw_args a = {.lr = 3e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                            .weight_decay = step % 2 ? 0.1f : 0.0f,
                            .bc1 = 1.0f - powf(0.9f, (float)step),
@@ -701,7 +682,8 @@ static void run_adamw8_g(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int 
         if (memcmp(rmq, mq, n) || memcmp(rvq, vq, n))
             fail_msg("adamw8 codes step %d %s differ from the cpu's", step, name);
         if (with_param) {
-            float *rp = dget(gp, n), *want = pdt == AE_DT_BF16 ? bf16_all(rw, n) : hcopy(rw, n);
+            float *rp = dget(gp, n);
+            float *want = pdt == AE_DT_BF16 ? bf16_all(rw, n) : ae_test_floats_copy(rw, n);
             check_same(rp, want, n, "adamw8 param == %s(w) step %d %s", dtn(pdt), step, name);
             free(rp), free(want);
         }
@@ -730,7 +712,7 @@ static void test_adamw8(void **state) {
     }
     // a NaN gradient sets the flag (the optimizer never passes one: it checks the norm first)
     size_t n = 1000;
-    float *h = hnew(n);
+    float *h = ae_test_floats(n);
     for (size_t j = 0; j < n; j++) h[j] = j == 999 ? NAN : 0.01f;
     ae_ptr gw = dnew_put(h, n, AE_DT_F32), gg = dnew_put(h, n, AE_DT_F32);
     float zero4[4] = {0, 0, 0, 0}; // the block absmax of 1000 values

@@ -120,26 +120,23 @@ static void ref_doc(const ae_model *t, const ae_model *s, const int32_t *ids, si
     free(ls);
 }
 
+typedef struct {
+    const ae_model *t, *s;
+    int ctx;
+    ref_result *r;
+} ref_job;
+
+static void ref_job_doc(const int32_t *ids, size_t n, void *p) {
+    ref_job *j = p;
+    ref_doc(j->t, j->s, ids, n, j->ctx, j->r);
+}
+
 static void ref_text(const ae_model *t, const ae_model *s, const char *text, size_t len, int ctx,
                      ref_result *r) {
     memset(r, 0, sizeof *r);
     r->n = doc_edges(ctx, r->edge);
-    static const char sep[] = "<|endoftext|>";
-    char *copy = malloc(len + 1);
-    memcpy(copy, text, len);
-    copy[len] = '\0';
-    for (char *p = copy;;) {
-        char *hit = strstr(p, sep);
-        size_t dl = hit ? (size_t)(hit - p) : strlen(p);
-        int32_t *ids;
-        size_t n;
-        assert_int_equal(ae_tokenizer_encode(g_tok, p, dl, &ids, &n), AE_OK);
-        ref_doc(t, s, ids, n, ctx, r);
-        free(ids);
-        if (!hit) break;
-        p = hit + strlen(sep);
-    }
-    free(copy);
+    ref_job j = {.t = t, .s = s, .ctx = ctx, .r = r};
+    ae_test_each_doc(g_tok, text, len, ref_job_doc, &j);
 }
 
 // Tolerances. The library reduces each row in double and rounds it to float (relative 6e-8)
@@ -296,12 +293,6 @@ static void test_kl_two_students(void **state) {
     assert_int_not_equal(ae_kl_text(g_teacher, none, 0, g_tok, g_long, g_long_len, 1100, 0, 0, &alone), AE_OK);
 }
 
-static double json_num(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    if (!cJSON_IsNumber(v)) fail_msg("no number %s in the JSON", k);
-    return v->valuedouble;
-}
-
 // `attnedit eval kl --json` on the saved MLA student: the numbers of the reference (teacher and
 // student in the right roles, means = sums / tokens, buckets with inclusive "to").
 static void test_cli_eval_kl(void **state) {
@@ -317,25 +308,27 @@ static void test_cli_eval_kl(void **state) {
     assert_non_null(o);
     const ref_result *rp = mla_ref_129();
     double n = (double)rp->all.tokens;
-    printf("CLI eval kl: kl %.6f (reference %.6f, reversed %.6f), top1 %.4f\n", json_num(o, "kl"),
-           rp->all.kl / n, rp->all.kl_rev / n, json_num(o, "top1"));
-    assert_int_equal((int64_t)json_num(o, "tokens"), rp->all.tokens);
+    printf("CLI eval kl: kl %.6f (reference %.6f, reversed %.6f), top1 %.4f\n",
+           ae_test_json_num(o, "kl"), rp->all.kl / n, rp->all.kl_rev / n,
+           ae_test_json_num(o, "top1"));
+    assert_int_equal((int64_t)ae_test_json_num(o, "tokens"), rp->all.tokens);
     // the JSON carries doubles printed by cJSON (15+ significant digits): REL_TOL as above
-    assert_true(fabs(json_num(o, "kl") - rp->all.kl / n) < REL_TOL * rp->all.kl / n + 1e-8);
+    assert_true(fabs(ae_test_json_num(o, "kl") - rp->all.kl / n) < REL_TOL * rp->all.kl / n + 1e-8);
     assert_true(fabs(rp->all.kl - rp->all.kl_rev) / n > 1000 * (REL_TOL * rp->all.kl / n + 1e-8));
-    assert_true(fabs(json_num(o, "top1") - rp->all.top1 / n) < 1e-12);
-    assert_true(fabs(json_num(o, "ppl_teacher") - exp(rp->all.nll_t / n)) < REL_TOL * exp(rp->all.nll_t / n));
-    assert_true(fabs(json_num(o, "ppl_student") - exp(rp->all.nll_s / n)) < REL_TOL * exp(rp->all.nll_s / n));
+    assert_true(fabs(ae_test_json_num(o, "top1") - rp->all.top1 / n) < 1e-12);
+    double ppl_t = exp(rp->all.nll_t / n), ppl_s = exp(rp->all.nll_s / n);
+    assert_true(fabs(ae_test_json_num(o, "ppl_teacher") - ppl_t) < REL_TOL * ppl_t);
+    assert_true(fabs(ae_test_json_num(o, "ppl_student") - ppl_s) < REL_TOL * ppl_s);
     const cJSON *bp = cJSON_GetObjectItemCaseSensitive(o, "by_position");
     assert_int_equal(cJSON_GetArraySize(bp), rp->n);
     for (int b = 0; b < rp->n; b++) {
         const cJSON *e = cJSON_GetArrayItem(bp, b);
         const ref_acc *r = &rp->b[b];
-        assert_int_equal((int)json_num(e, "from"), rp->edge[b]);
-        assert_int_equal((int)json_num(e, "to"), rp->edge[b + 1] - 1);
-        assert_int_equal((int64_t)json_num(e, "tokens"), r->tokens);
+        assert_int_equal((int)ae_test_json_num(e, "from"), rp->edge[b]);
+        assert_int_equal((int)ae_test_json_num(e, "to"), rp->edge[b + 1] - 1);
+        assert_int_equal((int64_t)ae_test_json_num(e, "tokens"), r->tokens);
         double m = r->tokens ? (double)r->tokens : 1.0;
-        assert_true(fabs(json_num(e, "kl") - r->kl / m) < REL_TOL * r->kl / m + 1e-8);
+        assert_true(fabs(ae_test_json_num(e, "kl") - r->kl / m) < REL_TOL * r->kl / m + 1e-8);
     }
     // students: the MLA one (the numbers above) and the GateSWA one, side by side
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "students");
@@ -343,10 +336,12 @@ static void test_cli_eval_kl(void **state) {
     const cJSON *s0 = cJSON_GetArrayItem(st, 0), *s1 = cJSON_GetArrayItem(st, 1);
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(s0, "model")->valuestring, g_mla_dir);
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(s1, "model")->valuestring, g_gswa_dir);
-    assert_true(json_num(s0, "kl") == json_num(o, "kl"));
-    assert_true(json_num(s1, "tokens") == json_num(o, "tokens"));
-    assert_true(json_num(s1, "ppl_teacher") == json_num(o, "ppl_teacher")); // one teacher pass
-    assert_true(json_num(s1, "kl") > 0 && fabs(json_num(s1, "kl") - json_num(o, "kl")) > 0.01);
+    assert_true(ae_test_json_num(s0, "kl") == ae_test_json_num(o, "kl"));
+    assert_true(ae_test_json_num(s1, "tokens") == ae_test_json_num(o, "tokens"));
+    // one teacher pass
+    assert_true(ae_test_json_num(s1, "ppl_teacher") == ae_test_json_num(o, "ppl_teacher"));
+    double kl1 = ae_test_json_num(s1, "kl");
+    assert_true(kl1 > 0 && fabs(kl1 - ae_test_json_num(o, "kl")) > 0.01);
     cJSON_Delete(o);
     free(out);
     free(err);
@@ -385,13 +380,6 @@ static char *read_text(const char *rel, size_t *len) {
     return ae_file_read_all(ae_test_src(rel), &t, len) == AE_OK ? t : NULL;
 }
 
-// The first `max` bytes of s cut at a line end (whole UTF-8 characters).
-static size_t cut_at_line(const char *s, size_t len, size_t max) {
-    size_t n = len < max ? len : max;
-    while (n > 0 && s[n - 1] != '\n') n--;
-    return n;
-}
-
 static int setup(void **state) {
     (void)state;
     const ae_backend *cpu = ae_backend_cpu();
@@ -420,27 +408,15 @@ static int setup(void **state) {
     ae_init_report rep;
     if (ae_student_make(g_gswa, &spec, &rep) != AE_OK) return -1;
     // two documents: the first 1000 bytes of each of data/sample.txt's two (~260 tokens each)
-    size_t sl;
-    char *sample = read_text("data/sample.txt", &sl);
-    const char *sep = "<|endoftext|>";
-    char *second = sample ? strstr(sample, sep) : NULL;
-    if (!second) return -1;
-    second += strlen(sep);
-    size_t n1 = cut_at_line(sample, (size_t)(second - sample), 1000);
-    size_t n2 = cut_at_line(second, sl - (size_t)(second - sample), 1000);
-    g_text_len = n1 + strlen(sep) + n2;
-    g_text = malloc(g_text_len);
-    memcpy(g_text, sample, n1);
-    memcpy(g_text + n1, sep, strlen(sep));
-    memcpy(g_text + n1 + strlen(sep), second, n2);
-    free(sample);
+    g_text = ae_test_sample_docs(1000, &g_text_len);
+    if (!g_text) return -1;
     g_text_path = ae_path_join(g_dir, "text.txt");
     if (ae_test_write_file(g_text_path, g_text, g_text_len) != 0) return -1;
     // one long document: the start of demo-train.txt (~1350 tokens)
     size_t dl;
     char *demo = read_text("data/demo-train.txt", &dl);
     if (!demo) return -1;
-    g_long_len = cut_at_line(demo, dl, 5400);
+    g_long_len = ae_test_cut_at_line(demo, dl, 5400);
     g_long = malloc(g_long_len);
     memcpy(g_long, demo, g_long_len);
     free(demo);

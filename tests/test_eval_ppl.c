@@ -22,45 +22,40 @@ static ae_tokenizer *g_tok;
 static char *g_dir, *g_text_path, *g_text;
 static size_t g_text_len;
 
-// Sum of -log p(next token) in double over the protocol's windows, decoding one token at a time.
-static void ref_nll(const ae_model *m, const char *text, size_t len, int ctx, double *sum, int64_t *tokens) {
-    int V = m->cfg.vocab_size;
-    float *z = malloc(sizeof(float) * (size_t)V);
-    *sum = 0;
-    *tokens = 0;
-    static const char sep[] = "<|endoftext|>";
-    char *copy = malloc(len + 1);
-    memcpy(copy, text, len);
-    copy[len] = '\0';
-    for (char *p = copy;;) {
-        char *hit = strstr(p, sep);
-        size_t dl = hit ? (size_t)(hit - p) : strlen(p);
-        int32_t *ids;
-        size_t n;
-        assert_int_equal(ae_tokenizer_encode(g_tok, p, dl, &ids, &n), AE_OK);
-        for (size_t w = 0; w + 1 < n; w += (size_t)ctx) {
-            int T = (int)(n - 1 - w < (size_t)ctx ? n - 1 - w : (size_t)ctx);
-            ae_kv_cache c;
-            assert_int_equal(ae_kv_cache_init(&c, m, T), AE_OK);
-            for (int i = 0; i < T; i++) {
-                assert_int_equal(ae_model_forward(m, &c, ids + w + i, 1, ae_host_f32(z), 0), AE_OK);
-                *sum += ae_test_logsumexp(z, V, 1.0f, NULL) - z[ids[w + (size_t)i + 1]];
-                (*tokens)++;
-            }
-            ae_kv_cache_free(&c);
+typedef struct {
+    const ae_model *m;
+    int ctx;
+    float *z;       // (V) one position's logits
+    double sum;     // of -log p(next token)
+    int64_t tokens;
+} nll_acc;
+
+// One document: windows of ctx tokens, stride ctx, each decoded one token at a time.
+static void nll_doc(const int32_t *ids, size_t n, void *p) {
+    nll_acc *a = p;
+    int V = a->m->cfg.vocab_size;
+    for (size_t w = 0; w + 1 < n; w += (size_t)a->ctx) {
+        int T = (int)(n - 1 - w < (size_t)a->ctx ? n - 1 - w : (size_t)a->ctx);
+        ae_kv_cache c;
+        assert_int_equal(ae_kv_cache_init(&c, a->m, T), AE_OK);
+        for (int i = 0; i < T; i++) {
+            ae_status st = ae_model_forward(a->m, &c, ids + w + i, 1, ae_host_f32(a->z), 0);
+            assert_int_equal(st, AE_OK);
+            a->sum += ae_test_logsumexp(a->z, V, 1.0f, NULL) - a->z[ids[w + (size_t)i + 1]];
+            a->tokens++;
         }
-        free(ids);
-        if (!hit) break;
-        p = hit + strlen(sep);
+        ae_kv_cache_free(&c);
     }
-    free(copy);
-    free(z);
 }
 
-static double json_num(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    if (!cJSON_IsNumber(v)) fail_msg("no number %s in the JSON", k);
-    return v->valuedouble;
+// Sum of -log p(next token) in double over the protocol's windows, decoding one token at a time.
+static void ref_nll(const ae_model *m, const char *text, size_t len, int ctx, double *sum,
+                    int64_t *tokens) {
+    nll_acc a = {.m = m, .ctx = ctx, .z = malloc(sizeof(float) * (size_t)m->cfg.vocab_size)};
+    ae_test_each_doc(g_tok, text, len, nll_doc, &a);
+    free(a.z);
+    *sum = a.sum;
+    *tokens = a.tokens;
 }
 
 // convert (extra options) -> eval ppl --json -> compared with the in-process student's reference.
@@ -89,16 +84,16 @@ static void check_student(const char *name, const char *const *conv_extra, const
     double sum;
     int64_t tokens;
     ref_nll(m, g_text, g_text_len, CTX, &sum, &tokens);
-    double want = sum / (double)tokens, got = json_num(o, "mean_nll");
+    double want = sum / (double)tokens, got = ae_test_json_num(o, "mean_nll");
     printf("%s: eval ppl mean NLL %.7f (ppl %.4f), reference (in-process student, token by token) "
-           "%.7f, %lld tokens\n", name, got, json_num(o, "ppl"), want, (long long)tokens);
-    assert_int_equal((int64_t)json_num(o, "tokens"), tokens);
+           "%.7f, %lld tokens\n", name, got, ae_test_json_num(o, "ppl"), want, (long long)tokens);
+    assert_int_equal((int64_t)ae_test_json_num(o, "tokens"), tokens);
     // Tolerance 2e-5 nats/token: the prefill and decode paths agree to ~1e-6 relative on the
     // logits (tests/test_student.c bounds the difference by 1e-5 of the largest logit), and
     // the NLL is averaged over the tokens (measured: agreement to 1e-7).
     const double tol = 2e-5;
     assert_true(fabs(got - want) < tol);
-    assert_true(fabs(json_num(o, "ppl") - exp(got)) < 1e-9 * exp(got));
+    assert_true(fabs(ae_test_json_num(o, "ppl") - exp(got)) < 1e-9 * exp(got));
     // the check can tell the student from its teacher: their mean NLLs differ by > 100 x tol
     static double teacher_nll = -1; // computed once
     if (teacher_nll < 0) {
@@ -148,32 +143,13 @@ static void test_eval_ppl_mla_random_mixed(void **state) {
                   &spec);
 }
 
-static size_t cut_at_line(const char *s, size_t len, size_t max) {
-    size_t n = len < max ? len : max;
-    while (n > 0 && s[n - 1] != '\n') n--;
-    return n;
-}
-
 static int setup(void **state) {
     (void)state;
     if (ae_tokenizer_load(ae_test_src(MICRO), &g_tok) != AE_OK) return -1;
     g_dir = ae_test_tmpdir();
     // two documents: the first 1200 bytes of each of data/sample.txt's two (~650 tokens)
-    char *sample = NULL;
-    size_t sl;
-    if (ae_file_read_all(ae_test_src("data/sample.txt"), &sample, &sl) != AE_OK) return -1;
-    const char *sep = "<|endoftext|>";
-    char *second = strstr(sample, sep);
-    if (!second) return -1;
-    second += strlen(sep);
-    size_t n1 = cut_at_line(sample, (size_t)(second - sample), 1200);
-    size_t n2 = cut_at_line(second, sl - (size_t)(second - sample), 1200);
-    g_text_len = n1 + strlen(sep) + n2;
-    g_text = malloc(g_text_len);
-    memcpy(g_text, sample, n1);
-    memcpy(g_text + n1, sep, strlen(sep));
-    memcpy(g_text + n1 + strlen(sep), second, n2);
-    free(sample);
+    g_text = ae_test_sample_docs(1200, &g_text_len);
+    if (!g_text) return -1;
     g_text_path = ae_path_join(g_dir, "text.txt");
     return ae_test_write_file(g_text_path, g_text, g_text_len);
 }

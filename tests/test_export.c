@@ -8,14 +8,11 @@
 // refuses what it cannot export with a message naming why, and leaves nothing behind on
 // failure (disk full included). tests/test_export_hf.sh runs the folders in transformers.
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/dtype.h"
@@ -30,49 +27,6 @@
 #define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 static const char *micro(void) { return ae_test_src("models/qwen3-micro"); }
-
-static ae_model *load_or_fail(const char *dir) {
-    ae_model *m = NULL;
-    if (ae_model_load(dir, ae_backend_cpu(), &m) != AE_OK) fail_msg("%s: %s", dir, ae_last_error());
-    return m;
-}
-
-static char *path_in(const char *dir, const char *name) {
-    char *p = ae_path_join(dir, name);
-    assert_non_null(p);
-    return p;
-}
-
-// A student of `teacher` made by spec and saved (as convert does) to dir/name; returns its path.
-static char *make_student(const char *teacher, const ae_student_spec *spec, const char *dir,
-                          const char *name) {
-    ae_model *m = load_or_fail(teacher);
-    ae_init_report rep;
-    if (ae_student_make(m, spec, &rep) != AE_OK) fail_msg("%s", ae_last_error());
-    char *out = path_in(dir, name);
-    ae_save_opts so = {.src_dir = teacher, .force = 1};
-    if (ae_model_save(m, out, &so) != AE_OK) fail_msg("%s", ae_last_error());
-    ae_model_free(m);
-    return out;
-}
-
-static cJSON *read_json(const char *dir, const char *name) {
-    char *p = path_in(dir, name), *text;
-    size_t len;
-    assert_int_equal(ae_file_read_all(p, &text, &len), AE_OK);
-    cJSON *o = cJSON_Parse(text);
-    assert_non_null(o);
-    free(text);
-    free(p);
-    return o;
-}
-
-static void write_json(const char *dir, const char *name, const cJSON *o) {
-    char *p = path_in(dir, name), *text = cJSON_Print(o);
-    assert_int_equal(ae_test_write_file(p, text, strlen(text)), 0);
-    free(text);
-    free(p);
-}
 
 static const char *jstr(const cJSON *o, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -165,9 +119,9 @@ static void test_student_folder_names(void **state) {
     static const char *const stock[] = {"qwen3", "qwen3_moe", "deepseek_v3", "deepseek_v2",
                                         "llama", "mistral"};
     for (int k = 0; k < 2; k++) {
-        char *s = make_student(micro(), specs[k], dir, k ? "gs" : "mla");
+        char *s = ae_test_save_student(micro(), specs[k], dir, k ? "gs" : "mla");
         // plain JSON: attnedit's own names, no architecture transformers knows
-        cJSON *o = read_json(s, "config.json");
+        cJSON *o = ae_test_read_json(s, "config.json");
         assert_string_equal(jstr(o, "architectures"), "AttneditStudentForCausalLM");
         assert_string_equal(jstr(o, "model_type"), "attnedit_student");
         assert_string_equal(jstr(o, "attnedit_base_architecture"), "Qwen3ForCausalLM");
@@ -185,11 +139,11 @@ static void test_student_folder_names(void **state) {
         free(s);
     }
     // a teacher saved by attnedit keeps its Qwen3 names
-    ae_model *t = load_or_fail(micro());
-    char *tdir = path_in(dir, "teacher");
+    ae_model *t = ae_test_load_cpu(micro());
+    char *tdir = ae_test_path_in(dir, "teacher");
     ae_save_opts so = {.src_dir = micro()};
     assert_int_equal(ae_model_save(t, tdir, &so), AE_OK);
-    cJSON *o = read_json(tdir, "config.json");
+    cJSON *o = ae_test_read_json(tdir, "config.json");
     assert_string_equal(jstr(o, "architectures"), "Qwen3ForCausalLM");
     assert_string_equal(jstr(o, "model_type"), "qwen3");
     assert_null(cJSON_GetObjectItemCaseSensitive(o, "attnedit_base_architecture"));
@@ -213,17 +167,17 @@ static void test_old_style_student_loads(void **state) {
         {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .q_lora_rank = 24, .qk_rope_dim = 8, .seed = 6},
     };
     for (size_t k = 0; k < sizeof specs / sizeof *specs; k++) {
-        char *s = make_student(micro(), &specs[k], dir, "s");
-        ae_model *now = load_or_fail(s);
-        cJSON *o = read_json(s, "config.json");
+        char *s = ae_test_save_student(micro(), &specs[k], dir, "s");
+        ae_model *now = ae_test_load_cpu(s);
+        cJSON *o = ae_test_read_json(s, "config.json");
         cJSON *arch = cJSON_CreateArray();
         cJSON_AddItemToArray(arch, cJSON_CreateString("Qwen3ForCausalLM"));
         cJSON_ReplaceItemInObjectCaseSensitive(o, "architectures", arch);
         cJSON_ReplaceItemInObjectCaseSensitive(o, "model_type", cJSON_CreateString("qwen3"));
         cJSON_DeleteItemFromObjectCaseSensitive(o, "attnedit_base_architecture");
-        write_json(s, "config.json", o);
+        ae_test_write_json(s, "config.json", o);
         cJSON_Delete(o);
-        ae_model *old = load_or_fail(s);
+        ae_model *old = ae_test_load_cpu(s);
         assert_int_equal(old->cfg.folder, AE_FOLDER_QWEN3);
         assert_int_equal(old->cfg.target, specs[k].target);
         assert_int_equal(old->cfg.q_lora_rank, now->cfg.q_lora_rank);
@@ -394,7 +348,7 @@ static void test_config_names(void **state) {
 // 2. export round trips
 
 static void check_deepseek_config(const char *out, const ae_config *s) {
-    cJSON *o = read_json(out, "config.json");
+    cJSON *o = ae_test_read_json(out, "config.json");
     assert_string_equal(jstr(o, "architectures"), "DeepseekV3ForCausalLM");
     assert_string_equal(jstr(o, "model_type"), "deepseek_v3");
     assert_int_equal((int)jnum(o, "first_k_dense_replace"), s->num_hidden_layers);
@@ -489,7 +443,7 @@ static void number_free(const char *name, char *buf, size_t n) {
 }
 
 static void check_engine_fields(const char *out, int moe, ae_export_engine engine) {
-    cJSON *o = read_json(out, "config.json");
+    cJSON *o = ae_test_read_json(out, "config.json");
     for (size_t i = 0; i < sizeof k_engine_fields / sizeof *k_engine_fields; i++) {
         const engine_field *f = &k_engine_fields[i];
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, f->key);
@@ -540,7 +494,7 @@ static void check_engine_fields(const char *out, int moe, ae_export_engine engin
     assert_true(q_plain != q_lora);
     assert_non_null(ae_st_find(st, "lm_head.weight"));
     ae_st_close(st);
-    o = read_json(out, "config.json");
+    o = ae_test_read_json(out, "config.json");
     assert_int_equal(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "q_lora_rank")), q_plain);
     cJSON_Delete(o);
 }
@@ -555,10 +509,10 @@ static void test_export_mla_f32_roundtrip(void **state) {
     };
     const char *teachers[] = {micro(), micro(), ae_test_src("tests/fixtures/models/dense_gqa2_untied")};
     for (int k = 0; k < 3; k++) {
-        char *s = make_student(teachers[k], &specs[k], dir, "s");
-        char *out = path_in(dir, "hf");
+        char *s = ae_test_save_student(teachers[k], &specs[k], dir, "s");
+        char *out = ae_test_path_in(dir, "hf");
         export_ok(s, out, AE_DT_F32, 0);
-        ae_model *a = load_or_fail(s), *b = load_or_fail(out);
+        ae_model *a = ae_test_load_cpu(s), *b = ae_test_load_cpu(out);
         check_deepseek_config(out, &a->cfg);
         check_engine_fields(out, 0, AE_EXPORT_FOR_TRANSFORMERS);
         assert_int_equal(b->cfg.folder, AE_FOLDER_DEEPSEEK_V3);
@@ -573,7 +527,8 @@ static void test_export_mla_f32_roundtrip(void **state) {
         printf("MLA q_lora_rank %d (%s): DeepSeek-V3 export (f32) reloads bit-identically, same "
                "logits\n", a->cfg.q_lora_rank, a->cfg.tie_word_embeddings ? "tied" : "untied");
         // only the tokenizer/generation files and the weights: no conversion.json
-        char *conv = path_in(out, "conversion.json"), *tok = path_in(out, "tokenizer.json");
+        char *conv = ae_test_path_in(out, "conversion.json");
+        char *tok = ae_test_path_in(out, "tokenizer.json");
         assert_false(ae_path_exists(conv));
         assert_int_equal(ae_path_exists(tok), k < 2); // the fixture teacher has no tokenizer
         free(conv);
@@ -585,31 +540,6 @@ static void test_export_mla_f32_roundtrip(void **state) {
     }
     ae_test_rmtree(dir);
     free(dir);
-}
-
-// A Qwen3-MoE teacher of 2 layers from the fixture moe_sparse_step2_untied (decoder_sparse_step
-// 2: layer 0 dense, layer 1 MoE, i.e. one leading dense layer), norm_topk_prob as given.
-static char *leading_dense_moe(const char *dir, const char *name, int norm_topk_prob) {
-    const char *fx = ae_test_src("tests/fixtures/models/moe_sparse_step2_untied");
-    char *cfgdir = path_in(dir, "moe2-config");
-    cJSON *o = read_json(fx, "config.json");
-    cJSON_ReplaceItemInObject(o, "num_hidden_layers", cJSON_CreateNumber(2));
-    cJSON_ReplaceItemInObject(o, "norm_topk_prob", cJSON_CreateBool(norm_topk_prob));
-    mkdir(cfgdir, 0755);
-    write_json(cfgdir, "config.json", o);
-    cJSON_Delete(o);
-    ae_model *m = load_or_fail(fx);
-    int L = m->cfg.num_hidden_layers;
-    m->cfg.num_hidden_layers = 2; // the first two layers' tensors
-    char *out = path_in(dir, name);
-    ae_save_opts so = {.src_dir = cfgdir, .force = 1};
-    ae_status st = ae_model_save(m, out, &so);
-    m->cfg.num_hidden_layers = L;
-    ae_model_free(m);
-    if (st != AE_OK) fail_msg("%s", ae_last_error());
-    ae_test_rmtree(cfgdir);
-    free(cfgdir);
-    return out;
 }
 
 // b: a's DeepSeek-V2 export read back (f32): the same MoE MLA model (routing, dense layers,
@@ -640,7 +570,7 @@ static void assert_moe_roundtrip(const ae_model *a, const ae_model *b) {
 // layer `layer`, the empty shared-expert tensors of its zero-width shared MLP. The other
 // tensors are kept; `extra` adds one non-empty shared-expert tensor (which must be refused).
 static void resave_like_transformers(const char *out, int layer, int D, int extra) {
-    char *path = path_in(out, "model.safetensors");
+    char *path = ae_test_path_in(out, "model.safetensors");
     ae_st_set *st;
     ae_st_writer *w;
     assert_int_equal(ae_st_open_file(path, &st), AE_OK);
@@ -660,10 +590,10 @@ static void resave_like_transformers(const char *out, int layer, int D, int extr
     }
     assert_int_equal(ae_st_writer_finish(w, path), AE_OK);
     ae_st_close(st);
-    cJSON *o = read_json(out, "config.json");
+    cJSON *o = ae_test_read_json(out, "config.json");
     cJSON_ReplaceItemInObjectCaseSensitive(o, "architectures", cJSON_CreateStringArray(
         (const char *const[]){"AttneditDeepseekV2ForCausalLM"}, 1));
-    write_json(out, "config.json", o);
+    ae_test_write_json(out, "config.json", o);
     cJSON_Delete(o);
     free(path);
 }
@@ -676,18 +606,18 @@ static void test_export_moe_mla(void **state) {
     (void)state;
     char *dir = ae_test_tmpdir();
     for (int norm = 0; norm < 2; norm++) {
-        char *t = leading_dense_moe(dir, "moe2", norm);
+        char *t = ae_test_leading_dense_moe(dir, "moe2", norm);
         ae_student_spec mla = {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8,
                                .q_lora_rank = norm ? 24 : 0, .seed = 4};
-        char *s = make_student(t, &mla, dir, "s"), *out = path_in(dir, "hf");
+        char *s = ae_test_save_student(t, &mla, dir, "s"), *out = ae_test_path_in(dir, "hf");
         ae_export_opts eo = {.dtype = AE_DT_F32, .force = 1};
         ae_export_report rep;
         if (ae_export_hf(s, out, &eo, &rep) != AE_OK) fail_msg("%s", ae_last_error());
         assert_int_equal(rep.kind, AE_EXPORT_DEEPSEEK_V2);
         assert_string_equal(rep.architecture, "DeepseekV2ForCausalLM");
-        ae_model *a = load_or_fail(s);
+        ae_model *a = ae_test_load_cpu(s);
         const ae_config *c = &a->cfg;
-        cJSON *o = read_json(out, "config.json");
+        cJSON *o = ae_test_read_json(out, "config.json");
         assert_string_equal(jstr(o, "architectures"), "DeepseekV2ForCausalLM");
         assert_string_equal(jstr(o, "model_type"), "deepseek_v2");
         assert_int_equal((int)jnum(o, "first_k_dense_replace"), 1);
@@ -710,8 +640,8 @@ static void test_export_moe_mla(void **state) {
         if (norm) assert_int_equal((int)q->valuedouble, 24);
         else assert_true(cJSON_IsNull(q));
         const cJSON *map = cJSON_GetObjectItemCaseSensitive(o, "auto_map");
-        char *py = path_in(out, "modeling_attnedit_deepseek_v2.py"),
-             *gpy = path_in(out, "modeling_attnedit_gateswa.py");
+        char *py = ae_test_path_in(out, "modeling_attnedit_deepseek_v2.py"),
+             *gpy = ae_test_path_in(out, "modeling_attnedit_gateswa.py");
         assert_int_equal(ae_path_exists(py), norm);
         assert_false(ae_path_exists(gpy));
         if (norm)
@@ -754,21 +684,21 @@ static void test_export_moe_mla(void **state) {
         list_free(l);
         check_engine_fields(out, 1, AE_EXPORT_FOR_TRANSFORMERS);
         // attnedit reads the folder back as the same MoE MLA model
-        ae_model *b = load_or_fail(out);
+        ae_model *b = ae_test_load_cpu(out);
         assert_moe_roundtrip(a, b);
         ae_model_free(b);
         // --engine vllm: n_shared_experts null, everything else as above; attnedit reads it too
-        char *vdir = path_in(dir, "hf-vllm");
+        char *vdir = ae_test_path_in(dir, "hf-vllm");
         ae_export_opts vo = {.dtype = AE_DT_F32, .force = 1, .engine = AE_EXPORT_FOR_VLLM};
         if (ae_export_hf(s, vdir, &vo, NULL) != AE_OK) fail_msg("%s", ae_last_error());
         check_engine_fields(vdir, 1, AE_EXPORT_FOR_VLLM);
-        b = load_or_fail(vdir);
+        b = ae_test_load_cpu(vdir);
         assert_moe_roundtrip(a, b);
         ae_model_free(b);
         free(vdir);
         // as transformers saves it again (a student fine-tuned there): still the same model
         resave_like_transformers(out, 1, c->hidden_size, 0);
-        b = load_or_fail(out);
+        b = ae_test_load_cpu(out);
         assert_moe_roundtrip(a, b);
         ae_model_free(b);
         // a shared-expert tensor that holds weights is never ignored
@@ -796,7 +726,7 @@ static void test_export_moe_mla(void **state) {
 static void check_py_file(const char *out, const char *name) {
     char rel[256];
     snprintf(rel, sizeof rel, "src/export/hf/%s", name);
-    char *p = path_in(out, name), *a, *b;
+    char *p = ae_test_path_in(out, name), *a, *b;
     size_t la, lb;
     assert_int_equal(ae_file_read_all(p, &a, &la), AE_OK);
     assert_int_equal(ae_file_read_all(ae_test_src(rel), &b, &lb), AE_OK);
@@ -818,11 +748,11 @@ static void test_export_gateswa_f32_roundtrip(void **state) {
     };
     static const char *const gates[] = {"none", "elementwise", "head"};
     for (int k = 0; k < 3; k++) {
-        char *s = make_student(micro(), &specs[k], dir, "s");
-        char *out = path_in(dir, "hf");
+        char *s = ae_test_save_student(micro(), &specs[k], dir, "s");
+        char *out = ae_test_path_in(dir, "hf");
         export_ok(s, out, AE_DT_F32, 0);
-        ae_model *a = load_or_fail(s), *b = load_or_fail(out);
-        cJSON *o = read_json(out, "config.json");
+        ae_model *a = ae_test_load_cpu(s), *b = ae_test_load_cpu(out);
+        cJSON *o = ae_test_read_json(out, "config.json");
         assert_string_equal(jstr(o, "architectures"), "AttneditGateSWAForCausalLM");
         assert_string_equal(jstr(o, "model_type"), "attnedit_gateswa");
         const cJSON *map = cJSON_GetObjectItemCaseSensitive(o, "auto_map");
@@ -894,13 +824,13 @@ static void test_export_bf16_shards(void **state) {
     (void)state;
     char *dir = ae_test_tmpdir();
     ae_student_spec spec = {.target = AE_ATTN_MLA, .kv_lora_rank = 32, .q_lora_rank = 16, .qk_rope_dim = 8, .seed = 9};
-    char *s = make_student(micro(), &spec, dir, "s");
-    char *out = path_in(dir, "hf");
+    char *s = ae_test_save_student(micro(), &spec, dir, "s");
+    char *out = ae_test_path_in(dir, "hf");
     const uint64_t limit = 1000000; // below the embedding's 2 MiB: it gets a file of its own
     export_ok(s, out, AE_DT_BF16, limit);
-    ae_model *a = load_or_fail(s);
+    ae_model *a = ae_test_load_cpu(s);
     // the index: every tensor, in the model's order, to a file holding it; files within the limit
-    cJSON *idx = read_json(out, "model.safetensors.index.json");
+    cJSON *idx = ae_test_read_json(out, "model.safetensors.index.json");
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(idx, "weight_map"), *e;
     tensor_list *names = calloc(1, sizeof *names);
     assert_int_equal(ae_export_foreach_tensor(a, 1, collect, names), AE_OK);
@@ -925,7 +855,7 @@ static void test_export_bf16_shards(void **state) {
     for (int f = 1; f <= n_files; f++) {
         char name[64];
         snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", f, n_files);
-        char *p = path_in(out, name);
+        char *p = ae_test_path_in(out, name);
         ae_st_set *st;
         assert_int_equal(ae_st_open_file(p, &st), AE_OK);
         assert_true(file_size(p) <= (int64_t)limit || ae_st_count(st) == 1);
@@ -943,12 +873,13 @@ static void test_export_bf16_shards(void **state) {
     assert_int_equal(ae_export_foreach_tensor(a, 1, check_bf16, &c), AE_OK);
     assert_int_equal((size_t)c.checked, ae_st_count(st));
     ae_st_close(st);
-    ae_model *b = load_or_fail(out); // and attnedit loads the sharded bf16 folder
+    ae_model *b = ae_test_load_cpu(out); // and attnedit loads the sharded bf16 folder
     assert_int_equal(b->cfg.target, AE_ATTN_MLA);
     ae_model_free(b);
     // one file, no index, when everything fits
     export_ok(s, out, AE_DT_BF16, 0);
-    char *single = path_in(out, "model.safetensors"), *index = path_in(out, "model.safetensors.index.json");
+    char *single = ae_test_path_in(out, "model.safetensors");
+    char *index = ae_test_path_in(out, "model.safetensors.index.json");
     assert_true(ae_path_exists(single));
     assert_false(ae_path_exists(index));
     free(single);
@@ -975,36 +906,26 @@ static void expect_refused(const char *model, const char *out, ae_dtype dt, int 
     assert_int_equal(ae_path_exists(out), existed);
 }
 
-// No "<name>.tmp.*" left in dir.
-static void assert_no_temp(const char *dir) {
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strstr(e->d_name, ".tmp.")) fail_msg("temp entry left: %s/%s", dir, e->d_name);
-    closedir(d);
-}
-
 static void test_export_refusals(void **state) {
     (void)state;
-    char *dir = ae_test_tmpdir(), *out = path_in(dir, "out");
+    char *dir = ae_test_tmpdir(), *out = ae_test_path_in(dir, "out");
     expect_refused(micro(), out, AE_DT_BF16, 0, "teacher", "convert");
     ae_student_spec mixed = {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8,
                              .layers = (int[]){1, 3}, .n_layers = 2};
-    char *m = make_student(micro(), &mixed, dir, "mixed");
+    char *m = ae_test_save_student(micro(), &mixed, dir, "mixed");
     expect_refused(m, out, AE_DT_BF16, 0, "mixed", "0, 2");
     ae_student_spec mla = {.target = AE_ATTN_MLA, .kv_lora_rank = 8, .qk_rope_dim = 8};
     ae_student_spec gs = {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 4, .gate = AE_GATE_HEAD};
     const char *moe_dir = ae_test_src("tests/fixtures/models/moe_norm_topk");
-    char *moe_mla = make_student(moe_dir, &mla, dir, "moe_mla");
+    char *moe_mla = ae_test_save_student(moe_dir, &mla, dir, "moe_mla");
     expect_refused(moe_mla, out, AE_DT_BF16, 0, "layer 1 has a dense MLP after a MoE layer",
                    "first_k_dense_replace");
-    char *moe_gs = make_student(moe_dir, &gs, dir, "moe_gs");
+    char *moe_gs = ae_test_save_student(moe_dir, &gs, dir, "moe_gs");
     expect_refused(moe_gs, out, AE_DT_BF16, 0, "GateSWA student of a Qwen3-MoE teacher", NULL);
-    char *s = make_student(micro(), &mla, dir, "s");
+    char *s = ae_test_save_student(micro(), &mla, dir, "s");
     // the output may not be the input, inside it, or contain it
     expect_refused(s, s, AE_DT_BF16, 1, "same", NULL);
-    char *inside = path_in(s, "hf");
+    char *inside = ae_test_path_in(s, "hf");
     expect_refused(s, inside, AE_DT_BF16, 1, "inside", NULL);
     expect_refused(s, dir, AE_DT_BF16, 1, "contains", NULL);
     // an existing output needs force
@@ -1013,15 +934,15 @@ static void test_export_refusals(void **state) {
     rmdir(out);
     expect_refused(s, out, AE_DT_I32, 0, "dtype", NULL);
     // a value beyond float16's range: refused naming the tensor, nothing left
-    ae_model *big = load_or_fail(s);
+    ae_model *big = ae_test_load_cpu(s);
     ((float *)big->layers[2].mla.wkvb.data)[7] = 1e6f;
-    char *bigdir = path_in(dir, "big");
+    char *bigdir = ae_test_path_in(dir, "big");
     ae_save_opts so = {.src_dir = micro(), .force = 1};
     assert_int_equal(ae_model_save(big, bigdir, &so), AE_OK);
     ae_model_free(big);
     expect_refused(bigdir, out, AE_DT_F16, 0, "model.layers.2.self_attn.kv_b_proj.weight", "float16");
     export_ok(bigdir, out, AE_DT_BF16, 0); // bf16 holds it
-    assert_no_temp(dir);
+    ae_test_assert_no_temp(dir);
     free(bigdir);
     free(inside);
     free(s);
@@ -1033,27 +954,26 @@ static void test_export_refusals(void **state) {
     free(dir);
 }
 
+typedef struct {
+    const char *model, *out;
+} hf_job;
+
+static ae_status export_job(void *p) {
+    const hf_job *j = p;
+    return export_to(j->model, j->out, AE_DT_F32, 0);
+}
+
 // Disk full half-way (a file-size limit makes the weights' write fail with EFBIG): the export
 // fails and leaves neither the folder nor a temp folder.
 static void test_export_disk_full(void **state) {
     (void)state;
-    char *dir = ae_test_tmpdir(), *sub = path_in(dir, "outs"), *out = path_in(sub, "hf");
+    char *dir = ae_test_tmpdir(), *sub = ae_test_path_in(dir, "outs");
+    char *out = ae_test_path_in(sub, "hf");
     ae_student_spec mla = {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8};
-    char *s = make_student(micro(), &mla, dir, "s");
+    char *s = ae_test_save_student(micro(), &mla, dir, "s");
     assert_int_equal(mkdir(sub, 0755), 0);
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        struct rlimit rl = {1 << 20, 1 << 20}; // 1 MiB per file; the f32 weights are ~10 MiB
-        setrlimit(RLIMIT_FSIZE, &rl);
-        ae_status st = export_to(s, out, AE_DT_F32, 0);
-        if (st != AE_OK) fprintf(stderr, "(expected) %s\n", ae_last_error());
-        _exit(st == AE_OK ? 1 : 0);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    hf_job job = {s, out};
+    ae_test_write_fails_beyond(1 << 20, export_job, &job); // 1 MiB a file; f32 weights ~10 MiB
     assert_false(ae_path_exists(out));
     assert_int_equal(ae_test_count_entries(sub), 0);
     printf("disk full mid-export: error, nothing left in %s\n", sub);
@@ -1067,19 +987,8 @@ static void test_export_disk_full(void **state) {
 // ---------------------------------------------------------------------------------------------
 // 5. the CLI
 
-typedef struct {
-    int rc;
-    char *out, *err;
-} cli_result;
-
-static cli_result run(const char *const *args) {
-    cli_result r;
-    r.rc = ae_test_run_cli(args, NULL, &r.out, &r.err);
-    return r;
-}
-
 static void expect_cli_fail(const char *const *args, int rc, const char *key1, const char *key2) {
-    cli_result r = run(args);
+    ae_test_cli_result r = ae_test_cli(args);
     int ok = r.rc == rc && r.out[0] == '\0' && strstr(r.err, "attnedit") &&
              (!key1 || strstr(r.err, key1)) && (!key2 || strstr(r.err, key2));
     if (!ok) printf("exit %d\nstdout: %s\nstderr: %s\nexpected exit %d with '%s' / '%s'\n", r.rc,
@@ -1091,15 +1000,15 @@ static void expect_cli_fail(const char *const *args, int rc, const char *key1, c
 
 static void test_cli_export(void **state) {
     (void)state;
-    char *dir = ae_test_tmpdir(), *out = path_in(dir, "hf");
+    char *dir = ae_test_tmpdir(), *out = ae_test_path_in(dir, "hf");
     ae_student_spec gs = {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 4, .gate = AE_GATE_ELEMENTWISE};
-    char *s = make_student(micro(), &gs, dir, "s");
-    cli_result r = run(ARGS("inspect", s));
+    char *s = ae_test_save_student(micro(), &gs, dir, "s");
+    ae_test_cli_result r = ae_test_cli(ARGS("inspect", s));
     assert_int_equal(r.rc, 0);
     assert_non_null(strstr(r.out, "AttneditStudentForCausalLM (converted from Qwen3ForCausalLM)"));
     free(r.out);
     free(r.err);
-    r = run(ARGS("export", "--help"));
+    r = ae_test_cli(ARGS("export", "--help"));
     assert_int_equal(r.rc, 0);
     assert_non_null(strstr(r.out, "--shard-size"));
     free(r.out);
@@ -1126,7 +1035,8 @@ static void test_cli_export(void **state) {
                     "/nonexistent/s", NULL);
     expect_cli_fail(ARGS("export", "--model", micro(), "--format", "hf", "--out", out), 1, "teacher", "convert");
     assert_false(ae_path_exists(out));
-    r = run(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--shard-size", "1MB"));
+    r = ae_test_cli(
+        ARGS("export", "--model", s, "--format", "hf", "--out", out, "--shard-size", "1MB"));
     if (r.rc != 0) printf("%s\n", r.err);
     assert_int_equal(r.rc, 0);
     assert_non_null(strstr(r.err, "AttneditGateSWAForCausalLM"));
@@ -1138,17 +1048,17 @@ static void test_cli_export(void **state) {
     assert_int_equal(c.folder, AE_FOLDER_GATESWA_HF);
     ae_config_free(&c);
     expect_cli_fail(ARGS("export", "--model", s, "--format", "hf", "--out", out), 1, "already exists", "--force");
-    r = run(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--force", "--dtype", "f16",
-                 "--shard-size", "2GiB"));
+    r = ae_test_cli(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--force",
+                         "--dtype", "f16", "--shard-size", "2GiB"));
     assert_int_equal(r.rc, 0);
     free(r.out);
     free(r.err);
-    cJSON *o = read_json(out, "config.json");
+    cJSON *o = ae_test_read_json(out, "config.json");
     assert_string_equal(jstr(o, "dtype"), "float16");
     cJSON_Delete(o);
     // attnedit runs the exported folder like any model
-    r = run(ARGS("generate", "--model", out, "--prompt-ids", "1 2 3", "--max-new-tokens", "4",
-                 "--print-ids", "--device", "cpu"));
+    r = ae_test_cli(ARGS("generate", "--model", out, "--prompt-ids", "1 2 3", "--max-new-tokens",
+                         "4", "--print-ids", "--device", "cpu"));
     assert_int_equal(r.rc, 0);
     free(r.out);
     free(r.err);
@@ -1160,8 +1070,9 @@ static void test_cli_export(void **state) {
 
 // `attnedit eval ppl --json` of a model on data/sample.txt (ctx 128, cpu): its stdout line.
 static char *ppl_json(const char *model) {
-    cli_result r = run(ARGS("eval", "ppl", "--model", model, "--file", ae_test_src("data/sample.txt"),
-                            "--ctx", "128", "--json", "--device", "cpu"));
+    ae_test_cli_result r =
+        ae_test_cli(ARGS("eval", "ppl", "--model", model, "--file", ae_test_src("data/sample.txt"),
+                         "--ctx", "128", "--json", "--device", "cpu"));
     if (r.rc != 0) fail_msg("eval ppl %s: %s", model, r.err);
     free(r.err);
     return r.out;
@@ -1177,11 +1088,11 @@ static double json_nll(const char *line) {
 
 // config.json of dir with one field replaced by JSON text.
 static void set_config_field(const char *dir, const char *key, const char *json) {
-    cJSON *o = read_json(dir, "config.json"), *v = cJSON_Parse(json);
+    cJSON *o = ae_test_read_json(dir, "config.json"), *v = cJSON_Parse(json);
     assert_non_null(v);
     if (cJSON_GetObjectItemCaseSensitive(o, key)) cJSON_ReplaceItemInObjectCaseSensitive(o, key, v);
     else cJSON_AddItemToObject(o, key, v);
-    write_json(dir, "config.json", o);
+    ae_test_write_json(dir, "config.json", o);
     cJSON_Delete(o);
 }
 
@@ -1197,13 +1108,15 @@ static void test_export_moe_shared_roundtrip(void **state) {
     char *dir = ae_test_tmpdir();
     ae_student_spec mla = {.target = AE_ATTN_MLA, .kv_lora_rank = 32, .qk_rope_dim = 8,
                            .q_lora_rank = 32, .init_teacher = 1};
-    char *s = make_student(moe, &mla, dir, "s"), *out = path_in(dir, "hf"), *out16 = path_in(dir, "hf16");
-    cli_result r = run(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--dtype", "f32"));
+    char *s = ae_test_save_student(moe, &mla, dir, "s"), *out = ae_test_path_in(dir, "hf");
+    char *out16 = ae_test_path_in(dir, "hf16");
+    ae_test_cli_result r =
+        ae_test_cli(ARGS("export", "--model", s, "--format", "hf", "--out", out, "--dtype", "f32"));
     if (r.rc != 0) fail_msg("%s", r.err);
     assert_non_null(strstr(r.err, "DeepseekV2ForCausalLM"));
     free(r.out);
     free(r.err);
-    ae_model *a = load_or_fail(s), *b = load_or_fail(out);
+    ae_model *a = ae_test_load_cpu(s), *b = ae_test_load_cpu(out);
     assert_true(a->cfg.norm_topk_prob);
     assert_moe_roundtrip(a, b);
     ae_model_free(b);
@@ -1212,7 +1125,7 @@ static void test_export_moe_shared_roundtrip(void **state) {
     printf("qwen3-moe MLA student -> DeepseekV2ForCausalLM (f32) -> attnedit: tensors and logits "
            "bit-identical, eval ppl identical: %s", pb);
     // bf16: the values are the student's rounded; perplexity moves by bf16 rounding only
-    r = run(ARGS("export", "--model", s, "--format", "hf", "--out", out16));
+    r = ae_test_cli(ARGS("export", "--model", s, "--format", "hf", "--out", out16));
     if (r.rc != 0) fail_msg("%s", r.err);
     free(r.out);
     free(r.err);

@@ -10,13 +10,9 @@
 // nothing written; disk full mid-write leaves nothing. tests/test_gguf_llama.sh runs the files
 // in llama.cpp.
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/dtype.h"
@@ -197,30 +193,6 @@ static void assert_shape(const rti *t, uint32_t type, uint64_t n0, uint64_t n1, 
 
 // ---------------------------------------------------------------------------------------------
 
-static char *path_in(const char *dir, const char *name) {
-    char *p = ae_path_join(dir, name);
-    assert_non_null(p);
-    return p;
-}
-
-static ae_model *load_or_fail(const char *dir) {
-    ae_model *m = NULL;
-    if (ae_model_load(dir, ae_backend_cpu(), &m) != AE_OK) fail_msg("%s: %s", dir, ae_last_error());
-    return m;
-}
-
-static char *make_student(const char *teacher, const ae_student_spec *spec, const char *dir,
-                          const char *name) {
-    ae_model *m = load_or_fail(teacher);
-    ae_init_report rep;
-    if (ae_student_make(m, spec, &rep) != AE_OK) fail_msg("%s", ae_last_error());
-    char *out = path_in(dir, name);
-    ae_save_opts so = {.src_dir = teacher, .force = 1};
-    if (ae_model_save(m, out, &so) != AE_OK) fail_msg("%s", ae_last_error());
-    ae_model_free(m);
-    return out;
-}
-
 static ae_status export_gguf(const char *model, const char *out, ae_dtype dt, int force) {
     ae_export_opts o = {.dtype = dt, .force = force};
     return ae_export_gguf(model, out, &o, NULL);
@@ -241,7 +213,7 @@ static void assert_f32_equal(const rgguf *r, const char *name, const float *want
 // The writer alone: metadata of every type, tensors of each type, offsets, alignment, data.
 static void test_writer_roundtrip(void **state) {
     (void)state;
-    char *dir = ae_test_tmpdir(), *path = path_in(dir, "w.gguf");
+    char *dir = ae_test_tmpdir(), *path = ae_test_path_in(dir, "w.gguf");
     ae_gguf *g;
     assert_int_equal(ae_gguf_init(&g), AE_OK);
     const char *strs[] = {"a", "", "ĠThe"};
@@ -342,9 +314,9 @@ static void check_common(const rgguf *r, const ae_model *m, const char *arch) {
 
 static void test_export_teacher_f32(void **state) {
     (void)state;
-    char *dir = ae_test_tmpdir(), *out = path_in(dir, "t.gguf");
+    char *dir = ae_test_tmpdir(), *out = ae_test_path_in(dir, "t.gguf");
     export_ok(micro(), out, AE_DT_F32);
-    ae_model *m = load_or_fail(micro());
+    ae_model *m = ae_test_load_cpu(micro());
     rgguf r;
     gguf_read(out, &r);
     check_common(&r, m, "qwen3");
@@ -382,8 +354,8 @@ static void test_export_teacher_f32(void **state) {
     ae_model_free(m);
     // an untied dense teacher writes output.weight
     const char *untied = ae_test_src("tests/fixtures/models/dense_gqa2_untied");
-    char *fx = path_in(dir, "untied"), *tokp = path_in(fx, "tokenizer.json");
-    ae_model *u = load_or_fail(untied);
+    char *fx = ae_test_path_in(dir, "untied"), *tokp = ae_test_path_in(fx, "tokenizer.json");
+    ae_model *u = ae_test_load_cpu(untied);
     ae_save_opts so = {.src_dir = untied, .force = 1};
     assert_int_equal(ae_model_save(u, fx, &so), AE_OK);
     ae_model_free(u);
@@ -399,7 +371,7 @@ static void test_export_teacher_f32(void **state) {
         "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[[\"a\",\"b\"],[\"a b\",\"c\"]]}}";
     assert_int_equal(ae_test_write_file(tokp, tok, strlen(tok)), 0);
     export_ok(fx, out, AE_DT_F32);
-    m = load_or_fail(fx);
+    m = ae_test_load_cpu(fx);
     gguf_read(out, &r);
     check_common(&r, m, "qwen3");
     assert_int_equal(kv(&r, "tokenizer.ggml.tokens")->n, m->cfg.vocab_size);
@@ -429,8 +401,8 @@ static void test_export_teacher_f32(void **state) {
 }
 
 static char *with_tokenizer(const char *fixture, const char *dir, const char *name) {
-    char *fx = path_in(dir, name);
-    ae_model *m = load_or_fail(fixture);
+    char *fx = ae_test_path_in(dir, name);
+    ae_model *m = ae_test_load_cpu(fixture);
     ae_save_opts so = {.src_dir = fixture, .force = 1};
     assert_int_equal(ae_model_save(m, fx, &so), AE_OK);
     ae_model_free(m);
@@ -440,7 +412,7 @@ static char *with_tokenizer(const char *fixture, const char *dir, const char *na
         "\\\\p{L}+|\\\\p{N}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|"
         "\\\\s+\"},\"behavior\":\"Isolated\"},{\"type\":\"ByteLevel\"}]},"
         "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}";
-    char *p = path_in(fx, "tokenizer.json");
+    char *p = ae_test_path_in(fx, "tokenizer.json");
     assert_int_equal(ae_test_write_file(p, tok, strlen(tok)), 0);
     free(p);
     return fx;
@@ -452,9 +424,9 @@ static void test_export_moe_teacher(void **state) {
     // The repository's MoE fixtures have dense layers (refused); the shared teacher has none.
     const char *moe = ae_test_shared("teachers/qwen3-moe", "qwen3-moe teacher (qwen3moe GGUF)");
     if (!moe) return;
-    char *dir = ae_test_tmpdir(), *out = path_in(dir, "moe.gguf"), *fx = strdup(moe);
+    char *dir = ae_test_tmpdir(), *out = ae_test_path_in(dir, "moe.gguf"), *fx = strdup(moe);
     export_ok(fx, out, AE_DT_F32);
-    ae_model *m = load_or_fail(fx);
+    ae_model *m = ae_test_load_cpu(fx);
     const ae_config *c = &m->cfg;
     int64_t D = c->hidden_size, Im = c->moe_intermediate_size, E = c->num_experts;
     rgguf r;
@@ -499,36 +471,10 @@ static void test_export_moe_teacher(void **state) {
 // 2: layer 0 dense, layer 1 MoE, i.e. one leading dense layer), norm_topk_prob as given, with a
 // tokenizer.
 static char *leading_dense_moe(const char *dir, const char *name, int norm_topk_prob) {
-    const char *fx = ae_test_src("tests/fixtures/models/moe_sparse_step2_untied");
-    char *cfgdir = path_in(dir, "moe2-config"), *cfgp = path_in(fx, "config.json"), *text;
-    size_t len;
-    assert_int_equal(ae_file_read_all(cfgp, &text, &len), AE_OK);
-    cJSON *o = cJSON_Parse(text);
-    free(text);
-    cJSON_ReplaceItemInObject(o, "num_hidden_layers", cJSON_CreateNumber(2));
-    cJSON_ReplaceItemInObject(o, "norm_topk_prob", cJSON_CreateBool(norm_topk_prob));
-    text = cJSON_Print(o);
-    cJSON_Delete(o);
-    mkdir(cfgdir, 0755);
-    char *dst = path_in(cfgdir, "config.json");
-    assert_int_equal(ae_test_write_file(dst, text, strlen(text)), 0);
-    free(dst);
-    free(text);
-    free(cfgp);
-    ae_model *m = load_or_fail(fx);
-    int L = m->cfg.num_hidden_layers;
-    m->cfg.num_hidden_layers = 2; // the first two layers' tensors
-    char *out = path_in(dir, "moe2-raw");
-    ae_save_opts so = {.src_dir = cfgdir, .force = 1};
-    ae_status st = ae_model_save(m, out, &so);
-    m->cfg.num_hidden_layers = L;
-    ae_model_free(m);
-    if (st != AE_OK) fail_msg("%s", ae_last_error());
-    char *t = with_tokenizer(out, dir, name);
-    ae_test_rmtree(out);
-    ae_test_rmtree(cfgdir);
-    free(cfgdir);
-    free(out);
+    char *raw = ae_test_leading_dense_moe(dir, "moe2-raw", norm_topk_prob);
+    char *t = with_tokenizer(raw, dir, name);
+    ae_test_rmtree(raw);
+    free(raw);
     return t;
 }
 
@@ -537,13 +483,13 @@ static char *leading_dense_moe(const char *dir, const char *name, int norm_topk_
 // one all-zero shared expert per MoE layer (deepseek2 requires its tensors).
 static void test_export_moe_mla(void **state) {
     (void)state;
-    char *dir = ae_test_tmpdir(), *out = path_in(dir, "s.gguf");
+    char *dir = ae_test_tmpdir(), *out = ae_test_path_in(dir, "s.gguf");
     for (int norm = 0; norm < 2; norm++) {
         char *t = leading_dense_moe(dir, "moe2", norm);
         ae_student_spec mla = {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8, .seed = 3};
-        char *s = make_student(t, &mla, dir, "s");
+        char *s = ae_test_save_student(t, &mla, dir, "s");
         export_ok(s, out, AE_DT_F32);
-        ae_model *m = load_or_fail(s);
+        ae_model *m = ae_test_load_cpu(s);
         const ae_config *c = &m->cfg;
         int64_t D = c->hidden_size, Im = c->moe_intermediate_size, E = c->num_experts, I = c->intermediate_size;
         assert_int_equal(c->num_hidden_layers, 2);
@@ -605,12 +551,12 @@ static void test_export_moe_mla(void **state) {
 }
 
 static void check_mla(int q_lora_rank) {
-    char *dir = ae_test_tmpdir(), *out = path_in(dir, "mla.gguf");
+    char *dir = ae_test_tmpdir(), *out = ae_test_path_in(dir, "mla.gguf");
     ae_student_spec spec = {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8,
                             .q_lora_rank = q_lora_rank, .seed = 3};
-    char *s = make_student(micro(), &spec, dir, "s");
+    char *s = ae_test_save_student(micro(), &spec, dir, "s");
     export_ok(s, out, AE_DT_F32);
-    ae_model *m = load_or_fail(s);
+    ae_model *m = ae_test_load_cpu(s);
     const ae_config *c = &m->cfg;
     int64_t H = c->num_attention_heads, R = c->kv_lora_rank, dn = c->qk_nope_head_dim,
             dv = c->v_head_dim, dr = c->qk_rope_head_dim, D = c->hidden_size;
@@ -698,28 +644,19 @@ static void expect_refused(const char *model, const char *out, int force, const 
     printf("refused: %s\n", msg);
 }
 
-static void assert_no_temp(const char *dir) {
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strstr(e->d_name, ".tmp.")) fail_msg("temp entry left: %s/%s", dir, e->d_name);
-    closedir(d);
-}
-
 static void test_export_refusals(void **state) {
     (void)state;
-    char *dir = ae_test_tmpdir(), *out = path_in(dir, "out.gguf");
+    char *dir = ae_test_tmpdir(), *out = ae_test_path_in(dir, "out.gguf");
     ae_student_spec gs = {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 4, .gate = AE_GATE_HEAD, .sinks = 1};
-    char *g = make_student(micro(), &gs, dir, "gs");
+    char *g = ae_test_save_student(micro(), &gs, dir, "gs");
     expect_refused(g, out, 0, "GateSWA", "no architecture");
     ae_student_spec mixed = {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8,
                              .layers = (int[]){1, 3}, .n_layers = 2};
-    char *mx = make_student(micro(), &mixed, dir, "mixed");
+    char *mx = ae_test_save_student(micro(), &mixed, dir, "mixed");
     expect_refused(mx, out, 0, "mixed", "every layer");
     ae_student_spec mla = {.target = AE_ATTN_MLA, .kv_lora_rank = 8, .qk_rope_dim = 8};
     char *moe = with_tokenizer(ae_test_src("tests/fixtures/models/moe_norm_topk"), dir, "moe");
-    char *moe_mla = make_student(moe, &mla, dir, "moe_mla");
+    char *moe_mla = ae_test_save_student(moe, &mla, dir, "moe_mla");
     expect_refused(moe_mla, out, 0, "layer 1 has a dense MLP after a MoE layer",
                    "leading_dense_block_count");
     char *sparse = with_tokenizer(ae_test_src("tests/fixtures/models/moe_sparse_step2_untied"), dir, "sparse");
@@ -754,9 +691,9 @@ static void test_export_refusals(void **state) {
     free(text);
     export_ok(micro(), out, AE_DT_BF16);
     expect_refused(micro(), dir, 1, "folder", NULL);
-    char *inside = path_in(g, "x.gguf");
+    char *inside = ae_test_path_in(g, "x.gguf");
     expect_refused(g, inside, 1, "inside", NULL);
-    assert_no_temp(dir);
+    ae_test_assert_no_temp(dir);
     free(inside);
     free(sparse);
     free(moe_mla);
@@ -768,23 +705,14 @@ static void test_export_refusals(void **state) {
     free(dir);
 }
 
+static ae_status export_job(void *out) { return export_gguf(micro(), out, AE_DT_F32, 0); }
+
 // Disk full half-way (a file-size limit makes the write fail with EFBIG): an error, no file,
 // no temp file.
 static void test_export_disk_full(void **state) {
     (void)state;
-    char *dir = ae_test_tmpdir(), *out = path_in(dir, "full.gguf");
-    pid_t pid = fork();
-    if (pid == 0) {
-        struct rlimit rl = {1 << 20, 1 << 20}; // 1 MiB; the f32 file is ~7 MiB
-        setrlimit(RLIMIT_FSIZE, &rl);
-        ae_status st = export_gguf(micro(), out, AE_DT_F32, 0);
-        if (st != AE_OK) fprintf(stderr, "(expected) %s\n", ae_last_error());
-        _exit(st == AE_OK ? 1 : 0);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    char *dir = ae_test_tmpdir(), *out = ae_test_path_in(dir, "full.gguf");
+    ae_test_write_fails_beyond(1 << 20, export_job, out); // 1 MiB; the f32 file is ~7 MiB
     assert_false(ae_path_exists(out));
     assert_int_equal(ae_test_count_entries(dir), 0);
     free(out);
@@ -792,42 +720,34 @@ static void test_export_disk_full(void **state) {
     free(dir);
 }
 
-typedef struct {
-    int rc;
-    char *out, *err;
-} cli_result;
-
 static void test_cli(void **state) {
     (void)state;
-    char *dir = ae_test_tmpdir(), *out = path_in(dir, "m.gguf");
-    cli_result r;
-    r.rc = ae_test_run_cli(ARGS("export", "--model", micro(), "--format", "gguf", "--out", out), NULL,
-                           &r.out, &r.err);
+    char *dir = ae_test_tmpdir(), *out = ae_test_path_in(dir, "m.gguf");
+    ae_test_cli_result r =
+        ae_test_cli(ARGS("export", "--model", micro(), "--format", "gguf", "--out", out));
     assert_int_equal(r.rc, 0);
     assert_non_null(strstr(r.err, "as qwen3 (bf16)"));
     free(r.out);
     free(r.err);
-    r.rc = ae_test_run_cli(ARGS("export", "--model", micro(), "--format", "gguf", "--out", out), NULL,
-                           &r.out, &r.err);
+    r = ae_test_cli(ARGS("export", "--model", micro(), "--format", "gguf", "--out", out));
     assert_int_equal(r.rc, 1);
     assert_non_null(strstr(r.err, "already exists"));
     free(r.out);
     free(r.err);
     // --shard-size is for folders: refused, not ignored
-    r.rc = ae_test_run_cli(ARGS("export", "--model", micro(), "--format", "gguf", "--out", out,
-                                "--force", "--shard-size", "1GiB"), NULL, &r.out, &r.err);
+    r = ae_test_cli(ARGS("export", "--model", micro(), "--format", "gguf", "--out", out, "--force",
+                         "--shard-size", "1GiB"));
     assert_int_equal(r.rc, 1);
     assert_non_null(strstr(r.err, "--shard-size applies to --format hf"));
     free(r.out);
     free(r.err);
     // eval ppl --protocol llama: whole chunks only, second half scored
-    char *txt = path_in(dir, "t.txt");
+    char *txt = ae_test_path_in(dir, "t.txt");
     const char *t = "The quick brown fox jumps over the lazy dog. It was the best of times, it was the "
                     "worst of times, it was the age of wisdom, it was the age of foolishness.";
     assert_int_equal(ae_test_write_file(txt, t, strlen(t)), 0);
-    r.rc = ae_test_run_cli(ARGS("eval", "ppl", "--model", micro(), "--file", txt, "--ctx", "8",
-                                "--protocol", "llama", "--max-chunks", "3", "--json", "--device", "cpu"),
-                           NULL, &r.out, &r.err);
+    r = ae_test_cli(ARGS("eval", "ppl", "--model", micro(), "--file", txt, "--ctx", "8",
+                         "--protocol", "llama", "--max-chunks", "3", "--json", "--device", "cpu"));
     assert_int_equal(r.rc, 0);
     cJSON *o = cJSON_Parse(r.out);
     assert_non_null(o);
@@ -836,8 +756,7 @@ static void test_cli(void **state) {
     cJSON_Delete(o);
     free(r.out);
     free(r.err);
-    r.rc = ae_test_run_cli(ARGS("eval", "ppl", "--model", micro(), "--file", txt, "--protocol", "x"),
-                           NULL, &r.out, &r.err);
+    r = ae_test_cli(ARGS("eval", "ppl", "--model", micro(), "--file", txt, "--protocol", "x"));
     assert_int_equal(r.rc, 1);
     assert_non_null(strstr(r.err, "--protocol"));
     free(r.out);

@@ -4,6 +4,7 @@
 #include "backend/cuda.h"
 #include "backend/ops.h"
 #include "core/file.h"
+#include "model/save.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -264,6 +266,12 @@ int ae_test_run_cli(const char *const *args, const char *stdin_text, char **out,
     return -1;
 }
 
+ae_test_cli_result ae_test_cli(const char *const *args) {
+    ae_test_cli_result r;
+    r.rc = ae_test_run_cli(args, NULL, &r.out, &r.err);
+    return r;
+}
+
 void ae_test_fill_normal(float *x, size_t n, float scale, ae_rng *rng) {
     for (size_t i = 0; i < n; i++) x[i] = scale * ae_rng_normal(rng);
 }
@@ -377,4 +385,185 @@ double ae_test_run_number(const char *dir, const char *obj, const char *key) {
     free(text);
     free(p);
     return x;
+}
+
+// ---- host arrays
+
+float ae_test_bf16(float x) { return ae_bf16_to_f32(ae_f32_to_bf16(x)); }
+
+void ae_test_round_to(float *x, size_t n, ae_dtype dt) {
+    if (dt == AE_DT_BF16)
+        for (size_t i = 0; i < n; i++) x[i] = ae_test_bf16(x[i]);
+}
+
+float *ae_test_floats(size_t n) {
+    float *p = malloc(sizeof(float) * (n ? n : 1));
+    assert_non_null(p);
+    return p;
+}
+
+float *ae_test_floats_copy(const float *x, size_t n) {
+    float *p = ae_test_floats(n);
+    memcpy(p, x, sizeof(float) * n);
+    return p;
+}
+
+float *ae_test_normal(ae_rng *r, size_t n, float scale, ae_dtype dt) {
+    float *p = ae_test_floats(n);
+    ae_test_fill_normal(p, n, scale, r);
+    ae_test_round_to(p, n, dt);
+    return p;
+}
+
+// ---- the eval tests' texts
+
+static const char k_doc_sep[] = "<|endoftext|>";
+
+size_t ae_test_cut_at_line(const char *s, size_t len, size_t max) {
+    size_t n = len < max ? len : max;
+    while (n > 0 && s[n - 1] != '\n') n--;
+    return n;
+}
+
+char *ae_test_sample_docs(size_t max, size_t *len) {
+    char *sample = NULL;
+    size_t sl, ns = strlen(k_doc_sep);
+    if (ae_file_read_all(ae_test_src("data/sample.txt"), &sample, &sl) != AE_OK) return NULL;
+    char *second = strstr(sample, k_doc_sep);
+    if (!second) {
+        free(sample);
+        return NULL;
+    }
+    second += ns;
+    size_t n1 = ae_test_cut_at_line(sample, (size_t)(second - sample), max);
+    size_t n2 = ae_test_cut_at_line(second, sl - (size_t)(second - sample), max);
+    char *text = malloc(n1 + ns + n2 + 1);
+    if (text) {
+        memcpy(text, sample, n1);
+        memcpy(text + n1, k_doc_sep, ns);
+        memcpy(text + n1 + ns, second, n2);
+        text[n1 + ns + n2] = '\0';
+        *len = n1 + ns + n2;
+    }
+    free(sample);
+    return text;
+}
+
+void ae_test_each_doc(const ae_tokenizer *tok, const char *text, size_t len, ae_test_doc_fn doc,
+                      void *ctx) {
+    char *copy = malloc(len + 1); // NUL-terminated for strstr
+    assert_non_null(copy);
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    for (char *p = copy;;) {
+        char *hit = strstr(p, k_doc_sep);
+        size_t dl = hit ? (size_t)(hit - p) : strlen(p);
+        int32_t *ids;
+        size_t n;
+        assert_int_equal(ae_tokenizer_encode(tok, p, dl, &ids, &n), AE_OK);
+        doc(ids, n, ctx);
+        free(ids);
+        if (!hit) break;
+        p = hit + strlen(k_doc_sep);
+    }
+    free(copy);
+}
+
+double ae_test_json_num(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(v)) fail_msg("no number %s in the JSON", key);
+    return v->valuedouble;
+}
+
+// ---- models and files on disk
+
+char *ae_test_path_in(const char *dir, const char *name) {
+    char *p = ae_path_join(dir, name);
+    assert_non_null(p);
+    return p;
+}
+
+ae_model *ae_test_load_cpu(const char *dir) {
+    ae_model *m = NULL;
+    if (ae_model_load(dir, ae_backend_cpu(), &m) != AE_OK) fail_msg("%s: %s", dir, ae_last_error());
+    return m;
+}
+
+char *ae_test_save_student(const char *teacher, const ae_student_spec *spec, const char *dir,
+                           const char *name) {
+    ae_model *m = ae_test_load_cpu(teacher);
+    ae_init_report rep;
+    if (ae_student_make(m, spec, &rep) != AE_OK) fail_msg("%s", ae_last_error());
+    char *out = ae_test_path_in(dir, name);
+    ae_save_opts so = {.src_dir = teacher, .force = 1};
+    if (ae_model_save(m, out, &so) != AE_OK) fail_msg("%s", ae_last_error());
+    ae_model_free(m);
+    return out;
+}
+
+cJSON *ae_test_read_json(const char *dir, const char *name) {
+    char *p = ae_test_path_in(dir, name), *text;
+    size_t len;
+    assert_int_equal(ae_file_read_all(p, &text, &len), AE_OK);
+    cJSON *o = cJSON_Parse(text);
+    assert_non_null(o);
+    free(text);
+    free(p);
+    return o;
+}
+
+void ae_test_write_json(const char *dir, const char *name, const cJSON *o) {
+    char *p = ae_test_path_in(dir, name), *text = cJSON_Print(o);
+    assert_int_equal(ae_test_write_file(p, text, strlen(text)), 0);
+    free(text);
+    free(p);
+}
+
+char *ae_test_leading_dense_moe(const char *dir, const char *name, int norm_topk_prob) {
+    const char *fx = ae_test_src("tests/fixtures/models/moe_sparse_step2_untied");
+    char *cfgdir = ae_test_path_in(dir, "moe2-config");
+    cJSON *o = ae_test_read_json(fx, "config.json");
+    cJSON_ReplaceItemInObject(o, "num_hidden_layers", cJSON_CreateNumber(2));
+    cJSON_ReplaceItemInObject(o, "norm_topk_prob", cJSON_CreateBool(norm_topk_prob));
+    mkdir(cfgdir, 0755);
+    ae_test_write_json(cfgdir, "config.json", o);
+    cJSON_Delete(o);
+    ae_model *m = ae_test_load_cpu(fx);
+    int L = m->cfg.num_hidden_layers;
+    m->cfg.num_hidden_layers = 2; // the first two layers' tensors
+    char *out = ae_test_path_in(dir, name);
+    ae_save_opts so = {.src_dir = cfgdir, .force = 1};
+    ae_status st = ae_model_save(m, out, &so);
+    m->cfg.num_hidden_layers = L;
+    ae_model_free(m);
+    if (st != AE_OK) fail_msg("%s", ae_last_error());
+    ae_test_rmtree(cfgdir);
+    free(cfgdir);
+    return out;
+}
+
+void ae_test_assert_no_temp(const char *dir) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strstr(e->d_name, ".tmp.")) fail_msg("temp entry left: %s/%s", dir, e->d_name);
+    closedir(d);
+}
+
+void ae_test_write_fails_beyond(size_t limit, ae_status (*attempt)(void *ctx), void *ctx) {
+    fflush(stdout); // the child's exit must not print the parent's buffered lines again
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl = {(rlim_t)limit, (rlim_t)limit};
+        setrlimit(RLIMIT_FSIZE, &rl);
+        ae_status st = attempt(ctx);
+        if (st != AE_OK) fprintf(stderr, "(expected) %s\n", ae_last_error());
+        _exit(st == AE_OK ? 1 : 0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
 }

@@ -8,9 +8,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "core/dtype.h"
 #include "core/rng.h"
 #include "model/student.h"
+#include "tok/tokenizer.h"
 #include "util/ref.h"
+
+struct cJSON;
 
 // Absolute path of a file under the source tree: ae_test_src("tests/fixtures/x") (static buffer
 // per call slot; copy if you keep it).
@@ -82,9 +86,30 @@ double ae_test_rel_err(const float *a, const float *b, size_t n);
 // A float array as a new double one (caller frees).   x: (n)
 double *ae_test_to_double(const float *x, size_t n);
 
+// ---- host arrays (the GPU tests' inputs, drawn once so both backends see the same values)
+// x rounded to the nearest bf16 (ties to even), as a float.
+float ae_test_bf16(float x);
+// Rounds x in place to the values a tensor of dtype dt holds (BF16: ae_test_bf16; F32 as is).
+//   x: (n)
+void ae_test_round_to(float *x, size_t n, ae_dtype dt);
+// A new float array (at least one value allocated: n = 0 gives a pointer the ops may be handed);
+// fails the test when out of memory. Caller frees.
+float *ae_test_floats(size_t n);
+// A new copy of x.   x: (n)
+float *ae_test_floats_copy(const float *x, size_t n);
+// A new array of scale · N(0, 1) drawn from r (ae_test_fill_normal, n draws), rounded to dt.
+float *ae_test_normal(ae_rng *r, size_t n, float scale, ae_dtype dt);
+
 // Runs the attnedit CLI with argv (NULL-terminated, argv[0] excluded) and captures stdout and
 // stderr (heap strings, caller frees). Returns the exit status (or 128+signal when killed).
 int ae_test_run_cli(const char *const *args, const char *stdin_text, char **out, char **err);
+
+// The same without stdin, as one value: exit status, stdout and stderr (free out and err).
+typedef struct {
+    int rc;
+    char *out, *err;
+} ae_test_cli_result;
+ae_test_cli_result ae_test_cli(const char *const *args);
 
 // The training data of the distillation tests: a fresh temporary directory (*dir) holding
 // train.tok (*tokens), data/sample.txt tokenised by `prepare-data --model model_rel` (a path in
@@ -108,6 +133,49 @@ void ae_test_catalogue_at(const char *file, const char *section, const char *inp
                           const char *message);
 void ae_test_catalogue_cli_at(const char *file, const char *section, const char *const *args,
                               const char *note, const char *message);
+
+// ---- the eval tests' texts (test_eval_ppl, test_eval_kl: documents split on "<|endoftext|>")
+// The length of the first `max` bytes of s (len bytes) cut back to a line end (so whole UTF-8
+// characters): 0 when no line ends within them.
+size_t ae_test_cut_at_line(const char *s, size_t len, size_t max);
+// data/sample.txt's two documents, each cut to its first `max` bytes (ae_test_cut_at_line),
+// joined by "<|endoftext|>": a new string of *len bytes (caller frees); NULL when the file cannot
+// be read or has no separator.
+char *ae_test_sample_docs(size_t max, size_t *len);
+// Calls doc(ids, n, ctx) once per document of text (len bytes, split on "<|endoftext|>"; the
+// last one after the last separator), each tokenised by tok (the test fails if encode does).
+//   ids: (n), freed after the call
+typedef void (*ae_test_doc_fn)(const int32_t *ids, size_t n, void *ctx);
+void ae_test_each_doc(const ae_tokenizer *tok, const char *text, size_t len, ae_test_doc_fn doc,
+                      void *ctx);
+// The number o.key of a parsed JSON object; fails the test naming key when it is absent or not
+// a number.
+double ae_test_json_num(const struct cJSON *o, const char *key);
+
+// ---- models and files on disk (the export tests)
+// dir/name as a new string (caller frees); fails the test when out of memory.
+char *ae_test_path_in(const char *dir, const char *name);
+// The model of dir on the cpu backend; fails the test with dir and the library's message.
+ae_model *ae_test_load_cpu(const char *dir);
+// A student of the teacher in folder `teacher`, made by spec and saved (as convert saves it) to
+// dir/name; returns that path (caller frees). Fails the test on an error.
+char *ae_test_save_student(const char *teacher, const ae_student_spec *spec, const char *dir,
+                           const char *name);
+// dir/name parsed as JSON (the test fails when it is unreadable or not JSON; cJSON_Delete it),
+// and o written to dir/name (cJSON_Print's layout).
+struct cJSON *ae_test_read_json(const char *dir, const char *name);
+void ae_test_write_json(const char *dir, const char *name, const struct cJSON *o);
+// A Qwen3-MoE teacher of 2 layers from the fixture moe_sparse_step2_untied (decoder_sparse_step
+// 2: layer 0 dense, layer 1 MoE, i.e. one leading dense layer) with norm_topk_prob as given,
+// saved to dir/name (no tokenizer: the fixture has none); returns that path (caller frees).
+// Uses and removes dir/moe2-config.
+char *ae_test_leading_dense_moe(const char *dir, const char *name, int norm_topk_prob);
+// Fails the test when dir holds an entry named "*.tmp.*" (a writer's temporary left behind).
+void ae_test_assert_no_temp(const char *dir);
+// A full disk: runs attempt(ctx) in a child process whose files may not grow beyond `limit` bytes
+// (RLIMIT_FSIZE: a larger write fails with EFBIG). Fails the test unless attempt returned an error
+// there (printed on stderr as "(expected) <message>").
+void ae_test_write_fails_beyond(size_t limit, ae_status (*attempt)(void *ctx), void *ctx);
 
 // The students the eval tests make of models/qwen3-micro (test_eval_tasks, test_cuda_eval), one
 // shape per target: GateSWA with a window of 8 (most eval requests are longer than its ring) and
