@@ -18,6 +18,7 @@
 #include "infer/generate.h"
 #include "model/student.h"
 #include "serve/engine.h"
+#include "util/serve.h"
 #include "util/testutil.h"
 
 static const char *micro(void) { return ae_test_src("models/qwen3-micro"); }
@@ -32,17 +33,6 @@ static ae_model *load_model(const ae_student_spec *spec) {
     return m;
 }
 
-typedef struct {
-    int32_t ids[256];
-    int n;
-} id_list;
-
-static int collect(void *ud, int32_t id) {
-    id_list *l = ud;
-    if (l->n < 256) l->ids[l->n++] = id;
-    return 0;
-}
-
 static void fill_prompt(int32_t *ids, int n, int V, uint64_t seed) {
     ae_rng r;
     ae_rng_seed(&r, seed);
@@ -54,36 +44,6 @@ static ae_sampler_params sampling(int k) {
     if (k % 3 == 1) sp = (ae_sampler_params){.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .seed = 7 + k};
     if (k % 3 == 2) sp = (ae_sampler_params){.temperature = 1.3f, .top_p = 0.9f, .seed = 100 + k};
     return sp;
-}
-
-static void reference(const ae_model *m, const int32_t *prompt, int n, int max_new,
-                      ae_sampler_params sp, id_list *out) {
-    ae_sampler s;
-    assert_int_equal(ae_sampler_init(&s, &sp, m->cfg.vocab_size), AE_OK);
-    ae_gen_stats gs;
-    out->n = 0;
-    assert_int_equal(ae_generate(m, prompt, n, max_new, &s, -1, collect, out, &gs), AE_OK);
-    ae_sampler_free(&s);
-}
-
-static ae_req *make_req(const int32_t *prompt, int n, int max_new, ae_sampler_params sp) {
-    int32_t *p = malloc(sizeof(int32_t) * n);
-    memcpy(p, prompt, sizeof(int32_t) * n);
-    ae_req_params rp = {.max_tokens = max_new, .sp = sp, .logprobs = -1, .ignore_eos = 1};
-    ae_req *r = ae_req_new(p, n, &rp);
-    assert_non_null(r);
-    return r;
-}
-
-static void wait_all(ae_engine *e, ae_req **r, int n) {
-    ae_engine_lock(e);
-    for (;;) {
-        int done = 1;
-        for (int i = 0; i < n; i++) done &= r[i]->finish != AE_FINISH_NONE;
-        if (done) break;
-        ae_engine_wait_locked(e, 0.5);
-    }
-    ae_engine_unlock(e);
 }
 
 static void check_pool_empty(ae_engine *e) {
@@ -113,22 +73,22 @@ static void engine_vs_generate(const ae_student_spec *spec, const char *what, in
     int V = m->cfg.vocab_size;
     int32_t prompts[NREQ][80];
     int plen[NREQ], gen[NREQ];
-    id_list ref[NREQ];
+    ae_test_ids ref[NREQ];
     for (int k = 0; k < NREQ; k++) {
         plen[k] = 1 + (k * 29) % 80;
         gen[k] = 1 + (k * 13) % 40;
         fill_prompt(prompts[k], plen[k], V, 50 + k);
-        reference(m, prompts[k], plen[k], gen[k], sampling(k), &ref[k]);
+        ae_test_generate(m, prompts[k], plen[k], gen[k], sampling(k), &ref[k]);
     }
     for (int round = 0; round < 2; round++) {
         ae_req *r[NREQ];
         int n_at_once = round == 0 ? 1 : NREQ;
         for (int k0 = 0; k0 < NREQ; k0 += n_at_once) {
             for (int k = k0; k < k0 + n_at_once; k++) {
-                r[k] = make_req(prompts[k], plen[k], gen[k], sampling(k));
+                r[k] = ae_test_req(prompts[k], plen[k], gen[k], sampling(k), -1, 0);
                 assert_int_equal(ae_engine_submit(e, r[k]), AE_OK);
             }
-            wait_all(e, r + k0, n_at_once);
+            ae_test_wait_all(e, r + k0, n_at_once);
         }
         int same = 0;
         for (int k = 0; k < NREQ; k++) {
@@ -192,7 +152,7 @@ static void mla_echo_vs_forward(const char *mat_min, const char *what) {
                         .echo = 1, .ignore_eos = 1};
     ae_req *r = ae_req_new(p, 60, &rp);
     assert_int_equal(ae_engine_submit(e, r), AE_OK);
-    wait_all(e, &r, 1);
+    ae_test_wait_all(e, &r, 1);
     double maxd = 0;
     for (int i = 1; i < 60; i++) {
         const float *z = ref + (size_t)(i - 1) * V;
@@ -240,17 +200,17 @@ static void test_admission_and_refusals(void **st) {
     int32_t prompt[100];
     fill_prompt(prompt, 100, m->cfg.vocab_size, 3);
     ae_sampler_params g = {.greedy = 1, .top_p = 1};
-    ae_req *big = make_req(prompt, 100, 150, g); // 250 > max_model_len
+    ae_req *big = ae_test_req(prompt, 100, 150, g, -1, 0); // 250 > max_model_len
     assert_int_equal(ae_engine_submit(e, big), AE_ERR_ARG);
     ae_req *r[4];
     for (int k = 0; k < 4; k++) {
-        r[k] = make_req(prompt, 90, 10, g); // 100 positions = 7 pages each
+        r[k] = ae_test_req(prompt, 90, 10, g, -1, 0); // 100 positions = 7 pages each
         assert_int_equal(ae_engine_submit(e, r[k]), AE_OK);
     }
     ae_req *extra[8];
     int refused = 0, n_extra = 0;
     for (int k = 0; k < 8; k++) { // the queue holds 4
-        extra[n_extra] = make_req(prompt, 10, 2, g);
+        extra[n_extra] = ae_test_req(prompt, 10, 2, g, -1, 0);
         if (ae_engine_submit(e, extra[n_extra]) == AE_ERR_UNSUPPORTED) {
             refused++;
             ae_engine_lock(e);
@@ -260,8 +220,8 @@ static void test_admission_and_refusals(void **st) {
             n_extra++;
         }
     }
-    wait_all(e, r, 4);
-    wait_all(e, extra, n_extra);
+    ae_test_wait_all(e, r, 4);
+    ae_test_wait_all(e, extra, n_extra);
     printf("tight pool: 4 requests of 7 pages in 14 pages completed; %d of 8 more refused by the "
            "queue limit\n", refused);
     for (int k = 1; k < 4; k++) assert_memory_equal(r[k]->out_ids, r[0]->out_ids, sizeof(int32_t) * 10);
@@ -288,12 +248,12 @@ static void test_pause(void **st) {
     int32_t prompt[20];
     fill_prompt(prompt, 20, m->cfg.vocab_size, 77);
     ae_sampler_params g = {.greedy = 1, .top_p = 1};
-    id_list ref;
-    reference(m, prompt, 20, 8, g, &ref);
+    ae_test_ids ref;
+    ae_test_generate(m, prompt, 20, 8, g, &ref);
     ae_engine_pause(e, 1);
     ae_req *r[3];
     for (int k = 0; k < 3; k++) {
-        r[k] = make_req(prompt, 20, 8, g);
+        r[k] = ae_test_req(prompt, 20, 8, g, -1, 0);
         assert_int_equal(ae_engine_submit(e, r[k]), AE_OK);
     }
     nanosleep(&(struct timespec){.tv_nsec = 100000000}, NULL);
@@ -305,7 +265,7 @@ static void test_pause(void **st) {
     for (int k = 0; k < 3; k++) assert_int_equal(r[k]->n_out, 0);
     ae_engine_unlock(e);
     ae_engine_pause(e, 0);
-    wait_all(e, r, 3);
+    ae_test_wait_all(e, r, 3);
     ae_engine_get_stats(e, &s);
     printf("paused engine: no step in 100 ms; resumed: %lld steps (%lld recorded), the same "
            "tokens as generate\n", (long long)s.steps, (long long)s.graph_steps);
@@ -361,9 +321,9 @@ static void test_step_counters(void **st) {
     }
     ae_req *r[NR];
     for (int k = 0; k < NR; k++) { // one at a time
-        r[k] = make_req(prompt, plen[k], gen[k], g);
+        r[k] = ae_test_req(prompt, plen[k], gen[k], g, -1, 0);
         assert_int_equal(ae_engine_submit(e, r[k]), AE_OK);
-        wait_all(e, &r[k], 1);
+        ae_test_wait_all(e, &r[k], 1);
     }
     ae_engine_stats s;
     ae_engine_get_stats(e, &s);
@@ -389,11 +349,11 @@ static void test_step_counters(void **st) {
     // all at once (paused until every one is queued): decode steps carry several tokens
     ae_engine_pause(e, 1);
     for (int k = 0; k < NR; k++) {
-        r[k] = make_req(prompt, plen[k], gen[k], g);
+        r[k] = ae_test_req(prompt, plen[k], gen[k], g, -1, 0);
         assert_int_equal(ae_engine_submit(e, r[k]), AE_OK);
     }
     ae_engine_pause(e, 0);
-    wait_all(e, r, NR);
+    ae_test_wait_all(e, r, NR);
     ae_engine_stats s2;
     ae_engine_get_stats(e, &s2);
     wall = ae_time_now() - t_start;

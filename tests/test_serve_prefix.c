@@ -20,6 +20,7 @@
 #include "infer/generate.h"
 #include "model/student.h"
 #include "serve/engine.h"
+#include "util/serve.h"
 #include "util/testutil.h"
 
 static const char *micro(void) { return ae_test_src("models/qwen3-micro"); }
@@ -43,50 +44,6 @@ static void fill_ids(int32_t *ids, int n, int V, uint64_t seed) {
 static ae_sampler_params sampling(int k) {
     if (k % 2) return (ae_sampler_params){.temperature = 0.9f, .top_k = 40, .top_p = 0.95f, .seed = 5 + k};
     return (ae_sampler_params){.greedy = 1, .top_p = 1.0f};
-}
-
-typedef struct {
-    int32_t ids[64];
-    int n;
-} id_list;
-
-static int collect(void *ud, int32_t id) {
-    id_list *l = ud;
-    if (l->n < 64) l->ids[l->n++] = id;
-    return 0;
-}
-
-// ae_generate's tokens (one sequence, contiguous cache, no prefix cache anywhere).
-static void reference(const ae_model *m, const int32_t *prompt, int n, int max_new,
-                      ae_sampler_params sp, id_list *out) {
-    ae_sampler s;
-    assert_int_equal(ae_sampler_init(&s, &sp, m->cfg.vocab_size), AE_OK);
-    ae_gen_stats gs;
-    out->n = 0;
-    assert_int_equal(ae_generate(m, prompt, n, max_new, &s, -1, collect, out, &gs), AE_OK);
-    ae_sampler_free(&s);
-}
-
-static ae_req *make_req(const int32_t *prompt, int n, int max_new, ae_sampler_params sp,
-                        int logprobs, int echo) {
-    int32_t *p = malloc(sizeof(int32_t) * (size_t)n);
-    memcpy(p, prompt, sizeof(int32_t) * (size_t)n);
-    ae_req_params rp = {.max_tokens = max_new, .sp = sp, .logprobs = logprobs, .echo = echo,
-                        .ignore_eos = 1};
-    ae_req *r = ae_req_new(p, n, &rp);
-    assert_non_null(r);
-    return r;
-}
-
-static void wait_all(ae_engine *e, ae_req **r, int n) {
-    ae_engine_lock(e);
-    for (;;) {
-        int done = 1;
-        for (int i = 0; i < n; i++) done &= r[i]->finish != AE_FINISH_NONE;
-        if (done) break;
-        ae_engine_wait_locked(e, 0.5);
-    }
-    ae_engine_unlock(e);
 }
 
 static void release_all(ae_engine *e, ae_req **r, int n) {
@@ -140,16 +97,16 @@ static void make_prefix_set(prefix_set *ps, int V) {
 
 // Request 0 alone, then the others at once (paused until all are queued), logprobs 2.
 static void run_set(ae_engine *e, const prefix_set *ps, ae_req **r) {
-    r[0] = make_req(ps->prompt[0], ps->plen[0], ps->gen[0], sampling(0), 2, 0);
+    r[0] = ae_test_req(ps->prompt[0], ps->plen[0], ps->gen[0], sampling(0), 2, 0);
     assert_int_equal(ae_engine_submit(e, r[0]), AE_OK);
-    wait_all(e, r, 1);
+    ae_test_wait_all(e, r, 1);
     ae_engine_pause(e, 1);
     for (int k = 1; k < NP; k++) {
-        r[k] = make_req(ps->prompt[k], ps->plen[k], ps->gen[k], sampling(k), 2, 0);
+        r[k] = ae_test_req(ps->prompt[k], ps->plen[k], ps->gen[k], sampling(k), 2, 0);
         assert_int_equal(ae_engine_submit(e, r[k]), AE_OK);
     }
     ae_engine_pause(e, 0);
-    wait_all(e, r, NP);
+    ae_test_wait_all(e, r, NP);
 }
 
 // The largest difference of two requests' token log-probabilities (ids equal, else fail).
@@ -187,8 +144,8 @@ static void cached_vs_uncached(const ae_student_spec *spec, const char *what, in
     for (int k = 0; k < NP; k++) {
         assert_int_equal(ra[k]->finish, AE_FINISH_LENGTH);
         maxd = fmax(maxd, lp_diff(ra[k], rb[k]));
-        id_list ref;
-        reference(m, ps.prompt[k], ps.plen[k], ps.gen[k], sampling(k), &ref);
+        ae_test_ids ref;
+        ae_test_generate(m, ps.prompt[k], ps.plen[k], ps.gen[k], sampling(k), &ref);
         assert_int_equal(ra[k]->n_out, ref.n);
         assert_memory_equal(ra[k]->out_ids, ref.ids, sizeof(int32_t) * (size_t)ref.n);
     }
@@ -222,12 +179,12 @@ static void cached_vs_uncached(const ae_student_spec *spec, const char *what, in
     release_all(on, ra, NP);
     release_all(off, rb, NP);
     // (2) echo: the prompt is cached but every position is computed and scored
-    ae_req *ea = make_req(ps.prompt[3], ps.plen[3], 3, sampling(0), 1, 1);
-    ae_req *eb = make_req(ps.prompt[3], ps.plen[3], 3, sampling(0), 1, 1);
+    ae_req *ea = ae_test_req(ps.prompt[3], ps.plen[3], 3, sampling(0), 1, 1);
+    ae_req *eb = ae_test_req(ps.prompt[3], ps.plen[3], 3, sampling(0), 1, 1);
     assert_int_equal(ae_engine_submit(on, ea), AE_OK);
     assert_int_equal(ae_engine_submit(off, eb), AE_OK);
-    wait_all(on, &ea, 1);
-    wait_all(off, &eb, 1);
+    ae_test_wait_all(on, &ea, 1);
+    ae_test_wait_all(off, &eb, 1);
     ae_engine_stats s_echo;
     ae_engine_get_stats(on, &s_echo);
     assert_int_equal(s_echo.prefix_hit_tokens, s_on.prefix_hit_tokens); // nothing reused
@@ -296,7 +253,7 @@ static void test_soak(void **st) {
             gen[k] = 1 + (int)(ae_rng_uniform(&rng) * 6);
             if (shared) memcpy(prompt[k], prefixes[which], sizeof(int32_t) * (size_t)shared);
             fill_ids(prompt[k] + shared, plen[k] - shared, V, 5000 + (uint64_t)(w * PER + k));
-            r[k] = make_req(prompt[k], plen[k], gen[k], sampling(0), -1, 0);
+            r[k] = ae_test_req(prompt[k], plen[k], gen[k], sampling(0), -1, 0);
             assert_int_equal(ae_engine_submit(e, r[k]), AE_OK);
         }
         for (int k = 0; k < PER; k++) { // a client hangs up now and then, at a random step
@@ -308,7 +265,7 @@ static void test_soak(void **st) {
             ae_engine_cancel_locked(e, r[k]);
             ae_engine_unlock(e);
         }
-        wait_all(e, r, PER);
+        ae_test_wait_all(e, r, PER);
         for (int k = 0; k < PER; k++) {
             if (r[k]->finish == AE_FINISH_CANCELLED) {
                 cancelled++;
@@ -317,8 +274,8 @@ static void test_soak(void **st) {
             assert_int_equal(r[k]->finish, AE_FINISH_LENGTH);
             assert_int_equal(r[k]->n_out, gen[k]);
             if (done++ % 5 == 0) {
-                id_list ref;
-                reference(m, prompt[k], plen[k], gen[k], sampling(0), &ref);
+                ae_test_ids ref;
+                ae_test_generate(m, prompt[k], plen[k], gen[k], sampling(0), &ref);
                 assert_memory_equal(r[k]->out_ids, ref.ids, sizeof(int32_t) * (size_t)gen[k]);
                 checked++;
             }
@@ -361,11 +318,11 @@ static void test_eviction(void **st) {
             int32_t prompt[LEN + 4];
             fill_ids(prompt, LEN, V, 300 + k);
             fill_ids(prompt + LEN, 4, V, 700 + (uint64_t)(round * NPFX + k));
-            ae_req *r = make_req(prompt, LEN + 4, 4, sampling(k), -1, 0);
+            ae_req *r = ae_test_req(prompt, LEN + 4, 4, sampling(k), -1, 0);
             assert_int_equal(ae_engine_submit(e, r), AE_OK);
-            wait_all(e, &r, 1);
-            id_list ref;
-            reference(m, prompt, LEN + 4, 4, sampling(k), &ref);
+            ae_test_wait_all(e, &r, 1);
+            ae_test_ids ref;
+            ae_test_generate(m, prompt, LEN + 4, 4, sampling(k), &ref);
             assert_int_equal(r->n_out, ref.n);
             ok += memcmp(r->out_ids, ref.ids, sizeof(int32_t) * (size_t)ref.n) == 0;
             release_all(e, &r, 1);
@@ -400,8 +357,8 @@ static void test_gateswa_off(void **st) {
     ae_req *r[NP];
     run_set(e, &ps, r);
     for (int k = 0; k < NP; k++) {
-        id_list ref;
-        reference(m, ps.prompt[k], ps.plen[k], ps.gen[k], sampling(k), &ref);
+        ae_test_ids ref;
+        ae_test_generate(m, ps.prompt[k], ps.plen[k], ps.gen[k], sampling(k), &ref);
         assert_int_equal(r[k]->n_out, ref.n);
         assert_memory_equal(r[k]->out_ids, ref.ids, sizeof(int32_t) * (size_t)ref.n);
     }

@@ -21,6 +21,7 @@
 #include "infer/generate.h"
 #include "serve/http_client.h"
 #include "serve/server.h"
+#include "util/serve.h"
 #include "util/testutil.h"
 
 #define SEED 5
@@ -70,19 +71,8 @@ static int request(int port, const char *method, const char *path, const char *b
                            NULL, 120, r);
 }
 
-typedef struct {
-    int32_t ids[64];
-    int n;
-} id_list;
-
-static int collect(void *ud, int32_t id) {
-    id_list *l = ud;
-    if (l->n < 64) l->ids[l->n++] = id;
-    return 0;
-}
-
 // Greedy ids of ae_generate on the random model of `dir` (the server's seed).
-static void reference(const char *dir, const int32_t *prompt, int n, int max_new, id_list *out) {
+static void reference(const char *dir, const int32_t *prompt, int n, int max_new, ae_test_ids *out) {
     ae_model *m = NULL;
     assert_int_equal(ae_model_random(dir, ae_backend_cpu(), SEED, &m), AE_OK);
     ae_sampler_params sp = {.greedy = 1, .top_p = 1.0f};
@@ -90,22 +80,22 @@ static void reference(const char *dir, const int32_t *prompt, int n, int max_new
     assert_int_equal(ae_sampler_init(&s, &sp, m->cfg.vocab_size), AE_OK);
     ae_gen_stats gs;
     out->n = 0;
-    assert_int_equal(ae_generate(m, prompt, n, max_new, &s, -1, collect, out, &gs), AE_OK);
+    assert_int_equal(ae_generate(m, prompt, n, max_new, &s, -1, ae_test_collect_id, out, &gs), AE_OK);
     ae_sampler_free(&s);
     ae_model_free(m);
 }
 
 // Appends the numbers of array `a` to l.
-static void add_ids(const cJSON *a, id_list *l) {
+static void add_ids(const cJSON *a, ae_test_ids *l) {
     assert_true(cJSON_IsArray(a));
     for (const cJSON *v = a->child; v; v = v->next) {
         assert_true(cJSON_IsNumber(v));
-        if (l->n < 64) l->ids[l->n++] = (int32_t)v->valuedouble;
+        if (l->n < AE_TEST_IDS_CAP) l->ids[l->n++] = (int32_t)v->valuedouble;
     }
 }
 
 // Adds the text and token_ids of one completion object (JSON text of n bytes).
-static void add_choice(const char *js, size_t n, id_list *ids, char *text, size_t cap) {
+static void add_choice(const char *js, size_t n, ae_test_ids *ids, char *text, size_t cap) {
     cJSON *j = cJSON_ParseWithLength(js, n);
     const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
     const cJSON *t = cJSON_GetObjectItem(c, "text");
@@ -118,7 +108,7 @@ static void add_choice(const char *js, size_t n, id_list *ids, char *text, size_
 
 // Token ids and text of a completion, or of all the events of a stream (which must end with
 // [DONE]).
-static void response_ids(const char *body, int stream, id_list *ids, char *text, size_t cap) {
+static void response_ids(const char *body, int stream, ae_test_ids *ids, char *text, size_t cap) {
     ids->n = 0;
     text[0] = 0;
     if (!stream) {
@@ -141,7 +131,7 @@ static const int32_t k_prompt[] = {11, 200, 3000, 45, 7, 8000, 123, 9};
 static void check_served(const char *dir, const char *what) {
     int port;
     ae_server *s = start(dir, &port);
-    id_list ref, got;
+    ae_test_ids ref, got;
     reference(dir, k_prompt, NPROMPT, NGEN, &ref);
     assert_int_equal(ref.n, NGEN);
     char body[512], text[256];

@@ -1,0 +1,46 @@
+#include "util/serve.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/testutil.h"
+
+int ae_test_collect_id(void *ud, int32_t id) {
+    ae_test_ids *l = ud;
+    if (l->n < AE_TEST_IDS_CAP) l->ids[l->n++] = id;
+    return 0;
+}
+
+void ae_test_generate(const ae_model *m, const int32_t *prompt, int n, int max_new,
+                      ae_sampler_params sp, ae_test_ids *out) {
+    ae_sampler s;
+    assert_int_equal(ae_sampler_init(&s, &sp, m->cfg.vocab_size), AE_OK);
+    ae_gen_stats gs;
+    out->n = 0;
+    assert_int_equal(ae_generate(m, prompt, n, max_new, &s, -1, ae_test_collect_id, out, &gs),
+                     AE_OK);
+    ae_sampler_free(&s);
+}
+
+ae_req *ae_test_req(const int32_t *prompt, int n, int max_new, ae_sampler_params sp,
+                    int logprobs, int echo) {
+    int32_t *p = malloc(sizeof(int32_t) * (size_t)n);
+    assert_non_null(p);
+    memcpy(p, prompt, sizeof(int32_t) * (size_t)n);
+    ae_req_params rp = {.max_tokens = max_new, .sp = sp, .logprobs = logprobs, .echo = echo,
+                        .ignore_eos = 1};
+    ae_req *r = ae_req_new(p, n, &rp);
+    assert_non_null(r);
+    return r;
+}
+
+void ae_test_wait_all(ae_engine *e, ae_req **r, int n) {
+    ae_engine_lock(e);
+    for (;;) {
+        int done = 1;
+        for (int i = 0; i < n; i++) done &= r[i]->finish != AE_FINISH_NONE;
+        if (done) break;
+        ae_engine_wait_locked(e, 0.5);
+    }
+    ae_engine_unlock(e);
+}
