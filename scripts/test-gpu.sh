@@ -9,6 +9,10 @@
 #
 #   bash scripts/test-gpu.sh                 # build with CUDA into build-gpu, then test
 #   AE_GPU_BUILD=DIR AE_PREBUILT=1 bash scripts/test-gpu.sh   # test binaries built elsewhere
+#   AE_GPU_JOBS=4 ...                        # 4 programs at a time (one GPU holds them; the
+#                                            # logs are printed whole, in order, as each ends)
+# On a lent GPU machine without the Debian dev packages: eval "$(bash dev/device-build.sh)"
+# first (docs/CUDA.md), then AE_PREBUILT=1.
 #
 # A GPU test that finds no GPU fails here (AE_REQUIRE_GPU=1) instead of skipping.
 set -euo pipefail
@@ -35,14 +39,28 @@ status=0
 # half runs here), and the test_cuda_* programs
 gpu_tests=(test_backend_ops test_ops test_grad_ops test_train_ops)
 for f in "$build"/test_cuda_*; do [ -x "$f" ] && gpu_tests+=("$(basename "$f")"); done
-for t in "${gpu_tests[@]}"; do
+# one program: its output, then "== NAME: exit R (S s)"; returns R
+run_one() {
+  local t=$1 start r
   echo
   echo "== $t"
   start=$(date +%s)
   if "$build/$t"; then r=0; else r=$?; fi
   echo "== $t: exit $r ($(( $(date +%s) - start )) s)"
-  [ "$r" -eq 0 ] || status=1
-done
+  return "$r"
+}
+jobs=${AE_GPU_JOBS:-1}
+if [ "$jobs" -le 1 ]; then
+  for t in "${gpu_tests[@]}"; do run_one "$t" || status=1; done
+else
+  logs=$(mktemp -d)
+  export -f run_one
+  export build
+  printf '%s\n' "${gpu_tests[@]}" |
+    xargs -P "$jobs" -I{} bash -c 'run_one {} > "$0/{}.log" 2>&1; cat "$0/{}.log"; true' "$logs"
+  grep -q ': exit [^0]' "$logs"/*.log && status=1
+  rm -rf "$logs"
+fi
 echo
 [ "$status" -eq 0 ] && echo "ALL GPU TESTS PASSED" || echo "GPU TESTS FAILED"
 exit "$status"
