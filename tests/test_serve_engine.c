@@ -23,22 +23,6 @@
 
 static const char *micro(void) { return ae_test_src("models/qwen3-micro"); }
 
-static ae_model *load_model(const ae_student_spec *spec) {
-    ae_model *m = NULL;
-    assert_int_equal(ae_model_load(micro(), ae_backend_cpu(), &m), AE_OK);
-    if (spec) {
-        ae_init_report rep;
-        assert_int_equal(ae_student_make(m, spec, &rep), AE_OK);
-    }
-    return m;
-}
-
-static void fill_prompt(int32_t *ids, int n, int V, uint64_t seed) {
-    ae_rng r;
-    ae_rng_seed(&r, seed);
-    for (int i = 0; i < n; i++) ids[i] = (int32_t)(ae_rng_uniform(&r) * (V - 1));
-}
-
 static ae_sampler_params sampling(int k) {
     ae_sampler_params sp = {.greedy = 1, .top_p = 1.0f};
     if (k % 3 == 1) sp = (ae_sampler_params){.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .seed = 7 + k};
@@ -63,7 +47,7 @@ static void check_pool_empty(ae_engine *e) {
 // ae_generate's tokens.
 static void engine_vs_generate(const ae_student_spec *spec, const char *what, int batch_tokens,
                                int page_positions) {
-    ae_model *m = load_model(spec);
+    ae_model *m = ae_test_micro_model(spec);
     ae_tokenizer *tok = NULL;
     assert_int_equal(ae_tokenizer_load(micro(), &tok), AE_OK);
     ae_engine_opts o = {.max_seqs = 8, .max_batch_tokens = batch_tokens, .max_model_len = 512,
@@ -77,7 +61,7 @@ static void engine_vs_generate(const ae_student_spec *spec, const char *what, in
     for (int k = 0; k < NREQ; k++) {
         plen[k] = 1 + (k * 29) % 80;
         gen[k] = 1 + (k * 13) % 40;
-        fill_prompt(prompts[k], plen[k], V, 50 + k);
+        ae_test_fill_ids(prompts[k], plen[k], V, 50 + k);
         ae_test_generate(m, prompts[k], plen[k], gen[k], sampling(k), &ref[k]);
     }
     for (int round = 0; round < 2; round++) {
@@ -127,10 +111,10 @@ static void test_gateswa(void **st) {
 // AE_PAGED_MLA_MATERIALIZE_MIN (NULL: the default, every chunk absorbed here).
 static void mla_echo_vs_forward(const char *mat_min, const char *what) {
     ae_student_spec s = {.target = AE_ATTN_MLA, .kv_lora_rank = 24, .qk_rope_dim = 8, .seed = 3};
-    ae_model *m = load_model(&s);
+    ae_model *m = ae_test_micro_model(&s);
     int V = m->cfg.vocab_size;
     int32_t ids[60];
-    fill_prompt(ids, 60, V, 9);
+    ae_test_fill_ids(ids, 60, V, 9);
     // reference: contiguous cache, full logits
     ae_kv_cache c;
     assert_int_equal(ae_kv_cache_init(&c, m, 60), AE_OK);
@@ -184,7 +168,7 @@ static void test_mla(void **st) {
 
 static void test_admission_and_refusals(void **st) {
     (void)st;
-    ae_model *m = load_model(NULL);
+    ae_model *m = ae_test_micro_model(NULL);
     ae_tokenizer *tok = NULL;
     assert_int_equal(ae_tokenizer_load(micro(), &tok), AE_OK);
     // a pool of few pages: requests wait for pages, then all complete
@@ -198,7 +182,7 @@ static void test_admission_and_refusals(void **st) {
     ae_engine_get_stats(e, &s);
     assert_int_equal(s.pages_total, 14);
     int32_t prompt[100];
-    fill_prompt(prompt, 100, m->cfg.vocab_size, 3);
+    ae_test_fill_ids(prompt, 100, m->cfg.vocab_size, 3);
     ae_sampler_params g = {.greedy = 1, .top_p = 1};
     ae_req *big = ae_test_req(prompt, 100, 150, g, -1, 0); // 250 > max_model_len
     assert_int_equal(ae_engine_submit(e, big), AE_ERR_ARG);
@@ -240,13 +224,13 @@ static void test_admission_and_refusals(void **st) {
 // resumed, they run together and give generate's tokens; no step ran recorded.
 static void test_pause(void **st) {
     (void)st;
-    ae_model *m = load_model(NULL);
+    ae_model *m = ae_test_micro_model(NULL);
     ae_engine_opts o = {.max_seqs = 4, .max_batch_tokens = 64, .max_model_len = 128,
                         .max_queue = 8, .cache_bytes = 1u << 20, .page_positions = 16};
     ae_engine *e = NULL;
     assert_int_equal(ae_engine_start(m, NULL, &o, &e), AE_OK);
     int32_t prompt[20];
-    fill_prompt(prompt, 20, m->cfg.vocab_size, 77);
+    ae_test_fill_ids(prompt, 20, m->cfg.vocab_size, 77);
     ae_sampler_params g = {.greedy = 1, .top_p = 1};
     ae_test_ids ref;
     ae_test_generate(m, prompt, 20, 8, g, &ref);
@@ -297,7 +281,7 @@ static double phase_sum(const ae_engine_stats *s) {
 // the idle wait fits in the run's wall time.
 static void test_step_counters(void **st) {
     (void)st;
-    ae_model *m = load_model(NULL);
+    ae_model *m = ae_test_micro_model(NULL);
     enum { B = 16, NR = 6 };
     // the prompts share their first tokens: no prefix cache, so that every prompt row is computed
     ae_engine_opts o = {.max_seqs = 8, .max_batch_tokens = B, .max_model_len = 256,
@@ -308,7 +292,7 @@ static void test_step_counters(void **st) {
     assert_int_equal(ae_engine_start(m, NULL, &o, &e), AE_OK);
     ae_sampler_params g = {.greedy = 1, .top_p = 1};
     int32_t prompt[40];
-    fill_prompt(prompt, 40, m->cfg.vocab_size, 11);
+    ae_test_fill_ids(prompt, 40, m->cfg.vocab_size, 11);
     int plen[NR], gen[NR];
     int64_t want_steps = 0, want_decode = 0, want_rows = 0, want_gen = 0;
     for (int k = 0; k < NR; k++) {

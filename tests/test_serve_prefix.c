@@ -23,24 +23,6 @@
 #include "util/serve.h"
 #include "util/testutil.h"
 
-static const char *micro(void) { return ae_test_src("models/qwen3-micro"); }
-
-static ae_model *load_model(const ae_student_spec *spec) {
-    ae_model *m = NULL;
-    assert_int_equal(ae_model_load(micro(), ae_backend_cpu(), &m), AE_OK);
-    if (spec) {
-        ae_init_report rep;
-        assert_int_equal(ae_student_make(m, spec, &rep), AE_OK);
-    }
-    return m;
-}
-
-static void fill_ids(int32_t *ids, int n, int V, uint64_t seed) {
-    ae_rng r;
-    ae_rng_seed(&r, seed);
-    for (int i = 0; i < n; i++) ids[i] = (int32_t)(ae_rng_uniform(&r) * (V - 1));
-}
-
 static ae_sampler_params sampling(int k) {
     if (k % 2) return (ae_sampler_params){.temperature = 0.9f, .top_k = 40, .top_p = 0.95f, .seed = 5 + k};
     return (ae_sampler_params){.greedy = 1, .top_p = 1.0f};
@@ -76,6 +58,15 @@ static ae_engine *start(const ae_model *m, int cache_off, size_t cache_bytes, in
     return e;
 }
 
+// An engine whose pool holds n_pages pages of page_positions positions (cache on).
+static ae_engine *start_pages(const ae_model *m, int n_pages, int page_positions) {
+    ae_engine *e = start(m, 0, 1u << 20, page_positions); // for its page size
+    ae_engine_stats s0;
+    ae_engine_get_stats(e, &s0);
+    ae_engine_stop(e);
+    return start(m, 0, s0.page_bytes * (size_t)n_pages, page_positions);
+}
+
 enum { NP = 8, PREFIX = 45 };
 
 typedef struct {
@@ -86,12 +77,12 @@ typedef struct {
 // NP prompts: the same PREFIX tokens (5 blocks of 8 and 5 more), then 0..12 own tokens.
 static void make_prefix_set(prefix_set *ps, int V) {
     int32_t prefix[PREFIX];
-    fill_ids(prefix, PREFIX, V, 42);
+    ae_test_fill_ids(prefix, PREFIX, V, 42);
     for (int k = 0; k < NP; k++) {
         ps->plen[k] = PREFIX + (k * 7) % 13;
         ps->gen[k] = 5 + k % 4;
         memcpy(ps->prompt[k], prefix, sizeof prefix);
-        fill_ids(ps->prompt[k] + PREFIX, ps->plen[k] - PREFIX, V, 100 + k);
+        ae_test_fill_ids(ps->prompt[k] + PREFIX, ps->plen[k] - PREFIX, V, 100 + k);
     }
 }
 
@@ -127,7 +118,7 @@ static double lp_diff(const ae_req *a, const ae_req *b) {
 
 // (1) + (2): the shared-prefix set on a cached and an uncached engine, then an echo request.
 static void cached_vs_uncached(const ae_student_spec *spec, const char *what, int page_positions) {
-    ae_model *m = load_model(spec);
+    ae_model *m = ae_test_micro_model(spec);
     int V = m->cfg.vocab_size;
     prefix_set ps;
     make_prefix_set(&ps, V);
@@ -229,16 +220,12 @@ static void test_mla(void **st) {
 // pool small enough to evict. Every 5th completed greedy request is checked against generate.
 static void test_soak(void **st) {
     (void)st;
-    ae_model *m = load_model(NULL);
+    ae_model *m = ae_test_micro_model(NULL);
     int V = m->cfg.vocab_size;
-    ae_engine *e = start(m, 0, 1u << 20, 8); // for its page size
-    ae_engine_stats s0;
-    ae_engine_get_stats(e, &s0);
-    ae_engine_stop(e);
-    e = start(m, 0, s0.page_bytes * 40, 8); // 40 pages: 4-5 sequences of up to 80 positions
+    ae_engine *e = start_pages(m, 40, 8); // 4-5 sequences of up to 80 positions
     enum { WAVES = 20, PER = 16, MAXP = 72 };
     int32_t prefixes[4][MAXP];
-    for (int k = 0; k < 4; k++) fill_ids(prefixes[k], MAXP, V, 900 + k);
+    for (int k = 0; k < 4; k++) ae_test_fill_ids(prefixes[k], MAXP, V, 900 + k);
     ae_rng rng;
     ae_rng_seed(&rng, 2024);
     int done = 0, cancelled = 0, checked = 0;
@@ -252,7 +239,7 @@ static void test_soak(void **st) {
             plen[k] = shared + 1 + (int)(ae_rng_uniform(&rng) * (MAXP - 48 - 1));
             gen[k] = 1 + (int)(ae_rng_uniform(&rng) * 6);
             if (shared) memcpy(prompt[k], prefixes[which], sizeof(int32_t) * (size_t)shared);
-            fill_ids(prompt[k] + shared, plen[k] - shared, V, 5000 + (uint64_t)(w * PER + k));
+            ae_test_fill_ids(prompt[k] + shared, plen[k] - shared, V, 5000 + (uint64_t)(w * PER + k));
             r[k] = ae_test_req(prompt[k], plen[k], gen[k], sampling(0), -1, 0);
             assert_int_equal(ae_engine_submit(e, r[k]), AE_OK);
         }
@@ -303,21 +290,17 @@ static void test_soak(void **st) {
 // tokens either way.
 static void test_eviction(void **st) {
     (void)st;
-    ae_model *m = load_model(NULL);
+    ae_model *m = ae_test_micro_model(NULL);
     int V = m->cfg.vocab_size;
-    ae_engine *e = start(m, 0, 1u << 20, 8); // for its page size
-    ae_engine_stats s0;
-    ae_engine_get_stats(e, &s0);
-    ae_engine_stop(e);
-    e = start(m, 0, s0.page_bytes * 24, 8);
+    ae_engine *e = start_pages(m, 24, 8);
     enum { NPFX = 12, LEN = 40 };
     int ok = 0;
     for (int round = 0; round < 2; round++)
         for (int i = 0; i < NPFX; i++) {
             int k = round == 0 ? i : NPFX - 1 - i; // back in reverse: the last ones are cached
             int32_t prompt[LEN + 4];
-            fill_ids(prompt, LEN, V, 300 + k);
-            fill_ids(prompt + LEN, 4, V, 700 + (uint64_t)(round * NPFX + k));
+            ae_test_fill_ids(prompt, LEN, V, 300 + k);
+            ae_test_fill_ids(prompt + LEN, 4, V, 700 + (uint64_t)(round * NPFX + k));
             ae_req *r = ae_test_req(prompt, LEN + 4, 4, sampling(k), -1, 0);
             assert_int_equal(ae_engine_submit(e, r), AE_OK);
             ae_test_wait_all(e, &r, 1);
@@ -346,7 +329,7 @@ static void test_gateswa_off(void **st) {
     (void)st;
     ae_student_spec spec = {.target = AE_ATTN_GATESWA, .full_every = 2, .window = 8,
                             .gate = AE_GATE_ELEMENTWISE, .sinks = 1, .seed = 1};
-    ae_model *m = load_model(&spec);
+    ae_model *m = ae_test_micro_model(&spec);
     ae_engine *e = start(m, 0, 2u << 20, 8);
     ae_engine_stats s;
     ae_engine_get_stats(e, &s);

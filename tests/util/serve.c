@@ -3,7 +3,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/rng.h"
 #include "util/testutil.h"
+
+ae_model *ae_test_micro_model(const ae_student_spec *spec) {
+    ae_model *m = NULL;
+    assert_int_equal(ae_model_load(ae_test_src("models/qwen3-micro"), ae_backend_cpu(), &m), AE_OK);
+    if (spec) {
+        ae_init_report rep;
+        assert_int_equal(ae_student_make(m, spec, &rep), AE_OK);
+    }
+    return m;
+}
+
+void ae_test_fill_ids(int32_t *ids, int n, int V, uint64_t seed) {
+    ae_rng r;
+    ae_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)(ae_rng_uniform(&r) * (V - 1));
+}
 
 int ae_test_collect_id(void *ud, int32_t id) {
     ae_test_ids *l = ud;

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "infer/generate.h"
+#include "model/student.h"
 #include "serve/engine.h"
 
 #define AE_TEST_IDS_CAP 256
@@ -15,6 +16,11 @@ typedef struct {
     int32_t ids[AE_TEST_IDS_CAP];
     int n;
 } ae_test_ids;
+
+// The bundled qwen3-micro teacher on the cpu, made into the student of spec unless null.
+ae_model *ae_test_micro_model(const ae_student_spec *spec);
+// n random token ids in [0, V − 1) from seed.
+void ae_test_fill_ids(int32_t *ids, int n, int V, uint64_t seed);
 
 // ae_generate's token callback: appends id to the ae_test_ids ud; 0 (go on).
 int ae_test_collect_id(void *ud, int32_t id);
