@@ -158,6 +158,14 @@ done:
     return (int)s;
 }
 
+int attn_align_splits(int s, int keys, int align) {
+    if (s <= 1 || align <= 1 || (g_attn_decode && dec_split_get().fixed)) return s;
+    const long chunk = ((long)(keys + s - 1) / s + align - 1) / align * align;
+    s = (int)((keys + chunk - 1) / chunk);
+    g_attn_last.splits = s;
+    return s;
+}
+
 const char *ae_cuda_attn_last(void) {
     static char buf[160];
     if (!g_attn_last.kernel) return "none";

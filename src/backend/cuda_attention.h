@@ -67,6 +67,10 @@ void attn_params_init(attn_params *p, const ae_attn_args *a, ae_ptr out, ae_ptr 
 // Number of key-range splits for `blocks` blocks of which `per_sm` fit on one SM at a time, when
 // a block's key range is `keys` long and a split should cover at least `min_keys` keys.
 int attn_pick_splits(const ae_backend *be, int blocks, int per_sm, int keys, int min_keys);
+// The split count s of `keys` keys when each split takes ⌈keys / s⌉ keys rounded up to a multiple
+// of `align` (dec_split_range): the fewest splits those chunks need (s itself under a fixed
+// AE_ATTN_DEC_SPLIT); what ae_cuda_attn_last reports.
+int attn_align_splits(int s, int keys, int align);
 // Allocates the partials of p->splits splits into p (opart/mpart/lpart); returns the buffer to
 // pass to attn_partials_finish (NULL on failure: the error is kept and nothing must be launched).
 void *attn_partials_alloc(const ae_backend *be, attn_params *p);

@@ -81,11 +81,13 @@ static unsigned *dec_tickets(const ae_backend *be) {
 // Enough splits that the GPU holds up to `cap` blocks an SM (more only adds merge work), each
 // split at least DEC_MIN_KEYS keys. Batched loop (cap DEC_PER_SM = 4): 1K keys over Qwen3-8B's 8
 // kv heads -> 16 splits, 128 blocks; 4K -> 64 splits; 32K -> 66 (132 SMs x 4 blocks / 8 kv heads,
-// at G = 4). Pipelined (cap DEC_PIPE_PER_SM = 2): 16 / 33 / 33.
+// at G = 4). Pipelined (cap DEC_PIPE_PER_SM = 2): 16 / 33 / 33, launched as 16 / 32 / 32 (whole
+// 32-key tiles a split: attn_align_splits).
 static int dec_pick_splits(const ae_backend *be, const attn_params *p, int blocks, int per_sm,
                            int cap) {
     const int keys = attn_tile_keys(p, p->T * p->G); // the longest range of the T tokens
-    return attn_pick_splits(be, blocks, per_sm < cap ? per_sm : cap, keys, DEC_MIN_KEYS);
+    const int s = attn_pick_splits(be, blocks, per_sm < cap ? per_sm : cap, keys, DEC_MIN_KEYS);
+    return attn_align_splits(s, keys, DEC_SPLIT_ALIGN);
 }
 
 template <int D, int NR, bool PIPE> static int dec_launch(const ae_backend *be, const attn_params *p0) {
