@@ -60,6 +60,24 @@
 // decode kernels: "dec" column 1 = kernel G (k_attn_decode, the split merge in its launch), 0 =
 // kernel B + the combine launch (AE_ATTN_DECODE=1 / 0); kernel G twice, "pipe" column 1 = its
 // pipelined key loop, 0 = the batched one (AE_DEC_PIPE=1 / 0; "-" for kernel B).
+//
+//   bench_attn --decode-mla [--reps R] [--mla-splits "V1;V2;..."]
+// Batch-1 absorbed MLA decode (the Qwen3-8B MLA student's attention: Hq 32 query heads over one
+// latent head, rows of R + dr = 512 + 64 = 576 values, v = the first 512): T = 1 query at
+// position S − 1, S = 1024, 4096, 32768, 131072, called exactly as attn_mla.c calls it at decode
+// (dense: be->attention over the cache (S, 576), k = v = the cache, scale 1/sqrt(128)), and the
+// same row through be->attention_paged over the cache as a pool of 16-row pages in a shuffled
+// block-table order (the serving engine's layout; from AE_CUDA_PAGED_TC_KEYS keys, 4096 unset,
+// the row goes to the same kernels, below that to k_paged_attn: cuda_paged.cu). Copies of the
+// cache (>= 256 MiB in all) are cycled and the queue is filled first as for --decode; time per
+// call = best rep / calls, GB/s = S x 576 x 2 bytes / time, % copy against the same run's copy
+// rate. Each case runs once per --mla-splits value, set as AE_CUDA_MLA_SPLITS (the key-range
+// splits of kernels D and E; "default": unset; default list "default;8;16;32;64;128"); paged rows
+// on k_paged_attn, which that variable does not reach, run once (splits "-"). "plan" is
+// ae_cuda_mla_last (kernel, stages, row tiles, splits, keys per row tile; ae_cuda_paged_last for
+// the k_paged_attn rows), and |x-def|/|def| compares each output with the default split's
+// (rounding differences only: the splits merge in a fixed order; 0 for the default itself: the
+// same bits again).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -587,27 +605,245 @@ static int bench_decode(const ae_backend *be, int reps, const char *splits) {
     be->free(be, t.a), be->free(be, t.b);
     return rc;
 }
+// ---- batch-1 absorbed MLA decode (--decode-mla) ----------------------------------------------------
+
+enum { MLA_HQ = 32, MLA_R = 512, MLA_CD = 576, MLA_PAGE = 16, MLA_MAX_COPIES = 256 };
+
+typedef struct {
+    int S, copies;
+    ae_attn_args a;
+    ae_paged_attn_args pa;
+    ae_paged_run run;
+    ae_ptr q, out, cache[MLA_MAX_COPIES]; // q (1, Hq, 576), out (1, Hq, 512), cache (S, 576)
+    ae_ptr seq, pos, table;               // the paged row: (1), (1) I32, table (1, S / 16) I32
+} mla_bufs;
+
+static void mla_free(const ae_backend *be, mla_bufs *b) {
+    for (int c = 0; c < b->copies; c++) be->free(be, b->cache[c]);
+    be->free(be, b->q), be->free(be, b->out);
+    be->free(be, b->seq), be->free(be, b->pos), be->free(be, b->table);
+}
+
+// Uploads n host int32 values into a new device I32 buffer (null on failure).
+static ae_ptr mla_upload_i32(const ae_backend *be, const int32_t *x, size_t n) {
+    ae_ptr d = be->alloc(be, n, AE_DT_I32);
+    if (!ae_ptr_is_null(d) && be->upload(be, d, x, AE_DT_I32, n) != AE_OK) {
+        be->free(be, d);
+        return ae_ptr_null();
+    }
+    return d;
+}
+
+// The caches of one case (copies x (S, 576) N(0, 1)), q, and the paged row's seq, pos and
+// block table (pages of the pool in a fixed shuffled order).
+static int mla_alloc(const ae_backend *be, int S, mla_bufs *b) {
+    memset(b, 0, sizeof *b);
+    b->S = S;
+    const size_t n = (size_t)S * MLA_CD, copies = ((size_t)256 << 20) / (n * 2) + 1;
+    b->copies = copies > MLA_MAX_COPIES ? MLA_MAX_COPIES : (int)copies;
+    b->a = (ae_attn_args){.T = 1, .pos0 = S - 1, .Hq = MLA_HQ, .Hkv = 1, .dk = MLA_CD,
+                          .dv = MLA_R, .k_stride = MLA_CD, .v_stride = MLA_CD,
+                          .scale = 1.0f / sqrtf(128.0f), .sinks = ae_ptr_null()};
+    const int blocks = S / MLA_PAGE;
+    int32_t *tab = malloc((size_t)blocks * sizeof *tab);
+    if (!tab) return 1;
+    for (int i = 0; i < blocks; i++) tab[i] = i;
+    uint64_t x = 0x9e3779b97f4a7c15ull; // Fisher-Yates with a fixed xorshift sequence
+    for (int i = blocks - 1; i > 0; i--) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        const int j = (int)(x % (uint64_t)(i + 1));
+        const int32_t t = tab[i];
+        tab[i] = tab[j], tab[j] = t;
+    }
+    const int32_t seq = 0, pos = S - 1;
+    b->seq = mla_upload_i32(be, &seq, 1), b->pos = mla_upload_i32(be, &pos, 1);
+    b->table = mla_upload_i32(be, tab, (size_t)blocks);
+    free(tab);
+    b->run = (ae_paged_run){.first = 0, .n = 1, .seq = 0, .pos0 = S - 1};
+    b->pa = (ae_paged_attn_args){.N = 1, .Hq = MLA_HQ, .Hkv = 1, .dk = MLA_CD, .dv = MLA_R,
+                                 .page_size = MLA_PAGE, .max_blocks = blocks,
+                                 .page_stride = (int64_t)MLA_PAGE * MLA_CD, .k_stride = MLA_CD,
+                                 .v_stride = MLA_CD, .scale = b->a.scale, .sinks = ae_ptr_null(),
+                                 .seq = b->seq, .pos = b->pos, .block_table = b->table,
+                                 .n_runs = 1, .runs = &b->run};
+    b->q = be->alloc(be, (size_t)MLA_HQ * MLA_CD, AE_DT_BF16);
+    b->out = be->alloc(be, (size_t)MLA_HQ * MLA_R, AE_DT_BF16);
+    int ok = !ae_ptr_is_null(b->q) && !ae_ptr_is_null(b->out) && !ae_ptr_is_null(b->seq) &&
+             !ae_ptr_is_null(b->pos) && !ae_ptr_is_null(b->table);
+    for (int i = 0; i < b->copies && ok; i++) {
+        b->cache[i] = be->alloc(be, n, AE_DT_BF16);
+        ok = !ae_ptr_is_null(b->cache[i]);
+        if (ok) be->fill_normal(be, b->cache[i], n, 1.0f, 20 + (uint64_t)i);
+    }
+    if (ok) be->fill_normal(be, b->q, (size_t)MLA_HQ * MLA_CD, 1.0f, 19);
+    return ok ? 0 : 1;
+}
+
+static void mla_call(const ae_backend *be, mla_bufs *b, int paged, int c, ae_ptr out) {
+    if (paged) be->attention_paged(be, &b->pa, out, b->q, b->cache[c], b->cache[c]);
+    else be->attention(be, &b->a, out, b->q, b->cache[c], b->cache[c]);
+}
+
+// Seconds per call (the current AE_CUDA_MLA_SPLITS), best of reps; < 0 on an error.
+static double mla_time(const ae_backend *be, mla_bufs *b, int paged, dec_timer *t, int reps) {
+    const int calls = b->copies > DEC_MIN_CALLS ? b->copies : DEC_MIN_CALLS;
+    for (int c = 0; c < b->copies; c++) mla_call(be, b, paged, c, b->out);
+    if (be->sync(be) != AE_OK) return -1;
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        for (int f = 0; f < 3; f++) dec_fill(be, t); // the host queues every call first
+        cudaEventRecord(t->e0, t->stream);
+        for (int i = 0; i < calls; i++) mla_call(be, b, paged, i % b->copies, b->out);
+        const double ms = dec_elapsed_ms(be, t);
+        if (ms <= 0) return -1;
+        if (ms < best) best = ms;
+    }
+    return best * 1e-3 / calls;
+}
+
+// 1 when every ';'-separated value of `list` is "default" or a split count AE_CUDA_MLA_SPLITS
+// takes (1..1024), else 0 after naming the bad value (the backend ignores other values).
+static int mla_splits_valid(const char *list) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *v = strtok(buf, ";"); v; v = strtok(NULL, ";")) {
+        char *end = NULL;
+        const long n = strtol(v, &end, 10);
+        if (strcmp(v, "default") != 0 && (*end || n < 1 || n > 1024)) {
+            fprintf(stderr, "bench_attn --mla-splits: \"%s\" is neither \"default\" nor a split "
+                            "count 1..1024\n", v);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+// 1 when the paged row of S keys stays on k_paged_attn (cuda_paged.cu: rows under
+// AE_CUDA_PAGED_TC_KEYS keys, 4096 unset), where AE_CUDA_MLA_SPLITS does not apply.
+static int mla_paged_scalar(int S) {
+    const char *env = getenv("AE_CUDA_PAGED_TC_KEYS");
+    const int n = env ? atoi(env) : 0;
+    return S < (n >= 1 ? n : 4096);
+}
+
+// Sets AE_CUDA_MLA_SPLITS to one --mla-splits value ("default": unset).
+static void mla_set_splits(const char *v) {
+    if (!strcmp(v, "default")) unsetenv("AE_CUDA_MLA_SPLITS");
+    else setenv("AE_CUDA_MLA_SPLITS", v, 1);
+}
+
+// One row of the table: the time of the current setting, then its output (copy 0) against ref
+// and its plan. 1 on an error.
+static int mla_row(const ae_backend *be, mla_bufs *b, int paged, dec_timer *t, int reps,
+                   const char *label, ae_ptr ref, double copy) {
+    const double sec = mla_time(be, b, paged, t, reps);
+    if (sec <= 0) {
+        fprintf(stderr, "bench_attn --decode-mla: S=%d %s AE_CUDA_MLA_SPLITS=%s: %s\n", b->S,
+                paged ? "paged" : "dense", label, ae_last_error());
+        return 1;
+    }
+    mla_call(be, b, paged, 0, b->out);
+    char plan[200];
+    snprintf(plan, sizeof plan, "%s",
+             paged && mla_paged_scalar(b->S) ? ae_cuda_paged_last() : ae_cuda_mla_last());
+    const double diff = device_rel_diff(be, b->out, ref, (size_t)MLA_HQ * MLA_R);
+    const double bytes = (double)b->S * MLA_CD * 2;
+    printf("%-7s %6d %-8s %9.2f %8.0f %6.1f%% %12.2e   %s\n", paged ? "paged" : "dense", b->S,
+           label, sec * 1e6, bytes / sec * 1e-9, copy > 0 ? 100.0 * bytes / sec / copy : 0.0, diff,
+           plan);
+    fflush(stdout);
+    return 0;
+}
+
+// Every --mla-splits value on one (cache, layout) case; ref gets the default split's output.
+static int mla_case(const ae_backend *be, mla_bufs *b, int paged, dec_timer *t, int reps,
+                    const char *splits, ae_ptr ref, double copy) {
+    unsetenv("AE_CUDA_MLA_SPLITS");
+    mla_call(be, b, paged, 0, ref);
+    if (paged && mla_paged_scalar(b->S)) return mla_row(be, b, paged, t, reps, "-", ref, copy);
+    char list[512];
+    snprintf(list, sizeof list, "%s", splits);
+    int rc = 0;
+    for (char *v = strtok(list, ";"); v && !rc; v = strtok(NULL, ";")) {
+        mla_set_splits(v);
+        rc = mla_row(be, b, paged, t, reps, v, ref, copy);
+    }
+    return rc;
+}
+
+static int bench_decode_mla(const ae_backend *be, int reps, const char *splits) {
+    static const int Ss[] = {1024, 4096, 32768, 131072};
+    if (!mla_splits_valid(splits)) return 1;
+    dec_timer t = {.n = (size_t)1 << 30}; // 2 GiB of bf16
+    t.stream = (cudaStream_t)ae_cuda_stream(be);
+    t.a = be->alloc(be, t.n, AE_DT_BF16), t.b = be->alloc(be, t.n, AE_DT_BF16);
+    ae_ptr ref = be->alloc(be, (size_t)MLA_HQ * MLA_R, AE_DT_BF16); // (1, Hq, 512): default split's
+    if (ae_ptr_is_null(t.a) || ae_ptr_is_null(t.b) || ae_ptr_is_null(ref) ||
+        cudaEventCreate(&t.e0) != cudaSuccess || cudaEventCreate(&t.e1) != cudaSuccess) {
+        fprintf(stderr, "bench_attn --decode-mla: cannot set up the timer: %s\n", ae_last_error());
+        return 1;
+    }
+    be->fill(be, t.a, t.n, 1.0f);
+    const double copy = dec_copy_rate(be, &t);
+    const char *saved = getenv("AE_CUDA_MLA_SPLITS");
+    char *saved_copy = saved ? strdup(saved) : NULL;
+    printf("absorbed MLA decode attention, T = 1, Hq %d, latent %d (v: first %d), bf16; device "
+           "copy rate %.0f GB/s; time per call = best of %d reps (events, queue filled first); "
+           "AE_CUDA_MLA_SPLITS over \"%s\"\n",
+           MLA_HQ, MLA_CD, MLA_R, copy * 1e-9, reps, splits);
+    printf("%-7s %6s %-8s %9s %8s %7s %12s   %s\n", "cache", "keys", "splits", "us/call", "GB/s",
+           "% copy", "|x-def|/|def|", "plan");
+    int rc = 0;
+    for (size_t si = 0; si < sizeof Ss / sizeof *Ss; si++) {
+        mla_bufs b;
+        if (mla_alloc(be, Ss[si], &b)) {
+            fprintf(stderr, "bench_attn --decode-mla: S=%d: out of memory: %s\n", Ss[si],
+                    ae_last_error());
+            mla_free(be, &b);
+            rc = 1;
+            continue;
+        }
+        for (int paged = 0; paged < 2; paged++)
+            if (mla_case(be, &b, paged, &t, reps, splits, ref, copy)) rc = 1;
+        if (be->sync(be) != AE_OK) rc = 1;
+        mla_free(be, &b);
+    }
+    if (saved_copy) setenv("AE_CUDA_MLA_SPLITS", saved_copy, 1);
+    else unsetenv("AE_CUDA_MLA_SPLITS");
+    free(saved_copy);
+    cudaEventDestroy(t.e0), cudaEventDestroy(t.e1);
+    be->free(be, t.a), be->free(be, t.b), be->free(be, ref);
+    return rc;
+}
 #else
 static int bench_decode(const ae_backend *be, int reps, const char *splits) {
+    (void)be, (void)reps, (void)splits;
+    return 1; // not reached: opening the cuda backend fails first
+}
+static int bench_decode_mla(const ae_backend *be, int reps, const char *splits) {
     (void)be, (void)reps, (void)splits;
     return 1; // not reached: opening the cuda backend fails first
 }
 #endif
 
 int main(int argc, char **argv) {
-    int reps = 5, fwd_kernels = 0, bwd_paths = 0, decode = 0;
+    int reps = 5, fwd_kernels = 0, bwd_paths = 0, decode = 0, decode_mla = 0;
     const char *only = NULL;
     const char *dec_splits = "default;1;2;4;8;16;32;64;128;per_sm=4;per_sm=8;min_keys=64";
+    const char *mla_splits = "default;8;16;32;64;128";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--case") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--fwd-kernels")) fwd_kernels = 1;
         else if (!strcmp(argv[i], "--bwd-paths")) bwd_paths = 1;
         else if (!strcmp(argv[i], "--decode")) decode = 1;
+        else if (!strcmp(argv[i], "--decode-mla")) decode_mla = 1;
         else if (!strcmp(argv[i], "--dec-splits") && i + 1 < argc) dec_splits = argv[++i];
+        else if (!strcmp(argv[i], "--mla-splits") && i + 1 < argc) mla_splits = argv[++i];
         else {
             fprintf(stderr, "usage: bench_attn [--reps R] [--case NAME | --fwd-kernels | "
-                            "--bwd-paths | --decode [--dec-splits \"V1;V2;..\"]]\ncases:");
+                            "--bwd-paths | --decode [--dec-splits \"V1;V2;..\"] | "
+                            "--decode-mla [--mla-splits \"V1;V2;..\"]]\ncases:");
             for (size_t c = 0; c < sizeof k_cases / sizeof *k_cases; c++)
                 fprintf(stderr, " %s", k_cases[c].name);
             fprintf(stderr, "\n");
@@ -627,6 +863,11 @@ int main(int argc, char **argv) {
     printf("device: %s   q k v dout bf16, dq dk dv f32, best of %d (after 1 warm-up)   "
            "AE_CUDA_ATTN=%s AE_CUDA_ATTN_BWD=%s\n",
            be->device, reps, fe ? fe : "", be_env ? be_env : "");
+    if (decode_mla) {
+        int rc = bench_decode_mla(be, reps, mla_splits);
+        ae_backend_close(be);
+        return rc;
+    }
     if (decode) {
         int rc = bench_decode(be, reps, dec_splits);
         ae_backend_close(be);

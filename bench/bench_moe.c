@@ -17,12 +17,28 @@
 // GEMM, combine; y F32) at T = 4096 and 32768 tokens (or T), each with AE_MOE_WGMMA=0 (mma.sync
 // k_expert_gemm) and 1 (wgmma), TFLOP/s of its expert GEMMs (2·T·K·D·Im·3 FLOPs). moe_ffn works
 // in chunks of tokens whose temporaries fit AE_MOE_CHUNK_MIB (default 1024: 13785 tokens here).
+//   bench_moe --decode [--reps R]
+// moe_ffn at decode sizes, T = 1, 2, 4, 8, 16, 32 tokens, each with AE_MOE_GEMV=0 (the grouped
+// path) and 1 (the GEMV path, backend/cuda_moe_decode.cu, where T·K <= 256), y of the backend's
+// activation dtype, to pick the GEMV path's threshold (kMoeGemvDefaultSlots). The weights must
+// come from DRAM as in a decode step (between two calls of one layer the other layers' weights
+// stream through the 50 MB L2): 4 copies of the layer's experts (4.8 GB) and 8 routings per T
+// (K distinct uniformly random experts per token), call i on copy i % 4 with routing i % 8, so a
+// call's weights were last read 4 calls (>= 300 MB of reads) before. Per rep: three 2 GiB device
+// copies fill the queue (the host queues every call before the GPU reaches them: no launch gaps,
+// as in a CUDA graph), then events on the backend's stream around 64 calls; us/call = best rep /
+// 64. Bytes of a call: the distinct experts' weights (3·Im·D bf16 each) + x + y, averaged over the
+// 8 routings; "% copy" against the device copy rate measured the same way in the same run (a
+// 2 GiB copy_rows, read + written, best of 5), as bench_attn --decode. "path": what ran
+// (ae_cuda_moe_last); "default": what AE_MOE_GEMV unset picks at that T.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cuda.h"
 #include "backend/ops.h"
 #include "bench_time.h"
+#include "core/dtype.h"
 #include "core/log.h"
 #include "core/rng.h"
 
@@ -215,14 +231,201 @@ done:
     return rc;
 }
 
+// ---- decode sizes (--decode) ----------------------------------------------------------------
+
+#ifdef AE_HAVE_CUDA
+#include <cuda_runtime.h>
+
+enum { DEC_COPIES = 4, DEC_ROUTES = 8, DEC_CALLS = 64, DEC_MAX_T = 32 };
+
+typedef struct {
+    ae_ptr a, b; // the queue filler and copy-rate buffers (2 GiB each)
+    size_t n;    // bf16 values each
+    cudaStream_t stream;
+    cudaEvent_t e0, e1;
+} dec_timer;
+
+// Milliseconds from e0 to now on the backend's stream; < 0 on an error.
+static double dec_elapsed_ms(const ae_backend *be, dec_timer *t) {
+    float ms = -1;
+    if (cudaEventRecord(t->e1, t->stream) != cudaSuccess ||
+        cudaEventSynchronize(t->e1) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, t->e0, t->e1) != cudaSuccess || be->sync(be) != AE_OK)
+        return -1;
+    return ms;
+}
+
+static void dec_fill(const ae_backend *be, const dec_timer *t) {
+    be->copy_rows(be, t->b, 4096, t->a, 4096, (int)(t->n / 4096), 4096);
+}
+
+// The device copy rate (bytes read + written per second), best of 5; 0 on an error.
+static double dec_copy_rate(const ae_backend *be, dec_timer *t) {
+    double best = 1e30;
+    dec_fill(be, t);
+    for (int r = 0; r < 5; r++) {
+        cudaEventRecord(t->e0, t->stream);
+        dec_fill(be, t);
+        const double ms = dec_elapsed_ms(be, t);
+        if (ms <= 0) return 0;
+        if (ms < best) best = ms;
+    }
+    return 2.0 * (double)t->n * 2 / (best * 1e-3);
+}
+
+typedef struct {
+    int T;
+    ae_ptr y, x, idx[DEC_ROUTES], wts[DEC_ROUTES]; // y (T, D) act; x (T, D) BF16; idx, wts (T, K)
+    const ae_ptr *w;                               // DEC_COPIES x (gate, up, down)
+    double experts;                                // distinct experts per call, mean
+} dec_bufs;
+
+static void dec_call(const ae_backend *be, const dec_bufs *b, int i) {
+    const ae_ptr *w = b->w + 3 * (i % DEC_COPIES);
+    const int r = i % DEC_ROUTES;
+    be->moe_ffn(be, b->y, b->x, b->idx[r], b->wts[r], w[0], w[1], w[2], b->T, D, IM, E, K);
+}
+
+// Seconds per call under the current AE_MOE_GEMV, best of reps; < 0 on an error.
+static double dec_time(const ae_backend *be, const dec_bufs *b, dec_timer *t, int reps) {
+    for (int i = 0; i < DEC_ROUTES; i++) dec_call(be, b, i);
+    if (be->sync(be) != AE_OK) return -1;
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        for (int f = 0; f < 3; f++) dec_fill(be, t); // ~3 ms: the host queues every call first
+        cudaEventRecord(t->e0, t->stream);
+        for (int i = 0; i < DEC_CALLS; i++) dec_call(be, b, i);
+        const double ms = dec_elapsed_ms(be, t);
+        if (ms <= 0) return -1;
+        if (ms < best) best = ms;
+    }
+    return best * 1e-3 / DEC_CALLS;
+}
+
+// The routings of T tokens (seeds 100 + r) uploaded into b; b->experts their mean count of
+// distinct experts. 0 on success.
+static int dec_routes(const ae_backend *be, ae_scratch *s, dec_bufs *b) {
+    const size_t ns = (size_t)b->T * K;
+    int32_t idx[DEC_MAX_T * K];
+    float wts[DEC_MAX_T * K];
+    for (size_t i = 0; i < ns; i++) wts[i] = 1.0f / K;
+    b->experts = 0;
+    for (int r = 0; r < DEC_ROUTES; r++) {
+        ae_rng g;
+        ae_rng_seed(&g, 100 + (uint64_t)r);
+        int used[E] = {0}, distinct = 0;
+        for (int t = 0; t < b->T; t++)
+            for (int k = 0; k < K; k++) {
+                int e, dup;
+                do { // distinct experts within a token, as the router gives
+                    e = (int)(ae_rng_u64(&g) % E), dup = 0;
+                    for (int j = 0; j < k; j++) dup |= idx[t * K + j] == e;
+                } while (dup);
+                idx[t * K + k] = e;
+                distinct += !used[e], used[e] = 1;
+            }
+        b->experts += (double)distinct / DEC_ROUTES;
+        b->idx[r] = ae_scratch_alloc(s, ns, AE_DT_I32);
+        b->wts[r] = ae_scratch_alloc(s, ns, AE_DT_F32);
+        if (s->failed || be->upload(be, b->idx[r], idx, AE_DT_I32, ns) != AE_OK ||
+            be->upload(be, b->wts[r], wts, AE_DT_F32, ns) != AE_OK)
+            return 1;
+    }
+    return 0;
+}
+
+// One T: both paths timed; 0 on success.
+static int dec_one(const ae_backend *be, const ae_ptr *w, dec_timer *t, double copy, int T,
+                   int reps) {
+    dec_bufs b = {.T = T, .w = w};
+    ae_scratch s;
+    ae_scratch_init(&s, be);
+    const ae_dtype ydt = be->act_dtype;
+    b.y = ae_scratch_alloc(&s, (size_t)T * D, ydt);
+    b.x = ae_scratch_alloc(&s, (size_t)T * D, AE_DT_BF16);
+    int rc = 1;
+    if (s.failed || dec_routes(be, &s, &b)) {
+        fprintf(stderr, "bench_moe --decode: T=%d: set-up failed: %s\n", T, ae_last_error());
+        goto done;
+    }
+    be->fill_normal(be, b.x, (size_t)T * D, 1.0f, 1);
+    unsetenv("AE_MOE_GEMV");
+    dec_call(be, &b, 0);
+    const char *def = ae_cuda_moe_last();
+    const double bytes = b.experts * 3.0 * IM * D * 2 +
+                         (double)T * D * (2 + ae_dtype_size(ydt));
+    for (int m = 0; m < 2; m++) {
+        setenv("AE_MOE_GEMV", m ? "1" : "0", 1);
+        const double sec = dec_time(be, &b, t, reps);
+        if (sec <= 0) {
+            fprintf(stderr, "bench_moe --decode: T=%d AE_MOE_GEMV=%d: %s\n", T, m,
+                    ae_last_error());
+            goto done;
+        }
+        dec_call(be, &b, 0); // the path of this setting
+        printf("%4d %5d %7.1f %11d %-8s %9.2f %8.0f %6.1f%%   %s\n", T, T * K, b.experts, m,
+               ae_cuda_moe_last(), sec * 1e6, bytes / sec * 1e-9,
+               copy > 0 ? 100.0 * bytes / sec / copy : 0.0, def);
+        fflush(stdout);
+    }
+    rc = be->sync(be) != AE_OK;
+done:
+    unsetenv("AE_MOE_GEMV");
+    ae_scratch_free(&s);
+    return rc;
+}
+
+static int main_decode(const ae_backend *be, int reps) {
+    dec_timer t = {.n = (size_t)1 << 30}; // 2 GiB of bf16
+    t.stream = (cudaStream_t)ae_cuda_stream(be);
+    ae_scratch s;
+    ae_scratch_init(&s, be);
+    t.a = ae_scratch_alloc(&s, t.n, AE_DT_BF16), t.b = ae_scratch_alloc(&s, t.n, AE_DT_BF16);
+    ae_ptr w[3 * DEC_COPIES];
+    const size_t nw = (size_t)E * IM * D;
+    for (int i = 0; i < 3 * DEC_COPIES; i++) w[i] = ae_scratch_alloc(&s, nw, AE_DT_BF16);
+    int rc = 1, events = 0;
+    if (s.failed || cudaEventCreate(&t.e0) != cudaSuccess ||
+        cudaEventCreate(&t.e1) != cudaSuccess) {
+        fprintf(stderr, "bench_moe --decode: cannot set up: %s\n", ae_last_error());
+        goto done;
+    }
+    events = 1;
+    be->fill(be, t.a, t.n, 1.0f);
+    for (int i = 0; i < 3 * DEC_COPIES; i++) be->fill_normal(be, w[i], nw, 0.02f, 10 + (uint64_t)i);
+    const double copy = dec_copy_rate(be, &t);
+    printf("device: %s   moe_ffn at decode sizes, Qwen3-30B-A3B experts (D %d, Im %d, E %d, K %d), "
+           "y %s; device copy rate %.0f GB/s; time per call = best of %d reps of %d calls "
+           "(events, queue filled first), weights from DRAM (%d copies, %d routings)\n",
+           be->device, D, IM, E, K, ae_dtype_name(be->act_dtype), copy * 1e-9, reps, DEC_CALLS,
+           DEC_COPIES, DEC_ROUTES);
+    printf("%4s %5s %7s %11s %-8s %9s %8s %7s   %s\n", "T", "slots", "experts", "AE_MOE_GEMV",
+           "path", "us/call", "GB/s", "% copy", "default");
+    const int Ts[] = {1, 2, 4, 8, 16, 32};
+    rc = 0;
+    for (size_t i = 0; i < sizeof Ts / sizeof *Ts; i++) rc |= dec_one(be, w, &t, copy, Ts[i], reps);
+done:
+    if (events) cudaEventDestroy(t.e0), cudaEventDestroy(t.e1);
+    ae_scratch_free(&s);
+    return rc;
+}
+#else
+static int main_decode(const ae_backend *be, int reps) {
+    (void)be, (void)reps;
+    return 1; // not reached: opening the cuda backend fails first
+}
+#endif
+
 int main(int argc, char **argv) {
-    int reps = 5, T = 4096, ffn = 0, T_given = 0;
+    int reps = 5, T = 4096, ffn = 0, T_given = 0, decode = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) T = atoi(argv[++i]), T_given = 1;
         else if (!strcmp(argv[i], "--ffn")) ffn = 1;
+        else if (!strcmp(argv[i], "--decode")) decode = 1;
         else {
-            fprintf(stderr, "usage: bench_moe [--ffn] [--tokens T] [--reps R]\n");
+            fprintf(stderr, "usage: bench_moe [--ffn] [--tokens T] [--reps R] | --decode "
+                            "[--reps R]\n");
             return 2;
         }
     }
@@ -234,6 +437,11 @@ int main(int argc, char **argv) {
     if (ae_backend_open("cuda", &be) != AE_OK) {
         fprintf(stderr, "bench_moe: no cuda backend: %s\n", ae_last_error());
         return 1;
+    }
+    if (decode) {
+        int rc = main_decode(be, reps);
+        ae_backend_close(be);
+        return rc;
     }
     if (ffn) {
         const int Ts[2] = {4096, 32768};

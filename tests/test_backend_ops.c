@@ -1790,6 +1790,28 @@ static void test_attention_strided_absorbed(void **state) {
         {.T = 1, .pos0 = 600, .Hq = 32, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1, .splits = 2},
     };
     run_attention_cases(&r, splits, sizeof splits / sizeof *splits);
+    // batch-1 decode shapes of kernel E (the default up to 64 rows; D and E64 alongside): a last
+    // 32-key tile of 1 key (Qwen3-8B's 4K and 1K decode: 4097 and 1025 keys, default splits), a
+    // peaky softmax there, forced splits of about one tile, more splits than tiles at 16 rows
+    // (RG = 1: empty splits), 20 and 24 rows (a padded second row group and padded softmax
+    // rows), 48 rows (two row tiles, the second half padding) over a window, the ring, and
+    // 288/256. Each against the cpu within TOL_ATTN (1e-2: bf16 P and output, as every
+    // attention kernel).
+    attn_case dec[] = {
+        {.T = 1, .pos0 = 4096, .Hq = 32, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1},
+        {.T = 1, .pos0 = 1024, .Hq = 32, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1},
+        {.T = 1, .pos0 = 4096, .Hq = 32, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1, .qscale = 4.0f},
+        {.T = 1, .pos0 = 95, .Hq = 32, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1, .splits = 3},
+        {.T = 1, .pos0 = 200, .Hq = 16, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1, .splits = 40},
+        {.T = 1, .pos0 = 2000, .Hq = 20, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1, .sinks = 1},
+        {.T = 1, .pos0 = 777, .Hq = 24, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1, .splits = 5},
+        {.T = 3, .pos0 = 1500, .Hq = 16, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1, .window = 700},
+        {.T = 1, .pos0 = 5000, .Hq = 32, .Hkv = 1, .dk = 576, .dv = 512, .absorbed = 1,
+         .window = 1024, .ring = 1024},
+        {.T = 1, .pos0 = 4096, .Hq = 32, .Hkv = 1, .dk = 288, .dv = 256, .absorbed = 1},
+        {.T = 1, .pos0 = 70, .Hq = 8, .Hkv = 1, .dk = 288, .dv = 256, .absorbed = 1, .splits = 4},
+    };
+    run_attention_cases(&r, dec, sizeof dec / sizeof *dec);
     // many heads (DeepSeek-V3: 128)
     const int Hbig[] = {64, 128};
     for (int h = 0; h < 2; h++) {

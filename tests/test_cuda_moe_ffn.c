@@ -11,6 +11,15 @@
 // per expert, the sparse branch, which AE_MOE_WGMMA=1 also forces onto wgmma); and sizes the
 // wgmma kernel refuses (D, Im not multiples of 8: both modes run k_expert_gemm).
 //
+// Decode (backend/cuda_moe_decode.cu: expert GEMVs, the expert read on the device): T = 1, 2, 3,
+// 8 at the Qwen3-30B-A3B shape and at an odd small one (D 40, Im 24: depths not multiples of the
+// 32-value chunk; E 5, K 3), y F32 and BF16, one slot with idx = -1, two tokens on the same
+// expert (and at the odd shape 12 tokens whose 12 slots on one expert make two groups of the
+// GEMV tile's 8 rows), each with AE_MOE_GEMV=1
+// and =0 against the CPU and against each other; which path ran (ae_cuda_moe_last) is printed
+// and asserted: "gemv" under =1 (and by default at T <= 32 with K = 8), "grouped" under =0 and
+// where the GEMV path cannot run (D, Im not multiples of 8; T·K over its 256 slots).
+//
 // On a compute capability 9.0 GPU, AE_MOE_WGMMA=1 runs the wgmma kernel for every shape but the
 // last (or keeps an error, failing the test: a build without sm_90a code); elsewhere =1 falls
 // back and both modes test k_expert_gemm.
@@ -28,6 +37,10 @@
 //   TOL_MODES   1e-3: moe_ffn with AE_MOE_WGMMA=1 against =0: the same bf16 products summed in
 //               fp32 in another order (~1e-6), and so the same h but for rare bf16 rounding
 //               flips (~1e-4 in L2); a wrong row or column tile costs far more than 1e-3.
+//   TOL_PATHS   1e-3: moe_ffn with AE_MOE_GEMV=1 against =0 (y F32 or BF16): the same bf16
+//               products summed in fp32 in another order (~1e-6), the same combine, so the same h
+//               and y but for rare bf16 rounding flips (~1e-4); a wrong expert, a missed or
+//               doubled slot, or a wrong column costs far more than 1e-3.
 //   TOL_GEMM_F32 1e-4: expert_matmul F32 outputs: the same products in another fp32 order
 //               (~1e-6 at depth 2048; as test_cuda_moe_train.c).
 //   TOL_BF16_OUT 5e-3: expert_matmul BF16 outputs: the fp32 result rounded once (~1.5e-3).
@@ -37,6 +50,9 @@
 #include <string.h>
 
 #include "backend/ops.h"
+#ifdef AE_HAVE_CUDA
+#include "backend/cuda.h"
+#endif
 #include "core/dtype.h"
 #include "core/rng.h"
 #include "util/backends.h"
@@ -44,6 +60,7 @@
 
 #define TOL_FFN 1e-2
 #define TOL_MODES 1e-3
+#define TOL_PATHS 1e-3
 #define TOL_GEMM_F32 1e-4
 #define TOL_BF16_OUT 5e-3
 
@@ -120,7 +137,8 @@ static void weights_free(ffn_weights *w) {
 }
 
 // moe_ffn on T tokens routed by `routing` (positive weights summing to 1 per token): both modes
-// against the CPU, against each other, and each twice (bit-identical).
+// against the CPU, against each other, and each twice (bit-identical). The grouped path always
+// (AE_MOE_GEMV=0: the decode-sized case would take the GEMV path by default).
 static void run_ffn(ae_rng *r, const ffn_weights *w, int T, int K, int skip, int hot) {
     const int D = w->D, Im = w->Im, E = w->E;
     size_t ny = (size_t)T * D;
@@ -142,6 +160,7 @@ static void run_ffn(ae_rng *r, const ffn_weights *w, int T, int K, int skip, int
                    ae_host_f32(w->wg), ae_host_f32(w->wu), ae_host_f32(w->wd), T, D, Im, E, K);
     float *got[2][2];
     char what[200];
+    setenv("AE_MOE_GEMV", "0", 1);
     for (int m = 0; m < 2; m++) {
         setenv("AE_MOE_WGMMA", g_modes[m], 1);
         for (int run = 0; run < 2; run++) {
@@ -158,10 +177,135 @@ static void run_ffn(ae_rng *r, const ffn_weights *w, int T, int K, int skip, int
     snprintf(what, sizeof what, "moe_ffn T=%d D=%d Im=%d E=%d K=%d: AE_MOE_WGMMA=1 vs 0", T, D, Im,
              E, K);
     check_l2(got[1][0], got[0][0], ny, TOL_MODES, what);
-    unsetenv("AE_MOE_WGMMA");
+    unsetenv("AE_MOE_WGMMA"), unsetenv("AE_MOE_GEMV");
     ae_scratch_free(&s);
     for (int m = 0; m < 2; m++) free(got[m][0]), free(got[m][1]);
     free(x), free(idx), free(wts), free(ref);
+}
+
+// ---- moe_ffn at decode sizes: the GEMV path against the grouped path and the CPU --------------
+
+// The path the last moe_ffn call took ("gemv" or "grouped").
+static const char *moe_path(void) {
+#ifdef AE_HAVE_CUDA
+    return ae_cuda_moe_last();
+#else
+    return "(no cuda build)"; // not reached: the GPU tests skip first
+#endif
+}
+
+// Routing tweaks of a decode case (bits). A token's K experts stay distinct (moe_route gives
+// them so, and the CPU reference sizes its per-expert rows by T on that ground).
+enum {
+    DEC_INVALID = 1, // the last slot's expert is -1 (contributes nothing)
+    DEC_SHARED = 2,  // token 1's slot 0 takes token 0's slot-1 expert (two tokens, one expert)
+    DEC_HOT = 8,     // every token's slot 0 on expert 1 (T > 8: more slots than one GEMV tile)
+};
+
+// Distinct random experts per token (routing), then the tweaks.
+static int32_t *decode_routing(ae_rng *r, int T, int K, int E, int tweaks) {
+    int32_t *idx = routing(r, T, K, E, -1, 0);
+    if ((tweaks & DEC_SHARED) && T >= 2 && K >= 2) { // keep token 1's experts distinct: swap
+        int32_t want = idx[1];
+        int j = 0;
+        while (j < K && idx[K + j] != want) j++;
+        if (j < K) idx[K + j] = idx[K];
+        idx[K] = want;
+    }
+    if ((tweaks & DEC_HOT)) {
+        for (int t = 0; t < T; t++) {
+            int j = 0;
+            while (j < K && idx[t * K + j] != 1) j++;
+            if (j < K) idx[t * K + j] = idx[t * K];
+            idx[t * K] = 1;
+        }
+    }
+    if (tweaks & DEC_INVALID) idx[(size_t)T * K - 1] = -1;
+    return idx;
+}
+
+// moe_ffn on T decode tokens, y of dtype ydt, under AE_MOE_GEMV=1 and =0 (and unset: the default
+// must pick want_default): each against the CPU, twice (bit-identical), and =1 against =0.
+// gemv_ok: the shape lets the GEMV path run (=1 must take it).
+static void run_decode(ae_rng *r, const ffn_weights *w, int T, int K, ae_dtype ydt, int tweaks,
+                       int gemv_ok, const char *want_default) {
+    const int D = w->D, Im = w->Im, E = w->E;
+    size_t ny = (size_t)T * D, ns = (size_t)T * K;
+    float *x = hnormal(r, ny, 1.0f);
+    int32_t *idx = decode_routing(r, T, K, E, tweaks);
+    float *wts = malloc(sizeof(float) * ns), *ref = malloc(sizeof(float) * ny);
+    assert_non_null(wts), assert_non_null(ref);
+    for (size_t i = 0; i < ns; i++) wts[i] = 0.05f + ae_rng_uniform(r); // any positive weights
+    ae_scratch s;
+    ae_scratch_init(&s, g_gpu);
+    ae_ptr gx = ae_tb_in(&s, x, ny, AE_DT_BF16); // x now holds the bf16 values
+    ae_ptr gidx = ae_tb_in_i32(&s, idx, ns);
+    ae_ptr gwts = ae_tb_in(&s, wts, ns, AE_DT_F32);
+    g_cpu->moe_ffn(g_cpu, ae_host_f32(ref), ae_host_f32(x), ae_host_i32(idx), ae_host_f32(wts),
+                   ae_host_f32(w->wg), ae_host_f32(w->wu), ae_host_f32(w->wd), T, D, Im, E, K);
+    char what[240], tw[80];
+    snprintf(tw, sizeof tw, "%s%s%s", tweaks & DEC_INVALID ? " idx=-1" : "",
+             tweaks & DEC_SHARED ? " shared" : "",
+             tweaks & DEC_HOT ? " hot" : "");
+    const char *modes[3] = {"1", "0", NULL}; // AE_MOE_GEMV; NULL: unset
+    float *got[3][2];
+    for (int m = 0; m < 3; m++) {
+        if (modes[m]) setenv("AE_MOE_GEMV", modes[m], 1);
+        else unsetenv("AE_MOE_GEMV");
+        const char *path[2];
+        for (int run = 0; run < 2; run++) {
+            ae_ptr gy = ae_tb_new(&s, ny, ydt, NAN);
+            g_gpu->moe_ffn(g_gpu, gy, gx, gidx, gwts, w->gwg, w->gwu, w->gwd, T, D, Im, E, K);
+            path[run] = moe_path();
+            got[m][run] = ae_tb_out(g_gpu, gy, ny);
+        }
+        snprintf(what, sizeof what, "decode T=%d D=%d Im=%d E=%d K=%d y %s%s AE_MOE_GEMV=%s [%s]",
+                 T, D, Im, E, K, ae_dtype_name(ydt), tw, modes[m] ? modes[m] : "unset", path[0]);
+        const char *want = !modes[m] ? want_default : modes[m][0] == '1' && gemv_ok ? "gemv"
+                                                                                    : "grouped";
+        if (strcmp(path[0], want) || strcmp(path[1], want))
+            fail_msg("%s: ran the %s path, expected %s", what, path[0], want);
+        check_l2(got[m][0], ref, ny, TOL_FFN, what);
+        check_same(got[m][0], got[m][1], ny, what);
+    }
+    snprintf(what, sizeof what, "decode T=%d D=%d Im=%d E=%d K=%d y %s%s: AE_MOE_GEMV=1 vs 0", T,
+             D, Im, E, K, ae_dtype_name(ydt), tw);
+    check_l2(got[0][0], got[1][0], ny, TOL_PATHS, what);
+    unsetenv("AE_MOE_GEMV");
+    ae_scratch_free(&s);
+    for (int m = 0; m < 3; m++) free(got[m][0]), free(got[m][1]);
+    free(x), free(idx), free(wts), free(ref);
+}
+
+// The decode cases at the Qwen3-30B-A3B shape, on test_moe_ffn_qwen3's weights (drawing 1.2 G
+// values again would cost more than the cases).
+static void decode_qwen3(ae_rng *r, const ffn_weights *w) {
+    const int Ts[4] = {1, 2, 3, 8};
+    for (int i = 0; i < 4; i++)
+        for (int f = 0; f < 2; f++)
+            run_decode(r, w, Ts[i], 8, f ? AE_DT_BF16 : AE_DT_F32, DEC_INVALID | DEC_SHARED, 1,
+                       "gemv");
+    run_decode(r, w, 16, 8, AE_DT_BF16, 0, 1, "gemv");
+    run_decode(r, w, 32, 8, AE_DT_F32, 0, 1, "gemv"); // the default's (and the path's) largest T
+    run_decode(r, w, 33, 8, AE_DT_F32, 0, 0, "grouped"); // 264 slots: the grouped path only
+}
+
+static void test_moe_ffn_decode_odd(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 815);
+    ffn_weights w;
+    weights_new(&r, &w, 40, 24, 5);
+    const int Ts[4] = {1, 2, 3, 8};
+    for (int i = 0; i < 4; i++)
+        for (int f = 0; f < 2; f++)
+            run_decode(&r, &w, Ts[i], 3, f ? AE_DT_BF16 : AE_DT_F32,
+                       DEC_INVALID | DEC_SHARED, 1, "gemv");
+    run_decode(&r, &w, 12, 3, AE_DT_F32, DEC_HOT | DEC_INVALID, 1, "gemv"); // 12 slots on expert 1
+    weights_free(&w);
+    weights_new(&r, &w, 100, 36, 8); // not multiples of 8: the grouped path only
+    run_decode(&r, &w, 2, 2, AE_DT_F32, DEC_INVALID, 0, "grouped");
+    weights_free(&w);
 }
 
 static void test_moe_ffn_qwen3(void **state) {
@@ -173,6 +317,7 @@ static void test_moe_ffn_qwen3(void **state) {
     run_ffn(&r, &w, 1000, 8, -1, 0);
     run_ffn(&r, &w, 4096, 8, -1, 0);
     run_ffn(&r, &w, 3, 8, -1, 0); // decode: one slot per expert at most
+    decode_qwen3(&r, &w);
     weights_free(&w);
 }
 
@@ -281,6 +426,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_moe_ffn_qwen3),
         cmocka_unit_test(test_moe_ffn_odd),
+        cmocka_unit_test(test_moe_ffn_decode_odd),
         cmocka_unit_test(test_expert_matmul),
     };
     ae_test_gpu_group g = {.gpu = &g_gpu, .poison = 1};

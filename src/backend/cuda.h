@@ -38,10 +38,17 @@ const char *ae_cuda_attn_bwd_kernels(const ae_backend *be, const ae_attn_args *a
 // The kernel and split-KV plan of the last `attention` call in this process, e.g. "flash (B),
 // splits 32 (blocks 8, per_sm 2, keys 4096, min_keys 128)" (static storage). For benchmarks.
 const char *ae_cuda_attn_last(void);
+// The absorbed-MLA kernel (D or E of cuda_attention_mla.cu) of the last such launch, with its
+// pipeline stages, row tiles, key-range splits and keys per row tile (static storage; "none"
+// before one). For benchmarks.
+const char *ae_cuda_mla_last(void);
 // The kernel and split bound that the last attention_paged call in this process ran for its
 // rows outside the tensor-core runs, e.g. "fold (k_paged_decode), splits 66" or
 // "k_paged_attn + k_paged_combine, splits 32" (static storage). For tests and benchmarks.
 const char *ae_cuda_paged_last(void);
+// The path the last moe_ffn call in this process took: "gemv" (cuda_moe_decode.cu), "grouped"
+// (cuda_moe.cu) or "none" (static storage). For tests and benchmarks.
+const char *ae_cuda_moe_last(void);
 // For tests of the graph fallback (backend/cuda_graph.cu): the next graph recording on `be`
 // fails in its segment `segment` (0: the first) as a recording does when an op there makes a
 // call that cannot be captured; the segments before it have run.

@@ -22,6 +22,7 @@
 //
 // E (k_attn_mla_dec, below) is the decode kernel for T·Hq <= 64; D serves more rows and
 // AE_CUDA_MLA_KERNEL=old (see mla_pick).
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -571,6 +572,26 @@ __global__ void __launch_bounds__(256, 1) k_attn_mla_dec(const attn_params p) {
 
 // ---- launch -------------------------------------------------------------------------------------
 
+// What the last MLA launch ran (ae_cuda_mla_last): the split plan is what bench_attn
+// --decode-mla prints next to each timing, so it is recorded where the launch decides it.
+static struct {
+    const char *kernel;
+    int tiles, splits, keys, stages;
+} g_mla_last;
+
+static void mla_note(const char *kernel, int tiles, int splits, int keys, int stages) {
+    g_mla_last.kernel = kernel, g_mla_last.tiles = tiles, g_mla_last.splits = splits;
+    g_mla_last.keys = keys, g_mla_last.stages = stages;
+}
+
+extern "C" const char *ae_cuda_mla_last(void) {
+    static char buf[160];
+    if (!g_mla_last.kernel) return "none";
+    snprintf(buf, sizeof buf, "%s, %d stages, row tiles %d, splits %d, keys %d", g_mla_last.kernel,
+             g_mla_last.stages, g_mla_last.tiles, g_mla_last.splits, g_mla_last.keys);
+    return buf;
+}
+
 // Key-range splits (grid.z) for `tiles` row tiles of `rows` rows each reading `keys` keys.
 // Decode (T = 1: one row tile reads every key) needs splits to use the GPU. The aim is about two
 // blocks per SM (the 32-row kernel is sized so that two fit an SM, 128 registers and 113 KiB of
@@ -616,8 +637,10 @@ static int mla_launch(const ae_backend *be, const attn_params *p0) {
         cudaGetLastError();
         per_sm = 1;
     }
-    p.splits = mla_splits(be, tiles, per_sm, attn_tile_keys(&p, C::ROWS),
-                          p.T * p.Hq < C::ROWS ? p.T * p.Hq : C::ROWS, C::BN, DK, DV);
+    const int keys = attn_tile_keys(&p, C::ROWS);
+    p.splits = mla_splits(be, tiles, per_sm, keys, p.T * p.Hq < C::ROWS ? p.T * p.Hq : C::ROWS,
+                          C::BN, DK, DV);
+    mla_note("D (k_attn_mla)", tiles, p.splits, keys, NS);
     void *buf = NULL;
     if (p.splits > 1 && !(buf = attn_partials_alloc(be, &p))) return 1;
     dim3 grid((unsigned)tiles, 1u, (unsigned)p.splits);
@@ -666,8 +689,10 @@ static int mlad_launch(const ae_backend *be, const attn_params *p0) {
         cudaGetLastError();
         per_sm = 1;
     }
-    p.splits = mlad_splits(be, tiles, per_sm, attn_tile_keys(&p, C::ROWS),
-                           nrows < C::ROWS ? nrows : C::ROWS, BN, DK, DV);
+    const int keys = attn_tile_keys(&p, C::ROWS);
+    p.splits = mlad_splits(be, tiles, per_sm, keys, nrows < C::ROWS ? nrows : C::ROWS, BN, DK, DV);
+    mla_note(BN == 64 ? "E (k_attn_mla_dec, 64-key tiles)" : "E (k_attn_mla_dec)", tiles, p.splits,
+             keys, NS);
     void *buf = NULL;
     if (p.splits > 1 && !(buf = attn_partials_alloc(be, &p))) return 1;
     dim3 grid((unsigned)tiles, 1u, (unsigned)p.splits);

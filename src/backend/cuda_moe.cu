@@ -11,7 +11,9 @@
 // the CPU. Indices match the CPU exactly and weights to the last bit but for the rare expf
 // rounding difference (1 ulp).
 //
-// moe_ffn, for each chunk of tokens (bounding the temporaries: moe_chunk_bytes), in four launches:
+// moe_ffn at a handful of tokens (decode) takes the GEMV path of cuda_moe_decode.cu instead
+// (AE_MOE_GEMV, moe_gemv_pick). Otherwise, for each chunk of tokens (bounding the temporaries:
+// moe_chunk_bytes), in four launches:
 //   1. plan (one block): a slot is a (token, k) pair, s = t·K + k. Per-expert slot counts (shared
 //      atomics; each slot gets a rank within its expert), exclusive scans into off[e] (first slot
 //      of expert e in `order`) and tile_off[e] (first row tile of expert e, tiles of BMT slots:
@@ -718,6 +720,8 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
                 E, K, Im, kMaxE);
         abort();
     }
+    // A handful of tokens (decode): expert GEMVs, two launches (cuda_moe_decode.cu)
+    if (moe_ffn_gemv(be, y, x, idx, wts, w_gate, w_up, w_down, T, D, Im, E, K)) return;
     cudaStream_t st = stream_of(be);
     // Tokens per chunk: temporaries (h bf16 and o fp32 rows per slot) near 1 GiB at most
     // (moe_chunk_bytes).

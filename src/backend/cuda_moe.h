@@ -84,10 +84,12 @@ __device__ __forceinline__ void store_cols(TY *row, int col, int N, float v0, fl
 constexpr int kMoeWgmmaBM = 128;
 
 // Whether the grouped GEMMs of one call take the wgmma kernel (decided before the plan, whose
-// row tile depends on it). AE_MOE_WGMMA: "0" never; "1" wherever the shapes allow; unset: the
-// default (MOE_WGMMA_DEFAULT_ON) where `many_rows` (the dense row tile's case). Always needs a
-// compute capability 9.0 GPU and shapes_ok (depths and row pitches multiples of 8 values, 16-byte
-// aligned rows: every load is a 16-byte cp.async). Forced on such a GPU with shapes_ok but a
+// row tile depends on it). AE_MOE_WGMMA: "0" never; "1" wherever the shapes allow ("sync" /
+// "ws": the same, naming the kernel: k_expert_gemm_wgmma / the warp-specialised
+// k_expert_gemm_ws; else AE_MOE_WGMMA_KERNEL=sync|ws names it, unset: ws where it can run);
+// unset: the default (MOE_WGMMA_DEFAULT_ON) where `many_rows` (the dense row tile's case).
+// Always needs a compute capability 9.0 GPU and shapes_ok (depths and row pitches multiples of 8
+// values, 16-byte aligned rows: every load is a 16-byte cp.async or TMA box row). Forced on such a GPU with shapes_ok but a
 // build without the sm_90a code (or too little shared memory): an error kept on the backend
 // (never a silent fallback), and 0.
 int moe_wgmma_pick(const ae_backend *be, int many_rows, int shapes_ok);
@@ -97,5 +99,26 @@ int moe_wgmma_pick(const ae_backend *be, int many_rows, int shapes_ok);
 // (F32 or BF16). dual: w1 is the second weight (silu or two outputs, as g says).
 void moe_wgmma_gemm(const ae_backend *be, const ExpertGemm &g, unsigned row_tiles, int dual,
                     ae_dtype ydt, const char *name);
+
+// ---- the decode path (cuda_moe_decode.cu) ---------------------------------------------------
+
+// Slots (T·K) the GEMV path takes at most (its down kernel keeps an fp32 (slots, 8) tile in shared
+// memory), and at most by default (AE_MOE_GEMV unset): T <= 32 at Qwen3-30B-A3B's K = 8. The
+// GEMVs were faster at every T measured (`bench_moe --decode`, H200, 2026-11-30 10:11 UTC, µs a
+// call grouped / GEMV: T 1 53.1 / 28.3, 8 168.6 / 128.0, 16 236.4 / 198.4, 32 312.8 / 265.8).
+constexpr int kMoeGemvMaxSlots = 256;
+constexpr int kMoeGemvDefaultSlots = kMoeGemvMaxSlots;
+
+// Whether moe_ffn takes the GEMV path: AE_MOE_GEMV "0" never, "1" wherever the shape allows,
+// otherwise T·K <= kMoeGemvDefaultSlots; the shape: D, Im multiples of 8, Im > 0, T·K <=
+// kMoeGemvMaxSlots, x and the three weights 16-byte aligned.
+int moe_gemv_pick(int T, int K, int D, int Im, const void *x, const void *wg, const void *wu,
+                  const void *wd);
+
+// moe_ffn on the GEMV path when moe_gemv_pick says so (arguments as ae_cuda_moe_ffn, already
+// checked): 1 when it took the call (the work is queued, or an error is kept on the backend), 0
+// when the grouped path must run.
+int moe_ffn_gemv(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wts, ae_ptr w_gate,
+                 ae_ptr w_up, ae_ptr w_down, int T, int D, int Im, int E, int K);
 
 #endif

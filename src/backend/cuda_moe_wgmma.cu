@@ -42,8 +42,30 @@
 // Epilogue: accumulator element d[4n + q] of thread (warp v of the warpgroup, lane l) is tile row
 // 64w + 16v + l/4 + 8·(q >> 1), column 8n + 2·(l mod 4) + (q & 1) (cuda_wgmma.h); rows past the
 // expert's slots and columns past N are not written. Deterministic: no atomics.
+//
+// k_expert_gemm_ws: the same tiles, products and epilogue, warp-specialised (as CUTLASS's sm90
+// "warp-specialized cooperative" GEMMs and FlashAttention-3), the default (MOE_WGMMA_WS_DEFAULT;
+// AE_MOE_WGMMA=sync|ws or AE_MOE_WGMMA_KERNEL=sync|ws choose). 384 threads, one block per SM,
+// persistent: block i takes tiles i, i + grid, ... of the order above, so the loads of its next
+// tile run during its epilogue.
+//   warpgroup 0, producer (setmaxnreg.dec to 40 registers): per k-step it waits for the stage's
+//     "empty" mbarrier; thread 0 arms the stage's "full" mbarrier with the weight bytes and loads
+//     the weight rows by TMA (a tensor map of w as [E·N rows, Kd], 128-byte swizzle: the layout
+//     above; rows past N read the next expert's rows, which only feed columns never written;
+//     past E·N and past Kd TMA gives zeros); all 128 threads gather the A rows by cp.async
+//     (zero-filled as above) and arrive on "full" when theirs land (cp.async.mbarrier.arrive
+//     .noinc): "full" completes after 128 + 1 arrivals and the TMA bytes.
+//   warpgroups 1, 2, consumers (setmaxnreg.inc to 232; tile rows 0 .. 63, 64 .. 127): per k-step
+//     wait "full", fence.proxy.async (the cp.async rows were written by the generic proxy),
+//     issue the step's 8 wgmma, wgmma.wait_group 1, then one "empty" arrival per warp for the
+//     previous step's stage (its group is done); 8 arrivals complete "empty". No block-wide
+//     barrier in the loop; 4 stages: the producer runs up to 3 steps ahead.
+// Results: the same k16 products in the same order into the same accumulators as
+// k_expert_gemm_wgmma, hence the same bits in every written element.
 #include <stdlib.h>
 #include <string.h>
+
+#include <cuda.h> // CUtensorMap and its enums only: the encoder comes through the runtime
 
 #include "backend/cuda_attention.h"
 #include "backend/cuda_moe.h"
@@ -55,6 +77,12 @@
 // measured 1.85-2.10x the mma.sync kernel (253-328 TFLOP/s), the Qwen3-30B-A3B prefill at 4K
 // 33.5K -> 51.8K tok/s.
 #define MOE_WGMMA_DEFAULT_ON 1
+#endif
+#ifndef MOE_WGMMA_WS_DEFAULT
+// Which wgmma kernel runs when neither AE_MOE_WGMMA=sync|ws nor AE_MOE_WGMMA_KERNEL names one:
+// 1 the warp-specialised k_expert_gemm_ws (where it can run: else k_expert_gemm_wgmma), 0
+// k_expert_gemm_wgmma.
+#define MOE_WGMMA_WS_DEFAULT 1
 #endif
 
 namespace {
@@ -70,6 +98,37 @@ constexpr size_t kSmem = (size_t)kStages * kStageBytes + 1024; // + 1 KB to alig
 
 // Columns of one block: one tile of kBN for both accumulators (DUAL), else two.
 template <bool DUAL> constexpr int kCols = DUAL ? kBN : 2 * kBN;
+
+#ifdef AE_WGMMA_DEVICE
+// Epilogue of both kernels: this thread's half-row hf (accumulator elements 4n + 2hf, + 1) of a
+// warpgroup's 64 x 128 accumulators, to output row `slot` from column n0 (lane: its columns).
+template <bool DUAL, typename TY>
+__device__ __forceinline__ void store_acc_row(const ExpertGemm &p, const float (&acc0)[64],
+                                              const float (&acc1)[64], int hf, int slot, int n0,
+                                              int lane) {
+    const int c = 2 * (lane & 3);
+    const size_t orow = (size_t)slot * p.N;
+    TY *y0 = (TY *)p.y0 + orow;
+#pragma unroll
+    for (int n = 0; n < kBN / 8; n++) {
+        const int col = n0 + 8 * n + c, q = 4 * n + 2 * hf;
+        if constexpr (DUAL) {
+            if (col >= p.N) continue;
+            if (p.silu) {
+                store_cols(y0, col, p.N, silu_mul(acc0[q], acc1[q]),
+                           silu_mul(acc0[q + 1], acc1[q + 1]), p.pair, p.accumulate);
+            } else {
+                store_cols(y0, col, p.N, acc0[q], acc0[q + 1], p.pair, p.accumulate);
+                store_cols((TY *)p.y1 + orow, col, p.N, acc1[q], acc1[q + 1], p.pair, 0);
+            }
+        } else {
+            if (col < p.N) store_cols(y0, col, p.N, acc0[q], acc0[q + 1], p.pair, p.accumulate);
+            if (col + kBN < p.N)
+                store_cols(y0, col + kBN, p.N, acc1[q], acc1[q + 1], p.pair, p.accumulate);
+        }
+    }
+}
+#endif
 
 // y0 (and y1): (slot rows, N) of TY. Dynamic shared memory kSmem; grid (row tiles x column tiles
 // of kCols), the column tile fastest: the blocks running together cover few row tiles (their
@@ -165,56 +224,333 @@ __global__ void __launch_bounds__(kThreads, 1) k_expert_gemm_wgmma(const ExpertG
     wg_reg_fence(acc1);
     cp_async_wait<0>(); // the empty groups past the last tile
 
-    const int warp = (tid >> 5) & 3, lane = tid & 31, c = 2 * (lane & 3);
+    const int warp = (tid >> 5) & 3, lane = tid & 31;
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
         const int r = wg * 64 + warp * 16 + (lane >> 2) + 8 * hf;
-        if (r >= rows) continue;
-        const size_t orow = (size_t)slot[r] * p.N;
-        TY *y0 = (TY *)p.y0 + orow;
-#pragma unroll
-        for (int n = 0; n < kBN / 8; n++) {
-            const int col = n0 + 8 * n + c, q = 4 * n + 2 * hf;
-            if constexpr (DUAL) {
-                if (col >= p.N) continue;
-                if (p.silu) {
-                    store_cols(y0, col, p.N, silu_mul(acc0[q], acc1[q]),
-                               silu_mul(acc0[q + 1], acc1[q + 1]), p.pair, p.accumulate);
-                } else {
-                    store_cols(y0, col, p.N, acc0[q], acc0[q + 1], p.pair, p.accumulate);
-                    store_cols((TY *)p.y1 + orow, col, p.N, acc1[q], acc1[q + 1], p.pair, 0);
-                }
-            } else {
-                if (col < p.N) store_cols(y0, col, p.N, acc0[q], acc0[q + 1], p.pair, p.accumulate);
-                if (col + kBN < p.N)
-                    store_cols(y0, col + kBN, p.N, acc1[q], acc1[q + 1], p.pair, p.accumulate);
-            }
-        }
+        if (r < rows) store_acc_row<DUAL, TY>(p, acc0, acc1, hf, slot[r], n0, lane);
     }
 #else
     (void)p;
 #endif
 }
 
+// ---- the warp-specialised kernel (k_expert_gemm_ws) -----------------------------------------
+
+constexpr int kWsThreads = 384;            // producer warpgroup + 2 consumer warpgroups
+constexpr int kWsStages = 4;
+constexpr int kWsProdRegs = 40, kWsConsRegs = 232; // 128·40 + 256·232 <= 64K registers
+constexpr size_t kWsSmem = (size_t)kWsStages * kStageBytes + 1024;
+static_assert(128 * kWsProdRegs + 256 * kWsConsRegs <= 65536, "register file");
+
+#ifdef AE_WGMMA_DEVICE
+constexpr int kWsConsumerWarps = 8; // "empty" arrivals per phase: one per consumer warp
+
+// Output slot of tile row r (r < the tile's rows): A row slot / a_div, output row slot.
+__device__ __forceinline__ int tile_slot(const ExpertGemm &p, int pos0, int r) {
+    return p.order ? p.order[pos0 + r] : pos0 + r;
+}
+
+// Producer warpgroup (threads 0 .. 127). Per k-step of every tile this block owns: waits until
+// the stage is empty, thread 0 arms "full" with the weight bytes and issues the weight boxes by
+// TMA, and every thread gathers its 2 A rows' 4 chunks each by cp.async (the A rows are token
+// rows in slot order: no tensor map can express them), then arrives on "full" when its copies
+// land (noinc). Lane pairs share a row: a warp's cp.async covers 16 rows x 32 contiguous bytes,
+// whole 32-byte sectors.
+template <bool DUAL>
+__device__ __forceinline__ void ws_producer(const ExpertGemm &p, const CUtensorMap *tb0,
+                                            const CUtensorMap *tb1, unsigned char *sbase,
+                                            uint32_t base, uint32_t full, uint32_t empty,
+                                            int ncol, int ntiles) {
+    const int t = threadIdx.x;
+    const int r0 = (t >> 5) * 32 + ((t & 31) >> 1), c0 = t & 1; // rows r0, r0 + 16; chunks c0 + 2j
+    const int nk = (p.Kd + 63) / 64;
+    if (t == 0) {
+        tma_prefetch_map(tb0);
+        if (DUAL) tma_prefetch_map(tb1);
+    }
+    uint32_t it = 0; // k-steps so far over this block's tiles: stage it % S, use it / S
+    for (int b = blockIdx.x; b < ntiles; b += gridDim.x) {
+        int e, pos0, rows;
+        expert_tile(p, b / ncol, kBM, &e, &pos0, &rows);
+        const int wrow = e * p.N + (b % ncol) * kCols<DUAL>; // first weight row (E·N rows)
+        const bf16 *arow[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int r = r0 + 16 * h;
+            arow[h] = r < rows ? p.a0 + (int64_t)(tile_slot(p, pos0, r) / p.a_div) * p.lda : nullptr;
+        }
+#pragma unroll 1
+        for (int kt = 0; kt < nk; kt++, it++) {
+            const int s = it % kWsStages;
+            const uint32_t fb = full + 8 * s;
+            mbar_wait(empty + 8 * s, ((it / kWsStages) & 1) ^ 1);
+            const uint32_t sb = base + s * kStageBytes + kABytes;
+            if (t == 0) {
+                mbar_arrive_expect_tx(fb, kBBytes);
+                tma_load_2d(sb, tb0, kt * 64, wrow, fb);
+                if (DUAL) tma_load_2d(sb + kBN * 128, tb1, kt * 64, wrow, fb);
+            }
+            unsigned char *sa = sbase + s * kStageBytes;
+            const int k = kt * 64;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const int ch = c0 + 2 * j;
+                    const bool ok = arow[h] && k + ch * 8 < p.Kd; // Kd % 8 == 0: whole chunks
+                    cp_async16(sa + wg_swz_off(r0 + 16 * h, ch, kBM), ok ? arow[h] + k + ch * 8 : p.a0,
+                               ok);
+                }
+            }
+            cp_async_mbar_arrive_noinc(fb);
+        }
+    }
+    // Stay until the consumers released every stage (this thread's copies and thread 0's TMA
+    // boxes all consumed) before leaving.
+    for (int i = 0; i < kWsStages; i++, it++)
+        mbar_wait(empty + 8 * (it % kWsStages), ((it / kWsStages) & 1) ^ 1);
+}
+
+// Consumer warpgroup wg (0, 1: tile rows 64wg .. 64wg + 63) of the same tiles: per k-step waits
+// for "full", issues the step's 8 wgmma (as k_expert_gemm_wgmma: 4 k16-steps x 2 accumulators,
+// the same order), lets one group stay pending, and releases the stage of the previous step
+// (its group is done) with one "empty" arrival per warp. A warpgroup with no rows in the tile
+// waits and releases without tensor work (the "empty" count expects every consumer warp).
+template <bool DUAL, typename TY>
+__device__ __forceinline__ void ws_consumer(const ExpertGemm &p, uint32_t base, uint32_t full,
+                                            uint32_t empty, int ncol, int ntiles) {
+    // wg through a shuffle: warp-uniform for ptxas (the busy branch around the wgmma).
+    const int wg = __shfl_sync(0xffffffffu, (int)threadIdx.x >> 7, 0) - 1;
+    const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+    const int nk = (p.Kd + 63) / 64;
+    float acc0[64], acc1[64];
+    uint32_t it = 0;
+    for (int b = blockIdx.x; b < ntiles; b += gridDim.x) {
+        int e, pos0, rows;
+        expert_tile(p, b / ncol, kBM, &e, &pos0, &rows);
+        const int n0 = (b % ncol) * kCols<DUAL>;
+        const bool busy = wg * 64 < rows;
+#pragma unroll
+        for (int i = 0; i < 64; i++) acc0[i] = acc1[i] = 0.0f;
+#pragma unroll 1
+        for (int kt = 0; kt < nk; kt++, it++) {
+            const int s = it % kWsStages;
+            mbar_wait(full + 8 * s, (it / kWsStages) & 1);
+            if (!busy) {
+                mbar_arrive_if(empty + 8 * s, lane == 0);
+                continue;
+            }
+            fence_proxy_async(); // the cp.async (generic proxy) rows, before wgmma reads them
+            const uint32_t sa = base + s * kStageBytes + wg * 64 * 128;
+            const uint32_t sb = base + s * kStageBytes + kABytes;
+            wg_reg_fence(acc0);
+            wg_reg_fence(acc1);
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                const uint64_t da = wg_desc(sa + kk * 32, 16, 1024);
+                wg_mma_ss(acc0, da, wg_desc(sb + kk * 32, 16, 1024), 1);
+                wg_mma_ss(acc1, da, wg_desc(sb + kBN * 128 + kk * 32, 16, 1024), 1);
+            }
+            wg_commit();
+            wg_wait<1>(); // step kt − 1's group is done: its stage may be refilled
+            mbar_arrive_if(empty + 8 * ((it - 1) % kWsStages), kt > 0 && lane == 0);
+        }
+        // Both paths wait (none pending when idle): ptxas then sees every accumulator write of
+        // this tile done before the next tile zeroes them (else it injects a wait, C7517).
+        wg_wait<0>();
+        wg_reg_fence(acc0);
+        wg_reg_fence(acc1);
+        if (!busy) continue;
+        mbar_arrive_if(empty + 8 * ((it - 1) % kWsStages), nk > 0 && lane == 0);
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            const int r = wg * 64 + warp * 16 + (lane >> 2) + 8 * hf;
+            if (r < rows) store_acc_row<DUAL, TY>(p, acc0, acc1, hf, tile_slot(p, pos0, r), n0, lane);
+        }
+    }
+}
+#endif
+
+// y0 (and y1): (slot rows, N) of TY. tb0 (tb1: DUAL's second weight): tensor maps of w0 (w1) as
+// [E·N rows, Kd] bf16, boxes of 64 values x (DUAL ? 128 : 256) rows, 128-byte swizzle. Grid:
+// at most one block per SM (persistent), block i taking tiles i, i + grid, ... of the row tile x
+// column tile order of k_expert_gemm_wgmma (tile b: row tile b / ncol, column tile b mod ncol).
+template <bool DUAL, typename TY>
+__global__ void __launch_bounds__(kWsThreads, 1)
+    k_expert_gemm_ws(const ExpertGemm p, const __grid_constant__ CUtensorMap tb0,
+                     const __grid_constant__ CUtensorMap tb1) {
+#ifdef AE_WGMMA_DEVICE
+    extern __shared__ unsigned char smem_raw[];
+    __shared__ __align__(8) uint64_t bars[2 * kWsStages]; // full[S], then empty[S]
+    const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
+    unsigned char *const sbase = smem_raw + (base - smem_u32(smem_raw));
+    const uint32_t full = smem_u32(bars), empty = full + 8 * kWsStages;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < kWsStages; s++) {
+            mbar_init(full + 8 * s, 128 + 1); // 128 producer threads' cp.async + the TMA arming
+            mbar_init(empty + 8 * s, kWsConsumerWarps);
+        }
+        fence_mbar_init();
+    }
+    __syncthreads();
+    const int ncol = (p.N + kCols<DUAL> - 1) / kCols<DUAL>;
+    const int ntiles = p.tile_off[p.E] * ncol;
+    // The warpgroup index through a shuffle: ptxas then knows the branch is warp-uniform (else
+    // it serialises the consumers' wgmma, C7518).
+    if (__shfl_sync(0xffffffffu, (int)threadIdx.x >> 7, 0) == 0) {
+        wg_setmaxnreg_dec<kWsProdRegs>();
+        ws_producer<DUAL>(p, &tb0, &tb1, sbase, base, full, empty, ncol, ntiles);
+    } else {
+        wg_setmaxnreg_inc<kWsConsRegs>();
+        ws_consumer<DUAL, TY>(p, base, full, empty, ncol, ntiles);
+    }
+#else
+    (void)p;
+    (void)tb0;
+    (void)tb1;
+#endif
+}
+
 } // namespace
+
+// ---- host side -----------------------------------------------------------------------------
+
+// cuTensorMapEncodeTiled, from the driver through the runtime (no -lcuda link); null when the
+// driver does not offer it (then the warp-specialised kernel is unavailable).
+typedef CUresult (*encode_tiled_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
+                                    const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
+                                    const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                    CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+static encode_tiled_fn load_encode_tiled() {
+    void *fn = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+#if CUDART_VERSION >= 12050
+    const cudaError_t err = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000,
+                                                             cudaEnableDefault, &q);
+#else
+    const cudaError_t err = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &fn,
+                                                    cudaEnableDefault, &q);
+#endif
+    if (err != cudaSuccess || q != cudaDriverEntryPointSuccess || !fn) {
+        cudaGetLastError();
+        return nullptr;
+    }
+    return (encode_tiled_fn)fn;
+}
+static encode_tiled_fn encode_tiled() {
+    static const encode_tiled_fn fn = load_encode_tiled(); // thread-safe one-time lookup
+    return fn;
+}
+
+// Tensor map of expert weights w (E, N, Kd) bf16 as one [E·N rows, Kd] matrix, boxes of 64 values
+// (one 128-byte swizzle row) x box_rows rows. Rows past an expert's N in a box are the next
+// expert's (they feed output columns >= N, never written), rows past E·N and depth past Kd are
+// zeros (TMA fills what lies outside the tensor). 0 when the driver refuses it.
+static int weight_map(CUtensorMap *m, const bf16 *w, int E, int N, int Kd, int box_rows) {
+    const encode_tiled_fn enc = encode_tiled();
+    if (!enc) return 0;
+    const cuuint64_t dims[2] = {(cuuint64_t)Kd, (cuuint64_t)E * (cuuint64_t)N};
+    const cuuint64_t strides[1] = {(cuuint64_t)Kd * sizeof(bf16)}; // Kd % 8 == 0: 16-byte multiple
+    const cuuint32_t box[2] = {64, (cuuint32_t)box_rows}, estr[2] = {1, 1};
+    return enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)w, dims, strides, box, estr,
+               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
+           CUDA_SUCCESS;
+}
+
+enum { kKernSync = 1, kKernWs = 2 }; // k_expert_gemm_wgmma, k_expert_gemm_ws
+
+// The kernel a "sync" / "ws" value names, 0 for anything else.
+static int kernel_named(const char *v) {
+    return !v ? 0 : strcmp(v, "sync") == 0 ? kKernSync : strcmp(v, "ws") == 0 ? kKernWs : 0;
+}
+
+// Why kernel `k` cannot run on this GPU / build (null: it can).
+static const char *kernel_unavailable(const ae_backend *be, int k) {
+    if (k == kKernSync) {
+        if (!wg_kernel_loaded((const void *)k_expert_gemm_wgmma<true, bf16>)) // 184 registers
+            return "moe (AE_MOE_WGMMA asks for the wgmma expert GEMM, whose sm_90a code this build "
+                   "lacks: CMAKE_CUDA_ARCHITECTURES must include 90a)";
+        if (kSmem > cu(be)->smem_optin)
+            return "moe (AE_MOE_WGMMA: the wgmma expert GEMM needs more shared memory per block "
+                   "than this GPU allows)";
+        return nullptr;
+    }
+    if (!wg_kernel_loaded((const void *)k_expert_gemm_ws<true, bf16>))
+        return "moe (AE_MOE_WGMMA asks for the warp-specialised wgmma expert GEMM (ws), whose "
+               "sm_90a code this build lacks: CMAKE_CUDA_ARCHITECTURES must include 90a)";
+    if (kWsSmem > cu(be)->smem_optin)
+        return "moe (AE_MOE_WGMMA: the warp-specialised wgmma expert GEMM (ws) needs more shared "
+               "memory per block than this GPU allows)";
+    if (!encode_tiled())
+        return "moe (AE_MOE_WGMMA: the warp-specialised wgmma expert GEMM (ws) needs the driver's "
+               "cuTensorMapEncodeTiled, which this driver does not offer)";
+    return nullptr;
+}
+
+// The wgmma kernel to run: AE_MOE_WGMMA=sync|ws, else AE_MOE_WGMMA_KERNEL=sync|ws (a second
+// variable because bench_moe and the tests set AE_MOE_WGMMA to 0 and 1 themselves), else the
+// default (MOE_WGMMA_WS_DEFAULT; ws falls back to sync where it cannot run). *why: why the
+// chosen kernel cannot run (null: it can); *named: whether a variable chose it.
+static int wgmma_kernel(const ae_backend *be, const char **why, int *named) {
+    int k = kernel_named(getenv("AE_MOE_WGMMA"));
+    if (!k) k = kernel_named(getenv("AE_MOE_WGMMA_KERNEL"));
+    *named = k != 0;
+    if (!k) k = MOE_WGMMA_WS_DEFAULT ? kKernWs : kKernSync;
+    *why = kernel_unavailable(be, k);
+    if (*why && !*named && k == kKernWs) {
+        k = kKernSync;
+        *why = kernel_unavailable(be, k);
+    }
+    return k;
+}
 
 int moe_wgmma_pick(const ae_backend *be, int many_rows, int shapes_ok) {
     const char *env = getenv("AE_MOE_WGMMA");
-    const int forced = env && strcmp(env, "1") == 0;
+    const char *kenv = getenv("AE_MOE_WGMMA_KERNEL");
+    if (kenv && *kenv && !kernel_named(kenv)) {
+        cuda_check(be, cudaErrorInvalidValue,
+                   "moe (AE_MOE_WGMMA_KERNEL must be sync or ws)");
+        return 0;
+    }
+    const int forced = env && (strcmp(env, "1") == 0 || kernel_named(env));
     if (env && strcmp(env, "0") == 0) return 0;
     if (!forced && !(MOE_WGMMA_DEFAULT_ON && many_rows)) return 0;
     if (cu(be)->cc_major != 9 || cu(be)->cc_minor != 0 || !shapes_ok) return 0;
-    // On this GPU, forced: never a silent fallback (a test or bench asking for the wgmma kernel
-    // must not measure k_expert_gemm instead).
-    const char *why = nullptr;
-    if (!wg_kernel_loaded((const void *)k_expert_gemm_wgmma<true, bf16>)) // 184 registers
-        why = "moe (AE_MOE_WGMMA=1 asks for the wgmma expert GEMM, whose sm_90a code this build "
-              "lacks: CMAKE_CUDA_ARCHITECTURES must include 90a)";
-    else if (kSmem > cu(be)->smem_optin)
-        why = "moe (AE_MOE_WGMMA=1: the wgmma expert GEMM needs more shared memory per block than "
-              "this GPU allows)";
-    if (why && forced) cuda_check(be, cudaErrorInvalidDeviceFunction, why);
+    // On this GPU, forced (or a kernel named): never a silent fallback (a test or bench asking
+    // for a wgmma kernel must not measure another one instead).
+    const char *why;
+    int named;
+    wgmma_kernel(be, &why, &named);
+    if (why && (forced || named)) cuda_check(be, cudaErrorInvalidDeviceFunction, why);
     return why ? 0 : 1;
+}
+
+// The warp-specialised kernel's launch: tensor maps of the weights, one block per SM at most.
+template <typename TY>
+static void launch_ws(const ae_backend *be, const ExpertGemm &g, size_t blocks, int dual,
+                      const char *name) {
+    CUtensorMap tb0, tb1;
+    const int box_rows = dual ? kBN : 2 * kBN;
+    if (!weight_map(&tb0, g.w0, g.E, g.N, g.Kd, box_rows) ||
+        !weight_map(&tb1, dual ? g.w1 : g.w0, g.E, g.N, g.Kd, box_rows)) {
+        cuda_check(be, cudaErrorInvalidValue,
+                   "moe (cuTensorMapEncodeTiled refused an expert weight's tensor map: weights "
+                   "must be 16-byte aligned with Kd a multiple of 8)");
+        return;
+    }
+    const void *kern = dual ? (const void *)k_expert_gemm_ws<true, TY>
+                            : (const void *)k_expert_gemm_ws<false, TY>;
+    if (!attn_set_smem(be, kern, kWsSmem)) {
+        cuda_check(be, cudaErrorInvalidValue, name);
+        return;
+    }
+    const size_t sms = (size_t)(cu(be)->sm_count > 0 ? cu(be)->sm_count : 1);
+    dim3 grid((unsigned)(blocks < sms ? blocks : sms));
+    if (dual) k_expert_gemm_ws<true, TY><<<grid, kWsThreads, kWsSmem, stream_of(be)>>>(g, tb0, tb1);
+    else k_expert_gemm_ws<false, TY><<<grid, kWsThreads, kWsSmem, stream_of(be)>>>(g, tb0, tb1);
 }
 
 void moe_wgmma_gemm(const ae_backend *be, const ExpertGemm &g, unsigned row_tiles, int dual,
@@ -226,16 +562,27 @@ void moe_wgmma_gemm(const ae_backend *be, const ExpertGemm &g, unsigned row_tile
         cuda_check(be, cudaErrorInvalidConfiguration, name);
         return;
     }
-    dim3 grid((unsigned)blocks);
+    const char *why;
+    int named;
+    const int kern = wgmma_kernel(be, &why, &named);
+    if (why) { // moe_wgmma_pick said yes: only a changed environment gets here
+        cuda_check(be, cudaErrorInvalidDeviceFunction, why);
+        return;
+    }
     AE_CUDA_FLOAT_DISPATCH(ydt, TY, {
-        const void *kern = dual ? (const void *)k_expert_gemm_wgmma<true, TY>
-                                : (const void *)k_expert_gemm_wgmma<false, TY>;
-        if (!attn_set_smem(be, kern, kSmem)) {
-            cuda_check(be, cudaErrorInvalidValue, name);
-            return;
+        if (kern == kKernWs) {
+            launch_ws<TY>(be, g, blocks, dual, name);
+        } else {
+            const void *k = dual ? (const void *)k_expert_gemm_wgmma<true, TY>
+                                 : (const void *)k_expert_gemm_wgmma<false, TY>;
+            if (!attn_set_smem(be, k, kSmem)) {
+                cuda_check(be, cudaErrorInvalidValue, name);
+                return;
+            }
+            dim3 grid((unsigned)blocks);
+            if (dual) k_expert_gemm_wgmma<true, TY><<<grid, kThreads, kSmem, stream_of(be)>>>(g);
+            else k_expert_gemm_wgmma<false, TY><<<grid, kThreads, kSmem, stream_of(be)>>>(g);
         }
-        if (dual) k_expert_gemm_wgmma<true, TY><<<grid, kThreads, kSmem, stream_of(be)>>>(g);
-        else k_expert_gemm_wgmma<false, TY><<<grid, kThreads, kSmem, stream_of(be)>>>(g);
     });
     cuda_check(be, cudaGetLastError(), name);
 }

@@ -121,6 +121,78 @@ __device__ __forceinline__ void fence_proxy_async() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
+
+// ---- mbarriers, TMA and register reallocation (warp-specialised kernels, sm_90a) -------------
+// A pipeline stage's "full" / "empty" barriers are 64-bit mbarriers in shared memory (8-byte
+// aligned), addressed by their shared-window address. A barrier's phases complete in turn; a
+// waiter names the parity of the phase it waits for (a fresh barrier counts its phase "before
+// 0", parity 1, as complete: a producer's first wait on "empty" passes at once).
+
+// Initialises the barrier at `bar` for `count` arrivals per phase (one thread, before any use;
+// then fence_mbar_init and a block barrier).
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// Makes the initialised barriers visible to the other threads and to the async proxy (TMA).
+__device__ __forceinline__ void fence_mbar_init() {
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+// One arrival (release: this thread's earlier reads and writes happen before the phase ends).
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// mbar_arrive where `pred` holds, predicated inside the asm: a C branch on a lane test would
+// look divergent to ptxas and serialise later wgmma (C7518).
+__device__ __forceinline__ void mbar_arrive_if(uint32_t bar, int pred) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %1, 0;\n"
+                 "@p mbarrier.arrive.shared::cta.b64 _, [%0];\n}\n" ::"r"(bar),
+                 "r"(pred)
+                 : "memory");
+}
+// One arrival that also expects `bytes` more bytes of asynchronous copies (TMA complete_tx)
+// before the phase may end.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+                 : "memory");
+}
+// Waits until the phase of parity `parity` of the barrier has completed (acquire). The retry
+// loop stays inside the asm (labels local to its braces): a C loop on the result would look
+// divergent to ptxas, which then serialises the wgmma that follow (C7518).
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    asm volatile("{\n.reg .pred p;\nAE_MBAR_WAIT:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+                 "@!p bra AE_MBAR_WAIT;\n}\n" ::"r"(bar),
+                 "r"(parity)
+                 : "memory");
+}
+// One arrival on the barrier once every cp.async this thread issued so far has landed; the
+// barrier's count must include it (.noinc: the pending count is not raised for it).
+__device__ __forceinline__ void cp_async_mbar_arrive_noinc(uint32_t bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+// TMA: the box at coordinates (c0: innermost, c1) of the 2D tensor map `tmap` (a __grid_constant__
+// kernel parameter's address) into shared memory at `dst` (aligned as its swizzle needs: 1024 for
+// 128-byte swizzle); the bytes are counted on the barrier `bar` (complete_tx).
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const void *tmap, int c0, int c1,
+                                            uint32_t bar) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+                 "l"((uint64_t)tmap), "r"(c0), "r"(c1), "r"(bar)
+                 : "memory");
+}
+// Fetches a tensor map into the TMA unit's cache ahead of its first use.
+__device__ __forceinline__ void tma_prefetch_map(const void *tmap) {
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"((uint64_t)tmap) : "memory");
+}
+// Warpgroup-wide register reallocation (every thread of the warpgroup, same N, a multiple of 8
+// in 24 .. 256): dec gives registers back to the block's pool, inc waits until it can take them.
+template <int N> __device__ __forceinline__ void wg_setmaxnreg_dec() {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N> __device__ __forceinline__ void wg_setmaxnreg_inc() {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+
 #endif // AE_WGMMA_DEVICE
 
 #ifdef __CUDACC__
