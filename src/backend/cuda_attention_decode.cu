@@ -83,19 +83,16 @@ static unsigned *dec_tickets(const ae_backend *be) {
 // kv heads -> 16 splits, 128 blocks; 4K -> 64 splits; 32K -> 66 (132 SMs x 4 blocks / 8 kv heads,
 // at G = 4). Pipelined (cap DEC_PIPE_PER_SM = 2): 16 / 33 / 33, launched as 16 / 32 / 32 (whole
 // 32-key tiles a split: attn_align_splits).
+// Blocks of 8 query rows (GQA groups of 8: Qwen3-30B-A3B's 32 / 4 heads) do twice the work of
+// 4-row ones per key and merge twice the partials: their splits take at least 2·DEC_MIN_KEYS
+// keys (the Qwen3-30B-A3B decode step graphed, H200 2026-11-30: at 4K 64 splits 250.1 tok/s, 32
+// 266.1, 16 254.9; at 32K 64 splits 206.3, 32 188.7 — this rule gives 32 and 64).
 static int dec_pick_splits(const ae_backend *be, const attn_params *p, int blocks, int per_sm,
-                           int cap) {
+                           int cap, int nr) {
     const int keys = attn_tile_keys(p, p->T * p->G); // the longest range of the T tokens
-    const int s = attn_pick_splits(be, blocks, per_sm < cap ? per_sm : cap, keys, DEC_MIN_KEYS);
+    const int min_keys = nr >= 8 ? 2 * DEC_MIN_KEYS : DEC_MIN_KEYS;
+    const int s = attn_pick_splits(be, blocks, per_sm < cap ? per_sm : cap, keys, min_keys);
     return attn_align_splits(s, keys, DEC_SPLIT_ALIGN);
-}
-
-// Blocks an SM the split choice aims for. Pipelined blocks of 8 query rows (GQA groups of 8:
-// Qwen3-30B-A3B's 32 / 4 heads) do twice the work of 4-row ones per key and merge twice the
-// partials: one block an SM, not two (the Qwen3-30B-A3B decode step at 4K graphed, H200
-// 2026-11-30: 64 splits 250.1 tok/s, 32 266.1, 16 254.9).
-template <int NR, bool PIPE> constexpr int dec_cap() {
-    return PIPE ? (NR >= 8 ? 1 : DEC_PIPE_PER_SM) : DEC_PER_SM;
 }
 
 template <int D, int NR, bool PIPE> static int dec_launch(const ae_backend *be, const attn_params *p0) {
@@ -113,7 +110,7 @@ template <int D, int NR, bool PIPE> static int dec_launch(const ae_backend *be, 
         cudaGetLastError();
         per_sm = 1;
     }
-    p.splits = dec_pick_splits(be, &p, gx * p.T, per_sm, dec_cap<NR, PIPE>());
+    p.splits = dec_pick_splits(be, &p, gx * p.T, per_sm, PIPE ? DEC_PIPE_PER_SM : DEC_PER_SM, NR);
     const size_t merge_smem = dec_merge_smem(NR, p.splits);
     const size_t smem = warp_smem > merge_smem ? warp_smem : merge_smem;
     if (!attn_set_smem(be, kernel, smem)) return 0;
