@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cuda_gemv_core.h"
 #include "backend/cuda_moe.h"
 
 namespace {
@@ -48,63 +49,6 @@ constexpr int kThreads = 256, kWarps = kThreads / 32;
 constexpr int kJ = 8;     // 16-byte weight loads in flight per lane per step (cuda_gemm.cu's j=8)
 constexpr int kGroup = 8; // slots per group: the 8 A rows of the GEMV tile
 constexpr int kWps = 32;  // warps per SM the gate/up split aims for (GEMV_WARPS_PER_SM)
-
-// 16 bytes of weights: read once, so no L1 allocation; the L2 fetches whole 256-byte sectors
-// (the row's next chunks, read a step later). As cuda_gemm.cu's ld_weights16.
-__device__ __forceinline__ uint4 ld_w16(const bf16 *p) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-}
-
-// d (16 x 8, fp32) += a (16 x 16, bf16, rows 8..15 zero) · b (16 x 8, bf16).
-__device__ __forceinline__ void mma_rows8(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t b0,
-                                          uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(0u), "r"(a1), "r"(0u), "r"(b0), "r"(b1));
-}
-
-// One warp's share of a GEMV tile (8 weight rows x up to 8 activation rows), the design of
-// cuda_gemm.cu's gemv_warp_sums: chunk q is k values [32q, 32q + 32); lane (g = lane / 4,
-// t = lane % 4) loads 16 bytes of weight row g and of activation row g at 32q + 8t, and those 8
-// values feed two mmas as they lie (A and B agree on which k goes where). The warp takes chunks
-// q, q + kw, .., kJ per step, all loads before the mmas; `full` chunks lie inside the depth kd,
-// the rest (a partial last one) go one at a time. Afterwards lane (g, t) holds
-// out[row g][cols 2t, 2t + 1] in acc[0], acc[1]. has_a: activation row g exists (else zeros).
-// wp, ap: the lane's weight and activation rows at 8t.
-__device__ __forceinline__ void tile_sums(float (&acc)[4], const bf16 *__restrict__ wp,
-                                          const bf16 *__restrict__ ap, bool has_a, int q, int kw,
-                                          int kd, int t) {
-    const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
-    const int full = kd >> 5, chunks = (kd + 31) >> 5;
-    for (; q + (kJ - 1) * kw < full; q += kJ * kw) {
-        uint4 wv[kJ], av[kJ];
-#pragma unroll
-        for (int j = 0; j < kJ; j++) {
-            wv[j] = ld_w16(wp + 32 * (size_t)(q + j * kw));
-            av[j] = __ldg((const uint4 *)(ap + 32 * (size_t)(q + j * kw)));
-        }
-#pragma unroll
-        for (int j = 0; j < kJ; j++) {
-            if (!has_a) av[j] = zero;
-            mma_rows8(acc, av[j].x, av[j].y, wv[j].x, wv[j].y);
-            mma_rows8(acc, av[j].z, av[j].w, wv[j].z, wv[j].w);
-        }
-    }
-    for (; q < chunks; q += kw) { // kd % 8 == 0: a lane's 8 values are all inside or all past
-        uint4 wv = zero, av = zero;
-        if (32 * q + 8 * t < kd) {
-            wv = ld_w16(wp + 32 * (size_t)q);
-            if (has_a) av = __ldg((const uint4 *)(ap + 32 * (size_t)q));
-        }
-        mma_rows8(acc, av.x, av.y, wv.x, wv.y);
-        mma_rows8(acc, av.z, av.w, wv.z, wv.w);
-    }
-}
 
 // The group slot s leads, as one warp sees it (every lane gets the same count): 0 when s does not
 // lead one (its expert outside [0, E), or its rank among its expert's slots, in slot order, not a
@@ -168,7 +112,7 @@ k_moe_gemv_gate_up(bf16 *__restrict__ h, int *__restrict__ lead, int *__restrict
     const bf16 *wp = (up ? wu : wg) + ((size_t)e * Im + min(n0 + g, Im - 1)) * D + 8 * t;
     const bf16 *xp = x + (size_t)((has_x ? slot : s) / K) * D + 8 * t;
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    tile_sums(acc, wp, xp, has_x, wk, kw, D, t);
+    gemv_warp_sums<kJ, false>(acc, wp, xp, has_x, wk, D >> 5, (D + 31) >> 5, kw, D, t);
 
     if (kw > 1) {
         red[warp][0][lane] = acc[0];
@@ -213,7 +157,8 @@ k_moe_gemv_down(TY *__restrict__ y, const bf16 *__restrict__ h, const bf16 *__re
             const int slot = has_h ? mem[s * kGroup + g] : s, e = idx[s];
             const bf16 *wp = wd + ((size_t)e * D + n0 + g) * Im + 8 * t;
             float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            tile_sums(acc, wp, h + (size_t)slot * Im + 8 * t, has_h, 0, 1, Im, t);
+            gemv_warp_sums<kJ, false>(acc, wp, h + (size_t)slot * Im + 8 * t, has_h, 0, Im >> 5,
+                                      (Im + 31) >> 5, 1, Im, t);
             if (has_h) o[slot][2 * t] = acc[0], o[slot][2 * t + 1] = acc[1];
         }
     }
