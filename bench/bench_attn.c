@@ -85,6 +85,7 @@
 
 #include "backend/cuda.h"
 #include "backend/ops.h"
+#include "bench_queue.h"
 #include "bench_time.h"
 #include "core/log.h"
 
@@ -424,8 +425,6 @@ static int bench_bwd_paths(const ae_backend *be, int reps) {
 // ---- batch-1 decode (--decode) ----------------------------------------------------------------
 
 #ifdef AE_HAVE_CUDA
-#include <cuda_runtime.h>
-
 typedef struct {
     const char *name;
     int S, window; // keys up to position S − 1; window W > 0: a ring of W rows
@@ -438,41 +437,6 @@ static const dec_case k_dec_cases[] = {
 };
 
 enum { DEC_HQ = 32, DEC_HKV = 8, DEC_D = 128, DEC_MAX_COPIES = 64, DEC_MIN_CALLS = 64 };
-
-typedef struct {
-    ae_ptr a, b; // the queue filler and copy-rate buffers (2 GiB each)
-    size_t n;    // bf16 values each
-    cudaStream_t stream;
-    cudaEvent_t e0, e1;
-} dec_timer;
-
-// Milliseconds from e0 to now on the backend's stream; < 0 on an error.
-static double dec_elapsed_ms(const ae_backend *be, dec_timer *t) {
-    float ms = -1;
-    if (cudaEventRecord(t->e1, t->stream) != cudaSuccess ||
-        cudaEventSynchronize(t->e1) != cudaSuccess ||
-        cudaEventElapsedTime(&ms, t->e0, t->e1) != cudaSuccess || be->sync(be) != AE_OK)
-        return -1;
-    return ms;
-}
-
-static void dec_fill(const ae_backend *be, const dec_timer *t) {
-    be->copy_rows(be, t->b, 4096, t->a, 4096, (int)(t->n / 4096), 4096);
-}
-
-// The device copy rate (bytes read + written per second), best of 5; 0 on an error.
-static double dec_copy_rate(const ae_backend *be, dec_timer *t) {
-    double best = 1e30;
-    dec_fill(be, t);
-    for (int r = 0; r < 5; r++) {
-        cudaEventRecord(t->e0, t->stream);
-        dec_fill(be, t);
-        const double ms = dec_elapsed_ms(be, t);
-        if (ms <= 0) return 0;
-        if (ms < best) best = ms;
-    }
-    return 2.0 * (double)t->n * 2 / (best * 1e-3);
-}
 
 typedef struct {
     ae_attn_args a;
@@ -511,37 +475,27 @@ static int dec_alloc(const ae_backend *be, const dec_case *c, dec_bufs *b) {
     return ok ? 0 : 1;
 }
 
+// Call i (ctx: the dec_bufs): the query against cache copy i mod copies.
+static void dec_call(const ae_backend *be, void *ctx, int i) {
+    dec_bufs *b = ctx;
+    const int c = i % b->copies;
+    be->attention(be, &b->a, b->out, b->q, b->k[c], b->v[c]);
+}
+
 // Seconds per call under the current AE_ATTN_DEC_SPLIT, best of reps; < 0 on an error.
-static double dec_time(const ae_backend *be, dec_bufs *b, dec_timer *t, int reps) {
+static double dec_time(const ae_backend *be, dec_bufs *b, bench_queue *q, int reps) {
     const int calls = b->copies > DEC_MIN_CALLS ? b->copies : DEC_MIN_CALLS;
-    for (int c = 0; c < b->copies; c++) be->attention(be, &b->a, b->out, b->q, b->k[c], b->v[c]);
-    if (be->sync(be) != AE_OK) return -1;
-    double best = 1e30;
-    for (int r = 0; r < reps; r++) {
-        for (int f = 0; f < 3; f++) dec_fill(be, t); // ~3 ms: the host queues every call first
-        cudaEventRecord(t->e0, t->stream);
-        for (int i = 0; i < calls; i++) {
-            const int c = i % b->copies;
-            be->attention(be, &b->a, b->out, b->q, b->k[c], b->v[c]);
-        }
-        const double ms = dec_elapsed_ms(be, t);
-        if (ms <= 0) return -1;
-        if (ms < best) best = ms;
-    }
-    return best * 1e-3 / calls;
+    return bench_queue_time(be, q, dec_call, b, b->copies, calls, reps);
 }
 
 static int bench_decode(const ae_backend *be, int reps, const char *splits) {
-    dec_timer t = {.n = (size_t)1 << 30}; // 2 GiB of bf16
-    t.stream = (cudaStream_t)ae_cuda_stream(be);
-    t.a = be->alloc(be, t.n, AE_DT_BF16), t.b = be->alloc(be, t.n, AE_DT_BF16);
-    if (ae_ptr_is_null(t.a) || ae_ptr_is_null(t.b) || cudaEventCreate(&t.e0) != cudaSuccess ||
-        cudaEventCreate(&t.e1) != cudaSuccess) {
+    bench_queue t;
+    if (bench_queue_open(be, &t)) {
         fprintf(stderr, "bench_attn --decode: cannot set up the timer: %s\n", ae_last_error());
+        bench_queue_close(be, &t);
         return 1;
     }
-    be->fill(be, t.a, t.n, 1.0f);
-    const double copy = dec_copy_rate(be, &t);
+    const double copy = bench_queue_copy_rate(be, &t);
     const char *saved = getenv("AE_ATTN_DEC_SPLIT");
     char *saved_copy = saved ? strdup(saved) : NULL;
     const char *saved_dec = getenv("AE_ATTN_DECODE");
@@ -601,8 +555,7 @@ static int bench_decode(const ae_backend *be, int reps, const char *splits) {
     if (saved_pipe_copy) setenv("AE_DEC_PIPE", saved_pipe_copy, 1);
     else unsetenv("AE_DEC_PIPE");
     free(saved_copy), free(saved_dec_copy), free(saved_pipe_copy);
-    cudaEventDestroy(t.e0), cudaEventDestroy(t.e1);
-    be->free(be, t.a), be->free(be, t.b);
+    bench_queue_close(be, &t);
     return rc;
 }
 // ---- batch-1 absorbed MLA decode (--decode-mla) ----------------------------------------------------
@@ -684,21 +637,22 @@ static void mla_call(const ae_backend *be, mla_bufs *b, int paged, int c, ae_ptr
     else be->attention(be, &b->a, out, b->q, b->cache[c], b->cache[c]);
 }
 
+typedef struct {
+    mla_bufs *b;
+    int paged;
+} mla_ctx;
+
+// Call i (ctx: an mla_ctx): the query against latent cache copy i mod copies.
+static void mla_call_q(const ae_backend *be, void *ctx, int i) {
+    const mla_ctx *m = ctx;
+    mla_call(be, m->b, m->paged, i % m->b->copies, m->b->out);
+}
+
 // Seconds per call (the current AE_CUDA_MLA_SPLITS), best of reps; < 0 on an error.
-static double mla_time(const ae_backend *be, mla_bufs *b, int paged, dec_timer *t, int reps) {
+static double mla_time(const ae_backend *be, mla_bufs *b, int paged, bench_queue *t, int reps) {
     const int calls = b->copies > DEC_MIN_CALLS ? b->copies : DEC_MIN_CALLS;
-    for (int c = 0; c < b->copies; c++) mla_call(be, b, paged, c, b->out);
-    if (be->sync(be) != AE_OK) return -1;
-    double best = 1e30;
-    for (int r = 0; r < reps; r++) {
-        for (int f = 0; f < 3; f++) dec_fill(be, t); // the host queues every call first
-        cudaEventRecord(t->e0, t->stream);
-        for (int i = 0; i < calls; i++) mla_call(be, b, paged, i % b->copies, b->out);
-        const double ms = dec_elapsed_ms(be, t);
-        if (ms <= 0) return -1;
-        if (ms < best) best = ms;
-    }
-    return best * 1e-3 / calls;
+    mla_ctx m = {b, paged};
+    return bench_queue_time(be, t, mla_call_q, &m, b->copies, calls, reps);
 }
 
 // 1 when every ';'-separated value of `list` is "default" or a split count AE_CUDA_MLA_SPLITS
@@ -734,7 +688,7 @@ static void mla_set_splits(const char *v) {
 
 // One row of the table: the time of the current setting, then its output (copy 0) against ref
 // and its plan. 1 on an error.
-static int mla_row(const ae_backend *be, mla_bufs *b, int paged, dec_timer *t, int reps,
+static int mla_row(const ae_backend *be, mla_bufs *b, int paged, bench_queue *t, int reps,
                    const char *label, ae_ptr ref, double copy) {
     const double sec = mla_time(be, b, paged, t, reps);
     if (sec <= 0) {
@@ -756,7 +710,7 @@ static int mla_row(const ae_backend *be, mla_bufs *b, int paged, dec_timer *t, i
 }
 
 // Every --mla-splits value on one (cache, layout) case; ref gets the default split's output.
-static int mla_case(const ae_backend *be, mla_bufs *b, int paged, dec_timer *t, int reps,
+static int mla_case(const ae_backend *be, mla_bufs *b, int paged, bench_queue *t, int reps,
                     const char *splits, ae_ptr ref, double copy) {
     unsetenv("AE_CUDA_MLA_SPLITS");
     mla_call(be, b, paged, 0, ref);
@@ -774,17 +728,15 @@ static int mla_case(const ae_backend *be, mla_bufs *b, int paged, dec_timer *t, 
 static int bench_decode_mla(const ae_backend *be, int reps, const char *splits) {
     static const int Ss[] = {1024, 4096, 32768, 131072};
     if (!mla_splits_valid(splits)) return 1;
-    dec_timer t = {.n = (size_t)1 << 30}; // 2 GiB of bf16
-    t.stream = (cudaStream_t)ae_cuda_stream(be);
-    t.a = be->alloc(be, t.n, AE_DT_BF16), t.b = be->alloc(be, t.n, AE_DT_BF16);
+    bench_queue t;
     ae_ptr ref = be->alloc(be, (size_t)MLA_HQ * MLA_R, AE_DT_BF16); // (1, Hq, 512): default split's
-    if (ae_ptr_is_null(t.a) || ae_ptr_is_null(t.b) || ae_ptr_is_null(ref) ||
-        cudaEventCreate(&t.e0) != cudaSuccess || cudaEventCreate(&t.e1) != cudaSuccess) {
+    if (bench_queue_open(be, &t) || ae_ptr_is_null(ref)) {
         fprintf(stderr, "bench_attn --decode-mla: cannot set up the timer: %s\n", ae_last_error());
+        bench_queue_close(be, &t);
+        if (!ae_ptr_is_null(ref)) be->free(be, ref);
         return 1;
     }
-    be->fill(be, t.a, t.n, 1.0f);
-    const double copy = dec_copy_rate(be, &t);
+    const double copy = bench_queue_copy_rate(be, &t);
     const char *saved = getenv("AE_CUDA_MLA_SPLITS");
     char *saved_copy = saved ? strdup(saved) : NULL;
     printf("absorbed MLA decode attention, T = 1, Hq %d, latent %d (v: first %d), bf16; device "
@@ -811,8 +763,8 @@ static int bench_decode_mla(const ae_backend *be, int reps, const char *splits) 
     if (saved_copy) setenv("AE_CUDA_MLA_SPLITS", saved_copy, 1);
     else unsetenv("AE_CUDA_MLA_SPLITS");
     free(saved_copy);
-    cudaEventDestroy(t.e0), cudaEventDestroy(t.e1);
-    be->free(be, t.a), be->free(be, t.b), be->free(be, ref);
+    bench_queue_close(be, &t);
+    be->free(be, ref);
     return rc;
 }
 #else

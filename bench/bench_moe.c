@@ -37,6 +37,7 @@
 
 #include "backend/cuda.h"
 #include "backend/ops.h"
+#include "bench_queue.h"
 #include "bench_time.h"
 #include "core/dtype.h"
 #include "core/log.h"
@@ -234,44 +235,7 @@ done:
 // ---- decode sizes (--decode) ----------------------------------------------------------------
 
 #ifdef AE_HAVE_CUDA
-#include <cuda_runtime.h>
-
 enum { DEC_COPIES = 4, DEC_ROUTES = 8, DEC_CALLS = 64, DEC_MAX_T = 32 };
-
-typedef struct {
-    ae_ptr a, b; // the queue filler and copy-rate buffers (2 GiB each)
-    size_t n;    // bf16 values each
-    cudaStream_t stream;
-    cudaEvent_t e0, e1;
-} dec_timer;
-
-// Milliseconds from e0 to now on the backend's stream; < 0 on an error.
-static double dec_elapsed_ms(const ae_backend *be, dec_timer *t) {
-    float ms = -1;
-    if (cudaEventRecord(t->e1, t->stream) != cudaSuccess ||
-        cudaEventSynchronize(t->e1) != cudaSuccess ||
-        cudaEventElapsedTime(&ms, t->e0, t->e1) != cudaSuccess || be->sync(be) != AE_OK)
-        return -1;
-    return ms;
-}
-
-static void dec_fill(const ae_backend *be, const dec_timer *t) {
-    be->copy_rows(be, t->b, 4096, t->a, 4096, (int)(t->n / 4096), 4096);
-}
-
-// The device copy rate (bytes read + written per second), best of 5; 0 on an error.
-static double dec_copy_rate(const ae_backend *be, dec_timer *t) {
-    double best = 1e30;
-    dec_fill(be, t);
-    for (int r = 0; r < 5; r++) {
-        cudaEventRecord(t->e0, t->stream);
-        dec_fill(be, t);
-        const double ms = dec_elapsed_ms(be, t);
-        if (ms <= 0) return 0;
-        if (ms < best) best = ms;
-    }
-    return 2.0 * (double)t->n * 2 / (best * 1e-3);
-}
 
 typedef struct {
     int T;
@@ -280,26 +244,17 @@ typedef struct {
     double experts;                                // distinct experts per call, mean
 } dec_bufs;
 
-static void dec_call(const ae_backend *be, const dec_bufs *b, int i) {
+// Call i (ctx: the dec_bufs): the weights and routing of copy i.
+static void dec_call(const ae_backend *be, void *ctx, int i) {
+    const dec_bufs *b = ctx;
     const ae_ptr *w = b->w + 3 * (i % DEC_COPIES);
     const int r = i % DEC_ROUTES;
     be->moe_ffn(be, b->y, b->x, b->idx[r], b->wts[r], w[0], w[1], w[2], b->T, D, IM, E, K);
 }
 
 // Seconds per call under the current AE_MOE_GEMV, best of reps; < 0 on an error.
-static double dec_time(const ae_backend *be, const dec_bufs *b, dec_timer *t, int reps) {
-    for (int i = 0; i < DEC_ROUTES; i++) dec_call(be, b, i);
-    if (be->sync(be) != AE_OK) return -1;
-    double best = 1e30;
-    for (int r = 0; r < reps; r++) {
-        for (int f = 0; f < 3; f++) dec_fill(be, t); // ~3 ms: the host queues every call first
-        cudaEventRecord(t->e0, t->stream);
-        for (int i = 0; i < DEC_CALLS; i++) dec_call(be, b, i);
-        const double ms = dec_elapsed_ms(be, t);
-        if (ms <= 0) return -1;
-        if (ms < best) best = ms;
-    }
-    return best * 1e-3 / DEC_CALLS;
+static double dec_time(const ae_backend *be, const dec_bufs *b, bench_queue *q, int reps) {
+    return bench_queue_time(be, q, dec_call, (void *)b, DEC_ROUTES, DEC_CALLS, reps);
 }
 
 // The routings of T tokens (seeds 100 + r) uploaded into b; b->experts their mean count of
@@ -335,7 +290,7 @@ static int dec_routes(const ae_backend *be, ae_scratch *s, dec_bufs *b) {
 }
 
 // One T: both paths timed; 0 on success.
-static int dec_one(const ae_backend *be, const ae_ptr *w, dec_timer *t, double copy, int T,
+static int dec_one(const ae_backend *be, const ae_ptr *w, bench_queue *t, double copy, int T,
                    int reps) {
     dec_bufs b = {.T = T, .w = w};
     ae_scratch s;
@@ -376,24 +331,19 @@ done:
 }
 
 static int main_decode(const ae_backend *be, int reps) {
-    dec_timer t = {.n = (size_t)1 << 30}; // 2 GiB of bf16
-    t.stream = (cudaStream_t)ae_cuda_stream(be);
+    bench_queue t = {0};
     ae_scratch s;
     ae_scratch_init(&s, be);
-    t.a = ae_scratch_alloc(&s, t.n, AE_DT_BF16), t.b = ae_scratch_alloc(&s, t.n, AE_DT_BF16);
     ae_ptr w[3 * DEC_COPIES];
     const size_t nw = (size_t)E * IM * D;
     for (int i = 0; i < 3 * DEC_COPIES; i++) w[i] = ae_scratch_alloc(&s, nw, AE_DT_BF16);
-    int rc = 1, events = 0;
-    if (s.failed || cudaEventCreate(&t.e0) != cudaSuccess ||
-        cudaEventCreate(&t.e1) != cudaSuccess) {
+    int rc = 1;
+    if (s.failed || bench_queue_open(be, &t)) {
         fprintf(stderr, "bench_moe --decode: cannot set up: %s\n", ae_last_error());
         goto done;
     }
-    events = 1;
-    be->fill(be, t.a, t.n, 1.0f);
     for (int i = 0; i < 3 * DEC_COPIES; i++) be->fill_normal(be, w[i], nw, 0.02f, 10 + (uint64_t)i);
-    const double copy = dec_copy_rate(be, &t);
+    const double copy = bench_queue_copy_rate(be, &t);
     printf("device: %s   moe_ffn at decode sizes, Qwen3-30B-A3B experts (D %d, Im %d, E %d, K %d), "
            "y %s; device copy rate %.0f GB/s; time per call = best of %d reps of %d calls "
            "(events, queue filled first), weights from DRAM (%d copies, %d routings)\n",
@@ -405,7 +355,7 @@ static int main_decode(const ae_backend *be, int reps) {
     rc = 0;
     for (size_t i = 0; i < sizeof Ts / sizeof *Ts; i++) rc |= dec_one(be, w, &t, copy, Ts[i], reps);
 done:
-    if (events) cudaEventDestroy(t.e0), cudaEventDestroy(t.e1);
+    bench_queue_close(be, &t);
     ae_scratch_free(&s);
     return rc;
 }
