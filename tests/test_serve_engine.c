@@ -30,17 +30,6 @@ static ae_sampler_params sampling(int k) {
     return sp;
 }
 
-static void check_pool_empty(ae_engine *e) {
-    ae_engine_stats st;
-    for (int i = 0; i < 100; i++) { // the engine drops finished sequences at the end of a step
-        ae_engine_get_stats(e, &st);
-        if (st.running == 0 && st.waiting == 0) break;
-    }
-    assert_int_equal(st.running, 0);
-    assert_int_equal(st.pages_free, st.pages_total);
-    assert_int_equal(st.pages_promised, 0);
-}
-
 #define NREQ 12
 
 // Runs NREQ requests through one engine, first one at a time, then all at once; each must give
@@ -87,7 +76,7 @@ static void engine_vs_generate(const ae_student_spec *spec, const char *what, in
         for (int k = 0; k < NREQ; k++) ae_engine_release_locked(e, r[k]);
         ae_engine_unlock(e);
     }
-    check_pool_empty(e);
+    ae_test_check_pool_idle(e);
     ae_engine_stop(e);
     ae_tokenizer_free(tok);
     ae_model_free(m);
@@ -150,7 +139,7 @@ static void mla_echo_vs_forward(const char *mat_min, const char *what) {
     ae_engine_lock(e);
     ae_engine_release_locked(e, r);
     ae_engine_unlock(e);
-    check_pool_empty(e);
+    ae_test_check_pool_idle(e);
     ae_engine_stop(e);
     unsetenv("AE_PAGED_MLA_MATERIALIZE_MIN");
     ae_tokenizer_free(tok);
@@ -214,7 +203,7 @@ static void test_admission_and_refusals(void **st) {
     for (int k = 0; k < 4; k++) ae_engine_release_locked(e, r[k]);
     for (int k = 0; k < n_extra; k++) ae_engine_release_locked(e, extra[k]);
     ae_engine_unlock(e);
-    check_pool_empty(e);
+    ae_test_check_pool_idle(e);
     ae_engine_stop(e);
     ae_tokenizer_free(tok);
     ae_model_free(m);
@@ -262,7 +251,7 @@ static void test_pause(void **st) {
     ae_engine_lock(e);
     for (int k = 0; k < 3; k++) ae_engine_release_locked(e, r[k]);
     ae_engine_unlock(e);
-    check_pool_empty(e);
+    ae_test_check_pool_idle(e);
     ae_engine_stop(e);
     ae_model_free(m);
 }
@@ -357,7 +346,7 @@ static void test_step_counters(void **st) {
     ae_engine_lock(e);
     for (int k = 0; k < NR; k++) ae_engine_release_locked(e, r[k]);
     ae_engine_unlock(e);
-    check_pool_empty(e);
+    ae_test_check_pool_idle(e);
     ae_engine_stop(e);
     ae_model_free(m);
 }

@@ -34,21 +34,6 @@ static void release_all(ae_engine *e, ae_req **r, int n) {
     ae_engine_unlock(e);
 }
 
-// Every request done: no page held or promised, every page free or evictable, books straight.
-static ae_engine_stats check_pool_idle(ae_engine *e) {
-    ae_engine_stats st;
-    for (int i = 0; i < 100; i++) { // the engine drops finished sequences at the end of a step
-        ae_engine_get_stats(e, &st);
-        if (st.running == 0 && st.waiting == 0) break;
-    }
-    assert_int_equal(st.running, 0);
-    assert_int_equal(st.pages_held, 0);
-    assert_int_equal(st.pages_free, st.pages_total);
-    assert_int_equal(st.pages_promised, 0);
-    if (ae_engine_check_pool(e) != AE_OK) fail_msg("%s", ae_last_error());
-    return st;
-}
-
 static ae_engine *start(const ae_model *m, int cache_off, size_t cache_bytes, int page_positions) {
     ae_engine_opts o = {.max_seqs = 4, .max_batch_tokens = 16, .max_model_len = 256,
                         .max_queue = 64, .cache_bytes = cache_bytes,
@@ -191,8 +176,8 @@ static void cached_vs_uncached(const ae_student_spec *spec, const char *what, in
     assert_true(ed <= 5e-5); // fp32 rounding of other batch compositions, as above
     release_all(on, &ea, 1);
     release_all(off, &eb, 1);
-    check_pool_idle(on);
-    check_pool_idle(off);
+    ae_test_check_pool_idle(on);
+    ae_test_check_pool_idle(off);
     ae_engine_stop(on);
     ae_engine_stop(off);
     ae_model_free(m);
@@ -270,7 +255,7 @@ static void test_soak(void **st) {
         release_all(e, r, PER);
         if (ae_engine_check_pool(e) != AE_OK) fail_msg("wave %d: %s", w, ae_last_error());
     }
-    ae_engine_stats s = check_pool_idle(e);
+    ae_engine_stats s = ae_test_check_pool_idle(e);
     printf("soak: %d requests (%d completed, %d cancelled, %d checked against generate) in %d "
            "pages: %lld prompt tokens from the cache, %lld computed, %lld evictions, %d pages "
            "cached at the end; no page held, the pool's books straight\n", WAVES * PER, done,
@@ -310,7 +295,7 @@ static void test_eviction(void **st) {
             ok += memcmp(r->out_ids, ref.ids, sizeof(int32_t) * (size_t)ref.n) == 0;
             release_all(e, &r, 1);
         }
-    ae_engine_stats s = check_pool_idle(e);
+    ae_engine_stats s = ae_test_check_pool_idle(e);
     printf("eviction: %d distinct prefixes twice through %d pages: %d of %d requests give "
            "generate's tokens; %lld evictions, %lld prompt tokens from the cache\n", NPFX,
            s.pages_total, ok, 2 * NPFX, (long long)s.prefix_evictions,
@@ -346,7 +331,7 @@ static void test_gateswa_off(void **st) {
         assert_memory_equal(r[k]->out_ids, ref.ids, sizeof(int32_t) * (size_t)ref.n);
     }
     release_all(e, r, NP);
-    s = check_pool_idle(e);
+    s = ae_test_check_pool_idle(e);
     assert_int_equal(s.prefix_hit_tokens, 0);
     assert_int_equal(s.pages_cached, 0);
     ae_engine_stop(e);

@@ -61,3 +61,17 @@ void ae_test_wait_all(ae_engine *e, ae_req **r, int n) {
     }
     ae_engine_unlock(e);
 }
+
+ae_engine_stats ae_test_check_pool_idle(ae_engine *e) {
+    ae_engine_stats st;
+    for (int i = 0; i < 100; i++) { // the engine drops finished sequences at the end of a step
+        ae_engine_get_stats(e, &st);
+        if (st.running == 0 && st.waiting == 0) break;
+    }
+    assert_int_equal(st.running, 0);
+    assert_int_equal(st.pages_held, 0);
+    assert_int_equal(st.pages_free, st.pages_total);
+    assert_int_equal(st.pages_promised, 0);
+    if (ae_engine_check_pool(e) != AE_OK) fail_msg("%s", ae_last_error());
+    return st;
+}

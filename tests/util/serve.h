@@ -33,5 +33,9 @@ ae_req *ae_test_req(const int32_t *prompt, int n, int max_new, ae_sampler_params
                     int logprobs, int echo);
 // Waits until each of the n requests has finished.
 void ae_test_wait_all(ae_engine *e, ae_req **r, int n);
+// After every request is done: waits for the engine to drop its finished sequences, then asserts
+// an idle pool (nothing running, no page held or promised, every page free or evictable, the
+// pool's books straight: ae_engine_check_pool); returns the engine's stats.
+ae_engine_stats ae_test_check_pool_idle(ae_engine *e);
 
 #endif
