@@ -405,15 +405,11 @@ static int gemv_applies(const ae_gemm_args *g, ae_ptr a, ae_ptr b) {
            is_aligned16(a.data) && is_aligned16(b.data);
 }
 
-// Warps per tile (log2): more while there are fewer than wps warps per SM and each warp keeps
-// at least two steps of GEMV_J chunks.
+// Warps per tile (log2, up to all GEMV_WARPS of the block): gemv_pick_kw_shift with GEMV_J.
 static int gemv_kw_shift(int tiles, int chunks, int sm_count, int wps) {
-    int shift = 0;
-    while ((1 << shift) < GEMV_WARPS && chunks >= 2 * GEMV_J * (2 << shift) &&
-           ((int64_t)tiles << shift) < (int64_t)wps * sm_count)
-        shift++;
-    return shift;
+    return gemv_pick_kw_shift(tiles, chunks, sm_count, wps, GEMV_J, 3);
 }
+static_assert(GEMV_WARPS == 1 << 3, "gemv_kw_shift's largest shift");
 
 // A launch of k_gemv / k_gemv_set, programmatic (PDL) when asked.
 template <typename... P, typename... A>

@@ -87,4 +87,16 @@ __device__ __forceinline__ void gemv_warp_sums(float (&acc)[4], const bf16 *__re
     }
 }
 
+// Warps per GEMV tile (log2, at most max_shift): more while the grid holds fewer than wps warps
+// per SM and each warp keeps at least two steps of j chunks. tiles: the launch's tiles; chunks:
+// 32-value chunks of a row (or of a split's share).
+static inline int gemv_pick_kw_shift(int64_t tiles, int chunks, int sm_count, int wps, int j,
+                                     int max_shift) {
+    int shift = 0;
+    while (shift < max_shift && chunks >= 2 * j * (2 << shift) &&
+           (tiles << shift) < (int64_t)wps * sm_count)
+        shift++;
+    return shift;
+}
+
 #endif

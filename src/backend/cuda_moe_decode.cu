@@ -175,16 +175,6 @@ k_moe_gemv_down(TY *__restrict__ y, const bf16 *__restrict__ h, const bf16 *__re
     }
 }
 
-// Warps per gate/up tile (log2, at most 2: a block holds at least one pair of tiles): more while
-// the grid has fewer than kWps warps per SM and each warp keeps two steps of kJ chunks (the
-// heuristic of cuda_gemm.cu's gemv_kw_shift). tiles: gate and up tiles over every slot.
-int gate_up_kw_shift(int64_t tiles, int chunks, int sm_count) {
-    int shift = 0;
-    while (shift < 2 && chunks >= 2 * kJ * (2 << shift) && (tiles << shift) < (int64_t)kWps * sm_count)
-        shift++;
-    return shift;
-}
-
 const char *g_last = "none"; // the path of the last moe_ffn call (ae_cuda_moe_last)
 
 } // namespace
@@ -223,7 +213,9 @@ int moe_ffn_gemv(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wt
     int *lead = (int *)(tmp + b_h), *mem = lead + S;
 
     const int chunks = (D + 31) / 32;
-    const int shift = gate_up_kw_shift((int64_t)S * 2 * (Im / 8), chunks, cu(be)->sm_count);
+    // warps per gate/up tile (log2, at most 2: a block holds at least one pair of tiles)
+    const int shift = gemv_pick_kw_shift((int64_t)S * 2 * (Im / 8), chunks, cu(be)->sm_count, kWps,
+                                         kJ, 2);
     const int rows_per_block = 8 * ((kWarps >> shift) / 2);
     dim3 grid1((unsigned)S, (unsigned)((Im + rows_per_block - 1) / rows_per_block));
     const int32_t *ip = (const int32_t *)idx.data;
