@@ -62,6 +62,7 @@
 // pipelined key loop, 0 = the batched one (AE_DEC_PIPE=1 / 0; "-" for kernel B).
 //
 //   bench_attn --decode-mla [--reps R] [--mla-splits "V1;V2;..."]
+//   bench_attn --decode-mla-fused [--reps R] [--mla-splits "V1;V2;..."]  (see its section)
 // Batch-1 absorbed MLA decode (the Qwen3-8B MLA student's attention: Hq 32 query heads over one
 // latent head, rows of R + dr = 512 + 64 = 576 values, v = the first 512): T = 1 query at
 // position S − 1, S = 1024, 4096, 32768, 131072, called exactly as attn_mla.c calls it at decode
@@ -778,6 +779,165 @@ static int bench_decode_mla(const ae_backend *be, int reps, const char *splits) 
 }
 #endif
 
+// ---- one MLA layer's absorbed decode, three launches against five (--decode-mla-fused) --------
+// Qwen3-8B MLA 512+64 (H 32, R 512, dr 64, dn 64, dv 128), T = 1, after the q/kv projections:
+// "five" = mla_decode_prep, the q-absorb gemm, attention (kernel E + combine), the W_uv gemm
+// (AE_MLA_FUSE=0's ops); "three" = mla_decode_absorb (prep + W_uk, one launch) and
+// mla_decode_attend (E + the merge·W_uv launch). Each call reads its own copy of the latent
+// cache and of kv_b_proj (copies rotate over 256 MiB, so both come from DRAM as in a decode
+// step). Printed: µs a layer for each, their ratio, the bytes the three launches read from DRAM
+// (latent + W_uk + W_uv) as % of the copy rate, |three − five| / |five| of o, and E's plan.
+#ifdef AE_HAVE_CUDA
+enum { MF_H = 32, MF_R = 512, MF_DR = 64, MF_DN = 64, MF_DV = 128, MF_CD = MF_R + MF_DR,
+       MF_DQ = MF_DN + MF_DR, MF_DKV = MF_DN + MF_DV };
+
+typedef struct {
+    int S, copies, fused;
+    ae_ptr cache[MLA_MAX_COPIES], wkvb[MLA_MAX_COPIES]; // (S, 576), (H·(dn+dv), R) each
+    ae_ptr q, qt, ctx, o, w, pos; // (1,H,dq) (1,H,576) (1,H,R) (1,H,dv) (R) (1) I32
+} mf_bufs;
+
+static void mf_free(const ae_backend *be, mf_bufs *b) {
+    for (int c = 0; c < b->copies; c++) be->free(be, b->cache[c]), be->free(be, b->wkvb[c]);
+    be->free(be, b->q), be->free(be, b->qt), be->free(be, b->ctx), be->free(be, b->o);
+    be->free(be, b->w), be->free(be, b->pos);
+}
+
+static int mf_alloc(const ae_backend *be, int S, mf_bufs *b) {
+    memset(b, 0, sizeof *b);
+    b->S = S;
+    const size_t nc = (size_t)S * MF_CD, nw = (size_t)MF_H * MF_DKV * MF_R;
+    const size_t copies = ((size_t)256 << 20) / ((nc + nw) * 2) + 1;
+    b->copies = copies > MLA_MAX_COPIES ? MLA_MAX_COPIES : (int)copies;
+    b->q = be->alloc(be, (size_t)MF_H * MF_DQ, AE_DT_BF16);
+    b->qt = be->alloc(be, (size_t)MF_H * MF_CD, AE_DT_BF16);
+    b->ctx = be->alloc(be, (size_t)MF_H * MF_R, AE_DT_BF16);
+    b->o = be->alloc(be, (size_t)MF_H * MF_DV, AE_DT_BF16);
+    b->w = be->alloc(be, MF_R, AE_DT_BF16);
+    const int32_t pos = S - 1;
+    b->pos = mla_upload_i32(be, &pos, 1);
+    int ok = !ae_ptr_is_null(b->q) && !ae_ptr_is_null(b->qt) && !ae_ptr_is_null(b->ctx) &&
+             !ae_ptr_is_null(b->o) && !ae_ptr_is_null(b->w) && !ae_ptr_is_null(b->pos);
+    for (int i = 0; i < b->copies && ok; i++) {
+        b->cache[i] = be->alloc(be, nc, AE_DT_BF16);
+        b->wkvb[i] = be->alloc(be, nw, AE_DT_BF16);
+        ok = !ae_ptr_is_null(b->cache[i]) && !ae_ptr_is_null(b->wkvb[i]);
+        if (ok) be->fill_normal(be, b->cache[i], nc, 1.0f, 40 + (uint64_t)i);
+        if (ok) be->fill_normal(be, b->wkvb[i], nw, 0.05f, 600 + (uint64_t)i);
+    }
+    if (ok) be->fill_normal(be, b->q, (size_t)MF_H * MF_DQ, 1.0f, 39);
+    if (ok) be->fill(be, b->w, MF_R, 1.0f);
+    return ok ? 0 : 1;
+}
+
+// One layer's absorbed decode on copy c: the three launches (b->fused) or the five.
+static void mf_call(const ae_backend *be, void *ctx, int i) {
+    mf_bufs *b = ctx;
+    const int c = i % b->copies;
+    ae_ptr row = ae_ptr_at(b->cache[c], (size_t)(b->S - 1) * MF_CD);
+    ae_mla_prep_args pa = {.T = 1, .H = MF_H, .R = MF_R, .dr = MF_DR, .dn = MF_DN, .ldkv = MF_CD,
+                           .eps = 1e-6f, .theta = 1e6, .mode = AE_ROPE_INTERLEAVED};
+    ae_attn_args aa = {.T = 1, .pos0 = b->S - 1, .Hq = MF_H, .Hkv = 1, .dk = MF_CD, .dv = MF_R,
+                       .k_stride = MF_CD, .v_stride = MF_CD, .scale = 1.0f / sqrtf(128.0f),
+                       .sinks = ae_ptr_null()};
+    const int64_t sw = (int64_t)MF_DKV * MF_R;
+    ae_ptr wuv = ae_ptr_at(b->wkvb[c], (size_t)MF_DN * MF_R);
+    if (b->fused) {
+        be->mla_decode_absorb(be, &pa, row, b->q, b->qt, b->w, b->wkvb[c], sw, b->pos);
+        be->mla_decode_attend(be, &aa, b->o, b->qt, b->cache[c], wuv, sw, MF_DV);
+        return;
+    }
+    be->mla_decode_prep(be, &pa, row, b->q, b->qt, b->w, b->pos);
+    ae_gemm_args ga = {.M = 1, .N = MF_R, .K = MF_DN, .batch = MF_H, .lda = MF_H * MF_DQ,
+                       .ldb = MF_R, .ldy = MF_H * MF_CD, .sa = MF_DQ, .sb = sw, .sy = MF_CD,
+                       .alpha = 1.0f};
+    be->gemm(be, &ga, b->qt, b->q, b->wkvb[c]);
+    be->attention(be, &aa, b->ctx, b->qt, b->cache[c], b->cache[c]);
+    ae_gemm_args gb = {.M = 1, .N = MF_DV, .K = MF_R, .batch = MF_H, .trans_b = 1,
+                       .lda = MF_H * MF_R, .ldb = MF_R, .ldy = MF_H * MF_DV, .sa = MF_R,
+                       .sb = sw, .sy = MF_DV, .alpha = 1.0f};
+    be->gemm(be, &gb, b->o, b->ctx, wuv);
+}
+
+// Seconds per layer with b->fused as set, and o of copy 0 into out; < 0 on an error.
+static double mf_time(const ae_backend *be, mf_bufs *b, bench_queue *t, int reps, ae_ptr out) {
+    const int calls = b->copies > DEC_MIN_CALLS ? b->copies : DEC_MIN_CALLS;
+    const double sec = bench_queue_time(be, t, mf_call, b, b->copies, calls, reps);
+    mf_call(be, b, 0);
+    be->copy_rows(be, out, MF_DV, b->o, MF_DV, MF_H, MF_DV);
+    return sec;
+}
+
+static int bench_decode_mla_fused(const ae_backend *be, int reps, const char *splits) {
+    static const int Ss[] = {1024, 4096, 32768};
+    if (!mla_splits_valid(splits)) return 1;
+    if (!be->mla_decode_absorb || !be->mla_decode_attend) {
+        fprintf(stderr, "bench_attn --decode-mla-fused: the backend has no fused MLA decode ops\n");
+        return 1;
+    }
+    bench_queue t;
+    ae_ptr o5 = be->alloc(be, (size_t)MF_H * MF_DV, AE_DT_BF16);
+    ae_ptr o3 = be->alloc(be, (size_t)MF_H * MF_DV, AE_DT_BF16);
+    if (bench_queue_open(be, &t) || ae_ptr_is_null(o5) || ae_ptr_is_null(o3)) {
+        fprintf(stderr, "bench_attn --decode-mla-fused: cannot set up: %s\n", ae_last_error());
+        bench_queue_close(be, &t);
+        be->free(be, o5), be->free(be, o3);
+        return 1;
+    }
+    const double copy = bench_queue_copy_rate(be, &t);
+    printf("absorbed MLA decode, one layer (H %d, R %d, dr %d, dn %d, dv %d), T = 1, after the "
+           "q/kv projections: five launches (prep, W_uk gemm, E, combine, W_uv gemm) vs three "
+           "(absorb, E, merge+W_uv); copy rate %.0f GB/s; best of %d reps; AE_CUDA_MLA_SPLITS "
+           "over \"%s\"\n", MF_H, MF_R, MF_DR, MF_DN, MF_DV, copy * 1e-9, reps, splits);
+    printf("%6s %-8s %10s %10s %7s %8s %12s   %s\n", "keys", "splits", "five us", "three us",
+           "5/3", "3: %copy", "|3-5|/|5|", "plan (three)");
+    int rc = 0;
+    for (size_t si = 0; si < sizeof Ss / sizeof *Ss && !rc; si++) {
+        mf_bufs b;
+        if (mf_alloc(be, Ss[si], &b)) {
+            fprintf(stderr, "bench_attn --decode-mla-fused: S=%d: out of memory: %s\n", Ss[si],
+                    ae_last_error());
+            mf_free(be, &b);
+            rc = 1;
+            break;
+        }
+        char list[512];
+        snprintf(list, sizeof list, "%s", splits);
+        for (char *v = strtok(list, ";"); v && !rc; v = strtok(NULL, ";")) {
+            mla_set_splits(v);
+            b.fused = 0;
+            const double s5 = mf_time(be, &b, &t, reps, o5);
+            b.fused = 1;
+            const double s3 = mf_time(be, &b, &t, reps, o3);
+            char plan[200];
+            snprintf(plan, sizeof plan, "%s", ae_cuda_mla_last());
+            if (s5 <= 0 || s3 <= 0) {
+                fprintf(stderr, "bench_attn --decode-mla-fused: S=%d: %s\n", b.S, ae_last_error());
+                rc = 1;
+                break;
+            }
+            // DRAM bytes of the three launches: the latent rows, W_uk and W_uv (kv_b_proj)
+            const double bytes = ((double)b.S * MF_CD + (double)MF_H * MF_DKV * MF_R) * 2;
+            printf("%6d %-8s %10.2f %10.2f %6.2fx %7.1f%% %12.2e   %s\n", b.S, v, s5 * 1e6,
+                   s3 * 1e6, s5 / s3, 100.0 * bytes / s3 / copy,
+                   device_rel_diff(be, o3, o5, (size_t)MF_H * MF_DV), plan);
+            fflush(stdout);
+        }
+        if (be->sync(be) != AE_OK) rc = 1;
+        mf_free(be, &b);
+    }
+    unsetenv("AE_CUDA_MLA_SPLITS");
+    bench_queue_close(be, &t);
+    be->free(be, o5), be->free(be, o3);
+    return rc;
+}
+#else
+static int bench_decode_mla_fused(const ae_backend *be, int reps, const char *splits) {
+    (void)be, (void)reps, (void)splits;
+    return 1; // not reached: opening the cuda backend fails first
+}
+#endif
+
 int main(int argc, char **argv) {
     int reps = 5, fwd_kernels = 0, bwd_paths = 0, decode = 0, decode_mla = 0;
     const char *only = NULL;
@@ -790,12 +950,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--bwd-paths")) bwd_paths = 1;
         else if (!strcmp(argv[i], "--decode")) decode = 1;
         else if (!strcmp(argv[i], "--decode-mla")) decode_mla = 1;
+        else if (!strcmp(argv[i], "--decode-mla-fused")) decode_mla = 2;
         else if (!strcmp(argv[i], "--dec-splits") && i + 1 < argc) dec_splits = argv[++i];
         else if (!strcmp(argv[i], "--mla-splits") && i + 1 < argc) mla_splits = argv[++i];
         else {
             fprintf(stderr, "usage: bench_attn [--reps R] [--case NAME | --fwd-kernels | "
                             "--bwd-paths | --decode [--dec-splits \"V1;V2;..\"] | "
-                            "--decode-mla [--mla-splits \"V1;V2;..\"]]\ncases:");
+                            "--decode-mla[-fused] [--mla-splits \"V1;V2;..\"]]\ncases:");
             for (size_t c = 0; c < sizeof k_cases / sizeof *k_cases; c++)
                 fprintf(stderr, " %s", k_cases[c].name);
             fprintf(stderr, "\n");
@@ -816,7 +977,8 @@ int main(int argc, char **argv) {
            "AE_CUDA_ATTN=%s AE_CUDA_ATTN_BWD=%s\n",
            be->device, reps, fe ? fe : "", be_env ? be_env : "");
     if (decode_mla) {
-        int rc = bench_decode_mla(be, reps, mla_splits);
+        int rc = decode_mla == 2 ? bench_decode_mla_fused(be, reps, mla_splits)
+                                 : bench_decode_mla(be, reps, mla_splits);
         ae_backend_close(be);
         return rc;
     }

@@ -135,6 +135,10 @@ void ae_cpu_sample_rows(const ae_backend *be, ae_ptr ids, ae_ptr z, ae_ptr param
 // cpu_mla.c (absorbed-MLA decode preparation: the reference ops in sequence)
 void ae_cpu_mla_decode_prep(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv, ae_ptr q,
                             ae_ptr qt, ae_ptr w, ae_ptr pos);
+void ae_cpu_mla_decode_absorb(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv,
+                              ae_ptr q, ae_ptr qt, ae_ptr w, ae_ptr wuk, int64_t sw, ae_ptr pos);
+void ae_cpu_mla_decode_attend(const ae_backend *be, const ae_attn_args *a, ae_ptr o, ae_ptr q,
+                              ae_ptr kv, ae_ptr wuv, int64_t sw, int dvo);
 
 // cpu_train.c (training: embedding gradient, losses per row, softmax statistics, KD, optimizer)
 void ae_cpu_embed_bwd(const ae_backend *be, ae_ptr dtable, ae_ptr dy, ae_ptr ids, int T, int D);

@@ -1,9 +1,14 @@
-// Absorbed-MLA decode preparation (mla_decode_prep, backend/ops.h) on the cpu: the reference ops
+// Absorbed-MLA decode ops on the cpu (mla_decode_prep, mla_decode_absorb, mla_decode_attend,
+// backend/ops.h). mla_decode_prep: the reference ops
 // it replaces, in sequence, so that the model's results stay bit-identical to the unfused path
 // (rmsnorm of the latent, rope of the shared key, rope of each head's q_rope and its copy into
 // the absorbed query row). The rope of a copy equals the copy of the rope bit for bit (the copy
 // is exact and the rotation is the same function of the same values).
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "backend/cpu_internal.h"
+#include "core/mem.h"
 
 void ae_cpu_mla_decode_prep(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv, ae_ptr q,
                             ae_ptr qt, ae_ptr w, ae_ptr pos) {
@@ -16,4 +21,39 @@ void ae_cpu_mla_decode_prep(const ae_backend *be, const ae_mla_prep_args *a, ae_
     ae_ptr qr = ae_ptr_at(qt, (size_t)R); // (T, H, Cd) rows, rope part
     ae_cpu_copy_rows(be, qr, Cd, ae_ptr_at(q, (size_t)a->dn), dq, T * H, dr);
     ae_cpu_rope(be, qr, pos, T, H, Cd, dr, a->theta, a->mode);
+}
+
+// mla_decode_absorb: the prep, then the per-head query absorption as the batched gemm the model
+// ran before (the same product in the same order: bit for bit the unfused path).
+void ae_cpu_mla_decode_absorb(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv,
+                              ae_ptr q, ae_ptr qt, ae_ptr w, ae_ptr wuk, int64_t sw, ae_ptr pos) {
+    int T = a->T, H = a->H, R = a->R, dq = a->dn + a->dr, Cd = R + a->dr;
+    if (T <= 0 || H <= 0) return;
+    if (a->dn == 0) ae_cpu_fill(be, qt, (size_t)T * H * Cd, 0.0f); // no nope part: latent half 0
+    ae_cpu_mla_decode_prep(be, a, kv, q, qt, w, pos);
+    if (a->dn == 0) return;
+    // per head: qt_h (T, R) = q_nope_h (T, dn) · Wuk_h (dn, R);  qt: (T, H, Cd)
+    ae_gemm_args g = {.M = T, .N = R, .K = a->dn, .batch = H, .lda = (int64_t)H * dq, .sa = dq,
+                      .ldb = R, .sb = sw, .ldy = (int64_t)H * Cd, .sy = Cd, .alpha = 1.0f};
+    ae_cpu_gemm(be, &g, qt, q, wuk);
+}
+
+// mla_decode_attend: attention into a host ctx (T, Hq, R), then o_h = ctx_h · Wuv_hᵀ per head,
+// the two ops of the unfused path.
+void ae_cpu_mla_decode_attend(const ae_backend *be, const ae_attn_args *a, ae_ptr o, ae_ptr q,
+                              ae_ptr kv, ae_ptr wuv, int64_t sw, int dvo) {
+    int T = a->T, H = a->Hq, R = a->dv;
+    if (T <= 0 || H <= 0) return;
+    float *ctx = ae_malloc((size_t)T * H * R * sizeof(float)); // (T, Hq, R)
+    if (!ctx) {
+        fprintf(stderr, "attnedit: mla_decode_attend: out of host memory for %d x %d x %d\n", T, H,
+                R);
+        abort();
+    }
+    ae_cpu_attention(be, a, ae_host_f32(ctx), q, kv, kv);
+    ae_gemm_args g = {.M = T, .N = dvo, .K = R, .batch = H, .trans_b = 1, .lda = (int64_t)H * R,
+                      .sa = R, .ldb = R, .sb = sw, .ldy = (int64_t)H * dvo, .sy = dvo,
+                      .alpha = 1.0f};
+    ae_cpu_gemm(be, &g, o, ae_host_f32(ctx), wuv);
+    free(ctx);
 }

@@ -397,6 +397,8 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     be->rope = ae_cuda_rope;
     be->qk_norm_rope = ae_cuda_qk_norm_rope;
     be->mla_decode_prep = ae_cuda_mla_decode_prep;
+    be->mla_decode_absorb = ae_cuda_mla_decode_absorb; // cuda_mla_prep.cu: prep + W_uk
+    be->mla_decode_attend = ae_cuda_mla_decode_attend; // cuda_mla_decode.cu: E + merge·W_uv
     be->attention = ae_cuda_attention;
     be->gate_mul = ae_cuda_gate_mul;
     be->silu_mul = ae_cuda_silu_mul;

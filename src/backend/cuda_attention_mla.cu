@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "backend/cuda_attention.h"
+#include "backend/cuda_mla.h"
 
 
 template <int DK, int DV, int RG, int NC, int NS> struct mla_cfg {
@@ -546,7 +547,7 @@ __global__ void __launch_bounds__(256, 1) k_attn_mla_dec(const attn_params p) {
             const int lr = m * 16 + gq + 8 * half, r = R0 + lr;
             if (r >= nrows) continue;
             const float mr = m_s[lr], l = l_s[lr];
-            if (p.splits == 1) {
+            if (!p.opart) { // unsplit (partials also at one split for mla_decode_attend)
                 const int h = r % Hq, has_sink = p.sinks != nullptr;
                 const float f =
                     attn_out_scale(mr, l, has_sink, has_sink ? p.sinks[h] * AE_ATTN_LOG2E : 0.0f);
@@ -676,8 +677,11 @@ static int mlad_splits(const ae_backend *be, int tiles, int per_sm, int keys, in
     return n > 1024 ? 1024 : (int)n;
 }
 
+// parts null: E writes out (one split) or partials merged by the combine kernel. parts non-null
+// (mla_decode_attend): partials at every split count, left in *parts (p0 with splits and the
+// partial pointers set; the buffer starts at parts->opart, freed by the caller after its merge).
 template <int DK, int DV, int RG, int BN, int NS>
-static int mlad_launch(const ae_backend *be, const attn_params *p0) {
+static int mlad_launch(const ae_backend *be, const attn_params *p0, attn_params *parts) {
     typedef mlad_cfg<DK, DV, RG, BN, NS> C;
     const void *kern = (const void *)k_attn_mla_dec<DK, DV, RG, BN, NS>;
     if (!attn_set_smem(be, kern, C::SMEM)) return 0;
@@ -691,14 +695,20 @@ static int mlad_launch(const ae_backend *be, const attn_params *p0) {
     }
     const int keys = attn_tile_keys(&p, C::ROWS);
     p.splits = mlad_splits(be, tiles, per_sm, keys, nrows < C::ROWS ? nrows : C::ROWS, BN, DK, DV);
-    mla_note(BN == 64 ? "E (k_attn_mla_dec, 64-key tiles)" : "E (k_attn_mla_dec)", tiles, p.splits,
-             keys, NS);
+    const char *name = BN == 64 ? (parts ? "E (k_attn_mla_dec, 64-key tiles) + merge_wuv"
+                                         : "E (k_attn_mla_dec, 64-key tiles)")
+                                : (parts ? "E (k_attn_mla_dec) + merge_wuv" : "E (k_attn_mla_dec)");
+    mla_note(name, tiles, p.splits, keys, NS);
     void *buf = NULL;
-    if (p.splits > 1 && !(buf = attn_partials_alloc(be, &p))) return 1;
+    if ((p.splits > 1 || parts) && !(buf = attn_partials_alloc(be, &p))) {
+        if (parts) *parts = p, parts->opart = NULL; // the error is kept: nothing to merge
+        return 1;
+    }
     dim3 grid((unsigned)tiles, 1u, (unsigned)p.splits);
     k_attn_mla_dec<DK, DV, RG, BN, NS><<<grid, C::THREADS, C::SMEM, stream_of(be)>>>(p);
     cuda_check(be, cudaGetLastError(), "attention");
-    if (buf) attn_partials_finish(be, &p, buf);
+    if (parts) *parts = p;
+    else if (buf) attn_partials_finish(be, &p, buf);
     return 1;
 }
 
@@ -711,6 +721,18 @@ template <int DK, int DV> static int mla_pick_old(const ae_backend *be, const at
     return mla_launch<DK, DV, 4, 2, 2>(be, p);
 }
 
+// Kernel E for T·Hq <= 64 rows: 16-row blocks up to 16 rows, else 32-row blocks; BN 64 in two
+// stages when big (AE_CUDA_MLA_KERNEL=new64), else BN 32 in four.
+template <int DK, int DV>
+static int mlad_pick(const ae_backend *be, const attn_params *p, int big, attn_params *parts) {
+    const int rows = p->T * p->Hq;
+    if (big)
+        return rows <= 16 ? mlad_launch<DK, DV, 1, 64, 2>(be, p, parts)
+                          : mlad_launch<DK, DV, 2, 64, 2>(be, p, parts);
+    return rows <= 16 ? mlad_launch<DK, DV, 1, 32, 4>(be, p, parts)
+                      : mlad_launch<DK, DV, 2, 32, 4>(be, p, parts);
+}
+
 // Kernel choice (AE_CUDA_MLA_KERNEL, for A/B runs): "old" forces kernel D; "new64" takes kernel E
 // with 64-key tiles in two stages; anything else (default) kernel E with 32-key tiles in four
 // stages for T·Hq <= 64 (33..64 rows: two row tiles of 32, each reading the latent once) and
@@ -720,15 +742,18 @@ template <int DK, int DV> static int mla_pick(const ae_backend *be, const attn_p
     const char *env = getenv("AE_CUDA_MLA_KERNEL");
     const int old = env && strcmp(env, "old") == 0, big = env && strcmp(env, "new64") == 0;
     if (!old && rows <= 64) {
-        if (big) {
-            if (rows <= 16 ? mlad_launch<DK, DV, 1, 64, 2>(be, p) : mlad_launch<DK, DV, 2, 64, 2>(be, p))
-                return 1;
-        } else {
-            if (rows <= 16 ? mlad_launch<DK, DV, 1, 32, 4>(be, p) : mlad_launch<DK, DV, 2, 32, 4>(be, p))
-                return 1;
-        }
+        if (mlad_pick<DK, DV>(be, p, big, NULL)) return 1;
     }
     return mla_pick_old<DK, DV>(be, p);
+}
+
+int attn_mla_dec_parts(const ae_backend *be, const attn_params *p, attn_params *parts) {
+    const char *env = getenv("AE_CUDA_MLA_KERNEL");
+    const int old = env && strcmp(env, "old") == 0, big = env && strcmp(env, "new64") == 0;
+    if (old || p->Hkv != 1 || p->T * p->Hq > 64 || p->pages) return 0;
+    if (p->dk == 576 && p->dv == 512) return mlad_pick<576, 512>(be, p, big, parts);
+    if (p->dk == 288 && p->dv == 256) return mlad_pick<288, 256>(be, p, big, parts);
+    return 0;
 }
 
 int attn_mla_has(int dk, int dv) { return (dk == 576 && dv == 512) || (dk == 288 && dv == 256); }

@@ -321,6 +321,23 @@ struct ae_backend {
     //   rmsnorm, rope and copy_rows.
     void (*mla_decode_prep)(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv, ae_ptr q,
                             ae_ptr qt, ae_ptr w, ae_ptr pos);
+    // mla_decode_prep and the query absorption in one call (cuda: one launch for decode-sized
+    // T <= 8): the prep's three parts, and for every token t and head h
+    //   qt[t, h, 0:R] = q[t, h, 0:dn] · Wuk_h      (zeros when dn = 0)
+    // with Wuk_h (dn, R) at wuk + h·sw (the key rows of head h of kv_b_proj: sw = (dn + dv)·R).
+    //   wuk: wt.  Other arguments as mla_decode_prep. May be NULL: callers then use
+    //   mla_decode_prep (or its ops) and a batched gemm.
+    void (*mla_decode_absorb)(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv, ae_ptr q,
+                              ae_ptr qt, ae_ptr w, ae_ptr wuk, int64_t sw, ae_ptr pos);
+    // The absorbed-MLA attention and the value absorption in one call (cuda: for T·Hq <= 64, the
+    // decode attention kernel's split partials merged and multiplied by Wuv in one launch after
+    // it): o[t, h, :] = Wuv_h · ctx[t, h, :], ctx = `attention`(a, q, kv, kv) (a->dv = R, one kv
+    // head, no sinks, no lse), Wuv_h (dvo, R) at wuv + h·sw (the value rows of head h).
+    //   o: (T, Hq, dvo) act;  q: (T, Hq, a->dk) act;  kv: the latent cache rows;  wuv: wt.
+    //   ctx is not rounded to act between the two products on cuda (it is on cpu: the reference
+    //   is attention then gemm). May be NULL: callers then use attention and a batched gemm.
+    void (*mla_decode_attend)(const ae_backend *be, const ae_attn_args *a, ae_ptr o, ae_ptr q,
+                              ae_ptr kv, ae_ptr wuv, int64_t sw, int dvo);
     // out = softmax(q·kᵀ·scale + mask [+ sink]) · v      (see ae_attn_args); also the rows'
     // log-sum-exp into a->lse when it is non-null (cuda: then never split over the keys, so that
     // out is exactly what attention_bwd would recompute)

@@ -16,6 +16,7 @@
     X(attention_paged) X(paged_store) X(paged_gather) X(nll_rows) X(kl_rows) X(argmax_rows) X(sample_rows) X(rmsnorm_bwd)     \
     X(rope_bwd) X(attention_bwd) X(gate_mul_bwd) X(silu_mul_bwd) X(embed_bwd) X(mse_rows)      \
     X(cosine_rows) X(softmax_stats) X(kd_chunk) X(sumsq) X(axpby) X(adamw) X(adamw8) X(mla_decode_prep) \
+    X(mla_decode_absorb) X(mla_decode_attend) \
     X(moe_plan) X(moe_combine) X(moe_combine_bwd) X(moe_route_bwd)
 
 enum {
@@ -153,6 +154,14 @@ static void p_rope(const ae_backend *be, ae_ptr x, ae_ptr pos, int T, int H, int
 static void p_mla_decode_prep(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv, ae_ptr q,
                               ae_ptr qt, ae_ptr w, ae_ptr pos) {
     PROF_VOID(P_mla_decode_prep, -1, in->mla_decode_prep(in, a, kv, q, qt, w, pos));
+}
+static void p_mla_decode_absorb(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv,
+                                ae_ptr q, ae_ptr qt, ae_ptr w, ae_ptr wuk, int64_t sw, ae_ptr pos) {
+    PROF_VOID(P_mla_decode_absorb, -1, in->mla_decode_absorb(in, a, kv, q, qt, w, wuk, sw, pos));
+}
+static void p_mla_decode_attend(const ae_backend *be, const ae_attn_args *a, ae_ptr o, ae_ptr q,
+                                ae_ptr kv, ae_ptr wuv, int64_t sw, int dvo) {
+    PROF_VOID(P_mla_decode_attend, -1, in->mla_decode_attend(in, a, o, q, kv, wuv, sw, dvo));
 }
 
 static void p_qk_norm_rope(const ae_backend *be, const ae_qk_norm_rope_args *a, ae_ptr q,

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/env.h"
 #include "core/mem.h"
 #include "model/attn_mla.h"
 #include "model/mla_internal.h"
@@ -205,6 +206,12 @@ ae_status ae_mla_forward_materialized(const ae_backend *be, const ae_mla *m, ae_
     return AE_OK;
 }
 
+// AE_MLA_FUSE (read at every call; a CUDA graph keeps its recording's choice): 1 (default) the
+// absorbed decode through mla_decode_absorb and mla_decode_attend where the backend has them
+// (cuda: three launches at decode instead of five), 0 the separate ops (prep, the two per-head
+// gemms, attention), for A/B runs and the tests that compare the two.
+static int mla_fuse_enabled(void) { return ae_env_int("AE_MLA_FUSE", 1, 0, 1); }
+
 // Elements of one carved piece of the absorbed path's scratch: rounded up to 64 (128 bytes of
 // bf16), so every piece starts as aligned as the allocation (the attention kernels want 16).
 static size_t carve_n(size_t n) { return (n + 63) / 64 * 64; }
@@ -234,31 +241,41 @@ ae_status ae_mla_forward_absorbed(const ae_backend *be, const ae_mla *m, ae_ptr 
     ae_ptr o = ae_ptr_at(ctx, nctx);        // (T, H, dv) head outputs Wuv_h·ctx_h
     mla_project(be, m, x, T, pos0, cache, q, qa);
     ae_ptr rows = ae_ptr_at(cache, (size_t)pos0 * Cd); // (T, R+dr) the new cache rows
-    if (dn == 0) be->fill(be, qt, (size_t)T * H * Cd, 0.0f); // no nope part: latent half is 0
-    if (be->mla_decode_prep) { // latent norm, both ropes and q_rope into qt: one call
-        ae_mla_prep_args pa = {.T = T, .H = H, .R = R, .dr = dr, .dn = dn, .ldkv = Cd,
-                               .eps = d->eps, .theta = d->rope_theta,
-                               .mode = AE_ROPE_INTERLEAVED};
-        be->mla_decode_prep(be, &pa, rows, q, qt, m->kv_a_norm, pos);
+    ae_mla_prep_args pa = {.T = T, .H = H, .R = R, .dr = dr, .dn = dn, .ldkv = Cd, .eps = d->eps,
+                           .theta = d->rope_theta, .mode = AE_ROPE_INTERLEAVED};
+    const int fuse = mla_fuse_enabled();
+    if (fuse && be->mla_decode_absorb) { // prep and q̃_nope = q_nope_h · Wuk_h: one call
+        be->mla_decode_absorb(be, &pa, rows, q, qt, m->kv_a_norm, m->wkvb, (int64_t)dkv * R, pos);
     } else {
-        mla_norm_rope(be, m, T, pos0, pos, cache, q);
-        be->copy_rows(be, ae_ptr_at(qt, (size_t)R), Cd, ae_ptr_at(q, (size_t)dn), dq, T * H, dr);
-    }
-    if (dn > 0) { // per head: q̃_nope (T, R) = q_nope_h (T, dn) · Wuk_h (dn, R)
-        ae_gemm_args g = {.M = T, .N = R, .K = dn, .batch = H, .lda = (int64_t)H * dq, .sa = dq,
-                          .ldb = R, .sb = (int64_t)dkv * R, .ldy = (int64_t)H * Cd, .sy = Cd,
-                          .alpha = 1.0f};
-        be->gemm(be, &g, qt, q, m->wkvb);
+        if (dn == 0) be->fill(be, qt, (size_t)T * H * Cd, 0.0f); // no nope part: latent half is 0
+        if (be->mla_decode_prep) { // latent norm, both ropes and q_rope into qt: one call
+            be->mla_decode_prep(be, &pa, rows, q, qt, m->kv_a_norm, pos);
+        } else {
+            mla_norm_rope(be, m, T, pos0, pos, cache, q);
+            be->copy_rows(be, ae_ptr_at(qt, (size_t)R), Cd, ae_ptr_at(q, (size_t)dn), dq, T * H,
+                          dr);
+        }
+        if (dn > 0) { // per head: q̃_nope (T, R) = q_nope_h (T, dn) · Wuk_h (dn, R)
+            ae_gemm_args g = {.M = T, .N = R, .K = dn, .batch = H, .lda = (int64_t)H * dq,
+                              .sa = dq, .ldb = R, .sb = (int64_t)dkv * R, .ldy = (int64_t)H * Cd,
+                              .sy = Cd, .alpha = 1.0f};
+            be->gemm(be, &g, qt, q, m->wkvb);
+        }
     }
     ae_attn_args aa = {.T = T, .pos0 = pos0, .Hq = H, .Hkv = 1, .dk = Cd, .dv = R,
                        .k_stride = Cd, .v_stride = Cd, .window = 0, .ring = 0,
                        .scale = mla_scale(d), .sinks = ae_ptr_null()};
-    be->attention(be, &aa, ctx, qt, cache, cache);
-    // per head: o_h (T, dv) = ctx_h (T, R) · Wuv_hᵀ, Wuv_h (dv, R) the value rows of head h
-    ae_gemm_args g = {.M = T, .N = dv, .K = R, .batch = H, .trans_b = 1, .lda = (int64_t)H * R,
-                      .sa = R, .ldb = R, .sb = (int64_t)dkv * R, .ldy = (int64_t)H * dv, .sy = dv,
-                      .alpha = 1.0f};
-    be->gemm(be, &g, o, ctx, ae_ptr_at(m->wkvb, (size_t)dn * R));
+    ae_ptr wuv = ae_ptr_at(m->wkvb, (size_t)dn * R); // head h's (dv, R) value rows at h·dkv·R
+    if (fuse && be->mla_decode_attend) { // o_h = Wuv_h · attention_h: E and one merge launch
+        be->mla_decode_attend(be, &aa, o, qt, cache, wuv, (int64_t)dkv * R, dv);
+    } else {
+        be->attention(be, &aa, ctx, qt, cache, cache);
+        // per head: o_h (T, dv) = ctx_h (T, R) · Wuv_hᵀ, Wuv_h (dv, R) the value rows of head h
+        ae_gemm_args g = {.M = T, .N = dv, .K = R, .batch = H, .trans_b = 1,
+                          .lda = (int64_t)H * R, .sa = R, .ldb = R, .sb = (int64_t)dkv * R,
+                          .ldy = (int64_t)H * dv, .sy = dv, .alpha = 1.0f};
+        be->gemm(be, &g, o, ctx, wuv);
+    }
     ae_matmul(be, y, o, m->wo, T, H * dv, d->D);
     ae_scratch_free(&s);
     return AE_OK;

@@ -187,8 +187,10 @@ static int mla_pick_materialized(const ae_backend *be, const ae_mla_dims *d,
 // backend has it; else the reference ops it stands for, bit for bit). q's rope part is left as
 // projected. qt's first R values of each row are the caller's (zero here without a nope part).
 //   x: (N, D)  q: (N, H, dn+dr)  qa: (N, q_lora)  lat: (N, R+dr)  qt: (N, H, R+dr)
+// absorb (mla_decode_absorb present, AE_MLA_FUSE unset or 1): the prep and qt's latent part
+// q_nope_h · Wuk_h in that one call (one launch on cuda), else the caller's per-head gemm.
 static void mla_paged_project(const ae_backend *be, const ae_mla *m, ae_ptr x, int N, ae_ptr pos,
-                              ae_ptr q, ae_ptr qa, ae_ptr lat, ae_ptr qt) {
+                              ae_ptr q, ae_ptr qa, ae_ptr lat, ae_ptr qt, int absorb) {
     const ae_mla_dims *d = &m->d;
     int H = d->H, R = d->kv_lora_rank, dn = d->dn, dr = d->dr, dq = dn + dr, ql = d->q_lora_rank;
     int Cd = ae_mla_cache_dim(d);
@@ -199,11 +201,15 @@ static void mla_paged_project(const ae_backend *be, const ae_mla *m, ae_ptr x, i
         be->rmsnorm(be, qa, qa, m->q_a_norm, N, ql, ql, d->eps);
         ae_matmul(be, q, qa, m->wqb, N, ql, H * dq);
     }
+    ae_mla_prep_args pp = {.T = N, .H = H, .R = R, .dr = dr, .dn = dn, .ldkv = Cd, .eps = d->eps,
+                           .theta = d->rope_theta, .mode = AE_ROPE_INTERLEAVED};
+    if (absorb) {
+        be->mla_decode_absorb(be, &pp, lat, q, qt, m->kv_a_norm, m->wkvb,
+                              (int64_t)(dn + d->dv) * R, pos);
+        return;
+    }
     if (dn == 0) be->fill(be, qt, (size_t)N * H * Cd, 0.0f); // no nope part: latent half is 0
     if (be->mla_decode_prep) {
-        ae_mla_prep_args pp = {.T = N, .H = H, .R = R, .dr = dr, .dn = dn, .ldkv = Cd,
-                               .eps = d->eps, .theta = d->rope_theta,
-                               .mode = AE_ROPE_INTERLEAVED};
         be->mla_decode_prep(be, &pp, lat, q, qt, m->kv_a_norm, pos);
         return;
     }
@@ -240,12 +246,13 @@ static ae_status mla_paged(const ae_backend *be, const ae_mla *m, const ae_paged
         free(tmp);
         return ae_errorf(AE_ERR_NOMEM, "paged forward: out of memory for %d rows", N);
     }
-    mla_paged_project(be, m, x, N, b->pos, q, qa, lat, qt);
+    const int absorb = ae_env_int("AE_MLA_FUSE", 1, 0, 1) && be->mla_decode_absorb;
+    mla_paged_project(be, m, x, N, b->pos, q, qa, lat, qt, absorb);
     ae_ptr cp = ae_ptr_at(lo->pool, (size_t)pl->offset);
     int P = lo->page_size[g];
     int64_t ld = lo->row_elems[g];
     be->paged_store(be, cp, lo->page_stride, P, ld, lat, Cd, b->slot[g], N, Cd);
-    if (dn > 0) { // per head: q̃_nope (N, R) = q_nope_h (N, dn) · Wuk_h (dn, R)
+    if (dn > 0 && !absorb) { // per head: q̃_nope (N, R) = q_nope_h (N, dn) · Wuk_h (dn, R)
         ae_gemm_args ga = {.M = N, .N = R, .K = dn, .batch = H, .lda = (int64_t)H * dq, .sa = dq,
                            .ldb = R, .sb = (int64_t)dkv * R, .ldy = (int64_t)H * Cd, .sy = Cd,
                            .alpha = 1.0f};
