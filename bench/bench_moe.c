@@ -14,9 +14,11 @@
 // (default 5), each timed alone (sync before and after); best and mean printed. The grouped
 // fwd row takes the wgmma kernel where AE_MOE_WGMMA says (backend/cuda_moe_wgmma.cu).
 // --ffn: the inference MoE block instead, moe_ffn forward (plan, gate/up GEMM with silu, down
-// GEMM, combine; y F32) at T = 4096 and 32768 tokens (or T), each with AE_MOE_WGMMA=0 (mma.sync
-// k_expert_gemm) and 1 (wgmma), TFLOP/s of its expert GEMMs (2·T·K·D·Im·3 FLOPs). moe_ffn works
-// in chunks of tokens whose temporaries fit AE_MOE_CHUNK_MIB (default 1024: 13785 tokens here).
+// GEMM, combine; y F32) at T = 4096 and 32768 tokens (or T), each with AE_MOE_WGMMA=ws (the
+// warp-specialised wgmma kernel) with the down GEMM's per-slot rows o in bf16 (the default) and
+// in fp32 (AE_MOE_DOWN_BF16=0), and AE_MOE_WGMMA=0 (mma.sync k_expert_gemm, bf16 rows), TFLOP/s
+// of its expert GEMMs (2·T·K·D·Im·3 FLOPs). moe_ffn works in chunks of tokens whose temporaries
+// fit AE_MOE_CHUNK_MIB (default 1024: 23797 tokens here with bf16 rows, 13785 with fp32 rows).
 //   bench_moe --decode [--reps R]
 // moe_ffn at decode sizes, T = 1, 2, 4, 8, 16, 32 tokens, each with AE_MOE_GEMV=0 (the grouped
 // path) and 1 (the GEMV path, backend/cuda_moe_decode.cu, where T·K <= 256), y of the backend's
@@ -157,7 +159,8 @@ static void ffn_forward(void *p) {
                    K);
 }
 
-// moe_ffn at T tokens with AE_MOE_WGMMA=0 and 1 (w: the three expert weights); 0 on success.
+// moe_ffn at T tokens in each configuration of the --ffn rows (w: the three expert weights); 0
+// on success.
 static int bench_ffn(const ae_backend *be, const ae_ptr *w, int T, int reps) {
     ffn_bufs f = {be, T, {0}, {0}, {0}, {0}, {w[0], w[1], w[2]}};
     int32_t off[E + 1], *idx = malloc(sizeof(int32_t) * (size_t)T * K);
@@ -185,23 +188,32 @@ static int bench_ffn(const ae_backend *be, const ae_ptr *w, int T, int reps) {
         goto done;
     be->fill_normal(be, f.x, (size_t)T * D, 1.0f, 1);
     const double flops = 2.0 * T * K * (double)D * IM * 3;
-    double best[2] = {0, 0};
-    for (int m = 0; m < 2; m++) {
+    // AE_MOE_WGMMA, AE_MOE_DOWN_BF16: ws with bf16 rows (the default) and fp32 rows (the A/B of
+    // the rows' dtype), then mma.sync
+    static const struct {
+        const char *wgmma, *down_bf16, *name;
+    } cfg[] = {{"ws", "1", "ws rows bf16"}, {"ws", "0", "ws rows f32"},
+               {"0", "1", "mma.sync rows bf16"}};
+    enum { NCFG = sizeof cfg / sizeof cfg[0] };
+    double best[NCFG] = {0};
+    for (int m = 0; m < NCFG; m++) {
         bench_timing t;
-        setenv("AE_MOE_WGMMA", m ? "1" : "0", 1);
+        setenv("AE_MOE_WGMMA", cfg[m].wgmma, 1);
+        setenv("AE_MOE_DOWN_BF16", cfg[m].down_bf16, 1);
         if (bench_time_op(be, ffn_forward, &f, reps, &t)) {
-            fprintf(stderr, "bench_moe: moe_ffn T=%d AE_MOE_WGMMA=%d: %s\n", T, m, ae_last_error());
+            fprintf(stderr, "bench_moe: moe_ffn T=%d %s: %s\n", T, cfg[m].name, ae_last_error());
             goto done;
         }
         best[m] = t.best;
-        printf("moe_ffn T=%-6d AE_MOE_WGMMA=%d %-12s %8.3f ms (mean %8.3f) %6.1f TFLOP/s\n", T, m,
-               m ? "(wgmma)" : "(mma.sync)", t.best * 1e3, t.mean * 1e3, flops / t.best * 1e-12);
+        printf("moe_ffn T=%-6d %-18s %8.3f ms (mean %8.3f) %6.1f TFLOP/s\n", T, cfg[m].name,
+               t.best * 1e3, t.mean * 1e3, flops / t.best * 1e-12);
         fflush(stdout);
     }
-    printf("moe_ffn T=%-6d wgmma gain %.2fx\n", T, best[0] / best[1]);
+    printf("moe_ffn T=%-6d bf16 rows gain %.3fx, ws over mma.sync %.2fx\n", T, best[1] / best[0],
+           best[2] / best[0]);
     rc = 0;
 done:
-    unsetenv("AE_MOE_WGMMA");
+    unsetenv("AE_MOE_WGMMA"), unsetenv("AE_MOE_DOWN_BF16");
     ae_scratch_free(&s);
     free(idx), free(wts);
     return rc;

@@ -5,6 +5,9 @@
 // "SKIP ..." and exits 77 (ctest: skipped) otherwise, or fails with AE_REQUIRE_GPU=1
 // (scripts/test-gpu.sh).
 //
+// moe_ffn's grouped path runs with its default bf16 per-slot rows o and with fp32 rows
+// (AE_MOE_DOWN_BF16=0), each in both modes.
+//
 // Shapes: Qwen3-30B-A3B's layer (D 2048, Im 768, E 128, K 8) at T = 1000 and 4096 tokens; odd
 // sizes (D 136, Im 72, E 7, K 3, T 333) with one expert given no rows; every token on two
 // experts (300 rows each: whole and partial 128-row tiles); a decode-like batch (T 3: one slot
@@ -15,10 +18,11 @@
 // 8 at the Qwen3-30B-A3B shape and at an odd small one (D 40, Im 24: depths not multiples of the
 // 32-value chunk; E 5, K 3), y F32 and BF16, one slot with idx = -1, two tokens on the same
 // expert (and at the odd shape 12 tokens whose 12 slots on one expert make two groups of the
-// GEMV tile's 8 rows), each with AE_MOE_GEMV=1
-// and =0 against the CPU and against each other; which path ran (ae_cuda_moe_last) is printed
-// and asserted: "gemv" under =1 (and by default at T <= 32 with K = 8), "grouped" under =0 and
-// where the GEMV path cannot run (D, Im not multiples of 8; T·K over its 256 slots).
+// GEMV tile's 8 rows), each with AE_MOE_GEMV=1, =0 (bf16 rows), unset, and =0 with
+// AE_MOE_DOWN_BF16=0 (fp32 rows) against the CPU and the GEMV path against the grouped ones;
+// which path ran (ae_cuda_moe_last) is printed and asserted: "gemv" under =1 (and by default at
+// T <= 32 with K = 8), "grouped" under =0 and where the GEMV path cannot run (D, Im not
+// multiples of 8; T·K over its 256 slots).
 //
 // On a compute capability 9.0 GPU, AE_MOE_WGMMA=1 runs the wgmma kernel for every shape but the
 // last (or keeps an error, failing the test: a build without sm_90a code); elsewhere =1 falls
@@ -37,10 +41,15 @@
 //   TOL_MODES   1e-3: moe_ffn with AE_MOE_WGMMA=1 against =0: the same bf16 products summed in
 //               fp32 in another order (~1e-6), and so the same h but for rare bf16 rounding
 //               flips (~1e-4 in L2); a wrong row or column tile costs far more than 1e-3.
-//   TOL_PATHS   1e-3: moe_ffn with AE_MOE_GEMV=1 against =0 (y F32 or BF16): the same bf16
-//               products summed in fp32 in another order (~1e-6), the same combine, so the same h
-//               and y but for rare bf16 rounding flips (~1e-4); a wrong expert, a missed or
-//               doubled slot, or a wrong column costs far more than 1e-3.
+//   TOL_PATHS_F32 1e-3: moe_ffn with AE_MOE_GEMV=1 against =0 with fp32 rows
+//               (AE_MOE_DOWN_BF16=0; y F32 or BF16): the same bf16 products summed in fp32 in
+//               another order (~1e-6), the same combine, so the same h and y but for rare bf16
+//               rounding flips (~1e-4); a wrong expert, a missed or doubled slot, or a wrong
+//               column costs far more than 1e-3.
+//   TOL_PATHS   5e-3: the grouped path's default bf16 rows o against fp32 ones (the GEMV path,
+//               or the grouped path under AE_MOE_DOWN_BF16=0): each slot value rounded once more
+//               (up to 2^-9 relative) before the fp32 combine, ~1.5e-3 in L2 measured; a wrong
+//               or missed slot row still costs far more than 5e-3.
 //   TOL_GEMM_F32 1e-4: expert_matmul F32 outputs: the same products in another fp32 order
 //               (~1e-6 at depth 2048; as test_cuda_moe_train.c).
 //   TOL_BF16_OUT 5e-3: expert_matmul BF16 outputs: the fp32 result rounded once (~1.5e-3).
@@ -60,12 +69,14 @@
 
 #define TOL_FFN 1e-2
 #define TOL_MODES 1e-3
-#define TOL_PATHS 1e-3
+#define TOL_PATHS_F32 1e-3
+#define TOL_PATHS 5e-3
 #define TOL_GEMM_F32 1e-4
 #define TOL_BF16_OUT 5e-3
 
 static const ae_backend *g_gpu, *g_cpu;
 static const char *const g_modes[2] = {"0", "1"}; // AE_MOE_WGMMA
+static const char *const g_rows[2] = {"1", "0"};  // AE_MOE_DOWN_BF16: bf16 rows (default), fp32
 
 static float *hnormal(ae_rng *r, size_t n, float scale) {
     float *p = malloc(sizeof(float) * (n ? n : 1));
@@ -137,7 +148,8 @@ static void weights_free(ffn_weights *w) {
 }
 
 // moe_ffn on T tokens routed by `routing` (positive weights summing to 1 per token): both modes
-// against the CPU, against each other, and each twice (bit-identical). The grouped path always
+// with bf16 rows (default) and fp32 rows, each against the CPU and twice (bit-identical); the
+// modes against each other, bf16 rows against fp32 ones. The grouped path always
 // (AE_MOE_GEMV=0: the decode-sized case would take the GEMV path by default).
 static void run_ffn(ae_rng *r, const ffn_weights *w, int T, int K, int skip, int hot) {
     const int D = w->D, Im = w->Im, E = w->E;
@@ -158,28 +170,38 @@ static void run_ffn(ae_rng *r, const ffn_weights *w, int T, int K, int skip, int
     ae_ptr gwts = ae_tb_in(&s, wts, (size_t)T * K, AE_DT_F32);
     g_cpu->moe_ffn(g_cpu, ae_host_f32(ref), ae_host_f32(x), ae_host_i32(idx), ae_host_f32(wts),
                    ae_host_f32(w->wg), ae_host_f32(w->wu), ae_host_f32(w->wd), T, D, Im, E, K);
-    float *got[2][2];
-    char what[200];
+    float *got[2][2][2]; // [rows][mode][run]
+    char what[240];
     setenv("AE_MOE_GEMV", "0", 1);
-    for (int m = 0; m < 2; m++) {
-        setenv("AE_MOE_WGMMA", g_modes[m], 1);
-        for (int run = 0; run < 2; run++) {
-            ae_ptr gy = ae_tb_new(&s, ny, AE_DT_F32, NAN);
-            g_gpu->moe_ffn(g_gpu, gy, gx, gidx, gwts, w->gwg, w->gwu, w->gwd, T, D, Im, E, K);
-            got[m][run] = ae_tb_out(g_gpu, gy, ny);
+    for (int o = 0; o < 2; o++) {
+        setenv("AE_MOE_DOWN_BF16", g_rows[o], 1);
+        for (int m = 0; m < 2; m++) {
+            setenv("AE_MOE_WGMMA", g_modes[m], 1);
+            for (int run = 0; run < 2; run++) {
+                ae_ptr gy = ae_tb_new(&s, ny, AE_DT_F32, NAN);
+                g_gpu->moe_ffn(g_gpu, gy, gx, gidx, gwts, w->gwg, w->gwu, w->gwd, T, D, Im, E, K);
+                got[o][m][run] = ae_tb_out(g_gpu, gy, ny);
+            }
+            snprintf(what, sizeof what,
+                     "moe_ffn T=%d D=%d Im=%d E=%d K=%d%s%s AE_MOE_WGMMA=%s AE_MOE_DOWN_BF16=%s",
+                     T, D, Im, E, K, skip >= 0 ? " (an expert without rows)" : "",
+                     hot ? " (all on experts 3, 5)" : "", g_modes[m], g_rows[o]);
+            check_l2(got[o][m][0], ref, ny, TOL_FFN, what);
+            check_same(got[o][m][0], got[o][m][1], ny, what);
         }
-        snprintf(what, sizeof what, "moe_ffn T=%d D=%d Im=%d E=%d K=%d%s%s AE_MOE_WGMMA=%s", T, D,
-                 Im, E, K, skip >= 0 ? " (an expert without rows)" : "",
-                 hot ? " (all on experts 3, 5)" : "", g_modes[m]);
-        check_l2(got[m][0], ref, ny, TOL_FFN, what);
-        check_same(got[m][0], got[m][1], ny, what);
+        snprintf(what, sizeof what, "moe_ffn T=%d D=%d Im=%d E=%d K=%d AE_MOE_DOWN_BF16=%s: "
+                 "AE_MOE_WGMMA=1 vs 0", T, D, Im, E, K, g_rows[o]);
+        check_l2(got[o][1][0], got[o][0][0], ny, TOL_MODES, what);
     }
-    snprintf(what, sizeof what, "moe_ffn T=%d D=%d Im=%d E=%d K=%d: AE_MOE_WGMMA=1 vs 0", T, D, Im,
-             E, K);
-    check_l2(got[1][0], got[0][0], ny, TOL_MODES, what);
-    unsetenv("AE_MOE_WGMMA"), unsetenv("AE_MOE_GEMV");
+    for (int m = 0; m < 2; m++) {
+        snprintf(what, sizeof what, "moe_ffn T=%d D=%d Im=%d E=%d K=%d AE_MOE_WGMMA=%s: bf16 vs "
+                 "fp32 rows", T, D, Im, E, K, g_modes[m]);
+        check_l2(got[0][m][0], got[1][m][0], ny, TOL_PATHS, what);
+    }
+    unsetenv("AE_MOE_WGMMA"), unsetenv("AE_MOE_GEMV"), unsetenv("AE_MOE_DOWN_BF16");
     ae_scratch_free(&s);
-    for (int m = 0; m < 2; m++) free(got[m][0]), free(got[m][1]);
+    for (int o = 0; o < 2; o++)
+        for (int m = 0; m < 2; m++) free(got[o][m][0]), free(got[o][m][1]);
     free(x), free(idx), free(wts), free(ref);
 }
 
@@ -225,7 +247,9 @@ static int32_t *decode_routing(ae_rng *r, int T, int K, int E, int tweaks) {
 }
 
 // moe_ffn on T decode tokens, y of dtype ydt, under AE_MOE_GEMV=1 and =0 (and unset: the default
-// must pick want_default): each against the CPU, twice (bit-identical), and =1 against =0.
+// must pick want_default; and =0 with fp32 rows, AE_MOE_DOWN_BF16=0): each against the CPU, twice
+// (bit-identical), and =1 against =0 (TOL_PATHS) and, where =1 takes the GEMV path, against =0
+// with fp32 rows (TOL_PATHS_F32).
 // gemv_ok: the shape lets the GEMV path run (=1 must take it).
 static void run_decode(ae_rng *r, const ffn_weights *w, int T, int K, ae_dtype ydt, int tweaks,
                        int gemv_ok, const char *want_default) {
@@ -247,11 +271,13 @@ static void run_decode(ae_rng *r, const ffn_weights *w, int T, int K, ae_dtype y
     snprintf(tw, sizeof tw, "%s%s%s", tweaks & DEC_INVALID ? " idx=-1" : "",
              tweaks & DEC_SHARED ? " shared" : "",
              tweaks & DEC_HOT ? " hot" : "");
-    const char *modes[3] = {"1", "0", NULL}; // AE_MOE_GEMV; NULL: unset
-    float *got[3][2];
-    for (int m = 0; m < 3; m++) {
+    // AE_MOE_GEMV (NULL: unset); the last with fp32 rows on the grouped path
+    const char *modes[4] = {"1", "0", NULL, "0"};
+    float *got[4][2];
+    for (int m = 0; m < 4; m++) {
         if (modes[m]) setenv("AE_MOE_GEMV", modes[m], 1);
         else unsetenv("AE_MOE_GEMV");
+        if (m == 3) setenv("AE_MOE_DOWN_BF16", "0", 1);
         const char *path[2];
         for (int run = 0; run < 2; run++) {
             ae_ptr gy = ae_tb_new(&s, ny, ydt, NAN);
@@ -259,8 +285,9 @@ static void run_decode(ae_rng *r, const ffn_weights *w, int T, int K, ae_dtype y
             path[run] = moe_path();
             got[m][run] = ae_tb_out(g_gpu, gy, ny);
         }
-        snprintf(what, sizeof what, "decode T=%d D=%d Im=%d E=%d K=%d y %s%s AE_MOE_GEMV=%s [%s]",
-                 T, D, Im, E, K, ae_dtype_name(ydt), tw, modes[m] ? modes[m] : "unset", path[0]);
+        snprintf(what, sizeof what, "decode T=%d D=%d Im=%d E=%d K=%d y %s%s AE_MOE_GEMV=%s%s [%s]",
+                 T, D, Im, E, K, ae_dtype_name(ydt), tw, modes[m] ? modes[m] : "unset",
+                 m == 3 ? " AE_MOE_DOWN_BF16=0" : "", path[0]);
         const char *want = !modes[m] ? want_default : modes[m][0] == '1' && gemv_ok ? "gemv"
                                                                                     : "grouped";
         if (strcmp(path[0], want) || strcmp(path[1], want))
@@ -271,9 +298,14 @@ static void run_decode(ae_rng *r, const ffn_weights *w, int T, int K, ae_dtype y
     snprintf(what, sizeof what, "decode T=%d D=%d Im=%d E=%d K=%d y %s%s: AE_MOE_GEMV=1 vs 0", T,
              D, Im, E, K, ae_dtype_name(ydt), tw);
     check_l2(got[0][0], got[1][0], ny, TOL_PATHS, what);
-    unsetenv("AE_MOE_GEMV");
+    if (gemv_ok) { // else =1 ran the grouped path with bf16 rows too
+        snprintf(what, sizeof what, "decode T=%d D=%d Im=%d E=%d K=%d y %s%s: AE_MOE_GEMV=1 vs 0 "
+                 "with fp32 rows", T, D, Im, E, K, ae_dtype_name(ydt), tw);
+        check_l2(got[0][0], got[3][0], ny, TOL_PATHS_F32, what);
+    }
+    unsetenv("AE_MOE_GEMV"), unsetenv("AE_MOE_DOWN_BF16");
     ae_scratch_free(&s);
-    for (int m = 0; m < 3; m++) free(got[m][0]), free(got[m][1]);
+    for (int m = 0; m < 4; m++) free(got[m][0]), free(got[m][1]);
     free(x), free(idx), free(wts), free(ref);
 }
 

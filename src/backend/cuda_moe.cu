@@ -24,8 +24,8 @@
 //      it multiplies the gathered rows of x (BMT slots, D) by the expert's gate and up rows (BN
 //      each) with bf16 mma.sync (fp32 accumulation) over a cp.async pipeline (GemmShape), and
 //      writes h = silu(gate) ⊙ up as bf16 into row s of h (slots, Im).
-//   3. down GEMM: the same kernel on rows of h and the expert's down rows, writing fp32
-//      o (slots, D).
+//   3. down GEMM: the same kernel on rows of h and the expert's down rows, writing o (slots, D)
+//      in bf16 by default, fp32 under AE_MOE_DOWN_BF16=0 (moe_down_bf16).
 //   4. combine: y[t] = Σ_k wts[t,k] · o[t·K + k] in k order (fp32, one rounding to y's dtype).
 // On Hopper (compute capability 9.0, sm_90a code loaded) the dense case's gate/up and down GEMMs
 // (and expert_matmul's forward) may run on wgmma instead (cuda_moe_wgmma.cu: row tiles of 128
@@ -33,10 +33,11 @@
 // moe_wgmma_pick's default.
 // No float atomics anywhere: results are deterministic. The grids are sized for the worst case
 // (tiles <= (slots + E·(BMT-1)) / BMT) and surplus blocks exit at once.
-// Agreement with the CPU (fp32 throughout): h is rounded to bf16 between the two GEMMs and y to
-// bf16 at the end, so expect bf16-level differences (relative L2 error ~2e-3 measured on random
-// data, a few 1e-3 of max |y| elementwise); the sums themselves are fp32. Slots whose expert id
-// is outside [0, E) contribute nothing.
+// Agreement with the CPU (fp32 throughout): h is rounded to bf16 between the two GEMMs, o (by
+// default) before the combine and y to bf16 at the end, so expect bf16-level differences
+// (relative L2 error ~2e-3 measured on random data with fp32 o, a few 1e-3 of max |y|
+// elementwise); the sums themselves are fp32. Slots whose expert id is outside [0, E) contribute
+// nothing.
 // expert_matmul / expert_matmul_bwd (training; contracts in ops.h) run the same GEMM kernel on
 // slot rows already grouped by expert (moe_plan's positions: identity row order), its tile
 // offsets computed on the device from the slot offsets (k_tile_offsets: one block, one scan), so
@@ -522,11 +523,12 @@ __global__ void __launch_bounds__(kGemmThreads) k_expert_dw(ExpertDw p) {
 
 // ---- combine --------------------------------------------------------------------------------------
 
-// y[t, d] = Σ_k wts[t,k] · o[t·K + k, d] over slots with a valid expert, k in order.
+// y[t, d] = Σ_k wts[t,k] · o[t·K + k, d] over slots with a valid expert, k in order, in fp32
+// whatever o's dtype TO (bf16, or fp32 under AE_MOE_DOWN_BF16=0: moe_down_bf16).
 // Grid (T, column blocks); V columns per thread.   y: (T, D);  o: (T·K, D)
-template <int V, typename TY>
+template <int V, typename TO, typename TY>
 __global__ void __launch_bounds__(256)
-k_moe_combine(TY *y, const float *o, const int32_t *idx, const float *wts, int D, int K, int E) {
+k_moe_combine(TY *y, const TO *o, const int32_t *idx, const float *wts, int D, int K, int E) {
     int t = blockIdx.x, c = (blockIdx.y * blockDim.x + threadIdx.x) * V;
     if (c >= D) return;
     float acc[V];
@@ -537,13 +539,10 @@ k_moe_combine(TY *y, const float *o, const int32_t *idx, const float *wts, int D
         int e = idx[s];
         if (e < 0 || e >= E) continue;
         float w = wts[s];
-        const float *src = o + s * D + c;
-        if constexpr (V == 4) {
-            float4 v = *reinterpret_cast<const float4 *>(src);
-            acc[0] += w * v.x, acc[1] += w * v.y, acc[2] += w * v.z, acc[3] += w * v.w;
-        } else {
-            acc[0] += w * src[0];
-        }
+        float v[V];
+        ldv<V>(o + s * D + c, v);
+#pragma unroll
+        for (int q = 0; q < V; q++) acc[q] += w * v[q];
     }
     TY *dst = y + (size_t)t * D + c;
 #pragma unroll
@@ -704,6 +703,17 @@ static size_t moe_chunk_bytes() {
     return (size_t)(mib >= 1 && mib <= 65536 ? mib : 1024) << 20;
 }
 
+// Whether moe_ffn's down GEMM writes its per-slot rows o as bf16 (default) or fp32
+// (AE_MOE_DOWN_BF16=0; read at every call, for A/B runs). bf16 halves the bytes the down GEMM's
+// epilogue writes and the combine reads (268 -> 134 MB each at Qwen3-30B-A3B, T 4096) and
+// lets a chunk hold more tokens: bench_moe --ffn (H200, 2026-11-30 13:47, one call) 314.0 ->
+// 319.8 TFLOP/s at T 4096 and 367.4 -> 393.6 at T 32768. The cost: one more rounding per slot
+// value (2^-9 relative) before the fp32 combine, ~1.5e-3 more relative L2 error on y.
+static int moe_down_bf16() {
+    const char *env = getenv("AE_MOE_DOWN_BF16");
+    return !(env && strcmp(env, "0") == 0);
+}
+
 void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wts,
                      ae_ptr w_gate, ae_ptr w_up, ae_ptr w_down, int T, int D, int Im, int E, int K) {
     if (cuda_failed(be)) return;
@@ -723,9 +733,11 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
     // A handful of tokens (decode): expert GEMVs, two launches (cuda_moe_decode.cu)
     if (moe_ffn_gemv(be, y, x, idx, wts, w_gate, w_up, w_down, T, D, Im, E, K)) return;
     cudaStream_t st = stream_of(be);
-    // Tokens per chunk: temporaries (h bf16 and o fp32 rows per slot) near 1 GiB at most
+    // Tokens per chunk: temporaries (h bf16 and o bf16 or fp32 rows per slot) near 1 GiB at most
     // (moe_chunk_bytes).
-    size_t per_token = (size_t)K * ((size_t)Im * 2 + (size_t)D * 4 + 8);
+    const ae_dtype odt = moe_down_bf16() ? AE_DT_BF16 : AE_DT_F32;
+    const size_t osz = ae_dtype_size(odt);
+    size_t per_token = (size_t)K * ((size_t)Im * 2 + (size_t)D * osz + 8);
     size_t chunk = moe_chunk_bytes() / per_token;
     if (chunk < 1) chunk = 1;
     if (chunk > (size_t)T) chunk = (size_t)T;
@@ -736,7 +748,7 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
     chunk = ((size_t)T + nchunks - 1) / nchunks;
     size_t slots_max = chunk * K;
     size_t b_off = round256((size_t)(E + 1) * 4), b_order = round256(slots_max * 4);
-    size_t b_h = round256(slots_max * (size_t)Im * 2), b_o = round256(slots_max * (size_t)D * 4);
+    size_t b_h = round256(slots_max * (size_t)Im * 2), b_o = round256(slots_max * (size_t)D * osz);
     size_t b_tmp = 2 * b_off + 2 * b_order + b_h + b_o;
     char *tmp = (char *)cuda_tmp_alloc(be, b_tmp, "moe_ffn");
     if (!tmp) return;
@@ -746,7 +758,7 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
     int *off = (int *)tmp, *tile_off = (int *)(tmp + b_off);
     int *order = (int *)(tmp + 2 * b_off), *rank = (int *)(tmp + 2 * b_off + b_order);
     bf16 *h = (bf16 *)(tmp + 2 * b_off + 2 * b_order);
-    float *o = (float *)(tmp + 2 * b_off + 2 * b_order + b_h);
+    void *o = tmp + 2 * b_off + 2 * b_order + b_h; // (slots, D) of odt
 
     const bf16 *xb = (const bf16 *)x.data;
     const bf16 *wg = (const bf16 *)w_gate.data, *wu = (const bf16 *)w_up.data;
@@ -777,18 +789,22 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
                                     Im, D, false, h, nullptr, sizeof(bf16));
         g1.silu = 1;
         ExpertGemm g2 = expert_gemm(off, tile_off, order, E, h, nullptr, Im, 1, wd, nullptr, D,
-                                    Im, false, o, nullptr, sizeof(float));
+                                    Im, false, o, nullptr, osz);
         dim3 grid1((unsigned)tiles, (unsigned)((Im + BN - 1) / BN));
         dim3 grid2((unsigned)tiles, (unsigned)((D + BN - 1) / BN));
         if (use_wg) {
             moe_wgmma_gemm(be, g1, (unsigned)tiles, 1, AE_DT_BF16, "moe_ffn gate/up");
-            moe_wgmma_gemm(be, g2, (unsigned)tiles, 0, AE_DT_F32, "moe_ffn down");
+            moe_wgmma_gemm(be, g2, (unsigned)tiles, 0, odt, "moe_ffn down");
         } else if (bm == 16) {
             if (Im > 0) launch_gemm<16, 64, 4, true, false, bf16>(be, grid1, g1, "moe_ffn gate/up");
-            launch_gemm<16, 64, 4, false, false, float>(be, grid2, g2, "moe_ffn down");
+            AE_CUDA_FLOAT_DISPATCH(odt, TO, {
+                launch_gemm<16, 64, 4, false, false, TO>(be, grid2, g2, "moe_ffn down");
+            });
         } else {
             if (Im > 0) launch_gemm<64, 32, 3, true, false, bf16>(be, grid1, g1, "moe_ffn gate/up");
-            launch_gemm<64, 32, 3, false, false, float>(be, grid2, g2, "moe_ffn down");
+            AE_CUDA_FLOAT_DISPATCH(odt, TO, {
+                launch_gemm<64, 32, 3, false, false, TO>(be, grid2, g2, "moe_ffn down");
+            });
         }
 
         int v4 = D % 4 == 0 && (y.dtype == AE_DT_F32 ? (uintptr_t)y.data % 16 == 0
@@ -797,8 +813,11 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
         dim3 grid3((unsigned)Tc, (unsigned)((cols + 255) / 256));
         AE_CUDA_FLOAT_DISPATCH(y.dtype, TY, {
             TY *yc = (TY *)y.data + t0 * D;
-            if (v4) k_moe_combine<4><<<grid3, 256, 0, st>>>(yc, o, ic, wc, D, K, E);
-            else k_moe_combine<1><<<grid3, 256, 0, st>>>(yc, o, ic, wc, D, K, E);
+            AE_CUDA_FLOAT_DISPATCH(odt, TO, {
+                const TO *oc = (const TO *)o;
+                if (v4) k_moe_combine<4, TO><<<grid3, 256, 0, st>>>(yc, oc, ic, wc, D, K, E);
+                else k_moe_combine<1, TO><<<grid3, 256, 0, st>>>(yc, oc, ic, wc, D, K, E);
+            });
         });
         cuda_check(be, cudaGetLastError(), "moe_ffn combine");
     }
