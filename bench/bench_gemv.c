@@ -1,7 +1,8 @@
 // The batch-1 decode GEMVs of the CUDA backend (backend/cuda_gemm.cu, k_gemv / k_gemv_set) on
 // the weight shapes of Qwen3-8B and its MLA student, for each AE_CUDA_GEMV variant:
 //   bench_gemv [--device cuda] [--m 1,2,4]
-//              [--shapes qkv,o,gate_up,down,lm_head,kv_a,q_mla,gate_up_silu,gate_up_fused]
+//              [--shapes qkv,o,gate_up,down,lm_head,kv_a,q_mla,gate_up_silu,gate_up_fused,
+//                        moe_qkv,moe_o,router]
 //              [--variants "V1;V2;..."] [--reps 5]
 // Shapes, y (M, N) = x (M, K) · w (N, K)ᵀ, bf16 weights and activations:
 //   qkv      4096 -> 4096 + 1024 + 1024   one matmul_group of 3 (one k_gemv_set launch)
@@ -11,6 +12,10 @@
 //   lm_head  4096 -> 151936
 //   kv_a     4096 -> 576                  MLA student: kv_a_proj_with_mqa (512 + 64)
 //   q_mla    4096 -> 32·192               MLA student: q_proj (32 heads of 128 + 64)
+//   moe_qkv  2048 -> 4096 + 512 + 512     Qwen3-30B-A3B's attention (only when --shapes names
+//   moe_o    4096 -> 2048                 them, as the next): its q/k/v and o projections
+//   router   2048 -> 128                  Qwen3-30B-A3B's MoE router (fp32 logits in the model;
+//                                         act here: the same loads, a 128-wide tile grid)
 //   gate_up_silu   4096 -> 2 x 12288, then silu_mul: the dense MLP's input as two launches
 //   gate_up_fused  the same as one gate_up_silu launch (k_gemv_swiglu: SwiGLU in the epilogue);
 //                  the teacher's and both students' MLPs (every layer of each is dense)
@@ -67,6 +72,9 @@ static const shape k_shapes[] = {
     {"lm_head", 4096, 1, {151936}, PLAIN},
     {"kv_a", 4096, 1, {576}, PLAIN},
     {"q_mla", 4096, 1, {32 * 192}, PLAIN},
+    {"moe_qkv", 2048, 3, {4096, 512, 512}, PLAIN},
+    {"moe_o", 4096, 1, {2048}, PLAIN},
+    {"router", 2048, 1, {128}, PLAIN},
     {"gate_up_silu", 4096, 2, {12288, 12288}, SWIGLU_TWO},
     {"gate_up_fused", 4096, 2, {12288, 12288}, SWIGLU_FUSED},
 };
@@ -203,7 +211,7 @@ static int wanted(const char *list, const char *name) {
 
 static int usage(void) {
     fprintf(stderr, "usage: bench_gemv [--device cuda] [--m 1,2,4] "
-                    "[--shapes qkv,o,gate_up,down,lm_head,kv_a,q_mla,gate_up_silu,gate_up_fused] "
+                    "[--shapes qkv,o,gate_up,down,lm_head,kv_a,q_mla,gate_up_silu,gate_up_fused,moe_qkv,moe_o,router] "
                     "[--variants \"V1;V2\"] "
                     "[--reps 5]\n");
     return 2;

@@ -48,7 +48,6 @@ namespace {
 constexpr int kThreads = 256, kWarps = kThreads / 32;
 constexpr int kJ = 8;     // 16-byte weight loads in flight per lane per step (cuda_gemm.cu's j=8)
 constexpr int kGroup = 8; // slots per group: the 8 A rows of the GEMV tile
-constexpr int kWps = 32;  // warps per SM the gate/up split aims for (GEMV_WARPS_PER_SM)
 
 // The group slot s leads, as one warp sees it (every lane gets the same count): 0 when s does not
 // lead one (its expert outside [0, E), or its rank among its expert's slots, in slot order, not a
@@ -179,6 +178,21 @@ const char *g_last = "none"; // the path of the last moe_ffn call (ae_cuda_moe_l
 
 } // namespace
 
+// Warps per gate/up tile (log2, 0..2): AE_MOE_GEMV_KW=1|2|4 (read at every call; bench_moe
+// --decode A/Bs it), else 2 warps. Measured on the H200 (bench_moe --decode, 2026-11-30 13:51,
+// µs a layer at T = 1 / 4 / 8 / 16 / 32): 1 warp 29.27 / 81.27 / 128.54 / 199.12 / 265.97, 2 warps
+// 27.16 / 76.44 / 123.24 / 191.21 / 256.55, 4 warps 28.37 / 76.79 / 122.69 / 191.96 / 283.12; the
+// old heuristic (gemv_pick_kw_shift: 4 warps up to T 8, 1 from 16) 28.36 / 81.22 / 128.20 /
+// 198.69 / 265.54. Two warps a tile split the depth (D = 2048: 32 chunks each), a block holds 2
+// tile pairs (16 rows of Im): S·Im/16 blocks, 384 at one token — one wave at 4 blocks an SM,
+// where 4 warps a tile made 768 (1.45 waves).
+static int gate_up_kw_shift(void) {
+    const char *env = getenv("AE_MOE_GEMV_KW");
+    if (env && (!strcmp(env, "1") || !strcmp(env, "2") || !strcmp(env, "4")))
+        return env[0] == '1' ? 0 : env[0] == '2' ? 1 : 2;
+    return 1;
+}
+
 int moe_gemv_pick(int T, int K, int D, int Im, const void *x, const void *wg, const void *wu,
                   const void *wd) {
     auto al16 = [](const void *q) { return (uintptr_t)q % 16 == 0; };
@@ -212,10 +226,8 @@ int moe_ffn_gemv(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_ptr wt
     bf16 *h = (bf16 *)tmp;
     int *lead = (int *)(tmp + b_h), *mem = lead + S;
 
-    const int chunks = (D + 31) / 32;
     // warps per gate/up tile (log2, at most 2: a block holds at least one pair of tiles)
-    const int shift = gemv_pick_kw_shift((int64_t)S * 2 * (Im / 8), chunks, cu(be)->sm_count, kWps,
-                                         kJ, 2);
+    const int shift = gate_up_kw_shift();
     const int rows_per_block = 8 * ((kWarps >> shift) / 2);
     dim3 grid1((unsigned)S, (unsigned)((Im + rows_per_block - 1) / rows_per_block));
     const int32_t *ip = (const int32_t *)idx.data;
