@@ -95,6 +95,29 @@ void ae_gate_up_silu(const ae_backend *be, ae_ptr act, ae_ptr g, ae_ptr u, ae_pt
     be->silu_mul(be, act, g, u, (size_t)M * N);
 }
 
+void ae_mla_absorb_ops(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv, ae_ptr q,
+                       ae_ptr qt, ae_ptr w, ae_ptr wuk, int64_t sw, ae_ptr pos) {
+    const int T = a->T, H = a->H, R = a->R, dq = a->dn + a->dr, Cd = R + a->dr;
+    if (a->dn == 0) be->fill(be, qt, (size_t)T * H * Cd, 0.0f); // no nope part: latent half 0
+    be->mla_decode_prep(be, a, kv, q, qt, w, pos);
+    if (a->dn == 0) return;
+    // per head: qt_h (T, R) = q_nope_h (T, dn) · Wuk_h (dn, R);  qt: (T, H, Cd)
+    ae_gemm_args g = {.M = T, .N = R, .K = a->dn, .batch = H, .lda = (int64_t)H * dq, .sa = dq,
+                      .ldb = R, .sb = sw, .ldy = (int64_t)H * Cd, .sy = Cd, .alpha = 1.0f};
+    be->gemm(be, &g, qt, q, wuk);
+}
+
+void ae_mla_attend_ops(const ae_backend *be, const ae_attn_args *a, ae_ptr o, ae_ptr ctx, ae_ptr q,
+                       ae_ptr kv, ae_ptr wuv, int64_t sw, int dvo) {
+    const int T = a->T, H = a->Hq, R = a->dv;
+    be->attention(be, a, ctx, q, kv, kv);
+    // per head: o_h (T, dvo) = ctx_h (T, R) · Wuv_hᵀ, Wuv_h (dvo, R) at wuv + h·sw
+    ae_gemm_args g = {.M = T, .N = dvo, .K = R, .batch = H, .trans_b = 1, .lda = (int64_t)H * R,
+                      .sa = R, .ldb = R, .sb = sw, .ldy = (int64_t)H * dvo, .sy = dvo,
+                      .alpha = 1.0f};
+    be->gemm(be, &g, o, ctx, wuv);
+}
+
 void ae_matmul_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr x, ae_ptr w,
                    int M, int K, int N) {
     if (!ae_ptr_is_null(dx)) { // dx (M, K) += dy (M, N) · w (N, K)

@@ -23,23 +23,14 @@ void ae_cpu_mla_decode_prep(const ae_backend *be, const ae_mla_prep_args *a, ae_
     ae_cpu_rope(be, qr, pos, T, H, Cd, dr, a->theta, a->mode);
 }
 
-// mla_decode_absorb: the prep, then the per-head query absorption as the batched gemm the model
-// ran before (the same product in the same order: bit for bit the unfused path).
+// mla_decode_absorb and mla_decode_attend: the ops they stand for (ae_mla_absorb_ops,
+// ae_mla_attend_ops: the model's unfused path, bit for bit), ctx in fp32 on the host.
 void ae_cpu_mla_decode_absorb(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv,
                               ae_ptr q, ae_ptr qt, ae_ptr w, ae_ptr wuk, int64_t sw, ae_ptr pos) {
-    int T = a->T, H = a->H, R = a->R, dq = a->dn + a->dr, Cd = R + a->dr;
-    if (T <= 0 || H <= 0) return;
-    if (a->dn == 0) ae_cpu_fill(be, qt, (size_t)T * H * Cd, 0.0f); // no nope part: latent half 0
-    ae_cpu_mla_decode_prep(be, a, kv, q, qt, w, pos);
-    if (a->dn == 0) return;
-    // per head: qt_h (T, R) = q_nope_h (T, dn) · Wuk_h (dn, R);  qt: (T, H, Cd)
-    ae_gemm_args g = {.M = T, .N = R, .K = a->dn, .batch = H, .lda = (int64_t)H * dq, .sa = dq,
-                      .ldb = R, .sb = sw, .ldy = (int64_t)H * Cd, .sy = Cd, .alpha = 1.0f};
-    ae_cpu_gemm(be, &g, qt, q, wuk);
+    if (a->T <= 0 || a->H <= 0) return;
+    ae_mla_absorb_ops(be, a, kv, q, qt, w, wuk, sw, pos);
 }
 
-// mla_decode_attend: attention into a host ctx (T, Hq, R), then o_h = ctx_h · Wuv_hᵀ per head,
-// the two ops of the unfused path.
 void ae_cpu_mla_decode_attend(const ae_backend *be, const ae_attn_args *a, ae_ptr o, ae_ptr q,
                               ae_ptr kv, ae_ptr wuv, int64_t sw, int dvo) {
     int T = a->T, H = a->Hq, R = a->dv;
@@ -50,10 +41,6 @@ void ae_cpu_mla_decode_attend(const ae_backend *be, const ae_attn_args *a, ae_pt
                 R);
         abort();
     }
-    ae_cpu_attention(be, a, ae_host_f32(ctx), q, kv, kv);
-    ae_gemm_args g = {.M = T, .N = dvo, .K = R, .batch = H, .trans_b = 1, .lda = (int64_t)H * R,
-                      .sa = R, .ldb = R, .sb = sw, .ldy = (int64_t)H * dvo, .sy = dvo,
-                      .alpha = 1.0f};
-    ae_cpu_gemm(be, &g, o, ae_host_f32(ctx), wuv);
+    ae_mla_attend_ops(be, a, o, ae_host_f32(ctx), q, kv, wuv, sw, dvo);
     free(ctx);
 }

@@ -268,7 +268,6 @@ void sum_dsinks(const ae_backend *be, float *dsinks, const float *dsink_row, int
     cuda_check(be, cudaGetLastError(), "attention_bwd");
 }
 
-bool aligned16(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }
 
 // AE_CUDA_ATTN_BWD: "ref" the CUDA-core kernels, "fused" the tensor-core kernel that adds dQ over
 // key tiles in order, "split" the mma.sync split path (dK/dV, then dQ in its own kernel),
@@ -328,7 +327,8 @@ int pick_kernels(const ae_backend *be, const ae_attn_args *a, bool operands_ok) 
 // The operand conditions of the tensor-core path (see the file header): dk and dv different
 // memory; q, k, v 16-byte aligned.
 bool operands_ok(ae_ptr dk, ae_ptr dv, ae_ptr q, ae_ptr k, ae_ptr v) {
-    return dk.data != dv.data && aligned16(q.data) && aligned16(k.data) && aligned16(v.data);
+    return dk.data != dv.data && cuda_aligned16(q.data) && cuda_aligned16(k.data) &&
+           cuda_aligned16(v.data);
 }
 
 // The tensor-core path, kernels `kernels` (from pick_kernels), with the reference path's

@@ -733,14 +733,21 @@ static int mlad_pick(const ae_backend *be, const attn_params *p, int big, attn_p
                       : mlad_launch<DK, DV, 2, 32, 4>(be, p, parts);
 }
 
+// AE_CUDA_MLA_KERNEL, read at every call: the choice mla_pick and attn_mla_dec_parts share.
+enum { MLA_KERNEL_DEFAULT, MLA_KERNEL_OLD, MLA_KERNEL_NEW64 };
+static int mla_kernel_choice(void) {
+    const char *env = getenv("AE_CUDA_MLA_KERNEL");
+    if (env && strcmp(env, "old") == 0) return MLA_KERNEL_OLD;
+    return env && strcmp(env, "new64") == 0 ? MLA_KERNEL_NEW64 : MLA_KERNEL_DEFAULT;
+}
+
 // Kernel choice (AE_CUDA_MLA_KERNEL, for A/B runs): "old" forces kernel D; "new64" takes kernel E
 // with 64-key tiles in two stages; anything else (default) kernel E with 32-key tiles in four
 // stages for T·Hq <= 64 (33..64 rows: two row tiles of 32, each reading the latent once) and
 // kernel D for more rows (prefill chunks, 128-head models).
 template <int DK, int DV> static int mla_pick(const ae_backend *be, const attn_params *p) {
-    const int rows = p->T * p->Hq;
-    const char *env = getenv("AE_CUDA_MLA_KERNEL");
-    const int old = env && strcmp(env, "old") == 0, big = env && strcmp(env, "new64") == 0;
+    const int rows = p->T * p->Hq, kernel = mla_kernel_choice();
+    const int old = kernel == MLA_KERNEL_OLD, big = kernel == MLA_KERNEL_NEW64;
     if (!old && rows <= 64) {
         if (mlad_pick<DK, DV>(be, p, big, NULL)) return 1;
     }
@@ -748,9 +755,8 @@ template <int DK, int DV> static int mla_pick(const ae_backend *be, const attn_p
 }
 
 int attn_mla_dec_parts(const ae_backend *be, const attn_params *p, attn_params *parts) {
-    const char *env = getenv("AE_CUDA_MLA_KERNEL");
-    const int old = env && strcmp(env, "old") == 0, big = env && strcmp(env, "new64") == 0;
-    if (old || p->Hkv != 1 || p->T * p->Hq > 64 || p->pages) return 0;
+    const int kernel = mla_kernel_choice(), big = kernel == MLA_KERNEL_NEW64;
+    if (kernel == MLA_KERNEL_OLD || p->Hkv != 1 || p->T * p->Hq > 64 || p->pages) return 0;
     if (p->dk == 576 && p->dv == 512) return mlad_pick<576, 512>(be, p, big, parts);
     if (p->dk == 288 && p->dv == 256) return mlad_pick<288, 256>(be, p, big, parts);
     return 0;

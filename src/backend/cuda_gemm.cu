@@ -397,12 +397,11 @@ k_gemv_swiglu(bf16 *__restrict__ act, int64_t ldy, const bf16 *__restrict__ x, i
     }
 }
 
-static int is_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
 static int gemv_applies(const ae_gemm_args *g, ae_ptr a, ae_ptr b) {
     return g->batch == 1 && !g->trans_a && g->trans_b && g->M >= 1 && g->M <= GEMV_MAX_M &&
            g->K % 8 == 0 && g->ldb % 8 == 0 && (g->M == 1 || g->lda % 8 == 0) &&
-           is_aligned16(a.data) && is_aligned16(b.data);
+           cuda_aligned16(a.data) && cuda_aligned16(b.data);
 }
 
 // Warps per tile (log2, up to all GEMV_WARPS of the block): gemv_pick_kw_shift with GEMV_J.
@@ -707,8 +706,9 @@ static int batched_applies(const ae_gemm_args *g, ae_ptr a, ae_ptr b) {
         return 0;
     if (g->trans_b) // path 1's conditions on every product
         return g->K % 8 == 0 && g->ldb % 8 == 0 && (g->M == 1 || g->lda % 8 == 0) &&
-               g->sa % 8 == 0 && g->sb % 8 == 0 && is_aligned16(a.data) && is_aligned16(b.data);
-    return g->ldb % 8 == 0 && g->sb % 8 == 0 && is_aligned16(b.data);
+               g->sa % 8 == 0 && g->sb % 8 == 0 && cuda_aligned16(a.data) &&
+               cuda_aligned16(b.data);
+    return g->ldb % 8 == 0 && g->sb % 8 == 0 && cuda_aligned16(b.data);
 }
 
 // Column groups per block (log2) of k_gemv_kn: as many as cover N (at most 32: a block then

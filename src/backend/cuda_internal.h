@@ -83,6 +83,9 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+// Whether p is 16-byte aligned (one 16-byte load or cp.async chunk per 8 bf16 / 4 fp32 values).
+static inline int cuda_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
 // 4-value vector access (float4, or 4 x bf16 in 8 bytes) and its V = 1 fallback: ldv/stv<V>
 // read or write V consecutive values as fp32; V = 4 needs 16-byte (F32) / 8-byte (BF16) aligned
 // addresses.

@@ -162,8 +162,6 @@ __global__ void __launch_bounds__(kMwThreads) k_mla_merge_wuv(const merge_args a
     }
 }
 
-int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
-
 // 1 when the fused launches take the call (besides kernel E's own conditions).
 int merge_fits(const ae_attn_args *a, ae_ptr o, ae_ptr q, ae_ptr kv, ae_ptr wuv, int64_t sw,
                int dvo) {
@@ -171,8 +169,8 @@ int merge_fits(const ae_attn_args *a, ae_ptr o, ae_ptr q, ae_ptr kv, ae_ptr wuv,
                    wuv.dtype == AE_DT_BF16;
     return bf && a->Hkv == 1 && !a->sinks.data && !a->lse.data && a->T <= kMwMaxT &&
            a->T * a->Hq <= 64 && a->dv % 8 == 0 && a->dv <= 1024 && dvo > 0 && sw % 8 == 0 &&
-           a->k_stride == a->v_stride && a->k_stride % 8 == 0 && aligned16(q.data) &&
-           aligned16(kv.data) && aligned16(wuv.data);
+           a->k_stride == a->v_stride && a->k_stride % 8 == 0 && cuda_aligned16(q.data) &&
+           cuda_aligned16(kv.data) && cuda_aligned16(wuv.data);
 }
 
 // Queues the merge of kernel E's partials p into o; 0 when its shared memory does not fit.
@@ -195,18 +193,13 @@ int merge_launch(const ae_backend *be, const attn_params *p, ae_ptr o, ae_ptr wu
     return 1;
 }
 
-// The unfused form: attention into a bf16 ctx, then o_h = ctx_h · Wuv_hᵀ per head.
+// The unfused form (ae_mla_attend_ops) with a bf16 ctx (T, Hq, R) as the model's unfused path.
 void attend_unfused(const ae_backend *be, const ae_attn_args *a, ae_ptr o, ae_ptr q, ae_ptr kv,
                     ae_ptr wuv, int64_t sw, int dvo) {
-    const int T = a->T, H = a->Hq, R = a->dv;
-    void *buf = cuda_tmp_alloc(be, (size_t)T * H * R * sizeof(bf16), "mla_decode_attend");
+    const size_t n = (size_t)a->T * a->Hq * a->dv;
+    void *buf = cuda_tmp_alloc(be, n * sizeof(bf16), "mla_decode_attend");
     if (!buf) return;
-    ae_ptr ctx = ae_ptr_make(buf, AE_DT_BF16); // (T, H, R)
-    be->attention(be, a, ctx, q, kv, kv);
-    ae_gemm_args g = {.M = T, .N = dvo, .K = R, .batch = H, .trans_b = 1, .lda = (int64_t)H * R,
-                      .ldb = R, .ldy = (int64_t)H * dvo, .sa = R, .sb = sw, .sy = dvo,
-                      .alpha = 1.0f};
-    be->gemm(be, &g, o, ctx, wuv);
+    ae_mla_attend_ops(be, a, o, ae_ptr_make(buf, AE_DT_BF16), q, kv, wuv, sw, dvo);
     cuda_tmp_free(be, buf);
 }
 

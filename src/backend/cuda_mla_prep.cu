@@ -226,7 +226,7 @@ static int absorb_fits(const ae_mla_prep_args *a, ae_ptr kv, ae_ptr q, ae_ptr qt
     const int bf = kv.dtype == AE_DT_BF16 && q.dtype == AE_DT_BF16 && qt.dtype == AE_DT_BF16 &&
                    w.dtype == AE_DT_BF16 && wuk.dtype == AE_DT_BF16;
     return bf && a->T <= kAbsMaxT && a->dn <= kAbsMaxDn && a->dr / 2 <= kTab && a->R % 8 == 0 &&
-           sw % 8 == 0 && ((uintptr_t)wuk.data & 15) == 0;
+           sw % 8 == 0 && cuda_aligned16(wuk.data);
 }
 
 void ae_cuda_mla_decode_absorb(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv,
@@ -235,15 +235,8 @@ void ae_cuda_mla_decode_absorb(const ae_backend *be, const ae_mla_prep_args *a, 
     if (cuda_failed(be)) return;
     cuda_need(wuk, AE_M_BF16, "mla_decode_absorb", "wuk");
     if (a->T <= 0 || a->H <= 0 || a->R <= 0) return;
-    if (!absorb_fits(a, kv, q, qt, w, wuk, sw)) { // the two ops it fuses
-        const int dq = a->dn + a->dr, Cd = a->R + a->dr;
-        if (a->dn == 0) be->fill(be, qt, (size_t)a->T * a->H * Cd, 0.0f);
-        ae_cuda_mla_decode_prep(be, a, kv, q, qt, w, pos);
-        if (a->dn == 0) return;
-        ae_gemm_args g = {.M = a->T, .N = a->R, .K = a->dn, .batch = a->H,
-                          .lda = (int64_t)a->H * dq, .ldb = a->R, .ldy = (int64_t)a->H * Cd,
-                          .sa = dq, .sb = sw, .sy = Cd, .alpha = 1.0f};
-        be->gemm(be, &g, qt, q, wuk);
+    if (!absorb_fits(a, kv, q, qt, w, wuk, sw)) { // the ops it fuses
+        ae_mla_absorb_ops(be, a, kv, q, qt, w, wuk, sw, pos);
         return;
     }
     cuda_need(pos, AE_M_I32, "mla_decode_absorb", "pos");

@@ -329,14 +329,13 @@ int paged_pick_splits(const ae_backend *be, const ae_paged_attn_args *a, long bl
     return s < 2 ? 1 : (int)s;
 }
 
-int aligned16(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }
 
 // 1 when the vector path's alignment holds: key rows in 16-byte pieces of 8 values, value rows
 // and output rows in pieces of 4 (float4 / 8-byte bf16x4).
 int paged_vec_ok(const ae_paged_attn_args *a, ae_ptr out, ae_ptr k, ae_ptr v) {
     return a->dk % 8 == 0 && a->dv % 4 == 0 && a->k_stride % 8 == 0 && a->v_stride % 4 == 0 &&
-           a->page_stride % 8 == 0 && aligned16(k.data) && aligned16(v.data) &&
-           aligned16(out.data);
+           a->page_stride % 8 == 0 && cuda_aligned16(k.data) && cuda_aligned16(v.data) &&
+           cuda_aligned16(out.data);
 }
 
 // Rows r0 .. r0 + n − 1 of the call through k_paged_attn (and the combine when split): the
@@ -475,8 +474,9 @@ int paged_run_wants_tc(const ae_paged_attn_args *a, const ae_paged_run *u, int t
 int paged_tc_ok(const ae_paged_attn_args *a, ae_ptr out, ae_ptr q, ae_ptr k, ae_ptr v) {
     const char *env = getenv("AE_CUDA_ATTN"); // "ref": no tensor cores (as for `attention`)
     if (q.dtype != AE_DT_BF16 || (env && strcmp(env, "ref") == 0)) return 0;
-    if (!aligned16(q.data) || !aligned16(k.data) || !aligned16(v.data) || !aligned16(out.data) ||
-        a->k_stride % 8 != 0 || a->v_stride % 8 != 0 || a->page_stride % 8 != 0)
+    if (!cuda_aligned16(q.data) || !cuda_aligned16(k.data) || !cuda_aligned16(v.data) ||
+        !cuda_aligned16(out.data) || a->k_stride % 8 != 0 || a->v_stride % 8 != 0 ||
+        a->page_stride % 8 != 0)
         return 0;
     if (a->Hkv == 1 && k.data == v.data && a->k_stride == a->v_stride &&
         attn_mla_has(a->dk, a->dv))

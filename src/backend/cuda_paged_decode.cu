@@ -175,8 +175,6 @@ template <int D> int pd_pick_loop(const ae_backend *be, const pd_params &p, int 
                               : pd_pick_rows<D, false>(be, p, splits);
 }
 
-int pd_aligned16(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }
-
 } // namespace
 
 // AE_PAGED_DECODE_FOLD: 0 = k_paged_attn + k_paged_combine; unset = PAGED_DECODE_FOLD_DEFAULT_ON;
@@ -198,8 +196,8 @@ int paged_decode_run(const ae_backend *be, const ae_paged_attn_args *a, int r0, 
         return 0;
     out = ae_ptr_at(out, (size_t)r0 * a->Hq * a->dv); // (n, Hq, dv)
     q = ae_ptr_at(q, (size_t)r0 * a->Hq * a->dk);     // (n, Hq, dk)
-    if (!pd_aligned16(q.data) || !pd_aligned16(k.data) || !pd_aligned16(v.data) ||
-        !pd_aligned16(out.data) || a->k_stride % 8 != 0 || a->v_stride % 8 != 0 ||
+    if (!cuda_aligned16(q.data) || !cuda_aligned16(k.data) || !cuda_aligned16(v.data) ||
+        !cuda_aligned16(out.data) || a->k_stride % 8 != 0 || a->v_stride % 8 != 0 ||
         a->page_stride % 8 != 0)
         return 0;
     pd_params p;

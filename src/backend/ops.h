@@ -585,6 +585,15 @@ void ae_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, con
 // act, g, u: (M, N), g and u scratch
 void ae_gate_up_silu(const ae_backend *be, ae_ptr act, ae_ptr g, ae_ptr u, ae_ptr x, ae_ptr wg,
                      ae_ptr wu, int M, int K, int N);
+// The absorbed-MLA decode ops in their unfused form, through the table's own ops: the
+// references of mla_decode_absorb (fill of qt's latent part when dn = 0, mla_decode_prep, the
+// per-head gemm q_nope_h · Wuk_h; be->mla_decode_prep must be set) and of mla_decode_attend
+// (attention into ctx, then the per-head gemm ctx_h · Wuv_hᵀ), and the backends' fallbacks.
+// Arguments as the two slots'; ctx: (T, Hq, a->dv) scratch of any float dtype the backend takes.
+void ae_mla_absorb_ops(const ae_backend *be, const ae_mla_prep_args *a, ae_ptr kv, ae_ptr q,
+                       ae_ptr qt, ae_ptr w, ae_ptr wuk, int64_t sw, ae_ptr pos);
+void ae_mla_attend_ops(const ae_backend *be, const ae_attn_args *a, ae_ptr o, ae_ptr ctx, ae_ptr q,
+                       ae_ptr kv, ae_ptr wuv, int64_t sw, int dvo);
 // dx += dy · w (M, K) when dx is non-null;  dw += dyᵀ · x (N, K) when dw is non-null.
 // dw: F32, or BF16 where the weights are bf16 (the product into an F32 temporary, then `add`:
 // the new sum formed in fp32 and rounded to bf16 once; see "backward").

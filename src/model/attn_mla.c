@@ -268,13 +268,8 @@ ae_status ae_mla_forward_absorbed(const ae_backend *be, const ae_mla *m, ae_ptr 
     ae_ptr wuv = ae_ptr_at(m->wkvb, (size_t)dn * R); // head h's (dv, R) value rows at h·dkv·R
     if (fuse && be->mla_decode_attend) { // o_h = Wuv_h · attention_h: E and one merge launch
         be->mla_decode_attend(be, &aa, o, qt, cache, wuv, (int64_t)dkv * R, dv);
-    } else {
-        be->attention(be, &aa, ctx, qt, cache, cache);
-        // per head: o_h (T, dv) = ctx_h (T, R) · Wuv_hᵀ, Wuv_h (dv, R) the value rows of head h
-        ae_gemm_args g = {.M = T, .N = dv, .K = R, .batch = H, .trans_b = 1,
-                          .lda = (int64_t)H * R, .sa = R, .ldb = R, .sb = (int64_t)dkv * R,
-                          .ldy = (int64_t)H * dv, .sy = dv, .alpha = 1.0f};
-        be->gemm(be, &g, o, ctx, wuv);
+    } else { // attention into ctx, then o_h (T, dv) = ctx_h (T, R) · Wuv_hᵀ per head
+        ae_mla_attend_ops(be, &aa, o, ctx, qt, cache, wuv, (int64_t)dkv * R, dv);
     }
     ae_matmul(be, y, o, m->wo, T, H * dv, d->D);
     ae_scratch_free(&s);
