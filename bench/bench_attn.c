@@ -46,7 +46,8 @@
 // Batch-1 decode attention: T = 1 query at position S − 1 through be->attention exactly as
 // attn_gateswa.c calls it at decode (ae_attn_dense over kv_cache.c's dense layout: k, v (rows,
 // Hkv, d), rows = S, or a ring of W rows with window W), Qwen3-8B heads (Hq 32, Hkv 8, d 128):
-// S = 1024, 4096, 32768 causal and GateSWA's ring W = 1024 at S = 4096 and 32768. Each case
+// S = 1024, 4096, 32768 causal and GateSWA's ring W = 1024 at S = 4096 and 32768; Qwen3-30B-A3B
+// heads (Hq 32, Hkv 4: groups of 8) at S = 4096 and 32768. Each case
 // holds enough copies of its cache (>= 256 MiB in all, 5x the H200's L2) that the calls read
 // DRAM as decode does (between two layers' attention the weights stream through L2), and a call
 // cycles through them. Per rep: three 2 GiB device copies fill the queue (~3 ms: the host queues
@@ -429,15 +430,17 @@ static int bench_bwd_paths(const ae_backend *be, int reps) {
 typedef struct {
     const char *name;
     int S, window; // keys up to position S − 1; window W > 0: a ring of W rows
+    int hkv;       // kv heads (of DEC_HQ query heads): 8 Qwen3-8B, 4 Qwen3-30B-A3B (groups of 8)
 } dec_case;
 
 static const dec_case k_dec_cases[] = {
-    {"qwen3-8b-dec-1k", 1024, 0},         {"qwen3-8b-dec-4k", 4096, 0},
-    {"qwen3-8b-dec-32k", 32768, 0},       {"gateswa-8b-dec-4k-w1024", 4096, 1024},
-    {"gateswa-8b-dec-32k-w1024", 32768, 1024},
+    {"qwen3-8b-dec-1k", 1024, 0, 8},          {"qwen3-8b-dec-4k", 4096, 0, 8},
+    {"qwen3-8b-dec-32k", 32768, 0, 8},        {"gateswa-8b-dec-4k-w1024", 4096, 1024, 8},
+    {"gateswa-8b-dec-32k-w1024", 32768, 1024, 8}, {"qwen3-30b-a3b-dec-4k", 4096, 0, 4},
+    {"qwen3-30b-a3b-dec-32k", 32768, 0, 4},
 };
 
-enum { DEC_HQ = 32, DEC_HKV = 8, DEC_D = 128, DEC_MAX_COPIES = 64, DEC_MIN_CALLS = 64 };
+enum { DEC_HQ = 32, DEC_D = 128, DEC_MAX_COPIES = 64, DEC_MIN_CALLS = 64 };
 
 typedef struct {
     ae_attn_args a;
@@ -454,11 +457,11 @@ static void dec_free(const ae_backend *be, dec_bufs *b) {
 static int dec_alloc(const ae_backend *be, const dec_case *c, dec_bufs *b) {
     memset(b, 0, sizeof *b);
     const int rows = c->window > 0 ? c->window : c->S;
-    const size_t nkv = (size_t)rows * DEC_HKV * DEC_D, copy_bytes = 2 * nkv * 2;
+    const size_t nkv = (size_t)rows * c->hkv * DEC_D, copy_bytes = 2 * nkv * 2;
     size_t copies = ((size_t)256 << 20) / copy_bytes + 1;
     b->copies = copies > DEC_MAX_COPIES ? DEC_MAX_COPIES : (int)copies;
     b->keys = c->window > 0 && c->window < c->S ? c->window : c->S;
-    b->a = ae_attn_dense(1, c->S - 1, DEC_HQ, DEC_HKV, DEC_D, DEC_D, c->window,
+    b->a = ae_attn_dense(1, c->S - 1, DEC_HQ, c->hkv, DEC_D, DEC_D, c->window,
                          1.0f / sqrtf((float)DEC_D), ae_ptr_null());
     b->a.ring = c->window > 0 ? c->window : 0;
     b->q = be->alloc(be, (size_t)DEC_HQ * DEC_D, AE_DT_BF16);
@@ -503,9 +506,10 @@ static int bench_decode(const ae_backend *be, int reps, const char *splits) {
     char *saved_dec_copy = saved_dec ? strdup(saved_dec) : NULL;
     const char *saved_pipe = getenv("AE_DEC_PIPE");
     char *saved_pipe_copy = saved_pipe ? strdup(saved_pipe) : NULL;
-    printf("decode attention, T = 1, Hq %d Hkv %d d %d, bf16; device copy rate %.0f GB/s; "
+    printf("decode attention, T = 1, Hq %d, d %d, bf16 (Hkv in the case's name: 8 for Qwen3-8B, "
+           "4 for Qwen3-30B-A3B); device copy rate %.0f GB/s; "
            "time per call = best of %d reps (events, queue filled first)\n",
-           DEC_HQ, DEC_HKV, DEC_D, copy * 1e-9, reps);
+           DEC_HQ, DEC_D, copy * 1e-9, reps);
     printf("%-26s %6s %-14s %3s %4s %9s %8s %7s   %s\n", "case", "keys", "AE_ATTN_DEC_SPLIT",
            "dec", "pipe", "us/call", "GB/s", "% copy", "plan");
     int rc = 0;
@@ -519,7 +523,7 @@ static int bench_decode(const ae_backend *be, int reps, const char *splits) {
             rc = 1;
             continue;
         }
-        const double bytes = (double)b.keys * DEC_HKV * (2.0 * DEC_D) * 2;
+        const double bytes = (double)b.keys * c->hkv * (2.0 * DEC_D) * 2;
         char list[512];
         snprintf(list, sizeof list, "%s", splits);
         int bad = 0; // an error in this case: its other settings are skipped
