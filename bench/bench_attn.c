@@ -42,12 +42,13 @@
 // (ae_cuda_attn_bwd_kernels, backend/cuda.h: its own decision); "default runs": what it runs
 // with AE_CUDA_ATTN_BWD unset.
 //
-//   bench_attn --decode [--reps R] [--dec-splits "V1;V2;..."]
+//   bench_attn --decode [--reps R] [--dec-splits "V1;V2;..."] [--case PART]
 // Batch-1 decode attention: T = 1 query at position S − 1 through be->attention exactly as
 // attn_gateswa.c calls it at decode (ae_attn_dense over kv_cache.c's dense layout: k, v (rows,
 // Hkv, d), rows = S, or a ring of W rows with window W), Qwen3-8B heads (Hq 32, Hkv 8, d 128):
 // S = 1024, 4096, 32768 causal and GateSWA's ring W = 1024 at S = 4096 and 32768; Qwen3-30B-A3B
-// heads (Hq 32, Hkv 4: groups of 8) at S = 4096 and 32768. Each case
+// heads (Hq 32, Hkv 4: groups of 8) at S = 4096 and 32768 (--case PART: only the cases whose
+// name contains PART). Each case
 // holds enough copies of its cache (>= 256 MiB in all, 5x the H200's L2) that the calls read
 // DRAM as decode does (between two layers' attention the weights stream through L2), and a call
 // cycles through them. Per rep: three 2 GiB device copies fill the queue (~3 ms: the host queues
@@ -492,7 +493,7 @@ static double dec_time(const ae_backend *be, dec_bufs *b, bench_queue *q, int re
     return bench_queue_time(be, q, dec_call, b, b->copies, calls, reps);
 }
 
-static int bench_decode(const ae_backend *be, int reps, const char *splits) {
+static int bench_decode(const ae_backend *be, int reps, const char *splits, const char *only) {
     bench_queue t;
     if (bench_queue_open(be, &t)) {
         fprintf(stderr, "bench_attn --decode: cannot set up the timer: %s\n", ae_last_error());
@@ -515,6 +516,7 @@ static int bench_decode(const ae_backend *be, int reps, const char *splits) {
     int rc = 0;
     for (size_t ci = 0; ci < sizeof k_dec_cases / sizeof *k_dec_cases; ci++) {
         const dec_case *c = &k_dec_cases[ci];
+        if (only && !strstr(c->name, only)) continue;
         dec_bufs b;
         if (dec_alloc(be, c, &b)) {
             fprintf(stderr, "bench_attn --decode: %s: out of device memory: %s\n", c->name,
@@ -773,8 +775,8 @@ static int bench_decode_mla(const ae_backend *be, int reps, const char *splits) 
     return rc;
 }
 #else
-static int bench_decode(const ae_backend *be, int reps, const char *splits) {
-    (void)be, (void)reps, (void)splits;
+static int bench_decode(const ae_backend *be, int reps, const char *splits, const char *only) {
+    (void)only, (void)be, (void)reps, (void)splits;
     return 1; // not reached: opening the cuda backend fails first
 }
 static int bench_decode_mla(const ae_backend *be, int reps, const char *splits) {
@@ -987,7 +989,7 @@ int main(int argc, char **argv) {
         return rc;
     }
     if (decode) {
-        int rc = bench_decode(be, reps, dec_splits);
+        int rc = bench_decode(be, reps, dec_splits, only);
         ae_backend_close(be);
         return rc;
     }
