@@ -5,6 +5,8 @@
 #   eval "$(bash dev/device-build.sh [BUILD_DIR [TARGET...]])"  # default build-gpu, every target;
 #                                                               ~1 min on 16 cores
 # The build's output goes to BUILD_DIR/build.log (its last lines on stderr when it fails).
+# AE_DEVICE_CMAKE_ARGS: more cmake arguments (A/B builds of a compile-time constant, e.g.
+# "-DCMAKE_CUDA_FLAGS=-DDEC_PIPE_ST=5").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build-gpu}
@@ -27,7 +29,7 @@ mkdir -p "$dir"
   cmake -S . -B "$dir" -DAE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a -DAE_MPI=OFF \
     -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix/usr" \
     -DAE_OPENBLAS="$prefix/usr/lib/$arch/openblas-openmp/libopenblas.so.0" \
-    -DAE_CBLAS_INCLUDE="$prefix/usr/include/$arch/openblas-openmp" &&
+    -DAE_CBLAS_INCLUDE="$prefix/usr/include/$arch/openblas-openmp" ${AE_DEVICE_CMAKE_ARGS:-} &&
   LIBRARY_PATH=$libs cmake --build "$dir" -j"$(nproc)" ${targets[@]+"${targets[@]}"}
 } > "$dir/build.log" 2>&1 || { tail -40 "$dir/build.log" >&2; exit 1; }
 git rev-parse --short HEAD > "$dir/COMMIT" 2>/dev/null || true

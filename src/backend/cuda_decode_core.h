@@ -56,7 +56,9 @@ template <int D> struct dec_cfg {
 // fragments of 2·KS k16-slices); lane (kg, dl) as in dec_cfg copies V of VU keys (dims 8·dl ..
 // + 7): NCH 16-byte chunks a lane per batch, in stage slots [chunk][lane] (a warp's LDS.128 of
 // one chunk reads 512 contiguous bytes: no bank conflicts).
+#ifndef DEC_PIPE_ST
 #define DEC_PIPE_ST 4 // ring stages per warp: 3 batches in flight while one is computed
+#endif
 template <int D> struct dec_pipe_cfg {
     static constexpr int KB = 8;                        // keys per warp batch
     static constexpr int KS = D / 32;                   // K chunks per lane (32-dim spans)
