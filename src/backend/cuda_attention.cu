@@ -50,7 +50,8 @@
 //      online softmax per row), and the split-KV combine folded into the same launch (the last
 //      block of a (kv head, token) to take a ticket merges the splits in split order:
 //      deterministic). AE_ATTN_DECODE=0 returns these calls to B (default: on,
-//      DECODE_KERNEL_DEFAULT_ON).
+//      DECODE_KERNEL_DEFAULT_ON, but for single-token calls of groups wider than 4 query heads
+//      a kv head: B, with splits of >= 64 keys, measured faster there; =1: G for every width).
 //
 // Dispatcher (ae_cuda_attention): AE_CUDA_ATTN=ref forces A. Otherwise E or D when Hkv == 1,
 // (dk, dv) is one of their instantiations, k and v are the same rows (k == v, k_stride == v_stride) and the

@@ -54,7 +54,9 @@ int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2);
 // windows, rings, sinks; split-KV combined in the same launch): 0 when it does not take these
 // arguments (lse2 set, pages, shape, AE_ATTN_DECODE=0), as the launchers above.
 int attn_decode_run(const ae_backend *be, const attn_params *p, const float *lse2);
-// AE_ATTN_DECODE: 0 = never kernel G; unset = DECODE_KERNEL_DEFAULT_ON; else on. Read per call.
+// AE_ATTN_DECODE: 0 = never kernel G; unset = DECODE_KERNEL_DEFAULT_ON (single-token calls of
+// groups wider than 4 query heads a kv head left to kernel B); else on for every group width.
+// Read per call.
 int attn_decode_enabled(void);
 int attn_mla_has(int dk, int dv);                            // cuda_attention_mla.cu
 int attn_mla_run(const ae_backend *be, const attn_params *p);

@@ -29,7 +29,10 @@ namespace {
 
 constexpr int kMwThreads = 256, kMwWarps = kMwThreads / 32;
 constexpr int kWuvRows = 32, kRowsPerWarp = kWuvRows / kMwWarps; // Wuv rows per block, per warp
-constexpr int kMwMaxT = 8, kMwBatch = 8;                          // tokens; loads in flight
+#ifndef MLA_MW_BATCH
+#define MLA_MW_BATCH 8
+#endif
+constexpr int kMwMaxT = 8, kMwBatch = MLA_MW_BATCH; // tokens; a thread's partial loads in flight
 
 struct merge_args {
     const float *opart, *mpart, *lpart; // (S, T·Hq, R), (S, T·Hq), (S, T·Hq) fp32

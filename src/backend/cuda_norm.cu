@@ -79,16 +79,23 @@ k_rmsnorm(TY *y, int64_t ldy, TX *x, int64_t ldx, const TD *dx, const TW *w, int
             for (int k = 0; k < V; k++) ss += v[j][k] * v[j][k];
         }
     }
+    // the weights' loads are in flight during the reduction (at decode the kernel is one row:
+    // its time is the chain of dependent loads, not their bytes)
+    float wv[C][V];
+#pragma unroll
+    for (int j = 0; j < C; j++) {
+        int c = g + j * G;
+        if (c < chunks) ldv<V>(w + (size_t)c * V, wv[j]);
+    }
     ss = warp_rows ? warp_sum(ss) : block_sum(ss);
     float inv = rms_inv(ss, D, eps);
 #pragma unroll
     for (int j = 0; j < C; j++) {
         int c = g + j * G;
         if (c < chunks) {
-            float wv[V], o[V];
-            ldv<V>(w + (size_t)c * V, wv);
+            float o[V];
 #pragma unroll
-            for (int k = 0; k < V; k++) o[k] = wv[k] * (v[j][k] * inv);
+            for (int k = 0; k < V; k++) o[k] = wv[j][k] * (v[j][k] * inv);
             stv<V>(yr + (size_t)c * V, o);
         }
     }

@@ -6,9 +6,9 @@
 // Hq..Hq+Hkv-1 k's). Block: kWarps warps, a warp per head row. The block first fills a shared
 // table of (cos, sin) for the rd/2 pairs of its token, exactly as cuda_rope.cu does (inv_freq
 // from the host's expression of cpu_rope.c passed by parameter, the fp32 angle, cos/sin in
-// double rounded to float). Each warp then
-//   1. reads its row (lanes strided: any hd, odd or not a multiple of 32) into a shared fp32
-//      row, summing squares in fp32 (warp tree);
+// double rounded to float); each warp has first read its row (lanes strided: any hd, odd or not
+// a multiple of 32) into a shared fp32 row, so those loads are in flight meanwhile. Then
+//   1. the row's squares, summed in fp32 per lane while reading, go through a warp tree;
 //   2. r = 1 / sqrt(mean + eps) in double, as cuda_norm.cu / cpu_norm.c;
 //   3. writes dims >= rd as w·(x·r), and rotates the pairs of dims < rd from the normed values
 //      (y = w·(x·r) in fp32, kept unrounded), in fp32 without FMA contraction in the CPU's order.
@@ -39,6 +39,20 @@ k_qk_norm_rope(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW *wk,
     extern __shared__ float2 cs[]; // (rd/2) cos, sin; then the warps' rows
     const int half = rd / 2, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int t = blockIdx.x;
+    const int r = blockIdx.y * kWarps + warp;
+    const bool live = r < Hq + Hkv, is_q = r < Hq;
+    T *v = is_q ? q + (size_t)t * ldq + (size_t)r * hd : k + (size_t)t * ldk + (size_t)(r - Hq) * hd;
+    const TW *w = is_q ? wq : wk;
+    float *row = reinterpret_cast<float *>(cs + half) + (size_t)warp * hd; // (hd) fp32 input
+    // the row first: its loads are in flight while the (cos, sin) table is computed (at decode
+    // the kernel's time is its chain of dependent steps)
+    float ss = 0.0f;
+    if (live)
+        for (int d = lane; d < hd; d += 32) {
+            float x = ldf(v + d);
+            row[d] = x;
+            ss += x * x;
+        }
     const float p = (float)pos[t];
     for (int i = tid; i < half; i += blockDim.x) {
         float inv = i < kTab ? tab.f[i] : (float)(1.0 / pow(theta, (double)(2 * i) / rd));
@@ -47,21 +61,9 @@ k_qk_norm_rope(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW *wk,
         sincos((double)ang, &s, &c);
         cs[i] = make_float2((float)c, (float)s);
     }
-    __syncthreads(); // the only block barrier: warps leave independently below
-    const int r = blockIdx.y * kWarps + warp;
-    if (r >= Hq + Hkv) return;
-    const bool is_q = r < Hq;
-    T *v = is_q ? q + (size_t)t * ldq + (size_t)r * hd : k + (size_t)t * ldk + (size_t)(r - Hq) * hd;
-    const TW *w = is_q ? wq : wk;
-    float *row = reinterpret_cast<float *>(cs + half) + (size_t)warp * hd; // (hd) fp32 input
-    float ss = 0.0f;
-    for (int d = lane; d < hd; d += 32) {
-        float x = ldf(v + d);
-        row[d] = x;
-        ss += x * x;
-    }
-    ss = warp_sum(ss); // also orders the shared writes before the reads below (shfl syncs)
-    __syncwarp();
+    __syncthreads(); // the only block barrier (the table and the rows): warps leave independently below
+    if (!live) return;
+    ss = warp_sum(ss);
     const float inv = (float)(1.0 / sqrt((double)ss / hd + (double)eps));
     for (int d = rd + lane; d < hd; d += 32) stf(v + d, ldf(w + d) * (row[d] * inv));
     for (int i = lane; i < half; i += 32) {
