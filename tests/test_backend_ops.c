@@ -1444,6 +1444,29 @@ static void expect_attn_kernel(const char *want, int min_splits, const char *wha
                  min_splits);
 }
 
+// With AE_ATTN_DECODE unset: single-token calls of GQA groups wider than 4 run kernel B (its
+// splits whole 64-key tiles, none empty: (splits − 1) · chunk < keys), the others kernel G; out
+// within TOL_ATTN of the cpu's oc either way.
+static void expect_default_decode(const ae_attn_args *ag, const attn_case *c, ae_ptr dq, ae_ptr dk,
+                                  ae_ptr dv, const float *oc, size_t no, const char *name) {
+    const int wide = c->T == 1 && c->Hq / c->Hkv > 4;
+    char what[320];
+    snprintf(what, sizeof what, "attention default %s", name);
+    ae_ptr dout = dnew(no, g_gpu->act_dtype);
+    g_gpu->attention(g_gpu, ag, dout, dq, dk, dv);
+    expect_attn_kernel(wide ? "flash (B)" : "decode", 1, what);
+    const char *plan = attn_last_plan(), *sp = strstr(plan, "splits "), *kp = strstr(plan, "keys ");
+    if (wide && sp && kp) {
+        const long n = atol(sp + 7), keys = atol(kp + 5), chunk = ((keys + n - 1) / n + 63) / 64 * 64;
+        if (n > 1 && (n - 1) * chunk >= keys)
+            fail_msg("%s: plan \"%s\" leaves its last split empty", what, plan);
+    }
+    float *og = dget(dout, no);
+    expect_close(og, oc, no, TOL_ATTN, "%s", what);
+    free(og);
+    dfree(dout);
+}
+
 static void run_decode_kernel(ae_rng *r, const attn_case *c, const char *dec_split, int min_splits) {
     int T = c->T, S = c->pos0 + T, Hq = c->Hq, Hkv = c->Hkv, dk = c->dk, dv = c->dv;
     ae_attn_args a = ae_attn_dense(T, c->pos0, Hq, Hkv, dk, dv, c->window, 1.0f / sqrtf((float)dk),
@@ -1497,12 +1520,14 @@ static void run_decode_kernel(ae_rng *r, const attn_case *c, const char *dec_spl
     float *ob = dget(dout, no);
     expect_close(ob, oc, no, TOL_ATTN, "%s", what);
     unsetenv("AE_ATTN_DECODE");
+    if (!dec_split) expect_default_decode(&ag, c, dq, dk_, dv_, oc, no, name);
     dfree(dout), dfree(dq), dfree(dk_), dfree(dv_);
     if (sinks) dfree(ag.sinks);
     free(ob), free(first), free(q), free(k), free(v), free(oc), free(sinks);
 }
 
 // T = 1 and 2 tokens; G = 1, 4, 5 (padding rows), 8, 16 (two head groups); 1 .. 33000 keys;
+// each case also with the default choice (expect_default_decode: kernel B for T = 1 and G > 4);
 // windows below and above the key count; rings past their wrap; sinks; d 64 and 128. Cases of
 // >= 1000 keys must split (the merge of the launch's last block) under the default heuristic;
 // forced splits: one key per split (7 keys, asked 64), 7 uneven splits, unsplit at 4096 keys,
@@ -1523,6 +1548,7 @@ static void test_attention_decode_kernel(void **state) {
         {.T = 1, .pos0 = 4999, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128, .window = 1024, .ring = 1024, .sinks = 1},
         {.T = 1, .pos0 = 100, .Hq = 8, .Hkv = 1, .dk = 64, .dv = 64, .window = 7, .ring = 7},
         {.T = 1, .pos0 = 299, .Hq = 32, .Hkv = 2, .dk = 128, .dv = 128},
+        {.T = 1, .pos0 = 4095, .Hq = 32, .Hkv = 4, .dk = 128, .dv = 128}, // Qwen3-30B-A3B's heads
         {.T = 1, .pos0 = 1299, .Hq = 10, .Hkv = 2, .dk = 64, .dv = 64, .sinks = 1},
         {.T = 2, .pos0 = 0, .Hq = 8, .Hkv = 2, .dk = 128, .dv = 128},
         {.T = 2, .pos0 = 5, .Hq = 16, .Hkv = 2, .dk = 64, .dv = 64, .sinks = 1},
