@@ -414,7 +414,16 @@ static_assert(GEMV_WARPS == 1 << 3, "gemv_kw_shift's largest shift");
 template <typename... P, typename... A>
 static cudaError_t gemv_go(void (*kernel)(P...), dim3 grid, const ae_backend *be, int pdl,
                            A... args) {
-    return cuda_launch(be, kernel, grid, dim3(GEMV_THREADS), 0, pdl, args...);
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t lc = {};
+    lc.gridDim = grid;
+    lc.blockDim = dim3(GEMV_THREADS);
+    lc.stream = stream_of(be);
+    lc.attrs = pdl ? &attr : NULL;
+    lc.numAttrs = pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&lc, kernel, args...);
 }
 
 // What gemv_launch hands to the kernel of its variant.

@@ -86,38 +86,6 @@ __device__ __forceinline__ float warp_sum(float v) {
 // Whether p is 16-byte aligned (one 16-byte load or cp.async chunk per 8 bf16 / 4 fp32 values).
 static inline int cuda_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
-// A kernel launch on be's stream, programmatic when pdl (programmatic dependent launch, sm_90+:
-// the kernel may start while the previous kernel of the stream finishes; before it reads what
-// that kernel writes, or writes what it reads, it must pass cuda_pdl_wait). Returns the launch's
-// error.
-template <typename... P, typename... A>
-static inline cudaError_t cuda_launch(const ae_backend *be, void (*kernel)(P...), dim3 grid,
-                                      dim3 block, size_t smem, int pdl, A... args) {
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t lc = {};
-    lc.gridDim = grid;
-    lc.blockDim = block;
-    lc.dynamicSmemBytes = smem;
-    lc.stream = stream_of(be);
-    lc.attrs = pdl ? &attr : NULL;
-    lc.numAttrs = pdl ? 1 : 0;
-    return cudaLaunchKernelEx(&lc, kernel, args...);
-}
-
-// 1 when the norm kernels launch programmatically (AE_NORM_PDL=1 on sm_90+; cuda_norm.cu).
-int norm_pdl(const ae_backend *be);
-
-// In a kernel: waits until the previous kernel of the stream has finished and its writes are
-// visible (griddepcontrol.wait). Returns at once when the launch was not programmatic, or below
-// sm_90.
-__device__ __forceinline__ void cuda_pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
 // 4-value vector access (float4, or 4 x bf16 in 8 bytes) and its V = 1 fallback: ldv/stv<V>
 // read or write V consecutive values as fp32; V = 4 needs 16-byte (F32) / 8-byte (BF16) aligned
 // addresses.

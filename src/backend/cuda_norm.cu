@@ -9,9 +9,6 @@
 // (per-thread partials, then a warp / block tree); r is formed from it in double as the CPU does,
 // and y = w · (x · r) in fp32 in the CPU's order: results agree with the CPU to ~1e-7 relative
 // before rounding to the output dtype.
-#include <stdlib.h>
-#include <string.h>
-
 #include "backend/cuda_internal.h"
 
 namespace {
@@ -62,16 +59,6 @@ k_rmsnorm(TY *y, int64_t ldy, TX *x, int64_t ldx, const TD *dx, const TW *w, int
     TX *xr = x + (size_t)row * ldx;
     TY *yr = y + (size_t)row * ldy;
     int chunks = D / V;
-    // the weights first (no kernel writes them): in flight during the wait for the previous
-    // kernel when the launch is programmatic (AE_NORM_PDL), and during the reduction always (at
-    // decode the kernel is one row: its time is its chain of dependent steps, not its bytes)
-    float wv[C][V];
-#pragma unroll
-    for (int j = 0; j < C; j++) {
-        int c = g + j * G;
-        if (c < chunks) ldv<V>(w + (size_t)c * V, wv[j]);
-    }
-    cuda_pdl_wait();
     float v[C][V];
     float ss = 0.0f;
 #pragma unroll
@@ -91,6 +78,14 @@ k_rmsnorm(TY *y, int64_t ldy, TX *x, int64_t ldx, const TD *dx, const TW *w, int
 #pragma unroll
             for (int k = 0; k < V; k++) ss += v[j][k] * v[j][k];
         }
+    }
+    // the weights' loads are in flight during the reduction (at decode the kernel is one row:
+    // its time is the chain of dependent loads, not their bytes)
+    float wv[C][V];
+#pragma unroll
+    for (int j = 0; j < C; j++) {
+        int c = g + j * G;
+        if (c < chunks) ldv<V>(w + (size_t)c * V, wv[j]);
     }
     ss = warp_rows ? warp_sum(ss) : block_sum(ss);
     float inv = rms_inv(ss, D, eps);
@@ -115,7 +110,6 @@ k_rmsnorm_long(TY *y, int64_t ldy, TX *x, int64_t ldx, const TD *dx, const TW *w
     size_t row = blockIdx.x;
     TX *xr = x + row * ldx;
     TY *yr = y + row * ldy;
-    cuda_pdl_wait();
     float ss = 0.0f;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float v = ldf(xr + d);
@@ -131,43 +125,32 @@ k_rmsnorm_long(TY *y, int64_t ldy, TX *x, int64_t ldx, const TD *dx, const TW *w
 
 template <typename T> int aligned4(const T *p) { return (uintptr_t)p % (4 * sizeof(T)) == 0; }
 
-} // namespace
-
-// AE_NORM_PDL=1: the norm kernels (rmsnorm, add_rmsnorm, qk_norm_rope) are launched as
-// programmatic dependent launches on sm_90+: each starts while the kernel before it finishes,
-// loads what no kernel writes (norm weights; qk_norm_rope's rope table) and then waits
-// (cuda_pdl_wait) before touching the previous kernel's output. Read at every call (a graph keeps
-// its recording's choice). Unset or 0: ordinary launches (the same kernels, the wait a no-op).
-int norm_pdl(const ae_backend *be) {
-    const char *env = getenv("AE_NORM_PDL");
-    return env && !strcmp(env, "1") && cu(be)->cc_major >= 9;
-}
-
-namespace {
-
 template <bool ADD, typename TY, typename TX, typename TD, typename TW>
 void launch_norm(const ae_backend *be, TY *y, int64_t ldy, TX *x, int64_t ldx, const TD *dx,
                  const TW *w, int M, int D, float eps, const char *name) {
-    const int pdl = norm_pdl(be);
+    cudaStream_t s = stream_of(be);
     int v4 = D % 4 == 0 && ldx % 4 == 0 && ldy % 4 == 0 && aligned4(y) && aligned4(x) &&
              aligned4(w) && (!ADD || aligned4(dx));
     int C = v4 ? chunks_per_thread<4>() : chunks_per_thread<1>(), chunks = v4 ? D / 4 : D;
-    cudaError_t e;
     if (chunks <= 32 * C) { // a warp per row
         unsigned blocks = (unsigned)((M + kRowsPerBlock - 1) / kRowsPerBlock);
-        e = cuda_launch(be, v4 ? k_rmsnorm<4, ADD, TY, TX, TD, TW> : k_rmsnorm<1, ADD, TY, TX, TD, TW>,
-                        dim3(blocks), dim3(32 * kRowsPerBlock), 0, pdl, y, ldy, x, ldx, dx, w, M,
-                        D, eps, 1);
+        if (v4)
+            k_rmsnorm<4, ADD><<<blocks, 32 * kRowsPerBlock, 0, s>>>(y, ldy, x, ldx, dx, w, M, D,
+                                                                  eps, 1);
+        else
+            k_rmsnorm<1, ADD><<<blocks, 32 * kRowsPerBlock, 0, s>>>(y, ldy, x, ldx, dx, w, M, D,
+                                                                  eps, 1);
     } else if (chunks <= 1024 * C) { // a block per row, about 2 chunks per thread
         int nt = (chunks + 1) / 2;
         nt = nt > 1024 ? 1024 : (nt + 31) / 32 * 32;
-        e = cuda_launch(be, v4 ? k_rmsnorm<4, ADD, TY, TX, TD, TW> : k_rmsnorm<1, ADD, TY, TX, TD, TW>,
-                        dim3((unsigned)M), dim3(nt), 0, pdl, y, ldy, x, ldx, dx, w, M, D, eps, 0);
+        if (v4)
+            k_rmsnorm<4, ADD><<<(unsigned)M, nt, 0, s>>>(y, ldy, x, ldx, dx, w, M, D, eps, 0);
+        else
+            k_rmsnorm<1, ADD><<<(unsigned)M, nt, 0, s>>>(y, ldy, x, ldx, dx, w, M, D, eps, 0);
     } else {
-        e = cuda_launch(be, k_rmsnorm_long<ADD, TY, TX, TD, TW>, dim3((unsigned)M), dim3(1024), 0,
-                        pdl, y, ldy, x, ldx, dx, w, D, eps);
+        k_rmsnorm_long<ADD><<<(unsigned)M, 1024, 0, s>>>(y, ldy, x, ldx, dx, w, D, eps);
     }
-    cuda_check(be, e, name);
+    cuda_check(be, cudaGetLastError(), name);
 }
 
 } // namespace

@@ -35,7 +35,7 @@ template <typename T, typename TW>
 __global__ void __launch_bounds__(kWarps * 32)
 k_qk_norm_rope(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW *wk,
                const int32_t *pos, int Hq, int Hkv, int hd, int rd, float eps, double theta,
-               int interleaved, int pdl, InvFreq tab) {
+               int interleaved, InvFreq tab) {
     extern __shared__ float2 cs[]; // (rd/2) cos, sin; then the warps' rows
     const int half = rd / 2, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int t = blockIdx.x;
@@ -44,12 +44,10 @@ k_qk_norm_rope(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW *wk,
     T *v = is_q ? q + (size_t)t * ldq + (size_t)r * hd : k + (size_t)t * ldk + (size_t)(r - Hq) * hd;
     const TW *w = is_q ? wq : wk;
     float *row = reinterpret_cast<float *>(cs + half) + (size_t)warp * hd; // (hd) fp32 input
-    // An ordinary launch reads the row first: its loads are in flight while the (cos, sin) table
-    // is computed (at decode the kernel's time is its chain of dependent steps). A programmatic
-    // one (pdl, AE_NORM_PDL) computes the table while the previous kernel, which writes q and k,
-    // finishes (positions are uploaded before the step's kernels), then waits, then reads.
+    // the row first: its loads are in flight while the (cos, sin) table is computed (at decode
+    // the kernel's time is its chain of dependent steps)
     float ss = 0.0f;
-    if (live && !pdl)
+    if (live)
         for (int d = lane; d < hd; d += 32) {
             float x = ldf(v + d);
             row[d] = x;
@@ -63,13 +61,6 @@ k_qk_norm_rope(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW *wk,
         sincos((double)ang, &s, &c);
         cs[i] = make_float2((float)c, (float)s);
     }
-    cuda_pdl_wait();
-    if (live && pdl)
-        for (int d = lane; d < hd; d += 32) {
-            float x = ldf(v + d);
-            row[d] = x;
-            ss += x * x;
-        }
     __syncthreads(); // the only block barrier (the table and the rows): warps leave independently below
     if (!live) return;
     ss = warp_sum(ss);
@@ -116,11 +107,9 @@ void ae_cuda_qk_norm_rope(const ae_backend *be, const ae_qk_norm_rope_args *a, a
     const dim3 grid((unsigned)a->M, (unsigned)((Hq + Hkv + kWarps - 1) / kWarps));
     const int il = a->mode == AE_ROPE_INTERLEAVED;
     const int32_t *pp = (const int32_t *)pos.data;
-    const int pdl = norm_pdl(be);
-    cudaError_t e = cudaSuccess;
     AE_CUDA_FLOAT_DISPATCH(x.dtype, T, AE_CUDA_FLOAT_DISPATCH(w.dtype, TW,
-        e = cuda_launch(be, k_qk_norm_rope<T, TW>, grid, dim3(kWarps * 32), smem, pdl,
-                        (T *)q.data, a->ldq, (T *)k.data, a->ldk, (const TW *)wq.data,
-                        (const TW *)wk.data, pp, Hq, Hkv, hd, rd, a->eps, a->theta, il, pdl, tab)));
-    cuda_check(be, e, "qk_norm_rope");
+        k_qk_norm_rope<T, TW><<<grid, kWarps * 32, smem, stream_of(be)>>>(
+            (T *)q.data, a->ldq, (T *)k.data, a->ldk, (const TW *)wq.data, (const TW *)wk.data,
+            pp, Hq, Hkv, hd, rd, a->eps, a->theta, il, tab)));
+    cuda_check(be, cudaGetLastError(), "qk_norm_rope");
 }
