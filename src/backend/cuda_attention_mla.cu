@@ -722,14 +722,10 @@ template <int DK, int DV> static int mla_pick_old(const ae_backend *be, const at
 }
 
 // Kernel E for T·Hq <= 64 rows: 16-row blocks up to 16 rows, else 32-row blocks; BN 64 in two
-// stages when big (AE_CUDA_MLA_KERNEL=new64), else BN 32 in four; rows16 (AE_CUDA_MLA_KERNEL=e16,
-// for A/Bs): 16-row blocks at every row count (twice the blocks at 32 rows, each row tile reading
-// the latent once).
+// stages when big (AE_CUDA_MLA_KERNEL=new64), else BN 32 in four.
 template <int DK, int DV>
-static int mlad_pick(const ae_backend *be, const attn_params *p, int big, int rows16,
-                     attn_params *parts) {
+static int mlad_pick(const ae_backend *be, const attn_params *p, int big, attn_params *parts) {
     const int rows = p->T * p->Hq;
-    if (rows16) return mlad_launch<DK, DV, 1, 32, 4>(be, p, parts);
     if (big)
         return rows <= 16 ? mlad_launch<DK, DV, 1, 64, 2>(be, p, parts)
                           : mlad_launch<DK, DV, 2, 64, 2>(be, p, parts);
@@ -738,34 +734,31 @@ static int mlad_pick(const ae_backend *be, const attn_params *p, int big, int ro
 }
 
 // AE_CUDA_MLA_KERNEL, read at every call: the choice mla_pick and attn_mla_dec_parts share.
-enum { MLA_KERNEL_DEFAULT, MLA_KERNEL_OLD, MLA_KERNEL_NEW64, MLA_KERNEL_E16 };
+enum { MLA_KERNEL_DEFAULT, MLA_KERNEL_OLD, MLA_KERNEL_NEW64 };
 static int mla_kernel_choice(void) {
     const char *env = getenv("AE_CUDA_MLA_KERNEL");
     if (env && strcmp(env, "old") == 0) return MLA_KERNEL_OLD;
-    if (env && strcmp(env, "e16") == 0) return MLA_KERNEL_E16;
     return env && strcmp(env, "new64") == 0 ? MLA_KERNEL_NEW64 : MLA_KERNEL_DEFAULT;
 }
 
 // Kernel choice (AE_CUDA_MLA_KERNEL, for A/B runs): "old" forces kernel D; "new64" takes kernel E
-// with 64-key tiles in two stages; "e16" kernel E in 16-row blocks at every row count; anything
-// else (default) kernel E with 32-key tiles in four
+// with 64-key tiles in two stages; anything else (default) kernel E with 32-key tiles in four
 // stages for T·Hq <= 64 (33..64 rows: two row tiles of 32, each reading the latent once) and
 // kernel D for more rows (prefill chunks, 128-head models).
 template <int DK, int DV> static int mla_pick(const ae_backend *be, const attn_params *p) {
     const int rows = p->T * p->Hq, kernel = mla_kernel_choice();
     const int old = kernel == MLA_KERNEL_OLD, big = kernel == MLA_KERNEL_NEW64;
     if (!old && rows <= 64) {
-        if (mlad_pick<DK, DV>(be, p, big, kernel == MLA_KERNEL_E16, NULL)) return 1;
+        if (mlad_pick<DK, DV>(be, p, big, NULL)) return 1;
     }
     return mla_pick_old<DK, DV>(be, p);
 }
 
 int attn_mla_dec_parts(const ae_backend *be, const attn_params *p, attn_params *parts) {
     const int kernel = mla_kernel_choice(), big = kernel == MLA_KERNEL_NEW64;
-    const int rows16 = kernel == MLA_KERNEL_E16;
     if (kernel == MLA_KERNEL_OLD || p->Hkv != 1 || p->T * p->Hq > 64 || p->pages) return 0;
-    if (p->dk == 576 && p->dv == 512) return mlad_pick<576, 512>(be, p, big, rows16, parts);
-    if (p->dk == 288 && p->dv == 256) return mlad_pick<288, 256>(be, p, big, rows16, parts);
+    if (p->dk == 576 && p->dv == 512) return mlad_pick<576, 512>(be, p, big, parts);
+    if (p->dk == 288 && p->dv == 256) return mlad_pick<288, 256>(be, p, big, parts);
     return 0;
 }
 
