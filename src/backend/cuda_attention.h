@@ -55,9 +55,15 @@ int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2);
 // arguments (lse2 set, pages, shape, AE_ATTN_DECODE=0), as the launchers above.
 int attn_decode_run(const ae_backend *be, const attn_params *p, const float *lse2);
 // AE_ATTN_DECODE: 0 = never kernel G; unset = DECODE_KERNEL_DEFAULT_ON (single-token calls of
-// groups wider than 4 query heads a kv head left to kernel B); else on for every group width.
-// Read per call.
+// groups wider than ATTN_DEC_WIDE_G query heads a kv head left to kernel B); else on for every
+// group width. Read per call.
 int attn_decode_enabled(void);
+// A single-token call (decode) without lse of a GQA group wider than ATTN_DEC_WIDE_G: kernel B
+// takes these by default, with splits of one key tile or more (cuda_attention_decode.cu says why).
+#define ATTN_DEC_WIDE_G 4
+static inline int attn_dec_wide(const attn_params *p, const float *lse2) {
+    return !lse2 && p->T == 1 && p->G > ATTN_DEC_WIDE_G;
+}
 int attn_mla_has(int dk, int dv);                            // cuda_attention_mla.cu
 int attn_mla_run(const ae_backend *be, const attn_params *p);
 

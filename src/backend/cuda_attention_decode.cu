@@ -136,29 +136,29 @@ template <int D> static int dec_pick_loop(const ae_backend *be, const attn_param
     return dec_pipe_enabled() ? dec_pick_rows<D, true>(be, p) : dec_pick_rows<D, false>(be, p);
 }
 
-// Single-token calls of GQA groups wider than this (Qwen3-30B-A3B: 8 query heads a kv head) go
-// to kernel B unless AE_ATTN_DECODE=1: B's 64-row tensor-core blocks with splits of >= 64 keys
-// (flash_launch) were faster at 8 rows a kv head (H200 2026-11-30: the graphed Qwen3-30B-A3B
-// decode 264.1 -> 278.7 tok/s at 4K, 212.1 -> 219.9 at 32K; bench_attn --decode at Hq 32 / Hkv 4:
-// 4K 16.1 -> 13.4 µs, 32K 39.7 -> 35.2 µs), while kernel G stays ahead at groups of 4 and less.
-#define DEC_DEFAULT_MAX_G 4
-
-int attn_decode_enabled(void) {
+// AE_ATTN_DECODE: -1 unset or empty (the defaults below), 0 for "0" (never kernel G), else 1
+// (kernel G for every call it can take).
+static int dec_mode(void) {
     const char *env = getenv("AE_ATTN_DECODE");
-    if (!env || !*env) return DECODE_KERNEL_DEFAULT_ON;
+    if (!env || !*env) return -1;
     return strcmp(env, "0") != 0;
 }
 
-// 1 when AE_ATTN_DECODE is unset (the default choice by group width applies); "1" forces kernel G.
-static int dec_width_rule(void) {
-    const char *env = getenv("AE_ATTN_DECODE");
-    return !env || !*env;
+int attn_decode_enabled(void) {
+    const int mode = dec_mode();
+    return mode < 0 ? DECODE_KERNEL_DEFAULT_ON : mode;
 }
 
+// By default single-token calls of GQA groups wider than ATTN_DEC_WIDE_G (Qwen3-30B-A3B: 8 query
+// heads a kv head) go to kernel B: its 64-row tensor-core blocks with splits of >= 64 keys
+// (flash_launch) were faster at 8 rows a kv head (H200 2026-11-30: the graphed Qwen3-30B-A3B
+// decode 264.1 -> 278.7 tok/s at 4K, 212.1 -> 219.9 at 32K; bench_attn --decode at Hq 32 / Hkv 4:
+// 4K 16.1 -> 13.4 µs, 32K 39.7 -> 35.2 µs), while kernel G stays ahead at groups of 4 and less.
 int attn_decode_run(const ae_backend *be, const attn_params *p, const float *lse2) {
-    if (lse2 || p->pages || !attn_decode_enabled()) return 0;
+    const int mode = dec_mode();
+    if (lse2 || p->pages || !(mode < 0 ? DECODE_KERNEL_DEFAULT_ON : mode)) return 0;
     if (p->T * p->G > DEC_MAX_ROWS || p->dk != p->dv) return 0;
-    if (p->T == 1 && p->G > DEC_DEFAULT_MAX_G && dec_width_rule()) return 0;
+    if (mode < 0 && attn_dec_wide(p, lse2)) return 0;
     if (p->dk == 128) return dec_pick_loop<128>(be, p);
     if (p->dk == 64) return dec_pick_loop<64>(be, p);
     return 0;

@@ -322,10 +322,10 @@ static int flash_launch(const ae_backend *be, const attn_params *p0, float *lse2
         cudaGetLastError();
         per_sm = 1;
     }
-    // splits of >= 2 tiles; a single-token call of a wide GQA group (G > 4, e.g. Qwen3-30B-A3B's 8
-    // query heads a kv head, which kernel G leaves to this one) >= 1 tile, and no more splits than
-    // whole-tile chunks need (the kernel's split ranges: none left empty)
-    const int keys = attn_tile_keys(&p, C::ROWS), wide_dec = !lse2 && p.T == 1 && p.G > 4;
+    // splits of >= 2 tiles; a single-token call of a wide GQA group (attn_dec_wide, e.g.
+    // Qwen3-30B-A3B's 8 query heads a kv head, which kernel G leaves to this one) >= 1 tile, and
+    // no more splits than whole-tile chunks need (the kernel's split ranges: none left empty)
+    const int keys = attn_tile_keys(&p, C::ROWS), wide_dec = attn_dec_wide(&p, lse2);
     p.splits = lse2 ? 1 : attn_pick_splits(be, blocks, per_sm, keys, wide_dec ? BN : 2 * BN);
     if (wide_dec) p.splits = attn_align_splits(p.splits, keys, BN);
     void *buf = NULL;
