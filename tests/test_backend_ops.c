@@ -1003,6 +1003,9 @@ static void test_qk_norm_rope(void **state) {
             run_qk_norm_rope(&r, 17, 4, 2, 256, 256, 4 * 256, 2 * 256, 0, 4096, mode, dt, 1, 1);
             run_qk_norm_rope(&r, 9, 16, 2, 128, 128, 16 * 128, 2 * 128, 0, 4096, mode, dt, 1, 0);
             run_qk_norm_rope(&r, 9, 16, 2, 128, 128, 16 * 128, 2 * 128 + 8, 64, 4096, mode, dt, 0, 1);
+            // from 64 tokens a block takes all head rows of its token (Qwen3-30B-A3B's 32 + 4)
+            run_qk_norm_rope(&r, 70, 32, 4, 128, 128, 32 * 128, 4 * 128, 0, 4096, mode, dt, 1, 1);
+            run_qk_norm_rope(&r, 64, 32, 4, 128, 128, 32 * 128, 4 * 128, 0, 4096, mode, dt, 0, 1);
         }
     }
 }

@@ -3,7 +3,11 @@
 // rope(rmsnorm(row) ⊙ w). Replaces rmsnorm(q), rope(q), rmsnorm(k), rope(k): four launches.
 //
 // Grid: x = token, y = a group of kWarps head rows of that token (rows 0..Hq-1 are q's heads,
-// Hq..Hq+Hkv-1 k's). Block: kWarps warps, a warp per head row. The block first fills a shared
+// Hq..Hq+Hkv-1 k's), or, from kTokenBlockMin tokens (prefill), y = 1: the block's warps loop over
+// all head rows of the token (warp w: rows w, w + kWarps, ...), so the table below is computed
+// once per token rather than once per group of rows (Qwen3-30B-A3B: 9 times). Block: kWarps
+// warps, a warp per head row at a time. Every row's arithmetic is the same either way (the same
+// bits). The block first fills a shared
 // table of (cos, sin) for the rd/2 pairs of its token, exactly as cuda_rope.cu does (inv_freq
 // from the host's expression of cpu_rope.c passed by parameter, the fp32 angle, cos/sin in
 // double rounded to float); each warp has first read its row (lanes strided: any hd, odd or not
@@ -25,11 +29,25 @@ namespace {
 constexpr int kTab = 256;  // inv_freq values passed by parameter (rd <= 512; beyond: on device)
 constexpr int kWarps = 4;  // head rows per block
 constexpr int kMaxHd = 2048; // head dims up to this: shared memory <= 40 KiB (no opt-in)
+constexpr int kTokenBlockMin = 64; // tokens from which a block takes all head rows of its token
 
 struct InvFreq {
     float f[kTab];
 };
 
+
+// Row r of token t (r < Hq: q's head r, else k's head r − Hq) into the warp's shared fp32 row;
+// returns the lane's partial sum of squares (lanes strided over the dims, in order).
+template <typename T>
+__device__ __forceinline__ float qk_row_load(T *v, float *row, int hd, int lane) {
+    float ss = 0.0f;
+    for (int d = lane; d < hd; d += 32) {
+        float x = ldf(v + d);
+        row[d] = x;
+        ss += x * x;
+    }
+    return ss;
+}
 
 template <typename T, typename TW>
 __global__ void __launch_bounds__(kWarps * 32)
@@ -38,21 +56,15 @@ k_qk_norm_rope(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW *wk,
                int interleaved, InvFreq tab) {
     extern __shared__ float2 cs[]; // (rd/2) cos, sin; then the warps' rows
     const int half = rd / 2, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int t = blockIdx.x;
-    const int r = blockIdx.y * kWarps + warp;
-    const bool live = r < Hq + Hkv, is_q = r < Hq;
-    T *v = is_q ? q + (size_t)t * ldq + (size_t)r * hd : k + (size_t)t * ldk + (size_t)(r - Hq) * hd;
-    const TW *w = is_q ? wq : wk;
+    const int t = blockIdx.x, rows = Hq + Hkv, stride = (int)gridDim.y * kWarps;
     float *row = reinterpret_cast<float *>(cs + half) + (size_t)warp * hd; // (hd) fp32 input
-    // the row first: its loads are in flight while the (cos, sin) table is computed (at decode
-    // the kernel's time is its chain of dependent steps)
-    float ss = 0.0f;
-    if (live)
-        for (int d = lane; d < hd; d += 32) {
-            float x = ldf(v + d);
-            row[d] = x;
-            ss += x * x;
-        }
+    auto row_ptr = [&](int r) {
+        return r < Hq ? q + (size_t)t * ldq + (size_t)r * hd : k + (size_t)t * ldk + (size_t)(r - Hq) * hd;
+    };
+    // the first row first: its loads are in flight while the (cos, sin) table is computed (at
+    // decode the kernel's time is its chain of dependent steps)
+    int r = blockIdx.y * kWarps + warp;
+    float ss = r < rows ? qk_row_load(row_ptr(r), row, hd, lane) : 0.0f;
     const float p = (float)pos[t];
     for (int i = tid; i < half; i += blockDim.x) {
         float inv = i < kTab ? tab.f[i] : (float)(1.0 / pow(theta, (double)(2 * i) / rd));
@@ -61,18 +73,26 @@ k_qk_norm_rope(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW *wk,
         sincos((double)ang, &s, &c);
         cs[i] = make_float2((float)c, (float)s);
     }
-    __syncthreads(); // the only block barrier (the table and the rows): warps leave independently below
-    if (!live) return;
-    ss = warp_sum(ss);
-    const float inv = (float)(1.0 / sqrt((double)ss / hd + (double)eps));
-    for (int d = rd + lane; d < hd; d += 32) stf(v + d, ldf(w + d) * (row[d] * inv));
-    for (int i = lane; i < half; i += 32) {
-        int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
-        float a = __fmul_rn(ldf(w + ia), __fmul_rn(row[ia], inv));
-        float b = __fmul_rn(ldf(w + ib), __fmul_rn(row[ib], inv));
-        float c = cs[i].x, s = cs[i].y;
-        stf(v + ia, __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)));
-        stf(v + ib, __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s)));
+    __syncthreads(); // the only block barrier (the table and the first rows): warps go on alone
+    for (bool first = true; r < rows; r += stride, first = false) {
+        T *v = row_ptr(r);
+        const TW *w = r < Hq ? wq : wk;
+        if (!first) {
+            __syncwarp(); // the previous row's reads of the buffer are done
+            ss = qk_row_load(v, row, hd, lane);
+        }
+        ss = warp_sum(ss); // also orders the shared writes before the reads below (shfl syncs)
+        __syncwarp();
+        const float inv = (float)(1.0 / sqrt((double)ss / hd + (double)eps));
+        for (int d = rd + lane; d < hd; d += 32) stf(v + d, ldf(w + d) * (row[d] * inv));
+        for (int i = lane; i < half; i += 32) {
+            int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
+            float a = __fmul_rn(ldf(w + ia), __fmul_rn(row[ia], inv));
+            float b = __fmul_rn(ldf(w + ib), __fmul_rn(row[ib], inv));
+            float c = cs[i].x, s = cs[i].y;
+            stf(v + ia, __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)));
+            stf(v + ib, __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s)));
+        }
     }
 }
 
@@ -104,7 +124,10 @@ void ae_cuda_qk_norm_rope(const ae_backend *be, const ae_qk_norm_rope_args *a, a
     for (int i = 0; i < kTab; i++) // the expression of cpu_rope.c, evaluated by the same libm
         tab.f[i] = i < half ? (float)(1.0 / pow(a->theta, (double)(2 * i) / rd)) : 0.0f;
     const size_t smem = sizeof(float) * (2 * (size_t)half + (size_t)kWarps * hd);
-    const dim3 grid((unsigned)a->M, (unsigned)((Hq + Hkv + kWarps - 1) / kWarps));
+    // a block per (token, kWarps head rows) at decode-sized M; from kTokenBlockMin tokens one
+    // block per token, its warps looping over the head rows: the rope table once per token
+    const int groups = (Hq + Hkv + kWarps - 1) / kWarps;
+    const dim3 grid((unsigned)a->M, (unsigned)(a->M >= kTokenBlockMin ? 1 : groups));
     const int il = a->mode == AE_ROPE_INTERLEAVED;
     const int32_t *pp = (const int32_t *)pos.data;
     AE_CUDA_FLOAT_DISPATCH(x.dtype, T, AE_CUDA_FLOAT_DISPATCH(w.dtype, TW,
