@@ -23,8 +23,8 @@
 // dK/dV kernel (k_attn_bwd_wg_kv), block = (kv head, key tile of 128 keys), 2 warpgroups: the
 //   warpgroup w owns keys j0 + 64w .. + 63. K and V of the tile stay in shared memory; the block
 //   visits the packed query rows (token, head of the group: pr = t·G + i) that can see a key of
-//   the tile in tiles of 64, last to first (Q, dO, lse2, D of the rows double-buffered with
-//   cp.async). Per query tile and warpgroup:
+//   the tile in tiles of 64, last to first (Q, dO, lse2, D of the rows in 3 buffers, loaded with
+//   cp.async; the two warpgroups staggered, see k_attn_bwd_wg_kv). Per query tile and warpgroup:
 //     Sᵀ (64 keys x 64 rows) = K·Qᵀ and dPᵀ = V·dOᵀ   (m64n64k16, both operands from shared
 //                                                      memory, issued together)
 //     Pᵀ = exp2(Sᵀ·scale_log2 − lse2[row]) (masked: key after the row's position, before its
@@ -53,19 +53,22 @@ constexpr int kKeys = 128;      // keys per dK/dV block (64 per warpgroup)
 constexpr int kBQ = 64;         // packed query rows per step of the dK/dV kernel
 constexpr int kRowsQ = 128;     // packed query rows per dQ block (64 per warpgroup)
 constexpr int kBN = 64;         // keys per step of the dQ kernel
+constexpr int kBufsKV = 3;      // query-row buffers of the dK/dV kernel
 
 // Shared memory of the two kernels (byte offsets from the 1024-byte aligned base; + 1 KB for the
-// alignment). d 128: 130 KB and 129 KB; dk 192: 162 KB and 161 KB.
+// alignment). d 128: 166 KB and 129 KB; dk 192: 206 KB and 161 KB.
 template <int DK, int DV> struct wgb_cfg {
     static_assert(DV == 128 && (DK == 128 || DK == 192), "head dims of the wgmma backward");
-    // dK/dV: K (kKeys x DK), V (kKeys x DV), 2 x Q (kBQ x DK), 2 x dO (kBQ x DV), then per
-    // buffer the rows' lse2, D (float) and position (int; −1: padding row)
+    // dK/dV: K (kKeys x DK), V (kKeys x DV), kBufsKV x Q (kBQ x DK), kBufsKV x dO (kBQ x DV),
+    // then per buffer and warpgroup the rows' lse2, D (float) and position (int; −1: padding
+    // row), then the kBufsKV "full" mbarriers
     static constexpr uint32_t KV_K = 0;
     static constexpr uint32_t KV_V = KV_K + kKeys * DK * 2;
     static constexpr uint32_t KV_Q = KV_V + kKeys * DV * 2;
-    static constexpr uint32_t KV_O = KV_Q + 2 * kBQ * DK * 2;
-    static constexpr uint32_t KV_R = KV_O + 2 * kBQ * DV * 2;
-    static constexpr size_t KV_SMEM = KV_R + 2 * 3 * kBQ * 4 + 1024;
+    static constexpr uint32_t KV_O = KV_Q + kBufsKV * kBQ * DK * 2;
+    static constexpr uint32_t KV_R = KV_O + kBufsKV * kBQ * DV * 2;
+    static constexpr uint32_t KV_BAR = KV_R + kBufsKV * 2 * 3 * kBQ * 4;
+    static constexpr size_t KV_SMEM = KV_BAR + kBufsKV * 8 + 1024;
     // dQ: Q (kRowsQ x DK), dO (kRowsQ x DV), 2 x K (kBN x DK), 2 x V (kBN x DV)
     static constexpr uint32_t Q_Q = 0;
     static constexpr uint32_t Q_O = Q_Q + kRowsQ * DK * 2;
@@ -169,116 +172,12 @@ __device__ __forceinline__ void wgb_probs_t(float (&st)[32], const float *lt, co
         st[i] = exp2f(x);
     }
 }
-#endif // AE_WGMMA_DEVICE
-
+// dk += scale·dK, dv += dV for this thread's keys jk[0], jk[1] that exist (j < S): the dK/dV
+// kernels' epilogue (sole writers of their keys).
 template <int DK, int DV>
-__global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd_tc_params p) {
-#ifdef AE_WGMMA_DEVICE
-    typedef wgb_cfg<DK, DV> C;
-    extern __shared__ unsigned char wgb_smem[];
-    const uint32_t base = (smem_u32(wgb_smem) + 1023u) & ~1023u;
-    unsigned char *const sb = wgb_smem + (base - smem_u32(wgb_smem));
-    float *Ls = reinterpret_cast<float *>(sb + C::KV_R); // 2 x kBQ: lse2
-    float *Ds = Ls + 2 * kBQ;                             // 2 x kBQ: D
-    int *Ps = reinterpret_cast<int *>(Ds + 2 * kBQ);      // 2 x kBQ: position (−1: none)
-
-    const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
-    const int tq = lane & 3, kvh = blockIdx.x, ky = blockIdx.y;
-    const int G = p.G, S = p.pos0 + p.T, nrows = p.T * G;
-    const int j0 = attn_lo(p.pos0, p.window) + ky * kKeys;
-    // packed rows of the queries that can see a key of the tile: tokens t_lo .. t_hi
-    int t_lo, t_hi;
-    attn_bwd_key_tile_tokens(p, j0, kKeys, &t_lo, &t_hi);
-    const int r_begin = t_lo * G / kBQ * kBQ, r_end = (t_hi + 1) * G;
-
-    wgb_load<kKeys, DK>(sb + C::KV_K, p.q, [&](int r) { return attn_bwd_k_row<DK>(p, kvh, j0 + r, S); },
-                        tid);
-    wgb_load<kKeys, DV>(sb + C::KV_V, p.q, [&](int r) { return attn_bwd_v_row<DV>(p, kvh, j0 + r, S); },
-                        tid);
-    // Q, dO, lse2, D, positions of packed rows R0 .. R0 + kBQ − 1 into buffer b (rows past T·G
-    // zero, position −1: masked)
-    auto load_rows = [&](int R0, int b) {
-        wgb_load<kBQ, DK>(sb + C::KV_Q + b * kBQ * DK * 2, p.q,
-                          [&](int r) { return attn_bwd_q_row<DK>(p, kvh, R0 + r); }, tid);
-        wgb_load<kBQ, DV>(sb + C::KV_O + b * kBQ * DV * 2, p.q,
-                          [&](int r) { return attn_bwd_dout_row<DV>(p, kvh, R0 + r); }, tid);
-        for (int r = tid; r < kBQ; r += kWgThreads) {
-            const attn_bwd_row_state rs = attn_bwd_row(p, kvh, R0 + r, -1);
-            Ls[b * kBQ + r] = rs.lse2, Ds[b * kBQ + r] = rs.delta, Ps[b * kBQ + r] = rs.pos;
-        }
-    };
-
-    // dK columns 0..127 in dka, 128..191 (dk 192) in dkb (unused at dk 128: never fenced, so
-    // the compiler drops it)
-    float dva[64], dka[64], dkb[32];
-#pragma unroll
-    for (int i = 0; i < 64; i++) dva[i] = dka[i] = 0.0f;
-#pragma unroll
-    for (int i = 0; i < 32; i++) dkb[i] = 0.0f;
-    const int jw = j0 + 64 * wg;                                 // the warpgroup's first key
-    const int jk[2] = {jw + 16 * warp + (lane >> 2), jw + 16 * warp + (lane >> 2) + 8}; // lane's
-    const uint32_t k_a = base + C::KV_K + wg * 64 * 128, v_a = base + C::KV_V + wg * 64 * 128;
-
-    const int r_last = (r_end - 1) / kBQ * kBQ;
-    load_rows(r_last, 0);
-    cp_async_commit();
-    for (int R0 = r_last, b = 0; R0 >= r_begin; R0 -= kBQ, b ^= 1) {
-        if (R0 - kBQ >= r_begin) {
-            load_rows(R0 - kBQ, b ^ 1);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        fence_proxy_async();
-        __syncthreads(); // tile R0 (and K, V) visible to every thread and to the tensor cores
-        const uint32_t q_a = base + C::KV_Q + b * kBQ * DK * 2;
-        const uint32_t o_a = base + C::KV_O + b * kBQ * DV * 2;
-        const float *lt = Ls + b * kBQ, *dt = Ds + b * kBQ;
-        const int *pt = Ps + b * kBQ;
-
-        // every row of the tile sees every key of the warpgroup: no mask
-        const int pos_first = p.pos0 + R0 / G, pos_last = p.pos0 + (R0 + kBQ - 1) / G;
-        const bool full = R0 + kBQ <= nrows && pos_first >= jw + 63 &&
-                          (p.window <= 0 || attn_lo(pos_last, p.window) <= jw);
-        float st[32], dp[32];
-        uint32_t pf[4][4], sf[4][4];
-#pragma unroll
-        for (int i = 0; i < 32; i++) st[i] = dp[i] = 0.0f;
-        wg_reg_fence(st);
-        wg_reg_fence(dp);
-        wg_fence();
-        wgb_issue_abt<DK>(st, k_a, kKeys, q_a, kBQ); // Sᵀ = K·Qᵀ
-        wg_commit();
-        wgb_issue_abt<DV>(dp, v_a, kKeys, o_a, kBQ); // dPᵀ = V·dOᵀ
-        wg_commit();
-        wg_wait<1>();
-        wg_reg_fence(st);
-        if (full)
-            wgb_probs_t<false>(st, lt, pt, jk, p.scale_log2, p.window, tq);
-        else
-            wgb_probs_t<true>(st, lt, pt, jk, p.scale_log2, p.window, tq);
-        wg_wait<0>();
-        wg_reg_fence(dp);
-#pragma unroll
-        for (int i = 0; i < 32; i++) dp[i] = st[i] * (dp[i] - dt[wgb_col(i, tq)]); // dSᵀ
-        wgb_frags(pf, st);
-        wgb_frags(sf, dp);
-        wg_reg_fence(dva);
-        wg_fence();
-        wgb_issue_fb(dva, pf, o_a); // dV += Pᵀ·dO
-        wg_reg_fence(dka);
-        if constexpr (DK == 192) wg_reg_fence(dkb);
-        wgb_issue_fx<DK>(dka, dkb, sf, q_a); // dK += dSᵀ·Q
-        wg_commit();
-        wg_wait<0>();
-        wg_reg_fence(dva);
-        wg_reg_fence(dka);
-        if constexpr (DK == 192) wg_reg_fence(dkb);
-        __syncthreads(); // buffer b is refilled by the next iteration
-    }
-
-    // dk += scale·dK, dv += dV for the keys that exist (j < S)
+__device__ __forceinline__ void wgb_store_dkdv(const attn_bwd_tc_params &p, int kvh, int S,
+                                               const int (&jk)[2], int tq, const float (&dka)[64],
+                                               const float (&dkb)[32], const float (&dva)[64]) {
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
         const int j = jk[hf];
@@ -305,6 +204,149 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
                 }
         }
     }
+}
+#endif // AE_WGMMA_DEVICE
+
+#ifdef AE_WGMMA_DEVICE
+// Named barriers (ids 1 .. 4; 0 is __syncthreads): bar.sync waits until `count` threads arrived
+// (its own warps included), bar.arrive adds the calling warp's threads without waiting.
+__device__ __forceinline__ void nbar_sync(int id, int count) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void nbar_arrive(int id, int count) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+#endif
+
+// The dK/dV kernel (see the top of the file). Its two warpgroups are staggered: no block-wide
+// barrier in the loop, so one warpgroup's softmax-gradient work (exp2, dS, fragments) runs while
+// the other's products hold the tensor cores (measured 2026-11-30 19:27 UTC against the lock-step
+// loop it replaced, which had a __syncthreads per query tile and double buffers: the same bits,
+// bench_attn --bwd-paths 0.4-0.6% faster, bench_distill Qwen3-1.7B stage 1 MLA +1.4%/+2.2%,
+// GateSWA +1.2%/+1.4% in two A/B pairs):
+//   - 3 buffers of query rows; a step's tile lands on the buffer's "full" mbarrier (each of the
+//     256 threads arrives when its cp.async chunks land: cp.async.mbarrier.arrive.noinc). A
+//     warpgroup issues its chunks of tile i + 1 at step i, after its wait for tile i: tile i
+//     holds the other warpgroup's chunks, issued at that one's step i − 1, so it has finished
+//     step i − 2, the last reader of the buffer refilled (3 buffers).
+//   - each warpgroup keeps its own copy of the rows' lse2, D, position (written by its threads
+//     at step i − 1, read after its named barrier 1 + wg at step i).
+//   - issue order (FlashAttention-3's warpgroup ping-pong): the Sᵀ / dPᵀ products of warpgroup
+//     0 step i, then warpgroup 1 step i, then warpgroup 0 step i + 1, ... through named
+//     barriers 3 (warpgroup 0's turn) and 4 (warpgroup 1's), so warpgroup 0 computes its
+//     probabilities while warpgroup 1's products run, and the other way round.
+template <int DK, int DV>
+__global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd_tc_params p) {
+#ifdef AE_WGMMA_DEVICE
+    typedef wgb_cfg<DK, DV> C;
+    extern __shared__ unsigned char wgb_smem[];
+    const uint32_t base = (smem_u32(wgb_smem) + 1023u) & ~1023u;
+    unsigned char *const sb = wgb_smem + (base - smem_u32(wgb_smem));
+    const uint32_t full = base + C::KV_BAR;
+
+    const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127, warp = (tid >> 5) & 3;
+    const int lane = tid & 31, tq = lane & 3, kvh = blockIdx.x, ky = blockIdx.y;
+    const int G = p.G, S = p.pos0 + p.T, nrows = p.T * G;
+    const int j0 = attn_lo(p.pos0, p.window) + ky * kKeys;
+    int t_lo, t_hi;
+    attn_bwd_key_tile_tokens(p, j0, kKeys, &t_lo, &t_hi);
+    const int r_begin = t_lo * G / kBQ * kBQ, r_end = (t_hi + 1) * G;
+    // this warpgroup's rows' lse2, D, position of buffer b: rstate(b)[0 .. 3·kBQ)
+    auto rstate = [&](int b) { return reinterpret_cast<float *>(sb + C::KV_R) + (b * 2 + wg) * 3 * kBQ; };
+
+    if (tid == 0) {
+        for (int b = 0; b < kBufsKV; b++) mbar_init(full + 8 * b, kWgThreads);
+        fence_mbar_init();
+    }
+    __syncthreads();
+
+    wgb_load<kKeys, DK>(sb + C::KV_K, p.q, [&](int r) { return attn_bwd_k_row<DK>(p, kvh, j0 + r, S); },
+                        tid);
+    wgb_load<kKeys, DV>(sb + C::KV_V, p.q, [&](int r) { return attn_bwd_v_row<DV>(p, kvh, j0 + r, S); },
+                        tid);
+    // this thread's chunks of Q, dO of packed rows R0 .. R0 + kBQ − 1 into buffer b, its
+    // warpgroup's copy of their row state, then its arrival on the buffer's "full" barrier
+    auto load_rows = [&](int R0, int b) {
+        wgb_load<kBQ, DK>(sb + C::KV_Q + b * kBQ * DK * 2, p.q,
+                          [&](int r) { return attn_bwd_q_row<DK>(p, kvh, R0 + r); }, tid);
+        wgb_load<kBQ, DV>(sb + C::KV_O + b * kBQ * DV * 2, p.q,
+                          [&](int r) { return attn_bwd_dout_row<DV>(p, kvh, R0 + r); }, tid);
+        float *rs3 = rstate(b);
+        if (wt < kBQ) {
+            const attn_bwd_row_state rs = attn_bwd_row(p, kvh, R0 + wt, -1);
+            rs3[wt] = rs.lse2, rs3[kBQ + wt] = rs.delta;
+            reinterpret_cast<int *>(rs3)[2 * kBQ + wt] = rs.pos;
+        }
+        cp_async_mbar_arrive_noinc(full + 8 * b);
+    };
+
+    float dva[64], dka[64], dkb[32];
+#pragma unroll
+    for (int i = 0; i < 64; i++) dva[i] = dka[i] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 32; i++) dkb[i] = 0.0f;
+    const int jw = j0 + 64 * wg;
+    const int jk[2] = {jw + 16 * warp + (lane >> 2), jw + 16 * warp + (lane >> 2) + 8};
+    const uint32_t k_a = base + C::KV_K + wg * 64 * 128, v_a = base + C::KV_V + wg * 64 * 128;
+
+    const int r_last = (r_end - 1) / kBQ * kBQ;
+    load_rows(r_last, 0); // with K and V: all of this thread's copies so far
+    if (wg == 1) nbar_arrive(3, 2 * 128); // warpgroup 0 issues first
+    int it = 0;
+    for (int R0 = r_last; R0 >= r_begin; R0 -= kBQ, it++) {
+        const int b = it % kBufsKV;
+        mbar_wait(full + 8 * b, (uint32_t)(it / kBufsKV) & 1);
+        nbar_sync(1 + wg, 128); // this warpgroup's row state of the tile, written at step it − 1
+        fence_proxy_async();
+        if (R0 - kBQ >= r_begin) load_rows(R0 - kBQ, (it + 1) % kBufsKV);
+        const uint32_t q_a = base + C::KV_Q + b * kBQ * DK * 2;
+        const uint32_t o_a = base + C::KV_O + b * kBQ * DV * 2;
+        const float *lt = rstate(b), *dt = lt + kBQ;
+        const int *pt = reinterpret_cast<const int *>(lt + 2 * kBQ);
+
+        const int pos_first = p.pos0 + R0 / G, pos_last = p.pos0 + (R0 + kBQ - 1) / G;
+        const bool fullv = R0 + kBQ <= nrows && pos_first >= jw + 63 &&
+                           (p.window <= 0 || attn_lo(pos_last, p.window) <= jw);
+        float st[32], dp[32];
+        uint32_t pf[4][4], sf[4][4];
+#pragma unroll
+        for (int i = 0; i < 32; i++) st[i] = dp[i] = 0.0f;
+        nbar_sync(3 + wg, 2 * 128); // this warpgroup's turn to issue
+        wg_reg_fence(st);
+        wg_reg_fence(dp);
+        wg_fence();
+        wgb_issue_abt<DK>(st, k_a, kKeys, q_a, kBQ); // Sᵀ = K·Qᵀ
+        wg_commit();
+        wgb_issue_abt<DV>(dp, v_a, kKeys, o_a, kBQ); // dPᵀ = V·dOᵀ
+        wg_commit();
+        // the other warpgroup's turn (warpgroup 1 gives none after its last step: every arrival
+        // is then matched by a wait)
+        if (wg == 0 || R0 - kBQ >= r_begin) nbar_arrive(4 - wg, 2 * 128);
+        wg_wait<1>();
+        wg_reg_fence(st);
+        if (fullv)
+            wgb_probs_t<false>(st, lt, pt, jk, p.scale_log2, p.window, tq);
+        else
+            wgb_probs_t<true>(st, lt, pt, jk, p.scale_log2, p.window, tq);
+        wg_wait<0>();
+        wg_reg_fence(dp);
+#pragma unroll
+        for (int i = 0; i < 32; i++) dp[i] = st[i] * (dp[i] - dt[wgb_col(i, tq)]); // dSᵀ
+        wgb_frags(pf, st);
+        wgb_frags(sf, dp);
+        wg_reg_fence(dva);
+        wg_fence();
+        wgb_issue_fb(dva, pf, o_a); // dV += Pᵀ·dO
+        wg_reg_fence(dka);
+        if constexpr (DK == 192) wg_reg_fence(dkb);
+        wgb_issue_fx<DK>(dka, dkb, sf, q_a); // dK += dSᵀ·Q
+        wg_commit();
+        wg_wait<0>();
+        wg_reg_fence(dva);
+        wg_reg_fence(dka);
+        if constexpr (DK == 192) wg_reg_fence(dkb);
+    }
+    wgb_store_dkdv<DK, DV>(p, kvh, S, jk, tq, dka, dkb, dva);
 #else
     (void)p;
 #endif
