@@ -155,10 +155,9 @@ int attn_decode_enabled(void) {
 // decode 264.1 -> 278.7 tok/s at 4K, 212.1 -> 219.9 at 32K; bench_attn --decode at Hq 32 / Hkv 4:
 // 4K 16.1 -> 13.4 µs, 32K 39.7 -> 35.2 µs), while kernel G stays ahead at groups of 4 and less.
 int attn_decode_run(const ae_backend *be, const attn_params *p, const float *lse2) {
-    const int mode = dec_mode();
-    if (lse2 || p->pages || !(mode < 0 ? DECODE_KERNEL_DEFAULT_ON : mode)) return 0;
+    if (lse2 || p->pages || !attn_decode_enabled()) return 0;
     if (p->T * p->G > DEC_MAX_ROWS || p->dk != p->dv) return 0;
-    if (mode < 0 && attn_dec_wide(p, lse2)) return 0;
+    if (dec_mode() < 0 && attn_dec_wide(p, lse2)) return 0;
     if (p->dk == 128) return dec_pick_loop<128>(be, p);
     if (p->dk == 64) return dec_pick_loop<64>(be, p);
     return 0;
