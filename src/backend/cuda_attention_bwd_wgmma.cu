@@ -291,7 +291,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
 
     const int r_last = (r_end - 1) / kBQ * kBQ;
     load_rows(r_last, 0); // with K and V: all of this thread's copies so far
-    if (wg == 1 && r_last >= r_begin) nbar_arrive(3, 2 * 128); // warpgroup 0 issues first
+    if (wg == 1) nbar_arrive(3, 2 * 128); // warpgroup 0 issues first
     int it = 0;
     for (int R0 = r_last; R0 >= r_begin; R0 -= kBQ, it++) {
         const int b = it % kBufsKV;
