@@ -248,6 +248,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
     const int lane = tid & 31, tq = lane & 3, kvh = blockIdx.x, ky = blockIdx.y;
     const int G = p.G, S = p.pos0 + p.T, nrows = p.T * G;
     const int j0 = attn_lo(p.pos0, p.window) + ky * kKeys;
+    // packed rows of the queries that can see a key of the tile: tokens t_lo .. t_hi
     int t_lo, t_hi;
     attn_bwd_key_tile_tokens(p, j0, kKeys, &t_lo, &t_hi);
     const int r_begin = t_lo * G / kBQ * kBQ, r_end = (t_hi + 1) * G;
@@ -280,13 +281,15 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
         cp_async_mbar_arrive_noinc(full + 8 * b);
     };
 
+    // dK columns 0..127 in dka, 128..191 (dk 192) in dkb (unused at dk 128: never fenced, so
+    // the compiler drops it)
     float dva[64], dka[64], dkb[32];
 #pragma unroll
     for (int i = 0; i < 64; i++) dva[i] = dka[i] = 0.0f;
 #pragma unroll
     for (int i = 0; i < 32; i++) dkb[i] = 0.0f;
-    const int jw = j0 + 64 * wg;
-    const int jk[2] = {jw + 16 * warp + (lane >> 2), jw + 16 * warp + (lane >> 2) + 8};
+    const int jw = j0 + 64 * wg;                                 // the warpgroup's first key
+    const int jk[2] = {jw + 16 * warp + (lane >> 2), jw + 16 * warp + (lane >> 2) + 8}; // lane's
     const uint32_t k_a = base + C::KV_K + wg * 64 * 128, v_a = base + C::KV_V + wg * 64 * 128;
 
     const int r_last = (r_end - 1) / kBQ * kBQ;
@@ -304,6 +307,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
         const float *lt = rstate(b), *dt = lt + kBQ;
         const int *pt = reinterpret_cast<const int *>(lt + 2 * kBQ);
 
+        // every row of the tile sees every key of the warpgroup: no mask
         const int pos_first = p.pos0 + R0 / G, pos_last = p.pos0 + (R0 + kBQ - 1) / G;
         const bool fullv = R0 + kBQ <= nrows && pos_first >= jw + 63 &&
                            (p.window <= 0 || attn_lo(pos_last, p.window) <= jw);
