@@ -144,10 +144,10 @@ static int dec_mode(void) {
     return strcmp(env, "0") != 0;
 }
 
-int attn_decode_enabled(void) {
-    const int mode = dec_mode();
-    return mode < 0 ? DECODE_KERNEL_DEFAULT_ON : mode;
-}
+// Whether kernel G may run under AE_ATTN_DECODE mode `mode` (dec_mode's value).
+static int dec_on(int mode) { return mode < 0 ? DECODE_KERNEL_DEFAULT_ON : mode; }
+
+int attn_decode_enabled(void) { return dec_on(dec_mode()); }
 
 // By default single-token calls of GQA groups wider than ATTN_DEC_WIDE_G (Qwen3-30B-A3B: 8 query
 // heads a kv head) go to kernel B: its 64-row tensor-core blocks with splits of >= 64 keys
@@ -155,9 +155,10 @@ int attn_decode_enabled(void) {
 // decode 264.1 -> 278.7 tok/s at 4K, 212.1 -> 219.9 at 32K; bench_attn --decode at Hq 32 / Hkv 4:
 // 4K 16.1 -> 13.4 µs, 32K 39.7 -> 35.2 µs), while kernel G stays ahead at groups of 4 and less.
 int attn_decode_run(const ae_backend *be, const attn_params *p, const float *lse2) {
-    if (lse2 || p->pages || !attn_decode_enabled()) return 0;
+    const int mode = dec_mode();
+    if (lse2 || p->pages || !dec_on(mode)) return 0;
     if (p->T * p->G > DEC_MAX_ROWS || p->dk != p->dv) return 0;
-    if (dec_mode() < 0 && attn_dec_wide(p, lse2)) return 0;
+    if (mode < 0 && attn_dec_wide(p, lse2)) return 0;
     if (p->dk == 128) return dec_pick_loop<128>(be, p);
     if (p->dk == 64) return dec_pick_loop<64>(be, p);
     return 0;
