@@ -53,11 +53,10 @@ int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2);
 // Kernel G (cuda_attention_decode.cu: decode, T·G <= 64 packed rows, dk = dv = 64 or 128,
 // windows, rings, sinks; split-KV combined in the same launch): 0 when it does not take these
 // arguments (lse2 set, pages, shape, AE_ATTN_DECODE=0), as the launchers above.
-int attn_decode_run(const ae_backend *be, const attn_params *p, const float *lse2);
 // AE_ATTN_DECODE: 0 = never kernel G; unset = DECODE_KERNEL_DEFAULT_ON (single-token calls of
 // groups wider than ATTN_DEC_WIDE_G query heads a kv head left to kernel B); else on for every
 // group width. Read per call.
-int attn_decode_enabled(void);
+int attn_decode_run(const ae_backend *be, const attn_params *p, const float *lse2);
 // A single-token call (decode) without lse of a GQA group wider than ATTN_DEC_WIDE_G: kernel B
 // takes these by default, with splits of one key tile or more (cuda_attention_decode.cu says why).
 #define ATTN_DEC_WIDE_G 4

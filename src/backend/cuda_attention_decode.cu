@@ -147,8 +147,6 @@ static int dec_mode(void) {
 // Whether kernel G may run under AE_ATTN_DECODE mode `mode` (dec_mode's value).
 static int dec_on(int mode) { return mode < 0 ? DECODE_KERNEL_DEFAULT_ON : mode; }
 
-int attn_decode_enabled(void) { return dec_on(dec_mode()); }
-
 // By default single-token calls of GQA groups wider than ATTN_DEC_WIDE_G (Qwen3-30B-A3B: 8 query
 // heads a kv head) go to kernel B: its 64-row tensor-core blocks with splits of >= 64 keys
 // (flash_launch) were faster at 8 rows a kv head (H200 2026-11-30: the graphed Qwen3-30B-A3B
