@@ -9,9 +9,11 @@
 //     cuda_mla_decode.cu): o within TOL_ATTEND of the cpu op (relative L2: P rounded to bf16
 //     inside kernel E, 2^-9 a weight, and o rounded to bf16; test_backend_ops' TOL_ATTN for the
 //     same kernel), within TOL_ATTEND of the GPU's unfused form (AE_CUDA_MLA_KERNEL=old: kernel
-//     D, the combine and the gemm), bit-identical over two calls (fixed merge order), and the
-//     plan (ae_cuda_mla_last) names the fused merge, with one split at 2 keys and several from
-//     4096 keys on;
+//     D, the combine and the gemm), within TOL_MERGE of the merge by row slices (k_mla_merge_wuv,
+//     AE_MLA_MERGE_Q=0) where the merge by latent parts (k_mla_merge_q, from 64 splits) runs,
+//     bit-identical over two calls (fixed merge order), and the plan (ae_cuda_mla_last) names
+//     the fused merge and which kernel merged, with one split at 2 keys and several from 4096
+//     keys on;
 // at T = 1, 2, 4 tokens and positions 1, 63, 64, 65, 4095, 32768 (Qwen3-8B MLA dims: 32 heads,
 // R 512, dr 64, dn 64, dv 128; T = 4 with 16 heads so that T·H stays within kernel E's 64 rows,
 // and T = 4 with 32 heads: the unfused fallback inside the op), plus small odd students.
@@ -37,6 +39,7 @@
 #define TOL_ABSORB 4e-3 // relative L2: bf16 rounding of qt (~1.1e-3 rms), sum order ~1e-6
 #define TOL_ATTEND 1e-2 // relative L2: bf16 P in kernel E and bf16 o (~2e-3 measured on D/E)
 #define TOL_MODEL 2e-2  // relative L2 of logits after 2 layers of bf16 activations
+#define TOL_MERGE 4e-3  // relative L2: the two merges add the same fp32 values in other orders
 
 static const ae_backend *g_gpu, *g_cpu;
 
@@ -211,6 +214,12 @@ static void run_attend(ae_rng *r, int T, mla_shape s, int pos0, int fused) {
     snprintf(plan, sizeof plan, "%s", mla_plan());
     g_gpu->mla_decode_attend(g_gpu, &a, d_o, dq_, dc, wuv, sw, dv);
     float *og2 = dget(d_o, no);
+    assert_int_equal(setenv("AE_MLA_MERGE_Q", "0", 1), 0); // the merge by row slices
+    g_gpu->mla_decode_attend(g_gpu, &a, d_o, dq_, dc, wuv, sw, dv);
+    unsetenv("AE_MLA_MERGE_Q");
+    char plan_w[200];
+    snprintf(plan_w, sizeof plan_w, "%s", mla_plan());
+    float *ow = dget(d_o, no);
     assert_int_equal(setenv("AE_CUDA_MLA_KERNEL", "old", 1), 0);
     g_gpu->mla_decode_attend(g_gpu, &a, d_o, dq_, dc, wuv, sw, dv);
     unsetenv("AE_CUDA_MLA_KERNEL");
@@ -229,7 +238,16 @@ static void run_attend(ae_rng *r, int T, mla_shape s, int pos0, int fused) {
         if (!strstr(plan, "merge_wuv")) fail_msg("%s: the fused path did not run (%s)", what, plan);
         const char *sp = strstr(plan, "splits ");
         assert_non_null(sp);
-        int splits = atoi(sp + 7);
+        const int splits = atoi(sp + 7);
+        // the merge by latent parts where it takes the call (R % 128 == 0, dv <= 128, at least
+        // 64 splits), else by row slices
+        const int by_parts = R % 128 == 0 && dv <= 128 && splits >= 64;
+        const char *want = by_parts ? "merge by k_mla_merge_q" : "merge by k_mla_merge_wuv";
+        if (!strstr(plan, want)) fail_msg("%s: plan without \"%s\" (%s)", what, want, plan);
+        if (!strstr(plan_w, "merge by k_mla_merge_wuv"))
+            fail_msg("%s: AE_MLA_MERGE_Q=0 did not merge by row slices (%s)", what, plan_w);
+        snprintf(w2, sizeof w2, "%s vs the merge by row slices", what);
+        expect_rel(og, ow, no, TOL_MERGE, w2);
         if (S <= 2 && splits != 1) fail_msg("%s: %d splits over %d keys", what, splits, S);
         if (S >= 4096 && splits < 2) fail_msg("%s: one split over %d keys", what, S);
     } else if (strstr(plan, "merge_wuv")) {
@@ -240,7 +258,7 @@ static void run_attend(ae_rng *r, int T, mla_shape s, int pos0, int fused) {
 #endif
     g_gpu->free(g_gpu, dc), g_gpu->free(g_gpu, dq_), g_gpu->free(g_gpu, dw);
     g_gpu->free(g_gpu, d_o);
-    free(cache), free(qt), free(wkvb), free(oc), free(og), free(og2), free(ou);
+    free(cache), free(qt), free(wkvb), free(oc), free(og), free(og2), free(ou), free(ow);
 }
 
 static void test_attend(void **state) {
@@ -256,6 +274,7 @@ static void test_attend(void **state) {
     }
     run_attend(&r, 4, QWEN8B, 4095, 0);                         // 128 rows: attention + gemm
     run_attend(&r, 2, (mla_shape){6, 256, 32, 32, 40}, 3000, 1); // R 256 (288/256), dv 40
+    run_attend(&r, 1, (mla_shape){6, 256, 32, 32, 40}, 32767, 1); // the same by two latent parts
 }
 
 // ---- the whole model ----------------------------------------------------------------------------

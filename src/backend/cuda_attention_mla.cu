@@ -578,18 +578,23 @@ __global__ void __launch_bounds__(256, 1) k_attn_mla_dec(const attn_params p) {
 static struct {
     const char *kernel;
     int tiles, splits, keys, stages;
+    const char *merge; // the merge kernel after E (attn_mla_note_merge), or null
 } g_mla_last;
 
 static void mla_note(const char *kernel, int tiles, int splits, int keys, int stages) {
     g_mla_last.kernel = kernel, g_mla_last.tiles = tiles, g_mla_last.splits = splits;
-    g_mla_last.keys = keys, g_mla_last.stages = stages;
+    g_mla_last.keys = keys, g_mla_last.stages = stages, g_mla_last.merge = NULL;
 }
 
+void attn_mla_note_merge(const char *kernel) { g_mla_last.merge = kernel; }
+
 extern "C" const char *ae_cuda_mla_last(void) {
-    static char buf[160];
+    static char buf[200];
     if (!g_mla_last.kernel) return "none";
-    snprintf(buf, sizeof buf, "%s, %d stages, row tiles %d, splits %d, keys %d", g_mla_last.kernel,
-             g_mla_last.stages, g_mla_last.tiles, g_mla_last.splits, g_mla_last.keys);
+    snprintf(buf, sizeof buf, "%s, %d stages, row tiles %d, splits %d, keys %d%s%s",
+             g_mla_last.kernel, g_mla_last.stages, g_mla_last.tiles, g_mla_last.splits,
+             g_mla_last.keys, g_mla_last.merge ? ", merge by " : "",
+             g_mla_last.merge ? g_mla_last.merge : "");
     return buf;
 }
 

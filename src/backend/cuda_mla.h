@@ -20,6 +20,8 @@ void ae_cuda_mla_decode_attend(const ae_backend *be, const ae_attn_args *a, ae_p
 // the buffer to cuda_tmp_free after the merge; null when the allocation failed, the error kept);
 // 0 when E does not take p (AE_CUDA_MLA_KERNEL=old, shape): nothing queued.
 int attn_mla_dec_parts(const ae_backend *be, const attn_params *p, attn_params *parts);
+// Names the kernel that merged E's partials in the plan ae_cuda_mla_last reports (static string).
+void attn_mla_note_merge(const char *kernel);
 #endif
 
 #endif

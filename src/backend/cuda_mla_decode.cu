@@ -20,10 +20,22 @@
 // Other calls (more rows, sinks, fp32, AE_CUDA_MLA_KERNEL=old): attention, then the batched gemm.
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/cuda_attention.h"
+#include "backend/cuda_decode_core.h"
 #include "backend/cuda_gemv_core.h"
 #include "backend/cuda_mla.h"
+
+#ifndef MLA_MERGE_Q_DEFAULT_ON
+#define MLA_MERGE_Q_DEFAULT_ON 1 // AE_MLA_MERGE_Q unset: k_mla_merge_q where it fits (1) or not (0)
+#endif
+#define MQ_SLOTS 8       // backends with their own ticket counters
+#define MQ_TICKETS 1024  // counters per slot: one per query head
+#define MQ_MIN_SPLITS 64 // fewer splits: k_mla_merge_wuv, faster there (1K keys, 16 splits: 22.0 vs 22.9 us)
+
+// Tickets of k_mla_merge_q: slot i of backend i (mq_tickets); always 0 between launches.
+__device__ unsigned int g_mq_tickets[MQ_SLOTS * MQ_TICKETS];
 
 namespace {
 
@@ -165,6 +177,169 @@ __global__ void __launch_bounds__(kMwThreads) k_mla_merge_wuv(const merge_args a
     }
 }
 
+// ---- the merge by latent quarters (k_mla_merge_q) -----------------------------------------------
+// k_mla_merge_wuv's blocks each merge their head's whole latent (R values of every split) for 32
+// of its Wuv rows: a head's partials are read dvo / 32 times (4 at dv 128: 16.8 MB of L2 reads a
+// layer at 4K keys, most of the launch). Here block (head h, part q) merges only latent columns
+// q·128 .. q·128 + 127 (every partial value is read once) and multiplies them by the same columns
+// of all dvo rows of Wuv_h, a partial o; the head's P = R / 128 partial o meet by ticket:
+//   1. its Wuv values first (rows 16k + 2w + lane/16, columns q·128 + 8·(lane % 16) ..: one
+//      16-byte load per row, k < dvo / 16 <= 8, in flight while the merge runs);
+//   2. split weights and 1 / Σ weight·l of row (t, h) by warp t (merge_weights, as k_mla_merge_wuv);
+//   3. ctx[t] (128 fp32, shared memory) = Σ_s weight_s · opart_s: thread (sg, cg) = (tid / 32,
+//      tid % 32) sums splits sg, sg + 8, .. for columns 4·cg .. (8 loads in flight), the 8 split
+//      groups added in sg order;
+//   4. a row's partial Σ_c ctx[t, c] · Wuv_h[i, c] over the part's columns: 16 lanes, a butterfly;
+//      into scratch (T, Hq, P, dvo) fp32;
+//   5. a ticket on head h's counter (atomicAdd after a fence); the block drawing ticket P − 1 adds
+//      the P partials in part order and writes o (bf16), then resets the counter.
+// Deterministic (every sum in a fixed order; the ticket only picks which block adds). Takes calls
+// of at least MQ_MIN_SPLITS splits with R % 128 == 0, dvo <= 128, Hq <= MQ_TICKETS; the others
+// keep k_mla_merge_wuv. H200, bench_attn --decode-mla-fused (one layer of the Qwen3-8B MLA
+// student, absorb + E + merge), AE_MLA_MERGE_Q=0 -> 1, two runs: 4K keys (64 splits) 24.92 /
+// 25.07 -> 24.34 / 23.88 us, 32K (128 splits) 43.77 / 43.94 -> 41.35 / 40.99; 1K (16 splits)
+// 21.96 / 22.07 -> 23.03 / 22.70 (hence the floor).
+constexpr int kMqCols = 128, kMqRowsPass = 16, kMqPasses = 8; // columns a part, rows a pass
+static_assert(kMwThreads == 8 * 32 && kMqRowsPass == 2 * kMwWarps, "8 split groups of 32 lanes");
+
+struct mq_args {
+    merge_args m;
+    float *part;      // (T, Hq, P, dvo) fp32: the parts' partial o
+    unsigned *ticket; // this backend's counters, one per head
+};
+
+__global__ void __launch_bounds__(kMwThreads) k_mla_merge_q(const mq_args q) {
+    const merge_args &a = q.m;
+    extern __shared__ __align__(16) float sm[];
+    const int P = a.R / kMqCols;
+    float *w = sm;                              // (T, S) split weights
+    float *inv = w + round4((size_t)a.T * a.S); // (T)
+    float *ctx = inv + round4(a.T);             // (T, kMqCols)
+    float *red = ctx + (size_t)a.T * kMqCols;   // (8, kMqCols)
+    __shared__ int s_last;
+    const int h = blockIdx.x / P, part = blockIdx.x % P, c0 = part * kMqCols;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int lr = lane >> 4, lc = lane & 15; // row of the pair, 8-column chunk
+    // 1. Wuv_h rows 16k + 2·warp + lr, columns c0 + 8·lc ..
+    uint4 wr[kMqPasses];
+    const bf16 *wh = a.wuv + (int64_t)h * a.sw + c0 + 8 * lc;
+#pragma unroll
+    for (int k = 0; k < kMqPasses; k++) {
+        const int i = kMqRowsPass * k + 2 * warp + lr;
+        wr[k] = i < a.dvo ? ld_weights16(wh + (int64_t)i * a.R) : make_uint4(0, 0, 0, 0);
+    }
+    // 2. split weights of every token (warp t)
+    if (warp < a.T) merge_weights(a, warp, h, w + (size_t)warp * a.S, inv + warp);
+    __syncthreads();
+    // 3. ctx of every token over this part's columns
+    const size_t rows = (size_t)a.T * a.Hq;
+    const int sg = tid >> 5, cg = tid & 31;
+    for (int t = 0; t < a.T; t++) {
+        const size_t r = (size_t)t * a.Hq + h;
+        const float *wt = w + (size_t)t * a.S;
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        for (int s0 = sg; s0 < a.S; s0 += 8 * kMwBatch) {
+            float4 x[kMwBatch];
+#pragma unroll
+            for (int b = 0; b < kMwBatch; b++) {
+                const int s = s0 + 8 * b;
+                x[b] = s < a.S ? *reinterpret_cast<const float4 *>(a.opart + (s * rows + r) * a.R +
+                                                                    c0 + 4 * cg)
+                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+#pragma unroll
+            for (int b = 0; b < kMwBatch; b++) {
+                const int s = s0 + 8 * b;
+                const float ws = s < a.S ? wt[s] : 0.0f;
+                acc.x = fmaf(ws, x[b].x, acc.x);
+                acc.y = fmaf(ws, x[b].y, acc.y);
+                acc.z = fmaf(ws, x[b].z, acc.z);
+                acc.w = fmaf(ws, x[b].w, acc.w);
+            }
+        }
+        *reinterpret_cast<float4 *>(red + sg * kMqCols + 4 * cg) = acc;
+        __syncthreads();
+        if (tid < kMqCols) {
+            float sum = 0.0f;
+            for (int g = 0; g < 8; g++) sum += red[g * kMqCols + tid];
+            ctx[(size_t)t * kMqCols + tid] = sum * inv[t];
+        }
+        __syncthreads(); // ctx[t] complete; red free for the next token
+    }
+    // 4. partial o of this part's columns, every row and token
+    for (int t = 0; t < a.T; t++) {
+        const float *ct = ctx + (size_t)t * kMqCols + 8 * lc;
+        const float4 x0 = *reinterpret_cast<const float4 *>(ct);
+        const float4 x1 = *reinterpret_cast<const float4 *>(ct + 4);
+#pragma unroll
+        for (int k = 0; k < kMqPasses; k++) {
+            const uint4 v = wr[k];
+            float sum = x0.x * __uint_as_float(v.x << 16);
+            sum = fmaf(x0.y, __uint_as_float(v.x & 0xffff0000u), sum);
+            sum = fmaf(x0.z, __uint_as_float(v.y << 16), sum);
+            sum = fmaf(x0.w, __uint_as_float(v.y & 0xffff0000u), sum);
+            sum = fmaf(x1.x, __uint_as_float(v.z << 16), sum);
+            sum = fmaf(x1.y, __uint_as_float(v.z & 0xffff0000u), sum);
+            sum = fmaf(x1.z, __uint_as_float(v.w << 16), sum);
+            sum = fmaf(x1.w, __uint_as_float(v.w & 0xffff0000u), sum);
+#pragma unroll
+            for (int off = 8; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+            const int i = kMqRowsPass * k + 2 * warp + lr;
+            if (lc == 0 && i < a.dvo)
+                q.part[(((size_t)t * a.Hq + h) * P + part) * a.dvo + i] = sum;
+        }
+    }
+    // 5. the head's parts meet: the last block adds them in part order
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) s_last = atomicAdd(q.ticket + h, 1u) == (unsigned)(P - 1);
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence(); // the other parts' partials are read after their tickets
+    for (int e = tid; e < a.T * a.dvo; e += kMwThreads) {
+        const int t = e / a.dvo, i = e % a.dvo;
+        const float *src = q.part + ((size_t)t * a.Hq + h) * P * a.dvo + i;
+        float sum = __ldcg(src);
+        for (int pp = 1; pp < P; pp++) sum += __ldcg(src + (size_t)pp * a.dvo);
+        a.o[((size_t)t * a.Hq + h) * a.dvo + i] = __float2bfloat16_rn(sum);
+    }
+    if (tid == 0) q.ticket[h] = 0u; // all P parts of this head counted: ready again
+}
+
+// This backend's slot of g_mq_tickets (dec_ticket_slot: first come; NULL with the error kept).
+static unsigned *mq_tickets(const ae_backend *be) {
+    return dec_ticket_slot<MQ_SLOTS, MQ_TICKETS>(be, (const void *)g_mq_tickets,
+                                                 "mla_decode_attend (merge tickets)");
+}
+
+// Queues k_mla_merge_q for the merge of p into o: 1 when it did (or kept an error), 0 when the
+// shape or AE_MLA_MERGE_Q leaves it to k_mla_merge_wuv.
+static int merge_q_launch(const ae_backend *be, const attn_params *p, ae_ptr o, ae_ptr wuv,
+                          int64_t sw, int dvo) {
+    const char *env = getenv("AE_MLA_MERGE_Q");
+    if (env && *env ? strcmp(env, "0") == 0 : !MLA_MERGE_Q_DEFAULT_ON) return 0;
+    if (p->splits < MQ_MIN_SPLITS || p->dv % kMqCols != 0 || dvo > kMqRowsPass * kMqPasses ||
+        p->Hq > MQ_TICKETS)
+        return 0;
+    const int P = p->dv / kMqCols;
+    const size_t smem = sizeof(float) * (round4((size_t)p->T * p->splits) + round4(p->T) +
+                                         (size_t)p->T * kMqCols + 8 * kMqCols);
+    if (!attn_set_smem(be, (const void *)k_mla_merge_q, smem)) return 0;
+    unsigned *tickets = mq_tickets(be);
+    if (!tickets) return 1;
+    const size_t np = (size_t)p->T * p->Hq * P * dvo;
+    float *part = (float *)cuda_tmp_alloc(be, np * sizeof(float), "mla_decode_attend");
+    if (!part) return 1;
+    mq_args q = {{p->opart, p->mpart, p->lpart, (const bf16 *)wuv.data, (bf16 *)o.data, sw,
+                  p->splits, p->T, p->Hq, p->dv, dvo},
+                 part, tickets};
+    k_mla_merge_q<<<(unsigned)(p->Hq * P), kMwThreads, smem, stream_of(be)>>>(q);
+    cuda_check(be, cudaGetLastError(), "mla_decode_attend");
+    attn_mla_note_merge("k_mla_merge_q");
+    cuda_tmp_free(be, part);
+    return 1;
+}
+
 // 1 when the fused launches take the call (besides kernel E's own conditions).
 int merge_fits(const ae_attn_args *a, ae_ptr o, ae_ptr q, ae_ptr kv, ae_ptr wuv, int64_t sw,
                int dvo) {
@@ -179,6 +354,7 @@ int merge_fits(const ae_attn_args *a, ae_ptr o, ae_ptr q, ae_ptr kv, ae_ptr wuv,
 // Queues the merge of kernel E's partials p into o; 0 when its shared memory does not fit.
 int merge_launch(const ae_backend *be, const attn_params *p, ae_ptr o, ae_ptr wuv, int64_t sw,
                  int dvo) {
+    if (merge_q_launch(be, p, o, wuv, sw, dvo)) return 1;
     merge_args m = {p->opart, p->mpart, p->lpart, (const bf16 *)wuv.data, (bf16 *)o.data,
                     sw, p->splits, p->T, p->Hq, p->dv, dvo};
     const size_t smem = merge_smem(m.T, m.S, m.R);
@@ -188,6 +364,7 @@ int merge_launch(const ae_backend *be, const attn_params *p, ae_ptr o, ae_ptr wu
         if (!attn_set_smem(be, (const void *)k_mla_merge_wuv<CPL>, smem)) return 0;               \
         k_mla_merge_wuv<CPL><<<blocks, kMwThreads, smem, stream_of(be)>>>(m);                     \
     } while (0)
+    attn_mla_note_merge("k_mla_merge_wuv");
     if (m.R <= 256) MERGE_CASE(1);
     else if (m.R <= 512) MERGE_CASE(2);
     else MERGE_CASE(4);
