@@ -17,6 +17,8 @@
 // every sum in a fixed order, no atomics. Each of a head's dvo / kWuvRows blocks merges the
 // head's partials again (L2 reads: slices x splits x T x R x 4 bytes a head); the slice of 32
 // rows keeps that at 4 merges a head for dv 128 (docs/CUDA.md).
+// From MQ_MIN_SPLITS splits k_mla_merge_q (below) merges instead, by latent parts: every partial
+// read once, the parts' partial outputs added by ticket.
 // Other calls (more rows, sinks, fp32, AE_CUDA_MLA_KERNEL=old): attention, then the batched gemm.
 #include <stdio.h>
 #include <stdlib.h>
