@@ -82,10 +82,12 @@ __device__ __forceinline__ void merge_weights(const merge_args &a, int t, int h,
     if (lane == 0) *inv = den > 0.0f ? 1.0f / den : 0.0f;
 }
 
-// Step 3: ctx (R) = inv · Σ_s w[s] · opart_s of row (t, h). Called by every thread of the block.
+// Step 3: ctx (ncols) = inv · Σ_s w[s] · opart_s[c0 .. c0 + ncols) of row (t, h), red (SG, ncols)
+// with SG = kMwThreads / (ncols / 4) split groups. Called by every thread of the block.
+// k_mla_merge_wuv: the whole latent (c0 0, ncols R); k_mla_merge_q: its part (c0, kMqCols).
 __device__ __forceinline__ void merge_ctx(const merge_args &a, int t, int h, const float *w,
-                                          float inv, float *ctx, float *red) {
-    const int tid = threadIdx.x, ncg = a.R / 4, SG = kMwThreads / ncg;
+                                          float inv, int c0, int ncols, float *ctx, float *red) {
+    const int tid = threadIdx.x, ncg = ncols / 4, SG = kMwThreads / ncg;
     const int sg = tid / ncg, cg = tid % ncg;
     const size_t rows = (size_t)a.T * a.Hq, r = (size_t)t * a.Hq + h;
     float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -96,7 +98,7 @@ __device__ __forceinline__ void merge_ctx(const merge_args &a, int t, int h, con
             for (int b = 0; b < kMwBatch; b++) {
                 const int s = s0 + b * SG;
                 x[b] = s < a.S ? *reinterpret_cast<const float4 *>(a.opart + (s * rows + r) * a.R +
-                                                                    4 * cg)
+                                                                    c0 + 4 * cg)
                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
 #pragma unroll
@@ -109,15 +111,30 @@ __device__ __forceinline__ void merge_ctx(const merge_args &a, int t, int h, con
                 acc.w = fmaf(ws, x[b].w, acc.w);
             }
         }
-        *reinterpret_cast<float4 *>(red + (size_t)sg * a.R + 4 * cg) = acc;
+        *reinterpret_cast<float4 *>(red + (size_t)sg * ncols + 4 * cg) = acc;
     }
     __syncthreads();
-    for (int c = tid; c < a.R; c += kMwThreads) {
+    for (int c = tid; c < ncols; c += kMwThreads) {
         float sum = 0.0f;
-        for (int g = 0; g < SG; g++) sum += red[(size_t)g * a.R + c];
+        for (int g = 0; g < SG; g++) sum += red[(size_t)g * ncols + c];
         ctx[c] = sum * inv;
     }
     __syncthreads(); // ctx complete; red free for the next token
+}
+
+// sum + Σ_j x[j] · v[j] over 8 columns: x = (x0, x1) fp32, v 8 bf16 (uint4, two a word, the lower
+// column in the low half), eight fmaf in column order. With sum = -0.0f the first fmaf is exactly
+// the product x0.x · v[0] (a + (-0) == a for every float a, signed zeros included).
+__device__ __forceinline__ float dot8(const float4 &x0, const float4 &x1, const uint4 &v,
+                                      float sum) {
+    sum = fmaf(x0.x, __uint_as_float(v.x << 16), sum);
+    sum = fmaf(x0.y, __uint_as_float(v.x & 0xffff0000u), sum);
+    sum = fmaf(x0.z, __uint_as_float(v.y << 16), sum);
+    sum = fmaf(x0.w, __uint_as_float(v.y & 0xffff0000u), sum);
+    sum = fmaf(x1.x, __uint_as_float(v.z << 16), sum);
+    sum = fmaf(x1.y, __uint_as_float(v.z & 0xffff0000u), sum);
+    sum = fmaf(x1.z, __uint_as_float(v.w << 16), sum);
+    return fmaf(x1.w, __uint_as_float(v.w & 0xffff0000u), sum);
 }
 
 // CPL: 16-byte chunks of a Wuv row per lane (R <= 256·CPL).
@@ -148,7 +165,8 @@ __global__ void __launch_bounds__(kMwThreads) k_mla_merge_wuv(const merge_args a
     if (warp < a.T) merge_weights(a, warp, h, w + (size_t)warp * a.S, inv + warp);
     __syncthreads();
     // 3. ctx of every token
-    for (int t = 0; t < a.T; t++) merge_ctx(a, t, h, w + (size_t)t * a.S, inv[t], ctx + (size_t)t * a.R, red);
+    for (int t = 0; t < a.T; t++)
+        merge_ctx(a, t, h, w + (size_t)t * a.S, inv[t], 0, a.R, ctx + (size_t)t * a.R, red);
     // 4. o = Wuv_h · ctx for this warp's rows
     for (int t = 0; t < a.T; t++) {
         const float *ct = ctx + (size_t)t * a.R;
@@ -161,15 +179,7 @@ __global__ void __launch_bounds__(kMwThreads) k_mla_merge_wuv(const merge_args a
                 if (col >= a.R) break;
                 const float4 x0 = *reinterpret_cast<const float4 *>(ct + col);
                 const float4 x1 = *reinterpret_cast<const float4 *>(ct + col + 4);
-                const uint4 v = wr[k][c];
-                sum = fmaf(x0.x, __uint_as_float(v.x << 16), sum);
-                sum = fmaf(x0.y, __uint_as_float(v.x & 0xffff0000u), sum);
-                sum = fmaf(x0.z, __uint_as_float(v.y << 16), sum);
-                sum = fmaf(x0.w, __uint_as_float(v.y & 0xffff0000u), sum);
-                sum = fmaf(x1.x, __uint_as_float(v.z << 16), sum);
-                sum = fmaf(x1.y, __uint_as_float(v.z & 0xffff0000u), sum);
-                sum = fmaf(x1.z, __uint_as_float(v.w << 16), sum);
-                sum = fmaf(x1.w, __uint_as_float(v.w & 0xffff0000u), sum);
+                sum = dot8(x0, x1, wr[k][c], sum);
             }
             sum = warp_sum(sum);
             const int i = i0 + kRowsPerWarp * warp + k;
@@ -188,9 +198,9 @@ __global__ void __launch_bounds__(kMwThreads) k_mla_merge_wuv(const merge_args a
 //   1. its Wuv values first (rows 16k + 2w + lane/16, columns q·128 + 8·(lane % 16) ..: one
 //      16-byte load per row, k < dvo / 16 <= 8, in flight while the merge runs);
 //   2. split weights and 1 / Σ weight·l of row (t, h) by warp t (merge_weights, as k_mla_merge_wuv);
-//   3. ctx[t] (128 fp32, shared memory) = Σ_s weight_s · opart_s: thread (sg, cg) = (tid / 32,
-//      tid % 32) sums splits sg, sg + 8, .. for columns 4·cg .. (8 loads in flight), the 8 split
-//      groups added in sg order;
+//   3. ctx[t] (128 fp32, shared memory) = Σ_s weight_s · opart_s (merge_ctx on the part's columns):
+//      thread (sg, cg) = (tid / 32, tid % 32) sums splits sg, sg + 8, .. for columns 4·cg .. (8
+//      loads in flight), the 8 split groups added in sg order;
 //   4. a row's partial Σ_c ctx[t, c] · Wuv_h[i, c] over the part's columns: 16 lanes, a butterfly;
 //      into scratch (T, Hq, P, dvo) fp32;
 //   5. a ticket on head h's counter (atomicAdd after a fence); the block drawing ticket P − 1 adds
@@ -234,40 +244,9 @@ __global__ void __launch_bounds__(kMwThreads) k_mla_merge_q(const mq_args q) {
     if (warp < a.T) merge_weights(a, warp, h, w + (size_t)warp * a.S, inv + warp);
     __syncthreads();
     // 3. ctx of every token over this part's columns
-    const size_t rows = (size_t)a.T * a.Hq;
-    const int sg = tid >> 5, cg = tid & 31;
-    for (int t = 0; t < a.T; t++) {
-        const size_t r = (size_t)t * a.Hq + h;
-        const float *wt = w + (size_t)t * a.S;
-        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        for (int s0 = sg; s0 < a.S; s0 += 8 * kMwBatch) {
-            float4 x[kMwBatch];
-#pragma unroll
-            for (int b = 0; b < kMwBatch; b++) {
-                const int s = s0 + 8 * b;
-                x[b] = s < a.S ? *reinterpret_cast<const float4 *>(a.opart + (s * rows + r) * a.R +
-                                                                    c0 + 4 * cg)
-                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            }
-#pragma unroll
-            for (int b = 0; b < kMwBatch; b++) {
-                const int s = s0 + 8 * b;
-                const float ws = s < a.S ? wt[s] : 0.0f;
-                acc.x = fmaf(ws, x[b].x, acc.x);
-                acc.y = fmaf(ws, x[b].y, acc.y);
-                acc.z = fmaf(ws, x[b].z, acc.z);
-                acc.w = fmaf(ws, x[b].w, acc.w);
-            }
-        }
-        *reinterpret_cast<float4 *>(red + sg * kMqCols + 4 * cg) = acc;
-        __syncthreads();
-        if (tid < kMqCols) {
-            float sum = 0.0f;
-            for (int g = 0; g < 8; g++) sum += red[g * kMqCols + tid];
-            ctx[(size_t)t * kMqCols + tid] = sum * inv[t];
-        }
-        __syncthreads(); // ctx[t] complete; red free for the next token
-    }
+    for (int t = 0; t < a.T; t++)
+        merge_ctx(a, t, h, w + (size_t)t * a.S, inv[t], c0, kMqCols, ctx + (size_t)t * kMqCols,
+                  red);
     // 4. partial o of this part's columns, every row and token
     for (int t = 0; t < a.T; t++) {
         const float *ct = ctx + (size_t)t * kMqCols + 8 * lc;
@@ -275,15 +254,7 @@ __global__ void __launch_bounds__(kMwThreads) k_mla_merge_q(const mq_args q) {
         const float4 x1 = *reinterpret_cast<const float4 *>(ct + 4);
 #pragma unroll
         for (int k = 0; k < kMqPasses; k++) {
-            const uint4 v = wr[k];
-            float sum = x0.x * __uint_as_float(v.x << 16);
-            sum = fmaf(x0.y, __uint_as_float(v.x & 0xffff0000u), sum);
-            sum = fmaf(x0.z, __uint_as_float(v.y << 16), sum);
-            sum = fmaf(x0.w, __uint_as_float(v.y & 0xffff0000u), sum);
-            sum = fmaf(x1.x, __uint_as_float(v.z << 16), sum);
-            sum = fmaf(x1.y, __uint_as_float(v.z & 0xffff0000u), sum);
-            sum = fmaf(x1.z, __uint_as_float(v.w << 16), sum);
-            sum = fmaf(x1.w, __uint_as_float(v.w & 0xffff0000u), sum);
+            float sum = dot8(x0, x1, wr[k], -0.0f); // starts at the product
 #pragma unroll
             for (int off = 8; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
             const int i = kMqRowsPass * k + 2 * warp + lr;
