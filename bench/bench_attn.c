@@ -36,11 +36,13 @@
 // 2026-11-30, 1.39x split). Per shape: the training forward (fwd+lse), then the backward from it split
 // (AE_CUDA_ATTN_BWD=split: dK/dV kernel + dQ kernel on mma.sync, 7 products), fused
 // (AE_CUDA_ATTN_BWD=fused: 5 products) and wgmma (AE_CUDA_ATTN_BWD=wgmma: the split path on
-// Hopper's warpgroup multiplies; on other GPUs the dispatcher runs split and the columns match);
-// ms for the B calls, TFLOP/s as above, the speed-ups over split and the relative L2 difference
-// of each one's dq from split's. "[ran X]": the kernels the dispatcher ran for that column
+// Hopper's warpgroup multiplies; on other GPUs the dispatcher runs split and the columns match)
+// and wgfused (AE_CUDA_ATTN_BWD=wgfused: the Hopper dK/dV kernel adding dQ in a fixed order, 5
+// products; compared with wgmma); ms for the B calls, TFLOP/s as above, the speed-ups and the
+// relative L2 difference of each one's dq from split's (wgfused: from wgmma's). "[ran X]": the kernels the dispatcher ran for that column
 // (ae_cuda_attn_bwd_kernels, backend/cuda.h: its own decision); "default runs": what it runs
-// with AE_CUDA_ATTN_BWD unset.
+// with AE_CUDA_ATTN_BWD unset. AE_BENCH_BWD_SHAPES=NAME,NAME: only the shapes named (e.g.
+// mla-1.7b,qwen3-8b); AE_BENCH_BWD_KV_BF16=1: dk, dv in BF16 (as the training's gradients).
 //
 //   bench_attn --decode [--reps R] [--dec-splits "V1;V2;..."] [--case PART]
 // Batch-1 decode attention: T = 1 query at position S − 1 through be->attention exactly as
@@ -278,7 +280,7 @@ static int bench_fwd_kernels(const ae_backend *be, int reps) {
     return rc;
 }
 
-// ---- backward paths split vs fused vs wgmma (--bwd-paths) ------------------------------------------
+// ---- backward paths split vs fused vs wgmma vs wgfused (--bwd-paths) ------------------------------------------
 
 typedef struct {
     const char *name;
@@ -355,15 +357,19 @@ static int bench_bwd_one(const ae_backend *be, const bwd_shape *c, int reps) {
     b->q = be->alloc(be, B * x.nq, AE_DT_BF16), b->k = be->alloc(be, B * x.nk, AE_DT_BF16);
     b->v = be->alloc(be, B * x.nv, AE_DT_BF16), b->out = be->alloc(be, B * x.no, AE_DT_BF16);
     b->dout = be->alloc(be, B * x.no, AE_DT_BF16), b->dq = be->alloc(be, B * x.nq, AE_DT_F32);
-    b->dk = be->alloc(be, B * x.nk, AE_DT_F32), b->dv = be->alloc(be, B * x.nv, AE_DT_F32);
+    // dk, dv: F32, or BF16 as the training's gradient buffers with AE_BENCH_BWD_KV_BF16=1
+    const char *kvb = getenv("AE_BENCH_BWD_KV_BF16");
+    const ae_dtype kv_dt = kvb && !strcmp(kvb, "1") ? AE_DT_BF16 : AE_DT_F32;
+    b->dk = be->alloc(be, B * x.nk, kv_dt), b->dv = be->alloc(be, B * x.nv, kv_dt);
     b->lse = be->alloc(be, B * T * c->Hq, AE_DT_F32);
     ae_ptr dq_fused = be->alloc(be, B * x.nq, AE_DT_F32);
     ae_ptr dq_wg = be->alloc(be, B * x.nq, AE_DT_F32);
+    ae_ptr dq_wf = be->alloc(be, B * x.nq, AE_DT_F32);
     int rc = 1;
     if (ae_ptr_is_null(b->q) || ae_ptr_is_null(b->k) || ae_ptr_is_null(b->v) ||
         ae_ptr_is_null(b->out) || ae_ptr_is_null(b->dout) || ae_ptr_is_null(b->dq) ||
         ae_ptr_is_null(b->dk) || ae_ptr_is_null(b->dv) || ae_ptr_is_null(b->lse) ||
-        ae_ptr_is_null(dq_fused) || ae_ptr_is_null(dq_wg)) {
+        ae_ptr_is_null(dq_fused) || ae_ptr_is_null(dq_wg) || ae_ptr_is_null(dq_wf)) {
         fprintf(stderr, "bench_attn: %s: out of device memory: %s\n", c->name, ae_last_error());
         goto done;
     }
@@ -373,12 +379,13 @@ static int bench_bwd_one(const ae_backend *be, const bwd_shape *c, int reps) {
     be->fill_normal(be, b->dout, B * x.no, 1.0f, 4);
     be->fill(be, b->dk, B * x.nk, 0.0f);
     be->fill(be, b->dv, B * x.nv, 0.0f);
-    bench_timing tf, ts, tu, tw; // forward with lse, backward split, fused, wgmma
-    const char *ks, *ku, *kw; // the kernels each ran (ae_cuda_attn_bwd_kernels)
+    bench_timing tf, ts, tu, tw, twf; // forward with lse, backward split, fused, wgmma, wgfused
+    const char *ks, *ku, *kw, *kwf;   // the kernels each ran (ae_cuda_attn_bwd_kernels)
     if (bench_time_op(be, run_fwd_lse_batch, &x, reps, &tf) ||
         time_bwd_path(&x, "split", b->dq, reps, &ts, &ks) ||
         time_bwd_path(&x, "fused", dq_fused, reps, &tu, &ku) ||
-        time_bwd_path(&x, "wgmma", dq_wg, reps, &tw, &kw)) {
+        time_bwd_path(&x, "wgmma", dq_wg, reps, &tw, &kw) ||
+        time_bwd_path(&x, "wgfused", dq_wf, reps, &twf, &kwf)) {
         fprintf(stderr, "bench_attn: %s: %s\n", c->name, ae_last_error());
         goto done;
     }
@@ -393,18 +400,21 @@ static int bench_bwd_one(const ae_backend *be, const bwd_shape *c, int reps) {
            "TFLOP/s   bwd split [ran %s] %7.3f ms %6.1f TFLOP/s   bwd fused [ran %s] %7.3f ms "
            "%6.1f TFLOP/s   fused/split %.2fx   |dq fused-split|/|split| %.2e   bwd wgmma [ran %s] "
            "%7.3f ms %6.1f TFLOP/s   wgmma/split %.2fx   |dq wgmma-split|/|split| %.2e   "
-           "default runs %s\n",
+           "bwd wgfused [ran %s] %7.3f ms %6.1f TFLOP/s   wgfused/wgmma %.2fx   "
+           "|dq wgfused-wgmma|/|wgmma| %.2e   default runs %s\n",
            c->name, c->B, c->T, c->Hq, c->Hkv, c->dk, c->dv, mask, tf.best * 1e3,
            ff / tf.best * 1e-12, ks, ts.best * 1e3, fb / ts.best * 1e-12, ku, tu.best * 1e3,
            fb / tu.best * 1e-12, ts.best / tu.best, device_rel_diff(be, dq_fused, b->dq, B * x.nq),
            kw, tw.best * 1e3, fb / tw.best * 1e-12, ts.best / tw.best,
-           device_rel_diff(be, dq_wg, b->dq, B * x.nq), kd);
+           device_rel_diff(be, dq_wg, b->dq, B * x.nq), kwf, twf.best * 1e3,
+           fb / twf.best * 1e-12, tw.best / twf.best, device_rel_diff(be, dq_wf, dq_wg, B * x.nq),
+           kd);
     fflush(stdout);
     rc = 0;
 done:
     be->free(be, b->q), be->free(be, b->k), be->free(be, b->v), be->free(be, b->out);
     be->free(be, b->dout), be->free(be, b->dq), be->free(be, b->dk), be->free(be, b->dv);
-    be->free(be, b->lse), be->free(be, dq_fused), be->free(be, dq_wg);
+    be->free(be, b->lse), be->free(be, dq_fused), be->free(be, dq_wg), be->free(be, dq_wf);
     return rc;
 }
 
@@ -420,8 +430,9 @@ static int bench_bwd_paths(const ae_backend *be, int reps) {
         {"gswa-8b", 2, 4096, 32, 8, 128, 128, 1024},
     };
     int rc = 0;
+    const char *only = getenv("AE_BENCH_BWD_SHAPES");
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
-        rc |= bench_bwd_one(be, &shapes[i], reps);
+        if (!only || strstr(only, shapes[i].name)) rc |= bench_bwd_one(be, &shapes[i], reps);
     return rc;
 }
 

@@ -50,10 +50,12 @@
 // dispatcher) must differ from the forced CUDA-core run in some bit, the others must equal it;
 // and every run asks the dispatcher which kernels it runs (ae_cuda_attn_bwd_kernels, the
 // dispatcher's own decision), which must be the ones the case and AE_CUDA_ATTN_BWD call for
-// (check_kernels). The tensor-core path runs three ways: split (AE_CUDA_ATTN_BWD=split: dQ in
-// its own kernel), fused (=fused: dQ added over key tiles in a fixed order through counters) and
+// (check_kernels). The tensor-core path runs four ways: split (AE_CUDA_ATTN_BWD=split: dQ in
+// its own kernel), fused (=fused: dQ added over key tiles in a fixed order through counters),
 // wgmma (=wgmma: the split path on Hopper's warpgroup multiplies, for dk/dv 128/128 and 192/128
-// on a compute capability 9.0 GPU, else split), each held to TOL_ATTN_TC, and the default (wgmma
+// on a compute capability 9.0 GPU, else split) and wgfused (=wgfused: wgmma's dK/dV kernel adding
+// dQ in a fixed order, where wgmma runs; twice: the same bits; dk, dv wgmma's bits), each held
+// to TOL_ATTN_TC, and the default (wgmma
 // where it is on, else split: it must give the bits of the run the dispatcher names); the
 // default and wgmma twice must give the same bits (no atomics). wgmma against split: bit for bit
 // where the two do the same sums in the same order, else within TOL_ATTN_TC
@@ -673,9 +675,14 @@ static void run_attn_saved(const attn_io *io) {
 // default dispatch twice (the second checks determinism: bit-identical to the first); the fused
 // tensor-core kernel (dQ added in key-tile order); split (the mma.sync split path, forced);
 // wgmma twice (the Hopper split path, cuda_attention_bwd_wgmma.cu, forced where it takes the
-// shape; the second bit-identical to the first); with BF16 outputs (also_bf16) the default,
-// fused and wgmma again.
-enum { RUN_REF, RUN_DEFAULT, RUN_DEFAULT2, RUN_FUSED, RUN_SPLIT, RUN_WGMMA, RUN_WGMMA2, RUN_F32 };
+// shape; the second bit-identical to the first); wgfused twice (the Hopper dK/dV kernel adding dQ
+// over key tiles in a fixed order through counters: the second bit-identical to the first, dk
+// and dv bit-identical to wgmma's, whose loop it is); with BF16 outputs (also_bf16) the default,
+// fused, wgmma and wgfused again.
+enum {
+    RUN_REF, RUN_DEFAULT, RUN_DEFAULT2, RUN_FUSED, RUN_SPLIT, RUN_WGMMA, RUN_WGMMA2, RUN_WGFUSED,
+    RUN_WGFUSED2, RUN_F32
+};
 typedef struct {
     const char *env; // AE_CUDA_ATTN_BWD (null: unset)
     ae_dtype odt;    // dq, dk, dv
@@ -690,9 +697,12 @@ static const bwd_run k_bwd_runs[] = {
     [RUN_SPLIT] = {"split", AE_DT_F32, "split  ", -1},
     [RUN_WGMMA] = {"wgmma", AE_DT_F32, "wgmma  ", -1},
     [RUN_WGMMA2] = {"wgmma", AE_DT_F32, "wgmma  ", RUN_WGMMA},
+    [RUN_WGFUSED] = {"wgfused", AE_DT_F32, "wgfused", -1},
+    [RUN_WGFUSED2] = {"wgfused", AE_DT_F32, "wgfused", RUN_WGFUSED},
     {NULL, AE_DT_BF16, "bf16out", -1},
     {"fused", AE_DT_BF16, "bf16out fused", -1},
     {"wgmma", AE_DT_BF16, "bf16out wgmma", -1},
+    {"wgfused", AE_DT_BF16, "bf16out wgfused", -1},
 };
 
 // Whether the device is a compute capability 9.0 GPU (H100 / H200 / H800 / H20 / GH200; the
@@ -726,6 +736,7 @@ static const char *kernels_want(int fast, int wgmma, const char *env) {
     if (!fast || (env && !strcmp(env, "ref"))) return "ref";
     if (env && !strcmp(env, "fused")) return "fused";
     if (env && !strcmp(env, "wgmma")) return wgmma ? "wgmma" : "split";
+    if (env && !strcmp(env, "wgfused")) return wgmma ? "wgfused" : "split";
     if (!env && wgmma) return "wgmma or split";
     return "split";
 }
@@ -904,6 +915,13 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
             check_default_is(c, name, default_kernels, res[RUN_DEFAULT],
                              strcmp(default_kernels, "wgmma") ? res[RUN_SPLIT] : w, nq, nk, nv);
         }
+        if (run == RUN_WGFUSED && fast) { // dK, dV: wgmma's loop, the same bits
+            float *const *wm = res[RUN_WGMMA];
+            check_same(hk, wm[1], nk, "attention_bwd wgfused == wgmma dk %s", name);
+            if (hv) check_same(hv, wm[2], nv, "attention_bwd wgfused == wgmma dv %s", name);
+            if (!bwd_wgmma(c)) // not taken: split ran both times
+                check_same(hq, wm[0], nq, "attention_bwd wgfused == wgmma dq %s", name);
+        }
         if (br->same_as >= 0) { // the same call again: bit-identical
             float *const *f = res[br->same_as];
             const char *pn = br->label;
@@ -1079,7 +1097,9 @@ static void test_attention_bwd_wgmma(void **state) {
 // wgmma: the Hopper kernels) and wgmma from the saved forward; the fused kernel
 // (AE_CUDA_ATTN_BWD=fused: dQ sums chained through its counters over the 64 key tiles) must
 // agree with the default within TOL_ATTN_TC, and wgmma with split (AE_CUDA_ATTN_BWD=split) as
-// check_wgmma_vs_split says (d 128: bit for bit; dk 192: within TOL_ATTN_TC). Each run's kernels
+// check_wgmma_vs_split says (d 128: bit for bit; dk 192: within TOL_ATTN_TC); two wgfused runs
+// from the saved forward (dQ chained through counters over the 32 key tiles of 128) the same
+// bits, their dk and dv wgmma's bits and dq within TOL_ATTN_TC of wgmma's. Each run's kernels
 // are the ones the dispatcher names (check_kernels), the default's bits those of that run.
 static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t seed) {
     size_t nq = (size_t)T * Hq * dk, no = (size_t)T * Hq * dv;
@@ -1097,12 +1117,13 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
     g_gpu->attention(g_gpu, &al, out, q, k, v);
     char shape[96];
     snprintf(shape, sizeof shape, "T=%d Hq=%d Hkv=%d dk=%d dv=%d", T, Hq, Hkv, dk, dv);
-    enum { DEF, DEF2, DEF_SAVED, FUSED, SPLIT, WG, WG2, WG_SAVED, NRUNS };
+    enum { DEF, DEF2, DEF_SAVED, FUSED, SPLIT, WG, WG2, WG_SAVED, WF, WF2, NRUNS };
     static const struct {
         const char *env; // AE_CUDA_ATTN_BWD (null: unset)
         int saved;       // given the forward's out and lse
     } runs[NRUNS] = {{NULL, 0},    {NULL, 0},    {NULL, 1},    {"fused", 0},
-                     {"split", 0}, {"wgmma", 0}, {"wgmma", 0}, {"wgmma", 1}};
+                     {"split", 0}, {"wgmma", 0}, {"wgmma", 0}, {"wgmma", 1},
+                     {"wgfused", 1}, {"wgfused", 1}};
     float *res[NRUNS][3];
     const char *kernels[NRUNS];
     const int wgmma = g_hopper && (dk == 128 || dk == 192) && dv == 128;
@@ -1122,8 +1143,8 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
     }
     const size_t n[3] = {nq, nk, nv};
     const char *names[3] = {"dq", "dk", "dv"};
-    printf("  attention_bwd kernels %s: default %s, fused %s, split %s, wgmma %s\n", shape,
-           kernels[DEF], kernels[FUSED], kernels[SPLIT], kernels[WG]);
+    printf("  attention_bwd kernels %s: default %s, fused %s, split %s, wgmma %s, wgfused %s\n",
+           shape, kernels[DEF], kernels[FUSED], kernels[SPLIT], kernels[WG], kernels[WF]);
     const int def_wg = !strcmp(kernels[DEF], "wgmma");
     const int same_kv = wg_same_dkdv(wgmma, dk), same[3] = {wg_same_dq(wgmma, dk, 0), same_kv,
                                                            same_kv};
@@ -1139,6 +1160,14 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
         check(res[FUSED][i], res[DEF][i], NULL, n[i], TOL_ATTN_TC,
               "attention_bwd fused vs default %s %s", names[i], shape);
         wg_vs_split(res[WG][i], res[SPLIT][i], NULL, n[i], same[i], 0, names[i], shape);
+        check_same(res[WF2][i], res[WF][i], n[i], "attention_bwd wgfused %s determinism %s",
+                   names[i], shape);
+        if (i > 0 || !wgmma) // dK, dV: wgmma's loop (and split for both where wgmma is not taken)
+            check_same(res[WF][i], res[WG][i], n[i], "attention_bwd wgfused == wgmma %s %s",
+                       names[i], shape);
+        else
+            check(res[WF][i], res[WG][i], NULL, n[i], TOL_ATTN_TC, "attention_bwd wgfused vs "
+                  "wgmma %s %s", names[i], shape);
         check_same(res[DEF][i], res[def_wg ? WG : SPLIT][i], n[i],
                    "attention_bwd default == %s %s %s", kernels[DEF], names[i], shape);
     }

@@ -19,7 +19,8 @@
 //     H200: its blocks wait for the ordered additions; see path_from_env); all bf16
 //     mma.sync with fp32 accumulation; on compute capability 9.0 the split kernels are Hopper
 //     wgmma ones for (dk, dv) = (128, 128), (192, 128): cuda_attention_bwd_wgmma.cu, see
-//     pick_kernels) when AE_CUDA_ATTN_BWD is not "ref" and
+//     pick_kernels; AE_CUDA_ATTN_BWD=wgfused: its dK/dV kernel also adding dQ over key tiles in
+//     a fixed order, one kernel) when AE_CUDA_ATTN_BWD is not "ref" and
 //       (dk, dv) is (32, 32), (64, 64), (128, 128) or (192, 128);  Hq % Hkv == 0;
 //       no ring buffer (ring == 0, or ring >= pos0 + T: then every position is its own row);
 //       dk and dv are different memory;  q, k, v 16-byte aligned;  k_stride, v_stride
@@ -273,18 +274,20 @@ void sum_dsinks(const ae_backend *be, float *dsinks, const float *dsink_row, int
 // key tiles in order, "split" the mma.sync split path (dK/dV, then dQ in its own kernel),
 // "wgmma" the Hopper split path (cuda_attention_bwd_wgmma.cu) wherever it takes the shape
 // (attn_bwd_wgmma_takes: a build without its sm_90a code is then an error, not a silent
-// fallback), else split; unset or anything else: the default, wgmma where WGMMA_BWD_DEFAULT_ON
+// fallback), else split; "wgfused" the same with the Hopper fused kernel (dQ added over key
+// tiles in a fixed order); unset or anything else: the default, wgmma where WGMMA_BWD_DEFAULT_ON
 // and it takes the shape (with a window only where WGMMA_BWD_WINDOW_DEFAULT_ON), else split. Split rather than fused: measured on the
 // H200 (bench_attn --bwd-paths, 2026-11-29), the fused kernel ran at 0.32–0.34x split's speed (47
 // against 135–147 TFLOP/s: its blocks wait on the ordered dQ additions), though it does 5
 // products instead of 7.
-enum bwd_path { BWD_DEFAULT, BWD_REF, BWD_SPLIT, BWD_FUSED, BWD_WGMMA };
+enum bwd_path { BWD_DEFAULT, BWD_REF, BWD_SPLIT, BWD_FUSED, BWD_WGMMA, BWD_WGFUSED };
 bwd_path path_from_env() {
     const char *env = getenv("AE_CUDA_ATTN_BWD");
     if (env && strcmp(env, "ref") == 0) return BWD_REF;
     if (env && strcmp(env, "fused") == 0) return BWD_FUSED;
     if (env && strcmp(env, "split") == 0) return BWD_SPLIT;
     if (env && strcmp(env, "wgmma") == 0) return BWD_WGMMA;
+    if (env && strcmp(env, "wgfused") == 0) return BWD_WGFUSED;
     return BWD_DEFAULT;
 }
 
@@ -320,6 +323,7 @@ int pick_kernels(const ae_backend *be, const ae_attn_args *a, bool operands_ok) 
     if (path == BWD_SPLIT || !attn_bwd_wgmma_takes(be, a->dk, a->dv)) return ATTN_BWD_SPLIT;
     const int loaded = attn_bwd_wgmma_loaded(a->dk, a->dv);
     if (path == BWD_WGMMA) return loaded ? ATTN_BWD_WGMMA : kBwdNoSm90a;
+    if (path == BWD_WGFUSED) return loaded ? ATTN_BWD_WGFUSED : kBwdNoSm90a;
     const int window_ok = a->window <= 0 || WGMMA_BWD_WINDOW_DEFAULT_ON;
     return WGMMA_BWD_DEFAULT_ON && window_ok && loaded ? ATTN_BWD_WGMMA : ATTN_BWD_SPLIT;
 }
@@ -347,7 +351,7 @@ int run_fast(const ae_backend *be, const ae_attn_args *a, const bwd_params *p, c
     tp.scale = p->scale, tp.scale_log2 = p->scale_log2;
     if (kernels == kBwdNoSm90a) {
         cuda_check(be, cudaErrorInvalidDeviceFunction,
-                   "attention_bwd (AE_CUDA_ATTN_BWD=wgmma asks for the Hopper kernels, whose "
+                   "attention_bwd (AE_CUDA_ATTN_BWD=wgmma|wgfused asks for the Hopper kernels, whose "
                    "sm_90a code this build lacks: CMAKE_CUDA_ARCHITECTURES must include 90a)");
         return 1;
     }
@@ -453,6 +457,7 @@ extern "C" const char *ae_cuda_attn_bwd_kernels(const ae_backend *be, const ae_a
     case ATTN_BWD_SPLIT: return "split";
     case ATTN_BWD_FUSED: return "fused";
     case ATTN_BWD_WGMMA: return "wgmma";
+    case ATTN_BWD_WGFUSED: return "wgfused";
     case kBwdNoSm90a: return "none (wgmma forced, the build lacks its sm_90a code)";
     default: return "ref";
     }

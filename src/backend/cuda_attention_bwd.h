@@ -92,7 +92,9 @@ __device__ __forceinline__ attn_bwd_row_state attn_bwd_row(const attn_bwd_tc_par
 // The kernels attn_bwd_tc_run queues after D: split (the dK/dV kernel, then the dQ kernel, on
 // mma.sync), fused (one mma.sync kernel adding dQ over key tiles in order), or wgmma (the split
 // backward on Hopper's warpgroup multiplies, cuda_attention_bwd_wgmma.cu).
-typedef enum { ATTN_BWD_SPLIT, ATTN_BWD_FUSED, ATTN_BWD_WGMMA } attn_bwd_kernels;
+// wgfused: the Hopper dK/dV kernel also adding dQ over key tiles in a fixed order (one kernel, 5
+// products), then dq = scale·sums.
+typedef enum { ATTN_BWD_SPLIT, ATTN_BWD_FUSED, ATTN_BWD_WGMMA, ATTN_BWD_WGFUSED } attn_bwd_kernels;
 
 // 1 when the tensor-core backward has kernels for these head dims.
 int attn_bwd_tc_has(int dk, int dv);
@@ -114,11 +116,12 @@ int attn_bwd_tc_run(const ae_backend *be, const ae_attn_args *a, attn_bwd_tc_par
 // capability 9.0 and (dk, dv) is (128, 128) or (192, 128) (any window, G, pos0). loaded: this
 // build's sm_90a code of its kernels is what runs on the device (see wg_kernel_loaded).
 // prepare: raises the shared memory limits (0: they do not fit). launch: the dK/dV kernel, then
-// the dQ kernel, for parameters attn_bwd_tc_run has completed (lse2, delta, bf16 dout).
+// the dQ kernel, for parameters attn_bwd_tc_run has completed (lse2, delta, bf16 dout); fused:
+// the fused dK/dV/dQ kernel instead (p's dq_acc and sem set by the launch), then dq from its sums.
 int attn_bwd_wgmma_takes(const ae_backend *be, int dk, int dv);
 int attn_bwd_wgmma_loaded(int dk, int dv);
-int attn_bwd_wgmma_prepare(const ae_backend *be, int dk, int dv);
-void attn_bwd_wgmma_launch(const ae_backend *be, const attn_bwd_tc_params *p);
+int attn_bwd_wgmma_prepare(const ae_backend *be, int dk, int dv, int fused);
+void attn_bwd_wgmma_launch(const ae_backend *be, attn_bwd_tc_params *p, int fused);
 
 // Queues k_attn_bwd_delta (cuda_attention_bwd_tc.cu) over `rows` rows of dv values: delta[r] =
 // Σ dout·out, dsink_row[r] = −exp2(sinks[r % Hq]·log2 e − lse2[r])·delta[r] when dsink_row is

@@ -652,8 +652,9 @@ int attn_bwd_tc_run(const ae_backend *be, const ae_attn_args *a, attn_bwd_tc_par
                     float *dsink_row, attn_bwd_kernels kernels) {
     const int fused = kernels == ATTN_BWD_FUSED;
     if (!attn_bwd_tc_has(a->dk, a->dv)) return 0;
-    if (kernels == ATTN_BWD_WGMMA ? !attn_bwd_wgmma_prepare(be, a->dk, a->dv)
-                                  : !tc_prepare(be, a->dk, a->dv, fused))
+    const int wg = kernels == ATTN_BWD_WGMMA || kernels == ATTN_BWD_WGFUSED;
+    if (wg ? !attn_bwd_wgmma_prepare(be, a->dk, a->dv, kernels == ATTN_BWD_WGFUSED)
+           : !tc_prepare(be, a->dk, a->dv, fused))
         return 0;
     const size_t rows = (size_t)a->T * a->Hq, no = rows * (size_t)a->dv;
     // scratch: out (bf16) unless saved, then dout in bf16 unless the op's dout can be used as it is
@@ -682,8 +683,8 @@ int attn_bwd_tc_run(const ae_backend *be, const ae_attn_args *a, attn_bwd_tc_par
     p->dout = copy_dout ? dout_copy : (const bf16 *)dout;
     p->lse2 = lse2;
     p->delta = delta;
-    if (kernels == ATTN_BWD_WGMMA)
-        attn_bwd_wgmma_launch(be, p);
+    if (wg)
+        attn_bwd_wgmma_launch(be, p, kernels == ATTN_BWD_WGFUSED);
     else
         tc_launch(be, p, fused);
     cuda_tmp_free(be, scratch);

@@ -40,6 +40,18 @@
 //     registers, B = K N-major);  dq = scale·dQ, sole writer of its rows.
 // Only tiles some row can see are visited; masks are applied on tiles not fully visible.
 // Precision as the split path: P and dS rounded to bf16 as operands, fp32 accumulation.
+//
+// Fused (AE_CUDA_ATTN_BWD=wgfused; not the default): the dK/dV kernel with FUSED also forms each
+// query tile's dQ part, dS·K of its warpgroup's 64 keys (dSᵀ to shared memory by stmatrix.trans,
+// then m64n64k16 with both operands in shared memory, K N-major), and adds it into fp32 sums in
+// global memory in a fixed order (wgf_add_dq: counters per query tile, float2 reductions in L2);
+// k_attn_bwd_wg_dq_finish then writes dq = scale·sums. 5 products instead of 7, the same bits
+// for dk and dv as the split kernels, dq deterministic. Blocks take tiles from a ticket, longest
+// first, and walk their query tiles last to first, so the key tiles that add to a query tile
+// before a block are ahead of it. Measured slower (H200, 2026-12-01: bench_attn --bwd-paths
+// 0.57-0.62x wgmma): the reductions (2.7 GB of L2 reduction sectors per MLA 1.7B sequence)
+// cost ~1.5 ms of its 3.6, the ordering ~0.1-0.2 ms, the dQ products ~0.1 ms; without the
+// reductions it would only match the split kernels. docs/BENCHMARKS.md has the breakdown.
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,7 +68,8 @@ constexpr int kBN = 64;         // keys per step of the dQ kernel
 constexpr int kBufsKV = 3;      // query-row buffers of the dK/dV kernel
 
 // Shared memory of the two kernels (byte offsets from the 1024-byte aligned base; + 1 KB for the
-// alignment). d 128: 166 KB and 129 KB; dk 192: 206 KB and 161 KB.
+// alignment). d 128: 166 KB and 129 KB; dk 192: 206 KB and 161 KB. The fused dK/dV kernel adds
+// 16 KB: 182 KB at d 128, 223 KB at dk 192 (of the 227 KB a block may have).
 template <int DK, int DV> struct wgb_cfg {
     static_assert(DV == 128 && (DK == 128 || DK == 192), "head dims of the wgmma backward");
     // dK/dV: K (kKeys x DK), V (kKeys x DV), kBufsKV x Q (kBQ x DK), kBufsKV x dO (kBQ x DV),
@@ -69,6 +82,9 @@ template <int DK, int DV> struct wgb_cfg {
     static constexpr uint32_t KV_R = KV_O + kBufsKV * kBQ * DV * 2;
     static constexpr uint32_t KV_BAR = KV_R + kBufsKV * 2 * 3 * kBQ * 4;
     static constexpr size_t KV_SMEM = KV_BAR + kBufsKV * 8 + 1024;
+    // fused (dQ too): + per warpgroup dS (64 query rows x its 64 keys, the A operand of dQ += dS·K)
+    static constexpr uint32_t KV_DS = (KV_BAR + kBufsKV * 8 + 1023) / 1024 * 1024;
+    static constexpr size_t KV_SMEM_FUSED = KV_DS + 2 * kBQ * 64 * 2 + 1024;
     // dQ: Q (kRowsQ x DK), dO (kRowsQ x DV), 2 x K (kBN x DK), 2 x V (kBN x DV)
     static constexpr uint32_t Q_Q = 0;
     static constexpr uint32_t Q_O = Q_Q + kRowsQ * DK * 2;
@@ -173,7 +189,25 @@ __device__ __forceinline__ void wgb_probs_t(float (&st)[32], const float *lt, co
     }
 }
 // dk += scale·dK, dv += dV for this thread's keys jk[0], jk[1] that exist (j < S): the dK/dV
-// kernels' epilogue (sole writers of their keys).
+// kernels' epilogue (sole writers of their keys). Per key, every old value of a row is loaded
+// before any sum is stored: a store to dk may alias a later load of dv as far as the compiler
+// knows, so interleaved, each load would wait for the one before (a global round trip per value,
+// measured 2026-12-01: tens of µs a block).
+template <int N>
+__device__ __forceinline__ void wgb_row_add(void *x, int bf, size_t o, float scale,
+                                            const float *acc, int hf) {
+    // this lane's N of the row's columns: 8n + 2tq + {0, 1} (o includes 2tq), from acc[4n + 2hf + x]
+    float old[N];
+#pragma unroll
+    for (int n = 0; n < N / 2; n++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) old[2 * n + e] = ld_any(x, bf, o + 8 * n + e);
+#pragma unroll
+    for (int n = 0; n < N / 2; n++)
+#pragma unroll
+        for (int e = 0; e < 2; e++)
+            st_any(x, bf, o + 8 * n + e, old[2 * n + e] + scale * acc[4 * n + 2 * hf + e]);
+}
 template <int DK, int DV>
 __device__ __forceinline__ void wgb_store_dkdv(const attn_bwd_tc_params &p, int kvh, int S,
                                                const int (&jk)[2], int tq, const float (&dka)[64],
@@ -184,28 +218,112 @@ __device__ __forceinline__ void wgb_store_dkdv(const attn_bwd_tc_params &p, int 
         if (j >= S) continue;
         const size_t ko = (size_t)j * p.k_stride + (size_t)kvh * DK + 2 * tq;
         const size_t vo = (size_t)j * p.v_stride + (size_t)kvh * DV + 2 * tq;
-#pragma unroll
-        for (int n = 0; n < 16; n++)
-#pragma unroll
-            for (int x = 0; x < 2; x++) {
-                const float gk = dka[4 * n + 2 * hf + x], gv = dva[4 * n + 2 * hf + x];
-                const size_t ik = ko + 8 * n + x, iv = vo + 8 * n + x;
-                st_any(p.dk, p.dk_bf, ik, ld_any(p.dk, p.dk_bf, ik) + p.scale * gk);
-                st_any(p.dv, p.dv_bf, iv, ld_any(p.dv, p.dv_bf, iv) + gv);
-            }
-        if constexpr (DK == 192) {
-#pragma unroll
-            for (int n = 0; n < 8; n++)
-#pragma unroll
-                for (int x = 0; x < 2; x++) {
-                    const size_t ik = ko + 128 + 8 * n + x;
-                    st_any(p.dk, p.dk_bf, ik,
-                           ld_any(p.dk, p.dk_bf, ik) + p.scale * dkb[4 * n + 2 * hf + x]);
-                }
-        }
+        wgb_row_add<32>(p.dk, p.dk_bf, ko, p.scale, dka, hf);
+        if constexpr (DK == 192) wgb_row_add<16>(p.dk, p.dk_bf, ko + 128, p.scale, dkb, hf);
+        wgb_row_add<32>(p.dv, p.dv_bf, vo, 1.0f, dva, hf);
     }
 }
+
+// ---- the fused kernel's dQ (k_attn_bwd_wg_kv<..., true>) ----
+// dQ of a 64-row query tile is the sum over the key tiles that see it of dS·K. Each warpgroup
+// adds its part (its 64 keys) into fp32 sums in global memory (p.dq_acc, layout of dq) with
+// float2 reductions in L2, in a fixed order: key tiles first to last, warpgroup 0 then 1 of
+// each. A counter per (kv head, query tile) says how many parts are in: each of a part's 128
+// threads adds 1 with release semantics after its reductions, and a warpgroup waits (every
+// thread, acquire) for 128 × (its part's index) before adding. So the same inputs give the same
+// bits. No cycle: a part waits only for parts of earlier key tiles (blocks with an earlier
+// ticket, so already running) or of warpgroup 0 of its own block, which is ahead of warpgroup 1.
+
+// Stores four 8x8 bf16 matrices of A fragments transposed: lane l gives the address of row
+// l % 8 of matrix l / 8, which receives column l % 8 of that matrix.
+__device__ __forceinline__ void stsm_x4_trans(uint32_t addr, const uint32_t (&r)[4]) {
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr),
+                 "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3])
+                 : "memory");
+}
+// dSᵀ fragments (this warp's 16 keys x the tile's 64 query rows, sf of wgb_frags) into the
+// warpgroup's dS tile at ds (64 rows x 64 keys, K-major, 128-byte swizzled): row = query row.
+__device__ __forceinline__ void wgf_store_ds(uint32_t ds, const uint32_t (&sf)[4][4], int warp,
+                                             int lane) {
+    const int i = lane >> 3, rr = lane & 7;
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+        stsm_x4_trans(ds + wg_swz_off(16 * k + 8 * (i >> 1) + rr, 2 * warp + (i & 1), 64), sf[k]);
+}
+// Waits (each thread, acquire at GPU scope) until *count >= target. A count that never comes is
+// a bug: after 20 s the kernel traps (an error at the next sync) instead of hanging. The loop is
+// inside the asm: a C loop would look divergent to ptxas, which then serialises the wgmma.
+__device__ __forceinline__ void wgf_wait_count(const int *count, int target) {
+    asm volatile("{\n.reg .pred p;\n.reg .b32 c;\n.reg .b64 t0, t;\n"
+                 "mov.u64 t0, %%globaltimer;\n"
+                 "AE_CNT_WAIT:\n"
+                 "ld.acquire.gpu.global.b32 c, [%0];\n"
+                 "setp.ge.s32 p, c, %1;\n"
+                 "@p bra AE_CNT_DONE;\n"
+                 "mov.u64 t, %%globaltimer;\n"
+                 "sub.u64 t, t, t0;\n"
+                 "setp.gt.u64 p, t, 20000000000;\n"
+                 "@p trap;\n"
+                 "bra AE_CNT_WAIT;\n"
+                 "AE_CNT_DONE:\n}\n" ::"l"(count),
+                 "r"(target)
+                 : "memory");
+}
+// This thread's part is in: += 1, release (its reductions before).
+__device__ __forceinline__ void wgf_release_count(int *count) {
+    asm volatile("red.release.gpu.global.add.s32 [%0], 1;\n" ::"l"(count) : "memory");
+}
+// The warpgroup's part of dQ for packed rows R0 .. R0 + 63: dS (the tile at ds) times its 64
+// keys of K (k_a: row 0 of them in the block's K tile, N-major with 128-row column blocks),
+// 64 columns at a time, each added to p.dq_acc after the earlier parts (index `part`).
+template <int DK>
+__device__ __forceinline__ void wgf_add_dq(const attn_bwd_tc_params &p, uint32_t ds, uint32_t k_a,
+                                           int *count, int part, int kvh, int R0, int warp,
+                                           int lane) {
+    const int nrows = p.T * p.G, tq = lane & 3;
+    float *rowp[2]; // this lane's two rows in dq_acc (null: padding row)
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int pr = R0 + 16 * warp + (lane >> 2) + 8 * hf;
+        rowp[hf] = pr < nrows ? p.dq_acc + (size_t)attn_bwd_grow(p, kvh, pr) * DK + 2 * tq : nullptr;
+    }
+    const uint64_t da = wgb_opaque(wg_desc(ds, 16, 1024));
+#pragma unroll 1
+    for (int c = 0; c < DK / 64; c++) {
+        float d[32];
+#pragma unroll
+        for (int i = 0; i < 32; i++) d[i] = 0.0f;
+        const uint64_t db = wgb_opaque(wg_desc(k_a + c * kKeys * 128, kKeys * 128, 1024));
+        wg_reg_fence(d);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++)
+            wg_mma_ss_nmajor_n64(d, da + ((kk * 32) >> 4), db + ((kk * 2048) >> 4), kk > 0);
+        wg_commit();
+        wg_wait<0>();
+        wg_reg_fence(d);
+        if (c == 0) wgf_wait_count(count, 128 * part);
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            if (!rowp[hf]) continue;
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+                atomicAdd(reinterpret_cast<float2 *>(rowp[hf] + 64 * c + 8 * n),
+                          make_float2(d[4 * n + 2 * hf], d[4 * n + 2 * hf + 1]));
+        }
+    }
+    wgf_release_count(count);
+}
+
 #endif // AE_WGMMA_DEVICE
+
+// dq = scale·dq_acc (F32 or BF16), n values: after the fused kernel.
+__global__ void k_attn_bwd_wg_dq_finish(const float *acc, void *dq, int dq_bf, size_t n,
+                                        float scale) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        st_any(dq, dq_bf, i, scale * acc[i]);
+}
 
 #ifdef AE_WGMMA_DEVICE
 // Named barriers (ids 1 .. 4; 0 is __syncthreads): bar.sync waits until `count` threads arrived
@@ -230,12 +348,14 @@ __device__ __forceinline__ void nbar_arrive(int id, int count) {
 //     holds the other warpgroup's chunks, issued at that one's step i − 1, so it has finished
 //     step i − 2, the last reader of the buffer refilled (3 buffers).
 //   - each warpgroup keeps its own copy of the rows' lse2, D, position (written by its threads
-//     at step i − 1, read after its named barrier 1 + wg at step i).
+//     at step i − 1: lse2 and D by cp.async, landing on the tile's "full" barrier, so no thread
+//     waits for a load there; the position by a store; read after its named barrier 1 + wg at
+//     step i).
 //   - issue order (FlashAttention-3's warpgroup ping-pong): the Sᵀ / dPᵀ products of warpgroup
 //     0 step i, then warpgroup 1 step i, then warpgroup 0 step i + 1, ... through named
 //     barriers 3 (warpgroup 0's turn) and 4 (warpgroup 1's), so warpgroup 0 computes its
 //     probabilities while warpgroup 1's products run, and the other way round.
-template <int DK, int DV>
+template <int DK, int DV, bool FUSED>
 __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd_tc_params p) {
 #ifdef AE_WGMMA_DEVICE
     typedef wgb_cfg<DK, DV> C;
@@ -245,7 +365,14 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
     const uint32_t full = base + C::KV_BAR;
 
     const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127, warp = (tid >> 5) & 3;
-    const int lane = tid & 31, tq = lane & 3, kvh = blockIdx.x, ky = blockIdx.y;
+    const int lane = tid & 31, tq = lane & 3;
+    int kvh = blockIdx.x, ky = blockIdx.y;
+    if constexpr (FUSED) { // tile from a ticket (see wgf_add_dq): the longest first, heads inner
+        __shared__ int ticket;
+        if (tid == 0) ticket = atomicAdd(p.sem, 1);
+        __syncthreads();
+        kvh = ticket % p.Hkv, ky = ticket / p.Hkv;
+    }
     const int G = p.G, S = p.pos0 + p.T, nrows = p.T * G;
     const int j0 = attn_lo(p.pos0, p.window) + ky * kKeys;
     // packed rows of the queries that can see a key of the tile: tokens t_lo .. t_hi
@@ -273,10 +400,12 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
         wgb_load<kBQ, DV>(sb + C::KV_O + b * kBQ * DV * 2, p.q,
                           [&](int r) { return attn_bwd_dout_row<DV>(p, kvh, R0 + r); }, tid);
         float *rs3 = rstate(b);
-        if (wt < kBQ) {
-            const attn_bwd_row_state rs = attn_bwd_row(p, kvh, R0 + wt, -1);
-            rs3[wt] = rs.lse2, rs3[kBQ + wt] = rs.delta;
-            reinterpret_cast<int *>(rs3)[2 * kBQ + wt] = rs.pos;
+        if (wt < kBQ) { // lse2, D by cp.async too (a load here would stall the warp), as attn_bwd_row
+            const int pr = R0 + wt, real = pr < nrows;
+            const size_t gr = real ? (size_t)attn_bwd_grow(p, kvh, pr) : 0;
+            cp_async4(rs3 + wt, p.lse2 + gr, real);
+            cp_async4(rs3 + kBQ + wt, p.delta + gr, real);
+            reinterpret_cast<int *>(rs3)[2 * kBQ + wt] = real ? p.pos0 + pr / G : -1;
         }
         cp_async_mbar_arrive_noinc(full + 8 * b);
     };
@@ -291,6 +420,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
     const int jw = j0 + 64 * wg;                                 // the warpgroup's first key
     const int jk[2] = {jw + 16 * warp + (lane >> 2), jw + 16 * warp + (lane >> 2) + 8}; // lane's
     const uint32_t k_a = base + C::KV_K + wg * 64 * 128, v_a = base + C::KV_V + wg * 64 * 128;
+    const uint32_t ds_a = base + C::KV_DS + wg * kBQ * 64 * 2; // fused: this warpgroup's dS
 
     const int r_last = (r_end - 1) / kBQ * kBQ;
     load_rows(r_last, 0); // with K and V: all of this thread's copies so far
@@ -338,6 +468,11 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
         for (int i = 0; i < 32; i++) dp[i] = st[i] * (dp[i] - dt[wgb_col(i, tq)]); // dSᵀ
         wgb_frags(pf, st);
         wgb_frags(sf, dp);
+        if constexpr (FUSED) { // dS of the tile for dQ, written once the last dQ read it
+            wgf_store_ds(ds_a, sf, warp, lane);
+            fence_proxy_async();
+            nbar_sync(5 + wg, 128);
+        }
         wg_reg_fence(dva);
         wg_fence();
         wgb_issue_fb(dva, pf, o_a); // dV += Pᵀ·dO
@@ -349,6 +484,11 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
         wg_reg_fence(dva);
         wg_reg_fence(dka);
         if constexpr (DK == 192) wg_reg_fence(dkb);
+        if constexpr (FUSED) { // this warpgroup's part of the tile's dQ, after the earlier parts
+            const int first = (attn_lo(p.pos0 + R0 / G, p.window) - attn_lo(p.pos0, p.window)) / kKeys;
+            int *count = p.sem + 1 + (size_t)kvh * ((nrows + kBQ - 1) / kBQ) + R0 / kBQ;
+            wgf_add_dq<DK>(p, ds_a, k_a, count, 2 * (ky - first) + wg, kvh, R0, warp, lane);
+        }
     }
     wgb_store_dkdv<DK, DV>(p, kvh, S, jk, tq, dka, dkb, dva);
 #else
@@ -482,19 +622,45 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_q(const attn_bwd_
 template <int DK, int DV> struct wgb_kernels {
     typedef wgb_cfg<DK, DV> C;
     static int loaded() {
-        return wg_kernel_loaded((const void *)k_attn_bwd_wg_kv<DK, DV>) &&
+        return wg_kernel_loaded((const void *)k_attn_bwd_wg_kv<DK, DV, false>) &&
+               wg_kernel_loaded((const void *)k_attn_bwd_wg_kv<DK, DV, true>) &&
                wg_kernel_loaded((const void *)k_attn_bwd_wg_q<DK, DV>);
     }
-    static int prepare(const ae_backend *be) {
-        return attn_set_smem(be, (const void *)k_attn_bwd_wg_kv<DK, DV>, C::KV_SMEM) &&
+    static int prepare(const ae_backend *be, int fused) {
+        if (fused)
+            return attn_set_smem(be, (const void *)k_attn_bwd_wg_kv<DK, DV, true>, C::KV_SMEM_FUSED);
+        return attn_set_smem(be, (const void *)k_attn_bwd_wg_kv<DK, DV, false>, C::KV_SMEM) &&
                attn_set_smem(be, (const void *)k_attn_bwd_wg_q<DK, DV>, C::Q_SMEM);
     }
-    static void launch(const ae_backend *be, const attn_bwd_tc_params *p) {
+    static void launch(const ae_backend *be, attn_bwd_tc_params *p, int fused) {
         cudaStream_t s = stream_of(be);
         const int S = p->pos0 + p->T;
         const int jmin = p->window > 0 && p->pos0 - p->window + 1 > 0 ? p->pos0 - p->window + 1 : 0;
         const unsigned key_tiles = (unsigned)((S - jmin + kKeys - 1) / kKeys);
-        k_attn_bwd_wg_kv<DK, DV>
+        if (fused) {
+            // a ticket and a counter per (kv head, query tile of kBQ rows), zeroed; the fp32 sums
+            // of dq, zeroed: dq itself when it is F32 and 8-byte aligned, else scratch
+            const size_t nc = 1 + (size_t)p->Hkv * (size_t)((p->T * p->G + kBQ - 1) / kBQ);
+            const size_t nq = (size_t)p->T * p->Hq * DK;
+            const int own_acc = p->dq_bf || ((uintptr_t)p->dq & 7) != 0;
+            const size_t nc4 = (nc + 3) / 4 * 4;
+            void *tmp = cuda_tmp_alloc(be, sizeof(int) * nc4 + (own_acc ? sizeof(float) * nq : 0),
+                                       "attention_bwd");
+            if (!tmp) return; // error kept
+            p->sem = (int *)tmp;
+            p->dq_acc = own_acc ? (float *)((int *)tmp + nc4) : (float *)p->dq;
+            cuda_check(be, cudaMemsetAsync(p->sem, 0, sizeof(int) * nc, s), "attention_bwd");
+            cuda_check(be, cudaMemsetAsync(p->dq_acc, 0, sizeof(float) * nq, s), "attention_bwd");
+            k_attn_bwd_wg_kv<DK, DV, true>
+                <<<key_tiles * (unsigned)p->Hkv, kWgThreads, C::KV_SMEM_FUSED, s>>>(*p);
+            cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma fused dk, dv, dq)");
+            k_attn_bwd_wg_dq_finish<<<cuda_blocks(nq, 256), 256, 0, s>>>(p->dq_acc, p->dq,
+                                                                          p->dq_bf, nq, p->scale);
+            cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma fused dq)");
+            cuda_tmp_free(be, tmp);
+            return;
+        }
+        k_attn_bwd_wg_kv<DK, DV, false>
             <<<dim3((unsigned)p->Hkv, key_tiles), kWgThreads, C::KV_SMEM, s>>>(*p);
         cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dk, dv)");
         const unsigned row_tiles = (unsigned)((p->T * p->G + kRowsQ - 1) / kRowsQ);
@@ -524,17 +690,17 @@ int attn_bwd_wgmma_loaded(int dk, int dv) {
     return 0;
 }
 
-int attn_bwd_wgmma_prepare(const ae_backend *be, int dk, int dv) {
+int attn_bwd_wgmma_prepare(const ae_backend *be, int dk, int dv, int fused) {
 #define X(DK, DV) \
-    if (dk == DK && dv == DV) return wgb_kernels<DK, DV>::prepare(be);
+    if (dk == DK && dv == DV) return wgb_kernels<DK, DV>::prepare(be, fused);
     AE_BWD_WG_DIMS(X)
 #undef X
     return 0;
 }
 
-void attn_bwd_wgmma_launch(const ae_backend *be, const attn_bwd_tc_params *p) {
+void attn_bwd_wgmma_launch(const ae_backend *be, attn_bwd_tc_params *p, int fused) {
 #define X(DK, DV) \
-    if (p->dk_dim == DK && p->dv_dim == DV) return wgb_kernels<DK, DV>::launch(be, p);
+    if (p->dk_dim == DK && p->dv_dim == DV) return wgb_kernels<DK, DV>::launch(be, p, fused);
     AE_BWD_WG_DIMS(X)
 #undef X
 }

@@ -13,7 +13,8 @@
 //   {d[8i+4], d[8i+5]}, {d[8i+6], d[8i+7]} of an accumulator of the same rows.
 // - Wrappers: m64n128k16 (64 accumulator registers) and m64n64k16 (32: the _n64 forms), each
 //   with A and B from shared memory (ss, both K-major) or A from registers and B N-major
-//   (rs_nmajor: B stored [k][n], n contiguous, e.g. V as [key][d]).
+//   (rs_nmajor: B stored [k][n], n contiguous, e.g. V as [key][d]); m64n64k16 also with A from
+//   shared memory and B N-major (ss_nmajor_n64).
 #ifndef AE_BACKEND_CUDA_WGMMA_H
 #define AE_BACKEND_CUDA_WGMMA_H
 
@@ -95,6 +96,16 @@ __device__ __forceinline__ void wg_mma_rs_nmajor_n64(float (&d)[32], const uint3
                  ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
                  : WG_ACC32(d)
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+// d (64 x 64) = A·B (+ d when accumulate); A from shared memory K-major, B from shared memory
+// N-major (stored [k][n], e.g. keys as [key][d] when the product runs over keys).
+__device__ __forceinline__ void wg_mma_ss_nmajor_n64(float (&d)[32], uint64_t da, uint64_t db,
+                                                     int accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D32
+                 ", %32, %33, p, 1, 1, 0, 1;\n}\n"
+                 : WG_ACC32(d)
+                 : "l"(da), "l"(db), "r"(accumulate));
 }
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() {
