@@ -40,6 +40,13 @@ __device__ __forceinline__ int attn_bwd_grow(const attn_bwd_tc_params &p, int kv
     return (pr / p.G) * p.Hq + kvh * p.G + pr % p.G;
 }
 
+// attn_bwd_grow for G = 2^lg (lg >= 0) by shifts; lg < 0: attn_bwd_grow (a division by G).
+__device__ __forceinline__ int attn_bwd_grow_lg(const attn_bwd_tc_params &p, int kvh, int pr, int lg) {
+    return lg >= 0 ? (pr >> lg) * p.Hq + kvh * p.G + (pr & (p.G - 1)) : attn_bwd_grow(p, kvh, pr);
+}
+// lg of attn_bwd_grow_lg for the group size G: log2 G when G is a power of two, else −1.
+__device__ __forceinline__ int attn_bwd_lg(int G) { return (G & (G - 1)) == 0 ? __ffs(G) - 1 : -1; }
+
 // Row pointers for the tile loaders (nullptr: the loader writes a zero row): key j's k and v of
 // kv head kvh (j < end), packed row pr's q and dout (pr < T·G).
 template <int DK>

@@ -173,19 +173,35 @@ __device__ __forceinline__ int wgb_col(int i, int tq) { return 8 * (i >> 2) + 2 
 // Pᵀ of the dK/dV kernel in place: st[i] (key jk[half], packed row c = wgb_col(i) of the query
 // tile) becomes exp2(st·scale_log2 − lse2[c]), 0 when MASK and the row does not see the key (its
 // position pt[c] is before the key or past the window; −1: padding row).
+// The row values of a lane's columns 8n + 2tq, + 1 are adjacent: read as pairs (8-byte loads).
 template <bool MASK>
 __device__ __forceinline__ void wgb_probs_t(float (&st)[32], const float *lt, const int *pt,
                                             const int (&jk)[2], float scale_log2, int window,
                                             int tq) {
 #pragma unroll
-    for (int i = 0; i < 32; i++) {
-        const int c = wgb_col(i, tq);
-        float x = st[i] * scale_log2 - lt[c];
-        if (MASK) {
-            const int ps = pt[c], j = jk[(i >> 1) & 1];
-            if (j > ps || j < attn_lo(ps, window)) x = -INFINITY;
+    for (int n = 0; n < 8; n++) {
+        const float2 l = *reinterpret_cast<const float2 *>(lt + 8 * n + 2 * tq);
+        int2 ps = make_int2(0, 0);
+        if (MASK) ps = *reinterpret_cast<const int2 *>(pt + 8 * n + 2 * tq);
+#pragma unroll
+        for (int i = 4 * n; i < 4 * n + 4; i++) { // column wgb_col(i) = 8n + 2tq + (i & 1)
+            float x = st[i] * scale_log2 - ((i & 1) ? l.y : l.x);
+            if (MASK) {
+                const int pc = (i & 1) ? ps.y : ps.x, j = jk[(i >> 1) & 1];
+                if (j > pc || j < attn_lo(pc, window)) x = -INFINITY;
+            }
+            st[i] = exp2f(x);
         }
-        st[i] = exp2f(x);
+    }
+}
+// dSᵀ in place of dPᵀ: dp[i] = st[i]·(dp[i] − D of column wgb_col(i)) (D as pairs, as above).
+__device__ __forceinline__ void wgb_ds_t(float (&dp)[32], const float (&st)[32], const float *dt,
+                                         int tq) {
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+        const float2 d = *reinterpret_cast<const float2 *>(dt + 8 * n + 2 * tq);
+#pragma unroll
+        for (int i = 4 * n; i < 4 * n + 4; i++) dp[i] = st[i] * (dp[i] - ((i & 1) ? d.y : d.x));
     }
 }
 // dk += scale·dK, dv += dV for this thread's keys jk[0], jk[1] that exist (j < S): the dK/dV
@@ -374,6 +390,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
         kvh = ticket % p.Hkv, ky = ticket / p.Hkv;
     }
     const int G = p.G, S = p.pos0 + p.T, nrows = p.T * G;
+    const int lgG = attn_bwd_lg(G); // packed rows to q/dout rows by shifts when G is 2^lgG
     const int j0 = attn_lo(p.pos0, p.window) + ky * kKeys;
     // packed rows of the queries that can see a key of the tile: tokens t_lo .. t_hi
     int t_lo, t_hi;
@@ -396,16 +413,28 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
     // warpgroup's copy of their row state, then its arrival on the buffer's "full" barrier
     auto load_rows = [&](int R0, int b) {
         wgb_load<kBQ, DK>(sb + C::KV_Q + b * kBQ * DK * 2, p.q,
-                          [&](int r) { return attn_bwd_q_row<DK>(p, kvh, R0 + r); }, tid);
+                          [&](int r) {
+                              const int pr = R0 + r;
+                              return pr < nrows ? p.q + (size_t)attn_bwd_grow_lg(p, kvh, pr, lgG) * DK
+                                                : nullptr;
+                          },
+                          tid);
         wgb_load<kBQ, DV>(sb + C::KV_O + b * kBQ * DV * 2, p.q,
-                          [&](int r) { return attn_bwd_dout_row<DV>(p, kvh, R0 + r); }, tid);
+                          [&](int r) {
+                              const int pr = R0 + r;
+                              return pr < nrows
+                                         ? p.dout + (size_t)attn_bwd_grow_lg(p, kvh, pr, lgG) * DV
+                                         : nullptr;
+                          },
+                          tid);
         float *rs3 = rstate(b);
         if (wt < kBQ) { // lse2, D by cp.async too (a load here would stall the warp), as attn_bwd_row
             const int pr = R0 + wt, real = pr < nrows;
-            const size_t gr = real ? (size_t)attn_bwd_grow(p, kvh, pr) : 0;
+            const size_t gr = real ? (size_t)attn_bwd_grow_lg(p, kvh, pr, lgG) : 0;
             cp_async4(rs3 + wt, p.lse2 + gr, real);
             cp_async4(rs3 + kBQ + wt, p.delta + gr, real);
-            reinterpret_cast<int *>(rs3)[2 * kBQ + wt] = real ? p.pos0 + pr / G : -1;
+            reinterpret_cast<int *>(rs3)[2 * kBQ + wt] =
+                real ? p.pos0 + (lgG >= 0 ? pr >> lgG : pr / G) : -1;
         }
         cp_async_mbar_arrive_noinc(full + 8 * b);
     };
@@ -443,8 +472,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
                            (p.window <= 0 || attn_lo(pos_last, p.window) <= jw);
         float st[32], dp[32];
         uint32_t pf[4][4], sf[4][4];
-#pragma unroll
-        for (int i = 0; i < 32; i++) st[i] = dp[i] = 0.0f;
+        wg_acc_undef(st); // the products' first k-steps overwrite them
+        wg_acc_undef(dp);
         nbar_sync(3 + wg, 2 * 128); // this warpgroup's turn to issue
         wg_reg_fence(st);
         wg_reg_fence(dp);
@@ -464,8 +493,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
             wgb_probs_t<true>(st, lt, pt, jk, p.scale_log2, p.window, tq);
         wg_wait<0>();
         wg_reg_fence(dp);
-#pragma unroll
-        for (int i = 0; i < 32; i++) dp[i] = st[i] * (dp[i] - dt[wgb_col(i, tq)]); // dSᵀ
+        wgb_ds_t(dp, st, dt, tq); // dSᵀ
         wgb_frags(pf, st);
         wgb_frags(sf, dp);
         if constexpr (FUSED) { // dS of the tile for dQ, written once the last dQ read it
@@ -557,8 +585,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_q(const attn_bwd_
         const uint32_t k_t = base + C::Q_K + b * kBN * DK * 2;
         const uint32_t v_t = base + C::Q_V + b * kBN * DV * 2;
         float s[32], dp[32];
-#pragma unroll
-        for (int i = 0; i < 32; i++) s[i] = dp[i] = 0.0f;
+        wg_acc_undef(s); // the products' first k-steps overwrite them
+        wg_acc_undef(dp);
         wg_reg_fence(s);
         wg_reg_fence(dp);
         wg_fence();

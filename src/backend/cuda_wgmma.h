@@ -121,6 +121,12 @@ template <int N> __device__ __forceinline__ void wg_reg_fence(float (&d)[N]) {
 #pragma unroll
     for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
+// Marks an accumulator as defined without an instruction, for one whose first wgmma has scale-d
+// 0 (D = A·B, the old values unread): zeroing it would cost a move per register.
+template <int N> __device__ __forceinline__ void wg_acc_undef(float (&d)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "=f"(d[i]));
+}
 // Byte offset of 16-byte chunk `chunk` (columns 8·chunk .. + 7) of row r in a 128-byte-swizzled
 // tile of `rows` rows (a multiple of 8): column blocks of 64 bf16 (rows · 128 bytes each), row r
 // of a block at r·128, its chunk c at chunk position c XOR (r mod 8).
