@@ -50,8 +50,8 @@
 // first, and walk their query tiles last to first, so the key tiles that add to a query tile
 // before a block are ahead of it. Measured slower (H200, 2026-12-01: bench_attn --bwd-paths
 // 0.57-0.62x wgmma): the reductions (2.7 GB of L2 reduction sectors per MLA 1.7B sequence)
-// cost ~1.5 ms of its 3.6, the ordering ~0.1-0.2 ms, the dQ products ~0.1 ms; without the
-// reductions it would only match the split kernels. docs/BENCHMARKS.md has the breakdown.
+// cost 1.5-2 ms of its 3.6, the ordering 0.2-0.4 ms, the dQ products ~0.1 ms; without the
+// reductions it would not beat the split kernels. docs/BENCHMARKS.md has the breakdown.
 #include <stdlib.h>
 #include <string.h>
 
