@@ -55,11 +55,10 @@
 // wgmma (=wgmma: the split path on Hopper's warpgroup multiplies, for dk/dv 128/128 and 192/128
 // on a compute capability 9.0 GPU, else split) and wgfused (=wgfused: wgmma's dK/dV kernel adding
 // dQ in a fixed order, where wgmma runs; twice: the same bits; dk, dv wgmma's bits), each held
-// to TOL_ATTN_TC, and the default (wgmma
-// where it is on, else split: it must give the bits of the run the dispatcher names); the
-// default and wgmma twice must give the same bits (no atomics). wgmma against split: bit for bit
-// where the two do the same sums in the same order, else within TOL_ATTN_TC
-// (check_wgmma_vs_split).
+// to TOL_ATTN_TC, and the default (wgmma where it is on, else split: it must give the bits of
+// the run the dispatcher names); the default and wgmma twice must give the same bits (no
+// atomics). wgmma against split: bit for bit where the two do the same sums in the same order,
+// else within TOL_ATTN_TC (check_wgmma_vs_split).
 // Saved forward (training: the forward keeps out and lse, the backward skips recomputing them):
 // on the tensor-core path the backward given them must be bit-identical to the recomputing call.
 #include <math.h>
