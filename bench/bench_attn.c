@@ -39,8 +39,9 @@
 // Hopper's warpgroup multiplies; on other GPUs the dispatcher runs split and the columns match)
 // and wgfused (AE_CUDA_ATTN_BWD=wgfused: the Hopper dK/dV kernel adding dQ in a fixed order, 5
 // products; compared with wgmma); ms for the B calls, TFLOP/s as above, the speed-ups and the
-// relative L2 difference of each one's dq from split's (wgfused: from wgmma's). "[ran X]": the kernels the dispatcher ran for that column
-// (ae_cuda_attn_bwd_kernels, backend/cuda.h: its own decision); "default runs": what it runs
+// relative L2 difference of each one's dq from split's (wgfused: from wgmma's). "[ran X]": the
+// kernels the dispatcher ran for that column (ae_cuda_attn_bwd_kernels, backend/cuda.h: its own
+// decision); "default runs": what it runs
 // with AE_CUDA_ATTN_BWD unset. AE_BENCH_BWD_SHAPES=NAME,NAME: only the shapes named (e.g.
 // mla-1.7b,qwen3-8b); AE_BENCH_BWD_KV_BF16=1: dk, dv in BF16 (as the training's gradients).
 //
@@ -280,7 +281,7 @@ static int bench_fwd_kernels(const ae_backend *be, int reps) {
     return rc;
 }
 
-// ---- backward paths split vs fused vs wgmma vs wgfused (--bwd-paths) ------------------------------------------
+// ---- backward paths split vs fused vs wgmma vs wgfused (--bwd-paths) -------------------------
 
 typedef struct {
     const char *name;
