@@ -642,23 +642,30 @@ static uint8_t *dget_codes(ae_ptr p, size_t n) {
     return (uint8_t *)w; // the first n bytes are the codes
 }
 
-// gdt: the gradient's dtype, as run_adamw_g's
+// gdt: the gradient's dtype, as run_adamw_g's. mis: w, g, param one value past an allocation's
+// start and the codes 4 bytes past theirs (the kernel's unaligned path, no vector accesses).
 static void run_adamw8_g(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int steps,
-                         ae_dtype gdt) {
+                         ae_dtype gdt, int mis) {
     const size_t nb = ae_q8_blocks(n);
     float *w = ae_test_normal(r, n, 1.0f, AE_DT_F32), *ms = ae_test_floats(nb);
     float *vs = ae_test_floats(nb);
     uint8_t *mq = calloc(n, 1), *vq = calloc(n, 1);
     for (size_t b = 0; b < nb; b++) ms[b] = 0.0f, vs[b] = 0.0f;
-    ae_ptr gw = dnew_put(w, n, AE_DT_F32), gms = dnew_put(ms, nb, AE_DT_F32);
-    ae_ptr gvs = dnew_put(vs, nb, AE_DT_F32), gmq = dcodes(n), gvq = dcodes(n);
-    ae_ptr gg = dnew(n, gdt), gp = with_param ? dnew(n, pdt) : ae_ptr_null();
+    const size_t o = mis ? 1 : 0;
+    ae_ptr bw = dnew(n + o, AE_DT_F32), gms = dnew_put(ms, nb, AE_DT_F32);
+    ae_ptr gvs = dnew_put(vs, nb, AE_DT_F32), bmq = dcodes(n + 4 * o), bvq = dcodes(n + 4 * o);
+    ae_ptr bg = dnew(n + o, gdt), bp = with_param ? dnew(n + o, pdt) : ae_ptr_null();
     ae_ptr gf = dnew(1, AE_DT_I32);
+    ae_ptr gw = ae_ptr_at(bw, o), gg = ae_ptr_at(bg, o);
+    ae_ptr gp = with_param ? ae_ptr_at(bp, o) : ae_ptr_null();
+    ae_ptr gmq = ae_ptr_make((char *)bmq.data + 4 * o, AE_DT_U8);
+    ae_ptr gvq = ae_ptr_make((char *)bvq.data + 4 * o, AE_DT_U8);
+    dput(gw, w, AE_DT_F32, n);
     int32_t zero = 0, flag = 0;
     dput(gf, &zero, AE_DT_I32, 1);
     char name[120];
-    snprintf(name, sizeof name, "n=%zu param %s grad %s", n, with_param ? dtn(pdt) : "null",
-             dtn(gdt));
+    snprintf(name, sizeof name, "n=%zu param %s grad %s%s", n, with_param ? dtn(pdt) : "null",
+             dtn(gdt), mis ? " unaligned" : "");
     for (int step = 1; step <= steps; step++) {
         float *g = ae_test_normal(r, n, 0.01f * step, AE_DT_F32);
         for (size_t j = 0; j < n; j++) g[j] *= (float)(1 + (j / 97) % 5); // scales vary per block
@@ -692,12 +699,12 @@ static void run_adamw8_g(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int 
     int32_t *f = dget_i(gf, 1);
     if (f[0] != 0 || flag != 0) fail_msg("adamw8 flag set on finite steps %s", name);
     free(f);
-    dfree(gw), dfree(gms), dfree(gvs), dfree(gmq), dfree(gvq), dfree(gg), dfree(gp), dfree(gf);
+    dfree(bw), dfree(gms), dfree(gvs), dfree(bmq), dfree(bvq), dfree(bg), dfree(bp), dfree(gf);
     free(w), free(ms), free(vs), free(mq), free(vq);
 }
 
 static void run_adamw8(ae_rng *r, size_t n, ae_dtype pdt, int with_param, int steps) {
-    run_adamw8_g(r, n, pdt, with_param, steps, AE_DT_F32);
+    run_adamw8_g(r, n, pdt, with_param, steps, AE_DT_F32, 0);
 }
 
 static void test_adamw8(void **state) {
@@ -708,8 +715,10 @@ static void test_adamw8(void **state) {
     for (size_t s = 0; s < 6; s++) {
         run_adamw8(&r, sizes[s], AE_DT_BF16, 1, 4);
         run_adamw8(&r, sizes[s], AE_DT_F32, 0, 2);
-        run_adamw8_g(&r, sizes[s], AE_DT_BF16, 1, 4, AE_DT_BF16); // --grad-dtype bf16
+        run_adamw8_g(&r, sizes[s], AE_DT_BF16, 1, 4, AE_DT_BF16, 0); // --grad-dtype bf16
     }
+    run_adamw8_g(&r, 1000, AE_DT_BF16, 1, 2, AE_DT_BF16, 1);
+    run_adamw8_g(&r, 4099, AE_DT_F32, 1, 2, AE_DT_F32, 1);
     // a NaN gradient sets the flag (the optimizer never passes one: it checks the norm first)
     size_t n = 1000;
     float *h = ae_test_floats(n);

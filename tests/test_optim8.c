@@ -56,6 +56,50 @@ static void test_codes(void **state) {
     assert_int_equal(ae_q8_encode_v(&c, 0.0f, 1.0f), 0);
 }
 
+// The encoders' guessed search (ae_q8_nearest_guess) against the binary search that defines the
+// index (ae_q8_nearest): the 256 floats on either side of every midpoint and every code value
+// (where the answer or the guess changes), a sweep of float bit patterns from 0 to 1.5, and NaN,
+// ±0, Inf, values above the largest code. (Every float in [0, 1] of both codes agreed when the
+// guess was written: 2^31 comparisons, too slow for a unit test.)
+static void check_guess(const float *mid, int n_mid, int mbits, float u) {
+    int want = ae_q8_nearest(mid, n_mid, u), got = ae_q8_nearest_guess(mid, n_mid, mbits, u);
+    if (want != got) fail_msg("nearest code of %a (mbits %d): guessed %d, binary search %d", u, mbits, got, want);
+}
+
+static void test_nearest_guess(void **state) {
+    (void)state;
+    ae_q8_code c;
+    ae_q8_code_init(&c);
+    const float *mids[2] = {c.m_mid, c.v_mid}, *vals[2] = {c.m_val, c.v_val};
+    const int n_mid[2] = {127, 255}, mbits[2] = {3, 4};
+    size_t checked = 0;
+    for (int t = 0; t < 2; t++) {
+        for (int k = 0; k <= n_mid[t]; k++) {
+            float pts[2] = {vals[t][k], k < n_mid[t] ? mids[t][k] : 1.0f};
+            for (int i = 0; i < 2; i++) {
+                uint32_t b0;
+                memcpy(&b0, &pts[i], sizeof b0);
+                for (uint32_t b = b0 > 256 ? b0 - 256 : 0; b <= b0 + 256; b++) {
+                    float u;
+                    memcpy(&u, &b, sizeof u);
+                    check_guess(mids[t], n_mid[t], mbits[t], u);
+                    checked++;
+                }
+            }
+        }
+        for (uint32_t b = 0; b <= 0x3fc00000u; b += 9973) {
+            float u;
+            memcpy(&u, &b, sizeof u);
+            check_guess(mids[t], n_mid[t], mbits[t], u);
+            checked++;
+        }
+        const float special[] = {NAN, 0.0f, -0.0f, INFINITY, 1.0f, 1.5f, 3.0f, 1e30f, 1e-45f};
+        for (size_t i = 0; i < sizeof special / sizeof *special; i++)
+            check_guess(mids[t], n_mid[t], mbits[t], special[i]);
+    }
+    printf("  guessed nearest code == binary search at %zu points of both codes\n", checked);
+}
+
 // Round trip x -> code -> x' for values from 1 down to 1e-8 of the block's absmax: m within
 // 2^-4·|x| (half of the 3-bit mantissa's step) or half the smallest step (1/245760/2, below the
 // normal range); sqrt(v) within 2^-5·s or the smallest code (a non-zero s never decodes to 0).
@@ -225,6 +269,7 @@ static void test_unsupported_backend(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_codes),
+        cmocka_unit_test(test_nearest_guess),
         cmocka_unit_test(test_round_trip_bound),
         cmocka_unit_test(test_adamw8_steps),
         cmocka_unit_test(test_unsupported_backend),

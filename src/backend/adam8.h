@@ -73,18 +73,52 @@ AE_Q8_HD int ae_q8_nearest(const float *mid, int n_mid, float u) {
     return lo;
 }
 
+// The largest magnitude of a code with mbits mantissa bits and a 4-bit exponent (adam8.c's
+// code_magnitude(2^(mbits+4) − 1)): (2^(mbits+1) − 1)·2^14. m: 245760, sqrt(v): 507904.
+#define AE_Q8_TOP(mbits) ((float)(((2 << (mbits)) - 1) << 14))
+
+// ae_q8_nearest's index (the number of midpoints <= u), found from a guess instead of a binary
+// search: the code whose magnitude u·top truncates to, read off the float bits of u·top (below
+// 2^(mbits+1) the magnitudes are the integers 0, 1, ...; above, exponent e and mantissa f give
+// index (e − mbits + 1)·2^mbits + f), then up to two steps up past midpoints <= u and one step
+// down past one > u. The nearest code is the truncated one or the next, and the product's
+// rounding (2^-24 relative, far below a code step) moves the truncation by at most one either
+// way, so those steps always reach mid[k − 1] <= u < mid[k] (checked against ae_q8_nearest for
+// every float in [0, 1] of both codes when this was written, and near every midpoint and code
+// value by test_optim8). No loops: the same instructions for every value on the GPU.
+// NaN gives 0, as ae_q8_nearest; u above the last midpoint gives n_mid.
+AE_Q8_HD int ae_q8_nearest_guess(const float *mid, int n_mid, int mbits, float u) {
+    const float x = u * AE_Q8_TOP(mbits);
+    int k;
+    if (!(x < AE_Q8_TOP(mbits))) {
+        k = n_mid;
+    } else if (x < (float)(2 << mbits)) {
+        k = (int)x;
+    } else {
+        union {
+            float f;
+            uint32_t u;
+        } b = {x};
+        const int e = (int)(b.u >> 23) - 127 - mbits + 1, f = (int)(b.u >> (23 - mbits)) & ((1 << mbits) - 1);
+        k = (e << mbits) + f;
+    }
+    for (int i = 0; i < 2; i++) k += k < n_mid && mid[k < n_mid ? k : n_mid - 1] <= u;
+    k -= k > 0 && !(mid[k > 0 ? k - 1 : 0] <= u);
+    return u != u ? 0 : k;
+}
+
 // m's byte for x given the block's absmax amax (>= |x|; amax 0 gives 0).
 AE_Q8_HD uint8_t ae_q8_encode_m(const ae_q8_code *c, float x, float amax) {
     if (!(amax > 0.0f)) return 0;
     float ax = x < 0.0f ? -x : x;
-    int k = ae_q8_nearest(c->m_mid, 127, AE_Q8_DIV(ax, amax));
+    int k = ae_q8_nearest_guess(c->m_mid, 127, 3, AE_Q8_DIV(ax, amax));
     return (uint8_t)(k | (x < 0.0f && k ? 0x80 : 0));
 }
 
 // sqrt(v)'s byte for s = sqrt(v) given the block's largest s, amax (never 0 for s > 0).
 AE_Q8_HD uint8_t ae_q8_encode_v(const ae_q8_code *c, float s, float amax) {
     if (!(amax > 0.0f)) return 0;
-    int k = ae_q8_nearest(c->v_mid, 255, AE_Q8_DIV(s, amax));
+    int k = ae_q8_nearest_guess(c->v_mid, 255, 4, AE_Q8_DIV(s, amax));
     return (uint8_t)(k == 0 && s > 0.0f ? 1 : k);
 }
 

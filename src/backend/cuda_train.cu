@@ -367,55 +367,133 @@ k_adamw(AdamK k, float *w, float *m, float *v, const TG *g, TP *p, int32_t *flag
 
 // ---- adamw8 -----------------------------------------------------------------------------------
 
-static_assert(AE_Q8_BLOCK == kThreads, "adamw8 maps one quantisation block to one thread block");
+static_assert(AE_Q8_BLOCK == 256, "adamw8 maps one quantisation block to one warp, 8 values a lane");
 
-// Largest of every thread's x over the block (order-free: max is exact). sh: kWarps floats.
-__device__ float block_max_f(float x, float *sh) {
-    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = x;
-    __syncthreads();
-    float r = sh[0];
-    for (int i = 1; i < kWarps; i++) r = fmaxf(r, sh[i]);
-    __syncthreads(); // sh is free again
-    return r;
+// Values 0 .. len − 1 (len <= 8) of p as fp32, the rest 0: two vector loads when VEC (len is 8;
+// p 16-byte aligned for F32, 8-byte for BF16), else one by one.
+template <bool VEC, typename T>
+__device__ __forceinline__ void ld8(const T *p, float (&v)[8], int len) {
+    if constexpr (VEC) {
+        float a[4], b[4];
+        ld4(p, a);
+        ld4(p + 4, b);
+#pragma unroll
+        for (int e = 0; e < 4; e++) v[e] = a[e], v[4 + e] = b[e];
+    } else {
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[e] = e < len ? ldf(p + e) : 0.0f;
+    }
+}
+template <bool VEC, typename T>
+__device__ __forceinline__ void st8(T *p, const float (&v)[8], int len) {
+    if constexpr (VEC) {
+        const float a[4] = {v[0], v[1], v[2], v[3]}, b[4] = {v[4], v[5], v[6], v[7]};
+        st4(p, a);
+        st4(p + 4, b);
+    } else {
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            if (e < len) stf(p + e, v[e]);
+    }
+}
+// The same for code bytes (VEC: one 8-byte access, p 8-byte aligned)
+template <bool VEC>
+__device__ __forceinline__ void ld8_codes(const uint8_t *p, uint8_t (&c)[8], int len) {
+    if constexpr (VEC) {
+        const uint2 q = *reinterpret_cast<const uint2 *>(p);
+#pragma unroll
+        for (int e = 0; e < 4; e++) c[e] = (uint8_t)(q.x >> 8 * e), c[4 + e] = (uint8_t)(q.y >> 8 * e);
+    } else {
+#pragma unroll
+        for (int e = 0; e < 8; e++) c[e] = e < len ? p[e] : 0;
+    }
+}
+template <bool VEC>
+__device__ __forceinline__ void st8_codes(uint8_t *p, const uint8_t (&c)[8], int len) {
+    if constexpr (VEC) {
+        uint2 q = make_uint2(0, 0);
+#pragma unroll
+        for (int e = 0; e < 4; e++) q.x |= (uint32_t)c[e] << 8 * e, q.y |= (uint32_t)c[4 + e] << 8 * e;
+        *reinterpret_cast<uint2 *>(p) = q;
+    } else {
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            if (e < len) p[e] = c[e];
+    }
 }
 
-// One thread block per quantisation block (grid-stride over blocks), thread t on value t of
-// it: ae_cpu_adamw8's operations on each value (decode, adam_one, sqrt), the block's absmax of
-// |m| and of sqrt(v), then the codes. The code tables arrive by value and are copied to shared
+__device__ __forceinline__ float warp_max(float x) { // order-free: max is exact
+    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+
+// Quantisation block b, lane's values j .. j + len − 1 (j = 256b + 8·lane): ae_cpu_adamw8's
+// operations on each value (decode, adam_one, sqrt), the block's absmax of |m| and of sqrt(v) as
+// warp reductions, then the codes. The whole warp calls it with the same VEC (every lane's 8
+// values in the tensor, every pointer aligned: vector accesses and no per-value guards). Returns
+// 1 when a new w or v of the lane is not finite.
+template <bool VEC, typename TP, typename TG>
+__device__ __forceinline__ int adam8_block(const AdamK &k, const ae_q8_code &code, float *w,
+                                           uint8_t *mq, float *ms, uint8_t *vq, float *vs,
+                                           const TG *g, TP *p, size_t b, size_t j, int len) {
+    const float m_amax = ms[b], s_amax = vs[b];
+    float wv[8], gv[8], mv[8], sv[8];
+    uint8_t mc[8], vc[8];
+    ld8<VEC>(w + j, wv, len);
+    ld8<VEC>(g + j, gv, len);
+    ld8_codes<VEC>(mq + j, mc, len);
+    ld8_codes<VEC>(vq + j, vc, len);
+    float m_loc = 0.0f, s_loc = 0.0f;
+    int bad = 0;
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        mv[e] = sv[e] = 0.0f;
+        if (!VEC && e >= len) continue;
+        const float md = ae_q8_decode_m(&code, mc[e], m_amax), sd = ae_q8_decode_v(&code, vc[e], s_amax);
+        mv[e] = m_amax > 0.0f ? md : 0.0f;
+        const float s0 = s_amax > 0.0f ? sd : 0.0f;
+        float vj = __fmul_rn(s0, s0);
+        bad |= adam_one(k, wv[e], mv[e], vj, gv[e]);
+        sv[e] = __fsqrt_rn(vj);
+        m_loc = fmaxf(m_loc, fabsf(mv[e]));
+        s_loc = fmaxf(s_loc, sv[e]);
+    }
+    const float m_max = warp_max(m_loc), s_max = warp_max(s_loc);
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        mc[e] = ae_q8_encode_m(&code, mv[e], m_max);
+        vc[e] = ae_q8_encode_v(&code, sv[e], s_max);
+    }
+    st8<VEC>(w + j, wv, len);
+    if (p) st8<VEC>(p + j, wv, len);
+    st8_codes<VEC>(mq + j, mc, len);
+    st8_codes<VEC>(vq + j, vc, len);
+    if ((threadIdx.x & 31) == 0) ms[b] = m_max, vs[b] = s_max;
+    return bad;
+}
+
+// One warp per quantisation block (grid-stride over the blocks), lane l on its values 8l .. 8l + 7
+// (adam8_block; no block barrier). The code tables arrive by value and are copied to shared
 // memory. w: (n) F32; g: (n) TG (F32 or BF16); mq, vq: (n) codes; ms, vs: (blocks) F32; p: (n)
-// TP or null.
+// TP or null. vec: w, g, p as vec_ok and mq, vq 8-byte aligned.
 template <typename TP, typename TG>
 __global__ void __launch_bounds__(kThreads)
 k_adamw8(AdamK k, ae_q8_code code_in, float *w, uint8_t *mq, float *ms, uint8_t *vq, float *vs,
-         const TG *g, TP *p, int32_t *flag, size_t n) {
+         const TG *g, TP *p, int32_t *flag, size_t n, int vec) {
     __shared__ ae_q8_code code;
-    __shared__ float sh[kWarps];
     for (int i = threadIdx.x; i < (int)(sizeof code / sizeof(float)); i += kThreads)
         ((float *)&code)[i] = ((const float *)&code_in)[i];
     __syncthreads();
-    const size_t nb = ae_q8_blocks(n);
+    const size_t nb = ae_q8_blocks(n), step = (size_t)gridDim.x * kWarps;
     int bad = 0;
-    for (size_t b = blockIdx.x; b < nb; b += gridDim.x) {
-        const size_t j = b * AE_Q8_BLOCK + threadIdx.x;
-        const float m_amax = ms[b], s_amax = vs[b];
-        float mj = 0.0f, sj = 0.0f;
-        if (j < n) {
-            float wj = w[j];
-            mj = m_amax > 0.0f ? ae_q8_decode_m(&code, mq[j], m_amax) : 0.0f;
-            const float s0 = s_amax > 0.0f ? ae_q8_decode_v(&code, vq[j], s_amax) : 0.0f;
-            float vj = __fmul_rn(s0, s0);
-            bad |= adam_one(k, wj, mj, vj, ldf(g + j));
-            sj = __fsqrt_rn(vj);
-            w[j] = wj;
-            if (p) stf(p + j, wj);
+    for (size_t b = blockIdx.x * (size_t)kWarps + (threadIdx.x >> 5); b < nb; b += step) {
+        const size_t j = b * AE_Q8_BLOCK + 8 * (size_t)(threadIdx.x & 31);
+        if (vec && (b + 1) * AE_Q8_BLOCK <= n) { // warp-uniform
+            bad |= adam8_block<true>(k, code, w, mq, ms, vq, vs, g, p, b, j, 8);
+        } else {
+            const int len = j >= n ? 0 : (n - j < 8 ? (int)(n - j) : 8);
+            bad |= adam8_block<false>(k, code, w, mq, ms, vq, vs, g, p, b, j, len);
         }
-        const float m_max = block_max_f(fabsf(mj), sh), s_max = block_max_f(sj, sh);
-        if (j < n) {
-            mq[j] = ae_q8_encode_m(&code, mj, m_max);
-            vq[j] = ae_q8_encode_v(&code, sj, s_max);
-        }
-        if (threadIdx.x == 0) ms[b] = m_max, vs[b] = s_max;
     }
     if (bad && flag) *flag = 1;
 }
@@ -623,12 +701,14 @@ void ae_cuda_adamw8(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_p
     ae_q8_code code;
     ae_q8_code_init(&code);
     ae_ptr p = param.data == w.data ? ae_ptr_null() : param; // param == w (F32): nothing to convert
-    const unsigned nb = grid_cap(ae_q8_blocks(n), 1, (unsigned)cu(be)->sm_count * 8);
+    const int vec = vec_ok(w) && vec_ok(g) && vec_ok(p) && ((uintptr_t)mq.data & 7u) == 0 &&
+                    ((uintptr_t)vq.data & 7u) == 0;
+    const unsigned nb = grid_cap(ae_q8_blocks(n), kWarps, (unsigned)cu(be)->sm_count * 8);
     AE_CUDA_FLOAT_DISPATCH(p.dtype, TP, AE_CUDA_FLOAT_DISPATCH(g.dtype, TG, {
         k_adamw8<TP, TG><<<nb, kThreads, 0, stream_of(be)>>>(
             adam_k(a), code, (float *)w.data, (uint8_t *)mq.data, (float *)ms.data,
             (uint8_t *)vq.data, (float *)vs.data, (const TG *)g.data, (TP *)p.data,
-            (int32_t *)flag.data, n);
+            (int32_t *)flag.data, n, vec);
     }));
     cuda_check(be, cudaGetLastError(), op);
 }
