@@ -7,6 +7,9 @@
 # The build's output goes to BUILD_DIR/build.log (its last lines on stderr when it fails).
 # AE_DEVICE_CMAKE_ARGS: more cmake arguments (A/B builds of a compile-time constant, e.g.
 # "-DCMAKE_CUDA_FLAGS=-DDEC_PIPE_ST=5").
+# BUILD_DIR/COMMIT (the commit benchmark headers print): .carry/COMMIT when carried (write it
+# here with `git rev-parse --short HEAD > .carry/COMMIT`: the device copy's own git HEAD can be
+# an older commit than the tree it received), else that HEAD.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build-gpu}
@@ -32,7 +35,7 @@ mkdir -p "$dir"
     -DAE_CBLAS_INCLUDE="$prefix/usr/include/$arch/openblas-openmp" ${AE_DEVICE_CMAKE_ARGS:-} &&
   LIBRARY_PATH=$libs cmake --build "$dir" -j"$(nproc)" ${targets[@]+"${targets[@]}"}
 } > "$dir/build.log" 2>&1 || { tail -40 "$dir/build.log" >&2; exit 1; }
-git rev-parse --short HEAD > "$dir/COMMIT" 2>/dev/null || true
+if [ -s .carry/COMMIT ]; then cp .carry/COMMIT "$dir/COMMIT"; else git rev-parse --short HEAD > "$dir/COMMIT" 2>/dev/null || true; fi
 # AE_HOST_LD_LIBRARY_PATH: the machine's own path, for programs that must not see these libraries
 # (PyTorch: bench/gpu_distill.sh, bench/gpu_infer.sh; dev/device-unpack.sh says why)
 echo "export AE_HOST_LD_LIBRARY_PATH=\${LD_LIBRARY_PATH:-} LD_LIBRARY_PATH=$libs:/usr/local/cuda/lib64:\${LD_LIBRARY_PATH:-}"
