@@ -558,7 +558,8 @@ typedef struct {
     const ae_backend *be;
     const ae_train_acts *ta;
     ae_scratch mem;
-    ae_ptr rows;    // (N) F32   1 − cos per token
+    ae_ptr rows;    // (L, N) F32  1 − cos per token of layers 1..L (row l − 1): the loss, read
+                    //             once after the backward (cos_loss)
     ae_ptr da;      // (N, D) F32  the term's gradient on h_l
     int N, D;
     float scale;    // cos_weight / L / accum / N: the weight of each token's 1 − cos
@@ -567,7 +568,8 @@ typedef struct {
 static ae_status add_cos_grad(void *ctx, int l, ae_ptr h, ae_ptr dh) {
     cos_grad *c = ctx;
     if (!c || l < 1) return AE_OK;
-    c->be->cosine_rows(c->be, c->rows, c->da, h, ae_train_acts_hidden(c->ta, l), c->N, c->D, c->scale);
+    c->be->cosine_rows(c->be, ae_ptr_at(c->rows, (size_t)(l - 1) * c->N), c->da, h,
+                       ae_train_acts_hidden(c->ta, l), c->N, c->D, c->scale);
     c->be->add(c->be, dh, c->da, (size_t)c->N * c->D);
     return AE_OK;
 }
@@ -585,21 +587,28 @@ static ae_status layer_done(void *ctx, int l, ae_ptr h, ae_ptr dh) {
     return add_cos_grad(k->cos, l, h, dh);
 }
 
-// *cosl += the cosine term (mean over layers and tokens of 1 − cos(h_l^S, h_l^T), l = 1..L).
+// *cosl += the cosine term (mean over layers and tokens of 1 − cos(h_l^S, h_l^T), l = 1..L), from
+// the rows the backward's add_cos_grad wrote (one download for every layer, instead of a forward
+// pass of its own and a download per layer). Summed as ae_cosine_loss sums: each layer's rows in
+// double in token order, / N; the layers in order, / L. A non-finite layer stops the run.
 static ae_status cos_loss(const ae_run *r, const int32_t *ids, int B, int T, const ae_train_acts *ta,
-                          const ae_train_acts *sa, double *cosl) {
-    const ae_backend *be = r->s->be;
-    int L = r->s->cfg.num_hidden_layers, D = r->s->cfg.hidden_size, N = B * T;
+                          const ae_train_acts *sa, const cos_grad *c, double *cosl) {
+    int L = r->s->cfg.num_hidden_layers, N = c->N;
+    float *h = ae_malloc(sizeof(float) * (size_t)L * (size_t)N); // (L, N)
+    if (!h) return AE_ERR_NOMEM;
+    ae_status st = c->be->download(c->be, h, AE_DT_F32, c->rows, (size_t)L * (size_t)N);
     double sum = 0.0;
-    for (int l = 1; l <= L; l++) {
-        double c = 0.0;
-        AE_TRY(ae_cosine_loss(be, ae_train_acts_hidden(sa, l), ae_train_acts_hidden(ta, l), N, D, 0.0f,
-                              ae_ptr_null(), &c));
-        if (!isfinite(c)) return stage2_nonfinite(r, ids, B, T, ta, sa, "cosine feature", c);
-        sum += c;
+    for (int l = 1; l <= L && st == AE_OK; l++) {
+        const float *hl = h + (size_t)(l - 1) * (size_t)N;
+        double s = 0.0;
+        for (int i = 0; i < N; i++) s += hl[i];
+        const double cl = s / N;
+        if (!isfinite(cl)) st = stage2_nonfinite(r, ids, B, T, ta, sa, "cosine feature", cl);
+        sum += cl;
     }
-    *cosl += sum / L;
-    return AE_OK;
+    free(h);
+    if (st == AE_OK) *cosl += sum / L;
+    return st;
 }
 
 // The KL term: its gradient on the student's final hidden into dfinal (and on lm_head when the
@@ -619,10 +628,11 @@ static ae_status kd_term(ae_run *r, const int32_t *ids, int B, int T, const ae_t
     return isfinite(loss) ? AE_OK : stage2_nonfinite(r, ids, B, T, ta, sa, "KL", loss);
 }
 
-// The student's backward over N tokens from dfinal, with the cosine term's gradient on its
-// stream (ta: the teacher's streams, or NULL without the term).   dfinal: (N, D) F32
-static ae_status student_backward(ae_run *r, const ae_train_acts *ta, const ae_train_acts *sa, int N,
-                                  ae_ptr dfinal) {
+// The student's backward over N = B·T tokens from dfinal, with the cosine term's gradient on its
+// stream (ta: the teacher's streams, or NULL without the term), then that term's loss into
+// *cosl.   dfinal: (N, D) F32
+static ae_status student_backward(ae_run *r, const int32_t *ids, int B, int T, const ae_train_acts *ta,
+                                  const ae_train_acts *sa, ae_ptr dfinal, double *cosl) {
     ae_model *s = r->s;
     const ae_backend *be = s->be;
     const ae_distill_opts *o = r->o;
@@ -630,17 +640,18 @@ static ae_status student_backward(ae_run *r, const ae_train_acts *ta, const ae_t
         layer_hook k = {.r = r};
         return ae_model_train_backward(s, sa, dfinal, layer_done, &k, r->g, !o->train_all);
     }
-    int D = s->cfg.hidden_size, L = s->cfg.num_hidden_layers;
+    int D = s->cfg.hidden_size, L = s->cfg.num_hidden_layers, N = B * T;
     cos_grad c = {.be = be, .ta = ta, .N = N, .D = D,
                   .scale = o->cos_weight / (float)L / (float)o->accum / (float)N};
     ae_scratch_init(&c.mem, be);
-    c.rows = ae_scratch_alloc(&c.mem, (size_t)N, AE_DT_F32);
+    c.rows = ae_scratch_alloc(&c.mem, (size_t)L * N, AE_DT_F32);
     c.da = ae_scratch_alloc(&c.mem, (size_t)N * D, AE_DT_F32);
     ae_status st = c.mem.failed ? ae_errorf(AE_ERR_NOMEM, "out of %s memory for the cosine term's "
                                             "gradient", be->name)
                                 : ae_model_train_backward(s, sa, dfinal, layer_done,
                                                           &(layer_hook){.r = r, .cos = &c}, r->g,
                                                           !o->train_all);
+    if (st == AE_OK) st = cos_loss(r, ids, B, T, ta, sa, &c, cosl);
     ae_scratch_free(&c.mem);
     return st;
 }
@@ -663,12 +674,11 @@ ae_status ae_distill_stage2_micro(ae_run *r, const int32_t *ids, int B, int T, d
                            be->name, N);
     }
     if (st == AE_OK) st = kd_term(r, ids, B, T, ta, sa, dfinal, kd, top1);
-    if (st == AE_OK && cos) st = cos_loss(r, ids, B, T, ta, sa, cosl);
     if (!cos) {
         ae_train_acts_free(ta);
         ta = NULL;
     }
-    if (st == AE_OK) st = student_backward(r, ta, sa, N, dfinal);
+    if (st == AE_OK) st = student_backward(r, ids, B, T, ta, sa, dfinal, cosl);
     be->free(be, dfinal);
     ae_train_acts_free(sa);
     ae_train_acts_free(ta);
