@@ -62,7 +62,8 @@ typedef struct {
 void ae_q8_code_init(ae_q8_code *c);
 
 // The index of the code nearest to u >= 0 (ties: the larger): the number of midpoints <= u.
-// mid: (n_mid) ascending. u above the last code gives the last; NaN gives 0.
+// mid: (n_mid) ascending. u above the last code gives the last; NaN gives 0. The definition:
+// the encoders use ae_q8_nearest_guess (below), which test_optim8 checks against this.
 AE_Q8_HD int ae_q8_nearest(const float *mid, int n_mid, float u) {
     int lo = 0, hi = n_mid;
     while (lo < hi) {

@@ -82,6 +82,11 @@ __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
+// Largest of the 32 lanes' values, returned to every lane (max is exact: any order, the same bits).
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
 
 // Whether p is 16-byte aligned (one 16-byte load or cp.async chunk per 8 bf16 / 4 fp32 values).
 static inline int cuda_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }

@@ -113,11 +113,6 @@ struct PagedParams {
     float *opart, *mpart, *lpart; // splits > 1: (splits, N·Hq, dv), (splits, N·Hq) x 2
 };
 
-__device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
 // W consecutive values as fp32 (W = 8: 16-byte aligned; W = 1: any).
 __device__ __forceinline__ void ld8(const float *p, float (&v)[8]) {
     float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];

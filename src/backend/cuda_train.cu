@@ -422,11 +422,6 @@ __device__ __forceinline__ void st8_codes(uint8_t *p, const uint8_t (&c)[8], int
     }
 }
 
-__device__ __forceinline__ float warp_max(float x) { // order-free: max is exact
-    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-    return x;
-}
-
 // Quantisation block b, lane's values j .. j + len − 1 (j = 256b + 8·lane): ae_cpu_adamw8's
 // operations on each value (decode, adam_one, sqrt), the block's absmax of |m| and of sqrt(v) as
 // warp reductions, then the codes. The whole warp calls it with the same VEC (every lane's 8
