@@ -19,13 +19,13 @@
 // else split), AE_CUDA_ATTN=ref the reference forward.
 //
 //   bench_attn --fwd-kernels [--reps R]
-// The forward's two prefill kernels for d = 128 side by side (cuda_attention.cu): B (flash,
-// mma.sync; AE_ATTN_WGMMA=0) and F (Hopper wgmma; AE_ATTN_WGMMA=1; on other GPUs or builds
-// without sm_90a the dispatcher falls back to B and the two rows match), Qwen3-8B heads (32 q /
-// 8 kv), causal, T = 4096, 16384, 32768, without and with the log-sum-exp output (and F's
-// unpipelined schedule, AE_ATTN_WGMMA=simple); TFLOP/s as above (causal: ~2·T²·Hq·d), and the
-// relative L2 difference between the outputs of F and B (F's buffer is written last by the
-// simple schedule, which computes the same bits as the overlapped one).
+// The forward's prefill kernels side by side (cuda_attention.cu) on the teachers' and the MLA
+// student's shapes (fwd_shapes: Qwen3-8B, -1.7B (also with a 1024 window), -30B-A3B heads, MLA
+// 192/128), causal: B (flash, mma.sync; AE_ATTN_WGMMA=0), kernel F's synchronous form
+// (AE_ATTN_WGMMA=sync) and its warp-specialised form (=ws), with the log-sum-exp (the training
+// calls) and F's also without; TFLOP/s as above, the relative L2 difference between the outputs
+// of F and B, and whether F's two forms wrote the same bits (they run the same arithmetic). On
+// other GPUs or builds without sm_90a the F rows fail (F asked for where it cannot run).
 //
 //   bench_attn --bwd-paths [--reps R]
 // The backward's tensor-core paths (cuda_attention_bwd_tc.cu, _wgmma.cu) at bench_distill's
@@ -228,56 +228,79 @@ static int time_fwd_kernel(attn_bufs *b, const char *env, int use_lse, int reps,
     return rc;
 }
 
-static int bench_fwd_kernels(const ae_backend *be, int reps) {
-    static const int Ts[] = {4096, 16384, 32768};
-    const int Hq = 32, Hkv = 8, d = 128;
+// The shapes of --fwd-kernels: the teachers' and the MLA student's prefill and training calls.
+typedef struct {
+    const char *name;
+    int T, Hq, Hkv, dk, dv, window;
+} fwd_shape;
+
+static const fwd_shape fwd_shapes[] = {
+    {"qwen3-8b", 4096, 32, 8, 128, 128, 0},     {"qwen3-8b", 16384, 32, 8, 128, 128, 0},
+    {"qwen3-8b", 32768, 32, 8, 128, 128, 0},    {"qwen3-1.7b", 4096, 16, 8, 128, 128, 0},
+    {"qwen3-1.7b-swa", 4096, 16, 8, 128, 128, 1024}, {"mla-1.7b", 4096, 16, 16, 192, 128, 0},
+    {"mla-8b", 4096, 32, 32, 192, 128, 0},      {"qwen3-30b-a3b", 4096, 32, 4, 128, 128, 0},
+    {"qwen3-30b-a3b", 32768, 32, 4, 128, 128, 0},
+};
+
+// One shape: B (AE_ATTN_WGMMA=0), F's synchronous form (=sync) and F's warp-specialised form
+// (=ws), each with the log-sum-exp (the training calls), F's two forms also without it; the
+// relative L2 difference of F's output to B's and whether F's two forms wrote the same bits.
+static int bench_fwd_shape(const ae_backend *be, const fwd_shape *c, int reps) {
+    const size_t T = (size_t)c->T, nq = T * c->Hq * c->dk, nk = T * c->Hkv * c->dk;
+    const size_t nv = T * c->Hkv * c->dv, no = T * c->Hq * c->dv;
+    attn_bufs b = {.be = be};
+    b.a = ae_attn_dense(c->T, 0, c->Hq, c->Hkv, c->dk, c->dv, c->window,
+                        1.0f / sqrtf((float)c->dk), ae_ptr_null());
+    b.q = be->alloc(be, nq, AE_DT_BF16), b.k = be->alloc(be, nk, AE_DT_BF16);
+    b.v = be->alloc(be, nv, AE_DT_BF16), b.lse = be->alloc(be, T * c->Hq, AE_DT_F32);
+    ae_ptr outs[3] = {be->alloc(be, no, AE_DT_BF16), be->alloc(be, no, AE_DT_BF16),
+                      be->alloc(be, no, AE_DT_BF16)}; // B, F sync, F ws
+    b.a_lse = b.a;
+    b.a_lse.lse = b.lse;
     int rc = 0;
-    for (size_t i = 0; i < sizeof Ts / sizeof *Ts; i++) {
-        const size_t T = (size_t)Ts[i], nq = T * Hq * d, nk = T * Hkv * d;
-        attn_bufs b = {.be = be};
-        b.a = ae_attn_dense(Ts[i], 0, Hq, Hkv, d, d, 0, 1.0f / sqrtf((float)d), ae_ptr_null());
-        b.q = be->alloc(be, nq, AE_DT_BF16), b.k = be->alloc(be, nk, AE_DT_BF16);
-        b.v = be->alloc(be, nk, AE_DT_BF16), b.out = be->alloc(be, nq, AE_DT_BF16);
-        b.lse = be->alloc(be, T * Hq, AE_DT_F32);
-        ae_ptr out_b = be->alloc(be, nq, AE_DT_BF16);
-        b.a_lse = b.a;
-        b.a_lse.lse = b.lse;
-        bench_timing tb, tf, tbl, tfl, tfs;
-        double diff = -1;
-        if (ae_ptr_is_null(b.q) || ae_ptr_is_null(b.k) || ae_ptr_is_null(b.v) ||
-            ae_ptr_is_null(b.out) || ae_ptr_is_null(b.lse) || ae_ptr_is_null(out_b)) {
-            fprintf(stderr, "bench_attn: T=%zu: out of device memory: %s\n", T, ae_last_error());
-            rc = 1;
-        } else {
-            be->fill_normal(be, b.q, nq, 1.0f, 1);
-            be->fill_normal(be, b.k, nk, 1.0f, 2);
-            be->fill_normal(be, b.v, nk, 1.0f, 3);
-            ae_ptr out_f = b.out;
-            b.out = out_b; // kernel B writes out_b, kernel F out_f
-            int err = time_fwd_kernel(&b, "0", 0, reps, &tb) ||
-                      time_fwd_kernel(&b, "0", 1, reps, &tbl);
-            b.out = out_f;
-            err = err || time_fwd_kernel(&b, "1", 0, reps, &tf) ||
-                  time_fwd_kernel(&b, "1", 1, reps, &tfl) ||
-                  time_fwd_kernel(&b, "simple", 0, reps, &tfs);
-            if (err) {
-                fprintf(stderr, "bench_attn: T=%zu: %s\n", T, ae_last_error());
-                rc = 1;
-            } else {
-                diff = device_rel_diff(be, out_f, out_b, nq);
-                const double fl = 2.0 * visible_pairs(Ts[i], 0) * Hq * (2.0 * d);
-                printf("fwd-kernels T=%-6zu Hq=%d Hkv=%d d=%d causal   B %8.3f ms %6.1f TFLOP/s "
-                       "(lse %6.1f)   F %8.3f ms %6.1f TFLOP/s (lse %6.1f, simple %6.1f)   "
-                       "F/B %.2fx   |F-B|/|B| %.2e\n",
-                       T, Hq, Hkv, d, tb.best * 1e3, fl / tb.best * 1e-12, fl / tbl.best * 1e-12,
-                       tf.best * 1e3, fl / tf.best * 1e-12, fl / tfl.best * 1e-12,
-                       fl / tfs.best * 1e-12, tb.best / tf.best, diff);
-                fflush(stdout);
-            }
+    if (ae_ptr_is_null(b.q) || ae_ptr_is_null(b.k) || ae_ptr_is_null(b.v) ||
+        ae_ptr_is_null(b.lse) || ae_ptr_is_null(outs[0]) || ae_ptr_is_null(outs[1]) ||
+        ae_ptr_is_null(outs[2])) {
+        fprintf(stderr, "bench_attn: %s T=%zu: out of device memory: %s\n", c->name, T,
+                ae_last_error());
+        rc = 1;
+    } else {
+        be->fill_normal(be, b.q, nq, 1.0f, 1);
+        be->fill_normal(be, b.k, nk, 1.0f, 2);
+        be->fill_normal(be, b.v, nv, 1.0f, 3);
+        static const char *const env[3] = {"0", "sync", "ws"};
+        bench_timing tl[3], tn[3];
+        for (int k = 0; k < 3 && !rc; k++) {
+            b.out = outs[k];
+            rc = time_fwd_kernel(&b, env[k], 1, reps, &tl[k]) ||
+                 (k > 0 && time_fwd_kernel(&b, env[k], 0, reps, &tn[k]));
         }
-        be->free(be, b.q), be->free(be, b.k), be->free(be, b.v), be->free(be, b.out);
-        be->free(be, b.lse), be->free(be, out_b);
+        if (rc) {
+            fprintf(stderr, "bench_attn: %s T=%zu: %s\n", c->name, T, ae_last_error());
+        } else {
+            const double fl = 2.0 * visible_pairs(c->T, c->window) * c->Hq * (c->dk + c->dv);
+            const double diff = device_rel_diff(be, outs[2], outs[0], no);
+            const int same = device_rel_diff(be, outs[2], outs[1], no) == 0.0;
+            printf("fwd-kernels %-14s T=%-6zu Hq=%-2d Hkv=%-2d dk=%d dv=%d W=%-4d   "
+                   "B %7.3f ms %5.1f   F-sync %7.3f ms %5.1f (no lse %5.1f)   "
+                   "F-ws %7.3f ms %5.1f (no lse %5.1f) TFLOP/s   ws/sync %.2fx   "
+                   "|ws-B|/|B| %.2e   ws bits = sync bits: %s\n",
+                   c->name, T, c->Hq, c->Hkv, c->dk, c->dv, c->window, tl[0].best * 1e3,
+                   fl / tl[0].best * 1e-12, tl[1].best * 1e3, fl / tl[1].best * 1e-12,
+                   fl / tn[1].best * 1e-12, tl[2].best * 1e3, fl / tl[2].best * 1e-12,
+                   fl / tn[2].best * 1e-12, tl[1].best / tl[2].best, diff, same ? "yes" : "NO");
+            fflush(stdout);
+        }
     }
+    be->free(be, b.q), be->free(be, b.k), be->free(be, b.v), be->free(be, b.lse);
+    for (int k = 0; k < 3; k++) be->free(be, outs[k]);
+    return rc;
+}
+
+static int bench_fwd_kernels(const ae_backend *be, int reps) {
+    int rc = 0;
+    for (size_t i = 0; i < sizeof fwd_shapes / sizeof *fwd_shapes; i++)
+        rc |= bench_fwd_shape(be, &fwd_shapes[i], reps);
     return rc;
 }
 

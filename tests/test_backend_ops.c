@@ -1308,10 +1308,12 @@ static float *case_sinks(ae_rng *r, const attn_case *c, int S) {
 }
 
 // One case on the cpu and on cuda with both the default dispatch and the reference kernel
-// (AE_CUDA_ATTN=ref); shapes kernel F takes also with AE_ATTN_WGMMA=1 and =simple (kernel F's
-// two schedules on an sm_90 GPU of an sm_90a build, else the default choice; dk = 192: the
-// unpipelined one both times) and AE_ATTN_WGMMA=0 (kernel B), each with the rows' log-sum-exp
-// (ae_attn_args.lse) compared too (TOL_LSE), and AE_ATTN_WGMMA=1 once more without it;
+// (AE_CUDA_ATTN=ref); shapes kernel F takes also with AE_ATTN_WGMMA=sync and =simple (kernel
+// F's synchronous form with its two schedules on an sm_90 GPU of an sm_90a build, else the
+// default choice; dk = 192: the unpipelined one both times), AE_ATTN_WGMMA=0 (kernel B) and, for
+// contiguous keys, =ws (F's warp-specialised form: bit for bit the synchronous form's output and
+// log-sum-exp), each with the rows' log-sum-exp (ae_attn_args.lse) compared too (TOL_LSE), and
+// AE_ATTN_WGMMA=1 (F's default form) without it;
 // absorbed MLA shapes of the tensor-core kernels (576/512, 288/256) also
 // with each MLA kernel forced (AE_CUDA_MLA_KERNEL=old: kernel D; new64: kernel E with 64-key
 // tiles; the default takes kernel E with 32-key tiles up to 64 rows). K/V storage: the S = pos0 + T positions (or, with a ring, the slots of
@@ -1352,16 +1354,20 @@ static void run_attention(ae_rng *r, const attn_case *c) {
     char sp[16];
     snprintf(sp, sizeof sp, "%d", c->splits);
     if (c->splits > 0) setenv("AE_CUDA_MLA_SPLITS", sp, 1);
-    // runs: default, ref, then the MLA kernels, or kernel F (AE_ATTN_WGMMA=1), F's unpipelined
-    // schedule (=simple), kernel B (=0), and F without the log-sum-exp
-    static const char *const wgmma_env[] = {"1", "simple", "0", "1"};
-    static const char *const wgmma_names[] = {"wgmma", "wgmma-s", "flash", "wgmma-nolse"};
+    // runs: default, ref, then the MLA kernels, or kernel F's synchronous form (AE_ATTN_WGMMA=
+    // sync), its unpipelined schedule (=simple), kernel B (=0), F's default form without the
+    // log-sum-exp (=1), and for contiguous keys F's warp-specialised form (=ws), which must give
+    // the synchronous form's bits (output and log-sum-exp: the same arithmetic)
+    static const char *const wgmma_env[] = {"sync", "simple", "0", "1", "ws"};
+    static const char *const wgmma_names[] = {"wgmma", "wgmma-s", "flash", "wgmma-nolse", "wgmma-ws"};
     const int wg = attn_wgmma_shape(c);
-    for (int run = 0; run < 2 + (mla ? 2 : wg ? 4 : 0); run++) {
+    const int wg_runs = c->ring > 0 ? 4 : 5;
+    float *o_sync = NULL, *l_sync = NULL; // the synchronous form's results (run 2)
+    for (int run = 0; run < 2 + (mla ? 2 : wg ? wg_runs : 0); run++) {
         int ref = run == 1;
         const char *kern = run >= 2 && mla ? mla_kernels[run - 2] : NULL;
         const char *wenv = run >= 2 && wg ? wgmma_env[run - 2] : NULL;
-        const int want_lse = wenv && run < 5;
+        const int want_lse = wenv && run != 5;
         const char *label = ref ? "ref" : kern ? kern : wenv ? wgmma_names[run - 2] : "default";
         ae_ptr dout = dnew(no, g_gpu->act_dtype); // fresh: NaN-poisoned
         ae_ptr dlse = want_lse ? dnew(nl, AE_DT_F32) : ae_ptr_null();
@@ -1376,17 +1382,31 @@ static void run_attention(ae_rng *r, const attn_case *c) {
         if (wenv) unsetenv("AE_ATTN_WGMMA");
         float *og = dget(dout, no);
         expect_close(og, oc, no, TOL_ATTN, "attention %-7s %s", label, name);
+        float *lg = want_lse ? dget(dlse, nl) : NULL;
         if (want_lse) {
-            float *lg = dget(dlse, nl);
             char what[300];
             snprintf(what, sizeof what, "attention %-7s %s", label, name);
             expect_lse(lg, lc, nl, TOL_LSE, what);
-            free(lg);
             dfree(dlse);
+        }
+        if (wenv && run == 2) {
+            o_sync = og, l_sync = lg;
+            og = lg = NULL;
+        }
+        if (wenv && run == 6) { // bit for bit the synchronous form (both B off Hopper)
+            size_t od = 0, ld = 0;
+            for (size_t i = 0; i < no; i++) od += memcmp(&og[i], &o_sync[i], sizeof *og) != 0;
+            for (size_t i = 0; i < nl; i++) ld += memcmp(&lg[i], &l_sync[i], sizeof *lg) != 0;
+            if (od || ld)
+                fail_msg("attention wgmma-ws %s: %zu of %zu outputs and %zu of %zu log-sum-exps "
+                         "differ from the synchronous form's bits", name, od, no, ld, nl);
         }
         dfree(dout);
         free(og);
+        free(lg);
     }
+    free(o_sync);
+    free(l_sync);
     if (c->splits > 0) unsetenv("AE_CUDA_MLA_SPLITS");
     dfree(dq), dfree(dk_);
     if (!c->absorbed) dfree(dv_);
@@ -2085,6 +2105,7 @@ int main(void) {
     printf("cuda backend: %s (%s), act %s, weights %s; cpu reference: %s\n", g_gpu->name,
            g_gpu->device, dtn(g_gpu->act_dtype), dtn(g_gpu->weight_dtype), g_cpu->device);
     fflush(stdout);
+    if (getenv("AE_TEST_FILTER")) cmocka_set_test_filter(getenv("AE_TEST_FILTER"));
     rc = cmocka_run_group_tests(tests, NULL, NULL);
     ae_backend_close(g_gpu);
     return rc;

@@ -50,6 +50,10 @@ int attn_flash_run_lse(const ae_backend *be, const attn_params *p, float *lse2);
 // pages; never split): 0 when it does not take these arguments (AE_ATTN_WGMMA, shape, device,
 // build), as the launchers above.
 int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2);
+// Kernel F's warp-specialised form (cuda_attention_ws.cu: TMA producer, free-running consumer
+// warpgroups; contiguous keys only): 0 when it does not take these arguments. Called by
+// attn_wgmma_run once the shape checks above passed.
+int attn_ws_run(const ae_backend *be, const attn_params *p, float *lse2);
 // Kernel G (cuda_attention_decode.cu: decode, T·G <= 64 packed rows, dk = dv = 64 or 128,
 // windows, rings, sinks; split-KV combined in the same launch): 0 when it does not take these
 // arguments (lse2 set, pages, shape, AE_ATTN_DECODE=0), as the launchers above.

@@ -66,17 +66,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cuda_attention.h"
-#include "backend/cuda_wgmma.h"
+#include "backend/cuda_attention_wgmma.h"
 
-#define WG_ROWS 128                  // packed query rows per block (2 warpgroups x 64)
-#define WG_BN 128                    // keys per tile
-#define WG_DV 128                    // dv (dk: the template parameter DK, 128 or 192)
-#define WG_THREADS 256
-#define WG_TILE_BYTES (128 * 128 * 2) // one 128 x 128 bf16 tile (two 16 KB halves): V
-#define WG_HALF_BYTES (128 * 128)     // one half: 128 rows x 64 columns
-// A 128 x dk tile (Q or K): dk / 64 halves.
-#define WG_QK_BYTES(dk) (128 * (dk) * 2)
 // Q tile + `stages` stages of (K tile, V tile), + 1 KB to align the base to the 1024-byte
 // swizzle atom. dk = 128: 160 KB + 1 KB (2 stages), 224 KB + 1 KB (3 stages; the opt-in limit
 // is 227 KB); dk = 192: 48 + 2 · (48 + 32) = 208 KB + 1 KB (2 stages; 3 would need 288 KB).
@@ -95,110 +86,6 @@
 #define WG_KEYS_PAGED2 2
 
 #ifdef AE_WGMMA_DEVICE
-// Byte offset of 16-byte chunk `chunk` (columns 8·chunk ..; half chunk / 8) of row r in a
-// swizzled tile.
-__device__ __forceinline__ uint32_t wg_tile_off(int r, int chunk) {
-    return (uint32_t)((chunk >> 3) * WG_HALF_BYTES + r * 128 + (((chunk & 7) ^ (r & 7)) << 4));
-}
-
-// ---- the pieces of one key tile (a warpgroup's 64 rows) ---------------------------------------
-
-// Issues S = Q·Kᵀ (DK / 16 k-steps over d; the first one overwrites s). Not committed.
-template <int DK>
-__device__ __forceinline__ void wg_issue_qk(float (&s)[64], uint32_t q_addr, uint32_t k_addr) {
-#pragma unroll
-    for (int kk = 0; kk < DK / 16; kk++) {
-        const uint32_t koff = (kk >> 2) * WG_HALF_BYTES + (kk & 3) * 32;
-        wg_mma_ss(s, wg_desc(q_addr + koff, 16, 1024), wg_desc(k_addr + koff, 16, 1024), kk > 0);
-    }
-}
-// Issues O += P·V (8 k-steps over the tile's keys). Not committed.
-__device__ __forceinline__ void wg_issue_pv(float (&o)[64], const uint32_t (&pf)[8][4],
-                                            uint32_t v_addr) {
-#pragma unroll
-    for (int k2 = 0; k2 < WG_BN / 16; k2++)
-        wg_mma_rs_nmajor(o, pf[k2], wg_desc(v_addr + k2 * 2048, WG_HALF_BYTES, 1024));
-}
-
-// The rows' state and the masking facts of one block (this thread's two rows hf = 0, 1).
-struct wg_rows {
-    float m[2], l[2]; // running max (log2 units, −inf before any key) and this lane's sum part
-    int pos[2];       // query positions of the rows (padding rows: the last real row's)
-    int lo[2];        // their first visible keys (attn_lo: 0 without a window)
-    int ke;           // keys kb .. ke − 1 exist for the block (kb: its first row's lo)
-    int full_lo, full_end; // tiles with j0 >= full_lo and j0 + BN <= full_end are visible to
-                           // every row (no mask): full_lo is the last row's lo, full_end − 1
-                           // the first row's position
-    int tq;           // lane % 4: the columns 2tq, 2tq + 1 of each n8-tile
-};
-
-// 2^x on the MUFU unit, subnormal results flushed to 0 (exp2f adds a range fix-up of 3
-// instructions per call for them: softmax weights that small do not matter next to the row's
-// largest, which is 1).
-__device__ __forceinline__ float wg_exp2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
-// Online softmax of the raw scores s of key tile j0 (s[4n + e]: key j0 + 8n + 2tq + (e & 1) of
-// row half e >> 1): masks (MASK: keys j > pos, j >= ke or j < lo become −inf; the tile's
-// column c = 8n + (e & 1) is kept when lim_lo <= c <= lim, lim = min(pos, ke − 1) − j0 − 2tq,
-// lim_lo = lo − j0 − 2tq: <= 0 without a window), updates m and l,
-// returns each half's factor al for O (O·al before adding this tile; 0 while nothing was seen)
-// and P = exp2(s·scale_log2 − m) as bf16 A fragments. Kernel B's arithmetic up to rounding:
-// the row max is taken on the raw scores and then scaled (the same value: scale_log2 > 0, and
-// rounding is monotonic), and the scaling is fused into the exponent's FFMA.
-template <bool MASK>
-__device__ __forceinline__ void wg_softmax_t(float (&s)[64], uint32_t (&pf)[8][4], wg_rows &w,
-                                             float (&al)[2], int j0, float scale_log2) {
-    int lim[2], lim_lo[2];
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        lim[hf] = min(w.pos[hf], w.ke - 1) - j0 - 2 * w.tq;
-        lim_lo[hf] = w.lo[hf] - j0 - 2 * w.tq;
-    }
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int i = 0; i < 64; i++) {
-        const int c = 8 * (i >> 2) + (i & 1), hf = (i >> 1) & 1;
-        if (MASK && (c > lim[hf] || c < lim_lo[hf])) s[i] = -INFINITY;
-        mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
-    }
-    float bs[2];
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        const float mn = fmaxf(w.m[hf], quad_max(mx[hf]) * scale_log2);
-        bs[hf] = attn_base(mn);
-        al[hf] = wg_exp2(w.m[hf] - bs[hf]); // 0 while nothing was seen
-        w.m[hf] = mn;
-        w.l[hf] *= al[hf];
-    }
-#pragma unroll
-    for (int i = 0; i < 64; i++) {
-        s[i] = wg_exp2(fmaf(s[i], scale_log2, -bs[(i >> 1) & 1]));
-        w.l[(i >> 1) & 1] += s[i]; // this lane's columns; quad-summed at the end
-    }
-#pragma unroll
-    for (int k2 = 0; k2 < 8; k2++)
-#pragma unroll
-        for (int x = 0; x < 4; x++) pf[k2][x] = pack_bf16(s[8 * k2 + 2 * x], s[8 * k2 + 2 * x + 1]);
-}
-// The same, masking only the tiles not visible to every row of the block (the diagonal ones).
-// (This branch also keeps the overlapped schedule overlapped: with the softmax in one basic
-// block, ptxas hoisted the following wgmma wait and barrier above it — seen in the SASS.)
-__device__ __forceinline__ void wg_softmax(float (&s)[64], uint32_t (&pf)[8][4], wg_rows &w,
-                                           float (&al)[2], int j0, float scale_log2) {
-    if (j0 >= w.full_lo && j0 + WG_BN <= w.full_end)
-        wg_softmax_t<false>(s, pf, w, al, j0, scale_log2);
-    else
-        wg_softmax_t<true>(s, pf, w, al, j0, scale_log2);
-}
-
-__device__ __forceinline__ void wg_rescale(float (&o)[64], const float (&al)[2]) {
-#pragma unroll
-    for (int i = 0; i < 64; i++) o[i] *= al[(i >> 1) & 1];
-}
 
 // One step of the overlapped schedule (PIPE = 1): issues S = Q·Kᵀ of the next tile (K at
 // k_next, keys from j0_next) and then O += P·V of the current one (P = pcur, V at v_cur), runs
@@ -273,25 +160,8 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
     const int kvh = blockIdx.y;
     const int tile = gridDim.x - 1 - blockIdx.x; // longest (latest) row tiles first
     const int G = p.G, nrows = p.T * G, R0 = tile * WG_ROWS;
-    const int last = R0 + WG_ROWS - 1 < nrows - 1 ? R0 + WG_ROWS - 1 : nrows - 1;
-    const int pos_min = p.pos0 + R0 / G, pos_max = p.pos0 + last / G; // the block's positions
-
-    // This thread's two rows (hf = 0, 1): packed rows R0 + 64wg + 16warp + lane/4 + 8hf.
-    wg_rows w;
-    w.ke = pos_max + 1;
-    w.full_lo = attn_lo(pos_max, p.window);
-    w.full_end = pos_min + 1;
-    w.tq = lane & 3;
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        const int r = R0 + wg * 64 + warp * 16 + (lane >> 2) + 8 * hf;
-        w.pos[hf] = p.pos0 + (r < nrows ? r : nrows - 1) / G;
-        w.lo[hf] = attn_lo(w.pos[hf], p.window);
-        w.m[hf] = -INFINITY;
-        w.l[hf] = 0.0f;
-    }
-    const int kb = attn_lo(pos_min, p.window);
-    const int ntiles = (w.ke - kb + WG_BN - 1) / WG_BN;
+    int kb, ntiles;
+    wg_rows w = wg_rows_init(p, R0, wg, warp, lane, &kb, &ntiles);
 
     // Q tile: 128 rows x DK/8 chunks, DK/16 per thread; zero rows for padding.
     constexpr int QCH = DK / 8;
@@ -461,25 +331,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
         }
     }
 
-    // epilogue: full row sums, then out (normalised, sink added) and lse2
-    const int tq = lane & 3;
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        const int r = R0 + wg * 64 + warp * 16 + (lane >> 2) + 8 * hf;
-        const float l = quad_sum(w.l[hf]);
-        if (r >= nrows) continue;
-        const int t = r / G, h = kvh * G + r % G;
-        const size_t orow = (size_t)t * p.Hq + h;
-        const int has_sink = p.sinks != nullptr;
-        const float sink2 = has_sink ? p.sinks[h] * AE_ATTN_LOG2E : 0.0f;
-        const float f = attn_out_scale(w.m[hf], l, has_sink, sink2);
-        bf16 *dst = p.out + orow * WG_DV + 2 * tq;
-#pragma unroll
-        for (int n = 0; n < 16; n++)
-            *reinterpret_cast<uint32_t *>(dst + n * 8) =
-                pack_bf16(o[4 * n + 2 * hf] * f, o[4 * n + 2 * hf + 1] * f);
-        if (lse2 && tq == 0) lse2[orow] = attn_lse2(w.m[hf], l, has_sink, sink2); // own key seen
-    }
+    wg_store_rows(p, o, w, R0, wg, warp, lane, kvh, lse2);
 #else
     (void)p;
     (void)lse2;
@@ -594,10 +446,19 @@ static int wgmma_keys(const attn_params *p) {
     return fast && pow2 ? WG_KEYS_PAGED2 : WG_KEYS_ROW;
 }
 
+// The warp-specialised form (cuda_attention_ws.cu) runs contiguous keys by default when
+// WGMMA_WS_DEFAULT is 1 (AE_ATTN_WGMMA=sync keeps the synchronous form, =ws asks for the
+// warp-specialised one, an error where it cannot run).
+#ifndef WGMMA_WS_DEFAULT
+#define WGMMA_WS_DEFAULT 1
+#endif
+
 int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2) {
     const char *env = getenv("AE_ATTN_WGMMA");
     const int forced_simple = env && strcmp(env, "simple") == 0;
-    const int forced = forced_simple || (env && strcmp(env, "1") == 0);
+    const int forced_sync = env && strcmp(env, "sync") == 0;
+    const int forced_ws = env && strcmp(env, "ws") == 0;
+    const int forced = forced_simple || forced_sync || forced_ws || (env && strcmp(env, "1") == 0);
     const int simple = forced ? forced_simple : !WGMMA_DEFAULT_PIPE;
     const int addr = p->pages != NULL || p->ring > 0;
     const int ext = addr || p->window > 0 || p->dk != 128; // shapes added after the first tests
@@ -609,6 +470,16 @@ int attn_wgmma_run(const ae_backend *be, const attn_params *p, float *lse2) {
     if (cu(be)->cc_major != 9 || cu(be)->cc_minor != 0) return 0;
     if ((p->dk != 128 && p->dk != 192) || p->dv != WG_DV) return 0;
     if (!(p->scale_log2 > 0.0f)) return 0; // the softmax scales the raw row max (wg_softmax_t)
+    if (forced_ws || (!simple && !forced_sync && WGMMA_WS_DEFAULT)) {
+        if (attn_ws_run(be, p, lse2)) return 1;
+        if (forced_ws) {
+            cuda_check(be, cudaErrorInvalidDeviceFunction,
+                       "attention (AE_ATTN_WGMMA=ws asks for kernel F's warp-specialised form, "
+                       "which does not take these arguments: contiguous keys, an sm_90a build "
+                       "and the driver's tensor map encoder)");
+            return 1;
+        }
+    }
     switch (wgmma_keys(p)) {
     case WG_KEYS_PAGED2: return wgmma_launch_dk<WG_KEYS_PAGED2>(be, p, lse2, forced, simple);
     case WG_KEYS_ROW: return wgmma_launch_dk<WG_KEYS_ROW>(be, p, lse2, forced, simple);

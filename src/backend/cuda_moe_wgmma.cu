@@ -65,10 +65,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cuda.h> // CUtensorMap and its enums only: the encoder comes through the runtime
 
 #include "backend/cuda_attention.h"
 #include "backend/cuda_moe.h"
+#include "backend/cuda_tma.h"
 #include "backend/cuda_wgmma.h"
 
 #ifndef MOE_WGMMA_DEFAULT_ON
@@ -417,47 +417,15 @@ __global__ void __launch_bounds__(kWsThreads, 1)
 
 // ---- host side -----------------------------------------------------------------------------
 
-// cuTensorMapEncodeTiled, from the driver through the runtime (no -lcuda link); null when the
-// driver does not offer it (then the warp-specialised kernel is unavailable).
-typedef CUresult (*encode_tiled_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
-                                    const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
-                                    const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
-                                    CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-static encode_tiled_fn load_encode_tiled() {
-    void *fn = nullptr;
-    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-#if CUDART_VERSION >= 12050
-    const cudaError_t err = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000,
-                                                             cudaEnableDefault, &q);
-#else
-    const cudaError_t err = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &fn,
-                                                    cudaEnableDefault, &q);
-#endif
-    if (err != cudaSuccess || q != cudaDriverEntryPointSuccess || !fn) {
-        cudaGetLastError();
-        return nullptr;
-    }
-    return (encode_tiled_fn)fn;
-}
-static encode_tiled_fn encode_tiled() {
-    static const encode_tiled_fn fn = load_encode_tiled(); // thread-safe one-time lookup
-    return fn;
-}
-
 // Tensor map of expert weights w (E, N, Kd) bf16 as one [E·N rows, Kd] matrix, boxes of 64 values
 // (one 128-byte swizzle row) x box_rows rows. Rows past an expert's N in a box are the next
 // expert's (they feed output columns >= N, never written), rows past E·N and depth past Kd are
 // zeros (TMA fills what lies outside the tensor). 0 when the driver refuses it.
 static int weight_map(CUtensorMap *m, const bf16 *w, int E, int N, int Kd, int box_rows) {
-    const encode_tiled_fn enc = encode_tiled();
-    if (!enc) return 0;
-    const cuuint64_t dims[2] = {(cuuint64_t)Kd, (cuuint64_t)E * (cuuint64_t)N};
-    const cuuint64_t strides[1] = {(cuuint64_t)Kd * sizeof(bf16)}; // Kd % 8 == 0: 16-byte multiple
-    const cuuint32_t box[2] = {64, (cuuint32_t)box_rows}, estr[2] = {1, 1};
-    return enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)w, dims, strides, box, estr,
-               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
-           CUDA_SUCCESS;
+    const uint64_t dims[2] = {(uint64_t)Kd, (uint64_t)E * (uint64_t)N};
+    const uint64_t strides[1] = {(uint64_t)Kd * sizeof(bf16)}; // Kd % 8 == 0: 16-byte multiple
+    const uint32_t box[2] = {64, (uint32_t)box_rows};
+    return cuda_tmap_bf16(m, w, 2, dims, strides, box);
 }
 
 enum { kKernSync = 1, kKernWs = 2 }; // k_expert_gemm_wgmma, k_expert_gemm_ws
@@ -484,7 +452,7 @@ static const char *kernel_unavailable(const ae_backend *be, int k) {
     if (kWsSmem > cu(be)->smem_optin)
         return "moe (AE_MOE_WGMMA: the warp-specialised wgmma expert GEMM (ws) needs more shared "
                "memory per block than this GPU allows)";
-    if (!encode_tiled())
+    if (!cuda_tma_available())
         return "moe (AE_MOE_WGMMA: the warp-specialised wgmma expert GEMM (ws) needs the driver's "
                "cuTensorMapEncodeTiled, which this driver does not offer)";
     return nullptr;

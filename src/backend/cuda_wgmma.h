@@ -197,6 +197,14 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const void *tmap, int 
                  "l"((uint64_t)tmap), "r"(c0), "r"(c1), "r"(bar)
                  : "memory");
 }
+// The same for a 3D tensor map, coordinates (c0: innermost, c1, c2).
+__device__ __forceinline__ void tma_load_3d(uint32_t dst, const void *tmap, int c0, int c1, int c2,
+                                            uint32_t bar) {
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
+                 "l"((uint64_t)tmap), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+                 : "memory");
+}
 // Fetches a tensor map into the TMA unit's cache ahead of its first use.
 __device__ __forceinline__ void tma_prefetch_map(const void *tmap) {
     asm volatile("prefetch.tensormap [%0];\n" ::"l"((uint64_t)tmap) : "memory");
