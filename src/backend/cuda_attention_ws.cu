@@ -27,9 +27,6 @@
 // Not taken (attn_ws_run returns 0; kernel F's synchronous form runs): rings and paged keys,
 // storage without 16-byte aligned rows, drivers without the tensor map encoder, builds without
 // sm_90a.
-#include <stdlib.h>
-#include <string.h>
-
 #include "backend/cuda_attention_wgmma.h"
 #include "backend/cuda_tma.h"
 
@@ -40,7 +37,7 @@
 static_assert(128 * WS_PROD_REGS + 256 * WS_CONS_REGS <= 65536, "register file");
 
 // Q + S stages of K (dk wide) + S stages of V, + 1 KB to align the base to the swizzle atom.
-// dk = 128: 32 + 3 · 64 = 224 KB (S = 3), 160 KB (S = 2); dk = 192: 48 + 2 · 80 = 208 KB (S = 2).
+// dk = 128: 32 + 3 · 64 = 224 KB (S = 3); dk = 192: 48 + 2 · 80 = 208 KB (S = 2).
 #define WS_SMEM(dk, stages)                                                                     \
     ((size_t)WG_QK_BYTES(dk) + (size_t)(stages) * (WG_QK_BYTES(dk) + WG_TILE_BYTES) + 1024)
 
@@ -256,11 +253,9 @@ static int ws_launch(const ae_backend *be, const attn_params *p, float *lse2) {
     return 1;
 }
 
-// AE_ATTN_WS_STAGES=2 runs dk = 128 with two stages (A/B runs); the default is three.
+// dk = 128 with three stages (two measured the same within 2%: bench_attn --fwd-kernels,
+// 2026-12-01), dk = 192 with the two that fit.
 int attn_ws_run(const ae_backend *be, const attn_params *p, float *lse2) {
     if (p->pages || p->ring > 0 || !cuda_tma_available()) return 0;
-    if (p->dk == 192) return ws_launch<192, 2>(be, p, lse2);
-    const char *env = getenv("AE_ATTN_WS_STAGES");
-    if (env && strcmp(env, "2") == 0) return ws_launch<128, 2>(be, p, lse2);
-    return ws_launch<128, 3>(be, p, lse2);
+    return p->dk == 192 ? ws_launch<192, 2>(be, p, lse2) : ws_launch<128, 3>(be, p, lse2);
 }
