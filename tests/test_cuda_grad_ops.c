@@ -674,7 +674,8 @@ static void run_attn_saved(const attn_io *io) {
 // default dispatch twice (the second checks determinism: bit-identical to the first); the fused
 // tensor-core kernel (dQ added in key-tile order); split (the mma.sync split path, forced);
 // wgmma twice (the Hopper split path, cuda_attention_bwd_wgmma.cu, forced where it takes the
-// shape; the second bit-identical to the first); wgfused twice (the Hopper dK/dV kernel adding dQ
+// shape; the second with the synchronous dQ kernel (AE_CUDA_ATTN_BWD_DQ=sync) bit-identical to
+// the first, whose dQ kernel is the default, warp-specialised one on Hopper); wgfused twice (the Hopper dK/dV kernel adding dQ
 // over key tiles in a fixed order through counters: the second bit-identical to the first, dk
 // and dv bit-identical to wgmma's, whose loop it is); with BF16 outputs (also_bf16) the default,
 // fused, wgmma and wgfused again.
@@ -687,6 +688,7 @@ typedef struct {
     ae_dtype odt;    // dq, dk, dv
     const char *label;
     int same_as;     // >= 0: must equal that run bit for bit (instead of the cpu comparison)
+    const char *dq;  // AE_CUDA_ATTN_BWD_DQ (null: unset)
 } bwd_run;
 static const bwd_run k_bwd_runs[] = {
     [RUN_REF] = {"ref", AE_DT_F32, "ref    ", -1},
@@ -695,7 +697,7 @@ static const bwd_run k_bwd_runs[] = {
     [RUN_FUSED] = {"fused", AE_DT_F32, "fused  ", -1},
     [RUN_SPLIT] = {"split", AE_DT_F32, "split  ", -1},
     [RUN_WGMMA] = {"wgmma", AE_DT_F32, "wgmma  ", -1},
-    [RUN_WGMMA2] = {"wgmma", AE_DT_F32, "wgmma  ", RUN_WGMMA},
+    [RUN_WGMMA2] = {"wgmma", AE_DT_F32, "wgmma  ", RUN_WGMMA, "sync"},
     [RUN_WGFUSED] = {"wgfused", AE_DT_F32, "wgfused", -1},
     [RUN_WGFUSED2] = {"wgfused", AE_DT_F32, "wgfused", RUN_WGFUSED},
     {NULL, AE_DT_BF16, "bf16out", -1},
@@ -877,9 +879,11 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
         ae_ptr g_dk = dnew_put(dk0, nk, odt), g_dv = c->absorbed ? g_dk : dnew_put(dv0, nv, odt);
         ae_ptr g_ds = sinks ? dnew_put(ds0, (size_t)Hq, AE_DT_F32) : ae_ptr_null();
         if (br->env) setenv("AE_CUDA_ATTN_BWD", br->env, 1);
+        if (br->dq) setenv("AE_CUDA_ATTN_BWD_DQ", br->dq, 1);
         g_gpu->attention_bwd(g_gpu, &ag, g_dq, g_dk, g_dv, g_ds, gdo, ae_ptr_null(), gq, gk, gv);
         const char *kernels = gpu_bwd_kernels(&ag);
         if (br->env) unsetenv("AE_CUDA_ATTN_BWD");
+        if (br->dq) unsetenv("AE_CUDA_ATTN_BWD_DQ");
         check_kernels(kernels, fast, bwd_wgmma(c), br->env, name);
         if (run == RUN_DEFAULT) default_kernels = kernels;
         float *hq = dget(g_dq, nq), *hk = dget(g_dk, nk), *hv = c->absorbed ? NULL : dget(g_dv, nv);
@@ -1093,7 +1097,8 @@ static void test_attention_bwd_wgmma(void **state) {
 // attention_bwd at a training size (T 4096 full causal: 64 key tiles): no CPU reference at this
 // size, but two default runs must be bit-identical, the backward from a saved forward (out and
 // lse kept by `attention`) must give the same bits, likewise two wgmma runs (AE_CUDA_ATTN_BWD=
-// wgmma: the Hopper kernels) and wgmma from the saved forward; the fused kernel
+// wgmma: the Hopper kernels; the second with the synchronous dQ kernel, AE_CUDA_ATTN_BWD_DQ=
+// sync, the first with the default warp-specialised one) and wgmma from the saved forward; the fused kernel
 // (AE_CUDA_ATTN_BWD=fused: dQ sums chained through its counters over the 64 key tiles) must
 // agree with the default within TOL_ATTN_TC, and wgmma with split (AE_CUDA_ATTN_BWD=split) as
 // check_wgmma_vs_split says (d 128: bit for bit; dk 192: within TOL_ATTN_TC); two wgfused runs
@@ -1120,9 +1125,11 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
     static const struct {
         const char *env; // AE_CUDA_ATTN_BWD (null: unset)
         int saved;       // given the forward's out and lse
-    } runs[NRUNS] = {{NULL, 0},    {NULL, 0},    {NULL, 1},    {"fused", 0},
-                     {"split", 0}, {"wgmma", 0}, {"wgmma", 0}, {"wgmma", 1},
-                     {"wgfused", 1}, {"wgfused", 1}};
+        const char *dq;  // AE_CUDA_ATTN_BWD_DQ (null: unset)
+    } runs[NRUNS] = {{NULL, 0, NULL},    {NULL, 0, NULL},      {NULL, 1, NULL},
+                     {"fused", 0, NULL}, {"split", 0, NULL},   {"wgmma", 0, NULL},
+                     {"wgmma", 0, "sync"}, {"wgmma", 1, NULL}, {"wgfused", 1, NULL},
+                     {"wgfused", 1, NULL}};
     float *res[NRUNS][3];
     const char *kernels[NRUNS];
     const int wgmma = g_hopper && (dk == 128 || dk == 192) && dv == 128;
@@ -1131,10 +1138,12 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
         g_gpu->fill(g_gpu, dk_, nk, 0.0f);
         g_gpu->fill(g_gpu, dv_, nv, 0.0f);
         if (runs[run].env) setenv("AE_CUDA_ATTN_BWD", runs[run].env, 1);
+        if (runs[run].dq) setenv("AE_CUDA_ATTN_BWD_DQ", runs[run].dq, 1);
         g_gpu->attention_bwd(g_gpu, runs[run].saved ? &al : &a, dq, dk_, dv_, ae_ptr_null(), dout,
                              runs[run].saved ? out : ae_ptr_null(), q, k, v);
         kernels[run] = gpu_bwd_kernels(runs[run].saved ? &al : &a);
         if (runs[run].env) unsetenv("AE_CUDA_ATTN_BWD");
+        if (runs[run].dq) unsetenv("AE_CUDA_ATTN_BWD_DQ");
         check_kernels(kernels[run], 1, wgmma, runs[run].env, shape);
         if (g_gpu->sync(g_gpu) != AE_OK) fail_msg("attention_bwd %s: %s", shape, ae_last_error());
         res[run][0] = dget(dq, nq), res[run][1] = dget(dk_, nk), res[run][2] = dget(dv_, nv);
@@ -1152,8 +1161,8 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
                    shape);
         check_same(res[DEF_SAVED][i], res[DEF][i], n[i], "attention_bwd saved == recomputed %s %s",
                    names[i], shape);
-        check_same(res[WG2][i], res[WG][i], n[i], "attention_bwd wgmma %s determinism %s",
-                   names[i], shape);
+        check_same(res[WG2][i], res[WG][i], n[i], "attention_bwd wgmma %s, synchronous dQ kernel "
+                   "== default (warp-specialised on Hopper) %s", names[i], shape);
         check_same(res[WG_SAVED][i], res[WG][i], n[i],
                    "attention_bwd wgmma saved == recomputed %s %s", names[i], shape);
         check(res[FUSED][i], res[DEF][i], NULL, n[i], TOL_ATTN_TC,

@@ -56,6 +56,7 @@
 #include <string.h>
 
 #include "backend/cuda_attention_bwd.h"
+#include "backend/cuda_tma.h"
 #include "backend/cuda_wgmma.h"
 
 namespace {
@@ -66,6 +67,10 @@ constexpr int kBQ = 64;         // packed query rows per step of the dK/dV kerne
 constexpr int kRowsQ = 128;     // packed query rows per dQ block (64 per warpgroup)
 constexpr int kBN = 64;         // keys per step of the dQ kernel
 constexpr int kBufsKV = 3;      // query-row buffers of the dK/dV kernel
+constexpr int kQsThreads = 384; // the warp-specialised dQ kernel: producer + 2 consumer warpgroups
+constexpr int kQsStages = 3;    // its K/V stages
+constexpr int kQsProdRegs = 24, kQsConsRegs = 240;
+static_assert(128 * kQsProdRegs + 256 * kQsConsRegs <= 65536, "register file");
 
 // Shared memory of the two kernels (byte offsets from the 1024-byte aligned base; + 1 KB for the
 // alignment). d 128: 166 KB and 129 KB; dk 192: 206 KB and 161 KB. The fused dK/dV kernel adds
@@ -91,6 +96,11 @@ template <int DK, int DV> struct wgb_cfg {
     static constexpr uint32_t Q_K = Q_O + kRowsQ * DV * 2;
     static constexpr uint32_t Q_V = Q_K + 2 * kBN * DK * 2;
     static constexpr size_t Q_SMEM = Q_V + 2 * kBN * DV * 2 + 1024;
+    // dQ, warp-specialised: Q and dO as above, then kQsStages x K, kQsStages x V (d 128: 161 KB,
+    // dk 192: 201 KB)
+    static constexpr uint32_t QS_K = Q_K;
+    static constexpr uint32_t QS_V = QS_K + kQsStages * kBN * DK * 2;
+    static constexpr size_t QS_SMEM = QS_V + kQsStages * kBN * DV * 2 + 1024;
 };
 
 #ifdef AE_WGMMA_DEVICE
@@ -329,6 +339,82 @@ __device__ __forceinline__ void wgf_add_dq(const attn_bwd_tc_params &p, uint32_t
         }
     }
     wgf_release_count(count);
+}
+
+// ---- the dQ kernels' pieces (k_attn_bwd_wg_q and its warp-specialised form) ----
+
+// One key tile of 64 keys from j0 for a warpgroup's 64 query rows (Q at q_a, dO at o_a; K, V of
+// the tile at k_t, v_t): S = Q·Kᵀ, dP = dO·Vᵀ, P (masked unless `full`: keys past the row's
+// position or ke, before its window), dS = P ∘ (dP − D), dQ += dS·K. rpos, rl, rd: this lane's
+// two rows' position, lse2 and D. Every product waited for.
+template <int DK, int DV>
+__device__ __forceinline__ void wgb_dq_tile(const attn_bwd_tc_params &p, float (&dqa)[64],
+                                            float (&dqb)[32], uint32_t q_a, uint32_t o_a,
+                                            uint32_t k_t, uint32_t v_t, int j0, bool full, int ke,
+                                            const int (&rpos)[2], const float (&rl)[2],
+                                            const float (&rd)[2], int tq) {
+    float s[32], dp[32];
+    wg_acc_undef(s); // the products' first k-steps overwrite them
+    wg_acc_undef(dp);
+    wg_reg_fence(s);
+    wg_reg_fence(dp);
+    wg_fence();
+    wgb_issue_abt<DK>(s, q_a, kRowsQ, k_t, kBN); // S = Q·Kᵀ
+    wg_commit();
+    wgb_issue_abt<DV>(dp, o_a, kRowsQ, v_t, kBN); // dP = dO·Vᵀ
+    wg_commit();
+    wg_wait<1>();
+    wg_reg_fence(s);
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+        const int hf = (i >> 1) & 1;
+        float x = s[i] * p.scale_log2 - rl[hf];
+        if (!full) {
+            const int j = j0 + wgb_col(i, tq);
+            if (j >= ke || j > rpos[hf] || j < attn_lo(rpos[hf], p.window)) x = -INFINITY;
+        }
+        s[i] = exp2f(x);
+    }
+    wg_wait<0>();
+    wg_reg_fence(dp);
+#pragma unroll
+    for (int i = 0; i < 32; i++) dp[i] = s[i] * (dp[i] - rd[(i >> 1) & 1]); // dS
+    uint32_t sf[4][4];
+    wgb_frags(sf, dp);
+    wg_reg_fence(dqa);
+    if constexpr (DK == 192) wg_reg_fence(dqb);
+    wg_fence();
+    wgb_issue_fx<DK>(dqa, dqb, sf, k_t); // dQ += dS·K
+    wg_commit();
+    wg_wait<0>();
+    wg_reg_fence(dqa);
+    if constexpr (DK == 192) wg_reg_fence(dqb);
+}
+
+// dq = scale·dQ for this lane's two rows (packed rows r16 + lane/4 + 8hf, r16 the warp's first;
+// padding rows not written): the dQ kernels' epilogue, sole writers of their rows.
+template <int DK>
+__device__ __forceinline__ void wgb_store_dq(const attn_bwd_tc_params &p, const float (&dqa)[64],
+                                             const float (&dqb)[32], int kvh, int r16, int lane) {
+    const int tq = lane & 3, nrows = p.T * p.G;
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int pr = r16 + (lane >> 2) + 8 * hf;
+        if (pr >= nrows) continue;
+        const size_t o = (size_t)attn_bwd_grow(p, kvh, pr) * DK + 2 * tq;
+#pragma unroll
+        for (int n = 0; n < 16; n++)
+#pragma unroll
+            for (int x = 0; x < 2; x++)
+                st_any(p.dq, p.dq_bf, o + 8 * n + x, p.scale * dqa[4 * n + 2 * hf + x]);
+        if constexpr (DK == 192) {
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int x = 0; x < 2; x++)
+                    st_any(p.dq, p.dq_bf, o + 128 + 8 * n + x, p.scale * dqb[4 * n + 2 * hf + x]);
+        }
+    }
 }
 
 #endif // AE_WGMMA_DEVICE
@@ -584,68 +670,134 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_q(const attn_bwd_
         __syncthreads(); // tile j0 (and Q, dO) visible to every thread and to the tensor cores
         const uint32_t k_t = base + C::Q_K + b * kBN * DK * 2;
         const uint32_t v_t = base + C::Q_V + b * kBN * DV * 2;
-        float s[32], dp[32];
-        wg_acc_undef(s); // the products' first k-steps overwrite them
-        wg_acc_undef(dp);
-        wg_reg_fence(s);
-        wg_reg_fence(dp);
-        wg_fence();
-        wgb_issue_abt<DK>(s, q_a, kRowsQ, k_t, kBN); // S = Q·Kᵀ
-        wg_commit();
-        wgb_issue_abt<DV>(dp, o_a, kRowsQ, v_t, kBN); // dP = dO·Vᵀ
-        wg_commit();
-        wg_wait<1>();
-        wg_reg_fence(s);
-        const bool full = j0 >= lo_max && j0 <= full_hi;
-#pragma unroll
-        for (int i = 0; i < 32; i++) {
-            const int hf = (i >> 1) & 1;
-            float x = s[i] * p.scale_log2 - rl[hf];
-            if (!full) {
-                const int j = j0 + wgb_col(i, tq);
-                if (j >= ke || j > rpos[hf] || j < attn_lo(rpos[hf], p.window)) x = -INFINITY;
-            }
-            s[i] = exp2f(x);
-        }
-        wg_wait<0>();
-        wg_reg_fence(dp);
-#pragma unroll
-        for (int i = 0; i < 32; i++) dp[i] = s[i] * (dp[i] - rd[(i >> 1) & 1]); // dS
-        uint32_t sf[4][4];
-        wgb_frags(sf, dp);
-        wg_reg_fence(dqa);
-        if constexpr (DK == 192) wg_reg_fence(dqb);
-        wg_fence();
-        wgb_issue_fx<DK>(dqa, dqb, sf, k_t); // dQ += dS·K
-        wg_commit();
-        wg_wait<0>();
-        wg_reg_fence(dqa);
-        if constexpr (DK == 192) wg_reg_fence(dqb);
+        wgb_dq_tile<DK, DV>(p, dqa, dqb, q_a, o_a, k_t, v_t, j0, j0 >= lo_max && j0 <= full_hi, ke,
+                            rpos, rl, rd, tq);
         __syncthreads(); // buffer b is refilled by the next iteration's prefetch
     }
 
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        const int pr = R0 + 64 * wg + 16 * warp + (lane >> 2) + 8 * hf;
-        if (pr >= nrows) continue;
-        const size_t o = (size_t)attn_bwd_grow(p, kvh, pr) * DK + 2 * tq;
-#pragma unroll
-        for (int n = 0; n < 16; n++)
-#pragma unroll
-            for (int x = 0; x < 2; x++)
-                st_any(p.dq, p.dq_bf, o + 8 * n + x, p.scale * dqa[4 * n + 2 * hf + x]);
-        if constexpr (DK == 192) {
-#pragma unroll
-            for (int n = 0; n < 8; n++)
-#pragma unroll
-                for (int x = 0; x < 2; x++)
-                    st_any(p.dq, p.dq_bf, o + 128 + 8 * n + x, p.scale * dqb[4 * n + 2 * hf + x]);
-        }
-    }
+    wgb_store_dq<DK>(p, dqa, dqb, kvh, R0 + 64 * wg + 16 * warp, lane);
 #else
     (void)p;
 #endif
 }
+
+// The dQ kernel, warp-specialised (FlashAttention-3's structure, as the forward's
+// cuda_attention_ws.cu): the same blocks, tiles and arithmetic as k_attn_bwd_wg_q (wgb_dq_tile,
+// so the same bits), 3 warpgroups. Warpgroup 0, the producer (setmaxnreg.dec): one thread loads
+// the block's key tiles by TMA (tk, tv: K and V as [keys][Hkv][d], boxes of 64 x 1 x 64; keys
+// past the sequence read as zeros, keys past the block's last position are masked as there)
+// into kQsStages stages with a "full" mbarrier (the bytes) and an "empty" one (one arrival per
+// consumer warp) each. Warpgroups 1 and 2 (rows 0 .. 63, 64 .. 127): Q and dO of the block by
+// cp.async, then per key tile wait for "full", wgb_dq_tile, release; no block barrier in the
+// loop, so one warpgroup's probabilities run while the other's products do.
+template <int DK, int DV>
+__global__ void __launch_bounds__(kQsThreads, 1)
+    k_attn_bwd_wg_q_ws(const attn_bwd_tc_params p, const __grid_constant__ CUtensorMap tk,
+                       const __grid_constant__ CUtensorMap tv) {
+#ifdef AE_WGMMA_DEVICE
+    typedef wgb_cfg<DK, DV> C;
+    constexpr int S = kQsStages;
+    extern __shared__ unsigned char wgb_smem[];
+    __shared__ __align__(8) uint64_t qs_bars[2 * S]; // full[S], then empty[S]
+    const uint32_t base = (smem_u32(wgb_smem) + 1023u) & ~1023u;
+    unsigned char *const sb = wgb_smem + (base - smem_u32(wgb_smem));
+    const uint32_t full = smem_u32(qs_bars), empty = full + 8 * S;
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < S; i++) {
+            mbar_init(full + 8 * i, 1);
+            mbar_init(empty + 8 * i, 8); // one arrival per consumer warp
+        }
+        fence_mbar_init();
+    }
+    __syncthreads();
+    const int kvh = blockIdx.x, G = p.G, nrows = p.T * G;
+    const int R0 = (gridDim.y - 1 - blockIdx.y) * kRowsQ;
+    const int last = R0 + kRowsQ - 1 < nrows - 1 ? R0 + kRowsQ - 1 : nrows - 1;
+    const int pos_min = p.pos0 + R0 / G, pos_max = p.pos0 + last / G;
+    const int kb = attn_lo(pos_min, p.window), ke = pos_max + 1;
+    const int ntiles = (ke - kb + kBN - 1) / kBN;
+    // The warpgroup through a shuffle: warp-uniform for ptxas (else it serialises the wgmma).
+    const int wgi = __shfl_sync(0xffffffffu, (int)threadIdx.x >> 7, 0);
+    if (wgi == 0) {
+        wg_setmaxnreg_dec<kQsProdRegs>();
+        if (threadIdx.x != 0) return;
+        tma_prefetch_map(&tk);
+        tma_prefetch_map(&tv);
+        for (int t = 0; t < ntiles; t++) {
+            const int st = t % S, j0 = kb + t * kBN;
+            mbar_wait(empty + 8 * st, ((t / S) & 1) ^ 1);
+            mbar_arrive_expect_tx(full + 8 * st, kBN * (DK + DV) * 2);
+            const uint32_t kd = base + C::QS_K + st * kBN * DK * 2;
+            const uint32_t vd = base + C::QS_V + st * kBN * DV * 2;
+#pragma unroll
+            for (int c = 0; c < DK / 64; c++)
+                tma_load_3d(kd + c * kBN * 128, &tk, 64 * c, kvh, j0, full + 8 * st);
+#pragma unroll
+            for (int c = 0; c < DV / 64; c++)
+                tma_load_3d(vd + c * kBN * 128, &tv, 64 * c, kvh, j0, full + 8 * st);
+        }
+        return;
+    }
+    wg_setmaxnreg_inc<kQsConsRegs>();
+    const int ct = threadIdx.x - 128, wg = wgi - 1, warp = (ct >> 5) & 3, lane = ct & 31;
+    const int tq = lane & 3;
+    const int lo_max = attn_lo(pos_max, p.window);
+    // tiles with lo_max <= j0 <= full_hi are visible to every row of the block
+    const int full_hi = (pos_min < ke - 1 ? pos_min : ke - 1) - (kBN - 1);
+    wgb_load<kRowsQ, DK>(sb + C::Q_Q, p.q, [&](int r) { return attn_bwd_q_row<DK>(p, kvh, R0 + r); },
+                         ct);
+    wgb_load<kRowsQ, DV>(sb + C::Q_O, p.q,
+                         [&](int r) { return attn_bwd_dout_row<DV>(p, kvh, R0 + r); }, ct);
+    cp_async_commit();
+    int rpos[2];
+    float rl[2], rd[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const attn_bwd_row_state rs =
+            attn_bwd_row(p, kvh, R0 + 64 * wg + 16 * warp + (lane >> 2) + 8 * hf, pos_max);
+        rpos[hf] = rs.pos, rl[hf] = rs.lse2, rd[hf] = rs.delta;
+    }
+    cp_async_wait<0>();
+    fence_proxy_async();
+    nbar_sync(1, 256); // Q and dO of the block, from both consumer warpgroups' copies
+    const uint32_t q_a = base + C::Q_Q + wg * 64 * 128, o_a = base + C::Q_O + wg * 64 * 128;
+    float dqa[64], dqb[32]; // dQ columns 0..127 in dqa, 128..191 (dk 192) in dqb
+#pragma unroll
+    for (int i = 0; i < 64; i++) dqa[i] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 32; i++) dqb[i] = 0.0f;
+    for (int t = 0; t < ntiles; t++) {
+        const int st = t % S, j0 = kb + t * kBN;
+        mbar_wait(full + 8 * st, (t / S) & 1);
+        wgb_dq_tile<DK, DV>(p, dqa, dqb, q_a, o_a, base + C::QS_K + st * kBN * DK * 2,
+                            base + C::QS_V + st * kBN * DV * 2, j0,
+                            j0 >= lo_max && j0 <= full_hi, ke, rpos, rl, rd, tq);
+        mbar_arrive_if(empty + 8 * st, lane == 0);
+    }
+    wgb_store_dq<DK>(p, dqa, dqb, kvh, R0 + 64 * wg + 16 * warp, lane);
+#else
+    (void)p;
+    (void)tk;
+    (void)tv;
+#endif
+}
+
+// The tensor map of K (cols = dk) or V (cols = dv) for the warp-specialised dQ kernel:
+// [keys][Hkv][cols] bf16, key rows `stride` elements apart, boxes of 64 x 1 x kBN. 0 when the
+// storage does not suit TMA or the driver refuses the map.
+static int qs_map(CUtensorMap *m, const bf16 *x, int keys, int Hkv, int cols, int stride) {
+    if (((uintptr_t)x & 15) || stride % 8) return 0;
+    const uint64_t dims[3] = {(uint64_t)cols, (uint64_t)Hkv, (uint64_t)keys};
+    const uint64_t strides[2] = {(uint64_t)cols * sizeof(bf16), (uint64_t)stride * sizeof(bf16)};
+    const uint32_t box[3] = {64, 1, kBN};
+    return cuda_tmap_bf16(m, x, 3, dims, strides, box);
+}
+
+// The dQ kernel's form: AE_CUDA_ATTN_BWD_DQ=sync (k_attn_bwd_wg_q) or =ws (warp-specialised: an
+// error where it cannot run); unset: WGMMA_BWD_DQ_WS (ws where it can run).
+#ifndef WGMMA_BWD_DQ_WS
+#define WGMMA_BWD_DQ_WS 1
+#endif
 
 template <int DK, int DV> struct wgb_kernels {
     typedef wgb_cfg<DK, DV> C;
@@ -692,7 +844,27 @@ template <int DK, int DV> struct wgb_kernels {
             <<<dim3((unsigned)p->Hkv, key_tiles), kWgThreads, C::KV_SMEM, s>>>(*p);
         cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dk, dv)");
         const unsigned row_tiles = (unsigned)((p->T * p->G + kRowsQ - 1) / kRowsQ);
-        k_attn_bwd_wg_q<DK, DV><<<dim3((unsigned)p->Hkv, row_tiles), kWgThreads, C::Q_SMEM, s>>>(*p);
+        const dim3 grid((unsigned)p->Hkv, row_tiles);
+        const char *env = getenv("AE_CUDA_ATTN_BWD_DQ");
+        const int want_ws = env ? strcmp(env, "ws") == 0 : WGMMA_BWD_DQ_WS;
+        CUtensorMap tk, tv;
+        const void *kws = (const void *)k_attn_bwd_wg_q_ws<DK, DV>;
+        if (want_ws && wg_kernel_loaded(kws) && cuda_tma_available() &&
+            attn_set_smem(be, kws, C::QS_SMEM) &&
+            qs_map(&tk, p->k, p->pos0 + p->T, p->Hkv, DK, p->k_stride) &&
+            qs_map(&tv, p->v, p->pos0 + p->T, p->Hkv, DV, p->v_stride)) {
+            k_attn_bwd_wg_q_ws<DK, DV><<<grid, kQsThreads, C::QS_SMEM, s>>>(*p, tk, tv);
+            cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dq, warp-specialised)");
+            return;
+        }
+        if (env && want_ws) {
+            cuda_check(be, cudaErrorInvalidDeviceFunction,
+                       "attention_bwd (AE_CUDA_ATTN_BWD_DQ=ws asks for the warp-specialised dQ "
+                       "kernel, which cannot run here: an sm_90a build, the driver's tensor map "
+                       "encoder and 16-byte aligned K and V rows)");
+            return;
+        }
+        k_attn_bwd_wg_q<DK, DV><<<grid, kWgThreads, C::Q_SMEM, s>>>(*p);
         cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dq)");
     }
 };
