@@ -674,8 +674,8 @@ static void run_attn_saved(const attn_io *io) {
 // default dispatch twice (the second checks determinism: bit-identical to the first); the fused
 // tensor-core kernel (dQ added in key-tile order); split (the mma.sync split path, forced);
 // wgmma twice (the Hopper split path, cuda_attention_bwd_wgmma.cu, forced where it takes the
-// shape; the second with the synchronous dQ kernel (AE_CUDA_ATTN_BWD_DQ=sync) bit-identical to
-// the first, whose dQ kernel is the default, warp-specialised one on Hopper); wgfused twice (the Hopper dK/dV kernel adding dQ
+// shape; the second with the synchronous kernels (AE_CUDA_ATTN_BWD_KV=sync, AE_CUDA_ATTN_BWD_DQ=
+// sync) bit-identical to the first, which runs the default, warp-specialised ones on Hopper); wgfused twice (the Hopper dK/dV kernel adding dQ
 // over key tiles in a fixed order through counters: the second bit-identical to the first, dk
 // and dv bit-identical to wgmma's, whose loop it is); with BF16 outputs (also_bf16) the default,
 // fused, wgmma and wgfused again.
@@ -688,7 +688,7 @@ typedef struct {
     ae_dtype odt;    // dq, dk, dv
     const char *label;
     int same_as;     // >= 0: must equal that run bit for bit (instead of the cpu comparison)
-    const char *dq;  // AE_CUDA_ATTN_BWD_DQ (null: unset)
+    int sync;        // the synchronous Hopper kernels (AE_CUDA_ATTN_BWD_KV=sync, _DQ=sync)
 } bwd_run;
 static const bwd_run k_bwd_runs[] = {
     [RUN_REF] = {"ref", AE_DT_F32, "ref    ", -1},
@@ -697,7 +697,7 @@ static const bwd_run k_bwd_runs[] = {
     [RUN_FUSED] = {"fused", AE_DT_F32, "fused  ", -1},
     [RUN_SPLIT] = {"split", AE_DT_F32, "split  ", -1},
     [RUN_WGMMA] = {"wgmma", AE_DT_F32, "wgmma  ", -1},
-    [RUN_WGMMA2] = {"wgmma", AE_DT_F32, "wgmma  ", RUN_WGMMA, "sync"},
+    [RUN_WGMMA2] = {"wgmma", AE_DT_F32, "wgmma  ", RUN_WGMMA, 1},
     [RUN_WGFUSED] = {"wgfused", AE_DT_F32, "wgfused", -1},
     [RUN_WGFUSED2] = {"wgfused", AE_DT_F32, "wgfused", RUN_WGFUSED},
     {NULL, AE_DT_BF16, "bf16out", -1},
@@ -705,6 +705,18 @@ static const bwd_run k_bwd_runs[] = {
     {"wgmma", AE_DT_BF16, "bf16out wgmma", -1},
     {"wgfused", AE_DT_BF16, "bf16out wgfused", -1},
 };
+
+// Sets (on) or clears the variables that make the Hopper backward run its synchronous dK/dV and
+// dQ kernels instead of the default warp-specialised ones (cuda_attention_bwd_wgmma.cu).
+static void set_sync_kernels(int on) {
+    if (on) {
+        setenv("AE_CUDA_ATTN_BWD_KV", "sync", 1);
+        setenv("AE_CUDA_ATTN_BWD_DQ", "sync", 1);
+    } else {
+        unsetenv("AE_CUDA_ATTN_BWD_KV");
+        unsetenv("AE_CUDA_ATTN_BWD_DQ");
+    }
+}
 
 // Whether the device is a compute capability 9.0 GPU (H100 / H200 / H800 / H20 / GH200; the
 // backend names it in ->device), where AE_CUDA_ATTN_BWD=wgmma runs the Hopper kernels.
@@ -879,11 +891,11 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
         ae_ptr g_dk = dnew_put(dk0, nk, odt), g_dv = c->absorbed ? g_dk : dnew_put(dv0, nv, odt);
         ae_ptr g_ds = sinks ? dnew_put(ds0, (size_t)Hq, AE_DT_F32) : ae_ptr_null();
         if (br->env) setenv("AE_CUDA_ATTN_BWD", br->env, 1);
-        if (br->dq) setenv("AE_CUDA_ATTN_BWD_DQ", br->dq, 1);
+        if (br->sync) set_sync_kernels(1);
         g_gpu->attention_bwd(g_gpu, &ag, g_dq, g_dk, g_dv, g_ds, gdo, ae_ptr_null(), gq, gk, gv);
         const char *kernels = gpu_bwd_kernels(&ag);
         if (br->env) unsetenv("AE_CUDA_ATTN_BWD");
-        if (br->dq) unsetenv("AE_CUDA_ATTN_BWD_DQ");
+        if (br->sync) set_sync_kernels(0);
         check_kernels(kernels, fast, bwd_wgmma(c), br->env, name);
         if (run == RUN_DEFAULT) default_kernels = kernels;
         float *hq = dget(g_dq, nq), *hk = dget(g_dk, nk), *hv = c->absorbed ? NULL : dget(g_dv, nv);
@@ -1097,8 +1109,8 @@ static void test_attention_bwd_wgmma(void **state) {
 // attention_bwd at a training size (T 4096 full causal: 64 key tiles): no CPU reference at this
 // size, but two default runs must be bit-identical, the backward from a saved forward (out and
 // lse kept by `attention`) must give the same bits, likewise two wgmma runs (AE_CUDA_ATTN_BWD=
-// wgmma: the Hopper kernels; the second with the synchronous dQ kernel, AE_CUDA_ATTN_BWD_DQ=
-// sync, the first with the default warp-specialised one) and wgmma from the saved forward; the fused kernel
+// wgmma: the Hopper kernels; the second with the synchronous kernels (set_sync_kernels), the
+// first with the default warp-specialised ones) and wgmma from the saved forward; the fused kernel
 // (AE_CUDA_ATTN_BWD=fused: dQ sums chained through its counters over the 64 key tiles) must
 // agree with the default within TOL_ATTN_TC, and wgmma with split (AE_CUDA_ATTN_BWD=split) as
 // check_wgmma_vs_split says (d 128: bit for bit; dk 192: within TOL_ATTN_TC); two wgfused runs
@@ -1125,11 +1137,10 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
     static const struct {
         const char *env; // AE_CUDA_ATTN_BWD (null: unset)
         int saved;       // given the forward's out and lse
-        const char *dq;  // AE_CUDA_ATTN_BWD_DQ (null: unset)
-    } runs[NRUNS] = {{NULL, 0, NULL},    {NULL, 0, NULL},      {NULL, 1, NULL},
-                     {"fused", 0, NULL}, {"split", 0, NULL},   {"wgmma", 0, NULL},
-                     {"wgmma", 0, "sync"}, {"wgmma", 1, NULL}, {"wgfused", 1, NULL},
-                     {"wgfused", 1, NULL}};
+        int sync;        // the synchronous Hopper kernels (set_sync_kernels)
+    } runs[NRUNS] = {{NULL, 0, 0},    {NULL, 0, 0},    {NULL, 1, 0},    {"fused", 0, 0},
+                     {"split", 0, 0}, {"wgmma", 0, 0}, {"wgmma", 0, 1}, {"wgmma", 1, 0},
+                     {"wgfused", 1, 0}, {"wgfused", 1, 0}};
     float *res[NRUNS][3];
     const char *kernels[NRUNS];
     const int wgmma = g_hopper && (dk == 128 || dk == 192) && dv == 128;
@@ -1138,12 +1149,12 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
         g_gpu->fill(g_gpu, dk_, nk, 0.0f);
         g_gpu->fill(g_gpu, dv_, nv, 0.0f);
         if (runs[run].env) setenv("AE_CUDA_ATTN_BWD", runs[run].env, 1);
-        if (runs[run].dq) setenv("AE_CUDA_ATTN_BWD_DQ", runs[run].dq, 1);
+        if (runs[run].sync) set_sync_kernels(1);
         g_gpu->attention_bwd(g_gpu, runs[run].saved ? &al : &a, dq, dk_, dv_, ae_ptr_null(), dout,
                              runs[run].saved ? out : ae_ptr_null(), q, k, v);
         kernels[run] = gpu_bwd_kernels(runs[run].saved ? &al : &a);
         if (runs[run].env) unsetenv("AE_CUDA_ATTN_BWD");
-        if (runs[run].dq) unsetenv("AE_CUDA_ATTN_BWD_DQ");
+        if (runs[run].sync) set_sync_kernels(0);
         check_kernels(kernels[run], 1, wgmma, runs[run].env, shape);
         if (g_gpu->sync(g_gpu) != AE_OK) fail_msg("attention_bwd %s: %s", shape, ae_last_error());
         res[run][0] = dget(dq, nq), res[run][1] = dget(dk_, nk), res[run][2] = dget(dv_, nv);
@@ -1161,7 +1172,7 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
                    shape);
         check_same(res[DEF_SAVED][i], res[DEF][i], n[i], "attention_bwd saved == recomputed %s %s",
                    names[i], shape);
-        check_same(res[WG2][i], res[WG][i], n[i], "attention_bwd wgmma %s, synchronous dQ kernel "
+        check_same(res[WG2][i], res[WG][i], n[i], "attention_bwd wgmma %s, synchronous kernels "
                    "== default (warp-specialised on Hopper) %s", names[i], shape);
         check_same(res[WG_SAVED][i], res[WG][i], n[i],
                    "attention_bwd wgmma saved == recomputed %s %s", names[i], shape);
