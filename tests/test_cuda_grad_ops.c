@@ -674,8 +674,8 @@ static void run_attn_saved(const attn_io *io) {
 // default dispatch twice (the second checks determinism: bit-identical to the first); the fused
 // tensor-core kernel (dQ added in key-tile order); split (the mma.sync split path, forced);
 // wgmma twice (the Hopper split path, cuda_attention_bwd_wgmma.cu, forced where it takes the
-// shape; the second with the synchronous kernels (AE_CUDA_ATTN_BWD_KV=sync, AE_CUDA_ATTN_BWD_DQ=
-// sync) bit-identical to the first, which runs the default, warp-specialised ones on Hopper); wgfused twice (the Hopper dK/dV kernel adding dQ
+// shape; the second with the synchronous dQ kernel (AE_CUDA_ATTN_BWD_DQ=sync) bit-identical to
+// the first, which runs the default, warp-specialised one on Hopper); wgfused twice (the Hopper dK/dV kernel adding dQ
 // over key tiles in a fixed order through counters: the second bit-identical to the first, dk
 // and dv bit-identical to wgmma's, whose loop it is); with BF16 outputs (also_bf16) the default,
 // fused, wgmma and wgfused again.
@@ -688,7 +688,7 @@ typedef struct {
     ae_dtype odt;    // dq, dk, dv
     const char *label;
     int same_as;     // >= 0: must equal that run bit for bit (instead of the cpu comparison)
-    int sync;        // the synchronous Hopper kernels (AE_CUDA_ATTN_BWD_KV=sync, _DQ=sync)
+    int sync;        // the synchronous Hopper dQ kernel (AE_CUDA_ATTN_BWD_DQ=sync)
 } bwd_run;
 static const bwd_run k_bwd_runs[] = {
     [RUN_REF] = {"ref", AE_DT_F32, "ref    ", -1},
@@ -706,16 +706,13 @@ static const bwd_run k_bwd_runs[] = {
     {"wgfused", AE_DT_BF16, "bf16out wgfused", -1},
 };
 
-// Sets (on) or clears the variables that make the Hopper backward run its synchronous dK/dV and
-// dQ kernels instead of the default warp-specialised ones (cuda_attention_bwd_wgmma.cu).
+// Sets (on) or clears the variable that makes the Hopper backward run its synchronous dQ kernel
+// instead of the default warp-specialised one (cuda_attention_bwd_wgmma.cu).
 static void set_sync_kernels(int on) {
-    if (on) {
-        setenv("AE_CUDA_ATTN_BWD_KV", "sync", 1);
+    if (on)
         setenv("AE_CUDA_ATTN_BWD_DQ", "sync", 1);
-    } else {
-        unsetenv("AE_CUDA_ATTN_BWD_KV");
+    else
         unsetenv("AE_CUDA_ATTN_BWD_DQ");
-    }
 }
 
 // Whether the device is a compute capability 9.0 GPU (H100 / H200 / H800 / H20 / GH200; the
@@ -1109,8 +1106,8 @@ static void test_attention_bwd_wgmma(void **state) {
 // attention_bwd at a training size (T 4096 full causal: 64 key tiles): no CPU reference at this
 // size, but two default runs must be bit-identical, the backward from a saved forward (out and
 // lse kept by `attention`) must give the same bits, likewise two wgmma runs (AE_CUDA_ATTN_BWD=
-// wgmma: the Hopper kernels; the second with the synchronous kernels (set_sync_kernels), the
-// first with the default warp-specialised ones) and wgmma from the saved forward; the fused kernel
+// wgmma: the Hopper kernels; the second with the synchronous dQ kernel (set_sync_kernels), the
+// first with the default warp-specialised one) and wgmma from the saved forward; the fused kernel
 // (AE_CUDA_ATTN_BWD=fused: dQ sums chained through its counters over the 64 key tiles) must
 // agree with the default within TOL_ATTN_TC, and wgmma with split (AE_CUDA_ATTN_BWD=split) as
 // check_wgmma_vs_split says (d 128: bit for bit; dk 192: within TOL_ATTN_TC); two wgfused runs
@@ -1137,7 +1134,7 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
     static const struct {
         const char *env; // AE_CUDA_ATTN_BWD (null: unset)
         int saved;       // given the forward's out and lse
-        int sync;        // the synchronous Hopper kernels (set_sync_kernels)
+        int sync;        // the synchronous Hopper dQ kernel (set_sync_kernels)
     } runs[NRUNS] = {{NULL, 0, 0},    {NULL, 0, 0},    {NULL, 1, 0},    {"fused", 0, 0},
                      {"split", 0, 0}, {"wgmma", 0, 0}, {"wgmma", 0, 1}, {"wgmma", 1, 0},
                      {"wgfused", 1, 0}, {"wgfused", 1, 0}};
@@ -1172,7 +1169,7 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
                    shape);
         check_same(res[DEF_SAVED][i], res[DEF][i], n[i], "attention_bwd saved == recomputed %s %s",
                    names[i], shape);
-        check_same(res[WG2][i], res[WG][i], n[i], "attention_bwd wgmma %s, synchronous kernels "
+        check_same(res[WG2][i], res[WG][i], n[i], "attention_bwd wgmma %s, synchronous dQ kernel "
                    "== default (warp-specialised on Hopper) %s", names[i], shape);
         check_same(res[WG_SAVED][i], res[WG][i], n[i],
                    "attention_bwd wgmma saved == recomputed %s %s", names[i], shape);

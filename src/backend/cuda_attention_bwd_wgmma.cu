@@ -38,6 +38,12 @@
 //   loops over the key tiles of 64 its rows can see (K, V double-buffered):
 //     S = Q·Kᵀ, dP = dO·Vᵀ (m64n64k16), P, dS = P ∘ (dP − D), dQ += dS·K (A = dS from
 //     registers, B = K N-major);  dq = scale·dQ, sole writer of its rows.
+//   By default the dQ kernel runs warp-specialised (k_attn_bwd_wg_q_ws: a TMA producer
+//   warpgroup, the two warpgroups computing free of block barriers; the same tiles and
+//   arithmetic, the same bits; 1.14-1.17x at bench_distill's shapes, H200 2026-12-01);
+//   AE_CUDA_ATTN_BWD_DQ=sync keeps k_attn_bwd_wg_q. The dK/dV kernel warp-specialised the same
+//   way (a cp.async producer warpgroup) was measured 0.92-0.95x (its consumers, capped at 240
+//   registers, spill) and not kept.
 // Only tiles some row can see are visited; masks are applied on tiles not fully visible.
 // Precision as the split path: P and dS rounded to bf16 as operands, fp32 accumulation.
 //
@@ -59,10 +65,6 @@
 #include "backend/cuda_tma.h"
 #include "backend/cuda_wgmma.h"
 
-#ifndef KVS_PROD_REGS
-#define KVS_PROD_REGS 56
-#endif
-
 namespace {
 
 constexpr int kWgThreads = 256; // 2 warpgroups
@@ -75,8 +77,6 @@ constexpr int kQsThreads = 384; // the warp-specialised dQ kernel: producer + 2 
 constexpr int kQsStages = 3;    // its K/V stages
 constexpr int kQsProdRegs = 24, kQsConsRegs = 240;
 static_assert(128 * kQsProdRegs + 256 * kQsConsRegs <= 65536, "register file");
-// the warp-specialised dK/dV kernel: its producer computes row addresses for cp.async
-constexpr int kKvsProdRegs = KVS_PROD_REGS, kKvsConsRegs = (65536 - 128 * KVS_PROD_REGS) / 256 / 8 * 8;
 
 // Shared memory of the two kernels (byte offsets from the 1024-byte aligned base; + 1 KB for the
 // alignment). d 128: 166 KB and 129 KB; dk 192: 206 KB and 161 KB. The fused dK/dV kernel adds
@@ -113,18 +113,18 @@ template <int DK, int DV> struct wgb_cfg {
 constexpr uint32_t kNLbo = 64 * 128; // LBO of an N-major 64-row tile: one column block
 
 // ROWS x D bf16 from global (row r at src_row(r); null: zero fill) into the swizzled tile at dst,
-// 16-byte cp.async chunks spread over NT threads (tid < NT; consecutive threads: consecutive
-// chunks of a row). `any` is a valid address given to the zero-filling copies (they read nothing).
-template <int ROWS, int D, int NT = kWgThreads, typename F>
+// 16-byte cp.async chunks spread over the block (consecutive threads: consecutive chunks of a
+// row). `any` is a valid address given to the zero-filling copies (they read nothing).
+template <int ROWS, int D, typename F>
 __device__ __forceinline__ void wgb_load(unsigned char *dst, const bf16 *any, F src_row, int tid) {
     constexpr int CH = D / 8;
-    static_assert(ROWS * CH % NT == 0, "whole chunks per thread");
+    static_assert(ROWS * CH % kWgThreads == 0, "whole chunks per thread");
     // the chunks' rows and swizzled offsets are recomputed at each call rather than kept across
     // the loops (30 registers at dk 192: they spilled)
     asm volatile("" : "+r"(tid));
 #pragma unroll
-    for (int it = 0; it < ROWS * CH / NT; it++) {
-        const int c = tid + it * NT, r = c / CH, ch = c % CH;
+    for (int it = 0; it < ROWS * CH / kWgThreads; it++) {
+        const int c = tid + it * kWgThreads, r = c / CH, ch = c % CH;
         const bf16 *src = src_row(r);
         cp_async16(dst + wg_swz_off(r, ch, ROWS), src ? src + ch * 8 : any, src != nullptr);
     }
@@ -445,7 +445,8 @@ __device__ __forceinline__ void nbar_arrive(int id, int count) {
 #endif
 
 #ifdef AE_WGMMA_DEVICE
-// ---- the dK/dV kernels' step (k_attn_bwd_wg_kv and its warp-specialised form) ----
+// ---- the dK/dV kernel's step (k_attn_bwd_wg_kv; two pieces, with the fused kernel's dS store
+// between them) ----
 
 // A warpgroup's step on a query tile (Q at q_a, dO at o_a; the rows' lse2, D, position at lt, dt,
 // pt; its 64 keys jk of K at k_a, V at v_a): waits for its turn (named barrier 3 + wg), issues
@@ -714,122 +715,6 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_q(const attn_bwd_
 #endif
 }
 
-// The dK/dV kernel, warp-specialised: the same blocks, query tiles, turns and arithmetic as
-// k_attn_bwd_wg_kv (wgb_kv_probs, wgb_kv_accumulate: the same bits), 3 warpgroups and the
-// same shared memory. Warpgroup 0, the producer (setmaxnreg.dec to kQsProdRegs): its 128 threads
-// load K and V of the block and then, query tile after query tile, Q, dO and the rows' lse2, D
-// (cp.async: packed rows of any GQA group) and position (a store) into kBufsKV buffers, each
-// with a "full" mbarrier (each thread's cp.async arrival, and a release arrival of the 64 that
-// store positions) and an "empty" one (one arrival per consumer warp). Warpgroups 1 and 2 (keys
-// 0 .. 63, 64 .. 127 of the tile) only compute: per query tile they wait for "full", take their
-// turn, and release the buffer once their products read it.
-template <int DK, int DV>
-__global__ void __launch_bounds__(kQsThreads, 1) k_attn_bwd_wg_kv_ws(const attn_bwd_tc_params p) {
-#ifdef AE_WGMMA_DEVICE
-    typedef wgb_cfg<DK, DV> C;
-    extern __shared__ unsigned char wgb_smem[];
-    __shared__ __align__(8) uint64_t kvs_bars[2 * kBufsKV]; // full[], then empty[]
-    const uint32_t base = (smem_u32(wgb_smem) + 1023u) & ~1023u;
-    unsigned char *const sb = wgb_smem + (base - smem_u32(wgb_smem));
-    const uint32_t full = smem_u32(kvs_bars), empty = full + 8 * kBufsKV;
-    if (threadIdx.x == 0) {
-        for (int b = 0; b < kBufsKV; b++) {
-            mbar_init(full + 8 * b, 128 + kBQ);
-            mbar_init(empty + 8 * b, 8); // one arrival per consumer warp
-        }
-        fence_mbar_init();
-    }
-    __syncthreads();
-    const int kvh = blockIdx.x, ky = blockIdx.y;
-    const int G = p.G, S = p.pos0 + p.T, nrows = p.T * G;
-    const int j0 = attn_lo(p.pos0, p.window) + ky * kKeys;
-    int t_lo, t_hi; // packed rows of the queries that can see a key of the tile: tokens t_lo .. t_hi
-    attn_bwd_key_tile_tokens(p, j0, kKeys, &t_lo, &t_hi);
-    const int r_begin = t_lo * G / kBQ * kBQ, r_end = (t_hi + 1) * G;
-    const int r_last = (r_end - 1) / kBQ * kBQ;
-    // the rows' lse2, D, position of buffer b: rstate(b)[0 .. 3·kBQ)
-    auto rstate = [&](int b) { return reinterpret_cast<float *>(sb + C::KV_R) + b * 2 * 3 * kBQ; };
-    // The warpgroup through a shuffle: warp-uniform for ptxas (else it serialises the wgmma).
-    const int wgi = __shfl_sync(0xffffffffu, (int)threadIdx.x >> 7, 0);
-    if (wgi == 0) {
-        wg_setmaxnreg_dec<kKvsProdRegs>();
-        const int pt_ = threadIdx.x, lgG = attn_bwd_lg(G);
-        wgb_load<kKeys, DK, 128>(sb + C::KV_K, p.q,
-                                 [&](int r) { return attn_bwd_k_row<DK>(p, kvh, j0 + r, S); }, pt_);
-        wgb_load<kKeys, DV, 128>(sb + C::KV_V, p.q,
-                                 [&](int r) { return attn_bwd_v_row<DV>(p, kvh, j0 + r, S); }, pt_);
-        int it = 0;
-        for (int R0 = r_last; R0 >= r_begin; R0 -= kBQ, it++) {
-            const int b = it % kBufsKV;
-            mbar_wait(empty + 8 * b, ((it / kBufsKV) & 1) ^ 1);
-            wgb_load<kBQ, DK, 128>(sb + C::KV_Q + b * kBQ * DK * 2, p.q,
-                                   [&](int r) {
-                                       const int pr = R0 + r;
-                                       return pr < nrows ? p.q + (size_t)attn_bwd_grow_lg(p, kvh, pr, lgG) * DK
-                                                         : nullptr;
-                                   },
-                                   pt_);
-            wgb_load<kBQ, DV, 128>(sb + C::KV_O + b * kBQ * DV * 2, p.q,
-                                   [&](int r) {
-                                       const int pr = R0 + r;
-                                       return pr < nrows ? p.dout + (size_t)attn_bwd_grow_lg(p, kvh, pr, lgG) * DV
-                                                         : nullptr;
-                                   },
-                                   pt_);
-            if (pt_ < kBQ) { // lse2, D by cp.async, the position by a store released below
-                float *rs3 = rstate(b);
-                const int pr = R0 + pt_, real = pr < nrows;
-                const size_t gr = real ? (size_t)attn_bwd_grow_lg(p, kvh, pr, lgG) : 0;
-                cp_async4(rs3 + pt_, p.lse2 + gr, real);
-                cp_async4(rs3 + kBQ + pt_, p.delta + gr, real);
-                reinterpret_cast<int *>(rs3)[2 * kBQ + pt_] =
-                    real ? p.pos0 + (lgG >= 0 ? pr >> lgG : pr / G) : -1;
-                mbar_arrive(full + 8 * b);
-            }
-            cp_async_mbar_arrive_noinc(full + 8 * b);
-        }
-        // stay until the consumers released every buffer (this thread's copies all consumed)
-        for (int i = 0; i < kBufsKV; i++, it++)
-            mbar_wait(empty + 8 * (it % kBufsKV), ((it / kBufsKV) & 1) ^ 1);
-        return;
-    }
-    wg_setmaxnreg_inc<kKvsConsRegs>();
-    const int ct = threadIdx.x - 128, wg = wgi - 1, warp = (ct >> 5) & 3, lane = ct & 31;
-    const int tq = lane & 3;
-    float dva[64], dka[64], dkb[32]; // dK columns 0..127 in dka, 128..191 (dk 192) in dkb
-#pragma unroll
-    for (int i = 0; i < 64; i++) dva[i] = dka[i] = 0.0f;
-#pragma unroll
-    for (int i = 0; i < 32; i++) dkb[i] = 0.0f;
-    const int jw = j0 + 64 * wg;                                 // the warpgroup's first key
-    const int jk[2] = {jw + 16 * warp + (lane >> 2), jw + 16 * warp + (lane >> 2) + 8}; // lane's
-    const uint32_t k_a = base + C::KV_K + wg * 64 * 128, v_a = base + C::KV_V + wg * 64 * 128;
-    if (wg == 1) nbar_arrive(3, 2 * 128); // warpgroup 0 issues first
-    int it = 0;
-    for (int R0 = r_last; R0 >= r_begin; R0 -= kBQ, it++) {
-        const int b = it % kBufsKV;
-        mbar_wait(full + 8 * b, (uint32_t)(it / kBufsKV) & 1);
-        fence_proxy_async(); // the cp.async rows, before the tensor cores read them
-        const uint32_t q_a = base + C::KV_Q + b * kBQ * DK * 2;
-        const uint32_t o_a = base + C::KV_O + b * kBQ * DV * 2;
-        const float *lt = rstate(b), *dt = lt + kBQ;
-        const int *pt = reinterpret_cast<const int *>(lt + 2 * kBQ);
-        // every row of the tile sees every key of the warpgroup: no mask
-        const int pos_first = p.pos0 + R0 / G, pos_last = p.pos0 + (R0 + kBQ - 1) / G;
-        const bool fullv = R0 + kBQ <= nrows && pos_first >= jw + 63 &&
-                           (p.window <= 0 || attn_lo(pos_last, p.window) <= jw);
-        uint32_t pf[4][4], sf[4][4];
-        wgb_kv_probs<DK, DV>(pf, sf, k_a, v_a, q_a, o_a, lt, dt, pt, jk, fullv, p.scale_log2,
-                             p.window, tq, wg, wg == 0 || R0 - kBQ >= r_begin);
-        wgb_kv_accumulate<DK>(dva, dka, dkb, pf, sf, q_a, o_a);
-        mbar_arrive_if(empty + 8 * b, lane == 0);
-    }
-    wgb_store_dkdv<DK, DV>(p, kvh, S, jk, tq, dka, dkb, dva);
-#else
-    (void)p;
-#endif
-}
-
 // The dQ kernel, warp-specialised (FlashAttention-3's structure, as the forward's
 // cuda_attention_ws.cu): the same blocks, tiles and arithmetic as k_attn_bwd_wg_q (wgb_dq_tile,
 // so the same bits), 3 warpgroups. Warpgroup 0, the producer (setmaxnreg.dec): one thread loads
@@ -942,12 +827,6 @@ static int qs_map(CUtensorMap *m, const bf16 *x, int keys, int Hkv, int cols, in
     return cuda_tmap_bf16(m, x, 3, dims, strides, box);
 }
 
-// The dK/dV kernel's form: AE_CUDA_ATTN_BWD_KV=sync (k_attn_bwd_wg_kv) or =ws (warp-
-// specialised, where its code is loaded); unset: WGMMA_BWD_KV_WS.
-#ifndef WGMMA_BWD_KV_WS
-#define WGMMA_BWD_KV_WS 1
-#endif
-
 // The dQ kernel's form: AE_CUDA_ATTN_BWD_DQ=sync (k_attn_bwd_wg_q) or =ws (warp-specialised: an
 // error where it cannot run); unset: WGMMA_BWD_DQ_WS (ws where it can run).
 #ifndef WGMMA_BWD_DQ_WS
@@ -995,18 +874,9 @@ template <int DK, int DV> struct wgb_kernels {
             cuda_tmp_free(be, tmp);
             return;
         }
-        const char *kenv = getenv("AE_CUDA_ATTN_BWD_KV");
-        const void *kvws = (const void *)k_attn_bwd_wg_kv_ws<DK, DV>;
-        if ((kenv ? strcmp(kenv, "ws") == 0 : WGMMA_BWD_KV_WS) && wg_kernel_loaded(kvws) &&
-            attn_set_smem(be, kvws, C::KV_SMEM)) {
-            k_attn_bwd_wg_kv_ws<DK, DV>
-                <<<dim3((unsigned)p->Hkv, key_tiles), kQsThreads, C::KV_SMEM, s>>>(*p);
-            cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dk, dv, warp-specialised)");
-        } else {
-            k_attn_bwd_wg_kv<DK, DV, false>
-                <<<dim3((unsigned)p->Hkv, key_tiles), kWgThreads, C::KV_SMEM, s>>>(*p);
-            cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dk, dv)");
-        }
+        k_attn_bwd_wg_kv<DK, DV, false>
+            <<<dim3((unsigned)p->Hkv, key_tiles), kWgThreads, C::KV_SMEM, s>>>(*p);
+        cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dk, dv)");
         const unsigned row_tiles = (unsigned)((p->T * p->G + kRowsQ - 1) / kRowsQ);
         const dim3 grid((unsigned)p->Hkv, row_tiles);
         const char *env = getenv("AE_CUDA_ATTN_BWD_DQ");
