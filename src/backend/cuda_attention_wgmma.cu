@@ -58,6 +58,12 @@
 // dk = 192 runs the unpipelined schedule only (Q 48 KB + 2 stages of 48 + 32 KB = 208 KB; the
 // overlapped schedule's third stage does not fit).
 //
+// This file holds F's synchronous form (k_attn_wgmma: every thread loads K/V tiles by cp.async,
+// the warpgroups meet at a block barrier per tile) and its dispatcher, attn_wgmma_run; contiguous
+// keys run by default in F's warp-specialised form (cuda_attention_ws.cu: a TMA producer
+// warpgroup, the consumers free of block barriers), which shares this arithmetic through
+// cuda_attention_wgmma.h and gives the same bits.
+//
 // Not taken (the dispatcher uses kernel B): head dims other than 128/128 and 192/128,
 // scale <= 0, GPUs other than compute capability 9.0, builds without sm_90a (there
 // AE_ATTN_WGMMA=1 keeps an error instead: wgmma_launch); by default (AE_ATTN_WGMMA unset) also
