@@ -10,7 +10,8 @@
 // the difference measures only the CUDA op's arithmetic and output rounding. The backend is
 // opened with AE_CUDA_POISON=1: new device allocations are NaN-filled, so an output element an
 // op forgets to write shows up as NaN, and every comparison fails on any NaN/Inf. Each case
-// prints one line with its measured error, so the log shows the margins.
+// prints one line with its measured error, so the log shows the margins. AE_TEST_FILTER=PATTERN
+// runs only the matching tests (e.g. 'test_attention_wgmma*').
 //
 // Tolerances (relative L2 error, ||cuda - cpu|| / ||cpu||, unless said otherwise). Each test
 // names the one it uses; the reasons:
