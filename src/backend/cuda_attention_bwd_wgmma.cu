@@ -40,7 +40,7 @@
 //     registers, B = K N-major);  dq = scale·dQ, sole writer of its rows.
 //   By default the dQ kernel runs warp-specialised (k_attn_bwd_wg_q_ws: a TMA producer
 //   warpgroup, the two warpgroups computing free of block barriers; the same tiles and
-//   arithmetic, the same bits; 1.14-1.17x at bench_distill's shapes, H200 2026-12-01);
+//   arithmetic, the same bits; 1.15-1.17x at bench_distill's shapes, H200 2026-12-01);
 //   AE_CUDA_ATTN_BWD_DQ=sync keeps k_attn_bwd_wg_q. The dK/dV kernel warp-specialised the same
 //   way (a cp.async producer warpgroup) was measured 0.92-0.95x (its consumers, capped at 240
 //   registers, spill) and not kept.
