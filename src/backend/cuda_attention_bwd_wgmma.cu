@@ -349,6 +349,36 @@ __device__ __forceinline__ void wgf_add_dq(const attn_bwd_tc_params &p, uint32_t
 
 // ---- the dQ kernels' pieces (k_attn_bwd_wg_q and its warp-specialised form) ----
 
+// The block of a dQ kernel: packed rows R0 .. R0 + kRowsQ − 1 (the last row tile first), the
+// keys kb .. ke − 1 its rows see, and the key tiles every row sees (lo_max <= j0 <= full_hi).
+struct wgb_dq_block {
+    int R0, pos_max, kb, ke, lo_max, full_hi;
+};
+__device__ __forceinline__ wgb_dq_block wgb_dq_block_of(const attn_bwd_tc_params &p) {
+    const int G = p.G, nrows = p.T * G;
+    wgb_dq_block k;
+    k.R0 = (gridDim.y - 1 - blockIdx.y) * kRowsQ;
+    const int last = k.R0 + kRowsQ - 1 < nrows - 1 ? k.R0 + kRowsQ - 1 : nrows - 1;
+    const int pos_min = p.pos0 + k.R0 / G;
+    k.pos_max = p.pos0 + last / G;
+    k.lo_max = attn_lo(k.pos_max, p.window);
+    k.kb = attn_lo(pos_min, p.window);
+    k.ke = k.pos_max + 1;
+    k.full_hi = (pos_min < k.ke - 1 ? pos_min : k.ke - 1) - (kBN - 1);
+    return k;
+}
+// This lane's two rows (packed rows r16 + lane/4 + 8hf, r16 the warp's first): position, lse2,
+// D (attn_bwd_row: padding rows take the block's last position).
+__device__ __forceinline__ void wgb_dq_rows(const attn_bwd_tc_params &p, int kvh, int r16,
+                                            int lane, int pos_max, int (&rpos)[2],
+                                            float (&rl)[2], float (&rd)[2]) {
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const attn_bwd_row_state rs = attn_bwd_row(p, kvh, r16 + (lane >> 2) + 8 * hf, pos_max);
+        rpos[hf] = rs.pos, rl[hf] = rs.lse2, rd[hf] = rs.delta;
+    }
+}
+
 // One key tile of 64 keys from j0 for a warpgroup's 64 query rows (Q at q_a, dO at o_a; K, V of
 // the tile at k_t, v_t): S = Q·Kᵀ, dP = dO·Vᵀ, P (masked unless `full`: keys past the row's
 // position or ke, before its window), dS = P ∘ (dP − D), dQ += dS·K. rpos, rl, rd: this lane's
@@ -653,14 +683,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_q(const attn_bwd_
     unsigned char *const sb = wgb_smem + (base - smem_u32(wgb_smem));
 
     const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
-    const int tq = lane & 3, kvh = blockIdx.x, G = p.G, nrows = p.T * G;
-    const int R0 = (gridDim.y - 1 - blockIdx.y) * kRowsQ;
-    const int last = R0 + kRowsQ - 1 < nrows - 1 ? R0 + kRowsQ - 1 : nrows - 1;
-    const int pos_min = p.pos0 + R0 / G, pos_max = p.pos0 + last / G;
-    const int lo_max = attn_lo(pos_max, p.window);
-    const int kb = attn_lo(pos_min, p.window), ke = pos_max + 1;
-    // tiles with lo_max <= j0 <= full_hi are visible to every row of the block
-    const int full_hi = (pos_min < ke - 1 ? pos_min : ke - 1) - (kBN - 1);
+    const int tq = lane & 3, kvh = blockIdx.x;
+    const wgb_dq_block k = wgb_dq_block_of(p);
+    const int R0 = k.R0, kb = k.kb, ke = k.ke;
 
     wgb_load<kRowsQ, DK>(sb + C::Q_Q, p.q, [&](int r) { return attn_bwd_q_row<DK>(p, kvh, R0 + r); },
                          tid);
@@ -675,16 +700,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_q(const attn_bwd_
     load_kv(kb, 0);
     cp_async_commit();
 
-    // this lane's rows (half hf: packed row R0 + 64wg + 16warp + lane/4 + 8hf): position,
-    // lse2, D (attn_bwd_row: padding rows take the last real row's position)
     int rpos[2];
     float rl[2], rd[2];
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        const attn_bwd_row_state rs =
-            attn_bwd_row(p, kvh, R0 + 64 * wg + 16 * warp + (lane >> 2) + 8 * hf, pos_max);
-        rpos[hf] = rs.pos, rl[hf] = rs.lse2, rd[hf] = rs.delta;
-    }
+    wgb_dq_rows(p, kvh, R0 + 64 * wg + 16 * warp, lane, k.pos_max, rpos, rl, rd);
     const uint32_t q_a = base + C::Q_Q + wg * 64 * 128, o_a = base + C::Q_O + wg * 64 * 128;
 
     float dqa[64], dqb[32]; // dQ columns 0..127 in dqa, 128..191 (dk 192) in dqb
@@ -704,8 +722,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_q(const attn_bwd_
         __syncthreads(); // tile j0 (and Q, dO) visible to every thread and to the tensor cores
         const uint32_t k_t = base + C::Q_K + b * kBN * DK * 2;
         const uint32_t v_t = base + C::Q_V + b * kBN * DV * 2;
-        wgb_dq_tile<DK, DV>(p, dqa, dqb, q_a, o_a, k_t, v_t, j0, j0 >= lo_max && j0 <= full_hi, ke,
-                            rpos, rl, rd, tq);
+        wgb_dq_tile<DK, DV>(p, dqa, dqb, q_a, o_a, k_t, v_t, j0, j0 >= k.lo_max && j0 <= k.full_hi,
+                            ke, rpos, rl, rd, tq);
         __syncthreads(); // buffer b is refilled by the next iteration's prefetch
     }
 
@@ -744,12 +762,9 @@ __global__ void __launch_bounds__(kQsThreads, 1)
         fence_mbar_init();
     }
     __syncthreads();
-    const int kvh = blockIdx.x, G = p.G, nrows = p.T * G;
-    const int R0 = (gridDim.y - 1 - blockIdx.y) * kRowsQ;
-    const int last = R0 + kRowsQ - 1 < nrows - 1 ? R0 + kRowsQ - 1 : nrows - 1;
-    const int pos_min = p.pos0 + R0 / G, pos_max = p.pos0 + last / G;
-    const int kb = attn_lo(pos_min, p.window), ke = pos_max + 1;
-    const int ntiles = (ke - kb + kBN - 1) / kBN;
+    const int kvh = blockIdx.x;
+    const wgb_dq_block k = wgb_dq_block_of(p);
+    const int R0 = k.R0, kb = k.kb, ntiles = (k.ke - kb + kBN - 1) / kBN;
     // The warpgroup through a shuffle: warp-uniform for ptxas (else it serialises the wgmma).
     const int wgi = __shfl_sync(0xffffffffu, (int)threadIdx.x >> 7, 0);
     if (wgi == 0) {
@@ -775,9 +790,6 @@ __global__ void __launch_bounds__(kQsThreads, 1)
     wg_setmaxnreg_inc<kQsConsRegs>();
     const int ct = threadIdx.x - 128, wg = wgi - 1, warp = (ct >> 5) & 3, lane = ct & 31;
     const int tq = lane & 3;
-    const int lo_max = attn_lo(pos_max, p.window);
-    // tiles with lo_max <= j0 <= full_hi are visible to every row of the block
-    const int full_hi = (pos_min < ke - 1 ? pos_min : ke - 1) - (kBN - 1);
     wgb_load<kRowsQ, DK>(sb + C::Q_Q, p.q, [&](int r) { return attn_bwd_q_row<DK>(p, kvh, R0 + r); },
                          ct);
     wgb_load<kRowsQ, DV>(sb + C::Q_O, p.q,
@@ -785,12 +797,7 @@ __global__ void __launch_bounds__(kQsThreads, 1)
     cp_async_commit();
     int rpos[2];
     float rl[2], rd[2];
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        const attn_bwd_row_state rs =
-            attn_bwd_row(p, kvh, R0 + 64 * wg + 16 * warp + (lane >> 2) + 8 * hf, pos_max);
-        rpos[hf] = rs.pos, rl[hf] = rs.lse2, rd[hf] = rs.delta;
-    }
+    wgb_dq_rows(p, kvh, R0 + 64 * wg + 16 * warp, lane, k.pos_max, rpos, rl, rd);
     cp_async_wait<0>();
     fence_proxy_async();
     nbar_sync(1, 256); // Q and dO of the block, from both consumer warpgroups' copies
@@ -805,7 +812,7 @@ __global__ void __launch_bounds__(kQsThreads, 1)
         mbar_wait(full + 8 * st, (t / S) & 1);
         wgb_dq_tile<DK, DV>(p, dqa, dqb, q_a, o_a, base + C::QS_K + st * kBN * DK * 2,
                             base + C::QS_V + st * kBN * DV * 2, j0,
-                            j0 >= lo_max && j0 <= full_hi, ke, rpos, rl, rd, tq);
+                            j0 >= k.lo_max && j0 <= k.full_hi, k.ke, rpos, rl, rd, tq);
         mbar_arrive_if(empty + 8 * st, lane == 0);
     }
     wgb_store_dq<DK>(p, dqa, dqb, kvh, R0 + 64 * wg + 16 * warp, lane);
@@ -814,17 +821,6 @@ __global__ void __launch_bounds__(kQsThreads, 1)
     (void)tk;
     (void)tv;
 #endif
-}
-
-// The tensor map of K (cols = dk) or V (cols = dv) for the warp-specialised dQ kernel:
-// [keys][Hkv][cols] bf16, key rows `stride` elements apart, boxes of 64 x 1 x kBN. 0 when the
-// storage does not suit TMA or the driver refuses the map.
-static int qs_map(CUtensorMap *m, const bf16 *x, int keys, int Hkv, int cols, int stride) {
-    if (((uintptr_t)x & 15) || stride % 8) return 0;
-    const uint64_t dims[3] = {(uint64_t)cols, (uint64_t)Hkv, (uint64_t)keys};
-    const uint64_t strides[2] = {(uint64_t)cols * sizeof(bf16), (uint64_t)stride * sizeof(bf16)};
-    const uint32_t box[3] = {64, 1, kBN};
-    return cuda_tmap_bf16(m, x, 3, dims, strides, box);
 }
 
 // The dQ kernel's form: AE_CUDA_ATTN_BWD_DQ=sync (k_attn_bwd_wg_q) or =ws (warp-specialised: an
@@ -885,8 +881,8 @@ template <int DK, int DV> struct wgb_kernels {
         const void *kws = (const void *)k_attn_bwd_wg_q_ws<DK, DV>;
         if (want_ws && wg_kernel_loaded(kws) && cuda_tma_available() &&
             attn_set_smem(be, kws, C::QS_SMEM) &&
-            qs_map(&tk, p->k, p->pos0 + p->T, p->Hkv, DK, p->k_stride) &&
-            qs_map(&tv, p->v, p->pos0 + p->T, p->Hkv, DV, p->v_stride)) {
+            cuda_tmap_keys(&tk, p->k, p->pos0 + p->T, p->Hkv, DK, p->k_stride, kBN) &&
+            cuda_tmap_keys(&tv, p->v, p->pos0 + p->T, p->Hkv, DV, p->v_stride, kBN)) {
             k_attn_bwd_wg_q_ws<DK, DV><<<grid, kQsThreads, C::QS_SMEM, s>>>(*p, tk, tv);
             cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dq, warp-specialised)");
             return;

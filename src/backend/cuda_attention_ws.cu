@@ -225,17 +225,6 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
 
 // ---- launch -------------------------------------------------------------------------------------
 
-// The tensor map of K (cols = dk) or V (cols = dv) of p: [keys][Hkv][cols] bf16, key rows
-// `stride` elements apart, boxes of 64 x 1 x 128. 0 when the storage does not suit TMA (base or
-// row stride not 16-byte aligned) or the driver refuses the map.
-static int kv_map(CUtensorMap *m, const bf16 *x, int keys, int Hkv, int cols, int stride) {
-    if (((uintptr_t)x & 15) || stride % 8) return 0;
-    const uint64_t dims[3] = {(uint64_t)cols, (uint64_t)Hkv, (uint64_t)keys};
-    const uint64_t strides[2] = {(uint64_t)cols * sizeof(bf16), (uint64_t)stride * sizeof(bf16)};
-    const uint32_t box[3] = {64, 1, WG_BN};
-    return cuda_tmap_bf16(m, x, 3, dims, strides, box);
-}
-
 template <int DK, int S>
 static int ws_launch(const ae_backend *be, const attn_params *p, float *lse2) {
     const void *kern = (const void *)k_attn_ws<DK, S>;
@@ -243,8 +232,8 @@ static int ws_launch(const ae_backend *be, const attn_params *p, float *lse2) {
     if (!attn_set_smem(be, kern, WS_SMEM(DK, S))) return 0;
     CUtensorMap tk, tv;
     const int keys = p->pos0 + p->T;
-    if (!kv_map(&tk, p->k, keys, p->Hkv, DK, p->k_stride) ||
-        !kv_map(&tv, p->v, keys, p->Hkv, WG_DV, p->v_stride))
+    if (!cuda_tmap_keys(&tk, p->k, keys, p->Hkv, DK, p->k_stride, WG_BN) ||
+        !cuda_tmap_keys(&tv, p->v, keys, p->Hkv, WG_DV, p->v_stride, WG_BN))
         return 0;
     const int tiles = (p->T * p->G + WG_ROWS - 1) / WG_ROWS;
     dim3 grid((unsigned)tiles, (unsigned)p->Hkv);

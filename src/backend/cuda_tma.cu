@@ -49,3 +49,12 @@ int cuda_tmap_bf16(CUtensorMap *m, const void *base, int rank, const uint64_t *d
                CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
            CUDA_SUCCESS;
 }
+
+int cuda_tmap_keys(CUtensorMap *m, const void *x, int keys, int heads, int cols, int stride,
+                   int box_keys) {
+    if (((uintptr_t)x & 15) || stride % 8) return 0;
+    const uint64_t dims[3] = {(uint64_t)cols, (uint64_t)heads, (uint64_t)keys};
+    const uint64_t strides[2] = {(uint64_t)cols * 2, (uint64_t)stride * 2}; // bf16
+    const uint32_t box[3] = {64, 1, (uint32_t)box_keys};
+    return cuda_tmap_bf16(m, x, 3, dims, strides, box);
+}

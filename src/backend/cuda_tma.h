@@ -18,4 +18,11 @@ int cuda_tma_available(void);
 int cuda_tmap_bf16(CUtensorMap *m, const void *base, int rank, const uint64_t *dims,
                    const uint64_t *strides, const uint32_t *box);
 
+// The tensor map of attention keys or values stored as [keys][heads][cols] bf16 (heads `cols`
+// apart, key rows `stride` elements apart: a K or V buffer of a sequence), boxes of 64 columns x
+// 1 head x box_keys keys. 0 when the storage does not suit TMA (base or row stride not 16-byte
+// aligned) or as cuda_tmap_bf16.
+int cuda_tmap_keys(CUtensorMap *m, const void *x, int keys, int heads, int cols, int stride,
+                   int box_keys);
+
 #endif
