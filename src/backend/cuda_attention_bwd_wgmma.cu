@@ -379,17 +379,12 @@ __device__ __forceinline__ void wgb_dq_rows(const attn_bwd_tc_params &p, int kvh
     }
 }
 
-// One key tile of 64 keys from j0 for a warpgroup's 64 query rows (Q at q_a, dO at o_a; K, V of
-// the tile at k_t, v_t): S = Q·Kᵀ, dP = dO·Vᵀ, P (masked unless `full`: keys past the row's
-// position or ke, before its window), dS = P ∘ (dP − D), dQ += dS·K. rpos, rl, rd: this lane's
-// two rows' position, lse2 and D. Every product waited for.
+// The pieces of one key tile of 64 keys from j0 for a warpgroup's 64 query rows (Q at q_a, dO
+// at o_a; K, V of the tile at k_t, v_t). rpos, rl, rd: this lane's two rows' position, lse2, D.
+// Issues S = Q·Kᵀ and dP = dO·Vᵀ, two commit groups (s and dp are overwritten).
 template <int DK, int DV>
-__device__ __forceinline__ void wgb_dq_tile(const attn_bwd_tc_params &p, float (&dqa)[64],
-                                            float (&dqb)[32], uint32_t q_a, uint32_t o_a,
-                                            uint32_t k_t, uint32_t v_t, int j0, bool full, int ke,
-                                            const int (&rpos)[2], const float (&rl)[2],
-                                            const float (&rd)[2], int tq) {
-    float s[32], dp[32];
+__device__ __forceinline__ void wgb_dq_issue_sdp(float (&s)[32], float (&dp)[32], uint32_t q_a,
+                                                 uint32_t o_a, uint32_t k_t, uint32_t v_t) {
     wg_acc_undef(s); // the products' first k-steps overwrite them
     wg_acc_undef(dp);
     wg_reg_fence(s);
@@ -399,8 +394,12 @@ __device__ __forceinline__ void wgb_dq_tile(const attn_bwd_tc_params &p, float (
     wg_commit();
     wgb_issue_abt<DV>(dp, o_a, kRowsQ, v_t, kBN); // dP = dO·Vᵀ
     wg_commit();
-    wg_wait<1>();
-    wg_reg_fence(s);
+}
+// P in place of S: exp2(S·scale_log2 − lse2), masked unless `full` (keys past the row's position
+// or ke, before its window).
+__device__ __forceinline__ void wgb_dq_probs(float (&s)[32], const attn_bwd_tc_params &p, int j0,
+                                             bool full, int ke, const int (&rpos)[2],
+                                             const float (&rl)[2], int tq) {
 #pragma unroll
     for (int i = 0; i < 32; i++) {
         const int hf = (i >> 1) & 1;
@@ -411,20 +410,48 @@ __device__ __forceinline__ void wgb_dq_tile(const attn_bwd_tc_params &p, float (
         }
         s[i] = exp2f(x);
     }
-    wg_wait<0>();
-    wg_reg_fence(dp);
+}
+// dS = P ∘ (dP − D) as the bf16 A fragments sf (dp is overwritten).
+__device__ __forceinline__ void wgb_dq_ds(uint32_t (&sf)[4][4], const float (&s)[32],
+                                          float (&dp)[32], const float (&rd)[2]) {
 #pragma unroll
     for (int i = 0; i < 32; i++) dp[i] = s[i] * (dp[i] - rd[(i >> 1) & 1]); // dS
-    uint32_t sf[4][4];
     wgb_frags(sf, dp);
+}
+// Issues dQ += dS·K (one commit group).
+template <int DK>
+__device__ __forceinline__ void wgb_dq_issue_dq(float (&dqa)[64], float (&dqb)[32],
+                                                const uint32_t (&sf)[4][4], uint32_t k_t) {
     wg_reg_fence(dqa);
     if constexpr (DK == 192) wg_reg_fence(dqb);
     wg_fence();
     wgb_issue_fx<DK>(dqa, dqb, sf, k_t); // dQ += dS·K
     wg_commit();
-    wg_wait<0>();
+}
+template <int DK>
+__device__ __forceinline__ void wgb_dq_fence(float (&dqa)[64], float (&dqb)[32]) {
     wg_reg_fence(dqa);
     if constexpr (DK == 192) wg_reg_fence(dqb);
+}
+// The whole tile, every product waited for.
+template <int DK, int DV>
+__device__ __forceinline__ void wgb_dq_tile(const attn_bwd_tc_params &p, float (&dqa)[64],
+                                            float (&dqb)[32], uint32_t q_a, uint32_t o_a,
+                                            uint32_t k_t, uint32_t v_t, int j0, bool full, int ke,
+                                            const int (&rpos)[2], const float (&rl)[2],
+                                            const float (&rd)[2], int tq) {
+    float s[32], dp[32];
+    uint32_t sf[4][4];
+    wgb_dq_issue_sdp<DK, DV>(s, dp, q_a, o_a, k_t, v_t);
+    wg_wait<1>();
+    wg_reg_fence(s);
+    wgb_dq_probs(s, p, j0, full, ke, rpos, rl, tq);
+    wg_wait<0>();
+    wg_reg_fence(dp);
+    wgb_dq_ds(sf, s, dp, rd);
+    wgb_dq_issue_dq<DK>(dqa, dqb, sf, k_t);
+    wg_wait<0>();
+    wgb_dq_fence<DK>(dqa, dqb);
 }
 
 // dq = scale·dQ for this lane's two rows (packed rows r16 + lane/4 + 8hf, r16 the warp's first;
@@ -807,13 +834,60 @@ __global__ void __launch_bounds__(kQsThreads, 1)
     for (int i = 0; i < 64; i++) dqa[i] = 0.0f;
 #pragma unroll
     for (int i = 0; i < 32; i++) dqb[i] = 0.0f;
-    for (int t = 0; t < ntiles; t++) {
-        const int st = t % S, j0 = kb + t * kBN;
-        mbar_wait(full + 8 * st, (t / S) & 1);
-        wgb_dq_tile<DK, DV>(p, dqa, dqb, q_a, o_a, base + C::QS_K + st * kBN * DK * 2,
-                            base + C::QS_V + st * kBN * DV * 2, j0,
-                            j0 >= k.lo_max && j0 <= k.full_hi, k.ke, rpos, rl, rd, tq);
-        mbar_arrive_if(empty + 8 * st, lane == 0);
+    // Tile t + 1's S and dP are issued before tile t's dQ += dS·K, so that its probabilities
+    // and dS run while that product does; dS of tile t alternates between sfa (t even) and sfb.
+    auto k_of = [&](int t) { return base + C::QS_K + (t % S) * kBN * DK * 2; };
+    auto v_of = [&](int t) { return base + C::QS_V + (t % S) * kBN * DV * 2; };
+    auto full_of = [&](int j0) { return j0 >= k.lo_max && j0 <= k.full_hi; };
+    uint32_t sfa[4][4], sfb[4][4];
+    if (ntiles > 0) { // tile 0's dS
+        float s[32], dp[32];
+        mbar_wait(full, 0);
+        wgb_dq_issue_sdp<DK, DV>(s, dp, q_a, o_a, k_of(0), v_of(0));
+        wg_wait<1>();
+        wg_reg_fence(s);
+        wgb_dq_probs(s, p, kb, full_of(kb), k.ke, rpos, rl, tq);
+        wg_wait<0>();
+        wg_reg_fence(dp);
+        wgb_dq_ds(sfa, s, dp, rd);
+    }
+    // step t: tile t + 1's S, dP and dS (into sn) around tile t's dQ (from sc); then tile t's
+    // stage is released
+    auto step = [&](int t, const uint32_t(&sc)[4][4], uint32_t(&sn)[4][4]) {
+        const int j1 = kb + (t + 1) * kBN;
+        float s[32], dp[32];
+        mbar_wait(full + 8 * ((t + 1) % S), ((t + 1) / S) & 1);
+        wgb_dq_issue_sdp<DK, DV>(s, dp, q_a, o_a, k_of(t + 1), v_of(t + 1));
+        wgb_dq_issue_dq<DK>(dqa, dqb, sc, k_of(t));
+        wg_wait<2>();
+        wg_reg_fence(s);
+        wgb_dq_probs(s, p, j1, full_of(j1), k.ke, rpos, rl, tq);
+        wg_wait<1>();
+        wg_reg_fence(dp);
+        wgb_dq_ds(sn, s, dp, rd);
+        wg_wait<0>();
+        wgb_dq_fence<DK>(dqa, dqb);
+        mbar_arrive_if(empty + 8 * (t % S), lane == 0);
+    };
+    auto last_dq = [&](int t, const uint32_t(&sc)[4][4]) {
+        wgb_dq_issue_dq<DK>(dqa, dqb, sc, k_of(t));
+        wg_wait<0>();
+        wgb_dq_fence<DK>(dqa, dqb);
+        mbar_arrive_if(empty + 8 * (t % S), lane == 0);
+    };
+    for (int t = 0; t < ntiles;) {
+        if (t + 1 >= ntiles) {
+            last_dq(t, sfa);
+            break;
+        }
+        step(t, sfa, sfb);
+        t++;
+        if (t + 1 >= ntiles) {
+            last_dq(t, sfb);
+            break;
+        }
+        step(t, sfb, sfa);
+        t++;
     }
     wgb_store_dq<DK>(p, dqa, dqb, kvh, R0 + 64 * wg + 16 * warp, lane);
 #else
