@@ -706,13 +706,17 @@ static const bwd_run k_bwd_runs[] = {
     {"wgfused", AE_DT_BF16, "bf16out wgfused", -1},
 };
 
-// Sets (on) or clears the variable that makes the Hopper backward run its synchronous dQ kernel
-// instead of the default warp-specialised one (cuda_attention_bwd_wgmma.cu).
+// Sets (on) or clears the variables that make the Hopper backward run its synchronous dQ kernel
+// and its dK/dV kernel with Q and dO by cp.async, instead of the defaults (the warp-specialised dQ
+// kernel; Q and dO by TMA where the GQA group divides 64), cuda_attention_bwd_wgmma.cu.
 static void set_sync_kernels(int on) {
-    if (on)
+    if (on) {
         setenv("AE_CUDA_ATTN_BWD_DQ", "sync", 1);
-    else
+        setenv("AE_CUDA_ATTN_BWD_KV", "cp", 1);
+    } else {
         unsetenv("AE_CUDA_ATTN_BWD_DQ");
+        unsetenv("AE_CUDA_ATTN_BWD_KV");
+    }
 }
 
 // Whether the device is a compute capability 9.0 GPU (H100 / H200 / H800 / H20 / GH200; the

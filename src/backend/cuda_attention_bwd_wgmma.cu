@@ -579,8 +579,16 @@ __device__ __forceinline__ void wgb_kv_accumulate(float (&dva)[64], float (&dka)
 //     0 step i, then warpgroup 1 step i, then warpgroup 0 step i + 1, ... through named
 //     barriers 3 (warpgroup 0's turn) and 4 (warpgroup 1's), so warpgroup 0 computes its
 //     probabilities while warpgroup 1's products run, and the other way round.
-template <int DK, int DV, bool FUSED>
-__global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd_tc_params p) {
+// TMA (not FUSED): Q and dO of a query tile come by TMA, issued by thread 0 (tq, tdo: their tensor
+// maps, [T][Hq][d] with boxes of 64 columns x G heads x kBQ / G tokens, so a box is the tile's
+// 64 packed rows in order; G divides kBQ), instead of cp.async from every thread; the rows' state
+// still comes by cp.async. Thread 0 issues tile i + 1 where the threads issued their copies: after
+// the wait for tile i, whose "full" phase needs warpgroup 1's arrivals of its step i − 1, so both
+// warpgroups are past step i − 2, the last reader of the buffer refilled.
+template <int DK, int DV, bool FUSED, bool TMA = false>
+__global__ void __launch_bounds__(kWgThreads, 1)
+    k_attn_bwd_wg_kv(const attn_bwd_tc_params p, const __grid_constant__ CUtensorMap tq_map,
+                     const __grid_constant__ CUtensorMap tdo_map) {
 #ifdef AE_WGMMA_DEVICE
     typedef wgb_cfg<DK, DV> C;
     extern __shared__ unsigned char wgb_smem[];
@@ -608,7 +616,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
     auto rstate = [&](int b) { return reinterpret_cast<float *>(sb + C::KV_R) + (b * 2 + wg) * 3 * kBQ; };
 
     if (tid == 0) {
-        for (int b = 0; b < kBufsKV; b++) mbar_init(full + 8 * b, kWgThreads);
+        for (int b = 0; b < kBufsKV; b++) mbar_init(full + 8 * b, kWgThreads + (TMA ? 1 : 0));
         fence_mbar_init();
     }
     __syncthreads();
@@ -620,21 +628,36 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_kv(const attn_bwd
     // this thread's chunks of Q, dO of packed rows R0 .. R0 + kBQ − 1 into buffer b, its
     // warpgroup's copy of their row state, then its arrival on the buffer's "full" barrier
     auto load_rows = [&](int R0, int b) {
-        wgb_load<kBQ, DK>(sb + C::KV_Q + b * kBQ * DK * 2, p.q,
-                          [&](int r) {
-                              const int pr = R0 + r;
-                              return pr < nrows ? p.q + (size_t)attn_bwd_grow_lg(p, kvh, pr, lgG) * DK
-                                                : nullptr;
-                          },
-                          tid);
-        wgb_load<kBQ, DV>(sb + C::KV_O + b * kBQ * DV * 2, p.q,
-                          [&](int r) {
-                              const int pr = R0 + r;
-                              return pr < nrows
-                                         ? p.dout + (size_t)attn_bwd_grow_lg(p, kvh, pr, lgG) * DV
-                                         : nullptr;
-                          },
-                          tid);
+        if constexpr (TMA) {
+            if (tid == 0) {
+                const uint32_t fb = full + 8 * b;
+                mbar_arrive_expect_tx(fb, kBQ * (DK + DV) * 2);
+                const uint32_t qd = base + C::KV_Q + b * kBQ * DK * 2;
+                const uint32_t od = base + C::KV_O + b * kBQ * DV * 2;
+#pragma unroll
+                for (int c = 0; c < DK / 64; c++)
+                    tma_load_3d(qd + c * kBQ * 128, &tq_map, 64 * c, kvh * G, R0 / G, fb);
+#pragma unroll
+                for (int c = 0; c < DV / 64; c++)
+                    tma_load_3d(od + c * kBQ * 128, &tdo_map, 64 * c, kvh * G, R0 / G, fb);
+            }
+        } else {
+            wgb_load<kBQ, DK>(sb + C::KV_Q + b * kBQ * DK * 2, p.q,
+                              [&](int r) {
+                                  const int pr = R0 + r;
+                                  return pr < nrows ? p.q + (size_t)attn_bwd_grow_lg(p, kvh, pr, lgG) * DK
+                                                    : nullptr;
+                              },
+                              tid);
+            wgb_load<kBQ, DV>(sb + C::KV_O + b * kBQ * DV * 2, p.q,
+                              [&](int r) {
+                                  const int pr = R0 + r;
+                                  return pr < nrows
+                                             ? p.dout + (size_t)attn_bwd_grow_lg(p, kvh, pr, lgG) * DV
+                                             : nullptr;
+                              },
+                              tid);
+        }
         float *rs3 = rstate(b);
         if (wt < kBQ) { // lse2, D by cp.async too (a load here would stall the warp), as attn_bwd_row
             const int pr = R0 + wt, real = pr < nrows;
@@ -897,6 +920,10 @@ __global__ void __launch_bounds__(kQsThreads, 1)
 #endif
 }
 
+#ifndef WGMMA_BWD_KV_TMA
+#define WGMMA_BWD_KV_TMA 1
+#endif
+
 // The dQ kernel's form: AE_CUDA_ATTN_BWD_DQ=sync (k_attn_bwd_wg_q) or =ws (warp-specialised: an
 // error where it cannot run); unset: WGMMA_BWD_DQ_WS (ws where it can run).
 #ifndef WGMMA_BWD_DQ_WS
@@ -915,6 +942,34 @@ template <int DK, int DV> struct wgb_kernels {
             return attn_set_smem(be, (const void *)k_attn_bwd_wg_kv<DK, DV, true>, C::KV_SMEM_FUSED);
         return attn_set_smem(be, (const void *)k_attn_bwd_wg_kv<DK, DV, false>, C::KV_SMEM) &&
                attn_set_smem(be, (const void *)k_attn_bwd_wg_q<DK, DV>, C::Q_SMEM);
+    }
+    // The dK/dV kernel with Q and dO by TMA where it can (AE_CUDA_ATTN_BWD_KV=tma|cp; unset:
+    // WGMMA_BWD_KV_TMA): a group G dividing kBQ, 16-byte aligned rows, the tensor-map encoder.
+    static void launch_kv(const ae_backend *be, const attn_bwd_tc_params *p, dim3 grid) {
+        cudaStream_t s = stream_of(be);
+        const char *env = getenv("AE_CUDA_ATTN_BWD_KV");
+        const int want = env ? strcmp(env, "tma") == 0 : WGMMA_BWD_KV_TMA;
+        CUtensorMap tq, tdo;
+        const void *kt = (const void *)k_attn_bwd_wg_kv<DK, DV, false, true>;
+        if (want && kBQ % p->G == 0 && wg_kernel_loaded(kt) && cuda_tma_available() &&
+            attn_set_smem(be, kt, C::KV_SMEM) && rows_map(&tq, p->q, p, DK) &&
+            rows_map(&tdo, p->dout, p, DV)) {
+            k_attn_bwd_wg_kv<DK, DV, false, true><<<grid, kWgThreads, C::KV_SMEM, s>>>(*p, tq, tdo);
+            cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dk, dv; Q and dO by TMA)");
+            return;
+        }
+        memset(&tq, 0, sizeof tq); // unused
+        k_attn_bwd_wg_kv<DK, DV, false><<<grid, kWgThreads, C::KV_SMEM, s>>>(*p, tq, tq);
+        cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dk, dv)");
+    }
+    // The tensor map of q or dout (x: [T][Hq][d] bf16) for the dK/dV kernel's query tiles:
+    // boxes of 64 columns x G heads x kBQ / G tokens (the tile's packed rows in order).
+    static int rows_map(CUtensorMap *m, const bf16 *x, const attn_bwd_tc_params *p, int d) {
+        if ((uintptr_t)x & 15) return 0;
+        const uint64_t dims[3] = {(uint64_t)d, (uint64_t)p->Hq, (uint64_t)p->T};
+        const uint64_t strides[2] = {(uint64_t)d * 2, (uint64_t)p->Hq * d * 2};
+        const uint32_t box[3] = {64, (uint32_t)p->G, (uint32_t)(kBQ / p->G)};
+        return cuda_tmap_bf16(m, x, 3, dims, strides, box);
     }
     static void launch(const ae_backend *be, attn_bwd_tc_params *p, int fused) {
         cudaStream_t s = stream_of(be);
@@ -935,8 +990,10 @@ template <int DK, int DV> struct wgb_kernels {
             p->dq_acc = own_acc ? (float *)((int *)tmp + nc4) : (float *)p->dq;
             cuda_check(be, cudaMemsetAsync(p->sem, 0, sizeof(int) * nc, s), "attention_bwd");
             cuda_check(be, cudaMemsetAsync(p->dq_acc, 0, sizeof(float) * nq, s), "attention_bwd");
+            CUtensorMap none;
+            memset(&none, 0, sizeof none); // no TMA in the fused kernel
             k_attn_bwd_wg_kv<DK, DV, true>
-                <<<key_tiles * (unsigned)p->Hkv, kWgThreads, C::KV_SMEM_FUSED, s>>>(*p);
+                <<<key_tiles * (unsigned)p->Hkv, kWgThreads, C::KV_SMEM_FUSED, s>>>(*p, none, none);
             cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma fused dk, dv, dq)");
             k_attn_bwd_wg_dq_finish<<<cuda_blocks(nq, 256), 256, 0, s>>>(p->dq_acc, p->dq,
                                                                           p->dq_bf, nq, p->scale);
@@ -944,9 +1001,7 @@ template <int DK, int DV> struct wgb_kernels {
             cuda_tmp_free(be, tmp);
             return;
         }
-        k_attn_bwd_wg_kv<DK, DV, false>
-            <<<dim3((unsigned)p->Hkv, key_tiles), kWgThreads, C::KV_SMEM, s>>>(*p);
-        cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dk, dv)");
+        launch_kv(be, p, dim3((unsigned)p->Hkv, key_tiles));
         const unsigned row_tiles = (unsigned)((p->T * p->G + kRowsQ - 1) / kRowsQ);
         const dim3 grid((unsigned)p->Hkv, row_tiles);
         const char *env = getenv("AE_CUDA_ATTN_BWD_DQ");
