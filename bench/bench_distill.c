@@ -5,7 +5,7 @@
 //                 [--kv-lora 512] [--rope-dim 64] [--nope-dim 128] [--v-dim 128]
 //                 [--window 1024] [--full-every 6] [--out DIR] [--keep] [--seed S] [--profile]
 //                 [--optim-state fp32|8bit] [--grad-dtype fp32|bf16] [--train attention|all]
-//                 [--gpus N]
+//                 [--stage2-acts recompute|keep] [--gpus N]
 // The teacher has random weights for DIR/config.json's architecture, made on the device
 // (ae_model_random); the student shares its frozen tensors (ae_model_share) and gets the peer's
 // target modules at random init (ae_student_make): MLA kv_lora 512 + rope 64, nope 128, v 128,
@@ -77,6 +77,7 @@ typedef struct {
     int kv_lora, rope, nope, vdim, window, full_every;
     int optim_8bit; // --optim-state 8bit: AdamW moments block-quantised (as attnedit convert)
     int grad_bf16;  // --grad-dtype bf16: gradients of the bf16 weights in bf16 (as attnedit convert)
+    int keep_attn;  // --stage2-acts keep: stage 2 keeps the attention activations (as attnedit convert)
     int train_all;  // --train all: stage 2 trains every parameter (the student then has its own
                     // copy of the weights, made like the teacher's); with several ranks the
                     // AdamW states and fp32 masters are sharded (ZeRO-1)
@@ -109,6 +110,10 @@ static int parse(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--optim-state")) {
             if (strcmp(v, "fp32") && strcmp(v, "8bit")) return -1;
             o->optim_8bit = !strcmp(v, "8bit");
+        }
+        else if (!strcmp(a, "--stage2-acts")) {
+            if (strcmp(v, "recompute") && strcmp(v, "keep")) return -1;
+            o->keep_attn = !strcmp(v, "keep");
         }
         else if (!strcmp(a, "--grad-dtype")) {
             if (strcmp(v, "fp32") && strcmp(v, "bf16")) return -1;
@@ -274,7 +279,7 @@ static ae_status run_once(const opts *o, const ae_model *t, ae_model *s, const a
                          .weight_decay = 0.01f, .clip = 1.0f, .tau = 1.0f, .cos_weight = 0.1f,
                          .save_every = -1, .log_every = 1, .optim_8bit = o->optim_8bit,
                          .grad_bf16 = o->grad_bf16, .train_all = o->train_all,
-                         .seed = o->seed};
+                         .s2_keep_attn = o->keep_attn, .seed = o->seed};
     AE_TRY(fresh_dir(dir));
     ae_distill_result r;
     ae_status st = ae_distill_run(t, s, data, &d, dir, 0, &r);
@@ -342,7 +347,8 @@ static void print_row(const opts *o, const ae_backend *be, int k, const stage_re
                "\"optim_state\":\"%s\",\"grad_dtype\":\"%s\",\"status\":\"%s\",\"ranks\":%d,",
                o->target, o->batch, o->ctx, o->window, k + 1, o->steps,
                o->optim_8bit ? "8bit" : "fp32", o->grad_bf16 ? "bf16" : "fp32", status, ranks);
-        printf("\"train\":\"%s\",", o->train_all ? "all" : "attention");
+        printf("\"train\":\"%s\",\"stage2_acts\":\"%s\",", o->train_all ? "all" : "attention",
+               o->keep_attn ? "keep" : "recompute");
         if (x->ran)
             printf("\"tok_s\":%.1f,\"step_s\":%.4f,\"tflops\":%.2f,\"mfu\":%.4f,", x->tok_s, x->step_s,
                    tflops, mfu);
@@ -399,6 +405,7 @@ static void usage(void) {
             "         [--kv-lora 512] [--rope-dim 64] [--nope-dim 128] [--v-dim 128] [--window 1024]\n"
             "         [--full-every 6] [--out DIR] [--keep] [--seed S] [--profile]\n"
             "         [--optim-state fp32|8bit] [--grad-dtype fp32|bf16] [--train attention|all]\n"
+            "         [--stage2-acts recompute|keep]\n"
             "         [--gpus N]\n"
             "       bench_distill --peaks [--device D]   (the bf16 GEMM rate only)\n");
 }

@@ -22,6 +22,8 @@
 #   AE_BENCH_NO_PEER=1   attnedit only
 #   AE_BENCH_OPTIM8=0    leave out the --optim-state 8bit rows (and the 8bit+bf16g ones)
 #   AE_BENCH_BF16G=0     leave out the --optim-state 8bit --grad-dtype bf16 rows
+#   AE_BENCH_KEEP=0      leave out the --stage2-acts keep rows (Qwen3-1.7B fp32, Qwen3-8B
+#                        8bit+bf16g: stage 2 keeps the attention activations, "+keep")
 #   AE_BENCH_TMP         folder for bench_distill's run folders (stage-end checkpoints of several
 #                        GiB, removed after each run; default /dev/shm when it has 64 GiB free,
 #                        else /tmp)
@@ -61,14 +63,16 @@ AE_BENCH_GEMM_PEAK=$(echo "$peaks" | sed -n 's/.*gemm \([0-9.]*\) TFLOP.*/\1/p')
 export AE_BENCH_GEMM_PEAK
 
 # attnedit: one bench_distill run (both stages) per shape and target
-ae_row() { # label config batch ctx target steps [optim: fp32 (default) | 8bit | 8bit+bf16g]
+ae_row() { # label config batch ctx target steps [optim: fp32 (default) | 8bit | 8bit+bf16g, each +keep]
   local optim="${7:-fp32}"
   local tag="$1-$3x$4-$5-$optim"
-  local state="${optim%%+*}" grads=fp32 # "8bit+bf16g": 8-bit moments, bf16 gradients
-  [ "$optim" != "$state" ] && grads=bf16
+  local state="${optim%%+*}" grads=fp32 acts=recompute # "8bit+bf16g": 8-bit moments, bf16 gradients
+  case "$optim" in *bf16g*) grads=bf16 ;; esac
+  case "$optim" in *keep*) acts=keep ;; esac # "+keep": --stage2-acts keep
   timeout "${AE_BENCH_ROW_TIMEOUT:-420}" "$build/bench_distill" --config "$cfgs/$2" --label "$1" \
     --target "$5" --batch "$3" --ctx "$4" --steps "$6" --stage both --device cuda --json \
-    --optim-state "$state" --grad-dtype "$grads" 2> "$logdir/ae-$tag.err" > "$logdir/ae-$tag.out"
+    --optim-state "$state" --grad-dtype "$grads" --stage2-acts "$acts" \
+    2> "$logdir/ae-$tag.err" > "$logdir/ae-$tag.out"
   local rc=$?
   grep -v '^{' "$logdir/ae-$tag.out"
   grep '^{' "$logdir/ae-$tag.out" >> "$logdir/ae.jsonl"
@@ -113,11 +117,17 @@ peer_row() { # shape batch ctx targets steps
 touch "$logdir/ae.jsonl" "$logdir/peer.jsonl"
 if [ "$full" != only ]; then
   for t in mla gateswa; do ae_row 1.7b qwen3-1.7b 2 4096 $t "$steps"; done
+  if [ "${AE_BENCH_KEEP:-1}" != 0 ]; then
+    for t in mla gateswa; do ae_row 1.7b qwen3-1.7b 2 4096 $t "$steps" fp32+keep; done
+  fi
   for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps"; done
   if [ "${AE_BENCH_OPTIM8:-1}" != 0 ]; then
     for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps" 8bit; done
     if [ "${AE_BENCH_BF16G:-1}" != 0 ]; then
       for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps" 8bit+bf16g; done
+      if [ "${AE_BENCH_KEEP:-1}" != 0 ]; then
+        for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps" 8bit+bf16g+keep; done
+      fi
     fi
   fi
   peer_row 1.7b 2 4096 mla,gateswa "$steps"
@@ -146,11 +156,13 @@ gemm = next((r["gemm_tflops"] for r in ae if r.get("gemm_tflops")), 0)
 pk = {(p["shape"], p["batch"], p["ctx"], p["target"]): p for p in peer}
 print(f"\nbf16 GEMM peak: {gemm:.1f} TFLOP/s. ratio = attnedit / peer (tok/s: > 1 is faster; peak: < 1 is less memory).")
 print("MFU = model FLOPs per token (bench/bench_distill.c) x tok/s / GEMM peak, the same FLOPs for both sides.\n")
-print("optim = attnedit's AdamW moments (--optim-state), +bf16g: bf16 gradients (--grad-dtype bf16); "
+print("optim = attnedit's AdamW moments (--optim-state), +bf16g: bf16 gradients (--grad-dtype bf16), "
+      "+keep: stage 2 keeps the attention activations (--stage2-acts keep); "
       "the peer keeps fp32 moments and gradients.\n")
 def optim_of(r):
     o = r.get("optim_state", "fp32")
-    return o + "+bf16g" if r.get("grad_dtype", "fp32") == "bf16" else o
+    o += "+bf16g" if r.get("grad_dtype", "fp32") == "bf16" else ""
+    return o + "+keep" if r.get("stage2_acts") == "keep" else o
 print("| shape | B x T | target | optim | stage | attnedit tok/s | peer tok/s | ratio | attnedit MFU | peer MFU "
       "| attnedit peak GiB | peer peak GiB | peak ratio |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")

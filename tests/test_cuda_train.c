@@ -17,7 +17,9 @@
 //      compounds four layers); and the KL falls on cuda (the mean of the last four steps below
 //      75% of the first: on cpu 2.14 -> 1.23, measured; single steps are noisy, each a new batch).
 //  (d) a GPU run killed with SIGKILL in stage 2 (after stage 1) and resumed on cuda ends with the
-//      same model.safetensors as the uninterrupted run, byte for byte.
+//      same model.safetensors as the uninterrupted run, byte for byte; also for an MLA student
+//      resumed with --stage2-acts keep (the backward from the forward's kept attention
+//      activations gives the recomputing backward's bits).
 //  (e) stage 2 through mixture-of-experts layers (the shared qwen3-moe teacher, 8 experts, top-2,
 //      norm_topk_prob; a GateSWA student, --train all so the router and experts train too) on
 //      both devices from the same initialisation: the first step's KL agrees within 5% relative
@@ -185,7 +187,7 @@ static void stage2_cuda_matches_cpu(const char *label, const char *const *target
 
 // (b), (d): killed at global step kill_at (a checkpoint every 4 steps) and resumed on cuda.
 static void resume_bit_identical(const char *label, const char *const *budget,
-                                 const char *const *target, const char *kill_at) {
+                                 const char *const *target, const char *kill_at, int resume_keep) {
     char *a = ae_path_join(g_dir, "whole"), *b = ae_path_join(g_dir, "killed");
     char *err = NULL, env[64];
     ae_test_rmtree(a), ae_test_rmtree(b);
@@ -196,7 +198,8 @@ static void resume_bit_identical(const char *label, const char *const *budget,
     rc = convert(b, "cuda", budget, target, env, &err);
     CHECK(rc == 128 + SIGKILL, "%s: killed run: exit %d, want SIGKILL: %s", label, rc, err);
     free(err);
-    const char *resume[] = {"convert", "--resume", b, "--device", "cuda", NULL};
+    const char *resume[] = {"convert", "--resume", b, "--device", "cuda", "--stage2-acts",
+                            resume_keep ? "keep" : "recompute", NULL};
     rc = ae_test_run_cli(resume, NULL, NULL, &err);
     CHECK(rc == 0, "%s: resume: exit %d: %s", label, rc, err);
     free(err);
@@ -303,16 +306,17 @@ int main(void) {
                          "teacher", NULL};
     if (!g_fail) cuda_matches_cpu("gateswa (sinks, head gate)", gswa);
     if (!g_fail) cuda_matches_cpu("mla 32+8 (teacher init)", mla);
-    if (!g_fail) resume_bit_identical("stage 1, mla", k_stage1, mla, "5"); // checkpoint at step 4
+    if (!g_fail) resume_bit_identical("stage 1, mla", k_stage1, mla, "5", 0); // checkpoint at step 4
     if (!g_fail) stage2_cuda_matches_cpu("gateswa (sinks, head gate)", gswa);
     // stage 1 has 4 steps: global step 10 is stage 2's step 6, after its checkpoint at step 4
-    if (!g_fail) resume_bit_identical("stage 2, gateswa", k_both, gswa, "10");
+    if (!g_fail) resume_bit_identical("stage 2, gateswa", k_both, gswa, "10", 0);
+    if (!g_fail) resume_bit_identical("stage 2, mla, resumed with --stage2-acts keep", k_both, mla, "10", 1);
     if (!g_fail) bf16_grads_track_f32(gswa);
     // (f): the resume with bf16 gradients (every parameter trained: all of them in the checkpoint)
     const char *gswa_bf16[] = {"--target", "gateswa", "--window", "16", "--full-every", "2", "--sinks",
                                "--gate", "head", "--init", "random", "--grad-dtype", "bf16",
                                "--train", "all", NULL};
-    if (!g_fail) resume_bit_identical("stage 2, gateswa, --grad-dtype bf16", k_both, gswa_bf16, "10");
+    if (!g_fail) resume_bit_identical("stage 2, gateswa, --grad-dtype bf16", k_both, gswa_bf16, "10", 0);
     if (!g_fail) moe_stage2(gswa);
     ae_test_rmtree(g_dir);
     free(g_dir);

@@ -330,6 +330,30 @@ static double routing_margin(const fixture *f) {
     return margin;
 }
 
+// AE_KEEP_ATTN: the backward from the kept attention activations gives every gradient of the
+// recomputing backward (g) bit for bit, and frees the activations as it goes.
+static void check_keep_attn(const fixture *f, const ae_model *g) {
+    ae_train_acts *a = NULL;
+    if (ae_model_train_forward(f->m, f->ids, B_, T_, AE_KEEP_F32 | AE_KEEP_ATTN, &a) != AE_OK)
+        fail_msg("%s", ae_last_error());
+    ae_model *gk = grads_or_fail(f, a, 0);
+    ae_named_param *pa = NULL, *pb = NULL;
+    int na = 0, nb = 0;
+    assert_int_equal(ae_model_params((ae_model *)g, 0, &pa, &na), AE_OK);
+    assert_int_equal(ae_model_params(gk, 0, &pb, &nb), AE_OK);
+    assert_int_equal(na, nb);
+    for (int i = 0; i < na; i++) {
+        if (!pa[i].data) continue;
+        if (memcmp(pa[i].data, pb[i].data, sizeof(float) * (size_t)pa[i].numel))
+            fail_msg("AE_KEEP_ATTN: the gradient of %s differs from the recomputing backward's", pa[i].name);
+    }
+    printf("  kept attention activations: %d gradients bit for bit the recomputing backward's\n", na);
+    free(pa);
+    free(pb);
+    ae_model_free(gk);
+    ae_train_acts_free(a);
+}
+
 static void run_model(ae_model *m, const char *what, uint64_t seed) {
     printf("%s\n", what);
     fixture f = {.m = m};
@@ -361,6 +385,7 @@ static void run_model(ae_model *m, const char *what, uint64_t seed) {
     ae_train_acts *a = forward_or_fail(&f);
     check_logits(&f, a);
     ae_model *g = grads_or_fail(&f, a, 0);
+    check_keep_attn(&f, g);
     check_fd(&f, a, g, &r);
     check_attention_only(&f, a, g);
     ae_model_free(g);
@@ -437,6 +462,9 @@ static void test_bad_input(void **state) {
     assert_int_equal(ae_model_train_forward(m, ids, 1, 4, 1, &a), AE_ERR_ARG);
     assert_null(a);
     assert_int_equal(ae_model_train_forward(m, ids, 0, 4, 1, &a), AE_ERR_ARG);
+    // kept attention activations without the F32 stream the backward needs
+    assert_int_equal(ae_model_train_forward(m, ids, 1, 3, AE_KEEP_ATTN, &a), AE_ERR_ARG);
+    assert_null(a);
     ae_model *other = load_or_fail(ae_test_src("tests/fixtures/models/moe_norm_topk"));
     ae_model *g = NULL;
     assert_int_equal(ae_model_zeros_like(other, &g), AE_OK);

@@ -5,6 +5,7 @@
 //   [--init random|teacher|mha2mla|transmla] [--seed S] --out S [--force]
 //   [--data TOKENS --stage1-tokens N --stage2-tokens N ...training options]
 //   attnedit convert --resume OUT | --restart OUT [--device D] [--batch B --accum A]
+//   [--stage2-acts recompute|keep]
 // Without a training budget it writes the initialised student; with one it runs the
 // progressive distillation (src/train/distill.h) in OUT, checkpointing as it goes. --resume
 // continues a run from its checkpoint (a finished run: says so, exit 0, touches nothing);
@@ -74,6 +75,9 @@ static const char k_help[] =
     "            --log-every N (10)  --save-minutes M (also a checkpoint every M minutes; 0: off)\n"
     "            --optim-state fp32|8bit (AdamW moments: fp32, 8 bytes per trained value, the\n"
     "            default; 8bit, 2.03 bytes: block-quantised m and sqrt(v); docs/DISTILL.md)\n"
+    "            --stage2-acts recompute|keep (stage 2: the backward recomputes each layer's\n"
+    "            attention-module activations, the default, or keeps them from the forward:\n"
+    "            faster, more memory; the same result either way; docs/DISTILL.md)\n"
     "  device:   --device cpu|cuda[:N] (default: cuda when a GPU is present, else cpu; the\n"
     "            environment's ATTNEDIT_DEVICE overrides the default). On cuda the teacher and\n"
     "            student are bf16 and AdamW keeps fp32 master weights; both stages run there\n"
@@ -89,9 +93,10 @@ static const char k_help[] =
     "                                (a finished run: says so and changes nothing)\n"
     "  attnedit convert --restart S  start the run in S over from step 0, with the settings\n"
     "                                of its conversion.json (replaces the folder's contents)\n"
-    "  Both take --device and --batch B --accum A: the same sequences per step (B x A equal to\n"
-    "  the run's) in other micro-batches, e.g. after running out of memory, which prints the\n"
-    "  command; recorded in S/conversion.json for later resumes.\n"
+    "  Both take --device, --stage2-acts and --batch B --accum A: the same sequences per step\n"
+    "  (B x A equal to the run's) in other micro-batches, e.g. after running out of memory,\n"
+    "  which prints the command; --batch/--accum are recorded in S/conversion.json for later\n"
+    "  resumes (--device and --stage2-acts hold for this process only).\n"
     "  Writes the student folder S (a Hugging Face folder: config.json with the target's fields,\n"
     "  model.safetensors, the teacher's tokenizer files, conversion.json, metrics.jsonl and\n"
     "  checkpoint/ when training).\n";
@@ -103,6 +108,7 @@ typedef struct {
     ae_distill_opts train;
     int *layers, *full_layers;
     int new_batch, new_accum; // --batch/--accum given with --resume/--restart (0: the run's)
+    int keep_attn_given;      // --stage2-acts given (with --resume/--restart: replaces the default)
 } convert_opts;
 
 static ae_status parse_target(const char *v, ae_attn_kind *k) {
@@ -183,6 +189,11 @@ static int parse_train(ae_args *a, convert_opts *o, ae_status *st) {
         if (r > 0 && !strcmp(v, "bf16")) t->grad_bf16 = 1;
         else if (r > 0 && strcmp(v, "fp32"))
             *st = ae_errorf(AE_ERR_ARG, "--grad-dtype: '%s' is not fp32 or bf16", v);
+    } else if ((r = ae_args_value(a, "--stage2-acts", &v))) {
+        o->keep_attn_given = 1;
+        if (r > 0 && !strcmp(v, "keep")) t->s2_keep_attn = 1;
+        else if (r > 0 && !strcmp(v, "recompute")) t->s2_keep_attn = 0;
+        else if (r > 0) *st = ae_errorf(AE_ERR_ARG, "--stage2-acts: '%s' is not recompute or keep", v);
     } else if ((r = ae_args_value(a, "--train", &v))) {
         if (r > 0 && !strcmp(v, "all")) t->train_all = 1;
         else if (r > 0 && strcmp(v, "attention"))
@@ -276,13 +287,14 @@ static ae_status check_paths(const convert_opts *o) {
 // --resume S and --restart S take --device, --batch and --accum only (each with its value,
 // checked by the parse); returns 0 or 2 (message printed).
 static int check_rerun_options(int argc, char **argv, convert_opts *o) {
-    static const char *const allowed[] = {"--resume", "--restart", "--device", "--batch", "--accum"};
+    static const char *const allowed[] = {"--resume", "--restart", "--device", "--batch", "--accum",
+                                          "--stage2-acts"};
     for (int i = 0; i < argc; i += 2) {
         int ok = 0;
         for (size_t k = 0; k < sizeof allowed / sizeof *allowed; k++) ok |= !strcmp(argv[i], allowed[k]);
         if (!ok) {
             fprintf(stderr, "attnedit convert: --resume S and --restart S take no other options than "
-                            "--device, --batch and --accum (%s: the run's settings are in "
+                            "--device, --batch, --accum and --stage2-acts (%s: the run's settings are in "
                             "S/conversion.json)\n", argv[i]);
             return 2;
         }
@@ -432,6 +444,7 @@ static int check_inputs(const ae_run_spec *rs, const char *flag, const char *dir
 // --batch/--accum given with --resume/--restart: checked against the run's sequences per step
 // (origin: its conversion.json) and set in rs; returns 0, or prints why not and returns 1.
 static int apply_rebatch(ae_run_spec *rs, const convert_opts *o, const char *origin) {
+    if (o->keep_attn_given) rs->opts.s2_keep_attn = o->train.s2_keep_attn; // not a recorded setting
     if (!o->new_batch && !o->new_accum) return 0;
     int b = o->new_batch ? o->new_batch : rs->opts.batch, a = o->new_accum ? o->new_accum : rs->opts.accum;
     if (ae_rebatch_check(&rs->opts, b, a, origin) != AE_OK) return ae_cli_fail("convert");

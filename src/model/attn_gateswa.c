@@ -38,7 +38,7 @@ struct ae_gswa_acts {
     int B, T;
     ae_scratch mem; // every buffer below
     ae_ptr pos;     // (B*T) I32 positions t
-    ae_ptr x;       // (B, T, D)         module input
+    ae_ptr x;       // (B, T, D)         module input, borrowed (ae_gswa_train_forward)
     ae_ptr qn;      // (B, T, Hq, hd)    q before q_norm
     ae_ptr kn;      // (B, T, Hkv, hd)   k before k_norm
     ae_ptr q;       // (B, T, Hq, hd)    q after norm + rope
@@ -364,7 +364,6 @@ ae_status ae_gswa_train_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x
     ae_scratch_init(&s->mem, be);
     ae_dtype at = be->act_dtype;
     s->pos = ae_scratch_positions(&s->mem, (int)M, 0, T);
-    s->x = ae_scratch_alloc(&s->mem, M * D, at);
     s->qn = ae_scratch_alloc(&s->mem, M * qd, at);
     s->kn = ae_scratch_alloc(&s->mem, M * kvd, at);
     s->q = ae_scratch_alloc(&s->mem, M * qd, at);
@@ -380,7 +379,7 @@ ae_status ae_gswa_train_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x
         ae_gswa_acts_free(s);
         return AE_ERR_NOMEM;
     }
-    ae_copy(be, s->x, x, M * D);
+    s->x = x;
     gswa_project_q(be, m, x, (int)M, s->pos, s->q, s->qn);
     gswa_project_kv(be, m, x, (int)M, s->pos, s->k, s->v, s->kn);
     ae_attn_args aa = ae_attn_dense(T, 0, Hq, Hkv, hd, hd, d->window, gswa_attn_scale(d), m->sinks);
@@ -394,9 +393,16 @@ ae_status ae_gswa_train_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x
         ae_matmul(be, s->g, x, m->wg, (int)M, D, (int)gswa_gate_dim(d));
         be->gate_mul(be, s->ag, s->a, s->g, (int)M, Hq, hd, d->gate == AE_GATE_HEAD);
     }
-    ae_matmul(be, y, ae_ptr_is_null(m->wg) ? s->a : s->ag, m->wo, (int)M, (int)qd, D);
+    ae_gswa_acts_output(be, m, s, y);
     *acts = s;
     return AE_OK;
+}
+
+void ae_gswa_acts_rebind(ae_gswa_acts *a, ae_ptr x) { a->x = x; }
+
+void ae_gswa_acts_output(const ae_backend *be, const ae_gswa *m, const ae_gswa_acts *a, ae_ptr y) {
+    const ae_gswa_dims *d = &m->d;
+    ae_matmul(be, y, ae_ptr_is_null(m->wg) ? a->a : a->ag, m->wo, a->B * a->T, d->Hq * d->hd, d->D);
 }
 
 ae_status ae_gswa_backward(const ae_backend *be, const ae_gswa *m, const ae_gswa_acts *s,

@@ -67,10 +67,13 @@ void ae_gswa_cache_free(ae_gswa_cache *c);
 ae_status ae_gswa_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x, int T, int pos0,
                           ae_ptr pos, ae_gswa_cache *cache, ae_ptr y);
 
-// Training (B sequences of T tokens, positions 0..T-1 each): x, y, dx (B*T, D).
+// Training (B sequences of T tokens, positions 0..T-1 each): x, y, dx (B*T, D). The
+// activations borrow x, as ae_mla_train_forward's do (rebind, output: the same contract).
 typedef struct ae_gswa_acts ae_gswa_acts;
 ae_status ae_gswa_train_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x, int B, int T,
                                 ae_ptr y, ae_gswa_acts **acts);
+void ae_gswa_acts_rebind(ae_gswa_acts *a, ae_ptr x);
+void ae_gswa_acts_output(const ae_backend *be, const ae_gswa *m, const ae_gswa_acts *a, ae_ptr y);
 ae_status ae_gswa_backward(const ae_backend *be, const ae_gswa *m, const ae_gswa_acts *acts,
                            ae_ptr dy, ae_ptr dx, ae_gswa *grad);
 void ae_gswa_acts_free(ae_gswa_acts *a);

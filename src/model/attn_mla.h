@@ -63,10 +63,17 @@ ae_status ae_mla_forward_absorbed(const ae_backend *be, const ae_mla *m, ae_ptr 
 
 // Training: B sequences of T tokens, positions 0..T-1 each. x: (B, T, D), y: (B, T, D).
 // Saved activations live in an opaque struct; backward accumulates parameter gradients into
-// `grad` (same dims) and writes dx (B, T, D) when dx is non-null.
+// `grad` (same dims) and writes dx (B, T, D) when dx is non-null. The activations borrow x (no
+// copy): it must hold the same values when the backward runs, or be rebound to a buffer that
+// does (ae_mla_acts_rebind: whole-model training that keeps the activations while the buffer
+// x was in is reused, then recomputes x).
 typedef struct ae_mla_acts ae_mla_acts;
 ae_status ae_mla_train_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, int B, int T,
                                ae_ptr y, ae_mla_acts **acts);
+void ae_mla_acts_rebind(ae_mla_acts *a, ae_ptr x);
+// y (B, T, D) = the forward's output again, from the kept attention output (o_proj alone; the
+// same bits as the forward's y).
+void ae_mla_acts_output(const ae_backend *be, const ae_mla *m, const ae_mla_acts *a, ae_ptr y);
 ae_status ae_mla_backward(const ae_backend *be, const ae_mla *m, const ae_mla_acts *acts,
                           ae_ptr dy, ae_ptr dx, ae_mla *grad);
 void ae_mla_acts_free(ae_mla_acts *a);

@@ -16,6 +16,19 @@ ae_status ae_layer_attn_backward(const ae_backend *be, const ae_layer *L,
     return ae_gswa_backward(be, &L->gqa, acts->gswa, dy, dx, &G->gqa);
 }
 
+void ae_layer_attn_acts_rebind(ae_layer_attn_acts *acts, ae_ptr x) {
+    if (acts->mla) ae_mla_acts_rebind(acts->mla, x);
+    if (acts->gswa) ae_gswa_acts_rebind(acts->gswa, x);
+}
+
+void ae_layer_attn_output(const ae_backend *be, const ae_layer *L, const ae_layer_attn_acts *acts,
+                          ae_ptr y) {
+    if (L->kind == AE_ATTN_MLA) ae_mla_acts_output(be, &L->mla, acts->mla, y);
+    else ae_gswa_acts_output(be, &L->gqa, acts->gswa, y);
+}
+
+int ae_layer_attn_acts_held(const ae_layer_attn_acts *acts) { return acts->mla || acts->gswa; }
+
 void ae_layer_attn_acts_free(ae_layer_attn_acts *acts) {
     ae_gswa_acts_free(acts->gswa);
     ae_mla_acts_free(acts->mla);

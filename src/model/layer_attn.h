@@ -10,9 +10,18 @@ typedef struct {
     ae_mla_acts *mla;   // kind MLA
 } ae_layer_attn_acts;
 
-// y = Attn_L(x)   x, y: (B*T, D); positions 0..T-1 in each of the B sequences.
+// y = Attn_L(x)   x, y: (B*T, D); positions 0..T-1 in each of the B sequences. The
+// activations borrow x: it must hold the same values when the backward runs (or be rebound).
 ae_status ae_layer_attn_train_forward(const ae_backend *be, const ae_layer *L, ae_ptr x, int B,
                                       int T, ae_ptr y, ae_layer_attn_acts *acts);
+// Points the activations at another buffer x holding the forward's input (its buffer was
+// reused since).
+void ae_layer_attn_acts_rebind(ae_layer_attn_acts *acts, ae_ptr x);
+// y = the forward's output again from the activations (the output projection alone).
+void ae_layer_attn_output(const ae_backend *be, const ae_layer *L, const ae_layer_attn_acts *acts,
+                          ae_ptr y);
+// 1 when acts hold a forward's activations (not freed).
+int ae_layer_attn_acts_held(const ae_layer_attn_acts *acts);
 // Parameter gradients accumulate into G's module of the same kind; dx (B*T, D) is overwritten
 // when non-null.
 ae_status ae_layer_attn_backward(const ae_backend *be, const ae_layer *L,

@@ -17,7 +17,8 @@ struct ae_mla_acts {
     int B, T;
     ae_scratch mem; // every buffer below
     ae_ptr pos;     // (B*T) I32 position of each row: t
-    ae_ptr x;       // (B*T, D) input copy
+    ae_ptr x;       // (B*T, D) the input, borrowed (not copied): the caller keeps it until the
+                    // backward, or rebinds it to the same values (ae_mla_acts_rebind)
     ae_ptr qa_raw;  // (B*T, q_lora) x·Wqaᵀ           (q_lora_rank > 0)
     ae_ptr qa_n;    // (B*T, q_lora) RMSNorm of it     (q_lora_rank > 0)
     ae_ptr q;       // (B*T, H, dn+dr) rope'd queries
@@ -48,7 +49,6 @@ static ae_status acts_alloc(const ae_backend *be, const ae_mla_dims *d, int B, i
     ae_scratch *s = &a->mem;
     ae_scratch_init(s, be);
     a->pos = ae_scratch_positions(s, (int)M, 0, T);
-    a->x = ae_scratch_alloc(s, M * (size_t)d->D, at);
     if (ql > 0) {
         a->qa_raw = ae_scratch_alloc(s, M * ql, at);
         a->qa_n = ae_scratch_alloc(s, M * ql, at);
@@ -66,6 +66,13 @@ static ae_status acts_alloc(const ae_backend *be, const ae_mla_dims *d, int B, i
     }
     *out = a;
     return AE_OK;
+}
+
+void ae_mla_acts_rebind(ae_mla_acts *a, ae_ptr x) { a->x = x; }
+
+void ae_mla_acts_output(const ae_backend *be, const ae_mla *m, const ae_mla_acts *a, ae_ptr y) {
+    const ae_mla_dims *d = &m->d;
+    ae_matmul(be, y, a->att, m->wo, a->B * a->T, d->H * d->dv, d->D);
 }
 
 static float attn_scale(const ae_mla_dims *d) { return (float)(1.0 / sqrt((double)(d->dn + d->dr))); }
@@ -89,7 +96,7 @@ ae_status ae_mla_train_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, 
         ae_mla_acts_free(a);
         return AE_ERR_NOMEM;
     }
-    ae_copy(be, a->x, x, (size_t)M * d->D);
+    a->x = x;
     mla_q_forward(be, m, x, M, a->pos, a->q, a->qa_raw, a->qa_n);
     ae_matmul(be, kva, x, m->wkva, M, d->D, Cd);
     be->rope(be, ae_ptr_at(kva, (size_t)R), a->pos, M, 1, Cd, dr, d->rope_theta, AE_ROPE_INTERLEAVED);
@@ -106,7 +113,7 @@ ae_status ae_mla_train_forward(const ae_backend *be, const ae_mla *m, ae_ptr x, 
         be->attention(be, &aa, ae_ptr_at(a->att, vo), ae_ptr_at(a->q, qo), ae_ptr_at(a->k, qo),
                       ae_ptr_at(a->v, vo));
     }
-    ae_matmul(be, y, a->att, m->wo, M, H * dv, d->D);
+    ae_mla_acts_output(be, m, a, y);
     ae_scratch_free(&s);
     *acts = a;
     return AE_OK;

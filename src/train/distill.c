@@ -666,7 +666,9 @@ ae_status ae_distill_stage2_micro(ae_run *r, const int32_t *ids, int B, int T, d
     ae_ptr dfinal = ae_ptr_null(); // (N, D) F32 ∂loss/∂ the student's final hidden
     // the teacher's streams are the cosine term's targets only: kept in the activation dtype
     ae_status st = ae_model_train_forward(r->t, ids, B, T, cos ? AE_KEEP_ACT : AE_KEEP_NONE, &ta);
-    if (st == AE_OK) st = ae_model_train_forward(r->s, ids, B, T, AE_KEEP_F32, &sa);
+    if (st == AE_OK)
+        st = ae_model_train_forward(r->s, ids, B, T,
+                                    AE_KEEP_F32 | (r->o->s2_keep_attn ? AE_KEEP_ATTN : 0), &sa);
     if (st == AE_OK) {
         dfinal = be->alloc(be, (size_t)N * r->s->cfg.hidden_size, AE_DT_F32);
         if (ae_ptr_is_null(dfinal))

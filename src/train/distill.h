@@ -37,6 +37,11 @@ typedef struct {
                                     // gradient rounded to bf16 once per op, accumulation over
                                     // micro-batches and ranks in bf16). Needs a backend with
                                     // bf16 weights (ae_distill_check_backend)
+    int s2_keep_attn;               // stage 2: the student's forward keeps every layer's
+                                    // attention-module activations for the backward instead of
+                                    // its recomputing them (--stage2-acts keep: faster, more
+                                    // memory; the same bits either way, so not one of the run's
+                                    // recorded settings)
     uint64_t seed;
     struct ae_comm *comm;           // the data-parallel group (dist/comm.h; train/distill_dp.h),
                                     // NULL: this process alone

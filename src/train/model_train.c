@@ -61,6 +61,8 @@ struct ae_train_acts {
     ae_ptr *hidden;         // (L+1) × (M, D) F32, null entries when not kept
     ae_ptr final;           // (M, D) act
     layer_routing *routing; // (L)
+    ae_layer_attn_acts *attn; // (L) each layer's attention-module activations (AE_KEEP_ATTN),
+                              // freed by the backward as it passes the layer; else NULL
 };
 
 // ---------------------------------------------------------------- parameter lists
@@ -331,6 +333,9 @@ void ae_train_acts_free(ae_train_acts *a) {
             ae_free_aligned(a->routing[l].probs);
         }
     free(a->routing);
+    if (a->attn)
+        for (int l = 0; l < a->L; l++) ae_layer_attn_acts_free(&a->attn[l]);
+    free(a->attn);
     ae_scratch_free(&a->mem);
     free(a);
 }
@@ -383,29 +388,37 @@ static ae_status bufs_init(layer_bufs *w, const ae_model *m, int M, int backward
                      "tokens", be->name, backward ? "backward" : "forward", M);
 }
 
-// Layer l on the stream h (M, D) F32: fills w's xn, y, hmid, z (and g, u, act); the attention
-// module's activations go to attn when non-null (else they are freed at once); a MoE layer runs
-// its training forward into moe when non-null, else the inference op (moe_ffn: grouped, no host
-// synchronisation); hout = h_{l+1} (M, D) F32 unless null. hout null is the backward's
-// recompute: a dense FFN then stops at g and u (and act when mlp_act; y is left as it was) —
-// its output is never read there, and the down projection is a third of the FFN's GEMM work.
-static ae_status layer_forward(const ae_model *m, int l, ae_ptr h, int B, int T, layer_bufs *w,
-                               ae_layer_attn_acts *attn, ae_moe_acts *moe, ae_ptr hout,
-                               int mlp_act) {
+// The attention half of layer l on the stream h (M, D) F32: w->xn = RMSNorm(h), w->y = its
+// attention module's output; the module's activations go to attn when non-null (they borrow
+// w->xn), else they are freed at once.
+static ae_status layer_attention(const ae_model *m, int l, ae_ptr h, int B, int T, layer_bufs *w,
+                                 ae_layer_attn_acts *attn) {
     const ae_backend *be = m->be;
     const ae_layer *L = &m->layers[l];
-    int D = m->cfg.hidden_size, M = B * T;
-    size_t md = (size_t)M * D;
-    float eps = (float)m->cfg.rms_norm_eps;
+    int D = m->cfg.hidden_size;
     ae_layer_attn_acts own_attn;
-    be->rmsnorm(be, w->xn, h, L->input_norm, M, D, D, eps);
+    be->rmsnorm(be, w->xn, h, L->input_norm, B * T, D, D, (float)m->cfg.rms_norm_eps);
     ae_status st = ae_layer_attn_train_forward(be, L, w->xn, B, T, w->y, attn ? attn : &own_attn);
     if (!attn) ae_layer_attn_acts_free(&own_attn);
-    if (st != AE_OK) return st;
+    return st;
+}
+
+// The rest of layer l after its attention output w->y: fills w's hmid, z (and g, u, act); a
+// MoE layer runs its training forward into moe when non-null, else the inference op (moe_ffn:
+// grouped, no host synchronisation); hout = h_{l+1} (M, D) F32 unless null. hout null is the
+// backward's recompute: a dense FFN then stops at g and u (and act when mlp_act; y is left as
+// it was) — its output is never read there, and the down projection is a third of the FFN's
+// GEMM work.
+static ae_status layer_ffn(const ae_model *m, int l, ae_ptr h, int M, layer_bufs *w, ae_moe_acts *moe,
+                           ae_ptr hout, int mlp_act) {
+    const ae_backend *be = m->be;
+    const ae_layer *L = &m->layers[l];
+    int D = m->cfg.hidden_size;
+    size_t md = (size_t)M * D;
     ae_copy(be, w->hmid, h, md);
-    be->add_rmsnorm(be, w->hmid, w->y, w->z, L->post_norm, M, D, eps);
+    be->add_rmsnorm(be, w->hmid, w->y, w->z, L->post_norm, M, D, (float)m->cfg.rms_norm_eps);
     if (L->is_moe) {
-        st = moe ? ae_moe_train_forward(m, L, w->z, M, w->y, moe) : ae_moe_forward(m, L, w->y, w->z, M);
+        ae_status st = moe ? ae_moe_train_forward(m, L, w->z, M, w->y, moe) : ae_moe_forward(m, L, w->y, w->z, M);
         if (st != AE_OK) return st;
     } else if (!ae_ptr_is_null(hout)) {
         ae_mlp_train_forward(m, L, w->z, M, w->y, w->g, w->u, w->act);
@@ -418,6 +431,14 @@ static ae_status layer_forward(const ae_model *m, int l, ae_ptr h, int B, int T,
         be->add(be, hout, w->y, md);
     }
     return AE_OK;
+}
+
+// Layer l on the stream h: layer_attention, then layer_ffn.
+static ae_status layer_forward(const ae_model *m, int l, ae_ptr h, int B, int T, layer_bufs *w,
+                               ae_layer_attn_acts *attn, ae_moe_acts *moe, ae_ptr hout,
+                               int mlp_act) {
+    AE_TRY(layer_attention(m, l, h, B, T, w, attn));
+    return layer_ffn(m, l, h, B * T, w, moe, hout, mlp_act);
 }
 
 static ae_status check_forward_args(const ae_model *m, const int32_t *ids, int B, int T) {
@@ -483,10 +504,15 @@ ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, i
     int D = c->hidden_size, L = c->num_hidden_layers, M = B * T;
     ae_train_acts *a = NULL;
     layer_bufs w;
-    const int keep_f32 = keep_hidden == AE_KEEP_F32, keep_act = keep_hidden == AE_KEEP_ACT;
+    const int stream = keep_hidden & ~AE_KEEP_ATTN, keep_attn = (keep_hidden & AE_KEEP_ATTN) != 0;
+    const int keep_f32 = stream == AE_KEEP_F32, keep_act = stream == AE_KEEP_ACT;
+    if (keep_attn && !keep_f32)
+        return ae_errorf(AE_ERR_ARG, "train forward: AE_KEEP_ATTN needs AE_KEEP_F32 (the backward)");
     ae_ptr work[2] = {ae_ptr_null(), ae_ptr_null()}; // (M, D) F32 the stream, unless kept in F32
-    ae_status st = acts_alloc(m, ids, B, T, keep_hidden ? L + 1 : 0,
+    ae_status st = acts_alloc(m, ids, B, T, stream ? L + 1 : 0,
                               keep_act ? be->act_dtype : AE_DT_F32, &a);
+    if (st == AE_OK && keep_attn && !(a->attn = ae_calloc((size_t)L, sizeof *a->attn)))
+        st = AE_ERR_NOMEM;
     for (int i = 0; i < 2 && st == AE_OK && !keep_f32; i++)
         if (ae_ptr_is_null(work[i] = be->alloc(be, (size_t)M * D, AE_DT_F32)))
             st = ae_errorf(AE_ERR_NOMEM, "out of %s memory for the residual stream of a training "
@@ -507,7 +533,8 @@ ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, i
         ae_moe_acts moe;
         int keep = m->layers[l].is_moe && be->host_memory; // the routing statistics (tests)
         memset(&moe, 0, sizeof moe);
-        st = layer_forward(m, l, STREAM(l), B, T, &w, NULL, keep ? &moe : NULL, STREAM(l + 1), 1);
+        st = layer_forward(m, l, STREAM(l), B, T, &w, a->attn ? &a->attn[l] : NULL,
+                           keep ? &moe : NULL, STREAM(l + 1), 1);
         if (st == AE_OK && keep) st = keep_routing(be, &a->routing[l], &moe);
         if (st == AE_OK && keep_act) ae_copy(be, a->hidden[l + 1], STREAM(l + 1), (size_t)M * D);
         ae_moe_acts_free(&moe);
@@ -561,8 +588,20 @@ static ae_status layer_backward(const ae_model *m, int l, const ae_train_acts *a
     ae_moe_acts moe;
     memset(&attn, 0, sizeof attn);
     memset(&moe, 0, sizeof moe);
-    // the recompute: act only when the MLP's down projection is trained (its dW reads act)
-    ae_status st = layer_forward(m, l, h, a->B, a->T, w, &attn, L->is_moe ? &moe : NULL, none, !af);
+    // the recompute: act only when the MLP's down projection is trained (its dW reads act); the
+    // attention module's activations from the forward when kept (only its input and output
+    // are computed again: RMSNorm and the output projection)
+    ae_status st = AE_OK;
+    if (a->attn && ae_layer_attn_acts_held(&a->attn[l])) {
+        attn = a->attn[l];
+        memset(&a->attn[l], 0, sizeof attn); // attn owns them now: freed below
+        be->rmsnorm(be, w->xn, h, L->input_norm, M, D, D, eps);
+        ae_layer_attn_acts_rebind(&attn, w->xn);
+        ae_layer_attn_output(be, L, &attn, w->y);
+    } else {
+        st = layer_attention(m, l, h, a->B, a->T, w, &attn);
+    }
+    if (st == AE_OK) st = layer_ffn(m, l, h, M, w, L->is_moe ? &moe : NULL, none, !af);
     if (st == AE_OK) { // h_{l+1} = hmid + FFN(RMSNorm(hmid)): dh passes, plus the FFN path
         ae_copy(be, w->y, w->dh, md);
         be->fill(be, w->dx, md, 0.0f);

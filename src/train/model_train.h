@@ -51,6 +51,10 @@ enum {
                       // the forward runs on): targets that no backward recomputes from, i.e.
                       // the teacher's side of the cosine term (bf16 on cuda: half the bytes of
                       // F32, 1.16 GiB less at Qwen3-8B × 4096 tokens; F32 on cpu: the same bits)
+    AE_KEEP_ATTN = 4, // or'ed onto AE_KEEP_F32: also each layer's attention-module activations,
+                      // so the backward recomputes only the rest of each layer (faster; holds
+                      // every layer's module activations at once). The backward frees them as
+                      // it passes each layer: one backward per such forward
 };
 // Training forward over B sequences of T tokens (positions 0..T-1 each) on m's backend. Keeps
 // only what stage 2 needs after it: the final normalised hidden states (the input of lm_head)

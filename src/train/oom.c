@@ -90,10 +90,14 @@ ae_status ae_oom_stop(ae_run *r, ae_oom_micro_fn micro, const int32_t *ids, int 
     } else {
         snprintf(way, sizeof way, "probing smaller micro-batches failed: %.300s", ae_last_error());
     }
+    const char *acts = r->stage == 1 && o->s2_keep_attn
+                           ? " Without --stage2-acts keep (the attention activations of every layer "
+                             "held from the forward to the backward) stage 2 needs less memory."
+                           : "";
     return ae_errorf(AE_ERR_NOMEM, "out of memory at stage %d, step %lld of %lld: a micro-batch of "
                      "%d sequence%s x %d tokens does not fit. Training stopped: %s and "
                      "model.safetensors was not rewritten. Tried on the same sequences without "
-                     "updating anything: %s. (The failure: %s)", r->stage + 1, (long long)r->step + 1,
+                     "updating anything: %s.%s (The failure: %s)", r->stage + 1, (long long)r->step + 1,
                      (long long)ae_distill_stage_steps(o, r->stage), B, B == 1 ? "" : "s", T, kept, way,
-                     failed);
+                     acts, failed);
 }
