@@ -21,7 +21,8 @@
 //                float operations in its order, rounded intrinsics, no contraction), argmax:
 //                bit-identical. adamw's BF16 param must equal bf16(w) exactly. adamw8: w, every
 //                code and every block absmax bit-identical (the same tables, float operations
-//                and correctly rounded sqrt/division on both sides). adamw / adamw8 with a BF16
+//                and correctly rounded sqrt/division on both sides), also with several
+//                blocks a warp. adamw / adamw8 with a BF16
 //                gradient (--grad-dtype bf16): the same, against the CPU given the bf16 values
 //                as F32 (the kernels widen bf16 exactly).
 //   TOL_ROW      1e-6 relative per row: mse/cosine losses, double sums in another order, one
@@ -719,6 +720,10 @@ static void test_adamw8(void **state) {
     }
     run_adamw8_g(&r, 1000, AE_DT_BF16, 1, 2, AE_DT_BF16, 1);
     run_adamw8_g(&r, 4099, AE_DT_F32, 1, 2, AE_DT_F32, 1);
+    // several quantisation blocks a warp (the grid is at most 8 blocks of 8 warps an SM: 8,448
+    // warps on an H200): the grid-stride loop's later blocks
+    run_adamw8_g(&r, 5000011, AE_DT_BF16, 1, 2, AE_DT_BF16, 0);
+    run_adamw8_g(&r, 3000017, AE_DT_F32, 1, 2, AE_DT_F32, 1);
     // a NaN gradient sets the flag (the optimizer never passes one: it checks the norm first)
     size_t n = 1000;
     float *h = ae_test_floats(n);

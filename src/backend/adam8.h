@@ -18,12 +18,16 @@
 // Why not a linear code: v spans many decades within a block (squares of gradients), and m's
 // small entries next to a large one would all round to zero. Why these two codes over Dettmers'
 // dynamic tree code: same byte, a range as wide where it matters, and a decode that is one table
-// look-up and one product on both backends. Rounding is to the nearest code (ties up), by
-// comparisons against the midpoints between neighbouring codes, so it is exact and identical
-// on every backend.
+// look-up and one product on both backends. Rounding is to the code nearest to the value times
+// the block's 1/absmax (ties up; the reciprocal rounded once per block, so a value costs a
+// product, not a division), by comparisons against the midpoints between neighbouring codes,
+// so it is exact and identical on every backend. The update itself (ae_q8_adam) is adamw's
+// with the bias corrections as products by their reciprocals: one division a value instead of
+// three (the kernel is bound by its arithmetic, not by its bytes: bench/bench_optim.c).
 #ifndef AE_BACKEND_ADAM8_H
 #define AE_BACKEND_ADAM8_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,9 +40,15 @@
 #ifdef __CUDA_ARCH__
 #define AE_Q8_MUL(a, b) __fmul_rn(a, b)
 #define AE_Q8_DIV(a, b) __fdiv_rn(a, b)
+#define AE_Q8_ADD(a, b) __fadd_rn(a, b)
+#define AE_Q8_SUB(a, b) __fsub_rn(a, b)
+#define AE_Q8_SQRT(x) __fsqrt_rn(x)
 #else
 #define AE_Q8_MUL(a, b) ((a) * (b))
 #define AE_Q8_DIV(a, b) ((a) / (b))
+#define AE_Q8_ADD(a, b) ((a) + (b))
+#define AE_Q8_SUB(a, b) ((a) - (b))
+#define AE_Q8_SQRT(x) sqrtf(x)
 #endif
 
 #ifdef __cplusplus
@@ -108,18 +118,24 @@ AE_Q8_HD int ae_q8_nearest_guess(const float *mid, int n_mid, int mbits, float u
     return u != u ? 0 : k;
 }
 
-// m's byte for x given the block's absmax amax (>= |x|; amax 0 gives 0).
-AE_Q8_HD uint8_t ae_q8_encode_m(const ae_q8_code *c, float x, float amax) {
-    if (!(amax > 0.0f)) return 0;
+// The encoders' scale of a block whose absmax is amax: 1/amax rounded once (0 for amax 0 or
+// NaN): a value x is coded as the code nearest to |x|·inv (one product a value; the quotient
+// |x|/amax would be a division a value).
+AE_Q8_HD float ae_q8_inv(float amax) { return amax > 0.0f ? AE_Q8_DIV(1.0f, amax) : 0.0f; }
+
+// m's byte for x given its block's inv = ae_q8_inv(absmax) (absmax >= |x|; inv 0 gives 0).
+AE_Q8_HD uint8_t ae_q8_encode_m(const ae_q8_code *c, float x, float inv) {
+    if (!(inv > 0.0f)) return 0;
     float ax = x < 0.0f ? -x : x;
-    int k = ae_q8_nearest_guess(c->m_mid, 127, 3, AE_Q8_DIV(ax, amax));
+    int k = ae_q8_nearest_guess(c->m_mid, 127, 3, AE_Q8_MUL(ax, inv));
     return (uint8_t)(k | (x < 0.0f && k ? 0x80 : 0));
 }
 
-// sqrt(v)'s byte for s = sqrt(v) given the block's largest s, amax (never 0 for s > 0).
-AE_Q8_HD uint8_t ae_q8_encode_v(const ae_q8_code *c, float s, float amax) {
-    if (!(amax > 0.0f)) return 0;
-    int k = ae_q8_nearest_guess(c->v_mid, 255, 4, AE_Q8_DIV(s, amax));
+// sqrt(v)'s byte for s = sqrt(v) given inv = ae_q8_inv of the block's largest s (never 0 for
+// s > 0).
+AE_Q8_HD uint8_t ae_q8_encode_v(const ae_q8_code *c, float s, float inv) {
+    if (!(inv > 0.0f)) return 0;
+    int k = ae_q8_nearest_guess(c->v_mid, 255, 4, AE_Q8_MUL(s, inv));
     return (uint8_t)(k == 0 && s > 0.0f ? 1 : k);
 }
 
@@ -131,6 +147,37 @@ AE_Q8_HD float ae_q8_decode_m(const ae_q8_code *c, uint8_t b, float amax) {
 // sqrt(v) of byte b (v is its square).
 AE_Q8_HD float ae_q8_decode_v(const ae_q8_code *c, uint8_t b, float amax) {
     return AE_Q8_MUL(c->v_val[b], amax);
+}
+
+// The scalars of one adamw8 step (ops.h), formed once on the host in float: omb = 1 − β and
+// ibc = 1 / bc, so that a value's update multiplies by the bias corrections (one division a
+// value, in the step itself, instead of three).
+typedef struct {
+    float lr, b1, omb1, b2, omb2, eps, wd, gs, ibc1, ibc2;
+} ae_q8_step;
+
+AE_Q8_HD ae_q8_step ae_q8_step_make(float lr, float beta1, float beta2, float eps,
+                                    float weight_decay, float bc1, float bc2, float gscale) {
+    ae_q8_step k;
+    k.lr = lr, k.b1 = beta1, k.omb1 = 1.0f - beta1, k.b2 = beta2, k.omb2 = 1.0f - beta2;
+    k.eps = eps, k.wd = weight_decay, k.gs = gscale;
+    k.ibc1 = AE_Q8_DIV(1.0f, bc1), k.ibc2 = AE_Q8_DIV(1.0f, bc2);
+    return k;
+}
+
+// One value of the adamw8 step, each operation rounded once, the same on both backends:
+//   g' = g·gs;  m = β1·m + (1−β1)·g';  v = β2·v + ((1−β2)·g')·g';
+//   w −= lr·((m·ibc1) / (sqrt(v·ibc2) + eps) + wd·w)
+// 1 when the new w or v is Inf or NaN.
+AE_Q8_HD int ae_q8_adam(const ae_q8_step *k, float *w, float *m, float *v, float g) {
+    const float gj = AE_Q8_MUL(g, k->gs);
+    *m = AE_Q8_ADD(AE_Q8_MUL(k->b1, *m), AE_Q8_MUL(k->omb1, gj));
+    *v = AE_Q8_ADD(AE_Q8_MUL(k->b2, *v), AE_Q8_MUL(AE_Q8_MUL(k->omb2, gj), gj));
+    const float mhat = AE_Q8_MUL(*m, k->ibc1), vhat = AE_Q8_MUL(*v, k->ibc2);
+    const float upd = AE_Q8_ADD(AE_Q8_DIV(mhat, AE_Q8_ADD(AE_Q8_SQRT(vhat), k->eps)),
+                                AE_Q8_MUL(k->wd, *w));
+    *w = AE_Q8_SUB(*w, AE_Q8_MUL(k->lr, upd));
+    return !isfinite(*w) || !isfinite(*v);
 }
 
 #ifdef __cplusplus

@@ -249,7 +249,7 @@ static uint8_t *cpu_u8(ae_ptr p, const char *op, const char *arg) {
 
 // One block of len <= AE_Q8_BLOCK values of adamw8: decode, update, new absmax, encode.
 // Returns 1 when a new w or v is Inf or NaN.
-static int adam8_block(const ae_q8_code *c, const ae_adamw_args *a, float *w, uint8_t *mq,
+static int adam8_block(const ae_q8_code *c, const ae_q8_step *k, float *w, uint8_t *mq,
                        float *ms, uint8_t *vq, float *vs, const float *g, size_t len) {
     float m[AE_Q8_BLOCK], s[AE_Q8_BLOCK]; // (len) new m and sqrtf(new v), before rounding
     const float m_amax = *ms, s_amax = *vs;
@@ -259,15 +259,16 @@ static int adam8_block(const ae_q8_code *c, const ae_adamw_args *a, float *w, ui
         float mj = m_amax > 0.0f ? ae_q8_decode_m(c, mq[j], m_amax) : 0.0f;
         float sj = s_amax > 0.0f ? ae_q8_decode_v(c, vq[j], s_amax) : 0.0f;
         float vj = sj * sj;
-        bad |= adam_value(a, &w[j], &mj, &vj, g[j]);
+        bad |= ae_q8_adam(k, &w[j], &mj, &vj, g[j]);
         m[j] = mj;
         s[j] = sqrtf(vj);
         m_max = fmaxf(m_max, fabsf(mj));
         s_max = fmaxf(s_max, s[j]);
     }
+    const float m_inv = ae_q8_inv(m_max), s_inv = ae_q8_inv(s_max);
     for (size_t j = 0; j < len; j++) {
-        mq[j] = ae_q8_encode_m(c, m[j], m_max);
-        vq[j] = ae_q8_encode_v(c, s[j], s_max);
+        mq[j] = ae_q8_encode_m(c, m[j], m_inv);
+        vq[j] = ae_q8_encode_v(c, s[j], s_inv);
     }
     *ms = m_max;
     *vs = s_max;
@@ -287,12 +288,14 @@ void ae_cpu_adamw8(const ae_backend *be, const ae_adamw_args *a, ae_ptr wp, ae_p
     int32_t *flag = cpu_i(flagp, "adamw8");
     ae_q8_code code;
     ae_q8_code_init(&code);
+    const ae_q8_step k = ae_q8_step_make(a->lr, a->beta1, a->beta2, a->eps, a->weight_decay,
+                                         a->bc1, a->bc2, a->gscale);
     const size_t nb = ae_q8_blocks(n);
     int bad = 0;
 #pragma omp parallel for reduction(| : bad) if (n > 65536)
     for (size_t b = 0; b < nb; b++) {
         size_t j0 = b * AE_Q8_BLOCK, len = n - j0 < AE_Q8_BLOCK ? n - j0 : AE_Q8_BLOCK;
-        bad |= adam8_block(&code, a, w + j0, mq + j0, ms + b, vq + j0, vs + b, g + j0, len);
+        bad |= adam8_block(&code, &k, w + j0, mq + j0, ms + b, vq + j0, vs + b, g + j0, len);
     }
     if (p && p != w) memcpy(p, w, sizeof(float) * n);
     if (bad && flag) flag[0] = 1;

@@ -422,58 +422,78 @@ __device__ __forceinline__ void st8_codes(uint8_t *p, const uint8_t (&c)[8], int
     }
 }
 
-// Quantisation block b, lane's values j .. j + len − 1 (j = 256b + 8·lane): ae_cpu_adamw8's
-// operations on each value (decode, adam_one, sqrt), the block's absmax of |m| and of sqrt(v) as
-// warp reductions, then the codes. The whole warp calls it with the same VEC (every lane's 8
-// values in the tensor, every pointer aligned: vector accesses and no per-value guards). Returns
-// 1 when a new w or v of the lane is not finite.
-template <bool VEC, typename TP, typename TG>
-__device__ __forceinline__ int adam8_block(const AdamK &k, const ae_q8_code &code, float *w,
-                                           uint8_t *mq, float *ms, uint8_t *vq, float *vs,
-                                           const TG *g, TP *p, size_t b, size_t j, int len) {
-    const float m_amax = ms[b], s_amax = vs[b];
-    float wv[8], gv[8], mv[8], sv[8];
+// One lane's inputs of a quantisation block: its 8 values of w and g, their codes, and the
+// block's two absmax values.
+template <typename TG> struct Adam8In {
+    float w[8], g[8];
     uint8_t mc[8], vc[8];
-    ld8<VEC>(w + j, wv, len);
-    ld8<VEC>(g + j, gv, len);
-    ld8_codes<VEC>(mq + j, mc, len);
-    ld8_codes<VEC>(vq + j, vc, len);
+    float m_amax, s_amax;
+};
+
+// Loads lane's values j .. j + len − 1 (j = 256b + 8·lane) of quantisation block b.
+template <bool VEC, typename TG>
+__device__ __forceinline__ void adam8_load(Adam8In<TG> &in, const float *w, const uint8_t *mq,
+                                           const float *ms, const uint8_t *vq, const float *vs,
+                                           const TG *g, size_t b, size_t j, int len) {
+    in.m_amax = ms[b];
+    in.s_amax = vs[b];
+    ld8<VEC>(w + j, in.w, len);
+    ld8<VEC>(g + j, in.g, len);
+    ld8_codes<VEC>(mq + j, in.mc, len);
+    ld8_codes<VEC>(vq + j, in.vc, len);
+}
+
+// Block b from its loaded inputs: ae_cpu_adamw8's operations on each value (decode, adam_one,
+// sqrt), the block's absmax of |m| and of sqrt(v) as warp reductions, then the codes and the
+// stores. The whole warp calls it with the same VEC (every lane's 8 values in the tensor, every
+// pointer aligned: vector accesses and no per-value guards). Returns 1 when a new w or v of the
+// lane is not finite.
+template <bool VEC, typename TP, typename TG>
+__device__ __forceinline__ int adam8_update(const ae_q8_step &k, const ae_q8_code &code, Adam8In<TG> &in,
+                                            float *w, uint8_t *mq, float *ms, uint8_t *vq,
+                                            float *vs, TP *p, size_t b, size_t j, int len) {
+    float mv[8], sv[8];
     float m_loc = 0.0f, s_loc = 0.0f;
     int bad = 0;
 #pragma unroll
     for (int e = 0; e < 8; e++) {
         mv[e] = sv[e] = 0.0f;
         if (!VEC && e >= len) continue;
-        const float md = ae_q8_decode_m(&code, mc[e], m_amax), sd = ae_q8_decode_v(&code, vc[e], s_amax);
-        mv[e] = m_amax > 0.0f ? md : 0.0f;
-        const float s0 = s_amax > 0.0f ? sd : 0.0f;
+        const float md = ae_q8_decode_m(&code, in.mc[e], in.m_amax);
+        const float sd = ae_q8_decode_v(&code, in.vc[e], in.s_amax);
+        mv[e] = in.m_amax > 0.0f ? md : 0.0f;
+        const float s0 = in.s_amax > 0.0f ? sd : 0.0f;
         float vj = __fmul_rn(s0, s0);
-        bad |= adam_one(k, wv[e], mv[e], vj, gv[e]);
+        bad |= ae_q8_adam(&k, &in.w[e], &mv[e], &vj, in.g[e]);
         sv[e] = __fsqrt_rn(vj);
         m_loc = fmaxf(m_loc, fabsf(mv[e]));
         s_loc = fmaxf(s_loc, sv[e]);
     }
     const float m_max = warp_max(m_loc), s_max = warp_max(s_loc);
+    const float m_inv = ae_q8_inv(m_max), s_inv = ae_q8_inv(s_max);
 #pragma unroll
     for (int e = 0; e < 8; e++) {
-        mc[e] = ae_q8_encode_m(&code, mv[e], m_max);
-        vc[e] = ae_q8_encode_v(&code, sv[e], s_max);
+        in.mc[e] = ae_q8_encode_m(&code, mv[e], m_inv);
+        in.vc[e] = ae_q8_encode_v(&code, sv[e], s_inv);
     }
-    st8<VEC>(w + j, wv, len);
-    if (p) st8<VEC>(p + j, wv, len);
-    st8_codes<VEC>(mq + j, mc, len);
-    st8_codes<VEC>(vq + j, vc, len);
+    st8<VEC>(w + j, in.w, len);
+    if (p) st8<VEC>(p + j, in.w, len);
+    st8_codes<VEC>(mq + j, in.mc, len);
+    st8_codes<VEC>(vq + j, in.vc, len);
     if ((threadIdx.x & 31) == 0) ms[b] = m_max, vs[b] = s_max;
     return bad;
 }
 
 // One warp per quantisation block (grid-stride over the blocks), lane l on its values 8l .. 8l + 7
-// (adam8_block; no block barrier). The code tables arrive by value and are copied to shared
-// memory. w: (n) F32; g: (n) TG (F32 or BF16); mq, vq: (n) codes; ms, vs: (blocks) F32; p: (n)
-// TP or null. vec: w, g, p as vec_ok and mq, vq 8-byte aligned.
+// (adam8_load, adam8_update; no block barrier). The code tables arrive by value and are copied to
+// shared memory. w: (n) F32; g: (n) TG (F32 or BF16); mq, vq: (n) codes; ms, vs: (blocks) F32;
+// p: (n) TP or null. vec: w, g, p as vec_ok and mq, vq 8-byte aligned. (Loading a warp's next
+// block while it updates the current one was measured slower: 22.2 against 18.1 ms for the
+// Qwen3-8B MLA student's step, 96 registers against 66 and 2 blocks an SM against 3;
+// docs/BENCHMARKS.md, 2026-12-01.)
 template <typename TP, typename TG>
 __global__ void __launch_bounds__(kThreads)
-k_adamw8(AdamK k, ae_q8_code code_in, float *w, uint8_t *mq, float *ms, uint8_t *vq, float *vs,
+k_adamw8(ae_q8_step k, ae_q8_code code_in, float *w, uint8_t *mq, float *ms, uint8_t *vq, float *vs,
          const TG *g, TP *p, int32_t *flag, size_t n, int vec) {
     __shared__ ae_q8_code code;
     for (int i = threadIdx.x; i < (int)(sizeof code / sizeof(float)); i += kThreads)
@@ -483,11 +503,14 @@ k_adamw8(AdamK k, ae_q8_code code_in, float *w, uint8_t *mq, float *ms, uint8_t 
     int bad = 0;
     for (size_t b = blockIdx.x * (size_t)kWarps + (threadIdx.x >> 5); b < nb; b += step) {
         const size_t j = b * AE_Q8_BLOCK + 8 * (size_t)(threadIdx.x & 31);
+        Adam8In<TG> in;
         if (vec && (b + 1) * AE_Q8_BLOCK <= n) { // warp-uniform
-            bad |= adam8_block<true>(k, code, w, mq, ms, vq, vs, g, p, b, j, 8);
+            adam8_load<true>(in, w, mq, ms, vq, vs, g, b, j, 8);
+            bad |= adam8_update<true>(k, code, in, w, mq, ms, vq, vs, p, b, j, 8);
         } else {
             const int len = j >= n ? 0 : (n - j < 8 ? (int)(n - j) : 8);
-            bad |= adam8_block<false>(k, code, w, mq, ms, vq, vs, g, p, b, j, len);
+            adam8_load<false>(in, w, mq, ms, vq, vs, g, b, j, len);
+            bad |= adam8_update<false>(k, code, in, w, mq, ms, vq, vs, p, b, j, len);
         }
     }
     if (bad && flag) *flag = 1;
@@ -701,7 +724,8 @@ void ae_cuda_adamw8(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_p
     const unsigned nb = grid_cap(ae_q8_blocks(n), kWarps, (unsigned)cu(be)->sm_count * 8);
     AE_CUDA_FLOAT_DISPATCH(p.dtype, TP, AE_CUDA_FLOAT_DISPATCH(g.dtype, TG, {
         k_adamw8<TP, TG><<<nb, kThreads, 0, stream_of(be)>>>(
-            adam_k(a), code, (float *)w.data, (uint8_t *)mq.data, (float *)ms.data,
+            ae_q8_step_make(a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, a->bc1, a->bc2,
+                            a->gscale), code, (float *)w.data, (uint8_t *)mq.data, (float *)ms.data,
             (uint8_t *)vq.data, (float *)vs.data, (const TG *)g.data, (TP *)p.data,
             (int32_t *)flag.data, n, vec);
     }));

@@ -527,10 +527,11 @@ struct ae_backend {
     // adamw with 8-bit moments (backend/adam8.h: blocks of AE_Q8_BLOCK values, one F32
     // absmax per block and moment, m in a signed e4m3-like code, sqrt(v) in an unsigned
     // e4m4-like code). Per block: decode m = ±m_val[mq]·ms, v = (v_val[vq]·vs)² (a block whose
-    // absmax is 0 is all zero: its codes are not read), adamw's float operations on every
-    // value (the same w, and m, v before rounding), then the new absmax of |m| and of sqrtf(v)
-    // over the block and each value rounded to its nearest code (ae_q8_encode_m/_v). Every code
-    // and absmax of the n values is written; flag as adamw.
+    // absmax is 0 is all zero: its codes are not read), adamw's update on every value with the
+    // bias corrections as products by their reciprocals (ae_q8_adam: one division a value),
+    // then the new absmax of |m| and of sqrtf(v) over the block and each value rounded to the
+    // code nearest to it times 1/absmax (ae_q8_encode_m/_v, ae_q8_inv). Every code and absmax
+    // of the n values is written; flag as adamw.
     //   w: (n) F32;  g: (n) F32, or BF16 as adamw's;  mq, vq: (n) U8;
     //   ms, vs: (ceil(n / AE_Q8_BLOCK)) F32;  param: (n) wt
     void (*adamw8)(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_ptr mq, ae_ptr ms,
