@@ -20,6 +20,7 @@
 #   AE_BENCH_STEPS       timed steps per stage after 2 warm-up steps, both sides (default 4;
 #                        AE_BENCH_STEPS_32K for the 32K rows, default 2)
 #   AE_BENCH_NO_PEER=1   attnedit only
+#   AE_BENCH_ONLY=8b     only the rows of these shapes (comma-separated: 1.7b, 8b, 30b-a3b)
 #   AE_BENCH_OPTIM8=0    leave out the --optim-state 8bit rows (and the 8bit+bf16g ones)
 #   AE_BENCH_BF16G=0     leave out the --optim-state 8bit --grad-dtype bf16 rows
 #   AE_BENCH_KEEP=0      leave out the --stage2-acts keep rows (Qwen3-1.7B fp32, Qwen3-8B
@@ -64,6 +65,7 @@ export AE_BENCH_GEMM_PEAK
 
 # attnedit: one bench_distill run (both stages) per shape and target
 ae_row() { # label config batch ctx target steps [optim: fp32 (default) | 8bit | 8bit+bf16g, each +keep]
+  case ",${AE_BENCH_ONLY:-$1}," in *",$1,"*) ;; *) return 0 ;; esac
   local optim="${7:-fp32}"
   local tag="$1-$3x$4-$5-$optim"
   local state="${optim%%+*}" grads=fp32 acts=recompute # "8bit+bf16g": 8-bit moments, bf16 gradients
@@ -90,6 +92,7 @@ ae_row() { # label config batch ctx target steps [optim: fp32 (default) | 8bit |
 # OOM (torch.OutOfMemoryError / CUDA out of memory) or as the failure's last line
 peer_row() { # shape batch ctx targets steps
   [ -n "${AE_BENCH_NO_PEER:-}" ] && return 0
+  case ",${AE_BENCH_ONLY:-$1}," in *",$1,"*) ;; *) return 0 ;; esac
   if [ -z "$peer" ]; then echo "peer | $1 | not run: torch_attnedit.py not found"; return 0; fi
   local tag="$1-$2x$3-${4//,/+}"
   # the peer under the machine's own library path (dev/device-unpack.sh: ours hides cuDNN
