@@ -293,13 +293,12 @@ static void test_rmsnorm_bwd(void **state) {
 // ae_matmul_bwd's weight gradient dw += dyᵀ · x into a BF16 dw (--grad-dtype bf16: every
 // Linear weight's gradient): against the CPU's F32 dw from the same bf16 start (TOL_BF16_OUT of
 // the gradient), and against the GPU's own F32 dw rounded to bf16: within one bf16 ulp of the
-// value (TOL_DW_ULP: the product accumulates into the bf16 dw in the GEMM itself, its split-K
-// partial sums in F32 (cuda_gemm.cu limits the reduction schemes for an accumulating BF16 y) and
-// the sum rounded once, but another cuBLASLt algorithm, i.e. another fp32 summation order, may
-// run than for the F32 dw; plus a floor of 1e-4 of the gradient's rms for values where the sum
-// cancels). Deterministic: two runs bit-identical. (Without that limit, a GEMM straight into the
-// bf16 dw failed this at M 1030, K 256, N 512 on the H200: 0.0625 against 0.0471, split-K
-// partial sums rounded to bf16; the F32 temporary used until 2026-12-01 passed it.)
+// value (TOL_DW_ULP: the product goes into an F32 temporary and is added with one rounding, but
+// a beta-0 product may run another cuBLASLt algorithm, i.e. another fp32 summation order, than
+// the F32 dw's beta-1 one; plus a floor of 1e-4 of the gradient's rms for values where the sum
+// cancels). Deterministic: two runs bit-identical. (A GEMM straight into the bf16 dw failed
+// this at M 1030, K 256, N 512 on the H200: 0.0625 against 0.0471, split-K partial sums rounded
+// to bf16.)
 
 #define TOL_DW_ULP (1.0 / 128) // one bf16 ulp, relative to the larger of the two values
 

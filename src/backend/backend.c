@@ -126,15 +126,21 @@ void ae_matmul_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr
         be->gemm(be, &g, dx, dy, w);
     }
     if (!ae_ptr_is_null(dw)) { // dw (N, K) += dyᵀ (N, M) · x (M, K)
-        // A BF16 gradient (--grad-dtype bf16) accumulates in the product itself: the gemm op
-        // keeps a split reduction's partial sums in F32 when a BF16 y accumulates (cuda_gemm.cu;
-        // a bf16 workspace was 64 bf16 ulp off where the sum cancels, measured on an H200,
-        // 2026-11-30), so the sum is rounded to bf16 once, as an F32 temporary added to dw was
-        // (that temporary cost 8 bytes a value of traffic and was measured 2% of a Qwen3-8B MLA
-        // stage-1 step).
         ae_gemm_args g = {.M = N, .N = K, .K = M, .batch = 1, .trans_a = 1, .trans_b = 0,
                           .lda = N, .ldb = K, .ldy = K, .alpha = 1.0f, .beta = 1.0f};
-        be->gemm(be, &g, dw, dy, x);
+        // A BF16 gradient (--grad-dtype bf16): the product into an F32 temporary, then added with
+        // one rounding. A GEMM that accumulates into a bf16 C may round partial sums on the way
+        // (cuBLASLt's split-K: 64 bf16 ulp off where the sum cancels, measured on an H200,
+        // 2026-11-30). Without memory for the temporary: the GEMM into dw itself.
+        ae_ptr t = dw.dtype == AE_DT_BF16 ? be->alloc(be, (size_t)N * K, AE_DT_F32) : ae_ptr_null();
+        if (ae_ptr_is_null(t)) {
+            be->gemm(be, &g, dw, dy, x);
+            return;
+        }
+        g.beta = 0.0f;
+        be->gemm(be, &g, t, dy, x);
+        be->add(be, dw, t, (size_t)N * K);
+        be->free(be, t);
     }
 }
 

@@ -36,9 +36,7 @@
 // exact bf16 values and accumulates in fp32 in its own order, so an F32 y matches to ~1e-6 of
 // Σ|a·b| (worst case K·2^-24). A BF16 y adds one rounding to bf16 (relative 2^-8 ≈ 0.4%); through
 // cuBLASLt with beta != 0 the bf16 epilogue may round twice (alpha·acc, then + beta·y), up to one
-// bf16 ulp (<= 0.8% of |alpha·acc| + |y|). With beta != 0 and a BF16 y its split-K schemes are
-// limited to F32 partial sums (plan_build): a bf16 gradient accumulates in place as an F32 one
-// does, rounded to bf16 in the epilogue alone. Both are inside the tests' ~1e-2 relative tolerance
+// bf16 ulp (<= 0.8% of |alpha·acc| + |y|). Both are inside the tests' ~1e-2 relative tolerance
 // unless alpha·acc and beta·y nearly cancel. The GEMV kernels (paths 1, 2) and the plain kernel
 // are deterministic; cuBLASLt is for a given algorithm, workspace and device.
 #include <stdint.h>
@@ -918,13 +916,6 @@ static cublasStatus_t plan_build(const ae_cuda *c, const plan_key *k, gemm_plan 
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                   &al_c, sizeof al_c);
-    // A BF16 y that accumulates (beta != 0: a bf16 weight gradient, ae_matmul_bwd): only split-K
-    // schemes that sum the partial products in F32, never in y's bf16 (in place or in an
-    // output-type workspace), so the sum is rounded to bf16 once, in the epilogue
-    const uint32_t f32_partials = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-    if (st == CUBLAS_STATUS_SUCCESS && k->y_dtype == AE_DT_BF16 && !k->beta_zero)
-        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                                                  &f32_partials, sizeof f32_partials);
     cublasLtMatmulHeuristicResult_t res;
     memset(&res, 0, sizeof res);
     int found = 0;
