@@ -136,6 +136,9 @@ __device__ __forceinline__ float attn_base(float m) { return m == -INFINITY ? 0.
 __device__ __forceinline__ uint32_t smem_u32(const void *p) {
     return (uint32_t)__cvta_generic_to_shared(p);
 }
+// The first 1024-byte boundary at or after p in shared memory (dynamic shared memory is only
+// 16-byte aligned; the 128-byte swizzle of wgmma and TMA tiles needs 1024).
+__device__ __forceinline__ uint32_t smem_base_1k(const void *p) { return (smem_u32(p) + 1023u) & ~1023u; }
 // 16-byte global -> shared copy; zero-fills the destination when !ok (src is then not read).
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool ok) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),

@@ -592,7 +592,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
 #ifdef AE_WGMMA_DEVICE
     typedef wgb_cfg<DK, DV> C;
     extern __shared__ unsigned char wgb_smem[];
-    const uint32_t base = (smem_u32(wgb_smem) + 1023u) & ~1023u;
+    const uint32_t base = smem_base_1k(wgb_smem);
     unsigned char *const sb = wgb_smem + (base - smem_u32(wgb_smem));
     const uint32_t full = base + C::KV_BAR;
 
@@ -729,7 +729,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_q(const attn_bwd_
 #ifdef AE_WGMMA_DEVICE
     typedef wgb_cfg<DK, DV> C;
     extern __shared__ unsigned char wgb_smem[];
-    const uint32_t base = (smem_u32(wgb_smem) + 1023u) & ~1023u;
+    const uint32_t base = smem_base_1k(wgb_smem);
     unsigned char *const sb = wgb_smem + (base - smem_u32(wgb_smem));
 
     const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
@@ -801,7 +801,7 @@ __global__ void __launch_bounds__(kQsThreads, 1)
     constexpr int S = kQsStages;
     extern __shared__ unsigned char wgb_smem[];
     __shared__ __align__(8) uint64_t qs_bars[2 * S]; // full[S], then empty[S]
-    const uint32_t base = (smem_u32(wgb_smem) + 1023u) & ~1023u;
+    const uint32_t base = smem_base_1k(wgb_smem);
     unsigned char *const sb = wgb_smem + (base - smem_u32(wgb_smem));
     const uint32_t full = smem_u32(qs_bars), empty = full + 8 * S;
     if (threadIdx.x == 0) {
@@ -898,20 +898,7 @@ __global__ void __launch_bounds__(kQsThreads, 1)
         wgb_dq_fence<DK>(dqa, dqb);
         mbar_arrive_if(empty + 8 * (t % S), lane == 0);
     };
-    for (int t = 0; t < ntiles;) {
-        if (t + 1 >= ntiles) {
-            last_dq(t, sfa);
-            break;
-        }
-        step(t, sfa, sfb);
-        t++;
-        if (t + 1 >= ntiles) {
-            last_dq(t, sfb);
-            break;
-        }
-        step(t, sfb, sfa);
-        t++;
-    }
+    if (ntiles > 0) wg_pingpong(ntiles, sfa, sfb, step, last_dq);
     wgb_store_dq<DK>(p, dqa, dqb, kvh, R0 + 64 * wg + 16 * warp, lane);
 #else
     (void)p;

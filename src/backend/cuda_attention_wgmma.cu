@@ -158,7 +158,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
     constexpr uint32_t QK_BYTES = WG_QK_BYTES(DK), STAGE_BYTES = QK_BYTES + WG_TILE_BYTES;
     extern __shared__ unsigned char wg_smem_raw[];
     // Tiles: Q at 0, K of stage s at QK + s·(QK + V), its V right after it.
-    const uint32_t base = (smem_u32(wg_smem_raw) + 1023u) & ~1023u;
+    const uint32_t base = smem_base_1k(wg_smem_raw);
     unsigned char *const sbase = wg_smem_raw + (base - smem_u32(wg_smem_raw));
     auto k_addr = [&](int stage) { return base + QK_BYTES + (uint32_t)stage * STAGE_BYTES; };
 

@@ -157,20 +157,7 @@ __device__ __forceinline__ void ws_consume(const attn_params &p, float *lse2, un
         wg_reg_fence(o);
         mbar_arrive_if(emptyv + 8 * sc, lead);
     };
-    for (int t = 0;;) {
-        if (t + 1 >= ntiles) {
-            last(t, pf);
-            break;
-        }
-        step(t, pf, pn);
-        t++;
-        if (t + 1 >= ntiles) {
-            last(t, pn);
-            break;
-        }
-        step(t, pn, pf);
-        t++;
-    }
+    wg_pingpong(ntiles, pf, pn, step, last);
     wg_store_rows(p, o, w, R0, wg, warp, lane, kvh, lse2);
 }
 #endif // AE_WGMMA_DEVICE
@@ -184,7 +171,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     static_assert(DK == 128 || DK == 192, "kernel F: dk 128 or 192");
     extern __shared__ unsigned char ws_smem_raw[];
     __shared__ __align__(8) uint64_t ws_bars[4 * S]; // full K, full V, empty K, empty V
-    const uint32_t base = (smem_u32(ws_smem_raw) + 1023u) & ~1023u;
+    const uint32_t base = smem_base_1k(ws_smem_raw);
     unsigned char *const sbase = ws_smem_raw + (base - smem_u32(ws_smem_raw));
     const uint32_t bars = smem_u32(ws_bars);
     if (threadIdx.x == 0) {

@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(kThreads, 1) k_expert_gemm_wgmma(const ExpertG
     constexpr int kALoads = kBM / kRowStep, kBLoads = 2 * kBN / kRowStep;
     extern __shared__ unsigned char smem_raw[];
     __shared__ int slot[kBM];
-    const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
+    const uint32_t base = smem_base_1k(smem_raw);
     unsigned char *const sbase = smem_raw + (base - smem_u32(smem_raw));
 
     const int ncol = (p.N + kCols<DUAL> - 1) / kCols<DUAL>;
@@ -384,7 +384,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
 #ifdef AE_WGMMA_DEVICE
     extern __shared__ unsigned char smem_raw[];
     __shared__ __align__(8) uint64_t bars[2 * kWsStages]; // full[S], then empty[S]
-    const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
+    const uint32_t base = smem_base_1k(smem_raw);
     unsigned char *const sbase = smem_raw + (base - smem_u32(smem_raw));
     const uint32_t full = smem_u32(bars), empty = full + 8 * kWsStages;
     if (threadIdx.x == 0) {

@@ -115,6 +115,27 @@ __device__ __forceinline__ void wg_commit() {
 template <int N> __device__ __forceinline__ void wg_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
+// Tiles 0 .. n − 1 (n >= 1: tile 0 is always run) with two register buffers that alternate, as
+// the overlapped kernels keep a tile's operand while the next tile's is made (an index into the
+// pair would put both in local memory): step(t, a, b) for every tile but the last reads buffer a
+// (tile t's) and fills b (tile t + 1's), then the roles swap; last(n − 1, its buffer) ends.
+template <typename Buf, typename Step, typename Last>
+__device__ __forceinline__ void wg_pingpong(int n, Buf &a, Buf &b, Step &&step, Last &&last) {
+    for (int t = 0;;) {
+        if (t + 1 >= n) {
+            last(t, a);
+            break;
+        }
+        step(t, a, b);
+        t++;
+        if (t + 1 >= n) {
+            last(t, b);
+            break;
+        }
+        step(t, b, a);
+        t++;
+    }
+}
 // Keeps the compiler from moving reads or writes of accumulator registers across a wgmma
 // issue / wait (it does not know they are written asynchronously).
 template <int N> __device__ __forceinline__ void wg_reg_fence(float (&d)[N]) {
