@@ -31,6 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/ops.h"
+
 #ifdef __CUDACC__
 #define AE_Q8_HD __host__ __device__ __forceinline__
 #else
@@ -156,12 +158,11 @@ typedef struct {
     float lr, b1, omb1, b2, omb2, eps, wd, gs, ibc1, ibc2;
 } ae_q8_step;
 
-AE_Q8_HD ae_q8_step ae_q8_step_make(float lr, float beta1, float beta2, float eps,
-                                    float weight_decay, float bc1, float bc2, float gscale) {
+AE_Q8_HD ae_q8_step ae_q8_step_of(const ae_adamw_args *a) {
     ae_q8_step k;
-    k.lr = lr, k.b1 = beta1, k.omb1 = 1.0f - beta1, k.b2 = beta2, k.omb2 = 1.0f - beta2;
-    k.eps = eps, k.wd = weight_decay, k.gs = gscale;
-    k.ibc1 = AE_Q8_DIV(1.0f, bc1), k.ibc2 = AE_Q8_DIV(1.0f, bc2);
+    k.lr = a->lr, k.b1 = a->beta1, k.omb1 = 1.0f - a->beta1, k.b2 = a->beta2;
+    k.omb2 = 1.0f - a->beta2, k.eps = a->eps, k.wd = a->weight_decay, k.gs = a->gscale;
+    k.ibc1 = AE_Q8_DIV(1.0f, a->bc1), k.ibc2 = AE_Q8_DIV(1.0f, a->bc2);
     return k;
 }
 

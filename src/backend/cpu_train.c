@@ -288,8 +288,7 @@ void ae_cpu_adamw8(const ae_backend *be, const ae_adamw_args *a, ae_ptr wp, ae_p
     int32_t *flag = cpu_i(flagp, "adamw8");
     ae_q8_code code;
     ae_q8_code_init(&code);
-    const ae_q8_step k = ae_q8_step_make(a->lr, a->beta1, a->beta2, a->eps, a->weight_decay,
-                                         a->bc1, a->bc2, a->gscale);
+    const ae_q8_step k = ae_q8_step_of(a);
     const size_t nb = ae_q8_blocks(n);
     int bad = 0;
 #pragma omp parallel for reduction(| : bad) if (n > 65536)

@@ -424,7 +424,7 @@ __device__ __forceinline__ void st8_codes(uint8_t *p, const uint8_t (&c)[8], int
 
 // One lane's inputs of a quantisation block: its 8 values of w and g, their codes, and the
 // block's two absmax values.
-template <typename TG> struct Adam8In {
+struct Adam8In {
     float w[8], g[8];
     uint8_t mc[8], vc[8];
     float m_amax, s_amax;
@@ -432,7 +432,7 @@ template <typename TG> struct Adam8In {
 
 // Loads lane's values j .. j + len − 1 (j = 256b + 8·lane) of quantisation block b.
 template <bool VEC, typename TG>
-__device__ __forceinline__ void adam8_load(Adam8In<TG> &in, const float *w, const uint8_t *mq,
+__device__ __forceinline__ void adam8_load(Adam8In &in, const float *w, const uint8_t *mq,
                                            const float *ms, const uint8_t *vq, const float *vs,
                                            const TG *g, size_t b, size_t j, int len) {
     in.m_amax = ms[b];
@@ -443,13 +443,13 @@ __device__ __forceinline__ void adam8_load(Adam8In<TG> &in, const float *w, cons
     ld8_codes<VEC>(vq + j, in.vc, len);
 }
 
-// Block b from its loaded inputs: ae_cpu_adamw8's operations on each value (decode, adam_one,
+// Block b from its loaded inputs: ae_cpu_adamw8's operations on each value (decode, ae_q8_adam,
 // sqrt), the block's absmax of |m| and of sqrt(v) as warp reductions, then the codes and the
 // stores. The whole warp calls it with the same VEC (every lane's 8 values in the tensor, every
 // pointer aligned: vector accesses and no per-value guards). Returns 1 when a new w or v of the
 // lane is not finite.
-template <bool VEC, typename TP, typename TG>
-__device__ __forceinline__ int adam8_update(const ae_q8_step &k, const ae_q8_code &code, Adam8In<TG> &in,
+template <bool VEC, typename TP>
+__device__ __forceinline__ int adam8_update(const ae_q8_step &k, const ae_q8_code &code, Adam8In &in,
                                             float *w, uint8_t *mq, float *ms, uint8_t *vq,
                                             float *vs, TP *p, size_t b, size_t j, int len) {
     float mv[8], sv[8];
@@ -503,7 +503,7 @@ k_adamw8(ae_q8_step k, ae_q8_code code_in, float *w, uint8_t *mq, float *ms, uin
     int bad = 0;
     for (size_t b = blockIdx.x * (size_t)kWarps + (threadIdx.x >> 5); b < nb; b += step) {
         const size_t j = b * AE_Q8_BLOCK + 8 * (size_t)(threadIdx.x & 31);
-        Adam8In<TG> in;
+        Adam8In in;
         if (vec && (b + 1) * AE_Q8_BLOCK <= n) { // warp-uniform
             adam8_load<true>(in, w, mq, ms, vq, vs, g, b, j, 8);
             bad |= adam8_update<true>(k, code, in, w, mq, ms, vq, vs, p, b, j, 8);
@@ -724,8 +724,7 @@ void ae_cuda_adamw8(const ae_backend *be, const ae_adamw_args *a, ae_ptr w, ae_p
     const unsigned nb = grid_cap(ae_q8_blocks(n), kWarps, (unsigned)cu(be)->sm_count * 8);
     AE_CUDA_FLOAT_DISPATCH(p.dtype, TP, AE_CUDA_FLOAT_DISPATCH(g.dtype, TG, {
         k_adamw8<TP, TG><<<nb, kThreads, 0, stream_of(be)>>>(
-            ae_q8_step_make(a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, a->bc1, a->bc2,
-                            a->gscale), code, (float *)w.data, (uint8_t *)mq.data, (float *)ms.data,
+            ae_q8_step_of(a), code, (float *)w.data, (uint8_t *)mq.data, (float *)ms.data,
             (uint8_t *)vq.data, (float *)vs.data, (const TG *)g.data, (TP *)p.data,
             (int32_t *)flag.data, n, vec);
     }));

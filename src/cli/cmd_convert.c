@@ -443,8 +443,9 @@ static int check_inputs(const ae_run_spec *rs, const char *flag, const char *dir
 
 // --batch/--accum given with --resume/--restart: checked against the run's sequences per step
 // (origin: its conversion.json) and set in rs; returns 0, or prints why not and returns 1.
+// --stage2-acts, given, is set in rs too (a choice of this process, not a recorded setting).
 static int apply_rebatch(ae_run_spec *rs, const convert_opts *o, const char *origin) {
-    if (o->keep_attn_given) rs->opts.s2_keep_attn = o->train.s2_keep_attn; // not a recorded setting
+    if (o->keep_attn_given) rs->opts.s2_keep_attn = o->train.s2_keep_attn;
     if (!o->new_batch && !o->new_accum) return 0;
     int b = o->new_batch ? o->new_batch : rs->opts.batch, a = o->new_accum ? o->new_accum : rs->opts.accum;
     if (ae_rebatch_check(&rs->opts, b, a, origin) != AE_OK) return ae_cli_fail("convert");
