@@ -144,6 +144,38 @@ void ae_matmul_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr
     }
 }
 
+ae_status ae_sibling_open(const ae_backend *be, const ae_backend **out) {
+    *out = be;
+    return be->sibling_open ? be->sibling_open(be, out) : AE_OK;
+}
+
+void ae_sibling_close(const ae_backend *be, const ae_backend *sib) {
+    if (sib && sib != be && be->sibling_close) be->sibling_close(sib);
+}
+
+ae_status ae_backend_status(const ae_backend *be) {
+    return be->status ? be->status(be) : AE_OK;
+}
+
+ae_status ae_event_new(const ae_backend *be, ae_event **out) {
+    *out = NULL;
+    if (!be->event_new) return AE_OK;
+    *out = be->event_new(be);
+    return *out ? AE_OK : AE_ERR_NOMEM;
+}
+
+void ae_event_free(const ae_backend *be, ae_event *ev) {
+    if (ev) be->event_free(be, ev);
+}
+
+void ae_event_record(const ae_backend *be, ae_event *ev) {
+    if (ev) be->event_record(be, ev);
+}
+
+void ae_event_wait(const ae_backend *be, ae_event *ev) {
+    if (ev) be->event_wait(be, ev);
+}
+
 void ae_copy(const ae_backend *be, ae_ptr dst, ae_ptr src, size_t n) {
     if (n > 0) be->copy_rows(be, dst, (int64_t)n, src, (int64_t)n, 1, (int)n);
 }

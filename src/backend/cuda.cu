@@ -300,6 +300,100 @@ extern "C" void *ae_cuda_stream(const ae_backend *be) { return (void *)stream_of
 
 // ---- opening -------------------------------------------------------------------------------------
 
+// The stream, cuBLASLt handle and workspace of c (device already chosen in c->device). A
+// backend's stream has the device's highest priority (as the NCCL side stream of dist/, whose
+// sums overlap it), a sibling's the lowest unless `high`: the work of a sibling fills what its
+// parent's leaves idle (distillation stage 1: the teacher's queue, the student's being the
+// longer chain; measured, docs/BENCHMARKS.md).
+static ae_status cuda_start(ae_cuda *c, int high) {
+    cudaError_t e;
+    int least = 0, greatest = 0;
+    if ((e = cudaSetDevice(c->device)) != cudaSuccess ||
+        (e = cudaDeviceGetStreamPriorityRange(&least, &greatest)) != cudaSuccess ||
+        (e = cudaStreamCreateWithPriority(&c->stream, cudaStreamNonBlocking,
+                                          high ? greatest : least)) != cudaSuccess) {
+        cudaGetLastError();
+        return ae_errorf(AE_ERR_DEVICE, "cuda:%d: cannot start the device: %s", c->device,
+                         cudaGetErrorString(e));
+    }
+    c->lt_workspace_bytes = (size_t)32 << 20;
+    if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
+        return ae_errorf(AE_ERR_DEVICE, "cuda:%d: cannot create a cuBLASLt handle", c->device);
+    if (cudaMalloc(&c->lt_workspace, c->lt_workspace_bytes) != cudaSuccess) {
+        cudaGetLastError();
+        return ae_errorf(AE_ERR_NOMEM, "cuda:%d: out of memory for the cuBLASLt workspace",
+                         c->device);
+    }
+    return AE_OK;
+}
+
+// ---- siblings and events (backend/ops.h, "concurrency") ----------------------------------------
+
+struct ae_event {
+    cudaEvent_t e;
+};
+
+// A backend on be's device and pool with a stream (and cuBLASLt workspace) of its own, of the
+// lowest priority (AE_CUDA_SIBLING_PRIORITY=high, a measurement switch: be's); its error state
+// is its own.
+static ae_status ae_cuda_sibling_open(const ae_backend *be, const ae_backend **out) {
+    ae_cuda *c = (ae_cuda *)calloc(1, sizeof *c);
+    ae_backend *sib = (ae_backend *)calloc(1, sizeof *sib);
+    if (!c || !sib) {
+        free(c);
+        free(sib);
+        return ae_errorf(AE_ERR_NOMEM, "%s: out of host memory for a second stream", cu(be)->name);
+    }
+    *c = *cu(be);
+    c->stream = NULL, c->lt = NULL, c->lt_workspace = NULL, c->rec = NULL;
+    c->failed = 0, c->message[0] = '\0';
+    *sib = *be;
+    sib->ctx = c;
+    const char *prio = getenv("AE_CUDA_SIBLING_PRIORITY");
+    ae_status st = cuda_start(c, prio && !strcmp(prio, "high"));
+    if (st != AE_OK) {
+        ae_backend_cuda_close(sib);
+        return st;
+    }
+    // Memory freed on one stream is reused by the other only once an event orders the two
+    // (or the free has completed): never by the pool making one stream wait for the other.
+    cudaMemPool_t pool;
+    int no = 0;
+    if (cudaDeviceGetDefaultMemPool(&pool, c->device) == cudaSuccess)
+        cudaMemPoolSetAttribute(pool, cudaMemPoolReuseAllowInternalDependencies, &no);
+    cudaGetLastError();
+    *out = sib;
+    return AE_OK;
+}
+
+static ae_event *ae_cuda_event_new(const ae_backend *be) {
+    ae_event *ev = (ae_event *)calloc(1, sizeof *ev);
+    cudaSetDevice(cu(be)->device);
+    if (!ev || cudaEventCreateWithFlags(&ev->e, cudaEventDisableTiming) != cudaSuccess) {
+        cudaGetLastError();
+        free(ev);
+        ae_errorf(AE_ERR_NOMEM, "%s: cannot create a CUDA event", cu(be)->name);
+        return NULL;
+    }
+    return ev;
+}
+
+static void ae_cuda_event_free(const ae_backend *be, ae_event *ev) {
+    (void)be;
+    cudaEventDestroy(ev->e);
+    free(ev);
+}
+
+static void ae_cuda_event_record(const ae_backend *be, ae_event *ev) {
+    if (cuda_failed(be)) return;
+    cuda_check(be, cudaEventRecord(ev->e, stream_of(be)), "event record");
+}
+
+static void ae_cuda_event_wait(const ae_backend *be, ae_event *ev) {
+    if (cuda_failed(be)) return;
+    cuda_check(be, cudaStreamWaitEvent(stream_of(be), ev->e, 0), "event wait");
+}
+
 extern "C" int ae_cuda_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -353,22 +447,12 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     snprintf(c->desc, sizeof c->desc, "%.100s, %.1f GiB, sm_%d%d", prop.name,
              prop.totalGlobalMem / 1073741824.0, prop.major, prop.minor);
     be->ctx = c;
-    ae_status st = AE_OK;
-    if ((e = cudaSetDevice(dev)) != cudaSuccess ||
-        (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
-        st = ae_errorf(AE_ERR_DEVICE, "cuda:%d: cannot start the device: %s", dev,
-                       cudaGetErrorString(e));
-    }
+    ae_status st = cuda_start(c, 1);
     if (st == AE_OK) { // keep freed pool memory for reuse instead of returning it to the driver
         cudaMemPool_t pool;
         uint64_t keep = UINT64_MAX;
         if (cudaDeviceGetDefaultMemPool(&pool, dev) == cudaSuccess)
             cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
-        c->lt_workspace_bytes = (size_t)32 << 20;
-        if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
-            st = ae_errorf(AE_ERR_DEVICE, "cuda:%d: cannot create a cuBLASLt handle", dev);
-        else if (cudaMalloc(&c->lt_workspace, c->lt_workspace_bytes) != cudaSuccess)
-            st = ae_errorf(AE_ERR_NOMEM, "cuda:%d: out of memory for the cuBLASLt workspace", dev);
     }
     if (st != AE_OK) {
         ae_backend_cuda_close(be);
@@ -443,6 +527,14 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     be->graph_cut = ae_cuda_graph_cut;
     be->graph_end = ae_cuda_graph_end;
     be->graph_stats = ae_cuda_graph_stats;
+    // Siblings and events: a second stream on the same device and pool
+    be->sibling_open = ae_cuda_sibling_open;
+    be->sibling_close = ae_backend_cuda_close;
+    be->status = kept_status;
+    be->event_new = ae_cuda_event_new;
+    be->event_free = ae_cuda_event_free;
+    be->event_record = ae_cuda_event_record;
+    be->event_wait = ae_cuda_event_wait;
     *out = be;
     return AE_OK;
 }

@@ -198,6 +198,8 @@ typedef struct ae_adamw_args {
 
 // A backend's recording of a sequence of ops (the graph_* slots of ae_backend), and what it did.
 typedef struct ae_graph ae_graph;
+// A point in a backend's queue of work (backend/ops.h, "concurrency").
+typedef struct ae_event ae_event;
 
 // One row's sampling parameters for sample_rows (16 bytes: 4 I32 words in backend memory).
 // The rule, over probs = softmax(z / temperature): order the ids by probability descending,
@@ -559,6 +561,24 @@ struct ae_backend {
     // reported on stderr once, and the handle is disabled).
     int (*graph_end)(const ae_backend *be, ae_graph *g, int ok);
     void (*graph_stats)(const ae_backend *be, const ae_graph *g, ae_graph_stats *out);
+
+    // ---- concurrency (NULL where a backend runs all work in one queue: cpu, the profiler;
+    // cuda: a second stream, backend/cuda.cu) ----
+    // A sibling is a second backend on the same device and memory whose queued work runs
+    // concurrently with its parent's. Tensors of either may be used and freed by both, as long
+    // as every use is ordered: work queued on one waits for a point of the other's queue through
+    // an event (event_record marks the work queued so far; event_wait makes the work queued
+    // after it wait until the last mark recorded before the call is reached; a never-recorded
+    // event is no wait). A sibling keeps its own errors: its sync reports them, and `status`
+    // without waiting (the errors an op kept when it was queued: allocation, launch; a fault
+    // inside a running kernel shows at the next sync or download of either).
+    ae_status (*sibling_open)(const ae_backend *be, const ae_backend **out);
+    ae_status (*status)(const ae_backend *be);
+    void (*sibling_close)(const ae_backend *sib);
+    ae_event *(*event_new)(const ae_backend *be); // NULL: out of memory (message set)
+    void (*event_free)(const ae_backend *be, ae_event *ev);
+    void (*event_record)(const ae_backend *be, ae_event *ev);
+    void (*event_wait)(const ae_backend *be, ae_event *ev);
 };
 
 
@@ -600,6 +620,17 @@ void ae_mla_attend_ops(const ae_backend *be, const ae_attn_args *a, ae_ptr o, ae
 // the new sum formed in fp32 and rounded to bf16 once; see "backward").
 void ae_matmul_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr x, ae_ptr w,
                    int M, int K, int N);
+// Concurrency through the table's slots, written so that one piece of code serves every
+// backend: ae_sibling_open gives be itself where be has no siblings (the work then runs in one
+// queue, in the order it is issued, which every event-ordered schedule allows), and the event
+// helpers do nothing with a null event (ae_event_new's where be has no events).
+ae_status ae_sibling_open(const ae_backend *be, const ae_backend **out);
+void ae_sibling_close(const ae_backend *be, const ae_backend *sib); // sib == be: a no-op
+ae_status ae_backend_status(const ae_backend *be); // be->status, AE_OK where there is none
+ae_status ae_event_new(const ae_backend *be, ae_event **out);
+void ae_event_free(const ae_backend *be, ae_event *ev);
+void ae_event_record(const ae_backend *be, ae_event *ev);
+void ae_event_wait(const ae_backend *be, ae_event *ev);
 // Contiguous copy of n elements (dtype conversion as copy_rows).
 void ae_copy(const ae_backend *be, ae_ptr dst, ae_ptr src, size_t n);
 // Scratch buffers of one computation, freed together: allocate them all, check `failed` once

@@ -151,7 +151,9 @@ ae_status nccl_allreduce_start(ae_comm *c, const ae_ptr *xs, const size_t *ns, i
     nccl_impl *m = impl_of(c);
     AE_TRY(backend_ok(c));
     cudaError_t e = cudaSuccess;
-    if (!m->side) e = cudaStreamCreateWithFlags(&m->side, cudaStreamNonBlocking);
+    int least = 0, greatest = 0; // the priority of the backend's stream (backend/cuda.cu)
+    if (!m->side && (e = cudaDeviceGetStreamPriorityRange(&least, &greatest)) == cudaSuccess)
+        e = cudaStreamCreateWithPriority(&m->side, cudaStreamNonBlocking, greatest);
     if (e == cudaSuccess && !m->ready) e = cudaEventCreateWithFlags(&m->ready, cudaEventDisableTiming);
     if (e == cudaSuccess) e = cudaEventRecord(m->ready, m->stream);
     if (e == cudaSuccess) e = cudaStreamWaitEvent(m->side, m->ready, 0);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/env.h"
 #include "core/file.h"
 #include "core/killpoint.h"
 #include "core/log.h"
@@ -426,72 +427,112 @@ static ae_status add_block_term(const ae_run *r, int l, ae_ptr h, ae_ptr target,
     return AE_OK;
 }
 
-// The buffers of one stage-1 micro-batch of N = B·T tokens, in backend memory.
+// The buffers of one stage-1 micro-batch of N = B·T tokens, in backend memory. The teacher runs
+// one layer ahead of the student on its own queue (stage1_micro): what the student's module l
+// reads while the teacher's layer l + 1 runs is kept in slots by layer. The teacher's buffers
+// are its queue's (allocated and freed there), the student's the student's.
 typedef struct {
-    ae_scratch mem;
+    ae_scratch tmem; // the teacher's:
     ae_ptr ids;      // (N) I32
-    ae_ptr h, hn;    // (N, D) F32  residual stream entering layer l, and leaving it
-    ae_ptr xn;       // (N, D) act  RMSNorm(h; input_layernorm): every module's input
-    ae_ptr yt, ys;   // (N, D) act  the teacher's and the student's attention output
-    ae_ptr z, f;     // (N, D) act  post-attention norm of the stream, FFN output
-    ae_ptr g, u;     // (N, I) act  dense FFN scratch
-    ae_ptr dy;       // (N, D) act  ∂loss/∂ys
+    ae_ptr h[3];     // (N, D) F32  its residual stream entering layer l: h[l % 3]
+    ae_ptr xn[2];    // (N, D) act  RMSNorm(h; input_layernorm) of layer l, every module's
+                     //             input: xn[l % 2]
+    ae_ptr yt[2];    // (N, D) act  its attention output of layer l: yt[l % 2]
+    ae_ptr z, f;     // (N, D) act  the post-attention norm of its stream, FFN output
+    ae_ptr g, u;     // (N, I) act  its dense FFN scratch
+    ae_scratch smem; // the student's:
+    ae_ptr ys, dy;   // (N, D) act  the student's attention output, ∂loss/∂ys
     ae_ptr rows;     // (N) F64     per-token losses (F64: a diverging loss stays finite as long
                      //             as the double does, as the gradients are checked first)
     double *hrows;   // (N) host copy of rows
 } s1_bufs;
 
-static ae_status s1_bufs_init(s1_bufs *w, const ae_model *t, const int32_t *ids, int N) {
-    const ae_backend *be = t->be;
-    const ae_config *c = &t->cfg;
+// tb: the teacher's queue, be: the student's.
+static ae_status s1_bufs_init(s1_bufs *w, const ae_backend *tb, const ae_backend *be,
+                              const ae_config *c, const int32_t *ids, int N) {
     size_t D = c->hidden_size, I = c->intermediate_size, nd = (size_t)N * D;
     ae_dtype at = be->act_dtype;
-    ae_scratch *s = &w->mem;
-    ae_scratch_init(s, be);
+    ae_scratch *s = &w->tmem;
+    ae_scratch_init(s, tb);
     w->ids = ae_scratch_alloc(s, (size_t)N, AE_DT_I32);
-    w->h = ae_scratch_alloc(s, nd, AE_DT_F32);
-    w->hn = ae_scratch_alloc(s, nd, AE_DT_F32);
-    w->xn = ae_scratch_alloc(s, nd, at);
-    w->yt = ae_scratch_alloc(s, nd, at);
-    w->ys = ae_scratch_alloc(s, nd, at);
+    for (int i = 0; i < 3; i++) w->h[i] = ae_scratch_alloc(s, nd, AE_DT_F32);
+    for (int i = 0; i < 2; i++) {
+        w->xn[i] = ae_scratch_alloc(s, nd, at);
+        w->yt[i] = ae_scratch_alloc(s, nd, at);
+    }
     w->z = ae_scratch_alloc(s, nd, at);
     w->f = ae_scratch_alloc(s, nd, at);
     w->g = ae_scratch_alloc(s, (size_t)N * (I ? I : 1), at);
     w->u = ae_scratch_alloc(s, (size_t)N * (I ? I : 1), at);
-    w->dy = ae_scratch_alloc(s, nd, at);
-    w->rows = ae_scratch_alloc(s, (size_t)N, AE_DT_F64);
+    ae_scratch_init(&w->smem, be);
+    w->ys = ae_scratch_alloc(&w->smem, nd, at);
+    w->dy = ae_scratch_alloc(&w->smem, nd, at);
+    w->rows = ae_scratch_alloc(&w->smem, (size_t)N, AE_DT_F64);
     w->hrows = ae_malloc(sizeof(double) * (size_t)N);
-    if (!s->failed && w->hrows && be->upload(be, w->ids, ids, AE_DT_I32, (size_t)N) == AE_OK)
+    if (!s->failed && !w->smem.failed && w->hrows &&
+        tb->upload(tb, w->ids, ids, AE_DT_I32, (size_t)N) == AE_OK)
         return AE_OK;
     ae_scratch_free(s);
+    ae_scratch_free(&w->smem);
     free(w->hrows);
     return ae_errorf(AE_ERR_NOMEM, "out of %s memory for a stage-1 micro-batch of %d tokens", be->name, N);
 }
 
 static void s1_bufs_free(s1_bufs *w) {
-    ae_scratch_free(&w->mem);
+    ae_scratch_free(&w->tmem);
+    ae_scratch_free(&w->smem);
     free(w->hrows);
 }
 
-// The teacher's attention output yt of layer l on xn (its activations are not kept).
-static ae_status teacher_attention(const ae_model *t, int l, s1_bufs *w, int B, int T) {
-    ae_layer_attn_acts a;
-    ae_status st = ae_layer_attn_train_forward(t->be, &t->layers[l], w->xn, B, T, w->yt, &a);
-    ae_layer_attn_acts_free(&a);
-    return st;
+// Opens stage 1's teacher queue on first use (ae_s1_lanes).
+static ae_status s1_lanes_open(ae_run *r) {
+    ae_s1_lanes *ln = &r->lanes;
+    if (ln->be) return AE_OK;
+    const ae_backend *be = r->s->be, *tb = be;
+    if (ae_env_int("AE_STAGE1_OVERLAP", 1, 0, 1)) AE_TRY(ae_sibling_open(be, &tb));
+    ln->be = tb;
+    ae_event **ev[] = {&ln->end, &ln->tdone[0], &ln->tdone[1], &ln->sdone[0], &ln->sdone[1]};
+    for (size_t i = 0; i < sizeof ev / sizeof *ev; i++) AE_TRY(ae_event_new(be, ev[i]));
+    return AE_OK;
 }
 
-// hn = h + yt + FFN(RMSNorm(h + yt)): the teacher's stream after layer l.
-static ae_status teacher_block(const ae_model *t, int l, s1_bufs *w, int N) {
-    const ae_backend *be = t->be;
-    const ae_layer *L = &t->layers[l];
-    int D = t->cfg.hidden_size;
+static void s1_lanes_close(ae_run *r) {
+    ae_s1_lanes *ln = &r->lanes;
+    if (!ln->be) return;
+    const ae_backend *be = r->s->be;
+    ae_event *ev[] = {ln->end, ln->tdone[0], ln->tdone[1], ln->sdone[0], ln->sdone[1]};
+    for (size_t i = 0; i < sizeof ev / sizeof *ev; i++) ae_event_free(be, ev[i]);
+    ae_sibling_close(be, ln->be);
+    memset(ln, 0, sizeof *ln);
+}
+
+// The teacher's layer l on its own queue (tv: the teacher with the lane's backend): xn[l % 2] =
+// RMSNorm(h_l), yt[l % 2] its attention output (activations not kept), h_{l+1} = h_l + yt +
+// FFN(RMSNorm(h_l + yt)); the last layer's h_{l+1} only where the block term reads it. From
+// layer 2 on it first waits for the student's module l − 2, the last reader of the slots it
+// overwrites (h_{l+1} takes h_{l−2}'s); layers 0 and 1 write this micro-batch's new buffers.
+static ae_status teacher_layer(const ae_run *r, const ae_model *tv, int l, s1_bufs *w, int B,
+                               int T) {
+    const ae_backend *be = tv->be;
+    const ae_layer *L = &tv->layers[l];
+    int D = tv->cfg.hidden_size, N = B * T;
     size_t nd = (size_t)N * D;
-    ae_copy(be, w->hn, w->h, nd);
-    be->add_rmsnorm(be, w->hn, w->yt, w->z, L->post_norm, N, D, (float)t->cfg.rms_norm_eps);
-    AE_TRY(ae_layer_ffn_forward(t, L, w->f, w->z, N, w->g, w->u));
-    be->add(be, w->hn, w->f, nd);
-    return AE_OK;
+    float eps = (float)tv->cfg.rms_norm_eps;
+    ae_ptr h = w->h[l % 3], hn = w->h[(l + 1) % 3], xn = w->xn[l % 2], yt = w->yt[l % 2];
+    if (l >= 2) ae_event_wait(be, r->lanes.sdone[l % 2]);
+    be->rmsnorm(be, xn, h, L->input_norm, N, D, D, eps);
+    ae_layer_attn_acts a;
+    ae_status st = ae_layer_attn_train_forward(be, L, xn, B, T, yt, &a);
+    ae_layer_attn_acts_free(&a);
+    int stream_used = l + 1 < tv->cfg.num_hidden_layers || r->o->s1_block > 0.0f;
+    if (st == AE_OK && stream_used) {
+        ae_copy(be, hn, h, nd);
+        be->add_rmsnorm(be, hn, yt, w->z, L->post_norm, N, D, eps);
+        st = ae_layer_ffn_forward(tv, L, w->f, w->z, N, w->g, w->u);
+        if (st == AE_OK) be->add(be, hn, w->f, nd);
+    }
+    ae_event_record(be, r->lanes.tdone[l % 2]);
+    return st;
 }
 
 // Student module l on the teacher's input: MSE toward the teacher's output (and the optional
@@ -501,10 +542,11 @@ static ae_status student_module(ae_run *r, int l, s1_bufs *w, int B, int T, doub
     ae_layer *L = &r->s->layers[l], *G = &r->g->layers[l];
     int D = r->s->cfg.hidden_size, N = B * T;
     size_t nd = (size_t)N * D;
+    ae_ptr xn = w->xn[l % 2], yt = w->yt[l % 2];
     ae_layer_attn_acts a;
-    ae_status st = ae_layer_attn_train_forward(be, L, w->xn, B, T, w->ys, &a);
+    ae_status st = ae_layer_attn_train_forward(be, L, xn, B, T, w->ys, &a);
     if (st == AE_OK) {
-        be->mse_rows(be, w->rows, w->dy, w->ys, w->yt, N, D, r->o->s1_normalized,
+        be->mse_rows(be, w->rows, w->dy, w->ys, yt, N, D, r->o->s1_normalized,
                      1.0f / ((float)N * (float)r->o->accum));
         st = be->download(be, w->hrows, AE_DT_F64, w->rows, (size_t)N);
     }
@@ -512,36 +554,45 @@ static ae_status student_module(ae_run *r, int l, s1_bufs *w, int B, int T, doub
         double li = 0.0;
         for (int i = 0; i < N; i++) li += w->hrows[i];
         li /= N;
-        if (!isfinite(li)) st = stage1_nonfinite(r, l, "attention-output", li, w->xn, w->yt, w->ys, nd);
+        if (!isfinite(li)) st = stage1_nonfinite(r, l, "attention-output", li, xn, yt, w->ys, nd);
         layer_loss[l] += li;
     }
-    if (st == AE_OK) st = add_block_term(r, l, w->h, w->hn, w->ys, N, w->dy, layer_loss);
+    if (st == AE_OK)
+        st = add_block_term(r, l, w->h[l % 3], w->h[(l + 1) % 3], w->ys, N, w->dy, layer_loss);
     if (st == AE_OK) st = ae_layer_attn_backward(be, L, &a, w->dy, ae_ptr_null(), G);
     ae_layer_attn_acts_free(&a);
     return st;
 }
 
-// One micro-batch: layer by layer, the teacher's stream and every replaced module's step.
+// One micro-batch, layer by layer: the teacher's stream on its own queue, one layer ahead, and
+// every replaced module's step on the student's, so that the teacher's layer l + 1 runs while
+// the student's module l trains. The teacher's queue does not wait for the student's before
+// layer 2, so a micro-batch's first teacher layers also run during the previous step's
+// optimizer. In one queue (the cpu) the same order runs serially.
 static ae_status stage1_micro(ae_run *r, const int32_t *ids, int B, int T, double *layer_loss) {
-    const ae_model *t = r->t;
-    const ae_backend *be = t->be;
-    int D = t->cfg.hidden_size, N = B * T;
+    const ae_backend *be = r->s->be;
+    AE_TRY(s1_lanes_open(r));
+    ae_s1_lanes *ln = &r->lanes;
+    ae_model tv = *r->t; // the teacher, its ops queued on the lane
+    tv.be = ln->be;
+    int D = tv.cfg.hidden_size, N = B * T, nl = tv.cfg.num_hidden_layers;
     s1_bufs w;
-    AE_TRY(s1_bufs_init(&w, t, ids, N));
-    be->embed(be, w.h, t->embed, w.ids, N, D);
-    ae_status st = AE_OK;
-    for (int l = 0; st == AE_OK && l < t->cfg.num_hidden_layers; l++) {
-        const ae_layer *L = &t->layers[l];
-        be->rmsnorm(be, w.xn, w.h, L->input_norm, N, D, D, (float)t->cfg.rms_norm_eps);
-        st = teacher_attention(t, l, &w, B, T);
-        if (st == AE_OK) st = teacher_block(t, l, &w, N);
+    AE_TRY(s1_bufs_init(&w, tv.be, be, &tv.cfg, ids, N));
+    tv.be->embed(tv.be, w.h[0], tv.embed, w.ids, N, D);
+    ae_status st = teacher_layer(r, &tv, 0, &w, B, T);
+    for (int l = 0; st == AE_OK && l < nl; l++) {
+        if (l + 1 < nl) st = teacher_layer(r, &tv, l + 1, &w, B, T);
+        ae_event_wait(be, ln->tdone[l % 2]);
         if (st == AE_OK && r->s->layers[l].kind != AE_ATTN_GQA)
             st = student_module(r, l, &w, B, T, layer_loss);
+        ae_event_record(be, ln->sdone[l % 2]);
         if (st == AE_OK) st = ae_dp_layer_done(r, l); // its gradients' sum over the ranks starts
-        ae_ptr tmp = w.h; // the stream leaving layer l enters layer l + 1
-        w.h = w.hn;
-        w.hn = tmp;
     }
+    // the teacher's buffers are freed on its queue once the student's has read them
+    ae_event_record(be, ln->end);
+    ae_event_wait(tv.be, ln->end);
+    ae_status ts = ae_backend_status(tv.be); // the teacher queue's own errors, without waiting
+    if (st == AE_OK) st = ts;
     s1_bufs_free(&w);
     return st;
 }
@@ -903,6 +954,7 @@ ae_status ae_run_init(ae_run *r, const ae_model *t, ae_model *s, const ae_tokfil
 }
 
 void ae_run_free(ae_run *r) {
+    s1_lanes_close(r);
     ae_adamw_free(&r->opt);
     for (int i = 0; r->master && i < r->np; i++) r->s->be->free(r->s->be, r->master[i]);
     free(r->master);

@@ -19,6 +19,17 @@ typedef struct {
 
 void ae_interval_clear(ae_interval *iv, int L);
 
+// Stage 1's two queues (distill.c, stage1_micro): the teacher runs one layer ahead of the
+// student on `be`, a sibling of the student's backend (cuda: a second stream; the student's own
+// backend where it has no siblings, or with AE_STAGE1_OVERLAP=0), and the events order what
+// both read.
+typedef struct {
+    const ae_backend *be;        // null until stage 1 first runs
+    ae_event *end;               // the student's last read of the micro-batch's teacher buffers
+    ae_event *tdone[2];          // [l % 2]: the teacher's layer l is done
+    ae_event *sdone[2];          // [l % 2]: the student's module l no longer reads layer l's slots
+} ae_s1_lanes;
+
 typedef struct {
     const ae_model *t;
     ae_model *s;
@@ -51,6 +62,7 @@ typedef struct {
     double last_save;            // ae_time_now() of the last checkpoint (or of the start)
     int ckpt_stage;              // position of the last checkpoint written or loaded (stage -1:
     int64_t ckpt_step;           // none yet), named when training stops on a non-finite value
+    ae_s1_lanes lanes;           // stage 1's teacher queue (opened on first use)
 } ae_run;
 
 // Index of the first Inf or NaN of x, or -1.   x: (n)
