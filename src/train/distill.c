@@ -496,9 +496,12 @@ static ae_status s1_lanes_open(ae_run *r) {
     return AE_OK;
 }
 
+static void s1_next_drop(ae_run *r);
+
 static void s1_lanes_close(ae_run *r) {
     ae_s1_lanes *ln = &r->lanes;
     if (!ln->be) return;
+    s1_next_drop(r);
     const ae_backend *be = r->s->be;
     ae_event *ev[] = {ln->end, ln->tdone[0], ln->tdone[1], ln->sdone[0], ln->sdone[1]};
     for (size_t i = 0; i < sizeof ev / sizeof *ev; i++) ae_event_free(be, ev[i]);
@@ -564,24 +567,92 @@ static ae_status student_module(ae_run *r, int l, s1_bufs *w, int B, int T, doub
     return st;
 }
 
+// The teacher's start of a micro-batch on its queue: the buffers, the embedding and its layers
+// 0 and 1 (they wait for nothing of the student's). On failure nothing is left allocated.
+static ae_status teacher_start(ae_run *r, const ae_model *tv, const int32_t *ids, int B, int T,
+                               s1_bufs *w) {
+    int D = tv->cfg.hidden_size, N = B * T, nl = tv->cfg.num_hidden_layers;
+    AE_TRY(s1_bufs_init(w, tv->be, r->s->be, &tv->cfg, ids, N));
+    tv->be->embed(tv->be, w->h[0], tv->embed, w->ids, N, D);
+    ae_status st = AE_OK;
+    for (int l = 0; l < 2 && l < nl && st == AE_OK; l++) st = teacher_layer(r, tv, l, w, B, T);
+    if (st != AE_OK) s1_bufs_free(w); // only the teacher's queue has used them
+    return st;
+}
+
+// The teacher with its ops queued on stage 1's teacher queue (r->lanes.be, open).
+static ae_model teacher_view(const ae_run *r) {
+    ae_model tv = *r->t;
+    tv.be = r->lanes.be;
+    return tv;
+}
+
+// A micro-batch whose teacher start was queued ahead (stage1_prefetch): its ids and buffers.
+struct ae_s1_next {
+    int32_t *ids; // (B, T) host
+    int B, T;
+    s1_bufs w;
+};
+
+// Frees a queued teacher start nobody took (its buffers on the teacher's queue, after its work).
+static void s1_next_drop(ae_run *r) {
+    struct ae_s1_next *n = r->lanes.next;
+    if (!n) return;
+    s1_bufs_free(&n->w);
+    free(n->ids);
+    free(n);
+    r->lanes.next = NULL;
+}
+
+// Queues the teacher's start of the micro-batch ids (B, T) before the step's optimizer runs on
+// the student's queue (the teacher reads none of what it changes): stage1_micro takes it when
+// called with the same ids. A start that cannot be queued is left to stage1_micro.
+static void stage1_prefetch(ae_run *r, const int32_t *ids, int B, int T) {
+    s1_next_drop(r);
+    struct ae_s1_next *n = ae_calloc(1, sizeof *n);
+    size_t bytes = sizeof(int32_t) * (size_t)B * T;
+    if (!n || !(n->ids = ae_malloc(bytes)) || s1_lanes_open(r) != AE_OK) {
+        if (n) free(n->ids);
+        free(n);
+        return;
+    }
+    memcpy(n->ids, ids, bytes);
+    n->B = B, n->T = T;
+    ae_model tv = teacher_view(r);
+    if (teacher_start(r, &tv, ids, B, T, &n->w) != AE_OK) { // stage1_micro will say why
+        free(n->ids);
+        free(n);
+        return;
+    }
+    r->lanes.next = n;
+}
+
 // One micro-batch, layer by layer: the teacher's stream on its own queue, one layer ahead, and
 // every replaced module's step on the student's, so that the teacher's layer l + 1 runs while
 // the student's module l trains. The teacher's queue does not wait for the student's before
 // layer 2, so a micro-batch's first teacher layers also run during the previous step's
-// optimizer. In one queue (the cpu) the same order runs serially.
+// optimizer (stage1_prefetch). In one queue (the cpu) the same order runs serially.
 static ae_status stage1_micro(ae_run *r, const int32_t *ids, int B, int T, double *layer_loss) {
     const ae_backend *be = r->s->be;
-    AE_TRY(s1_lanes_open(r));
-    ae_s1_lanes *ln = &r->lanes;
-    ae_model tv = *r->t; // the teacher, its ops queued on the lane
-    tv.be = ln->be;
-    int D = tv.cfg.hidden_size, N = B * T, nl = tv.cfg.num_hidden_layers;
+    struct ae_s1_next *n = r->lanes.next;
     s1_bufs w;
-    AE_TRY(s1_bufs_init(&w, tv.be, be, &tv.cfg, ids, N));
-    tv.be->embed(tv.be, w.h[0], tv.embed, w.ids, N, D);
-    ae_status st = teacher_layer(r, &tv, 0, &w, B, T);
+    ae_status st = AE_OK;
+    if (n && n->B == B && n->T == T && !memcmp(n->ids, ids, sizeof(int32_t) * (size_t)B * T)) {
+        w = n->w; // its start was queued ahead
+        free(n->ids);
+        free(n);
+        r->lanes.next = NULL;
+    } else {
+        s1_next_drop(r);
+        AE_TRY(s1_lanes_open(r));
+        ae_model tv0 = teacher_view(r);
+        AE_TRY(teacher_start(r, &tv0, ids, B, T, &w));
+    }
+    ae_s1_lanes *ln = &r->lanes;
+    ae_model tv = teacher_view(r);
+    int nl = tv.cfg.num_hidden_layers;
     for (int l = 0; st == AE_OK && l < nl; l++) {
-        if (l + 1 < nl) st = teacher_layer(r, &tv, l + 1, &w, B, T);
+        if (l >= 1 && l + 1 < nl) st = teacher_layer(r, &tv, l + 1, &w, B, T);
         ae_event_wait(be, ln->tdone[l % 2]);
         if (st == AE_OK && r->s->layers[l].kind != AE_ATTN_GQA)
             st = student_module(r, l, &w, B, T, layer_loss);
@@ -874,7 +945,16 @@ static ae_status run_stage(ae_run *r, double run_t0) {
             }
         loss = r->stage == 0 ? loss / (nrep ? nrep : 1) : kd / o->accum;
         double norm;
-        st = ae_adamw_step(&r->opt, &norm);
+        st = ae_adamw_step_queue(&r->opt, &norm);
+        if (st == AE_OK && r->opt.queued && r->stage == 0 && r->step + 1 < total &&
+            ae_dp_owns_micro(r, 0)) { // the next step's teacher start runs beside the update
+            ae_loader peek = r->loader; // the next step's first window, the loader not advanced
+            ae_loader_next(&peek, B, win);
+            for (int b = 0; b < B; b++) memcpy(ids + (size_t)b * T, win + (size_t)b * (T + 1), sizeof(int32_t) * T);
+            stage1_prefetch(r, ids, B, T);
+        }
+        ae_status fs = ae_adamw_step_finish(&r->opt);
+        if (st == AE_OK) st = fs;
         if (st == AE_OK) st = ae_dp_after_update(r); // sharded states: the owners' new values
         if (st != AE_OK) break;
         if (r->opt.nonfinite != -1) {
@@ -905,6 +985,7 @@ static ae_status run_stage(ae_run *r, double run_t0) {
         if (st == AE_OK) maybe_die(r, global);
         if (st == AE_OK) ae_kill_point("step");
     }
+    s1_next_drop(r); // a start queued for a step that does not run
     free(win);
     free(ids);
     free(ll);

@@ -28,6 +28,8 @@ typedef struct {
     ae_event *end;               // the student's last read of the micro-batch's teacher buffers
     ae_event *tdone[2];          // [l % 2]: the teacher's layer l is done
     ae_event *sdone[2];          // [l % 2]: the student's module l no longer reads layer l's slots
+    struct ae_s1_next *next;     // the next micro-batch's teacher start, queued before the
+                                 // step's optimizer (distill.c, stage1_prefetch), or NULL
 } ae_s1_lanes;
 
 typedef struct {

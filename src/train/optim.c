@@ -165,10 +165,11 @@ ae_status ae_grad_norm(ae_adamw *o, double *norm) {
     return st;
 }
 
-ae_status ae_adamw_step(ae_adamw *o, double *norm_out) {
+ae_status ae_adamw_step_queue(ae_adamw *o, double *norm_out) {
     const ae_adamw_cfg *c = &o->cfg;
     const ae_backend *be = o->be;
     o->nonfinite = -1;
+    o->queued = 0;
     *norm_out = 0.0;
     if (o->n == 0 && !o->norm_sum) {
         o->step++;
@@ -176,8 +177,7 @@ ae_status ae_adamw_step(ae_adamw *o, double *norm_out) {
     }
     size_t slots = (size_t)(o->n > 0 ? o->n : 1);
     double *sums = ae_calloc(slots, sizeof(double));
-    int32_t *flags = ae_malloc(sizeof(int32_t) * slots);
-    ae_status st = sums && flags ? (o->n ? tensor_sums(o, sums) : AE_OK) : AE_ERR_NOMEM;
+    ae_status st = sums ? (o->n ? tensor_sums(o, sums) : AE_OK) : AE_ERR_NOMEM;
     if (st != AE_OK) goto done;
     double ss = 0.0;
     for (int i = 0; i < o->n; i++) ss += sums[i];
@@ -189,12 +189,9 @@ ae_status ae_adamw_step(ae_adamw *o, double *norm_out) {
             if (!isfinite(sums[i])) o->nonfinite = i;
         goto done;
     }
-    if (o->n == 0) {
-        o->step++;
-        goto done;
-    }
-    float scale = (c->clip > 0.0f && norm > c->clip) ? (float)(c->clip / norm) : 1.0f;
     o->step++;
+    if (o->n == 0) goto done;
+    float scale = (c->clip > 0.0f && norm > c->clip) ? (float)(c->clip / norm) : 1.0f;
     ae_adamw_args a = {.lr = ae_lr_at(c, o->step), .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
                        .bc1 = 1.0f - powf(c->beta1, (float)o->step),
                        .bc2 = 1.0f - powf(c->beta2, (float)o->step), .gscale = scale};
@@ -211,13 +208,28 @@ ae_status ae_adamw_step(ae_adamw *o, double *norm_out) {
         else
             be->adamw(be, &a, w, o->m[i], o->v[i], p->grad, param, flag, (size_t)p->numel);
     }
-    st = be->download(be, flags, AE_DT_I32, o->flags, (size_t)o->n);
-    for (int i = 0; st == AE_OK && i < o->n && o->nonfinite < 0; i++)
-        if (flags[i]) o->nonfinite = i;
+    o->queued = 1;
 done:
     free(sums);
+    return st;
+}
+
+ae_status ae_adamw_step_finish(ae_adamw *o) {
+    if (!o->queued) return AE_OK;
+    o->queued = 0;
+    int32_t *flags = ae_malloc(sizeof(int32_t) * (size_t)o->n);
+    if (!flags) return AE_ERR_NOMEM;
+    ae_status st = o->be->download(o->be, flags, AE_DT_I32, o->flags, (size_t)o->n);
+    for (int i = 0; st == AE_OK && i < o->n && o->nonfinite < 0; i++)
+        if (flags[i]) o->nonfinite = i;
     free(flags);
     return st;
+}
+
+ae_status ae_adamw_step(ae_adamw *o, double *norm_out) {
+    ae_status st = ae_adamw_step_queue(o, norm_out);
+    ae_status fs = ae_adamw_step_finish(o);
+    return st != AE_OK ? st : fs;
 }
 
 void ae_adamw_zero_grad(ae_adamw *o) {

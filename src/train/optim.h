@@ -42,6 +42,7 @@ typedef struct {
     ae_ptr sums;       // (n) F64 squared gradient norm per tensor
     ae_ptr flags;      // (n) I32 non-finite flags of the last update
     int64_t step;      // steps taken
+    int queued;        // 1 between ae_adamw_step_queue (an update queued) and _finish
     int nonfinite;     // after ae_adamw_step: the first tensor (index into p) that held Inf or NaN
                        // (its gradient, or after the update its values or moments), or -1; -2:
                        // the global norm is not finite but none of these gradients is (norm_sum)
@@ -69,6 +70,11 @@ ae_status ae_grad_norm(ae_adamw *o, double *norm);
 // with such a gradient; otherwise the update is applied and o->nonfinite is the first tensor
 // whose values or second moments it made non-finite (-1: none).
 ae_status ae_adamw_step(ae_adamw *o, double *norm);
+// ae_adamw_step in two halves, so that a caller can queue other work while the update runs:
+// _queue computes the norm (a host wait for the gradients) and queues the update, _finish
+// waits for it and sets o->nonfinite. Call _finish exactly once after each _queue.
+ae_status ae_adamw_step_queue(ae_adamw *o, double *norm);
+ae_status ae_adamw_step_finish(ae_adamw *o);
 void ae_adamw_zero_grad(ae_adamw *o);
 // The F32 values the optimizer updates of tensor i: its master, or the param itself.
 ae_ptr ae_adamw_master(const ae_adamw *o, int i);
