@@ -43,7 +43,9 @@
 //      byte for byte, for an MLA student with the block-output term (which reads the teacher's
 //      stream on both sides of a layer: the three-slot ring), a GateSWA student, and on the MoE
 //      teacher (its routing and grouped experts on the second stream; with ../shared). An
-//      ordering bug (a slot overwritten before the student read it) changes the bits.
+//      ordering bug (a slot overwritten before the student read it) changes the bits. The MLA
+//      run also with the teacher one layer ahead instead of two (AE_STAGE1_AHEAD=1: two slots,
+//      three streams).
 // Needs a CUDA build and a GPU: prints "SKIP ..." and exits 77 otherwise (AE_REQUIRE_GPU=1:
 // fails instead).
 #define _XOPEN_SOURCE 700
@@ -219,21 +221,21 @@ static void resume_bit_identical(const char *label, const char *const *budget,
 
 // (g) stage 1 of teacher on tokens, two streams against one.
 static void overlap_same_bits(const char *label, const char *teacher, const char *tokens,
-                              const char *const *target) {
+                              const char *const *target, const char *env) {
     static const char *const budget[] = {"--stage1-tokens", "1024", "--stage2-tokens", "0",
                                          "--stage1-lr", "3e-3", "--stage1-block", "0.5", NULL};
     char *a = ae_path_join(g_dir, "two-streams"), *b = ae_path_join(g_dir, "one-stream");
     char *err = NULL;
     ae_test_rmtree(a), ae_test_rmtree(b);
-    int rc = convert_teacher(teacher, tokens, a, "cuda", budget, target, NULL, &err);
+    int rc = convert_teacher(teacher, tokens, a, "cuda", budget, target, env, &err);
     CHECK(rc == 0, "%s: stage 1 on two streams: exit %d: %s", label, rc, err);
     free(err);
     rc = convert_teacher(teacher, tokens, b, "cuda", budget, target, "AE_STAGE1_OVERLAP=0", &err);
     CHECK(rc == 0, "%s: stage 1 on one stream: exit %d: %s", label, rc, err);
     free(err);
     int same = same_file(a, b, "model.safetensors");
-    printf("%s: stage 1, teacher on its own stream == one stream: %s (loss %.6f -> %.6f)\n", label,
-           same ? "yes" : "NO", loss_at(a, 0), loss_at(a, -1));
+    printf("%s: stage 1, teacher on its own stream%s%s == one stream: %s (loss %.6f -> %.6f)\n",
+           label, env ? ", " : "", env ? env : "", same ? "yes" : "NO", loss_at(a, 0), loss_at(a, -1));
     CHECK(same, "%s: stage 1 on two streams wrote another model.safetensors than on one", label);
     ae_test_rmtree(a), ae_test_rmtree(b);
     free(a), free(b);
@@ -318,7 +320,8 @@ static void moe_stage2(const char *const *target) {
     CHECK(rc == 0, "prepare-data (qwen3-moe): %s", err);
     free(err);
     if (rc == 0) moe_stage2_cuda(teacher, target);
-    if (rc == 0 && !g_fail) overlap_same_bits("qwen3-moe teacher, gateswa", teacher, g_moe_tokens, target);
+    if (rc == 0 && !g_fail)
+        overlap_same_bits("qwen3-moe teacher, gateswa", teacher, g_moe_tokens, target, NULL);
     free(g_moe_tokens);
 }
 
@@ -336,8 +339,11 @@ int main(void) {
     if (!g_fail) cuda_matches_cpu("gateswa (sinks, head gate)", gswa);
     if (!g_fail) cuda_matches_cpu("mla 32+8 (teacher init)", mla);
     if (!g_fail) resume_bit_identical("stage 1, mla", k_stage1, mla, "5", 0); // checkpoint at step 4
-    if (!g_fail) overlap_same_bits("mla 32+8, --stage1-block 0.5", ae_test_src("models/qwen3-micro"), g_tokens, mla);
-    if (!g_fail) overlap_same_bits("gateswa (sinks, head gate)", ae_test_src("models/qwen3-micro"), g_tokens, gswa);
+    const char *micro = ae_test_src("models/qwen3-micro");
+    if (!g_fail) overlap_same_bits("mla 32+8, --stage1-block 0.5", micro, g_tokens, mla, NULL);
+    if (!g_fail)
+        overlap_same_bits("mla 32+8, --stage1-block 0.5", micro, g_tokens, mla, "AE_STAGE1_AHEAD=1");
+    if (!g_fail) overlap_same_bits("gateswa (sinks, head gate)", micro, g_tokens, gswa, NULL);
     if (!g_fail) stage2_cuda_matches_cpu("gateswa (sinks, head gate)", gswa);
     // stage 1 has 4 steps: global step 10 is stage 2's step 6, after its checkpoint at step 4
     if (!g_fail) resume_bit_identical("stage 2, gateswa", k_both, gswa, "10", 0);

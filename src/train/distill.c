@@ -428,16 +428,18 @@ static ae_status add_block_term(const ae_run *r, int l, ae_ptr h, ae_ptr target,
 }
 
 // The buffers of one stage-1 micro-batch of N = B·T tokens, in backend memory. The teacher runs
-// one layer ahead of the student on its own queue (stage1_micro): what the student's module l
-// reads while the teacher's layer l + 1 runs is kept in slots by layer. The teacher's buffers
-// are its queue's (allocated and freed there), the student's the student's.
+// A layers ahead of the student on its own queue (stage1_micro): what the student's module l
+// reads while the teacher's layers up to l + A run is kept in slots by layer. The teacher's
+// buffers are its queue's (allocated and freed there), the student's the student's.
 typedef struct {
     ae_scratch tmem; // the teacher's:
     ae_ptr ids;      // (N) I32
-    ae_ptr h[3];     // (N, D) F32  its residual stream entering layer l: h[l % 3]
-    ae_ptr xn[2];    // (N, D) act  RMSNorm(h; input_layernorm) of layer l, every module's
-                     //             input: xn[l % 2]
-    ae_ptr yt[2];    // (N, D) act  its attention output of layer l: yt[l % 2]
+    // with A = the layers the teacher runs ahead (ae_s1_lanes.ahead), slots of layer l:
+    ae_ptr h[AE_S1_AHEAD_MAX + 2];  // (N, D) F32  its residual stream entering layer l:
+                                    //             h[l % (A + 2)]
+    ae_ptr xn[AE_S1_AHEAD_MAX + 1]; // (N, D) act  RMSNorm(h; input_layernorm) of layer l, every
+                                    //             module's input: xn[l % (A + 1)]
+    ae_ptr yt[AE_S1_AHEAD_MAX + 1]; // (N, D) act  its attention output of layer l: yt[l % (A + 1)]
     ae_ptr z, f;     // (N, D) act  the post-attention norm of its stream, FFN output
     ae_ptr g, u;     // (N, I) act  its dense FFN scratch
     ae_scratch smem; // the student's:
@@ -447,16 +449,16 @@ typedef struct {
     double *hrows;   // (N) host copy of rows
 } s1_bufs;
 
-// tb: the teacher's queue, be: the student's.
-static ae_status s1_bufs_init(s1_bufs *w, const ae_backend *tb, const ae_backend *be,
+// tb: the teacher's queue, be: the student's; A: the layers the teacher runs ahead.
+static ae_status s1_bufs_init(s1_bufs *w, const ae_backend *tb, const ae_backend *be, int A,
                               const ae_config *c, const int32_t *ids, int N) {
     size_t D = c->hidden_size, I = c->intermediate_size, nd = (size_t)N * D;
     ae_dtype at = be->act_dtype;
     ae_scratch *s = &w->tmem;
     ae_scratch_init(s, tb);
     w->ids = ae_scratch_alloc(s, (size_t)N, AE_DT_I32);
-    for (int i = 0; i < 3; i++) w->h[i] = ae_scratch_alloc(s, nd, AE_DT_F32);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < A + 2; i++) w->h[i] = ae_scratch_alloc(s, nd, AE_DT_F32);
+    for (int i = 0; i < A + 1; i++) {
         w->xn[i] = ae_scratch_alloc(s, nd, at);
         w->yt[i] = ae_scratch_alloc(s, nd, at);
     }
@@ -491,9 +493,19 @@ static ae_status s1_lanes_open(ae_run *r) {
     const ae_backend *be = r->s->be, *tb = be;
     if (ae_env_int("AE_STAGE1_OVERLAP", 1, 0, 1)) AE_TRY(ae_sibling_open(be, &tb));
     ln->be = tb;
-    ae_event **ev[] = {&ln->end, &ln->tdone[0], &ln->tdone[1], &ln->sdone[0], &ln->sdone[1]};
-    for (size_t i = 0; i < sizeof ev / sizeof *ev; i++) AE_TRY(ae_event_new(be, ev[i]));
+    ln->ahead = ae_env_int("AE_STAGE1_AHEAD", 2, 1, AE_S1_AHEAD_MAX);
+    AE_TRY(ae_event_new(be, &ln->end));
+    for (int i = 0; i <= AE_S1_AHEAD_MAX; i++) {
+        AE_TRY(ae_event_new(be, &ln->tdone[i]));
+        AE_TRY(ae_event_new(be, &ln->sdone[i]));
+    }
     return AE_OK;
+}
+
+// Layer l's slot of xn, yt and the events, and its stream h_l (ae_s1_lanes.ahead = A).
+static int s1_slot(const ae_run *r, int l) { return l % (r->lanes.ahead + 1); }
+static ae_ptr s1_h(const ae_run *r, const s1_bufs *w, int l) {
+    return w->h[l % (r->lanes.ahead + 2)];
 }
 
 static void s1_next_drop(ae_run *r);
@@ -503,17 +515,21 @@ static void s1_lanes_close(ae_run *r) {
     if (!ln->be) return;
     s1_next_drop(r);
     const ae_backend *be = r->s->be;
-    ae_event *ev[] = {ln->end, ln->tdone[0], ln->tdone[1], ln->sdone[0], ln->sdone[1]};
-    for (size_t i = 0; i < sizeof ev / sizeof *ev; i++) ae_event_free(be, ev[i]);
+    ae_event_free(be, ln->end);
+    for (int i = 0; i <= AE_S1_AHEAD_MAX; i++) {
+        ae_event_free(be, ln->tdone[i]);
+        ae_event_free(be, ln->sdone[i]);
+    }
     ae_sibling_close(be, ln->be);
     memset(ln, 0, sizeof *ln);
 }
 
-// The teacher's layer l on its own queue (tv: the teacher with the lane's backend): xn[l % 2] =
-// RMSNorm(h_l), yt[l % 2] its attention output (activations not kept), h_{l+1} = h_l + yt +
-// FFN(RMSNorm(h_l + yt)); the last layer's h_{l+1} only where the block term reads it. From
-// layer 2 on it first waits for the student's module l − 2, the last reader of the slots it
-// overwrites (h_{l+1} takes h_{l−2}'s); layers 0 and 1 write this micro-batch's new buffers.
+// The teacher's layer l on its own queue (tv: the teacher with the lane's backend), A layers
+// ahead of the student: xn = RMSNorm(h_l), yt its attention output (activations not kept),
+// h_{l+1} = h_l + yt + FFN(RMSNorm(h_l + yt)), in layer l's slots; the last layer's h_{l+1} only
+// where the block term reads it. From layer A + 1 on it first waits for the student's module
+// l − A − 1, the last reader of the slots it overwrites (h_{l+1} takes h_{l−A−1}'s); layers
+// 0..A write this micro-batch's new buffers.
 static ae_status teacher_layer(const ae_run *r, const ae_model *tv, int l, s1_bufs *w, int B,
                                int T) {
     const ae_backend *be = tv->be;
@@ -521,8 +537,9 @@ static ae_status teacher_layer(const ae_run *r, const ae_model *tv, int l, s1_bu
     int D = tv->cfg.hidden_size, N = B * T;
     size_t nd = (size_t)N * D;
     float eps = (float)tv->cfg.rms_norm_eps;
-    ae_ptr h = w->h[l % 3], hn = w->h[(l + 1) % 3], xn = w->xn[l % 2], yt = w->yt[l % 2];
-    if (l >= 2) ae_event_wait(be, r->lanes.sdone[l % 2]);
+    int k = s1_slot(r, l);
+    ae_ptr h = s1_h(r, w, l), hn = s1_h(r, w, l + 1), xn = w->xn[k], yt = w->yt[k];
+    if (l > r->lanes.ahead) ae_event_wait(be, r->lanes.sdone[k]);
     be->rmsnorm(be, xn, h, L->input_norm, N, D, D, eps);
     ae_layer_attn_acts a;
     ae_status st = ae_layer_attn_train_forward(be, L, xn, B, T, yt, &a);
@@ -534,7 +551,7 @@ static ae_status teacher_layer(const ae_run *r, const ae_model *tv, int l, s1_bu
         st = ae_layer_ffn_forward(tv, L, w->f, w->z, N, w->g, w->u);
         if (st == AE_OK) be->add(be, hn, w->f, nd);
     }
-    ae_event_record(be, r->lanes.tdone[l % 2]);
+    ae_event_record(be, r->lanes.tdone[k]);
     return st;
 }
 
@@ -545,7 +562,7 @@ static ae_status student_module(ae_run *r, int l, s1_bufs *w, int B, int T, doub
     ae_layer *L = &r->s->layers[l], *G = &r->g->layers[l];
     int D = r->s->cfg.hidden_size, N = B * T;
     size_t nd = (size_t)N * D;
-    ae_ptr xn = w->xn[l % 2], yt = w->yt[l % 2];
+    ae_ptr xn = w->xn[s1_slot(r, l)], yt = w->yt[s1_slot(r, l)];
     ae_layer_attn_acts a;
     ae_status st = ae_layer_attn_train_forward(be, L, xn, B, T, w->ys, &a);
     if (st == AE_OK) {
@@ -561,21 +578,22 @@ static ae_status student_module(ae_run *r, int l, s1_bufs *w, int B, int T, doub
         layer_loss[l] += li;
     }
     if (st == AE_OK)
-        st = add_block_term(r, l, w->h[l % 3], w->h[(l + 1) % 3], w->ys, N, w->dy, layer_loss);
+        st = add_block_term(r, l, s1_h(r, w, l), s1_h(r, w, l + 1), w->ys, N, w->dy, layer_loss);
     if (st == AE_OK) st = ae_layer_attn_backward(be, L, &a, w->dy, ae_ptr_null(), G);
     ae_layer_attn_acts_free(&a);
     return st;
 }
 
 // The teacher's start of a micro-batch on its queue: the buffers, the embedding and its layers
-// 0 and 1 (they wait for nothing of the student's). On failure nothing is left allocated.
+// 0..A (they wait for nothing of the student's). On failure nothing is left allocated.
 static ae_status teacher_start(ae_run *r, const ae_model *tv, const int32_t *ids, int B, int T,
                                s1_bufs *w) {
     int D = tv->cfg.hidden_size, N = B * T, nl = tv->cfg.num_hidden_layers;
-    AE_TRY(s1_bufs_init(w, tv->be, r->s->be, &tv->cfg, ids, N));
+    AE_TRY(s1_bufs_init(w, tv->be, r->s->be, r->lanes.ahead, &tv->cfg, ids, N));
     tv->be->embed(tv->be, w->h[0], tv->embed, w->ids, N, D);
     ae_status st = AE_OK;
-    for (int l = 0; l < 2 && l < nl && st == AE_OK; l++) st = teacher_layer(r, tv, l, w, B, T);
+    for (int l = 0; l <= r->lanes.ahead && l < nl && st == AE_OK; l++)
+        st = teacher_layer(r, tv, l, w, B, T);
     if (st != AE_OK) s1_bufs_free(w); // only the teacher's queue has used them
     return st;
 }
@@ -627,11 +645,12 @@ static void stage1_prefetch(ae_run *r, const int32_t *ids, int B, int T) {
     r->lanes.next = n;
 }
 
-// One micro-batch, layer by layer: the teacher's stream on its own queue, one layer ahead, and
-// every replaced module's step on the student's, so that the teacher's layer l + 1 runs while
-// the student's module l trains. The teacher's queue does not wait for the student's before
-// layer 2, so a micro-batch's first teacher layers also run during the previous step's
-// optimizer (stage1_prefetch). In one queue (the cpu) the same order runs serially.
+// One micro-batch, layer by layer: the teacher's stream on its own queue, A layers ahead
+// (ae_s1_lanes.ahead), and every replaced module's step on the student's, so that the teacher's
+// next layers run while the student's module l trains. The teacher's queue does not wait for
+// the student's before layer A + 1, so a micro-batch's first teacher layers also run during the
+// previous step's optimizer (stage1_prefetch). In one queue (the cpu) the same order runs
+// serially.
 static ae_status stage1_micro(ae_run *r, const int32_t *ids, int B, int T, double *layer_loss) {
     const ae_backend *be = r->s->be;
     struct ae_s1_next *n = r->lanes.next;
@@ -652,11 +671,11 @@ static ae_status stage1_micro(ae_run *r, const int32_t *ids, int B, int T, doubl
     ae_model tv = teacher_view(r);
     int nl = tv.cfg.num_hidden_layers;
     for (int l = 0; st == AE_OK && l < nl; l++) {
-        if (l >= 1 && l + 1 < nl) st = teacher_layer(r, &tv, l + 1, &w, B, T);
-        ae_event_wait(be, ln->tdone[l % 2]);
+        if (l >= 1 && l + ln->ahead < nl) st = teacher_layer(r, &tv, l + ln->ahead, &w, B, T);
+        ae_event_wait(be, ln->tdone[s1_slot(r, l)]);
         if (st == AE_OK && r->s->layers[l].kind != AE_ATTN_GQA)
             st = student_module(r, l, &w, B, T, layer_loss);
-        ae_event_record(be, ln->sdone[l % 2]);
+        ae_event_record(be, ln->sdone[s1_slot(r, l)]);
         if (st == AE_OK) st = ae_dp_layer_done(r, l); // its gradients' sum over the ranks starts
     }
     // the teacher's buffers are freed on its queue once the student's has read them

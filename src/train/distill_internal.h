@@ -19,15 +19,19 @@ typedef struct {
 
 void ae_interval_clear(ae_interval *iv, int L);
 
-// Stage 1's two queues (distill.c, stage1_micro): the teacher runs one layer ahead of the
+#define AE_S1_AHEAD_MAX 2
+
+// Stage 1's two queues (distill.c, stage1_micro): the teacher runs `ahead` layers ahead of the
 // student on `be`, a sibling of the student's backend (cuda: a second stream; the student's own
 // backend where it has no siblings, or with AE_STAGE1_OVERLAP=0), and the events order what
 // both read.
 typedef struct {
     const ae_backend *be;        // null until stage 1 first runs
     ae_event *end;               // the student's last read of the micro-batch's teacher buffers
-    ae_event *tdone[2];          // [l % 2]: the teacher's layer l is done
-    ae_event *sdone[2];          // [l % 2]: the student's module l no longer reads layer l's slots
+    int ahead;                   // layers the teacher runs ahead: 2 (AE_STAGE1_AHEAD=1: one)
+    ae_event *tdone[AE_S1_AHEAD_MAX + 1]; // [l % (ahead + 1)]: the teacher's layer l is done
+    ae_event *sdone[AE_S1_AHEAD_MAX + 1]; // [l % (ahead + 1)]: the student's module l no longer
+                                          // reads layer l's slots
     struct ae_s1_next *next;     // the next micro-batch's teacher start, queued before the
                                  // step's optimizer (distill.c, stage1_prefetch), or NULL
 } ae_s1_lanes;
