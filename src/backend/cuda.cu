@@ -447,7 +447,8 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     snprintf(c->desc, sizeof c->desc, "%.100s, %.1f GiB, sm_%d%d", prop.name,
              prop.totalGlobalMem / 1073741824.0, prop.major, prop.minor);
     be->ctx = c;
-    ae_status st = cuda_start(c, 1);
+    const char *prio = getenv("AE_CUDA_STREAM_PRIORITY"); // a measurement switch: "low"
+    ae_status st = cuda_start(c, !(prio && !strcmp(prio, "low")));
     if (st == AE_OK) { // keep freed pool memory for reuse instead of returning it to the driver
         cudaMemPool_t pool;
         uint64_t keep = UINT64_MAX;
