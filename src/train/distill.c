@@ -486,20 +486,23 @@ static void s1_bufs_free(s1_bufs *w) {
     free(w->hrows);
 }
 
-// Opens stage 1's teacher queue on first use (ae_s1_lanes).
+static void s1_lanes_close(ae_run *r);
+
+// Opens stage 1's teacher queue on first use (ae_s1_lanes); on failure nothing stays open.
 static ae_status s1_lanes_open(ae_run *r) {
     ae_s1_lanes *ln = &r->lanes;
     if (ln->be) return AE_OK;
-    const ae_backend *be = r->s->be, *tb = be;
-    if (ae_env_int("AE_STAGE1_OVERLAP", 1, 0, 1)) AE_TRY(ae_sibling_open(be, &tb));
-    ln->be = tb;
-    ln->ahead = ae_env_int("AE_STAGE1_AHEAD", 2, 1, AE_S1_AHEAD_MAX);
-    AE_TRY(ae_event_new(be, &ln->end));
-    for (int i = 0; i <= AE_S1_AHEAD_MAX; i++) {
-        AE_TRY(ae_event_new(be, &ln->tdone[i]));
-        AE_TRY(ae_event_new(be, &ln->sdone[i]));
+    const ae_backend *be = r->s->be;
+    ae_status st = ae_event_new(be, &ln->end);
+    for (int i = 0; st == AE_OK && i <= AE_S1_AHEAD_MAX; i++) {
+        st = ae_event_new(be, &ln->tdone[i]);
+        if (st == AE_OK) st = ae_event_new(be, &ln->sdone[i]);
     }
-    return AE_OK;
+    ln->be = be;
+    if (st == AE_OK && ae_env_int("AE_STAGE1_OVERLAP", 1, 0, 1)) st = ae_sibling_open(be, &ln->be);
+    ln->ahead = ae_env_int("AE_STAGE1_AHEAD", 2, 1, AE_S1_AHEAD_MAX);
+    if (st != AE_OK) s1_lanes_close(r);
+    return st;
 }
 
 // Layer l's slot of xn, yt and the events, and its stream h_l (ae_s1_lanes.ahead = A).
