@@ -488,7 +488,8 @@ static void s1_bufs_free(s1_bufs *w) {
 
 static void s1_lanes_close(ae_run *r);
 
-// Opens stage 1's teacher queue on first use (ae_s1_lanes); on failure nothing stays open.
+// Opens stage 1's teacher queue on first use (ae_s1_lanes); on failure nothing stays open. A
+// second stream that cannot be had (its workspace: out of memory) leaves one queue, with a note.
 static ae_status s1_lanes_open(ae_run *r) {
     ae_s1_lanes *ln = &r->lanes;
     if (ln->be) return AE_OK;
@@ -499,7 +500,12 @@ static ae_status s1_lanes_open(ae_run *r) {
         if (st == AE_OK) st = ae_event_new(be, &ln->sdone[i]);
     }
     ln->be = be;
-    if (st == AE_OK && ae_env_int("AE_STAGE1_OVERLAP", 1, 0, 1)) st = ae_sibling_open(be, &ln->be);
+    if (st == AE_OK && ae_env_int("AE_STAGE1_OVERLAP", 1, 0, 1) &&
+        ae_sibling_open(be, &ln->be) != AE_OK) { // the same bits in one queue, only slower
+        fprintf(stderr, "note: stage 1 runs the teacher and the student in one queue (no second "
+                "%s stream: %s)\n", be->name, ae_last_error());
+        ln->be = be;
+    }
     ln->ahead = ae_env_int("AE_STAGE1_AHEAD", 2, 1, AE_S1_AHEAD_MAX);
     if (st != AE_OK) s1_lanes_close(r);
     return st;
