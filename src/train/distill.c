@@ -638,20 +638,34 @@ static void stage1_prefetch(ae_run *r, const int32_t *ids, int B, int T) {
     s1_next_drop(r);
     struct ae_s1_next *n = ae_calloc(1, sizeof *n);
     size_t bytes = sizeof(int32_t) * (size_t)B * T;
-    if (!n || !(n->ids = ae_malloc(bytes)) || s1_lanes_open(r) != AE_OK) {
+    int ok = n && (n->ids = ae_malloc(bytes)) && s1_lanes_open(r) == AE_OK;
+    if (ok) {
+        ae_model tv = teacher_view(r);
+        ok = teacher_start(r, &tv, ids, B, T, &n->w) == AE_OK;
+    }
+    if (!ok) { // stage1_micro will run the start, and say why if it fails again
         if (n) free(n->ids);
         free(n);
         return;
     }
     memcpy(n->ids, ids, bytes);
     n->B = B, n->T = T;
-    ae_model tv = teacher_view(r);
-    if (teacher_start(r, &tv, ids, B, T, &n->w) != AE_OK) { // stage1_micro will say why
-        free(n->ids);
-        free(n);
-        return;
-    }
     r->lanes.next = n;
+}
+
+// The queued teacher start of the micro-batch ids (B, T) into w: 1 when there was one (taken),
+// 0 when not (another queued start is dropped).
+static int s1_next_take(ae_run *r, const int32_t *ids, int B, int T, s1_bufs *w) {
+    struct ae_s1_next *n = r->lanes.next;
+    if (!n || n->B != B || n->T != T || memcmp(n->ids, ids, sizeof(int32_t) * (size_t)B * T)) {
+        s1_next_drop(r);
+        return 0;
+    }
+    *w = n->w;
+    free(n->ids);
+    free(n);
+    r->lanes.next = NULL;
+    return 1;
 }
 
 // One micro-batch, layer by layer: the teacher's stream on its own queue, A layers ahead
@@ -662,22 +676,13 @@ static void stage1_prefetch(ae_run *r, const int32_t *ids, int B, int T) {
 // serially.
 static ae_status stage1_micro(ae_run *r, const int32_t *ids, int B, int T, double *layer_loss) {
     const ae_backend *be = r->s->be;
-    struct ae_s1_next *n = r->lanes.next;
     s1_bufs w;
-    ae_status st = AE_OK;
-    if (n && n->B == B && n->T == T && !memcmp(n->ids, ids, sizeof(int32_t) * (size_t)B * T)) {
-        w = n->w; // its start was queued ahead
-        free(n->ids);
-        free(n);
-        r->lanes.next = NULL;
-    } else {
-        s1_next_drop(r);
-        AE_TRY(s1_lanes_open(r));
-        ae_model tv0 = teacher_view(r);
-        AE_TRY(teacher_start(r, &tv0, ids, B, T, &w));
-    }
+    int queued = s1_next_take(r, ids, B, T, &w);
+    AE_TRY(s1_lanes_open(r));
     ae_s1_lanes *ln = &r->lanes;
     ae_model tv = teacher_view(r);
+    if (!queued) AE_TRY(teacher_start(r, &tv, ids, B, T, &w));
+    ae_status st = AE_OK;
     int nl = tv.cfg.num_hidden_layers;
     for (int l = 0; st == AE_OK && l < nl; l++) {
         if (l >= 1 && l + ln->ahead < nl) st = teacher_layer(r, &tv, l + ln->ahead, &w, B, T);
