@@ -934,6 +934,13 @@ static ae_status save_checkpoint(ae_run *r) {
     return AE_OK;
 }
 
+// The model inputs of B loader windows: the first T of each window's T + 1 tokens.
+//   win: (B, T + 1)  ids: (B, T)
+static void window_inputs(const int32_t *win, int B, int T, int32_t *ids) {
+    for (int b = 0; b < B; b++)
+        memcpy(ids + (size_t)b * T, win + (size_t)b * (T + 1), sizeof(int32_t) * T);
+}
+
 static ae_status run_stage(ae_run *r, double run_t0) {
     const ae_distill_opts *o = r->o;
     int B = o->batch, T = o->ctx, L = r->s->cfg.num_hidden_layers;
@@ -959,7 +966,7 @@ static ae_status run_stage(ae_run *r, double run_t0) {
             ae_loader_next(&r->loader, B, win); // every rank draws every window: one loader state
             if (!ae_dp_owns_micro(r, a)) continue;
             r->last_micro = a + ae_comm_size(o->comm) >= o->accum; // this rank's last of the step
-            for (int b = 0; b < B; b++) memcpy(ids + (size_t)b * T, win + (size_t)b * (T + 1), sizeof(int32_t) * T);
+            window_inputs(win, B, T, ids);
             st = r->stage == 0 ? stage1_micro(r, ids, B, T, ll)
                                 : ae_distill_stage2_micro(r, ids, B, T, &kd, &cosl, &agree);
         }
@@ -983,7 +990,7 @@ static ae_status run_stage(ae_run *r, double run_t0) {
             ae_dp_owns_micro(r, 0)) { // the next step's teacher start runs beside the update
             ae_loader peek = r->loader; // the next step's first window, the loader not advanced
             ae_loader_next(&peek, B, win);
-            for (int b = 0; b < B; b++) memcpy(ids + (size_t)b * T, win + (size_t)b * (T + 1), sizeof(int32_t) * T);
+            window_inputs(win, B, T, ids);
             stage1_prefetch(r, ids, B, T);
         }
         ae_status fs = ae_adamw_step_finish(&r->opt);
