@@ -45,7 +45,8 @@
 //      teacher (its routing and grouped experts on the second stream; with ../shared). An
 //      ordering bug (a slot overwritten before the student read it) changes the bits. The MLA
 //      run also with the teacher one layer ahead instead of two (AE_STAGE1_AHEAD=1: two slots,
-//      three streams).
+//      three streams). And both stages with the cosine term (stage 2's teacher forward on its own
+//      stream beside the student's, its streams read through the student's backward).
 // Needs a CUDA build and a GPU: prints "SKIP ..." and exits 77 otherwise (AE_REQUIRE_GPU=1:
 // fails instead).
 #define _XOPEN_SOURCE 700
@@ -220,10 +221,16 @@ static void resume_bit_identical(const char *label, const char *const *budget,
 }
 
 // (g) stage 1 of teacher on tokens, two streams against one.
-static void overlap_same_bits(const char *label, const char *teacher, const char *tokens,
-                              const char *const *target, const char *env) {
-    static const char *const budget[] = {"--stage1-tokens", "1024", "--stage2-tokens", "0",
-                                         "--stage1-lr", "3e-3", "--stage1-block", "0.5", NULL};
+static const char *const k_overlap_s1[] = {"--stage1-tokens", "1024", "--stage2-tokens", "0",
+                                           "--stage1-lr", "3e-3", "--stage1-block", "0.5", NULL};
+// both stages, the cosine term on (the teacher's streams read through the student's backward)
+static const char *const k_overlap_s2[] = {"--stage1-tokens", "256", "--stage2-tokens", "1024",
+                                           "--stage1-lr", "3e-3", "--stage2-lr", "3e-3",
+                                           "--cos-weight", "0.1", NULL};
+
+static void overlap_same_bits_in(const char *label, const char *teacher, const char *tokens,
+                                 const char *const *budget, const char *const *target,
+                                 const char *env) {
     char *a = ae_path_join(g_dir, "two-streams"), *b = ae_path_join(g_dir, "one-stream");
     char *err = NULL;
     ae_test_rmtree(a), ae_test_rmtree(b);
@@ -234,11 +241,16 @@ static void overlap_same_bits(const char *label, const char *teacher, const char
     CHECK(rc == 0, "%s: stage 1 on one stream: exit %d: %s", label, rc, err);
     free(err);
     int same = same_file(a, b, "model.safetensors");
-    printf("%s: stage 1, teacher on its own stream%s%s == one stream: %s (loss %.6f -> %.6f)\n",
+    printf("%s: teacher on its own stream%s%s == one stream: %s (loss %.6f -> %.6f)\n",
            label, env ? ", " : "", env ? env : "", same ? "yes" : "NO", loss_at(a, 0), loss_at(a, -1));
-    CHECK(same, "%s: stage 1 on two streams wrote another model.safetensors than on one", label);
+    CHECK(same, "%s: two streams wrote another model.safetensors than one", label);
     ae_test_rmtree(a), ae_test_rmtree(b);
     free(a), free(b);
+}
+
+static void overlap_same_bits(const char *label, const char *teacher, const char *tokens,
+                              const char *const *target, const char *env) {
+    overlap_same_bits_in(label, teacher, tokens, k_overlap_s1, target, env);
 }
 
 // (f) F32 against BF16 gradients on cuda: a GateSWA student (target), both stages, every
@@ -344,6 +356,8 @@ int main(void) {
     if (!g_fail)
         overlap_same_bits("mla 32+8, --stage1-block 0.5", micro, g_tokens, mla, "AE_STAGE1_AHEAD=1");
     if (!g_fail) overlap_same_bits("gateswa (sinks, head gate)", micro, g_tokens, gswa, NULL);
+    if (!g_fail)
+        overlap_same_bits_in("stage 2, mla, --cos-weight 0.1", micro, g_tokens, k_overlap_s2, mla, NULL);
     if (!g_fail) stage2_cuda_matches_cpu("gateswa (sinks, head gate)", gswa);
     // stage 1 has 4 steps: global step 10 is stage 2's step 6, after its checkpoint at step 4
     if (!g_fail) resume_bit_identical("stage 2, gateswa", k_both, gswa, "10", 0);

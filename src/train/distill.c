@@ -811,19 +811,34 @@ static ae_status student_backward(ae_run *r, const int32_t *ids, int B, int T, c
     return st;
 }
 
-// One micro-batch of stage 2 (distill_internal.h). The teacher's activations are freed before
-// the backward unless the cosine term needs them.
+// The teacher's activations of a micro-batch (made on the teacher's queue) freed there, once
+// the student's queue has read them.
+static void teacher_acts_release(ae_run *r, ae_train_acts *ta) {
+    if (!ta) return;
+    ae_event_record(r->s->be, r->lanes.end);
+    ae_event_wait(r->lanes.be, r->lanes.end);
+    ae_train_acts_free(ta);
+}
+
+// One micro-batch of stage 2 (distill_internal.h). The teacher's forward runs on its own queue
+// (stage 1's, ae_s1_lanes), beside the student's forward; the KD term waits for it. The
+// teacher's activations are freed before the backward unless the cosine term needs them.
 ae_status ae_distill_stage2_micro(ae_run *r, const int32_t *ids, int B, int T, double *kd,
                                   double *cosl, int *top1) {
     const ae_backend *be = r->s->be;
     int cos = r->o->cos_weight > 0.0f, N = B * T;
     ae_train_acts *ta = NULL, *sa = NULL;
     ae_ptr dfinal = ae_ptr_null(); // (N, D) F32 ∂loss/∂ the student's final hidden
+    AE_TRY(s1_lanes_open(r));
+    ae_model tv = teacher_view(r);
     // the teacher's streams are the cosine term's targets only: kept in the activation dtype
-    ae_status st = ae_model_train_forward(r->t, ids, B, T, cos ? AE_KEEP_ACT : AE_KEEP_NONE, &ta);
+    ae_status st = ae_model_train_forward(&tv, ids, B, T, cos ? AE_KEEP_ACT : AE_KEEP_NONE, &ta);
+    ae_event_record(tv.be, r->lanes.tdone[0]);
     if (st == AE_OK)
         st = ae_model_train_forward(r->s, ids, B, T,
                                     AE_KEEP_F32 | (r->o->s2_keep_attn ? AE_KEEP_ATTN : 0), &sa);
+    ae_event_wait(be, r->lanes.tdone[0]);
+    if (st == AE_OK) st = ae_backend_status(tv.be);
     if (st == AE_OK) {
         dfinal = be->alloc(be, (size_t)N * r->s->cfg.hidden_size, AE_DT_F32);
         if (ae_ptr_is_null(dfinal))
@@ -832,13 +847,13 @@ ae_status ae_distill_stage2_micro(ae_run *r, const int32_t *ids, int B, int T, d
     }
     if (st == AE_OK) st = kd_term(r, ids, B, T, ta, sa, dfinal, kd, top1);
     if (!cos) {
-        ae_train_acts_free(ta);
+        teacher_acts_release(r, ta);
         ta = NULL;
     }
     if (st == AE_OK) st = student_backward(r, ids, B, T, ta, sa, dfinal, cosl);
     be->free(be, dfinal);
     ae_train_acts_free(sa);
-    ae_train_acts_free(ta);
+    teacher_acts_release(r, ta);
     return st;
 }
 
