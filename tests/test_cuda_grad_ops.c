@@ -825,6 +825,58 @@ static void check_default_is(const bwd_case *c, const char *name, const char *ke
                    kernels, name);
 }
 
+// x0 with the key (or value) parts of the storage rows zeroed: rows 0 .. nstore − 1 of `stride`
+// values, the first `width` of each (the parts attention_bwd writes under ae_attn_args.dkv_set).
+static float *zero_parts(const float *x0, size_t n, const bwd_case *c, int stride, int width) {
+    int S = c->pos0 + c->T, nstore = c->ring > 0 && c->ring < S ? c->ring : S;
+    float *z = ae_test_floats_copy(x0, n);
+    for (int row = 0; row < nstore; row++) memset(z + (size_t)row * stride, 0, sizeof(float) * width);
+    return z;
+}
+
+// ae_attn_args.dkv_set under the run's kernels (its environment set by the caller): setting dk
+// and dv over starting values dk0, dv0 gives the bits of adding into starting values that are 0
+// on the storage rows' key and value parts and dk0, dv0 elsewhere (row padding, rows past S):
+// every row part written as from zero, nothing else touched; dq and dsinks as without it.
+static void check_dkv_set(const bwd_case *c, const ae_attn_args *ag, ae_ptr gq, ae_ptr gk,
+                          ae_ptr gv, ae_ptr gdo, const float *dk0, const float *dv0,
+                          const float *ds0, size_t nq, size_t nk, size_t nv, ae_dtype odt,
+                          const char *label, const char *name) {
+    float *zk = zero_parts(dk0, nk, c, ag->k_stride, c->Hkv * c->dk), *zv = zk;
+    if (c->absorbed) { // v's parts lie inside k's rows: zeroed above (dv <= dk)
+    } else {
+        zv = zero_parts(dv0, nv, c, ag->v_stride, c->Hkv * c->dv);
+    }
+    float *h[2][4];
+    for (int set = 0; set < 2; set++) {
+        ae_attn_args a = *ag;
+        a.dkv_set = set;
+        ae_ptr g_dq = dnew(nq, odt), g_dk = dnew_put(set ? dk0 : zk, nk, odt);
+        ae_ptr g_dv = c->absorbed ? g_dk : dnew_put(set ? dv0 : zv, nv, odt);
+        ae_ptr g_ds = c->sinks ? dnew_put(ds0, (size_t)c->Hq, AE_DT_F32) : ae_ptr_null();
+        g_gpu->attention_bwd(g_gpu, &a, g_dq, g_dk, g_dv, g_ds, gdo, ae_ptr_null(), gq, gk, gv);
+        h[set][0] = dget(g_dq, nq), h[set][1] = dget(g_dk, nk);
+        h[set][2] = c->absorbed ? NULL : dget(g_dv, nv);
+        h[set][3] = c->sinks ? dget(g_ds, (size_t)c->Hq) : NULL;
+        dfree(g_dq), dfree(g_dk);
+        if (!c->absorbed) dfree(g_dv);
+        if (c->sinks) dfree(g_ds);
+    }
+    check_same(h[1][0], h[0][0], nq, "attention_bwd %s dkv_set: dq %s", label, name);
+    check_same(h[1][1], h[0][1], nk, "attention_bwd %s dkv_set: dk == added from zeroed parts %s",
+               label, name);
+    if (h[1][2])
+        check_same(h[1][2], h[0][2], nv, "attention_bwd %s dkv_set: dv == added from zeroed parts %s",
+                   label, name);
+    if (h[1][3])
+        check_same(h[1][3], h[0][3], (size_t)c->Hq, "attention_bwd %s dkv_set: dsinks %s", label,
+                   name);
+    for (int set = 0; set < 2; set++)
+        for (int i = 0; i < 4; i++) free(h[set][i]);
+    if (zv != zk) free(zv);
+    free(zk);
+}
+
 // One case: the cpu once, then the gpu runs of k_bwd_runs, each checked against the cpu (the
 // repeated runs against their first bit for bit instead; the F32 default, fused, split and wgmma
 // runs must differ from the ref run where the tensor-core path applies, equal it elsewhere; every
@@ -895,6 +947,8 @@ static void run_attn_bwd(ae_rng *r, const bwd_case *c, int also_bf16) {
         if (br->sync) set_sync_kernels(1);
         g_gpu->attention_bwd(g_gpu, &ag, g_dq, g_dk, g_dv, g_ds, gdo, ae_ptr_null(), gq, gk, gv);
         const char *kernels = gpu_bwd_kernels(&ag);
+        if (br->same_as < 0)
+            check_dkv_set(c, &ag, gq, gk, gv, gdo, dk0, dv0, ds0, nq, nk, nv, odt, br->label, name);
         if (br->env) unsetenv("AE_CUDA_ATTN_BWD");
         if (br->sync) set_sync_kernels(0);
         check_kernels(kernels, fast, bwd_wgmma(c), br->env, name);

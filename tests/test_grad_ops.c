@@ -342,6 +342,45 @@ static void attn_bwd(const ae_backend *be, const attn_io *io, const ae_attn_args
     g[3] = ae_tb_out(be, ds, (size_t)io->Hq);
 }
 
+// ae_attn_args.dkv_set: setting dk and dv over starting values 0.5 / 0.25 gives the bits of
+// adding into starts that are 0 on the storage rows' key and value parts (rows 0 .. nstore − 1,
+// the first Hkv·dk resp. Hkv·dv values of each) and 0.5 / 0.25 elsewhere (row padding, ring slots
+// past the positions): the parts written as from zero, nothing else touched.
+static void check_dkv_set(const ae_backend *be, const attn_io *io, const ae_attn_args *a,
+                          int rows) {
+    int S = a->pos0 + a->T, nstore = a->ring > 0 && a->ring < S ? a->ring : S;
+    float *start[2][2]; // [set][dk, dv]
+    for (int set = 0; set < 2; set++) {
+        start[set][0] = malloc(sizeof(float) * io->nk);
+        start[set][1] = malloc(sizeof(float) * io->nv);
+        for (size_t i = 0; i < io->nk; i++) start[set][0][i] = 0.5f;
+        for (size_t i = 0; i < io->nv; i++) start[set][1][i] = io->aliased ? 0.5f : 0.25f;
+    }
+    for (int row = 0; row < nstore && row < rows; row++) {
+        memset(start[0][0] + (size_t)row * a->k_stride, 0, sizeof(float) * a->Hkv * a->dk);
+        memset((io->aliased ? start[0][0] : start[0][1]) + (size_t)row * a->v_stride, 0,
+               sizeof(float) * a->Hkv * a->dv);
+    }
+    float *g[2][2];
+    for (int set = 0; set < 2; set++) {
+        ae_attn_args as = *a;
+        as.dkv_set = set;
+        ae_ptr dq = ae_tb_new(io->sc, io->nq, AE_DT_F32, NAN);
+        ae_ptr dk = ae_tb_in(io->sc, start[set][0], io->nk, AE_DT_F32);
+        ae_ptr dv = io->aliased ? dk : ae_tb_in(io->sc, start[set][1], io->nv, AE_DT_F32);
+        be->attention_bwd(be, &as, dq, dk, dv, ae_ptr_null(), io->R, ae_ptr_null(), io->q, io->k,
+                          io->v);
+        g[set][0] = ae_tb_out(be, dk, io->nk);
+        g[set][1] = io->aliased ? NULL : ae_tb_out(be, dv, io->nv);
+    }
+    assert_memory_equal(g[1][0], g[0][0], sizeof(float) * io->nk);
+    if (!io->aliased) assert_memory_equal(g[1][1], g[0][1], sizeof(float) * io->nv);
+    for (int set = 0; set < 2; set++) {
+        free(start[set][0]), free(start[set][1]);
+        free(g[set][0]), free(g[set][1]);
+    }
+}
+
 static void free_grads(float *g[4]) {
     if (g[2] != g[1]) free(g[2]);
     free(g[0]), free(g[1]), free(g[3]);
@@ -392,6 +431,7 @@ static void run_attn_case(const ae_backend *be, const attn_case *tc, ae_rng *r) 
     float *g[4], *s[4];
     attn_bwd(be, &io, &a, ae_ptr_null(), g);
     attn_bwd(be, &io, &af, pout, s);
+    check_dkv_set(be, &io, &a, rows);
     check_same(be, "attention dq from the saved forward", s[0], g[0], nq);
     check_same(be, "attention dk from the saved forward", s[1], g[1], nk);
     if (!aliased) check_same(be, "attention dv from the saved forward", s[2], g[2], nv);

@@ -15,6 +15,7 @@
 // forward's own code (attn_row_forward), so both give the same bits.
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/cpu_internal.h"
 
@@ -134,9 +135,9 @@ void ae_cpu_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr outp, 
 //   1. one task per query row (t, h): the row's lse and out (saved, or recomputed), D, dq and
 //      the row's sink gradient; keep lse and D.
 //   2. one task per K/V storage row (a ring slot, or a position): for each kv head, sum the
-//      contributions of every query that sees the key(s) stored there into dk, dv. One task
-//      owns all of a storage row, so dk and dv may even alias (absorbed MLA, where k and v are
-//      views of the same latent rows).
+//      contributions of every query that sees the key(s) stored there into dk, dv (zeroed first
+//      when a->dkv_set). One task owns all of a storage row, so dk and dv may even alias
+//      (absorbed MLA, where k and v are views of the same latent rows).
 void ae_cpu_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dqp, ae_ptr dkp,
                           ae_ptr dvp, ae_ptr dsinksp, ae_ptr doutp, ae_ptr outp, ae_ptr qp,
                           ae_ptr kp, ae_ptr vp) {
@@ -206,6 +207,10 @@ void ae_cpu_attention_bwd(const ae_backend *be, const ae_attn_args *a, ae_ptr dq
         float *gv = malloc(sizeof(float) * (size_t)a->dv);
 #pragma omp for schedule(dynamic, 4)
         for (int row = 0; row < nstore; row++) {
+            if (a->dkv_set) { // the row's key and value parts start at 0 (dk, dv may alias)
+                memset(dk + (size_t)row * a->k_stride, 0, sizeof(float) * (size_t)Hkv * a->dk);
+                memset(dv + (size_t)row * a->v_stride, 0, sizeof(float) * (size_t)Hkv * a->dv);
+            }
             // key positions stored in this row: row, row + ring, row + 2·ring, ... (< S)
             int j0 = row, step = a->ring > 0 ? a->ring : S;
             if (j0 < jmin) j0 += (jmin - j0 + step - 1) / step * step;

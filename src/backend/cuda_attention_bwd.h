@@ -17,8 +17,9 @@ typedef struct {
     const bf16 *k, *v;  // key / value of position j, kv head g at k + j·k_stride + g·dk, v ditto
     const bf16 *dout;   // (T, Hq, dv) bf16 (a converted copy when the op's dout is F32)
     void *dq;           // (T, Hq, dk) F32 or BF16 (dq_bf), overwritten
-    void *dk, *dv;      // layouts of k, v; F32 or BF16 (dk_bf, dv_bf); added into
+    void *dk, *dv;      // layouts of k, v; F32 or BF16 (dk_bf, dv_bf); added into, or set
     int dq_bf, dk_bf, dv_bf;
+    int dkv_set;        // dk, dv written instead of added into (the old values never loaded)
     // fused kernel only, set by its launch: the fp32 partial sums of dq (T, Hq, dk) (dq itself
     // when F32 and 8-byte aligned) and the counters (a ticket, then one per (kv head, query
     // tile)), zeroed

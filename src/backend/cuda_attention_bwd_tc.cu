@@ -363,7 +363,7 @@ __global__ void __launch_bounds__(kThreads) k_attn_bwd_kv(const attn_bwd_tc_para
     }
     cp_async_wait<0>();
 
-    // dk += scale·dK, dv += dV for the keys that exist (j < S)
+    // dk += scale·dK, dv += dV for the keys that exist (j < S); = when p.dkv_set
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
         const int j = jw + 8 * hf;
@@ -375,14 +375,16 @@ __global__ void __launch_bounds__(kThreads) k_attn_bwd_kv(const attn_bwd_tc_para
 #pragma unroll
             for (int x = 0; x < 2; x++) {
                 const size_t i = ko + d * 8 + x;
-                st_any(p.dk, p.dk_bf, i, ld_any(p.dk, p.dk_bf, i) + p.scale * dka[d][2 * hf + x]);
+                const float old = p.dkv_set ? 0.0f : ld_any(p.dk, p.dk_bf, i);
+                st_any(p.dk, p.dk_bf, i, old + p.scale * dka[d][2 * hf + x]);
             }
 #pragma unroll
         for (int d = 0; d < DV / 8; d++)
 #pragma unroll
             for (int x = 0; x < 2; x++) {
                 const size_t i = vo + d * 8 + x;
-                st_any(p.dv, p.dv_bf, i, ld_any(p.dv, p.dv_bf, i) + dva[d][2 * hf + x]);
+                const float old = p.dkv_set ? 0.0f : ld_any(p.dv, p.dv_bf, i);
+                st_any(p.dv, p.dv_bf, i, old + dva[d][2 * hf + x]);
             }
     }
 }

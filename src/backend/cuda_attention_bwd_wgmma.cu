@@ -221,19 +221,19 @@ __device__ __forceinline__ void wgb_ds_t(float (&dp)[32], const float (&st)[32],
     }
 }
 // dk += scale·dK, dv += dV for this thread's keys jk[0], jk[1] that exist (j < S): the dK/dV
-// kernels' epilogue (sole writers of their keys). Per key, every old value of a row is loaded
-// before any sum is stored: a store to dk may alias a later load of dv as far as the compiler
-// knows, so interleaved, each load would wait for the one before (a global round trip per value,
-// measured 2026-12-01: tens of µs a block).
+// kernels' epilogue (sole writers of their keys); = when p.dkv_set (no loads). Per key, every old
+// value of a row is loaded before any sum is stored: a store to dk may alias a later load of dv
+// as far as the compiler knows, so interleaved, each load would wait for the one before (a
+// global round trip per value, measured 2026-12-01: tens of µs a block).
 template <int N>
 __device__ __forceinline__ void wgb_row_add(void *x, int bf, size_t o, float scale,
-                                            const float *acc, int hf) {
+                                            const float *acc, int hf, int set) {
     // this lane's N of the row's columns: 8n + 2tq + {0, 1} (o includes 2tq), from acc[4n + 2hf + x]
     float old[N];
 #pragma unroll
     for (int n = 0; n < N / 2; n++)
 #pragma unroll
-        for (int e = 0; e < 2; e++) old[2 * n + e] = ld_any(x, bf, o + 8 * n + e);
+        for (int e = 0; e < 2; e++) old[2 * n + e] = set ? 0.0f : ld_any(x, bf, o + 8 * n + e);
 #pragma unroll
     for (int n = 0; n < N / 2; n++)
 #pragma unroll
@@ -250,9 +250,10 @@ __device__ __forceinline__ void wgb_store_dkdv(const attn_bwd_tc_params &p, int 
         if (j >= S) continue;
         const size_t ko = (size_t)j * p.k_stride + (size_t)kvh * DK + 2 * tq;
         const size_t vo = (size_t)j * p.v_stride + (size_t)kvh * DV + 2 * tq;
-        wgb_row_add<32>(p.dk, p.dk_bf, ko, p.scale, dka, hf);
-        if constexpr (DK == 192) wgb_row_add<16>(p.dk, p.dk_bf, ko + 128, p.scale, dkb, hf);
-        wgb_row_add<32>(p.dv, p.dv_bf, vo, 1.0f, dva, hf);
+        wgb_row_add<32>(p.dk, p.dk_bf, ko, p.scale, dka, hf, p.dkv_set);
+        if constexpr (DK == 192)
+            wgb_row_add<16>(p.dk, p.dk_bf, ko + 128, p.scale, dkb, hf, p.dkv_set);
+        wgb_row_add<32>(p.dv, p.dv_bf, vo, 1.0f, dva, hf, p.dkv_set);
     }
 }
 

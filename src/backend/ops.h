@@ -102,6 +102,10 @@ typedef enum {
 //   and Z the softmax denominator (sink included), so that p_j = 2^(s_j·log2 e − lse): the unit
 //   the CUDA kernels work in. `attention` writes it when non-null (training forwards keep it);
 //   `attention_bwd` reads it, together with the forward's `out`, instead of recomputing them.
+// dkv_set (attention_bwd only): 0, dk and dv are added into; 1, they are set: the key and value
+//   parts of every storage row (positions 0..pos0+T-1, or the ring's slots) are written, as if
+//   zeroed first (keys no query sees get 0), and nothing else of dk, dv is touched. Saves the
+//   caller a zero fill, and the kernels the loads of the old values.
 typedef struct {
     int T, pos0, Hq, Hkv, dk, dv;
     int k_stride, v_stride;
@@ -109,6 +113,7 @@ typedef struct {
     float scale;
     ae_ptr sinks;
     ae_ptr lse;
+    int dkv_set;
 } ae_attn_args;
 
 // Attention over a paged KV cache (serving): the keys and values of many sequences live in
@@ -411,7 +416,8 @@ struct ae_backend {
     // rotation). Same arguments as rope.
     void (*rope_bwd)(const ae_backend *be, ae_ptr dx, ae_ptr pos, int T, int H, int stride, int rd,
                      double theta, ae_rope_mode mode);
-    // dq = ∂/∂q (T, Hq, dk);  dk += ∂/∂k, dv += ∂/∂v with the layouts of k, v in `a`;
+    // dq = ∂/∂q (T, Hq, dk);  dk += ∂/∂k, dv += ∂/∂v with the layouts of k, v in `a` (= when
+    // a->dkv_set);
     // dsinks += ∂/∂sinks (Hq) when a->sinks and dsinks are non-null. Probabilities are recomputed
     // from q, k and the rows' log-sum-exp. Saved forward: when out (T, Hq, dv) act and a->lse are
     // both non-null they must hold what `attention` wrote for the same arguments and inputs, and

@@ -432,9 +432,10 @@ ae_status ae_gswa_backward(const ae_backend *be, const ae_gswa *m, const ae_gswa
         ae_scratch_free(&sc);
         return AE_ERR_NOMEM;
     }
-    // every gradient that the ops below accumulate into starts at zero
-    ae_ptr acc[] = {dag, dk, dv, dqn, dkn};
-    size_t accn[] = {M * qd, M * kvd, M * kvd, M * qd, M * kvd};
+    // every gradient that the ops below accumulate into starts at zero (attention_bwd sets dk
+    // and dv: dkv_set)
+    ae_ptr acc[] = {dag, dqn, dkn};
+    size_t accn[] = {M * qd, M * qd, M * kvd};
     for (size_t i = 0; i < sizeof acc / sizeof *acc; i++) be->fill(be, acc[i], accn[i], 0.0f);
     if (!ae_ptr_is_null(dx)) be->fill(be, dx, M * D, 0.0f);
 
@@ -445,6 +446,7 @@ ae_status ae_gswa_backward(const ae_backend *be, const ae_gswa *m, const ae_gswa
         ae_matmul_bwd(be, dx, grad->wg, dg, s->x, m->wg, (int)M, D, (int)gd);
     }
     ae_attn_args aa = ae_attn_dense(T, 0, Hq, Hkv, hd, hd, d->window, gswa_attn_scale(d), m->sinks);
+    aa.dkv_set = 1;
     for (int b = 0; b < B; b++) { // from the forward's saved output and log-sum-exp
         size_t o = (size_t)b * T;
         aa.lse = ae_ptr_at(s->lse, o * Hq);

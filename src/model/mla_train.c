@@ -166,16 +166,17 @@ ae_status ae_mla_backward(const ae_backend *be, const ae_mla *m, const ae_mla_ac
         ae_scratch_free(&s);
         return AE_ERR_NOMEM;
     }
-    // the gradients that ops below add into start at zero (attention_bwd's dk, dv and
-    // rmsnorm_bwd's dx); datt, dcn, dqa, dkva and dx are first written by overwriting products
-    ae_ptr acc[] = {dk, dvv, dcr, dqr};
-    size_t accn[] = {Mz * H * dq, Mz * H * dv, Mz * R, Mz * qlz};
+    // the gradients that ops below add into start at zero (rmsnorm_bwd's dx); datt, dcn, dqa,
+    // dkva and dx are first written by overwriting products, dk and dv by attention_bwd (dkv_set)
+    ae_ptr acc[] = {dcr, dqr};
+    size_t accn[] = {Mz * R, Mz * qlz};
     for (size_t i = 0; i < sizeof acc / sizeof *acc; i++) be->fill(be, acc[i], accn[i], 0.0f);
     be->fill(be, ones, (size_t)H, 1.0f);
     // o_proj
     matmul_bwd_first(be, datt, grad->wo, dy, a->att, m->wo, M, H * dv, D);
     // attention, one sequence at a time, from the forward's saved output and log-sum-exp
     ae_attn_args aa = ae_attn_dense(T, 0, H, H, dq, dv, 0, attn_scale(d), ae_ptr_null());
+    aa.dkv_set = 1;
     for (int b = 0; b < a->B; b++) {
         size_t qo = (size_t)b * T * H * dq, vo = (size_t)b * T * H * dv;
         aa.lse = ae_ptr_at(a->lse, (size_t)b * T * H);
