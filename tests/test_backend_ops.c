@@ -826,20 +826,32 @@ static void test_rmsnorm(void **state) {
     run_rmsnorm(&r, 300, 512, 576, AE_DT_BF16, AE_DT_BF16, 1, 1e-6f);
 }
 
-// add_rmsnorm: x (F32 residual) += dx; y (act) = rmsnorm(x) ⊙ w. Both x and y are compared.
-static void run_add_rmsnorm(ae_rng *r, int M, int D, ae_dtype dxdt) {
+// add_rmsnorm: xo (F32 residual) = x + dx; y (act) = rmsnorm(xo) ⊙ w, in place (xo = x) or
+// into another buffer (then x must be left as it was, bit for bit). Both xo and y are compared.
+static void run_add_rmsnorm(ae_rng *r, int M, int D, ae_dtype dxdt, int inplace) {
     size_t n = (size_t)M * D;
     float *x = ae_test_normal(r, n, 3.0f, AE_DT_F32), *dx = ae_test_normal(r, n, 1.0f, dxdt);
     float *w = ae_test_normal(r, (size_t)D, 1.0f, AE_DT_BF16);
     float *xc = ae_test_floats_copy(x, n), *yc = ae_test_floats(n);
-    g_cpu->add_rmsnorm(g_cpu, ae_host_f32(xc), ae_host_f32(dx), ae_host_f32(yc), ae_host_f32(w),
-                       M, D, 1e-6f);
+    g_cpu->add_rmsnorm(g_cpu, ae_host_f32(xc), ae_host_f32(xc), ae_host_f32(dx), ae_host_f32(yc),
+                       ae_host_f32(w), M, D, 1e-6f);
     ae_ptr gx = dnew_put(x, n, AE_DT_F32), gdx = dnew_put(dx, n, dxdt);
+    ae_ptr gxo = inplace ? gx : dnew(n, AE_DT_F32);
     ae_ptr gw = dnew_put(w, (size_t)D, g_gpu->weight_dtype), gy = dnew(n, g_gpu->act_dtype);
-    g_gpu->add_rmsnorm(g_gpu, gx, gdx, gy, gw, M, D, 1e-6f);
-    float *xg = dget(gx, n), *yg = dget(gy, n);
-    expect_close(xg, xc, n, TOL_F32_ADD, "add_rmsnorm M=%d D=%d dx %s: residual x", M, D, dtn(dxdt));
-    expect_close(yg, yc, n, TOL_BF16_OUT, "add_rmsnorm M=%d D=%d dx %s: y (act)", M, D, dtn(dxdt));
+    g_gpu->add_rmsnorm(g_gpu, gxo, gx, gdx, gy, gw, M, D, 1e-6f);
+    float *xg = dget(gxo, n), *yg = dget(gy, n);
+    const char *how = inplace ? "in place" : "out of place";
+    expect_close(xg, xc, n, TOL_F32_ADD, "add_rmsnorm %s M=%d D=%d dx %s: residual x + dx", how, M,
+                 D, dtn(dxdt));
+    expect_close(yg, yc, n, TOL_BF16_OUT, "add_rmsnorm %s M=%d D=%d dx %s: y (act)", how, M, D,
+                 dtn(dxdt));
+    if (!inplace) {
+        float *x_after = dget(gx, n);
+        if (memcmp(x_after, x, sizeof(float) * n))
+            fail_msg("add_rmsnorm out of place M=%d D=%d: x changed", M, D);
+        free(x_after);
+        dfree(gxo);
+    }
     dfree(gx), dfree(gdx), dfree(gw), dfree(gy);
     free(x), free(dx), free(w), free(xc), free(yc), free(xg), free(yg);
 }
@@ -850,8 +862,9 @@ static void test_add_rmsnorm(void **state) {
     ae_rng_seed(&r, 302);
     const int shapes[][2] = {{1, 5}, {1, 128}, {7, 4096}, {300, 1000}, {33, 2561}, {1024, 384}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
-        run_add_rmsnorm(&r, shapes[s][0], shapes[s][1], AE_DT_BF16); // sub-block output (act)
-        run_add_rmsnorm(&r, shapes[s][0], shapes[s][1], AE_DT_F32);
+        run_add_rmsnorm(&r, shapes[s][0], shapes[s][1], AE_DT_BF16, 1); // sub-block output (act)
+        run_add_rmsnorm(&r, shapes[s][0], shapes[s][1], AE_DT_F32, 1);
+        run_add_rmsnorm(&r, shapes[s][0], shapes[s][1], AE_DT_BF16, 0);
     }
 }
 
@@ -1224,18 +1237,23 @@ static void test_gate_up_silu(void **state) {
 // Elementwise: add (gate_mul and silu_mul: the double references of tests/test_ops.c on every
 // backend; add too, kept here for the unaligned views below)
 
-// add: y += x; the F32 result is one fp32 addition of identical values on both sides.
+// add: y += x in place, and y = a + b into a third buffer of another dtype; the F32 results
+// are one fp32 addition of identical values on both sides.
 static void run_add(ae_rng *r, size_t n, ae_dtype ydt, ae_dtype xdt) {
     float *y = ae_test_normal(r, n, 2.0f, ydt), *x = ae_test_normal(r, n, 1.0f, xdt);
     float *yc = ae_test_floats_copy(y, n);
-    g_cpu->add(g_cpu, ae_host_f32(yc), ae_host_f32(x), n);
+    g_cpu->add(g_cpu, ae_host_f32(yc), ae_host_f32(yc), ae_host_f32(x), n);
     ae_ptr dy = dnew_put(y, n, ydt), dx = dnew_put(x, n, xdt);
-    g_gpu->add(g_gpu, dy, dx, n);
-    float *yg = dget(dy, n);
+    ae_ptr dz = dnew(n, AE_DT_F32); // z = y + x, y and x left as they were
+    g_gpu->add(g_gpu, dz, dy, dx, n);
+    g_gpu->add(g_gpu, dy, dy, dx, n);
+    float *yg = dget(dy, n), *zg = dget(dz, n);
     expect_close(yg, yc, n, ydt == AE_DT_F32 ? TOL_F32_ADD : TOL_BF16_OUT, "add n=%zu y %s += x %s",
                  n, dtn(ydt), dtn(xdt));
-    dfree(dy), dfree(dx);
-    free(y), free(x), free(yc), free(yg);
+    for (size_t i = 0; i < n; i++) yc[i] = y[i] + x[i]; // one fp32 addition, kept in F32
+    expect_close(zg, yc, n, TOL_F32_ADD, "add n=%zu z F32 = y %s + x %s", n, dtn(ydt), dtn(xdt));
+    dfree(dy), dfree(dx), dfree(dz);
+    free(y), free(x), free(yc), free(yg), free(zg);
 }
 
 // =============================================================================================

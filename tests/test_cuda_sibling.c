@@ -70,7 +70,7 @@ static float *ring(const ae_backend *be, const ae_backend *sib, int waits) {
         if (r < 0) continue;
         if (waits) ae_event_wait(be, tdone[r % 2]);
         ae_matmul(be, q, slot[r % 2], w2, M, K, K);
-        be->add(be, acc, q, n);
+        be->add(be, acc, acc, q, n);
         ae_event_record(be, sdone[r % 2]);
     }
     ae_event_record(sib, end);

@@ -135,7 +135,7 @@ static ae_status add_R(void *ctx, int l, ae_ptr h, ae_ptr dh) {
     assert_int_equal(l, k->next);
     assert_ptr_equal(h.data, ae_train_acts_hidden(k->a, l).data);
     k->next--;
-    m->be->add(m->be, dh, ae_host_f32(k->f->R[l]), (size_t)B_ * T_ * m->cfg.hidden_size);
+    m->be->add(m->be, dh, dh, ae_host_f32(k->f->R[l]), (size_t)B_ * T_ * m->cfg.hidden_size);
     return AE_OK;
 }
 

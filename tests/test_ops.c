@@ -209,19 +209,27 @@ static void test_rmsnorm(void **state) {
         ae_tb_check(be, what, yi, ref, n, tol);
         if (ae_tb_is_cpu(be)) assert_memory_equal(yi, y, sizeof(float) * n);
 
-        // add_rmsnorm: the residual x (F32) += dx (act), y (act) = rmsnorm(x) ⊙ w
+        // add_rmsnorm: the residual xo (F32) = x + dx (act), y (act) = rmsnorm(xo) ⊙ w; into
+        // another buffer (x left as it was), then in place
         float *res = randn(&r, n, 1.0f);
-        ae_ptr pres = ae_tb_in(&sc, res, n, AE_DT_F32);
+        ae_ptr pres = ae_tb_in(&sc, res, n, AE_DT_F32), pxo = ae_tb_new(&sc, n, AE_DT_F32, NAN);
         ae_ptr pdx = ae_tb_in(&sc, dx, n, be->act_dtype);
         for (size_t i = 0; i < n; i++) xd[i] = (double)res[i] + dx[i];
         ae_ref_rmsnorm(ref, xd, wd, M, D, eps);
-        be->add_rmsnorm(be, pres, pdx, py, pw, M, D, eps);
-        float *sum = ae_tb_out(be, pres, n), *y2 = ae_tb_out(be, py, n);
-        snprintf(what, sizeof what, "add_rmsnorm x + dx M=%d D=%d", M, D);
+        be->add_rmsnorm(be, pxo, pres, pdx, py, pw, M, D, eps);
+        float *sum = ae_tb_out(be, pxo, n), *y2 = ae_tb_out(be, py, n);
+        float *x_after = ae_tb_out(be, pres, n);
+        snprintf(what, sizeof what, "add_rmsnorm xo = x + dx M=%d D=%d", M, D);
         ae_tb_check(be, what, sum, xd, n, tol_add);
         snprintf(what, sizeof what, "add_rmsnorm y M=%d D=%d", M, D);
         ae_tb_check(be, what, y2, ref, n, tol);
+        assert_memory_equal(x_after, res, sizeof(float) * n); // x unchanged
+        be->add_rmsnorm(be, pres, pres, pdx, py, pw, M, D, eps);
+        float *sum_in = ae_tb_out(be, pres, n), *y3 = ae_tb_out(be, py, n);
+        assert_memory_equal(sum_in, sum, sizeof(float) * n); // in place: the same bits
+        assert_memory_equal(y3, y2, sizeof(float) * n);
         free(x), free(w), free(dx), free(res), free(y), free(yi), free(sum), free(y2);
+        free(x_after), free(sum_in), free(y3);
         free(xd), free(wd), free(ref);
         ae_scratch_free(&sc);
     }
@@ -451,20 +459,35 @@ static void run_silu_mul(const ae_backend *be, ae_rng *r, size_t n, int alias) {
     ae_scratch_free(&sc);
 }
 
-// y += x for y F32 or act, x F32 or act (one fp32 addition; an act y is rounded once more).
+// y = a + b for y F32 or act, a and b F32 or act (one fp32 addition; an act y is rounded once
+// more): y a third buffer (a and b left as they were), y = b, y = a (in place).
 static void run_add(const ae_backend *be, ae_rng *r, size_t n, ae_dtype ydt, ae_dtype xdt) {
     ae_scratch sc;
     ae_scratch_init(&sc, be);
     float *y = randn(r, n, 2.0f), *x = randn(r, n, 1.0f);
     ae_ptr py = ae_tb_in(&sc, y, n, ydt), px = ae_tb_in(&sc, x, n, xdt);
+    ae_ptr pz = ae_tb_new(&sc, n, ydt, NAN), px2 = ae_tb_in(&sc, x, n, xdt);
     double *ref = dnew(n);
     for (size_t i = 0; i < n; i++) ref[i] = (double)y[i] + x[i];
-    be->add(be, py, px, n);
+    double tol = ae_tb_tol_of(be, ydt == AE_DT_F32 ? TOL_ADD : TOL_F32_OP);
+    char what[80];
+    be->add(be, pz, py, px, n);
+    float *z = ae_tb_out(be, pz, n), *y0 = ae_tb_out(be, py, n), *x0 = ae_tb_out(be, px, n);
+    snprintf(what, sizeof what, "add n=%zu z = y %s + x %s", n, ae_dtype_name(ydt), ae_dtype_name(xdt));
+    ae_tb_check(be, what, z, ref, n, tol);
+    assert_memory_equal(y0, y, sizeof(float) * n); // the inputs unchanged
+    assert_memory_equal(x0, x, sizeof(float) * n);
+    if (ydt == xdt) { // b as the output: x2 = y + x2
+        be->add(be, px2, py, px2, n);
+        float *x2 = ae_tb_out(be, px2, n);
+        assert_memory_equal(x2, z, sizeof(float) * n);
+        free(x2);
+    }
+    be->add(be, py, py, px, n);
     float *sum = ae_tb_out(be, py, n);
-    char what[64];
     snprintf(what, sizeof what, "add n=%zu y %s += x %s", n, ae_dtype_name(ydt), ae_dtype_name(xdt));
-    ae_tb_check(be, what, sum, ref, n, ae_tb_tol_of(be, ydt == AE_DT_F32 ? TOL_ADD : TOL_F32_OP));
-    free(y), free(x), free(sum), free(ref);
+    ae_tb_check(be, what, sum, ref, n, tol);
+    free(y), free(x), free(sum), free(ref), free(z), free(y0), free(x0);
     ae_scratch_free(&sc);
 }
 

@@ -139,7 +139,7 @@ void ae_matmul_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr
         }
         g.beta = 0.0f;
         be->gemm(be, &g, t, dy, x);
-        be->add(be, dw, t, (size_t)N * K);
+        be->add(be, dw, dw, t, (size_t)N * K);
         be->free(be, t);
     }
 }

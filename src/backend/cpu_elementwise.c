@@ -81,10 +81,10 @@ void ae_cpu_silu_mul_bwd(const ae_backend *be, ae_ptr dgp, ae_ptr dup, ae_ptr dy
     }
 }
 
-void ae_cpu_add(const ae_backend *be, ae_ptr yp, ae_ptr xp, size_t n) {
+void ae_cpu_add(const ae_backend *be, ae_ptr yp, ae_ptr ap, ae_ptr bp, size_t n) {
     (void)be;
     float *y = cpu_f(yp, "add");
-    const float *x = cpu_f(xp, "add");
+    const float *a = cpu_f(ap, "add"), *b = cpu_f(bp, "add");
 #pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) y[i] += x[i];
+    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }

@@ -35,8 +35,8 @@ void ae_cpu_gate_up_silu(const ae_backend *be, ae_ptr act, ae_ptr g, ae_ptr u, a
 // cpu_norm.c
 void ae_cpu_rmsnorm(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int D, int64_t ld,
                     float eps);
-void ae_cpu_add_rmsnorm(const ae_backend *be, ae_ptr x, ae_ptr dx, ae_ptr y, ae_ptr w, int M,
-                        int D, float eps);
+void ae_cpu_add_rmsnorm(const ae_backend *be, ae_ptr xo, ae_ptr x, ae_ptr dx, ae_ptr y,
+                        ae_ptr w, int M, int D, float eps);
 void ae_cpu_rmsnorm_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dw, ae_ptr dy, ae_ptr x, ae_ptr w,
                         int M, int D, float eps);
 
@@ -100,7 +100,7 @@ void ae_cpu_gate_mul_bwd(const ae_backend *be, ae_ptr dx, ae_ptr dg, ae_ptr dy, 
 void ae_cpu_silu_mul(const ae_backend *be, ae_ptr y, ae_ptr g, ae_ptr u, size_t n);
 void ae_cpu_silu_mul_bwd(const ae_backend *be, ae_ptr dg, ae_ptr du, ae_ptr dy, ae_ptr g, ae_ptr u,
                          size_t n);
-void ae_cpu_add(const ae_backend *be, ae_ptr y, ae_ptr x, size_t n);
+void ae_cpu_add(const ae_backend *be, ae_ptr y, ae_ptr a, ae_ptr b, size_t n);
 
 // cpu_moe.c
 void ae_cpu_moe_route(const ae_backend *be, ae_ptr idx, ae_ptr wts, ae_ptr probs, ae_ptr logits,

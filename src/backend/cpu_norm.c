@@ -27,10 +27,10 @@ void ae_cpu_rmsnorm(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, i
     norm_rows(cpu_f(y, "rmsnorm"), cpu_f(x, "rmsnorm"), cpu_f(w, "rmsnorm"), M, D, ld, eps);
 }
 
-void ae_cpu_add_rmsnorm(const ae_backend *be, ae_ptr x, ae_ptr dx, ae_ptr y, ae_ptr w, int M,
-                        int D, float eps) {
-    ae_cpu_add(be, x, dx, (size_t)M * D);
-    norm_rows(cpu_f(y, "add_rmsnorm"), cpu_f(x, "add_rmsnorm"), cpu_f(w, "add_rmsnorm"), M, D, D,
+void ae_cpu_add_rmsnorm(const ae_backend *be, ae_ptr xo, ae_ptr x, ae_ptr dx, ae_ptr y,
+                        ae_ptr w, int M, int D, float eps) {
+    ae_cpu_add(be, xo, x, dx, (size_t)M * D);
+    norm_rows(cpu_f(y, "add_rmsnorm"), cpu_f(xo, "add_rmsnorm"), cpu_f(w, "add_rmsnorm"), M, D, D,
               eps);
 }
 

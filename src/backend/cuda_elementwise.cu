@@ -1,5 +1,5 @@
 // Elementwise ops on the GPU: sigmoid gate (y = x ⊙ σ(g)), SwiGLU product (y = silu(g) ⊙ u),
-// residual add (y += x). Every operand is F32 or BF16 independently; math is fp32 with the CPU's
+// residual add (y = a + b). Every operand is F32 or BF16 independently; math is fp32 with the CPU's
 // formulas (σ(g) = 1 / (1 + expf(-g)), silu(g) · u = g / (1 + expf(-g)) · u), so results agree
 // with cpu_elementwise.c to the few ulp by which CUDA's expf differs from the host's (add: bit for
 // bit). Each thread reads an element's inputs before writing its output, so y may alias an input.
@@ -46,22 +46,22 @@ __global__ void __launch_bounds__(kThreads) k_silu_mul(TY *y, const TG *g, const
     }
 }
 
-// y += x    (n) each
-template <int V, typename TY, typename TX>
-__global__ void __launch_bounds__(kThreads) k_add(TY *y, const TX *x, size_t n) {
+// y = a + b    (n) each; y may be a or b (each element is read before it is written)
+template <int V, typename TY, typename TA, typename TB>
+__global__ void __launch_bounds__(kThreads) k_add(TY *y, const TA *a, const TB *b, size_t n) {
     size_t i0 = blockIdx.x * (size_t)blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
     size_t nv = n / V;
     for (size_t i = i0; i < nv; i += stride) {
-        float a[V], b[V];
-        ldv<V>(y + i * V, a);
-        ldv<V>(x + i * V, b);
+        float va[V], vb[V];
+        ldv<V>(a + i * V, va);
+        ldv<V>(b + i * V, vb);
 #pragma unroll
-        for (int k = 0; k < V; k++) a[k] += b[k];
-        stv<V>(y + i * V, a);
+        for (int k = 0; k < V; k++) va[k] += vb[k];
+        stv<V>(y + i * V, va);
     }
     if (V > 1 && i0 < n - nv * V) {
         size_t i = nv * V + i0;
-        stf(y + i, ldf(y + i) + ldf(x + i));
+        stf(y + i, ldf(a + i) + ldf(b + i));
     }
 }
 
@@ -145,18 +145,22 @@ void ae_cuda_silu_mul(const ae_backend *be, ae_ptr y, ae_ptr g, ae_ptr u, size_t
     cuda_check(be, cudaGetLastError(), "silu_mul");
 }
 
-void ae_cuda_add(const ae_backend *be, ae_ptr y, ae_ptr x, size_t n) {
+void ae_cuda_add(const ae_backend *be, ae_ptr y, ae_ptr a, ae_ptr b, size_t n) {
     if (cuda_failed(be)) return;
     cuda_need(y, AE_M_FLOAT, "add", "y");
-    cuda_need(x, AE_M_FLOAT, "add", "x");
+    cuda_need(a, AE_M_FLOAT, "add", "a");
+    cuda_need(b, AE_M_FLOAT, "add", "b");
     if (n == 0) return;
-    AE_CUDA_FLOAT_DISPATCH(y.dtype, TY, AE_CUDA_FLOAT_DISPATCH(x.dtype, TX, {
+    AE_CUDA_FLOAT_DISPATCH(y.dtype, TY, AE_CUDA_FLOAT_DISPATCH(a.dtype, TA,
+        AE_CUDA_FLOAT_DISPATCH(b.dtype, TB, {
         TY *yy = (TY *)y.data;
-        const TX *xx = (const TX *)x.data;
-        if (aligned4(yy) && aligned4(xx))
-            k_add<4><<<grid_for(be, n / 4 + 1, kThreads), kThreads, 0, stream_of(be)>>>(yy, xx, n);
+        const TA *aa = (const TA *)a.data;
+        const TB *bb = (const TB *)b.data;
+        const unsigned nt = kThreads;
+        if (aligned4(yy) && aligned4(aa) && aligned4(bb))
+            k_add<4><<<grid_for(be, n / 4 + 1, nt), nt, 0, stream_of(be)>>>(yy, aa, bb, n);
         else
-            k_add<1><<<grid_for(be, n, kThreads), kThreads, 0, stream_of(be)>>>(yy, xx, n);
-    }));
+            k_add<1><<<grid_for(be, n, nt), nt, 0, stream_of(be)>>>(yy, aa, bb, n);
+    })));
     cuda_check(be, cudaGetLastError(), "add");
 }

@@ -166,8 +166,8 @@ void ae_cuda_gate_up_silu(const ae_backend *be, ae_ptr act, ae_ptr g, ae_ptr u, 
 // cuda_norm.cu
 void ae_cuda_rmsnorm(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int D, int64_t ld,
                      float eps);
-void ae_cuda_add_rmsnorm(const ae_backend *be, ae_ptr x, ae_ptr dx, ae_ptr y, ae_ptr w, int M,
-                         int D, float eps);
+void ae_cuda_add_rmsnorm(const ae_backend *be, ae_ptr xo, ae_ptr x, ae_ptr dx, ae_ptr y,
+                         ae_ptr w, int M, int D, float eps);
 // cuda_rope.cu
 void ae_cuda_rope(const ae_backend *be, ae_ptr x, ae_ptr pos, int T, int H, int stride, int rd,
                   double theta, ae_rope_mode mode);
@@ -178,7 +178,7 @@ void ae_cuda_qk_norm_rope(const ae_backend *be, const ae_qk_norm_rope_args *a, a
 void ae_cuda_gate_mul(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr g, int T, int H, int hd,
                       int per_head);
 void ae_cuda_silu_mul(const ae_backend *be, ae_ptr y, ae_ptr g, ae_ptr u, size_t n);
-void ae_cuda_add(const ae_backend *be, ae_ptr y, ae_ptr x, size_t n);
+void ae_cuda_add(const ae_backend *be, ae_ptr y, ae_ptr a, ae_ptr b, size_t n);
 // cuda_attention.cu
 void ae_cuda_attention(const ae_backend *be, const ae_attn_args *a, ae_ptr out, ae_ptr q,
                        ae_ptr k, ae_ptr v);

@@ -301,10 +301,10 @@ struct ae_backend {
     // float; w wt (D)); y may alias x.
     void (*rmsnorm)(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int D, int64_t ld,
                     float eps);
-    // Fused residual add + norm: x += dx; y = rmsnorm(x) ⊙ w.   x: (M, D) F32 (the residual
-    // stream), dx: (M, D) float, y: (M, D) act, w: wt (D).
-    void (*add_rmsnorm)(const ae_backend *be, ae_ptr x, ae_ptr dx, ae_ptr y, ae_ptr w, int M,
-                        int D, float eps);
+    // Fused residual add + norm: xo = x + dx; y = rmsnorm(xo) ⊙ w.   x, xo: (M, D) F32 (the
+    // residual stream; xo may be x: in place), dx: (M, D) float, y: (M, D) act, w: wt (D).
+    void (*add_rmsnorm)(const ae_backend *be, ae_ptr xo, ae_ptr x, ae_ptr dx, ae_ptr y, ae_ptr w,
+                        int M, int D, float eps);
     // In-place rotary embedding of rd dims per head: the vector of head h of token t starts at
     // x + (t·H + h)·stride; pair i (i < rd/2) rotates by angle pos[t] · theta^(-2i/rd).
     // x: (T, H, stride) act, rd <= stride, rd even.  pos: (T) I32
@@ -356,8 +356,8 @@ struct ae_backend {
                      int per_head);
     // y = silu(g) ⊙ u     all (n) act; y may alias g or u
     void (*silu_mul)(const ae_backend *be, ae_ptr y, ae_ptr g, ae_ptr u, size_t n);
-    // y += x    (n) float each
-    void (*add)(const ae_backend *be, ae_ptr y, ae_ptr x, size_t n);
+    // y = a + b    (n) float each; y may be a or b (in place: y += x is add(y, y, x))
+    void (*add)(const ae_backend *be, ae_ptr y, ae_ptr a, ae_ptr b, size_t n);
     // y[t] = table[ids[t]]   y: (T, D) float;  table: (V, D) wt;  ids: (T) I32, each in [0, V)
     void (*embed)(const ae_backend *be, ae_ptr y, ae_ptr table, ae_ptr ids, int T, int D);
     // MoE routing of T tokens: probabilities = softmax(logits) over E experts; idx = the K most

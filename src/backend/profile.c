@@ -143,9 +143,9 @@ static void p_rmsnorm(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M,
                       int64_t ld, float eps) {
     PROF_VOID(P_rmsnorm, -1, in->rmsnorm(in, y, x, w, M, D, ld, eps));
 }
-static void p_add_rmsnorm(const ae_backend *be, ae_ptr x, ae_ptr dx, ae_ptr y, ae_ptr w, int M,
-                          int D, float eps) {
-    PROF_VOID(P_add_rmsnorm, -1, in->add_rmsnorm(in, x, dx, y, w, M, D, eps));
+static void p_add_rmsnorm(const ae_backend *be, ae_ptr xo, ae_ptr x, ae_ptr dx, ae_ptr y,
+                          ae_ptr w, int M, int D, float eps) {
+    PROF_VOID(P_add_rmsnorm, -1, in->add_rmsnorm(in, xo, x, dx, y, w, M, D, eps));
 }
 static void p_rope(const ae_backend *be, ae_ptr x, ae_ptr pos, int T, int H, int stride, int rd,
                    double theta, ae_rope_mode mode) {
@@ -179,8 +179,8 @@ static void p_gate_mul(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr g, int T
 static void p_silu_mul(const ae_backend *be, ae_ptr y, ae_ptr g, ae_ptr u, size_t n) {
     PROF_VOID(P_silu_mul, -1, in->silu_mul(in, y, g, u, n));
 }
-static void p_add(const ae_backend *be, ae_ptr y, ae_ptr x, size_t n) {
-    PROF_VOID(P_add, -1, in->add(in, y, x, n));
+static void p_add(const ae_backend *be, ae_ptr y, ae_ptr a, ae_ptr b, size_t n) {
+    PROF_VOID(P_add, -1, in->add(in, y, a, b, n));
 }
 static void p_embed(const ae_backend *be, ae_ptr y, ae_ptr table, ae_ptr ids, int T, int D) {
     PROF_VOID(P_embed, -1, in->embed(in, y, table, ids, T, D));

@@ -139,11 +139,11 @@ static ae_status run_model(const ae_model *m, ae_kv_cache *cache, workspace *w, 
         const ae_layer *L = &m->layers[l];
         st = attention(m, L, cache, l, w, T);
         if (st != AE_OK) break;
-        be->add_rmsnorm(be, w->x, w->tmp, w->xn, L->post_norm, T, D, eps);
+        be->add_rmsnorm(be, w->x, w->x, w->tmp, w->xn, L->post_norm, T, D, eps);
         st = mlp(m, L, w, T);
         if (st != AE_OK) break;
         ae_ptr next = l + 1 < nl ? m->layers[l + 1].input_norm : m->final_norm;
-        be->add_rmsnorm(be, w->x, w->tmp, w->xn, next, T, D, eps);
+        be->add_rmsnorm(be, w->x, w->x, w->tmp, w->xn, next, T, D, eps);
         if (g) be->graph_cut(be, g);
     }
     if (st == AE_OK) {

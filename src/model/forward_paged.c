@@ -339,11 +339,11 @@ static ae_status run_paged(const ae_model *m, const ae_paged_layout *lo, const a
         st = L->kind == AE_ATTN_MLA ? mla_paged(be, &L->mla, lo, pl, b, w.xn, w.tmp)
                                     : gswa_paged(be, &L->gqa, lo, pl, b, w.xn, w.tmp);
         if (st != AE_OK) break;
-        be->add_rmsnorm(be, w.x, w.tmp, w.xn, L->post_norm, N, D, eps);
+        be->add_rmsnorm(be, w.x, w.x, w.tmp, w.xn, L->post_norm, N, D, eps);
         st = ae_layer_ffn_forward(m, L, w.tmp, w.xn, N, w.g, w.u); // gate/up+SwiGLU: one GEMV
         if (st != AE_OK) break;
         ae_ptr next = l + 1 < nl ? m->layers[l + 1].input_norm : m->final_norm;
-        be->add_rmsnorm(be, w.x, w.tmp, w.xn, next, N, D, eps);
+        be->add_rmsnorm(be, w.x, w.x, w.tmp, w.xn, next, N, D, eps);
         if (g) be->graph_cut(be, g);
     }
     if (st == AE_OK && n_out > 0) {

@@ -381,18 +381,16 @@ ae_status ae_distill_block_term(const ae_model *t, int l, ae_ptr h, ae_ptr targe
         return ae_errorf(AE_ERR_NOMEM, "out of %s memory for the block-output term", be->name);
     }
     ffn_acts fa;
-    ae_copy(be, u, h, nd);
-    be->add(be, u, y, nd);
+    be->add(be, u, h, y, nd);
     be->rmsnorm(be, z, u, L->post_norm, N, D, D, eps);
     ae_status st = ffn_train_forward(t, L, z, N, o, &fa);
     if (st == AE_OK) {
-        ae_copy(be, out, u, nd);
-        be->add(be, out, o, nd);
+        be->add(be, out, u, o, nd);
         be->mse_rows(be, rows, dout, out, target, N, D, normalized, w / (float)N);
         st = ffn_train_backward(t, L, &fa, z, dout, N, dz);
     }
     if (st == AE_OK) { // the residual path and the FFN path both reach y through u
-        be->add(be, dy, dout, nd);
+        be->add(be, dy, dy, dout, nd);
         be->rmsnorm_bwd(be, dy, ae_ptr_null(), dz, u, L->post_norm, N, D, eps);
         st = be->download(be, hrows, AE_DT_F64, rows, (size_t)N);
     }
@@ -555,10 +553,9 @@ static ae_status teacher_layer(const ae_run *r, const ae_model *tv, int l, s1_bu
     ae_layer_attn_acts_free(&a);
     int stream_used = l + 1 < tv->cfg.num_hidden_layers || r->o->s1_block > 0.0f;
     if (st == AE_OK && stream_used) {
-        ae_copy(be, hn, h, nd);
-        be->add_rmsnorm(be, hn, yt, w->z, L->post_norm, N, D, eps);
+        be->add_rmsnorm(be, hn, h, yt, w->z, L->post_norm, N, D, eps);
         st = ae_layer_ffn_forward(tv, L, w->f, w->z, N, w->g, w->u);
-        if (st == AE_OK) be->add(be, hn, w->f, nd);
+        if (st == AE_OK) be->add(be, hn, hn, w->f, nd);
     }
     ae_event_record(be, r->lanes.tdone[k]);
     return st;
@@ -725,7 +722,7 @@ static ae_status add_cos_grad(void *ctx, int l, ae_ptr h, ae_ptr dh) {
     if (!c || l < 1) return AE_OK;
     c->be->cosine_rows(c->be, ae_ptr_at(c->rows, (size_t)(l - 1) * c->N), c->da, h,
                        ae_train_acts_hidden(c->ta, l), c->N, c->D, c->scale);
-    c->be->add(c->be, dh, c->da, (size_t)c->N * c->D);
+    c->be->add(c->be, dh, dh, c->da, (size_t)c->N * c->D);
     return AE_OK;
 }
 

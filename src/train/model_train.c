@@ -415,8 +415,7 @@ static ae_status layer_ffn(const ae_model *m, int l, ae_ptr h, int M, layer_bufs
     const ae_layer *L = &m->layers[l];
     int D = m->cfg.hidden_size;
     size_t md = (size_t)M * D;
-    ae_copy(be, w->hmid, h, md);
-    be->add_rmsnorm(be, w->hmid, w->y, w->z, L->post_norm, M, D, (float)m->cfg.rms_norm_eps);
+    be->add_rmsnorm(be, w->hmid, h, w->y, w->z, L->post_norm, M, D, (float)m->cfg.rms_norm_eps);
     if (L->is_moe) {
         ae_status st = moe ? ae_moe_train_forward(m, L, w->z, M, w->y, moe) : ae_moe_forward(m, L, w->y, w->z, M);
         if (st != AE_OK) return st;
@@ -426,10 +425,7 @@ static ae_status layer_ffn(const ae_model *m, int l, ae_ptr h, int M, layer_bufs
         ae_ptr none = ae_ptr_null();
         ae_mlp_train_forward(m, L, w->z, M, none, w->g, w->u, mlp_act ? w->act : none);
     }
-    if (!ae_ptr_is_null(hout)) {
-        ae_copy(be, hout, w->hmid, md);
-        be->add(be, hout, w->y, md);
-    }
+    if (!ae_ptr_is_null(hout)) be->add(be, hout, w->hmid, w->y, md);
     return AE_OK;
 }
 
