@@ -597,10 +597,12 @@ static void test_moe_block(void **state) {
 }
 
 // The training forward's kept streams on the GPU (train/model_train.c; the MoE fixture's dense
-// and MoE layers): AE_KEEP_ACT (the cosine term's teacher side) keeps BF16 streams that are the
-// F32-kept forward's streams rounded to bf16, bit for bit (the same F32 stream runs underneath,
-// only its copies differ), and the same final hidden; AE_KEEP_NONE keeps no stream and the same
-// final hidden; a backward from AE_KEEP_ACT streams is refused (it recomputes from F32).
+// and MoE layers): AE_KEEP_ACT (the cosine term's teacher side) keeps BF16 streams; AE_KEEP_NONE
+// keeps no stream and the same final hidden, bit for bit (both are frozen forwards: attention
+// through ae_layer_attn_forward_batch). Against the F32-kept forward (the training forward's
+// attention, whose q/k norm and RoPE round to bf16 in between where qk_norm_rope keeps fp32):
+// the streams rounded to bf16 and the final hidden within 1e-2 relative L2 (the embedding, stream
+// 0, bit for bit). A backward from AE_KEEP_ACT streams is refused (it recomputes from F32).
 static void test_kept_streams(void **state) {
     (void)state;
     ae_model *m = load(ae_test_src("tests/fixtures/models/moe_norm_topk"), g_gpu);
@@ -620,14 +622,17 @@ static void test_kept_streams(void **state) {
         assert_null(ae_train_acts_hidden(an, l).data);
         float *f = dget(hf, nd), *a = dget(ha, nd);
         for (size_t i = 0; i < nd; i++) f[i] = bf16r(f[i]);
-        snprintf(g_what, sizeof g_what, "kept stream %d: AE_KEEP_ACT == bf16(AE_KEEP_F32)", l);
-        check_same(a, f, nd, g_what);
+        if (l == 0) {
+            check_same(a, f, nd, "kept stream 0 (the embedding): AE_KEEP_ACT == bf16(AE_KEEP_F32)");
+        } else {
+            check_l2(a, f, nd, 1e-2, "kept stream %d: AE_KEEP_ACT ~ bf16(AE_KEEP_F32)", l);
+        }
         free(f), free(a);
     }
     float *ff = dget(ae_train_acts_final(af), nd), *fa = dget(ae_train_acts_final(aa), nd);
     float *fn = dget(ae_train_acts_final(an), nd);
-    check_same(fa, ff, nd, "final hidden: AE_KEEP_ACT == AE_KEEP_F32");
-    check_same(fn, ff, nd, "final hidden: AE_KEEP_NONE == AE_KEEP_F32");
+    check_same(fn, fa, nd, "final hidden: AE_KEEP_NONE == AE_KEEP_ACT");
+    check_l2(fa, ff, nd, 1e-2, "final hidden: AE_KEEP_ACT ~ AE_KEEP_F32");
     ae_model *g = NULL;
     assert_int_equal(ae_model_zeros_like(m, &g), AE_OK);
     ae_ptr d = dnew(nd, AE_DT_F32);

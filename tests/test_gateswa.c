@@ -88,6 +88,8 @@ static void ref_forward(const ae_gswa *m, const float *x, int T, double *y) {
 static const int k_heads[3][2] = {{2, 2}, {4, 2}, {4, 1}}; // (Hq, Hkv): ratios 1, 2, 4
 static const ae_gate_kind k_gates[3] = {AE_GATE_NONE, AE_GATE_ELEMENTWISE, AE_GATE_HEAD};
 
+// The training forward against the double reference, for every head ratio, gate, sinks and
+// window; ae_gswa_forward_batch against the training forward.
 static void test_train_forward_reference(void **state) {
     (void)state;
     const ae_backend *be = ae_backend_cpu();
@@ -118,6 +120,13 @@ static void test_train_forward_reference(void **state) {
                             assert_true(e < 1e-4);
                         }
                     }
+                    // the forward-only form: the same ops on the cpu, so the same bits
+                    float *yb = ae_alloc_f32((size_t)B * T * D);
+                    assert_int_equal(
+                        ae_gswa_forward_batch(be, &m, ae_host_f32(x), B, T, ae_host_f32(yb)),
+                        AE_OK);
+                    assert_memory_equal(yb, y, sizeof(float) * (size_t)B * T * D);
+                    ae_free_aligned(yb);
                     ae_gswa_acts_free(acts);
                     ae_free_aligned(x);
                     ae_free_aligned(y);

@@ -398,6 +398,38 @@ ae_status ae_gswa_train_forward(const ae_backend *be, const ae_gswa *m, ae_ptr x
     return AE_OK;
 }
 
+ae_status ae_gswa_forward_batch(const ae_backend *be, const ae_gswa *m, ae_ptr x, int B, int T,
+                                ae_ptr y) {
+    const ae_gswa_dims *d = &m->d;
+    int Hq = d->Hq, Hkv = d->Hkv, hd = d->hd;
+    if (B <= 0 || T <= 0) return ae_errorf(AE_ERR_ARG, "gateswa forward: B %d, T %d", B, T);
+    size_t M = (size_t)B * T, qd = (size_t)Hq * hd, kvd = (size_t)Hkv * hd;
+    ae_dtype at = be->act_dtype;
+    ae_scratch s;
+    ae_scratch_init(&s, be);
+    ae_ptr pos = ae_scratch_positions(&s, (int)M, 0, T);  // (M) I32: t in each sequence
+    ae_ptr q = ae_scratch_alloc(&s, M * qd, at);           // (M, Hq, hd); then the output
+    ae_ptr k = ae_scratch_alloc(&s, M * kvd, at);          // (M, Hkv, hd)
+    ae_ptr v = ae_scratch_alloc(&s, M * kvd, at);          // (M, Hkv, hd)
+    ae_ptr a = ae_scratch_alloc(&s, M * qd, at);           // (M, Hq, hd) attention output
+    ae_ptr g = ae_ptr_is_null(m->wg) ? ae_ptr_null() : ae_scratch_alloc(&s, M * gswa_gate_dim(d), at);
+    if (s.failed) {
+        ae_scratch_free(&s);
+        return ae_errorf(AE_ERR_NOMEM, "gateswa forward: out of %s memory (%d x %d tokens)",
+                         be->name, B, T);
+    }
+    gswa_project_qkv(be, m, x, (int)M, pos, q, k, v, g);
+    ae_attn_args aa = ae_attn_dense(T, 0, Hq, Hkv, hd, hd, d->window, gswa_attn_scale(d), m->sinks);
+    for (int b = 0; b < B; b++) {
+        size_t o = (size_t)b * T;
+        be->attention(be, &aa, ae_ptr_at(a, o * qd), ae_ptr_at(q, o * qd), ae_ptr_at(k, o * kvd),
+                      ae_ptr_at(v, o * kvd));
+    }
+    gswa_gated_out(be, m, a, g, (int)M, y);
+    ae_scratch_free(&s);
+    return AE_OK;
+}
+
 void ae_gswa_acts_rebind(ae_gswa_acts *a, ae_ptr x) { a->x = x; }
 
 void ae_gswa_acts_output(const ae_backend *be, const ae_gswa *m, const ae_gswa_acts *a, ae_ptr y) {

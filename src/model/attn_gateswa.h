@@ -77,6 +77,11 @@ void ae_gswa_acts_output(const ae_backend *be, const ae_gswa *m, const ae_gswa_a
 ae_status ae_gswa_backward(const ae_backend *be, const ae_gswa *m, const ae_gswa_acts *acts,
                            ae_ptr dy, ae_ptr dx, ae_gswa *grad);
 void ae_gswa_acts_free(ae_gswa_acts *a);
+// The same y with nothing kept for a backward (a frozen teacher): the inference projections
+// (gswa_project_qkv: q and k normed and rotated by one qk_norm_rope, exactly the training
+// forward's ops on cpu), no activations, no log-sum-exp.
+ae_status ae_gswa_forward_batch(const ae_backend *be, const ae_gswa *m, ae_ptr x, int B, int T,
+                                ae_ptr y);
 
 // Random init: matrices ~ N(0, std²), norms 1, sinks 0, made on the backend by fill_normal
 // (counter-based: the same values on every backend) from one seed per tensor drawn from rng.

@@ -9,6 +9,15 @@ ae_status ae_layer_attn_train_forward(const ae_backend *be, const ae_layer *L, a
     return ae_gswa_train_forward(be, &L->gqa, x, B, T, y, &acts->gswa);
 }
 
+ae_status ae_layer_attn_forward_batch(const ae_backend *be, const ae_layer *L, ae_ptr x, int B,
+                                      int T, ae_ptr y) {
+    if (L->kind != AE_ATTN_MLA) return ae_gswa_forward_batch(be, &L->gqa, x, B, T, y);
+    ae_layer_attn_acts a;
+    ae_status st = ae_layer_attn_train_forward(be, L, x, B, T, y, &a);
+    ae_layer_attn_acts_free(&a);
+    return st;
+}
+
 ae_status ae_layer_attn_backward(const ae_backend *be, const ae_layer *L,
                                  const ae_layer_attn_acts *acts, ae_ptr dy, ae_ptr dx,
                                  ae_layer *G) {

@@ -14,6 +14,10 @@ typedef struct {
 // activations borrow x: it must hold the same values when the backward runs (or be rebound).
 ae_status ae_layer_attn_train_forward(const ae_backend *be, const ae_layer *L, ae_ptr x, int B,
                                       int T, ae_ptr y, ae_layer_attn_acts *acts);
+// The same y with nothing kept for a backward (a frozen teacher's layer): GQA/GateSWA modules
+// through ae_gswa_forward_batch; MLA through the training forward, its activations freed.
+ae_status ae_layer_attn_forward_batch(const ae_backend *be, const ae_layer *L, ae_ptr x, int B,
+                                      int T, ae_ptr y);
 // Points the activations at another buffer x holding the forward's input (its buffer was
 // reused since).
 void ae_layer_attn_acts_rebind(ae_layer_attn_acts *acts, ae_ptr x);

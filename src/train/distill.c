@@ -548,9 +548,7 @@ static ae_status teacher_layer(const ae_run *r, const ae_model *tv, int l, s1_bu
     ae_ptr h = s1_h(r, w, l), hn = s1_h(r, w, l + 1), xn = w->xn[k], yt = w->yt[k];
     if (l > r->lanes.ahead) ae_event_wait(be, r->lanes.sdone[k]);
     be->rmsnorm(be, xn, h, L->input_norm, N, D, D, eps);
-    ae_layer_attn_acts a;
-    ae_status st = ae_layer_attn_train_forward(be, L, xn, B, T, yt, &a);
-    ae_layer_attn_acts_free(&a);
+    ae_status st = ae_layer_attn_forward_batch(be, L, xn, B, T, yt);
     int stream_used = l + 1 < tv->cfg.num_hidden_layers || r->o->s1_block > 0.0f;
     if (st == AE_OK && stream_used) {
         be->add_rmsnorm(be, hn, h, yt, w->z, L->post_norm, N, D, eps);

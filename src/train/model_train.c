@@ -390,14 +390,17 @@ static ae_status bufs_init(layer_bufs *w, const ae_model *m, int M, int backward
 
 // The attention half of layer l on the stream h (M, D) F32: w->xn = RMSNorm(h), w->y = its
 // attention module's output; the module's activations go to attn when non-null (they borrow
-// w->xn), else they are freed at once.
+// w->xn), else they are freed at once. frozen: no backward will run through this forward (a
+// teacher's): the module's forward-only form (ae_layer_attn_forward_batch), attn null. Else the
+// training forward, the one a backward's recompute runs (the same bits).
 static ae_status layer_attention(const ae_model *m, int l, ae_ptr h, int B, int T, layer_bufs *w,
-                                 ae_layer_attn_acts *attn) {
+                                 ae_layer_attn_acts *attn, int frozen) {
     const ae_backend *be = m->be;
     const ae_layer *L = &m->layers[l];
     int D = m->cfg.hidden_size;
-    ae_layer_attn_acts own_attn;
     be->rmsnorm(be, w->xn, h, L->input_norm, B * T, D, D, (float)m->cfg.rms_norm_eps);
+    if (frozen) return ae_layer_attn_forward_batch(be, L, w->xn, B, T, w->y);
+    ae_layer_attn_acts own_attn;
     ae_status st = ae_layer_attn_train_forward(be, L, w->xn, B, T, w->y, attn ? attn : &own_attn);
     if (!attn) ae_layer_attn_acts_free(&own_attn);
     return st;
@@ -431,9 +434,9 @@ static ae_status layer_ffn(const ae_model *m, int l, ae_ptr h, int M, layer_bufs
 
 // Layer l on the stream h: layer_attention, then layer_ffn.
 static ae_status layer_forward(const ae_model *m, int l, ae_ptr h, int B, int T, layer_bufs *w,
-                               ae_layer_attn_acts *attn, ae_moe_acts *moe, ae_ptr hout,
-                               int mlp_act) {
-    AE_TRY(layer_attention(m, l, h, B, T, w, attn));
+                               ae_layer_attn_acts *attn, int frozen, ae_moe_acts *moe,
+                               ae_ptr hout, int mlp_act) {
+    AE_TRY(layer_attention(m, l, h, B, T, w, attn, frozen));
     return layer_ffn(m, l, h, B * T, w, moe, hout, mlp_act);
 }
 
@@ -529,7 +532,7 @@ ae_status ae_model_train_forward(const ae_model *m, const int32_t *ids, int B, i
         ae_moe_acts moe;
         int keep = m->layers[l].is_moe && be->host_memory; // the routing statistics (tests)
         memset(&moe, 0, sizeof moe);
-        st = layer_forward(m, l, STREAM(l), B, T, &w, a->attn ? &a->attn[l] : NULL,
+        st = layer_forward(m, l, STREAM(l), B, T, &w, a->attn ? &a->attn[l] : NULL, !keep_f32,
                            keep ? &moe : NULL, STREAM(l + 1), 1);
         if (st == AE_OK && keep) st = keep_routing(be, &a->routing[l], &moe);
         if (st == AE_OK && keep_act) ae_copy(be, a->hidden[l + 1], STREAM(l + 1), (size_t)M * D);
@@ -595,7 +598,7 @@ static ae_status layer_backward(const ae_model *m, int l, const ae_train_acts *a
         ae_layer_attn_acts_rebind(&attn, w->xn);
         ae_layer_attn_output(be, L, &attn, w->y);
     } else {
-        st = layer_attention(m, l, h, a->B, a->T, w, &attn);
+        st = layer_attention(m, l, h, a->B, a->T, w, &attn, 0);
     }
     if (st == AE_OK) st = layer_ffn(m, l, h, M, w, L->is_moe ? &moe : NULL, none, !af);
     if (st == AE_OK) { // h_{l+1} = hmid + FFN(RMSNorm(hmid)): dh passes, plus the FFN path

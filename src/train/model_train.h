@@ -56,6 +56,8 @@ enum {
                       // every layer's module activations at once). The backward frees them as
                       // it passes each layer: one backward per such forward
 };
+// Without AE_KEEP_F32 no backward follows: the attention modules then run their forward-only
+// form (ae_layer_attn_forward_batch: no activations, GQA's q/k norm and RoPE in one op).
 // Training forward over B sequences of T tokens (positions 0..T-1 each) on m's backend. Keeps
 // only what stage 2 needs after it: the final normalised hidden states (the input of lm_head)
 // and the residual streams keep_hidden (AE_KEEP_*) says. The stream itself always runs in F32.
