@@ -74,6 +74,12 @@ void ae_matmul(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int K,
     be->gemm(be, &g, y, x, w);
 }
 
+void ae_matmul_add(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int K, int N) {
+    ae_gemm_args g = {.M = M, .N = N, .K = K, .batch = 1, .trans_a = 0, .trans_b = 1,
+                      .lda = K, .ldb = K, .ldy = N, .alpha = 1.0f, .beta = 1.0f};
+    be->gemm(be, &g, y, x, w);
+}
+
 void ae_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
                      const int *N, int M, int K) {
     if (be->matmul_group && n > 0 && n <= AE_MATMUL_GROUP_MAX) {

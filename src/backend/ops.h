@@ -603,6 +603,8 @@ void ae_backend_mem_info(const ae_backend *be, size_t *free_bytes, size_t *total
 // ---- helpers over the table (backend/backend.c) ----
 // y = x · wᵀ    x: (M, K)  w: (N, K)  y: (M, N)   (PyTorch Linear layout)
 void ae_matmul(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int K, int N);
+// y += x · wᵀ (gemm with beta 1: a residual added in the product's epilogue, no pass of its own)
+void ae_matmul_add(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr w, int M, int K, int N);
 // y[i] = x · w[i]ᵀ for i < n (n <= AE_MATMUL_GROUP_MAX), through matmul_group where the backend
 // has it, else one ae_matmul each.   x: (M, K)  w[i]: (N[i], K)  y[i]: (M, N[i])
 void ae_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,

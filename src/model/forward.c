@@ -103,6 +103,21 @@ ae_status ae_layer_ffn_forward(const ae_model *m, const ae_layer *L, ae_ptr y, a
     return AE_OK;
 }
 
+ae_status ae_layer_ffn_forward_add(const ae_model *m, const ae_layer *L, ae_ptr h, ae_ptr x,
+                                   int T, ae_ptr g, ae_ptr u, ae_ptr y) {
+    const ae_backend *be = m->be;
+    const ae_config *c = &m->cfg;
+    int D = c->hidden_size, I = c->intermediate_size;
+    if (L->is_moe) {
+        AE_TRY(ae_moe_forward(m, L, y, x, T));
+        be->add(be, h, h, y, (size_t)T * D);
+        return AE_OK;
+    }
+    ae_gate_up_silu(be, g, g, u, x, L->w_gate, L->w_up, T, D, I);
+    ae_matmul_add(be, h, g, L->w_down, T, I, D);
+    return AE_OK;
+}
+
 // Feed-forward sub-block output tmp = MLP(xn) (SwiGLU) or MoE(xn).
 static ae_status mlp(const ae_model *m, const ae_layer *L, workspace *w, int T) {
     return ae_layer_ffn_forward(m, L, w->tmp, w->xn, T, w->g, w->u);

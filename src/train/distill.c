@@ -542,7 +542,6 @@ static ae_status teacher_layer(const ae_run *r, const ae_model *tv, int l, s1_bu
     const ae_backend *be = tv->be;
     const ae_layer *L = &tv->layers[l];
     int D = tv->cfg.hidden_size, N = B * T;
-    size_t nd = (size_t)N * D;
     float eps = (float)tv->cfg.rms_norm_eps;
     int k = s1_slot(r, l);
     ae_ptr h = s1_h(r, w, l), hn = s1_h(r, w, l + 1), xn = w->xn[k], yt = w->yt[k];
@@ -552,8 +551,7 @@ static ae_status teacher_layer(const ae_run *r, const ae_model *tv, int l, s1_bu
     int stream_used = l + 1 < tv->cfg.num_hidden_layers || r->o->s1_block > 0.0f;
     if (st == AE_OK && stream_used) {
         be->add_rmsnorm(be, hn, h, yt, w->z, L->post_norm, N, D, eps);
-        st = ae_layer_ffn_forward(tv, L, w->f, w->z, N, w->g, w->u);
-        if (st == AE_OK) be->add(be, hn, hn, w->f, nd);
+        st = ae_layer_ffn_forward_add(tv, L, hn, w->z, N, w->g, w->u, w->f);
     }
     ae_event_record(be, r->lanes.tdone[k]);
     return st;

@@ -408,24 +408,30 @@ static ae_status layer_attention(const ae_model *m, int l, ae_ptr h, int B, int 
 
 // The rest of layer l after its attention output w->y: fills w's hmid, z (and g, u, act); a
 // MoE layer runs its training forward into moe when non-null, else the inference op (moe_ffn:
-// grouped, no host synchronisation); hout = h_{l+1} (M, D) F32 unless null. hout null is the
-// backward's recompute: a dense FFN then stops at g and u (and act when mlp_act; y is left as
-// it was) — its output is never read there, and the down projection is a third of the FFN's
-// GEMM work.
+// grouped, no host synchronisation); hout = h_{l+1} (M, D) F32 unless null. A dense layer's
+// forward (hout given) writes h_mid into hout instead of hmid and its down projection adds onto
+// it (ae_matmul_add): no pass for the residual. hout null is the backward's recompute: a dense
+// FFN then stops at g and u (and act when mlp_act; y is left as it was) — its output is never
+// read there, and the down projection is a third of the FFN's GEMM work.
 static ae_status layer_ffn(const ae_model *m, int l, ae_ptr h, int M, layer_bufs *w, ae_moe_acts *moe,
                            ae_ptr hout, int mlp_act) {
     const ae_backend *be = m->be;
     const ae_layer *L = &m->layers[l];
     int D = m->cfg.hidden_size;
     size_t md = (size_t)M * D;
-    be->add_rmsnorm(be, w->hmid, h, w->y, w->z, L->post_norm, M, D, (float)m->cfg.rms_norm_eps);
+    float eps = (float)m->cfg.rms_norm_eps;
+    ae_ptr none = ae_ptr_null();
+    if (!L->is_moe && !ae_ptr_is_null(hout)) { // h_mid straight into hout, the MLP added onto it
+        be->add_rmsnorm(be, hout, h, w->y, w->z, L->post_norm, M, D, eps);
+        ae_mlp_train_forward(m, L, w->z, M, none, w->g, w->u, w->act);
+        ae_matmul_add(be, hout, w->act, L->w_down, M, m->cfg.intermediate_size, D);
+        return AE_OK;
+    }
+    be->add_rmsnorm(be, w->hmid, h, w->y, w->z, L->post_norm, M, D, eps);
     if (L->is_moe) {
         ae_status st = moe ? ae_moe_train_forward(m, L, w->z, M, w->y, moe) : ae_moe_forward(m, L, w->y, w->z, M);
         if (st != AE_OK) return st;
-    } else if (!ae_ptr_is_null(hout)) {
-        ae_mlp_train_forward(m, L, w->z, M, w->y, w->g, w->u, w->act);
     } else {
-        ae_ptr none = ae_ptr_null();
         ae_mlp_train_forward(m, L, w->z, M, none, w->g, w->u, mlp_act ? w->act : none);
     }
     if (!ae_ptr_is_null(hout)) be->add(be, hout, w->hmid, w->y, md);
