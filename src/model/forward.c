@@ -90,32 +90,34 @@ static ae_status attention(const ae_model *m, const ae_layer *L, ae_kv_cache *ca
     return ae_gswa_forward(be, &L->gqa, w->xn, T, pos0, w->pos, &cache->kv[l], w->tmp);
 }
 
-ae_status ae_layer_ffn_forward(const ae_model *m, const ae_layer *L, ae_ptr y, ae_ptr x, int T,
-                               ae_ptr g, ae_ptr u) {
-    const ae_backend *be = m->be;
-    const ae_config *c = &m->cfg;
-    int D = c->hidden_size;
-    if (L->is_moe) return ae_moe_forward(m, L, y, x, T);
-    int I = c->intermediate_size;
-    // g = silu(x·Wgateᵀ) ⊙ x·Wupᵀ: one GEMV launch with the SwiGLU in its epilogue at decode
-    ae_gate_up_silu(be, g, g, u, x, L->w_gate, L->w_up, T, D, I);
-    ae_matmul(be, y, g, L->w_down, T, I, D);
-    return AE_OK;
-}
-
-ae_status ae_layer_ffn_forward_add(const ae_model *m, const ae_layer *L, ae_ptr h, ae_ptr x,
-                                   int T, ae_ptr g, ae_ptr u, ae_ptr y) {
+// out = FFN_L(x), or out += FFN_L(x) when add (out the F32 residual stream: a dense layer's down
+// projection adds in its epilogue, a MoE layer's output goes through y and an add); y is the MoE
+// output (out itself unless add).
+static ae_status ffn_forward(const ae_model *m, const ae_layer *L, ae_ptr out, ae_ptr x, int T,
+                             ae_ptr g, ae_ptr u, ae_ptr y, int add) {
     const ae_backend *be = m->be;
     const ae_config *c = &m->cfg;
     int D = c->hidden_size, I = c->intermediate_size;
     if (L->is_moe) {
         AE_TRY(ae_moe_forward(m, L, y, x, T));
-        be->add(be, h, h, y, (size_t)T * D);
+        if (add) be->add(be, out, out, y, (size_t)T * D);
         return AE_OK;
     }
+    // g = silu(x·Wgateᵀ) ⊙ x·Wupᵀ: one GEMV launch with the SwiGLU in its epilogue at decode
     ae_gate_up_silu(be, g, g, u, x, L->w_gate, L->w_up, T, D, I);
-    ae_matmul_add(be, h, g, L->w_down, T, I, D);
+    if (add) ae_matmul_add(be, out, g, L->w_down, T, I, D);
+    else ae_matmul(be, out, g, L->w_down, T, I, D);
     return AE_OK;
+}
+
+ae_status ae_layer_ffn_forward(const ae_model *m, const ae_layer *L, ae_ptr y, ae_ptr x, int T,
+                               ae_ptr g, ae_ptr u) {
+    return ffn_forward(m, L, y, x, T, g, u, y, 0);
+}
+
+ae_status ae_layer_ffn_forward_add(const ae_model *m, const ae_layer *L, ae_ptr h, ae_ptr x,
+                                   int T, ae_ptr g, ae_ptr u, ae_ptr y) {
+    return ffn_forward(m, L, h, x, T, g, u, y, 1);
 }
 
 // Feed-forward sub-block output tmp = MLP(xn) (SwiGLU) or MoE(xn).
