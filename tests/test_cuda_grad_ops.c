@@ -842,11 +842,9 @@ static void check_dkv_set(const bwd_case *c, const ae_attn_args *ag, ae_ptr gq, 
                           ae_ptr gv, ae_ptr gdo, const float *dk0, const float *dv0,
                           const float *ds0, size_t nq, size_t nk, size_t nv, ae_dtype odt,
                           const char *label, const char *name) {
-    float *zk = zero_parts(dk0, nk, c, ag->k_stride, c->Hkv * c->dk), *zv = zk;
-    if (c->absorbed) { // v's parts lie inside k's rows: zeroed above (dv <= dk)
-    } else {
-        zv = zero_parts(dv0, nv, c, ag->v_stride, c->Hkv * c->dv);
-    }
+    float *zk = zero_parts(dk0, nk, c, ag->k_stride, c->Hkv * c->dk);
+    // absorbed: v's parts lie inside k's rows (dv <= dk), zeroed with them
+    float *zv = c->absorbed ? zk : zero_parts(dv0, nv, c, ag->v_stride, c->Hkv * c->dv);
     float *h[2][4];
     for (int set = 0; set < 2; set++) {
         ae_attn_args a = *ag;
