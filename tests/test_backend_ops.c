@@ -411,6 +411,42 @@ static void test_copy_rows_rep(void **state) {
     run_copy_rows_rep(&r, 4096, 32, 64, 576, 128, AE_DT_BF16, AE_DT_BF16, 512, 64);
 }
 
+// sum_rows_rep (copy_rows_rep's adjoint): dst row i = Σ_j src row i·rep + j, fp32 in order j.
+// TOL_EXACT: the same sums of the same values as the cpu, then the destination's rounding; the
+// padding of dst's rows keeps its pattern.
+static void run_sum_rows_rep(ae_rng *r, int rows, int rep, int cols, int64_t lds, int64_t ldd,
+                             ae_dtype sdt, ae_dtype ddt) {
+    size_t ns = ((size_t)rows * rep - 1) * lds + cols, nd = (size_t)(rows - 1) * ldd + cols;
+    float *src = ae_test_normal(r, ns, 1.0f, sdt);
+    float *dst0 = ae_test_normal(r, nd, 10.0f, ddt);
+    float *want = ae_test_floats_copy(dst0, nd);
+    g_cpu->sum_rows_rep(g_cpu, ae_host_f32(want), ldd, ae_host_f32(src), lds, rows, rep, cols);
+    for (int i = 0; i < rows; i++) ae_test_round_to(want + (size_t)i * ldd, (size_t)cols, ddt);
+    ae_ptr ds = dnew_put(src, ns, sdt), dd = dnew_put(dst0, nd, ddt);
+    g_gpu->sum_rows_rep(g_gpu, dd, ldd, ds, lds, rows, rep, cols);
+    float *got = dget(dd, nd);
+    expect_exact(got, want, nd, "sum_rows_rep %s->%s rows=%d rep=%d cols=%d lds=%lld ldd=%lld",
+                 dtn(sdt), dtn(ddt), rows, rep, cols, (long long)lds, (long long)ldd);
+    dfree(ds), dfree(dd);
+    free(src), free(dst0), free(want), free(got);
+}
+
+static void test_sum_rows_rep(void **state) {
+    (void)state;
+    ae_rng r;
+    ae_rng_seed(&r, 104);
+    const ae_dtype dts[2] = {AE_DT_F32, AE_DT_BF16};
+    // rows, rep, cols, lds, ldd: one element; odd sizes (single values); 4-value chunks; the
+    // MLA backward's rope-key gradient at Qwen3-1.7B (16 heads' 192-wide rows into 576-wide ones)
+    const int shapes[][5] = {{1, 1, 1, 1, 1}, {7, 3, 5, 6, 11}, {33, 32, 128, 260, 132},
+                             {4096, 16, 64, 192, 576}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int a = 0; a < 2; a++)
+            for (int b = 0; b < 2; b++)
+                run_sum_rows_rep(&r, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3],
+                                 shapes[s][4], dts[a], dts[b]);
+}
+
 // fill: dst[i] = value for i < n; the elements after n keep their values.
 static void run_fill(ae_rng *r, size_t n, ae_dtype dt, float value, size_t off) {
     size_t tot = off + n + 16;
@@ -2091,6 +2127,7 @@ int main(void) {
         cmocka_unit_test(test_upload_download),
         cmocka_unit_test(test_copy_rows),
         cmocka_unit_test(test_copy_rows_rep),
+        cmocka_unit_test(test_sum_rows_rep),
         cmocka_unit_test(test_fill),
         cmocka_unit_test(test_embed),
         cmocka_unit_test(test_gemm_matmul),

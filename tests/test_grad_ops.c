@@ -1,8 +1,9 @@
 // The backward ops against central finite differences of their double-precision forwards
 // (util/ref.h), on every backend (util/backends.h: cpu always; cuda when the build has it and a
 // GPU is present, else a cmocka skip naming the reason): matmul_bwd, rmsnorm_bwd, rope_bwd,
-// attention_bwd, gate_mul_bwd, silu_mul_bwd. The MoE training ops (slot plan, combine, routing,
-// grouped expert products) and the thread-count determinism of attention_bwd: on the cpu.
+// sum_rows_rep (copy_rows_rep's backward), attention_bwd, gate_mul_bwd, silu_mul_bwd. The MoE
+// training ops (slot plan, combine, routing, grouped expert products) and the thread-count
+// determinism of attention_bwd: on the cpu.
 //
 // For an op with output y and a fixed random R, the scalar loss is L = Σ y ⊙ R, so the gradient
 // reaching y is dy = R. The analytic gradients come from the backend's backward op; the numeric
@@ -273,6 +274,65 @@ static void test_rope_bwd(void **state) {
             free(x), free(R), free(y), free(dx), free(c.x), free(c.R), free(c.y);
             ae_scratch_free(&sc);
         }
+}
+
+// ---------------------------------------------------------------- sum_rows_rep
+
+// copy_rows_rep as the forward: y row i·rep + j = x row i (cols values; x rows lx apart, y rows
+// ly apart), L = Σ y ⊙ R. Its gradient in x is sum_rows_rep of R (MLA's rope-key gradient).
+typedef struct {
+    int rows, rep, cols, lx, ly;
+    double *x, *R;
+} rep_ctx;
+
+static double rep_loss(void *p) {
+    const rep_ctx *c = p;
+    double L = 0;
+    for (int i = 0; i < c->rows; i++)
+        for (int j = 0; j < c->rep; j++)
+            for (int k = 0; k < c->cols; k++)
+                L += c->x[(size_t)i * c->lx + k] * c->R[((size_t)i * c->rep + j) * c->ly + k];
+    return L;
+}
+
+// dx = sum_rows_rep(R) against finite differences of the forward above, R in the activation
+// dtype and dx in F32 (then in the activation dtype, the MLA backward's case: within its
+// rounding); the padding of dx's rows (columns cols .. lx) keeps its values.
+static void test_sum_rows_rep(void **state) {
+    const ae_backend *be = ae_tb_backend(state);
+    ae_rng r;
+    ae_rng_seed(&r, 17);
+    // rows, rep, cols, lx, ly: one row; odd widths (no 4-value chunks); MLA's layout (dr 64 of
+    // 576-wide latent rows, 16 heads' 192-wide K rows, offsets left out)
+    const int shapes[][5] = {{1, 1, 1, 1, 1}, {3, 5, 7, 9, 11}, {6, 16, 64, 576, 192}};
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++) {
+        int rows = shapes[sh][0], rep = shapes[sh][1], cols = shapes[sh][2];
+        int lx = shapes[sh][3], ly = shapes[sh][4];
+        size_t nx = (size_t)rows * lx, ny = (size_t)rows * rep * ly;
+        ae_scratch sc;
+        ae_scratch_init(&sc, be);
+        float *R = fvec(ny, &r), *x0 = fconst(nx, 0.0f);
+        ae_ptr pR = ae_tb_in(&sc, R, ny, be->act_dtype);
+        for (int dt = 0; dt < 2; dt++) {
+            ae_dtype ddt = dt ? be->act_dtype : AE_DT_F32;
+            ae_ptr pdx = ae_tb_new(&sc, nx, ddt, 7.0f);
+            be->sum_rows_rep(be, pdx, lx, pR, ly, rows, rep, cols);
+            float *dx = ae_tb_out(be, pdx, nx);
+            for (size_t i = 0; i < nx; i++) {
+                if ((int)(i % (size_t)lx) < cols) continue;
+                if (dx[i] != 7.0f)
+                    fail_msg("sum_rows_rep on %s: padding dx[%zu] = %g", be->name, i, dx[i]);
+                dx[i] = 0.0f; // the loss does not read the padding: its gradient there is 0
+            }
+            rep_ctx c = {rows, rep, cols, lx, ly, dvec(x0, nx), dvec(R, ny)};
+            ae_tb_tol tol = dt ? (ae_tb_tol){1e-3, 1e-2} : TOL_GRAD; // dx rounded to bf16 on cuda
+            check_fd_on(be, dt ? "sum_rows_rep dx (act dtype)" : "sum_rows_rep dx", rep_loss, &c,
+                        c.x, nx, dx, &r, tol);
+            free(dx), free(c.x), free(c.R);
+        }
+        free(R), free(x0);
+        ae_scratch_free(&sc);
+    }
 }
 
 // ---------------------------------------------------------------- attention
@@ -875,6 +935,7 @@ int main(void) {
         AE_TB_TESTS(test_matmul_bwd),
         AE_TB_TESTS(test_rmsnorm_bwd),
         AE_TB_TESTS(test_rope_bwd),
+        AE_TB_TESTS(test_sum_rows_rep),
         AE_TB_TESTS(test_attention_bwd),
         cmocka_unit_test(test_attention_bwd_deterministic),
         AE_TB_TESTS(test_gate_mul_bwd),

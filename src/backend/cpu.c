@@ -52,6 +52,7 @@ static const ae_backend k_cpu = {
     .sync = ae_cpu_sync,
     .copy_rows = ae_cpu_copy_rows,
     .copy_rows_rep = ae_cpu_copy_rows_rep,
+    .sum_rows_rep = ae_cpu_sum_rows_rep,
     .fill = ae_cpu_fill,
     .fill_normal = ae_cpu_fill_normal,
     .gemm = ae_cpu_gemm,

@@ -21,6 +21,8 @@ void ae_cpu_copy_rows(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src,
                       int rows, int cols);
 void ae_cpu_copy_rows_rep(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src, int64_t lds,
                           int rows, int rep, int cols);
+void ae_cpu_sum_rows_rep(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src, int64_t lds,
+                         int rows, int rep, int cols);
 void ae_cpu_fill(const ae_backend *be, ae_ptr dst, size_t n, float value);
 void ae_cpu_fill_normal(const ae_backend *be, ae_ptr dst, size_t n, float std, uint64_t seed);
 void ae_cpu_embed(const ae_backend *be, ae_ptr y, ae_ptr table, ae_ptr ids, int T, int D);

@@ -129,6 +129,22 @@ void ae_cpu_copy_rows_rep(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr 
         }
 }
 
+void ae_cpu_sum_rows_rep(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src, int64_t lds,
+                         int rows, int rep, int cols) {
+    (void)be;
+    float *d = cpu_f(dst, "sum_rows_rep");
+    const float *s = cpu_f(src, "sum_rows_rep");
+    for (int i = 0; i < rows; i++) {
+        float *di = d + (size_t)i * (size_t)ldd;                  // (cols)
+        const float *si = s + (size_t)i * (size_t)rep * (size_t)lds; // (rep, lds)
+        for (int c = 0; c < cols; c++) {
+            float acc = 0.0f;
+            for (int j = 0; j < rep; j++) acc += si[(size_t)j * (size_t)lds + (size_t)c];
+            di[c] = acc;
+        }
+    }
+}
+
 void ae_cpu_fill(const ae_backend *be, ae_ptr dst, size_t n, float value) {
     (void)be;
     if (dst.dtype == AE_DT_I32) {

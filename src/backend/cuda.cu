@@ -471,6 +471,7 @@ extern "C" ae_status ae_backend_cuda_open(int dev, const ae_backend **out) {
     be->sync = ae_cuda_sync;
     be->copy_rows = ae_cuda_copy_rows;
     be->copy_rows_rep = ae_cuda_copy_rows_rep;
+    be->sum_rows_rep = ae_cuda_sum_rows_rep;
     be->fill = ae_cuda_fill;
     be->fill_normal = ae_cuda_fill_normal;
     be->mem_info = ae_cuda_mem_info;

@@ -163,8 +163,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
     auto k_addr = [&](int stage) { return base + QK_BYTES + (uint32_t)stage * STAGE_BYTES; };
 
     const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
-    const int kvh = blockIdx.y;
-    const int tile = gridDim.x - 1 - blockIdx.x; // longest (latest) row tiles first
+    const int kvh = wg_block_head(p.Hkv), tile = wg_block_tile(p.Hkv); // longest tiles first
     const int G = p.G, nrows = p.T * G, R0 = tile * WG_ROWS;
     int kb, ntiles;
     wg_rows w = wg_rows_init(p, R0, wg, warp, lane, &kb, &ntiles);
@@ -404,8 +403,8 @@ static int wgmma_launch(const ae_backend *be, const attn_params *p0, float *lse2
     attn_params p = *p0;
     p.splits = 1;
     const int tiles = (p.T * p.G + WG_ROWS - 1) / WG_ROWS;
-    dim3 grid((unsigned)tiles, (unsigned)p.Hkv);
-    k_attn_wgmma<DK, PIPE, ADDR><<<grid, WG_THREADS, smem, stream_of(be)>>>(p, lse2);
+    k_attn_wgmma<DK, PIPE, ADDR>
+        <<<wg_grid_blocks(tiles, p.Hkv), WG_THREADS, smem, stream_of(be)>>>(p, lse2);
     cuda_check(be, cudaGetLastError(), "attention (wgmma kernel)");
     return 1;
 }

@@ -20,11 +20,25 @@
 // A 128 x dk tile (Q or K): dk / 64 halves.
 #define WG_QK_BYTES(dk) (128 * (dk) * 2)
 
+// Kernel F's grid (both forms): one dimension of tiles · Hkv blocks. Block i takes row tile
+// tiles − 1 − i / Hkv of kv head i % Hkv (wg_block_head, wg_block_tile), so the GPU, which
+// starts blocks in index order, starts the longest (latest) row tiles of every head before any
+// shorter one: longest-processing-time order over the whole grid. (Head by head, each head's
+// short tiles started before the next head's long ones, and where a head has fewer row tiles
+// than the GPU has SMs — Qwen3-1.7B's heads and MLA students at 4K — the last long tiles ran
+// alone at the end.)
+static inline unsigned wg_grid_blocks(int tiles, int Hkv) { return (unsigned)tiles * (unsigned)Hkv; }
+
 #ifdef AE_WGMMA_DEVICE
 // Byte offset of 16-byte chunk `chunk` (columns 8·chunk ..; half chunk / 8) of row r in a
 // swizzled tile.
 __device__ __forceinline__ uint32_t wg_tile_off(int r, int chunk) {
     return (uint32_t)((chunk >> 3) * WG_HALF_BYTES + r * 128 + (((chunk & 7) ^ (r & 7)) << 4));
+}
+
+__device__ __forceinline__ int wg_block_head(int Hkv) { return (int)(blockIdx.x % (unsigned)Hkv); }
+__device__ __forceinline__ int wg_block_tile(int Hkv) {
+    return (int)(gridDim.x / (unsigned)Hkv - 1 - blockIdx.x / (unsigned)Hkv);
 }
 
 // ---- the pieces of one key tile (a warpgroup's 64 rows) ---------------------------------------

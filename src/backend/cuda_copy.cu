@@ -1,4 +1,5 @@
-// CUDA memory ops: strided row copy (with F32 <-> BF16 conversion), fill, embedding gather.
+// CUDA memory ops: strided row copy (with F32 <-> BF16 conversion), its adjoint sum_rows_rep,
+// fill, embedding gather.
 //
 // copy_rows, copy_rows_rep and embed share one kernel shape (k_rows): a block of 256 threads
 // covers `rpb` rows with `tpr` threads per row (tpr: the power of two >= the row's chunk count, at
@@ -52,6 +53,29 @@ template <int V, typename TD, typename TS> struct CopyConvert {
         ldv<V>(src + sr * lds + (int64_t)c * V, v);
         for (int j = 0; j < rep; j++)
             stv<V>(dst + ((int64_t)r * rep + j) * ldd + (int64_t)c * V, v);
+    }
+};
+
+// sum_rows_rep: chunk c of dst row r = the sum of chunk c of src rows r·rep .. r·rep + rep − 1,
+// in fp32 in that order (the cpu's order: the same sums of the same values); V values per chunk.
+template <int V, typename TD, typename TS> struct SumRep {
+    TD *dst;
+    int64_t ldd;
+    const TS *src;
+    int64_t lds;
+    int rep;
+    __device__ void operator()(size_t r, int c) const {
+        float acc[V];
+#pragma unroll
+        for (int k = 0; k < V; k++) acc[k] = 0.0f;
+        const TS *s = src + (int64_t)r * rep * lds + (int64_t)c * V;
+        for (int j = 0; j < rep; j++) {
+            float v[V];
+            ldv<V>(s + (int64_t)j * lds, v);
+#pragma unroll
+            for (int k = 0; k < V; k++) acc[k] += v[k];
+        }
+        stv<V>(dst + (int64_t)r * ldd + (int64_t)c * V, acc);
     }
 };
 
@@ -122,6 +146,21 @@ void copy_block(const ae_backend *be, void *dst, ae_dtype dt_d, int64_t ldd, con
     }
 }
 
+// sum_rows_rep for dst dtype TD and src dtype TS: 4 values per chunk when every access stays
+// aligned, else 1.
+template <typename TD, typename TS>
+void launch_sum_rep(const ae_backend *be, void *dst, int64_t ldd, const void *src, int64_t lds,
+                    int rows, int rep, int cols) {
+    const int v4 = cols % 4 == 0 && ldd % 4 == 0 && lds % 4 == 0 &&
+                   (uintptr_t)dst % (4 * sizeof(TD)) == 0 && (uintptr_t)src % (4 * sizeof(TS)) == 0;
+    if (v4)
+        launch_rows(be, SumRep<4, TD, TS>{(TD *)dst, ldd, (const TS *)src, lds, rep}, (size_t)rows,
+                    cols / 4, "sum_rows_rep");
+    else
+        launch_rows(be, SumRep<1, TD, TS>{(TD *)dst, ldd, (const TS *)src, lds, rep}, (size_t)rows,
+                    cols, "sum_rows_rep");
+}
+
 // ---- fill ---------------------------------------------------------------------------------------
 
 // p[0, n) = v: 16-byte stores of `pat` (v repeated) over the aligned body p[head, head + nvec·per),
@@ -188,6 +227,19 @@ void ae_cuda_copy_rows_rep(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr
     if (rows <= 0 || rep <= 0 || cols <= 0) return;
     copy_block(be, dst.data, dst.dtype, ldd, src.data, src.dtype, lds, NULL, (size_t)rows, rep,
                cols, "copy_rows_rep");
+}
+
+void ae_cuda_sum_rows_rep(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src, int64_t lds,
+                          int rows, int rep, int cols) {
+    if (cuda_failed(be)) return;
+    cuda_need(dst, AE_M_FLOAT, "sum_rows_rep", "dst");
+    cuda_need(src, AE_M_FLOAT, "sum_rows_rep", "src");
+    if (rows <= 0 || rep <= 0 || cols <= 0) return;
+    const int db = dst.dtype == AE_DT_BF16, sb = src.dtype == AE_DT_BF16;
+    if (db && sb) launch_sum_rep<bf16, bf16>(be, dst.data, ldd, src.data, lds, rows, rep, cols);
+    else if (db) launch_sum_rep<bf16, float>(be, dst.data, ldd, src.data, lds, rows, rep, cols);
+    else if (sb) launch_sum_rep<float, bf16>(be, dst.data, ldd, src.data, lds, rows, rep, cols);
+    else launch_sum_rep<float, float>(be, dst.data, ldd, src.data, lds, rows, rep, cols);
 }
 
 void ae_cuda_fill(const ae_backend *be, ae_ptr dst, size_t n, float value) {

@@ -155,6 +155,8 @@ void ae_cuda_copy_rows(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src
                        int rows, int cols);
 void ae_cuda_copy_rows_rep(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src,
                            int64_t lds, int rows, int rep, int cols);
+void ae_cuda_sum_rows_rep(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src, int64_t lds,
+                          int rows, int rep, int cols);
 void ae_cuda_fill(const ae_backend *be, ae_ptr dst, size_t n, float value);
 void ae_cuda_embed(const ae_backend *be, ae_ptr y, ae_ptr table, ae_ptr ids, int T, int D);
 // cuda_gemm.cu

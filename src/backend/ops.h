@@ -271,6 +271,12 @@ struct ae_backend {
     // dst = K + dn, ldd = dn + dr, rep = H) where copy_rows would take one call per head.
     void (*copy_rows_rep)(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src, int64_t lds,
                           int rows, int rep, int cols);
+    // The adjoint of copy_rows_rep: row i of dst (cols values at dst + i·ldd) = the sum of src
+    // rows i·rep .. i·rep + rep − 1 (at src + (i·rep + j)·lds), added in fp32 in the order
+    // j = 0, 1, .. and written over dst in its dtype. Float dtypes (cpu: F32); dst and src must not
+    // overlap. MLA's backward sums the H heads' rope-key gradients into the shared key's this way.
+    void (*sum_rows_rep)(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src, int64_t lds,
+                         int rows, int rep, int cols);
     // dst[i] = value for i < n (float or I32 dst).
     void (*fill)(const ae_backend *be, ae_ptr dst, size_t n, float value);
     // dst[i] = std · z_i, z_i ~ N(0, 1) drawn from (seed, i) alone by a counter-based generator

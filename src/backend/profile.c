@@ -9,7 +9,8 @@
 
 // Counter ids: one per op slot, then the classes that split gemm and attention.
 #define PROF_OPS(X)                                                                            \
-    X(alloc) X(free) X(upload) X(download) X(sync) X(copy_rows) X(copy_rows_rep) X(fill) X(fill_normal) \
+    X(alloc) X(free) X(upload) X(download) X(sync) X(copy_rows) X(copy_rows_rep) X(sum_rows_rep)       \
+    X(fill) X(fill_normal)                                                                     \
     X(mem_info) X(gemm) X(matmul_group) X(gate_up_silu) X(rmsnorm) X(add_rmsnorm) X(rope)        \
     X(qk_norm_rope)                                                                            \
     X(attention) X(gate_mul) X(silu_mul) X(add) X(embed) X(moe_route) X(moe_ffn)               \
@@ -111,6 +112,10 @@ static void p_copy_rows(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr sr
 static void p_copy_rows_rep(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src,
                             int64_t lds, int rows, int rep, int cols) {
     PROF_VOID(P_copy_rows_rep, -1, in->copy_rows_rep(in, dst, ldd, src, lds, rows, rep, cols));
+}
+static void p_sum_rows_rep(const ae_backend *be, ae_ptr dst, int64_t ldd, ae_ptr src,
+                           int64_t lds, int rows, int rep, int cols) {
+    PROF_VOID(P_sum_rows_rep, -1, in->sum_rows_rep(in, dst, ldd, src, lds, rows, rep, cols));
 }
 static void p_fill(const ae_backend *be, ae_ptr dst, size_t n, float value) {
     PROF_VOID(P_fill, -1, in->fill(in, dst, n, value));

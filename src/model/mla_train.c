@@ -161,7 +161,6 @@ ae_status ae_mla_backward(const ae_backend *be, const ae_mla *m, const ae_mla_ac
     ae_ptr dkva = ae_scratch_alloc(&s, Mz * Cd, at);      // (M, R+dr) d[c | kr]
     ae_ptr dqa = ae_scratch_alloc(&s, Mz * qlz, at);      // (M, q_lora) d(qa_n)
     ae_ptr dqr = ae_scratch_alloc(&s, Mz * qlz, at);      // (M, q_lora) d(qa_raw)
-    ae_ptr ones = ae_scratch_alloc(&s, (size_t)H, at);    // (H) 1s: sums over heads as products
     if (s.failed) {
         ae_scratch_free(&s);
         return AE_ERR_NOMEM;
@@ -171,7 +170,6 @@ ae_status ae_mla_backward(const ae_backend *be, const ae_mla *m, const ae_mla_ac
     ae_ptr acc[] = {dcr, dqr};
     size_t accn[] = {Mz * R, Mz * qlz};
     for (size_t i = 0; i < sizeof acc / sizeof *acc; i++) be->fill(be, acc[i], accn[i], 0.0f);
-    be->fill(be, ones, (size_t)H, 1.0f);
     // o_proj
     matmul_bwd_first(be, datt, grad->wo, dy, a->att, m->wo, M, H * dv, D);
     // attention, one sequence at a time, from the forward's saved output and log-sum-exp
@@ -185,11 +183,9 @@ ae_status ae_mla_backward(const ae_backend *be, const ae_mla *m, const ae_mla_ac
                           ae_ptr_at(a->q, qo), ae_ptr_at(a->k, qo), ae_ptr_at(a->v, vo));
     }
     // split dK / dV into per-head [dk_nope | dv]; the shared rope key's gradient is the sum over
-    // heads: per row, dkr (1, dr) += 1ᵀ (1, H) · dK_rope (H, dr)
+    // heads (the adjoint of the forward's copy_rows_rep): per row, dkr (dr) = Σ_h dK_rope (h, dr)
     mla_kv_join(be, d, M, dk, dvv, dkvb);
-    ae_gemm_args gs = {.M = 1, .N = dr, .K = H, .batch = M, .lda = H, .sa = 0, .ldb = dq,
-                       .sb = (int64_t)H * dq, .ldy = dr, .sy = Cd, .alpha = 1.0f, .beta = 0.0f};
-    be->gemm(be, &gs, ae_ptr_at(dkva, (size_t)R), ones, ae_ptr_at(dk, (size_t)dn));
+    be->sum_rows_rep(be, ae_ptr_at(dkva, (size_t)R), Cd, ae_ptr_at(dk, (size_t)dn), dq, M, H, dr);
     be->rope_bwd(be, ae_ptr_at(dkva, (size_t)R), a->pos, M, 1, Cd, dr, d->rope_theta, AE_ROPE_INTERLEAVED);
     be->rope_bwd(be, ae_ptr_at(dq_, (size_t)dn), a->pos, M, H, dq, dr, d->rope_theta, AE_ROPE_INTERLEAVED);
     // kv_b_proj, kv_a_layernorm, kv_a_proj_with_mqa

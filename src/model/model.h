@@ -109,7 +109,7 @@ ae_status ae_layer_ffn_forward(const ae_model *m, const ae_layer *L, ae_ptr y, a
                                ae_ptr g, ae_ptr u);
 // h += FFN_L(x) for the residual stream h (T, D) F32: a dense layer's down projection adds into
 // h in its epilogue (ae_matmul_add); a MoE layer's output goes through y (T, D) act scratch and
-// an add.
+// an add (y is not read for a dense layer: it may be null there).
 ae_status ae_layer_ffn_forward_add(const ae_model *m, const ae_layer *L, ae_ptr h, ae_ptr x,
                                    int T, ae_ptr g, ae_ptr u, ae_ptr y);
 

@@ -438,7 +438,9 @@ typedef struct {
     ae_ptr xn[AE_S1_AHEAD_MAX + 1]; // (N, D) act  RMSNorm(h; input_layernorm) of layer l, every
                                     //             module's input: xn[l % (A + 1)]
     ae_ptr yt[AE_S1_AHEAD_MAX + 1]; // (N, D) act  its attention output of layer l: yt[l % (A + 1)]
-    ae_ptr z, f;     // (N, D) act  the post-attention norm of its stream, FFN output
+    ae_ptr z;        // (N, D) act  the post-attention norm of its stream
+    ae_ptr f;        // (N, D) act  a MoE layer's FFN output before its add (null for dense
+                     //             teachers: their down projections add into the stream)
     ae_ptr g, u;     // (N, I) act  its dense FFN scratch
     ae_scratch smem; // the student's:
     ae_ptr ys, dy;   // (N, D) act  the student's attention output, ∂loss/∂ys
@@ -461,7 +463,7 @@ static ae_status s1_bufs_init(s1_bufs *w, const ae_backend *tb, const ae_backend
         w->yt[i] = ae_scratch_alloc(s, nd, at);
     }
     w->z = ae_scratch_alloc(s, nd, at);
-    w->f = ae_scratch_alloc(s, nd, at);
+    w->f = c->num_experts > 0 ? ae_scratch_alloc(s, nd, at) : ae_ptr_null();
     w->g = ae_scratch_alloc(s, (size_t)N * (I ? I : 1), at);
     w->u = ae_scratch_alloc(s, (size_t)N * (I ? I : 1), at);
     ae_scratch_init(&w->smem, be);
