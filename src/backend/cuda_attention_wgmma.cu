@@ -163,7 +163,8 @@ __global__ void __launch_bounds__(WG_THREADS, 1) k_attn_wgmma(const attn_params 
     auto k_addr = [&](int stage) { return base + QK_BYTES + (uint32_t)stage * STAGE_BYTES; };
 
     const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
-    const int kvh = wg_block_head(p.Hkv), tile = wg_block_tile(p.Hkv); // longest tiles first
+    int kvh, tile;
+    wg_block_of(p.Hkv, &kvh, &tile);
     const int G = p.G, nrows = p.T * G, R0 = tile * WG_ROWS;
     int kb, ntiles;
     wg_rows w = wg_rows_init(p, R0, wg, warp, lane, &kb, &ntiles);
@@ -404,7 +405,7 @@ static int wgmma_launch(const ae_backend *be, const attn_params *p0, float *lse2
     p.splits = 1;
     const int tiles = (p.T * p.G + WG_ROWS - 1) / WG_ROWS;
     k_attn_wgmma<DK, PIPE, ADDR>
-        <<<wg_grid_blocks(tiles, p.Hkv), WG_THREADS, smem, stream_of(be)>>>(p, lse2);
+        <<<wg_grid(tiles, p.Hkv, cu(be)->sm_count), WG_THREADS, smem, stream_of(be)>>>(p, lse2);
     cuda_check(be, cudaGetLastError(), "attention (wgmma kernel)");
     return 1;
 }

@@ -20,14 +20,21 @@
 // A 128 x dk tile (Q or K): dk / 64 halves.
 #define WG_QK_BYTES(dk) (128 * (dk) * 2)
 
-// Kernel F's grid (both forms): one dimension of tiles · Hkv blocks. Block i takes row tile
-// tiles − 1 − i / Hkv of kv head i % Hkv (wg_block_head, wg_block_tile), so the GPU, which
-// starts blocks in index order, starts the longest (latest) row tiles of every head before any
-// shorter one: longest-processing-time order over the whole grid. (Head by head, each head's
-// short tiles started before the next head's long ones, and where a head has fewer row tiles
-// than the GPU has SMs — Qwen3-1.7B's heads and MLA students at 4K — the last long tiles ran
-// alone at the end.)
-static inline unsigned wg_grid_blocks(int tiles, int Hkv) { return (unsigned)tiles * (unsigned)Hkv; }
+// Kernel F's grid (both forms; wg_block_of says which block computes what). The GPU starts
+// blocks in index order, and a block's work grows with its row tile under a causal mask.
+//   Head by head (tiles x Hkv), each head's tiles longest (latest) first: the blocks running
+//     together share their head's K and V in L2. Taken where a head has at least as many row
+//     tiles as the GPU has SMs: the heads' short tiles then end together.
+//   Longest first over all heads (one dimension, Hkv · tiles blocks, heads inner): block i takes
+//     row tile tiles − 1 − i / Hkv of kv head i % Hkv. Taken for fewer tiles a head, where head
+//     by head left the last heads' long tiles running alone at the end: bench_attn
+//     --fwd-kernels (H200, 2026-12-01) Qwen3-1.7B's heads at 4K 0.146 → 0.132 ms, its MLA
+//     student's 0.181 → 0.153, Qwen3-8B's MLA student's 0.310 → 0.303; the shapes with
+//     more tiles a head were 2–5% slower this way (Qwen3-8B at 4K 0.232 → 0.243 ms).
+static inline dim3 wg_grid(int tiles, int Hkv, int sms) {
+    if (tiles >= sms) return dim3((unsigned)tiles, (unsigned)Hkv);
+    return dim3((unsigned)tiles * (unsigned)Hkv);
+}
 
 #ifdef AE_WGMMA_DEVICE
 // Byte offset of 16-byte chunk `chunk` (columns 8·chunk ..; half chunk / 8) of row r in a
@@ -36,9 +43,15 @@ __device__ __forceinline__ uint32_t wg_tile_off(int r, int chunk) {
     return (uint32_t)((chunk >> 3) * WG_HALF_BYTES + r * 128 + (((chunk & 7) ^ (r & 7)) << 4));
 }
 
-__device__ __forceinline__ int wg_block_head(int Hkv) { return (int)(blockIdx.x % (unsigned)Hkv); }
-__device__ __forceinline__ int wg_block_tile(int Hkv) {
-    return (int)(gridDim.x / (unsigned)Hkv - 1 - blockIdx.x / (unsigned)Hkv);
+// This block's kv head and row tile in a grid of wg_grid (Hkv 1: the two orders are one).
+__device__ __forceinline__ void wg_block_of(int Hkv, int *kvh, int *tile) {
+    if (gridDim.y > 1 || Hkv == 1) {
+        *kvh = (int)blockIdx.y;
+        *tile = (int)(gridDim.x - 1 - blockIdx.x);
+    } else {
+        *kvh = (int)(blockIdx.x % (unsigned)Hkv);
+        *tile = (int)(gridDim.x / (unsigned)Hkv - 1 - blockIdx.x / (unsigned)Hkv);
+    }
 }
 
 // ---- the pieces of one key tile (a warpgroup's 64 rows) ---------------------------------------

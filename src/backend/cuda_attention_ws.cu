@@ -184,8 +184,9 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         fence_mbar_init();
     }
     __syncthreads();
-    const int kvh = wg_block_head(p.Hkv);
-    const int R0 = wg_block_tile(p.Hkv) * WG_ROWS; // longest (latest) row tiles first
+    int kvh, tile;
+    wg_block_of(p.Hkv, &kvh, &tile);
+    const int R0 = tile * WG_ROWS;
     // The warpgroup through a shuffle: warp-uniform for ptxas (else it serialises the wgmma).
     const int wgi = __shfl_sync(0xffffffffu, (int)threadIdx.x >> 7, 0);
     if (wgi == 0) {
@@ -223,8 +224,8 @@ static int ws_launch(const ae_backend *be, const attn_params *p, float *lse2) {
         !cuda_tmap_keys(&tv, p->v, keys, p->Hkv, WG_DV, p->v_stride, WG_BN))
         return 0;
     const int tiles = (p->T * p->G + WG_ROWS - 1) / WG_ROWS;
-    k_attn_ws<DK, S><<<wg_grid_blocks(tiles, p->Hkv), WS_THREADS, WS_SMEM(DK, S), stream_of(be)>>>(
-        *p, lse2, tk, tv);
+    k_attn_ws<DK, S><<<wg_grid(tiles, p->Hkv, cu(be)->sm_count), WS_THREADS, WS_SMEM(DK, S),
+                       stream_of(be)>>>(*p, lse2, tk, tv);
     cuda_check(be, cudaGetLastError(), "attention (warp-specialised wgmma kernel)");
     return 1;
 }
