@@ -23,16 +23,17 @@
 // Kernel F's grid (both forms; wg_block_of says which block computes what). The GPU starts
 // blocks in index order, and a block's work grows with its row tile under a causal mask.
 //   Head by head (tiles x Hkv), each head's tiles longest (latest) first: the blocks running
-//     together share their head's K and V in L2. Taken where a head has at least as many row
-//     tiles as the GPU has SMs: the heads' short tiles then end together.
+//     together share their head's K and V in L2. Taken where a head has more row tiles than
+//     half the GPU's SMs: the heads' short tiles then end together.
 //   Longest first over all heads (one dimension, Hkv · tiles blocks, heads inner): block i takes
 //     row tile tiles − 1 − i / Hkv of kv head i % Hkv. Taken for fewer tiles a head, where head
 //     by head left the last heads' long tiles running alone at the end: bench_attn
-//     --fwd-kernels (H200, 2026-12-01) Qwen3-1.7B's heads at 4K 0.146 → 0.132 ms, its MLA
-//     student's 0.181 → 0.153, Qwen3-8B's MLA student's 0.310 → 0.303; the shapes with
-//     more tiles a head were 2–5% slower this way (Qwen3-8B at 4K 0.232 → 0.243 ms).
+//     --fwd-kernels (H200, 132 SMs, 2026-12-01) Qwen3-1.7B's heads at 4K (64 tiles a head)
+//     0.146 → 0.129 ms, its MLA student's (32) 0.181 → 0.153, Qwen3-8B's MLA student's (32)
+//     0.310 → 0.300; with 128 tiles a head or more it was 0–7% slower (Qwen3-8B at 4K 0.232 →
+//     0.248 ms, at 32K 12.07 → 12.64).
 static inline dim3 wg_grid(int tiles, int Hkv, int sms) {
-    if (tiles >= sms) return dim3((unsigned)tiles, (unsigned)Hkv);
+    if (2 * tiles > sms) return dim3((unsigned)tiles, (unsigned)Hkv);
     return dim3((unsigned)tiles * (unsigned)Hkv);
 }
 
