@@ -30,8 +30,8 @@
 //     by head left the last heads' long tiles running alone at the end: bench_attn
 //     --fwd-kernels (H200, 132 SMs, 2026-12-01) Qwen3-1.7B's heads at 4K (64 tiles a head)
 //     0.146 → 0.129 ms, its MLA student's (32) 0.181 → 0.153, Qwen3-8B's MLA student's (32)
-//     0.310 → 0.300; with 128 tiles a head or more it was 0–7% slower (Qwen3-8B at 4K 0.232 →
-//     0.248 ms, at 32K 12.07 → 12.64).
+//     0.310 → 0.300. With 128 tiles a head or more it was level or slower (Qwen3-8B at 32K
+//     12.07 → 12.64 ms in one call; at 4K 0.232 → 0.243, within the spread between calls).
 static inline dim3 wg_grid(int tiles, int Hkv, int sms) {
     if (2 * tiles > sms) return dim3((unsigned)tiles, (unsigned)Hkv);
     return dim3((unsigned)tiles * (unsigned)Hkv);
