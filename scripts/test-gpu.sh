@@ -37,8 +37,15 @@ status=0
 # every GPU test program: the op tests (test_backend_ops: cuda against the cpu; test_ops,
 # test_grad_ops and test_train_ops: every backend against the double references, whose cuda
 # half runs here), and the test_cuda_* programs
-gpu_tests=(test_backend_ops test_ops test_grad_ops test_train_ops)
-for f in "$build"/test_cuda_*; do [ -x "$f" ] && gpu_tests+=("$(basename "$f")"); done
+# (the longest first, so that with AE_GPU_JOBS > 1 none of them starts late: their durations at
+# 8 at a time on an H200, 2026-12-01, 150-310 s; the rest in the order below)
+all=(test_backend_ops test_ops test_grad_ops test_train_ops)
+for f in "$build"/test_cuda_*; do [ -x "$f" ] && all+=("$(basename "$f")"); done
+slow=(test_cuda_moe_train test_cuda_moe_ffn test_cuda_model test_backend_ops test_cuda_train
+      test_cuda_paged test_cuda_eval)
+gpu_tests=()
+for t in "${slow[@]}"; do [[ " ${all[*]} " == *" $t "* ]] && gpu_tests+=("$t"); done
+for t in "${all[@]}"; do [[ " ${gpu_tests[*]} " != *" $t "* ]] && gpu_tests+=("$t"); done
 # one program: its output, then "== NAME: exit R (S s)"; returns R
 run_one() {
   local t=$1 start r

@@ -12,8 +12,8 @@
 // bf16 on the host first, so both backends compute on identical numbers; the backend is opened
 // with AE_CUDA_POISON=1 (new allocations NaN-filled: an output the op forgets to write shows up
 // as NaN). Every call is made twice on fresh outputs and the two results must be bit-identical
-// (no float atomics). Shapes include T = 1, K = 1, E = 1, odd D, and the Qwen3-30B-A3B layer at
-// 4096 tokens (E 128, K 8, D 2048).
+// (no float atomics). Shapes include T = 1, K = 1, E = 1, odd D, and the Qwen3-30B-A3B layer's
+// experts at 1024 tokens (E 128, K 8, D 2048).
 //
 // Tolerances (each check prints its measured error):
 //   EXACT        moe_plan: off, pos, tok equal the CPU's (both are the stable sort by expert).
@@ -476,9 +476,13 @@ static void test_expert_matmul(void **state) {
     run_expert_dw_bf16(&r, off, 6, 3, 65, 40);
     offsets_of(c2, 5, off);
     run_expert_dw_bf16(&r, off, 5, 0, 33, 37);
-    // Qwen3-30B-A3B: 4096 tokens routed to 8 of 128 experts; gate/up (N 768, Kd 2048, act) and
-    // down (N 2048, Kd 768, F32 as the training pass keeps o)
-    int T = 4096, K = 8, E = 128;
+    // Qwen3-30B-A3B's experts: 1024 tokens routed to 8 of 128 experts (about 64 slots an expert,
+    // some over two row tiles); gate/up (N 768, Kd 2048, act) and down (N 2048, Kd 768, F32 as
+    // the training pass keeps o). 1024, not a training step's 4096: the cpu reference's 14
+    // grouped products and the 800 MB weight-gradient compares made this program the GPU suite's
+    // longest (308 s of its 370 at 8 programs at a time, H200 2026-12-01); test_cuda_moe_ffn
+    // runs the forward at 4096.
+    int T = 1024, K = 8, E = 128;
     int32_t *idx = random_routing(&r, T, K, E), *pos = malloc(sizeof(int32_t) * (size_t)T * K);
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)T * K), *offb = malloc(sizeof(int32_t) * (E + 1));
     g_cpu->moe_plan(g_cpu, ae_host_i32(offb), ae_host_i32(pos), ae_host_i32(tok), ae_host_i32(idx),
