@@ -152,7 +152,8 @@ template <typename TD, typename TS>
 void launch_sum_rep(const ae_backend *be, void *dst, int64_t ldd, const void *src, int64_t lds,
                     int rows, int rep, int cols) {
     const int v4 = cols % 4 == 0 && ldd % 4 == 0 && lds % 4 == 0 &&
-                   (uintptr_t)dst % (4 * sizeof(TD)) == 0 && (uintptr_t)src % (4 * sizeof(TS)) == 0;
+                   (uintptr_t)dst % (4 * sizeof(TD)) == 0 &&
+                   (uintptr_t)src % (4 * sizeof(TS)) == 0;
     if (v4)
         launch_rows(be, SumRep<4, TD, TS>{(TD *)dst, ldd, (const TS *)src, lds, rep}, (size_t)rows,
                     cols / 4, "sum_rows_rep");

@@ -9,8 +9,8 @@
 
 // Counter ids: one per op slot, then the classes that split gemm and attention.
 #define PROF_OPS(X)                                                                            \
-    X(alloc) X(free) X(upload) X(download) X(sync) X(copy_rows) X(copy_rows_rep) X(sum_rows_rep)       \
-    X(fill) X(fill_normal)                                                                     \
+    X(alloc) X(free) X(upload) X(download) X(sync) X(copy_rows) X(copy_rows_rep)               \
+    X(sum_rows_rep) X(fill) X(fill_normal)                                                     \
     X(mem_info) X(gemm) X(matmul_group) X(gate_up_silu) X(rmsnorm) X(add_rmsnorm) X(rope)        \
     X(qk_norm_rope)                                                                            \
     X(attention) X(gate_mul) X(silu_mul) X(add) X(embed) X(moe_route) X(moe_ffn)               \

@@ -165,8 +165,9 @@ ae_status ae_mla_backward(const ae_backend *be, const ae_mla *m, const ae_mla_ac
         ae_scratch_free(&s);
         return AE_ERR_NOMEM;
     }
-    // the gradients that ops below add into start at zero (rmsnorm_bwd's dx); datt, dcn, dqa,
-    // dkva and dx are first written by overwriting products, dk and dv by attention_bwd (dkv_set)
+    // the gradients that ops below add into start at zero (rmsnorm_bwd's dx); datt, dcn, dqa and
+    // dx are first written by overwriting products, dkva by sum_rows_rep and a copy, dk and dv by
+    // attention_bwd (dkv_set)
     ae_ptr acc[] = {dcr, dqr};
     size_t accn[] = {Mz * R, Mz * qlz};
     for (size_t i = 0; i < sizeof acc / sizeof *acc; i++) be->fill(be, acc[i], accn[i], 0.0f);
