@@ -313,6 +313,7 @@ static void test_sum_rows_rep(void **state) {
         ae_scratch_init(&sc, be);
         float *R = fvec(ny, &r), *x0 = fconst(nx, 0.0f);
         ae_ptr pR = ae_tb_in(&sc, R, ny, be->act_dtype);
+        rep_ctx c = {rows, rep, cols, lx, ly, dvec(x0, nx), dvec(R, ny)};
         for (int dt = 0; dt < 2; dt++) {
             ae_dtype ddt = dt ? be->act_dtype : AE_DT_F32;
             ae_ptr pdx = ae_tb_new(&sc, nx, ddt, 7.0f);
@@ -324,13 +325,12 @@ static void test_sum_rows_rep(void **state) {
                     fail_msg("sum_rows_rep on %s: padding dx[%zu] = %g", be->name, i, dx[i]);
                 dx[i] = 0.0f; // the loss does not read the padding: its gradient there is 0
             }
-            rep_ctx c = {rows, rep, cols, lx, ly, dvec(x0, nx), dvec(R, ny)};
             ae_tb_tol tol = dt ? (ae_tb_tol){1e-3, 1e-2} : TOL_GRAD; // dx rounded to bf16 on cuda
             check_fd_on(be, dt ? "sum_rows_rep dx (act dtype)" : "sum_rows_rep dx", rep_loss, &c,
                         c.x, nx, dx, &r, tol);
-            free(dx), free(c.x), free(c.R);
+            free(dx);
         }
-        free(R), free(x0);
+        free(R), free(x0), free(c.x), free(c.R);
         ae_scratch_free(&sc);
     }
 }
