@@ -56,14 +56,36 @@ static void test_codes(void **state) {
     assert_int_equal(ae_q8_encode_v(&c, 0.0f, 1.0f), 0);
 }
 
-// The encoders' guessed search (ae_q8_nearest_guess) against the binary search that defines the
-// index (ae_q8_nearest): the 256 floats on either side of every midpoint and every code value
-// (where the answer or the guess changes), a sweep of float bit patterns from 0 to 1.5, and NaN,
-// ±0, Inf, values above the largest code. (Every float in [0, 1] of both codes agreed when the
-// guess was written: 2^31 comparisons, too slow for a unit test.)
+// The encoders' guessed search (ae_q8_nearest_guess) against the index it must find, the number
+// of midpoints <= u (ae_q8_nearest, a binary search, defines it):
+//   - every float u in [0, 1.5] of both codes (2^31 values; the encoders' u is at most 1 up to
+//     rounding), in increasing order, against a running count of the midpoints passed (the
+//     same number, one step a value instead of a search; the count itself checked against
+//     ae_q8_nearest at every 9973rd value);
+//   - the 256 floats on either side of every midpoint and every code value against
+//     ae_q8_nearest (where the answer or the guess changes);
+//   - NaN, ±0, Inf, values above the largest code.
 static void check_guess(const float *mid, int n_mid, int mbits, float u) {
     int want = ae_q8_nearest(mid, n_mid, u), got = ae_q8_nearest_guess(mid, n_mid, mbits, u);
     if (want != got) fail_msg("nearest code of %a (mbits %d): guessed %d, binary search %d", u, mbits, got, want);
+}
+
+// Every float of [0, 1.5] in increasing bit order (= increasing value), the guess against the
+// running count; returns the values checked.
+static size_t sweep_all(const float *mid, int n_mid, int mbits) {
+    int count = 0; // midpoints <= u
+    size_t n = 0;
+    for (uint32_t b = 0; b <= 0x3fc00000u; b++, n++) {
+        float u;
+        memcpy(&u, &b, sizeof u);
+        while (count < n_mid && mid[count] <= u) count++;
+        if (b % 9973 == 0 && ae_q8_nearest(mid, n_mid, u) != count)
+            fail_msg("running count %d != binary search %d at %a", count, ae_q8_nearest(mid, n_mid, u), u);
+        if (ae_q8_nearest_guess(mid, n_mid, mbits, u) != count)
+            fail_msg("nearest code of %a (mbits %d): guessed %d, want %d", u, mbits,
+                     ae_q8_nearest_guess(mid, n_mid, mbits, u), count);
+    }
+    return n;
 }
 
 static void test_nearest_guess(void **state) {
@@ -87,17 +109,13 @@ static void test_nearest_guess(void **state) {
                 }
             }
         }
-        for (uint32_t b = 0; b <= 0x3fc00000u; b += 9973) {
-            float u;
-            memcpy(&u, &b, sizeof u);
-            check_guess(mids[t], n_mid[t], mbits[t], u);
-            checked++;
-        }
+        checked += sweep_all(mids[t], n_mid[t], mbits[t]);
         const float special[] = {NAN, 0.0f, -0.0f, INFINITY, 1.0f, 1.5f, 3.0f, 1e30f, 1e-45f};
         for (size_t i = 0; i < sizeof special / sizeof *special; i++)
             check_guess(mids[t], n_mid[t], mbits[t], special[i]);
     }
-    printf("  guessed nearest code == binary search at %zu points of both codes\n", checked);
+    printf("  guessed nearest code == midpoints <= u at %zu points of both codes (every float in "
+           "[0, 1.5] among them)\n", checked);
 }
 
 // Round trip x -> code -> x' for values from 1 down to 1e-8 of the block's absmax: m within

@@ -91,21 +91,24 @@ AE_Q8_HD int ae_q8_nearest(const float *mid, int n_mid, float u) {
 #define AE_Q8_TOP(mbits) ((float)(((2 << (mbits)) - 1) << 14))
 
 // ae_q8_nearest's index (the number of midpoints <= u), found from a guess instead of a binary
-// search: the code whose magnitude u·top truncates to, read off the float bits of u·top (below
-// 2^(mbits+1) the magnitudes are the integers 0, 1, ...; above, exponent e and mantissa f give
-// index (e − mbits + 1)·2^mbits + f), then up to two steps up past midpoints <= u and one step
-// down past one > u. The nearest code is the truncated one or the next, and the product's
-// rounding (2^-24 relative, far below a code step) moves the truncation by at most one either
-// way, so those steps always reach mid[k − 1] <= u < mid[k] (checked against ae_q8_nearest for
-// every float in [0, 1] of both codes when this was written, and near every midpoint and code
-// value by test_optim8). No loops: the same instructions for every value on the GPU.
-// NaN gives 0, as ae_q8_nearest; u above the last midpoint gives n_mid.
+// search: k, the code whose magnitude u·top truncates to, read off the float bits of u·top
+// (below 2^(mbits+1) the magnitudes are the integers 0, 1, ...; above, exponent e and mantissa
+// f give index (e − mbits + 1)·2^mbits + f), then the answer is k + (mid[k] <= u): one
+// comparison. Why one is enough: between code k's value and the next code's lies exactly one
+// midpoint, mid[k], so for the exact truncation k the answer is k or k + 1. The product's
+// rounding (2^-24 relative) can move the truncation by one only where u·top is that close to a
+// code's magnitude, i.e. u next to a code value, half a code step (>= 2^-5 relative) from any
+// midpoint, and there the one comparison still lands on that code: truncated one below, mid[k]
+// (the midpoint under the code) is <= u and adds one; truncated onto it, mid[k] (above) is not.
+// test_optim8 checks it for every float in [0, 1.5] of both codes (2^31 values; the encoders'
+// u is at most 1 up to rounding) and near every midpoint and code value. No loops: the same
+// instructions for every value on the GPU.
+// NaN gives 0, as ae_q8_nearest; u·top at or above the last code's magnitude gives n_mid.
 AE_Q8_HD int ae_q8_nearest_guess(const float *mid, int n_mid, int mbits, float u) {
     const float x = u * AE_Q8_TOP(mbits);
+    if (!(x < AE_Q8_TOP(mbits))) return u != u ? 0 : n_mid; // NaN compares false
     int k;
-    if (!(x < AE_Q8_TOP(mbits))) {
-        k = n_mid;
-    } else if (x < (float)(2 << mbits)) {
+    if (x < (float)(2 << mbits)) {
         k = (int)x;
     } else {
         union {
@@ -115,9 +118,7 @@ AE_Q8_HD int ae_q8_nearest_guess(const float *mid, int n_mid, int mbits, float u
         const int e = (int)(b.u >> 23) - 127 - mbits + 1, f = (int)(b.u >> (23 - mbits)) & ((1 << mbits) - 1);
         k = (e << mbits) + f;
     }
-    for (int i = 0; i < 2; i++) k += k < n_mid && mid[k < n_mid ? k : n_mid - 1] <= u;
-    k -= k > 0 && !(mid[k > 0 ? k - 1 : 0] <= u);
-    return u != u ? 0 : k;
+    return k + (mid[k] <= u); // k <= n_mid − 1 here: x is below the last code's magnitude
 }
 
 // The encoders' scale of a block whose absmax is amax: 1/amax rounded once (0 for amax 0 or

@@ -46,7 +46,7 @@ __device__ __forceinline__ uint32_t wg_tile_off(int r, int chunk) {
 
 // This block's kv head and row tile in a grid of wg_grid (Hkv 1: the two orders are one).
 __device__ __forceinline__ void wg_block_of(int Hkv, int *kvh, int *tile) {
-    if (gridDim.y > 1 || Hkv == 1) {
+    if (gridDim.y > 1) {
         *kvh = (int)blockIdx.y;
         *tile = (int)(gridDim.x - 1 - blockIdx.x);
     } else {

@@ -396,37 +396,39 @@ __device__ __forceinline__ void st8(T *p, const float (&v)[8], int len) {
             if (e < len) stf(p + e, v[e]);
     }
 }
-// The same for code bytes (VEC: one 8-byte access, p 8-byte aligned)
+// The same for code bytes, packed four to a word (byte e of the 8 in word e / 4, bits 8·(e % 4)
+// up; bytes past len 0). VEC: one 8-byte access, p 8-byte aligned.
 template <bool VEC>
-__device__ __forceinline__ void ld8_codes(const uint8_t *p, uint8_t (&c)[8], int len) {
+__device__ __forceinline__ void ld8_codes(const uint8_t *p, uint32_t (&c)[2], int len) {
     if constexpr (VEC) {
         const uint2 q = *reinterpret_cast<const uint2 *>(p);
-#pragma unroll
-        for (int e = 0; e < 4; e++) c[e] = (uint8_t)(q.x >> 8 * e), c[4 + e] = (uint8_t)(q.y >> 8 * e);
+        c[0] = q.x, c[1] = q.y;
     } else {
+        c[0] = c[1] = 0;
 #pragma unroll
-        for (int e = 0; e < 8; e++) c[e] = e < len ? p[e] : 0;
+        for (int e = 0; e < 8; e++)
+            if (e < len) c[e >> 2] |= (uint32_t)p[e] << 8 * (e & 3);
     }
 }
 template <bool VEC>
-__device__ __forceinline__ void st8_codes(uint8_t *p, const uint8_t (&c)[8], int len) {
+__device__ __forceinline__ void st8_codes(uint8_t *p, const uint32_t (&c)[2], int len) {
     if constexpr (VEC) {
-        uint2 q = make_uint2(0, 0);
-#pragma unroll
-        for (int e = 0; e < 4; e++) q.x |= (uint32_t)c[e] << 8 * e, q.y |= (uint32_t)c[4 + e] << 8 * e;
-        *reinterpret_cast<uint2 *>(p) = q;
+        *reinterpret_cast<uint2 *>(p) = make_uint2(c[0], c[1]);
     } else {
 #pragma unroll
         for (int e = 0; e < 8; e++)
-            if (e < len) p[e] = c[e];
+            if (e < len) p[e] = (uint8_t)(c[e >> 2] >> 8 * (e & 3));
     }
+}
+__device__ __forceinline__ uint8_t code_at(const uint32_t (&c)[2], int e) {
+    return (uint8_t)(c[e >> 2] >> 8 * (e & 3));
 }
 
 // One lane's inputs of a quantisation block: its 8 values of w and g, their codes, and the
 // block's two absmax values.
 struct Adam8In {
     float w[8], g[8];
-    uint8_t mc[8], vc[8];
+    uint32_t mc[2], vc[2]; // codes, packed (ld8_codes)
     float m_amax, s_amax;
 };
 
@@ -444,10 +446,11 @@ __device__ __forceinline__ void adam8_load(Adam8In &in, const float *w, const ui
 }
 
 // Block b from its loaded inputs: ae_cpu_adamw8's operations on each value (decode, ae_q8_adam,
-// sqrt), the block's absmax of |m| and of sqrt(v) as warp reductions, then the codes and the
-// stores. The whole warp calls it with the same VEC (every lane's 8 values in the tensor, every
-// pointer aligned: vector accesses and no per-value guards). Returns 1 when a new w or v of the
-// lane is not finite.
+// sqrt), the new w stored, the block's absmax of |m| and of sqrt(v) as warp reductions, then the
+// codes and their stores. The whole warp calls it with the same VEC (every lane's 8 values in the
+// tensor, every pointer aligned: vector accesses and no per-value guards). Returns 1 when a new
+// w or v of the lane is not finite. (w goes out before the reductions and the codes stay packed:
+// fewer live registers, so that 4 blocks of 256 threads fit an SM.)
 template <bool VEC, typename TP>
 __device__ __forceinline__ int adam8_update(const ae_q8_step &k, const ae_q8_code &code, Adam8In &in,
                                             float *w, uint8_t *mq, float *ms, uint8_t *vq,
@@ -459,8 +462,8 @@ __device__ __forceinline__ int adam8_update(const ae_q8_step &k, const ae_q8_cod
     for (int e = 0; e < 8; e++) {
         mv[e] = sv[e] = 0.0f;
         if (!VEC && e >= len) continue;
-        const float md = ae_q8_decode_m(&code, in.mc[e], in.m_amax);
-        const float sd = ae_q8_decode_v(&code, in.vc[e], in.s_amax);
+        const float md = ae_q8_decode_m(&code, code_at(in.mc, e), in.m_amax);
+        const float sd = ae_q8_decode_v(&code, code_at(in.vc, e), in.s_amax);
         mv[e] = in.m_amax > 0.0f ? md : 0.0f;
         const float s0 = in.s_amax > 0.0f ? sd : 0.0f;
         float vj = __fmul_rn(s0, s0);
@@ -469,15 +472,16 @@ __device__ __forceinline__ int adam8_update(const ae_q8_step &k, const ae_q8_cod
         m_loc = fmaxf(m_loc, fabsf(mv[e]));
         s_loc = fmaxf(s_loc, sv[e]);
     }
-    const float m_max = warp_max(m_loc), s_max = warp_max(s_loc);
-    const float m_inv = ae_q8_inv(m_max), s_inv = ae_q8_inv(s_max);
-#pragma unroll
-    for (int e = 0; e < 8; e++) {
-        in.mc[e] = ae_q8_encode_m(&code, mv[e], m_inv);
-        in.vc[e] = ae_q8_encode_v(&code, sv[e], s_inv);
-    }
     st8<VEC>(w + j, in.w, len);
     if (p) st8<VEC>(p + j, in.w, len);
+    const float m_max = warp_max(m_loc), s_max = warp_max(s_loc);
+    const float m_inv = ae_q8_inv(m_max), s_inv = ae_q8_inv(s_max);
+    in.mc[0] = in.mc[1] = in.vc[0] = in.vc[1] = 0;
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        in.mc[e >> 2] |= (uint32_t)ae_q8_encode_m(&code, mv[e], m_inv) << 8 * (e & 3);
+        in.vc[e >> 2] |= (uint32_t)ae_q8_encode_v(&code, sv[e], s_inv) << 8 * (e & 3);
+    }
     st8_codes<VEC>(mq + j, in.mc, len);
     st8_codes<VEC>(vq + j, in.vc, len);
     if ((threadIdx.x & 31) == 0) ms[b] = m_max, vs[b] = s_max;
@@ -487,12 +491,16 @@ __device__ __forceinline__ int adam8_update(const ae_q8_step &k, const ae_q8_cod
 // One warp per quantisation block (grid-stride over the blocks), lane l on its values 8l .. 8l + 7
 // (adam8_load, adam8_update; no block barrier). The code tables arrive by value and are copied to
 // shared memory. w: (n) F32; g: (n) TG (F32 or BF16); mq, vq: (n) codes; ms, vs: (blocks) F32;
-// p: (n) TP or null. vec: w, g, p as vec_ok and mq, vq 8-byte aligned. (Loading a warp's next
-// block while it updates the current one was measured slower: 22.2 against 18.1 ms for the
-// Qwen3-8B MLA student's step, 96 registers against 66 and 2 blocks an SM against 3;
-// docs/BENCHMARKS.md, 2026-12-01.)
+// p: (n) TP or null. vec: w, g, p as vec_ok and mq, vq 8-byte aligned. The kernel is bound by
+// its instructions and their latency, not its bytes, so warps an SM count: 4 blocks of 256
+// (64 registers; with 3, 80 registers, the Qwen3-8B MLA student's step took 12.9 ms against
+// 11.5, and 15.6 before the one-comparison search and the packed codes). Also measured slower:
+// loading a warp's next block while it updates the current one (22.2 against 18.1 ms, 96
+// registers, 2 blocks an SM), and interleaved copies of the code tables in shared memory
+// against bank conflicts (more instructions, fewer blocks: 16.3 to 20.3 ms against 15.7);
+// docs/BENCHMARKS.md, 2026-12-01 and 12-02.
 template <typename TP, typename TG>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 4)
 k_adamw8(ae_q8_step k, ae_q8_code code_in, float *w, uint8_t *mq, float *ms, uint8_t *vq, float *vs,
          const TG *g, TP *p, int32_t *flag, size_t n, int vec) {
     __shared__ ae_q8_code code;
