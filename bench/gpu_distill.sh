@@ -30,6 +30,12 @@
 #                        else /tmp)
 #   AE_BENCH_LOGDIR      where the JSON lines and each run's stderr are kept (default: a new
 #                        folder under /tmp, printed)
+#   AE_BENCH_REPEAT=N    the default set N times, attnedit's rows then the peer's in each round
+#                        (run-to-run spread is 1-2% on both sides, so a ratio near a goal
+#                        needs more than one round); the table then gives each side's median
+#                        tok/s over the rounds, their ratio, and the per-round ratios' range
+#                        ("1.60 (1.58-1.62)"; a round's ratio = that round's attnedit / peer).
+#                        The optional rows (AE_BENCH_FULL) run once.
 # Default set: about 5-6 minutes on an H200 (most of it model set-up: the student's random init
 # on the host, the stage-end checkpoints, the peer's import and compile), not the timed steps.
 set -uo pipefail
@@ -77,13 +83,13 @@ ae_row() { # label config batch ctx target steps [optim: fp32 (default) | 8bit |
     2> "$logdir/ae-$tag.err" > "$logdir/ae-$tag.out"
   local rc=$?
   grep -v '^{' "$logdir/ae-$tag.out"
-  grep '^{' "$logdir/ae-$tag.out" >> "$logdir/ae.jsonl"
+  grep '^{' "$logdir/ae-$tag.out" | sed "s/^{/{\"round\": ${round:-1}, /" >> "$logdir/ae.jsonl"
   if [ $rc -ne 0 ]; then
     echo "bench_distill | $1 | $5 | $3 x $4 | exit $rc; last lines of $logdir/ae-$tag.err:"
     tail -n 3 "$logdir/ae-$tag.err" | sed 's/^/    /'
     if ! grep -q '^{' "$logdir/ae-$tag.out"; then # no row at all: record the failure
-      printf '{"bench":"bench_distill","shape":"%s","target":"%s","batch":%d,"ctx":%d,"optim_state":"%s","grad_dtype":"%s","stage":0,"status":"failed","error":"exit %d"}\n' \
-        "$1" "$5" "$3" "$4" "$state" "$grads" "$rc" >> "$logdir/ae.jsonl"
+      printf '{"round": %d, "bench":"bench_distill","shape":"%s","target":"%s","batch":%d,"ctx":%d,"optim_state":"%s","grad_dtype":"%s","stage":0,"status":"failed","error":"exit %d"}\n' \
+        "${round:-1}" "$1" "$5" "$3" "$4" "$state" "$grads" "$rc" >> "$logdir/ae.jsonl"
     fi
   fi
 }
@@ -101,7 +107,7 @@ peer_row() { # shape batch ctx targets steps
   timeout "${AE_BENCH_ROW_TIMEOUT:-420}" python3 "$peer" --shape "$1" --batch "$2" --ctx "$3" \
     --window 1024 --steps "$5" --targets "$4" > "$logdir/peer-$tag.out" 2> "$logdir/peer-$tag.err"
   local rc=$?
-  grep '^{' "$logdir/peer-$tag.out" | tee -a "$logdir/peer.jsonl" | sed 's/^/peer | /'
+  grep '^{' "$logdir/peer-$tag.out" | sed "s/^{/{\"round\": ${round:-1}, /" | tee -a "$logdir/peer.jsonl" | sed 's/^/peer | /'
   local why=""
   if [ $rc -ne 0 ]; then
     if grep -qE 'OutOfMemoryError|CUDA out of memory' "$logdir/peer-$tag.err"; then why=OOM
@@ -111,31 +117,37 @@ peer_row() { # shape batch ctx targets steps
   fi
   for t in ${4//,/ }; do
     if ! grep -q "\"target\": \"$t\"" "$logdir/peer-$tag.out"; then
-      printf '{"shape": "%s", "target": "%s", "batch": %d, "ctx": %d, "error": "%s"}\n' \
-        "$1" "$t" "$2" "$3" "${why:-no result}" >> "$logdir/peer.jsonl"
+      printf '{"round": %d, "shape": "%s", "target": "%s", "batch": %d, "ctx": %d, "error": "%s"}\n' \
+        "${round:-1}" "$1" "$t" "$2" "$3" "${why:-no result}" >> "$logdir/peer.jsonl"
     fi
   done
 }
 
 touch "$logdir/ae.jsonl" "$logdir/peer.jsonl"
+repeat=${AE_BENCH_REPEAT:-1}
+case "$repeat" in ''|*[!0-9]*|0) echo "gpu_distill.sh: AE_BENCH_REPEAT='$repeat' is not a positive whole number" >&2; exit 2 ;; esac
 if [ "$full" != only ]; then
-  for t in mla gateswa; do ae_row 1.7b qwen3-1.7b 2 4096 $t "$steps"; done
-  if [ "${AE_BENCH_KEEP:-1}" != 0 ]; then
-    for t in mla gateswa; do ae_row 1.7b qwen3-1.7b 2 4096 $t "$steps" fp32+keep; done
-  fi
-  for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps"; done
-  if [ "${AE_BENCH_OPTIM8:-1}" != 0 ]; then
-    for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps" 8bit; done
-    if [ "${AE_BENCH_BF16G:-1}" != 0 ]; then
-      for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps" 8bit+bf16g; done
-      if [ "${AE_BENCH_KEEP:-1}" != 0 ]; then
-        for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps" 8bit+bf16g+keep; done
+  for round in $(seq 1 "$repeat"); do
+    [ "$repeat" -gt 1 ] && echo "== round $round of $repeat"
+    for t in mla gateswa; do ae_row 1.7b qwen3-1.7b 2 4096 $t "$steps"; done
+    if [ "${AE_BENCH_KEEP:-1}" != 0 ]; then
+      for t in mla gateswa; do ae_row 1.7b qwen3-1.7b 2 4096 $t "$steps" fp32+keep; done
+    fi
+    for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps"; done
+    if [ "${AE_BENCH_OPTIM8:-1}" != 0 ]; then
+      for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps" 8bit; done
+      if [ "${AE_BENCH_BF16G:-1}" != 0 ]; then
+        for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps" 8bit+bf16g; done
+        if [ "${AE_BENCH_KEEP:-1}" != 0 ]; then
+          for t in mla gateswa; do ae_row 8b qwen3-8b 1 4096 $t "$steps" 8bit+bf16g+keep; done
+        fi
       fi
     fi
-  fi
-  peer_row 1.7b 2 4096 mla,gateswa "$steps"
-  peer_row 8b 1 4096 mla,gateswa "$steps"
+    peer_row 1.7b 2 4096 mla,gateswa "$steps"
+    peer_row 8b 1 4096 mla,gateswa "$steps"
+  done
 fi
+round=1
 if [ "$full" = 1 ] || [ "$full" = only ]; then
   for t in mla gateswa; do ae_row 8b qwen3-8b 1 32768 $t "$steps32"; done
   # one peer process per target: an OOM of one target does not hide the other
@@ -156,7 +168,6 @@ def rows(p):
     return out
 ae, peer = rows(sys.argv[1]), rows(sys.argv[2])
 gemm = next((r["gemm_tflops"] for r in ae if r.get("gemm_tflops")), 0)
-pk = {(p["shape"], p["batch"], p["ctx"], p["target"]): p for p in peer}
 print(f"\nbf16 GEMM peak: {gemm:.1f} TFLOP/s. ratio = attnedit / peer (tok/s: > 1 is faster; peak: < 1 is less memory).")
 print("MFU = model FLOPs per token (bench/bench_distill.c) x tok/s / GEMM peak, the same FLOPs for both sides.\n")
 print("optim = attnedit's AdamW moments (--optim-state), +bf16g: bf16 gradients (--grad-dtype bf16), "
@@ -166,41 +177,57 @@ def optim_of(r):
     o = r.get("optim_state", "fp32")
     o += "+bf16g" if r.get("grad_dtype", "fp32") == "bf16" else ""
     return o + "+keep" if r.get("stage2_acts") == "keep" else o
+from statistics import median
+partial = {(r["shape"], r["batch"], r["ctx"], r["target"], optim_of(r))
+           for r in ae if r.get("status") != "ok"}
+groups = {}  # (shape, batch, ctx, target, optim, stage) -> its rows, one a round (AE_BENCH_REPEAT)
+for r in ae:
+    groups.setdefault((r["shape"], r["batch"], r["ctx"], r["target"], optim_of(r), r.get("stage", 0)), []).append(r)
+pgroups = {}  # (shape, batch, ctx, target) -> the peer's rows, one a round
+for p in peer:
+    pgroups.setdefault((p["shape"], p["batch"], p["ctx"], p["target"]), []).append(p)
+rounds = len({r.get("round", 1) for r in ae} | {p.get("round", 1) for p in peer})
+if rounds > 1:
+    print(f"({rounds} rounds: each side's median tok/s over the rounds; ratio = median / median, "
+          "in brackets the range of the rounds' own ratios; peaks: the largest of the rounds)\n")
 print("| shape | B x T | target | optim | stage | attnedit tok/s | peer tok/s | ratio | attnedit MFU | peer MFU "
       "| attnedit peak GiB | peer peak GiB | peak ratio |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-partial = {(r["shape"], r["batch"], r["ctx"], r["target"], optim_of(r))
-           for r in ae if r.get("status") != "ok"}
 seen = set()
-for r in ae:
-    key = (r["shape"], r["batch"], r["ctx"], r["target"])
-    p = pk.get(key)
+for gk, rs in groups.items():
+    key, optim, st = gk[:4], gk[4], gk[5]
     seen.add(key)
-    st = r.get("stage", 0)
-    ok = r.get("status") == "ok"
-    a_tps = f"{r['tok_s']:,.0f}" if ok else r.get("status", "?") + ": " + r.get("error", "")[:160].replace("|", "/")
-    fpt = r.get("flops_per_token", 0)
-    if p is None: p_tps, p_val = "not run", None
-    elif "error" in p: p_tps, p_val = p["error"], None
-    else:
-        p_val = p.get(f"stage{st}_tok_s")
-        p_tps = f"{p_val:,.0f}" if p_val is not None else "?"
-    ratio = f"{r['tok_s'] / p_val:.2f}" if ok and p_val else "–"
-    a_mfu = f"{100 * r['mfu']:.1f}%" if ok and r.get("mfu") else "–"
+    oks = [r for r in rs if r.get("status") == "ok"]
+    ps = pgroups.get(key, [])
+    pvals = {p.get("round", 1): p[f"stage{st}_tok_s"] for p in ps
+             if "error" not in p and p.get(f"stage{st}_tok_s") is not None}
+    a_val = median(r["tok_s"] for r in oks) if oks else None
+    p_val = median(pvals.values()) if pvals else None
+    if oks: a_tps = f"{a_val:,.0f}"
+    else: a_tps = rs[0].get("status", "?") + ": " + rs[0].get("error", "")[:160].replace("|", "/")
+    if not ps: p_tps = "not run"
+    elif p_val is None: p_tps = next((p["error"] for p in ps if "error" in p), "?")
+    else: p_tps = f"{p_val:,.0f}"
+    ratio = f"{a_val / p_val:.2f}" if a_val and p_val else "–"
+    per = [r["tok_s"] / pvals[r.get("round", 1)] for r in oks if pvals.get(r.get("round", 1))]
+    if len(per) > 1: ratio += f" ({min(per):.2f}–{max(per):.2f})"
+    fpt = rs[0].get("flops_per_token", 0)
+    a_mfu = f"{100 * median(r['mfu'] for r in oks):.1f}%" if oks and all(r.get("mfu") for r in oks) else "–"
     p_mfu = f"{100 * fpt * p_val / (gemm * 1e12):.1f}%" if p_val and fpt and gemm else "–"
-    a_mem = r.get("peak_mem_gb")
-    p_mem = p.get("peak_mem_gb") if p and "error" not in p else None
+    a_mem = max((r["peak_mem_gb"] for r in rs if r.get("peak_mem_gb")), default=None)
+    p_mem = max((p["peak_mem_gb"] for p in ps if "error" not in p and p.get("peak_mem_gb")), default=None)
     mem_ratio = f"{a_mem / p_mem:.2f}" if a_mem and p_mem else "–"
-    optim = optim_of(r)
     star = "*" if key + (optim,) in partial else ""
-    print(f"| {r['shape']} | {r['batch']} x {r['ctx']} | {r['target']} | {optim} | {st or '?'} | {a_tps} | {p_tps} | {ratio} "
+    print(f"| {key[0]} | {key[1]} x {key[2]} | {key[3]} | {optim} | {st or '?'} | {a_tps} | {p_tps} | {ratio} "
           f"| {a_mfu} | {p_mfu} | {f'{a_mem:.1f}{star}' if a_mem else '–'} | {f'{p_mem:.1f}' if p_mem else '–'} | {mem_ratio} |")
 if partial:
     print("\n\\* attnedit's peak covers only the stage that ran (the peer's always covers both stages of a target).")
-for key, p in pk.items():  # peer rows without an attnedit row
+for key, ps in pgroups.items():  # peer rows without an attnedit row
     if key in seen: continue
     for st in (1, 2):
-        v = p.get(f"stage{st}_tok_s")
-        print(f"| {key[0]} | {key[1]} x {key[2]} | {key[3]} | – | {st} | not run | {f'{v:,.0f}' if v else p.get('error', '?')} "
-              f"| – | – | – | – | {p.get('peak_mem_gb', '–')} | – |")
+        vals = [p[f"stage{st}_tok_s"] for p in ps if p.get(f"stage{st}_tok_s")]
+        err = next((p["error"] for p in ps if "error" in p), "?")
+        mem = max((p["peak_mem_gb"] for p in ps if p.get("peak_mem_gb")), default="–")
+        print(f"| {key[0]} | {key[1]} x {key[2]} | {key[3]} | – | {st} | not run | {f'{median(vals):,.0f}' if vals else err} "
+              f"| – | – | – | – | {mem} | – |")
 EOF
