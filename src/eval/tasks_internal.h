@@ -7,18 +7,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/sbuf.h"
 #include "eval/tasks.h"
-
-// ---- growable string ----
-typedef struct {
-    char *s;
-    size_t len, cap;
-    int failed;
-} ae_sbuf;
-void ae_sbuf_add(ae_sbuf *b, const char *s, size_t n);
-void ae_sbuf_adds(ae_sbuf *b, const char *s);
-// The string (heap, caller frees) or NULL after an allocation failure (error set).
-char *ae_sbuf_take(ae_sbuf *b);
 
 // ---- Python str semantics (UTF-8 in, heap strings out) ----
 int ae_py_isspace(uint32_t cp);              // str.isspace() of one code point

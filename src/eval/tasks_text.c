@@ -11,37 +11,6 @@
 #include "core/mem.h"
 #include "eval/tasks_internal.h"
 
-void ae_sbuf_add(ae_sbuf *b, const char *s, size_t n) {
-    if (b->failed) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = ae_realloc(b->s, cap);
-        if (!p) {
-            b->failed = 1;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-void ae_sbuf_adds(ae_sbuf *b, const char *s) { ae_sbuf_add(b, s, strlen(s)); }
-
-char *ae_sbuf_take(ae_sbuf *b) {
-    if (b->failed) {
-        free(b->s);
-        memset(b, 0, sizeof *b);
-        return NULL;
-    }
-    char *s = b->s ? b->s : ae_strdup("");
-    memset(b, 0, sizeof *b);
-    return s;
-}
-
 char *ae_strfmt(const char *fmt, ...) {
     va_list ap, ap2;
     va_start(ap, fmt);
