@@ -9,13 +9,17 @@
 // Promises checked (serve/api.h): 0 with a request the engine can take (1 <= prompt ids, all in
 // the vocabulary, prompt + max_tokens within the context, sampling parameters in range, at most
 // AE_MAX_STOP non-empty stop strings), or -1 with a 4xx error whose JSON form parses; nothing
-// leaks either way.
+// leaks either way. Bit 4 of the first byte: the body is also taken as a model's reply to a
+// chat request with tools (serve/tools.h): the response and the final stream event parse as
+// JSON, tool calls come with finish_reason "tool_calls" and arguments that parse, and the
+// streamed text never passes the reply's end.
 #include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/mem.h"
 #include "fuzz_util.h"
 #include "serve/api.h"
 #include "tok/tokenizer.h"
@@ -27,6 +31,56 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)fz_dir();
     g_tok = fz_load_tokenizer();
     return 0;
+}
+
+// JSON text js (heap, freed) parsed, or a failed promise.
+static cJSON *parsed(char *js, const char *what) {
+    FZ_ASSERT(js, "%s: NULL", what);
+    cJSON *o = cJSON_Parse(js);
+    FZ_ASSERT(o, "%s does not parse: %s", what, js);
+    free(js);
+    return o;
+}
+
+static void check_choice(const cJSON *o, const char *msg_key) {
+    const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(o, "choices"), 0);
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(c, msg_key);
+    const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+    const cJSON *fin = cJSON_GetObjectItemCaseSensitive(c, "finish_reason");
+    FZ_ASSERT(cJSON_IsString(fin), "no finish_reason");
+    FZ_ASSERT(!calls == !!strcmp(fin->valuestring, "tool_calls"), "tool_calls vs finish_reason %s",
+              fin->valuestring);
+    for (const cJSON *t = calls ? calls->child : NULL; t; t = t->next) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t, "function"), "arguments");
+        FZ_ASSERT(cJSON_IsString(a), "a call without arguments");
+        if (strstr(a->valuestring, "Infinity")) continue; // Python's spelling of 1e400, not JSON
+        cJSON *v = cJSON_Parse(a->valuestring);
+        FZ_ASSERT(v, "arguments do not parse: %s", a->valuestring);
+        cJSON_Delete(v);
+    }
+}
+
+// data[0, n) as the reply of a chat request read for tool calls.
+static void check_reply(const ae_api_ctx *ctx, const uint8_t *data, size_t n) {
+    char *text = malloc(n + 1);
+    FZ_ASSERT(text, "out of memory");
+    memcpy(text, data, n);
+    text[n] = 0;
+    ae_api_request q = {.kind = AE_API_CHAT, .tools = 1, .parallel_tools = n & 1};
+    ae_req r = {.text = text, .text_len = strlen(text), .finish = AE_FINISH_STOP};
+    size_t partial = ae_api_stream_text_to(&q, &r, 0), whole = ae_api_stream_text_to(&q, &r, 1);
+    FZ_ASSERT(partial <= whole && whole <= r.text_len, "stream limits %zu, %zu of %zu", partial,
+              whole, r.text_len);
+    cJSON *o = parsed(ae_api_response_json(ctx, &q, &r, "chatcmpl-1", 1), "the response");
+    check_choice(o, "message");
+    cJSON_Delete(o);
+    char *ev = ae_api_stream_event(ctx, &q, &r, "chatcmpl-1", 1, partial, whole, 0, 0, 1, 1);
+    FZ_ASSERT(ev && !strncmp(ev, "data: ", 6), "stream event");
+    o = parsed(ae_strdup(ev + 6), "the stream event");
+    free(ev);
+    check_choice(o, "delta");
+    cJSON_Delete(o);
+    free(text);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -43,6 +97,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         .seed_counter = 7,
     };
     ae_api_kind kind = flags & 1 ? AE_API_CHAT : AE_API_COMPLETIONS;
+    if (flags & 16) check_reply(&ctx, data + 1, size - 1);
     // the body as the server gets it: a buffer of exactly its length (not NUL-terminated)
     size_t len = size - 1;
     char *body = malloc(len ? len : 1);

@@ -6,7 +6,7 @@
 //   - a soak of a few hundred requests (random lengths, streamed or not, random client
 //     disconnects) ends with every page back in the pool and the server healthy;
 //   - bad input gets an OpenAI-style JSON error with the right 4xx status and the server keeps
-//     serving; chat completions with the Qwen3 template;
+//     serving; chat completions with the Qwen3 template, with tools too (streamed = whole);
 //   - GET /metrics parses as Prometheus text and its engine step counters (phases, decode steps
 //     and tokens, rows) match the steps that greedy requests take; `attnedit bench serve`
 //     reports them per level (ms per step by phase, decode tok/s).
@@ -540,6 +540,49 @@ static void test_chat(void **st) {
     printf("chat: '%s'\n", text);
     free(st_text);
     free(text);
+    ae_http_resp_free(&r);
+    // with tools (and a tool round in the messages): the prompt grows by the tools block, and
+    // the reply (text: the micro model calls no tool) streams the same as it answers whole
+    const char *tbody = "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"},{\"role\":"
+                        "\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c0\",\"type\":\"function\","
+                        "\"function\":{\"name\":\"w\",\"arguments\":\"{}\"}}]},{\"role\":\"tool\","
+                        "\"tool_call_id\":\"c0\",\"content\":\"sunny\"}],\"tools\":[{\"type\":\"function\","
+                        "\"function\":{\"name\":\"w\",\"parameters\":{\"type\":\"object\"}}}],"
+                        "\"max_tokens\":10,\"temperature\":0%s}";
+    char tb[1024];
+    int prompt_tokens[2];
+    char *replies[2];
+    for (int stream = 0; stream <= 1; stream++) {
+        snprintf(tb, sizeof tb, tbody, stream ? ",\"stream\":true,\"stream_options\":{\"include_usage\":true}" : "");
+        assert_int_equal(ae_http_request("127.0.0.1", port, "POST", "/v1/chat/completions", tb,
+                                         strlen(tb), NULL, NULL, 60, &r), 0);
+        assert_int_equal(r.status, 200);
+        const char *u = strstr(r.body, "\"prompt_tokens\":");
+        assert_non_null(u);
+        prompt_tokens[stream] = atoi(u + 16);
+        if (stream) {
+            replies[1] = stream_text(r.body, &done, &fin);
+            assert_true(done && fin);
+        } else {
+            j = cJSON_Parse(r.body);
+            const cJSON *m = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "message");
+            assert_null(cJSON_GetObjectItem(m, "tool_calls"));
+            replies[0] = strdup(cJSON_GetObjectItem(m, "content")->valuestring);
+            cJSON_Delete(j);
+        }
+        ae_http_resp_free(&r);
+    }
+    assert_int_equal(prompt_tokens[0], prompt_tokens[1]);
+    assert_true(prompt_tokens[0] > 100); // the tools block's instructions alone are ~100 tokens
+    assert_string_equal(replies[0], replies[1]);
+    printf("chat with tools: %d prompt tokens, '%s'\n", prompt_tokens[0], replies[0]);
+    free(replies[0]);
+    free(replies[1]);
+    snprintf(tb, sizeof tb, tbody, ",\"tool_choice\":\"required\"");
+    assert_int_equal(ae_http_request("127.0.0.1", port, "POST", "/v1/chat/completions", tb,
+                                     strlen(tb), NULL, NULL, 60, &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "\"param\":\"tool_choice\""));
     ae_http_resp_free(&r);
     expect_error("POST", "/v1/chat/completions", "{\"messages\":[]}", 400); // on the other server
     ae_server_stop(s);

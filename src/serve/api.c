@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "core/mem.h"
+#include "serve/api_internal.h"
 
 void ae_api_error_set(ae_api_error *e, int status, const char *type, const char *param,
                       const char *fmt, ...) {
@@ -43,11 +44,6 @@ void ae_api_request_free(ae_api_request *r) {
     memset(r, 0, sizeof *r);
 }
 
-#define BAD(param, ...) \
-    do { \
-        ae_api_error_set(err, 400, "invalid_request_error", param, __VA_ARGS__); \
-        goto fail; \
-    } while (0)
 
 // An integer-valued JSON number in [lo, hi] into *out; 0 when absent or null, -1 when bad.
 static int get_int(const cJSON *o, const char *key, double lo, double hi, long long *out) {
@@ -69,7 +65,7 @@ static int get_num(const cJSON *o, const char *key, double lo, double hi, double
     return 1;
 }
 
-static int get_bool(const cJSON *o, const char *key, int *out) {
+int ae_api_get_bool(const cJSON *o, const char *key, int *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return 0;
     if (!cJSON_IsBool(v)) return -1;
@@ -84,7 +80,8 @@ static const char *const k_known_completions[] = {
 static const char *const k_known_chat[] = {
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
     "seed", "stop", "stream", "stream_options", "logprobs", "top_logprobs", "n", "ignore_eos",
-    "user", "presence_penalty", "frequency_penalty", "logit_bias", "chat_template_kwargs", NULL};
+    "user", "presence_penalty", "frequency_penalty", "logit_bias", "chat_template_kwargs",
+    "tools", "tool_choice", "parallel_tool_calls", NULL};
 
 static int known(const char *const *list, const char *k) {
     for (; *list; list++)
@@ -134,83 +131,6 @@ static int parse_prompt(const ae_api_ctx *ctx, const cJSON *pr, ae_api_request *
     BAD("prompt", "prompt must be a string or an array of token ids");
 fail:
     return -1;
-}
-
-// Chat messages: [{role, content}] with content a string or an array of {type: "text", text}.
-static int parse_messages(const ae_api_ctx *ctx, const cJSON *ms, int thinking,
-                          ae_api_request *out, ae_api_error *err) {
-    ae_chat_msg *msg = NULL;
-    char **owned = NULL;
-    int n = 0, rc = -1;
-    if (!ctx->tok) {
-        ae_api_error_set(err, 400, "invalid_request_error", "messages",
-                         "this server has no tokenizer (random weights from a folder without "
-                         "tokenizer.json); use /v1/completions with token-id prompts");
-        return -1;
-    }
-    if (ctx->chat == AE_CHAT_NONE) {
-        ae_api_error_set(err, 400, "invalid_request_error", "messages",
-                         "this model has no chat template (tokenizer_config.json chat_template); "
-                         "use /v1/completions");
-        return -1;
-    }
-    if (ctx->chat != AE_CHAT_QWEN3) {
-        ae_api_error_set(err, 400, "invalid_request_error", "messages",
-                         "this model's chat template is not supported (attnedit renders the "
-                         "Qwen3 template only); use /v1/completions with a rendered prompt");
-        return -1;
-    }
-    if (!cJSON_IsArray(ms) || (n = cJSON_GetArraySize(ms)) < 1)
-        BAD("messages", "messages must be a non-empty array");
-    msg = ae_calloc((size_t)n, sizeof *msg);
-    owned = ae_calloc((size_t)n, sizeof *owned);
-    if (!msg || !owned) BAD("messages", "out of memory");
-    int i = 0;
-    for (const cJSON *m = ms->child; m; m = m->next, i++) {
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-        if (!cJSON_IsObject(m) || !cJSON_IsString(role))
-            BAD("messages", "messages[%d] must be an object with a string role", i);
-        if (strcmp(role->valuestring, "system") && strcmp(role->valuestring, "user") &&
-            strcmp(role->valuestring, "assistant"))
-            BAD("messages", "messages[%d].role '%.40s' is not supported (system, user, assistant)",
-                i, role->valuestring);
-        msg[i].role = role->valuestring;
-        if (cJSON_IsString(content)) {
-            msg[i].content = content->valuestring;
-        } else if (cJSON_IsArray(content)) { // text parts, concatenated
-            size_t total = 1;
-            for (const cJSON *p = content->child; p; p = p->next) {
-                const cJSON *ty = cJSON_GetObjectItemCaseSensitive(p, "type");
-                const cJSON *tx = cJSON_GetObjectItemCaseSensitive(p, "text");
-                if (!cJSON_IsString(ty) || strcmp(ty->valuestring, "text") || !cJSON_IsString(tx))
-                    BAD("messages", "messages[%d].content: only text parts are supported", i);
-                total += strlen(tx->valuestring);
-            }
-            owned[i] = ae_malloc(total);
-            if (!owned[i]) BAD("messages", "out of memory");
-            owned[i][0] = 0;
-            for (const cJSON *p = content->child; p; p = p->next)
-                strcat(owned[i], cJSON_GetObjectItemCaseSensitive(p, "text")->valuestring);
-            msg[i].content = owned[i];
-        } else {
-            BAD("messages", "messages[%d].content must be a string or an array of text parts", i);
-        }
-    }
-    char *prompt = NULL;
-    if (ae_chat_render(msg, n, thinking, &prompt) != AE_OK) BAD("messages", "%s", ae_last_error());
-    out->prompt_text = prompt;
-    size_t nid = 0;
-    if (ae_tokenizer_encode(ctx->tok, prompt, strlen(prompt), &out->ids, &nid) != AE_OK)
-        BAD("messages", "messages: %s", ae_last_error());
-    out->n_ids = (int)nid;
-    rc = 0;
-fail:
-    if (owned)
-        for (int k = 0; k < n; k++) free(owned[k]);
-    free(owned);
-    free(msg);
-    return rc;
 }
 
 int ae_api_parse(const ae_api_ctx *ctx, ae_api_kind kind, const char *body, size_t len,
@@ -272,21 +192,21 @@ int ae_api_parse(const ae_api_ctx *ctx, ae_api_kind kind, const char *body, size
         BAD("logit_bias", "logit_bias is not supported");
     const cJSON *sfx = cJSON_GetObjectItemCaseSensitive(j, "suffix");
     if (sfx && !cJSON_IsNull(sfx)) BAD("suffix", "suffix is not supported");
-    if ((r = get_bool(j, "stream", &out->stream)) < 0) BAD("stream", "stream must be a boolean");
+    if ((r = ae_api_get_bool(j, "stream", &out->stream)) < 0) BAD("stream", "stream must be a boolean");
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(j, "stream_options");
     if (so && !cJSON_IsNull(so)) {
         if (!cJSON_IsObject(so)) BAD("stream_options", "stream_options must be an object");
-        if (get_bool(so, "include_usage", &out->include_usage) < 0)
+        if (ae_api_get_bool(so, "include_usage", &out->include_usage) < 0)
             BAD("stream_options", "stream_options.include_usage must be a boolean");
     }
-    if ((r = get_bool(j, "ignore_eos", &p->ignore_eos)) < 0) BAD("ignore_eos", "ignore_eos must be a boolean");
+    if ((r = ae_api_get_bool(j, "ignore_eos", &p->ignore_eos)) < 0) BAD("ignore_eos", "ignore_eos must be a boolean");
     if (kind == AE_API_COMPLETIONS) {
         if ((r = get_int(j, "logprobs", 0, AE_MAX_TOP_LOGPROBS, &iv)) < 0)
             BAD("logprobs", "logprobs must be an integer in [0, %d]", AE_MAX_TOP_LOGPROBS);
         if (r > 0) p->logprobs = (int)iv;
-        if ((r = get_bool(j, "echo", &p->echo)) < 0) BAD("echo", "echo must be a boolean");
+        if ((r = ae_api_get_bool(j, "echo", &p->echo)) < 0) BAD("echo", "echo must be a boolean");
     } else {
-        if ((r = get_bool(j, "logprobs", &bv)) < 0) BAD("logprobs", "logprobs must be a boolean");
+        if ((r = ae_api_get_bool(j, "logprobs", &bv)) < 0) BAD("logprobs", "logprobs must be a boolean");
         if (bv) p->logprobs = 0;
         if ((r = get_int(j, "top_logprobs", 0, AE_MAX_TOP_LOGPROBS, &iv)) < 0)
             BAD("top_logprobs", "top_logprobs must be an integer in [0, %d]", AE_MAX_TOP_LOGPROBS);
@@ -319,15 +239,7 @@ int ae_api_parse(const ae_api_ctx *ctx, ae_api_kind kind, const char *body, size
         if (!pr) BAD("prompt", "prompt is required");
         if (parse_prompt(ctx, pr, out, err)) goto fail;
     } else {
-        int thinking = 1;
-        const cJSON *kw = cJSON_GetObjectItemCaseSensitive(j, "chat_template_kwargs");
-        if (kw && !cJSON_IsNull(kw)) {
-            if (!cJSON_IsObject(kw) || get_bool(kw, "enable_thinking", &thinking) < 0)
-                BAD("chat_template_kwargs", "chat_template_kwargs must be an object; "
-                    "enable_thinking a boolean");
-        }
-        if (parse_messages(ctx, cJSON_GetObjectItemCaseSensitive(j, "messages"), thinking, out, err))
-            goto fail;
+        if (ae_api_parse_chat(ctx, j, body, len, out, err)) goto fail;
         if (ctx->im_end_id >= 0) p->stop_ids[p->n_stop_ids++] = ctx->im_end_id;
     }
     if (out->n_ids < 1) BAD("prompt", "the prompt is empty");
@@ -453,7 +365,7 @@ static cJSON *envelope(const ae_api_ctx *ctx, const ae_api_request *q, const cha
     return o;
 }
 
-static const char *finish_str(const ae_req *r) {
+const char *ae_api_finish_str(const ae_req *r) {
     return r->finish == AE_FINISH_LENGTH ? "length" : "stop";
 }
 
@@ -487,14 +399,12 @@ char *ae_api_response_json(const ae_api_ctx *ctx, const ae_api_request *q, const
     cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
     cJSON_AddItemToArray(ch, c);
     cJSON_AddNumberToObject(c, "index", 0);
-    const char *text = r->text ? r->text : "";
     if (q->kind == AE_API_CHAT) {
-        cJSON *m = cJSON_AddObjectToObject(c, "message");
-        cJSON_AddStringToObject(m, "role", "assistant");
-        cJSON_AddStringToObject(m, "content", text);
+        ae_api_chat_message(c, q, r, id);
         if (r->out_lp) cJSON_AddItemToObject(c, "logprobs", chat_logprobs(ctx, r->out_lp, r->n_out));
         else cJSON_AddNullToObject(c, "logprobs");
     } else {
+        const char *text = r->text ? r->text : "";
         const char *pt = q->p.echo && q->prompt_text ? q->prompt_text : "";
         size_t pl = strlen(pt), tl = strlen(text);
         char *full = ae_malloc(pl + tl + 1);
@@ -511,8 +421,8 @@ char *ae_api_response_json(const ae_api_ctx *ctx, const ae_api_request *q, const
             cJSON_AddNullToObject(c, "logprobs");
         }
         add_token_ids(ctx, c, r, 0, r->n_out);
+        cJSON_AddStringToObject(c, "finish_reason", ae_api_finish_str(r));
     }
-    cJSON_AddStringToObject(c, "finish_reason", finish_str(r));
     add_usage(o, r);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -526,27 +436,20 @@ char *ae_api_stream_event(const ae_api_ctx *ctx, const ae_api_request *q, const 
     cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
     cJSON_AddItemToArray(ch, c);
     cJSON_AddNumberToObject(c, "index", 0);
-    size_t n = text_to > text_from ? text_to - text_from : 0;
-    char *delta = ae_malloc(n + 1);
-    if (delta) {
-        if (n) memcpy(delta, r->text + text_from, n);
-        delta[n] = 0;
-    }
     int want_lp = q->p.logprobs >= 0 && r->out_lp;
     if (q->kind == AE_API_CHAT) {
-        cJSON *d = cJSON_AddObjectToObject(c, "delta");
-        if (first) cJSON_AddStringToObject(d, "role", "assistant");
-        if (n || first) cJSON_AddStringToObject(d, "content", delta ? delta : "");
+        ae_api_chat_delta(c, q, r, id, text_from, text_to, first, final);
         if (want_lp && tok_to > tok_from)
             cJSON_AddItemToObject(c, "logprobs", chat_logprobs(ctx, r->out_lp + tok_from, tok_to - tok_from));
         else cJSON_AddNullToObject(c, "logprobs");
     } else {
         const char *pt = first && q->p.echo && q->prompt_text ? q->prompt_text : "";
-        size_t pl = strlen(pt);
+        size_t pl = strlen(pt), n = text_to > text_from ? text_to - text_from : 0;
         char *full = ae_malloc(pl + n + 1);
         if (full) {
             memcpy(full, pt, pl);
-            memcpy(full + pl, delta ? delta : "", n + 1);
+            if (n) memcpy(full + pl, r->text + text_from, n);
+            full[pl + n] = 0;
         }
         cJSON_AddStringToObject(c, "text", full ? full : "");
         free(full);
@@ -554,10 +457,9 @@ char *ae_api_stream_event(const ae_api_ctx *ctx, const ae_api_request *q, const 
             cJSON_AddItemToObject(c, "logprobs", gen_logprobs(ctx, q, r, tok_from, tok_to, 0, text_from));
         else cJSON_AddNullToObject(c, "logprobs");
         add_token_ids(ctx, c, r, tok_from, tok_to);
+        if (final) cJSON_AddStringToObject(c, "finish_reason", ae_api_finish_str(r));
+        else cJSON_AddNullToObject(c, "finish_reason");
     }
-    free(delta);
-    if (final) cJSON_AddStringToObject(c, "finish_reason", finish_str(r));
-    else cJSON_AddNullToObject(c, "finish_reason");
     if (final && q->include_usage) add_usage(o, r);
     char *js = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);

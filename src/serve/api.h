@@ -42,6 +42,10 @@ typedef struct {
     int32_t *ids;                 // (n_ids) heap
     int n_ids;
     ae_req_params p;              // stop strings heap (moved into the engine request)
+    int tools;                    // chat: the reply is read for tool calls (tools given and
+                                  // tool_choice not "none"; serve/tools.h)
+    int parallel_tools;           // chat: every tool call of the reply is returned, not only
+                                  // the first (parallel_tool_calls, default true)
 } ae_api_request;
 
 // Parses body into *out. Returns 0, or fills *err (4xx) and returns -1 (out is then freed).
@@ -57,9 +61,14 @@ char *ae_api_error_json(const ae_api_error *e);
 // The whole response of a finished request (read under the engine lock), heap JSON.
 char *ae_api_response_json(const ae_api_ctx *ctx, const ae_api_request *q, const ae_req *r,
                            const char *id, long created);
+// How far a stream's text may go now: r->text_len, except for chat requests read for tool
+// calls, whose text stops before the first <tool_call> (and, until the reply is final, before
+// a tail that could begin one). Call under the engine lock.
+size_t ae_api_stream_text_to(const ae_api_request *q, const ae_req *r, int final);
 // One server-sent event for a stream: the text r->text[text_from..text_to) and the tokens
 // [tok_from, tok_to) (their logprobs when asked), the finish reason when final (and usage when
-// include_usage). Heap "data: {...}\n\n" string. first: chat's opening role delta.
+// include_usage; chat read for tool calls: the calls). Heap "data: {...}\n\n" string. first:
+// chat's opening role delta.
 char *ae_api_stream_event(const ae_api_ctx *ctx, const ae_api_request *q, const ae_req *r,
                           const char *id, long created, size_t text_from, size_t text_to,
                           int tok_from, int tok_to, int first, int final);

@@ -13,6 +13,7 @@
 #include "core/mem.h"
 #include "model/paged.h"
 #include "serve/kv_pool.h"
+#include "serve/text.h"
 
 typedef struct ae_seq {
     ae_req *r;
@@ -457,14 +458,6 @@ static void score(const float *x, int V, int32_t id, int n_top, ae_tok_lp *lp) {
     for (int k = 0; k < lp->n_top; k++) lp->top_lp[k] = (float)(x[lp->top_id[k]] - lse);
 }
 
-// Longest suffix of s[0..n) that is a proper prefix of stop.
-static size_t partial_stop(const char *s, size_t n, const char *stop) {
-    size_t L = strlen(stop);
-    for (size_t k = L - 1 < n ? L - 1 : n; k > 0; k--)
-        if (memcmp(s + n - k, stop, k) == 0) return k;
-    return 0;
-}
-
 static int append_gen(ae_req *r, const char *txt, size_t n) {
     if (r->gen_len + n + 1 > r->gen_cap) {
         size_t cap = r->gen_cap ? r->gen_cap : 256;
@@ -514,7 +507,7 @@ static void take_token(ae_engine *e, ae_seq *s, int32_t id) {
     }
     if (!is_stop && !final)
         for (int i = 0; i < r->p.n_stop; i++) {
-            size_t k = partial_stop(r->gen, r->gen_len, r->p.stop[i]);
+            size_t k = ae_text_partial_prefix(r->gen, r->gen_len, r->p.stop[i]);
             hold = k > hold ? k : hold;
         }
     s->visible = vis - hold;

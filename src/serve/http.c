@@ -205,7 +205,8 @@ typedef struct {             // a streaming response
     ae_api_request q;
     char id[48];
     long created;
-    size_t text_sent;
+    size_t text_sent;        // text sent (a tool call's text is held back, never sent)
+    size_t text_seen;        // r->text_len when the last event was made
     int tok_sent, first, done;
     char *out;               // pending bytes
     size_t out_len, out_off;
@@ -237,9 +238,9 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
         if (s->done) return MHD_CONTENT_READER_END_OF_STREAM;
         ae_engine_lock(e);
         ae_req *r = s->r;
-        while (!r->finish && r->text_len == s->text_sent && r->n_out == s->tok_sent) {
+        while (!r->finish && r->text_len == s->text_seen && r->n_out == s->tok_sent) {
             ae_engine_wait_locked(e, 0.05);
-            if (r->finish || r->text_len != s->text_sent || r->n_out != s->tok_sent) break;
+            if (r->finish || r->text_len != s->text_seen || r->n_out != s->tok_sent) break;
             ae_engine_unlock(e);
             int gone = client_gone(s->c);
             ae_engine_lock(e);
@@ -261,14 +262,16 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             s->done = 1;
         } else {
             int final = r->finish != AE_FINISH_NONE;
-            if (r->text_len > s->text_sent || r->n_out > s->tok_sent || final) {
+            size_t to = ae_api_stream_text_to(&s->q, r, final);
+            if (to > s->text_sent || r->n_out > s->tok_sent || final) {
                 ok = append(s, ae_api_stream_event(&s->h->o.api, &s->q, r, s->id, s->created,
-                                                   s->text_sent, r->text_len, s->tok_sent, r->n_out,
+                                                   s->text_sent, to, s->tok_sent, r->n_out,
                                                    s->first, final));
                 s->first = 0;
-                s->text_sent = r->text_len;
+                s->text_sent = to > s->text_sent ? to : s->text_sent;
                 s->tok_sent = r->n_out;
             }
+            s->text_seen = r->text_len;
             if (final && ok) {
                 ok = append(s, ae_strdup("data: [DONE]\n\n"));
                 s->done = 1;
