@@ -1062,6 +1062,47 @@ static void test_cli_export(void **state) {
     assert_int_equal(r.rc, 0);
     free(r.out);
     free(r.err);
+    // export reads the student's files a tensor at a time and holds no copy of the model: under
+    // an ATTNEDIT_MEM_LIMIT far below its f32 weights (7 MB; generate cannot load it) both
+    // formats write the same bytes as without a limit
+    for (int gguf = 0; gguf <= 1; gguf++) {
+        ae_student_spec ms = {.target = AE_ATTN_MLA, .kv_lora_rank = 16, .qk_rope_dim = 8};
+        char *src = gguf ? ae_test_save_student(micro(), &ms, dir, "mla") : strdup(s);
+        const char *fmt = gguf ? "gguf" : "hf";
+        char *lim = ae_test_path_in(dir, gguf ? "limited.gguf" : "limited");
+        char *free_out = ae_test_path_in(dir, gguf ? "free.gguf" : "free");
+        r = ae_test_cli(ARGS("export", "--model", src, "--format", fmt, "--out", free_out, "--force"));
+        assert_int_equal(r.rc, 0);
+        free(r.out);
+        free(r.err);
+        setenv("ATTNEDIT_MEM_LIMIT", "256K", 1);
+        r = ae_test_cli(ARGS("export", "--model", src, "--format", fmt, "--out", lim, "--force"));
+        if (r.rc != 0) printf("%s\n", r.err);
+        assert_int_equal(r.rc, 0);
+        free(r.out);
+        free(r.err);
+        r = ae_test_cli(ARGS("generate", "--model", src, "--prompt-ids", "1 2", "--max-new-tokens", "1",
+                             "--device", "cpu"));
+        assert_int_not_equal(r.rc, 0);
+        assert_non_null(strstr(r.err, "ATTNEDIT_MEM_LIMIT"));
+        free(r.out);
+        free(r.err);
+        unsetenv("ATTNEDIT_MEM_LIMIT");
+        const char *file = gguf ? "" : "/model.safetensors";
+        char a[4096], b[4096];
+        snprintf(a, sizeof a, "%s%s", free_out, file);
+        snprintf(b, sizeof b, "%s%s", lim, file);
+        char *x = NULL, *y = NULL;
+        size_t nx = 0, ny = 0;
+        assert_int_equal(ae_file_read_all(a, &x, &nx), AE_OK);
+        assert_int_equal(ae_file_read_all(b, &y, &ny), AE_OK);
+        assert_true(nx == ny && nx > 1000000 && !memcmp(x, y, nx));
+        free(x);
+        free(y);
+        free(src);
+        free(lim);
+        free(free_out);
+    }
     free(s);
     free(out);
     ae_test_rmtree(dir);

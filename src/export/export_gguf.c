@@ -75,14 +75,15 @@ ae_status ae_export_gguf_plan(const ae_config *c, const char *what, const char *
 }
 
 // One GGUF tensor made from one model tensor.
-typedef enum { SRC_COPY = 0, SRC_K_B = 1, SRC_V_B = 2, SRC_ZERO = 3 } src_kind;
+// SRC_EXPERTS: the layer's experts stacked (E, rows, cols), src_name expert 0's tensor.
+typedef enum { SRC_COPY = 0, SRC_K_B = 1, SRC_V_B = 2, SRC_ZERO = 3, SRC_EXPERTS = 4 } src_kind;
 
 typedef struct {
     char name[96];
     ae_ggml_type type;
     int ndim;
     int64_t ne[3];
-    ae_ptr src;
+    const char *src_name; // the model tensor it is made from (valid during the walk's call)
     int64_t src_numel;
     src_kind kind;
 } gtensor;
@@ -109,7 +110,7 @@ static const struct {
 
 static ae_status emit(mapper *mp, const ae_model_tensor *t, const char *name, int ndim,
                       const int64_t *ne, src_kind kind, int64_t src_numel, int force_f32) {
-    gtensor g = {.ndim = ndim, .src = t->data, .src_numel = src_numel, .kind = kind};
+    gtensor g = {.ndim = ndim, .src_name = t->name, .src_numel = src_numel, .kind = kind};
     snprintf(g.name, sizeof g.name, "%s", name);
     for (int i = 0; i < ndim; i++) g.ne[i] = ne[i];
     g.type = ndim == 1 || force_f32 ? AE_GGML_F32 : mp->mat;
@@ -169,7 +170,7 @@ static ae_status map_tensor(void *ud, const ae_model_tensor *t) {
             if (e != 0) return AE_OK;
             int64_t ne3[3] = {ne2[0], ne2[1], c->num_experts};
             snprintf(name, sizeof name, "blk.%d.%s_exps.weight", l, ffn[i]);
-            return emit(mp, t, name, 3, ne3, SRC_COPY, numel * c->num_experts, 0);
+            return emit(mp, t, name, 3, ne3, SRC_EXPERTS, numel * c->num_experts, 0);
         }
     }
     if (!strcmp(rest, "mlp.gate.weight")) {
@@ -198,14 +199,36 @@ static ae_status plan_tensor(void *ud, const gtensor *t) {
 }
 
 typedef struct {
-    const ae_model *m;
+    const ae_model *m;    // names and shapes (ae_model_load_shapes)
+    const ae_st_set *src; // its files, read a tensor at a time
     ae_gguf *g;
     ae_atomic_file *f;
 } writer;
 
+// A layer's experts of one projection stacked (E, rows, cols) as f32, read expert by expert.
+static ae_status gather_experts(const writer *w, const gtensor *t, float **out, size_t *n_out) {
+    int l, E = w->m->cfg.num_experts;
+    char proj[32], name[160];
+    if (sscanf(t->src_name, "model.layers.%d.mlp.experts.0.%31[a-z_]", &l, proj) != 2)
+        return ae_errorf(AE_ERR_UNSUPPORTED, "gguf export: '%s' is not an expert tensor", t->src_name);
+    size_t n = (size_t)t->src_numel, per = n / (size_t)E;
+    float *dst = ae_alloc_f32(n ? n : 1);
+    if (!dst) return AE_ERR_NOMEM;
+    for (int e = 0; e < E; e++) {
+        snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, proj);
+        const ae_st_tensor *s = ae_export_source(w->src, w->m, name);
+        if (!s || (size_t)s->numel != per || ae_st_to_f32(s, dst + per * (size_t)e) != AE_OK) {
+            ae_free_aligned(dst);
+            return s ? ae_errorf(AE_ERR_FORMAT, "gguf export: cannot read '%s'", name) : AE_ERR_FORMAT;
+        }
+    }
+    *out = dst;
+    *n_out = n;
+    return AE_OK;
+}
+
 // The tensor's values as f32 in GGUF order (k_b / v_b rearranged from kv_b_proj).
 static ae_status gather(const writer *w, const gtensor *t, float **out, size_t *n_out) {
-    const ae_backend *be = w->m->be;
     size_t n = (size_t)t->src_numel;
     if (t->kind == SRC_ZERO) {
         float *z = ae_alloc_f32(n);
@@ -215,14 +238,15 @@ static ae_status gather(const writer *w, const gtensor *t, float **out, size_t *
         *n_out = n;
         return AE_OK;
     }
-    float *src = ae_alloc_f32(n);
+    if (t->kind == SRC_EXPERTS) return gather_experts(w, t, out, n_out);
+    const ae_st_tensor *s = ae_export_source(w->src, w->m, t->src_name);
+    if (!s) return AE_ERR_FORMAT;
+    float *src = ae_export_read_f32(s);
     if (!src) return AE_ERR_NOMEM;
-    ae_status st = be->download(be, src, AE_DT_F32, t->src, n);
-    if (st != AE_OK || t->kind == SRC_COPY) {
-        if (st != AE_OK) ae_free_aligned(src);
-        *out = st == AE_OK ? src : NULL;
+    if (t->kind == SRC_COPY) {
+        *out = src;
         *n_out = n;
-        return st;
+        return AE_OK;
     }
     const ae_config *c = &w->m->cfg;
     int64_t H = c->num_attention_heads, R = c->kv_lora_rank, dn = c->qk_nope_head_dim,
@@ -384,7 +408,9 @@ ae_status ae_export_gguf(const char *model_dir, const char *out_file, const ae_e
     ae_gguf *g = NULL;
     ae_model *m = NULL;
     AE_TRY(ae_gguf_init(&g));
-    st = ae_model_load(model_dir, ae_backend_cpu(), &m);
+    ae_st_set *src = NULL;
+    st = ae_model_load_shapes(model_dir, &m);
+    if (st == AE_OK) st = ae_st_open_dir(model_dir, &src);
     char name[256];
     folder_name(model_dir, name, sizeof name);
     ae_ggml_type mat = o->dtype == AE_DT_F32 ? AE_GGML_F32 : o->dtype == AE_DT_F16 ? AE_GGML_F16 : AE_GGML_BF16;
@@ -396,7 +422,7 @@ ae_status ae_export_gguf(const char *model_dir, const char *out_file, const ae_e
     if (st == AE_OK) st = ae_atomic_open(&f, out_file);
     open = st == AE_OK;
     if (st == AE_OK) st = ae_gguf_write_header(g, &f);
-    writer w = {m, g, &f};
+    writer w = {m, src, g, &f};
     if (st == AE_OK) st = walk(m, mat, write_tensor, &w);
     if (st == AE_OK) st = ae_gguf_check_complete(g);
     if (st == AE_OK) st = ae_atomic_commit(&f);
@@ -407,6 +433,7 @@ ae_status ae_export_gguf(const char *model_dir, const char *out_file, const ae_e
         rep->total_bytes = ae_gguf_data_bytes(g);
     }
     ae_gguf_free(g);
+    ae_st_close(src);
     ae_model_free(m);
     return st;
 }

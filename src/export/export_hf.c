@@ -98,7 +98,8 @@ ae_status ae_export_plan(const ae_config *c, const char *what, ae_export_kind *k
 }
 
 typedef struct {
-    const ae_model *m;
+    const ae_model *m;        // names and shapes (ae_model_load_shapes)
+    const ae_st_set *src;     // its files, read a tensor at a time
     const char *model_dir;
     ae_export_kind kind;
     const ae_export_opts *o;
@@ -146,7 +147,7 @@ static ae_status fill(void *ud, const char *tmp) {
     if (j->kind == AE_EXPORT_GATESWA) AE_TRY(write_py_files(tmp, "gateswa"));
     if (j->kind == AE_EXPORT_DEEPSEEK_V2 && j->m->cfg.norm_topk_prob)
         AE_TRY(write_py_files(tmp, "deepseek_v2"));
-    return ae_export_write_shards(j->m, j->kind != AE_EXPORT_GATESWA, tmp, j->o->dtype,
+    return ae_export_write_shards(j->m, j->src, j->kind != AE_EXPORT_GATESWA, tmp, j->o->dtype,
                                   j->o->shard_size, j->rep);
 }
 
@@ -175,9 +176,12 @@ ae_status ae_export_hf(const char *model_dir, const char *out_dir, const ae_expo
                         : rep->kind == AE_EXPORT_DEEPSEEK_V2 ? "DeepseekV2ForCausalLM"
                                                              : "AttneditGateSWAForCausalLM";
     ae_model *m = NULL;
-    AE_TRY(ae_model_load(model_dir, ae_backend_cpu(), &m));
-    export_job j = {m, model_dir, rep->kind, o, rep};
-    st = ae_dir_write_atomic(out_dir, fill, &j);
+    ae_st_set *src = NULL;
+    AE_TRY(ae_model_load_shapes(model_dir, &m));
+    st = ae_st_open_dir(model_dir, &src);
+    export_job j = {m, src, model_dir, rep->kind, o, rep};
+    if (st == AE_OK) st = ae_dir_write_atomic(out_dir, fill, &j);
+    ae_st_close(src);
     ae_model_free(m);
     return st;
 }

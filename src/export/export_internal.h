@@ -3,6 +3,7 @@
 #define AE_EXPORT_INTERNAL_H
 
 #include "export/export.h"
+#include "io/safetensors.h"
 #include "model/model.h"
 #include "model/tensors.h"
 
@@ -22,9 +23,18 @@ const char *ae_export_torch_dtype(ae_dtype dt);
 ae_status ae_export_foreach_tensor(const ae_model *m, int untie_head, ae_model_tensor_fn fn,
                                    void *ud);
 
-// Writes the tensors into dir: safetensors files of at most shard_size bytes (header
-// included), converted to dt, with model.safetensors.index.json when there are several.
-ae_status ae_export_write_shards(const ae_model *m, int untie_head, const char *dir, ae_dtype dt,
-                                 uint64_t shard_size, ae_export_report *rep);
+// The file tensor that tensor `name` of m (loaded by ae_model_load_shapes) is exported from,
+// in src (m's folder): its own, or for "lm_head.weight" of a model that ties its embeddings,
+// the embedding matrix. NULL with the message set when absent.
+const ae_st_tensor *ae_export_source(const ae_st_set *src, const ae_model *m, const char *name);
+// A file tensor's values as f32 (heap, ae_free_aligned), or NULL with the message set.
+float *ae_export_read_f32(const ae_st_tensor *t);
+
+// Writes the tensors of m (ae_model_load_shapes), read one at a time from src (m's folder),
+// into dir: safetensors files of at most shard_size bytes (header included), converted to dt,
+// with model.safetensors.index.json when there are several.
+ae_status ae_export_write_shards(const ae_model *m, const ae_st_set *src, int untie_head,
+                                 const char *dir, ae_dtype dt, uint64_t shard_size,
+                                 ae_export_report *rep);
 
 #endif

@@ -73,7 +73,8 @@ static ae_status plan_tensor(void *ud, const ae_model_tensor *t) {
 }
 
 typedef struct {
-    const ae_backend *be;
+    const ae_model *m;
+    const ae_st_set *src;
     const plan *p;
     const char *dir;
     int64_t idx;       // next tensor
@@ -115,22 +116,20 @@ static ae_status flush(writer *w) {
     return st;
 }
 
-// The tensor's values in dt, as a host buffer (kept until its file is written).
+// The tensor's values in dt, as a host buffer (kept until its file is written), read from
+// the model's file (any float dtype, through f32).
 static ae_status convert(writer *w, const ae_model_tensor *t, const void **out) {
     size_t n = (size_t)ae_model_tensor_numel(t), nz = n ? n : 1;
     ae_dtype dt = w->p->dt;
-    if (w->be->host_memory && t->data.dtype == AE_DT_F32 && dt == AE_DT_F32) {
-        *out = t->data.data; // the model's own f32 array
-        return AE_OK;
-    }
-    float *f = ae_alloc_f32(nz);
+    const ae_st_tensor *s = ae_export_source(w->src, w->m, t->name);
+    if (!s) return AE_ERR_FORMAT;
+    float *f = ae_export_read_f32(s);
     if (!f) return AE_ERR_NOMEM;
-    ae_status st = w->be->download(w->be, f, AE_DT_F32, t->data, n);
-    if (st != AE_OK || dt == AE_DT_F32) {
-        if (st != AE_OK) ae_free_aligned(f);
-        else *out = f;
-        return st == AE_OK ? keep(w, f) : st;
+    if (dt == AE_DT_F32) {
+        *out = f;
+        return keep(w, f);
     }
+    ae_status st = AE_OK;
     uint16_t *h = ae_malloc(sizeof(uint16_t) * nz);
     for (size_t i = 0; h && i < n; i++) {
         h[i] = dt == AE_DT_BF16 ? ae_f32_to_bf16(f[i]) : ae_f32_to_f16(f[i]);
@@ -188,11 +187,12 @@ static ae_status write_index(const char *dir, cJSON *map, const plan *p, int64_t
     return st;
 }
 
-ae_status ae_export_write_shards(const ae_model *m, int untie_head, const char *dir, ae_dtype dt,
-                                 uint64_t shard_size, ae_export_report *rep) {
+ae_status ae_export_write_shards(const ae_model *m, const ae_st_set *src, int untie_head,
+                                 const char *dir, ae_dtype dt, uint64_t shard_size,
+                                 ae_export_report *rep) {
     plan p = {.dt = dt, .limit = shard_size ? shard_size : AE_EXPORT_DEFAULT_SHARD};
     ae_status st = ae_export_foreach_tensor(m, untie_head, plan_tensor, &p);
-    writer w = {.be = m->be, .p = &p, .dir = dir, .file = -1, .map = cJSON_CreateObject()};
+    writer w = {.m = m, .src = src, .p = &p, .dir = dir, .file = -1, .map = cJSON_CreateObject()};
     if (st == AE_OK && !w.map) st = AE_ERR_NOMEM;
     if (st == AE_OK) st = ae_export_foreach_tensor(m, untie_head, write_tensor, &w);
     if (st == AE_OK && w.w) st = flush(&w);

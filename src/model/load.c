@@ -16,6 +16,7 @@ typedef struct {
     size_t n_used;
     uint64_t seed;        // random weights: a seed per tensor, seed + its index
     float std;
+    int shapes_only;      // check the files' tensors, allocate and read none (ae_model_load_shapes)
 } loader;
 
 // Random weights: matrices ~ N(0, std²), vectors (norms) 1, sinks 0.
@@ -67,10 +68,21 @@ static ae_status precheck(loader *ld, const char *name, int ndim, const int64_t 
     return ld->st ? source(ld, name, ndim, shape, &t) : AE_OK;
 }
 
+// A tensor checked but not read (shapes_only): counted as used, its pointer null.
+static void skip(loader *ld, int ndim, const int64_t *shape, ae_ptr *out) {
+    ld->n_params += ndim == 1 ? shape[0] : shape[0] * shape[1];
+    ld->n_used++;
+    if (out) *out = (ae_ptr){NULL, ld->be->weight_dtype};
+}
+
 // Allocates and fills a tensor named `name` of the given shape.
 static ae_status load(loader *ld, const char *name, int ndim, int64_t d0, int64_t d1, ae_ptr *out) {
     int64_t shape[2] = {d0, d1};
     AE_TRY(precheck(ld, name, ndim, shape));
+    if (ld->shapes_only) {
+        skip(ld, ndim, shape, out);
+        return AE_OK;
+    }
     *out = ld->be->alloc(ld->be, (size_t)(ndim == 1 ? d0 : d0 * d1), ld->be->weight_dtype);
     if (ae_ptr_is_null(*out)) return AE_ERR_NOMEM;
     return load_into(ld, name, ndim, shape, *out);
@@ -97,7 +109,9 @@ static ae_status load_experts(loader *ld, int l, const char *proj, int E, int ro
     for (int e = 0; e < E; e++) {
         snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, proj);
         AE_TRY(precheck(ld, name, 2, shape));
+        if (ld->shapes_only) skip(ld, 2, shape, out);
     }
+    if (ld->shapes_only) return AE_OK;
     *out = ld->be->alloc(ld->be, per * E, ld->be->weight_dtype);
     if (ae_ptr_is_null(*out)) return AE_ERR_NOMEM;
     for (int e = 0; e < E; e++) {
@@ -165,9 +179,16 @@ static ae_status load_layer(loader *ld, const ae_config *c, int l, ae_layer *L) 
         char name[256];
         snprintf(name, sizeof name, "%s.%d.self_attn.%s", p, l, attn.p[i].name);
         AE_TRY(precheck(ld, name, attn.p[i].ndim, attn.p[i].shape));
+        if (ld->shapes_only) skip(ld, attn.p[i].ndim, attn.p[i].shape, NULL);
     }
-    AE_TRY(attn_alloc(ld->be, c, l, L, &attn));
-    for (int i = 0; i < attn.n; i++) {
+    if (ld->shapes_only) { // the probe's module: dims and null pointers, nothing to free
+        L->kind = c->layer_attn[l];
+        L->mla = probe.mla;
+        L->gqa = probe.gqa;
+    } else {
+        AE_TRY(attn_alloc(ld->be, c, l, L, &attn));
+    }
+    for (int i = 0; i < attn.n && !ld->shapes_only; i++) {
         char name[256];
         snprintf(name, sizeof name, "%s.%d.self_attn.%s", p, l, attn.p[i].name);
         AE_TRY(load_into(ld, name, attn.p[i].ndim, attn.p[i].shape, attn.p[i].data));
@@ -325,6 +346,11 @@ static ae_status model_make(const char *dir, const ae_backend *be, loader *ld, i
 ae_status ae_model_load(const char *dir, const ae_backend *be, ae_model **out) {
     loader ld = {0};
     return model_make(dir, be, &ld, 1, out);
+}
+
+ae_status ae_model_load_shapes(const char *dir, ae_model **out) {
+    loader ld = {.shapes_only = 1};
+    return model_make(dir, ae_backend_cpu(), &ld, 1, out);
 }
 
 ae_status ae_model_random(const char *dir, const ae_backend *be, uint64_t seed, ae_model **out) {

@@ -54,6 +54,11 @@ ae_mla_dims ae_model_mla_dims(const ae_config *c);
 // Loads dir/config.json and the weights (any of F32/F16/BF16, converted once to the backend's
 // weight dtype as they are uploaded).
 ae_status ae_model_load(const char *dir, const ae_backend *be, ae_model **out);
+// dir/config.json and the names and shapes of its weights, every tensor checked in the files
+// as ae_model_load checks it (present, of the config's shape, a float dtype, finite, no
+// tensor left over), none read: every weight pointer is null (on the cpu backend). For code
+// that reads the tensors from the files itself, one at a time (export).
+ae_status ae_model_load_shapes(const char *dir, ae_model **out);
 // A model with dir/config.json's architecture and random weights (matrices ~ N(0, σ²), σ the
 // config's initializer_range; norms 1; sinks 0), made on the device without weight files: for
 // benchmarks at real sizes.
