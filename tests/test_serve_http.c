@@ -32,6 +32,8 @@ static ae_server *g_srv;
 static int g_port;
 static double g_t_start; // before the server started: every step of its engine came later
 
+#define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
 static const char *micro(void) { return ae_test_src("models/qwen3-micro"); }
 
 static int start(void **st) {
@@ -590,6 +592,73 @@ static void test_chat(void **st) {
     free(dir);
 }
 
+// ---- addresses: IPv6, URLs ----
+
+// 1 when this machine can listen on ::1 (CI containers may have no IPv6).
+static int have_ipv6_loopback(void) {
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    if (fd < 0) return 0;
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+// --host takes IPv6 addresses (bracketed or not; "::" takes IPv4 clients too), the client and
+// `bench serve --url http://[::1]:PORT` reach it; a host that is no address is refused by name.
+static void test_ipv6(void **st) {
+    (void)st;
+    char host[64];
+    int port = 0;
+    assert_int_equal(ae_http_parse_url("http://[::1]:8000/v1", host, sizeof host, &port), 0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 8000);
+    assert_int_equal(ae_http_parse_url("http://127.0.0.1:80", host, sizeof host, &port), 0);
+    assert_string_equal(host, "127.0.0.1");
+    const char *bad_urls[] = {"http://[::1:8000", "http://[::1]8000", "http://[]:80", "http://::1:80/",
+                              "https://[::1]:80", "http://[::1]:0", "http://[::1]:x"};
+    for (size_t i = 0; i < sizeof bad_urls / sizeof *bad_urls; i++)
+        assert_int_equal(ae_http_parse_url(bad_urls[i], host, sizeof host, &port), -1);
+    ae_server_opts o = {.model_dir = micro(), .device = "cpu", .port = 0, .cache_gb = 0.02,
+                        .max_model_len = 256, .quiet = 1, .host = "example.com"};
+    ae_server *s = NULL;
+    assert_int_not_equal(ae_server_start(&o, &s), AE_OK);
+    assert_non_null(strstr(ae_last_error(), "'example.com': expected an IPv4 or IPv6 address"));
+    if (!have_ipv6_loopback()) {
+        printf("SKIP ipv6 serving: this machine cannot listen on ::1\n");
+        return;
+    }
+    const char *hosts[] = {"::1", "[::1]", "::"};
+    for (size_t i = 0; i < 3; i++) {
+        o.host = hosts[i];
+        assert_int_equal(ae_server_start(&o, &s), AE_OK);
+        int p = ae_server_port(s);
+        ae_http_resp r;
+        const char *body = "{\"prompt\":[1,2,3],\"max_tokens\":2,\"temperature\":0}";
+        assert_int_equal(ae_http_request("::1", p, "POST", "/v1/completions", body, strlen(body),
+                                         NULL, NULL, 30, &r), 0);
+        assert_int_equal(r.status, 200);
+        ae_http_resp_free(&r);
+        // "::" is dual stack: an IPv4 client reaches it too; "::1" is IPv6 loopback only
+        int v4 = ae_http_request("127.0.0.1", p, "GET", "/health", NULL, 0, NULL, NULL, 30, &r);
+        assert_int_equal(v4 == 0 && r.status == 200, i == 2);
+        ae_http_resp_free(&r);
+        if (i == 0) { // bench serve against a bracketed URL
+            char url[64];
+            snprintf(url, sizeof url, "http://[::1]:%d", p);
+            ae_test_cli_result c = ae_test_cli(ARGS("bench", "serve", "--url", url, "--concurrency",
+                                                    "1", "--requests", "2", "--prompt-len", "8",
+                                                    "--gen-len", "2"));
+            if (c.rc != 0) printf("%s\n", c.err);
+            assert_int_equal(c.rc, 0);
+            free(c.out);
+            free(c.err);
+        }
+        ae_server_stop(s);
+    }
+    printf("served on ::1, [::1] and :: (dual stack)\n");
+}
+
 // ---- /metrics: the engine's step counters ----
 
 #define MAX_SAMPLES 128
@@ -791,6 +860,7 @@ int main(void) {
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_soak),
         cmocka_unit_test(test_chat),
+        cmocka_unit_test(test_ipv6),
     };
     return ae_test_finish(cmocka_run_group_tests(tests, start, stop));
 }

@@ -44,7 +44,6 @@ void ae_api_request_free(ae_api_request *r) {
     memset(r, 0, sizeof *r);
 }
 
-
 // An integer-valued JSON number in [lo, hi] into *out; 0 when absent or null, -1 when bad.
 static int get_int(const cJSON *o, const char *key, double lo, double hi, long long *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "core/mem.h"
+#include "serve/netaddr.h"
 
 struct ae_http {
     ae_http_opts o;
@@ -468,22 +469,24 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 ae_status ae_http_start(const ae_http_opts *o, ae_http **out) {
     *out = NULL;
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)o->port);
-    const char *host = o->host && strcmp(o->host, "localhost") ? o->host : "127.0.0.1";
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1)
-        return ae_errorf(AE_ERR_ARG, "--host '%s': expected an IPv4 address (e.g. 127.0.0.1, 0.0.0.0)",
-                         o->host);
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    const char *host = o->host ? o->host : "127.0.0.1";
     if (o->port < 0 || o->port > 65535) return ae_errorf(AE_ERR_ARG, "--port %d is out of range", o->port);
+    int family = ae_net_addr(host, o->port, &addr, &addr_len);
+    if (family < 0)
+        return ae_errorf(AE_ERR_ARG, "--host '%s': expected an IPv4 or IPv6 address (e.g. 127.0.0.1, "
+                         "0.0.0.0, ::1, ::)", host);
+    // IPv6: dual stack, so "::" also takes IPv4 clients (as most servers bound to :: do)
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     (family == AF_INET6 ? MHD_USE_DUAL_STACK : 0);
+    (void)addr_len; // libmicrohttpd takes the size from the family
     ae_http *h = ae_calloc(1, sizeof *h);
     if (!h) return AE_ERR_NOMEM;
     h->o = *o;
     pthread_mutex_init(&h->mu, NULL);
     // (no MHD_USE_ERROR_LOG: it reports every client that hangs up mid-stream, which is normal)
-    h->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD,
-                            (uint16_t)o->port, NULL, NULL, handler, h,
+    h->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, handler, h,
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
@@ -491,8 +494,9 @@ ae_status ae_http_start(const ae_http_opts *o, ae_http **out) {
     if (!h->d) {
         pthread_mutex_destroy(&h->mu);
         free(h);
-        return ae_errorf(AE_ERR_IO, "cannot listen on %s:%d (in use, or not an address of this machine)",
-                         host, o->port);
+        char hp[96];
+        ae_net_hostport(host, o->port, hp, sizeof hp);
+        return ae_errorf(AE_ERR_IO, "cannot listen on %s (in use, or not an address of this machine)", hp);
     }
     *out = h;
     return AE_OK;

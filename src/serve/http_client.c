@@ -14,6 +14,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "serve/netaddr.h"
+
 void ae_http_resp_free(ae_http_resp *r) {
     free(r->body);
     memset(r, 0, sizeof *r);
@@ -21,10 +23,21 @@ void ae_http_resp_free(ae_http_resp *r) {
 
 int ae_http_parse_url(const char *url, char *host, size_t hn, int *port) {
     if (strncmp(url, "http://", 7)) return -1;
-    const char *h = url + 7, *c = strchr(h, ':'), *sl = strchr(h, '/');
-    if (!c || (sl && sl < c) || (size_t)(c - h) >= hn || c == h) return -1;
-    memcpy(host, h, (size_t)(c - h));
-    host[c - h] = 0;
+    const char *h = url + 7, *end_host, *c;
+    if (*h == '[') { // an IPv6 address: http://[::1]:8000
+        h++;
+        end_host = strchr(h, ']');
+        if (!end_host || end_host[1] != ':') return -1;
+        c = end_host + 1;
+    } else {
+        c = strchr(h, ':');
+        const char *sl = strchr(h, '/');
+        if (!c || (sl && sl < c)) return -1;
+        end_host = c;
+    }
+    if ((size_t)(end_host - h) >= hn || end_host == h) return -1;
+    memcpy(host, h, (size_t)(end_host - h));
+    host[end_host - h] = 0;
     char *end;
     long p = strtol(c + 1, &end, 10);
     if (end == c + 1 || (*end && *end != '/') || p <= 0 || p > 65535) return -1;
@@ -83,27 +96,27 @@ int ae_http_request(const char *host, int port, const char *method, const char *
                     double timeout_s, ae_http_resp *out) {
     memset(out, 0, sizeof *out);
     out->body = calloc(1, 1);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, strcmp(host, "localhost") ? host : "127.0.0.1", &a.sin_addr) != 1) {
-        snprintf(out->err, sizeof out->err, "bad host %s (IPv4 address expected)", host);
+    struct sockaddr_storage a;
+    socklen_t alen;
+    int family = ae_net_addr(host, port, &a, &alen);
+    if (family < 0) {
+        snprintf(out->err, sizeof out->err, "bad host %s (an IPv4 or IPv6 address expected)", host);
         return -1;
     }
-    conn c = {.fd = socket(AF_INET, SOCK_STREAM, 0), .timeout_s = timeout_s};
-    if (c.fd < 0 || connect(c.fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    conn c = {.fd = socket(family, SOCK_STREAM, 0), .timeout_s = timeout_s};
+    if (c.fd < 0 || connect(c.fd, (struct sockaddr *)&a, alen) != 0) {
         snprintf(out->err, sizeof out->err, "connect %s:%d: %s", host, port, strerror(errno));
         if (c.fd >= 0) close(c.fd);
         return -1;
     }
     int one = 1;
     setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    char head[1024];
+    char head[1024], hp[96];
+    ae_net_hostport(host, port, hp, sizeof hp);
     int hl = snprintf(head, sizeof head,
-                      "%s %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n"
+                      "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n"
                       "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                      method, path, host, port, body ? body_len : 0);
+                      method, path, hp, body ? body_len : 0);
     int rc = -1;
     if (send(c.fd, head, (size_t)hl, MSG_NOSIGNAL) != hl) goto sendfail;
     for (size_t sent = 0; body && sent < body_len;) {

@@ -23,7 +23,8 @@ int ae_http_request(const char *host, int port, const char *method, const char *
                     const char *body, size_t body_len, ae_http_data_fn fn, void *ud,
                     double timeout_s, ae_http_resp *out);
 void ae_http_resp_free(ae_http_resp *r);
-// "http://HOST:PORT[/...]" -> host (buffer of hn bytes) and port; 0 on success.
+// "http://HOST:PORT[/...]" (an IPv6 HOST in brackets: "http://[::1]:8000") -> host (buffer of hn
+// bytes, without brackets) and port; 0 on success.
 int ae_http_parse_url(const char *url, char *host, size_t hn, int *port);
 
 #endif

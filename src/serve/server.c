@@ -9,6 +9,7 @@
 #include "core/file.h"
 #include "core/mem.h"
 #include "serve/chat.h"
+#include "serve/netaddr.h"
 
 struct ae_server {
     const ae_backend *be;      // the model's: the device's, or the op profiler over it
@@ -145,10 +146,11 @@ ae_status ae_server_start(const ae_server_opts *in, ae_server **out) {
                 ho.api.chat == AE_CHAT_QWEN3 ? "Qwen3" : ho.api.chat == AE_CHAT_NONE
                                                              ? "none (/v1/chat/completions refused)"
                                                              : "unsupported (/v1/chat/completions refused)");
-        fprintf(stderr, "listening on http://%s:%d (model '%s', max %d sequences, %d-token "
+        char hp[96];
+        ae_net_hostport(o.host, ae_http_port(s->h), hp, sizeof hp);
+        fprintf(stderr, "listening on http://%s (model '%s', max %d sequences, %d-token "
                         "context, %d tokens per step)\n",
-                o.host, ae_http_port(s->h), s->name, o.max_seqs, o.max_model_len,
-                o.max_batch_tokens);
+                hp, s->name, o.max_seqs, o.max_model_len, o.max_batch_tokens);
     }
     *out = s;
     return AE_OK;
