@@ -241,8 +241,8 @@ static ae_status gather(const writer *w, const gtensor *t, float **out, size_t *
     if (t->kind == SRC_EXPERTS) return gather_experts(w, t, out, n_out);
     const ae_st_tensor *s = ae_export_source(w->src, w->m, t->src_name);
     if (!s) return AE_ERR_FORMAT;
-    float *src = ae_export_read_f32(s);
-    if (!src) return AE_ERR_NOMEM;
+    float *src = NULL;
+    AE_TRY(ae_export_read_f32(s, &src));
     if (t->kind == SRC_COPY) {
         *out = src;
         *n_out = n;

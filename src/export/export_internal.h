@@ -27,8 +27,8 @@ ae_status ae_export_foreach_tensor(const ae_model *m, int untie_head, ae_model_t
 // in src (m's folder): its own, or for "lm_head.weight" of a model that ties its embeddings,
 // the embedding matrix. NULL with the message set when absent.
 const ae_st_tensor *ae_export_source(const ae_st_set *src, const ae_model *m, const char *name);
-// A file tensor's values as f32 (heap, ae_free_aligned), or NULL with the message set.
-float *ae_export_read_f32(const ae_st_tensor *t);
+// A file tensor's values as f32 into *out (heap, ae_free_aligned; NULL on failure).
+ae_status ae_export_read_f32(const ae_st_tensor *t, float **out);
 
 // Writes the tensors of m (ae_model_load_shapes), read one at a time from src (m's folder),
 // into dir: safetensors files of at most shard_size bytes (header included), converted to dt,

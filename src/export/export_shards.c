@@ -123,8 +123,8 @@ static ae_status convert(writer *w, const ae_model_tensor *t, const void **out) 
     ae_dtype dt = w->p->dt;
     const ae_st_tensor *s = ae_export_source(w->src, w->m, t->name);
     if (!s) return AE_ERR_FORMAT;
-    float *f = ae_export_read_f32(s);
-    if (!f) return AE_ERR_NOMEM;
+    float *f = NULL;
+    AE_TRY(ae_export_read_f32(s, &f));
     if (dt == AE_DT_F32) {
         *out = f;
         return keep(w, f);

@@ -13,11 +13,13 @@ const ae_st_tensor *ae_export_source(const ae_st_set *src, const ae_model *m, co
     return t;
 }
 
-float *ae_export_read_f32(const ae_st_tensor *t) {
-    float *f = ae_alloc_f32(t->numel > 0 ? (size_t)t->numel : 1);
-    if (f && ae_st_to_f32(t, f) != AE_OK) {
-        ae_free_aligned(f);
-        return NULL;
+ae_status ae_export_read_f32(const ae_st_tensor *t, float **out) {
+    *out = ae_alloc_f32(t->numel > 0 ? (size_t)t->numel : 1);
+    if (!*out) return AE_ERR_NOMEM;
+    ae_status st = ae_st_to_f32(t, *out);
+    if (st != AE_OK) {
+        ae_free_aligned(*out);
+        *out = NULL;
     }
-    return f;
+    return st;
 }

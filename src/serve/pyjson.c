@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <utf8proc.h>
+
 #include "core/sbuf.h"
 
 #define MAX_DEPTH 1000
@@ -47,20 +49,6 @@ static int hex4(reader *r, unsigned *out) {
     return 0;
 }
 
-static void put_utf8(ae_sbuf *b, unsigned cp) {
-    char u[4];
-    size_t k;
-    if (cp < 0x80) u[0] = (char)cp, k = 1;
-    else if (cp < 0x800) u[0] = (char)(0xC0 | cp >> 6), u[1] = (char)(0x80 | (cp & 63)), k = 2;
-    else if (cp < 0x10000)
-        u[0] = (char)(0xE0 | cp >> 12), u[1] = (char)(0x80 | (cp >> 6 & 63)),
-        u[2] = (char)(0x80 | (cp & 63)), k = 3;
-    else
-        u[0] = (char)(0xF0 | cp >> 18), u[1] = (char)(0x80 | (cp >> 12 & 63)),
-        u[2] = (char)(0x80 | (cp >> 6 & 63)), u[3] = (char)(0x80 | (cp & 63)), k = 4;
-    ae_sbuf_add(b, u, k);
-}
-
 // The string at r->i (at its opening quote), its characters decoded into dec (may be NULL).
 static int read_string(reader *r, ae_sbuf *dec) {
     r->i++; // '"'
@@ -98,7 +86,10 @@ static int read_string(reader *r, ae_sbuf *dec) {
             if (lo < 0xDC00 || lo > 0xDFFF) return bad(r, "a lone high surrogate in a string");
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
         }
-        if (dec) put_utf8(dec, cp);
+        if (dec) {
+            utf8proc_uint8_t u[4];
+            ae_sbuf_add(dec, (const char *)u, (size_t)utf8proc_encode_char((utf8proc_int32_t)cp, u));
+        }
     }
     return bad(r, "an unterminated string");
 }
