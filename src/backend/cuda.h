@@ -35,6 +35,10 @@ void *ae_cuda_stream(const ae_backend *be);
 // aligned, dk and dv different memory (absorbed MLA's dk == dv always runs "ref"). For tests and
 // benchmarks that must know which kernels ran.
 const char *ae_cuda_attn_bwd_kernels(const ae_backend *be, const ae_attn_args *a);
+// How the last Hopper (wgmma) attention_bwd in this process computed dq: "ds" (from the dS tiles
+// its dK/dV kernel stored), "ws" (the warp-specialised dQ kernel), "sync" (the synchronous one),
+// "none" before any (static storage). For tests and benchmarks.
+const char *ae_cuda_attn_bwd_dq_last(void);
 // The kernel and split-KV plan of the last `attention` call in this process, e.g. "flash (B),
 // splits 32 (blocks 8, per_sm 2, keys 4096, min_keys 128)" (static storage). For benchmarks.
 const char *ae_cuda_attn_last(void);

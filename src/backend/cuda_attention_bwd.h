@@ -25,6 +25,12 @@ typedef struct {
     // tile)), zeroed
     float *dq_acc;
     int *sem;
+    // Hopper dQ from stored dS (cuda_attention_bwd_wgmma.cu, "ds"), set by its launch: the dS
+    // tiles of kv heads ds_h0 .. (64 query rows x 64 keys bf16, 8 KB each, query tile qi and
+    // key tile kj <= qi at tile (h − ds_h0)·ds_nq·(ds_nq + 1)/2 + qi·(qi + 1)/2 + kj), ds_nq
+    // query tiles a head
+    bf16 *ds_tiles;
+    int ds_h0, ds_nq;
     const float *lse2;  // (T·Hq)
     const float *delta; // (T·Hq) D = Σ_d dout·out (= Σ_j p_j dp_j)
     int T, pos0, Hq, Hkv, G, dk_dim, dv_dim;

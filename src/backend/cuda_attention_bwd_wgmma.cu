@@ -44,6 +44,18 @@
 //   AE_CUDA_ATTN_BWD_DQ=sync keeps k_attn_bwd_wg_q. The dK/dV kernel warp-specialised the same
 //   way (a cp.async producer warpgroup) was measured 0.92-0.95x (its consumers, capped at 240
 //   registers, spill) and not kept.
+// dQ from stored dS ("ds", the default where it runs: G = 1 (MLA's materialised layout), pos0 =
+//   0, no window, Q/dO and K by TMA, device memory for the tiles): the dK/dV kernel (DS) also
+//   writes each warpgroup's dSᵀ tile (64 keys x 64 query rows, bf16, 8 KB; key tile kj of 64
+//   keys <= query tile qi, the tiles a causal dQ needs) to global memory, each warp its 16 keys
+//   through shared memory and one bulk store (cp.async.bulk) while its dK/dV products run; then
+//   k_attn_bwd_wg_q_ds forms dQ = dS·K from them, 5 products in all instead of 7, at the cost of
+//   writing and reading the tiles once (a head at T 4096: 2080 tiles, 17 MB). Heads run in
+//   chunks whose tiles fit WGMMA_BWD_DS_MB. dk, dv: the same bits as ws; dq: its own fixed order
+//   (within TOL_ATTN_TC of ws). H200, 2026-12-02 (bench_attn --bwd-paths, 2 x 4096): MLA 1.7B
+//   1.251 -> 1.148 ms, MLA 8B 2.512 -> 2.318; ncu per 1.7B sequence: dK/dV 380 -> 418 us, dQ
+//   230 -> 133 us; bench_distill Qwen3-1.7B MLA stage 1 65.0-65.3k -> 66.5-67.8k tok/s.
+//   AE_CUDA_ATTN_BWD_DQ=ws / sync keep the kernels below.
 // Only tiles some row can see are visited; masks are applied on tiles not fully visible.
 // Precision as the split path: P and dS rounded to bf16 as operands, fp32 accumulation.
 //
@@ -76,6 +88,8 @@ constexpr int kBufsKV = 3;      // query-row buffers of the dK/dV kernel
 constexpr int kQsThreads = 384; // the warp-specialised dQ kernel: producer + 2 consumer warpgroups
 constexpr int kQsStages = 3;    // its K/V stages
 constexpr int kQsProdRegs = 24, kQsConsRegs = 240;
+constexpr int kQdStages = 4;                // the dQ-from-dS kernel's stages (K + two dS tiles)
+constexpr uint32_t kDsTile = kBQ * 64 * 2;  // a stored dS tile: 64 query rows x 64 keys, bf16
 static_assert(128 * kQsProdRegs + 256 * kQsConsRegs <= 65536, "register file");
 
 // Shared memory of the two kernels (byte offsets from the 1024-byte aligned base; + 1 KB for the
@@ -107,6 +121,11 @@ template <int DK, int DV> struct wgb_cfg {
     static constexpr uint32_t QS_K = Q_K;
     static constexpr uint32_t QS_V = QS_K + kQsStages * kBN * DK * 2;
     static constexpr size_t QS_SMEM = QS_V + kQsStages * kBN * DV * 2 + 1024;
+    // dQ from stored dS: kQdStages x K (kBN x DK), then kQdStages x 2 dS tiles (one per
+    // consumer warpgroup) (dk 192: 161 KB)
+    static constexpr uint32_t QD_K = 0;
+    static constexpr uint32_t QD_DS = QD_K + kQdStages * kBN * DK * 2;
+    static constexpr size_t QD_SMEM = QD_DS + kQdStages * 2 * kDsTile + 1024;
 };
 
 #ifdef AE_WGMMA_DEVICE
@@ -282,6 +301,23 @@ __device__ __forceinline__ void wgf_store_ds(uint32_t ds, const uint32_t (&sf)[4
 #pragma unroll
     for (int k = 0; k < 4; k++)
         stsm_x4_trans(ds + wg_swz_off(16 * k + 8 * (i >> 1) + rr, 2 * warp + (i & 1), 64), sf[k]);
+}
+// dQ from stored dS: this warp's dSᵀ fragments (its 16 keys x the tile's 64 query rows, sf of
+// wgb_frags) into its 2 KB of the warpgroup's dSᵀ tile at ds (64 keys x 64 query rows, rows of
+// 128 bytes, 128-byte swizzled: key rows 16·warp .. + 15), so that each warp can store its part
+// on its own. stmatrix without .trans: lane l gives the address of row l % 8 of matrix l / 8,
+// matrix i = (key rows 8·(i & 1) .., query rows 8·(i >> 1) .. of the k-step).
+__device__ __forceinline__ void stsm_x4(uint32_t addr, const uint32_t (&r)[4]) {
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr),
+                 "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3])
+                 : "memory");
+}
+__device__ __forceinline__ void wgd_store_dst(uint32_t ds, const uint32_t (&sf)[4][4], int warp,
+                                              int lane) {
+    const int i = lane >> 3, rr = lane & 7;
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+        stsm_x4(ds + wg_swz_off(16 * warp + 8 * (i & 1) + rr, 2 * k + (i >> 1), 64), sf[k]);
 }
 // Waits (each thread, acquire at GPU scope) until *count >= target. A count that never comes is
 // a bug: after 20 s the kernel traps (an error at the next sync) instead of hanging. The loop is
@@ -541,12 +577,13 @@ __device__ __forceinline__ void wgb_kv_probs(uint32_t (&pf)[4][4], uint32_t (&sf
     wgb_frags(pf, st);
     wgb_frags(sf, dp);
 }
-// dV += Pᵀ·dO, dK += dSᵀ·Q (dK columns 0..127 in dka, 128..191 in dkb at dk 192), waited for.
+// Issues dV += Pᵀ·dO, dK += dSᵀ·Q (dK columns 0..127 in dka, 128..191 in dkb at dk 192), one
+// commit group; wgb_kv_acc_wait waits for it (pf, sf untouched until then).
 template <int DK>
-__device__ __forceinline__ void wgb_kv_accumulate(float (&dva)[64], float (&dka)[64],
-                                                  float (&dkb)[32], const uint32_t (&pf)[4][4],
-                                                  const uint32_t (&sf)[4][4], uint32_t q_a,
-                                                  uint32_t o_a) {
+__device__ __forceinline__ void wgb_kv_acc_issue(float (&dva)[64], float (&dka)[64],
+                                                 float (&dkb)[32], const uint32_t (&pf)[4][4],
+                                                 const uint32_t (&sf)[4][4], uint32_t q_a,
+                                                 uint32_t o_a) {
     wg_reg_fence(dva);
     wg_fence();
     wgb_issue_fb(dva, pf, o_a); // dV += Pᵀ·dO
@@ -554,10 +591,22 @@ __device__ __forceinline__ void wgb_kv_accumulate(float (&dva)[64], float (&dka)
     if constexpr (DK == 192) wg_reg_fence(dkb);
     wgb_issue_fx<DK>(dka, dkb, sf, q_a); // dK += dSᵀ·Q
     wg_commit();
+}
+template <int DK>
+__device__ __forceinline__ void wgb_kv_acc_wait(float (&dva)[64], float (&dka)[64],
+                                                float (&dkb)[32]) {
     wg_wait<0>();
     wg_reg_fence(dva);
     wg_reg_fence(dka);
     if constexpr (DK == 192) wg_reg_fence(dkb);
+}
+template <int DK>
+__device__ __forceinline__ void wgb_kv_accumulate(float (&dva)[64], float (&dka)[64],
+                                                  float (&dkb)[32], const uint32_t (&pf)[4][4],
+                                                  const uint32_t (&sf)[4][4], uint32_t q_a,
+                                                  uint32_t o_a) {
+    wgb_kv_acc_issue<DK>(dva, dka, dkb, pf, sf, q_a, o_a);
+    wgb_kv_acc_wait<DK>(dva, dka, dkb);
 }
 #endif
 
@@ -586,7 +635,7 @@ __device__ __forceinline__ void wgb_kv_accumulate(float (&dva)[64], float (&dka)
 // still comes by cp.async. Thread 0 issues tile i + 1 where the threads issued their copies: after
 // the wait for tile i, whose "full" phase needs warpgroup 1's arrivals of its step i − 1, so both
 // warpgroups are past step i − 2, the last reader of the buffer refilled.
-template <int DK, int DV, bool FUSED, bool TMA = false>
+template <int DK, int DV, bool FUSED, bool TMA = false, bool DS = false>
 __global__ void __launch_bounds__(kWgThreads, 1)
     k_attn_bwd_wg_kv(const attn_bwd_tc_params p, const __grid_constant__ CUtensorMap tq_map,
                      const __grid_constant__ CUtensorMap tdo_map) {
@@ -599,7 +648,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
 
     const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127, warp = (tid >> 5) & 3;
     const int lane = tid & 31, tq = lane & 3;
-    int kvh = blockIdx.x, ky = blockIdx.y;
+    int kvh = blockIdx.x + (DS ? p.ds_h0 : 0), ky = blockIdx.y;
     if constexpr (FUSED) { // tile from a ticket (see wgf_add_dq): the longest first, heads inner
         __shared__ int ticket;
         if (tid == 0) ticket = atomicAdd(p.sem, 1);
@@ -681,7 +730,12 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     const int jw = j0 + 64 * wg;                                 // the warpgroup's first key
     const int jk[2] = {jw + 16 * warp + (lane >> 2), jw + 16 * warp + (lane >> 2) + 8}; // lane's
     const uint32_t k_a = base + C::KV_K + wg * 64 * 128, v_a = base + C::KV_V + wg * 64 * 128;
-    const uint32_t ds_a = base + C::KV_DS + wg * kBQ * 64 * 2; // fused: this warpgroup's dS
+    const uint32_t ds_a = base + C::KV_DS + wg * kBQ * 64 * 2; // fused, DS: this warpgroup's dS
+    // DS: this warpgroup's key tile of 64 and its head's stored tiles (pos0 = 0, no window, G = 1)
+    const int kj = 2 * ky + wg;
+    bf16 *const ds_head = DS ? p.ds_tiles + (size_t)(kvh - p.ds_h0) * p.ds_nq * (p.ds_nq + 1) / 2 *
+                                               (kDsTile / 2)
+                             : nullptr;
 
     const int r_last = (r_end - 1) / kBQ * kBQ;
     load_rows(r_last, 0); // with K and V: all of this thread's copies so far
@@ -712,13 +766,35 @@ __global__ void __launch_bounds__(kWgThreads, 1)
             fence_proxy_async();
             nbar_sync(5 + wg, 128);
         }
-        wgb_kv_accumulate<DK>(dva, dka, dkb, pf, sf, q_a, o_a);
+        if constexpr (DS) {
+            // dSᵀ of the tile (query tile qi, key tile kj <= qi) to global memory, each warp its
+            // 16 keys: into its slice of the staging tile (once its store of the step before has
+            // read it) before the products that read sf are issued, then out by a bulk store
+            // while they run
+            const int qi = R0 / kBQ;
+            const bool store = kj <= qi;
+            if (store) {
+                bulk_wait_read_if(lane == 0);
+                __syncwarp();
+                wgd_store_dst(ds_a, sf, warp, lane);
+                fence_proxy_async();
+                __syncwarp();
+            }
+            wgb_kv_acc_issue<DK>(dva, dka, dkb, pf, sf, q_a, o_a);
+            if (store)
+                bulk_store_if(ds_head + ((size_t)qi * (qi + 1) / 2 + kj) * (kDsTile / 2) + warp * 1024,
+                              ds_a + warp * 2048, 2048, lane == 0);
+            wgb_kv_acc_wait<DK>(dva, dka, dkb);
+        } else {
+            wgb_kv_accumulate<DK>(dva, dka, dkb, pf, sf, q_a, o_a);
+        }
         if constexpr (FUSED) { // this warpgroup's part of the tile's dQ, after the earlier parts
             const int first = (attn_lo(p.pos0 + R0 / G, p.window) - attn_lo(p.pos0, p.window)) / kKeys;
             int *count = p.sem + 1 + (size_t)kvh * ((nrows + kBQ - 1) / kBQ) + R0 / kBQ;
             wgf_add_dq<DK>(p, ds_a, k_a, count, 2 * (ky - first) + wg, kvh, R0, warp, lane);
         }
     }
+    if constexpr (DS) bulk_wait_if(lane == 0); // the stores complete before the dQ kernel
     wgb_store_dkdv<DK, DV>(p, kvh, S, jk, tq, dka, dkb, dva);
 #else
     (void)p;
@@ -924,9 +1000,137 @@ __global__ void __launch_bounds__(kQsThreads, 1)
 #endif
 }
 
+#ifdef AE_WGMMA_DEVICE
+// Issues dQ (64 x DK) += dS·K over one key tile of 64: dS from the dSᵀ tile at ds (64 keys x 64
+// query rows, as wgd_store_dst writes it: A M-major), K the 64-row tile at k (N-major); columns
+// 0..127 into lo, 128..191 (DK = 192) into hi. Not committed.
+template <int DK>
+__device__ __forceinline__ void wgb_issue_dsk(float (&lo)[64], float (&hi)[32], uint32_t ds,
+                                              uint32_t k) {
+    const uint64_t da = wgb_opaque(wg_desc(ds, kNLbo, 1024));
+    const uint64_t db = wgb_opaque(wg_desc(k, kNLbo, 1024));
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        wg_mma_ss_mnmajor(lo, da + ((kk * 2048) >> 4), db + ((kk * 2048) >> 4));
+        if constexpr (DK == 192)
+            wg_mma_ss_mnmajor_n64(hi, da + ((kk * 2048) >> 4), db + ((2 * kNLbo + kk * 2048) >> 4));
+    }
+}
+#endif
+
+// The dQ kernel from stored dS ("ds", see the file header): G = 1, pos0 = 0, no window. Block =
+// (head p.ds_h0 + x, query tiles qi0 = 2·by and qi0 + 1 of 64 rows, the last first), 3
+// warpgroups. Warpgroup 0, the producer: one thread loads per key tile t of 64 keys the K tile
+// by TMA (tk, as k_attn_bwd_wg_q_ws) and each consumer's dS tile (qi, t), where t <= qi, by a
+// bulk copy, into kQdStages stages ("full" / "empty" mbarriers as there). Warpgroups 1 and 2,
+// query tiles qi0 and qi0 + 1: dQ += dS·K per key tile, in key order (A: dS from shared
+// memory; B: K N-major). No masks: the dK/dV kernel stored the masked entries, padding rows and
+// keys past the sequence as zeros. Then dq = scale·dQ (wgb_store_dq).
+template <int DK, int DV>
+__global__ void __launch_bounds__(kQsThreads, 1)
+    k_attn_bwd_wg_q_ds(const attn_bwd_tc_params p, const __grid_constant__ CUtensorMap tk) {
+#ifdef AE_WGMMA_DEVICE
+    typedef wgb_cfg<DK, DV> C;
+    constexpr int S = kQdStages;
+    extern __shared__ unsigned char wgb_smem[];
+    __shared__ __align__(8) uint64_t qd_bars[2 * S]; // full[S], then empty[S]
+    const uint32_t base = smem_base_1k(wgb_smem);
+    const uint32_t full = smem_u32(qd_bars), empty = full + 8 * S;
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < S; i++) {
+            mbar_init(full + 8 * i, 1);
+            mbar_init(empty + 8 * i, 8); // one arrival per consumer warp
+        }
+        fence_mbar_init();
+    }
+    __syncthreads();
+    const int kvh = p.ds_h0 + blockIdx.x, nq = p.ds_nq;
+    const int qi0 = 2 * (gridDim.y - 1 - blockIdx.y);
+    const int ntiles = (qi0 + 1 < nq ? qi0 + 1 : qi0) + 1; // the key tiles of its last query tile
+    const bf16 *ds_head = p.ds_tiles + (size_t)blockIdx.x * nq * (nq + 1) / 2 * (kDsTile / 2);
+    // The warpgroup through a shuffle: warp-uniform for ptxas (else it serialises the wgmma).
+    const int wgi = __shfl_sync(0xffffffffu, (int)threadIdx.x >> 7, 0);
+    if (wgi == 0) {
+        wg_setmaxnreg_dec<kQsProdRegs>();
+        if (threadIdx.x != 0) return;
+        tma_prefetch_map(&tk);
+        for (int t = 0; t < ntiles; t++) {
+            const int st = t % S;
+            const int n0 = t <= qi0, n1 = qi0 + 1 < nq && t <= qi0 + 1;
+            mbar_wait(empty + 8 * st, ((t / S) & 1) ^ 1);
+            mbar_arrive_expect_tx(full + 8 * st, kBN * DK * 2 + (n0 + n1) * kDsTile);
+            const uint32_t kd = base + C::QD_K + st * kBN * DK * 2;
+#pragma unroll
+            for (int c = 0; c < DK / 64; c++)
+                tma_load_3d(kd + c * kBN * 128, &tk, 64 * c, kvh, t * kBN, full + 8 * st);
+            const uint32_t dd = base + C::QD_DS + st * 2 * kDsTile;
+            if (n0)
+                bulk_load(dd, ds_head + ((size_t)qi0 * (qi0 + 1) / 2 + t) * (kDsTile / 2), kDsTile,
+                          full + 8 * st);
+            if (n1)
+                bulk_load(dd + kDsTile,
+                          ds_head + ((size_t)(qi0 + 1) * (qi0 + 2) / 2 + t) * (kDsTile / 2),
+                          kDsTile, full + 8 * st);
+        }
+        return;
+    }
+    wg_setmaxnreg_inc<kQsConsRegs>();
+    const int ct = threadIdx.x - 128, wg = wgi - 1, warp = (ct >> 5) & 3, lane = ct & 31;
+    const int qi = qi0 + wg;
+    const int mine = qi < nq ? qi + 1 : 0; // the key tiles this warpgroup multiplies: 0 .. qi
+    float dqa[64], dqb[32]; // dQ columns 0..127 in dqa, 128..191 (dk 192) in dqb
+#pragma unroll
+    for (int i = 0; i < 64; i++) dqa[i] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 32; i++) dqb[i] = 0.0f;
+    // tile t's product is issued before tile t − 1's is waited for (its stage then released)
+    for (int t = 0; t < mine; t++) {
+        const int st = t % S;
+        mbar_wait(full + 8 * st, (t / S) & 1);
+        wgb_dq_fence<DK>(dqa, dqb);
+        wg_fence();
+        wgb_issue_dsk<DK>(dqa, dqb, base + C::QD_DS + (st * 2 + wg) * kDsTile,
+                          base + C::QD_K + st * kBN * DK * 2);
+        wg_commit();
+        if (t > 0) {
+            wg_wait<1>();
+            mbar_arrive_if(empty + 8 * ((t - 1) % S), lane == 0);
+        }
+    }
+    if (mine > 0) {
+        wg_wait<0>();
+        mbar_arrive_if(empty + 8 * ((mine - 1) % S), lane == 0);
+    }
+    wgb_dq_fence<DK>(dqa, dqb);
+    for (int t = mine; t < ntiles; t++) { // the other warpgroup's last tile: released unread
+        mbar_wait(full + 8 * (t % S), (t / S) & 1);
+        mbar_arrive_if(empty + 8 * (t % S), lane == 0);
+    }
+    wgb_store_dq<DK>(p, dqa, dqb, kvh, qi * kBQ + 16 * warp, lane);
+#else
+    (void)p;
+    (void)tk;
+#endif
+}
+
 #ifndef WGMMA_BWD_KV_TMA
 #define WGMMA_BWD_KV_TMA 1
 #endif
+
+// The dQ form's default: dQ from stored dS (ds) where it can run (1), else ws or sync as below.
+#ifndef WGMMA_BWD_DQ_DS
+#define WGMMA_BWD_DQ_DS 1
+#endif
+// The most device memory the stored dS tiles of one call may take (MiB; AE_CUDA_ATTN_BWD_DS_MB
+// overrides): heads run in chunks that fit, and a head that alone does not (T above ~4500 at
+// 320 MiB) takes the ws / sync kernels. 320 MiB holds Qwen3-1.7B's MLA (16 heads, T 4096:
+// 260 MiB) in one chunk and Qwen3-8B's (32 heads) in two.
+#ifndef WGMMA_BWD_DS_MB
+#define WGMMA_BWD_DS_MB 320
+#endif
+
+// What the last Hopper split backward ran for dQ (ae_cuda_attn_bwd_dq_last).
+static const char *g_dq_last = "none";
 
 // The dQ kernel's form: AE_CUDA_ATTN_BWD_DQ=sync (k_attn_bwd_wg_q) or =ws (warp-specialised: an
 // error where it cannot run); unset: WGMMA_BWD_DQ_WS (ws where it can run).
@@ -1005,10 +1209,22 @@ template <int DK, int DV> struct wgb_kernels {
             cuda_tmp_free(be, tmp);
             return;
         }
+        const char *env = getenv("AE_CUDA_ATTN_BWD_DQ");
+        const int want_ds = env ? strcmp(env, "ds") == 0 : WGMMA_BWD_DQ_DS;
+        if (want_ds && launch_ds(be, p, key_tiles)) {
+            g_dq_last = "ds";
+            return;
+        }
+        if (env && want_ds) {
+            cuda_check(be, cudaErrorInvalidDeviceFunction,
+                       "attention_bwd (AE_CUDA_ATTN_BWD_DQ=ds asks for dQ from stored dS, which "
+                       "cannot run here: an sm_90a build, the tensor map encoder, G = 1, pos0 = 0, "
+                       "no window, a head's tiles within AE_CUDA_ATTN_BWD_DS_MB, device memory)");
+            return;
+        }
         launch_kv(be, p, dim3((unsigned)p->Hkv, key_tiles));
         const unsigned row_tiles = (unsigned)((p->T * p->G + kRowsQ - 1) / kRowsQ);
         const dim3 grid((unsigned)p->Hkv, row_tiles);
-        const char *env = getenv("AE_CUDA_ATTN_BWD_DQ");
         const int want_ws = env ? strcmp(env, "ws") == 0 : WGMMA_BWD_DQ_WS;
         CUtensorMap tk, tv;
         const void *kws = (const void *)k_attn_bwd_wg_q_ws<DK, DV>;
@@ -1018,6 +1234,7 @@ template <int DK, int DV> struct wgb_kernels {
             cuda_tmap_keys(&tv, p->v, p->pos0 + p->T, p->Hkv, DV, p->v_stride, kBN)) {
             k_attn_bwd_wg_q_ws<DK, DV><<<grid, kQsThreads, C::QS_SMEM, s>>>(*p, tk, tv);
             cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dq, warp-specialised)");
+            g_dq_last = "ws";
             return;
         }
         if (env && want_ws) {
@@ -1029,6 +1246,57 @@ template <int DK, int DV> struct wgb_kernels {
         }
         k_attn_bwd_wg_q<DK, DV><<<grid, kWgThreads, C::Q_SMEM, s>>>(*p);
         cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dq)");
+        g_dq_last = "sync";
+    }
+    // Device memory for the dS tiles, stream-ordered; null (no error kept) when there is none
+    // or a graph is being captured: the caller then runs the other dQ kernels.
+    static void *ds_alloc(const ae_backend *be, size_t bytes) {
+        void *t = NULL;
+        if (cu(be)->rec || cuda_failed(be)) return NULL;
+        if (cudaMallocAsync(&t, bytes, stream_of(be)) != cudaSuccess) {
+            cudaGetLastError();
+            return NULL;
+        }
+        return t;
+    }
+    // dQ from stored dS: per chunk of kv heads, the dK/dV kernel (Q and dO by TMA) also storing
+    // its dS tiles, then k_attn_bwd_wg_q_ds. 1 when queued; 0, with nothing queued, where it
+    // cannot run (G != 1, pos0 != 0, a window, no sm_90a code or tensor maps, a head's tiles
+    // over the budget, no device memory for them).
+    static int launch_ds(const ae_backend *be, attn_bwd_tc_params *p, unsigned key_tiles) {
+        if (p->G != 1 || p->pos0 != 0 || p->window > 0) return 0;
+        const void *kkv = (const void *)k_attn_bwd_wg_kv<DK, DV, false, true, true>;
+        const void *kq = (const void *)k_attn_bwd_wg_q_ds<DK, DV>;
+        CUtensorMap tq, tdo, tk;
+        if (!wg_kernel_loaded(kkv) || !wg_kernel_loaded(kq) || !cuda_tma_available() ||
+            !attn_set_smem(be, kkv, C::KV_SMEM_FUSED) || !attn_set_smem(be, kq, C::QD_SMEM) ||
+            !rows_map(&tq, p->q, p, DK) || !rows_map(&tdo, p->dout, p, DV) ||
+            !cuda_tmap_keys(&tk, p->k, p->T, p->Hkv, DK, p->k_stride, kBN))
+            return 0;
+        const int nq = (p->T + kBQ - 1) / kBQ;
+        const size_t head_bytes = (size_t)nq * (nq + 1) / 2 * kDsTile;
+        const char *mb = getenv("AE_CUDA_ATTN_BWD_DS_MB");
+        const size_t budget = (size_t)(mb ? atol(mb) : WGMMA_BWD_DS_MB) << 20;
+        const int hmax = (int)(budget / head_bytes < (size_t)p->Hkv ? budget / head_bytes : p->Hkv);
+        if (hmax < 1) return 0;
+        const int nchunks = (p->Hkv + hmax - 1) / hmax, hc = (p->Hkv + nchunks - 1) / nchunks;
+        void *tiles = ds_alloc(be, (size_t)hc * head_bytes);
+        if (!tiles) return 0;
+        cudaStream_t s = stream_of(be);
+        p->ds_tiles = (bf16 *)tiles;
+        p->ds_nq = nq;
+        for (int h0 = 0; h0 < p->Hkv; h0 += hc) {
+            const unsigned n = (unsigned)(hc < p->Hkv - h0 ? hc : p->Hkv - h0);
+            p->ds_h0 = h0;
+            k_attn_bwd_wg_kv<DK, DV, false, true, true>
+                <<<dim3(n, key_tiles), kWgThreads, C::KV_SMEM_FUSED, s>>>(*p, tq, tdo);
+            cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dk, dv, storing dS)");
+            k_attn_bwd_wg_q_ds<DK, DV>
+                <<<dim3(n, (unsigned)(nq + 1) / 2), kQsThreads, C::QD_SMEM, s>>>(*p, tk);
+            cuda_check(be, cudaGetLastError(), "attention_bwd (wgmma dq from stored dS)");
+        }
+        cuda_tmp_free(be, tiles);
+        return 1;
     }
 };
 
@@ -1060,6 +1328,8 @@ int attn_bwd_wgmma_prepare(const ae_backend *be, int dk, int dv, int fused) {
 #undef X
     return 0;
 }
+
+extern "C" const char *ae_cuda_attn_bwd_dq_last(void) { return g_dq_last; }
 
 void attn_bwd_wgmma_launch(const ae_backend *be, attn_bwd_tc_params *p, int fused) {
 #define X(DK, DV) \

@@ -14,7 +14,8 @@
 // - Wrappers: m64n128k16 (64 accumulator registers) and m64n64k16 (32: the _n64 forms), each
 //   with A and B from shared memory (ss, both K-major) or A from registers and B N-major
 //   (rs_nmajor: B stored [k][n], n contiguous, e.g. V as [key][d]); m64n64k16 also with A from
-//   shared memory and B N-major (ss_nmajor_n64).
+//   shared memory and B N-major (ss_nmajor_n64); both with A and B from shared memory, both
+//   stored [k][·] (ss_mnmajor: A M-major, B N-major).
 #ifndef AE_BACKEND_CUDA_WGMMA_H
 #define AE_BACKEND_CUDA_WGMMA_H
 
@@ -106,6 +107,23 @@ __device__ __forceinline__ void wg_mma_ss_nmajor_n64(float (&d)[32], uint64_t da
                  ", %32, %33, p, 1, 1, 0, 1;\n}\n"
                  : WG_ACC32(d)
                  : "l"(da), "l"(db), "r"(accumulate));
+}
+// The same two shapes with A from shared memory M-major (stored [k][m], m contiguous: transposed,
+// described as an N-major B is) and B N-major.
+// d += A·B.
+__device__ __forceinline__ void wg_mma_ss_mnmajor(float (&d)[64], uint64_t da, uint64_t db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " WG_D64
+                 ", %64, %65, p, 1, 1, 1, 1;\n}\n"
+                 : WG_ACC64(d)
+                 : "l"(da), "l"(db), "r"(1));
+}
+__device__ __forceinline__ void wg_mma_ss_mnmajor_n64(float (&d)[32], uint64_t da, uint64_t db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D32
+                 ", %32, %33, p, 1, 1, 1, 1;\n}\n"
+                 : WG_ACC32(d)
+                 : "l"(da), "l"(db), "r"(1));
 }
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() {
@@ -224,6 +242,37 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const void *tmap, int 
     asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
                  " [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
                  "l"((uint64_t)tmap), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+                 : "memory");
+}
+// Bulk copies (cp.async.bulk, no tensor map): `bytes` (a multiple of 16; addresses 16-byte
+// aligned) from global memory into shared memory at dst, counted on the barrier `bar`.
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_t bytes,
+                                          uint32_t bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes"
+                 " [%0], [%1], %2, [%3];\n" ::"r"(dst),
+                 "l"((uint64_t)src), "r"(bytes), "r"(bar)
+                 : "memory");
+}
+// From shared memory at src to global memory at dst, as one bulk group of the calling thread,
+// where `pred` holds (predicated inside the asm, as mbar_arrive_if). The shared bytes must have
+// been written before it and made visible to the async proxy (fence_proxy_async).
+__device__ __forceinline__ void bulk_store_if(void *dst, uint32_t src, uint32_t bytes, int pred) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %3, 0;\n"
+                 "@p cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n"
+                 "@p cp.async.bulk.commit_group;\n}\n" ::"l"((uint64_t)dst),
+                 "r"(src), "r"(bytes), "r"(pred)
+                 : "memory");
+}
+// Where `pred` holds: waits until the calling thread's bulk stores have read their shared
+// memory (read: it may be written again), or (bulk_wait_if) until they are complete.
+__device__ __forceinline__ void bulk_wait_read_if(int pred) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %0, 0;\n"
+                 "@p cp.async.bulk.wait_group.read 0;\n}\n" ::"r"(pred)
+                 : "memory");
+}
+__device__ __forceinline__ void bulk_wait_if(int pred) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %0, 0;\n"
+                 "@p cp.async.bulk.wait_group 0;\n}\n" ::"r"(pred)
                  : "memory");
 }
 // Fetches a tensor map into the TMA unit's cache ahead of its first use.
