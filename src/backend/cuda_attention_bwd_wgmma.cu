@@ -53,8 +53,10 @@
 //   writing and reading the tiles once (a head at T 4096: 2080 tiles, 17 MB). Heads run in
 //   chunks whose tiles fit WGMMA_BWD_DS_MB. dk, dv: the same bits as ws; dq: its own fixed order
 //   (within TOL_ATTN_TC of ws). H200, 2026-12-02 (bench_attn --bwd-paths, 2 x 4096): MLA 1.7B
-//   1.251 -> 1.148 ms, MLA 8B 2.512 -> 2.318; ncu per 1.7B sequence: dK/dV 380 -> 418 us, dQ
-//   230 -> 133 us; bench_distill Qwen3-1.7B MLA stage 1 65.0-65.3k -> 66.5-67.8k tok/s.
+//   1.251 -> 1.152 ms, MLA 8B 2.512 -> 2.343; ncu per 1.7B sequence: dK/dV 380 -> 418 us (the
+//   stores: its shared memory and DRAM traffic), dQ 230 -> 131 us (DRAM 59%: reading the
+//   tiles); bench_distill Qwen3-1.7B MLA stage 1 65.0-65.3k -> 66.5-67.8k tok/s, Qwen3-8B MLA
+//   (8-bit states, bf16 gradients) 17.4k -> 18.2k with the same peak memory.
 //   AE_CUDA_ATTN_BWD_DQ=ws / sync keep the kernels below.
 // Only tiles some row can see are visited; masks are applied on tiles not fully visible.
 // Precision as the split path: P and dS rounded to bf16 as operands, fp32 accumulation.
@@ -88,7 +90,7 @@ constexpr int kBufsKV = 3;      // query-row buffers of the dK/dV kernel
 constexpr int kQsThreads = 384; // the warp-specialised dQ kernel: producer + 2 consumer warpgroups
 constexpr int kQsStages = 3;    // its K/V stages
 constexpr int kQsProdRegs = 24, kQsConsRegs = 240;
-constexpr int kQdStages = 4;                // the dQ-from-dS kernel's stages (K + two dS tiles)
+constexpr int kQdStages = 5; // the dQ-from-dS kernel's stages (K + two dS tiles; 4: 2% slower)
 constexpr uint32_t kDsTile = kBQ * 64 * 2;  // a stored dS tile: 64 query rows x 64 keys, bf16
 static_assert(128 * kQsProdRegs + 256 * kQsConsRegs <= 65536, "register file");
 
@@ -122,7 +124,7 @@ template <int DK, int DV> struct wgb_cfg {
     static constexpr uint32_t QS_V = QS_K + kQsStages * kBN * DK * 2;
     static constexpr size_t QS_SMEM = QS_V + kQsStages * kBN * DV * 2 + 1024;
     // dQ from stored dS: kQdStages x K (kBN x DK), then kQdStages x 2 dS tiles (one per
-    // consumer warpgroup) (dk 192: 161 KB)
+    // consumer warpgroup) (dk 192: 201 KB)
     static constexpr uint32_t QD_K = 0;
     static constexpr uint32_t QD_DS = QD_K + kQdStages * kBN * DK * 2;
     static constexpr size_t QD_SMEM = QD_DS + kQdStages * 2 * kDsTile + 1024;
@@ -1083,11 +1085,13 @@ __global__ void __launch_bounds__(kQsThreads, 1)
     for (int i = 0; i < 64; i++) dqa[i] = 0.0f;
 #pragma unroll
     for (int i = 0; i < 32; i++) dqb[i] = 0.0f;
-    // tile t's product is issued before tile t − 1's is waited for (its stage then released)
+    // tile t's product is issued before tile t − 1's is waited for (its stage then released);
+    // the accumulators are not touched in between (a register fence there would make ptxas
+    // wait for the pending product: C7517)
+    wgb_dq_fence<DK>(dqa, dqb);
     for (int t = 0; t < mine; t++) {
         const int st = t % S;
         mbar_wait(full + 8 * st, (t / S) & 1);
-        wgb_dq_fence<DK>(dqa, dqb);
         wg_fence();
         wgb_issue_dsk<DK>(dqa, dqb, base + C::QD_DS + (st * 2 + wg) * kDsTile,
                           base + C::QD_K + st * kBN * DK * 2);
@@ -1097,11 +1101,9 @@ __global__ void __launch_bounds__(kQsThreads, 1)
             mbar_arrive_if(empty + 8 * ((t - 1) % S), lane == 0);
         }
     }
-    if (mine > 0) {
-        wg_wait<0>();
-        mbar_arrive_if(empty + 8 * ((mine - 1) % S), lane == 0);
-    }
+    wg_wait<0>();
     wgb_dq_fence<DK>(dqa, dqb);
+    if (mine > 0) mbar_arrive_if(empty + 8 * ((mine - 1) % S), lane == 0);
     for (int t = mine; t < ntiles; t++) { // the other warpgroup's last tile: released unread
         mbar_wait(full + 8 * (t % S), (t / S) & 1);
         mbar_arrive_if(empty + 8 * (t % S), lane == 0);
