@@ -7,9 +7,12 @@
 #include "core/error.h"
 
 // Tokens per block of the KD loss: each block makes two passes over the vocabulary; the second
-// reads the first's logits (AE_KD_ROWS x V of each side, F32; the environment's AE_KD_HOLD_MIB
-// caps them, the chunks past the cap are recomputed with the same bits).
-#define AE_KD_ROWS 2048
+// reads the first's logits (AE_KD_ROWS x V of each side, F32: 1.16 GiB at Qwen3's vocabulary;
+// the environment's AE_KD_HOLD_MIB caps them, the chunks past the cap are recomputed with the
+// same bits). 1024 since 2026-12-02: against 2048, stage 2's peak 0.8–0.9 GiB lower (Qwen3-8B
+// MLA, 8-bit states + bf16 gradients: 37.6 -> 36.7 GiB; Qwen3-1.7B MLA 14.9 -> 14.1) at the
+// same speed (7,751 / 7,770 -> 7,779 tok/s; 28,833 / 28,685 -> 28,773 / 28,744), H200.
+#define AE_KD_ROWS 1024
 
 // Vocabulary-chunked KD loss: mean over N tokens of τ²·KL(softmax(zt/τ) ‖ softmax(zs/τ)) with
 // zt = ht·Wtᵀ, zs = hs·Wsᵀ computed for blocks of tokens, `chunk` vocabulary rows at a time
