@@ -288,12 +288,18 @@ __device__ __forceinline__ void wgb_store_dkdv(const attn_bwd_tc_params &p, int 
 // bits. No cycle: a part waits only for parts of earlier key tiles (blocks with an earlier
 // ticket, so already running) or of warpgroup 0 of its own block, which is ahead of warpgroup 1.
 
-// Stores four 8x8 bf16 matrices of A fragments transposed: lane l gives the address of row
-// l % 8 of matrix l / 8, which receives column l % 8 of that matrix.
-__device__ __forceinline__ void stsm_x4_trans(uint32_t addr, const uint32_t (&r)[4]) {
-    asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr),
-                 "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3])
-                 : "memory");
+// Stores four 8x8 bf16 matrices of A fragments (stmatrix .x4): lane l gives the address of row
+// l % 8 of matrix l / 8, which receives row l % 8 of that matrix, or (TRANS) its column l % 8.
+template <bool TRANS>
+__device__ __forceinline__ void stsm_x4(uint32_t addr, const uint32_t (&r)[4]) {
+    if constexpr (TRANS)
+        asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n"
+                     ::"r"(addr), "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3])
+                     : "memory");
+    else
+        asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n"
+                     ::"r"(addr), "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3])
+                     : "memory");
 }
 // dSᵀ fragments (this warp's 16 keys x the tile's 64 query rows, sf of wgb_frags) into the
 // warpgroup's dS tile at ds (64 rows x 64 keys, K-major, 128-byte swizzled): row = query row.
@@ -302,24 +308,19 @@ __device__ __forceinline__ void wgf_store_ds(uint32_t ds, const uint32_t (&sf)[4
     const int i = lane >> 3, rr = lane & 7;
 #pragma unroll
     for (int k = 0; k < 4; k++)
-        stsm_x4_trans(ds + wg_swz_off(16 * k + 8 * (i >> 1) + rr, 2 * warp + (i & 1), 64), sf[k]);
+        stsm_x4<true>(ds + wg_swz_off(16 * k + 8 * (i >> 1) + rr, 2 * warp + (i & 1), 64), sf[k]);
 }
 // dQ from stored dS: this warp's dSᵀ fragments (its 16 keys x the tile's 64 query rows, sf of
 // wgb_frags) into its 2 KB of the warpgroup's dSᵀ tile at ds (64 keys x 64 query rows, rows of
 // 128 bytes, 128-byte swizzled: key rows 16·warp .. + 15), so that each warp can store its part
-// on its own. stmatrix without .trans: lane l gives the address of row l % 8 of matrix l / 8,
-// matrix i = (key rows 8·(i & 1) .., query rows 8·(i >> 1) .. of the k-step).
-__device__ __forceinline__ void stsm_x4(uint32_t addr, const uint32_t (&r)[4]) {
-    asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr),
-                 "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3])
-                 : "memory");
-}
+// on its own (stmatrix without .trans: matrix i = key rows 8·(i & 1) .., query rows 8·(i >> 1)
+// .. of the k-step).
 __device__ __forceinline__ void wgd_store_dst(uint32_t ds, const uint32_t (&sf)[4][4], int warp,
                                               int lane) {
     const int i = lane >> 3, rr = lane & 7;
 #pragma unroll
     for (int k = 0; k < 4; k++)
-        stsm_x4(ds + wg_swz_off(16 * warp + 8 * (i & 1) + rr, 2 * k + (i >> 1), 64), sf[k]);
+        stsm_x4<false>(ds + wg_swz_off(16 * warp + 8 * (i & 1) + rr, 2 * k + (i >> 1), 64), sf[k]);
 }
 // Waits (each thread, acquire at GPU scope) until *count >= target. A count that never comes is
 // a bug: after 20 s the kernel traps (an error at the next sync) instead of hanging. The loop is
