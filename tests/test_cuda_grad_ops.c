@@ -1199,7 +1199,9 @@ static void test_attention_bwd_wgmma(void **state) {
 // wgmma: the Hopper kernels; the second with the synchronous dQ kernel (set_dq_kernels), the
 // first with the default dQ form: dq from stored dS where Hq == Hkv (then dk, dv the same bits,
 // dq within TOL_ATTN_TC), else the warp-specialised kernel; a third with the warp-specialised
-// kernel forced, bit-identical to the synchronous one) and wgmma from the saved forward; the fused kernel
+// kernel forced, bit-identical to the synchronous one; then with the dS tiles' budget at one head
+// (AE_CUDA_ATTN_BWD_DS_MB: the heads in chunks of one, bit-identical to all at once) and at 0
+// (dq from the warp-specialised kernel, bit-identical to it)) and wgmma from the saved forward; the fused kernel
 // (AE_CUDA_ATTN_BWD=fused: dQ sums chained through its counters over the 64 key tiles) must
 // agree with the default within TOL_ATTN_TC, and wgmma with split (AE_CUDA_ATTN_BWD=split) as
 // check_wgmma_vs_split says (d 128: bit for bit; dk 192: within TOL_ATTN_TC); two wgfused runs
@@ -1222,15 +1224,26 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
     g_gpu->attention(g_gpu, &al, out, q, k, v);
     char shape[96];
     snprintf(shape, sizeof shape, "T=%d Hq=%d Hkv=%d dk=%d dv=%d", T, Hq, Hkv, dk, dv);
-    enum { DEF, DEF2, DEF_SAVED, FUSED, SPLIT, WG, WG2, WG3, WG_SAVED, WF, WF2, NRUNS };
-    static const struct {
-        const char *env; // AE_CUDA_ATTN_BWD (null: unset)
-        int saved;       // given the forward's out and lse
-        const char *dq;  // AE_CUDA_ATTN_BWD_DQ (set_dq_kernels; null: unset)
-    } runs[NRUNS] = {{NULL, 0, NULL},    {NULL, 0, NULL},      {NULL, 1, NULL},
-                     {"fused", 0, NULL}, {"split", 0, NULL},   {"wgmma", 0, NULL},
-                     {"wgmma", 0, "sync"}, {"wgmma", 0, "ws"}, {"wgmma", 1, NULL},
-                     {"wgfused", 1, NULL}, {"wgfused", 1, NULL}};
+    enum { DEF, DEF2, DEF_SAVED, FUSED, SPLIT, WG, WG2, WG3, WG_SAVED, WF, WF2, WG_CHUNK, WG_NODS,
+           NRUNS };
+    // the stored dS tiles' budget (AE_CUDA_ATTN_BWD_DS_MB): one head's tiles (a chunk a head),
+    // and less than that (dq from the warp-specialised kernel instead)
+    char one_head[24];
+    const int ntq = (T + 63) / 64;
+    snprintf(one_head, sizeof one_head, "%zu",
+             ((size_t)ntq * (ntq + 1) / 2 * 8192 + (1u << 20) - 1) >> 20);
+    const struct {
+        const char *env;   // AE_CUDA_ATTN_BWD (null: unset)
+        int saved;         // given the forward's out and lse
+        const char *dq;    // AE_CUDA_ATTN_BWD_DQ (set_dq_kernels; null: unset)
+        const char *ds_mb; // AE_CUDA_ATTN_BWD_DS_MB (null: unset)
+    } runs[NRUNS] = {{NULL, 0, NULL, NULL},      {NULL, 0, NULL, NULL},
+                     {NULL, 1, NULL, NULL},      {"fused", 0, NULL, NULL},
+                     {"split", 0, NULL, NULL},   {"wgmma", 0, NULL, NULL},
+                     {"wgmma", 0, "sync", NULL}, {"wgmma", 0, "ws", NULL},
+                     {"wgmma", 1, NULL, NULL},   {"wgfused", 1, NULL, NULL},
+                     {"wgfused", 1, NULL, NULL}, {"wgmma", 0, NULL, one_head},
+                     {"wgmma", 0, NULL, "0"}};
     float *res[NRUNS][3];
     const char *kernels[NRUNS], *dq_form[NRUNS];
     const int wgmma = g_hopper && (dk == 128 || dk == 192) && dv == 128;
@@ -1241,15 +1254,17 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
         g_gpu->fill(g_gpu, dv_, nv, 0.0f);
         if (runs[run].env) setenv("AE_CUDA_ATTN_BWD", runs[run].env, 1);
         if (runs[run].dq) set_dq_kernels(runs[run].dq);
+        if (runs[run].ds_mb) setenv("AE_CUDA_ATTN_BWD_DS_MB", runs[run].ds_mb, 1);
         g_gpu->attention_bwd(g_gpu, runs[run].saved ? &al : &a, dq, dk_, dv_, ae_ptr_null(), dout,
                              runs[run].saved ? out : ae_ptr_null(), q, k, v);
+        if (runs[run].ds_mb) unsetenv("AE_CUDA_ATTN_BWD_DS_MB");
         kernels[run] = gpu_bwd_kernels(runs[run].saved ? &al : &a);
         dq_form[run] = strcmp(kernels[run], "wgmma") ? "-" : gpu_dq_form();
         if (runs[run].env) unsetenv("AE_CUDA_ATTN_BWD");
         if (runs[run].dq) set_dq_kernels(NULL);
         check_kernels(kernels[run], 1, wgmma, runs[run].env, shape);
         if (!strcmp(kernels[run], "wgmma")) {
-            const char *want = runs[run].dq ? runs[run].dq : ds ? "ds" : "ws";
+            const char *want = runs[run].dq ? runs[run].dq : ds && run != WG_NODS ? "ds" : "ws";
             if (strcmp(dq_form[run], want))
                 fail_msg("attention_bwd %s: run %d ran dq as %s, not %s", shape, run, dq_form[run],
                          want);
@@ -1279,6 +1294,11 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
                        "kernel == default (%s) %s", names[i], dq_form[WG], shape);
         check_same(res[WG3][i], res[WG2][i], n[i], "attention_bwd wgmma %s, warp-specialised dQ "
                    "kernel == synchronous %s", names[i], shape);
+        check_same(res[WG_CHUNK][i], res[WG][i], n[i], "attention_bwd wgmma %s, dS tiles a head "
+                   "at a time (AE_CUDA_ATTN_BWD_DS_MB=%s) == all heads %s", names[i], one_head, shape);
+        check_same(res[WG_NODS][i], res[WG3][i], n[i], "attention_bwd wgmma %s, no room for the "
+                   "dS tiles (AE_CUDA_ATTN_BWD_DS_MB=0) == the warp-specialised dQ kernel %s",
+                   names[i], shape);
         check_same(res[WG_SAVED][i], res[WG][i], n[i],
                    "attention_bwd wgmma saved == recomputed %s %s", names[i], shape);
         check(res[FUSED][i], res[DEF][i], NULL, n[i], TOL_ATTN_TC,

@@ -1265,9 +1265,11 @@ template <int DK, int DV> struct wgb_kernels {
     // dQ from stored dS: per chunk of kv heads, the dK/dV kernel (Q and dO by TMA) also storing
     // its dS tiles, then k_attn_bwd_wg_q_ds. 1 when queued; 0, with nothing queued, where it
     // cannot run (G != 1, pos0 != 0, a window, no sm_90a code or tensor maps, a head's tiles
-    // over the budget, no device memory for them).
+    // over the budget, no device memory for them, AE_CUDA_ATTN_BWD_KV=cp).
     static int launch_ds(const ae_backend *be, attn_bwd_tc_params *p, unsigned key_tiles) {
-        if (p->G != 1 || p->pos0 != 0 || p->window > 0) return 0;
+        const char *kv = getenv("AE_CUDA_ATTN_BWD_KV"); // cp: the dK/dV kernel without TMA
+        const int kv_tma = kv ? strcmp(kv, "tma") == 0 : WGMMA_BWD_KV_TMA;
+        if (!kv_tma || p->G != 1 || p->pos0 != 0 || p->window > 0) return 0;
         const void *kkv = (const void *)k_attn_bwd_wg_kv<DK, DV, false, true, true>;
         const void *kq = (const void *)k_attn_bwd_wg_q_ds<DK, DV>;
         CUtensorMap tq, tdo, tk;
