@@ -1199,8 +1199,8 @@ static void test_attention_bwd_wgmma(void **state) {
 // wgmma: the Hopper kernels; the second with the synchronous dQ kernel (set_dq_kernels), the
 // first with the default dQ form: dq from stored dS where Hq == Hkv (then dk, dv the same bits,
 // dq within TOL_ATTN_TC), else the warp-specialised kernel; a third with the warp-specialised
-// kernel forced, bit-identical to the synchronous one; then with the dS tiles' budget at one head
-// (AE_CUDA_ATTN_BWD_DS_MB: the heads in chunks of one, bit-identical to all at once) and at 0
+// kernel forced, bit-identical to the synchronous one; then with the dS tiles' budget at half
+// the heads (AE_CUDA_ATTN_BWD_DS_MB: two chunks, bit-identical to all at once) and at 0
 // (dq from the warp-specialised kernel, bit-identical to it)) and wgmma from the saved forward; the fused kernel
 // (AE_CUDA_ATTN_BWD=fused: dQ sums chained through its counters over the 64 key tiles) must
 // agree with the default within TOL_ATTN_TC, and wgmma with split (AE_CUDA_ATTN_BWD=split) as
@@ -1226,12 +1226,13 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
     snprintf(shape, sizeof shape, "T=%d Hq=%d Hkv=%d dk=%d dv=%d", T, Hq, Hkv, dk, dv);
     enum { DEF, DEF2, DEF_SAVED, FUSED, SPLIT, WG, WG2, WG3, WG_SAVED, WF, WF2, WG_CHUNK, WG_NODS,
            NRUNS };
-    // the stored dS tiles' budget (AE_CUDA_ATTN_BWD_DS_MB): one head's tiles (a chunk a head),
-    // and less than that (dq from the warp-specialised kernel instead)
-    char one_head[24];
+    // the stored dS tiles' budget (AE_CUDA_ATTN_BWD_DS_MB): half the heads' tiles and half a
+    // head's (the heads in two chunks: at T 4096, 16 heads, 8 x 32 dK/dV blocks a chunk, over
+    // the H200's 132 SMs), and 0 (dq from the warp-specialised kernel instead)
+    char half_mb[24];
     const int ntq = (T + 63) / 64;
-    snprintf(one_head, sizeof one_head, "%zu",
-             ((size_t)ntq * (ntq + 1) / 2 * 8192 + (1u << 20) - 1) >> 20);
+    const double head_mb = (double)ntq * (ntq + 1) / 2 * 8192 / 1048576.0;
+    snprintf(half_mb, sizeof half_mb, "%.0f", ceil(head_mb * (Hkv / 2 + 0.5)));
     const struct {
         const char *env;   // AE_CUDA_ATTN_BWD (null: unset)
         int saved;         // given the forward's out and lse
@@ -1242,7 +1243,7 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
                      {"split", 0, NULL, NULL},   {"wgmma", 0, NULL, NULL},
                      {"wgmma", 0, "sync", NULL}, {"wgmma", 0, "ws", NULL},
                      {"wgmma", 1, NULL, NULL},   {"wgfused", 1, NULL, NULL},
-                     {"wgfused", 1, NULL, NULL}, {"wgmma", 0, NULL, one_head},
+                     {"wgfused", 1, NULL, NULL}, {"wgmma", 0, NULL, half_mb},
                      {"wgmma", 0, NULL, "0"}};
     float *res[NRUNS][3];
     const char *kernels[NRUNS], *dq_form[NRUNS];
@@ -1294,8 +1295,9 @@ static void training_size_attn(int T, int Hq, int Hkv, int dk, int dv, uint64_t 
                        "kernel == default (%s) %s", names[i], dq_form[WG], shape);
         check_same(res[WG3][i], res[WG2][i], n[i], "attention_bwd wgmma %s, warp-specialised dQ "
                    "kernel == synchronous %s", names[i], shape);
-        check_same(res[WG_CHUNK][i], res[WG][i], n[i], "attention_bwd wgmma %s, dS tiles a head "
-                   "at a time (AE_CUDA_ATTN_BWD_DS_MB=%s) == all heads %s", names[i], one_head, shape);
+        check_same(res[WG_CHUNK][i], res[WG][i], n[i], "attention_bwd wgmma %s, dS tiles half the "
+                   "heads at a time (AE_CUDA_ATTN_BWD_DS_MB=%s) == all heads %s", names[i], half_mb,
+                   shape);
         check_same(res[WG_NODS][i], res[WG3][i], n[i], "attention_bwd wgmma %s, no room for the "
                    "dS tiles (AE_CUDA_ATTN_BWD_DS_MB=0) == the warp-specialised dQ kernel %s",
                    names[i], shape);

@@ -1125,9 +1125,10 @@ __global__ void __launch_bounds__(kQsThreads, 1)
 #define WGMMA_BWD_DQ_DS 1
 #endif
 // The most device memory the stored dS tiles of one call may take (MiB; AE_CUDA_ATTN_BWD_DS_MB
-// overrides): heads run in chunks that fit, and a head that alone does not (T above ~4500 at
-// 320 MiB) takes the ws / sync kernels. 320 MiB holds Qwen3-1.7B's MLA (16 heads, T 4096:
-// 260 MiB) in one chunk and Qwen3-8B's (32 heads) in two.
+// overrides): heads run in chunks that fit, and a head that alone does not (T above ~18K at
+// 320 MiB: a head's tiles grow as T²), or chunks of fewer dK/dV blocks than SMs (T 16K: one
+// head of 128 key blocks a chunk), take the ws / sync kernels. 320 MiB holds Qwen3-1.7B's MLA
+// (16 heads, T 4096: 260 MiB) in one chunk and Qwen3-8B's (32 heads) in two.
 #ifndef WGMMA_BWD_DS_MB
 #define WGMMA_BWD_DS_MB 320
 #endif
@@ -1265,7 +1266,8 @@ template <int DK, int DV> struct wgb_kernels {
     // dQ from stored dS: per chunk of kv heads, the dK/dV kernel (Q and dO by TMA) also storing
     // its dS tiles, then k_attn_bwd_wg_q_ds. 1 when queued; 0, with nothing queued, where it
     // cannot run (G != 1, pos0 != 0, a window, no sm_90a code or tensor maps, a head's tiles
-    // over the budget, no device memory for them, AE_CUDA_ATTN_BWD_KV=cp).
+    // over the budget, chunks smaller than a wave, no device memory for them,
+    // AE_CUDA_ATTN_BWD_KV=cp).
     static int launch_ds(const ae_backend *be, attn_bwd_tc_params *p, unsigned key_tiles) {
         const char *kv = getenv("AE_CUDA_ATTN_BWD_KV"); // cp: the dK/dV kernel without TMA
         const int kv_tma = kv ? strcmp(kv, "tma") == 0 : WGMMA_BWD_KV_TMA;
@@ -1285,6 +1287,9 @@ template <int DK, int DV> struct wgb_kernels {
         const int hmax = (int)(budget / head_bytes < (size_t)p->Hkv ? budget / head_bytes : p->Hkv);
         if (hmax < 1) return 0;
         const int nchunks = (p->Hkv + hmax - 1) / hmax, hc = (p->Hkv + nchunks - 1) / nchunks;
+        // chunks of fewer dK/dV blocks than the GPU has SMs would leave it idle behind their
+        // longest (causal) blocks: the other dQ kernels then
+        if (nchunks > 1 && (long)hc * key_tiles < cu(be)->sm_count) return 0;
         void *tiles = ds_alloc(be, (size_t)hc * head_bytes);
         if (!tiles) return 0;
         cudaStream_t s = stream_of(be);
