@@ -863,6 +863,23 @@ __global__ void __launch_bounds__(kWgThreads, 1) k_attn_bwd_wg_q(const attn_bwd_
 #endif
 }
 
+#ifdef AE_WGMMA_DEVICE
+// The stage barriers of the warp-specialised dQ kernels, S of each: "full" (one arrival, the
+// producer's, with its bytes) and "empty" (one arrival per consumer warp), initialised by thread
+// 0 before a block barrier.
+template <int S>
+__device__ __forceinline__ void wgb_ring_init(uint32_t full, uint32_t empty) {
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < S; i++) {
+            mbar_init(full + 8 * i, 1);
+            mbar_init(empty + 8 * i, 8);
+        }
+        fence_mbar_init();
+    }
+    __syncthreads();
+}
+#endif
+
 // The dQ kernel, warp-specialised (FlashAttention-3's structure, as the forward's
 // cuda_attention_ws.cu): the same blocks, tiles and arithmetic as k_attn_bwd_wg_q (wgb_dq_tile,
 // so the same bits), 3 warpgroups. Warpgroup 0, the producer (setmaxnreg.dec): one thread loads
@@ -884,14 +901,7 @@ __global__ void __launch_bounds__(kQsThreads, 1)
     const uint32_t base = smem_base_1k(wgb_smem);
     unsigned char *const sb = wgb_smem + (base - smem_u32(wgb_smem));
     const uint32_t full = smem_u32(qs_bars), empty = full + 8 * S;
-    if (threadIdx.x == 0) {
-        for (int i = 0; i < S; i++) {
-            mbar_init(full + 8 * i, 1);
-            mbar_init(empty + 8 * i, 8); // one arrival per consumer warp
-        }
-        fence_mbar_init();
-    }
-    __syncthreads();
+    wgb_ring_init<S>(full, empty);
     const int kvh = blockIdx.x;
     const wgb_dq_block k = wgb_dq_block_of(p);
     const int R0 = k.R0, kb = k.kb, ntiles = (k.ke - kb + kBN - 1) / kBN;
@@ -1039,14 +1049,7 @@ __global__ void __launch_bounds__(kQsThreads, 1)
     __shared__ __align__(8) uint64_t qd_bars[2 * S]; // full[S], then empty[S]
     const uint32_t base = smem_base_1k(wgb_smem);
     const uint32_t full = smem_u32(qd_bars), empty = full + 8 * S;
-    if (threadIdx.x == 0) {
-        for (int i = 0; i < S; i++) {
-            mbar_init(full + 8 * i, 1);
-            mbar_init(empty + 8 * i, 8); // one arrival per consumer warp
-        }
-        fence_mbar_init();
-    }
-    __syncthreads();
+    wgb_ring_init<S>(full, empty);
     const int kvh = p.ds_h0 + blockIdx.x, nq = p.ds_nq;
     const int qi0 = 2 * (gridDim.y - 1 - blockIdx.y);
     const int ntiles = (qi0 + 1 < nq ? qi0 + 1 : qi0) + 1; // the key tiles of its last query tile
