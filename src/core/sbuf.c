@@ -1,4 +1,4 @@
-// Growable heap strings (core/sbuf.h).
+// Growable heap strings and lists of them (core/sbuf.h).
 #include "core/sbuf.h"
 
 #include <stdlib.h>
@@ -35,4 +35,30 @@ char *ae_sbuf_take(ae_sbuf *b) {
     char *s = b->s ? b->s : ae_strdup("");
     memset(b, 0, sizeof *b);
     return s;
+}
+
+char *ae_strv_push(ae_strv *l, char *s) {
+    if (!s) return NULL;
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 8;
+        char **v = ae_realloc(l->v, sizeof *v * (size_t)cap);
+        if (!v) {
+            free(s);
+            return NULL;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    return l->v[l->n++] = s;
+}
+
+void ae_strv_clear(ae_strv *l) {
+    for (int i = 0; i < l->n; i++) free(l->v[i]);
+    l->n = 0;
+}
+
+void ae_strv_free(ae_strv *l) {
+    ae_strv_clear(l);
+    free(l->v);
+    memset(l, 0, sizeof *l);
 }

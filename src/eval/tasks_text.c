@@ -179,32 +179,15 @@ ae_status ae_lines_foreach(const char *path, ae_line_fn fn, void *ud) {
 
 // ---- CSV (Python csv.reader, excel dialect, strict=False) ----
 typedef struct {
-    char **f;       // (n) fields of the record being read
-    int n, cap;
+    ae_strv f;      // fields of the record being read
     ae_sbuf cur;    // the field being read
 } csv_rec;
 
 static ae_status csv_end_field(csv_rec *r) {
     char *s = ae_sbuf_take(&r->cur);
-    if (!s) return AE_ERR_NOMEM;
-    if (r->n == r->cap) {
-        int cap = r->cap ? 2 * r->cap : 8;
-        char **p = ae_realloc(r->f, sizeof *p * (size_t)cap);
-        if (!p) {
-            free(s);
-            return AE_ERR_NOMEM;
-        }
-        r->f = p;
-        r->cap = cap;
-    }
-    r->f[r->n++] = s;
-    return AE_OK;
+    return s && ae_strv_push(&r->f, s) ? AE_OK : AE_ERR_NOMEM;
 }
 
-static void csv_clear(csv_rec *r) {
-    for (int i = 0; i < r->n; i++) free(r->f[i]);
-    r->n = 0;
-}
 
 enum { CSV_START, CSV_FIELD, CSV_QUOTED, CSV_QUOTE_IN_QUOTED };
 
@@ -248,8 +231,8 @@ ae_status ae_csv_foreach(const char *path, ae_csv_rec_fn fn, void *ud) {
         if (eol) {
             if (!fresh) { // a blank line is no record
                 st = csv_end_field(&r);
-                if (st == AE_OK) st = fn(ud, r.f, r.n, rec_line);
-                csv_clear(&r);
+                if (st == AE_OK) st = fn(ud, r.f.v, r.f.n, rec_line);
+                ae_strv_clear(&r.f);
             }
             fresh = 1;
             state = CSV_START;
@@ -268,8 +251,7 @@ ae_status ae_csv_foreach(const char *path, ae_csv_rec_fn fn, void *ud) {
             state = CSV_FIELD;
         }
     }
-    csv_clear(&r);
-    free(r.f);
+    ae_strv_free(&r.f);
     free(r.cur.s);
     free(text);
     return st;

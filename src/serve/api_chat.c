@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/mem.h"
+#include "core/sbuf.h"
 #include "serve/api_internal.h"
 #include "serve/chat.h"
 #include "serve/pyjson.h"
@@ -15,32 +16,18 @@
 typedef struct {
     ae_chat_msg *msg;   // (n)
     ae_chat_call *call; // every message's calls, one array
-    char **owned;       // strings made here (joined text parts, arguments as JSON)
-    int n, n_owned, cap_owned;
+    ae_strv owned;      // strings made here (joined text parts, arguments as JSON)
+    int n;
 } chat_req;
 
 static void chat_req_free(chat_req *c) {
-    for (int k = 0; k < c->n_owned; k++) free(c->owned[k]);
-    free(c->owned);
+    ae_strv_free(&c->owned);
     free(c->call);
     free(c->msg);
 }
 
 // Keeps s (heap) until the request is rendered; NULL when s is NULL or out of memory.
-static char *own(chat_req *c, char *s) {
-    if (!s) return NULL;
-    if (c->n_owned == c->cap_owned) {
-        int cap = c->cap_owned ? 2 * c->cap_owned : 16;
-        char **g = ae_realloc(c->owned, sizeof *g * (size_t)cap);
-        if (!g) {
-            free(s);
-            return NULL;
-        }
-        c->owned = g;
-        c->cap_owned = cap;
-    }
-    return c->owned[c->n_owned++] = s;
-}
+static char *own(chat_req *c, char *s) { return ae_strv_push(&c->owned, s); }
 
 // A message's content: a string, an array of text parts (joined), or, for an assistant
 // message, null or absent (""). NULL when it is none of these.
