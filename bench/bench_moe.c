@@ -16,8 +16,7 @@
 // --ffn: the inference MoE block instead, moe_ffn forward (plan, gate/up GEMM with silu, down
 // GEMM, combine; y F32) at T = 4096 and 32768 tokens (or T), each with AE_MOE_WGMMA=ws (the
 // warp-specialised wgmma kernel) with the down GEMM's per-slot rows o in bf16 (the default) and
-// in fp32 (AE_MOE_DOWN_BF16=0), AE_MOE_WGMMA=0 (mma.sync k_expert_gemm, bf16 rows), and the
-// other wgmma kernels with bf16 rows (ws3: 3 consumers on 192-row tiles; sync), TFLOP/s
+// in fp32 (AE_MOE_DOWN_BF16=0), and AE_MOE_WGMMA=0 (mma.sync k_expert_gemm, bf16 rows), TFLOP/s
 // of its expert GEMMs (2·T·K·D·Im·3 FLOPs). moe_ffn works in chunks of tokens whose temporaries
 // fit AE_MOE_CHUNK_MIB (default 1024: 23797 tokens here with bf16 rows, 13785 with fp32 rows).
 //   bench_moe --decode [--reps R]
@@ -190,13 +189,11 @@ static int bench_ffn(const ae_backend *be, const ae_ptr *w, int T, int reps) {
     be->fill_normal(be, f.x, (size_t)T * D, 1.0f, 1);
     const double flops = 2.0 * T * K * (double)D * IM * 3;
     // AE_MOE_WGMMA, AE_MOE_DOWN_BF16: ws with bf16 rows (the default) and fp32 rows (the A/B of
-    // the rows' dtype), then mma.sync, then the other wgmma kernels (bf16 rows): ws3 (3
-    // consumers, 192-row tiles) and sync (k_expert_gemm_wgmma)
+    // the rows' dtype), then mma.sync
     static const struct {
         const char *wgmma, *down_bf16, *name;
     } cfg[] = {{"ws", "1", "ws rows bf16"}, {"ws", "0", "ws rows f32"},
-               {"0", "1", "mma.sync rows bf16"}, {"ws3", "1", "ws3 rows bf16"},
-               {"sync", "1", "sync rows bf16"}};
+               {"0", "1", "mma.sync rows bf16"}};
     enum { NCFG = sizeof cfg / sizeof cfg[0] };
     double best[NCFG] = {0};
     for (int m = 0; m < NCFG; m++) {
@@ -212,8 +209,8 @@ static int bench_ffn(const ae_backend *be, const ae_ptr *w, int T, int reps) {
                t.best * 1e3, t.mean * 1e3, flops / t.best * 1e-12);
         fflush(stdout);
     }
-    printf("moe_ffn T=%-6d bf16 rows gain %.3fx, ws over mma.sync %.2fx, ws3 over ws %.3fx\n", T,
-           best[1] / best[0], best[2] / best[0], best[0] / best[3]);
+    printf("moe_ffn T=%-6d bf16 rows gain %.3fx, ws over mma.sync %.2fx\n", T, best[1] / best[0],
+           best[2] / best[0]);
     rc = 0;
 done:
     unsetenv("AE_MOE_WGMMA"), unsetenv("AE_MOE_DOWN_BF16");

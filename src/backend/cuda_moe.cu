@@ -29,7 +29,7 @@
 //   4. combine: y[t] = Σ_k wts[t,k] · o[t·K + k] in k order (fp32, one rounding to y's dtype).
 // On Hopper (compute capability 9.0, sm_90a code loaded) the dense case's gate/up and down GEMMs
 // (and expert_matmul's forward) may run on wgmma instead (cuda_moe_wgmma.cu: row tiles of 128
-// or 192 slots, the plan's bm then the kernel's): AE_MOE_WGMMA=0|1 (never | wherever the shapes allow), unset:
+// slots, the plan's bm then 128): AE_MOE_WGMMA=0|1 (never | wherever the shapes allow), unset:
 // moe_wgmma_pick's default.
 // No float atomics anywhere: results are deterministic. The grids are sized for the worst case
 // (tiles <= (slots + E·(BMT-1)) / BMT) and surplus blocks exit at once.
@@ -775,10 +775,10 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
         const float *wc = (const float *)wts.data + t0 * K;
 
         // Row tiles of 16 slots when experts get few slots each (decode: less wasted mma work),
-        // else 64, or the wgmma kernel's tile (128 or 192) where it runs (moe_wgmma_pick).
+        // else 64, or the wgmma kernel's 128 where it runs (moe_wgmma_pick).
         int bm = slots < kSparse * E ? 16 : 64;
-        const int wg_bm = moe_wgmma_pick(be, bm == 64, wg_shapes), use_wg = wg_bm > 0;
-        if (use_wg) bm = wg_bm;
+        int use_wg = moe_wgmma_pick(be, bm == 64, wg_shapes);
+        if (use_wg) bm = kMoeWgmmaBM;
         size_t plan_smem = (size_t)(4 * E + 2) * sizeof(int);
         k_moe_plan<<<1, kPlanThreads, plan_smem, st>>>(ic, slots, E, bm, rank, off, tile_off, order);
         cuda_check(be, cudaGetLastError(), "moe_ffn plan");
@@ -793,8 +793,8 @@ void ae_cuda_moe_ffn(const ae_backend *be, ae_ptr y, ae_ptr x, ae_ptr idx, ae_pt
         dim3 grid1((unsigned)tiles, (unsigned)((Im + BN - 1) / BN));
         dim3 grid2((unsigned)tiles, (unsigned)((D + BN - 1) / BN));
         if (use_wg) {
-            moe_wgmma_gemm(be, g1, bm, (unsigned)tiles, 1, AE_DT_BF16, "moe_ffn gate/up");
-            moe_wgmma_gemm(be, g2, bm, (unsigned)tiles, 0, odt, "moe_ffn down");
+            moe_wgmma_gemm(be, g1, (unsigned)tiles, 1, AE_DT_BF16, "moe_ffn gate/up");
+            moe_wgmma_gemm(be, g2, (unsigned)tiles, 0, odt, "moe_ffn down");
         } else if (bm == 16) {
             if (Im > 0) launch_gemm<16, 64, 4, true, false, bf16>(be, grid1, g1, "moe_ffn gate/up");
             AE_CUDA_FLOAT_DISPATCH(odt, TO, {
@@ -842,13 +842,13 @@ void ae_cuda_expert_matmul(const ae_backend *be, int n, const ae_ptr *y, ae_ptr 
                                nullptr, Kd, 1, (const bf16 *)w[0].data, w1, N, Kd, false,
                                y[0].data, n == 2 ? y[1].data : nullptr, ae_dtype_size(y[0].dtype));
     // Training batches give every expert many rows: the wgmma kernel where it may run.
-    const int wg_bm = moe_wgmma_pick(be, 1, g.vec_a && g.vec_b && Kd > 0), use_wg = wg_bm > 0;
+    int use_wg = moe_wgmma_pick(be, 1, g.vec_a && g.vec_b && Kd > 0);
     unsigned tiles;
-    int *tile_off = train_tiles(be, off, S, E, use_wg ? wg_bm : kTrainBM, op, &tiles);
+    int *tile_off = train_tiles(be, off, S, E, use_wg ? kMoeWgmmaBM : kTrainBM, op, &tiles);
     if (!tile_off) return;
     g.tile_off = tile_off;
     if (use_wg) {
-        moe_wgmma_gemm(be, g, wg_bm, tiles, n == 2, y[0].dtype, op);
+        moe_wgmma_gemm(be, g, tiles, n == 2, y[0].dtype, op);
     } else {
         dim3 grid(tiles, (unsigned)((N + BN - 1) / BN));
         AE_CUDA_FLOAT_DISPATCH(y[0].dtype, TY, {

@@ -80,24 +80,25 @@ __device__ __forceinline__ void store_cols(TY *row, int col, int N, float v0, fl
 
 // ---- the wgmma path (cuda_moe_wgmma.cu) --------------------------------------------------------
 
-// Whether the grouped GEMMs of one call take a wgmma kernel, and the kernel's row tile (decided
-// before the plan, whose tiles must be the kernel's): 0 not, else the slot rows per row tile
-// (128: k_expert_gemm_wgmma and k_expert_gemm_ws with 2 consumers; 192: ws with 3).
-// AE_MOE_WGMMA: "0" never; "1" wherever the shapes allow ("sync" / "ws" / "ws3": the same,
-// naming the kernel; else AE_MOE_WGMMA_KERNEL=sync|ws|ws3 names it, unset: the default
-// warp-specialised kernel where it can run); unset: the default (MOE_WGMMA_DEFAULT_ON) where
-// `many_rows` (the dense row tile's case). Always needs a compute capability 9.0 GPU and
-// shapes_ok (depths and row pitches multiples of 8 values, 16-byte aligned rows: every load is a
-// 16-byte cp.async or TMA box row). Forced on such a GPU with shapes_ok but a build without the
-// sm_90a code (or too little shared memory): an error kept on the backend (never a silent
-// fallback), and 0.
+// Slot rows per row tile of k_expert_gemm_wgmma: the plan / tile offsets must use this tile.
+constexpr int kMoeWgmmaBM = 128;
+
+// Whether the grouped GEMMs of one call take the wgmma kernel (decided before the plan, whose
+// row tile depends on it). AE_MOE_WGMMA: "0" never; "1" wherever the shapes allow ("sync" /
+// "ws": the same, naming the kernel: k_expert_gemm_wgmma / the warp-specialised
+// k_expert_gemm_ws; else AE_MOE_WGMMA_KERNEL=sync|ws names it, unset: ws where it can run);
+// unset: the default (MOE_WGMMA_DEFAULT_ON) where `many_rows` (the dense row tile's case).
+// Always needs a compute capability 9.0 GPU and shapes_ok (depths and row pitches multiples of 8
+// values, 16-byte aligned rows: every load is a 16-byte cp.async or TMA box row). Forced on such a GPU with shapes_ok but a
+// build without the sm_90a code (or too little shared memory): an error kept on the backend
+// (never a silent fallback), and 0.
 int moe_wgmma_pick(const ae_backend *be, int many_rows, int shapes_ok);
 
 // Queues one grouped product on the wgmma kernel: g as for k_expert_gemm (not KMAJ), its plan
-// in tiles of bm rows (moe_wgmma_pick's answer; row_tiles: the grid's worst-case count), outputs
-// of dtype ydt (F32 or BF16). dual: w1 is the second weight (silu or two outputs, as g says).
-void moe_wgmma_gemm(const ae_backend *be, const ExpertGemm &g, int bm, unsigned row_tiles,
-                    int dual, ae_dtype ydt, const char *name);
+// in tiles of kMoeWgmmaBM rows (row_tiles: the grid's worst-case count), outputs of dtype ydt
+// (F32 or BF16). dual: w1 is the second weight (silu or two outputs, as g says).
+void moe_wgmma_gemm(const ae_backend *be, const ExpertGemm &g, unsigned row_tiles, int dual,
+                    ae_dtype ydt, const char *name);
 
 // ---- the decode path (cuda_moe_decode.cu) ---------------------------------------------------
 

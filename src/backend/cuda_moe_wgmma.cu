@@ -6,7 +6,7 @@
 // k_expert_gemm (wg_kernel_loaded).
 //
 // Block: 2 warpgroups (256 threads) on one row tile of BM = 128 slot rows of ONE expert (tiles
-// from the plan's tile_off in tiles of kBM; warpgroup w owns tile rows 64w .. 64w + 63)
+// from the plan's tile_off in tiles of kMoeWgmmaBM; warpgroup w owns tile rows 64w .. 64w + 63)
 // and two 128-column accumulators per thread (64 + 64 fp32 registers):
 //   DUAL (gate/up): acc0 = A · gate[e]ᵀ and acc1 = A · up[e]ᵀ over the same 128 columns n0 ..
 //     n0 + 127; the epilogue writes silu(acc0) · acc1 (moe_ffn: h, bf16), or acc0 and acc1
@@ -43,25 +43,22 @@
 // 64w + 16v + l/4 + 8·(q >> 1), column 8n + 2·(l mod 4) + (q & 1) (cuda_wgmma.h); rows past the
 // expert's slots and columns past N are not written. Deterministic: no atomics.
 //
-// k_expert_gemm_ws<NC>: the same products and epilogue, warp-specialised (as CUTLASS's sm90
+// k_expert_gemm_ws: the same tiles, products and epilogue, warp-specialised (as CUTLASS's sm90
 // "warp-specialized cooperative" GEMMs and FlashAttention-3), the default (MOE_WGMMA_WS_DEFAULT;
-// AE_MOE_WGMMA=sync|ws|ws3 or AE_MOE_WGMMA_KERNEL=sync|ws|ws3 choose), with NC consumer
-// warpgroups on row tiles of 64·NC slots: ws (NC 2) the tiles above, ws3 (NC 3) tiles of 192,
-// whose weight tiles, read from L2 once a row tile, each feed 1.5x the rows (the kernel is bound
-// by L2 traffic, not by the tensor cores), and whose experts of 129 .. 192 or 257 .. 384 slots
-// take a row tile less. 128·(NC + 1) threads, one block per SM, persistent: block i takes tiles
-// i, i + grid, ... of the order above, so the loads of its next tile run during its epilogue.
-//   warpgroup 0, producer (setmaxnreg.dec to 40 / 32 registers): per k-step it waits for the stage's
+// AE_MOE_WGMMA=sync|ws or AE_MOE_WGMMA_KERNEL=sync|ws choose). 384 threads, one block per SM,
+// persistent: block i takes tiles i, i + grid, ... of the order above, so the loads of its next
+// tile run during its epilogue.
+//   warpgroup 0, producer (setmaxnreg.dec to 40 registers): per k-step it waits for the stage's
 //     "empty" mbarrier; thread 0 arms the stage's "full" mbarrier with the weight bytes and loads
 //     the weight rows by TMA (a tensor map of w as [E·N rows, Kd], 128-byte swizzle: the layout
 //     above; rows past N read the next expert's rows, which only feed columns never written;
 //     past E·N and past Kd TMA gives zeros); all 128 threads gather the A rows by cp.async
 //     (zero-filled as above) and arrive on "full" when theirs land (cp.async.mbarrier.arrive
 //     .noinc): "full" completes after 128 + 1 arrivals and the TMA bytes.
-//   warpgroups 1 .. NC, consumers (setmaxnreg.inc to 232 / 160; tile rows 64w .. 64w + 63):
-//     per k-step wait "full", fence.proxy.async (the cp.async rows were written by the generic proxy),
+//   warpgroups 1, 2, consumers (setmaxnreg.inc to 232; tile rows 0 .. 63, 64 .. 127): per k-step
+//     wait "full", fence.proxy.async (the cp.async rows were written by the generic proxy),
 //     issue the step's 8 wgmma, wgmma.wait_group 1, then one "empty" arrival per warp for the
-//     previous step's stage (its group is done); 4·NC arrivals complete "empty". No block-wide
+//     previous step's stage (its group is done); 8 arrivals complete "empty". No block-wide
 //     barrier in the loop; 4 stages: the producer runs up to 3 steps ahead.
 // Results: the same k16 products in the same order into the same accumulators as
 // k_expert_gemm_wgmma, hence the same bits in every written element.
@@ -82,20 +79,15 @@
 #define MOE_WGMMA_DEFAULT_ON 1
 #endif
 #ifndef MOE_WGMMA_WS_DEFAULT
-// Which wgmma kernel runs when neither AE_MOE_WGMMA=sync|ws|ws3 nor AE_MOE_WGMMA_KERNEL names
-// one: 1 a warp-specialised k_expert_gemm_ws (MOE_WGMMA_WS_KERNEL; where it can run: else
-// k_expert_gemm_wgmma), 0 k_expert_gemm_wgmma.
+// Which wgmma kernel runs when neither AE_MOE_WGMMA=sync|ws nor AE_MOE_WGMMA_KERNEL names one:
+// 1 the warp-specialised k_expert_gemm_ws (where it can run: else k_expert_gemm_wgmma), 0
+// k_expert_gemm_wgmma.
 #define MOE_WGMMA_WS_DEFAULT 1
-#endif
-#ifndef MOE_WGMMA_WS_KERNEL
-// The default warp-specialised kernel: 2 (ws: 2 consumers, 128-row tiles) or 3 (ws3: 3
-// consumers, 192-row tiles).
-#define MOE_WGMMA_WS_KERNEL 2
 #endif
 
 namespace {
 
-constexpr int kBM = 128;                   // slot rows per block (2 warpgroups x 64)
+constexpr int kBM = kMoeWgmmaBM;           // slot rows per block (2 warpgroups x 64)
 constexpr int kBN = 128;                   // columns per accumulator
 constexpr int kStages = 4;
 constexpr int kThreads = 256;
@@ -245,22 +237,14 @@ __global__ void __launch_bounds__(kThreads, 1) k_expert_gemm_wgmma(const ExpertG
 
 // ---- the warp-specialised kernel (k_expert_gemm_ws) -----------------------------------------
 
-// NC consumer warpgroups of 64 tile rows each: row tiles of kWsBM<NC> slots. NC = 2 (ws): 128
-// rows, the consumers at 232 registers; NC = 3 (ws3): 192 rows, so each weight tile read from L2
-// feeds 1.5x the rows, the consumers at 160 registers (the 128 accumulators and their addresses).
+constexpr int kWsThreads = 384;            // producer warpgroup + 2 consumer warpgroups
 constexpr int kWsStages = 4;
-template <int NC> constexpr int kWsThreads = 128 * (NC + 1); // producer + NC consumer warpgroups
-template <int NC> constexpr int kWsBM = 64 * NC;
-template <int NC> constexpr int kWsProdRegs = NC == 2 ? 40 : 32;
-template <int NC> constexpr int kWsConsRegs = NC == 2 ? 232 : 160;
-template <int NC> constexpr int kWsABytes = kWsBM<NC> * 128;
-template <int NC> constexpr int kWsStageBytes = kWsABytes<NC> + kBBytes;
-template <int NC> constexpr size_t kWsSmem = (size_t)kWsStages * kWsStageBytes<NC> + 1024;
-static_assert(128 * kWsProdRegs<2> + 256 * kWsConsRegs<2> <= 65536, "register file");
-static_assert(128 * kWsProdRegs<3> + 384 * kWsConsRegs<3> <= 65536, "register file");
-static_assert(kWsSmem<3> <= 227 * 1024 - 64, "shared memory (+ the barriers)");
+constexpr int kWsProdRegs = 40, kWsConsRegs = 232; // 128·40 + 256·232 <= 64K registers
+constexpr size_t kWsSmem = (size_t)kWsStages * kStageBytes + 1024;
+static_assert(128 * kWsProdRegs + 256 * kWsConsRegs <= 65536, "register file");
 
 #ifdef AE_WGMMA_DEVICE
+constexpr int kWsConsumerWarps = 8; // "empty" arrivals per phase: one per consumer warp
 
 // Output slot of tile row r (r < the tile's rows): A row slot / a_div, output row slot.
 __device__ __forceinline__ int tile_slot(const ExpertGemm &p, int pos0, int r) {
@@ -269,18 +253,17 @@ __device__ __forceinline__ int tile_slot(const ExpertGemm &p, int pos0, int r) {
 
 // Producer warpgroup (threads 0 .. 127). Per k-step of every tile this block owns: waits until
 // the stage is empty, thread 0 arms "full" with the weight bytes and issues the weight boxes by
-// TMA, and every thread gathers its NC A rows' 4 chunks each by cp.async (the A rows are token
+// TMA, and every thread gathers its 2 A rows' 4 chunks each by cp.async (the A rows are token
 // rows in slot order: no tensor map can express them), then arrives on "full" when its copies
 // land (noinc). Lane pairs share a row: a warp's cp.async covers 16 rows x 32 contiguous bytes,
-// whole 32-byte sectors; warp v gathers tile rows 16·NC·v .. 16·NC·(v + 1) − 1.
-template <int NC, bool DUAL>
+// whole 32-byte sectors.
+template <bool DUAL>
 __device__ __forceinline__ void ws_producer(const ExpertGemm &p, const CUtensorMap *tb0,
                                             const CUtensorMap *tb1, unsigned char *sbase,
                                             uint32_t base, uint32_t full, uint32_t empty,
                                             int ncol, int ntiles) {
-    constexpr int BM = kWsBM<NC>;
     const int t = threadIdx.x;
-    const int r0 = (t >> 5) * 16 * NC + ((t & 31) >> 1), c0 = t & 1; // rows r0 + 16h; chunks c0 + 2j
+    const int r0 = (t >> 5) * 32 + ((t & 31) >> 1), c0 = t & 1; // rows r0, r0 + 16; chunks c0 + 2j
     const int nk = (p.Kd + 63) / 64;
     if (t == 0) {
         tma_prefetch_map(tb0);
@@ -289,11 +272,11 @@ __device__ __forceinline__ void ws_producer(const ExpertGemm &p, const CUtensorM
     uint32_t it = 0; // k-steps so far over this block's tiles: stage it % S, use it / S
     for (int b = blockIdx.x; b < ntiles; b += gridDim.x) {
         int e, pos0, rows;
-        expert_tile(p, b / ncol, BM, &e, &pos0, &rows);
+        expert_tile(p, b / ncol, kBM, &e, &pos0, &rows);
         const int wrow = e * p.N + (b % ncol) * kCols<DUAL>; // first weight row (E·N rows)
-        const bf16 *arow[NC];
+        const bf16 *arow[2];
 #pragma unroll
-        for (int h = 0; h < NC; h++) {
+        for (int h = 0; h < 2; h++) {
             const int r = r0 + 16 * h;
             arow[h] = r < rows ? p.a0 + (int64_t)(tile_slot(p, pos0, r) / p.a_div) * p.lda : nullptr;
         }
@@ -302,21 +285,21 @@ __device__ __forceinline__ void ws_producer(const ExpertGemm &p, const CUtensorM
             const int s = it % kWsStages;
             const uint32_t fb = full + 8 * s;
             mbar_wait(empty + 8 * s, ((it / kWsStages) & 1) ^ 1);
-            const uint32_t sb = base + s * kWsStageBytes<NC> + kWsABytes<NC>;
+            const uint32_t sb = base + s * kStageBytes + kABytes;
             if (t == 0) {
                 mbar_arrive_expect_tx(fb, kBBytes);
                 tma_load_2d(sb, tb0, kt * 64, wrow, fb);
                 if (DUAL) tma_load_2d(sb + kBN * 128, tb1, kt * 64, wrow, fb);
             }
-            unsigned char *sa = sbase + s * kWsStageBytes<NC>;
+            unsigned char *sa = sbase + s * kStageBytes;
             const int k = kt * 64;
 #pragma unroll
-            for (int h = 0; h < NC; h++) {
+            for (int h = 0; h < 2; h++) {
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                     const int ch = c0 + 2 * j;
                     const bool ok = arow[h] && k + ch * 8 < p.Kd; // Kd % 8 == 0: whole chunks
-                    cp_async16(sa + wg_swz_off(r0 + 16 * h, ch, BM), ok ? arow[h] + k + ch * 8 : p.a0,
+                    cp_async16(sa + wg_swz_off(r0 + 16 * h, ch, kBM), ok ? arow[h] + k + ch * 8 : p.a0,
                                ok);
                 }
             }
@@ -329,12 +312,12 @@ __device__ __forceinline__ void ws_producer(const ExpertGemm &p, const CUtensorM
         mbar_wait(empty + 8 * (it % kWsStages), ((it / kWsStages) & 1) ^ 1);
 }
 
-// Consumer warpgroup wg (0 .. NC − 1: tile rows 64wg .. 64wg + 63) of the same tiles: per k-step waits
+// Consumer warpgroup wg (0, 1: tile rows 64wg .. 64wg + 63) of the same tiles: per k-step waits
 // for "full", issues the step's 8 wgmma (as k_expert_gemm_wgmma: 4 k16-steps x 2 accumulators,
 // the same order), lets one group stay pending, and releases the stage of the previous step
 // (its group is done) with one "empty" arrival per warp. A warpgroup with no rows in the tile
 // waits and releases without tensor work (the "empty" count expects every consumer warp).
-template <int NC, bool DUAL, typename TY>
+template <bool DUAL, typename TY>
 __device__ __forceinline__ void ws_consumer(const ExpertGemm &p, uint32_t base, uint32_t full,
                                             uint32_t empty, int ncol, int ntiles) {
     // wg through a shuffle: warp-uniform for ptxas (the busy branch around the wgmma).
@@ -345,7 +328,7 @@ __device__ __forceinline__ void ws_consumer(const ExpertGemm &p, uint32_t base, 
     uint32_t it = 0;
     for (int b = blockIdx.x; b < ntiles; b += gridDim.x) {
         int e, pos0, rows;
-        expert_tile(p, b / ncol, kWsBM<NC>, &e, &pos0, &rows);
+        expert_tile(p, b / ncol, kBM, &e, &pos0, &rows);
         const int n0 = (b % ncol) * kCols<DUAL>;
         const bool busy = wg * 64 < rows;
 #pragma unroll
@@ -359,8 +342,8 @@ __device__ __forceinline__ void ws_consumer(const ExpertGemm &p, uint32_t base, 
                 continue;
             }
             fence_proxy_async(); // the cp.async (generic proxy) rows, before wgmma reads them
-            const uint32_t sa = base + s * kWsStageBytes<NC> + wg * 64 * 128;
-            const uint32_t sb = base + s * kWsStageBytes<NC> + kWsABytes<NC>;
+            const uint32_t sa = base + s * kStageBytes + wg * 64 * 128;
+            const uint32_t sb = base + s * kStageBytes + kABytes;
             wg_reg_fence(acc0);
             wg_reg_fence(acc1);
             wg_fence();
@@ -394,8 +377,8 @@ __device__ __forceinline__ void ws_consumer(const ExpertGemm &p, uint32_t base, 
 // [E·N rows, Kd] bf16, boxes of 64 values x (DUAL ? 128 : 256) rows, 128-byte swizzle. Grid:
 // at most one block per SM (persistent), block i taking tiles i, i + grid, ... of the row tile x
 // column tile order of k_expert_gemm_wgmma (tile b: row tile b / ncol, column tile b mod ncol).
-template <int NC, bool DUAL, typename TY>
-__global__ void __launch_bounds__(kWsThreads<NC>, 1)
+template <bool DUAL, typename TY>
+__global__ void __launch_bounds__(kWsThreads, 1)
     k_expert_gemm_ws(const ExpertGemm p, const __grid_constant__ CUtensorMap tb0,
                      const __grid_constant__ CUtensorMap tb1) {
 #ifdef AE_WGMMA_DEVICE
@@ -407,7 +390,7 @@ __global__ void __launch_bounds__(kWsThreads<NC>, 1)
     if (threadIdx.x == 0) {
         for (int s = 0; s < kWsStages; s++) {
             mbar_init(full + 8 * s, 128 + 1); // 128 producer threads' cp.async + the TMA arming
-            mbar_init(empty + 8 * s, 4 * NC); // one arrival per consumer warp
+            mbar_init(empty + 8 * s, kWsConsumerWarps);
         }
         fence_mbar_init();
     }
@@ -417,11 +400,11 @@ __global__ void __launch_bounds__(kWsThreads<NC>, 1)
     // The warpgroup index through a shuffle: ptxas then knows the branch is warp-uniform (else
     // it serialises the consumers' wgmma, C7518).
     if (__shfl_sync(0xffffffffu, (int)threadIdx.x >> 7, 0) == 0) {
-        wg_setmaxnreg_dec<kWsProdRegs<NC>>();
-        ws_producer<NC, DUAL>(p, &tb0, &tb1, sbase, base, full, empty, ncol, ntiles);
+        wg_setmaxnreg_dec<kWsProdRegs>();
+        ws_producer<DUAL>(p, &tb0, &tb1, sbase, base, full, empty, ncol, ntiles);
     } else {
-        wg_setmaxnreg_inc<kWsConsRegs<NC>>();
-        ws_consumer<NC, DUAL, TY>(p, base, full, empty, ncol, ntiles);
+        wg_setmaxnreg_inc<kWsConsRegs>();
+        ws_consumer<DUAL, TY>(p, base, full, empty, ncol, ntiles);
     }
 #else
     (void)p;
@@ -445,19 +428,11 @@ static int weight_map(CUtensorMap *m, const bf16 *w, int E, int N, int Kd, int b
     return cuda_tmap_bf16(m, w, 2, dims, strides, box);
 }
 
-// The wgmma kernels: k_expert_gemm_wgmma, k_expert_gemm_ws with 2 and with 3 consumers.
-enum { kKernSync = 1, kKernWs = 2, kKernWs3 = 3 };
+enum { kKernSync = 1, kKernWs = 2 }; // k_expert_gemm_wgmma, k_expert_gemm_ws
 
-// The kernel a "sync" / "ws" / "ws3" value names, 0 for anything else.
+// The kernel a "sync" / "ws" value names, 0 for anything else.
 static int kernel_named(const char *v) {
-    if (!v) return 0;
-    return strcmp(v, "sync") == 0 ? kKernSync : strcmp(v, "ws") == 0 ? kKernWs
-                                              : strcmp(v, "ws3") == 0 ? kKernWs3 : 0;
-}
-
-// Slot rows per row tile of kernel k: the plan's tile.
-static int kernel_bm(int k) {
-    return k == kKernWs3 ? kWsBM<3> : k == kKernWs ? kWsBM<2> : kBM;
+    return !v ? 0 : strcmp(v, "sync") == 0 ? kKernSync : strcmp(v, "ws") == 0 ? kKernWs : 0;
 }
 
 // Why kernel `k` cannot run on this GPU / build (null: it can).
@@ -471,31 +446,29 @@ static const char *kernel_unavailable(const ae_backend *be, int k) {
                    "than this GPU allows)";
         return nullptr;
     }
-    const void *kern = k == kKernWs3 ? (const void *)k_expert_gemm_ws<3, true, bf16>
-                                     : (const void *)k_expert_gemm_ws<2, true, bf16>;
-    if (!wg_kernel_loaded(kern))
-        return "moe (AE_MOE_WGMMA asks for a warp-specialised wgmma expert GEMM (ws, ws3), whose "
+    if (!wg_kernel_loaded((const void *)k_expert_gemm_ws<true, bf16>))
+        return "moe (AE_MOE_WGMMA asks for the warp-specialised wgmma expert GEMM (ws), whose "
                "sm_90a code this build lacks: CMAKE_CUDA_ARCHITECTURES must include 90a)";
-    if ((k == kKernWs3 ? kWsSmem<3> : kWsSmem<2>) > cu(be)->smem_optin)
-        return "moe (AE_MOE_WGMMA: the warp-specialised wgmma expert GEMM (ws, ws3) needs more "
-               "shared memory per block than this GPU allows)";
+    if (kWsSmem > cu(be)->smem_optin)
+        return "moe (AE_MOE_WGMMA: the warp-specialised wgmma expert GEMM (ws) needs more shared "
+               "memory per block than this GPU allows)";
     if (!cuda_tma_available())
-        return "moe (AE_MOE_WGMMA: the warp-specialised wgmma expert GEMM (ws, ws3) needs the "
-               "driver's cuTensorMapEncodeTiled, which this driver does not offer)";
+        return "moe (AE_MOE_WGMMA: the warp-specialised wgmma expert GEMM (ws) needs the driver's "
+               "cuTensorMapEncodeTiled, which this driver does not offer)";
     return nullptr;
 }
 
-// The wgmma kernel to run: AE_MOE_WGMMA=sync|ws|ws3, else AE_MOE_WGMMA_KERNEL=sync|ws|ws3 (a
-// second variable because bench_moe and the tests set AE_MOE_WGMMA to 0 and 1 themselves), else
-// the default (MOE_WGMMA_WS_DEFAULT; a ws kernel falls back to sync where it cannot run). *why:
-// why the chosen kernel cannot run (null: it can); *named: whether a variable chose it.
+// The wgmma kernel to run: AE_MOE_WGMMA=sync|ws, else AE_MOE_WGMMA_KERNEL=sync|ws (a second
+// variable because bench_moe and the tests set AE_MOE_WGMMA to 0 and 1 themselves), else the
+// default (MOE_WGMMA_WS_DEFAULT; ws falls back to sync where it cannot run). *why: why the
+// chosen kernel cannot run (null: it can); *named: whether a variable chose it.
 static int wgmma_kernel(const ae_backend *be, const char **why, int *named) {
     int k = kernel_named(getenv("AE_MOE_WGMMA"));
     if (!k) k = kernel_named(getenv("AE_MOE_WGMMA_KERNEL"));
     *named = k != 0;
-    if (!k) k = MOE_WGMMA_WS_DEFAULT ? MOE_WGMMA_WS_KERNEL : kKernSync;
+    if (!k) k = MOE_WGMMA_WS_DEFAULT ? kKernWs : kKernSync;
     *why = kernel_unavailable(be, k);
-    if (*why && !*named && k != kKernSync) {
+    if (*why && !*named && k == kKernWs) {
         k = kKernSync;
         *why = kernel_unavailable(be, k);
     }
@@ -507,7 +480,7 @@ int moe_wgmma_pick(const ae_backend *be, int many_rows, int shapes_ok) {
     const char *kenv = getenv("AE_MOE_WGMMA_KERNEL");
     if (kenv && *kenv && !kernel_named(kenv)) {
         cuda_check(be, cudaErrorInvalidValue,
-                   "moe (AE_MOE_WGMMA_KERNEL must be sync, ws or ws3)");
+                   "moe (AE_MOE_WGMMA_KERNEL must be sync or ws)");
         return 0;
     }
     const int forced = env && (strcmp(env, "1") == 0 || kernel_named(env));
@@ -518,14 +491,13 @@ int moe_wgmma_pick(const ae_backend *be, int many_rows, int shapes_ok) {
     // for a wgmma kernel must not measure another one instead).
     const char *why;
     int named;
-    const int k = wgmma_kernel(be, &why, &named);
+    wgmma_kernel(be, &why, &named);
     if (why && (forced || named)) cuda_check(be, cudaErrorInvalidDeviceFunction, why);
-    return why ? 0 : kernel_bm(k);
+    return why ? 0 : 1;
 }
 
-// A warp-specialised kernel's launch (NC consumers): tensor maps of the weights, one block per SM
-// at most.
-template <int NC, typename TY>
+// The warp-specialised kernel's launch: tensor maps of the weights, one block per SM at most.
+template <typename TY>
 static void launch_ws(const ae_backend *be, const ExpertGemm &g, size_t blocks, int dual,
                       const char *name) {
     CUtensorMap tb0, tb1;
@@ -537,22 +509,20 @@ static void launch_ws(const ae_backend *be, const ExpertGemm &g, size_t blocks, 
                    "must be 16-byte aligned with Kd a multiple of 8)");
         return;
     }
-    const void *kern = dual ? (const void *)k_expert_gemm_ws<NC, true, TY>
-                            : (const void *)k_expert_gemm_ws<NC, false, TY>;
-    if (!attn_set_smem(be, kern, kWsSmem<NC>)) {
+    const void *kern = dual ? (const void *)k_expert_gemm_ws<true, TY>
+                            : (const void *)k_expert_gemm_ws<false, TY>;
+    if (!attn_set_smem(be, kern, kWsSmem)) {
         cuda_check(be, cudaErrorInvalidValue, name);
         return;
     }
     const size_t sms = (size_t)(cu(be)->sm_count > 0 ? cu(be)->sm_count : 1);
     dim3 grid((unsigned)(blocks < sms ? blocks : sms));
-    constexpr int nt = kWsThreads<NC>;
-    constexpr size_t sm = kWsSmem<NC>;
-    if (dual) k_expert_gemm_ws<NC, true, TY><<<grid, nt, sm, stream_of(be)>>>(g, tb0, tb1);
-    else k_expert_gemm_ws<NC, false, TY><<<grid, nt, sm, stream_of(be)>>>(g, tb0, tb1);
+    if (dual) k_expert_gemm_ws<true, TY><<<grid, kWsThreads, kWsSmem, stream_of(be)>>>(g, tb0, tb1);
+    else k_expert_gemm_ws<false, TY><<<grid, kWsThreads, kWsSmem, stream_of(be)>>>(g, tb0, tb1);
 }
 
-void moe_wgmma_gemm(const ae_backend *be, const ExpertGemm &g, int bm, unsigned row_tiles,
-                    int dual, ae_dtype ydt, const char *name) {
+void moe_wgmma_gemm(const ae_backend *be, const ExpertGemm &g, unsigned row_tiles, int dual,
+                    ae_dtype ydt, const char *name) {
     if (g.N == 0 || row_tiles == 0) return;
     const int cols = dual ? kCols<true> : kCols<false>;
     const size_t blocks = (size_t)row_tiles * (size_t)((g.N + cols - 1) / cols);
@@ -567,17 +537,9 @@ void moe_wgmma_gemm(const ae_backend *be, const ExpertGemm &g, int bm, unsigned 
         cuda_check(be, cudaErrorInvalidDeviceFunction, why);
         return;
     }
-    if (kernel_bm(kern) != bm) { // the same: the plan's tiles are not this kernel's
-        cuda_check(be, cudaErrorInvalidValue,
-                   "moe (the wgmma expert GEMM's kernel changed between its plan and its launch: "
-                   "AE_MOE_WGMMA or AE_MOE_WGMMA_KERNEL changed in between)");
-        return;
-    }
     AE_CUDA_FLOAT_DISPATCH(ydt, TY, {
-        if (kern == kKernWs3) {
-            launch_ws<3, TY>(be, g, blocks, dual, name);
-        } else if (kern == kKernWs) {
-            launch_ws<2, TY>(be, g, blocks, dual, name);
+        if (kern == kKernWs) {
+            launch_ws<TY>(be, g, blocks, dual, name);
         } else {
             const void *k = dual ? (const void *)k_expert_gemm_wgmma<true, TY>
                                  : (const void *)k_expert_gemm_wgmma<false, TY>;
