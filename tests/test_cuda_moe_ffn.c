@@ -6,7 +6,9 @@
 // (scripts/test-gpu.sh).
 //
 // moe_ffn's grouped path runs with its default bf16 per-slot rows o and with fp32 rows
-// (AE_MOE_DOWN_BF16=0), each in both modes.
+// (AE_MOE_DOWN_BF16=0), each in every mode: AE_MOE_WGMMA=0, =1 (the default wgmma kernel), and
+// each wgmma kernel by name (sync: k_expert_gemm_wgmma; ws: the warp-specialised
+// k_expert_gemm_ws), ws bit for bit against sync (expert_matmul too).
 //
 // Shapes: Qwen3-30B-A3B's layer (D 2048, Im 768, E 128, K 8) at T = 1000 and 4096 tokens; odd
 // sizes (D 136, Im 72, E 7, K 3, T 333) with one expert given no rows; every token on two
@@ -75,7 +77,11 @@
 #define TOL_BF16_OUT 5e-3
 
 static const ae_backend *g_gpu, *g_cpu;
-static const char *const g_modes[2] = {"0", "1"}; // AE_MOE_WGMMA
+// AE_MOE_WGMMA: the mma.sync kernel, the default wgmma kernel, and each wgmma kernel by name
+// (k_expert_gemm_wgmma, the warp-specialised k_expert_gemm_ws), which must give the same bits
+// (the same k16 products in the same order).
+enum { NMODES = 4, MODE_SYNC = 2 };
+static const char *const g_modes[NMODES] = {"0", "1", "sync", "ws"};
 static const char *const g_rows[2] = {"1", "0"};  // AE_MOE_DOWN_BF16: bf16 rows (default), fp32
 
 static float *hnormal(ae_rng *r, size_t n, float scale) {
@@ -170,12 +176,12 @@ static void run_ffn(ae_rng *r, const ffn_weights *w, int T, int K, int skip, int
     ae_ptr gwts = ae_tb_in(&s, wts, (size_t)T * K, AE_DT_F32);
     g_cpu->moe_ffn(g_cpu, ae_host_f32(ref), ae_host_f32(x), ae_host_i32(idx), ae_host_f32(wts),
                    ae_host_f32(w->wg), ae_host_f32(w->wu), ae_host_f32(w->wd), T, D, Im, E, K);
-    float *got[2][2][2]; // [rows][mode][run]
+    float *got[2][NMODES][2]; // [rows][mode][run]
     char what[240];
     setenv("AE_MOE_GEMV", "0", 1);
     for (int o = 0; o < 2; o++) {
         setenv("AE_MOE_DOWN_BF16", g_rows[o], 1);
-        for (int m = 0; m < 2; m++) {
+        for (int m = 0; m < NMODES; m++) {
             setenv("AE_MOE_WGMMA", g_modes[m], 1);
             for (int run = 0; run < 2; run++) {
                 ae_ptr gy = ae_tb_new(&s, ny, AE_DT_F32, NAN);
@@ -192,6 +198,12 @@ static void run_ffn(ae_rng *r, const ffn_weights *w, int T, int K, int skip, int
         snprintf(what, sizeof what, "moe_ffn T=%d D=%d Im=%d E=%d K=%d AE_MOE_DOWN_BF16=%s: "
                  "AE_MOE_WGMMA=1 vs 0", T, D, Im, E, K, g_rows[o]);
         check_l2(got[o][1][0], got[o][0][0], ny, TOL_MODES, what);
+        for (int m = 1; m < NMODES; m++) {
+            if (m == MODE_SYNC) continue;
+            snprintf(what, sizeof what, "moe_ffn T=%d D=%d Im=%d E=%d K=%d AE_MOE_DOWN_BF16=%s: "
+                     "AE_MOE_WGMMA=%s vs sync", T, D, Im, E, K, g_rows[o], g_modes[m]);
+            check_same(got[o][m][0], got[o][MODE_SYNC][0], ny, what);
+        }
     }
     for (int m = 0; m < 2; m++) {
         snprintf(what, sizeof what, "moe_ffn T=%d D=%d Im=%d E=%d K=%d AE_MOE_WGMMA=%s: bf16 vs "
@@ -201,7 +213,7 @@ static void run_ffn(ae_rng *r, const ffn_weights *w, int T, int K, int skip, int
     unsetenv("AE_MOE_WGMMA"), unsetenv("AE_MOE_GEMV"), unsetenv("AE_MOE_DOWN_BF16");
     ae_scratch_free(&s);
     for (int o = 0; o < 2; o++)
-        for (int m = 0; m < 2; m++) free(got[o][m][0]), free(got[o][m][1]);
+        for (int m = 0; m < NMODES; m++) free(got[o][m][0]), free(got[o][m][1]);
     free(x), free(idx), free(wts), free(ref);
 }
 
@@ -395,28 +407,39 @@ static void run_expert_matmul(ae_rng *r, const int32_t *off, int E, int tail, in
         ae_ptr href[2] = {ae_host_f32(ref[0]), ae_host_f32(ref[1])};
         for (int i = 0; i < n; i++) memcpy(ref[i], y0, sizeof(float) * ny);
         g_cpu->expert_matmul(g_cpu, n, href, ae_host_f32(x), hw, ae_host_i32(off), S, E, N, Kd);
-        for (int m = 0; m < 2; m++) {
+        float *sync[2] = {NULL, NULL}; // the k_expert_gemm_wgmma outputs (mode "sync")
+        for (int m = 0; m < NMODES; m++) {
             setenv("AE_MOE_WGMMA", g_modes[m], 1);
             float *got[2][2];
+            ae_scratch sm; // this mode's outputs
+            ae_scratch_init(&sm, g_gpu);
             for (int run = 0; run < 2; run++) {
                 ae_ptr gy[2];
                 for (int i = 0; i < n; i++) {
-                    gy[i] = ae_scratch_alloc(&s, ny, ydt);
+                    gy[i] = ae_scratch_alloc(&sm, ny, ydt);
                     if (ae_ptr_is_null(gy[i])) fail_msg("cuda alloc: %s", ae_last_error());
                     ae_copy(g_gpu, gy[i], gy0, ny);
                 }
                 g_gpu->expert_matmul(g_gpu, n, gy, gx, gw, goff, S, E, N, Kd);
                 for (int i = 0; i < n; i++) got[i][run] = ae_tb_out(g_gpu, gy[i], ny);
             }
+            ae_scratch_free(&sm);
             for (int i = 0; i < n; i++) {
                 snprintf(what, sizeof what, "expert_matmul n=%d E=%d S=%d N=%d Kd=%d y[%d] %s "
                          "AE_MOE_WGMMA=%s", n, E, S, N, Kd, i, ae_dtype_name(ydt), g_modes[m]);
                 check_l2(got[i][0], ref[i], ny, tol, what);
                 check_same(got[i][0], got[i][1], ny, what);
                 if (grouped < ny) check_same(got[i][0] + grouped, y0 + grouped, ny - grouped, what);
-                free(got[i][0]), free(got[i][1]);
+                free(got[i][1]);
+                if (m > MODE_SYNC) { // the named kernels after sync: its bits
+                    strncat(what, " vs sync", sizeof what - strlen(what) - 1);
+                    check_same(got[i][0], sync[i], ny, what);
+                }
+                if (m == MODE_SYNC) sync[i] = got[i][0];
+                else free(got[i][0]);
             }
         }
+        free(sync[0]), free(sync[1]);
         free(ref[0]), free(ref[1]);
     }
     unsetenv("AE_MOE_WGMMA");
