@@ -109,21 +109,11 @@ static void check_same(const float *a, const float *b, size_t n, const char *wha
 }
 
 // Distinct random experts per token, (T, K) of E, never expert `skip` (-1: none), or (hot) the
-// experts 3 and 5 for every token (K = 2).
+// experts 3 and 5 for every token (K = 2; the draws made all the same).
 static int32_t *routing(ae_rng *r, int T, int K, int E, int skip, int hot) {
-    int32_t *idx = malloc(sizeof(int32_t) * (size_t)T * K);
-    int *perm = malloc(sizeof(int) * (size_t)E);
-    assert_non_null(idx), assert_non_null(perm);
-    int n = skip >= 0 ? E - 1 : E;
-    for (int t = 0; t < T; t++) {
-        for (int e = 0; e < n; e++) perm[e] = skip >= 0 && e >= skip ? e + 1 : e;
-        for (int k = 0; k < K; k++) {
-            int j = k + (int)(ae_rng_u64(r) % (uint64_t)(n - k)), tmp = perm[k];
-            perm[k] = perm[j], perm[j] = tmp;
-            idx[t * K + k] = hot ? 3 + 2 * ((t + k) & 1) : perm[k];
-        }
-    }
-    free(perm);
+    int32_t *idx = ae_test_routing(r, T, K, E, skip);
+    for (int t = 0; hot && t < T; t++)
+        for (int k = 0; k < K; k++) idx[t * K + k] = 3 + 2 * ((t + k) & 1);
     return idx;
 }
 

@@ -117,22 +117,6 @@ static void check_same(const void *a, const void *b, size_t n, const char *what)
     fflush(stdout);
 }
 
-// Distinct random experts per token, (T, K) of E.
-static int32_t *random_routing(ae_rng *r, int T, int K, int E) {
-    int32_t *idx = malloc(sizeof(int32_t) * (size_t)T * K);
-    int *perm = malloc(sizeof(int) * (size_t)E);
-    for (int t = 0; t < T; t++) {
-        for (int e = 0; e < E; e++) perm[e] = e;
-        for (int k = 0; k < K; k++) {
-            int j = k + (int)(ae_rng_u64(r) % (uint64_t)(E - k)), tmp = perm[k];
-            perm[k] = perm[j], perm[j] = tmp;
-            idx[t * K + k] = perm[k];
-        }
-    }
-    free(perm);
-    return idx;
-}
-
 // =============================================================================================
 // moe_plan, moe_combine, moe_combine_bwd
 
@@ -146,7 +130,7 @@ typedef struct {
 static void plan_init(plan_case *c, ae_rng *r, int T, int K, int E) {
     size_t S = (size_t)T * K;
     c->T = T, c->K = K, c->E = E;
-    c->idx = random_routing(r, T, K, E);
+    c->idx = ae_test_routing(r, T, K, E, -1);
     c->off = malloc(sizeof(int32_t) * (size_t)(E + 1));
     c->pos = malloc(sizeof(int32_t) * S), c->tok = malloc(sizeof(int32_t) * S);
     g_cpu->moe_plan(g_cpu, ae_host_i32(c->off), ae_host_i32(c->pos), ae_host_i32(c->tok),
@@ -483,7 +467,7 @@ static void test_expert_matmul(void **state) {
     // longest (308 s of its 370 at 8 programs at a time, H200 2026-12-01); test_cuda_moe_ffn
     // runs the forward at 4096.
     int T = 1024, K = 8, E = 128;
-    int32_t *idx = random_routing(&r, T, K, E), *pos = malloc(sizeof(int32_t) * (size_t)T * K);
+    int32_t *idx = ae_test_routing(&r, T, K, E, -1), *pos = malloc(sizeof(int32_t) * (size_t)T * K);
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)T * K), *offb = malloc(sizeof(int32_t) * (E + 1));
     g_cpu->moe_plan(g_cpu, ae_host_i32(offb), ae_host_i32(pos), ae_host_i32(tok), ae_host_i32(idx),
                     T, K, E);

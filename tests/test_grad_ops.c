@@ -689,22 +689,6 @@ static void test_silu_mul_bwd(void **state) {
 
 // ---------------------------------------------------------------- MoE training ops
 
-// Distinct random experts for each token (T, K) of E: a partial Fisher-Yates shuffle per token.
-static int32_t *random_routing(ae_rng *r, int T, int K, int E) {
-    int32_t *idx = malloc(sizeof(int32_t) * (size_t)T * K);
-    int *perm = malloc(sizeof(int) * (size_t)E);
-    for (int t = 0; t < T; t++) {
-        for (int e = 0; e < E; e++) perm[e] = e;
-        for (int k = 0; k < K; k++) {
-            int j = k + (int)(ae_rng_u64(r) % (uint64_t)(E - k)), tmp = perm[k];
-            perm[k] = perm[j], perm[j] = tmp;
-            idx[t * K + k] = perm[k];
-        }
-    }
-    free(perm);
-    return idx;
-}
-
 // moe_plan against its definition: positions by expert, then by slot; tok the slot's token.
 static void test_moe_plan(void **state) {
     (void)state;
@@ -714,7 +698,7 @@ static void test_moe_plan(void **state) {
     int shapes[][3] = {{1, 1, 1}, {7, 2, 8}, {40, 3, 5}, {33, 8, 128}};
     for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
         int T = shapes[c][0], K = shapes[c][1], E = shapes[c][2], S = T * K;
-        int32_t *idx = random_routing(&r, T, K, E);
+        int32_t *idx = ae_test_routing(&r, T, K, E, -1);
         int32_t *off = malloc(sizeof(int32_t) * (size_t)(E + 1));
         int32_t *pos = malloc(sizeof(int32_t) * (size_t)S), *tok = malloc(sizeof(int32_t) * (size_t)S);
         be->moe_plan(be, ae_host_i32(off), ae_host_i32(pos), ae_host_i32(tok), ae_host_i32(idx), T,
@@ -762,7 +746,7 @@ static void test_moe_combine_bwd(void **state) {
     ae_rng r;
     ae_rng_seed(&r, 19);
     int T = 5, K = 3, E = 6, D = 7, S = T * K;
-    int32_t *idx = random_routing(&r, T, K, E);
+    int32_t *idx = ae_test_routing(&r, T, K, E, -1);
     int32_t *off = malloc(sizeof(int32_t) * (size_t)(E + 1)), *pos = malloc(sizeof(int32_t) * S);
     int32_t *tok = malloc(sizeof(int32_t) * S);
     be->moe_plan(be, ae_host_i32(off), ae_host_i32(pos), ae_host_i32(tok), ae_host_i32(idx), T, K, E);

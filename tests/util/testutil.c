@@ -415,6 +415,23 @@ float *ae_test_normal(ae_rng *r, size_t n, float scale, ae_dtype dt) {
     return p;
 }
 
+int32_t *ae_test_routing(ae_rng *r, int T, int K, int E, int skip) {
+    int32_t *idx = malloc(sizeof(int32_t) * ((size_t)T * K + 1));
+    int *perm = malloc(sizeof(int) * ((size_t)E + 1));
+    assert_non_null(idx), assert_non_null(perm);
+    const int n = skip >= 0 ? E - 1 : E; // the experts to draw from
+    for (int t = 0; t < T; t++) {
+        for (int e = 0; e < n; e++) perm[e] = skip >= 0 && e >= skip ? e + 1 : e;
+        for (int k = 0; k < K; k++) {
+            int j = k + (int)(ae_rng_u64(r) % (uint64_t)(n - k)), tmp = perm[k];
+            perm[k] = perm[j], perm[j] = tmp;
+            idx[(size_t)t * K + k] = perm[k];
+        }
+    }
+    free(perm);
+    return idx;
+}
+
 // ---- the eval tests' texts
 
 static const char k_doc_sep[] = "<|endoftext|>";

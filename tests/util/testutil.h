@@ -99,6 +99,10 @@ float *ae_test_floats(size_t n);
 float *ae_test_floats_copy(const float *x, size_t n);
 // A new array of scale · N(0, 1) drawn from r (ae_test_fill_normal, n draws), rounded to dt.
 float *ae_test_normal(ae_rng *r, size_t n, float scale, ae_dtype dt);
+// A new (T, K) MoE routing: for each token K distinct experts of [0, E) drawn from r (a partial
+// Fisher-Yates shuffle, K draws a token), never expert `skip` (-1: none; then E - 1 >= K).
+// Fails the test when out of memory. Caller frees.
+int32_t *ae_test_routing(ae_rng *r, int T, int K, int E, int skip);
 
 // Runs the attnedit CLI with argv (NULL-terminated, argv[0] excluded) and captures stdout and
 // stderr (heap strings, caller frees). Returns the exit status (or 128+signal when killed).
