@@ -44,6 +44,9 @@ static void test_pyjson_golden(void **st) {
         assert_string_equal(out, want);
         assert_int_equal(used, strlen(in)); // trailing whitespace read too
         free(out);
+        used = 0; // ae_pyjson_span reads the same value without writing it
+        assert_int_equal(ae_pyjson_span(in, strlen(in), &used), AE_OK);
+        assert_int_equal(used, strlen(in));
     }
     printf("%d JSON texts written as Python writes them\n", k);
     assert_true(k > 1000);
@@ -62,6 +65,7 @@ static void test_pyjson_malformed(void **st) {
         assert_int_equal(s, AE_ERR_FORMAT);
         assert_null(out);
         assert_non_null(strstr(ae_last_error(), "byte"));
+        assert_int_equal(ae_pyjson_span(bad[i], strlen(bad[i]), NULL), AE_ERR_FORMAT);
     }
     // nesting: 1000 levels read, 1001 refused
     for (int depth = 1000; depth <= 1001; depth++) {
@@ -71,6 +75,7 @@ static void test_pyjson_malformed(void **st) {
         t[2 * depth] = 0;
         char *out = NULL;
         assert_int_equal(ae_pyjson_dump(t, 2 * (size_t)depth, &out, NULL), depth <= 1000 ? AE_OK : AE_ERR_FORMAT);
+        assert_int_equal(ae_pyjson_span(t, 2 * (size_t)depth, NULL), depth <= 1000 ? AE_OK : AE_ERR_FORMAT);
         free(out);
         free(t);
     }
@@ -81,6 +86,9 @@ static void test_pyjson_malformed(void **st) {
     assert_string_equal(out, "{\"a\": 1}");
     assert_int_equal(used, 10);
     free(out);
+    used = 0;
+    assert_int_equal(ae_pyjson_span("{\"a\": 1}  , 2", 13, &used), AE_OK);
+    assert_int_equal(used, 10);
 }
 
 static void test_pyjson_member(void **st) {

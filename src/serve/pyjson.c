@@ -404,18 +404,29 @@ static int read_value(reader *r, ae_sbuf *out) {
     }
 }
 
-ae_status ae_pyjson_dump(const char *text, size_t n, char **out, size_t *used) {
+// Reads one value (written into b, or only read when b is null) and the whitespace after it.
+static ae_status read_one(const char *text, size_t n, ae_sbuf *b, size_t *used) {
     reader r = {text, n, 0, 0, NULL};
-    ae_sbuf b = {0};
-    *out = NULL;
-    if (read_value(&r, &b)) {
-        free(b.s);
-        return ae_errorf(AE_ERR_FORMAT, "JSON: %s (byte %zu)", r.err, r.i);
-    }
+    if (read_value(&r, b)) return ae_errorf(AE_ERR_FORMAT, "JSON: %s (byte %zu)", r.err, r.i);
     ws(&r);
     if (used) *used = r.i;
+    return AE_OK;
+}
+
+ae_status ae_pyjson_dump(const char *text, size_t n, char **out, size_t *used) {
+    ae_sbuf b = {0};
+    *out = NULL;
+    ae_status st = read_one(text, n, &b, used);
+    if (st != AE_OK) {
+        free(b.s);
+        return st;
+    }
     *out = ae_sbuf_take(&b);
     return *out ? AE_OK : AE_ERR_NOMEM;
+}
+
+ae_status ae_pyjson_span(const char *text, size_t n, size_t *used) {
+    return read_one(text, n, NULL, used);
 }
 
 int ae_pyjson_member(const char *text, size_t n, const char *key, int last, const char **val,

@@ -20,6 +20,10 @@
 // or nested deeper than 1000.
 ae_status ae_pyjson_dump(const char *text, size_t n, char **out, size_t *used);
 
+// The same reading without the writing: whether [text, text + n) starts with one JSON value,
+// and *used its bytes, trailing whitespace included. AE_ERR_FORMAT as ae_pyjson_dump.
+ae_status ae_pyjson_span(const char *text, size_t n, size_t *used);
+
 // The member `key` of the JSON object at the start of [text, text + n): its value's raw span
 // [*val, *val + *val_n). last = 1: the last member of that name (json.loads keeps the last),
 // 0: the first (cJSON_GetObjectItem's). Returns 1 when found, 0 when the object has no such

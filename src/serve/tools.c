@@ -77,13 +77,8 @@ static const char *find(const char *s, size_t n, const char *needle) {
 // One block's JSON, [s, s + n): 1 and *call when it is an object with a string name and
 // arguments, 0 when not, -1 out of memory.
 static int parse_call(const char *s, size_t n, ae_tool_call *call) {
-    char *whole = NULL;
     size_t used = 0;
-    if (ae_pyjson_dump(s, n, &whole, &used) != AE_OK || used != n) { // not one JSON value
-        free(whole);
-        return 0;
-    }
-    free(whole);
+    if (ae_pyjson_span(s, n, &used) != AE_OK || used != n) return 0; // not one JSON value
     const char *name_at = NULL, *args_at = NULL;
     size_t name_n = 0, args_n = 0;
     if (ae_pyjson_member(s, n, "name", 1, &name_at, &name_n) != 1 ||
