@@ -1,4 +1,4 @@
-// core/: error messages, atomic files, dtype conversion.
+// core/: error messages, atomic files, dtype conversion, progress lines.
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -10,6 +10,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "core/progress.h"
 #include "util/testutil.h"
 
 static void test_error_wrap(void **state) {
@@ -139,8 +140,54 @@ static void test_read_missing_names_file(void **state) {
     assert_non_null(strstr(ae_last_error(), "/nonexistent/x.json"));
 }
 
+// What a progress writer has written so far (its stream a tmpfile).
+static const char *written(ae_progress *p, char *buf, size_t cap) {
+    fflush(p->out);
+    long n = ftell(p->out);
+    assert_true(n >= 0 && (size_t)n < cap);
+    rewind(p->out);
+    assert_int_equal(fread(buf, 1, (size_t)n, p->out), (size_t)n);
+    buf[n] = 0;
+    return buf;
+}
+
+// Progress lines: nothing within the first interval, whole lines in a log, one rewritten line
+// on a terminal, the end's line only after another (or always when asked).
+static void test_progress(void **state) {
+    (void)state;
+    char buf[256];
+    for (int tty = 0; tty < 2; tty++) {
+        ae_progress p;
+        ae_progress_start(&p, 0);
+        p.out = tmpfile(), p.tty = tty;
+        assert_non_null(p.out);
+        assert_false(ae_progress_due(&p, 0)); // the interval has not passed
+        assert_false(ae_progress_due(&p, 1)); // nothing shown: a short run ends quietly
+        p.last -= tty ? 0.6 : 10.5;           // as if the interval had passed
+        assert_true(ae_progress_due(&p, 0));
+        ae_progress_line(&p, 0, "x: %d done", 1);
+        assert_false(ae_progress_due(&p, 0)); // just written
+        assert_true(ae_progress_due(&p, 1));  // the end closes what was shown
+        ae_progress_line(&p, 1, "x: %d done", 2);
+        assert_string_equal(written(&p, buf, sizeof buf),
+                            tty ? "\rx: 1 done\033[K\rx: 2 done\033[K\n" : "x: 1 done\nx: 2 done\n");
+        assert_true(ae_progress_elapsed(&p) >= 0);
+        fclose(p.out);
+    }
+    ae_progress p;
+    ae_progress_start(&p, 1); // a summary at the end, even of a short run
+    p.out = tmpfile(), p.tty = 0;
+    assert_non_null(p.out);
+    assert_false(ae_progress_due(&p, 0));
+    assert_true(ae_progress_due(&p, 1));
+    ae_progress_line(&p, 1, "task: %d items/s", 7);
+    assert_string_equal(written(&p, buf, sizeof buf), "task: 7 items/s\n");
+    fclose(p.out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_progress),
         cmocka_unit_test(test_error_wrap),
         cmocka_unit_test(test_bf16_f16_roundtrip),
         cmocka_unit_test(test_atomic_abort_leaves_old),

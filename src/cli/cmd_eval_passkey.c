@@ -10,8 +10,8 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/file.h"
-#include "core/log.h"
 #include "core/mem.h"
+#include "core/progress.h"
 #include "eval/passkey.h"
 #include "io/config.h"
 
@@ -97,17 +97,14 @@ static int check_output(const char *opt, const char *path) {
 
 typedef struct {
     const char *name;
-    double t0, shown;
+    ae_progress pg;
 } progress_ud;
 
-static void progress(void *ud, int done, int total) { // at most twice a second, and the end
+static void progress(void *ud, int done, int total) {
     progress_ud *p = ud;
-    double now = ae_time_now(), dt = now - p->t0;
-    if (done < total && now - p->shown < 0.5) return;
-    p->shown = now;
-    fprintf(stderr, "\reval passkey: %s %d/%d prompts, %.2f prompts/s", p->name, done, total,
-            done / (dt + 1e-9));
-    if (done == total) fputc('\n', stderr);
+    if (!ae_progress_due(&p->pg, done == total)) return;
+    ae_progress_line(&p->pg, done == total, "eval passkey: %s %d/%d prompts, %.2f prompts/s", p->name,
+                     done, total, done / (ae_progress_elapsed(&p->pg) + 1e-9));
 }
 
 static void print_table(const ae_passkey_set *s, const ae_passkey_model *mo) {
@@ -237,7 +234,8 @@ int ae_cmd_eval_passkey(int argc, char **argv) {
             rc = ae_cli_fail("eval passkey");
             break;
         }
-        progress_ud pu = {mo[k].name, ae_time_now(), 0};
+        progress_ud pu = {mo[k].name, {0}};
+        ae_progress_start(&pu.pg, 1);
         if (ae_passkey_run(m, tok[k], k > 0, &set, progress, &pu, scores[k]) != AE_OK)
             rc = ae_cli_fail("eval passkey");
         ae_model_free(m);

@@ -8,8 +8,8 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/eval_tasks.h"
-#include "core/log.h"
 #include "core/mem.h"
+#include "core/progress.h"
 #include "io/config.h"
 
 static const char k_help[] =
@@ -60,7 +60,7 @@ static ae_status split_list(const char *s, const char *opt, char ***out, int *n)
 
 typedef struct {
     const char *task, *model;
-    double t0, last;
+    ae_progress pg;
 } progress_ctx;
 
 static void fmt_eta(double s, char *buf, size_t n) {
@@ -70,15 +70,12 @@ static void fmt_eta(double s, char *buf, size_t n) {
 
 static void progress(void *ud, int done, int total) {
     progress_ctx *p = ud;
-    double now = ae_time_now();
-    if (done < total && now - p->last < 0.5) return;
-    p->last = now;
-    double rate = done / (now - p->t0 + 1e-9);
+    if (!ae_progress_due(&p->pg, done == total)) return;
+    double rate = done / (ae_progress_elapsed(&p->pg) + 1e-9);
     char eta[32];
     fmt_eta(rate > 0 ? (total - done) / rate : 0, eta, sizeof eta);
-    fprintf(stderr, "\r%s [%s]: %d/%d items, %.1f items/s, ETA %s   ", p->task, p->model, done, total,
-            rate, eta);
-    if (done == total) fputc('\n', stderr);
+    ae_progress_line(&p->pg, done == total, "%s [%s]: %d/%d items, %.1f items/s, ETA %s", p->task,
+                     p->model, done, total, rate, eta);
 }
 
 static const char *base_name(const char *path) {
@@ -103,7 +100,8 @@ static int run_model(ae_cli_eval_tasks *e, int i, const ae_backend *be) {
     int max_len = e->max_len_opt ? e->max_len_opt : m->cfg.max_position_embeddings;
     for (int t = 0; t < e->n_tasks && rc == 0; t++) {
         ae_cli_task_run *r = &e->tasks[t];
-        progress_ctx pc = {r->task.def->name, base_name(e->models[i]), ae_time_now(), 0};
+        progress_ctx pc = {r->task.def->name, base_name(e->models[i]), {0}};
+        ae_progress_start(&pc.pg, 1);
         if (ae_task_score(m, tok, r->items, r->n_items, max_len, e->batch, progress, &pc, &r->scores[i]) != AE_OK) {
             ae_error_wrap(AE_ERR_ARG, "%s: %s", e->models[i], r->task.def->name);
             rc = ae_cli_fail("eval tasks");

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
 #include "core/mem.h"
+#include "core/progress.h"
 #include "eval/ppl.h"
 #include "eval/windows.h"
 
@@ -51,7 +51,7 @@ typedef struct {
     ae_ptr dev[5];   // (chunk) each: kl, nll_t, nll_s F32; top_t, top_s I32
     row_scores h;
     ae_kl_result *out; // (n_s)
-    double t0;
+    ae_progress pg;
 } kl_run;
 
 static ae_status run_alloc(kl_run *r) {
@@ -144,14 +144,19 @@ static ae_status score_doc(kl_run *r, const int32_t *ids, size_t n) {
     return AE_OK;
 }
 
+// The progress line (when asked): tokens so far, the first student's KL and top-1 agreement.
+static void kl_progress(kl_run *r, int final) {
+    const ae_kl_acc *a = &r->out[0].all;
+    if (!r->progress || !a->tokens || !ae_progress_due(&r->pg, final)) return;
+    ae_progress_line(&r->pg, final, "eval kl: %lld tokens, KL %.4f, top1 %.3f (first student), %.0f tok/s",
+                     (long long)a->tokens, a->kl / a->tokens, (double)a->top1 / a->tokens,
+                     a->tokens / (ae_progress_elapsed(&r->pg) + 1e-9));
+}
+
 static ae_status kl_doc(void *ud, const int32_t *ids, size_t n) {
     kl_run *r = ud;
     AE_TRY(score_doc(r, ids, n));
-    const ae_kl_acc *a = &r->out[0].all;
-    if (r->progress && a->tokens)
-        fprintf(stderr, "\reval kl: %lld tokens, KL %.4f, top1 %.3f (first student), %.0f tok/s",
-                (long long)a->tokens, a->kl / a->tokens, (double)a->top1 / a->tokens,
-                a->tokens / (ae_time_now() - r->t0 + 1e-9));
+    kl_progress(r, 0);
     return AE_OK;
 }
 
@@ -173,10 +178,11 @@ ae_status ae_kl_text(const ae_model *teacher, const ae_model *const *students, i
     for (int i = 0; i < n_students; i++) init_buckets(&out[i], ctx);
     kl_run r = {.t = teacher, .s = students, .n_s = n_students, .ctx = ctx,
                 .chunk = chunk > 0 ? (chunk < ctx ? chunk : ctx) : (AE_KL_CHUNK < ctx ? AE_KL_CHUNK : ctx),
-                .progress = progress, .out = out, .t0 = ae_time_now()};
+                .progress = progress, .out = out};
+    ae_progress_start(&r.pg, 1);
     ae_status st = run_alloc(&r);
     if (st == AE_OK) st = ae_docs_foreach(tok, text, len, kl_doc, &r);
     run_free(&r);
-    if (progress) fputc('\n', stderr);
+    kl_progress(&r, 1); // also after an error: the line ends before its message
     return st;
 }

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
 #include "core/mem.h"
+#include "core/progress.h"
 #include "eval/windows.h"
 
 ae_status ae_ppl_add_doc(const ae_model *m, const int32_t *ids, size_t n, int ctx, ae_ppl *acc) {
@@ -111,37 +111,48 @@ typedef struct {
     const ae_model *m;
     int ctx, progress;
     ae_ppl *out;
-    double t0;
+    ae_progress pg;
     int chunks, max_chunks; // chunks: ae_ppl_add_chunks instead of ae_ppl_add_doc
 } ppl_ctx;
+
+// The progress line (when asked): documents or chunks, tokens, the running perplexity.
+static void ppl_progress(ppl_ctx *c, int final) {
+    if (!c->progress || c->out->tokens <= 0 || !ae_progress_due(&c->pg, final)) return;
+    ae_progress_line(&c->pg, final, "eval ppl: %d %s, %lld tokens, running ppl %.3f, %.0f tok/s",
+                     c->out->docs, c->chunks ? "chunks" : "docs", (long long)c->out->tokens,
+                     exp(c->out->nll_sum / c->out->tokens),
+                     c->out->tokens / (ae_progress_elapsed(&c->pg) + 1e-9));
+}
 
 static ae_status ppl_doc(void *ud, const int32_t *ids, size_t n) {
     ppl_ctx *c = ud;
     if (c->chunks) AE_TRY(ae_ppl_add_chunks(c->m, ids, n, c->ctx, c->max_chunks, c->out));
     else AE_TRY(ae_ppl_add_doc(c->m, ids, n, c->ctx, c->out));
-    if (c->progress && c->out->tokens > 0)
-        fprintf(stderr, "\reval ppl: %d %s, %lld tokens, running ppl %.3f, %.0f tok/s",
-                c->out->docs, c->chunks ? "chunks" : "docs", (long long)c->out->tokens,
-                exp(c->out->nll_sum / c->out->tokens), c->out->tokens / (ae_time_now() - c->t0 + 1e-9));
+    ppl_progress(c, 0);
     return AE_OK;
+}
+
+// One pass over the text's documents (whole documents in windows, or llama.cpp's chunks).
+static ae_status ppl_run(ppl_ctx *c, const ae_tokenizer *tok, const char *text, size_t len) {
+    ae_progress_start(&c->pg, 1);
+    ae_status st = ae_docs_foreach(tok, text, len, ppl_doc, c);
+    ppl_progress(c, 1); // also after an error: the line ends before its message
+    return st;
 }
 
 ae_status ae_ppl_text(const ae_model *m, const ae_tokenizer *tok, const char *text, size_t len,
                       int ctx, int progress, ae_ppl *out) {
     memset(out, 0, sizeof *out);
     if (ctx < 1) return ae_errorf(AE_ERR_ARG, "--ctx must be >= 1, got %d", ctx);
-    ppl_ctx c = {m, ctx, progress, out, ae_time_now(), 0, 0};
-    AE_TRY(ae_docs_foreach(tok, text, len, ppl_doc, &c));
-    if (progress) fputc('\n', stderr);
-    return AE_OK;
+    ppl_ctx c = {.m = m, .ctx = ctx, .progress = progress, .out = out};
+    return ppl_run(&c, tok, text, len);
 }
 
 ae_status ae_ppl_text_chunks(const ae_model *m, const ae_tokenizer *tok, const char *text,
                              size_t len, int ctx, int max_chunks, int progress, ae_ppl *out) {
     memset(out, 0, sizeof *out);
     if (ctx < 2) return ae_errorf(AE_ERR_ARG, "--ctx must be >= 2, got %d", ctx);
-    ppl_ctx c = {m, ctx, progress, out, ae_time_now(), 1, max_chunks};
-    AE_TRY(ae_docs_foreach(tok, text, len, ppl_doc, &c));
-    if (progress) fputc('\n', stderr);
-    return AE_OK;
+    ppl_ctx c = {.m = m, .ctx = ctx, .progress = progress, .out = out, .chunks = 1,
+                 .max_chunks = max_chunks};
+    return ppl_run(&c, tok, text, len);
 }

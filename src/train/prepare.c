@@ -5,11 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/file.h"
 #include "core/mem.h"
+#include "core/progress.h"
 #include "io/config.h"
 #include "tok/tokenizer.h"
 #include "train/data.h"
@@ -31,15 +31,8 @@ typedef struct {
     sink out[2];
     uint64_t doc_index;
     uint64_t bytes_done; // bytes of finished input files
-    double t0, last_report;
-    int reported;
+    ae_progress pg;
 } prep;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static uint64_t splitmix64(uint64_t x) {
     uint64_t z = x + 0x9e3779b97f4a7c15ull;
@@ -88,19 +81,12 @@ static size_t utf8_invalid_at(const unsigned char *p, size_t len) {
 static int is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
 static void progress(prep *P, uint64_t pos_in_file, int final) {
-    if (!P->o->progress) return;
-    double t = now_s();
-    if (!final && t - P->last_report < 0.5) return;
-    if (final && !P->reported) return;
-    P->last_report = t;
-    P->reported = 1;
-    double mb = (double)(P->bytes_done + pos_in_file) / 1e6, dt = t - P->t0;
-    int tty = isatty(fileno(stderr));
-    fprintf(stderr, "%sprepare-data: %.1f MB read, %.2f MB/s, %llu tokens, %llu documents%s",
-            tty ? "\r" : "", mb, dt > 0 ? mb / dt : 0.0,
-            (unsigned long long)(P->out[0].tokens + P->out[1].tokens),
-            (unsigned long long)(P->out[0].docs + P->out[1].docs), tty && !final ? "" : "\n");
-    fflush(stderr);
+    if (!P->o->progress || !ae_progress_due(&P->pg, final)) return;
+    double mb = (double)(P->bytes_done + pos_in_file) / 1e6, dt = ae_progress_elapsed(&P->pg);
+    ae_progress_line(&P->pg, final, "prepare-data: %.1f MB read, %.2f MB/s, %llu tokens, %llu documents",
+                     mb, dt > 0 ? mb / dt : 0.0,
+                     (unsigned long long)(P->out[0].tokens + P->out[1].tokens),
+                     (unsigned long long)(P->out[0].docs + P->out[1].docs));
 }
 
 static ae_status sink_open(sink *s, const char *path) {
@@ -360,7 +346,7 @@ ae_status ae_prepare_data(const ae_prepare_opts *o, ae_prepare_result *r) {
     prep P;
     memset(&P, 0, sizeof P);
     P.o = o;
-    P.t0 = P.last_report = now_s();
+    ae_progress_start(&P.pg, 0);
     uint8_t hash[32];
     ae_status st = ae_tokenizer_load(o->model_dir, &P.tok);
     if (st == AE_OK) st = ae_tokenizer_file_hash(o->model_dir, hash, r->tokenizer_sha256);
@@ -406,7 +392,7 @@ ae_status ae_prepare_data(const ae_prepare_opts *o, ae_prepare_result *r) {
         r->bytes = P.bytes_done;
         r->vocab_size = P.vocab;
         r->eos_id = P.eos;
-        r->seconds = now_s() - P.t0;
+        r->seconds = ae_progress_elapsed(&P.pg);
     } else r->valid_path[0] = '\0';
     ae_tokenizer_free(P.tok);
     free(vpath);
