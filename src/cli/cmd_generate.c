@@ -195,6 +195,7 @@ int ae_cmd_generate(int argc, char **argv) {
         }
     }
     putchar('\n');
+    fflush(stdout); // the text before the timing line, also when both go to one file
     fprintf(stderr, "prompt: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n",
             gs.prompt_tokens, gs.prefill_s, gs.prompt_tokens / (gs.prefill_s + 1e-12),
             gs.new_tokens, gs.decode_s,
