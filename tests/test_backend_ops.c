@@ -1005,6 +1005,24 @@ static void run_qk_norm_rope(ae_rng *r, int M, int Hq, int Hkv, int hd, int rd, 
     snprintf(what, sizeof what, "qk_norm_rope %s %s M=%d Hq=%d Hkv=%d hd=%d rd=%d ldq=%lld ldk=%lld "
              "koff=%zu pos<=%d q%d k%d", mode == AE_ROPE_HALF ? "half" : "interleaved", dtn(dt), M,
              Hq, Hkv, hd, rd, (long long)ldq, (long long)ldk, koff, pmax, with_q, with_k);
+    if (M >= 64) { // the prefill kernels: the register form (default) and
+        // the row-by-row one (AE_QKN_REG=0) compute the same values in the same order
+        ae_ptr dq0 = dnew_put(q, nq, dt), dk0 = dnew_put(k, nk, dt);
+        setenv("AE_QKN_REG", "0", 1);
+        g_gpu->qk_norm_rope(g_gpu, &a, with_q ? dq0 : ae_ptr_null(),
+                            with_k ? ae_ptr_at(dk0, koff) : ae_ptr_null(), dwq, dwk, dp);
+        unsetenv("AE_QKN_REG");
+        float *q0 = dget(dq0, nq), *k0 = dget(dk0, nk);
+        for (size_t i = 0; i < nq; i++)
+            if (memcmp(&q0[i], &qg[i], sizeof(float)))
+                fail_msg("%s: q element %zu: %g by rows, %g in registers", what, i, (double)q0[i],
+                         (double)qg[i]);
+        for (size_t i = 0; i < nk; i++)
+            if (memcmp(&k0[i], &kg[i], sizeof(float)))
+                fail_msg("%s: k element %zu: %g by rows, %g in registers", what, i, (double)k0[i],
+                         (double)kg[i]);
+        dfree(dq0), dfree(dk0), free(q0), free(k0);
+    }
     double tol = dt == AE_DT_F32 ? TOL_QK_F32 : TOL_BF16_OUT;
     for (int which = 0; which < 2; which++) { // q, then k
         int H = which ? Hkv : Hq, on = which ? with_k : with_q;
@@ -1056,6 +1074,12 @@ static void test_qk_norm_rope(void **state) {
             // from 64 tokens a block takes all head rows of its token (Qwen3-30B-A3B's 32 + 4)
             run_qk_norm_rope(&r, 70, 32, 4, 128, 128, 32 * 128, 4 * 128, 0, 4096, mode, dt, 1, 1);
             run_qk_norm_rope(&r, 64, 32, 4, 128, 128, 32 * 128, 4 * 128, 0, 4096, mode, dt, 0, 1);
+            // cuda's register form: hd 256 and 64, rows past one pass of its block (72), a cache
+            // offset; rd < hd stays on the row-by-row kernel
+            run_qk_norm_rope(&r, 65, 6, 3, 256, 256, 6 * 256, 3 * 256 + 16, 40, 50000, mode, dt, 1, 1);
+            run_qk_norm_rope(&r, 66, 64, 8, 128, 128, 64 * 128, 8 * 128, 0, 4096, mode, dt, 1, 1);
+            run_qk_norm_rope(&r, 64, 7, 1, 64, 64, 7 * 64 + 2, 64, 0, 4096, mode, dt, 1, 1);
+            run_qk_norm_rope(&r, 64, 4, 2, 64, 32, 4 * 64, 2 * 64, 0, 4096, mode, dt, 1, 1);
         }
     }
 }
