@@ -18,10 +18,15 @@ constexpr int kRowsPerBlock = 4; // warp-per-row kernels: warps (rows) per block
 // Chunks of V values each thread keeps in registers: 16 values 4-wide, 8 scalar (more spills).
 template <int V> constexpr int chunks_per_thread() { return V == 4 ? 4 : 8; }
 
+// r = 1 / sqrt(mean + eps), in double from the fp32 sum of squares (as cpu_norm.c).
+__device__ __forceinline__ float rms_inv(float ss, int D, float eps) {
+    return (float)(1.0 / sqrt((double)ss / D + (double)eps));
+}
 
-
-// Sum over the block, returned to every thread. Called once per kernel (its buffer is not reused).
-__device__ float block_sum(float v) {
+// rms_inv of the sum of v over the block (a warp tree, then the warp totals in warp 0), formed
+// once by thread 0 and returned to every thread: the double-precision chain once a row, not once
+// a thread. Called once per kernel (its buffer is not reused).
+__device__ float block_rms_inv(float v, int D, float eps) {
     __shared__ float part[32];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
     v = warp_sum(v);
@@ -29,15 +34,10 @@ __device__ float block_sum(float v) {
     __syncthreads();
     if (warp == 0) {
         v = warp_sum(lane < nw ? part[lane] : 0.0f);
-        if (lane == 0) part[0] = v;
+        if (lane == 0) part[0] = rms_inv(v, D, eps);
     }
     __syncthreads();
     return part[0];
-}
-
-// r = 1 / sqrt(mean + eps), in double from the fp32 sum of squares (as cpu_norm.c).
-__device__ __forceinline__ float rms_inv(float ss, int D, float eps) {
-    return (float)(1.0 / sqrt((double)ss / D + (double)eps));
 }
 
 // Rows in registers. ADD: x (F32) + dx first, written to xo (F32; may be x). Each thread owns
@@ -87,8 +87,7 @@ k_rmsnorm(TY *y, int64_t ldy, const TX *x, float *xo, int64_t ldx, const TD *dx,
         int c = g + j * G;
         if (c < chunks) ldv<V>(w + (size_t)c * V, wv[j]);
     }
-    ss = warp_rows ? warp_sum(ss) : block_sum(ss);
-    float inv = rms_inv(ss, D, eps);
+    const float inv = warp_rows ? rms_inv(warp_sum(ss), D, eps) : block_rms_inv(ss, D, eps);
 #pragma unroll
     for (int j = 0; j < C; j++) {
         int c = g + j * G;
@@ -120,7 +119,7 @@ k_rmsnorm_long(TY *y, int64_t ldy, const TX *x, float *xo, int64_t ldx, const TD
         }
         ss += v * v;
     }
-    float inv = rms_inv(block_sum(ss), D, eps);
+    const float inv = block_rms_inv(ss, D, eps);
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         const float v = ADD ? ldf(xor_ + d) : ldf(xr + d);
         stf(yr + d, ldf(w + d) * (v * inv));

@@ -143,6 +143,8 @@ k_qk_norm_rope_reg(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW 
 #pragma unroll
         for (int i = 0; i < kRegRows; i++) { // every row's loads first: all in flight at once
             const int r = r0 + i * kRegWarps + warp;
+#pragma unroll
+            for (int j = 0; j < V; j++) x[i][j] = 0.0f; // rows past the last: sums unused
             if (r < rows) {
                 const T *v = row_ptr(r);
 #pragma unroll
@@ -154,17 +156,25 @@ k_qk_norm_rope_reg(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW 
             __syncthreads(); // the only block barrier: every warp reaches it in the first pass
             table = true;
         }
+        // the rows' sums of squares, then r = 1 / sqrt(mean + eps) in double for row i by lane i
+        // (one double-precision chain for all the warp's rows, not one a row in every lane)
+        float mine = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kRegRows; i++) {
+            float ss = 0.0f;
+#pragma unroll
+            for (int j = 0; j < V; j++) ss += x[i][j] * x[i][j];
+            ss = warp_sum(ss);
+            if (lane == i) mine = ss;
+        }
+        const float inv_lane = (float)(1.0 / sqrt((double)mine / hd + (double)eps));
 #pragma unroll
         for (int i = 0; i < kRegRows; i++) {
             const int r = r0 + i * kRegWarps + warp;
             if (r >= rows) break; // uniform over the warp
             T *v = row_ptr(r);
             const TW *w = r < Hq ? wq : wk;
-            float ss = 0.0f;
-#pragma unroll
-            for (int j = 0; j < V; j++) ss += x[i][j] * x[i][j];
-            ss = warp_sum(ss);
-            const float inv = (float)(1.0 / sqrt((double)ss / hd + (double)eps));
+            const float inv = __shfl_sync(0xffffffffu, inv_lane, i);
             float y[V]; // w · (x · r), fp32 (the kernel above's normed values)
 #pragma unroll
             for (int j = 0; j < V; j++) y[j] = __fmul_rn(ldf(w + lane + 32 * j), __fmul_rn(x[i][j], inv));
