@@ -23,9 +23,10 @@
 // k_qk_norm_rope_reg. A block
 // of kRegWarps warps per token; each warp first loads all its rows (up to kRegRows a pass) into
 // registers, lane l holding dims l, l + 32, ... of each (the strided order of the kernel above,
-// so the same sums and the same bits), then computes them. The kernel above has one row's loads
-// in flight a warp, and at 4K tokens of Qwen3-30B-A3B ran at ~28% of the copy rate (9 rows a
-// warp, each a DRAM round trip).
+// so the same sums and the same bits), then computes them; lane i forms row i's double-precision
+// factor for the warp. The kernel above has one row's loads in flight a warp (9 rows a warp at
+// Qwen3-30B-A3B's 36): one call at 4K tokens under ncu on an H200, 54.9 µs there, 44.8 µs here
+// (docs/BENCHMARKS.md, 2026-12-02 12:12).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
