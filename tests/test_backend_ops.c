@@ -1074,6 +1074,7 @@ static void test_qk_norm_rope(void **state) {
             // from 64 tokens a block takes all head rows of its token (Qwen3-30B-A3B's 32 + 4)
             run_qk_norm_rope(&r, 70, 32, 4, 128, 128, 32 * 128, 4 * 128, 0, 4096, mode, dt, 1, 1);
             run_qk_norm_rope(&r, 64, 32, 4, 128, 128, 32 * 128, 4 * 128, 0, 4096, mode, dt, 0, 1);
+            run_qk_norm_rope(&r, 64, 32, 4, 128, 128, 32 * 128, 4 * 128, 0, 4096, mode, dt, 1, 0);
             // cuda's register form: hd 256 and 64, rows past one pass of its block (72), a cache
             // offset; rd < hd stays on the row-by-row kernel
             run_qk_norm_rope(&r, 65, 6, 3, 256, 256, 6 * 256, 3 * 256 + 16, 40, 50000, mode, dt, 1, 1);
