@@ -20,9 +20,8 @@
 // bf16 before the rotation (closer to the fp32 CPU reference, not farther).
 //
 // Prefill (M >= kTokenBlockMin) with rd = hd = 32·V (V in 2, 4, 8: Qwen3's 128 among them):
-// k_qk_norm_rope_reg. A block
-// of kRegWarps warps per token; each warp first loads all its rows (up to kRegRows a pass) into
-// registers, lane l holding dims l, l + 32, ... of each (the strided order of the kernel above,
+// k_qk_norm_rope_reg, a block of kRegWarps warps per token. Each warp first loads all its rows
+// (up to kRegRows a pass) into registers, lane l holding dims l, l + 32, ... of each (the strided order of the kernel above,
 // so the same sums and the same bits), then computes them; lane i forms row i's double-precision
 // factor for the warp. The kernel above has one row's loads in flight a warp (9 rows a warp at
 // Qwen3-30B-A3B's 36): one call at 4K tokens under ncu on an H200, 54.9 µs there, 44.8 µs here
@@ -61,6 +60,19 @@ __device__ __forceinline__ float qk_row_load(T *v, float *row, int hd, int lane)
     return ss;
 }
 
+// The (cos, sin) table of position p for the rd/2 pairs into cs, by the block's threads (the
+// expression of cuda_rope.cu; inv_freq from tab, beyond kTab on the device).
+__device__ __forceinline__ void rope_table(float2 *cs, float p, int half, int rd, double theta,
+                                           const InvFreq &tab) {
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float inv = i < kTab ? tab.f[i] : (float)(1.0 / pow(theta, (double)(2 * i) / rd));
+        float ang = __fmul_rn(p, inv);
+        double s, c;
+        sincos((double)ang, &s, &c);
+        cs[i] = make_float2((float)c, (float)s);
+    }
+}
+
 template <typename T, typename TW>
 __global__ void __launch_bounds__(kWarps * 32)
 k_qk_norm_rope(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW *wk,
@@ -77,14 +89,7 @@ k_qk_norm_rope(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW *wk,
     // decode the kernel's time is its chain of dependent steps)
     int r = blockIdx.y * kWarps + warp;
     float ss = r < rows ? qk_row_load(row_ptr(r), row, hd, lane) : 0.0f;
-    const float p = (float)pos[t];
-    for (int i = tid; i < half; i += blockDim.x) {
-        float inv = i < kTab ? tab.f[i] : (float)(1.0 / pow(theta, (double)(2 * i) / rd));
-        float ang = __fmul_rn(p, inv);
-        double s, c;
-        sincos((double)ang, &s, &c);
-        cs[i] = make_float2((float)c, (float)s);
-    }
+    rope_table(cs, (float)pos[t], half, rd, theta, tab);
     __syncthreads(); // the only block barrier (the table and the first rows): warps go on alone
     for (bool first = true; r < rows; r += stride, first = false) {
         T *v = row_ptr(r);
@@ -105,19 +110,6 @@ k_qk_norm_rope(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW *wk,
             stf(v + ia, __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)));
             stf(v + ib, __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s)));
         }
-    }
-}
-
-// The (cos, sin) table of position p for the rd/2 pairs into cs, by the block's threads (the
-// expression of cuda_rope.cu; inv_freq from tab, beyond kTab on the device).
-__device__ __forceinline__ void rope_table(float2 *cs, float p, int half, int rd, double theta,
-                                           const InvFreq &tab) {
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        float inv = i < kTab ? tab.f[i] : (float)(1.0 / pow(theta, (double)(2 * i) / rd));
-        float ang = __fmul_rn(p, inv);
-        double s, c;
-        sincos((double)ang, &s, &c);
-        cs[i] = make_float2((float)c, (float)s);
     }
 }
 
