@@ -8,7 +8,8 @@
 // moe_ffn's grouped path runs with its default bf16 per-slot rows o and with fp32 rows
 // (AE_MOE_DOWN_BF16=0), each in every mode: AE_MOE_WGMMA=0, =1 (the default wgmma kernel), and
 // each wgmma kernel by name (sync: k_expert_gemm_wgmma; ws: the warp-specialised
-// k_expert_gemm_ws), ws bit for bit against sync (expert_matmul too).
+// k_expert_gemm_ws, with its staged epilogue and with AE_MOE_WS_EPI=0), ws bit for bit against
+// sync (expert_matmul too).
 //
 // Shapes: Qwen3-30B-A3B's layer (D 2048, Im 768, E 128, K 8) at T = 1000 and 4096 tokens; odd
 // sizes (D 136, Im 72, E 7, K 3, T 333) with one expert given no rows; every token on two
@@ -79,9 +80,20 @@
 static const ae_backend *g_gpu, *g_cpu;
 // AE_MOE_WGMMA: the mma.sync kernel, the default wgmma kernel, and each wgmma kernel by name
 // (k_expert_gemm_wgmma, the warp-specialised k_expert_gemm_ws), which must give the same bits
-// (the same k16 products in the same order).
-enum { NMODES = 4, MODE_SYNC = 2 };
-static const char *const g_modes[NMODES] = {"0", "1", "sync", "ws"};
+// (the same k16 products in the same order); ws twice: its bf16 outputs through the staged
+// epilogue (default) and by fragment stores (AE_MOE_WS_EPI=0, as sync writes them).
+enum { NMODES = 5, MODE_SYNC = 2 };
+static const char *const g_modes[NMODES] = {"0", "1", "sync", "ws", "ws"};
+static const char *const g_ws_epi[NMODES] = {"1", "1", "1", "1", "0"};
+static const char *const g_mode_names[NMODES] = {"0", "1", "sync", "ws", "ws AE_MOE_WS_EPI=0"};
+
+// Sets mode m's variables; its name for the messages.
+static const char *set_mode(int m) {
+    setenv("AE_MOE_WGMMA", g_modes[m], 1);
+    setenv("AE_MOE_WS_EPI", g_ws_epi[m], 1);
+    return g_mode_names[m];
+}
+static void unset_mode(void) { unsetenv("AE_MOE_WGMMA"), unsetenv("AE_MOE_WS_EPI"); }
 static const char *const g_rows[2] = {"1", "0"};  // AE_MOE_DOWN_BF16: bf16 rows (default), fp32
 
 static float *hnormal(ae_rng *r, size_t n, float scale) {
@@ -172,7 +184,7 @@ static void run_ffn(ae_rng *r, const ffn_weights *w, int T, int K, int skip, int
     for (int o = 0; o < 2; o++) {
         setenv("AE_MOE_DOWN_BF16", g_rows[o], 1);
         for (int m = 0; m < NMODES; m++) {
-            setenv("AE_MOE_WGMMA", g_modes[m], 1);
+            const char *mode = set_mode(m);
             for (int run = 0; run < 2; run++) {
                 ae_ptr gy = ae_tb_new(&s, ny, AE_DT_F32, NAN);
                 g_gpu->moe_ffn(g_gpu, gy, gx, gidx, gwts, w->gwg, w->gwu, w->gwd, T, D, Im, E, K);
@@ -181,7 +193,7 @@ static void run_ffn(ae_rng *r, const ffn_weights *w, int T, int K, int skip, int
             snprintf(what, sizeof what,
                      "moe_ffn T=%d D=%d Im=%d E=%d K=%d%s%s AE_MOE_WGMMA=%s AE_MOE_DOWN_BF16=%s",
                      T, D, Im, E, K, skip >= 0 ? " (an expert without rows)" : "",
-                     hot ? " (all on experts 3, 5)" : "", g_modes[m], g_rows[o]);
+                     hot ? " (all on experts 3, 5)" : "", mode, g_rows[o]);
             check_l2(got[o][m][0], ref, ny, TOL_FFN, what);
             check_same(got[o][m][0], got[o][m][1], ny, what);
         }
@@ -191,7 +203,7 @@ static void run_ffn(ae_rng *r, const ffn_weights *w, int T, int K, int skip, int
         for (int m = 1; m < NMODES; m++) {
             if (m == MODE_SYNC) continue;
             snprintf(what, sizeof what, "moe_ffn T=%d D=%d Im=%d E=%d K=%d AE_MOE_DOWN_BF16=%s: "
-                     "AE_MOE_WGMMA=%s vs sync", T, D, Im, E, K, g_rows[o], g_modes[m]);
+                     "AE_MOE_WGMMA=%s vs sync", T, D, Im, E, K, g_rows[o], g_mode_names[m]);
             check_same(got[o][m][0], got[o][MODE_SYNC][0], ny, what);
         }
     }
@@ -200,7 +212,7 @@ static void run_ffn(ae_rng *r, const ffn_weights *w, int T, int K, int skip, int
                  "fp32 rows", T, D, Im, E, K, g_modes[m]);
         check_l2(got[0][m][0], got[1][m][0], ny, TOL_PATHS, what);
     }
-    unsetenv("AE_MOE_WGMMA"), unsetenv("AE_MOE_GEMV"), unsetenv("AE_MOE_DOWN_BF16");
+    unset_mode(), unsetenv("AE_MOE_GEMV"), unsetenv("AE_MOE_DOWN_BF16");
     ae_scratch_free(&s);
     for (int o = 0; o < 2; o++)
         for (int m = 0; m < NMODES; m++) free(got[o][m][0]), free(got[o][m][1]);
@@ -399,7 +411,7 @@ static void run_expert_matmul(ae_rng *r, const int32_t *off, int E, int tail, in
         g_cpu->expert_matmul(g_cpu, n, href, ae_host_f32(x), hw, ae_host_i32(off), S, E, N, Kd);
         float *sync[2] = {NULL, NULL}; // the k_expert_gemm_wgmma outputs (mode "sync")
         for (int m = 0; m < NMODES; m++) {
-            setenv("AE_MOE_WGMMA", g_modes[m], 1);
+            const char *mode = set_mode(m);
             float *got[2][2];
             ae_scratch sm; // this mode's outputs
             ae_scratch_init(&sm, g_gpu);
@@ -416,7 +428,7 @@ static void run_expert_matmul(ae_rng *r, const int32_t *off, int E, int tail, in
             ae_scratch_free(&sm);
             for (int i = 0; i < n; i++) {
                 snprintf(what, sizeof what, "expert_matmul n=%d E=%d S=%d N=%d Kd=%d y[%d] %s "
-                         "AE_MOE_WGMMA=%s", n, E, S, N, Kd, i, ae_dtype_name(ydt), g_modes[m]);
+                         "AE_MOE_WGMMA=%s", n, E, S, N, Kd, i, ae_dtype_name(ydt), mode);
                 check_l2(got[i][0], ref[i], ny, tol, what);
                 check_same(got[i][0], got[i][1], ny, what);
                 if (grouped < ny) check_same(got[i][0] + grouped, y0 + grouped, ny - grouped, what);
@@ -432,7 +444,7 @@ static void run_expert_matmul(ae_rng *r, const int32_t *off, int E, int tail, in
         free(sync[0]), free(sync[1]);
         free(ref[0]), free(ref[1]);
     }
-    unsetenv("AE_MOE_WGMMA");
+    unset_mode();
     ae_scratch_free(&s);
     free(x), free(y0), free(w[0]), free(w[1]);
 }

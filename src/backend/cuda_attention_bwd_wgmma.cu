@@ -531,17 +531,6 @@ __global__ void k_attn_bwd_wg_dq_finish(const float *acc, void *dq, int dq_bf, s
 }
 
 #ifdef AE_WGMMA_DEVICE
-// Named barriers (ids 1 .. 4; 0 is __syncthreads): bar.sync waits until `count` threads arrived
-// (its own warps included), bar.arrive adds the calling warp's threads without waiting.
-__device__ __forceinline__ void nbar_sync(int id, int count) {
-    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
-}
-__device__ __forceinline__ void nbar_arrive(int id, int count) {
-    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
-}
-#endif
-
-#ifdef AE_WGMMA_DEVICE
 // ---- the dK/dV kernel's step (k_attn_bwd_wg_kv; two pieces, with the fused kernel's dS store
 // between them) ----
 

@@ -100,7 +100,7 @@ __device__ __forceinline__ void ws_consume(const attn_params &p, float *lse2, un
     cp_async_commit();
     cp_async_wait<0>();
     fence_proxy_async();
-    asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory"); // the warpgroup's Q rows
+    nbar_sync(1 + wg, 128); // the warpgroup's Q rows
 
     const uint32_t q_addr = base + wg * 64 * 128;
     float o[64], s[64], al[2];

@@ -31,6 +31,8 @@ struct ExpertGemm {
     void *y0, *y1;        // (rows, N) of the kernel's TY
     int pair;             // (col, col + 1) pairs of the outputs aligned for one store
     int silu, accumulate;
+    int staged;           // k_expert_gemm_ws, bf16 outputs: rows written through shared memory
+                          // (moe_wgmma_gemm sets it where it applies: cuda_moe_wgmma.cu)
 };
 
 // Row tile b of tiles of bm slots (tile_off: expert e's tiles start at tile_off[e]): its expert

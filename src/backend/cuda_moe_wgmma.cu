@@ -60,10 +60,14 @@
 //     issue the step's 8 wgmma, wgmma.wait_group 1, then one "empty" arrival per warp for the
 //     previous step's stage (its group is done); 8 arrivals complete "empty". No block-wide
 //     barrier in the loop; 4 stages: the producer runs up to 3 steps ahead.
+//   Epilogue: bf16 outputs (moe_ffn's h and o) go through 16 KB of shared memory per consumer
+//     warpgroup and leave as whole rows (epi_block; AE_MOE_WS_EPI=0: the fragment stores).
 // Results: the same k16 products in the same order into the same accumulators as
 // k_expert_gemm_wgmma, hence the same bits in every written element.
 #include <stdlib.h>
 #include <string.h>
+
+#include <type_traits>
 
 
 #include "backend/cuda_attention.h"
@@ -240,7 +244,8 @@ __global__ void __launch_bounds__(kThreads, 1) k_expert_gemm_wgmma(const ExpertG
 constexpr int kWsThreads = 384;            // producer warpgroup + 2 consumer warpgroups
 constexpr int kWsStages = 4;
 constexpr int kWsProdRegs = 40, kWsConsRegs = 232; // 128·40 + 256·232 <= 64K registers
-constexpr size_t kWsSmem = (size_t)kWsStages * kStageBytes + 1024;
+constexpr int kEpiBytes = 64 * kBN * 2;            // a consumer's staged 64 x 128 bf16 outputs
+constexpr size_t kWsSmem = (size_t)kWsStages * kStageBytes + 2 * kEpiBytes + 1024;
 static_assert(128 * kWsProdRegs + 256 * kWsConsRegs <= 65536, "register file");
 
 #ifdef AE_WGMMA_DEVICE
@@ -312,6 +317,53 @@ __device__ __forceinline__ void ws_producer(const ExpertGemm &p, const CUtensorM
         mbar_wait(empty + 8 * (it % kWsStages), ((it / kWsStages) & 1) ^ 1);
 }
 
+// The staged epilogue (ExpertGemm::staged: bf16 outputs written, not added to, N % 8 == 0, 16-byte
+// aligned rows). A consumer warpgroup puts one 64 x 128 block of its outputs into its own area of
+// shared memory (`st`, kEpiBytes: row r's 16-byte chunk c at chunk c XOR (r mod 8), so the
+// fragments' 4-byte writes and the rows' 16-byte reads are both free of bank conflicts), then
+// writes whole rows: a warp instruction stores 2 rows x 256 bytes (4 full 128-byte lines) where
+// the fragment stores covered 8 rows x 16 bytes (8 half sectors). Same values, same rounding
+// (__floats2bfloat162_rn, as st2): the same bits. val(q): accumulator element q's output.
+template <class F>
+__device__ __forceinline__ void epi_stage(unsigned char *st, int warp, int lane, F val) {
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int r = warp * 16 + (lane >> 2) + 8 * hf; // (lane >> 2) == r mod 8
+#pragma unroll
+        for (int n = 0; n < kBN / 8; n++) {
+            const int q = 4 * n + 2 * hf;
+            *reinterpret_cast<__nv_bfloat162 *>(st + r * 256 + ((n ^ (lane >> 2)) << 4) +
+                                                4 * (lane & 3)) =
+                __floats2bfloat162_rn(val(q), val(q + 1));
+        }
+    }
+}
+// The staged block to y's rows (tile rows 64wg .. + 63 below `rows`), columns col0 .. + 127 below
+// N. t: the thread in its warpgroup (0 .. 127): chunk t mod 16 of rows t / 16 + 8i.
+__device__ __forceinline__ void epi_flush(const ExpertGemm &p, const unsigned char *st, bf16 *y,
+                                          int col0, int pos0, int rows, int wg, int t) {
+    const int ch = t & 15, col = col0 + 8 * ch;
+    if (col >= p.N) return; // N % 8 == 0: a chunk is all in or all out
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const int r = (t >> 4) + 8 * i, tr = wg * 64 + r;
+        if (tr < rows)
+            *reinterpret_cast<uint4 *>(y + (size_t)tile_slot(p, pos0, tr) * p.N + col) =
+                *reinterpret_cast<const uint4 *>(st + r * 256 + ((ch ^ (r & 7)) << 4));
+    }
+}
+// One staged block: wait until the warpgroup's last flush has read the area, stage, wait until
+// every fragment is in, write the rows.
+template <class F>
+__device__ __forceinline__ void epi_block(const ExpertGemm &p, unsigned char *st, bf16 *y, int col0,
+                                          int pos0, int rows, int wg, F val) {
+    const int t = threadIdx.x & 127;
+    nbar_sync(1 + wg, 128);
+    epi_stage(st, t >> 5, t & 31, val);
+    nbar_sync(1 + wg, 128);
+    epi_flush(p, st, y, col0, pos0, rows, wg, t);
+}
+
 // Consumer warpgroup wg (0, 1: tile rows 64wg .. 64wg + 63) of the same tiles: per k-step waits
 // for "full", issues the step's 8 wgmma (as k_expert_gemm_wgmma: 4 k16-steps x 2 accumulators,
 // the same order), lets one group stay pending, and releases the stage of the previous step
@@ -319,7 +371,8 @@ __device__ __forceinline__ void ws_producer(const ExpertGemm &p, const CUtensorM
 // waits and releases without tensor work (the "empty" count expects every consumer warp).
 template <bool DUAL, typename TY>
 __device__ __forceinline__ void ws_consumer(const ExpertGemm &p, uint32_t base, uint32_t full,
-                                            uint32_t empty, int ncol, int ntiles) {
+                                            uint32_t empty, int ncol, int ntiles,
+                                            unsigned char *sepi) {
     // wg through a shuffle: warp-uniform for ptxas (the busy branch around the wgmma).
     const int wg = __shfl_sync(0xffffffffu, (int)threadIdx.x >> 7, 0) - 1;
     const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
@@ -364,6 +417,26 @@ __device__ __forceinline__ void ws_consumer(const ExpertGemm &p, uint32_t base, 
         wg_reg_fence(acc1);
         if (!busy) continue;
         mbar_arrive_if(empty + 8 * ((it - 1) % kWsStages), nk > 0 && lane == 0);
+        if constexpr (std::is_same<TY, bf16>::value) {
+            if (p.staged) {
+                unsigned char *st = sepi + wg * kEpiBytes;
+                bf16 *y0 = (bf16 *)p.y0;
+                if constexpr (DUAL) {
+                    if (p.silu) {
+                        epi_block(p, st, y0, n0, pos0, rows, wg,
+                                  [&](int q) { return silu_mul(acc0[q], acc1[q]); });
+                    } else {
+                        epi_block(p, st, y0, n0, pos0, rows, wg, [&](int q) { return acc0[q]; });
+                        epi_block(p, st, (bf16 *)p.y1, n0, pos0, rows, wg,
+                                  [&](int q) { return acc1[q]; });
+                    }
+                } else {
+                    epi_block(p, st, y0, n0, pos0, rows, wg, [&](int q) { return acc0[q]; });
+                    epi_block(p, st, y0, n0 + kBN, pos0, rows, wg, [&](int q) { return acc1[q]; });
+                }
+                continue;
+            }
+        }
 #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
             const int r = wg * 64 + warp * 16 + (lane >> 2) + 8 * hf;
@@ -404,7 +477,8 @@ __global__ void __launch_bounds__(kWsThreads, 1)
         ws_producer<DUAL>(p, &tb0, &tb1, sbase, base, full, empty, ncol, ntiles);
     } else {
         wg_setmaxnreg_inc<kWsConsRegs>();
-        ws_consumer<DUAL, TY>(p, base, full, empty, ncol, ntiles);
+        ws_consumer<DUAL, TY>(p, base, full, empty, ncol, ntiles,
+                              sbase + (size_t)kWsStages * kStageBytes);
     }
 #else
     (void)p;
@@ -497,9 +571,24 @@ int moe_wgmma_pick(const ae_backend *be, int many_rows, int shapes_ok) {
 }
 
 // The warp-specialised kernel's launch: tensor maps of the weights, one block per SM at most.
+// AE_MOE_WS_EPI=0: the ws kernel's fragment stores instead of its staged epilogue (A/B runs; read
+// at every call).
+static int ws_staged_enabled(void) {
+    const char *env = getenv("AE_MOE_WS_EPI");
+    return !env || strcmp(env, "0") != 0;
+}
+
+// Whether the ws kernel's bf16 outputs can take the staged epilogue (epi_block): values written
+// (not added to), whole 16-byte chunks (N % 8 == 0) at 16-byte aligned rows.
+static int ws_staged_fits(const ExpertGemm &g) {
+    auto al16 = [](const void *q) { return !q || (uintptr_t)q % 16 == 0; };
+    return !g.accumulate && g.N % 8 == 0 && al16(g.y0) && al16(g.y1);
+}
+
 template <typename TY>
-static void launch_ws(const ae_backend *be, const ExpertGemm &g, size_t blocks, int dual,
+static void launch_ws(const ae_backend *be, ExpertGemm g, size_t blocks, int dual,
                       const char *name) {
+    g.staged = std::is_same<TY, bf16>::value && ws_staged_enabled() && ws_staged_fits(g);
     CUtensorMap tb0, tb1;
     const int box_rows = dual ? kBN : 2 * kBN;
     if (!weight_map(&tb0, g.w0, g.E, g.N, g.Kd, box_rows) ||

@@ -176,6 +176,14 @@ __device__ __forceinline__ uint32_t wg_swz_off(int r, int chunk, int rows) {
 __device__ __forceinline__ void fence_proxy_async() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
+// Named barriers (ids 1 .. 15; 0 is __syncthreads): bar.sync waits until `count` threads arrived
+// (its own warps included), bar.arrive adds the calling warp's threads without waiting.
+__device__ __forceinline__ void nbar_sync(int id, int count) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void nbar_arrive(int id, int count) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
 
 
 // ---- mbarriers, TMA and register reallocation (warp-specialised kernels, sm_90a) -------------
