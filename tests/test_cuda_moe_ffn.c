@@ -8,7 +8,7 @@
 // moe_ffn's grouped path runs with its default bf16 per-slot rows o and with fp32 rows
 // (AE_MOE_DOWN_BF16=0), each in every mode: AE_MOE_WGMMA=0, =1 (the default wgmma kernel), and
 // each wgmma kernel by name (sync: k_expert_gemm_wgmma; ws: the warp-specialised
-// k_expert_gemm_ws, with its staged epilogue and with AE_MOE_WS_EPI=0), ws bit for bit against
+// k_expert_gemm_ws, in each of its epilogues: AE_MOE_WS_EPI unset, 1, 0), ws bit for bit against
 // sync (expert_matmul too).
 //
 // Shapes: Qwen3-30B-A3B's layer (D 2048, Im 768, E 128, K 8) at T = 1000 and 4096 tokens; odd
@@ -80,17 +80,20 @@
 static const ae_backend *g_gpu, *g_cpu;
 // AE_MOE_WGMMA: the mma.sync kernel, the default wgmma kernel, and each wgmma kernel by name
 // (k_expert_gemm_wgmma, the warp-specialised k_expert_gemm_ws), which must give the same bits
-// (the same k16 products in the same order); ws twice: its bf16 outputs through the staged
-// epilogue (default) and by fragment stores (AE_MOE_WS_EPI=0, as sync writes them).
-enum { NMODES = 5, MODE_SYNC = 2 };
-static const char *const g_modes[NMODES] = {"0", "1", "sync", "ws", "ws"};
-static const char *const g_ws_epi[NMODES] = {"1", "1", "1", "1", "0"};
-static const char *const g_mode_names[NMODES] = {"0", "1", "sync", "ws", "ws AE_MOE_WS_EPI=0"};
+// (the same k16 products in the same order); ws in each of its epilogues for bf16 outputs:
+// staged with the last block's rows deferred to the next tile (default), staged and written at
+// once (AE_MOE_WS_EPI=1), fragment stores as sync's (=0).
+enum { NMODES = 6, MODE_SYNC = 2 };
+static const char *const g_modes[NMODES] = {"0", "1", "sync", "ws", "ws", "ws"};
+static const char *const g_ws_epi[NMODES] = {NULL, NULL, NULL, NULL, "1", "0"};
+static const char *const g_mode_names[NMODES] = {"0", "1", "sync", "ws", "ws AE_MOE_WS_EPI=1",
+                                                 "ws AE_MOE_WS_EPI=0"};
 
 // Sets mode m's variables; its name for the messages.
 static const char *set_mode(int m) {
     setenv("AE_MOE_WGMMA", g_modes[m], 1);
-    setenv("AE_MOE_WS_EPI", g_ws_epi[m], 1);
+    if (g_ws_epi[m]) setenv("AE_MOE_WS_EPI", g_ws_epi[m], 1);
+    else unsetenv("AE_MOE_WS_EPI");
     return g_mode_names[m];
 }
 static void unset_mode(void) { unsetenv("AE_MOE_WGMMA"), unsetenv("AE_MOE_WS_EPI"); }

@@ -338,31 +338,48 @@ __device__ __forceinline__ void epi_stage(unsigned char *st, int warp, int lane,
         }
     }
 }
-// The staged block to y's rows (tile rows 64wg .. + 63 below `rows`), columns col0 .. + 127 below
-// N. t: the thread in its warpgroup (0 .. 127): chunk t mod 16 of rows t / 16 + 8i.
+// The slots of this thread's rows in epi_flush (thread t of its warpgroup: tile rows 64wg + t / 16
+// + 8i), −1 past the tile's rows; loaded while the tile's first wgmma group runs.
+__device__ __forceinline__ void epi_slots(const ExpertGemm &p, int pos0, int rows, int wg, int t,
+                                          int (&srow)[8]) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const int tr = wg * 64 + (t >> 4) + 8 * i;
+        srow[i] = tr < rows ? tile_slot(p, pos0, tr) : -1;
+    }
+}
+// The staged block to y's rows srow, columns col0 .. + 127 below N: chunk t mod 16 of the rows.
 __device__ __forceinline__ void epi_flush(const ExpertGemm &p, const unsigned char *st, bf16 *y,
-                                          int col0, int pos0, int rows, int wg, int t) {
+                                          int col0, const int (&srow)[8], int t) {
     const int ch = t & 15, col = col0 + 8 * ch;
     if (col >= p.N) return; // N % 8 == 0: a chunk is all in or all out
 #pragma unroll
     for (int i = 0; i < 8; i++) {
-        const int r = (t >> 4) + 8 * i, tr = wg * 64 + r;
-        if (tr < rows)
-            *reinterpret_cast<uint4 *>(y + (size_t)tile_slot(p, pos0, tr) * p.N + col) =
+        const int r = (t >> 4) + 8 * i;
+        if (srow[i] >= 0)
+            *reinterpret_cast<uint4 *>(y + (size_t)srow[i] * p.N + col) =
                 *reinterpret_cast<const uint4 *>(st + r * 256 + ((ch ^ (r & 7)) << 4));
     }
 }
 // One staged block: wait until the warpgroup's last flush has read the area, stage, wait until
-// every fragment is in, write the rows.
+// every fragment is in; then write the rows, or (defer) leave that to the caller. Named barrier
+// 1 + the warpgroup's index in the block (2, 3 for the consumers).
 template <class F>
 __device__ __forceinline__ void epi_block(const ExpertGemm &p, unsigned char *st, bf16 *y, int col0,
-                                          int pos0, int rows, int wg, F val) {
+                                          const int (&srow)[8], bool defer, F val) {
     const int t = threadIdx.x & 127;
-    nbar_sync(1 + wg, 128);
+    nbar_sync(1 + (threadIdx.x >> 7), 128);
     epi_stage(st, t >> 5, t & 31, val);
-    nbar_sync(1 + wg, 128);
-    epi_flush(p, st, y, col0, pos0, rows, wg, t);
+    nbar_sync(1 + (threadIdx.x >> 7), 128);
+    if (!defer) epi_flush(p, st, y, col0, srow, t);
 }
+
+// A staged block whose rows are still to be written (ExpertGemm::staged 2: during the next busy
+// tile's first wgmma group, or after the last tile).
+struct EpiPend {
+    bf16 *y; // null: none
+    int col0;
+};
 
 // Consumer warpgroup wg (0, 1: tile rows 64wg .. 64wg + 63) of the same tiles: per k-step waits
 // for "full", issues the step's 8 wgmma (as k_expert_gemm_wgmma: 4 k16-steps x 2 accumulators,
@@ -377,13 +394,19 @@ __device__ __forceinline__ void ws_consumer(const ExpertGemm &p, uint32_t base, 
     const int wg = __shfl_sync(0xffffffffu, (int)threadIdx.x >> 7, 0) - 1;
     const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
     const int nk = (p.Kd + 63) / 64;
+    const int t = threadIdx.x & 127;
+    constexpr bool kStaged = std::is_same<TY, bf16>::value;
+    unsigned char *const st = sepi + wg * kEpiBytes; // this warpgroup's staging area
     float acc0[64], acc1[64];
+    int srow[8];                 // epi_slots of the tile (staged epilogue)
+    EpiPend pend = {nullptr, 0}; // staged 2: the last block of the previous busy tile
     uint32_t it = 0;
     for (int b = blockIdx.x; b < ntiles; b += gridDim.x) {
         int e, pos0, rows;
         expert_tile(p, b / ncol, kBM, &e, &pos0, &rows);
         const int n0 = (b % ncol) * kCols<DUAL>;
         const bool busy = wg * 64 < rows;
+        bool slots_in = false;
 #pragma unroll
         for (int i = 0; i < 64; i++) acc0[i] = acc1[i] = 0.0f;
 #pragma unroll 1
@@ -407,6 +430,12 @@ __device__ __forceinline__ void ws_consumer(const ExpertGemm &p, uint32_t base, 
                 wg_mma_ss(acc1, da, wg_desc(sb + kBN * 128 + kk * 32, 16, 1024), 1);
             }
             wg_commit();
+            if (kStaged && p.staged && kt == 0) { // under the tile's first group
+                if (pend.y) epi_flush(p, st, pend.y, pend.col0, srow, t);
+                pend.y = nullptr;
+                epi_slots(p, pos0, rows, wg, t, srow);
+                slots_in = true;
+            }
             wg_wait<1>(); // step kt − 1's group is done: its stage may be refilled
             mbar_arrive_if(empty + 8 * ((it - 1) % kWsStages), kt > 0 && lane == 0);
         }
@@ -417,23 +446,27 @@ __device__ __forceinline__ void ws_consumer(const ExpertGemm &p, uint32_t base, 
         wg_reg_fence(acc1);
         if (!busy) continue;
         mbar_arrive_if(empty + 8 * ((it - 1) % kWsStages), nk > 0 && lane == 0);
-        if constexpr (std::is_same<TY, bf16>::value) {
+        if constexpr (kStaged) {
             if (p.staged) {
-                unsigned char *st = sepi + wg * kEpiBytes;
-                bf16 *y0 = (bf16 *)p.y0;
+                if (!slots_in) epi_slots(p, pos0, rows, wg, t, srow); // no k-steps
+                const bool defer = p.staged == 2;
+                bf16 *y0 = (bf16 *)p.y0, *ylast = y0;
+                int clast = n0;
                 if constexpr (DUAL) {
                     if (p.silu) {
-                        epi_block(p, st, y0, n0, pos0, rows, wg,
+                        epi_block(p, st, y0, n0, srow, defer,
                                   [&](int q) { return silu_mul(acc0[q], acc1[q]); });
                     } else {
-                        epi_block(p, st, y0, n0, pos0, rows, wg, [&](int q) { return acc0[q]; });
-                        epi_block(p, st, (bf16 *)p.y1, n0, pos0, rows, wg,
+                        epi_block(p, st, y0, n0, srow, false, [&](int q) { return acc0[q]; });
+                        epi_block(p, st, ylast = (bf16 *)p.y1, n0, srow, defer,
                                   [&](int q) { return acc1[q]; });
                     }
                 } else {
-                    epi_block(p, st, y0, n0, pos0, rows, wg, [&](int q) { return acc0[q]; });
-                    epi_block(p, st, y0, n0 + kBN, pos0, rows, wg, [&](int q) { return acc1[q]; });
+                    epi_block(p, st, y0, n0, srow, false, [&](int q) { return acc0[q]; });
+                    epi_block(p, st, y0, clast = n0 + kBN, srow, defer,
+                              [&](int q) { return acc1[q]; });
                 }
+                if (defer) pend = {ylast, clast};
                 continue;
             }
         }
@@ -443,6 +476,7 @@ __device__ __forceinline__ void ws_consumer(const ExpertGemm &p, uint32_t base, 
             if (r < rows) store_acc_row<DUAL, TY>(p, acc0, acc1, hf, tile_slot(p, pos0, r), n0, lane);
         }
     }
+    if (pend.y) epi_flush(p, st, pend.y, pend.col0, srow, t); // the last busy tile's
 }
 #endif
 
@@ -571,11 +605,13 @@ int moe_wgmma_pick(const ae_backend *be, int many_rows, int shapes_ok) {
 }
 
 // The warp-specialised kernel's launch: tensor maps of the weights, one block per SM at most.
-// AE_MOE_WS_EPI=0: the ws kernel's fragment stores instead of its staged epilogue (A/B runs; read
-// at every call).
-static int ws_staged_enabled(void) {
+// The ws kernel's epilogue for bf16 outputs (ExpertGemm::staged), AE_MOE_WS_EPI: 0 the fragment
+// stores, 1 staged, written at once, 2 (unset) staged, the last block's rows written under the
+// next tile's first wgmma group. Read at every call (A/B runs).
+static int ws_staged_mode(void) {
     const char *env = getenv("AE_MOE_WS_EPI");
-    return !env || strcmp(env, "0") != 0;
+    if (!env || !*env) return 2;
+    return strcmp(env, "0") == 0 ? 0 : strcmp(env, "1") == 0 ? 1 : 2;
 }
 
 // Whether the ws kernel's bf16 outputs can take the staged epilogue (epi_block): values written
@@ -588,7 +624,7 @@ static int ws_staged_fits(const ExpertGemm &g) {
 template <typename TY>
 static void launch_ws(const ae_backend *be, ExpertGemm g, size_t blocks, int dual,
                       const char *name) {
-    g.staged = std::is_same<TY, bf16>::value && ws_staged_enabled() && ws_staged_fits(g);
+    g.staged = std::is_same<TY, bf16>::value && ws_staged_fits(g) ? ws_staged_mode() : 0;
     CUtensorMap tb0, tb1;
     const int box_rows = dual ? kBN : 2 * kBN;
     if (!weight_map(&tb0, g.w0, g.E, g.N, g.Kd, box_rows) ||
