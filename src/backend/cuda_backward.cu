@@ -15,6 +15,7 @@
 #include <math.h>
 
 #include "backend/cuda_internal.h"
+#include "backend/cuda_rope.h"
 
 namespace {
 
@@ -90,24 +91,16 @@ k_rms_dw_reduce(void *dw, int dw_bf, const float *partial, int D, int chunks) {
 // The rotation by −angle (the transpose of rope's rotation), with the angle computed exactly as
 // cuda_rope.cu computes it (host inv_freq table, fp32 product, cos/sin in double).
 
-constexpr int kTab = 256;
-struct InvFreq {
-    float f[kTab];
-};
-
 __global__ void __launch_bounds__(kThreads)
 k_rope_bwd(void *x, int x_bf, const int32_t *pos, int H, int stride, int rd, double theta,
-           int interleaved, InvFreq tab) {
+           int interleaved, RopeFreq tab) {
     extern __shared__ float2 cs[];
     const int half = rd / 2, nt = blockDim.x * blockDim.y;
     const int tid = threadIdx.y * blockDim.x + threadIdx.x;
     const float p = (float)pos[blockIdx.x];
     for (int i = tid; i < half; i += nt) {
-        const float inv = i < kTab ? tab.f[i] : (float)(1.0 / pow(theta, (double)(2 * i) / rd));
-        const float ang = __fmul_rn(p, inv);
-        double s, c;
-        sincos((double)ang, &s, &c);
-        cs[i] = make_float2((float)c, -(float)s); // sin of −angle
+        const float2 a = rope_cs(tab, p, i, rd, theta);
+        cs[i] = make_float2(a.x, -a.y); // sin of −angle
     }
     __syncthreads();
     const size_t xt = (size_t)blockIdx.x * H * stride;
@@ -224,9 +217,7 @@ void ae_cuda_rope_bwd(const ae_backend *be, ae_ptr dx, ae_ptr pos, int T, int H,
     cuda_need(pos, AE_M_I32, "rope_bwd", "pos");
     const int half = rd / 2;
     if (T <= 0 || H <= 0 || half <= 0) return;
-    InvFreq tab;
-    for (int i = 0; i < kTab; i++) // the expression of cpu_rope.c and cuda_rope.cu
-        tab.f[i] = i < half ? (float)(1.0 / pow(theta, (double)(2 * i) / rd)) : 0.0f;
+    const RopeFreq tab = rope_freq(theta, rd);
     const int bx = half < kThreads ? (half + 31) / 32 * 32 : kThreads;
     const int by = kThreads / bx < H ? kThreads / bx : H;
     dim3 block((unsigned)bx, (unsigned)(by > 0 ? by : 1));

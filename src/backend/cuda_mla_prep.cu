@@ -18,15 +18,11 @@
 #include "backend/cuda_internal.h"
 #include "backend/cuda_gemv_core.h"
 #include "backend/cuda_mla.h"
+#include "backend/cuda_rope.h"
 
 namespace {
 
-constexpr int kTab = 256; // inv_freq values passed by parameter (dr <= 512)
 constexpr int kThreads = 256;
-
-struct PrepFreq {
-    float f[kTab];
-};
 
 // The prep of token t by one block of kThreads threads. cs: (dr/2) float2 of shared memory (the
 // token's (cos, sin) table); part: kThreads / 32 floats of shared memory.
@@ -35,17 +31,11 @@ template <typename TX, typename TW>
 __device__ __forceinline__ void mla_prep_token(int t, float2 *cs, float *part, TX *kv, const TX *q,
                                                TX *qt, const TW *w, const int32_t *pos, int H,
                                                int R, int dr, int dn, int64_t ldkv, float eps,
-                                               double theta, int interleaved, const PrepFreq &tab) {
+                                               double theta, int interleaved, const RopeFreq &tab) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int half = dr / 2;
     const float p = (float)pos[t];
-    for (int i = tid; i < half; i += kThreads) {
-        const float inv = i < kTab ? tab.f[i] : (float)(1.0 / pow(theta, (double)(2 * i) / dr));
-        const float ang = __fmul_rn(p, inv);
-        double s, c;
-        sincos((double)ang, &s, &c);
-        cs[i] = make_float2((float)c, (float)s);
-    }
+    for (int i = tid; i < half; i += kThreads) cs[i] = rope_cs(tab, p, i, dr, theta);
     // rmsnorm of the latent: sum of squares (fp32), then r in double as cpu_norm.c
     TX *row = kv + (size_t)t * ldkv;
     float ss = 0.0f;
@@ -85,7 +75,7 @@ __device__ __forceinline__ void mla_prep_token(int t, float2 *cs, float *part, T
 template <typename TX, typename TW>
 __global__ void __launch_bounds__(kThreads)
 k_mla_prep(TX *kv, const TX *q, TX *qt, const TW *w, const int32_t *pos, int H, int R, int dr,
-           int dn, int64_t ldkv, float eps, double theta, int interleaved, PrepFreq tab) {
+           int dn, int64_t ldkv, float eps, double theta, int interleaved, RopeFreq tab) {
     extern __shared__ float2 cs[]; // (dr/2) (cos, sin) of this token's angles
     __shared__ float part[kThreads / 32];
     mla_prep_token<TX, TW>((int)blockIdx.x, cs, part, kv, q, qt, w, pos, H, R, dr, dn, ldkv, eps,
@@ -175,8 +165,8 @@ template <int MM>
 __global__ void __launch_bounds__(kThreads)
 k_mla_absorb(bf16 *kv, const bf16 *q, bf16 *qt, const bf16 *w, const bf16 *wuk, int64_t sw,
              const int32_t *pos, int T, int H, int R, int dr, int dn, int64_t ldkv, float eps,
-             double theta, int interleaved, PrepFreq tab) {
-    __shared__ float2 cs[kTab];
+             double theta, int interleaved, RopeFreq tab) {
+    __shared__ float2 cs[kRopeTab];
     __shared__ float part[kThreads / 32];
     __shared__ float xs[MM][kAbsMaxDn];
     __shared__ float red[kThreads * 8];
@@ -206,9 +196,7 @@ void ae_cuda_mla_decode_prep(const ae_backend *be, const ae_mla_prep_args *a, ae
     }
     if (a->T <= 0 || a->H <= 0 || a->R <= 0) return;
     const int half = a->dr / 2;
-    PrepFreq tab;
-    for (int i = 0; i < kTab; i++) // the expression of cpu_rope.c, evaluated by the same libm
-        tab.f[i] = i < half ? (float)(1.0 / pow(a->theta, (double)(2 * i) / a->dr)) : 0.0f;
+    const RopeFreq tab = rope_freq(a->theta, a->dr);
     const size_t smem = (size_t)(half > 0 ? half : 1) * sizeof(float2);
     const int il = a->mode == AE_ROPE_INTERLEAVED;
     AE_CUDA_FLOAT_DISPATCH(kv.dtype, TX, AE_CUDA_FLOAT_DISPATCH(w.dtype, TW,
@@ -225,7 +213,7 @@ static int absorb_fits(const ae_mla_prep_args *a, ae_ptr kv, ae_ptr q, ae_ptr qt
                        ae_ptr wuk, int64_t sw) {
     const int bf = kv.dtype == AE_DT_BF16 && q.dtype == AE_DT_BF16 && qt.dtype == AE_DT_BF16 &&
                    w.dtype == AE_DT_BF16 && wuk.dtype == AE_DT_BF16;
-    return bf && a->T <= kAbsMaxT && a->dn <= kAbsMaxDn && a->dr / 2 <= kTab && a->R % 8 == 0 &&
+    return bf && a->T <= kAbsMaxT && a->dn <= kAbsMaxDn && a->dr / 2 <= kRopeTab && a->R % 8 == 0 &&
            sw % 8 == 0 && cuda_aligned16(wuk.data);
 }
 
@@ -240,10 +228,7 @@ void ae_cuda_mla_decode_absorb(const ae_backend *be, const ae_mla_prep_args *a, 
         return;
     }
     cuda_need(pos, AE_M_I32, "mla_decode_absorb", "pos");
-    const int half = a->dr / 2;
-    PrepFreq tab;
-    for (int i = 0; i < kTab; i++) // the expression of cpu_rope.c, evaluated by the same libm
-        tab.f[i] = i < half ? (float)(1.0 / pow(a->theta, (double)(2 * i) / a->dr)) : 0.0f;
+    const RopeFreq tab = rope_freq(a->theta, a->dr);
     const int il = a->mode == AE_ROPE_INTERLEAVED;
     const unsigned blocks = (unsigned)(a->T + a->H * ((a->R + kAbsCols - 1) / kAbsCols));
 #define ABSORB_CASE(MM)                                                                           \

@@ -32,19 +32,15 @@
 #include <string.h>
 
 #include "backend/cuda_internal.h"
+#include "backend/cuda_rope.h"
 
 namespace {
 
-constexpr int kTab = 256;  // inv_freq values passed by parameter (rd <= 512; beyond: on device)
 constexpr int kWarps = 4;  // head rows per block
 constexpr int kMaxHd = 2048; // head dims up to this: shared memory <= 40 KiB (no opt-in)
 constexpr int kTokenBlockMin = 64; // tokens from which a block takes all head rows of its token
 constexpr int kRegWarps = 8;       // k_qk_norm_rope_reg: warps per block (token)
 constexpr int kRegRows = 8;        // k_qk_norm_rope_reg: rows a warp holds in registers per pass
-
-struct InvFreq {
-    float f[kTab];
-};
 
 
 // Row r of token t (r < Hq: q's head r, else k's head r − Hq) into the warp's shared fp32 row;
@@ -60,24 +56,17 @@ __device__ __forceinline__ float qk_row_load(T *v, float *row, int hd, int lane)
     return ss;
 }
 
-// The (cos, sin) table of position p for the rd/2 pairs into cs, by the block's threads (the
-// expression of cuda_rope.cu; inv_freq from tab, beyond kTab on the device).
+// The (cos, sin) table of position p for the rd/2 pairs into cs, by the block's threads.
 __device__ __forceinline__ void rope_table(float2 *cs, float p, int half, int rd, double theta,
-                                           const InvFreq &tab) {
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        float inv = i < kTab ? tab.f[i] : (float)(1.0 / pow(theta, (double)(2 * i) / rd));
-        float ang = __fmul_rn(p, inv);
-        double s, c;
-        sincos((double)ang, &s, &c);
-        cs[i] = make_float2((float)c, (float)s);
-    }
+                                           const RopeFreq &tab) {
+    for (int i = threadIdx.x; i < half; i += blockDim.x) cs[i] = rope_cs(tab, p, i, rd, theta);
 }
 
 template <typename T, typename TW>
 __global__ void __launch_bounds__(kWarps * 32)
 k_qk_norm_rope(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW *wk,
                const int32_t *pos, int Hq, int Hkv, int hd, int rd, float eps, double theta,
-               int interleaved, InvFreq tab) {
+               int interleaved, RopeFreq tab) {
     extern __shared__ float2 cs[]; // (rd/2) cos, sin; then the warps' rows
     const int half = rd / 2, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int t = blockIdx.x, rows = Hq + Hkv, stride = (int)gridDim.y * kWarps;
@@ -121,7 +110,7 @@ template <typename T, typename TW, int V>
 __global__ void __launch_bounds__(kRegWarps * 32)
 k_qk_norm_rope_reg(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW *wk,
                    const int32_t *pos, int Hq, int Hkv, float eps, double theta, int interleaved,
-                   InvFreq tab) {
+                   RopeFreq tab) {
     extern __shared__ float2 cs[]; // (hd/2) cos, sin
     constexpr int hd = 32 * V, half = hd / 2, hj = V / 2; // hj: j of a dim's partner, + or −
     static_assert(V % 2 == 0, "rope pairs (d, d + hd/2) in one lane");
@@ -224,9 +213,7 @@ void ae_cuda_qk_norm_rope(const ae_backend *be, const ae_qk_norm_rope_args *a, a
         abort();
     }
     const int half = rd / 2;
-    InvFreq tab;
-    for (int i = 0; i < kTab; i++) // the expression of cpu_rope.c, evaluated by the same libm
-        tab.f[i] = i < half ? (float)(1.0 / pow(a->theta, (double)(2 * i) / rd)) : 0.0f;
+    const RopeFreq tab = rope_freq(a->theta, rd);
     const size_t smem = sizeof(float) * (2 * (size_t)half + (size_t)kWarps * hd);
     // a block per (token, kWarps head rows) at decode-sized M; from kTokenBlockMin tokens one
     // block per token, its warps looping over the head rows: the rope table once per token

@@ -1,45 +1,30 @@
 // Rotary position embedding on the GPU, in place on the first rd dims of each head vector.
 //
-// The angle of pair i at position p is computed exactly as cpu_rope.c (and transformers) does:
-// inv_freq = (float)(1.0 / pow(theta, 2i / rd)) in double rounded to float, then (float)p ·
-// inv_freq in fp32. inv_freq is computed on the host with that same expression and passed in the
-// kernel's parameters (a table of up to kTab values), so it equals the CPU's bit for bit; pairs
-// past the table (rd > 2·kTab) compute it on the device in double. cos and sin of the fp32 angle
-// are taken in double and rounded to float (what a correctly rounded cosf / sinf returns; angles
-// reach 1e5 radians), and the rotation is done in fp32 without FMA contraction, in the CPU's
-// order: for F32 x the result matches the CPU bit for bit except where the host's cosf / sinf
-// round differently (within 1 ulp).
+// The angle of pair i at position p is computed exactly as cpu_rope.c (and transformers) does
+// (cuda_rope.h), and the rotation is done in fp32 without FMA contraction, in the CPU's order:
+// for F32 x the result matches the CPU bit for bit except where the host's cosf / sinf round
+// differently (within 1 ulp).
 //
 // One block per token: its threads first fill a shared table of (cos, sin) for the rd/2 pairs,
 // then rotate every head, threadIdx.x walking the pairs (coalesced) and threadIdx.y the heads.
 #include <math.h>
 
 #include "backend/cuda_internal.h"
+#include "backend/cuda_rope.h"
 
 namespace {
 
-constexpr int kTab = 256; // inv_freq values passed by parameter (rd <= 512)
 constexpr int kThreads = 256;
-
-struct InvFreq {
-    float f[kTab];
-};
 
 // x: (T, H, stride) rotated in place;  pos: (T)
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 k_rope(T *x, const int32_t *pos, int H, int stride, int rd, double theta, int interleaved,
-       InvFreq tab) {
+       RopeFreq tab) {
     extern __shared__ float2 cs[]; // (rd/2) (cos, sin) of this token's angles
     int half = rd / 2, nt = blockDim.x * blockDim.y, tid = threadIdx.y * blockDim.x + threadIdx.x;
     float p = (float)pos[blockIdx.x];
-    for (int i = tid; i < half; i += nt) {
-        float inv = i < kTab ? tab.f[i] : (float)(1.0 / pow(theta, (double)(2 * i) / rd));
-        float ang = __fmul_rn(p, inv);
-        double s, c;
-        sincos((double)ang, &s, &c);
-        cs[i] = make_float2((float)c, (float)s);
-    }
+    for (int i = tid; i < half; i += nt) cs[i] = rope_cs(tab, p, i, rd, theta);
     __syncthreads();
     T *xt = x + (size_t)blockIdx.x * H * stride;
     for (int h = threadIdx.y; h < H; h += blockDim.y) {
@@ -62,9 +47,7 @@ void ae_cuda_rope(const ae_backend *be, ae_ptr x, ae_ptr pos, int T, int H, int 
     cuda_need(pos, AE_M_I32, "rope", "pos");
     int half = rd / 2;
     if (T <= 0 || H <= 0 || half <= 0) return;
-    InvFreq tab;
-    for (int i = 0; i < kTab; i++) // the expression of cpu_rope.c, evaluated by the same libm
-        tab.f[i] = i < half ? (float)(1.0 / pow(theta, (double)(2 * i) / rd)) : 0.0f;
+    const RopeFreq tab = rope_freq(theta, rd);
     int bx = half < kThreads ? (half + 31) / 32 * 32 : kThreads;
     int by = kThreads / bx < H ? kThreads / bx : H;
     dim3 block((unsigned)bx, (unsigned)(by > 0 ? by : 1));
