@@ -31,8 +31,9 @@ struct ExpertGemm {
     void *y0, *y1;        // (rows, N) of the kernel's TY
     int pair;             // (col, col + 1) pairs of the outputs aligned for one store
     int silu, accumulate;
-    int staged;           // k_expert_gemm_ws, bf16 outputs: rows written through shared memory
-                          // (moe_wgmma_gemm sets it where it applies: cuda_moe_wgmma.cu)
+    int staged;           // k_expert_gemm_ws's epilogue for bf16 outputs: 0 fragment stores, 1
+                          // rows through shared memory, 2 the same, a tile's last block written
+                          // under the next tile's mma (launch_ws sets it: cuda_moe_wgmma.cu)
 };
 
 // Row tile b of tiles of bm slots (tile_off: expert e's tiles start at tile_off[e]): its expert

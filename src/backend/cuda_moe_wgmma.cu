@@ -61,14 +61,14 @@
 //     previous step's stage (its group is done); 8 arrivals complete "empty". No block-wide
 //     barrier in the loop; 4 stages: the producer runs up to 3 steps ahead.
 //   Epilogue: bf16 outputs (moe_ffn's h and o) go through 16 KB of shared memory per consumer
-//     warpgroup and leave as whole rows (epi_block; AE_MOE_WS_EPI=0: the fragment stores).
+//     warpgroup and leave as whole rows, a tile's last block while the next tile's first wgmma
+//     group runs (epi_block, ExpertGemm::staged; AE_MOE_WS_EPI); fp32 outputs by fragment stores.
 // Results: the same k16 products in the same order into the same accumulators as
 // k_expert_gemm_wgmma, hence the same bits in every written element.
 #include <stdlib.h>
 #include <string.h>
 
 #include <type_traits>
-
 
 #include "backend/cuda_attention.h"
 #include "backend/cuda_moe.h"
@@ -604,7 +604,6 @@ int moe_wgmma_pick(const ae_backend *be, int many_rows, int shapes_ok) {
     return why ? 0 : 1;
 }
 
-// The warp-specialised kernel's launch: tensor maps of the weights, one block per SM at most.
 // The ws kernel's epilogue for bf16 outputs (ExpertGemm::staged), AE_MOE_WS_EPI: 0 the fragment
 // stores, 1 staged, written at once, 2 (unset) staged, the last block's rows written under the
 // next tile's first wgmma group. Read at every call (A/B runs).
@@ -621,6 +620,7 @@ static int ws_staged_fits(const ExpertGemm &g) {
     return !g.accumulate && g.N % 8 == 0 && al16(g.y0) && al16(g.y1);
 }
 
+// The warp-specialised kernel's launch: tensor maps of the weights, one block per SM at most.
 template <typename TY>
 static void launch_ws(const ae_backend *be, ExpertGemm g, size_t blocks, int dual,
                       const char *name) {
