@@ -13,7 +13,7 @@
 //
 // moe_ffn at a handful of tokens (decode) takes the GEMV path of cuda_moe_decode.cu instead
 // (AE_MOE_GEMV, moe_gemv_pick). Otherwise, for each chunk of tokens (bounding the temporaries:
-// moe_chunk_bytes), in four launches:
+// moe_chunk_bytes), in five launches:
 //   1. plan (two launches over blocks of kPlanSlots slots): a slot is a (token, k) pair, s = t·K
 //      + k. k_moe_count: per block, per-expert slot counts (shared atomics; each slot gets a rank
 //      within its expert and block), written to the block's row of a (blocks, E) table.
@@ -30,7 +30,6 @@
 //   3. down GEMM: the same kernel on rows of h and the expert's down rows, writing o (slots, D)
 //      in bf16 by default, fp32 under AE_MOE_DOWN_BF16=0 (moe_down_bf16).
 //   4. combine: y[t] = Σ_k wts[t,k] · o[t·K + k] in k order (fp32, one rounding to y's dtype).
-// (Five launches, then: the plan's two, the GEMMs', the combine.)
 // On Hopper (compute capability 9.0, sm_90a code loaded) the dense case's gate/up and down GEMMs
 // (and expert_matmul's forward) may run on wgmma instead (cuda_moe_wgmma.cu: row tiles of 128
 // slots, the plan's bm then 128): AE_MOE_WGMMA=0|1 (never | wherever the shapes allow), unset:
