@@ -54,6 +54,7 @@
 #include "backend/ops.h"
 #include "core/dtype.h"
 #include "core/rng.h"
+#include "util/backends.h"
 #include "util/testutil.h"
 
 #define TOL_BF16_OUT 5e-3
@@ -100,53 +101,20 @@ static void rand_perm(ae_rng *r, int *p, int n) {
 static const char *dtn(ae_dtype dt) { return ae_dtype_name(dt); }
 
 // =============================================================================================
-// Device helpers (every failure names the call and carries the backend's message)
+// Device helpers on g_gpu (util/backends.h: every failure names the call and carries the
+// backend's message)
 
-static ae_ptr dnew(size_t n, ae_dtype dt) {
-    ae_ptr p = g_gpu->alloc(g_gpu, n, dt);
-    if (ae_ptr_is_null(p))
-        fail_msg("cuda alloc of %zu %s values failed: %s", n, dtn(dt), ae_last_error());
-    return p;
-}
-
-static void dput(ae_ptr p, const float *h, size_t n) {
-    ae_status st = g_gpu->upload(g_gpu, p, h, AE_DT_F32, n);
-    if (st != AE_OK)
-        fail_msg("cuda upload of %zu F32 values into a %s tensor: %s", n, dtn(p.dtype),
-                 ae_last_error());
-}
-
+static ae_ptr dnew(size_t n, ae_dtype dt) { return ae_tb_alloc(g_gpu, n, dt); }
+static void dput(ae_ptr p, const float *h, size_t n) { ae_tb_put(g_gpu, p, h, AE_DT_F32, n); }
 static ae_ptr dnew_put(const float *h, size_t n, ae_dtype dt) {
-    ae_ptr p = dnew(n, dt);
-    dput(p, h, n);
-    return p;
+    return ae_tb_alloc_put(g_gpu, h, AE_DT_F32, n, dt);
 }
-
 static ae_ptr dnew_put_i32(const int32_t *h, size_t n) {
-    ae_ptr p = dnew(n, AE_DT_I32);
-    ae_status st = g_gpu->upload(g_gpu, p, h, AE_DT_I32, n);
-    if (st != AE_OK) fail_msg("cuda upload of %zu I32 values: %s", n, ae_last_error());
-    return p;
+    return ae_tb_alloc_put(g_gpu, h, AE_DT_I32, n, AE_DT_I32);
 }
-
 // Downloads n values as F32; a failed kernel queued before shows up here (AE_ERR_DEVICE).
-static float *dget(ae_ptr p, size_t n) {
-    float *h = ae_test_floats(n);
-    ae_status st = g_gpu->download(g_gpu, h, AE_DT_F32, p, n);
-    if (st != AE_OK)
-        fail_msg("cuda download of %zu %s values: %s (%s)", n, dtn(p.dtype), ae_last_error(),
-                 ae_status_name(st));
-    return h;
-}
-
-static int32_t *dget_i32(ae_ptr p, size_t n) {
-    int32_t *h = inew(n);
-    ae_status st = g_gpu->download(g_gpu, h, AE_DT_I32, p, n);
-    if (st != AE_OK)
-        fail_msg("cuda download of %zu I32 values: %s (%s)", n, ae_last_error(), ae_status_name(st));
-    return h;
-}
-
+static float *dget(ae_ptr p, size_t n) { return ae_tb_out(g_gpu, p, n); }
+static int32_t *dget_i32(ae_ptr p, size_t n) { return ae_tb_out_i32(g_gpu, p, n); }
 static void dfree(ae_ptr p) { g_gpu->free(g_gpu, p); }
 
 // =============================================================================================

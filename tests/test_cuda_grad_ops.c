@@ -72,6 +72,7 @@
 #include "backend/ops.h"
 #include "core/dtype.h"
 #include "core/rng.h"
+#include "util/backends.h"
 #include "util/testutil.h"
 
 #define TOL_F32 1e-5
@@ -96,33 +97,12 @@ static const char *dtn(ae_dtype dt) { return ae_dtype_name(dt); }
 
 // ---- device helpers ------------------------------------------------------------------------
 
-static ae_ptr dnew(size_t n, ae_dtype dt) {
-    ae_ptr p = g_gpu->alloc(g_gpu, n ? n : 1, dt);
-    if (ae_ptr_is_null(p))
-        fail_msg("cuda alloc of %zu %s values failed: %s", n, dtn(dt), ae_last_error());
-    return p;
-}
-
-static void dput(ae_ptr p, const float *h, size_t n) {
-    if (g_gpu->upload(g_gpu, p, h, AE_DT_F32, n) != AE_OK)
-        fail_msg("cuda upload of %zu values into %s: %s", n, dtn(p.dtype), ae_last_error());
-}
-
+static ae_ptr dnew(size_t n, ae_dtype dt) { return ae_tb_alloc(g_gpu, n, dt); }
+static void dput(ae_ptr p, const float *h, size_t n) { ae_tb_put(g_gpu, p, h, AE_DT_F32, n); }
 static ae_ptr dnew_put(const float *h, size_t n, ae_dtype dt) {
-    ae_ptr p = dnew(n, dt);
-    dput(p, h, n);
-    return p;
+    return ae_tb_alloc_put(g_gpu, h, AE_DT_F32, n, dt);
 }
-
-static float *dget(ae_ptr p, size_t n) {
-    float *h = ae_test_floats(n);
-    ae_status st = g_gpu->download(g_gpu, h, AE_DT_F32, p, n);
-    if (st != AE_OK)
-        fail_msg("cuda download of %zu %s values: %s (%s)", n, dtn(p.dtype), ae_last_error(),
-                 ae_status_name(st));
-    return h;
-}
-
+static float *dget(ae_ptr p, size_t n) { return ae_tb_out(g_gpu, p, n); }
 static void dfree(ae_ptr p) { g_gpu->free(g_gpu, p); }
 
 // ---- comparisons ---------------------------------------------------------------------------

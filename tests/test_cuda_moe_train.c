@@ -42,6 +42,7 @@
 #include "model/model.h"
 #include "train/model_train.h"
 #include "train/moe_train.h"
+#include "util/backends.h"
 #include "util/testutil.h"
 
 #define TOL_F32 1e-6
@@ -65,26 +66,11 @@ static float *hnormal(ae_rng *r, size_t n, float scale, ae_dtype dt) {
     return p;
 }
 
-static ae_ptr dnew(size_t n, ae_dtype dt) {
-    ae_ptr p = g_gpu->alloc(g_gpu, n ? n : 1, dt);
-    if (ae_ptr_is_null(p)) fail_msg("cuda alloc of %zu values failed: %s", n, ae_last_error());
-    return p;
-}
-
+static ae_ptr dnew(size_t n, ae_dtype dt) { return ae_tb_alloc(g_gpu, n, dt); }
 static ae_ptr dput(const void *h, ae_dtype hdt, size_t n, ae_dtype dt) {
-    ae_ptr p = dnew(n, dt);
-    if (g_gpu->upload(g_gpu, p, h, hdt, n) != AE_OK) fail_msg("cuda upload: %s", ae_last_error());
-    return p;
+    return ae_tb_alloc_put(g_gpu, h, hdt, n, dt);
 }
-
-static void *dget_as(ae_ptr p, size_t n, ae_dtype hdt) {
-    void *h = malloc(4 * (n ? n : 1));
-    assert_non_null(h);
-    if (g_gpu->download(g_gpu, h, hdt, p, n) != AE_OK)
-        fail_msg("cuda download of %zu values: %s", n, ae_last_error());
-    return h;
-}
-static float *dget(ae_ptr p, size_t n) { return dget_as(p, n, AE_DT_F32); }
+static float *dget(ae_ptr p, size_t n) { return ae_tb_out(g_gpu, p, n); }
 
 static char g_what[300];
 
@@ -140,8 +126,8 @@ static void plan_init(plan_case *c, ae_rng *r, int T, int K, int E) {
     for (int run = 0; run < 2; run++) {
         ae_ptr off = dnew((size_t)E + 1, AE_DT_I32), pos = dnew(S, AE_DT_I32), tok = dnew(S, AE_DT_I32);
         g_gpu->moe_plan(g_gpu, off, pos, tok, c->gidx, T, K, E);
-        int32_t *ho = dget_as(off, (size_t)E + 1, AE_DT_I32), *hp = dget_as(pos, S, AE_DT_I32);
-        int32_t *ht = dget_as(tok, S, AE_DT_I32);
+        int32_t *ho = ae_tb_out_i32(g_gpu, off, (size_t)E + 1), *hp = ae_tb_out_i32(g_gpu, pos, S);
+        int32_t *ht = ae_tb_out_i32(g_gpu, tok, S);
         snprintf(what, sizeof what, "moe_plan T=%d K=%d E=%d run %d: off, pos, tok == cpu", T, K,
                  E, run);
         check_same(ho, c->off, (size_t)E + 1, what);

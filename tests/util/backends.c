@@ -86,6 +86,35 @@ float *ae_tb_out(const ae_backend *be, ae_ptr p, size_t n) {
     return h;
 }
 
+ae_ptr ae_tb_alloc(const ae_backend *be, size_t n, ae_dtype dt) {
+    ae_ptr p = be->alloc(be, n ? n : 1, dt);
+    if (ae_ptr_is_null(p))
+        fail_msg("%s: allocating %zu %s values: %s", be->name, n, ae_dtype_name(dt), ae_last_error());
+    return p;
+}
+
+void ae_tb_put(const ae_backend *be, ae_ptr p, const void *h, ae_dtype hdt, size_t n) {
+    if (be->upload(be, p, h, hdt, n) != AE_OK)
+        fail_msg("%s: upload of %zu %s values into a %s buffer: %s", be->name, n,
+                 ae_dtype_name(hdt), ae_dtype_name(p.dtype), ae_last_error());
+}
+
+ae_ptr ae_tb_alloc_put(const ae_backend *be, const void *h, ae_dtype hdt, size_t n, ae_dtype dt) {
+    ae_ptr p = ae_tb_alloc(be, n, dt);
+    ae_tb_put(be, p, h, hdt, n);
+    return p;
+}
+
+int32_t *ae_tb_out_i32(const ae_backend *be, ae_ptr p, size_t n) {
+    int32_t *h = malloc(sizeof(int32_t) * (n ? n : 1));
+    if (!h) fail_msg("out of host memory");
+    ae_status st = be->download(be, h, AE_DT_I32, p, n);
+    if (st != AE_OK)
+        fail_msg("%s: download of %zu I32 values: %s (%s)", be->name, n, ae_last_error(),
+                 ae_status_name(st));
+    return h;
+}
+
 double ae_tb_check(const ae_backend *be, const char *what, const float *got, const double *ref,
                    size_t n, double tol) {
     double worst = 0;

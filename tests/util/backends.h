@@ -62,6 +62,17 @@ float *ae_tb_out(const ae_backend *be, ae_ptr p, size_t n);
 // The n values of a backend buffer into host floats.
 void ae_tb_get(const ae_backend *be, float *dst, ae_ptr p, size_t n);
 
+// ---- single buffers (the caller frees them with be->free); a failure fails the test, naming the
+// call and carrying the backend's message ----
+// A new buffer of n values of dt (at least one).
+ae_ptr ae_tb_alloc(const ae_backend *be, size_t n, ae_dtype dt);
+// n host values of dtype hdt into p.
+void ae_tb_put(const ae_backend *be, ae_ptr p, const void *h, ae_dtype hdt, size_t n);
+// A new buffer of n values of dt holding the n host values h of dtype hdt.
+ae_ptr ae_tb_alloc_put(const ae_backend *be, const void *h, ae_dtype hdt, size_t n, ae_dtype dt);
+// The n values of an I32 buffer as a new host array (caller frees).
+int32_t *ae_tb_out_i32(const ae_backend *be, ae_ptr p, size_t n);
+
 // got[i] against ref[i]: |got − ref| <= tol · max(1, |ref|) for every i (NaN fails); the first
 // element outside names `what` on `be`. Returns the worst |got − ref| / max(1, |ref|).
 double ae_tb_check(const ae_backend *be, const char *what, const float *got, const double *ref,
