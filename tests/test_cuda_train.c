@@ -109,27 +109,8 @@ static int convert(const char *out, const char *device, const char *const *budge
                            env, err);
 }
 
-// The "loss" of metrics.jsonl record k (0-based; -1: the last).
-static double loss_at(const char *out, int k) {
-    char *p = ae_path_join(out, "metrics.jsonl"), *text = NULL;
-    size_t len;
-    double x = NAN;
-    if (ae_file_read_all(p, &text, &len) == AE_OK) {
-        int lines = 0;
-        for (char *q = text; (q = strchr(q, '\n')); q++) lines++;
-        int want = k < 0 ? lines - 1 : k;
-        char *line = text;
-        for (int i = 0; i < want && line; i++) {
-            line = strchr(line, '\n');
-            if (line) line++;
-        }
-        char *v = line ? strstr(line, "\"loss\":") : NULL;
-        if (v) x = atof(v + 7);
-    }
-    free(text);
-    free(p);
-    return x;
-}
+// The "loss" of metrics.jsonl record k (0-based; -1: the last), NAN when absent.
+static double loss_at(const char *out, int k) { return ae_test_metric(out, k, "loss"); }
 
 static int same_file(const char *a, const char *b, const char *name) {
     char *pa = ae_path_join(a, name), *pb = ae_path_join(b, name), *x = NULL, *y = NULL;
@@ -162,13 +143,7 @@ static void cuda_matches_cpu(const char *label, const char *const *target) {
 
 // The mean "loss" of the last k records of metrics.jsonl (k <= the number of records).
 static double mean_last(const char *out, int k) {
-    char *p = ae_path_join(out, "metrics.jsonl"), *text = NULL;
-    size_t len;
-    int lines = 0;
-    if (ae_file_read_all(p, &text, &len) == AE_OK)
-        for (char *q = text; (q = strchr(q, '\n')); q++) lines++;
-    free(text);
-    free(p);
+    const int lines = ae_test_metric_records(out);
     double sum = 0.0;
     for (int i = lines - k; i < lines; i++) sum += loss_at(out, i);
     return lines >= k ? sum / k : NAN;

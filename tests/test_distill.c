@@ -83,28 +83,10 @@ static int convert(const char *out, const char *const *extra, const char *env, l
     return WEXITSTATUS(status);
 }
 
+// Number `key` of record line_no (0-based; −1: the last) of out/metrics.jsonl; fails when absent.
 static double metric(const char *out, int line_no, const char *key) {
-    char *p = ae_path_join(out, "metrics.jsonl"), *text;
-    size_t len;
-    assert_int_equal(ae_file_read_all(p, &text, &len), AE_OK);
-    free(p);
-    char *line = text;
-    for (int i = 0; i < line_no && line; i++) {
-        line = strchr(line, '\n');
-        if (line) line++;
-    }
-    if (line_no < 0) { // last line
-        char *last = text, *q = text;
-        while ((q = strchr(q, '\n')) && q[1]) last = ++q;
-        line = last;
-    }
-    assert_non_null(line);
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    char *v = strstr(line, pat);
-    assert_non_null(v);
-    double x = atof(v + strlen(pat));
-    free(text);
+    double x = ae_test_metric(out, line_no, key);
+    if (isnan(x)) fail_msg("%s: no \"%s\" in record %d of metrics.jsonl", out, key, line_no);
     return x;
 }
 

@@ -69,24 +69,10 @@ static float *attn_params(const char *dir, size_t *n) {
     return v;
 }
 
-// Number after "key": on line line_no (0-based) of dir/metrics.jsonl.
+// Number `key` of record line_no (0-based) of dir/metrics.jsonl; fails when absent.
 static double metric(const char *dir, int line_no, const char *key) {
-    char *p = ae_path_join(dir, "metrics.jsonl"), *text;
-    size_t len;
-    assert_int_equal(ae_file_read_all(p, &text, &len), AE_OK);
-    free(p);
-    char *line = text;
-    for (int i = 0; i < line_no && line; i++) {
-        line = strchr(line, '\n');
-        if (line) line++;
-    }
-    assert_non_null(line);
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    char *v = strstr(line, pat), *eol = strchr(line, '\n');
-    if (!v || (eol && v > eol)) fail_msg("%s: no \"%s\" on line %d of metrics.jsonl", dir, key, line_no);
-    double x = atof(v + strlen(pat));
-    free(text);
+    double x = ae_test_metric(dir, line_no, key);
+    if (isnan(x)) fail_msg("%s: no \"%s\" on line %d of metrics.jsonl", dir, key, line_no);
     return x;
 }
 

@@ -387,6 +387,47 @@ double ae_test_run_number(const char *dir, const char *obj, const char *key) {
     return x;
 }
 
+// dir/metrics.jsonl (caller frees), NULL when absent.
+static char *metrics_text(const char *dir) {
+    char *p = ae_path_join(dir, "metrics.jsonl"), *text = NULL;
+    size_t n;
+    if (!p || ae_file_read_all(p, &text, &n) != AE_OK) text = NULL;
+    free(p);
+    return text;
+}
+
+int ae_test_metric_records(const char *dir) {
+    char *text = metrics_text(dir);
+    int lines = 0;
+    for (const char *q = text; q && *q; lines++) {
+        q = strchr(q, '\n');
+        q = q ? q + 1 : NULL;
+    }
+    free(text);
+    return lines;
+}
+
+double ae_test_metric(const char *dir, int k, const char *key) {
+    const int lines = ae_test_metric_records(dir), want = k < 0 ? lines + k : k;
+    char *text = metrics_text(dir);
+    double x = NAN;
+    char *line = text;
+    for (int i = 0; i < want && line; i++) {
+        line = strchr(line, '\n');
+        if (line) line++;
+    }
+    if (text && want >= 0 && want < lines && line) {
+        char *eol = strchr(line, '\n');
+        if (eol) *eol = '\0';
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+        if (cJSON_IsNumber(v)) x = v->valuedouble;
+        cJSON_Delete(j);
+    }
+    free(text);
+    return x;
+}
+
 // ---- host arrays
 
 float ae_test_bf16(float x) { return ae_bf16_to_f32(ae_f32_to_bf16(x)); }

@@ -207,5 +207,10 @@ ae_status ae_test_eval_student(ae_model *m, ae_attn_kind target, int init_teache
 // The number obj.key of dir/conversion.json (a run's settings and results), NAN when the file,
 // the object or the number is absent.
 double ae_test_run_number(const char *dir, const char *obj, const char *key);
+// The number `key` of record k (0-based; −1: the last) of dir/metrics.jsonl, NAN when the file,
+// the record or the number is absent.
+double ae_test_metric(const char *dir, int k, const char *key);
+// The records (lines) of dir/metrics.jsonl, 0 when it is absent.
+int ae_test_metric_records(const char *dir);
 
 #endif
