@@ -98,7 +98,6 @@ static const char *dtn(ae_dtype dt) { return ae_dtype_name(dt); }
 // ---- device helpers ------------------------------------------------------------------------
 
 static ae_ptr dnew(size_t n, ae_dtype dt) { return ae_tb_alloc(g_gpu, n, dt); }
-static void dput(ae_ptr p, const float *h, size_t n) { ae_tb_put(g_gpu, p, h, AE_DT_F32, n); }
 static ae_ptr dnew_put(const float *h, size_t n, ae_dtype dt) {
     return ae_tb_alloc_put(g_gpu, h, AE_DT_F32, n, dt);
 }

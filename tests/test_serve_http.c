@@ -553,7 +553,7 @@ static void test_chat(void **st) {
                         "\"max_tokens\":10,\"temperature\":0%s}";
     char tb[1024];
     int prompt_tokens[2];
-    char *replies[2];
+    char *replies[2] = {NULL, NULL};
     for (int stream = 0; stream <= 1; stream++) {
         snprintf(tb, sizeof tb, tbody, stream ? ",\"stream\":true,\"stream_options\":{\"include_usage\":true}" : "");
         assert_int_equal(ae_http_request("127.0.0.1", port, "POST", "/v1/chat/completions", tb,

@@ -274,8 +274,8 @@ static ae_status gather(const writer *w, const gtensor *t, float **out, size_t *
 
 static ae_status write_tensor(void *ud, const gtensor *t) {
     const writer *w = ud;
-    float *f;
-    size_t n;
+    float *f = NULL;
+    size_t n = 0;
     AE_TRY(gather(w, t, &f, &n));
     if (t->type == AE_GGML_F32) {
         ae_status st = ae_gguf_write_tensor(w->g, w->f, f, n * 4);
