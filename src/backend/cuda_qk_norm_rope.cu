@@ -42,7 +42,6 @@ constexpr int kTokenBlockMin = 64; // tokens from which a block takes all head r
 constexpr int kRegWarps = 8;       // k_qk_norm_rope_reg: warps per block (token)
 constexpr int kRegRows = 8;        // k_qk_norm_rope_reg: rows a warp holds in registers per pass
 
-
 // Row r of token t (r < Hq: q's head r, else k's head r − Hq) into the warp's shared fp32 row;
 // returns the lane's partial sum of squares (lanes strided over the dims, in order).
 template <typename T>

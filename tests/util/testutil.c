@@ -396,20 +396,26 @@ static char *metrics_text(const char *dir) {
     return text;
 }
 
-int ae_test_metric_records(const char *dir) {
-    char *text = metrics_text(dir);
+// The records (lines) of a metrics.jsonl text (NULL: none).
+static int metric_lines(const char *text) {
     int lines = 0;
     for (const char *q = text; q && *q; lines++) {
         q = strchr(q, '\n');
         q = q ? q + 1 : NULL;
     }
+    return lines;
+}
+
+int ae_test_metric_records(const char *dir) {
+    char *text = metrics_text(dir);
+    const int lines = metric_lines(text);
     free(text);
     return lines;
 }
 
 double ae_test_metric(const char *dir, int k, const char *key) {
-    const int lines = ae_test_metric_records(dir), want = k < 0 ? lines + k : k;
     char *text = metrics_text(dir);
+    const int lines = metric_lines(text), want = k < 0 ? lines + k : k;
     double x = NAN;
     char *line = text;
     for (int i = 0; i < want && line; i++) {
