@@ -972,22 +972,27 @@ static void run_qk_norm_rope(ae_rng *r, int M, int Hq, int Hkv, int hd, int rd, 
     snprintf(what, sizeof what, "qk_norm_rope %s %s M=%d Hq=%d Hkv=%d hd=%d rd=%d ldq=%lld ldk=%lld "
              "koff=%zu pos<=%d q%d k%d", mode == AE_ROPE_HALF ? "half" : "interleaved", dtn(dt), M,
              Hq, Hkv, hd, rd, (long long)ldq, (long long)ldk, koff, pmax, with_q, with_k);
-    if (M >= 64) { // the prefill kernels: the register form (default) and
-        // the row-by-row one (AE_QKN_REG=0) compute the same values in the same order
+    // the prefill kernels compute the same values in the same order: the prefetching one over a
+    // full persistent grid (default, giving qg, kg), with 5 blocks (each takes many tokens), the
+    // register form (AE_QKN_PF=0) and the row-by-row one (AE_QKN_REG=0)
+    static const char *const var[3][3] = {{"AE_QKN_PF", "5", "prefetched by 5 blocks"},
+                                          {"AE_QKN_PF", "0", "in registers"},
+                                          {"AE_QKN_REG", "0", "by rows"}};
+    for (int v = 0; v < 3 && M >= 64; v++) {
         ae_ptr dq0 = dnew_put(q, nq, dt), dk0 = dnew_put(k, nk, dt);
-        setenv("AE_QKN_REG", "0", 1);
+        setenv(var[v][0], var[v][1], 1);
         g_gpu->qk_norm_rope(g_gpu, &a, with_q ? dq0 : ae_ptr_null(),
                             with_k ? ae_ptr_at(dk0, koff) : ae_ptr_null(), dwq, dwk, dp);
-        unsetenv("AE_QKN_REG");
+        unsetenv(var[v][0]);
         float *q0 = dget(dq0, nq), *k0 = dget(dk0, nk);
         for (size_t i = 0; i < nq; i++)
             if (memcmp(&q0[i], &qg[i], sizeof(float)))
-                fail_msg("%s: q element %zu: %g by rows, %g in registers", what, i, (double)q0[i],
-                         (double)qg[i]);
+                fail_msg("%s: q element %zu: %g %s, %g by default", what, i, (double)q0[i],
+                         var[v][2], (double)qg[i]);
         for (size_t i = 0; i < nk; i++)
             if (memcmp(&k0[i], &kg[i], sizeof(float)))
-                fail_msg("%s: k element %zu: %g by rows, %g in registers", what, i, (double)k0[i],
-                         (double)kg[i]);
+                fail_msg("%s: k element %zu: %g %s, %g by default", what, i, (double)k0[i],
+                         var[v][2], (double)kg[i]);
         dfree(dq0), dfree(dk0), free(q0), free(k0);
     }
     double tol = dt == AE_DT_F32 ? TOL_QK_F32 : TOL_BF16_OUT;
@@ -1176,6 +1181,40 @@ static void run_matmul_group(ae_rng *r, int n, int M, int K, const int *N, ae_dt
     free(x);
 }
 
+// matmul_group's pair path (M > 8: two products of equal N as one batched gemm): products 0 and
+// 1 of N each, their weights in one allocation and their outputs in another, each pair of views
+// gw and gy elements apart (odd gaps: strides of any alignment). place 0: product 1 after product
+// 0 in both; 1: before in both (the pair runs in the other order); 2: its weight after, its output
+// before (no batch: one gemm each). The gaps and 8 elements after the outputs must stay NaN.
+static void run_matmul_pair(ae_rng *r, int M, int K, int N, ae_dtype ydt, size_t gw, size_t gy,
+                            int place) {
+    const size_t nw = (size_t)N * K, ny = (size_t)M * N, guard = 8;
+    float *x = ae_test_normal(r, (size_t)M * K, 1.0f, AE_DT_BF16);
+    float *w = ae_test_normal(r, 2 * nw + gw, 1.0f, AE_DT_BF16);
+    ae_ptr dx = dnew_put(x, (size_t)M * K, AE_DT_BF16), dwa = dnew_put(w, 2 * nw + gw, AE_DT_BF16);
+    ae_ptr dya = dnew(2 * ny + gy + guard, ydt); // NaN (poisoned allocations)
+    const size_t wo[2] = {place == 1 ? nw + gw : 0, place == 1 ? 0 : nw + gw};
+    const size_t yo[2] = {place == 0 ? 0 : ny + gy, place == 0 ? ny + gy : 0};
+    ae_ptr dw[2] = {ae_ptr_at(dwa, wo[0]), ae_ptr_at(dwa, wo[1])};
+    ae_ptr dy[2] = {ae_ptr_at(dya, yo[0]), ae_ptr_at(dya, yo[1])};
+    const int Ns[2] = {N, N};
+    g_gpu->matmul_group(g_gpu, 2, dy, dx, dw, Ns, M, K);
+    float *yg = dget(dya, 2 * ny + gy + guard), *yc = ae_test_floats(ny);
+    for (int i = 0; i < 2; i++) {
+        ae_matmul(g_cpu, ae_host_f32(yc), ae_host_f32(x), ae_host_f32(w + wo[i]), M, K, N);
+        expect_close(yg + yo[i], yc, ny, ydt == AE_DT_F32 ? TOL_GEMM_F32 : TOL_BF16_OUT,
+                     "matmul_group pair M=%d K=%d N=%d y %s gaps %zu/%zu place %d: product %d", M,
+                     K, N, dtn(ydt), gw, gy, place, i);
+    }
+    for (size_t j = 0; j < 2 * ny + gy + guard; j++)
+        if ((j >= ny && j < ny + gy) || j >= 2 * ny + gy)
+            if (!isnan(yg[j]))
+                fail_msg("matmul_group pair M=%d N=%d place %d: y[%zu] = %g is outside both "
+                         "outputs", M, N, place, j, (double)yg[j]);
+    dfree(dx), dfree(dwa), dfree(dya);
+    free(x), free(w), free(yg), free(yc);
+}
+
 static void test_matmul_group(void **state) {
     (void)state;
     ae_rng r;
@@ -1200,6 +1239,12 @@ static void test_matmul_group(void **state) {
     const int with0[3] = {33, 0, 65};
     run_matmul_group(&r, 3, 1, 256, with0, AE_DT_F32, 0);
     run_matmul_group(&r, 2, 4, 256, odd, AE_DT_BF16, 1);
+    // k and v of a prefill (M > 8): one batched gemm where the pair's layout allows it
+    for (int place = 0; place < 3; place++) {
+        run_matmul_pair(&r, 77, 256, 128, AE_DT_BF16, 8, 0, place);
+        run_matmul_pair(&r, 300, 512, 96, AE_DT_F32, 3, 5, place);
+    }
+    run_matmul_pair(&r, 9, 64, 33, AE_DT_BF16, 0, 1, 0); // N odd, strides of 2-byte alignment
 }
 
 // gate_up_silu: act (M, N) = silu(x·wgᵀ) ⊙ (x·wuᵀ) against the cpu's op on the same bf16 inputs

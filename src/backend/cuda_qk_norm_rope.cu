@@ -25,12 +25,15 @@
 // so the same sums and the same bits), then computes them; lane i forms row i's double-precision
 // factor for the warp. The kernel above has one row's loads in flight a warp (9 rows a warp at
 // Qwen3-30B-A3B's 36): one call at 4K tokens under ncu on an H200, 54.9 µs there, 44.8 µs here
-// (docs/BENCHMARKS.md, 2026-12-02 12:12).
+// (docs/BENCHMARKS.md, 2026-12-02 12:12). Where the rows are 16-byte aligned, prefill runs
+// k_qk_norm_rope_pf instead: the same passes in a persistent grid that prefetches each block's
+// next token while it computes this one (38.3 µs against the register form's 43.9, 16:3x).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cuda_attention.h"
 #include "backend/cuda_internal.h"
 #include "backend/cuda_rope.h"
 
@@ -101,6 +104,75 @@ k_qk_norm_rope(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW *wk,
     }
 }
 
+// One pass of the prefill forms (k_qk_norm_rope_reg, k_qk_norm_rope_pf): the rows r0 + i·kRegWarps
+// + warp (i < kRegRows, those < rows) of one token, their values x loaded (rows past the last:
+// zeros), and the token's (cos, sin) table cs: the sums of squares, then r = 1 / sqrt(mean + eps)
+// in double for row i by lane i (one double-precision chain for all the warp's rows, not one a
+// row in every lane), w · (x · r) in fp32, the rotation, the stores through row_ptr(r).
+template <typename T, typename TW, int V, class RowPtr>
+__device__ __forceinline__ void qkn_reg_pass(const float (&x)[kRegRows][V], int r0, int rows,
+                                             int Hq, const RowPtr &row_ptr, const TW *wq,
+                                             const TW *wk, const float2 *cs, float eps,
+                                             int interleaved, int lane, int warp) {
+    constexpr int hd = 32 * V, half = hd / 2, hj = V / 2; // hj: j of a dim's partner, + or −
+    float mine = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kRegRows; i++) {
+        float ss = 0.0f;
+#pragma unroll
+        for (int j = 0; j < V; j++) ss += x[i][j] * x[i][j];
+        ss = warp_sum(ss);
+        if (lane == i) mine = ss;
+    }
+    const float inv_lane = (float)(1.0 / sqrt((double)mine / hd + (double)eps));
+#pragma unroll
+    for (int i = 0; i < kRegRows; i++) {
+        const int r = r0 + i * kRegWarps + warp;
+        if (r >= rows) break; // uniform over the warp
+        T *v = row_ptr(r);
+        const TW *w = r < Hq ? wq : wk;
+        const float inv = __shfl_sync(0xffffffffu, inv_lane, i);
+        float y[V]; // w · (x · r), fp32 (k_qk_norm_rope's normed values)
+#pragma unroll
+        for (int j = 0; j < V; j++) y[j] = __fmul_rn(ldf(w + lane + 32 * j), __fmul_rn(x[i][j], inv));
+#pragma unroll
+        for (int j = 0; j < V; j++) {
+            const int d = lane + 32 * j;
+            float o;
+            if (interleaved) { // (a, b) = (d, d + 1) for even d: a·c − b·s, b·c + a·s
+                const float other = __shfl_xor_sync(0xffffffffu, y[j], 1);
+                const float2 c = cs[d >> 1];
+                o = d & 1 ? __fadd_rn(__fmul_rn(y[j], c.x), __fmul_rn(other, c.y))
+                          : __fsub_rn(__fmul_rn(y[j], c.x), __fmul_rn(other, c.y));
+            } else if (j < hj) { // a = dim d, b = dim d + half
+                const float2 c = cs[d];
+                o = __fsub_rn(__fmul_rn(y[j], c.x), __fmul_rn(y[(j + hj) % V], c.y));
+            } else { // b = dim d, a = dim d − half
+                const float2 c = cs[d - half];
+                o = __fadd_rn(__fmul_rn(y[j], c.x), __fmul_rn(y[(j + V - hj) % V], c.y));
+            }
+            stf(v + d, o);
+        }
+    }
+}
+
+// The rows of one pass into x: row r's dim lane + 32j from src(r) (rows past the last: zeros).
+template <int V, class Src>
+__device__ __forceinline__ void qkn_reg_load(float (&x)[kRegRows][V], int r0, int rows,
+                                             const Src &src, int lane, int warp) {
+#pragma unroll
+    for (int i = 0; i < kRegRows; i++) { // every row's loads first: all in flight at once
+        const int r = r0 + i * kRegWarps + warp;
+#pragma unroll
+        for (int j = 0; j < V; j++) x[i][j] = 0.0f;
+        if (r < rows) {
+            const auto *v = src(r);
+#pragma unroll
+            for (int j = 0; j < V; j++) x[i][j] = ldf(v + lane + 32 * j);
+        }
+    }
+}
+
 // Prefill form: grid M blocks (a token each) of kRegWarps warps, rd = hd = 32·V, V even. Lane
 // l holds dims d_j = l + 32·j (j < V) of each of its rows. A pair (a, b) of rope dims is (d_j,
 // d_j + hd/2), both in the lane (j and j + V/2), or, interleaved, (d, d ^ 1) in lanes l and
@@ -111,7 +183,7 @@ k_qk_norm_rope_reg(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW 
                    const int32_t *pos, int Hq, int Hkv, float eps, double theta, int interleaved,
                    RopeFreq tab) {
     extern __shared__ float2 cs[]; // (hd/2) cos, sin
-    constexpr int hd = 32 * V, half = hd / 2, hj = V / 2; // hj: j of a dim's partner, + or −
+    constexpr int hd = 32 * V, half = hd / 2;
     static_assert(V % 2 == 0, "rope pairs (d, d + hd/2) in one lane");
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int t = blockIdx.x, rows = Hq + Hkv;
@@ -121,63 +193,66 @@ k_qk_norm_rope_reg(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW 
     bool table = false;
     for (int r0 = 0; r0 < rows; r0 += kRegWarps * kRegRows) {
         float x[kRegRows][V];
-#pragma unroll
-        for (int i = 0; i < kRegRows; i++) { // every row's loads first: all in flight at once
-            const int r = r0 + i * kRegWarps + warp;
-#pragma unroll
-            for (int j = 0; j < V; j++) x[i][j] = 0.0f; // rows past the last: sums unused
-            if (r < rows) {
-                const T *v = row_ptr(r);
-#pragma unroll
-                for (int j = 0; j < V; j++) x[i][j] = ldf(v + lane + 32 * j);
-            }
-        }
+        qkn_reg_load<V>(x, r0, rows, [&](int r) { return (const T *)row_ptr(r); }, lane, warp);
         if (!table) { // once per token, while the first rows load
             rope_table(cs, (float)pos[t], half, hd, theta, tab);
             __syncthreads(); // the only block barrier: every warp reaches it in the first pass
             table = true;
         }
-        // the rows' sums of squares, then r = 1 / sqrt(mean + eps) in double for row i by lane i
-        // (one double-precision chain for all the warp's rows, not one a row in every lane)
-        float mine = 0.0f;
-#pragma unroll
-        for (int i = 0; i < kRegRows; i++) {
-            float ss = 0.0f;
-#pragma unroll
-            for (int j = 0; j < V; j++) ss += x[i][j] * x[i][j];
-            ss = warp_sum(ss);
-            if (lane == i) mine = ss;
+        qkn_reg_pass<T, TW, V>(x, r0, rows, Hq, row_ptr, wq, wk, cs, eps, interleaved, lane, warp);
+    }
+}
+
+// Prefill form with the next token prefetched (the default prefill kernel; AE_QKN_PF): a persistent grid,
+// block b taking tokens b, b + G, ... (G = gridDim.x). While it computes token t from shared
+// memory, token t + G's q and k rows are copying in (cp.async, 16-byte chunks, two buffers) and
+// its rope table is formed, so the loads of one token overlap the arithmetic and stores of the
+// one before (k_qk_norm_rope_reg loads, then computes, then stores, its blocks short-lived). The
+// same passes (qkn_reg_pass) on the same values: the same bits. Dynamic shared memory: two
+// (hd/2) tables, then two buffers of the token's rows (rows · hd of T); q and k rows 16-byte
+// aligned (host-checked).
+template <typename T, typename TW, int V>
+__global__ void __launch_bounds__(kRegWarps * 32, V == 8 ? 2 : 4) // 4 blocks an SM as the reg form (hd 256: 2)
+k_qk_norm_rope_pf(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW *wk,
+                  const int32_t *pos, int M, int Hq, int Hkv, float eps, double theta,
+                  int interleaved, RopeFreq tab) {
+    extern __shared__ float2 cs[]; // [2][hd/2] tables, then [2][rows · hd] of T
+    constexpr int hd = 32 * V, half = hd / 2, E = 16 / (int)sizeof(T); // E: values a chunk
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, G = (int)gridDim.x;
+    const int rows = Hq + Hkv, nq = Hq * hd / E, nc = rows * hd / E;
+    T *const buf0 = reinterpret_cast<T *>(cs + 2 * half);
+    auto issue = [&](int t, int b) { // token t's rows into buffer b: q's, then k's, contiguous
+        T *dst = buf0 + (size_t)b * rows * hd;
+        for (int c = threadIdx.x; c < nc; c += blockDim.x) {
+            const T *src = c < nq ? q + (size_t)t * ldq + (size_t)c * E
+                                  : k + (size_t)t * ldk + (size_t)(c - nq) * E;
+            cp_async16(dst + (size_t)c * E, src, true);
         }
-        const float inv_lane = (float)(1.0 / sqrt((double)mine / hd + (double)eps));
-#pragma unroll
-        for (int i = 0; i < kRegRows; i++) {
-            const int r = r0 + i * kRegWarps + warp;
-            if (r >= rows) break; // uniform over the warp
-            T *v = row_ptr(r);
-            const TW *w = r < Hq ? wq : wk;
-            const float inv = __shfl_sync(0xffffffffu, inv_lane, i);
-            float y[V]; // w · (x · r), fp32 (the kernel above's normed values)
-#pragma unroll
-            for (int j = 0; j < V; j++) y[j] = __fmul_rn(ldf(w + lane + 32 * j), __fmul_rn(x[i][j], inv));
-#pragma unroll
-            for (int j = 0; j < V; j++) {
-                const int d = lane + 32 * j;
-                float o;
-                if (interleaved) { // (a, b) = (d, d + 1) for even d: a·c − b·s, b·c + a·s
-                    const float other = __shfl_xor_sync(0xffffffffu, y[j], 1);
-                    const float2 c = cs[d >> 1];
-                    o = d & 1 ? __fadd_rn(__fmul_rn(y[j], c.x), __fmul_rn(other, c.y))
-                              : __fsub_rn(__fmul_rn(y[j], c.x), __fmul_rn(other, c.y));
-                } else if (j < hj) { // a = dim d, b = dim d + half
-                    const float2 c = cs[d];
-                    o = __fsub_rn(__fmul_rn(y[j], c.x), __fmul_rn(y[(j + hj) % V], c.y));
-                } else { // b = dim d, a = dim d − half
-                    const float2 c = cs[d - half];
-                    o = __fadd_rn(__fmul_rn(y[j], c.x), __fmul_rn(y[(j + V - hj) % V], c.y));
-                }
-                stf(v + d, o);
-            }
+    };
+    int t = blockIdx.x;
+    if (t >= M) return;
+    issue(t, 0);
+    cp_async_commit();
+    rope_table(cs, (float)pos[t], half, hd, theta, tab);
+    for (int i = 0; t < M; i++, t += G) {
+        const int tn = t + G, b = i & 1;
+        if (tn < M) issue(tn, b ^ 1);
+        cp_async_commit(); // (empty past the last token: the wait below counts groups)
+        if (tn < M) rope_table(cs + (b ^ 1) * half, (float)pos[tn], half, hd, theta, tab);
+        cp_async_wait<1>(); // this thread's chunks of token t have landed
+        __syncthreads();    // everyone's, and token t's table
+        const T *rowsb = buf0 + (size_t)b * rows * hd;
+        auto row_ptr = [&](int r) {
+            return r < Hq ? q + (size_t)t * ldq + (size_t)r * hd
+                          : k + (size_t)t * ldk + (size_t)(r - Hq) * hd;
+        };
+        for (int r0 = 0; r0 < rows; r0 += kRegWarps * kRegRows) {
+            float x[kRegRows][V];
+            qkn_reg_load<V>(x, r0, rows, [&](int r) { return rowsb + (size_t)r * hd; }, lane, warp);
+            qkn_reg_pass<T, TW, V>(x, r0, rows, Hq, row_ptr, wq, wk, cs + b * half, eps,
+                                   interleaved, lane, warp);
         }
+        __syncthreads(); // buffer b and table b are free for token t + 2G
     }
 }
 
@@ -186,6 +261,16 @@ k_qk_norm_rope_reg(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW 
 static int qk_reg_enabled(void) {
     const char *e = getenv("AE_QKN_REG");
     return !(e && !strcmp(e, "0"));
+}
+// AE_QKN_PF: prefill on k_qk_norm_rope_pf where it fits (read at every call): unset or 1 a grid
+// of as many blocks as fit at once, N > 1 at most N blocks (tests: every block then takes many
+// tokens), 0 the register form k_qk_norm_rope_reg. One 4K call of Qwen3-30B-A3B's shape under ncu
+// on an H200 (docs/BENCHMARKS.md, 2026-12-02 16:3x): 43.9 µs the register form, 38.3 µs this.
+static int qk_pf_blocks(void) {
+    const char *e = getenv("AE_QKN_PF");
+    if (!e || !*e) return 1;
+    const int n = atoi(e);
+    return n > 0 ? n : 0;
 }
 
 } // namespace
@@ -223,6 +308,33 @@ void ae_cuda_qk_norm_rope(const ae_backend *be, const ae_qk_norm_rope_args *a, a
     if (a->M >= kTokenBlockMin && rd == hd && (hd == 64 || hd == 128 || hd == 256) &&
         qk_reg_enabled()) {
         const size_t smem_reg = sizeof(float2) * (size_t)half;
+        const size_t smem_pf = 2 * smem_reg + 2 * (size_t)(Hq + Hkv) * hd * ae_dtype_size(x.dtype);
+        auto al16 = [](const void *p, int64_t ld, size_t es) {
+            return !p || ((uintptr_t)p % 16 == 0 && (ld * (int64_t)es) % 16 == 0);
+        };
+        const size_t es = ae_dtype_size(x.dtype);
+        const int pf = qk_pf_blocks();
+        if (pf && smem_pf <= 48 * 1024 && al16(q.data, a->ldq, es) &&
+            al16(k.data, a->ldk, es)) {
+            AE_CUDA_FLOAT_DISPATCH(x.dtype, T, AE_CUDA_FLOAT_DISPATCH(w.dtype, TW, {
+                auto go = [&](auto kern) {
+                    int per_sm = 0;
+                    cuda_check(be, cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                                       &per_sm, kern, kRegWarps * 32, smem_pf),
+                               "qk_norm_rope occupancy");
+                    const long cap = pf > 1 ? pf : (long)(per_sm > 0 ? per_sm : 1) * cu(be)->sm_count;
+                    const unsigned G = (unsigned)(a->M < cap ? a->M : cap);
+                    kern<<<G, kRegWarps * 32, smem_pf, stream_of(be)>>>(
+                        (T *)q.data, a->ldq, (T *)k.data, a->ldk, (const TW *)wq.data,
+                        (const TW *)wk.data, pp, a->M, Hq, Hkv, a->eps, a->theta, il, tab);
+                };
+                if (hd == 64) go(k_qk_norm_rope_pf<T, TW, 2>);
+                else if (hd == 128) go(k_qk_norm_rope_pf<T, TW, 4>);
+                else go(k_qk_norm_rope_pf<T, TW, 8>);
+            }));
+            cuda_check(be, cudaGetLastError(), "qk_norm_rope");
+            return;
+        }
         AE_CUDA_FLOAT_DISPATCH(x.dtype, T, AE_CUDA_FLOAT_DISPATCH(w.dtype, TW, {
             auto go = [&](auto kern) {
                 kern<<<(unsigned)a->M, kRegWarps * 32, smem_reg, stream_of(be)>>>(
