@@ -8,8 +8,7 @@
 //      aligned, ldb % 8 == 0 and (M == 1 or lda % 8 == 0); any alpha, beta. Memory-bound: each
 //      weight byte is read once, in 16-byte loads, for all M rows; tensor cores do the arithmetic.
 //      matmul_group (several weights of one x: q/k/v, gate/up) runs all its products in ONE
-//      k_gemv launch when each qualifies, the grid's blocks split between the products; above
-//      M = 8 it runs neighbours of equal N (k and v) as one batch of 2 (path 3; group_pair).
+//      k_gemv launch when each qualifies, the grid's blocks split between the products.
 //      gate_up_silu (a dense MLP's gate and up products, then silu_mul) runs as k_gemv_swiglu
 //      where matmul_group would run one unsplit k_gemv launch: the same sums, silu(g)·u in the
 //      epilogue, one launch instead of two (see "GEMV with the SwiGLU epilogue").
@@ -798,10 +797,7 @@ static void simple_launch(const ae_backend *be, const ae_gemm_args *g, ae_ptr y,
 
 // ---- cuBLASLt plan cache ------------------------------------------------------------------------
 // Key: the backend state, everything that shapes the descriptors, and the pointer alignments the
-// algorithm was chosen for. Batch strides enter only as "zero or not" and through the alignment
-// they keep (a batch's pointers are aligned to the base's and the stride's common alignment): the
-// plan's layouts take each call's strides (set_strides), so products whose operands lie at other
-// distances (matmul_group's k and v of each layer) share one plan and one heuristic call. A fixed open-addressing table shared by all backends (keyed by state
+// algorithm was chosen for. A fixed open-addressing table shared by all backends (keyed by state
 // pointer and device); one thread uses a backend, so no lock. When a probe run is full, its first
 // slot is evicted (descriptors destroyed). Entries of a closed backend stay until evicted.
 
@@ -810,9 +806,8 @@ enum { PLAN_SLOTS = 256, PLAN_PROBES = 8 };
 typedef struct {
     const void *state; // the ae_cuda
     int device, M, N, K, batch, trans_a, trans_b, y_dtype, beta_zero;
-    uint32_t align_a, align_b, align_y; // bytes (1..256) every batch's pointers are aligned to
-    int64_t lda, ldb, ldy;
-    int sa_nz, sb_nz, sy_nz; // batch strides nonzero (0 when batch == 1)
+    uint32_t align_a, align_b, align_y; // bytes (1..256) the pointers were aligned to
+    int64_t lda, ldb, ldy, sa, sb, sy;  // sa, sb, sy are 0 when batch == 1
 } plan_key;
 
 typedef struct {
@@ -823,7 +818,6 @@ typedef struct {
     cublasLtMatrixLayout_t la, lb, lc; // A = b, B = a, C = D = y (see the mapping above)
     cublasLtMatmulAlgo_t algo;
     size_t workspace;
-    int64_t sa, sb, sy; // the batch strides the layouts hold now (batch > 1)
 } gemm_plan;
 
 static gemm_plan g_plans[PLAN_SLOTS];
@@ -831,16 +825,6 @@ static gemm_plan g_plans[PLAN_SLOTS];
 static uint32_t ptr_alignment(const void *p) {
     uint32_t al = 256;
     while (al > 1 && ((uintptr_t)p & (al - 1)) != 0) al >>= 1;
-    return al;
-}
-
-// The alignment of p and, for batch > 1, of p + stride elements of es bytes (every batch's).
-static uint32_t batch_alignment(const void *p, int batch, int64_t stride, size_t es) {
-    uint32_t al = ptr_alignment(p);
-    if (batch > 1 && stride != 0) {
-        const uint32_t as = ptr_alignment((const void *)(uintptr_t)((uint64_t)stride * es));
-        if (as < al) al = as;
-    }
     return al;
 }
 
@@ -854,11 +838,10 @@ static plan_key make_key(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, 
     k.trans_a = g->trans_a != 0, k.trans_b = g->trans_b != 0;
     k.y_dtype = (int)y.dtype;
     k.beta_zero = g->beta == 0.0f;
-    k.align_a = batch_alignment(a.data, g->batch, g->sa, sizeof(bf16));
-    k.align_b = batch_alignment(b.data, g->batch, g->sb, sizeof(bf16));
-    k.align_y = batch_alignment(y.data, g->batch, g->sy, ae_dtype_size(y.dtype));
+    k.align_a = ptr_alignment(a.data), k.align_b = ptr_alignment(b.data);
+    k.align_y = ptr_alignment(y.data);
     k.lda = g->lda, k.ldb = g->ldb, k.ldy = g->ldy;
-    if (g->batch > 1) k.sa_nz = g->sa != 0, k.sb_nz = g->sb != 0, k.sy_nz = g->sy != 0;
+    if (g->batch > 1) k.sa = g->sa, k.sb = g->sb, k.sy = g->sy;
     return k;
 }
 
@@ -893,11 +876,9 @@ static cublasStatus_t make_layout(cublasLtMatrixLayout_t *l, cudaDataType_t t, i
 
 // Descriptors and the heuristic's best algorithm for key k (mapping at the top of the file).
 // A shape cuBLASLt has no algorithm for sets p->simple and succeeds.
-static cublasStatus_t plan_build(const ae_cuda *c, const plan_key *k, const ae_gemm_args *g,
-                                 gemm_plan *p) {
+static cublasStatus_t plan_build(const ae_cuda *c, const plan_key *k, gemm_plan *p) {
     memset(p, 0, sizeof *p);
     p->key = *k;
-    if (k->batch > 1) p->sa = g->sa, p->sb = g->sb, p->sy = g->sy;
     const cudaDataType_t yt = k->y_dtype == AE_DT_F32 ? CUDA_R_32F : CUDA_R_16BF;
     const cublasOperation_t opa = k->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N; // on b
     const cublasOperation_t opb = k->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N; // on a
@@ -908,12 +889,12 @@ static cublasStatus_t plan_build(const ae_cuda *c, const plan_key *k, const ae_g
         st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb);
     if (st == CUBLAS_STATUS_SUCCESS) // A = b: (K x N) when trans_b, else (N x K)
         st = make_layout(&p->la, CUDA_R_16BF, k->trans_b ? k->K : k->N, k->trans_b ? k->N : k->K,
-                         k->ldb, k->batch, p->sb);
+                         k->ldb, k->batch, k->sb);
     if (st == CUBLAS_STATUS_SUCCESS) // B = a: (M x K) when trans_a, else (K x M)
         st = make_layout(&p->lb, CUDA_R_16BF, k->trans_a ? k->M : k->K, k->trans_a ? k->K : k->M,
-                         k->lda, k->batch, p->sa);
+                         k->lda, k->batch, k->sa);
     if (st == CUBLAS_STATUS_SUCCESS) // C = D = y: (N x M)
-        st = make_layout(&p->lc, yt, k->N, k->M, k->ldy, k->batch, p->sy);
+        st = make_layout(&p->lc, yt, k->N, k->M, k->ldy, k->batch, k->sy);
     if (st != CUBLAS_STATUS_SUCCESS) return st;
 
     cublasLtMatmulPreference_t pref = NULL;
@@ -954,7 +935,7 @@ static cublasStatus_t plan_build(const ae_cuda *c, const plan_key *k, const ae_g
 }
 
 // The cached plan for k, built on first use; NULL after a cuBLAS error (kept in the backend).
-static gemm_plan *plan_get(const ae_backend *be, const plan_key *k, const ae_gemm_args *g) {
+static const gemm_plan *plan_get(const ae_backend *be, const plan_key *k) {
     const uint32_t h = key_hash(k);
     gemm_plan *slot = NULL;
     for (int i = 0; i < PLAN_PROBES; i++) {
@@ -969,7 +950,7 @@ static gemm_plan *plan_get(const ae_backend *be, const plan_key *k, const ae_gem
         slot = &g_plans[h % PLAN_SLOTS];
         plan_release(slot);
     }
-    cublasStatus_t st = plan_build(cu(be), k, g, slot);
+    cublasStatus_t st = plan_build(cu(be), k, slot);
     if (st != CUBLAS_STATUS_SUCCESS) {
         plan_release(slot);
         cuda_check_blas(be, (int)st, "gemm");
@@ -991,33 +972,13 @@ static int lt_accepts(const ae_gemm_args *g) {
     return 1;
 }
 
-// The batch strides of this call into the plan's layouts (batch > 1; cheap host calls).
-static cublasStatus_t set_strides(gemm_plan *p, const ae_gemm_args *g) {
-    const cublasLtMatrixLayoutAttribute_t at = CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET;
-    cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
-    if (g->sb != p->sb) st = cublasLtMatrixLayoutSetAttribute(p->la, at, &g->sb, sizeof g->sb);
-    if (st == CUBLAS_STATUS_SUCCESS && g->sa != p->sa)
-        st = cublasLtMatrixLayoutSetAttribute(p->lb, at, &g->sa, sizeof g->sa);
-    if (st == CUBLAS_STATUS_SUCCESS && g->sy != p->sy)
-        st = cublasLtMatrixLayoutSetAttribute(p->lc, at, &g->sy, sizeof g->sy);
-    if (st == CUBLAS_STATUS_SUCCESS) p->sa = g->sa, p->sb = g->sb, p->sy = g->sy;
-    return st;
-}
-
 static void lt_run(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr a, ae_ptr b) {
     const plan_key k = make_key(be, g, y, a, b);
-    gemm_plan *p = plan_get(be, &k, g);
+    const gemm_plan *p = plan_get(be, &k);
     if (!p) return;
     if (p->simple) {
         simple_launch(be, g, y, a, b);
         return;
-    }
-    if (g->batch > 1) {
-        cublasStatus_t st = set_strides(p, g);
-        if (st != CUBLAS_STATUS_SUCCESS) {
-            cuda_check_blas(be, (int)st, "gemm");
-            return;
-        }
     }
     const ae_cuda *c = cu(be);
     const float alpha = g->alpha, beta = g->beta;
@@ -1058,33 +1019,8 @@ void ae_cuda_gemm(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr 
     lt_run(be, g, y, a, b);
 }
 
-// Two neighbouring products of matmul_group as one strided batch of 2 (sa = 0: the same x) when
-// M > GEMV_MAX_M (cuBLASLt's path), AE_MATMUL_GROUP_BATCH is not 0, their N are equal and their
-// outputs share a dtype, and the second weight and output lie after the first ones (or both
-// before: the pair then runs in the other order), whole elements apart. Qwen3's k and v products
-// are such a pair: at 4K tokens of Qwen3-30B-A3B (N = 512) each is one 128-tile wave on the
-// H200's 132 SMs, one 15 µs cuBLASLt call each (ncu, 2026-12-02 16:3x); as one call the 256 tiles
-// share the waves. Returns the index of the pair's first product and fills *g, or -1.
-static int group_pair(const ae_ptr *y, const ae_ptr *w, const int *N, int i, int M, int K,
-                      ae_gemm_args *g) {
-    const char *env = getenv("AE_MATMUL_GROUP_BATCH");
-    if ((env && !strcmp(env, "0")) || M <= GEMV_MAX_M || N[i] <= 0 || N[i] != N[i + 1] ||
-        y[i].dtype != y[i + 1].dtype)
-        return -1;
-    const int64_t ey = (int64_t)ae_dtype_size(y[i].dtype), ew = (int64_t)sizeof(bf16);
-    const int64_t dy = (const char *)y[i + 1].data - (const char *)y[i].data;
-    const int64_t dw = (const char *)w[i + 1].data - (const char *)w[i].data;
-    if (dy % ey || dw % ew || dy == 0 || dw == 0 || (dy > 0) != (dw > 0)) return -1;
-    const int lo = dy > 0 ? i : i + 1;
-    *g = (ae_gemm_args){.M = M, .N = N[i], .K = K, .batch = 2, .trans_a = 0, .trans_b = 1,
-                        .lda = K, .ldb = K, .ldy = N[i], .sa = 0, .sb = (dw > 0 ? dw : -dw) / ew,
-                        .sy = (dy > 0 ? dy : -dy) / ey, .alpha = 1.0f, .beta = 0.0f};
-    return lo;
-}
-
 // matmul_group: one GEMV launch for all products when each would take the GEMV path on its own
-// (and the outputs share a dtype), else one gemm per product (cuBLASLt for M > 8), neighbours
-// that group_pair accepts as one batched gemm.
+// (and the outputs share a dtype), else one gemm per product (cuBLASLt for M > 8).
 void ae_cuda_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
                           const int *N, int M, int K) {
     if (cuda_failed(be)) return;
@@ -1121,9 +1057,7 @@ void ae_cuda_matmul_group(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x
     for (int i = 0; i < n; i++) {
         ae_gemm_args gi = {.M = M, .N = N[i], .K = K, .batch = 1, .trans_a = 0, .trans_b = 1,
                            .lda = K, .ldb = K, .ldy = N[i], .alpha = 1.0f, .beta = 0.0f};
-        const int lo = i + 1 < n ? group_pair(y, w, N, i, M, K, &gi) : -1;
-        ae_cuda_gemm(be, &gi, y[lo < 0 ? i : lo], x, w[lo < 0 ? i : lo]);
-        if (lo >= 0) i++; // the pair's second product is done
+        ae_cuda_gemm(be, &gi, y[i], x, w[i]);
     }
 }
 

@@ -290,8 +290,7 @@ struct ae_backend {
     void (*gemm)(const ae_backend *be, const ae_gemm_args *g, ae_ptr y, ae_ptr a, ae_ptr b);
     // n (1..AE_MATMUL_GROUP_MAX) Linear products of one input: y[i] (M, N[i]) = x (M, K) ·
     // w[i] (N[i], K)ᵀ, all packed: what n ae_matmul calls compute (cpu: exactly those), in one
-    // launch where the backend can (cuda: the decode GEMV, M <= 8; above, neighbours of equal N
-    // as one batched cuBLASLt call, Qwen3's k and v). x, w[i] as gemm's a, b; y[i]
+    // launch where the backend can (cuda: the decode GEMV, M <= 8). x, w[i] as gemm's a, b; y[i]
     // act or F32, all of one dtype, overlapping neither x nor each other.
     void (*matmul_group)(const ae_backend *be, int n, const ae_ptr *y, ae_ptr x, const ae_ptr *w,
                          const int *N, int M, int K);
