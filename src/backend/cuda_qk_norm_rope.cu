@@ -25,9 +25,10 @@
 // so the same sums and the same bits), then computes them; lane i forms row i's double-precision
 // factor for the warp. The kernel above has one row's loads in flight a warp (9 rows a warp at
 // Qwen3-30B-A3B's 36): one call at 4K tokens under ncu on an H200, 54.9 µs there, 44.8 µs here
-// (docs/BENCHMARKS.md, 2026-12-02 12:12). Where the rows are 16-byte aligned, prefill runs
-// k_qk_norm_rope_pf instead: the same passes in a persistent grid that prefetches each block's
-// next token while it computes this one (38.3 µs against the register form's 43.9, 16:3x).
+// (docs/BENCHMARKS.md, 2026-12-02 12:12). Where the rows are 16-byte aligned and two tokens'
+// rows fit in 48 KB, prefill runs k_qk_norm_rope_pf instead: the same passes in a persistent
+// grid that prefetches each block's next token while it computes this one (38.3 µs against the
+// register form's 43.9, 2026-12-02 16:23).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,16 +204,16 @@ k_qk_norm_rope_reg(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW 
     }
 }
 
-// Prefill form with the next token prefetched (the default prefill kernel; AE_QKN_PF): a persistent grid,
-// block b taking tokens b, b + G, ... (G = gridDim.x). While it computes token t from shared
-// memory, token t + G's q and k rows are copying in (cp.async, 16-byte chunks, two buffers) and
-// its rope table is formed, so the loads of one token overlap the arithmetic and stores of the
-// one before (k_qk_norm_rope_reg loads, then computes, then stores, its blocks short-lived). The
-// same passes (qkn_reg_pass) on the same values: the same bits. Dynamic shared memory: two
-// (hd/2) tables, then two buffers of the token's rows (rows · hd of T); q and k rows 16-byte
-// aligned (host-checked).
+// Prefill form with the next token prefetched (the default prefill kernel; AE_QKN_PF): a
+// persistent grid, block b taking tokens b, b + G, ... (G = gridDim.x). While it computes token
+// t from shared memory, token t + G's q and k rows are copying in (cp.async, 16-byte chunks, two
+// buffers) and its rope table is formed, so the loads of one token overlap the arithmetic and
+// stores of the one before (k_qk_norm_rope_reg loads, then computes, then stores, its blocks
+// short-lived). The same passes (qkn_reg_pass) on the same values: the same bits. Dynamic shared
+// memory: two (hd/2) tables, then two buffers of the token's rows (rows · hd of T); q and k rows
+// 16-byte aligned (host-checked).
 template <typename T, typename TW, int V>
-__global__ void __launch_bounds__(kRegWarps * 32, V == 8 ? 2 : 4) // 4 blocks an SM as the reg form (hd 256: 2)
+__global__ void __launch_bounds__(kRegWarps * 32, V == 8 ? 2 : 4) // as the reg form: 4 an SM
 k_qk_norm_rope_pf(T *q, int64_t ldq, T *k, int64_t ldk, const TW *wq, const TW *wk,
                   const int32_t *pos, int M, int Hq, int Hkv, float eps, double theta,
                   int interleaved, RopeFreq tab) {
@@ -265,7 +266,7 @@ static int qk_reg_enabled(void) {
 // AE_QKN_PF: prefill on k_qk_norm_rope_pf where it fits (read at every call): unset or 1 a grid
 // of as many blocks as fit at once, N > 1 at most N blocks (tests: every block then takes many
 // tokens), 0 the register form k_qk_norm_rope_reg. One 4K call of Qwen3-30B-A3B's shape under ncu
-// on an H200 (docs/BENCHMARKS.md, 2026-12-02 16:3x): 43.9 µs the register form, 38.3 µs this.
+// on an H200 (docs/BENCHMARKS.md, 2026-12-02 16:23): 43.9 µs the register form, 38.3 µs this.
 static int qk_pf_blocks(void) {
     const char *e = getenv("AE_QKN_PF");
     if (!e || !*e) return 1;
@@ -308,21 +309,21 @@ void ae_cuda_qk_norm_rope(const ae_backend *be, const ae_qk_norm_rope_args *a, a
     if (a->M >= kTokenBlockMin && rd == hd && (hd == 64 || hd == 128 || hd == 256) &&
         qk_reg_enabled()) {
         const size_t smem_reg = sizeof(float2) * (size_t)half;
-        const size_t smem_pf = 2 * smem_reg + 2 * (size_t)(Hq + Hkv) * hd * ae_dtype_size(x.dtype);
-        auto al16 = [](const void *p, int64_t ld, size_t es) {
+        const size_t es = ae_dtype_size(x.dtype);
+        const size_t smem_pf = 2 * smem_reg + 2 * (size_t)(Hq + Hkv) * hd * es;
+        auto al16 = [es](const void *p, int64_t ld) {
             return !p || ((uintptr_t)p % 16 == 0 && (ld * (int64_t)es) % 16 == 0);
         };
-        const size_t es = ae_dtype_size(x.dtype);
         const int pf = qk_pf_blocks();
-        if (pf && smem_pf <= 48 * 1024 && al16(q.data, a->ldq, es) &&
-            al16(k.data, a->ldk, es)) {
+        if (pf && smem_pf <= 48 * 1024 && al16(q.data, a->ldq) && al16(k.data, a->ldk)) {
             AE_CUDA_FLOAT_DISPATCH(x.dtype, T, AE_CUDA_FLOAT_DISPATCH(w.dtype, TW, {
                 auto go = [&](auto kern) {
                     int per_sm = 0;
                     cuda_check(be, cudaOccupancyMaxActiveBlocksPerMultiprocessor(
                                        &per_sm, kern, kRegWarps * 32, smem_pf),
                                "qk_norm_rope occupancy");
-                    const long cap = pf > 1 ? pf : (long)(per_sm > 0 ? per_sm : 1) * cu(be)->sm_count;
+                    const long fit = (long)(per_sm > 0 ? per_sm : 1) * cu(be)->sm_count;
+                    const long cap = pf > 1 ? pf : fit;
                     const unsigned G = (unsigned)(a->M < cap ? a->M : cap);
                     kern<<<G, kRegWarps * 32, smem_pf, stream_of(be)>>>(
                         (T *)q.data, a->ldq, (T *)k.data, a->ldk, (const TW *)wq.data,
